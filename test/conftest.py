@@ -1,0 +1,38 @@
+"""Shared test set-up: repo on sys.path, ROS 2 kept on loopback with a per-run domain id."""
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data'))
+sys.path.insert(0, str(ROOT))
+
+# Every ROS participant in this run (this process and the nodes it starts) stays on loopback,
+# in a domain of its own, with the shared-memory profile that carries camera-sized messages.
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(100, 199)))
+os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(ROOT / 'config' / 'fastdds_shm.xml'))
+os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
+os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+
+
+@pytest.fixture(scope='session')
+def camvid_dir():
+    """The CamVid copy in ../shared/data (never copied into the repo); skips when absent."""
+    path = DATA / 'camvid'
+    if not path.is_dir():
+        pytest.skip(f'CamVid not found at {path} (set VIDSEG_DATA)')
+    return path
+
+
+@pytest.fixture(scope='session')
+def davis_dir():
+    """The DAVIS 2016 copy in ../shared/data; skips when absent."""
+    path = DATA / 'davis2016'
+    if not path.is_dir():
+        pytest.skip(f'DAVIS 2016 not found at {path} (set VIDSEG_DATA)')
+    return path

@@ -1,0 +1,140 @@
+"""Settings as dataclasses, loaded strictly from safe YAML.
+
+One name per setting: the dataclass field is the YAML key, the CLI option and the ROS parameter.
+Each field documents itself with ``setting(default, "doc")`` so nodes can declare parameters with
+descriptions and the README tables can be generated from the code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar('T')
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message says which key and how to fix it."""
+
+
+def setting(default: Any, doc: str, choices: tuple | None = None):
+    """A dataclass field with a description (and optional allowed values) for docs and ROS params."""
+    meta = {'doc': doc, 'choices': choices}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def describe(cls) -> list[dict]:
+    """Rows (name, type, default, doc, choices) for every field of a settings dataclass."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append({'name': f.name, 'type': _type_name(hints[f.name]), 'default': default,
+                     'doc': f.metadata.get('doc', ''), 'choices': f.metadata.get('choices')})
+    return rows
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f'list[{_type_name(args[0])}]' if args else 'list'
+    return getattr(tp, '__name__', str(tp))
+
+
+def _coerce(value: Any, tp, key: str):
+    """Check (and lightly coerce, int->float, tuple->list) one value against a type hint."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f'{key}: invalid value {value!r}')
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f'{key}: expected a list, got {type(value).__name__} {value!r}')
+        args = typing.get_args(tp)
+        item = args[0] if args else Any
+        return [_coerce(v, item, f'{key}[{i}]') for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f'{key}: expected a mapping, got {type(value).__name__}')
+        return dict(value)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f'{key}: expected a mapping for {tp.__name__}')
+        return from_dict(tp, value, where=key + '.')
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f'{key}: expected true/false, got {value!r}')
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f'{key}: expected an integer, got {value!r}')
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f'{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}')
+    return value
+
+
+def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
+    """Build a settings dataclass from a mapping, rejecting unknown keys, wrong types, bad choices."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f'unknown setting(s) {", ".join(where + u for u in unknown)}; '
+                          f'valid keys: {", ".join(sorted(names))}')
+    kwargs = {}
+    for key, value in data.items():
+        value = _coerce(value, hints[key], where + key)
+        choices = names[key].metadata.get('choices')
+        if choices and value not in choices:
+            raise ConfigError(f'{where}{key}: {value!r} is not one of {", ".join(map(repr, choices))}')
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> dict:
+    """Plain dict (lists, not tuples) of a settings dataclass, safe to store in a checkpoint."""
+    return dataclasses.asdict(obj)
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with ``yaml.safe_load``; clear errors for missing or malformed files."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f'cannot read config {path}: {e.strerror or e}') from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f'{path} is not valid YAML: {e}') from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path}: expected a mapping at the top level, got {type(data).__name__}')
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: dict | None = None) -> T:
+    """Dataclass from an optional YAML file plus overrides (CLI options), validated strictly."""
+    data = load_yaml(path) if path else {}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return from_dict(cls, data)

@@ -1,0 +1,149 @@
+"""sensor_msgs/Image encodings <-> numpy, without ROS (cv_bridge's Python part is often unusable).
+
+Works on the message *fields* (encoding, height, width, step, data, is_bigendian) so the same code
+serves rclpy messages, rosbags-deserialised messages and mcap-ros2 messages.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+class ImageError(ValueError):
+    """A malformed or unsupported image; the message says what is wrong with it."""
+
+
+# encoding -> (numpy dtype, channels)
+ENCODINGS: dict[str, tuple[str, int]] = {
+    'rgb8': ('u1', 3), 'bgr8': ('u1', 3), 'rgba8': ('u1', 4), 'bgra8': ('u1', 4),
+    'mono8': ('u1', 1), '8UC1': ('u1', 1), '8UC3': ('u1', 3), '8UC4': ('u1', 4),
+    'mono16': ('u2', 1), '16UC1': ('u2', 1), 'rgb16': ('u2', 3), 'bgr16': ('u2', 3),
+    '32FC1': ('f4', 1),
+    'bayer_rggb8': ('u1', 1), 'bayer_bggr8': ('u1', 1), 'bayer_gbrg8': ('u1', 1), 'bayer_grbg8': ('u1', 1),
+    'yuv422': ('u1', 2), 'uyvy': ('u1', 2), 'yuv422_yuy2': ('u1', 2), 'yuyv': ('u1', 2),
+}
+
+# OpenCV names the Bayer pattern by the 2x2 block starting at the second row/col: RGGB -> BG.
+_BAYER_TO_RGB = {
+    'bayer_rggb8': cv2.COLOR_BayerBG2RGB, 'bayer_bggr8': cv2.COLOR_BayerRG2RGB,
+    'bayer_gbrg8': cv2.COLOR_BayerGR2RGB, 'bayer_grbg8': cv2.COLOR_BayerGB2RGB,
+}
+_YUV_TO_RGB = {
+    'yuv422': cv2.COLOR_YUV2RGB_UYVY, 'uyvy': cv2.COLOR_YUV2RGB_UYVY,
+    'yuv422_yuy2': cv2.COLOR_YUV2RGB_YUY2, 'yuyv': cv2.COLOR_YUV2RGB_YUY2,
+}
+
+
+def image_to_array(encoding: str, height: int, width: int, step: int, data,
+                   is_bigendian: int = 0) -> np.ndarray:
+    """View the bytes of an Image message as (H, W) or (H, W, C); validates every field first."""
+    if encoding not in ENCODINGS:
+        raise ImageError(f'unsupported encoding {encoding!r}; supported: {", ".join(sorted(ENCODINGS))}')
+    if height <= 0 or width <= 0:
+        raise ImageError(f'zero-size image ({width}x{height})')
+    dtype_code, channels = ENCODINGS[encoding]
+    dtype = np.dtype(dtype_code).newbyteorder('>' if is_bigendian else '<')
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ImageError(f'step {step} is smaller than width*channels*bytes = {row_bytes} '
+                         f'for {width}x{height} {encoding}')
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
+    if buf.size != step * height:
+        raise ImageError(f'data has {buf.size} bytes, expected step*height = {step}*{height} = '
+                         f'{step * height} for {width}x{height} {encoding}')
+    rows = buf.reshape(height, step)[:, :row_bytes]
+    arr = np.ascontiguousarray(rows).view(dtype) if step != row_bytes else rows.view(dtype)
+    arr = arr.reshape(height, width, channels)
+    if dtype.byteorder == '>':
+        arr = arr.astype(dtype.newbyteorder('='))
+    return arr[:, :, 0] if channels == 1 else arr
+
+
+def to_rgb8(arr: np.ndarray, encoding: str) -> np.ndarray:
+    """Any supported encoding's array -> (H, W, 3) uint8 RGB, the engine's input format."""
+    if encoding == 'rgb8' or encoding == '8UC3':
+        return arr
+    if encoding == 'bgr8':
+        return arr[:, :, ::-1]
+    if encoding in ('rgba8', '8UC4'):
+        return arr[:, :, :3]
+    if encoding == 'bgra8':
+        return arr[:, :, 2::-1]
+    if encoding in ('mono8', '8UC1'):
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if encoding in ('mono16', '16UC1'):
+        return np.repeat((arr >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+    if encoding in ('rgb16', 'bgr16'):
+        rgb = (arr >> 8).astype(np.uint8)
+        return rgb if encoding == 'rgb16' else rgb[:, :, ::-1]
+    if encoding == '32FC1':
+        scaled = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0)
+        gray = (np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if encoding in _BAYER_TO_RGB:
+        return cv2.cvtColor(np.ascontiguousarray(arr), _BAYER_TO_RGB[encoding])
+    if encoding in _YUV_TO_RGB:
+        return cv2.cvtColor(np.ascontiguousarray(arr), _YUV_TO_RGB[encoding])
+    raise ImageError(f'unsupported encoding {encoding!r}')
+
+
+def image_fields_to_rgb8(encoding: str, height: int, width: int, step: int, data,
+                         is_bigendian: int = 0) -> np.ndarray:
+    """Image message fields -> (H, W, 3) uint8 RGB."""
+    return to_rgb8(image_to_array(encoding, height, width, step, data, is_bigendian), encoding)
+
+
+def array_to_image_fields(arr: np.ndarray, encoding: str) -> dict:
+    """(H, W[, C]) array -> Image message fields (tight rows, little endian, bytes data)."""
+    if encoding not in ENCODINGS:
+        raise ImageError(f'unsupported encoding {encoding!r}; supported: {", ".join(sorted(ENCODINGS))}')
+    dtype_code, channels = ENCODINGS[encoding]
+    arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype_code).newbyteorder('<'))
+    got = 1 if arr.ndim == 2 else arr.shape[2]
+    if arr.ndim not in (2, 3) or got != channels:
+        raise ImageError(f'{encoding} needs {channels} channel(s), array has shape {arr.shape}')
+    height, width = arr.shape[:2]
+    return {'encoding': encoding, 'height': height, 'width': width, 'is_bigendian': 0,
+            'step': width * channels * arr.dtype.itemsize, 'data': arr.tobytes()}
+
+
+def decode_compressed(fmt: str, data) -> np.ndarray:
+    """CompressedImage (jpeg/png, any format string ROS tools write) -> (H, W, 3) uint8 RGB."""
+    buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview)) else data,
+                        dtype=np.uint8)
+    if buf.size == 0:
+        raise ImageError(f'empty compressed image (format {fmt!r})')
+    # compressedDepth carries a 12-byte header before the PNG; plain jpeg/png decode directly.
+    if 'compressedDepth' in fmt:
+        buf = buf[12:]
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError(f'cannot decode compressed image ({buf.size} bytes, format {fmt!r})')
+    if img.ndim == 2:
+        if img.dtype != np.uint8:
+            img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    # cv2 decodes jpeg/png colour as BGR regardless of the format string's "rgb8;" prefix.
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def encode_compressed(rgb: np.ndarray, fmt: str = 'jpeg', quality: int = 90) -> tuple[str, bytes]:
+    """(H, W, 3) RGB -> (format string, bytes) as image_transport's compressed plugin writes them."""
+    ext = {'jpeg': '.jpg', 'jpg': '.jpg', 'png': '.png'}.get(fmt)
+    if ext is None:
+        raise ImageError(f'unsupported compressed format {fmt!r}; use jpeg or png')
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext == '.jpg' else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ImageError(f'OpenCV could not encode a {rgb.shape} image as {fmt}')
+    return f'rgb8; {"jpeg" if ext == ".jpg" else "png"} compressed bgr8', buf.tobytes()
+
+
+def read_rgb(path) -> np.ndarray:
+    """Image file -> (H, W, 3) uint8 RGB, with a clear error for unreadable files."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageError(f'cannot read image file {path}')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,44 @@
+"""Engine contract shared by the segment node, the tools and the benchmarks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vidseg_ros.config import setting
+
+
+@dataclass
+class EngineConfig:
+    """Inference settings; each name is also the segment node's ROS parameter."""
+
+    model: str = setting('', 'Checkpoint (.pt), TorchScript (.ts) or ONNX (.onnx) file, or the name of '
+                             'a model shipped in share/vidseg_ros/models; empty = the default model')
+    device: str = setting('auto', 'Where to run: auto (cuda when present, else cpu), cpu, cuda, cuda:N')
+    precision: str = setting('fp32', 'Arithmetic precision on the device', ('fp32', 'fp16', 'bf16'))
+    channels_last: bool = setting(False, 'Use channels_last memory format (faster convs on GPU)')
+    compile: bool = setting(False, 'Wrap the model with torch.compile (slow first frames)')
+    input_hw: list[int] = setting([], 'Network input size [H, W]; empty = the checkpoint\'s size. '
+                                      'Other sizes are padded to a multiple of the model stride')
+    keyframe_policy: str = setting('fixed', 'Key frames at a fixed interval, or adaptive on '
+                                            'low-level feature change', ('fixed', 'adaptive'))
+    keyframe_interval: int = setting(5, 'Frames between key frames (fixed policy); 1 = every frame')
+    keyframe_max_interval: int = setting(30, 'Adaptive policy: force a key frame after this many frames')
+    keyframe_threshold: float = setting(0.2, 'Adaptive policy: relative low-level feature change '
+                                             'that triggers a key frame')
+    max_gap_s: float = setting(0.5, 'A stamp gap larger than this (or a stamp going backwards) resets '
+                                    'temporal state and forces a key frame')
+    tile_size: int = setting(0, 'Overlapping-tile inference: tile side in network pixels; 0 = off')
+    tile_stride: int = setting(0, 'Tile stride in network pixels; 0 = tile_size * 3 / 4')
+
+
+@dataclass
+class FrameResult:
+    """What the engine returns for one frame; arrays are at the requested output size."""
+
+    class_ids: np.ndarray                       # (H, W) uint8 class index per pixel
+    confidence: np.ndarray | None = None        # (H, W) float32 probability of the chosen class
+    class_prob: np.ndarray | None = None        # (H, W) float32 probability of one selected class
+    is_key: bool = True                         # key frame (full model) or current frame (cached)
+    reset_reason: str = ''                      # why temporal state was reset before this frame
+    timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess / model / postprocess
