@@ -1,0 +1,80 @@
+"""Frames from a video file, an image folder or a glob, as RGB arrays (ROS-free)."""
+from __future__ import annotations
+
+import glob as globlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidseg_ros.data.images import ImageError, read_rgb
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
+
+
+class FrameSource:
+    """Iterates (index, rgb) over a video file, an image folder (sorted by name) or a glob pattern.
+
+    Args:
+        source: path to a video file, a folder of images, or a glob such as ``frames/*.png``.
+    """
+
+    def __init__(self, source: str | Path):
+        self.source = str(source)
+        path = Path(self.source)
+        self.files: list[Path] = []
+        self.fps = 0.0
+        if path.is_dir():
+            self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif any(c in self.source for c in '*?['):
+            self.files = sorted(Path(p) for p in globlib.glob(self.source)
+                                if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            cap = cv2.VideoCapture(self.source)
+            if not cap.isOpened():
+                raise ImageError(f'OpenCV cannot open video {self.source}')
+            self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            cap.release()
+        else:
+            raise ImageError(f'video source {self.source} does not exist')
+        if (path.is_dir() or not path.exists()) and not self.files:
+            raise ImageError(f'no images ({", ".join(IMAGE_SUFFIXES)}) found in {self.source}')
+
+    @property
+    def is_video(self) -> bool:
+        return not self.files
+
+    def __len__(self) -> int:
+        if self.files:
+            return len(self.files)
+        cap = cv2.VideoCapture(self.source)
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        cap.release()
+        return n
+
+    def __iter__(self):
+        if self.files:
+            for i, f in enumerate(self.files):
+                yield i, read_rgb(f)
+            return
+        cap = cv2.VideoCapture(self.source)
+        try:
+            i = 0
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                i += 1
+        finally:
+            cap.release()
+
+
+def resize_rgb(rgb: np.ndarray, size_hw: list[int] | tuple[int, int] | None) -> np.ndarray:
+    """Resize to (H, W) with area interpolation; no-op for empty/None sizes."""
+    if not size_hw:
+        return rgb
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if (h, w) == rgb.shape[:2]:
+        return rgb
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
