@@ -1,0 +1,142 @@
+"""PyTorch datasets: shapes, dtypes, ignore handling, consistent augmentation, real vs synthetic motion."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vidseg_ros.data import augment
+from vidseg_ros.data.augment import AugmentConfig
+from vidseg_ros.data.dataset import FrameDataset, SequenceDataset, TripletDataset, build_dataset
+from vidseg_ros.data.records import (FrameRecord, FrameSource, camvid_source, davis_source,
+                                     extracted_source, identity_lut, read_index, write_index, write_meta)
+
+
+def _synthetic_video(root, n=6, hw=(48, 64), labelled=(0, 3, 5)):
+    """Tiny extracted dataset: a bright square moving right by 2 px per frame."""
+    (root / 'images' / 's0').mkdir(parents=True)
+    (root / 'labels' / 's0').mkdir(parents=True)
+    recs = []
+    for i in range(n):
+        img = np.full(hw + (3,), 40, np.uint8)
+        lab = np.zeros(hw, np.uint8)
+        img[10:26, 5 + 2 * i:21 + 2 * i] = (200, 100, 50)
+        lab[10:26, 5 + 2 * i:21 + 2 * i] = 1
+        ip = root / 'images' / 's0' / f'{i * 1000}.png'
+        cv2.imwrite(str(ip), img[:, :, ::-1])
+        lp = None
+        if i in labelled:
+            lp = root / 'labels' / 's0' / f'{i * 1000}.png'
+            cv2.imwrite(str(lp), lab)
+        recs.append(FrameRecord('s0', i, ip, lp, stamp_ns=i * 1000,
+                                label_source='human' if lp else 'none'))
+    write_index(root, recs)
+    write_meta(root, {'classes': ['bg', 'square'], 'ignore_index': 255})
+    return extracted_source(root)
+
+
+def test_index_roundtrip(tmp_path):
+    src = _synthetic_video(tmp_path)
+    again = read_index(tmp_path)
+    assert [r.index for r in again] == list(range(6))
+    assert again == src.records
+    assert src.num_classes == 2 and src.ignore_index == 255
+
+
+def test_frame_dataset_shapes_and_ignore(tmp_path):
+    src = _synthetic_video(tmp_path)
+    cfg = AugmentConfig(crop_hw=[64, 80], hflip=True, jitter=0.2, scale_range=[0.8, 1.2])
+    ds = FrameDataset(src, cfg, seed=0)
+    assert len(ds) == 3
+    s = ds[0]
+    assert s['image'].shape == (3, 64, 80) and s['image'].dtype == torch.float32
+    assert 0.0 <= s['image'].min() and s['image'].max() <= 1.0
+    assert s['label'].shape == (64, 80) and s['label'].dtype == torch.int64
+    # The crop is larger than the frame: padding must be ignore, not background.
+    assert (s['label'] == 255).any()
+    assert set(s['label'].unique().tolist()) <= {0, 1, 255}
+
+
+def test_eval_is_deterministic_and_unchanged(tmp_path):
+    src = _synthetic_video(tmp_path)
+    ds = FrameDataset(src, None, train=False)
+    s = ds[0]
+    img = cv2.imread(str(src.labelled()[0].image))[:, :, ::-1]
+    assert torch.equal((s['image'] * 255).round().byte(), torch.from_numpy(img.copy()).permute(2, 0, 1))
+
+
+def test_triplet_real_neighbours(tmp_path):
+    src = _synthetic_video(tmp_path)
+    ds = TripletDataset(src, AugmentConfig(hflip=True), max_distance=3, motion='real', seed=1)
+    assert len(ds) == 2     # frames 3 and 5 have earlier frames; frame 0 does not
+    for i in range(len(ds)):
+        s = ds[i]
+        assert 1 <= s['distance'] <= 3 and not s['synthetic']
+        assert s['key'].shape == s['current'].shape == (3, 48, 64)
+        # Same flip on both frames: the square's column shift between them equals 2 px per frame.
+        kx = (s['key'][0] > 0.5).float().sum(0).nonzero().flatten()
+        cx = (s['current'][0] > 0.5).float().sum(0).nonzero().flatten()
+        assert abs(abs(int(cx[0]) - int(kx[0])) - 2 * s['distance']) <= 1
+
+
+def test_triplet_synthetic_fallback(tmp_path):
+    src = _synthetic_video(tmp_path, labelled=(0,))
+    ds = TripletDataset(src, None, max_distance=15, motion='auto', seed=3)
+    s = ds[0]
+    assert s['synthetic'] and 1 <= s['distance'] <= 15
+    assert not torch.equal(s['key'], s['current'])
+    with pytest.raises(ValueError):
+        TripletDataset(src, None, max_distance=15, motion='real')
+
+
+def test_sequence_dataset(tmp_path):
+    src = _synthetic_video(tmp_path)
+    ds = SequenceDataset(src, length=3, seed=0, motion='auto')
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s['frames'].shape == (3, 3, 48, 64) and s['labels'].shape == (3, 48, 64)
+        t = s['label_pos']
+        for k in range(3):
+            has = (s['labels'][k] != 255).any().item()
+            assert has == (k == t)
+    dense = SequenceDataset(src, length=2, motion='real', all_labels=True, train=False)
+    s = dense[len(dense) - 1]
+    assert not s['synthetic'] and s['label_pos'] == 1
+
+
+def test_augment_params_shared():
+    rng = np.random.default_rng(0)
+    cfg = AugmentConfig(crop_hw=[32, 32], hflip=True, scale_range=[0.5, 1.5])
+    img = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    lab = (img[:, :, 0] > 127).astype(np.uint8)
+    p = augment.draw(cfg, (40, 50), rng)
+    a, b = augment.apply_image(img, p), augment.apply_image(img, p)
+    assert np.array_equal(a, b)
+    out = augment.apply_label(lab, p, 255)
+    assert out.shape == (32, 32) and set(np.unique(out)) <= {0, 1, 255}
+
+
+def test_build_dataset_rejects_unknown(tmp_path):
+    src = FrameSource([], ['a'], 255, identity_lut(255, 1))
+    with pytest.raises(ValueError, match='valid'):
+        build_dataset('nope', src)
+
+
+def test_camvid_layout(camvid_dir):
+    src = camvid_source(camvid_dir, 'val')
+    assert src.ignore_index == 11 and src.num_classes == 11
+    ds = TripletDataset(src, AugmentConfig(resize_scale=0.25), max_distance=15, seed=0, motion='real')
+    s = ds[5]
+    assert s['distance'] % 2 == 0 and s['current'].shape == (3, 90, 120)
+    assert int(s['label'].max()) <= 11
+    tr = TripletDataset(camvid_source(camvid_dir, 'train'), AugmentConfig(crop_hw=[64, 64]), seed=0)
+    assert tr[0]['synthetic']   # 1 Hz labels, no raw frames in between
+
+
+def test_davis_layout(davis_dir):
+    src = davis_source(davis_dir, ['blackswan'])
+    assert len(src.records) == 50 and src.num_classes == 2
+    ds = SequenceDataset(src, length=3, augment_cfg=AugmentConfig(crop_hw=[64, 96], resize_scale=0.2),
+                         motion='real', seed=0, all_labels=True)
+    s = ds[0]
+    assert s['frames'].shape == (3, 3, 64, 96)
+    assert set(s['labels'].unique().tolist()) <= {0, 1}

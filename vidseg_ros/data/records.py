@@ -1,0 +1,262 @@
+"""Frame records and the folder layouts they come from: CamVid, DAVIS, Cityscapes and extracted datasets.
+
+A record is one video frame on disk (image path, optional label path, sequence, frame index, stamp).
+A :class:`FrameSource` bundles the records of one dataset with what is needed to read its labels
+(a 256-entry lookup table from stored label values to class ids, the ignore value, the class names).
+Everything here is plain files: no torch, no ROS.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+LOG = logging.getLogger(__name__)
+
+INDEX_NAME = 'index.csv'
+META_NAME = 'dataset.yaml'
+INDEX_FIELDS = ('sequence', 'index', 'stamp_ns', 'image', 'label', 'label_source',
+                'bag', 'topic', 'encoding')
+LABEL_SOURCES = ('human', 'propagated', 'teacher', 'none')
+
+CAMVID_CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence',
+                  'Car', 'Pedestrian', 'Bicyclist']
+CAMVID_VOID = 11
+CAMVID_FPS = 30.0
+DAVIS_FPS = 24.0
+DEFAULT_IGNORE = 255
+
+# ImageNet statistics: what pretrained encoders expect; the engine/trainer normalises, not the dataset.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One frame on disk. ``index`` is the frame number in the source video (gaps are real gaps)."""
+
+    sequence: str
+    index: int
+    image: Path
+    label: Path | None = None
+    stamp_ns: int = 0
+    label_source: str = 'none'      # human / propagated / teacher / none
+    bag: str = ''
+    topic: str = ''
+    encoding: str = ''
+
+
+@dataclass
+class FrameSource:
+    """Records of one dataset plus how to turn its label files into class ids."""
+
+    records: list[FrameRecord]
+    class_names: list[str]
+    ignore_index: int = DEFAULT_IGNORE
+    label_lut: np.ndarray | None = None   # (256,) uint8: stored value -> class id (or ignore)
+    name: str = ''
+    fps: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def read_label(self, rec: FrameRecord) -> np.ndarray | None:
+        """(H, W) uint8 class ids of ``rec`` (None when the frame has no label)."""
+        if rec.label is None:
+            return None
+        lab = cv2.imread(str(rec.label), cv2.IMREAD_UNCHANGED)
+        if lab is None:
+            raise FileNotFoundError(f'cannot read label file {rec.label}')
+        if lab.ndim == 3:
+            raise ValueError(f'{rec.label} is a colour image; import it first with '
+                             '`vidseg label-import --palette ...` to get class-id PNGs')
+        lab = lab.astype(np.uint8)
+        return self.label_lut[lab] if self.label_lut is not None else lab
+
+    def sequences(self) -> dict[str, list[FrameRecord]]:
+        """Records grouped by sequence, each list in frame-index order."""
+        groups: dict[str, list[FrameRecord]] = {}
+        for rec in self.records:
+            groups.setdefault(rec.sequence, []).append(rec)
+        return {k: sorted(v, key=lambda r: r.index) for k, v in groups.items()}
+
+    def labelled(self) -> list[FrameRecord]:
+        return [r for r in self.records if r.label is not None]
+
+    def subset(self, records: list[FrameRecord]) -> FrameSource:
+        return replace(self, records=list(records))
+
+
+def identity_lut(ignore_index: int = DEFAULT_IGNORE, num_classes: int = 256) -> np.ndarray:
+    """Values below ``num_classes`` map to themselves, everything else to ``ignore_index``."""
+    lut = np.full(256, ignore_index, np.uint8)
+    lut[:num_classes] = np.arange(min(num_classes, 256), dtype=np.uint8)
+    return lut
+
+
+_CAMVID_NAME = re.compile(r'^(?P<seq>.+)_f?(?P<num>\d+)$')
+
+
+def camvid_source(root: str | Path, split: str = 'train') -> FrameSource:
+    """CamVid (SegNet layout): ``<split>/<SEQ>_<FRAME>.png|webp`` with ``<split>annot/`` labels.
+
+    Labels keep CamVid's values: classes 0..10 and void = 11, which is the ignore index.
+    """
+    root = Path(root)
+    img_dir, lab_dir = root / split, root / f'{split}annot'
+    if not img_dir.is_dir():
+        raise FileNotFoundError(f'no CamVid split folder {img_dir}')
+    records = []
+    for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in ('.png', '.webp', '.jpg')):
+        m = _CAMVID_NAME.match(img.stem)
+        if not m:
+            LOG.warning('skipping %s: name is not <SEQ>_<FRAME>', img)
+            continue
+        num = int(m['num'])
+        lab = lab_dir / (img.stem + '.png')
+        records.append(FrameRecord(m['seq'], num, img, lab if lab.is_file() else None,
+                                   stamp_ns=int(round(num * 1e9 / CAMVID_FPS)),
+                                   label_source='human' if lab.is_file() else 'none'))
+    return FrameSource(records, list(CAMVID_CLASSES), CAMVID_VOID,
+                       identity_lut(CAMVID_VOID, CAMVID_VOID + 1), name=f'camvid-{split}',
+                       fps=CAMVID_FPS)
+
+
+def davis_source(root: str | Path, sequences: list[str] | None = None,
+                 resolution: str = '480p') -> FrameSource:
+    """DAVIS layout: ``JPEGImages/480p/<seq>/00000.jpg`` and ``Annotations/480p/<seq>/00000.png``.
+
+    Binary (DAVIS 2016): mask 0 -> background 0, anything else -> object 1. Multi-object DAVIS 2017
+    masks would need ``--classes``; here every nonzero id becomes the foreground class.
+    """
+    root = Path(root)
+    img_root, lab_root = root / 'JPEGImages' / resolution, root / 'Annotations' / resolution
+    if not img_root.is_dir():
+        raise FileNotFoundError(f'no DAVIS image folder {img_root}')
+    names = sequences or sorted(p.name for p in img_root.iterdir() if p.is_dir())
+    records = []
+    for seq in names:
+        for img in sorted((img_root / seq).glob('*.jpg')):
+            idx = int(img.stem)
+            lab = lab_root / seq / (img.stem + '.png')
+            records.append(FrameRecord(seq, idx, img, lab if lab.is_file() else None,
+                                       stamp_ns=int(round(idx * 1e9 / DAVIS_FPS)),
+                                       label_source='human' if lab.is_file() else 'none'))
+    lut = np.ones(256, np.uint8)
+    lut[0] = 0
+    return FrameSource(records, ['background', 'object'], DEFAULT_IGNORE, lut, name='davis',
+                       fps=DAVIS_FPS)
+
+
+def cityscapes_source(root: str | Path, split: str = 'train') -> FrameSource:
+    """Cityscapes: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` + ``gtFine/..._labelTrainIds.png``.
+
+    Uses the *labelTrainIds* files (19 classes, 255 ignore) that cityscapesScripts generates.
+    """
+    root = Path(root)
+    img_root = root / 'leftImg8bit' / split
+    if not img_root.is_dir():
+        raise FileNotFoundError(f'no Cityscapes folder {img_root}')
+    records = []
+    for img in sorted(img_root.glob('*/*_leftImg8bit.png')):
+        city, seq, frame = img.stem.split('_')[:3]
+        lab = (root / 'gtFine' / split / img.parent.name /
+               img.name.replace('_leftImg8bit.png', '_gtFine_labelTrainIds.png'))
+        records.append(FrameRecord(f'{city}_{seq}', int(frame), img, lab if lab.is_file() else None,
+                                   stamp_ns=int(round(int(frame) * 1e9 / 17.0)),
+                                   label_source='human' if lab.is_file() else 'none'))
+    names = ['road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign',
+             'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train',
+             'motorcycle', 'bicycle']
+    return FrameSource(records, names, DEFAULT_IGNORE, identity_lut(DEFAULT_IGNORE, 19),
+                       name=f'cityscapes-{split}', fps=17.0)
+
+
+def read_meta(root: str | Path) -> dict:
+    """``dataset.yaml`` of an extracted dataset (class names, ignore index); {} when absent."""
+    path = Path(root) / META_NAME
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: expected a mapping')
+    return data
+
+
+def write_meta(root: str | Path, meta: dict) -> None:
+    path = Path(root) / META_NAME
+    path.write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+def read_index(root: str | Path) -> list[FrameRecord]:
+    """Records of an extracted dataset from ``<root>/index.csv`` (paths relative to root)."""
+    root = Path(root)
+    path = root / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f'no {INDEX_NAME} in {root}; create it with `vidseg extract`')
+    records = []
+    with path.open(newline='') as f:
+        for row in csv.DictReader(f):
+            lab = row.get('label') or ''
+            records.append(FrameRecord(
+                row['sequence'], int(row['index']), root / row['image'], root / lab if lab else None,
+                stamp_ns=int(row['stamp_ns']), label_source=row.get('label_source') or 'none',
+                bag=row.get('bag', ''), topic=row.get('topic', ''), encoding=row.get('encoding', '')))
+    return records
+
+
+def write_index(root: str | Path, records: list[FrameRecord]) -> Path:
+    """Write ``index.csv`` atomically (sorted by sequence, index), paths stored relative to root."""
+    root = Path(root)
+    path = root / INDEX_NAME
+    tmp = path.with_suffix('.csv.tmp')
+    with tmp.open('w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=INDEX_FIELDS)
+        w.writeheader()
+        for r in sorted(records, key=lambda r: (r.sequence, r.index)):
+            w.writerow({'sequence': r.sequence, 'index': r.index, 'stamp_ns': r.stamp_ns,
+                        'image': _rel(r.image, root), 'label': _rel(r.label, root) if r.label else '',
+                        'label_source': r.label_source, 'bag': r.bag, 'topic': r.topic,
+                        'encoding': r.encoding})
+    tmp.replace(path)
+    return path
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def extracted_source(root: str | Path) -> FrameSource:
+    """An extracted (or imported) dataset: ``images/``, ``labels/``, ``index.csv``, ``dataset.yaml``."""
+    meta = read_meta(root)
+    ignore = int(meta.get('ignore_index', DEFAULT_IGNORE))
+    names = list(meta.get('classes', []))
+    lut = identity_lut(ignore, len(names)) if names else None
+    return FrameSource(read_index(root), names, ignore, lut, name=Path(root).name,
+                       fps=float(meta.get('fps', 0.0)))
+
+
+def open_source(spec: str | Path, split: str = 'train') -> FrameSource:
+    """Guess the layout of a folder: extracted (index.csv), DAVIS, Cityscapes or CamVid."""
+    root = Path(spec)
+    if (root / INDEX_NAME).is_file():
+        return extracted_source(root)
+    if (root / 'JPEGImages').is_dir():
+        return davis_source(root)
+    if (root / 'leftImg8bit').is_dir():
+        return cityscapes_source(root, split)
+    if (root / split).is_dir():
+        return camvid_source(root, split)
+    raise FileNotFoundError(f'{root}: not an extracted dataset (index.csv), DAVIS (JPEGImages/), '
+                            f'Cityscapes (leftImg8bit/) or CamVid ({split}/, {split}annot/) folder')
