@@ -1,0 +1,233 @@
+"""One camera served by the segment node: input mailbox, engine state, outputs and statistics."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from vidseg_ros.data.images import ImageError
+from vidseg_ros.engine.outputs import ClassTable, colorize, overlay
+from vidseg_ros.ros import diagnostics
+from vidseg_ros.ros.conversions import (array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8,
+                                        scale_camera_info)
+from vidseg_ros.ros.settings import SegmentNodeConfig
+from vidseg_ros.ros.stats import LatencyStats, RateMeter
+
+CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
+
+
+def qos_profile(reliability: str, depth: int) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
+                      reliability=ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                      else ReliabilityPolicy.BEST_EFFORT)
+
+
+def stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclass
+class Job:
+    msg: object
+    received_ns: int     # node clock when the callback parked the message
+    received_mono: float
+
+
+class CameraStream:
+    """Subscriptions, one-slot mailbox, engine fork, publishers and stats of one camera namespace."""
+
+    def __init__(self, node, namespace: str, engine):
+        self.node = node
+        self.name = namespace or 'image'
+        self.engine = engine
+        cfg: SegmentNodeConfig = node.cfg
+        prefix = f'{namespace}/' if namespace else ''
+        out = f'~/{namespace}/' if namespace else '~/'
+        in_qos = qos_profile(cfg.input_reliability, cfg.input_depth)
+        out_qos = qos_profile(cfg.output_reliability, cfg.output_depth)
+        if cfg.transport == 'compressed':
+            self.sub = node.create_subscription(CompressedImage, prefix + 'image/compressed', self._on_image, in_qos)
+        else:
+            self.sub = node.create_subscription(Image, prefix + 'image', self._on_image, in_qos)
+        self.pub_mask = node.create_publisher(Image, out + 'mask', out_qos)
+        self.pub_color = node.create_publisher(Image, out + 'color_mask', out_qos)
+        self.pub_overlay = node.create_publisher(Image, out + 'overlay', out_qos)
+        self.pub_confidence = node.create_publisher(Image, out + 'confidence', out_qos)
+        self.pub_class_prob = node.create_publisher(Image, out + 'class_prob', out_qos)
+        self.pub_info = None
+        self.infos: deque = deque(maxlen=CAMERA_INFO_CACHE)
+        if cfg.use_camera_info:
+            self.node.create_subscription(CameraInfo, prefix + 'camera_info', self._on_camera_info, in_qos)
+            self.pub_info = node.create_publisher(CameraInfo, out + 'camera_info', out_qos)
+        self._slot: Job | None = None
+        self._reset_requested = False
+        self.latency = LatencyStats()
+        self.rate_in, self.rate_out = RateMeter(), RateMeter()
+        self.dropped = 0           # frames replaced in the mailbox before the worker took them
+        self.bad_inputs = 0
+        self.errors: dict[str, int] = {}
+        self.last_error = ''
+        self._last_error_mono = -1e9
+        self.frames = 0
+        self.key_frames = 0
+        self.published_errors = 0
+        self._info_lock = threading.Lock()
+
+    # ---- executor side (fast) ------------------------------------------------------------------
+    def _on_image(self, msg) -> None:
+        job = Job(msg, self.node.get_clock().now().nanoseconds, time.monotonic())
+        self.rate_in.tick()
+        with self.node._lock:
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = job
+            self.node._lock.notify()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._info_lock:
+            self.infos.append(msg)
+
+    def take(self) -> Job | None:
+        """Called with the node lock held."""
+        job, self._slot = self._slot, None
+        return job
+
+    def request_reset(self) -> None:
+        self._reset_requested = True
+
+    # ---- worker side ---------------------------------------------------------------------------
+    def note_error(self, kind: str, text: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        self.last_error = f'{kind}: {text}'
+        self._last_error_mono = time.monotonic()
+
+    def _log_error(self, kind: str, text: str) -> None:
+        self.note_error(kind, text)
+        self.node.get_logger().error(f'[{self.name}] {kind}: {text}',
+                                     throttle_duration_sec=self.node.cfg.error_throttle_s)
+
+    def _convert(self, msg):
+        if isinstance(msg, CompressedImage):
+            return compressed_msg_to_rgb8(msg)
+        return image_msg_to_rgb8(msg)
+
+    def process(self, job: Job, cfg: SegmentNodeConfig, table: ClassTable) -> None:
+        """Convert, segment, render and publish one frame; never raises."""
+        t0 = time.perf_counter()
+        msg = job.msg
+        try:
+            rgb = self._convert(msg)
+        except ImageError as e:
+            self.bad_inputs += 1
+            self._log_error('bad_input', str(e))
+            return
+        t_convert = time.perf_counter()
+        if self._reset_requested:
+            self._reset_requested = False
+            self.engine.reset('reset service')
+        want_conf = cfg.publish_confidence and self.pub_confidence.get_subscription_count() > 0
+        want_prob = cfg.class_prob_index >= 0 and self.pub_class_prob.get_subscription_count() > 0
+        output_hw = None if cfg.mask_resolution == 'input' else tuple(self.engine.net_hw)
+        try:
+            result = self.engine.step(rgb, stamp_ns(msg.header.stamp), want_confidence=want_conf,
+                                      class_prob=cfg.class_prob_index if want_prob else None,
+                                      output_hw=output_hw)
+        except (ValueError, IndexError) as e:
+            self._log_error('engine', str(e))
+            return
+        except RuntimeError as e:  # e.g. device out of memory: keep the node alive
+            self._log_error('engine', str(e))
+            return
+        t_step = time.perf_counter()
+        try:
+            self._publish(msg.header, rgb, result, cfg, table)
+        except Exception as e:  # noqa: BLE001 - rclpy raises RCLError on publish under load
+            self.published_errors += 1
+            self._log_error('publish', str(e))
+            return
+        t_pub = time.perf_counter()
+        self.frames += 1
+        self.key_frames += int(result.is_key)
+        timings = dict(result.timings_ms)
+        timings['convert'] = (t_convert - t0) * 1e3
+        timings['publish'] = (t_pub - t_step) * 1e3
+        timings['in_node'] = (time.monotonic() - job.received_mono) * 1e3
+        timings['end_to_end'] = (self.node.get_clock().now().nanoseconds - stamp_ns(msg.header.stamp)) / 1e6
+        model_ms = result.timings_ms.get('model', 0.0)
+        timings['model_key' if result.is_key else 'model_current'] = model_ms
+        timings['overhead'] = timings['end_to_end'] - model_ms
+        self.latency.add_all(timings)
+        self.rate_out.tick()
+
+    def _publish(self, header, rgb, result, cfg: SegmentNodeConfig, table: ClassTable) -> None:
+        ids = result.class_ids
+        keep = None
+        if table.ignore:
+            keep = ~np.isin(ids, table.ignore)
+        if cfg.publish_mask and self.pub_mask.get_subscription_count():
+            mask = table.mask_lut()[ids] if (table.remap or table.ignore) else ids
+            self.pub_mask.publish(array_to_image_msg(mask, 'mono8', header))
+        want_color = cfg.publish_color_mask and self.pub_color.get_subscription_count()
+        want_overlay = cfg.publish_overlay and self.pub_overlay.get_subscription_count()
+        if want_color or want_overlay:
+            color = colorize(ids, table.color_lut())
+            if want_color:
+                self.pub_color.publish(array_to_image_msg(color, 'rgb8', header))
+            if want_overlay:
+                self.pub_overlay.publish(array_to_image_msg(overlay(rgb, color, cfg.overlay_alpha, keep),
+                                                            'rgb8', header))
+        if result.confidence is not None and self.pub_confidence.get_subscription_count():
+            conf = result.confidence.astype(np.float32)
+            if cfg.confidence_encoding == 'mono8':
+                self.pub_confidence.publish(array_to_image_msg(
+                    np.clip(conf * 255.0 + 0.5, 0, 255).astype(np.uint8), 'mono8', header))
+            else:
+                self.pub_confidence.publish(array_to_image_msg(conf, '32FC1', header))
+        if result.class_prob is not None and self.pub_class_prob.get_subscription_count():
+            self.pub_class_prob.publish(array_to_image_msg(result.class_prob.astype(np.float32), '32FC1', header))
+        if self.pub_info is not None:
+            self._publish_camera_info(header, ids.shape)
+
+    def _publish_camera_info(self, header, mask_hw) -> None:
+        target = stamp_ns(header.stamp)
+        with self._info_lock:
+            match = next((i for i in reversed(self.infos) if stamp_ns(i.header.stamp) == target), None)
+        if match is None:
+            self.note_error('camera_info', 'no camera_info with the stamp of this frame')
+            return
+        try:
+            self.pub_info.publish(scale_camera_info(match, mask_hw[1], mask_hw[0], header))
+        except ValueError as e:
+            self._log_error('camera_info', str(e))
+
+    # ---- diagnostics ---------------------------------------------------------------------------
+    def diagnostic_status(self, engine_cfg):
+        summary = self.latency.summary()
+        values = {
+            'camera': self.name, 'model': self.engine.model_name, 'device': self.engine.device,
+            'precision': engine_cfg.precision, 'trained': getattr(self.engine, 'trained', True),
+            'input_rate_hz': self.rate_in.rate_hz(), 'output_rate_hz': self.rate_out.rate_hz(),
+            'frames_in': self.rate_in.total, 'frames_out': self.frames, 'dropped_frames': self.dropped,
+            'bad_inputs': self.bad_inputs, 'publish_errors': self.published_errors,
+            'key_frames': self.key_frames,
+            'key_frame_ratio': self.key_frames / self.frames if self.frames else 0.0,
+            'keyframe_policy': engine_cfg.keyframe_policy, 'keyframe_interval': engine_cfg.keyframe_interval,
+        }
+        values.update({f'errors_{k}': v for k, v in self.errors.items()})
+        values.update(diagnostics.latency_values(summary))
+        recent_error = time.monotonic() - self._last_error_mono < 2 * self.node.cfg.diagnostics_period_s + 1
+        if recent_error:
+            level, message = diagnostics.WARN, self.last_error
+        elif not getattr(self.engine, 'trained', True):
+            level, message = diagnostics.WARN, 'running UNTRAINED weights'
+        elif self.frames == 0:
+            level, message = diagnostics.OK, 'waiting for images'
+        else:
+            e2e = summary.get('end_to_end', {}).get('p50', 0.0)
+            level, message = diagnostics.OK, f'{self.rate_out.rate_hz():.1f} Hz, end-to-end p50 {e2e:.1f} ms'
+        return diagnostics.status(f'{self.node.get_name()}: {self.name}', self.name, level, message, values)

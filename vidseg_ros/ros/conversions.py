@@ -1,0 +1,74 @@
+"""sensor_msgs <-> numpy for rclpy messages, through the ROS-free encodings in data/images.py."""
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from vidseg_ros.data.images import (array_to_image_fields, decode_compressed, encode_compressed,
+                                    image_fields_to_rgb8)
+
+
+def image_msg_to_rgb8(msg: Image) -> np.ndarray:
+    """Image -> (H, W, 3) uint8 RGB; raises ImageError for malformed or unsupported messages."""
+    return image_fields_to_rgb8(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)
+
+
+def compressed_msg_to_rgb8(msg: CompressedImage) -> np.ndarray:
+    """CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB; raises ImageError when undecodable."""
+    return decode_compressed(msg.format, msg.data)
+
+
+def array_to_image_msg(arr: np.ndarray, encoding: str, header) -> Image:
+    """Array -> Image carrying the given header (the input's: outputs never restamp)."""
+    fields = array_to_image_fields(arr, encoding)
+    msg = Image(header=header, height=fields['height'], width=fields['width'], encoding=encoding,
+                is_bigendian=0, step=fields['step'])
+    msg.data = fields['data']
+    return msg
+
+
+def rgb8_to_compressed_msg(rgb: np.ndarray, header, fmt: str = 'jpeg', quality: int = 90) -> CompressedImage:
+    fmt_string, data = encode_compressed(rgb, fmt, quality)
+    msg = CompressedImage(header=header, format=fmt_string)
+    msg.data = data
+    return msg
+
+
+def scale_camera_info(info: CameraInfo, out_w: int, out_h: int, header=None) -> CameraInfo:
+    """CameraInfo rescaled to another image size (K, P, ROI and binning scaled; D unchanged)."""
+    if info.width <= 0 or info.height <= 0:
+        raise ValueError(f'camera_info has zero size ({info.width}x{info.height})')
+    sx, sy = out_w / info.width, out_h / info.height
+    out = CameraInfo()
+    out.header = header if header is not None else info.header
+    out.width, out.height = out_w, out_h
+    out.distortion_model = info.distortion_model
+    out.d = list(info.d)
+    k = np.asarray(info.k, dtype=float).reshape(3, 3).copy()
+    k[0] *= sx
+    k[1] *= sy
+    out.k = k.reshape(-1).tolist()
+    out.r = list(info.r)
+    p = np.asarray(info.p, dtype=float).reshape(3, 4).copy()
+    p[0] *= sx
+    p[1] *= sy
+    out.p = p.reshape(-1).tolist()
+    out.binning_x, out.binning_y = info.binning_x, info.binning_y
+    out.roi.x_offset = int(round(info.roi.x_offset * sx))
+    out.roi.y_offset = int(round(info.roi.y_offset * sy))
+    out.roi.width = int(round(info.roi.width * sx))
+    out.roi.height = int(round(info.roi.height * sy))
+    out.roi.do_rectify = info.roi.do_rectify
+    return out
+
+
+def pinhole_camera_info(width: int, height: int, header, hfov_deg: float = 60.0) -> CameraInfo:
+    """A plausible pinhole CameraInfo for sources without calibration (video files, image folders)."""
+    fx = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    info = CameraInfo(header=header, width=width, height=height, distortion_model='plumb_bob')
+    info.d = [0.0] * 5
+    info.k = [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [fx, 0.0, cx, 0.0, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info

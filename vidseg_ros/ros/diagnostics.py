@@ -1,0 +1,36 @@
+"""DiagnosticStatus builders shared by the nodes."""
+from __future__ import annotations
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+
+def key_values(values: dict) -> list[KeyValue]:
+    """Flat {key: value} -> KeyValue list; floats get 3 decimals so dashboards stay readable."""
+    out = []
+    for key, value in values.items():
+        text = f'{value:.3f}' if isinstance(value, float) else str(value)
+        out.append(KeyValue(key=str(key), value=text))
+    return out
+
+
+def latency_values(summary: dict[str, dict[str, float]]) -> dict[str, float]:
+    """LatencyStats.summary() -> {'<stage>_ms_p50': .., '<stage>_ms_p95': .., '<stage>_ms_max': ..}."""
+    out = {}
+    for stage in sorted(summary):
+        for q in ('p50', 'p95', 'max'):
+            out[f'{stage}_ms_{q}'] = summary[stage][q]
+    return out
+
+
+def status(name: str, hardware_id: str, level, message: str, values: dict) -> DiagnosticStatus:
+    return DiagnosticStatus(level=level, name=name, hardware_id=hardware_id, message=message,
+                            values=key_values(values))
+
+
+def array(stamp, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    msg.status = statuses
+    return msg

@@ -1,0 +1,73 @@
+"""Declare ROS parameters from settings dataclasses, read them back into frozen config objects.
+
+The dataclass field is the parameter name, its ``setting(doc=...)`` the description, so YAML, CLI,
+ROS parameters and docs cannot drift apart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from vidseg_ros.config import ConfigError, from_dict
+
+_ARRAY_TYPES = {int: Parameter.Type.INTEGER_ARRAY, float: Parameter.Type.DOUBLE_ARRAY,
+                str: Parameter.Type.STRING_ARRAY, bool: Parameter.Type.BOOL_ARRAY}
+
+
+def _descriptor(f: dataclasses.Field) -> ParameterDescriptor:
+    doc = f.metadata.get('doc', '')
+    choices = f.metadata.get('choices')
+    constraints = f'one of: {", ".join(map(str, choices))}' if choices else ''
+    return ParameterDescriptor(description=doc, additional_constraints=constraints)
+
+
+def declare_settings(node: Node, *classes) -> None:
+    """Declare one parameter per field of each settings dataclass, with its default and description."""
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if isinstance(default, list) and not default:
+                # An empty list carries no element type; declare the typed array so `-p x:=[..]` works.
+                item = (typing.get_args(hints[f.name]) or (str,))[0]
+                node.declare_parameter(f.name, _ARRAY_TYPES.get(item, Parameter.Type.STRING_ARRAY),
+                                       _descriptor(f))
+            else:
+                node.declare_parameter(f.name, default, _descriptor(f))
+
+
+def _value(node: Node, name: str, default):
+    try:
+        value = node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return default
+    return list(value) if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') else value
+
+
+def read_settings(node: Node, cls, overrides: dict | None = None):
+    """Current parameter values -> validated settings dataclass (raises ConfigError when invalid)."""
+    data = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        data[f.name] = _value(node, f.name, default)
+    for key, value in (overrides or {}).items():
+        if key in data:
+            data[key] = value
+    return from_dict(cls, data)
+
+
+def validate_changes(node: Node, params: list[Parameter], *classes) -> tuple[SetParametersResult, dict]:
+    """Check proposed parameter changes against the settings dataclasses before they are applied."""
+    changes = {p.name: (list(p.value) if isinstance(p.value, (list, tuple)) else p.value) for p in params}
+    try:
+        for cls in classes:
+            names = {f.name for f in dataclasses.fields(cls)}
+            read_settings(node, cls, {k: v for k, v in changes.items() if k in names})
+    except ConfigError as e:
+        return SetParametersResult(successful=False, reason=str(e)), changes
+    return SetParametersResult(successful=True), changes

@@ -1,0 +1,73 @@
+"""Settings of the segment and video-source nodes (no rclpy import: docs and tests read them).
+
+The segment node's parameters are ``EngineConfig`` (inference) plus ``SegmentNodeConfig`` (ROS side),
+one flat namespace; each field name is the ROS parameter and the YAML key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidseg_ros.config import setting
+
+
+@dataclass(frozen=True)
+class SegmentNodeConfig:
+    """ROS-side settings of segment_node."""
+
+    transport: str = setting('raw', 'Input transport: raw subscribes `image` (sensor_msgs/Image), compressed '
+                                    'subscribes `image/compressed` (sensor_msgs/CompressedImage)',
+                             ('raw', 'compressed'))
+    cameras: list[str] = setting([], 'Camera namespaces served by one model, e.g. [front, rear]: subscribes '
+                                     '<ns>/image and publishes ~/<ns>/mask ...; empty = one camera `image`')
+    input_reliability: str = setting('best_effort', 'Input QoS reliability (sensor-data default)',
+                                     ('best_effort', 'reliable'))
+    input_depth: int = setting(1, 'Input QoS depth; 1 = always segment the newest frame')
+    output_reliability: str = setting('reliable', 'Output QoS reliability', ('best_effort', 'reliable'))
+    output_depth: int = setting(2, 'Output QoS depth')
+    overlay_alpha: float = setting(0.5, 'Overlay opacity of the colour mask over the image (0..1)')
+    publish_mask: bool = setting(True, 'Publish ~/mask (mono8 class ids)')
+    publish_color_mask: bool = setting(True, 'Publish ~/color_mask (rgb8 palette colours)')
+    publish_overlay: bool = setting(True, 'Publish ~/overlay (rgb8 image blended with colours)')
+    publish_confidence: bool = setting(True, 'Publish ~/confidence (probability of the chosen class)')
+    confidence_encoding: str = setting('mono8', 'mono8 = probability*255, 32FC1 = probability',
+                                       ('mono8', '32FC1'))
+    class_prob_index: int = setting(-1, 'Publish ~/class_prob, the 32FC1 probability of this class id; '
+                                        '-1 = off')
+    mask_resolution: str = setting('input', 'Size of published masks: input image size or network size '
+                                            '(labels are resized nearest-neighbour, never interpolated)',
+                                   ('input', 'network'))
+    use_camera_info: bool = setting(False, 'Subscribe camera_info (matched by stamp) and publish '
+                                           '~/camera_info scaled to the mask size')
+    class_names: list[str] = setting([], 'Override the checkpoint\'s class names (same count)')
+    palette: list[int] = setting([], 'Override the palette: flat [r,g,b, r,g,b, ...] per class')
+    class_remap: list[int] = setting([], 'Published id for each model class id (length = class count); '
+                                         'applied to ~/mask for downstream consumers')
+    ignore_classes: list[int] = setting([], 'Model class ids published as ignore_value in ~/mask and shown '
+                                            'transparent in the overlay')
+    ignore_value: int = setting(255, 'Mask value written for ignored classes')
+    diagnostics_period_s: float = setting(1.0, 'Period of /diagnostics messages')
+    error_throttle_s: float = setting(5.0, 'Minimum time between repeated error logs of one kind')
+
+
+@dataclass(frozen=True)
+class VideoSourceConfig:
+    """Settings of video_source_node: a video file or image folder published as a camera."""
+
+    source: str = setting('', 'Video file, image folder (sorted by name) or glob pattern')
+    rate_hz: float = setting(0.0, 'Publish rate; 0 = the video\'s own rate (10 Hz for image folders)')
+    loop: bool = setting(False, 'Start again at the end (stamps keep increasing)')
+    frame_id: str = setting('camera', 'header.frame_id of the published messages')
+    encoding: str = setting('rgb8', 'Image encoding published', ('rgb8', 'bgr8', 'mono8'))
+    transport: str = setting('raw', 'raw publishes `image`, compressed `image/compressed` (jpeg), both both',
+                             ('raw', 'compressed', 'both'))
+    jpeg_quality: int = setting(90, 'JPEG quality of image/compressed')
+    resize_hw: list[int] = setting([], 'Resize frames to [H, W] before publishing; empty = as read')
+    max_frames: int = setting(0, 'Stop after this many frames; 0 = all')
+    wait_for_subscribers: int = setting(0, 'Hold the first frame until this many subscribers match `image` '
+                                           '(or image/compressed)')
+    wait_timeout_s: float = setting(10.0, 'Give up waiting for subscribers after this long')
+    exit_at_end: bool = setting(True, 'Shut the node down after the last frame (when not looping)')
+    hfov_deg: float = setting(60.0, 'Horizontal field of view used for the published CameraInfo')
+    reliability: str = setting('reliable', 'Output QoS reliability (reliable also serves best-effort '
+                                           'subscribers)', ('best_effort', 'reliable'))
+    depth: int = setting(5, 'Output QoS depth')

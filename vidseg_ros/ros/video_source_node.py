@@ -1,0 +1,137 @@
+"""video_source_node: publishes a video file or an image folder as a camera (Image + CameraInfo).
+
+For demos, tests and users without hardware. Frames are stamped with the node clock when published.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from vidseg_ros.config import ConfigError
+from vidseg_ros.data.images import ImageError
+from vidseg_ros.data.video import FrameSource, resize_rgb
+from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
+from vidseg_ros.ros.params import declare_settings, read_settings
+from vidseg_ros.ros.settings import VideoSourceConfig
+
+FOLDER_RATE_HZ = 10.0
+
+
+def qos(reliability: str, depth: int) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, depth),
+                      reliability=ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                      else ReliabilityPolicy.BEST_EFFORT)
+
+
+class VideoSourceNode(Node):
+    """Publishes `image` and/or `image/compressed` plus `camera_info` from a FrameSource."""
+
+    def __init__(self, **kwargs):
+        super().__init__('vidseg_video_source', **kwargs)
+        declare_settings(self, VideoSourceConfig)
+        self.cfg: VideoSourceConfig = read_settings(self, VideoSourceConfig)
+        if not self.cfg.source:
+            raise ConfigError('parameter `source` is empty: give a video file or image folder '
+                              '(-p source:=/path/to/video.mp4)')
+        self.frames = FrameSource(self.cfg.source)
+        rate = self.cfg.rate_hz or self.frames.fps or FOLDER_RATE_HZ
+        profile = qos(self.cfg.reliability, self.cfg.depth)
+        self.pub_raw = (self.create_publisher(Image, 'image', profile)
+                        if self.cfg.transport in ('raw', 'both') else None)
+        self.pub_compressed = (self.create_publisher(CompressedImage, 'image/compressed', profile)
+                               if self.cfg.transport in ('compressed', 'both') else None)
+        self.pub_info = self.create_publisher(CameraInfo, 'camera_info', profile)
+        self.published = 0
+        self.finished = False
+        self._iter = iter(self.frames)
+        self._wait_started = time.monotonic()
+        self.timer = self.create_timer(1.0 / rate, self._tick)
+        self.get_logger().info(f'publishing {self.cfg.source} at {rate:.1f} Hz '
+                               f'({self.cfg.transport}, loop={self.cfg.loop})')
+
+    def _subscribers_ready(self) -> bool:
+        if self.cfg.wait_for_subscribers <= 0:
+            return True
+        pub = self.pub_raw or self.pub_compressed
+        if pub.get_subscription_count() >= self.cfg.wait_for_subscribers:
+            return True
+        if time.monotonic() - self._wait_started > self.cfg.wait_timeout_s:
+            self.get_logger().warn(f'only {pub.get_subscription_count()} subscriber(s) after '
+                                   f'{self.cfg.wait_timeout_s:.0f} s; starting anyway')
+            self.cfg = VideoSourceConfig(**{**self.cfg.__dict__, 'wait_for_subscribers': 0})
+            return True
+        return False
+
+    def _next_frame(self):
+        try:
+            return next(self._iter)[1]
+        except StopIteration:
+            if not self.cfg.loop:
+                return None
+            self._iter = iter(self.frames)
+            return next(self._iter, (0, None))[1]
+
+    def _tick(self) -> None:
+        if self.finished or not self._subscribers_ready():
+            return
+        if self.cfg.max_frames and self.published >= self.cfg.max_frames:
+            return self._finish()
+        try:
+            rgb = self._next_frame()
+        except ImageError as e:
+            self.get_logger().error(f'skipping unreadable frame: {e}', throttle_duration_sec=5.0)
+            return
+        if rgb is None:
+            return self._finish()
+        rgb = resize_rgb(rgb, self.cfg.resize_hw)
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.cfg.frame_id)
+        if self.pub_raw is not None:
+            if self.cfg.encoding == 'rgb8':
+                arr = rgb
+            elif self.cfg.encoding == 'bgr8':
+                arr = rgb[:, :, ::-1]
+            else:
+                arr = rgb.mean(axis=2).astype('uint8')
+            self.pub_raw.publish(array_to_image_msg(arr, self.cfg.encoding, header))
+        if self.pub_compressed is not None:
+            self.pub_compressed.publish(rgb8_to_compressed_msg(rgb, header, 'jpeg', self.cfg.jpeg_quality))
+        self.pub_info.publish(pinhole_camera_info(rgb.shape[1], rgb.shape[0], header, self.cfg.hfov_deg))
+        self.published += 1
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.get_logger().info(f'end of {self.cfg.source}: published {self.published} frames')
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = VideoSourceNode()
+        while rclpy.ok() and not (node.finished and node.cfg.exit_at_end):
+            rclpy.spin_once(node, timeout_sec=0.1)
+        if node.finished:
+            time.sleep(0.5)  # let reliable subscribers fetch the last frames before we leave
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ConfigError, ImageError) as e:
+        print(f'video_source_node: {e}', file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
