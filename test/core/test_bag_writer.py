@@ -1,0 +1,184 @@
+"""BagWriter / Recorder / recovery without ROS: tiny bags in tmp_path read back by rosbags and mcap."""
+import threading
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+from rosbags.highlevel import AnyReader
+from rosbags.typesys import Stores, get_typestore
+
+from vidseg_ros.data.bag_recover import is_complete, recover_bag
+from vidseg_ros.data.bag_writer import BagExistsError, BagWriter, bag_files, qos_profile
+from vidseg_ros.data.msgdefs import message_definition
+from vidseg_ros.data.recorder import Recorder, new_bag_dir
+
+TS = get_typestore(Stores.LATEST)
+IMAGE, INFO = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CameraInfo'
+
+
+def image_cdr(i: int, h: int = 16, w: int = 24) -> bytes:
+    T = TS.types
+    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i, nanosec=0), frame_id='cam')
+    data = (np.arange(h * w * 3, dtype=np.uint32) + i).astype(np.uint8)
+    return TS.serialize_cdr(T[IMAGE](header=header, height=h, width=w, encoding='rgb8', is_bigendian=0,
+                                     step=w * 3, data=data), IMAGE)
+
+
+def info_cdr(i: int) -> bytes:
+    T = TS.types
+    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i, nanosec=0), frame_id='cam')
+    roi = T['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return TS.serialize_cdr(T[INFO](header=header, height=16, width=24, distortion_model='plumb_bob',
+                                    d=np.zeros(5), k=np.eye(3).ravel(), r=np.eye(3).ravel(),
+                                    p=np.zeros(12), binning_x=0, binning_y=0, roi=roi), INFO)
+
+
+def read_rosbags(paths):
+    with AnyReader([Path(p) for p in paths], default_typestore=TS) as reader:
+        return [(c.topic, bytes(raw)) for c, _, raw in reader.messages()]
+
+
+def read_mcap(path):
+    out = []
+    with open(path, 'rb') as f:
+        for _, channel, message, decoded in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+            assert decoded.header.frame_id == 'cam'
+            out.append((channel.topic, bytes(message.data)))
+    return out
+
+
+def test_definitions_are_complete():
+    text, type_hash = message_definition(IMAGE)
+    assert text.count('MSG: ') == 2 and 'MSG: std_msgs/msg/Header' in text
+    assert type_hash == TS.hash_rihs01(IMAGE)
+    text, _ = message_definition(INFO)
+    assert 'MSG: sensor_msgs/msg/RegionOfInterest' in text
+
+
+@pytest.mark.parametrize('compression', ['none', 'zstd', 'lz4'])
+def test_roundtrip_split_files_open_alone(tmp_path, compression):
+    bag = tmp_path / 'bag'
+    w = BagWriter(bag, compression=compression, chunk_size_bytes=4000, max_bag_size_bytes=9000)
+    w.add_topic('/cam/image', IMAGE, [qos_profile()])
+    w.add_topic('/cam/camera_info', INFO, [qos_profile(depth=10)])
+    sent = []
+    for i in range(12):
+        for topic, data in (('/cam/image', image_cdr(i)), ('/cam/camera_info', info_cdr(i))):
+            w.write(topic, data, 1_000_000_000 + i * 1000)
+            sent.append((topic, data))
+    w.close()
+    assert len(w.files) > 2 and bag_files(bag) == w.files
+    assert read_rosbags([bag]) == sent  # whole bag through metadata.yaml
+    per_file = [read_mcap(p) for p in w.files]  # every file decodes on its own
+    assert [m for msgs in per_file for m in msgs] == sent
+    for p in w.files:
+        assert read_rosbags([p]) == read_mcap(p)
+    meta = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert meta['version'] == 9 and meta['message_count'] == 24
+    assert meta['relative_file_paths'] == [p.name for p in w.files]
+    topics = {t['topic_metadata']['name']: t for t in meta['topics_with_message_count']}
+    assert topics['/cam/image']['message_count'] == 12
+    assert topics['/cam/image']['topic_metadata']['type_description_hash'].startswith('RIHS01_')
+    with open(w.files[0], 'rb') as f:
+        summary = make_reader(f).get_summary()
+    assert summary.chunk_indexes and summary.statistics.message_count > 0
+    assert make_reader(open(w.files[0], 'rb')).get_header().profile == 'ros2'
+
+
+def test_never_overwrites(tmp_path):
+    first = new_bag_dir(tmp_path, 'x')
+    BagWriter(first).close()
+    second = new_bag_dir(tmp_path, 'x')
+    assert second != first
+    with pytest.raises(BagExistsError):
+        BagWriter(first)
+
+
+def test_recover_truncated_file(tmp_path):
+    bag = tmp_path / 'bag'
+    w = BagWriter(bag, chunk_size_bytes=100)  # every message closes its own chunk
+    w.add_topic('/cam/image', IMAGE)
+    sent = [image_cdr(i) for i in range(10)]
+    for i, data in enumerate(sent):
+        w.write('/cam/image', data, 1000 + i)
+    path = w.current_path  # abandoned without close(), as after SIGKILL: no summary, no metadata
+    assert not is_complete(path)
+    full = path.read_bytes()
+    with open(path, 'r+b') as f:
+        f.truncate(len(full) - 50)  # a torn last chunk
+    report = recover_bag(bag)
+    assert report.repaired == [path] and report.messages[path.name] == 9
+    assert (bag / f'{path.name}.truncated').exists() and is_complete(path)
+    got = [d for _, d in read_rosbags([bag])]
+    assert got == sent[:9]
+    assert [d for _, d in read_mcap(path)] == sent[:9]
+
+
+def test_recover_stops_at_any_cut(tmp_path):
+    bag = tmp_path / 'bag'
+    w = BagWriter(bag, chunk_size_bytes=100)
+    w.add_topic('/t', IMAGE)
+    for i in range(5):
+        w.write('/t', image_cdr(i), 1000 + i)
+    full = w.current_path.read_bytes()
+    for cut in range(8, len(full), 397):  # never more messages than complete chunks, never a crash
+        d = tmp_path / f'cut{cut}'
+        d.mkdir()
+        (d / 'cut_0.mcap').write_bytes(full[:cut])
+        report = recover_bag(d, keep_original=False)
+        assert report.messages['cut_0.mcap'] <= 5
+        assert len(read_mcap(d / 'cut_0.mcap')) == report.messages['cut_0.mcap']
+
+
+Usage = namedtuple('Usage', 'total used free')
+
+
+def test_recorder_counts_drops_and_pauses(tmp_path):
+    gate = threading.Event()
+    rec = Recorder(tmp_path / 'bag', queue_max_bytes=3000, min_free_disk_bytes=0)
+    real_write = rec._writer.write
+    rec._writer.write = lambda *a: (gate.wait(), real_write(*a))
+    rec.add_topic('/t', IMAGE)
+    results = [rec.put('/t', image_cdr(i), 1000 + i) for i in range(10)]  # 1.2 kB each, writer blocked
+    assert results.count(False) >= 7
+    rec.pause()
+    assert rec.put('/t', image_cdr(99), 5000) is False
+    gate.set()
+    rec.resume()
+    assert rec.stop(timeout=10)
+    c = rec.snapshot()['/t']
+    assert c.received == 11 and c.skipped == 1 and c.written + c.dropped == 10
+    assert c.written == len(read_rosbags([tmp_path / 'bag']))
+
+
+def test_recorder_split_and_disk_threshold(tmp_path):
+    free = [10 << 30]
+    errors = []
+    rec = Recorder(tmp_path / 'bag', min_free_disk_bytes=1 << 30,
+                   disk_usage=lambda p: Usage(0, 0, free[0]), on_error=errors.append)
+    rec.add_topic('/t', IMAGE)
+    rec.put('/t', image_cdr(0), 1000)
+    rec.split()
+    rec.put('/t', image_cdr(1), 2000)
+    deadline = time.time() + 10
+    while rec.snapshot()['/t'].written < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    free[0] = 1 << 20  # the disk is nearly full now
+    time.sleep(0.6)  # past the disk check period
+    rec.put('/t', image_cdr(2), 3000)
+    rec._thread.join(10)
+    assert rec.state == 'error' and errors and 'min_free_disk_bytes' in errors[0]
+    assert len(rec.files) == 2 and all(is_complete(p) for p in rec.files)
+    assert len(read_rosbags([tmp_path / 'bag'])) == 2
+    assert rec.put('/t', image_cdr(3), 4000) is False  # refused, and counted
+    assert rec.snapshot()['/t'].dropped == 2
+
+
+def test_recorder_refuses_to_start_on_full_disk(tmp_path):
+    with pytest.raises(OSError, match='min_free_disk_bytes'):
+        Recorder(tmp_path / 'bag', min_free_disk_bytes=1 << 30, disk_usage=lambda p: Usage(0, 0, 1))

@@ -1,0 +1,312 @@
+"""rosbag2-compatible MCAP bag writer, without ROS.
+
+Takes already serialized CDR messages ``(topic, data, log_time_ns)`` and writes a rosbag2 bag
+directory: ``<bag>/<bag>_<i>.mcap`` files plus ``metadata.yaml`` (rosbag2 version 9), readable by
+``ros2 bag info/play``, the ``rosbags`` library and the ``mcap`` reader.
+
+Each MCAP file uses profile ``ros2``, one ``ros2msg`` schema per type with the full definition
+(:mod:`vidseg_ros.data.msgdefs`), ``cdr`` channels with ``offered_qos_profiles`` and
+``topic_type_hash`` metadata, chunk + message indexes and a statistics summary (the ``mcap``
+package's ``Writer`` does the container format). Files split by size and duration and each one opens
+on its own: every file registers every known topic.
+
+Crash safety: the file is written without a user-space buffer, so every completed chunk is in the
+OS once ``Writer`` emits it (a SIGKILL loses only the chunk being filled); ``fsync_bytes`` bounds
+what a power loss can take. :func:`vidseg_ros.data.bag_recover.recover_bag` turns such a
+truncated file back into a valid bag.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import yaml
+from mcap.reader import make_reader
+from mcap.writer import CompressionType, Writer
+
+from vidseg_ros.data.msgdefs import message_definition
+
+log = logging.getLogger(__name__)
+
+COMPRESSIONS = {'none': CompressionType.NONE, 'zstd': CompressionType.ZSTD, 'lz4': CompressionType.LZ4}
+ROS_DISTRO = os.environ.get('ROS_DISTRO', 'kilted')
+_INFINITE = {'sec': 9223372036, 'nsec': 854775807}  # RMW_DURATION_INFINITE as rosbag2 writes it
+
+
+class BagExistsError(FileExistsError):
+    """The bag directory (or one of its files) already exists; bags are never overwritten."""
+
+
+def qos_profile(reliability: str = 'reliable', durability: str = 'volatile', history: str = 'keep_last',
+                depth: int = 0) -> dict:
+    """One offered QoS profile as rosbag2 (metadata version 9) writes it."""
+    return {'history': history, 'depth': depth, 'reliability': reliability, 'durability': durability,
+            'deadline': dict(_INFINITE), 'lifespan': dict(_INFINITE), 'liveliness': 'automatic',
+            'liveliness_lease_duration': dict(_INFINITE), 'avoid_ros_namespace_conventions': False}
+
+
+def qos_yaml(profiles: list[dict]) -> str:
+    """The ``offered_qos_profiles`` channel metadata string (a YAML list, rosbag2 v9 format)."""
+    return yaml.safe_dump(list(profiles), default_flow_style=False, sort_keys=False) if profiles else ''
+
+
+class _DirectFile:
+    """Unbuffered append-only file for ``mcap.Writer``: each record reaches the OS when written.
+
+    Args:
+        path: file to create; it must not exist.
+        fsync_bytes: ``fdatasync`` after this many bytes (0: only at close).
+    """
+
+    def __init__(self, path: Path, fsync_bytes: int = 0):
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError as e:
+            raise BagExistsError(f'{path} already exists; refusing to overwrite it') from e
+        self._pos = 0
+        self._unsynced = 0
+        self._fsync_bytes = fsync_bytes
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        while view.nbytes:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        size = len(data)
+        self._pos += size
+        self._unsynced += size
+        if self._fsync_bytes and self._unsynced >= self._fsync_bytes:
+            os.fdatasync(self._fd)
+            self._unsynced = 0
+        return size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class BagWriter:
+    """Writes one rosbag2 MCAP bag directory, splitting it into files by size and duration.
+
+    Not thread-safe: one thread (the recorder's writer thread) owns it.
+
+    Args:
+        bag_dir: bag directory to create; it must not exist yet.
+        compression: chunk compression, ``'none'``, ``'zstd'`` or ``'lz4'``.
+        chunk_size_bytes: target chunk size; a SIGKILL loses at most the chunk being filled.
+        max_bag_size_bytes: start a new file past this size (0: no limit).
+        max_bag_duration_s: start a new file when messages span this long (0: no limit).
+        fsync_bytes: force data to disk after this many bytes (0: only at file close).
+    """
+
+    def __init__(self, bag_dir: str | Path, compression: str = 'none', chunk_size_bytes: int = 1 << 20,
+                 max_bag_size_bytes: int = 0, max_bag_duration_s: float = 0.0, fsync_bytes: int = 0):
+        if compression not in COMPRESSIONS:
+            raise ValueError(f'compression {compression!r} is not one of {", ".join(COMPRESSIONS)}')
+        self.bag_dir = Path(bag_dir)
+        try:
+            self.bag_dir.mkdir(parents=False)
+        except FileExistsError as e:
+            raise BagExistsError(f'bag {self.bag_dir} already exists; choose another name') from e
+        self.compression = compression
+        self.chunk_size_bytes = chunk_size_bytes
+        self.max_bag_size_bytes = max_bag_size_bytes
+        self.max_bag_duration_ns = int(max_bag_duration_s * 1e9)
+        self.fsync_bytes = fsync_bytes
+        self.files: list[Path] = []  # every file started, in order
+        self._topics: dict[str, dict] = {}  # topic -> msgtype, definition, metadata
+        self._writer: Writer | None = None
+        self._file: _DirectFile | None = None
+        self._channels: dict[str, int] = {}
+        self._file_bytes = 0
+        self._file_start_ns: int | None = None
+
+    @property
+    def current_path(self) -> Path | None:
+        """The MCAP file being written, or None between files."""
+        return self.files[-1] if self._writer is not None else None
+
+    def add_topic(self, topic: str, msgtype: str, offered_qos_profiles: str | list[dict] = '',
+                  type_hash: str = '') -> None:
+        """Declare a topic (idempotent). Its schema and channel go into the current and all later files.
+
+        Args:
+            topic: full topic name, e.g. ``'/camera/image'``.
+            msgtype: ``'pkg/msg/Type'``.
+            offered_qos_profiles: the publishers' QoS (YAML string or list of :func:`qos_profile`).
+            type_hash: RIHS01 hash; looked up from the installed type description when empty.
+        """
+        if topic in self._topics:
+            return
+        definition, known_hash = message_definition(msgtype)
+        if not isinstance(offered_qos_profiles, str):
+            offered_qos_profiles = qos_yaml(offered_qos_profiles)
+        self._topics[topic] = {'msgtype': msgtype, 'definition': definition,
+                               'metadata': {'offered_qos_profiles': offered_qos_profiles,
+                                            'topic_type_hash': type_hash or known_hash}}
+        if self._writer is not None:
+            self._register(topic)
+
+    def write(self, topic: str, data: bytes, log_time_ns: int, publish_time_ns: int = 0) -> None:
+        """Append one serialized message; opens/splits files as needed.
+
+        Args:
+            topic: a topic declared with :meth:`add_topic`.
+            data: CDR bytes as received (not copied again).
+            log_time_ns: receive time, nanoseconds since the epoch.
+            publish_time_ns: send time when known, else ``log_time_ns``.
+        """
+        if self._writer is not None and self._should_split(log_time_ns):
+            self.split()
+        if self._writer is None:
+            self._open()
+        if self._file_start_ns is None:
+            self._file_start_ns = log_time_ns
+        self._writer.add_message(self._channels[topic], log_time=log_time_ns, data=data,
+                                 publish_time=publish_time_ns or log_time_ns)
+        self._file_bytes += len(data) + 64  # + record and index overhead, roughly
+
+    def _should_split(self, log_time_ns: int) -> bool:
+        if self.max_bag_size_bytes and self._file_bytes >= self.max_bag_size_bytes:
+            return True
+        return bool(self.max_bag_duration_ns and self._file_start_ns is not None
+                    and log_time_ns - self._file_start_ns >= self.max_bag_duration_ns)
+
+    def _open(self) -> None:
+        path = self.bag_dir / f'{self.bag_dir.name}_{len(self.files)}.mcap'
+        self._file = _DirectFile(path, self.fsync_bytes)
+        self.files.append(path)
+        self._writer = Writer(self._file, chunk_size=self.chunk_size_bytes,
+                              compression=COMPRESSIONS[self.compression])
+        self._writer.start(profile='ros2', library='vidseg_ros recorder (rosbag2-compatible)')
+        self._channels = {}
+        self._schemas: dict[str, int] = {}
+        self._file_bytes = 0
+        self._file_start_ns = None
+        for topic in self._topics:
+            self._register(topic)
+        log.info('recording to %s', path)
+
+    def _register(self, topic: str) -> None:
+        info = self._topics[topic]
+        msgtype = info['msgtype']
+        if msgtype not in self._schemas:
+            encoding = 'ros2msg' if info['definition'] else ''
+            self._schemas[msgtype] = self._writer.register_schema(
+                msgtype, encoding, info['definition'].encode())
+        self._channels[topic] = self._writer.register_channel(
+            topic, 'cdr', self._schemas[msgtype], metadata=info['metadata'])
+
+    def split(self) -> Path | None:
+        """Close the current file (if any); the next message opens a new one. Returns the closed file."""
+        if self._writer is None:
+            return None
+        path = self.files[-1]
+        self._writer.add_metadata('rosbag2', {'ROS_DISTRO': ROS_DISTRO})
+        self._writer.finish()
+        self._file.close()
+        self._writer = self._file = None
+        write_metadata(self.bag_dir, self.files, self.compression)
+        log.info('closed %s', path)
+        return path
+
+    def close(self) -> None:
+        """Finish the current file and write ``metadata.yaml``; a bag with no message gets no file."""
+        if self.split() is None:
+            write_metadata(self.bag_dir, self.files, self.compression)
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', path.name)]
+
+
+def bag_files(bag_dir: str | Path) -> list[Path]:
+    """The ``.mcap`` files of a bag directory in recording order."""
+    return sorted(Path(bag_dir).glob('*.mcap'), key=_natural_key)
+
+
+def bag_metadata(bag_dir: str | Path, files: list[Path] | None = None, compression: str = 'none') -> dict:
+    """rosbag2 version-9 ``metadata.yaml`` content built from the files' MCAP summaries.
+
+    Args:
+        bag_dir: the bag directory.
+        files: files to include (default: every complete ``.mcap`` file in ``bag_dir``).
+        compression: chunk compression used (only informative: rosbag2 lists storage-level chunk
+            compression as no bag-level compression).
+    """
+    bag_dir = Path(bag_dir)
+    files = bag_files(bag_dir) if files is None else files
+    topics: dict[str, dict] = {}
+    entries = []
+    for path in files:
+        with open(path, 'rb') as f:
+            summary = make_reader(f).get_summary()
+        if summary is None or summary.statistics is None:
+            raise ValueError(f'{path} has no MCAP summary; run the recovery first')
+        stats = summary.statistics
+        for cid, channel in summary.channels.items():
+            schema = summary.schemas.get(channel.schema_id)
+            entry = topics.setdefault(channel.topic, {
+                'topic_metadata': {
+                    'name': channel.topic,
+                    'type': schema.name if schema else '',
+                    'serialization_format': channel.message_encoding,
+                    'offered_qos_profiles': yaml.safe_load(channel.metadata.get('offered_qos_profiles') or '[]') or [],
+                    'type_description_hash': channel.metadata.get('topic_type_hash', ''),
+                },
+                'message_count': 0})
+            entry['message_count'] += stats.channel_message_counts.get(cid, 0)
+        count = stats.message_count
+        start = stats.message_start_time if count else 0
+        entries.append({'path': path.name, 'starting_time': {'nanoseconds_since_epoch': start},
+                        'duration': {'nanoseconds': max(0, stats.message_end_time - start) if count else 0},
+                        'message_count': count})
+    counted = [e for e in entries if e['message_count']]
+    start = min((e['starting_time']['nanoseconds_since_epoch'] for e in counted), default=0)
+    end = max((e['starting_time']['nanoseconds_since_epoch'] + e['duration']['nanoseconds']
+               for e in counted), default=0)
+    return {'rosbag2_bagfile_information': {
+        'version': 9,
+        'storage_identifier': 'mcap',
+        'duration': {'nanoseconds': max(0, end - start)},
+        'starting_time': {'nanoseconds_since_epoch': start},
+        'message_count': sum(e['message_count'] for e in entries),
+        'topics_with_message_count': list(topics.values()),
+        'compression_format': '',
+        'compression_mode': '',
+        'relative_file_paths': [e['path'] for e in entries],
+        'files': entries,
+        'custom_data': {'vidseg_chunk_compression': compression},
+        'ros_distro': ROS_DISTRO,
+    }}
+
+
+def write_metadata(bag_dir: str | Path, files: list[Path] | None = None, compression: str = 'none') -> Path:
+    """Write ``metadata.yaml`` atomically (temporary file + rename) and return its path."""
+    bag_dir = Path(bag_dir)
+    text = yaml.safe_dump(bag_metadata(bag_dir, files, compression), default_flow_style=False,
+                          sort_keys=False)
+    tmp = bag_dir / 'metadata.yaml.tmp'
+    tmp.write_text(text)
+    os.replace(tmp, bag_dir / 'metadata.yaml')
+    return bag_dir / 'metadata.yaml'
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vidseg_ros.data.bag_writer recover BAG``: the recovery command (see bag_recover)."""
+    from vidseg_ros.data.bag_recover import main as recover_main
+    return recover_main(argv)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
