@@ -133,8 +133,25 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: dict | None = None) -> T:
-    """Dataclass from an optional YAML file plus overrides (CLI options), validated strictly."""
-    data = load_yaml(path) if path else {}
+def ros_parameters(data: dict) -> dict:
+    """The flat parameters of a ROS 2 params file (``node: {ros__parameters: {...}}``), else ``data``."""
+    if len(data) == 1:
+        (inner,) = data.values()
+        if isinstance(inner, dict) and isinstance(inner.get('ros__parameters'), dict):
+            return dict(inner['ros__parameters'])
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: dict | None = None,
+                ignore_unknown: bool = False) -> T:
+    """Dataclass from an optional YAML file (plain or ROS params file) plus overrides, validated strictly.
+
+    ``ignore_unknown`` keeps only this dataclass's keys, for files that hold several settings groups
+    (the segment node's YAML holds EngineConfig and SegmentNodeConfig keys).
+    """
+    data = ros_parameters(load_yaml(path)) if path else {}
+    if ignore_unknown:
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return from_dict(cls, data)

@@ -1,0 +1,130 @@
+"""Helpers for ROS tests: start real nodes in processes, probe them, build messages."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ros_arg(value) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (list, tuple)):
+        return '[' + ','.join(ros_arg(v) if not isinstance(v, str) else repr(v) for v in value) + ']'
+    return str(value)
+
+
+class NodeProcess:
+    """A node started as `python -m module --ros-args ...`; logs to a file shown on failure."""
+
+    def __init__(self, module: str, params: dict | None = None, remaps: dict | None = None,
+                 log_dir: Path | None = None, name: str | None = None):
+        args = [sys.executable, '-m', module, '--ros-args']
+        for k, v in (params or {}).items():
+            args += ['-p', f'{k}:={ros_arg(v)}']
+        for k, v in (remaps or {}).items():
+            args += ['-r', f'{k}:={v}']
+        if name:
+            args += ['-r', f'__node:={name}']
+        self.log_path = (log_dir or Path('/tmp')) / f'{module.rsplit(".", 1)[-1]}_{os.getpid()}_{time.time_ns()}.log'
+        self._log = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                                     cwd=str(ROOT))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Probe:
+    """An in-test rclpy node spun in a background thread, with message collectors."""
+
+    def __init__(self, name: str):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.lock = threading.Lock()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutting down
+                return
+
+    def collect(self, msg_type, topic: str, qos=10, stamp_received=False) -> list:
+        """Subscribe and return the list messages are appended to ((msg, wall-clock ns received) when asked)."""
+        out: list = []
+
+        def cb(msg):
+            with self.lock:
+                out.append((msg, time.time_ns()) if stamp_received else msg)
+        self.node.create_subscription(msg_type, topic, cb, qos)
+        return out
+
+    def wait_for(self, predicate, timeout: float, what: str = 'condition', proc: NodeProcess | None = None):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if predicate():
+                    return
+            if proc is not None and not proc.alive():
+                raise AssertionError(f'node died while waiting for {what}:\n{proc.log()[-3000:]}')
+            time.sleep(0.05)
+        log = f'\nnode log:\n{proc.log()[-3000:]}' if proc is not None else ''
+        raise AssertionError(f'timed out after {timeout:.0f} s waiting for {what}{log}')
+
+    def wait_for_subscribers(self, publisher, count=1, timeout=20.0, proc=None):
+        self.wait_for(lambda: publisher.get_subscription_count() >= count, timeout,
+                      f'{count} subscriber(s) on {publisher.topic_name}', proc)
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=2.0)
+
+
+def image_msg(rgb, stamp_ns: int, frame_id='camera', encoding='rgb8'):
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    from vidseg_ros.ros.conversions import array_to_image_msg
+    header = Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
+                    frame_id=frame_id)
+    return array_to_image_msg(rgb, encoding, header)
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def diag_values(status) -> dict:
+    return {kv.key: kv.value for kv in status.values}

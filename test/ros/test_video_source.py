@@ -1,0 +1,67 @@
+"""video_source_node across processes: every frame arrives, large frames included (SHM profile)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from rclpy.qos import qos_profile_sensor_data
+from ros_helpers import stamp_of
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+NODE = 'vidseg_ros.ros.video_source_node'
+
+
+@pytest.fixture
+def frame_folder(tmp_path, real_frames):
+    import cv2
+    for i, rgb in enumerate(real_frames):
+        cv2.imwrite(str(tmp_path / f'{i:04d}.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return tmp_path
+
+
+def test_publishes_every_frame_with_camera_info(start_node, probe, frame_folder, real_frames):
+    images = probe.collect(Image, 'image')
+    infos = probe.collect(CameraInfo, 'camera_info')
+    node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, 'wait_for_subscribers': 1,
+                             'frame_id': 'cam0'})
+    probe.wait_for(lambda: len(images) == len(real_frames) and len(infos) == len(real_frames), 30,
+                   'all frames', node)
+    h, w = real_frames[0].shape[:2]
+    assert all((m.height, m.width, m.encoding, m.header.frame_id) == (h, w, 'rgb8', 'cam0') for m in images)
+    assert [stamp_of(m) for m in images] == [stamp_of(m) for m in infos]
+    assert bytes(images[3].data) == real_frames[3].tobytes()
+    assert infos[0].k[2] == pytest.approx((w - 1) / 2)
+    node.proc.wait(timeout=10)
+    assert node.proc.returncode == 0, node.log()
+
+
+@pytest.mark.parametrize('size_hw', [(480, 640), (1080, 1920)])
+def test_large_frames_cross_process_best_effort(start_node, probe, frame_folder, size_hw):
+    """FastDDS defaults lose most of these; the shipped SHM profile (set for every test) must not."""
+    assert os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', '').endswith('fastdds_shm.xml')
+    images = probe.collect(Image, 'image', qos=qos_profile_sensor_data)
+    n = 45
+    node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, 'loop': True, 'max_frames': n,
+                             'resize_hw': list(size_hw), 'reliability': 'best_effort',
+                             'wait_for_subscribers': 1})
+    node.proc.wait(timeout=60)
+    probe.wait_for(lambda: len(images) >= n, 5, f'{n} frames of {size_hw}', node)
+    assert len(images) == n
+    assert (images[-1].height, images[-1].width) == size_hw
+
+
+def test_compressed_transport(start_node, probe, frame_folder, real_frames):
+    frames = probe.collect(CompressedImage, 'image/compressed')
+    node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, 'transport': 'compressed',
+                             'max_frames': 4, 'wait_for_subscribers': 1})
+    probe.wait_for(lambda: len(frames) == 4, 30, 'compressed frames', node)
+    from vidseg_ros.data.images import decode_compressed
+    rgb = decode_compressed(frames[0].format, frames[0].data)
+    assert rgb.shape == real_frames[0].shape
+    assert abs(rgb.astype(int) - real_frames[0].astype(int)).mean() < 6  # jpeg quality 90
+
+
+def test_missing_source_fails_clearly(start_node, tmp_path):
+    node = start_node(NODE, {'source': str(tmp_path / 'nope.mp4')})
+    assert node.proc.wait(timeout=30) == 2
+    assert 'does not exist' in node.log()
