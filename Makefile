@@ -27,7 +27,7 @@ test: install
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m pytest -q -p no:cacheprovider test
 
 demo: install
-	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m vidseg_ros.tools.demo $(if $(VIDEO),--video $(VIDEO))
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m vidseg_ros.ros.demo $(if $(VIDEO),--video $(VIDEO))
 
 bench: install
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done

@@ -1,0 +1,240 @@
+"""The demo (`make demo`): video source -> segment node (-> recorder) on a real video, across processes.
+
+Writes, under --out: overlay.mp4 (every segmented frame), contact_sheet.png (input | overlay pairs),
+summary.json / summary.md (latency per stage, rates, drops, model), and the recorded bag when the
+recorder is available. Prints what it did and where everything is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get('VIDSEG_CACHE', Path.home() / '.cache' / 'vidseg_ros'))
+OPENCV_SAMPLE = 'usr/share/doc/opencv-doc/examples/data/vtest.avi'
+
+
+def fetch_opencv_sample() -> Path:
+    """Debian's opencv-doc ships sample clips; unpack vtest.avi into the cache (no root needed)."""
+    target = CACHE / 'opencv-doc' / OPENCV_SAMPLE
+    if target.is_file():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix='vidseg_opencv_doc_'))
+    try:
+        subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=tmp, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deb = next(tmp.glob('opencv-doc_*.deb'))
+        subprocess.run(['dpkg', '-x', str(deb), str(CACHE / 'opencv-doc')], check=True)
+    except (OSError, subprocess.CalledProcessError, StopIteration) as e:
+        raise SystemExit(f'demo: could not obtain a sample video from Debian\'s opencv-doc ({e}); '
+                         f'pass one with --video PATH (make demo VIDEO=PATH)') from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def choose_video(arg: str | None) -> tuple[str, str]:
+    """(path, description) of the video the demo plays."""
+    if arg:
+        return arg, 'given with --video'
+    camvid = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data')) / 'camvid' / 'val'
+    if camvid.is_dir():
+        return str(camvid), 'CamVid val drive 0016E5 (15 Hz, the shipped model\'s domain), read in place'
+    return str(fetch_opencv_sample()), 'opencv-doc sample vtest.avi (pedestrians; outside the driving domain)'
+
+
+def choose_model(arg: str | None) -> tuple[str, bool]:
+    """(model parameter, trained?) — the shipped default when it exists, else untrained weights."""
+    if arg:
+        return arg, True
+    for folder in (ROOT / 'models', Path(sys.prefix) / 'share' / 'vidseg_ros' / 'models'):
+        if (folder / 'camvid_keyframe_fpn.pt').is_file():
+            return '', True
+    return 'untrained:keyframe_fpn', False
+
+
+class Collector:
+    """Subscribes to the camera and the node's outputs; keeps what the report needs."""
+
+    def __init__(self, node, out_dir: Path, fps: float):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        self.inputs: dict[int, np.ndarray] = {}
+        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.n_in = self.n_out = 0
+        self.class_hist = np.zeros(256, np.int64)
+        self.last_status = None
+        self.video_path = out_dir / 'overlay.mp4'
+        self.writer = None
+        self.fps = fps
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        node.create_subscription(Image, 'image', self._on_input, reliable)
+        node.create_subscription(Image, '/vidseg_segmenter/overlay', self._on_overlay, reliable)
+        node.create_subscription(Image, '/vidseg_segmenter/mask', self._on_mask, reliable)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
+
+    @staticmethod
+    def _key(msg) -> int:
+        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+    def _on_input(self, msg) -> None:
+        self.n_in += 1
+        if len(self.inputs) < 200:
+            self.inputs[self._key(msg)] = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, -1)
+
+    def _on_mask(self, msg) -> None:
+        self.class_hist += np.bincount(np.frombuffer(bytes(msg.data), np.uint8), minlength=256)
+
+    def _on_overlay(self, msg) -> None:
+        self.n_out += 1
+        rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+        if self.writer is None:
+            self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
+                                          (msg.width, msg.height))
+        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        src = self.inputs.pop(self._key(msg), None)
+        if src is not None:
+            self.pairs.append((src[:, :, :3], rgb))
+
+    def _on_diag(self, msg) -> None:
+        for st in msg.status:
+            if st.name.startswith('vidseg_segmenter'):
+                self.last_status = {kv.key: kv.value for kv in st.values}
+
+    def contact_sheet(self, path: Path, n: int = 6) -> None:
+        if not self.pairs:
+            return
+        picks = [self.pairs[int(i)] for i in np.linspace(0, len(self.pairs) - 1, min(n, len(self.pairs)))]
+        rows = [np.hstack([a, b]) for a, b in picks]
+        sheet = np.vstack(rows)
+        scale = min(1.0, 1600 / sheet.shape[1])
+        sheet = cv2.resize(sheet, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+def start(module: str, params: dict, log: Path) -> subprocess.Popen:
+    args = [sys.executable, '-m', module, '--ros-args']
+    for k, v in params.items():
+        args += ['-p', f'{k}:={json.dumps(v) if isinstance(v, (bool, list)) else v}']
+    return subprocess.Popen(args, stdout=open(log, 'w'), stderr=subprocess.STDOUT, env=os.environ.copy())
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run(args) -> dict:
+    import rclpy
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    video, video_desc = choose_video(args.video)
+    model, trained = choose_model(args.model)
+    banner = '' if trained else ('\n*** UNTRAINED WEIGHTS: no trained checkpoint found, masks are meaningless; '
+                                 'this run only demonstrates the pipeline ***\n')
+    print(f'vidseg demo\n  video : {video}\n          ({video_desc})\n  model : {model or "camvid_keyframe_fpn (default)"}'
+          f'\n  output: {out}{banner}', flush=True)
+    procs = [start('vidseg_ros.ros.segment_node',
+                   {'model': model, 'diagnostics_period_s': 1.0, 'input_reliability': 'reliable',
+                    'input_depth': 1}, out / 'segment_node.log')]
+    bag = None
+    if args.record:
+        bag = out / f'bag_{time.strftime("%Y%m%d_%H%M%S")}'
+        procs.append(start('vidseg_ros.ros.recorder_node',
+                           {'topics': ['/image', '/camera_info', '/vidseg_segmenter/mask'], 'output_dir': str(out),
+                            'bag_prefix': bag.name}, out / 'recorder_node.log'))
+    rclpy.init()
+    node = rclpy.create_node('vidseg_demo_collector')
+    collector = Collector(node, out, args.rate)
+    # The source waits for the segmenter and the collector (2 subscribers) before the first frame.
+    source = start('vidseg_ros.ros.video_source_node',
+                   {'source': video, 'rate_hz': float(args.rate), 'max_frames': args.max_frames,
+                    'wait_for_subscribers': 2 + int(args.record), 'wait_timeout_s': 120.0}, out / 'video_source.log')
+    t0 = time.monotonic()
+    try:
+        while source.poll() is None:
+            rclpy.spin_once(node, timeout_sec=0.05)
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit(f'demo: a node exited early; see the logs in {out}')
+        drain = time.monotonic()
+        while time.monotonic() - drain < 3.0 or (collector.n_out < collector.n_in and time.monotonic() - drain < 20):
+            rclpy.spin_once(node, timeout_sec=0.05)
+    finally:
+        for p in procs:
+            stop(p)
+        stop(source)
+        collector.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    collector.contact_sheet(out / 'contact_sheet.png')
+    return report(collector, out, video, model, trained, time.monotonic() - t0, bag)
+
+
+def report(c: Collector, out: Path, video: str, model: str, trained: bool, wall_s: float, bag) -> dict:
+    s = c.last_status or {}
+    stages = ['convert', 'preprocess', 'model', 'postprocess', 'publish', 'end_to_end']
+    latency = {st: {q: float(s.get(f'{st}_ms_{q}', 'nan')) for q in ('p50', 'p95', 'max')} for st in stages}
+    summary = {'video': video, 'model': s.get('model', model), 'trained': trained, 'device': s.get('device'),
+               'frames_published_by_source': c.n_in, 'frames_segmented': c.n_out,
+               'dropped_by_latest_frame_wins': int(s.get('dropped_frames', 0) or 0),
+               'key_frame_ratio': float(s.get('key_frame_ratio', 'nan')), 'latency_ms': latency,
+               'wall_s': round(wall_s, 1), 'outputs': {'overlay_video': str(c.video_path),
+                                                        'contact_sheet': str(out / 'contact_sheet.png'),
+                                                        'bag': str(bag) if bag else None}}
+    (out / 'summary.json').write_text(json.dumps(summary, indent=2))
+    lines = ['| stage | p50 ms | p95 ms | max ms |', '|---|---|---|---|']
+    lines += [f'| {st} | {v["p50"]:.1f} | {v["p95"]:.1f} | {v["max"]:.1f} |' for st, v in latency.items()]
+    md = '\n'.join([f'# vidseg demo{"" if trained else " (UNTRAINED WEIGHTS)"}', '',
+                    f'- video: {video}', f'- model: {summary["model"]} on {summary["device"]}',
+                    f'- frames: {c.n_in} published, {c.n_out} segmented, '
+                    f'{summary["dropped_by_latest_frame_wins"]} dropped (latest frame wins)',
+                    f'- key-frame ratio: {summary["key_frame_ratio"]:.2f}', ''] + lines)
+    (out / 'summary.md').write_text(md + '\n')
+    print('\n' + md)
+    print(f'\nOutputs:\n  overlay video : {c.video_path}\n  contact sheet : {out / "contact_sheet.png"}\n'
+          f'  summary       : {out / "summary.md"} (+ summary.json)\n  node logs     : {out}/*.log'
+          + (f'\n  bag           : {bag}' if bag else ''))
+    if not trained:
+        print('\n*** These masks come from UNTRAINED weights. ***')
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--video', help='video file or image folder (default: CamVid val if present, '
+                                        'else the opencv-doc sample)')
+    parser.add_argument('--model', help="checkpoint name or path (default: the shipped camvid_keyframe_fpn)")
+    parser.add_argument('--out', default=str(ROOT / 'demo_out'), help='output folder')
+    parser.add_argument('--rate', type=float, default=15.0, help='camera rate in Hz')
+    parser.add_argument('--max-frames', type=int, default=150, help='frames to play (0 = all)')
+    parser.add_argument('--no-record', dest='record', action='store_false', help='do not start the recorder')
+    args = parser.parse_args(argv)
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(ROOT / 'config' / 'fastdds_shm.xml'))
+    os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
+    summary = run(args)
+    return 0 if summary['frames_segmented'] > 0 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
