@@ -1,0 +1,251 @@
+"""Bags -> all-frame image datasets: ``images/<sequence>/<stamp_ns>.png`` plus ``index.csv``.
+
+Every message of the chosen image topics (raw ``Image`` in any supported encoding, or
+``CompressedImage``) becomes one file. Sequences split where the stamps jump by more than
+``max_gap_s`` (or go backwards); ``index`` is the frame's position in its sequence *before*
+``every`` subsampling, so temporal distances stay true. Files are written to a temporary name and
+renamed, so an interrupted run leaves no half files and a re-run skips what exists. Decoding and
+encoding run in worker processes; the main process only reads the bag and plans file names.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import re
+import struct
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidseg_ros.config import setting
+from vidseg_ros.data.bags import IMAGE_TYPES, RawMessage, deserialize, read_messages
+from vidseg_ros.data.images import ImageError, decode_compressed, image_fields_to_rgb8
+from vidseg_ros.data.records import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
+                                     write_meta)
+
+LOG = logging.getLogger(__name__)
+FORMATS = ('png', 'jpg', 'keep')
+
+
+@dataclass
+class ExtractConfig:
+    """Settings of ``vidseg extract``."""
+
+    topics: list[str] = setting([], 'Image topics to extract; empty = every Image/CompressedImage topic')
+    image_format: str = setting('png', 'png (lossless), jpg, or keep (CompressedImage bytes written '
+                                       'unchanged; raw images as png)', FORMATS)
+    jpeg_quality: int = setting(95, 'JPEG quality when image_format is jpg')
+    every: int = setting(1, 'Keep every N-th frame of each sequence')
+    start_s: float = setting(0.0, 'Skip frames earlier than this many seconds after the first frame')
+    stop_s: float = setting(0.0, 'Stop this many seconds after the first frame; 0 = to the end')
+    max_gap_s: float = setting(0.5, 'A stamp gap larger than this (or going backwards) starts a new sequence')
+    stamp: str = setting('header', 'Frame time: header stamp (falls back to the log time when zero) '
+                                   'or bag log time', ('header', 'log'))
+    workers: int = setting(1, 'Decode/encode worker processes (1 = in this process)')
+
+
+@dataclass
+class ExtractResult:
+    """Counts of one extraction run."""
+
+    written: int = 0
+    skipped_existing: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    bytes_written: int = 0
+    sequences: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        return self.written + self.skipped_existing
+
+
+def header_stamp_ns(msg: RawMessage) -> int:
+    """``header.stamp`` read straight from the serialized bytes (first field of Image types)."""
+    if len(msg.data) < 12:
+        return 0
+    if msg.fmt == 'cdr':        # 4-byte encapsulation header; byte 1 says little (1) or big (0) endian
+        sec, nsec = struct.unpack_from('<iI' if msg.data[1] == 1 else '>iI', msg.data, 4)
+    else:                       # ROS 1 Header: uint32 seq, then the stamp
+        sec, nsec = struct.unpack_from('<II', msg.data, 4)
+    return sec * 1_000_000_000 + nsec
+
+
+def _slug(topic: str) -> str:
+    return re.sub(r'[^A-Za-z0-9]+', '_', topic).strip('_') or 'image'
+
+
+def decode_message(msg: RawMessage) -> tuple[np.ndarray, str, bytes | None]:
+    """-> (RGB frame, source encoding, compressed payload or None)."""
+    m = deserialize(msg)
+    if msg.msgtype.endswith('CompressedImage'):
+        data = bytes(m.data)
+        return decode_compressed(m.format, data), (m.format or 'compressed'), data
+    return image_fields_to_rgb8(m.encoding, m.height, m.width, m.step, m.data, m.is_bigendian), m.encoding, None
+
+
+def _write_job(job: tuple) -> tuple[int, str, str]:
+    """Worker: decode one message and write its file atomically -> (bytes, encoding, error)."""
+    msg, path, fmt, quality = job
+    try:
+        rgb, encoding, payload = decode_message(msg)
+        path = Path(path)
+        tmp = path.with_name('.' + path.name + '.tmp')
+        if fmt == 'keep' and payload is not None:
+            tmp.write_bytes(payload)
+        else:
+            params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix == '.jpg' else \
+                [cv2.IMWRITE_PNG_COMPRESSION, 1]
+            ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(rgb[:, :, ::-1]), params)
+            if not ok:
+                return 0, encoding, f'cannot encode {path.name}'
+            tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, path)
+        return path.stat().st_size, encoding, ''
+    except (ImageError, ValueError, KeyError, AssertionError, struct.error) as e:
+        return 0, '', f'{type(e).__name__}: {e}'
+
+
+def _suffix(msg: RawMessage, fmt: str) -> str:
+    if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
+        # The format string is in the message; peek cheaply by deserialising only when needed.
+        return '.png' if 'png' in str(deserialize(msg).format).lower() else '.jpg'
+    return '.jpg' if fmt == 'jpg' else '.png'
+
+
+class _Planner:
+    """Assigns sequences, indices and output paths in bag order (main process only)."""
+
+    def __init__(self, cfg: ExtractConfig, bag: Path, out: Path, result: ExtractResult):
+        self.cfg, self.bag, self.out, self.result = cfg, bag, out, result
+        self.state: dict[str, dict] = {}       # topic -> last stamp, segment, position, t0
+
+    def plan(self, msg: RawMessage) -> tuple[FrameRecord, Path] | None:
+        cfg = self.cfg
+        stamp = header_stamp_ns(msg) if cfg.stamp == 'header' else 0
+        stamp = stamp or msg.log_time_ns
+        st = self.state.setdefault(msg.topic, {'last': None, 'seg': -1, 'pos': 0, 't0': stamp})
+        rel = (stamp - st['t0']) / 1e9
+        if rel < cfg.start_s or (cfg.stop_s > 0 and rel >= cfg.stop_s):
+            return None
+        if st['last'] is not None and stamp == st['last']:
+            self.result.duplicates += 1
+            return None
+        if st['last'] is None or stamp < st['last'] or (stamp - st['last']) / 1e9 > cfg.max_gap_s:
+            st['seg'], st['pos'] = st['seg'] + 1, 0
+        st['last'] = stamp
+        pos = st['pos']
+        st['pos'] += 1
+        if pos % max(1, cfg.every):
+            return None
+        seq = f'{self.bag.stem if self.bag.is_file() else self.bag.name}_{_slug(msg.topic)}_{st["seg"]:03d}'
+        path = self.out / 'images' / seq / f'{stamp}{_suffix(msg, cfg.image_format)}'
+        rec = FrameRecord(seq, pos, path, None, stamp, 'none', str(self.bag), msg.topic, '')
+        return rec, path
+
+
+def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None = None,
+            progress: Callable[[int], None] | None = None) -> ExtractResult:
+    """``vidseg extract``: every frame of the image topics of ``bags`` into dataset folder ``out``.
+
+    Args:
+        bags: rosbag2 folders, ``.mcap``/``.db3`` files or ROS 1 ``.bag`` files.
+        out: dataset folder (created; an existing one is resumed and its labels kept).
+        cfg: topics, format, subsampling, gap splitting, workers.
+        progress: called with the number of frames finished since the last call.
+    """
+    cfg = cfg or ExtractConfig()
+    out = Path(out)
+    (out / 'images').mkdir(parents=True, exist_ok=True)
+    result = ExtractResult()
+    old = {r.image: r for r in read_index(out)} if (out / INDEX_NAME).is_file() else {}
+    rows: dict[Path, FrameRecord] = dict(old)
+    t_start = time.perf_counter()
+    pool = None
+    if cfg.workers > 1:
+        ctx = multiprocessing.get_context('fork' if 'fork' in multiprocessing.get_all_start_methods()
+                                          else 'spawn')
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx)
+    pending: dict = {}
+    try:
+        for bag in map(Path, bags):
+            planner = _Planner(cfg, bag, out, result)
+            for msg in read_messages(bag, cfg.topics or None, warnings=result.warnings):
+                if msg.msgtype not in IMAGE_TYPES:
+                    continue
+                planned = planner.plan(msg)
+                if planned is None:
+                    continue
+                rec, path = planned
+                if path.is_file() and path.stat().st_size > 0:
+                    result.skipped_existing += 1
+                    rows.setdefault(path, rec)
+                    if progress:
+                        progress(1)
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                job = (msg, str(path), cfg.image_format, cfg.jpeg_quality)
+                if pool is None:
+                    _collect(result, rows, rec, path, _write_job(job), progress)
+                    continue
+                pending[pool.submit(_write_job, job)] = (rec, path)
+                # Bounded window: never hold more than a few frames per worker in memory.
+                while len(pending) >= 4 * cfg.workers:
+                    _drain(pending, result, rows, progress, FIRST_COMPLETED)
+        while pending:
+            _drain(pending, result, rows, progress, FIRST_COMPLETED)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        records = [r for r in rows.values() if Path(r.image).is_file()]
+        write_index(out, records)
+        meta = read_meta(out)
+        if 'fps' not in meta:
+            meta['fps'] = _estimate_fps(records)
+            write_meta(out, meta)
+    for r in rows.values():
+        result.sequences[r.sequence] = result.sequences.get(r.sequence, 0) + 1
+    result.seconds = time.perf_counter() - t_start
+    if result.failed or result.warnings:
+        LOG.warning('extract: %d frame(s) failed to decode, %d bag warning(s)', result.failed,
+                    len(result.warnings))
+    return result
+
+
+def _drain(pending: dict, result, rows, progress, how) -> None:
+    done, _ = wait(list(pending), return_when=how)
+    for fut in done:
+        rec, path = pending.pop(fut)
+        _collect(result, rows, rec, path, fut.result(), progress)
+
+
+def _collect(result: ExtractResult, rows: dict, rec: FrameRecord, path: Path, outcome, progress) -> None:
+    nbytes, encoding, error = outcome
+    if error:
+        result.failed += 1
+        if result.failed <= 10:
+            result.warnings.append(f'{rec.bag} {rec.topic} @ {rec.stamp_ns}: {error}')
+            LOG.warning('frame %s of %s not extracted: %s', rec.stamp_ns, rec.bag, error)
+    else:
+        result.written += 1
+        result.bytes_written += nbytes
+        old = rows.get(path)
+        rows[path] = FrameRecord(rec.sequence, rec.index, path, old.label if old else None, rec.stamp_ns,
+                                 old.label_source if old else 'none', rec.bag, rec.topic, encoding)
+    if progress:
+        progress(1)
+
+
+def _estimate_fps(records: list[FrameRecord]) -> float:
+    stamps = sorted((r.sequence, r.stamp_ns, r.index) for r in records)
+    dts = [(b[1] - a[1]) / (b[2] - a[2]) for a, b in zip(stamps, stamps[1:])
+           if a[0] == b[0] and b[2] > a[2]]
+    return round(1e9 / float(np.median(dts)), 3) if dts else 0.0
