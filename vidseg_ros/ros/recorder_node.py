@@ -1,0 +1,244 @@
+"""recorder_node (``vidseg_recorder``): records topics to rosbag2 MCAP bags, every message, nothing lost.
+
+A thin adapter around :class:`vidseg_ros.data.recorder.Recorder`: raw subscriptions (serialized
+bytes, never decoded) hand each message to the recorder's byte-bounded queue; its writer thread does
+all disk work. Topics that appear later are discovered by a timer. Services ``~/pause``,
+``~/resume``, ``~/split`` (std_srvs/Trigger); ``/diagnostics`` once per ``diagnostics_period_s``.
+
+Run: ``ros2 run vidseg_ros recorder_node --ros-args -p topics:="[/camera/image_raw]"``
+or ``python -m vidseg_ros.ros.recorder_node --ros-args --params-file config/recorder.yaml``.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from std_srvs.srv import Trigger
+
+from vidseg_ros.data.bag_writer import qos_yaml
+from vidseg_ros.data.recorder import Recorder, new_bag_dir
+from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status
+from vidseg_ros.ros.params import declare_settings, read_settings
+from vidseg_ros.ros.recorder_params import RecorderSettings
+
+_INFINITE_NS = 9223372036854775807
+
+
+def message_class(msgtype: str):
+    """``'sensor_msgs/msg/Image'`` -> the generated Python class (any installed interface package)."""
+    pkg, kind, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{pkg}.{kind}'), name)
+
+
+def _duration(d) -> dict:
+    ns = min(int(d.nanoseconds), _INFINITE_NS)
+    return {'sec': ns // 1_000_000_000, 'nsec': ns % 1_000_000_000}
+
+
+def offered_qos(infos) -> list[dict]:
+    """Publishers' QoS (TopicEndpointInfo list) in rosbag2's v9 ``offered_qos_profiles`` form."""
+    out = []
+    for info in infos:
+        q = info.qos_profile
+        out.append({'history': q.history.name.lower(), 'depth': int(q.depth),
+                    'reliability': q.reliability.name.lower(), 'durability': q.durability.name.lower(),
+                    'deadline': _duration(q.deadline), 'lifespan': _duration(q.lifespan),
+                    'liveliness': q.liveliness.name.lower(),
+                    'liveliness_lease_duration': _duration(q.liveliness_lease_duration),
+                    'avoid_ros_namespace_conventions': bool(q.avoid_ros_namespace_conventions)})
+    return out
+
+
+class RecorderNode(Node):
+    """Subscribes the configured topics raw and feeds a :class:`Recorder`."""
+
+    def __init__(self, **kwargs):
+        super().__init__('vidseg_recorder', **kwargs)
+        declare_settings(self, RecorderSettings)
+        self.cfg: RecorderSettings = read_settings(self, RecorderSettings)
+        cfg = self.cfg
+        self.wanted = {self.resolve_topic_name(t) for t in cfg.topics}
+        self.include = re.compile(cfg.topic_regex) if cfg.topic_regex else None
+        self.exclude = re.compile(cfg.exclude_regex) if cfg.exclude_regex else None
+        self.bag_dir = new_bag_dir(cfg.output_dir, cfg.bag_prefix)
+        self.recorder = Recorder(
+            self.bag_dir, compression=cfg.compression, chunk_size_bytes=cfg.chunk_size_bytes,
+            max_bag_size_bytes=cfg.max_bag_size_bytes, max_bag_duration_s=cfg.max_bag_duration_s,
+            queue_max_bytes=cfg.queue_max_bytes, min_free_disk_bytes=cfg.min_free_disk_bytes,
+            fsync_bytes=cfg.fsync_bytes, start_paused=cfg.start_paused)
+        self.subs = {}
+        self.lost: dict[str, int] = {}
+        self._last = (time.monotonic(), {}, 0)
+        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_service(Trigger, '~/pause', self._on_pause)
+        self.create_service(Trigger, '~/resume', self._on_resume)
+        self.create_service(Trigger, '~/split', self._on_split)
+        self.create_timer(cfg.discovery_period_s, self.discover)
+        self.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics)
+        self.get_logger().info(
+            f'recording to {self.bag_dir} ({"paused" if cfg.start_paused else "recording"}); topics '
+            f'{sorted(self.wanted)}{" + /" + cfg.topic_regex + "/" if cfg.topic_regex else ""}')
+        self.discover()
+
+    def matches(self, topic: str) -> bool:
+        if self.exclude is not None and self.exclude.search(topic):
+            return False
+        return topic in self.wanted or (self.include is not None and self.include.search(topic) is not None)
+
+    def discover(self) -> None:
+        """Subscribe every matching topic that has a publisher (its QoS and type are then known)."""
+        for topic, types in self.get_topic_names_and_types():
+            if topic in self.subs or not self.matches(topic):
+                continue
+            infos = self.get_publishers_info_by_topic(topic)
+            if not infos:
+                continue
+            if len(types) != 1:
+                self.get_logger().warn(f'{topic} has several types {types}; not recorded', once=True)
+                continue
+            try:
+                self.subscribe(topic, types[0], infos)
+            except (ImportError, AttributeError, ValueError) as e:
+                self.subs[topic] = None  # not retried every period
+                self.get_logger().error(f'cannot record {topic} [{types[0]}]: {e} (message package missing?)')
+
+    def subscribe(self, topic: str, msgtype: str, infos) -> None:
+        cfg = self.cfg
+        reliability = ReliabilityPolicy.RELIABLE
+        if cfg.qos_reliability == 'best_effort' or (
+                cfg.qos_reliability == 'auto'
+                and any(i.qos_profile.reliability != ReliabilityPolicy.RELIABLE for i in infos)):
+            reliability = ReliabilityPolicy.BEST_EFFORT
+        qos = QoSProfile(depth=cfg.qos_depth, reliability=reliability)
+        type_hash = str(infos[0].topic_type_hash)
+        self.recorder.add_topic(topic, msgtype, qos_yaml(offered_qos(infos)),
+                                type_hash if type_hash.startswith('RIHS01_') else '')
+        self.lost[topic] = 0
+        events = SubscriptionEventCallbacks(
+            message_lost=lambda e, t=topic: self._on_lost(t, e),
+            incompatible_qos=lambda e, t=topic: self.get_logger().error(
+                f'{t}: publisher QoS incompatible with ours ({cfg.qos_reliability}); set qos_reliability:=auto '
+                f'or qos_overrides.{t}.subscription.reliability:=best_effort'))
+        put = self.recorder.put
+        clock = self.get_clock()
+
+        def on_message(data: bytes, info) -> None:
+            put(topic, data, clock.now().nanoseconds, info.get('source_timestamp') or 0)
+
+        self.subs[topic] = self.create_subscription(
+            message_class(msgtype), topic, on_message, qos, raw=True, event_callbacks=events,
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self.get_logger().info(f'recording {topic} [{msgtype}]')
+
+    def _on_lost(self, topic: str, event) -> None:
+        self.lost[topic] += int(event.total_count_change)
+        self.get_logger().warn(f'{topic}: DDS reports {event.total_count_change} message(s) lost before '
+                               f'reaching the recorder ({event.total_count} in total)')
+
+    def _on_pause(self, request, response):
+        self.recorder.pause()
+        response.success, response.message = True, 'paused'
+        return response
+
+    def _on_resume(self, request, response):
+        self.recorder.resume()
+        response.success, response.message = self.recorder.error is None, self.recorder.error or 'recording'
+        return response
+
+    def _on_split(self, request, response):
+        self.recorder.split()
+        response.success, response.message = True, f'closing {self.recorder.current_file or "(no file yet)"}'
+        return response
+
+    def publish_diagnostics(self) -> None:
+        """One status for the recorder plus one per topic; drops are logged, never silent."""
+        rec = self.recorder
+        now = time.monotonic()
+        snap = rec.snapshot()
+        t0, prev, _ = self._last
+        dt = max(now - t0, 1e-6)
+        self._last = (now, snap, 0)
+        statuses = []
+        total_bytes = sum(c.bytes_written for c in snap.values())
+        total_rate = (total_bytes - sum(c.bytes_written for c in prev.values())) / dt / 1e6
+        new_drops = 0
+        for topic, c in sorted(snap.items()):
+            p = prev.get(topic)
+            d_msgs = c.written - (p.written if p else 0)
+            d_drop = c.dropped - (p.dropped if p else 0)
+            new_drops += d_drop
+            if d_drop:
+                self.get_logger().warn(f'{topic}: dropped {d_drop} message(s) in {dt:.1f} s, write queue full '
+                                       f'({rec.queued_bytes / 1e6:.0f}/{rec.queue_max_bytes / 1e6:.0f} MB)')
+            level = WARN if (d_drop or self.lost.get(topic)) else OK
+            statuses.append(status(f'vidseg_recorder: {topic}', self.get_name(), level, c.msgtype, {
+                'messages_written': c.written, 'bytes_written': c.bytes_written,
+                'rate_hz': d_msgs / dt, 'MB_per_s': (c.bytes_written - (p.bytes_written if p else 0)) / dt / 1e6,
+                'dropped': c.dropped, 'lost_in_dds': self.lost.get(topic, 0), 'skipped_paused': c.skipped}))
+        fill = rec.queued_bytes / max(rec.queue_max_bytes, 1)
+        level = ERROR if rec.error else WARN if (new_drops or fill > 0.5) else OK
+        message = rec.error or f'{rec.state}, {total_rate:.1f} MB/s'
+        statuses.insert(0, status('vidseg_recorder', self.get_name(), level, message, {
+            'state': rec.state, 'bag': str(self.bag_dir), 'current_file': rec.current_file,
+            'files': len(rec.files), 'MB_per_s': total_rate, 'bytes_written': total_bytes,
+            'messages_written': sum(c.written for c in snap.values()),
+            'dropped': sum(c.dropped for c in snap.values()), 'lost_in_dds': sum(self.lost.values()),
+            'queue_bytes': rec.queued_bytes, 'queue_fill': fill, 'queue_peak_bytes': rec.peak_queued_bytes,
+            'free_disk_GB': rec.free_disk_bytes / 1e9, 'topics': len(snap)}))
+        self.pub_diag.publish(array(self.get_clock().now().to_msg(), statuses))
+
+    def close(self) -> bool:
+        """Stop subscribing, write what is queued, close the bag. Returns False if it timed out."""
+        for sub in filter(None, self.subs.values()):
+            try:
+                self.destroy_subscription(sub)
+            except Exception:  # noqa: BLE001 - the context may already be shut down by the signal
+                pass
+        self.subs.clear()
+        ok = self.recorder.stop(timeout=60.0)
+        snap = self.recorder.snapshot()
+        self.get_logger().info(
+            f'bag closed: {self.bag_dir} ({sum(c.written for c in snap.values())} messages, '
+            f'{sum(c.dropped for c in snap.values())} dropped)')
+        return ok
+
+
+def main(args=None) -> int:
+    """Run the recorder until SIGINT/SIGTERM (exit 0, bag closed) or a recording error (exit 1)."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = RecorderNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and node.recorder.error is None:
+            executor.spin_once(timeout_sec=0.2)
+        if node.recorder.error:
+            node.get_logger().error(node.recorder.error)
+            code = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as e:  # noqa: BLE001 - start-up failures (bad params, full disk) exit with a clear line
+        print(f'recorder_node: {type(e).__name__}: {e}', file=sys.stderr)
+        code = 2
+    finally:
+        if node is not None:
+            if not node.close():
+                code = code or 1
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Settings of recorder_node (no rclpy import: docs and tests read them).
+
+Each field is a ROS parameter and a key of ``config/recorder.yaml``. Per-topic QoS is not a field:
+it uses ROS's own QoS overrides (``qos_overrides./topic.subscription.reliability: best_effort``),
+which the node enables on every subscription.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidseg_ros.config import setting
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    """What recorder_node records, where, and how."""
+
+    topics: list[str] = setting(['image', 'camera_info'],
+                                'Topics to record; relative names resolve in the node namespace and follow '
+                                'remapping (e.g. -r image:=/camera/image_raw)')
+    topic_regex: str = setting('', 'Also record every topic whose full name matches this regex '
+                                   '(re.search), e.g. "^/camera/|/vidseg_segmenter/mask$"; empty = off')
+    exclude_regex: str = setting('', 'Never record topics matching this regex, even if listed')
+    output_dir: str = setting('~/vidseg_bags', 'Directory where bag folders are created')
+    bag_prefix: str = setting('vidseg', 'Bag folder name prefix; the folder is <prefix>_<date-time>, never an '
+                                        'existing one')
+    storage: str = setting('mcap', 'Storage format (rosbag2 MCAP)', ('mcap',))
+    compression: str = setting('none', 'MCAP chunk compression; none keeps up with the fastest cameras',
+                               ('none', 'zstd', 'lz4'))
+    chunk_size_bytes: int = setting(4 << 20, 'MCAP chunk size; a SIGKILL loses at most the chunk being filled')
+    fsync_bytes: int = setting(64 << 20, 'Force written data to disk every this many bytes, bounding what a power '
+                                         'loss can take; 0 = only when a file closes')
+    max_bag_size_bytes: int = setting(0, 'Start a new file past this size; 0 = no limit')
+    max_bag_duration_s: float = setting(0.0, 'Start a new file when its messages span this long; 0 = no limit')
+    queue_max_bytes: int = setting(1 << 30, 'Bound of the write queue in bytes; messages that do not fit are '
+                                            'dropped and counted per topic')
+    start_paused: bool = setting(False, 'Start paused; call ~/resume to record')
+    min_free_disk_bytes: int = setting(1 << 30, 'Stop recording (bag closed, node exits with an error) when the '
+                                                'free disk space falls below this')
+    discovery_period_s: float = setting(1.0, 'How often to look for new matching topics')
+    qos_reliability: str = setting('reliable', 'Subscription reliability; auto = reliable unless a publisher '
+                                               'only offers best_effort (as ros2 bag record)',
+                                   ('reliable', 'best_effort', 'auto'))
+    qos_depth: int = setting(100, 'Subscription queue depth (deep, so bursts wait in DDS instead of dropping)')
+    diagnostics_period_s: float = setting(1.0, 'Period of /diagnostics messages')
