@@ -1,0 +1,86 @@
+"""Label import: id PNGs with remapping, colour PNGs with a class table, layouts, dataset index updates."""
+import cv2
+import numpy as np
+import pytest
+
+from vidseg_ros.data.dataset import FrameDataset
+from vidseg_ros.data.extract import extract
+from vidseg_ros.data.frames_to_bag import write_bag
+from vidseg_ros.data.labels import (colors_to_ids, ids_to_colors, import_labels, import_layout,
+                                    read_class_table, remap_lut)
+from vidseg_ros.data.records import extracted_source, read_index, read_meta
+
+TABLE = 'label_value,class_name,r,g,b,evaluated\n0,Sky,128,128,128,yes\n1,Road,128,64,128,yes\n' \
+        '2,Car,64,0,128,yes\n11,Unlabelled,0,0,0,no\n'
+
+
+def _dataset(tmp_path, n=4, hw=(24, 32)):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, hw + (3,), dtype=np.uint8) for _ in range(n)]
+    write_bag(tmp_path / 'bag', [frames])
+    extract([tmp_path / 'bag'], tmp_path / 'ds')
+    return tmp_path / 'ds', read_index(tmp_path / 'ds')
+
+
+def test_class_table_and_colour_roundtrip(tmp_path):
+    (tmp_path / 'classes.csv').write_text(TABLE)
+    t = read_class_table(tmp_path / 'classes.csv')
+    assert t.names == ['Sky', 'Road', 'Car'] and t.values == [0, 1, 2] and t.ignore_value == 11
+    ids = np.array([[0, 1], [2, 255]], np.uint8)
+    rgb = ids_to_colors(ids, t.colors, ignore_color=(1, 2, 3))
+    assert np.array_equal(colors_to_ids(rgb, t.colors), ids)
+
+
+def test_remap_lut():
+    lut = remap_lut({255: 1}, num_classes=2, ignore_index=255)
+    assert lut[0] == 0 and lut[1] == 1 and lut[7] == 255 and lut[255] == 1
+
+
+def test_import_id_labels_by_stamp_with_mapping(tmp_path):
+    ds, recs = _dataset(tmp_path)
+    (tmp_path / 'lab').mkdir()
+    mask = np.zeros((24, 32), np.uint8)
+    mask[5:10, 5:10] = 255
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[2].stamp_ns}.png'), mask)
+    cv2.imwrite(str(tmp_path / 'lab' / '123.png'), mask)    # matches nothing
+    res = import_labels(ds, tmp_path / 'lab', class_names=['bg', 'obj'], mapping={255: 1})
+    assert res == {'imported': 1, 'unmatched': 1, 'frames': 4}
+    after = read_index(ds)
+    assert [r.label_source for r in after] == ['none', 'none', 'human', 'none']
+    lab = cv2.imread(str(after[2].label), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(lab)) == {0, 1} and lab[7, 7] == 1
+    assert read_meta(ds)['classes'] == ['bg', 'obj']
+    sample = FrameDataset(extracted_source(ds), train=False)[0]
+    assert sample['label'].max() == 1
+
+
+def test_import_colour_labels_by_order(tmp_path):
+    ds, recs = _dataset(tmp_path, n=2)
+    (tmp_path / 'classes.csv').write_text(TABLE)
+    (tmp_path / 'lab').mkdir()
+    rgb = np.zeros((24, 32, 3), np.uint8)          # black = Unlabelled -> ignore
+    rgb[:12] = (128, 128, 128)
+    rgb[12:, :8] = (64, 0, 128)
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / 'lab' / f'f{i}.png'), rgb[:, :, ::-1])
+    import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv', match='order')
+    lab = cv2.imread(str(read_index(ds)[1].label), cv2.IMREAD_UNCHANGED)
+    assert lab[0, 0] == 0 and lab[20, 2] == 2 and lab[20, 20] == 255
+    assert read_meta(ds)['colors'][2] == [64, 0, 128]
+
+
+def test_colour_label_without_table_is_clear(tmp_path):
+    ds, recs = _dataset(tmp_path, n=1)
+    (tmp_path / 'lab').mkdir()
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.zeros((24, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match='class table'):
+        import_labels(ds, tmp_path / 'lab')
+
+
+def test_import_layout_davis(tmp_path, davis_dir):
+    res = import_layout(davis_dir, tmp_path / 'd', 'davis', sequences=['car-shadow'])
+    assert res['frames'] == res['labelled'] == 40
+    src = extracted_source(tmp_path / 'd')
+    assert src.class_names == ['background', 'object']
+    lab = src.read_label(src.records[0])
+    assert set(np.unique(lab)) <= {0, 1}

@@ -1,0 +1,223 @@
+"""Label import: class-id PNGs, colour-palette PNGs with a class table, remapping, ignore values.
+
+Labels on disk in a vidseg dataset are single-channel 8-bit PNGs of class ids, ``ignore_index``
+(default 255) where unknown, at ``labels/<sequence>/<stamp_ns>.png``; ``dataset.yaml`` names the
+classes. This module turns other people's labels into that: per-frame id PNGs with arbitrary
+values (``remap``), colour PNGs (``palette`` + a class table CSV like CamVid's ``classes.csv``),
+and whole CamVid / DAVIS / Cityscapes folders (``import_layout``, which indexes the original files
+in place instead of copying them).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidseg_ros.data.records import (DEFAULT_IGNORE, FrameRecord, camvid_source, cityscapes_source,
+                                     davis_source, read_index, read_meta, write_index, write_meta)
+
+LOG = logging.getLogger(__name__)
+LAYOUTS = ('camvid', 'davis', 'cityscapes')
+MATCHES = ('stem', 'order')
+
+
+@dataclass
+class ClassTable:
+    """Class names and display colours; ``values`` are the ids stored in label files."""
+
+    names: list[str]
+    colors: list[tuple[int, int, int]]
+    values: list[int]
+    ignore_value: int | None = None     # stored value / colour row meaning "unlabelled"
+
+
+def read_class_table(path: str | Path) -> ClassTable:
+    """CSV with a header naming id/value, name and r, g, b columns (CamVid's ``classes.csv`` works).
+
+    A row whose ``evaluated`` column is ``no`` (or whose name is void/unlabelled/ignore) is the
+    ignore row.
+    """
+    rows = list(csv.DictReader(Path(path).open(newline='')))
+    if not rows:
+        raise ValueError(f'{path}: empty class table')
+    keys = {k.lower(): k for k in rows[0]}
+    vcol = next((keys[k] for k in ('label_value', 'value', 'id', 'class_id') if k in keys), None)
+    ncol = next((keys[k] for k in ('class_name', 'name', 'class') if k in keys), None)
+    if ncol is None or not all(c in keys for c in 'rgb'):
+        raise ValueError(f'{path}: need columns name, r, g, b (and optionally id); got {list(rows[0])}')
+    names, colors, values, ignore = [], [], [], None
+    for i, row in enumerate(rows):
+        value = int(row[vcol]) if vcol else i
+        color = (int(row[keys['r']]), int(row[keys['g']]), int(row[keys['b']]))
+        evaluated = row.get(keys.get('evaluated', ''), 'yes').strip().lower()
+        if evaluated == 'no' or row[ncol].strip().lower() in ('void', 'unlabelled', 'unlabeled', 'ignore'):
+            ignore = value
+            continue
+        names.append(row[ncol])
+        colors.append(color)
+        values.append(value)
+    return ClassTable(names, colors, values, ignore)
+
+
+def colors_to_ids(rgb: np.ndarray, colors: list[tuple[int, int, int]],
+                  ignore_index: int = DEFAULT_IGNORE) -> np.ndarray:
+    """(H, W, 3) colour label -> (H, W) uint8 class index (position in ``colors``); others ignore."""
+    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    keys = np.array([(r << 16) | (g << 8) | b for r, g, b in colors], np.int32)
+    order = np.argsort(keys)
+    pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
+    hit = keys[order][pos] == packed
+    out = np.full(rgb.shape[:2], ignore_index, np.uint8)
+    out[hit] = order[pos[hit]].astype(np.uint8)
+    return out
+
+
+def ids_to_colors(ids: np.ndarray, colors: list[tuple[int, int, int]],
+                  ignore_color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 colours for viewing."""
+    lut = np.tile(np.array(ignore_color, np.uint8), (256, 1))
+    lut[:len(colors)] = np.array(colors, np.uint8)
+    return lut[ids]
+
+
+def remap_lut(mapping: dict[int, int] | None, num_classes: int | None = None,
+              ignore_index: int = DEFAULT_IGNORE) -> np.ndarray:
+    """(256,) lookup: identity below ``num_classes`` (all values if None), else ignore; then ``mapping``."""
+    lut = np.arange(256, dtype=np.uint8)
+    if num_classes is not None:
+        lut[num_classes:] = ignore_index
+    for src, dst in (mapping or {}).items():
+        lut[int(src)] = int(dst)
+    return lut
+
+
+def load_label(path: str | Path, lut: np.ndarray | None = None, colors=None,
+               ignore_index: int = DEFAULT_IGNORE) -> np.ndarray:
+    """Read one label file as class ids: colour images via ``colors``, id images via ``lut``."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise FileNotFoundError(f'cannot read label file {path}')
+    if img.ndim == 3:
+        if colors is None:
+            raise ValueError(f'{path} is a colour image: pass a class table (--classes CSV) to map '
+                             'colours to ids')
+        return colors_to_ids(cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB), colors, ignore_index)
+    if img.dtype != np.uint8:
+        raise ValueError(f'{path}: {img.dtype} labels; expected 8-bit class ids')
+    return lut[img] if lut is not None else img
+
+
+def write_label(path: str | Path, ids: np.ndarray) -> Path:
+    """Class ids -> single-channel PNG, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name('.' + path.name + '.tmp.png')
+    if not cv2.imwrite(str(tmp), np.ascontiguousarray(ids, np.uint8)):
+        raise OSError(f'cannot write {path}')
+    tmp.replace(path)
+    return path
+
+
+def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | Path | None = None,
+                  class_names: list[str] | None = None, mapping: dict[int, int] | None = None,
+                  ignore_index: int = DEFAULT_IGNORE, match: str = 'stem',
+                  source: str = 'human') -> dict:
+    """``vidseg label-import``: label files -> ``labels/`` of an extracted dataset, index updated.
+
+    Args:
+        dataset: dataset folder with ``index.csv`` (from ``vidseg extract``).
+        label_dir: label PNGs; ``stem`` matching pairs ``<stamp_ns>.png`` (optionally under the
+            sequence folder) with the frame of that stamp; ``order`` pairs the sorted label files
+            with the frames in index order (for labels of frames that went through bag-from-frames).
+        classes: class table CSV (names, colours, ids); needed for colour labels.
+        class_names: names when there is no table (ids 0..N-1).
+        mapping: stored value -> class id (applied to id PNGs), e.g. ``{255: 1}`` for DAVIS masks.
+        ignore_index: value written for unknown pixels.
+        source: label source recorded in the index (human / teacher / propagated).
+
+    Returns: counts ``{'imported', 'unmatched', 'frames'}``.
+    """
+    if match not in MATCHES:
+        raise ValueError(f'match must be one of {MATCHES}, got {match!r}')
+    dataset = Path(dataset)
+    records = read_index(dataset)
+    table = read_class_table(classes) if classes else None
+    names = table.names if table else list(class_names or read_meta(dataset).get('classes', []))
+    if table:   # stored value -> position in the table; anything else (void included) -> ignore
+        lut = np.full(256, ignore_index, np.uint8)
+        lut[table.values] = np.arange(len(table.values), dtype=np.uint8)
+        for src, dst in (mapping or {}).items():
+            lut[int(src)] = int(dst)
+    else:
+        lut = remap_lut(mapping, len(names) if names else None, ignore_index)
+    files = sorted(p for p in Path(label_dir).rglob('*.png'))
+    pairs = _match(records, files, match, Path(label_dir))
+    by_image = {r.image: r for r in records}
+    for rec, file in pairs:
+        ids = load_label(file, lut, table.colors if table else None, ignore_index)
+        out = write_label(dataset / 'labels' / rec.sequence / f'{rec.stamp_ns}.png', ids)
+        by_image[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, out, rec.stamp_ns, source,
+                                          rec.bag, rec.topic, rec.encoding)
+    write_index(dataset, list(by_image.values()))
+    meta = read_meta(dataset)
+    if names:
+        meta['classes'] = names
+    if table:
+        meta['colors'] = [list(c) for c in table.colors]
+    meta['ignore_index'] = ignore_index
+    write_meta(dataset, meta)
+    LOG.info('imported %d label(s) into %s (%d file(s) unmatched)', len(pairs), dataset,
+             len(files) - len(pairs))
+    return {'imported': len(pairs), 'unmatched': len(files) - len(pairs), 'frames': len(records)}
+
+
+def _match(records: list[FrameRecord], files: list[Path], match: str, root: Path):
+    if match == 'order':
+        ordered = sorted(records, key=lambda r: (r.sequence, r.index))
+        if len(files) > len(ordered):
+            raise ValueError(f'{len(files)} label files but only {len(ordered)} frames')
+        return list(zip(ordered, files))
+    by_stamp: dict[str, list[FrameRecord]] = {}
+    for r in records:
+        by_stamp.setdefault(str(r.stamp_ns), []).append(r)
+    pairs = []
+    for f in files:
+        cands = by_stamp.get(f.stem, [])
+        if len(cands) > 1:      # same stamp on two topics: the folder names the sequence
+            cands = [r for r in cands if r.sequence == f.parent.name]
+        if len(cands) == 1:
+            pairs.append((cands[0], f))
+        else:
+            LOG.warning('label %s matches %d frames; skipped', f.relative_to(root), len(cands))
+    return pairs
+
+
+def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 'train',
+                  sequences: list[str] | None = None) -> dict:
+    """Index a CamVid / DAVIS / Cityscapes folder as a vidseg dataset without copying images.
+
+    The index points at the original image files; labels are converted to the dataset convention
+    (class ids, ``ignore_index``) under ``out/labels/``. Returns counts.
+    """
+    makers = {'camvid': lambda: camvid_source(src, split), 'davis': lambda: davis_source(src, sequences),
+              'cityscapes': lambda: cityscapes_source(src, split)}
+    if layout not in makers:
+        raise ValueError(f'unknown layout {layout!r}; valid: {", ".join(LAYOUTS)}')
+    fs = makers[layout]()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for rec in fs.records:
+        lab = None
+        if rec.label is not None:
+            lab = write_label(out / 'labels' / rec.sequence / f'{rec.stamp_ns}.png', fs.read_label(rec))
+        records.append(FrameRecord(rec.sequence, rec.index, rec.image.resolve(), lab, rec.stamp_ns,
+                                   'human' if lab else 'none', str(Path(src)), layout, rec.image.suffix[1:]))
+    write_index(out, records)
+    write_meta(out, {'classes': fs.class_names, 'ignore_index': fs.ignore_index, 'fps': fs.fps,
+                     'layout': layout})
+    return {'frames': len(records), 'labelled': sum(r.label is not None for r in records)}
