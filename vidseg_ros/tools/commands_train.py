@@ -1,0 +1,105 @@
+"""Plain typed functions behind ``vidseg train | eval | experiment | finetune`` (cli.py wires them).
+
+Each parses nothing and prints nothing itself: it builds the library call, shows a tqdm progress bar
+and returns a result dict. ``python -m vidseg_ros.tools.commands_train train CONFIG.yaml`` runs the
+training without the CLI (used for long background runs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+
+class _Progress:
+    """tqdm bar fed by the training loop's callback: loss, lr and throughput per step."""
+
+    def __init__(self, total_epochs: int, enabled: bool = True):
+        from tqdm import tqdm
+        self.tqdm, self.bar, self.total, self.enabled = tqdm, None, total_epochs, enabled
+
+    def __call__(self, info: dict) -> None:
+        if not self.enabled:
+            return
+        if info['kind'] == 'step':
+            if self.bar is None:
+                self.bar = self.tqdm(desc=f'epoch {info["epoch"] + 1}/{self.total}', unit='step',
+                                     leave=False, dynamic_ncols=True, mininterval=5.0)
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f'{info["loss"]:.3f}', lr=f'{info["lr"]:.2e}',
+                                 img_s=f'{info["samples_per_s"]:.1f}', refresh=False)
+        else:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            LOG.info('epoch %d/%d loss %.4f %s (%.0f s)', info['epoch'], self.total, info['loss'],
+                     f'val mIoU {info["mIoU"]:.4f}' if 'mIoU' in info else '', info['seconds'])
+
+
+def train(config: str | Path, resume: bool = False, overrides: dict | None = None,
+          progress: bool = True) -> dict:
+    """Train from a YAML config (``config/train/*.yaml``); returns the loop's summary.
+
+    Args:
+        config: the run's YAML file.
+        resume: continue from ``<runs_dir>/<name>/last.pt``.
+        overrides: settings that replace the file's (CLI options); None values are ignored.
+        progress: show a progress bar.
+    """
+    from vidseg_ros.training.config import load_train_config
+    from vidseg_ros.training.loop import train as train_loop
+    cfg = load_train_config(config, overrides)
+    return train_loop(cfg, resume=resume, callback=_Progress(cfg.epochs, progress))
+
+
+def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
+             out_dir: str | Path = 'runs/eval', key_intervals: tuple[int, ...] = (1, 2, 5, 10),
+             max_frames: int = 0, card: bool = True) -> dict:
+    """Evaluate a checkpoint: metrics JSON, plots and (optionally) the model card beside it."""
+    from vidseg_ros.tools.evaluate import run_evaluation
+    return run_evaluation(model, data, dataset=dataset, split=split, out_dir=out_dir,
+                          key_intervals=list(key_intervals), max_frames=max_frames, write_card=card)
+
+
+def experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/experiment',
+               overrides: dict | None = None) -> dict:
+    """Run a named experiment (``frames-per-video``) from a base training config."""
+    from vidseg_ros.tools.experiment import run_experiment
+    return run_experiment(name, config, out_dir=out_dir, overrides=overrides)
+
+
+def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: str | Path,
+             out_dir: str | Path, steps: int = 200, lr: float = 1e-4) -> dict:
+    """One-shot fine-tuning on one annotated frame, then label every frame of ``sequence``."""
+    from vidseg_ros.tools.finetune import one_shot
+    return one_shot(model, frame, label, sequence, out_dir, steps=steps, lr=lr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Minimal entry point for background runs: ``train CONFIG [--resume] [--log FILE]``."""
+    p = argparse.ArgumentParser(prog='python -m vidseg_ros.tools.commands_train')
+    p.add_argument('command', choices=['train'])
+    p.add_argument('config')
+    p.add_argument('--resume', action='store_true')
+    p.add_argument('--set', action='append', default=[], metavar='KEY=JSON',
+                   help='override a setting, value parsed as JSON (e.g. --set epochs=5)')
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s')
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition('=')
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    result = train(args.config, args.resume, overrides, progress=sys.stderr.isatty())
+    LOG.info('done: best mIoU %.4f in %s', result['best_mIoU'], result['run_dir'])
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

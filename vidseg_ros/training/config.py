@@ -1,0 +1,101 @@
+"""Training settings: one dataclass, one YAML file per run, stored resolved in every checkpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidseg_ros.config import ConfigError, load_config, setting, to_dict
+
+MODES = ('perframe', 'keyframe', 'sequence')
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; each field is also a YAML key in ``config/train/*.yaml``."""
+
+    name: str = setting('run', 'Run name: checkpoints go to <runs_dir>/<name>/')
+    arch: str = setting('keyframe_fpn', 'Model family (a key of vidseg_ros.models.MODELS)')
+    arch_config: dict = setting({}, 'Keyword arguments for create_model(arch, ...), e.g. '
+                                    '{cached_levels: 1} or {size: small_deep, temporal_cell: cgru}')
+    mode: str = setting('perframe', 'What one sample is: a single labelled frame, a (key, current) '
+                                    'triplet for the key-frame loss, or a clip for recurrent models',
+                        MODES)
+    dataset: str = setting('camvid', 'Dataset layout of data_root', ('camvid', 'davis', 'folder'))
+    data_root: str = setting('../shared/data/camvid', 'Dataset folder (read in place, never copied)')
+    train_split: str = setting('train', 'Split (CamVid) or sequence list file / "all" (DAVIS)')
+    val_split: str = setting('val', 'Validation split; empty = no validation')
+    num_classes: int = setting(11, 'Number of classes predicted (void excluded)')
+    ignore_index: int = setting(11, 'Label value ignored by the loss and the metrics')
+    input_hw: list[int] = setting([192, 256], 'Network input size [H, W] for whole frames (validation, '
+                                              'inference; multiples of 32): frames are resized to cover it')
+    crop_hw: list[int] = setting([], 'Training crop [H, W] taken from the resized frame; empty = input_hw')
+    scale_range: list[float] = setting([0.8, 1.25], 'Random rescale range before the crop; [1, 1] = off')
+    hflip: bool = setting(True, 'Random horizontal flip (applied consistently within a sample)')
+    frames_per_video: int = setting(0, 'Use at most this many labelled frames per sequence, evenly '
+                                       'spaced; 0 = all (the all-frames protocol)')
+    noise_copies: int = setting(0, 'Replace the dropped frames by this many noise-augmented copies '
+                                   'of each kept frame (frames_per_video experiment)')
+    epochs: int = setting(30, 'Number of passes over the training set')
+    steps_per_epoch: int = setting(0, 'Cap on optimiser steps per epoch; 0 = the whole set')
+    batch_size: int = setting(8, 'Samples per optimiser step (per process under torchrun)')
+    optimizer: str = setting('adamw', 'Optimiser', ('adam', 'adamw'))
+    lr: float = setting(2e-3, 'Peak learning rate')
+    weight_decay: float = setting(1e-4, 'Weight decay (decoupled for adamw)')
+    lr_policy: str = setting('cosine', 'Schedule per step: cosine to lr*lr_final_ratio, exponential '
+                                       'decay to the same end point (key-frame work), or constant',
+                             ('cosine', 'exp', 'constant'))
+    lr_final_ratio: float = setting(0.01, 'Learning rate at the end as a fraction of lr')
+    warmup_steps: int = setting(0, 'Linear warm-up steps')
+    class_balanced: bool = setting(False, 'Class-balanced cross-entropy (weights ~ 1/frequency, '
+                                          'as in the one-shot VOS work) instead of plain CE')
+    amp: bool = setting(True, 'Mixed precision on GPU (ignored on CPU)')
+    seed: int = setting(0, 'Seed for python, numpy and torch (data order, augmentation, init)')
+    deterministic: bool = setting(True, 'torch.use_deterministic_algorithms (warn only)')
+    num_workers: int = setting(0, 'DataLoader worker processes')
+    num_threads: int = setting(0, 'torch.set_num_threads for CPU training; 0 = leave as is')
+    device: str = setting('auto', 'auto, cpu, cuda, cuda:N')
+    runs_dir: str = setting('runs', 'Where per-epoch checkpoints and logs go (git-ignored)')
+    output: str = setting('', 'Also write the best checkpoint here (e.g. models/camvid_fpn.pt)')
+    init_from: str = setting('', 'Start from this checkpoint\'s weights (e.g. the per-frame FPN)')
+    teacher: str = setting('', 'Checkpoint producing teacher masks for unlabelled key frames; '
+                               'empty = warp the current frame\'s label (synthetic motion)')
+    key_distance: int = setting(5, 'Key-to-current distance d in frames (constant mode) or its max')
+    key_distance_mode: str = setting('random', 'd uniform in [1, key_distance] or constant',
+                                     ('random', 'constant'))
+    feature_weight: float = setting(0.01, 'lambda of the L1 term between high-level features')
+    seq_len: int = setting(5, 'Clip length for recurrent training (labelled frame at random position)')
+    tbptt: int = setting(0, 'Truncated BPTT: detach the hidden state every this many steps; 0 = off')
+    motion_px: float = setting(4.0, 'Synthetic motion: mean pan per frame in pixels at input_hw '
+                                    '(CamVid has no raw frames between labelled ones)')
+    val_every: int = setting(1, 'Validate every this many epochs (0 = only at the end)')
+    val_max_frames: int = setting(0, 'Cap on validation frames; 0 = all')
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    """TrainConfig from a YAML file plus overrides, with cross-field checks."""
+    cfg = load_config(TrainConfig, path, overrides)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field checks that a type check cannot do; raise ConfigError saying how to fix it."""
+    if len(cfg.input_hw) != 2 or any(v <= 0 or v % 32 for v in cfg.input_hw):
+        fix = [max(32, round(v / 32) * 32) for v in cfg.input_hw[:2]]
+        raise ConfigError(f'input_hw: {cfg.input_hw} must be two multiples of 32, e.g. {fix}')
+    if cfg.crop_hw and (len(cfg.crop_hw) != 2 or any(v <= 0 or v % 32 for v in cfg.crop_hw)):
+        raise ConfigError(f'crop_hw: {cfg.crop_hw} must be empty or two multiples of 32')
+    if len(cfg.scale_range) != 2 or not 0 < cfg.scale_range[0] <= cfg.scale_range[1]:
+        raise ConfigError(f'scale_range: {cfg.scale_range} must be [low, high] with 0 < low <= high')
+    if cfg.mode == 'sequence' and cfg.seq_len < 1:
+        raise ConfigError('seq_len must be >= 1 for mode: sequence')
+    if cfg.mode == 'keyframe' and cfg.key_distance < 1:
+        raise ConfigError('key_distance must be >= 1 for mode: keyframe')
+    for key in ('epochs', 'batch_size'):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f'{key} must be >= 1')
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """Plain dict for the checkpoint's ``train_config``."""
+    return to_dict(cfg)

@@ -1,0 +1,127 @@
+"""From a TrainConfig to datasets: sources, splits, frames-per-video subsets, augmentation."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vidseg_ros.data.augment import AugmentConfig
+from vidseg_ros.data.dataset import FrameDataset, SequenceDataset, TripletDataset
+from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.records import FrameSource, camvid_source, davis_source, extracted_source
+
+from .config import TrainConfig
+
+LOG = logging.getLogger(__name__)
+
+# DAVIS has no train split here: each sequence is cut in time, the head trains and the tail
+# validates (a gap keeps near-duplicate neighbouring frames out of validation).
+DAVIS_HEAD = 0.7
+DAVIS_GAP = 5
+
+
+def open_split(cfg: TrainConfig, split: str) -> FrameSource:
+    """Records of one split. CamVid: a folder name; DAVIS: ``head``/``tail``/``all`` or a
+    comma-separated list of sequences (optionally ``seqs:head``); folder: an extracted dataset."""
+    root = Path(cfg.data_root)
+    if cfg.dataset == 'camvid':
+        return camvid_source(root, split)
+    if cfg.dataset == 'folder':
+        return extracted_source(root)
+    seqs, _, part = split.partition(':')
+    if seqs in ('head', 'tail', 'all'):
+        seqs, part = '', seqs
+    src = davis_source(root, [s for s in seqs.split(',') if s] or None)
+    return src.subset(davis_part(src, part or 'all'))
+
+
+def davis_part(src: FrameSource, part: str) -> list:
+    """Temporal head (first 70%) or tail (after a 5-frame gap) of every sequence, or all."""
+    if part == 'all':
+        return list(src.records)
+    out = []
+    for recs in src.sequences().values():
+        cut = int(len(recs) * DAVIS_HEAD)
+        out += recs[:cut] if part == 'head' else recs[cut + DAVIS_GAP:]
+    if part not in ('head', 'tail'):
+        raise ValueError(f'unknown DAVIS split part {part!r}; use head, tail or all')
+    return out
+
+
+def frames_per_video(src: FrameSource, n: int) -> FrameSource:
+    """Keep labels on at most ``n`` evenly spaced labelled frames per sequence (0 = all).
+
+    Unlabelled frames stay in the source so temporal neighbours still exist.
+    """
+    if n <= 0:
+        return src
+    keep = set()
+    for recs in src.sequences().values():
+        lab = [r for r in recs if r.label is not None]
+        if not lab:
+            continue
+        idx = np.unique(np.linspace(0, len(lab) - 1, min(n, len(lab))).round().astype(int))
+        keep.update((lab[i].sequence, lab[i].index) for i in idx)
+    from dataclasses import replace
+    return src.subset([r if (r.sequence, r.index) in keep else replace(r, label=None)
+                       for r in src.records])
+
+
+def augment_config(cfg: TrainConfig, src: FrameSource, train: bool) -> AugmentConfig:
+    """Resize so the frame covers ``input_hw``, then crop (random in training, centre otherwise)."""
+    first = next(r for r in src.records)
+    h0, w0 = read_rgb(first.image).shape[:2]
+    scale = max(cfg.input_hw[0] / h0, cfg.input_hw[1] / w0)
+    crop = list(cfg.crop_hw or cfg.input_hw) if train else list(cfg.input_hw)
+    return AugmentConfig(resize_scale=scale, crop_hw=crop,
+                         scale_range=list(cfg.scale_range) if train else [1.0, 1.0],
+                         hflip=cfg.hflip and train, jitter=0.2 if train else 0.0)
+
+
+class NoisyCopies(Dataset):
+    """``copies`` Gaussian-noise copies of every sample of a frame dataset (the all-frames paper's
+    control: as many training images as all frames, but without new content)."""
+
+    def __init__(self, base: Dataset, copies: int, sigma: float = 0.03, seed: int = 0):
+        self.base, self.copies, self.sigma, self.seed = base, copies, sigma, seed
+
+    def __len__(self) -> int:
+        return len(self.base) * (1 + self.copies)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.base[i % len(self.base)])
+        if i >= len(self.base):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+            noise = torch.randn(item['image'].shape, generator=g) * self.sigma
+            item['image'] = (item['image'] + noise).clamp_(0, 1)
+        return item
+
+
+def train_dataset(cfg: TrainConfig) -> Dataset:
+    """The training set for ``cfg.mode`` (frames, triplets or clips)."""
+    src = frames_per_video(open_split(cfg, cfg.train_split), cfg.frames_per_video)
+    aug = augment_config(cfg, src, train=True)
+    kw = dict(augment_cfg=aug, train=True, seed=cfg.seed)
+    if cfg.mode == 'perframe':
+        ds = FrameDataset(src, **kw)
+        return NoisyCopies(ds, cfg.noise_copies, seed=cfg.seed) if cfg.noise_copies else ds
+    if cfg.mode == 'keyframe':
+        shift = cfg.motion_px / max(aug.resize_scale, 1e-6)   # dataset shifts in source pixels
+        return TripletDataset(src, max_distance=cfg.key_distance, shift_px_per_frame=shift, **kw)
+    shift = cfg.motion_px / max(aug.resize_scale, 1e-6)
+    return SequenceDataset(src, length=cfg.seq_len, shift_px_per_frame=shift, **kw)
+
+
+def val_dataset(cfg: TrainConfig) -> Dataset | None:
+    """Whole validation frames at ``input_hw`` (centre crop), or None without ``val_split``."""
+    if not cfg.val_split:
+        return None
+    src = open_split(cfg, cfg.val_split)
+    if cfg.val_max_frames and len(src.labelled()) > cfg.val_max_frames:
+        lab = src.labelled()
+        idx = np.linspace(0, len(lab) - 1, cfg.val_max_frames).round().astype(int)
+        src = src.subset([lab[i] for i in idx])
+    return FrameDataset(src, augment_config(cfg, src, train=False), train=False, seed=cfg.seed)

@@ -1,0 +1,237 @@
+"""The training loop: one function for every model family, resumable, seeded, DDP under torchrun.
+
+Per epoch it writes ``<runs_dir>/<name>/last.pt`` (weights, optimiser, epoch, step, RNG states,
+history: enough for an exact ``resume``) and, when validation improves, ``best.pt`` in the shipped
+checkpoint format (plus a copy at ``cfg.output``). The learning rate is a pure function of the
+step, and the augmentation of sample ``i`` in epoch ``e`` depends only on (seed, e, i), so a resumed
+run continues exactly where the interrupted one stopped (at an epoch boundary).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from . import data_setup
+from .config import TrainConfig, config_dict, validate
+from .metrics import ConfusionMatrix
+from .steps import Batch, StepRunner, frame_logits, normalize
+
+LOG = logging.getLogger(__name__)
+Callback = Callable[[dict], None]
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Learning rate at optimiser step ``step`` of ``total`` (warm-up, then the policy)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    end = cfg.lr * cfg.lr_final_ratio
+    if cfg.lr_policy == 'cosine':
+        return end + 0.5 * (cfg.lr - end) * (1 + math.cos(math.pi * t))
+    if cfg.lr_policy == 'exp':
+        return cfg.lr * cfg.lr_final_ratio ** t
+    return cfg.lr
+
+
+def pick_device(name: str) -> torch.device:
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
+    """``create_model(cfg.arch, num_classes=..., **cfg.arch_config)``, optionally warm-started."""
+    from vidseg_ros.models import create_model
+    model = create_model(cfg.arch, num_classes=cfg.num_classes, **cfg.arch_config)
+    if cfg.init_from:
+        from vidseg_ros.models.checkpoint import load_checkpoint
+        src, _ = load_checkpoint(cfg.init_from)
+        missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+        LOG.info('initialised from %s (missing %d, unexpected %d keys)', cfg.init_from,
+                 len(missing), len(unexpected))
+    return model
+
+
+def _ddp() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    return (int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)),
+            int(os.environ.get('LOCAL_RANK', 0)))
+
+
+def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = None,
+          model: torch.nn.Module | None = None, train_set=None, val_set=None) -> dict:
+    """Train ``cfg``; returns ``{'best_mIoU', 'epochs', 'history', 'run_dir', 'best_path'}``.
+
+    Args:
+        cfg: the run's settings (validated again here).
+        resume: continue from ``<runs_dir>/<name>/last.pt`` when it exists.
+        callback: called with a dict after every step (``kind='step'``) and epoch (``'epoch'``).
+        model, train_set, val_set: injected objects (tests); built from ``cfg`` when None.
+    """
+    validate(cfg)
+    rank, world, local_rank = _ddp()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    device = pick_device(cfg.device)
+    if device.type == 'cuda' and world > 1:
+        device = torch.device('cuda', local_rank)
+        torch.cuda.set_device(device)
+    if cfg.num_threads and device.type == 'cpu':
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed + rank, cfg.deterministic)
+    model = (model or build_model(cfg)).to(device)
+    train_set = train_set if train_set is not None else data_setup.train_dataset(cfg)
+    val_set = val_set if val_set is not None else (data_setup.val_dataset(cfg) if rank == 0 else None)
+    opt_cls = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
+    optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {'epoch': 0, 'step': 0, 'best': -1.0, 'history': []}
+    if resume and (run_dir / 'last.pt').is_file():
+        state = load_training_state(run_dir / 'last.pt', model, optimizer)
+        LOG.info('resumed %s at epoch %d step %d', run_dir, state['epoch'], state['step'])
+    runner = StepRunner(cfg, model, device, world)
+    per_epoch = _steps_per_epoch(cfg, len(train_set), world)
+    total = per_epoch * cfg.epochs
+    for epoch in range(state['epoch'], cfg.epochs):
+        loader = _loader(cfg, train_set, epoch, world, rank)
+        model.train()
+        t0, seen, losses = time.perf_counter(), 0, []
+        for i, raw in enumerate(loader):
+            if i >= per_epoch:
+                break
+            lr = lr_at(cfg, state['step'], total)
+            for g in optimizer.param_groups:
+                g['lr'] = lr
+            parts = runner.step(Batch.from_dict(raw, device), optimizer)
+            state['step'] += 1
+            seen += raw[next(iter(raw))].shape[0] if hasattr(raw[next(iter(raw))], 'shape') else 0
+            losses.append(parts['loss'])
+            if callback:
+                callback({'kind': 'step', 'epoch': epoch, 'step': state['step'], 'lr': lr,
+                          'samples_per_s': seen / max(1e-9, time.perf_counter() - t0), **parts})
+        record = {'epoch': epoch + 1, 'step': state['step'], 'loss': float(np.mean(losses or [math.nan])),
+                  'seconds': time.perf_counter() - t0}
+        if val_set is not None and rank == 0 and (
+                (cfg.val_every and (epoch + 1) % cfg.val_every == 0) or epoch + 1 == cfg.epochs):
+            record.update(validate_frames(model, val_set, cfg, device))
+        state['epoch'] = epoch + 1
+        state['history'].append(record)
+        if rank == 0:
+            improved = record.get('mIoU', -1.0) > state['best'] or 'mIoU' not in record
+            if improved:
+                state['best'] = max(state['best'], record.get('mIoU', -1.0))
+                save_model(run_dir / 'best.pt', model, cfg, record)
+                if cfg.output:
+                    save_model(Path(cfg.output), model, cfg, record)
+            save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg)
+            LOG.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
+                                                 for k, v in record.items() if k != 'per_class_iou'})
+        if callback:
+            callback({'kind': 'epoch', **record})
+    return {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
+            'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
+
+
+def _steps_per_epoch(cfg: TrainConfig, n: int, world: int) -> int:
+    full = max(1, n // (cfg.batch_size * world))
+    return min(full, cfg.steps_per_epoch) if cfg.steps_per_epoch else full
+
+
+def _loader(cfg: TrainConfig, ds, epoch: int, world: int, rank: int) -> DataLoader:
+    # Order and augmentation depend on (seed, epoch) only: that is what makes resume exact.
+    if hasattr(ds, 'seed'):
+        ds.seed = cfg.seed * 100_003 + epoch
+    if hasattr(ds, 'base') and hasattr(ds.base, 'seed'):
+        ds.base.seed = cfg.seed * 100_003 + epoch
+    if world > 1:
+        sampler = DistributedSampler(ds, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                      drop_last=True, persistent_workers=False)
+
+
+@torch.no_grad()
+def validate_frames(model, val_set, cfg: TrainConfig, device) -> dict:
+    """Per-frame mIoU / mAcc / pixel accuracy on the validation set at training resolution."""
+    model.eval()
+    cm = ConfusionMatrix(cfg.num_classes, cfg.ignore_index)
+    loader = DataLoader(val_set, batch_size=4, shuffle=False, num_workers=cfg.num_workers)
+    for raw in loader:
+        logits = frame_logits(model, normalize(raw['image'].to(device)), cfg.mode)
+        logits = torch.nn.functional.interpolate(logits.float(), size=raw['label'].shape[-2:],
+                                                 mode='bilinear', align_corners=False)
+        cm.update(logits.argmax(1).cpu().numpy(), raw['label'].numpy())
+    names = getattr(val_set, 'class_names', None)
+    s = cm.scores(names)
+    model.train()
+    return {'mIoU': s['mIoU'], 'mAcc': s['mAcc'], 'pixel_acc': s['pixel_acc'],
+            'per_class_iou': s['per_class_iou']}
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, 'module') else model
+
+
+def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainConfig) -> None:
+    """Everything needed to resume exactly; written atomically."""
+    blob = {'model': _unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(),
+            'epoch': state['epoch'], 'step': state['step'], 'best': state['best'],
+            'history': state['history'], 'config': config_dict(cfg),
+            'torch_rng': torch.get_rng_state(), 'python_rng': list(random.getstate()[1]),
+            'numpy_rng': torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            'numpy_pos': int(np.random.get_state()[2])}
+    if torch.cuda.is_available():
+        blob['cuda_rng'] = torch.cuda.get_rng_state_all()
+    tmp = path.with_suffix('.tmp')
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+def load_training_state(path: Path, model, optimizer) -> dict:
+    """Restore weights, optimiser and RNG states; returns the loop state (epoch, step, ...)."""
+    blob = torch.load(path, map_location='cpu', weights_only=True)
+    _unwrap(model).load_state_dict(blob['model'])
+    optimizer.load_state_dict(blob['optimizer'])
+    torch.set_rng_state(blob['torch_rng'])
+    random.setstate((3, tuple(blob['python_rng']), None))
+    np.random.set_state(('MT19937', blob['numpy_rng'].numpy().astype(np.uint32),
+                        blob['numpy_pos'], 0, 0.0))
+    if 'cuda_rng' in blob and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob['cuda_rng'])
+    return {k: blob[k] for k in ('epoch', 'step', 'best', 'history')}
+
+
+def save_model(path: Path, model, cfg: TrainConfig, metrics: dict) -> None:
+    """The shipped checkpoint format (models.checkpoint) with provenance and metrics in ``meta``."""
+    from .export_meta import checkpoint_meta
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = checkpoint_meta(_unwrap(model), cfg, metrics)
+    try:
+        from vidseg_ros.models.checkpoint import save_checkpoint
+    except ImportError:  # models package without checkpoint support: same layout, written here
+        torch.save({'state_dict': _unwrap(model).state_dict(), 'meta': meta}, path)
+        return
+    save_checkpoint(path, _unwrap(model), meta)

@@ -1,0 +1,202 @@
+"""Segmentation metrics on numpy masks: confusion-matrix scores, DAVIS J&F, temporal consistency.
+
+Definitions:
+- IoU_c = TP / (TP + FP + FN) from the confusion matrix accumulated over the whole set (not
+  averaged per image); mIoU averages the classes that occur in the ground truth or the prediction.
+  mAcc averages per-class recall TP / (TP + FN) over classes present in the ground truth; pixel
+  accuracy is trace / total. Pixels labelled ``ignore_index`` are left out everywhere.
+- J is the region IoU of a binary mask; F the DAVIS contour accuracy: boundaries are one pixel thick,
+  matched within a tolerance of ``bound_th * image diagonal`` pixels, F = 2PR / (P + R).
+- TC (ETC, Liu et al. 2020) is the IoU between the prediction at t and the prediction at t-1 warped
+  to t by optical flow, averaged over consecutive pairs. mVC_n (VSPW) is the share of pixels whose
+  ground truth stays constant over n frames where the prediction also stays constant.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+
+class ConfusionMatrix:
+    """Accumulates a (K, K) confusion matrix; rows = ground truth, columns = prediction."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.mat = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """Add one or a batch of (…, H, W) integer masks."""
+        pred = np.asarray(pred).ravel().astype(np.int64)
+        gt = np.asarray(gt).ravel().astype(np.int64)
+        if pred.shape != gt.shape:
+            raise ValueError(f'prediction and ground truth sizes differ: {pred.shape} vs {gt.shape}')
+        keep = (gt >= 0) & (gt < self.num_classes)
+        if self.ignore_index is not None:
+            keep &= gt != self.ignore_index
+        pred, gt = pred[keep], gt[keep]
+        # Out-of-range predictions count as wrong for their true class but belong to no column.
+        valid = (pred >= 0) & (pred < self.num_classes)
+        k = self.num_classes
+        self.mat += np.bincount(gt[valid] * k + pred[valid], minlength=k * k).reshape(k, k)
+        if not valid.all():
+            self._missed = getattr(self, '_missed', np.zeros(k, np.int64))
+            self._missed += np.bincount(gt[~valid], minlength=k)
+
+    def scores(self, class_names: list[str] | None = None) -> dict:
+        """mIoU, mAcc, pixel accuracy and per-class IoU/accuracy (NaN for absent classes)."""
+        return scores_from_confusion(self.mat, class_names, getattr(self, '_missed', None))
+
+
+def scores_from_confusion(mat: np.ndarray, class_names: list[str] | None = None,
+                          missed: np.ndarray | None = None) -> dict:
+    """Scores from a confusion matrix; see the module docstring for the definitions."""
+    mat = np.asarray(mat, dtype=np.float64)
+    tp = np.diag(mat)
+    gt_count = mat.sum(1) + (missed if missed is not None else 0)
+    pred_count = mat.sum(0)
+    union = gt_count + pred_count - tp
+    with np.errstate(invalid='ignore', divide='ignore'):
+        iou = np.where(union > 0, tp / union, np.nan)
+        acc = np.where(gt_count > 0, tp / gt_count, np.nan)
+    total = gt_count.sum()
+    names = class_names or [str(i) for i in range(len(tp))]
+    return {
+        'mIoU': _nanmean(iou), 'mAcc': _nanmean(acc),
+        'pixel_acc': float(tp.sum() / total) if total else math.nan,
+        'per_class_iou': {n: _f(v) for n, v in zip(names, iou)},
+        'per_class_acc': {n: _f(v) for n, v in zip(names, acc)},
+        'pixels': int(total),
+    }
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else math.nan
+
+
+def _f(v) -> float | None:
+    return None if np.isnan(v) else float(v)
+
+
+# --------------------------------------------------------------------------- DAVIS J and F
+def db_eval_iou(gt: np.ndarray, pred: np.ndarray) -> float:
+    """J: region IoU of two binary masks; 1 when both are empty (the DAVIS convention)."""
+    gt, pred = gt.astype(bool), pred.astype(bool)
+    union = np.logical_or(gt, pred).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(gt, pred).sum() / union)
+
+
+def boundary_map(mask: np.ndarray) -> np.ndarray:
+    """One-pixel boundary of a binary mask: foreground pixels with a 4-neighbour outside.
+
+    Equivalent in spirit to DAVIS ``seg2bmap`` at the same resolution (pixels whose right, bottom or
+    bottom-right neighbour differs); here the image border counts as background.
+    """
+    m = np.pad(mask.astype(bool), 1)
+    inner = m[1:-1, 1:-1]
+    edge = (inner != m[:-2, 1:-1]) | (inner != m[2:, 1:-1]) | (inner != m[1:-1, :-2]) | \
+           (inner != m[1:-1, 2:])
+    return edge & inner
+
+
+def db_eval_boundary(gt: np.ndarray, pred: np.ndarray, bound_th: float = 0.008) -> float:
+    """F: DAVIS contour accuracy between two binary masks.
+
+    Args:
+        gt: (H, W) ground-truth mask.
+        pred: (H, W) predicted mask.
+        bound_th: tolerance; < 1 means a fraction of the image diagonal, >= 1 pixels.
+    """
+    h, w = gt.shape
+    radius = bound_th if bound_th >= 1 else math.ceil(bound_th * math.hypot(h, w))
+    gt_b, pred_b = boundary_map(gt), boundary_map(pred)
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(radius) + 1, 2 * int(radius) + 1))
+    gt_dil = cv2.dilate(gt_b.astype(np.uint8), disk).astype(bool)
+    pred_dil = cv2.dilate(pred_b.astype(np.uint8), disk).astype(bool)
+    n_gt, n_pred = gt_b.sum(), pred_b.sum()
+    if n_gt == 0 and n_pred == 0:
+        return 1.0
+    if n_gt == 0 or n_pred == 0:
+        return 0.0
+    precision = (pred_b & gt_dil).sum() / n_pred
+    recall = (gt_b & pred_dil).sum() / n_gt
+    if precision + recall == 0:
+        return 0.0
+    return float(2 * precision * recall / (precision + recall))
+
+
+def j_and_f(gts: list[np.ndarray], preds: list[np.ndarray], bound_th: float = 0.008) -> dict:
+    """Mean J, F and J&F over a sequence of binary masks (nonzero = foreground)."""
+    js = [db_eval_iou(g > 0, p > 0) for g, p in zip(gts, preds)]
+    fs = [db_eval_boundary(g > 0, p > 0, bound_th) for g, p in zip(gts, preds)]
+    j, f = float(np.mean(js)), float(np.mean(fs))
+    return {'J': j, 'F': f, 'J&F': (j + f) / 2, 'frames': len(js)}
+
+
+# --------------------------------------------------------------------------- temporal consistency
+def optical_flow(prev_rgb: np.ndarray, next_rgb: np.ndarray) -> np.ndarray:
+    """Dense flow (H, W, 2) from ``next`` back to ``prev`` (for backward warping prev -> next)."""
+    a = cv2.cvtColor(next_rgb, cv2.COLOR_RGB2GRAY)
+    b = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(a, b, None)
+
+
+def warp_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Backward-warp an integer mask with flow (H, W, 2): out[y, x] = mask[y + fy, x + fx]."""
+    h, w = mask.shape
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(mask.astype(np.uint8), xs + flow[..., 0], ys + flow[..., 1],
+                     interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+
+
+def mask_miou(a: np.ndarray, b: np.ndarray, num_classes: int, ignore_index: int | None = None) -> float:
+    """mIoU between two label maps, over the classes present in either."""
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    cm.update(a, b)
+    return cm.scores()['mIoU']
+
+
+def temporal_consistency(preds: list[np.ndarray], frames: list[np.ndarray] | None, num_classes: int,
+                         flows: list[np.ndarray] | None = None) -> float:
+    """TC: mean IoU between pred[t] and pred[t-1] warped to t by optical flow.
+
+    Args:
+        preds: (H, W) integer predictions in temporal order.
+        frames: the RGB frames (to compute flow); may be None when ``flows`` is given.
+        num_classes: classes in the predictions.
+        flows: optional precomputed flows, ``flows[t-1]`` maps frame t back to t-1 (H, W, 2).
+    """
+    if len(preds) < 2:
+        return math.nan
+    scores = []
+    for t in range(1, len(preds)):
+        flow = flows[t - 1] if flows is not None else optical_flow(frames[t - 1], frames[t])
+        warped = warp_mask(preds[t - 1], flow)
+        scores.append(mask_miou(warped, preds[t], num_classes))
+    return float(np.nanmean(scores))
+
+
+def video_consistency(preds: list[np.ndarray], gts: list[np.ndarray], n: int,
+                      ignore_index: int | None = None) -> float:
+    """VC_n (VSPW): over every window of n frames, pixels with constant GT whose prediction is
+    constant too, divided by pixels with constant GT; averaged over windows."""
+    if len(preds) < n or n < 2:
+        return math.nan
+    values = []
+    for s in range(len(preds) - n + 1):
+        g = np.stack(gts[s:s + n])
+        p = np.stack(preds[s:s + n])
+        gt_const = (g == g[0]).all(0)
+        if ignore_index is not None:
+            gt_const &= g[0] != ignore_index
+        pred_const = (p == p[0]).all(0)
+        denom = gt_const.sum()
+        if denom:
+            values.append((gt_const & pred_const).sum() / denom)
+    return float(np.mean(values)) if values else math.nan
