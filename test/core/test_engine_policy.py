@@ -1,0 +1,73 @@
+"""The key-frame policy makes key frames and resets where it should."""
+import torch
+
+from vidseg_ros.engine.base import EngineConfig
+from vidseg_ros.engine.policy import KeyframePolicy, change_descriptor
+
+MS = 1_000_000
+HW = (48, 64)
+
+
+def run(policy, n, stamps=None, hws=None, descs=None):
+    out = []
+    for i in range(n):
+        stamp = stamps[i] if stamps else i * 33 * MS
+        desc = descs[i] if descs else torch.zeros(1, 5, 3, 4)
+        out.append(policy.decide(stamp, hws[i] if hws else HW, lambda d=desc: d))
+    return out
+
+
+def test_fixed_interval():
+    d = run(KeyframePolicy(EngineConfig(keyframe_interval=5)), 12)
+    assert [x.is_key for x in d] == [True, False, False, False, False, True] + [False] * 4 + [True, False]
+    assert d[0].reset_reason == 'start' and d[5].key_reason == 'interval' and d[5].reset_reason == ''
+
+
+def test_interval_one_is_every_frame():
+    assert all(x.is_key for x in run(KeyframePolicy(EngineConfig(keyframe_interval=1)), 5))
+
+
+def test_gap_backwards_resize_reset():
+    p = KeyframePolicy(EngineConfig(keyframe_interval=100, max_gap_s=0.5))
+    stamps = [0, 33, 66, 900, 933, 100, 133, 166, 200] + [233]
+    stamps = [s * MS for s in stamps]
+    hws = [HW] * 7 + [(50, 64)] + [(50, 64)] * 2
+    d = run(p, 10, stamps=stamps, hws=hws)
+    reasons = [x.reset_reason for x in d]
+    assert reasons == ['start', '', '', 'gap', '', 'backwards', '', 'resize', '', '']
+    assert [x.is_key for x in d] == [bool(r) for r in reasons]
+    p.reset()
+    assert p.decide(300 * MS, (50, 64)).reset_reason == 'reset'
+
+
+def test_no_stamp_disables_time_checks():
+    p = KeyframePolicy(EngineConfig(keyframe_interval=100))
+    assert [p.decide(None, HW).is_key for _ in range(3)] == [True, False, False]
+
+
+def test_adaptive_threshold_and_max_interval():
+    cfg = EngineConfig(keyframe_policy='adaptive', keyframe_threshold=0.2, keyframe_max_interval=6)
+    base = torch.ones(1, 5, 3, 4)
+    descs = [base, base * 1.05, base * 1.1, base * 1.5, base * 1.55, base * 1.6] + [base * 1.5] * 8
+    d = run(KeyframePolicy(cfg), len(descs), descs=descs)
+    keys = [i for i, x in enumerate(d) if x.is_key]
+    # 0 start, 3 adaptive (+50%), then no change vs key 3 until max_interval forces frame 9
+    assert keys == [0, 3, 9]
+    assert d[3].key_reason == 'adaptive' and d[3].change > 0.2 and d[9].key_reason == 'max_interval'
+
+
+def test_update_config_takes_effect():
+    p = KeyframePolicy(EngineConfig(keyframe_interval=100))
+    run(p, 3)
+    p.update_config(EngineConfig(keyframe_interval=2))
+    # 2 frames since the key already: the next one is due at once
+    assert [p.decide(None, HW).is_key for _ in range(4)] == [True, False, True, False]
+
+
+def test_descriptor_sees_scene_change():
+    torch.manual_seed(0)
+    a = torch.randn(1, 3, 64, 64)
+    from vidseg_ros.engine.policy import relative_change
+    da = change_descriptor(a)
+    assert relative_change(change_descriptor(a + 0.01 * torch.randn_like(a)), da) < 0.05
+    assert relative_change(change_descriptor(torch.randn(1, 3, 64, 64) * 2), da) > 0.3

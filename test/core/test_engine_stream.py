@@ -1,0 +1,136 @@
+"""StreamSegmenter: shapes/dtypes, key-frame caching, recurrent state, fork, tiles, model resolution."""
+import numpy as np
+import pytest
+import torch
+
+from vidseg_ros.engine.base import EngineConfig
+from vidseg_ros.engine.stream import DEFAULT_MODEL, StreamSegmenter, resolve_model
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import CheckpointError, default_meta, save_checkpoint
+
+MS = 1_000_000
+
+
+def frames(n, hw=(67, 101), seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (*hw, 3), dtype=np.uint8)
+    return [np.clip(base.astype(int) + rng.integers(-5, 5, base.shape), 0, 255).astype(np.uint8) for _ in range(n)]
+
+
+def engine(arch='keyframe_fpn', **cfg):
+    torch.manual_seed(0)
+    kw = {'width_mult': 0.25} if arch != 'recurrent_unet' else {'size': 'small_shallow'}
+    model = create_model(arch, **kw)
+    cfg.setdefault('input_hw', [64, 96])
+    return StreamSegmenter(model, default_meta(arch, model.arch_config), EngineConfig(device='cpu', **cfg))
+
+
+@pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet', 'truncated_fpn'])
+def test_output_shapes_for_odd_sizes(arch):
+    eng = engine(arch, input_hw=[])  # network at the frame size, padded to the stride
+    for i, img in enumerate(frames(3)):
+        r = eng.step(img, i * 33 * MS, want_confidence=True, class_prob=3)
+        assert r.class_ids.shape == (67, 101) and r.class_ids.dtype == np.uint8
+        assert r.confidence.shape == (67, 101) and r.confidence.dtype == np.float32
+        assert r.class_prob.shape == (67, 101) and 0 <= r.class_prob.min() <= r.class_prob.max() <= 1
+        assert r.class_ids.max() < 11
+        assert set(r.timings_ms) == {'preprocess', 'model', 'postprocess'}
+    r = eng.step(frames(1)[0], 100 * MS, output_hw=(30, 40))
+    assert r.class_ids.shape == (30, 40)
+    assert eng.net_hw == (67, 101) or eng.net_hw[0] % eng.stride == 0
+
+
+def test_keyframe_engine_caches_and_matches_full_model():
+    eng = engine(keyframe_interval=3)
+    imgs = frames(7)
+    results = [eng.step(img, i * 33 * MS) for i, img in enumerate(imgs)]
+    assert [r.is_key for r in results] == [True, False, False, True, False, False, True]
+    assert results[0].reset_reason == 'start'
+    # the same frame repeated: current frames equal the key frame exactly (cache reused)
+    eng.reset()
+    r_key = eng.step(imgs[0], 0, want_confidence=True)
+    r_cur = eng.step(imgs[0], 33 * MS, want_confidence=True)
+    assert r_key.is_key and not r_cur.is_key and r_key.reset_reason == 'reset'
+    np.testing.assert_array_equal(r_key.class_ids, r_cur.class_ids)
+    np.testing.assert_allclose(r_key.confidence, r_cur.confidence, atol=1e-5)
+
+
+def test_gap_resets_and_recurrent_always_key():
+    eng = engine('recurrent_unet')
+    imgs = frames(4)
+    r = [eng.step(imgs[0], 0), eng.step(imgs[1], 33 * MS), eng.step(imgs[2], 2000 * MS)]
+    assert all(x.is_key for x in r) and [x.reset_reason for x in r] == ['start', '', 'gap']
+    # after a reset the recurrent output equals a fresh engine's on the same frame
+    fresh = engine('recurrent_unet').step(imgs[2], 0, want_confidence=True)
+    eng.reset()
+    again = eng.step(imgs[2], 0, want_confidence=True)
+    np.testing.assert_allclose(fresh.confidence, again.confidence, atol=1e-5)
+
+
+def test_fork_has_independent_state():
+    a = engine('recurrent_unet')
+    imgs = frames(3)
+    b = a.fork()
+    assert b._runner is a._runner
+    for i, img in enumerate(imgs):
+        a.step(img, i * 33 * MS)
+    rb = b.step(imgs[0], 0, want_confidence=True)   # b starts fresh despite a's history
+    ref = engine('recurrent_unet').step(imgs[0], 0, want_confidence=True)
+    np.testing.assert_allclose(rb.confidence, ref.confidence, atol=1e-5)
+    assert rb.reset_reason == 'start'
+
+
+def test_tiles_agree_with_whole_image():
+    img = frames(1, hw=(128, 192))[0]
+    whole = engine('truncated_fpn', input_hw=[128, 192]).step(img, 0)
+    tiled = engine('truncated_fpn', input_hw=[128, 192], tile_size=96, tile_stride=64).step(img, 0)
+    agree = (whole.class_ids == tiled.class_ids).mean()
+    assert agree > 0.8, agree
+    kf = engine('keyframe_fpn', input_hw=[128, 192], tile_size=96, tile_stride=64)
+    rs = [kf.step(img, i * 33 * MS) for i in range(3)]
+    assert [r.is_key for r in rs] == [True, False, False]
+    np.testing.assert_array_equal(rs[0].class_ids, rs[1].class_ids)
+
+
+def test_properties_and_update_config():
+    eng = engine()
+    assert eng.classes[0] == 'Sky' and eng.palette.shape == (11, 3) and eng.palette.dtype == np.uint8
+    assert eng.ignore_index == 11 and eng.device == 'cpu' and eng.trained is False
+    assert eng.net_hw == (64, 96) and eng.kind == 'keyframe' and 'keyframe_fpn' in eng.model_name
+    cfg = EngineConfig(device='cpu', input_hw=[64, 96], keyframe_interval=2)
+    eng.update_config(cfg)
+    assert [eng.step(img).is_key for img in frames(4)] == [True, False, True, False]
+    with pytest.raises(ValueError, match='needs a new engine'):
+        eng.update_config(EngineConfig(device='cpu', precision='bf16'))
+
+
+def test_bf16_and_channels_last_run():
+    eng = engine(precision='bf16', channels_last=True)
+    r = eng.step(frames(1)[0])
+    assert r.class_ids.shape == (67, 101)
+
+
+def test_model_resolution(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match='looked for'):
+        resolve_model('no_such_model_name')
+    with pytest.raises(CheckpointError, match='not found'):
+        resolve_model(str(tmp_path / 'x.pt'))
+    assert resolve_model('untrained:recurrent_unet') == 'untrained:recurrent_unet'
+    model = create_model('truncated_fpn', width_mult=0.25)
+    path = save_checkpoint(tmp_path / 'm.pt', model, default_meta('truncated_fpn', model.arch_config,
+                                                                  provenance={'trained': True}))
+    eng = StreamSegmenter.from_checkpoint(EngineConfig(model=str(path), device='cpu'))
+    assert eng.trained and eng.model_name == 'truncated_fpn (m.pt)' and eng.net_hw == (360, 480)
+    import vidseg_ros.engine.stream as stream
+    monkeypatch.setattr(stream, 'REPO_MODELS', tmp_path)
+    monkeypatch.setattr(stream, 'model_dirs', lambda: [tmp_path])
+    (tmp_path / f'{DEFAULT_MODEL}.pt').write_bytes(path.read_bytes())
+    assert resolve_model('') == str(tmp_path / f'{DEFAULT_MODEL}.pt')
+    assert resolve_model('m') == str(path)
+
+
+def test_untrained_demo_model():
+    eng = StreamSegmenter.from_checkpoint(EngineConfig(model='untrained:keyframe_fpn', device='cpu',
+                                                       input_hw=[64, 96]))
+    assert not eng.trained and eng.meta['provenance']['trained'] is False
+    assert eng.step(frames(1)[0]).class_ids.shape == (67, 101)

@@ -1,0 +1,214 @@
+"""Model runners behind the stream engine: PyTorch modules, TorchScript and ONNX exports.
+
+All runners speak the same flat-tensor protocol, by ``kind``:
+
+* ``keyframe``:  ``key(x) -> (logits, cache)`` and ``current(x, cache) -> logits``
+* ``recurrent``: ``step(x, state) -> (logits, state)``
+* ``frame``:     ``step(x, ()) -> (logits, ())`` (per-frame models: no state at all)
+
+``logits`` come at 1/``output_stride`` of the network input; the engine resizes them.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+META_KEY = 'vidseg_meta'          # ONNX metadata_props key / TorchScript extra file stem
+KIND_KEY = 'vidseg_kind'
+
+
+def model_kind(model: nn.Module) -> str:
+    """'keyframe' when the model caches levels, 'recurrent' with temporal cells, else 'frame'."""
+    if getattr(model, 'cached_levels', 0) > 0:
+        return 'keyframe'
+    if len(getattr(model, 'cells', ())) > 0:
+        return 'recurrent'
+    return 'frame'
+
+
+def current_path(path: str | Path) -> Path:
+    """The ONNX current-frame graph that sits beside a key-frame model's ``X.onnx``."""
+    path = Path(path)
+    return path.with_name(path.stem + '.current.onnx')
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as given (checked)."""
+    if device in ('', 'auto'):
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dev = torch.device(device)
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError(f'device {device!r} requested but CUDA is not available; use device auto or cpu')
+    return dev
+
+
+class TorchRunner:
+    """Runs an ``nn.Module`` under inference mode, autocast, channels_last and optional compile.
+
+    Args:
+        model: A model from ``create_model`` (KeyframeFPN family or RecurrentUNet).
+        device: 'auto', 'cpu', 'cuda', 'cuda:N'.
+        precision: 'fp32', 'fp16' or 'bf16' (autocast).
+        channels_last: Use the channels_last memory format.
+        compile: Wrap the entry points with ``torch.compile``.
+    """
+
+    backend = 'torch'
+
+    def __init__(self, model: nn.Module, device: str = 'auto', precision: str = 'fp32',
+                 channels_last: bool = False, compile: bool = False):
+        self.device = resolve_device(device)
+        self.kind = model_kind(model)
+        self.stride = int(model.stride)
+        self.output_stride = int(model.output_stride)
+        self.precision = precision
+        self.channels_last = channels_last
+        model = model.eval().to(self.device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._dtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
+        if self.kind == 'keyframe':
+            self._key, self._current = model.forward_key, model.forward_current
+        self._step = model.forward_step
+        if compile:
+            self._step = torch.compile(self._step)
+            if self.kind == 'keyframe':
+                self._key, self._current = torch.compile(self._key), torch.compile(self._current)
+
+    def _ctx(self):
+        if self._dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._dtype)
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def key(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        with self._ctx():
+            out = self._key(self._prep(x))
+        return out[0].float(), tuple(out[1:])
+
+    def current(self, x: torch.Tensor, cache: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        with self._ctx():
+            return self._current(self._prep(x), *cache).float()
+
+    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        with self._ctx():
+            out = self._step(self._prep(x), *state)
+        return out[0].float(), tuple(out[1:])
+
+    def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.kind != 'recurrent':
+            return ()
+        dtype = self._dtype if self._dtype is not None else torch.float32
+        return self.model.init_state(x.shape[0], x.shape[-2], x.shape[-1], self.device, dtype)
+
+
+class TorchScriptRunner(TorchRunner):
+    """A ``.ts`` file from ``export_torchscript``: same methods as the module, meta in extra files."""
+
+    backend = 'torchscript'
+
+    def __init__(self, path: str | Path, device: str = 'auto', precision: str = 'fp32',
+                 channels_last: bool = False, compile: bool = False):
+        extra = {META_KEY + '.json': ''}
+        dev = resolve_device(device)
+        module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
+        info = json.loads(extra[META_KEY + '.json'] or '{}')
+        if 'meta' not in info:
+            raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
+        self.meta, self.kind = info['meta'], info['kind']
+        self.stride, self.output_stride = int(info['stride']), int(info['output_stride'])
+        self._state_shapes = info.get('state_channels', [])
+        self.device, self.precision, self.channels_last = dev, precision, channels_last
+        self._dtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
+        self.model = module.eval()
+        if self.kind == 'keyframe':
+            self._key, self._current = module.forward_key, module.forward_current
+        else:
+            self._step = module.forward_step
+        if compile:
+            log.warning('compile=True is ignored for TorchScript models')
+
+    def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _zero_state(self._state_shapes, x, self.device, torch.float32)
+
+
+def _zero_state(channels: list[int], x, device, dtype):
+    """Zero hidden state: one (B, C_i, H/2^i, W/2^i) tensor per recurrent level."""
+    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    return tuple(torch.zeros(b, c, -(-h // 2 ** i), -(-w // 2 ** i), device=device, dtype=dtype)
+                 for i, c in enumerate(channels))
+
+
+class OnnxRunner:
+    """``.onnx`` export(s) on onnxruntime (CPU provider; CUDA provider when installed and asked)."""
+
+    backend = 'onnx'
+
+    def __init__(self, path: str | Path, device: str = 'auto', precision: str = 'fp32',
+                 channels_last: bool = False, compile: bool = False):
+        import onnxruntime as ort  # optional at import time of the package
+        path = Path(path)
+        providers = ['CPUExecutionProvider']
+        if device.startswith('cuda') and 'CUDAExecutionProvider' in ort.get_available_providers():
+            providers.insert(0, 'CUDAExecutionProvider')
+        if precision != 'fp32':
+            log.warning('precision %s ignored for ONNX models (exported in fp32)', precision)
+        self.device = torch.device('cpu')
+        self._main = ort.InferenceSession(str(path), providers=providers)
+        props = self._main.get_modelmeta().custom_metadata_map
+        if META_KEY not in props:
+            raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
+        info = json.loads(props[META_KEY])
+        self.meta, self.kind = info['meta'], info['kind']
+        self.stride, self.output_stride = int(info['stride']), int(info['output_stride'])
+        self._state_shapes = info.get('state_channels', [])
+        self._cur = None
+        if self.kind == 'keyframe':
+            cur = current_path(path)
+            if not cur.is_file():
+                raise FileNotFoundError(f'{path} is a key-frame model; its current-frame graph {cur} is missing')
+            self._cur = ort.InferenceSession(str(cur), providers=providers)
+
+    @staticmethod
+    def _run(sess, *arrays: torch.Tensor) -> list[np.ndarray]:
+        names = [i.name for i in sess.get_inputs()]
+        feeds = {n: a.detach().float().cpu().numpy() for n, a in zip(names, arrays)}
+        return sess.run(None, feeds)
+
+    def key(self, x):
+        out = [torch.from_numpy(a) for a in self._run(self._main, x)]
+        return out[0], tuple(out[1:])
+
+    def current(self, x, cache):
+        return torch.from_numpy(self._run(self._cur, x, *cache)[0])
+
+    def step(self, x, state):
+        out = [torch.from_numpy(a) for a in self._run(self._main, x, *state)]
+        return out[0], tuple(out[1:])
+
+    def init_state(self, x):
+        return _zero_state(self._state_shapes, x, 'cpu', torch.float32)
+
+
+def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32',
+                  channels_last: bool = False, compile: bool = False):
+    """Runner for a ``.ts`` or ``.onnx`` file; its ``meta`` attribute holds the checkpoint meta."""
+    suffix = Path(path).suffix
+    if suffix == '.ts':
+        return TorchScriptRunner(path, device, precision, channels_last, compile)
+    if suffix == '.onnx':
+        return OnnxRunner(path, device, precision, channels_last, compile)
+    raise ValueError(f'{path}: exported models end in .ts or .onnx')

@@ -1,0 +1,172 @@
+"""Key-frame FPN: a feature pyramid network whose top levels are computed on key frames only.
+
+After "semi-supervised feature sharing for efficient video segmentation": the deep, slowly changing
+features (C4/C5 and their pyramid levels) are computed on a key frame and reused on the following
+"current" frames, which only run the cheap shallow part and the decoder.
+
+The model is split explicitly so the engine (and exported graphs) can cache::
+
+    low  = encode_low(x)          # stem + C2..C(5-k), every frame          -> tuple of tensors
+    high = encode_high(low)       # C(6-k)..C5 + their top-down levels, key frames only (cached)
+    out  = decode(low, high)      # low pyramid levels + head, every frame -> logits at 1/4
+
+with ``k = cached_levels``. ``forward(x)`` runs all three and upsamples to the input size.
+
+Design for speed (the cached part must dominate the cost): the 'light' backbone has a two-conv 3x3
+stem, no extra block at 1/4 and one block at 1/8, but wide C4/C5; pyramid levels P3..P5 are merged at
+1/8 and the 1/4 path (P2) is thin (``p2_ch`` channels), so the per-frame part stays small.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidseg_ros.models.blocks import conv_bn_relu
+from vidseg_ros.models.encoder import create_encoder
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() \
+        or torch.compiler.is_compiling()
+
+
+def check_input_size(x: torch.Tensor, stride: int) -> None:
+    """Raise a ValueError suggesting the padded size when H or W is not a multiple of ``stride``."""
+    if _tracing():
+        return
+    h, w = x.shape[-2:]
+    if h % stride or w % stride:
+        ph, pw = -(-h // stride) * stride, -(-w // stride) * stride
+        raise ValueError(f'input size {h}x{w} is not a multiple of the model stride {stride}; '
+                         f'pad it to {ph}x{pw} (the engine does this for you)')
+
+
+class KeyframeFPN(nn.Module):
+    """FPN semantic segmentation with cacheable top pyramid levels.
+
+    Args:
+        num_classes: Output classes.
+        backbone: Encoder preset ('light', 'resnet18', 'resnet34', 'densenet121').
+        block: Encoder block type ('resnet', 'vanilla', 'convnext').
+        width_mult: Scales the encoder widths.
+        fpn_ch: Channels of pyramid levels P3..P5.
+        p2_ch: Channels of the 1/4 path (P2 and the head), kept small for speed.
+        cached_levels: Top pyramid levels computed on key frames only (0 = plain per-frame FPN).
+        levels: Pyramid levels the model has (4 = C2..C5; fewer = the truncated FPN baseline).
+        pretrained: ImageNet encoder weights from timm (never downloaded unless asked).
+        in_ch: Input channels.
+    """
+
+    output_stride = 4
+
+    def __init__(self, num_classes: int = 11, backbone: str = 'light', block: str = 'resnet',
+                 width_mult: float = 1.0, fpn_ch: int = 64, p2_ch: int = 16, cached_levels: int = 2,
+                 levels: int = 4, pretrained: bool = False, in_ch: int = 3):
+        super().__init__()
+        if not 2 <= levels <= 4:
+            raise ValueError(f'levels must be 2..4, got {levels}')
+        if not 0 <= cached_levels <= min(2, levels - 2):
+            raise ValueError(f'cached_levels must be 0..{min(2, levels - 2)} for {levels} levels, '
+                             f'got {cached_levels}')
+        self.encoder = create_encoder(backbone, block, width_mult, pretrained, in_ch)
+        self.encoder.stages = self.encoder.stages[:levels]  # truncated FPN drops the top stages
+        chans = self.encoder.out_channels[:levels]
+        self.levels, self.cached_levels = levels, cached_levels
+        self.n_low = levels - cached_levels
+        self.stride = int(self.encoder.strides[levels - 1])
+        self.num_classes = num_classes
+        widths = [p2_ch] + [fpn_ch] * (levels - 1)
+        self.laterals = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(chans, widths))
+        self.outputs = nn.ModuleList(conv_bn_relu(w, w, 3) for w in widths)
+        self.td_reduce = nn.Conv2d(fpn_ch, p2_ch, 1)      # T3 -> P2 width before the 1/4 upsample
+        self.head_proj = nn.Conv2d(fpn_ch, p2_ch, 1)      # merged P3..P5 (at 1/8) -> 1/4 path
+        self.classifier = nn.Conv2d(p2_ch, num_classes, 1)
+
+    # -- the split ---------------------------------------------------------------------------
+    def encode_low(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Stem and the first ``n_low`` stages: (C2, C3[, C4[, C5]]), run on every frame."""
+        feats, x = [], self.encoder.stem(x)
+        for stage in self.encoder.stages[:self.n_low]:
+            x = stage(x)
+            feats.append(x)
+        return tuple(feats)
+
+    def encode_high(self, low: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Top stages and their pyramid levels from ``low``: ``(T_top, G)`` or () if nothing cached.
+
+        ``T_top`` is the top-down feature at the first cached level (feeds the low levels' top-down);
+        ``G`` is the sum of the cached output levels already resized to 1/8, the decoder's merge size.
+        """
+        if self.cached_levels == 0:
+            return ()
+        x, feats = low[-1], []
+        for stage in self.encoder.stages[self.n_low:]:
+            x = stage(x)
+            feats.append(x)
+        t, merged = None, None
+        size8 = low[1].shape[-2:]
+        for j in reversed(range(len(feats))):
+            i = self.n_low + j
+            lat = self.laterals[i](feats[j])
+            t = lat if t is None else lat + F.interpolate(t, size=lat.shape[-2:], mode='nearest')
+            p = F.interpolate(self.outputs[i](t), size=size8, mode='bilinear', align_corners=False)
+            merged = p if merged is None else merged + p
+        return t, merged
+
+    def decode(self, low: tuple[torch.Tensor, ...], high: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Low pyramid levels, merge at 1/8, thin 1/4 path and classifier: logits at 1/4 size."""
+        t = high[0] if len(high) else None
+        merged = high[1] if len(high) else None
+        size8 = low[1].shape[-2:]
+        for i in reversed(range(1, self.n_low)):
+            lat = self.laterals[i](low[i])
+            t = lat if t is None else lat + F.interpolate(t, size=lat.shape[-2:], mode='nearest')
+            p = self.outputs[i](t)
+            if i > 1:
+                p = F.interpolate(p, size=size8, mode='bilinear', align_corners=False)
+            merged = p if merged is None else merged + p
+        # P2 (1/4): thin lateral + reduced top-down from T3, then the 3x3 output conv
+        lat2 = self.laterals[0](low[0])
+        p2 = self.outputs[0](lat2 + F.interpolate(self.td_reduce(t), size=lat2.shape[-2:], mode='nearest'))
+        s = F.interpolate(self.head_proj(merged), size=lat2.shape[-2:], mode='bilinear', align_corners=False)
+        return self.classifier(F.relu(p2 + s))
+
+    # -- whole model -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Full model on one frame: (B, C, H, W) -> logits (B, K, H, W)."""
+        check_input_size(x, self.stride)
+        low = self.encode_low(x)
+        logits = self.decode(low, self.encode_high(low))
+        return F.interpolate(logits, size=x.shape[-2:], mode='bilinear', align_corners=False)
+
+    def forward_key(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Key frame: (logits at 1/4, *cache). Flat tuple so it traces/exports."""
+        low = self.encode_low(x)
+        high = self.encode_high(low)
+        return (self.decode(low, high),) + tuple(high)
+
+    def forward_current(self, x: torch.Tensor, *cache: torch.Tensor) -> torch.Tensor:
+        """Current frame from a key frame's cache: logits at 1/4."""
+        return self.decode(self.encode_low(x), tuple(cache))
+
+    def forward_step(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor]:
+        """Stateless per-frame interface shared with the recurrent models: ``(logits at 1/4,)``."""
+        low = self.encode_low(x)
+        return (self.decode(low, self.encode_high(low)),)
+
+
+class TruncatedFPN(KeyframeFPN):
+    """The speed baseline: the FPN with its top ``removed_levels`` levels (and stages) removed.
+
+    Args:
+        num_classes: Output classes.
+        removed_levels: Top levels removed (1 drops C5/P5, 2 drops C4/C5 and P4/P5).
+        **kw: Other ``KeyframeFPN`` arguments (backbone, block, widths, ...).
+    """
+
+    def __init__(self, num_classes: int = 11, removed_levels: int = 2, backbone: str = 'light',
+                 block: str = 'resnet', width_mult: float = 1.0, fpn_ch: int = 64, p2_ch: int = 16,
+                 pretrained: bool = False, in_ch: int = 3):
+        super().__init__(num_classes, backbone, block, width_mult, fpn_ch, p2_ch, cached_levels=0,
+                         levels=4 - removed_levels, pretrained=pretrained, in_ch=in_ch)

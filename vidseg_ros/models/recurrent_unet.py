@@ -1,0 +1,136 @@
+"""Recurrent UNet: a UNet whose encoder outputs pass through convolutional temporal cells.
+
+After the Bonn lab report on video segmentation: each encoder level's output goes through a cRNN or
+cGRU cell (3x3 convs) before it is used as a skip connection (and at the bottleneck), so masks are
+steadier over time. ``temporal_cell='none'`` is the per-frame twin with the same layers otherwise.
+
+Streaming state is data: ``step(frame, state) -> (logits, state)`` with ``state`` a flat tuple of
+hidden tensors (one per level), and ``forward`` on a clip (B, T, C, H, W) equals T steps.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidseg_ros.models.blocks import get_block
+from vidseg_ros.models.keyframe_fpn import check_input_size
+
+# Encoder widths per level; the last entry is the bottleneck (levels = number of downsamplings).
+SIZES: dict[str, tuple[int, ...]] = {
+    'original': (64, 128, 256, 512),
+    'small_shallow': (16, 32, 64, 128),
+    'small_deep': (16, 32, 64, 128, 256),
+}
+TEMPORAL_CELLS = ('none', 'crnn', 'cgru')
+
+
+class ConvRNNCell(nn.Module):
+    """cRNN: ``y_t = tanh(C_x * x_t + C_h * y_{t-1})`` with 3x3 convolutions."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv_x = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.conv_h = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv_x(x) + self.conv_h(h))
+
+
+class ConvGRUCell(nn.Module):
+    """cGRU: ``r,z = sigmoid(C_rz*[x,h])``, ``n = tanh(C_n*[x, r*h])``, ``h' = (1-z)*n + z*h``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv_rz = nn.Conv2d(2 * channels, 2 * channels, 3, 1, 1)
+        self.conv_n = nn.Conv2d(2 * channels, channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        r, z = torch.sigmoid(self.conv_rz(torch.cat([x, h], 1))).chunk(2, 1)
+        n = torch.tanh(self.conv_n(torch.cat([x, r * h], 1)))
+        return (1 - z) * n + z * h
+
+
+_CELLS = {'crnn': ConvRNNCell, 'cgru': ConvGRUCell}
+
+
+class RecurrentUNet(nn.Module):
+    """UNet with temporal cells on the skip path.
+
+    Args:
+        num_classes: Output classes.
+        size: 'original' (64-512 ch, 3 levels), 'small_shallow' (16-128, 3), 'small_deep' (16-256, 4).
+        block: Encoder/decoder block ('vanilla', 'resnet', 'convnext').
+        temporal_cell: 'cgru', 'crnn' or 'none' (the per-frame twin).
+        in_ch: Input channels.
+    """
+
+    output_stride = 1
+
+    def __init__(self, num_classes: int = 11, size: str = 'small_deep', block: str = 'resnet',
+                 temporal_cell: str = 'cgru', in_ch: int = 3):
+        super().__init__()
+        if size not in SIZES:
+            raise ValueError(f'unknown size {size!r}; valid sizes: {", ".join(SIZES)}')
+        if temporal_cell not in TEMPORAL_CELLS:
+            raise ValueError(f'unknown temporal_cell {temporal_cell!r}; valid: {", ".join(TEMPORAL_CELLS)}')
+        widths = SIZES[size]
+        blk = get_block(block)
+        self.widths, self.temporal_cell, self.num_classes = widths, temporal_cell, num_classes
+        self.stride = 2 ** (len(widths) - 1)
+        # vanilla/resnet enter with a 3x3 conv; ConvNeXt's 7x7 depthwise needs a channel stem first
+        self.stem = nn.Conv2d(in_ch, widths[0], 3, 1, 1) if block == 'convnext' else nn.Identity()
+        first_in = widths[0] if block == 'convnext' else in_ch
+        self.down = nn.ModuleList(
+            [blk(first_in, widths[0], 1)] + [blk(widths[i - 1], widths[i], 2) for i in range(1, len(widths))])
+        self.cells = nn.ModuleList(_CELLS[temporal_cell](w) for w in widths) if temporal_cell != 'none' \
+            else nn.ModuleList()
+        self.up_proj = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(len(widths) - 1))
+        self.up = nn.ModuleList(blk(2 * widths[i], widths[i], 1) for i in range(len(widths) - 1))
+        self.classifier = nn.Conv2d(widths[0], num_classes, 1)
+
+    def init_state(self, batch: int, height: int, width: int, device=None,
+                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
+        """Zero hidden state for frames of ``height`` x ``width`` (empty for the per-frame twin)."""
+        if not len(self.cells):
+            return ()
+        return tuple(torch.zeros(batch, w, -(-height // 2 ** i), -(-width // 2 ** i), device=device, dtype=dtype)
+                     for i, w in enumerate(self.widths))
+
+    def step(self, frame: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One frame (B, C, H, W) and the previous state -> logits (B, K, H, W) and the new state."""
+        check_input_size(frame, self.stride)
+        if len(self.cells) and not state:
+            state = self.init_state(frame.shape[0], frame.shape[-2], frame.shape[-1], frame.device, frame.dtype)
+        feats, x = [], self.stem(frame)
+        for i, down in enumerate(self.down):
+            x = down(x)
+            if len(self.cells):
+                x = self.cells[i](x, state[i])
+            feats.append(x)
+        new_state = tuple(feats) if len(self.cells) else ()
+        x = feats[-1]
+        for i in reversed(range(len(self.up))):
+            skip = feats[i]
+            x = F.interpolate(self.up_proj[i](x), size=skip.shape[-2:], mode='bilinear', align_corners=False)
+            x = self.up[i](torch.cat([x, skip], 1))
+        return self.classifier(x), new_state
+
+    def forward_step(self, frame: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Flat ``(logits, *state)`` version of ``step`` for tracing and export."""
+        logits, new_state = self.step(frame, state)
+        return (logits,) + new_state
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """A frame (B, C, H, W) -> logits, or a clip (B, T, C, H, W) -> logits (B, T, K, H, W).
+
+        A clip starts from ``state`` (zeros when None) and equals ``step`` over its frames.
+        """
+        if x.dim() == 4:
+            return self.step(x, state)[0]
+        outs = []
+        for t in range(x.shape[1]):
+            logits, state = self.step(x[:, t], state)
+            outs.append(logits)
+        return torch.stack(outs, 1)
