@@ -1,0 +1,121 @@
+"""Label propagation on a synthetic moving textured object: flow, tracker, teacher, whole dataset."""
+import numpy as np
+import pytest
+
+from vidseg_ros.data.extract import extract
+from vidseg_ros.data.frames_to_bag import write_bag
+from vidseg_ros.data.labels import import_labels, write_label
+from vidseg_ros.data.propagate import (FlowCache, PropagateConfig, consistent, propagate_dataset,
+                                       propagate_flow, propagate_sequence, teacher_label, _grid)
+from vidseg_ros.data.records import read_index
+from vidseg_ros.data.tracking import MedianFlow, mask_box, move_mask, track_masks
+
+H, W = 64, 80
+
+
+def _video(n=9, speed=2):
+    """Textured background; a textured 20x16 block moves right ``speed`` px per frame."""
+    rng = np.random.default_rng(0)
+    bg = cv_blur(rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    obj = cv_blur(rng.integers(0, 255, (20, 16, 3), dtype=np.uint8)) // 2 + 120
+    frames, masks = [], []
+    for i in range(n):
+        f, m = bg.copy(), np.zeros((H, W), np.uint8)
+        x = 10 + speed * i
+        f[20:40, x:x + 16] = obj
+        m[20:40, x:x + 16] = 1
+        frames.append(f)
+        masks.append(m)
+    return frames, masks
+
+
+def cv_blur(img):
+    import cv2
+    return cv2.GaussianBlur(img, (5, 5), 1.5)
+
+
+def _iou(a, b):
+    return ((a == 1) & (b == 1)).sum() / max(((a == 1) | (b == 1)).sum(), 1)
+
+
+@pytest.mark.parametrize('flow', ['dis', 'farneback'])
+def test_flow_propagation_follows_the_object(flow):
+    frames, masks = _video()
+    out = propagate_flow(frames, {0: masks[0], 8: masks[8]}, 2, PropagateConfig(flow=flow))
+    assert sorted(out) == list(range(1, 8))
+    for i, p in out.items():
+        assert p.source == 'propagated' and p.label.dtype == np.uint8
+        # Farneback's wide windows smear a 16-px object on a 64x80 frame more than DIS does.
+        assert _iou(p.filled, masks[i]) > (0.8 if flow == 'dis' else 0.7), (i, _iou(p.filled, masks[i]))
+        assert set(np.unique(p.label)) <= {0, 1, 255}
+
+
+def test_one_sided_propagation_is_bounded():
+    frames, masks = _video()
+    out = propagate_flow(frames, {2: masks[2]}, 2, PropagateConfig(max_distance=3))
+    assert sorted(out) == [0, 1, 3, 4, 5]
+
+
+def test_consistency_flags_disagreeing_flow():
+    grid = _grid((8, 8))
+    f = np.zeros((8, 8, 2), np.float32)
+    f[..., 0] = 1.0
+    assert consistent(f, -f, grid)[:, :7].all()
+    assert not consistent(f, f, grid)[:, :7].any()
+
+
+def test_flow_cache_reuses_flows():
+    frames, masks = _video(n=5)
+    cache = FlowCache(frames, PropagateConfig())
+    a = propagate_flow(frames, {0: masks[0], 4: masks[4]}, 2, cache=cache)
+    n = len(cache._flow)
+    b = propagate_flow(frames, {0: masks[0], 4: masks[4]}, 2, cache=cache)
+    assert len(cache._flow) == n and np.array_equal(a[2].label, b[2].label)
+
+
+def test_tracker_moves_the_mask():
+    frames, masks = _video()
+    t = MedianFlow()
+    t.init(frames[0], mask_box(masks[0]))
+    ok, box = t.update(frames[1])
+    assert ok and abs(box[0] - 12) < 1.0
+    moved = move_mask(masks[0], mask_box(masks[0]), (14, 20, 16, 20))
+    assert np.array_equal(moved, masks[2])
+    out = track_masks(frames, {0: masks[0], 8: masks[8]})
+    assert sorted(out) == list(range(1, 8))
+    assert all(_iou(out[i], masks[i]) > 0.8 for i in out)
+    mil = propagate_sequence(frames, {0: masks[0]}, 2, PropagateConfig(method='tracker', tracker='mil',
+                                                                       max_distance=2))
+    assert sorted(mil) == [1, 2]
+
+
+def test_teacher_threshold():
+    frames, masks = _video(n=2)
+
+    def predict(rgb):
+        conf = np.full(rgb.shape[:2], 0.9, np.float32)
+        conf[:, :10] = 0.3
+        return masks[0], conf
+
+    p = teacher_label(frames[0], predict, 0.7)
+    assert p.source == 'teacher' and (p.label[:, :10] == 255).all() and np.array_equal(p.filled, masks[0])
+    with pytest.raises(ValueError, match='model'):
+        propagate_sequence(frames, {}, 2, PropagateConfig(method='teacher'))
+    with pytest.raises(ValueError, match='binary'):
+        propagate_sequence(frames, {0: masks[0]}, 5, PropagateConfig(method='tracker'))
+
+
+def test_propagate_dataset_records_sources(tmp_path):
+    frames, masks = _video(n=6)
+    write_bag(tmp_path / 'bag', [frames])
+    extract([tmp_path / 'bag'], tmp_path / 'ds')
+    recs = read_index(tmp_path / 'ds')
+    write_label(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png', masks[0])
+    write_label(tmp_path / 'lab' / f'{recs[5].stamp_ns}.png', masks[5])
+    import_labels(tmp_path / 'ds', tmp_path / 'lab', class_names=['bg', 'obj'])
+    counts = propagate_dataset(tmp_path / 'ds', PropagateConfig())
+    assert counts['propagated'] == 4 and counts['total_human'] == 2
+    after = read_index(tmp_path / 'ds')
+    assert [r.label_source for r in after] == ['human'] + ['propagated'] * 4 + ['human']
+    again = propagate_dataset(tmp_path / 'ds', PropagateConfig())
+    assert 'propagated' not in again           # nothing redone without overwrite

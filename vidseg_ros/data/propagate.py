@@ -1,0 +1,329 @@
+"""Label propagation from sparse labelled frames to every frame of a sequence.
+
+Three methods, each recording its label source:
+
+* ``flow`` (source ``propagated``): dense optical flow (OpenCV DIS or Farneback) carries the
+  one-hot labels of the nearest labelled frame before *and* after a frame along the chain of
+  adjacent-frame flows. A forward-backward consistency check (Sundaram et al. 2010) zeroes the
+  confidence of occluded or badly tracked pixels; the two directions are blended by confidence and
+  proximity, and pixels neither direction vouches for become ``ignore_index``.
+* ``tracker`` (binary object labels, source ``propagated``): the object's box is tracked with a
+  median-flow tracker (or OpenCV's MIL) and the labelled mask is moved/scaled with the box.
+* ``teacher`` (source ``teacher``): a trained model's prediction, kept where its confidence
+  reaches a threshold. The model enters as a plain callable ``predict(rgb) -> (class_ids,
+  confidence)`` so this module does not depend on the engine.
+
+Frames are (H, W, 3) uint8 RGB; labels (H, W) uint8 class ids.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from vidseg_ros.config import setting
+from vidseg_ros.data.records import DEFAULT_IGNORE
+
+LOG = logging.getLogger(__name__)
+METHODS = ('flow', 'tracker', 'teacher')
+Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class PropagateConfig:
+    """Settings of ``vidseg propagate``."""
+
+    method: str = setting('flow', 'flow (optical flow), tracker (box tracker, binary labels) or '
+                                  'teacher (model pseudo-labels)', METHODS)
+    flow: str = setting('dis', 'Optical flow algorithm', ('dis', 'farneback'))
+    dis_preset: str = setting('medium', 'DIS preset (speed/quality)', ('ultrafast', 'fast', 'medium'))
+    flow_scale: float = setting(1.0, 'Compute flow at this fraction of the frame size (faster)')
+    consistency: bool = setting(True, 'Forward-backward flow check; inconsistent pixels lose confidence')
+    min_confidence: float = setting(0.5, 'Pixels whose propagated confidence is below this become ignore')
+    max_distance: int = setting(30, 'Do not propagate further than this many frames from a label')
+    tracker: str = setting('medianflow', 'Box tracker for method=tracker', ('medianflow', 'mil'))
+    teacher_threshold: float = setting(0.7, 'Teacher pseudo-labels: minimum confidence, else ignore')
+    ignore_index: int = setting(DEFAULT_IGNORE, 'Label value for unknown pixels')
+
+
+# ---------------------------------------------------------------- optical flow ---------------
+class FlowEstimator:
+    """Dense flow between two RGB frames; ``flow(a, b)[y, x]`` = where pixel (x, y) of ``a`` is in ``b``."""
+
+    def __init__(self, cfg: PropagateConfig):
+        self.scale = cfg.flow_scale
+        if cfg.flow == 'dis':
+            preset = {'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+                      'fast': cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                      'medium': cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[cfg.dis_preset]
+            dis = cv2.DISOpticalFlow_create(preset)
+            self._calc = lambda a, b: dis.calc(a, b, None)
+        elif cfg.flow == 'farneback':
+            self._calc = lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 21, 3, 7, 1.5, 0)
+        else:
+            raise ValueError(f'unknown flow {cfg.flow!r}; use dis or farneback')
+
+    def gray(self, rgb: np.ndarray) -> np.ndarray:
+        g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if self.scale != 1.0:
+            g = cv2.resize(g, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA)
+        return g
+
+    def __call__(self, ga: np.ndarray, gb: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+        f = self._calc(ga, gb)
+        if self.scale != 1.0:
+            h, w = out_hw
+            f = cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) / self.scale
+        return f
+
+
+def _grid(hw: tuple[int, int]) -> np.ndarray:
+    h, w = hw
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return np.dstack([gx, gy])
+
+
+def warp(src: np.ndarray, flow: np.ndarray, grid: np.ndarray, interp=cv2.INTER_LINEAR) -> np.ndarray:
+    """Sample ``src`` at ``grid + flow`` (backward warping); outside -> 0. Any channel count."""
+    maps = grid + flow
+    mx, my = maps[..., 0], maps[..., 1]
+    if src.ndim == 2 or src.shape[2] <= 4:
+        return cv2.remap(src, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    parts = [cv2.remap(np.ascontiguousarray(src[..., i:i + 4]), mx, my, interp,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0) for i in range(0, src.shape[2], 4)]
+    return np.concatenate([p if p.ndim == 3 else p[..., None] for p in parts], axis=2)
+
+
+def consistent(f_ab: np.ndarray, f_ba: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels of ``a`` whose flow to ``b`` and back returns home (Sundaram et al.)."""
+    back = warp(f_ba, f_ab, grid)
+    err = np.sum((f_ab + back) ** 2, axis=2)
+    mag = np.sum(f_ab ** 2, axis=2) + np.sum(back ** 2, axis=2)
+    inside = ((grid + f_ab)[..., 0] >= 0) & ((grid + f_ab)[..., 0] <= grid.shape[1] - 1) & \
+             ((grid + f_ab)[..., 1] >= 0) & ((grid + f_ab)[..., 1] <= grid.shape[0] - 1)
+    return (err < 0.01 * mag + 0.5) & inside
+
+
+def one_hot(label: np.ndarray, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) ids -> ((H, W, C) float32 one-hot, (H, W) confidence: 0 on ignore pixels)."""
+    valid = label != ignore_index
+    oh = np.zeros(label.shape + (num_classes,), np.float32)
+    ids = np.where(valid, label, 0).astype(np.int64)
+    np.put_along_axis(oh, ids[..., None], 1.0, axis=2)
+    oh[~valid] = 0.0
+    return oh, valid.astype(np.float32)
+
+
+@dataclass
+class Propagated:
+    """One propagated frame: ``label`` with ignore, ``filled`` with every pixel assigned."""
+
+    label: np.ndarray
+    filled: np.ndarray
+    confidence: np.ndarray
+    source: str
+
+
+class FlowCache:
+    """Adjacent-frame flows of one sequence, computed once and reused (e.g. across label spacings)."""
+
+    def __init__(self, frames: Sequence[np.ndarray], cfg: PropagateConfig):
+        self.frames, self.fe = frames, FlowEstimator(cfg)
+        self.hw = frames[0].shape[:2]
+        self._gray: dict[int, np.ndarray] = {}
+        self._flow: dict[tuple[int, int], np.ndarray] = {}
+
+    def __call__(self, i: int, j: int) -> np.ndarray:
+        if (i, j) not in self._flow:
+            for k in (i, j):
+                if k not in self._gray:
+                    self._gray[k] = self.fe.gray(self.frames[k])
+            self._flow[(i, j)] = self.fe(self._gray[i], self._gray[j], self.hw)
+        return self._flow[(i, j)]
+
+
+def propagate_flow(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], num_classes: int,
+                   cfg: PropagateConfig | None = None, cache: FlowCache | None = None
+                   ) -> dict[int, Propagated]:
+    """Flow propagation inside one sequence.
+
+    Args:
+        frames: consecutive RGB frames (a list, or anything indexable that loads lazily).
+        labels: position -> label of the human-labelled frames.
+        num_classes: classes in the labels (ignore excluded).
+        cfg: flow settings; ``max_distance`` bounds one-sided propagation at the sequence ends.
+        cache: reuse flows computed before (keeps every flow of the sequence in memory); without
+            one, flows live only while their span is processed.
+
+    Returns: position -> Propagated, for every unlabelled frame within reach of a label.
+    """
+    cfg = cfg or PropagateConfig()
+    n = len(frames)
+    keys = sorted(k for k in labels if 0 <= k < n)
+    if not keys:
+        return {}
+    hw = frames[keys[0]].shape[:2]
+    grid = _grid(hw)
+    spans = [(None, keys[0])] + list(zip(keys, keys[1:])) + [(keys[-1], None)]
+    out: dict[int, Propagated] = {}
+    for a, b in spans:
+        lo = a if a is not None else max(0, b - cfg.max_distance)
+        hi = b if b is not None else min(n - 1, a + cfg.max_distance)
+        if hi - lo < 1 or (a is not None and b is not None and b - a < 2):
+            continue
+        flow = cache if cache is not None else FlowCache(frames, cfg)
+        out.update(_span(flow, labels, a, b, lo, hi, num_classes, cfg, grid, hw))
+    return out
+
+
+def _span(flow, labels, a, b, lo, hi, num_classes, cfg, grid, hw) -> dict[int, Propagated]:
+    fwd: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    bwd: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if a is not None:           # forward: frame i from frame i-1
+        p0, c = one_hot(labels[a], num_classes, cfg.ignore_index)
+        g = np.zeros(hw + (2,), np.float32)
+        for i in range(a + 1, hi + (b is None)):
+            f = flow(i, i - 1)
+            # Compose displacements and warp the labels once: repeated resampling blurs thin parts.
+            g = f + warp(g, f, grid)
+            c = warp(c, f, grid)
+            if cfg.consistency:
+                c = c * consistent(f, flow(i - 1, i), grid)
+            fwd[i] = (warp(p0, g, grid).reshape(p0.shape), c)
+    if b is not None:           # backward: frame i from frame i+1
+        p0, c = one_hot(labels[b], num_classes, cfg.ignore_index)
+        g = np.zeros(hw + (2,), np.float32)
+        for i in range(b - 1, lo - (a is None), -1):
+            f = flow(i, i + 1)
+            g = f + warp(g, f, grid)
+            c = warp(c, f, grid)
+            if cfg.consistency:
+                c = c * consistent(f, flow(i + 1, i), grid)
+            bwd[i] = (warp(p0, g, grid).reshape(p0.shape), c)
+    out = {}
+    for i in sorted(set(fwd) | set(bwd)):
+        out[i] = _blend(fwd.get(i), bwd.get(i), (i - a) if a is not None else None,
+                        (b - i) if b is not None else None, cfg)
+    return out
+
+
+def _blend(f, b, da, db, cfg: PropagateConfig) -> Propagated:
+    """Mix both directions by confidence and closeness to their labelled frame."""
+    parts = [(x, 1.0 / d) for x, d in ((f, da), (b, db)) if x is not None]
+    num = sum(p * (c * w)[..., None] for (p, c), w in parts)
+    den = sum(c * w for (p, c), w in parts)
+    raw = sum(p * w for (p, c), w in parts)       # ignores confidence: for the filled label
+    prob = np.where(den[..., None] > 1e-6, num / np.maximum(den, 1e-6)[..., None], raw)
+    conf = np.maximum.reduce([c for (p, c), _ in parts]) if len(parts) > 1 else parts[0][0][1]
+    conf = conf * prob.max(axis=2)
+    filled = prob.argmax(axis=2).astype(np.uint8)
+    label = np.where(conf >= cfg.min_confidence, filled, cfg.ignore_index).astype(np.uint8)
+    return Propagated(label, filled, conf.astype(np.float32), 'propagated')
+
+
+# ---------------------------------------------------------------- teacher and tracker ---------
+def teacher_label(rgb: np.ndarray, predict: Predict, threshold: float,
+                  ignore_index: int = DEFAULT_IGNORE) -> Propagated:
+    """A model's prediction as a pseudo-label; pixels below ``threshold`` confidence -> ignore."""
+    ids, conf = predict(rgb)
+    ids = np.asarray(ids, np.uint8)
+    conf = np.asarray(conf, np.float32)
+    if ids.shape != rgb.shape[:2]:
+        raise ValueError(f'predict returned {ids.shape} for a {rgb.shape[:2]} frame; '
+                         'it must return labels at the input size')
+    label = np.where(conf >= threshold, ids, ignore_index).astype(np.uint8)
+    return Propagated(label, ids, conf, 'teacher')
+
+
+def propagate_tracker(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray],
+                      cfg: PropagateConfig | None = None, fg_class: int = 1) -> dict[int, Propagated]:
+    """Binary labels by box tracking (see :mod:`vidseg_ros.data.tracking`)."""
+    from vidseg_ros.data.tracking import track_masks
+    cfg = cfg or PropagateConfig()
+    masks = track_masks(frames, labels, cfg.tracker, fg_class, cfg.max_distance)
+    return {i: Propagated((m * fg_class).astype(np.uint8), (m * fg_class).astype(np.uint8),
+                          np.ones(m.shape, np.float32), 'propagated') for i, m in masks.items()}
+
+
+def propagate_sequence(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], num_classes: int,
+                       cfg: PropagateConfig | None = None, predict: Predict | None = None,
+                       cache: FlowCache | None = None) -> dict[int, Propagated]:
+    """Dispatch on ``cfg.method``; returns labels for the frames that had none."""
+    cfg = cfg or PropagateConfig()
+    if cfg.method == 'flow':
+        return propagate_flow(frames, labels, num_classes, cfg, cache)
+    if cfg.method == 'tracker':
+        if num_classes > 2:
+            raise ValueError('method=tracker is for binary (object / background) labels; '
+                             f'this dataset has {num_classes} classes: use method=flow')
+        return propagate_tracker(frames, labels, cfg)
+    if cfg.method == 'teacher':
+        if predict is None:
+            raise ValueError('method=teacher needs a model: pass --model CHECKPOINT')
+        return {i: teacher_label(frames[i], predict, cfg.teacher_threshold, cfg.ignore_index)
+                for i in range(len(frames)) if i not in labels}
+    raise ValueError(f'unknown method {cfg.method!r}; valid: {", ".join(METHODS)}')
+
+
+# ---------------------------------------------------------------- whole datasets ---------------
+class LazyFrames(Sequence):
+    """Frames of one sequence read on demand (a few kept), so long sequences fit in memory."""
+
+    def __init__(self, paths: list, keep: int = 8):
+        self.paths, self.keep, self._cache = list(paths), keep, {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        from vidseg_ros.data.images import read_rgb
+        if i not in self._cache:
+            if len(self._cache) >= self.keep:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[i] = read_rgb(self.paths[i])
+        return self._cache[i]
+
+
+def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict | None = None,
+                      progress: Callable[[int], None] | None = None, overwrite: bool = False) -> dict:
+    """``vidseg propagate``: labels for every frame of an extracted dataset from its human labels.
+
+    Human labels are never touched; frames that already carry a propagated/teacher label are
+    redone only with ``overwrite``. The index records each new label's source.
+
+    Returns: counts per label source.
+    """
+    from pathlib import Path
+
+    from vidseg_ros.data.labels import write_label
+    from vidseg_ros.data.records import FrameRecord, extracted_source, write_index
+    cfg = cfg or PropagateConfig()
+    root = Path(root)
+    src = extracted_source(root)
+    num_classes = src.num_classes or 2
+    records = {r.image: r for r in src.records}
+    counts: dict[str, int] = {}
+    for seq, recs in src.sequences().items():
+        human = {i: src.read_label(r) for i, r in enumerate(recs) if r.label_source == 'human'}
+        if not human and cfg.method != 'teacher':
+            LOG.warning('sequence %s has no human label; skipped', seq)
+            continue
+        result = propagate_sequence(LazyFrames([r.image for r in recs]), human, num_classes, cfg, predict)
+        for i, prop in result.items():
+            rec = recs[i]
+            if rec.label_source == 'human' or (rec.label is not None and not overwrite):
+                continue
+            path = write_label(root / 'labels' / seq / f'{rec.stamp_ns}.png', prop.label)
+            records[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, path, rec.stamp_ns,
+                                             prop.source, rec.bag, rec.topic, rec.encoding)
+            counts[prop.source] = counts.get(prop.source, 0) + 1
+        if progress:
+            progress(len(recs))
+    write_index(root, list(records.values()))
+    for r in records.values():
+        counts.setdefault('total_' + r.label_source, 0)
+        counts['total_' + r.label_source] += 1
+    return counts
