@@ -48,14 +48,17 @@ def _plain(v):
 def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict) -> dict:
     """Meta with the keys the models helper's checkpoint format defines."""
     names, palette = class_info(cfg)
-    arch_config = dict(cfg.arch_config, num_classes=cfg.num_classes)
+    arch_config = dict(getattr(model, 'arch_config', None) or cfg.arch_config,
+                       num_classes=cfg.num_classes)
     meta = {
         'arch': cfg.arch, 'arch_config': arch_config, 'classes': names, 'palette': palette,
         'ignore_index': cfg.ignore_index, 'mean': list(MEAN), 'std': list(STD),
         'input_hw': list(cfg.input_hw),
         'provenance': {
             'data': f'{cfg.dataset}:{cfg.train_split} ({cfg.data_root}, read in place)',
-            'trained': f'vidseg train, {cfg.epochs} epochs, mode {cfg.mode}',
+            'trained': True,
+            'training': f'vidseg train, {cfg.epochs} epochs, mode {cfg.mode}, '
+                        f'input {cfg.input_hw[0]}x{cfg.input_hw[1]}',
             'date': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
             'command': ' '.join(sys.argv[:8]),
             'host': f'{platform.machine()} torch {torch.__version__}',

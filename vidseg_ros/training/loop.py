@@ -138,7 +138,8 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
         state['epoch'] = epoch + 1
         state['history'].append(record)
         if rank == 0:
-            improved = record.get('mIoU', -1.0) > state['best'] or 'mIoU' not in record
+            # Without validation every epoch is the newest best; with it, only better scores count.
+            improved = record['mIoU'] > state['best'] if 'mIoU' in record else val_set is None
             if improved:
                 state['best'] = max(state['best'], record.get('mIoU', -1.0))
                 save_model(run_dir / 'best.pt', model, cfg, record)

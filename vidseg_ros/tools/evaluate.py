@@ -1,0 +1,210 @@
+"""``vidseg eval``: stream a labelled video split through the engine and score it.
+
+Frames go through :class:`~vidseg_ros.engine.stream.StreamSegmenter` exactly as on the robot
+(resize to the checkpoint's ``input_hw``, key-frame cache or recurrent state), and predictions are
+compared with the labels at the labels' own resolution. For a key-frame model every key interval
+is run separately and scored on all, key and current frames, with the model latency per frame; a
+per-frame or recurrent model runs once. Temporal consistency (TC) uses optical flow between the
+frames; mVC uses the dense ground truth of a 15 Hz (CamVid val) or fully labelled (DAVIS) stream.
+
+Output in ``out_dir``: ``metrics.json``, ``accuracy_latency.png``, ``per_class_iou.png``,
+``confusion.png`` and ``model_card.md`` (also copied beside a checkpoint in ``models/``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.records import FrameSource, camvid_source, davis_source
+from vidseg_ros.training.metrics import (ConfusionMatrix, j_and_f, optical_flow, temporal_consistency,
+                                         video_consistency)
+
+LOG = logging.getLogger(__name__)
+FLOW_MAX_SIDE = 480   # flow for TC is computed at most at this size (labels are resized to match)
+
+
+def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val') -> FrameSource:
+    """CamVid split folder or DAVIS (``split`` = ``all``, ``tail``, ``head`` or sequence names)."""
+    root = Path(data)
+    if dataset == 'auto':
+        dataset = 'davis' if (root / 'JPEGImages').is_dir() else 'camvid'
+    if dataset == 'camvid':
+        return camvid_source(root, split)
+    from vidseg_ros.training.data_setup import davis_part
+    seqs, _, part = split.partition(':')
+    if seqs in ('all', 'head', 'tail', 'val'):
+        seqs, part = '', 'all' if seqs == 'val' else seqs
+    src = davis_source(root, [s for s in seqs.split(',') if s] or None)
+    return src.subset(davis_part(src, part or 'all'))
+
+
+def _labels_match(meta: dict, src: FrameSource) -> bool:
+    return list(meta.get('classes', [])) == list(src.class_names)
+
+
+def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool) -> dict:
+    """Run one sequence through a fresh engine state: predictions, key flags, model ms, labels."""
+    seg.reset('new sequence')
+    out = {'pred': [], 'gt': [], 'is_key': [], 'ms': [], 'frames': []}
+    for rec in recs:
+        rgb = read_rgb(rec.image)
+        res = seg.step(rgb, None)
+        out['pred'].append(res.class_ids)
+        out['is_key'].append(res.is_key)
+        out['ms'].append(res.timings_ms.get('model', math.nan))
+        out['frames'].append(rgb)
+        if with_labels:
+            out['gt'].append(src.read_label(rec))
+    return out
+
+
+def _small(arr: np.ndarray, interp) -> np.ndarray:
+    import cv2
+    h, w = arr.shape[:2]
+    s = min(1.0, FLOW_MAX_SIDE / max(h, w))
+    if s >= 1.0:
+        return arr
+    return cv2.resize(arr, (int(round(w * s)), int(round(h * s))), interpolation=interp)
+
+
+def sequence_flows(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Flow between consecutive frames (backward, for warping t-1 to t), at most FLOW_MAX_SIDE."""
+    import cv2
+    small = [_small(f, cv2.INTER_AREA) for f in frames]
+    return [optical_flow(small[t - 1], small[t]) for t in range(1, len(small))]
+
+
+def score_run(runs: list[dict], flows: list[list[np.ndarray]], num_classes: int, ignore: int | None,
+              names: list[str], binary: bool) -> dict:
+    """Metrics of one engine setting over all sequences (confusion on all/key/current frames)."""
+    import cv2
+    cms = {k: ConfusionMatrix(num_classes, ignore) for k in ('all', 'key', 'current')}
+    tcs, vc8, vc16, jf, key_ms, cur_ms = [], [], [], [], [], []
+    labelled = bool(runs and runs[0]['gt'])
+    for run, fl in zip(runs, flows):
+        for pred, gt, is_key, ms in zip(run['pred'], run['gt'] or [None] * len(run['pred']),
+                                        run['is_key'], run['ms']):
+            (key_ms if is_key else cur_ms).append(ms)
+            if gt is not None:
+                cms['all'].update(pred, gt)
+                cms['key' if is_key else 'current'].update(pred, gt)
+        small = [_small(p, cv2.INTER_NEAREST) for p in run['pred']]
+        tcs.append(temporal_consistency(small, None, num_classes, flows=fl))
+        if labelled:
+            vc8.append(video_consistency(run['pred'], run['gt'], 8, ignore))
+            vc16.append(video_consistency(run['pred'], run['gt'], 16, ignore))
+            if binary:
+                jf.append(j_and_f(run['gt'], run['pred']))
+    ms_all = key_ms + cur_ms
+    out = {'TC': _nanmean(tcs), 'latency_ms': _nanmean(ms_all), 'latency_key_ms': _nanmean(key_ms),
+           'latency_current_ms': _nanmean(cur_ms), 'frames': len(ms_all), 'key_frames': len(key_ms)}
+    if labelled:
+        out.update({'all': cms['all'].scores(names), 'key': cms['key'].scores(names),
+                    'current': cms['current'].scores(names), 'confusion': cms['all'].mat.tolist(),
+                    'mVC8': _nanmean(vc8), 'mVC16': _nanmean(vc16)})
+        out['mIoU'] = out['all']['mIoU']
+        if binary and jf:
+            out['J'] = float(np.mean([x['J'] for x in jf]))
+            out['F'] = float(np.mean([x['F'] for x in jf]))
+            out['J&F'] = (out['J'] + out['F']) / 2
+    return out
+
+
+def _nanmean(x) -> float:
+    x = [v for v in x if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(x)) if x else math.nan
+
+
+def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
+                   out_dir: str | Path = 'runs/eval', key_intervals: list[int] | None = None,
+                   max_frames: int = 0, write_card: bool = True, device: str = 'cpu',
+                   threads: int = 1) -> dict:
+    """Evaluate ``model`` (checkpoint/export path or shipped name) on a labelled video split.
+
+    Args:
+        model: ``models/camvid_keyframe_fpn.pt``, a bare shipped name, or an exported file.
+        data: dataset folder (CamVid root or DAVIS root).
+        dataset: ``camvid``, ``davis`` or ``auto``.
+        split: CamVid split, or DAVIS ``all``/``tail``/sequence list.
+        out_dir: where JSON, plots and the card go.
+        key_intervals: key-frame intervals to run (key-frame models only; others run interval 1).
+        max_frames: cap on frames per sequence (0 = all).
+        write_card: write ``model_card.md`` (and copy it beside a checkpoint in ``models/``).
+        device: engine device.
+        threads: torch CPU threads (1 gives the steadiest latency on a shared machine; 0 = as is).
+    """
+    import torch
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
+    from vidseg_ros.tools.eval_report import write_card_file, write_plots
+    if threads > 0:
+        torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = resolve_model(str(model))
+    seg = StreamSegmenter.from_checkpoint(EngineConfig(model=path, device=device, keyframe_interval=1))
+    src = open_eval_source(data, dataset, split)
+    with_labels = _labels_match(seg.meta, src)
+    if not with_labels:
+        LOG.warning('model classes %s differ from the data\'s %s: label-free metrics (TC, latency) only',
+                    seg.meta.get('classes'), src.class_names)
+    seqs = {k: (v[:max_frames] if max_frames else v) for k, v in src.sequences().items()}
+    intervals = sorted(set(key_intervals or [1, 2, 5, 10])) if seg.kind == 'keyframe' else [1]
+    names = list(seg.meta.get('classes', []))
+    binary = len(names) == 2
+    results, flows = {}, None
+    t0 = time.perf_counter()
+    for k in intervals:
+        cfg = EngineConfig(model=path, device=device, keyframe_interval=k)
+        seg.update_config(cfg)
+        runs = [stream_sequence(seg, recs, src, with_labels) for recs in seqs.values()]
+        if flows is None:
+            flows = [sequence_flows(r['frames']) for r in runs]
+        for r in runs:
+            r.pop('frames')
+        results[str(k)] = score_run(runs, flows, len(names), seg.meta.get('ignore_index'), names, binary)
+        LOG.info('interval %d: mIoU %s TC %.4f latency %.1f ms', k,
+                 f'{results[str(k)].get("mIoU", math.nan):.4f}', results[str(k)]['TC'],
+                 results[str(k)]['latency_ms'])
+    report = {'model': str(path), 'arch': seg.meta.get('arch'), 'kind': seg.kind,
+              'arch_config': seg.meta.get('arch_config'), 'data': str(data), 'split': split,
+              'sequences': len(seqs), 'input_hw': seg.meta.get('input_hw'), 'device': device,
+              'labelled': with_labels, 'classes': names, 'intervals': results,
+              'seconds': time.perf_counter() - t0}
+    (out_dir / 'metrics.json').write_text(json.dumps(report, indent=1, default=_json_default))
+    plots = write_plots(report, out_dir)
+    report['plots'] = [str(p) for p in plots]
+    if write_card:
+        report['card'] = [str(p) for p in write_card_file(report, seg.meta, out_dir, path)]
+    return report
+
+
+def _json_default(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    raise TypeError(f'not JSON serialisable: {type(v).__name__}')
+
+
+def summary_table(report: dict) -> str:
+    """Markdown table of the intervals (what ``vidseg eval`` prints)."""
+    rows = ['| interval | mIoU all | mIoU key | mIoU current | mAcc | pixel acc | TC | mVC8 | '
+            'J&F | latency ms (key / current) |', '|' + '---|' * 10]
+    for k, r in report['intervals'].items():
+        def g(part, key):
+            v = r.get(part, {}).get(key) if part else r.get(key)
+            return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{100 * v:.1f}'
+        lat = f'{r["latency_ms"]:.1f} ({_fmt(r["latency_key_ms"])} / {_fmt(r["latency_current_ms"])})'
+        rows.append(f'| {k} | {g("all", "mIoU")} | {g("key", "mIoU")} | {g("current", "mIoU")} | '
+                    f'{g("all", "mAcc")} | {g("all", "pixel_acc")} | {g(None, "TC")} | '
+                    f'{g(None, "mVC8")} | {g(None, "J&F")} | {lat} |')
+    return '\n'.join(rows)
+
+
+def _fmt(v: float) -> str:
+    return '-' if v is None or math.isnan(v) else f'{v:.1f}'

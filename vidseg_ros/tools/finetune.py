@@ -1,0 +1,131 @@
+"""``vidseg finetune``: one-shot adaptation to one annotated frame, then label the whole sequence.
+
+As in one-shot video object segmentation: a trained model is fine-tuned on a single labelled frame
+with random scale/crop/flip/colour augmentation (the same draw for image and mask), with
+class-balanced cross-entropy because the object is usually small. A binary mask (0/255, e.g. DAVIS)
+on a multi-class model replaces the classifier by a fresh two-class one. The adapted model then
+segments every frame of the sequence through the streaming engine.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from vidseg_ros.data import augment
+from vidseg_ros.data.augment import AugmentConfig
+from vidseg_ros.data.images import read_rgb
+
+LOG = logging.getLogger(__name__)
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
+
+
+def _read_mask(path: Path) -> tuple[np.ndarray, bool]:
+    """Class-id mask and whether it is a binary 0/255 mask (mapped to 0/1)."""
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise FileNotFoundError(f'cannot read label {path}')
+    if mask.ndim == 3:
+        raise ValueError(f'{path} is a colour image; give a class-id PNG (one channel)')
+    values = set(np.unique(mask).tolist())
+    binary = values <= {0, 255} or values <= {0, 1}
+    return (mask > 0).astype(np.uint8) if binary else mask.astype(np.uint8), binary
+
+
+def _frames(sequence: Path) -> list[Path]:
+    frames = sorted(p for p in sequence.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not frames:
+        raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {sequence}')
+    return frames
+
+
+def _two_class_head(model: torch.nn.Module) -> None:
+    """Replace the final 1x1 classifier by a fresh 2-class one (background / object)."""
+    head = getattr(model, 'classifier', None)
+    if not isinstance(head, torch.nn.Conv2d):
+        raise ValueError('binary fine-tuning needs a model with a Conv2d `classifier`')
+    model.classifier = torch.nn.Conv2d(head.in_channels, 2, head.kernel_size)
+    model.num_classes = 2
+    if hasattr(model, 'arch_config'):
+        model.arch_config = dict(model.arch_config, num_classes=2)
+
+
+def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, sequence: str | Path,
+             out_dir: str | Path, steps: int = 200, lr: float = 1e-4, labels_dir: str | Path | None = None,
+             seed: int = 0) -> dict:
+    """Fine-tune on one frame and label ``sequence``; returns paths and, with ``labels_dir``, J&F.
+
+    Args:
+        model: checkpoint path or shipped model name.
+        frame: the annotated frame's image (or its mask, when ``label`` is None and the image with
+            the same stem is in ``sequence``).
+        label: its mask (class ids, or 0/255 binary).
+        sequence: folder with the sequence's frames (sorted by name = temporal order).
+        out_dir: gets ``finetuned.pt`` and one mask PNG per frame.
+        steps: optimiser steps on the single frame.
+        lr: Adam learning rate.
+        labels_dir: optional ground truth for every frame (same stems) to score J&F / mIoU.
+        seed: augmentation and initialisation seed.
+    """
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
+    from vidseg_ros.models.checkpoint import load_checkpoint, save_checkpoint
+    from vidseg_ros.training.losses import segmentation_loss
+    from vidseg_ros.training.metrics import ConfusionMatrix, j_and_f
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    sequence, out_dir = Path(sequence), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = Path(frame)
+    if label is None:
+        label, frame = frame, next(p for p in _frames(sequence) if p.stem == frame.stem)
+    net, meta = load_checkpoint(resolve_model(str(model)))
+    mask, binary = _read_mask(Path(label))
+    if binary and len(meta['classes']) != 2:
+        _two_class_head(net)
+        meta = dict(meta, classes=['background', 'object'], palette=[[0, 0, 0], [255, 64, 64]],
+                    ignore_index=255, arch_config=dict(meta['arch_config'], num_classes=2))
+    rgb = read_rgb(frame)
+    hw = meta.get('input_hw') or list(rgb.shape[:2])
+    scale = max(hw[0] / rgb.shape[0], hw[1] / rgb.shape[1])
+    aug = AugmentConfig(resize_scale=scale, crop_hw=[int(hw[0]) // 32 * 32, int(hw[1]) // 32 * 32],
+                        scale_range=[0.8, 1.25], hflip=True, jitter=0.2)
+    mean = torch.tensor(meta['mean']).view(3, 1, 1)
+    std = torch.tensor(meta['std']).view(3, 1, 1)
+    ignore = int(meta.get('ignore_index') if meta.get('ignore_index') is not None else 255)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    losses = []
+    for _ in range(steps):
+        p = augment.draw(aug, rgb.shape[:2], rng, train=True)
+        x = torch.from_numpy(augment.apply_image(rgb, p)).permute(2, 0, 1).float().div(255)
+        y = torch.from_numpy(augment.apply_label(mask, p, ignore)).long()
+        logits = net(((x - mean) / std)[None])
+        loss = segmentation_loss(logits, y[None], ignore, class_balanced=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    net.eval()
+    meta['provenance'] = dict(meta.get('provenance', {}), finetuned_on=str(frame), finetune_steps=steps)
+    ckpt = save_checkpoint(out_dir / 'finetuned.pt', net, meta)
+    seg = StreamSegmenter(net, meta, EngineConfig(device='cpu', keyframe_interval=1))
+    preds, gts, cm = [], [], ConfusionMatrix(len(meta['classes']), ignore)
+    for img in _frames(sequence):
+        pred = seg.step(read_rgb(img)).class_ids
+        cv2.imwrite(str(out_dir / f'{img.stem}.png'), pred * 255 if binary else pred)
+        gt_path = Path(labels_dir) / f'{img.stem}.png' if labels_dir else None
+        if gt_path is not None and gt_path.is_file():
+            gt, _ = _read_mask(gt_path)
+            preds.append(pred)
+            gts.append(gt)
+            cm.update(pred, gt)
+    result = {'checkpoint': str(ckpt), 'masks': str(out_dir), 'frames': len(_frames(sequence)),
+              'loss_first': losses[0] if losses else None, 'loss_last': losses[-1] if losses else None}
+    if gts:
+        result.update(j_and_f(gts, preds) if binary else {})
+        result['mIoU'] = cm.scores(meta['classes'])['mIoU']
+    return result
