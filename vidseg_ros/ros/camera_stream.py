@@ -19,6 +19,12 @@ from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.stats import LatencyStats, RateMeter
 
 CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
+CAMERA_INFO_WAIT_S = 0.1  # how long the worker waits for the CameraInfo of a frame that came first
+
+try:  # a normal ROS install has message_filters; the PyPI wheels do not (tested fallback below)
+    import message_filters
+except ImportError:
+    message_filters = None
 
 
 def qos_profile(reliability: str, depth: int) -> QoSProfile:
@@ -36,34 +42,47 @@ class Job:
     msg: object
     received_ns: int     # node clock when the callback parked the message
     received_mono: float
+    info: CameraInfo | None = None  # set when message_filters paired it with the image
 
 
 class CameraStream:
     """Subscriptions, one-slot mailbox, engine fork, publishers and stats of one camera namespace."""
 
-    def __init__(self, node, namespace: str, engine):
+    def __init__(self, node, namespace: str, engine, lock: threading.Condition, cfg: SegmentNodeConfig):
         self.node = node
         self.name = namespace or 'image'
         self.engine = engine
-        cfg: SegmentNodeConfig = node.cfg
+        self._lock = lock   # the segmenter's condition: parking a frame wakes the inference worker
+        self.cfg = cfg      # start-up settings (topics, QoS); per-frame settings come with process()
         prefix = f'{namespace}/' if namespace else ''
         out = f'~/{namespace}/' if namespace else '~/'
         in_qos = qos_profile(cfg.input_reliability, cfg.input_depth)
         out_qos = qos_profile(cfg.output_reliability, cfg.output_depth)
-        if cfg.transport == 'compressed':
-            self.sub = node.create_subscription(CompressedImage, prefix + 'image/compressed', self._on_image, in_qos)
+        image_type, image_topic = ((CompressedImage, prefix + 'image/compressed') if cfg.transport == 'compressed'
+                                   else (Image, prefix + 'image'))
+        self.pub_info = None
+        self.infos: deque = deque(maxlen=CAMERA_INFO_CACHE)
+        self._subs = []
+        self._sync = None
+        if cfg.use_camera_info and message_filters is not None:
+            # Exact-stamp pairs from message_filters; the pair goes into the mailbox together.
+            img_sub = message_filters.Subscriber(node, image_type, image_topic, qos_profile=in_qos)
+            info_sub = message_filters.Subscriber(node, CameraInfo, prefix + 'camera_info', qos_profile=in_qos)
+            self._sync = message_filters.TimeSynchronizer([img_sub, info_sub], CAMERA_INFO_CACHE)
+            self._sync.registerCallback(self._on_image_and_info)
+            self._subs = [img_sub.sub, info_sub.sub]
         else:
-            self.sub = node.create_subscription(Image, prefix + 'image', self._on_image, in_qos)
+            self._subs.append(node.create_subscription(image_type, image_topic, self._on_image, in_qos))
+            if cfg.use_camera_info:
+                self._subs.append(node.create_subscription(CameraInfo, prefix + 'camera_info',
+                                                           self._on_camera_info, in_qos))
+        if cfg.use_camera_info:
+            self.pub_info = node.create_publisher(CameraInfo, out + 'camera_info', out_qos)
         self.pub_mask = node.create_publisher(Image, out + 'mask', out_qos)
         self.pub_color = node.create_publisher(Image, out + 'color_mask', out_qos)
         self.pub_overlay = node.create_publisher(Image, out + 'overlay', out_qos)
         self.pub_confidence = node.create_publisher(Image, out + 'confidence', out_qos)
         self.pub_class_prob = node.create_publisher(Image, out + 'class_prob', out_qos)
-        self.pub_info = None
-        self.infos: deque = deque(maxlen=CAMERA_INFO_CACHE)
-        if cfg.use_camera_info:
-            self.node.create_subscription(CameraInfo, prefix + 'camera_info', self._on_camera_info, in_qos)
-            self.pub_info = node.create_publisher(CameraInfo, out + 'camera_info', out_qos)
         self._slot: Job | None = None
         self._reset_requested = False
         self.latency = LatencyStats()
@@ -76,21 +95,35 @@ class CameraStream:
         self.frames = 0
         self.key_frames = 0
         self.published_errors = 0
-        self._info_lock = threading.Lock()
+        self._info_cond = threading.Condition()
 
     # ---- executor side (fast) ------------------------------------------------------------------
-    def _on_image(self, msg) -> None:
-        job = Job(msg, self.node.get_clock().now().nanoseconds, time.monotonic())
+    def _on_image(self, msg, info: CameraInfo | None = None) -> None:
+        job = Job(msg, self.node.get_clock().now().nanoseconds, time.monotonic(), info)
         self.rate_in.tick()
-        with self.node._lock:
+        with self._lock:
             if self._slot is not None:
                 self.dropped += 1
             self._slot = job
-            self.node._lock.notify()
+            self._lock.notify()
+
+    def _on_image_and_info(self, msg, info: CameraInfo) -> None:
+        self._on_image(msg, info)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        with self._info_lock:
+        with self._info_cond:
             self.infos.append(msg)
+            self._info_cond.notify_all()
+
+    def destroy(self) -> None:
+        """Remove this camera's subscriptions and publishers (lifecycle deactivate)."""
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        for pub in (self.pub_mask, self.pub_color, self.pub_overlay, self.pub_confidence, self.pub_class_prob,
+                    self.pub_info):
+            if pub is not None:
+                self.node.destroy_publisher(pub)
+        self._subs = []
 
     def take(self) -> Job | None:
         """Called with the node lock held."""
@@ -109,7 +142,7 @@ class CameraStream:
     def _log_error(self, kind: str, text: str) -> None:
         self.note_error(kind, text)
         self.node.get_logger().error(f'[{self.name}] {kind}: {text}',
-                                     throttle_duration_sec=self.node.cfg.error_throttle_s)
+                                     throttle_duration_sec=self.cfg.error_throttle_s)
 
     def _convert(self, msg):
         if isinstance(msg, CompressedImage):
@@ -146,6 +179,8 @@ class CameraStream:
         t_step = time.perf_counter()
         try:
             self._publish(msg.header, rgb, result, cfg, table)
+            if self.pub_info is not None:
+                self._publish_camera_info(msg.header, job.info, result.class_ids.shape)
         except Exception as e:  # noqa: BLE001 - rclpy raises RCLError on publish under load
             self.published_errors += 1
             self._log_error('publish', str(e))
@@ -160,7 +195,8 @@ class CameraStream:
         timings['end_to_end'] = (self.node.get_clock().now().nanoseconds - stamp_ns(msg.header.stamp)) / 1e6
         model_ms = result.timings_ms.get('model', 0.0)
         timings['model_key' if result.is_key else 'model_current'] = model_ms
-        timings['overhead'] = timings['end_to_end'] - model_ms
+        # What the ROS adapter and transport add on top of the engine (pre/model/post-processing).
+        timings['overhead'] = timings['end_to_end'] - sum(result.timings_ms.values())
         self.latency.add_all(timings)
         self.rate_out.tick()
 
@@ -190,18 +226,26 @@ class CameraStream:
                 self.pub_confidence.publish(array_to_image_msg(conf, '32FC1', header))
         if result.class_prob is not None and self.pub_class_prob.get_subscription_count():
             self.pub_class_prob.publish(array_to_image_msg(result.class_prob.astype(np.float32), '32FC1', header))
-        if self.pub_info is not None:
-            self._publish_camera_info(header, ids.shape)
 
-    def _publish_camera_info(self, header, mask_hw) -> None:
+    def _matching_info(self, header) -> CameraInfo | None:
+        """Fallback synchroniser: the cached CameraInfo with this exact stamp, waiting briefly for it."""
         target = stamp_ns(header.stamp)
-        with self._info_lock:
-            match = next((i for i in reversed(self.infos) if stamp_ns(i.header.stamp) == target), None)
-        if match is None:
-            self.note_error('camera_info', 'no camera_info with the stamp of this frame')
+        with self._info_cond:
+            self._info_cond.wait_for(lambda: any(stamp_ns(i.header.stamp) == target for i in self.infos),
+                                     timeout=CAMERA_INFO_WAIT_S)
+            return next((i for i in reversed(self.infos) if stamp_ns(i.header.stamp) == target), None)
+
+    def _publish_camera_info(self, header, info: CameraInfo | None, mask_hw) -> None:
+        info = info or self._matching_info(header)
+        if info is None:
+            self._log_error('camera_info', f'no camera_info with stamp {stamp_ns(header.stamp)} on this camera')
+            return
+        if info.header.frame_id != header.frame_id:
+            self._log_error('camera_info', f'camera_info frame_id {info.header.frame_id!r} does not match the '
+                                           f'image\'s {header.frame_id!r} (unknown camera)')
             return
         try:
-            self.pub_info.publish(scale_camera_info(match, mask_hw[1], mask_hw[0], header))
+            self.pub_info.publish(scale_camera_info(info, mask_hw[1], mask_hw[0], header))
         except ValueError as e:
             self._log_error('camera_info', str(e))
 
@@ -220,7 +264,7 @@ class CameraStream:
         }
         values.update({f'errors_{k}': v for k, v in self.errors.items()})
         values.update(diagnostics.latency_values(summary))
-        recent_error = time.monotonic() - self._last_error_mono < 2 * self.node.cfg.diagnostics_period_s + 1
+        recent_error = time.monotonic() - self._last_error_mono < 2 * self.cfg.diagnostics_period_s + 1
         if recent_error:
             level, message = diagnostics.WARN, self.last_error
         elif not getattr(self.engine, 'trained', True):

@@ -16,10 +16,10 @@ def key_values(values: dict) -> list[KeyValue]:
 
 
 def latency_values(summary: dict[str, dict[str, float]]) -> dict[str, float]:
-    """LatencyStats.summary() -> {'<stage>_ms_p50': .., '<stage>_ms_p95': .., '<stage>_ms_max': ..}."""
+    """LatencyStats.summary() -> {'<stage>_ms_p50': .., '<stage>_ms_p95': .., '_p99', '_max'}."""
     out = {}
     for stage in sorted(summary):
-        for q in ('p50', 'p95', 'max'):
+        for q in ('p50', 'p95', 'p99', 'max'):
             out[f'{stage}_ms_{q}'] = summary[stage][q]
     return out
 

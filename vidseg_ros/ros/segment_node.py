@@ -4,15 +4,22 @@ Callbacks only park the newest message in a one-slot mailbox per camera (latest 
 executor never blocks); one inference worker thread serves the cameras round-robin, runs the stateful
 engine and publishes every output with the input header. Bad messages are counted, logged (throttled)
 and reported on /diagnostics; the node keeps serving the next good frame.
+
+Two front-ends share the `Segmenter` core: `SegmentNode` (starts at once) and
+`SegmentLifecycleNode` (executable `segment_lifecycle_node`: configure loads the model, activate
+starts topics, deactivate stops them, cleanup releases the model and its GPU memory).
 """
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sys
 import threading
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import String
@@ -20,6 +27,7 @@ from std_srvs.srv import Trigger
 
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.outputs import ClassTable
+from vidseg_ros.ros import diagnostics
 from vidseg_ros.ros.camera_stream import CameraStream, qos_profile
 from vidseg_ros.ros.params import declare_settings, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
@@ -28,48 +36,89 @@ from vidseg_ros.ros.settings import SegmentNodeConfig
 RELOAD_KEYS = {'model', 'device', 'precision', 'channels_last', 'compile', 'input_hw'}
 # Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.
 STARTUP_ONLY_KEYS = {'transport', 'cameras', 'input_reliability', 'input_depth', 'output_reliability',
-                     'output_depth', 'use_camera_info'}
+                     'output_depth', 'use_camera_info', 'diagnostics_period_s'}
 
 
 def load_engine(cfg: EngineConfig):
-    """Build the StreamSegmenter (imported here so `--help`-style uses stay light)."""
+    """Build the StreamSegmenter (imported here so node start-up errors stay readable)."""
     from vidseg_ros.engine.stream import StreamSegmenter
     return StreamSegmenter.from_checkpoint(cfg)
 
 
-class SegmentNode(Node):
-    """ROS adapter around the streaming engine; see the README for topics, parameters and services."""
+class Segmenter:
+    """The node's behaviour, independent of plain or lifecycle node: load, start, stop, release."""
 
-    def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
-        super().__init__(node_name, **kwargs)
-        declare_settings(self, EngineConfig, SegmentNodeConfig)
-        self.engine_cfg: EngineConfig = read_settings(self, EngineConfig)
-        self.cfg: SegmentNodeConfig = read_settings(self, SegmentNodeConfig)
+    def __init__(self, node: Node):
+        self.node = node
+        declare_settings(node, EngineConfig, SegmentNodeConfig)
+        self.engine_cfg: EngineConfig = read_settings(node, EngineConfig)
+        self.cfg: SegmentNodeConfig = read_settings(node, SegmentNodeConfig)
         self._lock = threading.Condition()
-        self._stop = False
+        self._stop = True
         self._pending_engine_cfg: EngineConfig | None = None
         self._rr = 0
-        self.engine = load_engine(self.engine_cfg)
-        self.table = self._class_table(self.cfg)
+        self.engine = None
+        self.table: ClassTable | None = None
+        self.streams: list[CameraStream] = []
+        self.worker: threading.Thread | None = None
+        self.diag_timer = None
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pub_table = self.create_publisher(String, '~/class_table', latched)
+        self.pub_table = node.create_publisher(String, '~/class_table', latched)
+        self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', qos_profile('reliable', 10))
+        node.create_service(Trigger, '~/reset', self._on_reset)
+        node.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the model and build the class table (raises with a clear message on failure)."""
+        self.engine = load_engine(self.engine_cfg)
+        self._loaded_cfg = self.engine_cfg
+        self.table = self._class_table(self.cfg)
         self.pub_table.publish(String(data=self.table.to_json()))
+        log = self.node.get_logger()
+        log.info(f'model {self.engine.model_name} on {self.engine.device} ({self.engine_cfg.precision}), '
+                 f'{len(self.table.names)} classes')
+        if not self.engine.trained:
+            log.warning('UNTRAINED weights: masks are meaningless until a trained model is loaded')
+
+    def start(self) -> None:
+        """Create the camera subscriptions/publishers and start the inference worker."""
+        if any(getattr(self.engine_cfg, f) != getattr(self._loaded_cfg, f) for f in RELOAD_KEYS):
+            self.load()  # parameters changed while inactive
+        self.engine.update_config(self.engine_cfg)
         names = self.cfg.cameras or ['']
-        self.streams = [CameraStream(self, ns, self.engine if i == 0 else self.engine.fork())
+        self.streams = [CameraStream(self.node, ns, self.engine if i == 0 else self.engine.fork(), self._lock, self.cfg)
                         for i, ns in enumerate(names)]
-        from diagnostic_msgs.msg import DiagnosticArray
-        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', qos_profile('reliable', 10))
-        self.create_service(Trigger, '~/reset', self._on_reset)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
+        self._stop = False
         self.worker = threading.Thread(target=self._work, name='vidseg_inference', daemon=True)
         self.worker.start()
-        trained = getattr(self.engine, 'trained', True)
-        self.get_logger().info(
-            f'model {self.engine.model_name} on {self.engine.device} ({self.engine_cfg.precision}), '
-            f'{len(self.table.names)} classes, cameras: {", ".join(n or "image" for n in names)}')
-        if not trained:
-            self.get_logger().warn('UNTRAINED weights: masks are meaningless until a trained model is loaded')
+        self.diag_timer = self.node.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
+        self.node.get_logger().info(f'serving camera(s): {", ".join(s.name for s in self.streams)}')
+
+    def stop(self) -> None:
+        """Stop the worker and remove the camera topics (the model stays loaded)."""
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        if self.worker is not None and self.worker.is_alive():
+            self.worker.join(timeout=10.0)
+        if self.diag_timer is not None:
+            self.node.destroy_timer(self.diag_timer)
+            self.diag_timer = None
+        for s in self.streams:
+            s.destroy()
+        self.streams = []
+
+    def release(self) -> None:
+        """Drop the model and give its (GPU) memory back."""
+        self.engine = None
+        gc.collect()
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
 
     # ---- configuration -------------------------------------------------------------------------
     def _class_table(self, cfg: SegmentNodeConfig) -> ClassTable:
@@ -78,29 +127,36 @@ class SegmentNode(Node):
                                 ignore=cfg.ignore_classes, ignore_value=cfg.ignore_value)
 
     def _on_set_parameters(self, params):
-        result, changes = validate_changes(self, params, EngineConfig, SegmentNodeConfig)
+        result, changes = validate_changes(self.node, params, EngineConfig, SegmentNodeConfig)
         if not result.successful:
             return result
+        serving = bool(self.streams)
         fixed = STARTUP_ONLY_KEYS & set(changes)
-        if fixed:
+        if fixed and serving:
             result.successful = False
-            result.reason = f'{", ".join(sorted(fixed))} can only be set at start-up'
+            result.reason = f'{", ".join(sorted(fixed))} can only be set at start-up (or while inactive)'
             return result
         node_changes = {k: v for k, v in changes.items() if k in SegmentNodeConfig.__dataclass_fields__}
         engine_changes = {k: v for k, v in changes.items() if k in EngineConfig.__dataclass_fields__}
-        try:
-            new_cfg = dataclasses.replace(self.cfg, **node_changes)
-            new_table = self._class_table(new_cfg)
-        except ValueError as e:
-            result.successful = False
-            result.reason = str(e)
-            return result
+        new_cfg = dataclasses.replace(self.cfg, **node_changes)
+        new_table = None
+        if self.engine is not None:
+            try:
+                new_table = self._class_table(new_cfg)
+            except ValueError as e:
+                result.successful = False
+                result.reason = str(e)
+                return result
         with self._lock:
-            self.cfg, self.table = new_cfg, new_table
-            if engine_changes:
-                self._pending_engine_cfg = dataclasses.replace(self._pending_engine_cfg or self.engine_cfg,
-                                                               **engine_changes)
-        self.pub_table.publish(String(data=new_table.to_json()))
+            self.cfg = new_cfg
+            self.table = new_table or self.table
+            if engine_changes and serving:  # the worker applies it between frames
+                base = self._pending_engine_cfg or self.engine_cfg
+                self._pending_engine_cfg = dataclasses.replace(base, **engine_changes)
+            elif engine_changes:            # not serving: the next load() uses it
+                self.engine_cfg = dataclasses.replace(self.engine_cfg, **engine_changes)
+        if new_table is not None:
+            self.pub_table.publish(String(data=new_table.to_json()))
         return result
 
     def _apply_pending_engine_cfg(self) -> None:
@@ -109,22 +165,23 @@ class SegmentNode(Node):
             new, self._pending_engine_cfg = self._pending_engine_cfg, None
         if new is None:
             return
-        changed = {f for f in RELOAD_KEYS if getattr(new, f) != getattr(self.engine_cfg, f)}
-        if changed:
+        log = self.node.get_logger()
+        if any(getattr(new, f) != getattr(self.engine_cfg, f) for f in RELOAD_KEYS):
             try:
                 engine = load_engine(new)
             except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
-                self.get_logger().error(f'cannot load model {new.model!r}: {e}; keeping {self.engine.model_name}')
+                log.error(f'cannot load model {new.model!r}: {e}; keeping {self.engine.model_name}')
                 for s in self.streams:
                     s.note_error('model_load', str(e))
                 return
-            self.engine, self.engine_cfg = engine, new
+            self.engine, self.engine_cfg, self._loaded_cfg = engine, new, new
             for i, s in enumerate(self.streams):
                 s.engine = engine if i == 0 else engine.fork()
+            table = self._class_table(self.cfg)
             with self._lock:
-                self.table = self._class_table(self.cfg)
-            self.pub_table.publish(String(data=self.table.to_json()))
-            self.get_logger().info(f'loaded model {engine.model_name} on {engine.device}')
+                self.table = table
+            self.pub_table.publish(String(data=table.to_json()))
+            log.info(f'loaded model {engine.model_name} on {engine.device}')
         else:
             self.engine_cfg = new
             for s in self.streams:
@@ -139,7 +196,7 @@ class SegmentNode(Node):
                     stream = self.streams[(self._rr + k) % n]
                     job = stream.take()
                     if job is not None:
-                        self._rr = (self._rr + k + 1) % n  # fair: next search starts after this camera
+                        self._rr = (self._rr + k + 1) % n  # fair: the next search starts after this camera
                         return stream, job
                 self._lock.wait(timeout=0.5)
         return None
@@ -160,41 +217,91 @@ class SegmentNode(Node):
         for s in self.streams:
             s.request_reset()
         response.success = True
-        response.message = f'temporal state of {len(self.streams)} camera(s) will reset on the next frame'
+        response.message = f'temporal state of {len(self.streams)} camera(s) resets on the next frame'
         return response
 
     def _publish_diagnostics(self) -> None:
-        from vidseg_ros.ros import diagnostics
         statuses = [s.diagnostic_status(self.engine_cfg) for s in self.streams]
-        self.pub_diag.publish(diagnostics.array(self.get_clock().now().to_msg(), statuses))
+        self.pub_diag.publish(diagnostics.array(self.node.get_clock().now().to_msg(), statuses))
+
+
+class SegmentNode(Node):
+    """Plain node: loads the model and starts serving at construction."""
+
+    def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.segmenter = Segmenter(self)
+        self.segmenter.load()
+        self.segmenter.start()
 
     def destroy_node(self):
-        with self._lock:
-            self._stop = True
-            self._lock.notify_all()
-        if self.worker.is_alive():
-            self.worker.join(timeout=5.0)
+        self.segmenter.stop()
         return super().destroy_node()
 
 
-def main(args=None) -> int:
+class SegmentLifecycleNode(LifecycleNode):
+    """Managed node: the model is loaded on configure and released on cleanup."""
+
+    def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.segmenter = Segmenter(self)
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.segmenter.load()
+        except Exception as e:  # noqa: BLE001 - report the failed transition, stay unconfigured
+            self.get_logger().error(f'configure failed: {e}')
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self.segmenter.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self.segmenter.stop()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self.segmenter.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.segmenter.stop()
+        self.segmenter.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self):
+        self.segmenter.stop()
+        return super().destroy_node()
+
+
+def run(node_cls, args=None) -> int:
     rclpy.init(args=args)
     node = None
     try:
-        node = SegmentNode()
+        node = node_cls()
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:  # noqa: BLE001 - start-up failures (bad model, bad params) exit with a clear line
-        print(f'segment_node: {type(e).__name__}: {e}', file=sys.stderr)
+        print(f'{node_cls.__name__}: {type(e).__name__}: {e}', file=sys.stderr)
         return 2
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def main(args=None) -> int:
+    return run(SegmentNode, args)
+
+
+def main_lifecycle(args=None) -> int:
+    return run(SegmentLifecycleNode, args)
 
 
 if __name__ == '__main__':

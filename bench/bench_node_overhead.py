@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""segment_node overhead across processes: 640x480 rgb8 at 30 Hz from a publisher process.
+
+overhead = end-to-end latency (input stamp -> output published) - model time, per frame, as the node
+measures it, plus the latency seen by a subscriber in a third process (output arrival - input stamp).
+Target (issue 2): overhead p50 <= 3 ms on this machine. Run: `.venv/bin/python bench/bench_node_overhead.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(100, 199)))
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(ROOT / 'config' / 'fastdds_shm.xml'))
+os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--model', default='', help="checkpoint ('' = shipped default)")
+    parser.add_argument('--seconds', type=float, default=20.0)
+    parser.add_argument('--rate', type=float, default=30.0)
+    parser.add_argument('--size', default='480x640', help='HxW of the camera')
+    args = parser.parse_args()
+    h, w = map(int, args.size.split('x'))
+    import cv2
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    # A real video frame sequence as the camera: CamVid val if present, else textured noise.
+    tmp = Path(tempfile.mkdtemp(prefix='vidseg_bench_'))
+    data = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data')) / 'camvid' / 'val'
+    frames = sorted(data.glob('*.webp'))[:30] if data.is_dir() else []
+    for i in range(30):
+        img = cv2.imread(str(frames[i])) if frames else np.random.default_rng(i).integers(0, 255, (h, w, 3), np.uint8)
+        cv2.imwrite(str(tmp / f'{i:04d}.png'), cv2.resize(img, (w, h)))
+    log = open(tmp / 'segment_node.log', 'w')
+    node_proc = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.ros.segment_node', '--ros-args',
+                                  '-p', f'model:={args.model}', '-p', 'diagnostics_period_s:=1.0'],
+                                 stdout=log, stderr=subprocess.STDOUT)
+    rclpy.init()
+    node = rclpy.create_node('bench_overhead_probe')
+    arrivals: list[float] = []
+    diags: list[dict] = []
+
+    def on_mask(msg):
+        stamp = msg.header.stamp.sec * 1e9 + msg.header.stamp.nanosec
+        arrivals.append((time.time_ns() - stamp) / 1e6)
+
+    def on_diag(msg):
+        for st in msg.status:
+            if st.name.startswith('vidseg_segmenter'):
+                diags.append({kv.key: kv.value for kv in st.values})
+    node.create_subscription(Image, '/vidseg_segmenter/mask', on_mask,
+                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
+    n_frames = int(args.seconds * args.rate)
+    src = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.ros.video_source_node', '--ros-args',
+                            '-p', f'source:={tmp}', '-p', f'rate_hz:={args.rate}', '-p', 'loop:=true',
+                            '-p', f'max_frames:={n_frames}', '-p', 'wait_for_subscribers:=1',
+                            '-p', 'wait_timeout_s:=120.0'], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        while src.poll() is None:
+            rclpy.spin_once(node, timeout_sec=0.05)
+            if node_proc.poll() is not None:
+                print(open(tmp / 'segment_node.log').read())
+                return 1
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    finally:
+        node_proc.terminate()
+        node_proc.wait(timeout=15)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    d = diags[-1]
+    skip = len(arrivals) // 10  # first frames include model warm-up
+    sub = np.array(arrivals[skip:])
+    print(f'segment_node overhead, {w}x{h} rgb8 at {args.rate:.0f} Hz across processes, model {d["model"]} '
+          f'on {d["device"]}')
+    print(f'frames: {d["frames_in"]} in, {d["frames_out"]} segmented, {d["dropped_frames"]} dropped '
+          f'(latest frame wins), output {float(d["output_rate_hz"]):.1f} Hz')
+    print('| measure (node-side, last 300 frames) | p50 ms | p95 ms | p99 ms | max ms |')
+    print('|---|---|---|---|---|')
+    for stage in ('convert', 'preprocess', 'model', 'postprocess', 'publish', 'end_to_end', 'overhead'):
+        print(f'| {stage} | {float(d[f"{stage}_ms_p50"]):.2f} | {float(d[f"{stage}_ms_p95"]):.2f} | '
+              f'{float(d[f"{stage}_ms_p99"]):.2f} | {float(d[f"{stage}_ms_max"]):.2f} |')
+    print(f'subscriber-side mask latency (stamp -> arrival): p50 {np.percentile(sub, 50):.1f} ms, '
+          f'p99 {np.percentile(sub, 99):.1f} ms over {sub.size} masks')
+    over = float(d['overhead_ms_p50'])
+    print(f'overhead p50 {over:.2f} ms vs target 3 ms: {"MET" if over <= 3.0 else "NOT MET"} '
+          f'(ratio {over / 3.0:.2f}); overhead p99 {float(d["overhead_ms_p99"]):.2f} ms')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
