@@ -153,3 +153,27 @@ def test_shipped_configs_load():
     assert paths
     for p in paths:
         load_train_config(p)
+
+
+@pytest.mark.parametrize('name', ['camvid_fpn', 'camvid_keyframe_fpn', 'camvid_unet_cgru'])
+def test_real_camvid_samples(camvid_dir, name):
+    from vidseg_ros.training import data_setup
+    root = Path(__file__).resolve().parents[2] / 'config' / 'train'
+    cfg = load_train_config(root / f'{name}.yaml', {'data_root': str(camvid_dir)})
+    item = data_setup.train_dataset(cfg)[0]
+    crop = tuple(cfg.crop_hw or cfg.input_hw)
+    key = {'perframe': 'image', 'keyframe': 'current', 'sequence': 'frames'}[cfg.mode]
+    assert tuple(item[key].shape[-2:]) == crop
+    assert int(item['label' if cfg.mode != 'sequence' else 'labels'].max()) <= 11
+    val = data_setup.val_dataset(cfg)
+    assert len(val) == 101 and tuple(val[0]['image'].shape[-2:]) == tuple(cfg.input_hw)
+
+
+def test_constant_key_distance(camvid_dir):
+    from vidseg_ros.training import data_setup
+    root = Path(__file__).resolve().parents[2] / 'config' / 'train'
+    cfg = load_train_config(root / 'camvid_keyframe_fpn.yaml',
+                            {'data_root': str(camvid_dir), 'key_distance_mode': 'constant',
+                             'key_distance': 3})
+    ds = data_setup.train_dataset(cfg)
+    assert {ds[i]['distance'] for i in range(3)} == {3}

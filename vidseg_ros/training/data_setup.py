@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vidseg_ros.data import augment
 from vidseg_ros.data.augment import AugmentConfig
-from vidseg_ros.data.dataset import FrameDataset, SequenceDataset, TripletDataset
+from vidseg_ros.data.dataset import FrameDataset, SequenceDataset, TripletDataset, to_tensor
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.records import FrameSource, camvid_source, davis_source, extracted_source
 
@@ -100,6 +101,28 @@ class NoisyCopies(Dataset):
         return item
 
 
+class FixedDistanceTriplets(TripletDataset):
+    """Triplets with the key exactly ``max_distance`` frames before the current frame (the
+    ``key_distance_mode: constant`` setting): the real frame when it exists, else synthetic motion."""
+
+    def __getitem__(self, i: int) -> dict:
+        rng = self._rng(i)
+        cur = self.items[i]
+        rgb = read_rgb(cur.image)
+        p = self._params(rgb.shape[:2], rng)
+        d = self.max_distance
+        key = self._pos.get((cur.sequence, cur.index - d)) if self.motion != 'synthetic' else None
+        if key is not None:
+            key_img, key_label = self._image(key, p), self._label(key, p, rgb.shape[:2])
+        else:
+            pk = augment.compose(augment.synthetic_motion(rgb.shape[:2], d, rng, self.shift), p)
+            key_img = to_tensor(augment.apply_image(rgb, pk))
+            key_label = self._label(cur, pk, rgb.shape[:2])
+        return {'key': key_img, 'current': to_tensor(augment.apply_image(rgb, p)),
+                'label': self._label(cur, p, rgb.shape[:2]), 'key_label': key_label,
+                'distance': d, 'synthetic': key is None}
+
+
 def train_dataset(cfg: TrainConfig) -> Dataset:
     """The training set for ``cfg.mode`` (frames, triplets or clips)."""
     src = frames_per_video(open_split(cfg, cfg.train_split), cfg.frames_per_video)
@@ -110,7 +133,8 @@ def train_dataset(cfg: TrainConfig) -> Dataset:
         return NoisyCopies(ds, cfg.noise_copies, seed=cfg.seed) if cfg.noise_copies else ds
     if cfg.mode == 'keyframe':
         shift = cfg.motion_px / max(aug.resize_scale, 1e-6)   # dataset shifts in source pixels
-        return TripletDataset(src, max_distance=cfg.key_distance, shift_px_per_frame=shift, **kw)
+        cls = FixedDistanceTriplets if cfg.key_distance_mode == 'constant' else TripletDataset
+        return cls(src, max_distance=cfg.key_distance, shift_px_per_frame=shift, **kw)
     shift = cfg.motion_px / max(aug.resize_scale, 1e-6)
     return SequenceDataset(src, length=cfg.seq_len, shift_px_per_frame=shift, **kw)
 
