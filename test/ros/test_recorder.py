@@ -231,3 +231,25 @@ def test_sigkill_then_recover(node, tmp_path):
     assert is_complete(mcap_file) and (bag / 'metadata.yaml').exists()
     assert read_rosbags([bag])['/cam_hd/image'] == sent
     assert read_mcap(mcap_file)['/cam_hd/image'] == sent
+
+
+def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
+    be = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    pubs = {'/be/a/image': node.create_publisher(Image, '/be/a/image', be),
+            '/be/b/image': node.create_publisher(Image, '/be/b/image', be)}
+    # a: found by the regex, best-effort through ROS's per-topic QoS override; b: excluded by regex
+    proc = start_recorder(tmp_path, 'topic_regex:=^/be/', 'exclude_regex:=/b/',
+                          'qos_overrides./be/a/image.subscription.reliability:=best_effort')
+    try:
+        wait_matched(node, [pubs['/be/a/image']], proc)
+        for i in range(5):
+            pubs['/be/a/image'].publish(make_image(i, (8, 8)))
+            pubs['/be/b/image'].publish(make_image(i, (8, 8)))
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert pubs['/be/b/image'].get_subscription_count() == 0  # excluded
+        assert stop(proc) == 0
+    finally:
+        proc.kill()
+    got = read_rosbags([only_bag(tmp_path)])
+    assert list(got) == ['/be/a/image'] and len(got['/be/a/image']) == 5
