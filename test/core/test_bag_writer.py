@@ -182,3 +182,16 @@ def test_recorder_split_and_disk_threshold(tmp_path):
 def test_recorder_refuses_to_start_on_full_disk(tmp_path):
     with pytest.raises(OSError, match='min_free_disk_bytes'):
         Recorder(tmp_path / 'bag', min_free_disk_bytes=1 << 30, disk_usage=lambda p: Usage(0, 0, 1))
+
+
+def test_slow_topic_reaches_disk_within_a_second(tmp_path):
+    rec = Recorder(tmp_path / 'bag', chunk_size_bytes=64 << 20, min_free_disk_bytes=0)
+    rec.add_topic('/info', INFO)
+    for i in range(3):
+        rec.put('/info', info_cdr(i), 1000 + i)
+    time.sleep(1.6)  # one chunk-age period: the small chunk is ended though far from full
+    copy = tmp_path / 'killed'
+    copy.mkdir()
+    (copy / 'killed_0.mcap').write_bytes(rec.files[0].read_bytes())  # the file as a SIGKILL would leave it
+    assert recover_bag(copy).messages['killed_0.mcap'] == 3
+    rec.stop()

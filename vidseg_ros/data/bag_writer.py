@@ -207,6 +207,11 @@ class BagWriter:
         self._channels[topic] = self._writer.register_channel(
             topic, 'cdr', self._schemas[msgtype], metadata=info['metadata'])
 
+    def flush(self) -> None:
+        """End the chunk being filled now (a later SIGKILL cannot take what it holds)."""
+        if self._writer is not None:
+            self._writer.flush()
+
     def split(self) -> Path | None:
         """Close the current file (if any); the next message opens a new one. Returns the closed file."""
         if self._writer is None:

@@ -21,6 +21,9 @@ from vidseg_ros.data.bag_writer import BagExistsError, BagWriter
 log = logging.getLogger(__name__)
 
 _DISK_CHECK_PERIOD_S = 0.5
+# Slow topics (camera_info alone) would take minutes to fill a chunk, and a SIGKILL loses the chunk
+# being filled: end a chunk at least this often so a crash costs at most about this much time.
+_CHUNK_MAX_AGE_S = 1.0
 
 
 @dataclasses.dataclass
@@ -87,6 +90,7 @@ class Recorder:
         self._cond = threading.Condition()
         self._closed = False
         self._last_disk_check = 0.0
+        self._last_flush = time.monotonic()
         self._thread = threading.Thread(target=self._run, name='vidseg_bag_writer', daemon=True)
         self._thread.start()
 
@@ -181,9 +185,18 @@ class Recorder:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                item = self._queue[0]
+                if not self._queue:
+                    self._cond.wait(_CHUNK_MAX_AGE_S)
+                item = self._queue[0] if self._queue else None
+            if time.monotonic() - self._last_flush >= _CHUNK_MAX_AGE_S:
+                try:
+                    self._writer.flush()
+                except Exception as e:  # noqa: BLE001
+                    self._fail(f'writing {self.bag_dir} failed: {e}; recording stopped, bag closed')
+                    return
+                self._last_flush = time.monotonic()
+            if item is None:
+                continue
             if item[0] == 'stop':
                 self._finish()
                 return

@@ -25,7 +25,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from std_srvs.srv import Trigger
 
 from vidseg_ros.data.bag_writer import qos_yaml
-from vidseg_ros.data.recorder import Recorder, new_bag_dir
+from vidseg_ros.data.recorder import BagExistsError, Recorder, new_bag_dir
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status
 from vidseg_ros.ros.params import declare_settings, read_settings
 from vidseg_ros.ros.recorder_params import RecorderSettings
@@ -69,12 +69,18 @@ class RecorderNode(Node):
         self.wanted = {self.resolve_topic_name(t) for t in cfg.topics}
         self.include = re.compile(cfg.topic_regex) if cfg.topic_regex else None
         self.exclude = re.compile(cfg.exclude_regex) if cfg.exclude_regex else None
-        self.bag_dir = new_bag_dir(cfg.output_dir, cfg.bag_prefix)
-        self.recorder = Recorder(
-            self.bag_dir, compression=cfg.compression, chunk_size_bytes=cfg.chunk_size_bytes,
-            max_bag_size_bytes=cfg.max_bag_size_bytes, max_bag_duration_s=cfg.max_bag_duration_s,
-            queue_max_bytes=cfg.queue_max_bytes, min_free_disk_bytes=cfg.min_free_disk_bytes,
-            fsync_bytes=cfg.fsync_bytes, start_paused=cfg.start_paused)
+        for attempt in range(5):  # another recorder may take the same name in the same second
+            self.bag_dir = new_bag_dir(cfg.output_dir, cfg.bag_prefix)
+            try:
+                self.recorder = Recorder(
+                    self.bag_dir, compression=cfg.compression, chunk_size_bytes=cfg.chunk_size_bytes,
+                    max_bag_size_bytes=cfg.max_bag_size_bytes, max_bag_duration_s=cfg.max_bag_duration_s,
+                    queue_max_bytes=cfg.queue_max_bytes, min_free_disk_bytes=cfg.min_free_disk_bytes,
+                    fsync_bytes=cfg.fsync_bytes, start_paused=cfg.start_paused)
+                break
+            except BagExistsError:
+                if attempt == 4:
+                    raise
         self.subs = {}
         self.lost: dict[str, int] = {}
         self._last = (time.monotonic(), {}, 0)
