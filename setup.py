@@ -4,9 +4,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = 'vidseg_ros'
-NODES = ['segment_node', 'recorder_node', 'video_source_node']
-ENTRY = {n: f'{PACKAGE}.ros.{n}:main' for n in NODES}
-ENTRY['segment_lifecycle_node'] = f'{PACKAGE}.ros.segment_node:main_lifecycle'
+NODES = ['segment_node', 'segment_lifecycle_node', 'recorder_node', 'video_source_node']
 
 setup(
     name=PACKAGE,
@@ -20,7 +18,7 @@ setup(
         ('share/' + PACKAGE + '/config/train', glob('config/train/*.yaml')),
         ('share/' + PACKAGE + '/models', glob('models/*.pt') + glob('models/*.onnx') + glob('models/*.md')),
         # `ros2 run` and launch_ros look in lib/<pkg>/, pip puts console scripts in bin/: ship both.
-        ('lib/' + PACKAGE, ['scripts/' + n for n in ENTRY]),
+        ('lib/' + PACKAGE, ['scripts/' + n for n in NODES]),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
@@ -30,7 +28,7 @@ setup(
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={
-        'console_scripts': [f'{n} = {target}' for n, target in ENTRY.items()] + [
+        'console_scripts': [f'{n} = {PACKAGE}.ros.{n}:main' for n in NODES] + [
             f'vidseg = {PACKAGE}.cli:main',
         ],
     },

@@ -19,7 +19,8 @@ from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.stats import LatencyStats, RateMeter
 
 CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
-CAMERA_INFO_WAIT_S = 0.1  # how long the worker waits for the CameraInfo of a frame that came first
+CAMERA_INFO_WAIT_S = 0.1
+ERROR_HOLD_S = 5.0  # how long the worker waits for the CameraInfo of a frame that came first
 
 try:  # a normal ROS install has message_filters; the PyPI wheels do not (tested fallback below)
     import message_filters
@@ -264,7 +265,8 @@ class CameraStream:
         }
         values.update({f'errors_{k}': v for k, v in self.errors.items()})
         values.update(diagnostics.latency_values(summary))
-        recent_error = time.monotonic() - self._last_error_mono < 2 * self.cfg.diagnostics_period_s + 1
+        # An error keeps the status at WARN for a while, so monitors polling slowly still see it.
+        recent_error = time.monotonic() - self._last_error_mono < max(ERROR_HOLD_S, 3 * self.cfg.diagnostics_period_s)
         if recent_error:
             level, message = diagnostics.WARN, self.last_error
         elif not getattr(self.engine, 'trained', True):

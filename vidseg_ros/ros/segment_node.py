@@ -300,9 +300,5 @@ def main(args=None) -> int:
     return run(SegmentNode, args)
 
 
-def main_lifecycle(args=None) -> int:
-    return run(SegmentLifecycleNode, args)
-
-
 if __name__ == '__main__':
     sys.exit(main())
