@@ -176,6 +176,7 @@ def test_services_and_diagnostics(node, tmp_path):
         for i in range(5):  # paused: not recorded
             pub.publish(make_image(100 + i, (8, 8)))
             node.executor_.spin_once(timeout_sec=0.02)
+        time.sleep(1.0)  # all delivered (and skipped) before resuming
         call('resume')
         for part in range(2):
             for i in range(5):
