@@ -240,3 +240,8 @@ def build_dataset(kind: str, source: FrameSource | str, **kwargs) -> Dataset:
     if not isinstance(source, FrameSource):
         source = open_source(source)
     return kinds[kind](source, **kwargs)
+
+
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MOTIONS', 'FrameDataset', 'SequenceDataset', 'TripletDataset',
+           'build_dataset', 'camvid_source', 'davis_source', 'extracted_source', 'label_tensor', 'open_source',
+           'to_tensor']

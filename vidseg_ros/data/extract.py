@@ -25,7 +25,7 @@ import numpy as np
 
 from vidseg_ros.config import setting
 from vidseg_ros.data.bags import IMAGE_TYPES, RawMessage, deserialize, read_messages
-from vidseg_ros.data.images import ImageError, decode_compressed, image_fields_to_rgb8
+from vidseg_ros.data.images import decode_compressed, image_fields_to_rgb8
 from vidseg_ros.data.records import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
 
@@ -96,12 +96,15 @@ def _write_job(job: tuple) -> tuple[int, str, str]:
     """Worker: decode one message and write its file atomically -> (bytes, encoding, error)."""
     msg, path, fmt, quality = job
     try:
-        rgb, encoding, payload = decode_message(msg)
         path = Path(path)
         tmp = path.with_name('.' + path.name + '.tmp')
-        if fmt == 'keep' and payload is not None:
-            tmp.write_bytes(payload)
+        if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
+            # Bytes as recorded: no decode, no re-encode, nothing lost.
+            m = deserialize(msg)
+            encoding = m.format or 'compressed'
+            tmp.write_bytes(bytes(m.data))
         else:
+            rgb, encoding, _ = decode_message(msg)
             params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix == '.jpg' else \
                 [cv2.IMWRITE_PNG_COMPRESSION, 1]
             ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(rgb[:, :, ::-1]), params)
@@ -110,7 +113,9 @@ def _write_job(job: tuple) -> tuple[int, str, str]:
             tmp.write_bytes(buf.tobytes())
         os.replace(tmp, path)
         return path.stat().st_size, encoding, ''
-    except (ImageError, ValueError, KeyError, AssertionError, struct.error) as e:
+    except OSError:
+        raise                   # disk full / permissions: stop, do not skip frames silently
+    except Exception as e:  # noqa: BLE001 - one damaged message must not stop the run
         return 0, '', f'{type(e).__name__}: {e}'
 
 

@@ -39,7 +39,9 @@ class PropagateConfig:
     method: str = setting('flow', 'flow (optical flow), tracker (box tracker, binary labels) or '
                                   'teacher (model pseudo-labels)', METHODS)
     flow: str = setting('dis', 'Optical flow algorithm', ('dis', 'farneback'))
-    dis_preset: str = setting('medium', 'DIS preset (speed/quality)', ('ultrafast', 'fast', 'medium'))
+    dis_preset: str = setting('fine', 'DIS preset (speed/quality); fine = medium refined down to the '
+                                      'full resolution (slowest, best on thin objects)',
+                              ('ultrafast', 'fast', 'medium', 'fine'))
     flow_scale: float = setting(1.0, 'Compute flow at this fraction of the frame size (faster)')
     consistency: bool = setting(True, 'Forward-backward flow check; inconsistent pixels lose confidence')
     min_confidence: float = setting(0.5, 'Pixels whose propagated confidence is below this become ignore')
@@ -58,8 +60,11 @@ class FlowEstimator:
         if cfg.flow == 'dis':
             preset = {'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
                       'fast': cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                      'medium': cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[cfg.dis_preset]
+                      'medium': cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+                      'fine': cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[cfg.dis_preset]
             dis = cv2.DISOpticalFlow_create(preset)
+            if cfg.dis_preset == 'fine':
+                dis.setFinestScale(0)   # medium stops one pyramid level short of full resolution
             self._calc = lambda a, b: dis.calc(a, b, None)
         elif cfg.flow == 'farneback':
             self._calc = lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 21, 3, 7, 1.5, 0)

@@ -1,0 +1,116 @@
+"""Label propagation accuracy on DAVIS 2016 (every frame has ground truth).
+
+Keeps the human mask of every k-th frame (0, k, 2k, ...), propagates to the others and scores the
+propagated frames against their true masks. Per method and k it prints:
+
+* ``J`` — the DAVIS region score: foreground IoU per frame, averaged per sequence, then over
+  sequences, on the *filled* labels (every pixel assigned);
+* ``IoU pooled`` — intersection / union summed over all propagated frames;
+* ``J valid`` / ``ignored`` — IoU over the pixels the consistency check kept, and the share it
+  marked ignore (flow only).
+
+Flows are computed once per sequence and reused for every k. Teacher pseudo-labels are scored
+when ``--model CHECKPOINT`` is given. Usage::
+
+    python bench/bench_propagation.py [--data ../shared/data/davis2016] [--ks 5 10 20]
+        [--methods flow tracker] [--preset fine] [--flow-scale 1.0] [--sequences a,b] [--model M]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vidseg_ros.data.images import read_rgb  # noqa: E402
+from vidseg_ros.data.propagate import (FlowCache, PropagateConfig, propagate_flow,  # noqa: E402
+                                       propagate_tracker, teacher_label)
+from vidseg_ros.data.records import davis_source  # noqa: E402
+
+
+def _scores(out: dict, gts: list) -> dict:
+    j, jv, ign, inter, union = [], [], [], 0, 0
+    for i, p in out.items():
+        g, f = gts[i] == 1, p.filled == 1
+        a, b = int((g & f).sum()), int((g | f).sum())
+        j.append(a / b if b else 1.0)
+        inter, union = inter + a, union + b
+        valid = p.label != 255
+        fv = (p.label == 1) & valid
+        uv = int(((g | fv) & valid).sum())
+        jv.append(int((g & fv).sum()) / uv if uv else 1.0)
+        ign.append(1.0 - float(valid.mean()))
+    return {'J': float(np.mean(j)), 'inter': inter, 'union': union, 'Jv': float(np.mean(jv)),
+            'ign': float(np.mean(ign)), 'frames': len(out)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    default = Path(os.environ.get('VIDSEG_DATA', Path(__file__).resolve().parents[2] / 'shared' / 'data'))
+    ap.add_argument('--data', default=str(default / 'davis2016'))
+    ap.add_argument('--ks', type=int, nargs='+', default=[5, 10, 20])
+    ap.add_argument('--methods', nargs='+', default=['flow', 'tracker'])
+    ap.add_argument('--preset', default='fine')
+    ap.add_argument('--flow', default='dis')
+    ap.add_argument('--flow-scale', type=float, default=1.0)
+    ap.add_argument('--tracker', default='medianflow')
+    ap.add_argument('--sequences', default='')
+    ap.add_argument('--model', default='', help='checkpoint for teacher pseudo-labels')
+    args = ap.parse_args()
+    if not Path(args.data).is_dir():
+        print(f'DAVIS not found at {args.data}; nothing to measure')
+        return
+    src = davis_source(args.data, [s for s in args.sequences.split(',') if s] or None)
+    cfg = PropagateConfig(flow=args.flow, dis_preset=args.preset, flow_scale=args.flow_scale,
+                          tracker=args.tracker, max_distance=10_000)
+    methods = list(args.methods) + (['teacher'] if args.model else [])
+    predict = None
+    if args.model:
+        from vidseg_ros.tools.commands_data import _engine_predict
+        predict = _engine_predict(args.model)
+    res: dict = {(m, k): [] for m in methods for k in args.ks}
+    secs: dict = {m: 0.0 for m in methods}
+    for name, recs in src.sequences().items():
+        frames = [read_rgb(r.image) for r in recs]
+        gts = [src.read_label(r) for r in recs]
+        cache = FlowCache(frames, cfg)
+        teacher = None
+        for k in args.ks:
+            keep = {i: gts[i] for i in range(0, len(frames), k)}
+            for m in methods:
+                t = time.perf_counter()
+                if m == 'flow':
+                    out = propagate_flow(frames, keep, 2, cfg, cache)
+                elif m == 'tracker':
+                    out = propagate_tracker(frames, keep, cfg)
+                else:
+                    teacher = teacher or {i: teacher_label(f, predict, cfg.teacher_threshold)
+                                          for i, f in enumerate(frames)}
+                    out = {i: teacher[i] for i in range(len(frames)) if i not in keep}
+                secs[m] += time.perf_counter() - t
+                res[(m, k)].append(_scores(out, gts))
+        line = ' '.join(f'{m}@{k}={res[(m, k)][-1]["J"]:.3f}' for k in args.ks for m in methods)
+        print(f'{name:20s} {len(frames):3d} frames  {line}', flush=True)
+    print(f'\nDAVIS 2016, {len(src.sequences())} sequences, {len(src.records)} frames; flow = {args.flow} '
+          f'{args.preset if args.flow == "dis" else ""} at scale {args.flow_scale}; tracker = {args.tracker}\n')
+    print('| method | k | propagated frames | J (mean IoU) | IoU pooled | J valid px | ignored % |')
+    print('|---|---|---|---|---|---|---|')
+    for m in methods:
+        for k in args.ks:
+            r = res[(m, k)]
+            pooled = sum(x['inter'] for x in r) / max(sum(x['union'] for x in r), 1)
+            valid = f'{np.mean([x["Jv"] for x in r]):.3f}' if m == 'flow' else '-'
+            ign = f'{100 * np.mean([x["ign"] for x in r]):.1f}' if m == 'flow' else '-'
+            print(f'| {m} | {k} | {sum(x["frames"] for x in r)} | {np.mean([x["J"] for x in r]):.3f} '
+                  f'| {pooled:.3f} | {valid} | {ign} |')
+    print('\nseconds per method (all k, flows included once): ' +
+          ', '.join(f'{m} {s:.0f}' for m, s in secs.items()))
+
+
+if __name__ == '__main__':
+    main()

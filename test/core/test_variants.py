@@ -1,0 +1,71 @@
+"""All-frames protocol variants: selection counts, strides, noise sigma and 8-bit noisy copies."""
+import numpy as np
+import pytest
+
+from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.labels import write_label
+from vidseg_ros.data.records import FrameRecord, FrameSource, extracted_source, identity_lut
+from vidseg_ros.data.variants import (add_noise, make_variant, measure_noise_sigma, per_sequence,
+                                      strided, successive, write_variant)
+from vidseg_ros.tools import commands_data
+
+
+def _source(tmp_path, seqs=2, n=30, hw=(16, 20), noise=4.0):
+    import cv2
+    rng = np.random.default_rng(0)
+    base = rng.integers(40, 200, hw + (3,)).astype(np.float32)
+    recs = []
+    for s in range(seqs):
+        for i in range(n):
+            img = np.clip(np.rint(base + rng.normal(0, noise, base.shape)), 0, 255).astype(np.uint8)
+            p = tmp_path / 'img' / f's{s}' / f'{i}.png'
+            p.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(p), img)
+            lab = write_label(tmp_path / 'lab' / f's{s}' / f'{i}.png', np.full(hw, i % 2, np.uint8))
+            recs.append(FrameRecord(f's{s}', i, p, lab, stamp_ns=i))
+    return FrameSource(recs, ['a', 'b'], 255, identity_lut(255, 2), name='toy')
+
+
+def test_selection_variants(tmp_path):
+    src = _source(tmp_path)
+    one = per_sequence(src, 1)
+    assert [(r.sequence, r.index) for r in one.records] == [('s0', 15), ('s1', 15)]
+    twenty = per_sequence(src, 20)
+    assert len(twenty.records) == 40 and twenty.records[0].index == 0 and twenty.records[19].index == 29
+    assert len(per_sequence(src, 0).records) == 60
+    s = strided(src, count=3, stride=20)
+    assert [(r.sequence, r.index) for r in s.records] == [('s0', 0), ('s0', 20), ('s1', 0)]
+    c = successive(src, count=35)
+    assert [r.index for r in c.records[:3]] == [0, 1, 2] and c.records[-1].sequence == 's1'
+
+
+def test_noise_sigma_matches_frame_differences(tmp_path):
+    src = _source(tmp_path, noise=4.0)
+    sigma = measure_noise_sigma(src)
+    # Independent noise of std 4 in each frame: successive differences have std 4 * sqrt(2).
+    assert sigma == pytest.approx(4.0 * np.sqrt(2), rel=0.15)
+    rgb = np.full((50, 50, 3), 128, np.uint8)
+    noisy = add_noise(rgb, sigma, np.random.default_rng(0))
+    assert noisy.dtype == np.uint8 and np.std(noisy.astype(float) - 128) == pytest.approx(sigma, rel=0.1)
+
+
+def test_noise_variant_written_as_dataset(tmp_path):
+    src = _source(tmp_path)
+    var = make_variant(src, 'noise', copies=4, out=tmp_path / 'v')
+    assert len(var.records) == 8 and var.extra['noise_sigma'] > 0
+    first = read_rgb(var.records[0].image)
+    assert np.array_equal(first, read_rgb(per_sequence(src, 1).records[0].image))   # copy 0 = original
+    assert not np.array_equal(read_rgb(var.records[1].image), first)
+    write_variant(var, tmp_path / 'v')
+    back = extracted_source(tmp_path / 'v')
+    assert len(back.records) == 8 and back.class_names == ['a', 'b']
+    assert back.read_label(back.records[0]).max() == 1
+
+
+def test_make_variant_command_on_davis(tmp_path, davis_dir):
+    res = commands_data.make_variant(davis_dir, tmp_path / 'v', 'per_sequence', n=1)
+    assert res['frames'] == res['sequences'] >= 11
+    back = extracted_source(tmp_path / 'v')
+    assert set(np.unique(back.read_label(back.records[0]))) <= {0, 1}
+    with pytest.raises(ValueError, match='valid'):
+        make_variant(back, 'bogus')

@@ -1,0 +1,173 @@
+"""Training-set variants for the all-frames protocol ("is video pertinent for single-image nets?").
+
+The question is whether labelled video frames are worth more than the same number of
+augmented copies of fewer frames. The variants, built from one labelled (or propagated) source:
+
+* ``per_sequence`` with n = 1, 20 or 0 (= all): n frames per sequence, evenly spaced;
+* ``strided`` (1-by-20): ``count`` frames taking every ``stride``-th frame;
+* ``successive``: ``count`` consecutive frames (same count, far less diversity);
+* ``noise``: ``copies`` noisy copies of each frame of ``per_sequence`` n = 1. The Gaussian
+  noise's variance is measured between successive real frames, so a copy differs from its
+  original about as much as the next video frame does; the result is rounded to 8 bit.
+
+Selection variants return :class:`FrameSource` objects that reference the original files (no
+copy); ``write_variant`` stores any variant as a dataset folder (``index.csv`` + ``dataset.yaml``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.records import FrameSource, write_index, write_meta
+
+LOG = logging.getLogger(__name__)
+VARIANTS = ('per_sequence', 'strided', 'successive', 'noise')
+
+
+def per_sequence(source: FrameSource, n: int) -> FrameSource:
+    """``n`` labelled frames per sequence, evenly spaced (middle frame for n = 1); n = 0 keeps all."""
+    picked = []
+    for recs in source.sequences().values():
+        recs = [r for r in recs if r.label is not None]
+        if not recs:
+            continue
+        if n <= 0 or n >= len(recs):
+            picked += recs
+        elif n == 1:
+            picked.append(recs[len(recs) // 2])
+        else:
+            idx = np.linspace(0, len(recs) - 1, n).round().astype(int)
+            picked += [recs[i] for i in sorted(set(idx.tolist()))]
+    return source.subset(picked)
+
+
+def strided(source: FrameSource, count: int, stride: int = 20, offset: int = 0) -> FrameSource:
+    """``count`` labelled frames taking every ``stride``-th one, sequence after sequence."""
+    picked = []
+    for recs in source.sequences().values():
+        recs = [r for r in recs if r.label is not None]
+        picked += recs[offset::stride]
+        if len(picked) >= count:
+            break
+    if len(picked) < count:
+        LOG.warning('strided: only %d frames at stride %d (asked %d)', len(picked), stride, count)
+    return source.subset(picked[:count])
+
+
+def successive(source: FrameSource, count: int, offset: int = 0) -> FrameSource:
+    """``count`` consecutive labelled frames (continuing into the next sequence if needed)."""
+    flat = [r for recs in source.sequences().values() for r in recs if r.label is not None]
+    if len(flat) < count:
+        LOG.warning('successive: only %d labelled frames (asked %d)', len(flat), count)
+    return source.subset(flat[offset:offset + count])
+
+
+def measure_noise_sigma(source: FrameSource, max_pairs: int = 50) -> float:
+    """Std (0..255 units) of the pixel difference between successive frames of the sequences.
+
+    Only truly adjacent frames (index difference 1) count. Uses up to ``max_pairs`` pairs spread
+    over the sequences.
+    """
+    pairs = [(a, b) for recs in source.sequences().values() for a, b in zip(recs, recs[1:])
+             if b.index - a.index == 1]
+    if not pairs:
+        raise ValueError(f'{source.name}: no adjacent frames to measure frame-to-frame noise; '
+                         'pass sigma explicitly')
+    pick = np.linspace(0, len(pairs) - 1, min(max_pairs, len(pairs))).round().astype(int)
+    sq, n = 0.0, 0
+    for i in sorted(set(pick.tolist())):
+        a, b = (read_rgb(r.image).astype(np.float32) for r in pairs[i])
+        if a.shape != b.shape:
+            continue
+        d = b - a
+        sq += float(np.sum((d - d.mean()) ** 2))
+        n += d.size
+    return float(np.sqrt(sq / max(n, 1)))
+
+
+def add_noise(rgb: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise of std ``sigma`` (0..255 units), rounded and clipped back to uint8."""
+    noisy = rgb.astype(np.float32) + rng.normal(0.0, sigma, rgb.shape).astype(np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def noise_copies(source: FrameSource, out: str | Path, copies: int, sigma: float | None = None,
+                 seed: int = 0) -> FrameSource:
+    """``copies`` noisy versions of each frame of ``source`` written under ``out/images``.
+
+    Args:
+        source: the frames to copy (typically ``per_sequence(src, 1)``).
+        out: dataset folder for the new images; labels are shared with the originals.
+        copies: copies per frame (copy 0 is the original itself, unchanged).
+        sigma: noise std in 0..255 units; None = ``measure_noise_sigma`` of ``source``.
+    """
+    if sigma is None:
+        raise ValueError('noise_copies needs sigma; measure it on the full video with '
+                         'measure_noise_sigma(full_source)')
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    recs = []
+    for rec in source.records:
+        rgb = read_rgb(rec.image)
+        for k in range(copies):
+            seq = f'{rec.sequence}_{rec.index}_noise'
+            path = out / 'images' / seq / f'{k:05d}.png'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img = rgb if k == 0 else add_noise(rgb, sigma, rng)
+            cv2.imwrite(str(path), img[:, :, ::-1])
+            # Each copy its own "sequence" of distinct indices: no fake temporal neighbours.
+            recs.append(replace(rec, sequence=f'{seq}{k:05d}', index=0, image=path))
+    return replace(source, records=recs, name=f'{source.name}-noise{copies}',
+                   extra={**source.extra, 'noise_sigma': sigma})
+
+
+def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400, stride: int = 20,
+                 copies: int = 20, sigma: float | None = None, out: str | Path | None = None,
+                 seed: int = 0) -> FrameSource:
+    """One variant by name (see module doc); ``noise`` needs ``out`` for its images."""
+    if kind == 'per_sequence':
+        return per_sequence(source, n)
+    if kind == 'strided':
+        return strided(source, count, stride)
+    if kind == 'successive':
+        return successive(source, count)
+    if kind == 'noise':
+        if out is None:
+            raise ValueError('the noise variant writes images: give an output folder')
+        sigma = measure_noise_sigma(source) if sigma is None else sigma
+        LOG.info('noise variant: sigma %.2f (0..255) measured between successive frames', sigma)
+        return noise_copies(per_sequence(source, n), out, copies, sigma, seed)
+    raise ValueError(f'unknown variant {kind!r}; valid: {", ".join(VARIANTS)}')
+
+
+def write_variant(variant: FrameSource, out: str | Path) -> Path:
+    """Store a variant as a dataset folder that ``extracted_source`` / ``vidseg train`` read.
+
+    Images are referenced in place; labels too when they already hold class ids, otherwise
+    (DAVIS 0/255 masks, for example) converted copies are written under ``out/labels``.
+    """
+    from vidseg_ros.data.labels import write_label
+    from vidseg_ros.data.records import identity_lut
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plain = variant.label_lut is None or np.array_equal(
+        variant.label_lut, identity_lut(variant.ignore_index, variant.num_classes))
+    recs = []
+    for r in variant.records:
+        label = Path(r.label).resolve() if r.label else None
+        if label is not None and not plain:
+            label = write_label(out / 'labels' / r.sequence / f'{r.stamp_ns}_{r.index}.png',
+                                variant.read_label(r))
+        recs.append(replace(r, image=Path(r.image).resolve(), label=label))
+    write_index(out, recs)
+    meta = {'classes': variant.class_names, 'ignore_index': variant.ignore_index, 'fps': variant.fps,
+            'variant': variant.name}
+    if 'noise_sigma' in variant.extra:
+        meta['noise_sigma'] = round(float(variant.extra['noise_sigma']), 3)
+    write_meta(out, meta)
+    return out / 'index.csv'

@@ -1,0 +1,147 @@
+"""Plain typed functions behind the data commands (cli.py wires them to ``vidseg ...``).
+
+``extract``, ``bag_from_frames``, ``label_import``, ``import_layout``, ``propagate``,
+``make_variant`` and ``noise_sigma``: each builds its settings, shows a tqdm progress bar and calls
+one library function, returning a JSON-able dict. Nothing here parses arguments or prints.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+
+@contextmanager
+def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
+    """A tqdm bar as a ``progress(n)`` callback (no-op when disabled)."""
+    if not enabled:
+        yield lambda n=1: None
+        return
+    from tqdm import tqdm
+    with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0) as bar:
+        yield bar.update
+
+
+def _count_frames(bags: list[str | Path], topics: list[str]) -> int | None:
+    from vidseg_ros.data.bags import IMAGE_TYPES, list_topics
+    total = 0
+    try:
+        for bag in bags:
+            for topic, (msgtype, count) in list_topics(bag).items():
+                if msgtype in IMAGE_TYPES and (not topics or topic in topics):
+                    total += count
+    except (OSError, ValueError):
+        return None
+    return total or None
+
+
+def extract(bags: list[str | Path], out: str | Path, topics: list[str] | None = None,
+            image_format: str = 'png', every: int = 1, start_s: float = 0.0, stop_s: float = 0.0,
+            max_gap_s: float = 0.5, workers: int = 1, stamp: str = 'header',
+            jpeg_quality: int = 95, progress: bool = True) -> dict:
+    """``vidseg extract BAG... --out DIR``: every image frame into an indexed dataset."""
+    from vidseg_ros.config import from_dict
+    from vidseg_ros.data.extract import ExtractConfig, extract as run
+    cfg = from_dict(ExtractConfig, {'topics': list(topics or []), 'image_format': image_format,
+                                    'every': every, 'start_s': start_s, 'stop_s': stop_s,
+                                    'max_gap_s': max_gap_s, 'workers': workers, 'stamp': stamp,
+                                    'jpeg_quality': jpeg_quality})
+    total = _count_frames(bags, cfg.topics) if progress else None
+    with _bar(total, 'frame', 'extract', progress) as update:
+        res = run(bags, out, cfg, update)
+    mb = res.bytes_written / 1e6
+    return {'out': str(out), 'written': res.written, 'skipped_existing': res.skipped_existing,
+            'failed': res.failed, 'duplicates': res.duplicates, 'sequences': res.sequences,
+            'warnings': res.warnings, 'seconds': round(res.seconds, 2), 'MB_written': round(mb, 1),
+            'frames_per_s': round(res.written / res.seconds, 1) if res.seconds else None}
+
+
+def bag_from_frames(source: str | Path | list[Path], out: str | Path, rate_hz: float = 15.0,
+                    topic: str = '/camera/image_raw', encoding: str = 'rgb8', storage: str = 'mcap',
+                    frame_id: str = 'camera', camera_info: bool = True, compress: bool = False,
+                    gap_s: float = 2.0, progress: bool = True) -> dict:
+    """``vidseg bag-from-frames DIR|VIDEO --out BAG``: frames -> Image/CompressedImage + CameraInfo."""
+    from vidseg_ros.config import from_dict
+    from vidseg_ros.data.frames_to_bag import BagFromFramesConfig, frames_to_bag
+    cfg = from_dict(BagFromFramesConfig, {'rate_hz': rate_hz, 'topic': topic, 'encoding': encoding,
+                                          'storage': storage, 'frame_id': frame_id,
+                                          'camera_info': camera_info, 'compress': compress,
+                                          'gap_s': gap_s})
+    with _bar(None, 'frame', 'bag-from-frames', progress) as update:
+        summary = frames_to_bag(source, out, cfg, update)
+    summary.pop('stamps', None)
+    return summary
+
+
+def label_import(dataset: str | Path, labels: str | Path, classes: str | Path | None = None,
+                 class_names: list[str] | None = None, mapping: dict[int, int] | None = None,
+                 ignore_index: int = 255, match: str = 'stem', source: str = 'human') -> dict:
+    """``vidseg label-import DATASET LABEL_DIR``: id or colour PNGs into the dataset's labels/."""
+    from vidseg_ros.data.labels import import_labels
+    return import_labels(dataset, labels, classes=classes, class_names=class_names, mapping=mapping,
+                         ignore_index=ignore_index, match=match, source=source)
+
+
+def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 'train',
+                  sequences: list[str] | None = None) -> dict:
+    """``vidseg label-import --layout camvid|davis|cityscapes SRC OUT``: index a public dataset."""
+    from vidseg_ros.data.labels import import_layout as run
+    return run(src, out, layout, split, sequences)
+
+
+def propagate(dataset: str | Path, method: str = 'flow', flow: str = 'dis', dis_preset: str = 'fine',
+              flow_scale: float = 1.0, min_confidence: float = 0.5, max_distance: int = 30,
+              tracker: str = 'medianflow', teacher_threshold: float = 0.7, model: str | None = None,
+              overwrite: bool = False, progress: bool = True) -> dict:
+    """``vidseg propagate DATASET``: labels for every frame from the sparse human labels.
+
+    ``model`` (method=teacher) is a checkpoint the engine loads; its prediction becomes the
+    pseudo-label where confident.
+    """
+    from vidseg_ros.config import from_dict
+    from vidseg_ros.data.propagate import PropagateConfig, propagate_dataset
+    from vidseg_ros.data.records import read_index
+    cfg = from_dict(PropagateConfig, {'method': method, 'flow': flow, 'dis_preset': dis_preset,
+                                      'flow_scale': flow_scale, 'min_confidence': min_confidence,
+                                      'max_distance': max_distance, 'tracker': tracker,
+                                      'teacher_threshold': teacher_threshold})
+    predict = _engine_predict(model) if method == 'teacher' and model else None
+    with _bar(len(read_index(dataset)), 'frame', f'propagate ({method})', progress) as update:
+        return propagate_dataset(dataset, cfg, predict, update, overwrite)
+
+
+def _engine_predict(model: str):
+    """The streaming engine as ``predict(rgb) -> (class_ids, confidence)``, frames independent."""
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.stream import StreamSegmenter
+    engine = StreamSegmenter.from_checkpoint(EngineConfig(model=str(model), keyframe_interval=1))
+
+    def predict(rgb):
+        engine.reset('teacher')     # pseudo-labels per frame: no temporal state across frames
+        res = engine.step(rgb, None, want_confidence=True)
+        return res.class_ids, res.confidence
+    return predict
+
+
+def make_variant(source: str | Path, out: str | Path, kind: str, n: int = 1, count: int = 400,
+                 stride: int = 20, copies: int = 20, sigma: float | None = None, split: str = 'train',
+                 seed: int = 0) -> dict:
+    """``vidseg make-variant SRC OUT --kind ...``: an all-frames-protocol training set as a dataset."""
+    from vidseg_ros.data.records import open_source
+    from vidseg_ros.data.variants import make_variant as build, write_variant
+    src = open_source(source, split)
+    var = build(src, kind, n=n, count=count, stride=stride, copies=copies, sigma=sigma, out=out,
+                seed=seed)
+    index = write_variant(var, out)
+    return {'out': str(out), 'index': str(index), 'frames': len(var.records),
+            'sequences': len({r.sequence for r in var.records}),
+            'noise_sigma': var.extra.get('noise_sigma')}
+
+
+def noise_sigma(source: str | Path, split: str = 'train', max_pairs: int = 50) -> dict:
+    """``vidseg noise-sigma SRC``: frame-to-frame pixel noise (0..255) the noise variant uses."""
+    from vidseg_ros.data.records import open_source
+    from vidseg_ros.data.variants import measure_noise_sigma
+    return {'sigma': round(measure_noise_sigma(open_source(source, split), max_pairs), 3)}
