@@ -179,9 +179,17 @@ def validate_frames(model, val_set, cfg: TrainConfig, device) -> dict:
     """Per-frame mIoU / mAcc / pixel accuracy on the validation set at training resolution."""
     model.eval()
     cm = ConfusionMatrix(cfg.num_classes, cfg.ignore_index)
-    loader = DataLoader(val_set, batch_size=4, shuffle=False, num_workers=cfg.num_workers)
+    # Recurrent models are validated as deployed: frames in temporal order, state carried along.
+    stream = cfg.mode == 'sequence' and hasattr(_unwrap(model), 'step')
+    loader = DataLoader(val_set, batch_size=1 if stream else 4, shuffle=False,
+                        num_workers=cfg.num_workers)
+    state = None
     for raw in loader:
-        logits = frame_logits(model, normalize(raw['image'].to(device)), cfg.mode)
+        x = normalize(raw['image'].to(device))
+        if stream:
+            logits, state = _unwrap(model).step(x, state)
+        else:
+            logits = frame_logits(model, x, cfg.mode)
         logits = torch.nn.functional.interpolate(logits.float(), size=raw['label'].shape[-2:],
                                                  mode='bilinear', align_corners=False)
         cm.update(logits.argmax(1).cpu().numpy(), raw['label'].numpy())
