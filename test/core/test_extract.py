@@ -88,3 +88,18 @@ def test_truncated_bag_extracts_prefix_with_warning(tmp_path):
     assert res.warnings and 50 < res.written < 150 and not res.failed
     recs = read_index(tmp_path / 'out')
     assert all(np.array_equal(read_rgb(r.image), frames[i]) for i, r in enumerate(recs))
+
+
+def test_commands_roundtrip_with_progress(tmp_path):
+    from vidseg_ros.tools import commands_data
+    rng = np.random.default_rng(3)
+    (tmp_path / 'src').mkdir()
+    import cv2
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / 'src' / f'{i:03d}.png'), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
+    s = commands_data.bag_from_frames(tmp_path / 'src', tmp_path / 'bag', rate_hz=5, storage='sqlite3')
+    assert s['frames'] == 3 and 'stamps' not in s
+    r = commands_data.extract([tmp_path / 'bag'], tmp_path / 'out', workers=2, progress=True)
+    assert r['written'] == 3 and r['failed'] == 0 and r['frames_per_s'] > 0
+    with pytest.raises(Exception, match='image_format'):
+        commands_data.extract([tmp_path / 'bag'], tmp_path / 'x', image_format='gif', progress=False)

@@ -29,22 +29,40 @@ def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
 
 
 class MedianFlow:
-    """Median-flow tracker: LK on a point grid in the box, keep the best half by FB error."""
+    """Median-flow tracker: LK on a point grid in the box, keep the best half by FB error.
 
-    def __init__(self, grid: int = 10):
+    With a mask, only grid points on the object are tracked, so background inside the box (water
+    around a swan, road around a car) does not drag the box along.
+    """
+
+    def __init__(self, grid: int = 12):
         self.grid = grid
         self.prev = None
         self.box = None
+        self.mask0, self.box0 = None, None
 
-    def init(self, rgb: np.ndarray, box) -> None:
+    def init(self, rgb: np.ndarray, box, mask: np.ndarray | None = None) -> None:
         self.prev = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        self.box = tuple(map(float, box))
+        self.box = self.box0 = tuple(map(float, box))
+        self.mask0 = mask
+
+    def _points(self) -> np.ndarray:
+        x, y, w, h = self.box
+        gx, gy = np.meshgrid(np.linspace(x, x + w - 1, self.grid), np.linspace(y, y + h - 1, self.grid))
+        pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+        if self.mask0 is not None:
+            m = move_mask(self.mask0, self.box0, self.box)
+            xi = np.clip(pts[:, 0].round().astype(int), 0, m.shape[1] - 1)
+            yi = np.clip(pts[:, 1].round().astype(int), 0, m.shape[0] - 1)
+            on = m[yi, xi] > 0
+            if on.sum() >= 10:
+                pts = pts[on]
+        return pts[:, None]
 
     def update(self, rgb: np.ndarray) -> tuple[bool, tuple]:
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         x, y, w, h = self.box
-        gx, gy = np.meshgrid(np.linspace(x, x + w - 1, self.grid), np.linspace(y, y + h - 1, self.grid))
-        p0 = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)[:, None]
+        p0 = self._points()
         p1, st1, _ = cv2.calcOpticalFlowPyrLK(self.prev, gray, p0, None, **_LK)
         pb, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self.prev, p1, None, **_LK)
         fb = np.linalg.norm((p0 - pb)[:, 0], axis=1)
@@ -70,7 +88,7 @@ class _MIL:
         self.t = cv2.TrackerMIL_create()
         self.box = None
 
-    def init(self, rgb, box):
+    def init(self, rgb, box, mask=None):
         self.box = tuple(map(float, box))
         self.t.init(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), tuple(int(round(v)) for v in box))
 
@@ -128,7 +146,7 @@ def track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tra
                 out.update({i: np.zeros_like(mask) for i in targets})
                 continue
             t = make_tracker(tracker)
-            t.init(frames[k], box)
+            t.init(frames[k], box, mask)
             cur = box
             for i in range(k + step, targets[-1] + step, step):
                 ok, cur = t.update(frames[i])
