@@ -159,10 +159,9 @@ def run(args) -> dict:
                     'input_depth': 1}, out / 'segment_node.log')]
     bag = None
     if args.record:
-        bag = out / f'bag_{time.strftime("%Y%m%d_%H%M%S")}'
         procs.append(start('vidseg_ros.ros.recorder_node',
                            {'topics': ['/image', '/camera_info', '/vidseg_segmenter/mask'], 'output_dir': str(out),
-                            'bag_prefix': bag.name}, out / 'recorder_node.log'))
+                            'bag_prefix': 'drive'}, out / 'recorder_node.log'))
     rclpy.init()
     node = rclpy.create_node('vidseg_demo_collector')
     collector = Collector(node, out, args.rate)
@@ -187,6 +186,9 @@ def run(args) -> dict:
         node.destroy_node()
         rclpy.try_shutdown()
     collector.contact_sheet(out / 'contact_sheet.png')
+    if args.record:
+        bags = sorted(out.glob('drive_*'), key=lambda p: p.stat().st_mtime)
+        bag = bags[-1] if bags else None
     return report(collector, out, video, model, trained, time.monotonic() - t0, bag)
 
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BLOCKS = {
     'segment_params': ['vidseg_ros.engine.base:EngineConfig', 'vidseg_ros.ros.settings:SegmentNodeConfig'],
     'video_source_params': ['vidseg_ros.ros.settings:VideoSourceConfig'],
-    'recorder_params': ['vidseg_ros.ros.recorder_params:RecorderConfig'],
+    'recorder_params': ['vidseg_ros.ros.recorder_params:RecorderSettings'],
 }
 
 
@@ -51,8 +51,8 @@ def table(specs: list[str]) -> str:
 
 def render(text: str) -> str:
     for name, specs in BLOCKS.items():
-        pattern = re.compile(rf'(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)', re.S)
-        text = pattern.sub(lambda m, s=specs: m.group(1) + table(s) + m.group(2), text)
+        pattern = re.compile(rf'(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)', re.S)
+        text = pattern.sub(lambda m, s=specs: m.group(1) + table(s) + '\n' + m.group(2), text)
     return text
 
 
