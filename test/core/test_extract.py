@@ -103,3 +103,35 @@ def test_commands_roundtrip_with_progress(tmp_path):
     assert r['written'] == 3 and r['failed'] == 0 and r['frames_per_s'] > 0
     with pytest.raises(Exception, match='image_format'):
         commands_data.extract([tmp_path / 'bag'], tmp_path / 'x', image_format='gif', progress=False)
+
+
+def test_ros1_bag_extracts_with_header_stamps(tmp_path):
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    img_t, hdr_t, time_t = (ts.types[k] for k in ('sensor_msgs/msg/Image', 'std_msgs/msg/Header',
+                                                  'builtin_interfaces/msg/Time'))
+    frames = [np.random.default_rng(i).integers(0, 255, (8, 10, 3), dtype=np.uint8) for i in range(3)]
+    with Writer(tmp_path / 'x.bag') as w:
+        conn = w.add_connection('/cam/image', img_t.__msgtype__, typestore=ts)
+        for i, f in enumerate(frames):
+            msg = img_t(header=hdr_t(seq=i, stamp=time_t(sec=100 + i, nanosec=5), frame_id='c'), height=8,
+                        width=10, encoding='rgb8', is_bigendian=0, step=30, data=f.reshape(-1))
+            w.write(conn, (200 + i) * 10**9, ts.serialize_ros1(msg, img_t.__msgtype__))
+    res = extract([tmp_path / 'x.bag'], tmp_path / 'out', ExtractConfig(max_gap_s=2.0))
+    recs = read_index(tmp_path / 'out')
+    assert res.written == 3 and [r.stamp_ns for r in recs] == [(100 + i) * 10**9 + 5 for i in range(3)]
+    assert all(np.array_equal(read_rgb(r.image), f) for r, f in zip(recs, frames))
+
+
+def test_video_to_bag(tmp_path):
+    import cv2
+    w = cv2.VideoWriter(str(tmp_path / 'v.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 10, (32, 24))
+    if not w.isOpened():
+        pytest.skip('OpenCV has no MJPG writer here')
+    for i in range(4):
+        w.write(np.full((24, 32, 3), 40 * i, np.uint8))
+    w.release()
+    s = frames_to_bag(tmp_path / 'v.avi', tmp_path / 'bag', BagFromFramesConfig(rate_hz=10))
+    assert s['frames'] == 4 and s['sequences'] == ['v']
+    assert extract([tmp_path / 'bag'], tmp_path / 'out').written == 4
