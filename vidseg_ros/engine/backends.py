@@ -11,13 +11,17 @@ All runners speak the same flat-tensor protocol, by ``kind``:
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from vidseg_ros.models.blocks import fuse_conv_bn
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +63,22 @@ class TorchRunner:
         precision: 'fp32', 'fp16' or 'bf16' (autocast).
         channels_last: Use the channels_last memory format.
         compile: Wrap the entry points with ``torch.compile``.
+        fuse: Run a copy of the model with BatchNorm folded into the convs (the caller's model,
+            possibly still training, is left untouched).
     """
 
     backend = 'torch'
 
     def __init__(self, model: nn.Module, device: str = 'auto', precision: str = 'fp32',
-                 channels_last: bool = False, compile: bool = False):
+                 channels_last: bool = False, compile: bool = False, fuse: bool = True):
         self.device = resolve_device(device)
         self.kind = model_kind(model)
         self.stride = int(model.stride)
         self.output_stride = int(model.output_stride)
         self.precision = precision
         self.channels_last = channels_last
+        if fuse:
+            model = fuse_conv_bn(copy.deepcopy(model).eval())
         model = model.eval().to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -93,15 +101,18 @@ class TorchRunner:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    @torch.inference_mode()
     def key(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         with self._ctx():
             out = self._key(self._prep(x))
         return out[0].float(), tuple(out[1:])
 
+    @torch.inference_mode()
     def current(self, x: torch.Tensor, cache: tuple[torch.Tensor, ...]) -> torch.Tensor:
         with self._ctx():
             return self._current(self._prep(x), *cache).float()
 
+    @torch.inference_mode()
     def step(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]
              ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         with self._ctx():
@@ -124,7 +135,9 @@ class TorchScriptRunner(TorchRunner):
                  channels_last: bool = False, compile: bool = False):
         extra = {META_KEY + '.json': ''}
         dev = resolve_device(device)
-        module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)  # torch.jit is deprecated, still works
+            module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
         info = json.loads(extra[META_KEY + '.json'] or '{}')
         if 'meta' not in info:
             raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
@@ -188,13 +201,16 @@ class OnnxRunner:
         feeds = {n: a.detach().float().cpu().numpy() for n, a in zip(names, arrays)}
         return sess.run(None, feeds)
 
+    @torch.inference_mode()
     def key(self, x):
         out = [torch.from_numpy(a) for a in self._run(self._main, x)]
         return out[0], tuple(out[1:])
 
+    @torch.inference_mode()
     def current(self, x, cache):
         return torch.from_numpy(self._run(self._cur, x, *cache)[0])
 
+    @torch.inference_mode()
     def step(self, x, state):
         out = [torch.from_numpy(a) for a in self._run(self._main, x, *state)]
         return out[0], tuple(out[1:])

@@ -53,8 +53,9 @@ class ResNetEncoder(nn.Module):
                 nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         elif stem == 'light':
             stem_ch = widths[0]
-            self.stem = nn.Sequential(conv_bn_relu(in_ch, max(stem_ch // 2, 8), 3, 2),
-                                      conv_bn_relu(max(stem_ch // 2, 8), stem_ch, 3, 2))
+            # thin 1/2-resolution layer: at full size it is memory-bound and runs on every frame
+            mid = max(stem_ch // 4, 8)
+            self.stem = nn.Sequential(conv_bn_relu(in_ch, mid, 3, 2), conv_bn_relu(mid, stem_ch, 3, 2))
         else:
             raise ValueError(f"unknown stem {stem!r}; valid stems: 'deep7', 'light'")
         chans = [stem_ch] + widths

@@ -52,6 +52,7 @@ class KeyframeFPN(nn.Module):
         width_mult: Scales the encoder widths.
         fpn_ch: Channels of pyramid levels P3..P5.
         p2_ch: Channels of the 1/4 path (P2 and the head), kept small for speed.
+        separable_p3: Depthwise-separable 3x3 output conv for P3 (computed on every frame).
         cached_levels: Top pyramid levels computed on key frames only (0 = plain per-frame FPN).
         levels: Pyramid levels the model has (4 = C2..C5; fewer = the truncated FPN baseline).
         pretrained: ImageNet encoder weights from timm (never downloaded unless asked).
@@ -62,7 +63,7 @@ class KeyframeFPN(nn.Module):
 
     def __init__(self, num_classes: int = 11, backbone: str = 'light', block: str = 'resnet',
                  width_mult: float = 1.0, fpn_ch: int = 64, p2_ch: int = 16, cached_levels: int = 2,
-                 levels: int = 4, pretrained: bool = False, in_ch: int = 3):
+                 levels: int = 4, separable_p3: bool = True, pretrained: bool = False, in_ch: int = 3):
         super().__init__()
         if not 2 <= levels <= 4:
             raise ValueError(f'levels must be 2..4, got {levels}')
@@ -79,8 +80,11 @@ class KeyframeFPN(nn.Module):
         widths = [p2_ch] + [fpn_ch] * (levels - 1)
         self.laterals = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(chans, widths))
         self.outputs = nn.ModuleList(conv_bn_relu(w, w, 3) for w in widths)
-        self.td_reduce = nn.Conv2d(fpn_ch, p2_ch, 1)      # T3 -> P2 width before the 1/4 upsample
-        self.head_proj = nn.Conv2d(fpn_ch, p2_ch, 1)      # merged P3..P5 (at 1/8) -> 1/4 path
+        if separable_p3:  # P3 runs on every frame at 1/8: a full 3x3 there would dominate decode
+            self.outputs[1] = nn.Sequential(nn.Conv2d(fpn_ch, fpn_ch, 3, 1, 1, groups=fpn_ch, bias=False),
+                                            conv_bn_relu(fpn_ch, fpn_ch, 1))
+        # merged P3..P5 (at 1/8) -> top-down input of the thin 1/4 level P2
+        self.head_proj = nn.Conv2d(fpn_ch, p2_ch, 1)
         self.classifier = nn.Conv2d(p2_ch, num_classes, 1)
 
     # -- the split ---------------------------------------------------------------------------
@@ -126,11 +130,10 @@ class KeyframeFPN(nn.Module):
             if i > 1:
                 p = F.interpolate(p, size=size8, mode='bilinear', align_corners=False)
             merged = p if merged is None else merged + p
-        # P2 (1/4): thin lateral + reduced top-down from T3, then the 3x3 output conv
+        # P2 (1/4): thin lateral + the merged pyramid as its top-down input, one 3x3, classifier
         lat2 = self.laterals[0](low[0])
-        p2 = self.outputs[0](lat2 + F.interpolate(self.td_reduce(t), size=lat2.shape[-2:], mode='nearest'))
-        s = F.interpolate(self.head_proj(merged), size=lat2.shape[-2:], mode='bilinear', align_corners=False)
-        return self.classifier(F.relu(p2 + s))
+        top = F.interpolate(self.head_proj(merged), size=lat2.shape[-2:], mode='bilinear', align_corners=False)
+        return self.classifier(self.outputs[0](lat2 + top))
 
     # -- whole model -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,6 +170,7 @@ class TruncatedFPN(KeyframeFPN):
 
     def __init__(self, num_classes: int = 11, removed_levels: int = 2, backbone: str = 'light',
                  block: str = 'resnet', width_mult: float = 1.0, fpn_ch: int = 64, p2_ch: int = 16,
-                 pretrained: bool = False, in_ch: int = 3):
+                 separable_p3: bool = True, pretrained: bool = False, in_ch: int = 3):
         super().__init__(num_classes, backbone, block, width_mult, fpn_ch, p2_ch, cached_levels=0,
-                         levels=4 - removed_levels, pretrained=pretrained, in_ch=in_ch)
+                         levels=4 - removed_levels, separable_p3=separable_p3, pretrained=pretrained,
+                         in_ch=in_ch)

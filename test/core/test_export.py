@@ -1,0 +1,48 @@
+"""TorchScript / ONNX exports match PyTorch and stream through the engine."""
+import numpy as np
+import pytest
+import torch
+
+from vidseg_ros.engine.base import EngineConfig
+from vidseg_ros.engine.stream import StreamSegmenter
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+from vidseg_ros.tools.export import export_onnx, export_torchscript
+
+pytest.importorskip('onnxruntime')
+TOL = 1e-4
+CASES = [('keyframe_fpn', {'width_mult': 0.25}), ('recurrent_unet', {'size': 'small_shallow'}),
+         ('truncated_fpn', {'width_mult': 0.25})]
+
+
+@pytest.fixture(scope='module', params=CASES, ids=[c[0] for c in CASES])
+def checkpoint(request, tmp_path_factory):
+    arch, kw = request.param
+    torch.manual_seed(0)
+    model = create_model(arch, **kw)
+    # non-trivial BN statistics so BN folding is exercised
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64) * 2 + 0.5)
+    path = tmp_path_factory.mktemp(arch) / f'{arch}.pt'
+    save_checkpoint(path, model, default_meta(arch, model.arch_config, input_hw=[64, 96],
+                                              provenance={'trained': True}))
+    return path
+
+
+@pytest.mark.parametrize('fmt', ['ts', 'onnx'])
+def test_export_parity_and_engine(checkpoint, fmt):
+    out = checkpoint.with_suffix('.' + fmt)
+    report = (export_torchscript if fmt == 'ts' else export_onnx)(checkpoint, out)
+    assert report['max_abs_diff'] < TOL, report
+    frames = [np.random.default_rng(i).integers(0, 255, (67, 101, 3), dtype=np.uint8) for i in range(4)]
+    cfg = dict(device='cpu', keyframe_interval=2)
+    ref = StreamSegmenter.from_checkpoint(EngineConfig(model=str(checkpoint), **cfg))
+    exp = StreamSegmenter.from_checkpoint(EngineConfig(model=str(out), **cfg))
+    assert exp.kind == ref.kind and exp.classes == ref.classes and exp.trained and exp.net_hw == ref.net_hw
+    for i, img in enumerate(frames):
+        a = ref.step(img, i * 33_000_000, want_confidence=True)
+        b = exp.step(img, i * 33_000_000, want_confidence=True)
+        assert a.is_key == b.is_key
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
+        assert (a.class_ids == b.class_ids).mean() > 0.999

@@ -1,0 +1,162 @@
+"""Export checkpoints to TorchScript (.ts) and ONNX (.onnx), checked against PyTorch.
+
+Exported graphs keep the streaming split so the engine can still cache or carry state:
+
+* key-frame models: ``forward_key(image) -> (logits, *cache)`` and
+  ``forward_current(image, *cache) -> logits``. TorchScript holds both methods in one file; ONNX
+  writes ``X.onnx`` (key frame) and ``X.current.onnx`` (current frame).
+* recurrent and per-frame models: ``forward_step(image, *state) -> (logits, *state)``.
+
+Logits come at 1/``output_stride`` of the input. The checkpoint meta travels inside the file
+(TorchScript extra file ``vidseg_meta.json``, ONNX ``metadata_props['vidseg_meta']``) together with
+the kind, stride and state layout.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidseg_ros.engine.backends import META_KEY, current_path, model_kind, open_exported
+from vidseg_ros.models.blocks import fuse_conv_bn
+from vidseg_ros.models.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+
+
+class _Method(nn.Module):
+    """Exposes one method of a model as ``forward`` (ONNX exports one graph per entry point)."""
+
+    def __init__(self, model: nn.Module, method: str):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, *args):
+        return getattr(self.model, self.method)(*args)
+
+
+def _prepare(checkpoint: str | Path, input_hw: tuple[int, int] | None):
+    """Fused eval model, meta, export info and an example input at the network size."""
+    model, meta = load_checkpoint(checkpoint)
+    fuse_conv_bn(model.eval())
+    h, w = input_hw or meta.get('input_hw') or (256, 256)
+    s = int(model.stride)
+    x = torch.randn(1, 3, -(-int(h) // s) * s, -(-int(w) // s) * s, generator=torch.Generator().manual_seed(0))
+    kind = model_kind(model)
+    info = {'meta': meta, 'kind': kind, 'stride': s, 'output_stride': int(model.output_stride),
+            'state_channels': list(model.widths) if kind == 'recurrent' else []}
+    return model, meta, info, x
+
+
+def _state_for(model: nn.Module, kind: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Example cache (key frame of ``x``) or hidden state (one step on ``x``) to trace with."""
+    with torch.no_grad():
+        if kind == 'keyframe':
+            return tuple(model.forward_key(x)[1:])
+        if kind == 'recurrent':
+            return tuple(model.forward_step(x)[1:])
+    return ()
+
+
+@torch.no_grad()
+def reference_outputs(model: nn.Module, kind: str, x: torch.Tensor) -> list[torch.Tensor]:
+    """PyTorch outputs of the streaming entry points on a 2-frame sequence (parity reference)."""
+    x2 = x.flip(-1)
+    if kind == 'keyframe':
+        key = model.forward_key(x)
+        return [key[0], model.forward_current(x2, *key[1:])]
+    first = model.forward_step(x)
+    return [first[0], model.forward_step(x2, *first[1:])[0]]
+
+
+def exported_outputs(runner, kind: str, x: torch.Tensor) -> list[torch.Tensor]:
+    """The same 2-frame sequence through an exported runner (``engine.backends``)."""
+    x2 = x.flip(-1)
+    if kind == 'keyframe':
+        logits, cache = runner.key(x)
+        return [logits, runner.current(x2, cache)]
+    logits, state = runner.step(x, runner.init_state(x))
+    return [logits, runner.step(x2, state)[0]]
+
+
+@torch.inference_mode()
+def parity(checkpoint_model: nn.Module, kind: str, path: str | Path, x: torch.Tensor) -> float:
+    """Max abs difference between PyTorch and the exported file on a key + follow-up frame."""
+    ref = reference_outputs(checkpoint_model, kind, x)
+    runner = open_exported(path, device='cpu')
+    got = exported_outputs(runner, kind, x)
+    return max(float((a.float() - b.float()).abs().max()) for a, b in zip(ref, got))
+
+
+def export_torchscript(checkpoint: str | Path, out: str | Path, input_hw: tuple[int, int] | None = None,
+                       check: bool = True) -> dict:
+    """Trace the checkpoint's streaming methods into one TorchScript file with its meta.
+
+    Returns:
+        ``{'files': [...], 'max_abs_diff': float | None}``.
+    """
+    model, meta, info, x = _prepare(checkpoint, input_hw)
+    kind = info['kind']
+    state = _state_for(model, kind, x)
+    methods = ({'forward_key': (x,), 'forward_current': (x, *state)} if kind == 'keyframe'
+               else {'forward_step': (x, *state)})
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch.jit deprecation notices; the result is checked below
+        traced = torch.jit.trace_module(model, methods, check_trace=False)
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(traced, str(out), _extra_files={META_KEY + '.json': json.dumps(info)})
+    report = {'files': [str(out)], 'max_abs_diff': parity(model, kind, out, x) if check else None}
+    log.info('TorchScript %s: max abs diff vs PyTorch %s', out, report['max_abs_diff'])
+    return report
+
+
+def _onnx_graph(module: nn.Module, args: tuple, path: Path, in_names: list[str], out_names: list[str],
+                info: dict) -> None:
+    """One ONNX graph with dynamic batch/height/width and the meta in metadata_props."""
+    import onnx
+    dyn = {n: {0: 'batch', 2: f'{n}_h', 3: f'{n}_w'} for n in in_names + out_names}
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        # the TorchScript-based exporter handles our data-dependent interpolate sizes with
+        # dynamic axes; the dynamo exporter needs symbolic-shape work on the stride check
+        torch.onnx.export(module, args, str(path), input_names=in_names, output_names=out_names,
+                          dynamic_axes=dyn, opset_version=ONNX_OPSET, dynamo=False)
+    graph = onnx.load(str(path))
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(info)
+    onnx.save(graph, str(path))
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, input_hw: tuple[int, int] | None = None,
+                check: bool = True) -> dict:
+    """Export to ONNX (key-frame models: ``X.onnx`` + ``X.current.onnx``), checked on onnxruntime.
+
+    Returns:
+        ``{'files': [...], 'max_abs_diff': float | None}``.
+    """
+    model, meta, info, x = _prepare(checkpoint, input_hw)
+    kind = info['kind']
+    state = _state_for(model, kind, x)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    names = [f'state_{i}' for i in range(len(state))]
+    if kind == 'keyframe':
+        names = [f'cache_{i}' for i in range(len(state))]
+        _onnx_graph(_Method(model, 'forward_key'), (x,), out, ['image'], ['logits'] + names, info)
+        _onnx_graph(_Method(model, 'forward_current'), (x, *state), current_path(out),
+                    ['image'] + names, ['logits'], info)
+        files = [str(out), str(current_path(out))]
+    else:
+        _onnx_graph(_Method(model, 'forward_step'), (x, *state), out, ['image'] + names,
+                    ['logits'] + [f'{n}_out' for n in names], info)
+        files = [str(out)]
+    report = {'files': files, 'max_abs_diff': parity(model, kind, out, x) if check else None}
+    log.info('ONNX %s: max abs diff vs PyTorch %s', out, report['max_abs_diff'])
+    return report
