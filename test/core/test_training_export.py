@@ -1,0 +1,51 @@
+"""A checkpoint written by the training loop exports to TorchScript and ONNX with parity."""
+import pytest
+import torch
+
+from vidseg_ros.training.config import TrainConfig
+from vidseg_ros.training.loop import train
+
+HW = [64, 64]
+
+
+def _items(n=4):
+    g = torch.Generator().manual_seed(0)
+    return [{'image': torch.rand(3, *HW, generator=g), 'label': torch.randint(0, 3, HW, generator=g)}
+            for _ in range(n)]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """One epoch of the real key-frame FPN (2 cached levels) and the recurrent UNet, tiny data."""
+    from vidseg_ros.models import create_model
+    root = tmp_path_factory.mktemp('export')
+    out = {}
+    for name, arch, kw in (('kf', 'keyframe_fpn', {'cached_levels': 2}),
+                           ('unet', 'recurrent_unet', {'size': 'small_shallow', 'temporal_cell': 'cgru'})):
+        cfg = TrainConfig(name=name, arch=arch, arch_config=kw, dataset='folder', num_classes=3,
+                          ignore_index=255, input_hw=HW, batch_size=2, epochs=1, val_split='',
+                          runs_dir=str(root), output=str(root / f'{name}.pt'))
+        train(cfg, model=create_model(arch, num_classes=3, **kw), train_set=_items())
+        out[name] = root / f'{name}.pt'
+    return out
+
+
+@pytest.mark.parametrize('name', ['kf', 'unet'])
+@pytest.mark.parametrize('fmt', ['torchscript', 'onnx'])
+def test_export_parity(trained, tmp_path, name, fmt):
+    export = pytest.importorskip('vidseg_ros.tools.export')
+    if fmt == 'onnx':
+        pytest.importorskip('onnxruntime')
+        report = export.export_onnx(trained[name], tmp_path / f'{name}.onnx', input_hw=tuple(HW))
+    else:
+        report = export.export_torchscript(trained[name], tmp_path / f'{name}.ts', input_hw=tuple(HW))
+    assert report['max_abs_diff'] < 1e-3
+
+
+def test_checkpoint_meta_complete(trained):
+    from vidseg_ros.models.checkpoint import load_checkpoint
+    model, meta = load_checkpoint(trained['kf'])
+    assert meta['provenance']['trained'] is True
+    assert meta['train_config']['arch'] == 'keyframe_fpn' and meta['input_hw'] == HW
+    assert meta['arch_config']['cached_levels'] == 2 and model.cached_levels == 2
+    assert 'licence' in meta['provenance']
