@@ -66,10 +66,10 @@ def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: 
 
 
 def experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/experiment',
-               overrides: dict | None = None) -> dict:
+               overrides: dict | None = None, total_steps: int = 200) -> dict:
     """Run a named experiment (``frames-per-video``) from a base training config."""
     from vidseg_ros.tools.experiment import run_experiment
-    return run_experiment(name, config, out_dir=out_dir, overrides=overrides)
+    return run_experiment(name, config, out_dir=out_dir, overrides=overrides, total_steps=total_steps)
 
 
 def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: str | Path,
@@ -80,11 +80,14 @@ def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Minimal entry point for background runs: ``train CONFIG [--resume] [--log FILE]``."""
+    """Entry point for background runs: ``train CONFIG [--resume]`` or
+    ``experiment frames-per-video CONFIG [--steps N]``."""
     p = argparse.ArgumentParser(prog='python -m vidseg_ros.tools.commands_train')
-    p.add_argument('command', choices=['train'])
-    p.add_argument('config')
+    p.add_argument('command', choices=['train', 'experiment'])
+    p.add_argument('config', help='training YAML (experiment: NAME CONFIG)', nargs='+')
     p.add_argument('--resume', action='store_true')
+    p.add_argument('--steps', type=int, default=200, help='experiment: optimiser steps per variant')
+    p.add_argument('--out', default='runs/experiment', help='experiment: output folder')
     p.add_argument('--set', action='append', default=[], metavar='KEY=JSON',
                    help='override a setting, value parsed as JSON (e.g. --set epochs=5)')
     args = p.parse_args(argv)
@@ -96,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    result = train(args.config, args.resume, overrides, progress=sys.stderr.isatty())
+    if args.command == 'experiment':
+        name, config = args.config
+        out = experiment(name, config, args.out, overrides, args.steps)
+        LOG.info('%s\n%s', name, out['table'])
+        return 0
+    result = train(args.config[0], args.resume, overrides, progress=sys.stderr.isatty())
     LOG.info('done: best mIoU %.4f in %s', result['best_mIoU'], result['run_dir'])
     return 0
 

@@ -32,8 +32,8 @@ def variant_configs(base: TrainConfig, total_steps: int, out_dir: Path) -> dict[
         cfg.runs_dir, cfg.output, cfg.val_every = str(out_dir), '', 0
         n = len(data_setup.train_dataset(cfg))
         per_epoch = max(1, n // cfg.batch_size)
-        cfg.steps_per_epoch = min(per_epoch, total_steps)
-        cfg.epochs = max(1, math.ceil(total_steps / cfg.steps_per_epoch))
+        cfg.epochs = max(1, math.ceil(total_steps / min(per_epoch, total_steps)))
+        cfg.steps_per_epoch = max(1, total_steps // cfg.epochs)   # epochs x steps ~= total_steps
         LOG.info('%s: %d training samples, %d epochs x %d steps', name, n, cfg.epochs, cfg.steps_per_epoch)
         out[name] = cfg
     return out
