@@ -60,16 +60,24 @@ def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: 
              out_dir: str | Path = 'runs/eval', key_intervals: tuple[int, ...] = (1, 2, 5, 10),
              max_frames: int = 0, card: bool = True) -> dict:
     """Evaluate a checkpoint: metrics JSON, plots and (optionally) the model card beside it."""
-    from vidseg_ros.tools.evaluate import run_evaluation
-    return run_evaluation(model, data, dataset=dataset, split=split, out_dir=out_dir,
-                          key_intervals=list(key_intervals), max_frames=max_frames, write_card=card)
+    from vidseg_ros.tools.evaluate import run_evaluation, summary_table
+    report = run_evaluation(model, data, dataset=dataset, split=split, out_dir=out_dir,
+                            key_intervals=list(key_intervals), max_frames=max_frames, write_card=card)
+    sys.stdout.write(summary_table(report) + '\n')   # the table; the JSON summary follows
+    return {'model': report['model'], 'labelled': report['labelled'],
+            'metrics': str(Path(out_dir) / 'metrics.json'), 'plots': report['plots'],
+            'card': report.get('card', []),
+            'intervals': {k: {m: r.get(m) for m in ('mIoU', 'TC', 'mVC8', 'J&F', 'latency_ms')}
+                          for k, r in report['intervals'].items()}}
 
 
 def experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/experiment',
                overrides: dict | None = None, total_steps: int = 200) -> dict:
     """Run a named experiment (``frames-per-video``) from a base training config."""
     from vidseg_ros.tools.experiment import run_experiment
-    return run_experiment(name, config, out_dir=out_dir, overrides=overrides, total_steps=total_steps)
+    out = run_experiment(name, config, out_dir=out_dir, overrides=overrides, total_steps=total_steps)
+    sys.stdout.write(out['table'] + '\n')
+    return out
 
 
 def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: str | Path,

@@ -121,3 +121,19 @@ def write_card_file(report: dict, meta: dict, out_dir: Path, model_path: str) ->
         shutil.copyfile(card, beside)
         paths.append(beside)
     return paths
+
+
+def append_section(card: Path, title: str, lines: list[str]) -> None:
+    """Add a ``## title`` section before the licence section of an existing card."""
+    text = Path(card).read_text()
+    block = '\n'.join([f'## {title}', ''] + list(lines) + [''])
+    head, sep, tail = text.partition('## Licence')
+    Path(card).write_text(head + block + '\n' + sep + tail if sep else text + '\n' + block)
+
+
+def report_section(report: dict) -> list[str]:
+    """Lines describing another evaluation of the same model (e.g. label-free TC on DAVIS)."""
+    from vidseg_ros.tools.evaluate import summary_table
+    what = 'labelled' if report.get('labelled') else 'label-free (other classes): TC and latency only'
+    return [f'{report["data"]} ({report["split"]}, {report["sequences"]} sequence(s)), {what}.', '',
+            summary_table(report)]
