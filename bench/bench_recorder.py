@@ -67,20 +67,20 @@ def image_cdr(hw, i: int = 0) -> bytes:
     return serialize_message(msg)
 
 
-def writer_speed(directory: Path, hw, seconds: float = 3.0) -> float:
-    """MB/s of BagWriter alone (pre-serialized frames, no DDS), file closed and synced."""
+def writer_speed(directory: Path, hw, seconds: float = 3.0) -> tuple[float, float]:
+    """BagWriter alone (pre-serialized frames, no DDS, file closed and synced): MB/s, CPU s per GB."""
     from vidseg_ros.data.bag_writer import BagWriter
     data = image_cdr(hw)
     w = BagWriter(directory / 'writer_only', chunk_size_bytes=4 << 20, fsync_bytes=64 << 20)
     w.add_topic('/bench', 'sensor_msgs/msg/Image')
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         w.write('/bench', data, time.time_ns())
         n += 1
     w.close()
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     shutil.rmtree(directory / 'writer_only')
-    return n * len(data) / dt / 1e6
+    return n * len(data) / dt / 1e6, cpu / (n * len(data) / 1e9)
 
 
 def count_subscriber(topic: str, seconds: float) -> None:
@@ -177,6 +177,18 @@ def start_recorder(directory: Path, topics: list[str]) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def reap_cpu_s(proc: subprocess.Popen, timeout: float = 120.0) -> float:
+    """Wait for the recorder to exit; returns its user+system CPU seconds (os.wait4 rusage)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.05)
+    raise TimeoutError('recorder did not exit')
+
+
 def bag_counts(directory: Path) -> dict[str, int]:
     from mcap.reader import make_reader
     counts: dict[str, int] = {}
@@ -205,7 +217,7 @@ def record_ladder(pub: Publisher, directory: Path, name: str, hw, step_s: float,
             sent, failed, dt = pub.run(pubs, data, fps, step_s)
             time.sleep(1.0)  # let DDS deliver the tail before stopping
             proc.send_signal(signal.SIGINT)
-            proc.wait(120)
+            cpu_s = reap_cpu_s(proc)
         finally:
             proc.kill()
             for p in pubs:
@@ -215,12 +227,14 @@ def record_ladder(pub: Publisher, directory: Path, name: str, hw, step_s: float,
         got = sum(counts.get(t, 0) for t in topics)
         achieved = sent / cameras / dt
         mbps = sent * len(data) / dt / 1e6
+        cpu_per_gb = cpu_s / max(got * len(data) / 1e9, 1e-9)
         ok = got == sent and failed == 0 and achieved >= 0.95 * fps
         results.append({'fps': fps, 'cameras': cameras, 'sent': sent, 'recorded': got, 'lost': sent - got,
-                        'publish_failed': failed, 'achieved_fps': achieved, 'MB_s': mbps, 'ok': ok})
+                        'publish_failed': failed, 'achieved_fps': achieved, 'MB_s': mbps, 'ok': ok,
+                        'cpu_s_per_GB': cpu_per_gb})
         print(f'  {name} x{cameras} @ {fps:4d} Hz target ({achieved:6.1f} achieved): sent {sent:5d}, recorded '
-              f'{got:5d}, lost {sent - got:4d}, publish failed {failed:4d}  {mbps:7.1f} MB/s  '
-              f'{"OK" if ok else "FAIL"}', flush=True)
+              f'{got:5d}, lost {sent - got:4d}, publish failed {failed:4d}  {mbps:6.1f} MB/s  '
+              f'recorder CPU {cpu_per_gb:4.1f} s/GB  {"OK" if ok else "FAIL"}', flush=True)
         if not ok:
             break
     return results
@@ -231,6 +245,7 @@ def main() -> int:
     parser.add_argument('--dir', default=tempfile.gettempdir(), help='where bench bags go (deleted after)')
     parser.add_argument('--step-s', type=float, default=4.0, help='seconds per rate step')
     parser.add_argument('--queue-mb', type=int, default=128, help="recorder's queue_max_bytes in MB")
+    parser.add_argument('--resolutions', nargs='+', default=list(RESOLUTIONS), choices=list(RESOLUTIONS))
     parser.add_argument('--count-sub', nargs=2, metavar=('TOPIC', 'SECONDS'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.count_sub:
@@ -241,31 +256,37 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix='vidseg_bench_rec_', dir=args.dir))
     try:
         disk = disk_speed(work)
-        print(f'disk sequential write (fdatasync): {disk:.0f} MB/s  [{work}]', flush=True)
+        print(f'disk sequential write (fdatasync): {disk:.0f} MB/s  [{work}]; CPUs {os.cpu_count()}, '
+              f'load average {os.getloadavg()[0]:.1f}', flush=True)
         pub = Publisher()
         rows = []
-        for name, hw in RESOLUTIONS.items():
+        for name in args.resolutions:
+            hw = RESOLUTIONS[name]
             frame_mb = hw[0] * hw[1] * 3 / 1e6
-            writer = writer_speed(work, hw)
+            writer, writer_cpu = writer_speed(work, hw)
             dds = dds_limit(pub, hw, args.step_s)
-            print(f'{name} ({frame_mb:.2f} MB/frame): BagWriter alone {writer:.0f} MB/s, '
+            print(f'{name} ({frame_mb:.2f} MB/frame): BagWriter alone {writer:.0f} MB/s '
+                  f'({writer_cpu:.1f} CPU s/GB), '
                   f'DDS publisher->subscriber {dds:.0f} MB/s ({dds / frame_mb:.0f} Hz)', flush=True)
             ladder = record_ladder(pub, work, name, hw, args.step_s)
             best = max((r for r in ladder if r['ok']), key=lambda r: r['MB_s'], default=None)
-            rows.append((name, frame_mb, writer, dds, best))
+            rows.append((name, frame_mb, writer, dds, best, ladder))
         print('three 1280x720 cameras at 30 Hz:', flush=True)
         three = record_ladder(pub, work, 'three720', RESOLUTIONS['1280x720'], 2 * args.step_s, cameras=3,
                               ladder=[30])[0]
         disk_end = disk_speed(work)
-        print(f'disk sequential write again at the end: {disk_end:.0f} MB/s', flush=True)
+        print(f'disk sequential write again at the end: {disk_end:.0f} MB/s; load average '
+              f'{os.getloadavg()[0]:.1f}', flush=True)
         disk = (disk + disk_end) / 2
         print(f'\nsummary (zero-loss = every published frame is in the bag; queue {args.queue_mb} MB; '
               f'disk = mean of start and end: {disk:.0f} MB/s)')
-        print(f'{"resolution":>10} {"best Hz":>8} {"MB/s":>7} {"% disk":>7} {"writer MB/s":>12} {"DDS MB/s":>9}')
-        for name, frame_mb, writer, dds, best in rows:
+        print(f'{"resolution":>10} {"best Hz":>8} {"MB/s":>7} {"% disk":>7} {"rec CPU s/GB":>13} '
+              f'{"writer MB/s":>12} {"DDS MB/s":>9}')
+        for name, frame_mb, writer, dds, best, ladder in rows:
             hz = best['achieved_fps'] if best else 0.0
             mb = best['MB_s'] if best else 0.0
-            print(f'{name:>10} {hz:8.0f} {mb:7.0f} {100 * mb / disk:6.0f}% {writer:12.0f} {dds:9.0f}')
+            cpu = min(r['cpu_s_per_GB'] for r in ladder)
+            print(f'{name:>10} {hz:8.0f} {mb:7.0f} {100 * mb / disk:6.0f}% {cpu:13.1f} {writer:12.0f} {dds:9.0f}')
         print(f'disk {disk:.0f} MB/s; 3x 1280x720 @ 30 Hz: {three["MB_s"]:.0f} MB/s, lost {three["lost"]} '
               f'of {three["sent"]} -> {"OK" if three["ok"] else "FAIL"}')
         pub.node.destroy_node()

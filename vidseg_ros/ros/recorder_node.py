@@ -83,7 +83,7 @@ class RecorderNode(Node):
                     raise
         self.subs = {}
         self.lost: dict[str, int] = {}
-        self._last = (time.monotonic(), {}, 0)
+        self._last = (time.monotonic(), {})  # previous diagnostics snapshot, for rates
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/pause', self._on_pause)
         self.create_service(Trigger, '~/resume', self._on_resume)
@@ -170,9 +170,9 @@ class RecorderNode(Node):
         rec = self.recorder
         now = time.monotonic()
         snap = rec.snapshot()
-        t0, prev, _ = self._last
+        t0, prev = self._last
         dt = max(now - t0, 1e-6)
-        self._last = (now, snap, 0)
+        self._last = (now, snap)
         statuses = []
         total_bytes = sum(c.bytes_written for c in snap.values())
         total_rate = (total_bytes - sum(c.bytes_written for c in prev.values())) / dt / 1e6
