@@ -49,3 +49,16 @@ def test_checkpoint_meta_complete(trained):
     assert meta['train_config']['arch'] == 'keyframe_fpn' and meta['input_hw'] == HW
     assert meta['arch_config']['cached_levels'] == 2 and model.cached_levels == 2
     assert 'licence' in meta['provenance']
+
+
+def test_halved_checkpoint_loads_and_predicts_the_same(trained, tmp_path):
+    from vidseg_ros.models.checkpoint import load_checkpoint
+    from vidseg_ros.training.export_meta import halve_checkpoint
+    sizes = halve_checkpoint(trained['kf'], tmp_path / 'half.pt')
+    assert sizes['bytes_after'] < 0.6 * sizes['bytes_before']
+    full, _ = load_checkpoint(trained['kf'])
+    half, meta = load_checkpoint(tmp_path / 'half.pt')
+    assert meta['weights_dtype'] == 'float16' and next(half.parameters()).dtype == torch.float32
+    x = torch.rand(1, 3, *HW)
+    with torch.no_grad():
+        assert (full(x) - half(x)).abs().max() < 1e-2

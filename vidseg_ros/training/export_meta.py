@@ -74,3 +74,26 @@ def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict) -> 
     except (ImportError, TypeError):
         pass
     return meta
+
+
+def halve_checkpoint(path, out=None) -> dict:
+    """Store a checkpoint's float32 weights as float16 (half the file; models compute in fp32).
+
+    ``load_checkpoint`` casts them back when it loads the state into the freshly built model.
+    Returns ``{'bytes_before', 'bytes_after'}``.
+    """
+    import os
+    from pathlib import Path
+
+    from vidseg_ros.models.checkpoint import read_checkpoint
+    path = Path(path)
+    out = Path(out or path)
+    before = path.stat().st_size
+    data = read_checkpoint(path)
+    data['state_dict'] = {k: v.half() if v.dtype == torch.float32 else v
+                          for k, v in data['state_dict'].items()}
+    data['meta'] = dict(data['meta'], weights_dtype='float16')
+    tmp = out.with_name(out.name + '.tmp')
+    torch.save(data, tmp)
+    os.replace(tmp, out)
+    return {'bytes_before': before, 'bytes_after': out.stat().st_size}
