@@ -79,7 +79,13 @@ class Collector:
         self.video_path = out_dir / 'overlay.mp4'
         self.writer = None
         self.fps = fps
+        from rclpy.qos import DurabilityPolicy
+        from std_msgs.msg import String
+        self.classes: list[dict] = []
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        node.create_subscription(String, '/vidseg_segmenter/class_table', self._on_table, latched)
         node.create_subscription(Image, 'image', self._on_input, reliable)
         node.create_subscription(Image, '/vidseg_segmenter/overlay', self._on_overlay, reliable)
         node.create_subscription(Image, '/vidseg_segmenter/mask', self._on_mask, reliable)
@@ -108,6 +114,9 @@ class Collector:
         if src is not None:
             self.pairs.append((src[:, :, :3], rgb))
 
+    def _on_table(self, msg) -> None:
+        self.classes = json.loads(msg.data)['classes']
+
     def _on_diag(self, msg) -> None:
         for st in msg.status:
             if st.name.startswith('vidseg_segmenter'):
@@ -118,10 +127,25 @@ class Collector:
             return
         picks = [self.pairs[int(i)] for i in np.linspace(0, len(self.pairs) - 1, min(n, len(self.pairs)))]
         rows = [np.hstack([a, b]) for a, b in picks]
-        sheet = np.vstack(rows)
+        sheet = np.vstack([self._legend(rows[0].shape[1])] + rows)
         scale = min(1.0, 1600 / sheet.shape[1])
         sheet = cv2.resize(sheet, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+
+    def _legend(self, width: int) -> np.ndarray:
+        """A strip naming each class colour seen in the masks (share of pixels in brackets)."""
+        strip = np.full((28, width, 3), 255, np.uint8)
+        total = max(int(self.class_hist.sum()), 1)
+        x = 6
+        for c in self.classes:
+            share = self.class_hist[c['id']] / total if c['id'] < 256 else 0
+            if share < 0.001:
+                continue
+            label = f'{c["name"]} {100 * share:.0f}%'
+            cv2.rectangle(strip, (x, 6), (x + 16, 22), tuple(int(v) for v in c['color']), -1)
+            cv2.putText(strip, label, (x + 20, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+            x += 26 + 9 * len(label)
+        return strip
 
     def close(self) -> None:
         if self.writer is not None:
