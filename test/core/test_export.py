@@ -46,3 +46,18 @@ def test_export_parity_and_engine(checkpoint, fmt):
         assert a.is_key == b.is_key
         np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
         assert (a.class_ids == b.class_ids).mean() > 0.999
+
+
+def test_commands_info_export_bench(checkpoint, tmp_path):
+    from vidseg_ros.tools.commands_models import bench, export, info
+    if checkpoint.stem != 'keyframe_fpn':
+        return  # one architecture is enough for the command plumbing
+    meta = info(str(checkpoint))
+    assert meta['arch'] == checkpoint.stem and meta['trained'] and meta['parameters'] > 0
+    report = export(str(checkpoint), tmp_path / 'm.onnx', 'onnx')
+    assert report['max_abs_diff'] < TOL
+    assert info(str(tmp_path / 'm.onnx'))['backend'] == 'onnx'
+    with pytest.raises(ValueError, match='format'):
+        export(str(checkpoint), tmp_path / 'm.x', 'tflite')
+    b = bench(str(checkpoint), frames=4, device='cpu', image_hw=[67, 101])
+    assert b['frames'] == 4 and b['key']['model'] is not None and b['image_hw'] == [67, 101]
