@@ -212,7 +212,9 @@ class RecorderNode(Node):
         self.subs.clear()
         ok = self.recorder.stop(timeout=60.0)
         snap = self.recorder.snapshot()
-        self.get_logger().info(
+        # After a signal the context is gone and the node logger's /rosout publisher with it.
+        logger = self.get_logger() if self.context.ok() else rclpy.logging.get_logger('vidseg_recorder_exit')
+        logger.info(
             f'bag closed: {self.bag_dir} ({sum(c.written for c in snap.values())} messages, '
             f'{sum(c.dropped for c in snap.values())} dropped)')
         return ok
