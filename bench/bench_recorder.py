@@ -253,6 +253,8 @@ def main() -> int:
         return 0
     global QUEUE_BYTES
     QUEUE_BYTES = args.queue_mb << 20
+    from vidseg_ros.data.recorder import tune_malloc_for_large_buffers
+    tune_malloc_for_large_buffers()  # as recorder_node does; also helps this process's publisher
     work = Path(tempfile.mkdtemp(prefix='vidseg_bench_rec_', dir=args.dir))
     try:
         disk = disk_speed(work)
