@@ -110,7 +110,11 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     if resume and (run_dir / 'last.pt').is_file():
         state = load_training_state(run_dir / 'last.pt', model, optimizer)
         LOG.info('resumed %s at epoch %d step %d', run_dir, state['epoch'], state['step'])
-    runner = StepRunner(cfg, model, device, world)
+    teacher = None
+    if cfg.teacher and cfg.mode == 'keyframe':
+        from vidseg_ros.models.checkpoint import load_checkpoint
+        teacher = load_checkpoint(cfg.teacher)[0].to(device).eval()
+    runner = StepRunner(cfg, model, device, world, teacher)
     per_epoch = _steps_per_epoch(cfg, len(train_set), world)
     total = per_epoch * cfg.epochs
     for epoch in range(state['epoch'], cfg.epochs):
@@ -189,7 +193,7 @@ def validate_frames(model, val_set, cfg: TrainConfig, device) -> dict:
         if stream:
             logits, state = _unwrap(model).step(x, state)
         else:
-            logits = frame_logits(model, x, cfg.mode)
+            logits = frame_logits(model, x)
         logits = torch.nn.functional.interpolate(logits.float(), size=raw['label'].shape[-2:],
                                                  mode='bilinear', align_corners=False)
         cm.update(logits.argmax(1).cpu().numpy(), raw['label'].numpy())

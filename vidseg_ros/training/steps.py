@@ -23,11 +23,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def is_recurrent(model: nn.Module) -> bool:
-    return hasattr(model, 'step') and hasattr(model, 'init_state')
-
-
-def frame_logits(model: nn.Module, x: torch.Tensor, mode: str = 'perframe') -> torch.Tensor:
+def frame_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, K, H, W) logits for single frames (recurrent models start from a zero state)."""
     return model(x)
 
