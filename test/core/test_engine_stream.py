@@ -28,7 +28,7 @@ def engine(arch='keyframe_fpn', **cfg):
 @pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet', 'truncated_fpn'])
 def test_output_shapes_for_odd_sizes(arch):
     eng = engine(arch, input_hw=[])  # network at the frame size, padded to the stride
-    for i, img in enumerate(frames(3)):
+    for i, img in enumerate(frames(2)):
         r = eng.step(img, i * 33 * MS, want_confidence=True, class_prob=3)
         assert r.class_ids.shape == (67, 101) and r.class_ids.dtype == np.uint8
         assert r.confidence.shape == (67, 101) and r.confidence.dtype == np.float32
@@ -56,37 +56,39 @@ def test_keyframe_engine_caches_and_matches_full_model():
 
 
 def test_gap_resets_and_recurrent_always_key():
-    eng = engine('recurrent_unet')
-    imgs = frames(4)
+    eng = engine('recurrent_unet', input_hw=[32, 48])
+    imgs = frames(3)
     r = [eng.step(imgs[0], 0), eng.step(imgs[1], 33 * MS), eng.step(imgs[2], 2000 * MS)]
     assert all(x.is_key for x in r) and [x.reset_reason for x in r] == ['start', '', 'gap']
     # after a reset the recurrent output equals a fresh engine's on the same frame
-    fresh = engine('recurrent_unet').step(imgs[2], 0, want_confidence=True)
+    fresh = engine('recurrent_unet', input_hw=[32, 48]).step(imgs[2], 0, want_confidence=True)
     eng.reset()
     again = eng.step(imgs[2], 0, want_confidence=True)
     np.testing.assert_allclose(fresh.confidence, again.confidence, atol=1e-5)
 
 
 def test_fork_has_independent_state():
-    a = engine('recurrent_unet')
+    a = engine('recurrent_unet', input_hw=[32, 48])
     imgs = frames(3)
     b = a.fork()
     assert b._runner is a._runner
     for i, img in enumerate(imgs):
         a.step(img, i * 33 * MS)
     rb = b.step(imgs[0], 0, want_confidence=True)   # b starts fresh despite a's history
-    ref = engine('recurrent_unet').step(imgs[0], 0, want_confidence=True)
+    ref = engine('recurrent_unet', input_hw=[32, 48]).step(imgs[0], 0, want_confidence=True)
     np.testing.assert_allclose(rb.confidence, ref.confidence, atol=1e-5)
     assert rb.reset_reason == 'start'
 
 
 def test_tiles_agree_with_whole_image():
-    img = frames(1, hw=(128, 192))[0]
-    whole = engine('truncated_fpn', input_hw=[128, 192]).step(img, 0)
-    tiled = engine('truncated_fpn', input_hw=[128, 192], tile_size=96, tile_stride=64).step(img, 0)
+    img = frames(1, hw=(96, 128))[0]
+    whole = engine('truncated_fpn', input_hw=[96, 128]).step(img, 0)
+    tiled_engine = engine('truncated_fpn', input_hw=[96, 128], tile_size=64, tile_stride=32)
+    tiled = tiled_engine.step(img, 0)
+    assert len(tiled_engine._state) == 6  # 2 x 3 tiles
     agree = (whole.class_ids == tiled.class_ids).mean()
     assert agree > 0.8, agree
-    kf = engine('keyframe_fpn', input_hw=[128, 192], tile_size=96, tile_stride=64)
+    kf = engine('keyframe_fpn', input_hw=[96, 128], tile_size=64, tile_stride=32)
     rs = [kf.step(img, i * 33 * MS) for i in range(3)]
     assert [r.is_key for r in rs] == [True, False, False]
     np.testing.assert_array_equal(rs[0].class_ids, rs[1].class_ids)
