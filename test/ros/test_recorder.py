@@ -235,12 +235,13 @@ def test_sigkill_then_recover(node, tmp_path):
 
 
 def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
-    be = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
-    pubs = {'/be/a/image': node.create_publisher(Image, '/be/a/image', be),
-            '/be/b/image': node.create_publisher(Image, '/be/b/image', be)}
     # a: found by the regex, best-effort through ROS's per-topic QoS override; b: excluded by regex
     proc = start_recorder(tmp_path, 'topic_regex:=^/be/', 'exclude_regex:=/b/',
                           'qos_overrides./be/a/image.subscription.reliability:=best_effort')
+    time.sleep(2.0)  # the topics appear after the recorder started: found by the discovery timer
+    be = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    pubs = {'/be/a/image': node.create_publisher(Image, '/be/a/image', be),
+            '/be/b/image': node.create_publisher(Image, '/be/b/image', be)}
     try:
         wait_matched(node, [pubs['/be/a/image']], proc)
         for i in range(5):
