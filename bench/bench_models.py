@@ -3,7 +3,8 @@
 truncated FPN, a naive ResNet-18 FPN for reference, and the recurrent UNet step vs its per-frame twin.
 
 Timings interleave the variants being compared (full, current, ...) in every repetition and report
-medians, so ratios stay meaningful on a shared, noisy machine. GFLOP ratios are printed alongside as
+the best (minimum) time of each, the usual estimator of uncontended cost on a shared, noisy machine
+(``--stat median`` for medians). GFLOP ratios are printed alongside as
 a noise-free cross-check. Models run as the engine runs them: eval mode, BatchNorm folded.
 
     python bench/bench_models.py                     # CPU, 512x256 and 1024x512
@@ -27,6 +28,7 @@ from vidseg_ros.models import create_model  # noqa: E402
 from vidseg_ros.models.blocks import fuse_conv_bn  # noqa: E402
 
 INTERVALS = (2, 5, 10)
+STAT = {'name': 'min'}
 
 
 def build(arch: str, dev: torch.device, channels_last: bool, **kw) -> torch.nn.Module:
@@ -42,7 +44,7 @@ def gflop(fn) -> float:
 
 
 def interleaved(fns: dict, reps: int, dev: torch.device) -> dict:
-    """Median ms of each callable, timed round-robin so load changes hit all of them alike."""
+    """Best (or median) ms of each callable, timed round-robin so load changes hit all alike."""
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
     for fn in fns.values():  # warm-up (allocator, oneDNN primitive cache, cuDNN autotune)
         fn(), fn()
@@ -54,7 +56,8 @@ def interleaved(fns: dict, reps: int, dev: torch.device) -> dict:
             fn()
             sync()
             times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    stat = min if STAT['name'] == 'min' else statistics.median
+    return {k: stat(v) for k, v in times.items()}
 
 
 def bench_keyframe(hw, args, dev, ctx, rows, backbone='light', label='keyframe_fpn'):
@@ -113,10 +116,12 @@ def main(argv=None) -> int:
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = torch default)')
     p.add_argument('--reps', type=int, default=10)
+    p.add_argument('--stat', default='min', choices=('min', 'median'))
     p.add_argument('--sizes', default='512x256,1024x512', help='WxH list')
     p.add_argument('--recurrent-sizes', default='small_deep', help="e.g. 'small_deep,small_shallow,original'")
     p.add_argument('--json', type=Path, help='also write the rows as JSON')
     args = p.parse_args(argv)
+    STAT['name'] = args.stat
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -132,7 +137,7 @@ def main(argv=None) -> int:
             bench_recurrent((h, w), args, dev, ctx, rows, rs)
     name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
     print(f'# bench_models: {name}, {args.precision}{", channels_last" if args.channels_last else ""}, '
-          f'median of {args.reps} interleaved reps, torch {torch.__version__}')
+          f'{args.stat} of {args.reps} interleaved reps, torch {torch.__version__}')
     print('ratio: time relative to the row group\'s full frame / per-frame twin (GFLOP ratio likewise)')
     print(f'{"model / mode":58s} {"input":>9s} {"ms":>8s} {"ratio":>6s} {"GFLOP":>7s} {"GFLOP ratio":>11s}')
     for label, (hh, ww), ms, ratio, fl_ratio, fl in rows:

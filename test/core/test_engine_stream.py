@@ -136,3 +136,13 @@ def test_untrained_demo_model():
                                                        input_hw=[64, 96]))
     assert not eng.trained and eng.meta['provenance']['trained'] is False
     assert eng.step(frames(1)[0]).class_ids.shape == (67, 101)
+
+
+def test_adaptive_policy_keys_on_scene_cut():
+    eng = engine(keyframe_policy='adaptive', keyframe_threshold=0.2, keyframe_max_interval=50)
+    still = frames(4)
+    h, w = still[0].shape[:2]
+    ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]  # a structured, different scene
+    cut = np.broadcast_to(ramp, (h, w, 3)).astype(np.uint8).copy()
+    keys = [eng.step(img, i * 33 * MS).is_key for i, img in enumerate(still + [cut] + still[:2])]
+    assert keys == [True, False, False, False, True, True, False]  # cut, then cut back
