@@ -4,13 +4,17 @@ All in one run, on this machine:
 
 1. ``disk``: raw sequential write speed of the bench directory's disk (8 MiB blocks, fdatasync).
 2. ``writer``: BagWriter alone in this process (no DDS), same disk.
-3. per resolution (640x480, 1280x720, 1920x1080 rgb8):
-   ``dds``: publisher -> raw subscriber in another process that only counts (no writing);
-   ``recorder``: recorder_node in another process at a rising rate ladder, each step on its own topic;
-   a step passes when every published frame is in the bag (counted from the MCAP summary). The
+3. per resolution (640x480, 1280x720, 1920x1080 rgb8), the same rising rate ladder into two sinks,
+   each step on its own topic and in a fresh process:
+   ``dds``: a raw subscriber that only counts (no writing): the inter-process DDS limit;
+   ``recorder``: recorder_node; a step passes when every published frame is in the bag (counted
+   from the MCAP summary). The
    recorder runs with a small write queue (``--queue-mb``, default 128 MB) so that a rate it can only
    buffer, not sustain, overflows the queue within a step and shows as lost frames.
 4. three 1280x720 cameras at 30 Hz together (~250 MB/s).
+
+The disk is measured before and after each resolution; the table uses the median (on a VM the
+host's cache makes single fdatasync runs swing several-fold).
 
 Run: ``python bench/bench_recorder.py [--dir /tmp] [--step-s 3]``. Bags go to a temporary folder
 under ``--dir`` and are deleted at the end.
@@ -83,28 +87,26 @@ def writer_speed(directory: Path, hw, seconds: float = 3.0) -> tuple[float, floa
     return n * len(data) / dt / 1e6, cpu / (n * len(data) / 1e9)
 
 
-def count_subscriber(topic: str, seconds: float) -> None:
-    """Child role: count raw messages on a topic for ``seconds`` after the first one; print JSON."""
+def count_subscriber(topics: list[str]) -> None:
+    """Child role (the DDS-only sink): count raw messages per topic until SIGINT; print JSON counts."""
     import rclpy
+    from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
+    from vidseg_ros.data.recorder import tune_malloc_for_large_buffers
+    tune_malloc_for_large_buffers()  # same allocator setting as the recorder: a fair comparison
     rclpy.init()
     node = rclpy.create_node('bench_counter')
-    state = {'n': 0, 'bytes': 0, 't0': None, 't1': None}
-
-    def on_msg(data: bytes) -> None:
-        now = time.perf_counter()
-        state['t0'] = state['t0'] or now
-        state['t1'] = now
-        state['n'] += 1
-        state['bytes'] += len(data)
-    node.create_subscription(Image, topic, on_msg, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
-                             raw=True)
-    deadline = time.perf_counter() + seconds + 30
-    while time.perf_counter() < deadline and (state['t0'] is None or time.perf_counter() - state['t0'] < seconds):
-        rclpy.spin_once(node, timeout_sec=0.05)
-    print(json.dumps(state), flush=True)
-    node.destroy_node()
+    counts = dict.fromkeys(topics, 0)
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    for topic in topics:
+        node.create_subscription(Image, topic, lambda data, t=topic: counts.__setitem__(t, counts[t] + 1), qos,
+                                 raw=True)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    print(json.dumps(counts), flush=True)
     rclpy.try_shutdown()
 
 
@@ -152,20 +154,6 @@ class Publisher:
         return n, failed, time.perf_counter() - t0
 
 
-def dds_limit(pub: Publisher, hw, seconds: float) -> float:
-    topic = f'/bench_dds_{hw[1]}'
-    child = subprocess.Popen([sys.executable, __file__, '--count-sub', topic, str(seconds)],
-                             stdout=subprocess.PIPE, text=True)
-    p = pub.publisher(topic)
-    pub.wait_matched([p])
-    data = image_cdr(hw)
-    pub.run([p], data, 0, seconds + 1.5)
-    out = json.loads(child.communicate(timeout=60)[0].strip().splitlines()[-1])
-    pub.node.destroy_publisher(p)
-    dt = max((out['t1'] or 0) - (out['t0'] or 0), 1e-6)
-    return out['bytes'] / dt / 1e6
-
-
 QUEUE_BYTES = 128 << 20
 
 
@@ -200,44 +188,61 @@ def bag_counts(directory: Path) -> dict[str, int]:
     return counts
 
 
-def record_ladder(pub: Publisher, directory: Path, name: str, hw, step_s: float, cameras: int = 1,
-                  ladder=LADDER_FPS) -> list[dict]:
+def start_counter(topics: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, '--count-sub', ','.join(topics)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def run_step(pub: Publisher, directory: Path, sink: str, name: str, data: bytes, fps: int, cameras: int,
+             step_s: float) -> dict:
+    """One rate step into a fresh sink process ('recorder' or 'dds' = count only)."""
+    topics = [f'/bench_{sink}_{name}_{fps}_{c}' for c in range(cameras)]
+    bag_dir = directory / f'{sink}_{name}_{fps}'
+    bag_dir.mkdir()
+    proc = start_recorder(bag_dir, topics) if sink == 'recorder' else start_counter(topics)
+    pubs = [pub.publisher(t) for t in topics]
+    try:
+        pub.wait_matched(pubs)
+        time.sleep(0.3)
+        sent, failed, dt = pub.run(pubs, data, fps, step_s)
+        time.sleep(1.0)  # let DDS deliver the tail before stopping
+        proc.send_signal(signal.SIGINT)
+        out = proc.stdout.read() if proc.stdout else ''
+        cpu_s = reap_cpu_s(proc)
+    finally:
+        proc.kill()
+        for p in pubs:
+            pub.node.destroy_publisher(p)
+    counts = bag_counts(bag_dir) if sink == 'recorder' else json.loads(out.strip().splitlines()[-1])
+    shutil.rmtree(bag_dir)
+    got = sum(counts.get(t, 0) for t in topics)
+    achieved = sent / cameras / dt
+    return {'sink': sink, 'fps': fps, 'cameras': cameras, 'sent': sent, 'got': got, 'lost': sent - got,
+            'publish_failed': failed, 'achieved_fps': achieved, 'MB_s': sent * len(data) / dt / 1e6,
+            'cpu_s_per_GB': cpu_s / max(got * len(data) / 1e9, 1e-9),
+            'ok': got == sent and failed == 0 and achieved >= 0.95 * fps}
+
+
+def ladder(pub: Publisher, directory: Path, sink: str, name: str, hw, step_s: float, cameras: int = 1,
+           rates=LADDER_FPS) -> list[dict]:
     """Rising rates until a step loses a frame (or the publisher cannot keep the pace)."""
     data = image_cdr(hw)
     results = []
-    for fps in ladder:
-        topics = [f'/bench_{name}_{fps}_{c}' for c in range(cameras)]
-        bag_dir = directory / f'rec_{name}_{fps}'
-        bag_dir.mkdir()
-        proc = start_recorder(bag_dir, topics)
-        pubs = [pub.publisher(t) for t in topics]
-        try:
-            pub.wait_matched(pubs)
-            time.sleep(0.3)
-            sent, failed, dt = pub.run(pubs, data, fps, step_s)
-            time.sleep(1.0)  # let DDS deliver the tail before stopping
-            proc.send_signal(signal.SIGINT)
-            cpu_s = reap_cpu_s(proc)
-        finally:
-            proc.kill()
-            for p in pubs:
-                pub.node.destroy_publisher(p)
-        counts = bag_counts(bag_dir)
-        shutil.rmtree(bag_dir)
-        got = sum(counts.get(t, 0) for t in topics)
-        achieved = sent / cameras / dt
-        mbps = sent * len(data) / dt / 1e6
-        cpu_per_gb = cpu_s / max(got * len(data) / 1e9, 1e-9)
-        ok = got == sent and failed == 0 and achieved >= 0.95 * fps
-        results.append({'fps': fps, 'cameras': cameras, 'sent': sent, 'recorded': got, 'lost': sent - got,
-                        'publish_failed': failed, 'achieved_fps': achieved, 'MB_s': mbps, 'ok': ok,
-                        'cpu_s_per_GB': cpu_per_gb})
-        print(f'  {name} x{cameras} @ {fps:4d} Hz target ({achieved:6.1f} achieved): sent {sent:5d}, recorded '
-              f'{got:5d}, lost {sent - got:4d}, publish failed {failed:4d}  {mbps:6.1f} MB/s  '
-              f'recorder CPU {cpu_per_gb:4.1f} s/GB  {"OK" if ok else "FAIL"}', flush=True)
-        if not ok:
+    for fps in rates:
+        r = run_step(pub, directory, sink, name, data, fps, cameras, step_s)
+        results.append(r)
+        print(f'  {sink:8s} {name} x{cameras} @ {fps:4d} Hz ({r["achieved_fps"]:6.1f} achieved): sent '
+              f'{r["sent"]:5d}, received {r["got"]:5d}, lost {r["lost"]:4d}, publish failed '
+              f'{r["publish_failed"]:3d}  {r["MB_s"]:6.1f} MB/s  CPU {r["cpu_s_per_GB"]:4.1f} s/GB  '
+              f'{"OK" if r["ok"] else "FAIL"}', flush=True)
+        if not r['ok']:
             break
     return results
+
+
+def best(results: list[dict]) -> dict:
+    return max((r for r in results if r['ok']), key=lambda r: r['MB_s'],
+               default={'achieved_fps': 0.0, 'MB_s': 0.0})
 
 
 def main() -> int:
@@ -246,10 +251,10 @@ def main() -> int:
     parser.add_argument('--step-s', type=float, default=4.0, help='seconds per rate step')
     parser.add_argument('--queue-mb', type=int, default=128, help="recorder's queue_max_bytes in MB")
     parser.add_argument('--resolutions', nargs='+', default=list(RESOLUTIONS), choices=list(RESOLUTIONS))
-    parser.add_argument('--count-sub', nargs=2, metavar=('TOPIC', 'SECONDS'), help=argparse.SUPPRESS)
+    parser.add_argument('--count-sub', metavar='TOPICS', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.count_sub:
-        count_subscriber(args.count_sub[0], float(args.count_sub[1]))
+        count_subscriber(args.count_sub.split(','))
         return 0
     global QUEUE_BYTES
     QUEUE_BYTES = args.queue_mb << 20
@@ -257,40 +262,36 @@ def main() -> int:
     tune_malloc_for_large_buffers()  # as recorder_node does; also helps this process's publisher
     work = Path(tempfile.mkdtemp(prefix='vidseg_bench_rec_', dir=args.dir))
     try:
-        disk = disk_speed(work)
-        print(f'disk sequential write (fdatasync): {disk:.0f} MB/s  [{work}]; CPUs {os.cpu_count()}, '
+        disks = [disk_speed(work)]
+        print(f'disk sequential write (fdatasync): {disks[0]:.0f} MB/s  [{work}]; CPUs {os.cpu_count()}, '
               f'load average {os.getloadavg()[0]:.1f}', flush=True)
         pub = Publisher()
         rows = []
         for name in args.resolutions:
             hw = RESOLUTIONS[name]
-            frame_mb = hw[0] * hw[1] * 3 / 1e6
             writer, writer_cpu = writer_speed(work, hw)
-            dds = dds_limit(pub, hw, args.step_s)
-            print(f'{name} ({frame_mb:.2f} MB/frame): BagWriter alone {writer:.0f} MB/s '
-                  f'({writer_cpu:.1f} CPU s/GB), '
-                  f'DDS publisher->subscriber {dds:.0f} MB/s ({dds / frame_mb:.0f} Hz)', flush=True)
-            ladder = record_ladder(pub, work, name, hw, args.step_s)
-            best = max((r for r in ladder if r['ok']), key=lambda r: r['MB_s'], default=None)
-            rows.append((name, frame_mb, writer, dds, best, ladder))
+            print(f'{name} ({hw[0] * hw[1] * 3 / 1e6:.2f} MB/frame): BagWriter alone {writer:.0f} MB/s '
+                  f'({writer_cpu:.1f} CPU s/GB)', flush=True)
+            dds = ladder(pub, work, 'dds', name, hw, args.step_s)
+            rec = ladder(pub, work, 'recorder', name, hw, args.step_s)
+            rows.append((name, writer, best(dds), best(rec), min(r['cpu_s_per_GB'] for r in rec)))
+            disks.append(disk_speed(work))
+            print(f'disk sequential write: {disks[-1]:.0f} MB/s; load average {os.getloadavg()[0]:.1f}', flush=True)
         print('three 1280x720 cameras at 30 Hz:', flush=True)
-        three = record_ladder(pub, work, 'three720', RESOLUTIONS['1280x720'], 2 * args.step_s, cameras=3,
-                              ladder=[30])[0]
-        disk_end = disk_speed(work)
-        print(f'disk sequential write again at the end: {disk_end:.0f} MB/s; load average '
-              f'{os.getloadavg()[0]:.1f}', flush=True)
-        disk = (disk + disk_end) / 2
-        print(f'\nsummary (zero-loss = every published frame is in the bag; queue {args.queue_mb} MB; '
-              f'disk = mean of start and end: {disk:.0f} MB/s)')
-        print(f'{"resolution":>10} {"best Hz":>8} {"MB/s":>7} {"% disk":>7} {"rec CPU s/GB":>13} '
-              f'{"writer MB/s":>12} {"DDS MB/s":>9}')
-        for name, frame_mb, writer, dds, best, ladder in rows:
-            hz = best['achieved_fps'] if best else 0.0
-            mb = best['MB_s'] if best else 0.0
-            cpu = min(r['cpu_s_per_GB'] for r in ladder)
-            print(f'{name:>10} {hz:8.0f} {mb:7.0f} {100 * mb / disk:6.0f}% {cpu:13.1f} {writer:12.0f} {dds:9.0f}')
-        print(f'disk {disk:.0f} MB/s; 3x 1280x720 @ 30 Hz: {three["MB_s"]:.0f} MB/s, lost {three["lost"]} '
-              f'of {three["sent"]} -> {"OK" if three["ok"] else "FAIL"}')
+        three = ladder(pub, work, 'recorder', 'three720', RESOLUTIONS['1280x720'], 2 * args.step_s, cameras=3,
+                       rates=[30])[0]
+        disk = sorted(disks)[len(disks) // 2]
+        print(f'\nsummary: zero-loss = every published frame arrived (dds: counted by a subscriber that writes '
+              f'nothing; recorder: in the bag, queue {args.queue_mb} MB)')
+        print(f'disk sequential write with fdatasync, {len(disks)} runs: min {min(disks):.0f}, median {disk:.0f}, '
+              f'max {max(disks):.0f} MB/s')
+        print(f'{"resolution":>10} {"rec Hz":>7} {"rec MB/s":>9} {"% disk":>7} {"rec CPU s/GB":>13} '
+              f'{"DDS Hz":>7} {"DDS MB/s":>9} {"writer MB/s":>12}')
+        for name, writer, dds, rec, cpu in rows:
+            print(f'{name:>10} {rec["achieved_fps"]:7.0f} {rec["MB_s"]:9.0f} {100 * rec["MB_s"] / disk:6.0f}% '
+                  f'{cpu:13.1f} {dds["achieved_fps"]:7.0f} {dds["MB_s"]:9.0f} {writer:12.0f}')
+        print(f'3x 1280x720 @ 30 Hz: {three["MB_s"]:.0f} MB/s, lost {three["lost"]} of {three["sent"]}, publisher '
+              f'reached {three["achieved_fps"]:.1f} Hz -> {"OK" if three["ok"] else "FAIL"}')
         pub.node.destroy_node()
         pub.rclpy.try_shutdown()
     finally:
