@@ -195,3 +195,15 @@ def test_slow_topic_reaches_disk_within_a_second(tmp_path):
     (copy / 'killed_0.mcap').write_bytes(rec.files[0].read_bytes())  # the file as a SIGKILL would leave it
     assert recover_bag(copy).messages['killed_0.mcap'] == 3
     rec.stop()
+
+
+def test_recover_entry_points(tmp_path):
+    from vidseg_ros.data import bag_writer
+    assert bag_writer.recover_bag is recover_bag
+    bag = tmp_path / 'bag'
+    w = BagWriter(bag, chunk_size_bytes=100)
+    w.add_topic('/t', IMAGE)
+    for i in range(3):
+        w.write('/t', image_cdr(i), 1000 + i)
+    assert bag_writer.main(['recover', str(bag), '--delete-original']) == 0
+    assert len(read_mcap(w.files[0])) == 3 and not list(bag.glob('*.truncated'))

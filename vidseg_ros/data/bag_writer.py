@@ -330,9 +330,21 @@ def write_metadata(bag_dir: str | Path, files: list[Path] | None = None, compres
     return bag_dir / 'metadata.yaml'
 
 
+def __getattr__(name: str):
+    """``recover_bag`` / ``RecoveryReport`` live in bag_recover (imported lazily: it imports this module)."""
+    if name in ('recover_bag', 'RecoveryReport'):
+        from vidseg_ros.data import bag_recover
+        return getattr(bag_recover, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m vidseg_ros.data.bag_writer recover BAG``: the recovery command (see bag_recover)."""
+    import sys
     from vidseg_ros.data.bag_recover import main as recover_main
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['recover']:
+        argv = argv[1:]
     return recover_main(argv)
 
 
