@@ -82,8 +82,10 @@ class StreamSegmenter:
         self._runner = model
         self.meta = meta
         self._name = name
-        self._mean = np.asarray(meta.get('mean', [0.0] * 3), np.float32) * 255.0
-        self._std = np.asarray(meta.get('std', [1.0] * 3), np.float32) * 255.0
+        dev = self._runner.device
+        self._mean = torch.tensor(meta.get('mean', [0.0] * 3), device=dev).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(meta.get('std', [1.0] * 3), device=dev).view(1, 3, 1, 1) * 255.0
+        self._last_net_hw: tuple[int, int] | None = None
         self.policy = KeyframePolicy(self.config)
         self._state: list | None = None
         self._reset_reason = ''
@@ -169,7 +171,10 @@ class StreamSegmenter:
 
     @property
     def net_hw(self) -> tuple[int, int]:
-        """Network input size (resized size padded to a multiple of the stride)."""
+        """Network input size (resized size padded to a multiple of the stride); when it follows the
+        frame size (no input_hw anywhere), the last frame's, or (0, 0) before the first frame."""
+        if not (self.config.input_hw or self.meta.get('input_hw')):
+            return self._last_net_hw or (0, 0)
         h, w = self.resized_hw((0, 0))
         s = self.stride
         return -(-h // s) * s, -(-w // s) * s
@@ -183,12 +188,14 @@ class StreamSegmenter:
         if (rh, rw) != image_rgb.shape[:2]:
             shrink = rh * rw < image_rgb.shape[0] * image_rgb.shape[1]
             image_rgb = cv2.resize(image_rgb, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        x = (image_rgb.astype(np.float32) - self._mean) / self._std
-        x = torch.from_numpy(x).permute(2, 0, 1)[None]
+        # upload uint8 and normalise on the device: 4x less to copy than float32
+        x = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self._mean.device, non_blocking=True)
+        x = (x.permute(2, 0, 1)[None].float() - self._mean) / self._std
         s = self.stride
         ph, pw = -(-rh // s) * s - rh, -(-rw // s) * s - rw
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))  # zeros = the mean colour after normalisation
+        self._last_net_hw = (rh + ph, rw + pw)
         return x.contiguous(), (rh, rw)
 
     @torch.inference_mode()
