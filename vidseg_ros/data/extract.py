@@ -198,7 +198,8 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
                 job = (msg, str(path), cfg.image_format, cfg.jpeg_quality)
-                if pool is None:
+                # Stored-as-recorded bytes need no decoding: shipping them to a worker costs more.
+                if pool is None or (cfg.image_format == 'keep' and msg.msgtype.endswith('CompressedImage')):
                     _collect(result, rows, rec, path, _write_job(job), progress)
                     continue
                 pending[pool.submit(_write_job, job)] = (rec, path)
