@@ -84,3 +84,22 @@ def test_import_layout_davis(tmp_path, davis_dir):
     assert src.class_names == ['background', 'object']
     lab = src.read_label(src.records[0])
     assert set(np.unique(lab)) <= {0, 1}
+
+
+def test_cityscapes_layout(tmp_path):
+    from vidseg_ros.data.records import cityscapes_source
+    img_dir = tmp_path / 'leftImg8bit' / 'val' / 'bonn'
+    lab_dir = tmp_path / 'gtFine' / 'val' / 'bonn'
+    img_dir.mkdir(parents=True)
+    lab_dir.mkdir(parents=True)
+    cv2.imwrite(str(img_dir / 'bonn_000001_000019_leftImg8bit.png'), np.zeros((8, 16, 3), np.uint8))
+    lab = np.full((8, 16), 255, np.uint8)
+    lab[:, :4] = 13
+    cv2.imwrite(str(lab_dir / 'bonn_000001_000019_gtFine_labelTrainIds.png'), lab)
+    src = cityscapes_source(tmp_path, 'val')
+    assert src.num_classes == 19 and src.records[0].sequence == 'bonn_000001'
+    assert src.records[0].index == 19
+    got = src.read_label(src.records[0])
+    assert got[0, 0] == 13 and got[0, 10] == 255
+    res = import_layout(tmp_path, tmp_path / 'ds', 'cityscapes', split='val')
+    assert res == {'frames': 1, 'labelled': 1}

@@ -119,3 +119,12 @@ def test_propagate_dataset_records_sources(tmp_path):
     assert [r.label_source for r in after] == ['human'] + ['propagated'] * 4 + ['human']
     again = propagate_dataset(tmp_path / 'ds', PropagateConfig())
     assert 'propagated' not in again           # nothing redone without overwrite
+
+
+def test_many_classes_use_chunked_warps():
+    frames, masks = _video()
+    labels = {k: (masks[k] * 5).astype(np.uint8) for k in (0, 8)}     # object = class 5 of 6
+    labels[0][:4] = 255                                                 # unknown rows in one label
+    out = propagate_flow(frames, labels, 6, PropagateConfig())
+    assert all(_iou((out[i].filled == 5).astype(np.uint8), masks[i]) > 0.8 for i in out)
+    assert all(set(np.unique(p.label)) <= {0, 5, 255} for p in out.values())
