@@ -135,3 +135,15 @@ def test_video_to_bag(tmp_path):
     s = frames_to_bag(tmp_path / 'v.avi', tmp_path / 'bag', BagFromFramesConfig(rate_hz=10))
     assert s['frames'] == 4 and s['sequences'] == ['v']
     assert extract([tmp_path / 'bag'], tmp_path / 'out').written == 4
+
+
+def test_camvid_flat_folder_splits_by_sequence_prefix(tmp_path, camvid_dir):
+    files = sorted((camvid_dir / 'train').glob('0001TP_*.webp'))[:2] + \
+        sorted((camvid_dir / 'train').glob('0006R0_*.webp'))[:2]
+    _copy(files, tmp_path / 'flat')
+    s = frames_to_bag(tmp_path / 'flat', tmp_path / 'bag', BagFromFramesConfig(camera_info=False))
+    assert s['sequences'] == ['0001TP', '0006R0'] and s['frames'] == 4
+    res = extract([tmp_path / 'bag'], tmp_path / 'out')
+    assert len(res.sequences) == 2
+    _check_roundtrip(['0001TP', '0006R0'], tmp_path / 'out',
+                     {'0001TP': files[:2], '0006R0': files[2:]})

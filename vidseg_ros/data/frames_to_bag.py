@@ -8,6 +8,7 @@ time gap between them so that extraction splits them again.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ IMAGE_T = 'sensor_msgs/msg/Image'
 COMPRESSED_T = 'sensor_msgs/msg/CompressedImage'
 INFO_T = 'sensor_msgs/msg/CameraInfo'
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
+_SEQ_NAME = re.compile(r'^(?P<seq>.+)_f?\d+$')
 
 
 @dataclass
@@ -137,15 +139,34 @@ def write_bag(out: str | Path, sequences: Iterable[Iterable[np.ndarray]],
     return {'bag': str(out), 'topic': topic, 'frames': sum(map(len, stamps)), 'stamps': stamps}
 
 
-def find_sequences(source: str | Path) -> list[tuple[str, VideoSource]]:
-    """A video, an image folder, or a folder of image folders (one sequence each, e.g. DAVIS)."""
+def find_sequences(source: str | Path) -> list[tuple[str, Iterable[np.ndarray]]]:
+    """(name, frames) per sequence of a video, an image folder, or a folder of image folders.
+
+    A flat folder whose file names all look like ``<SEQ>_<FRAME>`` with more than one ``SEQ``
+    (CamVid) is split by that prefix, so each source video becomes its own sequence in the bag.
+    """
     path = Path(source)
     if path.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
         subs = sorted(p for p in path.iterdir() if p.is_dir())
         if not subs:
             raise FileNotFoundError(f'{path}: no images and no sub-folders with images')
-        return [(p.name, VideoSource(p)) for p in subs]
-    return [(path.stem if path.is_file() else path.name, VideoSource(path))]
+        return [(p.name, _frames(VideoSource(p))) for p in subs]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        names = [_SEQ_NAME.match(p.stem) for p in files]
+        prefixes = sorted({m['seq'] for m in names if m})
+        if all(names) and len(prefixes) > 1:
+            return [(seq, _read_all([p for p, m in zip(files, names) if m['seq'] == seq]))
+                    for seq in prefixes]
+    return [(path.stem if path.is_file() else path.name, _frames(VideoSource(path)))]
+
+
+def _frames(vs: VideoSource) -> Iterable[np.ndarray]:
+    return (rgb for _, rgb in vs)
+
+
+def _read_all(paths: list[Path]) -> Iterable[np.ndarray]:
+    return (read_rgb(p) for p in paths)
 
 
 def frames_to_bag(source: str | Path | list[Path], out: str | Path,
@@ -156,9 +177,9 @@ def frames_to_bag(source: str | Path | list[Path], out: str | Path,
     Returns the ``write_bag`` summary plus ``sequences`` (names in bag order).
     """
     if isinstance(source, (list, tuple)):
-        seqs = [('files', (read_rgb(p) for p in source))]
+        seqs = [('files', _read_all(list(source)))]
     else:
-        seqs = [(name, (rgb for _, rgb in vs)) for name, vs in find_sequences(source)]
+        seqs = find_sequences(source)
     summary = write_bag(out, (frames for _, frames in seqs), cfg, progress)
     summary['sequences'] = [name for name, _ in seqs]
     return summary
