@@ -147,3 +147,9 @@ def test_camvid_flat_folder_splits_by_sequence_prefix(tmp_path, camvid_dir):
     assert len(res.sequences) == 2
     _check_roundtrip(['0001TP', '0006R0'], tmp_path / 'out',
                      {'0001TP': files[:2], '0006R0': files[2:]})
+
+
+def test_wrong_topic_warns_with_the_available_ones(tmp_path):
+    write_bag(tmp_path / 'bag', [[np.zeros((8, 8, 3), np.uint8)]], BagFromFramesConfig(topic='/cam/image'))
+    res = extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(topics=['/camera/image_raw']))
+    assert res.written == 0 and any('/cam/image' in w for w in res.warnings)

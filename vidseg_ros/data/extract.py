@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.config import setting
-from vidseg_ros.data.bags import IMAGE_TYPES, RawMessage, deserialize, read_messages
+from vidseg_ros.data.bags import IMAGE_TYPES, RawMessage, deserialize, list_topics, read_messages
 from vidseg_ros.data.images import decode_compressed, image_fields_to_rgb8
 from vidseg_ros.data.records import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
@@ -183,9 +183,11 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
     try:
         for bag in map(Path, bags):
             planner = _Planner(cfg, bag, out, result)
+            seen = 0
             for msg in read_messages(bag, cfg.topics or None, warnings=result.warnings):
                 if msg.msgtype not in IMAGE_TYPES:
                     continue
+                seen += 1
                 planned = planner.plan(msg)
                 if planned is None:
                     continue
@@ -206,6 +208,8 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
                 # Bounded window: never hold more than a few frames per worker in memory.
                 while len(pending) >= 4 * cfg.workers:
                     _drain(pending, result, rows, progress, FIRST_COMPLETED)
+            if not seen:
+                _no_images(bag, cfg.topics, result.warnings)
         while pending:
             _drain(pending, result, rows, progress, FIRST_COMPLETED)
     finally:
@@ -224,6 +228,18 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
         LOG.warning('extract: %d frame(s) failed to decode, %d bag warning(s)', result.failed,
                     len(result.warnings))
     return result
+
+
+def _no_images(bag: Path, topics: list[str], warnings: list[str]) -> None:
+    try:
+        avail = {t: ty for t, (ty, _) in list_topics(bag).items()}
+    except (OSError, ValueError) as e:
+        avail = {'?': str(e)}
+    images = sorted(t for t, ty in avail.items() if ty in IMAGE_TYPES)
+    text = (f'{bag}: no image messages' + (f' on {", ".join(topics)}' if topics else '') +
+            f'; image topics in this bag: {", ".join(images) or "none"}')
+    warnings.append(text)
+    LOG.warning(text)
 
 
 def _drain(pending: dict, result, rows, progress, how) -> None:
