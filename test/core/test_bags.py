@@ -103,3 +103,27 @@ def test_sqlite_flipped_page_loses_only_some_rows(tmp_path):
 def test_missing_bag_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='does not exist'):
         list(read_messages(tmp_path / 'nope.mcap'))
+
+
+@pytest.mark.parametrize('compression', ['zstd', 'lz4'])
+def test_recorder_bags_split_and_killed(tmp_path, compression):
+    """Bags from the recorder's BagWriter (split files, compressed chunks), last file cut short."""
+    bag_writer = pytest.importorskip('vidseg_ros.data.bag_writer')
+    from vidseg_ros.data.frames_to_bag import TYPESTORE, image_msg
+    w = bag_writer.BagWriter(tmp_path / 'rec', compression=compression, chunk_size_bytes=100_000,
+                             max_bag_size_bytes=400_000)
+    w.add_topic('/cam/image', 'sensor_msgs/msg/Image')
+    frames = _frames(40, hw=(60, 80))
+    for i, f in enumerate(frames):
+        t = 10**18 + i * 10**8
+        msgtype, msg = image_msg(f, t, 'cam')
+        w.write('/cam/image', bytes(TYPESTORE.serialize_cdr(msg, msgtype)), t)
+    w.close()
+    files = bag_files(tmp_path / 'rec')
+    assert len(files) >= 2 and len(list(read_messages(tmp_path / 'rec'))) == 40
+    files[-1].write_bytes(files[-1].read_bytes()[: files[-1].stat().st_size * 2 // 3])
+    warnings = []
+    msgs = list(read_messages(tmp_path / 'rec', warnings=warnings))
+    assert warnings and 25 < len(msgs) < 40
+    for i, m in enumerate(msgs):
+        assert np.array_equal(np.asarray(deserialize(m).data).reshape(60, 80, 3), frames[i])
