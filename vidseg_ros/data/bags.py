@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import re
 import shutil
 import sqlite3
 import struct
@@ -51,7 +52,9 @@ def bag_files(path: str | Path) -> list[Path]:
     """The storage files of a bag folder (``*.mcap``, ``*.db3``) or the file itself."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(list(path.glob('*.mcap')) + list(path.glob('*.db3')))
+        # Natural order: recorder splits are named bag_2 ... bag_10.
+        files = sorted(list(path.glob('*.mcap')) + list(path.glob('*.db3')),
+                       key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', p.name)])
         if not files:
             raise FileNotFoundError(f'{path}: no .mcap or .db3 files in this bag folder')
         return files
