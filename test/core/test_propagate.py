@@ -5,8 +5,9 @@ import pytest
 from vidseg_ros.data.extract import extract
 from vidseg_ros.data.frames_to_bag import write_bag
 from vidseg_ros.data.labels import import_labels, write_label
-from vidseg_ros.data.propagate import (FlowCache, PropagateConfig, consistent, propagate_dataset,
-                                       propagate_flow, propagate_sequence, teacher_label, _grid)
+from vidseg_ros.data.propagate import (FlowCache, PropagateConfig, _grid, consistent, propagate_flow,
+                                       propagate_sequence, teacher_label)
+from vidseg_ros.data.propagate_all import propagate_dataset, split_jobs
 from vidseg_ros.data.records import read_index
 from vidseg_ros.data.tracking import MedianFlow, mask_box, move_mask, track_masks
 
@@ -105,20 +106,44 @@ def test_teacher_threshold():
         propagate_sequence(frames, {0: masks[0]}, 5, PropagateConfig(method='tracker'))
 
 
+def test_split_jobs_cover_every_frame_once():
+    assert split_jobs(30, [0, 5, 10, 15, 20, 25], labels_per_job=2) == [(0, 10), (10, 20), (20, 29)]
+    assert split_jobs(12, [3, 8]) == [(0, 11)]
+    assert split_jobs(5, []) == [(0, 4)]
+
+
+def _labelled_dataset(tmp_path, name, frames, masks, keep):
+    write_bag(tmp_path / f'{name}_bag', [frames])
+    extract([tmp_path / f'{name}_bag'], tmp_path / name)
+    recs = read_index(tmp_path / name)
+    for i in keep:
+        write_label(tmp_path / f'{name}_lab' / f'{recs[i].stamp_ns}.png', masks[i])
+    import_labels(tmp_path / name, tmp_path / f'{name}_lab', class_names=['bg', 'obj'])
+    return tmp_path / name
+
+
 def test_propagate_dataset_records_sources(tmp_path):
     frames, masks = _video(n=6)
-    write_bag(tmp_path / 'bag', [frames])
-    extract([tmp_path / 'bag'], tmp_path / 'ds')
-    recs = read_index(tmp_path / 'ds')
-    write_label(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png', masks[0])
-    write_label(tmp_path / 'lab' / f'{recs[5].stamp_ns}.png', masks[5])
-    import_labels(tmp_path / 'ds', tmp_path / 'lab', class_names=['bg', 'obj'])
-    counts = propagate_dataset(tmp_path / 'ds', PropagateConfig())
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, (0, 5))
+    counts = propagate_dataset(ds, PropagateConfig())
     assert counts['propagated'] == 4 and counts['total_human'] == 2
-    after = read_index(tmp_path / 'ds')
+    after = read_index(ds)
     assert [r.label_source for r in after] == ['human'] + ['propagated'] * 4 + ['human']
-    again = propagate_dataset(tmp_path / 'ds', PropagateConfig())
+    again = propagate_dataset(ds, PropagateConfig())
     assert 'propagated' not in again           # nothing redone without overwrite
+
+
+def test_propagate_dataset_workers_match_serial(tmp_path):
+    import cv2
+    frames, masks = _video(n=9)
+    keep = (0, 2, 4, 6, 8)
+    one = _labelled_dataset(tmp_path, 'one', frames, masks, keep)
+    two = _labelled_dataset(tmp_path, 'two', frames, masks, keep)
+    propagate_dataset(one, PropagateConfig())
+    propagate_dataset(two, PropagateConfig(), workers=2)
+    for a, b in zip(read_index(one), read_index(two)):
+        assert a.label_source == b.label_source
+        assert np.array_equal(cv2.imread(str(a.label), 0), cv2.imread(str(b.label), 0))
 
 
 def test_many_classes_use_chunked_warps():

@@ -94,14 +94,15 @@ def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 't
 def propagate(dataset: str | Path, method: str = 'flow', flow: str = 'dis', dis_preset: str = 'fine',
               flow_scale: float = 1.0, min_confidence: float = 0.5, max_distance: int = 30,
               tracker: str = 'medianflow', teacher_threshold: float = 0.7, model: str | None = None,
-              overwrite: bool = False, progress: bool = True) -> dict:
+              overwrite: bool = False, workers: int = 1, progress: bool = True) -> dict:
     """``vidseg propagate DATASET``: labels for every frame from the sparse human labels.
 
     ``model`` (method=teacher) is a checkpoint the engine loads; its prediction becomes the
     pseudo-label where confident.
     """
     from vidseg_ros.config import from_dict
-    from vidseg_ros.data.propagate import PropagateConfig, propagate_dataset
+    from vidseg_ros.data.propagate import PropagateConfig
+    from vidseg_ros.data.propagate_all import propagate_dataset
     from vidseg_ros.data.records import read_index
     cfg = from_dict(PropagateConfig, {'method': method, 'flow': flow, 'dis_preset': dis_preset,
                                       'flow_scale': flow_scale, 'min_confidence': min_confidence,
@@ -109,7 +110,7 @@ def propagate(dataset: str | Path, method: str = 'flow', flow: str = 'dis', dis_
                                       'teacher_threshold': teacher_threshold})
     predict = _engine_predict(model) if method == 'teacher' and model else None
     with _bar(len(read_index(dataset)), 'frame', f'propagate ({method})', progress) as update:
-        return propagate_dataset(dataset, cfg, predict, update, overwrite)
+        return propagate_dataset(dataset, cfg, predict, update, overwrite, workers)
 
 
 def _engine_predict(model: str):
