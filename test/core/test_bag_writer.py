@@ -108,9 +108,9 @@ def test_recover_truncated_file(tmp_path):
         w.write('/cam/image', data, 1000 + i)
     path = w.current_path  # abandoned without close(), as after SIGKILL: no summary, no metadata
     assert not is_complete(path)
-    full = path.read_bytes()
+    assert path.stat().st_size >= w._file.tell()  # every chunk is in the file (+ zero padding)
     with open(path, 'r+b') as f:
-        f.truncate(len(full) - 50)  # a torn last chunk
+        f.truncate(w._file.tell() - 50)  # a torn last chunk
     report = recover_bag(bag)
     assert report.repaired == [path] and report.messages[path.name] == 9
     assert (bag / f'{path.name}.truncated').exists() and is_complete(path)
@@ -125,7 +125,7 @@ def test_recover_stops_at_any_cut(tmp_path):
     w.add_topic('/t', IMAGE)
     for i in range(5):
         w.write('/t', image_cdr(i), 1000 + i)
-    full = w.current_path.read_bytes()
+    full = w.current_path.read_bytes()  # ends with the zero padding of the last 4 KiB block
     for cut in range(8, len(full), 397):  # never more messages than complete chunks, never a crash
         d = tmp_path / f'cut{cut}'
         d.mkdir()
@@ -207,3 +207,23 @@ def test_recover_entry_points(tmp_path):
         w.write('/t', image_cdr(i), 1000 + i)
     assert bag_writer.main(['recover', str(bag), '--delete-original']) == 0
     assert len(read_mcap(w.files[0])) == 3 and not list(bag.glob('*.truncated'))
+
+
+@pytest.mark.parametrize('direct', [True, False])
+def test_append_file_direct_and_buffered(tmp_path, direct):
+    from vidseg_ros.data.direct_file import BLOCK, AppendFile
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (5, 4096, 100_000, 3, 70_000, 1)]
+    f = AppendFile(tmp_path / 'x.bin', fsync_bytes=50_000, direct=direct, stage_bytes=64 * 1024)
+    written = b''
+    for part in parts:
+        f.write(part)
+        written += part
+        f.sync_point()  # the file now holds everything, zero-padded to a whole block
+        on_disk = (tmp_path / 'x.bin').read_bytes()
+        assert on_disk[:len(written)] == written and len(on_disk) % BLOCK == 0
+        assert not on_disk[len(written):].strip(b'\0')
+    f.close()
+    assert (tmp_path / 'x.bin').read_bytes() == written
+    with pytest.raises(FileExistsError):
+        AppendFile(tmp_path / 'x.bin')

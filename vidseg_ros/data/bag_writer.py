@@ -10,9 +10,9 @@ Each MCAP file uses profile ``ros2``, one ``ros2msg`` schema per type with the f
 package's ``Writer`` does the container format). Files split by size and duration and each one opens
 on its own: every file registers every known topic.
 
-Crash safety: the file is written without a user-space buffer, so every completed chunk is in the
-OS once ``Writer`` emits it (a SIGKILL loses only the chunk being filled); ``fsync_bytes`` bounds
-what a power loss can take. :func:`vidseg_ros.data.bag_recover.recover_bag` turns such a
+Crash safety: after each completed chunk everything is put into the file (see
+:mod:`vidseg_ros.data.direct_file`, O_DIRECT where possible), so a SIGKILL loses only the chunk
+being filled; ``fsync_bytes`` bounds what a power loss can take. :func:`vidseg_ros.data.bag_recover.recover_bag` turns such a
 truncated file back into a valid bag.
 """
 from __future__ import annotations
@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from pathlib import Path
 
 import yaml
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
+from vidseg_ros.data.direct_file import AppendFile
 from vidseg_ros.data.msgdefs import message_definition
 
 log = logging.getLogger(__name__)
@@ -53,71 +53,6 @@ def qos_yaml(profiles: list[dict]) -> str:
     return yaml.safe_dump(list(profiles), default_flow_style=False, sort_keys=False) if profiles else ''
 
 
-class _DirectFile:
-    """Unbuffered append-only file for ``mcap.Writer``: each record reaches the OS when written.
-
-    ``fdatasync`` runs in a helper thread every ``fsync_bytes``, so the writer keeps filling the page
-    cache while the disk flushes; a power loss takes at most about two ``fsync_bytes`` of data.
-
-    Args:
-        path: file to create; it must not exist.
-        fsync_bytes: sync after this many bytes (0: only at close).
-    """
-
-    def __init__(self, path: Path, fsync_bytes: int = 0):
-        try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError as e:
-            raise BagExistsError(f'{path} already exists; refusing to overwrite it') from e
-        self._pos = 0
-        self._unsynced = 0
-        self._fsync_bytes = fsync_bytes
-        self._sync_wanted = threading.Event()
-        self._closing = False
-        self._syncer = None
-        if fsync_bytes:
-            self._syncer = threading.Thread(target=self._sync_loop, name='vidseg_bag_fsync', daemon=True)
-            self._syncer.start()
-
-    def _sync_loop(self) -> None:
-        while True:
-            self._sync_wanted.wait()
-            self._sync_wanted.clear()
-            if self._closing:
-                return
-            os.fdatasync(self._fd)
-
-    def write(self, data) -> int:
-        view = memoryview(data)
-        while view.nbytes:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        size = len(data)
-        self._pos += size
-        self._unsynced += size
-        if self._fsync_bytes and self._unsynced >= self._fsync_bytes:
-            self._sync_wanted.set()  # a sync already running just picks this up next
-            self._unsynced = 0
-        return size
-
-    def tell(self) -> int:
-        return self._pos
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        if self._fd < 0:
-            return
-        if self._syncer is not None:
-            self._closing = True
-            self._sync_wanted.set()
-            self._syncer.join()
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = -1
-
-
 class BagWriter:
     """Writes one rosbag2 MCAP bag directory, splitting it into files by size and duration.
 
@@ -130,10 +65,12 @@ class BagWriter:
         max_bag_size_bytes: start a new file past this size (0: no limit).
         max_bag_duration_s: start a new file when messages span this long (0: no limit).
         fsync_bytes: force data to disk after this many bytes (0: only at file close).
+        direct_io: write with O_DIRECT where the filesystem supports it (much less system CPU).
     """
 
     def __init__(self, bag_dir: str | Path, compression: str = 'none', chunk_size_bytes: int = 1 << 20,
-                 max_bag_size_bytes: int = 0, max_bag_duration_s: float = 0.0, fsync_bytes: int = 0):
+                 max_bag_size_bytes: int = 0, max_bag_duration_s: float = 0.0, fsync_bytes: int = 0,
+                 direct_io: bool = True):
         if compression not in COMPRESSIONS:
             raise ValueError(f'compression {compression!r} is not one of {", ".join(COMPRESSIONS)}')
         self.bag_dir = Path(bag_dir)
@@ -146,10 +83,11 @@ class BagWriter:
         self.max_bag_size_bytes = max_bag_size_bytes
         self.max_bag_duration_ns = int(max_bag_duration_s * 1e9)
         self.fsync_bytes = fsync_bytes
+        self.direct_io = direct_io
         self.files: list[Path] = []  # every file started, in order
         self._topics: dict[str, dict] = {}  # topic -> msgtype, definition, metadata
         self._writer: Writer | None = None
-        self._file: _DirectFile | None = None
+        self._file: AppendFile | None = None
         self._channels: dict[str, int] = {}
         self._file_bytes = 0
         self._file_start_ns: int | None = None
@@ -195,8 +133,11 @@ class BagWriter:
             self._open()
         if self._file_start_ns is None:
             self._file_start_ns = log_time_ns
+        before = self._file.tell()
         self._writer.add_message(self._channels[topic], log_time=log_time_ns, data=data,
                                  publish_time=publish_time_ns or log_time_ns)
+        if self._file.tell() != before:  # a chunk was completed: make it crash-safe now
+            self._file.sync_point()
         self._file_bytes += len(data) + 64  # + record and index overhead, roughly
 
     def _should_split(self, log_time_ns: int) -> bool:
@@ -207,7 +148,10 @@ class BagWriter:
 
     def _open(self) -> None:
         path = self.bag_dir / f'{self.bag_dir.name}_{len(self.files)}.mcap'
-        self._file = _DirectFile(path, self.fsync_bytes)
+        try:
+            self._file = AppendFile(path, self.fsync_bytes, direct=self.direct_io)
+        except FileExistsError as e:
+            raise BagExistsError(f'{path} already exists; refusing to overwrite it') from e
         self.files.append(path)
         self._writer = Writer(self._file, chunk_size=self.chunk_size_bytes,
                               compression=COMPRESSIONS[self.compression])
@@ -234,6 +178,7 @@ class BagWriter:
         """End the chunk being filled now (a later SIGKILL cannot take what it holds)."""
         if self._writer is not None:
             self._writer.flush()
+            self._file.sync_point()
 
     def split(self) -> Path | None:
         """Close the current file (if any); the next message opens a new one. Returns the closed file."""

@@ -86,6 +86,7 @@ class Recorder:
         min_free_disk_bytes: stop recording (bag closed, ``error`` set) below this free space.
         fsync_bytes: force data to disk every this many bytes (0: at file close only).
         start_paused: start without recording until :meth:`resume`.
+        direct_io: write with O_DIRECT where possible (see :mod:`vidseg_ros.data.direct_file`).
         disk_usage: ``shutil.disk_usage``-like function (replaceable in tests).
         on_error: called once, from the writer thread, with the error text when recording stops.
     """
@@ -93,7 +94,7 @@ class Recorder:
     def __init__(self, bag_dir: str | Path, compression: str = 'none', chunk_size_bytes: int = 1 << 20,
                  max_bag_size_bytes: int = 0, max_bag_duration_s: float = 0.0,
                  queue_max_bytes: int = 512 << 20, min_free_disk_bytes: int = 1 << 30,
-                 fsync_bytes: int = 0, start_paused: bool = False,
+                 fsync_bytes: int = 0, start_paused: bool = False, direct_io: bool = True,
                  disk_usage: Callable = shutil.disk_usage, on_error: Callable[[str], None] | None = None):
         self.bag_dir = Path(bag_dir)
         self.queue_max_bytes = queue_max_bytes
@@ -103,7 +104,8 @@ class Recorder:
         self.free_disk_bytes = self._check_parent_space()
         self._writer = BagWriter(self.bag_dir, compression=compression, chunk_size_bytes=chunk_size_bytes,
                                  max_bag_size_bytes=max_bag_size_bytes,
-                                 max_bag_duration_s=max_bag_duration_s, fsync_bytes=fsync_bytes)
+                                 max_bag_duration_s=max_bag_duration_s, fsync_bytes=fsync_bytes,
+                                 direct_io=direct_io)
         self.topics: dict[str, TopicCounters] = {}
         self.paused = start_paused
         self.error: str | None = None

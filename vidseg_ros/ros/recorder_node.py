@@ -76,7 +76,7 @@ class RecorderNode(Node):
                     self.bag_dir, compression=cfg.compression, chunk_size_bytes=cfg.chunk_size_bytes,
                     max_bag_size_bytes=cfg.max_bag_size_bytes, max_bag_duration_s=cfg.max_bag_duration_s,
                     queue_max_bytes=cfg.queue_max_bytes, min_free_disk_bytes=cfg.min_free_disk_bytes,
-                    fsync_bytes=cfg.fsync_bytes, start_paused=cfg.start_paused)
+                    fsync_bytes=cfg.fsync_bytes, start_paused=cfg.start_paused, direct_io=cfg.direct_io)
                 break
             except BagExistsError:
                 if attempt == 4:

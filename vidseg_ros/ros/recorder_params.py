@@ -30,6 +30,8 @@ class RecorderSettings:
     chunk_size_bytes: int = setting(4 << 20, 'MCAP chunk size; a SIGKILL loses at most the chunk being filled')
     fsync_bytes: int = setting(64 << 20, 'Force written data to disk every this many bytes, bounding what a power '
                                          'loss can take; 0 = only when a file closes')
+    direct_io: bool = setting(True, 'Write with O_DIRECT where the filesystem allows (far less CPU than the page '
+                                    'cache; falls back automatically)')
     max_bag_size_bytes: int = setting(0, 'Start a new file past this size; 0 = no limit')
     max_bag_duration_s: float = setting(0.0, 'Start a new file when its messages span this long; 0 = no limit')
     queue_max_bytes: int = setting(1 << 30, 'Bound of the write queue in bytes; messages that do not fit are '
