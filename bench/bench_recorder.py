@@ -44,11 +44,14 @@ RESOLUTIONS = {'640x480': (480, 640), '1280x720': (720, 1280), '1920x1080': (108
 LADDER_FPS = [30, 60, 90, 120, 180, 240, 300, 400]
 
 
-def disk_speed(directory: Path, total: int = 1 << 30, block: int = 8 << 20) -> float:
-    """Sequential write MB/s including the final fdatasync."""
+def disk_speed(directory: Path, total: int = 1 << 30, block: int = 8 << 20, direct: bool = False) -> float:
+    """Sequential write MB/s including the final fdatasync (``direct``: O_DIRECT, as the recorder)."""
+    import mmap
     path = directory / 'disk_speed.bin'
-    buf = os.urandom(block)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    buf = mmap.mmap(-1, block)  # page-aligned, as O_DIRECT needs
+    buf.write(os.urandom(block))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if direct else 0)
+    fd = os.open(path, flags, 0o644)
     t0 = time.perf_counter()
     try:
         for _ in range(total // block):
@@ -58,6 +61,7 @@ def disk_speed(directory: Path, total: int = 1 << 30, block: int = 8 << 20) -> f
     finally:
         os.close(fd)
         path.unlink()
+        buf.close()
     return total / dt / 1e6
 
 
@@ -263,8 +267,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix='vidseg_bench_rec_', dir=args.dir))
     try:
         disks = [disk_speed(work)]
-        print(f'disk sequential write (fdatasync): {disks[0]:.0f} MB/s  [{work}]; CPUs {os.cpu_count()}, '
-              f'load average {os.getloadavg()[0]:.1f}', flush=True)
+        directs = [disk_speed(work, direct=True)]
+        print(f'disk sequential write (fdatasync): {disks[0]:.0f} MB/s, O_DIRECT {directs[0]:.0f} MB/s  [{work}]; '
+              f'CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}', flush=True)
         pub = Publisher()
         rows = []
         for name in args.resolutions:
@@ -276,7 +281,9 @@ def main() -> int:
             rec = ladder(pub, work, 'recorder', name, hw, args.step_s)
             rows.append((name, writer, best(dds), best(rec), min(r['cpu_s_per_GB'] for r in rec)))
             disks.append(disk_speed(work))
-            print(f'disk sequential write: {disks[-1]:.0f} MB/s; load average {os.getloadavg()[0]:.1f}', flush=True)
+            directs.append(disk_speed(work, direct=True))
+            print(f'disk sequential write (fdatasync): {disks[-1]:.0f} MB/s, O_DIRECT {directs[-1]:.0f} MB/s; '
+                  f'load average {os.getloadavg()[0]:.1f}', flush=True)
         print('three 1280x720 cameras at 30 Hz:', flush=True)
         three = ladder(pub, work, 'recorder', 'three720', RESOLUTIONS['1280x720'], 2 * args.step_s, cameras=3,
                        rates=[30])[0]
@@ -284,7 +291,7 @@ def main() -> int:
         print(f'\nsummary: zero-loss = every published frame arrived (dds: counted by a subscriber that writes '
               f'nothing; recorder: in the bag, queue {args.queue_mb} MB)')
         print(f'disk sequential write with fdatasync, {len(disks)} runs: min {min(disks):.0f}, median {disk:.0f}, '
-              f'max {max(disks):.0f} MB/s')
+              f'max {max(disks):.0f} MB/s (O_DIRECT: median {sorted(directs)[len(directs) // 2]:.0f} MB/s)')
         print(f'{"resolution":>10} {"rec Hz":>7} {"rec MB/s":>9} {"% disk":>7} {"rec CPU s/GB":>13} '
               f'{"DDS Hz":>7} {"DDS MB/s":>9} {"writer MB/s":>12}')
         for name, writer, dds, rec, cpu in rows:
