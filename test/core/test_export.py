@@ -11,7 +11,7 @@ from vidseg_ros.tools.export import export_onnx, export_torchscript
 
 pytest.importorskip('onnxruntime')
 TOL = 1e-4
-CASES = [('keyframe_fpn', {'width_mult': 0.25}), ('recurrent_unet', {'size': 'small_shallow'}),
+CASES = [('keyframe_fpn', {'width_mult': 0.25}), ('recurrent_unet', {'size': 'small_shallow', 'temporal_levels': 3}),
          ('truncated_fpn', {'width_mult': 0.25})]
 
 

@@ -11,7 +11,8 @@ CASES = (
     + [('truncated_fpn', {'removed_levels': r, 'block': b}) for r in (1, 2) for b in BLOCKS]
     + [('recurrent_unet', {'block': b, 'temporal_cell': c, 'size': s})
        for b in BLOCKS for c in TEMPORAL_CELLS for s in ('small_shallow', 'small_deep')]
-    + [('recurrent_unet', {'size': 'original', 'temporal_cell': 'cgru'})]
+    + [('recurrent_unet', {'size': 'original', 'temporal_cell': 'cgru'}),
+       ('recurrent_unet', {'size': 'small_deep', 'temporal_cell': 'cgru', 'temporal_levels': 2})]
 )
 
 
@@ -82,10 +83,11 @@ def test_truncated_fpn_is_the_low_path():
     assert sum(p.numel() for p in trunc.parameters()) < sum(p.numel() for p in full.parameters()) / 5
 
 
-@pytest.mark.parametrize('cell', ['crnn', 'cgru', 'none'])
-def test_recurrent_streaming_equals_clip(cell):
+@pytest.mark.parametrize('cell,levels', [('crnn', 0), ('cgru', 0), ('none', 0), ('cgru', 2)])
+def test_recurrent_streaming_equals_clip(cell, levels):
     torch.manual_seed(0)
-    model = create_model('recurrent_unet', size='small_shallow', temporal_cell=cell, num_classes=4).eval()
+    model = create_model('recurrent_unet', size='small_shallow', temporal_cell=cell, temporal_levels=levels,
+                         num_classes=4).eval()
     clip = torch.randn(2, 3, 3, 16, 24)
     with torch.no_grad():
         out_clip = model(clip)
@@ -97,7 +99,8 @@ def test_recurrent_streaming_equals_clip(cell):
     assert out_clip.shape == (2, 3, 4, 16, 24)
     torch.testing.assert_close(torch.stack(steps, 1), out_clip)
     assert all(isinstance(s, torch.Tensor) for s in state)
-    assert len(state) == (0 if cell == 'none' else 4)
+    assert len(state) == (0 if cell == 'none' else levels or 4)
+    assert [tuple(t.shape[1:]) for t in state] == [(c, 16 // f, 24 // f) for c, f in model.state_layout()]
 
 
 def test_recurrent_state_matters():

@@ -143,7 +143,7 @@ class TorchScriptRunner(TorchRunner):
             raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
         self.meta, self.kind = info['meta'], info['kind']
         self.stride, self.output_stride = int(info['stride']), int(info['output_stride'])
-        self._state_shapes = info.get('state_channels', [])
+        self._state_shapes = info.get('state_layout', [])
         self.device, self.precision, self.channels_last = dev, precision, channels_last
         self._dtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
         self.model = module.eval()
@@ -158,11 +158,10 @@ class TorchScriptRunner(TorchRunner):
         return _zero_state(self._state_shapes, x, self.device, torch.float32)
 
 
-def _zero_state(channels: list[int], x, device, dtype):
-    """Zero hidden state: one (B, C_i, H/2^i, W/2^i) tensor per recurrent level."""
+def _zero_state(layout: list[list[int]], x, device, dtype):
+    """Zero hidden state: one (B, C, H/f, W/f) tensor per ``(C, f)`` of the exported state layout."""
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
-    return tuple(torch.zeros(b, c, -(-h // 2 ** i), -(-w // 2 ** i), device=device, dtype=dtype)
-                 for i, c in enumerate(channels))
+    return tuple(torch.zeros(b, c, -(-h // f), -(-w // f), device=device, dtype=dtype) for c, f in layout)
 
 
 class OnnxRunner:
@@ -187,7 +186,7 @@ class OnnxRunner:
         info = json.loads(props[META_KEY])
         self.meta, self.kind = info['meta'], info['kind']
         self.stride, self.output_stride = int(info['stride']), int(info['output_stride'])
-        self._state_shapes = info.get('state_channels', [])
+        self._state_shapes = info.get('state_layout', [])
         self._cur = None
         if self.kind == 'keyframe':
             cur = current_path(path)

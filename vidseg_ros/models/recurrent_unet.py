@@ -62,13 +62,15 @@ class RecurrentUNet(nn.Module):
         size: 'original' (64-512 ch, 3 levels), 'small_shallow' (16-128, 3), 'small_deep' (16-256, 4).
         block: Encoder/decoder block ('vanilla', 'resnet', 'convnext').
         temporal_cell: 'cgru', 'crnn' or 'none' (the per-frame twin).
+        temporal_levels: Cells on the deepest N levels only (0 = every level, the report's design);
+            the full-resolution cells cost the most, so 2-3 deep levels make a cheaper variant.
         in_ch: Input channels.
     """
 
     output_stride = 1
 
     def __init__(self, num_classes: int = 11, size: str = 'small_deep', block: str = 'resnet',
-                 temporal_cell: str = 'cgru', in_ch: int = 3):
+                 temporal_cell: str = 'cgru', temporal_levels: int = 0, in_ch: int = 3):
         super().__init__()
         if size not in SIZES:
             raise ValueError(f'unknown size {size!r}; valid sizes: {", ".join(SIZES)}')
@@ -83,7 +85,12 @@ class RecurrentUNet(nn.Module):
         first_in = widths[0] if block == 'convnext' else in_ch
         self.down = nn.ModuleList(
             [blk(first_in, widths[0], 1)] + [blk(widths[i - 1], widths[i], 2) for i in range(1, len(widths))])
-        self.cells = nn.ModuleList(_CELLS[temporal_cell](w) for w in widths) if temporal_cell != 'none' \
+        n_cells = 0 if temporal_cell == 'none' else (temporal_levels or len(widths))
+        if not 0 <= n_cells <= len(widths):
+            raise ValueError(f'temporal_levels must be 0..{len(widths)} for size {size!r}, got {temporal_levels}')
+        # levels that carry state (deepest first dropped last); state[i] belongs to cell_levels[i]
+        self.cell_levels = tuple(range(len(widths) - n_cells, len(widths)))
+        self.cells = nn.ModuleList(_CELLS[temporal_cell](widths[i]) for i in self.cell_levels) if n_cells \
             else nn.ModuleList()
         self.up_proj = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(len(widths) - 1))
         self.up = nn.ModuleList(blk(2 * widths[i], widths[i], 1) for i in range(len(widths) - 1))
@@ -94,8 +101,12 @@ class RecurrentUNet(nn.Module):
         """Zero hidden state for frames of ``height`` x ``width`` (empty for the per-frame twin)."""
         if not len(self.cells):
             return ()
-        return tuple(torch.zeros(batch, w, -(-height // 2 ** i), -(-width // 2 ** i), device=device, dtype=dtype)
-                     for i, w in enumerate(self.widths))
+        return tuple(torch.zeros(batch, c, -(-height // f), -(-width // f), device=device, dtype=dtype)
+                     for c, f in self.state_layout())
+
+    def state_layout(self) -> list[tuple[int, int]]:
+        """(channels, downsampling factor) of each state tensor, for exported models."""
+        return [(self.widths[i], 2 ** i) for i in self.cell_levels]
 
     def step(self, frame: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None
              ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -103,13 +114,15 @@ class RecurrentUNet(nn.Module):
         check_input_size(frame, self.stride)
         if len(self.cells) and not state:
             state = self.init_state(frame.shape[0], frame.shape[-2], frame.shape[-1], frame.device, frame.dtype)
-        feats, x = [], self.stem(frame)
+        feats, new_state, x = [], [], self.stem(frame)
+        first = self.cell_levels[0] if self.cell_levels else len(self.down)
         for i, down in enumerate(self.down):
             x = down(x)
-            if len(self.cells):
-                x = self.cells[i](x, state[i])
+            if i >= first:
+                x = self.cells[i - first](x, state[i - first])
+                new_state.append(x)
             feats.append(x)
-        new_state = tuple(feats) if len(self.cells) else ()
+        new_state = tuple(new_state)
         x = feats[-1]
         for i in reversed(range(len(self.up))):
             skip = feats[i]

@@ -50,7 +50,7 @@ def _prepare(checkpoint: str | Path, input_hw: tuple[int, int] | None):
     x = torch.randn(1, 3, -(-int(h) // s) * s, -(-int(w) // s) * s, generator=torch.Generator().manual_seed(0))
     kind = model_kind(model)
     info = {'meta': meta, 'kind': kind, 'stride': s, 'output_stride': int(model.output_stride),
-            'state_channels': list(model.widths) if kind == 'recurrent' else []}
+            'state_layout': [list(v) for v in model.state_layout()] if kind == 'recurrent' else []}
     return model, meta, info, x
 
 
