@@ -99,14 +99,17 @@ def bench_truncated(hw, args, dev, ctx, rows, full_ms, full_fl):
 def bench_recurrent(hw, args, dev, ctx, rows, size):
     x = torch.randn(1, 3, *hw, device=dev)
     rec = build('recurrent_unet', dev, args.channels_last, size=size, temporal_cell='cgru')
+    deep = build('recurrent_unet', dev, args.channels_last, size=size, temporal_cell='cgru', temporal_levels=2)
     twin = build('recurrent_unet', dev, args.channels_last, size=size, temporal_cell='none')
     with torch.inference_mode(), ctx():
-        state = rec.forward_step(x)[1:]
-        ms = interleaved({'twin': lambda: twin.forward_step(x), 'rec': lambda: rec.forward_step(x, *state)},
-                         max(3, args.reps // 2), dev)
-        fl_t, fl_r = gflop(lambda: twin.forward_step(x)), gflop(lambda: rec.forward_step(x, *state))
-    rows.append((f'recurrent_unet {size} per-frame twin', hw, ms['twin'], 1.0, 1.0, fl_t))
-    rows.append((f'recurrent_unet {size} cgru step', hw, ms['rec'], ms['rec'] / ms['twin'], fl_r / fl_t, fl_r))
+        state, state2 = rec.forward_step(x)[1:], deep.forward_step(x)[1:]
+        fns = {'twin': lambda: twin.forward_step(x), 'rec': lambda: rec.forward_step(x, *state),
+               'deep': lambda: deep.forward_step(x, *state2)}
+        ms = interleaved(fns, max(3, args.reps // 2), dev)
+        fl = {k: gflop(fn) for k, fn in fns.items()}
+    rows.append((f'recurrent_unet {size} per-frame twin', hw, ms['twin'], 1.0, 1.0, fl['twin']))
+    for k, label in (('rec', 'cgru step (all levels)'), ('deep', 'cgru step, temporal_levels=2')):
+        rows.append((f'recurrent_unet {size} {label}', hw, ms[k], ms[k] / ms['twin'], fl[k] / fl['twin'], fl[k]))
 
 
 def main(argv=None) -> int:

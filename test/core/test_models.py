@@ -112,3 +112,18 @@ def test_recurrent_state_matters():
         _, state = model.step(a, None)
         after_a, _ = model.step(b, state)
     assert not torch.allclose(fresh, after_a)
+
+
+def test_set_cached_levels_keeps_weights_and_output():
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', cached_levels=0).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        model.set_cached_levels(2)
+        key, *cache = model.forward_key(x)
+        assert len(cache) == 2 and model.arch_config['cached_levels'] == 2
+        torch.testing.assert_close(model(x), ref)
+        torch.testing.assert_close(model.forward_current(x, *cache), key)
+    with pytest.raises(ValueError):
+        model.set_cached_levels(3)

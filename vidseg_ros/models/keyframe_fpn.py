@@ -87,6 +87,16 @@ class KeyframeFPN(nn.Module):
         self.head_proj = nn.Conv2d(fpn_ch, p2_ch, 1)
         self.classifier = nn.Conv2d(p2_ch, num_classes, 1)
 
+    def set_cached_levels(self, cached_levels: int) -> 'KeyframeFPN':
+        """Move the key/current split; the weights do not depend on it, so a per-frame FPN
+        checkpoint can run cached (and vice versa). Records the change in ``arch_config``."""
+        if not 0 <= cached_levels <= min(2, self.levels - 2):
+            raise ValueError(f'cached_levels must be 0..{min(2, self.levels - 2)}, got {cached_levels}')
+        self.cached_levels, self.n_low = cached_levels, self.levels - cached_levels
+        if isinstance(getattr(self, 'arch_config', None), dict):
+            self.arch_config['cached_levels'] = cached_levels
+        return self
+
     # -- the split ---------------------------------------------------------------------------
     def encode_low(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Stem and the first ``n_low`` stages: (C2, C3[, C4[, C5]]), run on every frame."""
