@@ -61,3 +61,14 @@ def test_commands_info_export_bench(checkpoint, tmp_path):
         export(str(checkpoint), tmp_path / 'm.x', 'tflite')
     b = bench(str(checkpoint), frames=4, device='cpu', image_hw=[67, 101])
     assert b['frames'] == 4 and b['key']['model'] is not None and b['image_hw'] == [67, 101]
+
+
+@pytest.mark.parametrize('suffix', ['.ts', '.onnx'])
+def test_bad_exported_files_give_clear_errors(tmp_path, suffix):
+    from vidseg_ros.models.checkpoint import CheckpointError
+    bad = tmp_path / f'bad{suffix}'
+    bad.write_bytes(b'not a model at all')
+    with pytest.raises(CheckpointError, match='cannot load this exported model'):
+        StreamSegmenter.from_checkpoint(EngineConfig(model=str(bad), device='cpu'))
+    with pytest.raises(CheckpointError, match='not found'):
+        StreamSegmenter.from_checkpoint(EngineConfig(model=str(tmp_path / f'none{suffix}'), device='cpu'))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vidseg_ros.models.blocks import fuse_conv_bn
+from vidseg_ros.models.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +223,16 @@ def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32
                   channels_last: bool = False, compile: bool = False):
     """Runner for a ``.ts`` or ``.onnx`` file; its ``meta`` attribute holds the checkpoint meta."""
     suffix = Path(path).suffix
-    if suffix == '.ts':
-        return TorchScriptRunner(path, device, precision, channels_last, compile)
-    if suffix == '.onnx':
-        return OnnxRunner(path, device, precision, channels_last, compile)
-    raise ValueError(f'{path}: exported models end in .ts or .onnx')
+    runners = {'.ts': TorchScriptRunner, '.onnx': OnnxRunner}
+    if suffix not in runners:
+        raise CheckpointError(f'{path}: exported models end in .ts or .onnx')
+    if not Path(path).is_file():
+        raise CheckpointError(f'model file not found: {path}')
+    try:
+        return runners[suffix](path, device, precision, channels_last, compile)
+    except (ImportError, CheckpointError):
+        raise
+    except Exception as e:  # torch.jit / onnxruntime raise many types for bad files
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise CheckpointError(f'{path}: cannot load this exported model ({detail}); re-export it with '
+                              f'`vidseg export`') from e

@@ -87,8 +87,7 @@ class StreamSegmenter:
         self._std = torch.tensor(meta.get('std', [1.0] * 3), device=dev).view(1, 3, 1, 1) * 255.0
         self._last_net_hw: tuple[int, int] | None = None
         self.policy = KeyframePolicy(self.config)
-        self._state: list | None = None
-        self._reset_reason = ''
+        self._state: list | None = None  # per tile: key-frame cache or recurrent state
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -96,7 +95,6 @@ class StreamSegmenter:
         """Engine for ``config.model`` ('' = DEFAULT_MODEL, a name, a path, or 'untrained:<arch>')."""
         config = config or EngineConfig()
         spec = resolve_model(config.model)
-        c = config
         if spec.startswith(UNTRAINED_PREFIX):
             arch = spec[len(UNTRAINED_PREFIX):]
             model = create_model(arch)
@@ -107,7 +105,7 @@ class StreamSegmenter:
         if spec.endswith('.pt'):
             model, meta = load_checkpoint(spec)
             return cls(model, meta, config, name=Path(spec).name)
-        runner = open_exported(spec, c.device, c.precision, c.channels_last, c.compile)
+        runner = open_exported(spec, config.device, config.precision, config.channels_last, config.compile)
         return cls(runner, runner.meta, config, name=Path(spec).name)
 
     def fork(self) -> 'StreamSegmenter':
