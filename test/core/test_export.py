@@ -30,10 +30,19 @@ def checkpoint(request, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope='module')
+def exported(checkpoint):
+    """Both exports of the checkpoint, made once: {fmt: (path, report)}."""
+    out = {}
+    for fmt, fn in (('ts', export_torchscript), ('onnx', export_onnx)):
+        path = checkpoint.with_suffix('.' + fmt)
+        out[fmt] = (path, fn(checkpoint, path))
+    return out
+
+
 @pytest.mark.parametrize('fmt', ['ts', 'onnx'])
-def test_export_parity_and_engine(checkpoint, fmt):
-    out = checkpoint.with_suffix('.' + fmt)
-    report = (export_torchscript if fmt == 'ts' else export_onnx)(checkpoint, out)
+def test_export_parity_and_engine(checkpoint, exported, fmt):
+    out, report = exported[fmt]
     assert report['max_abs_diff'] < TOL, report
     frames = [np.random.default_rng(i).integers(0, 255, (67, 101, 3), dtype=np.uint8) for i in range(4)]
     cfg = dict(device='cpu', keyframe_interval=2)
@@ -72,3 +81,19 @@ def test_bad_exported_files_give_clear_errors(tmp_path, suffix):
         StreamSegmenter.from_checkpoint(EngineConfig(model=str(bad), device='cpu'))
     with pytest.raises(CheckpointError, match='not found'):
         StreamSegmenter.from_checkpoint(EngineConfig(model=str(tmp_path / f'none{suffix}'), device='cpu'))
+
+
+@pytest.mark.parametrize('fmt', ['ts', 'onnx'])
+def test_exported_graph_has_dynamic_size(checkpoint, exported, fmt):
+    from vidseg_ros.engine.backends import open_exported
+    from vidseg_ros.models.checkpoint import load_checkpoint
+    from vidseg_ros.models.blocks import fuse_conv_bn
+    from vidseg_ros.tools.export import exported_outputs, reference_outputs
+    out = exported[fmt][0]
+    model, _ = load_checkpoint(checkpoint)
+    fuse_conv_bn(model)
+    runner = open_exported(out, device='cpu')
+    x = torch.randn(1, 3, 96, 128)  # not the traced 64x96
+    ref = reference_outputs(model, runner.kind, x)
+    got = exported_outputs(runner, runner.kind, x)
+    assert max(float((a - b).abs().max()) for a, b in zip(ref, got)) < TOL
