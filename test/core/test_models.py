@@ -127,3 +127,13 @@ def test_set_cached_levels_keeps_weights_and_output():
         torch.testing.assert_close(model.forward_current(x, *cache), key)
     with pytest.raises(ValueError):
         model.set_cached_levels(3)
+
+
+def test_pretrained_is_opt_in_and_explains_itself():
+    import importlib.util
+    assert create_model('keyframe_fpn').arch_config['pretrained'] is False  # never downloads by default
+    with pytest.raises(ValueError, match='pretrained=True only applies'):
+        create_model('keyframe_fpn', backbone='light', pretrained=True)
+    if importlib.util.find_spec('timm') is None:
+        with pytest.raises(ImportError, match='needs timm'):
+            create_model('keyframe_fpn', backbone='resnet18', pretrained=True)
