@@ -10,10 +10,16 @@ propagated frames against their true masks. Per method and k it prints:
   marked ignore (flow only).
 
 Flows are computed once per sequence and reused for every k. Teacher pseudo-labels are scored
-when ``--model CHECKPOINT`` is given. Usage::
+when ``--model CHECKPOINT`` is given.
+
+``--camvid`` runs the multi-class check instead: CamVid val is one 15 Hz run labelled on every
+frame of it (every 2nd frame of the 30 Hz video); keeping every k-th of those and propagating to
+the rest gives mIoU (11 classes, void ignored) of flow and teacher labels, and the teacher's
+coverage at its confidence threshold. Usage::
 
     python bench/bench_propagation.py [--data ../shared/data/davis2016] [--ks 5 10 20]
         [--methods flow tracker] [--preset fine] [--flow-scale 1.0] [--sequences a,b] [--model M]
+    python bench/bench_propagation.py --camvid [--ks 2 4 8] [--model models/camvid_fpn.pt]
 """
 from __future__ import annotations
 
@@ -61,7 +67,12 @@ def main() -> None:
     ap.add_argument('--tracker', default='medianflow')
     ap.add_argument('--sequences', default='')
     ap.add_argument('--model', default='', help='checkpoint for teacher pseudo-labels')
+    ap.add_argument('--camvid', action='store_true', help='multi-class check on CamVid val')
+    ap.add_argument('--threshold', type=float, default=0.7, help='teacher confidence threshold')
     args = ap.parse_args()
+    if args.camvid:
+        camvid(args, default / 'camvid')
+        return
     if not Path(args.data).is_dir():
         print(f'DAVIS not found at {args.data}; nothing to measure')
         return
@@ -110,6 +121,51 @@ def main() -> None:
                   f'| {pooled:.3f} | {valid} | {ign} |')
     print('\nseconds per method (all k, flows included once): ' +
           ', '.join(f'{m} {s:.0f}' for m, s in secs.items()))
+
+
+def camvid(args, root: Path) -> None:
+    """mIoU of flow / teacher labels on CamVid val frames whose labels were held back."""
+    from vidseg_ros.data.records import camvid_source
+    if not root.is_dir():
+        print(f'CamVid not found at {root}; nothing to measure')
+        return
+    src = camvid_source(root, 'val')
+    recs = src.sequences()['0016E5']
+    frames = [read_rgb(r.image) for r in recs]
+    gts = [src.read_label(r) for r in recs]
+    cfg = PropagateConfig(dis_preset=args.preset, flow_scale=args.flow_scale, max_distance=10_000,
+                          ignore_index=src.ignore_index, teacher_threshold=args.threshold)
+    predict = None
+    if args.model:
+        from vidseg_ros.tools.commands_data import _engine_predict
+        predict = _engine_predict(args.model)
+    cache = FlowCache(frames, cfg)
+    teacher = {i: teacher_label(f, predict, cfg.teacher_threshold, src.ignore_index)
+               for i, f in enumerate(frames)} if predict else {}
+    print(f'CamVid val 0016E5: {len(frames)} labelled frames at 15 Hz; k counts those frames\n')
+    print('| method | k | propagated frames | mIoU filled | mIoU kept px | kept % |')
+    print('|---|---|---|---|---|---|')
+    for k in (args.ks if args.ks != [5, 10, 20] else [2, 4, 8]):
+        keep = {i: gts[i] for i in range(0, len(frames), k)}
+        rows = {'flow': propagate_flow(frames, keep, src.num_classes, cfg, cache)}
+        if teacher:
+            rows[f'teacher@{args.threshold}'] = {i: teacher[i] for i in range(len(frames)) if i not in keep}
+        for m, out in rows.items():
+            print(f'| {m} | {k} | {len(out)} | {_miou(out, gts, src.num_classes, src.ignore_index, False)} '
+                  f'| {_miou(out, gts, src.num_classes, src.ignore_index, True)} '
+                  f'| {100 * np.mean([(p.label != src.ignore_index).mean() for p in out.values()]):.1f} |',
+                  flush=True)
+
+
+def _miou(out: dict, gts: list, n: int, ignore: int, kept_only: bool) -> str:
+    conf = np.zeros((n, n), np.int64)
+    for i, p in out.items():
+        pred = p.label if kept_only else p.filled
+        ok = (gts[i] != ignore) & (pred < n)
+        conf += np.bincount(gts[i][ok].astype(np.int64) * n + pred[ok], minlength=n * n).reshape(n, n)
+    inter = np.diag(conf)
+    union = conf.sum(0) + conf.sum(1) - inter
+    return f'{np.mean(inter[union > 0] / union[union > 0]):.3f}'
 
 
 if __name__ == '__main__':
