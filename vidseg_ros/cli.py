@@ -77,6 +77,8 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
                                                                    'into --out')] = None,
                  out: Optional[Path] = None, split: str = 'train',
                  classes: Annotated[Optional[Path], typer.Option(help='class table CSV for colour PNGs')] = None,
+                 map_: Annotated[Optional[list[str]], typer.Option('--map', help='remap a label value: FROM:TO '
+                                                                             '(repeatable, e.g. --map 255:1)')] = None,
                  ignore_index: int = 255, source: str = 'human'):
     """Import per-frame label PNGs (class ids or colours) into a dataset, or index a public layout."""
     from vidseg_ros.tools import commands_data
@@ -87,7 +89,12 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
         return
     if labels is None:
         raise typer.BadParameter('give LABELS (a folder of PNGs) or --layout')
-    _print(commands_data.label_import(dataset, labels, classes=classes, ignore_index=ignore_index, source=source))
+    try:
+        mapping = {int(a): int(b) for a, b in (m.split(':') for m in map_ or [])}
+    except ValueError:
+        raise typer.BadParameter(f'--map takes FROM:TO integers, got {map_}') from None
+    _print(commands_data.label_import(dataset, labels, classes=classes, mapping=mapping or None,
+                                      ignore_index=ignore_index, source=source))
 
 
 @app.command()
@@ -108,6 +115,13 @@ def make_variant(source: Path, out: Path,
     """A dataset variant of the all-frames protocol (1/20/all frames, 1-by-20 vs successive, noise copies)."""
     from vidseg_ros.tools.commands_data import make_variant as run
     _print(run(source, out, kind, n=n, count=count, stride=stride, copies=copies, split=split, seed=seed))
+
+
+@app.command('noise-sigma')
+def noise_sigma(source: Path, split: str = 'train', max_pairs: int = 50):
+    """Frame-to-frame pixel noise (0..255) of a dataset, as the noise-copies variant uses it."""
+    from vidseg_ros.tools.commands_data import noise_sigma as run
+    _print(run(source, split=split, max_pairs=max_pairs))
 
 
 # ---- training, evaluation, export --------------------------------------------------------------

@@ -20,7 +20,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.config import setting
 from vidseg_ros.data.images import array_to_image_fields, encode_compressed, read_rgb
-from vidseg_ros.data.video import IMAGE_SUFFIXES, FrameSource as VideoSource
+from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource
 
 LOG = logging.getLogger(__name__)
 IMAGE_T = 'sensor_msgs/msg/Image'

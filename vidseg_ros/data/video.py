@@ -12,7 +12,7 @@ from vidseg_ros.data.images import ImageError, read_rgb
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
 
 
-class FrameSource:
+class VideoFrames:
     """Iterates (index, rgb) over a video file, an image folder (sorted by name) or a glob pattern.
 
     Args:

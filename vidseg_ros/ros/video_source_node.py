@@ -16,7 +16,7 @@ from std_msgs.msg import Header
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.images import ImageError
-from vidseg_ros.data.video import FrameSource, resize_rgb
+from vidseg_ros.data.video import VideoFrames, resize_rgb
 from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
 from vidseg_ros.ros.params import declare_settings, read_settings
 from vidseg_ros.ros.settings import VideoSourceConfig
@@ -31,7 +31,7 @@ def qos(reliability: str, depth: int) -> QoSProfile:
 
 
 class VideoSourceNode(Node):
-    """Publishes `image` and/or `image/compressed` plus `camera_info` from a FrameSource."""
+    """Publishes `image` and/or `image/compressed` plus `camera_info` from a VideoFrames."""
 
     def __init__(self, **kwargs):
         super().__init__('vidseg_video_source', **kwargs)
@@ -40,7 +40,7 @@ class VideoSourceNode(Node):
         if not self.cfg.source:
             raise ConfigError('parameter `source` is empty: give a video file or image folder '
                               '(-p source:=/path/to/video.mp4)')
-        self.frames = FrameSource(self.cfg.source)
+        self.frames = VideoFrames(self.cfg.source)
         rate = self.cfg.rate_hz or self.frames.fps or FOLDER_RATE_HZ
         profile = qos(self.cfg.reliability, self.cfg.depth)
         self.pub_raw = (self.create_publisher(Image, 'image', profile)
@@ -63,7 +63,7 @@ class VideoSourceNode(Node):
         if pub.get_subscription_count() >= self.cfg.wait_for_subscribers:
             return True
         if time.monotonic() - self._wait_started > self.cfg.wait_timeout_s:
-            self.get_logger().warn(f'only {pub.get_subscription_count()} subscriber(s) after '
+            self.get_logger().warning(f'only {pub.get_subscription_count()} subscriber(s) after '
                                    f'{self.cfg.wait_timeout_s:.0f} s; starting anyway')
             self.cfg = VideoSourceConfig(**{**self.cfg.__dict__, 'wait_for_subscribers': 0})
             return True
