@@ -46,7 +46,8 @@ def read_rosbags(paths):
 def read_mcap(path):
     out = []
     with open(path, 'rb') as f:
-        for _, channel, message, decoded in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for _, channel, message, decoded in reader.iter_decoded_messages():
             assert decoded.header.frame_id == 'cam'
             out.append((channel.topic, bytes(message.data)))
     return out

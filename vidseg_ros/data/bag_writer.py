@@ -12,8 +12,8 @@ on its own: every file registers every known topic.
 
 Crash safety: after each completed chunk everything is put into the file (see
 :mod:`vidseg_ros.data.direct_file`, O_DIRECT where possible), so a SIGKILL loses only the chunk
-being filled; ``fsync_bytes`` bounds what a power loss can take. :func:`vidseg_ros.data.bag_recover.recover_bag` turns such a
-truncated file back into a valid bag.
+being filled; ``fsync_bytes`` bounds what a power loss can take.
+:func:`vidseg_ros.data.bag_recover.recover_bag` turns such a truncated file back into a valid bag.
 """
 from __future__ import annotations
 
