@@ -88,7 +88,13 @@ def test_roundtrip_split_files_open_alone(tmp_path, compression):
     with open(w.files[0], 'rb') as f:
         summary = make_reader(f).get_summary()
     assert summary.chunk_indexes and summary.statistics.message_count > 0
-    assert make_reader(open(w.files[0], 'rb')).get_header().profile == 'ros2'
+    with open(w.files[0], 'rb') as f:
+        reader = make_reader(f)
+        assert reader.get_header().profile == 'ros2'
+        (record,) = [m for m in reader.iter_metadata() if m.name == 'rosbag2']
+    info = yaml.safe_load(record.metadata['serialized_metadata'])
+    assert info['relative_file_paths'] == [w.files[0].name] and info['version'] == 9
+    assert info['message_count'] == sum(t['message_count'] for t in info['topics_with_message_count'])
 
 
 def test_never_overwrites(tmp_path):

@@ -132,7 +132,10 @@ class BagWriter:
         if self._writer is None:
             self._open()
         if self._file_start_ns is None:
-            self._file_start_ns = log_time_ns
+            self._file_start_ns = self._file_min_ns = self._file_max_ns = log_time_ns
+        self._file_min_ns = min(self._file_min_ns, log_time_ns)
+        self._file_max_ns = max(self._file_max_ns, log_time_ns)
+        self._file_counts[topic] = self._file_counts.get(topic, 0) + 1
         before = self._file.tell()
         self._writer.add_message(self._channels[topic], log_time=log_time_ns, data=data,
                                  publish_time=publish_time_ns or log_time_ns)
@@ -160,6 +163,7 @@ class BagWriter:
         self._schemas: dict[str, int] = {}
         self._file_bytes = 0
         self._file_start_ns = None
+        self._file_counts: dict[str, int] = {}
         for topic in self._topics:
             self._register(topic)
         log.info('recording to %s', path)
@@ -185,7 +189,13 @@ class BagWriter:
         if self._writer is None:
             return None
         path = self.files[-1]
-        self._writer.add_metadata('rosbag2', {'ROS_DISTRO': ROS_DISTRO})
+        # rosbag2's own MCAP plugin stores this record too: `ros2 bag info file.mcap` reads it.
+        count = sum(self._file_counts.values())
+        topics = [_topic_entry(t, info['msgtype'], 'cdr', info['metadata'], self._file_counts.get(t, 0))
+                  for t, info in self._topics.items()]
+        entry = _file_entry(path.name, count, self._file_min_ns if count else 0, self._file_max_ns if count else 0)
+        info = yaml.safe_dump(_bag_info(topics, [entry], self.compression), default_flow_style=False, sort_keys=False)
+        self._writer.add_metadata('rosbag2', {'serialized_metadata': info, 'ROS_DISTRO': ROS_DISTRO})
         self._writer.finish()
         self._file.close()
         self._writer = self._file = None
@@ -208,6 +218,42 @@ def bag_files(bag_dir: str | Path) -> list[Path]:
     return sorted(Path(bag_dir).glob('*.mcap'), key=_natural_key)
 
 
+def _topic_entry(name: str, msgtype: str, encoding: str, metadata: dict, count: int) -> dict:
+    return {'topic_metadata': {
+        'name': name, 'type': msgtype, 'serialization_format': encoding,
+        'offered_qos_profiles': yaml.safe_load(metadata.get('offered_qos_profiles') or '[]') or [],
+        'type_description_hash': metadata.get('topic_type_hash', '')},
+        'message_count': count}
+
+
+def _file_entry(name: str, count: int, start_ns: int, end_ns: int) -> dict:
+    start = start_ns if count else 0
+    return {'path': name, 'starting_time': {'nanoseconds_since_epoch': start},
+            'duration': {'nanoseconds': max(0, end_ns - start) if count else 0}, 'message_count': count}
+
+
+def _bag_info(topics: list[dict], entries: list[dict], compression: str) -> dict:
+    """The ``rosbag2_bagfile_information`` mapping (metadata version 9)."""
+    counted = [e for e in entries if e['message_count']]
+    start = min((e['starting_time']['nanoseconds_since_epoch'] for e in counted), default=0)
+    end = max((e['starting_time']['nanoseconds_since_epoch'] + e['duration']['nanoseconds']
+               for e in counted), default=0)
+    return {
+        'version': 9,
+        'storage_identifier': 'mcap',
+        'duration': {'nanoseconds': max(0, end - start)},
+        'starting_time': {'nanoseconds_since_epoch': start},
+        'message_count': sum(e['message_count'] for e in entries),
+        'topics_with_message_count': topics,
+        'compression_format': '',
+        'compression_mode': '',
+        'relative_file_paths': [e['path'] for e in entries],
+        'files': entries,
+        'custom_data': {'vidseg_chunk_compression': compression},
+        'ros_distro': ROS_DISTRO,
+    }
+
+
 def bag_metadata(bag_dir: str | Path, files: list[Path] | None = None, compression: str = 'none') -> dict:
     """rosbag2 version-9 ``metadata.yaml`` content built from the files' MCAP summaries.
 
@@ -217,7 +263,6 @@ def bag_metadata(bag_dir: str | Path, files: list[Path] | None = None, compressi
         compression: chunk compression used (only informative: rosbag2 lists storage-level chunk
             compression as no bag-level compression).
     """
-    bag_dir = Path(bag_dir)
     files = bag_files(bag_dir) if files is None else files
     topics: dict[str, dict] = {}
     entries = []
@@ -229,39 +274,12 @@ def bag_metadata(bag_dir: str | Path, files: list[Path] | None = None, compressi
         stats = summary.statistics
         for cid, channel in summary.channels.items():
             schema = summary.schemas.get(channel.schema_id)
-            entry = topics.setdefault(channel.topic, {
-                'topic_metadata': {
-                    'name': channel.topic,
-                    'type': schema.name if schema else '',
-                    'serialization_format': channel.message_encoding,
-                    'offered_qos_profiles': yaml.safe_load(channel.metadata.get('offered_qos_profiles') or '[]') or [],
-                    'type_description_hash': channel.metadata.get('topic_type_hash', ''),
-                },
-                'message_count': 0})
+            entry = topics.setdefault(channel.topic, _topic_entry(
+                channel.topic, schema.name if schema else '', channel.message_encoding, channel.metadata, 0))
             entry['message_count'] += stats.channel_message_counts.get(cid, 0)
-        count = stats.message_count
-        start = stats.message_start_time if count else 0
-        entries.append({'path': path.name, 'starting_time': {'nanoseconds_since_epoch': start},
-                        'duration': {'nanoseconds': max(0, stats.message_end_time - start) if count else 0},
-                        'message_count': count})
-    counted = [e for e in entries if e['message_count']]
-    start = min((e['starting_time']['nanoseconds_since_epoch'] for e in counted), default=0)
-    end = max((e['starting_time']['nanoseconds_since_epoch'] + e['duration']['nanoseconds']
-               for e in counted), default=0)
-    return {'rosbag2_bagfile_information': {
-        'version': 9,
-        'storage_identifier': 'mcap',
-        'duration': {'nanoseconds': max(0, end - start)},
-        'starting_time': {'nanoseconds_since_epoch': start},
-        'message_count': sum(e['message_count'] for e in entries),
-        'topics_with_message_count': list(topics.values()),
-        'compression_format': '',
-        'compression_mode': '',
-        'relative_file_paths': [e['path'] for e in entries],
-        'files': entries,
-        'custom_data': {'vidseg_chunk_compression': compression},
-        'ros_distro': ROS_DISTRO,
-    }}
+        entries.append(_file_entry(path.name, stats.message_count, stats.message_start_time,
+                                   stats.message_end_time))
+    return {'rosbag2_bagfile_information': _bag_info(list(topics.values()), entries, compression)}
 
 
 def write_metadata(bag_dir: str | Path, files: list[Path] | None = None, compression: str = 'none') -> Path:
