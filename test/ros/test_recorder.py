@@ -45,6 +45,7 @@ def start_recorder(tmp_path: Path, *params: str) -> subprocess.Popen:
             '-p', 'diagnostics_period_s:=0.3', '-p', 'min_free_disk_bytes:=0']
     for p in params:
         args += ['-p', p]
+    tmp_path.mkdir(exist_ok=True)
     log = open(tmp_path / 'recorder.log', 'w')
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
@@ -105,7 +106,7 @@ def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout=60) -> int:
 
 
 def only_bag(tmp_path: Path) -> Path:
-    bags = [p for p in tmp_path.iterdir() if p.is_dir()]
+    bags = [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith('test_')]
     assert len(bags) == 1, bags
     return bags[0]
 
@@ -235,23 +236,28 @@ def test_sigkill_then_recover(node, tmp_path):
 
 
 def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
-    # a: found by the regex, best-effort through ROS's per-topic QoS override; b: excluded by regex
-    proc = start_recorder(tmp_path, 'topic_regex:=^/be/', 'exclude_regex:=/b/',
+    # a: best-effort through ROS's per-topic QoS override; c: through qos_reliability:=auto;
+    # d: listed, reliable publisher; b: matched by the regex but excluded (c: for the auto recorder)
+    proc = start_recorder(tmp_path, 'topic_regex:=^/be/', 'exclude_regex:=/b/|/c/', 'topics:=[/plain/d]',
                           'qos_overrides./be/a/image.subscription.reliability:=best_effort')
-    time.sleep(2.0)  # the topics appear after the recorder started: found by the discovery timer
+    proc_auto = start_recorder(tmp_path / 'auto', 'topics:=[/be/c/image]', 'qos_reliability:=auto')
+    time.sleep(2.0)  # the topics appear after the recorders started: found by the discovery timer
     be = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
-    pubs = {'/be/a/image': node.create_publisher(Image, '/be/a/image', be),
-            '/be/b/image': node.create_publisher(Image, '/be/b/image', be)}
+    pubs = {t: node.create_publisher(Image, t, be) for t in ('/be/a/image', '/be/b/image', '/be/c/image')}
+    pubs['/plain/d'] = node.create_publisher(Image, '/plain/d', QoSProfile(depth=10))
     try:
-        wait_matched(node, [pubs['/be/a/image']], proc)
+        wait_matched(node, [pubs['/be/a/image'], pubs['/be/c/image'], pubs['/plain/d']], proc)
         for i in range(5):
-            pubs['/be/a/image'].publish(make_image(i, (8, 8)))
-            pubs['/be/b/image'].publish(make_image(i, (8, 8)))
+            for pub in pubs.values():
+                pub.publish(make_image(i, (8, 8)))
             time.sleep(0.05)
         time.sleep(1.0)
         assert pubs['/be/b/image'].get_subscription_count() == 0  # excluded
-        assert stop(proc) == 0
+        assert stop(proc) == 0 and stop(proc_auto) == 0
     finally:
         proc.kill()
+        proc_auto.kill()
     got = read_rosbags([only_bag(tmp_path)])
-    assert list(got) == ['/be/a/image'] and len(got['/be/a/image']) == 5
+    assert sorted(got) == ['/be/a/image', '/plain/d'] and all(len(v) == 5 for v in got.values())
+    got = read_rosbags([only_bag(tmp_path / 'auto')])
+    assert list(got) == ['/be/c/image'] and len(got['/be/c/image']) == 5

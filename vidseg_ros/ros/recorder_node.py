@@ -109,7 +109,7 @@ class RecorderNode(Node):
             if not infos:
                 continue
             if len(types) != 1:
-                self.get_logger().warn(f'{topic} has several types {types}; not recorded', once=True)
+                self.get_logger().warning(f'{topic} has several types {types}; not recorded', once=True)
                 continue
             try:
                 self.subscribe(topic, types[0], infos)
@@ -147,7 +147,7 @@ class RecorderNode(Node):
 
     def _on_lost(self, topic: str, event) -> None:
         self.lost[topic] += int(event.total_count_change)
-        self.get_logger().warn(f'{topic}: DDS reports {event.total_count_change} message(s) lost before '
+        self.get_logger().warning(f'{topic}: DDS reports {event.total_count_change} message(s) lost before '
                                f'reaching the recorder ({event.total_count} in total)')
 
     def _on_pause(self, request, response):
@@ -183,7 +183,7 @@ class RecorderNode(Node):
             d_drop = c.dropped - (p.dropped if p else 0)
             new_drops += d_drop
             if d_drop:
-                self.get_logger().warn(f'{topic}: dropped {d_drop} message(s) in {dt:.1f} s, write queue full '
+                self.get_logger().warning(f'{topic}: dropped {d_drop} message(s) in {dt:.1f} s, write queue full '
                                        f'({rec.queued_bytes / 1e6:.0f}/{rec.queue_max_bytes / 1e6:.0f} MB)')
             level = WARN if (d_drop or self.lost.get(topic)) else OK
             statuses.append(status(f'vidseg_recorder: {topic}', self.get_name(), level, c.msgtype, {
