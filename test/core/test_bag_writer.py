@@ -118,7 +118,7 @@ def test_recover_truncated_file(tmp_path):
     assert path.stat().st_size >= w._file.tell()  # every chunk is in the file (+ zero padding)
     with open(path, 'r+b') as f:
         f.truncate(w._file.tell() - 50)  # a torn last chunk
-    report = recover_bag(bag)
+    report = recover_bag(bag, force=True)
     assert report.repaired == [path] and report.messages[path.name] == 9
     assert (bag / f'{path.name}.truncated').exists() and is_complete(path)
     got = [d for _, d in read_rosbags([bag])]
@@ -137,7 +137,7 @@ def test_recover_stops_at_any_cut(tmp_path):
         d = tmp_path / f'cut{cut}'
         d.mkdir()
         (d / 'cut_0.mcap').write_bytes(full[:cut])
-        report = recover_bag(d, keep_original=False)
+        report = recover_bag(d, keep_original=False, force=True)
         assert report.messages['cut_0.mcap'] <= 5
         assert len(read_mcap(d / 'cut_0.mcap')) == report.messages['cut_0.mcap']
 
@@ -200,7 +200,7 @@ def test_slow_topic_reaches_disk_within_a_second(tmp_path):
     copy = tmp_path / 'killed'
     copy.mkdir()
     (copy / 'killed_0.mcap').write_bytes(rec.files[0].read_bytes())  # the file as a SIGKILL would leave it
-    assert recover_bag(copy).messages['killed_0.mcap'] == 3
+    assert recover_bag(copy, force=True).messages['killed_0.mcap'] == 3
     rec.stop()
 
 
@@ -212,7 +212,9 @@ def test_recover_entry_points(tmp_path):
     w.add_topic('/t', IMAGE)
     for i in range(3):
         w.write('/t', image_cdr(i), 1000 + i)
-    assert bag_writer.main(['recover', str(bag), '--delete-original']) == 0
+    with pytest.raises(RuntimeError, match='still'):
+        recover_bag(bag)  # just written: looks like a live recording
+    assert bag_writer.main(['recover', str(bag), '--delete-original', '--force']) == 0
     assert len(read_mcap(w.files[0])) == 3 and not list(bag.glob('*.truncated'))
 
 

@@ -227,7 +227,7 @@ def test_sigkill_then_recover(node, tmp_path):
     bag = only_bag(tmp_path)
     (mcap_file,) = bag.glob('*.mcap')
     assert not is_complete(mcap_file) and not (bag / 'metadata.yaml').exists()
-    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.data.bag_recover', str(bag)],
+    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.data.bag_recover', str(bag), '--force'],
                             capture_output=True, text=True, timeout=120, env=os.environ)
     assert result.returncode == 0, result.stderr
     assert is_complete(mcap_file) and (bag / 'metadata.yaml').exists()

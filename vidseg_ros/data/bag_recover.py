@@ -7,7 +7,7 @@ rewrites those records as a complete MCAP file (summary, indexes, statistics) an
 
 Command line::
 
-    python -m vidseg_ros.data.bag_recover BAG_DIR_OR_MCAP [--delete-original]
+    python -m vidseg_ros.data.bag_recover BAG_DIR_OR_MCAP [--delete-original] [--force]
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
 
 from mcap.exceptions import EndOfFile, McapError
@@ -114,12 +115,17 @@ def _rewrite(src: Path, dst: Path) -> tuple[int, int]:
     return count, max(0, size - good)
 
 
-def recover_bag(path: str | Path, keep_original: bool = True) -> RecoveryReport:
+_LIVE_S = 5.0  # a recording file is written at least every second (chunk age): newer means live
+
+
+def recover_bag(path: str | Path, keep_original: bool = True, force: bool = False) -> RecoveryReport:
     """Make a bag readable again after its recorder died: rewrite truncated files, rewrite metadata.
 
     Args:
         path: bag directory, or one ``.mcap`` file inside it.
         keep_original: keep each truncated file as ``<name>.truncated`` (else delete it).
+        force: also rewrite files modified in the last few seconds (by default they are taken
+            for a recording still in progress and the recovery refuses).
 
     Returns:
         A :class:`RecoveryReport`. Complete files are left untouched.
@@ -133,6 +139,9 @@ def recover_bag(path: str | Path, keep_original: bool = True) -> RecoveryReport:
     for src in targets:
         if is_complete(src):
             continue
+        if not force and time.time() - src.stat().st_mtime < _LIVE_S:
+            raise RuntimeError(f'{src} was written {time.time() - src.stat().st_mtime:.1f} s ago: is it still '
+                               f'being recorded? Stop the recorder first (or force the recovery).')
         tmp = src.with_name(src.name + '.recovering')
         tmp.unlink(missing_ok=True)
         count, lost = _rewrite(src, tmp)
@@ -148,14 +157,15 @@ def recover_bag(path: str | Path, keep_original: bool = True) -> RecoveryReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry: ``python -m vidseg_ros.data.bag_recover BAG [--delete-original]``."""
+    """Command line entry: ``python -m vidseg_ros.data.bag_recover BAG [--delete-original] [--force]``."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('bag', help='bag directory or .mcap file')
     parser.add_argument('--delete-original', action='store_true',
                         help='delete truncated originals instead of keeping them as *.truncated')
+    parser.add_argument('--force', action='store_true', help='recover files written in the last seconds too')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    report = recover_bag(args.bag, keep_original=not args.delete_original)
+    report = recover_bag(args.bag, keep_original=not args.delete_original, force=args.force)
     for name, count in report.messages.items():
         logging.info('%s: %d messages recovered, %d bytes lost', name, count, report.bytes_lost[name])
     if not report.repaired:
