@@ -65,10 +65,12 @@ def bag_from_frames(source: Annotated[Path, typer.Argument(help='image folder or
 
 @app.command('bag-recover')
 def bag_recover(bag: Annotated[Path, typer.Argument(help='bag folder or .mcap left by a killed recorder')],
-                keep_original: bool = True):
+                keep_original: bool = True,
+                force: Annotated[bool, typer.Option(help='recover even if a file changed in the last '
+                                                         '5 s (a live recording)')] = False):
     """Rewrite a truncated MCAP (SIGKILL, power loss) into a valid bag with metadata.yaml."""
     from vidseg_ros.data.bag_recover import recover_bag
-    _print(recover_bag(bag, keep_original=keep_original))
+    _print(recover_bag(bag, keep_original=keep_original, force=force))
 
 
 @app.command('label-import')
