@@ -148,3 +148,12 @@ def test_adaptive_policy_keys_on_scene_cut():
     cut = np.broadcast_to(ramp, (h, w, 3)).astype(np.uint8).copy()
     keys = [eng.step(img, i * 33 * MS).is_key for i, img in enumerate(still + [cut] + still[:2])]
     assert keys == [True, False, False, False, True, True, False]  # cut, then cut back
+
+
+def test_warmup_leaves_a_fresh_stream():
+    eng = engine()
+    eng.warmup()
+    r = eng.step(frames(1)[0], 0)
+    assert r.is_key and r.reset_reason == 'start'
+    with pytest.raises(ValueError, match='image_hw'):
+        engine(meta_hw=(), input_hw=[]).warmup()

@@ -123,6 +123,20 @@ class StreamSegmenter:
         self.config = copy.deepcopy(config)
         self.policy.update_config(self.config)
 
+    def warmup(self, image_hw: tuple[int, int] | None = None, frames: int = 2) -> None:
+        """Run a few blank frames (key and current) so the first real frame is not slowed by
+        kernel selection / allocation, then reset; ``image_hw`` defaults to the network size."""
+        h, w = image_hw or self.net_hw
+        if not (h and w):
+            raise ValueError('warmup needs image_hw when the network size follows the frame size')
+        blank = np.zeros((int(h), int(w), 3), np.uint8)
+        for _ in range(max(1, frames)):
+            self._state = None
+            self.step(blank)          # key frame
+            self.step(blank)          # current frame (same as key for per-frame/recurrent models)
+        self._state = None
+        self.policy.reset('start')
+
     def reset(self, reason: str = 'reset') -> None:
         """Clear temporal state; the next frame is a key frame reporting ``reason``."""
         self._state = None
