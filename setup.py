@@ -16,7 +16,7 @@ setup(
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.xml') + glob('config/*.rviz')),
         ('share/' + PACKAGE + '/config/train', glob('config/train/*.yaml')),
-        ('share/' + PACKAGE + '/models', glob('models/*.pt') + glob('models/*.onnx') + glob('models/*.md')),
+        ('share/' + PACKAGE + '/models', glob('models/*.pt') + glob('models/*.ts') + glob('models/*.onnx') + glob('models/*.md')),
         # `ros2 run` and launch_ros look in lib/<pkg>/, pip puts console scripts in bin/: ship both.
         ('lib/' + PACKAGE, ['scripts/' + n for n in NODES]),
     ],

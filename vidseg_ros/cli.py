@@ -173,6 +173,19 @@ def export(checkpoint: str, out: Path, format: Annotated[str, typer.Option(help=
 
 
 @app.command()
+def bench(model: Annotated[str, typer.Argument(help="checkpoint name/path, '' = default")] = '',
+          frames: int = 30, input_hw: Annotated[Optional[str], typer.Option(help='network input HxW')] = None,
+          image_hw: Annotated[Optional[str], typer.Option(help='camera image HxW')] = None,
+          device: str = 'auto', precision: str = 'fp32', channels_last: bool = False, keyframe_interval: int = 5):
+    """End-to-end engine latency per stage, key vs current frames (bench/ has the full benchmarks)."""
+    from vidseg_ros.tools.commands_models import bench as run
+
+    def hw(text):
+        return [int(v) for v in text.lower().split('x')] if text else None
+    _print(run(model, frames, hw(input_hw), device, precision, channels_last, keyframe_interval, hw(image_hw)))
+
+
+@app.command()
 def info(checkpoint: str):
     """Architecture, classes, training provenance and metrics of a checkpoint."""
     from vidseg_ros.tools.commands_models import info as run

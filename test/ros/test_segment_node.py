@@ -94,7 +94,8 @@ def test_flood_at_4x_model_rate_keeps_latency_bounded(start_node, probe, real_fr
                    and 'model_ms_p50' in diag_values(_latest_status(diags)), 10, 'model latency', node)
     model_ms = float(diag_values(_latest_status(diags))['model_ms_p50'])
     period_s = max(model_ms / 4.0, 2.0) / 1000.0
-    flood_s = max(3.0, 30 * model_ms / 1000.0)
+    # Long enough that a FIFO backlog (3 of every 4 frames waiting) would reach seconds of latency.
+    flood_s = max(6.0, 30 * model_ms / 1000.0)
     n0 = len(masks)
     start = time.monotonic()
     sent = 0
@@ -109,9 +110,12 @@ def test_flood_at_4x_model_rate_keeps_latency_bounded(start_node, probe, real_fr
     lat_ms = np.array([(t_recv - stamp_of(m)) / 1e6 for m, t_recv in out])
     third = max(1, len(lat_ms) // 3)
     first, last = np.median(lat_ms[:third]), np.median(lat_ms[-third:])
-    bound = 4 * model_ms + 250.0
+    # Bounded: a few model periods plus scheduling noise on a loaded 2-core machine; a queue would
+    # instead grow to ~0.75 * flood_s (4.5 s here).
+    bound = max(4 * model_ms + 250.0, 0.15 * flood_s * 1000.0)
     assert np.percentile(lat_ms, 95) < bound, f'latency p95 {np.percentile(lat_ms, 95):.0f} ms > {bound:.0f} ms'
-    assert last < first + 2 * model_ms + 100.0, f'latency grows: {first:.0f} -> {last:.0f} ms (queue building)'
+    growth_ms = max(2 * model_ms + 100.0, 0.1 * flood_s * 1000.0)
+    assert last < first + growth_ms, f'latency grows: {first:.0f} -> {last:.0f} ms (queue building)'
     probe.wait_for(lambda: int(diag_values(_latest_status(diags)).get('dropped_frames', 0)) > 0, 5,
                    'dropped frames reported', node)
 

@@ -30,7 +30,7 @@ MODEL_SUFFIXES = ('.pt', '.onnx', '.ts')
 UNTRAINED_PREFIX = 'untrained:'
 REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'
 # Settings that need a new engine (a new model runner); the rest can change at run time.
-_REBUILD_FIELDS = ('model', 'device', 'precision', 'channels_last', 'compile')
+REBUILD_FIELDS = ('model', 'device', 'precision', 'channels_last', 'compile')
 
 
 def model_dirs() -> list[Path]:
@@ -114,7 +114,7 @@ class StreamSegmenter:
 
     def update_config(self, config: EngineConfig) -> None:
         """Apply run-time changes (policy, tiles, input size); model/device changes need a new engine."""
-        changed = [f for f in _REBUILD_FIELDS if getattr(config, f) != getattr(self.config, f)]
+        changed = [f for f in REBUILD_FIELDS if getattr(config, f) != getattr(self.config, f)]
         if changed:
             raise ValueError(f'changing {", ".join(changed)} needs a new engine (StreamSegmenter.from_checkpoint)')
         geometry = (list(config.input_hw), config.tile_size, config.tile_stride)

@@ -26,22 +26,20 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from vidseg_ros.engine.base import EngineConfig
+from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
 from vidseg_ros.engine.outputs import ClassTable
 from vidseg_ros.ros import diagnostics
 from vidseg_ros.ros.camera_stream import CameraStream, qos_profile
 from vidseg_ros.ros.params import declare_settings, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
 
-# Changing these rebuilds the engine (new weights/device); the others apply on the next frame.
-RELOAD_KEYS = {'model', 'device', 'precision', 'channels_last', 'compile', 'input_hw'}
 # Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.
 STARTUP_ONLY_KEYS = {'transport', 'cameras', 'input_reliability', 'input_depth', 'output_reliability',
                      'output_depth', 'use_camera_info', 'diagnostics_period_s'}
 
 
-def load_engine(cfg: EngineConfig):
-    """Build the StreamSegmenter (imported here so node start-up errors stay readable)."""
-    from vidseg_ros.engine.stream import StreamSegmenter
+def load_engine(cfg: EngineConfig) -> StreamSegmenter:
+    """Build the StreamSegmenter; changing REBUILD_FIELDS at run time goes through here again."""
     return StreamSegmenter.from_checkpoint(cfg)
 
 
@@ -83,7 +81,7 @@ class Segmenter:
 
     def start(self) -> None:
         """Create the camera subscriptions/publishers and start the inference worker."""
-        if any(getattr(self.engine_cfg, f) != getattr(self._loaded_cfg, f) for f in RELOAD_KEYS):
+        if any(getattr(self.engine_cfg, f) != getattr(self._loaded_cfg, f) for f in REBUILD_FIELDS):
             self.load()  # parameters changed while inactive
         self.engine.update_config(self.engine_cfg)
         names = self.cfg.cameras or ['']
@@ -166,7 +164,7 @@ class Segmenter:
         if new is None:
             return
         log = self.node.get_logger()
-        if any(getattr(new, f) != getattr(self.engine_cfg, f) for f in RELOAD_KEYS):
+        if any(getattr(new, f) != getattr(self.engine_cfg, f) for f in REBUILD_FIELDS):
             try:
                 engine = load_engine(new)
             except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
