@@ -71,6 +71,8 @@ class Segmenter:
         """Load the model and build the class table (raises with a clear message on failure)."""
         self.engine = load_engine(self.engine_cfg)
         self._loaded_cfg = self.engine_cfg
+        if all(self.engine.net_hw):
+            self.engine.warmup()  # the first camera frame should not pay for allocation/kernel choice
         self.table = self._class_table(self.cfg)
         self.pub_table.publish(String(data=self.table.to_json()))
         log = self.node.get_logger()
