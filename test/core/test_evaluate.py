@@ -97,3 +97,16 @@ def test_one_shot_finetune_labels_sequence(tmp_path):
     assert out['frames'] == 4 and len(list((tmp_path / 'ft').glob('*.png'))) == 4
     assert out['loss_last'] < out['loss_first']
     assert 0 <= out['J&F'] <= 1
+
+
+def test_recurrent_clip_protocol_resets_state(tmp_path):
+    data = _davis(tmp_path / 'davis', seqs=('a',), n=5)
+    model = create_model('recurrent_unet', num_classes=2, size='small_shallow', temporal_cell='cgru')
+    meta = default_meta('recurrent_unet', model.arch_config, classes=['background', 'object'],
+                        palette=[[0, 0, 0], [255, 0, 0]], ignore_index=255, input_hw=[H, W])
+    ckpt = save_checkpoint(tmp_path / 'r.pt', model, meta)
+    stream = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 's', write_card=False)
+    clips = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'c', write_card=False,
+                           clip_len=2)
+    assert stream['kind'] == 'recurrent' and clips['clip_len'] == 2
+    assert set(stream['intervals']) == {'1'} and 0 <= clips['intervals']['1']['J&F'] <= 1

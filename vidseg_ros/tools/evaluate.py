@@ -48,11 +48,17 @@ def _labels_match(meta: dict, src: FrameSource) -> bool:
     return list(meta.get('classes', [])) == list(src.class_names)
 
 
-def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool) -> dict:
-    """Run one sequence through a fresh engine state: predictions, key flags, model ms, labels."""
+def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, clip_len: int = 0) -> dict:
+    """Run one sequence through a fresh engine state: predictions, key flags, model ms, labels.
+
+    ``clip_len`` > 0 resets the temporal state every ``clip_len`` frames (the recurrent UNet's
+    evaluation protocol uses clips of 12); 0 streams the whole sequence as the node does.
+    """
     seg.reset('new sequence')
     out = {'pred': [], 'gt': [], 'is_key': [], 'ms': [], 'frames': []}
-    for rec in recs:
+    for i, rec in enumerate(recs):
+        if clip_len and i and i % clip_len == 0:
+            seg.reset('clip')
         rgb = read_rgb(rec.image)
         res = seg.step(rgb, None)
         out['pred'].append(res.class_ids)
@@ -124,7 +130,7 @@ def _nanmean(x) -> float:
 def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
                    out_dir: str | Path = 'runs/eval', key_intervals: list[int] | None = None,
                    max_frames: int = 0, write_card: bool = True, device: str = 'cpu',
-                   threads: int = 1) -> dict:
+                   threads: int = 1, clip_len: int = 0) -> dict:
     """Evaluate ``model`` (checkpoint/export path or shipped name) on a labelled video split.
 
     Args:
@@ -138,6 +144,7 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
         write_card: write ``model_card.md`` (and copy it beside a checkpoint in ``models/``).
         device: engine device.
         threads: torch CPU threads (1 gives the steadiest latency on a shared machine; 0 = as is).
+        clip_len: reset temporal state every this many frames (0 = stream whole sequences).
     """
     import torch
     from vidseg_ros.engine.base import EngineConfig
@@ -163,7 +170,7 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
     for k in intervals:
         cfg = EngineConfig(model=path, device=device, keyframe_interval=k)
         seg.update_config(cfg)
-        runs = [stream_sequence(seg, recs, src, with_labels) for recs in seqs.values()]
+        runs = [stream_sequence(seg, recs, src, with_labels, clip_len) for recs in seqs.values()]
         if flows is None:
             flows = [sequence_flows(r['frames']) for r in runs]
         for r in runs:
@@ -175,7 +182,7 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
     report = {'model': str(path), 'arch': seg.meta.get('arch'), 'kind': seg.kind,
               'arch_config': seg.meta.get('arch_config'), 'data': str(data), 'split': split,
               'sequences': len(seqs), 'input_hw': seg.meta.get('input_hw'), 'device': device,
-              'labelled': with_labels, 'classes': names, 'intervals': results,
+              'labelled': with_labels, 'classes': names, 'intervals': results, 'clip_len': clip_len,
               'seconds': time.perf_counter() - t0}
     (out_dir / 'metrics.json').write_text(json.dumps(report, indent=1, default=_json_default))
     plots = write_plots(report, out_dir)
