@@ -20,7 +20,7 @@ def ros_arg(value) -> str:
         return 'true' if value else 'false'
     if isinstance(value, (list, tuple)):
         return '[' + ','.join(ros_arg(v) if not isinstance(v, str) else repr(v) for v in value) + ']'
-    return str(value)
+    return str(value) if value != '' else "''"
 
 
 class NodeProcess:

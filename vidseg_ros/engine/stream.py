@@ -64,6 +64,23 @@ def resolve_model(spec: str) -> str:
     raise CheckpointError(f'model {spec!r} not found; looked for ' + ', '.join(map(str, tried)) + '.' + hint)
 
 
+# OpenCV resizes up to 512 channels; on CPU it is ~10x faster than F.interpolate for this
+# (5 vs 60 ms for 11 classes 72x96 -> 480x640) with the same half-pixel convention as align_corners=False.
+CV_MAX_CHANNELS = 512
+
+
+def _resize_logits_cv(logits_chw: torch.Tensor, net_hw, valid_hw, out_hw) -> np.ndarray:
+    """(C, h, w) CPU logits -> (H, W, C) float32 at ``out_hw``, padding cropped at network size."""
+    x = np.ascontiguousarray(logits_chw.permute(1, 2, 0).numpy())
+    if tuple(valid_hw) != tuple(net_hw):
+        if x.shape[:2] != tuple(net_hw):
+            x = cv2.resize(x, (int(net_hw[1]), int(net_hw[0])), interpolation=cv2.INTER_LINEAR)
+        x = x[:valid_hw[0], :valid_hw[1]]
+    if x.shape[:2] != tuple(out_hw):
+        x = cv2.resize(np.ascontiguousarray(x), (int(out_hw[1]), int(out_hw[0])), interpolation=cv2.INTER_LINEAR)
+    return x.reshape(int(out_hw[0]), int(out_hw[1]), -1)
+
+
 class StreamSegmenter:
     """Stateful segmenter for one video stream.
 
@@ -270,6 +287,19 @@ class StreamSegmenter:
                      class_prob: int | None) -> FrameResult:
         """Crop padding, bilinear-resize logits to ``out_hw``, softmax/argmax (labels never resized)."""
         logits = logits.float()
+        if logits.device.type == 'cpu' and logits.shape[1] <= CV_MAX_CHANNELS:
+            scores = _resize_logits_cv(logits[0], net_hw, valid_hw, out_hw)   # (H, W, C) float32
+            # argmax and softmax of the upsampled logits; the top class's probability is 1 / sum(exp(l - max))
+            result = FrameResult(class_ids=scores.argmax(2).astype(np.uint8))
+            if want_confidence or class_prob is not None:
+                exp = np.exp(scores - scores.max(2, keepdims=True))
+                total = exp.sum(2)
+                if want_confidence:
+                    result.confidence = (1.0 / total).astype(np.float32)
+                if class_prob is not None:
+                    self._check_class(class_prob, scores.shape[2])
+                    result.class_prob = (exp[:, :, class_prob] / total).astype(np.float32)
+            return result
         if tuple(valid_hw) != tuple(net_hw):  # padded: go to network resolution, then crop
             if tuple(logits.shape[-2:]) != tuple(net_hw):
                 logits = F.interpolate(logits, size=tuple(net_hw), mode='bilinear', align_corners=False)
@@ -283,7 +313,11 @@ class StreamSegmenter:
             if want_confidence:
                 result.confidence = prob.max(0).values.cpu().numpy().astype(np.float32)
             if class_prob is not None:
-                if not 0 <= class_prob < prob.shape[0]:
-                    raise ValueError(f'class_prob {class_prob} out of range 0..{prob.shape[0] - 1}')
+                self._check_class(class_prob, prob.shape[0])
                 result.class_prob = prob[class_prob].cpu().numpy().astype(np.float32)
         return result
+
+    @staticmethod
+    def _check_class(index: int, n: int) -> None:
+        if not 0 <= index < n:
+            raise ValueError(f'class_prob {index} out of range 0..{n - 1}')

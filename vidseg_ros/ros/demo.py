@@ -155,7 +155,8 @@ class Collector:
 def start(module: str, params: dict, log: Path) -> subprocess.Popen:
     args = [sys.executable, '-m', module, '--ros-args']
     for k, v in params.items():
-        args += ['-p', f'{k}:={json.dumps(v) if isinstance(v, (bool, list)) else v}']
+        text = json.dumps(v) if isinstance(v, (bool, list)) else str(v)
+        args += ['-p', f'{k}:={text or repr("")}']  # `-p x:=` does not parse: pass '' explicitly
     return subprocess.Popen(args, stdout=open(log, 'w'), stderr=subprocess.STDOUT, env=os.environ.copy())
 
 
