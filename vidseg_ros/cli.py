@@ -139,30 +139,36 @@ def train(config: Annotated[Path, typer.Argument(help='config/train/*.yaml')], r
 def evaluate(model: Annotated[str, typer.Argument(help='checkpoint path or shipped model name')],
              data: Annotated[Path, typer.Argument(help='CamVid / DAVIS folder or an extracted dataset')],
              dataset: str = 'auto', split: str = 'val', out_dir: Path = Path('runs/eval'),
-             key_intervals: str = '1,2,5,10', max_frames: int = 0, card: bool = True):
+             key_intervals: str = '1,2,5,10', max_frames: int = 0, card: bool = True,
+             clip_len: Annotated[int, typer.Option(help='reset temporal state every N frames (0 = never)')] = 0,
+             device: str = 'cpu'):
     """mIoU / per-class IoU / mAcc / J&F / temporal consistency, plots and a model card."""
     from vidseg_ros.tools.commands_train import evaluate as run
     intervals = tuple(int(k) for k in key_intervals.split(','))
     _print(run(model, data, dataset=dataset, split=split, out_dir=out_dir, key_intervals=intervals,
-               max_frames=max_frames, card=card))
+               max_frames=max_frames, card=card, clip_len=clip_len, device=device))
 
 
 @app.command()
 def experiment(name: Annotated[str, typer.Argument(help='frames-per-video')], config: Path,
-               out_dir: Path = Path('runs/experiment'), set_: Set = None):
+               out_dir: Path = Path('runs/experiment'),
+               total_steps: Annotated[int, typer.Option(help='training steps per variant (same budget each)')] = 200,
+               set_: Set = None):
     """Named experiments, e.g. the all-frames protocol (1 / 20 / all frames per video, noise copies)."""
     from vidseg_ros.tools.commands_train import experiment as run
-    _print(run(name, config, out_dir=out_dir, overrides=_set(set_)))
+    _print(run(name, config, out_dir=out_dir, overrides=_set(set_), total_steps=total_steps))
 
 
 @app.command()
 def finetune(model: str, frame: Annotated[Path, typer.Option(help='the annotated frame (image)')],
              label: Annotated[Path, typer.Option(help='its label PNG')],
              sequence: Annotated[Path, typer.Option(help='folder of the sequence\'s frames')],
-             out_dir: Path = Path('runs/finetune'), steps: int = 200, lr: float = 1e-4):
+             out_dir: Path = Path('runs/finetune'), steps: int = 200, lr: float = 1e-4,
+             labels_dir: Annotated[Optional[Path], typer.Option(help='ground truth of the sequence: '
+                                                                       'report J&F')] = None):
     """One-shot fine-tuning on one annotated frame, then label the whole sequence."""
     from vidseg_ros.tools.commands_train import finetune as run
-    _print(run(model, frame, label, sequence, out_dir, steps=steps, lr=lr))
+    _print(run(model, frame, label, sequence, out_dir, steps=steps, lr=lr, labels_dir=labels_dir))
 
 
 @app.command()

@@ -58,11 +58,12 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
 
 def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
              out_dir: str | Path = 'runs/eval', key_intervals: tuple[int, ...] = (1, 2, 5, 10),
-             max_frames: int = 0, card: bool = True) -> dict:
+             max_frames: int = 0, card: bool = True, clip_len: int = 0, device: str = 'cpu') -> dict:
     """Evaluate a checkpoint: metrics JSON, plots and (optionally) the model card beside it."""
     from vidseg_ros.tools.evaluate import run_evaluation, summary_table
     report = run_evaluation(model, data, dataset=dataset, split=split, out_dir=out_dir,
-                            key_intervals=list(key_intervals), max_frames=max_frames, write_card=card)
+                            key_intervals=list(key_intervals), max_frames=max_frames, write_card=card,
+                          clip_len=clip_len, device=device)
     sys.stdout.write(summary_table(report) + '\n')   # the table; the JSON summary follows
     return {'model': report['model'], 'labelled': report['labelled'],
             'metrics': str(Path(out_dir) / 'metrics.json'), 'plots': report['plots'],
@@ -81,10 +82,11 @@ def experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/experi
 
 
 def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: str | Path,
-             out_dir: str | Path, steps: int = 200, lr: float = 1e-4) -> dict:
+             out_dir: str | Path, steps: int = 200, lr: float = 1e-4,
+             labels_dir: str | Path | None = None) -> dict:
     """One-shot fine-tuning on one annotated frame, then label every frame of ``sequence``."""
     from vidseg_ros.tools.finetune import one_shot
-    return one_shot(model, frame, label, sequence, out_dir, steps=steps, lr=lr)
+    return one_shot(model, frame, label, sequence, out_dir, steps=steps, lr=lr, labels_dir=labels_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
