@@ -29,7 +29,20 @@ DENSENET_PRESETS: dict[str, dict] = {
 BACKBONES = tuple(RESNET_PRESETS) + tuple(DENSENET_PRESETS)
 
 
-class ResNetEncoder(nn.Module):
+class _StagedEncoder(nn.Module):
+    """A stem then four stages (strides 4, 8, 16, 32); returns the output of every stage (C2..C5)."""
+
+    strides = (4, 8, 16, 32)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats, x = [], self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class ResNetEncoder(_StagedEncoder):
     """ResNet-style encoder (ResNet-18/34 or the light key-frame preset), trained from scratch.
 
     Args:
@@ -62,14 +75,6 @@ class ResNetEncoder(nn.Module):
         self.stages = nn.ModuleList(
             make_stage(block, chans[i], chans[i + 1], depths[i], 1 if i == 0 else 2) for i in range(4))
         self.out_channels = tuple(widths)
-        self.strides = (4, 8, 16, 32)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats, x = [], self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
 
 
 class _DenseLayer(nn.Module):
@@ -86,7 +91,7 @@ class _DenseLayer(nn.Module):
         return torch.cat([x, self.body(x)], 1)
 
 
-class DenseNetEncoder(nn.Module):
+class DenseNetEncoder(_StagedEncoder):
     """DenseNet-121-like encoder (dense blocks + compressing transitions), trained from scratch.
 
     Args:
@@ -117,14 +122,6 @@ class DenseNetEncoder(nn.Module):
             outs.append(ch)
         self.stages = nn.ModuleList(stages)
         self.out_channels = tuple(outs)
-        self.strides = (4, 8, 16, 32)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats, x = [], self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
 
 
 class TimmEncoder(nn.Module):
