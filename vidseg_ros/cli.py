@@ -111,7 +111,7 @@ def propagate(dataset: Path, method: str = 'flow', flow: str = 'dis', max_distan
 
 @app.command('make-variant')
 def make_variant(source: Path, out: Path,
-                 kind: Annotated[str, typer.Option(help='frames-per-sequence / successive / noise variants')],
+                 kind: Annotated[str, typer.Option(help='per_sequence (--n frames each) | strided | successive | noise')],
                  n: int = 1, count: int = 400, stride: int = 20, copies: int = 20, split: str = 'train',
                  seed: int = 0):
     """A dataset variant of the all-frames protocol (1/20/all frames, 1-by-20 vs successive, noise copies)."""

@@ -105,6 +105,20 @@ class Probe:
         self.wait_for(lambda: publisher.get_subscription_count() >= count, timeout,
                       f'{count} subscriber(s) on {publisher.topic_name}', proc)
 
+    def publishers(self, proc: NodeProcess, *topics, msg_type=None, settle_s: float = 1.0, timeout=60.0):
+        """Reliable publishers on ``topics`` ((type, topic) pairs or topics of ``msg_type``), returned
+        once the node under test subscribes to each and its output publishers have seen ours."""
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        pubs = []
+        for t in topics:
+            mtype, topic = t if isinstance(t, tuple) else (msg_type, t)
+            pub = self.node.create_publisher(mtype, topic, qos)
+            self.wait_for_subscribers(pub, proc=proc, timeout=timeout)
+            pubs.append(pub)
+        time.sleep(settle_s)  # the node's output publishers discover our subscriptions
+        return pubs
+
     def close(self):
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()

@@ -113,11 +113,7 @@ def test_camera_info_is_rescaled_to_the_mask_and_bad_info_is_reported(start_node
     masks = probe.collect(Image, '/vidseg_segmenter/mask', RELIABLE)
     infos = probe.collect(CameraInfo, '/vidseg_segmenter/camera_info', RELIABLE)
     diags = probe.collect(DiagnosticArray, '/diagnostics')
-    pub = probe.node.create_publisher(Image, 'image', RELIABLE)
-    pub_info = probe.node.create_publisher(CameraInfo, 'camera_info', RELIABLE)
-    probe.wait_for_subscribers(pub, proc=node, timeout=60)
-    probe.wait_for_subscribers(pub_info, proc=node)
-    time.sleep(1.0)
+    pub, pub_info = probe.publishers(node, (Image, 'image'), (CameraInfo, 'camera_info'))
     rgb = real_frames[0]
     h, w = rgb.shape[:2]
     stamp = time.time_ns()
@@ -147,11 +143,7 @@ def test_two_cameras_one_model_independent_outputs_and_state(start_node, probe, 
     front = probe.collect(Image, '/vidseg_segmenter/front/mask', RELIABLE)
     rear = probe.collect(Image, '/vidseg_segmenter/rear/mask', RELIABLE)
     diags = probe.collect(DiagnosticArray, '/diagnostics')
-    pub_front = probe.node.create_publisher(Image, 'front/image', RELIABLE)
-    pub_rear = probe.node.create_publisher(Image, 'rear/image', RELIABLE)
-    probe.wait_for_subscribers(pub_front, proc=node, timeout=60)
-    probe.wait_for_subscribers(pub_rear, proc=node)
-    time.sleep(1.0)
+    pub_front, pub_rear = probe.publishers(node, 'front/image', 'rear/image', msg_type=Image)
     base = 1_700_000_000_000_000_000
     for i in range(4):
         send_and_wait(probe, pub_front, image_msg(real_frames[i], base + i * 66_000_000, 'front'), [front], node)
@@ -173,9 +165,7 @@ def test_runtime_parameters_confidence_and_checkpoint_swap(start_node, probe, re
     diags = probe.collect(DiagnosticArray, '/diagnostics')
     tables = probe.collect(String, f'/{name}/class_table', QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                                                       durability=1))
-    pub = probe.node.create_publisher(Image, 'image', RELIABLE)
-    probe.wait_for_subscribers(pub, proc=node, timeout=60)
-    time.sleep(1.0)
+    (pub,) = probe.publishers(node, 'image', msg_type=Image)
     order = list(outs.values())
     rgb = real_frames[0]
     mask, color, over, conf, prob = send_and_wait(probe, pub, image_msg(rgb, time.time_ns()), order, node)
