@@ -114,6 +114,9 @@ class Collector:
         if src is not None:
             self.pairs.append((src[:, :, :3], rgb))
 
+    def frames_out_reported(self) -> int:
+        return int((self.last_status or {}).get('frames_out', 0))
+
     def _on_table(self, msg) -> None:
         self.classes = json.loads(msg.data)['classes']
 
@@ -201,8 +204,9 @@ def run(args) -> dict:
             if any(p.poll() is not None for p in procs):
                 raise SystemExit(f'demo: a node exited early; see the logs in {out}')
         drain = time.monotonic()
-        while time.monotonic() - drain < 3.0 or (collector.n_out < collector.n_in and time.monotonic() - drain < 20):
-            rclpy.spin_once(node, timeout_sec=0.05)
+        while time.monotonic() - drain < 3.0 or (collector.n_out < collector.frames_out_reported()
+                                                  and time.monotonic() - drain < 20):
+            rclpy.spin_once(node, timeout_sec=0.05)  # until every mask the node made has arrived
     finally:
         for p in procs:
             stop(p)
