@@ -18,7 +18,7 @@ import threading
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -281,7 +281,9 @@ def run(node_cls, args=None) -> int:
     node = None
     try:
         node = node_cls()
-        executor = MultiThreadedExecutor(num_threads=2)
+        # Callbacks only park messages (inference has its own thread): one executor thread dispatches
+        # faster than MultiThreadedExecutor (measured transport p50 1.9 vs 3.1 ms at 640x480).
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
