@@ -35,6 +35,7 @@ def fetch_opencv_sample() -> Path:
         subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=tmp, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deb = next(tmp.glob('opencv-doc_*.deb'))
+        (CACHE / 'opencv-doc').mkdir(parents=True, exist_ok=True)
         subprocess.run(['dpkg', '-x', str(deb), str(CACHE / 'opencv-doc')], check=True)
     except (OSError, subprocess.CalledProcessError, StopIteration) as e:
         raise SystemExit(f'demo: could not obtain a sample video from Debian\'s opencv-doc ({e}); '
