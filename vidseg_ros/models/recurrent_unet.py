@@ -54,6 +54,25 @@ class ConvGRUCell(nn.Module):
 _CELLS = {'crnn': ConvRNNCell, 'cgru': ConvGRUCell}
 
 
+class ResidualCell(nn.Module):
+    """A temporal cell added to its input: ``h' = cell(x, h)``, ``y = x + C_o * h'`` (1x1, zero init).
+
+    The state is ``h'``; at initialisation ``y = x``, so a network warm-started from its per-frame
+    twin starts with exactly the twin's outputs and the cell only learns a temporal correction.
+    """
+
+    def __init__(self, cell: nn.Module, channels: int):
+        super().__init__()
+        self.cell = cell
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.cell(x, h)
+        return x + self.out(h), h
+
+
 class RecurrentUNet(nn.Module):
     """UNet with temporal cells on the skip path.
 
@@ -64,13 +83,16 @@ class RecurrentUNet(nn.Module):
         temporal_cell: 'cgru', 'crnn' or 'none' (the per-frame twin).
         temporal_levels: Cells on the deepest N levels only (0 = every level, the report's design);
             the full-resolution cells cost the most, so 2-3 deep levels make a cheaper variant.
+        residual_cells: Each cell's output is added to its input through a zero-initialised 1x1
+            conv (``ResidualCell``) instead of replacing it; default False is the report's design.
         in_ch: Input channels.
     """
 
     output_stride = 1
 
     def __init__(self, num_classes: int = 11, size: str = 'small_deep', block: str = 'resnet',
-                 temporal_cell: str = 'cgru', temporal_levels: int = 0, in_ch: int = 3):
+                 temporal_cell: str = 'cgru', temporal_levels: int = 0, residual_cells: bool = False,
+                 in_ch: int = 3):
         super().__init__()
         if size not in SIZES:
             raise ValueError(f'unknown size {size!r}; valid sizes: {", ".join(SIZES)}')
@@ -92,6 +114,9 @@ class RecurrentUNet(nn.Module):
         self.cell_levels = tuple(range(len(widths) - n_cells, len(widths)))
         self.cells = nn.ModuleList(_CELLS[temporal_cell](widths[i]) for i in self.cell_levels) if n_cells \
             else nn.ModuleList()
+        if residual_cells:
+            self.cells = nn.ModuleList(ResidualCell(c, widths[i]) for c, i in zip(self.cells, self.cell_levels))
+        self.residual_cells = bool(residual_cells and n_cells)
         self.up_proj = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(len(widths) - 1))
         self.up = nn.ModuleList(blk(2 * widths[i], widths[i], 1) for i in range(len(widths) - 1))
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
@@ -119,8 +144,11 @@ class RecurrentUNet(nn.Module):
         for i, down in enumerate(self.down):
             x = down(x)
             if i >= first:
-                x = self.cells[i - first](x, state[i - first])
-                new_state.append(x)
+                if self.residual_cells:
+                    x, h = self.cells[i - first](x, state[i - first])
+                else:
+                    x = h = self.cells[i - first](x, state[i - first])
+                new_state.append(h)
             feats.append(x)
         new_state = tuple(new_state)
         x = feats[-1]
