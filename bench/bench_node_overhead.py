@@ -85,7 +85,10 @@ def main() -> int:
             rclpy.spin_once(node, timeout_sec=0.05)
     finally:
         node_proc.terminate()
-        node_proc.wait(timeout=15)
+        try:
+            node_proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()  # never leave a node behind burning CPU
         node.destroy_node()
         rclpy.try_shutdown()
     d = diags[-1]
