@@ -91,8 +91,8 @@ def card_text(report: dict, meta: dict) -> str:
              f'- **Training data**: {prov.get("data", "?")}',
              f'- **Training**: {prov.get("training", prov.get("trained"))}; started from '
              f'`{prov.get("init_from") or "scratch (no pretrained weights)"}`; {prov.get("date", "")}',
-             f'- **Hardware**: CPU only (2 shared cores, no GPU), hence the reduced resolution and short '
-             f'schedule', '',
+             '- **Hardware**: CPU only (2 shared cores, no GPU), hence the reduced resolution and short '
+             'schedule', '',
              '## Training config', '', '```yaml']
     keys = ('mode', 'input_hw', 'crop_hw', 'epochs', 'batch_size', 'optimizer', 'lr', 'lr_policy',
             'weight_decay', 'class_balanced', 'key_distance', 'feature_weight', 'seq_len', 'seed')
