@@ -7,7 +7,6 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vidseg_ros.data.images import ImageError
@@ -15,23 +14,18 @@ from vidseg_ros.engine.outputs import ClassTable, colorize, overlay
 from vidseg_ros.ros import diagnostics
 from vidseg_ros.ros.conversions import (array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                         scale_camera_info)
+from vidseg_ros.ros.params import qos_profile
 from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.stats import LatencyStats, RateMeter
 
 CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
-CAMERA_INFO_WAIT_S = 0.1
-ERROR_HOLD_S = 5.0  # how long the worker waits for the CameraInfo of a frame that came first
+CAMERA_INFO_WAIT_S = 0.1  # how long the worker waits for the CameraInfo of a frame that came first
+ERROR_HOLD_S = 5.0        # how long an error keeps the camera's diagnostic at WARN
 
 try:  # a normal ROS install has message_filters; the PyPI wheels do not (tested fallback below)
     import message_filters
 except ImportError:
     message_filters = None
-
-
-def qos_profile(reliability: str, depth: int) -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
-                      reliability=ReliabilityPolicy.RELIABLE if reliability == 'reliable'
-                      else ReliabilityPolicy.BEST_EFFORT)
 
 
 def stamp_ns(stamp) -> int:

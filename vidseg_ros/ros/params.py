@@ -12,6 +12,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from vidseg_ros.config import ConfigError, from_dict
 
@@ -71,3 +72,10 @@ def validate_changes(node: Node, params: list[Parameter], *classes) -> tuple[Set
     except ConfigError as e:
         return SetParametersResult(successful=False, reason=str(e)), changes
     return SetParametersResult(successful=True), changes
+
+
+def qos_profile(reliability: str, depth: int) -> QoSProfile:
+    """KEEP_LAST QoS from the `*_reliability` / `*_depth` settings ('reliable' or 'best_effort')."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
+                      reliability=ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                      else ReliabilityPolicy.BEST_EFFORT)

@@ -29,8 +29,8 @@ from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
 from vidseg_ros.engine.outputs import ClassTable
 from vidseg_ros.ros import diagnostics
-from vidseg_ros.ros.camera_stream import CameraStream, qos_profile
-from vidseg_ros.ros.params import declare_settings, read_settings, validate_changes
+from vidseg_ros.ros.camera_stream import CameraStream
+from vidseg_ros.ros.params import declare_settings, qos_profile, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
 
 # Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.

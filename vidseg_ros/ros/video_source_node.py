@@ -10,7 +10,6 @@ import time
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -18,16 +17,10 @@ from vidseg_ros.config import ConfigError
 from vidseg_ros.data.images import ImageError
 from vidseg_ros.data.video import VideoFrames, resize_rgb
 from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
-from vidseg_ros.ros.params import declare_settings, read_settings
+from vidseg_ros.ros.params import declare_settings, qos_profile, read_settings
 from vidseg_ros.ros.settings import VideoSourceConfig
 
 FOLDER_RATE_HZ = 10.0
-
-
-def qos(reliability: str, depth: int) -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, depth),
-                      reliability=ReliabilityPolicy.RELIABLE if reliability == 'reliable'
-                      else ReliabilityPolicy.BEST_EFFORT)
 
 
 class VideoSourceNode(Node):
@@ -42,7 +35,7 @@ class VideoSourceNode(Node):
                               '(-p source:=/path/to/video.mp4)')
         self.frames = VideoFrames(self.cfg.source)
         rate = self.cfg.rate_hz or self.frames.fps or FOLDER_RATE_HZ
-        profile = qos(self.cfg.reliability, self.cfg.depth)
+        profile = qos_profile(self.cfg.reliability, self.cfg.depth)
         self.pub_raw = (self.create_publisher(Image, 'image', profile)
                         if self.cfg.transport in ('raw', 'both') else None)
         self.pub_compressed = (self.create_publisher(CompressedImage, 'image/compressed', profile)
