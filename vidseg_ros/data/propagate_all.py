@@ -90,6 +90,9 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
             labels = {i - lo: src.read_label(recs[i]) for i in human if lo <= i <= hi}
             jobs.append((recs[lo:hi + 1], ([r.image for r in recs[lo:hi + 1]], labels, num_classes, cfg,
                                            predict)))
+    if not jobs:
+        raise ValueError(f'{root}: no human-labelled frame to propagate from; import a few labels with '
+                         '`vidseg label-import` first')
     pool = None
     if workers > 1 and cfg.method != 'teacher':
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(

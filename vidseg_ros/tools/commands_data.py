@@ -80,8 +80,16 @@ def label_import(dataset: str | Path, labels: str | Path, classes: str | Path | 
                  ignore_index: int = 255, match: str = 'stem', source: str = 'human') -> dict:
     """``vidseg label-import DATASET LABEL_DIR``: id or colour PNGs into the dataset's labels/."""
     from vidseg_ros.data.labels import import_labels
-    return import_labels(dataset, labels, classes=classes, class_names=class_names, mapping=mapping,
-                         ignore_index=ignore_index, match=match, source=source)
+    files = sum(1 for _ in Path(labels).rglob('*.png')) if Path(labels).is_dir() else 0
+    if not files:
+        raise FileNotFoundError(f'{labels}: not a folder with label PNGs')
+    res = import_labels(dataset, labels, classes=classes, class_names=class_names, mapping=mapping,
+                        ignore_index=ignore_index, match=match, source=source)
+    if not res['imported']:
+        raise ValueError(f'none of the {files} label PNGs in {labels} matched a frame of {dataset} '
+                         f'({match} matching: name each label <stamp_ns>.png like its frame, or use '
+                         '--match order)')
+    return res
 
 
 def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 'train',

@@ -1,13 +1,10 @@
 """Plain typed functions behind ``vidseg train | eval | experiment | finetune`` (cli.py wires them).
 
 Each parses nothing and prints nothing itself: it builds the library call, shows a tqdm progress bar
-and returns a result dict. ``python -m vidseg_ros.tools.commands_train train CONFIG.yaml`` runs the
-training without the CLI (used for long background runs).
+and returns a result dict. ``vidseg`` (or ``python -m vidseg_ros.cli``) is the command line.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -82,42 +79,8 @@ def experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/experi
 
 
 def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: str | Path,
-             out_dir: str | Path, steps: int = 200, lr: float = 1e-4,
+             out_dir: str | Path, steps: int = 100, lr: float = 1e-3,
              labels_dir: str | Path | None = None) -> dict:
     """One-shot fine-tuning on one annotated frame, then label every frame of ``sequence``."""
     from vidseg_ros.tools.finetune import one_shot
     return one_shot(model, frame, label, sequence, out_dir, steps=steps, lr=lr, labels_dir=labels_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for background runs: ``train CONFIG [--resume]`` or
-    ``experiment frames-per-video CONFIG [--steps N]``."""
-    p = argparse.ArgumentParser(prog='python -m vidseg_ros.tools.commands_train')
-    p.add_argument('command', choices=['train', 'experiment'])
-    p.add_argument('config', help='training YAML (experiment: NAME CONFIG)', nargs='+')
-    p.add_argument('--resume', action='store_true')
-    p.add_argument('--steps', type=int, default=200, help='experiment: optimiser steps per variant')
-    p.add_argument('--out', default='runs/experiment', help='experiment: output folder')
-    p.add_argument('--set', action='append', default=[], metavar='KEY=JSON',
-                   help='override a setting, value parsed as JSON (e.g. --set epochs=5)')
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s')
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition('=')
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    if args.command == 'experiment':
-        name, config = args.config
-        out = experiment(name, config, args.out, overrides, args.steps)
-        LOG.info('%s\n%s', name, out['table'])
-        return 0
-    result = train(args.config[0], args.resume, overrides, progress=sys.stderr.isatty())
-    LOG.info('done: best mIoU %.4f in %s', result['best_mIoU'], result['run_dir'])
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
