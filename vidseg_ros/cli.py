@@ -293,10 +293,14 @@ def train(config: Annotated[Path, typer.Argument(help='config/train/*.yaml', exi
 def evaluate(model: Annotated[str, typer.Argument(help='checkpoint path or shipped model name')],
              data: Annotated[Path, typer.Argument(help='CamVid / DAVIS folder or an extracted dataset', **Existing)],
              dataset: Annotated[Literal['auto', 'camvid', 'davis', 'extracted'], typer.Option()] = 'auto',
-             split: str = 'val', out_dir: Path = Path('runs/eval'),
+             split: str = 'val',
+             out_dir: Annotated[Path, typer.Option(help='each run gets a new folder <model>-<split>-<n> in '
+                                                        'here')] = Path('runs/eval'),
              key_intervals: Annotated[str, typer.Option(callback=_ints)] = '1,2,5,10',
              max_frames: Annotated[int, typer.Option(min=0, help='per sequence; 0 = all')] = 0,
-             card: bool = True,
+             card: Annotated[Optional[Path], typer.Option(help='also write the model card here, e.g. '
+                                                               'models/<name>.md (replaces that file)',
+                                                          dir_okay=False)] = None,
              clip_len: Annotated[int, typer.Option(min=0, help='reset temporal state every N frames '
                                                                '(0 = never)')] = 0,
              device: str = 'cpu'):

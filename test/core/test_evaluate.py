@@ -110,3 +110,25 @@ def test_recurrent_clip_protocol_resets_state(tmp_path):
                            clip_len=2)
     assert stream['kind'] == 'recurrent' and clips['clip_len'] == 2
     assert set(stream['intervals']) == {'1'} and 0 <= clips['intervals']['1']['J&F'] <= 1
+
+
+def test_cli_eval_keeps_the_tracked_card_and_earlier_runs(tmp_path):
+    """A card beside a model in models/ is hand-written: eval never replaces it unless --card names it."""
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    data = _davis(tmp_path / 'davis', seqs=('a',), n=3)
+    (tmp_path / 'models').mkdir()
+    ckpt = _checkpoint(tmp_path / 'models' / 'm.pt', cached_levels=0)
+    tracked = tmp_path / 'models' / 'm.md'
+    tracked.write_text('# m\nhand-written history\n')
+    argv = ['eval', str(ckpt), str(data), '--split', 'all', '--out-dir', str(tmp_path / 'runs')]
+    first, second = (CliRunner().invoke(app, argv) for _ in range(2))
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + first.stderr
+    assert tracked.read_text() == '# m\nhand-written history\n'
+    runs = sorted(p.name for p in (tmp_path / 'runs').iterdir())
+    assert runs == ['m-all-1', 'm-all-2']
+    assert all((tmp_path / 'runs' / r / 'metrics.json').is_file() for r in runs)
+    r = CliRunner().invoke(app, argv + ['--card', str(tracked)])
+    assert r.exit_code == 0
+    assert tracked.read_text() == (tmp_path / 'runs' / 'm-all-3' / 'model_card.md').read_text()

@@ -6,6 +6,7 @@ and returns a result dict. ``vidseg`` (or ``python -m vidseg_ros.cli``) is the c
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -55,15 +56,20 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
 
 def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
              out_dir: str | Path = 'runs/eval', key_intervals: tuple[int, ...] = (1, 2, 5, 10),
-             max_frames: int = 0, card: bool = True, clip_len: int = 0, device: str = 'cpu') -> dict:
-    """Evaluate a checkpoint: metrics JSON, plots and (optionally) the model card beside it."""
-    from vidseg_ros.tools.evaluate import run_evaluation, summary_table
+             max_frames: int = 0, card: str | Path | None = None, clip_len: int = 0,
+             device: str = 'cpu') -> dict:
+    """Evaluate a model into a new folder ``out_dir/<model>-<split>-<n>``: metrics JSON, plots, card.
+
+    ``card``: also write the model card there (e.g. ``models/<name>.md``); never done by default.
+    """
+    from vidseg_ros.tools.evaluate import new_run_dir, run_evaluation, summary_table
+    out_dir = new_run_dir(out_dir, re.sub(r'[^\w.+-]+', '+', f'{Path(str(model)).stem}-{split}'))
     report = run_evaluation(model, data, dataset=dataset, split=split, out_dir=out_dir,
-                            key_intervals=list(key_intervals), max_frames=max_frames, write_card=card,
-                          clip_len=clip_len, device=device)
+                            key_intervals=list(key_intervals), max_frames=max_frames, card=card,
+                            clip_len=clip_len, device=device)
     sys.stdout.write(summary_table(report) + '\n')   # the table; the JSON summary follows
-    return {'model': report['model'], 'labelled': report['labelled'],
-            'metrics': str(Path(out_dir) / 'metrics.json'), 'plots': report['plots'],
+    return {'model': report['model'], 'labelled': report['labelled'], 'out_dir': str(out_dir),
+            'metrics': str(out_dir / 'metrics.json'), 'plots': report['plots'],
             'card': report.get('card', []),
             'intervals': {k: {m: r.get(m) for m in ('mIoU', 'TC', 'mVC8', 'J&F', 'latency_ms')}
                           for k, r in report['intervals'].items()}}

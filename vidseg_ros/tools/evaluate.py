@@ -8,7 +8,8 @@ per-frame or recurrent model runs once. Temporal consistency (TC) uses optical f
 frames; mVC uses the dense ground truth of a 15 Hz (CamVid val) or fully labelled (DAVIS) stream.
 
 Output in ``out_dir``: ``metrics.json``, ``accuracy_latency.png``, ``per_class_iou.png``,
-``confusion.png`` and ``model_card.md`` (also copied beside a checkpoint in ``models/``).
+``confusion.png`` and ``model_card.md`` (copied to ``card`` only when given). ``vidseg eval`` gives
+every run its own folder (:func:`new_run_dir`), so earlier results are never overwritten.
 """
 from __future__ import annotations
 
@@ -157,7 +158,7 @@ def _nanmean(x) -> float:
 def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
                    out_dir: str | Path = 'runs/eval', key_intervals: list[int] | None = None,
                    max_frames: int = 0, write_card: bool = True, device: str = 'cpu',
-                   threads: int = 1, clip_len: int = 0) -> dict:
+                   threads: int = 1, clip_len: int = 0, card: str | Path | None = None) -> dict:
     """Evaluate ``model`` (checkpoint/export path or shipped name) on a labelled video split.
 
     Args:
@@ -168,7 +169,8 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
         out_dir: where JSON, plots and the card go.
         key_intervals: key-frame intervals to run (key-frame models only; others run interval 1).
         max_frames: cap on frames per sequence (0 = all).
-        write_card: write ``model_card.md`` (and copy it beside a checkpoint in ``models/``).
+        write_card: write ``model_card.md`` in ``out_dir``.
+        card: also write the card here (e.g. ``models/<name>.md``); never done implicitly.
         device: engine device.
         threads: torch CPU threads (1 gives the steadiest latency on a shared machine; 0 = as is).
         clip_len: reset temporal state every this many frames (0 = stream whole sequences).
@@ -214,9 +216,23 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
     (out_dir / 'metrics.json').write_text(json.dumps(report, indent=1, default=_json_default))
     plots = write_plots(report, out_dir)
     report['plots'] = [str(p) for p in plots]
-    if write_card:
-        report['card'] = [str(p) for p in write_card_file(report, seg.meta, out_dir, path)]
+    if write_card or card:
+        report['card'] = [str(p) for p in write_card_file(report, seg.meta, out_dir, card)]
     return report
+
+
+def new_run_dir(parent: str | Path, name: str) -> Path:
+    """``parent/<name>-<n>`` with the first unused n (1, 2, ...), created: one folder per run."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        try:
+            path = parent / f'{name}-{n}'
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
 
 
 def _json_default(v):
