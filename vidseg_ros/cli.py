@@ -29,9 +29,7 @@ _STATE = {'debug': False}
 
 def _user_error(e: BaseException) -> bool:
     """Errors caused by the input (values, files, data), as opposed to bugs in this package."""
-    if isinstance(e, IndexError):
-        return False
-    if isinstance(e, (ValueError, OSError, EOFError, KeyError, pickle.UnpicklingError)):
+    if isinstance(e, (ValueError, OSError, EOFError, pickle.UnpicklingError)):
         return True
     names = {c.__name__ for c in type(e).__mro__}
     return bool(names & {'CheckpointError', 'YAMLError'}) or type(e).__module__.startswith(('rosbags', 'mcap'))
@@ -46,8 +44,6 @@ def one_line(text: object) -> str:
 def _describe(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename and e.strerror:
         return f'{e.filename}: {e.strerror}'
-    if isinstance(e, KeyError):
-        return f'missing key {e}'
     text = str(e)
     return text if text and not isinstance(e, EOFError) else f'{type(e).__name__}: {text}'.rstrip(': ')
 
