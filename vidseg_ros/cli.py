@@ -54,6 +54,10 @@ class _Cli(TyperGroup):
     def main(self, args=None, prog_name=None, standalone_mode=True, **extra):  # noqa: ARG002 - always vidseg
         _STATE['debug'] = os.environ.get('VIDSEG_DEBUG', '') not in ('', '0')
         args = list(sys.argv[1:] if args is None else args)
+        end = args.index('--') if '--' in args else len(args)
+        if '--debug' in args[:end]:          # accepted anywhere, not only before the command
+            args.remove('--debug')
+            _STATE['debug'] = True
         command = next((a for a in args if not a.startswith('-')), '')
         where = f'vidseg {command}'.strip()
         try:

@@ -221,8 +221,9 @@ def test_messages_say_what_is_wrong(bad):
         assert text in r.stderr, (argv, r.stderr)
 
 
-def test_debug_shows_the_traceback(bad):
-    r = RUNNER.invoke(app, ['--debug', 'info', str(bad / 'junk.pt')])
+@pytest.mark.parametrize('argv', [['--debug', 'info', '{junk}'], ['info', '{junk}', '--debug']])
+def test_debug_shows_the_traceback(bad, argv):
+    r = RUNNER.invoke(app, [a.format(junk=bad / 'junk.pt') for a in argv])
     assert r.exit_code != 0
     assert r.exception is not None and not isinstance(r.exception, SystemExit)   # raised, not swallowed
 

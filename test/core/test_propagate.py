@@ -169,7 +169,7 @@ def test_dataset_ignore_index_is_honoured(tmp_path):
     import_labels(tmp_path / 'ds', tmp_path / 'lab', class_names=[f'c{i}' for i in range(11)], ignore_index=11)
     done = []
     counts = propagate_dataset(tmp_path / 'ds', PropagateConfig(), progress=done.append)
-    assert counts['propagated'] == 4
+    assert counts['propagated'] == 4 and counts['ignored_percent'] > 0       # the void rows at least
     import cv2
     for r in read_index(tmp_path / 'ds'):
         values = set(np.unique(cv2.imread(str(r.label), cv2.IMREAD_UNCHANGED)).tolist())

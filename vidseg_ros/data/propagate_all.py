@@ -65,7 +65,10 @@ def _job(args) -> dict[int, Propagated]:
 def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict | None = None,
                       progress: Callable[[int], None] | None = None, overwrite: bool = False,
                       workers: int = 1) -> dict:
-    """Labels for every frame of the dataset at ``root``; returns counts per label source.
+    """Labels for every frame of the dataset at ``root``.
+
+    Returns counts per label source written now and in total (``total_<source>``), and
+    ``ignored_percent``, the share of ignore pixels in the labels written now.
 
     Args:
         root: dataset folder (``index.csv``, ``dataset.yaml`` naming the classes and the ignore
@@ -110,7 +113,7 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
         results = pool.map(_job, args) if pool else map(_job, args)
         for (recs, new, _), result in zip(jobs, results):
             for i, prop in result.items():
-                _store(root, recs[i], prop, records, counts, overwrite)
+                _store(root, recs[i], prop, records, counts, overwrite, cfg.ignore_index)
             if progress:
                 progress(new)
     finally:
@@ -119,6 +122,9 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
         write_index(root, list(records.values()))     # labels written so far stay indexed
     for r in records.values():
         counts['total_' + r.label_source] = counts.get('total_' + r.label_source, 0) + 1
+    written = counts.pop('_px', 0)
+    if written:     # the share of holes (min_confidence) in the labels just written
+        counts['ignored_percent'] = round(100 * counts.pop('_ignored_px') / written, 1)
     return counts
 
 
@@ -134,11 +140,13 @@ def _classes_in_labels(src, ignore_index: int) -> int:
 
 
 def _store(root: Path, rec: FrameRecord, prop: Propagated, records: dict, counts: dict,
-           overwrite: bool) -> None:
+           overwrite: bool, ignore_index: int) -> None:
     current = records[rec.image]
     if current.label_source == 'human' or (current.label is not None and not overwrite):
         return
     path = write_label(root / 'labels' / rec.sequence / f'{rec.stamp_ns}.png', prop.label)
+    counts['_ignored_px'] = counts.get('_ignored_px', 0) + int((prop.label == ignore_index).sum())
+    counts['_px'] = counts.get('_px', 0) + prop.label.size
     records[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, path, rec.stamp_ns, prop.source,
                                      rec.bag, rec.topic, rec.encoding)
     counts[prop.source] = counts.get(prop.source, 0) + 1

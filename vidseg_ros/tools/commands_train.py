@@ -14,16 +14,16 @@ LOG = logging.getLogger(__name__)
 
 
 class _Progress:
-    """tqdm bar fed by the training loop's callback: loss, lr and throughput per step."""
+    """tqdm bar fed by the training loop's callback (loss, lr, throughput per step); epoch lines always."""
 
     def __init__(self, total_epochs: int, enabled: bool = True):
         from tqdm import tqdm
         self.tqdm, self.bar, self.total, self.enabled = tqdm, None, total_epochs, enabled
 
     def __call__(self, info: dict) -> None:
-        if not self.enabled:
-            return
         if info['kind'] == 'step':
+            if not self.enabled:
+                return
             if self.bar is None:
                 self.bar = self.tqdm(desc=f'epoch {info["epoch"] + 1}/{self.total}', unit='step',
                                      leave=False, dynamic_ncols=True, mininterval=5.0)
@@ -46,7 +46,7 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
         config: the run's YAML file.
         resume: continue from ``<runs_dir>/<name>/last.pt``.
         overrides: settings that replace the file's (CLI options); None values are ignored.
-        progress: show a progress bar.
+        progress: show a progress bar (``vidseg train``: when stderr is a terminal).
     """
     from vidseg_ros.training.config import load_train_config
     from vidseg_ros.training.loop import train as train_loop
