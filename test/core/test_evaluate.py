@@ -132,3 +132,30 @@ def test_cli_eval_keeps_the_tracked_card_and_earlier_runs(tmp_path):
     r = CliRunner().invoke(app, argv + ['--card', str(tracked)])
     assert r.exit_code == 0
     assert tracked.read_text() == (tmp_path / 'runs' / 'm-all-3' / 'model_card.md').read_text()
+
+
+def test_eval_sources_extracted_datasets_and_refuses_empty_selections(tmp_path):
+    from vidseg_ros.data.records import FrameRecord, write_index, write_meta
+    from vidseg_ros.tools.evaluate import open_eval_source
+    ds = tmp_path / 'ds'
+    recs = []
+    for seq in ('a', 'b'):
+        (ds / 'images' / seq).mkdir(parents=True)
+        for i in range(2):
+            img, lab = ds / 'images' / seq / f'{i}.png', ds / 'labels' / seq / f'{i}.png'
+            cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+            lab.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(lab), np.zeros((8, 8), np.uint8))
+            recs.append(FrameRecord(seq, i, img, lab if seq == 'a' else None, i, 'human' if seq == 'a' else 'none'))
+    write_index(ds, recs)
+    write_meta(ds, {'classes': ['bg', 'obj'], 'ignore_index': 255})
+    assert len(open_eval_source(ds, split='all').records) == 4
+    assert {r.sequence for r in open_eval_source(ds, split='a').records} == {'a'}
+    with pytest.raises(ValueError, match='no labelled frames'):
+        open_eval_source(ds, split='b')
+    with pytest.raises(ValueError, match='no sequence'):
+        open_eval_source(ds, split='c')
+    (tmp_path / 'cv' / 'test').mkdir(parents=True)
+    (tmp_path / 'cv' / 'testannot').mkdir()
+    with pytest.raises(FileNotFoundError, match='splits here: test'):
+        open_eval_source(tmp_path / 'cv', split='val')
