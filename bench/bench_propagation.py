@@ -7,7 +7,9 @@ propagated frames against their true masks. Per method and k it prints:
   sequences, on the *filled* labels (every pixel assigned);
 * ``IoU pooled`` — intersection / union summed over all propagated frames;
 * ``J valid`` / ``ignored`` — IoU over the pixels the consistency check kept, and the share it
-  marked ignore (flow only).
+  marked ignore (flow only);
+* ``J with holes`` — J of the labels as ``vidseg propagate`` writes them at ``--min-confidence``
+  (ignore pixels count as not-object), what training on them sees as foreground.
 
 Flows are computed once per sequence and reused for every k. Teacher pseudo-labels are scored
 when ``--model CHECKPOINT`` is given.
@@ -40,7 +42,7 @@ from vidseg_ros.data.records import davis_source  # noqa: E402
 
 
 def _scores(out: dict, gts: list) -> dict:
-    j, jv, ign, inter, union = [], [], [], 0, 0
+    j, jv, jh, ign, inter, union = [], [], [], [], 0, 0
     for i, p in out.items():
         g, f = gts[i] == 1, p.filled == 1
         a, b = int((g & f).sum()), int((g | f).sum())
@@ -51,7 +53,10 @@ def _scores(out: dict, gts: list) -> dict:
         uv = int(((g | fv) & valid).sum())
         jv.append(int((g & fv).sum()) / uv if uv else 1.0)
         ign.append(1.0 - float(valid.mean()))
+        uh = int((g | fv).sum())
+        jh.append(int((g & fv).sum()) / uh if uh else 1.0)
     return {'J': float(np.mean(j)), 'inter': inter, 'union': union, 'Jv': float(np.mean(jv)),
+            'Jh': float(np.mean(jh)),
             'ign': float(np.mean(ign)), 'frames': len(out)}
 
 
@@ -64,6 +69,7 @@ def main() -> None:
     ap.add_argument('--preset', default='fine')
     ap.add_argument('--flow', default='dis')
     ap.add_argument('--flow-scale', type=float, default=1.0)
+    ap.add_argument('--min-confidence', type=float, default=0.5, help='as vidseg propagate --min-confidence')
     ap.add_argument('--tracker', default='medianflow')
     ap.add_argument('--sequences', default='')
     ap.add_argument('--model', default='', help='checkpoint for teacher pseudo-labels')
@@ -78,7 +84,7 @@ def main() -> None:
         return
     src = davis_source(args.data, [s for s in args.sequences.split(',') if s] or None)
     cfg = PropagateConfig(flow=args.flow, dis_preset=args.preset, flow_scale=args.flow_scale,
-                          tracker=args.tracker, max_distance=10_000)
+                          tracker=args.tracker, max_distance=10_000, min_confidence=args.min_confidence)
     methods = list(args.methods) + (['teacher'] if args.model else [])
     predict = None
     if args.model:
@@ -109,16 +115,18 @@ def main() -> None:
         print(f'{name:20s} {len(frames):3d} frames  {line}', flush=True)
     print(f'\nDAVIS 2016, {len(src.sequences())} sequences, {len(src.records)} frames; flow = {args.flow} '
           f'{args.preset if args.flow == "dis" else ""} at scale {args.flow_scale}; tracker = {args.tracker}\n')
-    print('| method | k | propagated frames | J (mean IoU) | IoU pooled | J valid px | ignored % |')
-    print('|---|---|---|---|---|---|---|')
+    print(f'min_confidence {args.min_confidence}\n')
+    print('| method | k | propagated frames | J (mean IoU) | IoU pooled | J valid px | ignored % | J with holes |')
+    print('|---|---|---|---|---|---|---|---|')
     for m in methods:
         for k in args.ks:
             r = res[(m, k)]
             pooled = sum(x['inter'] for x in r) / max(sum(x['union'] for x in r), 1)
             valid = f'{np.mean([x["Jv"] for x in r]):.3f}' if m == 'flow' else '-'
             ign = f'{100 * np.mean([x["ign"] for x in r]):.1f}' if m == 'flow' else '-'
+            holes = f'{np.mean([x["Jh"] for x in r]):.3f}' if m == 'flow' else '-'
             print(f'| {m} | {k} | {sum(x["frames"] for x in r)} | {np.mean([x["J"] for x in r]):.3f} '
-                  f'| {pooled:.3f} | {valid} | {ign} |')
+                  f'| {pooled:.3f} | {valid} | {ign} | {holes} |')
     print('\nseconds per method (all k, flows included once): ' +
           ', '.join(f'{m} {s:.0f}' for m, s in secs.items()))
 

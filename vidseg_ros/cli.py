@@ -1,19 +1,104 @@
 """`vidseg`: the offline loop's switchboard. Each command parses options and calls one function.
 
 Heavy imports (torch, OpenCV, rosbags) happen inside the commands so `vidseg --help` stays fast.
+
+The contract: values are checked while parsing (ranges, choices, existing paths); a user error (bad
+value, missing or unreadable file, wrong kind of file or data) ends as one line on stderr and exit
+code 2. Anything else is a bug: one line and exit code 1. ``vidseg --debug ...`` (or
+``VIDSEG_DEBUG=1``) shows the traceback instead. ``python -m vidseg_ros.cli`` is the same CLI
+(e.g. ``torchrun -m vidseg_ros.cli train CONFIG``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
+import pickle
+import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
+from typer._click import exceptions as click_errors
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
+_STATE = {'debug': False}
+
+
+def _user_error(e: BaseException) -> bool:
+    """Errors caused by the input (values, files, data), as opposed to bugs in this package."""
+    if isinstance(e, (ValueError, OSError, EOFError, pickle.UnpicklingError)):
+        return True
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {'CheckpointError', 'YAMLError'}) or type(e).__module__.startswith(('rosbags', 'mcap'))
+
+
+def one_line(text: object) -> str:
+    """A message as one line of at most MAX_MESSAGE characters."""
+    text = ' '.join(str(text).split())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + '...'
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        return f'{e.filename}: {e.strerror}'
+    text = str(e)
+    return text if text and not isinstance(e, EOFError) else f'{type(e).__name__}: {text}'.rstrip(': ')
+
+
+class _Cli(TyperGroup):
+    """Typer's group with the error contract in ``main`` (the console script and CliRunner both call it)."""
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):  # noqa: ARG002 - always vidseg
+        _STATE['debug'] = os.environ.get('VIDSEG_DEBUG', '') not in ('', '0')
+        args = list(sys.argv[1:] if args is None else args)
+        end = args.index('--') if '--' in args else len(args)
+        if '--debug' in args[:end]:          # accepted anywhere, not only before the command
+            args.remove('--debug')
+            _STATE['debug'] = True
+        command = next((a for a in args if not a.startswith('-')), '')
+        where = f'vidseg {command}'.strip()
+        try:
+            rv = super().main(args, 'vidseg', standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as e:
+            typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+            rv = 2
+        except click_errors.UsageError as e:
+            where = e.ctx.command_path if e.ctx else where
+            rv = _fail(where, f'{e.format_message()} (see {where} --help)', 2)
+        except click_errors.ClickException as e:
+            rv = _fail(where, e.format_message(), 2)
+        except typer.Abort:
+            rv = _fail(where, 'aborted', 130)
+        except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
+            if _STATE['debug']:
+                raise
+            if _user_error(e):
+                rv = _fail(where, _describe(e), 2)
+            else:
+                rv = _fail(where, f'internal error, please report it: {type(e).__name__}: {e} '
+                                  '(vidseg --debug ... shows the traceback)', 1)
+        rv = rv if isinstance(rv, int) else 0
+        if not standalone_mode:
+            return rv
+        sys.exit(rv)
+
+
+def _fail(where: str, message: str, code: int) -> int:
+    typer.echo(f'{where}: error: {one_line(message)}', err=True)
+    return code
+
+
+app = typer.Typer(cls=_Cli, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help='vidseg_ros offline tools: bags -> all-frame datasets -> labels -> train/eval/export.')
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option('--debug', help='show the traceback of an error')] = False):
+    _STATE['debug'] = _STATE['debug'] or debug
 
 
 def _print(result) -> None:
@@ -22,13 +107,19 @@ def _print(result) -> None:
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+# ---- option parsing helpers: every value is checked before a command starts ------------------
+def _parse_set(values: list[str] | None) -> list[str] | None:
+    for item in values or []:
+        if '=' not in item or not item.partition('=')[0]:
+            raise typer.BadParameter(f'{item!r}: expected key=value')
+    return values
+
+
 def _set(values: list[str] | None) -> dict:
     """`--set key=value` overrides (value parsed as JSON when it can be: numbers, lists, true)."""
     out = {}
     for item in values or []:
-        key, sep, value = item.partition('=')
-        if not sep:
-            raise typer.BadParameter(f'{item!r}: expected key=value')
+        key, _, value = item.partition('=')
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -36,27 +127,70 @@ def _set(values: list[str] | None) -> dict:
     return out
 
 
-Set = Annotated[Optional[list[str]], typer.Option('--set', help='override a setting: key=value (JSON value)')]
+def _positive(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f'{value} must be > 0')
+    return value
+
+
+def _hw(text: str | None) -> str | None:
+    """``HxW`` (e.g. 480x640), both positive."""
+    if text:
+        parts = text.lower().split('x')
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise typer.BadParameter(f'{text!r}: expected HxW with positive integers, e.g. 480x640')
+    return text
+
+
+def _ints(text: str) -> str:
+    """Comma-separated positive integers (key intervals)."""
+    parts = [p.strip() for p in text.split(',')]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise typer.BadParameter(f'{text!r}: expected positive integers separated by commas, e.g. 1,2,5')
+    return text
+
+
+def _to_hw(text: str | None) -> list[int] | None:
+    return [int(v) for v in text.lower().split('x')] if text else None
+
+
+Set = Annotated[Optional[list[str]], typer.Option('--set', callback=_parse_set,
+                                                  help='override a setting: key=value (JSON value)')]
+Existing = dict(exists=True)
+Workers = Annotated[int, typer.Option(min=1, help='worker processes (1 = in this process)')]
 
 
 # ---- data loop --------------------------------------------------------------------------------
 @app.command()
-def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/files (MCAP, sqlite3) or ROS 1 bags')],
+def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/files (MCAP, sqlite3) or ROS 1 bags',
+                                                       **Existing)],
             out: Annotated[Path, typer.Option(help='dataset folder (re-running resumes)')],
             topic: Annotated[Optional[list[str]], typer.Option(help='image topic(s); default all')] = None,
-            every: int = 1, start_s: float = 0.0, stop_s: float = 0.0, max_gap_s: float = 0.5,
-            workers: int = 1, image_format: str = 'png', stamp: str = 'header'):
+            every: Annotated[int, typer.Option(min=1, help='keep every N-th frame')] = 1,
+            start_s: Annotated[float, typer.Option(min=0.0, help='skip the first seconds')] = 0.0,
+            stop_s: Annotated[float, typer.Option(min=0.0, help='stop after this many seconds; 0 = to the end')] = 0.0,
+            max_gap_s: Annotated[float, typer.Option(callback=_positive, help='a larger stamp gap starts a new '
+                                                                              'sequence')] = 0.5,
+            workers: Workers = 1,
+            image_format: Annotated[Literal['png', 'jpg', 'keep'], typer.Option()] = 'png',
+            stamp: Annotated[Literal['header', 'log'], typer.Option()] = 'header'):
     """Every frame of the image topics into an indexed all-frame dataset."""
+    if stop_s and stop_s <= start_s:
+        raise typer.BadParameter(f'{stop_s} is not after --start-s {start_s}', param_hint='--stop-s')
     from vidseg_ros.tools.commands_data import extract as run
     _print(run(bags, out, topic, image_format=image_format, every=every, start_s=start_s, stop_s=stop_s,
                max_gap_s=max_gap_s, workers=workers, stamp=stamp))
 
 
 @app.command('bag-from-frames')
-def bag_from_frames(source: Annotated[Path, typer.Argument(help='image folder or video file')],
+def bag_from_frames(source: Annotated[Path, typer.Argument(help='image folder or video file', **Existing)],
                     out: Annotated[Path, typer.Option(help='bag folder to create')],
-                    rate_hz: float = 15.0, topic: str = '/camera/image_raw', encoding: str = 'rgb8',
-                    storage: str = 'mcap', frame_id: str = 'camera', compress: bool = False):
+                    rate_hz: Annotated[float, typer.Option(callback=_positive)] = 15.0,
+                    topic: str = '/camera/image_raw',
+                    encoding: Annotated[str, typer.Option(help='rgb8, bgr8, mono8, ... or jpeg / png '
+                                                               '(CompressedImage)')] = 'rgb8',
+                    storage: Annotated[Literal['mcap', 'sqlite3'], typer.Option()] = 'mcap',
+                    frame_id: str = 'camera', compress: bool = False):
     """The inverse of extract: frames -> a rosbag2 bag with Image (or CompressedImage) + CameraInfo."""
     from vidseg_ros.tools.commands_data import bag_from_frames as run
     _print(run(source, out, rate_hz=rate_hz, topic=topic, encoding=encoding, storage=storage,
@@ -100,27 +234,47 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
 
 
 @app.command()
-def propagate(dataset: Path, method: str = 'flow', flow: str = 'dis', max_distance: int = 30,
-              min_confidence: float = 0.5, tracker: str = 'medianflow', teacher_threshold: float = 0.7,
-              model: Optional[str] = None, overwrite: bool = False):
+def propagate(dataset: Annotated[Path, typer.Argument(help='dataset folder with index.csv (vidseg extract)',
+                                                      exists=True, file_okay=False)],
+              method: Annotated[Literal['flow', 'tracker', 'teacher'], typer.Option()] = 'flow',
+              flow: Annotated[Literal['dis', 'farneback'], typer.Option()] = 'dis',
+              dis_preset: Annotated[Literal['ultrafast', 'fast', 'medium', 'fine'], typer.Option(
+                  help='DIS speed/quality; fine = medium refined to full resolution')] = 'fine',
+              flow_scale: Annotated[float, typer.Option(min=0.05, max=1.0, help='flow at this fraction of the '
+                                                                                'frame size (faster)')] = 1.0,
+              max_distance: Annotated[int, typer.Option(min=1, help='frames reached from a label')] = 30,
+              min_confidence: Annotated[float, typer.Option(
+                  min=0.0, max=1.0, help='pixels less certain than this become ignore (holes the training loss '
+                                         'skips); 0 = filled labels, every pixel assigned. See docs/data.md')] = 0.5,
+              tracker: Annotated[Literal['medianflow', 'mil'], typer.Option()] = 'medianflow',
+              teacher_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.7,
+              model: Annotated[Optional[str], typer.Option(help='teacher checkpoint (method teacher)')] = None,
+              overwrite: bool = False, workers: Workers = 1):
     """Labels for every frame from sparse human labels: flow | tracker | teacher."""
+    if method == 'teacher' and not model:
+        raise typer.BadParameter('method teacher needs a model', param_hint='--model')
     from vidseg_ros.tools.commands_data import propagate as run
-    _print(run(dataset, method=method, flow=flow, max_distance=max_distance, min_confidence=min_confidence,
-               tracker=tracker, teacher_threshold=teacher_threshold, model=model, overwrite=overwrite))
+    _print(run(dataset, method=method, flow=flow, dis_preset=dis_preset, flow_scale=flow_scale,
+               max_distance=max_distance, min_confidence=min_confidence, tracker=tracker,
+               teacher_threshold=teacher_threshold, model=model, overwrite=overwrite, workers=workers))
 
 
 @app.command('make-variant')
-def make_variant(source: Path, out: Path,
-                 kind: Annotated[str, typer.Option(help='per_sequence (--n frames each) | strided | successive | noise')],
-                 n: int = 1, count: int = 400, stride: int = 20, copies: int = 20, split: str = 'train',
-                 seed: int = 0):
+def make_variant(source: Annotated[Path, typer.Argument(**Existing)], out: Path,
+                 kind: Annotated[Literal['per_sequence', 'strided', 'successive', 'noise'], typer.Option(
+                     help='per_sequence (--n frames each) | strided | successive | noise')],
+                 n: Annotated[int, typer.Option(min=0, help='frames per sequence; 0 = all')] = 1,
+                 count: Annotated[int, typer.Option(min=1)] = 400,
+                 stride: Annotated[int, typer.Option(min=1)] = 20,
+                 copies: Annotated[int, typer.Option(min=1)] = 20, split: str = 'train', seed: int = 0):
     """A dataset variant of the all-frames protocol (1/20/all frames, 1-by-20 vs successive, noise copies)."""
     from vidseg_ros.tools.commands_data import make_variant as run
     _print(run(source, out, kind, n=n, count=count, stride=stride, copies=copies, split=split, seed=seed))
 
 
 @app.command('noise-sigma')
-def noise_sigma(source: Path, split: str = 'train', max_pairs: int = 50):
+def noise_sigma(source: Annotated[Path, typer.Argument(**Existing)], split: str = 'train',
+                max_pairs: Annotated[int, typer.Option(min=1)] = 50):
     """Frame-to-frame pixel noise (0..255) of a dataset, as the noise-copies variant uses it."""
     from vidseg_ros.tools.commands_data import noise_sigma as run
     _print(run(source, split=split, max_pairs=max_pairs))
@@ -128,19 +282,27 @@ def noise_sigma(source: Path, split: str = 'train', max_pairs: int = 50):
 
 # ---- training, evaluation, export --------------------------------------------------------------
 @app.command()
-def train(config: Annotated[Path, typer.Argument(help='config/train/*.yaml')], resume: bool = False,
-          set_: Set = None):
+def train(config: Annotated[Path, typer.Argument(help='config/train/*.yaml', exists=True, dir_okay=False)],
+          resume: bool = False, set_: Set = None):
     """Train a model from one YAML config (stored in the checkpoint)."""
     from vidseg_ros.tools.commands_train import train as run
-    _print(run(config, resume=resume, overrides=_set(set_)))
+    _print(run(config, resume=resume, overrides=_set(set_), progress=sys.stderr.isatty()))
 
 
 @app.command('eval')
 def evaluate(model: Annotated[str, typer.Argument(help='checkpoint path or shipped model name')],
-             data: Annotated[Path, typer.Argument(help='CamVid / DAVIS folder or an extracted dataset')],
-             dataset: str = 'auto', split: str = 'val', out_dir: Path = Path('runs/eval'),
-             key_intervals: str = '1,2,5,10', max_frames: int = 0, card: bool = True,
-             clip_len: Annotated[int, typer.Option(help='reset temporal state every N frames (0 = never)')] = 0,
+             data: Annotated[Path, typer.Argument(help='CamVid / DAVIS folder or an extracted dataset', **Existing)],
+             dataset: Annotated[Literal['auto', 'camvid', 'davis', 'extracted'], typer.Option()] = 'auto',
+             split: str = 'val',
+             out_dir: Annotated[Path, typer.Option(help='each run gets a new folder <model>-<split>-<n> in '
+                                                        'here')] = Path('runs/eval'),
+             key_intervals: Annotated[str, typer.Option(callback=_ints)] = '1,2,5,10',
+             max_frames: Annotated[int, typer.Option(min=0, help='per sequence; 0 = all')] = 0,
+             card: Annotated[Optional[Path], typer.Option(help='also write the model card here, e.g. '
+                                                               'models/<name>.md (replaces that file)',
+                                                          dir_okay=False)] = None,
+             clip_len: Annotated[int, typer.Option(min=0, help='reset temporal state every N frames '
+                                                               '(0 = never)')] = 0,
              device: str = 'cpu'):
     """mIoU / per-class IoU / mAcc / J&F / temporal consistency, plots and a model card."""
     from vidseg_ros.tools.commands_train import evaluate as run
@@ -150,9 +312,11 @@ def evaluate(model: Annotated[str, typer.Argument(help='checkpoint path or shipp
 
 
 @app.command()
-def experiment(name: Annotated[str, typer.Argument(help='frames-per-video')], config: Path,
+def experiment(name: Annotated[Literal['frames-per-video'], typer.Argument(help='frames-per-video')],
+               config: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
                out_dir: Path = Path('runs/experiment'),
-               total_steps: Annotated[int, typer.Option(help='training steps per variant (same budget each)')] = 200,
+               total_steps: Annotated[int, typer.Option(min=1, help='training steps per variant '
+                                                                    '(same budget each)')] = 200,
                set_: Set = None):
     """Named experiments, e.g. the all-frames protocol (1 / 20 / all frames per video, noise copies)."""
     from vidseg_ros.tools.commands_train import experiment as run
@@ -160,19 +324,25 @@ def experiment(name: Annotated[str, typer.Argument(help='frames-per-video')], co
 
 
 @app.command()
-def finetune(model: str, frame: Annotated[Path, typer.Option(help='the annotated frame (image)')],
-             label: Annotated[Path, typer.Option(help='its label PNG')],
-             sequence: Annotated[Path, typer.Option(help='folder of the sequence\'s frames')],
-             out_dir: Path = Path('runs/finetune'), steps: int = 200, lr: float = 1e-4,
+def finetune(model: str, frame: Annotated[Path, typer.Option(help='the annotated frame (image)', exists=True,
+                                                             dir_okay=False)],
+             label: Annotated[Path, typer.Option(help='its label PNG', exists=True, dir_okay=False)],
+             sequence: Annotated[Path, typer.Option(help='folder of the sequence\'s frames', exists=True,
+                                                    file_okay=False)],
+             out_dir: Path = Path('runs/finetune'),
+             steps: Annotated[int, typer.Option(min=1, help='optimiser steps on the one frame')] = 100,
+             lr: Annotated[float, typer.Option(callback=_positive, help='Adam learning rate')] = 1e-3,
              labels_dir: Annotated[Optional[Path], typer.Option(help='ground truth of the sequence: '
-                                                                       'report J&F')] = None):
+                                                                       'report J&F', exists=True,
+                                                                file_okay=False)] = None):
     """One-shot fine-tuning on one annotated frame, then label the whole sequence."""
     from vidseg_ros.tools.commands_train import finetune as run
     _print(run(model, frame, label, sequence, out_dir, steps=steps, lr=lr, labels_dir=labels_dir))
 
 
 @app.command()
-def export(checkpoint: str, out: Path, format: Annotated[str, typer.Option(help='onnx | torchscript')] = 'onnx'):
+def export(checkpoint: str, out: Path,
+           format: Annotated[Literal['onnx', 'torchscript', 'ts'], typer.Option(help='onnx | torchscript')] = 'onnx'):
     """Export to ONNX or TorchScript with a parity check against PyTorch; the node loads either."""
     from vidseg_ros.tools.commands_models import export as run
     _print(run(checkpoint, out, format))
@@ -180,15 +350,15 @@ def export(checkpoint: str, out: Path, format: Annotated[str, typer.Option(help=
 
 @app.command()
 def bench(model: Annotated[str, typer.Argument(help="checkpoint name/path, '' = default")] = '',
-          frames: int = 30, input_hw: Annotated[Optional[str], typer.Option(help='network input HxW')] = None,
-          image_hw: Annotated[Optional[str], typer.Option(help='camera image HxW')] = None,
-          device: str = 'auto', precision: str = 'fp32', channels_last: bool = False, keyframe_interval: int = 5):
+          frames: Annotated[int, typer.Option(min=1)] = 30,
+          input_hw: Annotated[Optional[str], typer.Option(callback=_hw, help='network input HxW')] = None,
+          image_hw: Annotated[Optional[str], typer.Option(callback=_hw, help='camera image HxW')] = None,
+          device: str = 'auto', precision: Annotated[Literal['fp32', 'fp16', 'bf16'], typer.Option()] = 'fp32',
+          channels_last: bool = False, keyframe_interval: Annotated[int, typer.Option(min=1)] = 5):
     """End-to-end engine latency per stage, key vs current frames (bench/ has the full benchmarks)."""
     from vidseg_ros.tools.commands_models import bench as run
-
-    def hw(text):
-        return [int(v) for v in text.lower().split('x')] if text else None
-    _print(run(model, frames, hw(input_hw), device, precision, channels_last, keyframe_interval, hw(image_hw)))
+    _print(run(model, frames, _to_hw(input_hw), device, precision, channels_last, keyframe_interval,
+               _to_hw(image_hw)))
 
 
 @app.command()
@@ -201,8 +371,8 @@ def info(checkpoint: str):
 @app.command()
 def docs(check: bool = False):
     """Regenerate (or --check) the README parameter tables from the settings dataclasses."""
-    from vidseg_ros.tools.docs import main as run
-    raise typer.Exit(run(['--check'] if check else []))
+    from vidseg_ros.tools.docs import update
+    raise typer.Exit(update(check))
 
 
 def main() -> None:

@@ -3,7 +3,7 @@ from vidseg_ros.tools import docs
 
 
 def test_readme_parameter_tables_are_current():
-    assert docs.main(['--check']) == 0, 'run `python -m vidseg_ros.tools.docs` to refresh README.md'
+    assert docs.update(check=True) == 0, 'run `vidseg docs` to refresh README.md'
 
 
 def test_every_settings_block_renders_rows():

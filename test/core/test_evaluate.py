@@ -110,3 +110,52 @@ def test_recurrent_clip_protocol_resets_state(tmp_path):
                            clip_len=2)
     assert stream['kind'] == 'recurrent' and clips['clip_len'] == 2
     assert set(stream['intervals']) == {'1'} and 0 <= clips['intervals']['1']['J&F'] <= 1
+
+
+def test_cli_eval_keeps_the_tracked_card_and_earlier_runs(tmp_path):
+    """A card beside a model in models/ is hand-written: eval never replaces it unless --card names it."""
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    data = _davis(tmp_path / 'davis', seqs=('a',), n=3)
+    (tmp_path / 'models').mkdir()
+    ckpt = _checkpoint(tmp_path / 'models' / 'm.pt', cached_levels=0)
+    tracked = tmp_path / 'models' / 'm.md'
+    tracked.write_text('# m\nhand-written history\n')
+    argv = ['eval', str(ckpt), str(data), '--split', 'all', '--out-dir', str(tmp_path / 'runs')]
+    first, second = (CliRunner().invoke(app, argv) for _ in range(2))
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + first.stderr
+    assert tracked.read_text() == '# m\nhand-written history\n'
+    runs = sorted(p.name for p in (tmp_path / 'runs').iterdir())
+    assert runs == ['m-all-1', 'm-all-2']
+    assert all((tmp_path / 'runs' / r / 'metrics.json').is_file() for r in runs)
+    r = CliRunner().invoke(app, argv + ['--card', str(tracked)])
+    assert r.exit_code == 0
+    assert tracked.read_text() == (tmp_path / 'runs' / 'm-all-3' / 'model_card.md').read_text()
+
+
+def test_eval_sources_extracted_datasets_and_refuses_empty_selections(tmp_path):
+    from vidseg_ros.data.records import FrameRecord, write_index, write_meta
+    from vidseg_ros.tools.evaluate import open_eval_source
+    ds = tmp_path / 'ds'
+    recs = []
+    for seq in ('a', 'b'):
+        (ds / 'images' / seq).mkdir(parents=True)
+        for i in range(2):
+            img, lab = ds / 'images' / seq / f'{i}.png', ds / 'labels' / seq / f'{i}.png'
+            cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+            lab.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(lab), np.zeros((8, 8), np.uint8))
+            recs.append(FrameRecord(seq, i, img, lab if seq == 'a' else None, i, 'human' if seq == 'a' else 'none'))
+    write_index(ds, recs)
+    write_meta(ds, {'classes': ['bg', 'obj'], 'ignore_index': 255})
+    assert len(open_eval_source(ds, split='all').records) == 4
+    assert {r.sequence for r in open_eval_source(ds, split='a').records} == {'a'}
+    with pytest.raises(ValueError, match='no labelled frames'):
+        open_eval_source(ds, split='b')
+    with pytest.raises(ValueError, match='no sequence'):
+        open_eval_source(ds, split='c')
+    (tmp_path / 'cv' / 'test').mkdir(parents=True)
+    (tmp_path / 'cv' / 'testannot').mkdir()
+    with pytest.raises(FileNotFoundError, match='splits here: test'):
+        open_eval_source(tmp_path / 'cv', split='val')

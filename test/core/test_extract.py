@@ -149,7 +149,14 @@ def test_camvid_flat_folder_splits_by_sequence_prefix(tmp_path, camvid_dir):
                      {'0001TP': files[:2], '0006R0': files[2:]})
 
 
-def test_wrong_topic_warns_with_the_available_ones(tmp_path):
+def test_wrong_topic_is_an_error_naming_the_available_ones(tmp_path):
     write_bag(tmp_path / 'bag', [[np.zeros((8, 8, 3), np.uint8)]], BagFromFramesConfig(topic='/cam/image'))
-    res = extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(topics=['/camera/image_raw']))
-    assert res.written == 0 and any('/cam/image' in w for w in res.warnings)
+    with pytest.raises(ValueError, match='image topics in this bag: /cam/image'):
+        extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(topics=['/camera/image_raw']))
+
+
+def test_a_video_given_as_a_bag_is_refused_before_any_work(tmp_path):
+    (tmp_path / 'drive.mp4').write_bytes(b'not a bag')
+    with pytest.raises(ValueError, match='is not a bag'):
+        extract([tmp_path / 'drive.mp4'], tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()

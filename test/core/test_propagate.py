@@ -153,3 +153,39 @@ def test_many_classes_use_chunked_warps():
     out = propagate_flow(frames, labels, 6, PropagateConfig())
     assert all(_iou((out[i].filled == 5).astype(np.uint8), masks[i]) > 0.8 for i in out)
     assert all(set(np.unique(p.label)) <= {0, 5, 255} for p in out.values())
+
+
+def test_dataset_ignore_index_is_honoured(tmp_path):
+    """A CamVid-style dataset (11 classes, void = 11) propagates with 11 as ignore, not 255."""
+    frames, masks = _video(n=6)
+    labels = [(m * 3).astype(np.uint8) for m in masks]            # object = class 3
+    for lab in labels:
+        lab[:3] = 11                                              # void rows
+    write_bag(tmp_path / 'bag', [frames])
+    extract([tmp_path / 'bag'], tmp_path / 'ds')
+    recs = read_index(tmp_path / 'ds')
+    for i in (0, 5):
+        write_label(tmp_path / 'lab' / f'{recs[i].stamp_ns}.png', labels[i])
+    import_labels(tmp_path / 'ds', tmp_path / 'lab', class_names=[f'c{i}' for i in range(11)], ignore_index=11)
+    done = []
+    counts = propagate_dataset(tmp_path / 'ds', PropagateConfig(), progress=done.append)
+    assert counts['propagated'] == 4 and counts['ignored_percent'] > 0       # the void rows at least
+    import cv2
+    for r in read_index(tmp_path / 'ds'):
+        values = set(np.unique(cv2.imread(str(r.label), cv2.IMREAD_UNCHANGED)).tolist())
+        assert values <= {0, 3, 11}, values
+    assert sum(done) == len(recs)
+
+
+def test_progress_adds_up_to_the_frames(tmp_path):
+    frames, masks = _video(n=30, speed=1)
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, range(0, 30, 3))     # 4 jobs sharing boundaries
+    done = []
+    propagate_dataset(ds, PropagateConfig(max_distance=3), progress=done.append)
+    assert len(done) > 1 and sum(done) == 30
+
+
+def test_a_label_value_outside_the_classes_is_a_clear_error():
+    frames, masks = _video(n=4)
+    with pytest.raises(ValueError, match='neither a class id'):
+        propagate_flow(frames, {0: (masks[0] * 7).astype(np.uint8), 3: masks[3]}, 2, PropagateConfig())

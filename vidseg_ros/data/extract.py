@@ -24,13 +24,14 @@ import cv2
 import numpy as np
 
 from vidseg_ros.config import setting
-from vidseg_ros.data.bags import IMAGE_TYPES, RawMessage, deserialize, list_topics, read_messages
+from vidseg_ros.data.bags import IMAGE_TYPES, RawMessage, bag_files, deserialize, list_topics, read_messages
 from vidseg_ros.data.images import decode_compressed, image_fields_to_rgb8
 from vidseg_ros.data.records import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
 
 LOG = logging.getLogger(__name__)
 FORMATS = ('png', 'jpg', 'keep')
+BAG_SUFFIXES = ('.mcap', '.db3', '.bag')
 
 
 @dataclass
@@ -168,6 +169,8 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
         progress: called with the number of frames finished since the last call.
     """
     cfg = cfg or ExtractConfig()
+    for bag in bags:
+        check_bag(bag)
     out = Path(out)
     (out / 'images').mkdir(parents=True, exist_ok=True)
     result = ExtractResult()
@@ -180,6 +183,7 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
                                           else 'spawn')
         pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx)
     pending: dict = {}
+    images_seen = 0
     try:
         for bag in map(Path, bags):
             planner = _Planner(cfg, bag, out, result)
@@ -210,6 +214,7 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
                     _drain(pending, result, rows, progress, FIRST_COMPLETED)
             if not seen:
                 _no_images(bag, cfg.topics, result.warnings)
+            images_seen += seen
         while pending:
             _drain(pending, result, rows, progress, FIRST_COMPLETED)
     finally:
@@ -221,6 +226,8 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
         if 'fps' not in meta:
             meta['fps'] = _estimate_fps(records)
             write_meta(out, meta)
+    if not images_seen:
+        raise ValueError('; '.join(w for w in result.warnings if 'no image messages' in w))
     for r in rows.values():
         result.sequences[r.sequence] = result.sequences.get(r.sequence, 0) + 1
     result.seconds = time.perf_counter() - t_start
@@ -228,6 +235,14 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
         LOG.warning('extract: %d frame(s) failed to decode, %d bag warning(s)', result.failed,
                     len(result.warnings))
     return result
+
+
+def check_bag(bag: str | Path) -> None:
+    """Refuse what is not a bag (a video, an image folder) before any work is done."""
+    for file in bag_files(bag):
+        if file.suffix.lower() not in BAG_SUFFIXES:
+            raise ValueError(f'{bag} is not a bag: expected a rosbag2 folder, .mcap, .db3 or a ROS 1 .bag '
+                             '(for a video or image folder use `vidseg bag-from-frames`)')
 
 
 def _no_images(bag: Path, topics: list[str], warnings: list[str]) -> None:

@@ -48,7 +48,8 @@ class PropagateConfig:
     max_distance: int = setting(30, 'Do not propagate further than this many frames from a label')
     tracker: str = setting('medianflow', 'Box tracker for method=tracker', ('medianflow', 'mil'))
     teacher_threshold: float = setting(0.7, 'Teacher pseudo-labels: minimum confidence, else ignore')
-    ignore_index: int = setting(DEFAULT_IGNORE, 'Label value for unknown pixels')
+    ignore_index: int = setting(DEFAULT_IGNORE, 'Label value for unknown pixels (a dataset\'s own, from its '
+                                                'dataset.yaml, replaces it)')
 
 
 # ---------------------------------------------------------------- optical flow ---------------
@@ -115,6 +116,9 @@ def consistent(f_ab: np.ndarray, f_ba: np.ndarray, grid: np.ndarray) -> np.ndarr
 def one_hot(label: np.ndarray, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) ids -> ((H, W, C) float32 one-hot, (H, W) confidence: 0 on ignore pixels)."""
     valid = label != ignore_index
+    if (label[valid] >= num_classes).any():
+        raise ValueError(f'label value {int(label[valid].max())} is neither a class id (0..{num_classes - 1}) '
+                         f'nor the ignore value {ignore_index}: check dataset.yaml classes / ignore_index')
     oh = np.zeros(label.shape + (num_classes,), np.float32)
     ids = np.where(valid, label, 0).astype(np.int64)
     np.put_along_axis(oh, ids[..., None], 1.0, axis=2)

@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,58 +65,88 @@ def _job(args) -> dict[int, Propagated]:
 def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict | None = None,
                       progress: Callable[[int], None] | None = None, overwrite: bool = False,
                       workers: int = 1) -> dict:
-    """Labels for every frame of the dataset at ``root``; returns counts per label source.
+    """Labels for every frame of the dataset at ``root``.
+
+    Returns counts per label source written now and in total (``total_<source>``), and
+    ``ignored_percent``, the share of ignore pixels in the labels written now.
 
     Args:
-        root: dataset folder (``index.csv``, ``dataset.yaml`` naming the classes).
+        root: dataset folder (``index.csv``, ``dataset.yaml`` naming the classes and the ignore
+            value, which replaces ``cfg.ignore_index``: CamVid-style datasets use 11, not 255).
         cfg: method and its settings.
         predict: the teacher model (method ``teacher``), ``predict(rgb) -> (ids, confidence)``.
-        progress: called with the number of frames of each finished job.
+        progress: called with the number of frames done (adds up to the frames in the index).
         overwrite: redo frames that already carry a propagated/teacher label.
         workers: processes for flow/tracker jobs (the teacher runs in this process).
     """
-    cfg = cfg or PropagateConfig()
     root = Path(root)
     src = extracted_source(root)
-    num_classes = src.num_classes or 2
+    cfg = replace(cfg or PropagateConfig(), ignore_index=src.ignore_index)
     records = {r.image: r for r in src.records}
     counts: dict[str, int] = {}
-    jobs = []
+    jobs, skipped, seen = [], 0, set()
     for seq, recs in src.sequences().items():
         human = [i for i, r in enumerate(recs) if r.label_source == 'human']
         if not human and cfg.method != 'teacher':
             LOG.warning('sequence %s has no human label; skipped', seq)
+            skipped += len(recs)
             continue
         for lo, hi in split_jobs(len(recs), human) if cfg.method != 'teacher' else [(0, len(recs) - 1)]:
             labels = {i - lo: src.read_label(recs[i]) for i in human if lo <= i <= hi}
-            jobs.append((recs[lo:hi + 1], ([r.image for r in recs[lo:hi + 1]], labels, num_classes, cfg,
-                                           predict)))
+            # neighbouring jobs share their boundary (labelled) frame: count each frame once
+            new = sum(1 for r in recs[lo:hi + 1] if r.image not in seen)
+            seen.update(r.image for r in recs[lo:hi + 1])
+            jobs.append((recs[lo:hi + 1], new, ([r.image for r in recs[lo:hi + 1]], labels, cfg, predict)))
+    num_classes = src.num_classes or _classes_in_labels(src, cfg.ignore_index)
+    jobs = [(recs, new, (paths, labels, num_classes, cfg, pred)) for recs, new, (paths, labels, cfg, pred) in jobs]
+    if not jobs:
+        raise ValueError(f'{root}: no human-labelled frame to propagate from; import a few labels with '
+                         '`vidseg label-import` first')
+    if progress and skipped:
+        progress(skipped)
     pool = None
     if workers > 1 and cfg.method != 'teacher':
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
             'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'))
     try:
-        results = pool.map(_job, [a for _, a in jobs]) if pool else map(_job, [a for _, a in jobs])
-        for (recs, _), result in zip(jobs, results):
+        args = [a for _, _, a in jobs]
+        results = pool.map(_job, args) if pool else map(_job, args)
+        for (recs, new, _), result in zip(jobs, results):
             for i, prop in result.items():
-                _store(root, recs[i], prop, records, counts, overwrite)
+                _store(root, recs[i], prop, records, counts, overwrite, cfg.ignore_index)
             if progress:
-                progress(len(recs))
+                progress(new)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         write_index(root, list(records.values()))     # labels written so far stay indexed
     for r in records.values():
         counts['total_' + r.label_source] = counts.get('total_' + r.label_source, 0) + 1
+    written = counts.pop('_px', 0)
+    if written:     # the share of holes (min_confidence) in the labels just written
+        counts['ignored_percent'] = round(100 * counts.pop('_ignored_px') / written, 1)
     return counts
 
 
+def _classes_in_labels(src, ignore_index: int) -> int:
+    """Class count when dataset.yaml names none: the largest human label value + 1 (at least 2)."""
+    top = 1
+    for r in src.records:
+        if r.label_source == 'human':
+            values = np.unique(src.read_label(r))
+            values = values[values != ignore_index]
+            top = max(top, int(values.max()) if values.size else 0)
+    return top + 1
+
+
 def _store(root: Path, rec: FrameRecord, prop: Propagated, records: dict, counts: dict,
-           overwrite: bool) -> None:
+           overwrite: bool, ignore_index: int) -> None:
     current = records[rec.image]
     if current.label_source == 'human' or (current.label is not None and not overwrite):
         return
     path = write_label(root / 'labels' / rec.sequence / f'{rec.stamp_ns}.png', prop.label)
+    counts['_ignored_px'] = counts.get('_ignored_px', 0) + int((prop.label == ignore_index).sum())
+    counts['_px'] = counts.get('_px', 0) + prop.label.size
     records[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, path, rec.stamp_ns, prop.source,
                                      rec.bag, rec.topic, rec.encoding)
     counts[prop.source] = counts.get(prop.source, 0) + 1

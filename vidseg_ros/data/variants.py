@@ -135,6 +135,9 @@ def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400
                  copies: int = 20, sigma: float | None = None, out: str | Path | None = None,
                  seed: int = 0) -> FrameSource:
     """One variant by name (see module doc); ``noise`` needs ``out`` for its images."""
+    if not any(r.label is not None for r in source.records):
+        raise ValueError(f'{source.name}: no labelled frames to build a variant from '
+                         '(add labels with `vidseg label-import` / `vidseg propagate`)')
     if kind == 'per_sequence':
         return per_sequence(source, n)
     if kind == 'strided':

@@ -28,21 +28,38 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = 'camvid_keyframe_fpn'
 MODEL_SUFFIXES = ('.pt', '.onnx', '.ts')
 UNTRAINED_PREFIX = 'untrained:'
-REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'
+REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'    # a source checkout's (see model_dirs)
+MODELS_ENV = 'VIDSEG_MODELS'
 # Settings that need a new engine (a new model runner); the rest can change at run time.
 REBUILD_FIELDS = ('model', 'device', 'precision', 'channels_last', 'compile')
 
 
 def model_dirs() -> list[Path]:
-    """Where bare model names are looked up: the installed share dir, then the repo's models/."""
-    dirs = []
+    """Where bare model names are looked up, first match wins; the same for the node and ``vidseg``.
+
+    1. ``$VIDSEG_MODELS`` (folders separated by ``os.pathsep``): the user's own models;
+    2. the source checkout's ``models/`` when this package is imported from a checkout;
+    3. the ament share dir (colcon install, or a venv on ``AMENT_PREFIX_PATH``);
+    4. ``<sys.prefix>/share/vidseg_ros/models`` (pip install into a venv, activated or not) and the
+       ``--user`` equivalent.
+    """
+    import site
+    import sys
+    dirs = [Path(d).expanduser() for d in os.environ.get(MODELS_ENV, '').split(os.pathsep) if d]
+    if (REPO_MODELS.parent / 'package.xml').is_file():       # not site-packages/models
+        dirs.append(REPO_MODELS)
     try:
         from ament_index_python.packages import get_package_share_directory
         dirs.append(Path(get_package_share_directory('vidseg_ros')) / 'models')
-    except Exception:  # not installed as a ROS package (or ament_index missing): repo only
+    except Exception:  # noqa: BLE001 - not on an ament prefix (or ament_index missing)
         pass
-    dirs.append(REPO_MODELS)
-    return dirs
+    dirs += [Path(prefix) / 'share' / 'vidseg_ros' / 'models'
+             for prefix in (sys.prefix, getattr(site, 'USER_BASE', None) or sys.prefix)]
+    unique = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
 
 
 def resolve_model(spec: str) -> str:
@@ -55,13 +72,14 @@ def resolve_model(spec: str) -> str:
         if path.is_file():
             return str(path)
         raise CheckpointError(f'model file not found: {path}')
-    tried = [d / f'{spec}{s}' for d in model_dirs() for s in MODEL_SUFFIXES]
-    for cand in tried:
+    dirs = model_dirs()
+    for cand in (d / f'{spec}{s}' for d in dirs for s in MODEL_SUFFIXES):
         if cand.is_file():
             return str(cand)
     hint = (' Train one (`vidseg train`) or use model "untrained:keyframe_fpn" for a demo with random '
             'weights.' if spec == DEFAULT_MODEL else '')
-    raise CheckpointError(f'model {spec!r} not found; looked for ' + ', '.join(map(str, tried)) + '.' + hint)
+    raise CheckpointError(f'model {spec!r} not found; looked for {spec}{"|".join(MODEL_SUFFIXES)} in ' +
+                          ', '.join(map(str, dirs)) + f'; give a path, or add a folder to ${MODELS_ENV}.' + hint)
 
 
 # OpenCV resizes up to 512 channels; on CPU it is ~10x faster than F.interpolate for this

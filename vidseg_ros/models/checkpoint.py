@@ -126,6 +126,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') 
     except Exception as e:  # torch.load raises many types for garbage input (KeyError, RuntimeError, ...)
         detail = (str(e).splitlines() or [''])[0] or type(e).__name__
         raise CheckpointError(f'{path} is not a torch checkpoint or is corrupt ({detail})') from e
+    if isinstance(data, dict) and 'optimizer' in data and 'model' in data:
+        raise CheckpointError(f'{path} is a training state (for `vidseg train --resume`), not a model: use '
+                              'best.pt beside it, or the config\'s output file')
     if not isinstance(data, dict) or 'state_dict' not in data or 'meta' not in data:
         keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f'{path} is not a vidseg_ros checkpoint (expected keys format/state_dict/meta, '

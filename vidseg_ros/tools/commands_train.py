@@ -1,14 +1,12 @@
 """Plain typed functions behind ``vidseg train | eval | experiment | finetune`` (cli.py wires them).
 
 Each parses nothing and prints nothing itself: it builds the library call, shows a tqdm progress bar
-and returns a result dict. ``python -m vidseg_ros.tools.commands_train train CONFIG.yaml`` runs the
-training without the CLI (used for long background runs).
+and returns a result dict. ``vidseg`` (or ``python -m vidseg_ros.cli``) is the command line.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -16,16 +14,16 @@ LOG = logging.getLogger(__name__)
 
 
 class _Progress:
-    """tqdm bar fed by the training loop's callback: loss, lr and throughput per step."""
+    """tqdm bar fed by the training loop's callback (loss, lr, throughput per step); epoch lines always."""
 
     def __init__(self, total_epochs: int, enabled: bool = True):
         from tqdm import tqdm
         self.tqdm, self.bar, self.total, self.enabled = tqdm, None, total_epochs, enabled
 
     def __call__(self, info: dict) -> None:
-        if not self.enabled:
-            return
         if info['kind'] == 'step':
+            if not self.enabled:
+                return
             if self.bar is None:
                 self.bar = self.tqdm(desc=f'epoch {info["epoch"] + 1}/{self.total}', unit='step',
                                      leave=False, dynamic_ncols=True, mininterval=5.0)
@@ -48,7 +46,7 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
         config: the run's YAML file.
         resume: continue from ``<runs_dir>/<name>/last.pt``.
         overrides: settings that replace the file's (CLI options); None values are ignored.
-        progress: show a progress bar.
+        progress: show a progress bar (``vidseg train``: when stderr is a terminal).
     """
     from vidseg_ros.training.config import load_train_config
     from vidseg_ros.training.loop import train as train_loop
@@ -58,15 +56,20 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
 
 def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
              out_dir: str | Path = 'runs/eval', key_intervals: tuple[int, ...] = (1, 2, 5, 10),
-             max_frames: int = 0, card: bool = True, clip_len: int = 0, device: str = 'cpu') -> dict:
-    """Evaluate a checkpoint: metrics JSON, plots and (optionally) the model card beside it."""
-    from vidseg_ros.tools.evaluate import run_evaluation, summary_table
+             max_frames: int = 0, card: str | Path | None = None, clip_len: int = 0,
+             device: str = 'cpu') -> dict:
+    """Evaluate a model into a new folder ``out_dir/<model>-<split>-<n>``: metrics JSON, plots, card.
+
+    ``card``: also write the model card there (e.g. ``models/<name>.md``); never done by default.
+    """
+    from vidseg_ros.tools.evaluate import new_run_dir, run_evaluation, summary_table
+    out_dir = new_run_dir(out_dir, re.sub(r'[^\w.+-]+', '+', f'{Path(str(model)).stem}-{split}'))
     report = run_evaluation(model, data, dataset=dataset, split=split, out_dir=out_dir,
-                            key_intervals=list(key_intervals), max_frames=max_frames, write_card=card,
-                          clip_len=clip_len, device=device)
+                            key_intervals=list(key_intervals), max_frames=max_frames, card=card,
+                            clip_len=clip_len, device=device)
     sys.stdout.write(summary_table(report) + '\n')   # the table; the JSON summary follows
-    return {'model': report['model'], 'labelled': report['labelled'],
-            'metrics': str(Path(out_dir) / 'metrics.json'), 'plots': report['plots'],
+    return {'model': report['model'], 'labelled': report['labelled'], 'out_dir': str(out_dir),
+            'metrics': str(out_dir / 'metrics.json'), 'plots': report['plots'],
             'card': report.get('card', []),
             'intervals': {k: {m: r.get(m) for m in ('mIoU', 'TC', 'mVC8', 'J&F', 'latency_ms')}
                           for k, r in report['intervals'].items()}}
@@ -82,42 +85,8 @@ def experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/experi
 
 
 def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: str | Path,
-             out_dir: str | Path, steps: int = 200, lr: float = 1e-4,
+             out_dir: str | Path, steps: int = 100, lr: float = 1e-3,
              labels_dir: str | Path | None = None) -> dict:
     """One-shot fine-tuning on one annotated frame, then label every frame of ``sequence``."""
     from vidseg_ros.tools.finetune import one_shot
     return one_shot(model, frame, label, sequence, out_dir, steps=steps, lr=lr, labels_dir=labels_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for background runs: ``train CONFIG [--resume]`` or
-    ``experiment frames-per-video CONFIG [--steps N]``."""
-    p = argparse.ArgumentParser(prog='python -m vidseg_ros.tools.commands_train')
-    p.add_argument('command', choices=['train', 'experiment'])
-    p.add_argument('config', help='training YAML (experiment: NAME CONFIG)', nargs='+')
-    p.add_argument('--resume', action='store_true')
-    p.add_argument('--steps', type=int, default=200, help='experiment: optimiser steps per variant')
-    p.add_argument('--out', default='runs/experiment', help='experiment: output folder')
-    p.add_argument('--set', action='append', default=[], metavar='KEY=JSON',
-                   help='override a setting, value parsed as JSON (e.g. --set epochs=5)')
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s')
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition('=')
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    if args.command == 'experiment':
-        name, config = args.config
-        out = experiment(name, config, args.out, overrides, args.steps)
-        LOG.info('%s\n%s', name, out['table'])
-        return 0
-    result = train(args.config[0], args.resume, overrides, progress=sys.stderr.isatty())
-    LOG.info('done: best mIoU %.4f in %s', result['best_mIoU'], result['run_dir'])
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -1,11 +1,10 @@
 """README tables generated from the settings dataclasses, so docs and code cannot drift.
 
-`python -m vidseg_ros.tools.docs` rewrites the blocks between `<!-- BEGIN name -->` and
+`vidseg docs` rewrites the blocks between `<!-- BEGIN name -->` and
 `<!-- END name -->` in README.md; `--check` exits 1 when the README is stale (a test runs it).
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import re
 import sys
@@ -56,22 +55,19 @@ def render(text: str) -> str:
     return text
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--check', action='store_true', help='exit 1 if README.md is out of date')
-    parser.add_argument('--readme', default=str(ROOT / 'README.md'))
-    args = parser.parse_args(argv)
-    path = Path(args.readme)
+def update(check: bool = False, readme: str | Path = ROOT / 'README.md') -> int:
+    """Rewrite the tables in ``readme`` (``vidseg docs``); with ``check``, return 1 if they are stale."""
+    path = Path(readme)
     text = path.read_text()
     new = render(text)
-    if args.check:
+    if check:
         if new != text:
-            print(f'{path} parameter tables are stale: run `python -m vidseg_ros.tools.docs`', file=sys.stderr)
+            print(f'{path} parameter tables are stale: run `vidseg docs`', file=sys.stderr)
             return 1
         return 0
     path.write_text(new)
     return 0
 
 
-if __name__ == '__main__':
-    sys.exit(main())
+if __name__ == '__main__':      # kept for old habits; `vidseg docs [--check]` is the command
+    sys.exit(update(check='--check' in sys.argv[1:]))

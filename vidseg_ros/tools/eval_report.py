@@ -109,18 +109,15 @@ def card_text(report: dict, meta: dict) -> str:
     return '\n'.join(lines)
 
 
-def write_card_file(report: dict, meta: dict, out_dir: Path, model_path: str) -> list[Path]:
-    """``model_card.md`` in ``out_dir``; also ``<model>.md`` beside a ``.pt`` in a models/ folder."""
-    text = card_text(report, meta)
+def write_card_file(report: dict, meta: dict, out_dir: Path, also: str | Path | None = None) -> list[Path]:
+    """``model_card.md`` in ``out_dir``, and a copy at ``also`` when given (nowhere else: a card beside
+    a model is hand-edited and tracked, so it is replaced only on request)."""
     card = out_dir / 'model_card.md'
-    card.write_text(text)
-    paths = [card]
-    mp = Path(model_path)
-    if mp.suffix == '.pt' and mp.parent.name == 'models':
-        beside = mp.with_suffix('.md')
-        shutil.copyfile(card, beside)
-        paths.append(beside)
-    return paths
+    card.write_text(card_text(report, meta))
+    if also is None:
+        return [card]
+    Path(also).parent.mkdir(parents=True, exist_ok=True)
+    return [card, Path(shutil.copyfile(card, also))]
 
 
 def append_section(card: Path, title: str, lines: list[str]) -> None:

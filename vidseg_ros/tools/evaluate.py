@@ -8,7 +8,8 @@ per-frame or recurrent model runs once. Temporal consistency (TC) uses optical f
 frames; mVC uses the dense ground truth of a 15 Hz (CamVid val) or fully labelled (DAVIS) stream.
 
 Output in ``out_dir``: ``metrics.json``, ``accuracy_latency.png``, ``per_class_iou.png``,
-``confusion.png`` and ``model_card.md`` (also copied beside a checkpoint in ``models/``).
+``confusion.png`` and ``model_card.md`` (copied to ``card`` only when given). ``vidseg eval`` gives
+every run its own folder (:func:`new_run_dir`), so earlier results are never overwritten.
 """
 from __future__ import annotations
 
@@ -30,12 +31,38 @@ FLOW_MAX_SIDE = 480   # flow for TC is computed at most at this size (labels are
 
 
 def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val') -> FrameSource:
-    """CamVid split folder or DAVIS (``split`` = ``all``, ``tail``, ``head`` or sequence names)."""
-    root = Path(data)
+    """The labelled frames to score, refusing an empty selection.
+
+    CamVid: ``split`` names the split folder. DAVIS: ``all``/``val``, ``head``, ``tail`` or sequence
+    names (``seq1,seq2[:tail]``). An extracted dataset (``index.csv``): ``all``/``val`` or sequence names.
+    """
+    src = _eval_source(Path(data), dataset, split)
+    if not any(r.label is not None for r in src.records):
+        raise ValueError(f'{data} ({dataset}, split {split!r}): no labelled frames to evaluate on')
+    return src
+
+
+def _eval_source(root: Path, dataset: str, split: str) -> FrameSource:
     if dataset == 'auto':
-        dataset = 'davis' if (root / 'JPEGImages').is_dir() else 'camvid'
+        dataset = ('extracted' if (root / 'index.csv').is_file() else
+                   'davis' if (root / 'JPEGImages').is_dir() else 'camvid')
     if dataset == 'camvid':
+        if not (root / split).is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir() and (root / f'{p.name}annot').is_dir())
+            raise FileNotFoundError(f'{root}: no CamVid split {split!r} ({split}/ and {split}annot/); '
+                                    f'splits here: {", ".join(found) or "none"} (pass --split)')
         return camvid_source(root, split)
+    if dataset == 'extracted':
+        from vidseg_ros.data.records import extracted_source
+        src = extracted_source(root)
+        if split in ('all', 'val'):
+            return src
+        names = set(split.split(','))
+        missing = names - set(src.sequences())
+        if missing:
+            raise ValueError(f'{root}: no sequence(s) {", ".join(sorted(missing))}; split is all or '
+                             'sequence names')
+        return src.subset([r for r in src.records if r.sequence in names])
     from vidseg_ros.training.data_setup import davis_part
     seqs, _, part = split.partition(':')
     if seqs in ('all', 'head', 'tail', 'val'):
@@ -102,11 +129,12 @@ def score_run(runs: list[dict], flows: list[list[np.ndarray]], num_classes: int,
                 cms['key' if is_key else 'current'].update(pred, gt)
         small = [_small(p, cv2.INTER_NEAREST) for p in run['pred']]
         tcs.append(temporal_consistency(small, None, num_classes, flows=fl))
-        if labelled:
+        if labelled and all(g is not None for g in run['gt']):      # mVC needs dense labels
             vc8.append(video_consistency(run['pred'], run['gt'], 8, ignore))
             vc16.append(video_consistency(run['pred'], run['gt'], 16, ignore))
-            if binary:
-                jf.append(j_and_f(run['gt'], run['pred']))
+        pairs = [(g, p) for g, p in zip(run['gt'], run['pred']) if g is not None]
+        if binary and pairs:
+            jf.append(j_and_f([g for g, _ in pairs], [p for _, p in pairs]))
     ms_all = key_ms + cur_ms
     out = {'TC': _nanmean(tcs), 'latency_ms': _nanmean(ms_all), 'latency_key_ms': _nanmean(key_ms),
            'latency_current_ms': _nanmean(cur_ms), 'frames': len(ms_all), 'key_frames': len(key_ms)}
@@ -130,7 +158,7 @@ def _nanmean(x) -> float:
 def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
                    out_dir: str | Path = 'runs/eval', key_intervals: list[int] | None = None,
                    max_frames: int = 0, write_card: bool = True, device: str = 'cpu',
-                   threads: int = 1, clip_len: int = 0) -> dict:
+                   threads: int = 1, clip_len: int = 0, card: str | Path | None = None) -> dict:
     """Evaluate ``model`` (checkpoint/export path or shipped name) on a labelled video split.
 
     Args:
@@ -141,7 +169,8 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
         out_dir: where JSON, plots and the card go.
         key_intervals: key-frame intervals to run (key-frame models only; others run interval 1).
         max_frames: cap on frames per sequence (0 = all).
-        write_card: write ``model_card.md`` (and copy it beside a checkpoint in ``models/``).
+        write_card: write ``model_card.md`` in ``out_dir``.
+        card: also write the card here (e.g. ``models/<name>.md``); never done implicitly.
         device: engine device.
         threads: torch CPU threads (1 gives the steadiest latency on a shared machine; 0 = as is).
         clip_len: reset temporal state every this many frames (0 = stream whole sequences).
@@ -187,9 +216,23 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
     (out_dir / 'metrics.json').write_text(json.dumps(report, indent=1, default=_json_default))
     plots = write_plots(report, out_dir)
     report['plots'] = [str(p) for p in plots]
-    if write_card:
-        report['card'] = [str(p) for p in write_card_file(report, seg.meta, out_dir, path)]
+    if write_card or card:
+        report['card'] = [str(p) for p in write_card_file(report, seg.meta, out_dir, card)]
     return report
+
+
+def new_run_dir(parent: str | Path, name: str) -> Path:
+    """``parent/<name>-<n>`` with the first unused n (1, 2, ...), created: one folder per run."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        try:
+            path = parent / f'{name}-{n}'
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
 
 
 def _json_default(v):

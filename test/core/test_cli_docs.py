@@ -1,0 +1,92 @@
+"""Docs and CLI in step: every ``vidseg <command> --flag`` written in README.md and docs/*.md exists.
+
+Command lines are taken from code blocks and inline code; each flag must be an option of that
+subcommand (as the typer app defines it), and each subcommand must exist.
+"""
+import re
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from vidseg_ros.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.md'))]
+COMMAND = re.compile(r'(?<![\w.-])vidseg ([a-z][a-z-]*)([^`\n;#|]*(?:\\\|[^`\n;#|]*)*)')
+FLAG = re.compile(r'(?<![\w-])(--[a-z][a-z0-9-]*)')
+
+
+def documented_commands() -> list[tuple[str, int, str, list[str]]]:
+    """(file, line, subcommand, flags) for every ``vidseg ...`` occurrence."""
+    found = []
+    for path in DOCS:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines, 1):
+            text = line
+            # a shell line continued with a backslash belongs to the same command
+            j = i
+            while text.endswith('\\') and j < len(lines):
+                text = text[:-1] + ' ' + lines[j]
+                j += 1
+            for m in COMMAND.finditer(text):
+                found.append((path.name, i, m.group(1), FLAG.findall(m.group(2))))
+    return found
+
+
+def _options(cmd) -> set[str]:
+    opts = {'--help'}
+    for p in cmd.params:
+        opts.update(o for o in (*p.opts, *p.secondary_opts) if o.startswith('--'))
+    return opts
+
+
+COMMANDS = typer.main.get_command(app).commands
+FOUND = documented_commands()
+
+
+def test_the_docs_have_command_lines_to_check():
+    assert len(FOUND) > 30
+    assert {c for _, _, c, _ in FOUND} >= {'extract', 'propagate', 'train', 'eval', 'finetune', 'export'}
+
+
+@pytest.mark.parametrize('where,line,command,flags', FOUND, ids=[f'{f}:{n}:{c}' for f, n, c, _ in FOUND])
+def test_documented_flags_exist(where, line, command, flags):
+    # words after "vidseg" in prose ("vidseg_ros offline tools", "vidseg CLI") are not commands
+    if command not in COMMANDS and not flags:
+        pytest.skip(f'"vidseg {command}" is prose')
+    assert command in COMMANDS, f'{where}:{line}: no command vidseg {command}'
+    missing = [f for f in flags if f not in _options(COMMANDS[command])]
+    assert not missing, f'{where}:{line}: vidseg {command} has no option {", ".join(missing)}'
+
+
+def test_the_checker_sees_a_wrong_flag():
+    text = 'vidseg propagate DIR --workers 2 --no-such-flag'
+    m = COMMAND.search(text)
+    assert m.group(1) == 'propagate'
+    assert [f for f in FLAG.findall(m.group(2)) if f not in _options(COMMANDS['propagate'])] == ['--no-such-flag']
+
+
+@pytest.mark.parametrize('command,spec', [('extract', 'vidseg_ros.data.extract:ExtractConfig'),
+                                          ('propagate', 'vidseg_ros.data.propagate:PropagateConfig'),
+                                          ('bag-from-frames', 'vidseg_ros.data.frames_to_bag:BagFromFramesConfig'),
+                                          ('bench', 'vidseg_ros.engine.base:EngineConfig')])
+def test_cli_defaults_and_choices_are_the_settings_ones(command, spec):
+    """An option named like a settings field has that field's default and allowed values."""
+    import dataclasses
+    import importlib
+    import typing
+    module, name = spec.split(':')
+    fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    checked = 0
+    for p in COMMANDS[command].params:
+        f = fields.get(p.name)
+        if f is None or f.default is dataclasses.MISSING:
+            continue
+        assert p.default == f.default, f'vidseg {command} --{p.name}: default {p.default!r}, settings {f.default!r}'
+        choices = f.metadata.get('choices')
+        literal = typing.get_args(p.type_descriptor.annotation) if hasattr(p, 'type_descriptor') else ()
+        if choices and literal:
+            assert tuple(literal) == tuple(choices), f'vidseg {command} --{p.name} choices {literal}'
+        checked += 1
+    assert checked >= 3

@@ -1,0 +1,63 @@
+"""Model names resolve the same way everywhere: checkout, venv-installed copy (activated or not), env var."""
+import filecmp
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vidseg_ros.engine.stream as stream
+from vidseg_ros.engine.stream import model_dirs, resolve_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_checkout_models_are_found_without_ament(monkeypatch):
+    monkeypatch.delenv('AMENT_PREFIX_PATH', raising=False)
+    monkeypatch.delenv('VIDSEG_MODELS', raising=False)
+    assert ROOT / 'models' in model_dirs()
+    assert Path(resolve_model('camvid_fpn')) == ROOT / 'models' / 'camvid_fpn.pt'
+
+
+def test_site_packages_is_not_taken_for_a_checkout(monkeypatch, tmp_path):
+    # installed layout: .../site-packages/vidseg_ros/engine/stream.py -> parents[2] = site-packages
+    monkeypatch.setattr(stream, 'REPO_MODELS', tmp_path / 'site-packages' / 'models')
+    monkeypatch.setattr(sys, 'prefix', str(tmp_path / 'venv'))
+    dirs = model_dirs()
+    assert tmp_path / 'site-packages' / 'models' not in dirs
+    assert tmp_path / 'venv' / 'share' / 'vidseg_ros' / 'models' in dirs
+
+
+def test_env_var_folders_come_first(monkeypatch, tmp_path):
+    (tmp_path / 'camvid_fpn.onnx').write_bytes(b'x')
+    monkeypatch.setenv('VIDSEG_MODELS', f'{tmp_path / "missing"}{os.pathsep}{tmp_path}')
+    assert model_dirs()[:2] == [tmp_path / 'missing', tmp_path]
+    assert resolve_model('camvid_fpn') == str(tmp_path / 'camvid_fpn.onnx')
+
+
+def test_unknown_name_lists_where_it_looked(monkeypatch):
+    from vidseg_ros.models.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match='VIDSEG_MODELS') as e:
+        resolve_model('no_such_model')
+    assert str(ROOT / 'models') in str(e.value)
+
+
+INSTALLED = Path(sys.prefix) / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' / \
+    'site-packages' / 'vidseg_ros' / 'engine' / 'stream.py'
+
+
+@pytest.mark.skipif(not INSTALLED.is_file() or not filecmp.cmp(INSTALLED, ROOT / 'vidseg_ros/engine/stream.py',
+                                                               shallow=False),
+                    reason='no current venv-installed copy (make install)')
+def test_installed_vidseg_finds_shipped_models_by_name(tmp_path):
+    """`vidseg info camvid_fpn` from any folder, no AMENT_PREFIX_PATH (an activated venv, or not)."""
+    env = {k: v for k, v in os.environ.items() if k not in ('AMENT_PREFIX_PATH', 'PYTHONPATH', 'VIDSEG_MODELS')}
+    vidseg = Path(sys.executable).with_name('vidseg')
+    for activated in (False, True):
+        run_env = dict(env, PATH=f'{vidseg.parent}{os.pathsep}{env.get("PATH", "")}',
+                       VIRTUAL_ENV=sys.prefix) if activated else env
+        cmd = ['vidseg' if activated else str(vidseg), 'info', 'camvid_fpn']
+        p = subprocess.run(cmd, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert '"file": "' + str(Path(sys.prefix) / 'share' / 'vidseg_ros' / 'models' / 'camvid_fpn.pt') in p.stdout
