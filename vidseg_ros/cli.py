@@ -37,6 +37,10 @@ def _set(values: list[str] | None) -> dict:
 
 
 Set = Annotated[Optional[list[str]], typer.Option('--set', help='override a setting: key=value (JSON value)')]
+Executor = Annotated[str, typer.Option(help='where independent tasks run: local (a process pool of --workers) '
+                                            '| dask (a Dask cluster; docs/scale.md)')]
+Address = Annotated[str, typer.Option(help='Dask scheduler address, e.g. tcp://head:8786; empty = a local '
+                                           'Dask cluster of --workers processes')]
 
 
 # ---- data loop --------------------------------------------------------------------------------
@@ -45,11 +49,12 @@ def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/fil
             out: Annotated[Path, typer.Option(help='dataset folder (re-running resumes)')],
             topic: Annotated[Optional[list[str]], typer.Option(help='image topic(s); default all')] = None,
             every: int = 1, start_s: float = 0.0, stop_s: float = 0.0, max_gap_s: float = 0.5,
-            workers: int = 1, image_format: str = 'png', stamp: str = 'header'):
+            workers: int = 1, image_format: str = 'png', stamp: str = 'header',
+            executor: Executor = 'local', address: Address = ''):
     """Every frame of the image topics into an indexed all-frame dataset."""
     from vidseg_ros.tools.commands_data import extract as run
     _print(run(bags, out, topic, image_format=image_format, every=every, start_s=start_s, stop_s=stop_s,
-               max_gap_s=max_gap_s, workers=workers, stamp=stamp))
+               max_gap_s=max_gap_s, workers=workers, stamp=stamp, executor=executor, address=address))
 
 
 @app.command('bag-from-frames')
@@ -102,11 +107,13 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
 @app.command()
 def propagate(dataset: Path, method: str = 'flow', flow: str = 'dis', max_distance: int = 30,
               min_confidence: float = 0.5, tracker: str = 'medianflow', teacher_threshold: float = 0.7,
-              model: Optional[str] = None, overwrite: bool = False):
+              model: Optional[str] = None, overwrite: bool = False, workers: int = 1,
+              executor: Executor = 'local', address: Address = ''):
     """Labels for every frame from sparse human labels: flow | tracker | teacher."""
     from vidseg_ros.tools.commands_data import propagate as run
     _print(run(dataset, method=method, flow=flow, max_distance=max_distance, min_confidence=min_confidence,
-               tracker=tracker, teacher_threshold=teacher_threshold, model=model, overwrite=overwrite))
+               tracker=tracker, teacher_threshold=teacher_threshold, model=model, overwrite=overwrite,
+               workers=workers, executor=executor, address=address))
 
 
 @app.command('make-variant')

@@ -7,14 +7,14 @@ Human labels are never touched; each new label records its source (``propagated`
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.labels import write_label
 from vidseg_ros.data.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
@@ -63,7 +63,7 @@ def _job(args) -> dict[int, Propagated]:
 
 def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict | None = None,
                       progress: Callable[[int], None] | None = None, overwrite: bool = False,
-                      workers: int = 1) -> dict:
+                      workers: int = 1, executor: str = 'local', address: str = '') -> dict:
     """Labels for every frame of the dataset at ``root``; returns counts per label source.
 
     Args:
@@ -73,6 +73,8 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
         progress: called with the number of frames of each finished job.
         overwrite: redo frames that already carry a propagated/teacher label.
         workers: processes for flow/tracker jobs (the teacher runs in this process).
+        executor: ``local`` (a process pool of ``workers``) or ``dask`` (a Dask cluster at ``address``,
+            or a local one of ``workers`` processes); see ``data.executors``. The labels are the same.
     """
     cfg = cfg or PropagateConfig()
     root = Path(root)
@@ -90,10 +92,9 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
             labels = {i - lo: src.read_label(recs[i]) for i in human if lo <= i <= hi}
             jobs.append((recs[lo:hi + 1], ([r.image for r in recs[lo:hi + 1]], labels, num_classes, cfg,
                                            predict)))
-    pool = None
-    if workers > 1 and cfg.method != 'teacher':
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
-            'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'))
+    stack = contextlib.ExitStack()   # the teacher model runs in this process, flow/tracker jobs anywhere
+    pool = None if cfg.method == 'teacher' else stack.enter_context(task_executor(executor, workers, address))
+    results = iter(())
     try:
         results = pool.map(_job, [a for _, a in jobs]) if pool else map(_job, [a for _, a in jobs])
         for (recs, _), result in zip(jobs, results):
@@ -102,8 +103,8 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
             if progress:
                 progress(len(recs))
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        getattr(results, 'close', lambda: None)()   # a cluster's result stream ends before the cluster
+        stack.close()
         write_index(root, list(records.values()))     # labels written so far stay indexed
     for r in records.values():
         counts['total_' + r.label_source] = counts.get('total_' + r.label_source, 0) + 1
