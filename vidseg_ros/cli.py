@@ -120,10 +120,11 @@ def propagate(dataset: Path, method: str = 'flow', flow: str = 'dis', max_distan
 def make_variant(source: Path, out: Path,
                  kind: Annotated[str, typer.Option(help='per_sequence (--n frames each) | strided | successive | noise')],
                  n: int = 1, count: int = 400, stride: int = 20, copies: int = 20, split: str = 'train',
-                 seed: int = 0):
+                 seed: int = 0, workers: int = 1, executor: Executor = 'local', address: Address = ''):
     """A dataset variant of the all-frames protocol (1/20/all frames, 1-by-20 vs successive, noise copies)."""
     from vidseg_ros.tools.commands_data import make_variant as run
-    _print(run(source, out, kind, n=n, count=count, stride=stride, copies=copies, split=split, seed=seed))
+    _print(run(source, out, kind, n=n, count=count, stride=stride, copies=copies, split=split, seed=seed,
+               workers=workers, executor=executor, address=address))
 
 
 @app.command('noise-sigma')

@@ -20,7 +20,8 @@ from vidseg_ros.data.frames_to_bag import BagFromFramesConfig, write_bag  # noqa
 from vidseg_ros.data.labels import write_label  # noqa: E402
 from vidseg_ros.data.propagate import PropagateConfig  # noqa: E402
 from vidseg_ros.data.propagate_all import propagate_dataset  # noqa: E402
-from vidseg_ros.data.records import read_index, write_index, write_meta  # noqa: E402
+from vidseg_ros.data.records import extracted_source, read_index, write_index, write_meta  # noqa: E402
+from vidseg_ros.data.variants import make_variant, write_variant  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,6 +83,12 @@ def test_extract_and_propagate_on_dask_equal_the_local_run(tmp_path):
     counts_dask = propagate_dataset(dask, cfg, workers=2, executor='dask')
     assert counts_local == counts_dask and counts_local.get('propagated', 0) > 0
     assert _tree(local) == _tree(dask)          # labels and index too
+    # the noise-copies variant (one task per frame) from the same source
+    src = extracted_source(local)
+    for where, kw in (('v_local', {}), ('v_dask', {'executor': 'dask', 'workers': 2})):
+        write_variant(make_variant(src, 'noise', n=1, copies=3, out=tmp_path / where, **kw), tmp_path / where)
+    assert _tree(tmp_path / 'v_local') == _tree(tmp_path / 'v_dask')
+    assert len(read_index(tmp_path / 'v_local')) == 3 * 3   # 3 sequences, 1 frame each, 3 copies
 
 
 def _worker_pids() -> list[int]:

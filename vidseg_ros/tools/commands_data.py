@@ -129,13 +129,13 @@ def _engine_predict(model: str):
 
 def make_variant(source: str | Path, out: str | Path, kind: str, n: int = 1, count: int = 400,
                  stride: int = 20, copies: int = 20, sigma: float | None = None, split: str = 'train',
-                 seed: int = 0) -> dict:
+                 seed: int = 0, executor: str = 'local', workers: int = 1, address: str = '') -> dict:
     """``vidseg make-variant SRC OUT --kind ...``: an all-frames-protocol training set as a dataset."""
     from vidseg_ros.data.records import open_source
     from vidseg_ros.data.variants import make_variant as build, write_variant
     src = open_source(source, split)
     var = build(src, kind, n=n, count=count, stride=stride, copies=copies, sigma=sigma, out=out,
-                seed=seed)
+                seed=seed, executor=executor, workers=workers, address=address)
     index = write_variant(var, out)
     return {'out': str(out), 'index': str(index), 'frames': len(var.records),
             'sequences': len({r.sequence for r in var.records}),
