@@ -158,6 +158,10 @@ Set = Annotated[Optional[list[str]], typer.Option('--set', callback=_parse_set,
                                                   help='override a setting: key=value (JSON value)')]
 Existing = dict(exists=True)
 Workers = Annotated[int, typer.Option(min=1, help='worker processes (1 = in this process)')]
+Executor = Annotated[Literal['local', 'dask'], typer.Option(
+    help='where independent tasks run: local (a process pool of --workers) | dask (a Dask cluster; docs/scale.md)')]
+Address = Annotated[str, typer.Option(help='Dask scheduler address, e.g. tcp://head:8786; empty = a local '
+                                           'Dask cluster of --workers processes')]
 
 
 # ---- data loop --------------------------------------------------------------------------------
@@ -173,13 +177,14 @@ def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/fil
                                                                               'sequence')] = 0.5,
             workers: Workers = 1,
             image_format: Annotated[Literal['png', 'jpg', 'keep'], typer.Option()] = 'png',
-            stamp: Annotated[Literal['header', 'log'], typer.Option()] = 'header'):
+            stamp: Annotated[Literal['header', 'log'], typer.Option()] = 'header',
+            executor: Executor = 'local', address: Address = ''):
     """Every frame of the image topics into an indexed all-frame dataset."""
     if stop_s and stop_s <= start_s:
         raise typer.BadParameter(f'{stop_s} is not after --start-s {start_s}', param_hint='--stop-s')
     from vidseg_ros.tools.commands_data import extract as run
     _print(run(bags, out, topic, image_format=image_format, every=every, start_s=start_s, stop_s=stop_s,
-               max_gap_s=max_gap_s, workers=workers, stamp=stamp))
+               max_gap_s=max_gap_s, workers=workers, stamp=stamp, executor=executor, address=address))
 
 
 @app.command('bag-from-frames')
@@ -249,14 +254,16 @@ def propagate(dataset: Annotated[Path, typer.Argument(help='dataset folder with 
               tracker: Annotated[Literal['medianflow', 'mil'], typer.Option()] = 'medianflow',
               teacher_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.7,
               model: Annotated[Optional[str], typer.Option(help='teacher checkpoint (method teacher)')] = None,
-              overwrite: bool = False, workers: Workers = 1):
+              overwrite: bool = False, workers: Workers = 1, executor: Executor = 'local',
+              address: Address = ''):
     """Labels for every frame from sparse human labels: flow | tracker | teacher."""
     if method == 'teacher' and not model:
         raise typer.BadParameter('method teacher needs a model', param_hint='--model')
     from vidseg_ros.tools.commands_data import propagate as run
     _print(run(dataset, method=method, flow=flow, dis_preset=dis_preset, flow_scale=flow_scale,
                max_distance=max_distance, min_confidence=min_confidence, tracker=tracker,
-               teacher_threshold=teacher_threshold, model=model, overwrite=overwrite, workers=workers))
+               teacher_threshold=teacher_threshold, model=model, overwrite=overwrite, workers=workers,
+               executor=executor, address=address))
 
 
 @app.command('make-variant')
@@ -266,10 +273,12 @@ def make_variant(source: Annotated[Path, typer.Argument(**Existing)], out: Path,
                  n: Annotated[int, typer.Option(min=0, help='frames per sequence; 0 = all')] = 1,
                  count: Annotated[int, typer.Option(min=1)] = 400,
                  stride: Annotated[int, typer.Option(min=1)] = 20,
-                 copies: Annotated[int, typer.Option(min=1)] = 20, split: str = 'train', seed: int = 0):
+                 copies: Annotated[int, typer.Option(min=1)] = 20, split: str = 'train', seed: int = 0,
+                 workers: Workers = 1, executor: Executor = 'local', address: Address = ''):
     """A dataset variant of the all-frames protocol (1/20/all frames, 1-by-20 vs successive, noise copies)."""
     from vidseg_ros.tools.commands_data import make_variant as run
-    _print(run(source, out, kind, n=n, count=count, stride=stride, copies=copies, split=split, seed=seed))
+    _print(run(source, out, kind, n=n, count=count, stride=stride, copies=copies, split=split, seed=seed,
+               workers=workers, executor=executor, address=address))
 
 
 @app.command('noise-sigma')

@@ -4,20 +4,20 @@ Every message of the chosen image topics (raw ``Image`` in any supported encodin
 ``CompressedImage``) becomes one file. Sequences split where the stamps jump by more than
 ``max_gap_s`` (or go backwards); ``index`` is the frame's position in its sequence *before*
 ``every`` subsampling, so temporal distances stay true. Files are written to a temporary name and
-renamed, so an interrupted run leaves no half files and a re-run skips what exists. Decoding and
-encoding run in worker processes; the main process only reads the bag and plans file names.
+renamed, so an interrupted run leaves no half files and a re-run skips what exists. Locally,
+decoding and encoding run in worker processes and the main process only reads the bags and plans
+file names; on a Dask cluster (``executor='dask'``) each bag is one task (``data.executors``).
 """
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
 import struct
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, as_completed, wait
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -25,6 +25,7 @@ import numpy as np
 
 from vidseg_ros.config import setting
 from vidseg_ros.data.bags import IMAGE_TYPES, RawMessage, bag_files, deserialize, list_topics, read_messages
+from vidseg_ros.data.executors import check_executor, task_executor
 from vidseg_ros.data.images import decode_compressed, image_fields_to_rgb8
 from vidseg_ros.data.records import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
@@ -60,6 +61,7 @@ class ExtractResult:
     failed: int = 0
     duplicates: int = 0
     bytes_written: int = 0
+    image_messages: int = 0     # image messages read (frames kept or not)
     sequences: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -67,6 +69,12 @@ class ExtractResult:
     @property
     def frames(self) -> int:
         return self.written + self.skipped_existing
+
+    def add(self, other: 'ExtractResult') -> None:
+        """Counts of another part of the same run (a bag done elsewhere)."""
+        for name in ('written', 'skipped_existing', 'failed', 'duplicates', 'bytes_written', 'image_messages'):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.warnings.extend(other.warnings)
 
 
 def header_stamp_ns(msg: RawMessage) -> int:
@@ -159,7 +167,8 @@ class _Planner:
 
 
 def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None = None,
-            progress: Callable[[int], None] | None = None) -> ExtractResult:
+            progress: Callable[[int], None] | None = None, executor: str = 'local',
+            address: str = '') -> ExtractResult:
     """``vidseg extract``: every frame of the image topics of ``bags`` into dataset folder ``out``.
 
     Args:
@@ -167,8 +176,12 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
         out: dataset folder (created; an existing one is resumed and its labels kept).
         cfg: topics, format, subsampling, gap splitting, workers.
         progress: called with the number of frames finished since the last call.
+        executor: ``local`` (frames decoded by ``cfg.workers`` local processes) or ``dask`` (one task
+            per bag on a Dask cluster; see ``data.executors``); the files and index are the same.
+        address: Dask scheduler address; empty = a local Dask cluster of ``cfg.workers`` processes.
     """
     cfg = cfg or ExtractConfig()
+    check_executor(executor, cfg.workers, address)
     for bag in bags:
         check_bag(bag)
     out = Path(out)
@@ -177,56 +190,24 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
     old = {r.image: r for r in read_index(out)} if (out / INDEX_NAME).is_file() else {}
     rows: dict[Path, FrameRecord] = dict(old)
     t_start = time.perf_counter()
-    pool = None
-    if cfg.workers > 1:
-        ctx = multiprocessing.get_context('fork' if 'fork' in multiprocessing.get_all_start_methods()
-                                          else 'spawn')
-        pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx)
-    pending: dict = {}
-    images_seen = 0
     try:
-        for bag in map(Path, bags):
-            planner = _Planner(cfg, bag, out, result)
-            seen = 0
-            for msg in read_messages(bag, cfg.topics or None, warnings=result.warnings):
-                if msg.msgtype not in IMAGE_TYPES:
-                    continue
-                seen += 1
-                planned = planner.plan(msg)
-                if planned is None:
-                    continue
-                rec, path = planned
-                if path.is_file() and path.stat().st_size > 0:
-                    result.skipped_existing += 1
-                    rows.setdefault(path, rec)
-                    if progress:
-                        progress(1)
-                    continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                job = (msg, str(path), cfg.image_format, cfg.jpeg_quality)
-                # Stored-as-recorded bytes need no decoding: shipping them to a worker costs more.
-                if pool is None or (cfg.image_format == 'keep' and msg.msgtype.endswith('CompressedImage')):
-                    _collect(result, rows, rec, path, _write_job(job), progress)
-                    continue
-                pending[pool.submit(_write_job, job)] = (rec, path)
-                # Bounded window: never hold more than a few frames per worker in memory.
-                while len(pending) >= 4 * cfg.workers:
+        with task_executor(executor, cfg.workers, address) as pool:
+            if executor == 'local':
+                pending: dict = {}
+                for bag in map(Path, bags):
+                    _extract_bag(bag, out, cfg, rows, result, pool, pending, progress)
+                while pending:
                     _drain(pending, result, rows, progress, FIRST_COMPLETED)
-            if not seen:
-                _no_images(bag, cfg.topics, result.warnings)
-            images_seen += seen
-        while pending:
-            _drain(pending, result, rows, progress, FIRST_COMPLETED)
+            else:
+                _extract_on_cluster(pool, list(map(Path, bags)), out, cfg, old, rows, result, progress)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
         records = [r for r in rows.values() if Path(r.image).is_file()]
         write_index(out, records)
         meta = read_meta(out)
         if 'fps' not in meta:
             meta['fps'] = _estimate_fps(records)
             write_meta(out, meta)
-    if not images_seen:
+    if not result.image_messages:
         raise ValueError('; '.join(w for w in result.warnings if 'no image messages' in w))
     for r in rows.values():
         result.sequences[r.sequence] = result.sequences.get(r.sequence, 0) + 1
@@ -243,6 +224,70 @@ def check_bag(bag: str | Path) -> None:
         if file.suffix.lower() not in BAG_SUFFIXES:
             raise ValueError(f'{bag} is not a bag: expected a rosbag2 folder, .mcap, .db3 or a ROS 1 .bag '
                              '(for a video or image folder use `vidseg bag-from-frames`)')
+
+
+def _extract_bag(bag: Path, out: Path, cfg: ExtractConfig, rows: dict, result: ExtractResult, pool,
+                 pending: dict, progress) -> None:
+    """Plan and write every frame of one bag; with a ``pool``, decoding runs in its processes."""
+    planner = _Planner(cfg, bag, out, result)
+    seen = 0
+    for msg in read_messages(bag, cfg.topics or None, warnings=result.warnings):
+        if msg.msgtype not in IMAGE_TYPES:
+            continue
+        seen += 1
+        result.image_messages += 1
+        planned = planner.plan(msg)
+        if planned is None:
+            continue
+        rec, path = planned
+        if path.is_file() and path.stat().st_size > 0:
+            result.skipped_existing += 1
+            if path not in rows:   # written by a run that died before its index: index it as it would have
+                rows[path] = replace(rec, encoding=_message_encoding(msg))
+            if progress:
+                progress(1)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        job = (msg, str(path), cfg.image_format, cfg.jpeg_quality)
+        # Stored-as-recorded bytes need no decoding: shipping them to a worker costs more.
+        if pool is None or (cfg.image_format == 'keep' and msg.msgtype.endswith('CompressedImage')):
+            _collect(result, rows, rec, path, _write_job(job), progress)
+            continue
+        pending[pool.submit(_write_job, job)] = (rec, path)
+        # Bounded window: never hold more than a few frames per worker in memory.
+        while len(pending) >= 4 * cfg.workers:
+            _drain(pending, result, rows, progress, FIRST_COMPLETED)
+    if not seen:
+        _no_images(bag, cfg.topics, result.warnings)
+
+
+def _bag_task(bag: str, out: str, cfg: ExtractConfig, old_rows: dict) -> tuple[dict, ExtractResult]:
+    """One bag as a cluster task: its frames written, its index rows and counts returned."""
+    rows, result = dict(old_rows), ExtractResult()
+    _extract_bag(Path(bag), Path(out), cfg, rows, result, None, {}, None)
+    return rows, result
+
+
+def _extract_on_cluster(pool, bags: list[Path], out: Path, cfg: ExtractConfig, old: dict, rows: dict,
+                        result: ExtractResult, progress) -> None:
+    """One task per bag; rows and counts merged in bag order whatever order the tasks finish in."""
+    futures = {pool.submit(_bag_task, str(bag), str(out), cfg,
+                           {p: r for p, r in old.items() if r.bag == str(bag)}): i for i, bag in enumerate(bags)}
+    done: dict[int, tuple] = {}
+    for fut in as_completed(futures):
+        bag_rows, bag_result = done[futures[fut]] = fut.result()
+        if progress:
+            progress(bag_result.frames + bag_result.failed)
+    for i in sorted(done):
+        bag_rows, bag_result = done[i]
+        rows.update(bag_rows)
+        result.add(bag_result)
+
+
+def _message_encoding(msg: RawMessage) -> str:
+    """The encoding column of a frame, read from its message without decoding the image."""
+    m = deserialize(msg)
+    return (m.format or 'compressed') if msg.msgtype.endswith('CompressedImage') else m.encoding
 
 
 def _no_images(bag: Path, topics: list[str], warnings: list[str]) -> None:

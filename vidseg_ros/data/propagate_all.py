@@ -7,15 +7,15 @@ Human labels are never touched; each new label records its source (``propagated`
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.labels import write_label
 from vidseg_ros.data.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
@@ -64,7 +64,7 @@ def _job(args) -> dict[int, Propagated]:
 
 def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict | None = None,
                       progress: Callable[[int], None] | None = None, overwrite: bool = False,
-                      workers: int = 1) -> dict:
+                      workers: int = 1, executor: str = 'local', address: str = '') -> dict:
     """Labels for every frame of the dataset at ``root``.
 
     Returns counts per label source written now and in total (``total_<source>``), and
@@ -78,6 +78,8 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
         progress: called with the number of frames done (adds up to the frames in the index).
         overwrite: redo frames that already carry a propagated/teacher label.
         workers: processes for flow/tracker jobs (the teacher runs in this process).
+        executor: ``local`` (a process pool of ``workers``) or ``dask`` (a Dask cluster at ``address``,
+            or a local one of ``workers`` processes); see ``data.executors``. The labels are the same.
     """
     root = Path(root)
     src = extracted_source(root)
@@ -104,10 +106,9 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
                          '`vidseg label-import` first')
     if progress and skipped:
         progress(skipped)
-    pool = None
-    if workers > 1 and cfg.method != 'teacher':
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
-            'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'))
+    stack = contextlib.ExitStack()   # the teacher model runs in this process, flow/tracker jobs anywhere
+    pool = None if cfg.method == 'teacher' else stack.enter_context(task_executor(executor, workers, address))
+    results = iter(())
     try:
         args = [a for _, _, a in jobs]
         results = pool.map(_job, args) if pool else map(_job, args)
@@ -117,8 +118,8 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
             if progress:
                 progress(new)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        getattr(results, 'close', lambda: None)()   # a cluster's result stream ends before the cluster
+        stack.close()
         write_index(root, list(records.values()))     # labels written so far stay indexed
     for r in records.values():
         counts['total_' + r.label_source] = counts.get('total_' + r.label_source, 0) + 1

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.records import FrameSource, write_index, write_meta
 
@@ -102,7 +103,7 @@ def add_noise(rgb: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
 
 
 def noise_copies(source: FrameSource, out: str | Path, copies: int, sigma: float | None = None,
-                 seed: int = 0) -> FrameSource:
+                 seed: int = 0, executor: str = 'local', workers: int = 1, address: str = '') -> FrameSource:
     """``copies`` noisy versions of each frame of ``source`` written under ``out/images``.
 
     Args:
@@ -110,30 +111,40 @@ def noise_copies(source: FrameSource, out: str | Path, copies: int, sigma: float
         out: dataset folder for the new images; labels are shared with the originals.
         copies: copies per frame (copy 0 is the original itself, unchanged).
         sigma: noise std in 0..255 units; None = ``measure_noise_sigma`` of ``source``.
+        executor, workers, address: where the per-frame tasks run (``data.executors``); each frame's
+            noise is seeded by (seed, frame number), so the files are the same wherever they ran.
     """
     if sigma is None:
         raise ValueError('noise_copies needs sigma; measure it on the full video with '
                          'measure_noise_sigma(full_source)')
     out = Path(out)
-    rng = np.random.default_rng(seed)
-    recs = []
-    for rec in source.records:
-        rgb = read_rgb(rec.image)
-        for k in range(copies):
-            seq = f'{rec.sequence}_{rec.index}_noise'
-            path = out / 'images' / seq / f'{k:05d}.png'
-            path.parent.mkdir(parents=True, exist_ok=True)
-            img = rgb if k == 0 else add_noise(rgb, sigma, rng)
-            cv2.imwrite(str(path), img[:, :, ::-1])
-            # Each copy its own "sequence" of distinct indices: no fake temporal neighbours.
-            recs.append(replace(rec, sequence=f'{seq}{k:05d}', index=0, image=path))
+    recs, tasks = [], []
+    for i, rec in enumerate(source.records):
+        seq = f'{rec.sequence}_{rec.index}_noise'
+        paths = [out / 'images' / seq / f'{k:05d}.png' for k in range(copies)]
+        tasks.append((str(rec.image), [str(p) for p in paths], sigma, (seed, i)))
+        # Each copy its own "sequence" of distinct indices: no fake temporal neighbours.
+        recs += [replace(rec, sequence=f'{seq}{k:05d}', index=0, image=path) for k, path in enumerate(paths)]
+    with task_executor(executor, workers, address) as pool:
+        list(pool.map(_write_noise_copies, tasks) if pool else map(_write_noise_copies, tasks))
     return replace(source, records=recs, name=f'{source.name}-noise{copies}',
                    extra={**source.extra, 'noise_sigma': sigma})
 
 
+def _write_noise_copies(task: tuple) -> None:
+    """One frame's copies (a task): copy 0 unchanged, the others with seeded Gaussian noise."""
+    image, paths, sigma, seed = task
+    rgb = read_rgb(image)
+    rng = np.random.default_rng(seed)
+    for k, path in enumerate(map(Path, paths)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = rgb if k == 0 else add_noise(rgb, sigma, rng)
+        cv2.imwrite(str(path), img[:, :, ::-1])
+
+
 def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400, stride: int = 20,
                  copies: int = 20, sigma: float | None = None, out: str | Path | None = None,
-                 seed: int = 0) -> FrameSource:
+                 seed: int = 0, executor: str = 'local', workers: int = 1, address: str = '') -> FrameSource:
     """One variant by name (see module doc); ``noise`` needs ``out`` for its images."""
     if not any(r.label is not None for r in source.records):
         raise ValueError(f'{source.name}: no labelled frames to build a variant from '
@@ -149,7 +160,7 @@ def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400
             raise ValueError('the noise variant writes images: give an output folder')
         sigma = measure_noise_sigma(source) if sigma is None else sigma
         LOG.info('noise variant: sigma %.2f (0..255) measured between successive frames', sigma)
-        return noise_copies(per_sequence(source, n), out, copies, sigma, seed)
+        return noise_copies(per_sequence(source, n), out, copies, sigma, seed, executor, workers, address)
     raise ValueError(f'unknown variant {kind!r}; valid: {", ".join(VARIANTS)}')
 
 

@@ -40,7 +40,7 @@ def _count_frames(bags: list[str | Path], topics: list[str]) -> int | None:
 def extract(bags: list[str | Path], out: str | Path, topics: list[str] | None = None,
             image_format: str = 'png', every: int = 1, start_s: float = 0.0, stop_s: float = 0.0,
             max_gap_s: float = 0.5, workers: int = 1, stamp: str = 'header',
-            jpeg_quality: int = 95, progress: bool = True) -> dict:
+            jpeg_quality: int = 95, progress: bool = True, executor: str = 'local', address: str = '') -> dict:
     """``vidseg extract BAG... --out DIR``: every image frame into an indexed dataset."""
     from vidseg_ros.config import from_dict
     from vidseg_ros.data.extract import ExtractConfig, extract as run
@@ -50,7 +50,7 @@ def extract(bags: list[str | Path], out: str | Path, topics: list[str] | None = 
                                     'jpeg_quality': jpeg_quality})
     total = _count_frames(bags, cfg.topics) if progress else None
     with _bar(total, 'frame', 'extract', progress) as update:
-        res = run(bags, out, cfg, update)
+        res = run(bags, out, cfg, update, executor, address)
     mb = res.bytes_written / 1e6
     return {'out': str(out), 'written': res.written, 'skipped_existing': res.skipped_existing,
             'failed': res.failed, 'duplicates': res.duplicates, 'sequences': res.sequences,
@@ -107,7 +107,8 @@ def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 't
 def propagate(dataset: str | Path, method: str = 'flow', flow: str = 'dis', dis_preset: str = 'fine',
               flow_scale: float = 1.0, min_confidence: float = 0.5, max_distance: int = 30,
               tracker: str = 'medianflow', teacher_threshold: float = 0.7, model: str | None = None,
-              overwrite: bool = False, workers: int = 1, progress: bool = True) -> dict:
+              overwrite: bool = False, workers: int = 1, progress: bool = True, executor: str = 'local',
+              address: str = '') -> dict:
     """``vidseg propagate DATASET``: labels for every frame from the sparse human labels.
 
     ``model`` (method=teacher) is a checkpoint the engine loads; its prediction becomes the
@@ -123,7 +124,7 @@ def propagate(dataset: str | Path, method: str = 'flow', flow: str = 'dis', dis_
                                       'teacher_threshold': teacher_threshold})
     predict = _engine_predict(model) if method == 'teacher' and model else None
     with _bar(len(read_index(dataset)), 'frame', f'propagate ({method})', progress) as update:
-        return propagate_dataset(dataset, cfg, predict, update, overwrite, workers)
+        return propagate_dataset(dataset, cfg, predict, update, overwrite, workers, executor, address)
 
 
 def _engine_predict(model: str):
@@ -141,13 +142,13 @@ def _engine_predict(model: str):
 
 def make_variant(source: str | Path, out: str | Path, kind: str, n: int = 1, count: int = 400,
                  stride: int = 20, copies: int = 20, sigma: float | None = None, split: str = 'train',
-                 seed: int = 0) -> dict:
+                 seed: int = 0, executor: str = 'local', workers: int = 1, address: str = '') -> dict:
     """``vidseg make-variant SRC OUT --kind ...``: an all-frames-protocol training set as a dataset."""
     from vidseg_ros.data.records import open_source
     from vidseg_ros.data.variants import make_variant as build, write_variant
     src = open_source(source, split)
     var = build(src, kind, n=n, count=count, stride=stride, copies=copies, sigma=sigma, out=out,
-                seed=seed)
+                seed=seed, executor=executor, workers=workers, address=address)
     index = write_variant(var, out)
     return {'out': str(out), 'index': str(index), 'frames': len(var.records),
             'sequences': len({r.sequence for r in var.records}),

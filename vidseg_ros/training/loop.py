@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from . import data_setup
 from .config import TrainConfig, config_dict, validate
@@ -101,14 +101,15 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     seed_everything(cfg.seed + rank, cfg.deterministic)
     model = (model or build_model(cfg)).to(device)
     train_set = train_set if train_set is not None else data_setup.train_dataset(cfg)
-    val_set = val_set if val_set is not None else (data_setup.val_dataset(cfg) if rank == 0 else None)
+    # Every rank validates its share of the set; the confusion matrices are summed across ranks.
+    val_set = val_set if val_set is not None else data_setup.val_dataset(cfg)
     opt_cls = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run_dir = Path(cfg.runs_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {'epoch': 0, 'step': 0, 'best': -1.0, 'history': []}
     if resume and (run_dir / 'last.pt').is_file():
-        state = load_training_state(run_dir / 'last.pt', model, optimizer)
+        state = load_training_state(run_dir / 'last.pt', model, optimizer, rank)
         LOG.info('resumed %s at epoch %d step %d', run_dir, state['epoch'], state['step'])
     teacher = None
     if cfg.teacher and cfg.mode == 'keyframe':
@@ -131,16 +132,17 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
             state['step'] += 1
             seen += raw[next(iter(raw))].shape[0] if hasattr(raw[next(iter(raw))], 'shape') else 0
             losses.append(parts['loss'])
-            if callback:
+            if callback and rank == 0:
                 callback({'kind': 'step', 'epoch': epoch, 'step': state['step'], 'lr': lr,
                           'samples_per_s': seen / max(1e-9, time.perf_counter() - t0), **parts})
         record = {'epoch': epoch + 1, 'step': state['step'], 'loss': float(np.mean(losses or [math.nan])),
                   'seconds': time.perf_counter() - t0}
-        if val_set is not None and rank == 0 and (
+        if val_set is not None and (
                 (cfg.val_every and (epoch + 1) % cfg.val_every == 0) or epoch + 1 == cfg.epochs):
-            record.update(validate_frames(model, val_set, cfg, device))
+            record.update(validate_frames(model, val_set, cfg, device, rank, world))
         state['epoch'] = epoch + 1
         state['history'].append(record)
+        rng_by_rank = _gather_rng(world)   # collective: every rank takes part, rank 0 stores it
         if rank == 0:
             # Without validation every epoch is the newest best; with it, only better scores count.
             improved = record['mIoU'] > state['best'] if 'mIoU' in record else val_set is None
@@ -149,10 +151,10 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
                 save_model(run_dir / 'best.pt', model, cfg, record)
                 if cfg.output:
                     save_model(Path(cfg.output), model, cfg, record)
-            save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg)
+            save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank)
             LOG.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in record.items() if k != 'per_class_iou'})
-        if callback:
+        if callback and rank == 0:
             callback({'kind': 'epoch', **record})
     return {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
             'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
@@ -163,26 +165,67 @@ def _steps_per_epoch(cfg: TrainConfig, n: int, world: int) -> int:
     return min(full, cfg.steps_per_epoch) if cfg.steps_per_epoch else full
 
 
+class GlobalBatchSampler(Sampler[int]):
+    """One seeded permutation per epoch, cut into global batches of ``batch_size * world``; rank ``r``
+    yields the ``r``-th share of every global batch.
+
+    So ``world`` processes under DDP (gradients averaged) see, step for step, exactly the samples one
+    process with the global batch sees, and a run's data order does not depend on how many
+    processes share it. With ``world == 1`` the order is ``RandomSampler``'s for the same generator.
+    """
+
+    def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0):
+        self.n, self.batch_size, self.world, self.rank, self.seed = n, batch_size, world, rank, seed
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        b, g = self.batch_size, self.batch_size * self.world
+        for start in range(0, self.n - g + 1, g):
+            yield from perm[start + self.rank * b:start + (self.rank + 1) * b]
+
+    def __len__(self) -> int:
+        return self.n // (self.batch_size * self.world) * self.batch_size
+
+
 def _loader(cfg: TrainConfig, ds, epoch: int, world: int, rank: int) -> DataLoader:
     # Order and augmentation depend on (seed, epoch) only: that is what makes resume exact.
     if hasattr(ds, 'seed'):
         ds.seed = cfg.seed * 100_003 + epoch
     if hasattr(ds, 'base') and hasattr(ds.base, 'seed'):
         ds.base.seed = cfg.seed * 100_003 + epoch
-    if world > 1:
-        sampler = DistributedSampler(ds, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-    else:
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+    sampler = GlobalBatchSampler(len(ds), cfg.batch_size, world, rank, cfg.seed * 7919 + epoch)
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                       drop_last=True, persistent_workers=False)
 
 
+def _shard(ds, rank: int, world: int):
+    """Contiguous share of a dataset for ``rank`` (contiguous so streamed clips stay in order)."""
+    if world == 1:
+        return ds
+    n = len(ds)
+    return Subset(ds, range(n * rank // world, n * (rank + 1) // world))
+
+
+def _gather_rng(world: int) -> list | None:
+    """Every rank's torch RNG state (rank order), so a resumed DDP run continues each rank exactly."""
+    if world == 1:
+        return None
+    states = [None] * world
+    dist.all_gather_object(states, torch.get_rng_state())
+    return states
+
+
 @torch.no_grad()
-def validate_frames(model, val_set, cfg: TrainConfig, device) -> dict:
-    """Per-frame mIoU / mAcc / pixel accuracy on the validation set at training resolution."""
+def validate_frames(model, val_set, cfg: TrainConfig, device, rank: int = 0, world: int = 1) -> dict:
+    """Per-frame mIoU / mAcc / pixel accuracy on the validation set at training resolution.
+
+    Under DDP each rank scores its contiguous share and the confusion matrices are summed, so every
+    rank returns the scores of the whole set.
+    """
     model.eval()
     cm = ConfusionMatrix(cfg.num_classes, cfg.ignore_index)
+    names = getattr(val_set, 'class_names', None)
+    val_set = _shard(val_set, rank, world)
     # Recurrent models are validated as deployed: frames in temporal order, state carried along.
     stream = cfg.mode == 'sequence' and hasattr(_unwrap(model), 'step')
     loader = DataLoader(val_set, batch_size=1 if stream else 4, shuffle=False,
@@ -197,7 +240,10 @@ def validate_frames(model, val_set, cfg: TrainConfig, device) -> dict:
         logits = torch.nn.functional.interpolate(logits.float(), size=raw['label'].shape[-2:],
                                                  mode='bilinear', align_corners=False)
         cm.update(logits.argmax(1).cpu().numpy(), raw['label'].numpy())
-    names = getattr(val_set, 'class_names', None)
+    if world > 1:
+        total = torch.from_numpy(cm.mat)
+        dist.all_reduce(total)
+        cm.mat = total.numpy()
     s = cm.scores(names)
     model.train()
     return {'mIoU': s['mIoU'], 'mAcc': s['mAcc'], 'pixel_acc': s['pixel_acc'],
@@ -208,14 +254,17 @@ def _unwrap(model):
     return model.module if hasattr(model, 'module') else model
 
 
-def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainConfig) -> None:
-    """Everything needed to resume exactly; written atomically."""
+def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainConfig,
+                        rng_by_rank: list | None = None) -> None:
+    """Everything needed to resume exactly (under DDP: every rank's RNG); written atomically."""
     blob = {'model': _unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(),
             'epoch': state['epoch'], 'step': state['step'], 'best': state['best'],
             'history': state['history'], 'config': config_dict(cfg),
             'torch_rng': torch.get_rng_state(), 'python_rng': list(random.getstate()[1]),
             'numpy_rng': torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
             'numpy_pos': int(np.random.get_state()[2])}
+    if rng_by_rank:
+        blob['torch_rng_by_rank'] = rng_by_rank
     if torch.cuda.is_available():
         blob['cuda_rng'] = torch.cuda.get_rng_state_all()
     tmp = path.with_suffix('.tmp')
@@ -223,12 +272,13 @@ def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainCon
     tmp.replace(path)
 
 
-def load_training_state(path: Path, model, optimizer) -> dict:
-    """Restore weights, optimiser and RNG states; returns the loop state (epoch, step, ...)."""
+def load_training_state(path: Path, model, optimizer, rank: int = 0) -> dict:
+    """Restore weights, optimiser and RNG states (this rank's); returns the loop state (epoch, step, ...)."""
     blob = torch.load(path, map_location='cpu', weights_only=True)
     _unwrap(model).load_state_dict(blob['model'])
     optimizer.load_state_dict(blob['optimizer'])
-    torch.set_rng_state(blob['torch_rng'])
+    by_rank = blob.get('torch_rng_by_rank')
+    torch.set_rng_state(by_rank[rank] if by_rank and rank < len(by_rank) else blob['torch_rng'])
     random.setstate((3, tuple(blob['python_rng']), None))
     np.random.set_state(('MT19937', blob['numpy_rng'].numpy().astype(np.uint32),
                         blob['numpy_pos'], 0, 0.0))

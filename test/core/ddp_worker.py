@@ -1,0 +1,55 @@
+"""Run by test_ddp.py under torchrun: trains the tiny model on tiny data and writes what each rank saw.
+
+Usage: python -m torch.distributed.run ... ddp_worker.py OUT_DIR EPOCHS BATCH [resume]
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_training_tiny import TinyKeyframe, frames  # noqa: E402
+
+from vidseg_ros.training import loop  # noqa: E402
+from vidseg_ros.training.config import TrainConfig  # noqa: E402
+
+HW = (32, 32)
+
+
+def config(out: Path, epochs: int, batch: int) -> TrainConfig:
+    return TrainConfig(name='ddp', dataset='folder', num_classes=3, ignore_index=255, input_hw=list(HW),
+                       batch_size=batch, lr=1e-2, epochs=epochs, val_split='', hflip=False,
+                       scale_range=[1.0, 1.0], runs_dir=str(out / 'runs'), device='cpu', num_threads=1,
+                       amp=False, lr_policy='constant')   # constant: 1 epoch + resume == 2 epochs
+
+
+def data():
+    return frames(16, HW, seed=3), frames(6, HW, seed=4)
+
+
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return TinyKeyframe()
+
+
+def main() -> None:
+    out, epochs, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    resume = len(sys.argv) > 4 and sys.argv[4] == 'resume'
+    rank = int(os.environ['RANK'])
+    writes = []
+    for name in ('save_training_state', 'save_model'):   # record which rank writes files
+        original = getattr(loop, name)
+        setattr(loop, name, lambda path, *a, _f=original, **k: (writes.append(str(path)), _f(path, *a, **k)))
+    train_set, val_set = data()
+    net = model()
+    result = loop.train(config(out, epochs, batch), resume=resume, model=net, train_set=train_set,
+                        val_set=val_set)
+    torch.save(net.state_dict(), out / f'weights_rank{rank}.pt')
+    (out / f'rank{rank}.json').write_text(json.dumps({'writes': writes, 'history': result['history'],
+                                                      'world': int(os.environ['WORLD_SIZE'])}))
+
+
+if __name__ == '__main__':
+    main()

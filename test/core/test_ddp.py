@@ -1,0 +1,101 @@
+"""Data-parallel training under torchrun (gloo, CPU): the same weights as one process with the global
+batch, only rank 0 writes, exact resume, validation over the whole set; plus a two-node simulation."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ddp_worker import config, data, model  # noqa: E402
+
+from vidseg_ros.training.loop import train  # noqa: E402
+
+WORKER = Path(__file__).parent / 'ddp_worker.py'
+ROOT = Path(__file__).resolve().parents[2]
+BATCH = 2   # per process: the global batch of 2 processes is 4
+
+
+def _env() -> dict:
+    # gloo on loopback only; the package importable from the checkout
+    return {**os.environ, 'GLOO_SOCKET_IFNAME': 'lo', 'OMP_NUM_THREADS': '1',
+            'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
+
+
+def _torchrun(out: Path, epochs: int, *extra: str, launcher: list[str] | None = None) -> None:
+    launcher = launcher or ['--standalone', '--nproc_per_node', '2']
+    cmd = [sys.executable, '-m', 'torch.distributed.run', *launcher, str(WORKER), str(out), str(epochs),
+           str(BATCH), *extra]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _single(out: Path, epochs: int) -> tuple[dict, dict]:
+    train_set, val_set = data()
+    net = model()
+    result = train(config(out, epochs, BATCH * 2), model=net, train_set=train_set, val_set=val_set)
+    return net.state_dict(), result
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=f'{k} differs')
+
+
+def _load(out: Path, rank: int) -> dict:
+    return torch.load(out / f'weights_rank{rank}.pt', weights_only=True)
+
+
+def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
+    _torchrun(tmp_path / 'ddp', 2)
+    single, result = _single(tmp_path / 'one', 2)
+    _assert_same_weights(_load(tmp_path / 'ddp', 0), single)
+    _assert_same_weights(_load(tmp_path / 'ddp', 1), single)
+    ranks = [json.loads((tmp_path / 'ddp' / f'rank{r}.json').read_text()) for r in (0, 1)]
+    assert [r['world'] for r in ranks] == [2, 2]
+    # only rank 0 writes checkpoints (last.pt every epoch, best.pt when validation improves)
+    assert ranks[1]['writes'] == []
+    assert any(w.endswith('last.pt') for w in ranks[0]['writes'])
+    # validation covers the whole set on every rank: the same scores as one process
+    for r in ranks:
+        for got, want in zip(r['history'], result['history']):
+            assert got['mIoU'] == pytest.approx(want['mIoU'], abs=1e-9)
+            assert got['pixel_acc'] == pytest.approx(want['pixel_acc'], abs=1e-9)
+
+
+def test_resume_under_ddp_continues_exactly(tmp_path):
+    out = tmp_path / 'ddp'
+    _torchrun(out, 1)
+    _torchrun(out, 2, 'resume')
+    straight = tmp_path / 'straight'
+    _torchrun(straight, 2)
+    _assert_same_weights(_load(out, 0), _load(straight, 0))
+    history = json.loads((out / 'rank0.json').read_text())['history']
+    assert [h['epoch'] for h in history] == [1, 2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_rendezvous_on_one_machine(tmp_path):
+    """Two torchrun launchers (one process each) meeting through a c10d rendezvous, as two machines would."""
+    port, out = _free_port(), tmp_path / 'nodes'
+    common = ['--nnodes', '2', '--nproc_per_node', '1', '--rdzv_backend', 'c10d',
+              '--rdzv_endpoint', f'127.0.0.1:{port}', '--rdzv_id', 'vidseg_test']
+    cmds = [[sys.executable, '-m', 'torch.distributed.run', *common, str(WORKER), str(out), '2', str(BATCH)]
+            for _ in range(2)]
+    procs = [subprocess.Popen(c, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for c in cmds]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], '\n'.join(log[-2000:] for log in logs)
+    single, _ = _single(tmp_path / 'one', 2)
+    _assert_same_weights(_load(out, 0), single)
+    _assert_same_weights(_load(out, 1), single)
