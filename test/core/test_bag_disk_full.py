@@ -1,0 +1,131 @@
+"""Recorder on a full file system (a small tmpfs mounted by the test): the bag always ends readable.
+
+Needs root to mount; skipped with the reason otherwise. Frames are camera-sized (1280x720 rgb8).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: share the sibling's helpers
+from test_bag_writer import IMAGE, image_cdr, read_mcap, read_rosbags  # noqa: E402
+from vidseg_ros.data.bag_recover import is_complete  # noqa: E402
+from vidseg_ros.data.disk_space import RESERVE_NAME  # noqa: E402
+from vidseg_ros.data.recorder import Recorder  # noqa: E402
+
+FRAME = image_cdr(0, 720, 1280)
+
+
+def mount_tmpfs(path: Path, size_mb: int) -> None:
+    """Mount a tmpfs of ``size_mb`` at ``path`` or skip the test with the reason."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small tmpfs needs root')
+    result = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size_mb}m', 'tmpfs', str(path)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f'cannot mount a tmpfs here: {result.stderr.strip()}')
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mnt = tmp_path / 'fs'
+    mount_tmpfs(mnt, 40)
+    yield mnt
+    subprocess.run(['umount', '-l', str(mnt)], check=False)
+
+
+def frames(n: int):
+    return [image_cdr(i, 720, 1280) for i in range(n)]
+
+
+def wait_stopped(rec: Recorder, timeout: float = 30.0) -> None:
+    rec._thread.join(timeout)
+    assert not rec._thread.is_alive(), 'the recorder did not stop'
+
+
+def check_readable(bag: Path, rec: Recorder) -> int:
+    """Both readers read the whole bag; the count equals what the recorder reports written."""
+    c = rec.snapshot()['/cam']
+    assert rec.closed_ok and all(is_complete(p) for p in rec.files)
+    assert (bag / 'metadata.yaml').exists() and not (bag / RESERVE_NAME).exists()
+    assert len(read_rosbags([bag])) == c.written == sum(len(read_mcap(p)) for p in rec.files)
+    return c.written
+
+
+@pytest.mark.parametrize('min_free', [0, 8 << 20])
+def test_stops_before_the_disk_fills(small_fs, min_free):
+    errors = []
+    rec = Recorder(small_fs / 'bag', chunk_size_bytes=4 << 20, min_free_disk_bytes=min_free,
+                   queue_max_bytes=1 << 30, on_error=errors.append)
+    rec.add_topic('/cam', IMAGE)
+    sent = frames(20)  # 55 MB into 40 MB
+    for i, data in enumerate(sent):
+        rec.put('/cam', data, 1000 + i)
+    wait_stopped(rec)
+    assert rec.state == 'error' and errors and 'disk nearly full' in errors[0] and 'closed properly' in errors[0]
+    written = check_readable(small_fs / 'bag', rec)
+    c = rec.snapshot()['/cam']
+    assert written >= 5 and c.written + c.dropped == 20
+    assert shutil.disk_usage(small_fs).free >= min_free
+    assert [d for _, d in read_rosbags([small_fs / 'bag'])] == sent[:written]
+
+
+def test_enospc_from_another_program_closes_with_the_reserve(small_fs):
+    """Another program fills the disk between two free-space checks: the reserve closes the bag."""
+    real, frozen = shutil.disk_usage, []
+    errors = []
+    rec = Recorder(small_fs / 'bag', chunk_size_bytes=1 << 20, min_free_disk_bytes=0,
+                   disk_usage=lambda p: frozen[0] if frozen else real(p), on_error=errors.append)
+    rec.add_topic('/cam', IMAGE)
+    sent = frames(6)
+    for i in range(3):
+        rec.put('/cam', sent[i], 1000 + i)
+    deadline = time.time() + 10
+    while rec.snapshot()['/cam'].written < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    frozen.append(real(small_fs))  # the recorder still believes this free space
+    with open(small_fs / 'filler', 'wb') as f:  # another program takes every free byte
+        try:
+            while True:
+                f.write(bytes(1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    for i in range(3, 6):
+        rec.put('/cam', sent[i], 1000 + i)
+    wait_stopped(rec)
+    assert errors and 'ENOSPC' in errors[0] and 'closed properly' in errors[0]
+    written = check_readable(small_fs / 'bag', rec)
+    assert written >= 4  # the message whose chunk hit ENOSPC went into the released reserve
+    assert [d for _, d in read_rosbags([small_fs / 'bag'])] == sent[:written]
+
+
+def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path):
+    """Even the reserve is gone: the file keeps its complete chunks, nothing claims it closed."""
+    errors = []
+    rec = Recorder(small_fs / 'bag', chunk_size_bytes=1 << 20, min_free_disk_bytes=0,
+                   disk_usage=lambda p: Usage(0, 0, 1 << 40), on_error=errors.append)  # blind check
+    rec.add_topic('/cam', IMAGE)
+    # As if another program had taken the reserve's space as well: nothing is held back.
+    os.unlink(rec._space.reserve_path)
+    rec._space.reserved, rec._space.reserve = 0, lambda nbytes: True
+    for i, data in enumerate(frames(20)):
+        rec.put('/cam', data, 1000 + i)
+    wait_stopped(rec)
+    assert not rec.closed_ok and errors and 'NOT closed' in errors[0] and 'closed properly' not in errors[0]
+    c = rec.snapshot()['/cam']
+    assert c.written + c.dropped == 20 and c.written >= 5
+    out = tmp_path / 'recovered'
+    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.data.bag_recover', str(small_fs / 'bag'),
+                             '--out', str(out), '--force'], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(read_rosbags([out])) == c.written  # readable == reported written
+
+
+Usage = namedtuple('Usage', 'total used free')
