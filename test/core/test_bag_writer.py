@@ -118,12 +118,14 @@ def test_recover_truncated_file(tmp_path):
     assert path.stat().st_size >= w._file.tell()  # every chunk is in the file (+ zero padding)
     with open(path, 'r+b') as f:
         f.truncate(w._file.tell() - 50)  # a torn last chunk
+    before = path.read_bytes()
     report = recover_bag(bag, force=True)
-    assert report.repaired == [path] and report.messages[path.name] == 9
-    assert (bag / f'{path.name}.truncated').exists() and is_complete(path)
-    got = [d for _, d in read_rosbags([bag])]
+    assert report.repaired == [path.name] and report.messages[path.name] == 9
+    assert report.out == tmp_path / 'bag_recovered' and is_complete(report.out / path.name)
+    assert path.read_bytes() == before and not (bag / 'metadata.yaml').exists()  # original untouched
+    got = [d for _, d in read_rosbags([report.out])]
     assert got == sent[:9]
-    assert [d for _, d in read_mcap(path)] == sent[:9]
+    assert [d for _, d in read_mcap(report.out / path.name)] == sent[:9]
 
 
 def test_recover_stops_at_any_cut(tmp_path):
@@ -137,9 +139,9 @@ def test_recover_stops_at_any_cut(tmp_path):
         d = tmp_path / f'cut{cut}'
         d.mkdir()
         (d / 'cut_0.mcap').write_bytes(full[:cut])
-        report = recover_bag(d, keep_original=False, force=True)
+        report = recover_bag(d, force=True)
         assert report.messages['cut_0.mcap'] <= 5
-        assert len(read_mcap(d / 'cut_0.mcap')) == report.messages['cut_0.mcap']
+        assert len(read_mcap(report.out / 'cut_0.mcap')) == report.messages['cut_0.mcap']
 
 
 Usage = namedtuple('Usage', 'total used free')
@@ -202,20 +204,6 @@ def test_slow_topic_reaches_disk_within_a_second(tmp_path):
     (copy / 'killed_0.mcap').write_bytes(rec.files[0].read_bytes())  # the file as a SIGKILL would leave it
     assert recover_bag(copy, force=True).messages['killed_0.mcap'] == 3
     rec.stop()
-
-
-def test_recover_entry_points(tmp_path):
-    from vidseg_ros.data import bag_writer
-    assert bag_writer.recover_bag is recover_bag
-    bag = tmp_path / 'bag'
-    w = BagWriter(bag, chunk_size_bytes=100)
-    w.add_topic('/t', IMAGE)
-    for i in range(3):
-        w.write('/t', image_cdr(i), 1000 + i)
-    with pytest.raises(RuntimeError, match='still'):
-        recover_bag(bag)  # just written: looks like a live recording
-    assert bag_writer.main(['recover', str(bag), '--delete-original', '--force']) == 0
-    assert len(read_mcap(w.files[0])) == 3 and not list(bag.glob('*.truncated'))
 
 
 @pytest.mark.parametrize('direct', [True, False])
