@@ -18,7 +18,6 @@ from vidseg_ros.data.bag_recover import is_complete  # noqa: E402
 from vidseg_ros.data.disk_space import RESERVE_NAME  # noqa: E402
 from vidseg_ros.data.recorder import Recorder  # noqa: E402
 
-FRAME = image_cdr(0, 720, 1280)
 
 
 def mount_tmpfs(path: Path, size_mb: int) -> None:

@@ -73,6 +73,11 @@ class DiskSpace:
             self.free, self._added, self._checked_at = free, 0, now
         return self.free - self._added
 
+    @property
+    def last_estimate(self) -> int:
+        """The latest estimate, without reading the disk (safe to call from another thread)."""
+        return self.free - self._added
+
     def room_for(self, nbytes: int) -> bool:
         """True when ``nbytes`` more can be written and the margin still stays free."""
         return self.estimate() - nbytes >= self.margin

@@ -109,7 +109,8 @@ class Recorder:
         snapshot_max_bytes: snapshot window bound in bytes (0: none).
         snapshot_max_duration_s: snapshot window bound in seconds of log time (0: none).
         disk_usage: ``shutil.disk_usage``-like function (replaceable in tests).
-        on_error: called once, from the writer thread, with the error text when recording stops.
+        on_error: called once, from the writer thread, with the error text when recording stops
+            (instead of logging it).
     """
 
     def __init__(self, bag_dir: str | Path, compression: str = 'none', chunk_size_bytes: int = 1 << 20,
@@ -128,7 +129,7 @@ class Recorder:
         self._writer_args = dict(compression=compression, chunk_size_bytes=chunk_size_bytes,
                                  max_bag_size_bytes=max_bag_size_bytes, max_bag_duration_s=max_bag_duration_s,
                                  fsync_bytes=fsync_bytes, direct_io=direct_io)
-        self.free_disk_bytes = self._check_parent_space()
+        self._free_at_start = self._check_parent_space()
         self.snapshot_mode = snapshot_mode
         self.snapshot_max_bytes = snapshot_max_bytes
         self._snapshot_max_ns = int(snapshot_max_duration_s * 1e9)
@@ -280,6 +281,18 @@ class Recorder:
         return str(path) if path else ''
 
     @property
+    def free_disk_bytes(self) -> int:
+        """Free disk space as last estimated by the writer thread."""
+        space = self._space
+        return space.last_estimate if space is not None else self._free_at_start
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Disk space held in reserve to close the current bag."""
+        space = self._space
+        return space.reserved if space is not None else 0
+
+    @property
     def files(self) -> list[Path]:
         """Every file started so far."""
         return self._files + (list(self._writer.files) if self._writer is not None else [])
@@ -293,8 +306,9 @@ class Recorder:
     def _run(self) -> None:
         self._serve()
         if self.error:
-            log.error(self.error)
-            if self._on_error is not None:
+            if self._on_error is None:
+                log.error(self.error)
+            else:
                 self._on_error(self.error)
 
     def _serve(self) -> None:
@@ -410,6 +424,10 @@ class Recorder:
             self._closed = True
             self._queue.clear()
             self.queued_bytes = 0
+            for topic, _, _, _ in self._ring:  # snapshot mode: a window nobody asked for
+                self.topics[topic].expired += 1
+            self._ring.clear()
+            self.ring_bytes = 0
 
     def _fail(self, message: str) -> None:
         self.error = message
