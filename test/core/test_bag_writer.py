@@ -224,3 +224,27 @@ def test_append_file_direct_and_buffered(tmp_path, direct):
     assert (tmp_path / 'x.bin').read_bytes() == written
     with pytest.raises(FileExistsError):
         AppendFile(tmp_path / 'x.bin')
+
+
+def test_snapshot_ring_bounded_in_seconds_and_bytes(tmp_path):
+    rec = Recorder(tmp_path / 'bag', min_free_disk_bytes=0, snapshot_mode=True, snapshot_max_duration_s=1.0,
+                   snapshot_max_bytes=30 * len(image_cdr(0)))
+    rec.add_topic('/t', IMAGE)
+    assert rec.trigger_snapshot() == (None, 'nothing buffered yet') and not (tmp_path / 'bag').exists()
+    t0 = 10**18
+    sent = [image_cdr(i) for i in range(40)]
+    for i, data in enumerate(sent):  # 10 Hz for 4 s: the 1 s window holds 11 messages
+        rec.put('/t', data, t0 + i * 10**8)
+    path, message = rec.trigger_snapshot()
+    assert path == tmp_path / 'bag_snapshot_1' and '11 messages' in message
+    for i in range(40, 45):  # 5 more, then a burst past the byte bound: only the newest 30 stay
+        rec.put('/t', image_cdr(i), t0 + 39 * 10**8 + i)
+    for i in range(45, 100):
+        rec.put('/t', image_cdr(i), t0 + 39 * 10**8 + i)
+    path2, _ = rec.trigger_snapshot()
+    assert rec.stop(timeout=10)
+    assert [d for _, d in read_rosbags([path])] == sent[29:40]  # first and last of the window
+    got = read_rosbags([path2])
+    assert len(got) == 30 and got[-1][1] == image_cdr(99) and got[0][1] == image_cdr(70)
+    c = rec.snapshot()['/t']
+    assert c.written == 41 and c.expired == 100 - 41 and c.dropped == 0
