@@ -102,7 +102,28 @@ def test_enospc_from_another_program_closes_with_the_reserve(small_fs):
     assert errors and 'ENOSPC' in errors[0] and 'closed properly' in errors[0]
     written = check_readable(small_fs / 'bag', rec)
     assert written >= 4  # the message whose chunk hit ENOSPC went into the released reserve
+    assert written + rec.snapshot()['/cam'].dropped == 6
     assert [d for _, d in read_rosbags([small_fs / 'bag'])] == sent[:written]
+
+
+def test_goes_on_in_the_next_output_dir(small_fs, tmp_path):
+    """A nearly full disk with another output directory configured: bag closed, recording goes on there."""
+    other = tmp_path / 'fs2'
+    mount_tmpfs(other, 40)
+    try:
+        rec = Recorder(small_fs / 'bag', chunk_size_bytes=4 << 20, min_free_disk_bytes=0,
+                       next_output_dirs=[other / 'bags'])
+        rec.add_topic('/cam', IMAGE)
+        sent = frames(18)  # 50 MB: more than one 40 MB disk holds
+        for i, data in enumerate(sent):
+            rec.put('/cam', data, 1000 + i)
+        assert rec.stop(timeout=60) and rec.error is None
+        assert rec.bags == [small_fs / 'bag', other / 'bags' / 'bag']
+        parts = [[d for _, d in read_rosbags([b])] for b in rec.bags]
+        assert all(parts) and parts[0] + parts[1] == sent  # nothing lost at the switch
+        assert all(is_complete(p) for p in rec.files) and rec.snapshot()['/cam'].dropped == 0
+    finally:
+        subprocess.run(['umount', '-l', str(other)], check=False)
 
 
 def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path):

@@ -89,6 +89,14 @@ def new_bag_dir(output_dir: str | Path, prefix: str = 'vidseg') -> Path:
     return path
 
 
+class _DiskFull(RuntimeError):
+    """The disk of the current bag is (nearly) full; ``written``: the message at hand is in the file."""
+
+    def __init__(self, reason: str, written: bool = False):
+        super().__init__(reason)
+        self.written = written
+
+
 class Recorder:
     """Owns the byte-bounded queue, the writer thread and the counters.
 
@@ -108,6 +116,8 @@ class Recorder:
         snapshot_mode: buffer in memory, write only on :meth:`trigger_snapshot`.
         snapshot_max_bytes: snapshot window bound in bytes (0: none).
         snapshot_max_duration_s: snapshot window bound in seconds of log time (0: none).
+        next_output_dirs: when the disk is nearly full, close the bag properly and go on in a bag of
+            the same name in the next of these directories (other disks); empty: stop recording.
         disk_usage: ``shutil.disk_usage``-like function (replaceable in tests).
         on_error: called once, from the writer thread, with the error text when recording stops
             (instead of logging it).
@@ -118,6 +128,7 @@ class Recorder:
                  queue_max_bytes: int = 512 << 20, min_free_disk_bytes: int = 1 << 30,
                  fsync_bytes: int = 0, start_paused: bool = False, direct_io: bool = True,
                  snapshot_mode: bool = False, snapshot_max_bytes: int = 0, snapshot_max_duration_s: float = 0.0,
+                 next_output_dirs: list[str | Path] = (),
                  disk_usage: Callable = shutil.disk_usage, on_error: Callable[[str], None] | None = None):
         if snapshot_mode and not (snapshot_max_bytes or snapshot_max_duration_s):
             raise ValueError('snapshot_mode needs snapshot_max_bytes or snapshot_max_duration_s (the window)')
@@ -136,6 +147,9 @@ class Recorder:
         self._ring: collections.deque = collections.deque()
         self.ring_bytes = 0
         self.snapshots: list[Path] = []
+        self.bags: list[Path] = [] if snapshot_mode else [self.bag_dir]  # in recording order
+        self._next_dirs = list(next_output_dirs)
+        self._topic_args: dict[str, tuple] = {}  # topic -> BagWriter.add_topic arguments
         self._files: list[Path] = []
         self._writer: BagWriter | None = None
         self._space: DiskSpace | None = None
@@ -322,7 +336,10 @@ class Recorder:
                     if self._writer is not None:
                         self._writer.flush()
                         self._pending.clear()
-                        self._check_enospc()
+                        try:
+                            self._check_enospc()
+                        except _DiskFull as e:
+                            self._disk_full(e)
                     self._last_flush = time.monotonic()
                 if item is None:
                     continue
@@ -330,19 +347,29 @@ class Recorder:
                     self._finish()
                     return
                 self._handle(item)
+            except _DiskFull as e:
+                if e.written:  # in the file already: not to be counted as lost with the rest of the queue
+                    self._pop(item)
+                self._fail(self.error or f'{e}; recording stopped')
+                return
             except Exception as e:  # noqa: BLE001 - any write failure (ENOSPC, EIO) stops cleanly
                 self._fail(self.error or f'writing {self.bag_dir} failed: {e}')
                 return
-            with self._cond:
-                self._queue.popleft()
-                if item[0] in ('msg', 'snapshot'):
-                    self.queued_bytes -= len(item[2]) if item[0] == 'msg' else item[3]
+            if item is not None:
+                self._pop(item)
+
+    def _pop(self, item: tuple) -> None:
+        with self._cond:
+            self._queue.popleft()
+            if item[0] in ('msg', 'snapshot'):
+                self.queued_bytes -= len(item[2]) if item[0] == 'msg' else item[3]
 
     def _handle(self, item: tuple) -> None:
         kind = item[0]
         if kind == 'msg':
-            self._write(*item[1:])
+            self._write_or_move_on(*item[1:])
         elif kind == 'topic':
+            self._topic_args[item[1]] = item[1:]
             if self._writer is not None:
                 self._writer.add_topic(*item[1:])
                 self._grow_reserve()
@@ -351,12 +378,45 @@ class Recorder:
         elif kind == 'snapshot':
             self._write_snapshot(item[1], item[2])
 
+    def _write_or_move_on(self, *message) -> None:
+        """Write one message; on a nearly full disk, go on in the next directory if one is left."""
+        while True:
+            try:
+                return self._write(*message)
+            except _DiskFull as e:
+                self._disk_full(e)
+                if e.written:
+                    return
+
+    def _disk_full(self, e: '_DiskFull') -> None:
+        """Go on in the next output directory, or re-raise (recording stops) when none is left."""
+        if not self._next_dirs or self.snapshot_mode:
+            raise e
+        self._move_on(str(e))
+
+    def _move_on(self, reason: str) -> None:
+        """Close this bag properly and open one of the same name in the next output directory."""
+        self._close_writer()
+        directory = Path(self._next_dirs.pop(0)).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        path, n = directory / self.bag_dir.name, 0
+        while path.exists():
+            n += 1
+            path = directory / f'{self.bag_dir.name}_{n}'
+        self.bag_dir = path
+        self.bags.append(path)
+        self._open(path)
+        for args in self._topic_args.values():
+            self._writer.add_topic(*args)
+        self._grow_reserve()
+        log.warning('%s; bag closed properly, recording goes on in %s', reason, path)
+
     def _write(self, topic: str, data: bytes, log_time_ns: int, publish_time_ns: int) -> None:
         writer, space = self._writer, self._space
         if not space.room_for(writer.pending_bytes + len(data) + 2 * BLOCK):
-            self.error = (f'disk nearly full: {space.estimate() / 1e6:.1f} MB free on {self.bag_dir} (+ '
-                          f'{space.reserved / 1e6:.1f} MB reserved to close the bag), min_free_disk_bytes={self.min_free_disk_bytes / 1e6:.1f} MB; recording stopped')
-            raise RuntimeError(self.error)
+            raise _DiskFull(f'disk nearly full: {space.estimate() / 1e6:.1f} MB free on {self.bag_dir} (+ '
+                            f'{space.reserved / 1e6:.1f} MB reserved to close the bag), min_free_disk_bytes='
+                            f'{self.min_free_disk_bytes / 1e6:.1f} MB')
         chunk_done = writer.write(topic, data, log_time_ns, publish_time_ns)
         counters = self.topics[topic]
         counters.written += 1
@@ -365,28 +425,26 @@ class Recorder:
             self._pending.clear()
         else:
             self._pending[topic] = self._pending.get(topic, 0) + 1
-        self._check_enospc()
+        self._check_enospc(written=True)
         if chunk_done:
-            self._grow_reserve()
+            self._grow_reserve(written=True)
 
-    def _check_enospc(self) -> None:
-        """A write hit ENOSPC and went into the released reserve: stop while the bag can still close."""
+    def _check_enospc(self, written: bool = False) -> None:
+        """A write hit ENOSPC and went into the released reserve: move on while the bag can still close."""
         if self._space.enospc:
-            self.error = f'disk full (ENOSPC) on {self.bag_dir}: another program took the space; recording stopped'
-            raise RuntimeError(self.error)
+            raise _DiskFull(f'disk full (ENOSPC) on {self.bag_dir}: another program took the space', written)
 
-    def _grow_reserve(self) -> None:
+    def _grow_reserve(self, written: bool = False) -> None:
         if not self._space.reserve(self._writer.closing_bytes()):
-            self.error = (f'disk nearly full: no room on {self.bag_dir} to grow the reserve that closes the '
-                          f'bag ({self._writer.closing_bytes() / 1e6:.1f} MB); recording stopped')
-            raise RuntimeError(self.error)
+            raise _DiskFull(f'disk nearly full: no room on {self.bag_dir} to grow the reserve that closes the '
+                            f'bag ({self._writer.closing_bytes() / 1e6:.1f} MB)', written)
 
     def _write_snapshot(self, path: Path, window) -> None:
         if self._writer is not None:
             self._files += self._writer.files
         self._open(path)
-        for topic, counters in self.snapshot().items():
-            self._writer.add_topic(topic, counters.msgtype)
+        for args in self._topic_args.values():
+            self._writer.add_topic(*args)
         self._grow_reserve()
         while window:
             self._write(*window[0])

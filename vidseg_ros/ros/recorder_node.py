@@ -86,7 +86,8 @@ class RecorderNode(Node):
                     queue_max_bytes=cfg.queue_max_bytes, min_free_disk_bytes=cfg.min_free_disk_bytes,
                     fsync_bytes=cfg.fsync_bytes, start_paused=cfg.start_paused, direct_io=cfg.direct_io,
                     snapshot_mode=cfg.snapshot_mode, snapshot_max_bytes=cfg.snapshot_max_bytes,
-                    snapshot_max_duration_s=cfg.snapshot_max_duration_s, on_error=self._on_recorder_error)
+                    snapshot_max_duration_s=cfg.snapshot_max_duration_s, next_output_dirs=cfg.next_output_dirs,
+                    on_error=self._on_recorder_error)
                 break
             except BagExistsError:
                 if attempt == 4:
@@ -219,7 +220,7 @@ class RecorderNode(Node):
         message = rec.error or f'{rec.state}, {total_rate:.1f} MB/s'
         files = rec.files
         statuses.insert(0, status('vidseg_recorder', self.get_name(), level, message, {
-            'state': rec.state, 'bag': str(rec.snapshots[-1] if rec.snapshots else self.bag_dir),
+            'state': rec.state, 'bag': str(rec.snapshots[-1] if rec.snapshots else rec.bag_dir),
             'current_file': rec.current_file, 'last_file': str(files[-1]) if files else '',
             'files': len(files), 'MB_per_s': total_rate, 'bytes_written': total_bytes,
             'messages_written': sum(c.written for c in snap.values()),
@@ -253,7 +254,7 @@ class RecorderNode(Node):
             logger.error(f'{self.recorder.error} ({counts})')
         else:
             what = (f'{len(self.recorder.snapshots)} snapshot bag(s) {[str(p) for p in self.recorder.snapshots]}'
-                    if self.cfg.snapshot_mode else f'bag closed: {self.bag_dir}')
+                    if self.cfg.snapshot_mode else f'bag closed: {", ".join(map(str, self.recorder.bags))}')
             logger.info(f'{what} ({counts})')
         self._close_result = ok and self.recorder.error is None
         return self._close_result

@@ -40,6 +40,9 @@ class RecorderSettings:
     min_free_disk_bytes: int = setting(1 << 30, 'Leave this much disk free: recording stops (bag closed properly, '
                                                 'ERROR diagnostic, exit code 1) before a write would go below it; '
                                                 'the space to close the bag is reserved on top')
+    next_output_dirs: list[str] = setting([], 'When the disk of output_dir is nearly full, close the bag properly and '
+                                              'go on in a bag of the same name in the next of these directories '
+                                              '(other disks); empty = stop recording')
     snapshot_mode: bool = setting(False, 'Keep the newest messages in a RAM ring instead of writing them; '
                                          '~/snapshot writes the buffered window to a new bag')
     snapshot_max_bytes: int = setting(512 << 20, 'Snapshot window bound in bytes (0 = none)')
