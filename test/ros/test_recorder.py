@@ -207,35 +207,33 @@ def test_services_and_diagnostics(node, tmp_path):
         future = clients[name].call_async(Trigger.Request())
         node.executor_.spin_until_future_complete(future, timeout_sec=10)
         assert future.result().success
+    per_topic = 'vidseg_recorder: /small/image'
     try:
         wait_matched(node, [pub], proc)
         for i in range(5):  # paused: not recorded
             pub.publish(make_image(100 + i, (8, 8)))
             node.executor_.spin_once(timeout_sec=0.02)
-        time.sleep(1.0)  # all delivered (and skipped) before resuming
+        wait_for(node, lambda: topic_values(diags, per_topic).get('skipped_paused') == '5',
+                 what='all delivered (and skipped) before resuming')
         call('resume')
         for part in range(2):
             for i in range(5):
                 pub.publish(make_image(part * 5 + i, (8, 8)))
                 node.executor_.spin_once(timeout_sec=0.02)
-            time.sleep(0.5)
+            wait_for(node, lambda: topic_values(diags, per_topic).get('messages_written') == str(5 * part + 5),
+                     what='this part written')
             call('split')
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            node.executor_.spin_once(timeout_sec=0.1)
-        assert stop(proc, signal.SIGTERM) == 0
+        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder').get('files') == '2'
+                 and topic_values(diags, 'vidseg_recorder').get('current_file') == '', what='the second split')
+        stop_cleanly(proc, tmp_path / 'recorder.log', signal.SIGTERM)
     finally:
         proc.kill()
     bag = only_bag(tmp_path)
     assert len(list(bag.glob('*.mcap'))) == 2
     assert len(read_rosbags([bag])['/small/image']) == 10
-    values = {}
-    for arr in diags:
-        for st in arr.status:
-            if st.name == 'vidseg_recorder: /small/image':
-                values = {kv.key: kv.value for kv in st.values}
+    values = topic_values(diags, per_topic)
     assert values.get('messages_written') == '10' and values.get('skipped_paused') == '5'
-    assert values.get('dropped') == '0'
+    assert values.get('dropped') == '0' and values.get('lost') == '0'
 
 
 def test_sigkill_then_recover(node, tmp_path):
