@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 import yaml
@@ -250,6 +251,18 @@ class BagWriter:
         self._file.abandon()
         self._writer = self._file = None
         return self.files[-1]
+
+
+def new_bag_dir(output_dir: str | Path, prefix: str = 'vidseg') -> Path:
+    """A fresh bag path ``<output_dir>/<prefix>_YYYY_MM_DD-HH_MM_SS[_N]`` that does not exist yet."""
+    output_dir = Path(output_dir).expanduser()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    base = output_dir / f'{prefix}_{time.strftime("%Y_%m_%d-%H_%M_%S")}'
+    path, n = base, 0
+    while path.exists():
+        n += 1
+        path = base.with_name(f'{base.name}_{n}')
+    return path
 
 
 def _natural_key(path: Path):

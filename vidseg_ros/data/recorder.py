@@ -16,20 +16,18 @@ to be written as a new bag.
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-from vidseg_ros.data.bag_writer import BagExistsError, BagWriter
-from vidseg_ros.data.direct_file import BLOCK
+from vidseg_ros.data.bag_writer import BagExistsError, BagWriter, new_bag_dir
+from vidseg_ros.data.direct_file import BLOCK, tune_malloc_for_large_buffers
 from vidseg_ros.data.disk_space import DiskSpace
+from vidseg_ros.data.snapshot_ring import SnapshotRing
 
 log = logging.getLogger(__name__)
 
@@ -55,38 +53,6 @@ class TopicCounters:
     dropped: int = 0
     skipped: int = 0
     expired: int = 0
-
-
-def tune_malloc_for_large_buffers(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
-    """Let glibc reuse freed multi-megabyte buffers instead of mmap/munmap for each one.
-
-    Every frame passes through several fresh buffers (rclpy bytes, MCAP record and chunk builders).
-    By default glibc maps each buffer over 128 KB-32 MB anew and unmaps it on free, so the kernel
-    zero-fills every page again: measured here, that system time tripled the CPU cost per GB and
-    cut BagWriter throughput from ~290 to ~100 MB/s. Process-wide, so only the recorder's
-    ``main()`` (and the bench) call it. Returns False where it does not apply (not glibc).
-    """
-    if not sys.platform.startswith('linux'):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(
-            libc.mallopt(m_trim_threshold, trim_threshold))
-    except (OSError, AttributeError):
-        return False
-
-
-def new_bag_dir(output_dir: str | Path, prefix: str = 'vidseg') -> Path:
-    """A fresh bag path ``<output_dir>/<prefix>_YYYY_MM_DD-HH_MM_SS[_N]`` that does not exist yet."""
-    output_dir = Path(output_dir).expanduser()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    base = output_dir / f'{prefix}_{time.strftime("%Y_%m_%d-%H_%M_%S")}'
-    path, n = base, 0
-    while path.exists():
-        n += 1
-        path = base.with_name(f'{base.name}_{n}')
-    return path
 
 
 class _DiskFull(RuntimeError):
@@ -130,8 +96,7 @@ class Recorder:
                  snapshot_mode: bool = False, snapshot_max_bytes: int = 0, snapshot_max_duration_s: float = 0.0,
                  next_output_dirs: list[str | Path] = (),
                  disk_usage: Callable = shutil.disk_usage, on_error: Callable[[str], None] | None = None):
-        if snapshot_mode and not (snapshot_max_bytes or snapshot_max_duration_s):
-            raise ValueError('snapshot_mode needs snapshot_max_bytes or snapshot_max_duration_s (the window)')
+        self._ring = SnapshotRing(snapshot_max_bytes, snapshot_max_duration_s) if snapshot_mode else None
         self.bag_dir = Path(bag_dir)
         self.queue_max_bytes = queue_max_bytes
         self.min_free_disk_bytes = min_free_disk_bytes
@@ -142,10 +107,6 @@ class Recorder:
                                  fsync_bytes=fsync_bytes, direct_io=direct_io)
         self._free_at_start = self._check_parent_space()
         self.snapshot_mode = snapshot_mode
-        self.snapshot_max_bytes = snapshot_max_bytes
-        self._snapshot_max_ns = int(snapshot_max_duration_s * 1e9)
-        self._ring: collections.deque = collections.deque()
-        self.ring_bytes = 0
         self.snapshots: list[Path] = []
         self.bags: list[Path] = [] if snapshot_mode else [self.bag_dir]  # in recording order
         self._next_dirs = list(next_output_dirs)
@@ -210,10 +171,9 @@ class Recorder:
             if self._closed:
                 counters.dropped += 1
                 return False
-            if self.snapshot_mode:
-                self._ring.append((topic, data, log_time_ns, publish_time_ns))
-                self.ring_bytes += size
-                self._trim_ring(log_time_ns)
+            if self._ring is not None:
+                for old in self._ring.add(topic, data, log_time_ns, publish_time_ns):
+                    self.topics[old].expired += 1
                 return True
             if self._queue and self.queued_bytes + size > self.queue_max_bytes:
                 counters.dropped += 1
@@ -224,28 +184,18 @@ class Recorder:
             self._cond.notify()
         return True
 
-    def _trim_ring(self, newest_ns: int) -> None:
-        ring = self._ring
-        while len(ring) > 1 and (
-                (self.snapshot_max_bytes and self.ring_bytes > self.snapshot_max_bytes)
-                or (self._snapshot_max_ns and newest_ns - ring[0][2] > self._snapshot_max_ns)):
-            topic, data = ring.popleft()[:2]
-            self.ring_bytes -= len(data)
-            self.topics[topic].expired += 1
-
     def trigger_snapshot(self) -> tuple[Path | None, str]:
         """Move the buffered window into the write queue; it becomes a new bag. Returns (bag, message)."""
         with self._cond:
-            if not self.snapshot_mode or self._closed:
-                return None, 'not in snapshot mode' if not self.snapshot_mode else 'recording has stopped'
+            if self._ring is None or self._closed:
+                return None, 'not in snapshot mode' if self._ring is None else 'recording has stopped'
             if not self._ring:
                 return None, 'nothing buffered yet'
-            if self.queued_bytes and self.queued_bytes + self.ring_bytes > self.queue_max_bytes:
+            if self.queued_bytes and self.queued_bytes + self._ring.bytes > self.queue_max_bytes:
                 return None, 'the previous snapshot is still being written; window kept, try again'
             k = len(self.snapshots) + 1
             path = self.bag_dir.with_name(f'{self.bag_dir.name}_snapshot_{k}')
-            window, self._ring = self._ring, collections.deque()
-            size, self.ring_bytes = self.ring_bytes, 0
+            window, size = self._ring.take()
             self.snapshots.append(path)
             self._queue.append(('snapshot', path, window, size))
             self.queued_bytes += size
@@ -293,6 +243,11 @@ class Recorder:
         """Path of the file being written ('' between files)."""
         path = self._writer.current_path if self._writer is not None else None
         return str(path) if path else ''
+
+    @property
+    def ring_bytes(self) -> int:
+        """Bytes held in the snapshot window (0 outside snapshot mode)."""
+        return self._ring.bytes if self._ring is not None else 0
 
     @property
     def free_disk_bytes(self) -> int:
@@ -482,10 +437,9 @@ class Recorder:
             self._closed = True
             self._queue.clear()
             self.queued_bytes = 0
-            for topic, _, _, _ in self._ring:  # snapshot mode: a window nobody asked for
-                self.topics[topic].expired += 1
-            self._ring.clear()
-            self.ring_bytes = 0
+            if self._ring is not None:  # a window nobody asked for
+                for topic, *_ in self._ring.take()[0]:
+                    self.topics[topic].expired += 1
 
     def _fail(self, message: str) -> None:
         self.error = message
