@@ -101,6 +101,7 @@ class BagWriter:
         self._file_start_ns: int | None = None
         self._chunks = 0
         self.pending_bytes = 0  # bytes of the chunk in progress, not in the file yet
+        self.pending_counts: dict[str, int] = {}  # its messages per topic
         self.max_message_bytes = 0
 
     @property
@@ -153,12 +154,18 @@ class BagWriter:
         self._file_bytes += len(data) + 64  # + record and index overhead, roughly
         self.max_message_bytes = max(self.max_message_bytes, len(data))
         if self._file.tell() != before:  # a chunk was completed: make it crash-safe now
-            self._file.sync_point()
-            self._chunks += 1
-            self.pending_bytes = 0
+            self._synced()
             return True
         self.pending_bytes += len(data) + _MESSAGE_OVERHEAD
+        self.pending_counts[topic] = self.pending_counts.get(topic, 0) + 1
         return False
+
+    def _synced(self) -> None:
+        """Everything written so far is in the file: nothing pending."""
+        self._file.sync_point()
+        self._chunks += 1
+        self.pending_bytes = 0
+        self.pending_counts = {}
 
     def closing_bytes(self) -> int:
         """Upper bound of the bytes that finishing the current file (and metadata.yaml) still writes.
@@ -196,6 +203,7 @@ class BagWriter:
         self._file_start_ns = None
         self._file_counts: dict[str, int] = {}
         self._chunks = self.pending_bytes = 0
+        self.pending_counts = {}
         for topic in self._topics:
             self._register(topic)
         log.info('recording to %s', path)
@@ -214,7 +222,7 @@ class BagWriter:
         """End the chunk being filled now (a later SIGKILL cannot take what it holds)."""
         if self._writer is not None:
             self._writer.flush()
-            self._file.sync_point()
+            self._synced()
 
     def split(self) -> Path | None:
         """Close the current file (if any); the next message opens a new one. Returns the closed file."""
@@ -231,6 +239,7 @@ class BagWriter:
         self._writer.finish()
         self._file.close()
         self._writer = self._file = None
+        self.pending_counts, self.pending_bytes = {}, 0  # all in the closed file
         write_metadata(self.bag_dir, self.files, self.compression)
         log.info('closed %s', path)
         return path

@@ -117,7 +117,6 @@ class Recorder:
         if not snapshot_mode:
             self._open(self.bag_dir)
         self.topics: dict[str, TopicCounters] = {}
-        self._pending: dict[str, int] = {}  # messages per topic in the chunk in progress
         self.paused = start_paused
         self.error: str | None = None
         self.closed_ok = True  # False when a file could not be finished (see BagWriter.abandon)
@@ -290,7 +289,6 @@ class Recorder:
                 if time.monotonic() - self._last_flush >= _CHUNK_MAX_AGE_S:
                     if self._writer is not None:
                         self._writer.flush()
-                        self._pending.clear()
                         try:
                             self._check_enospc()
                         except _DiskFull as e:
@@ -376,10 +374,6 @@ class Recorder:
         counters = self.topics[topic]
         counters.written += 1
         counters.bytes_written += len(data)
-        if chunk_done:
-            self._pending.clear()
-        else:
-            self._pending[topic] = self._pending.get(topic, 0) + 1
         self._check_enospc(written=True)
         if chunk_done:
             self._grow_reserve(written=True)
@@ -402,7 +396,12 @@ class Recorder:
             self._writer.add_topic(*args)
         self._grow_reserve()
         while window:
-            self._write(*window[0])
+            try:
+                self._write(*window[0])
+            except _DiskFull as e:
+                if e.written:
+                    window.popleft()  # in the file: not to be counted as lost with the rest
+                raise
             window.popleft()
         self._close_writer()
         log.info('snapshot written: %s', path)
@@ -416,11 +415,10 @@ class Recorder:
             self._writer.close()
         except Exception as e:  # noqa: BLE001
             self.closed_ok = False
-            path = self._writer.abandon()
-            for topic, n in self._pending.items():  # in the chunk that never reached the file
+            for topic, n in self._writer.pending_counts.items():  # in the chunk that never reached the file
                 self.topics[topic].written -= n
                 self.topics[topic].dropped += n
-            self._pending.clear()
+            path = self._writer.abandon()
             raise RuntimeError(f'closing {path or self._writer.bag_dir} failed ({e}); it is NOT closed: its '
                                f'complete chunks are on disk, recover them with `vidseg bag-recover '
                                f'{self._writer.bag_dir} --out DIR_ON_ANOTHER_DISK`') from e
