@@ -141,9 +141,12 @@ def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path):
     assert not rec.closed_ok and errors and 'NOT closed' in errors[0] and 'closed properly' not in errors[0]
     c = rec.snapshot()['/cam']
     assert c.written + c.dropped == 20 and c.written >= 5
+    recover = [sys.executable, '-m', 'vidseg_ros.data.bag_recover', str(small_fs / 'bag'), '--force']
+    result = subprocess.run(recover, capture_output=True, text=True, timeout=120)  # next to it: no room
+    assert result.returncode == 1 and '--out' in result.stderr and result.stderr.count('\n') == 1
+    assert sorted(p.name for p in small_fs.iterdir()) == ['bag']  # nothing left behind
     out = tmp_path / 'recovered'
-    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.data.bag_recover', str(small_fs / 'bag'),
-                             '--out', str(out), '--force'], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(recover + ['--out', str(out)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(read_rosbags([out])) == c.written  # readable == reported written
 
