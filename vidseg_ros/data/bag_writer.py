@@ -170,15 +170,16 @@ class BagWriter:
     def closing_bytes(self) -> int:
         """Upper bound of the bytes that finishing the current file (and metadata.yaml) still writes.
 
-        The chunk in progress (at most a chunk plus one message), one chunk index per chunk, the
-        schemas, channels, statistics and rosbag2 record of the summary, and metadata.yaml written
-        next to the old one (temporary file + rename).
+        The chunk in progress (at most a chunk plus one message, with its message indexes: 16 bytes
+        per record of at least 31, so under half a chunk), one chunk index per chunk, the schemas,
+        channels, statistics and rosbag2 record of the summary, and metadata.yaml written next to
+        the old one (temporary file + rename). A second message's worth covers block padding.
         """
         topics = sum(len(i['definition']) + len(i['metadata']['offered_qos_profiles']) + 2048
                      for i in self._topics.values())
         per_chunk = 128 + 16 * len(self._topics)
         files = 512 * (len(self.files) + 1)
-        return (self.chunk_size_bytes + 2 * self.max_message_bytes + _MESSAGE_OVERHEAD * 1024
+        return (self.chunk_size_bytes * 3 // 2 + 2 * (self.max_message_bytes + _MESSAGE_OVERHEAD)
                 + (self._chunks + 1) * per_chunk + 3 * topics + 2 * files + 64 * 1024)
 
     def _should_split(self, log_time_ns: int) -> bool:
