@@ -194,6 +194,9 @@ class Recorder:
                 return None, 'the previous snapshot is still being written; window kept, try again'
             k = len(self.snapshots) + 1
             path = self.bag_dir.with_name(f'{self.bag_dir.name}_snapshot_{k}')
+            while path.exists():  # never overwrite: a bag of that name may exist from another run
+                k += 1
+                path = self.bag_dir.with_name(f'{self.bag_dir.name}_snapshot_{k}')
             window, size = self._ring.take()
             self.snapshots.append(path)
             self._queue.append(('snapshot', path, window, size))
