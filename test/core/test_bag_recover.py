@@ -146,3 +146,11 @@ def test_flipped_bytes_cost_only_the_messages_they_hit(tmp_path, flips):
     print(f'{flips} flipped bytes: {len(kept_intact)} frames kept with intact payload / {len(untouched)} untouched '
           f'({len(hit)} frames hit, {len(got) - len(kept_intact)} kept with damaged payload, '
           f'{report.skipped["damaged_0.mcap"]} skipped)')
+
+
+def test_relative_paths(tmp_path):
+    killed_bag(tmp_path / 'bag')
+    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'bag-recover', 'bag_0.mcap', '--force'],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path / 'bag')
+    assert result.returncode == 0, result.stderr
+    assert len(read_rosbags([tmp_path / 'bag_recovered'])) >= 9

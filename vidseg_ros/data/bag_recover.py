@@ -102,7 +102,7 @@ def _magic(path: Path) -> bytes:
 
 def bag_sources(path: str | Path) -> tuple[Path, list[Path]]:
     """(bag directory, its MCAP files) after checking that this is an MCAP bag; else RecoveryRefused."""
-    path = Path(path)
+    path = Path(path).absolute()  # `.` or a bare file name: the output goes next to a named folder
     if path.is_dir():
         if list(path.glob('*.db3')):
             raise RecoveryRefused(f'{path} is a sqlite3 bag; only MCAP bags are recovered here '
