@@ -64,6 +64,7 @@ class AppendFile:
         self._unsynced = 0
         self._fsync_bytes = fsync_bytes
         self._sync_wanted = threading.Event()
+        self._sync_error: OSError | None = None
         self._closing = False
         self._syncer = None
         if fsync_bytes:
@@ -81,7 +82,11 @@ class AppendFile:
             self._sync_wanted.clear()
             if self._closing:
                 return
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as e:  # ENOSPC/EIO from delayed allocation: the writer raises it at its next sync point
+                self._sync_error = e
+                return
 
     def write(self, data) -> int:
         view = memoryview(data).cast('B')
@@ -103,6 +108,8 @@ class AppendFile:
 
     def sync_point(self) -> None:
         """Put everything written so far into the file (last partial block zero-padded)."""
+        if self._sync_error is not None:
+            raise self._sync_error
         self._drain(pad=True)
         self.good_pos = self._pos
 
