@@ -173,16 +173,20 @@ class AppendFile:
     def abandon(self) -> int:
         """Close without writing what is staged; the file ends with the last complete chunk. Returns its size."""
         if self._fd >= 0:
-            self._close(self.good_pos)
+            self._close(self.good_pos, strict=False)
         return self.good_pos
 
-    def _close(self, size: int) -> None:
+    def _close(self, size: int, strict: bool = True) -> None:
         if self._syncer is not None:
             self._closing = True
             self._sync_wanted.set()
             self._syncer.join()
         os.ftruncate(self._fd, size)
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            if strict:
+                raise
         if self._dfd >= 0:
             os.close(self._dfd)
         os.close(self._fd)
