@@ -71,7 +71,9 @@ def salvage_records(path: str | Path, stats: SalvageStats | None = None) -> Iter
             return
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
-            yield from _Walker(buf, size, path, stats).run()
+            walker = _Walker(buf, size, path, stats)
+            yield from walker.run()
+            walker.close_damaged_count()
         finally:
             buf.close()
 
@@ -99,7 +101,7 @@ class _Walker:
             op, length = buf[pos], struct.unpack_from('<Q', buf, pos + 1)[0]
             end = pos + 9 + length
             if op != Opcode.MESSAGE_INDEX:
-                self._close_damaged_count()
+                self.close_damaged_count()
             if op not in _OPCODES or end > size or (op == Opcode.CHUNK and length < _CHUNK_HEAD + 8):
                 nxt = _next_chunk(buf, pos + 1, size)
                 if nxt is not None:
@@ -134,7 +136,7 @@ class _Walker:
             pos = end
         self.stats.truncated = True
 
-    def _close_damaged_count(self) -> None:
+    def close_damaged_count(self) -> None:
         if self.indexed >= 0:
             self.stats.skipped += max(0, self.indexed - self.kept_in_damaged)
             self.indexed = self.kept_in_damaged = -1
