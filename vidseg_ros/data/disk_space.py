@@ -89,7 +89,14 @@ class DiskSpace:
         size = -(-nbytes // _STEP) * _STEP
         fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            os.posix_fallocate(fd, 0, size)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                for offset in range(self.reserved, size, _STEP):  # no fallocate here: write the zeros
+                    os.pwrite(fd, bytes(_STEP), offset)
+                os.fsync(fd)
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
