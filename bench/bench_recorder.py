@@ -17,7 +17,8 @@ The disk is measured before and after each resolution; the table uses the median
 host's cache makes single fdatasync runs swing several-fold).
 
 Run: ``python bench/bench_recorder.py [--dir /tmp] [--step-s 3]``. Bags go to a temporary folder
-under ``--dir`` and are deleted at the end.
+under ``--dir`` and are deleted at the end. ``--quick`` runs only BagWriter alone at 1280x720 and the
+three-camera check (CPU seconds per GB of both), for before/after comparisons.
 """
 from __future__ import annotations
 
@@ -255,6 +256,7 @@ def main() -> int:
     parser.add_argument('--step-s', type=float, default=4.0, help='seconds per rate step')
     parser.add_argument('--queue-mb', type=int, default=128, help="recorder's queue_max_bytes in MB")
     parser.add_argument('--resolutions', nargs='+', default=list(RESOLUTIONS), choices=list(RESOLUTIONS))
+    parser.add_argument('--quick', action='store_true', help='only BagWriter at 720p and the 3x 720p @ 30 Hz check')
     parser.add_argument('--count-sub', metavar='TOPICS', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.count_sub:
@@ -272,7 +274,7 @@ def main() -> int:
               f'CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}', flush=True)
         pub = Publisher()
         rows = []
-        for name in args.resolutions:
+        for name in [] if args.quick else args.resolutions:
             hw = RESOLUTIONS[name]
             writer, writer_cpu = writer_speed(work, hw)
             print(f'{name} ({hw[0] * hw[1] * 3 / 1e6:.2f} MB/frame): BagWriter alone {writer:.0f} MB/s '
@@ -284,6 +286,9 @@ def main() -> int:
             directs.append(disk_speed(work, direct=True))
             print(f'disk sequential write (fdatasync): {disks[-1]:.0f} MB/s, O_DIRECT {directs[-1]:.0f} MB/s; '
                   f'load average {os.getloadavg()[0]:.1f}', flush=True)
+        if args.quick:
+            writer, writer_cpu = writer_speed(work, RESOLUTIONS['1280x720'])
+            print(f'1280x720: BagWriter alone {writer:.0f} MB/s ({writer_cpu:.2f} CPU s/GB)', flush=True)
         print('three 1280x720 cameras at 30 Hz:', flush=True)
         three = ladder(pub, work, 'recorder', 'three720', RESOLUTIONS['1280x720'], 2 * args.step_s, cameras=3,
                        rates=[30])[0]
@@ -298,7 +303,8 @@ def main() -> int:
             print(f'{name:>10} {rec["achieved_fps"]:7.0f} {rec["MB_s"]:9.0f} {100 * rec["MB_s"] / disk:6.0f}% '
                   f'{cpu:13.1f} {dds["achieved_fps"]:7.0f} {dds["MB_s"]:9.0f} {writer:12.0f}')
         print(f'3x 1280x720 @ 30 Hz: {three["MB_s"]:.0f} MB/s, lost {three["lost"]} of {three["sent"]}, publisher '
-              f'reached {three["achieved_fps"]:.1f} Hz -> {"OK" if three["ok"] else "FAIL"}')
+              f'reached {three["achieved_fps"]:.1f} Hz, recorder {three["cpu_s_per_GB"]:.2f} CPU s/GB '
+              f'-> {"OK" if three["ok"] else "FAIL"}')
         pub.node.destroy_node()
         pub.rclpy.try_shutdown()
     finally:

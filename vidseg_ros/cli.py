@@ -203,13 +203,14 @@ def bag_from_frames(source: Annotated[Path, typer.Argument(help='image folder or
 
 
 @app.command('bag-recover')
-def bag_recover(bag: Annotated[Path, typer.Argument(help='bag folder or .mcap left by a killed recorder')],
-                keep_original: bool = True,
+def bag_recover(bag: Annotated[Path, typer.Argument(help='MCAP bag folder or .mcap file (left untouched)')],
+                out: Annotated[Optional[Path], typer.Option(help='folder for the recovered bag (default '
+                                                                 '<bag>_recovered); use another disk if full')] = None,
                 force: Annotated[bool, typer.Option(help='recover even if a file changed in the last '
                                                          '5 s (a live recording)')] = False):
-    """Rewrite a truncated MCAP (SIGKILL, power loss) into a valid bag with metadata.yaml."""
-    from vidseg_ros.data.bag_recover import recover_bag
-    _print(recover_bag(bag, keep_original=keep_original, force=force))
+    """Write a readable copy of a killed or damaged recorder bag (summary, metadata.yaml); exit 2 if not a bag."""
+    from vidseg_ros.data.bag_recover import run
+    raise typer.Exit(run(bag, out, force))
 
 
 @app.command('label-import')

@@ -118,12 +118,14 @@ def test_recover_truncated_file(tmp_path):
     assert path.stat().st_size >= w._file.tell()  # every chunk is in the file (+ zero padding)
     with open(path, 'r+b') as f:
         f.truncate(w._file.tell() - 50)  # a torn last chunk
+    before = path.read_bytes()
     report = recover_bag(bag, force=True)
-    assert report.repaired == [path] and report.messages[path.name] == 9
-    assert (bag / f'{path.name}.truncated').exists() and is_complete(path)
-    got = [d for _, d in read_rosbags([bag])]
+    assert report.repaired == [path.name] and report.messages[path.name] == 9
+    assert report.out == tmp_path / 'bag_recovered' and is_complete(report.out / path.name)
+    assert path.read_bytes() == before and not (bag / 'metadata.yaml').exists()  # original untouched
+    got = [d for _, d in read_rosbags([report.out])]
     assert got == sent[:9]
-    assert [d for _, d in read_mcap(path)] == sent[:9]
+    assert [d for _, d in read_mcap(report.out / path.name)] == sent[:9]
 
 
 def test_recover_stops_at_any_cut(tmp_path):
@@ -137,9 +139,9 @@ def test_recover_stops_at_any_cut(tmp_path):
         d = tmp_path / f'cut{cut}'
         d.mkdir()
         (d / 'cut_0.mcap').write_bytes(full[:cut])
-        report = recover_bag(d, keep_original=False, force=True)
+        report = recover_bag(d, force=True)
         assert report.messages['cut_0.mcap'] <= 5
-        assert len(read_mcap(d / 'cut_0.mcap')) == report.messages['cut_0.mcap']
+        assert len(read_mcap(report.out / 'cut_0.mcap')) == report.messages['cut_0.mcap']
 
 
 Usage = namedtuple('Usage', 'total used free')
@@ -204,20 +206,6 @@ def test_slow_topic_reaches_disk_within_a_second(tmp_path):
     rec.stop()
 
 
-def test_recover_entry_points(tmp_path):
-    from vidseg_ros.data import bag_writer
-    assert bag_writer.recover_bag is recover_bag
-    bag = tmp_path / 'bag'
-    w = BagWriter(bag, chunk_size_bytes=100)
-    w.add_topic('/t', IMAGE)
-    for i in range(3):
-        w.write('/t', image_cdr(i), 1000 + i)
-    with pytest.raises(RuntimeError, match='still'):
-        recover_bag(bag)  # just written: looks like a live recording
-    assert bag_writer.main(['recover', str(bag), '--delete-original', '--force']) == 0
-    assert len(read_mcap(w.files[0])) == 3 and not list(bag.glob('*.truncated'))
-
-
 @pytest.mark.parametrize('direct', [True, False])
 def test_append_file_direct_and_buffered(tmp_path, direct):
     from vidseg_ros.data.direct_file import BLOCK, AppendFile
@@ -236,3 +224,27 @@ def test_append_file_direct_and_buffered(tmp_path, direct):
     assert (tmp_path / 'x.bin').read_bytes() == written
     with pytest.raises(FileExistsError):
         AppendFile(tmp_path / 'x.bin')
+
+
+def test_snapshot_ring_bounded_in_seconds_and_bytes(tmp_path):
+    rec = Recorder(tmp_path / 'bag', min_free_disk_bytes=0, snapshot_mode=True, snapshot_max_duration_s=1.0,
+                   snapshot_max_bytes=30 * len(image_cdr(0)))
+    rec.add_topic('/t', IMAGE)
+    assert rec.trigger_snapshot() == (None, 'nothing buffered yet') and not (tmp_path / 'bag').exists()
+    t0 = 10**18
+    sent = [image_cdr(i) for i in range(40)]
+    for i, data in enumerate(sent):  # 10 Hz for 4 s: the 1 s window holds 11 messages
+        rec.put('/t', data, t0 + i * 10**8)
+    path, message = rec.trigger_snapshot()
+    assert path == tmp_path / 'bag_snapshot_1' and '11 messages' in message
+    for i in range(40, 45):  # 5 more, then a burst past the byte bound: only the newest 30 stay
+        rec.put('/t', image_cdr(i), t0 + 39 * 10**8 + i)
+    for i in range(45, 100):
+        rec.put('/t', image_cdr(i), t0 + 39 * 10**8 + i)
+    path2, _ = rec.trigger_snapshot()
+    assert rec.stop(timeout=10)
+    assert [d for _, d in read_rosbags([path])] == sent[29:40]  # first and last of the window
+    got = read_rosbags([path2])
+    assert len(got) == 30 and got[-1][1] == image_cdr(99) and got[0][1] == image_cdr(70)
+    c = rec.snapshot()['/t']
+    assert c.written == 41 and c.expired == 100 - 41 and c.dropped == 0

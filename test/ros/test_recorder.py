@@ -11,7 +11,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from mcap.reader import make_reader  # noqa: E402
 from mcap_ros2.decoder import DecoderFactory  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -20,6 +20,9 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from vidseg_ros.data.bag_recover import is_complete  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parents[1] / 'core'))  # --import-mode=importlib
+from test_bag_disk_full import mount_tmpfs  # noqa: E402
 
 N = 60
 SIZES = {'/cam_vga/image': (480, 640), '/cam_hd/image': (720, 1280)}
@@ -39,14 +42,17 @@ def node():
     rclpy.try_shutdown(context=context)
 
 
-def start_recorder(tmp_path: Path, *params: str) -> subprocess.Popen:
-    args = [sys.executable, '-m', 'vidseg_ros.ros.recorder_node', '--ros-args',
-            '-p', f'output_dir:={tmp_path}', '-p', 'bag_prefix:=test', '-p', 'discovery_period_s:=0.2',
-            '-p', 'diagnostics_period_s:=0.3', '-p', 'min_free_disk_bytes:=0']
-    for p in params:
-        args += ['-p', p]
+def start_recorder(tmp_path: Path, *params: str, log_dir: Path | None = None) -> subprocess.Popen:
+    """recorder_node in its own process; ``params`` (name:=value) override the test defaults."""
+    values = {'output_dir': str(tmp_path), 'bag_prefix': 'test', 'discovery_period_s': '0.2',
+              'diagnostics_period_s': '0.3', 'min_free_disk_bytes': '0'}
+    values.update(p.split(':=', 1) for p in params)
+    args = [sys.executable, '-m', 'vidseg_ros.ros.recorder_node', '--ros-args']
+    for name, value in values.items():
+        if value != 'default':
+            args += ['-p', f'{name}:={value}']
     tmp_path.mkdir(exist_ok=True)
-    log = open(tmp_path / 'recorder.log', 'w')
+    log = open((log_dir or tmp_path) / 'recorder.log', 'w')
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -105,6 +111,32 @@ def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout=60) -> int:
     return proc.wait(timeout)
 
 
+def stop_cleanly(proc: subprocess.Popen, log: Path, sig=signal.SIGINT) -> None:
+    """A user stop: exit code 0 well within 5 s, and not one ERROR line in the log."""
+    t0 = time.monotonic()
+    assert stop(proc, sig, timeout=10) == 0
+    assert time.monotonic() - t0 < 5.0
+    assert 'ERROR' not in log.read_text()
+
+
+def wait_for(node, condition, timeout=20.0, what='condition'):
+    """Spin the test node until condition() is true (instead of sleeping a fixed time)."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f'timed out waiting for {what}'
+        node.executor_.spin_once(timeout_sec=0.05)
+
+
+def topic_values(diags: list, name: str) -> dict:
+    """Key/values of the latest status called ``name`` in the received DiagnosticArrays."""
+    values = {}
+    for arr in diags:
+        for st in arr.status:
+            if st.name == name:
+                values = {kv.key: kv.value for kv in st.values}
+    return values
+
+
 def only_bag(tmp_path: Path) -> Path:
     bags = [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith('test_')]
     assert len(bags) == 1, bags
@@ -134,13 +166,16 @@ def test_records_every_frame_and_splits(node, tmp_path):
     qos = QoSProfile(depth=N, reliability=ReliabilityPolicy.RELIABLE)
     pubs = {t: node.create_publisher(Image, t, qos) for t in SIZES}
     pubs[INFO] = node.create_publisher(CameraInfo, INFO, qos)
+    diags = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
     proc = start_recorder(tmp_path, f'topics:=[{",".join(pubs)}]', 'max_bag_size_bytes:=60000000',
                           'chunk_size_bytes:=2000000')
     try:
         wait_matched(node, pubs.values(), proc)
         sent = publish_all(node, pubs, N)
-        time.sleep(1.0)
-        assert stop(proc) == 0
+        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder').get('messages_written') == str(3 * N),
+                 what='every message written')
+        stop_cleanly(proc, tmp_path / 'recorder.log')
     finally:
         proc.kill()
     bag = only_bag(tmp_path)
@@ -172,35 +207,33 @@ def test_services_and_diagnostics(node, tmp_path):
         future = clients[name].call_async(Trigger.Request())
         node.executor_.spin_until_future_complete(future, timeout_sec=10)
         assert future.result().success
+    per_topic = 'vidseg_recorder: /small/image'
     try:
         wait_matched(node, [pub], proc)
         for i in range(5):  # paused: not recorded
             pub.publish(make_image(100 + i, (8, 8)))
             node.executor_.spin_once(timeout_sec=0.02)
-        time.sleep(1.0)  # all delivered (and skipped) before resuming
+        wait_for(node, lambda: topic_values(diags, per_topic).get('skipped_paused') == '5',
+                 what='all delivered (and skipped) before resuming')
         call('resume')
         for part in range(2):
             for i in range(5):
                 pub.publish(make_image(part * 5 + i, (8, 8)))
                 node.executor_.spin_once(timeout_sec=0.02)
-            time.sleep(0.5)
+            wait_for(node, lambda: topic_values(diags, per_topic).get('messages_written') == str(5 * part + 5),
+                     what='this part written')
             call('split')
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            node.executor_.spin_once(timeout_sec=0.1)
-        assert stop(proc, signal.SIGTERM) == 0
+        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder').get('files') == '2'
+                 and topic_values(diags, 'vidseg_recorder').get('current_file') == '', what='the second split')
+        stop_cleanly(proc, tmp_path / 'recorder.log', signal.SIGTERM)
     finally:
         proc.kill()
     bag = only_bag(tmp_path)
     assert len(list(bag.glob('*.mcap'))) == 2
     assert len(read_rosbags([bag])['/small/image']) == 10
-    values = {}
-    for arr in diags:
-        for st in arr.status:
-            if st.name == 'vidseg_recorder: /small/image':
-                values = {kv.key: kv.value for kv in st.values}
+    values = topic_values(diags, per_topic)
     assert values.get('messages_written') == '10' and values.get('skipped_paused') == '5'
-    assert values.get('dropped') == '0'
+    assert values.get('dropped') == '0' and values.get('lost') == '0'
 
 
 def test_sigkill_then_recover(node, tmp_path):
@@ -227,12 +260,14 @@ def test_sigkill_then_recover(node, tmp_path):
     bag = only_bag(tmp_path)
     (mcap_file,) = bag.glob('*.mcap')
     assert not is_complete(mcap_file) and not (bag / 'metadata.yaml').exists()
-    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.data.bag_recover', str(bag), '--force'],
+    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'bag-recover', str(bag), '--force'],
                             capture_output=True, text=True, timeout=120, env=os.environ)
     assert result.returncode == 0, result.stderr
-    assert is_complete(mcap_file) and (bag / 'metadata.yaml').exists()
-    assert read_rosbags([bag])['/cam_hd/image'] == sent
-    assert read_mcap(mcap_file)['/cam_hd/image'] == sent
+    out = bag.with_name(f'{bag.name}_recovered')
+    assert is_complete(out / mcap_file.name) and (out / 'metadata.yaml').exists()
+    assert not is_complete(mcap_file)  # the original is left as it was
+    assert read_rosbags([out])['/cam_hd/image'] == sent
+    assert read_mcap(out / mcap_file.name)['/cam_hd/image'] == sent
 
 
 def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
@@ -261,3 +296,77 @@ def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
     assert sorted(got) == ['/be/a/image', '/plain/d'] and all(len(v) == 5 for v in got.values())
     got = read_rosbags([only_bag(tmp_path / 'auto')])
     assert list(got) == ['/be/c/image'] and len(got['/be/c/image']) == 5
+
+
+@pytest.mark.parametrize('min_free', ['0', 'default'])
+def test_full_disk_ends_with_a_readable_bag_an_error_and_exit_1(node, tmp_path, min_free):
+    """Camera frames into a small tmpfs: the bag closes properly, ERROR on /diagnostics, exit code 1."""
+    fs = tmp_path / 'fs'
+    default = 1 << 30  # RecorderSettings.min_free_disk_bytes: a 40 MB disk above that threshold
+    mount_tmpfs(fs, 40 + (default >> 20 if min_free == 'default' else 0))
+    try:
+        pub = node.create_publisher(Image, '/cam_hd/image', QoSProfile(depth=N))
+        diags = []
+        node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+        proc = start_recorder(fs, 'topics:=[/cam_hd/image]', f'min_free_disk_bytes:={min_free}', log_dir=tmp_path)
+        wait_matched(node, [pub], proc)
+        t0, i = time.monotonic(), 0
+        while proc.poll() is None and i < 100:  # 40 MB hold 14 frames
+            pub.publish(make_image(i, SIZES['/cam_hd/image']))
+            i += 1
+            node.executor_.spin_once(timeout_sec=max(0.0, t0 + i / 30 - time.monotonic()))
+        assert proc.wait(30) == 1
+        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder').get('state') == 'error', timeout=5,
+                 what='the ERROR diagnostic')
+        (last,) = [st for st in diags[-1].status if st.name == 'vidseg_recorder']
+        values = {kv.key: kv.value for kv in last.values}
+        assert last.level == DiagnosticStatus.ERROR and 'disk nearly full' in last.message
+        assert 'closed properly' in last.message and values['last_file'].endswith('.mcap')
+        bag = only_bag(fs)
+        (mcap_file,) = bag.glob('*.mcap')
+        assert is_complete(mcap_file) and (bag / 'metadata.yaml').exists()
+        written = int(values['messages_written'])
+        assert written >= 5
+        assert len(read_rosbags([bag])['/cam_hd/image']) == len(read_mcap(mcap_file)['/cam_hd/image']) == written
+        log = (tmp_path / 'recorder.log').read_text()
+        assert f'{written} messages written' in log and 'bag closed:' not in log
+    finally:
+        proc.kill()
+        subprocess.run(['umount', '-l', str(fs)], check=False)
+
+
+def test_snapshot_writes_exactly_the_buffered_window(node, tmp_path):
+    from rclpy.serialization import serialize_message
+    pub = node.create_publisher(Image, '/snap/image', QoSProfile(depth=50))
+    diags = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    frame = lambda i: make_image(i, (16, 16))  # noqa: E731 - every frame serialises to the same size
+    size, window, n = len(serialize_message(frame(10))), 8, 30
+    proc = start_recorder(tmp_path, 'topics:=[/snap/image]', 'snapshot_mode:=true',
+                          f'snapshot_max_bytes:={window * size + size // 2}', 'snapshot_max_duration_s:=0.0')
+    client = node.create_client(Trigger, '/vidseg_recorder/snapshot')
+    try:
+        wait_matched(node, [pub], proc)
+        for i in range(10, 10 + n):
+            pub.publish(frame(i))
+            node.executor_.spin_once(timeout_sec=0.01)
+        per_topic = 'vidseg_recorder: /snap/image'
+        wait_for(node, lambda: topic_values(diags, per_topic).get('messages_received') == str(n),
+                 what='every frame buffered')
+        assert client.wait_for_service(timeout_sec=20)
+        future = client.call_async(Trigger.Request())
+        node.executor_.spin_until_future_complete(future, timeout_sec=10)
+        assert future.result().success, future.result().message
+        bag = Path(future.result().message.rsplit(' to ', 1)[1])
+        wait_for(node, lambda: (bag / 'metadata.yaml').exists(), what='the snapshot bag')
+        wait_for(node, lambda: topic_values(diags, per_topic).get('messages_written') == str(window),
+                 what='the snapshot counted')
+        assert topic_values(diags, per_topic)['expired_snapshot'] == str(n - window)
+        assert topic_values(diags, per_topic)['lost'] == '0'
+        stop_cleanly(proc, tmp_path / 'recorder.log')
+    finally:
+        proc.kill()
+    expected = [content(frame(i)) for i in range(10 + n - window, 10 + n)]
+    assert read_rosbags([bag])['/snap/image'] == expected  # first and last stamps included
+    (mcap_file,) = bag.glob('*.mcap')
+    assert read_mcap(mcap_file)['/snap/image'] == expected

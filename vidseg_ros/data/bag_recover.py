@@ -1,13 +1,20 @@
-"""Recover a bag whose recorder was killed (SIGKILL, power loss) before it closed its last file.
+"""Recover a recorder bag left without summary (SIGKILL, power loss, full disk) or with damaged chunks.
 
-Such a file has a header and complete chunks, then maybe a partial chunk, and no summary. Recovery
-reads it sequentially, keeps every record up to the last chunk whose length and CRC check out,
-rewrites those records as a complete MCAP file (summary, indexes, statistics) and writes a fresh
-``metadata.yaml`` for the whole bag. The original is kept as ``<file>.truncated`` unless told not to.
+Only MCAP bags are touched, and never in place: the recovered bag is a new directory (``--out``, or
+``<bag>_recovered`` next to the original), so recovery also works when the bag's own disk is full.
+Intact files are hard-linked there (copied across file systems); each incomplete or damaged
+(chunk CRC) file is rewritten from every record that still checks out (:mod:`vidseg_ros.data.mcap_salvage`: whole
+chunks, then single messages of damaged chunks); ``metadata.yaml`` is written for the result.
+
+Refused with :class:`RecoveryRefused` (one line, exit code 2 on the command line), touching nothing:
+anything that is not an MCAP file or a folder of them (sqlite3 bags included: rosbag2's sqlite
+storage has its own ``ros2 bag reindex``), an existing non-empty ``--out``, and a file modified in
+the last 5 s (a recording still in progress) unless ``--force``.
 
 Command line::
 
-    python -m vidseg_ros.data.bag_recover BAG_DIR_OR_MCAP [--delete-original] [--force]
+    vidseg bag-recover BAG_DIR_OR_MCAP [--out DIR] [--force]
+    python -m vidseg_ros.data.bag_recover BAG_DIR_OR_MCAP [--out DIR] [--force]
 """
 from __future__ import annotations
 
@@ -15,18 +22,28 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
 from mcap.exceptions import EndOfFile, McapError
 from mcap.reader import make_reader
-from mcap.records import Channel, Footer, Message, Schema
+from mcap.records import Channel, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
 from vidseg_ros.data.bag_writer import bag_files, write_metadata
+from vidseg_ros.data.mcap_salvage import MCAP_MAGIC, SalvageStats, salvage_records
 
 log = logging.getLogger(__name__)
+
+_LIVE_S = 5.0  # a recording file is written at least every second (chunk age): newer means live
+_SQLITE_MAGIC = b'SQLite format 3\0'
+
+
+class RecoveryRefused(ValueError):
+    """The input is not something this tool recovers (or is still being recorded); nothing was touched."""
 
 
 @dataclasses.dataclass
@@ -34,35 +51,24 @@ class RecoveryReport:
     """What :func:`recover_bag` did.
 
     Attributes:
-        bag_dir: the bag directory.
-        repaired: files that were truncated and have been rewritten.
-        messages: messages kept per repaired file.
-        bytes_lost: bytes of partial records dropped from the end of each repaired file.
+        source: the bag directory (or file) recovered from; left untouched.
+        out: the recovered bag directory (None: every file was complete, nothing written).
+        repaired: names of the files that were rewritten.
+        messages: messages kept per rewritten file.
+        salvaged: of those, messages kept one by one from damaged or cut chunks.
+        skipped: messages of damaged chunks that could not be kept (per the chunks' message indexes).
+        bytes_lost: bytes of the original not carried over per rewritten file (partial records, padding).
         metadata_path: the ``metadata.yaml`` written.
     """
 
-    bag_dir: Path
-    repaired: list[Path] = dataclasses.field(default_factory=list)
+    source: Path
+    out: Path | None
+    repaired: list[str] = dataclasses.field(default_factory=list)
     messages: dict[str, int] = dataclasses.field(default_factory=dict)
+    salvaged: dict[str, int] = dataclasses.field(default_factory=dict)
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
     bytes_lost: dict[str, int] = dataclasses.field(default_factory=dict)
     metadata_path: Path | None = None
-
-
-class _StrictReader:
-    """File reader that treats a short read as the end of the file (a partial last record)."""
-
-    def __init__(self, f):
-        self._f = f
-        self.good = 0  # offset after the last record accepted by the caller
-
-    def read(self, n: int) -> bytes:
-        data = self._f.read(n)
-        if len(data) < n:
-            raise EndOfFile()
-        return data
-
-    def tell(self) -> int:
-        return self._f.tell()
 
 
 def is_complete(path: str | Path) -> bool:
@@ -76,101 +82,175 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
-def _rewrite(src: Path, dst: Path) -> tuple[int, int]:
-    """Copy every intact record of ``src`` into a new complete MCAP ``dst``; returns (messages, bytes lost)."""
-    size = src.stat().st_size
-    count = 0
-    with open(src, 'rb') as f, open(dst, 'xb') as out:
-        reader = _StrictReader(f)
+def is_intact(path: str | Path) -> bool:
+    """True when an MCAP file is complete and every chunk passes its CRC (reads the whole file)."""
+    if not is_complete(path):
+        return False
+    try:
+        with open(path, 'rb') as f:
+            for _ in StreamReader(f, validate_crcs=True).records:
+                pass
+        return True
+    except Exception:  # noqa: BLE001 - CRC mismatch, corrupt compressed data, torn records
+        return False
+
+
+def _magic(path: Path) -> bytes:
+    with open(path, 'rb') as f:
+        return f.read(len(_SQLITE_MAGIC))
+
+
+def bag_sources(path: str | Path) -> tuple[Path, list[Path]]:
+    """(bag directory, its MCAP files) after checking that this is an MCAP bag; else RecoveryRefused."""
+    path = Path(path).absolute()  # `.` or a bare file name: the output goes next to a named folder
+    if path.is_dir():
+        if list(path.glob('*.db3')):
+            raise RecoveryRefused(f'{path} is a sqlite3 bag; only MCAP bags are recovered here '
+                                  f'(sqlite3: use `ros2 bag reindex`)')
+        files = bag_files(path)
+        if not files:
+            raise RecoveryRefused(f'{path} holds no .mcap file: not a bag')
+        bag_dir = path
+    elif path.is_file():
+        files, bag_dir = [path], path.parent
+    else:
+        raise RecoveryRefused(f'no bag at {path}')
+    for f in files:
+        head = _magic(f)
+        if head.startswith(_SQLITE_MAGIC):
+            raise RecoveryRefused(f'{f} is a sqlite3 database; only MCAP bags are recovered here')
+        if not head.startswith(MCAP_MAGIC):
+            raise RecoveryRefused(f'{f} is not an MCAP file (no MCAP magic); nothing touched')
+    return bag_dir, files
+
+
+def _out_dir(bag_dir: Path, out: str | Path | None) -> Path:
+    if out is not None:
+        out = Path(out)
+        if out.resolve() == bag_dir.resolve():
+            raise RecoveryRefused(f'--out {out} is the bag itself; originals are never overwritten')
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise RecoveryRefused(f'--out {out} exists and is not an empty folder')
+        return out
+    out, n = bag_dir.with_name(f'{bag_dir.name}_recovered'), 0
+    while out.exists():
+        n += 1
+        out = bag_dir.with_name(f'{bag_dir.name}_recovered_{n}')
+    return out
+
+
+def _rewrite(src: Path, dst: Path) -> SalvageStats:
+    """Write every record of ``src`` that checks out into a new complete MCAP ``dst``."""
+    stats = SalvageStats()
+    with open(dst, 'xb') as out:
         writer = Writer(out, compression=CompressionType.NONE)
         writer.start(profile='ros2', library='vidseg_ros bag_recover')
         schemas: dict[int, int] = {0: 0}
         channels: dict[int, int] = {}
-        good = 0
-        try:
-            # validate_crcs: a chunk with garbage (power loss) fails its CRC and ends the recovery.
-            for record in StreamReader(reader, validate_crcs=True).records:
-                if isinstance(record, Schema):
-                    schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
-                elif isinstance(record, Channel):
-                    channels[record.id] = writer.register_channel(
-                        record.topic, record.message_encoding, schemas.get(record.schema_id, 0),
-                        dict(record.metadata))
-                elif isinstance(record, Message):
-                    writer.add_message(channels[record.channel_id], log_time=record.log_time,
-                                       data=record.data, publish_time=record.publish_time,
-                                       sequence=record.sequence)
-                    count += 1
-                elif isinstance(record, Footer):
-                    good = size
-                    break
-                good = reader.tell()
-        except (McapError, EndOfFile, KeyError, ValueError) as e:
-            log.info('%s: stopped at byte %d of %d (%s)', src, good, size, type(e).__name__)
-        except Exception as e:  # noqa: BLE001 - struct.error etc. from a torn record
-            log.info('%s: stopped at byte %d of %d (%r)', src, good, size, e)
+        for record in salvage_records(src, stats):
+            if isinstance(record, Schema):
+                schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+            elif isinstance(record, Channel):
+                channels[record.id] = writer.register_channel(
+                    record.topic, record.message_encoding, schemas.get(record.schema_id, 0), dict(record.metadata))
+            else:
+                writer.add_message(channels[record.channel_id], log_time=record.log_time, data=record.data,
+                                   publish_time=record.publish_time, sequence=record.sequence)
         writer.finish()
         out.flush()
         os.fsync(out.fileno())
-    return count, max(0, size - good)
+    return stats
 
 
-_LIVE_S = 5.0  # a recording file is written at least every second (chunk age): newer means live
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
-def recover_bag(path: str | Path, keep_original: bool = True, force: bool = False) -> RecoveryReport:
-    """Make a bag readable again after its recorder died: rewrite truncated files, rewrite metadata.
+def recover_bag(path: str | Path, out: str | Path | None = None, force: bool = False) -> RecoveryReport:
+    """Write a readable copy of a recorder bag into a new directory; the original is never modified.
 
     Args:
-        path: bag directory, or one ``.mcap`` file inside it.
-        keep_original: keep each truncated file as ``<name>.truncated`` (else delete it).
-        force: also rewrite files modified in the last few seconds (by default they are taken
+        path: bag directory, or one ``.mcap`` file.
+        out: directory to create for the recovered bag (default ``<bag>_recovered`` next to it).
+            Point it at another disk when the bag's disk is full.
+        force: also recover files modified in the last few seconds (by default they are taken
             for a recording still in progress and the recovery refuses).
 
-    Returns:
-        A :class:`RecoveryReport`. Complete files are left untouched.
+    Raises:
+        RecoveryRefused: not an MCAP bag, a live recording, or an unusable ``out``.
+        OSError: writing the recovered bag failed (what was written of it is removed).
     """
-    path = Path(path)
-    bag_dir = path.parent if path.is_file() else path
-    if not bag_dir.is_dir():
-        raise FileNotFoundError(f'no bag at {path}')
-    report = RecoveryReport(bag_dir=bag_dir)
-    targets = [path] if path.is_file() else bag_files(bag_dir)
-    for src in targets:
-        if is_complete(src):
-            continue
-        if not force and time.time() - src.stat().st_mtime < _LIVE_S:
-            raise RuntimeError(f'{src} was written {time.time() - src.stat().st_mtime:.1f} s ago: is it still '
-                               f'being recorded? Stop the recorder first (or force the recovery).')
-        tmp = src.with_name(src.name + '.recovering')
-        tmp.unlink(missing_ok=True)
-        count, lost = _rewrite(src, tmp)
-        if keep_original:
-            os.replace(src, src.with_name(src.name + '.truncated'))
-        os.replace(tmp, src)
-        report.repaired.append(src)
-        report.messages[src.name] = count
-        report.bytes_lost[src.name] = lost
-        log.warning('recovered %s: %d messages kept, %d trailing bytes dropped', src, count, lost)
-    report.metadata_path = write_metadata(bag_dir, [p for p in bag_files(bag_dir) if is_complete(p)])
+    bag_dir, files = bag_sources(path)
+    broken = [f for f in files if not is_intact(f)]
+    if not broken and Path(path).is_dir() and (bag_dir / 'metadata.yaml').exists():
+        return RecoveryReport(source=bag_dir, out=None)  # nothing to recover
+    if not force:
+        for f in broken:
+            age = time.time() - f.stat().st_mtime
+            if age < _LIVE_S:
+                raise RecoveryRefused(f'{f} was written {age:.1f} s ago: is it still being recorded? Stop the '
+                                      f'recorder first (or pass --force)')
+    out_dir = _out_dir(bag_dir, out)
+    report = RecoveryReport(source=Path(path), out=out_dir)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for src in files:
+            dst = out_dir / src.name
+            if src not in broken:
+                _link_or_copy(src, dst)
+                continue
+            stats = _rewrite(src, dst)
+            report.repaired.append(src.name)
+            report.messages[src.name] = stats.messages
+            report.salvaged[src.name] = stats.salvaged
+            report.skipped[src.name] = stats.skipped
+            report.bytes_lost[src.name] = max(0, src.stat().st_size - dst.stat().st_size)
+            for text in stats.warnings:
+                log.info('%s', text)
+            log.warning('recovered %s: %d messages kept (%d from damaged or cut chunks), %d skipped',
+                        src.name, stats.messages, stats.salvaged, stats.skipped)
+        report.metadata_path = write_metadata(out_dir, [out_dir / f.name for f in files])
+    except BaseException:
+        for f in files:  # only what this call created
+            (out_dir / f.name).unlink(missing_ok=True)
+        for name in ('metadata.yaml', 'metadata.yaml.tmp'):
+            (out_dir / name).unlink(missing_ok=True)
+        if created:
+            out_dir.rmdir()
+        raise
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry: ``python -m vidseg_ros.data.bag_recover BAG [--delete-original] [--force]``."""
+    """Command line entry; a refusal or a write error is one line on stderr (exit 2 / 1)."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('bag', help='bag directory or .mcap file')
-    parser.add_argument('--delete-original', action='store_true',
-                        help='delete truncated originals instead of keeping them as *.truncated')
+    parser.add_argument('bag', help='bag directory or .mcap file (left untouched)')
+    parser.add_argument('--out', help='directory for the recovered bag (default: <bag>_recovered)')
     parser.add_argument('--force', action='store_true', help='recover files written in the last seconds too')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    report = recover_bag(args.bag, keep_original=not args.delete_original, force=args.force)
-    for name, count in report.messages.items():
-        logging.info('%s: %d messages recovered, %d bytes lost', name, count, report.bytes_lost[name])
-    if not report.repaired:
-        logging.info('no truncated file in %s; metadata rewritten', report.bag_dir)
-    logging.info('metadata: %s', report.metadata_path)
+    return run(args.bag, args.out, args.force)
+
+
+def run(bag, out=None, force: bool = False) -> int:
+    """Recover and print the report; errors become one stderr line and an exit code."""
+    try:
+        report = recover_bag(bag, out, force)
+    except RecoveryRefused as e:
+        print(f'bag-recover: {e}', file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f'bag-recover: writing the recovered bag failed ({e.strerror or e}); nothing was changed in '
+              f'{bag}; pass --out DIR on a disk with free space', file=sys.stderr)
+        return 1
+    for name in report.repaired:
+        print(f'{name}: {report.messages[name]} messages recovered ({report.salvaged[name]} from damaged or cut '
+              f'chunks, {report.skipped[name]} skipped)')
+    print(f'recovered bag: {report.out}' if report.out else f'{bag}: every file is complete; nothing to do')
     return 0
 
 

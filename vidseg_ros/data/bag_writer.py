@@ -14,12 +14,17 @@ Crash safety: after each completed chunk everything is put into the file (see
 :mod:`vidseg_ros.data.direct_file`, O_DIRECT where possible), so a SIGKILL loses only the chunk
 being filled; ``fsync_bytes`` bounds what a power loss can take.
 :func:`vidseg_ros.data.bag_recover.recover_bag` turns such a truncated file back into a valid bag.
+
+Disk full: :meth:`BagWriter.closing_bytes` bounds what finishing the current file still needs to
+write (chunk in progress, summary, ``metadata.yaml``); the recorder keeps that much reserved (see
+:mod:`vidseg_ros.data.disk_space`). :meth:`BagWriter.abandon` is the last resort when even that fails.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 import yaml
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 COMPRESSIONS = {'none': CompressionType.NONE, 'zstd': CompressionType.ZSTD, 'lz4': CompressionType.LZ4}
 ROS_DISTRO = os.environ.get('ROS_DISTRO', 'kilted')
 _INFINITE = {'sec': 9223372036, 'nsec': 854775807}  # RMW_DURATION_INFINITE as rosbag2 writes it
+_MESSAGE_OVERHEAD = 9 + 22 + 16  # record header + fixed fields + its message index entry
 
 
 class BagExistsError(FileExistsError):
@@ -66,11 +72,12 @@ class BagWriter:
         max_bag_duration_s: start a new file when messages span this long (0: no limit).
         fsync_bytes: force data to disk after this many bytes (0: only at file close).
         direct_io: write with O_DIRECT where the filesystem supports it (much less system CPU).
+        space: a :class:`vidseg_ros.data.disk_space.DiskSpace` told about every byte the files add.
     """
 
     def __init__(self, bag_dir: str | Path, compression: str = 'none', chunk_size_bytes: int = 1 << 20,
                  max_bag_size_bytes: int = 0, max_bag_duration_s: float = 0.0, fsync_bytes: int = 0,
-                 direct_io: bool = True):
+                 direct_io: bool = True, space=None):
         if compression not in COMPRESSIONS:
             raise ValueError(f'compression {compression!r} is not one of {", ".join(COMPRESSIONS)}')
         self.bag_dir = Path(bag_dir)
@@ -84,6 +91,7 @@ class BagWriter:
         self.max_bag_duration_ns = int(max_bag_duration_s * 1e9)
         self.fsync_bytes = fsync_bytes
         self.direct_io = direct_io
+        self.space = space
         self.files: list[Path] = []  # every file started, in order
         self._topics: dict[str, dict] = {}  # topic -> msgtype, definition, metadata
         self._writer: Writer | None = None
@@ -91,6 +99,10 @@ class BagWriter:
         self._channels: dict[str, int] = {}
         self._file_bytes = 0
         self._file_start_ns: int | None = None
+        self._chunks = 0
+        self.pending_bytes = 0  # bytes of the chunk in progress, not in the file yet
+        self.pending_counts: dict[str, int] = {}  # its messages per topic
+        self.max_message_bytes = 0
 
     @property
     def current_path(self) -> Path | None:
@@ -118,8 +130,8 @@ class BagWriter:
         if self._writer is not None:
             self._register(topic)
 
-    def write(self, topic: str, data: bytes, log_time_ns: int, publish_time_ns: int = 0) -> None:
-        """Append one serialized message; opens/splits files as needed.
+    def write(self, topic: str, data: bytes, log_time_ns: int, publish_time_ns: int = 0) -> bool:
+        """Append one serialized message; opens/splits files as needed. True when it completed a chunk.
 
         Args:
             topic: a topic declared with :meth:`add_topic`.
@@ -139,9 +151,36 @@ class BagWriter:
         before = self._file.tell()
         self._writer.add_message(self._channels[topic], log_time=log_time_ns, data=data,
                                  publish_time=publish_time_ns or log_time_ns)
-        if self._file.tell() != before:  # a chunk was completed: make it crash-safe now
-            self._file.sync_point()
         self._file_bytes += len(data) + 64  # + record and index overhead, roughly
+        self.max_message_bytes = max(self.max_message_bytes, len(data))
+        if self._file.tell() != before:  # a chunk was completed: make it crash-safe now
+            self._synced()
+            return True
+        self.pending_bytes += len(data) + _MESSAGE_OVERHEAD
+        self.pending_counts[topic] = self.pending_counts.get(topic, 0) + 1
+        return False
+
+    def _synced(self) -> None:
+        """Everything written so far is in the file: nothing pending."""
+        self._file.sync_point()
+        self._chunks += 1
+        self.pending_bytes = 0
+        self.pending_counts = {}
+
+    def closing_bytes(self) -> int:
+        """Upper bound of the bytes that finishing the current file (and metadata.yaml) still writes.
+
+        The chunk in progress (at most a chunk plus one message, with its message indexes: 16 bytes
+        per record of at least 31, so under half a chunk), one chunk index per chunk, the schemas,
+        channels, statistics and rosbag2 record of the summary, and metadata.yaml written next to
+        the old one (temporary file + rename). A second message's worth covers block padding.
+        """
+        topics = sum(len(i['definition']) + len(i['metadata']['offered_qos_profiles']) + 2048
+                     for i in self._topics.values())
+        per_chunk = 128 + 16 * len(self._topics)
+        files = 512 * (len(self.files) + 1)
+        return (self.chunk_size_bytes * 3 // 2 + 2 * (self.max_message_bytes + _MESSAGE_OVERHEAD)
+                + (self._chunks + 1) * per_chunk + 3 * topics + 2 * files + 64 * 1024)
 
     def _should_split(self, log_time_ns: int) -> bool:
         if self.max_bag_size_bytes and self._file_bytes >= self.max_bag_size_bytes:
@@ -152,7 +191,7 @@ class BagWriter:
     def _open(self) -> None:
         path = self.bag_dir / f'{self.bag_dir.name}_{len(self.files)}.mcap'
         try:
-            self._file = AppendFile(path, self.fsync_bytes, direct=self.direct_io)
+            self._file = AppendFile(path, self.fsync_bytes, direct=self.direct_io, space=self.space)
         except FileExistsError as e:
             raise BagExistsError(f'{path} already exists; refusing to overwrite it') from e
         self.files.append(path)
@@ -164,6 +203,8 @@ class BagWriter:
         self._file_bytes = 0
         self._file_start_ns = None
         self._file_counts: dict[str, int] = {}
+        self._chunks = self.pending_bytes = 0
+        self.pending_counts = {}
         for topic in self._topics:
             self._register(topic)
         log.info('recording to %s', path)
@@ -182,7 +223,7 @@ class BagWriter:
         """End the chunk being filled now (a later SIGKILL cannot take what it holds)."""
         if self._writer is not None:
             self._writer.flush()
-            self._file.sync_point()
+            self._synced()
 
     def split(self) -> Path | None:
         """Close the current file (if any); the next message opens a new one. Returns the closed file."""
@@ -199,6 +240,7 @@ class BagWriter:
         self._writer.finish()
         self._file.close()
         self._writer = self._file = None
+        self.pending_counts, self.pending_bytes = {}, 0  # all in the closed file
         write_metadata(self.bag_dir, self.files, self.compression)
         log.info('closed %s', path)
         return path
@@ -207,6 +249,30 @@ class BagWriter:
         """Finish the current file and write ``metadata.yaml``; a bag with no message gets no file."""
         if self.split() is None:
             write_metadata(self.bag_dir, self.files, self.compression)
+
+    def abandon(self) -> Path | None:
+        """Last resort when closing failed: cut the current file back to its last complete chunk.
+
+        The file is then as a SIGKILL would leave it (no summary): ``vidseg bag-recover`` reads it.
+        Returns that file, or None when no file was open.
+        """
+        if self._file is None:
+            return None
+        self._file.abandon()
+        self._writer = self._file = None
+        return self.files[-1]
+
+
+def new_bag_dir(output_dir: str | Path, prefix: str = 'vidseg') -> Path:
+    """A fresh bag path ``<output_dir>/<prefix>_YYYY_MM_DD-HH_MM_SS[_N]`` that does not exist yet."""
+    output_dir = Path(output_dir).expanduser()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    base = output_dir / f'{prefix}_{time.strftime("%Y_%m_%d-%H_%M_%S")}'
+    path, n = base, 0
+    while path.exists():
+        n += 1
+        path = base.with_name(f'{base.name}_{n}')
+    return path
 
 
 def _natural_key(path: Path):
@@ -291,25 +357,3 @@ def write_metadata(bag_dir: str | Path, files: list[Path] | None = None, compres
     tmp.write_text(text)
     os.replace(tmp, bag_dir / 'metadata.yaml')
     return bag_dir / 'metadata.yaml'
-
-
-def __getattr__(name: str):
-    """``recover_bag`` / ``RecoveryReport`` live in bag_recover (imported lazily: it imports this module)."""
-    if name in ('recover_bag', 'RecoveryReport'):
-        from vidseg_ros.data import bag_recover
-        return getattr(bag_recover, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vidseg_ros.data.bag_writer recover BAG``: the recovery command (see bag_recover)."""
-    import sys
-    from vidseg_ros.data.bag_recover import main as recover_main
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ['recover']:
-        argv = argv[1:]
-    return recover_main(argv)
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

@@ -9,19 +9,20 @@ record, skips what is damaged and yields every message it can still read. Messag
 from __future__ import annotations
 
 import logging
-import mmap
 import re
 import shutil
 import sqlite3
 import struct
 import tempfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcap.records import Channel, Schema
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
+
+from vidseg_ros.data.mcap_salvage import SalvageStats, salvage_records
 
 LOG = logging.getLogger(__name__)
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -134,161 +135,27 @@ def _salvage(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
         _warn(warnings, f'{file}: no salvage reader for this format; damaged part skipped')
 
 
-# --- MCAP: walk records; a bad chunk is skipped, a bad length resynchronises on the next chunk ---
 _ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
-_OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK, _OP_DATA_END, _OP_FOOTER = 0x03, 0x04, 0x05, 0x06, 0x0F, 0x02
 
 
 def _salvage_mcap(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
-    with file.open('rb') as f:
-        size = file.stat().st_size
-        if size < 8:
-            _warn(warnings, f'{file}: empty or truncated before the MCAP header')
-            return
-        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            yield from _walk_mcap(buf, size, file, warnings)
-        finally:
-            buf.close()
-
-
-def _walk_mcap(buf, size: int, file: Path, warnings: list[str]) -> Iterator[RawMessage]:
+    """Messages of a damaged MCAP, via the shared record salvage (see mcap_salvage)."""
+    stats = SalvageStats()
     schemas: dict[int, str] = {}
     channels: dict[int, tuple[str, int]] = {}
-    _summary_definitions(buf, size, schemas, channels)
-    pos = 8
-    while pos + 9 <= size:
-        op, length = buf[pos], struct.unpack_from('<Q', buf, pos + 1)[0]
-        end = pos + 9 + length
-        if op == 0 or end > size or (op == _OP_CHUNK and length < 40):
-            nxt = _next_chunk(buf, pos + 1, size)
-            if nxt is not None:
-                _warn(warnings, f'{file}: damaged record at byte {pos}; resuming at byte {nxt}')
-                pos = nxt
-                continue
-            if op == _OP_CHUNK and end > size:
-                # Truncated mid-chunk (recorder killed): the complete messages before the cut survive.
-                n = yield from _chunk_messages(buf[pos + 9:size], schemas, channels, file, partial=True)
-                _warn(warnings, f'{file}: truncated at byte {size} inside a chunk; '
-                                f'{n} message(s) recovered from that chunk')
-            elif op not in (_OP_DATA_END, _OP_FOOTER):
-                _warn(warnings, f'{file}: unreadable bytes from {pos} to the end ({size - pos} B)')
-            return
-        try:
-            if op == _OP_CHUNK:
-                yield from _chunk_messages(buf[pos + 9:end], schemas, channels, file)
-            else:
-                msg = _mcap_record(op, bytes(buf[pos + 9:end]), schemas, channels, file)
-                if msg is not None:
-                    yield msg
-        except Exception as e:  # noqa: BLE001
-            _warn(warnings, f'{file}: skipped the rest of a damaged '
-                            f'{"chunk" if op == _OP_CHUNK else "record"} at byte {pos} '
-                            f'({type(e).__name__}: {e})')
-        if op == _OP_FOOTER:
-            return
-        pos = end
-
-
-def _summary_definitions(buf, size: int, schemas: dict, channels: dict) -> None:
-    """Schemas and channels from the summary section, so a lost first chunk does not orphan the rest."""
-    if size < 8 + 9 + 20 or buf[size - 8 - 29] != _OP_FOOTER:
-        return
-    try:
-        summary_start = struct.unpack_from('<Q', buf, size - 8 - 20)[0]
-        pos = summary_start
-        while 8 < pos < size - 8 - 29:
-            op, length = buf[pos], struct.unpack_from('<Q', buf, pos + 1)[0]
-            if op in (_OP_SCHEMA, _OP_CHANNEL):
-                _mcap_record(op, bytes(buf[pos + 9:pos + 9 + length]), schemas, channels, Path())
-            pos += 9 + length
-    except (struct.error, ValueError, UnicodeDecodeError):
-        LOG.debug('MCAP summary unreadable; relying on in-chunk definitions')
-
-
-def _chunk_messages(body, schemas: dict, channels: dict, file: Path, partial: bool = False):
-    """Yield the messages of one chunk body; returns how many (generator return value)."""
-    n = 0
-    for rop, rbody in _chunk_records(bytes(body), partial):
-        msg = _mcap_record(rop, rbody, schemas, channels, file)
-        if msg is not None:
-            n += 1
-            yield msg
-    return n
-
-
-def _next_chunk(buf, start: int, size: int) -> int | None:
-    """Offset of the next plausible chunk record (its compression string anchors the search)."""
-    best = None
-    for comp in (b'zstd', b'lz4', b''):
-        needle = struct.pack('<I', len(comp)) + comp
-        i = start + 37
-        while True:
-            j = buf.find(needle, i)
-            if j < 0 or (best is not None and j - 37 >= best):
-                break
-            cand = j - 37
-            if buf[cand] == _OP_CHUNK:
-                length = struct.unpack_from('<Q', buf, cand + 1)[0]
-                if 40 < length and cand + 9 + length <= size:
-                    best = cand
-                    break
-            i = j + 1
-            if not comp and j - start > 1 << 24:   # uncompressed anchors are common: bound the scan
-                break
-    return best
-
-
-def _chunk_records(body: bytes, partial: bool = False) -> Iterator[tuple[int, bytes]]:
-    usize, ucrc, clen = struct.unpack_from('<QIi', body, 16)
-    comp = body[32:32 + clen].decode()
-    off = 32 + clen
-    rlen = struct.unpack_from('<Q', body, off)[0]
-    data = body[off + 8:off + 8 + rlen]
-    if len(data) != rlen and not partial:
-        raise ValueError('chunk records are cut short')
-    if comp == 'zstd':
-        import zstandard
-        # A streaming decompressor returns what it can from a cut-off frame; one-shot would fail.
-        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    elif comp == 'lz4':
-        import lz4.frame
-        data = lz4.frame.LZ4FrameDecompressor().decompress(data)
-    elif comp:
-        raise ValueError(f'unknown chunk compression {comp!r}')
-    if ucrc and not partial and zlib.crc32(data) != ucrc:
-        raise ValueError('chunk CRC mismatch')
-    pos = 0
-    while pos + 9 <= len(data):
-        op, length = data[pos], struct.unpack_from('<Q', data, pos + 1)[0]
-        if pos + 9 + length > len(data):
-            if not partial:
-                raise ValueError(f'record length {length} runs past the chunk end')
-            return
-        yield op, data[pos + 9:pos + 9 + length]
-        pos += 9 + length
-
-
-def _mcap_record(op: int, body: bytes, schemas: dict, channels: dict, file: Path) -> RawMessage | None:
-    if op == _OP_SCHEMA:
-        sid, = struct.unpack_from('<H', body, 0)
-        schemas[sid] = _mcap_string(body, 2)[0]
-    elif op == _OP_CHANNEL:
-        cid, sid = struct.unpack_from('<HH', body, 0)
-        topic, _ = _mcap_string(body, 4)
-        channels[cid] = (topic, sid)
-    elif op == _OP_MESSAGE:
-        cid, _seq, log_time = struct.unpack_from('<HIQ', body, 0)
-        if cid not in channels:
-            raise ValueError(f'message on unknown channel {cid} (its definition was lost)')
-        topic, sid = channels[cid]
-        return RawMessage(str(file), topic, schemas.get(sid, ''), log_time, body[22:])
-    return None
-
-
-def _mcap_string(body: bytes, off: int) -> tuple[str, int]:
-    n, = struct.unpack_from('<I', body, off)
-    return body[off + 4:off + 4 + n].decode(), off + 4 + n
+    for record in salvage_records(file, stats):
+        if isinstance(record, Schema):
+            schemas[record.id] = record.name
+        elif isinstance(record, Channel):
+            channels[record.id] = (record.topic, record.schema_id)
+        else:
+            topic, sid = channels[record.channel_id]
+            yield RawMessage(str(file), topic, schemas.get(sid, ''), record.log_time, record.data)
+    for text in stats.warnings:
+        _warn(warnings, text)
+    if stats.damaged_chunks or stats.truncated:
+        _warn(warnings, f'{file}: {stats.messages} message(s) read, {stats.salvaged} of them from damaged or cut '
+                        f'chunks ({stats.damaged_chunks} damaged), {stats.skipped} skipped')
 
 
 # --- sqlite3: read row by row so that a malformed page costs only its rows ---

@@ -14,12 +14,20 @@ up to 4 KiB of zeros after its last chunk, which the recovery reads as the end o
 Where O_DIRECT is refused (tmpfs, some network filesystems) the same class writes through the page
 cache with plain ``pwrite``. ``fdatasync`` runs in a helper thread every ``fsync_bytes`` (file size
 metadata and device caches), so the writer never waits for it.
+
+Disk full: each write reports the file's growth to an optional
+:class:`vidseg_ros.data.disk_space.DiskSpace`; on ``ENOSPC`` that releases its reserve and the
+write is retried once. If it still fails, :meth:`abandon` cuts the file back to the end of the last
+complete chunk, leaving exactly what a SIGKILL would have left.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import mmap
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -34,9 +42,11 @@ class AppendFile:
         fsync_bytes: ``fdatasync`` in a helper thread after this many bytes (0: only at close).
         direct: try O_DIRECT (falls back to buffered writes when unsupported).
         stage_bytes: staging buffer size (a multiple of 4 KiB).
+        space: free-space bookkeeping told about growth and ENOSPC (``added``, ``on_enospc``).
     """
 
-    def __init__(self, path: str | Path, fsync_bytes: int = 0, direct: bool = True, stage_bytes: int = 16 << 20):
+    def __init__(self, path: str | Path, fsync_bytes: int = 0, direct: bool = True, stage_bytes: int = 16 << 20,
+                 space=None):
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._dfd = -1
         if direct and hasattr(os, 'O_DIRECT'):
@@ -48,9 +58,13 @@ class AppendFile:
         self._staged = 0  # bytes in the stage
         self._stage_offset = 0  # file offset of the stage's first byte (block-aligned)
         self._pos = 0
+        self._end = 0  # file size reached so far (padding included)
+        self.good_pos = 0  # end of the data put into the file by the last sync_point
+        self._space = space
         self._unsynced = 0
         self._fsync_bytes = fsync_bytes
         self._sync_wanted = threading.Event()
+        self._sync_error: OSError | None = None
         self._closing = False
         self._syncer = None
         if fsync_bytes:
@@ -68,7 +82,11 @@ class AppendFile:
             self._sync_wanted.clear()
             if self._closing:
                 return
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as e:  # ENOSPC/EIO from delayed allocation: the writer raises it at its next sync point
+                self._sync_error = e
+                return
 
     def write(self, data) -> int:
         view = memoryview(data).cast('B')
@@ -90,7 +108,10 @@ class AppendFile:
 
     def sync_point(self) -> None:
         """Put everything written so far into the file (last partial block zero-padded)."""
+        if self._sync_error is not None:
+            raise self._sync_error
         self._drain(pad=True)
+        self.good_pos = self._pos
 
     def _drain(self, pad: bool) -> None:
         whole = self._staged // BLOCK * BLOCK
@@ -108,20 +129,33 @@ class AppendFile:
             self._staged = rest
 
     def _pwrite(self, view: memoryview, offset: int) -> None:
+        retried = False
         while view.nbytes:
+            try:
+                n = self._pwrite_some(view, offset)
+            except OSError as e:
+                if e.errno != errno.ENOSPC or retried or self._space is None or not self._space.on_enospc():
+                    raise
+                retried = True
+                continue
+            if self._space is not None and offset + n > self._end:
+                self._space.added(offset + n - self._end)
+            self._end = max(self._end, offset + n)
+            view = view[n:]
+            offset += n
+
+    def _pwrite_some(self, view: memoryview, offset: int) -> int:
+        while True:
             if self._dfd >= 0:
                 try:
-                    n = os.pwrite(self._dfd, view, offset)
+                    return os.pwrite(self._dfd, view, offset)
                 except OSError as e:
                     if e.errno != errno.EINVAL:
                         raise
                     os.close(self._dfd)  # this filesystem takes O_DIRECT opens but not the writes
                     self._dfd = -1
-                    continue
             else:
-                n = os.pwrite(self._fd, view, offset)
-            view = view[n:]
-            offset += n
+                return os.pwrite(self._fd, view, offset)
 
     def tell(self) -> int:
         return self._pos
@@ -134,14 +168,50 @@ class AppendFile:
         if self._fd < 0:
             return
         self._drain(pad=True)
+        self._close(self._pos)
+
+    def abandon(self) -> int:
+        """Close without writing what is staged; the file ends with the last complete chunk. Returns its size."""
+        if self._fd >= 0:
+            self._close(self.good_pos, strict=False)
+        return self.good_pos
+
+    def _close(self, size: int, strict: bool = True) -> None:
         if self._syncer is not None:
             self._closing = True
             self._sync_wanted.set()
             self._syncer.join()
-        os.ftruncate(self._fd, self._pos)
-        os.fsync(self._fd)
+        os.ftruncate(self._fd, size)
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            if strict:
+                raise
         if self._dfd >= 0:
             os.close(self._dfd)
         os.close(self._fd)
         self._fd = self._dfd = -1
-        self._stage.close()
+        try:
+            self._stage.close()
+        except BufferError:  # a failed write's traceback still holds a view: the GC frees it later
+            pass
+
+
+def tune_malloc_for_large_buffers(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
+    """Let glibc reuse freed multi-megabyte buffers instead of mmap/munmap for each one.
+
+    Every frame passes through several fresh buffers (rclpy bytes, MCAP record and chunk builders).
+    By default glibc maps each buffer over 128 KB-32 MB anew and unmaps it on free, so the kernel
+    zero-fills every page again: measured here, that system time tripled the CPU cost per GB and
+    cut BagWriter throughput from ~290 to ~100 MB/s. Process-wide, so only the recorder's
+    ``main()`` (and the bench) call it. Returns False where it does not apply (not glibc).
+    """
+    if not sys.platform.startswith('linux'):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(
+            libc.mallopt(m_trim_threshold, trim_threshold))
+    except (OSError, AttributeError):
+        return False

@@ -3,7 +3,12 @@
 A thin adapter around :class:`vidseg_ros.data.recorder.Recorder`: raw subscriptions (serialized
 bytes, never decoded) hand each message to the recorder's byte-bounded queue; its writer thread does
 all disk work. Topics that appear later are discovered by a timer. Services ``~/pause``,
-``~/resume``, ``~/split`` (std_srvs/Trigger); ``/diagnostics`` once per ``diagnostics_period_s``.
+``~/resume``, ``~/split``, ``~/snapshot`` (std_srvs/Trigger); ``/diagnostics`` once per
+``diagnostics_period_s``, with per-topic loss: dropped by the recorder and lost in transport (the
+subscriptions' message-lost events, where the RMW reports them).
+
+Exit codes: 0 after SIGINT/SIGTERM (bag closed); 1 when recording stopped on its own (disk full,
+write error), after an ERROR diagnostic naming the reason and the file; 2 when it cannot start.
 
 Run: ``ros2 run vidseg_ros recorder_node --ros-args -p topics:="[/camera/image_raw]"``
 or ``python -m vidseg_ros.ros.recorder_node --ros-args --params-file config/recorder.yaml``.
@@ -17,6 +22,7 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -69,6 +75,8 @@ class RecorderNode(Node):
         self.wanted = {self.resolve_topic_name(t) for t in cfg.topics}
         self.include = re.compile(cfg.topic_regex) if cfg.topic_regex else None
         self.exclude = re.compile(cfg.exclude_regex) if cfg.exclude_regex else None
+        # Set from the writer thread when recording stops on its own: wakes the executor at once.
+        self._stopped = self.create_guard_condition(lambda: None)
         for attempt in range(5):  # another recorder may take the same name in the same second
             self.bag_dir = new_bag_dir(cfg.output_dir, cfg.bag_prefix)
             try:
@@ -76,24 +84,33 @@ class RecorderNode(Node):
                     self.bag_dir, compression=cfg.compression, chunk_size_bytes=cfg.chunk_size_bytes,
                     max_bag_size_bytes=cfg.max_bag_size_bytes, max_bag_duration_s=cfg.max_bag_duration_s,
                     queue_max_bytes=cfg.queue_max_bytes, min_free_disk_bytes=cfg.min_free_disk_bytes,
-                    fsync_bytes=cfg.fsync_bytes, start_paused=cfg.start_paused, direct_io=cfg.direct_io)
+                    fsync_bytes=cfg.fsync_bytes, start_paused=cfg.start_paused, direct_io=cfg.direct_io,
+                    snapshot_mode=cfg.snapshot_mode, snapshot_max_bytes=cfg.snapshot_max_bytes,
+                    snapshot_max_duration_s=cfg.snapshot_max_duration_s, next_output_dirs=cfg.next_output_dirs,
+                    on_error=self._on_recorder_error)
                 break
             except BagExistsError:
                 if attempt == 4:
                     raise
         self.subs = {}
+        self._close_result: bool | None = None
         self.lost: dict[str, int] = {}
         self._last = (time.monotonic(), {})  # previous diagnostics snapshot, for rates
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/pause', self._on_pause)
         self.create_service(Trigger, '~/resume', self._on_resume)
         self.create_service(Trigger, '~/split', self._on_split)
+        self.create_service(Trigger, '~/snapshot', self._on_snapshot)
         self.create_timer(cfg.discovery_period_s, self.discover)
         self.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics)
+        mode = 'paused' if cfg.start_paused else 'buffering for ~/snapshot' if cfg.snapshot_mode else 'recording'
         self.get_logger().info(
-            f'recording to {self.bag_dir} ({"paused" if cfg.start_paused else "recording"}); topics '
+            f'recording to {self.bag_dir} ({mode}); topics '
             f'{sorted(self.wanted)}{" + /" + cfg.topic_regex + "/" if cfg.topic_regex else ""}')
         self.discover()
+
+    def _on_recorder_error(self, text: str) -> None:
+        self._stopped.trigger()  # main() then closes, publishes the ERROR diagnostic and exits 1
 
     def matches(self, topic: str) -> bool:
         if self.exclude is not None and self.exclude.search(topic):
@@ -165,6 +182,11 @@ class RecorderNode(Node):
         response.success, response.message = True, f'closing {self.recorder.current_file or "(no file yet)"}'
         return response
 
+    def _on_snapshot(self, request, response):
+        path, response.message = self.recorder.trigger_snapshot()
+        response.success = path is not None
+        return response
+
     def publish_diagnostics(self) -> None:
         """One status for the recorder plus one per topic; drops are logged, never silent."""
         rec = self.recorder
@@ -183,27 +205,37 @@ class RecorderNode(Node):
             d_drop = c.dropped - (p.dropped if p else 0)
             new_drops += d_drop
             if d_drop:
-                self.get_logger().warning(f'{topic}: dropped {d_drop} message(s) in {dt:.1f} s, write queue full '
-                                       f'({rec.queued_bytes / 1e6:.0f}/{rec.queue_max_bytes / 1e6:.0f} MB)')
-            level = WARN if (d_drop or self.lost.get(topic)) else OK
+                why = ('recording has stopped' if rec.state in ('error', 'stopped') else
+                       f'write queue full ({rec.queued_bytes / 1e6:.0f}/{rec.queue_max_bytes / 1e6:.0f} MB)')
+                self.get_logger().warning(f'{topic}: dropped {d_drop} message(s) in {dt:.1f} s, {why}')
+            lost = c.dropped + self.lost.get(topic, 0)
+            level = WARN if lost else OK
             statuses.append(status(f'vidseg_recorder: {topic}', self.get_name(), level, c.msgtype, {
-                'messages_written': c.written, 'bytes_written': c.bytes_written,
+                'messages_received': c.received, 'messages_written': c.written, 'bytes_written': c.bytes_written,
                 'rate_hz': d_msgs / dt, 'MB_per_s': (c.bytes_written - (p.bytes_written if p else 0)) / dt / 1e6,
-                'dropped': c.dropped, 'lost_in_dds': self.lost.get(topic, 0), 'skipped_paused': c.skipped}))
+                'lost': lost, 'dropped': c.dropped, 'lost_in_dds': self.lost.get(topic, 0),
+                'skipped_paused': c.skipped, 'expired_snapshot': c.expired}))
         fill = rec.queued_bytes / max(rec.queue_max_bytes, 1)
         level = ERROR if rec.error else WARN if (new_drops or fill > 0.5) else OK
         message = rec.error or f'{rec.state}, {total_rate:.1f} MB/s'
+        files = rec.files
         statuses.insert(0, status('vidseg_recorder', self.get_name(), level, message, {
-            'state': rec.state, 'bag': str(self.bag_dir), 'current_file': rec.current_file,
-            'files': len(rec.files), 'MB_per_s': total_rate, 'bytes_written': total_bytes,
+            'state': rec.state, 'bag': str(rec.snapshots[-1] if rec.snapshots else rec.bag_dir),
+            'current_file': rec.current_file, 'last_file': str(files[-1]) if files else '',
+            'files': len(files), 'MB_per_s': total_rate, 'bytes_written': total_bytes,
             'messages_written': sum(c.written for c in snap.values()),
+            'lost': sum(c.dropped for c in snap.values()) + sum(self.lost.values()),
             'dropped': sum(c.dropped for c in snap.values()), 'lost_in_dds': sum(self.lost.values()),
             'queue_bytes': rec.queued_bytes, 'queue_fill': fill, 'queue_peak_bytes': rec.peak_queued_bytes,
-            'free_disk_GB': rec.free_disk_bytes / 1e9, 'topics': len(snap)}))
+            'snapshot_buffer_bytes': rec.ring_bytes, 'snapshots': len(rec.snapshots),
+            'free_disk_GB': rec.free_disk_bytes / 1e9, 'reserved_disk_MB': rec.reserved_bytes / 1e6,
+            'topics': len(snap)}))
         self.pub_diag.publish(array(self.get_clock().now().to_msg(), statuses))
 
     def close(self) -> bool:
-        """Stop subscribing, write what is queued, close the bag. Returns False if it timed out."""
+        """Stop subscribing, write what is queued, close the bag (once). False on a timeout or an error."""
+        if self._close_result is not None:
+            return self._close_result
         for sub in filter(None, self.subs.values()):
             try:
                 self.destroy_subscription(sub)
@@ -214,10 +246,18 @@ class RecorderNode(Node):
         snap = self.recorder.snapshot()
         # After a signal the context is gone and the node logger's /rosout publisher with it.
         logger = self.get_logger() if self.context.ok() else rclpy.logging.get_logger('vidseg_recorder_exit')
-        logger.info(
-            f'bag closed: {self.bag_dir} ({sum(c.written for c in snap.values())} messages, '
-            f'{sum(c.dropped for c in snap.values())} dropped)')
-        return ok
+        counts = (f'{sum(c.written for c in snap.values())} messages written, '
+                  f'{sum(c.dropped for c in snap.values())} dropped, {sum(self.lost.values())} lost in transport')
+        if not ok:
+            logger.error(f'{self.bag_dir}: the writer did not finish within 60 s; the bag is NOT closed ({counts})')
+        elif self.recorder.error:
+            logger.error(f'{self.recorder.error} ({counts})')
+        else:
+            what = (f'{len(self.recorder.snapshots)} snapshot bag(s) {[str(p) for p in self.recorder.snapshots]}'
+                    if self.cfg.snapshot_mode else f'bag closed: {", ".join(map(str, self.recorder.bags))}')
+            logger.info(f'{what} ({counts})')
+        self._close_result = ok and self.recorder.error is None
+        return self._close_result
 
 
 def main(args=None) -> int:
@@ -232,9 +272,11 @@ def main(args=None) -> int:
         executor.add_node(node)
         while rclpy.ok() and node.recorder.error is None:
             executor.spin_once(timeout_sec=0.2)
-        if node.recorder.error:
-            node.get_logger().error(node.recorder.error)
+        if node.recorder.error:  # stopped on its own: close, then say why (and which file) on /diagnostics
             code = 1
+            node.close()
+            node.publish_diagnostics()
+            node.pub_diag.wait_for_all_acked(Duration(seconds=2.0))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:  # noqa: BLE001 - start-up failures (bad params, full disk) exit with a clear line

@@ -37,8 +37,16 @@ class RecorderSettings:
     queue_max_bytes: int = setting(1 << 30, 'Bound of the write queue in bytes; messages that do not fit are '
                                             'dropped and counted per topic')
     start_paused: bool = setting(False, 'Start paused; call ~/resume to record')
-    min_free_disk_bytes: int = setting(1 << 30, 'Stop recording (bag closed, node exits with an error) when the '
-                                                'free disk space falls below this')
+    min_free_disk_bytes: int = setting(1 << 30, 'Leave this much disk free: recording stops (bag closed properly, '
+                                                'ERROR diagnostic, exit code 1) before a write would go below it; '
+                                                'the space to close the bag is reserved on top')
+    next_output_dirs: list[str] = setting([], 'When the disk of output_dir is nearly full, close the bag properly and '
+                                              'go on in a bag of the same name in the next of these directories '
+                                              '(other disks); empty = stop recording')
+    snapshot_mode: bool = setting(False, 'Keep the newest messages in a RAM ring instead of writing them; '
+                                         '~/snapshot writes the buffered window to a new bag')
+    snapshot_max_bytes: int = setting(512 << 20, 'Snapshot window bound in bytes (0 = none)')
+    snapshot_max_duration_s: float = setting(30.0, 'Snapshot window bound in seconds of receive time (0 = none)')
     discovery_period_s: float = setting(1.0, 'How often to look for new matching topics')
     qos_reliability: str = setting('reliable', 'Subscription reliability; auto = reliable unless a publisher '
                                                'only offers best_effort (as ros2 bag record)',

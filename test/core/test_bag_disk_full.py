@@ -1,0 +1,167 @@
+"""Recorder on a full file system (a small tmpfs mounted by the test): the bag always ends readable.
+
+Needs root to mount; skipped with the reason otherwise. Frames are camera-sized (1280x720 rgb8).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: share the sibling's helpers
+from test_bag_writer import IMAGE, image_cdr, read_mcap, read_rosbags  # noqa: E402
+from vidseg_ros.data.bag_recover import is_complete  # noqa: E402
+from vidseg_ros.data.disk_space import RESERVE_NAME  # noqa: E402
+from vidseg_ros.data.recorder import Recorder  # noqa: E402
+
+
+
+def mount_tmpfs(path: Path, size_mb: int, kind: str = 'tmpfs') -> None:
+    """Mount a small file system at ``path`` or skip the test with the reason.
+
+    ``tmpfs`` (page cache only), or ``ext4`` on a loop device (an image file next to ``path``):
+    there the recorder writes with O_DIRECT and the reserve is a real ``fallocate``.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small file system needs root')
+    if kind == 'tmpfs':
+        command = ['mount', '-t', 'tmpfs', '-o', f'size={size_mb}m', 'tmpfs', str(path)]
+    else:
+        image = path.with_name(path.name + '.img')
+        with open(image, 'wb') as f:
+            f.truncate(size_mb << 20)
+        made = subprocess.run(['mkfs.ext4', '-q', '-F', str(image)], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f'cannot make an ext4 image here: {made.stderr.strip()}')
+        command = ['mount', '-o', 'loop', str(image), str(path)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f'cannot mount a {kind} here: {result.stderr.strip()}')
+
+
+@pytest.fixture(params=['tmpfs', 'ext4'])
+def small_fs(tmp_path, request):
+    mnt = tmp_path / 'fs'
+    mount_tmpfs(mnt, 40 if request.param == 'tmpfs' else 48, request.param)  # ext4 keeps ~8 MB itself
+    yield mnt
+    subprocess.run(['umount', '-l', str(mnt)], check=False)
+
+
+def frames(n: int):
+    return [image_cdr(i, 720, 1280) for i in range(n)]
+
+
+def wait_stopped(rec: Recorder, timeout: float = 30.0) -> None:
+    rec._thread.join(timeout)
+    assert not rec._thread.is_alive(), 'the recorder did not stop'
+
+
+def check_readable(bag: Path, rec: Recorder) -> int:
+    """Both readers read the whole bag; the count equals what the recorder reports written."""
+    c = rec.snapshot()['/cam']
+    assert rec.closed_ok and all(is_complete(p) for p in rec.files)
+    assert (bag / 'metadata.yaml').exists() and not (bag / RESERVE_NAME).exists()
+    assert len(read_rosbags([bag])) == c.written == sum(len(read_mcap(p)) for p in rec.files)
+    return c.written
+
+
+@pytest.mark.parametrize('min_free', [0, 8 << 20])
+def test_stops_before_the_disk_fills(small_fs, min_free):
+    errors = []
+    rec = Recorder(small_fs / 'bag', chunk_size_bytes=4 << 20, min_free_disk_bytes=min_free,
+                   queue_max_bytes=1 << 30, on_error=errors.append)
+    rec.add_topic('/cam', IMAGE)
+    sent = frames(20)  # 55 MB into 40 MB
+    for i, data in enumerate(sent):
+        rec.put('/cam', data, 1000 + i)
+    wait_stopped(rec)
+    assert rec.state == 'error' and errors and 'disk nearly full' in errors[0] and 'closed properly' in errors[0]
+    written = check_readable(small_fs / 'bag', rec)
+    c = rec.snapshot()['/cam']
+    assert written >= 5 and c.written + c.dropped == 20
+    assert shutil.disk_usage(small_fs).free >= min_free
+    assert [d for _, d in read_rosbags([small_fs / 'bag'])] == sent[:written]
+
+
+def test_enospc_from_another_program_closes_with_the_reserve(small_fs):
+    """Another program fills the disk between two free-space checks: the reserve closes the bag."""
+    real, frozen = shutil.disk_usage, []
+    errors = []
+    rec = Recorder(small_fs / 'bag', chunk_size_bytes=1 << 20, min_free_disk_bytes=0,
+                   disk_usage=lambda p: frozen[0] if frozen else real(p), on_error=errors.append)
+    rec.add_topic('/cam', IMAGE)
+    sent = frames(6)
+    for i in range(3):
+        rec.put('/cam', sent[i], 1000 + i)
+    deadline = time.time() + 10
+    while rec.snapshot()['/cam'].written < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    frozen.append(real(small_fs))  # the recorder still believes this free space
+    with open(small_fs / 'filler', 'wb') as f:  # another program takes every free byte
+        try:
+            while True:
+                f.write(bytes(1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    for i in range(3, 6):
+        rec.put('/cam', sent[i], 1000 + i)
+    wait_stopped(rec)
+    assert errors and 'ENOSPC' in errors[0] and 'closed properly' in errors[0]
+    written = check_readable(small_fs / 'bag', rec)
+    assert written >= 4  # the message whose chunk hit ENOSPC went into the released reserve
+    assert written + rec.snapshot()['/cam'].dropped == 6
+    assert [d for _, d in read_rosbags([small_fs / 'bag'])] == sent[:written]
+
+
+def test_goes_on_in_the_next_output_dir(small_fs, tmp_path):
+    """A nearly full disk with another output directory configured: bag closed, recording goes on there."""
+    other = tmp_path / 'fs2'
+    mount_tmpfs(other, 40)
+    try:
+        rec = Recorder(small_fs / 'bag', chunk_size_bytes=4 << 20, min_free_disk_bytes=0,
+                       next_output_dirs=[other / 'bags'])
+        rec.add_topic('/cam', IMAGE)
+        sent = frames(18)  # 50 MB: more than one 40 MB disk holds
+        for i, data in enumerate(sent):
+            rec.put('/cam', data, 1000 + i)
+        assert rec.stop(timeout=60) and rec.error is None
+        assert rec.bags == [small_fs / 'bag', other / 'bags' / 'bag']
+        parts = [[d for _, d in read_rosbags([b])] for b in rec.bags]
+        assert all(parts) and parts[0] + parts[1] == sent  # nothing lost at the switch
+        assert all(is_complete(p) for p in rec.files) and rec.snapshot()['/cam'].dropped == 0
+    finally:
+        subprocess.run(['umount', '-l', str(other)], check=False)
+
+
+def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path):
+    """Even the reserve is gone: the file keeps its complete chunks, nothing claims it closed."""
+    errors = []
+    rec = Recorder(small_fs / 'bag', chunk_size_bytes=1 << 20, min_free_disk_bytes=0,
+                   disk_usage=lambda p: Usage(0, 0, 1 << 40), on_error=errors.append)  # blind check
+    rec.add_topic('/cam', IMAGE)
+    # As if another program had taken the reserve's space as well: nothing is held back.
+    os.unlink(rec._space.reserve_path)
+    rec._space.reserved, rec._space.reserve = 0, lambda nbytes: True
+    for i, data in enumerate(frames(20)):
+        rec.put('/cam', data, 1000 + i)
+    wait_stopped(rec)
+    assert not rec.closed_ok and errors and 'NOT closed' in errors[0] and 'closed properly' not in errors[0]
+    c = rec.snapshot()['/cam']
+    assert c.written + c.dropped == 20 and c.written >= 5
+    recover = [sys.executable, '-m', 'vidseg_ros.data.bag_recover', str(small_fs / 'bag'), '--force']
+    result = subprocess.run(recover, capture_output=True, text=True, timeout=120)  # next to it: no room
+    assert result.returncode == 1 and '--out' in result.stderr and result.stderr.count('\n') == 1
+    assert sorted(p.name for p in small_fs.iterdir() if p.name != 'lost+found') == ['bag']  # nothing left
+    out = tmp_path / 'recovered'
+    result = subprocess.run(recover + ['--out', str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(read_rosbags([out])) == c.written  # readable == reported written
+
+
+Usage = namedtuple('Usage', 'total used free')

@@ -1,0 +1,156 @@
+"""`vidseg bag-recover`: touches only MCAP bags, never an original, and salvages single messages."""
+import hashlib
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mcap.reader import make_reader
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: share the sibling's helpers
+from test_bag_writer import IMAGE, image_cdr, read_mcap, read_rosbags  # noqa: E402
+from vidseg_ros.data.bag_recover import is_complete, recover_bag  # noqa: E402
+from vidseg_ros.data.bag_writer import BagWriter  # noqa: E402
+
+
+def tree(root: Path) -> dict:
+    """Every path under root (root included) with its content hash: what 'untouched' is checked against."""
+    out = {'.': 'dir'}
+    for p in sorted(root.rglob('*')):
+        out[str(p.relative_to(root))] = 'dir' if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'bag-recover', *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def sqlite_bag(path: Path) -> None:
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    ts = get_typestore(Stores.LATEST)
+    with Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3) as w:
+        conn = w.add_connection('/cam', IMAGE, typestore=ts)
+        for i in range(3):
+            w.write(conn, 1000 + i, image_cdr(i))
+
+
+def killed_bag(path: Path, n: int = 10) -> list[bytes]:
+    """A bag as a SIGKILL leaves it: one chunk per message, no summary, no metadata.yaml."""
+    w = BagWriter(path, chunk_size_bytes=100)
+    w.add_topic('/cam', IMAGE)
+    sent = [image_cdr(i) for i in range(n)]
+    for i, data in enumerate(sent):
+        w.write('/cam', data, 1000 + i)
+    return sent
+
+
+@pytest.mark.parametrize('kind', ['photo', 'fake_mcap', 'empty_dir', 'sqlite3_bag', 'sqlite3_file'])
+def test_refuses_anything_but_mcap_bags_and_touches_nothing(tmp_path, kind):
+    root = tmp_path / 'in'
+    root.mkdir()
+    if kind == 'photo':
+        target = root / 'photo.webp'
+        target.write_bytes(b'RIFF\x00\x01\x00\x00WEBPVP8 ' + bytes(range(256)) * 4)
+    elif kind == 'fake_mcap':
+        target = root / 'bag'
+        target.mkdir()
+        (target / 'bag_0.mcap').write_bytes(b'not an mcap at all' * 100)
+    elif kind == 'empty_dir':
+        target = root / 'empty'
+        target.mkdir()
+    else:
+        sqlite_bag(root / 'bag')
+        target = root / 'bag' if kind == 'sqlite3_bag' else next((root / 'bag').glob('*.db3'))
+        assert len(read_rosbags([root / 'bag'])) == 3
+    before = tree(tmp_path)
+    result = cli(str(target), '--force')
+    assert result.returncode == 2, result
+    assert result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert tree(tmp_path) == before  # byte-identical, nothing created next to it either
+
+
+def test_live_recording_is_reported_not_a_traceback(tmp_path):
+    killed_bag(tmp_path / 'bag')  # just written: looks like a recording in progress
+    before = tree(tmp_path)
+    result = cli(str(tmp_path / 'bag'))
+    assert result.returncode == 2 and 'still being recorded' in result.stderr and 'Traceback' not in result.stderr
+    assert tree(tmp_path) == before
+
+
+def test_out_writes_the_recovered_bag_elsewhere(tmp_path):
+    sent = killed_bag(tmp_path / 'bag')
+    before = tree(tmp_path / 'bag')
+    out = tmp_path / 'other_disk' / 'rescued'
+    result = cli(str(tmp_path / 'bag'), '--out', str(out), '--force')
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / 'bag') == before  # the original is never modified
+    assert [d for _, d in read_rosbags([out])] == sent[:len(read_rosbags([out]))]
+    assert len(read_rosbags([out])) >= 9 and is_complete(out / 'bag_0.mcap')
+    assert cli(str(tmp_path / 'bag'), '--out', str(out), '--force').returncode == 2  # never overwrites
+    assert cli(str(out)).returncode == 0 and not (tmp_path / 'other_disk' / 'rescued_recovered').exists()
+
+
+def message_spans(path: Path) -> list[tuple[int, int]]:
+    """(first byte, end) of every message record in the file, in order (uncompressed chunks)."""
+    spans = []
+    with open(path, 'rb') as f:
+        summary = make_reader(f).get_summary()
+    data = path.read_bytes()
+    for ci in summary.chunk_indexes:
+        clen = struct.unpack_from('<I', data, ci.chunk_start_offset + 9 + 28)[0]
+        base = ci.chunk_start_offset + 9 + 32 + clen + 8
+        end = base + ci.uncompressed_size
+        pos = base
+        while pos < end:
+            op, length = data[pos], struct.unpack_from('<Q', data, pos + 1)[0]
+            if op == 0x05:
+                spans.append((pos, pos + 9 + length))
+            pos += 9 + length
+    return spans
+
+
+@pytest.mark.parametrize('flips', [1, 20, 131, 'headers'])
+def test_flipped_bytes_cost_only_the_messages_they_hit(tmp_path, flips):
+    n = 150
+    w = BagWriter(tmp_path / 'bag', chunk_size_bytes=200_000)  # ~16 frames per chunk
+    w.add_topic('/cam', IMAGE)
+    sent = [bytes(image_cdr(i, 60, 64)) for i in range(n)]
+    for i, data in enumerate(sent):
+        w.write('/cam', data, 10**18 + i * 10**7)
+    w.close()
+    path = w.files[0]
+    spans = message_spans(path)
+    assert len(spans) == n
+    raw = bytearray(path.read_bytes())
+    if flips == 'headers':  # record lengths, channel ids and log times of some messages
+        where = [spans[i][0] + off for i, off in ((3, 1), (20, 4), (21, 9), (40, 13), (41, 8), (77, 1), (149, 2))]
+    else:
+        where = np.random.default_rng(flips).integers(spans[0][0], spans[-1][1], flips)
+    for pos in where:
+        raw[pos] ^= 0xFF
+    damaged = tmp_path / 'damaged'
+    damaged.mkdir()
+    (damaged / 'damaged_0.mcap').write_bytes(bytes(raw))
+    original = path.read_bytes()
+    hit = {i for i, (a, b) in enumerate(spans) if raw[a:b] != original[a:b]}
+    untouched = [sent[i] for i in range(n) if i not in hit]
+    report = recover_bag(damaged, force=True)
+    got = [d for _, d in read_mcap(report.out / 'damaged_0.mcap')]
+    assert got == [d for _, d in read_rosbags([report.out])]
+    kept_intact = [d for d in got if d in set(sent)]  # the frames are all different
+    assert set(untouched) <= set(kept_intact)  # every frame the damage did not touch comes back
+    print(f'{flips} flipped bytes: {len(kept_intact)} frames kept with intact payload / {len(untouched)} untouched '
+          f'({len(hit)} frames hit, {len(got) - len(kept_intact)} kept with damaged payload, '
+          f'{report.skipped["damaged_0.mcap"]} skipped)')
+
+
+def test_relative_paths(tmp_path):
+    killed_bag(tmp_path / 'bag')
+    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'bag-recover', 'bag_0.mcap', '--force'],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path / 'bag')
+    assert result.returncode == 0, result.stderr
+    assert len(read_rosbags([tmp_path / 'bag_recovered'])) >= 9
