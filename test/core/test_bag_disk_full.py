@@ -154,7 +154,7 @@ def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path):
     assert not rec.closed_ok and errors and 'NOT closed' in errors[0] and 'closed properly' not in errors[0]
     c = rec.snapshot()['/cam']
     assert c.written + c.dropped == 20 and c.written >= 5
-    recover = [sys.executable, '-m', 'vidseg_ros.data.bag_recover', str(small_fs / 'bag'), '--force']
+    recover = [sys.executable, '-m', 'vidseg_ros.cli', 'bag-recover', str(small_fs / 'bag'), '--force']
     result = subprocess.run(recover, capture_output=True, text=True, timeout=120)  # next to it: no room
     assert result.returncode == 1 and '--out' in result.stderr and result.stderr.count('\n') == 1
     assert sorted(p.name for p in small_fs.iterdir() if p.name != 'lost+found') == ['bag']  # nothing left

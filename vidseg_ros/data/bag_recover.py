@@ -14,11 +14,9 @@ the last 5 s (a recording still in progress) unless ``--force``.
 Command line::
 
     vidseg bag-recover BAG_DIR_OR_MCAP [--out DIR] [--force]
-    python -m vidseg_ros.data.bag_recover BAG_DIR_OR_MCAP [--out DIR] [--force]
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -225,26 +223,15 @@ def recover_bag(path: str | Path, out: str | Path | None = None, force: bool = F
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry; a refusal or a write error is one line on stderr (exit 2 / 1)."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('bag', help='bag directory or .mcap file (left untouched)')
-    parser.add_argument('--out', help='directory for the recovered bag (default: <bag>_recovered)')
-    parser.add_argument('--force', action='store_true', help='recover files written in the last seconds too')
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    return run(args.bag, args.out, args.force)
-
-
 def run(bag, out=None, force: bool = False) -> int:
     """Recover and print the report; errors become one stderr line and an exit code."""
     try:
         report = recover_bag(bag, out, force)
     except RecoveryRefused as e:
-        print(f'bag-recover: {e}', file=sys.stderr)
+        print(f'vidseg bag-recover: error: {e}', file=sys.stderr)
         return 2
     except OSError as e:
-        print(f'bag-recover: writing the recovered bag failed ({e.strerror or e}); nothing was changed in '
+        print(f'vidseg bag-recover: error: writing the recovered bag failed ({e.strerror or e}); nothing was changed in '
               f'{bag}; pass --out DIR on a disk with free space', file=sys.stderr)
         return 1
     for name in report.repaired:
@@ -252,7 +239,3 @@ def run(bag, out=None, force: bool = False) -> int:
               f'chunks, {report.skipped[name]} skipped)')
     print(f'recovered bag: {report.out}' if report.out else f'{bag}: every file is complete; nothing to do')
     return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())
