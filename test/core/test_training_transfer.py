@@ -87,7 +87,8 @@ def test_the_shipped_model_transfers_to_two_classes():
     """The issue's case: init_from models/camvid_fpn.pt with num_classes 2 was a size-mismatch traceback."""
     if not (ROOT / 'models' / 'camvid_fpn.pt').is_file():
         pytest.skip('models/camvid_fpn.pt not in this checkout')
-    cfg = TrainConfig(dataset='folder', num_classes=2, ignore_index=255, init_from=str(ROOT / 'models' / 'camvid_fpn.pt'))
+    cfg = TrainConfig(dataset='folder', num_classes=2, ignore_index=255,
+                      init_from=str(ROOT / 'models' / 'camvid_fpn.pt'))
     model, init = build_model(cfg)
     assert init['reinitialised'] == 2 and init['kept'] > 100 and init['classes'][0] == 'Sky'
     assert model(torch.rand(1, 3, 64, 64)).shape[1] == 2

