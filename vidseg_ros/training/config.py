@@ -22,7 +22,8 @@ class TrainConfig:
                         MODES)
     dataset: str = setting('camvid', 'Dataset layout of data_root', ('camvid', 'davis', 'folder'))
     data_root: str = setting('../shared/data/camvid', 'Dataset folder (read in place, never copied)')
-    train_split: str = setting('train', 'Split (CamVid) or sequence list file / "all" (DAVIS)')
+    train_split: str = setting('train', 'Split folder (CamVid); head / tail / all or sequence names, '
+                                        'optionally seq1,seq2:head (DAVIS, folder)')
     val_split: str = setting('val', 'Validation split; empty = no validation')
     num_classes: int = setting(0, 'Number of classes predicted (void excluded); 0 = as many as the '
                                   'dataset names (CamVid 11, DAVIS 2, a folder\'s dataset.yaml classes)')
@@ -58,9 +59,9 @@ class TrainConfig:
     device: str = setting('auto', 'auto, cpu, cuda, cuda:N')
     runs_dir: str = setting('runs', 'Where per-epoch checkpoints and logs go (git-ignored)')
     output: str = setting('', 'Also write the best checkpoint here (e.g. models/camvid_fpn.pt)')
-    init_from: str = setting('', 'Start from this checkpoint\'s weights (e.g. a shipped model): every '
-                                 'tensor whose name and shape match is kept, the rest (the classifier '
-                                 'for a new class count) is freshly initialised')
+    init_from: str = setting('', 'Start from these weights (a checkpoint path or a shipped model\'s name): '
+                                 'every tensor whose name and shape match is kept, the rest (the '
+                                 'classifier for a new class count) is freshly initialised')
     teacher: str = setting('', 'Checkpoint producing teacher masks for unlabelled key frames; '
                                'empty = warp the current frame\'s label (synthetic motion)')
     key_distance: int = setting(5, 'Key-to-current distance d in frames (constant mode) or its max')

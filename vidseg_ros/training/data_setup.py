@@ -72,22 +72,31 @@ def resolve_classes(cfg: TrainConfig) -> TrainConfig:
 
 
 def open_split(cfg: TrainConfig, split: str) -> FrameSource:
-    """Records of one split. CamVid: a folder name; DAVIS: ``head``/``tail``/``all`` or a
-    comma-separated list of sequences (optionally ``seqs:head``); folder: an extracted dataset."""
+    """Records of one split. CamVid: a folder name; DAVIS and folder (an extracted dataset):
+    ``head``/``tail``/``all`` or a comma-separated list of sequences (optionally ``seqs:head``)."""
     root = Path(cfg.data_root)
     if cfg.dataset == 'camvid':
         return camvid_source(root, split)
-    if cfg.dataset == 'folder':
-        return extracted_source(root)
     seqs, _, part = split.partition(':')
+    if cfg.dataset == 'folder' and seqs in ('train', 'val'):   # the defaults; a folder has no split folders
+        seqs = 'all'
     if seqs in ('head', 'tail', 'all'):
         seqs, part = '', seqs
-    src = davis_source(root, [s for s in seqs.split(',') if s] or None)
+    names = [s for s in seqs.split(',') if s] or None
+    if cfg.dataset == 'folder':
+        src = extracted_source(root)
+        missing = sorted(set(names or []) - {r.sequence for r in src.records})
+        if missing:
+            raise ConfigError(f'{root}: no sequence {", ".join(missing)[:200]}; it has '
+                              f'{", ".join(sorted(src.sequences()))[:200]}')
+        src = src.subset([r for r in src.records if names is None or r.sequence in names])
+    else:
+        src = davis_source(root, names)
     return src.subset(davis_part(src, part or 'all'))
 
 
 def davis_part(src: FrameSource, part: str) -> list:
-    """Temporal head (first 70%) or tail (after a 5-frame gap) of every sequence, or all."""
+    """Temporal head (first 70%) or tail (after a 5-frame gap) of every sequence, or all (DAVIS, folder)."""
     if part == 'all':
         return list(src.records)
     out = []

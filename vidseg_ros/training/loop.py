@@ -70,8 +70,9 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict | None]:
     model = create_model(cfg.arch, num_classes=cfg.num_classes, **cfg.arch_config)
     if not cfg.init_from:
         return model, None
+    from vidseg_ros.engine.stream import resolve_model
     from vidseg_ros.models.checkpoint import init_from_checkpoint
-    init = init_from_checkpoint(model, cfg.init_from)
+    init = init_from_checkpoint(model, resolve_model(cfg.init_from))   # a path or a shipped model's name
     LOG.info('initialised from %s: %d tensors kept, %d re-initialised%s, %d unused', cfg.init_from,
              init['kept'], init['reinitialised'],
              f' ({", ".join(init["reinitialised_names"][:4])})' if init['reinitialised'] else '', init['unused'])
