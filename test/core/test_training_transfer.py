@@ -78,7 +78,7 @@ def test_training_from_an_11_class_model_on_2_named_classes(tmp_path):
     prov = meta['provenance']
     assert prov['transfer']['kept'] == len(model.state_dict()) - 2
     assert prov['transfer']['reinitialised'] == 2
-    assert prov['data_roots'] == [cfg.data_root]
+    assert prov['data_roots'] == [str(Path(cfg.data_root).resolve())] and prov['transfer']['from'] == str(src)
     assert 'CC0, recorded by us' in prov['licence'] and 'SOURCE-WEIGHTS-LICENCE' in prov['licence']
     assert 'CamVid' not in prov['licence'] and 'DAVIS' not in prov['licence']
 

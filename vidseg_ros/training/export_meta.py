@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import sys
+from pathlib import Path
 
 import torch
 
@@ -62,7 +63,7 @@ def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, ini
     arch_config = dict(getattr(model, 'arch_config', None) or cfg.arch_config, num_classes=cfg.num_classes)
     provenance = {
         'data': f'{cfg.dataset}:{cfg.train_split} ({cfg.data_root}, read in place)',
-        'data_roots': [str(cfg.data_root)],
+        'data_roots': [str(Path(cfg.data_root).resolve())],
         'trained': True,
         'training': f'vidseg train, {cfg.epochs} epochs, mode {cfg.mode}, '
                     f'input {cfg.input_hw[0]}x{cfg.input_hw[1]}',
@@ -72,7 +73,8 @@ def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, ini
         'init_from': cfg.init_from, 'licence': licence_text(cfg, info, init),
     }
     if init:
-        provenance['transfer'] = {k: init[k] for k in ('kept', 'reinitialised', 'reinitialised_names', 'unused')}
+        provenance['transfer'] = {k: init[k] for k in ('from', 'kept', 'reinitialised', 'reinitialised_names',
+                                                       'unused')}
     return default_meta(cfg.arch, arch_config, classes=names, palette=palette, ignore_index=cfg.ignore_index,
                         input_hw=cfg.input_hw, mean=list(MEAN), std=list(STD), provenance=provenance,
                         metrics=_plain(metrics), train_config=config_dict(cfg))

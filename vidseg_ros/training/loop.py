@@ -73,7 +73,7 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict | None]:
     from vidseg_ros.engine.stream import resolve_model
     from vidseg_ros.models.checkpoint import init_from_checkpoint
     init = init_from_checkpoint(model, resolve_model(cfg.init_from))   # a path or a shipped model's name
-    LOG.info('initialised from %s: %d tensors kept, %d re-initialised%s, %d unused', cfg.init_from,
+    LOG.info('initialised from %s: %d tensors kept, %d re-initialised%s, %d unused', init['from'],
              init['kept'], init['reinitialised'],
              f' ({", ".join(init["reinitialised_names"][:4])})' if init['reinitialised'] else '', init['unused'])
     return model, init
