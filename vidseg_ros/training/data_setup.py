@@ -57,6 +57,8 @@ def resolve_classes(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f'num_classes: {num}, but {where} names {len(names)} classes '
                           f'({", ".join(names)[:200]}); set num_classes: {len(names)} (or 0 = from the data)')
     if not num:
+        if cfg.dataset == 'folder' and not Path(cfg.data_root).is_dir():
+            raise ConfigError(f'data_root: {cfg.data_root} is not a folder (a `vidseg extract` dataset)')
         if not names:
             raise ConfigError(f'num_classes: 0 takes the class count from the data, but {where} names no '
                               'classes; set num_classes, or import labels with `vidseg label-import '
