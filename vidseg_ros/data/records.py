@@ -35,6 +35,7 @@ DAVIS_LICENCE = ('DAVIS 2016 (Perazzi et al. 2016): CC BY-NC 4.0; non-commercial
                  'use only, with attribution')
 CAMVID_FPS = 30.0
 DAVIS_FPS = 24.0
+DAVIS_CLASSES = ['background', 'object']
 DEFAULT_IGNORE = 255
 
 # ImageNet statistics: what pretrained encoders expect; the engine/trainer normalises, not the dataset.
@@ -157,7 +158,7 @@ def davis_source(root: str | Path, sequences: list[str] | None = None,
                                        label_source='human' if lab.is_file() else 'none'))
     lut = np.ones(256, np.uint8)
     lut[0] = 0
-    return FrameSource(records, ['background', 'object'], DEFAULT_IGNORE, lut, name='davis',
+    return FrameSource(records, list(DAVIS_CLASSES), DEFAULT_IGNORE, lut, name='davis',
                        fps=DAVIS_FPS)
 
 

@@ -16,18 +16,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidseg_ros.data.records import CAMVID_LICENCE, DAVIS_LICENCE  # noqa: F401  (re-exported)
+from vidseg_ros.data.records import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_VOID, DAVIS_CLASSES,  # noqa: F401
+                                     DAVIS_LICENCE)
 from vidseg_ros.models import MODELS, create_model, resolve_arch_config
 
 FORMAT = 'vidseg_ros/1'
 
 # CamVid, SegNet 11-class version (label value = index); 11 = void, ignored in training/eval.
-CAMVID_CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car',
-                  'Pedestrian', 'Bicyclist']
 CAMVID_PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
                   [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
-CAMVID_IGNORE_INDEX = 11
-DAVIS_CLASSES = ['background', 'object']
+CAMVID_IGNORE_INDEX = CAMVID_VOID
 DAVIS_PALETTE = [[0, 0, 0], [255, 64, 64]]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
