@@ -125,3 +125,22 @@ def test_licence_comes_from_what_was_used(tmp_path):
     assert (camvid.num_classes, camvid.ignore_index) == (11, 11)
     meta = checkpoint_meta(create_model('keyframe_fpn', num_classes=11, fpn_ch=32), camvid, {})
     assert CAMVID_LICENCE in meta['provenance']['licence'] and meta['classes'][0] == 'Sky'
+
+
+def test_folder_dataset_splits_in_time_and_by_sequence(tmp_path):
+    """A user's extracted drive: head trains, tail validates (as DAVIS); sequence names select."""
+    from vidseg_ros.data.records import FrameRecord, write_index
+    from vidseg_ros.training.data_setup import open_split
+    root = _user_dataset(tmp_path / 'drive')
+    records = [FrameRecord(seq, i, root / 'images' / seq / f'{i}.png', stamp_ns=i)
+               for seq in ('a', 'b') for i in range(20)]
+    write_index(root, records)
+    cfg = _cfg(tmp_path, data_root=str(root))
+    head, tail = open_split(cfg, 'head'), open_split(cfg, 'tail')
+    assert [r.index for r in head.records if r.sequence == 'a'] == list(range(14))
+    assert [r.index for r in tail.records if r.sequence == 'a'] == list(range(19, 20))
+    assert len(open_split(cfg, 'train').records) == 40                     # the default: everything
+    assert {r.sequence for r in open_split(cfg, 'b:head').records} == {'b'}
+    with pytest.raises(ConfigError, match='no sequence c'):
+        open_split(cfg, 'c')
+    assert open_split(cfg, 'a,b').records == open_split(cfg, 'all').records
