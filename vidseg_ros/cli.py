@@ -218,7 +218,14 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
                  layout: Annotated[Optional[str], typer.Option(help='camvid | davis | cityscapes: index SRC=dataset '
                                                                    'into --out')] = None,
                  out: Optional[Path] = None, split: str = 'train',
-                 classes: Annotated[Optional[Path], typer.Option(help='class table CSV for colour PNGs')] = None,
+                 classes: Annotated[Optional[Path], typer.Option(
+                     help='class table CSV (name, r, g, b[, id]): names and colours; needed for colour PNGs')] = None,
+                 class_names: Annotated[Optional[str], typer.Option(help='names of class ids 0..N-1 of id PNGs, '
+                                                                         'e.g. background,object')] = None,
+                 match: Annotated[str, typer.Option(help='stem: <stamp_ns>.png names the frame | order: '
+                                                         'sorted files pair with frames in index order')] = 'stem',
+                 licence: Annotated[Optional[str], typer.Option(
+                     help='licence of these images and labels, kept in dataset.yaml and trained models')] = None,
                  map_: Annotated[Optional[list[str]], typer.Option('--map', help='remap a label value: FROM:TO '
                                                                              '(repeatable, e.g. --map 255:1)')] = None,
                  ignore_index: int = 255, source: str = 'human'):
@@ -235,8 +242,9 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
         mapping = {int(a): int(b) for a, b in (m.split(':') for m in map_ or [])}
     except ValueError:
         raise typer.BadParameter(f'--map takes FROM:TO integers, got {map_}') from None
-    _print(commands_data.label_import(dataset, labels, classes=classes, mapping=mapping or None,
-                                      ignore_index=ignore_index, source=source))
+    names = [n.strip() for n in class_names.split(',')] if class_names is not None else None
+    _print(commands_data.label_import(dataset, labels, classes=classes, class_names=names, mapping=mapping or None,
+                                      ignore_index=ignore_index, match=match, source=source, licence=licence))
 
 
 @app.command()

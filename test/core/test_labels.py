@@ -77,11 +77,58 @@ def test_colour_label_without_table_is_clear(tmp_path):
         import_labels(ds, tmp_path / 'lab')
 
 
+def test_label_import_command_names_the_classes_matches_by_order_and_keeps_the_licence(tmp_path):
+    """The docs' form: `vidseg label-import DS LABELS --class-names background,object --match order`."""
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    ds, recs = _dataset(tmp_path, n=3)
+    (tmp_path / 'lab').mkdir()
+    mask = np.zeros((24, 32), np.uint8)
+    mask[4:12, 4:12] = 1
+    mask[0, :] = 7                                  # no such class: becomes ignore
+    for name in ('a.png', 'b.png'):
+        cv2.imwrite(str(tmp_path / 'lab' / name), mask)
+    res = CliRunner().invoke(app, ['label-import', str(ds), str(tmp_path / 'lab'), '--class-names',
+                                   'background, object', '--match', 'order', '--licence', 'CC0 (ours)'])
+    assert res.exit_code == 0, res.output
+    meta = read_meta(ds)
+    assert meta['classes'] == ['background', 'object'] and meta['licence'] == 'CC0 (ours)'
+    after = read_index(ds)
+    assert [r.label_source for r in after] == ['human', 'human', 'none']
+    lab = cv2.imread(str(after[1].label), cv2.IMREAD_UNCHANGED)
+    assert lab[5, 5] == 1 and lab[20, 20] == 0 and lab[0, 3] == 255
+
+
+def test_class_table_names_and_colours_id_pngs(tmp_path):
+    ds, recs = _dataset(tmp_path, n=1)
+    (tmp_path / 'classes.csv').write_text('name,r,g,b\nground,10,20,30\nrobot,250,0,0\n')
+    (tmp_path / 'lab').mkdir()
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.ones((24, 32), np.uint8))
+    import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv')
+    meta = read_meta(ds)
+    assert meta['classes'] == ['ground', 'robot'] and meta['colors'] == [[10, 20, 30], [250, 0, 0]]
+    assert cv2.imread(str(read_index(ds)[0].label), cv2.IMREAD_UNCHANGED).max() == 1
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(class_names=['a', 'a']), 'distinct'),
+    (dict(class_names=['a', '']), 'non-empty'),
+    (dict(class_names=['a', 'b'], ignore_index=1), 'ignore_index 1 is a class id'),
+    (dict(class_names=['a', 'b'], classes='x.csv'), 'not both'),
+])
+def test_bad_class_names_are_clear(tmp_path, kw, match):
+    ds, _ = _dataset(tmp_path, n=1)
+    with pytest.raises(ValueError, match=match):
+        import_labels(ds, tmp_path, **kw)
+
+
 def test_import_layout_davis(tmp_path, davis_dir):
     res = import_layout(davis_dir, tmp_path / 'd', 'davis', sequences=['car-shadow'])
     assert res['frames'] == res['labelled'] == 40
     src = extracted_source(tmp_path / 'd')
     assert src.class_names == ['background', 'object']
+    assert 'DAVIS 2016' in read_meta(tmp_path / 'd')['licence']
     lab = src.read_label(src.records[0])
     assert set(np.unique(lab)) <= {0, 1}
 

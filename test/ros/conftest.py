@@ -5,7 +5,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip('rclpy')
@@ -35,12 +34,23 @@ def probe():
 
 
 @pytest.fixture(scope='session')
-def real_frames():
-    """A few real CamVid val frames (15 Hz drive) as RGB arrays, or textured synthetic ones without data."""
+def sample_video():
+    """Debian's opencv-doc clip vtest.avi (real video from a registry), fetched once into the cache."""
+    from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
+    try:
+        return fetch_opencv_sample()
+    except SampleVideoError as e:
+        pytest.skip(f'no real video: {e}')
+
+
+@pytest.fixture(scope='session')
+def real_frames(request):
+    """12 real RGB frames: CamVid val (15 Hz drive) when ../shared/data has it, else the opencv-doc
+    clip resized to CamVid's 360x480 (noise would not survive JPEG or optical flow like real video)."""
     data = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data'))
     folder = data / 'camvid' / 'val'
     if folder.is_dir():
         from vidseg_ros.data.images import read_rgb
         return [read_rgb(p) for p in sorted(folder.glob('*.webp'))[:12]]
-    rng = np.random.default_rng(0)
-    return [np.clip(rng.normal(128, 40, (360, 480, 3)), 0, 255).astype(np.uint8) for _ in range(12)]
+    from vidseg_ros.data.sample_video import read_frames
+    return read_frames(request.getfixturevalue('sample_video'), 12, every=2, size_hw=(360, 480))

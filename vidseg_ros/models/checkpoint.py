@@ -16,18 +16,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidseg_ros.data.records import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_VOID, DAVIS_CLASSES,  # noqa: F401
+                                     DAVIS_LICENCE)
 from vidseg_ros.models import MODELS, create_model, resolve_arch_config
 
 FORMAT = 'vidseg_ros/1'
 
 # CamVid, SegNet 11-class version (label value = index); 11 = void, ignored in training/eval.
-CAMVID_CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car',
-                  'Pedestrian', 'Bicyclist']
 CAMVID_PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
                   [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
-CAMVID_IGNORE_INDEX = 11
+CAMVID_IGNORE_INDEX = CAMVID_VOID
+DAVIS_PALETTE = [[0, 0, 0], [255, 64, 64]]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+
+WEIGHTS_INHERIT = 'The weights inherit the restrictions of their training data and initial weights.'
 
 REQUIRED_META = ('arch', 'arch_config', 'classes', 'palette', 'ignore_index', 'mean', 'std', 'input_hw',
                  'provenance', 'metrics', 'train_config')
@@ -175,3 +178,33 @@ def check_state_dict(model: nn.Module, state: dict, where: str = 'checkpoint') -
     if problems:
         raise CheckpointError(f'{where}: state_dict does not match {getattr(model, "arch", type(model).__name__)} '
                               f'with its arch_config: ' + ' | '.join(problems))
+
+
+def transfer_weights(model: nn.Module, state: dict, source: str = 'state_dict') -> dict:
+    """Load every tensor of ``state`` whose name and shape match ``model``; the rest keep their fresh init.
+
+    This is transfer learning to a new class set: a checkpoint with 11 classes initialises a 2-class
+    model except for the classifier. Returns counts (and the first names) of tensors kept, re-initialised
+    (shape differs, e.g. the classifier) and new (absent from ``state``), plus ``unused`` source tensors.
+    """
+    own = model.state_dict()
+    kept = [k for k, v in own.items() if k in state and tuple(state[k].shape) == tuple(v.shape)]
+    resized = [k for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    new = [k for k in own if k not in state]
+    if len(kept) * 2 < len(own):   # e.g. another architecture: only a same-sized classifier would match
+        raise CheckpointError(f'{source}: shares only {len(kept)} of {len(own)} tensors (same name and shape) '
+                              f'with {getattr(model, "arch", type(model).__name__)} and its arch_config; '
+                              'start from a checkpoint of the same architecture')
+    # copy_ in load_state_dict casts, so float16-stored weights load into float32 models.
+    model.load_state_dict({**own, **{k: state[k] for k in kept}})
+    return {'from': source, 'kept': len(kept), 'reinitialised': len(resized) + len(new),
+            'reinitialised_names': (resized + new)[:20], 'unused': sum(k not in own for k in state)}
+
+
+def init_from_checkpoint(model: nn.Module, path: str | Path) -> dict:
+    """``transfer_weights`` from a checkpoint file; the report adds its classes, palette and licence."""
+    data = read_checkpoint(path)
+    report = transfer_weights(model, data['state_dict'], str(path))
+    meta = data['meta']
+    return dict(report, classes=list(meta['classes']), palette=list(meta['palette']),
+                licence=str(meta['provenance'].get('licence', '')))

@@ -9,40 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
+
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get('VIDSEG_CACHE', Path.home() / '.cache' / 'vidseg_ros'))
-OPENCV_SAMPLE = 'usr/share/doc/opencv-doc/examples/data/vtest.avi'
-
-
-def fetch_opencv_sample() -> Path:
-    """Debian's opencv-doc ships sample clips; unpack vtest.avi into the cache (no root needed)."""
-    target = CACHE / 'opencv-doc' / OPENCV_SAMPLE
-    if target.is_file():
-        return target
-    tmp = Path(tempfile.mkdtemp(prefix='vidseg_opencv_doc_'))
-    try:
-        subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deb = next(tmp.glob('opencv-doc_*.deb'))
-        (CACHE / 'opencv-doc').mkdir(parents=True, exist_ok=True)
-        subprocess.run(['dpkg', '-x', str(deb), str(CACHE / 'opencv-doc')], check=True)
-    except (OSError, subprocess.CalledProcessError, StopIteration) as e:
-        raise SystemExit(f'demo: could not obtain a sample video from Debian\'s opencv-doc ({e}); '
-                         f'pass one with --video PATH (make demo VIDEO=PATH)') from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def choose_video(arg: str | None) -> tuple[str, str]:
@@ -52,7 +30,10 @@ def choose_video(arg: str | None) -> tuple[str, str]:
     camvid = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data')) / 'camvid' / 'val'
     if camvid.is_dir():
         return str(camvid), 'CamVid val drive 0016E5 (15 Hz, the shipped model\'s domain), read in place'
-    return str(fetch_opencv_sample()), 'opencv-doc sample vtest.avi (pedestrians; outside the driving domain)'
+    try:
+        return str(fetch_opencv_sample()), 'opencv-doc sample vtest.avi (pedestrians; outside the driving domain)'
+    except SampleVideoError as e:
+        raise SystemExit(f'demo: {e}; or pass one with --video PATH (make demo VIDEO=PATH)') from e
 
 
 def choose_model(arg: str | None) -> tuple[str, bool]:

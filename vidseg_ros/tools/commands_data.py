@@ -77,12 +77,13 @@ def bag_from_frames(source: str | Path | list[Path], out: str | Path, rate_hz: f
 
 def label_import(dataset: str | Path, labels: str | Path, classes: str | Path | None = None,
                  class_names: list[str] | None = None, mapping: dict[int, int] | None = None,
-                 ignore_index: int = 255, match: str = 'stem', source: str = 'human') -> dict:
+                 ignore_index: int = 255, match: str = 'stem', source: str = 'human',
+                 licence: str | None = None) -> dict:
     """``vidseg label-import DATASET LABEL_DIR``: id or colour PNGs into the dataset's labels/."""
     _check_labels(dataset, labels, match)
     from vidseg_ros.data.labels import import_labels
     return import_labels(dataset, labels, classes=classes, class_names=class_names, mapping=mapping,
-                         ignore_index=ignore_index, match=match, source=source)
+                         ignore_index=ignore_index, match=match, source=source, licence=licence)
 
 
 def _check_labels(dataset: str | Path, labels: str | Path, match: str) -> None:

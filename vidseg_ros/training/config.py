@@ -22,10 +22,13 @@ class TrainConfig:
                         MODES)
     dataset: str = setting('camvid', 'Dataset layout of data_root', ('camvid', 'davis', 'folder'))
     data_root: str = setting('../shared/data/camvid', 'Dataset folder (read in place, never copied)')
-    train_split: str = setting('train', 'Split (CamVid) or sequence list file / "all" (DAVIS)')
+    train_split: str = setting('train', 'Split folder (CamVid); head / tail / all or sequence names, '
+                                        'optionally seq1,seq2:head (DAVIS, folder)')
     val_split: str = setting('val', 'Validation split; empty = no validation')
-    num_classes: int = setting(11, 'Number of classes predicted (void excluded)')
-    ignore_index: int = setting(11, 'Label value ignored by the loss and the metrics')
+    num_classes: int = setting(0, 'Number of classes predicted (void excluded); 0 = as many as the '
+                                  'dataset names (CamVid 11, DAVIS 2, a folder\'s dataset.yaml classes)')
+    ignore_index: int = setting(-1, 'Label value ignored by the loss and the metrics; -1 = the '
+                                    'dataset\'s own (CamVid 11, DAVIS 255, a folder\'s dataset.yaml)')
     input_hw: list[int] = setting([192, 256], 'Network input size [H, W] for whole frames (validation, '
                                               'inference; multiples of 32): frames are resized to cover it')
     crop_hw: list[int] = setting([], 'Training crop [H, W] taken from the resized frame; empty = input_hw')
@@ -56,7 +59,9 @@ class TrainConfig:
     device: str = setting('auto', 'auto, cpu, cuda, cuda:N')
     runs_dir: str = setting('runs', 'Where per-epoch checkpoints and logs go (git-ignored)')
     output: str = setting('', 'Also write the best checkpoint here (e.g. models/camvid_fpn.pt)')
-    init_from: str = setting('', 'Start from this checkpoint\'s weights (e.g. the per-frame FPN)')
+    init_from: str = setting('', 'Start from these weights (a checkpoint path or a shipped model\'s name): '
+                                 'every tensor whose name and shape match is kept, the rest (the '
+                                 'classifier for a new class count) is freshly initialised')
     teacher: str = setting('', 'Checkpoint producing teacher masks for unlabelled key frames; '
                                'empty = warp the current frame\'s label (synthetic motion)')
     key_distance: int = setting(5, 'Key-to-current distance d in frames (constant mode) or its max')
@@ -91,6 +96,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError('seq_len must be >= 1 for mode: sequence')
     if cfg.mode == 'keyframe' and cfg.key_distance < 1:
         raise ConfigError('key_distance must be >= 1 for mode: keyframe')
+    if cfg.num_classes < 0 or not -1 <= cfg.ignore_index <= 255:
+        raise ConfigError(f'num_classes ({cfg.num_classes}) must be >= 0 and ignore_index '
+                          f'({cfg.ignore_index}) in -1..255 (0 / -1 = from the dataset)')
     for key in ('epochs', 'batch_size'):
         if getattr(cfg, key) < 1:
             raise ConfigError(f'{key} must be >= 1')

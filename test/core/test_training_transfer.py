@@ -1,0 +1,146 @@
+"""Transfer learning to a user's class set, and class names / licence flowing from the data to the checkpoint."""
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vidseg_ros.config import ConfigError
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import (CAMVID_LICENCE, CheckpointError, default_meta, load_checkpoint,
+                                          save_checkpoint, transfer_weights)
+from vidseg_ros.training.config import TrainConfig
+from vidseg_ros.training.data_setup import resolve_classes
+from vidseg_ros.training.export_meta import checkpoint_meta
+from vidseg_ros.training.loop import build_model, train
+
+ROOT = Path(__file__).resolve().parents[2]
+HW = [64, 64]
+NAMES, COLORS = ['background', 'object'], [[10, 20, 30], [200, 100, 0]]
+
+
+def _source(path: Path) -> Path:
+    """A small 11-class keyframe_fpn checkpoint with a licence of its own."""
+    torch.manual_seed(1)
+    model = create_model('keyframe_fpn', num_classes=11, fpn_ch=32)
+    meta = default_meta('keyframe_fpn', model.arch_config, provenance={'licence': 'SOURCE-WEIGHTS-LICENCE'})
+    return save_checkpoint(path, model, meta)
+
+
+def _user_dataset(root: Path, licence: str | None = 'CC0, recorded by us') -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {'classes': NAMES, 'colors': COLORS, 'ignore_index': 255}
+    if licence:
+        meta['licence'] = licence
+    (root / 'dataset.yaml').write_text(yaml.safe_dump(meta))
+    return root
+
+
+def _items(n=4):
+    g = torch.Generator().manual_seed(0)
+    items = []
+    for _ in range(n):
+        label = torch.randint(0, 2, HW, generator=g)
+        label[:8] = 255
+        items.append({'image': torch.rand(3, *HW, generator=g), 'label': label})
+    return items
+
+
+def _cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(name='transfer', arch='keyframe_fpn', arch_config={'fpn_ch': 32}, dataset='folder',
+                data_root=str(_user_dataset(tmp_path / 'drive')), input_hw=HW, batch_size=2, epochs=1,
+                val_split='', runs_dir=str(tmp_path / 'runs'), output=str(tmp_path / 'mine.pt'))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_init_from_11_classes_into_2_keeps_every_matching_tensor(tmp_path):
+    src = _source(tmp_path / 'src.pt')
+    cfg = resolve_classes(_cfg(tmp_path, init_from=str(src)))
+    assert (cfg.num_classes, cfg.ignore_index) == (2, 255)          # from the data's dataset.yaml
+    model, init = build_model(cfg)
+    source, _ = load_checkpoint(src)
+    own, theirs = model.state_dict(), source.state_dict()
+    encoder = [k for k in own if k.startswith('encoder.')]
+    assert encoder and all(torch.equal(own[k], theirs[k]) for k in encoder)
+    assert own['classifier.weight'].shape[0] == 2
+    assert init['kept'] == len(own) - 2 and init['reinitialised'] == 2
+    assert sorted(init['reinitialised_names']) == ['classifier.bias', 'classifier.weight']
+
+
+def test_training_from_an_11_class_model_on_2_named_classes(tmp_path):
+    src = _source(tmp_path / 'src.pt')
+    cfg = _cfg(tmp_path, init_from=str(src))
+    train(cfg, train_set=_items())
+    model, meta = load_checkpoint(tmp_path / 'mine.pt')
+    assert meta['classes'] == NAMES and meta['palette'] == COLORS and meta['ignore_index'] == 255
+    assert meta['arch_config']['num_classes'] == 2 and meta['train_config']['num_classes'] == 2
+    prov = meta['provenance']
+    assert prov['transfer']['kept'] == len(model.state_dict()) - 2
+    assert prov['transfer']['reinitialised'] == 2
+    assert prov['data_roots'] == [str(Path(cfg.data_root).resolve())] and prov['transfer']['from'] == str(src)
+    assert 'CC0, recorded by us' in prov['licence'] and 'SOURCE-WEIGHTS-LICENCE' in prov['licence']
+    assert 'CamVid' not in prov['licence'] and 'DAVIS' not in prov['licence']
+
+
+def test_the_shipped_model_transfers_to_two_classes():
+    """The issue's case: init_from models/camvid_fpn.pt with num_classes 2 was a size-mismatch traceback."""
+    if not (ROOT / 'models' / 'camvid_fpn.pt').is_file():
+        pytest.skip('models/camvid_fpn.pt not in this checkout')
+    cfg = TrainConfig(dataset='folder', num_classes=2, ignore_index=255,
+                      init_from=str(ROOT / 'models' / 'camvid_fpn.pt'))
+    model, init = build_model(cfg)
+    assert init['reinitialised'] == 2 and init['kept'] > 100 and init['classes'][0] == 'Sky'
+    assert model(torch.rand(1, 3, 64, 64)).shape[1] == 2
+
+
+def test_transfer_refuses_another_architecture():
+    unet = create_model('recurrent_unet', num_classes=2, size='small_shallow')
+    fpn = create_model('keyframe_fpn', num_classes=2)
+    with pytest.raises(CheckpointError, match='shares only 2 of'):
+        transfer_weights(unet, fpn.state_dict(), 'fpn.pt')
+
+
+def test_class_count_and_ignore_value_are_checked_against_the_data(tmp_path):
+    with pytest.raises(ConfigError, match='names 2 classes .* set num_classes: 2'):
+        resolve_classes(_cfg(tmp_path, num_classes=3))
+    with pytest.raises(ConfigError, match='set ignore_index: 255'):
+        resolve_classes(_cfg(tmp_path, ignore_index=11))
+    with pytest.raises(ConfigError, match='is not a folder'):
+        resolve_classes(_cfg(tmp_path, data_root=str(tmp_path / 'missing')))
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ConfigError, match='names no classes'):
+        resolve_classes(_cfg(tmp_path, data_root=str(tmp_path / 'empty')))
+    cfg = resolve_classes(_cfg(tmp_path, data_root=str(tmp_path / 'empty'), num_classes=3))
+    assert (cfg.num_classes, cfg.ignore_index) == (3, 255)
+
+
+def test_licence_comes_from_what_was_used(tmp_path):
+    model = create_model('keyframe_fpn', num_classes=2, fpn_ch=32)
+    cfg = resolve_classes(_cfg(tmp_path, data_root=str(_user_dataset(tmp_path / 'nolicence', None))))
+    prov = checkpoint_meta(model, cfg, {})['provenance']
+    assert 'licence not recorded' in prov['licence'] and 'nolicence/dataset.yaml' in prov['licence']
+    assert 'CamVid' not in prov['licence']
+    camvid = resolve_classes(TrainConfig(dataset='camvid', data_root='/nonexistent/camvid'))
+    assert (camvid.num_classes, camvid.ignore_index) == (11, 11)
+    meta = checkpoint_meta(create_model('keyframe_fpn', num_classes=11, fpn_ch=32), camvid, {})
+    assert CAMVID_LICENCE in meta['provenance']['licence'] and meta['classes'][0] == 'Sky'
+
+
+def test_folder_dataset_splits_in_time_and_by_sequence(tmp_path):
+    """A user's extracted drive: head trains, tail validates (as DAVIS); sequence names select."""
+    from vidseg_ros.data.records import FrameRecord, write_index
+    from vidseg_ros.training.data_setup import open_split
+    root = _user_dataset(tmp_path / 'drive')
+    records = [FrameRecord(seq, i, root / 'images' / seq / f'{i}.png', stamp_ns=i)
+               for seq in ('a', 'b') for i in range(20)]
+    write_index(root, records)
+    cfg = _cfg(tmp_path, data_root=str(root))
+    head, tail = open_split(cfg, 'head'), open_split(cfg, 'tail')
+    assert [r.index for r in head.records if r.sequence == 'a'] == list(range(14))
+    assert [r.index for r in tail.records if r.sequence == 'a'] == list(range(19, 20))
+    assert len(open_split(cfg, 'train').records) == 40                     # the default: everything
+    assert {r.sequence for r in open_split(cfg, 'b:head').records} == {'b'}
+    with pytest.raises(ConfigError, match='no sequence c'):
+        open_split(cfg, 'c')
+    assert open_split(cfg, 'a,b').records == open_split(cfg, 'all').records
