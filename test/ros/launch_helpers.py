@@ -71,12 +71,16 @@ class Launch:
             nodes[name] = p
         return nodes
 
-    def wait_for_log(self, pattern: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, self.log()):
-            assert self.proc.poll() is None, f'launch exited ({self.proc.returncode}):\n{self.log()[-4000:]}'
-            assert time.monotonic() < deadline, f'no {pattern!r} in the launch output:\n{self.log()[-4000:]}'
-            time.sleep(0.2)
+    def _group(self) -> list[str]:
+        import psutil
+        found = []
+        for p in psutil.process_iter(['pid', 'cmdline']):
+            try:
+                if os.getpgid(p.pid) == self.proc.pid:
+                    found.append(' '.join(p.info['cmdline'] or []))
+            except (ProcessLookupError, PermissionError):
+                pass
+        return found
 
     def interrupt(self, timeout: float = 40.0) -> int:
         """Ctrl-C for the whole group; kills it (and fails) when launch does not end in time."""
@@ -88,6 +92,9 @@ class Launch:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
                 raise AssertionError(f'launch did not end {timeout:.0f} s after SIGINT:\n{self.log()[-4000:]}')
+        self.left_behind = self._group()
+        if self.left_behind:  # nodes a failed launch left behind are still in its group
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if not self._log.closed:
             self._log.close()
             os.close(self._tty)

@@ -98,10 +98,9 @@ def test_rviz_without_rviz2_is_one_warning_and_the_rest_runs(launched):
 
 
 def test_sigint_to_the_group_ends_everything_cleanly(launched):
-    children = launched.launch.children()
     time.sleep(1.0)  # a few frames more into the bag
     assert launched.launch.interrupt() == 0, launched.launch.log()[-4000:]
-    assert not [n for n, p in children.items() if p.is_running()], 'node processes left behind'
+    assert launched.launch.left_behind == [], 'processes left behind'
     log = launched.launch.log()
     assert 'process started with pid' in log and log.count('process started with pid') == 3, \
         'a node was respawned during shutdown'
