@@ -75,7 +75,7 @@ def _text(sub) -> str:
         return '/'.join(_text(s) for s in sub.substitutions)
     if isinstance(sub, FindPackageShare):
         return f'$(find-pkg-share {"".join(_text(s) for s in sub.package)})'
-    return getattr(sub, 'text', None) if hasattr(sub, 'text') else sub.describe()
+    return sub.text if hasattr(sub, 'text') else sub.describe()
 
 
 def launch_arguments(path: Path) -> list[tuple[str, str, str]]:
