@@ -104,6 +104,7 @@ def test_sigint_to_the_group_ends_everything_cleanly(launched):
     log = launched.launch.log()
     assert 'process started with pid' in log and log.count('process started with pid') == 3, \
         'a node was respawned during shutdown'
+    assert 'escalating to' not in log, 'a node took over 5 s to stop: launch sent SIGTERM'
     errors = error_lines(log)
     assert not errors.get('launch') and not errors.get('video_source_node'), errors
     launched.shutdown_errors = errors

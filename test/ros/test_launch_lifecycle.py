@@ -1,4 +1,5 @@
-"""segment.launch.py lifecycle:=true driven with `ros2 lifecycle`, and a user's recorder params file."""
+"""segment.launch.py lifecycle:=true driven with `ros2 lifecycle`, respawn after a crash, and a user's
+recorder params file."""
 from __future__ import annotations
 
 import os
@@ -48,6 +49,13 @@ def test_lifecycle_transitions_and_own_recorder_params(tmp_path):
         assert len(masks) == n, 'masks kept coming after deactivate'
         assert ros2('lifecycle', 'get', SEG).startswith('inactive')
         assert 'String value is: launchtest' in ros2('param', 'get', '/vidseg_recorder', 'bag_prefix')
+        launch.children()['segment_lifecycle_node'].kill()  # a crash: launch respawns it (unconfigured)
+        started = '[segment_lifecycle_node-1]: process started with pid'
+        deadline = time.monotonic() + 30
+        while launch.log().count(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert launch.log().count(started) == 2, 'not respawned'
+        assert wait_for_node(SEG).startswith('unconfigured')
     except AssertionError as e:
         raise AssertionError(f'{e}\nlaunch output:\n{launch.log()[-4000:]}') from None
     finally:
