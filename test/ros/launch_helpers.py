@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,19 +47,27 @@ class Launch:
     A terminal's Ctrl-C reaches the whole group and launch, seeing a tty, does not signal its children
     a second time (without a tty it would: `--noninteractive`)."""
 
-    def __init__(self, file: str, args: dict, log_path: Path):
+    def __init__(self, file: str, args: dict, log_path: Path, tty: bool = True):
         self.log_path = log_path
         self._log = open(log_path, 'w')
         cmd = [str(BIN / 'ros2'), 'launch', 'vidseg_ros', file, *[f'{k}:={v}' for k, v in args.items()]]
-        self._tty, tty = pty.openpty()
-        self.proc = subprocess.Popen(cmd, stdin=tty, stdout=self._log, stderr=subprocess.STDOUT,
+        self._tty, stdin = pty.openpty() if tty else (None, subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        os.close(tty)
+        if tty:
+            os.close(stdin)
 
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text()
+
+    def wait_for_output(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            assert self.proc.poll() is None, f'launch exited ({self.proc.returncode}):\n{self.log()[-4000:]}'
+            assert time.monotonic() < deadline, f'no {text!r} in the launch output:\n{self.log()[-4000:]}'
+            time.sleep(0.2)
 
     def children(self) -> dict:
         """{executable name: psutil.Process} of the nodes launch started."""
@@ -96,7 +105,8 @@ class Launch:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if not self._log.closed:
             self._log.close()
-            os.close(self._tty)
+            if self._tty is not None:
+                os.close(self._tty)
         return self.proc.returncode
 
 
@@ -105,6 +115,6 @@ def error_lines(log: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for line in log.splitlines():
         if '[ERROR]' in line or 'Traceback' in line:
-            m = re.match(r'\[(\w+)-\d+\]', line)
+            m = re.match(r'(?:\[ERROR\] )?\[(\w+)-\d+\]', line)  # its own output, or launch's line about it
             out.setdefault(m.group(1) if m else 'launch', []).append(line)
     return out
