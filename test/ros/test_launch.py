@@ -46,8 +46,11 @@ def test_masks_carry_the_input_stamps(launched):
     with launched.probe.lock:
         inputs = {stamp_of(m): m for m in launched.images}
         masks = list(launched.masks)
-    assert all(stamp_of(m) in inputs for m in masks)
-    m = masks[-1]
+    # Frames published before our subscription matched are segmented but not seen here: skip those.
+    ours = [m for m in masks if stamp_of(m) >= min(inputs)]
+    missing = [stamp_of(m) for m in ours if stamp_of(m) not in inputs]
+    assert len(ours) >= 3 and not missing, (missing, min(inputs), max(inputs), len(masks))
+    m = ours[-1]
     src = inputs[stamp_of(m)]
     assert (m.encoding, m.height, m.width, m.header.frame_id) == ('mono8', src.height, src.width, 'camera')
 
