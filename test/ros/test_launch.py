@@ -42,16 +42,13 @@ def launched(tmp_path_factory):
         probe.close()
 
 
-def test_masks_carry_the_input_stamps(launched):
+def test_masks_match_their_input_frames(launched):
+    """(That every mask carries the stamp of a camera frame is checked against the bag, which has them all.)"""
     with launched.probe.lock:
         inputs = {stamp_of(m): m for m in launched.images}
-        masks = list(launched.masks)
-    # Frames published before our subscription matched are segmented but not seen here: skip those.
-    ours = [m for m in masks if stamp_of(m) >= min(inputs)]
-    missing = [stamp_of(m) for m in ours if stamp_of(m) not in inputs]
-    assert len(ours) >= 3 and not missing, (missing, min(inputs), max(inputs), len(masks))
-    m = ours[-1]
-    src = inputs[stamp_of(m)]
+        masks = [m for m in launched.masks if stamp_of(m) in inputs]
+    assert masks, 'no mask for any frame this probe received'
+    m, src = masks[-1], inputs[stamp_of(masks[-1])]
     assert (m.encoding, m.height, m.width, m.header.frame_id) == ('mono8', src.height, src.width, 'camera')
 
 
@@ -124,17 +121,21 @@ def test_sigint_leaves_no_error_lines_per_node(launched):
     assert not errors, errors
 
 
-def test_the_recorded_bag_reads_back(launched):
+def test_the_recorded_bag_reads_back_and_masks_carry_its_stamps(launched):
     from rosbags.highlevel import AnyReader
     bags = list((launched.tmp / 'bags').glob('vidseg_*'))
     assert len(bags) == 1, bags
     with AnyReader([bags[0]]) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-        conn = next(c for c in reader.connections if c.topic == '/camera/image_raw')
-        _, stamp, raw = next(reader.messages(connections=[conn]))
-        msg = reader.deserialize(raw, conn.msgtype)
+        conns = [c for c in reader.connections if c.topic == '/camera/image_raw']
+        frames = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)]
     assert counts.get('/camera/image_raw', 0) >= 5 and counts.get('/camera/camera_info', 0) >= 5, counts
-    assert (msg.encoding, msg.height * msg.step) == ('rgb8', len(msg.data))
+    assert all((f.encoding, f.height * f.step) == ('rgb8', len(f.data)) for f in frames[:3])
+    # The recorder subscribed before the first frame and loses none: every mask is one of these frames.
+    recorded = {f.header.stamp.sec * 1_000_000_000 + f.header.stamp.nanosec for f in frames}
+    with launched.probe.lock:
+        masks = [stamp_of(m) for m in launched.masks]
+    assert len(masks) >= 5 and not [s for s in masks if s not in recorded], (len(masks), len(recorded))
 
 
 def test_readme_launch_argument_table_is_generated():
