@@ -4,6 +4,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
+# ROS 2's launch system and CLI (not on any registry) from the shared folder, when there is one.
+EXTRAS := ../shared/ros2_extras
+EXTRAS_STAMP := $(if $(wildcard $(EXTRAS)/install.sh),$(VENV)/.ros2-extras-installed)
 
 # ROS 2 on one machine: discovery stays on loopback, large images go through a 32 MB SHM segment.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
@@ -19,12 +22,17 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
+# Re-runs only when the venv was rebuilt or install.sh changed (it builds from a copy: works read-only).
+$(VENV)/.ros2-extras-installed: $(STAMP) $(EXTRAS)/install.sh
+	bash $(EXTRAS)/install.sh $(VENV)
+	touch $@
+
 # Non-editable install: only a real install puts launch/config/models under share/ for ament_index.
-install: $(STAMP)
+install: $(STAMP) $(EXTRAS_STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall .
 
 test: install
-	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m pytest -q -p no:cacheprovider test
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m pytest -q -rs -p no:cacheprovider test
 
 demo: install
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m vidseg_ros.ros.demo $(if $(VIDEO),--video $(VIDEO))

@@ -1,53 +1,84 @@
 """Segment a camera: `ros2 launch vidseg_ros segment.launch.py image:=/camera/image_raw`.
 
-Optional: `video:=/path/clip.mp4` starts video_source_node as the camera, `record:=true` starts the
-recorder alongside, `rviz:=true` opens RViz with the image, overlay and mask.
+Optional: `video:=/path/clip.mp4` publishes a video file or image folder as the camera,
+`record:=true` records it (record.launch.py, scoped: only the arguments passed below reach it),
+`rviz:=true` shows the camera, overlay, colour mask, class-id mask and confidence (when rviz2 is
+installed), `lifecycle:=true` starts the managed node (drive it with `ros2 lifecycle set`).
+Each node reads its own parameter file; `model` / `use_camera_info` / `output_dir` override them
+when given. `ros2 launch vidseg_ros segment.launch.py -s` lists the arguments (README has the table).
 """
-import os
-
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, SetEnvironmentVariable
+from launch.actions import (DeclareLaunchArgument, GroupAction, IncludeLaunchDescription, OpaqueFunction,
+                            SetLaunchConfiguration)
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
+from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
 
-PKG = FindPackageShare('vidseg_ros')
+from vidseg_ros.ros.launch_support import SEGMENTER, fastdds_profile, overrides, rviz, share
+
+RECORD_ARGS = ('image', 'camera_info', 'recorder_params_file', 'output_dir')
+
+
+def _segmenter(context):
+    lifecycle = IfCondition(LaunchConfiguration('lifecycle')).evaluate(context)
+    return [Node(package='vidseg_ros', executable='segment_lifecycle_node' if lifecycle else 'segment_node',
+                 name=SEGMENTER, respawn=LaunchConfiguration('respawn'), respawn_delay=2.0,
+                 parameters=[LaunchConfiguration('segment_params_file'),
+                             overrides(context, ['model', 'use_camera_info'])],
+                 remappings=[('image', LaunchConfiguration('image')),
+                             ('image/compressed', [LaunchConfiguration('image'), '/compressed']),
+                             ('camera_info', LaunchConfiguration('camera_info'))],
+                 output='screen')]
 
 
 def generate_launch_description():
-    image = LaunchConfiguration('image')
-    video = LaunchConfiguration('video')
+    image, record = LaunchConfiguration('image'), LaunchConfiguration('record')
     args = [
         DeclareLaunchArgument('image', default_value='/camera/image_raw', description='Input image topic'),
         DeclareLaunchArgument('camera_info', default_value='/camera/camera_info',
-                              description='CameraInfo topic (used when use_camera_info is true)'),
-        DeclareLaunchArgument('params_file', default_value=PathJoinSubstitution([PKG, 'config', 'segment.yaml']),
-                              description='segment_node parameters'),
-        DeclareLaunchArgument('model', default_value='', description="Checkpoint name or path ('' = default)"),
+                              description='CameraInfo topic (segmented with use_camera_info, recorded with record)'),
+        DeclareLaunchArgument('use_camera_info', default_value='', choices=['', 'true', 'false'],
+                              description="Subscribe camera_info and publish ~/camera_info ('' = as in "
+                                          'segment_params_file)'),
+        DeclareLaunchArgument('model', default_value='',
+                              description="Checkpoint name or path ('' = as in segment_params_file)"),
+        DeclareLaunchArgument('segment_params_file', default_value=share('config', 'segment.yaml'),
+                              description='segment_node parameter file'),
+        DeclareLaunchArgument('lifecycle', default_value='false', choices=['true', 'false'],
+                              description='Start segment_lifecycle_node (unconfigured) instead of segment_node'),
+        DeclareLaunchArgument('respawn', default_value='true', choices=['true', 'false'],
+                              description='Restart the segmenter 2 s after it dies'),
         DeclareLaunchArgument('video', default_value='',
-                              description='Video file or image folder to publish as the camera (empty = off)'),
-        DeclareLaunchArgument('record', default_value='false', description='Also start recorder_node'),
-        DeclareLaunchArgument('rviz', default_value='false', description='Open RViz'),
+                              description="Video file or image folder published as the camera ('' = off)"),
+        DeclareLaunchArgument('video_params_file', default_value=share('config', 'video_source.yaml'),
+                              description='video_source_node parameter file'),
+        DeclareLaunchArgument('record', default_value='false', choices=['true', 'false'],
+                              description='Also record image and camera_info (record.launch.py)'),
+        DeclareLaunchArgument('recorder_params_file', default_value=share('config', 'recorder.yaml'),
+                              description='recorder_node parameter file'),
+        DeclareLaunchArgument('output_dir', default_value='',
+                              description="Where bags are created ('' = output_dir of recorder_params_file)"),
+        DeclareLaunchArgument('rviz', default_value='false', choices=['true', 'false'],
+                              description='Open RViz (skipped with a warning where rviz2 is not installed)'),
     ]
-    # Camera-sized messages between processes need the 32 MB shared-memory profile (see README).
-    env = [SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
-                                  os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE',
-                                                 PathJoinSubstitution([PKG, 'config', 'fastdds_shm.xml'])))]
-    has_video = IfCondition(PythonExpression(["'", video, "' != ''"]))
+    # The video source holds its first frame until the segmenter (and the recorder) subscribe.
+    subscribers = [SetLaunchConfiguration('_video_subscribers', '1'),
+                   SetLaunchConfiguration('_video_subscribers', '2', condition=IfCondition(record))]
     camera = Node(package='vidseg_ros', executable='video_source_node', name='vidseg_video_source',
-                  condition=has_video, parameters=[{'source': video, 'loop': True}],
+                  condition=IfCondition(NotEqualsSubstitution(LaunchConfiguration('video'), '')),
+                  parameters=[LaunchConfiguration('video_params_file'),
+                              {'source': LaunchConfiguration('video'),
+                               'wait_for_subscribers': LaunchConfiguration('_video_subscribers')}],
                   remappings=[('image', image), ('image/compressed', [image, '/compressed']),
-                              ('camera_info', LaunchConfiguration('camera_info'))])
-    segmenter = Node(package='vidseg_ros', executable='segment_node', name='vidseg_segmenter',
-                     parameters=[LaunchConfiguration('params_file'), {'model': LaunchConfiguration('model')}],
-                     remappings=[('image', image), ('image/compressed', [image, '/compressed']),
-                                 ('camera_info', LaunchConfiguration('camera_info'))],
-                     output='screen')
-    recorder = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(PathJoinSubstitution([PKG, 'launch', 'record.launch.py'])),
-        condition=IfCondition(LaunchConfiguration('record')))
-    rviz = Node(package='rviz2', executable='rviz2', name='rviz2', condition=IfCondition(LaunchConfiguration('rviz')),
-                arguments=['-d', PathJoinSubstitution([PKG, 'config', 'vidseg.rviz'])])
-    return LaunchDescription(args + env + [camera, segmenter, recorder, rviz])
+                              ('camera_info', LaunchConfiguration('camera_info'))],
+                  output='screen')
+    recorder = GroupAction(
+        scoped=True, forwarding=False, condition=IfCondition(record),
+        launch_configurations={k: LaunchConfiguration(k) for k in RECORD_ARGS},
+        actions=[IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(share('launch', 'record.launch.py')),
+            launch_arguments={k: LaunchConfiguration(k) for k in RECORD_ARGS}.items())])
+    return LaunchDescription(args + subscribers + [
+        fastdds_profile(), OpaqueFunction(function=_segmenter), camera, recorder,
+        OpaqueFunction(function=rviz, condition=IfCondition(LaunchConfiguration('rviz')))])

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 from rclpy.qos import qos_profile_sensor_data
@@ -65,3 +67,18 @@ def test_missing_source_fails_clearly(start_node, tmp_path):
     node = start_node(NODE, {'source': str(tmp_path / 'nope.mp4')})
     assert node.proc.wait(timeout=30) == 2
     assert 'does not exist' in node.log()
+
+
+@pytest.mark.parametrize('signals', [(signal.SIGINT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)],
+                         ids=['sigint', 'sigterm', 'sigint-twice'])
+def test_stops_cleanly_on_signals(start_node, probe, frame_folder, signals):
+    """Launch sends SIGINT (a second one when it has no tty), then SIGTERM after 5 s: exit 0, quietly."""
+    images = probe.collect(Image, 'image')
+    node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, 'loop': True,
+                             'wait_for_subscribers': 1})
+    probe.wait_for(lambda: len(images) >= 3, 30, 'frames', node)
+    for sig in signals:
+        node.proc.send_signal(sig)
+        time.sleep(0.05)
+    assert node.proc.wait(timeout=5) == 0, node.log()
+    assert 'Traceback' not in node.log() and '[ERROR]' not in node.log(), node.log()

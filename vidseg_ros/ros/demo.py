@@ -96,8 +96,15 @@ class Collector:
         if src is not None:
             self.pairs.append((src[:, :, :3], rgb))
 
-    def frames_out_reported(self) -> int:
-        return int((self.last_status or {}).get('frames_out', 0))
+    def reported(self, key: str) -> int:
+        """A counter from the segmenter's last /diagnostics status (0 before the first)."""
+        return int((self.last_status or {}).get(key, 0) or 0)
+
+    def segmenter_ready(self, node) -> bool:
+        """Model loaded (the latched class table arrives after load) and our output subscriptions
+        matched, so that no frame is published before the node can segment it and we can see it."""
+        return bool(self.classes) and all(node.count_publishers(f'/vidseg_segmenter/{t}') > 0
+                                          for t in ('overlay', 'mask'))
 
     def _on_table(self, msg) -> None:
         self.classes = json.loads(msg.data)['classes']
@@ -175,24 +182,30 @@ def run(args) -> dict:
     rclpy.init()
     node = rclpy.create_node('vidseg_demo_collector')
     collector = Collector(node, out, args.rate)
-    # The source waits for the segmenter and the collector (2 subscribers) before the first frame.
-    source = start('vidseg_ros.ros.video_source_node',
-                   {'source': video, 'rate_hz': float(args.rate), 'max_frames': args.max_frames,
-                    'wait_for_subscribers': 2 + int(args.record), 'wait_timeout_s': 120.0}, out / 'video_source.log')
+    source = None
     t0 = time.monotonic()
     try:
+        while not collector.segmenter_ready(node):
+            rclpy.spin_once(node, timeout_sec=0.05)
+            if any(p.poll() is not None for p in procs) or time.monotonic() - t0 > 180:
+                raise SystemExit(f'demo: the segmenter did not come up; see the logs in {out}')
+        # The source still waits for the segmenter, the collector (and the recorder) to subscribe.
+        source = start('vidseg_ros.ros.video_source_node',
+                       {'source': video, 'rate_hz': float(args.rate), 'max_frames': args.max_frames,
+                        'wait_for_subscribers': 2 + int(args.record), 'wait_timeout_s': 120.0},
+                       out / 'video_source.log')
+        procs.append(source)
         while source.poll() is None:
             rclpy.spin_once(node, timeout_sec=0.05)
-            if any(p.poll() is not None for p in procs):
+            if any(p.poll() is not None for p in procs if p is not source):
                 raise SystemExit(f'demo: a node exited early; see the logs in {out}')
         drain = time.monotonic()
-        while time.monotonic() - drain < 3.0 or (collector.n_out < collector.frames_out_reported()
+        while time.monotonic() - drain < 3.0 or (collector.n_out < collector.reported('frames_out')
                                                   and time.monotonic() - drain < 20):
             rclpy.spin_once(node, timeout_sec=0.05)  # until every mask the node made has arrived
     finally:
         for p in procs:
             stop(p)
-        stop(source)
         collector.close()
         node.destroy_node()
         rclpy.try_shutdown()
@@ -208,8 +221,11 @@ def report(c: Collector, out: Path, video: str, model: str, trained: bool, wall_
     stages = ['convert', 'preprocess', 'model', 'postprocess', 'publish', 'end_to_end']
     latency = {st: {q: float(s.get(f'{st}_ms_{q}', 'nan')) for q in ('p50', 'p95', 'max')} for st in stages}
     summary = {'video': video, 'model': s.get('model', model), 'trained': trained, 'device': s.get('device'),
-               'frames_published_by_source': c.n_in, 'frames_segmented': c.n_out,
-               'dropped_by_latest_frame_wins': int(s.get('dropped_frames', 0) or 0),
+               'frames_published_by_source': c.n_in, 'frames_received_by_node': c.reported('frames_in'),
+               'frames_segmented': c.reported('frames_out'), 'overlays_received': c.n_out,
+               # every frame published but not segmented, split by where it was lost
+               'dropped_before_node': max(c.n_in - c.reported('frames_in'), 0),
+               'dropped_by_latest_frame_wins': c.reported('dropped_frames'),
                'key_frame_ratio': float(s.get('key_frame_ratio', 'nan')), 'latency_ms': latency,
                'wall_s': round(wall_s, 1), 'outputs': {'overlay_video': str(c.video_path),
                                                         'contact_sheet': str(out / 'contact_sheet.png'),
@@ -219,8 +235,10 @@ def report(c: Collector, out: Path, video: str, model: str, trained: bool, wall_
     lines += [f'| {st} | {v["p50"]:.1f} | {v["p95"]:.1f} | {v["max"]:.1f} |' for st, v in latency.items()]
     md = '\n'.join([f'# vidseg demo{"" if trained else " (UNTRAINED WEIGHTS)"}', '',
                     f'- video: {video}', f'- model: {summary["model"]} on {summary["device"]}',
-                    f'- frames: {c.n_in} published, {c.n_out} segmented, '
-                    f'{summary["dropped_by_latest_frame_wins"]} dropped (latest frame wins)',
+                    f'- frames: {c.n_in} published, {summary["frames_segmented"]} segmented, '
+                    f'{c.n_in - summary["frames_segmented"]} dropped ({summary["dropped_before_node"]} before '
+                    f'the node: input queue depth 1 overwritten; {summary["dropped_by_latest_frame_wins"]} in the '
+                    f'node: latest frame wins); {c.n_out} overlays received by the demo',
                     f'- key-frame ratio: {summary["key_frame_ratio"]:.2f}', ''] + lines)
     (out / 'summary.md').write_text(md + '\n')
     print('\n' + md)
@@ -246,7 +264,7 @@ def main(argv=None) -> int:
     os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(ROOT / 'config' / 'fastdds_shm.xml'))
     os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
     summary = run(args)
-    return 0 if summary['frames_segmented'] > 0 else 1
+    return 0 if summary['overlays_received'] > 0 else 1
 
 
 if __name__ == '__main__':

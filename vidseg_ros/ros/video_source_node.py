@@ -4,6 +4,7 @@ For demos, tests and users without hardware. Frames are stamped with the node cl
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -119,6 +120,7 @@ def main(args=None) -> int:
         print(f'video_source_node: {e}', file=sys.stderr)
         return 2
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -48,11 +48,30 @@ def table(specs: list[str]) -> str:
     return '\n'.join(rows)
 
 
+def launch_table() -> str | None:
+    """Arguments declared by launch/*.launch.py; None where launch_ros is not installed (block kept)."""
+    try:
+        from vidseg_ros.ros.launch_support import launch_arguments
+    except ImportError:
+        return None
+    rows = ['| launch file | argument | default | description |', '|---|---|---|---|']
+    for path in sorted((ROOT / 'launch').glob('*.launch.py')):
+        rows += [f'| {path.name} | `{name}` | `{_fmt_default(default) if default == "" else default}` | '
+                 f'{doc.replace("|", "/")} |'
+                 for name, default, doc in launch_arguments(path)]
+    return '\n'.join(rows)
+
+
+def _replace(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf'(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)', re.S)
+    return pattern.sub(lambda m: m.group(1) + body + '\n' + m.group(2), text)
+
+
 def render(text: str) -> str:
     for name, specs in BLOCKS.items():
-        pattern = re.compile(rf'(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)', re.S)
-        text = pattern.sub(lambda m, s=specs: m.group(1) + table(s) + '\n' + m.group(2), text)
-    return text
+        text = _replace(text, name, table(specs))
+    launch = launch_table()
+    return text if launch is None else _replace(text, 'launch_args', launch)
 
 
 def update(check: bool = False, readme: str | Path = ROOT / 'README.md') -> int:

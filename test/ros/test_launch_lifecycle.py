@@ -1,0 +1,65 @@
+"""segment.launch.py lifecycle:=true driven with `ros2 lifecycle`, respawn after a crash, and a user's
+recorder params file."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from launch_helpers import BIN, Launch, real_clip, require_launch, ros2
+from ros_helpers import ROOT, Probe
+
+require_launch()
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+SEG = '/vidseg_segmenter'
+
+
+def wait_for_node(name: str, timeout: float = 90.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run([str(BIN / 'ros2'), 'lifecycle', 'get', name], capture_output=True, text=True,
+                           timeout=60)
+        if r.returncode == 0 or time.monotonic() > deadline:
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+        time.sleep(1.0)
+
+
+def test_lifecycle_transitions_and_own_recorder_params(tmp_path):
+    params = tmp_path / 'my_recorder.yaml'
+    params.write_text((ROOT / 'config' / 'recorder.yaml').read_text().replace('bag_prefix: vidseg',
+                                                                            'bag_prefix: launchtest'))
+    probe = Probe(f'lifecycle_probe_{os.getpid()}')
+    masks = probe.collect(Image, f'{SEG}/mask', QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    launch = Launch('segment.launch.py', {'video': real_clip(), 'lifecycle': 'true', 'record': 'true',
+                                          'recorder_params_file': params, 'output_dir': tmp_path / 'bags'},
+                    tmp_path / 'launch.log')
+    try:
+        assert wait_for_node(SEG).startswith('unconfigured')
+        assert 'Transitioning successful' in ros2('lifecycle', 'set', SEG, 'configure', timeout=120)
+        assert 'Transitioning successful' in ros2('lifecycle', 'set', SEG, 'activate')
+        probe.wait_for(lambda: len(masks) >= 3, 60, 'masks after activate')
+        assert ros2('lifecycle', 'get', SEG).startswith('active')
+        assert 'Transitioning successful' in ros2('lifecycle', 'set', SEG, 'deactivate')
+        time.sleep(1.0)
+        n = len(masks)
+        time.sleep(1.5)
+        assert len(masks) == n, 'masks kept coming after deactivate'
+        assert ros2('lifecycle', 'get', SEG).startswith('inactive')
+        assert 'String value is: launchtest' in ros2('param', 'get', '/vidseg_recorder', 'bag_prefix')
+        launch.children()['segment_lifecycle_node'].kill()  # a crash: launch respawns it (unconfigured)
+        started = '[segment_lifecycle_node-1]: process started with pid'
+        deadline = time.monotonic() + 30
+        while launch.log().count(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert launch.log().count(started) == 2, 'not respawned'
+        assert wait_for_node(SEG).startswith('unconfigured')
+    except AssertionError as e:
+        raise AssertionError(f'{e}\nlaunch output:\n{launch.log()[-4000:]}') from None
+    finally:
+        rc = launch.interrupt()
+        probe.close()
+    assert rc == 0, launch.log()[-4000:]
+    assert [p.name for p in (tmp_path / 'bags').iterdir()][0].startswith('launchtest_')

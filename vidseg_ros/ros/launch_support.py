@@ -1,0 +1,85 @@
+"""Pieces of launch/*.launch.py that conditions and substitutions cannot express, and the README table.
+
+Imports launch/launch_ros (a ROS install, or ../shared/ros2_extras in the venv): only launch files,
+their tests and `vidseg_ros.tools.docs` (guarded) import this module.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
+from launch import logging as launch_logging
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.launch_description_sources import get_launch_description_from_python_launch_file
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PKG = 'vidseg_ros'
+SEGMENTER = 'vidseg_segmenter'
+# RViz display name in config/vidseg.rviz -> segment_node output it shows (None = the input image)
+RVIZ_DISPLAYS = {'Camera': None, 'Overlay': 'overlay', 'Colour mask': 'color_mask',
+                 'Mask (class ids)': 'mask', 'Confidence': 'confidence'}
+
+
+def share(*parts: str) -> PathJoinSubstitution:
+    return PathJoinSubstitution([FindPackageShare(PKG), *parts])
+
+
+def fastdds_profile() -> SetEnvironmentVariable:
+    """Camera-sized messages between processes need the 32 MB shared-memory profile (see README);
+    a profile the user exported wins."""
+    return SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
+                                  os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE',
+                                                 share('config', 'fastdds_shm.xml')))
+
+
+def overrides(context, names) -> dict:
+    """ROS parameters for the launch arguments in ``names`` that were given a value: an empty argument
+    keeps the parameter file's setting instead of overwriting it with ''."""
+    return {n: LaunchConfiguration(n) for n in names if LaunchConfiguration(n).perform(context) != ''}
+
+
+def rviz_config(template: Path, image: str, segmenter: str = SEGMENTER) -> str:
+    """Write an RViz config whose displays follow this launch's topics; returns its path."""
+    cfg = yaml.safe_load(Path(template).read_text())
+    for display in cfg['Visualization Manager']['Displays']:
+        output = RVIZ_DISPLAYS[display['Name']]
+        display['Topic']['Value'] = f'/{segmenter}/{output}' if output else '/' + image.lstrip('/')
+    fd, path = tempfile.mkstemp(prefix='vidseg_', suffix='.rviz')
+    with os.fdopen(fd, 'w') as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return path
+
+
+def rviz(context) -> list:
+    """RViz showing the camera and every output, or one clear line where rviz2 is not installed."""
+    try:
+        get_package_prefix('rviz2')
+    except PackageNotFoundError:
+        launch_logging.get_logger('launch').warning(
+            "rviz:=true but package 'rviz2' is not installed: continuing without RViz "
+            '(install ros-$ROS_DISTRO-rviz2, or view the topics with rqt_image_view)')
+        return []
+    config = rviz_config(Path(get_package_share_directory(PKG)) / 'config' / 'vidseg.rviz',
+                         LaunchConfiguration('image').perform(context))
+    return [Node(package='rviz2', executable='rviz2', name='rviz2', arguments=['-d', config], output='screen')]
+
+
+def _text(sub) -> str:
+    """A readable default: '$(find-pkg-share vidseg_ros)/config/x.yaml' for a path in the package."""
+    if isinstance(sub, PathJoinSubstitution):
+        return '/'.join(_text(s) for s in sub.substitutions)
+    if isinstance(sub, FindPackageShare):
+        return f'$(find-pkg-share {"".join(_text(s) for s in sub.package)})'
+    return sub.text if hasattr(sub, 'text') else sub.describe()
+
+
+def launch_arguments(path: Path) -> list[tuple[str, str, str]]:
+    """(name, default, description) of each argument a launch file declares itself (not its includes)."""
+    description = get_launch_description_from_python_launch_file(str(path))
+    return [(e.name, ''.join(_text(s) for s in e.default_value or []), e.description)
+            for e in description.entities if isinstance(e, DeclareLaunchArgument)]
