@@ -19,12 +19,16 @@ class ImageError(ValueError):
     """A malformed or unsupported image; the message says what is wrong with it."""
 
 
-def short(text, limit: int = SHORT_TEXT) -> str:
-    """repr() of an untrusted string, cut to ``limit`` characters so a 1 MB field cannot flood logs."""
+def clip(text, limit: int = SHORT_TEXT) -> str:
+    """Text cut to ``limit`` characters, saying how long it was, so a 1 MB field cannot flood logs."""
     text = str(text)
-    if len(text) <= limit:
-        return repr(text)
-    return repr(text[:limit]) + f'... ({len(text)} characters)'
+    return text if len(text) <= limit else text[:limit] + f'... ({len(text)} characters)'
+
+
+def short(text, limit: int = SHORT_TEXT) -> str:
+    """repr() of an untrusted string, cut to ``limit`` characters."""
+    text = str(text)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f'... ({len(text)} characters)'
 
 
 def check_pixels(height: int, width: int, max_pixels: int | None, what: str = 'image') -> None:
@@ -124,7 +128,7 @@ def image_fields_to_rgb8(encoding: str, height: int, width: int, step: int, data
 def _cv_reason(e: Exception) -> str:
     """The assertion text of a cv2.error, without OpenCV's multi-line file/function preamble."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return short(lines[-1] if lines else type(e).__name__)[1:-1]
+    return clip(lines[-1] if lines else type(e).__name__)
 
 
 def array_to_image_fields(arr: np.ndarray, encoding: str) -> dict:

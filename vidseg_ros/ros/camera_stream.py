@@ -10,7 +10,7 @@ import numpy as np
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from vidseg_ros.data.images import ImageError, short
+from vidseg_ros.data.images import ImageError, clip, short
 from vidseg_ros.engine.outputs import ClassTable, colorize, overlay
 from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.conversions import (array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8,
@@ -150,7 +150,7 @@ class CameraStream:
     def note_error(self, kind: str, text: str) -> None:
         """Count an error of ``kind`` and keep its (truncated) text for /diagnostics."""
         self.errors[kind] = self.errors.get(kind, 0) + 1
-        self.last_error = f'{kind}: {short(text)[1:-1]}'
+        self.last_error = f'{kind}: {clip(text)}'
         self._last_error_mono = time.monotonic()
 
     def log_error(self, kind: str, text: str, warn: bool = False) -> None:

@@ -10,7 +10,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from vidseg_ros.data.images import short
+from vidseg_ros.data.images import clip, short
 
 BAD_STAMP_S = 10.0        # a stamp further than this from the node clock is not a latency: `bad_stamp`
 MAX_CAMERA_VALUE = 1e7    # |K|, |P| entries beyond this (pixels) are not a camera
@@ -68,7 +68,7 @@ def check_model_spec(spec: str) -> None:
     try:
         path = resolve_model(spec)
     except Exception as e:  # noqa: BLE001 - CheckpointError and friends: a reason for the caller
-        raise ValueError(short(str(e), 400)[1:-1]) from None
+        raise ValueError(clip(e, 400)) from None
     if path.startswith(UNTRAINED_PREFIX):
         if path[len(UNTRAINED_PREFIX):] not in MODELS:
             raise ValueError(f'unknown architecture in model {short(spec)}; known: {", ".join(sorted(MODELS))}')

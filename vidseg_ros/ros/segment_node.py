@@ -33,6 +33,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from vidseg_ros.config import ConfigError
+from vidseg_ros.data.images import clip, short
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
 from vidseg_ros.engine.outputs import ClassTable
@@ -216,7 +217,7 @@ class Segmenter:
                 self._check_classes(cfg, engine)
                 table = self._class_table(cfg, engine)
             except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
-                log.error(f'cannot load model {new.model!r} on {new.device!r}: {e}; '
+                log.error(f'cannot load model {short(new.model)} on {short(new.device)}: {clip(e)}; '
                           f'keeping {self.engine.model_name}')
                 for s in self.streams:
                     s.note_error('model_load', str(e))
