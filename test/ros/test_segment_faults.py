@@ -115,3 +115,20 @@ def test_signal_while_serving_stops_cleanly(start_node, probe, real_frames, modu
     assert node.proc.returncode == 0, log[-2000:]
     assert elapsed < 5.0, f'took {elapsed:.1f} s to stop'
     assert '[ERROR]' not in log and 'Traceback' not in log, log[-2000:]
+
+
+def test_absurd_stamp_is_counted_and_kept_out_of_latency(start_node, probe, real_frames):
+    node = start_node(NODE, SMALL)
+    masks = probe.collect(Image, f'{OUT}/mask', RELIABLE)
+    diags = probe.collect(DiagnosticArray, '/diagnostics')
+    (pub,) = probe.publishers(node, 'image', msg_type=Image)
+    pub.publish(image_msg(real_frames[0], 0))   # stamped 0: served, but not a latency
+    probe.wait_for(lambda: any(stamp_of(m) == 0 for m in masks), 30, 'mask of the frame stamped 0', node)
+    for i in range(1, 3):
+        stamp = send(probe, pub, real_frames[i])
+        probe.wait_for(lambda: any(stamp_of(m) == stamp for m in masks), 30, f'mask {i}', node)
+    probe.wait_for(lambda: (st := status(diags)) is not None and diag_values(st)['frames_out'] == '3', 10,
+                   'diagnostics after 3 frames', node)
+    values = diag_values(status(diags))
+    assert values['bad_stamps'] == '1'
+    assert float(values['end_to_end_ms_max']) < 10_000, values['end_to_end_ms_max']
