@@ -63,13 +63,15 @@ class CameraStream:
         self._sync = None
         if cfg.use_camera_info and message_filters is not None:
             # Exact-stamp pairs from message_filters; the pair goes into the mailbox together.
-            img_sub = message_filters.Subscriber(node, image_type, image_topic, qos_profile=in_qos)
+            img_sub = self._subscribe(lambda **kw: message_filters.Subscriber(node, image_type, image_topic,
+                                                                             qos_profile=in_qos, **kw))
             info_sub = message_filters.Subscriber(node, CameraInfo, prefix + 'camera_info', qos_profile=in_qos)
             self._sync = message_filters.TimeSynchronizer([img_sub, info_sub], CAMERA_INFO_CACHE)
             self._sync.registerCallback(self._on_image_and_info)
             self._subs = [img_sub.sub, info_sub.sub]
         else:
-            self._subs.append(self._subscribe(image_type, image_topic, self._on_image, in_qos))
+            self._subs.append(self._subscribe(lambda **kw: node.create_subscription(
+                image_type, image_topic, self._on_image, in_qos, **kw)))
             if cfg.use_camera_info:
                 self._subs.append(node.create_subscription(CameraInfo, prefix + 'camera_info',
                                                            self._on_camera_info, in_qos))
@@ -99,13 +101,13 @@ class CameraStream:
         self._throttle_s = cfg.error_throttle_s
         self._info_cond = threading.Condition()
 
-    def _subscribe(self, msg_type, topic, callback, qos):
-        """Subscription that also counts messages the middleware reports lost, where the RMW can."""
-        events = SubscriptionEventCallbacks(message_lost=self._on_message_lost)
+    def _subscribe(self, create):
+        """``create(**kwargs)`` with a message-lost callback, so messages the middleware reports lost
+        before our callback are counted (`lost_in_transport`); without it where the RMW cannot."""
         try:
-            return self.node.create_subscription(msg_type, topic, callback, qos, event_callbacks=events)
+            return create(event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost))
         except UnsupportedEventTypeError:
-            return self.node.create_subscription(msg_type, topic, callback, qos)
+            return create()
 
     def _on_message_lost(self, info) -> None:
         self.lost_in_transport += int(info.total_count_change)
