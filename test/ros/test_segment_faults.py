@@ -132,3 +132,21 @@ def test_absurd_stamp_is_counted_and_kept_out_of_latency(start_node, probe, real
     values = diag_values(status(diags))
     assert values['bad_stamps'] == '1'
     assert float(values['end_to_end_ms_max']) < 10_000, values['end_to_end_ms_max']
+
+
+def test_bad_input_dominating_is_an_error_until_good_frames_return(start_node, probe, real_frames):
+    node = start_node(NODE, SMALL)
+    masks = probe.collect(Image, f'{OUT}/mask', RELIABLE)
+    diags = probe.collect(DiagnosticArray, '/diagnostics')
+    (pub,) = probe.publishers(node, 'image', msg_type=Image)
+    bad = image_msg(real_frames[0], time.time_ns())
+    bad.step += 1
+    for _ in range(8):
+        pub.publish(bad)
+        time.sleep(0.05)
+    probe.wait_for(lambda: (st := status(diags)) is not None and st.level == DiagnosticStatus.ERROR
+                   and 'bad input dominates' in st.message, 15, 'ERROR: bad input dominates', node)
+    for i in range(10):
+        stamp = send(probe, pub, real_frames[i % len(real_frames)])
+        probe.wait_for(lambda: any(stamp_of(m) == stamp for m in masks), 30, f'mask {i}', node)
+    probe.wait_for(lambda: status(diags).level != DiagnosticStatus.ERROR, 10, 'no longer ERROR', node)
