@@ -158,7 +158,7 @@ class Segmenter:
                               f'{engine.model_name} ({n} classes: 0..{n - 1}, or -1 = off)')
 
     def _on_set_parameters(self, params):
-        if self._rolling_back:   # the worker restores what is serving: nothing to check or apply
+        if self._rolling_back and threading.current_thread() is self.worker:  # restoring what is serving
             return SetParametersResult(successful=True)
         result, changes = validate_changes(self.node, params, EngineConfig, SegmentNodeConfig)
         if not result.successful:
