@@ -7,6 +7,7 @@ descriptions and the README tables can be generated from the code.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -21,9 +22,14 @@ class ConfigError(ValueError):
     """A configuration value or file is invalid; the message says which key and how to fix it."""
 
 
-def setting(default: Any, doc: str, choices: tuple | None = None):
-    """A dataclass field with a description (and optional allowed values) for docs and ROS params."""
-    meta = {'doc': doc, 'choices': choices}
+def setting(default: Any, doc: str, choices: tuple | None = None, range: tuple | None = None,
+            lengths: tuple | None = None):
+    """A dataclass field with a description and its allowed values, for docs, ROS params and checks.
+
+    ``choices``: the allowed values; ``range``: (lowest, highest) allowed, inclusive, for a number or each
+    item of a list; ``lengths``: the allowed lengths of a list (e.g. (0, 2) for "empty or [H, W]").
+    """
+    meta = {'doc': doc, 'choices': choices, 'range': range, 'lengths': lengths}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -36,7 +42,8 @@ def describe(cls) -> list[dict]:
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append({'name': f.name, 'type': _type_name(hints[f.name]), 'default': default,
-                     'doc': f.metadata.get('doc', ''), 'choices': f.metadata.get('choices')})
+                     'doc': f.metadata.get('doc', ''), 'choices': f.metadata.get('choices'),
+                     'range': f.metadata.get('range'), 'lengths': f.metadata.get('lengths')})
     return rows
 
 
@@ -82,6 +89,8 @@ def _coerce(value: Any, tp, key: str):
         return from_dict(tp, value, where=key + '.')
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f'{key}: NaN is not a valid value')
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f'{key}: expected true/false, got {value!r}')
     if tp is int and isinstance(value, bool):
@@ -103,11 +112,22 @@ def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
     kwargs = {}
     for key, value in data.items():
         value = _coerce(value, hints[key], where + key)
-        choices = names[key].metadata.get('choices')
-        if choices and value not in choices:
-            raise ConfigError(f'{where}{key}: {value!r} is not one of {", ".join(map(repr, choices))}')
+        _check_allowed(value, names[key].metadata, where + key)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _check_allowed(value, meta: dict, key: str) -> None:
+    """The choices / range / lengths declared with ``setting(...)``."""
+    choices, rng, lengths = meta.get('choices'), meta.get('range'), meta.get('lengths')
+    if choices and value not in choices:
+        raise ConfigError(f'{key}: {value!r} is not one of {", ".join(map(repr, choices))}')
+    if lengths is not None and isinstance(value, list) and len(value) not in lengths:
+        raise ConfigError(f'{key}: {len(value)} values given, expected {" or ".join(map(str, lengths))}')
+    if rng is not None:
+        for v in (value if isinstance(value, list) else [value]):
+            if isinstance(v, (int, float)) and not rng[0] <= v <= rng[1]:
+                raise ConfigError(f'{key}: {v!r} is out of range {rng[0]}..{rng[1]}')
 
 
 def to_dict(obj) -> dict:

@@ -148,10 +148,28 @@ def test_bad_input_warns_and_node_keeps_serving(start_node, probe, real_frames, 
     assert 'bad_input' in node.log()
 
 
-def test_reset_service(start_node, probe):
-    node = start_node(NODE, BASE_PARAMS)
+def test_reset_service_makes_the_next_frame_a_key_frame(start_node, probe, real_frames):
+    node = start_node(NODE, {**BASE_PARAMS, 'keyframe_interval': 100})
+    masks = probe.collect(Image, f'{OUT}/mask')
+    diags = probe.collect(DiagnosticArray, '/diagnostics')
     client = probe.node.create_client(Trigger, f'{OUT}/reset')
     probe.wait_for(lambda: client.service_is_ready(), 60, 'reset service', node)
+    pub = _publisher(probe)
+    probe.wait_for_subscribers(pub, proc=node, timeout=60)
+    time.sleep(1.0)
+
+    base = time.time_ns()
+
+    def frame(i, key_frames):   # stamps 15 Hz apart: no gap reset (max_gap_s) between them
+        pub.publish(image_msg(real_frames[i], base + i * 66_666_667))
+        probe.wait_for(lambda: len(masks) > i, 60, f'mask {i}', node)
+        probe.wait_for(lambda: (st := _latest_status(diags)) is not None
+                       and diag_values(st)['frames_out'] == str(i + 1), 10, f'diagnostics after frame {i}', node)
+        assert diag_values(_latest_status(diags))['key_frames'] == str(key_frames)
+
+    frame(0, 1)   # the first frame is a key frame
+    frame(1, 1)   # then current frames until the interval of 100
     future = client.call_async(Trigger.Request())
     probe.wait_for(lambda: future.done(), 10, 'reset response', node)
     assert future.result().success
+    frame(2, 2)   # reset: a key frame again

@@ -5,12 +5,37 @@ serves rclpy messages, rosbags-deserialised messages and mcap-ros2 messages.
 """
 from __future__ import annotations
 
+import struct
+
 import cv2
 import numpy as np
+
+# Default bound on decoded pixels (4096x4096): any camera fits, a decompression bomb does not.
+MAX_INPUT_PIXELS = 4096 * 4096
+SHORT_TEXT = 200  # untrusted strings (encodings, formats, frame ids) are cut to this in messages
 
 
 class ImageError(ValueError):
     """A malformed or unsupported image; the message says what is wrong with it."""
+
+
+def clip(text, limit: int = SHORT_TEXT) -> str:
+    """Text cut to ``limit`` characters, saying how long it was, so a 1 MB field cannot flood logs."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f'... ({len(text)} characters)'
+
+
+def short(text, limit: int = SHORT_TEXT) -> str:
+    """repr() of an untrusted string, cut to ``limit`` characters."""
+    text = str(text)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f'... ({len(text)} characters)'
+
+
+def check_pixels(height: int, width: int, max_pixels: int | None, what: str = 'image') -> None:
+    """Refuse a frame whose header claims more than ``max_pixels`` pixels, before anything is allocated."""
+    if max_pixels and height * width > max_pixels:
+        raise ImageError(f'{what} of {width}x{height} = {height * width} pixels exceeds max_input_pixels '
+                         f'{max_pixels}')
 
 
 # encoding -> (numpy dtype, channels)
@@ -35,13 +60,16 @@ _YUV_TO_RGB = {
 
 
 def image_to_array(encoding: str, height: int, width: int, step: int, data,
-                   is_bigendian: int = 0) -> np.ndarray:
+                   is_bigendian: int = 0, max_pixels: int | None = None) -> np.ndarray:
     """View the bytes of an Image message as (H, W) or (H, W, C); validates every field first."""
     if encoding not in ENCODINGS:
-        raise ImageError(f'unsupported encoding {encoding!r}; supported: {", ".join(sorted(ENCODINGS))}')
+        raise ImageError(f'unsupported encoding {short(encoding)}; supported: {", ".join(sorted(ENCODINGS))}')
     if height <= 0 or width <= 0:
         raise ImageError(f'zero-size image ({width}x{height})')
+    check_pixels(height, width, max_pixels)
     dtype_code, channels = ENCODINGS[encoding]
+    if encoding in _YUV_TO_RGB and width % 2:
+        raise ImageError(f'{encoding} packs two pixels in 4 bytes: width must be even, got {width}')
     dtype = np.dtype(dtype_code).newbyteorder('>' if is_bigendian else '<')
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
@@ -84,19 +112,29 @@ def to_rgb8(arr: np.ndarray, encoding: str) -> np.ndarray:
         return cv2.cvtColor(np.ascontiguousarray(arr), _BAYER_TO_RGB[encoding])
     if encoding in _YUV_TO_RGB:
         return cv2.cvtColor(np.ascontiguousarray(arr), _YUV_TO_RGB[encoding])
-    raise ImageError(f'unsupported encoding {encoding!r}')
+    raise ImageError(f'unsupported encoding {short(encoding)}')
 
 
 def image_fields_to_rgb8(encoding: str, height: int, width: int, step: int, data,
-                         is_bigendian: int = 0) -> np.ndarray:
-    """Image message fields -> (H, W, 3) uint8 RGB."""
-    return to_rgb8(image_to_array(encoding, height, width, step, data, is_bigendian), encoding)
+                         is_bigendian: int = 0, max_pixels: int | None = None) -> np.ndarray:
+    """Image message fields -> (H, W, 3) uint8 RGB; any failure is an ImageError."""
+    arr = image_to_array(encoding, height, width, step, data, is_bigendian, max_pixels)
+    try:
+        return to_rgb8(arr, encoding)
+    except cv2.error as e:  # OpenCV assertions on shapes the checks above did not foresee
+        raise ImageError(f'cannot convert {width}x{height} {encoding}: {_cv_reason(e)}') from None
+
+
+def _cv_reason(e: Exception) -> str:
+    """The assertion text of a cv2.error, without OpenCV's multi-line file/function preamble."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return clip(lines[-1] if lines else type(e).__name__)
 
 
 def array_to_image_fields(arr: np.ndarray, encoding: str) -> dict:
     """(H, W[, C]) array -> Image message fields (tight rows, little endian, bytes data)."""
     if encoding not in ENCODINGS:
-        raise ImageError(f'unsupported encoding {encoding!r}; supported: {", ".join(sorted(ENCODINGS))}')
+        raise ImageError(f'unsupported encoding {short(encoding)}; supported: {", ".join(sorted(ENCODINGS))}')
     dtype_code, channels = ENCODINGS[encoding]
     arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype_code).newbyteorder('<'))
     got = 1 if arr.ndim == 2 else arr.shape[2]
@@ -107,21 +145,78 @@ def array_to_image_fields(arr: np.ndarray, encoding: str) -> dict:
             'step': width * channels * arr.dtype.itemsize, 'data': arr.tobytes()}
 
 
-def decode_compressed(fmt: str, data) -> np.ndarray:
-    """CompressedImage (jpeg/png, any format string ROS tools write) -> (H, W, 3) uint8 RGB."""
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic): they carry the size.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def compressed_size(buf: bytes) -> tuple[str, int, int]:
+    """(kind, height, width) from a PNG IHDR or JPEG SOF header, without decoding any pixel."""
+    if buf[:8] == _PNG_MAGIC:
+        if len(buf) < 24 or buf[12:16] != b'IHDR':
+            raise ImageError(f'truncated PNG header ({len(buf)} bytes)')
+        width, height = struct.unpack('>II', buf[16:24])
+        return 'png', height, width
+    if buf[:2] == b'\xff\xd8':
+        i = 2
+        while i + 4 <= len(buf):
+            if buf[i] != 0xFF:
+                raise ImageError(f'corrupt JPEG: no marker at byte {i}')
+            marker = buf[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+                i += 2
+                continue
+            (length,) = struct.unpack('>H', buf[i + 2:i + 4])
+            if marker in _JPEG_SOF:
+                if i + 9 > len(buf):
+                    break
+                height, width = struct.unpack('>HH', buf[i + 5:i + 9])
+                return 'jpeg', height, width
+            if marker == 0xDA or length < 2:  # image data before any frame header: malformed
+                break
+            i += 2 + length
+        raise ImageError(f'corrupt JPEG: no frame header (SOF) in {len(buf)} bytes')
+    raise ImageError(f'compressed data is neither PNG nor JPEG (starts with {bytes(buf[:8])!r})')
+
+
+def decode_compressed(fmt: str, data, max_pixels: int | None = None) -> np.ndarray:
+    """CompressedImage (jpeg/png, any format string ROS tools write) -> (H, W, 3) uint8 RGB.
+
+    The size is read from the PNG/JPEG header and checked against ``max_pixels`` before decoding,
+    so a small file claiming a huge image (a decompression bomb) costs nothing.
+    """
+    fmt = str(fmt)
     buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview)) else data,
                         dtype=np.uint8)
     if buf.size == 0:
-        raise ImageError(f'empty compressed image (format {fmt!r})')
+        raise ImageError(f'empty compressed image (format {short(fmt)})')
     # compressedDepth carries a 12-byte header before the PNG; plain jpeg/png decode directly.
     if 'compressedDepth' in fmt:
+        if buf.size <= 12:
+            raise ImageError(f'compressedDepth image of {buf.size} bytes has no PNG after its 12-byte header')
         buf = buf[12:]
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ImageError(f'cannot decode compressed image ({buf.size} bytes, format {fmt!r})')
+    _, height, width = compressed_size(buf.tobytes())
+    if height <= 0 or width <= 0:
+        raise ImageError(f'compressed image header claims a zero size ({width}x{height})')
+    check_pixels(height, width, max_pixels, 'compressed image')
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        if img is None or img.size == 0:
+            raise ImageError(f'cannot decode compressed image ({buf.size} bytes, format {short(fmt)})')
+        check_pixels(img.shape[0], img.shape[1], max_pixels, 'decoded image')
+        return _decoded_to_rgb8(img)
+    except cv2.error as e:
+        raise ImageError(f'cannot decode compressed image ({buf.size} bytes, format {short(fmt)}): '
+                         f'{_cv_reason(e)}') from None
+
+
+def _decoded_to_rgb8(img: np.ndarray) -> np.ndarray:
+    if img.dtype != np.uint8:
+        img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else np.clip(img, 0, 255).astype(np.uint8)
     if img.ndim == 2:
-        if img.dtype != np.uint8:
-            img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)

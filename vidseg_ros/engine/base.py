@@ -19,17 +19,21 @@ class EngineConfig:
     channels_last: bool = setting(False, 'Use channels_last memory format (faster convs on GPU)')
     compile: bool = setting(False, 'Wrap the model with torch.compile (slow first frames)')
     input_hw: list[int] = setting([], 'Network input size [H, W]; empty = the checkpoint\'s size. '
-                                      'Other sizes are padded to a multiple of the model stride')
+                                      'Other sizes are padded to a multiple of the model stride',
+                               range=(8, 8192), lengths=(0, 2))
     keyframe_policy: str = setting('fixed', 'Key frames at a fixed interval, or adaptive on '
                                             'low-level feature change', ('fixed', 'adaptive'))
-    keyframe_interval: int = setting(5, 'Frames between key frames (fixed policy); 1 = every frame')
-    keyframe_max_interval: int = setting(30, 'Adaptive policy: force a key frame after this many frames')
+    keyframe_interval: int = setting(5, 'Frames between key frames (fixed policy); 1 = every frame',
+                                     range=(1, 10000))
+    keyframe_max_interval: int = setting(30, 'Adaptive policy: force a key frame after this many frames',
+                                         range=(1, 10000))
     keyframe_threshold: float = setting(0.2, 'Adaptive policy: relative low-level feature change '
-                                             'that triggers a key frame')
+                                             'that triggers a key frame', range=(0.0, 100.0))
     max_gap_s: float = setting(0.5, 'A stamp gap larger than this (or a stamp going backwards) resets '
-                                    'temporal state and forces a key frame')
-    tile_size: int = setting(0, 'Overlapping-tile inference: tile side in network pixels; 0 = off')
-    tile_stride: int = setting(0, 'Tile stride in network pixels; 0 = tile_size * 3 / 4')
+                                    'temporal state and forces a key frame', range=(0.0, 3600.0))
+    tile_size: int = setting(0, 'Overlapping-tile inference: tile side in network pixels; 0 = off',
+                             range=(0, 8192))
+    tile_stride: int = setting(0, 'Tile stride in network pixels; 0 = tile_size * 3 / 4', range=(0, 8192))
 
 
 @dataclass

@@ -7,13 +7,15 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from vidseg_ros.data.images import ImageError
+from vidseg_ros.data.images import ImageError, clip, short
 from vidseg_ros.engine.outputs import ClassTable, colorize, overlay
-from vidseg_ros.ros import diagnostics
+from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.conversions import (array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                         scale_camera_info)
+from vidseg_ros.ros.guards import ErrorThrottle, camera_info_problem, stamp_is_sane
 from vidseg_ros.ros.params import qos_profile
 from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.stats import LatencyStats, RateMeter
@@ -61,13 +63,15 @@ class CameraStream:
         self._sync = None
         if cfg.use_camera_info and message_filters is not None:
             # Exact-stamp pairs from message_filters; the pair goes into the mailbox together.
-            img_sub = message_filters.Subscriber(node, image_type, image_topic, qos_profile=in_qos)
+            img_sub = self._subscribe(lambda **kw: message_filters.Subscriber(node, image_type, image_topic,
+                                                                             qos_profile=in_qos, **kw))
             info_sub = message_filters.Subscriber(node, CameraInfo, prefix + 'camera_info', qos_profile=in_qos)
             self._sync = message_filters.TimeSynchronizer([img_sub, info_sub], CAMERA_INFO_CACHE)
             self._sync.registerCallback(self._on_image_and_info)
             self._subs = [img_sub.sub, info_sub.sub]
         else:
-            self._subs.append(node.create_subscription(image_type, image_topic, self._on_image, in_qos))
+            self._subs.append(self._subscribe(lambda **kw: node.create_subscription(
+                image_type, image_topic, self._on_image, in_qos, **kw)))
             if cfg.use_camera_info:
                 self._subs.append(node.create_subscription(CameraInfo, prefix + 'camera_info',
                                                            self._on_camera_info, in_qos))
@@ -90,7 +94,23 @@ class CameraStream:
         self.frames = 0
         self.key_frames = 0
         self.published_errors = 0
+        self.lost_in_transport = 0   # reported by the RMW (message-lost event), never reached the callback
+        self.bad_stamps = 0
+        self.outcomes = health.Outcomes()
+        self._throttle = ErrorThrottle()
+        self._throttle_s = cfg.error_throttle_s
         self._info_cond = threading.Condition()
+
+    def _subscribe(self, create):
+        """``create(**kwargs)`` with a message-lost callback, so messages the middleware reports lost
+        before our callback are counted (`lost_in_transport`); without it where the RMW cannot."""
+        try:
+            return create(event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost))
+        except UnsupportedEventTypeError:
+            return create()
+
+    def _on_message_lost(self, info) -> None:
+        self.lost_in_transport += int(info.total_count_change)
 
     # ---- executor side (fast) ------------------------------------------------------------------
     def _on_image(self, msg, info: CameraInfo | None = None) -> None:
@@ -130,31 +150,46 @@ class CameraStream:
 
     # ---- worker side ---------------------------------------------------------------------------
     def note_error(self, kind: str, text: str) -> None:
+        """Count an error of ``kind`` and keep its (truncated) text for /diagnostics."""
         self.errors[kind] = self.errors.get(kind, 0) + 1
-        self.last_error = f'{kind}: {text}'
+        self.last_error = f'{kind}: {clip(text)}'
         self._last_error_mono = time.monotonic()
 
-    def _log_error(self, kind: str, text: str) -> None:
+    def log_error(self, kind: str, text: str, warn: bool = False) -> None:
+        """Count and log, throttled per kind on this camera (rclpy throttles per call site, which
+        would let a flood of one kind hide every other)."""
         self.note_error(kind, text)
-        self.node.get_logger().error(f'[{self.name}] {kind}: {text}',
-                                     throttle_duration_sec=self.cfg.error_throttle_s)
+        allowed, suppressed = self._throttle.allow(kind, self._throttle_s)
+        if allowed:
+            more = f' ({suppressed} more since the last report)' if suppressed else ''
+            log = self.node.get_logger()
+            (log.warning if warn else log.error)(f'[{self.name}] {self.last_error}{more}')
 
-    def _convert(self, msg):
+    def _convert(self, msg, max_pixels: int):
         if isinstance(msg, CompressedImage):
-            return compressed_msg_to_rgb8(msg)
-        return image_msg_to_rgb8(msg)
+            return compressed_msg_to_rgb8(msg, max_pixels)
+        return image_msg_to_rgb8(msg, max_pixels)
 
     def process(self, job: Job, cfg: SegmentNodeConfig, table: ClassTable) -> None:
-        """Convert, segment, render and publish one frame; never raises."""
+        """Convert, segment, render and publish one frame; never raises (every failure is counted)."""
+        self._throttle_s = cfg.error_throttle_s
+        try:
+            ok = self._process(job, cfg, table)
+        except Exception as e:  # noqa: BLE001 - a bug on one frame must not end the worker
+            self.log_error('internal', f'{type(e).__name__}: {e}')
+            ok = False
+        self.outcomes.add(ok)
+
+    def _process(self, job: Job, cfg: SegmentNodeConfig, table: ClassTable) -> bool:
         t0 = time.perf_counter()
         wait_ms = (time.monotonic() - job.received_mono) * 1e3   # in the mailbox while the worker was busy
         msg = job.msg
         try:
-            rgb = self._convert(msg)
-        except ImageError as e:
+            rgb = self._convert(msg, cfg.max_input_pixels)
+        except Exception as e:  # noqa: BLE001 - ImageError, or a decoder failure we did not foresee
             self.bad_inputs += 1
-            self._log_error('bad_input', str(e))
-            return
+            self.log_error('bad_input', str(e) if isinstance(e, ImageError) else f'{type(e).__name__}: {e}')
+            return False
         t_convert = time.perf_counter()
         if self._reset_requested:
             self._reset_requested = False
@@ -166,12 +201,9 @@ class CameraStream:
             result = self.engine.step(rgb, stamp_ns(msg.header.stamp), want_confidence=want_conf,
                                       class_prob=cfg.class_prob_index if want_prob else None,
                                       output_hw=output_hw)
-        except (ValueError, IndexError) as e:
-            self._log_error('engine', str(e))
-            return
-        except RuntimeError as e:  # e.g. device out of memory: keep the node alive
-            self._log_error('engine', str(e))
-            return
+        except Exception as e:  # noqa: BLE001 - e.g. device out of memory, cv2.error: keep serving
+            self.log_error('engine', f'{type(e).__name__}: {e}')
+            return False
         t_step = time.perf_counter()
         try:
             self._publish(msg.header, rgb, result, cfg, table)
@@ -179,8 +211,8 @@ class CameraStream:
                 self._publish_camera_info(msg.header, job.info, result.class_ids.shape)
         except Exception as e:  # noqa: BLE001 - rclpy raises RCLError on publish under load
             self.published_errors += 1
-            self._log_error('publish', str(e))
-            return
+            self.log_error('publish', str(e))
+            return False
         t_pub = time.perf_counter()
         self.frames += 1
         self.key_frames += int(result.is_key)
@@ -188,16 +220,23 @@ class CameraStream:
         timings['convert'] = (t_convert - t0) * 1e3
         timings['publish'] = (t_pub - t_step) * 1e3
         timings['wait'] = wait_ms
-        timings['transport'] = (job.received_ns - stamp_ns(msg.header.stamp)) / 1e6  # stamp -> our callback
         timings['in_node'] = (time.monotonic() - job.received_mono) * 1e3
-        timings['end_to_end'] = (self.node.get_clock().now().nanoseconds - stamp_ns(msg.header.stamp)) / 1e6
+        timings['process'] = (t_pub - t0) * 1e3   # the worker's time for this frame
         model_ms = result.timings_ms.get('model', 0.0)
         timings['model_key' if result.is_key else 'model_current'] = model_ms
-        # What the ROS side adds (transport in, conversion, publishing): end-to-end minus the engine's
-        # work and minus the wait for a busy worker (that wait is the model's, not the adapter's).
-        timings['overhead'] = timings['end_to_end'] - sum(result.timings_ms.values()) - wait_ms
+        stamp = stamp_ns(msg.header.stamp)
+        now_ns = self.node.get_clock().now().nanoseconds
+        if stamp_is_sane(stamp, now_ns):
+            timings['transport'] = (job.received_ns - stamp) / 1e6  # stamp -> our callback
+            timings['end_to_end'] = (now_ns - stamp) / 1e6
+            # What the ROS side adds (transport in, conversion, publishing): end-to-end minus the engine's
+            # work and minus the wait for a busy worker (that wait is the model's, not the adapter's).
+            timings['overhead'] = timings['end_to_end'] - sum(result.timings_ms.values()) - wait_ms
+        else:  # stamp 0, another clock: the frame is served, its "latency" kept out of the statistics
+            self.bad_stamps += 1
         self.latency.add_all(timings)
         self.rate_out.tick()
+        return True
 
     def _publish(self, header, rgb, result, cfg: SegmentNodeConfig, table: ClassTable) -> None:
         ids = result.class_ids
@@ -237,26 +276,30 @@ class CameraStream:
     def _publish_camera_info(self, header, info: CameraInfo | None, mask_hw) -> None:
         info = info or self._matching_info(header)
         if info is None:
-            self._log_error('camera_info', f'no camera_info with stamp {stamp_ns(header.stamp)} on this camera')
+            self.log_error('camera_info', f'no camera_info with stamp {stamp_ns(header.stamp)} on this camera', True)
             return
         if info.header.frame_id != header.frame_id:
-            self._log_error('camera_info', f'camera_info frame_id {info.header.frame_id!r} does not match the '
-                                           f'image\'s {header.frame_id!r} (unknown camera)')
+            self.log_error('camera_info', f'camera_info frame_id {short(info.header.frame_id)} does not match the '
+                                          f'image\'s {short(header.frame_id)} (unknown camera)', True)
             return
-        try:
-            self.pub_info.publish(scale_camera_info(info, mask_hw[1], mask_hw[0], header))
-        except ValueError as e:
-            self._log_error('camera_info', str(e))
+        problem = camera_info_problem(info.width, info.height, info.k, info.d, info.r, info.p,
+                                      self.cfg.max_input_pixels)
+        if problem:
+            self.log_error('camera_info', problem, True)
+            return
+        self.pub_info.publish(scale_camera_info(info, mask_hw[1], mask_hw[0], header))
 
     # ---- diagnostics ---------------------------------------------------------------------------
-    def diagnostic_status(self, engine_cfg):
+    def diagnostic_status(self, engine_cfg, worker: health.CameraHealth):
+        """This camera's status; ``worker`` carries the shared worker's state, filled in here."""
         summary = self.latency.summary()
         values = {
             'camera': self.name, 'model': self.engine.model_name, 'device': self.engine.device,
             'precision': engine_cfg.precision, 'trained': getattr(self.engine, 'trained', True),
             'input_rate_hz': self.rate_in.rate_hz(), 'output_rate_hz': self.rate_out.rate_hz(),
             'frames_in': self.rate_in.total, 'frames_out': self.frames, 'dropped_frames': self.dropped,
-            'bad_inputs': self.bad_inputs, 'publish_errors': self.published_errors,
+            'lost_in_transport': self.lost_in_transport, 'bad_inputs': self.bad_inputs,
+            'bad_stamps': self.bad_stamps, 'publish_errors': self.published_errors,
             'key_frames': self.key_frames,
             'key_frame_ratio': self.key_frames / self.frames if self.frames else 0.0,
             'keyframe_policy': engine_cfg.keyframe_policy, 'keyframe_interval': engine_cfg.keyframe_interval,
@@ -265,13 +308,14 @@ class CameraStream:
         values.update(diagnostics.latency_values(summary))
         # An error keeps the status at WARN for a while, so monitors polling slowly still see it.
         recent_error = time.monotonic() - self._last_error_mono < max(ERROR_HOLD_S, 3 * self.cfg.diagnostics_period_s)
-        if recent_error:
-            level, message = diagnostics.WARN, self.last_error
-        elif not getattr(self.engine, 'trained', True):
-            level, message = diagnostics.WARN, 'running UNTRAINED weights'
-        elif self.frames == 0:
-            level, message = diagnostics.OK, 'waiting for images'
-        else:
+        worker.frame_ms = summary.get('process', {}).get('p50', 0.0)
+        worker.input_hz, worker.output_hz = values['input_rate_hz'], values['output_rate_hz']
+        worker.recent_frames, worker.recent_rejected = self.outcomes.recent()
+        worker.recent_error = self.last_error if recent_error else ''
+        worker.trained, worker.frames_out = bool(values['trained']), self.frames
+        level, message = health.assess(worker)
+        if level == health.OK and self.frames:
             e2e = summary.get('end_to_end', {}).get('p50', 0.0)
-            level, message = diagnostics.OK, f'{self.rate_out.rate_hz():.1f} Hz, end-to-end p50 {e2e:.1f} ms'
-        return diagnostics.status(f'{self.node.get_name()}: {self.name}', self.name, level, message, values)
+            message = f'{self.rate_out.rate_hz():.1f} Hz, end-to-end p50 {e2e:.1f} ms'
+        return diagnostics.status(f'{self.node.get_name()}: {self.name}', self.name, diagnostics.LEVELS[level],
+                                  message, values)

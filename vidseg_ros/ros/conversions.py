@@ -8,14 +8,16 @@ from vidseg_ros.data.images import (array_to_image_fields, decode_compressed, en
                                     image_fields_to_rgb8)
 
 
-def image_msg_to_rgb8(msg: Image) -> np.ndarray:
-    """Image -> (H, W, 3) uint8 RGB; raises ImageError for malformed or unsupported messages."""
-    return image_fields_to_rgb8(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)
+def image_msg_to_rgb8(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """Image -> (H, W, 3) uint8 RGB; raises ImageError for malformed, unsupported or oversized messages."""
+    return image_fields_to_rgb8(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian,
+                                max_pixels)
 
 
-def compressed_msg_to_rgb8(msg: CompressedImage) -> np.ndarray:
-    """CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB; raises ImageError when undecodable."""
-    return decode_compressed(msg.format, msg.data)
+def compressed_msg_to_rgb8(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB; raises ImageError when undecodable or oversized
+    (the size is read from the header, before decoding)."""
+    return decode_compressed(msg.format, msg.data, max_pixels)
 
 
 def array_to_image_msg(arr: np.ndarray, encoding: str, header) -> Image:

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from vidseg_ros.data.images import SHORT_TEXT
+
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+LEVELS = {'OK': OK, 'WARN': WARN, 'ERROR': ERROR}   # health.assess levels -> DiagnosticStatus levels
 
 
 def key_values(values: dict) -> list[KeyValue]:
@@ -25,6 +28,8 @@ def latency_values(summary: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def status(name: str, hardware_id: str, level, message: str, values: dict) -> DiagnosticStatus:
+    if len(message) > 2 * SHORT_TEXT:  # messages quote inputs: never a 1 MB frame_id in every status
+        message = message[:2 * SHORT_TEXT] + '...'
     return DiagnosticStatus(level=level, name=name, hardware_id=hardware_id, message=message,
                             values=key_values(values))
 

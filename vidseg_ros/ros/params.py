@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -20,11 +20,32 @@ _ARRAY_TYPES = {int: Parameter.Type.INTEGER_ARRAY, float: Parameter.Type.DOUBLE_
                 str: Parameter.Type.STRING_ARRAY, bool: Parameter.Type.BOOL_ARRAY}
 
 
-def _descriptor(f: dataclasses.Field) -> ParameterDescriptor:
-    doc = f.metadata.get('doc', '')
-    choices = f.metadata.get('choices')
-    constraints = f'one of: {", ".join(map(str, choices))}' if choices else ''
-    return ParameterDescriptor(description=doc, additional_constraints=constraints)
+def _descriptor(f: dataclasses.Field, default) -> ParameterDescriptor:
+    """Description and allowed values; a scalar's range goes into the typed range fields, so
+    `ros2 param describe` shows it and rclpy refuses out-of-range values (NaN included) itself."""
+    meta = f.metadata
+    choices, rng, lengths = meta.get('choices'), meta.get('range'), meta.get('lengths')
+    constraints = []
+    if choices:
+        constraints.append(f'one of: {", ".join(map(str, choices))}')
+    desc = ParameterDescriptor(description=meta.get('doc', ''))
+    if rng is not None:
+        if isinstance(default, bool) or isinstance(default, list):
+            constraints.append(f'each value in {rng[0]}..{rng[1]}')
+        elif isinstance(default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(rng[0]), to_value=float(rng[1]))]
+        else:
+            desc.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]))]
+    if lengths is not None:
+        constraints.append(f'{" or ".join(map(str, lengths))} values')
+    desc.additional_constraints = '; '.join(constraints)
+    return desc
+
+
+def as_python(value):
+    """A parameter value as the settings expect it: rclpy hands arrays over as array.array or
+    numpy arrays, the settings take lists."""
+    return list(value) if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') else value
 
 
 def declare_settings(node: Node, *classes) -> None:
@@ -37,9 +58,9 @@ def declare_settings(node: Node, *classes) -> None:
                 # An empty list carries no element type; declare the typed array so `-p x:=[..]` works.
                 item = (typing.get_args(hints[f.name]) or (str,))[0]
                 node.declare_parameter(f.name, _ARRAY_TYPES.get(item, Parameter.Type.STRING_ARRAY),
-                                       _descriptor(f))
+                                       _descriptor(f, default))
             else:
-                node.declare_parameter(f.name, default, _descriptor(f))
+                node.declare_parameter(f.name, default, _descriptor(f, default))
 
 
 def _value(node: Node, name: str, default):
@@ -47,7 +68,7 @@ def _value(node: Node, name: str, default):
         value = node.get_parameter(name).value
     except ParameterUninitializedException:
         return default
-    return list(value) if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') else value
+    return as_python(value)
 
 
 def read_settings(node: Node, cls, overrides: dict | None = None):
@@ -64,7 +85,7 @@ def read_settings(node: Node, cls, overrides: dict | None = None):
 
 def validate_changes(node: Node, params: list[Parameter], *classes) -> tuple[SetParametersResult, dict]:
     """Check proposed parameter changes against the settings dataclasses before they are applied."""
-    changes = {p.name: (list(p.value) if isinstance(p.value, (list, tuple)) else p.value) for p in params}
+    changes = {p.name: as_python(p.value) for p in params}
     try:
         for cls in classes:
             names = {f.name for f in dataclasses.fields(cls)}

@@ -3,7 +3,8 @@
 Callbacks only park the newest message in a one-slot mailbox per camera (latest frame wins, the
 executor never blocks); one inference worker thread serves the cameras round-robin, runs the stateful
 engine and publishes every output with the input header. Bad messages are counted, logged (throttled)
-and reported on /diagnostics; the node keeps serving the next good frame.
+and reported on /diagnostics; the node keeps serving the next good frame. Should the worker thread
+itself end (a bug), /diagnostics goes ERROR and the process exits with status 1, so `respawn` restarts it.
 
 Two front-ends share the `Segmenter` core: `SegmentNode` (starts at once) and
 `SegmentLifecycleNode` (executable `segment_lifecycle_node`: configure loads the model, activate
@@ -15,23 +16,29 @@ import dataclasses
 import gc
 import sys
 import threading
+import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from vidseg_ros.config import ConfigError
+from vidseg_ros.data.images import clip, short
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
 from vidseg_ros.engine.outputs import ClassTable
-from vidseg_ros.ros import diagnostics
+from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.camera_stream import CameraStream
+from vidseg_ros.ros.guards import check_device, check_model_spec
 from vidseg_ros.ros.params import declare_settings, qos_profile, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
+from vidseg_ros.ros.spin import WorkerDied, run
 
 # Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.
 STARTUP_ONLY_KEYS = {'transport', 'cameras', 'input_reliability', 'input_depth', 'output_reliability',
@@ -54,6 +61,9 @@ class Segmenter:
         self._lock = threading.Condition()
         self._stop = True
         self._pending_engine_cfg: EngineConfig | None = None
+        self._rolling_back = False   # the worker is setting the parameters back to the serving model
+        self.fatal = ''              # why the worker ended, when it did while serving
+        self._busy_since: float | None = None
         self._rr = 0
         self.engine = None
         self.table: ClassTable | None = None
@@ -63,13 +73,17 @@ class Segmenter:
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_table = node.create_publisher(String, '~/class_table', latched)
         self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', qos_profile('reliable', 10))
+        # The worker thread signals its own end through this; the executor thread reports it and exits.
+        self._worker_died = node.create_guard_condition(self._on_worker_died)
         node.create_service(Trigger, '~/reset', self._on_reset)
         node.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def load(self) -> None:
         """Load the model and build the class table (raises with a clear message on failure)."""
-        self.engine = load_engine(self.engine_cfg)
+        engine = load_engine(self.engine_cfg)
+        self._check_classes(self.cfg, engine)
+        self.engine = engine
         self._loaded_cfg = self.engine_cfg
         if all(self.engine.net_hw):
             self.engine.warmup()  # the first camera frame should not pay for allocation/kernel choice
@@ -90,6 +104,7 @@ class Segmenter:
         self.streams = [CameraStream(self.node, ns, self.engine if i == 0 else self.engine.fork(), self._lock, self.cfg)
                         for i, ns in enumerate(names)]
         self._stop = False
+        self.fatal = ''
         self.worker = threading.Thread(target=self._work, name='vidseg_inference', daemon=True)
         self.worker.start()
         self.diag_timer = self.node.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
@@ -121,14 +136,34 @@ class Segmenter:
             pass
 
     # ---- configuration -------------------------------------------------------------------------
-    def _class_table(self, cfg: SegmentNodeConfig) -> ClassTable:
-        return ClassTable.build(self.engine.classes, self.engine.palette, name_override=cfg.class_names,
+    def _class_table(self, cfg: SegmentNodeConfig, engine=None) -> ClassTable:
+        engine = engine or self.engine
+        return ClassTable.build(engine.classes, engine.palette, name_override=cfg.class_names,
                                 palette_override=cfg.palette, remap=cfg.class_remap,
                                 ignore=cfg.ignore_classes, ignore_value=cfg.ignore_value)
 
+    @staticmethod
+    def _check_classes(cfg: SegmentNodeConfig, engine) -> None:
+        """Settings that depend on the model's classes (re-checked whenever the model changes)."""
+        n = len(engine.classes)
+        if cfg.class_prob_index >= n:
+            raise ConfigError(f'class_prob_index {cfg.class_prob_index} is out of range for model '
+                              f'{engine.model_name} ({n} classes: 0..{n - 1}, or -1 = off)')
+
     def _on_set_parameters(self, params):
+        if self._rolling_back and threading.current_thread() is self.worker:  # restoring what is serving
+            return SetParametersResult(successful=True)
         result, changes = validate_changes(self.node, params, EngineConfig, SegmentNodeConfig)
         if not result.successful:
+            return result
+        try:  # a model or device change must at least resolve here; the load itself runs in the worker
+            if 'model' in changes:
+                check_model_spec(changes['model'])
+            if 'device' in changes:
+                check_device(changes['device'])
+        except ValueError as e:
+            result.successful = False
+            result.reason = str(e)
             return result
         serving = bool(self.streams)
         fixed = STARTUP_ONLY_KEYS & set(changes)
@@ -142,6 +177,7 @@ class Segmenter:
         new_table = None
         if self.engine is not None:
             try:
+                self._check_classes(new_cfg, self.engine)
                 new_table = self._class_table(new_cfg)
             except ValueError as e:
                 result.successful = False
@@ -169,15 +205,20 @@ class Segmenter:
         if any(getattr(new, f) != getattr(self.engine_cfg, f) for f in REBUILD_FIELDS):
             try:
                 engine = load_engine(new)
+                with self._lock:
+                    cfg = self.cfg
+                self._check_classes(cfg, engine)
+                table = self._class_table(cfg, engine)
             except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
-                log.error(f'cannot load model {new.model!r}: {e}; keeping {self.engine.model_name}')
+                log.error(f'cannot load model {short(new.model)} on {short(new.device)}: {clip(e)}; '
+                          f'keeping {self.engine.model_name}')
                 for s in self.streams:
                     s.note_error('model_load', str(e))
+                self._roll_back(new)
                 return
             self.engine, self.engine_cfg, self._loaded_cfg = engine, new, new
             for i, s in enumerate(self.streams):
                 s.engine = engine if i == 0 else engine.fork()
-            table = self._class_table(self.cfg)
             with self._lock:
                 self.table = table
             self.pub_table.publish(String(data=table.to_json()))
@@ -186,6 +227,22 @@ class Segmenter:
             self.engine_cfg = new
             for s in self.streams:
                 s.engine.update_config(new)
+
+    def _roll_back(self, failed: EngineConfig) -> None:
+        """After a failed load: the parameters go back to the model that is serving (so `ros2 param get`
+        tells the truth); the run-time settings that came with the change still apply."""
+        serving = {f: getattr(self.engine_cfg, f) for f in REBUILD_FIELDS}
+        kept = dataclasses.replace(failed, **serving)
+        if kept != self.engine_cfg:
+            self.engine_cfg = kept
+            for s in self.streams:
+                s.engine.update_config(kept)
+        restore = [Parameter(f, value=v) for f, v in serving.items() if getattr(failed, f) != v]
+        self._rolling_back = True
+        try:
+            self.node.set_parameters(restore)
+        finally:
+            self._rolling_back = False
 
     # ---- worker --------------------------------------------------------------------------------
     def _next_job(self):
@@ -202,15 +259,38 @@ class Segmenter:
         return None
 
     def _work(self) -> None:
-        while True:
-            item = self._next_job()
-            if item is None:
-                return
-            self._apply_pending_engine_cfg()
-            stream, job = item
-            with self._lock:
-                cfg, table = self.cfg, self.table
-            stream.process(job, cfg, table)
+        try:
+            while True:
+                item = self._next_job()
+                if item is None:
+                    return
+                stream, job = item
+                try:
+                    self._apply_pending_engine_cfg()
+                    with self._lock:
+                        cfg, table = self.cfg, self.table
+                    self._busy_since = time.monotonic()
+                    stream.process(job, cfg, table)   # never raises on a frame
+                except Exception as e:  # noqa: BLE001 - a bug around one frame must not end serving
+                    stream.log_error('internal', f'{type(e).__name__}: {e}')
+                finally:
+                    self._busy_since = None
+        except BaseException as e:
+            self.fatal = f'{type(e).__name__}: {e}'
+            raise
+        finally:
+            if not self._stop:   # ended while serving: report it from the executor thread, then exit
+                self.fatal = self.fatal or 'the worker thread returned'
+                self._worker_died.trigger()
+
+    def _on_worker_died(self) -> None:
+        """Executor thread: tell /diagnostics (ERROR) and the log, then end the process non-zero."""
+        if not self.fatal:
+            return
+        self.node.get_logger().fatal(f'inference worker stopped: {self.fatal}; exiting so the node is restarted')
+        self._publish_diagnostics()
+        self.pub_diag.wait_for_all_acked(Duration(seconds=1.0))
+        raise WorkerDied(self.fatal)
 
     # ---- services and diagnostics --------------------------------------------------------------
     def _on_reset(self, request, response):
@@ -221,7 +301,17 @@ class Segmenter:
         return response
 
     def _publish_diagnostics(self) -> None:
-        statuses = [s.diagnostic_status(self.engine_cfg) for s in self.streams]
+        alive = self.worker is not None and self.worker.is_alive()
+        if not alive and not self._stop and not self.fatal:
+            self.fatal = 'the worker thread is gone'   # backstop: the guard condition should have said so
+            self._worker_died.trigger()
+        busy_since = self._busy_since
+        statuses = []
+        for s in self.streams:
+            worker = health.CameraHealth(worker_alive=alive and not self.fatal, worker_error=self.fatal,
+                                         busy_s=time.monotonic() - busy_since if busy_since else 0.0,
+                                         cameras=len(self.streams))
+            statuses.append(s.diagnostic_status(self.engine_cfg, worker))
         self.pub_diag.publish(diagnostics.array(self.node.get_clock().now().to_msg(), statuses))
 
 
@@ -274,28 +364,6 @@ class SegmentLifecycleNode(LifecycleNode):
     def destroy_node(self):
         self.segmenter.stop()
         return super().destroy_node()
-
-
-def run(node_cls, args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = node_cls()
-        # Callbacks only park messages (inference has its own thread): one executor thread dispatches
-        # faster than MultiThreadedExecutor (measured transport p50 1.9 vs 3.1 ms at 640x480).
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as e:  # noqa: BLE001 - start-up failures (bad model, bad params) exit with a clear line
-        print(f'{node_cls.__name__}: {type(e).__name__}: {e}', file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
 
 
 def main(args=None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vidseg_ros.config import setting
+from vidseg_ros.data.images import MAX_INPUT_PIXELS
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,13 @@ class SegmentNodeConfig:
                                      '<ns>/image and publishes ~/<ns>/mask ...; empty = one camera `image`')
     input_reliability: str = setting('best_effort', 'Input QoS reliability (sensor-data default)',
                                      ('best_effort', 'reliable'))
-    input_depth: int = setting(1, 'Input QoS depth; 1 = always segment the newest frame')
+    input_depth: int = setting(1, 'Input QoS depth; 1 = always segment the newest frame', range=(1, 1000))
     output_reliability: str = setting('reliable', 'Output QoS reliability', ('best_effort', 'reliable'))
-    output_depth: int = setting(2, 'Output QoS depth')
-    overlay_alpha: float = setting(0.5, 'Overlay opacity of the colour mask over the image (0..1)')
+    output_depth: int = setting(2, 'Output QoS depth', range=(1, 1000))
+    max_input_pixels: int = setting(MAX_INPUT_PIXELS, 'Largest frame accepted (height x width, read from the '
+                                                      'Image or PNG/JPEG header before decoding); larger frames '
+                                                      'are rejected as bad input', range=(1, 16384 * 16384))
+    overlay_alpha: float = setting(0.5, 'Overlay opacity of the colour mask over the image', range=(0.0, 1.0))
     publish_mask: bool = setting(True, 'Publish ~/mask (mono8 class ids)')
     publish_color_mask: bool = setting(True, 'Publish ~/color_mask (rgb8 palette colours)')
     publish_overlay: bool = setting(True, 'Publish ~/overlay (rgb8 image blended with colours)')
@@ -32,21 +36,22 @@ class SegmentNodeConfig:
     confidence_encoding: str = setting('mono8', 'mono8 = probability*255, 32FC1 = probability',
                                        ('mono8', '32FC1'))
     class_prob_index: int = setting(-1, 'Publish ~/class_prob, the 32FC1 probability of this class id; '
-                                        '-1 = off')
+                                        '-1 = off', range=(-1, 255))
     mask_resolution: str = setting('input', 'Size of published masks: input image size or network size '
                                             '(labels are resized nearest-neighbour, never interpolated)',
                                    ('input', 'network'))
     use_camera_info: bool = setting(False, 'Subscribe camera_info (matched by stamp) and publish '
                                            '~/camera_info scaled to the mask size')
     class_names: list[str] = setting([], 'Override the checkpoint\'s class names (same count)')
-    palette: list[int] = setting([], 'Override the palette: flat [r,g,b, r,g,b, ...] per class')
+    palette: list[int] = setting([], 'Override the palette: flat [r,g,b, r,g,b, ...] per class', range=(0, 255))
     class_remap: list[int] = setting([], 'Published id for each model class id (length = class count); '
-                                         'applied to ~/mask for downstream consumers')
+                                         'applied to ~/mask for downstream consumers', range=(0, 255))
     ignore_classes: list[int] = setting([], 'Model class ids published as ignore_value in ~/mask and shown '
-                                            'transparent in the overlay')
-    ignore_value: int = setting(255, 'Mask value written for ignored classes')
-    diagnostics_period_s: float = setting(1.0, 'Period of /diagnostics messages')
-    error_throttle_s: float = setting(5.0, 'Minimum time between repeated error logs of one kind')
+                                            'transparent in the overlay', range=(0, 255))
+    ignore_value: int = setting(255, 'Mask value written for ignored classes', range=(0, 255))
+    diagnostics_period_s: float = setting(1.0, 'Period of /diagnostics messages', range=(0.05, 3600.0))
+    error_throttle_s: float = setting(5.0, 'Minimum time between repeated error logs of one kind on one '
+                                           'camera', range=(0.0, 3600.0))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ def table(specs: list[str]) -> str:
             continue
         for r in describe(cls):
             doc = r['doc'] + (f' (one of: {", ".join(map(str, r["choices"]))})' if r['choices'] else '')
+            doc += f' (range {r["range"][0]}..{r["range"][1]})' if r.get('range') else ''
             rows.append(f'| `{r["name"]}` | {r["type"]} | `{_fmt_default(r["default"])}` | {doc.replace("|", "/")} |')
     return '\n'.join(rows)
 

@@ -1,0 +1,103 @@
+"""Checks the segment node applies to what it receives (no rclpy import: unit-tested on its own).
+
+Error-log throttling per (kind, camera), sanity of stamps and CameraInfo values, and the pre-flight
+check of a model/device change before the parameter is accepted.
+"""
+from __future__ import annotations
+
+import math
+import time
+import zipfile
+from pathlib import Path
+
+from vidseg_ros.data.images import clip, short
+
+BAD_STAMP_S = 10.0        # a stamp further than this from the node clock is not a latency: `bad_stamp`
+MAX_CAMERA_VALUE = 1e7    # |K|, |P| entries beyond this (pixels) are not a camera
+
+
+class ErrorThrottle:
+    """One throttle per key (e.g. (kind, camera)): a flood of one kind never hides another.
+
+    ``allow`` answers whether to log now and how many were suppressed since the last log of that key.
+    """
+
+    def __init__(self):
+        self._last: dict = {}
+        self._suppressed: dict = {}
+
+    def allow(self, key, period_s: float, now: float | None = None) -> tuple[bool, int]:
+        now = time.monotonic() if now is None else now
+        last = self._last.get(key)
+        if last is not None and now - last < period_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False, 0
+        self._last[key] = now
+        return True, self._suppressed.pop(key, 0)
+
+
+def stamp_is_sane(stamp_ns: int, now_ns: int, bound_s: float = BAD_STAMP_S) -> bool:
+    """False for stamps (0, a different clock, the far future) that would make latency meaningless."""
+    return abs(now_ns - stamp_ns) <= bound_s * 1e9
+
+
+def camera_info_problem(width: int, height: int, k, d, r, p, max_pixels: int) -> str | None:
+    """Why a CameraInfo cannot be rescaled and republished, or None when it can."""
+    if width <= 0 or height <= 0:
+        return f'camera_info has zero size ({width}x{height})'
+    if width * height > max_pixels:
+        return f'camera_info size {width}x{height} exceeds max_input_pixels {max_pixels}'
+    for name, values in (('K', k), ('D', d), ('R', r), ('P', p)):
+        for v in values:
+            if not math.isfinite(v):
+                return f'camera_info {name} holds a non-finite value ({v})'
+            if name in ('K', 'P') and abs(v) > MAX_CAMERA_VALUE:
+                return f'camera_info {name} holds an absurd value ({v:g})'
+    if len(k) == 9 and (k[0] <= 0 or k[4] <= 0):
+        return f'camera_info focal lengths must be positive (fx {k[0]:g}, fy {k[4]:g})'
+    return None
+
+
+def check_model_spec(spec: str) -> None:
+    """Raise ValueError when ``model`` does not resolve to a readable file (or untrained:<arch>).
+
+    Cheap, for the parameter callback: the full load happens in the worker and rolls back on failure.
+    """
+    from vidseg_ros.engine.stream import UNTRAINED_PREFIX, resolve_model
+    from vidseg_ros.models import MODELS
+    try:
+        path = resolve_model(spec)
+    except Exception as e:  # noqa: BLE001 - CheckpointError and friends: a reason for the caller
+        raise ValueError(clip(e, 400)) from None
+    if path.startswith(UNTRAINED_PREFIX):
+        if path[len(UNTRAINED_PREFIX):] not in MODELS:
+            raise ValueError(f'unknown architecture in model {short(spec)}; known: {", ".join(sorted(MODELS))}')
+        return
+    path = Path(path)
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ValueError(f'cannot read model file {short(str(path))}: {e.strerror or e}') from None
+    if path.suffix in ('.pt', '.ts') and not zipfile.is_zipfile(path):
+        raise ValueError(f'model file {short(str(path))} is not a PyTorch archive (starts with {head!r})')
+    if path.suffix == '.onnx' and not head:
+        raise ValueError(f'model file {short(str(path))} is empty')
+
+
+def check_device(device: str) -> None:
+    """Raise ValueError unless ``device`` is auto, cpu, or a CUDA device that exists here."""
+    import torch
+    if device in ('', 'auto', 'cpu'):
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f'invalid device {short(device)}: {e}') from None
+    if dev.type != 'cuda':
+        raise ValueError(f'device {short(device)} is not supported; use auto, cpu, cuda or cuda:N')
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f'device {short(device)}: CUDA is not available here; use auto or cpu')
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f'device {short(device)} does not exist: {count} CUDA device(s) (cuda:0..cuda:{count - 1})')
