@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from vidseg_ros.models import create_model
-from vidseg_ros.models.checkpoint import (CAMVID_CLASSES, CAMVID_PALETTE, CheckpointError, default_meta,
+from vidseg_ros.constants import CAMVID_CLASSES, CAMVID_PALETTE
+from vidseg_ros.models.checkpoint import (CheckpointError, default_meta,
                                           load_checkpoint, read_checkpoint, save_checkpoint)
 
 

@@ -8,7 +8,8 @@ import torch
 
 from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
-from vidseg_ros.tools.evaluate import run_evaluation, summary_table
+from vidseg_ros.tools.eval_report import summary_table
+from vidseg_ros.tools.evaluate import run_evaluation
 
 H, W = 64, 96
 

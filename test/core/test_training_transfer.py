@@ -7,7 +7,8 @@ import yaml
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.models import create_model
-from vidseg_ros.models.checkpoint import (CAMVID_LICENCE, CheckpointError, default_meta, load_checkpoint,
+from vidseg_ros.constants import CAMVID_LICENCE
+from vidseg_ros.models.checkpoint import (CheckpointError, default_meta, load_checkpoint,
                                           save_checkpoint, transfer_weights)
 from vidseg_ros.training.config import TrainConfig
 from vidseg_ros.training.data_setup import resolve_classes

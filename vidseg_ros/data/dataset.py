@@ -1,7 +1,7 @@
 """PyTorch datasets for the three training regimes: single frames, key/current triplets, sequences.
 
 Every sample is a dict of tensors: images are float32 (3, H, W) in 0..1 (normalisation is the
-model's job, see ``records.IMAGENET_MEAN``), labels int64 (H, W) where unknown pixels hold the
+model's job, see ``constants.IMAGENET_MEAN``), labels int64 (H, W) where unknown pixels hold the
 source's ``ignore_index`` (CamVid void = 11, DAVIS/extracted = 255). Augmentation parameters are
 drawn once per sample and shared by all its frames.
 
@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 from vidseg_ros.data import augment
 from vidseg_ros.data.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.records import (IMAGENET_MEAN, IMAGENET_STD, FrameRecord, FrameSource,  # noqa: F401
-                                     camvid_source, davis_source, extracted_source, open_source)
+from vidseg_ros.data.records import (FrameRecord, FrameSource, camvid_source, davis_source,  # noqa: F401
+                                     extracted_source, open_source)
 
 LOG = logging.getLogger(__name__)
 MOTIONS = ('auto', 'real', 'synthetic')
@@ -250,6 +250,6 @@ def build_dataset(kind: str, source: FrameSource | str, **kwargs) -> Dataset:
     return kinds[kind](source, **kwargs)
 
 
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MOTIONS', 'FrameDataset', 'SequenceDataset', 'TripletDataset',
+__all__ = ['MOTIONS', 'FrameDataset', 'SequenceDataset', 'TripletDataset',
            'build_dataset', 'camvid_source', 'davis_source', 'extracted_source', 'label_tensor', 'open_source',
            'to_tensor']

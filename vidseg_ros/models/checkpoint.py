@@ -16,19 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidseg_ros.data.records import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_VOID, DAVIS_CLASSES,  # noqa: F401
-                                     DAVIS_LICENCE)
+from vidseg_ros.constants import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID, IMAGENET_MEAN, IMAGENET_STD
 from vidseg_ros.models import MODELS, create_model, resolve_arch_config
 
 FORMAT = 'vidseg_ros/1'
-
-# CamVid, SegNet 11-class version (label value = index); 11 = void, ignored in training/eval.
-CAMVID_PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
-                  [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
-CAMVID_IGNORE_INDEX = CAMVID_VOID
-DAVIS_PALETTE = [[0, 0, 0], [255, 64, 64]]
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 WEIGHTS_INHERIT = 'The weights inherit the restrictions of their training data and initial weights.'
 
@@ -41,7 +32,7 @@ class CheckpointError(RuntimeError):
 
 
 def default_meta(arch: str, arch_config: dict | None = None, classes: list[str] | None = None,
-                 palette: list[list[int]] | None = None, ignore_index: int | None = CAMVID_IGNORE_INDEX,
+                 palette: list[list[int]] | None = None, ignore_index: int | None = CAMVID_VOID,
                  input_hw: list[int] | tuple[int, int] = (360, 480), mean: list[float] | None = None,
                  std: list[float] | None = None, provenance: dict | None = None, metrics: dict | None = None,
                  train_config: dict | None = None) -> dict:

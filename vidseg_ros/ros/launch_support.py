@@ -1,7 +1,7 @@
-"""Pieces of launch/*.launch.py that conditions and substitutions cannot express, and the README table.
+"""Pieces of launch/*.launch.py that conditions and substitutions cannot express.
 
 Imports launch/launch_ros (a ROS install, or ../shared/ros2_extras in the venv): only launch files,
-their tests and `vidseg_ros.tools.docs` (guarded) import this module.
+and their tests import this module (tools/docs reads the launch files with launch's own API).
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
 from launch import logging as launch_logging
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.launch_description_sources import get_launch_description_from_python_launch_file
+from launch.actions import SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -67,19 +66,3 @@ def rviz(context) -> list:
     config = rviz_config(Path(get_package_share_directory(PKG)) / 'config' / 'vidseg.rviz',
                          LaunchConfiguration('image').perform(context))
     return [Node(package='rviz2', executable='rviz2', name='rviz2', arguments=['-d', config], output='screen')]
-
-
-def _text(sub) -> str:
-    """A readable default: '$(find-pkg-share vidseg_ros)/config/x.yaml' for a path in the package."""
-    if isinstance(sub, PathJoinSubstitution):
-        return '/'.join(_text(s) for s in sub.substitutions)
-    if isinstance(sub, FindPackageShare):
-        return f'$(find-pkg-share {"".join(_text(s) for s in sub.package)})'
-    return sub.text if hasattr(sub, 'text') else sub.describe()
-
-
-def launch_arguments(path: Path) -> list[tuple[str, str, str]]:
-    """(name, default, description) of each argument a launch file declares itself (not its includes)."""
-    description = get_launch_description_from_python_launch_file(str(path))
-    return [(e.name, ''.join(_text(s) for s in e.default_value or []), e.description)
-            for e in description.entities if isinstance(e, DeclareLaunchArgument)]

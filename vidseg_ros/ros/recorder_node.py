@@ -24,7 +24,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -35,6 +34,7 @@ from vidseg_ros.data.recorder import BagExistsError, Recorder, new_bag_dir, tune
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status
 from vidseg_ros.ros.params import declare_settings, read_settings
 from vidseg_ros.ros.recorder_params import RecorderSettings
+from vidseg_ros.ros.spin import run
 
 _INFINITE_NS = 9223372036854775807
 
@@ -232,6 +232,19 @@ class RecorderNode(Node):
             'topics': len(snap)}))
         self.pub_diag.publish(array(self.get_clock().now().to_msg(), statuses))
 
+    def done(self) -> bool:
+        """Recording stopped on its own (disk full, write error): stop spinning (``spin.run``)."""
+        return self.recorder.error is not None
+
+    def finish(self, code: int) -> int:
+        """Close the bag; after an unplanned stop say why (and which file) on /diagnostics, exit 1."""
+        if self.recorder.error:
+            code = 1
+            self.close()
+            self.publish_diagnostics()
+            self.pub_diag.wait_for_all_acked(Duration(seconds=2.0))
+        return code if self.close() else (code or 1)
+
     def close(self) -> bool:
         """Stop subscribing, write what is queued, close the bag (once). False on a timeout or an error."""
         if self._close_result is not None:
@@ -263,32 +276,7 @@ class RecorderNode(Node):
 def main(args=None) -> int:
     """Run the recorder until SIGINT/SIGTERM (exit 0, bag closed) or a recording error (exit 1)."""
     tune_malloc_for_large_buffers()
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = RecorderNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and node.recorder.error is None:
-            executor.spin_once(timeout_sec=0.2)
-        if node.recorder.error:  # stopped on its own: close, then say why (and which file) on /diagnostics
-            code = 1
-            node.close()
-            node.publish_diagnostics()
-            node.pub_diag.wait_for_all_acked(Duration(seconds=2.0))
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as e:  # noqa: BLE001 - start-up failures (bad params, full disk) exit with a clear line
-        print(f'recorder_node: {type(e).__name__}: {e}', file=sys.stderr)
-        code = 2
-    finally:
-        if node is not None:
-            if not node.close():
-                code = code or 1
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run(RecorderNode, args)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,10 @@
-"""Process main loop of the segment nodes: clean stop on SIGINT/SIGTERM, exit status that says why."""
+"""Process main loop of every vidseg node: clean stop on SIGINT/SIGTERM, exit status that says why.
+
+One loop for segment_node, segment_lifecycle_node, recorder_node and video_source_node. A node may
+define ``done() -> bool`` (stop spinning on its own: the video ended, the recording failed) and
+``finish(code) -> int`` (clean-up while the context is still valid: close the bag, let the last
+messages out; returns the exit code).
+"""
 from __future__ import annotations
 
 import signal
@@ -15,10 +21,12 @@ class WorkerDied(RuntimeError):
 
 
 def run(node_cls, args=None) -> int:
-    """Spin the node until SIGINT/SIGTERM; 0 on a clean stop, 1 when the worker died, 2 on bad start-up.
+    """Spin the node until SIGINT/SIGTERM or ``node.done()``; 0 on a clean stop, 1 when the node failed
+    while running (dead worker, recording error), 2 on a bad start-up (one line on stderr).
 
-    Our own signal handlers (not rclpy's) only set a flag: the worker is stopped and the node destroyed
-    while the context is still valid, so a shutdown logs no errors from a publisher mid-frame.
+    Our own signal handlers (not rclpy's) only set a flag, so a signal never interrupts clean-up (launch
+    sends a second SIGINT to children when it runs without a terminal): the node finishes and is
+    destroyed while the context is still valid, and a shutdown logs no errors from a publisher mid-frame.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
@@ -28,11 +36,12 @@ def run(node_cls, args=None) -> int:
     code = 0
     try:
         node = node_cls()
+        done = getattr(node, 'done', lambda: False)
         # Callbacks only park messages (inference has its own thread): one executor thread dispatches
         # faster than MultiThreadedExecutor (measured transport p50 1.9 vs 3.1 ms at 640x480).
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
+        while not stop.is_set() and rclpy.ok() and not done():
             executor.spin_once(timeout_sec=0.1)  # wakes at least every 0.1 s to see the stop flag
     except WorkerDied as e:
         print(f'{node_cls.__name__}: inference worker died: {e}', file=sys.stderr)
@@ -43,7 +52,14 @@ def run(node_cls, args=None) -> int:
         print(f'{node_cls.__name__}: {type(e).__name__}: {e}', file=sys.stderr)
         code = 2
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # Ignored from here on: Python's exit would restore the default handlers, and a late second
+            # signal (launch without a tty) would then kill the process mid-clean-up with status -2.
+            signal.signal(sig, signal.SIG_IGN)
         if node is not None:
+            finish = getattr(node, 'finish', None)
+            if finish is not None:
+                code = finish(code)
             node.destroy_node()
         rclpy.try_shutdown()
     return code

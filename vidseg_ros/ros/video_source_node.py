@@ -4,12 +4,9 @@ For demos, tests and users without hardware. Frames are stamped with the node cl
 """
 from __future__ import annotations
 
-import signal
 import sys
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -20,6 +17,7 @@ from vidseg_ros.data.video import VideoFrames, resize_rgb
 from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
 from vidseg_ros.ros.params import declare_settings, qos_profile, read_settings
 from vidseg_ros.ros.settings import VideoSourceConfig
+from vidseg_ros.ros.spin import run
 
 FOLDER_RATE_HZ = 10.0
 
@@ -99,6 +97,15 @@ class VideoSourceNode(Node):
         self.pub_info.publish(pinhole_camera_info(rgb.shape[1], rgb.shape[0], header, self.cfg.hfov_deg))
         self.published += 1
 
+    def done(self) -> bool:
+        """The last frame is out and the node should exit (``spin.run``)."""
+        return self.finished and self.cfg.exit_at_end
+
+    def finish(self, code: int) -> int:
+        if self.finished:
+            time.sleep(0.5)  # let reliable subscribers fetch the last frames before we leave
+        return code
+
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
@@ -106,26 +113,7 @@ class VideoSourceNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = VideoSourceNode()
-        while rclpy.ok() and not (node.finished and node.cfg.exit_at_end):
-            rclpy.spin_once(node, timeout_sec=0.1)
-        if node.finished:
-            time.sleep(0.5)  # let reliable subscribers fetch the last frames before we leave
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ConfigError, ImageError) as e:
-        print(f'video_source_node: {e}', file=sys.stderr)
-        return 2
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run(VideoSourceNode, args)
 
 
 if __name__ == '__main__':

@@ -62,7 +62,8 @@ def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: 
 
     ``card``: also write the model card there (e.g. ``models/<name>.md``); never done by default.
     """
-    from vidseg_ros.tools.evaluate import new_run_dir, run_evaluation, summary_table
+    from vidseg_ros.tools.eval_report import summary_table
+    from vidseg_ros.tools.evaluate import new_run_dir, run_evaluation
     out_dir = new_run_dir(out_dir, re.sub(r'[^\w.+-]+', '+', f'{Path(str(model)).stem}-{split}'))
     report = run_evaluation(model, data, dataset=dataset, split=split, out_dir=out_dir,
                             key_intervals=list(key_intervals), max_frames=max_frames, card=card,

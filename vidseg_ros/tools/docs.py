@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -51,9 +52,7 @@ def table(specs: list[str]) -> str:
 
 def launch_table() -> str | None:
     """Arguments declared by launch/*.launch.py; None where launch_ros is not installed (block kept)."""
-    try:
-        from vidseg_ros.ros.launch_support import launch_arguments
-    except ImportError:
+    if importlib.util.find_spec('launch_ros') is None:
         return None
     rows = ['| launch file | argument | default | description |', '|---|---|---|---|']
     for path in sorted((ROOT / 'launch').glob('*.launch.py')):
@@ -61,6 +60,26 @@ def launch_table() -> str | None:
                  f'{doc.replace("|", "/")} |'
                  for name, default, doc in launch_arguments(path)]
     return '\n'.join(rows)
+
+
+def launch_arguments(path: Path) -> list[tuple[str, str, str]]:
+    """(name, default, description) of each argument a launch file declares itself (not its includes)."""
+    from launch.actions import DeclareLaunchArgument
+    from launch.launch_description_sources import get_launch_description_from_python_launch_file
+    from launch.substitutions import PathJoinSubstitution
+    from launch_ros.substitutions import FindPackageShare
+
+    def text(sub) -> str:
+        """A readable default: '$(find-pkg-share vidseg_ros)/config/x.yaml' for a path in the package."""
+        if isinstance(sub, PathJoinSubstitution):
+            return '/'.join(text(s) for s in sub.substitutions)
+        if isinstance(sub, FindPackageShare):
+            return f'$(find-pkg-share {"".join(text(s) for s in sub.package)})'
+        return sub.text if hasattr(sub, 'text') else sub.describe()
+
+    description = get_launch_description_from_python_launch_file(str(path))
+    return [(e.name, ''.join(text(s) for s in e.default_value or []), e.description)
+            for e in description.entities if isinstance(e, DeclareLaunchArgument)]
 
 
 def _replace(text: str, name: str, body: str) -> str:

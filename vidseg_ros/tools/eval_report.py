@@ -74,7 +74,6 @@ def _pct(v) -> str:
 
 def card_text(report: dict, meta: dict) -> str:
     """Markdown model card: what it is, data, config, metrics, latency, licence."""
-    from vidseg_ros.tools.evaluate import summary_table
     prov = meta.get('provenance', {})
     tc = meta.get('train_config', {})
     name = Path(report['model']).stem
@@ -125,7 +124,25 @@ def append_section(card: Path, title: str, lines: list[str]) -> None:
 
 def report_section(report: dict) -> list[str]:
     """Lines describing another evaluation of the same model (e.g. label-free TC on DAVIS)."""
-    from vidseg_ros.tools.evaluate import summary_table
     what = 'labelled' if report.get('labelled') else 'label-free (other classes): TC and latency only'
     return [f'{report["data"]} ({report["split"]}, {report["sequences"]} sequence(s)), {what}.', '',
             summary_table(report)]
+
+
+def summary_table(report: dict) -> str:
+    """Markdown table of the intervals (what ``vidseg eval`` prints)."""
+    rows = ['| interval | mIoU all | mIoU key | mIoU current | mAcc | pixel acc | TC | mVC8 | '
+            'J&F | latency ms (key / current) |', '|' + '---|' * 10]
+    for k, r in report['intervals'].items():
+        def g(part, key):
+            v = r.get(part, {}).get(key) if part else r.get(key)
+            return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{100 * v:.1f}'
+        lat = f'{r["latency_ms"]:.1f} ({_fmt(r["latency_key_ms"])} / {_fmt(r["latency_current_ms"])})'
+        rows.append(f'| {k} | {g("all", "mIoU")} | {g("key", "mIoU")} | {g("current", "mIoU")} | '
+                    f'{g("all", "mAcc")} | {g("all", "pixel_acc")} | {g(None, "TC")} | '
+                    f'{g(None, "mVC8")} | {g(None, "J&F")} | {lat} |')
+    return '\n'.join(rows)
+
+
+def _fmt(v: float) -> str:
+    return '-' if v is None or math.isnan(v) else f'{v:.1f}'

@@ -239,22 +239,3 @@ def _json_default(v):
     if isinstance(v, (np.floating, np.integer)):
         return v.item()
     raise TypeError(f'not JSON serialisable: {type(v).__name__}')
-
-
-def summary_table(report: dict) -> str:
-    """Markdown table of the intervals (what ``vidseg eval`` prints)."""
-    rows = ['| interval | mIoU all | mIoU key | mIoU current | mAcc | pixel acc | TC | mVC8 | '
-            'J&F | latency ms (key / current) |', '|' + '---|' * 10]
-    for k, r in report['intervals'].items():
-        def g(part, key):
-            v = r.get(part, {}).get(key) if part else r.get(key)
-            return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{100 * v:.1f}'
-        lat = f'{r["latency_ms"]:.1f} ({_fmt(r["latency_key_ms"])} / {_fmt(r["latency_current_ms"])})'
-        rows.append(f'| {k} | {g("all", "mIoU")} | {g("key", "mIoU")} | {g("current", "mIoU")} | '
-                    f'{g("all", "mAcc")} | {g("all", "pixel_acc")} | {g(None, "TC")} | '
-                    f'{g(None, "mVC8")} | {g(None, "J&F")} | {lat} |')
-    return '\n'.join(rows)
-
-
-def _fmt(v: float) -> str:
-    return '-' if v is None or math.isnan(v) else f'{v:.1f}'

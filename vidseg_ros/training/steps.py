@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vidseg_ros.constants import IMAGENET_MEAN, IMAGENET_STD
+
 from .config import TrainConfig
 from .losses import keyframe_triplet_loss, segmentation_loss, sequence_loss, triplet_outputs
 
 # Datasets deliver 0..1 RGB; the trainer (like the engine) normalises with these, stored in meta.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

