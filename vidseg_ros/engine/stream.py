@@ -85,6 +85,8 @@ class StreamSegmenter:
         self._input = InputBuffer(self._runner.device, meta.get('mean', [0.0] * 3), meta.get('std', [1.0] * 3))
         self._upsampler: Upsampler | None = None
         self._frame: torch.Tensor | None = None   # the last frame on the device (GPU only)
+        # the whole frame path on the device (torch ops); on CPU OpenCV and engine.upsample are faster
+        self._on_device = self._runner.device.type != 'cpu'
         self._last_net_hw: tuple[int, int] | None = None
         self.policy = KeyframePolicy(self.config)
         self._state: list | None = None  # per tile: key-frame cache or recurrent state
@@ -203,11 +205,11 @@ class StreamSegmenter:
         rh, rw = self.resized_hw(image_rgb.shape[:2])
         s = self.stride
         net_hw = (-(-rh // s) * s, -(-rw // s) * s)
-        if self._input.device.type == 'cpu':
-            x = self._input.fill_cpu(image_rgb, (rh, rw), net_hw)
-        else:
+        if self._on_device:
             self._frame = self._input.upload(image_rgb)
             x = self._input.fill(self._frame, (rh, rw), net_hw)
+        else:
+            x = self._input.fill_cpu(image_rgb, (rh, rw), net_hw)
         self._last_net_hw = net_hw
         return x, (rh, rw)
 
@@ -231,10 +233,10 @@ class StreamSegmenter:
         if decision.reset_reason:
             self._state = None
         is_key = decision.is_key or self.kind != 'keyframe' or self._state is None
+        self._sync()
         t1 = time.perf_counter()
         logits = self._infer(x, is_key)
-        if self._runner.device.type == 'cuda':
-            torch.cuda.synchronize(self._runner.device)
+        self._sync()
         t2 = time.perf_counter()
         out_hw = tuple(output_hw) if output_hw else tuple(image_rgb.shape[:2])
         if class_prob is not None:
@@ -247,6 +249,11 @@ class StreamSegmenter:
         result.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'model': (t2 - t1) * 1e3,
                              'postprocess': (t3 - t2) * 1e3}
         return result
+
+    def _sync(self) -> None:
+        """Wait for queued GPU work, so each stage's time is its own."""
+        if self._runner.device.type == 'cuda':
+            torch.cuda.synchronize(self._runner.device)
 
     def _infer(self, x: torch.Tensor, is_key: bool) -> torch.Tensor:
         """Run the model (whole image or tiles), updating the per-tile temporal state."""
@@ -275,10 +282,10 @@ class StreamSegmenter:
     def _postprocess(self, logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confidence: bool,
                      class_prob: int | None, confidence_u8: bool) -> FrameResult:
         """Labels (and probabilities) at ``out_hw``, as if the logits were bilinear-resized there first."""
-        if logits.device.type != 'cpu' or logits.shape[1] >= MAX_CLASSES:
+        if self._on_device or logits.shape[1] >= MAX_CLASSES:
             ids, conf, prob = logits_to_outputs(logits, net_hw, valid_hw, out_hw, want_confidence, class_prob,
                                                 confidence_u8)
-            frame = (ids, self._frame) if self._frame is not None and logits.device.type != 'cpu' else None
+            frame = (ids, self._frame) if self._on_device else None
             return FrameResult(class_ids=ids.cpu().numpy(), confidence=None if conf is None else conf.cpu().numpy(),
                                class_prob=None if prob is None else prob.cpu().numpy(), device_frame=frame)
         # CPU: argmax at network resolution, exact interpolation only along label boundaries
