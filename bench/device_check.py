@@ -275,6 +275,7 @@ def main(argv=None) -> int:
     p.add_argument('--memory-frames', type=int, default=10_000)
     p.add_argument('--sizes', default='512x256,1024x512,1920x1080', help='WxH list')
     p.add_argument('--precisions', default='', help='comma list; default fp32,fp16,bf16 on GPU, fp32,bf16 on CPU')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = torch default)')
     p.add_argument('--json', type=Path, default=Path('device_check.json'))
     args = p.parse_args(argv)
     d = Device(args.device)
@@ -293,6 +294,8 @@ def main(argv=None) -> int:
         args.sizes, args.precisions, args.main_precision = [(256, 128)], ['fp32'], 'fp32'
         args.reps, args.memory_frames, args.warmup = 2, 20, 1
         torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
     t0 = time.perf_counter()
     rows: list = []
