@@ -57,6 +57,7 @@ def test_labels_and_probabilities_close_to_reference(low_hw, valid_hw, net_hw, o
     # softmax at network resolution, then upsampled: close to softmax of upsampled logits
     c = up.chosen_prob(probs, got, False)
     assert c.dtype == np.float32 and np.abs(c - conf).mean() < 0.03
+    assert c.min() >= 1 / 11 - 1e-6 and c.max() <= 1 + 1e-6      # a top-class probability
     assert np.abs(up.smooth(np.ascontiguousarray(probs[..., 3])) - prob).mean() < 0.02
     u8 = up.chosen_prob(probs, got, True)
     assert u8.dtype == np.uint8 and np.abs(u8 / 255.0 - conf).mean() < 0.03

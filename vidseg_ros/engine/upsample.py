@@ -121,7 +121,7 @@ class Upsampler:
         flat = probs.reshape(-1)
         v00, v01, v10, v11 = (flat[i * c + lab] for i in self._corners(cells, h, w))
         t = v00 + (v01 - v00) * fx
-        v = t + (v10 + (v11 - v10) * fx - t) * fy
+        v = np.maximum(t + (v10 + (v11 - v10) * fx - t) * fy, np.float32(1.0 / c))  # a top class has >= 1/C
         out.ravel()[band] = to_u8(v) if u8 else v
         return out
 
