@@ -129,6 +129,9 @@ def print_share(d: dict, topics: str) -> None:
           f'{100 * model / e2e:.0f} % vs target 70 %: {"MET" if model >= 0.7 * e2e else "NOT MET"}')
     no_wait = e2e - p50['wait']
     print(f'  without the wait for a busy worker: {100 * model / no_wait:.0f} % of {no_wait:.2f} ms')
+    if 'model_current_ms_p50' in d and 'model_key_ms_p50' in d:
+        key, cur = float(d['model_key_ms_p50']), float(d['model_current_ms_p50'])
+        print(f'  model p50: key frames {key:.2f} ms, current frames {cur:.2f} ms')
     parts = ', '.join(f'{k} {v:.2f}' for k, v in p50.items() if k not in ('end_to_end', 'model'))
     print(f'  the rest, p50 ms: {parts}, other (executor, locks; p50s do not add up) {rest:.2f}')
 
