@@ -12,7 +12,7 @@ from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.outputs import ClassTable, Renderer, overlay
 from vidseg_ros.engine.stream import StreamSegmenter
-from vidseg_ros.engine.upsample import Upsampler, softmax
+from vidseg_ros.engine.upsample import Upsampler, probabilities
 
 SHIPPED = Path(__file__).resolve().parents[2] / 'models' / 'camvid_keyframe_fpn.pt'
 GEOMETRIES = [((16, 24), (64, 96), (64, 96), (150, 201)),   # upsample, no padding
@@ -44,6 +44,18 @@ def test_labels_equal_reference_for_two_classes(low_hw, valid_hw, net_hw, out_hw
     np.testing.assert_array_equal(got, reference(logits, valid_hw, net_hw, out_hw)[0])
 
 
+def test_logits_at_output_size_are_used_as_they_are():
+    logits = smooth_logits(11, (24, 32), seed=2)
+    scores = np.ascontiguousarray(logits[0].permute(1, 2, 0).numpy())
+    up = Upsampler((24, 32), (24, 32), (24, 32), (24, 32))
+    ids, conf, prob = reference(logits, (24, 32), (24, 32), (24, 32), class_prob=4)
+    assert up.identity
+    np.testing.assert_array_equal(up.labels(scores), ids)
+    c, p = probabilities(up, logits[0].numpy(), ids, True, 4, False)
+    np.testing.assert_allclose(c, conf, atol=1e-6)
+    np.testing.assert_allclose(p, prob, atol=1e-6)
+
+
 @pytest.mark.parametrize('low_hw, valid_hw, net_hw, out_hw', GEOMETRIES)
 def test_labels_and_probabilities_close_to_reference(low_hw, valid_hw, net_hw, out_hw):
     logits = smooth_logits(11, low_hw, seed=1)
@@ -53,14 +65,13 @@ def test_labels_and_probabilities_close_to_reference(low_hw, valid_hw, net_hw, o
     got = up.labels(scores)
     assert got.shape == tuple(out_hw) and got.dtype == np.uint8
     assert (got == ids).mean() >= 0.99
-    probs = softmax(scores)
     # softmax at network resolution, then upsampled: close to softmax of upsampled logits
-    c = up.chosen_prob(probs, got, False)
+    c, p = probabilities(up, logits[0].numpy(), got, True, 3, False)
     assert c.dtype == np.float32 and np.abs(c - conf).mean() < 0.03
     assert c.min() >= 1 / 11 - 1e-6 and c.max() <= 1 + 1e-6      # a top-class probability
-    assert np.abs(up.smooth(np.ascontiguousarray(probs[..., 3])) - prob).mean() < 0.02
-    u8 = up.chosen_prob(probs, got, True)
-    assert u8.dtype == np.uint8 and np.abs(u8 / 255.0 - conf).mean() < 0.03
+    assert p.dtype == np.float32 and np.abs(p - prob).mean() < 0.02
+    u8, none = probabilities(up, logits[0].numpy(), got, True, None, True)
+    assert u8.dtype == np.uint8 and np.abs(u8 / 255.0 - conf).mean() < 0.03 and none is None
 
 
 def test_device_preprocess_matches_opencv_on_cpu():

@@ -19,7 +19,7 @@ from vidseg_ros.engine.base import EngineConfig, FrameResult
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.policy import KeyframePolicy, change_descriptor
 from vidseg_ros.engine.tiles import TileGrid
-from vidseg_ros.engine.upsample import MAX_CLASSES, Upsampler, softmax
+from vidseg_ros.engine.upsample import MAX_CLASSES, Upsampler, probabilities
 from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import CheckpointError, default_meta, load_checkpoint
 
@@ -289,18 +289,16 @@ class StreamSegmenter:
             return FrameResult(class_ids=ids.cpu().numpy(), confidence=None if conf is None else conf.cpu().numpy(),
                                class_prob=None if prob is None else prob.cpu().numpy(), device_frame=frame)
         # CPU: argmax at network resolution, exact interpolation only along label boundaries
-        scores = np.ascontiguousarray(logits[0].float().permute(1, 2, 0).numpy())
+        chw = logits[0].float().contiguous().numpy()
+        scores = np.ascontiguousarray(chw.transpose(1, 2, 0))
         key = (scores.shape[:2], tuple(valid_hw), tuple(out_hw), tuple(net_hw))
         if self._upsampler is None or self._upsampler.key != key:
             self._upsampler = Upsampler(*key)
         up = self._upsampler
         result = FrameResult(class_ids=up.labels(scores))
         if want_confidence or class_prob is not None:
-            probs = softmax(scores)
-            if want_confidence:
-                result.confidence = up.chosen_prob(probs, result.class_ids, confidence_u8)
-            if class_prob is not None:
-                result.class_prob = up.smooth(np.ascontiguousarray(probs[:, :, class_prob]))
+            result.confidence, result.class_prob = probabilities(up, chw, result.class_ids, want_confidence,
+                                                                 class_prob, confidence_u8)
         return result
 
     @staticmethod

@@ -46,6 +46,8 @@ class Upsampler:
         h, w = map(int, low_hw)
         H, W = map(int, out_hw)
         self.low_hw, self.out_hw = (h, w), (H, W)
+        # logits already at the output size (output stride 1, nothing cropped): no interpolation at all
+        self.identity = (h, w) == (H, W) and tuple(valid_hw) == tuple(net_hw)
         self.y0, self.wy = _axis(H, valid_hw[0], h, net_hw[0])
         self.x0, self.wx = _axis(W, valid_hw[1], w, net_hw[1])
         self.rows, self.cols = np.bincount(self.y0, minlength=h), np.bincount(self.x0, minlength=w)
@@ -62,10 +64,12 @@ class Upsampler:
         """(h, w, C) float32 logits -> (H, W) uint8 argmax of the bilinearly upsampled logits."""
         h, w, c = scores.shape
         lab = scores.argmax(2).astype(np.uint8)
+        self._band = None
+        if self.identity:
+            return lab
         pad = np.pad(lab, ((0, 1), (0, 1)), mode='edge')
         corners = (lab, pad[:-1, 1:], pad[1:, :-1], pad[1:, 1:])
         c00, c01, c10, c11 = corners
-        self._band = None
         other = np.where(c01 != c00, c01, np.where(c10 != c00, c10, c11))   # a second label, if any
         uniform = (c01 == c00) & (c10 == c00) & (c11 == c00)
         two = ((c01 == c00) | (c01 == other)) & ((c10 == c00) | (c10 == other)) & ((c11 == c00) | (c11 == other))
@@ -108,18 +112,19 @@ class Upsampler:
         return cells, cells + right, cells + down, cells + down + right
 
     def chosen_prob(self, probs: np.ndarray, labels: np.ndarray, u8: bool) -> np.ndarray:
-        """Probability of each pixel's label, bilinear from network resolution; ``labels`` comes from the
-        last ``labels`` call. Inside uniform cells that is the top probability; along boundaries the
-        label's own probability is interpolated, so confidence dips there as the reference's does."""
-        top = probs.max(2)
+        """(C, h, w) probabilities -> each output pixel's label probability, bilinear from network
+        resolution; ``labels`` comes from the last ``labels`` call. Inside uniform cells that is the top
+        probability; along boundaries the label's own probability is interpolated, so confidence dips
+        there as the reference's does."""
+        top = probs.max(0)
         out = self.smooth(to_u8(top) if u8 else top)
         if self._band is None:
             return out
         band, cells, fx, fy = self._band
-        h, w, c = probs.shape
-        lab = labels.ravel()[band].astype(np.intp)
+        c, h, w = probs.shape
+        lab = labels.ravel()[band].astype(np.intp) * (h * w)
         flat = probs.reshape(-1)
-        v00, v01, v10, v11 = (flat[i * c + lab] for i in self._corners(cells, h, w))
+        v00, v01, v10, v11 = (flat[lab + i] for i in self._corners(cells, h, w))
         t = v00 + (v01 - v00) * fx
         v = np.maximum(t + (v10 + (v11 - v10) * fx - t) * fy, np.float32(1.0 / c))  # a top class has >= 1/C
         out.ravel()[band] = to_u8(v) if u8 else v
@@ -134,11 +139,26 @@ class Upsampler:
                               borderMode=cv2.BORDER_REPLICATE)
 
 
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """(h, w, C) logits -> class probabilities, float32."""
-    exp = np.exp(scores - scores.max(2, keepdims=True))
-    exp /= exp.sum(2, keepdims=True)
-    return exp
+def probabilities(up: Upsampler, logits: np.ndarray, labels: np.ndarray, want_confidence: bool,
+                  class_prob: int | None, u8: bool):
+    """(C, h, w) logits -> (confidence, probability of ``class_prob``) at the output size: softmax at
+    network resolution, then ``chosen_prob`` / ``smooth``; confidence uint8 when ``u8``, else float32.
+    Channels first: the reductions over classes are then element-wise across planes (5x faster)."""
+    exp = np.exp(logits - logits.max(0))
+    total = exp.sum(0)
+    conf = prob = None
+    if up.identity:   # no upsampling: the top class's probability is 1 / sum(exp(l - max))
+        if want_confidence:
+            conf = to_u8(1.0 / total) if u8 else (1.0 / total).astype(np.float32)
+        if class_prob is not None:
+            prob = (exp[class_prob] / total).astype(np.float32)
+        return conf, prob
+    exp /= total
+    if want_confidence:
+        conf = up.chosen_prob(exp, labels, u8)
+    if class_prob is not None:
+        prob = up.smooth(exp[class_prob])
+    return conf, prob
 
 
 def to_u8(prob: np.ndarray) -> np.ndarray:
