@@ -98,3 +98,46 @@ def test_cuda_engine_downloads_only_uint8_and_keeps_the_frame_on_the_device():
     ids, frame = r.device_frame
     assert ids.is_cuda and frame.is_cuda and frame.dtype == torch.uint8
 
+
+
+def test_cuda_graphed_bookkeeping_with_a_stand_in_graph(monkeypatch):
+    """The replay logic (static inputs, cloned outputs, one graph per input size, oldest dropped) with a
+    stand-in for torch.cuda's graph API that reruns the function on replay; the real one needs CUDA."""
+    import contextlib
+
+    from vidseg_ros.engine import graphs
+
+    class FakeGraph:
+        def replay(self):
+            out = self.fn(*self.inputs)
+            for o, n in zip(self.outputs, out if isinstance(out, tuple) else (out,)):
+                o.copy_(n)
+
+    calls = []
+
+    def fn(x, y):
+        calls.append(x.shape)
+        return x * 2, y + 1
+
+    fake_cuda = type('C', (), {'Stream': lambda: type('S', (), {'wait_stream': lambda self, s: None})(),
+                               'current_stream': lambda: type('S', (), {'wait_stream': lambda self, s: None})(),
+                               'stream': lambda s: contextlib.nullcontext(), 'CUDAGraph': FakeGraph,
+                               'graph': lambda g: contextlib.nullcontext()})
+    monkeypatch.setattr(graphs.torch, 'cuda', fake_cuda)
+    real_capture = graphs.CudaGraphed._capture
+
+    def capture(self, args):
+        static_in, graph, static_out, single = real_capture(self, args)
+        graph.fn, graph.inputs, graph.outputs = self.fn, static_in, static_out
+        return static_in, graph, static_out, single
+    monkeypatch.setattr(graphs.CudaGraphed, '_capture', capture)
+    g = graphs.CudaGraphed(fn, warmup=2, max_graphs=2)
+    a, b = torch.ones(2, 3), torch.zeros(2, 3)
+    out1 = g(a, b)
+    out2 = g(a * 3, b)
+    assert torch.equal(out2[0], a * 6) and torch.equal(out1[0], a * 2)   # outputs are copies, not the graph's
+    assert g.captures == 1 and len(calls) == 2 + 1 + 2                   # warm-up, capture, two replays
+    g(torch.ones(4, 3), torch.ones(4, 3))                                  # a new size: a new graph
+    g(torch.ones(5, 3), torch.ones(5, 3))
+    assert g.captures == 3 and len(g.graphs) == 2                          # oldest dropped
+    assert torch.equal(g(a, b)[1], b + 1) and g.captures == 4              # re-captured when it comes back
