@@ -68,8 +68,7 @@ class Upsampler:
         if self.identity:
             return lab
         pad = np.pad(lab, ((0, 1), (0, 1)), mode='edge')
-        corners = (lab, pad[:-1, 1:], pad[1:, :-1], pad[1:, 1:])
-        c00, c01, c10, c11 = corners
+        c00, c01, c10, c11 = lab, pad[:-1, 1:], pad[1:, :-1], pad[1:, 1:]
         other = np.where(c01 != c00, c01, np.where(c10 != c00, c10, c11))   # a second label, if any
         uniform = (c01 == c00) & (c10 == c00) & (c11 == c00)
         two = ((c01 == c00) | (c01 == other)) & ((c10 == c00) | (c10 == other)) & ((c11 == c00) | (c11 == other))
@@ -93,8 +92,8 @@ class Upsampler:
             # l_a - l_b at the four corners of every cell, then one interpolated channel per pixel
             a, b = lab[..., None].astype(np.intp), other[..., None].astype(np.intp)
             sp = np.pad(scores, ((0, 1), (0, 1), (0, 0)), mode='edge')
-            diff = [(np.take_along_axis(s, a, 2) - np.take_along_axis(s, b, 2)).ravel()
-                    for s in (sp[:-1, :-1], sp[:-1, 1:], sp[1:, :-1], sp[1:, 1:])]
+            diff = [(np.take_along_axis(q, a, 2) - np.take_along_axis(q, b, 2)).ravel()
+                    for q in (sp[:-1, :-1], sp[:-1, 1:], sp[1:, :-1], sp[1:, 1:])]
             ct, gx, gy = cells[two_px], fx[two_px], fy[two_px]
             d00, d01, d10, d11 = (d[ct] for d in diff)
             top = d00 + (d01 - d00) * gx
