@@ -5,7 +5,9 @@ overhead = end-to-end latency (input stamp -> output published) - the engine's w
 model, post-processing) - the wait for a busy worker, per frame, as the node measures it; plus the
 latency a subscriber in a third process sees (output arrival - input stamp). `--rate` below the model's
 rate removes the wait; at 30 Hz on a CPU slower than 30 Hz, latest-frame-wins drops the excess.
-Target (issue 2): overhead p50 <= 3 ms on this machine. Run: `.venv/bin/python bench/bench_node_overhead.py`.
+Targets: overhead p50 <= 3 ms (issue 2); the model >= 70 % of end-to-end p50 latency (issue 15), both
+printed from the same run with the per-stage breakdown of the rest.
+Run: `.venv/bin/python bench/bench_node_overhead.py [--topics mask,overlay,confidence]`.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ def main() -> int:
     parser.add_argument('--seconds', type=float, default=20.0)
     parser.add_argument('--rate', type=float, default=30.0)
     parser.add_argument('--size', default='480x640', help='HxW of the camera')
+    parser.add_argument('--topics', default='mask', help='outputs subscribed (comma list: mask, color_mask, '
+                                                         'overlay, confidence); the latency is measured on mask')
     args = parser.parse_args()
     h, w = map(int, args.size.split('x'))
     import cv2
@@ -66,8 +70,10 @@ def main() -> int:
         for st in msg.status:
             if st.name.startswith('vidseg_segmenter'):
                 diags.append({kv.key: kv.value for kv in st.values})
-    node.create_subscription(Image, '/vidseg_segmenter/mask', on_mask,
-                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(Image, '/vidseg_segmenter/mask', on_mask, qos)
+    for topic in set(args.topics.split(',')) - {'mask', ''}:
+        node.create_subscription(Image, f'/vidseg_segmenter/{topic}', lambda msg: None, qos)
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     n_frames = int(args.seconds * args.rate)
     src = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.ros.video_source_node', '--ros-args',
@@ -109,7 +115,25 @@ def main() -> int:
     over = float(d['overhead_ms_p50'])
     print(f'overhead p50 {over:.2f} ms vs target 3 ms: {"MET" if over <= 3.0 else "NOT MET"} '
           f'(ratio {over / 3.0:.2f}); overhead p99 {float(d["overhead_ms_p99"]):.2f} ms')
+    print_share(d, args.topics)
     return 0
+
+
+def print_share(d: dict, topics: str) -> None:
+    """The model's share of end-to-end p50 latency, and where the rest goes (p50 of each stage)."""
+    p50 = {k: float(d[f'{k}_ms_p50']) for k in ('transport', 'wait', 'convert', 'preprocess', 'model',
+                                                  'postprocess', 'publish', 'end_to_end')}
+    e2e, model = p50['end_to_end'], p50['model']
+    rest = e2e - sum(v for k, v in p50.items() if k != 'end_to_end')
+    print(f'model share of end-to-end p50 (outputs: {topics}): {model:.2f} / {e2e:.2f} ms = '
+          f'{100 * model / e2e:.0f} % vs target 70 %: {"MET" if model >= 0.7 * e2e else "NOT MET"}')
+    no_wait = e2e - p50['wait']
+    print(f'  without the wait for a busy worker: {100 * model / no_wait:.0f} % of {no_wait:.2f} ms')
+    if 'model_current_ms_p50' in d and 'model_key_ms_p50' in d:
+        key, cur = float(d['model_key_ms_p50']), float(d['model_current_ms_p50'])
+        print(f'  model p50: key frames {key:.2f} ms, current frames {cur:.2f} ms')
+    parts = ', '.join(f'{k} {v:.2f}' for k, v in p50.items() if k not in ('end_to_end', 'model'))
+    print(f'  the rest, p50 ms: {parts}, other (executor, locks; p50s do not add up) {rest:.2f}')
 
 
 if __name__ == '__main__':

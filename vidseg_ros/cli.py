@@ -387,10 +387,12 @@ def info(checkpoint: str):
 
 
 @app.command()
-def docs(check: bool = False):
-    """Regenerate (or --check) the README parameter tables from the settings dataclasses."""
+def docs(check: bool = False,
+         readme: Annotated[Path, typer.Option(help='the README of a checkout', exists=True, dir_okay=False)]
+         = Path('README.md')):
+    """Regenerate (or --check) the README parameter and launch-argument tables (run in the checkout)."""
     from vidseg_ros.tools.docs import update
-    raise typer.Exit(update(check))
+    raise typer.Exit(update(check, readme))
 
 
 def main() -> None:

@@ -1,22 +1,156 @@
-"""The fast OpenCV post-processing matches the torch (bilinear logits, then softmax/argmax) reference."""
+"""Fast CPU pre/post-processing equals the reference (bilinear logits at output size, then argmax/softmax),
+the device (torch) path agrees with the OpenCV one, and the shipped model's masks on real frames match."""
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vidseg_ros.engine.stream import _resize_logits_cv
+from vidseg_ros.engine.base import EngineConfig
+from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
+from vidseg_ros.engine.outputs import ClassTable, Renderer, overlay
+from vidseg_ros.engine.stream import StreamSegmenter
+from vidseg_ros.engine.upsample import Upsampler, probabilities
+
+SHIPPED = Path(__file__).resolve().parents[2] / 'models' / 'camvid_keyframe_fpn.pt'
+GEOMETRIES = [((16, 24), (64, 96), (64, 96), (150, 201)),   # upsample, no padding
+              ((16, 24), (61, 83), (64, 96), (116, 164)),   # padded input: crop, then upsample
+              ((16, 24), (64, 96), (64, 96), (64, 96)),     # network size
+              ((16, 24), (64, 96), (64, 96), (12, 18))]     # downsample
 
 
-@pytest.mark.parametrize('net_hw, valid_hw, out_hw', [((32, 48), (32, 48), (75, 101)),
-                                                      ((32, 48), (29, 41), (58, 82)),
-                                                      ((32, 48), (32, 48), (32, 48))])
-def test_cv_resize_matches_torch(net_hw, valid_hw, out_hw):
-    torch.manual_seed(0)
-    logits = torch.randn(1, 11, 8, 12)
-    ref = logits
-    if valid_hw != net_hw:
-        ref = F.interpolate(ref, size=net_hw, mode='bilinear', align_corners=False)[..., :valid_hw[0], :valid_hw[1]]
-    ref = F.interpolate(ref, size=out_hw, mode='bilinear', align_corners=False)[0].permute(1, 2, 0).numpy()
-    got = _resize_logits_cv(logits[0], net_hw, valid_hw, out_hw)
-    assert got.shape == (*out_hw, 11)
-    np.testing.assert_allclose(got, ref, atol=1e-4)
+def smooth_logits(c, low_hw, seed=0):
+    """Logits with spatial structure like a network's (random ones are all boundary)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, c, low_hw[0] // 4, low_hw[1] // 4, generator=g) * 4
+    return F.interpolate(coarse, size=low_hw, mode='bilinear', align_corners=False) \
+        + 0.3 * torch.randn(1, c, *low_hw, generator=g)
+
+
+def reference(logits, valid_hw, net_hw, out_hw, class_prob=None):
+    ids, conf, prob = logits_to_outputs(logits, net_hw, valid_hw, out_hw, True, class_prob, False)
+    return ids.numpy(), conf.numpy(), None if prob is None else prob.numpy()
+
+
+@pytest.mark.parametrize('low_hw, valid_hw, net_hw, out_hw', [g for g in GEOMETRIES if g[1] == g[2]])
+def test_labels_equal_reference_for_two_classes(low_hw, valid_hw, net_hw, out_hw):
+    # with two classes the boundary band decides by the interpolated logit difference: exact (padded
+    # inputs differ slightly: one bilinear resize from the logits here, two in the reference)
+    logits = smooth_logits(2, low_hw)
+    up = Upsampler(low_hw, valid_hw, out_hw, net_hw)
+    got = up.labels(np.ascontiguousarray(logits[0].permute(1, 2, 0).numpy()))
+    np.testing.assert_array_equal(got, reference(logits, valid_hw, net_hw, out_hw)[0])
+
+
+def test_logits_at_output_size_are_used_as_they_are():
+    logits = smooth_logits(11, (24, 32), seed=2)
+    scores = np.ascontiguousarray(logits[0].permute(1, 2, 0).numpy())
+    up = Upsampler((24, 32), (24, 32), (24, 32), (24, 32))
+    ids, conf, prob = reference(logits, (24, 32), (24, 32), (24, 32), class_prob=4)
+    assert up.identity
+    np.testing.assert_array_equal(up.labels(scores), ids)
+    c, p = probabilities(up, logits[0].numpy(), ids, True, 4, False)
+    np.testing.assert_allclose(c, conf, atol=1e-6)
+    np.testing.assert_allclose(p, prob, atol=1e-6)
+
+
+@pytest.mark.parametrize('low_hw, valid_hw, net_hw, out_hw', GEOMETRIES)
+def test_labels_and_probabilities_close_to_reference(low_hw, valid_hw, net_hw, out_hw):
+    logits = smooth_logits(11, low_hw, seed=1)
+    scores = np.ascontiguousarray(logits[0].permute(1, 2, 0).numpy())
+    up = Upsampler(low_hw, valid_hw, out_hw, net_hw)
+    ids, conf, prob = reference(logits, valid_hw, net_hw, out_hw, class_prob=3)
+    got = up.labels(scores)
+    assert got.shape == tuple(out_hw) and got.dtype == np.uint8
+    assert (got == ids).mean() >= 0.99
+    # softmax at network resolution, then upsampled: close to softmax of upsampled logits
+    c, p = probabilities(up, logits[0].numpy(), got, True, 3, False)
+    assert c.dtype == np.float32 and np.abs(c - conf).mean() < 0.03
+    assert c.min() >= 1 / 11 - 1e-6 and c.max() <= 1 + 1e-6      # a top-class probability
+    assert p.dtype == np.float32 and np.abs(p - prob).mean() < 0.02
+    u8, none = probabilities(up, logits[0].numpy(), got, True, None, True)
+    assert u8.dtype == np.uint8 and np.abs(u8 / 255.0 - conf).mean() < 0.03 and none is None
+
+
+def test_device_preprocess_matches_opencv_on_cpu():
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), (7, 7), 2)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    buf = InputBuffer(torch.device('cpu'), mean, std)
+    ref = (torch.from_numpy(img).permute(2, 0, 1)[None].float() - torch.tensor(mean).view(1, 3, 1, 1) * 255) \
+        / (torch.tensor(std).view(1, 3, 1, 1) * 255)
+    same = buf.fill(buf.upload(img), (120, 160), (128, 160)).clone()
+    torch.testing.assert_close(same[..., :120, :], ref, atol=1e-5, rtol=1e-5)
+    assert same[..., 120:, :].abs().max() == 0       # padding is the mean colour
+    a = buf.fill(buf.upload(img), (60, 80), (64, 96)).clone()
+    b = buf.fill_cpu(img, (60, 80), (64, 96))
+    assert b[..., 60:, :].abs().max() == 0 and b[..., 80:].abs().max() == 0
+    assert (a - b).abs().mean() < 0.02                  # antialiased bilinear vs INTER_AREA, in std units
+
+
+def test_renderer_device_path_matches_opencv_on_cpu():
+    table = ClassTable.build(['a', 'b', 'c'], [[0, 0, 255], [128, 64, 128], [255, 0, 0]], remap=[5, 6, 7],
+                             ignore=[0])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 3, (30, 40), dtype=np.uint8)
+    rgb = cv2.GaussianBlur(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8), (9, 9), 3)
+    r = Renderer(table)
+    want = {'mask', 'color', 'overlay'}
+
+    class Result:
+        class_ids, device_frame = ids, None
+    host = r.render(Result, rgb, 0.4, want)
+    Result.device_frame = (torch.from_numpy(ids), torch.from_numpy(rgb))
+    dev = r.render(Result, rgb, 0.4, want)
+    ignored = ids == 0
+    np.testing.assert_array_equal(host['mask'], table.mask_lut()[ids])
+    np.testing.assert_array_equal(host['color'], table.color_lut()[ids])
+    np.testing.assert_array_equal(dev['mask'], host['mask'])
+    np.testing.assert_array_equal(dev['color'], host['color'])
+    # overlay resizes the frame to the mask: area vs antialiased bilinear kernels
+    assert np.abs(dev['overlay'].astype(int) - host['overlay']).max() <= 3
+    same = rgb[::2, ::2].copy()
+    Result.device_frame = (torch.from_numpy(ids), torch.from_numpy(same))
+    assert np.abs(r.render(Result, same, 0.4, want)['overlay'].astype(int)
+                  - overlay(same, host['color'], 0.4, ~ignored)).max() <= 1
+    small = cv2.resize(rgb, (40, 30), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(host['overlay'][ignored], small[ignored])
+    assert r.render(Result, rgb, 0.4, {'mask'}).keys() == {'mask'}
+
+
+def _frames(camvid_dir, davis_dir):
+    cam = sorted((camvid_dir / 'val').glob('*.webp'))[::30][:3]
+    dav = sorted((davis_dir / 'JPEGImages' / '480p').glob('*/00010.jpg'))[:2]
+    out = [(p, camvid_dir / 'valannot' / (p.stem + '.png')) for p in cam] + [(p, None) for p in dav]
+    return [(cv2.imread(str(p))[:, :, ::-1].copy(), None if a is None else cv2.imread(str(a), 0)) for p, a in out]
+
+
+def test_shipped_model_masks_match_reference_on_real_frames(camvid_dir, davis_dir):
+    if not SHIPPED.is_file():
+        pytest.skip(f'{SHIPPED} not present')
+    eng = StreamSegmenter.from_checkpoint(EngineConfig(model=str(SHIPPED), device='cpu', keyframe_interval=1))
+    agree, confs, correct_new, correct_ref, labelled = [], [], 0, 0, 0
+    for i, (img, label) in enumerate(_frames(camvid_dir, davis_dir)):
+        for frame in (img, cv2.resize(img, (640, 480))):
+            new = eng.step(frame, want_confidence=True, confidence_u8=True)
+            # today's pipeline: resize, normalise, model, bilinear logits at the frame size, argmax
+            rh, rw = eng.resized_hw(frame.shape[:2])
+            small = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA)
+            x = (torch.from_numpy(small).permute(2, 0, 1)[None].float() - torch.tensor(eng.meta['mean']).view(
+                1, 3, 1, 1) * 255) / (torch.tensor(eng.meta['std']).view(1, 3, 1, 1) * 255)
+            x = F.pad(x, (0, eng.net_hw[1] - rw, 0, eng.net_hw[0] - rh))
+            logits = eng._runner.key(x)[0]
+            ref, conf, _ = reference(logits, (rh, rw), eng.net_hw, frame.shape[:2])
+            agree.append((new.class_ids == ref).mean())
+            confs.append(np.abs(new.confidence / 255.0 - conf).mean())
+            assert new.confidence.dtype == np.uint8 and confs[-1] < 0.02, confs
+            if label is not None and frame is img:
+                valid = label < 11
+                correct_new += (new.class_ids == label)[valid].sum()
+                correct_ref += (ref == label)[valid].sum()
+                labelled += valid.sum()
+    assert min(agree) >= 0.995, agree
+    # against CamVid labels the new masks are as accurate as today's
+    assert correct_new / labelled >= correct_ref / labelled - 1e-4

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidseg_ros.engine.graphs import CudaGraphed
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.checkpoint import CheckpointError
 
@@ -66,12 +67,14 @@ class TorchRunner:
         compile: Wrap the entry points with ``torch.compile``.
         fuse: Run a copy of the model with BatchNorm folded into the convs (the caller's model,
             possibly still training, is left untouched).
+        cuda_graphs: Replay the entry points from CUDA graphs (CUDA only; see ``graphs.CudaGraphed``).
     """
 
     backend = 'torch'
 
     def __init__(self, model: nn.Module, device: str = 'auto', precision: str = 'fp32',
-                 channels_last: bool = False, compile: bool = False, fuse: bool = True):
+                 channels_last: bool = False, compile: bool = False, fuse: bool = True,
+                 cuda_graphs: bool = False):
         self.device = resolve_device(device)
         self.kind = model_kind(model)
         self.stride = int(model.stride)
@@ -92,11 +95,25 @@ class TorchRunner:
             self._step = torch.compile(self._step)
             if self.kind == 'keyframe':
                 self._key, self._current = torch.compile(self._key), torch.compile(self._current)
+        self._graphed = self._use_graphs(cuda_graphs)
+
+    def _use_graphs(self, cuda_graphs: bool) -> bool:
+        """Wrap the entry points in CUDA graphs when asked and possible; False elsewhere."""
+        if not cuda_graphs:
+            return False
+        if self.device.type != 'cuda':
+            log.info('cuda_graphs ignored on %s', self.device)
+            return False
+        for name in ('_key', '_current', '_step'):
+            if hasattr(self, name):
+                setattr(self, name, CudaGraphed(getattr(self, name)))
+        return True
 
     def _ctx(self):
         if self._dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self._dtype)
+        # the autocast weight cache must be off while a CUDA graph is captured
+        return torch.autocast(self.device.type, dtype=self._dtype, cache_enabled=not self._graphed)
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -133,7 +150,7 @@ class TorchScriptRunner(TorchRunner):
     backend = 'torchscript'
 
     def __init__(self, path: str | Path, device: str = 'auto', precision: str = 'fp32',
-                 channels_last: bool = False, compile: bool = False):
+                 channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False):
         extra = {META_KEY + '.json': ''}
         dev = resolve_device(device)
         with warnings.catch_warnings():
@@ -154,6 +171,7 @@ class TorchScriptRunner(TorchRunner):
             self._step = module.forward_step
         if compile:
             log.warning('compile=True is ignored for TorchScript models')
+        self._graphed = self._use_graphs(cuda_graphs)
 
     def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return _zero_state(self._state_shapes, x, self.device, torch.float32)
@@ -165,22 +183,38 @@ def _zero_state(layout: list[list[int]], x, device, dtype):
     return tuple(torch.zeros(b, c, -(-h // f), -(-w // f), device=device, dtype=dtype) for c, f in layout)
 
 
+def onnx_providers(device: str, precision: str, available: list[str], cache_dir: Path) -> list:
+    """onnxruntime execution providers, best first: TensorRT (fp16 when asked; engines cached beside
+    the model) and CUDA when the device is a GPU and the provider is installed, CPU always last."""
+    providers: list = ['CPUExecutionProvider']
+    if not (device.startswith('cuda') or (device in ('', 'auto') and 'CUDAExecutionProvider' in available)):
+        return providers
+    index = int(device.split(':')[1]) if ':' in device else 0
+    if 'CUDAExecutionProvider' in available:
+        providers.insert(0, ('CUDAExecutionProvider', {'device_id': index}))
+    if 'TensorrtExecutionProvider' in available:
+        providers.insert(0, ('TensorrtExecutionProvider', {
+            'device_id': index, 'trt_fp16_enable': precision == 'fp16', 'trt_engine_cache_enable': True,
+            'trt_engine_cache_path': str(cache_dir)}))
+    return providers
+
+
 class OnnxRunner:
-    """``.onnx`` export(s) on onnxruntime (CPU provider; CUDA provider when installed and asked)."""
+    """``.onnx`` export(s) on onnxruntime: TensorRT, CUDA or CPU provider (``onnx_providers``)."""
 
     backend = 'onnx'
 
     def __init__(self, path: str | Path, device: str = 'auto', precision: str = 'fp32',
-                 channels_last: bool = False, compile: bool = False):
+                 channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False):
         import onnxruntime as ort  # optional at import time of the package
         path = Path(path)
-        providers = ['CPUExecutionProvider']
-        if device.startswith('cuda') and 'CUDAExecutionProvider' in ort.get_available_providers():
-            providers.insert(0, 'CUDAExecutionProvider')
-        if precision != 'fp32':
-            log.warning('precision %s ignored for ONNX models (exported in fp32)', precision)
+        providers = onnx_providers(device, precision, ort.get_available_providers(), path.parent)
+        if precision != 'fp32' and not any(p[0] == 'TensorrtExecutionProvider' for p in providers
+                                           if isinstance(p, tuple)):
+            log.warning('precision %s ignored for ONNX models without TensorRT (exported in fp32)', precision)
         self.device = torch.device('cpu')
         self._main = ort.InferenceSession(str(path), providers=providers)
+        self.providers = self._main.get_providers()
         props = self._main.get_modelmeta().custom_metadata_map
         if META_KEY not in props:
             raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
@@ -220,7 +254,7 @@ class OnnxRunner:
 
 
 def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32',
-                  channels_last: bool = False, compile: bool = False):
+                  channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False):
     """Runner for a ``.ts`` or ``.onnx`` file; its ``meta`` attribute holds the checkpoint meta."""
     suffix = Path(path).suffix
     runners = {'.ts': TorchScriptRunner, '.onnx': OnnxRunner}
@@ -229,7 +263,7 @@ def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32
     if not Path(path).is_file():
         raise CheckpointError(f'model file not found: {path}')
     try:
-        return runners[suffix](path, device, precision, channels_last, compile)
+        return runners[suffix](path, device, precision, channels_last, compile, cuda_graphs)
     except (ImportError, CheckpointError):
         raise
     except Exception as e:  # torch.jit / onnxruntime raise many types for bad files

@@ -34,6 +34,8 @@ class EngineConfig:
     tile_size: int = setting(0, 'Overlapping-tile inference: tile side in network pixels; 0 = off',
                              range=(0, 8192))
     tile_stride: int = setting(0, 'Tile stride in network pixels; 0 = tile_size * 3 / 4', range=(0, 8192))
+    cuda_graphs: bool = setting(False, 'Replay the model steps from CUDA graphs (captured per input size '
+                                       'after warm-up; CUDA only, ignored elsewhere)')
 
 
 @dataclass
@@ -41,8 +43,12 @@ class FrameResult:
     """What the engine returns for one frame; arrays are at the requested output size."""
 
     class_ids: np.ndarray                       # (H, W) uint8 class index per pixel
-    confidence: np.ndarray | None = None        # (H, W) float32 probability of the chosen class
+    confidence: np.ndarray | None = None        # (H, W) probability of the chosen class: float32,
+    #                                             or uint8 0..255 when asked with confidence_u8
     class_prob: np.ndarray | None = None        # (H, W) float32 probability of one selected class
     is_key: bool = True                         # key frame (full model) or current frame (cached)
     reset_reason: str = ''                      # why temporal state was reset before this frame
     timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess / model / postprocess
+    # On a GPU: (class ids (H, W) uint8, frame (H, W, 3) uint8) still on the device, so colour mask and
+    # overlay can be rendered there (outputs.Renderer); valid until the engine's next step. None on CPU.
+    device_frame: tuple | None = None

@@ -73,8 +73,9 @@ class ClassTable:
 
 
 def colorize(class_ids: np.ndarray, color_lut: np.ndarray) -> np.ndarray:
-    """(H, W) uint8 ids -> (H, W, 3) uint8 RGB through a (256, 3) lookup."""
-    return color_lut[class_ids]
+    """(H, W) uint8 ids -> (H, W, 3) uint8 RGB through a (256, 3) lookup (cv2.LUT per channel)."""
+    ids = np.ascontiguousarray(class_ids)
+    return cv2.LUT(cv2.merge([ids, ids, ids]), np.ascontiguousarray(color_lut).reshape(256, 1, 3))
 
 
 def overlay(rgb: np.ndarray, color: np.ndarray, alpha: float, keep: np.ndarray | None = None) -> np.ndarray:
@@ -82,7 +83,64 @@ def overlay(rgb: np.ndarray, color: np.ndarray, alpha: float, keep: np.ndarray |
     if rgb.shape[:2] != color.shape[:2]:
         rgb = cv2.resize(rgb, (color.shape[1], color.shape[0]), interpolation=cv2.INTER_AREA)
     alpha = float(np.clip(alpha, 0.0, 1.0))
-    out = cv2.addWeighted(np.ascontiguousarray(rgb), 1.0 - alpha, color, alpha, 0.0)
-    if keep is not None and not keep.all():
-        out[~keep] = rgb[~keep]
+    rgb = np.ascontiguousarray(rgb)
+    out = cv2.addWeighted(rgb, 1.0 - alpha, color, alpha, 0.0)
+    if keep is not None:
+        cv2.copyTo(rgb, np.logical_not(keep).view(np.uint8), out)
     return out
+
+
+class Renderer:
+    """Mask, colour mask and overlay of one frame for one ``ClassTable``, through lookup tables: with
+    OpenCV on the host, or on the GPU when the engine left the frame there (``FrameResult.device_frame``),
+    downloading only the uint8 images."""
+
+    def __init__(self, table: ClassTable):
+        self.table = table
+        self.mask_lut = table.mask_lut()
+        self.color_lut = table.color_lut()
+        self.ignored = np.zeros(256, np.uint8)
+        self.ignored[list(table.ignore)] = 1
+        self._device_luts: dict = {}
+
+    def render(self, result, rgb: np.ndarray, alpha: float, want: set[str]) -> dict[str, np.ndarray]:
+        """The images in ``want`` ('mask', 'color', 'overlay') as uint8 arrays at the result's size."""
+        if result.device_frame is not None:
+            return self._render_device(*result.device_frame, alpha, want)
+        ids = result.class_ids
+        out = {}
+        if 'mask' in want:
+            out['mask'] = cv2.LUT(ids, self.mask_lut) if (self.table.remap or self.table.ignore) else ids
+        if want & {'color', 'overlay'}:
+            out['color'] = colorize(ids, self.color_lut)
+        if 'overlay' in want:
+            keep = (cv2.LUT(ids, self.ignored) == 0) if self.table.ignore else None
+            out['overlay'] = overlay(rgb, out['color'], alpha, keep)
+        return out
+
+    def _render_device(self, ids, frame, alpha: float, want: set[str]):
+        import torch
+        import torch.nn.functional as F
+        dev = ids.device
+        if dev not in self._device_luts:
+            self._device_luts[dev] = [torch.from_numpy(a).to(dev) for a in (self.mask_lut, self.color_lut,
+                                                                             self.ignored.astype(bool))]
+        mask_lut, color_lut, ignored = self._device_luts[dev]
+        idx = ids.long()
+        out = {}
+        if 'mask' in want:
+            out['mask'] = mask_lut[idx]
+        if want & {'color', 'overlay'}:
+            out['color'] = color_lut[idx]
+        if 'overlay' in want:
+            rgb = frame.permute(2, 0, 1)[None].float()
+            if tuple(rgb.shape[-2:]) != tuple(ids.shape):
+                rgb = F.interpolate(rgb, size=tuple(ids.shape), mode='bilinear', align_corners=False,
+                                    antialias=True)
+            rgb = rgb[0].permute(1, 2, 0)
+            a = float(np.clip(alpha, 0.0, 1.0))
+            blend = (rgb * (1.0 - a) + out['color'].float() * a).round_()
+            if self.table.ignore:
+                blend = torch.where(ignored[idx][..., None], rgb.round(), blend)
+            out['overlay'] = blend.clamp_(0, 255).to(torch.uint8)
+        return {k: v.cpu().numpy() for k, v in out.items()}

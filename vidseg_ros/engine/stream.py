@@ -11,15 +11,15 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vidseg_ros.engine.backends import TorchRunner, open_exported
 from vidseg_ros.engine.base import EngineConfig, FrameResult
+from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.policy import KeyframePolicy, change_descriptor
 from vidseg_ros.engine.tiles import TileGrid
+from vidseg_ros.engine.upsample import MAX_CLASSES, Upsampler, probabilities
 from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import CheckpointError, default_meta, load_checkpoint
 
@@ -31,7 +31,7 @@ UNTRAINED_PREFIX = 'untrained:'
 REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'    # a source checkout's (see model_dirs)
 MODELS_ENV = 'VIDSEG_MODELS'
 # Settings that need a new engine (a new model runner); the rest can change at run time.
-REBUILD_FIELDS = ('model', 'device', 'precision', 'channels_last', 'compile')
+REBUILD_FIELDS = ('model', 'device', 'precision', 'channels_last', 'compile', 'cuda_graphs')
 
 
 def model_dirs() -> list[Path]:
@@ -82,23 +82,6 @@ def resolve_model(spec: str) -> str:
                           ', '.join(map(str, dirs)) + f'; give a path, or add a folder to ${MODELS_ENV}.' + hint)
 
 
-# OpenCV resizes up to 512 channels; on CPU it is ~10x faster than F.interpolate for this
-# (5 vs 60 ms for 11 classes 72x96 -> 480x640) with the same half-pixel convention as align_corners=False.
-CV_MAX_CHANNELS = 512
-
-
-def _resize_logits_cv(logits_chw: torch.Tensor, net_hw, valid_hw, out_hw) -> np.ndarray:
-    """(C, h, w) CPU logits -> (H, W, C) float32 at ``out_hw``, padding cropped at network size."""
-    x = np.ascontiguousarray(logits_chw.permute(1, 2, 0).numpy())
-    if tuple(valid_hw) != tuple(net_hw):
-        if x.shape[:2] != tuple(net_hw):
-            x = cv2.resize(x, (int(net_hw[1]), int(net_hw[0])), interpolation=cv2.INTER_LINEAR)
-        x = x[:valid_hw[0], :valid_hw[1]]
-    if x.shape[:2] != tuple(out_hw):
-        x = cv2.resize(np.ascontiguousarray(x), (int(out_hw[1]), int(out_hw[0])), interpolation=cv2.INTER_LINEAR)
-    return x.reshape(int(out_hw[0]), int(out_hw[1]), -1)
-
-
 class StreamSegmenter:
     """Stateful segmenter for one video stream.
 
@@ -113,13 +96,15 @@ class StreamSegmenter:
         self.config = copy.deepcopy(config or EngineConfig())
         if isinstance(model, torch.nn.Module):
             c = self.config
-            model = TorchRunner(model, c.device, c.precision, c.channels_last, c.compile)
+            model = TorchRunner(model, c.device, c.precision, c.channels_last, c.compile, cuda_graphs=c.cuda_graphs)
         self._runner = model
         self.meta = meta
         self._name = name
-        dev = self._runner.device
-        self._mean = torch.tensor(meta.get('mean', [0.0] * 3), device=dev).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(meta.get('std', [1.0] * 3), device=dev).view(1, 3, 1, 1) * 255.0
+        self._input = InputBuffer(self._runner.device, meta.get('mean', [0.0] * 3), meta.get('std', [1.0] * 3))
+        self._upsampler: Upsampler | None = None
+        self._frame: torch.Tensor | None = None   # the last frame on the device (GPU only)
+        # the whole frame path on the device (torch ops); on CPU OpenCV and engine.upsample are faster
+        self._on_device = self._runner.device.type != 'cpu'
         self._last_net_hw: tuple[int, int] | None = None
         self.policy = KeyframePolicy(self.config)
         self._state: list | None = None  # per tile: key-frame cache or recurrent state
@@ -140,7 +125,8 @@ class StreamSegmenter:
         if spec.endswith('.pt'):
             model, meta = load_checkpoint(spec)
             return cls(model, meta, config, name=Path(spec).name)
-        runner = open_exported(spec, config.device, config.precision, config.channels_last, config.compile)
+        runner = open_exported(spec, config.device, config.precision, config.channels_last, config.compile,
+                               cuda_graphs=config.cuda_graphs)
         return cls(runner, runner.meta, config, name=Path(spec).name)
 
     def fork(self) -> 'StreamSegmenter':
@@ -228,26 +214,27 @@ class StreamSegmenter:
 
     # -- per frame ---------------------------------------------------------------------------
     def preprocess(self, image_rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """uint8 (H, W, 3) -> normalised, padded (1, 3, Hn, Wn) tensor and the unpadded size."""
+        """uint8 (H, W, 3) -> normalised, padded (1, 3, Hn, Wn) tensor and the unpadded size.
+
+        The tensor is a buffer reused by the next call. On a GPU the uint8 frame is uploaded (4x less
+        to copy than float32) and resized there; on CPU OpenCV resizes it first."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f'expected an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}')
         rh, rw = self.resized_hw(image_rgb.shape[:2])
-        if (rh, rw) != image_rgb.shape[:2]:
-            shrink = rh * rw < image_rgb.shape[0] * image_rgb.shape[1]
-            image_rgb = cv2.resize(image_rgb, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        # upload uint8 and normalise on the device: 4x less to copy than float32
-        x = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self._mean.device, non_blocking=True)
-        x = (x.permute(2, 0, 1)[None].float() - self._mean) / self._std
         s = self.stride
-        ph, pw = -(-rh // s) * s - rh, -(-rw // s) * s - rw
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))  # zeros = the mean colour after normalisation
-        self._last_net_hw = (rh + ph, rw + pw)
-        return x.contiguous(), (rh, rw)
+        net_hw = (-(-rh // s) * s, -(-rw // s) * s)
+        if self._on_device:
+            self._frame = self._input.upload(image_rgb)
+            x = self._input.fill(self._frame, (rh, rw), net_hw)
+        else:
+            x = self._input.fill_cpu(image_rgb, (rh, rw), net_hw)
+        self._last_net_hw = net_hw
+        return x, (rh, rw)
 
     @torch.inference_mode()
     def step(self, image_rgb: np.ndarray, stamp_ns: int | None = None, *, want_confidence: bool = False,
-             class_prob: int | None = None, output_hw: tuple[int, int] | None = None) -> FrameResult:
+             class_prob: int | None = None, output_hw: tuple[int, int] | None = None,
+             confidence_u8: bool = False) -> FrameResult:
         """Segment one frame.
 
         Args:
@@ -256,6 +243,7 @@ class StreamSegmenter:
             want_confidence: Also return the probability of the chosen class per pixel.
             class_prob: Also return the probability map of this class index.
             output_hw: Size of the returned arrays; default the input image size.
+            confidence_u8: Return the confidence as uint8 0..255 (what a mono8 image needs), not float32.
         """
         t0 = time.perf_counter()
         x, valid_hw = self.preprocess(image_rgb)
@@ -263,19 +251,27 @@ class StreamSegmenter:
         if decision.reset_reason:
             self._state = None
         is_key = decision.is_key or self.kind != 'keyframe' or self._state is None
+        self._sync()
         t1 = time.perf_counter()
         logits = self._infer(x, is_key)
-        if self._runner.device.type == 'cuda':
-            torch.cuda.synchronize(self._runner.device)
+        self._sync()
         t2 = time.perf_counter()
         out_hw = tuple(output_hw) if output_hw else tuple(image_rgb.shape[:2])
-        result = self._postprocess(logits, x.shape[-2:], valid_hw, out_hw, want_confidence, class_prob)
+        if class_prob is not None:
+            self._check_class(class_prob, logits.shape[1])
+        result = self._postprocess(logits, x.shape[-2:], valid_hw, out_hw, want_confidence, class_prob,
+                                   confidence_u8)
         t3 = time.perf_counter()
         result.is_key = is_key
         result.reset_reason = decision.reset_reason
         result.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'model': (t2 - t1) * 1e3,
                              'postprocess': (t3 - t2) * 1e3}
         return result
+
+    def _sync(self) -> None:
+        """Wait for queued GPU work, so each stage's time is its own."""
+        if self._runner.device.type == 'cuda':
+            torch.cuda.synchronize(self._runner.device)
 
     def _infer(self, x: torch.Tensor, is_key: bool) -> torch.Tensor:
         """Run the model (whole image or tiles), updating the per-tile temporal state."""
@@ -302,37 +298,25 @@ class StreamSegmenter:
         return logits
 
     def _postprocess(self, logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confidence: bool,
-                     class_prob: int | None) -> FrameResult:
-        """Crop padding, bilinear-resize logits to ``out_hw``, softmax/argmax (labels never resized)."""
-        logits = logits.float()
-        if logits.device.type == 'cpu' and logits.shape[1] <= CV_MAX_CHANNELS:
-            scores = _resize_logits_cv(logits[0], net_hw, valid_hw, out_hw)   # (H, W, C) float32
-            # argmax and softmax of the upsampled logits; the top class's probability is 1 / sum(exp(l - max))
-            result = FrameResult(class_ids=scores.argmax(2).astype(np.uint8))
-            if want_confidence or class_prob is not None:
-                exp = np.exp(scores - scores.max(2, keepdims=True))
-                total = exp.sum(2)
-                if want_confidence:
-                    result.confidence = (1.0 / total).astype(np.float32)
-                if class_prob is not None:
-                    self._check_class(class_prob, scores.shape[2])
-                    result.class_prob = (exp[:, :, class_prob] / total).astype(np.float32)
-            return result
-        if tuple(valid_hw) != tuple(net_hw):  # padded: go to network resolution, then crop
-            if tuple(logits.shape[-2:]) != tuple(net_hw):
-                logits = F.interpolate(logits, size=tuple(net_hw), mode='bilinear', align_corners=False)
-            logits = logits[..., :valid_hw[0], :valid_hw[1]]
-        if tuple(logits.shape[-2:]) != tuple(out_hw):
-            logits = F.interpolate(logits, size=tuple(out_hw), mode='bilinear', align_corners=False)
-        logits = logits[0]
-        result = FrameResult(class_ids=logits.argmax(0).to(torch.uint8).cpu().numpy())
+                     class_prob: int | None, confidence_u8: bool) -> FrameResult:
+        """Labels (and probabilities) at ``out_hw``, as if the logits were bilinear-resized there first."""
+        if self._on_device or logits.shape[1] >= MAX_CLASSES:
+            ids, conf, prob = logits_to_outputs(logits, net_hw, valid_hw, out_hw, want_confidence, class_prob,
+                                                confidence_u8)
+            frame = (ids, self._frame) if self._on_device else None
+            return FrameResult(class_ids=ids.cpu().numpy(), confidence=None if conf is None else conf.cpu().numpy(),
+                               class_prob=None if prob is None else prob.cpu().numpy(), device_frame=frame)
+        # CPU: argmax at network resolution, exact interpolation only along label boundaries
+        chw = logits[0].float().contiguous().numpy()
+        scores = np.ascontiguousarray(chw.transpose(1, 2, 0))
+        key = (scores.shape[:2], tuple(valid_hw), tuple(out_hw), tuple(net_hw))
+        if self._upsampler is None or self._upsampler.key != key:
+            self._upsampler = Upsampler(*key)
+        up = self._upsampler
+        result = FrameResult(class_ids=up.labels(scores))
         if want_confidence or class_prob is not None:
-            prob = torch.softmax(logits, 0)
-            if want_confidence:
-                result.confidence = prob.max(0).values.cpu().numpy().astype(np.float32)
-            if class_prob is not None:
-                self._check_class(class_prob, prob.shape[0])
-                result.class_prob = prob[class_prob].cpu().numpy().astype(np.float32)
+            result.confidence, result.class_prob = probabilities(up, chw, result.class_ids, want_confidence,
+                                                                 class_prob, confidence_u8)
         return result
 
     @staticmethod

@@ -11,7 +11,8 @@ from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventType
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vidseg_ros.data.images import ImageError, clip, short
-from vidseg_ros.engine.outputs import ClassTable, colorize, overlay
+from vidseg_ros.engine.outputs import ClassTable, Renderer
+from vidseg_ros.engine.upsample import to_u8
 from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.conversions import (array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                         scale_camera_info)
@@ -200,7 +201,7 @@ class CameraStream:
         try:
             result = self.engine.step(rgb, stamp_ns(msg.header.stamp), want_confidence=want_conf,
                                       class_prob=cfg.class_prob_index if want_prob else None,
-                                      output_hw=output_hw)
+                                      output_hw=output_hw, confidence_u8=cfg.confidence_encoding == 'mono8')
         except Exception as e:  # noqa: BLE001 - e.g. device out of memory, cv2.error: keep serving
             self.log_error('engine', f'{type(e).__name__}: {e}')
             return False
@@ -239,31 +240,27 @@ class CameraStream:
         return True
 
     def _publish(self, header, rgb, result, cfg: SegmentNodeConfig, table: ClassTable) -> None:
-        ids = result.class_ids
-        keep = None
-        if table.ignore:
-            keep = ~np.isin(ids, table.ignore)
-        if cfg.publish_mask and self.pub_mask.get_subscription_count():
-            mask = table.mask_lut()[ids] if (table.remap or table.ignore) else ids
-            self.pub_mask.publish(array_to_image_msg(mask, 'mono8', header))
-        want_color = cfg.publish_color_mask and self.pub_color.get_subscription_count()
-        want_overlay = cfg.publish_overlay and self.pub_overlay.get_subscription_count()
-        if want_color or want_overlay:
-            color = colorize(ids, table.color_lut())
-            if want_color:
-                self.pub_color.publish(array_to_image_msg(color, 'rgb8', header))
-            if want_overlay:
-                self.pub_overlay.publish(array_to_image_msg(overlay(rgb, color, cfg.overlay_alpha, keep),
-                                                            'rgb8', header))
+        def send(pub, image, encoding):
+            pub.publish(array_to_image_msg(image, encoding, header))
+
+        renderer = getattr(self, '_renderer', None)
+        if renderer is None or renderer.table is not table:   # lookup tables built once per class table
+            renderer = self._renderer = Renderer(table)
+        pubs = {'mask': (cfg.publish_mask, self.pub_mask, 'mono8'),
+                'color': (cfg.publish_color_mask, self.pub_color, 'rgb8'),
+                'overlay': (cfg.publish_overlay, self.pub_overlay, 'rgb8')}
+        want = {k for k, (on, pub, _) in pubs.items() if on and pub.get_subscription_count()}
+        for name, image in renderer.render(result, rgb, cfg.overlay_alpha, want).items():
+            if name in want:
+                send(pubs[name][1], image, pubs[name][2])
         if result.confidence is not None and self.pub_confidence.get_subscription_count():
-            conf = result.confidence.astype(np.float32)
+            conf = result.confidence
             if cfg.confidence_encoding == 'mono8':
-                self.pub_confidence.publish(array_to_image_msg(
-                    np.clip(conf * 255.0 + 0.5, 0, 255).astype(np.uint8), 'mono8', header))
+                send(self.pub_confidence, conf if conf.dtype == np.uint8 else to_u8(conf), 'mono8')
             else:
-                self.pub_confidence.publish(array_to_image_msg(conf, '32FC1', header))
+                send(self.pub_confidence, conf / np.float32(255) if conf.dtype == np.uint8 else conf, '32FC1')
         if result.class_prob is not None and self.pub_class_prob.get_subscription_count():
-            self.pub_class_prob.publish(array_to_image_msg(result.class_prob.astype(np.float32), '32FC1', header))
+            send(self.pub_class_prob, result.class_prob, '32FC1')
 
     def _matching_info(self, header) -> CameraInfo | None:
         """Fallback synchroniser: the cached CameraInfo with this exact stamp, waiting briefly for it."""

@@ -50,12 +50,13 @@ def table(specs: list[str]) -> str:
     return '\n'.join(rows)
 
 
-def launch_table() -> str | None:
-    """Arguments declared by launch/*.launch.py; None where launch_ros is not installed (block kept)."""
-    if importlib.util.find_spec('launch_ros') is None:
+def launch_table(root: Path = ROOT) -> str | None:
+    """Arguments declared by <root>/launch/*.launch.py; None where launch_ros or the launch files are
+    absent (the block is kept as it is)."""
+    if importlib.util.find_spec('launch_ros') is None or not (root / 'launch').is_dir():
         return None
     rows = ['| launch file | argument | default | description |', '|---|---|---|---|']
-    for path in sorted((ROOT / 'launch').glob('*.launch.py')):
+    for path in sorted((root / 'launch').glob('*.launch.py')):
         rows += [f'| {path.name} | `{name}` | `{_fmt_default(default) if default == "" else default}` | '
                  f'{doc.replace("|", "/")} |'
                  for name, default, doc in launch_arguments(path)]
@@ -87,10 +88,10 @@ def _replace(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + '\n' + m.group(2), text)
 
 
-def render(text: str) -> str:
+def render(text: str, root: Path = ROOT) -> str:
     for name, specs in BLOCKS.items():
         text = _replace(text, name, table(specs))
-    launch = launch_table()
+    launch = launch_table(root)
     return text if launch is None else _replace(text, 'launch_args', launch)
 
 
@@ -98,7 +99,7 @@ def update(check: bool = False, readme: str | Path = ROOT / 'README.md') -> int:
     """Rewrite the tables in ``readme`` (``vidseg docs``); with ``check``, return 1 if they are stale."""
     path = Path(readme)
     text = path.read_text()
-    new = render(text)
+    new = render(text, path.resolve().parent)   # the launch files of the checkout the README belongs to
     if check:
         if new != text:
             print(f'{path} parameter tables are stale: run `vidseg docs`', file=sys.stderr)

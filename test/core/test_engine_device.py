@@ -1,0 +1,143 @@
+"""The GPU frame path through the same code on CPU: device-side pre/post-processing and rendering,
+CUDA-graph and ONNX provider selection (the CUDA-only parts run where CUDA is present)."""
+import numpy as np
+import pytest
+import torch
+
+from vidseg_ros.engine.backends import onnx_providers
+from vidseg_ros.engine.base import EngineConfig
+from vidseg_ros.engine.outputs import ClassTable, Renderer
+from vidseg_ros.engine.stream import StreamSegmenter
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import default_meta
+
+MS = 1_000_000
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+
+
+def engine(arch='keyframe_fpn', **cfg):
+    torch.manual_seed(0)
+    kw = {'width_mult': 0.25} if arch != 'recurrent_unet' else {'size': 'small_shallow'}
+    model = create_model(arch, **kw)
+    cfg.setdefault('input_hw', [64, 96])
+    cfg.setdefault('device', 'cpu')
+    return StreamSegmenter(model, default_meta(arch, model.arch_config, input_hw=(64, 96)), EngineConfig(**cfg))
+
+
+def smooth_frames(n, hw=(90, 120)):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:hw[0], 0:hw[1]]
+    base = np.stack([128 + 100 * np.sin(xx / 9 + c) * np.cos(yy / 13 - c) for c in range(3)], -1)
+    return [np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8) for _ in range(n)]
+
+
+@pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet'])
+def test_device_path_on_cpu_matches_the_cpu_path(arch):
+    host, dev = engine(arch), engine(arch)
+    dev._on_device = True      # what a GPU engine does, run on CPU tensors
+    table = ClassTable.build(host.classes, host.palette, ignore=[1])
+    render = Renderer(table)
+    for i, img in enumerate(smooth_frames(3)):
+        a = host.step(img, i * 33 * MS, want_confidence=True, confidence_u8=True, class_prob=2)
+        b = dev.step(img, i * 33 * MS, want_confidence=True, confidence_u8=True, class_prob=2)
+        assert a.device_frame is None and b.device_frame is not None and b.is_key == a.is_key
+        assert b.class_ids.dtype == np.uint8 and b.confidence.dtype == np.uint8
+        assert b.class_ids.shape == a.class_ids.shape == img.shape[:2]
+        # the resize kernels differ (antialiased bilinear vs INTER_AREA), so near-equal, not equal
+        assert (a.class_ids == b.class_ids).mean() > 0.97
+        assert np.abs(a.confidence.astype(int) - b.confidence).mean() < 8
+        assert np.abs(a.class_prob - b.class_prob).mean() < 0.03
+        want = {'mask', 'color', 'overlay'}
+        imgs = render.render(b, img, 0.5, want)   # rendered from the tensors the engine kept
+        host_imgs = render.render(type('R', (), {'class_ids': b.class_ids, 'device_frame': None}), img, 0.5, want)
+        np.testing.assert_array_equal(imgs['mask'], host_imgs['mask'])
+        np.testing.assert_array_equal(imgs['color'], host_imgs['color'])
+        assert np.abs(imgs['overlay'].astype(int) - host_imgs['overlay']).max() <= 1
+
+
+def test_cuda_graphs_setting_is_ignored_off_cuda_and_needs_a_new_engine():
+    a, b = engine(), engine(cuda_graphs=True)
+    assert b._runner._graphed is False
+    img = smooth_frames(1)[0]
+    np.testing.assert_array_equal(a.step(img).class_ids, b.step(img).class_ids)
+    with pytest.raises(ValueError, match='cuda_graphs'):
+        a.update_config(EngineConfig(device='cpu', input_hw=[64, 96], cuda_graphs=True))
+
+
+def test_onnx_providers_pick_tensorrt_then_cuda_then_cpu(tmp_path):
+    cpu = ['CPUExecutionProvider']
+    gpu = ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']
+    assert onnx_providers('cpu', 'fp32', gpu, tmp_path) == cpu
+    assert onnx_providers('auto', 'fp32', cpu, tmp_path) == cpu
+    assert onnx_providers('cuda', 'fp32', cpu, tmp_path) == cpu
+    got = onnx_providers('cuda:1', 'fp16', gpu, tmp_path)
+    assert [p[0] if isinstance(p, tuple) else p for p in got] == gpu
+    assert got[0][1]['trt_fp16_enable'] is True and got[0][1]['device_id'] == 1
+    assert got[0][1]['trt_engine_cache_path'] == str(tmp_path)
+    assert [p[0] for p in onnx_providers('auto', 'fp32', gpu[1:], tmp_path)[:1]] == ['CUDAExecutionProvider']
+
+
+@cuda
+@pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet'])
+def test_cuda_graphs_replay_equals_eager(arch):
+    eager = engine(arch, device='cuda')
+    graphed = engine(arch, device='cuda', cuda_graphs=True)
+    assert graphed._runner._graphed
+    for i, img in enumerate(smooth_frames(6) + smooth_frames(2, hw=(70, 100))):  # a size change re-captures
+        a = eager.step(img, i * 33 * MS, want_confidence=True)
+        b = graphed.step(img, i * 33 * MS, want_confidence=True)
+        assert (a.class_ids == b.class_ids).mean() > 0.999
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
+
+
+@cuda
+def test_cuda_engine_downloads_only_uint8_and_keeps_the_frame_on_the_device():
+    eng = engine(device='cuda', precision='fp16', channels_last=True)
+    r = eng.step(smooth_frames(1)[0], want_confidence=True, confidence_u8=True)
+    assert r.class_ids.dtype == np.uint8 and r.confidence.dtype == np.uint8
+    ids, frame = r.device_frame
+    assert ids.is_cuda and frame.is_cuda and frame.dtype == torch.uint8
+
+
+
+def test_cuda_graphed_bookkeeping_with_a_stand_in_graph(monkeypatch):
+    """The replay logic (static inputs, cloned outputs, one graph per input size, oldest dropped) with a
+    stand-in for torch.cuda's graph API that reruns the function on replay; the real one needs CUDA."""
+    import contextlib
+
+    from vidseg_ros.engine import graphs
+
+    class FakeGraph:
+        def replay(self):
+            out = self.fn(*self.inputs)
+            for o, n in zip(self.outputs, out if isinstance(out, tuple) else (out,)):
+                o.copy_(n)
+
+    calls = []
+
+    def fn(x, y):
+        calls.append(x.shape)
+        return x * 2, y + 1
+
+    fake_cuda = type('C', (), {'Stream': lambda: type('S', (), {'wait_stream': lambda self, s: None})(),
+                               'current_stream': lambda: type('S', (), {'wait_stream': lambda self, s: None})(),
+                               'stream': lambda s: contextlib.nullcontext(), 'CUDAGraph': FakeGraph,
+                               'graph': lambda g: contextlib.nullcontext()})
+    monkeypatch.setattr(graphs.torch, 'cuda', fake_cuda)
+    real_capture = graphs.CudaGraphed._capture
+
+    def capture(self, args):
+        static_in, graph, static_out, single = real_capture(self, args)
+        graph.fn, graph.inputs, graph.outputs = self.fn, static_in, static_out
+        return static_in, graph, static_out, single
+    monkeypatch.setattr(graphs.CudaGraphed, '_capture', capture)
+    g = graphs.CudaGraphed(fn, warmup=2, max_graphs=2)
+    a, b = torch.ones(2, 3), torch.zeros(2, 3)
+    out1 = g(a, b)
+    out2 = g(a * 3, b)
+    assert torch.equal(out2[0], a * 6) and torch.equal(out1[0], a * 2)   # outputs are copies, not the graph's
+    assert g.captures == 1 and len(calls) == 2 + 1 + 2                   # warm-up, capture, two replays
+    g(torch.ones(4, 3), torch.ones(4, 3))                                  # a new size: a new graph
+    g(torch.ones(5, 3), torch.ones(5, 3))
+    assert g.captures == 3 and len(g.graphs) == 2                          # oldest dropped
+    assert torch.equal(g(a, b)[1], b + 1) and g.captures == 4              # re-captured when it comes back

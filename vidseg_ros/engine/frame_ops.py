@@ -1,0 +1,97 @@
+"""Per-frame tensor work around the model: upload, resize + normalise, and logits -> labels on the device.
+
+The same torch code runs on any device (tests run it on CPU); on CUDA the frame goes up as uint8 from a
+pinned host buffer and only uint8 images come back. The CPU engine uses OpenCV for the resize and
+``engine.upsample`` for the labels instead, which are faster there.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class InputBuffer:
+    """Preallocated, zero-padded network input (1, 3, Hn, Wn) float32 and, on CUDA, a pinned staging
+    buffer for the uint8 frame; both are reused while the sizes stay the same."""
+
+    def __init__(self, device: torch.device, mean: list[float], std: list[float]):
+        self.device = device
+        self.scale = (1.0 / (torch.tensor(std, device=device) * 255.0)).view(3, 1, 1)
+        self.offset = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(3, 1, 1)
+        self._net: torch.Tensor | None = None
+        self._pinned: torch.Tensor | None = None
+        self._frame: torch.Tensor | None = None
+
+    def net(self, net_hw) -> torch.Tensor:
+        """The network input tensor for ``net_hw``; its padding stays 0 (the mean colour)."""
+        shape = (1, 3, int(net_hw[0]), int(net_hw[1]))
+        if self._net is None or tuple(self._net.shape) != shape:
+            self._net = torch.zeros(shape, device=self.device)
+        return self._net
+
+    def upload(self, image_rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> the same on the device: pinned host copy, then an asynchronous copy."""
+        if self.device.type == 'cpu':
+            return torch.from_numpy(np.ascontiguousarray(image_rgb))
+        if self._pinned is None or tuple(self._pinned.shape) != image_rgb.shape:
+            self._pinned = torch.empty(image_rgb.shape, dtype=torch.uint8).pin_memory()
+            self._frame = torch.empty(image_rgb.shape, dtype=torch.uint8, device=self.device)
+        self._pinned.numpy()[...] = image_rgb
+        self._frame.copy_(self._pinned, non_blocking=True)
+        return self._frame
+
+    def fill(self, frame: torch.Tensor, resized_hw, net_hw) -> torch.Tensor:
+        """uint8 (H, W, 3) frame on the device -> normalised network input: resize (area-like
+        antialiased bilinear when shrinking) and normalise in place into the padded buffer."""
+        x = self.net(net_hw)
+        rh, rw = int(resized_hw[0]), int(resized_hw[1])
+        src = frame.permute(2, 0, 1)
+        if tuple(src.shape[-2:]) != (rh, rw):
+            shrink = rh * rw < src.shape[-2] * src.shape[-1]
+            src = F.interpolate(src[None].float(), size=(rh, rw), mode='bilinear', align_corners=False,
+                                antialias=shrink)[0]
+        view = x[0, :, :rh, :rw]
+        view.copy_(src).mul_(self.scale).add_(self.offset)
+        return x
+
+    def fill_cpu(self, image_rgb: np.ndarray, resized_hw, net_hw) -> torch.Tensor:
+        """CPU: OpenCV resize of the uint8 frame (INTER_AREA when shrinking), then the same normalise."""
+        rh, rw = int(resized_hw[0]), int(resized_hw[1])
+        if (rh, rw) != image_rgb.shape[:2]:
+            shrink = rh * rw < image_rgb.shape[0] * image_rgb.shape[1]
+            image_rgb = cv2.resize(image_rgb, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        x = self.net(net_hw)
+        x[0, :, :rh, :rw].copy_(torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1)) \
+            .mul_(self.scale).add_(self.offset)
+        return x
+
+
+def logits_to_outputs(logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confidence: bool,
+                      class_prob: int | None, confidence_u8: bool):
+    """(1, C, h, w) logits on any device -> (ids uint8, confidence, class probability) at ``out_hw``,
+    on the same device: crop the padding, bilinear-resize the logits, argmax and softmax there."""
+    logits = logits.float()
+    if tuple(valid_hw) != tuple(net_hw):  # padded: go to network resolution, then crop
+        if tuple(logits.shape[-2:]) != tuple(net_hw):
+            logits = F.interpolate(logits, size=tuple(net_hw), mode='bilinear', align_corners=False)
+        logits = logits[..., :valid_hw[0], :valid_hw[1]]
+    if tuple(logits.shape[-2:]) != tuple(out_hw):
+        logits = F.interpolate(logits, size=tuple(out_hw), mode='bilinear', align_corners=False)
+    logits = logits[0]
+    ids = logits.argmax(0).to(torch.uint8)
+    conf = prob = None
+    if want_confidence or class_prob is not None:
+        p = torch.softmax(logits, 0)
+        if want_confidence:
+            conf = p.max(0).values
+            conf = prob_to_u8(conf) if confidence_u8 else conf
+        if class_prob is not None:
+            prob = p[class_prob]
+    return ids, conf, prob
+
+
+def prob_to_u8(p: torch.Tensor) -> torch.Tensor:
+    """Probability in [0, 1] -> uint8 0..255, rounded (the mono8 confidence encoding)."""
+    return (p * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
