@@ -79,6 +79,22 @@ class Probe:
             except Exception:  # noqa: BLE001 - shutting down
                 return
 
+    def get_parameters(self, node_name: str, names: list[str], timeout: float = 10.0) -> dict:
+        """Another node's parameter values through its GetParameters service (what `ros2 param get` does)."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+        client = self.node.create_client(GetParameters, f'{node_name}/get_parameters')
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f'{node_name} offers no parameter services'
+            future = client.call_async(GetParameters.Request(names=list(names)))
+            deadline = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert future.done(), f'{node_name}/get_parameters did not answer within {timeout} s'
+            return dict(zip(names, (parameter_value_to_python(v) for v in future.result().values)))
+        finally:
+            self.node.destroy_client(client)
+
     def collect(self, msg_type, topic: str, qos=10, stamp_received=False) -> list:
         """Subscribe and return the list messages are appended to ((msg, wall-clock ns received) when asked)."""
         out: list = []

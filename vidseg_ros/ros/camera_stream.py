@@ -25,12 +25,6 @@ CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
 CAMERA_INFO_WAIT_S = 0.1  # how long the worker waits for the CameraInfo of a frame that came first
 ERROR_HOLD_S = 5.0        # how long an error keeps the camera's diagnostic at WARN
 
-try:  # a normal ROS install has message_filters; the PyPI wheels do not (tested fallback below)
-    import message_filters
-except ImportError:
-    message_filters = None
-
-
 def stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
@@ -40,7 +34,6 @@ class Job:
     msg: object
     received_ns: int     # node clock when the callback parked the message
     received_mono: float
-    info: CameraInfo | None = None  # set when message_filters paired it with the image
 
 
 class CameraStream:
@@ -60,22 +53,14 @@ class CameraStream:
                                    else (Image, prefix + 'image'))
         self.pub_info = None
         self.infos: deque = deque(maxlen=CAMERA_INFO_CACHE)
-        self._subs = []
-        self._sync = None
-        if cfg.use_camera_info and message_filters is not None:
-            # Exact-stamp pairs from message_filters; the pair goes into the mailbox together.
-            img_sub = self._subscribe(lambda **kw: message_filters.Subscriber(node, image_type, image_topic,
-                                                                             qos_profile=in_qos, **kw))
-            info_sub = message_filters.Subscriber(node, CameraInfo, prefix + 'camera_info', qos_profile=in_qos)
-            self._sync = message_filters.TimeSynchronizer([img_sub, info_sub], CAMERA_INFO_CACHE)
-            self._sync.registerCallback(self._on_image_and_info)
-            self._subs = [img_sub.sub, info_sub.sub]
-        else:
-            self._subs.append(self._subscribe(lambda **kw: node.create_subscription(
-                image_type, image_topic, self._on_image, in_qos, **kw)))
-            if cfg.use_camera_info:
-                self._subs.append(node.create_subscription(CameraInfo, prefix + 'camera_info',
-                                                           self._on_camera_info, in_qos))
+        # CameraInfo is matched to its image by exact stamp in the worker (_matching_info), not with
+        # message_filters: its synchroniser raises inside the executor on a stamp it cannot convert
+        # (negative seconds), which would stop the node; one matching path, tested with and without it.
+        self._subs = [self._subscribe(lambda **kw: node.create_subscription(
+            image_type, image_topic, self._on_image, in_qos, **kw))]
+        if cfg.use_camera_info:
+            self._subs.append(node.create_subscription(CameraInfo, prefix + 'camera_info',
+                                                       self._on_camera_info, in_qos))
         if cfg.use_camera_info:
             self.pub_info = node.create_publisher(CameraInfo, out + 'camera_info', out_qos)
         self.pub_mask = node.create_publisher(Image, out + 'mask', out_qos)
@@ -114,17 +99,14 @@ class CameraStream:
         self.lost_in_transport += int(info.total_count_change)
 
     # ---- executor side (fast) ------------------------------------------------------------------
-    def _on_image(self, msg, info: CameraInfo | None = None) -> None:
-        job = Job(msg, self.node.get_clock().now().nanoseconds, time.monotonic(), info)
+    def _on_image(self, msg) -> None:
+        job = Job(msg, self.node.get_clock().now().nanoseconds, time.monotonic())
         self.rate_in.tick()
         with self._lock:
             if self._slot is not None:
                 self.dropped += 1
             self._slot = job
             self._lock.notify()
-
-    def _on_image_and_info(self, msg, info: CameraInfo) -> None:
-        self._on_image(msg, info)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_cond:
@@ -209,7 +191,7 @@ class CameraStream:
         try:
             self._publish(msg.header, rgb, result, cfg, table)
             if self.pub_info is not None:
-                self._publish_camera_info(msg.header, job.info, result.class_ids.shape)
+                self._publish_camera_info(msg.header, result.class_ids.shape)
         except Exception as e:  # noqa: BLE001 - rclpy raises RCLError on publish under load
             self.published_errors += 1
             self.log_error('publish', str(e))
@@ -270,8 +252,8 @@ class CameraStream:
                                      timeout=CAMERA_INFO_WAIT_S)
             return next((i for i in reversed(self.infos) if stamp_ns(i.header.stamp) == target), None)
 
-    def _publish_camera_info(self, header, info: CameraInfo | None, mask_hw) -> None:
-        info = info or self._matching_info(header)
+    def _publish_camera_info(self, header, mask_hw) -> None:
+        info = self._matching_info(header)
         if info is None:
             self.log_error('camera_info', f'no camera_info with stamp {stamp_ns(header.stamp)} on this camera', True)
             return

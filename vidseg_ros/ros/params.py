@@ -55,10 +55,16 @@ def declare_settings(node: Node, *classes) -> None:
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             if isinstance(default, list) and not default:
-                # An empty list carries no element type; declare the typed array so `-p x:=[..]` works.
+                # An empty list carries no element type; declare the typed array so `-p x:=[..]` works,
+                # then give it its empty value unless overridden: an uninitialised parameter makes the
+                # node's GetParameters answer nothing at all (`ros2 param dump` printed `{}`).
                 item = (typing.get_args(hints[f.name]) or (str,))[0]
-                node.declare_parameter(f.name, _ARRAY_TYPES.get(item, Parameter.Type.STRING_ARRAY),
-                                       _descriptor(f, default))
+                kind = _ARRAY_TYPES.get(item, Parameter.Type.STRING_ARRAY)
+                node.declare_parameter(f.name, kind, _descriptor(f, default))
+                try:
+                    node.get_parameter(f.name)
+                except ParameterUninitializedException:
+                    node.set_parameters([Parameter(f.name, kind, [])])
             else:
                 node.declare_parameter(f.name, default, _descriptor(f, default))
 
