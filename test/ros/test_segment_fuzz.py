@@ -231,7 +231,9 @@ def test_fuzzed_inputs_never_stop_the_node(start_node, probe, real_frames):
         assert int(values['dropped_frames']) <= 0.2 * n_bad, values
         assert int(values['bad_inputs']) + int(values['frames_out']) - n_good >= 0.9 * n_bad, values
         assert int(values['bad_inputs']) >= 0.4 * n_bad, values
-        assert 'errors_internal' not in values and 'errors_engine' not in values, values
+        unexpected = {k: v for k, v in values.items() if k in ('errors_internal', 'errors_engine')}
+        assert not unexpected, (unexpected, [line for line in node.log().splitlines()
+                                             if 'engine:' in line or 'internal:' in line][:20])
         rss = peak_rss_mb(node.proc.pid)
         assert rss < RSS_BOUND_MB, f'{name} peak RSS {rss:.0f} MB'
         print(f'{name}: {values["bad_inputs"]} bad inputs rejected, {values["frames_out"]} masks, '
