@@ -37,6 +37,9 @@ def real_clip() -> str:
 
 def ros2(*args: str, timeout: float = 60.0) -> str:
     """`ros2 ...` output; fails the test with the output when it exits non-zero."""
+    if args[:1] == ('param',) and len(args) > 1:
+        # `ros2 param` waits 1 s for the node by default: on a loaded machine discovery takes longer
+        args = (*args[:2], '--timeout', '15', *args[2:])
     r = subprocess.run([str(BIN / 'ros2'), *args], capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f'ros2 {" ".join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}'
     return r.stdout

@@ -229,11 +229,16 @@ def test_fuzzed_inputs_never_stop_the_node(start_node, probe, real_frames):
         # ones (a flag, a frame_id, a 1-pixel frame) served.
         assert int(values['frames_in']) == n_good + n_bad, values
         assert int(values['dropped_frames']) <= 0.2 * n_bad, values
-        assert int(values['bad_inputs']) + int(values['frames_out']) - n_good >= 0.9 * n_bad, values
+        # every message that reached the worker was rejected as bad input or served (exact accounting,
+        # whatever the load: a loaded machine only moves messages into dropped_frames, or makes a publish
+        # fail: rclpy's RCLError, counted)
+        assert (int(values['bad_inputs']) + int(values['frames_out']) + int(values['publish_errors'])
+                >= n_good + n_bad - int(values['dropped_frames'])), \
+            str({k: v for k, v in values.items() if not k.endswith(('_p50', '_p95', '_p99', '_max'))})
         assert int(values['bad_inputs']) >= 0.4 * n_bad, values
         unexpected = {k: v for k, v in values.items() if k in ('errors_internal', 'errors_engine')}
         assert not unexpected, (unexpected, [line for line in node.log().splitlines()
-                                             if 'engine:' in line or 'internal:' in line][:20])
+                                             if '] engine' in line or '] internal' in line][:20])
         rss = peak_rss_mb(node.proc.pid)
         assert rss < RSS_BOUND_MB, f'{name} peak RSS {rss:.0f} MB'
         print(f'{name}: {values["bad_inputs"]} bad inputs rejected, {values["frames_out"]} masks, '
