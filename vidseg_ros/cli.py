@@ -70,8 +70,11 @@ class _Cli(TyperGroup):
             rv = _fail(where, f'{e.format_message()} (see {where} --help)', 2)
         except click_errors.ClickException as e:
             rv = _fail(where, e.format_message(), 2)
-        except typer.Abort:
-            rv = _fail(where, 'aborted', 130)
+        except typer.Abort as e:
+            if isinstance(e.__context__, EOFError):   # typer turns a command's EOFError (a truncated file) into Abort
+                rv = _fail(where, _describe(e.__context__), 2)
+            else:
+                rv = _fail(where, 'aborted', 130)
         except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
             if _STATE['debug']:
                 raise

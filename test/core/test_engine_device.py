@@ -141,3 +141,16 @@ def test_cuda_graphed_bookkeeping_with_a_stand_in_graph(monkeypatch):
     g(torch.ones(5, 3), torch.ones(5, 3))
     assert g.captures == 3 and len(g.graphs) == 2                          # oldest dropped
     assert torch.equal(g(a, b)[1], b + 1) and g.captures == 4              # re-captured when it comes back
+
+
+@pytest.mark.parametrize('path', ['fill_cpu', 'fill'])
+def test_padding_stays_zero_when_a_smaller_frame_reuses_the_buffer(path):
+    """A 30x30 frame after a 32x32 one pads to the same 32x32 input: the old pixels must not remain."""
+    from vidseg_ros.engine.frame_ops import InputBuffer
+    buf = InputBuffer(torch.device('cpu'), [0.0] * 3, [1.0] * 3)
+    for hw in ((32, 32), (30, 30)):
+        frame = np.full((*hw, 3), 255, np.uint8)
+        arg = frame if path == 'fill_cpu' else torch.from_numpy(frame)
+        x = getattr(buf, path)(arg, hw, (32, 32))
+    assert float(x[..., 30:, :].abs().max()) == 0.0 and float(x[..., :, 30:].abs().max()) == 0.0
+    assert float(x[..., :30, :30].min()) == 1.0

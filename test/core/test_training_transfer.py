@@ -114,6 +114,13 @@ def test_class_count_and_ignore_value_are_checked_against_the_data(tmp_path):
         resolve_classes(_cfg(tmp_path, data_root=str(tmp_path / 'empty')))
     cfg = resolve_classes(_cfg(tmp_path, data_root=str(tmp_path / 'empty'), num_classes=3))
     assert (cfg.num_classes, cfg.ignore_index) == (3, 255)
+    # a hand-edited dataset.yaml: a string is not a list of names (it became 18 one-letter classes)
+    for bad, what in (({'classes': 'background, object'}, 'classes must be a list'),
+                      ({'classes': ['a', 'b'], 'colors': [[0, 0]]}, 'colors must be')):
+        (tmp_path / 'hand').mkdir(exist_ok=True)
+        (tmp_path / 'hand' / 'dataset.yaml').write_text(yaml.safe_dump(bad))
+        with pytest.raises(ConfigError, match=what):
+            resolve_classes(_cfg(tmp_path, data_root=str(tmp_path / 'hand')))
 
 
 def test_licence_comes_from_what_was_used(tmp_path):

@@ -21,14 +21,20 @@ class InputBuffer:
         self.scale = (1.0 / (torch.tensor(std, device=device) * 255.0)).view(3, 1, 1)
         self.offset = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(3, 1, 1)
         self._net: torch.Tensor | None = None
+        self._filled_hw: tuple[int, int] | None = None   # the part of _net the last frame wrote
         self._pinned: torch.Tensor | None = None
         self._frame: torch.Tensor | None = None
 
-    def net(self, net_hw) -> torch.Tensor:
-        """The network input tensor for ``net_hw``; its padding stays 0 (the mean colour)."""
+    def net(self, net_hw, resized_hw=None) -> torch.Tensor:
+        """The network input tensor for ``net_hw``; its padding stays 0 (the mean colour): cleared when
+        a frame of another resized size is about to fill it (the same padded size can hold both)."""
         shape = (1, 3, int(net_hw[0]), int(net_hw[1]))
         if self._net is None or tuple(self._net.shape) != shape:
             self._net = torch.zeros(shape, device=self.device)
+        elif resized_hw is not None and tuple(resized_hw) != self._filled_hw:
+            self._net.zero_()
+        if resized_hw is not None:
+            self._filled_hw = tuple(resized_hw)
         return self._net
 
     def upload(self, image_rgb: np.ndarray) -> torch.Tensor:
@@ -45,8 +51,8 @@ class InputBuffer:
     def fill(self, frame: torch.Tensor, resized_hw, net_hw) -> torch.Tensor:
         """uint8 (H, W, 3) frame on the device -> normalised network input: resize (area-like
         antialiased bilinear when shrinking) and normalise in place into the padded buffer."""
-        x = self.net(net_hw)
         rh, rw = int(resized_hw[0]), int(resized_hw[1])
+        x = self.net(net_hw, (rh, rw))
         src = frame.permute(2, 0, 1)
         if tuple(src.shape[-2:]) != (rh, rw):
             shrink = rh * rw < src.shape[-2] * src.shape[-1]
@@ -62,7 +68,7 @@ class InputBuffer:
         if (rh, rw) != image_rgb.shape[:2]:
             shrink = rh * rw < image_rgb.shape[0] * image_rgb.shape[1]
             image_rgb = cv2.resize(image_rgb, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        x = self.net(net_hw)
+        x = self.net(net_hw, (rh, rw))
         x[0, :, :rh, :rw].copy_(torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1)) \
             .mul_(self.scale).add_(self.offset)
         return x

@@ -283,7 +283,7 @@ class CameraStream:
             'key_frame_ratio': self.key_frames / self.frames if self.frames else 0.0,
             'keyframe_policy': engine_cfg.keyframe_policy, 'keyframe_interval': engine_cfg.keyframe_interval,
         }
-        values.update({f'errors_{k}': v for k, v in self.errors.items()})
+        values.update({f'errors_{k}': v for k, v in list(self.errors.items())})  # the worker may add a kind meanwhile
         values.update(diagnostics.latency_values(summary))
         # An error keeps the status at WARN for a while, so monitors polling slowly still see it.
         recent_error = time.monotonic() - self._last_error_mono < max(ERROR_HOLD_S, 3 * self.cfg.diagnostics_period_s)

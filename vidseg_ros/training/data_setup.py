@@ -42,8 +42,14 @@ def dataset_info(cfg: TrainConfig) -> dict:
         meta = read_meta(cfg.data_root)
     except (ValueError, OSError) as e:
         raise ConfigError(f'data_root: {e}') from e
-    ignore = meta.get('ignore_index')
-    return {'names': [str(n) for n in meta.get('classes') or []] or None, 'colors': meta.get('colors'),
+    ignore, names, colors = meta.get('ignore_index'), meta.get('classes') or [], meta.get('colors')
+    where = f'{cfg.data_root}/dataset.yaml'
+    if not isinstance(names, list):
+        raise ConfigError(f'{where}: classes must be a list of names, e.g. [background, object]')
+    if colors is not None and not (isinstance(colors, list) and all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) for v in c) for c in colors)):
+        raise ConfigError(f'{where}: colors must be a list of [r, g, b] integer triples')
+    return {'names': [str(n) for n in names] or None, 'colors': colors,
             'ignore_index': None if ignore is None else int(ignore),
             'licence': str(meta['licence']) if meta.get('licence') else None}
 

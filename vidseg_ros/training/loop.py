@@ -251,10 +251,10 @@ def validate_frames(model, val_set, cfg: TrainConfig, device, rank: int = 0, wor
         logits = torch.nn.functional.interpolate(logits.float(), size=raw['label'].shape[-2:],
                                                  mode='bilinear', align_corners=False)
         cm.update(logits.argmax(1).cpu().numpy(), raw['label'].numpy())
-    if world > 1:
-        total = torch.from_numpy(cm.mat)
+    if world > 1:   # on the model's device: NCCL (GPU runs) reduces device tensors only
+        total = torch.from_numpy(cm.mat).to(device)
         dist.all_reduce(total)
-        cm.mat = total.numpy()
+        cm.mat = total.cpu().numpy()
     s = cm.scores(names)
     model.train()
     return {'mIoU': s['mIoU'], 'mAcc': s['mAcc'], 'pixel_acc': s['pixel_acc'],
