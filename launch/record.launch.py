@@ -16,7 +16,8 @@ def _recorder(context):
                  parameters=[LaunchConfiguration('recorder_params_file'), overrides(context, ['output_dir'])],
                  remappings=[('image', LaunchConfiguration('image')),
                              ('camera_info', LaunchConfiguration('camera_info'))],
-                 output='screen')]
+                 # closing writes what is queued (up to queue_max_bytes): no SIGTERM/SIGKILL before it can
+                 sigterm_timeout='65', sigkill_timeout='5', output='screen')]
 
 
 def generate_launch_description():

@@ -270,18 +270,16 @@ def _bag_task(bag: str, out: str, cfg: ExtractConfig, old_rows: dict) -> tuple[d
 
 def _extract_on_cluster(pool, bags: list[Path], out: Path, cfg: ExtractConfig, old: dict, rows: dict,
                         result: ExtractResult, progress) -> None:
-    """One task per bag; rows and counts merged in bag order whatever order the tasks finish in."""
-    futures = {pool.submit(_bag_task, str(bag), str(out), cfg,
-                           {p: r for p, r in old.items() if r.bag == str(bag)}): i for i, bag in enumerate(bags)}
-    done: dict[int, tuple] = {}
+    """One task per bag; each bag's rows are merged as it finishes (bags never share a file), so a bag
+    that fails later leaves the finished ones indexed."""
+    futures = [pool.submit(_bag_task, str(bag), str(out), cfg, {p: r for p, r in old.items() if r.bag == str(bag)})
+               for bag in bags]
     for fut in as_completed(futures):
-        bag_rows, bag_result = done[futures[fut]] = fut.result()
-        if progress:
-            progress(bag_result.frames + bag_result.failed)
-    for i in sorted(done):
-        bag_rows, bag_result = done[i]
+        bag_rows, bag_result = fut.result()
         rows.update(bag_rows)
         result.add(bag_result)
+        if progress:
+            progress(bag_result.frames + bag_result.failed)
 
 
 def _message_encoding(msg: RawMessage) -> str:

@@ -304,7 +304,9 @@ class Recorder:
                     return
                 self._handle(item)
             except _DiskFull as e:
-                if e.written:  # in the file already: not to be counted as lost with the rest of the queue
+                # A message in the file already is not counted as lost with the rest of the queue; a snapshot
+                # item stays queued: its window holds the messages not written, counted by _fail.
+                if e.written and item[0] == 'msg':
                     self._pop(item)
                 self._fail(self.error or f'{e}; recording stopped')
                 return

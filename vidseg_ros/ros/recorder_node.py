@@ -23,7 +23,7 @@ import time
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.duration import Duration
-from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -157,9 +157,15 @@ class RecorderNode(Node):
         def on_message(data: bytes, info) -> None:
             put(topic, data, clock.now().nanoseconds, info.get('source_timestamp') or 0)
 
-        self.subs[topic] = self.create_subscription(
-            message_class(msgtype), topic, on_message, qos, raw=True, event_callbacks=events,
-            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        def subscribe(callbacks):
+            return self.create_subscription(message_class(msgtype), topic, on_message, qos, raw=True,
+                                            event_callbacks=callbacks,
+                                            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        try:
+            self.subs[topic] = subscribe(events)
+        except UnsupportedEventTypeError:   # an RMW that cannot report lost messages: record all the same
+            events.message_lost = None
+            self.subs[topic] = subscribe(events)
         self.get_logger().info(f'recording {topic} [{msgtype}]')
 
     def _on_lost(self, topic: str, event) -> None:

@@ -56,10 +56,11 @@ def run(node_cls, args=None) -> int:
             # Ignored from here on: Python's exit would restore the default handlers, and a late second
             # signal (launch without a tty) would then kill the process mid-clean-up with status -2.
             signal.signal(sig, signal.SIG_IGN)
-        if node is not None:
-            finish = getattr(node, 'finish', None)
-            if finish is not None:
-                code = finish(code)
-            node.destroy_node()
-        rclpy.try_shutdown()
+        try:
+            if node is not None and getattr(node, 'finish', None) is not None:
+                code = node.finish(code)
+        finally:
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
     return code
