@@ -15,9 +15,11 @@ import cv2
 import numpy as np
 import torch
 
+from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
 from vidseg_ros.data import augment
 from vidseg_ros.data.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.records import DEFAULT_IGNORE
 
 LOG = logging.getLogger(__name__)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
@@ -95,8 +97,8 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
     out_dir.mkdir(parents=True, exist_ok=True)
     if binary and len(meta['classes']) != 2:
         _two_class_head(net)
-        meta = dict(meta, classes=['background', 'object'], palette=[[0, 0, 0], [255, 64, 64]],
-                    ignore_index=255, arch_config=dict(meta['arch_config'], num_classes=2))
+        meta = dict(meta, classes=list(DAVIS_CLASSES), palette=[list(c) for c in DAVIS_PALETTE],
+                    ignore_index=DEFAULT_IGNORE, arch_config=dict(meta['arch_config'], num_classes=2))
     rgb = read_rgb(frame)
     if mask.shape != rgb.shape[:2]:
         raise ValueError(f'label {label} is {mask.shape[1]}x{mask.shape[0]}, its frame {frame} is '
