@@ -74,6 +74,22 @@ def test_labels_and_probabilities_close_to_reference(low_hw, valid_hw, net_hw, o
     assert u8.dtype == np.uint8 and np.abs(u8 / 255.0 - conf).mean() < 0.03 and none is None
 
 
+@pytest.mark.parametrize('low_hw, valid_hw, net_hw, out_hw', GEOMETRIES[:2])
+def test_class_probability_agrees_with_mask_and_confidence(low_hw, valid_hw, net_hw, out_hw):
+    # an untrained network: logits nearly flat, every class close to 1/C, labels change everywhere. No
+    # class may then be more probable than the one the mask chose, and the chosen class's map is its confidence
+    logits = smooth_logits(11, low_hw, seed=5) * 0.02
+    scores = np.ascontiguousarray(logits[0].permute(1, 2, 0).numpy())
+    up = Upsampler(low_hw, valid_hw, out_hw, net_hw)
+    ids = up.labels(scores)
+    for k in range(11):
+        c, p = probabilities(up, logits[0].numpy(), ids, True, k, False)
+        assert (p <= c + 1e-6).all(), k
+        np.testing.assert_allclose(p[ids == k], c[ids == k], atol=1e-5)
+        _, alone = probabilities(up, logits[0].numpy(), ids, False, k, False)   # same map without confidence
+        np.testing.assert_array_equal(alone, p)
+
+
 def test_device_preprocess_matches_opencv_on_cpu():
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), (7, 7), 2)

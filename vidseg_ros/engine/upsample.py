@@ -13,7 +13,8 @@ decided from interpolated logits:
 * three or more labels: all C logits are interpolated at those pixels.
 
 Confidence and class probability are computed at network resolution and the single-channel map is
-upsampled (bilinear, uint8 when only a mono8 image is published).
+upsampled (bilinear, uint8 when only a mono8 image is published); along the band the class-probability map
+is clamped to the label probability so it never contradicts the mask.
 """
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ class Upsampler:
         right = (cells % w < w - 1).astype(cells.dtype)
         return cells, cells + right, cells + down, cells + down + right
 
-    def chosen_prob(self, probs: np.ndarray, labels: np.ndarray, u8: bool) -> np.ndarray:
+    def chosen_prob(self, probs: np.ndarray, labels: np.ndarray, u8: bool, band_values=None) -> np.ndarray:
         """(C, h, w) probabilities -> each output pixel's label probability, bilinear from network
         resolution; ``labels`` comes from the last ``labels`` call. Inside uniform cells that is the top
         probability; along boundaries the label's own probability is interpolated, so confidence dips
@@ -119,14 +120,32 @@ class Upsampler:
         out = self.smooth(to_u8(top) if u8 else top)
         if self._band is None:
             return out
+        v = self.band_values(probs, labels) if band_values is None else band_values
+        out.ravel()[self._band[0]] = to_u8(v) if u8 else v
+        return out
+
+    def band_values(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        """Probability of each boundary-band pixel's label, interpolated (None without a band)."""
+        if self._band is None:
+            return None
         band, cells, fx, fy = self._band
         c, h, w = probs.shape
         lab = labels.ravel()[band].astype(np.intp) * (h * w)
         flat = probs.reshape(-1)
         v00, v01, v10, v11 = (flat[lab + i] for i in self._corners(cells, h, w))
         t = v00 + (v01 - v00) * fx
-        v = np.maximum(t + (v10 + (v11 - v10) * fx - t) * fy, np.float32(1.0 / c))  # a top class has >= 1/C
-        out.ravel()[band] = to_u8(v) if u8 else v
+        return np.maximum(t + (v10 + (v11 - v10) * fx - t) * fy, np.float32(1.0 / c))  # a top class has >= 1/C
+
+    def class_map(self, probs: np.ndarray, labels: np.ndarray, k: int, band_values=None) -> np.ndarray:
+        """(H, W) probability of class ``k``, bilinear; in the boundary band it is kept consistent with
+        the mask: the label's own class gets the label probability, no other class exceeds it (separately
+        interpolated maps would let a class outrank the one the mask chose)."""
+        out = self.smooth(probs[k])
+        v = self.band_values(probs, labels) if band_values is None else band_values
+        if v is not None:
+            band = self._band[0]
+            flat = out.ravel()
+            flat[band] = np.where(labels.ravel()[band] == k, v, np.minimum(flat[band], v))
         return out
 
     def smooth(self, low: np.ndarray) -> np.ndarray:
@@ -153,10 +172,11 @@ def probabilities(up: Upsampler, logits: np.ndarray, labels: np.ndarray, want_co
             prob = (exp[class_prob] / total).astype(np.float32)
         return conf, prob
     exp /= total
+    band = up.band_values(exp, labels)
     if want_confidence:
-        conf = up.chosen_prob(exp, labels, u8)
+        conf = up.chosen_prob(exp, labels, u8, band)
     if class_prob is not None:
-        prob = up.smooth(exp[class_prob])
+        prob = up.class_map(exp, labels, class_prob, band)
     return conf, prob
 
 
