@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidseg_ros.data.bags import deserialize, read_messages  # noqa: E402
-from vidseg_ros.data.extract import ExtractConfig, decode_message, extract  # noqa: E402
-from vidseg_ros.data.frames_to_bag import BagFromFramesConfig, frames_to_bag  # noqa: E402
+from vidseg_ros.data.bags.reader import deserialize, read_messages  # noqa: E402
+from vidseg_ros.data.datasets.extract import ExtractConfig, decode_message, extract  # noqa: E402
+from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, frames_to_bag  # noqa: E402
 
 
 def _bag_bytes(bag: Path) -> int:

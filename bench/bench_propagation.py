@@ -36,9 +36,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidseg_ros.data.images import read_rgb  # noqa: E402
-from vidseg_ros.data.propagate import (FlowCache, PropagateConfig, propagate_flow,  # noqa: E402
+from vidseg_ros.data.labelling.propagate import (FlowCache, PropagateConfig, propagate_flow,  # noqa: E402
                                        propagate_tracker, teacher_label)
-from vidseg_ros.data.records import davis_source  # noqa: E402
+from vidseg_ros.data.datasets.layouts import davis_source  # noqa: E402
 
 
 def _scores(out: dict, gts: list) -> dict:
@@ -133,7 +133,7 @@ def main() -> None:
 
 def camvid(args, root: Path) -> None:
     """mIoU of flow / teacher labels on CamVid val frames whose labels were held back."""
-    from vidseg_ros.data.records import camvid_source
+    from vidseg_ros.data.datasets.layouts import camvid_source
     if not root.is_dir():
         print(f'CamVid not found at {root}; nothing to measure')
         return

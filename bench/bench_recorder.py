@@ -78,7 +78,7 @@ def image_cdr(hw, i: int = 0) -> bytes:
 
 def writer_speed(directory: Path, hw, seconds: float = 3.0) -> tuple[float, float]:
     """BagWriter alone (pre-serialized frames, no DDS, file closed and synced): MB/s, CPU s per GB."""
-    from vidseg_ros.data.bag_writer import BagWriter
+    from vidseg_ros.data.bags.writer import BagWriter
     data = image_cdr(hw)
     w = BagWriter(directory / 'writer_only', chunk_size_bytes=4 << 20, fsync_bytes=64 << 20)
     w.add_topic('/bench', 'sensor_msgs/msg/Image')
@@ -98,7 +98,7 @@ def count_subscriber(topics: list[str]) -> None:
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
-    from vidseg_ros.data.recorder import tune_malloc_for_large_buffers
+    from vidseg_ros.data.recorder.core import tune_malloc_for_large_buffers
     tune_malloc_for_large_buffers()  # same allocator setting as the recorder: a fair comparison
     rclpy.init()
     node = rclpy.create_node('bench_counter')
@@ -264,7 +264,7 @@ def main() -> int:
         return 0
     global QUEUE_BYTES
     QUEUE_BYTES = args.queue_mb << 20
-    from vidseg_ros.data.recorder import tune_malloc_for_large_buffers
+    from vidseg_ros.data.recorder.core import tune_malloc_for_large_buffers
     tune_malloc_for_large_buffers()  # as recorder_node does; also helps this process's publisher
     work = Path(tempfile.mkdtemp(prefix='vidseg_bench_rec_', dir=args.dir))
     try:

@@ -212,7 +212,7 @@ def bag_recover(bag: Annotated[Path, typer.Argument(help='MCAP bag folder or .mc
                 force: Annotated[bool, typer.Option(help='recover even if a file changed in the last '
                                                          '5 s (a live recording)')] = False):
     """Write a readable copy of a killed or damaged recorder bag (summary, metadata.yaml); exit 2 if not a bag."""
-    from vidseg_ros.data.bag_recover import run
+    from vidseg_ros.data.bags.recover import run
     raise typer.Exit(run(bag, out, force))
 
 

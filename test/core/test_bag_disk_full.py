@@ -14,9 +14,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: share the sibling's helpers
 from test_bag_writer import IMAGE, image_cdr, read_mcap, read_rosbags  # noqa: E402
-from vidseg_ros.data.bag_recover import is_complete  # noqa: E402
-from vidseg_ros.data.disk_space import RESERVE_NAME  # noqa: E402
-from vidseg_ros.data.recorder import Recorder  # noqa: E402
+from vidseg_ros.data.bags.recover import is_complete  # noqa: E402
+from vidseg_ros.data.recorder.disk_space import RESERVE_NAME  # noqa: E402
+from vidseg_ros.data.recorder.core import Recorder  # noqa: E402
 
 
 

@@ -12,10 +12,10 @@ from mcap_ros2.decoder import DecoderFactory
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from vidseg_ros.data.bag_recover import is_complete, recover_bag
-from vidseg_ros.data.bag_writer import BagExistsError, BagWriter, bag_files, qos_profile
-from vidseg_ros.data.msgdefs import message_definition
-from vidseg_ros.data.recorder import Recorder, new_bag_dir
+from vidseg_ros.data.bags.recover import is_complete, recover_bag
+from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, bag_files, qos_profile
+from vidseg_ros.data.bags.msgdefs import message_definition
+from vidseg_ros.data.recorder.core import Recorder, new_bag_dir
 
 TS = get_typestore(Stores.LATEST)
 IMAGE, INFO = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CameraInfo'
@@ -208,7 +208,7 @@ def test_slow_topic_reaches_disk_within_a_second(tmp_path):
 
 @pytest.mark.parametrize('direct', [True, False])
 def test_append_file_direct_and_buffered(tmp_path, direct):
-    from vidseg_ros.data.direct_file import BLOCK, AppendFile
+    from vidseg_ros.data.bags.direct_file import BLOCK, AppendFile
     rng = np.random.default_rng(0)
     parts = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (5, 4096, 100_000, 3, 70_000, 1)]
     f = AppendFile(tmp_path / 'x.bin', fsync_bytes=50_000, direct=direct, stage_bytes=64 * 1024)

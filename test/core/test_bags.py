@@ -5,8 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from vidseg_ros.data.bags import bag_files, deserialize, list_topics, read_messages
-from vidseg_ros.data.frames_to_bag import BagFromFramesConfig, write_bag
+from vidseg_ros.data.bags.reader import bag_files, deserialize, list_topics, read_messages
+from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, write_bag
 
 
 def _frames(n, hw=(120, 160), seed=0):
@@ -108,8 +108,8 @@ def test_missing_bag_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize('compression', ['zstd', 'lz4'])
 def test_recorder_bags_split_and_killed(tmp_path, compression):
     """Bags from the recorder's BagWriter (split files, compressed chunks), last file cut short."""
-    bag_writer = pytest.importorskip('vidseg_ros.data.bag_writer')
-    from vidseg_ros.data.frames_to_bag import TYPESTORE, image_msg
+    bag_writer = pytest.importorskip('vidseg_ros.data.bags.writer')
+    from vidseg_ros.data.bags.from_frames import TYPESTORE, image_msg
     w = bag_writer.BagWriter(tmp_path / 'rec', compression=compression, chunk_size_bytes=100_000,
                              max_bag_size_bytes=400_000)
     w.add_topic('/cam/image', 'sensor_msgs/msg/Image')

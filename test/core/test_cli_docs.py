@@ -67,9 +67,9 @@ def test_the_checker_sees_a_wrong_flag():
     assert [f for f in FLAG.findall(m.group(2)) if f not in _options(COMMANDS['propagate'])] == ['--no-such-flag']
 
 
-@pytest.mark.parametrize('command,spec', [('extract', 'vidseg_ros.data.extract:ExtractConfig'),
-                                          ('propagate', 'vidseg_ros.data.propagate:PropagateConfig'),
-                                          ('bag-from-frames', 'vidseg_ros.data.frames_to_bag:BagFromFramesConfig'),
+@pytest.mark.parametrize('command,spec', [('extract', 'vidseg_ros.data.datasets.extract:ExtractConfig'),
+                                          ('propagate', 'vidseg_ros.data.labelling.propagate:PropagateConfig'),
+                                          ('bag-from-frames', 'vidseg_ros.data.bags.from_frames:BagFromFramesConfig'),
                                           ('bench', 'vidseg_ros.engine.base:EngineConfig')])
 def test_cli_defaults_and_choices_are_the_settings_ones(command, spec):
     """An option named like a settings field has that field's default and allowed values."""

@@ -26,7 +26,7 @@ def bad(tmp_path_factory):
     """A folder of wrong things: fake files, empty folders, a tiny dataset, a training state."""
     import torch
 
-    from vidseg_ros.data.records import FrameRecord, write_index, write_meta
+    from vidseg_ros.data.datasets.layouts import FrameRecord, write_index, write_meta
     d = tmp_path_factory.mktemp('bad')
     (d / 'empty').mkdir()
     (d / 'fake.mp4').write_text('not a video')

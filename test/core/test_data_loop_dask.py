@@ -15,13 +15,13 @@ import pytest
 pytest.importorskip('distributed')
 
 from vidseg_ros.data.executors import ExecutorError, task_executor  # noqa: E402
-from vidseg_ros.data.extract import ExtractConfig, extract  # noqa: E402
-from vidseg_ros.data.frames_to_bag import BagFromFramesConfig, write_bag  # noqa: E402
-from vidseg_ros.data.labels import write_label  # noqa: E402
-from vidseg_ros.data.propagate import PropagateConfig  # noqa: E402
-from vidseg_ros.data.propagate_all import propagate_dataset  # noqa: E402
-from vidseg_ros.data.records import extracted_source, read_index, write_index, write_meta  # noqa: E402
-from vidseg_ros.data.variants import make_variant, write_variant  # noqa: E402
+from vidseg_ros.data.datasets.extract import ExtractConfig, extract  # noqa: E402
+from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, write_bag  # noqa: E402
+from vidseg_ros.data.datasets.labels import write_label  # noqa: E402
+from vidseg_ros.data.labelling.propagate import PropagateConfig  # noqa: E402
+from vidseg_ros.data.labelling.run import propagate_dataset  # noqa: E402
+from vidseg_ros.data.datasets.layouts import extracted_source, read_index, write_index, write_meta  # noqa: E402
+from vidseg_ros.data.datasets.variants import make_variant, write_variant  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from vidseg_ros.data import augment
-from vidseg_ros.data.augment import AugmentConfig
-from vidseg_ros.data.dataset import FrameDataset, SequenceDataset, TripletDataset, build_dataset
-from vidseg_ros.data.records import (FrameRecord, FrameSource, camvid_source, davis_source,
+from vidseg_ros.training import augment
+from vidseg_ros.training.augment import AugmentConfig
+from vidseg_ros.training.datasets import FrameDataset, SequenceDataset, TripletDataset, build_dataset
+from vidseg_ros.data.datasets.layouts import (FrameRecord, FrameSource, camvid_source, davis_source,
                                      extracted_source, identity_lut, read_index, write_index, write_meta)
 
 

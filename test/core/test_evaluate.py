@@ -136,7 +136,7 @@ def test_cli_eval_keeps_the_tracked_card_and_earlier_runs(tmp_path):
 
 
 def test_eval_sources_extracted_datasets_and_refuses_empty_selections(tmp_path):
-    from vidseg_ros.data.records import FrameRecord, write_index, write_meta
+    from vidseg_ros.data.datasets.layouts import FrameRecord, write_index, write_meta
     from vidseg_ros.tools.evaluate import open_eval_source
     ds = tmp_path / 'ds'
     recs = []

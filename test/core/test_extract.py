@@ -4,11 +4,11 @@ import shutil
 import numpy as np
 import pytest
 
-from vidseg_ros.data.bags import bag_files
-from vidseg_ros.data.extract import ExtractConfig, extract
-from vidseg_ros.data.frames_to_bag import BagFromFramesConfig, frames_to_bag, write_bag
+from vidseg_ros.data.bags.reader import bag_files
+from vidseg_ros.data.datasets.extract import ExtractConfig, extract
+from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, frames_to_bag, write_bag
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.records import read_index, read_meta
+from vidseg_ros.data.datasets.layouts import read_index, read_meta
 
 
 def _copy(files, dst):

@@ -3,12 +3,12 @@ import cv2
 import numpy as np
 import pytest
 
-from vidseg_ros.data.dataset import FrameDataset
-from vidseg_ros.data.extract import extract
-from vidseg_ros.data.frames_to_bag import write_bag
-from vidseg_ros.data.labels import (colors_to_ids, ids_to_colors, import_labels, import_layout,
+from vidseg_ros.training.datasets import FrameDataset
+from vidseg_ros.data.datasets.extract import extract
+from vidseg_ros.data.bags.from_frames import write_bag
+from vidseg_ros.data.datasets.labels import (colors_to_ids, ids_to_colors, import_labels, import_layout,
                                     read_class_table, remap_lut)
-from vidseg_ros.data.records import extracted_source, read_index, read_meta
+from vidseg_ros.data.datasets.layouts import extracted_source, read_index, read_meta
 
 TABLE = 'label_value,class_name,r,g,b,evaluated\n0,Sky,128,128,128,yes\n1,Road,128,64,128,yes\n' \
         '2,Car,64,0,128,yes\n11,Unlabelled,0,0,0,no\n'
@@ -134,7 +134,7 @@ def test_import_layout_davis(tmp_path, davis_dir):
 
 
 def test_cityscapes_layout(tmp_path):
-    from vidseg_ros.data.records import cityscapes_source
+    from vidseg_ros.data.datasets.layouts import cityscapes_source
     img_dir = tmp_path / 'leftImg8bit' / 'val' / 'bonn'
     lab_dir = tmp_path / 'gtFine' / 'val' / 'bonn'
     img_dir.mkdir(parents=True)

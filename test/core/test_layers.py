@@ -48,6 +48,29 @@ def test_imports_point_down_the_layers():
     assert not upward, 'imports pointing up a layer:\n' + '\n'.join(sorted(upward))
 
 
+# inside data/: shared leaf modules, then bags, then what builds on them; siblings never import each other
+DATA_LAYERS = {'bags': 1, 'recorder': 2, 'datasets': 2, 'labelling': 3}
+
+
+def _data_layer(module: str) -> tuple[int, str]:
+    parts = module.split('.')
+    sub = parts[2] if len(parts) > 3 and parts[1] == 'data' else ''
+    return DATA_LAYERS.get(sub, 0), sub
+
+
+def test_data_subpackages_point_down():
+    bad = []
+    for m, targets in _graph().items():
+        if not m.startswith('vidseg_ros.data.'):
+            continue
+        (lm, sm) = _data_layer(m)
+        for t in targets:
+            (lt, st) = _data_layer(t)
+            if t.startswith('vidseg_ros.data.') and st != sm and lt >= lm:
+                bad.append(f'{m} -> {t}')
+    assert not bad, 'data/ imports across or up its sub-packages:\n' + '\n'.join(sorted(bad))
+
+
 def test_no_import_cycles():
     graph, state, cycles, stack = _graph(), {}, [], []
 
@@ -73,4 +96,6 @@ def test_the_checker_sees_what_it_should():
     graph = _graph()
     assert 'vidseg_ros.training.data_setup' in graph['vidseg_ros.training.loop']        # `from . import x`
     assert 'vidseg_ros.models.checkpoint' in graph['vidseg_ros.engine.stream']
+    assert 'vidseg_ros.data.bags.reader' in graph['vidseg_ros.data.datasets.extract']
+    assert _data_layer('vidseg_ros.data.labelling.run') > _data_layer('vidseg_ros.data.datasets.layouts')
     assert _layer('vidseg_ros.ros.spin') > _layer('vidseg_ros.tools.docs') > _layer('vidseg_ros.models')

@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 
-from vidseg_ros.data.extract import extract
-from vidseg_ros.data.frames_to_bag import write_bag
-from vidseg_ros.data.labels import import_labels, write_label
-from vidseg_ros.data.propagate import (FlowCache, PropagateConfig, _grid, consistent, propagate_flow,
+from vidseg_ros.data.datasets.extract import extract
+from vidseg_ros.data.bags.from_frames import write_bag
+from vidseg_ros.data.datasets.labels import import_labels, write_label
+from vidseg_ros.data.labelling.propagate import (FlowCache, PropagateConfig, _grid, consistent, propagate_flow,
                                        propagate_sequence, teacher_label)
-from vidseg_ros.data.propagate_all import propagate_dataset, split_jobs
-from vidseg_ros.data.records import read_index
-from vidseg_ros.data.tracking import MedianFlow, mask_box, move_mask, track_masks
+from vidseg_ros.data.labelling.run import propagate_dataset, split_jobs
+from vidseg_ros.data.datasets.layouts import read_index
+from vidseg_ros.data.labelling.tracking import MedianFlow, mask_box, move_mask, track_masks
 
 H, W = 64, 80
 

@@ -137,7 +137,7 @@ def test_licence_comes_from_what_was_used(tmp_path):
 
 def test_folder_dataset_splits_in_time_and_by_sequence(tmp_path):
     """A user's extracted drive: head trains, tail validates (as DAVIS); sequence names select."""
-    from vidseg_ros.data.records import FrameRecord, write_index
+    from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
     from vidseg_ros.training.data_setup import open_split
     root = _user_dataset(tmp_path / 'drive')
     records = [FrameRecord(seq, i, root / 'images' / seq / f'{i}.png', stamp_ns=i)

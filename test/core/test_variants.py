@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.labels import write_label
-from vidseg_ros.data.records import FrameRecord, FrameSource, extracted_source, identity_lut
-from vidseg_ros.data.variants import (add_noise, make_variant, measure_noise_sigma, per_sequence,
+from vidseg_ros.data.datasets.labels import write_label
+from vidseg_ros.data.datasets.layouts import FrameRecord, FrameSource, extracted_source, identity_lut
+from vidseg_ros.data.datasets.variants import (add_noise, make_variant, measure_noise_sigma, per_sequence,
                                       strided, successive, write_variant)
 from vidseg_ros.tools import commands_data
 

@@ -19,7 +19,7 @@ from rosbags.highlevel import AnyReader  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from vidseg_ros.data.bag_recover import is_complete  # noqa: E402
+from vidseg_ros.data.bags.recover import is_complete  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parents[1] / 'core'))  # --import-mode=importlib
 from test_bag_disk_full import mount_tmpfs  # noqa: E402

@@ -1,6 +1,6 @@
 """recorder_node (``vidseg_recorder``): records topics to rosbag2 MCAP bags, every message, nothing lost.
 
-A thin adapter around :class:`vidseg_ros.data.recorder.Recorder`: raw subscriptions (serialized
+A thin adapter around :class:`vidseg_ros.data.recorder.core.Recorder`: raw subscriptions (serialized
 bytes, never decoded) hand each message to the recorder's byte-bounded queue; its writer thread does
 all disk work. Topics that appear later are discovered by a timer. Services ``~/pause``,
 ``~/resume``, ``~/split``, ``~/snapshot`` (std_srvs/Trigger); ``/diagnostics`` once per
@@ -29,8 +29,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from std_srvs.srv import Trigger
 
-from vidseg_ros.data.bag_writer import qos_yaml
-from vidseg_ros.data.recorder import BagExistsError, Recorder, new_bag_dir, tune_malloc_for_large_buffers
+from vidseg_ros.data.bags.writer import qos_yaml
+from vidseg_ros.data.recorder.core import BagExistsError, Recorder, new_bag_dir, tune_malloc_for_large_buffers
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status
 from vidseg_ros.ros.params import declare_settings, read_settings
 from vidseg_ros.ros.recorder_params import RecorderSettings

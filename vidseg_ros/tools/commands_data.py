@@ -25,7 +25,7 @@ def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
 
 
 def _count_frames(bags: list[str | Path], topics: list[str]) -> int | None:
-    from vidseg_ros.data.bags import IMAGE_TYPES, list_topics
+    from vidseg_ros.data.bags.reader import IMAGE_TYPES, list_topics
     total = 0
     try:
         for bag in bags:
@@ -43,7 +43,7 @@ def extract(bags: list[str | Path], out: str | Path, topics: list[str] | None = 
             jpeg_quality: int = 95, progress: bool = True, executor: str = 'local', address: str = '') -> dict:
     """``vidseg extract BAG... --out DIR``: every image frame into an indexed dataset."""
     from vidseg_ros.config import from_dict
-    from vidseg_ros.data.extract import ExtractConfig, extract as run
+    from vidseg_ros.data.datasets.extract import ExtractConfig, extract as run
     cfg = from_dict(ExtractConfig, {'topics': list(topics or []), 'image_format': image_format,
                                     'every': every, 'start_s': start_s, 'stop_s': stop_s,
                                     'max_gap_s': max_gap_s, 'workers': workers, 'stamp': stamp,
@@ -64,7 +64,7 @@ def bag_from_frames(source: str | Path | list[Path], out: str | Path, rate_hz: f
                     gap_s: float = 2.0, progress: bool = True) -> dict:
     """``vidseg bag-from-frames DIR|VIDEO --out BAG``: frames -> Image/CompressedImage + CameraInfo."""
     from vidseg_ros.config import from_dict
-    from vidseg_ros.data.frames_to_bag import BagFromFramesConfig, frames_to_bag
+    from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, frames_to_bag
     cfg = from_dict(BagFromFramesConfig, {'rate_hz': rate_hz, 'topic': topic, 'encoding': encoding,
                                           'storage': storage, 'frame_id': frame_id,
                                           'camera_info': camera_info, 'compress': compress,
@@ -81,14 +81,14 @@ def label_import(dataset: str | Path, labels: str | Path, classes: str | Path | 
                  licence: str | None = None) -> dict:
     """``vidseg label-import DATASET LABEL_DIR``: id or colour PNGs into the dataset's labels/."""
     _check_labels(dataset, labels, match)
-    from vidseg_ros.data.labels import import_labels
+    from vidseg_ros.data.datasets.labels import import_labels
     return import_labels(dataset, labels, classes=classes, class_names=class_names, mapping=mapping,
                          ignore_index=ignore_index, match=match, source=source, licence=licence)
 
 
 def _check_labels(dataset: str | Path, labels: str | Path, match: str) -> None:
     """Refuse a label folder without PNGs, or whose names match no frame, before anything is written."""
-    from vidseg_ros.data.records import read_index
+    from vidseg_ros.data.datasets.layouts import read_index
     files = sorted(Path(labels).rglob('*.png')) if Path(labels).is_dir() else []
     if not files:
         raise FileNotFoundError(f'{labels}: not a folder with label PNGs')
@@ -101,7 +101,7 @@ def _check_labels(dataset: str | Path, labels: str | Path, match: str) -> None:
 def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 'train',
                   sequences: list[str] | None = None) -> dict:
     """``vidseg label-import --layout camvid|davis|cityscapes SRC OUT``: index a public dataset."""
-    from vidseg_ros.data.labels import import_layout as run
+    from vidseg_ros.data.datasets.labels import import_layout as run
     return run(src, out, layout, split, sequences)
 
 
@@ -116,9 +116,9 @@ def propagate(dataset: str | Path, method: str = 'flow', flow: str = 'dis', dis_
     pseudo-label where confident.
     """
     from vidseg_ros.config import from_dict
-    from vidseg_ros.data.propagate import PropagateConfig
-    from vidseg_ros.data.propagate_all import propagate_dataset
-    from vidseg_ros.data.records import read_index
+    from vidseg_ros.data.labelling.propagate import PropagateConfig
+    from vidseg_ros.data.labelling.run import propagate_dataset
+    from vidseg_ros.data.datasets.layouts import read_index
     cfg = from_dict(PropagateConfig, {'method': method, 'flow': flow, 'dis_preset': dis_preset,
                                       'flow_scale': flow_scale, 'min_confidence': min_confidence,
                                       'max_distance': max_distance, 'tracker': tracker,
@@ -145,8 +145,8 @@ def make_variant(source: str | Path, out: str | Path, kind: str, n: int = 1, cou
                  stride: int = 20, copies: int = 20, sigma: float | None = None, split: str = 'train',
                  seed: int = 0, executor: str = 'local', workers: int = 1, address: str = '') -> dict:
     """``vidseg make-variant SRC OUT --kind ...``: an all-frames-protocol training set as a dataset."""
-    from vidseg_ros.data.records import open_source
-    from vidseg_ros.data.variants import make_variant as build, write_variant
+    from vidseg_ros.data.datasets.layouts import open_source
+    from vidseg_ros.data.datasets.variants import make_variant as build, write_variant
     src = open_source(source, split)
     var = build(src, kind, n=n, count=count, stride=stride, copies=copies, sigma=sigma, out=out,
                 seed=seed, executor=executor, workers=workers, address=address)
@@ -158,6 +158,6 @@ def make_variant(source: str | Path, out: str | Path, kind: str, n: int = 1, cou
 
 def noise_sigma(source: str | Path, split: str = 'train', max_pairs: int = 50) -> dict:
     """``vidseg noise-sigma SRC``: frame-to-frame pixel noise (0..255) the noise variant uses."""
-    from vidseg_ros.data.records import open_source
-    from vidseg_ros.data.variants import measure_noise_sigma
+    from vidseg_ros.data.datasets.layouts import open_source
+    from vidseg_ros.data.datasets.variants import measure_noise_sigma
     return {'sigma': round(measure_noise_sigma(open_source(source, split), max_pairs), 3)}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.records import FrameSource, camvid_source, davis_source
+from vidseg_ros.data.datasets.layouts import FrameSource, camvid_source, davis_source
 from vidseg_ros.training.metrics import (ConfusionMatrix, j_and_f, optical_flow, temporal_consistency,
                                          video_consistency)
 
@@ -53,7 +53,7 @@ def _eval_source(root: Path, dataset: str, split: str) -> FrameSource:
                                     f'splits here: {", ".join(found) or "none"} (pass --split)')
         return camvid_source(root, split)
     if dataset == 'extracted':
-        from vidseg_ros.data.records import extracted_source
+        from vidseg_ros.data.datasets.layouts import extracted_source
         src = extracted_source(root)
         if split in ('all', 'val'):
             return src

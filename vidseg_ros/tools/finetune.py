@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
-from vidseg_ros.data import augment
-from vidseg_ros.data.augment import AugmentConfig
+from vidseg_ros.training import augment
+from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.records import DEFAULT_IGNORE
+from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 
 LOG = logging.getLogger(__name__)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')

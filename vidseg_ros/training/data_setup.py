@@ -9,13 +9,13 @@ import torch
 from torch.utils.data import Dataset
 
 from vidseg_ros.config import ConfigError
-from vidseg_ros.data import augment
-from vidseg_ros.data.augment import AugmentConfig
-from vidseg_ros.data.dataset import FrameDataset, SequenceDataset, TripletDataset, to_tensor
+from vidseg_ros.training import augment
+from vidseg_ros.training.augment import AugmentConfig
+from vidseg_ros.training.datasets import FrameDataset, SequenceDataset, TripletDataset, to_tensor
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
-from vidseg_ros.data.records import (DEFAULT_IGNORE, FrameSource, camvid_source, davis_source, extracted_source,
+from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameSource, camvid_source, davis_source, extracted_source,
                                      read_meta)
 
 from .config import TrainConfig

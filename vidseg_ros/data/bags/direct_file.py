@@ -16,7 +16,7 @@ cache with plain ``pwrite``. ``fdatasync`` runs in a helper thread every ``fsync
 metadata and device caches), so the writer never waits for it.
 
 Disk full: each write reports the file's growth to an optional
-:class:`vidseg_ros.data.disk_space.DiskSpace`; on ``ENOSPC`` that releases its reserve and the
+:class:`vidseg_ros.data.recorder.disk_space.DiskSpace`; on ``ENOSPC`` that releases its reserve and the
 write is retried once. If it still fails, :meth:`abandon` cuts the file back to the end of the last
 complete chunk, leaving exactly what a SIGKILL would have left.
 """

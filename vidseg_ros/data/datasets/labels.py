@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
-from vidseg_ros.data.records import (DEFAULT_IGNORE, FrameRecord, camvid_source, cityscapes_source, davis_source,
+from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, camvid_source, cityscapes_source, davis_source,
                                      read_index, read_meta, write_index, write_meta)
 
 LOG = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import numpy as np
 
 from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.records import FrameSource, write_index, write_meta
+from vidseg_ros.data.datasets.layouts import FrameSource, write_index, write_meta
 
 LOG = logging.getLogger(__name__)
 VARIANTS = ('per_sequence', 'strided', 'successive', 'noise')
@@ -170,8 +170,8 @@ def write_variant(variant: FrameSource, out: str | Path) -> Path:
     Images are referenced in place; labels too when they already hold class ids, otherwise
     (DAVIS 0/255 masks, for example) converted copies are written under ``out/labels``.
     """
-    from vidseg_ros.data.labels import write_label
-    from vidseg_ros.data.records import identity_lut
+    from vidseg_ros.data.datasets.labels import write_label
+    from vidseg_ros.data.datasets.layouts import identity_lut
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plain = variant.label_lut is None or np.array_equal(

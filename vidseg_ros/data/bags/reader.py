@@ -22,7 +22,7 @@ from mcap.records import Channel, Schema
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from vidseg_ros.data.mcap_salvage import SalvageStats, salvage_records
+from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
 
 LOG = logging.getLogger(__name__)
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')

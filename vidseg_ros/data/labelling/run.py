@@ -17,9 +17,9 @@ import numpy as np
 
 from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.labels import write_label
-from vidseg_ros.data.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
-from vidseg_ros.data.records import FrameRecord, extracted_source, write_index
+from vidseg_ros.data.datasets.labels import write_label
+from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
+from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, write_index
 
 LOG = logging.getLogger(__name__)
 

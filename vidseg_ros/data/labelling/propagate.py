@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.config import setting
-from vidseg_ros.data.records import DEFAULT_IGNORE
+from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 
 LOG = logging.getLogger(__name__)
 METHODS = ('flow', 'tracker', 'teacher')
@@ -249,8 +249,8 @@ def teacher_label(rgb: np.ndarray, predict: Predict, threshold: float,
 
 def propagate_tracker(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray],
                       cfg: PropagateConfig | None = None, fg_class: int = 1) -> dict[int, Propagated]:
-    """Binary labels by box tracking (see :mod:`vidseg_ros.data.tracking`)."""
-    from vidseg_ros.data.tracking import track_masks
+    """Binary labels by box tracking (see :mod:`vidseg_ros.data.labelling.tracking`)."""
+    from vidseg_ros.data.labelling.tracking import track_masks
     cfg = cfg or PropagateConfig()
     masks = track_masks(frames, labels, cfg.tracker, fg_class, cfg.max_distance)
     return {i: Propagated((m * fg_class).astype(np.uint8), (m * fg_class).astype(np.uint8),

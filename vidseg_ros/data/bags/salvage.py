@@ -2,8 +2,8 @@
 
 :func:`salvage_records` walks the data section record by record and yields the ``mcap.records``
 ``Schema``, ``Channel`` and ``Message`` objects it can trust, each definition before the first message
-that needs it. It is shared by the recovery (:mod:`vidseg_ros.data.bag_recover`, which rewrites them
-into a complete file) and the damaged-bag reader (:mod:`vidseg_ros.data.bags`).
+that needs it. It is shared by the recovery (:mod:`vidseg_ros.data.bags.recover`, which rewrites them
+into a complete file) and the damaged-bag reader (:mod:`vidseg_ros.data.bags.reader`).
 
 - An intact chunk (length in bounds, CRC right) is split by ``mcap``'s own ``breakup_chunk``.
 - A chunk that fails its CRC or its decompression, or is cut by the end of the file, is walked

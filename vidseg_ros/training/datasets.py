@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vidseg_ros.data import augment
-from vidseg_ros.data.augment import AugmentConfig
+from vidseg_ros.training import augment
+from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.records import (FrameRecord, FrameSource, camvid_source, davis_source,  # noqa: F401
+from vidseg_ros.data.datasets.layouts import (FrameRecord, FrameSource, camvid_source, davis_source,  # noqa: F401
                                      extracted_source, open_source)
 
 LOG = logging.getLogger(__name__)

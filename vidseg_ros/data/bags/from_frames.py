@@ -1,6 +1,6 @@
 """Image folders and videos -> rosbag2 bags (Image or CompressedImage + CameraInfo), without ROS.
 
-The inverse of :mod:`vidseg_ros.data.extract`: turns datasets such as CamVid or DAVIS into drives
+The inverse of :mod:`vidseg_ros.data.datasets.extract`: turns datasets such as CamVid or DAVIS into drives
 that ``ros2 bag play``, the segment node and ``vidseg extract`` consume. Written with the
 ``rosbags`` Writer (MCAP by default, sqlite3 on request). Several sequences go into one bag with a
 time gap between them so that extraction splits them again.

@@ -5,19 +5,19 @@ directory: ``<bag>/<bag>_<i>.mcap`` files plus ``metadata.yaml`` (rosbag2 versio
 ``ros2 bag info/play``, the ``rosbags`` library and the ``mcap`` reader.
 
 Each MCAP file uses profile ``ros2``, one ``ros2msg`` schema per type with the full definition
-(:mod:`vidseg_ros.data.msgdefs`), ``cdr`` channels with ``offered_qos_profiles`` and
+(:mod:`vidseg_ros.data.bags.msgdefs`), ``cdr`` channels with ``offered_qos_profiles`` and
 ``topic_type_hash`` metadata, chunk + message indexes and a statistics summary (the ``mcap``
 package's ``Writer`` does the container format). Files split by size and duration and each one opens
 on its own: every file registers every known topic.
 
 Crash safety: after each completed chunk everything is put into the file (see
-:mod:`vidseg_ros.data.direct_file`, O_DIRECT where possible), so a SIGKILL loses only the chunk
+:mod:`vidseg_ros.data.bags.direct_file`, O_DIRECT where possible), so a SIGKILL loses only the chunk
 being filled; ``fsync_bytes`` bounds what a power loss can take.
-:func:`vidseg_ros.data.bag_recover.recover_bag` turns such a truncated file back into a valid bag.
+:func:`vidseg_ros.data.bags.recover.recover_bag` turns such a truncated file back into a valid bag.
 
 Disk full: :meth:`BagWriter.closing_bytes` bounds what finishing the current file still needs to
 write (chunk in progress, summary, ``metadata.yaml``); the recorder keeps that much reserved (see
-:mod:`vidseg_ros.data.disk_space`). :meth:`BagWriter.abandon` is the last resort when even that fails.
+:mod:`vidseg_ros.data.recorder.disk_space`). :meth:`BagWriter.abandon` is the last resort when even that fails.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ import yaml
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
-from vidseg_ros.data.direct_file import AppendFile
-from vidseg_ros.data.msgdefs import message_definition
+from vidseg_ros.data.bags.direct_file import AppendFile
+from vidseg_ros.data.bags.msgdefs import message_definition
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class BagWriter:
         max_bag_duration_s: start a new file when messages span this long (0: no limit).
         fsync_bytes: force data to disk after this many bytes (0: only at file close).
         direct_io: write with O_DIRECT where the filesystem supports it (much less system CPU).
-        space: a :class:`vidseg_ros.data.disk_space.DiskSpace` told about every byte the files add.
+        space: a :class:`vidseg_ros.data.recorder.disk_space.DiskSpace` told about every byte the files add.
     """
 
     def __init__(self, bag_dir: str | Path, compression: str = 'none', chunk_size_bytes: int = 1 << 20,

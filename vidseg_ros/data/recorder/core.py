@@ -5,7 +5,7 @@ executor never waits for the disk. When the queue would exceed ``queue_max_bytes
 is dropped and counted for its topic; nothing is lost silently. Topic declarations, splits and the
 final stop travel through the same queue, so they apply exactly between the messages around them.
 
-Disk full is handled by design (:mod:`vidseg_ros.data.disk_space`): every message is checked
+Disk full is handled by design (:mod:`vidseg_ros.data.recorder.disk_space`): every message is checked
 against the estimated free space before it is written, and the space needed to close the file is
 held in a reserve file, so the bag always ends with its summary and ``metadata.yaml``.
 
@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vidseg_ros.data.bag_writer import BagExistsError, BagWriter, new_bag_dir
-from vidseg_ros.data.direct_file import BLOCK, tune_malloc_for_large_buffers
-from vidseg_ros.data.disk_space import DiskSpace
-from vidseg_ros.data.snapshot_ring import SnapshotRing
+from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, new_bag_dir
+from vidseg_ros.data.bags.direct_file import BLOCK, tune_malloc_for_large_buffers
+from vidseg_ros.data.recorder.disk_space import DiskSpace
+from vidseg_ros.data.recorder.snapshot_ring import SnapshotRing
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Recorder:
             set) before a write would go below it, and does not start below it.
         fsync_bytes: force data to disk every this many bytes (0: at file close only).
         start_paused: start without recording until :meth:`resume`.
-        direct_io: write with O_DIRECT where possible (see :mod:`vidseg_ros.data.direct_file`).
+        direct_io: write with O_DIRECT where possible (see :mod:`vidseg_ros.data.bags.direct_file`).
         snapshot_mode: buffer in memory, write only on :meth:`trigger_snapshot`.
         snapshot_max_bytes: snapshot window bound in bytes (0: none).
         snapshot_max_duration_s: snapshot window bound in seconds of log time (0: none).

@@ -3,7 +3,7 @@
 Only MCAP bags are touched, and never in place: the recovered bag is a new directory (``--out``, or
 ``<bag>_recovered`` next to the original), so recovery also works when the bag's own disk is full.
 Intact files are hard-linked there (copied across file systems); each incomplete or damaged
-(chunk CRC) file is rewritten from every record that still checks out (:mod:`vidseg_ros.data.mcap_salvage`: whole
+(chunk CRC) file is rewritten from every record that still checks out (:mod:`vidseg_ros.data.bags.salvage`: whole
 chunks, then single messages of damaged chunks); ``metadata.yaml`` is written for the result.
 
 Refused with :class:`RecoveryRefused` (one line, exit code 2 on the command line), touching nothing:
@@ -31,8 +31,8 @@ from mcap.records import Channel, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
-from vidseg_ros.data.bag_writer import bag_files, write_metadata
-from vidseg_ros.data.mcap_salvage import MCAP_MAGIC, SalvageStats, salvage_records
+from vidseg_ros.data.bags.writer import bag_files, write_metadata
+from vidseg_ros.data.bags.salvage import MCAP_MAGIC, SalvageStats, salvage_records
 
 log = logging.getLogger(__name__)
 

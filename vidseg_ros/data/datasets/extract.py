@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 
 from vidseg_ros.config import setting
-from vidseg_ros.data.bags import IMAGE_TYPES, RawMessage, bag_files, deserialize, list_topics, read_messages
+from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, deserialize, list_topics, read_messages
 from vidseg_ros.data.executors import check_executor, task_executor
 from vidseg_ros.data.images import decode_compressed, image_fields_to_rgb8
-from vidseg_ros.data.records import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
+from vidseg_ros.data.datasets.layouts import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
 
 LOG = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Bags: read (any rosbag2/ROS 1, damaged too), write (rosbag2 MCAP), recover; frames -> bags."""

@@ -1,0 +1,1 @@
+"""Datasets on disk: folder layouts (CamVid, DAVIS, extracted), bag extraction, label import, variants."""

@@ -1,0 +1,1 @@
+"""Sparse labels -> every frame: trackers, per-sequence propagation, the dataset-wide run."""
