@@ -15,7 +15,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
 
-from vidseg_ros.ros.launch_support import SEGMENTER, fastdds_profile, overrides, rviz, share
+from vidseg_ros.ros.launch_support import SEGMENTER, fastdds_profile, overrides, respawn_max_retries, rviz, share
 
 RECORD_ARGS = ('image', 'camera_info', 'recorder_params_file', 'output_dir')
 
@@ -24,6 +24,7 @@ def _segmenter(context):
     lifecycle = IfCondition(LaunchConfiguration('lifecycle')).evaluate(context)
     return [Node(package='vidseg_ros', executable='segment_lifecycle_node' if lifecycle else 'segment_node',
                  name=SEGMENTER, respawn=LaunchConfiguration('respawn'), respawn_delay=2.0,
+                 respawn_max_retries=respawn_max_retries(context),
                  parameters=[LaunchConfiguration('segment_params_file'),
                              overrides(context, ['model', 'use_camera_info'])],
                  remappings=[('image', LaunchConfiguration('image')),
@@ -49,6 +50,8 @@ def generate_launch_description():
                               description='Start segment_lifecycle_node (unconfigured) instead of segment_node'),
         DeclareLaunchArgument('respawn', default_value='true', choices=['true', 'false'],
                               description='Restart the segmenter 2 s after it dies'),
+        DeclareLaunchArgument('respawn_max_retries', default_value='5',
+                              description='Restarts before giving up (-1 = no limit)'),
         DeclareLaunchArgument('video', default_value='',
                               description="Video file or image folder published as the camera ('' = off)"),
         DeclareLaunchArgument('video_params_file', default_value=share('config', 'video_source.yaml'),

@@ -63,3 +63,21 @@ def test_lifecycle_transitions_and_own_recorder_params(tmp_path):
         probe.close()
     assert rc == 0, launch.log()[-4000:]
     assert [p.name for p in (tmp_path / 'bags').iterdir()][0].startswith('launchtest_')
+
+
+def test_a_node_that_cannot_start_is_respawned_a_bounded_number_of_times(tmp_path):
+    # a model that will not load kills the node at start-up: respawn must give up, and launch then ends
+    r = subprocess.run([str(BIN / 'ros2'), 'launch', 'vidseg_ros', 'segment.launch.py',
+                        f'model:={tmp_path}/missing.pt', 'respawn_max_retries:=1'],
+                       capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    started = out.count('[segment_node-1]: process started with pid')
+    assert started == 2, f'started {started} times, expected 1 + 1 retry:\n{out[-4000:]}'
+    assert 'missing.pt' in out, out[-4000:]
+
+
+def test_nonsense_respawn_max_retries_is_one_clear_error():
+    r = subprocess.run([str(BIN / 'ros2'), 'launch', 'vidseg_ros', 'segment.launch.py', 'respawn_max_retries:=often'],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0
+    assert "respawn_max_retries must be an integer >= -1" in r.stdout + r.stderr, r.stdout + r.stderr

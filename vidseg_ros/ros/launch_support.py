@@ -42,16 +42,37 @@ def overrides(context, names) -> dict:
     return {n: LaunchConfiguration(n) for n in names if LaunchConfiguration(n).perform(context) != ''}
 
 
-def rviz_config(template: Path, image: str, segmenter: str = SEGMENTER) -> str:
-    """Write an RViz config whose displays follow this launch's topics; returns its path."""
+def rviz_config(template: Path, image: str, segmenter: str = SEGMENTER, folder: str | None = None) -> str:
+    """Write an RViz config whose displays follow this launch's topics; returns its path.
+
+    Displays the table does not know (a user's own, added to the template) keep their topic. The file goes
+    to ``folder`` (the launch's own log folder by default: it lives and is cleaned up with that run's logs).
+    """
     cfg = yaml.safe_load(Path(template).read_text())
-    for display in cfg['Visualization Manager']['Displays']:
+    for display in cfg.get('Visualization Manager', {}).get('Displays', []):
+        if display.get('Name') not in RVIZ_DISPLAYS or not isinstance(display.get('Topic'), dict):
+            continue
         output = RVIZ_DISPLAYS[display['Name']]
         display['Topic']['Value'] = f'/{segmenter}/{output}' if output else '/' + image.lstrip('/')
-    fd, path = tempfile.mkstemp(prefix='vidseg_', suffix='.rviz')
+    if folder is None:
+        folder = launch_logging.launch_config.log_dir
+    fd, path = tempfile.mkstemp(prefix='vidseg_', suffix='.rviz', dir=folder)
     with os.fdopen(fd, 'w') as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     return path
+
+
+def respawn_max_retries(context) -> int:
+    """The ``respawn_max_retries`` launch argument as an int (-1 = no limit): a node that dies at start-up
+    (a model that will not load) stops being restarted instead of looping every 2 s for ever."""
+    text = LaunchConfiguration('respawn_max_retries').perform(context)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise ValueError(f"respawn_max_retries must be an integer >= -1 (-1 = no limit), got {text[:40]!r}")
+    return value
 
 
 def rviz(context) -> list:
