@@ -33,6 +33,9 @@ from pathlib import Path
 
 BLOCK = 4096
 
+# out of space: the disk is full, or the user's quota is spent (NFS/home directories); handled alike
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 class AppendFile:
     """Write-only, append-only file with ``write``/``tell``/``flush``/``close`` for ``mcap.Writer``.
@@ -134,7 +137,7 @@ class AppendFile:
             try:
                 n = self._pwrite_some(view, offset)
             except OSError as e:
-                if e.errno != errno.ENOSPC or retried or self._space is None or not self._space.on_enospc():
+                if e.errno not in DISK_FULL or retried or self._space is None or not self._space.on_enospc():
                     raise
                 retried = True
                 continue

@@ -142,10 +142,19 @@ class Recorder:
         self._writer = BagWriter(bag_dir, **self._writer_args)
         self._space = self._writer.space = DiskSpace(bag_dir, self.min_free_disk_bytes, self._disk_usage,
                                                      _DISK_CHECK_PERIOD_S)
-        if not self._space.reserve(self._writer.closing_bytes()) or not self._space.room_for(0):
+        try:
+            if not self._space.reserve(self._writer.closing_bytes()) or not self._space.room_for(0):
+                raise OSError(f'no room on {bag_dir.parent} for even one chunk '
+                              f'({self._writer.closing_bytes() / 1e6:.1f} MB) above min_free_disk_bytes='
+                              f'{self.min_free_disk_bytes / 1e6:.1f} MB')
+        except BaseException:
+            # nothing was recorded: leave no reserve file and no empty bag folder behind
             self._space.release()
-            raise OSError(f'no room on {bag_dir.parent} for even one chunk ({self._writer.closing_bytes() / 1e6:.1f}'
-                          f' MB) above min_free_disk_bytes={self.min_free_disk_bytes / 1e6:.1f} MB')
+            try:
+                bag_dir.rmdir()
+            except OSError:
+                pass   # not empty (something else wrote there): leave it
+            raise
 
     # --- called from ROS callbacks (any thread) ---------------------------------------------------
     def add_topic(self, topic: str, msgtype: str, offered_qos_profiles: str | list = '',

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from vidseg_ros.data.bags.direct_file import DISK_FULL
+
 log = logging.getLogger(__name__)
 
 RESERVE_NAME = '.vidseg_reserve'
@@ -98,7 +100,7 @@ class DiskSpace:
                     os.pwrite(fd, bytes(_STEP), offset)
                 os.fsync(fd)
         except OSError as e:
-            if e.errno != errno.ENOSPC:
+            if e.errno not in DISK_FULL:
                 raise
             return False
         finally:

@@ -1,0 +1,38 @@
+"""Opening a bag that cannot be recorded (no room, quota spent) fails with one clear error and leaves
+nothing behind: no reserve file, no empty bag folder."""
+import errno
+import os
+from collections import namedtuple
+
+import pytest
+
+from vidseg_ros.data.recorder.core import Recorder
+
+Usage = namedtuple('Usage', 'total used free')
+MIN_FREE = 100 << 20
+
+
+def test_no_room_for_the_reserve_leaves_no_empty_bag(tmp_path):
+    # free space passes the start check but not once the reserve that closes the bag is counted
+    usage = lambda _path: Usage(1 << 40, 0, MIN_FREE + 1)   # noqa: E731
+    with pytest.raises(OSError, match='no room on .* for even one chunk'):
+        Recorder(tmp_path / 'bag', min_free_disk_bytes=MIN_FREE, disk_usage=usage, direct_io=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('code', [errno.ENOSPC, errno.EDQUOT])
+def test_a_spent_quota_is_a_full_disk(tmp_path, monkeypatch, code):
+    def no_space(fd, offset, size):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(os, 'posix_fallocate', no_space)
+    with pytest.raises(OSError, match='no room on'):
+        Recorder(tmp_path / 'bag', min_free_disk_bytes=0, direct_io=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bag_folder_that_opens_is_kept(tmp_path):
+    rec = Recorder(tmp_path / 'bag', min_free_disk_bytes=0, direct_io=False)
+    try:
+        assert (tmp_path / 'bag').is_dir()
+    finally:
+        assert rec.stop(timeout=30)
