@@ -55,7 +55,6 @@ class RecoveryReport:
         messages: messages kept per rewritten file.
         salvaged: of those, messages kept one by one from damaged or cut chunks.
         skipped: messages of damaged chunks that could not be kept (per the chunks' message indexes).
-        bytes_lost: bytes of the original not carried over per rewritten file (partial records, padding).
         metadata_path: the ``metadata.yaml`` written.
     """
 
@@ -65,7 +64,6 @@ class RecoveryReport:
     messages: dict[str, int] = dataclasses.field(default_factory=dict)
     salvaged: dict[str, int] = dataclasses.field(default_factory=dict)
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
-    bytes_lost: dict[str, int] = dataclasses.field(default_factory=dict)
     metadata_path: Path | None = None
 
 
@@ -206,7 +204,6 @@ def recover_bag(path: str | Path, out: str | Path | None = None, force: bool = F
             report.messages[src.name] = stats.messages
             report.salvaged[src.name] = stats.salvaged
             report.skipped[src.name] = stats.skipped
-            report.bytes_lost[src.name] = max(0, src.stat().st_size - dst.stat().st_size)
             for text in stats.warnings:
                 log.info('%s', text)
             log.warning('recovered %s: %d messages kept (%d from damaged or cut chunks), %d skipped',
