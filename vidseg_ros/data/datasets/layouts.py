@@ -45,6 +45,18 @@ class FrameRecord:
     encoding: str = ''
 
 
+def read_label_file(path, label_lut: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) uint8 class ids from a class-id PNG, through ``label_lut`` when the layout remaps values."""
+    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if lab is None:
+        raise FileNotFoundError(f'cannot read label file {path}')
+    if lab.ndim == 3:
+        raise ValueError(f'{path} is a colour image; import it first with '
+                         '`vidseg label-import --palette ...` to get class-id PNGs')
+    lab = lab.astype(np.uint8)
+    return label_lut[lab] if label_lut is not None else lab
+
+
 @dataclass
 class FrameSource:
     """Records of one dataset plus how to turn its label files into class ids."""
@@ -63,16 +75,7 @@ class FrameSource:
 
     def read_label(self, rec: FrameRecord) -> np.ndarray | None:
         """(H, W) uint8 class ids of ``rec`` (None when the frame has no label)."""
-        if rec.label is None:
-            return None
-        lab = cv2.imread(str(rec.label), cv2.IMREAD_UNCHANGED)
-        if lab is None:
-            raise FileNotFoundError(f'cannot read label file {rec.label}')
-        if lab.ndim == 3:
-            raise ValueError(f'{rec.label} is a colour image; import it first with '
-                             '`vidseg label-import --palette ...` to get class-id PNGs')
-        lab = lab.astype(np.uint8)
-        return self.label_lut[lab] if self.label_lut is not None else lab
+        return None if rec.label is None else read_label_file(rec.label, self.label_lut)
 
     def sequences(self) -> dict[str, list[FrameRecord]]:
         """Records grouped by sequence, each list in frame-index order."""

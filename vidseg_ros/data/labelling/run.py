@@ -19,7 +19,7 @@ from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.datasets.labels import write_label
 from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
-from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, write_index
+from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, read_label_file, write_index
 
 LOG = logging.getLogger(__name__)
 
@@ -58,7 +58,10 @@ def split_jobs(n: int, labelled: list[int], labels_per_job: int = 4) -> list[tup
 
 
 def _job(args) -> dict[int, Propagated]:
-    paths, labels, num_classes, cfg, predict = args
+    # labels travel as file names and are read where the job runs: a job's arguments stay small (a Dask
+    # graph, a process pool's pipe) and the driver never holds every human label of the dataset at once
+    paths, label_paths, lut, num_classes, cfg, predict = args
+    labels = {i: read_label_file(p, lut) for i, p in label_paths.items()}
     return propagate_sequence(LazyFrames(paths), labels, num_classes, cfg, predict)
 
 
@@ -94,13 +97,14 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
             skipped += len(recs)
             continue
         for lo, hi in split_jobs(len(recs), human) if cfg.method != 'teacher' else [(0, len(recs) - 1)]:
-            labels = {i - lo: src.read_label(recs[i]) for i in human if lo <= i <= hi}
+            labels = {i - lo: str(recs[i].label) for i in human if lo <= i <= hi}
             # neighbouring jobs share their boundary (labelled) frame: count each frame once
             new = sum(1 for r in recs[lo:hi + 1] if r.image not in seen)
             seen.update(r.image for r in recs[lo:hi + 1])
             jobs.append((recs[lo:hi + 1], new, ([r.image for r in recs[lo:hi + 1]], labels, cfg, predict)))
     num_classes = src.num_classes or _classes_in_labels(src, cfg.ignore_index)
-    jobs = [(recs, new, (paths, labels, num_classes, cfg, pred)) for recs, new, (paths, labels, cfg, pred) in jobs]
+    jobs = [(recs, new, (paths, labels, src.label_lut, num_classes, cfg, pred))
+            for recs, new, (paths, labels, cfg, pred) in jobs]
     if not jobs:
         raise ValueError(f'{root}: no human-labelled frame to propagate from; import a few labels with '
                          '`vidseg label-import` first')
