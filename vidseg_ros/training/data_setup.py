@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from vidseg_ros.config import ConfigError
@@ -15,6 +15,7 @@ from vidseg_ros.training.datasets import FrameDataset, SequenceDataset, TripletD
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
+from vidseg_ros.data.datasets.variants import add_noise, evenly_spaced, measure_noise_sigma
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameSource, camvid_source, davis_source, extracted_source,
                                      read_meta)
 
@@ -56,7 +57,6 @@ def dataset_info(cfg: TrainConfig) -> dict:
 
 def resolve_classes(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``num_classes: 0`` and ``ignore_index: -1`` taken from the data, checked against it."""
-    from dataclasses import replace
     info = dataset_info(cfg)
     names, num, ignore = info['names'], cfg.num_classes, cfg.ignore_index
     where = f'{cfg.data_root}/dataset.yaml' if cfg.dataset == 'folder' else f'the {cfg.dataset} dataset'
@@ -118,7 +118,8 @@ def davis_part(src: FrameSource, part: str) -> list:
 
 
 def frames_per_video(src: FrameSource, n: int) -> FrameSource:
-    """Keep labels on at most ``n`` evenly spaced labelled frames per sequence (0 = all).
+    """Keep labels on at most ``n`` evenly spaced labelled frames per sequence (0 = all), picked as
+    ``vidseg make-variant --kind per_sequence`` picks them (``variants.evenly_spaced``).
 
     Unlabelled frames stay in the source so temporal neighbours still exist.
     """
@@ -126,12 +127,7 @@ def frames_per_video(src: FrameSource, n: int) -> FrameSource:
         return src
     keep = set()
     for recs in src.sequences().values():
-        lab = [r for r in recs if r.label is not None]
-        if not lab:
-            continue
-        idx = np.unique(np.linspace(0, len(lab) - 1, min(n, len(lab))).round().astype(int))
-        keep.update((lab[i].sequence, lab[i].index) for i in idx)
-    from dataclasses import replace
+        keep.update((r.sequence, r.index) for r in evenly_spaced([r for r in recs if r.label is not None], n))
     return src.subset([r if (r.sequence, r.index) in keep else replace(r, label=None)
                        for r in src.records])
 
@@ -147,23 +143,32 @@ def augment_config(cfg: TrainConfig, src: FrameSource, train: bool) -> AugmentCo
                          hflip=cfg.hflip and train, jitter=0.2 if train else 0.0)
 
 
-class NoisyCopies(Dataset):
-    """``copies`` Gaussian-noise copies of every sample of a frame dataset (the all-frames paper's
-    control: as many training images as all frames, but without new content)."""
+class NoisyCopies(FrameDataset):
+    """The labelled frames plus ``copies`` noisy copies of each (the all-frames paper's control: as
+    many training images as more frames would give, but without new content).
 
-    def __init__(self, base: Dataset, copies: int, sigma: float = 0.03, seed: int = 0):
-        self.base, self.copies, self.sigma, self.seed = base, copies, sigma, seed
+    A copy is what ``vidseg make-variant --kind noise`` writes: ``variants.add_noise`` on the source
+    frame with the std measured between successive frames (``variants.measure_noise_sigma``), seeded
+    by (``noise_seed``, sample), so each copy is one fixed image; augmentation then applies as to any
+    frame.
+    """
+
+    def __init__(self, source: FrameSource, copies: int, sigma: float, augment_cfg: AugmentConfig,
+                 train: bool = True, seed: int = 0):
+        super().__init__(source, augment_cfg, train, seed)
+        self.copies, self.sigma, self.noise_seed = copies, sigma, seed
 
     def __len__(self) -> int:
-        return len(self.base) * (1 + self.copies)
+        return len(self.items) * (1 + self.copies)
 
     def __getitem__(self, i: int) -> dict:
-        item = dict(self.base[i % len(self.base)])
-        if i >= len(self.base):
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-            noise = torch.randn(item['image'].shape, generator=g) * self.sigma
-            item['image'] = (item['image'] + noise).clamp_(0, 1)
-        return item
+        rec = self.items[i % len(self.items)]
+        rgb = read_rgb(rec.image)
+        if i >= len(self.items):
+            rgb = add_noise(rgb, self.sigma, np.random.default_rng((self.noise_seed, i)))
+        p = self._params(rgb.shape[:2], self._rng(i))
+        return {'image': to_tensor(augment.apply_image(rgb, p)), 'label': self._label(rec, p, rgb.shape[:2]),
+                'index': i}
 
 
 class FixedDistanceTriplets(TripletDataset):
@@ -190,12 +195,16 @@ class FixedDistanceTriplets(TripletDataset):
 
 def train_dataset(cfg: TrainConfig) -> Dataset:
     """The training set for ``cfg.mode`` (frames, triplets or clips)."""
-    src = frames_per_video(open_split(cfg, cfg.train_split), cfg.frames_per_video)
+    full = open_split(cfg, cfg.train_split)
+    src = frames_per_video(full, cfg.frames_per_video)
     aug = augment_config(cfg, src, train=True)
     kw = dict(augment_cfg=aug, train=True, seed=cfg.seed)
     if cfg.mode == 'perframe':
-        ds = FrameDataset(src, **kw)
-        return NoisyCopies(ds, cfg.noise_copies, seed=cfg.seed) if cfg.noise_copies else ds
+        if not cfg.noise_copies:
+            return FrameDataset(src, **kw)
+        sigma = measure_noise_sigma(full)   # on every frame, as make-variant measures it
+        LOG.info('noise copies: sigma %.2f (0..255) measured between successive frames', sigma)
+        return NoisyCopies(src, cfg.noise_copies, sigma, **kw)
     if cfg.mode == 'keyframe':
         shift = cfg.motion_px / max(aug.resize_scale, 1e-6)   # dataset shifts in source pixels
         cls = FixedDistanceTriplets if cfg.key_distance_mode == 'constant' else TripletDataset
