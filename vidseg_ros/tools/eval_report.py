@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vidseg_ros.config import current_names
 from vidseg_ros.engine.backends import describe_device
+from vidseg_ros.training.config import TrainConfig
 
 
 def _plt():
@@ -77,7 +79,7 @@ def _pct(v) -> str:
 def card_text(report: dict, meta: dict) -> str:
     """Markdown model card: what it is, data, config, metrics, latency, licence."""
     prov = meta.get('provenance', {})
-    tc = meta.get('train_config', {})
+    tc = current_names(TrainConfig, meta.get('train_config'))   # old checkpoints: earlier setting names
     name = Path(report['model']).stem
     lines = [f'# {name}', '',
              f'- **Architecture**: `{meta.get("arch")}` {meta.get("arch_config")}',
@@ -91,7 +93,7 @@ def card_text(report: dict, meta: dict) -> str:
              f'{describe_device(report["device"])}', '',
              '## Training config', '', '```yaml']
     keys = ('mode', 'input_hw', 'crop_hw', 'epochs', 'batch_size', 'optimizer', 'lr', 'lr_policy',
-            'weight_decay', 'class_balanced', 'key_distance', 'feature_weight', 'seq_len', 'seed')
+            'weight_decay', 'class_balanced', 'max_distance', 'feature_weight', 'seq_len', 'seed')
     lines += [f'{k}: {tc[k]}' for k in keys if k in tc]
     lines += ['```', '', f'## Evaluation: {report["data"]} ({report["split"]}, {report["sequences"]} '
               f'sequence(s)), device {report["device"]}', '',

@@ -173,7 +173,7 @@ class NoisyCopies(FrameDataset):
 
 class FixedDistanceTriplets(TripletDataset):
     """Triplets with the key exactly ``max_distance`` frames before the current frame (the
-    ``key_distance_mode: constant`` setting): the real frame when it exists, else synthetic motion."""
+    ``distance_mode: constant`` setting): the real frame when it exists, else synthetic motion."""
 
     def __getitem__(self, i: int) -> dict:
         rng = self._rng(i)
@@ -205,11 +205,10 @@ def train_dataset(cfg: TrainConfig) -> Dataset:
         sigma = measure_noise_sigma(full)   # on every frame, as make-variant measures it
         LOG.info('noise copies: sigma %.2f (0..255) measured between successive frames', sigma)
         return NoisyCopies(src, cfg.noise_copies, sigma, **kw)
+    shift = cfg.shift_px_per_frame / max(aug.resize_scale, 1e-6)   # datasets shift in source pixels
     if cfg.mode == 'keyframe':
-        shift = cfg.motion_px / max(aug.resize_scale, 1e-6)   # dataset shifts in source pixels
-        cls = FixedDistanceTriplets if cfg.key_distance_mode == 'constant' else TripletDataset
-        return cls(src, max_distance=cfg.key_distance, shift_px_per_frame=shift, **kw)
-    shift = cfg.motion_px / max(aug.resize_scale, 1e-6)
+        cls = FixedDistanceTriplets if cfg.distance_mode == 'constant' else TripletDataset
+        return cls(src, max_distance=cfg.max_distance, shift_px_per_frame=shift, **kw)
     return SequenceDataset(src, length=cfg.seq_len, shift_px_per_frame=shift, **kw)
 
 
