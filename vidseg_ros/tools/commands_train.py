@@ -76,18 +76,18 @@ def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: 
                           for k, r in report['intervals'].items()}}
 
 
-def experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/experiment',
-               overrides: dict | None = None, total_steps: int = 200) -> dict:
-    """Run a named experiment (``frames-per-video``) from a base training config."""
+def experiment(name: str, config: str | Path, **options) -> dict:
+    """Run a named experiment (``frames-per-video``) from a base training config (``options``:
+    ``experiment.run_experiment``'s: out_dir, overrides, total_steps, variants)."""
     from vidseg_ros.tools.experiment import run_experiment
-    out = run_experiment(name, config, out_dir=out_dir, overrides=overrides, total_steps=total_steps)
+    out = run_experiment(name, config, **options)
     sys.stdout.write(out['table'] + '\n')
     return out
 
 
 def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: str | Path,
-             out_dir: str | Path, steps: int = 100, lr: float = 1e-3,
-             labels_dir: str | Path | None = None) -> dict:
-    """One-shot fine-tuning on one annotated frame, then label every frame of ``sequence``."""
+             out_dir: str | Path, **options) -> dict:
+    """One-shot fine-tuning on one annotated frame, then label every frame of ``sequence``
+    (``options``: ``finetune.one_shot``'s: steps, lr, labels_dir, seed, progress)."""
     from vidseg_ros.tools.finetune import one_shot
-    return one_shot(model, frame, label, sequence, out_dir, steps=steps, lr=lr, labels_dir=labels_dir)
+    return one_shot(model, frame, label, sequence, out_dir, **options)
