@@ -110,3 +110,31 @@ def test_model_card_describes_the_machine():
     assert '2 shared cores' not in card
     cores = len(os.sched_getaffinity(0))
     assert f'trained on GPU Some Card; evaluated on CPU only ({cores} cores available' in card
+
+
+def test_one_dataset_opener_for_training_evaluation_and_variants(tmp_path):
+    """layouts.open_source reads every split spelling the same way, whoever opens the data."""
+    from vidseg_ros.config import ConfigError
+    from vidseg_ros.data.datasets.layouts import open_source, write_index, write_meta
+    from vidseg_ros.training.data_setup import open_split
+    root = _davis(tmp_path / 'davis', n=20)
+    every = open_source(root, 'all')
+    assert len(every.records) == 40 and open_source(root).records == every.records    # 'train' = all
+    head, tail = open_source(root, 'head'), open_source(root, 'tail')
+    assert len(head.records) == 2 * 14 and len(tail.records) == 2 * (20 - 14 - 5)
+    assert open_source(root, 'b:tail', 'davis').records == [r for r in tail.records if r.sequence == 'b']
+    assert open_split(_cfg(root), 'b:tail').records == open_source(root, 'b:tail').records
+    with pytest.raises(ConfigError, match='no sequence c'):
+        open_source(root, 'a,c')
+    # an extracted dataset (index.csv) takes the same spellings
+    (tmp_path / 'ds').mkdir()
+    write_index(tmp_path / 'ds', open_source(root, 'a').records)
+    write_meta(tmp_path / 'ds', {'classes': ['background', 'object'], 'ignore_index': 255})
+    for layout in ('auto', 'folder', 'extracted'):
+        got = open_source(tmp_path / 'ds', 'a:head', layout)
+        assert [(r.sequence, r.index) for r in got.records] == [(r.sequence, r.index) for r in head.records
+                                                                if r.sequence == 'a']
+    (tmp_path / 'cv' / 'test').mkdir(parents=True)
+    (tmp_path / 'cv' / 'testannot').mkdir()
+    with pytest.raises(FileNotFoundError, match='splits here: test'):
+        open_source(tmp_path / 'cv', 'val')

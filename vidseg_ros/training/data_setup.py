@@ -16,18 +16,13 @@ from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
 from vidseg_ros.data.datasets.variants import add_noise, evenly_spaced, measure_noise_sigma
-from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameSource, camvid_source, davis_source, extracted_source,
-                                     read_meta)
+from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE, FrameSource, open_source, read_meta
+# tools/evaluate.py imports davis_part from here until it opens its data with layouts.open_source
+from vidseg_ros.data.datasets.layouts import temporal_part as davis_part  # noqa: F401
 
 from .config import TrainConfig
 
 LOG = logging.getLogger(__name__)
-
-# DAVIS has no train split here: each sequence is cut in time, the head trains and the tail
-# validates (a gap keeps near-duplicate neighbouring frames out of validation).
-DAVIS_HEAD = 0.7
-DAVIS_GAP = 5
-
 
 def dataset_info(cfg: TrainConfig) -> dict:
     """What the training data says about itself: class ``names``, ``colors``, ``ignore_index`` and
@@ -81,40 +76,9 @@ def resolve_classes(cfg: TrainConfig) -> TrainConfig:
 
 
 def open_split(cfg: TrainConfig, split: str) -> FrameSource:
-    """Records of one split. CamVid: a folder name; DAVIS and folder (an extracted dataset):
-    ``head``/``tail``/``all`` or a comma-separated list of sequences (optionally ``seqs:head``)."""
-    root = Path(cfg.data_root)
-    if cfg.dataset == 'camvid':
-        return camvid_source(root, split)
-    seqs, _, part = split.partition(':')
-    if cfg.dataset == 'folder' and seqs in ('train', 'val'):   # the defaults; a folder has no split folders
-        seqs = 'all'
-    if seqs in ('head', 'tail', 'all'):
-        seqs, part = '', seqs
-    names = [s for s in seqs.split(',') if s] or None
-    if cfg.dataset == 'folder':
-        src = extracted_source(root)
-        missing = sorted(set(names or []) - {r.sequence for r in src.records})
-        if missing:
-            raise ConfigError(f'{root}: no sequence {", ".join(missing)[:200]}; it has '
-                              f'{", ".join(sorted(src.sequences()))[:200]}')
-        src = src.subset([r for r in src.records if names is None or r.sequence in names])
-    else:
-        src = davis_source(root, names)
-    return src.subset(davis_part(src, part or 'all'))
-
-
-def davis_part(src: FrameSource, part: str) -> list:
-    """Temporal head (first 70%) or tail (after a 5-frame gap) of every sequence, or all (DAVIS, folder)."""
-    if part == 'all':
-        return list(src.records)
-    out = []
-    for recs in src.sequences().values():
-        cut = int(len(recs) * DAVIS_HEAD)
-        out += recs[:cut] if part == 'head' else recs[cut + DAVIS_GAP:]
-    if part not in ('head', 'tail'):
-        raise ValueError(f'unknown DAVIS split part {part!r}; use head, tail or all')
-    return out
+    """Records of one split of ``cfg``'s dataset (``layouts.open_source``: CamVid split folders;
+    DAVIS and folder ``head``/``tail``/``all`` or sequence names, optionally ``seqs:head``)."""
+    return open_source(cfg.data_root, split, cfg.dataset)
 
 
 def frames_per_video(src: FrameSource, n: int) -> FrameSource:
