@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 from vidseg_ros.tools.cli_defaults import DEFAULTS
 
 EXTRACT, TO_BAG, PROPAGATE, LABELS = (DEFAULTS[c] for c in ('extract', 'bag-from-frames', 'propagate', 'label-import'))
-VARIANT, SIGMA, ENGINE = DEFAULTS['make-variant'], DEFAULTS['noise-sigma'], DEFAULTS['bench']
+VARIANT, SIGMA, ENGINE, EVAL = (DEFAULTS[c] for c in ('make-variant', 'noise-sigma', 'bench', 'eval'))
 
 MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
 _STATE = {'debug': False}
@@ -324,23 +324,23 @@ def train(config: Annotated[Path, typer.Argument(help='config/train/*.yaml', exi
 @app.command('eval')
 def evaluate(model: Annotated[str, typer.Argument(help='checkpoint path or shipped model name')],
              data: Annotated[Path, typer.Argument(help='CamVid / DAVIS folder or an extracted dataset', **Existing)],
-             dataset: Annotated[Literal['auto', 'camvid', 'davis', 'extracted'], typer.Option()] = 'auto',
-             split: str = 'val',
+             dataset: Annotated[Literal['auto', 'camvid', 'davis', 'extracted'], typer.Option()] = EVAL['dataset'],
+             split: str = EVAL['split'],
              out_dir: Annotated[Path, typer.Option(help='each run gets a new folder <model>-<split>-<n> in '
-                                                        'here')] = Path('runs/eval'),
+                                                        'here')] = Path(EVAL['out_dir']),
              key_intervals: Annotated[str, typer.Option(callback=_ints)] = '1,2,5,10',
-             max_frames: Annotated[int, typer.Option(min=0, help='per sequence; 0 = all')] = 0,
+             max_frames: Annotated[int, typer.Option(min=0, help='per sequence; 0 = all')] = EVAL['max_frames'],
              card: Annotated[Optional[Path], typer.Option(help='also write the model card here, e.g. '
                                                                'models/<name>.md (replaces that file)',
                                                           dir_okay=False)] = None,
              clip_len: Annotated[int, typer.Option(min=0, help='reset temporal state every N frames '
-                                                               '(0 = never)')] = 0,
-             device: str = 'cpu'):
+                                                               '(0 = never)')] = EVAL['clip_len'],
+             device: str = EVAL['device']):
     """mIoU / per-class IoU / mAcc / J&F / temporal consistency, plots and a model card."""
     from vidseg_ros.tools.commands_train import evaluate as run
     intervals = tuple(int(k) for k in key_intervals.split(','))
-    _print(run(model, data, dataset=dataset, split=split, out_dir=out_dir, key_intervals=intervals,
-               max_frames=max_frames, card=card, clip_len=clip_len, device=device))
+    _print(run(model, data, split, out_dir, dataset=dataset, key_intervals=intervals, max_frames=max_frames,
+               card=card, clip_len=clip_len, device=device))
 
 
 @app.command()

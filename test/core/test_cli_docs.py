@@ -103,7 +103,8 @@ def test_cli_defaults_are_generated_from_their_homes():
     ('extract', 'commands_data:extract'), ('bag-from-frames', 'commands_data:bag_from_frames'),
     ('propagate', 'commands_data:propagate'), ('label-import', 'commands_data:label_import'),
     ('make-variant', 'commands_data:make_variant'), ('noise-sigma', 'commands_data:noise_sigma'),
-    ('experiment', 'commands_train:experiment'), ('finetune', 'commands_train:finetune')])
+    ('experiment', 'commands_train:experiment'), ('finetune', 'commands_train:finetune'),
+    ('eval', 'commands_train:evaluate')])
 def test_command_functions_restate_no_defaults(command, function):
     """The plain functions behind the commands pass settings through; they keep no copy of a default."""
     import importlib

@@ -26,44 +26,37 @@ HOMES = {
     'experiment': 'vidseg_ros.tools.experiment:run_experiment',
     'finetune': 'vidseg_ros.tools.finetune:one_shot',
     'bench': 'vidseg_ros.engine.base:EngineConfig',
+    'eval': 'vidseg_ros.tools.evaluate:run_evaluation',
 }
 
 # BEGIN generated
-DEFAULTS = {'bag-from-frames': {'camera_info': True,
-                     'compress': False,
+DEFAULTS = {'bag-from-frames': {'compress': False,
                      'encoding': 'rgb8',
                      'frame_id': 'camera',
-                     'gap_s': 2.0,
-                     'jpeg_quality': 95,
                      'rate_hz': 15.0,
-                     'start_ns': 1700000000000000000,
                      'storage': 'mcap',
                      'topic': '/camera/image_raw'},
  'bench': {'channels_last': False,
-           'compile': False,
-           'cuda_graphs': False,
            'device': 'auto',
            'input_hw': [],
            'keyframe_interval': 5,
-           'keyframe_max_interval': 30,
-           'keyframe_policy': 'fixed',
-           'keyframe_threshold': 0.2,
-           'max_gap_s': 0.5,
            'model': '',
-           'precision': 'fp32',
-           'tile_size': 0,
-           'tile_stride': 0},
+           'precision': 'fp32'},
+ 'eval': {'clip_len': 0,
+          'dataset': 'auto',
+          'device': 'cpu',
+          'max_frames': 0,
+          'out_dir': 'runs/eval',
+          'split': 'val'},
  'experiment': {'out_dir': 'runs/experiment', 'total_steps': 200},
  'extract': {'every': 1,
              'image_format': 'png',
-             'jpeg_quality': 95,
              'max_gap_s': 0.5,
              'stamp': 'header',
              'start_s': 0.0,
              'stop_s': 0.0,
-             'topics': [],
              'workers': 1},
- 'finetune': {'lr': 0.001, 'progress': True, 'seed': 0, 'steps': 100},
+ 'finetune': {'lr': 0.001, 'steps': 100},
  'label-import': {'ignore_index': 255, 'match': 'stem', 'source': 'human'},
  'make-variant': {'address': '',
                   'copies': 20,
@@ -74,11 +67,9 @@ DEFAULTS = {'bag-from-frames': {'camera_info': True,
                   'stride': 20,
                   'workers': 1},
  'noise-sigma': {'max_pairs': 50},
- 'propagate': {'consistency': True,
-               'dis_preset': 'fine',
+ 'propagate': {'dis_preset': 'fine',
                'flow': 'dis',
                'flow_scale': 1.0,
-               'ignore_index': 255,
                'max_distance': 30,
                'method': 'flow',
                'min_confidence': 0.5,
@@ -110,8 +101,24 @@ def home_defaults(command: str) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in items.items() if v is not None and _plain(v)}
 
 
+def cli_options() -> dict[str, set[str]]:
+    """Option names per ``vidseg`` command, read from cli.py's source (importing it needs this file)."""
+    import ast
+    tree = ast.parse((Path(__file__).parents[1] / 'cli.py').read_text())
+    out = {}
+    for node in tree.body:
+        for dec in getattr(node, 'decorator_list', ()):
+            if isinstance(dec, ast.Call) and getattr(dec.func, 'attr', '') == 'command':
+                name = dec.args[0].value if dec.args else node.name.replace('_', '-')
+                out[name] = {a.arg for a in node.args.args + node.args.kwonlyargs}
+    return out
+
+
 def generate() -> dict:
-    return {command: home_defaults(command) for command in sorted(HOMES)}
+    """The defaults of the options each command has (a new field elsewhere in a home changes nothing)."""
+    options = cli_options()
+    return {command: {k: v for k, v in home_defaults(command).items() if k in options[command]}
+            for command in sorted(HOMES)}
 
 
 def block() -> str:
