@@ -25,6 +25,7 @@ CAMVID_LICENCE = ('CamVid (Brostow et al. 2008/2009): CC BY-NC 4.0 per SegNet-Tu
                   'research and personal use only, with attribution')
 DAVIS_LICENCE = ('DAVIS 2016 (Perazzi et al. 2016): CC BY-NC 4.0; non-commercial research and personal '
                  'use only, with attribution')
+WEIGHTS_INHERIT = 'The weights inherit the restrictions of their training data and initial weights.'
 
 # ImageNet statistics: what pretrained encoders expect; the engine and the trainer normalise with
 # them (datasets deliver 0..1 RGB) and checkpoints store them in their meta.

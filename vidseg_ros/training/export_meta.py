@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from vidseg_ros.constants import WEIGHTS_INHERIT
 from vidseg_ros.engine.backends import describe_device
-from vidseg_ros.models.checkpoint import WEIGHTS_INHERIT
 
 from .config import TrainConfig, config_dict
 from .data_setup import dataset_info
