@@ -35,9 +35,11 @@ class TrainConfig:
     scale_range: list[float] = setting([0.8, 1.25], 'Random rescale range before the crop; [1, 1] = off')
     hflip: bool = setting(True, 'Random horizontal flip (applied consistently within a sample)')
     frames_per_video: int = setting(0, 'Use at most this many labelled frames per sequence, evenly '
-                                       'spaced; 0 = all (the all-frames protocol)')
-    noise_copies: int = setting(0, 'Replace the dropped frames by this many noise-augmented copies '
-                                   'of each kept frame (frames_per_video experiment)')
+                                       'spaced (the middle one for 1, as make-variant picks them); '
+                                       '0 = all (the all-frames protocol)')
+    noise_copies: int = setting(0, 'Add this many noisy copies of each kept frame (perframe mode; the '
+                                   'frames_per_video experiment): Gaussian noise with the std measured '
+                                   'between successive frames, as make-variant --kind noise writes them')
     epochs: int = setting(30, 'Number of passes over the training set')
     steps_per_epoch: int = setting(0, 'Cap on optimiser steps per epoch; 0 = the whole set')
     batch_size: int = setting(8, 'Samples per optimiser step (per process under torchrun)')
