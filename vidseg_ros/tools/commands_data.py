@@ -72,14 +72,14 @@ def bag_from_frames(source: str | Path | list[Path], out: str | Path, progress: 
     return summary
 
 
-def label_import(dataset: str | Path, labels: str | Path, **options) -> dict:
+def label_import(dataset: str | Path, labels: str | Path, match: str, **options) -> dict:
     """``vidseg label-import DATASET LABEL_DIR``: id or colour PNGs into the dataset's labels/.
 
-    ``options``: keyword arguments of ``labels.import_labels`` (classes, class_names, mapping, ...).
+    ``match`` and ``options``: keyword arguments of ``labels.import_labels`` (classes, class_names, ...).
     """
-    _check_labels(dataset, labels, options.get('match', 'stem'))
+    _check_labels(dataset, labels, match)
     from vidseg_ros.data.datasets.labels import import_labels
-    return import_labels(dataset, labels, **options)
+    return import_labels(dataset, labels, match=match, **options)
 
 
 def _check_labels(dataset: str | Path, labels: str | Path, match: str) -> None:
