@@ -136,5 +136,11 @@ def test_one_dataset_opener_for_training_evaluation_and_variants(tmp_path):
                                                                 if r.sequence == 'a']
     (tmp_path / 'cv' / 'test').mkdir(parents=True)
     (tmp_path / 'cv' / 'testannot').mkdir()
+    for seq in ('0001TP', '0006R0'):
+        cv2.imwrite(str(tmp_path / 'cv' / 'test' / f'{seq}_000010.png'), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(FileNotFoundError, match='splits here: test'):
         open_source(tmp_path / 'cv', 'val')
+    assert len(open_source(tmp_path / 'cv', 'test').records) == 2
+    assert [r.sequence for r in open_source(tmp_path / 'cv', 'test:0006R0').records] == ['0006R0']
+    with pytest.raises(ConfigError, match='no sequence 0016E5'):
+        open_source(tmp_path / 'cv', 'test:0016E5', 'camvid')

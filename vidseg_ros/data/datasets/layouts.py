@@ -266,7 +266,8 @@ def open_source(spec: str | Path, split: str = 'train', layout: str = 'auto') ->
 
     Args:
         spec: the dataset folder.
-        split: CamVid and Cityscapes: the split folder's name. DAVIS and folder (a ``vidseg extract`` /
+        split: CamVid: the split folder's name, optionally ``:SEQ1,SEQ2`` (whole drives); Cityscapes:
+            the split folder's name. DAVIS and folder (a ``vidseg extract`` /
             ``label-import`` dataset, which have no split folders): ``all`` (``train`` and ``val`` mean
             the same), ``head`` (first 70% of every sequence), ``tail`` (after a 5-frame gap), or
             sequence names ``seq1,seq2`` optionally followed by ``:head`` / ``:tail``.
@@ -276,11 +277,12 @@ def open_source(spec: str | Path, split: str = 'train', layout: str = 'auto') ->
     root = Path(spec)
     layout = 'folder' if layout == 'extracted' else guess_layout(root, split) if layout == 'auto' else layout
     if layout == 'camvid':
-        if not (root / split).is_dir():
+        folder, _, seqs = split.partition(':')
+        if not (root / folder).is_dir():
             found = sorted(p.name for p in root.iterdir() if p.is_dir() and (root / f'{p.name}annot').is_dir())
-            raise FileNotFoundError(f'{root}: no CamVid split {split!r} ({split}/ and {split}annot/); '
+            raise FileNotFoundError(f'{root}: no CamVid split {folder!r} ({folder}/ and {folder}annot/); '
                                     f'splits here: {", ".join(found) or "none"} (pass --split)')
-        return camvid_source(root, split)
+        return _sequences(camvid_source(root, folder), seqs)
     if layout == 'cityscapes':
         return cityscapes_source(root, split)
     if layout not in LAYOUTS:
@@ -288,16 +290,18 @@ def open_source(spec: str | Path, split: str = 'train', layout: str = 'auto') ->
     seqs, _, part = split.partition(':')
     if seqs in ('train', 'val', 'all', 'head', 'tail'):
         seqs, part = '', part or seqs
-    part = 'all' if part in ('', 'train', 'val') else part
-    names = [s for s in seqs.split(',') if s]
-    src = extracted_source(root) if layout == 'folder' else davis_source(root)
-    missing = sorted(set(names) - set(src.sequences()))
+    src = _sequences(extracted_source(root) if layout == 'folder' else davis_source(root), seqs)
+    return src.subset(temporal_part(src, 'all' if part in ('', 'train', 'val') else part))
+
+
+def _sequences(src: FrameSource, names: str) -> FrameSource:
+    """The records of the comma-separated sequences ``names`` (all when empty); unknown ones named."""
+    wanted = {s for s in names.split(',') if s}
+    missing = sorted(wanted - set(src.sequences()))
     if missing:
-        raise ConfigError(f'{root}: no sequence {", ".join(missing)[:200]}; it has '
+        raise ConfigError(f'{src.name}: no sequence {", ".join(missing)[:200]}; it has '
                           f'{", ".join(sorted(src.sequences()))[:200]}')
-    if names:
-        src = src.subset([r for r in src.records if r.sequence in names])
-    return src.subset(temporal_part(src, part))
+    return src.subset([r for r in src.records if r.sequence in wanted]) if wanted else src
 
 
 def temporal_part(src: FrameSource, part: str) -> list[FrameRecord]:
