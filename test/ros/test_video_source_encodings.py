@@ -18,7 +18,7 @@ def test_mono8_is_bt601_and_camera_info_matches_bag_from_frames(start_node, prob
     rgb[:, 16:32] = (0, 255, 0)
     rgb[:, 32:48] = (0, 0, 255)
     rgb[:, 48:] = (200, 120, 40)
-    for i in range(3):
+    for i in range(10):      # several identical frames: any one that arrives will do
         cv2.imwrite(str(tmp_path / f'{i:04d}.png'), rgb[:, :, ::-1])
     images = probe.collect(Image, 'image')
     infos = probe.collect(CameraInfo, 'camera_info')
@@ -34,4 +34,3 @@ def test_mono8_is_bt601_and_camera_info_matches_bag_from_frames(start_node, prob
     assert list(infos[0].k) == pytest.approx(list(bag_info.k))
     assert list(infos[0].p) == pytest.approx(list(bag_info.p))
     assert infos[0].k[2] == pytest.approx((64 - 1) / 2) and infos[0].k[5] == pytest.approx((48 - 1) / 2)
-    node.proc.wait(timeout=20)
