@@ -23,6 +23,11 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
+from vidseg_ros.tools.cli_defaults import DEFAULTS
+
+EXTRACT, TO_BAG, PROPAGATE, LABELS = (DEFAULTS[c] for c in ('extract', 'bag-from-frames', 'propagate', 'label-import'))
+VARIANT, SIGMA, ENGINE, EVAL = (DEFAULTS[c] for c in ('make-variant', 'noise-sigma', 'bench', 'eval'))
+
 MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
 _STATE = {'debug': False}
 
@@ -173,32 +178,33 @@ def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/fil
                                                        **Existing)],
             out: Annotated[Path, typer.Option(help='dataset folder (re-running resumes)')],
             topic: Annotated[Optional[list[str]], typer.Option(help='image topic(s); default all')] = None,
-            every: Annotated[int, typer.Option(min=1, help='keep every N-th frame')] = 1,
-            start_s: Annotated[float, typer.Option(min=0.0, help='skip the first seconds')] = 0.0,
-            stop_s: Annotated[float, typer.Option(min=0.0, help='stop after this many seconds; 0 = to the end')] = 0.0,
+            every: Annotated[int, typer.Option(min=1, help='keep every N-th frame')] = EXTRACT['every'],
+            start_s: Annotated[float, typer.Option(min=0.0, help='skip the first seconds')] = EXTRACT['start_s'],
+            stop_s: Annotated[float, typer.Option(min=0.0, help='stop after this many seconds; 0 = to the end')]
+            = EXTRACT['stop_s'],
             max_gap_s: Annotated[float, typer.Option(callback=_positive, help='a larger stamp gap starts a new '
-                                                                              'sequence')] = 0.5,
-            workers: Workers = 1,
-            image_format: Annotated[Literal['png', 'jpg', 'keep'], typer.Option()] = 'png',
-            stamp: Annotated[Literal['header', 'log'], typer.Option()] = 'header',
+                                                                              'sequence')] = EXTRACT['max_gap_s'],
+            workers: Workers = EXTRACT['workers'],
+            image_format: Annotated[Literal['png', 'jpg', 'keep'], typer.Option()] = EXTRACT['image_format'],
+            stamp: Annotated[Literal['header', 'log'], typer.Option()] = EXTRACT['stamp'],
             executor: Executor = 'local', address: Address = ''):
     """Every frame of the image topics into an indexed all-frame dataset."""
     if stop_s and stop_s <= start_s:
         raise typer.BadParameter(f'{stop_s} is not after --start-s {start_s}', param_hint='--stop-s')
     from vidseg_ros.tools.commands_data import extract as run
-    _print(run(bags, out, topic, image_format=image_format, every=every, start_s=start_s, stop_s=stop_s,
-               max_gap_s=max_gap_s, workers=workers, stamp=stamp, executor=executor, address=address))
+    _print(run(bags, out, executor=executor, address=address, topics=list(topic or []), image_format=image_format,
+               every=every, start_s=start_s, stop_s=stop_s, max_gap_s=max_gap_s, workers=workers, stamp=stamp))
 
 
 @app.command('bag-from-frames')
 def bag_from_frames(source: Annotated[Path, typer.Argument(help='image folder or video file', **Existing)],
                     out: Annotated[Path, typer.Option(help='bag folder to create')],
-                    rate_hz: Annotated[float, typer.Option(callback=_positive)] = 15.0,
-                    topic: str = '/camera/image_raw',
+                    rate_hz: Annotated[float, typer.Option(callback=_positive)] = TO_BAG['rate_hz'],
+                    topic: str = TO_BAG['topic'],
                     encoding: Annotated[str, typer.Option(help='rgb8, bgr8, mono8, ... or jpeg / png '
-                                                               '(CompressedImage)')] = 'rgb8',
-                    storage: Annotated[Literal['mcap', 'sqlite3'], typer.Option()] = 'mcap',
-                    frame_id: str = 'camera', compress: bool = False):
+                                                               '(CompressedImage)')] = TO_BAG['encoding'],
+                    storage: Annotated[Literal['mcap', 'sqlite3'], typer.Option()] = TO_BAG['storage'],
+                    frame_id: str = TO_BAG['frame_id'], compress: bool = TO_BAG['compress']):
     """The inverse of extract: frames -> a rosbag2 bag with Image (or CompressedImage) + CameraInfo."""
     from vidseg_ros.tools.commands_data import bag_from_frames as run
     _print(run(source, out, rate_hz=rate_hz, topic=topic, encoding=encoding, storage=storage,
@@ -226,12 +232,13 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
                  class_names: Annotated[Optional[str], typer.Option(help='names of class ids 0..N-1 of id PNGs, '
                                                                          'e.g. background,object')] = None,
                  match: Annotated[str, typer.Option(help='stem: <stamp_ns>.png names the frame | order: '
-                                                         'sorted files pair with frames in index order')] = 'stem',
+                                                         'sorted files pair with frames in index order')]
+                 = LABELS['match'],
                  licence: Annotated[Optional[str], typer.Option(
                      help='licence of these images and labels, kept in dataset.yaml and trained models')] = None,
                  map_: Annotated[Optional[list[str]], typer.Option('--map', help='remap a label value: FROM:TO '
                                                                              '(repeatable, e.g. --map 255:1)')] = None,
-                 ignore_index: int = 255, source: str = 'human'):
+                 ignore_index: int = LABELS['ignore_index'], source: str = LABELS['source']):
     """Import per-frame label PNGs (class ids or colours) into a dataset, or index a public layout."""
     from vidseg_ros.tools import commands_data
     if layout:
@@ -253,18 +260,21 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
 @app.command()
 def propagate(dataset: Annotated[Path, typer.Argument(help='dataset folder with index.csv (vidseg extract)',
                                                       exists=True, file_okay=False)],
-              method: Annotated[Literal['flow', 'tracker', 'teacher'], typer.Option()] = 'flow',
-              flow: Annotated[Literal['dis', 'farneback'], typer.Option()] = 'dis',
+              method: Annotated[Literal['flow', 'tracker', 'teacher'], typer.Option()] = PROPAGATE['method'],
+              flow: Annotated[Literal['dis', 'farneback'], typer.Option()] = PROPAGATE['flow'],
               dis_preset: Annotated[Literal['ultrafast', 'fast', 'medium', 'fine'], typer.Option(
-                  help='DIS speed/quality; fine = medium refined to full resolution')] = 'fine',
+                  help='DIS speed/quality; fine = medium refined to full resolution')] = PROPAGATE['dis_preset'],
               flow_scale: Annotated[float, typer.Option(min=0.05, max=1.0, help='flow at this fraction of the '
-                                                                                'frame size (faster)')] = 1.0,
-              max_distance: Annotated[int, typer.Option(min=1, help='frames reached from a label')] = 30,
+                                                                                'frame size (faster)')]
+              = PROPAGATE['flow_scale'],
+              max_distance: Annotated[int, typer.Option(min=1, help='frames reached from a label')]
+              = PROPAGATE['max_distance'],
               min_confidence: Annotated[float, typer.Option(
                   min=0.0, max=1.0, help='pixels less certain than this become ignore (holes the training loss '
-                                         'skips); 0 = filled labels, every pixel assigned. See docs/data.md')] = 0.5,
-              tracker: Annotated[Literal['medianflow', 'mil'], typer.Option()] = 'medianflow',
-              teacher_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.7,
+                                         'skips); 0 = filled labels, every pixel assigned. See docs/data.md')]
+              = PROPAGATE['min_confidence'],
+              tracker: Annotated[Literal['medianflow', 'mil'], typer.Option()] = PROPAGATE['tracker'],
+              teacher_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = PROPAGATE['teacher_threshold'],
               model: Annotated[Optional[str], typer.Option(help='teacher checkpoint (method teacher)')] = None,
               overwrite: bool = False, workers: Workers = 1, executor: Executor = 'local',
               address: Address = ''):
@@ -282,10 +292,11 @@ def propagate(dataset: Annotated[Path, typer.Argument(help='dataset folder with 
 def make_variant(source: Annotated[Path, typer.Argument(**Existing)], out: Path,
                  kind: Annotated[Literal['per_sequence', 'strided', 'successive', 'noise'], typer.Option(
                      help='per_sequence (--n frames each) | strided | successive | noise')],
-                 n: Annotated[int, typer.Option(min=0, help='frames per sequence; 0 = all')] = 1,
-                 count: Annotated[int, typer.Option(min=1)] = 400,
-                 stride: Annotated[int, typer.Option(min=1)] = 20,
-                 copies: Annotated[int, typer.Option(min=1)] = 20, split: str = 'train', seed: int = 0,
+                 n: Annotated[int, typer.Option(min=0, help='frames per sequence; 0 = all')] = VARIANT['n'],
+                 count: Annotated[int, typer.Option(min=1)] = VARIANT['count'],
+                 stride: Annotated[int, typer.Option(min=1)] = VARIANT['stride'],
+                 copies: Annotated[int, typer.Option(min=1)] = VARIANT['copies'], split: str = 'train',
+                 seed: int = VARIANT['seed'],
                  workers: Workers = 1, executor: Executor = 'local', address: Address = ''):
     """A dataset variant of the all-frames protocol (1/20/all frames, 1-by-20 vs successive, noise copies)."""
     from vidseg_ros.tools.commands_data import make_variant as run
@@ -295,7 +306,7 @@ def make_variant(source: Annotated[Path, typer.Argument(**Existing)], out: Path,
 
 @app.command('noise-sigma')
 def noise_sigma(source: Annotated[Path, typer.Argument(**Existing)], split: str = 'train',
-                max_pairs: Annotated[int, typer.Option(min=1)] = 50):
+                max_pairs: Annotated[int, typer.Option(min=1)] = SIGMA['max_pairs']):
     """Frame-to-frame pixel noise (0..255) of a dataset, as the noise-copies variant uses it."""
     from vidseg_ros.tools.commands_data import noise_sigma as run
     _print(run(source, split=split, max_pairs=max_pairs))
@@ -313,31 +324,32 @@ def train(config: Annotated[Path, typer.Argument(help='config/train/*.yaml', exi
 @app.command('eval')
 def evaluate(model: Annotated[str, typer.Argument(help='checkpoint path or shipped model name')],
              data: Annotated[Path, typer.Argument(help='CamVid / DAVIS folder or an extracted dataset', **Existing)],
-             dataset: Annotated[Literal['auto', 'camvid', 'davis', 'extracted'], typer.Option()] = 'auto',
-             split: str = 'val',
+             dataset: Annotated[Literal['auto', 'camvid', 'davis', 'extracted'], typer.Option()] = EVAL['dataset'],
+             split: str = EVAL['split'],
              out_dir: Annotated[Path, typer.Option(help='each run gets a new folder <model>-<split>-<n> in '
-                                                        'here')] = Path('runs/eval'),
+                                                        'here')] = Path(EVAL['out_dir']),
              key_intervals: Annotated[str, typer.Option(callback=_ints)] = '1,2,5,10',
-             max_frames: Annotated[int, typer.Option(min=0, help='per sequence; 0 = all')] = 0,
+             max_frames: Annotated[int, typer.Option(min=0, help='per sequence; 0 = all')] = EVAL['max_frames'],
              card: Annotated[Optional[Path], typer.Option(help='also write the model card here, e.g. '
                                                                'models/<name>.md (replaces that file)',
                                                           dir_okay=False)] = None,
              clip_len: Annotated[int, typer.Option(min=0, help='reset temporal state every N frames '
-                                                               '(0 = never)')] = 0,
-             device: str = 'cpu'):
+                                                               '(0 = never)')] = EVAL['clip_len'],
+             device: str = EVAL['device']):
     """mIoU / per-class IoU / mAcc / J&F / temporal consistency, plots and a model card."""
     from vidseg_ros.tools.commands_train import evaluate as run
     intervals = tuple(int(k) for k in key_intervals.split(','))
-    _print(run(model, data, dataset=dataset, split=split, out_dir=out_dir, key_intervals=intervals,
-               max_frames=max_frames, card=card, clip_len=clip_len, device=device))
+    _print(run(model, data, split, out_dir, dataset=dataset, key_intervals=intervals, max_frames=max_frames,
+               card=card, clip_len=clip_len, device=device))
 
 
 @app.command()
 def experiment(name: Annotated[Literal['frames-per-video'], typer.Argument(help='frames-per-video')],
                config: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-               out_dir: Path = Path('runs/experiment'),
+               out_dir: Path = Path(DEFAULTS['experiment']['out_dir']),
                total_steps: Annotated[int, typer.Option(min=1, help='training steps per variant '
-                                                                    '(same budget each)')] = 200,
+                                                                    '(same budget each)')]
+               = DEFAULTS['experiment']['total_steps'],
                set_: Set = None):
     """Named experiments, e.g. the all-frames protocol (1 / 20 / all frames per video, noise copies)."""
     from vidseg_ros.tools.commands_train import experiment as run
@@ -351,8 +363,10 @@ def finetune(model: str, frame: Annotated[Path, typer.Option(help='the annotated
              sequence: Annotated[Path, typer.Option(help='folder of the sequence\'s frames', exists=True,
                                                     file_okay=False)],
              out_dir: Path = Path('runs/finetune'),
-             steps: Annotated[int, typer.Option(min=1, help='optimiser steps on the one frame')] = 100,
-             lr: Annotated[float, typer.Option(callback=_positive, help='Adam learning rate')] = 1e-3,
+             steps: Annotated[int, typer.Option(min=1, help='optimiser steps on the one frame')]
+             = DEFAULTS['finetune']['steps'],
+             lr: Annotated[float, typer.Option(callback=_positive, help='Adam learning rate')]
+             = DEFAULTS['finetune']['lr'],
              labels_dir: Annotated[Optional[Path], typer.Option(help='ground truth of the sequence: '
                                                                        'report J&F', exists=True,
                                                                 file_okay=False)] = None):
@@ -374,8 +388,10 @@ def bench(model: Annotated[str, typer.Argument(help="checkpoint name/path, '' = 
           frames: Annotated[int, typer.Option(min=1)] = 30,
           input_hw: Annotated[Optional[str], typer.Option(callback=_hw, help='network input HxW')] = None,
           image_hw: Annotated[Optional[str], typer.Option(callback=_hw, help='camera image HxW')] = None,
-          device: str = 'auto', precision: Annotated[Literal['fp32', 'fp16', 'bf16'], typer.Option()] = 'fp32',
-          channels_last: bool = False, keyframe_interval: Annotated[int, typer.Option(min=1)] = 5):
+          device: str = ENGINE['device'],
+          precision: Annotated[Literal['fp32', 'fp16', 'bf16'], typer.Option()] = ENGINE['precision'],
+          channels_last: bool = ENGINE['channels_last'],
+          keyframe_interval: Annotated[int, typer.Option(min=1)] = ENGINE['keyframe_interval']):
     """End-to-end engine latency per stage, key vs current frames (bench/ has the full benchmarks)."""
     from vidseg_ros.tools.commands_models import bench as run
     _print(run(model, frames, _to_hw(input_hw), device, precision, channels_last, keyframe_interval,

@@ -7,6 +7,7 @@ descriptions and the README tables can be generated from the code.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar('T')
+LOG = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -23,13 +25,15 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any, doc: str, choices: tuple | None = None, range: tuple | None = None,
-            lengths: tuple | None = None):
+            lengths: tuple | None = None, renamed_from: tuple[str, ...] = ()):
     """A dataclass field with a description and its allowed values, for docs, ROS params and checks.
 
     ``choices``: the allowed values; ``range``: (lowest, highest) allowed, inclusive, for a number or each
-    item of a list; ``lengths``: the allowed lengths of a list (e.g. (0, 2) for "empty or [H, W]").
+    item of a list; ``lengths``: the allowed lengths of a list (e.g. (0, 2) for "empty or [H, W]");
+    ``renamed_from``: earlier names of the setting, still read (with a deprecation warning) from old
+    YAML files, overrides and checkpoints.
     """
-    meta = {'doc': doc, 'choices': choices, 'range': range, 'lengths': lengths}
+    meta = {'doc': doc, 'choices': choices, 'range': range, 'lengths': lengths, 'renamed_from': renamed_from}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -100,9 +104,25 @@ def _coerce(value: Any, tp, key: str):
     return value
 
 
+def current_names(cls, data: dict | None, where: str = '') -> dict:
+    """``data`` with the earlier names of ``cls``'s settings (``setting(renamed_from=...)``) replaced by
+    the current ones; each old name found logs a deprecation warning. Both names at once is an error."""
+    data = dict(data or {})
+    for f in dataclasses.fields(cls):
+        for old in f.metadata.get('renamed_from', ()):
+            if old not in data:
+                continue
+            if f.name in data:
+                raise ConfigError(f'{where}{old} and {where}{f.name} both given; {old} is the old name of '
+                                  f'{f.name}: keep only {f.name}')
+            LOG.warning('setting %s%s is deprecated: it is now called %s%s', where, old, where, f.name)
+            data[f.name] = data.pop(old)
+    return data
+
+
 def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
     """Build a settings dataclass from a mapping, rejecting unknown keys, wrong types, bad choices."""
-    data = dict(data or {})
+    data = current_names(cls, data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
@@ -169,9 +189,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict | 
     ``ignore_unknown`` keeps only this dataclass's keys, for files that hold several settings groups
     (the segment node's YAML holds EngineConfig and SegmentNodeConfig keys).
     """
-    data = ros_parameters(load_yaml(path)) if path else {}
+    data = current_names(cls, ros_parameters(load_yaml(path)) if path else {})
     if ignore_unknown:
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    data.update(current_names(cls, {k: v for k, v in (overrides or {}).items() if v is not None}))
     return from_dict(cls, data)

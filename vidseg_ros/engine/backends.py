@@ -56,6 +56,17 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def describe_device(device: str | torch.device) -> str:
+    """The machine behind ``device`` in words, for model cards: the GPU's name, or the CPU count."""
+    import os
+    import platform
+    dev = resolve_device(str(device))
+    if dev.type == 'cuda':
+        return f'GPU {torch.cuda.get_device_name(dev)}'
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return f'CPU only ({cores} cores available, {platform.machine()})'
+
+
 class TorchRunner:
     """Runs an ``nn.Module`` under inference mode, autocast, channels_last and optional compile.
 

@@ -21,8 +21,6 @@ from vidseg_ros.models import MODELS, create_model, resolve_arch_config
 
 FORMAT = 'vidseg_ros/1'
 
-WEIGHTS_INHERIT = 'The weights inherit the restrictions of their training data and initial weights.'
-
 REQUIRED_META = ('arch', 'arch_config', 'classes', 'palette', 'ignore_index', 'mean', 'std', 'input_hw',
                  'provenance', 'metrics', 'train_config')
 

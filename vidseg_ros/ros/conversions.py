@@ -5,7 +5,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vidseg_ros.data.images import (array_to_image_fields, decode_compressed, encode_compressed,
-                                    image_fields_to_rgb8)
+                                    image_fields_to_rgb8, pinhole_intrinsics)
 
 
 def image_msg_to_rgb8(msg: Image, max_pixels: int | None = None) -> np.ndarray:
@@ -66,11 +66,8 @@ def scale_camera_info(info: CameraInfo, out_w: int, out_h: int, header=None) -> 
 
 def pinhole_camera_info(width: int, height: int, header, hfov_deg: float = 60.0) -> CameraInfo:
     """A plausible pinhole CameraInfo for sources without calibration (video files, image folders)."""
-    fx = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     info = CameraInfo(header=header, width=width, height=height, distortion_model='plumb_bob')
     info.d = [0.0] * 5
-    info.k = [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0]
+    info.k, info.p = pinhole_intrinsics(width, height, hfov_deg)
     info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    info.p = [fx, 0.0, cx, 0.0, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     return info

@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from vidseg_ros.config import ConfigError
-from vidseg_ros.data.images import ImageError
+from vidseg_ros.data.images import ImageError, from_rgb8
 from vidseg_ros.data.video import VideoFrames, resize_rgb
 from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
 from vidseg_ros.ros.params import declare_settings, qos_profile, read_settings
@@ -85,13 +85,7 @@ class VideoSourceNode(Node):
         rgb = resize_rgb(rgb, self.cfg.resize_hw)
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.cfg.frame_id)
         if self.pub_raw is not None:
-            if self.cfg.encoding == 'rgb8':
-                arr = rgb
-            elif self.cfg.encoding == 'bgr8':
-                arr = rgb[:, :, ::-1]
-            else:
-                arr = rgb.mean(axis=2).astype('uint8')
-            self.pub_raw.publish(array_to_image_msg(arr, self.cfg.encoding, header))
+            self.pub_raw.publish(array_to_image_msg(from_rgb8(rgb, self.cfg.encoding), self.cfg.encoding, header))
         if self.pub_compressed is not None:
             self.pub_compressed.publish(rgb8_to_compressed_msg(rgb, header, 'jpeg', self.cfg.jpeg_quality))
         self.pub_info.publish(pinhole_camera_info(rgb.shape[1], rgb.shape[0], header, self.cfg.hfov_deg))

@@ -37,17 +37,16 @@ def _count_frames(bags: list[str | Path], topics: list[str]) -> int | None:
     return total or None
 
 
-def extract(bags: list[str | Path], out: str | Path, topics: list[str] | None = None,
-            image_format: str = 'png', every: int = 1, start_s: float = 0.0, stop_s: float = 0.0,
-            max_gap_s: float = 0.5, workers: int = 1, stamp: str = 'header',
-            jpeg_quality: int = 95, progress: bool = True, executor: str = 'local', address: str = '') -> dict:
-    """``vidseg extract BAG... --out DIR``: every image frame into an indexed dataset."""
+def extract(bags: list[str | Path], out: str | Path, progress: bool = True, executor: str = 'local',
+            address: str = '', **settings) -> dict:
+    """``vidseg extract BAG... --out DIR``: every image frame into an indexed dataset.
+
+    ``settings``: ``ExtractConfig`` fields (``topics``, ``every``, ``max_gap_s``, ...); the rest keep
+    their defaults there.
+    """
     from vidseg_ros.config import from_dict
     from vidseg_ros.data.datasets.extract import ExtractConfig, extract as run
-    cfg = from_dict(ExtractConfig, {'topics': list(topics or []), 'image_format': image_format,
-                                    'every': every, 'start_s': start_s, 'stop_s': stop_s,
-                                    'max_gap_s': max_gap_s, 'workers': workers, 'stamp': stamp,
-                                    'jpeg_quality': jpeg_quality})
+    cfg = from_dict(ExtractConfig, settings)
     total = _count_frames(bags, cfg.topics) if progress else None
     with _bar(total, 'frame', 'extract', progress) as update:
         res = run(bags, out, cfg, update, executor, address)
@@ -58,32 +57,29 @@ def extract(bags: list[str | Path], out: str | Path, topics: list[str] | None = 
             'frames_per_s': round(res.written / res.seconds, 1) if res.seconds else None}
 
 
-def bag_from_frames(source: str | Path | list[Path], out: str | Path, rate_hz: float = 15.0,
-                    topic: str = '/camera/image_raw', encoding: str = 'rgb8', storage: str = 'mcap',
-                    frame_id: str = 'camera', camera_info: bool = True, compress: bool = False,
-                    gap_s: float = 2.0, progress: bool = True) -> dict:
-    """``vidseg bag-from-frames DIR|VIDEO --out BAG``: frames -> Image/CompressedImage + CameraInfo."""
+def bag_from_frames(source: str | Path | list[Path], out: str | Path, progress: bool = True,
+                    **settings) -> dict:
+    """``vidseg bag-from-frames DIR|VIDEO --out BAG``: frames -> Image/CompressedImage + CameraInfo.
+
+    ``settings``: ``BagFromFramesConfig`` fields; the rest keep their defaults there.
+    """
     from vidseg_ros.config import from_dict
     from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, frames_to_bag
-    cfg = from_dict(BagFromFramesConfig, {'rate_hz': rate_hz, 'topic': topic, 'encoding': encoding,
-                                          'storage': storage, 'frame_id': frame_id,
-                                          'camera_info': camera_info, 'compress': compress,
-                                          'gap_s': gap_s})
+    cfg = from_dict(BagFromFramesConfig, settings)
     with _bar(None, 'frame', 'bag-from-frames', progress) as update:
         summary = frames_to_bag(source, out, cfg, update)
     summary.pop('stamps', None)
     return summary
 
 
-def label_import(dataset: str | Path, labels: str | Path, classes: str | Path | None = None,
-                 class_names: list[str] | None = None, mapping: dict[int, int] | None = None,
-                 ignore_index: int = 255, match: str = 'stem', source: str = 'human',
-                 licence: str | None = None) -> dict:
-    """``vidseg label-import DATASET LABEL_DIR``: id or colour PNGs into the dataset's labels/."""
+def label_import(dataset: str | Path, labels: str | Path, match: str, **options) -> dict:
+    """``vidseg label-import DATASET LABEL_DIR``: id or colour PNGs into the dataset's labels/.
+
+    ``match`` and ``options``: keyword arguments of ``labels.import_labels`` (classes, class_names, ...).
+    """
     _check_labels(dataset, labels, match)
     from vidseg_ros.data.datasets.labels import import_labels
-    return import_labels(dataset, labels, classes=classes, class_names=class_names, mapping=mapping,
-                         ignore_index=ignore_index, match=match, source=source, licence=licence)
+    return import_labels(dataset, labels, match=match, **options)
 
 
 def _check_labels(dataset: str | Path, labels: str | Path, match: str) -> None:
@@ -105,26 +101,21 @@ def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 't
     return run(src, out, layout, split, sequences)
 
 
-def propagate(dataset: str | Path, method: str = 'flow', flow: str = 'dis', dis_preset: str = 'fine',
-              flow_scale: float = 1.0, min_confidence: float = 0.5, max_distance: int = 30,
-              tracker: str = 'medianflow', teacher_threshold: float = 0.7, model: str | None = None,
-              overwrite: bool = False, workers: int = 1, progress: bool = True, executor: str = 'local',
-              address: str = '') -> dict:
+def propagate(dataset: str | Path, model: str | None = None, overwrite: bool = False, workers: int = 1,
+              progress: bool = True, executor: str = 'local', address: str = '', **settings) -> dict:
     """``vidseg propagate DATASET``: labels for every frame from the sparse human labels.
 
-    ``model`` (method=teacher) is a checkpoint the engine loads; its prediction becomes the
-    pseudo-label where confident.
+    ``settings``: ``PropagateConfig`` fields (``method``, ``flow``, ``max_distance``, ...); the rest keep
+    their defaults there. ``model`` (method=teacher) is a checkpoint the engine loads; its prediction
+    becomes the pseudo-label where confident.
     """
     from vidseg_ros.config import from_dict
     from vidseg_ros.data.labelling.propagate import PropagateConfig
     from vidseg_ros.data.labelling.run import propagate_dataset
     from vidseg_ros.data.datasets.layouts import read_index
-    cfg = from_dict(PropagateConfig, {'method': method, 'flow': flow, 'dis_preset': dis_preset,
-                                      'flow_scale': flow_scale, 'min_confidence': min_confidence,
-                                      'max_distance': max_distance, 'tracker': tracker,
-                                      'teacher_threshold': teacher_threshold})
-    predict = _engine_predict(model) if method == 'teacher' and model else None
-    with _bar(len(read_index(dataset)), 'frame', f'propagate ({method})', progress) as update:
+    cfg = from_dict(PropagateConfig, settings)
+    predict = _engine_predict(model) if cfg.method == 'teacher' and model else None
+    with _bar(len(read_index(dataset)), 'frame', f'propagate ({cfg.method})', progress) as update:
         return propagate_dataset(dataset, cfg, predict, update, overwrite, workers, executor, address)
 
 
@@ -141,23 +132,24 @@ def _engine_predict(model: str):
     return predict
 
 
-def make_variant(source: str | Path, out: str | Path, kind: str, n: int = 1, count: int = 400,
-                 stride: int = 20, copies: int = 20, sigma: float | None = None, split: str = 'train',
-                 seed: int = 0, executor: str = 'local', workers: int = 1, address: str = '') -> dict:
-    """``vidseg make-variant SRC OUT --kind ...``: an all-frames-protocol training set as a dataset."""
+def make_variant(source: str | Path, out: str | Path, kind: str, split: str = 'train', **options) -> dict:
+    """``vidseg make-variant SRC OUT --kind ...``: an all-frames-protocol training set as a dataset.
+
+    ``options``: keyword arguments of ``variants.make_variant`` (n, count, stride, copies, sigma, seed, ...).
+    """
     from vidseg_ros.data.datasets.layouts import open_source
     from vidseg_ros.data.datasets.variants import make_variant as build, write_variant
     src = open_source(source, split)
-    var = build(src, kind, n=n, count=count, stride=stride, copies=copies, sigma=sigma, out=out,
-                seed=seed, executor=executor, workers=workers, address=address)
+    var = build(src, kind, out=out, **options)
     index = write_variant(var, out)
     return {'out': str(out), 'index': str(index), 'frames': len(var.records),
             'sequences': len({r.sequence for r in var.records}),
             'noise_sigma': var.extra.get('noise_sigma')}
 
 
-def noise_sigma(source: str | Path, split: str = 'train', max_pairs: int = 50) -> dict:
-    """``vidseg noise-sigma SRC``: frame-to-frame pixel noise (0..255) the noise variant uses."""
+def noise_sigma(source: str | Path, split: str = 'train', **options) -> dict:
+    """``vidseg noise-sigma SRC``: frame-to-frame pixel noise (0..255) the noise variant uses
+    (``options``: ``variants.measure_noise_sigma``'s, i.e. ``max_pairs``)."""
     from vidseg_ros.data.datasets.layouts import open_source
     from vidseg_ros.data.datasets.variants import measure_noise_sigma
-    return {'sigma': round(measure_noise_sigma(open_source(source, split), max_pairs), 3)}
+    return {'sigma': round(measure_noise_sigma(open_source(source, split), **options), 3)}

@@ -54,20 +54,16 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
     return train_loop(cfg, resume=resume, callback=_Progress(cfg.epochs, progress))
 
 
-def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
-             out_dir: str | Path = 'runs/eval', key_intervals: tuple[int, ...] = (1, 2, 5, 10),
-             max_frames: int = 0, card: str | Path | None = None, clip_len: int = 0,
-             device: str = 'cpu') -> dict:
+def evaluate(model: str | Path, data: str | Path, split: str, out_dir: str | Path, **options) -> dict:
     """Evaluate a model into a new folder ``out_dir/<model>-<split>-<n>``: metrics JSON, plots, card.
 
-    ``card``: also write the model card there (e.g. ``models/<name>.md``); never done by default.
+    ``options``: ``evaluate.run_evaluation``'s (dataset, key_intervals, max_frames, clip_len, device,
+    ``card``: also write the model card there, e.g. ``models/<name>.md``; never done by default).
     """
     from vidseg_ros.tools.eval_report import summary_table
     from vidseg_ros.tools.evaluate import new_run_dir, run_evaluation
     out_dir = new_run_dir(out_dir, re.sub(r'[^\w.+-]+', '+', f'{Path(str(model)).stem}-{split}'))
-    report = run_evaluation(model, data, dataset=dataset, split=split, out_dir=out_dir,
-                            key_intervals=list(key_intervals), max_frames=max_frames, card=card,
-                            clip_len=clip_len, device=device)
+    report = run_evaluation(model, data, split=split, out_dir=out_dir, **options)
     sys.stdout.write(summary_table(report) + '\n')   # the table; the JSON summary follows
     return {'model': report['model'], 'labelled': report['labelled'], 'out_dir': str(out_dir),
             'metrics': str(out_dir / 'metrics.json'), 'plots': report['plots'],
@@ -76,18 +72,18 @@ def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: 
                           for k, r in report['intervals'].items()}}
 
 
-def experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/experiment',
-               overrides: dict | None = None, total_steps: int = 200) -> dict:
-    """Run a named experiment (``frames-per-video``) from a base training config."""
+def experiment(name: str, config: str | Path, **options) -> dict:
+    """Run a named experiment (``frames-per-video``) from a base training config (``options``:
+    ``experiment.run_experiment``'s: out_dir, overrides, total_steps, variants)."""
     from vidseg_ros.tools.experiment import run_experiment
-    out = run_experiment(name, config, out_dir=out_dir, overrides=overrides, total_steps=total_steps)
+    out = run_experiment(name, config, **options)
     sys.stdout.write(out['table'] + '\n')
     return out
 
 
 def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: str | Path,
-             out_dir: str | Path, steps: int = 100, lr: float = 1e-3,
-             labels_dir: str | Path | None = None) -> dict:
-    """One-shot fine-tuning on one annotated frame, then label every frame of ``sequence``."""
+             out_dir: str | Path, **options) -> dict:
+    """One-shot fine-tuning on one annotated frame, then label every frame of ``sequence``
+    (``options``: ``finetune.one_shot``'s: steps, lr, labels_dir, seed, progress)."""
     from vidseg_ros.tools.finetune import one_shot
-    return one_shot(model, frame, label, sequence, out_dir, steps=steps, lr=lr, labels_dir=labels_dir)
+    return one_shot(model, frame, label, sequence, out_dir, **options)

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vidseg_ros.config import current_names
+from vidseg_ros.engine.backends import describe_device
+from vidseg_ros.training.config import TrainConfig
+
 
 def _plt():
     import matplotlib
@@ -75,7 +79,7 @@ def _pct(v) -> str:
 def card_text(report: dict, meta: dict) -> str:
     """Markdown model card: what it is, data, config, metrics, latency, licence."""
     prov = meta.get('provenance', {})
-    tc = meta.get('train_config', {})
+    tc = current_names(TrainConfig, meta.get('train_config'))   # old checkpoints: earlier setting names
     name = Path(report['model']).stem
     lines = [f'# {name}', '',
              f'- **Architecture**: `{meta.get("arch")}` {meta.get("arch_config")}',
@@ -85,11 +89,11 @@ def card_text(report: dict, meta: dict) -> str:
              f'- **Training data**: {prov.get("data", "?")}',
              f'- **Training**: {prov.get("training", prov.get("trained"))}; started from '
              f'`{prov.get("init_from") or "scratch (no pretrained weights)"}`; {prov.get("date", "")}',
-             '- **Hardware**: CPU only (2 shared cores, no GPU), hence the reduced resolution and short '
-             'schedule', '',
+             f'- **Hardware**: trained on {prov.get("hardware") or "not recorded"}; evaluated on '
+             f'{describe_device(report["device"])}', '',
              '## Training config', '', '```yaml']
     keys = ('mode', 'input_hw', 'crop_hw', 'epochs', 'batch_size', 'optimizer', 'lr', 'lr_policy',
-            'weight_decay', 'class_balanced', 'key_distance', 'feature_weight', 'seq_len', 'seed')
+            'weight_decay', 'class_balanced', 'max_distance', 'feature_weight', 'seq_len', 'seed')
     lines += [f'{k}: {tc[k]}' for k in keys if k in tc]
     lines += ['```', '', f'## Evaluation: {report["data"]} ({report["split"]}, {report["sequences"]} '
               f'sequence(s)), device {report["device"]}', '',
@@ -112,21 +116,6 @@ def write_card_file(report: dict, meta: dict, out_dir: Path, also: str | Path | 
         return [card]
     Path(also).parent.mkdir(parents=True, exist_ok=True)
     return [card, Path(shutil.copyfile(card, also))]
-
-
-def append_section(card: Path, title: str, lines: list[str]) -> None:
-    """Add a ``## title`` section before the licence section of an existing card."""
-    text = Path(card).read_text()
-    block = '\n'.join([f'## {title}', ''] + list(lines) + [''])
-    head, sep, tail = text.partition('## Licence')
-    Path(card).write_text(head + block + '\n' + sep + tail if sep else text + '\n' + block)
-
-
-def report_section(report: dict) -> list[str]:
-    """Lines describing another evaluation of the same model (e.g. label-free TC on DAVIS)."""
-    what = 'labelled' if report.get('labelled') else 'label-free (other classes): TC and latency only'
-    return [f'{report["data"]} ({report["split"]}, {report["sequences"]} sequence(s)), {what}.', '',
-            summary_table(report)]
 
 
 def summary_table(report: dict) -> str:

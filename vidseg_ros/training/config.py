@@ -35,9 +35,11 @@ class TrainConfig:
     scale_range: list[float] = setting([0.8, 1.25], 'Random rescale range before the crop; [1, 1] = off')
     hflip: bool = setting(True, 'Random horizontal flip (applied consistently within a sample)')
     frames_per_video: int = setting(0, 'Use at most this many labelled frames per sequence, evenly '
-                                       'spaced; 0 = all (the all-frames protocol)')
-    noise_copies: int = setting(0, 'Replace the dropped frames by this many noise-augmented copies '
-                                   'of each kept frame (frames_per_video experiment)')
+                                       'spaced (the middle one for 1, as make-variant picks them); '
+                                       '0 = all (the all-frames protocol)')
+    noise_copies: int = setting(0, 'Add this many noisy copies of each kept frame (perframe mode; the '
+                                   'frames_per_video experiment): Gaussian noise with the std measured '
+                                   'between successive frames, as make-variant --kind noise writes them')
     epochs: int = setting(30, 'Number of passes over the training set')
     steps_per_epoch: int = setting(0, 'Cap on optimiser steps per epoch; 0 = the whole set')
     batch_size: int = setting(8, 'Samples per optimiser step (per process under torchrun)')
@@ -64,14 +66,16 @@ class TrainConfig:
                                  'classifier for a new class count) is freshly initialised')
     teacher: str = setting('', 'Checkpoint producing teacher masks for unlabelled key frames; '
                                'empty = warp the current frame\'s label (synthetic motion)')
-    key_distance: int = setting(5, 'Key-to-current distance d in frames (constant mode) or its max')
-    key_distance_mode: str = setting('random', 'd uniform in [1, key_distance] or constant',
-                                     ('random', 'constant'))
+    max_distance: int = setting(5, 'Key-to-current distance d in frames (constant mode) or its max',
+                                renamed_from=('key_distance',))
+    distance_mode: str = setting('random', 'd uniform in [1, max_distance] or constant',
+                                 ('random', 'constant'), renamed_from=('key_distance_mode',))
     feature_weight: float = setting(0.01, 'lambda of the L1 term between high-level features')
     seq_len: int = setting(5, 'Clip length for recurrent training (labelled frame at random position)')
     tbptt: int = setting(0, 'Truncated BPTT: detach the hidden state every this many steps; 0 = off')
-    motion_px: float = setting(4.0, 'Synthetic motion: mean pan per frame in pixels at input_hw '
-                                    '(CamVid has no raw frames between labelled ones)')
+    shift_px_per_frame: float = setting(4.0, 'Synthetic motion: mean pan per frame in pixels at input_hw '
+                                             '(CamVid has no raw frames between labelled ones)',
+                                        renamed_from=('motion_px',))
     val_every: int = setting(1, 'Validate every this many epochs (0 = only at the end)')
     val_max_frames: int = setting(0, 'Cap on validation frames; 0 = all')
 
@@ -94,8 +98,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f'scale_range: {cfg.scale_range} must be [low, high] with 0 < low <= high')
     if cfg.mode == 'sequence' and cfg.seq_len < 1:
         raise ConfigError('seq_len must be >= 1 for mode: sequence')
-    if cfg.mode == 'keyframe' and cfg.key_distance < 1:
-        raise ConfigError('key_distance must be >= 1 for mode: keyframe')
+    if cfg.mode == 'keyframe' and cfg.max_distance < 1:
+        raise ConfigError('max_distance must be >= 1 for mode: keyframe')
     if cfg.num_classes < 0 or not -1 <= cfg.ignore_index <= 255:
         raise ConfigError(f'num_classes ({cfg.num_classes}) must be >= 0 and ignore_index '
                           f'({cfg.ignore_index}) in -1..255 (0 / -1 = from the dataset)')

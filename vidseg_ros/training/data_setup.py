@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from vidseg_ros.config import ConfigError
@@ -15,18 +15,14 @@ from vidseg_ros.training.datasets import FrameDataset, SequenceDataset, TripletD
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
-from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameSource, camvid_source, davis_source, extracted_source,
-                                     read_meta)
+from vidseg_ros.data.datasets.variants import add_noise, evenly_spaced, measure_noise_sigma
+from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE, FrameSource, open_source, read_meta
+# tools/evaluate.py imports davis_part from here until it opens its data with layouts.open_source
+from vidseg_ros.data.datasets.layouts import temporal_part as davis_part  # noqa: F401
 
 from .config import TrainConfig
 
 LOG = logging.getLogger(__name__)
-
-# DAVIS has no train split here: each sequence is cut in time, the head trains and the tail
-# validates (a gap keeps near-duplicate neighbouring frames out of validation).
-DAVIS_HEAD = 0.7
-DAVIS_GAP = 5
-
 
 def dataset_info(cfg: TrainConfig) -> dict:
     """What the training data says about itself: class ``names``, ``colors``, ``ignore_index`` and
@@ -56,7 +52,6 @@ def dataset_info(cfg: TrainConfig) -> dict:
 
 def resolve_classes(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``num_classes: 0`` and ``ignore_index: -1`` taken from the data, checked against it."""
-    from dataclasses import replace
     info = dataset_info(cfg)
     names, num, ignore = info['names'], cfg.num_classes, cfg.ignore_index
     where = f'{cfg.data_root}/dataset.yaml' if cfg.dataset == 'folder' else f'the {cfg.dataset} dataset'
@@ -81,44 +76,14 @@ def resolve_classes(cfg: TrainConfig) -> TrainConfig:
 
 
 def open_split(cfg: TrainConfig, split: str) -> FrameSource:
-    """Records of one split. CamVid: a folder name; DAVIS and folder (an extracted dataset):
-    ``head``/``tail``/``all`` or a comma-separated list of sequences (optionally ``seqs:head``)."""
-    root = Path(cfg.data_root)
-    if cfg.dataset == 'camvid':
-        return camvid_source(root, split)
-    seqs, _, part = split.partition(':')
-    if cfg.dataset == 'folder' and seqs in ('train', 'val'):   # the defaults; a folder has no split folders
-        seqs = 'all'
-    if seqs in ('head', 'tail', 'all'):
-        seqs, part = '', seqs
-    names = [s for s in seqs.split(',') if s] or None
-    if cfg.dataset == 'folder':
-        src = extracted_source(root)
-        missing = sorted(set(names or []) - {r.sequence for r in src.records})
-        if missing:
-            raise ConfigError(f'{root}: no sequence {", ".join(missing)[:200]}; it has '
-                              f'{", ".join(sorted(src.sequences()))[:200]}')
-        src = src.subset([r for r in src.records if names is None or r.sequence in names])
-    else:
-        src = davis_source(root, names)
-    return src.subset(davis_part(src, part or 'all'))
-
-
-def davis_part(src: FrameSource, part: str) -> list:
-    """Temporal head (first 70%) or tail (after a 5-frame gap) of every sequence, or all (DAVIS, folder)."""
-    if part == 'all':
-        return list(src.records)
-    out = []
-    for recs in src.sequences().values():
-        cut = int(len(recs) * DAVIS_HEAD)
-        out += recs[:cut] if part == 'head' else recs[cut + DAVIS_GAP:]
-    if part not in ('head', 'tail'):
-        raise ValueError(f'unknown DAVIS split part {part!r}; use head, tail or all')
-    return out
+    """Records of one split of ``cfg``'s dataset (``layouts.open_source``: CamVid split folders;
+    DAVIS and folder ``head``/``tail``/``all`` or sequence names, optionally ``seqs:head``)."""
+    return open_source(cfg.data_root, split, cfg.dataset)
 
 
 def frames_per_video(src: FrameSource, n: int) -> FrameSource:
-    """Keep labels on at most ``n`` evenly spaced labelled frames per sequence (0 = all).
+    """Keep labels on at most ``n`` evenly spaced labelled frames per sequence (0 = all), picked as
+    ``vidseg make-variant --kind per_sequence`` picks them (``variants.evenly_spaced``).
 
     Unlabelled frames stay in the source so temporal neighbours still exist.
     """
@@ -126,12 +91,7 @@ def frames_per_video(src: FrameSource, n: int) -> FrameSource:
         return src
     keep = set()
     for recs in src.sequences().values():
-        lab = [r for r in recs if r.label is not None]
-        if not lab:
-            continue
-        idx = np.unique(np.linspace(0, len(lab) - 1, min(n, len(lab))).round().astype(int))
-        keep.update((lab[i].sequence, lab[i].index) for i in idx)
-    from dataclasses import replace
+        keep.update((r.sequence, r.index) for r in evenly_spaced([r for r in recs if r.label is not None], n))
     return src.subset([r if (r.sequence, r.index) in keep else replace(r, label=None)
                        for r in src.records])
 
@@ -147,28 +107,37 @@ def augment_config(cfg: TrainConfig, src: FrameSource, train: bool) -> AugmentCo
                          hflip=cfg.hflip and train, jitter=0.2 if train else 0.0)
 
 
-class NoisyCopies(Dataset):
-    """``copies`` Gaussian-noise copies of every sample of a frame dataset (the all-frames paper's
-    control: as many training images as all frames, but without new content)."""
+class NoisyCopies(FrameDataset):
+    """The labelled frames plus ``copies`` noisy copies of each (the all-frames paper's control: as
+    many training images as more frames would give, but without new content).
 
-    def __init__(self, base: Dataset, copies: int, sigma: float = 0.03, seed: int = 0):
-        self.base, self.copies, self.sigma, self.seed = base, copies, sigma, seed
+    A copy is what ``vidseg make-variant --kind noise`` writes: ``variants.add_noise`` on the source
+    frame with the std measured between successive frames (``variants.measure_noise_sigma``), seeded
+    by (``noise_seed``, sample), so each copy is one fixed image; augmentation then applies as to any
+    frame.
+    """
+
+    def __init__(self, source: FrameSource, copies: int, sigma: float, augment_cfg: AugmentConfig,
+                 train: bool = True, seed: int = 0):
+        super().__init__(source, augment_cfg, train, seed)
+        self.copies, self.sigma, self.noise_seed = copies, sigma, seed
 
     def __len__(self) -> int:
-        return len(self.base) * (1 + self.copies)
+        return len(self.items) * (1 + self.copies)
 
     def __getitem__(self, i: int) -> dict:
-        item = dict(self.base[i % len(self.base)])
-        if i >= len(self.base):
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-            noise = torch.randn(item['image'].shape, generator=g) * self.sigma
-            item['image'] = (item['image'] + noise).clamp_(0, 1)
-        return item
+        rec = self.items[i % len(self.items)]
+        rgb = read_rgb(rec.image)
+        if i >= len(self.items):
+            rgb = add_noise(rgb, self.sigma, np.random.default_rng((self.noise_seed, i)))
+        p = self._params(rgb.shape[:2], self._rng(i))
+        return {'image': to_tensor(augment.apply_image(rgb, p)), 'label': self._label(rec, p, rgb.shape[:2]),
+                'index': i}
 
 
 class FixedDistanceTriplets(TripletDataset):
     """Triplets with the key exactly ``max_distance`` frames before the current frame (the
-    ``key_distance_mode: constant`` setting): the real frame when it exists, else synthetic motion."""
+    ``distance_mode: constant`` setting): the real frame when it exists, else synthetic motion."""
 
     def __getitem__(self, i: int) -> dict:
         rng = self._rng(i)
@@ -190,17 +159,20 @@ class FixedDistanceTriplets(TripletDataset):
 
 def train_dataset(cfg: TrainConfig) -> Dataset:
     """The training set for ``cfg.mode`` (frames, triplets or clips)."""
-    src = frames_per_video(open_split(cfg, cfg.train_split), cfg.frames_per_video)
+    full = open_split(cfg, cfg.train_split)
+    src = frames_per_video(full, cfg.frames_per_video)
     aug = augment_config(cfg, src, train=True)
     kw = dict(augment_cfg=aug, train=True, seed=cfg.seed)
     if cfg.mode == 'perframe':
-        ds = FrameDataset(src, **kw)
-        return NoisyCopies(ds, cfg.noise_copies, seed=cfg.seed) if cfg.noise_copies else ds
+        if not cfg.noise_copies:
+            return FrameDataset(src, **kw)
+        sigma = measure_noise_sigma(full)   # on every frame, as make-variant measures it
+        LOG.info('noise copies: sigma %.2f (0..255) measured between successive frames', sigma)
+        return NoisyCopies(src, cfg.noise_copies, sigma, **kw)
+    shift = cfg.shift_px_per_frame / max(aug.resize_scale, 1e-6)   # datasets shift in source pixels
     if cfg.mode == 'keyframe':
-        shift = cfg.motion_px / max(aug.resize_scale, 1e-6)   # dataset shifts in source pixels
-        cls = FixedDistanceTriplets if cfg.key_distance_mode == 'constant' else TripletDataset
-        return cls(src, max_distance=cfg.key_distance, shift_px_per_frame=shift, **kw)
-    shift = cfg.motion_px / max(aug.resize_scale, 1e-6)
+        cls = FixedDistanceTriplets if cfg.distance_mode == 'constant' else TripletDataset
+        return cls(src, max_distance=cfg.max_distance, shift_px_per_frame=shift, **kw)
     return SequenceDataset(src, length=cfg.seq_len, shift_px_per_frame=shift, **kw)
 
 

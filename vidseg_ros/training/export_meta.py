@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from vidseg_ros.models.checkpoint import WEIGHTS_INHERIT
+from vidseg_ros.constants import WEIGHTS_INHERIT
+from vidseg_ros.engine.backends import describe_device
 
 from .config import TrainConfig, config_dict
 from .data_setup import dataset_info
@@ -70,6 +71,7 @@ def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, ini
         'date': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
         'command': ' '.join(sys.argv[:8]),
         'host': f'{platform.machine()} torch {torch.__version__}',
+        'hardware': describe_device(next(model.parameters()).device),
         'init_from': cfg.init_from, 'licence': licence_text(cfg, info, init),
     }
     if init:

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler, Subset
 
+from vidseg_ros.engine.backends import resolve_device
+
 from . import data_setup
 from .config import TrainConfig, config_dict, validate
 from .metrics import ConfusionMatrix
@@ -51,12 +53,6 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     if cfg.lr_policy == 'exp':
         return cfg.lr * cfg.lr_final_ratio ** t
     return cfg.lr
-
-
-def pick_device(name: str) -> torch.device:
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(name)
 
 
 def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict | None]:
@@ -100,7 +96,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     rank, world, local_rank = _ddp()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     if device.type == 'cuda' and world > 1:
         device = torch.device('cuda', local_rank)
         torch.cuda.set_device(device)
@@ -202,8 +198,6 @@ def _loader(cfg: TrainConfig, ds, epoch: int, world: int, rank: int) -> DataLoad
     # Order and augmentation depend on (seed, epoch) only: that is what makes resume exact.
     if hasattr(ds, 'seed'):
         ds.seed = cfg.seed * 100_003 + epoch
-    if hasattr(ds, 'base') and hasattr(ds.base, 'seed'):
-        ds.base.seed = cfg.seed * 100_003 + epoch
     sampler = GlobalBatchSampler(len(ds), cfg.batch_size, world, rank, cfg.seed * 7919 + epoch)
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                       drop_last=True, persistent_workers=False)

@@ -19,7 +19,8 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.config import setting
-from vidseg_ros.data.images import array_to_image_fields, encode_compressed, read_rgb
+from vidseg_ros.data.images import (array_to_image_fields, encode_compressed, from_rgb8, pinhole_intrinsics,
+                                    read_rgb)
 from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource
 
 LOG = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str = 'rg
         fmt, data = encode_compressed(rgb, encoding, quality)
         return COMPRESSED_T, TYPESTORE.types[COMPRESSED_T](
             header=header, format=fmt, data=np.frombuffer(data, np.uint8))
-    arr = _convert(rgb, encoding)
+    arr = from_rgb8(rgb, encoding)
     f = array_to_image_fields(arr, encoding)
     return IMAGE_T, TYPESTORE.types[IMAGE_T](
         header=header, height=f['height'], width=f['width'], encoding=f['encoding'],
@@ -64,34 +65,18 @@ def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str = 'rg
 
 def camera_info_msg(height: int, width: int, stamp_ns: int, frame_id: str):
     """A pinhole CameraInfo with a guessed focal length (60 deg horizontal field of view)."""
-    fx = width / (2 * np.tan(np.radians(30)))
-    k = np.array([fx, 0, width / 2, 0, fx, height / 2, 0, 0, 1], np.float64)
-    p = np.array([fx, 0, width / 2, 0, 0, fx, height / 2, 0, 0, 0, 1, 0], np.float64)
+    k, p = pinhole_intrinsics(width, height)
     roi = TYPESTORE.types['sensor_msgs/msg/RegionOfInterest'](
         x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return TYPESTORE.types[INFO_T](
         header=_header(stamp_ns, frame_id), height=height, width=width, distortion_model='plumb_bob',
-        d=np.zeros(5), k=k, r=np.eye(3).flatten(), p=p, binning_x=0, binning_y=0, roi=roi)
+        d=np.zeros(5), k=np.array(k), r=np.eye(3).flatten(), p=np.array(p), binning_x=0, binning_y=0, roi=roi)
 
 
 def _header(stamp_ns: int, frame_id: str):
     time = TYPESTORE.types['builtin_interfaces/msg/Time'](sec=stamp_ns // 10**9,
                                                           nanosec=stamp_ns % 10**9)
     return TYPESTORE.types['std_msgs/msg/Header'](stamp=time, frame_id=frame_id)
-
-
-def _convert(rgb: np.ndarray, encoding: str) -> np.ndarray:
-    if encoding in ('rgb8', '8UC3'):
-        return rgb
-    if encoding == 'bgr8':
-        return rgb[:, :, ::-1]
-    if encoding in ('rgba8', 'bgra8'):
-        c = rgb if encoding == 'rgba8' else rgb[:, :, ::-1]
-        return np.concatenate([c, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
-    if encoding in ('mono8', '8UC1'):
-        return (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
-    raise ValueError(f'bag-from-frames cannot write encoding {encoding!r}; use rgb8, bgr8, rgba8, '
-                     'bgra8, mono8, jpeg or png')
 
 
 def write_bag(out: str | Path, sequences: Iterable[Iterable[np.ndarray]],

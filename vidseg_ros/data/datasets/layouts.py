@@ -17,7 +17,9 @@ import cv2
 import numpy as np
 import yaml
 
-from vidseg_ros.constants import CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, DAVIS_CLASSES, DAVIS_FPS
+from vidseg_ros.config import ConfigError
+from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
+                                  DAVIS_CLASSES, DAVIS_FPS)
 
 LOG = logging.getLogger(__name__)
 
@@ -167,13 +169,10 @@ def cityscapes_source(root: str | Path, split: str = 'train') -> FrameSource:
         lab = (root / 'gtFine' / split / img.parent.name /
                img.name.replace('_leftImg8bit.png', '_gtFine_labelTrainIds.png'))
         records.append(FrameRecord(f'{city}_{seq}', int(frame), img, lab if lab.is_file() else None,
-                                   stamp_ns=int(round(int(frame) * 1e9 / 17.0)),
+                                   stamp_ns=int(round(int(frame) * 1e9 / CITYSCAPES_FPS)),
                                    label_source='human' if lab.is_file() else 'none'))
-    names = ['road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign',
-             'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train',
-             'motorcycle', 'bicycle']
-    return FrameSource(records, names, DEFAULT_IGNORE, identity_lut(DEFAULT_IGNORE, 19),
-                       name=f'cityscapes-{split}', fps=17.0)
+    return FrameSource(records, list(CITYSCAPES_CLASSES), DEFAULT_IGNORE, identity_lut(DEFAULT_IGNORE, 19),
+                       name=f'cityscapes-{split}', fps=CITYSCAPES_FPS)
 
 
 def read_meta(root: str | Path) -> dict:
@@ -243,16 +242,80 @@ def extracted_source(root: str | Path) -> FrameSource:
                        fps=float(meta.get('fps', 0.0)))
 
 
-def open_source(spec: str | Path, split: str = 'train') -> FrameSource:
-    """Guess the layout of a folder: extracted (index.csv), DAVIS, Cityscapes or CamVid."""
-    root = Path(spec)
+LAYOUTS = ('camvid', 'davis', 'folder', 'cityscapes')
+# DAVIS and extracted video have no train split here: each sequence is cut in time, the head trains
+# and the tail validates (a gap keeps near-duplicate neighbouring frames out of validation).
+HEAD_FRACTION = 0.7
+HEAD_TAIL_GAP = 5
+
+
+def guess_layout(root: str | Path, split: str = 'train') -> str:
+    """The layout of a dataset folder: folder (index.csv), davis (JPEGImages/), cityscapes, camvid."""
+    root = Path(root)
     if (root / INDEX_NAME).is_file():
-        return extracted_source(root)
+        return 'folder'
     if (root / 'JPEGImages').is_dir():
-        return davis_source(root)
+        return 'davis'
     if (root / 'leftImg8bit').is_dir():
-        return cityscapes_source(root, split)
-    if (root / split).is_dir():
-        return camvid_source(root, split)
+        return 'cityscapes'
+    if (root / split).is_dir() or any(p.name.endswith('annot') for p in root.iterdir() if p.is_dir()):
+        return 'camvid'
     raise FileNotFoundError(f'{root}: not an extracted dataset (index.csv), DAVIS (JPEGImages/), '
                             f'Cityscapes (leftImg8bit/) or CamVid ({split}/, {split}annot/) folder')
+
+
+def open_source(spec: str | Path, split: str = 'train', layout: str = 'auto') -> FrameSource:
+    """The one dataset opener (training, evaluation, variants, experiments): the frames of one split.
+
+    Args:
+        spec: the dataset folder.
+        split: CamVid: the split folder's name, optionally ``:SEQ1,SEQ2`` (whole drives); Cityscapes:
+            the split folder's name. DAVIS and folder (a ``vidseg extract`` /
+            ``label-import`` dataset, which have no split folders): ``all`` (``train`` and ``val`` mean
+            the same), ``head`` (first 70% of every sequence), ``tail`` (after a 5-frame gap), or
+            sequence names ``seq1,seq2`` optionally followed by ``:head`` / ``:tail``.
+        layout: ``auto`` (guessed from the folder), ``camvid``, ``davis``, ``folder`` (also called
+            ``extracted``) or ``cityscapes``.
+    """
+    root = Path(spec)
+    layout = 'folder' if layout == 'extracted' else guess_layout(root, split) if layout == 'auto' else layout
+    if layout == 'camvid':
+        folder, _, seqs = split.partition(':')
+        if not (root / folder).is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir() and (root / f'{p.name}annot').is_dir())
+            raise FileNotFoundError(f'{root}: no CamVid split {folder!r} ({folder}/ and {folder}annot/); '
+                                    f'splits here: {", ".join(found) or "none"} (pass --split)')
+        return _sequences(camvid_source(root, folder), seqs)
+    if layout == 'cityscapes':
+        return cityscapes_source(root, split)
+    if layout not in LAYOUTS:
+        raise ValueError(f'unknown dataset layout {layout!r}; valid: auto, {", ".join(LAYOUTS)}')
+    seqs, _, part = split.partition(':')
+    if seqs in ('train', 'val', 'all', 'head', 'tail'):
+        seqs, part = '', part or seqs
+    src = _sequences(extracted_source(root) if layout == 'folder' else davis_source(root), seqs)
+    return src.subset(temporal_part(src, 'all' if part in ('', 'train', 'val') else part))
+
+
+def _sequences(src: FrameSource, names: str) -> FrameSource:
+    """The records of the comma-separated sequences ``names`` (all when empty); unknown ones named."""
+    wanted = {s for s in names.split(',') if s}
+    missing = sorted(wanted - set(src.sequences()))
+    if missing:
+        raise ConfigError(f'{src.name}: no sequence {", ".join(missing)[:200]}; it has '
+                          f'{", ".join(sorted(src.sequences()))[:200]}')
+    return src.subset([r for r in src.records if r.sequence in wanted]) if wanted else src
+
+
+def temporal_part(src: FrameSource, part: str) -> list[FrameRecord]:
+    """Records of the temporal ``head`` (first 70%) or ``tail`` (after a 5-frame gap) of every
+    sequence, or ``all``."""
+    if part == 'all':
+        return list(src.records)
+    if part not in ('head', 'tail'):
+        raise ValueError(f'unknown split part {part!r}; use head, tail or all')
+    out = []
+    for recs in src.sequences().values():
+        cut = int(len(recs) * HEAD_FRACTION)
+        out += recs[:cut] if part == 'head' else recs[cut + HEAD_TAIL_GAP:]
+    return out

@@ -30,20 +30,24 @@ LOG = logging.getLogger(__name__)
 VARIANTS = ('per_sequence', 'strided', 'successive', 'noise')
 
 
+def evenly_spaced(records: list, n: int) -> list:
+    """``n`` of ``records`` evenly spaced (the middle one for n = 1); n <= 0 or n >= len keeps all.
+
+    The one frames-per-video selection: ``per_sequence`` here and ``frames_per_video`` in training.
+    """
+    if n <= 0 or n >= len(records):
+        return list(records)
+    if n == 1:
+        return [records[len(records) // 2]]
+    idx = np.linspace(0, len(records) - 1, n).round().astype(int)
+    return [records[i] for i in sorted(set(idx.tolist()))]
+
+
 def per_sequence(source: FrameSource, n: int) -> FrameSource:
     """``n`` labelled frames per sequence, evenly spaced (middle frame for n = 1); n = 0 keeps all."""
     picked = []
     for recs in source.sequences().values():
-        recs = [r for r in recs if r.label is not None]
-        if not recs:
-            continue
-        if n <= 0 or n >= len(recs):
-            picked += recs
-        elif n == 1:
-            picked.append(recs[len(recs) // 2])
-        else:
-            idx = np.linspace(0, len(recs) - 1, n).round().astype(int)
-            picked += [recs[i] for i in sorted(set(idx.tolist()))]
+        picked += evenly_spaced([r for r in recs if r.label is not None], n)
     return source.subset(picked)
 
 
