@@ -74,9 +74,6 @@ class KeyframeFPN(KeyframeModel):
         self.head_proj = nn.Conv2d(fpn_ch, p2_ch, 1)
         self.classifier = nn.Conv2d(p2_ch, num_classes, 1)
 
-    # tracing (export) compiles a module's properties unless they are listed here
-    __jit_unused_properties__ = ['kind', 'cache_tensors']
-
     @property
     def kind(self) -> str:
         """'keyframe' with cached levels; without, the plain per-frame FPN."""

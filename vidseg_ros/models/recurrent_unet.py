@@ -122,9 +122,6 @@ class RecurrentUNet(RecurrentModel):
         self.up = nn.ModuleList(blk(2 * widths[i], widths[i], 1) for i in range(len(widths) - 1))
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
 
-    # tracing (export) compiles a module's properties unless they are listed here
-    __jit_unused_properties__ = ['kind']
-
     @property
     def kind(self) -> str:
         """'recurrent' with temporal cells; without, the per-frame twin."""
