@@ -142,10 +142,12 @@ def test_truncated_encoder_reports_only_its_stages():
 
 @pytest.fixture(scope='module')
 def toys():
-    """Loads test/core/toy_model.py (it registers its models) and unregisters them afterwards."""
+    """test/core/toy_model.py's models, registered for this module only (one entry each)."""
     spec = importlib.util.spec_from_file_location('toy_model', Path(__file__).with_name('toy_model.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    for name, cls in module.TOYS.items():
+        register_model(name, cls)
     yield module.TOYS
     for name in module.TOYS:
         del MODELS[name]

@@ -1,13 +1,13 @@
 """Toy models, one per streaming kind: all a new architecture needs is a file like this one.
 
-Each class derives from its kind's base in ``vidseg_ros.models.contract``, implements that kind's
-core methods, and is registered under one name; the engine, export, training and checkpoints then
-use it by that name (``test_model_contract.py`` runs them through all of it).
+Each class derives from its kind's base in ``vidseg_ros.models.contract`` and implements that kind's
+core methods; one registry entry (``TOYS`` below: an entry of ``MODELS`` in the package, or
+``register_model(name, cls)`` from outside it) then makes the engine, export, training and
+checkpoints use it by name. ``test_model_contract.py`` registers these and runs them through all of it.
 """
 import torch
 from torch import nn
 
-from vidseg_ros.models import register_model
 from vidseg_ros.models.contract import FrameModel, KeyframeModel, RecurrentModel
 
 
@@ -71,5 +71,3 @@ class ToyRecurrent(RecurrentModel):
 
 
 TOYS = {'toy_frame': ToyFrame, 'toy_keyframe': ToyKeyframe, 'toy_recurrent': ToyRecurrent}
-for _name, _cls in TOYS.items():
-    register_model(_name, _cls)

@@ -18,8 +18,9 @@ Every model also sets ``stride`` (input H and W must be multiples), ``output_str
 it). ``stream_info()`` reports all of it as one frozen ``StreamInfo``; the engine, the exporter and
 exported files read that and never guess from attributes. A class whose configuration removes its
 temporal part (an FPN without cached levels, a UNet without cells) overrides ``kind`` with a property
-returning 'frame', and the engine runs it per frame. Registering the class (``register_model``) is
-the only other step to make a new model usable everywhere.
+returning 'frame', and the engine runs it per frame. One registry entry (``MODELS`` in
+``models/__init__.py``, or ``register_model`` from outside the package) is the only other step to
+make a new model usable everywhere.
 """
 from __future__ import annotations
 
@@ -205,6 +206,9 @@ class RecurrentModel(SegmentationModel):
     """
 
     kind = 'recurrent'
+
+    def state_layout(self) -> list[tuple[int, int]]:
+        raise NotImplementedError
 
     def advance(self, frame: torch.Tensor, state: tuple[torch.Tensor, ...]
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
