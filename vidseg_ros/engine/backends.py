@@ -30,7 +30,6 @@ from vidseg_ros.models.contract import StreamInfo, stream_info
 log = logging.getLogger(__name__)
 
 META_KEY = 'vidseg_meta'          # ONNX metadata_props key / TorchScript extra file stem
-KIND_KEY = 'vidseg_kind'
 
 
 def current_path(path: str | Path) -> Path:

@@ -103,7 +103,8 @@ def _to_input_size(logits: torch.Tensor, hw) -> torch.Tensor:
 class SegmentationModel(nn.Module):
     """What every model provides; derive from ``FrameModel``, ``KeyframeModel`` or ``RecurrentModel``.
 
-    ``create_model`` adds ``arch`` (registry key) and ``arch_config`` (constructor arguments).
+    The constructor takes ``num_classes`` (training and checkpoints pass it) and explicit keyword
+    arguments; ``create_model`` records them as ``arch_config`` beside ``arch`` (the registry key).
     """
 
     kind: str = ''
