@@ -62,7 +62,7 @@ class KeyframeFPN(KeyframeModel):
         chans = self.encoder.out_channels
         self.levels, self.cached_levels = levels, cached_levels
         self.n_low = levels - cached_levels
-        self.stride = int(self.encoder.strides[levels - 1])
+        self.stride = int(self.encoder.strides[-1])
         self.num_classes = num_classes
         widths = [p2_ch] + [fpn_ch] * (levels - 1)
         self.laterals = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(chans, widths))
