@@ -17,7 +17,10 @@ CASES = [('keyframe_fpn', {'width_mult': 0.25}), ('recurrent_unet', {'size': 'sm
 
 @pytest.fixture(scope='module', params=CASES, ids=[c[0] for c in CASES])
 def checkpoint(request, tmp_path_factory):
-    arch, kw = request.param
+    return _checkpoint(*request.param, tmp_path_factory)
+
+
+def _checkpoint(arch, kw, tmp_path_factory):
     torch.manual_seed(0)
     model = create_model(arch, **kw)
     # non-trivial BN statistics so BN folding is exercised
@@ -57,12 +60,11 @@ def test_export_parity_and_engine(checkpoint, exported, fmt):
         assert (a.class_ids == b.class_ids).mean() > 0.999
 
 
-def test_commands_info_export_bench(checkpoint, tmp_path):
+def test_commands_info_export_bench(tmp_path_factory, tmp_path):
     from vidseg_ros.tools.commands_models import bench, export, info
-    if checkpoint.stem != 'keyframe_fpn':
-        return  # one architecture is enough for the command plumbing
+    checkpoint = _checkpoint(*CASES[0], tmp_path_factory)   # one architecture is enough for the plumbing
     meta = info(str(checkpoint))
-    assert meta['arch'] == checkpoint.stem and meta['trained'] and meta['parameters'] > 0
+    assert meta['arch'] == 'keyframe_fpn' and meta['kind'] == 'keyframe' and meta['trained'] and meta['parameters'] > 0
     report = export(str(checkpoint), tmp_path / 'm.onnx', 'onnx')
     assert report['max_abs_diff'] < TOL
     assert info(str(tmp_path / 'm.onnx'))['backend'] == 'onnx'
@@ -88,11 +90,13 @@ def test_exported_graph_has_dynamic_size(checkpoint, exported, fmt):
     from vidseg_ros.engine.backends import open_exported
     from vidseg_ros.models.checkpoint import load_checkpoint
     from vidseg_ros.models.blocks import fuse_conv_bn
+    from vidseg_ros.models.contract import stream_info
     from vidseg_ros.tools.export import exported_outputs, reference_outputs
     out = exported[fmt][0]
     model, _ = load_checkpoint(checkpoint)
     fuse_conv_bn(model)
     runner = open_exported(out, device='cpu')
+    assert runner.info == stream_info(model)   # the file carries the model's StreamInfo
     x = torch.randn(1, 3, 96, 128)  # not the traced 64x96
     ref = reference_outputs(model, runner.kind, x)
     got = exported_outputs(runner, runner.kind, x)

@@ -1,6 +1,7 @@
 """Model runners behind the stream engine: PyTorch modules, TorchScript and ONNX exports.
 
-All runners speak the same flat-tensor protocol, by ``kind``:
+All runners speak the same flat-tensor protocol, by the model's ``StreamInfo.kind``
+(``models.contract``; exported files carry the ``StreamInfo`` in their metadata):
 
 * ``keyframe``:  ``key(x) -> (logits, cache)`` and ``current(x, cache) -> logits``
 * ``recurrent``: ``step(x, state) -> (logits, state)``
@@ -24,20 +25,11 @@ from torch import nn
 from vidseg_ros.engine.graphs import CudaGraphed
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.checkpoint import CheckpointError
+from vidseg_ros.models.contract import StreamInfo, stream_info
 
 log = logging.getLogger(__name__)
 
 META_KEY = 'vidseg_meta'          # ONNX metadata_props key / TorchScript extra file stem
-KIND_KEY = 'vidseg_kind'
-
-
-def model_kind(model: nn.Module) -> str:
-    """'keyframe' when the model caches levels, 'recurrent' with temporal cells, else 'frame'."""
-    if getattr(model, 'cached_levels', 0) > 0:
-        return 'keyframe'
-    if len(getattr(model, 'cells', ())) > 0:
-        return 'recurrent'
-    return 'frame'
 
 
 def current_path(path: str | Path) -> Path:
@@ -67,11 +59,29 @@ def describe_device(device: str | torch.device) -> str:
     return f'CPU only ({cores} cores available, {platform.machine()})'
 
 
-class TorchRunner:
+class _Runner:
+    """What every runner reports, read from its ``StreamInfo``."""
+
+    info: StreamInfo
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
+
+    @property
+    def stride(self) -> int:
+        return self.info.stride
+
+    @property
+    def output_stride(self) -> int:
+        return self.info.output_stride
+
+
+class TorchRunner(_Runner):
     """Runs an ``nn.Module`` under inference mode, autocast, channels_last and optional compile.
 
     Args:
-        model: A model from ``create_model`` (KeyframeFPN family or RecurrentUNet).
+        model: A model following ``models.contract`` (e.g. from ``create_model``).
         device: 'auto', 'cpu', 'cuda', 'cuda:N'.
         precision: 'fp32', 'fp16' or 'bf16' (autocast).
         channels_last: Use the channels_last memory format.
@@ -87,9 +97,7 @@ class TorchRunner:
                  channels_last: bool = False, compile: bool = False, fuse: bool = True,
                  cuda_graphs: bool = False):
         self.device = resolve_device(device)
-        self.kind = model_kind(model)
-        self.stride = int(model.stride)
-        self.output_stride = int(model.output_stride)
+        self.info = stream_info(model)
         self.precision = precision
         self.channels_last = channels_last
         if fuse:
@@ -170,9 +178,8 @@ class TorchScriptRunner(TorchRunner):
         info = json.loads(extra[META_KEY + '.json'] or '{}')
         if 'meta' not in info:
             raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
-        self.meta, self.kind = info['meta'], info['kind']
-        self.stride, self.output_stride = int(info['stride']), int(info['output_stride'])
-        self._state_shapes = info.get('state_layout', [])
+        self.meta = info['meta']
+        self.info = StreamInfo.from_dict(info, len(self.meta['classes']))
         self.device, self.precision, self.channels_last = dev, precision, channels_last
         self._dtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
         self.model = module.eval()
@@ -185,10 +192,10 @@ class TorchScriptRunner(TorchRunner):
         self._graphed = self._use_graphs(cuda_graphs)
 
     def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return _zero_state(self._state_shapes, x, self.device, torch.float32)
+        return _zero_state(self.info.state_layout, x, self.device, torch.float32)
 
 
-def _zero_state(layout: list[list[int]], x, device, dtype):
+def _zero_state(layout: tuple[tuple[int, int], ...], x, device, dtype):
     """Zero hidden state: one (B, C, H/f, W/f) tensor per ``(C, f)`` of the exported state layout."""
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     return tuple(torch.zeros(b, c, -(-h // f), -(-w // f), device=device, dtype=dtype) for c, f in layout)
@@ -210,7 +217,7 @@ def onnx_providers(device: str, precision: str, available: list[str], cache_dir:
     return providers
 
 
-class OnnxRunner:
+class OnnxRunner(_Runner):
     """``.onnx`` export(s) on onnxruntime: TensorRT, CUDA or CPU provider (``onnx_providers``)."""
 
     backend = 'onnx'
@@ -230,9 +237,8 @@ class OnnxRunner:
         if META_KEY not in props:
             raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
         info = json.loads(props[META_KEY])
-        self.meta, self.kind = info['meta'], info['kind']
-        self.stride, self.output_stride = int(info['stride']), int(info['output_stride'])
-        self._state_shapes = info.get('state_layout', [])
+        self.meta = info['meta']
+        self.info = StreamInfo.from_dict(info, len(self.meta['classes']))
         self._cur = None
         if self.kind == 'keyframe':
             cur = current_path(path)
@@ -261,7 +267,7 @@ class OnnxRunner:
         return out[0], tuple(out[1:])
 
     def init_state(self, x):
-        return _zero_state(self._state_shapes, x, 'cpu', torch.float32)
+        return _zero_state(self.info.state_layout, x, 'cpu', torch.float32)
 
 
 def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32',

@@ -1,23 +1,41 @@
 """Segmentation models: one registry string per architecture, used everywhere.
 
 ``create_model(name, **kw)`` looks ``name`` up in ``MODELS``; the same key appears in YAML configs,
-the CLI, the ``model`` ROS parameter and a checkpoint's ``meta['arch']``.
+the CLI, the ``model`` ROS parameter and a checkpoint's ``meta['arch']``. A model class follows the
+contract of ``models.contract`` (one base per streaming kind); ``register_model`` adds one, which is
+all the engine, export, training and checkpoints need to use it.
 """
 from __future__ import annotations
 
 import inspect
 
-from torch import nn
-
 from vidseg_ros.models.blocks import BLOCKS
+from vidseg_ros.models.contract import (FrameModel, KeyframeModel, RecurrentModel, SegmentationModel, StreamInfo,
+                                        stream_info)
 from vidseg_ros.models.keyframe_fpn import KeyframeFPN, TruncatedFPN
 from vidseg_ros.models.recurrent_unet import RecurrentUNet
 
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, type[SegmentationModel]] = {
     'keyframe_fpn': KeyframeFPN,
     'truncated_fpn': TruncatedFPN,
     'recurrent_unet': RecurrentUNet,
 }
+
+
+def register_model(name: str, cls: type[SegmentationModel]) -> type[SegmentationModel]:
+    """Add ``cls`` to ``MODELS`` under ``name``; returns ``cls``.
+
+    Raises:
+        TypeError: ``cls`` does not derive from a base of ``models.contract``.
+        ValueError: ``name`` is taken by another class.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, (FrameModel, KeyframeModel, RecurrentModel))):
+        raise TypeError(f'model {name!r}: {cls!r} must derive from FrameModel, KeyframeModel or RecurrentModel '
+                        '(vidseg_ros.models.contract)')
+    if MODELS.get(name, cls) is not cls:
+        raise ValueError(f'model name {name!r} is taken by {MODELS[name].__name__}')
+    MODELS[name] = cls
+    return cls
 
 
 def resolve_arch_config(name: str, **kw) -> dict:
@@ -32,7 +50,7 @@ def resolve_arch_config(name: str, **kw) -> dict:
     return {k: v for k, v in bound.arguments.items() if k != 'self'}
 
 
-def create_model(name: str, **kw) -> nn.Module:
+def create_model(name: str, **kw) -> SegmentationModel:
     """Build a model by registry key; ``model.arch`` and ``model.arch_config`` record how.
 
     Raises:
@@ -44,12 +62,13 @@ def create_model(name: str, **kw) -> nn.Module:
     return model
 
 
-def _lookup(name: str) -> type[nn.Module]:
+def _lookup(name: str) -> type[SegmentationModel]:
     try:
         return MODELS[name]
     except KeyError:
         raise ValueError(f'unknown model {name!r}; valid models: {", ".join(sorted(MODELS))}') from None
 
 
-__all__ = ['MODELS', 'BLOCKS', 'create_model', 'resolve_arch_config', 'KeyframeFPN', 'TruncatedFPN',
-           'RecurrentUNet']
+__all__ = ['MODELS', 'BLOCKS', 'create_model', 'register_model', 'resolve_arch_config', 'KeyframeFPN',
+           'TruncatedFPN', 'RecurrentUNet', 'SegmentationModel', 'FrameModel', 'KeyframeModel', 'RecurrentModel',
+           'StreamInfo', 'stream_info']

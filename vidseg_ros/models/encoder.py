@@ -33,6 +33,7 @@ class _StagedEncoder(nn.Module):
     """A stem then four stages (strides 4, 8, 16, 32); returns the output of every stage (C2..C5)."""
 
     strides = (4, 8, 16, 32)
+    out_channels: tuple[int, ...]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats, x = [], self.stem(x)
@@ -40,6 +41,13 @@ class _StagedEncoder(nn.Module):
             x = stage(x)
             feats.append(x)
         return feats
+
+    def truncate(self, levels: int) -> None:
+        """Keep the first ``levels`` stages; ``out_channels`` and ``strides`` report only those
+        (weight names are unchanged, so checkpoints of the truncated model still load)."""
+        self.stages = self.stages[:levels]
+        self.out_channels = tuple(self.out_channels[:levels])
+        self.strides = tuple(self.strides[:levels])
 
 
 class ResNetEncoder(_StagedEncoder):
@@ -124,7 +132,7 @@ class DenseNetEncoder(_StagedEncoder):
         self.out_channels = tuple(outs)
 
 
-class TimmEncoder(nn.Module):
+class TimmEncoder(_StagedEncoder):
     """ImageNet-pretrained encoder from timm, only when timm is installed and the user asks.
 
     timm downloads (or reads from its cache) the weights; this package never does so by itself.
@@ -151,13 +159,6 @@ class TimmEncoder(nn.Module):
         self.stem = nn.Identity()
         self.stages = nn.ModuleList(stages)
         log.info('encoder %s: ImageNet weights from timm', name)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
 
 
 def create_encoder(backbone: str = 'light', block: str = 'resnet', width_mult: float = 1.0,

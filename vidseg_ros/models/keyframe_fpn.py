@@ -10,7 +10,9 @@ The model is split explicitly so the engine (and exported graphs) can cache::
     high = encode_high(low)       # C(6-k)..C5 + their top-down levels, key frames only (cached)
     out  = decode(low, high)      # low pyramid levels + head, every frame -> logits at 1/4
 
-with ``k = cached_levels``. ``forward(x)`` runs all three and upsamples to the input size.
+with ``k = cached_levels``; ``models.contract.KeyframeModel`` derives ``forward``, ``forward_key``,
+``forward_current`` and ``forward_step`` from the split. Without cached levels the model reports
+kind 'frame' (the plain per-frame FPN) and the engine runs it whole on every frame.
 
 Design for speed (the cached part must dominate the cost): the 'light' backbone has a two-conv 3x3
 stem, no extra block at 1/4 and one block at 1/8, but wide C4/C5; pyramid levels P3..P5 are merged at
@@ -23,26 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg_ros.models.blocks import conv_bn_relu
+from vidseg_ros.models.contract import KeyframeModel
 from vidseg_ros.models.encoder import create_encoder
 
 
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() \
-        or torch.compiler.is_compiling()
-
-
-def check_input_size(x: torch.Tensor, stride: int) -> None:
-    """Raise a ValueError suggesting the padded size when H or W is not a multiple of ``stride``."""
-    if _tracing():
-        return
-    h, w = x.shape[-2:]
-    if h % stride or w % stride:
-        ph, pw = -(-h // stride) * stride, -(-w // stride) * stride
-        raise ValueError(f'input size {h}x{w} is not a multiple of the model stride {stride}; '
-                         f'pad it to {ph}x{pw} (the engine does this for you)')
-
-
-class KeyframeFPN(nn.Module):
+class KeyframeFPN(KeyframeModel):
     """FPN semantic segmentation with cacheable top pyramid levels.
 
     Args:
@@ -71,11 +58,11 @@ class KeyframeFPN(nn.Module):
             raise ValueError(f'cached_levels must be 0..{min(2, levels - 2)} for {levels} levels, '
                              f'got {cached_levels}')
         self.encoder = create_encoder(backbone, block, width_mult, pretrained, in_ch)
-        self.encoder.stages = self.encoder.stages[:levels]  # truncated FPN drops the top stages
-        chans = self.encoder.out_channels[:levels]
+        self.encoder.truncate(levels)  # the truncated FPN drops the top stages
+        chans = self.encoder.out_channels
         self.levels, self.cached_levels = levels, cached_levels
         self.n_low = levels - cached_levels
-        self.stride = int(self.encoder.strides[levels - 1])
+        self.stride = int(self.encoder.strides[-1])
         self.num_classes = num_classes
         widths = [p2_ch] + [fpn_ch] * (levels - 1)
         self.laterals = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(chans, widths))
@@ -86,6 +73,16 @@ class KeyframeFPN(nn.Module):
         # merged P3..P5 (at 1/8) -> top-down input of the thin 1/4 level P2
         self.head_proj = nn.Conv2d(fpn_ch, p2_ch, 1)
         self.classifier = nn.Conv2d(p2_ch, num_classes, 1)
+
+    @property
+    def kind(self) -> str:
+        """'keyframe' with cached levels; without, the plain per-frame FPN."""
+        return 'keyframe' if self.cached_levels else 'frame'
+
+    @property
+    def cache_tensors(self) -> int:
+        """``encode_high`` returns ``(T_top, G)`` when anything is cached."""
+        return 2 if self.cached_levels else 0
 
     def set_cached_levels(self, cached_levels: int) -> 'KeyframeFPN':
         """Move the key/current split; the weights do not depend on it, so a per-frame FPN
@@ -144,29 +141,6 @@ class KeyframeFPN(nn.Module):
         lat2 = self.laterals[0](low[0])
         top = F.interpolate(self.head_proj(merged), size=lat2.shape[-2:], mode='bilinear', align_corners=False)
         return self.classifier(self.outputs[0](lat2 + top))
-
-    # -- whole model -------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Full model on one frame: (B, C, H, W) -> logits (B, K, H, W)."""
-        check_input_size(x, self.stride)
-        low = self.encode_low(x)
-        logits = self.decode(low, self.encode_high(low))
-        return F.interpolate(logits, size=x.shape[-2:], mode='bilinear', align_corners=False)
-
-    def forward_key(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Key frame: (logits at 1/4, *cache). Flat tuple so it traces/exports."""
-        low = self.encode_low(x)
-        high = self.encode_high(low)
-        return (self.decode(low, high),) + tuple(high)
-
-    def forward_current(self, x: torch.Tensor, *cache: torch.Tensor) -> torch.Tensor:
-        """Current frame from a key frame's cache: logits at 1/4."""
-        return self.decode(self.encode_low(x), tuple(cache))
-
-    def forward_step(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor]:
-        """Stateless per-frame interface shared with the recurrent models: ``(logits at 1/4,)``."""
-        low = self.encode_low(x)
-        return (self.decode(low, self.encode_high(low)),)
 
 
 class TruncatedFPN(KeyframeFPN):

@@ -4,8 +4,9 @@ After the Bonn lab report on video segmentation: each encoder level's output goe
 cGRU cell (3x3 convs) before it is used as a skip connection (and at the bottleneck), so masks are
 steadier over time. ``temporal_cell='none'`` is the per-frame twin with the same layers otherwise.
 
-Streaming state is data: ``step(frame, state) -> (logits, state)`` with ``state`` a flat tuple of
-hidden tensors (one per level), and ``forward`` on a clip (B, T, C, H, W) equals T steps.
+Streaming state is data (``models.contract.RecurrentModel``): ``step(frame, state) -> (logits, state)``
+with ``state`` a flat tuple of hidden tensors (one per cell level), and ``forward`` on a clip
+(B, T, C, H, W) equals T steps. Without cells the model reports kind 'frame'.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg_ros.models.blocks import get_block
-from vidseg_ros.models.keyframe_fpn import check_input_size
+from vidseg_ros.models.contract import RecurrentModel
 
 # Encoder widths per level; the last entry is the bottleneck (levels = number of downsamplings).
 SIZES: dict[str, tuple[int, ...]] = {
@@ -73,7 +74,7 @@ class ResidualCell(nn.Module):
         return x + self.out(h), h
 
 
-class RecurrentUNet(nn.Module):
+class RecurrentUNet(RecurrentModel):
     """UNet with temporal cells on the skip path.
 
     Args:
@@ -121,24 +122,18 @@ class RecurrentUNet(nn.Module):
         self.up = nn.ModuleList(blk(2 * widths[i], widths[i], 1) for i in range(len(widths) - 1))
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
 
-    def init_state(self, batch: int, height: int, width: int, device=None,
-                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
-        """Zero hidden state for frames of ``height`` x ``width`` (empty for the per-frame twin)."""
-        if not len(self.cells):
-            return ()
-        return tuple(torch.zeros(batch, c, -(-height // f), -(-width // f), device=device, dtype=dtype)
-                     for c, f in self.state_layout())
+    @property
+    def kind(self) -> str:
+        """'recurrent' with temporal cells; without, the per-frame twin."""
+        return 'recurrent' if len(self.cells) else 'frame'
 
     def state_layout(self) -> list[tuple[int, int]]:
         """(channels, downsampling factor) of each state tensor, for exported models."""
         return [(self.widths[i], 2 ** i) for i in self.cell_levels]
 
-    def step(self, frame: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None
-             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def advance(self, frame: torch.Tensor, state: tuple[torch.Tensor, ...]
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One frame (B, C, H, W) and the previous state -> logits (B, K, H, W) and the new state."""
-        check_input_size(frame, self.stride)
-        if len(self.cells) and not state:
-            state = self.init_state(frame.shape[0], frame.shape[-2], frame.shape[-1], frame.device, frame.dtype)
         feats, new_state, x = [], [], self.stem(frame)
         first = self.cell_levels[0] if self.cell_levels else len(self.down)
         for i, down in enumerate(self.down):
@@ -157,21 +152,3 @@ class RecurrentUNet(nn.Module):
             x = F.interpolate(self.up_proj[i](x), size=skip.shape[-2:], mode='bilinear', align_corners=False)
             x = self.up[i](torch.cat([x, skip], 1))
         return self.classifier(x), new_state
-
-    def forward_step(self, frame: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Flat ``(logits, *state)`` version of ``step`` for tracing and export."""
-        logits, new_state = self.step(frame, state)
-        return (logits,) + new_state
-
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-        """A frame (B, C, H, W) -> logits, or a clip (B, T, C, H, W) -> logits (B, T, K, H, W).
-
-        A clip starts from ``state`` (zeros when None) and equals ``step`` over its frames.
-        """
-        if x.dim() == 4:
-            return self.step(x, state)[0]
-        outs = []
-        for t in range(x.shape[1]):
-            logits, state = self.step(x[:, t], state)
-            outs.append(logits)
-        return torch.stack(outs, 1)

@@ -30,9 +30,9 @@ def export(checkpoint: str, out: Path, format: str = 'onnx', input_hw: list[int]
 
 def info(checkpoint: str) -> dict:
     """Architecture, classes, provenance and metrics of a checkpoint or exported model."""
-    from vidseg_ros.engine.backends import model_kind, open_exported
+    from vidseg_ros.engine.backends import open_exported
     from vidseg_ros.engine.stream import resolve_model
-    from vidseg_ros.models import create_model
+    from vidseg_ros.models import create_model, stream_info
     from vidseg_ros.models.checkpoint import read_checkpoint
     path = resolve_model(checkpoint)
     if path.startswith('untrained:'):
@@ -40,7 +40,7 @@ def info(checkpoint: str) -> dict:
     if path.endswith('.pt'):
         meta = read_checkpoint(path)['meta']
         model = create_model(meta['arch'], **meta['arch_config'])
-        kind = model_kind(model)
+        kind = stream_info(model).kind
         params = sum(p.numel() for p in model.parameters())
         backend = 'torch'
     else:

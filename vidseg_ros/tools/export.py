@@ -7,9 +7,9 @@ Exported graphs keep the streaming split so the engine can still cache or carry 
   writes ``X.onnx`` (key frame) and ``X.current.onnx`` (current frame).
 * recurrent and per-frame models: ``forward_step(image, *state) -> (logits, *state)``.
 
-Logits come at 1/``output_stride`` of the input. The checkpoint meta travels inside the file
-(TorchScript extra file ``vidseg_meta.json``, ONNX ``metadata_props['vidseg_meta']``) together with
-the kind, stride and state layout.
+Which graphs to write comes from the model's ``StreamInfo`` (``models.contract``); logits come at
+1/``output_stride`` of the input. The checkpoint meta travels inside the file (TorchScript extra file
+``vidseg_meta.json``, ONNX ``metadata_props['vidseg_meta']``) together with the ``StreamInfo``.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidseg_ros.engine.backends import META_KEY, current_path, model_kind, open_exported
+from vidseg_ros.engine.backends import META_KEY, current_path, open_exported
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.checkpoint import load_checkpoint
+from vidseg_ros.models.contract import stream_info
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,10 @@ def _prepare(checkpoint: str | Path, input_hw: tuple[int, int] | None):
     model, meta = load_checkpoint(checkpoint)
     fuse_conv_bn(model.eval())
     h, w = input_hw or meta.get('input_hw') or (256, 256)
-    s = int(model.stride)
+    stream = stream_info(model)
+    s = stream.stride
     x = torch.randn(1, 3, -(-int(h) // s) * s, -(-int(w) // s) * s, generator=torch.Generator().manual_seed(0))
-    kind = model_kind(model)
-    info = {'meta': meta, 'kind': kind, 'stride': s, 'output_stride': int(model.output_stride),
-            'state_layout': [list(v) for v in model.state_layout()] if kind == 'recurrent' else []}
-    return model, meta, info, x
+    return model, meta, {'meta': meta, **stream.to_dict()}, x
 
 
 def _state_for(model: nn.Module, kind: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

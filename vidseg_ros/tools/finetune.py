@@ -44,17 +44,6 @@ def _frames(sequence: Path) -> list[Path]:
     return frames
 
 
-def _two_class_head(model: torch.nn.Module) -> None:
-    """Replace the final 1x1 classifier by a fresh 2-class one (background / object)."""
-    head = getattr(model, 'classifier', None)
-    if not isinstance(head, torch.nn.Conv2d):
-        raise ValueError('binary fine-tuning needs a model with a Conv2d `classifier`')
-    model.classifier = torch.nn.Conv2d(head.in_channels, 2, head.kernel_size)
-    model.num_classes = 2
-    if hasattr(model, 'arch_config'):
-        model.arch_config = dict(model.arch_config, num_classes=2)
-
-
 def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, sequence: str | Path,
              out_dir: str | Path, steps: int = 100, lr: float = 1e-3, labels_dir: str | Path | None = None,
              seed: int = 0, progress: bool = True) -> dict:
@@ -77,6 +66,7 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
     from vidseg_ros.engine.base import EngineConfig
     from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
     from vidseg_ros.models.checkpoint import load_checkpoint, save_checkpoint
+    from vidseg_ros.models.contract import stream_info
     from vidseg_ros.training.losses import segmentation_loss
     from vidseg_ros.training.metrics import ConfusionMatrix, j_and_f
     from tqdm import tqdm
@@ -96,7 +86,7 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
     net, meta = load_checkpoint(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     if binary and len(meta['classes']) != 2:
-        _two_class_head(net)
+        net.replace_classifier(2)   # models.contract: a fresh background / object head
         meta = dict(meta, classes=list(DAVIS_CLASSES), palette=[list(c) for c in DAVIS_PALETTE],
                     ignore_index=DEFAULT_IGNORE, arch_config=dict(meta['arch_config'], num_classes=2))
     rgb = read_rgb(frame)
@@ -105,7 +95,8 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
                          f'{rgb.shape[1]}x{rgb.shape[0]}')
     hw = meta.get('input_hw') or list(rgb.shape[:2])
     scale = max(hw[0] / rgb.shape[0], hw[1] / rgb.shape[1])
-    aug = AugmentConfig(resize_scale=scale, crop_hw=[int(hw[0]) // 32 * 32, int(hw[1]) // 32 * 32],
+    s = stream_info(net).stride   # crops the model accepts without padding
+    aug = AugmentConfig(resize_scale=scale, crop_hw=[int(hw[0]) // s * s, int(hw[1]) // s * s],
                         scale_range=[0.8, 1.25], hflip=True, jitter=0.2)
     mean = torch.tensor(meta['mean']).view(3, 1, 1)
     std = torch.tensor(meta['std']).view(3, 1, 1)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vidseg_ros.models.contract import KeyframeSplit
+
 
 def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear upsampling of (B, K, h, w) logits to the label size when they differ."""
@@ -59,8 +61,9 @@ class TripletLossParts:
     feature: torch.Tensor   # L1 between high-level features of current and key
 
 
-def triplet_outputs(model, key: torch.Tensor, current: torch.Tensor) -> dict:
-    """Run a key-frame model on a (key, current) batch the way the loss needs it.
+def triplet_outputs(model: KeyframeSplit, key: torch.Tensor, current: torch.Tensor) -> dict:
+    """Run a key-frame model (``models.contract.KeyframeModel``) on a (key, current) batch the way
+    the loss needs it.
 
     Returns logits of the current frame decoded from the key's cached high-level features
     (``cached``), of the key frame (``key``) and of the current frame used as its own key

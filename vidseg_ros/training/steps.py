@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vidseg_ros.config import ConfigError
 from vidseg_ros.constants import IMAGENET_MEAN, IMAGENET_STD
+from vidseg_ros.models.contract import KeyframeSplit, Stepper
 
 from .config import TrainConfig
 from .losses import keyframe_triplet_loss, segmentation_loss, sequence_loss, triplet_outputs
@@ -24,12 +26,27 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+# What each training mode calls on the model beyond ``forward`` (models.contract).
+MODE_NEEDS = {'keyframe': (KeyframeSplit, 'the key-frame split encode_low / encode_high / decode '
+                                          '(KeyframeModel)'),
+              'sequence': (Stepper, 'step(frame, state) (RecurrentModel)')}
+
+
+def check_mode(model: nn.Module, mode: str) -> None:
+    """Raise a ConfigError naming the contract when ``model`` cannot be trained in ``mode``."""
+    need = MODE_NEEDS.get(mode)
+    if need is not None and not isinstance(model, need[0]):
+        name = getattr(model, 'arch', type(model).__name__)
+        raise ConfigError(f'mode: {mode} needs a model with {need[1]}; {name} has none: use mode: perframe '
+                          'or another arch')
+
+
 def frame_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, K, H, W) logits for single frames (recurrent models start from a zero state)."""
     return model(x)
 
 
-def clip_logits(model: nn.Module, clip: torch.Tensor, tbptt: int = 0) -> torch.Tensor:
+def clip_logits(model: Stepper, clip: torch.Tensor, tbptt: int = 0) -> torch.Tensor:
     """(B, T, K, H, W) logits of a recurrent model; ``tbptt`` > 0 detaches the state every k steps."""
     core = model.module if hasattr(model, 'module') else model
     if not tbptt:
@@ -82,6 +99,7 @@ class StepRunner:
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device, world: int = 1,
                  teacher: nn.Module | None = None):
+        check_mode(model, cfg.mode)
         self.cfg, self.device, self.teacher = cfg, device, teacher
         self.use_amp = cfg.amp and device.type == 'cuda'
         self.scaler = torch.amp.GradScaler('cuda') if self.use_amp else None
