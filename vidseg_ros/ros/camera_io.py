@@ -1,5 +1,5 @@
 """The ROS side of one camera of the segment node: subscriptions, one-slot mailbox, CameraInfo matching
-and one publisher per entry of ``engine.outputs.OUTPUTS``."""
+and one publisher per entry of ``engine.outputs.OUTPUTS`` (read when a camera starts)."""
 from __future__ import annotations
 
 import threading
@@ -11,7 +11,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventType
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vidseg_ros.data.images import short
-from vidseg_ros.engine.outputs import OUTPUTS
+from vidseg_ros.engine import outputs
 from vidseg_ros.ros.camera_stats import CameraStats
 from vidseg_ros.ros.conversions import (array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                         scale_camera_info)
@@ -65,7 +65,7 @@ class CameraIO:
             self._subs.append(node.create_subscription(CameraInfo, prefix + 'camera_info',
                                                        self._on_camera_info, in_qos))
             self.pub_info = node.create_publisher(CameraInfo, out + 'camera_info', out_qos)
-        self.pubs = {o.name: node.create_publisher(Image, out + o.name, out_qos) for o in OUTPUTS}
+        self.pubs = {o.name: node.create_publisher(Image, out + o.name, out_qos) for o in outputs.OUTPUTS}
 
     def _subscribe(self, create):
         """``create(**kwargs)`` with a message-lost callback, so messages the middleware reports lost
