@@ -51,5 +51,5 @@ class FrameResult:
     reset_reason: str = ''                      # why temporal state was reset before this frame
     timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess / model / postprocess
     # On a GPU: (class ids (H, W) uint8, frame (H, W, 3) uint8) still on the device, so colour mask and
-    # overlay can be rendered there (outputs.Renderer); valid until the engine's next step. None on CPU.
+    # overlay can be rendered there (outputs.FrameImages); valid until the engine's next step. None on CPU.
     device_frame: tuple | None = None

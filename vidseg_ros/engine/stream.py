@@ -304,25 +304,31 @@ class StreamSegmenter:
 
     def _postprocess(self, logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confidence: bool,
                      class_prob: int | None, confidence_u8: bool) -> FrameResult:
-        """Labels (and probabilities) at ``out_hw``, as if the logits were bilinear-resized there first."""
+        """Labels (and probabilities) at ``out_hw``, as if the logits were bilinear-resized there first:
+        with torch on the device (the ids stay there for rendering), or with OpenCV on the CPU."""
+        args = (net_hw, valid_hw, out_hw, want_confidence, class_prob, confidence_u8)
         if self._on_device or logits.shape[1] >= MAX_CLASSES:
-            ids, conf, prob = logits_to_outputs(logits, net_hw, valid_hw, out_hw, want_confidence, class_prob,
-                                                confidence_u8)
-            frame = (ids, self._frame) if self._on_device else None
-            return FrameResult(class_ids=ids.cpu().numpy(), confidence=None if conf is None else conf.cpu().numpy(),
-                               class_prob=None if prob is None else prob.cpu().numpy(), device_frame=frame)
-        # CPU: argmax at network resolution, exact interpolation only along label boundaries
+            maps = logits_to_outputs(logits, *args)
+            frame = (maps[0], self._frame) if self._on_device else None
+            ids, conf, prob = (None if t is None else t.cpu().numpy() for t in maps)
+        else:
+            ids, conf, prob = self._postprocess_cpu(logits, *args)
+            frame = None
+        return FrameResult(class_ids=ids, confidence=conf, class_prob=prob, device_frame=frame)
+
+    def _postprocess_cpu(self, logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confidence: bool,
+                         class_prob: int | None, confidence_u8: bool):
+        """CPU: argmax at network resolution, exact interpolation only along label boundaries."""
         chw = logits[0].float().contiguous().numpy()
         scores = np.ascontiguousarray(chw.transpose(1, 2, 0))
         key = (scores.shape[:2], tuple(valid_hw), tuple(out_hw), tuple(net_hw))
         if self._upsampler is None or self._upsampler.key != key:
             self._upsampler = Upsampler(*key)
-        up = self._upsampler
-        result = FrameResult(class_ids=up.labels(scores))
+        ids = self._upsampler.labels(scores)
+        conf = prob = None
         if want_confidence or class_prob is not None:
-            result.confidence, result.class_prob = probabilities(up, chw, result.class_ids, want_confidence,
-                                                                 class_prob, confidence_u8)
-        return result
+            conf, prob = probabilities(self._upsampler, chw, ids, want_confidence, class_prob, confidence_u8)
+        return ids, conf, prob
 
     @staticmethod
     def _check_class(index: int, n: int) -> None:
