@@ -34,7 +34,7 @@ class VideoSourceNode(Node):
                               '(-p source:=/path/to/video.mp4)')
         self.frames = VideoFrames(self.cfg.source)
         rate = self.cfg.rate_hz or self.frames.fps or FOLDER_RATE_HZ
-        profile = keep_last_qos(self.cfg.reliability, self.cfg.depth)
+        profile = keep_last_qos(self.cfg.output_reliability, self.cfg.output_depth)
         self.pub_raw = (self.create_publisher(Image, 'image', profile)
                         if self.cfg.transport in ('raw', 'both') else None)
         self.pub_compressed = (self.create_publisher(CompressedImage, 'image/compressed', profile)
