@@ -2,7 +2,7 @@
 import torch
 
 from vidseg_ros.engine.base import EngineConfig
-from vidseg_ros.engine.policy import KeyframePolicy, change_descriptor
+from vidseg_ros.engine.policy import KEY_REASONS, KeyframePolicy, change_descriptor
 
 MS = 1_000_000
 HW = (48, 64)
@@ -36,13 +36,40 @@ def test_gap_backwards_resize_reset():
     reasons = [x.reset_reason for x in d]
     assert reasons == ['start', '', '', 'gap', '', 'backwards', '', 'resize', '', '']
     assert [x.is_key for x in d] == [bool(r) for r in reasons]
+    assert [x.key_reason for x in d] == reasons   # a reset is the key frame's reason
     p.reset()
     assert p.decide(300 * MS, (50, 64)).reset_reason == 'reset'
 
 
+def test_network_geometry_change_resets():
+    p = KeyframePolicy(EngineConfig(keyframe_interval=100))
+    net, tiles = ((48, 64), (64, 64)), ((0, 0, 64, 64),)
+    assert p.decide(None, HW, network=net, tiles=tiles).key_reason == 'start'
+    assert not p.decide(None, HW, network=net, tiles=tiles).is_key
+    d = p.decide(None, HW, network=((40, 60), (64, 64)), tiles=tiles)
+    assert (d.is_key, d.reset_reason, d.key_reason) == (True, 'network_size', 'network_size')
+    two = ((0, 0, 64, 32), (0, 32, 64, 32))
+    assert p.decide(None, HW, network=((40, 60), (64, 64)), tiles=two).reset_reason == 'tiles'
+    assert not p.decide(None, HW, network=((40, 60), (64, 64)), tiles=two).is_key
+
+
+def test_uncached_models_key_every_frame_and_still_reset():
+    p = KeyframePolicy(EngineConfig(keyframe_interval=100, max_gap_s=0.5))
+    d = [p.decide(s * MS, HW, cached=False) for s in (0, 33, 66, 2000, 2033)]
+    assert all(x.is_key for x in d)
+    assert [x.key_reason for x in d] == ['start', 'every_frame', 'every_frame', 'gap', 'every_frame']
+    assert [x.reset_reason for x in d] == ['start', '', '', 'gap', '']
+
+
+def test_reasons_are_listed():
+    assert len(set(KEY_REASONS)) == len(KEY_REASONS)
+    assert {'start', 'reset', 'error', 'interval', 'adaptive', 'every_frame'} <= set(KEY_REASONS)
+
+
 def test_no_stamp_disables_time_checks():
     p = KeyframePolicy(EngineConfig(keyframe_interval=100))
-    assert [p.decide(None, HW).is_key for _ in range(3)] == [True, False, False]
+    d = [p.decide(None, HW) for _ in range(3)]
+    assert [x.is_key for x in d] == [True, False, False] and [x.key_reason for x in d] == ['start', '', '']
 
 
 def test_adaptive_threshold_and_max_interval():

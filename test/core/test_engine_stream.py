@@ -1,9 +1,12 @@
 """StreamSegmenter: shapes/dtypes, key-frame caching, recurrent state, fork, tiles, model resolution."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from vidseg_ros.engine.base import EngineConfig
+from vidseg_ros.engine.policy import KEY_REASONS
 from vidseg_ros.engine.stream import DEFAULT_MODEL, StreamSegmenter, resolve_model
 from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import CheckpointError, default_meta, save_checkpoint
@@ -157,3 +160,64 @@ def test_warmup_leaves_a_fresh_stream():
     assert r.is_key and r.reset_reason == 'start'
     with pytest.raises(ValueError, match='image_hw'):
         engine(meta_hw=(), input_hw=[]).warmup()
+
+
+def _steps(eng, items):
+    """key_reason of each (frame, stamp_ms) in ``items``; a callable item acts on the engine between frames."""
+    out = []
+    for item in items:
+        if callable(item):
+            item(eng)
+        else:
+            img, ms = item
+            r = eng.step(img, ms * MS)
+            assert r.is_key == bool(r.key_reason)   # a reason exactly for key frames
+            out.append(r.key_reason)
+    return out
+
+
+def _boom(eng):
+    def fail(*a, **k):
+        raise RuntimeError('device lost')
+    eng._infer = fail
+    with pytest.raises(RuntimeError):
+        eng.step(frames(1)[0], 66 * MS)
+    del eng._infer
+
+
+IMG, OTHER_SIZE = frames(1)[0], frames(1, hw=(50, 70))[0]
+STILL = frames(4)
+CUT = np.broadcast_to(np.linspace(0, 255, 101, dtype=np.float32)[None, :, None], (67, 101, 3)).astype(np.uint8)
+# reason -> (engine settings, steps, the key_reason of each frame); between frames: a reset, a failed
+# step, or a run-time setting change
+KEY_REASON_CASES = {
+    'start': ({}, [(IMG, 0)], ['start']),
+    'reset': ({}, [(IMG, 0), (IMG, 33), lambda e: e.reset(), (IMG, 66)], ['start', '', 'reset']),
+    'error': ({}, [(IMG, 0), (IMG, 33), _boom, (IMG, 99)], ['start', '', 'error']),
+    'resize': ({'input_hw': []}, [(IMG, 0), (IMG, 33), (OTHER_SIZE, 66)], ['start', '', 'resize']),
+    'network_size': ({}, [(IMG, 0), lambda e: e.update_config(dataclasses.replace(e.config, input_hw=[32, 64])),
+                          (IMG, 33)], ['start', 'network_size']),
+    'tiles': ({}, [(IMG, 0), lambda e: e.update_config(dataclasses.replace(e.config, tile_size=32)), (IMG, 33)],
+              ['start', 'tiles']),
+    'backwards': ({}, [(IMG, 100), (IMG, 133), (IMG, 0)], ['start', '', 'backwards']),
+    'gap': ({}, [(IMG, 0), (IMG, 33), (IMG, 2000)], ['start', '', 'gap']),
+    'interval': ({'keyframe_interval': 2}, [(IMG, 0), (IMG, 33), (IMG, 66)], ['start', '', 'interval']),
+    'max_interval': ({'keyframe_policy': 'adaptive', 'keyframe_max_interval': 3},
+                     [(im, 33 * i) for i, im in enumerate(STILL)], ['start', '', '', 'max_interval']),
+    'adaptive': ({'keyframe_policy': 'adaptive', 'keyframe_max_interval': 50},
+                 [(STILL[0], 0), (STILL[1], 33), (CUT, 66)], ['start', '', 'adaptive']),
+    'every_frame': ({'arch': 'recurrent_unet', 'input_hw': [32, 48]}, [(IMG, 0), (IMG, 33)], ['start', 'every_frame']),
+}
+
+
+@pytest.mark.parametrize('reason', KEY_REASON_CASES)
+def test_each_key_reason_reaches_the_frame_result(reason):
+    settings, items, expected = KEY_REASON_CASES[reason]
+    settings = dict(settings)
+    arch = settings.pop('arch', 'keyframe_fpn')
+    eng = engine(arch, **({'meta_hw': ()} if settings.get('input_hw') == [] else {}), **settings)
+    assert _steps(eng, items) == expected
+
+
+def test_every_key_reason_has_a_case():
+    assert set(KEY_REASON_CASES) == set(KEY_REASONS)

@@ -1,4 +1,5 @@
 """Class table, remapping, colour mask and overlay."""
+import dataclasses
 import json
 
 import numpy as np
@@ -48,3 +49,66 @@ def test_latency_percentiles_and_rate():
     for i in range(11):
         r.tick(now=100.0 + i * 0.1)
     assert r.rate_hz(now=101.0) == pytest.approx(10.0, rel=0.01)
+
+
+IDS = np.array([[0, 0, 1], [2, 2, 1]], np.uint8)
+RGB = np.full((2, 3, 3), 100, np.uint8)
+
+
+def _table():
+    return ClassTable.build(NAMES, PALETTE)
+
+
+def test_the_plan_follows_settings_and_subscribers():
+    from vidseg_ros.engine.outputs import OUTPUTS, active_outputs, step_options
+    from vidseg_ros.ros.settings import SegmentNodeConfig
+    assert all(o.setting in SegmentNodeConfig.__dataclass_fields__ for o in OUTPUTS)
+    cfg = SegmentNodeConfig()   # defaults: all on but class_prob (index -1)
+    everyone = active_outputs(cfg, lambda name: True)
+    assert [o.name for o in everyone] == ['mask', 'color_mask', 'overlay', 'confidence']
+    assert step_options(everyone, cfg) == {'want_confidence': True, 'class_prob': None, 'confidence_u8': True}
+    # nobody listens to the confidence: the engine computes no probabilities
+    masks_only = active_outputs(cfg, lambda name: name != 'confidence')
+    assert step_options(masks_only, cfg)['want_confidence'] is False
+    cfg = dataclasses.replace(cfg, class_prob_index=2, confidence_encoding='32FC1', publish_overlay=False)
+    plan = active_outputs(cfg, lambda name: True)
+    assert [o.name for o in plan] == ['mask', 'color_mask', 'confidence', 'class_prob']
+    assert step_options(plan, cfg) == {'want_confidence': True, 'class_prob': 2, 'confidence_u8': False}
+
+
+def test_rendered_images_and_encodings():
+    from vidseg_ros.engine.base import FrameResult
+    from vidseg_ros.engine.outputs import OUTPUTS, Renderer, render_outputs
+    from vidseg_ros.ros.settings import SegmentNodeConfig
+    result = FrameResult(class_ids=IDS, confidence=np.full((2, 3), 255, np.uint8),
+                         class_prob=np.full((2, 3), 0.25, np.float32))
+    cfg = SegmentNodeConfig(confidence_encoding='32FC1', class_prob_index=1)
+    images = render_outputs(list(OUTPUTS), Renderer(_table()), result, RGB, cfg)
+    assert {k: v[1] for k, v in images.items()} == {'mask': 'mono8', 'color_mask': 'rgb8', 'overlay': 'rgb8',
+                                                    'confidence': '32FC1', 'class_prob': '32FC1'}
+    np.testing.assert_array_equal(images['mask'][0], IDS)
+    assert images['color_mask'][0][1, 0].tolist() == [255, 0, 0]
+    assert images['confidence'][0].dtype == np.float32 and images['confidence'][0].max() == 1.0
+    # an output whose data the engine did not compute this frame is skipped, not published empty
+    images = render_outputs(list(OUTPUTS), Renderer(_table()), FrameResult(class_ids=IDS), RGB, cfg)
+    assert set(images) == {'mask', 'color_mask', 'overlay'}
+
+
+def test_a_new_output_is_one_table_entry(monkeypatch):
+    from vidseg_ros.engine import outputs
+    from vidseg_ros.engine.base import FrameResult
+    from vidseg_ros.ros.settings import SegmentNodeConfig
+
+    def edges(frame):
+        ids = frame.mask()
+        return np.pad((ids[:, 1:] != ids[:, :-1]).astype(np.uint8) * 255, ((0, 0), (1, 0)))
+    toy = outputs.Output('edges', 'publish_mask', 'mono8', edges)
+    monkeypatch.setattr(outputs, 'OUTPUTS', outputs.OUTPUTS + (toy,))
+    cfg = SegmentNodeConfig(publish_overlay=False)
+    plan = outputs.active_outputs(cfg, lambda name: name in {'edges', 'overlay', 'mask'})
+    assert [o.name for o in plan] == ['mask', 'edges']
+    images = outputs.render_outputs(plan, outputs.Renderer(_table()), FrameResult(class_ids=IDS), RGB, cfg)
+    assert images['edges'][1] == 'mono8'
+    assert images['edges'][0].tolist() == [[0, 0, 255], [0, 0, 255]]
+    off = outputs.active_outputs(dataclasses.replace(cfg, publish_mask=False), lambda name: True)
+    assert 'edges' not in [o.name for o in off]   # its setting switches it off like any other

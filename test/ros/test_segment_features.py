@@ -16,6 +16,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_helpers import ROOT, diag_values, image_msg, stamp_of
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
+from std_srvs.srv import Trigger
 
 from vidseg_ros.ros.conversions import pinhole_camera_info, rgb8_to_compressed_msg
 
@@ -219,6 +220,11 @@ def test_lifecycle_node_loads_activates_and_releases(start_node, probe, real_fra
     send_and_wait(probe, pub, image_msg(real_frames[0], time.time_ns()), [masks], lc)
     transition(Transition.TRANSITION_DEACTIVATE)
     probe.wait_for(lambda: pub.get_subscription_count() == 0, 10, 'subscription removed', lc)
+    reset = probe.node.create_client(Trigger, '/vidseg_segmenter/reset')
+    probe.wait_for(reset.service_is_ready, 10, 'reset service', lc)
+    answer = reset.call_async(Trigger.Request())
+    probe.wait_for(answer.done, 10, 'reset answer', lc)
+    assert not answer.result().success and 'not serving' in answer.result().message   # nothing to reset
     transition(Transition.TRANSITION_CLEANUP)
     transition(Transition.TRANSITION_CONFIGURE)       # and it can load again
     assert lc.alive()

@@ -148,8 +148,13 @@ def test_bad_input_warns_and_node_keeps_serving(start_node, probe, real_frames, 
     assert 'bad_input' in node.log()
 
 
+def _key_reasons(values: dict) -> dict:
+    return {k[len('key_reason_'):]: int(v) for k, v in values.items() if k.startswith('key_reason_')}
+
+
 def test_reset_service_makes_the_next_frame_a_key_frame(start_node, probe, real_frames):
-    node = start_node(NODE, {**BASE_PARAMS, 'keyframe_interval': 100})
+    # /diagnostics counts key frames per reason: the first frame, the interval, the reset, a time gap
+    node = start_node(NODE, {**BASE_PARAMS, 'keyframe_interval': 3, 'max_gap_s': 0.5})
     masks = probe.collect(Image, f'{OUT}/mask')
     diags = probe.collect(DiagnosticArray, '/diagnostics')
     client = probe.node.create_client(Trigger, f'{OUT}/reset')
@@ -160,16 +165,22 @@ def test_reset_service_makes_the_next_frame_a_key_frame(start_node, probe, real_
 
     base = time.time_ns()
 
-    def frame(i, key_frames):   # stamps 15 Hz apart: no gap reset (max_gap_s) between them
-        pub.publish(image_msg(real_frames[i], base + i * 66_666_667))
+    def frame(i, stamp_ms, reasons):   # stamps 66 ms apart unless a gap is wanted
+        pub.publish(image_msg(real_frames[i], base + stamp_ms * 1_000_000))
         probe.wait_for(lambda: len(masks) > i, 60, f'mask {i}', node)
         probe.wait_for(lambda: (st := _latest_status(diags)) is not None
                        and diag_values(st)['frames_out'] == str(i + 1), 10, f'diagnostics after frame {i}', node)
-        assert diag_values(_latest_status(diags))['key_frames'] == str(key_frames)
+        values = diag_values(_latest_status(diags))
+        assert _key_reasons(values) == reasons
+        assert values['key_frames'] == str(sum(reasons.values()))
 
-    frame(0, 1)   # the first frame is a key frame
-    frame(1, 1)   # then current frames until the interval of 100
+    frame(0, 0, {'start': 1})                 # the first frame is a key frame
+    frame(1, 66, {'start': 1})                # then current frames until the interval of 3
+    frame(2, 133, {'start': 1})
+    frame(3, 200, {'start': 1, 'interval': 1})
     future = client.call_async(Trigger.Request())
     probe.wait_for(lambda: future.done(), 10, 'reset response', node)
     assert future.result().success
-    frame(2, 2)   # reset: a key frame again
+    frame(4, 266, {'start': 1, 'interval': 1, 'reset': 1})   # reset: a key frame at once
+    frame(5, 333, {'start': 1, 'interval': 1, 'reset': 1})
+    frame(6, 2333, {'start': 1, 'interval': 1, 'reset': 1, 'gap': 1})   # 2 s > max_gap_s

@@ -44,7 +44,7 @@ def test_large_frames_cross_process_best_effort(start_node, probe, frame_folder,
     images = probe.collect(Image, 'image', qos=qos_profile_sensor_data)
     n = 45
     node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, 'loop': True, 'max_frames': n,
-                             'resize_hw': list(size_hw), 'reliability': 'best_effort',
+                             'resize_hw': list(size_hw), 'output_reliability': 'best_effort',
                              'wait_for_subscribers': 1})
     assert node.proc.wait(timeout=60) == 0, node.log()
     # the node has exited (exit_at_end): frames still in flight get 5 s, without the "node died" shortcut

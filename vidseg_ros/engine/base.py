@@ -47,8 +47,9 @@ class FrameResult:
     #                                             or uint8 0..255 when asked with confidence_u8
     class_prob: np.ndarray | None = None        # (H, W) float32 probability of one selected class
     is_key: bool = True                         # key frame (full model) or current frame (cached)
+    key_reason: str = ''                        # why a key frame (policy.KEY_REASONS), '' otherwise
     reset_reason: str = ''                      # why temporal state was reset before this frame
     timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess / model / postprocess
     # On a GPU: (class ids (H, W) uint8, frame (H, W, 3) uint8) still on the device, so colour mask and
-    # overlay can be rendered there (outputs.Renderer); valid until the engine's next step. None on CPU.
+    # overlay can be rendered there (outputs.FrameImages); valid until the engine's next step. None on CPU.
     device_frame: tuple | None = None

@@ -1,11 +1,15 @@
-"""Turning class ids into what consumers see: class table, remapping, colour mask, overlay (ROS-free)."""
+"""Turning class ids into what consumers see: class table, remapping, colour mask, overlay, and the table
+of published outputs (ROS-free)."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import cv2
 import numpy as np
+
+from vidseg_ros.engine.upsample import to_u8
 
 
 @dataclass(frozen=True)
@@ -91,9 +95,7 @@ def overlay(rgb: np.ndarray, color: np.ndarray, alpha: float, keep: np.ndarray |
 
 
 class Renderer:
-    """Mask, colour mask and overlay of one frame for one ``ClassTable``, through lookup tables: with
-    OpenCV on the host, or on the GPU when the engine left the frame there (``FrameResult.device_frame``),
-    downloading only the uint8 images."""
+    """Lookup tables of one ``ClassTable`` (on the host, and per device once used there)."""
 
     def __init__(self, table: ClassTable):
         self.table = table
@@ -103,44 +105,150 @@ class Renderer:
         self.ignored[list(table.ignore)] = 1
         self._device_luts: dict = {}
 
+    def device_luts(self, device):
+        """(mask, colour, ignored) lookup tensors on ``device``."""
+        if device not in self._device_luts:
+            import torch
+            self._device_luts[device] = [torch.from_numpy(a).to(device) for a in (
+                self.mask_lut, self.color_lut, self.ignored.astype(bool))]
+        return self._device_luts[device]
+
     def render(self, result, rgb: np.ndarray, alpha: float, want: set[str]) -> dict[str, np.ndarray]:
         """The images in ``want`` ('mask', 'color', 'overlay') as uint8 arrays at the result's size."""
-        if result.device_frame is not None:
-            return self._render_device(*result.device_frame, alpha, want)
-        ids = result.class_ids
-        out = {}
-        if 'mask' in want:
-            out['mask'] = cv2.LUT(ids, self.mask_lut) if (self.table.remap or self.table.ignore) else ids
-        if want & {'color', 'overlay'}:
-            out['color'] = colorize(ids, self.color_lut)
-        if 'overlay' in want:
-            keep = (cv2.LUT(ids, self.ignored) == 0) if self.table.ignore else None
-            out['overlay'] = overlay(rgb, out['color'], alpha, keep)
-        return out
+        frame = FrameImages(self, result, rgb, alpha)
+        return {name: getattr(frame, name)() for name in want}
 
-    def _render_device(self, ids, frame, alpha: float, want: set[str]):
+
+class FrameImages:
+    """The images of one frame, each rendered on first use (the colour mask once, for colour mask and
+    overlay): with OpenCV on the host, or on the GPU when the engine left the frame there
+    (``FrameResult.device_frame``), downloading only the uint8 images asked for."""
+
+    def __init__(self, renderer: Renderer, result, rgb: np.ndarray, alpha: float = 0.5,
+                 confidence_encoding: str = 'mono8'):
+        self.result, self.rgb, self.renderer = result, rgb, renderer
+        self.alpha = float(np.clip(alpha, 0.0, 1.0))
+        self.confidence_encoding = confidence_encoding
+        self._device = result.device_frame is not None
+        self._color = None
+
+    def _host(self, image):
+        return image.cpu().numpy() if self._device else image
+
+    def mask(self) -> np.ndarray:
+        """Published class ids (remapped, ignored classes as ignore_value)."""
+        r, table = self.renderer, self.renderer.table
+        if self._device:
+            ids = self.result.device_frame[0]
+            return self._host(r.device_luts(ids.device)[0][ids.long()])
+        ids = self.result.class_ids
+        return cv2.LUT(ids, r.mask_lut) if (table.remap or table.ignore) else ids
+
+    def _color_native(self):
+        if self._color is None:
+            if self._device:
+                ids = self.result.device_frame[0]
+                self._color = self.renderer.device_luts(ids.device)[1][ids.long()]
+            else:
+                self._color = colorize(self.result.class_ids, self.renderer.color_lut)
+        return self._color
+
+    def color(self) -> np.ndarray:
+        """Palette colour per pixel (ignored classes black)."""
+        return self._host(self._color_native())
+
+    def overlay(self) -> np.ndarray:
+        """The image blended with the colour mask; ignored classes show the image alone."""
+        r, table = self.renderer, self.renderer.table
+        if not self._device:
+            ids = self.result.class_ids
+            keep = (cv2.LUT(ids, r.ignored) == 0) if table.ignore else None
+            return overlay(self.rgb, self._color_native(), self.alpha, keep)
         import torch
         import torch.nn.functional as F
-        dev = ids.device
-        if dev not in self._device_luts:
-            self._device_luts[dev] = [torch.from_numpy(a).to(dev) for a in (self.mask_lut, self.color_lut,
-                                                                             self.ignored.astype(bool))]
-        mask_lut, color_lut, ignored = self._device_luts[dev]
-        idx = ids.long()
-        out = {}
-        if 'mask' in want:
-            out['mask'] = mask_lut[idx]
-        if want & {'color', 'overlay'}:
-            out['color'] = color_lut[idx]
-        if 'overlay' in want:
-            rgb = frame.permute(2, 0, 1)[None].float()
-            if tuple(rgb.shape[-2:]) != tuple(ids.shape):
-                rgb = F.interpolate(rgb, size=tuple(ids.shape), mode='bilinear', align_corners=False,
-                                    antialias=True)
-            rgb = rgb[0].permute(1, 2, 0)
-            a = float(np.clip(alpha, 0.0, 1.0))
-            blend = (rgb * (1.0 - a) + out['color'].float() * a).round_()
-            if self.table.ignore:
-                blend = torch.where(ignored[idx][..., None], rgb.round(), blend)
-            out['overlay'] = blend.clamp_(0, 255).to(torch.uint8)
-        return {k: v.cpu().numpy() for k, v in out.items()}
+        ids, frame = self.result.device_frame
+        rgb = frame.permute(2, 0, 1)[None].float()
+        if tuple(rgb.shape[-2:]) != tuple(ids.shape):
+            rgb = F.interpolate(rgb, size=tuple(ids.shape), mode='bilinear', align_corners=False, antialias=True)
+        rgb = rgb[0].permute(1, 2, 0)
+        blend = (rgb * (1.0 - self.alpha) + self._color_native().float() * self.alpha).round_()
+        if table.ignore:
+            blend = torch.where(r.device_luts(ids.device)[2][ids.long()][..., None], rgb.round(), blend)
+        return self._host(blend.clamp_(0, 255).to(torch.uint8))
+
+    def confidence(self) -> np.ndarray | None:
+        """Probability of the chosen class: uint8 0..255 for mono8, else float32 0..1."""
+        conf = self.result.confidence
+        if conf is None:
+            return None
+        if self.confidence_encoding == 'mono8':
+            return conf if conf.dtype == np.uint8 else to_u8(conf)
+        return conf / np.float32(255) if conf.dtype == np.uint8 else conf
+
+    def class_prob(self) -> np.ndarray | None:
+        """float32 probability of the selected class."""
+        return self.result.class_prob
+
+
+@dataclass(frozen=True)
+class Output:
+    """One image topic the segment node publishes per camera and frame.
+
+    Args:
+        name: topic under ``~/`` (``~/<camera>/`` with several cameras).
+        setting: the ``SegmentNodeConfig`` field that switches it on.
+        encoding: ROS image encoding, or a function of the settings giving it.
+        render: ``FrameImages`` -> the image (None: nothing to publish this frame).
+        on: the setting's value -> enabled.
+        needs: what the engine must compute beyond class ids ('confidence', 'class_prob').
+    """
+
+    name: str
+    setting: str
+    encoding: str | Callable[[Any], str]
+    render: Callable[[FrameImages], np.ndarray | None]
+    on: Callable[[Any], bool] = bool
+    needs: frozenset = frozenset()
+
+    def enabled(self, cfg) -> bool:
+        return bool(self.on(getattr(cfg, self.setting)))
+
+    def encoding_for(self, cfg) -> str:
+        return self.encoding if isinstance(self.encoding, str) else self.encoding(cfg)
+
+
+# The segment node's image outputs: it creates, publishes and destroys one publisher per entry, and
+# README documents the settings. A new output is one entry here (plus its setting when none fits).
+OUTPUTS: tuple[Output, ...] = (
+    Output('mask', 'publish_mask', 'mono8', FrameImages.mask),
+    Output('color_mask', 'publish_color_mask', 'rgb8', FrameImages.color),
+    Output('overlay', 'publish_overlay', 'rgb8', FrameImages.overlay),
+    Output('confidence', 'publish_confidence', lambda cfg: cfg.confidence_encoding, FrameImages.confidence,
+           needs=frozenset({'confidence'})),
+    Output('class_prob', 'class_prob_index', '32FC1', FrameImages.class_prob, on=lambda index: index >= 0,
+           needs=frozenset({'class_prob'})),
+)
+
+
+def active_outputs(cfg, subscribed: Callable[[str], bool]) -> list[Output]:
+    """The outputs switched on in ``cfg`` that someone listens to (``subscribed(name)``)."""
+    return [o for o in OUTPUTS if o.enabled(cfg) and subscribed(o.name)]
+
+
+def step_options(outputs: list[Output], cfg) -> dict:
+    """``StreamSegmenter.step`` keywords for what ``outputs`` need (nothing costly for unused outputs)."""
+    needs = set().union(*(o.needs for o in outputs))
+    return {'want_confidence': 'confidence' in needs,
+            'class_prob': cfg.class_prob_index if 'class_prob' in needs else None,
+            'confidence_u8': cfg.confidence_encoding == 'mono8'}
+
+
+def render_outputs(outputs: list[Output], renderer: Renderer, result, rgb: np.ndarray, cfg) -> dict:
+    """{name: (image, encoding)} of ``outputs`` for one engine result."""
+    frame = FrameImages(renderer, result, rgb, cfg.overlay_alpha, cfg.confidence_encoding)
+    images = {}
+    for o in outputs:
+        image = o.render(frame)
+        if image is not None:
+            images[o.name] = (image, o.encoding_for(cfg))
+    return images

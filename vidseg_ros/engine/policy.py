@@ -1,10 +1,12 @@
-"""Key-frame policy: when to recompute the cached (key-frame) features and when to reset state.
+"""Key-frame policy: the one place that decides whether a frame is a key frame, and why.
 
-Resets (state cleared, next frame is a key frame) happen on the first frame, an explicit reset, a
-time gap above ``max_gap_s``, a stamp going backwards (a bag looping) and a resolution change.
+Resets (temporal state cleared, the frame is a key frame) happen on the first frame, an explicit
+reset, a failed step, a frame size change, a network geometry change (input size or tile grid, after
+a setting change), a stamp going backwards (a bag looping) and a time gap above ``max_gap_s``.
 Between resets, key frames come at a fixed interval, or adaptively when cheap low-level features
 moved more than ``keyframe_threshold`` (relative) from those of the last key frame, and at the
-latest after ``keyframe_max_interval`` frames.
+latest after ``keyframe_max_interval`` frames. Models without a key-frame cache (recurrent,
+per-frame) run fully on every frame: reason ``every_frame`` unless a reset applies.
 """
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ import torch.nn.functional as F
 
 from vidseg_ros.engine.base import EngineConfig
 
+# Every key_reason the policy gives (diagnostics count each); RESET_REASONS also clear temporal state.
+RESET_REASONS = ('start', 'reset', 'error', 'resize', 'network_size', 'tiles', 'backwards', 'gap')
+KEY_REASONS = RESET_REASONS + ('interval', 'max_interval', 'adaptive', 'every_frame')
+
 
 @dataclass
 class Decision:
@@ -23,7 +29,7 @@ class Decision:
 
     is_key: bool
     reset_reason: str = ''   # non-empty when temporal state must be cleared first
-    key_reason: str = ''     # why a key frame: reset reason, 'interval', 'adaptive', 'max_interval'
+    key_reason: str = ''     # why a key frame (one of KEY_REASONS), '' for a current frame
     change: float = 0.0      # relative feature change vs the last key frame (adaptive policy)
 
 
@@ -44,7 +50,7 @@ def relative_change(desc: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 class KeyframePolicy:
-    """Decides key frames and resets from stamps, frame sizes and (adaptive) feature change.
+    """Decides key frames and resets from stamps, sizes, network geometry and (adaptive) feature change.
 
     Args:
         config: Engine settings (keyframe_policy, keyframe_interval, keyframe_max_interval,
@@ -56,39 +62,39 @@ class KeyframePolicy:
         self.reset('start')
 
     def update_config(self, config: EngineConfig) -> None:
-        """New policy parameters take effect from the next frame; state is kept."""
+        """New policy parameters take effect from the next frame; state is kept (a geometry change
+        is seen on the next frame, as reason 'network_size' or 'tiles')."""
         self.config = config
 
     def reset(self, reason: str = 'reset') -> None:
-        """Force a key frame (and report ``reason``) on the next frame."""
+        """Force a key frame (and report ``reason``, one of RESET_REASONS) on the next frame."""
         self._pending_reset = reason
         self._since_key = 0
         self._last_stamp_ns: int | None = None
-        self._last_hw: tuple[int, int] | None = None
+        self._last_hw: tuple | None = None
+        self._last_network: tuple | None = None
+        self._last_tiles: tuple | None = None
         self._key_desc: torch.Tensor | None = None
 
     def decide(self, stamp_ns: int | None, hw: tuple[int, int],
-               descriptor: Callable[[], torch.Tensor] | None = None) -> Decision:
-        """Verdict for the next frame of size ``hw`` at ``stamp_ns`` (None = no timing checks).
+               descriptor: Callable[[], torch.Tensor] | None = None, *, network: tuple = (),
+               tiles: tuple = (), cached: bool = True) -> Decision:
+        """Final verdict for the next frame of size ``hw`` at ``stamp_ns`` (None = no timing checks).
 
-        ``descriptor`` is called only by the adaptive policy (lazy: it costs a little).
+        Args:
+            descriptor: called only by the adaptive policy (lazy: it costs a little).
+            network: (resized, padded) network input size the temporal state is built for.
+            tiles: the tile grid (boxes) the state is kept per.
+            cached: the model keeps a key-frame cache; False (recurrent, per-frame) = every frame is a key.
         """
-        cfg, reason = self.config, self._pending_reset
-        if not reason and self._last_hw is not None and tuple(hw) != self._last_hw:
-            reason = 'resize'
-        if not reason and stamp_ns is not None and self._last_stamp_ns is not None:
-            if stamp_ns < self._last_stamp_ns:
-                reason = 'backwards'
-            elif cfg.max_gap_s > 0 and (stamp_ns - self._last_stamp_ns) * 1e-9 > cfg.max_gap_s:
-                reason = 'gap'
-        self._pending_reset = ''
-        self._last_hw = tuple(hw)
-        if stamp_ns is not None:
-            self._last_stamp_ns = stamp_ns
-        want_desc = cfg.keyframe_policy == 'adaptive' and descriptor is not None
+        cfg = self.config
+        reason = self._reset_reason(stamp_ns, tuple(hw), tuple(network), tuple(tiles))
+        want_desc = cached and cfg.keyframe_policy == 'adaptive' and descriptor is not None
         desc = descriptor() if want_desc else None
         if reason:
             return self._key(Decision(True, reason, reason), desc)
+        if not cached:
+            return Decision(True, '', 'every_frame')
         self._since_key += 1
         if cfg.keyframe_policy == 'fixed':
             if self._since_key >= max(1, cfg.keyframe_interval):
@@ -102,12 +108,25 @@ class KeyframePolicy:
             return self._key(Decision(True, '', 'adaptive', change), desc)
         return Decision(False, change=change)
 
+    def _reset_reason(self, stamp_ns, hw, network, tiles) -> str:
+        """Why state must be cleared before this frame ('' = it need not); remembers this frame."""
+        reason, self._pending_reset = self._pending_reset, ''
+        checks = ((hw, self._last_hw, 'resize'), (network, self._last_network, 'network_size'),
+                  (tiles, self._last_tiles, 'tiles'))
+        for now, last, why in checks:
+            if not reason and last is not None and now != last:
+                reason = why
+        if not reason and stamp_ns is not None and self._last_stamp_ns is not None:
+            if stamp_ns < self._last_stamp_ns:
+                reason = 'backwards'
+            elif self.config.max_gap_s > 0 and (stamp_ns - self._last_stamp_ns) * 1e-9 > self.config.max_gap_s:
+                reason = 'gap'
+        self._last_hw, self._last_network, self._last_tiles = hw, network, tiles
+        if stamp_ns is not None:
+            self._last_stamp_ns = stamp_ns
+        return reason
+
     def _key(self, decision: Decision, desc: torch.Tensor | None) -> Decision:
         self._since_key = 0
         self._key_desc = desc
         return decision
-
-    @property
-    def frames_since_key(self) -> int:
-        return self._since_key
-

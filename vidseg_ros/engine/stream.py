@@ -17,7 +17,7 @@ import torch
 from vidseg_ros.engine.backends import TorchRunner, open_exported
 from vidseg_ros.engine.base import EngineConfig, FrameResult
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
-from vidseg_ros.engine.policy import KeyframePolicy, change_descriptor
+from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
 from vidseg_ros.engine.tiles import TileGrid
 from vidseg_ros.engine.upsample import MAX_CLASSES, Upsampler, probabilities
 from vidseg_ros.models import create_model
@@ -107,7 +107,7 @@ class StreamSegmenter:
         self._on_device = self._runner.device.type != 'cpu'
         self._last_net_hw: tuple[int, int] | None = None
         self.policy = KeyframePolicy(self.config)
-        self._state: list | None = None  # per tile: key-frame cache or recurrent state
+        self._state: list | None = None  # per tile: key-frame cache or recurrent state (see decide)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -134,13 +134,11 @@ class StreamSegmenter:
         return StreamSegmenter(self._runner, self.meta, self.config, self._name)
 
     def update_config(self, config: EngineConfig) -> None:
-        """Apply run-time changes (policy, tiles, input size); model/device changes need a new engine."""
+        """Apply run-time changes (policy, tiles, input size; a new geometry resets state on the next
+        frame); model/device changes need a new engine."""
         changed = [f for f in REBUILD_FIELDS if getattr(config, f) != getattr(self.config, f)]
         if changed:
             raise ValueError(f'changing {", ".join(changed)} needs a new engine (StreamSegmenter.from_checkpoint)')
-        geometry = (list(config.input_hw), config.tile_size, config.tile_stride)
-        if geometry != (list(self.config.input_hw), self.config.tile_size, self.config.tile_stride):
-            self.reset('config')
         self.config = copy.deepcopy(config)
         self.policy.update_config(self.config)
 
@@ -152,11 +150,10 @@ class StreamSegmenter:
             raise ValueError('warmup needs image_hw when the network size follows the frame size')
         blank = np.zeros((int(h), int(w), 3), np.uint8)
         for _ in range(max(1, frames)):
-            self._state = None
+            self.reset('start')
             self.step(blank)          # key frame
             self.step(blank)          # current frame (same as key for per-frame/recurrent models)
-        self._state = None
-        self.policy.reset('start')
+        self.reset('start')
 
     def reset(self, reason: str = 'reset') -> None:
         """Clear temporal state; the next frame is a key frame reporting ``reason``."""
@@ -247,13 +244,15 @@ class StreamSegmenter:
         """
         t0 = time.perf_counter()
         x, valid_hw = self.preprocess(image_rgb)
-        decision = self.policy.decide(stamp_ns, tuple(image_rgb.shape[:2]), lambda: change_descriptor(x))
-        if decision.reset_reason:
-            self._state = None
-        is_key = decision.is_key or self.kind != 'keyframe' or self._state is None
+        grid = TileGrid.for_input(x.shape[-2:], self.config.tile_size, self.config.tile_stride, self.stride)
+        decision = self.decide(x, valid_hw, grid, image_rgb.shape[:2], stamp_ns)
         self._sync()
         t1 = time.perf_counter()
-        logits = self._infer(x, is_key)
+        try:
+            logits = self._infer(x, grid, decision.is_key)
+        except Exception:
+            self.reset('error')   # a half-updated state is never used: the next frame starts afresh
+            raise
         self._sync()
         t2 = time.perf_counter()
         out_hw = tuple(output_hw) if output_hw else tuple(image_rgb.shape[:2])
@@ -262,22 +261,28 @@ class StreamSegmenter:
         result = self._postprocess(logits, x.shape[-2:], valid_hw, out_hw, want_confidence, class_prob,
                                    confidence_u8)
         t3 = time.perf_counter()
-        result.is_key = is_key
-        result.reset_reason = decision.reset_reason
+        result.is_key, result.key_reason, result.reset_reason = (decision.is_key, decision.key_reason,
+                                                                 decision.reset_reason)
         result.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'model': (t2 - t1) * 1e3,
                              'postprocess': (t3 - t2) * 1e3}
         return result
+
+    def decide(self, x: torch.Tensor, valid_hw, grid: TileGrid, image_hw, stamp_ns: int | None) -> Decision:
+        """The policy's verdict for this frame (the only key-frame decision); clears the state on a reset."""
+        decision = self.policy.decide(stamp_ns, tuple(image_hw), lambda: change_descriptor(x),
+                                      network=(tuple(valid_hw), tuple(x.shape[-2:])), tiles=tuple(grid.tiles),
+                                      cached=self.kind == 'keyframe')
+        if decision.reset_reason:   # every path that empties the state also asks for a reset
+            self._state = [None] * len(grid)   # per tile: key-frame cache or recurrent state
+        return decision
 
     def _sync(self) -> None:
         """Wait for queued GPU work, so each stage's time is its own."""
         if self._runner.device.type == 'cuda':
             torch.cuda.synchronize(self._runner.device)
 
-    def _infer(self, x: torch.Tensor, is_key: bool) -> torch.Tensor:
+    def _infer(self, x: torch.Tensor, grid: TileGrid, is_key: bool) -> torch.Tensor:
         """Run the model (whole image or tiles), updating the per-tile temporal state."""
-        grid = TileGrid.for_input(x.shape[-2:], self.config.tile_size, self.config.tile_stride, self.stride)
-        if self._state is None or len(self._state) != len(grid):
-            self._state, is_key = [None] * len(grid), True
         outs = []
         for i, (y0, x0, th, tw) in enumerate(grid.tiles):
             tile = x[..., y0:y0 + th, x0:x0 + tw]
@@ -287,7 +292,7 @@ class StreamSegmenter:
     def _run_one(self, x: torch.Tensor, i: int, is_key: bool) -> torch.Tensor:
         r = self._runner
         if r.kind == 'keyframe':
-            if is_key or self._state[i] is None:
+            if is_key:
                 logits, self._state[i] = r.key(x)
                 return logits
             return r.current(x, self._state[i])
@@ -299,25 +304,31 @@ class StreamSegmenter:
 
     def _postprocess(self, logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confidence: bool,
                      class_prob: int | None, confidence_u8: bool) -> FrameResult:
-        """Labels (and probabilities) at ``out_hw``, as if the logits were bilinear-resized there first."""
+        """Labels (and probabilities) at ``out_hw``, as if the logits were bilinear-resized there first:
+        with torch on the device (the ids stay there for rendering), or with OpenCV on the CPU."""
+        args = (net_hw, valid_hw, out_hw, want_confidence, class_prob, confidence_u8)
         if self._on_device or logits.shape[1] >= MAX_CLASSES:
-            ids, conf, prob = logits_to_outputs(logits, net_hw, valid_hw, out_hw, want_confidence, class_prob,
-                                                confidence_u8)
-            frame = (ids, self._frame) if self._on_device else None
-            return FrameResult(class_ids=ids.cpu().numpy(), confidence=None if conf is None else conf.cpu().numpy(),
-                               class_prob=None if prob is None else prob.cpu().numpy(), device_frame=frame)
-        # CPU: argmax at network resolution, exact interpolation only along label boundaries
+            maps = logits_to_outputs(logits, *args)
+            frame = (maps[0], self._frame) if self._on_device else None
+            ids, conf, prob = (None if t is None else t.cpu().numpy() for t in maps)
+        else:
+            ids, conf, prob = self._postprocess_cpu(logits, *args)
+            frame = None
+        return FrameResult(class_ids=ids, confidence=conf, class_prob=prob, device_frame=frame)
+
+    def _postprocess_cpu(self, logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confidence: bool,
+                         class_prob: int | None, confidence_u8: bool):
+        """CPU: argmax at network resolution, exact interpolation only along label boundaries."""
         chw = logits[0].float().contiguous().numpy()
         scores = np.ascontiguousarray(chw.transpose(1, 2, 0))
         key = (scores.shape[:2], tuple(valid_hw), tuple(out_hw), tuple(net_hw))
         if self._upsampler is None or self._upsampler.key != key:
             self._upsampler = Upsampler(*key)
-        up = self._upsampler
-        result = FrameResult(class_ids=up.labels(scores))
+        ids = self._upsampler.labels(scores)
+        conf = prob = None
         if want_confidence or class_prob is not None:
-            result.confidence, result.class_prob = probabilities(up, chw, result.class_ids, want_confidence,
-                                                                 class_prob, confidence_u8)
-        return result
+            conf, prob = probabilities(self._upsampler, chw, ids, want_confidence, class_prob, confidence_u8)
+        return ids, conf, prob
 
     @staticmethod
     def _check_class(index: int, n: int) -> None:

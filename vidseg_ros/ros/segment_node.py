@@ -36,7 +36,7 @@ from vidseg_ros.engine.outputs import ClassTable
 from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.camera_stream import CameraStream
 from vidseg_ros.ros.guards import check_device, check_model_spec
-from vidseg_ros.ros.params import declare_settings, qos_profile, read_settings, validate_changes
+from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.spin import WorkerDied, run
 
@@ -72,7 +72,7 @@ class Segmenter:
         self.diag_timer = None
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_table = node.create_publisher(String, '~/class_table', latched)
-        self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', qos_profile('reliable', 10))
+        self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', keep_last_qos('reliable', 10))
         # The worker thread signals its own end through this; the executor thread reports it and exits.
         self._worker_died = node.create_guard_condition(self._on_worker_died)
         node.create_service(Trigger, '~/reset', self._on_reset)
@@ -296,8 +296,9 @@ class Segmenter:
     def _on_reset(self, request, response):
         for s in self.streams:
             s.request_reset()
-        response.success = True
-        response.message = f'temporal state of {len(self.streams)} camera(s) resets on the next frame'
+        response.success = bool(self.streams)
+        response.message = (f'temporal state of {len(self.streams)} camera(s) resets on the next frame (key_reason '
+                            f'reset)' if self.streams else 'not serving (inactive): nothing to reset')
         return response
 
     def _publish_diagnostics(self) -> None:

@@ -73,6 +73,6 @@ class VideoSourceConfig:
     wait_timeout_s: float = setting(10.0, 'Give up waiting for subscribers after this long')
     exit_at_end: bool = setting(True, 'Shut the node down after the last frame (when not looping)')
     hfov_deg: float = setting(60.0, 'Horizontal field of view used for the published CameraInfo')
-    reliability: str = setting('reliable', 'Output QoS reliability (reliable also serves best-effort '
-                                           'subscribers)', ('best_effort', 'reliable'))
-    depth: int = setting(5, 'Output QoS depth')
+    output_reliability: str = setting('reliable', 'Output QoS reliability (reliable also serves best-effort '
+                                                  'subscribers)', ('best_effort', 'reliable'))
+    output_depth: int = setting(5, 'Output QoS depth')

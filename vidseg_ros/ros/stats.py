@@ -32,10 +32,6 @@ class LatencyStats:
                     'p99': float(np.percentile(v, 99)), 'max': float(v.max()), 'n': int(v.size)}
                 for k, v in snap.items()}
 
-    def clear(self) -> None:
-        with self._lock:
-            self._samples.clear()
-
 
 class RateMeter:
     """Events per second over a sliding time window."""

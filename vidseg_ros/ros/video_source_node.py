@@ -15,7 +15,7 @@ from vidseg_ros.config import ConfigError
 from vidseg_ros.data.images import ImageError, from_rgb8
 from vidseg_ros.data.video import VideoFrames, resize_rgb
 from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
-from vidseg_ros.ros.params import declare_settings, qos_profile, read_settings
+from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.settings import VideoSourceConfig
 from vidseg_ros.ros.spin import run
 
@@ -34,7 +34,7 @@ class VideoSourceNode(Node):
                               '(-p source:=/path/to/video.mp4)')
         self.frames = VideoFrames(self.cfg.source)
         rate = self.cfg.rate_hz or self.frames.fps or FOLDER_RATE_HZ
-        profile = qos_profile(self.cfg.reliability, self.cfg.depth)
+        profile = keep_last_qos(self.cfg.output_reliability, self.cfg.output_depth)
         self.pub_raw = (self.create_publisher(Image, 'image', profile)
                         if self.cfg.transport in ('raw', 'both') else None)
         self.pub_compressed = (self.create_publisher(CompressedImage, 'image/compressed', profile)

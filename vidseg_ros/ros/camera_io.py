@@ -1,0 +1,151 @@
+"""The ROS side of one camera of the segment node: subscriptions, one-slot mailbox, CameraInfo matching
+and one publisher per entry of ``engine.outputs.OUTPUTS`` (read when a camera starts)."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from vidseg_ros.data.images import short
+from vidseg_ros.engine import outputs
+from vidseg_ros.ros.camera_stats import CameraStats
+from vidseg_ros.ros.conversions import (array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8,
+                                        scale_camera_info)
+from vidseg_ros.ros.guards import camera_info_problem
+from vidseg_ros.ros.params import keep_last_qos
+from vidseg_ros.ros.settings import SegmentNodeConfig
+
+CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
+CAMERA_INFO_WAIT_S = 0.1  # how long the worker waits for the CameraInfo of a frame that came first
+
+
+def stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclass
+class Job:
+    msg: object
+    received_ns: int     # node clock when the callback parked the message
+    received_mono: float
+
+
+class CameraIO:
+    """Topics of one camera namespace; arrivals and losses are counted in ``stats``.
+
+    Args:
+        lock: the segmenter's condition: parking a frame wakes the inference worker.
+        cfg: start-up settings (topics, QoS).
+    """
+
+    def __init__(self, node, namespace: str, lock: threading.Condition, cfg: SegmentNodeConfig,
+                 stats: CameraStats):
+        self.node, self.cfg, self.stats = node, cfg, stats
+        self._lock = lock
+        prefix = f'{namespace}/' if namespace else ''
+        out = f'~/{namespace}/' if namespace else '~/'
+        in_qos = keep_last_qos(cfg.input_reliability, cfg.input_depth)
+        out_qos = keep_last_qos(cfg.output_reliability, cfg.output_depth)
+        image_type, image_topic = ((CompressedImage, prefix + 'image/compressed') if cfg.transport == 'compressed'
+                                   else (Image, prefix + 'image'))
+        self.infos: deque = deque(maxlen=CAMERA_INFO_CACHE)
+        self._info_cond = threading.Condition()
+        self._slot: Job | None = None
+        # CameraInfo is matched to its image by exact stamp in the worker (matching_info), not with
+        # message_filters: its synchroniser raises inside the executor on a stamp it cannot convert
+        # (negative seconds), which would stop the node; one matching path, tested with and without it.
+        self._subs = [self._subscribe(lambda **kw: node.create_subscription(
+            image_type, image_topic, self._on_image, in_qos, **kw))]
+        self.pub_info = None
+        if cfg.use_camera_info:
+            self._subs.append(node.create_subscription(CameraInfo, prefix + 'camera_info',
+                                                       self._on_camera_info, in_qos))
+            self.pub_info = node.create_publisher(CameraInfo, out + 'camera_info', out_qos)
+        self.pubs = {o.name: node.create_publisher(Image, out + o.name, out_qos) for o in outputs.OUTPUTS}
+
+    def _subscribe(self, create):
+        """``create(**kwargs)`` with a message-lost callback, so messages the middleware reports lost
+        before our callback are counted (`lost_in_transport`); without it where the RMW cannot."""
+        try:
+            return create(event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost))
+        except UnsupportedEventTypeError:
+            return create()
+
+    def _on_message_lost(self, info) -> None:
+        self.stats.lost_in_transport += int(info.total_count_change)
+
+    # ---- executor side (fast) ------------------------------------------------------------------
+    def _on_image(self, msg) -> None:
+        job = Job(msg, self.node.get_clock().now().nanoseconds, time.monotonic())
+        self.stats.rate_in.tick()
+        with self._lock:
+            if self._slot is not None:
+                self.stats.dropped += 1
+            self._slot = job
+            self._lock.notify()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._info_cond:
+            self.infos.append(msg)
+            self._info_cond.notify_all()
+
+    def take(self) -> Job | None:
+        """Called with the node lock held."""
+        job, self._slot = self._slot, None
+        return job
+
+    def destroy(self) -> None:
+        """Remove this camera's subscriptions and publishers (lifecycle deactivate)."""
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        for pub in [*self.pubs.values(), self.pub_info]:
+            if pub is not None:
+                self.node.destroy_publisher(pub)
+        self._subs, self.pubs, self.pub_info = [], {}, None
+
+    # ---- worker side ---------------------------------------------------------------------------
+    @staticmethod
+    def convert(msg, max_pixels: int):
+        """The message as RGB uint8 (raises ImageError on bad input)."""
+        if isinstance(msg, CompressedImage):
+            return compressed_msg_to_rgb8(msg, max_pixels)
+        return image_msg_to_rgb8(msg, max_pixels)
+
+    def subscribed(self, name: str) -> bool:
+        """Someone listens to output ``name``."""
+        return self.pubs[name].get_subscription_count() > 0
+
+    def publish(self, header, images: dict) -> None:
+        """{output name: (image, encoding)} with the input's header."""
+        for name, (image, encoding) in images.items():
+            self.pubs[name].publish(array_to_image_msg(image, encoding, header))
+
+    def matching_info(self, header) -> CameraInfo | None:
+        """Fallback synchroniser: the cached CameraInfo with this exact stamp, waiting briefly for it."""
+        target = stamp_ns(header.stamp)
+        with self._info_cond:
+            self._info_cond.wait_for(lambda: any(stamp_ns(i.header.stamp) == target for i in self.infos),
+                                     timeout=CAMERA_INFO_WAIT_S)
+            return next((i for i in reversed(self.infos) if stamp_ns(i.header.stamp) == target), None)
+
+    def publish_camera_info(self, header, mask_hw) -> None:
+        """The frame's CameraInfo scaled to the mask size; a missing or bad one is a warning, not a failure."""
+        info = self.matching_info(header)
+        if info is None:
+            self.stats.log_error('camera_info', f'no camera_info with stamp {stamp_ns(header.stamp)} on this '
+                                                f'camera', True)
+            return
+        if info.header.frame_id != header.frame_id:
+            self.stats.log_error('camera_info', f'camera_info frame_id {short(info.header.frame_id)} does not '
+                                                f'match the image\'s {short(header.frame_id)} (unknown camera)', True)
+            return
+        problem = camera_info_problem(info.width, info.height, info.k, info.d, info.r, info.p,
+                                      self.cfg.max_input_pixels)
+        if problem:
+            self.stats.log_error('camera_info', problem, True)
+            return
+        self.pub_info.publish(scale_camera_info(info, mask_hw[1], mask_hw[0], header))
