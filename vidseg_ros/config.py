@@ -24,19 +24,32 @@ class ConfigError(ValueError):
     """A configuration value or file is invalid; the message says which key and how to fix it."""
 
 
+CHANGES = ('live', 'rebuild', 'startup')   # how a running node takes a new value of a setting
+
+
 def setting(default: Any, doc: str, choices: tuple | None = None, range: tuple | None = None,
-            lengths: tuple | None = None, renamed_from: tuple[str, ...] = ()):
+            lengths: tuple | None = None, renamed_from: tuple[str, ...] = (), change: str = 'live'):
     """A dataclass field with a description and its allowed values, for docs, ROS params and checks.
 
     ``choices``: the allowed values; ``range``: (lowest, highest) allowed, inclusive, for a number or each
     item of a list; ``lengths``: the allowed lengths of a list (e.g. (0, 2) for "empty or [H, W]");
     ``renamed_from``: earlier names of the setting, still read (with a deprecation warning) from old
-    YAML files, overrides and checkpoints.
+    YAML files, overrides and checkpoints; ``change``: how a running node takes a new value: ``live`` (at
+    the next frame), ``rebuild`` (the engine is built again: model, device...) or ``startup`` (refused at
+    run time: set it at start-up).
     """
-    meta = {'doc': doc, 'choices': choices, 'range': range, 'lengths': lengths, 'renamed_from': renamed_from}
+    if change not in CHANGES:
+        raise ValueError(f'change must be one of {CHANGES}, got {change!r}')
+    meta = {'doc': doc, 'choices': choices, 'range': range, 'lengths': lengths, 'renamed_from': renamed_from,
+            'change': change}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def fields_with(cls, change: str) -> tuple[str, ...]:
+    """Names of the settings of ``cls`` whose ``change`` is ``change`` (e.g. the start-up-only ones)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get('change', 'live') == change)
 
 
 def describe(cls) -> list[dict]:
@@ -47,7 +60,8 @@ def describe(cls) -> list[dict]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append({'name': f.name, 'type': _type_name(hints[f.name]), 'default': default,
                      'doc': f.metadata.get('doc', ''), 'choices': f.metadata.get('choices'),
-                     'range': f.metadata.get('range'), 'lengths': f.metadata.get('lengths')})
+                     'range': f.metadata.get('range'), 'lengths': f.metadata.get('lengths'),
+                     'change': f.metadata.get('change', 'live')})
     return rows
 
 

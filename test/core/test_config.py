@@ -80,3 +80,17 @@ def test_renamed_training_settings_have_one_name_and_old_files_still_load(tmp_pa
               'intervals': {'1': {'latency_ms': 1.0, 'latency_key_ms': 1.0, 'latency_current_ms': 1.0}}}
     card = card_text(report, {'train_config': {'key_distance': 10, 'mode': 'keyframe'}})
     assert 'max_distance: 10' in card and 'key_distance' not in card
+
+
+def test_how_a_setting_changes_at_run_time_is_field_metadata():
+    from vidseg_ros.config import fields_with, setting
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.stream import REBUILD_FIELDS
+    from vidseg_ros.ros.settings import SegmentNodeConfig
+    assert REBUILD_FIELDS == fields_with(EngineConfig, 'rebuild')
+    assert {'model', 'device', 'precision'} <= set(REBUILD_FIELDS) and 'key_interval' not in REBUILD_FIELDS
+    startup = fields_with(SegmentNodeConfig, 'startup')
+    assert {'transport', 'cameras', 'input_depth', 'use_camera_info'} <= set(startup)
+    assert 'publish_overlay' not in startup
+    with pytest.raises(ValueError, match='change must be one of'):
+        setting(1, 'x', change='sometimes')

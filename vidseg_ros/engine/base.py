@@ -13,11 +13,11 @@ class EngineConfig:
     """Inference settings; each name is also the segment node's ROS parameter."""
 
     model: str = setting('', 'Checkpoint (.pt), TorchScript (.ts) or ONNX (.onnx) file, or the name of '
-                             'a model shipped in share/vidseg_ros/models; empty = the default model')
-    device: str = setting('auto', 'Where to run: auto (cuda when present, else cpu), cpu, cuda, cuda:N')
-    precision: str = setting('fp32', 'Arithmetic precision on the device', ('fp32', 'fp16', 'bf16'))
-    channels_last: bool = setting(False, 'Use channels_last memory format (faster convs on GPU)')
-    compile: bool = setting(False, 'Wrap the model with torch.compile (slow first frames)')
+                             'a model shipped in share/vidseg_ros/models; empty = the default model', change='rebuild')
+    device: str = setting('auto', 'Where to run: auto (cuda when present, else cpu), cpu, cuda, cuda:N', change='rebuild')
+    precision: str = setting('fp32', 'Arithmetic precision on the device', ('fp32', 'fp16', 'bf16'), change='rebuild')
+    channels_last: bool = setting(False, 'Use channels_last memory format (faster convs on GPU)', change='rebuild')
+    compile: bool = setting(False, 'Wrap the model with torch.compile (slow first frames)', change='rebuild')
     input_hw: list[int] = setting([], 'Network input size [H, W]; empty = the checkpoint\'s size. '
                                       'Other sizes are padded to a multiple of the model stride',
                                range=(8, 8192), lengths=(0, 2))
@@ -35,7 +35,7 @@ class EngineConfig:
                              range=(0, 8192))
     tile_stride: int = setting(0, 'Tile stride in network pixels; 0 = tile_size * 3 / 4', range=(0, 8192))
     cuda_graphs: bool = setting(False, 'Replay the model steps from CUDA graphs (captured per input size '
-                                       'after warm-up; CUDA only, ignored elsewhere)')
+                                       'after warm-up; CUDA only, ignored elsewhere)', change='rebuild')
 
 
 @dataclass

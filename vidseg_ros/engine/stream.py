@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from vidseg_ros.engine.backends import TorchRunner, open_exported
+from vidseg_ros.config import fields_with
 from vidseg_ros.engine.base import EngineConfig, FrameResult
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
@@ -31,7 +32,7 @@ UNTRAINED_PREFIX = 'untrained:'
 REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'    # a source checkout's (see model_dirs)
 MODELS_ENV = 'VIDSEG_MODELS'
 # Settings that need a new engine (a new model runner); the rest can change at run time.
-REBUILD_FIELDS = ('model', 'device', 'precision', 'channels_last', 'compile', 'cuda_graphs')
+REBUILD_FIELDS = fields_with(EngineConfig, 'rebuild')   # a change needs a new engine (from_checkpoint)
 
 
 def model_dirs() -> list[Path]:

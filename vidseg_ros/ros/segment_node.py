@@ -28,7 +28,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from vidseg_ros.config import ConfigError
+from vidseg_ros.config import ConfigError, fields_with
 from vidseg_ros.data.images import clip, short
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
@@ -41,8 +41,7 @@ from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.spin import WorkerDied, run
 
 # Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.
-STARTUP_ONLY_KEYS = {'transport', 'cameras', 'input_reliability', 'input_depth', 'output_reliability',
-                     'output_depth', 'use_camera_info', 'diagnostics_period_s'}
+STARTUP_ONLY_KEYS = set(fields_with(SegmentNodeConfig, 'startup'))
 
 
 def load_engine(cfg: EngineConfig) -> StreamSegmenter:

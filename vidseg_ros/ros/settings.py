@@ -17,14 +17,14 @@ class SegmentNodeConfig:
 
     transport: str = setting('raw', 'Input transport: raw subscribes `image` (sensor_msgs/Image), compressed '
                                     'subscribes `image/compressed` (sensor_msgs/CompressedImage)',
-                             ('raw', 'compressed'))
+                             ('raw', 'compressed'), change='startup')
     cameras: list[str] = setting([], 'Camera namespaces served by one model, e.g. [front, rear]: subscribes '
-                                     '<ns>/image and publishes ~/<ns>/mask ...; empty = one camera `image`')
+                                     '<ns>/image and publishes ~/<ns>/mask ...; empty = one camera `image`', change='startup')
     input_reliability: str = setting('best_effort', 'Input QoS reliability (sensor-data default)',
-                                     ('best_effort', 'reliable'))
-    input_depth: int = setting(1, 'Input QoS depth; 1 = always segment the newest frame', range=(1, 1000))
-    output_reliability: str = setting('reliable', 'Output QoS reliability', ('best_effort', 'reliable'))
-    output_depth: int = setting(2, 'Output QoS depth', range=(1, 1000))
+                                     ('best_effort', 'reliable'), change='startup')
+    input_depth: int = setting(1, 'Input QoS depth; 1 = always segment the newest frame', range=(1, 1000), change='startup')
+    output_reliability: str = setting('reliable', 'Output QoS reliability', ('best_effort', 'reliable'), change='startup')
+    output_depth: int = setting(2, 'Output QoS depth', range=(1, 1000), change='startup')
     max_input_pixels: int = setting(MAX_INPUT_PIXELS, 'Largest frame accepted (height x width, read from the '
                                                       'Image or PNG/JPEG header before decoding); larger frames '
                                                       'are rejected as bad input', range=(1, 16384 * 16384))
@@ -41,7 +41,7 @@ class SegmentNodeConfig:
                                             '(labels are resized nearest-neighbour, never interpolated)',
                                    ('input', 'network'))
     use_camera_info: bool = setting(False, 'Subscribe camera_info (matched by stamp) and publish '
-                                           '~/camera_info scaled to the mask size')
+                                           '~/camera_info scaled to the mask size', change='startup')
     class_names: list[str] = setting([], 'Override the checkpoint\'s class names (same count)')
     palette: list[int] = setting([], 'Override the palette: flat [r,g,b, r,g,b, ...] per class', range=(0, 255))
     class_remap: list[int] = setting([], 'Published id for each model class id (length = class count); '
@@ -49,7 +49,7 @@ class SegmentNodeConfig:
     ignore_classes: list[int] = setting([], 'Model class ids published as ignore_value in ~/mask and shown '
                                             'transparent in the overlay', range=(0, 255))
     ignore_value: int = setting(255, 'Mask value written for ignored classes', range=(0, 255))
-    diagnostics_period_s: float = setting(1.0, 'Period of /diagnostics messages', range=(0.05, 3600.0))
+    diagnostics_period_s: float = setting(1.0, 'Period of /diagnostics messages', range=(0.05, 3600.0), change='startup')
     error_throttle_s: float = setting(5.0, 'Minimum time between repeated error logs of one kind on one '
                                            'camera', range=(0.0, 3600.0))
 

@@ -46,6 +46,7 @@ def table(specs: list[str]) -> str:
         for r in describe(cls):
             doc = r['doc'] + (f' (one of: {", ".join(map(str, r["choices"]))})' if r['choices'] else '')
             doc += f' (range {r["range"][0]}..{r["range"][1]})' if r.get('range') else ''
+            doc += {'startup': '. Start-up only', 'rebuild': '. Changing it reloads the model'}.get(r.get('change'), '')
             rows.append(f'| `{r["name"]}` | {r["type"]} | `{_fmt_default(r["default"])}` | {doc.replace("|", "/")} |')
     return '\n'.join(rows)
 
