@@ -271,7 +271,8 @@ def test_sigkill_then_recover(node, tmp_path):
 
 
 def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
-    # a: best-effort through ROS's per-topic QoS override; c: through qos_reliability:=auto;
+    # a: best-effort through ROS's per-topic QoS override; c: through auto reliability, given under its old
+    # name qos_reliability (renamed input_reliability: old parameter files keep working);
     # d: listed, reliable publisher; b: matched by the regex but excluded (c: for the auto recorder)
     proc = start_recorder(tmp_path, 'topic_regex:=^/be/', 'exclude_regex:=/b/|/c/', 'topics:=[/plain/d]',
                           'qos_overrides./be/a/image.subscription.reliability:=best_effort')

@@ -49,11 +49,21 @@ def as_python(value):
 
 
 def declare_settings(node: Node, *classes) -> None:
-    """Declare one parameter per field of each settings dataclass, with its default and description."""
+    """Declare one parameter per field of each settings dataclass, with its default and description.
+
+    A value given under an earlier name of a setting (``setting(renamed_from=...)``, in a parameter file or
+    ``-p``) is taken for the current name, with a deprecation warning: old launch files keep working."""
+    given = getattr(node, '_parameter_overrides', {})   # rclpy keeps the --ros-args/params-file values here
     for cls in classes:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for old in f.metadata.get('renamed_from', ()):
+                if old in given:
+                    node.get_logger().warning(f'parameter {old} is deprecated: it is now called {f.name}'
+                                              + ('' if f.name not in given else f' (both given: {f.name} wins)'))
+                    if f.name not in given:
+                        default = as_python(given[old].value)
             if isinstance(default, list) and not default:
                 # An empty list carries no element type; declare the typed array so `-p x:=[..]` works,
                 # then give it its empty value unless overridden: an uninitialised parameter makes the

@@ -25,14 +25,14 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from std_srvs.srv import Trigger
 
 from vidseg_ros.data.bags.writer import qos_yaml
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, new_bag_dir, tune_malloc_for_large_buffers
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status
-from vidseg_ros.ros.params import declare_settings, read_settings
+from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.recorder_params import RecorderSettings
 from vidseg_ros.ros.spin import run
 
@@ -136,12 +136,12 @@ class RecorderNode(Node):
 
     def subscribe(self, topic: str, msgtype: str, infos) -> None:
         cfg = self.cfg
-        reliability = ReliabilityPolicy.RELIABLE
-        if cfg.qos_reliability == 'best_effort' or (
-                cfg.qos_reliability == 'auto'
+        reliability = 'reliable'
+        if cfg.input_reliability == 'best_effort' or (
+                cfg.input_reliability == 'auto'
                 and any(i.qos_profile.reliability != ReliabilityPolicy.RELIABLE for i in infos)):
-            reliability = ReliabilityPolicy.BEST_EFFORT
-        qos = QoSProfile(depth=cfg.qos_depth, reliability=reliability)
+            reliability = 'best_effort'
+        qos = keep_last_qos(reliability, cfg.input_depth)
         type_hash = str(infos[0].topic_type_hash)
         self.recorder.add_topic(topic, msgtype, qos_yaml(offered_qos(infos)),
                                 type_hash if type_hash.startswith('RIHS01_') else '')
@@ -149,7 +149,7 @@ class RecorderNode(Node):
         events = SubscriptionEventCallbacks(
             message_lost=lambda e, t=topic: self._on_lost(t, e),
             incompatible_qos=lambda e, t=topic: self.get_logger().error(
-                f'{t}: publisher QoS incompatible with ours ({cfg.qos_reliability}); set qos_reliability:=auto '
+                f'{t}: publisher QoS incompatible with ours ({cfg.input_reliability}); set input_reliability:=auto '
                 f'or qos_overrides.{t}.subscription.reliability:=best_effort'))
         put = self.recorder.put
         clock = self.get_clock()

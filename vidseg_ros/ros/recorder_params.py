@@ -48,8 +48,9 @@ class RecorderSettings:
     snapshot_max_bytes: int = setting(512 << 20, 'Snapshot window bound in bytes (0 = none)')
     snapshot_max_duration_s: float = setting(30.0, 'Snapshot window bound in seconds of receive time (0 = none)')
     discovery_period_s: float = setting(1.0, 'How often to look for new matching topics')
-    qos_reliability: str = setting('reliable', 'Subscription reliability; auto = reliable unless a publisher '
-                                               'only offers best_effort (as ros2 bag record)',
-                                   ('reliable', 'best_effort', 'auto'))
-    qos_depth: int = setting(100, 'Subscription queue depth (deep, so bursts wait in DDS instead of dropping)')
+    input_reliability: str = setting('reliable', 'Subscription reliability; auto = reliable unless a publisher '
+                                                 'only offers best_effort (as ros2 bag record)',
+                                     ('reliable', 'best_effort', 'auto'), renamed_from=('qos_reliability',))
+    input_depth: int = setting(100, 'Subscription queue depth (deep, so bursts wait in DDS instead of dropping)',
+                               renamed_from=('qos_depth',))
     diagnostics_period_s: float = setting(1.0, 'Period of /diagnostics messages')

@@ -74,5 +74,6 @@ class VideoSourceConfig:
     exit_at_end: bool = setting(True, 'Shut the node down after the last frame (when not looping)')
     hfov_deg: float = setting(60.0, 'Horizontal field of view used for the published CameraInfo')
     output_reliability: str = setting('reliable', 'Output QoS reliability (reliable also serves best-effort '
-                                                  'subscribers)', ('best_effort', 'reliable'))
-    output_depth: int = setting(5, 'Output QoS depth')
+                                                  'subscribers)', ('best_effort', 'reliable'),
+                                      renamed_from=('reliability',))
+    output_depth: int = setting(5, 'Output QoS depth', renamed_from=('depth',))

@@ -1,0 +1,52 @@
+"""A setting's earlier name, given as a ROS parameter (params file or -p), still sets it, with a warning."""
+from dataclasses import dataclass
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+from rclpy.parameter import Parameter  # noqa: E402
+
+from vidseg_ros.config import setting  # noqa: E402
+from vidseg_ros.ros.params import declare_settings, read_settings  # noqa: E402
+from vidseg_ros.ros.recorder_params import RecorderSettings  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Toy:
+    input_depth: int = setting(100, 'depth', renamed_from=('qos_depth',))
+    input_reliability: str = setting('reliable', 'rel', ('reliable', 'best_effort'), renamed_from=('qos_reliability',))
+
+
+@pytest.fixture
+def make_node():
+    rclpy.init()
+    nodes = []
+
+    def make(**given):
+        node = rclpy.create_node(f'renamed_{len(nodes)}', parameter_overrides=[Parameter(k, value=v)
+                                                                            for k, v in given.items()])
+        nodes.append(node)
+        return node
+    yield make
+    for n in nodes:
+        n.destroy_node()
+    rclpy.shutdown()
+
+
+def test_old_name_sets_the_new_one(make_node):
+    node = make_node(qos_depth=7, qos_reliability='best_effort')
+    declare_settings(node, Toy)
+    assert read_settings(node, Toy) == Toy(input_depth=7, input_reliability='best_effort')
+    assert not node.has_parameter('qos_depth')          # one name per setting: the old one is not declared
+
+
+def test_new_name_wins_over_the_old(make_node):
+    node = make_node(qos_depth=7, input_depth=9)
+    declare_settings(node, Toy)
+    assert read_settings(node, Toy).input_depth == 9
+
+
+def test_recorder_qos_settings_read_their_old_names(make_node):
+    node = make_node(qos_depth=3)
+    declare_settings(node, RecorderSettings)
+    assert read_settings(node, RecorderSettings).input_depth == 3
