@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from mcap.reader import make_reader
 
-sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: share the sibling's helpers
-from test_bag_writer import IMAGE, image_cdr, read_mcap, read_rosbags  # noqa: E402
-from vidseg_ros.data.bags.recover import is_complete, recover_bag  # noqa: E402
-from vidseg_ros.data.bags.writer import BagWriter  # noqa: E402
+from support.bags import IMAGE, image_cdr, read_mcap, read_rosbags
+
+from vidseg_ros.data.bags.recover import is_complete, recover_bag
+from vidseg_ros.data.bags.writer import BagWriter
 
 
 def tree(root: Path) -> dict:

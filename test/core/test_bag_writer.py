@@ -2,55 +2,17 @@
 import threading
 import time
 from collections import namedtuple
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from mcap.reader import make_reader
-from mcap_ros2.decoder import DecoderFactory
-from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_typestore
+from support.bags import IMAGE, INFO, TS, image_cdr, info_cdr, read_mcap, read_rosbags
 
 from vidseg_ros.data.bags.recover import is_complete, recover_bag
 from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, bag_files, qos_profile
 from vidseg_ros.data.bags.msgdefs import message_definition
 from vidseg_ros.data.recorder.core import Recorder, new_bag_dir
-
-TS = get_typestore(Stores.LATEST)
-IMAGE, INFO = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CameraInfo'
-
-
-def image_cdr(i: int, h: int = 16, w: int = 24) -> bytes:
-    T = TS.types
-    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i, nanosec=0), frame_id='cam')
-    data = (np.arange(h * w * 3, dtype=np.uint32) + i).astype(np.uint8)
-    return TS.serialize_cdr(T[IMAGE](header=header, height=h, width=w, encoding='rgb8', is_bigendian=0,
-                                     step=w * 3, data=data), IMAGE)
-
-
-def info_cdr(i: int) -> bytes:
-    T = TS.types
-    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i, nanosec=0), frame_id='cam')
-    roi = T['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    return TS.serialize_cdr(T[INFO](header=header, height=16, width=24, distortion_model='plumb_bob',
-                                    d=np.zeros(5), k=np.eye(3).ravel(), r=np.eye(3).ravel(),
-                                    p=np.zeros(12), binning_x=0, binning_y=0, roi=roi), INFO)
-
-
-def read_rosbags(paths):
-    with AnyReader([Path(p) for p in paths], default_typestore=TS) as reader:
-        return [(c.topic, bytes(raw)) for c, _, raw in reader.messages()]
-
-
-def read_mcap(path):
-    out = []
-    with open(path, 'rb') as f:
-        reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        for _, channel, message, decoded in reader.iter_decoded_messages():
-            assert decoded.header.frame_id == 'cam'
-            out.append((channel.topic, bytes(message.data)))
-    return out
 
 
 def test_definitions_are_complete():

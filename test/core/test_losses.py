@@ -1,13 +1,11 @@
 """Losses: ignore index, class balancing, the key-frame triplet loss terms and weights."""
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))   # --import-mode=importlib: siblings need this
-from test_training_tiny import TinyKeyframe  # noqa: E402
+from support.tiny_models import TinyKeyframe
+
 from vidseg_ros.training import losses as L
 
 

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip('rclpy')
-sys.path.insert(0, str(Path(__file__).parent))
-from ros_helpers import ROOT, NodeProcess, Probe  # noqa: E402
+from support.ros_helpers import ROOT, NodeProcess, Probe  # noqa: E402  (needs rclpy)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from launch_helpers import Launch, error_lines, real_clip, require_launch, ros2
-from ros_helpers import ROOT, Probe, stamp_of
+from support.launch_helpers import Launch, error_lines, real_clip, require_launch, ros2
+from support.ros_helpers import ROOT, Probe, stamp_of
 
 require_launch()
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402

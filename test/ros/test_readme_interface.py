@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import time
 
-from ros_helpers import ROOT
+from support.ros_helpers import ROOT
 
 STANDARD = {'/rosout', '/parameter_events'}
 

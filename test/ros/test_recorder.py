@@ -19,10 +19,9 @@ from rosbags.highlevel import AnyReader  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from vidseg_ros.data.bags.recover import is_complete  # noqa: E402
+from support.bags import mount_tmpfs  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parents[1] / 'core'))  # --import-mode=importlib
-from test_bag_disk_full import mount_tmpfs  # noqa: E402
+from vidseg_ros.data.bags.recover import is_complete  # noqa: E402
 
 N = 60
 SIZES = {'/cam_vga/image': (480, 640), '/cam_hd/image': (720, 1280)}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from rclpy.qos import qos_profile_sensor_data
-from ros_helpers import stamp_of
+from support.ros_helpers import stamp_of
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 NODE = 'vidseg_ros.ros.video_source_node'
