@@ -6,13 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
 
 from support.bags import IMAGE, image_cdr, mount_tmpfs, read_mcap, read_rosbags
+from support.waiting import wait_until
 
 from vidseg_ros.data.bags.recover import is_complete
 from vidseg_ros.data.recorder.core import Recorder
@@ -73,9 +73,7 @@ def test_enospc_from_another_program_closes_with_the_reserve(small_fs):
     sent = frames(6)
     for i in range(3):
         rec.put('/cam', sent[i], 1000 + i)
-    deadline = time.time() + 10
-    while rec.snapshot()['/cam'].written < 3 and time.time() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: rec.snapshot()['/cam'].written == 3, what='three frames written')
     frozen.append(real(small_fs))  # the recorder still believes this free space
     with open(small_fs / 'filler', 'wb') as f:  # another program takes every free byte
         try:

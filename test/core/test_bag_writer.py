@@ -1,6 +1,5 @@
 """BagWriter / Recorder / recovery without ROS: tiny bags in tmp_path read back by rosbags and mcap."""
 import threading
-import time
 from collections import namedtuple
 
 import numpy as np
@@ -8,10 +7,12 @@ import pytest
 import yaml
 from mcap.reader import make_reader
 from support.bags import IMAGE, INFO, TS, image_cdr, info_cdr, read_mcap, read_rosbags
+from support.waiting import FakeClock, wait_until
 
-from vidseg_ros.data.bags.recover import is_complete, recover_bag
+from vidseg_ros.data.bags.recover import RecoveryRefused, is_complete, recover_bag
 from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, bag_files, qos_profile
 from vidseg_ros.data.bags.msgdefs import message_definition
+from vidseg_ros.data.recorder import core
 from vidseg_ros.data.recorder.core import Recorder, new_bag_dir
 
 
@@ -130,19 +131,18 @@ def test_recorder_counts_drops_and_pauses(tmp_path):
 def test_recorder_split_and_disk_threshold(tmp_path):
     free = [10 << 30]
     errors = []
+    clock = FakeClock()
     rec = Recorder(tmp_path / 'bag', min_free_disk_bytes=1 << 30,
-                   disk_usage=lambda p: Usage(0, 0, free[0]), on_error=errors.append)
+                   disk_usage=lambda p: Usage(0, 0, free[0]), on_error=errors.append, clock=clock)
     rec.add_topic('/t', IMAGE)
     rec.put('/t', image_cdr(0), 1000)
     rec.split()
     rec.put('/t', image_cdr(1), 2000)
-    deadline = time.time() + 10
-    while rec.snapshot()['/t'].written < 2 and time.time() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: rec.snapshot()['/t'].written == 2, what='two messages written')
     free[0] = 1 << 20  # the disk is nearly full now
-    time.sleep(0.6)  # past the disk check period
+    clock.advance(core._DISK_CHECK_PERIOD_S)  # the next write re-reads the free space
     rec.put('/t', image_cdr(2), 3000)
-    rec._thread.join(10)
+    rec._thread.join(30)
     assert rec.state == 'error' and errors and 'min_free_disk_bytes' in errors[0]
     assert len(rec.files) == 2 and all(is_complete(p) for p in rec.files)
     assert len(read_rosbags([tmp_path / 'bag'])) == 2
@@ -156,15 +156,26 @@ def test_recorder_refuses_to_start_on_full_disk(tmp_path):
 
 
 def test_slow_topic_reaches_disk_within_a_second(tmp_path):
-    rec = Recorder(tmp_path / 'bag', chunk_size_bytes=64 << 20, min_free_disk_bytes=0)
+    clock = FakeClock()
+    rec = Recorder(tmp_path / 'bag', chunk_size_bytes=64 << 20, min_free_disk_bytes=0, clock=clock)
     rec.add_topic('/info', INFO)
     for i in range(3):
         rec.put('/info', info_cdr(i), 1000 + i)
-    time.sleep(1.6)  # one chunk-age period: the small chunk is ended though far from full
-    copy = tmp_path / 'killed'
-    copy.mkdir()
-    (copy / 'killed_0.mcap').write_bytes(rec.files[0].read_bytes())  # the file as a SIGKILL would leave it
-    assert recover_bag(copy, force=True).messages['killed_0.mcap'] == 3
+    wait_until(lambda: rec.snapshot()['/info'].written == 3, what='three messages in the open chunk')
+    copies = []
+
+    def recovered_if_killed_now() -> int:
+        copy = tmp_path / f'killed{len(copies)}'
+        copy.mkdir()
+        copies.append(copy)
+        (copy / 'killed_0.mcap').write_bytes(rec.files[0].read_bytes())  # as a SIGKILL would leave it
+        try:
+            return recover_bag(copy, force=True).messages['killed_0.mcap']
+        except RecoveryRefused:  # not even the header on disk yet
+            return 0
+    assert recovered_if_killed_now() == 0  # the small chunk is still open, far from full
+    clock.advance(core._CHUNK_MAX_AGE_S)  # one chunk-age period: the writer ends the chunk
+    wait_until(lambda: recovered_if_killed_now() == 3, what='the chunk on disk', poll_s=0.1)
     rec.stop()
 
 
