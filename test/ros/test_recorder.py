@@ -275,7 +275,11 @@ def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
     proc = start_recorder(tmp_path, 'topic_regex:=^/be/', 'exclude_regex:=/b/|/c/', 'topics:=[/plain/d]',
                           'qos_overrides./be/a/image.subscription.reliability:=best_effort')
     proc_auto = start_recorder(tmp_path / 'auto', 'topics:=[/be/c/image]', 'qos_reliability:=auto')
-    time.sleep(2.0)  # the topics appear after the recorders started: found by the discovery timer
+    diags = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    # the topics appear after both recorders run their timers: found by the discovery timer
+    wait_for(node, lambda: node.count_publishers('/diagnostics') >= 2 and len(diags) >= 2, timeout=60,
+             what='both recorders running')
     be = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
     pubs = {t: node.create_publisher(Image, t, be) for t in ('/be/a/image', '/be/b/image', '/be/c/image')}
     pubs['/plain/d'] = node.create_publisher(Image, '/plain/d', QoSProfile(depth=10))
@@ -285,7 +289,9 @@ def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
             for pub in pubs.values():
                 pub.publish(make_image(i, (8, 8)))
             time.sleep(0.05)
-        time.sleep(1.0)
+        for topic in ('/be/a/image', '/plain/d', '/be/c/image'):
+            wait_for(node, lambda: topic_values(diags, f'vidseg_recorder: {topic}').get('messages_written') == '5',
+                     timeout=60, what=f'5 messages of {topic} written')
         assert pubs['/be/b/image'].get_subscription_count() == 0  # excluded
         assert stop(proc) == 0 and stop(proc_auto) == 0
     finally:
