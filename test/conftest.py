@@ -3,12 +3,9 @@
 import os
 import random
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data'))
+from support.paths import DATA, ROOT
 
 # Every ROS participant in this run (this process and the nodes it starts) stays on loopback,
 # in a domain of its own, with the shared-memory profile that carries camera-sized messages.
