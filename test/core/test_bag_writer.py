@@ -150,6 +150,22 @@ def test_recorder_split_and_disk_threshold(tmp_path):
     assert rec.snapshot()['/t'].dropped == 2
 
 
+def test_free_space_is_reread_per_check_period_of_the_clock(tmp_path):
+    """statvfs at most once per check period, and other programs' rate measured over the clock's time."""
+    from vidseg_ros.data.recorder.disk_space import DiskSpace
+    free, reads, clock = [100 << 20], [], FakeClock()
+    space = DiskSpace(tmp_path, disk_usage=lambda p: reads.append(p) or Usage(0, 0, free[0]), check_period_s=0.5,
+                      clock=clock)
+    free[0] = 50 << 20                        # another program takes 50 MiB
+    assert space.estimate() == 100 << 20 and len(reads) == 1
+    clock.advance(0.4)
+    assert space.estimate() == 100 << 20 and len(reads) == 1
+    clock.advance(0.1)
+    assert space.estimate() == 50 << 20 and len(reads) == 2
+    assert space.foreign_rate == pytest.approx((50 << 20) / 0.5)      # bytes per second of the clock
+    assert space.margin == int(2 * space.foreign_rate * 0.5)
+
+
 def test_recorder_refuses_to_start_on_full_disk(tmp_path):
     with pytest.raises(OSError, match='min_free_disk_bytes'):
         Recorder(tmp_path / 'bag', min_free_disk_bytes=1 << 30, disk_usage=lambda p: Usage(0, 0, 1))
