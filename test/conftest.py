@@ -1,14 +1,11 @@
-"""Shared test set-up: repo on sys.path, ROS 2 kept on loopback with a per-run domain id."""
+"""Shared test set-up: ROS 2 kept on loopback with a per-run domain id (setup.cfg puts the checkout and
+``test/`` on sys.path: helpers are ``support.<module>``)."""
 import os
 import random
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data'))
-sys.path.insert(0, str(ROOT))
+from support.paths import DATA, ROOT
 
 # Every ROS participant in this run (this process and the nodes it starts) stays on loopback,
 # in a domain of its own, with the shared-memory profile that carries camera-sized messages.

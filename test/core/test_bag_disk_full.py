@@ -6,42 +6,17 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: share the sibling's helpers
-from test_bag_writer import IMAGE, image_cdr, read_mcap, read_rosbags  # noqa: E402
-from vidseg_ros.data.bags.recover import is_complete  # noqa: E402
-from vidseg_ros.data.recorder.disk_space import RESERVE_NAME  # noqa: E402
-from vidseg_ros.data.recorder.core import Recorder  # noqa: E402
+from support.bags import IMAGE, image_cdr, mount_tmpfs, read_mcap, read_rosbags
+from support.waiting import wait_until
 
-
-
-def mount_tmpfs(path: Path, size_mb: int, kind: str = 'tmpfs') -> None:
-    """Mount a small file system at ``path`` or skip the test with the reason.
-
-    ``tmpfs`` (page cache only), or ``ext4`` on a loop device (an image file next to ``path``):
-    there the recorder writes with O_DIRECT and the reserve is a real ``fallocate``.
-    """
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip('mounting a small file system needs root')
-    if kind == 'tmpfs':
-        command = ['mount', '-t', 'tmpfs', '-o', f'size={size_mb}m', 'tmpfs', str(path)]
-    else:
-        image = path.with_name(path.name + '.img')
-        with open(image, 'wb') as f:
-            f.truncate(size_mb << 20)
-        made = subprocess.run(['mkfs.ext4', '-q', '-F', str(image)], capture_output=True, text=True)
-        if made.returncode != 0:
-            pytest.skip(f'cannot make an ext4 image here: {made.stderr.strip()}')
-        command = ['mount', '-o', 'loop', str(image), str(path)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f'cannot mount a {kind} here: {result.stderr.strip()}')
+from vidseg_ros.data.bags.recover import is_complete
+from vidseg_ros.data.recorder.core import Recorder
+from vidseg_ros.data.recorder.disk_space import RESERVE_NAME
 
 
 @pytest.fixture(params=['tmpfs', 'ext4'])
@@ -98,9 +73,7 @@ def test_enospc_from_another_program_closes_with_the_reserve(small_fs):
     sent = frames(6)
     for i in range(3):
         rec.put('/cam', sent[i], 1000 + i)
-    deadline = time.time() + 10
-    while rec.snapshot()['/cam'].written < 3 and time.time() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: rec.snapshot()['/cam'].written == 3, what='three frames written')
     frozen.append(real(small_fs))  # the recorder still believes this free space
     with open(small_fs / 'filler', 'wb') as f:  # another program takes every free byte
         try:

@@ -1,56 +1,19 @@
 """BagWriter / Recorder / recovery without ROS: tiny bags in tmp_path read back by rosbags and mcap."""
 import threading
-import time
 from collections import namedtuple
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from mcap.reader import make_reader
-from mcap_ros2.decoder import DecoderFactory
-from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_typestore
+from support.bags import IMAGE, INFO, TS, image_cdr, info_cdr, read_mcap, read_rosbags
+from support.waiting import FakeClock, wait_until
 
-from vidseg_ros.data.bags.recover import is_complete, recover_bag
+from vidseg_ros.data.bags.recover import RecoveryRefused, is_complete, recover_bag
 from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, bag_files, qos_profile
 from vidseg_ros.data.bags.msgdefs import message_definition
+from vidseg_ros.data.recorder import core
 from vidseg_ros.data.recorder.core import Recorder, new_bag_dir
-
-TS = get_typestore(Stores.LATEST)
-IMAGE, INFO = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CameraInfo'
-
-
-def image_cdr(i: int, h: int = 16, w: int = 24) -> bytes:
-    T = TS.types
-    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i, nanosec=0), frame_id='cam')
-    data = (np.arange(h * w * 3, dtype=np.uint32) + i).astype(np.uint8)
-    return TS.serialize_cdr(T[IMAGE](header=header, height=h, width=w, encoding='rgb8', is_bigendian=0,
-                                     step=w * 3, data=data), IMAGE)
-
-
-def info_cdr(i: int) -> bytes:
-    T = TS.types
-    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i, nanosec=0), frame_id='cam')
-    roi = T['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    return TS.serialize_cdr(T[INFO](header=header, height=16, width=24, distortion_model='plumb_bob',
-                                    d=np.zeros(5), k=np.eye(3).ravel(), r=np.eye(3).ravel(),
-                                    p=np.zeros(12), binning_x=0, binning_y=0, roi=roi), INFO)
-
-
-def read_rosbags(paths):
-    with AnyReader([Path(p) for p in paths], default_typestore=TS) as reader:
-        return [(c.topic, bytes(raw)) for c, _, raw in reader.messages()]
-
-
-def read_mcap(path):
-    out = []
-    with open(path, 'rb') as f:
-        reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        for _, channel, message, decoded in reader.iter_decoded_messages():
-            assert decoded.header.frame_id == 'cam'
-            out.append((channel.topic, bytes(message.data)))
-    return out
 
 
 def test_definitions_are_complete():
@@ -168,24 +131,39 @@ def test_recorder_counts_drops_and_pauses(tmp_path):
 def test_recorder_split_and_disk_threshold(tmp_path):
     free = [10 << 30]
     errors = []
+    clock = FakeClock()
     rec = Recorder(tmp_path / 'bag', min_free_disk_bytes=1 << 30,
-                   disk_usage=lambda p: Usage(0, 0, free[0]), on_error=errors.append)
+                   disk_usage=lambda p: Usage(0, 0, free[0]), on_error=errors.append, clock=clock)
     rec.add_topic('/t', IMAGE)
     rec.put('/t', image_cdr(0), 1000)
     rec.split()
     rec.put('/t', image_cdr(1), 2000)
-    deadline = time.time() + 10
-    while rec.snapshot()['/t'].written < 2 and time.time() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: rec.snapshot()['/t'].written == 2, what='two messages written')
     free[0] = 1 << 20  # the disk is nearly full now
-    time.sleep(0.6)  # past the disk check period
+    clock.advance(core._DISK_CHECK_PERIOD_S)  # the next write re-reads the free space
     rec.put('/t', image_cdr(2), 3000)
-    rec._thread.join(10)
+    rec._thread.join(30)
     assert rec.state == 'error' and errors and 'min_free_disk_bytes' in errors[0]
     assert len(rec.files) == 2 and all(is_complete(p) for p in rec.files)
     assert len(read_rosbags([tmp_path / 'bag'])) == 2
     assert rec.put('/t', image_cdr(3), 4000) is False  # refused, and counted
     assert rec.snapshot()['/t'].dropped == 2
+
+
+def test_free_space_is_reread_per_check_period_of_the_clock(tmp_path):
+    """statvfs at most once per check period, and other programs' rate measured over the clock's time."""
+    from vidseg_ros.data.recorder.disk_space import DiskSpace
+    free, reads, clock = [100 << 20], [], FakeClock()
+    space = DiskSpace(tmp_path, disk_usage=lambda p: reads.append(p) or Usage(0, 0, free[0]), check_period_s=0.5,
+                      clock=clock)
+    free[0] = 50 << 20                        # another program takes 50 MiB
+    assert space.estimate() == 100 << 20 and len(reads) == 1
+    clock.advance(0.4)
+    assert space.estimate() == 100 << 20 and len(reads) == 1
+    clock.advance(0.1)
+    assert space.estimate() == 50 << 20 and len(reads) == 2
+    assert space.foreign_rate == pytest.approx((50 << 20) / 0.5)      # bytes per second of the clock
+    assert space.margin == int(2 * space.foreign_rate * 0.5)
 
 
 def test_recorder_refuses_to_start_on_full_disk(tmp_path):
@@ -194,15 +172,26 @@ def test_recorder_refuses_to_start_on_full_disk(tmp_path):
 
 
 def test_slow_topic_reaches_disk_within_a_second(tmp_path):
-    rec = Recorder(tmp_path / 'bag', chunk_size_bytes=64 << 20, min_free_disk_bytes=0)
+    clock = FakeClock()
+    rec = Recorder(tmp_path / 'bag', chunk_size_bytes=64 << 20, min_free_disk_bytes=0, clock=clock)
     rec.add_topic('/info', INFO)
     for i in range(3):
         rec.put('/info', info_cdr(i), 1000 + i)
-    time.sleep(1.6)  # one chunk-age period: the small chunk is ended though far from full
-    copy = tmp_path / 'killed'
-    copy.mkdir()
-    (copy / 'killed_0.mcap').write_bytes(rec.files[0].read_bytes())  # the file as a SIGKILL would leave it
-    assert recover_bag(copy, force=True).messages['killed_0.mcap'] == 3
+    wait_until(lambda: rec.snapshot()['/info'].written == 3, what='three messages in the open chunk')
+    copies = []
+
+    def recovered_if_killed_now() -> int:
+        copy = tmp_path / f'killed{len(copies)}'
+        copy.mkdir()
+        copies.append(copy)
+        (copy / 'killed_0.mcap').write_bytes(rec.files[0].read_bytes())  # as a SIGKILL would leave it
+        try:
+            return recover_bag(copy, force=True).messages['killed_0.mcap']
+        except RecoveryRefused:  # not even the header on disk yet
+            return 0
+    assert recovered_if_killed_now() == 0  # the small chunk is still open, far from full
+    clock.advance(core._CHUNK_MAX_AGE_S)  # one chunk-age period: the writer ends the chunk
+    wait_until(lambda: recovered_if_killed_now() == 3, what='the chunk on disk', poll_s=0.1)
     rec.stop()
 
 

@@ -39,4 +39,6 @@ def test_frames_to_bag_to_dataset_round_trip(tmp_path):
 
 def test_bad_option_is_a_clear_error(tmp_path):
     r = RUNNER.invoke(app, ['train', str(tmp_path / 'missing.yaml')])
-    assert r.exit_code != 0
+    assert r.exit_code == 2
+    line, = r.stderr.strip().splitlines()     # one line, no traceback
+    assert line.startswith('vidseg train: error: ') and "missing.yaml' does not exist" in line, line

@@ -42,6 +42,7 @@ def bad(tmp_path_factory):
     for i in range(3):
         cv2.imwrite(str(frames / f'{i:05d}.png'), rng.integers(0, 255, (24, 32, 3), np.uint8))
     cv2.imwrite(str(d / 'colour_label.png'), rng.integers(0, 255, (24, 32, 3), np.uint8))
+    cv2.imwrite(str(d / 'label.png'), np.zeros((24, 32), np.uint8))   # a valid class-id label
     # CamVid layout with only a test split
     for sub in ('test', 'testannot'):
         (d / 'camvid_test_only' / sub).mkdir(parents=True)
@@ -58,149 +59,188 @@ def bad(tmp_path_factory):
     return d
 
 
-# (name, argv with {d} for the fixture folder); every one must exit 2 with one error line.
+# (name, argv with {d} for the fixture folder, what the error line must say); every one must exit 2 with
+# that one line.
 CASES = [
     # extract
-    ('extract-missing-bag', 'extract {d}/nope --out {d}/o'),
-    ('extract-fake-mp4', 'extract {d}/fake.mp4 --out {d}/o_fake'),
-    ('extract-empty-folder', 'extract {d}/empty --out {d}/o_empty'),
-    ('extract-every-0', 'extract {d}/empty --out {d}/o --every 0'),
-    ('extract-every-neg', 'extract {d}/empty --out {d}/o --every -1'),
-    ('extract-every-text', 'extract {d}/empty --out {d}/o --every abc'),
-    ('extract-gap-neg', 'extract {d}/empty --out {d}/o --max-gap-s -1'),
-    ('extract-gap-0', 'extract {d}/empty --out {d}/o --max-gap-s 0'),
-    ('extract-stop-before-start', 'extract {d}/empty --out {d}/o --start-s 100 --stop-s 1'),
-    ('extract-start-neg', 'extract {d}/empty --out {d}/o --start-s -1'),
-    ('extract-workers-0', 'extract {d}/empty --out {d}/o --workers 0'),
-    ('extract-format', 'extract {d}/empty --out {d}/o --image-format gif'),
-    ('extract-stamp', 'extract {d}/empty --out {d}/o --stamp wall'),
-    ('extract-no-out', 'extract {d}/empty'),
-    ('extract-no-args', 'extract'),
-    ('extract-unknown-option', 'extract {d}/empty --out {d}/o --bogus'),
+    ('extract-missing-bag', 'extract {d}/nope --out {d}/o', "nope' does not exist"),
+    ('extract-fake-mp4', 'extract {d}/fake.mp4 --out {d}/o_fake', 'fake.mp4 is not a bag'),
+    ('extract-empty-folder', 'extract {d}/empty --out {d}/o_empty', 'no .mcap or .db3 files'),
+    ('extract-every-0', 'extract {d}/empty --out {d}/o --every 0',
+     "'--every': Input should be greater than or equal to 1"),
+    ('extract-every-neg', 'extract {d}/empty --out {d}/o --every -1',
+     "'--every': Input should be greater than or equal to 1"),
+    ('extract-every-text', 'extract {d}/empty --out {d}/o --every abc', "'--every': Input should be a valid integer"),
+    ('extract-gap-neg', 'extract {d}/empty --out {d}/o --max-gap-s -1', "'--max-gap-s': -1.0 must be > 0"),
+    ('extract-gap-0', 'extract {d}/empty --out {d}/o --max-gap-s 0', "'--max-gap-s': 0.0 must be > 0"),
+    ('extract-stop-before-start', 'extract {d}/empty --out {d}/o --start-s 100 --stop-s 1',
+     '1.0 is not after --start-s 100.0'),
+    ('extract-start-neg', 'extract {d}/empty --out {d}/o --start-s -1',
+     "'--start-s': Input should be greater than or equal to 0"),
+    ('extract-workers-0', 'extract {d}/empty --out {d}/o --workers 0',
+     "'--workers': Input should be greater than or equal to 1"),
+    ('extract-format', 'extract {d}/empty --out {d}/o --image-format gif', "'gif' is not one of"),
+    ('extract-stamp', 'extract {d}/empty --out {d}/o --stamp wall', "'wall' is not one of"),
+    ('extract-no-out', 'extract {d}/empty', "Missing option '--out'"),
+    ('extract-no-args', 'extract', "Missing argument 'bags'"),
+    ('extract-unknown-option', 'extract {d}/empty --out {d}/o --bogus', 'No such option: --bogus'),
     # bag-from-frames
-    ('b2f-missing', 'bag-from-frames {d}/nope --out {d}/b'),
-    ('b2f-empty-folder', 'bag-from-frames {d}/empty --out {d}/b_empty'),
-    ('b2f-fake-video', 'bag-from-frames {d}/fake.mp4 --out {d}/b_fake'),
-    ('b2f-rate-0', 'bag-from-frames {d}/frames --out {d}/b --rate-hz 0'),
-    ('b2f-rate-neg', 'bag-from-frames {d}/frames --out {d}/b --rate-hz -5'),
-    ('b2f-storage', 'bag-from-frames {d}/frames --out {d}/b --storage zip'),
-    ('b2f-encoding', 'bag-from-frames {d}/frames --out {d}/b_enc --encoding rgb99'),
-    ('b2f-out-exists', 'bag-from-frames {d}/frames --out {d}/frames'),
+    ('b2f-missing', 'bag-from-frames {d}/nope --out {d}/b', "nope' does not exist"),
+    ('b2f-empty-folder', 'bag-from-frames {d}/empty --out {d}/b_empty', 'empty: no images'),
+    ('b2f-fake-video', 'bag-from-frames {d}/fake.mp4 --out {d}/b_fake', 'cannot open video'),
+    ('b2f-rate-0', 'bag-from-frames {d}/frames --out {d}/b --rate-hz 0', "'--rate-hz': 0.0 must be > 0"),
+    ('b2f-rate-neg', 'bag-from-frames {d}/frames --out {d}/b --rate-hz -5', "'--rate-hz': -5.0 must be > 0"),
+    ('b2f-storage', 'bag-from-frames {d}/frames --out {d}/b --storage zip', "'zip' is not one of"),
+    ('b2f-encoding', 'bag-from-frames {d}/frames --out {d}/b_enc --encoding rgb99', "cannot write encoding 'rgb99'"),
+    ('b2f-out-exists', 'bag-from-frames {d}/frames --out {d}/frames', 'frames exists already'),
     # bag-recover
-    ('recover-missing', 'bag-recover {d}/nope'),
+    ('recover-missing', 'bag-recover {d}/nope', 'no bag at'),
     # (bag-recover on a non-MCAP file or an empty folder is the recorder's: not covered here)
     # label-import
-    ('import-missing-dataset', 'label-import {d}/nope {d}/frames'),
-    ('import-missing-labels', 'label-import {d}/unlabelled {d}/nope'),
-    ('import-no-labels-arg', 'label-import {d}/unlabelled'),
-    ('import-bad-map', 'label-import {d}/unlabelled {d}/frames --map a:b'),
-    ('import-layout-no-out', 'label-import {d}/empty --layout camvid'),
-    ('import-layout-unknown', 'label-import {d}/empty --layout kitti --out {d}/l'),
-    ('import-layout-empty', 'label-import {d}/empty --layout camvid --out {d}/l'),
-    ('import-nothing-matches', 'label-import {d}/unlabelled {d}/frames'),
+    ('import-missing-dataset', 'label-import {d}/nope {d}/frames', 'no index.csv in'),
+    ('import-missing-labels', 'label-import {d}/unlabelled {d}/nope', 'nope: not a folder with label PNGs'),
+    ('import-no-labels-arg', 'label-import {d}/unlabelled', 'give LABELS'),
+    ('import-bad-map', 'label-import {d}/unlabelled {d}/frames --map a:b', "--map takes FROM:TO integers, got ['a:b']"),
+    ('import-layout-no-out', 'label-import {d}/empty --layout camvid', '--layout needs --out'),
+    ('import-layout-unknown', 'label-import {d}/empty --layout kitti --out {d}/l', "unknown layout 'kitti'"),
+    ('import-layout-empty', 'label-import {d}/empty --layout camvid --out {d}/l', 'no CamVid split folder'),
+    ('import-nothing-matches', 'label-import {d}/unlabelled {d}/frames', 'is named like a frame'),
     # propagate
-    ('propagate-missing', 'propagate {d}/nope'),
-    ('propagate-no-index', 'propagate {d}/empty'),
-    ('propagate-no-human-labels', 'propagate {d}/unlabelled'),
-    ('propagate-method', 'propagate {d}/unlabelled --method magic'),
-    ('propagate-confidence', 'propagate {d}/unlabelled --min-confidence 2'),
-    ('propagate-distance', 'propagate {d}/unlabelled --max-distance 0'),
-    ('propagate-flow-scale', 'propagate {d}/unlabelled --flow-scale 0'),
-    ('propagate-dis-preset', 'propagate {d}/unlabelled --dis-preset turbo'),
-    ('propagate-workers', 'propagate {d}/unlabelled --workers 0'),
-    ('propagate-teacher-no-model', 'propagate {d}/unlabelled --method teacher'),
-    ('propagate-teacher-bad-model', 'propagate {d}/unlabelled --method teacher --model {d}/nope.pt'),
+    ('propagate-missing', 'propagate {d}/nope', "nope' does not exist"),
+    ('propagate-no-index', 'propagate {d}/empty', 'no index.csv in'),
+    ('propagate-no-human-labels', 'propagate {d}/unlabelled', 'no human-labelled frame'),
+    ('propagate-method', 'propagate {d}/unlabelled --method magic', "'magic' is not one of"),
+    ('propagate-confidence', 'propagate {d}/unlabelled --min-confidence 2',
+     "'--min-confidence': Input should be less than or equal to 1"),
+    ('propagate-distance', 'propagate {d}/unlabelled --max-distance 0',
+     "'--max-distance': Input should be greater than or equal to 1"),
+    ('propagate-flow-scale', 'propagate {d}/unlabelled --flow-scale 0',
+     "'--flow-scale': Input should be greater than or equal to 0.05"),
+    ('propagate-dis-preset', 'propagate {d}/unlabelled --dis-preset turbo', "'turbo' is not one of"),
+    ('propagate-workers', 'propagate {d}/unlabelled --workers 0',
+     "'--workers': Input should be greater than or equal to 1"),
+    ('propagate-teacher-no-model', 'propagate {d}/unlabelled --method teacher', 'method teacher needs a model'),
+    ('propagate-teacher-bad-model', 'propagate {d}/unlabelled --method teacher --model {d}/nope.pt',
+     'model file not found'),
     # make-variant, noise-sigma
-    ('variant-missing', 'make-variant {d}/nope {d}/v --kind noise'),
-    ('variant-kind', 'make-variant {d}/unlabelled {d}/v --kind magic'),
-    ('variant-no-kind', 'make-variant {d}/unlabelled {d}/v'),
-    ('variant-n-neg', 'make-variant {d}/unlabelled {d}/v --kind per_sequence --n -1'),
-    ('variant-count-0', 'make-variant {d}/unlabelled {d}/v --kind strided --count 0'),
-    ('variant-not-dataset', 'make-variant {d}/empty {d}/v --kind per_sequence'),
-    ('variant-no-labels', 'make-variant {d}/unlabelled {d}/v_nolab --kind per_sequence'),
-    ('sigma-missing', 'noise-sigma {d}/nope'),
-    ('sigma-not-dataset', 'noise-sigma {d}/empty'),
-    ('sigma-pairs-0', 'noise-sigma {d}/unlabelled --max-pairs 0'),
+    ('variant-missing', 'make-variant {d}/nope {d}/v --kind noise', "nope' does not exist"),
+    ('variant-kind', 'make-variant {d}/unlabelled {d}/v --kind magic', "'magic' is not one of"),
+    ('variant-no-kind', 'make-variant {d}/unlabelled {d}/v', "Missing option '--kind'"),
+    ('variant-n-neg', 'make-variant {d}/unlabelled {d}/v --kind per_sequence --n -1',
+     "'--n': Input should be greater than or equal to 0"),
+    ('variant-count-0', 'make-variant {d}/unlabelled {d}/v --kind strided --count 0',
+     "'--count': Input should be greater than or equal to 1"),
+    ('variant-not-dataset', 'make-variant {d}/empty {d}/v --kind per_sequence', 'empty: not an extracted dataset'),
+    ('variant-no-labels', 'make-variant {d}/unlabelled {d}/v_nolab --kind per_sequence',
+     'no labelled frames to build a variant'),
+    ('sigma-missing', 'noise-sigma {d}/nope', "nope' does not exist"),
+    ('sigma-not-dataset', 'noise-sigma {d}/empty', 'empty: not an extracted dataset'),
+    ('sigma-pairs-0', 'noise-sigma {d}/unlabelled --max-pairs 0',
+     "'--max-pairs': Input should be greater than or equal to 1"),
     # train, experiment
-    ('train-missing', 'train {d}/nope.yaml'),
-    ('train-folder', 'train {d}/empty'),
-    ('train-broken-yaml', 'train {d}/broken.yaml'),
-    ('train-unknown-key', 'train {d}/unknown.yaml'),
-    ('train-not-mapping', 'train {d}/list.yaml'),
-    ('train-set-no-equals', 'train {d}/unknown.yaml --set epochs'),
-    ('train-set-bad-type', 'train config/train/camvid_fpn.yaml --set epochs=many'),
-    ('train-set-unknown', 'train config/train/camvid_fpn.yaml --set colour=blue'),
-    ('experiment-name', 'experiment magic config/train/davis_fpn.yaml'),
-    ('experiment-missing-config', 'experiment frames-per-video {d}/nope.yaml'),
-    ('experiment-steps-0', 'experiment frames-per-video config/train/davis_fpn.yaml --total-steps 0'),
-    ('experiment-set', 'experiment frames-per-video config/train/davis_fpn.yaml --set =1'),
+    ('train-missing', 'train {d}/nope.yaml', "nope.yaml' does not exist"),
+    ('train-folder', 'train {d}/empty', "empty' is a directory"),
+    ('train-broken-yaml', 'train {d}/broken.yaml', 'broken.yaml is not valid YAML'),
+    ('train-unknown-key', 'train {d}/unknown.yaml', 'unknown setting(s) no_such_setting'),
+    ('train-not-mapping', 'train {d}/list.yaml', 'expected a mapping at the top level, got list'),
+    ('train-set-no-equals', 'train {d}/unknown.yaml --set epochs', "'epochs': expected key=value"),
+    ('train-set-bad-type', 'train config/train/camvid_fpn.yaml --set epochs=many',
+     "epochs: expected int, got str 'many'"),
+    ('train-set-unknown', 'train config/train/camvid_fpn.yaml --set colour=blue', 'unknown setting(s) colour'),
+    ('experiment-name', 'experiment magic config/train/davis_fpn.yaml', "'magic' is not one of"),
+    ('experiment-missing-config', 'experiment frames-per-video {d}/nope.yaml', "nope.yaml' does not exist"),
+    ('experiment-steps-0', 'experiment frames-per-video config/train/davis_fpn.yaml --total-steps 0',
+     "'--total-steps': Input should be greater than or equal to 1"),
+    ('experiment-set', 'experiment frames-per-video config/train/davis_fpn.yaml --set =1', "'=1': expected key=value"),
     # eval
-    ('eval-missing-data', 'eval untrained:keyframe_fpn {d}/nope'),
-    ('eval-intervals-text', 'eval untrained:keyframe_fpn {d}/empty --key-intervals a,b'),
-    ('eval-intervals-0', 'eval untrained:keyframe_fpn {d}/empty --key-intervals 0,5'),
-    ('eval-max-frames', 'eval untrained:keyframe_fpn {d}/empty --max-frames -1'),
-    ('eval-clip-len', 'eval untrained:keyframe_fpn {d}/empty --clip-len -2'),
-    ('eval-dataset', 'eval untrained:keyframe_fpn {d}/empty --dataset kitti'),
-    ('eval-unknown-model', 'eval no_such_model {d}/camvid_test_only --split test'),
-    ('eval-junk-model', 'eval {d}/junk.pt {d}/camvid_test_only --split test'),
-    ('eval-training-state', 'eval {d}/last.pt {d}/camvid_test_only --split test'),
-    ('eval-missing-split', 'eval untrained:keyframe_fpn {d}/camvid_test_only'),
-    ('eval-empty-split', 'eval untrained:keyframe_fpn {d}/camvid_test_only --split test'),
-    ('eval-not-a-dataset', 'eval untrained:keyframe_fpn {d}/empty'),
+    ('eval-missing-data', 'eval untrained:keyframe_fpn {d}/nope', "nope' does not exist"),
+    ('eval-intervals-text', 'eval untrained:keyframe_fpn {d}/empty --key-intervals a,b',
+     "'a,b': expected positive integers"),
+    ('eval-intervals-0', 'eval untrained:keyframe_fpn {d}/empty --key-intervals 0,5',
+     "'0,5': expected positive integers"),
+    ('eval-max-frames', 'eval untrained:keyframe_fpn {d}/empty --max-frames -1',
+     "'--max-frames': Input should be greater than or equal to 0"),
+    ('eval-clip-len', 'eval untrained:keyframe_fpn {d}/empty --clip-len -2',
+     "'--clip-len': Input should be greater than or equal to 0"),
+    ('eval-dataset', 'eval untrained:keyframe_fpn {d}/empty --dataset kitti', "'kitti' is not one of"),
+    ('eval-unknown-model', 'eval no_such_model {d}/camvid_test_only --split test', "model 'no_such_model' not found"),
+    ('eval-junk-model', 'eval {d}/junk.pt {d}/camvid_test_only --split test',
+     'junk.pt is not a loadable torch checkpoint'),
+    ('eval-training-state', 'eval {d}/last.pt {d}/camvid_test_only --split test', 'last.pt is a training state'),
+    ('eval-missing-split', 'eval untrained:keyframe_fpn {d}/camvid_test_only', "no CamVid split 'val'"),
+    ('eval-empty-split', 'eval untrained:keyframe_fpn {d}/camvid_test_only --split test',
+     'no labelled frames to evaluate on'),
+    ('eval-not-a-dataset', 'eval untrained:keyframe_fpn {d}/empty', 'splits here: none'),
     # finetune
     ('finetune-missing-frame', 'finetune untrained:keyframe_fpn --frame {d}/nope.png --label {d}/colour_label.png '
-                               '--sequence {d}/frames'),
+                               '--sequence {d}/frames', "nope.png' does not exist"),
     ('finetune-steps-0', 'finetune untrained:keyframe_fpn --frame {d}/frames/00000.png --label '
-                         '{d}/colour_label.png --sequence {d}/frames --steps 0'),
+                         '{d}/colour_label.png --sequence {d}/frames --steps 0',
+                         "'--steps': Input should be greater than or equal to 1"),
     ('finetune-lr-0', 'finetune untrained:keyframe_fpn --frame {d}/frames/00000.png --label '
-                      '{d}/colour_label.png --sequence {d}/frames --lr 0'),
+                      '{d}/colour_label.png --sequence {d}/frames --lr 0', "'--lr': 0.0 must be > 0"),
     ('finetune-colour-label', 'finetune untrained:keyframe_fpn --frame {d}/frames/00000.png --label '
-                              '{d}/colour_label.png --sequence {d}/frames --out-dir {d}/ft'),
+                              '{d}/colour_label.png --sequence {d}/frames --out-dir {d}/ft',
+                              'colour_label.png is a colour image'),
     ('finetune-empty-sequence', 'finetune untrained:keyframe_fpn --frame {d}/frames/00000.png --label '
-                                '{d}/colour_label.png --sequence {d}/empty'),
+                                '{d}/colour_label.png --sequence {d}/empty', 'no images (.jpg, .jpeg, .png, .webp) in'),
     ('finetune-junk-model', 'finetune {d}/junk.pt --frame {d}/frames/00000.png --label '
-                            '{d}/colour_label.png --sequence {d}/frames'),
+                            '{d}/label.png --sequence {d}/frames', 'junk.pt is not a loadable torch checkpoint'),
     # export
-    ('export-unknown-model', 'export no_such_model {d}/m.onnx'),
-    ('export-format', 'export {d}/junk.pt {d}/m.onnx --format tflite'),
-    ('export-junk', 'export {d}/junk.pt {d}/m.onnx'),
-    ('export-training-state', 'export {d}/last.pt {d}/m.onnx'),
-    ('export-untrained', 'export untrained:keyframe_fpn {d}/m.onnx'),
+    ('export-unknown-model', 'export no_such_model {d}/m.onnx', "model 'no_such_model' not found"),
+    ('export-format', 'export {d}/junk.pt {d}/m.onnx --format tflite', "'tflite' is not one of"),
+    ('export-junk', 'export {d}/junk.pt {d}/m.onnx', 'junk.pt is not a loadable torch checkpoint'),
+    ('export-training-state', 'export {d}/last.pt {d}/m.onnx', 'last.pt is a training state'),
+    ('export-untrained', 'export untrained:keyframe_fpn {d}/m.onnx', 'export needs a .pt checkpoint'),
     # bench
-    ('bench-frames-neg', 'bench untrained:keyframe_fpn --frames -1'),
-    ('bench-input-hw', 'bench untrained:keyframe_fpn --input-hw abc'),
-    ('bench-image-hw-0', 'bench untrained:keyframe_fpn --image-hw 0x5'),
-    ('bench-interval-0', 'bench untrained:keyframe_fpn --keyframe-interval 0'),
-    ('bench-precision', 'bench untrained:keyframe_fpn --precision fp8'),
-    ('bench-unknown-model', 'bench no_such_model --frames 1'),
-    ('bench-unknown-arch', 'bench untrained:no_such_arch --frames 1'),
+    ('bench-frames-neg', 'bench untrained:keyframe_fpn --frames -1',
+     "'--frames': Input should be greater than or equal to 1"),
+    ('bench-input-hw', 'bench untrained:keyframe_fpn --input-hw abc', "'abc': expected HxW"),
+    ('bench-image-hw-0', 'bench untrained:keyframe_fpn --image-hw 0x5', "'0x5': expected HxW"),
+    ('bench-interval-0', 'bench untrained:keyframe_fpn --keyframe-interval 0',
+     "'--keyframe-interval': Input should be greater than or equal to 1"),
+    ('bench-precision', 'bench untrained:keyframe_fpn --precision fp8', "'fp8' is not one of"),
+    ('bench-unknown-model', 'bench no_such_model --frames 1', "model 'no_such_model' not found"),
+    ('bench-unknown-arch', 'bench untrained:no_such_arch --frames 1', "unknown model 'no_such_arch'"),
     # info
-    ('info-unknown', 'info no_such_model'),
-    ('info-junk', 'info {d}/junk.pt'),
-    ('info-training-state', 'info {d}/last.pt'),
-    ('info-untrained', 'info untrained:keyframe_fpn'),
-    ('info-folder', 'info {d}/empty'),
-    ('info-fake-onnx', 'info {d}/fake.mp4'),
+    ('info-unknown', 'info no_such_model', "model 'no_such_model' not found"),
+    ('info-junk', 'info {d}/junk.pt', 'junk.pt is not a loadable torch checkpoint'),
+    ('info-training-state', 'info {d}/last.pt', 'last.pt is a training state'),
+    ('info-untrained', 'info untrained:keyframe_fpn', 'info needs a model file'),
+    ('info-folder', 'info {d}/empty', 'model file not found'),
+    ('info-fake-onnx', 'info {d}/fake.mp4', 'exported models end in .ts or .onnx'),
     # the group itself
-    ('unknown-command', 'frobnicate'),
-    ('docs-unknown-option', 'docs --fix'),
+    ('unknown-command', 'frobnicate', "No such command 'frobnicate'"),
+    ('docs-unknown-option', 'docs --fix', 'No such option: --fix'),
 ]
+
+
+# Known defects: a progress bar started (and, for extract, bag-reader warnings logged) before the input is
+# checked, so stderr has lines before the error line.
+NOISY = {'extract-fake-mp4', 'extract-empty-folder', 'b2f-empty-folder', 'b2f-fake-video', 'b2f-encoding',
+         'b2f-out-exists', 'propagate-no-human-labels'}
 
 
 def _argv(template: str, d: Path) -> list[str]:
     return template.format(d=d).split()
 
 
-@pytest.mark.parametrize('name,template', CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_exit_2(bad, name, template, monkeypatch):
+@pytest.mark.parametrize('name,template,says', CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(bad, name, template, says, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])     # config/train/*.yaml paths
-    r = RUNNER.invoke(app, _argv(template, bad))
+    argv = _argv(template, bad)
+    r = RUNNER.invoke(app, argv)
     assert 'Traceback' not in r.output + r.stderr
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    errors = [line for line in r.stderr.splitlines() if ': error: ' in line]
     assert r.exit_code == 2, f'exit {r.exit_code}\nstdout: {r.stdout[-800:]}\nstderr: {r.stderr[-800:]}'
-    assert len(errors) == 1, r.stderr
-    assert len(errors[0]) < 520
+    *before, line = r.stderr.strip().splitlines()
+    assert line.startswith(f'vidseg {argv[0]}: error: ' if name != 'unknown-command' else 'vidseg: error: ')
+    assert says in line and len(line) < 520, line
+    assert not any(': error: ' in b for b in before), r.stderr
+    if name in NOISY:   # strict both ways: fixing one fails here until it leaves NOISY
+        assert before, f'{name} prints only the error line now: remove it from NOISY'
+        pytest.xfail(f'known defect, lines before the error: {before}')
+    assert not before, f'stderr must be the error line alone:\n{r.stderr}'
 
 
 def test_there_are_enough_cases_and_every_command_is_covered():
@@ -209,16 +249,6 @@ def test_there_are_enough_cases_and_every_command_is_covered():
     covered = {c[1].split()[0] for c in CASES}
     assert len(CASES) >= 60
     assert commands - covered == set(), f'no bad-input case for {commands - covered}'
-
-
-def test_messages_say_what_is_wrong(bad):
-    cases = {('info', str(bad / 'last.pt')): 'training state',
-             ('extract', str(bad / 'fake.mp4'), '--out', str(bad / 'o2')): 'not a bag',
-             ('eval', 'untrained:keyframe_fpn', str(bad / 'camvid_test_only')): 'splits here: test',
-             ('propagate', str(bad / 'unlabelled')): 'no human-labelled frame'}
-    for argv, text in cases.items():
-        r = RUNNER.invoke(app, list(argv))
-        assert text in r.stderr, (argv, r.stderr)
 
 
 @pytest.mark.parametrize('argv', [['--debug', 'info', '{junk}'], ['info', '{junk}', '--debug']])
@@ -250,14 +280,16 @@ VIDSEG = Path(sys.executable).with_name('vidseg')
 
 
 @pytest.mark.skipif(not VIDSEG.is_file(), reason='vidseg console script not installed (make install)')
-@pytest.mark.parametrize('argv', [['extract', '{d}/fake.mp4', '--out', '{d}/o_sub'], ['info', '{d}/last.pt'],
-                                  ['eval', 'untrained:keyframe_fpn', '{d}/empty', '--key-intervals', 'a,b'],
-                                  ['bench', '--frames', '-1']])
-def test_real_process_prints_one_line_and_exits_2(bad, argv):
+@pytest.mark.parametrize('argv,says', [
+    (['extract', '{d}/fake.mp4', '--out', '{d}/o_sub'], 'fake.mp4 is not a bag'),
+    (['info', '{d}/last.pt'], 'last.pt is a training state'),
+    (['eval', 'untrained:keyframe_fpn', '{d}/empty', '--key-intervals', 'a,b'], "'a,b': expected positive integers"),
+    (['bench', '--frames', '-1'], "'--frames': Input should be greater than or equal to 1")])
+def test_real_process_prints_one_line_and_exits_2(bad, argv, says):
     env = dict(os.environ, PYTHONWARNINGS='ignore')
     p = subprocess.run([str(VIDSEG)] + [a.format(d=bad) for a in argv], capture_output=True, text=True,
                        timeout=120, env=env)
     assert p.returncode == 2, p.stderr
-    assert 'Traceback' not in p.stderr
-    errors = [line for line in p.stderr.splitlines() if ': error: ' in line]
-    assert len(errors) == 1, p.stderr
+    *before, line = p.stderr.strip().splitlines()
+    assert line.startswith(f'vidseg {argv[0]}: error: ') and says in line, line
+    assert 'Traceback' not in p.stderr and not any(': error: ' in b for b in before), p.stderr

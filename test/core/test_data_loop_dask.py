@@ -1,6 +1,5 @@
 """The data loop on Dask (a local cluster of worker processes): the same files and index, byte for byte,
 as the local run; complete and identical after a worker is killed mid-run or the driver dies."""
-import shutil
 import signal
 import subprocess
 import sys

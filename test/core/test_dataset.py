@@ -104,15 +104,21 @@ def test_sequence_dataset(tmp_path):
 
 
 def test_augment_params_shared():
-    rng = np.random.default_rng(0)
+    """One draw moves image and label alike: the label stays on the image's content (flip, scale, crop)."""
     cfg = AugmentConfig(crop_hw=[32, 32], hflip=True, scale_range=[0.5, 1.5])
-    img = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
-    lab = (img[:, :, 0] > 127).astype(np.uint8)
-    p = augment.draw(cfg, (40, 50), rng)
-    a, b = augment.apply_image(img, p), augment.apply_image(img, p)
-    assert np.array_equal(a, b)
-    out = augment.apply_label(lab, p, 255)
-    assert out.shape == (32, 32) and set(np.unique(out)) <= {0, 1, 255}
+    blocks = np.random.default_rng(2).integers(0, 2, (5, 5), dtype=np.uint8)   # mirrored: < 50 % agree
+    lab = np.kron(blocks, np.ones((8, 10), np.uint8))                       # (40, 50), blocks of 8x10
+    img = np.repeat((lab * 200 + 20)[:, :, None], 3, axis=2).astype(np.uint8)
+    flips = set()
+    for seed in range(8):
+        p = augment.draw(cfg, (40, 50), np.random.default_rng(seed))
+        flips.add(p.matrix[0, 0] < 0)
+        a, out = augment.apply_image(img, p), augment.apply_label(lab, p, 255)
+        assert a.shape[:2] == out.shape == (32, 32) and set(np.unique(out)) <= {0, 1, 255}
+        inside = out != 255
+        agree = ((a[:, :, 0] > 120) == (out == 1))[inside].mean()
+        assert inside.mean() > 0.2 and agree > 0.95, (seed, agree)
+    assert flips == {True, False}   # both kinds of draw were checked
 
 
 def test_build_dataset_rejects_unknown(tmp_path):

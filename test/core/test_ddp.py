@@ -10,20 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ddp_worker import config, data, model  # noqa: E402
+from support import ddp_worker
+from support.ddp_worker import config, data, model
 
-from vidseg_ros.training.loop import train  # noqa: E402
+from vidseg_ros.training.loop import train
 
-WORKER = Path(__file__).parent / 'ddp_worker.py'
+WORKER = Path(ddp_worker.__file__)
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = 2   # per process: the global batch of 2 processes is 4
 
 
 def _env() -> dict:
-    # gloo on loopback only; the package importable from the checkout
+    # gloo on loopback only; the package and the test helpers importable from the checkout
     return {**os.environ, 'GLOO_SOCKET_IFNAME': 'lo', 'OMP_NUM_THREADS': '1',
-            'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
+            'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), str(ROOT / 'test'),
+                                                        os.environ.get('PYTHONPATH')]))}
 
 
 def _torchrun(out: Path, epochs: int, *extra: str, launcher: list[str] | None = None) -> None:

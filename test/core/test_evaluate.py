@@ -100,17 +100,29 @@ def test_one_shot_finetune_labels_sequence(tmp_path):
     assert 0 <= out['J&F'] <= 1
 
 
-def test_recurrent_clip_protocol_resets_state(tmp_path):
+def test_recurrent_clip_protocol_resets_state(tmp_path, monkeypatch):
+    """clip_len=2 resets the engine's temporal state before frames 2 and 4 of a 5-frame sequence; 0 never."""
+    from vidseg_ros.engine.stream import StreamSegmenter
     data = _davis(tmp_path / 'davis', seqs=('a',), n=5)
     model = create_model('recurrent_unet', num_classes=2, size='small_shallow', temporal_cell='cgru')
     meta = default_meta('recurrent_unet', model.arch_config, classes=['background', 'object'],
                         palette=[[0, 0, 0], [255, 0, 0]], ignore_index=255, input_hw=[H, W])
     ckpt = save_checkpoint(tmp_path / 'r.pt', model, meta)
+    calls = []
+    reset, step = StreamSegmenter.reset, StreamSegmenter.step
+    monkeypatch.setattr(StreamSegmenter, 'reset', lambda self, reason='reset': (calls.append(reason),
+                                                                                 reset(self, reason))[1])
+    monkeypatch.setattr(StreamSegmenter, 'step', lambda self, *a, **k: (calls.append('frame'),
+                                                                        step(self, *a, **k))[1])
     stream = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 's', write_card=False)
-    clips = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'c', write_card=False,
-                           clip_len=2)
-    assert stream['kind'] == 'recurrent' and clips['clip_len'] == 2
-    assert set(stream['intervals']) == {'1'} and 0 <= clips['intervals']['1']['J&F'] <= 1
+    assert [c for c in calls if c != 'frame'].count('clip') == 0 and calls.count('frame') == 5
+    calls.clear()
+    clips = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'c', write_card=False, clip_len=2)
+    assert calls[calls.index('new sequence'):] == ['new sequence', 'frame', 'frame', 'clip', 'frame', 'frame',
+                                                   'clip', 'frame']
+    assert stream['kind'] == 'recurrent' and clips['clip_len'] == 2 and stream['clip_len'] == 0
+    assert set(clips['intervals']) == {'1'} and clips['intervals']['1']['frames'] == 5
+    assert 0 <= clips['intervals']['1']['J&F'] <= 1
 
 
 def test_cli_eval_keeps_the_tracked_card_and_earlier_runs(tmp_path):

@@ -1,13 +1,11 @@
 """Losses: ignore index, class balancing, the key-frame triplet loss terms and weights."""
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))   # --import-mode=importlib: siblings need this
-from test_training_tiny import TinyKeyframe  # noqa: E402
+from support.tiny_models import TinyKeyframe
+
 from vidseg_ros.training import losses as L
 
 
@@ -29,24 +27,34 @@ def test_class_balanced_weights_inverse_frequency():
     logits[0, 0] = 2.0
     plain = L.segmentation_loss(logits, target, 9)
     balanced = L.segmentation_loss(logits, target, 9, class_balanced=True)
-    assert balanced > plain     # the rare, badly predicted class 1 weighs more
+    right, wrong = math.log(math.exp(2) + 2) - 2, math.log(math.exp(2) + 2)   # NLL of class 0, of class 1
+    assert plain.item() == pytest.approx((3 * right + wrong) / 4)
+    assert balanced.item() == pytest.approx((right + wrong) / 2)   # each present class weighs the same
 
 
 def test_triplet_loss_weights_by_distance():
     torch.manual_seed(0)
     model = TinyKeyframe(3)
     key, cur = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
-    y = torch.randint(0, 3, (2, 16, 16))
-    out = L.triplet_outputs(model, key, cur)
+    y, y_key = torch.randint(0, 3, (2, 16, 16)), torch.randint(0, 3, (2, 16, 16))
+    y[1, :12] = 255                                   # sample 1: a quarter of its pixels labelled
     d = torch.tensor([1, 4])
-    parts = L.keyframe_triplet_loss(out, y, y, d, ignore_index=255, feature_weight=0.01)
-    cur_n = L._per_sample_nll(out['cached'], y, 255, False)
-    key_n = L._per_sample_nll(out['key'], y, 255, False)
-    self_n = L._per_sample_nll(out['self'], y, 255, False)
-    feat = (out['high_cur'][0] - out['high_key'][0]).abs().flatten(1).mean(1)
-    a = 1 / (d.float() + 1)
-    expected = (a * cur_n + (1 - a) * (key_n + self_n) + 0.01 * feat).mean()
-    assert parts.total.item() == pytest.approx(expected.item(), rel=1e-5)
+    parts = L.keyframe_triplet_loss(L.triplet_outputs(model, key, cur), y, y_key, d, ignore_index=255,
+                                    feature_weight=0.01)
+    expected = []
+    with torch.no_grad():
+        for i, a in enumerate((1 / 2, 1 / 5)):        # a_d = 1 / (d + 1)
+            low_k, low_c = model.encode_low(key[i:i + 1]), model.encode_low(cur[i:i + 1])
+            high_k, high_c = model.encode_high(low_k), model.encode_high(low_c)
+
+            def nll(logits, labels):                  # torch's mean CE over the labelled pixels, at label size
+                up = torch.nn.functional.interpolate(logits, size=(16, 16), mode='bilinear', align_corners=False)
+                return torch.nn.functional.cross_entropy(up, labels[i:i + 1], ignore_index=255).item()
+            cached, key_loss = nll(model.decode(low_c, high_k), y), nll(model.decode(low_k, high_k), y_key)
+            self_loss = nll(model.decode(low_c, high_c), y)
+            feature = (high_c[0] - high_k[0]).abs().mean().item()
+            expected.append(a * cached + (1 - a) * (key_loss + self_loss) + 0.01 * feature)
+    assert parts.total.item() == pytest.approx(sum(expected) / 2, rel=1e-5)
     parts.total.backward()
     assert all(p.grad is not None for p in model.parameters())
 

@@ -1,17 +1,15 @@
 """Training loop: one step lowers the loss for every family; resume is exact; config checks."""
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))   # --import-mode=importlib: siblings need this
-from test_training_tiny import TinyKeyframe, TinyRecurrent, frames  # noqa: E402
+from support.tiny_models import TinyKeyframe, TinyRecurrent, frames
 
-from vidseg_ros.config import ConfigError  # noqa: E402
-from vidseg_ros.training.config import TrainConfig, load_train_config  # noqa: E402
-from vidseg_ros.training.loop import lr_at, seed_everything, train  # noqa: E402
-from vidseg_ros.training.steps import Batch, StepRunner  # noqa: E402
+from vidseg_ros.config import ConfigError
+from vidseg_ros.training.config import TrainConfig, load_train_config
+from vidseg_ros.training.loop import lr_at, seed_everything, train
+from vidseg_ros.training.steps import Batch, StepRunner
 
 HW = (64, 64)
 

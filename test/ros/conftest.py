@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip('rclpy')
-sys.path.insert(0, str(Path(__file__).parent))
-from ros_helpers import ROOT, NodeProcess, Probe  # noqa: E402
+from support.paths import DATA
+from support.ros_helpers import NodeProcess, Probe  # noqa: E402  (needs rclpy)
 
 
 @pytest.fixture
@@ -47,8 +45,7 @@ def sample_video():
 def real_frames(request):
     """12 real RGB frames: CamVid val (15 Hz drive) when ../shared/data has it, else the opencv-doc
     clip resized to CamVid's 360x480 (noise would not survive JPEG or optical flow like real video)."""
-    data = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data'))
-    folder = data / 'camvid' / 'val'
+    folder = DATA / 'camvid' / 'val'
     if folder.is_dir():
         from vidseg_ros.data.images import read_rgb
         return [read_rgb(p) for p in sorted(folder.glob('*.webp'))[:12]]

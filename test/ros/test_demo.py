@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from ros_helpers import ROOT
+from support.ros_helpers import ROOT
 
 
 def test_demo_accounts_for_every_frame(tmp_path, real_frames):

@@ -6,14 +6,13 @@ the last ones stop it with a process-group SIGINT and read the bag back.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
-from launch_helpers import Launch, error_lines, real_clip, require_launch, ros2
-from ros_helpers import ROOT, Probe, stamp_of
+from support.launch_helpers import Launch, error_lines, real_clip, require_launch, ros2
+from support.ros_helpers import ROOT, Probe, stamp_of
 
 require_launch()
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -104,7 +103,8 @@ def test_rviz_without_rviz2_is_one_warning_and_the_rest_runs(launched):
 
 
 def test_sigint_to_the_group_ends_everything_cleanly(launched):
-    time.sleep(1.0)  # a few frames more into the bag
+    n = len(launched.masks)
+    launched.probe.wait_for(lambda: len(launched.masks) >= n + 5, 30, 'a few frames more into the bag')
     assert launched.launch.interrupt() == 0, launched.launch.log()[-4000:]
     assert launched.launch.left_behind == [], 'processes left behind'
     log = launched.launch.log()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from launch_helpers import require_launch
-from ros_helpers import ROOT
+from support.launch_helpers import require_launch
+from support.ros_helpers import ROOT
 
 LIB = Path(sys.prefix) / 'lib' / 'vidseg_ros'
 

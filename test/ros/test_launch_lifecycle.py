@@ -6,8 +6,8 @@ import os
 import subprocess
 import time
 
-from launch_helpers import BIN, Launch, real_clip, require_launch, ros2
-from ros_helpers import ROOT, Probe
+from support.launch_helpers import BIN, Launch, real_clip, require_launch, ros2
+from support.ros_helpers import ROOT, Probe
 
 require_launch()
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402

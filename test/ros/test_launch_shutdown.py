@@ -3,7 +3,7 @@ stopped with SIGINT to its process group. Launch then signals its children a sec
 only it got the first), so each node must also survive a second SIGINT while it cleans up."""
 from __future__ import annotations
 
-from launch_helpers import Launch, error_lines, real_clip, require_launch
+from support.launch_helpers import Launch, error_lines, real_clip, require_launch
 
 require_launch()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import time
 
-from ros_helpers import ROOT
+from support.ros_helpers import ROOT
 
 STANDARD = {'/rosout', '/parameter_events'}
 
@@ -29,7 +29,6 @@ def test_readme_table_matches_the_running_node(start_node, probe):
               'class_prob_index': 0}
     raw = start_node('vidseg_ros.ros.segment_node', params, name='seg_raw')
     jpg = start_node('vidseg_ros.ros.segment_node', {**params, 'transport': 'compressed'}, name='seg_jpg')
-    graph = {}
     for node_name, proc in (('seg_raw', raw), ('seg_jpg', jpg)):
         def ready(n=node_name):
             if n not in probe.node.get_node_names():
@@ -37,14 +36,24 @@ def test_readme_table_matches_the_running_node(start_node, probe):
             pubs = probe.node.get_publisher_names_and_types_by_node(n, '/')
             return any(name == f'/{n}/mask' for name, _ in pubs)  # topics exist once the model is loaded
         probe.wait_for(ready, 60, f'{node_name} topics', proc)
-        time.sleep(0.5)
-        graph[node_name] = {
-            'publisher': {n: t for n, t in probe.node.get_publisher_names_and_types_by_node(node_name, '/')},
-            'subscription': {n: t for n, t in probe.node.get_subscriber_names_and_types_by_node(node_name, '/')},
-            'service': {n: t for n, t in probe.node.get_service_names_and_types_by_node(node_name, '/')},
-        }
+
+    def snapshot() -> dict:
+        g = probe.node
+        return {n: {'publisher': dict(g.get_publisher_names_and_types_by_node(n, '/')),
+                    'subscription': dict(g.get_subscriber_names_and_types_by_node(n, '/')),
+                    'service': dict(g.get_service_names_and_types_by_node(n, '/'))} for n in ('seg_raw', 'seg_jpg')}
+    rows = readme_rows()
+    # the rest of each node's graph reaches the probe a little later: wait (generously) until every README
+    # row is seen or the time is up; the checks below then name what is missing
+    deadline = time.monotonic() + 30
+    while True:
+        graph = snapshot()
+        if time.monotonic() > deadline or all(any(expand(name, n) in graph[n][kind] for n in graph)
+                                              for name, kind, _ in rows):
+            break
+        time.sleep(0.1)
     documented = set()
-    for name, kind, msg_type in readme_rows():
+    for name, kind, msg_type in rows:
         found = [n for n in ('seg_raw', 'seg_jpg') if expand(name, n) in graph[n][kind]]
         assert found, f'README lists {kind} {name} but no running node has it'
         assert msg_type in graph[found[0]][kind][expand(name, found[0])], f'{name}: type differs from README'

@@ -19,10 +19,9 @@ from rosbags.highlevel import AnyReader  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from vidseg_ros.data.bags.recover import is_complete  # noqa: E402
+from support.bags import mount_tmpfs  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parents[1] / 'core'))  # --import-mode=importlib
-from test_bag_disk_full import mount_tmpfs  # noqa: E402
+from vidseg_ros.data.bags.recover import is_complete  # noqa: E402
 
 N = 60
 SIZES = {'/cam_vga/image': (480, 640), '/cam_hd/image': (720, 1280)}
@@ -277,7 +276,11 @@ def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
     proc = start_recorder(tmp_path, 'topic_regex:=^/be/', 'exclude_regex:=/b/|/c/', 'topics:=[/plain/d]',
                           'qos_overrides./be/a/image.subscription.reliability:=best_effort')
     proc_auto = start_recorder(tmp_path / 'auto', 'topics:=[/be/c/image]', 'qos_reliability:=auto')
-    time.sleep(2.0)  # the topics appear after the recorders started: found by the discovery timer
+    diags = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    # the topics appear after both recorders run their timers: found by the discovery timer
+    wait_for(node, lambda: node.count_publishers('/diagnostics') >= 2 and len(diags) >= 2, timeout=60,
+             what='both recorders running')
     be = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
     pubs = {t: node.create_publisher(Image, t, be) for t in ('/be/a/image', '/be/b/image', '/be/c/image')}
     pubs['/plain/d'] = node.create_publisher(Image, '/plain/d', QoSProfile(depth=10))
@@ -287,7 +290,9 @@ def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
             for pub in pubs.values():
                 pub.publish(make_image(i, (8, 8)))
             time.sleep(0.05)
-        time.sleep(1.0)
+        for topic in ('/be/a/image', '/plain/d', '/be/c/image'):
+            wait_for(node, lambda: topic_values(diags, f'vidseg_recorder: {topic}').get('messages_written') == '5',
+                     timeout=60, what=f'5 messages of {topic} written')
         assert pubs['/be/b/image'].get_subscription_count() == 0  # excluded
         assert stop(proc) == 0 and stop(proc_auto) == 0
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_helpers import diag_values, image_msg, stamp_of
+from support.ros_helpers import diag_values, image_msg, stamp_of
 from sensor_msgs.msg import Image
 
 NODE = 'vidseg_ros.ros.segment_node'

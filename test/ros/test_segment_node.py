@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import Image
-from ros_helpers import diag_values, image_msg, stamp_of
+from support.ros_helpers import diag_values, image_msg, stamp_of
 from std_srvs.srv import Trigger
 
 NODE = 'vidseg_ros.ros.segment_node'

@@ -14,7 +14,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_helpers import ROOT, image_msg, stamp_of
+from support.ros_helpers import ROOT, image_msg, stamp_of
 from sensor_msgs.msg import Image
 
 NODE = 'vidseg_ros.ros.segment_node'

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import yaml
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_helpers import ROOT, image_msg, stamp_of
+from support.ros_helpers import ROOT, image_msg, stamp_of
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 

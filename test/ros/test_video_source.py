@@ -6,8 +6,8 @@ import signal
 import time
 
 import pytest
-from rclpy.qos import qos_profile_sensor_data
-from ros_helpers import stamp_of
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from support.ros_helpers import stamp_of
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 NODE = 'vidseg_ros.ros.video_source_node'
@@ -41,14 +41,16 @@ def test_publishes_every_frame_with_camera_info(start_node, probe, frame_folder,
 def test_large_frames_cross_process_best_effort(start_node, probe, frame_folder, size_hw):
     """FastDDS defaults lose most of these; the shipped SHM profile (set for every test) must not."""
     assert os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', '').endswith('fastdds_shm.xml')
-    images = probe.collect(Image, 'image', qos=qos_profile_sensor_data)
     n = 45
+    # best effort as the camera publishes; a history of n so that a probe slowed by a loaded machine does not
+    # overwrite frames it has not taken yet (sensor data's 5 did, under load): only transport losses count
+    images = probe.collect(Image, 'image', qos=QoSProfile(depth=n, reliability=ReliabilityPolicy.BEST_EFFORT))
     node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, 'loop': True, 'max_frames': n,
                              'resize_hw': list(size_hw), 'output_reliability': 'best_effort',
                              'wait_for_subscribers': 1})
     assert node.proc.wait(timeout=60) == 0, node.log()
-    # the node has exited (exit_at_end): frames still in flight get 5 s, without the "node died" shortcut
-    probe.wait_for(lambda: len(images) >= n, 5, f'{n} frames of {size_hw}')
+    # the node has exited (exit_at_end): frames still in flight get 30 s, without the "node died" shortcut
+    probe.wait_for(lambda: len(images) >= n, 30, f'{n} frames of {size_hw}')
     assert len(images) == n
     assert (images[-1].height, images[-1].width) == size_hw
 

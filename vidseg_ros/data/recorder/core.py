@@ -87,6 +87,7 @@ class Recorder:
         disk_usage: ``shutil.disk_usage``-like function (replaceable in tests).
         on_error: called once, from the writer thread, with the error text when recording stops
             (instead of logging it).
+        clock: monotonic seconds for the chunk age and the disk checks (tests advance a fake one).
     """
 
     def __init__(self, bag_dir: str | Path, compression: str = 'none', chunk_size_bytes: int = 1 << 20,
@@ -95,13 +96,15 @@ class Recorder:
                  fsync_bytes: int = 0, start_paused: bool = False, direct_io: bool = True,
                  snapshot_mode: bool = False, snapshot_max_bytes: int = 0, snapshot_max_duration_s: float = 0.0,
                  next_output_dirs: list[str | Path] = (),
-                 disk_usage: Callable = shutil.disk_usage, on_error: Callable[[str], None] | None = None):
+                 disk_usage: Callable = shutil.disk_usage, on_error: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self._ring = SnapshotRing(snapshot_max_bytes, snapshot_max_duration_s) if snapshot_mode else None
         self.bag_dir = Path(bag_dir)
         self.queue_max_bytes = queue_max_bytes
         self.min_free_disk_bytes = min_free_disk_bytes
         self._disk_usage = disk_usage
         self._on_error = on_error
+        self._clock = clock
         self._writer_args = dict(compression=compression, chunk_size_bytes=chunk_size_bytes,
                                  max_bag_size_bytes=max_bag_size_bytes, max_bag_duration_s=max_bag_duration_s,
                                  fsync_bytes=fsync_bytes, direct_io=direct_io)
@@ -125,7 +128,7 @@ class Recorder:
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._last_flush = time.monotonic()
+        self._last_flush = clock()
         self._thread = threading.Thread(target=self._run, name='vidseg_bag_writer', daemon=True)
         self._thread.start()
 
@@ -141,7 +144,7 @@ class Recorder:
         """A new BagWriter for ``bag_dir`` with its disk reserve (called at start or per snapshot)."""
         self._writer = BagWriter(bag_dir, **self._writer_args)
         self._space = self._writer.space = DiskSpace(bag_dir, self.min_free_disk_bytes, self._disk_usage,
-                                                     _DISK_CHECK_PERIOD_S)
+                                                     _DISK_CHECK_PERIOD_S, self._clock)
         try:
             if not self._space.reserve(self._writer.closing_bytes()) or not self._space.room_for(0):
                 raise OSError(f'no room on {bag_dir.parent} for even one chunk '
@@ -298,14 +301,14 @@ class Recorder:
                     self._cond.wait(_CHUNK_MAX_AGE_S)
                 item = self._queue[0] if self._queue else None
             try:
-                if time.monotonic() - self._last_flush >= _CHUNK_MAX_AGE_S:
+                if self._clock() - self._last_flush >= _CHUNK_MAX_AGE_S:
                     if self._writer is not None:
                         self._writer.flush()
                         try:
                             self._check_enospc()
                         except _DiskFull as e:
                             self._disk_full(e)
-                    self._last_flush = time.monotonic()
+                    self._last_flush = self._clock()
                 if item is None:
                     continue
                 if item[0] == 'stop':

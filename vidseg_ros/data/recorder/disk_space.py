@@ -39,21 +39,23 @@ class DiskSpace:
         min_free_bytes: keep at least this much free for other programs.
         disk_usage: ``shutil.disk_usage``-like function (replaceable in tests).
         check_period_s: longest time between two ``statvfs`` reads.
+        clock: monotonic seconds (replaceable in tests).
     """
 
     def __init__(self, directory: str | Path, min_free_bytes: int = 0, disk_usage: Callable = shutil.disk_usage,
-                 check_period_s: float = 0.5):
+                 check_period_s: float = 0.5, clock: Callable[[], float] = time.monotonic):
         self.directory = Path(directory)
         self.reserve_path = self.directory / RESERVE_NAME
         self.min_free_bytes = min_free_bytes
         self.check_period_s = check_period_s
         self._disk_usage = disk_usage
+        self._clock = clock
         self.reserved = 0
         self.released = False  # the reserve was given up (the bag is closing, or ENOSPC happened)
         self.enospc = False  # a write failed with ENOSPC
         self.foreign_rate = 0.0  # bytes/s taken by other programs, as observed between checks
         self._added = 0  # bytes this process added to the disk since the last check
-        self._checked_at = time.monotonic()
+        self._checked_at = clock()
         self.free = self._disk_usage(self.directory).free
 
     def added(self, nbytes: int) -> None:
@@ -67,7 +69,7 @@ class DiskSpace:
 
     def estimate(self) -> int:
         """Free bytes now, estimated without a system call; re-read at most every ``check_period_s``."""
-        now = time.monotonic()
+        now = self._clock()
         if now - self._checked_at >= self.check_period_s:
             free = self._disk_usage(self.directory).free
             foreign = max(0, self.free - self._added - free) / max(now - self._checked_at, 1e-3)

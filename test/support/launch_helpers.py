@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from support.paths import DATA
+
 BIN = Path(sys.executable).parent
 NEED_EXTRAS = ('launch_ros / ros2cli not installed: `make test` installs them from ../shared/ros2_extras '
                'when that folder exists (a plain clone has none)')
@@ -25,8 +27,8 @@ def require_launch():
 
 def real_clip() -> str:
     """CamVid val frames (a 15 Hz drive) when ../shared/data has them, else Debian's opencv-doc clip."""
-    from vidseg_ros.ros.demo import ROOT, fetch_opencv_sample
-    camvid = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data')) / 'camvid' / 'val'
+    from vidseg_ros.ros.demo import fetch_opencv_sample
+    camvid = DATA / 'camvid' / 'val'
     if camvid.is_dir():
         return str(camvid)
     try:

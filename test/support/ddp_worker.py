@@ -1,4 +1,4 @@
-"""Run by test_ddp.py under torchrun: trains the tiny model on tiny data and writes what each rank saw.
+"""Run by test_ddp.py under torchrun (with ``test/`` on PYTHONPATH): trains the tiny model on tiny data and writes what each rank saw.
 
 Usage: python -m torch.distributed.run ... ddp_worker.py OUT_DIR EPOCHS BATCH [resume]
 """
@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 import torch
+from support.tiny_models import TinyKeyframe, frames
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_training_tiny import TinyKeyframe, frames  # noqa: E402
-
-from vidseg_ros.training import loop  # noqa: E402
-from vidseg_ros.training.config import TrainConfig  # noqa: E402
+from vidseg_ros.training import loop
+from vidseg_ros.training.config import TrainConfig
 
 HW = (32, 32)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
-ROOT = Path(__file__).resolve().parents[2]
+from support.paths import ROOT
+
 
 
 def ros_arg(value) -> str:
