@@ -1,5 +1,5 @@
 """The node creates, publishes and destroys its image topics from the one table engine.outputs.OUTPUTS:
-a toy entry added there (test/ros/toy_output_node.py) is published like the built-in ones."""
+a toy entry added there (test/support/toy_output_node.py) is published like the built-in ones."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import numpy as np
 from sensor_msgs.msg import Image
-from ros_helpers import image_msg, stamp_of
+from support.ros_helpers import image_msg, stamp_of
 
-from toy_output_node import edges
+from support.toy_output_node import edges
 
 OUT = '/vidseg_segmenter'
 PARAMS = {'model': 'untrained:keyframe_fpn', 'input_hw': [96, 128], 'input_reliability': 'reliable',
@@ -21,8 +21,8 @@ def _ids(msg) -> np.ndarray:
 
 
 def test_a_toy_table_entry_is_published_like_the_built_in_outputs(start_node, probe, real_frames, monkeypatch):
-    monkeypatch.setenv('PYTHONPATH', str(Path(__file__).parent))
-    node = start_node('toy_output_node', PARAMS)
+    monkeypatch.setenv('PYTHONPATH', str(Path(__file__).parents[1]))   # test/: the support package
+    node = start_node('support.toy_output_node', PARAMS)
     masks = probe.collect(Image, f'{OUT}/mask')
     toys = probe.collect(Image, f'{OUT}/edges')
     overlays = probe.collect(Image, f'{OUT}/overlay')
