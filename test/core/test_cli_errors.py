@@ -217,10 +217,6 @@ CASES = [
 
 # Known defects: a progress bar started (and, for extract, bag-reader warnings logged) before the input is
 # checked, so stderr has lines before the error line.
-NOISY = {'extract-fake-mp4', 'extract-empty-folder', 'b2f-empty-folder', 'b2f-fake-video', 'b2f-encoding',
-         'b2f-out-exists', 'propagate-no-human-labels'}
-
-
 def _argv(template: str, d: Path) -> list[str]:
     return template.format(d=d).split()
 
@@ -237,9 +233,6 @@ def test_bad_input_is_one_line_and_exit_2(bad, name, template, says, monkeypatch
     assert line.startswith(f'vidseg {argv[0]}: error: ' if name != 'unknown-command' else 'vidseg: error: ')
     assert says in line and len(line) < 520, line
     assert not any(': error: ' in b for b in before), r.stderr
-    if name in NOISY:   # strict both ways: fixing one fails here until it leaves NOISY
-        assert before, f'{name} prints only the error line now: remove it from NOISY'
-        pytest.xfail(f'known defect, lines before the error: {before}')
     assert not before, f'stderr must be the error line alone:\n{r.stderr}'
 
 

@@ -15,12 +15,13 @@ LOG = logging.getLogger(__name__)
 
 @contextmanager
 def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
-    """A tqdm bar as a ``progress(n)`` callback (no-op when disabled)."""
+    """A tqdm bar as a ``progress(n)`` callback (no-op when disabled). It shows itself only once work has
+    run for half a second: input refused at once stays one error line on stderr, no empty bar before it."""
     if not enabled:
         yield lambda n=1: None
         return
     from tqdm import tqdm
-    with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0) as bar:
+    with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0, delay=0.5) as bar:
         yield bar.update
 
 
@@ -45,8 +46,10 @@ def extract(bags: list[str | Path], out: str | Path, progress: bool = True, exec
     their defaults there.
     """
     from vidseg_ros.config import from_dict
-    from vidseg_ros.data.datasets.extract import ExtractConfig, extract as run
+    from vidseg_ros.data.datasets.extract import ExtractConfig, check_bag, extract as run
     cfg = from_dict(ExtractConfig, settings)
+    for bag in bags:    # a video or an empty folder is refused before counting frames reads (and warns)
+        check_bag(bag)
     total = _count_frames(bags, cfg.topics) if progress else None
     with _bar(total, 'frame', 'extract', progress) as update:
         res = run(bags, out, cfg, update, executor, address)
