@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar('T')
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -129,7 +129,7 @@ def current_names(cls, data: dict | None, where: str = '') -> dict:
             if f.name in data:
                 raise ConfigError(f'{where}{old} and {where}{f.name} both given; {old} is the old name of '
                                   f'{f.name}: keep only {f.name}')
-            LOG.warning('setting %s%s is deprecated: it is now called %s%s', where, old, where, f.name)
+            log.warning('setting %s%s is deprecated: it is now called %s%s', where, old, where, f.name)
             data[f.name] = data.pop(old)
     return data
 

@@ -10,7 +10,7 @@ from support.bags import IMAGE, INFO, TS, image_cdr, info_cdr, read_mcap, read_r
 from support.waiting import FakeClock, wait_until
 
 from vidseg_ros.data.bags.recover import RecoveryRefused, is_complete, recover_bag
-from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, bag_files, qos_profile
+from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, mcap_files, bag_qos_profile
 from vidseg_ros.data.bags.msgdefs import message_definition
 from vidseg_ros.data.recorder import core
 from vidseg_ros.data.recorder.core import Recorder, new_bag_dir
@@ -28,15 +28,15 @@ def test_definitions_are_complete():
 def test_roundtrip_split_files_open_alone(tmp_path, compression):
     bag = tmp_path / 'bag'
     w = BagWriter(bag, compression=compression, chunk_size_bytes=4000, max_bag_size_bytes=9000)
-    w.add_topic('/cam/image', IMAGE, [qos_profile()])
-    w.add_topic('/cam/camera_info', INFO, [qos_profile(depth=10)])
+    w.add_topic('/cam/image', IMAGE, [bag_qos_profile()])
+    w.add_topic('/cam/camera_info', INFO, [bag_qos_profile(depth=10)])
     sent = []
     for i in range(12):
         for topic, data in (('/cam/image', image_cdr(i)), ('/cam/camera_info', info_cdr(i))):
             w.write(topic, data, 1_000_000_000 + i * 1000)
             sent.append((topic, data))
     w.close()
-    assert len(w.files) > 2 and bag_files(bag) == w.files
+    assert len(w.files) > 2 and mcap_files(bag) == w.files
     assert read_rosbags([bag]) == sent  # whole bag through metadata.yaml
     per_file = [read_mcap(p) for p in w.files]  # every file decodes on its own
     assert [m for msgs in per_file for m in msgs] == sent

@@ -53,7 +53,7 @@ def test_checkpoint_meta_complete(trained):
 
 def test_halved_checkpoint_loads_and_predicts_the_same(trained, tmp_path):
     from vidseg_ros.models.checkpoint import load_checkpoint
-    from vidseg_ros.training.export_meta import halve_checkpoint
+    from vidseg_ros.training.checkpoint_meta import halve_checkpoint
     sizes = halve_checkpoint(trained['kf'], tmp_path / 'half.pt')
     assert sizes['bytes_after'] < 0.6 * sizes['bytes_before']
     full, _ = load_checkpoint(trained['kf'])

@@ -12,7 +12,7 @@ from vidseg_ros.models.checkpoint import (CheckpointError, default_meta, load_ch
                                           save_checkpoint, transfer_weights)
 from vidseg_ros.training.config import TrainConfig
 from vidseg_ros.training.data_setup import resolve_classes
-from vidseg_ros.training.export_meta import checkpoint_meta
+from vidseg_ros.training.checkpoint_meta import checkpoint_meta
 from vidseg_ros.training.loop import build_model, train
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 EXECUTORS = ('local', 'dask')
 
 
@@ -70,7 +70,7 @@ def _dask_client(workers: int, address: str):
             client = Client(address, timeout='10s')
         except (OSError, TimeoutError) as e:
             raise ExecutorError(f'cannot reach the Dask scheduler at {address}: {e}') from None
-        LOG.info('dask: %d worker(s) at %s', len(client.scheduler_info().get('workers', {})), address)
+        log.info('dask: %d worker(s) at %s', len(client.scheduler_info().get('workers', {})), address)
         try:
             yield client
         finally:

@@ -6,7 +6,7 @@ engine and publishes every output with the input header. Bad messages are counte
 and reported on /diagnostics; the node keeps serving the next good frame. Should the worker thread
 itself end (a bug), /diagnostics goes ERROR and the process exits with status 1, so `respawn` restarts it.
 
-Two front-ends share the `Segmenter` core: `SegmentNode` (starts at once) and
+Two front-ends share the `SegmentNodeCore`: `SegmentNode` (starts at once) and
 `SegmentLifecycleNode` (executable `segment_lifecycle_node`: configure loads the model, activate
 starts topics, deactivate stops them, cleanup releases the model and its GPU memory).
 """
@@ -49,7 +49,7 @@ def load_engine(cfg: EngineConfig) -> StreamSegmenter:
     return StreamSegmenter.from_checkpoint(cfg)
 
 
-class Segmenter:
+class SegmentNodeCore:
     """The node's behaviour, independent of plain or lifecycle node: load, start, stop, release."""
 
     def __init__(self, node: Node):
@@ -320,12 +320,12 @@ class SegmentNode(Node):
 
     def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
         super().__init__(node_name, **kwargs)
-        self.segmenter = Segmenter(self)
-        self.segmenter.load()
-        self.segmenter.start()
+        self.core = SegmentNodeCore(self)
+        self.core.load()
+        self.core.start()
 
     def destroy_node(self):
-        self.segmenter.stop()
+        self.core.stop()
         return super().destroy_node()
 
 
@@ -334,35 +334,35 @@ class SegmentLifecycleNode(LifecycleNode):
 
     def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
         super().__init__(node_name, **kwargs)
-        self.segmenter = Segmenter(self)
+        self.core = SegmentNodeCore(self)
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
-            self.segmenter.load()
+            self.core.load()
         except Exception as e:  # noqa: BLE001 - report the failed transition, stay unconfigured
             self.get_logger().error(f'configure failed: {e}')
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
-        self.segmenter.start()
+        self.core.start()
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self.segmenter.stop()
+        self.core.stop()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
-        self.segmenter.release()
+        self.core.release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self.segmenter.stop()
-        self.segmenter.release()
+        self.core.stop()
+        self.core.release()
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self):
-        self.segmenter.stop()
+        self.core.stop()
         return super().destroy_node()
 
 

@@ -10,7 +10,7 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @contextmanager

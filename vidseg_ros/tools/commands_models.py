@@ -6,18 +6,18 @@ import time
 from pathlib import Path
 
 
-def export(checkpoint: str, out: Path, format: str = 'onnx', input_hw: list[int] | None = None) -> dict:
+def export(model: str, out: Path, format: str = 'onnx', input_hw: list[int] | None = None) -> dict:
     """Export a checkpoint (path or model name) to ONNX or TorchScript with a parity check.
 
     Args:
-        checkpoint: ``.pt`` path or a model name resolved like the node's ``model`` parameter.
+        model: ``.pt`` path or a model name resolved like the node's ``model`` parameter.
         out: Output file (``.onnx`` / ``.ts``; key-frame ONNX also writes ``<out>.current.onnx``).
         format: 'onnx' or 'torchscript' (alias 'ts').
         input_hw: Example input size for tracing; default the checkpoint's ``input_hw``.
     """
     from vidseg_ros.engine.stream import resolve_model
     from vidseg_ros.tools.export import export_onnx, export_torchscript
-    path = resolve_model(checkpoint)
+    path = resolve_model(model)
     if not path.endswith('.pt'):
         raise ValueError(f'{path}: export needs a .pt checkpoint')
     fmt = {'ts': 'torchscript'}.get(format, format)
@@ -28,13 +28,13 @@ def export(checkpoint: str, out: Path, format: str = 'onnx', input_hw: list[int]
     return {'checkpoint': path, 'format': fmt, **report}
 
 
-def info(checkpoint: str) -> dict:
+def info(model: str) -> dict:
     """Architecture, classes, provenance and metrics of a checkpoint or exported model."""
     from vidseg_ros.engine.backends import open_exported
     from vidseg_ros.engine.stream import resolve_model
     from vidseg_ros.models import create_model, stream_info
     from vidseg_ros.models.checkpoint import read_checkpoint
-    path = resolve_model(checkpoint)
+    path = resolve_model(model)
     if path.startswith('untrained:'):
         raise ValueError('info needs a model file, not an untrained:<arch> spec')
     if path.endswith('.pt'):

@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class _Progress:
@@ -34,7 +34,7 @@ class _Progress:
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
-            LOG.info('epoch %d/%d loss %.4f %s (%.0f s)', info['epoch'], self.total, info['loss'],
+            log.info('epoch %d/%d loss %.4f %s (%.0f s)', info['epoch'], self.total, info['loss'],
                      f'val mIoU {info["mIoU"]:.4f}' if 'mIoU' in info else '', info['seconds'])
 
 

@@ -26,7 +26,7 @@ from vidseg_ros.data.datasets.layouts import FrameSource, camvid_source, davis_s
 from vidseg_ros.training.metrics import (ConfusionMatrix, j_and_f, optical_flow, temporal_consistency,
                                          video_consistency)
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 FLOW_MAX_SIDE = 480   # flow for TC is computed at most at this size (labels are resized to match)
 
 
@@ -188,7 +188,7 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
     src = open_eval_source(data, dataset, split)
     with_labels = _labels_match(seg.meta, src)
     if not with_labels:
-        LOG.warning('model classes %s differ from the data\'s %s: label-free metrics (TC, latency) only',
+        log.warning('model classes %s differ from the data\'s %s: label-free metrics (TC, latency) only',
                     seg.meta.get('classes'), src.class_names)
     seqs = {k: (v[:max_frames] if max_frames else v) for k, v in src.sequences().items()}
     intervals = sorted(set(key_intervals or [1, 2, 5, 10])) if seg.kind == 'keyframe' else [1]
@@ -205,7 +205,7 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
         for r in runs:
             r.pop('frames')
         results[str(k)] = score_run(runs, flows, len(names), seg.meta.get('ignore_index'), names, binary)
-        LOG.info('interval %d: mIoU %s TC %.4f latency %.1f ms', k,
+        log.info('interval %d: mIoU %s TC %.4f latency %.1f ms', k,
                  f'{results[str(k)].get("mIoU", math.nan):.4f}', results[str(k)]['TC'],
                  results[str(k)]['latency_ms'])
     report = {'model': str(path), 'arch': seg.meta.get('arch'), 'kind': seg.kind,

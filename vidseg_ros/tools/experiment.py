@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vidseg_ros.training.config import TrainConfig, load_train_config
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # variant name -> (frames_per_video, noise_copies)
 FRAMES_PER_VIDEO = {'1': (1, 0), '20': (20, 0), 'all': (0, 0), '1+19noise': (1, 19)}
@@ -34,7 +34,7 @@ def variant_configs(base: TrainConfig, total_steps: int, out_dir: Path) -> dict[
         per_epoch = max(1, n // cfg.batch_size)
         cfg.epochs = max(1, math.ceil(total_steps / min(per_epoch, total_steps)))
         cfg.steps_per_epoch = max(1, total_steps // cfg.epochs)   # epochs x steps ~= total_steps
-        LOG.info('%s: %d training samples, %d epochs x %d steps', name, n, cfg.epochs, cfg.steps_per_epoch)
+        log.info('%s: %d training samples, %d epochs x %d steps', name, n, cfg.epochs, cfg.steps_per_epoch)
         out[name] = cfg
     return out
 
@@ -72,7 +72,7 @@ def run_experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/ex
                           'train_samples': _samples(cfg), 'steps': cfg.epochs * cfg.steps_per_epoch,
                           'mIoU': r.get('mIoU'), 'J': r.get('J'), 'F': r.get('F'),
                           'J&F': r.get('J&F'), 'TC': r.get('TC'), 'train_loss': summary['history'][-1]['loss']}
-        LOG.info('%s: %s', vname, results[vname])
+        log.info('%s: %s', vname, results[vname])
     table = results_table(results)
     (out_dir / f'{name}.json').write_text(json.dumps(results, indent=1))
     (out_dir / f'{name}.md').write_text(table + '\n')

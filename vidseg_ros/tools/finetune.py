@@ -21,7 +21,7 @@ from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
 
 

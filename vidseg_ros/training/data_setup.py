@@ -22,7 +22,7 @@ from vidseg_ros.data.datasets.layouts import temporal_part as davis_part  # noqa
 
 from .config import TrainConfig
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 def dataset_info(cfg: TrainConfig) -> dict:
     """What the training data says about itself: class ``names``, ``colors``, ``ignore_index`` and
@@ -167,7 +167,7 @@ def train_dataset(cfg: TrainConfig) -> Dataset:
         if not cfg.noise_copies:
             return FrameDataset(src, **kw)
         sigma = measure_noise_sigma(full)   # on every frame, as make-variant measures it
-        LOG.info('noise copies: sigma %.2f (0..255) measured between successive frames', sigma)
+        log.info('noise copies: sigma %.2f (0..255) measured between successive frames', sigma)
         return NoisyCopies(src, cfg.noise_copies, sigma, **kw)
     shift = cfg.shift_px_per_frame / max(aug.resize_scale, 1e-6)   # datasets shift in source pixels
     if cfg.mode == 'keyframe':

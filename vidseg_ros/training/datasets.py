@@ -24,7 +24,7 @@ from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.datasets.layouts import (FrameRecord, FrameSource, camvid_source, davis_source,  # noqa: F401
                                      extracted_source, open_source)
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 MOTIONS = ('auto', 'real', 'synthetic')
 
 

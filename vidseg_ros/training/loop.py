@@ -28,7 +28,7 @@ from .config import TrainConfig, config_dict, validate
 from .metrics import ConfusionMatrix
 from .steps import Batch, StepRunner, frame_logits, normalize
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 Callback = Callable[[dict], None]
 
 
@@ -69,7 +69,7 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict | None]:
     from vidseg_ros.engine.stream import resolve_model
     from vidseg_ros.models.checkpoint import init_from_checkpoint
     init = init_from_checkpoint(model, resolve_model(cfg.init_from))   # a path or a shipped model's name
-    LOG.info('initialised from %s: %d tensors kept, %d re-initialised%s, %d unused', init['from'],
+    log.info('initialised from %s: %d tensors kept, %d re-initialised%s, %d unused', init['from'],
              init['kept'], init['reinitialised'],
              f' ({", ".join(init["reinitialised_names"][:4])})' if init['reinitialised'] else '', init['unused'])
     return model, init
@@ -117,7 +117,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     state = {'epoch': 0, 'step': 0, 'best': -1.0, 'history': []}
     if resume and (run_dir / 'last.pt').is_file():
         state = load_training_state(run_dir / 'last.pt', model, optimizer, rank)
-        LOG.info('resumed %s at epoch %d step %d', run_dir, state['epoch'], state['step'])
+        log.info('resumed %s at epoch %d step %d', run_dir, state['epoch'], state['step'])
     teacher = None
     if cfg.teacher and cfg.mode == 'keyframe':
         from vidseg_ros.models.checkpoint import load_checkpoint
@@ -159,7 +159,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
                 if cfg.output:
                     save_model(Path(cfg.output), model, cfg, record, init)
             save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank)
-            LOG.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
+            log.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in record.items() if k != 'per_class_iou'})
         if callback and rank == 0:
             callback({'kind': 'epoch', **record})
@@ -296,5 +296,5 @@ def save_model(path: Path, model, cfg: TrainConfig, metrics: dict, init: dict | 
     """The shipped checkpoint format (models.checkpoint) with provenance and metrics in ``meta``."""
     from vidseg_ros.models.checkpoint import save_checkpoint
 
-    from .export_meta import checkpoint_meta
+    from .checkpoint_meta import checkpoint_meta
     save_checkpoint(path, _unwrap(model), checkpoint_meta(_unwrap(model), cfg, metrics, init))

@@ -23,7 +23,7 @@ from vidseg_ros.data.images import (array_to_image_fields, encode_compressed, fr
                                     read_rgb)
 from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 IMAGE_T = 'sensor_msgs/msg/Image'
 COMPRESSED_T = 'sensor_msgs/msg/CompressedImage'
 INFO_T = 'sensor_msgs/msg/CameraInfo'
@@ -120,7 +120,7 @@ def write_bag(out: str | Path, sequences: Iterable[Iterable[np.ndarray]],
                 if progress:
                     progress(1)
             t += int(cfg.gap_s * 1e9)
-    LOG.info('wrote %d frames in %d sequence(s) to %s', sum(map(len, stamps)), len(stamps), out)
+    log.info('wrote %d frames in %d sequence(s) to %s', sum(map(len, stamps)), len(stamps), out)
     return {'bag': str(out), 'topic': topic, 'frames': sum(map(len, stamps)), 'stamps': stamps}
 
 

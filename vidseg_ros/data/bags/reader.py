@@ -24,7 +24,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 _ROS2 = get_typestore(Stores.ROS2_HUMBLE)
 _ROS1 = get_typestore(Stores.ROS1_NOETIC)
@@ -112,14 +112,14 @@ def list_topics(path: str | Path) -> dict[str, tuple[str, int]]:
 
 def _warn(warnings: list[str], text: str) -> None:
     warnings.append(text)
-    LOG.warning(text)
+    log.warning(text)
 
 
 def _read_any(path: Path, topics, start_ns, stop_ns) -> Iterator[RawMessage]:
     with AnyReader([path], default_typestore=_ROS2) as reader:
         conns = [c for c in reader.connections if not topics or c.topic in topics]
         if not conns:       # an empty selection means "all" to AnyReader
-            LOG.info('%s: none of the topics %s', path, topics)
+            log.info('%s: none of the topics %s', path, topics)
             return
         for conn, t, raw in reader.messages(connections=conns, start=start_ns, stop=stop_ns):
             fmt = 'ros1' if path.suffix == '.bag' else 'cdr'

@@ -31,7 +31,7 @@ from mcap.records import Channel, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
-from vidseg_ros.data.bags.writer import bag_files, write_metadata
+from vidseg_ros.data.bags.writer import mcap_files, write_metadata
 from vidseg_ros.data.bags.salvage import MCAP_MAGIC, SalvageStats, salvage_records
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def bag_sources(path: str | Path) -> tuple[Path, list[Path]]:
         if list(path.glob('*.db3')):
             raise RecoveryRefused(f'{path} is a sqlite3 bag; only MCAP bags are recovered here '
                                   f'(sqlite3: use `ros2 bag reindex`)')
-        files = bag_files(path)
+        files = mcap_files(path)
         if not files:
             raise RecoveryRefused(f'{path} holds no .mcap file: not a bag')
         bag_dir = path

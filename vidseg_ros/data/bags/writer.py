@@ -46,8 +46,8 @@ class BagExistsError(FileExistsError):
     """The bag directory (or one of its files) already exists; bags are never overwritten."""
 
 
-def qos_profile(reliability: str = 'reliable', durability: str = 'volatile', history: str = 'keep_last',
-                depth: int = 0) -> dict:
+def bag_qos_profile(reliability: str = 'reliable', durability: str = 'volatile', history: str = 'keep_last',
+                    depth: int = 0) -> dict:
     """One offered QoS profile as rosbag2 (metadata version 9) writes it."""
     return {'history': history, 'depth': depth, 'reliability': reliability, 'durability': durability,
             'deadline': dict(_INFINITE), 'lifespan': dict(_INFINITE), 'liveliness': 'automatic',
@@ -116,7 +116,7 @@ class BagWriter:
         Args:
             topic: full topic name, e.g. ``'/camera/image'``.
             msgtype: ``'pkg/msg/Type'``.
-            offered_qos_profiles: the publishers' QoS (YAML string or list of :func:`qos_profile`).
+            offered_qos_profiles: the publishers' QoS (YAML string or list of :func:`bag_qos_profile`).
             type_hash: RIHS01 hash; looked up from the installed type description when empty.
         """
         if topic in self._topics:
@@ -279,7 +279,7 @@ def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', path.name)]
 
 
-def bag_files(bag_dir: str | Path) -> list[Path]:
+def mcap_files(bag_dir: str | Path) -> list[Path]:
     """The ``.mcap`` files of a bag directory in recording order."""
     return sorted(Path(bag_dir).glob('*.mcap'), key=_natural_key)
 
@@ -329,7 +329,7 @@ def bag_metadata(bag_dir: str | Path, files: list[Path] | None = None, compressi
         compression: chunk compression used (only informative: rosbag2 lists storage-level chunk
             compression as no bag-level compression).
     """
-    files = bag_files(bag_dir) if files is None else files
+    files = mcap_files(bag_dir) if files is None else files
     topics: dict[str, dict] = {}
     entries = []
     for path in files:

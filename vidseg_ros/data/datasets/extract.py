@@ -30,7 +30,7 @@ from vidseg_ros.data.images import decode_compressed, image_fields_to_rgb8
 from vidseg_ros.data.datasets.layouts import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 FORMATS = ('png', 'jpg', 'keep')
 BAG_SUFFIXES = ('.mcap', '.db3', '.bag')
 
@@ -213,7 +213,7 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
         result.sequences[r.sequence] = result.sequences.get(r.sequence, 0) + 1
     result.seconds = time.perf_counter() - t_start
     if result.failed or result.warnings:
-        LOG.warning('extract: %d frame(s) failed to decode, %d bag warning(s)', result.failed,
+        log.warning('extract: %d frame(s) failed to decode, %d bag warning(s)', result.failed,
                     len(result.warnings))
     return result
 
@@ -297,7 +297,7 @@ def _no_images(bag: Path, topics: list[str], warnings: list[str]) -> None:
     text = (f'{bag}: no image messages' + (f' on {", ".join(topics)}' if topics else '') +
             f'; image topics in this bag: {", ".join(images) or "none"}')
     warnings.append(text)
-    LOG.warning(text)
+    log.warning(text)
 
 
 def _drain(pending: dict, result, rows, progress, how) -> None:
@@ -313,7 +313,7 @@ def _collect(result: ExtractResult, rows: dict, rec: FrameRecord, path: Path, ou
         result.failed += 1
         if result.failed <= 10:
             result.warnings.append(f'{rec.bag} {rec.topic} @ {rec.stamp_ns}: {error}')
-            LOG.warning('frame %s of %s not extracted: %s', rec.stamp_ns, rec.bag, error)
+            log.warning('frame %s of %s not extracted: %s', rec.stamp_ns, rec.bag, error)
     else:
         result.written += 1
         result.bytes_written += nbytes

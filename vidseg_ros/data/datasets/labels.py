@@ -21,7 +21,7 @@ from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, camvid_source, cityscapes_source, davis_source,
                                      read_index, read_meta, write_index, write_meta)
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 LAYOUTS = ('camvid', 'davis', 'cityscapes')
 LAYOUT_LICENCES = {'camvid': CAMVID_LICENCE, 'davis': DAVIS_LICENCE,
                    'cityscapes': 'Cityscapes: its own licence, non-commercial only (cityscapes-dataset.com/license)'}
@@ -29,7 +29,7 @@ MATCHES = ('stem', 'order')
 
 
 @dataclass
-class ClassTable:
+class LabelClasses:
     """Class names and display colours; ``values`` are the ids stored in label files."""
 
     names: list[str]
@@ -38,7 +38,7 @@ class ClassTable:
     ignore_value: int | None = None     # stored value / colour row meaning "unlabelled"
 
 
-def read_class_table(path: str | Path) -> ClassTable:
+def read_class_table(path: str | Path) -> LabelClasses:
     """CSV with a header naming id/value, name and r, g, b columns (CamVid's ``classes.csv`` works).
 
     A row whose ``evaluated`` column is ``no`` (or whose name is void/unlabelled/ignore) is the
@@ -63,7 +63,7 @@ def read_class_table(path: str | Path) -> ClassTable:
         names.append(row[ncol])
         colors.append(color)
         values.append(value)
-    return ClassTable(names, colors, values, ignore)
+    return LabelClasses(names, colors, values, ignore)
 
 
 def colors_to_ids(rgb: np.ndarray, colors: list[tuple[int, int, int]],
@@ -184,7 +184,7 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
     if licence:
         meta['licence'] = licence
     write_meta(dataset, meta)
-    LOG.info('imported %d label(s) into %s (%d file(s) unmatched)', len(pairs), dataset,
+    log.info('imported %d label(s) into %s (%d file(s) unmatched)', len(pairs), dataset,
              len(files) - len(pairs))
     return {'imported': len(pairs), 'unmatched': len(files) - len(pairs), 'frames': len(records)}
 
@@ -216,7 +216,7 @@ def _match(records: list[FrameRecord], files: list[Path], match: str, root: Path
         if len(cands) == 1:
             pairs.append((cands[0], f))
         else:
-            LOG.warning('label %s matches %d frames; skipped', f.relative_to(root), len(cands))
+            log.warning('label %s matches %d frames; skipped', f.relative_to(root), len(cands))
     return pairs
 
 

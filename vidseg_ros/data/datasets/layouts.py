@@ -21,7 +21,7 @@ from vidseg_ros.config import ConfigError
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 INDEX_NAME = 'index.csv'
 META_NAME = 'dataset.yaml'
@@ -116,7 +116,7 @@ def camvid_source(root: str | Path, split: str = 'train') -> FrameSource:
     for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in ('.png', '.webp', '.jpg')):
         m = _CAMVID_NAME.match(img.stem)
         if not m:
-            LOG.warning('skipping %s: name is not <SEQ>_<FRAME>', img)
+            log.warning('skipping %s: name is not <SEQ>_<FRAME>', img)
             continue
         num = int(m['num'])
         lab = lab_dir / (img.stem + '.png')

@@ -26,7 +26,7 @@ from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.datasets.layouts import FrameSource, write_index, write_meta
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 VARIANTS = ('per_sequence', 'strided', 'successive', 'noise')
 
 
@@ -60,7 +60,7 @@ def strided(source: FrameSource, count: int, stride: int = 20, offset: int = 0) 
         if len(picked) >= count:
             break
     if len(picked) < count:
-        LOG.warning('strided: only %d frames at stride %d (asked %d)', len(picked), stride, count)
+        log.warning('strided: only %d frames at stride %d (asked %d)', len(picked), stride, count)
     return source.subset(picked[:count])
 
 
@@ -68,7 +68,7 @@ def successive(source: FrameSource, count: int, offset: int = 0) -> FrameSource:
     """``count`` consecutive labelled frames (continuing into the next sequence if needed)."""
     flat = [r for recs in source.sequences().values() for r in recs if r.label is not None]
     if len(flat) < count:
-        LOG.warning('successive: only %d labelled frames (asked %d)', len(flat), count)
+        log.warning('successive: only %d labelled frames (asked %d)', len(flat), count)
     return source.subset(flat[offset:offset + count])
 
 
@@ -85,7 +85,7 @@ def measure_noise_sigma(source: FrameSource, max_pairs: int = 50) -> float:
                          'noise; pass sigma explicitly')
     step = min(steps)
     if step > 1:
-        LOG.info('%s: closest frames are %d apart; noise sigma measured at that step', source.name, step)
+        log.info('%s: closest frames are %d apart; noise sigma measured at that step', source.name, step)
     pairs = [(a, b) for recs in source.sequences().values() for a, b in zip(recs, recs[1:])
              if b.index - a.index == step]
     pick = np.linspace(0, len(pairs) - 1, min(max_pairs, len(pairs))).round().astype(int)
@@ -163,7 +163,7 @@ def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400
         if out is None:
             raise ValueError('the noise variant writes images: give an output folder')
         sigma = measure_noise_sigma(source) if sigma is None else sigma
-        LOG.info('noise variant: sigma %.2f (0..255) measured between successive frames', sigma)
+        log.info('noise variant: sigma %.2f (0..255) measured between successive frames', sigma)
         return noise_copies(per_sequence(source, n), out, copies, sigma, seed, executor, workers, address)
     raise ValueError(f'unknown variant {kind!r}; valid: {", ".join(VARIANTS)}')
 

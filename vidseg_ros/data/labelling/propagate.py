@@ -27,7 +27,7 @@ import numpy as np
 from vidseg_ros.config import setting
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 METHODS = ('flow', 'tracker', 'teacher')
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 

@@ -21,7 +21,7 @@ from vidseg_ros.data.datasets.labels import write_label
 from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
 from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, read_label_file, write_index
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class LazyFrames(Sequence):
@@ -93,7 +93,7 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
     for seq, recs in src.sequences().items():
         human = [i for i, r in enumerate(recs) if r.label_source == 'human']
         if not human and cfg.method != 'teacher':
-            LOG.warning('sequence %s has no human label; skipped', seq)
+            log.warning('sequence %s has no human label; skipped', seq)
             skipped += len(recs)
             continue
         for lo, hi in split_jobs(len(recs), human) if cfg.method != 'teacher' else [(0, len(recs) - 1)]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 _LK = {'winSize': (15, 15), 'maxLevel': 3,
        'criteria': (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)}
 
