@@ -116,23 +116,23 @@ def _print(result) -> None:
 
 
 # ---- option parsing helpers: every value is checked before a command starts ------------------
-def _parse_set(values: list[str] | None) -> list[str] | None:
-    for item in values or []:
-        if '=' not in item or not item.partition('=')[0]:
-            raise typer.BadParameter(f'{item!r}: expected key=value')
-    return values
-
-
 def _set(values: list[str] | None) -> dict:
-    """`--set key=value` overrides (value parsed as JSON when it can be: numbers, lists, true)."""
+    """`--set key=value` overrides (the value parsed as JSON when it can be: numbers, lists, true)."""
     out = {}
     for item in values or []:
-        key, _, value = item.partition('=')
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise typer.BadParameter(f'{item!r}: expected key=value')
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _check_set(values: list[str] | None) -> list[str] | None:
+    _set(values)   # a malformed item fails before the command starts (typer keeps the list, not the dict)
+    return values
 
 
 def _positive(value: float | None) -> float | None:
@@ -162,9 +162,10 @@ def _to_hw(text: str | None) -> list[int] | None:
     return [int(v) for v in text.lower().split('x')] if text else None
 
 
-Set = Annotated[Optional[list[str]], typer.Option('--set', callback=_parse_set,
+Set = Annotated[Optional[list[str]], typer.Option('--set', callback=_check_set,
                                                   help='override a setting: key=value (JSON value)')]
 Existing = dict(exists=True)
+Model = Annotated[str, typer.Argument(help='checkpoint path or shipped model name')]
 Workers = Annotated[int, typer.Option(min=1, help='worker processes (1 = in this process)')]
 Executor = Annotated[Literal['local', 'dask'], typer.Option(
     help='where independent tasks run: local (a process pool of --workers) | dask (a Dask cluster; docs/scale.md)')]
@@ -322,7 +323,7 @@ def train(config: Annotated[Path, typer.Argument(help='config/train/*.yaml', exi
 
 
 @app.command('eval')
-def evaluate(model: Annotated[str, typer.Argument(help='checkpoint path or shipped model name')],
+def evaluate(model: Model,
              data: Annotated[Path, typer.Argument(help='CamVid / DAVIS folder or an extracted dataset', **Existing)],
              dataset: Annotated[Literal['auto', 'camvid', 'davis', 'extracted'], typer.Option()] = EVAL['dataset'],
              split: str = EVAL['split'],
@@ -357,7 +358,7 @@ def experiment(name: Annotated[Literal['frames-per-video'], typer.Argument(help=
 
 
 @app.command()
-def finetune(model: str, frame: Annotated[Path, typer.Option(help='the annotated frame (image)', exists=True,
+def finetune(model: Model, frame: Annotated[Path, typer.Option(help='the annotated frame (image)', exists=True,
                                                              dir_okay=False)],
              label: Annotated[Path, typer.Option(help='its label PNG', exists=True, dir_okay=False)],
              sequence: Annotated[Path, typer.Option(help='folder of the sequence\'s frames', exists=True,
@@ -376,11 +377,11 @@ def finetune(model: str, frame: Annotated[Path, typer.Option(help='the annotated
 
 
 @app.command()
-def export(checkpoint: str, out: Path,
+def export(model: Model, out: Path,
            format: Annotated[Literal['onnx', 'torchscript', 'ts'], typer.Option(help='onnx | torchscript')] = 'onnx'):
     """Export to ONNX or TorchScript with a parity check against PyTorch; the node loads either."""
     from vidseg_ros.tools.commands_models import export as run
-    _print(run(checkpoint, out, format))
+    _print(run(model, out, format))
 
 
 @app.command()
@@ -399,10 +400,10 @@ def bench(model: Annotated[str, typer.Argument(help="checkpoint name/path, '' = 
 
 
 @app.command()
-def info(checkpoint: str):
+def info(model: Model):
     """Architecture, classes, training provenance and metrics of a checkpoint."""
     from vidseg_ros.tools.commands_models import info as run
-    _print(run(checkpoint))
+    _print(run(model))
 
 
 @app.command()
