@@ -149,4 +149,4 @@ def test_readme_launch_argument_table_is_generated():
     table = docs.launch_table()
     for arg in ('use_camera_info', 'segment_params_file', 'recorder_params_file', 'rviz', 'video'):
         assert f'`{arg}`' in table
-    assert table in (ROOT / 'README.md').read_text(), 'run `python -m vidseg_ros.tools.docs`'
+    assert table in (ROOT / 'README.md').read_text(), 'run `vidseg docs`'

@@ -3,6 +3,9 @@
 Writes, under --out: overlay.mp4 (every segmented frame), contact_sheet.png (input | overlay pairs),
 summary.json / summary.md (latency per stage, rates, drops, model), and the recorded bag when the
 recorder is available. Prints what it did and where everything is.
+
+A ROS-side executable (`python -m vidseg_ros.ros.demo --help`), not a `vidseg` command: it starts and
+watches ROS processes, and the `vidseg` CLI stays ROS-free (tools and cli sit below ros/ in the layers).
 """
 from __future__ import annotations
 

@@ -108,7 +108,3 @@ def update(check: bool = False, readme: str | Path = ROOT / 'README.md') -> int:
         return 0
     path.write_text(new)
     return 0
-
-
-if __name__ == '__main__':      # kept for old habits; `vidseg docs [--check]` is the command
-    sys.exit(update(check='--check' in sys.argv[1:]))
