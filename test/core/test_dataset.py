@@ -6,9 +6,9 @@ import torch
 
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.training.datasets import FrameDataset, SequenceDataset, TripletDataset, build_dataset
-from vidseg_ros.data.datasets.layouts import (FrameRecord, FrameSource, camvid_source, davis_source,
-                                     extracted_source, identity_lut, read_index, write_index, write_meta)
+from vidseg_ros.training.datasets import FrameDataset, SequenceDataset, TripletDataset
+from vidseg_ros.data.datasets.layouts import (FrameRecord, camvid_source, davis_source, extracted_source,
+                                     read_index, write_index, write_meta)
 
 
 def _synthetic_video(root, n=6, hw=(48, 64), labelled=(0, 3, 5)):
@@ -119,12 +119,6 @@ def test_augment_params_shared():
         agree = ((a[:, :, 0] > 120) == (out == 1))[inside].mean()
         assert inside.mean() > 0.2 and agree > 0.95, (seed, agree)
     assert flips == {True, False}   # both kinds of draw were checked
-
-
-def test_build_dataset_rejects_unknown(tmp_path):
-    src = FrameSource([], ['a'], 255, identity_lut(255, 1))
-    with pytest.raises(ValueError, match='valid'):
-        build_dataset('nope', src)
 
 
 def test_camvid_layout(camvid_dir):

@@ -240,16 +240,6 @@ class SequenceDataset(_Base):
         return cum[k]
 
 
-def build_dataset(kind: str, source: FrameSource | str, **kwargs) -> Dataset:
-    """``kind`` in frames / triplets / sequences; ``source`` a FrameSource or a folder path."""
-    kinds = {'frames': FrameDataset, 'triplets': TripletDataset, 'sequences': SequenceDataset}
-    if kind not in kinds:
-        raise ValueError(f'unknown dataset kind {kind!r}; valid: {", ".join(kinds)}')
-    if not isinstance(source, FrameSource):
-        source = open_source(source)
-    return kinds[kind](source, **kwargs)
-
-
 __all__ = ['MOTIONS', 'FrameDataset', 'SequenceDataset', 'TripletDataset',
-           'build_dataset', 'camvid_source', 'davis_source', 'extracted_source', 'label_tensor', 'open_source',
+           'camvid_source', 'davis_source', 'extracted_source', 'label_tensor', 'open_source',
            'to_tensor']
