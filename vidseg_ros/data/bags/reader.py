@@ -139,7 +139,7 @@ _ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
 
 
 def _salvage_mcap(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
-    """Messages of a damaged MCAP, via the shared record salvage (see mcap_salvage)."""
+    """Messages of a damaged MCAP, via the shared record salvage (:mod:`vidseg_ros.data.bags.salvage`)."""
     stats = SalvageStats()
     schemas: dict[int, str] = {}
     channels: dict[int, tuple[str, int]] = {}

@@ -15,7 +15,10 @@ into a complete file) and the damaged-bag reader (:mod:`vidseg_ros.data.bags.rea
   was kept is reported as skipped. A kept message from a damaged chunk may carry damaged payload
   bytes (the chunk CRC cannot say which): they are counted as ``salvaged``.
 - A record whose length runs past the end of the file (or a garbage opcode) resynchronises on the
-  next plausible chunk; that scan is the one place that reads raw bytes with ``struct``.
+  next plausible chunk.
+
+Every record body is parsed by ``mcap.records``; raw bytes are read with ``struct`` only for what is
+ours: the framing (opcode + length, checked before trusting it) and the resync checks.
 """
 from __future__ import annotations
 
@@ -30,8 +33,7 @@ from mcap.data_stream import ReadDataStream
 from mcap.opcode import Opcode
 from mcap.records import Channel, Chunk, Footer, Message, MessageIndex, Schema
 from mcap.stream_reader import MAGIC_SIZE, breakup_chunk
-
-MCAP_MAGIC = b'\x89MCAP0\r\n'
+from mcap.writer import MCAP0_MAGIC as MCAP_MAGIC
 _OPCODES = {int(o) for o in Opcode}
 _HOUR_NS = 3600 * 10**9
 _CHUNK_HEAD = 8 + 8 + 8 + 4 + 4  # start, end, uncompressed size, crc, compression string length
@@ -82,6 +84,11 @@ def _stream(body) -> ReadDataStream:
     return ReadDataStream(io.BytesIO(body))
 
 
+def _header(buf, pos: int) -> tuple[int, int]:
+    """(opcode, body length) of the record at ``pos``, whether or not it is a real record."""
+    return buf[pos], struct.unpack_from('<Q', buf, pos + 1)[0]
+
+
 class _Walker:
     def __init__(self, buf, size: int, path: Path, stats: SalvageStats):
         self.buf, self.size, self.path, self.stats = buf, size, path, stats
@@ -98,7 +105,7 @@ class _Walker:
         self._summary_definitions()
         buf, size, pos = self.buf, self.size, MAGIC_SIZE
         while pos + 9 <= size:
-            op, length = buf[pos], struct.unpack_from('<Q', buf, pos + 1)[0]
+            op, length = _header(buf, pos)
             end = pos + 9 + length
             if op != Opcode.MESSAGE_INDEX:
                 self.close_damaged_count()
@@ -150,7 +157,7 @@ class _Walker:
         try:
             pos = Footer.read(_stream(buf[footer_at + 9:footer_at + 29])).summary_start
             while MAGIC_SIZE < pos < footer_at:
-                op, length = buf[pos], struct.unpack_from('<Q', buf, pos + 1)[0]
+                op, length = _header(buf, pos)
                 if op in (Opcode.SCHEMA, Opcode.CHANNEL):
                     for _ in self._record(op, buf[pos + 9:pos + 9 + length]):
                         pass  # known now; yielded before the first message that uses them
@@ -219,7 +226,7 @@ class _Walker:
             start, end = ref - _HOUR_NS, ref + _HOUR_NS
         pos = 0
         while pos + 9 <= len(data):
-            op, length = data[pos], struct.unpack_from('<Q', data, pos + 1)[0]
+            op, length = _header(data, pos)
             record_end = pos + 9 + length
             if op in (Opcode.SCHEMA, Opcode.CHANNEL) and record_end <= len(data):
                 try:
@@ -299,11 +306,10 @@ def _next_chunk(buf, start: int, size: int) -> int | None:
             if j < 0 or (best is not None and j - 37 >= best):
                 break
             cand = j - 37
-            if buf[cand] == Opcode.CHUNK:
-                length = struct.unpack_from('<Q', buf, cand + 1)[0]
-                if _CHUNK_HEAD + 8 < length and cand + 9 + length <= size:
-                    best = cand
-                    break
+            op, length = _header(buf, cand)
+            if op == Opcode.CHUNK and _CHUNK_HEAD + 8 < length and cand + 9 + length <= size:
+                best = cand
+                break
             i = j + 1
             if not comp and j - start > 1 << 24:  # uncompressed anchors are common: bound the scan
                 break
