@@ -46,7 +46,12 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 class _Base(Dataset):
-    """Shared reading and augmentation; subclasses choose which frames make a sample."""
+    """Shared reading and augmentation; subclasses choose which frames make a sample (``items``)."""
+
+    items: list[FrameRecord]
+
+    def __len__(self) -> int:
+        return len(self.items)
 
     def __init__(self, source: FrameSource, augment_cfg: AugmentConfig | None = None,
                  train: bool = True, seed: int | None = None):
@@ -100,9 +105,6 @@ class FrameDataset(_Base):
         super().__init__(source, augment_cfg, train, seed)
         self.items = source.labelled() if labelled_only else list(source.records)
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __getitem__(self, i: int) -> dict:
         rec = self.items[i]
         rgb = read_rgb(rec.image)
@@ -137,9 +139,6 @@ class TripletDataset(_Base):
         if motion == 'real' and not self.items:
             raise ValueError(f'{source.name}: no labelled frame has an earlier frame within '
                              f'{max_distance} frames; use motion="synthetic" or "auto"')
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
         rng = self._rng(i)
@@ -198,9 +197,6 @@ class SequenceDataset(_Base):
             if all((rec.sequence, j) in self._pos for j in idx):
                 ok.append(t)
         return ok
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
         rng = self._rng(i)
