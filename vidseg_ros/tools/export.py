@@ -17,6 +17,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -42,15 +43,24 @@ class _Method(nn.Module):
         return getattr(self.model, self.method)(*args)
 
 
-def _prepare(checkpoint: str | Path, input_hw: tuple[int, int] | None):
-    """Fused eval model, meta, export info and an example input at the network size."""
+class _Export(NamedTuple):
+    model: nn.Module           # fused, eval mode
+    info: dict                 # what the exported file carries: the checkpoint meta and the StreamInfo
+    kind: str
+    x: torch.Tensor            # an example input at the network size
+    state: tuple               # an example cache / hidden state to trace the step with
+
+
+def _prepare(checkpoint: str | Path, input_hw: tuple[int, int] | None, out: Path) -> _Export:
+    """Everything both exporters start from; creates ``out``'s folder."""
     model, meta = load_checkpoint(checkpoint)
     fuse_conv_bn(model.eval())
     h, w = input_hw or meta.get('input_hw') or (256, 256)
     stream = stream_info(model)
     s = stream.stride
     x = torch.randn(1, 3, -(-int(h) // s) * s, -(-int(w) // s) * s, generator=torch.Generator().manual_seed(0))
-    return model, meta, {'meta': meta, **stream.to_dict()}, x
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return _Export(model, {'meta': meta, **stream.to_dict()}, stream.kind, x, _state_for(model, stream.kind, x))
 
 
 def _state_for(model: nn.Module, kind: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -100,16 +110,13 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, input_hw: tuple[
     Returns:
         ``{'files': [...], 'max_abs_diff': float | None}``.
     """
-    model, meta, info, x = _prepare(checkpoint, input_hw)
-    kind = info['kind']
-    state = _state_for(model, kind, x)
+    out = Path(out)
+    model, info, kind, x, state = _prepare(checkpoint, input_hw, out)
     methods = ({'forward_key': (x,), 'forward_current': (x, *state)} if kind == 'keyframe'
                else {'forward_step': (x, *state)})
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # torch.jit deprecation notices; the result is checked below
         traced = torch.jit.trace_module(model, methods, check_trace=False)
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         torch.jit.save(traced, str(out), _extra_files={META_KEY + '.json': json.dumps(info)})
     report = {'files': [str(out)], 'max_abs_diff': parity(model, kind, out, x) if check else None}
     log.info('TorchScript %s: max abs diff vs PyTorch %s', out, report['max_abs_diff'])
@@ -140,11 +147,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, input_hw: tuple[int, in
     Returns:
         ``{'files': [...], 'max_abs_diff': float | None}``.
     """
-    model, meta, info, x = _prepare(checkpoint, input_hw)
-    kind = info['kind']
-    state = _state_for(model, kind, x)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    model, info, kind, x, state = _prepare(checkpoint, input_hw, out)
     names = [f'state_{i}' for i in range(len(state))]
     if kind == 'keyframe':
         names = [f'cache_{i}' for i in range(len(state))]
