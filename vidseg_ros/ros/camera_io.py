@@ -21,6 +21,7 @@ from vidseg_ros.ros.settings import SegmentNodeConfig
 
 CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
 CAMERA_INFO_WAIT_S = 0.1  # how long the worker waits for the CameraInfo of a frame that came first
+CAMERA_INFO_ALIVE_S = 1.0  # camera_info counts as flowing when one arrived this recently
 
 
 def stamp_ns(stamp) -> int:
@@ -53,6 +54,7 @@ class CameraIO:
         image_type, image_topic = ((CompressedImage, prefix + 'image/compressed') if cfg.transport == 'compressed'
                                    else (Image, prefix + 'image'))
         self.infos: deque = deque(maxlen=CAMERA_INFO_CACHE)
+        self._last_info_at = float('-inf')   # monotonic time the last CameraInfo arrived
         self._info_cond = threading.Condition()
         self._slot: Job | None = None
         # CameraInfo is matched to its image by exact stamp in the worker (matching_info), not with
@@ -91,6 +93,7 @@ class CameraIO:
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_cond:
             self.infos.append(msg)
+            self._last_info_at = time.monotonic()
             self._info_cond.notify_all()
 
     def take(self) -> Job | None:
@@ -125,12 +128,18 @@ class CameraIO:
             self.pubs[name].publish(array_to_image_msg(image, encoding, header))
 
     def matching_info(self, header) -> CameraInfo | None:
-        """Fallback synchroniser: the cached CameraInfo with this exact stamp, waiting briefly for it."""
+        """Fallback synchroniser: the cached CameraInfo with this exact stamp, waiting briefly for it only
+        while it can still come (a silent camera_info topic must not cost every frame the wait)."""
         target = stamp_ns(header.stamp)
-        with self._info_cond:
-            self._info_cond.wait_for(lambda: any(stamp_ns(i.header.stamp) == target for i in self.infos),
-                                     timeout=CAMERA_INFO_WAIT_S)
+
+        def found():
             return next((i for i in reversed(self.infos) if stamp_ns(i.header.stamp) == target), None)
+        with self._info_cond:
+            info = found()
+            if info is None and info_may_come(self.infos, self._last_info_at, target, time.monotonic()):
+                self._info_cond.wait_for(lambda: found() is not None, timeout=CAMERA_INFO_WAIT_S)
+                info = found()
+            return info
 
     def publish_camera_info(self, header, mask_hw) -> None:
         """The frame's CameraInfo scaled to the mask size; a missing or bad one is a warning, not a failure."""
@@ -149,3 +158,11 @@ class CameraIO:
             self.stats.log_error('camera_info', problem, True)
             return
         self.pub_info.publish(scale_camera_info(info, mask_hw[1], mask_hw[0], header))
+
+
+def info_may_come(infos, last_info_at: float, target_ns: int, now: float) -> bool:
+    """Worth waiting for a frame's CameraInfo: infos are flowing and none has passed the frame's stamp yet
+    (they come in stamp order, so a newer one means this frame's was lost)."""
+    if not infos or now - last_info_at > CAMERA_INFO_ALIVE_S:
+        return False
+    return stamp_ns(infos[-1].header.stamp) < target_ns
