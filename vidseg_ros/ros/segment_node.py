@@ -208,6 +208,8 @@ class SegmentNodeCore:
                     cfg = self.cfg
                 self._check_classes(cfg, engine)
                 table = self._class_table(cfg, engine)
+                if all(engine.net_hw):
+                    engine.warmup()   # as at start-up: the first frame on the new model pays no allocation
             except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
                 log.error(f'cannot load model {short(new.model)} on {short(new.device)}: {clip(e)}; '
                           f'keeping {self.engine.model_name}')
@@ -236,7 +238,10 @@ class SegmentNodeCore:
             self.engine_cfg = kept
             for s in self.streams:
                 s.engine.update_config(kept)
-        restore = [Parameter(f, value=v) for f, v in serving.items() if getattr(failed, f) != v]
+        with self._lock:
+            newer = self._pending_engine_cfg   # set while the load ran: its parameters already say so
+        restore = [Parameter(f, value=v) for f, v in serving.items()
+                   if getattr(failed, f) != v and (newer is None or getattr(newer, f) == v)]
         self._rolling_back = True
         try:
             self.node.set_parameters(restore)
