@@ -57,7 +57,7 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
 def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
              out_dir: str | Path = 'runs/eval', key_intervals: tuple[int, ...] = (1, 2, 5, 10),
              max_frames: int = 0, card: str | Path | None = None, clip_len: int = 0,
-             device: str = 'cpu') -> dict:
+             device: str = 'cpu', max_gap_s: float | None = None) -> dict:
     """Evaluate a model into a new folder ``out_dir/<model>-<split>-<n>``: metrics JSON, plots, card.
 
     ``card``: also write the model card there (e.g. ``models/<name>.md``); never done by default.
@@ -67,11 +67,11 @@ def evaluate(model: str | Path, data: str | Path, dataset: str = 'auto', split: 
     out_dir = new_run_dir(out_dir, re.sub(r'[^\w.+-]+', '+', f'{Path(str(model)).stem}-{split}'))
     report = run_evaluation(model, data, dataset=dataset, split=split, out_dir=out_dir,
                             key_intervals=list(key_intervals), max_frames=max_frames, card=card,
-                            clip_len=clip_len, device=device)
+                            clip_len=clip_len, device=device, max_gap_s=max_gap_s)
     sys.stdout.write(summary_table(report) + '\n')   # the table; the JSON summary follows
     return {'model': report['model'], 'labelled': report['labelled'], 'out_dir': str(out_dir),
             'metrics': str(out_dir / 'metrics.json'), 'plots': report['plots'],
-            'card': report.get('card', []),
+            'card': report.get('card', []), 'timing': report['timing']['note'],
             'intervals': {k: {m: r.get(m) for m in ('mIoU', 'TC', 'mVC8', 'J&F', 'latency_ms')}
                           for k, r in report['intervals'].items()}}
 

@@ -94,7 +94,9 @@ def card_text(report: dict, meta: dict) -> str:
     lines += ['```', '', f'## Evaluation: {report["data"]} ({report["split"]}, {report["sequences"]} '
               f'sequence(s)), device {report["device"]}', '',
               'Metrics at the labels\' full resolution; latency = model time per frame in the engine '
-              'on this machine (noisy: shared CPU).', '', summary_table(report), '']
+              'on this machine (noisy: shared CPU).',
+              f'Timing: {report["timing"]["note"]}.' if report.get('timing') else '', '',
+              summary_table(report), '']
     first = report['intervals'][min(report['intervals'], key=int)]
     if report.get('labelled'):
         lines += ['Per-class IoU (interval ' + min(report['intervals'], key=int) + '): ' +
