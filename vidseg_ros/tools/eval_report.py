@@ -85,11 +85,14 @@ def card_text(report: dict, meta: dict) -> str:
              f'- **Training data**: {prov.get("data", "?")}',
              f'- **Training**: {prov.get("training", prov.get("trained"))}; started from '
              f'`{prov.get("init_from") or "scratch (no pretrained weights)"}`; {prov.get("date", "")}',
+             f'- **Selection**: {prov.get("selection", "not recorded (older checkpoint)")}',
              '- **Hardware**: CPU only (2 shared cores, no GPU), hence the reduced resolution and short '
              'schedule', '',
              '## Training config', '', '```yaml']
     keys = ('mode', 'input_hw', 'crop_hw', 'epochs', 'batch_size', 'optimizer', 'lr', 'lr_policy',
-            'weight_decay', 'class_balanced', 'key_distance', 'feature_weight', 'seq_len', 'seed')
+            'weight_decay', 'class_balanced', 'key_distance', 'feature_weight', 'seq_len', 'seed',
+            'select_split', 'scale_range', 'color_jitter', 'hue_jitter', 'blur_prob', 'noise_std',
+            'ohem_fraction', 'ema_decay')
     lines += [f'{k}: {tc[k]}' for k in keys if k in tc]
     lines += ['```', '', f'## Evaluation: {report["data"]} ({report["split"]}, {report["sequences"]} '
               f'sequence(s)), device {report["device"]}', '',

@@ -25,6 +25,9 @@ class TrainConfig:
     train_split: str = setting('train', 'Split folder (CamVid); head / tail / all or sequence names, '
                                         'optionally seq1,seq2:head (DAVIS, folder)')
     val_split: str = setting('val', 'Validation split; empty = no validation')
+    select_split: str = setting('', 'Selection split that chooses the best epoch (best.pt), held out of '
+                                    'training, e.g. train:0006R0 (a whole CamVid drive); val is then '
+                                    'scored once at the end. Empty = choose on val_split (peeks)')
     num_classes: int = setting(0, 'Number of classes predicted (void excluded); 0 = as many as the '
                                   'dataset names (CamVid 11, DAVIS 2, a folder\'s dataset.yaml classes)')
     ignore_index: int = setting(-1, 'Label value ignored by the loss and the metrics; -1 = the '

@@ -19,6 +19,7 @@ from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameSource, camvi
                                      read_meta)
 
 from .config import TrainConfig
+from .selection import without_selection
 
 LOG = logging.getLogger(__name__)
 
@@ -81,11 +82,17 @@ def resolve_classes(cfg: TrainConfig) -> TrainConfig:
 
 
 def open_split(cfg: TrainConfig, split: str) -> FrameSource:
-    """Records of one split. CamVid: a folder name; DAVIS and folder (an extracted dataset):
+    """Records of one split. CamVid: a folder name, optionally ``:SEQ1,SEQ2``; DAVIS and folder (an extracted dataset):
     ``head``/``tail``/``all`` or a comma-separated list of sequences (optionally ``seqs:head``)."""
     root = Path(cfg.data_root)
-    if cfg.dataset == 'camvid':
-        return camvid_source(root, split)
+    if cfg.dataset == 'camvid':     # folder, or folder:SEQ1,SEQ2 (whole drives, e.g. train:0006R0)
+        folder, _, seqs = split.partition(':')
+        src = camvid_source(root, folder)
+        names = set(filter(None, seqs.split(',')))
+        if names - set(src.sequences()):
+            raise ConfigError(f'{root}/{folder}: no sequence {", ".join(sorted(names - set(src.sequences())))[:200]}; '
+                              f'it has {", ".join(sorted(src.sequences()))[:200]}')
+        return src.subset([r for r in src.records if r.sequence in names]) if names else src
     seqs, _, part = split.partition(':')
     if cfg.dataset == 'folder' and seqs in ('train', 'val'):   # the defaults; a folder has no split folders
         seqs = 'all'
@@ -190,7 +197,7 @@ class FixedDistanceTriplets(TripletDataset):
 
 def train_dataset(cfg: TrainConfig) -> Dataset:
     """The training set for ``cfg.mode`` (frames, triplets or clips)."""
-    src = frames_per_video(open_split(cfg, cfg.train_split), cfg.frames_per_video)
+    src = frames_per_video(without_selection(cfg, open_split(cfg, cfg.train_split)), cfg.frames_per_video)
     aug = augment_config(cfg, src, train=True)
     kw = dict(augment_cfg=aug, train=True, seed=cfg.seed)
     if cfg.mode == 'perframe':

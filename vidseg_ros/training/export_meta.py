@@ -12,6 +12,7 @@ from vidseg_ros.models.checkpoint import WEIGHTS_INHERIT
 
 from .config import TrainConfig, config_dict
 from .data_setup import dataset_info
+from .selection import selection_note
 from .steps import MEAN, STD
 
 
@@ -71,6 +72,7 @@ def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, ini
         'command': ' '.join(sys.argv[:8]),
         'host': f'{platform.machine()} torch {torch.__version__}',
         'init_from': cfg.init_from, 'licence': licence_text(cfg, info, init),
+        'selection': selection_note(cfg),
     }
     if init:
         provenance['transfer'] = {k: init[k] for k in ('from', 'kept', 'reinitialised', 'reinitialised_names',

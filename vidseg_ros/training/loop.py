@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from . import data_setup
+from . import data_setup, selection
 from .config import TrainConfig, config_dict, validate
 from .metrics import ConfusionMatrix
 from .steps import Batch, StepRunner, frame_logits, normalize
@@ -86,14 +86,17 @@ def _ddp() -> tuple[int, int, int]:
 
 
 def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = None,
-          model: torch.nn.Module | None = None, train_set=None, val_set=None) -> dict:
-    """Train ``cfg``; returns ``{'best_mIoU', 'epochs', 'history', 'run_dir', 'best_path'}``.
+          model: torch.nn.Module | None = None, train_set=None, val_set=None, select_set=None) -> dict:
+    """Train ``cfg``; returns ``{'best_mIoU', 'epochs', 'history', 'run_dir', 'best_path'}`` (+ ``'val'``).
+
+    With a selection set (``cfg.select_split``) the best epoch is chosen on it and val is scored
+    once at the end, on the best checkpoint (``'val'``); without one, on val as before.
 
     Args:
         cfg: the run's settings (validated again here).
         resume: continue from ``<runs_dir>/<name>/last.pt`` when it exists.
         callback: called with a dict after every step (``kind='step'``) and epoch (``'epoch'``).
-        model, train_set, val_set: injected objects (tests); built from ``cfg`` when None.
+        model, train_set, val_set, select_set: injected objects (tests); built from ``cfg`` when None.
     """
     validate(cfg)
     cfg = data_setup.resolve_classes(cfg)
@@ -114,6 +117,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     train_set = train_set if train_set is not None else data_setup.train_dataset(cfg)
     # Every rank validates its share of the set; the confusion matrices are summed across ranks.
     val_set = val_set if val_set is not None else data_setup.val_dataset(cfg)
+    select_set = select_set if select_set is not None else selection.select_dataset(cfg)
     opt_cls = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run_dir = Path(cfg.runs_dir) / cfg.name
@@ -148,17 +152,22 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
                           'samples_per_s': seen / max(1e-9, time.perf_counter() - t0), **parts})
         record = {'epoch': epoch + 1, 'step': state['step'], 'loss': float(np.mean(losses or [math.nan])),
                   'seconds': time.perf_counter() - t0}
-        if val_set is not None and (
+        if (val_set is not None or select_set is not None) and (
                 (cfg.val_every and (epoch + 1) % cfg.val_every == 0) or epoch + 1 == cfg.epochs):
-            record.update(validate_frames(model, val_set, cfg, device, rank, world))
+            if select_set is not None:     # choose on held-out training drives; val waits for the end
+                record.update({f'select_{k}': v for k, v in
+                               validate_frames(model, select_set, cfg, device, rank, world).items()})
+            else:
+                record.update(validate_frames(model, val_set, cfg, device, rank, world))
         state['epoch'] = epoch + 1
         state['history'].append(record)
         rng_by_rank = _gather_rng(world)   # collective: every rank takes part, rank 0 stores it
         if rank == 0:
             # Without validation every epoch is the newest best; with it, only better scores count.
-            improved = record['mIoU'] > state['best'] if 'mIoU' in record else val_set is None
+            score = record.get('select_mIoU', record.get('mIoU'))
+            improved = score > state['best'] if score is not None else val_set is None and select_set is None
             if improved:
-                state['best'] = max(state['best'], record.get('mIoU', -1.0))
+                state['best'] = max(state['best'], -1.0 if score is None else score)
                 save_model(run_dir / 'best.pt', model, cfg, record, init)
                 if cfg.output:
                     save_model(Path(cfg.output), model, cfg, record, init)
@@ -167,8 +176,11 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
                                                  for k, v in record.items() if k != 'per_class_iou'})
         if callback and rank == 0:
             callback({'kind': 'epoch', **record})
-    return {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
-            'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
+    out = {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
+           'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
+    if select_set is not None and val_set is not None:
+        out['val'] = selection.score_best_once(model, val_set, cfg, device, rank, world, state, init)
+    return out
 
 
 def _steps_per_epoch(cfg: TrainConfig, n: int, world: int) -> int:
