@@ -91,7 +91,7 @@ def card_text(report: dict, meta: dict) -> str:
              '## Training config', '', '```yaml']
     keys = ('mode', 'input_hw', 'crop_hw', 'epochs', 'batch_size', 'optimizer', 'lr', 'lr_policy',
             'weight_decay', 'class_balanced', 'key_distance', 'feature_weight', 'seq_len', 'seed',
-            'select_split', 'scale_range', 'color_jitter', 'hue_jitter', 'blur_prob', 'noise_std',
+            'select_split', 'scale_range', 'jitter', 'hue_jitter', 'blur_prob', 'noise_std',
             'ohem_fraction', 'ema_decay')
     lines += [f'{k}: {tc[k]}' for k in keys if k in tc]
     lines += ['```', '', f'## Evaluation: {report["data"]} ({report["split"]}, {report["sequences"]} '

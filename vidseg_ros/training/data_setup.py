@@ -151,7 +151,9 @@ def augment_config(cfg: TrainConfig, src: FrameSource, train: bool) -> AugmentCo
     crop = list(cfg.crop_hw or cfg.input_hw) if train else list(cfg.input_hw)
     return AugmentConfig(resize_scale=scale, crop_hw=crop,
                          scale_range=list(cfg.scale_range) if train else [1.0, 1.0],
-                         hflip=cfg.hflip and train, jitter=0.2 if train else 0.0)
+                         hflip=cfg.hflip and train, jitter=cfg.jitter if train else 0.0,
+                         hue_jitter=cfg.hue_jitter if train else 0.0, blur_prob=cfg.blur_prob if train else 0.0,
+                         noise_std=cfg.noise_std if train else 0.0)
 
 
 class NoisyCopies(Dataset):

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from . import data_setup, selection
 from .config import TrainConfig, config_dict, validate
+from .ema import EMA
 from .metrics import ConfusionMatrix
 from .steps import Batch, StepRunner, frame_logits, normalize
 
@@ -131,6 +132,10 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
         from vidseg_ros.models.checkpoint import load_checkpoint
         teacher = load_checkpoint(cfg.teacher)[0].to(device).eval()
     runner = StepRunner(cfg, model, device, world, teacher)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    if ema and resume and (run_dir / 'last.pt').is_file():
+        ema.load(run_dir / 'last.pt')
+    scored = ema.module if ema else model       # the weights that are validated and saved
     per_epoch = _steps_per_epoch(cfg, len(train_set), world)
     total = per_epoch * cfg.epochs
     for epoch in range(state['epoch'], cfg.epochs):
@@ -145,6 +150,8 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
                 g['lr'] = lr
             parts = runner.step(Batch.from_dict(raw, device), optimizer)
             state['step'] += 1
+            if ema:
+                ema.update(model, state['step'])
             seen += raw[next(iter(raw))].shape[0] if hasattr(raw[next(iter(raw))], 'shape') else 0
             losses.append(parts['loss'])
             if callback and rank == 0:
@@ -156,9 +163,9 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
                 (cfg.val_every and (epoch + 1) % cfg.val_every == 0) or epoch + 1 == cfg.epochs):
             if select_set is not None:     # choose on held-out training drives; val waits for the end
                 record.update({f'select_{k}': v for k, v in
-                               validate_frames(model, select_set, cfg, device, rank, world).items()})
+                               validate_frames(scored, select_set, cfg, device, rank, world).items()})
             else:
-                record.update(validate_frames(model, val_set, cfg, device, rank, world))
+                record.update(validate_frames(scored, val_set, cfg, device, rank, world))
         state['epoch'] = epoch + 1
         state['history'].append(record)
         rng_by_rank = _gather_rng(world)   # collective: every rank takes part, rank 0 stores it
@@ -168,10 +175,10 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
             improved = score > state['best'] if score is not None else val_set is None and select_set is None
             if improved:
                 state['best'] = max(state['best'], -1.0 if score is None else score)
-                save_model(run_dir / 'best.pt', model, cfg, record, init)
+                save_model(run_dir / 'best.pt', scored, cfg, record, init)
                 if cfg.output:
-                    save_model(Path(cfg.output), model, cfg, record, init)
-            save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank)
+                    save_model(Path(cfg.output), scored, cfg, record, init)
+            save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank, ema)
             LOG.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in record.items() if k != 'per_class_iou'})
         if callback and rank == 0:
@@ -179,7 +186,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     out = {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
            'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
     if select_set is not None and val_set is not None:
-        out['val'] = selection.score_best_once(model, val_set, cfg, device, rank, world, state, init)
+        out['val'] = selection.score_best_once(scored, val_set, cfg, device, rank, world, state, init)
     return out
 
 
@@ -278,8 +285,8 @@ def _unwrap(model):
 
 
 def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainConfig,
-                        rng_by_rank: list | None = None) -> None:
-    """Everything needed to resume exactly (under DDP: every rank's RNG); written atomically."""
+                        rng_by_rank: list | None = None, ema=None) -> None:
+    """Everything needed to resume exactly (under DDP: every rank's RNG; the EMA weights); written atomically."""
     blob = {'model': _unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(),
             'epoch': state['epoch'], 'step': state['step'], 'best': state['best'],
             'history': state['history'], 'config': config_dict(cfg),
@@ -288,6 +295,8 @@ def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainCon
             'numpy_pos': int(np.random.get_state()[2])}
     if rng_by_rank:
         blob['torch_rng_by_rank'] = rng_by_rank
+    if ema is not None:
+        blob['ema'] = ema.module.state_dict()
     if torch.cuda.is_available():
         blob['cuda_rng'] = torch.cuda.get_rng_state_all()
     tmp = path.with_suffix('.tmp')
