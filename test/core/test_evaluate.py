@@ -237,3 +237,12 @@ def test_real_camvid_val_is_one_15hz_run(camvid_dir):
     val = sequence_timing(camvid_source(camvid_dir, 'val').sequences(), 0.5)
     assert val['video'] and val['rate_hz'] == pytest.approx(15.0) and val['gaps'] == 0
     assert not sequence_timing(camvid_source(camvid_dir, 'train').sequences(), 0.5)['video']
+
+
+def test_eval_source_takes_camvid_drives_like_the_selection_split(tmp_path):
+    from vidseg_ros.tools.evaluate import open_eval_source
+    _camvid_names(tmp_path, 'train', [f'{s}_{n:05d}' for s in ('0001TP', '0006R0') for n in (30, 60)])
+    assert {r.sequence for r in open_eval_source(tmp_path, 'camvid', 'train:0006R0').records} == {'0006R0'}
+    assert len(open_eval_source(tmp_path, 'camvid', 'train').records) == 4
+    with pytest.raises(ValueError, match='no sequence.*Seq05VD'):
+        open_eval_source(tmp_path, 'camvid', 'train:Seq05VD')

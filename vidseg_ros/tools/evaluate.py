@@ -39,7 +39,7 @@ FLOW_MAX_SIDE = 480   # flow for TC is computed at most at this size (labels are
 def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val') -> FrameSource:
     """The labelled frames to score, refusing an empty selection.
 
-    CamVid: ``split`` names the split folder. DAVIS: ``all``/``val``, ``head``, ``tail`` or sequence
+    CamVid: ``split`` names the split folder, optionally ``:SEQ1,SEQ2`` (whole drives). DAVIS: ``all``/``val``, ``head``, ``tail`` or sequence
     names (``seq1,seq2[:tail]``). An extracted dataset (``index.csv``): ``all``/``val`` or sequence names.
     """
     src = _eval_source(Path(data), dataset, split)
@@ -57,12 +57,18 @@ def _resolve_dataset(root: Path, dataset: str) -> str:
 
 def _eval_source(root: Path, dataset: str, split: str) -> FrameSource:
     dataset = _resolve_dataset(root, dataset)
-    if dataset == 'camvid':
-        if not (root / split).is_dir():
+    if dataset == 'camvid':     # a split folder, optionally :SEQ1,SEQ2 (e.g. the selection drive train:0006R0)
+        folder, _, seqs = split.partition(':')
+        if not (root / folder).is_dir():
             found = sorted(p.name for p in root.iterdir() if p.is_dir() and (root / f'{p.name}annot').is_dir())
-            raise FileNotFoundError(f'{root}: no CamVid split {split!r} ({split}/ and {split}annot/); '
+            raise FileNotFoundError(f'{root}: no CamVid split {folder!r} ({folder}/ and {folder}annot/); '
                                     f'splits here: {", ".join(found) or "none"} (pass --split)')
-        return camvid_source(root, split)
+        src = camvid_source(root, folder)
+        names = set(filter(None, seqs.split(',')))
+        if names - set(src.sequences()):
+            raise ValueError(f'{root}/{folder}: no sequence(s) {", ".join(sorted(names - set(src.sequences())))}; '
+                             f'it has {", ".join(sorted(src.sequences()))}')
+        return src.subset([r for r in src.records if r.sequence in names]) if names else src
     if dataset == 'extracted':
         from vidseg_ros.data.datasets.layouts import extracted_source
         src = extracted_source(root)
