@@ -34,8 +34,10 @@ class _Progress:
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
-            LOG.info('epoch %d/%d loss %.4f %s (%.0f s)', info['epoch'], self.total, info['loss'],
-                     f'val mIoU {info["mIoU"]:.4f}' if 'mIoU' in info else '', info['seconds'])
+            score = (f'selection mIoU {info["select_mIoU"]:.4f}' if 'select_mIoU' in info else
+                     f'val mIoU {info["mIoU"]:.4f}' if 'mIoU' in info else '')
+            LOG.info('epoch %d/%d loss %.4f %s (%.0f s)', info['epoch'], self.total, info['loss'], score,
+                     info['seconds'])
 
 
 def train(config: str | Path, resume: bool = False, overrides: dict | None = None,
