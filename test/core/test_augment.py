@@ -32,7 +32,7 @@ def _params(cfg, seed=0, hw=(96, 128)):
 def test_each_photometric_op_keeps_shape_dtype_and_labels(cfg):
     rgb, label = _scene()
     p = _params(cfg)
-    assert p.photometric()
+    assert p.changes_colour()
     plain = augment.replace(p, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0, blur_sigma=0.0,
                             noise_std=0.0)
     out = apply_image(rgb, p)
@@ -55,7 +55,7 @@ def test_photometric_ops_do_what_they_say():
 def test_defaults_change_nothing_and_draw_no_photometric():
     rgb, label = _scene()
     p = _params(AugmentConfig())
-    assert not p.photometric()
+    assert not p.changes_colour()
     assert np.array_equal(apply_image(rgb, p), rgb) and np.array_equal(apply_label(label, p, IGNORE), label)
     # the new ops off: the same random stream (crop, flip, colour) as before they existed
     a = _params(AugmentConfig(scale_range=[0.5, 2.0], crop_hw=[64, 64], hflip=True, jitter=0.2), seed=4)

@@ -48,7 +48,7 @@ class Params:
     noise_std: float = 0.0      # 0..255 scale; 0 = no noise
     noise_seed: int = 0         # one noise field per sample, the same on each of its frames
 
-    def photometric(self) -> bool:
+    def changes_colour(self) -> bool:
         return (self.brightness, self.contrast, self.saturation) != (1.0, 1.0, 1.0) or bool(
             self.hue or self.blur_sigma or self.noise_std)
 
@@ -102,7 +102,7 @@ def apply_image(rgb: np.ndarray, p: Params) -> np.ndarray:
     """(H, W, 3) uint8 -> augmented (h, w, 3) uint8."""
     h, w = p.out_hw
     out = _warp(rgb, p, cv2.INTER_LINEAR, 0)
-    if p.photometric():
+    if p.changes_colour():
         out = photometric(out, p)
     assert out.shape[:2] == (h, w)
     return out
