@@ -39,8 +39,9 @@ FLOW_MAX_SIDE = 480   # flow for TC is computed at most at this size (labels are
 def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val') -> FrameSource:
     """The labelled frames to score, refusing an empty selection.
 
-    CamVid: ``split`` names the split folder, optionally ``:SEQ1,SEQ2`` (whole drives). DAVIS: ``all``/``val``, ``head``, ``tail`` or sequence
-    names (``seq1,seq2[:tail]``). An extracted dataset (``index.csv``): ``all``/``val`` or sequence names.
+    CamVid: ``split`` names the split folder, optionally ``:SEQ1,SEQ2`` (whole drives). DAVIS:
+    ``all``/``val``, ``head``, ``tail`` or sequence names (``seq1,seq2[:tail]``). An extracted dataset
+    (``index.csv``): ``all``/``val`` or sequence names.
     """
     src = _eval_source(Path(data), dataset, split)
     if not any(r.label is not None for r in src.records):

@@ -108,7 +108,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.mode == 'keyframe' and cfg.key_distance < 1:
         raise ConfigError('key_distance must be >= 1 for mode: keyframe')
     if not 0 <= cfg.ohem_fraction <= 1 or not 0 <= cfg.ema_decay < 1:
-        raise ConfigError(f'ohem_fraction ({cfg.ohem_fraction}) must be in 0..1 and ema_decay ({cfg.ema_decay}) in [0, 1)')
+        raise ConfigError(f'ohem_fraction ({cfg.ohem_fraction}) must be in 0..1 and ema_decay '
+                          f'({cfg.ema_decay}) in [0, 1)')
     if cfg.ohem_fraction and cfg.mode == 'keyframe':
         raise ConfigError('ohem_fraction applies to modes perframe and sequence, not keyframe; set it to 0')
     if cfg.num_classes < 0 or not -1 <= cfg.ignore_index <= 255:
