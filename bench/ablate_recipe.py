@@ -11,8 +11,9 @@ if it helps on the selection column; val is reported, never used to choose.
 GPU session (full budget, every variant):
     python bench/ablate_recipe.py --out runs/ablation
 CPU smoke budget (what docs/models.md quotes as a tiny-budget result):
-    OMP_NUM_THREADS=1 nice -n 19 python bench/ablate_recipe.py --variants baseline,+photometric,+ema \\
-        --set input_hw=[192,256] --set crop_hw=[192,256] --set epochs=6 --set batch_size=8 \\
+    OMP_NUM_THREADS=1 nice -n 19 python bench/ablate_recipe.py \\
+        --variants baseline,+ema,+scale,+photometric,+ohem,balanced \\
+        --set input_hw=[96,128] --set crop_hw=[96,128] --set epochs=16 --set batch_size=8 \\
         --set num_workers=0 --set num_threads=1 --set device=cpu --set val_every=2 --set warmup_steps=20 \\
         --set ema_decay=0.99 --out runs/ablation_cpu
 Writes ``<out>/ablation.json`` and ``<out>/ablation.md`` (the table) and prints the table.
@@ -54,7 +55,7 @@ def variants(base: dict) -> dict[str, dict]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--config', default=str(ROOT / 'config' / 'train' / 'camvid_fpn_recipe.yaml'))
-    p.add_argument('--variants', default='', help='comma-separated subset (default: all)')
+    p.add_argument('--variants', default='', help='comma-separated subset, run in this order (default: all)')
     p.add_argument('--set', action='append', default=[], help='key=value (YAML value), for every variant')
     p.add_argument('--out', default='runs/ablation')
     args = p.parse_args()
@@ -65,9 +66,12 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name, over in variants(vars(base)).items():
-        if wanted and name not in wanted:
-            continue
+    table = variants(vars(base))
+    unknown = set(wanted) - set(table)
+    if unknown:
+        p.error(f'unknown variant(s) {", ".join(sorted(unknown))}; valid: {", ".join(table)}')
+    for name in wanted or list(table):          # in the order asked: the key comparison first
+        over = table[name]
         run = name.replace('+', 'plus_')
         cfg = load_train_config(args.config, {**sets, **over, 'name': f'{base.name}_{run}',
                                               'runs_dir': str(out), 'output': ''})
@@ -77,13 +81,17 @@ def main() -> int:
                          'epochs': summary['epochs'], 'steps': summary['history'][-1]['step'],
                          'minutes': (time.perf_counter() - t0) / 60, 'overrides': over}
         (out / 'ablation.json').write_text(json.dumps(results, indent=1))
+        (out / 'ablation.md').write_text(markdown(results))     # after every variant: a cut run keeps its rows
+    print(markdown(results))
+    return 0
+
+
+def markdown(results: dict) -> str:
     table = ['| variant | selection mIoU (0006R0) | val mIoU (once) | steps | minutes |', '|---|---|---|---|---|']
     for name, r in results.items():
         val = '-' if r['val_mIoU'] is None else f'{100 * r["val_mIoU"]:.1f}'
         table.append(f'| {name} | {100 * r["select_mIoU"]:.1f} | {val} | {r["steps"]} | {r["minutes"]:.0f} |')
-    (out / 'ablation.md').write_text('\n'.join(table) + '\n')
-    print('\n'.join(table))
-    return 0
+    return '\n'.join(table) + '\n'
 
 
 if __name__ == '__main__':

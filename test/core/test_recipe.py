@@ -99,3 +99,43 @@ def test_augment_config_carries_the_recipe(tmp_path):
     assert (tr.resize_scale, tr.crop_hw, tr.scale_range) == (1.0, [352, 480], [0.5, 2.0])
     assert (tr.jitter, tr.hue_jitter, tr.blur_prob, tr.noise_std) == (0.2, 0.05, 0.3, 8.0)
     assert (ev.jitter, ev.hue_jitter, ev.blur_prob, ev.noise_std, ev.scale_range) == (0, 0, 0, 0, [1.0, 1.0])
+
+
+def test_ablation_rows_add_one_switch_each():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('ablate_recipe', ROOT / 'bench' / 'ablate_recipe.py')
+    ablate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablate)
+    base = vars(load_train_config(ROOT / 'config' / 'train' / 'camvid_fpn_recipe.yaml'))
+    rows = ablate.variants(base)
+    assert list(rows) == ['baseline', '+scale', '+photometric', '+ohem', '+ema', 'balanced']
+    assert rows['baseline'] == ablate.OFF
+    assert rows['+scale']['scale_range'] == [0.5, 2.0] and rows['+scale']['noise_std'] == 0
+    assert rows['+photometric']['noise_std'] == 8.0 and rows['+photometric']['ohem_fraction'] == 0
+    assert all(rows['+ema'][k] == base[k] for k in ablate.OFF)            # the last row is the recipe
+    assert rows['balanced']['class_balanced'] and rows['balanced']['ohem_fraction'] == 0
+
+
+def test_gpu_pack_keeps_labels_exact_and_the_layout_readable(tmp_path):
+    import importlib.util
+
+    import cv2
+    import numpy as np
+
+    from vidseg_ros.data.datasets.layouts import camvid_source
+    spec = importlib.util.spec_from_file_location('pack', ROOT / 'bench' / 'pack_camvid_gpu.py')
+    pack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack)
+    src = tmp_path / 'cv'
+    (src / 'train').mkdir(parents=True)
+    (src / 'trainannot').mkdir()
+    rng = np.random.default_rng(0)
+    for stem in ('0006R0_00930', 'Seq05VD_f00030'):
+        cv2.imwrite(str(src / 'train' / f'{stem}.png'), rng.integers(0, 255, (36, 48, 3), dtype=np.uint8))
+        cv2.imwrite(str(src / 'trainannot' / f'{stem}.png'), rng.integers(0, 12, (36, 48), dtype=np.uint8))
+    assert pack.pack(src, tmp_path / 'out') > 0
+    packed = camvid_source(tmp_path / 'out', 'train')
+    assert [(r.sequence, r.index, r.image.suffix) for r in packed.records] == [('0006R0', 930, '.jpg'),
+                                                                              ('Seq05VD', 30, '.jpg')]
+    for r in packed.records:
+        assert (src / 'trainannot' / r.label.name).read_bytes() == r.label.read_bytes()
