@@ -180,7 +180,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
                     save_model(Path(cfg.output), scored, cfg, record, init)
             save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank, ema)
             LOG.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
-                                                 for k, v in record.items() if k != 'per_class_iou'})
+                                                 for k, v in record.items() if not k.endswith('per_class_iou')})
         if callback and rank == 0:
             callback({'kind': 'epoch', **record})
     out = {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
