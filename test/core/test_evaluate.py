@@ -246,3 +246,12 @@ def test_eval_source_takes_camvid_drives_like_the_selection_split(tmp_path):
     assert len(open_eval_source(tmp_path, 'camvid', 'train').records) == 4
     with pytest.raises(ValueError, match='no sequence.*Seq05VD'):
         open_eval_source(tmp_path, 'camvid', 'train:Seq05VD')
+
+
+def test_sequences_without_frame_times_are_not_video(tmp_path):
+    from vidseg_ros.data.datasets.layouts import FrameRecord
+    from vidseg_ros.tools.evaluate import sequence_timing
+    recs = [FrameRecord('a', i, tmp_path / f'{i}.png', stamp_ns=0) for i in range(3)]
+    t = sequence_timing({'a': recs}, 0.5)
+    assert not t['video'] and 'frame times unknown' in t['note']
+    assert not sequence_timing({'a': recs[:1]}, 0.5)['video']          # one frame is no video either

@@ -119,7 +119,8 @@ def sequence_timing(seqs: dict[str, list], max_gap_s: float) -> dict:
 
 def _timing_note(video: bool, rate: float, step: float, gaps: int, max_gap_s: float) -> str:
     if not video:
-        return (f'not real video (median frame rate {rate:.3g} Hz, state reset beyond {max_gap_s:g} s): '
+        rate_text = 'frame times unknown' if math.isnan(rate) else f'median frame rate {rate:.3g} Hz'
+        return (f'not real video ({rate_text}, state reset beyond {max_gap_s:g} s): '
                 'key interval 1 only, no TC / mVC')
     per = f'; key interval k spans {step:g}k source frames' if step > 1 else ''
     return f'real video at {rate:.3g} Hz{per}; {gaps} gap(s) > {max_gap_s:g} s reset the state as in the node'
