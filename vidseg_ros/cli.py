@@ -336,12 +336,15 @@ def evaluate(model: Model,
                                                           dir_okay=False)] = None,
              clip_len: Annotated[int, typer.Option(min=0, help='reset temporal state every N frames '
                                                                '(0 = never)')] = EVAL['clip_len'],
+             max_gap_s: Annotated[Optional[float], typer.Option(min=0, help='a larger stamp gap resets '
+                                                                        'the state, as in the node; '
+                                                                        'default: the node\'s')] = None,
              device: str = EVAL['device']):
     """mIoU / per-class IoU / mAcc / J&F / temporal consistency, plots and a model card."""
     from vidseg_ros.tools.commands_train import evaluate as run
     intervals = tuple(int(k) for k in key_intervals.split(','))
     _print(run(model, data, split, out_dir, dataset=dataset, key_intervals=intervals, max_frames=max_frames,
-               card=card, clip_len=clip_len, device=device))
+               card=card, clip_len=clip_len, max_gap_s=max_gap_s, device=device))
 
 
 @app.command()

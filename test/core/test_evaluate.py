@@ -172,3 +172,98 @@ def test_eval_sources_extracted_datasets_and_refuses_empty_selections(tmp_path):
     (tmp_path / 'cv' / 'testannot').mkdir()
     with pytest.raises(FileNotFoundError, match='splits here: test'):
         open_eval_source(tmp_path / 'cv', split='val')
+
+
+def _extracted(root, stamps_s, seq='a'):
+    """An extracted dataset (index.csv with stamps) of a moving square, 2 classes."""
+    from vidseg_ros.data.datasets.layouts import FrameRecord, write_index, write_meta
+    recs = []
+    (root / 'images' / seq).mkdir(parents=True)
+    (root / 'labels' / seq).mkdir(parents=True)
+    for i, t in enumerate(stamps_s):
+        img, lab = root / 'images' / seq / f'{i}.png', root / 'labels' / seq / f'{i}.png'
+        mask = np.zeros((H, W), np.uint8)
+        mask[20:40, 10 + 3 * i:30 + 3 * i] = 1
+        cv2.imwrite(str(img), np.where(mask[..., None] > 0, 220, 30).astype(np.uint8).repeat(3, 2))
+        cv2.imwrite(str(lab), mask)
+        recs.append(FrameRecord(seq, i, img, lab, int(round(t * 1e9)), 'human'))
+    write_index(root, recs)
+    write_meta(root, {'classes': ['background', 'object'], 'ignore_index': 255})
+    return root
+
+
+def test_eval_resets_state_at_a_time_gap_as_the_node_does(tmp_path):
+    """10 Hz frames with a 4.7 s hole after frame 3: the node (max_gap_s 0.5) resets there, so at key
+    interval 3 the key frames are 0, 3, 4 (gap) and 7, not 0, 3, 6 as a stamp-free stream gives."""
+    data = _extracted(tmp_path / 'ds', [0.0, 0.1, 0.2, 0.3, 5.0, 5.1, 5.2, 5.3])
+    ckpt = _checkpoint(tmp_path / 'm.pt')
+    report = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'e', key_intervals=[3],
+                            write_card=False)
+    r3 = report['intervals']['3']
+    assert r3['resets'] == {'gap': 1}
+    assert r3['key_frames'] == 4
+    t = report['timing']
+    assert t['video'] and t['gaps'] == 1 and t['rate_hz'] == pytest.approx(10.0)
+    wide = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'w', key_intervals=[3],
+                          write_card=False, max_gap_s=10.0)
+    assert wide['intervals']['3']['resets'] == {} and wide['intervals']['3']['key_frames'] == 3
+
+
+def test_eval_of_a_split_that_is_not_video_reports_interval_1_without_tc(tmp_path, caplog):
+    data = _extracted(tmp_path / 'ds', [0.0, 1.0, 2.0, 3.0])        # 1 Hz, like CamVid train
+    ckpt = _checkpoint(tmp_path / 'm.pt')
+    with caplog.at_level('WARNING'):
+        report = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'e', key_intervals=[1, 3])
+    assert set(report['intervals']) == {'1'} and not report['timing']['video']
+    r1 = report['intervals']['1']
+    assert 'TC' not in r1 and 'mVC8' not in r1 and 0 <= r1['mIoU'] <= 1
+    assert r1['resets'] == {'gap': 3} and r1['key_frames'] == 4
+    assert 'not real video' in caplog.text
+    assert 'not real video' in (tmp_path / 'e' / 'model_card.md').read_text()
+
+
+def _camvid_names(root, split, names):
+    (root / split).mkdir(parents=True)
+    (root / f'{split}annot').mkdir()
+    for n in names:
+        cv2.imwrite(str(root / split / f'{n}.png'), np.zeros((8, 8, 3), np.uint8))
+        cv2.imwrite(str(root / f'{split}annot' / f'{n}.png'), np.zeros((8, 8), np.uint8))
+
+
+def test_camvid_timing_val_is_a_15hz_run_train_is_1hz(tmp_path):
+    from vidseg_ros.data.datasets.layouts import camvid_source
+    from vidseg_ros.tools.evaluate import sequence_timing
+    _camvid_names(tmp_path, 'val', [f'0016E5_{n:05d}' for n in range(7959, 7970, 2)])
+    _camvid_names(tmp_path, 'train', [f'0016E5_{n:05d}' for n in range(390, 600, 30)] +
+                  [f'Seq05VD_f{n:05d}' for n in range(0, 120, 30)])
+    val = sequence_timing(camvid_source(tmp_path, 'val').sequences(), 0.5)
+    assert val['video'] and val['rate_hz'] == pytest.approx(15.0) and val['source_frames_per_frame'] == 2
+    assert val['gaps'] == 0 and 'spans 2k source frames' in val['note']
+    train = sequence_timing(camvid_source(tmp_path, 'train').sequences(), 0.5)
+    assert not train['video'] and train['rate_hz'] == pytest.approx(1.0) and train['gaps'] == 6 + 3
+
+
+def test_real_camvid_val_is_one_15hz_run(camvid_dir):
+    from vidseg_ros.data.datasets.layouts import camvid_source
+    from vidseg_ros.tools.evaluate import sequence_timing
+    val = sequence_timing(camvid_source(camvid_dir, 'val').sequences(), 0.5)
+    assert val['video'] and val['rate_hz'] == pytest.approx(15.0) and val['gaps'] == 0
+    assert not sequence_timing(camvid_source(camvid_dir, 'train').sequences(), 0.5)['video']
+
+
+def test_eval_source_takes_camvid_drives_like_the_selection_split(tmp_path):
+    from vidseg_ros.tools.evaluate import open_eval_source
+    _camvid_names(tmp_path, 'train', [f'{s}_{n:05d}' for s in ('0001TP', '0006R0') for n in (30, 60)])
+    assert {r.sequence for r in open_eval_source(tmp_path, 'camvid', 'train:0006R0').records} == {'0006R0'}
+    assert len(open_eval_source(tmp_path, 'camvid', 'train').records) == 4
+    with pytest.raises(ValueError, match='no sequence.*Seq05VD'):
+        open_eval_source(tmp_path, 'camvid', 'train:Seq05VD')
+
+
+def test_sequences_without_frame_times_are_not_video(tmp_path):
+    from vidseg_ros.data.datasets.layouts import FrameRecord
+    from vidseg_ros.tools.evaluate import sequence_timing
+    recs = [FrameRecord('a', i, tmp_path / f'{i}.png', stamp_ns=0) for i in range(3)]
+    t = sequence_timing({'a': recs}, 0.5)
+    assert not t['video'] and 'frame times unknown' in t['note']
+    assert not sequence_timing({'a': recs[:1]}, 0.5)['video']          # one frame is no video either

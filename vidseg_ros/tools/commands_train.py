@@ -34,8 +34,10 @@ class _Progress:
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
-            log.info('epoch %d/%d loss %.4f %s (%.0f s)', info['epoch'], self.total, info['loss'],
-                     f'val mIoU {info["mIoU"]:.4f}' if 'mIoU' in info else '', info['seconds'])
+            score = (f'selection mIoU {info["select_mIoU"]:.4f}' if 'select_mIoU' in info else
+                     f'val mIoU {info["mIoU"]:.4f}' if 'mIoU' in info else '')
+            log.info('epoch %d/%d loss %.4f %s (%.0f s)', info['epoch'], self.total, info['loss'], score,
+                     info['seconds'])
 
 
 def train(config: str | Path, resume: bool = False, overrides: dict | None = None,
@@ -67,7 +69,7 @@ def evaluate(model: str | Path, data: str | Path, split: str, out_dir: str | Pat
     sys.stdout.write(summary_table(report) + '\n')   # the table; the JSON summary follows
     return {'model': report['model'], 'labelled': report['labelled'], 'out_dir': str(out_dir),
             'metrics': str(out_dir / 'metrics.json'), 'plots': report['plots'],
-            'card': report.get('card', []),
+            'card': report.get('card', []), 'timing': report['timing']['note'],
             'intervals': {k: {m: r.get(m) for m in ('mIoU', 'TC', 'mVC8', 'J&F', 'latency_ms')}
                           for k, r in report['intervals'].items()}}
 

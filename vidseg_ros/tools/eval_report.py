@@ -89,16 +89,21 @@ def card_text(report: dict, meta: dict) -> str:
              f'- **Training data**: {prov.get("data", "?")}',
              f'- **Training**: {prov.get("training", prov.get("trained"))}; started from '
              f'`{prov.get("init_from") or "scratch (no pretrained weights)"}`; {prov.get("date", "")}',
+             f'- **Selection**: {prov.get("selection", "not recorded (older checkpoint)")}',
              f'- **Hardware**: trained on {prov.get("hardware") or "not recorded"}; evaluated on '
              f'{describe_device(report["device"])}', '',
              '## Training config', '', '```yaml']
     keys = ('mode', 'input_hw', 'crop_hw', 'epochs', 'batch_size', 'optimizer', 'lr', 'lr_policy',
-            'weight_decay', 'class_balanced', 'max_distance', 'feature_weight', 'seq_len', 'seed')
+            'weight_decay', 'class_balanced', 'max_distance', 'feature_weight', 'seq_len', 'seed',
+            'select_split', 'scale_range', 'jitter', 'hue_jitter', 'blur_prob', 'noise_std',
+            'ohem_fraction', 'ema_decay')
     lines += [f'{k}: {tc[k]}' for k in keys if k in tc]
     lines += ['```', '', f'## Evaluation: {report["data"]} ({report["split"]}, {report["sequences"]} '
               f'sequence(s)), device {report["device"]}', '',
               'Metrics at the labels\' full resolution; latency = model time per frame in the engine '
-              'on this machine (noisy: shared CPU).', '', summary_table(report), '']
+              'on this machine (noisy: shared CPU).',
+              f'Timing: {report["timing"]["note"]}.' if report.get('timing') else '', '',
+              summary_table(report), '']
     first = report['intervals'][min(report['intervals'], key=int)]
     if report.get('labelled'):
         lines += ['Per-class IoU (interval ' + min(report['intervals'], key=int) + '): ' +

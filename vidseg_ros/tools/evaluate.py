@@ -7,6 +7,12 @@ is run separately and scored on all, key and current frames, with the model late
 per-frame or recurrent model runs once. Temporal consistency (TC) uses optical flow between the
 frames; mVC uses the dense ground truth of a 15 Hz (CamVid val) or fully labelled (DAVIS) stream.
 
+Frames carry their time stamps (an extracted dataset's ``index.csv``, else the frame number over the
+layout's source rate: CamVid 30 Hz, DAVIS 24 Hz), so ``max_gap_s`` resets happen as in the node. Only
+a split that is real video (every sequence's median frame spacing <= ``max_gap_s``) gets key intervals
+> 1, TC and mVC; for anything else (CamVid train: 1 Hz) they are skipped with a warning. CamVid val is
+a 15 Hz run of every 2nd source frame, so key interval k there spans 2k source frames.
+
 Output in ``out_dir``: ``metrics.json``, ``accuracy_latency.png``, ``per_class_iou.png``,
 ``confusion.png`` and ``model_card.md`` (copied to ``card`` only when given). ``vidseg eval`` gives
 every run its own folder (:func:`new_run_dir`), so earlier results are never overwritten.
@@ -33,8 +39,9 @@ FLOW_MAX_SIDE = 480   # flow for TC is computed at most at this size (labels are
 def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val') -> FrameSource:
     """The labelled frames to score, refusing an empty selection.
 
-    CamVid: ``split`` names the split folder. DAVIS: ``all``/``val``, ``head``, ``tail`` or sequence
-    names (``seq1,seq2[:tail]``). An extracted dataset (``index.csv``): ``all``/``val`` or sequence names.
+    CamVid: ``split`` names the split folder, optionally ``:SEQ1,SEQ2`` (whole drives). DAVIS:
+    ``all``/``val``, ``head``, ``tail`` or sequence names (``seq1,seq2[:tail]``). An extracted dataset
+    (``index.csv``): ``all``/``val`` or sequence names.
     """
     src = _eval_source(Path(data), dataset, split)
     if not any(r.label is not None for r in src.records):
@@ -42,16 +49,27 @@ def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val'
     return src
 
 
+def _resolve_dataset(root: Path, dataset: str) -> str:
+    if dataset != 'auto':
+        return dataset
+    return ('extracted' if (root / 'index.csv').is_file() else
+            'davis' if (root / 'JPEGImages').is_dir() else 'camvid')
+
+
 def _eval_source(root: Path, dataset: str, split: str) -> FrameSource:
-    if dataset == 'auto':
-        dataset = ('extracted' if (root / 'index.csv').is_file() else
-                   'davis' if (root / 'JPEGImages').is_dir() else 'camvid')
-    if dataset == 'camvid':
-        if not (root / split).is_dir():
+    dataset = _resolve_dataset(root, dataset)
+    if dataset == 'camvid':     # a split folder, optionally :SEQ1,SEQ2 (e.g. the selection drive train:0006R0)
+        folder, _, seqs = split.partition(':')
+        if not (root / folder).is_dir():
             found = sorted(p.name for p in root.iterdir() if p.is_dir() and (root / f'{p.name}annot').is_dir())
-            raise FileNotFoundError(f'{root}: no CamVid split {split!r} ({split}/ and {split}annot/); '
+            raise FileNotFoundError(f'{root}: no CamVid split {folder!r} ({folder}/ and {folder}annot/); '
                                     f'splits here: {", ".join(found) or "none"} (pass --split)')
-        return camvid_source(root, split)
+        src = camvid_source(root, folder)
+        names = set(filter(None, seqs.split(',')))
+        if names - set(src.sequences()):
+            raise ValueError(f'{root}/{folder}: no sequence(s) {", ".join(sorted(names - set(src.sequences())))}; '
+                             f'it has {", ".join(sorted(src.sequences()))}')
+        return src.subset([r for r in src.records if r.sequence in names]) if names else src
     if dataset == 'extracted':
         from vidseg_ros.data.datasets.layouts import extracted_source
         src = extracted_source(root)
@@ -71,6 +89,43 @@ def _eval_source(root: Path, dataset: str, split: str) -> FrameSource:
     return src.subset(davis_part(src, part or 'all'))
 
 
+def sequence_timing(seqs: dict[str, list], max_gap_s: float) -> dict:
+    """Whether the sequences are real video, at what rate, and where the node would reset.
+
+    A sequence is video when its median stamp spacing is at most ``max_gap_s`` (the node would keep
+    temporal state across it); ``gaps`` counts the spacings above it (or going backwards): each is a
+    reset in the node and here. Stamps that never increase (an index without times) make the timing
+    unknown, which is not video.
+    """
+    rates, steps, gaps, video = [], [], 0, bool(seqs)
+    for recs in seqs.values():
+        if len(recs) < 2:
+            continue
+        dt = np.diff([r.stamp_ns for r in recs]).astype(np.float64) * 1e-9
+        if not (dt > 0).any():
+            video = False
+            continue
+        med = float(np.median(dt))
+        rates.append(1.0 / med if med > 0 else math.inf)
+        steps.append(float(np.median(np.diff([r.index for r in recs]))))
+        gaps += int(((dt > max_gap_s) | (dt < 0)).sum()) if max_gap_s > 0 else int((dt < 0).sum())
+        video &= 0 < med <= max_gap_s if max_gap_s > 0 else med > 0
+    video &= bool(rates)
+    rate = float(np.median(rates)) if rates else math.nan
+    step = float(np.median(steps)) if steps else math.nan
+    return {'video': video, 'rate_hz': rate, 'source_frames_per_frame': step, 'gaps': gaps,
+            'max_gap_s': max_gap_s, 'note': _timing_note(video, rate, step, gaps, max_gap_s)}
+
+
+def _timing_note(video: bool, rate: float, step: float, gaps: int, max_gap_s: float) -> str:
+    if not video:
+        rate_text = 'frame times unknown' if math.isnan(rate) else f'median frame rate {rate:.3g} Hz'
+        return (f'not real video ({rate_text}, state reset beyond {max_gap_s:g} s): '
+                'key interval 1 only, no TC / mVC')
+    per = f'; key interval k spans {step:g}k source frames' if step > 1 else ''
+    return f'real video at {rate:.3g} Hz{per}; {gaps} gap(s) > {max_gap_s:g} s reset the state as in the node'
+
+
 def _labels_match(meta: dict, src: FrameSource) -> bool:
     return list(meta.get('classes', [])) == list(src.class_names)
 
@@ -82,12 +137,13 @@ def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, clip_l
     evaluation protocol uses clips of 12); 0 streams the whole sequence as the node does.
     """
     seg.reset('new sequence')
-    out = {'pred': [], 'gt': [], 'is_key': [], 'ms': [], 'frames': []}
+    out = {'pred': [], 'gt': [], 'is_key': [], 'ms': [], 'frames': [], 'resets': []}
     for i, rec in enumerate(recs):
         if clip_len and i and i % clip_len == 0:
             seg.reset('clip')
         rgb = read_rgb(rec.image)
-        res = seg.step(rgb, None)
+        res = seg.step(rgb, rec.stamp_ns)       # the node's gap / backwards resets need the stamps
+        out['resets'].append(res.reset_reason)
         out['pred'].append(res.class_ids)
         out['is_key'].append(res.is_key)
         out['ms'].append(res.timings_ms.get('model', math.nan))
@@ -113,35 +169,45 @@ def sequence_flows(frames: list[np.ndarray]) -> list[np.ndarray]:
     return [optical_flow(small[t - 1], small[t]) for t in range(1, len(small))]
 
 
-def score_run(runs: list[dict], flows: list[list[np.ndarray]], num_classes: int, ignore: int | None,
+def score_run(runs: list[dict], flows: list[list[np.ndarray]] | None, num_classes: int, ignore: int | None,
               names: list[str], binary: bool) -> dict:
-    """Metrics of one engine setting over all sequences (confusion on all/key/current frames)."""
+    """Metrics of one engine setting over all sequences (confusion on all/key/current frames).
+
+    ``flows`` None: the split is not real video, so no TC / mVC."""
     import cv2
+    from collections import Counter
     cms = {k: ConfusionMatrix(num_classes, ignore) for k in ('all', 'key', 'current')}
     tcs, vc8, vc16, jf, key_ms, cur_ms = [], [], [], [], [], []
     labelled = bool(runs and runs[0]['gt'])
-    for run, fl in zip(runs, flows):
+    temporal = flows is not None
+    for run, fl in zip(runs, flows if temporal else [None] * len(runs)):
         for pred, gt, is_key, ms in zip(run['pred'], run['gt'] or [None] * len(run['pred']),
                                         run['is_key'], run['ms']):
             (key_ms if is_key else cur_ms).append(ms)
             if gt is not None:
                 cms['all'].update(pred, gt)
                 cms['key' if is_key else 'current'].update(pred, gt)
-        small = [_small(p, cv2.INTER_NEAREST) for p in run['pred']]
-        tcs.append(temporal_consistency(small, None, num_classes, flows=fl))
-        if labelled and all(g is not None for g in run['gt']):      # mVC needs dense labels
+        if temporal:
+            small = [_small(p, cv2.INTER_NEAREST) for p in run['pred']]
+            tcs.append(temporal_consistency(small, None, num_classes, flows=fl))
+        if temporal and labelled and all(g is not None for g in run['gt']):      # mVC needs dense labels
             vc8.append(video_consistency(run['pred'], run['gt'], 8, ignore))
             vc16.append(video_consistency(run['pred'], run['gt'], 16, ignore))
         pairs = [(g, p) for g, p in zip(run['gt'], run['pred']) if g is not None]
         if binary and pairs:
             jf.append(j_and_f([g for g, _ in pairs], [p for _, p in pairs]))
     ms_all = key_ms + cur_ms
-    out = {'TC': _nanmean(tcs), 'latency_ms': _nanmean(ms_all), 'latency_key_ms': _nanmean(key_ms),
-           'latency_current_ms': _nanmean(cur_ms), 'frames': len(ms_all), 'key_frames': len(key_ms)}
+    resets = Counter(r for run in runs for r in run.get('resets', []) if r not in ('', 'new sequence', 'clip'))
+    out = {'latency_ms': _nanmean(ms_all), 'latency_key_ms': _nanmean(key_ms),
+           'latency_current_ms': _nanmean(cur_ms), 'frames': len(ms_all), 'key_frames': len(key_ms),
+           'resets': dict(resets)}
+    if temporal:
+        out['TC'] = _nanmean(tcs)
     if labelled:
         out.update({'all': cms['all'].scores(names), 'key': cms['key'].scores(names),
-                    'current': cms['current'].scores(names), 'confusion': cms['all'].mat.tolist(),
-                    'mVC8': _nanmean(vc8), 'mVC16': _nanmean(vc16)})
+                    'current': cms['current'].scores(names), 'confusion': cms['all'].mat.tolist()})
+        if temporal:
+            out.update({'mVC8': _nanmean(vc8), 'mVC16': _nanmean(vc16)})
         out['mIoU'] = out['all']['mIoU']
         if binary and jf:
             out['J'] = float(np.mean([x['J'] for x in jf]))
@@ -158,7 +224,8 @@ def _nanmean(x) -> float:
 def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
                    out_dir: str | Path = 'runs/eval', key_intervals: list[int] | None = None,
                    max_frames: int = 0, write_card: bool = True, device: str = 'cpu',
-                   threads: int = 1, clip_len: int = 0, card: str | Path | None = None) -> dict:
+                   threads: int = 1, clip_len: int = 0, card: str | Path | None = None,
+                   max_gap_s: float | None = None) -> dict:
     """Evaluate ``model`` (checkpoint/export path or shipped name) on a labelled video split.
 
     Args:
@@ -174,6 +241,7 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
         device: engine device.
         threads: torch CPU threads (1 gives the steadiest latency on a shared machine; 0 = as is).
         clip_len: reset temporal state every this many frames (0 = stream whole sequences).
+        max_gap_s: the node's setting (None = its default): a larger stamp gap resets the state.
     """
     import torch
     from vidseg_ros.engine.base import EngineConfig
@@ -184,34 +252,43 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = resolve_model(str(model))
-    seg = StreamSegmenter.from_checkpoint(EngineConfig(model=path, device=device, keyframe_interval=1))
+    gap = EngineConfig().max_gap_s if max_gap_s is None else float(max_gap_s)
+    seg = StreamSegmenter.from_checkpoint(EngineConfig(model=path, device=device, keyframe_interval=1,
+                                                       max_gap_s=gap))
     src = open_eval_source(data, dataset, split)
     with_labels = _labels_match(seg.meta, src)
     if not with_labels:
         log.warning('model classes %s differ from the data\'s %s: label-free metrics (TC, latency) only',
                     seg.meta.get('classes'), src.class_names)
     seqs = {k: (v[:max_frames] if max_frames else v) for k, v in src.sequences().items()}
+    timing = sequence_timing(seqs, gap)
     intervals = sorted(set(key_intervals or [1, 2, 5, 10])) if seg.kind == 'keyframe' else [1]
+    if not timing['video']:
+        log.warning('%s (split %s) is %s', data, split, timing['note'])
+        intervals = [1]
+    else:
+        log.info('%s (split %s): %s', data, split, timing['note'])
     names = list(seg.meta.get('classes', []))
     binary = len(names) == 2
     results, flows = {}, None
     t0 = time.perf_counter()
     for k in intervals:
-        cfg = EngineConfig(model=path, device=device, keyframe_interval=k)
+        cfg = EngineConfig(model=path, device=device, keyframe_interval=k, max_gap_s=gap)
         seg.update_config(cfg)
         runs = [stream_sequence(seg, recs, src, with_labels, clip_len) for recs in seqs.values()]
-        if flows is None:
+        if flows is None and timing['video']:
             flows = [sequence_flows(r['frames']) for r in runs]
         for r in runs:
             r.pop('frames')
         results[str(k)] = score_run(runs, flows, len(names), seg.meta.get('ignore_index'), names, binary)
         log.info('interval %d: mIoU %s TC %.4f latency %.1f ms', k,
-                 f'{results[str(k)].get("mIoU", math.nan):.4f}', results[str(k)]['TC'],
+                 f'{results[str(k)].get("mIoU", math.nan):.4f}', results[str(k)].get('TC', math.nan),
                  results[str(k)]['latency_ms'])
     report = {'model': str(path), 'arch': seg.meta.get('arch'), 'kind': seg.kind,
               'arch_config': seg.meta.get('arch_config'), 'data': str(data), 'split': split,
               'sequences': len(seqs), 'input_hw': seg.meta.get('input_hw'), 'device': device,
               'labelled': with_labels, 'classes': names, 'intervals': results, 'clip_len': clip_len,
+              'timing': timing,
               'seconds': time.perf_counter() - t0}
     (out_dir / 'metrics.json').write_text(json.dumps(report, indent=1, default=_json_default))
     plots = write_plots(report, out_dir)

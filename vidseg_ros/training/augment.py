@@ -2,13 +2,15 @@
 
 Temporal models learn from the *difference* between frames, so a key frame and its current frame
 (or all frames of a sequence) must get the same crop, scale, flip and colour change. Each step is an
-affine map (scale, crop offset, flip) followed by a colour jitter; labels use nearest-neighbour
-sampling and out-of-image pixels become the ignore index.
+affine map (scale, crop offset, flip) followed by photometric changes (brightness, contrast,
+saturation, hue, blur, noise: the same draw, and the same noise field, on every frame of a sample);
+labels only see the affine map, with nearest-neighbour sampling, and out-of-image pixels become the
+ignore index.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -27,6 +29,9 @@ class AugmentConfig:
     hflip: bool = setting(False, 'Random horizontal flip (p = 0.5)')
     jitter: float = setting(0.0, 'Colour jitter strength: brightness, contrast and saturation '
                                  'factors drawn from [1 - jitter, 1 + jitter]')
+    hue_jitter: float = setting(0.0, 'Hue shift drawn from [-hue_jitter, hue_jitter] turns (0.05 = +-18 deg)')
+    blur_prob: float = setting(0.0, 'Probability of a Gaussian blur, sigma drawn from BLUR_SIGMA (output px)')
+    noise_std: float = setting(0.0, 'Gaussian pixel noise, its std drawn from [0, noise_std] (0..255 scale)')
 
 
 @dataclass
@@ -38,6 +43,17 @@ class Params:
     brightness: float = 1.0
     contrast: float = 1.0
     saturation: float = 1.0
+    hue: float = 0.0            # turns
+    blur_sigma: float = 0.0     # output pixels; 0 = no blur
+    noise_std: float = 0.0      # 0..255 scale; 0 = no noise
+    noise_seed: int = 0         # one noise field per sample, the same on each of its frames
+
+    def changes_colour(self) -> bool:
+        return (self.brightness, self.contrast, self.saturation) != (1.0, 1.0, 1.0) or bool(
+            self.hue or self.blur_sigma or self.noise_std)
+
+
+BLUR_SIGMA = (0.1, 1.5)
 
 
 def draw(cfg: AugmentConfig, in_hw: tuple[int, int], rng: np.random.Generator,
@@ -67,28 +83,51 @@ def draw(cfg: AugmentConfig, in_hw: tuple[int, int], rng: np.random.Generator,
     if train and cfg.jitter > 0:
         j = cfg.jitter
         p.brightness, p.contrast, p.saturation = (float(rng.uniform(1 - j, 1 + j)) for _ in range(3))
+    if train and cfg.hue_jitter > 0:
+        p.hue = float(rng.uniform(-cfg.hue_jitter, cfg.hue_jitter))
+    if train and cfg.blur_prob > 0 and rng.random() < cfg.blur_prob:
+        p.blur_sigma = float(rng.uniform(*BLUR_SIGMA))
+    if train and cfg.noise_std > 0:
+        p.noise_std, p.noise_seed = float(rng.uniform(0, cfg.noise_std)), int(rng.integers(2**31))
     return p
 
 
 def compose(extra: np.ndarray, p: Params) -> Params:
     """Params whose map first applies ``extra`` (2x3, source -> source) and then ``p``."""
     m = np.vstack([p.matrix, [0, 0, 1]]) @ np.vstack([extra, [0, 0, 1]])
-    return Params(m[:2], p.out_hw, p.brightness, p.contrast, p.saturation)
+    return replace(p, matrix=m[:2])
 
 
 def apply_image(rgb: np.ndarray, p: Params) -> np.ndarray:
     """(H, W, 3) uint8 -> augmented (h, w, 3) uint8."""
     h, w = p.out_hw
     out = _warp(rgb, p, cv2.INTER_LINEAR, 0)
+    if p.changes_colour():
+        out = photometric(out, p)
+    assert out.shape[:2] == (h, w)
+    return out
+
+
+def photometric(rgb: np.ndarray, p: Params) -> np.ndarray:
+    """Brightness, contrast, saturation, hue, blur and noise of ``p`` on an (h, w, 3) uint8 frame."""
+    out = rgb
     if (p.brightness, p.contrast, p.saturation) != (1.0, 1.0, 1.0):
-        f = out.astype(np.float32)
+        f = rgb.astype(np.float32)
         f *= p.brightness
         mean = f.mean()
         f = (f - mean) * p.contrast + mean
         gray = f.mean(axis=2, keepdims=True)
         f = (f - gray) * p.saturation + gray
         out = np.clip(f, 0, 255).astype(np.uint8)
-    assert out.shape[:2] == (h, w)
+    if p.hue:
+        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV_FULL)       # hue 0..255 = one turn
+        hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(round(p.hue * 256))) % 256
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+    if p.blur_sigma > 0:
+        out = cv2.GaussianBlur(out, (0, 0), p.blur_sigma)
+    if p.noise_std > 0:
+        noise = np.random.default_rng(p.noise_seed).standard_normal(out.shape, np.float32) * p.noise_std
+        out = np.clip(out + noise, 0, 255).astype(np.uint8)
     return out
 
 

@@ -13,6 +13,7 @@ from vidseg_ros.engine.backends import describe_device
 
 from .config import TrainConfig, config_dict
 from .data_setup import dataset_info
+from .selection import selection_note
 from .steps import MEAN, STD
 
 
@@ -73,6 +74,7 @@ def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, ini
         'host': f'{platform.machine()} torch {torch.__version__}',
         'hardware': describe_device(next(model.parameters()).device),
         'init_from': cfg.init_from, 'licence': licence_text(cfg, info, init),
+        'selection': selection_note(cfg),
     }
     if init:
         provenance['transfer'] = {k: init[k] for k in ('from', 'kept', 'reinitialised', 'reinitialised_names',

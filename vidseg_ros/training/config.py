@@ -25,6 +25,9 @@ class TrainConfig:
     train_split: str = setting('train', 'Split folder (CamVid); head / tail / all or sequence names, '
                                         'optionally seq1,seq2:head (DAVIS, folder)')
     val_split: str = setting('val', 'Validation split; empty = no validation')
+    select_split: str = setting('', 'Selection split that chooses the best epoch (best.pt), held out of '
+                                    'training, e.g. train:0006R0 (a whole CamVid drive); val is then '
+                                    'scored once at the end. Empty = choose on val_split (peeks)')
     num_classes: int = setting(0, 'Number of classes predicted (void excluded); 0 = as many as the '
                                   'dataset names (CamVid 11, DAVIS 2, a folder\'s dataset.yaml classes)')
     ignore_index: int = setting(-1, 'Label value ignored by the loss and the metrics; -1 = the '
@@ -34,6 +37,10 @@ class TrainConfig:
     crop_hw: list[int] = setting([], 'Training crop [H, W] taken from the resized frame; empty = input_hw')
     scale_range: list[float] = setting([0.8, 1.25], 'Random rescale range before the crop; [1, 1] = off')
     hflip: bool = setting(True, 'Random horizontal flip (applied consistently within a sample)')
+    jitter: float = setting(0.2, 'Brightness, contrast and saturation factors drawn from [1 - jitter, 1 + jitter]')
+    hue_jitter: float = setting(0.0, 'Hue shift drawn from [-hue_jitter, hue_jitter] turns; 0 = off')
+    blur_prob: float = setting(0.0, 'Probability of a Gaussian blur (sigma 0.1-1.5 px); 0 = off')
+    noise_std: float = setting(0.0, 'Gaussian pixel noise with std drawn from [0, noise_std] (0..255); 0 = off')
     frames_per_video: int = setting(0, 'Use at most this many labelled frames per sequence, evenly '
                                        'spaced (the middle one for 1, as make-variant picks them); '
                                        '0 = all (the all-frames protocol)')
@@ -53,6 +60,10 @@ class TrainConfig:
     warmup_steps: int = setting(0, 'Linear warm-up steps')
     class_balanced: bool = setting(False, 'Class-balanced cross-entropy (weights ~ 1/frequency, '
                                           'as in the one-shot VOS work) instead of plain CE')
+    ohem_fraction: float = setting(0.0, 'Online hard example mining: average the loss over this fraction '
+                                        'of labelled pixels with the highest loss (perframe, sequence); 0 = off')
+    ema_decay: float = setting(0.0, 'Keep an exponential moving average of the weights with this decay '
+                                    '(e.g. 0.999); it is what is validated and saved. 0 = off')
     amp: bool = setting(True, 'Mixed precision on GPU (ignored on CPU)')
     seed: int = setting(0, 'Seed for python, numpy and torch (data order, augmentation, init)')
     deterministic: bool = setting(True, 'torch.use_deterministic_algorithms (warn only)')
@@ -100,6 +111,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError('seq_len must be >= 1 for mode: sequence')
     if cfg.mode == 'keyframe' and cfg.max_distance < 1:
         raise ConfigError('max_distance must be >= 1 for mode: keyframe')
+    if not 0 <= cfg.ohem_fraction <= 1 or not 0 <= cfg.ema_decay < 1:
+        raise ConfigError(f'ohem_fraction ({cfg.ohem_fraction}) must be in 0..1 and ema_decay '
+                          f'({cfg.ema_decay}) in [0, 1)')
+    if cfg.ohem_fraction and cfg.mode == 'keyframe':
+        raise ConfigError('ohem_fraction applies to modes perframe and sequence, not keyframe; set it to 0')
     if cfg.num_classes < 0 or not -1 <= cfg.ignore_index <= 255:
         raise ConfigError(f'num_classes ({cfg.num_classes}) must be >= 0 and ignore_index '
                           f'({cfg.ignore_index}) in -1..255 (0 / -1 = from the dataset)')

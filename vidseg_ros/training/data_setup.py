@@ -21,6 +21,7 @@ from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE, FrameSource, open_s
 from vidseg_ros.data.datasets.layouts import temporal_part as davis_part  # noqa: F401
 
 from .config import TrainConfig
+from .selection import without_selection
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,9 @@ def augment_config(cfg: TrainConfig, src: FrameSource, train: bool) -> AugmentCo
     crop = list(cfg.crop_hw or cfg.input_hw) if train else list(cfg.input_hw)
     return AugmentConfig(resize_scale=scale, crop_hw=crop,
                          scale_range=list(cfg.scale_range) if train else [1.0, 1.0],
-                         hflip=cfg.hflip and train, jitter=0.2 if train else 0.0)
+                         hflip=cfg.hflip and train, jitter=cfg.jitter if train else 0.0,
+                         hue_jitter=cfg.hue_jitter if train else 0.0, blur_prob=cfg.blur_prob if train else 0.0,
+                         noise_std=cfg.noise_std if train else 0.0)
 
 
 class NoisyCopies(FrameDataset):
@@ -159,7 +162,7 @@ class FixedDistanceTriplets(TripletDataset):
 
 def train_dataset(cfg: TrainConfig) -> Dataset:
     """The training set for ``cfg.mode`` (frames, triplets or clips)."""
-    full = open_split(cfg, cfg.train_split)
+    full = without_selection(cfg, open_split(cfg, cfg.train_split))
     src = frames_per_video(full, cfg.frames_per_video)
     aug = augment_config(cfg, src, train=True)
     kw = dict(augment_cfg=aug, train=True, seed=cfg.seed)

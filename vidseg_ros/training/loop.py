@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from vidseg_ros.engine.backends import resolve_device
 
-from . import data_setup
+from . import data_setup, selection
 from .config import TrainConfig, config_dict, validate
+from .ema import EMA
 from .metrics import ConfusionMatrix
 from .steps import Batch, StepRunner, frame_logits, normalize
 
@@ -82,14 +83,17 @@ def _ddp() -> tuple[int, int, int]:
 
 
 def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = None,
-          model: torch.nn.Module | None = None, train_set=None, val_set=None) -> dict:
-    """Train ``cfg``; returns ``{'best_mIoU', 'epochs', 'history', 'run_dir', 'best_path'}``.
+          model: torch.nn.Module | None = None, train_set=None, val_set=None, select_set=None) -> dict:
+    """Train ``cfg``; returns ``{'best_mIoU', 'epochs', 'history', 'run_dir', 'best_path'}`` (+ ``'val'``).
+
+    With a selection set (``cfg.select_split``) the best epoch is chosen on it and val is scored
+    once at the end, on the best checkpoint (``'val'``); without one, on val as before.
 
     Args:
         cfg: the run's settings (validated again here).
         resume: continue from ``<runs_dir>/<name>/last.pt`` when it exists.
         callback: called with a dict after every step (``kind='step'``) and epoch (``'epoch'``).
-        model, train_set, val_set: injected objects (tests); built from ``cfg`` when None.
+        model, train_set, val_set, select_set: injected objects (tests); built from ``cfg`` when None.
     """
     validate(cfg)
     cfg = data_setup.resolve_classes(cfg)
@@ -110,6 +114,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     train_set = train_set if train_set is not None else data_setup.train_dataset(cfg)
     # Every rank validates its share of the set; the confusion matrices are summed across ranks.
     val_set = val_set if val_set is not None else data_setup.val_dataset(cfg)
+    select_set = select_set if select_set is not None else selection.select_dataset(cfg)
     opt_cls = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run_dir = Path(cfg.runs_dir) / cfg.name
@@ -123,6 +128,10 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
         from vidseg_ros.models.checkpoint import load_checkpoint
         teacher = load_checkpoint(cfg.teacher)[0].to(device).eval()
     runner = StepRunner(cfg, model, device, world, teacher)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    if ema and resume and (run_dir / 'last.pt').is_file():
+        ema.load(run_dir / 'last.pt')
+    scored = ema.module if ema else model       # the weights that are validated and saved
     per_epoch = _steps_per_epoch(cfg, len(train_set), world)
     total = per_epoch * cfg.epochs
     for epoch in range(state['epoch'], cfg.epochs):
@@ -137,6 +146,8 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
                 g['lr'] = lr
             parts = runner.step(Batch.from_dict(raw, device), optimizer)
             state['step'] += 1
+            if ema:
+                ema.update(model, state['step'])
             seen += raw[next(iter(raw))].shape[0] if hasattr(raw[next(iter(raw))], 'shape') else 0
             losses.append(parts['loss'])
             if callback and rank == 0:
@@ -144,27 +155,35 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
                           'samples_per_s': seen / max(1e-9, time.perf_counter() - t0), **parts})
         record = {'epoch': epoch + 1, 'step': state['step'], 'loss': float(np.mean(losses or [math.nan])),
                   'seconds': time.perf_counter() - t0}
-        if val_set is not None and (
+        if (val_set is not None or select_set is not None) and (
                 (cfg.val_every and (epoch + 1) % cfg.val_every == 0) or epoch + 1 == cfg.epochs):
-            record.update(validate_frames(model, val_set, cfg, device, rank, world))
+            if select_set is not None:     # choose on held-out training drives; val waits for the end
+                record.update({f'select_{k}': v for k, v in
+                               validate_frames(scored, select_set, cfg, device, rank, world).items()})
+            else:
+                record.update(validate_frames(scored, val_set, cfg, device, rank, world))
         state['epoch'] = epoch + 1
         state['history'].append(record)
         rng_by_rank = _gather_rng(world)   # collective: every rank takes part, rank 0 stores it
         if rank == 0:
             # Without validation every epoch is the newest best; with it, only better scores count.
-            improved = record['mIoU'] > state['best'] if 'mIoU' in record else val_set is None
+            score = record.get('select_mIoU', record.get('mIoU'))
+            improved = score > state['best'] if score is not None else val_set is None and select_set is None
             if improved:
-                state['best'] = max(state['best'], record.get('mIoU', -1.0))
-                save_model(run_dir / 'best.pt', model, cfg, record, init)
+                state['best'] = max(state['best'], -1.0 if score is None else score)
+                save_model(run_dir / 'best.pt', scored, cfg, record, init)
                 if cfg.output:
-                    save_model(Path(cfg.output), model, cfg, record, init)
-            save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank)
+                    save_model(Path(cfg.output), scored, cfg, record, init)
+            save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank, ema)
             log.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
-                                                 for k, v in record.items() if k != 'per_class_iou'})
+                                                 for k, v in record.items() if not k.endswith('per_class_iou')})
         if callback and rank == 0:
             callback({'kind': 'epoch', **record})
-    return {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
-            'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
+    out = {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
+           'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
+    if select_set is not None and val_set is not None:
+        out['val'] = selection.score_best_once(scored, val_set, cfg, device, rank, world, state, init)
+    return out
 
 
 def _steps_per_epoch(cfg: TrainConfig, n: int, world: int) -> int:
@@ -260,8 +279,8 @@ def _unwrap(model):
 
 
 def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainConfig,
-                        rng_by_rank: list | None = None) -> None:
-    """Everything needed to resume exactly (under DDP: every rank's RNG); written atomically."""
+                        rng_by_rank: list | None = None, ema=None) -> None:
+    """Everything needed to resume exactly (under DDP: every rank's RNG; the EMA weights); written atomically."""
     blob = {'model': _unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(),
             'epoch': state['epoch'], 'step': state['step'], 'best': state['best'],
             'history': state['history'], 'config': config_dict(cfg),
@@ -270,6 +289,8 @@ def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainCon
             'numpy_pos': int(np.random.get_state()[2])}
     if rng_by_rank:
         blob['torch_rng_by_rank'] = rng_by_rank
+    if ema is not None:
+        blob['ema'] = ema.module.state_dict()
     if torch.cuda.is_available():
         blob['cuda_rng'] = torch.cuda.get_rng_state_all()
     tmp = path.with_suffix('.tmp')

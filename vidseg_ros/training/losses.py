@@ -31,7 +31,7 @@ def class_balance_weights(target: torch.Tensor, num_classes: int, ignore_index: 
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
-                      class_balanced: bool = False) -> torch.Tensor:
+                      class_balanced: bool = False, ohem_fraction: float = 0.0) -> torch.Tensor:
     """Pixel-wise NLL of softmax(logits) against integer labels.
 
     Args:
@@ -39,6 +39,8 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
         target: (B, H, W) int64 labels; ``ignore_index`` pixels contribute nothing.
         ignore_index: label value to skip.
         class_balanced: weight classes by inverse frequency in the batch.
+        ohem_fraction: > 0: mean over only this fraction of labelled pixels, those with the highest
+            (weighted) loss: online hard example mining, so easy road and sky stop dominating.
     """
     logits = resize_logits(logits, target.shape[-2:])
     weight = None
@@ -46,8 +48,12 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
         weight = class_balance_weights(target, logits.shape[1], ignore_index).to(logits.dtype)
     if not (target != ignore_index).any():
         return logits.sum() * 0.0  # keeps the graph; an all-void crop teaches nothing
-    return F.cross_entropy(logits.float(), target, weight=None if weight is None else weight.float(),
-                           ignore_index=ignore_index)
+    weight = None if weight is None else weight.float()
+    if ohem_fraction > 0:
+        nll = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index, reduction='none')
+        hard = nll[target != ignore_index]
+        return hard.topk(max(1, int(round(hard.numel() * ohem_fraction)))).values.mean()
+    return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index)
 
 
 @dataclass
@@ -148,8 +154,8 @@ def _per_sample_nll(logits, target, ignore_index, class_balanced) -> torch.Tenso
 
 
 def sequence_loss(logits_seq: torch.Tensor, target: torch.Tensor, label_pos: torch.Tensor,
-                  ignore_index: int, class_balanced: bool = False) -> torch.Tensor:
-    """NLL at the labelled position of each clip.
+                  ignore_index: int, class_balanced: bool = False, ohem_fraction: float = 0.0) -> torch.Tensor:
+    """NLL at the labelled position of each clip (``ohem_fraction``: see :func:`segmentation_loss`).
 
     Args:
         logits_seq: (B, T, K, h, w) per-step logits of a recurrent model.
@@ -158,4 +164,4 @@ def sequence_loss(logits_seq: torch.Tensor, target: torch.Tensor, label_pos: tor
     """
     idx = torch.arange(logits_seq.shape[0], device=logits_seq.device)
     logits = logits_seq[idx, label_pos.to(logits_seq.device)]
-    return segmentation_loss(logits, target, ignore_index, class_balanced)
+    return segmentation_loss(logits, target, ignore_index, class_balanced, ohem_fraction)

@@ -120,7 +120,8 @@ class StepRunner:
         with self._autocast():
             if cfg.mode == 'perframe':
                 logits = frame_logits(self.net, normalize(batch['image']))
-                loss = segmentation_loss(logits, batch['label'], cfg.ignore_index, cfg.class_balanced)
+                loss = segmentation_loss(logits, batch['label'], cfg.ignore_index, cfg.class_balanced,
+                                         cfg.ohem_fraction)
                 return loss, {}
             if cfg.mode == 'keyframe':
                 key_target = self._key_targets(batch)
@@ -134,7 +135,7 @@ class StepRunner:
             pos = batch['label_pos']
             idx = torch.arange(pos.shape[0], device=pos.device)
             target = batch['labels'][idx, pos]
-            return sequence_loss(logits, target, pos, cfg.ignore_index, cfg.class_balanced), {}
+            return sequence_loss(logits, target, pos, cfg.ignore_index, cfg.class_balanced, cfg.ohem_fraction), {}
 
     @torch.no_grad()
     def _key_targets(self, batch: Batch) -> torch.Tensor:
