@@ -12,7 +12,7 @@ from support.waiting import FakeClock, wait_until
 from vidseg_ros.data.bags.recover import RecoveryRefused, is_complete, recover_bag
 from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, mcap_files, bag_qos_profile
 from vidseg_ros.data.bags.msgdefs import message_definition
-from vidseg_ros.data.recorder.core import core
+from vidseg_ros.data.recorder import core
 from vidseg_ros.data.recorder.core import Recorder, new_bag_dir
 
 
