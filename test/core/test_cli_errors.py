@@ -170,7 +170,7 @@ CASES = [
     ('eval-missing-split', 'eval untrained:keyframe_fpn {d}/camvid_test_only', "no CamVid split 'val'"),
     ('eval-empty-split', 'eval untrained:keyframe_fpn {d}/camvid_test_only --split test',
      'no labelled frames to evaluate on'),
-    ('eval-not-a-dataset', 'eval untrained:keyframe_fpn {d}/empty', 'splits here: none'),
+    ('eval-not-a-dataset', 'eval untrained:keyframe_fpn {d}/empty', 'not an extracted dataset (index.csv), DAVIS'),
     # finetune
     ('finetune-missing-frame', 'finetune untrained:keyframe_fpn --frame {d}/nope.png --label {d}/colour_label.png '
                                '--sequence {d}/frames', "nope.png' does not exist"),

@@ -1,18 +1,16 @@
 """The generalisation recipe's switches: OHEM loss, EMA weights, photometric settings, the recipe YAML."""
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))   # --import-mode=importlib: siblings need this
-from test_training_tiny import TinyKeyframe, frames  # noqa: E402
+from support.tiny_models import TinyKeyframe, frames
 
-from vidseg_ros.config import ConfigError  # noqa: E402
-from vidseg_ros.training.config import TrainConfig, load_train_config, validate  # noqa: E402
-from vidseg_ros.training.ema import EMA  # noqa: E402
-from vidseg_ros.training.losses import segmentation_loss  # noqa: E402
+from vidseg_ros.config import ConfigError
+from vidseg_ros.training.config import TrainConfig, load_train_config, validate
+from vidseg_ros.training.ema import EMA
+from vidseg_ros.training.losses import segmentation_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 HW = (64, 64)

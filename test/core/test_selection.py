@@ -1,19 +1,16 @@
 """Selection split: whole drives held out of training choose the best epoch; val is scored once."""
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))   # --import-mode=importlib: siblings need this
-from test_training_tiny import TinyKeyframe, frames  # noqa: E402
+from support.tiny_models import TinyKeyframe, frames
 
-from vidseg_ros.config import ConfigError  # noqa: E402
-from vidseg_ros.models.checkpoint import read_checkpoint  # noqa: E402
-from vidseg_ros.training import data_setup, selection  # noqa: E402
-from vidseg_ros.training.config import TrainConfig  # noqa: E402
-from vidseg_ros.training.loop import train, validate_frames  # noqa: E402
+from vidseg_ros.config import ConfigError
+from vidseg_ros.models.checkpoint import read_checkpoint
+from vidseg_ros.training import data_setup, selection
+from vidseg_ros.training.config import TrainConfig
+from vidseg_ros.training.loop import train, validate_frames
 
 HW = (64, 64)
 

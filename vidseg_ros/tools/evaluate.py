@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.datasets.layouts import FrameSource, camvid_source, davis_source
+from vidseg_ros.data.datasets.layouts import FrameSource, open_source
 from vidseg_ros.training.metrics import (ConfusionMatrix, j_and_f, optical_flow, temporal_consistency,
                                          video_consistency)
 
@@ -49,44 +49,9 @@ def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val'
     return src
 
 
-def _resolve_dataset(root: Path, dataset: str) -> str:
-    if dataset != 'auto':
-        return dataset
-    return ('extracted' if (root / 'index.csv').is_file() else
-            'davis' if (root / 'JPEGImages').is_dir() else 'camvid')
-
-
 def _eval_source(root: Path, dataset: str, split: str) -> FrameSource:
-    dataset = _resolve_dataset(root, dataset)
-    if dataset == 'camvid':     # a split folder, optionally :SEQ1,SEQ2 (e.g. the selection drive train:0006R0)
-        folder, _, seqs = split.partition(':')
-        if not (root / folder).is_dir():
-            found = sorted(p.name for p in root.iterdir() if p.is_dir() and (root / f'{p.name}annot').is_dir())
-            raise FileNotFoundError(f'{root}: no CamVid split {folder!r} ({folder}/ and {folder}annot/); '
-                                    f'splits here: {", ".join(found) or "none"} (pass --split)')
-        src = camvid_source(root, folder)
-        names = set(filter(None, seqs.split(',')))
-        if names - set(src.sequences()):
-            raise ValueError(f'{root}/{folder}: no sequence(s) {", ".join(sorted(names - set(src.sequences())))}; '
-                             f'it has {", ".join(sorted(src.sequences()))}')
-        return src.subset([r for r in src.records if r.sequence in names]) if names else src
-    if dataset == 'extracted':
-        from vidseg_ros.data.datasets.layouts import extracted_source
-        src = extracted_source(root)
-        if split in ('all', 'val'):
-            return src
-        names = set(split.split(','))
-        missing = names - set(src.sequences())
-        if missing:
-            raise ValueError(f'{root}: no sequence(s) {", ".join(sorted(missing))}; split is all or '
-                             'sequence names')
-        return src.subset([r for r in src.records if r.sequence in names])
-    from vidseg_ros.training.data_setup import davis_part
-    seqs, _, part = split.partition(':')
-    if seqs in ('all', 'head', 'tail', 'val'):
-        seqs, part = '', 'all' if seqs == 'val' else seqs
-    src = davis_source(root, [s for s in seqs.split(',') if s] or None)
-    return src.subset(davis_part(src, part or 'all'))
+    """The split to score, opened as training opens its data (``layouts.open_source``)."""
+    return open_source(root, split, dataset)
 
 
 def sequence_timing(seqs: dict[str, list], max_gap_s: float) -> dict:

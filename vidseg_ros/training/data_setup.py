@@ -17,8 +17,6 @@ from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE
                                   DAVIS_LICENCE, DAVIS_PALETTE)
 from vidseg_ros.data.datasets.variants import add_noise, evenly_spaced, measure_noise_sigma
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE, FrameSource, open_source, read_meta
-# tools/evaluate.py imports davis_part from here until it opens its data with layouts.open_source
-from vidseg_ros.data.datasets.layouts import temporal_part as davis_part  # noqa: F401
 
 from .config import TrainConfig
 from .selection import without_selection
