@@ -41,7 +41,7 @@ def test_a_whole_drive_is_held_out_of_training(tmp_path):
     assert len(data_setup.open_split(cfg, 'train:0001TP,0006R0').records) == 6
     trained = data_setup.train_dataset(cfg)
     assert len(trained) == 6 and {r.sequence for r in trained.items} == {'0001TP', '0016E5'}
-    sel = selection.select_dataset(cfg)
+    sel = data_setup.select_dataset(cfg)
     assert len(sel) == 3 and {r.sequence for r in sel.items} == {'0006R0'}
     assert not sel.train and tuple(sel[0]['image'].shape[-2:]) == HW        # whole frames, as val
     assert len(data_setup.train_dataset(_cfg(cfg.data_root, select_split=''))) == 9
@@ -54,7 +54,7 @@ def test_selection_split_errors(tmp_path):
     with pytest.raises(ConfigError, match='no sequence Seq05VD'):
         data_setup.open_split(_cfg(root), 'train:Seq05VD')
     with pytest.raises(ConfigError, match='shares frames with val_split'):
-        selection.select_dataset(_cfg(root, select_split='val'))
+        data_setup.select_dataset(_cfg(root, select_split='val'))
     with pytest.raises(ConfigError, match='leaves no labelled training frames'):
         data_setup.train_dataset(_cfg(root, select_split='train:0001TP,0006R0,0016E5'))
 

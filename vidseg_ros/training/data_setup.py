@@ -19,7 +19,6 @@ from vidseg_ros.data.datasets.variants import add_noise, evenly_spaced, measure_
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE, FrameSource, open_source, read_meta
 
 from .config import TrainConfig
-from .selection import without_selection
 
 log = logging.getLogger(__name__)
 
@@ -186,4 +185,44 @@ def val_dataset(cfg: TrainConfig) -> Dataset | None:
         lab = src.labelled()
         idx = np.linspace(0, len(lab) - 1, cfg.val_max_frames).round().astype(int)
         src = src.subset([lab[i] for i in idx])
+    return FrameDataset(src, augment_config(cfg, src, train=False), train=False, seed=cfg.seed)
+
+
+# ---- the selection split (training/selection.py says why) ----
+def _images(src: FrameSource) -> set[Path]:
+    return {Path(r.image).resolve() for r in src.records}
+
+
+def selection_source(cfg: TrainConfig) -> FrameSource | None:
+    """The selection split's records (None when ``select_split`` is empty); refuses one that shares
+    frames with ``val_split`` (selecting on the reported split) or that has no labelled frame."""
+    if not cfg.select_split:
+        return None
+    src = open_split(cfg, cfg.select_split)
+    if not src.labelled():
+        raise ConfigError(f'select_split: {cfg.select_split!r} has no labelled frames')
+    if cfg.val_split and _images(src) & _images(open_split(cfg, cfg.val_split)):
+        raise ConfigError(f'select_split: {cfg.select_split!r} shares frames with val_split {cfg.val_split!r}; '
+                          'choose on held-out training sequences (e.g. train:0006R0), report val')
+    return src
+
+
+def without_selection(cfg: TrainConfig, train: FrameSource) -> FrameSource:
+    """``train`` minus every frame of the selection split (a held-out drive never trains)."""
+    sel = selection_source(cfg)
+    if sel is None:
+        return train
+    held = _images(sel)
+    kept = [r for r in train.records if Path(r.image).resolve() not in held]
+    if not [r for r in kept if r.label is not None]:
+        raise ConfigError(f'select_split: {cfg.select_split!r} leaves no labelled training frames in '
+                          f'{cfg.train_split!r}')
+    return train.subset(kept)
+
+
+def select_dataset(cfg: TrainConfig) -> Dataset | None:
+    """Whole selection frames at ``input_hw`` (as validation sees them), or None."""
+    src = selection_source(cfg)
+    if src is None:
+        return None
     return FrameDataset(src, augment_config(cfg, src, train=False), train=False, seed=cfg.seed)

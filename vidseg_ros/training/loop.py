@@ -19,11 +19,11 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from vidseg_ros.engine.backends import resolve_device
 
-from . import data_setup, selection
+from . import data_setup
 from .config import TrainConfig, config_dict, validate
 from .ema import EMA
 from .metrics import ConfusionMatrix
@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     train_set = train_set if train_set is not None else data_setup.train_dataset(cfg)
     # Every rank validates its share of the set; the confusion matrices are summed across ranks.
     val_set = val_set if val_set is not None else data_setup.val_dataset(cfg)
-    select_set = select_set if select_set is not None else selection.select_dataset(cfg)
+    select_set = select_set if select_set is not None else data_setup.select_dataset(cfg)
     opt_cls = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run_dir = Path(cfg.runs_dir) / cfg.name
@@ -182,7 +182,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     out = {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
            'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
     if select_set is not None and val_set is not None:
-        out['val'] = selection.score_best_once(scored, val_set, cfg, device, rank, world, state, init)
+        out['val'] = score_best_once(scored, val_set, cfg, device, rank, world, state, init)
     return out
 
 
@@ -319,3 +319,23 @@ def save_model(path: Path, model, cfg: TrainConfig, metrics: dict, init: dict | 
 
     from .checkpoint_meta import checkpoint_meta
     save_checkpoint(path, _unwrap(model), checkpoint_meta(_unwrap(model), cfg, metrics, init))
+
+
+def score_best_once(model, val_set: Dataset, cfg: TrainConfig, device, rank: int, world: int, state: dict,
+                    init: dict | None = None) -> dict:
+    """Val scores of the chosen checkpoint, computed once after training (every rank takes part) and
+    stored beside the selection scores in ``best.pt`` (and ``cfg.output``); ``model`` ends with its weights."""
+
+    from vidseg_ros.models.checkpoint import read_checkpoint
+
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    if world > 1:
+        dist.barrier()          # rank 0 has written best.pt
+    _unwrap(model).load_state_dict(read_checkpoint(run_dir / 'best.pt', map_location=device)['state_dict'])
+    val = validate_frames(model, val_set, cfg, device, rank, world)
+    if rank == 0:
+        best = next((r for r in state['history'] if r.get('select_mIoU') == state['best']), {})
+        metrics = {**best, **{f'val_{k}': v for k, v in val.items()}}
+        for path in [run_dir / 'best.pt'] + ([Path(cfg.output)] if cfg.output else []):
+            save_model(path, model, cfg, metrics, init)
+    return val
