@@ -50,8 +50,9 @@ def generate_launch_description():
                               description='Start segment_lifecycle_node (unconfigured) instead of segment_node'),
         DeclareLaunchArgument('respawn', default_value='true', choices=['true', 'false'],
                               description='Restart the segmenter 2 s after it dies'),
-        DeclareLaunchArgument('respawn_max_retries', default_value='5',
-                              description='Restarts before giving up (-1 = no limit)'),
+        DeclareLaunchArgument('respawn_max_retries', default_value='10',
+                              description='Restarts in the node\'s lifetime before giving up (launch counts them all, '
+                                          'not only consecutive ones; -1 = no limit)'),
         DeclareLaunchArgument('video', default_value='',
                               description="Video file or image folder published as the camera ('' = off)"),
         DeclareLaunchArgument('video_params_file', default_value=share('config', 'video_source.yaml'),

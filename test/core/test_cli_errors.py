@@ -171,6 +171,8 @@ CASES = [
     ('eval-empty-split', 'eval untrained:keyframe_fpn {d}/camvid_test_only --split test',
      'no labelled frames to evaluate on'),
     ('eval-not-a-dataset', 'eval untrained:keyframe_fpn {d}/empty', 'not an extracted dataset (index.csv), DAVIS'),
+    ('eval-bad-device', 'eval untrained:keyframe_fpn {d}/camvid_test_only --split test --device bogus',
+     "device 'bogus' is not a device"),
     # finetune
     ('finetune-missing-frame', 'finetune untrained:keyframe_fpn --frame {d}/nope.png --label {d}/colour_label.png '
                                '--sequence {d}/frames', "nope.png' does not exist"),

@@ -36,3 +36,22 @@ def test_a_bag_folder_that_opens_is_kept(tmp_path):
         assert (tmp_path / 'bag').is_dir()
     finally:
         assert rec.stop(timeout=30)
+
+
+def test_a_snapshot_that_cannot_open_is_a_clear_stop_not_a_bag_to_recover(tmp_path):
+    # the recorder runs (snapshot mode), then the disk fills: the snapshot's bag cannot open. Nothing was
+    # written, so nothing needs recovering and no folder of it is left
+    free = [1 << 40]
+    usage = lambda _path: Usage(1 << 41, 0, free[0])   # noqa: E731
+    rec = Recorder(tmp_path / 'bag', min_free_disk_bytes=MIN_FREE, disk_usage=usage, direct_io=False,
+                   snapshot_mode=True, snapshot_max_duration_s=10.0)
+    rec.add_topic('/cam', 'sensor_msgs/msg/Image')
+    for i in range(3):
+        rec.put('/cam', bytes(100), 10**18 + i * 10**7)
+    free[0] = MIN_FREE + 1
+    path, _ = rec.trigger_snapshot()
+    rec._thread.join(30)
+    assert not rec._thread.is_alive() and rec.error and 'no room on' in rec.error
+    assert rec.closed_ok and 'bag-recover' not in rec.error, rec.error
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+    assert rec.snapshot()['/cam'].dropped == 3

@@ -42,9 +42,12 @@ def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; anything else as given (checked)."""
     if device in ('', 'auto'):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:   # a user's setting: a clear ValueError, not an internal error
+        raise ValueError(f'device {device[:40]!r} is not a device (auto, cpu, cuda, cuda:N): {e}') from None
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise RuntimeError(f'device {device!r} requested but CUDA is not available; use device auto or cpu')
+        raise ValueError(f'device {device!r} requested but CUDA is not available; use device auto or cpu')
     return dev
 
 

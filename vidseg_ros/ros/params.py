@@ -113,7 +113,7 @@ def validate_changes(node: Node, params: list[Parameter], *classes) -> tuple[Set
 
 def keep_last_qos(reliability: str, depth: int) -> QoSProfile:
     """The rclpy QoS of a node's `*_reliability` / `*_depth` settings ('reliable' or 'best_effort'), KEEP_LAST.
-    (``data.bag_writer.qos_profile`` is something else: a bag's record of a publisher's QoS.)"""
+    (``data.bags.writer.bag_qos_profile`` is something else: a bag's record of a publisher's QoS.)"""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
                       reliability=ReliabilityPolicy.RELIABLE if reliability == 'reliable'
                       else ReliabilityPolicy.BEST_EFFORT)

@@ -15,14 +15,27 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
-    """A tqdm bar as a ``progress(n)`` callback (no-op when disabled). It shows itself only once work has
-    run for half a second: input refused at once stays one error line on stderr, no empty bar before it."""
+    """A tqdm bar as a ``progress(n)`` callback (no-op when disabled). The bar is made at the first progress
+    and shows after half a second: input refused before any work stays one error line on stderr, however
+    slow the machine (a bar made up front printed an empty line before such errors)."""
     if not enabled:
         yield lambda n=1: None
         return
     from tqdm import tqdm
-    with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0, delay=0.5) as bar:
-        yield bar.update
+    bar = None
+
+    def update(n: int = 1) -> None:
+        nonlocal bar
+        if bar is None:
+            if not n:
+                return
+            bar = tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0, delay=0.5)
+        bar.update(n)
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _count_frames(bags: list[str | Path], topics: list[str]) -> int | None:

@@ -151,8 +151,10 @@ class Recorder:
                               f'({self._writer.closing_bytes() / 1e6:.1f} MB) above min_free_disk_bytes='
                               f'{self.min_free_disk_bytes / 1e6:.1f} MB')
         except BaseException:
-            # nothing was recorded: leave no reserve file and no empty bag folder behind
+            # nothing was recorded: leave no reserve file and no empty bag folder behind (and no writer
+            # of a removed folder for the close at the end to fail on)
             self._space.release()
+            self._writer = self._space = None
             try:
                 bag_dir.rmdir()
             except OSError:
@@ -373,9 +375,9 @@ class Recorder:
         while path.exists():
             n += 1
             path = directory / f'{self.bag_dir.name}_{n}'
+        self._open(path)
         self.bag_dir = path
         self.bags.append(path)
-        self._open(path)
         for args in self._topic_args.values():
             self._writer.add_topic(*args)
         self._grow_reserve()
