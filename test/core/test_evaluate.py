@@ -147,6 +147,18 @@ def test_cli_eval_keeps_the_tracked_card_and_earlier_runs(tmp_path):
     assert tracked.read_text() == (tmp_path / 'runs' / 'm-all-3' / 'model_card.md').read_text()
 
 
+def test_a_refused_eval_leaves_no_empty_run_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    data = _davis(tmp_path / 'davis', seqs=('a',), n=3)
+    ckpt = _checkpoint(tmp_path / 'm.pt', cached_levels=0)
+    r = CliRunner().invoke(app, ['eval', str(ckpt), str(data), '--split', 'no_such_seq',
+                                 '--out-dir', str(tmp_path / 'runs')])
+    assert r.exit_code == 2, r.output
+    assert list((tmp_path / 'runs').iterdir()) == []
+
+
 def test_eval_sources_extracted_datasets_and_refuses_empty_selections(tmp_path):
     from vidseg_ros.data.datasets.layouts import FrameRecord, write_index, write_meta
     from vidseg_ros.tools.evaluate import open_eval_source

@@ -65,7 +65,12 @@ def evaluate(model: str | Path, data: str | Path, split: str, out_dir: str | Pat
     from vidseg_ros.tools.eval_report import summary_table
     from vidseg_ros.tools.evaluate import new_run_dir, run_evaluation
     out_dir = new_run_dir(out_dir, re.sub(r'[^\w.+-]+', '+', f'{Path(str(model)).stem}-{split}'))
-    report = run_evaluation(model, data, split=split, out_dir=out_dir, **options)
+    try:
+        report = run_evaluation(model, data, split=split, out_dir=out_dir, **options)
+    except BaseException:
+        if not any(out_dir.iterdir()):   # a refused run leaves no empty numbered folder behind
+            out_dir.rmdir()
+        raise
     sys.stdout.write(summary_table(report) + '\n')   # the table; the JSON summary follows
     return {'model': report['model'], 'labelled': report['labelled'], 'out_dir': str(out_dir),
             'metrics': str(out_dir / 'metrics.json'), 'plots': report['plots'],
