@@ -5,6 +5,7 @@ serves rclpy messages, rosbags-deserialised messages and mcap-ros2 messages.
 """
 from __future__ import annotations
 
+import array
 import struct
 
 import cv2
@@ -181,7 +182,7 @@ _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def compressed_size(buf: bytes) -> tuple[str, int, int]:
+def compressed_size(buf: bytes | memoryview) -> tuple[str, int, int]:
     """(kind, height, width) from a PNG IHDR or JPEG SOF header, without decoding any pixel."""
     if buf[:8] == _PNG_MAGIC:
         if len(buf) < 24 or buf[12:16] != b'IHDR':
@@ -220,8 +221,9 @@ def decode_compressed(fmt: str, data, max_pixels: int | None = None) -> np.ndarr
     so a small file claiming a huge image (a decompression bomb) costs nothing.
     """
     fmt = str(fmt)
-    buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview)) else data,
-                        dtype=np.uint8)
+    # rclpy hands uint8[] over as array.array: a buffer numpy reads in place (no copy of the frame)
+    buf = np.frombuffer(data if isinstance(data, (bytes, bytearray, memoryview, array.array, np.ndarray))
+                        else bytes(data), dtype=np.uint8)
     if buf.size == 0:
         raise ImageError(f'empty compressed image (format {short(fmt)})')
     # compressedDepth carries a 12-byte header before the PNG; plain jpeg/png decode directly.
@@ -229,7 +231,7 @@ def decode_compressed(fmt: str, data, max_pixels: int | None = None) -> np.ndarr
         if buf.size <= 12:
             raise ImageError(f'compressedDepth image of {buf.size} bytes has no PNG after its 12-byte header')
         buf = buf[12:]
-    _, height, width = compressed_size(buf.tobytes())
+    _, height, width = compressed_size(memoryview(buf))   # the header only: no copy of the data
     if height <= 0 or width <= 0:
         raise ImageError(f'compressed image header claims a zero size ({width}x{height})')
     check_pixels(height, width, max_pixels, 'compressed image')

@@ -141,8 +141,9 @@ class CameraIO:
                 info = found()
             return info
 
-    def publish_camera_info(self, header, mask_hw) -> None:
-        """The frame's CameraInfo scaled to the mask size; a missing or bad one is a warning, not a failure."""
+    def publish_camera_info(self, header, mask_hw, max_pixels: int) -> None:
+        """The frame's CameraInfo scaled to the mask size; a missing or bad one is a warning, not a failure.
+        ``max_pixels``: the current ``max_input_pixels`` (a run-time setting, as for the images)."""
         info = self.matching_info(header)
         if info is None:
             self.stats.log_error('camera_info', f'no camera_info with stamp {stamp_ns(header.stamp)} on this '
@@ -152,8 +153,7 @@ class CameraIO:
             self.stats.log_error('camera_info', f'camera_info frame_id {short(info.header.frame_id)} does not '
                                                 f'match the image\'s {short(header.frame_id)} (unknown camera)', True)
             return
-        problem = camera_info_problem(info.width, info.height, info.k, info.d, info.r, info.p,
-                                      self.cfg.max_input_pixels)
+        problem = camera_info_problem(info.width, info.height, info.k, info.d, info.r, info.p, max_pixels)
         if problem:
             self.stats.log_error('camera_info', problem, True)
             return
