@@ -46,7 +46,8 @@ def main() -> None:
                         val_set=val_set)
     torch.save(net.state_dict(), out / f'weights_rank{rank}.pt')
     (out / f'rank{rank}.json').write_text(json.dumps({'writes': writes, 'history': result['history'],
-                                                      'world': int(os.environ['WORLD_SIZE'])}))
+                                                      'world': int(os.environ['WORLD_SIZE']),
+                                                      'group_left': torch.distributed.is_initialized()}))
 
 
 if __name__ == '__main__':

@@ -98,8 +98,25 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     validate(cfg)
     cfg = data_setup.resolve_classes(cfg)
     rank, world, local_rank = _ddp()
-    if world > 1 and not dist.is_initialized():
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
         dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    done = False
+    try:
+        out = _train(cfg, resume, callback, model, train_set, val_set, select_set, rank, world, local_rank)
+        done = True
+        return out
+    finally:
+        if own_group:
+            # The group goes before the interpreter exits, after every rank is done with it: left to exit-time
+            # destructors, gloo aborted a rank now and then ("terminate called without an active exception").
+            if done:
+                dist.barrier()
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, resume: bool, callback: Callback | None, model, train_set, val_set, select_set,
+           rank: int, world: int, local_rank: int) -> dict:
     device = resolve_device(cfg.device)
     if device.type == 'cuda' and world > 1:
         device = torch.device('cuda', local_rank)
