@@ -60,6 +60,30 @@ class Upsampler:
         self.cell = (self.y0[:, None] * w + self.x0[None, :]).astype(np.int32).ravel()
         self.fx = np.broadcast_to(self.wx[None, :], (H, W)).ravel()
         self.fy = np.broadcast_to(self.wy[:, None], (H, W)).ravel()
+        # Each cell's output pixels as an (R, C) block of flat indices (R, C: the most rows/columns a cell
+        # covers; the spare entries point at a sentinel one past the end), with their bilinear weights
+        # per block row/column: a boundary cell is then decided with broadcasting, not per-pixel gathers.
+        R, C = max(1, int(self.rows.max())), max(1, int(self.cols.max()))
+        oy = np.concatenate([[0], np.cumsum(self.rows)[:-1]])[:, None] + np.arange(R)
+        ox = np.concatenate([[0], np.cumsum(self.cols)[:-1]])[:, None] + np.arange(C)
+        ok_y, ok_x = np.arange(R) < self.rows[:, None], np.arange(C) < self.cols[:, None]
+        self._fy = np.where(ok_y, self.wy[np.minimum(oy, H - 1)], 0).astype(np.float32)   # (h, R)
+        self._fx = np.where(ok_x, self.wx[np.minimum(ox, W - 1)], 0).astype(np.float32)   # (w, C)
+        blocks = oy[:, None, :, None] * W + ox[None, :, None, :]
+        ok = ok_y[:, None, :, None] & ok_x[None, :, None, :]
+        self._blocks = np.where(ok, blocks, H * W).astype(np.int32).reshape(h * w, R, C)
+        self._band = None
+
+    @property
+    def band(self):
+        """The boundary band of the last ``labels`` call: (pixels, their cells, fx, fy), or None."""
+        if isinstance(self._band, list):   # built on first use: only probabilities need it
+            cells = np.concatenate(self._band)
+            px = self._blocks[cells].reshape(len(cells), -1)
+            keep = px < self.out_hw[0] * self.out_hw[1]
+            px, cells = px[keep], np.broadcast_to(cells[:, None], keep.shape)[keep]
+            self._band = px, cells, self.fx[px], self.fy[px]
+        return self._band
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
         """(h, w, C) float32 logits -> (H, W) uint8 argmax of the bilinearly upsampled logits."""
@@ -74,35 +98,40 @@ class Upsampler:
         uniform = (c01 == c00) & (c10 == c00) & (c11 == c00)
         two = ((c01 == c00) | (c01 == other)) & ((c10 == c00) | (c10 == other)) & ((c11 == c00) | (c11 == other))
         grid = np.where(uniform, lab, np.where(two, TWO, MANY)).astype(np.uint8)
-        out = np.repeat(np.repeat(grid, self.cols, 1), self.rows, 0).ravel()
-        band = np.flatnonzero(out >= MANY)
-        if band.size == 0:
-            return out.reshape(self.out_hw)
-        cells, fx, fy = self.cell[band], self.fx[band], self.fy[band]
-        self._band = band, cells, fx, fy
-        many = out[band] == MANY
-        if many.any():
-            flat = scores.reshape(h * w, c)
-            cm, gx, gy = cells[many], fx[many, None], fy[many, None]
-            c00, c01, c10, c11 = self._corners(cm, h, w)
+        H, W = self.out_hw
+        out = np.empty(H * W + 1, np.uint8)   # + the sentinel the spare block entries write to
+        out[:-1].reshape(H, W)[...] = np.repeat(np.repeat(grid, self.cols, 1), self.rows, 0)
+        if not (grid >= MANY).any():
+            return out[:-1].reshape(H, W)
+        flat, gflat = scores.reshape(h * w, c), grid.ravel()
+        self._band = []
+        many_cells = np.flatnonzero(gflat == MANY)
+        if many_cells.size:   # all C logits, interpolated
+            px = self._blocks[many_cells].reshape(len(many_cells), -1)
+            keep = px < H * W
+            px, cells = px[keep], np.broadcast_to(many_cells[:, None], keep.shape)[keep]
+            gx, gy = self.fx[px, None], self.fy[px, None]
+            c00, c01, c10, c11 = self._corners(cells, h, w)
             top = flat[c00] * (1 - gx) + flat[c01] * gx
             bot = flat[c10] * (1 - gx) + flat[c11] * gx
-            out[band[many]] = (top + (bot - top) * gy).argmax(1)
-        two_px = ~many
-        if two_px.any():
-            # l_a - l_b at the four corners of every cell, then one interpolated channel per pixel
-            a, b = lab[..., None].astype(np.intp), other[..., None].astype(np.intp)
-            sp = np.pad(scores, ((0, 1), (0, 1), (0, 0)), mode='edge')
-            diff = [(np.take_along_axis(q, a, 2) - np.take_along_axis(q, b, 2)).ravel()
-                    for q in (sp[:-1, :-1], sp[:-1, 1:], sp[1:, :-1], sp[1:, 1:])]
-            ct, gx, gy = cells[two_px], fx[two_px], fy[two_px]
-            d00, d01, d10, d11 = (d[ct] for d in diff)
-            top = d00 + (d01 - d00) * gx
-            d = top + (d10 + (d11 - d10) * gx - top) * gy
-            la, lb = lab.ravel()[ct], other.ravel()[ct]
-            # argmax keeps the first of tied classes
-            out[band[two_px]] = np.where((d > 0) | ((d == 0) & (la < lb)), la, lb)
-        return out.reshape(self.out_hw)
+            out[px] = (top + (bot - top) * gy).argmax(1)
+            self._band.append(many_cells)
+        two_cells = np.flatnonzero(gflat == TWO)
+        if two_cells.size:
+            # l_a - l_b at the four corners of each cell, interpolated over the cell's block of pixels
+            la, lb = lab.ravel()[two_cells], other.ravel()[two_cells]
+            d00, d01, d10, d11 = ((flat[q, la] - flat[q, lb])[:, None] for q in self._corners(two_cells, h, w))
+            gx, gy = self._fx[two_cells % w][:, None, :], self._fy[two_cells // w][:, :, None]
+            top = d00 + (d01 - d00) * gx[:, 0]
+            bot = d10 + (d11 - d10) * gx[:, 0]
+            d = top[:, None, :] + (bot - top)[:, None, :] * gy
+            label = np.where(d > 0, la[:, None, None], lb[:, None, None])
+            tie = d == 0
+            if tie.any():   # argmax keeps the first of tied classes
+                label = np.where(tie, np.minimum(la, lb)[:, None, None], label)
+            out[self._blocks[two_cells]] = label
+            self._band.append(two_cells)
+        return out[:-1].reshape(H, W)
 
     @staticmethod
     def _corners(cells: np.ndarray, h: int, w: int):
@@ -118,17 +147,17 @@ class Upsampler:
         there as the reference's does."""
         top = probs.max(0)
         out = self.smooth(to_u8(top) if u8 else top)
-        if self._band is None:
+        if self.band is None:
             return out
         v = self.band_values(probs, labels) if band_values is None else band_values
-        out.ravel()[self._band[0]] = to_u8(v) if u8 else v
+        out.ravel()[self.band[0]] = to_u8(v) if u8 else v
         return out
 
     def band_values(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
         """Probability of each boundary-band pixel's label, interpolated (None without a band)."""
-        if self._band is None:
+        if self.band is None:
             return None
-        band, cells, fx, fy = self._band
+        band, cells, fx, fy = self.band
         c, h, w = probs.shape
         lab = labels.ravel()[band].astype(np.intp) * (h * w)
         flat = probs.reshape(-1)
@@ -143,7 +172,7 @@ class Upsampler:
         out = self.smooth(probs[k])
         v = self.band_values(probs, labels) if band_values is None else band_values
         if v is not None:
-            band = self._band[0]
+            band = self.band[0]
             flat = out.ravel()
             flat[band] = np.where(labels.ravel()[band] == k, v, np.minimum(flat[band], v))
         return out
