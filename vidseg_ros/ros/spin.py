@@ -16,6 +16,8 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+from vidseg_ros.engine.memory import tune_allocator
+
 
 class WorkerDied(RuntimeError):
     """The inference worker ended while the node was serving: exit non-zero so a launch file respawns it."""
@@ -32,6 +34,7 @@ def run(node_cls, args=None) -> int:
     """
     stop = threading.Event()
     code = 0
+    tune_allocator()   # camera-sized buffers reused, not page-faulted afresh on every frame
     # the context manager shuts the context down last, after the node is destroyed, however we leave
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         for sig in (signal.SIGINT, signal.SIGTERM):
