@@ -75,6 +75,7 @@ def main() -> int:
         node.create_subscription(Image, f'/vidseg_segmenter/{topic}', lambda msg: None, qos)
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     n_frames = int(args.seconds * args.rate)
+    load_before = os.getloadavg()[0]
     src = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.ros.video_source_node', '--ros-args',
                             '-p', f'source:={tmp}', '-p', f'rate_hz:={args.rate}', '-p', 'loop:=true',
                             '-p', f'max_frames:={n_frames}', '-p', 'wait_for_subscribers:=1',
@@ -96,11 +97,16 @@ def main() -> int:
             node_proc.kill()  # never leave a node behind burning CPU
         node.destroy_node()
         rclpy.try_shutdown()
+    if not diags or 'end_to_end_ms_p50' not in diags[-1]:
+        print(f'no latency on /diagnostics from segment_node (log: {tmp / "segment_node.log"})', file=sys.stderr)
+        return 1
     d = diags[-1]
     skip = len(arrivals) // 10  # first frames include model warm-up
     sub = np.array(arrivals[skip:])
     print(f'segment_node overhead, {w}x{h} rgb8 at {args.rate:.0f} Hz across processes, model {d["model"]} '
           f'on {d["device"]}')
+    print(f'load average (1 min, {os.cpu_count()} cores): {load_before:.2f} before the run, '
+          f'{os.getloadavg()[0]:.2f} after (the run itself adds about 2)')
     print(f'frames: {d["frames_in"]} in, {d["frames_out"]} segmented, {d["dropped_frames"]} dropped '
           f'(latest frame wins), {int(d["frames_out"]) / args.seconds:.1f} Hz segmented on average')
     print('| measure (node-side, last 300 frames) | p50 ms | p95 ms | p99 ms | max ms |')
