@@ -170,3 +170,29 @@ def test_shipped_model_masks_match_reference_on_real_frames(camvid_dir, davis_di
     assert min(agree) >= 0.995, agree
     # against CamVid labels the new masks are as accurate as today's
     assert correct_new / labelled >= correct_ref / labelled - 1e-4
+
+
+def test_labels_on_random_geometries():
+    """Seeded sweep over odd sizes (cells of 0-3 rows at the edges, downsampling in one axis only, one-pixel
+    outputs): two classes are decided exactly, more classes agree with the reference, and the band's
+    probabilities stay consistent with the mask."""
+    rng = np.random.default_rng(7)
+    for case in range(60):
+        low = tuple(int(v) for v in rng.integers(2, 14, 2))
+        out = tuple(int(v) for v in rng.integers(1, 60, 2))
+        net = tuple(4 * v for v in low)
+        c = int(rng.integers(2, 9))
+        logits = smooth_logits(c, low, seed=case) if min(low) >= 4 else torch.randn(1, c, *low) * 3
+        scores = np.ascontiguousarray(logits[0].permute(1, 2, 0).numpy())
+        up = Upsampler(low, net, out, net)
+        ids = reference(logits, net, net, out)[0]
+        got = up.labels(scores)
+        if c == 2:
+            np.testing.assert_array_equal(got, ids, err_msg=f'case {case}: {low} -> {out}')
+        else:
+            assert (got == ids).mean() >= 0.9, (case, low, out, (got == ids).mean())
+        k = int(rng.integers(0, c))
+        conf, prob = probabilities(up, logits[0].numpy(), got, True, k, False)
+        assert conf.shape == prob.shape == out
+        np.testing.assert_allclose(prob[got == k], conf[got == k], atol=1e-6)
+        assert (prob <= conf + 1e-6).all(), case
