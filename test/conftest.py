@@ -33,3 +33,13 @@ def davis_dir():
     if not path.is_dir():
         pytest.skip(f'DAVIS 2016 not found at {path} (set VIDSEG_DATA)')
     return path
+
+
+@pytest.fixture(scope='session')
+def sample_video():
+    """Debian's opencv-doc clip vtest.avi (real video from a registry), fetched once into the cache."""
+    from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
+    try:
+        return fetch_opencv_sample()
+    except SampleVideoError as e:
+        pytest.skip(f'no real video: {e}')

@@ -32,16 +32,6 @@ def probe():
 
 
 @pytest.fixture(scope='session')
-def sample_video():
-    """Debian's opencv-doc clip vtest.avi (real video from a registry), fetched once into the cache."""
-    from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
-    try:
-        return fetch_opencv_sample()
-    except SampleVideoError as e:
-        pytest.skip(f'no real video: {e}')
-
-
-@pytest.fixture(scope='session')
 def real_frames(request):
     """12 real RGB frames: CamVid val (15 Hz drive) when ../shared/data has it, else the opencv-doc
     clip resized to CamVid's 360x480 (noise would not survive JPEG or optical flow like real video)."""
