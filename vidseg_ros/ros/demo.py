@@ -80,7 +80,8 @@ class Collector:
     def _on_input(self, msg) -> None:
         self.n_in += 1
         if len(self.inputs) < 200:
-            self.inputs[stamp_ns(msg.header.stamp)] = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, -1)
+            rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, -1)
+            self.inputs[stamp_ns(msg.header.stamp)] = rgb
 
     def _on_mask(self, msg) -> None:
         self.class_hist += np.bincount(np.frombuffer(bytes(msg.data), np.uint8), minlength=256)
