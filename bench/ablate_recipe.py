@@ -8,9 +8,11 @@ before: ``baseline`` (the old recipe's augmentation: scale 0.75-1.33, colour jit
 ``balanced`` (the full recipe with class-balanced CE instead of OHEM). A change is worth keeping only
 if it helps on the selection column; val is reported, never used to choose.
 
-GPU session (full budget, every variant):
-    python bench/ablate_recipe.py --out runs/ablation
-CPU smoke budget (what docs/models.md quotes as a tiny-budget result):
+GPU session (full budget, every variant; ``PYTHONPATH=.`` imports ``vidseg_ros`` from the source tree,
+since the GPU machine gets the working tree only, not the installed package):
+    PYTHONPATH=. python bench/ablate_recipe.py --out runs/ablation
+CPU smoke budget here, with the installed package (``make install``; what docs/models.md quotes as a
+tiny-budget result):
     OMP_NUM_THREADS=1 nice -n 19 python bench/ablate_recipe.py \\
         --variants baseline,+ema,+scale,+photometric,+ohem,balanced \\
         --set input_hw=[96,128] --set crop_hw=[96,128] --set epochs=16 --set batch_size=8 \\
@@ -29,11 +31,10 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vidseg_ros.training.config import load_train_config
+from vidseg_ros.training.loop import train
 
-from vidseg_ros.training.config import load_train_config  # noqa: E402
-from vidseg_ros.training.loop import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OFF = {'scale_range': [0.75, 1.33], 'jitter': 0.2, 'hue_jitter': 0.0, 'blur_prob': 0.0, 'noise_std': 0.0,
        'ohem_fraction': 0.0, 'ema_decay': 0.0, 'class_balanced': False}

@@ -21,16 +21,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vidseg_ros.data.executors import task_executor
+from vidseg_ros.data.datasets.extract import ExtractConfig, extract
+from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, write_bag
+from vidseg_ros.data.datasets.labels import write_label
+from vidseg_ros.data.labelling.propagate import PropagateConfig
+from vidseg_ros.data.labelling.run import propagate_dataset
+from vidseg_ros.data.datasets.layouts import read_index, write_index, write_meta
 
-from vidseg_ros.data.executors import task_executor  # noqa: E402
-from vidseg_ros.data.datasets.extract import ExtractConfig, extract  # noqa: E402
-from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, write_bag  # noqa: E402
-from vidseg_ros.data.datasets.labels import write_label  # noqa: E402
-from vidseg_ros.data.labelling.propagate import PropagateConfig  # noqa: E402
-from vidseg_ros.data.labelling.run import propagate_dataset  # noqa: E402
-from vidseg_ros.data.datasets.layouts import read_index, write_index, write_meta  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODES = [('local w1', 'local', 1), ('local w2', 'local', 2), ('dask w2', 'dask', 2)]
 

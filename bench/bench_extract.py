@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidseg_ros.data.bags.reader import deserialize, read_messages  # noqa: E402
-from vidseg_ros.data.datasets.extract import ExtractConfig, decode_message, extract  # noqa: E402
-from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, frames_to_bag  # noqa: E402
+from vidseg_ros.data.bags.reader import deserialize, read_messages
+from vidseg_ros.data.datasets.extract import ExtractConfig, decode_message, extract
+from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, frames_to_bag
 
 
 def _bag_bytes(bag: Path) -> int:

@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vidseg_ros.models import create_model  # noqa: E402
-from vidseg_ros.models.blocks import fuse_conv_bn  # noqa: E402
+from vidseg_ros.models import create_model
+from vidseg_ros.models.blocks import fuse_conv_bn
 
 INTERVALS = (2, 5, 10)
 STAT = {'name': 'min'}

@@ -27,18 +27,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidseg_ros.data.images import read_rgb  # noqa: E402
-from vidseg_ros.data.labelling.propagate import (FlowCache, PropagateConfig, propagate_flow,  # noqa: E402
+from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.labelling.propagate import (FlowCache, PropagateConfig, propagate_flow,
                                        propagate_tracker, teacher_label)
-from vidseg_ros.data.datasets.layouts import davis_source  # noqa: E402
+from vidseg_ros.data.datasets.layouts import davis_source
 
 
 def _scores(out: dict, gts: list) -> dict:

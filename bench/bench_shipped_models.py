@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vidseg_ros.engine.base import EngineConfig
+from vidseg_ros.engine.stream import StreamSegmenter
 
-from vidseg_ros.engine.base import EngineConfig  # noqa: E402
-from vidseg_ros.engine.stream import StreamSegmenter  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _times(path: Path, interval: int, frames: int) -> dict:

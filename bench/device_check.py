@@ -12,8 +12,12 @@
 Prints one markdown table and writes the rows as JSON. Uses only torch, numpy and OpenCV; nothing is
 downloaded (shipped weights from models/, random weights where a file is missing, marked as such).
 
-    python bench/device_check.py                          # GPU (cuda), the full run
-    python bench/device_check.py --device cpu --quick     # under a minute: the CI smoke test
+    PYTHONPATH=. python bench/device_check.py                          # GPU (cuda), the full run
+    PYTHONPATH=. python bench/device_check.py --device cpu --quick     # under a minute: the CI smoke test
+
+Run it from the repository root. ``PYTHONPATH=.`` imports ``vidseg_ros`` from the source tree: the GPU
+machine gets the working tree only, not the installed package (here, ``make install`` then plain ``python``
+does as well).
 """
 from __future__ import annotations
 
@@ -28,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidseg_ros.engine.base import EngineConfig
+from vidseg_ros.engine.outputs import ClassTable, Renderer
+from vidseg_ros.engine.stream import StreamSegmenter
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import default_meta, load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from vidseg_ros.engine.base import EngineConfig  # noqa: E402
-from vidseg_ros.engine.outputs import ClassTable, Renderer  # noqa: E402
-from vidseg_ros.engine.stream import StreamSegmenter  # noqa: E402
-from vidseg_ros.models import create_model  # noqa: E402
-from vidseg_ros.models.checkpoint import default_meta, load_checkpoint  # noqa: E402
 
 INTERVALS = (2, 5, 10)
 KEYFRAME, RECURRENT, TWIN = 'camvid_keyframe_fpn', 'camvid_unet_cgru', 'camvid_unet'

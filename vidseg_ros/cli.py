@@ -2,175 +2,45 @@
 
 Heavy imports (torch, OpenCV, rosbags) happen inside the commands so `vidseg --help` stays fast.
 
-The contract: values are checked while parsing (ranges, choices, existing paths); a user error (bad
-value, missing or unreadable file, wrong kind of file or data) ends as one line on stderr and exit
-code 2. Anything else is a bug: one line and exit code 1. ``vidseg --debug ...`` (or
-``VIDSEG_DEBUG=1``) shows the traceback instead. ``python -m vidseg_ros.cli`` is the same CLI
-(e.g. ``torchrun -m vidseg_ros.cli train CONFIG``).
+The contract: values are checked while parsing (ranges, choices, existing paths:
+``tools/cli_options.py``); a user error ends as one line on stderr and exit code 2, a bug as one line
+and exit code 1, ``vidseg --debug ...`` shows the traceback (``tools/cli_errors.py``, the one handler).
+``python -m vidseg_ros.cli`` is the same CLI (e.g. ``torchrun -m vidseg_ros.cli train CONFIG``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import os
-import pickle
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from typer._click import exceptions as click_errors
-from typer.core import TyperGroup
 
 from vidseg_ros.tools.cli_defaults import DEFAULTS
+from vidseg_ros.tools.cli_errors import ContractGroup, show_tracebacks
+from vidseg_ros.tools.cli_options import (Address, Executor, Existing, Model, Set, Workers, check_hw, check_ints,
+                                          parse_set, positive, to_hw)
 
 EXTRACT, TO_BAG, PROPAGATE, LABELS = (DEFAULTS[c] for c in ('extract', 'bag-from-frames', 'propagate', 'label-import'))
 VARIANT, SIGMA, ENGINE, EVAL = (DEFAULTS[c] for c in ('make-variant', 'noise-sigma', 'bench', 'eval'))
 
-MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
-_STATE = {'debug': False}
-
-
-def _user_error(e: BaseException) -> bool:
-    """Errors caused by the input (values, files, data), as opposed to bugs in this package."""
-    if isinstance(e, (ValueError, OSError, EOFError, pickle.UnpicklingError)):
-        return True
-    names = {c.__name__ for c in type(e).__mro__}
-    return bool(names & {'CheckpointError', 'YAMLError'}) or type(e).__module__.startswith(('rosbags', 'mcap'))
-
-
-def one_line(text: object) -> str:
-    """A message as one line of at most MAX_MESSAGE characters."""
-    text = ' '.join(str(text).split())
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + '...'
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.filename and e.strerror:
-        return f'{e.filename}: {e.strerror}'
-    text = str(e)
-    return text if text and not isinstance(e, EOFError) else f'{type(e).__name__}: {text}'.rstrip(': ')
-
-
-class _Cli(TyperGroup):
-    """Typer's group with the error contract in ``main`` (the console script and CliRunner both call it)."""
-
-    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):  # noqa: ARG002 - always vidseg
-        _STATE['debug'] = os.environ.get('VIDSEG_DEBUG', '') not in ('', '0')
-        args = list(sys.argv[1:] if args is None else args)
-        end = args.index('--') if '--' in args else len(args)
-        if '--debug' in args[:end]:          # accepted anywhere, not only before the command
-            args.remove('--debug')
-            _STATE['debug'] = True
-        command = next((a for a in args if not a.startswith('-')), '')
-        where = f'vidseg {command}'.strip()
-        try:
-            rv = super().main(args, 'vidseg', standalone_mode=False, **extra)
-        except click_errors.NoArgsIsHelpError as e:
-            typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
-            rv = 2
-        except click_errors.UsageError as e:
-            where = e.ctx.command_path if e.ctx else where
-            rv = _fail(where, f'{e.format_message()} (see {where} --help)', 2)
-        except click_errors.ClickException as e:
-            rv = _fail(where, e.format_message(), 2)
-        except typer.Abort as e:
-            if isinstance(e.__context__, EOFError):   # typer turns a command's EOFError (a truncated file) into Abort
-                rv = _fail(where, _describe(e.__context__), 2)
-            else:
-                rv = _fail(where, 'aborted', 130)
-        except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
-            if _STATE['debug']:
-                raise
-            if _user_error(e):
-                rv = _fail(where, _describe(e), 2)
-            else:
-                rv = _fail(where, f'internal error, please report it: {type(e).__name__}: {e} '
-                                  '(vidseg --debug ... shows the traceback)', 1)
-        rv = rv if isinstance(rv, int) else 0
-        if not standalone_mode:
-            return rv
-        sys.exit(rv)
-
-
-def _fail(where: str, message: str, code: int) -> int:
-    typer.echo(f'{where}: error: {one_line(message)}', err=True)
-    return code
-
-
-app = typer.Typer(cls=_Cli, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=ContractGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
                   help='vidseg_ros offline tools: bags -> all-frame datasets -> labels -> train/eval/export.')
 
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option('--debug', help='show the traceback of an error')] = False):
-    _STATE['debug'] = _STATE['debug'] or debug
+    if debug:
+        show_tracebacks()
 
 
 def _print(result) -> None:
     if dataclasses.is_dataclass(result):
         result = dataclasses.asdict(result)
     typer.echo(json.dumps(result, indent=2, default=str))
-
-
-# ---- option parsing helpers: every value is checked before a command starts ------------------
-def _set(values: list[str] | None) -> dict:
-    """`--set key=value` overrides (the value parsed as JSON when it can be: numbers, lists, true)."""
-    out = {}
-    for item in values or []:
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            raise typer.BadParameter(f'{item!r}: expected key=value')
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _check_set(values: list[str] | None) -> list[str] | None:
-    _set(values)   # a malformed item fails before the command starts (typer keeps the list, not the dict)
-    return values
-
-
-def _positive(value: float | None) -> float | None:
-    if value is not None and not value > 0:
-        raise typer.BadParameter(f'{value} must be > 0')
-    return value
-
-
-def _hw(text: str | None) -> str | None:
-    """``HxW`` (e.g. 480x640), both positive."""
-    if text:
-        parts = text.lower().split('x')
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise typer.BadParameter(f'{text!r}: expected HxW with positive integers, e.g. 480x640')
-    return text
-
-
-def _ints(text: str) -> str:
-    """Comma-separated positive integers (key intervals)."""
-    parts = [p.strip() for p in text.split(',')]
-    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise typer.BadParameter(f'{text!r}: expected positive integers separated by commas, e.g. 1,2,5')
-    return text
-
-
-def _to_hw(text: str | None) -> list[int] | None:
-    return [int(v) for v in text.lower().split('x')] if text else None
-
-
-Set = Annotated[Optional[list[str]], typer.Option('--set', callback=_check_set,
-                                                  help='override a setting: key=value (JSON value)')]
-Existing = dict(exists=True)
-Model = Annotated[str, typer.Argument(help='checkpoint path or shipped model name')]
-Workers = Annotated[int, typer.Option(min=1, help='worker processes (1 = in this process)')]
-Executor = Annotated[Literal['local', 'dask'], typer.Option(
-    help='where independent tasks run: local (a process pool of --workers) | dask (a Dask cluster; docs/scale.md)')]
-Address = Annotated[str, typer.Option(help='Dask scheduler address, e.g. tcp://head:8786; empty = a local '
-                                           'Dask cluster of --workers processes')]
 
 
 # ---- data loop --------------------------------------------------------------------------------
@@ -183,7 +53,7 @@ def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/fil
             start_s: Annotated[float, typer.Option(min=0.0, help='skip the first seconds')] = EXTRACT['start_s'],
             stop_s: Annotated[float, typer.Option(min=0.0, help='stop after this many seconds; 0 = to the end')]
             = EXTRACT['stop_s'],
-            max_gap_s: Annotated[float, typer.Option(callback=_positive, help='a larger stamp gap starts a new '
+            max_gap_s: Annotated[float, typer.Option(callback=positive, help='a larger stamp gap starts a new '
                                                                               'sequence')] = EXTRACT['max_gap_s'],
             workers: Workers = EXTRACT['workers'],
             image_format: Annotated[Literal['png', 'jpg', 'keep'], typer.Option()] = EXTRACT['image_format'],
@@ -200,7 +70,7 @@ def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/fil
 @app.command('bag-from-frames')
 def bag_from_frames(source: Annotated[Path, typer.Argument(help='image folder or video file', **Existing)],
                     out: Annotated[Path, typer.Option(help='bag folder to create')],
-                    rate_hz: Annotated[float, typer.Option(callback=_positive)] = TO_BAG['rate_hz'],
+                    rate_hz: Annotated[float, typer.Option(callback=positive)] = TO_BAG['rate_hz'],
                     topic: str = TO_BAG['topic'],
                     encoding: Annotated[str, typer.Option(help='rgb8, bgr8, mono8, ... or jpeg / png '
                                                                '(CompressedImage)')] = TO_BAG['encoding'],
@@ -319,7 +189,7 @@ def train(config: Annotated[Path, typer.Argument(help='config/train/*.yaml', exi
           resume: bool = False, set_: Set = None):
     """Train a model from one YAML config (stored in the checkpoint)."""
     from vidseg_ros.tools.commands_train import train as run
-    _print(run(config, resume=resume, overrides=_set(set_), progress=sys.stderr.isatty()))
+    _print(run(config, resume=resume, overrides=parse_set(set_), progress=sys.stderr.isatty()))
 
 
 @app.command('eval')
@@ -329,7 +199,7 @@ def evaluate(model: Model,
              split: str = EVAL['split'],
              out_dir: Annotated[Path, typer.Option(help='each run gets a new folder <model>-<split>-<n> in '
                                                         'here')] = Path(EVAL['out_dir']),
-             key_intervals: Annotated[str, typer.Option(callback=_ints)] = '1,2,5,10',
+             key_intervals: Annotated[str, typer.Option(callback=check_ints)] = '1,2,5,10',
              max_frames: Annotated[int, typer.Option(min=0, help='per sequence; 0 = all')] = EVAL['max_frames'],
              card: Annotated[Optional[Path], typer.Option(help='also write the model card here, e.g. '
                                                                'models/<name>.md (replaces that file)',
@@ -357,7 +227,7 @@ def experiment(name: Annotated[Literal['frames-per-video'], typer.Argument(help=
                set_: Set = None):
     """Named experiments, e.g. the all-frames protocol (1 / 20 / all frames per video, noise copies)."""
     from vidseg_ros.tools.commands_train import experiment as run
-    _print(run(name, config, out_dir=out_dir, overrides=_set(set_), total_steps=total_steps))
+    _print(run(name, config, out_dir=out_dir, overrides=parse_set(set_), total_steps=total_steps))
 
 
 @app.command()
@@ -369,7 +239,7 @@ def finetune(model: Model, frame: Annotated[Path, typer.Option(help='the annotat
              out_dir: Path = Path('runs/finetune'),
              steps: Annotated[int, typer.Option(min=1, help='optimiser steps on the one frame')]
              = DEFAULTS['finetune']['steps'],
-             lr: Annotated[float, typer.Option(callback=_positive, help='Adam learning rate')]
+             lr: Annotated[float, typer.Option(callback=positive, help='Adam learning rate')]
              = DEFAULTS['finetune']['lr'],
              labels_dir: Annotated[Optional[Path], typer.Option(help='ground truth of the sequence: '
                                                                        'report J&F', exists=True,
@@ -390,16 +260,16 @@ def export(model: Model, out: Path,
 @app.command()
 def bench(model: Annotated[str, typer.Argument(help="checkpoint name/path, '' = default")] = '',
           frames: Annotated[int, typer.Option(min=1)] = 30,
-          input_hw: Annotated[Optional[str], typer.Option(callback=_hw, help='network input HxW')] = None,
-          image_hw: Annotated[Optional[str], typer.Option(callback=_hw, help='camera image HxW')] = None,
+          input_hw: Annotated[Optional[str], typer.Option(callback=check_hw, help='network input HxW')] = None,
+          image_hw: Annotated[Optional[str], typer.Option(callback=check_hw, help='camera image HxW')] = None,
           device: str = ENGINE['device'],
           precision: Annotated[Literal['fp32', 'fp16', 'bf16'], typer.Option()] = ENGINE['precision'],
           channels_last: bool = ENGINE['channels_last'],
           keyframe_interval: Annotated[int, typer.Option(min=1)] = ENGINE['keyframe_interval']):
     """End-to-end engine latency per stage, key vs current frames (bench/ has the full benchmarks)."""
     from vidseg_ros.tools.commands_models import bench as run
-    _print(run(model, frames, _to_hw(input_hw), device, precision, channels_last, keyframe_interval,
-               _to_hw(image_hw)))
+    _print(run(model, frames, to_hw(input_hw), device, precision, channels_last, keyframe_interval,
+               to_hw(image_hw)))
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -118,19 +119,26 @@ def _coerce(value: Any, tp, key: str):
     return value
 
 
-def current_names(cls, data: dict | None, where: str = '') -> dict:
+def current_names(cls, data: dict | None, where: str = '', warn=None) -> dict:
     """``data`` with the earlier names of ``cls``'s settings (``setting(renamed_from=...)``) replaced by
-    the current ones; each old name found logs a deprecation warning. Both names at once is an error."""
+    the current ones: the one rule for YAML, CLI overrides, checkpoints and ROS parameters.
+
+    An old name is taken for the current one, with a deprecation warning (``warn``, default this module's
+    logger); the old and the current name both given is fine with the same value and a ConfigError naming
+    both with different values (neither silently wins)."""
+    warn = warn or log.warning
     data = dict(data or {})
     for f in dataclasses.fields(cls):
         for old in f.metadata.get('renamed_from', ()):
             if old not in data:
                 continue
-            if f.name in data:
-                raise ConfigError(f'{where}{old} and {where}{f.name} both given; {old} is the old name of '
-                                  f'{f.name}: keep only {f.name}')
-            log.warning('setting %s%s is deprecated: it is now called %s%s', where, old, where, f.name)
-            data[f.name] = data.pop(old)
+            value = data.pop(old)
+            if f.name in data and data[f.name] != value:
+                raise ConfigError(f'{where}{old}={reprlib.repr(value)} and {where}{f.name}='
+                                  f'{reprlib.repr(data[f.name])} both given; {old} is the old name of {f.name}: '
+                                  f'keep only {f.name}')
+            warn(f'setting {where}{old} is deprecated: it is now called {where}{f.name}')
+            data.setdefault(f.name, value)
     return data
 
 

@@ -119,8 +119,8 @@ def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path):
                    disk_usage=lambda p: Usage(0, 0, 1 << 40), on_error=errors.append)  # blind check
     rec.add_topic('/cam', IMAGE)
     # As if another program had taken the reserve's space as well: nothing is held back.
-    os.unlink(rec._space.reserve_path)
-    rec._space.reserved, rec._space.reserve = 0, lambda nbytes: True
+    os.unlink(rec._sink.space.reserve_path)
+    rec._sink.space.reserved, rec._sink.space.reserve = 0, lambda nbytes: True
     for i, data in enumerate(frames(20)):
         rec.put('/cam', data, 1000 + i)
     wait_stopped(rec)

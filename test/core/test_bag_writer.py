@@ -12,7 +12,7 @@ from support.waiting import FakeClock, wait_until
 from vidseg_ros.data.bags.recover import RecoveryRefused, is_complete, recover_bag
 from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, mcap_files, bag_qos_profile
 from vidseg_ros.data.bags.msgdefs import message_definition
-from vidseg_ros.data.recorder import core
+from vidseg_ros.data.recorder import core, sink
 from vidseg_ros.data.recorder.core import Recorder, new_bag_dir
 
 
@@ -113,8 +113,8 @@ Usage = namedtuple('Usage', 'total used free')
 def test_recorder_counts_drops_and_pauses(tmp_path):
     gate = threading.Event()
     rec = Recorder(tmp_path / 'bag', queue_max_bytes=3000, min_free_disk_bytes=0)
-    real_write = rec._writer.write
-    rec._writer.write = lambda *a: (gate.wait(), real_write(*a))
+    real_write = rec._sink.writer.write
+    rec._sink.writer.write = lambda *a: (gate.wait(), real_write(*a))
     rec.add_topic('/t', IMAGE)
     results = [rec.put('/t', image_cdr(i), 1000 + i) for i in range(10)]  # 1.2 kB each, writer blocked
     assert results.count(False) >= 7
@@ -140,7 +140,7 @@ def test_recorder_split_and_disk_threshold(tmp_path):
     rec.put('/t', image_cdr(1), 2000)
     wait_until(lambda: rec.snapshot()['/t'].written == 2, what='two messages written')
     free[0] = 1 << 20  # the disk is nearly full now
-    clock.advance(core._DISK_CHECK_PERIOD_S)  # the next write re-reads the free space
+    clock.advance(sink._DISK_CHECK_PERIOD_S)  # the next write re-reads the free space
     rec.put('/t', image_cdr(2), 3000)
     rec._thread.join(30)
     assert rec.state == 'error' and errors and 'min_free_disk_bytes' in errors[0]

@@ -74,8 +74,9 @@ def test_renamed_training_settings_have_one_name_and_old_files_still_load(tmp_pa
     assert 'key_distance is deprecated: it is now called max_distance' in caplog.text
     assert load_train_config(None, {'key_distance': 3}).max_distance == 3
     assert load_train_config(old_yaml, {'max_distance': 2}).max_distance == 2   # override wins
-    with pytest.raises(ConfigError, match='both given'):
+    with pytest.raises(ConfigError, match='key_distance=3 and max_distance=4 both given'):
         from_dict(TrainConfig, {'key_distance': 3, 'max_distance': 4})
+    assert from_dict(TrainConfig, {'key_distance': 4, 'max_distance': 4}).max_distance == 4   # same value: fine
     report = {'model': 'm.pt', 'data': 'd', 'split': 's', 'sequences': 1, 'device': 'cpu', 'labelled': False,
               'intervals': {'1': {'latency_ms': 1.0, 'latency_key_ms': 1.0, 'latency_current_ms': 1.0}}}
     card = card_text(report, {'train_config': {'key_distance': 10, 'mode': 'keyframe'}})

@@ -1,5 +1,9 @@
-"""bench/device_check.py runs end to end on CPU (--quick), so the GPU measurement script never rots."""
+"""bench/device_check.py runs end to end on CPU (--quick), so the GPU measurement script never rots.
+
+Run as its docstring says (repository root, ``PYTHONPATH=.``), so the source tree is tested, not an
+installed copy that may be older."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,12 +12,13 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+SOURCE_TREE = dict(cwd=ROOT, env={**os.environ, 'PYTHONPATH': '.'})
 
 
 def test_device_check_quick_on_cpu(tmp_path):
     out = tmp_path / 'dc.json'
     proc = subprocess.run([sys.executable, str(ROOT / 'bench' / 'device_check.py'), '--device', 'cpu', '--quick',
-                           '--json', str(out)], capture_output=True, text=True, timeout=600)
+                           '--json', str(out)], capture_output=True, text=True, timeout=600, **SOURCE_TREE)
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = [line for line in proc.stdout.splitlines() if line.startswith('|')]
     assert 'amort. k=5 ms' in table[0] and 'train img/s' in table[0]
@@ -33,5 +38,6 @@ def test_device_check_quick_on_cpu(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message shown where CUDA is missing')
 def test_device_check_refuses_cuda_without_cuda(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / 'bench' / 'device_check.py'), '--device', 'cuda',
-                           '--json', str(tmp_path / 'x.json')], capture_output=True, text=True, timeout=120)
+                           '--json', str(tmp_path / 'x.json')], capture_output=True, text=True, timeout=120,
+                          **SOURCE_TREE)
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'CUDA is not available' in proc.stderr

@@ -77,6 +77,23 @@ def test_colour_label_without_table_is_clear(tmp_path):
         import_labels(ds, tmp_path / 'lab')
 
 
+@pytest.mark.parametrize('what, match', [('missing', 'not a folder with label PNGs'),
+                                         ('empty', 'not a folder with label PNGs'),
+                                         ('unmatched', 'is named like a frame')])
+def test_a_label_folder_that_imports_nothing_is_refused_before_anything_is_written(tmp_path, what, match):
+    """The checks live in import_labels itself (the CLI had its own copy): the Python API refuses too."""
+    ds, _ = _dataset(tmp_path, n=2)
+    before = (read_meta(ds), (ds / 'index.csv').read_bytes())
+    lab = tmp_path / 'lab'
+    if what != 'missing':
+        lab.mkdir()
+    if what == 'unmatched':
+        cv2.imwrite(str(lab / '123.png'), np.zeros((24, 32), np.uint8))
+    with pytest.raises((FileNotFoundError, ValueError), match=match):
+        import_labels(ds, lab, class_names=['bg', 'obj'])
+    assert (read_meta(ds), (ds / 'index.csv').read_bytes()) == before
+
+
 def test_label_import_command_names_the_classes_matches_by_order_and_keeps_the_licence(tmp_path):
     """The docs' form: `vidseg label-import DS LABELS --class-names background,object --match order`."""
     from typer.testing import CliRunner

@@ -11,7 +11,7 @@ from vidseg_ros.constants import CAMVID_LICENCE
 from vidseg_ros.models.checkpoint import (CheckpointError, default_meta, load_checkpoint,
                                           save_checkpoint, transfer_weights)
 from vidseg_ros.training.config import TrainConfig
-from vidseg_ros.training.data_setup import resolve_classes
+from vidseg_ros.training.data_setup import dataset_info, resolve_classes
 from vidseg_ros.training.checkpoint_meta import checkpoint_meta
 from vidseg_ros.training.loop import build_model, train
 
@@ -84,6 +84,25 @@ def test_training_from_an_11_class_model_on_2_named_classes(tmp_path):
     assert 'CamVid' not in prov['licence'] and 'DAVIS' not in prov['licence']
 
 
+def test_a_run_reads_dataset_yaml_once_and_its_checkpoints_agree_with_it(tmp_path, monkeypatch):
+    """Classes are resolved from dataset.yaml at the start; every checkpoint's meta (one per epoch here)
+    used to read it again, so an edit during the run put another licence into later checkpoints."""
+    from vidseg_ros.training import data_setup
+    reads = []
+    original = data_setup.read_meta
+    monkeypatch.setattr(data_setup, 'read_meta', lambda root: (reads.append(root), original(root))[1])
+    cfg = _cfg(tmp_path, epochs=2)
+    yaml_path = Path(cfg.data_root) / 'dataset.yaml'
+
+    def edit_after_first_epoch(info):
+        if info['kind'] == 'epoch' and info['epoch'] == 1:
+            yaml_path.write_text(yaml.safe_dump({**yaml.safe_load(yaml_path.read_text()), 'licence': 'EDITED'}))
+    result = train(cfg, train_set=_items(), callback=edit_after_first_epoch)
+    assert result['epochs'] == 2 and len(reads) == 1
+    prov = load_checkpoint(tmp_path / 'mine.pt')[1]['provenance']
+    assert 'CC0, recorded by us' in prov['licence'] and 'EDITED' not in prov['licence']
+
+
 def test_the_shipped_model_transfers_to_two_classes():
     """The issue's case: init_from models/camvid_fpn.pt with num_classes 2 was a size-mismatch traceback."""
     if not (ROOT / 'models' / 'camvid_fpn.pt').is_file():
@@ -126,12 +145,13 @@ def test_class_count_and_ignore_value_are_checked_against_the_data(tmp_path):
 def test_licence_comes_from_what_was_used(tmp_path):
     model = create_model('keyframe_fpn', num_classes=2, fpn_ch=32)
     cfg = resolve_classes(_cfg(tmp_path, data_root=str(_user_dataset(tmp_path / 'nolicence', None))))
-    prov = checkpoint_meta(model, cfg, {})['provenance']
+    prov = checkpoint_meta(model, cfg, {}, dataset_info(cfg))['provenance']
     assert 'licence not recorded' in prov['licence'] and 'nolicence/dataset.yaml' in prov['licence']
     assert 'CamVid' not in prov['licence']
     camvid = resolve_classes(TrainConfig(dataset='camvid', data_root='/nonexistent/camvid'))
     assert (camvid.num_classes, camvid.ignore_index) == (11, 11)
-    meta = checkpoint_meta(create_model('keyframe_fpn', num_classes=11, fpn_ch=32), camvid, {})
+    meta = checkpoint_meta(create_model('keyframe_fpn', num_classes=11, fpn_ch=32), camvid, {},
+                           dataset_info(camvid))
     assert CAMVID_LICENCE in meta['provenance']['licence'] and meta['classes'][0] == 'Sky'
 
 

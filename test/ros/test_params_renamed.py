@@ -1,4 +1,5 @@
-"""A setting's earlier name, given as a ROS parameter (params file or -p), still sets it, with a warning."""
+"""A setting's earlier name, given as a ROS parameter (params file or -p), still sets it, with a warning; both
+names with different values is an error, as in YAML (one rule: ``config.current_names``)."""
 from dataclasses import dataclass
 
 import pytest
@@ -6,7 +7,7 @@ import pytest
 rclpy = pytest.importorskip('rclpy')
 from rclpy.parameter import Parameter  # noqa: E402
 
-from vidseg_ros.config import setting  # noqa: E402
+from vidseg_ros.config import ConfigError, setting  # noqa: E402
 from vidseg_ros.ros.params import declare_settings, read_settings  # noqa: E402
 from vidseg_ros.ros.recorder_params import RecorderSettings  # noqa: E402
 
@@ -40,8 +41,14 @@ def test_old_name_sets_the_new_one(make_node):
     assert not node.has_parameter('qos_depth')          # one name per setting: the old one is not declared
 
 
-def test_new_name_wins_over_the_old(make_node):
+def test_both_names_with_different_values_is_an_error_naming_both(make_node):
     node = make_node(qos_depth=7, input_depth=9)
+    with pytest.raises(ConfigError, match='qos_depth=7 and input_depth=9 both given'):
+        declare_settings(node, Toy)
+
+
+def test_both_names_with_the_same_value_is_fine(make_node):
+    node = make_node(qos_depth=9, input_depth=9)
     declare_settings(node, Toy)
     assert read_settings(node, Toy).input_depth == 9
 

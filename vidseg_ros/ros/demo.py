@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
+from vidseg_ros.ros.camera_io import stamp_ns
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,14 +77,11 @@ class Collector:
         node.create_subscription(Image, '/vidseg_segmenter/mask', self._on_mask, reliable)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
 
-    @staticmethod
-    def _key(msg) -> int:
-        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
     def _on_input(self, msg) -> None:
         self.n_in += 1
         if len(self.inputs) < 200:
-            self.inputs[self._key(msg)] = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, -1)
+            rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, -1)
+            self.inputs[stamp_ns(msg.header.stamp)] = rgb
 
     def _on_mask(self, msg) -> None:
         self.class_hist += np.bincount(np.frombuffer(bytes(msg.data), np.uint8), minlength=256)
@@ -95,7 +93,7 @@ class Collector:
             self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
                                           (msg.width, msg.height))
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        src = self.inputs.pop(self._key(msg), None)
+        src = self.inputs.pop(stamp_ns(msg.header.stamp), None)
         if src is not None:
             self.pairs.append((src[:, :, :3], rgb))
 

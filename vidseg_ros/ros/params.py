@@ -14,7 +14,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from vidseg_ros.config import ConfigError, from_dict
+from vidseg_ros.config import ConfigError, current_names, from_dict
 
 _ARRAY_TYPES = {int: Parameter.Type.INTEGER_ARRAY, float: Parameter.Type.DOUBLE_ARRAY,
                 str: Parameter.Type.STRING_ARRAY, bool: Parameter.Type.BOOL_ARRAY}
@@ -52,18 +52,17 @@ def declare_settings(node: Node, *classes) -> None:
     """Declare one parameter per field of each settings dataclass, with its default and description.
 
     A value given under an earlier name of a setting (``setting(renamed_from=...)``, in a parameter file or
-    ``-p``) is taken for the current name, with a deprecation warning: old launch files keep working."""
-    given = getattr(node, '_parameter_overrides', {})   # rclpy keeps the --ros-args/params-file values here
+    ``-p``) is taken for the current name, by the rule of :func:`vidseg_ros.config.current_names`: a
+    deprecation warning, and a ConfigError when both names are given with different values."""
+    # rclpy keeps the --ros-args/params-file values here
+    given = {k: as_python(p.value) for k, p in getattr(node, '_parameter_overrides', {}).items()}
     for cls in classes:
+        current = current_names(cls, given, warn=node.get_logger().warning)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            for old in f.metadata.get('renamed_from', ()):
-                if old in given:
-                    node.get_logger().warning(f'parameter {old} is deprecated: it is now called {f.name}'
-                                              + ('' if f.name not in given else f' (both given: {f.name} wins)'))
-                    if f.name not in given:
-                        default = as_python(given[old].value)
+            if f.name in current and f.name not in given:   # given under an old name only
+                default = current[f.name]
             if isinstance(default, list) and not default:
                 # An empty list carries no element type; declare the typed array so `-p x:=[..]` works,
                 # then give it its empty value unless overridden: an uninitialised parameter makes the

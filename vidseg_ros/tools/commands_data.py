@@ -93,21 +93,8 @@ def label_import(dataset: str | Path, labels: str | Path, match: str, **options)
 
     ``match`` and ``options``: keyword arguments of ``labels.import_labels`` (classes, class_names, ...).
     """
-    _check_labels(dataset, labels, match)
     from vidseg_ros.data.datasets.labels import import_labels
     return import_labels(dataset, labels, match=match, **options)
-
-
-def _check_labels(dataset: str | Path, labels: str | Path, match: str) -> None:
-    """Refuse a label folder without PNGs, or whose names match no frame, before anything is written."""
-    from vidseg_ros.data.datasets.layouts import read_index
-    files = sorted(Path(labels).rglob('*.png')) if Path(labels).is_dir() else []
-    if not files:
-        raise FileNotFoundError(f'{labels}: not a folder with label PNGs')
-    stamps = {str(r.stamp_ns) for r in read_index(dataset)}
-    if match == 'stem' and not any(f.stem in stamps for f in files):
-        raise ValueError(f'none of the {len(files)} label PNGs in {labels} is named like a frame of {dataset} '
-                         '(<stamp_ns>.png, as in its images/ folder); or pair them in order with --match order')
 
 
 def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 'train',

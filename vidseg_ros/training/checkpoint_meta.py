@@ -12,7 +12,6 @@ from vidseg_ros.constants import WEIGHTS_INHERIT
 from vidseg_ros.engine.backends import describe_device
 
 from .config import TrainConfig, config_dict
-from .data_setup import dataset_info
 from .selection import selection_note
 from .steps import MEAN, STD
 
@@ -57,10 +56,11 @@ def _plain(v):
     return v
 
 
-def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, init: dict | None = None) -> dict:
-    """Meta in the checkpoint format (models.checkpoint); ``init`` is build_model's transfer report."""
+def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, info: dict,
+                    init: dict | None = None) -> dict:
+    """Meta in the checkpoint format (models.checkpoint); ``info`` is ``data_setup.dataset_info(cfg)``, as
+    the caller read it for the run; ``init`` is build_model's transfer report."""
     from vidseg_ros.models.checkpoint import default_meta
-    info = dataset_info(cfg)
     names, palette = class_info(cfg, info, init)
     arch_config = dict(getattr(model, 'arch_config', None) or cfg.arch_config, num_classes=cfg.num_classes)
     provenance = {

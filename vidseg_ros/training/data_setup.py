@@ -48,9 +48,10 @@ def dataset_info(cfg: TrainConfig) -> dict:
             'licence': str(meta['licence']) if meta.get('licence') else None}
 
 
-def resolve_classes(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with ``num_classes: 0`` and ``ignore_index: -1`` taken from the data, checked against it."""
-    info = dataset_info(cfg)
+def resolve_classes(cfg: TrainConfig, info: dict | None = None) -> TrainConfig:
+    """``cfg`` with ``num_classes: 0`` and ``ignore_index: -1`` taken from the data, checked against it;
+    ``info``: ``dataset_info(cfg)`` when the caller has read it already."""
+    info = info or dataset_info(cfg)
     names, num, ignore = info['names'], cfg.num_classes, cfg.ignore_index
     where = f'{cfg.data_root}/dataset.yaml' if cfg.dataset == 'folder' else f'the {cfg.dataset} dataset'
     if names and num and num != len(names):

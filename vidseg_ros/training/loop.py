@@ -96,14 +96,16 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
         model, train_set, val_set, select_set: injected objects (tests); built from ``cfg`` when None.
     """
     validate(cfg)
-    cfg = data_setup.resolve_classes(cfg)
+    info = data_setup.dataset_info(cfg)   # read once: class resolution and every checkpoint's meta use it
+    cfg = data_setup.resolve_classes(cfg, info)
     rank, world, local_rank = _ddp()
     own_group = world > 1 and not dist.is_initialized()
     if own_group:
         dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
     done = False
     try:
-        out = _train(cfg, resume, callback, model, train_set, val_set, select_set, rank, world, local_rank)
+        out = _train(cfg, info, resume, callback, model, train_set, val_set, select_set, rank, world,
+                     local_rank)
         done = True
         return out
     finally:
@@ -115,7 +117,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, resume: bool, callback: Callback | None, model, train_set, val_set, select_set,
+def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None, model, train_set, val_set, select_set,
            rank: int, world: int, local_rank: int) -> dict:
     device = resolve_device(cfg.device)
     if device.type == 'cuda' and world > 1:
@@ -188,9 +190,9 @@ def _train(cfg: TrainConfig, resume: bool, callback: Callback | None, model, tra
             improved = score > state['best'] if score is not None else val_set is None and select_set is None
             if improved:
                 state['best'] = max(state['best'], -1.0 if score is None else score)
-                save_model(run_dir / 'best.pt', scored, cfg, record, init)
+                save_model(run_dir / 'best.pt', scored, cfg, record, info, init)
                 if cfg.output:
-                    save_model(Path(cfg.output), scored, cfg, record, init)
+                    save_model(Path(cfg.output), scored, cfg, record, info, init)
             save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank, ema)
             log.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in record.items() if not k.endswith('per_class_iou')})
@@ -199,7 +201,7 @@ def _train(cfg: TrainConfig, resume: bool, callback: Callback | None, model, tra
     out = {'best_mIoU': state['best'], 'epochs': state['epoch'], 'history': state['history'],
            'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
     if select_set is not None and val_set is not None:
-        out['val'] = score_best_once(scored, val_set, cfg, device, rank, world, state, init)
+        out['val'] = score_best_once(scored, val_set, cfg, info, device, rank, world, state, init)
     return out
 
 
@@ -330,15 +332,16 @@ def load_training_state(path: Path, model, optimizer, rank: int = 0) -> dict:
     return {k: blob[k] for k in ('epoch', 'step', 'best', 'history')}
 
 
-def save_model(path: Path, model, cfg: TrainConfig, metrics: dict, init: dict | None = None) -> None:
-    """The shipped checkpoint format (models.checkpoint) with provenance and metrics in ``meta``."""
+def save_model(path: Path, model, cfg: TrainConfig, metrics: dict, info: dict, init: dict | None = None) -> None:
+    """The shipped checkpoint format (models.checkpoint) with provenance and metrics in ``meta``; ``info`` is
+    ``data_setup.dataset_info(cfg)``, read once per run."""
     from vidseg_ros.models.checkpoint import save_checkpoint
 
     from .checkpoint_meta import checkpoint_meta
-    save_checkpoint(path, _unwrap(model), checkpoint_meta(_unwrap(model), cfg, metrics, init))
+    save_checkpoint(path, _unwrap(model), checkpoint_meta(_unwrap(model), cfg, metrics, info, init))
 
 
-def score_best_once(model, val_set: Dataset, cfg: TrainConfig, device, rank: int, world: int, state: dict,
+def score_best_once(model, val_set: Dataset, cfg: TrainConfig, info: dict, device, rank: int, world: int, state: dict,
                     init: dict | None = None) -> dict:
     """Val scores of the chosen checkpoint, computed once after training (every rank takes part) and
     stored beside the selection scores in ``best.pt`` (and ``cfg.output``); ``model`` ends with its weights."""
@@ -354,5 +357,5 @@ def score_best_once(model, val_set: Dataset, cfg: TrainConfig, device, rank: int
         best = next((r for r in state['history'] if r.get('select_mIoU') == state['best']), {})
         metrics = {**best, **{f'val_{k}': v for k, v in val.items()}}
         for path in [run_dir / 'best.pt'] + ([Path(cfg.output)] if cfg.output else []):
-            save_model(path, model, cfg, metrics, init)
+            save_model(path, model, cfg, metrics, info, init)
     return val

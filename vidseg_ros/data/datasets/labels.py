@@ -164,8 +164,10 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
             lut[int(src)] = int(dst)
     else:
         lut = remap_lut(mapping, len(names) if names else None, ignore_index)
-    files = sorted(p for p in Path(label_dir).rglob('*.png'))
-    pairs = _match(records, files, match, Path(label_dir))
+    files = sorted(Path(label_dir).rglob('*.png')) if Path(label_dir).is_dir() else []
+    if not files:
+        raise FileNotFoundError(f'{label_dir}: not a folder with label PNGs')
+    pairs = _match(records, files, match, Path(label_dir), dataset)
     by_image = {r.image: r for r in records}
     for rec, file in pairs:
         ids = load_label(file, lut, table.colors if table else None, ignore_index)
@@ -199,7 +201,8 @@ def _check_names(names: list[str] | None) -> None:
         raise ValueError(f'{len(names)} class names; 8-bit labels hold at most 255 classes')
 
 
-def _match(records: list[FrameRecord], files: list[Path], match: str, root: Path):
+def _match(records: list[FrameRecord], files: list[Path], match: str, root: Path, dataset: Path):
+    """(record, label file) pairs; with ``stem``, a folder where no name is a frame's stamp is refused."""
     if match == 'order':
         ordered = sorted(records, key=lambda r: (r.sequence, r.index))
         if len(files) > len(ordered):
@@ -208,6 +211,9 @@ def _match(records: list[FrameRecord], files: list[Path], match: str, root: Path
     by_stamp: dict[str, list[FrameRecord]] = {}
     for r in records:
         by_stamp.setdefault(str(r.stamp_ns), []).append(r)
+    if not any(f.stem in by_stamp for f in files):
+        raise ValueError(f'none of the {len(files)} label PNGs in {root} is named like a frame of {dataset} '
+                         '(<stamp_ns>.png, as in its images/ folder); or pair them in order with --match order')
     pairs = []
     for f in files:
         cands = by_stamp.get(f.stem, [])

@@ -5,6 +5,7 @@ executor never waits for the disk. When the queue would exceed ``queue_max_bytes
 is dropped and counted for its topic; nothing is lost silently. Topic declarations, splits and the
 final stop travel through the same queue, so they apply exactly between the messages around them.
 
+The writer thread hands every item to a :class:`~vidseg_ros.data.recorder.sink.BagSink` (the disk side).
 Disk full is handled by design (:mod:`vidseg_ros.data.recorder.disk_space`): every message is checked
 against the estimated free space before it is written, and the space needed to close the file is
 held in a reserve file, so the bag always ends with its summary and ``metadata.yaml``.
@@ -24,14 +25,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vidseg_ros.data.bags.writer import BagExistsError, BagWriter, new_bag_dir
-from vidseg_ros.data.bags.direct_file import BLOCK, tune_malloc_for_large_buffers
-from vidseg_ros.data.recorder.disk_space import DiskSpace
+from vidseg_ros.data.bags.direct_file import tune_malloc_for_large_buffers
+from vidseg_ros.data.bags.writer import BagExistsError, new_bag_dir
+from vidseg_ros.data.recorder.sink import BagSink, DiskFull
 from vidseg_ros.data.recorder.snapshot_ring import SnapshotRing
 
 log = logging.getLogger(__name__)
 
-_DISK_CHECK_PERIOD_S = 0.5
 # Slow topics (camera_info alone) would take minutes to fill a chunk, and a SIGKILL loses the chunk
 # being filled: end a chunk at least this often so a crash costs at most about this much time.
 _CHUNK_MAX_AGE_S = 1.0
@@ -53,14 +53,6 @@ class TopicCounters:
     dropped: int = 0
     skipped: int = 0
     expired: int = 0
-
-
-class _DiskFull(RuntimeError):
-    """The disk of the current bag is (nearly) full; ``written``: the message at hand is in the file."""
-
-    def __init__(self, reason: str, written: bool = False):
-        super().__init__(reason)
-        self.written = written
 
 
 class Recorder:
@@ -99,30 +91,22 @@ class Recorder:
                  disk_usage: Callable = shutil.disk_usage, on_error: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self._ring = SnapshotRing(snapshot_max_bytes, snapshot_max_duration_s) if snapshot_mode else None
-        self.bag_dir = Path(bag_dir)
         self.queue_max_bytes = queue_max_bytes
-        self.min_free_disk_bytes = min_free_disk_bytes
-        self._disk_usage = disk_usage
         self._on_error = on_error
         self._clock = clock
-        self._writer_args = dict(compression=compression, chunk_size_bytes=chunk_size_bytes,
-                                 max_bag_size_bytes=max_bag_size_bytes, max_bag_duration_s=max_bag_duration_s,
-                                 fsync_bytes=fsync_bytes, direct_io=direct_io)
-        self._free_at_start = self._check_parent_space()
+        self.topics: dict[str, TopicCounters] = {}
+        writer_args = dict(compression=compression, chunk_size_bytes=chunk_size_bytes,
+                           max_bag_size_bytes=max_bag_size_bytes, max_bag_duration_s=max_bag_duration_s,
+                           fsync_bytes=fsync_bytes, direct_io=direct_io)
+        # snapshot mode stops on a full disk: it does not go on in next_output_dirs
+        self._sink = BagSink(Path(bag_dir), self.topics, writer_args, min_free_disk_bytes, disk_usage, clock,
+                             () if snapshot_mode else next_output_dirs)
         self.snapshot_mode = snapshot_mode
         self.snapshots: list[Path] = []
-        self.bags: list[Path] = [] if snapshot_mode else [self.bag_dir]  # in recording order
-        self._next_dirs = list(next_output_dirs)
-        self._topic_args: dict[str, tuple] = {}  # topic -> BagWriter.add_topic arguments
-        self._files: list[Path] = []
-        self._writer: BagWriter | None = None
-        self._space: DiskSpace | None = None
         if not snapshot_mode:
-            self._open(self.bag_dir)
-        self.topics: dict[str, TopicCounters] = {}
+            self._sink.start()
         self.paused = start_paused
         self.error: str | None = None
-        self.closed_ok = True  # False when a file could not be finished (see BagWriter.abandon)
         self.queued_bytes = 0
         self.peak_queued_bytes = 0
         self._queue: collections.deque = collections.deque()
@@ -131,35 +115,6 @@ class Recorder:
         self._last_flush = clock()
         self._thread = threading.Thread(target=self._run, name='vidseg_bag_writer', daemon=True)
         self._thread.start()
-
-    def _check_parent_space(self) -> int:
-        probe = self.bag_dir.parent
-        free = self._disk_usage(probe).free
-        if free < self.min_free_disk_bytes:
-            raise OSError(f'only {free / 1e9:.2f} GB free on {probe}, below min_free_disk_bytes='
-                          f'{self.min_free_disk_bytes / 1e9:.2f} GB; free space or lower the threshold')
-        return free
-
-    def _open(self, bag_dir: Path) -> None:
-        """A new BagWriter for ``bag_dir`` with its disk reserve (called at start or per snapshot)."""
-        self._writer = BagWriter(bag_dir, **self._writer_args)
-        self._space = self._writer.space = DiskSpace(bag_dir, self.min_free_disk_bytes, self._disk_usage,
-                                                     _DISK_CHECK_PERIOD_S, self._clock)
-        try:
-            if not self._space.reserve(self._writer.closing_bytes()) or not self._space.room_for(0):
-                raise OSError(f'no room on {bag_dir.parent} for even one chunk '
-                              f'({self._writer.closing_bytes() / 1e6:.1f} MB) above min_free_disk_bytes='
-                              f'{self.min_free_disk_bytes / 1e6:.1f} MB')
-        except BaseException:
-            # nothing was recorded: leave no reserve file and no empty bag folder behind (and no writer
-            # of a removed folder for the close at the end to fail on)
-            self._space.release()
-            self._writer = self._space = None
-            try:
-                bag_dir.rmdir()
-            except OSError:
-                pass   # not empty (something else wrote there): leave it
-            raise
 
     # --- called from ROS callbacks (any thread) ---------------------------------------------------
     def add_topic(self, topic: str, msgtype: str, offered_qos_profiles: str | list = '',
@@ -255,9 +210,25 @@ class Recorder:
         return 'paused' if self.paused else 'buffering' if self.snapshot_mode else 'recording'
 
     @property
+    def bag_dir(self) -> Path:
+        """The bag being recorded (another disk's after a move; snapshots are named after it)."""
+        return self._sink.bag_dir
+
+    @property
+    def bags(self) -> list[Path]:
+        """Every bag recorded, in recording order (snapshot bags are in ``snapshots``)."""
+        return self._sink.bags
+
+    @property
+    def closed_ok(self) -> bool:
+        """False when a file could not be finished (see BagWriter.abandon)."""
+        return self._sink.closed_ok
+
+    @property
     def current_file(self) -> str:
         """Path of the file being written ('' between files)."""
-        path = self._writer.current_path if self._writer is not None else None
+        writer = self._sink.writer
+        path = writer.current_path if writer is not None else None
         return str(path) if path else ''
 
     @property
@@ -268,19 +239,19 @@ class Recorder:
     @property
     def free_disk_bytes(self) -> int:
         """Free disk space as last estimated by the writer thread."""
-        space = self._space
-        return space.last_estimate if space is not None else self._free_at_start
+        space = self._sink.space
+        return space.last_estimate if space is not None else self._sink.free_at_start
 
     @property
     def reserved_bytes(self) -> int:
         """Disk space held in reserve to close the current bag."""
-        space = self._space
+        space = self._sink.space
         return space.reserved if space is not None else 0
 
     @property
     def files(self) -> list[Path]:
         """Every file started so far."""
-        return self._files + (list(self._writer.files) if self._writer is not None else [])
+        return self._sink.files
 
     def snapshot(self) -> dict[str, TopicCounters]:
         """A consistent copy of the per-topic counters."""
@@ -304,12 +275,7 @@ class Recorder:
                 item = self._queue[0] if self._queue else None
             try:
                 if self._clock() - self._last_flush >= _CHUNK_MAX_AGE_S:
-                    if self._writer is not None:
-                        self._writer.flush()
-                        try:
-                            self._check_enospc()
-                        except _DiskFull as e:
-                            self._disk_full(e)
+                    self._sink.flush()
                     self._last_flush = self._clock()
                 if item is None:
                     continue
@@ -317,7 +283,7 @@ class Recorder:
                     self._finish()
                     return
                 self._handle(item)
-            except _DiskFull as e:
+            except DiskFull as e:
                 # A message in the file already is not counted as lost with the rest of the queue; a snapshot
                 # item stays queued: its window holds the messages not written, counted by _fail.
                 if e.written and item[0] == 'msg':
@@ -339,115 +305,17 @@ class Recorder:
     def _handle(self, item: tuple) -> None:
         kind = item[0]
         if kind == 'msg':
-            self._write_or_move_on(*item[1:])
+            self._sink.write_or_move_on(*item[1:])
         elif kind == 'topic':
-            self._topic_args[item[1]] = item[1:]
-            if self._writer is not None:
-                self._writer.add_topic(*item[1:])
-                self._grow_reserve()
-        elif kind == 'split' and self._writer is not None:
-            self._writer.split()
+            self._sink.add_topic(item[1:])
+        elif kind == 'split':
+            self._sink.split()
         elif kind == 'snapshot':
-            self._write_snapshot(item[1], item[2])
-
-    def _write_or_move_on(self, *message) -> None:
-        """Write one message; on a nearly full disk, go on in the next directory if one is left."""
-        while True:
-            try:
-                return self._write(*message)
-            except _DiskFull as e:
-                self._disk_full(e)
-                if e.written:
-                    return
-
-    def _disk_full(self, e: '_DiskFull') -> None:
-        """Go on in the next output directory, or re-raise (recording stops) when none is left."""
-        if not self._next_dirs or self.snapshot_mode:
-            raise e
-        self._move_on(str(e))
-
-    def _move_on(self, reason: str) -> None:
-        """Close this bag properly and open one of the same name in the next output directory."""
-        self._close_writer()
-        directory = Path(self._next_dirs.pop(0)).expanduser()
-        directory.mkdir(parents=True, exist_ok=True)
-        path, n = directory / self.bag_dir.name, 0
-        while path.exists():
-            n += 1
-            path = directory / f'{self.bag_dir.name}_{n}'
-        self._open(path)
-        self.bag_dir = path
-        self.bags.append(path)
-        for args in self._topic_args.values():
-            self._writer.add_topic(*args)
-        self._grow_reserve()
-        log.warning('%s; bag closed properly, recording goes on in %s', reason, path)
-
-    def _write(self, topic: str, data: bytes, log_time_ns: int, publish_time_ns: int) -> None:
-        writer, space = self._writer, self._space
-        if not space.room_for(writer.pending_bytes + len(data) + 2 * BLOCK):
-            raise _DiskFull(f'disk nearly full: {space.estimate() / 1e6:.1f} MB free on {self.bag_dir} (+ '
-                            f'{space.reserved / 1e6:.1f} MB reserved to close the bag), min_free_disk_bytes='
-                            f'{self.min_free_disk_bytes / 1e6:.1f} MB')
-        chunk_done = writer.write(topic, data, log_time_ns, publish_time_ns)
-        counters = self.topics[topic]
-        counters.written += 1
-        counters.bytes_written += len(data)
-        self._check_enospc(written=True)
-        if chunk_done:
-            self._grow_reserve(written=True)
-
-    def _check_enospc(self, written: bool = False) -> None:
-        """A write hit ENOSPC and went into the released reserve: move on while the bag can still close."""
-        if self._space.enospc:
-            raise _DiskFull(f'disk full (ENOSPC) on {self.bag_dir}: another program took the space', written)
-
-    def _grow_reserve(self, written: bool = False) -> None:
-        if not self._space.reserve(self._writer.closing_bytes()):
-            raise _DiskFull(f'disk nearly full: no room on {self.bag_dir} to grow the reserve that closes the '
-                            f'bag ({self._writer.closing_bytes() / 1e6:.1f} MB)', written)
-
-    def _write_snapshot(self, path: Path, window) -> None:
-        if self._writer is not None:
-            self._files += self._writer.files
-        self._open(path)
-        for args in self._topic_args.values():
-            self._writer.add_topic(*args)
-        self._grow_reserve()
-        while window:
-            try:
-                self._write(*window[0])
-            except _DiskFull as e:
-                if e.written:
-                    window.popleft()  # in the file: not to be counted as lost with the rest
-                raise
-            window.popleft()
-        self._close_writer()
-        log.info('snapshot written: %s', path)
-
-    def _close_writer(self) -> None:
-        """Close the current bag using its reserve; if even that fails, keep its complete chunks."""
-        if self._writer is None:
-            return
-        self._space.release()
-        try:
-            self._writer.close()
-        except Exception as e:  # noqa: BLE001
-            self.closed_ok = False
-            for topic, n in self._writer.pending_counts.items():  # in the chunk that never reached the file
-                self.topics[topic].written -= n
-                self.topics[topic].dropped += n
-            path = self._writer.abandon()
-            raise RuntimeError(f'closing {path or self._writer.bag_dir} failed ({e}); it is NOT closed: its '
-                               f'complete chunks are on disk, recover them with `vidseg bag-recover '
-                               f'{self._writer.bag_dir} --out DIR_ON_ANOTHER_DISK`') from e
-        finally:
-            self._files += self._writer.files
-            self._writer = None
+            self._sink.write_snapshot(item[1], item[2])
 
     def _finish(self) -> None:
         try:
-            self._close_writer()
+            self._sink.close()
         except RuntimeError as e:
             self.error = f'{self.error}; {e}' if self.error else str(e)
         with self._cond:

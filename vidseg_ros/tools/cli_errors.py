@@ -1,0 +1,88 @@
+"""The `vidseg` error contract, in one place: a user error (bad value, missing or unreadable file, wrong
+kind of file or data) ends as one line on stderr and exit code 2; anything else is a bug: one line and
+exit code 1. ``vidseg --debug ...`` (or ``VIDSEG_DEBUG=1``) shows the traceback instead.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+import typer
+from typer._click import exceptions as click_errors
+from typer.core import TyperGroup
+
+MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
+_STATE = {'debug': False}
+
+
+def _user_error(e: BaseException) -> bool:
+    """Errors caused by the input (values, files, data), as opposed to bugs in this package."""
+    if isinstance(e, (ValueError, OSError, EOFError, pickle.UnpicklingError)):
+        return True
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {'CheckpointError', 'YAMLError'}) or type(e).__module__.startswith(('rosbags', 'mcap'))
+
+
+def one_line(text: object) -> str:
+    """A message as one line of at most MAX_MESSAGE characters."""
+    text = ' '.join(str(text).split())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + '...'
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        return f'{e.filename}: {e.strerror}'
+    text = str(e)
+    return text if text and not isinstance(e, EOFError) else f'{type(e).__name__}: {text}'.rstrip(': ')
+
+
+class ContractGroup(TyperGroup):
+    """Typer's group with the error contract in ``main`` (the console script and CliRunner both call it)."""
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):  # noqa: ARG002 - always vidseg
+        _STATE['debug'] = os.environ.get('VIDSEG_DEBUG', '') not in ('', '0')
+        args = list(sys.argv[1:] if args is None else args)
+        end = args.index('--') if '--' in args else len(args)
+        if '--debug' in args[:end]:          # accepted anywhere, not only before the command
+            args.remove('--debug')
+            _STATE['debug'] = True
+        command = next((a for a in args if not a.startswith('-')), '')
+        where = f'vidseg {command}'.strip()
+        try:
+            rv = super().main(args, 'vidseg', standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as e:
+            typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+            rv = 2
+        except click_errors.UsageError as e:
+            where = e.ctx.command_path if e.ctx else where
+            rv = _fail(where, f'{e.format_message()} (see {where} --help)', 2)
+        except click_errors.ClickException as e:
+            rv = _fail(where, e.format_message(), 2)
+        except typer.Abort as e:
+            if isinstance(e.__context__, EOFError):   # typer turns a command's EOFError (a truncated file) into Abort
+                rv = _fail(where, _describe(e.__context__), 2)
+            else:
+                rv = _fail(where, 'aborted', 130)
+        except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
+            if _STATE['debug']:
+                raise
+            if _user_error(e):
+                rv = _fail(where, _describe(e), 2)
+            else:
+                rv = _fail(where, f'internal error, please report it: {type(e).__name__}: {e} '
+                                  '(vidseg --debug ... shows the traceback)', 1)
+        rv = rv if isinstance(rv, int) else 0
+        if not standalone_mode:
+            return rv
+        sys.exit(rv)
+
+
+def _fail(where: str, message: str, code: int) -> int:
+    typer.echo(f'{where}: error: {one_line(message)}', err=True)
+    return code
+
+
+def show_tracebacks() -> None:
+    """``--debug``: errors are raised with their traceback instead of the one-line contract."""
+    _STATE['debug'] = True
