@@ -45,6 +45,8 @@ def main() -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
+    from vidseg_ros.ros.camera_io import stamp_ns
+
     # A real video frame sequence as the camera: CamVid val if present, else textured noise.
     tmp = Path(tempfile.mkdtemp(prefix='vidseg_bench_'))
     data = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data')) / 'camvid' / 'val'
@@ -62,8 +64,7 @@ def main() -> int:
     diags: list[dict] = []
 
     def on_mask(msg):
-        stamp = msg.header.stamp.sec * 1e9 + msg.header.stamp.nanosec
-        arrivals.append((time.time_ns() - stamp) / 1e6)
+        arrivals.append((time.time_ns() - stamp_ns(msg.header.stamp)) / 1e6)
 
     def on_diag(msg):
         for st in msg.status:

@@ -138,7 +138,7 @@ def test_the_recorded_bag_reads_back_and_masks_carry_its_stamps(launched):
     assert counts.get('/camera/image_raw', 0) >= 5 and counts.get('/camera/camera_info', 0) >= 5, counts
     assert all((f.encoding, f.height * f.step) == ('rgb8', len(f.data)) for f in frames[:3])
     # The recorder subscribed before the first frame and loses none: every mask is one of these frames.
-    recorded = {f.header.stamp.sec * 1_000_000_000 + f.header.stamp.nanosec for f in frames}
+    recorded = {stamp_of(f) for f in frames}
     with launched.probe.lock:
         masks = [stamp_of(m) for m in launched.masks]
     assert len(masks) >= 5 and not [s for s in masks if s not in recorded], (len(masks), len(recorded))

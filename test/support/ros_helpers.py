@@ -14,6 +14,8 @@ from rclpy.executors import SingleThreadedExecutor
 
 from support.paths import ROOT
 
+from vidseg_ros.ros.camera_io import stamp_ns
+
 
 
 def ros_arg(value) -> str:
@@ -154,7 +156,7 @@ def image_msg(rgb, stamp_ns: int, frame_id='camera', encoding='rgb8'):
 
 
 def stamp_of(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    return stamp_ns(msg.header.stamp)
 
 
 def diag_values(status) -> dict:
