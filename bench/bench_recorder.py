@@ -96,8 +96,8 @@ def count_subscriber(topics: list[str]) -> None:
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
-    from vidseg_ros.data.recorder.core import tune_malloc_for_large_buffers
-    tune_malloc_for_large_buffers()  # same allocator setting as the recorder: a fair comparison
+    from vidseg_ros.engine.memory import tune_allocator
+    tune_allocator()  # same allocator setting as the recorder: a fair comparison
     rclpy.init()
     node = rclpy.create_node('bench_counter')
     counts = dict.fromkeys(topics, 0)
@@ -262,8 +262,8 @@ def main() -> int:
         return 0
     global QUEUE_BYTES
     QUEUE_BYTES = args.queue_mb << 20
-    from vidseg_ros.data.recorder.core import tune_malloc_for_large_buffers
-    tune_malloc_for_large_buffers()  # as recorder_node does; also helps this process's publisher
+    from vidseg_ros.engine.memory import tune_allocator
+    tune_allocator()  # as every node does (spin.run); also helps this process's publisher
     work = Path(tempfile.mkdtemp(prefix='vidseg_bench_rec_', dir=args.dir))
     try:
         disks = [disk_speed(work)]

@@ -30,7 +30,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from std_srvs.srv import Trigger
 
 from vidseg_ros.data.bags.writer import qos_yaml
-from vidseg_ros.data.recorder.core import BagExistsError, Recorder, new_bag_dir, tune_malloc_for_large_buffers
+from vidseg_ros.data.recorder.core import BagExistsError, Recorder, new_bag_dir
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.recorder_params import RecorderSettings
@@ -281,7 +281,6 @@ class RecorderNode(Node):
 
 def main(args=None) -> int:
     """Run the recorder until SIGINT/SIGTERM (exit 0, bag closed) or a recording error (exit 1)."""
-    tune_malloc_for_large_buffers()
     return run(RecorderNode, args)
 
 

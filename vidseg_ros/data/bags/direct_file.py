@@ -22,12 +22,9 @@ complete chunk, leaving exactly what a SIGKILL would have left.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import mmap
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -198,23 +195,3 @@ class AppendFile:
             self._stage.close()
         except BufferError:  # a failed write's traceback still holds a view: the GC frees it later
             pass
-
-
-def tune_malloc_for_large_buffers(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
-    """Let glibc reuse freed multi-megabyte buffers instead of mmap/munmap for each one.
-
-    Every frame passes through several fresh buffers (rclpy bytes, MCAP record and chunk builders).
-    By default glibc maps each buffer over 128 KB-32 MB anew and unmaps it on free, so the kernel
-    zero-fills every page again: measured here, that system time tripled the CPU cost per GB and
-    cut BagWriter throughput from ~290 to ~100 MB/s. Process-wide, so only the recorder's
-    ``main()`` (and the bench) call it. Returns False where it does not apply (not glibc).
-    """
-    if not sys.platform.startswith('linux'):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(
-            libc.mallopt(m_trim_threshold, trim_threshold))
-    except (OSError, AttributeError):
-        return False

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vidseg_ros.data.bags.direct_file import tune_malloc_for_large_buffers
 from vidseg_ros.data.bags.writer import BagExistsError, new_bag_dir
 from vidseg_ros.data.recorder.sink import BagSink, DiskFull
 from vidseg_ros.data.recorder.snapshot_ring import SnapshotRing
@@ -341,4 +340,4 @@ class Recorder:
             self.error += f'; bag closed properly ({len(self.files)} file(s), summary and metadata.yaml written)'
 
 
-__all__ = ['BagExistsError', 'Recorder', 'TopicCounters', 'new_bag_dir', 'tune_malloc_for_large_buffers']
+__all__ = ['BagExistsError', 'Recorder', 'TopicCounters', 'new_bag_dir']
