@@ -53,5 +53,8 @@ def test_a_snapshot_that_cannot_open_is_a_clear_stop_not_a_bag_to_recover(tmp_pa
     rec._thread.join(30)
     assert not rec._thread.is_alive() and rec.error and 'no room on' in rec.error
     assert rec.closed_ok and 'bag-recover' not in rec.error, rec.error
+    # the error names the snapshot's bag (the base name is never a folder in snapshot mode), and claims no
+    # bag closed properly when none was written
+    assert rec.error.startswith(f'writing {path} failed') and 'no bag file was written' in rec.error, rec.error
     assert not path.exists() and list(tmp_path.iterdir()) == []
     assert rec.snapshot()['/cam'].dropped == 3

@@ -290,7 +290,8 @@ class Recorder:
                 self._fail(self.error or f'{e}; recording stopped')
                 return
             except Exception as e:  # noqa: BLE001 - any write failure (ENOSPC, EIO) stops cleanly
-                self._fail(self.error or f'writing {self.bag_dir} failed: {e}')
+                where = item[1] if item is not None and item[0] == 'snapshot' else self.bag_dir
+                self._fail(self.error or f'writing {where} failed: {e}')
                 return
             if item is not None:
                 self._pop(item)
@@ -336,8 +337,10 @@ class Recorder:
                     for m in item[2]:
                         self.topics[m[0]].dropped += 1
         self._finish()
-        if self.closed_ok:
+        if self.closed_ok and self.files:
             self.error += f'; bag closed properly ({len(self.files)} file(s), summary and metadata.yaml written)'
+        elif self.closed_ok:
+            self.error += '; no bag file was written'
 
 
 __all__ = ['BagExistsError', 'Recorder', 'TopicCounters', 'new_bag_dir']
