@@ -119,13 +119,16 @@ def _coerce(value: Any, tp, key: str):
     return value
 
 
-def current_names(cls, data: dict | None, where: str = '', warn=None) -> dict:
+def current_names(cls, data: dict | None, where: str = '', warn=None, merged: bool = False) -> dict:
     """``data`` with the earlier names of ``cls``'s settings (``setting(renamed_from=...)``) replaced by
     the current ones: the one rule for YAML, CLI overrides, checkpoints and ROS parameters.
 
     An old name is taken for the current one, with a deprecation warning (``warn``, default this module's
-    logger); the old and the current name both given is fine with the same value and a ConfigError naming
-    both with different values (neither silently wins)."""
+    logger); the old and the current name both given is fine with the same value. With different values:
+    within one source (a YAML file, the ``--set`` list) a ConfigError naming both, since neither is the
+    obvious choice; in ``merged`` sources (ROS parameters: rclpy merges parameter files and ``-p`` into
+    one map, so an old-name file plus a ``-p`` override cannot be told apart) the current name wins and
+    the warning names both."""
     warn = warn or log.warning
     data = dict(data or {})
     for f in dataclasses.fields(cls):
@@ -134,9 +137,12 @@ def current_names(cls, data: dict | None, where: str = '', warn=None) -> dict:
                 continue
             value = data.pop(old)
             if f.name in data and data[f.name] != value:
-                raise ConfigError(f'{where}{old}={reprlib.repr(value)} and {where}{f.name}='
-                                  f'{reprlib.repr(data[f.name])} both given; {old} is the old name of {f.name}: '
-                                  f'keep only {f.name}')
+                both = (f'{where}{old}={reprlib.repr(value)} and {where}{f.name}={reprlib.repr(data[f.name])} '
+                        f'both given; {old} is the old name of {f.name}')
+                if not merged:
+                    raise ConfigError(f'{both}: keep only {f.name}')
+                warn(f'{both}: using {f.name}={reprlib.repr(data[f.name])}')
+                continue
             warn(f'setting {where}{old} is deprecated: it is now called {where}{f.name}')
             data.setdefault(f.name, value)
     return data

@@ -52,12 +52,13 @@ def declare_settings(node: Node, *classes) -> None:
     """Declare one parameter per field of each settings dataclass, with its default and description.
 
     A value given under an earlier name of a setting (``setting(renamed_from=...)``, in a parameter file or
-    ``-p``) is taken for the current name, by the rule of :func:`vidseg_ros.config.current_names`: a
-    deprecation warning, and a ConfigError when both names are given with different values."""
+    ``-p``) is taken for the current name, by the rule of :func:`vidseg_ros.config.current_names` for
+    merged sources: a deprecation warning; both names with different values, the current name wins (an
+    old-name parameter file overridden by ``-p`` under the new name) and the warning names both."""
     # rclpy keeps the --ros-args/params-file values here
     given = {k: as_python(p.value) for k, p in getattr(node, '_parameter_overrides', {}).items()}
     for cls in classes:
-        current = current_names(cls, given, warn=node.get_logger().warning)
+        current = current_names(cls, given, warn=node.get_logger().warning, merged=True)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
