@@ -8,8 +8,11 @@ reused; docs/benchmarks.md), and the recorder's BagWriter ran at ~100 instead of
 mmap threshold keeps such buffers in the heap, and a high trim threshold keeps freed heap memory for the
 next frame instead of returning it to the kernel. Every node applies it at start (``ros.spin.run``).
 
-Cost: up to ``TRIM_THRESHOLD`` bytes of freed memory per arena stay in the process. Set
-``VIDSEG_MALLOC_TUNING=0`` to keep glibc's defaults.
+Cost: freed heap memory stays in the process: in the main arena above ``TRIM_THRESHOLD`` it goes back, but
+the arenas of other threads (the inference worker, torch's, the recorder's writer) keep their peak. So a
+buffer above ``MMAP_THRESHOLD`` is still mmapped (a transient 4K frame is given back at once), and the engine
+calls :func:`give_back` when the frame size changes, which returns what the previous size left free in every
+arena (``malloc_trim``). Set ``VIDSEG_MALLOC_TUNING=0`` to keep glibc's defaults.
 """
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ import ctypes
 import ctypes.util
 import os
 
-MMAP_THRESHOLD = 32 << 20    # glibc's maximum on 64-bit: buffers up to 32 MiB (a 1920x1080 float frame) reuse heap
+MMAP_THRESHOLD = 8 << 20     # buffers up to 8 MiB (a 1080p rgb8 frame) reuse heap; larger ones are mmapped and given back
 TRIM_THRESHOLD = 256 << 20   # freed heap kept for reuse, per arena (the recorder's chunk builders need it)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # from <malloc.h>
 ENV = 'VIDSEG_MALLOC_TUNING'
+_tuned_libc = None   # the libc tune_allocator set up, for give_back
 
 
 def tune_allocator() -> bool:
@@ -34,4 +38,14 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):   # not glibc (musl, macOS): its allocator behaves differently anyway
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    global _tuned_libc
+    _tuned_libc = libc if ok else None
+    return ok
+
+
+def give_back() -> None:
+    """Return the free memory of every arena to the kernel (after tune_allocator only: glibc's defaults
+    return it themselves). Costs a few page faults on the next frames; call it on a change, not per frame."""
+    if _tuned_libc is not None:
+        _tuned_libc.malloc_trim(0)

@@ -17,6 +17,7 @@ import torch
 from vidseg_ros.engine.backends import TorchRunner, open_exported
 from vidseg_ros.config import fields_with
 from vidseg_ros.engine.base import EngineConfig, FrameResult
+from vidseg_ros.engine import memory
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
 from vidseg_ros.engine.tiles import TileGrid
@@ -107,6 +108,7 @@ class StreamSegmenter:
         # the whole frame path on the device (torch ops); on CPU OpenCV and engine.upsample are faster
         self._on_device = self._runner.device.type != 'cpu'
         self._last_net_hw: tuple[int, int] | None = None
+        self._last_image_hw: tuple[int, int] | None = None
         self.policy = KeyframePolicy(self.config)
         self._state: list | None = None  # per tile: key-frame cache or recurrent state (see decide)
 
@@ -221,6 +223,9 @@ class StreamSegmenter:
         rh, rw = self.resized_hw(image_rgb.shape[:2])
         s = self.stride
         net_hw = (-(-rh // s) * s, -(-rw // s) * s)
+        if self._last_image_hw not in (None, image_rgb.shape[:2]):
+            memory.give_back()   # the previous size's buffers are free now: worker arenas would keep them
+        self._last_image_hw = image_rgb.shape[:2]
         if self._on_device:
             self._frame = self._input.upload(image_rgb)
             x = self._input.fill(self._frame, (rh, rw), net_hw)
