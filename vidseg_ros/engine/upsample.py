@@ -56,22 +56,16 @@ class Upsampler:
         sy, sx = (valid_hw[0] / H) * (h / net_hw[0]), (valid_hw[1] / W) * (w / net_hw[1])
         self.affine = None if tuple(valid_hw) == tuple(net_hw) else \
             np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])
-        # per output pixel: its cell (top-left source sample) and the bilinear weights, flat
-        self.cell = (self.y0[:, None] * w + self.x0[None, :]).astype(np.int32).ravel()
-        self.fx = np.broadcast_to(self.wx[None, :], (H, W)).ravel()
-        self.fy = np.broadcast_to(self.wy[:, None], (H, W)).ravel()
-        # Each cell's output pixels as an (R, C) block of flat indices (R, C: the most rows/columns a cell
-        # covers; the spare entries point at a sentinel one past the end), with their bilinear weights
-        # per block row/column: a boundary cell is then decided with broadcasting, not per-pixel gathers.
+        # Each cell's output pixels as an (R, C) block (R, C: the most rows/columns a cell covers; spare
+        # entries -1), and their bilinear weights per block row/column: a boundary cell is then decided with
+        # broadcasting, not per-pixel gathers, and nothing of output size is kept.
         R, C = max(1, int(self.rows.max())), max(1, int(self.cols.max()))
         oy = np.concatenate([[0], np.cumsum(self.rows)[:-1]])[:, None] + np.arange(R)
         ox = np.concatenate([[0], np.cumsum(self.cols)[:-1]])[:, None] + np.arange(C)
         ok_y, ok_x = np.arange(R) < self.rows[:, None], np.arange(C) < self.cols[:, None]
+        self._oy, self._ox = np.where(ok_y, oy, -1), np.where(ok_x, ox, -1)                  # (h, R), (w, C)
         self._fy = np.where(ok_y, self.wy[np.minimum(oy, H - 1)], 0).astype(np.float32)   # (h, R)
         self._fx = np.where(ok_x, self.wx[np.minimum(ox, W - 1)], 0).astype(np.float32)   # (w, C)
-        blocks = oy[:, None, :, None] * W + ox[None, :, None, :]
-        ok = ok_y[:, None, :, None] & ok_x[None, :, None, :]
-        self._blocks = np.where(ok, blocks, H * W).astype(np.int32).reshape(h * w, R, C)
         self._band = None
 
     @property
@@ -79,11 +73,23 @@ class Upsampler:
         """The boundary band of the last ``labels`` call: (pixels, their cells, fx, fy), or None."""
         if isinstance(self._band, list):   # built on first use: only probabilities need it
             cells = np.concatenate(self._band)
-            px = self._blocks[cells].reshape(len(cells), -1)
-            keep = px < self.out_hw[0] * self.out_hw[1]
-            px, cells = px[keep], np.broadcast_to(cells[:, None], keep.shape)[keep]
-            self._band = px, cells, self.fx[px], self.fy[px]
+            px, cells = self._pixels(cells)
+            W = self.out_hw[1]
+            self._band = px, cells, self.wx[px % W], self.wy[px // W]
         return self._band
+
+    def _blocks(self, cells: np.ndarray) -> np.ndarray:
+        """(n, R, C) flat output pixels of ``cells``; spare entries point one past the end (a sentinel)."""
+        H, W = self.out_hw
+        w = self.low_hw[1]
+        oy, ox = self._oy[cells // w][:, :, None], self._ox[cells % w][:, None, :]
+        return np.where((oy >= 0) & (ox >= 0), oy * W + ox, H * W)
+
+    def _pixels(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The output pixels of ``cells`` and each one's cell, without the spare entries."""
+        px = self._blocks(cells).reshape(len(cells), -1)
+        keep = px < self.out_hw[0] * self.out_hw[1]
+        return px[keep], np.broadcast_to(cells[:, None], keep.shape)[keep]
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
         """(h, w, C) float32 logits -> (H, W) uint8 argmax of the bilinearly upsampled logits."""
@@ -107,10 +113,8 @@ class Upsampler:
         self._band = []
         many_cells = np.flatnonzero(gflat == MANY)
         if many_cells.size:   # all C logits, interpolated
-            px = self._blocks[many_cells].reshape(len(many_cells), -1)
-            keep = px < H * W
-            px, cells = px[keep], np.broadcast_to(many_cells[:, None], keep.shape)[keep]
-            gx, gy = self.fx[px, None], self.fy[px, None]
+            px, cells = self._pixels(many_cells)
+            gx, gy = self.wx[px % W, None], self.wy[px // W, None]
             c00, c01, c10, c11 = self._corners(cells, h, w)
             top = flat[c00] * (1 - gx) + flat[c01] * gx
             bot = flat[c10] * (1 - gx) + flat[c11] * gx
@@ -129,7 +133,7 @@ class Upsampler:
             tie = d == 0
             if tie.any():   # argmax keeps the first of tied classes
                 label = np.where(tie, np.minimum(la, lb)[:, None, None], label)
-            out[self._blocks[two_cells]] = label
+            out[self._blocks(two_cells)] = label
             self._band.append(two_cells)
         return out[:-1].reshape(H, W)
 
