@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 
 from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
-from vidseg_ros.ros.camera_io import stamp_ns
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,6 +56,9 @@ class Collector:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
+
+        from vidseg_ros.ros.camera_io import stamp_ns   # rclpy only once a demo runs: --help stays light
+        self.stamp_ns = stamp_ns
         self.inputs: dict[int, np.ndarray] = {}
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
         self.n_in = self.n_out = 0
@@ -81,7 +83,7 @@ class Collector:
         self.n_in += 1
         if len(self.inputs) < 200:
             rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, -1)
-            self.inputs[stamp_ns(msg.header.stamp)] = rgb
+            self.inputs[self.stamp_ns(msg.header.stamp)] = rgb
 
     def _on_mask(self, msg) -> None:
         self.class_hist += np.bincount(np.frombuffer(bytes(msg.data), np.uint8), minlength=256)
@@ -93,7 +95,7 @@ class Collector:
             self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
                                           (msg.width, msg.height))
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        src = self.inputs.pop(stamp_ns(msg.header.stamp), None)
+        src = self.inputs.pop(self.stamp_ns(msg.header.stamp), None)
         if src is not None:
             self.pairs.append((src[:, :, :3], rgb))
 
