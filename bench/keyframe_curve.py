@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Accuracy-latency curve of the fixed and the adaptive key-frame policy (issue #16), one plot.
+
+Streams a labelled real-video split (default: CamVid val, a 15 Hz run, frame stamps passed as in
+``vidseg eval``) through the engine once per setting: fixed key intervals k, and the adaptive policy
+(``keyframe_policy: adaptive``) over a sweep of ``keyframe_threshold`` with ``keyframe_max_interval``
+fixed. Each setting is scored by ``tools.evaluate.EvalSession`` (the code ``vidseg eval`` runs): mIoU on
+all and on current frames, TC, key-frame ratio (key frames / frames, the first frame included) and the
+amortised model time per frame (``FrameResult.timings_ms['model']``, 1 torch thread). The adaptive
+policy also computes a change descriptor on every frame (counted in the engine's pre-processing, not
+in 'model'); its cost is measured separately and added to the adaptive points' latency.
+
+The curve is shown whole: no threshold is picked. The fixed/adaptive comparison is made at equal key
+ratio (the adaptive curve interpolated linearly at each fixed point's ratio).
+
+Prints one markdown table; writes ``keyframe_curve.json`` and ``keyframe_curve.png`` (left: mIoU vs
+key-frame ratio, right: mIoU vs amortised ms per frame) in ``--out``.
+
+    python bench/keyframe_curve.py                                   # CamVid val, the full curve
+    python bench/keyframe_curve.py --quick --out /tmp/kc             # a few frames: the CI smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from vidseg_ros.data.images import read_rgb  # noqa: E402
+from vidseg_ros.engine.policy import change_descriptor  # noqa: E402
+from vidseg_ros.tools.evaluate import EvalSession  # noqa: E402
+
+INTERVALS = (1, 2, 3, 5, 10)
+# relative change of the descriptor between CamVid val frames 1 / 5 / 10 apart: median 0.06 / 0.19 / 0.29,
+# so this sweep spans key ratios from about every frame to the max_interval floor, like the fixed points
+THRESHOLDS = (0.03, 0.05, 0.07, 0.1, 0.14, 0.2, 0.3, 0.45)
+QUICK_FRAMES, QUICK_THRESHOLDS = 12, (0.05, 0.14, 0.3)
+
+
+@torch.inference_mode()      # as in the engine's step
+def descriptor_ms(ev: EvalSession, reps: int = 30) -> float:
+    """Median time of the adaptive policy's change descriptor on the first frame's network input."""
+    rec = next(iter(ev.seqs.values()))[0]
+    x, _ = ev.seg.preprocess(read_rgb(rec.image))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        change_descriptor(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def point(policy: str, value, res: dict, extra_ms: float = 0.0) -> dict:
+    """One curve point: the setting, its key ratio, accuracy and amortised latency."""
+    nan = math.nan
+    return {'policy': policy, 'setting': value, 'frames': res['frames'], 'key_frames': res['key_frames'],
+            'key_ratio': res['key_frames'] / max(1, res['frames']),
+            'mIoU': res.get('mIoU', nan), 'mIoU_current': res.get('current', {}).get('mIoU', nan),
+            'TC': res.get('TC', nan), 'model_ms': res['latency_ms'], 'key_ms': res['latency_key_ms'],
+            'current_ms': res['latency_current_ms'], 'descriptor_ms': extra_ms,
+            'ms_per_frame': res['latency_ms'] + extra_ms, 'resets': res['resets']}
+
+
+def at_equal_ratio(fixed: list[dict], adaptive: list[dict]) -> list[dict]:
+    """Adaptive mIoU interpolated at each fixed point's key ratio (None outside the adaptive range)."""
+    pts = sorted((p['key_ratio'], p['mIoU']) for p in adaptive)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    out = []
+    for f in fixed:
+        inside = bool(xs) and xs[0] <= f['key_ratio'] <= xs[-1]
+        a = float(np.interp(f['key_ratio'], xs, ys)) if inside else None
+        out.append({'k': f['setting'], 'key_ratio': f['key_ratio'], 'fixed_mIoU': f['mIoU'],
+                    'adaptive_mIoU': a, 'adaptive_minus_fixed': None if a is None else a - f['mIoU']})
+    return out
+
+
+def run(args) -> dict:
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    ev = EvalSession(args.model, args.data, args.dataset, args.split, max_frames=args.max_frames,
+                     device='cpu', max_gap_s=args.max_gap_s)
+    if not ev.timing['video']:
+        raise ValueError(f'{args.data} ({args.split}) is {ev.timing["note"]}: a key-frame curve needs real video')
+    if ev.seg.kind != 'keyframe':
+        raise ValueError(f'{args.model} is a {ev.seg.kind} model: it has no key-frame cache')
+    if not ev.with_labels:
+        raise ValueError(f'{args.model}: its classes differ from the data\'s, so there is no mIoU to plot')
+    rgb = read_rgb(next(iter(ev.seqs.values()))[0].image)
+    for _ in range(3):
+        ev.seg.step(rgb)      # warm-up, so the first scored frame is not the slowest
+    desc_ms = descriptor_ms(ev)
+    t0 = time.perf_counter()
+    fixed = [point('fixed', k, ev.score(keyframe_interval=k)) for k in args.intervals]
+    adaptive = [point('adaptive', t, ev.score(keyframe_policy='adaptive', keyframe_threshold=t,
+                                               keyframe_max_interval=args.max_interval), desc_ms)
+                for t in args.thresholds]
+    base = next((p['mIoU'] for p in fixed if p['setting'] == 1), math.nan)
+    for p in fixed + adaptive:
+        p['delta_vs_k1'] = p['mIoU'] - base
+    return {'model': str(ev.path), 'data': str(args.data), 'split': args.split, 'timing': ev.timing,
+            'frames': sum(len(v) for v in ev.seqs.values()), 'sequences': len(ev.seqs),
+            'max_interval': args.max_interval, 'threads': args.threads, 'descriptor_ms': desc_ms,
+            'fixed': fixed, 'adaptive': adaptive, 'equal_ratio': at_equal_ratio(fixed, adaptive),
+            'seconds': time.perf_counter() - t0}
+
+
+def table(report: dict) -> str:
+    f1 = lambda v: '-' if v is None or v != v else f'{100 * v:.1f}'       # noqa: E731
+    ms = lambda v: '-' if v != v else f'{v:.1f}'                          # noqa: E731
+    rows = ['| policy | setting | key ratio | mIoU all | delta vs k=1 | mIoU current | TC | '
+            'ms/frame (model + descriptor) | key / current ms |', '|' + '---|' * 9]
+    for p in report['fixed'] + report['adaptive']:
+        setting = f'k={p["setting"]}' if p['policy'] == 'fixed' else f'threshold {p["setting"]:g}'
+        lat = ms(p['model_ms']) + (f' + {p["descriptor_ms"]:.2f}' if p['descriptor_ms'] else '')
+        rows.append(f'| {p["policy"]} | {setting} | {p["key_ratio"]:.3f} | {f1(p["mIoU"])} | '
+                    f'{100 * p["delta_vs_k1"]:+.1f} | {f1(p["mIoU_current"])} | {f1(p["TC"])} | {lat} | '
+                    f'{ms(p["key_ms"])} / {ms(p["current_ms"])} |')
+    rows += ['', '| fixed k | key ratio | fixed mIoU | adaptive mIoU at that ratio | adaptive - fixed |',
+             '|---|---|---|---|---|']
+    for e in report['equal_ratio']:
+        diff = '-' if e['adaptive_minus_fixed'] is None else f'{100 * e["adaptive_minus_fixed"]:+.1f}'
+        rows.append(f'| {e["k"]} | {e["key_ratio"]:.3f} | {f1(e["fixed_mIoU"])} | {f1(e["adaptive_mIoU"])} | '
+                    f'{diff} |')
+    return '\n'.join(rows)
+
+
+def plot(report: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    base = next((p['mIoU'] for p in report['fixed'] if p['setting'] == 1), math.nan)
+    for ax, x, label in ((axes[0], 'key_ratio', 'key-frame ratio (key frames / frames)'),
+                         (axes[1], 'ms_per_frame', 'amortised model ms per frame (+ descriptor, adaptive)')):
+        for name, marker in (('fixed', 'o'), ('adaptive', 's')):
+            pts = sorted(report[name], key=lambda p: p[x])
+            ax.plot([p[x] for p in pts], [100 * p['mIoU'] for p in pts], marker=marker, label=name)
+            for p in pts:
+                text = f'k={p["setting"]}' if name == 'fixed' else f'{p["setting"]:g}'
+                ax.annotate(text, (p[x], 100 * p['mIoU']), textcoords='offset points', xytext=(4, -10 if
+                            name == 'adaptive' else 4), fontsize=7)
+        if base == base:
+            ax.axhline(100 * base - 2.0, color='grey', ls='--', lw=0.8, label='k=1 minus 2.0 (target)')
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel('mIoU, all frames [%]')
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f'{Path(report["model"]).name} on {Path(report["data"]).name} {report["split"]} '
+                 f'({report["timing"]["rate_hz"]:.3g} Hz, {report["frames"]} frames); adaptive: threshold, '
+                 f'max interval {report["max_interval"]}; 1 thread, this CPU', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(','))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--data', type=Path, default=ROOT.parent / 'shared' / 'data' / 'camvid')
+    ap.add_argument('--dataset', default='auto', help='camvid, davis, extracted or auto')
+    ap.add_argument('--split', default='val')
+    ap.add_argument('--model', default=str(ROOT / 'models' / 'camvid_keyframe_fpn.pt'))
+    ap.add_argument('--out', type=Path, default=ROOT / 'runs' / 'keyframe_curve')
+    ap.add_argument('--intervals', type=lambda s: tuple(int(v) for v in s.split(',')), default=INTERVALS)
+    ap.add_argument('--thresholds', type=_floats, default=None, help=f'default {THRESHOLDS}')
+    ap.add_argument('--max-interval', type=int, default=10, help='keyframe_max_interval of the adaptive points')
+    ap.add_argument('--max-gap-s', type=float, default=None, help='default: the node\'s')
+    ap.add_argument('--max-frames', type=int, default=0, help='per sequence; 0 = all')
+    ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--quick', action='store_true', help=f'first {QUICK_FRAMES} frames per sequence, '
+                                                         f'thresholds {QUICK_THRESHOLDS}')
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.max_frames = args.max_frames or QUICK_FRAMES
+        args.thresholds = args.thresholds or QUICK_THRESHOLDS
+    args.thresholds = args.thresholds or THRESHOLDS
+    if not args.data.exists():
+        print(f'keyframe_curve: data not found: {args.data}', file=sys.stderr)
+        return 2
+    try:
+        report = run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f'keyframe_curve: {str(e)[:300]}', file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / 'keyframe_curve.json').write_text(json.dumps(report, indent=1))
+    plot(report, args.out / 'keyframe_curve.png')
+    print(table(report))
+    print(f'\n{report["timing"]["note"]}; {report["frames"]} frames; descriptor {report["descriptor_ms"]:.2f} ms; '
+          f'{report["seconds"]:.0f} s; wrote {args.out}/keyframe_curve.json and .png')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""bench/keyframe_curve.py runs end to end (--quick), so the fixed-vs-adaptive curve never rots."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / 'bench' / 'keyframe_curve.py'
+H, W = 64, 96
+
+
+def _bench(*args, timeout=600):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _davis_with_cut(root: Path, n: int = 12, cut: int = 6) -> Path:
+    """One 24 Hz DAVIS-layout sequence: a square moving one pixel a frame over a still background,
+    which changes completely at frame ``cut`` (a scene cut the adaptive policy must key on)."""
+    rng = np.random.default_rng(0)
+    backgrounds = [rng.integers(0, 60, (H, W, 3), dtype=np.uint8), rng.integers(150, 255, (H, W, 3), np.uint8)]
+    (root / 'JPEGImages/480p/s').mkdir(parents=True)
+    (root / 'Annotations/480p/s').mkdir(parents=True)
+    for t in range(n):
+        img = backgrounds[t >= cut].copy()
+        mask = np.zeros((H, W), np.uint8)
+        mask[20:40, 10 + t:30 + t] = 255
+        img[mask > 0] = 220
+        cv2.imwrite(str(root / f'JPEGImages/480p/s/{t:05d}.jpg'), img)
+        cv2.imwrite(str(root / f'Annotations/480p/s/{t:05d}.png'), mask)
+    return root
+
+
+def _checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', num_classes=2, cached_levels=2)
+    meta = default_meta('keyframe_fpn', model.arch_config, classes=['background', 'object'],
+                        palette=[[0, 0, 0], [255, 0, 0]], ignore_index=255, input_hw=[H, W])
+    return save_checkpoint(path, model, meta)
+
+
+def test_curve_on_synthetic_video(tmp_path):
+    data, out = _davis_with_cut(tmp_path / 'davis'), tmp_path / 'out'
+    proc = _bench('--data', data, '--split', 'all', '--model', _checkpoint(tmp_path / 'm.pt'), '--out', out,
+                  '--intervals', '1,3,5', '--thresholds', '0,0.3,1000', '--max-interval', '4')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '| fixed | k=3 |' in proc.stdout and '| adaptive | threshold 0.3 |' in proc.stdout
+    report = json.loads((out / 'keyframe_curve.json').read_text())
+    assert (out / 'keyframe_curve.png').stat().st_size > 0
+    keys = {(p['policy'], p['setting']): p['key_frames'] for p in report['fixed'] + report['adaptive']}
+    assert keys[('fixed', 1)] == 12 and keys[('fixed', 3)] == 4 and keys[('fixed', 5)] == 3
+    assert keys[('adaptive', 0.0)] == 12          # every frame differs a little: all keys
+    assert keys[('adaptive', 1000.0)] == 3        # never triggers: frames 0, 4, 8 (max interval 4)
+    # 0.3 keys on the cut (frame 6) but not on the moving square: 0, 4 (max interval), 6 (cut), 10
+    assert keys[('adaptive', 0.3)] == 4
+    for p in report['fixed'] + report['adaptive']:
+        assert 0 <= p['mIoU'] <= 1 and p['model_ms'] > 0 and p['key_ratio'] == p['key_frames'] / 12
+        assert (p['descriptor_ms'] > 0) == (p['policy'] == 'adaptive')
+    k3 = next(e for e in report['equal_ratio'] if e['k'] == 3)      # ratio 4/12, inside the adaptive range
+    assert k3['adaptive_mIoU'] is not None and k3['adaptive_minus_fixed'] == k3['adaptive_mIoU'] - k3['fixed_mIoU']
+
+
+def test_curve_quick_on_camvid(tmp_path, camvid_dir):
+    proc = _bench('--data', camvid_dir, '--quick', '--out', tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / 'keyframe_curve.json').read_text())
+    assert report['timing']['video'] and report['frames'] == 12
+    fixed = {p['setting']: p for p in report['fixed']}
+    assert fixed[1]['key_ratio'] == 1 and fixed[5]['key_frames'] == 3       # frames 0, 5, 10
+    assert fixed[1]['mIoU'] > 0.4                                          # the shipped model, real frames
+    ratios = [p['key_ratio'] for p in report['adaptive']]
+    assert ratios[0] > ratios[-1]          # thresholds 0.05 .. 0.3: the lowest keys most often
+
+
+def test_missing_data_is_one_line(tmp_path):
+    proc = _bench('--data', tmp_path / 'nowhere', '--out', tmp_path, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'data not found' in proc.stderr
