@@ -49,7 +49,7 @@ def _checkpoint(path: Path) -> Path:
 def test_curve_on_synthetic_video(tmp_path):
     data, out = _davis_with_cut(tmp_path / 'davis'), tmp_path / 'out'
     proc = _bench('--data', data, '--split', 'all', '--model', _checkpoint(tmp_path / 'm.pt'), '--out', out,
-                  '--intervals', '1,3,5', '--thresholds', '0,0.3,1000', '--max-interval', '4')
+                  '--intervals', '1,3,5', '--thresholds', '0,0.3,1000', '--max-interval', '4', '--twin', '')
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '| fixed | k=3 |' in proc.stdout and '| adaptive | threshold 0.3 |' in proc.stdout
     report = json.loads((out / 'keyframe_curve.json').read_text())
