@@ -62,10 +62,12 @@ def descriptor_ms(ev: EvalSession, reps: int = 30) -> float:
     return statistics.median(times)
 
 
-def point(policy: str, value, res: dict, extra_ms: float = 0.0) -> dict:
-    """One curve point: the setting, its key ratio, accuracy and amortised latency."""
+def point(policy: str, value, res: dict, ev: EvalSession, extra_ms: float = 0.0) -> dict:
+    """One curve point: the setting, its key ratio, accuracy, amortised latency and where its keys fell."""
     nan = math.nan
+    keys_at = [[i for i, k in enumerate(r['is_key']) if k] for r in ev.runs]
     return {'policy': policy, 'setting': value, 'frames': res['frames'], 'key_frames': res['key_frames'],
+            'key_spacing': [np.diff(k).tolist() for k in keys_at],
             'key_ratio': res['key_frames'] / max(1, res['frames']),
             'mIoU': res.get('mIoU', nan), 'mIoU_current': res.get('current', {}).get('mIoU', nan),
             'TC': res.get('TC', nan), 'model_ms': res['latency_ms'], 'key_ms': res['latency_key_ms'],
@@ -118,9 +120,9 @@ def run(args) -> dict:
         ev.seg.step(rgb)      # warm-up, so the first scored frame is not the slowest
     desc_ms = descriptor_ms(ev)
     t0 = time.perf_counter()
-    fixed = [point('fixed', k, ev.score(keyframe_interval=k)) for k in args.intervals]
+    fixed = [point('fixed', k, ev.score(keyframe_interval=k), ev) for k in args.intervals]
     adaptive = [point('adaptive', t, ev.score(keyframe_policy='adaptive', keyframe_threshold=t,
-                                               keyframe_max_interval=args.max_interval), desc_ms)
+                                               keyframe_max_interval=args.max_interval), ev, desc_ms)
                 for t in args.thresholds]
     base = next((p['mIoU'] for p in fixed if p['setting'] == 1), math.nan)
     twin = score_twin(args) if args.twin else None

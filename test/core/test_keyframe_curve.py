@@ -59,7 +59,8 @@ def test_curve_on_synthetic_video(tmp_path):
     assert keys[('adaptive', 0.0)] == 12          # every frame differs a little: all keys
     assert keys[('adaptive', 1000.0)] == 3        # never triggers: frames 0, 4, 8 (max interval 4)
     # 0.3 keys on the cut (frame 6) but not on the moving square: 0, 4 (max interval), 6 (cut), 10
-    assert keys[('adaptive', 0.3)] == 4
+    cut = next(p for p in report['adaptive'] if p['setting'] == 0.3)
+    assert keys[('adaptive', 0.3)] == 4 and cut['key_spacing'] == [[4, 2, 4]]
     for p in report['fixed'] + report['adaptive']:
         assert 0 <= p['mIoU'] <= 1 and p['model_ms'] > 0 and p['key_ratio'] == p['key_frames'] / 12
         assert (p['descriptor_ms'] > 0) == (p['policy'] == 'adaptive')

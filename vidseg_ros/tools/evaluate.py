@@ -211,6 +211,7 @@ class EvalSession:
         self.timing = sequence_timing(self.seqs, self.gap)
         self.names = list(self.seg.meta.get('classes', []))
         self.flows: list | None = None
+        self.runs: list[dict] = []
 
     def _config(self, **settings):
         from vidseg_ros.engine.base import EngineConfig
@@ -226,6 +227,7 @@ class EvalSession:
             self.flows = [sequence_flows(r['frames']) for r in runs]
         for r in runs:
             r.pop('frames')
+        self.runs = runs      # the last setting's per-frame outputs (key flags, resets) for diagnostics
         return score_run(runs, self.flows, len(self.names), self.seg.meta.get('ignore_index'), self.names,
                          len(self.names) == 2)
 
