@@ -15,7 +15,11 @@ and current frame model times); the table has both. ``--twin`` (default ``models
 when present) also scores the per-frame twin the issue's target refers to.
 
 The curve is shown whole: no threshold is picked. The fixed/adaptive comparison is made at equal key
-ratio (the adaptive curve interpolated linearly at each fixed point's ratio).
+ratio (the adaptive curve interpolated linearly at each fixed point's ratio), in mIoU and in *flips*:
+the share of pixels labelled differently from the every-frame (k=1) run, the label-free cost of a stale
+cache (mean and 95th percentile over frames). A descriptor check says how well the adaptive policy's
+signal (descriptor change since the key frame) ranks the current frames' flips at the largest fixed k,
+next to the plain count of frames since the key frame.
 
 Prints one markdown table; writes ``keyframe_curve.json`` and ``keyframe_curve.png`` (left: mIoU vs
 key-frame ratio, right: mIoU vs amortised ms per frame) in ``--out``.
@@ -39,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from vidseg_ros.data.images import read_rgb  # noqa: E402
-from vidseg_ros.engine.policy import change_descriptor  # noqa: E402
+from vidseg_ros.engine.policy import change_descriptor, relative_change  # noqa: E402
 from vidseg_ros.tools.evaluate import EvalSession  # noqa: E402
 
 INTERVALS = (1, 2, 3, 5, 10)
@@ -62,12 +66,20 @@ def descriptor_ms(ev: EvalSession, reps: int = 30) -> float:
     return statistics.median(times)
 
 
-def point(policy: str, value, res: dict, ev: EvalSession, extra_ms: float = 0.0) -> dict:
+def flips(ev: EvalSession, every: list) -> list[float]:
+    """Per frame of the last scored setting: share of pixels labelled unlike the every-frame (k=1) run,
+    the label-free cost of a stale key-frame cache."""
+    return [float((p != e).mean()) for run, ref in zip(ev.runs, every) for p, e in zip(run['pred'], ref)]
+
+
+def point(policy: str, value, res: dict, ev: EvalSession, every: list, extra_ms: float = 0.0) -> dict:
     """One curve point: the setting, its key ratio, accuracy, amortised latency and where its keys fell."""
     nan = math.nan
     keys_at = [[i for i, k in enumerate(r['is_key']) if k] for r in ev.runs]
+    f = flips(ev, every) if every else [nan]
     return {'policy': policy, 'setting': value, 'frames': res['frames'], 'key_frames': res['key_frames'],
             'key_spacing': [np.diff(k).tolist() for k in keys_at],
+            'flips': float(np.mean(f)), 'flips_p95': float(np.percentile(f, 95)),
             'key_ratio': res['key_frames'] / max(1, res['frames']),
             'mIoU': res.get('mIoU', nan), 'mIoU_current': res.get('current', {}).get('mIoU', nan),
             'TC': res.get('TC', nan), 'model_ms': res['latency_ms'], 'key_ms': res['latency_key_ms'],
@@ -92,16 +104,49 @@ def score_twin(args) -> dict:
 
 
 def at_equal_ratio(fixed: list[dict], adaptive: list[dict]) -> list[dict]:
-    """Adaptive mIoU interpolated at each fixed point's key ratio (None outside the adaptive range)."""
-    pts = sorted((p['key_ratio'], p['mIoU']) for p in adaptive)
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    """Adaptive mIoU (and flips) interpolated at each fixed point's key ratio (None outside its range)."""
+    pts = sorted(adaptive, key=lambda p: p['key_ratio'])
+    xs = [p['key_ratio'] for p in pts]
     out = []
     for f in fixed:
-        inside = bool(xs) and xs[0] <= f['key_ratio'] <= xs[-1]
-        a = float(np.interp(f['key_ratio'], xs, ys)) if inside else None
-        out.append({'k': f['setting'], 'key_ratio': f['key_ratio'], 'fixed_mIoU': f['mIoU'],
-                    'adaptive_mIoU': a, 'adaptive_minus_fixed': None if a is None else a - f['mIoU']})
+        row = {'k': f['setting'], 'key_ratio': f['key_ratio']}
+        for m in ('mIoU', 'flips'):
+            inside = bool(xs) and xs[0] <= f['key_ratio'] <= xs[-1]
+            a = float(np.interp(f['key_ratio'], xs, [p[m] for p in pts])) if inside else None
+            row.update({f'fixed_{m}': f[m], f'adaptive_{m}': a,
+                        f'adaptive_minus_fixed_{m}': None if a is None else a - f[m]})
+        out.append(row)
     return out
+
+
+def _rank_corr(a, b) -> float:
+    """Spearman rank correlation (ties get their mean rank)."""
+    def ranks(v):
+        v = np.asarray(v, float)
+        r = np.empty(len(v))
+        r[v.argsort(kind='stable')] = np.arange(len(v))
+        for u in np.unique(v):
+            r[v == u] = r[v == u].mean()
+        return r
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1]) if len(a) > 2 else math.nan
+
+
+@torch.inference_mode()
+def descriptor_check(ev: EvalSession, every: list) -> dict:
+    """On the last scored (fixed) setting's current frames: does the adaptive policy's change since the
+    key frame track the cache's cost (flips vs the every-frame run) better than the frames since it?"""
+    change, since, cost = [], [], flips(ev, every)
+    for run, recs in zip(ev.runs, ev.seqs.values()):
+        desc = [change_descriptor(ev.seg.preprocess(read_rgb(r.image))[0]).clone() for r in recs]
+        last = 0
+        for i, key in enumerate(run['is_key']):
+            last = i if key else last
+            change.append(relative_change(desc[i], desc[last]))
+            since.append(i - last)
+    cur = [i for i, s in enumerate(since) if s > 0]
+    pick = lambda v: [v[i] for i in cur]                               # noqa: E731
+    return {'current_frames': len(cur), 'rank_corr_change_flips': _rank_corr(pick(change), pick(cost)),
+            'rank_corr_since_key_flips': _rank_corr(pick(since), pick(cost))}
 
 
 def run(args) -> dict:
@@ -120,9 +165,14 @@ def run(args) -> dict:
         ev.seg.step(rgb)      # warm-up, so the first scored frame is not the slowest
     desc_ms = descriptor_ms(ev)
     t0 = time.perf_counter()
-    fixed = [point('fixed', k, ev.score(keyframe_interval=k), ev) for k in args.intervals]
+    fixed, every = [], []
+    for k in sorted(args.intervals):
+        res = ev.score(keyframe_interval=k)
+        every = every or ([r['pred'] for r in ev.runs] if k == 1 else [])
+        fixed.append(point('fixed', k, res, ev, every))
+    check = descriptor_check(ev, every) if every and fixed[-1]['setting'] > 1 else None
     adaptive = [point('adaptive', t, ev.score(keyframe_policy='adaptive', keyframe_threshold=t,
-                                               keyframe_max_interval=args.max_interval), ev, desc_ms)
+                                               keyframe_max_interval=args.max_interval), ev, every, desc_ms)
                 for t in args.thresholds]
     base = next((p['mIoU'] for p in fixed if p['setting'] == 1), math.nan)
     twin = score_twin(args) if args.twin else None
@@ -133,7 +183,7 @@ def run(args) -> dict:
         p['pooled_ms'] = p['key_ratio'] * pooled['key_ms'] + (1 - p['key_ratio']) * pooled['current_ms'] \
             + p['descriptor_ms']
     return {'model': str(ev.path), 'data': str(args.data), 'split': args.split, 'timing': ev.timing,
-            'twin': twin, 'pooled': pooled,
+            'twin': twin, 'pooled': pooled, 'descriptor_check': check,
             'frames': sum(len(v) for v in ev.seqs.values()), 'sequences': len(ev.seqs),
             'max_interval': args.max_interval, 'threads': args.threads, 'descriptor_ms': desc_ms,
             'fixed': fixed, 'adaptive': adaptive, 'equal_ratio': at_equal_ratio(fixed, adaptive),
@@ -142,23 +192,31 @@ def run(args) -> dict:
 
 def table(report: dict) -> str:
     f1 = lambda v: '-' if v is None or v != v else f'{100 * v:.1f}'       # noqa: E731
+    f2 = lambda v: '-' if v is None or v != v else f'{100 * v:.2f}'      # noqa: E731
     ms = lambda v: '-' if v != v else f'{v:.1f}'                          # noqa: E731
     vs_twin = lambda p: '-' if p['delta_vs_twin'] is None or p['key_ratio'] == 1 \
         else f'{100 * p["delta_vs_twin"]:+.1f}'                            # noqa: E731
     rows = ['| policy | setting | key ratio | mIoU all | delta vs k=1 | mIoU current | current vs twin | TC | '
-            'ms/frame measured (model + descriptor) | key / current ms | ms/frame pooled |', '|' + '---|' * 11]
+            'flips % mean / p95 | ms/frame measured (model + descriptor) | key / current ms | ms/frame pooled |',
+            '|' + '---|' * 12]
     for p in report['fixed'] + report['adaptive']:
         setting = f'k={p["setting"]}' if p['policy'] == 'fixed' else f'threshold {p["setting"]:g}'
         lat = ms(p['model_ms']) + (f' + {p["descriptor_ms"]:.2f}' if p['descriptor_ms'] else '')
         rows.append(f'| {p["policy"]} | {setting} | {p["key_ratio"]:.3f} | {f1(p["mIoU"])} | '
                     f'{100 * p["delta_vs_k1"]:+.1f} | {f1(p["mIoU_current"])} | {vs_twin(p)} | {f1(p["TC"])} | '
-                    f'{lat} | {ms(p["key_ms"])} / {ms(p["current_ms"])} | {ms(p["pooled_ms"])} |')
-    rows += ['', '| fixed k | key ratio | fixed mIoU | adaptive mIoU at that ratio | adaptive - fixed |',
-             '|---|---|---|---|---|']
+                    f'{f2(p["flips"])} / {f2(p["flips_p95"])} | {lat} | {ms(p["key_ms"])} / {ms(p["current_ms"])} | {ms(p["pooled_ms"])} |')
+    rows += ['', '| fixed k | key ratio | mIoU fixed | mIoU adaptive (interpolated) | adaptive - fixed | '
+             'flips % fixed | flips % adaptive | adaptive - fixed |', '|' + '---|' * 8]
     for e in report['equal_ratio']:
-        diff = '-' if e['adaptive_minus_fixed'] is None else f'{100 * e["adaptive_minus_fixed"]:+.1f}'
+        diff = lambda m, f: '-' if e[m] is None else f'{100 * e[m]:+.{f}f}'    # noqa: E731
         rows.append(f'| {e["k"]} | {e["key_ratio"]:.3f} | {f1(e["fixed_mIoU"])} | {f1(e["adaptive_mIoU"])} | '
-                    f'{diff} |')
+                    f'{diff("adaptive_minus_fixed_mIoU", 1)} | {f2(e["fixed_flips"])} | {f2(e["adaptive_flips"])} | '
+                    f'{diff("adaptive_minus_fixed_flips", 2)} |')
+    check = report['descriptor_check']
+    if check:
+        rows += ['', f'Descriptor check (fixed k={report["fixed"][-1]["setting"]}, {check["current_frames"]} current '
+                 f'frames): rank correlation with flips: change since the key frame '
+                 f'{check["rank_corr_change_flips"]:.2f}, frames since it {check["rank_corr_since_key_flips"]:.2f}.']
     twin = report['twin']
     if twin:
         rows += ['', f'Per-frame twin {Path(twin["model"]).name}: mIoU {f1(twin["mIoU"])}, TC {f1(twin["TC"])}, '

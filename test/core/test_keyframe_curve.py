@@ -65,7 +65,12 @@ def test_curve_on_synthetic_video(tmp_path):
         assert 0 <= p['mIoU'] <= 1 and p['model_ms'] > 0 and p['key_ratio'] == p['key_frames'] / 12
         assert (p['descriptor_ms'] > 0) == (p['policy'] == 'adaptive')
     k3 = next(e for e in report['equal_ratio'] if e['k'] == 3)      # ratio 4/12, inside the adaptive range
-    assert k3['adaptive_mIoU'] is not None and k3['adaptive_minus_fixed'] == k3['adaptive_mIoU'] - k3['fixed_mIoU']
+    assert k3['adaptive_mIoU'] is not None
+    assert k3['adaptive_minus_fixed_mIoU'] == k3['adaptive_mIoU'] - k3['fixed_mIoU']
+    flips = {(p['policy'], p['setting']): p['flips'] for p in report['fixed'] + report['adaptive']}
+    assert flips[('fixed', 1)] == 0 and flips[('adaptive', 0.0)] == 0     # all key frames: the k=1 labels
+    check = report['descriptor_check']                                  # on fixed k=5's 9 current frames
+    assert check['current_frames'] == 9 and 'rank correlation' in proc.stdout
 
 
 def test_curve_quick_on_camvid(tmp_path, camvid_dir):
@@ -76,6 +81,7 @@ def test_curve_quick_on_camvid(tmp_path, camvid_dir):
     fixed = {p['setting']: p for p in report['fixed']}
     assert fixed[1]['key_ratio'] == 1 and fixed[5]['key_frames'] == 3       # frames 0, 5, 10
     assert fixed[1]['mIoU'] > 0.4                                          # the shipped model, real frames
+    assert fixed[1]['flips'] == 0 < fixed[2]['flips'] < fixed[10]['flips']  # an older cache flips more labels
     ratios = [p['key_ratio'] for p in report['adaptive']]
     assert ratios[0] > ratios[-1]          # thresholds 0.05 .. 0.3: the lowest keys most often
 
