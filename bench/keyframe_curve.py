@@ -19,13 +19,15 @@ ratio (the adaptive curve interpolated linearly at each fixed point's ratio), in
 the share of pixels labelled differently from the every-frame (k=1) run, the label-free cost of a stale
 cache (mean and 95th percentile over frames). A descriptor check says how well the adaptive policy's
 signal (descriptor change since the key frame) ranks the current frames' flips at the largest fixed k,
-next to the plain count of frames since the key frame.
+next to the plain count of frames since the key frame. Data whose classes are not the model's (DAVIS
+for a CamVid model) is scored label-free: flips, TC and latency, with flips on the plot's y axis.
 
 Prints one markdown table; writes ``keyframe_curve.json`` and ``keyframe_curve.png`` (left: mIoU vs
 key-frame ratio, right: mIoU vs amortised ms per frame) in ``--out``.
 
     python bench/keyframe_curve.py                                   # CamVid val, the full curve
     python bench/keyframe_curve.py --quick --out /tmp/kc             # a few frames: the CI smoke test
+    python bench/keyframe_curve.py --data ../shared/data/davis2016 --split all --max-frames 30   # label-free
 """
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ def score_twin(args) -> dict:
     ev = EvalSession(args.twin, args.data, args.dataset, args.split, max_frames=args.max_frames, device='cpu',
                      max_gap_s=args.max_gap_s)
     res = ev.score(keyframe_interval=1)
-    return {'model': str(ev.path), 'mIoU': res.get('mIoU', math.nan), 'TC': res.get('TC', math.nan),
+    return {'model': _rel(ev.path), 'mIoU': res.get('mIoU', math.nan), 'TC': res.get('TC', math.nan),
             'model_ms': res['latency_ms']}
 
 
@@ -158,8 +160,6 @@ def run(args) -> dict:
         raise ValueError(f'{args.data} ({args.split}) is {ev.timing["note"]}: a key-frame curve needs real video')
     if ev.seg.kind != 'keyframe':
         raise ValueError(f'{args.model} is a {ev.seg.kind} model: it has no key-frame cache')
-    if not ev.with_labels:
-        raise ValueError(f'{args.model}: its classes differ from the data\'s, so there is no mIoU to plot')
     rgb = read_rgb(next(iter(ev.seqs.values()))[0].image)
     for _ in range(3):
         ev.seg.step(rgb)      # warm-up, so the first scored frame is not the slowest
@@ -182,7 +182,8 @@ def run(args) -> dict:
         p['delta_vs_twin'] = p['mIoU_current'] - twin['mIoU'] if twin else None
         p['pooled_ms'] = p['key_ratio'] * pooled['key_ms'] + (1 - p['key_ratio']) * pooled['current_ms'] \
             + p['descriptor_ms']
-    return {'model': str(ev.path), 'data': str(args.data), 'split': args.split, 'timing': ev.timing,
+    return {'model': _rel(ev.path), 'data': _rel(args.data), 'split': args.split, 'timing': ev.timing,
+            'labelled': ev.with_labels,
             'twin': twin, 'pooled': pooled, 'descriptor_check': check,
             'frames': sum(len(v) for v in ev.seqs.values()), 'sequences': len(ev.seqs),
             'max_interval': args.max_interval, 'threads': args.threads, 'descriptor_ms': desc_ms,
@@ -194,8 +195,8 @@ def table(report: dict) -> str:
     f1 = lambda v: '-' if v is None or v != v else f'{100 * v:.1f}'       # noqa: E731
     f2 = lambda v: '-' if v is None or v != v else f'{100 * v:.2f}'      # noqa: E731
     ms = lambda v: '-' if v != v else f'{v:.1f}'                          # noqa: E731
-    vs_twin = lambda p: '-' if p['delta_vs_twin'] is None or p['key_ratio'] == 1 \
-        else f'{100 * p["delta_vs_twin"]:+.1f}'                            # noqa: E731
+    d1 = lambda v: '-' if v is None or v != v else f'{100 * v:+.1f}'     # noqa: E731
+    vs_twin = lambda p: '-' if p['key_ratio'] == 1 else d1(p['delta_vs_twin'])  # noqa: E731
     rows = ['| policy | setting | key ratio | mIoU all | delta vs k=1 | mIoU current | current vs twin | TC | '
             'flips % mean / p95 | ms/frame measured (model + descriptor) | key / current ms | ms/frame pooled |',
             '|' + '---|' * 12]
@@ -203,12 +204,12 @@ def table(report: dict) -> str:
         setting = f'k={p["setting"]}' if p['policy'] == 'fixed' else f'threshold {p["setting"]:g}'
         lat = ms(p['model_ms']) + (f' + {p["descriptor_ms"]:.2f}' if p['descriptor_ms'] else '')
         rows.append(f'| {p["policy"]} | {setting} | {p["key_ratio"]:.3f} | {f1(p["mIoU"])} | '
-                    f'{100 * p["delta_vs_k1"]:+.1f} | {f1(p["mIoU_current"])} | {vs_twin(p)} | {f1(p["TC"])} | '
+                    f'{d1(p["delta_vs_k1"])} | {f1(p["mIoU_current"])} | {vs_twin(p)} | {f1(p["TC"])} | '
                     f'{f2(p["flips"])} / {f2(p["flips_p95"])} | {lat} | {ms(p["key_ms"])} / {ms(p["current_ms"])} | {ms(p["pooled_ms"])} |')
     rows += ['', '| fixed k | key ratio | mIoU fixed | mIoU adaptive (interpolated) | adaptive - fixed | '
              'flips % fixed | flips % adaptive | adaptive - fixed |', '|' + '---|' * 8]
     for e in report['equal_ratio']:
-        diff = lambda m, f: '-' if e[m] is None else f'{100 * e[m]:+.{f}f}'    # noqa: E731
+        diff = lambda m, f: '-' if e[m] is None or e[m] != e[m] else f'{100 * e[m]:+.{f}f}'    # noqa: E731
         rows.append(f'| {e["k"]} | {e["key_ratio"]:.3f} | {f1(e["fixed_mIoU"])} | {f1(e["adaptive_mIoU"])} | '
                     f'{diff("adaptive_minus_fixed_mIoU", 1)} | {f2(e["fixed_flips"])} | {f2(e["adaptive_flips"])} | '
                     f'{diff("adaptive_minus_fixed_flips", 2)} |')
@@ -230,15 +231,16 @@ def plot(report: dict, path: Path) -> Path:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    y = 'mIoU' if report['labelled'] else 'flips'      # label-free: the share of labels unlike k=1's
     base = next((p['mIoU'] for p in report['fixed'] if p['setting'] == 1), math.nan)
     for ax, x, label in ((axes[0], 'key_ratio', 'key-frame ratio (key frames / frames)'),
                          (axes[1], 'pooled_ms', 'amortised model ms per frame, pooled (+ descriptor, adaptive)')):
         for name, marker in (('fixed', 'o'), ('adaptive', 's')):
             pts = sorted(report[name], key=lambda p: p[x])
-            ax.plot([p[x] for p in pts], [100 * p['mIoU'] for p in pts], marker=marker, label=name)
+            ax.plot([p[x] for p in pts], [100 * p[y] for p in pts], marker=marker, label=name)
             for p in pts:
                 text = f'k={p["setting"]}' if name == 'fixed' else f'{p["setting"]:g}'
-                ax.annotate(text, (p[x], 100 * p['mIoU']), textcoords='offset points', xytext=(4, -10 if
+                ax.annotate(text, (p[x], 100 * p[y]), textcoords='offset points', xytext=(4, -10 if
                             name == 'adaptive' else 4), fontsize=7)
         twin = report['twin']
         if twin and twin['mIoU'] == twin['mIoU']:
@@ -248,7 +250,8 @@ def plot(report: dict, path: Path) -> Path:
             ax.axhline(100 * base - 2.0, color='grey', ls='--', lw=0.8, label='k=1 minus 2.0')
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel('mIoU, all frames [%]')
+    axes[0].set_ylabel('mIoU, all frames [%]' if y == 'mIoU' else
+                       'flips: pixels labelled unlike k=1 [%]\n(label-free: model classes differ)')
     axes[0].legend(fontsize=8)
     fig.suptitle(f'{Path(report["model"]).name} on {Path(report["data"]).name} {report["split"]} '
                  f'({report["timing"]["rate_hz"]:.3g} Hz, {report["frames"]} frames); adaptive: threshold, '
@@ -257,6 +260,12 @@ def plot(report: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _rel(path) -> str:
+    """A path as given, or relative to the checkout when inside it (the JSON is kept in docs/)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -73,6 +73,22 @@ def test_curve_on_synthetic_video(tmp_path):
     assert check['current_frames'] == 9 and 'rank correlation' in proc.stdout
 
 
+def test_curve_label_free_when_classes_differ(tmp_path):
+    """A model whose classes are not the data's (a CamVid model on DAVIS) gets flips, not mIoU."""
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', num_classes=11, cached_levels=2)
+    ckpt = save_checkpoint(tmp_path / 'c.pt', model, default_meta('keyframe_fpn', model.arch_config, input_hw=[H, W]))
+    proc = _bench('--data', _davis_with_cut(tmp_path / 'davis'), '--split', 'all', '--model', ckpt, '--out', tmp_path,
+                  '--intervals', '1,4', '--thresholds', '0.3', '--max-interval', '4', '--twin', '')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / 'keyframe_curve.json').read_text())
+    assert not report['labelled'] and 'nan' not in proc.stdout
+    k4, adaptive = report['fixed'][1], report['adaptive'][0]
+    assert all(p['mIoU'] != p['mIoU'] for p in report['fixed'] + report['adaptive'])     # NaN: no labels
+    assert k4['flips'] > 0 and k4['key_frames'] == 3 and adaptive['key_frames'] == 4
+    assert (tmp_path / 'keyframe_curve.png').stat().st_size > 0
+
+
 def test_curve_quick_on_camvid(tmp_path, camvid_dir):
     proc = _bench('--data', camvid_dir, '--quick', '--out', tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
