@@ -19,7 +19,9 @@ ratio (the adaptive curve interpolated linearly at each fixed point's ratio), in
 the share of pixels labelled differently from the every-frame (k=1) run, the label-free cost of a stale
 cache (mean and 95th percentile over frames). A descriptor check says how well the adaptive policy's
 signal (descriptor change since the key frame) ranks the current frames' flips at the largest fixed k,
-next to the plain count of frames since the key frame. Data whose classes are not the model's (DAVIS
+next to the plain count of frames since the key frame. The hindsight-best placement for each number of
+key frames (``keyframe_oracle.py``; it sees the future, so it is a bound, not a policy) shows how much
+any adaptive policy could gain on this split. Data whose classes are not the model's (DAVIS
 for a CamVid model) is scored label-free: flips, TC and latency, with flips on the plot's y axis.
 
 Prints one markdown table; writes ``keyframe_curve.json`` and ``keyframe_curve.png`` (left: mIoU vs
@@ -47,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from vidseg_ros.data.images import read_rgb  # noqa: E402
 from vidseg_ros.engine.policy import change_descriptor, relative_change  # noqa: E402
 from vidseg_ros.tools.evaluate import EvalSession  # noqa: E402
+from keyframe_oracle import oracle_points, pair_costs  # noqa: E402  (bench/, next to this file)
 
 INTERVALS = (1, 2, 3, 5, 10)
 # relative change of the descriptor between CamVid val frames 1 / 5 / 10 apart: median 0.06 / 0.19 / 0.29,
@@ -105,18 +108,19 @@ def score_twin(args) -> dict:
             'model_ms': res['latency_ms']}
 
 
-def at_equal_ratio(fixed: list[dict], adaptive: list[dict]) -> list[dict]:
-    """Adaptive mIoU (and flips) interpolated at each fixed point's key ratio (None outside its range)."""
-    pts = sorted(adaptive, key=lambda p: p['key_ratio'])
-    xs = [p['key_ratio'] for p in pts]
+def at_equal_ratio(fixed: list[dict], curves: dict[str, list[dict]]) -> list[dict]:
+    """Each curve's mIoU and flips interpolated at each fixed point's key ratio (None outside its range)."""
     out = []
     for f in fixed:
         row = {'k': f['setting'], 'key_ratio': f['key_ratio']}
-        for m in ('mIoU', 'flips'):
+        for name, points in curves.items():
+            pts = sorted(points, key=lambda p: p['key_ratio'])
+            xs = [p['key_ratio'] for p in pts]
             inside = bool(xs) and xs[0] <= f['key_ratio'] <= xs[-1]
-            a = float(np.interp(f['key_ratio'], xs, [p[m] for p in pts])) if inside else None
-            row.update({f'fixed_{m}': f[m], f'adaptive_{m}': a,
-                        f'adaptive_minus_fixed_{m}': None if a is None else a - f[m]})
+            for m in ('mIoU', 'flips'):
+                a = float(np.interp(f['key_ratio'], xs, [p[m] for p in pts])) if inside else None
+                row.update({f'fixed_{m}': f[m], f'{name}_{m}': a,
+                            f'{name}_minus_fixed_{m}': None if a is None else a - f[m]})
         out.append(row)
     return out
 
@@ -174,20 +178,23 @@ def run(args) -> dict:
     adaptive = [point('adaptive', t, ev.score(keyframe_policy='adaptive', keyframe_threshold=t,
                                                keyframe_max_interval=args.max_interval), ev, every, desc_ms)
                 for t in args.thresholds]
+    oracle = oracle_points(pair_costs(ev, every, args.max_interval), ev.names) if every and args.oracle else []
     base = next((p['mIoU'] for p in fixed if p['setting'] == 1), math.nan)
     twin = score_twin(args) if args.twin else None
     pooled = pooled_ms(fixed + adaptive)
     for p in fixed + adaptive:
         p['delta_vs_k1'] = p['mIoU'] - base
         p['delta_vs_twin'] = p['mIoU_current'] - twin['mIoU'] if twin else None
+    for p in fixed + adaptive + oracle:
         p['pooled_ms'] = p['key_ratio'] * pooled['key_ms'] + (1 - p['key_ratio']) * pooled['current_ms'] \
-            + p['descriptor_ms']
+            + p.get('descriptor_ms', 0.0)
     return {'model': _rel(ev.path), 'data': _rel(args.data), 'split': args.split, 'timing': ev.timing,
             'labelled': ev.with_labels,
             'twin': twin, 'pooled': pooled, 'descriptor_check': check,
             'frames': sum(len(v) for v in ev.seqs.values()), 'sequences': len(ev.seqs),
             'max_interval': args.max_interval, 'threads': args.threads, 'descriptor_ms': desc_ms,
-            'fixed': fixed, 'adaptive': adaptive, 'equal_ratio': at_equal_ratio(fixed, adaptive),
+            'fixed': fixed, 'adaptive': adaptive, 'oracle': oracle,
+            'equal_ratio': at_equal_ratio(fixed, {'adaptive': adaptive, 'oracle': oracle}),
             'seconds': time.perf_counter() - t0}
 
 
@@ -207,12 +214,14 @@ def table(report: dict) -> str:
                     f'{d1(p["delta_vs_k1"])} | {f1(p["mIoU_current"])} | {vs_twin(p)} | {f1(p["TC"])} | '
                     f'{f2(p["flips"])} / {f2(p["flips_p95"])} | {lat} | {ms(p["key_ms"])} / {ms(p["current_ms"])} | {ms(p["pooled_ms"])} |')
     rows += ['', '| fixed k | key ratio | mIoU fixed | mIoU adaptive (interpolated) | adaptive - fixed | '
-             'flips % fixed | flips % adaptive | adaptive - fixed |', '|' + '---|' * 8]
+             'mIoU oracle | flips % fixed | flips % adaptive | adaptive - fixed | flips % oracle |',
+             '|' + '---|' * 10]
     for e in report['equal_ratio']:
         diff = lambda m, f: '-' if e[m] is None or e[m] != e[m] else f'{100 * e[m]:+.{f}f}'    # noqa: E731
         rows.append(f'| {e["k"]} | {e["key_ratio"]:.3f} | {f1(e["fixed_mIoU"])} | {f1(e["adaptive_mIoU"])} | '
-                    f'{diff("adaptive_minus_fixed_mIoU", 1)} | {f2(e["fixed_flips"])} | {f2(e["adaptive_flips"])} | '
-                    f'{diff("adaptive_minus_fixed_flips", 2)} |')
+                    f'{diff("adaptive_minus_fixed_mIoU", 1)} | {f1(e.get("oracle_mIoU"))} | {f2(e["fixed_flips"])} | '
+                    f'{f2(e["adaptive_flips"])} | {diff("adaptive_minus_fixed_flips", 2)} | '
+                    f'{f2(e.get("oracle_flips"))} |')
     check = report['descriptor_check']
     if check:
         rows += ['', f'Descriptor check (fixed k={report["fixed"][-1]["setting"]}, {check["current_frames"]} current '
@@ -242,6 +251,10 @@ def plot(report: dict, path: Path) -> Path:
                 text = f'k={p["setting"]}' if name == 'fixed' else f'{p["setting"]:g}'
                 ax.annotate(text, (p[x], 100 * p[y]), textcoords='offset points', xytext=(4, -10 if
                             name == 'adaptive' else 4), fontsize=7)
+        if report['oracle']:
+            pts = sorted(report['oracle'], key=lambda p: p[x])
+            ax.plot([p[x] for p in pts], [100 * p[y] for p in pts], ':x', color='grey',
+                    label='hindsight-best placement (not a policy)')
         twin = report['twin']
         if twin and twin['mIoU'] == twin['mIoU']:
             ax.axhline(100 * twin['mIoU'], color='tab:green', ls=':', lw=1, label='per-frame twin')
@@ -288,6 +301,8 @@ def main(argv=None) -> int:
     ap.add_argument('--max-gap-s', type=float, default=None, help='default: the node\'s')
     ap.add_argument('--max-frames', type=int, default=0, help='per sequence; 0 = all')
     ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--no-oracle', dest='oracle', action='store_false',
+                    help='skip the hindsight-best placement (keyframe_oracle.py: every frame on every cache age)')
     ap.add_argument('--quick', action='store_true', help=f'first {QUICK_FRAMES} frames per sequence, '
                                                          f'thresholds {QUICK_THRESHOLDS}')
     args = ap.parse_args(argv)

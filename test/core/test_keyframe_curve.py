@@ -38,9 +38,28 @@ def _davis_with_cut(root: Path, n: int = 12, cut: int = 6) -> Path:
     return root
 
 
-def _checkpoint(path: Path) -> Path:
+def _fit(model, data: Path, steps: int = 15) -> None:
+    """A few steps on the synthetic frames, so the prediction follows the square (a random model labels
+    every pixel alike, and then a stale cache would change nothing)."""
+    from vidseg_ros.constants import IMAGENET_MEAN, IMAGENET_STD
+    imgs = sorted((data / 'JPEGImages/480p/s').glob('*.jpg'))
+    x = torch.stack([torch.from_numpy(cv2.imread(str(p))[..., ::-1].copy()) for p in imgs]).permute(0, 3, 1, 2)
+    x = (x.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    y = torch.stack([torch.from_numpy(cv2.imread(str(p).replace('JPEGImages', 'Annotations')[:-3] + 'png', 0) > 0)
+                     for p in imgs]).long()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+
+
+def _checkpoint(path: Path, data: Path) -> Path:
     torch.manual_seed(0)
     model = create_model('keyframe_fpn', num_classes=2, cached_levels=2)
+    _fit(model, data)
     meta = default_meta('keyframe_fpn', model.arch_config, classes=['background', 'object'],
                         palette=[[0, 0, 0], [255, 0, 0]], ignore_index=255, input_hw=[H, W])
     return save_checkpoint(path, model, meta)
@@ -48,7 +67,7 @@ def _checkpoint(path: Path) -> Path:
 
 def test_curve_on_synthetic_video(tmp_path):
     data, out = _davis_with_cut(tmp_path / 'davis'), tmp_path / 'out'
-    proc = _bench('--data', data, '--split', 'all', '--model', _checkpoint(tmp_path / 'm.pt'), '--out', out,
+    proc = _bench('--data', data, '--split', 'all', '--model', _checkpoint(tmp_path / 'm.pt', data), '--out', out,
                   '--intervals', '1,3,5', '--thresholds', '0,0.3,1000', '--max-interval', '4', '--twin', '')
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '| fixed | k=3 |' in proc.stdout and '| adaptive | threshold 0.3 |' in proc.stdout
@@ -61,6 +80,9 @@ def test_curve_on_synthetic_video(tmp_path):
     # 0.3 keys on the cut (frame 6) but not on the moving square: 0, 4 (max interval), 6 (cut), 10
     cut = next(p for p in report['adaptive'] if p['setting'] == 0.3)
     assert keys[('adaptive', 0.3)] == 4 and cut['key_spacing'] == [[4, 2, 4]]
+    oracle = report['oracle']            # hindsight bound: from the fewest keys (3) to no flip left
+    assert oracle[0]['key_frames'] == 3 and oracle[-1]['flips'] == 0 < oracle[0]['flips']
+    assert all(a['flips'] >= b['flips'] for a, b in zip(oracle, oracle[1:]))     # more keys, fewer flips
     for p in report['fixed'] + report['adaptive']:
         assert 0 <= p['mIoU'] <= 1 and p['model_ms'] > 0 and p['key_ratio'] == p['key_frames'] / 12
         assert (p['descriptor_ms'] > 0) == (p['policy'] == 'adaptive')
@@ -71,6 +93,25 @@ def test_curve_on_synthetic_video(tmp_path):
     assert flips[('fixed', 1)] == 0 and flips[('adaptive', 0.0)] == 0     # all key frames: the k=1 labels
     check = report['descriptor_check']                                  # on fixed k=5's 9 current frames
     assert check['current_frames'] == 9 and 'rank correlation' in proc.stdout
+
+
+def test_placement_costs_match_the_stream(tmp_path):
+    """The hindsight bound prices a placement by (frame, cache age) pairs: that must equal the engine's
+    streamed output, i.e. a current frame depends on its key frame only."""
+    sys.path.insert(0, str(ROOT / 'bench'))
+    from keyframe_oracle import best_placement, pair_costs
+    from vidseg_ros.tools.evaluate import EvalSession
+    data = _davis_with_cut(tmp_path / 'davis')
+    ev = EvalSession(_checkpoint(tmp_path / 'm.pt', data), data, split='all')
+    ev.score(keyframe_interval=1)
+    every = [r['pred'] for r in ev.runs]
+    flips = pair_costs(ev, every, 4)[0]['flips']
+    ev.score(keyframe_interval=3)
+    streamed = [float((p != e).mean()) for p, e in zip(ev.runs[0]['pred'], every[0])]
+    assert [flips[i, i % 3] for i in range(12)] == streamed
+    assert flips[:, 0].tolist() == [0.0] * 12 and flips[5:, 1:].max() > 0
+    fewest = best_placement(flips, 1e9)                  # keys cost everything: the fewest the gap allows
+    assert len(fewest) == 3 and fewest[0] == 0 and max(np.diff(fewest + [12])) <= 4
 
 
 def test_curve_label_free_when_classes_differ(tmp_path):

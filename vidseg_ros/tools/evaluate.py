@@ -201,7 +201,7 @@ class EvalSession:
         self.path = resolve_model(str(model))
         self.device, self.clip_len = device, clip_len
         self.gap = EngineConfig().max_gap_s if max_gap_s is None else float(max_gap_s)
-        self.seg = StreamSegmenter.from_checkpoint(self._config(keyframe_interval=1))
+        self.seg = StreamSegmenter.from_checkpoint(self.config(keyframe_interval=1))
         self.src = open_eval_source(data, dataset, split)
         self.with_labels = _labels_match(self.seg.meta, self.src)
         if not self.with_labels:
@@ -213,14 +213,15 @@ class EvalSession:
         self.flows: list | None = None
         self.runs: list[dict] = []
 
-    def _config(self, **settings):
+    def config(self, **settings):
+        """The engine settings of this session (model, device, max_gap_s) with ``settings``."""
         from vidseg_ros.engine.base import EngineConfig
         return EngineConfig(model=self.path, device=self.device, max_gap_s=self.gap, **settings)
 
     def score(self, **settings) -> dict:
         """Stream every sequence with these engine settings (e.g. ``keyframe_interval=5`` or
         ``keyframe_policy='adaptive', keyframe_threshold=0.2``) and score it (:func:`score_run`)."""
-        self.seg.update_config(self._config(**settings))
+        self.seg.update_config(self.config(**settings))
         runs = [stream_sequence(self.seg, recs, self.src, self.with_labels, self.clip_len)
                 for recs in self.seqs.values()]
         if self.flows is None and self.timing['video']:
