@@ -254,7 +254,7 @@ def plot(report: dict, path: Path) -> Path:
         if report['oracle']:
             pts = sorted(report['oracle'], key=lambda p: p[x])
             ax.plot([p[x] for p in pts], [100 * p[y] for p in pts], ':x', color='grey',
-                    label='hindsight-best placement (not a policy)')
+                    label='hindsight-best placement, fewest flips (not a policy)')
         twin = report['twin']
         if twin and twin['mIoU'] == twin['mIoU']:
             ax.axhline(100 * twin['mIoU'], color='tab:green', ls=':', lw=1, label='per-frame twin')
