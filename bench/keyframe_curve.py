@@ -24,8 +24,8 @@ key frames (``keyframe_oracle.py``; it sees the future, so it is a bound, not a 
 any adaptive policy could gain on this split. Data whose classes are not the model's (DAVIS
 for a CamVid model) is scored label-free: flips, TC and latency, with flips on the plot's y axis.
 
-Prints one markdown table; writes ``keyframe_curve.json`` and ``keyframe_curve.png`` (left: mIoU vs
-key-frame ratio, right: mIoU vs amortised ms per frame) in ``--out``.
+Prints the markdown tables; writes ``keyframe_curve.json`` and ``keyframe_curve.png`` (left: mIoU vs
+key-frame ratio, right: mIoU vs pooled amortised ms per frame) in ``--out``.
 
     python bench/keyframe_curve.py                                   # CamVid val, the full curve
     python bench/keyframe_curve.py --quick --out /tmp/kc             # a few frames: the CI smoke test
@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from vidseg_ros.data.images import read_rgb  # noqa: E402
 from vidseg_ros.engine.policy import change_descriptor, relative_change  # noqa: E402
+from vidseg_ros.models.checkpoint import CheckpointError  # noqa: E402
 from vidseg_ros.tools.evaluate import EvalSession  # noqa: E402
 from keyframe_oracle import oracle_points, pair_costs  # noqa: E402  (bench/, next to this file)
 
@@ -212,7 +213,8 @@ def table(report: dict) -> str:
         lat = ms(p['model_ms']) + (f' + {p["descriptor_ms"]:.2f}' if p['descriptor_ms'] else '')
         rows.append(f'| {p["policy"]} | {setting} | {p["key_ratio"]:.3f} | {f1(p["mIoU"])} | '
                     f'{d1(p["delta_vs_k1"])} | {f1(p["mIoU_current"])} | {vs_twin(p)} | {f1(p["TC"])} | '
-                    f'{f2(p["flips"])} / {f2(p["flips_p95"])} | {lat} | {ms(p["key_ms"])} / {ms(p["current_ms"])} | {ms(p["pooled_ms"])} |')
+                    f'{f2(p["flips"])} / {f2(p["flips_p95"])} | {lat} | {ms(p["key_ms"])} / {ms(p["current_ms"])} | '
+                    f'{ms(p["pooled_ms"])} |')
     rows += ['', '| fixed k | key ratio | mIoU fixed | mIoU adaptive (interpolated) | adaptive - fixed | '
              'mIoU oracle | flips % fixed | flips % adaptive | adaptive - fixed | flips % oracle |',
              '|' + '---|' * 10]
@@ -315,7 +317,7 @@ def main(argv=None) -> int:
         return 2
     try:
         report = run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f'keyframe_curve: {str(e)[:300]}', file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,9 @@ def test_curve_quick_on_camvid(tmp_path, camvid_dir):
     assert ratios[0] > ratios[-1]          # thresholds 0.05 .. 0.3: the lowest keys most often
 
 
-def test_missing_data_is_one_line(tmp_path):
+def test_mistakes_are_one_line(tmp_path):
     proc = _bench('--data', tmp_path / 'nowhere', '--out', tmp_path, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'data not found' in proc.stderr
+    data = _davis_with_cut(tmp_path / 'davis', n=3)
+    proc = _bench('--data', data, '--split', 'all', '--model', tmp_path / 'none.pt', '--out', tmp_path, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'not found' in proc.stderr
