@@ -21,7 +21,9 @@ cache (mean and 95th percentile over frames). A descriptor check says how well t
 signal (descriptor change since the key frame) ranks the current frames' flips at the largest fixed k,
 next to the plain count of frames since the key frame. The hindsight-best placement for each number of
 key frames (``keyframe_oracle.py``; it sees the future, so it is a bound, not a policy) shows how much
-any adaptive policy could gain on this split. Data whose classes are not the model's (DAVIS
+any adaptive policy could gain on this split; the same pairs replay the adaptive rule offline (checked
+against the streamed runs) and an alternative, a key frame when change x frames since the key frame
+passes a threshold (``change_x_age``, swept over AGE_THRESHOLDS, not built into the engine). Data whose classes are not the model's (DAVIS
 for a CamVid model) is scored label-free: flips, TC and latency, with flips on the plot's y axis.
 
 Prints the markdown tables; writes ``keyframe_curve.json`` and ``keyframe_curve.png`` (left: mIoU vs
@@ -50,13 +52,15 @@ from vidseg_ros.data.images import read_rgb  # noqa: E402
 from vidseg_ros.engine.policy import change_descriptor, relative_change  # noqa: E402
 from vidseg_ros.models.checkpoint import CheckpointError  # noqa: E402
 from vidseg_ros.tools.evaluate import EvalSession  # noqa: E402
-from keyframe_oracle import oracle_points, pair_costs  # noqa: E402  (bench/, next to this file)
+from keyframe_oracle import oracle_points, pair_costs, rule_points  # noqa: E402  (bench/, next to this file)
 
 INTERVALS = (1, 2, 3, 5, 10)
 # relative change of the descriptor between CamVid val frames 1 / 5 / 10 apart: median 0.06 / 0.19 / 0.29,
 # so this sweep spans key ratios from about every frame to the max_interval floor, like the fixed points
 THRESHOLDS = (0.03, 0.05, 0.07, 0.1, 0.14, 0.2, 0.3, 0.45)
 QUICK_FRAMES, QUICK_THRESHOLDS = 12, (0.05, 0.14, 0.3)
+# the replayed change x age rule: change at age 1 / 5 / 10 times the age is about 0.06 / 0.95 / 2.9 there
+AGE_THRESHOLDS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 3.0, 4.5)
 
 
 @torch.inference_mode()      # as in the engine's step
@@ -179,14 +183,20 @@ def run(args) -> dict:
     adaptive = [point('adaptive', t, ev.score(keyframe_policy='adaptive', keyframe_threshold=t,
                                                keyframe_max_interval=args.max_interval), ev, every, desc_ms)
                 for t in args.thresholds]
-    oracle = oracle_points(pair_costs(ev, every, args.max_interval), ev.names) if every and args.oracle else []
+    costs = pair_costs(ev, every, args.max_interval) if every and args.oracle else None
+    oracle = oracle_points(costs, ev.names) if costs else []
+    # the engine's rule replayed from the pairs must give the streamed runs' key frames and flips exactly
+    replayed = rule_points(costs, ev.names, args.max_interval, 0.0, args.thresholds) if costs else []
+    replay_ok = all(r['key_frames'] == a['key_frames'] and abs(r['flips'] - a['flips']) < 1e-9
+                    for r, a in zip(replayed, adaptive)) if costs else None
+    age = rule_points(costs, ev.names, args.max_interval, 1.0, AGE_THRESHOLDS) if costs else []
     base = next((p['mIoU'] for p in fixed if p['setting'] == 1), math.nan)
     twin = score_twin(args) if args.twin else None
     pooled = pooled_ms(fixed + adaptive)
     for p in fixed + adaptive:
         p['delta_vs_k1'] = p['mIoU'] - base
         p['delta_vs_twin'] = p['mIoU_current'] - twin['mIoU'] if twin else None
-    for p in fixed + adaptive + oracle:
+    for p in fixed + adaptive + oracle + age:
         p['pooled_ms'] = p['key_ratio'] * pooled['key_ms'] + (1 - p['key_ratio']) * pooled['current_ms'] \
             + p.get('descriptor_ms', 0.0)
     return {'model': _rel(ev.path), 'data': _rel(args.data), 'split': args.split, 'timing': ev.timing,
@@ -194,8 +204,9 @@ def run(args) -> dict:
             'twin': twin, 'pooled': pooled, 'descriptor_check': check,
             'frames': sum(len(v) for v in ev.seqs.values()), 'sequences': len(ev.seqs),
             'max_interval': args.max_interval, 'threads': args.threads, 'descriptor_ms': desc_ms,
-            'fixed': fixed, 'adaptive': adaptive, 'oracle': oracle,
-            'equal_ratio': at_equal_ratio(fixed, {'adaptive': adaptive, 'oracle': oracle}),
+            'fixed': fixed, 'adaptive': adaptive, 'oracle': oracle, 'change_x_age': age,
+            'replay_matches_engine': replay_ok,
+            'equal_ratio': at_equal_ratio(fixed, {'adaptive': adaptive, 'oracle': oracle, 'change_x_age': age}),
             'seconds': time.perf_counter() - t0}
 
 
@@ -216,15 +227,19 @@ def table(report: dict) -> str:
                     f'{f2(p["flips"])} / {f2(p["flips_p95"])} | {lat} | {ms(p["key_ms"])} / {ms(p["current_ms"])} | '
                     f'{ms(p["pooled_ms"])} |')
     rows += ['', '| fixed k | key ratio | mIoU fixed | mIoU adaptive (interpolated) | adaptive - fixed | '
-             'mIoU oracle | flips % fixed | flips % adaptive | adaptive - fixed | flips % oracle |',
-             '|' + '---|' * 10]
+             'mIoU change x age | mIoU oracle | flips % fixed | flips % adaptive | adaptive - fixed | '
+             'flips % change x age | flips % oracle |', '|' + '---|' * 12]
     for e in report['equal_ratio']:
         diff = lambda m, f: '-' if e[m] is None or e[m] != e[m] else f'{100 * e[m]:+.{f}f}'    # noqa: E731
         rows.append(f'| {e["k"]} | {e["key_ratio"]:.3f} | {f1(e["fixed_mIoU"])} | {f1(e["adaptive_mIoU"])} | '
-                    f'{diff("adaptive_minus_fixed_mIoU", 1)} | {f1(e.get("oracle_mIoU"))} | {f2(e["fixed_flips"])} | '
-                    f'{f2(e["adaptive_flips"])} | {diff("adaptive_minus_fixed_flips", 2)} | '
+                    f'{diff("adaptive_minus_fixed_mIoU", 1)} | {f1(e.get("change_x_age_mIoU"))} | '
+                    f'{f1(e.get("oracle_mIoU"))} | {f2(e["fixed_flips"])} | {f2(e["adaptive_flips"])} | '
+                    f'{diff("adaptive_minus_fixed_flips", 2)} | {f2(e.get("change_x_age_flips"))} | '
                     f'{f2(e.get("oracle_flips"))} |')
     check = report['descriptor_check']
+    if report['replay_matches_engine'] is not None:
+        rows += ['', f'Offline replay of the engine\'s adaptive rule matches the streamed runs: '
+                 f'{report["replay_matches_engine"]}.']
     if check:
         rows += ['', f'Descriptor check (fixed k={report["fixed"][-1]["setting"]}, {check["current_frames"]} current '
                  f'frames): rank correlation with flips: change since the key frame '
@@ -253,10 +268,12 @@ def plot(report: dict, path: Path) -> Path:
                 text = f'k={p["setting"]}' if name == 'fixed' else f'{p["setting"]:g}'
                 ax.annotate(text, (p[x], 100 * p[y]), textcoords='offset points', xytext=(4, -10 if
                             name == 'adaptive' else 4), fontsize=7)
-        if report['oracle']:
-            pts = sorted(report['oracle'], key=lambda p: p[x])
-            ax.plot([p[x] for p in pts], [100 * p[y] for p in pts], ':x', color='grey',
-                    label='hindsight-best placement, fewest flips (not a policy)')
+        for name, style, color, text in (
+                ('change_x_age', '-.^', 'tab:purple', 'adaptive, change x frames since key (offline replay)'),
+                ('oracle', ':x', 'grey', 'hindsight-best placement, fewest flips (not a policy)')):
+            pts = sorted(report.get(name, []), key=lambda p: p[x])
+            if pts:
+                ax.plot([p[x] for p in pts], [100 * p[y] for p in pts], style, color=color, label=text, ms=4)
         twin = report['twin']
         if twin and twin['mIoU'] == twin['mIoU']:
             ax.axhline(100 * twin['mIoU'], color='tab:green', ls=':', lw=1, label='per-frame twin')

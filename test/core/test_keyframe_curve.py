@@ -83,6 +83,8 @@ def test_curve_on_synthetic_video(tmp_path):
     oracle = report['oracle']            # hindsight bound: from the fewest keys (3) to no flip left
     assert oracle[0]['key_frames'] == 3 and oracle[-1]['flips'] == 0 < oracle[0]['flips']
     assert all(a['flips'] >= b['flips'] for a, b in zip(oracle, oracle[1:]))     # more keys, fewer flips
+    assert report['replay_matches_engine'] is True                       # the offline replay is exact
+    assert len(report['change_x_age']) > 1 and all(p['key_frames'] >= 3 for p in report['change_x_age'])
     for p in report['fixed'] + report['adaptive']:
         assert 0 <= p['mIoU'] <= 1 and p['model_ms'] > 0 and p['key_ratio'] == p['key_frames'] / 12
         assert (p['descriptor_ms'] > 0) == (p['policy'] == 'adaptive')
@@ -114,6 +116,18 @@ def test_placement_costs_match_the_stream(tmp_path):
     assert len(fewest) == 3 and fewest[0] == 0 and max(np.diff(fewest + [12])) <= 4
 
 
+def test_replayed_rules_space_keys_by_speed():
+    """alpha 0 (the engine's rule) spaces key frames by 1 / speed, alpha 1 (change x age) by 1 / sqrt(speed)."""
+    sys.path.insert(0, str(ROOT / 'bench'))
+    from keyframe_oracle import rule_placement
+    steps = [1.0] * 100 + [4.0] * 100                    # the scene moves 4x faster in the second half
+    pos = np.cumsum([0.0] + steps) * 1000                # change vs a key frame = speed x age x 1e-6
+    desc = [torch.tensor([1e9, p], dtype=torch.float64) for p in pos]
+    for alpha, threshold, slow, fast in ((0.0, 15.5e-6, 16, 4), (1.0, 63.5e-6, 8, 4)):
+        gaps = np.diff(rule_placement(desc, 1000, threshold, alpha))
+        assert set(gaps[:5]) == {slow} and set(gaps[-5:]) == {fast}, (alpha, gaps)
+
+
 def test_curve_label_free_when_classes_differ(tmp_path):
     """A model whose classes are not the data's (a CamVid model on DAVIS) gets flips, not mIoU."""
     torch.manual_seed(0)
@@ -141,6 +155,7 @@ def test_curve_quick_on_camvid(tmp_path, camvid_dir):
     assert fixed[1]['flips'] == 0 < fixed[2]['flips'] < fixed[10]['flips']  # an older cache flips more labels
     ratios = [p['key_ratio'] for p in report['adaptive']]
     assert ratios[0] > ratios[-1]          # thresholds 0.05 .. 0.3: the lowest keys most often
+    assert report['replay_matches_engine'] is True
 
 
 def test_mistakes_are_one_line(tmp_path):
