@@ -190,6 +190,8 @@ def run(args) -> dict:
     replay_ok = all(r['key_frames'] == a['key_frames'] and abs(r['flips'] - a['flips']) < 1e-9
                     for r, a in zip(replayed, adaptive)) if costs else None
     age = rule_points(costs, ev.names, args.max_interval, 1.0, AGE_THRESHOLDS) if costs else []
+    for p in age:
+        p['descriptor_ms'] = desc_ms      # it needs the descriptor on every frame too
     base = next((p['mIoU'] for p in fixed if p['setting'] == 1), math.nan)
     twin = score_twin(args) if args.twin else None
     pooled = pooled_ms(fixed + adaptive)
