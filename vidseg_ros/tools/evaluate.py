@@ -186,6 +186,53 @@ def _nanmean(x) -> float:
     return float(np.mean(x)) if x else math.nan
 
 
+class EvalSession:
+    """One model and one labelled split, opened once; :meth:`score` runs and scores an engine setting.
+
+    ``vidseg eval`` scores its key intervals with it; ``bench/keyframe_curve.py`` scores fixed and
+    adaptive key-frame policies the same way. Optical flow for TC is computed on the first scored run
+    and reused (it depends on the frames only).
+    """
+
+    def __init__(self, model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
+                 max_frames: int = 0, device: str = 'cpu', clip_len: int = 0, max_gap_s: float | None = None):
+        from vidseg_ros.engine.base import EngineConfig
+        from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
+        self.path = resolve_model(str(model))
+        self.device, self.clip_len = device, clip_len
+        self.gap = EngineConfig().max_gap_s if max_gap_s is None else float(max_gap_s)
+        self.seg = StreamSegmenter.from_checkpoint(self.config(keyframe_interval=1))
+        self.src = open_eval_source(data, dataset, split)
+        self.with_labels = _labels_match(self.seg.meta, self.src)
+        if not self.with_labels:
+            log.warning('model classes %s differ from the data\'s %s: label-free metrics (TC, latency) only',
+                        self.seg.meta.get('classes'), self.src.class_names)
+        self.seqs = {k: (v[:max_frames] if max_frames else v) for k, v in self.src.sequences().items()}
+        self.timing = sequence_timing(self.seqs, self.gap)
+        self.names = list(self.seg.meta.get('classes', []))
+        self.flows: list | None = None
+        self.runs: list[dict] = []
+
+    def config(self, **settings):
+        """The engine settings of this session (model, device, max_gap_s) with ``settings``."""
+        from vidseg_ros.engine.base import EngineConfig
+        return EngineConfig(model=self.path, device=self.device, max_gap_s=self.gap, **settings)
+
+    def score(self, **settings) -> dict:
+        """Stream every sequence with these engine settings (e.g. ``keyframe_interval=5`` or
+        ``keyframe_policy='adaptive', keyframe_threshold=0.2``) and score it (:func:`score_run`)."""
+        self.seg.update_config(self.config(**settings))
+        runs = [stream_sequence(self.seg, recs, self.src, self.with_labels, self.clip_len)
+                for recs in self.seqs.values()]
+        if self.flows is None and self.timing['video']:
+            self.flows = [sequence_flows(r['frames']) for r in runs]
+        for r in runs:
+            r.pop('frames')
+        self.runs = runs      # the last setting's per-frame outputs (key flags, resets) for diagnostics
+        return score_run(runs, self.flows, len(self.names), self.seg.meta.get('ignore_index'), self.names,
+                         len(self.names) == 2)
+
+
 def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
                    out_dir: str | Path = 'runs/eval', key_intervals: list[int] | None = None,
                    max_frames: int = 0, write_card: bool = True, device: str = 'cpu',
@@ -209,50 +256,30 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
         max_gap_s: the node's setting (None = its default): a larger stamp gap resets the state.
     """
     import torch
-    from vidseg_ros.engine.base import EngineConfig
-    from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
     from vidseg_ros.tools.eval_report import write_card_file, write_plots
     if threads > 0:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = resolve_model(str(model))
-    gap = EngineConfig().max_gap_s if max_gap_s is None else float(max_gap_s)
-    seg = StreamSegmenter.from_checkpoint(EngineConfig(model=path, device=device, keyframe_interval=1,
-                                                       max_gap_s=gap))
-    src = open_eval_source(data, dataset, split)
-    with_labels = _labels_match(seg.meta, src)
-    if not with_labels:
-        log.warning('model classes %s differ from the data\'s %s: label-free metrics (TC, latency) only',
-                    seg.meta.get('classes'), src.class_names)
-    seqs = {k: (v[:max_frames] if max_frames else v) for k, v in src.sequences().items()}
-    timing = sequence_timing(seqs, gap)
+    ev = EvalSession(model, data, dataset, split, max_frames, device, clip_len, max_gap_s)
+    seg, timing = ev.seg, ev.timing
     intervals = sorted(set(key_intervals or [1, 2, 5, 10])) if seg.kind == 'keyframe' else [1]
     if not timing['video']:
         log.warning('%s (split %s) is %s', data, split, timing['note'])
         intervals = [1]
     else:
         log.info('%s (split %s): %s', data, split, timing['note'])
-    names = list(seg.meta.get('classes', []))
-    binary = len(names) == 2
-    results, flows = {}, None
+    results = {}
     t0 = time.perf_counter()
     for k in intervals:
-        cfg = EngineConfig(model=path, device=device, keyframe_interval=k, max_gap_s=gap)
-        seg.update_config(cfg)
-        runs = [stream_sequence(seg, recs, src, with_labels, clip_len) for recs in seqs.values()]
-        if flows is None and timing['video']:
-            flows = [sequence_flows(r['frames']) for r in runs]
-        for r in runs:
-            r.pop('frames')
-        results[str(k)] = score_run(runs, flows, len(names), seg.meta.get('ignore_index'), names, binary)
+        results[str(k)] = ev.score(keyframe_interval=k)
         log.info('interval %d: mIoU %s TC %.4f latency %.1f ms', k,
                  f'{results[str(k)].get("mIoU", math.nan):.4f}', results[str(k)].get('TC', math.nan),
                  results[str(k)]['latency_ms'])
-    report = {'model': str(path), 'arch': seg.meta.get('arch'), 'kind': seg.kind,
+    report = {'model': str(ev.path), 'arch': seg.meta.get('arch'), 'kind': seg.kind,
               'arch_config': seg.meta.get('arch_config'), 'data': str(data), 'split': split,
-              'sequences': len(seqs), 'input_hw': seg.meta.get('input_hw'), 'device': device,
-              'labelled': with_labels, 'classes': names, 'intervals': results, 'clip_len': clip_len,
+              'sequences': len(ev.seqs), 'input_hw': seg.meta.get('input_hw'), 'device': device,
+              'labelled': ev.with_labels, 'classes': ev.names, 'intervals': results, 'clip_len': clip_len,
               'timing': timing,
               'seconds': time.perf_counter() - t0}
     (out_dir / 'metrics.json').write_text(json.dumps(report, indent=1, default=_json_default))
