@@ -46,13 +46,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from keyframe_oracle import oracle_points, pair_costs, rule_points  # bench/, next to this script
+from vidseg_ros.data.images import read_rgb
+from vidseg_ros.engine.policy import change_descriptor, relative_change
+from vidseg_ros.models.checkpoint import CheckpointError
+from vidseg_ros.tools.evaluate import EvalSession
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from vidseg_ros.data.images import read_rgb  # noqa: E402
-from vidseg_ros.engine.policy import change_descriptor, relative_change  # noqa: E402
-from vidseg_ros.models.checkpoint import CheckpointError  # noqa: E402
-from vidseg_ros.tools.evaluate import EvalSession  # noqa: E402
-from keyframe_oracle import oracle_points, pair_costs, rule_points  # noqa: E402  (bench/, next to this file)
 
 INTERVALS = (1, 2, 3, 5, 10)
 # relative change of the descriptor between CamVid val frames 1 / 5 / 10 apart: median 0.06 / 0.19 / 0.29,

@@ -1,4 +1,5 @@
 """bench/keyframe_curve.py runs end to end (--quick), so the fixed-vs-adaptive curve never rots."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +15,14 @@ from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'bench' / 'keyframe_curve.py'
 H, W = 64, 96
+
+
+def _oracle():
+    """bench/keyframe_oracle.py as a module (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location('keyframe_oracle', ROOT / 'bench' / 'keyframe_oracle.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _bench(*args, timeout=600):
@@ -100,8 +109,7 @@ def test_curve_on_synthetic_video(tmp_path):
 def test_placement_costs_match_the_stream(tmp_path):
     """The hindsight bound prices a placement by (frame, cache age) pairs: that must equal the engine's
     streamed output, i.e. a current frame depends on its key frame only."""
-    sys.path.insert(0, str(ROOT / 'bench'))
-    from keyframe_oracle import best_placement, pair_costs
+    best_placement, pair_costs = _oracle().best_placement, _oracle().pair_costs
     from vidseg_ros.tools.evaluate import EvalSession
     data = _davis_with_cut(tmp_path / 'davis')
     ev = EvalSession(_checkpoint(tmp_path / 'm.pt', data), data, split='all')
@@ -118,8 +126,7 @@ def test_placement_costs_match_the_stream(tmp_path):
 
 def test_replayed_rules_space_keys_by_speed():
     """alpha 0 (the engine's rule) spaces key frames by 1 / speed, alpha 1 (change x age) by 1 / sqrt(speed)."""
-    sys.path.insert(0, str(ROOT / 'bench'))
-    from keyframe_oracle import rule_placement
+    rule_placement = _oracle().rule_placement
     steps = [1.0] * 100 + [4.0] * 100                    # the scene moves 4x faster in the second half
     pos = np.cumsum([0.0] + steps) * 1000                # change vs a key frame = speed x age x 1e-6
     desc = [torch.tensor([1e9, p], dtype=torch.float64) for p in pos]
