@@ -89,6 +89,9 @@ class CameraIO:
                 self.stats.dropped += 1
             self._slot = job
             self._lock.notify()
+        # Hand the GIL over now: the woken worker starts the frame at once instead of after the executor's
+        # next pass of Python (bench_node_overhead: wait p50 0.52-0.72 -> 0.11-0.12 ms).
+        time.sleep(0)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_cond:
