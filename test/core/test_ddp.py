@@ -1,10 +1,12 @@
 """Data-parallel training under torchrun (gloo, CPU): the same weights as one process with the global
 batch, only rank 0 writes, exact resume, validation over the whole set; plus a two-node simulation."""
+import functools
 import json
 import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -27,12 +29,37 @@ def _env() -> dict:
                                                         os.environ.get('PYTHONPATH')]))}
 
 
+# gloo's known teardown abort (a C++ thread destroyed while joinable; pytorch/pytorch#179291): seen in 2 of
+# ~10 full clean-clone runs, never in 24 runs of this scenario alone under load. It is not our training logic,
+# so a scenario that meets it runs once more from scratch; any other failure fails at once.
+GLOO_ABORT = 'terminate called without an active exception'
+
+
+class GlooAbort(AssertionError):
+    pass
+
+
+def retry_gloo_abort(test):
+    """Run ``test(tmp_path)`` again in a fresh folder when a torchrun in it hit GLOO_ABORT (once)."""
+    @functools.wraps(test)
+    def run(tmp_path):
+        try:
+            return test(tmp_path / 'try1')
+        except GlooAbort as e:
+            warnings.warn(f'gloo teardown abort, scenario repeated: {str(e)[-300:]}')
+            return test(tmp_path / 'try2')
+    return run
+
+
 def _torchrun(out: Path, epochs: int, *extra: str, launcher: list[str] | None = None) -> None:
     launcher = launcher or ['--standalone', '--nproc_per_node', '2']
     cmd = [sys.executable, '-m', 'torch.distributed.run', *launcher, str(WORKER), str(out), str(epochs),
            str(BATCH), *extra]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout[-3000:] + proc.stderr[-3000:]
+    if proc.returncode != 0 and GLOO_ABORT in proc.stdout + proc.stderr:
+        raise GlooAbort(log)
+    assert proc.returncode == 0, log
 
 
 def _single(out: Path, epochs: int) -> tuple[dict, dict]:
@@ -52,6 +79,7 @@ def _load(out: Path, rank: int) -> dict:
     return torch.load(out / f'weights_rank{rank}.pt', weights_only=True)
 
 
+@retry_gloo_abort
 def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
     _torchrun(tmp_path / 'ddp', 2)
     single, result = _single(tmp_path / 'one', 2)
@@ -72,6 +100,7 @@ def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
             assert got['pixel_acc'] == pytest.approx(want['pixel_acc'], abs=1e-9)
 
 
+@retry_gloo_abort
 def test_resume_under_ddp_continues_exactly(tmp_path):
     out = tmp_path / 'ddp'
     _torchrun(out, 1)
@@ -89,6 +118,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@retry_gloo_abort
 def test_two_node_rendezvous_on_one_machine(tmp_path):
     """Two torchrun launchers (one process each) meeting through a c10d rendezvous, as two machines would."""
     port, out = _free_port(), tmp_path / 'nodes'
@@ -99,6 +129,8 @@ def test_two_node_rendezvous_on_one_machine(tmp_path):
     procs = [subprocess.Popen(c, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for c in cmds]
     logs = [p.communicate(timeout=300)[0] for p in procs]
+    if any(p.returncode for p in procs) and any(GLOO_ABORT in log for log in logs):
+        raise GlooAbort('\n'.join(log[-1000:] for log in logs))
     assert [p.returncode for p in procs] == [0, 0], '\n'.join(log[-2000:] for log in logs)
     single, _ = _single(tmp_path / 'one', 2)
     _assert_same_weights(_load(out, 0), single)
