@@ -137,11 +137,15 @@ def test_the_recorded_bag_reads_back_and_masks_carry_its_stamps(launched):
         frames = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)]
     assert counts.get('/camera/image_raw', 0) >= 5 and counts.get('/camera/camera_info', 0) >= 5, counts
     assert all((f.encoding, f.height * f.step) == ('rgb8', len(f.data)) for f in frames[:3])
-    # The recorder subscribed before the first frame and loses none: every mask is one of these frames.
+    # The recorder subscribed before the first frame and loses none: every mask up to the last recorded frame
+    # is one of these frames. SIGINT reaches every node at once, so the segmenter may still serve a frame or
+    # two the stopped recorder never took (a shutdown tail, seen once in a clean-clone run: 83 masks, 82 frames).
     recorded = {stamp_of(f) for f in frames}
     with launched.probe.lock:
         masks = [stamp_of(m) for m in launched.masks]
-    assert len(masks) >= 5 and not [s for s in masks if s not in recorded], (len(masks), len(recorded))
+    inside = [s for s in masks if s <= max(recorded)]
+    assert len(inside) >= 5 and not [s for s in inside if s not in recorded], (len(masks), len(recorded))
+    assert len(masks) - len(inside) <= 3, 'more than a shutdown tail of masks after the last recorded frame'
 
 
 def test_readme_launch_argument_table_is_generated():
