@@ -71,9 +71,8 @@ class Upsampler:
     @property
     def band(self):
         """The boundary band of the last ``labels`` call: (pixels, their cells, fx, fy), or None."""
-        if isinstance(self._band, list):   # built on first use: only probabilities need it
-            cells = np.concatenate(self._band)
-            px, cells = self._pixels(cells)
+        if isinstance(self._band, list):   # built on first use, from labels' blocks: only probabilities need it
+            px, cells = (np.concatenate(parts) for parts in zip(*(self._pixels(*b) for b in self._band)))
             W = self.out_hw[1]
             self._band = px, cells, self.wx[px % W], self.wy[px // W]
         return self._band
@@ -85,9 +84,9 @@ class Upsampler:
         oy, ox = self._oy[cells // w][:, :, None], self._ox[cells % w][:, None, :]
         return np.where((oy >= 0) & (ox >= 0), oy * W + ox, H * W)
 
-    def _pixels(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The output pixels of ``cells`` and each one's cell, without the spare entries."""
-        px = self._blocks(cells).reshape(len(cells), -1)
+    def _pixels(self, blocks: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The output pixels of ``cells`` (their ``_blocks``) and each one's cell, without the spare entries."""
+        px = blocks.reshape(len(cells), -1)
         keep = px < self.out_hw[0] * self.out_hw[1]
         return px[keep], np.broadcast_to(cells[:, None], keep.shape)[keep]
 
@@ -113,28 +112,30 @@ class Upsampler:
         self._band = []
         many_cells = np.flatnonzero(gflat == MANY)
         if many_cells.size:   # all C logits, interpolated
-            px, cells = self._pixels(many_cells)
+            blocks = self._blocks(many_cells)
+            px, cells = self._pixels(blocks, many_cells)
             gx, gy = self.wx[px % W, None], self.wy[px // W, None]
             c00, c01, c10, c11 = self._corners(cells, h, w)
             top = flat[c00] * (1 - gx) + flat[c01] * gx
             bot = flat[c10] * (1 - gx) + flat[c11] * gx
             out[px] = (top + (bot - top) * gy).argmax(1)
-            self._band.append(many_cells)
+            self._band.append((blocks, many_cells))
         two_cells = np.flatnonzero(gflat == TWO)
         if two_cells.size:
             # l_a - l_b at the four corners of each cell, interpolated over the cell's block of pixels
             la, lb = lab.ravel()[two_cells], other.ravel()[two_cells]
             d00, d01, d10, d11 = ((flat[q, la] - flat[q, lb])[:, None] for q in self._corners(two_cells, h, w))
-            gx, gy = self._fx[two_cells % w][:, None, :], self._fy[two_cells // w][:, :, None]
-            top = d00 + (d01 - d00) * gx[:, 0]
-            bot = d10 + (d11 - d10) * gx[:, 0]
+            gx, gy = self._fx[two_cells % w], self._fy[two_cells // w][:, :, None]   # (n, C), (n, R, 1)
+            top = d00 + (d01 - d00) * gx
+            bot = d10 + (d11 - d10) * gx
             d = top[:, None, :] + (bot - top)[:, None, :] * gy
             label = np.where(d > 0, la[:, None, None], lb[:, None, None])
             tie = d == 0
             if tie.any():   # argmax keeps the first of tied classes
                 label = np.where(tie, np.minimum(la, lb)[:, None, None], label)
-            out[self._blocks(two_cells)] = label
-            self._band.append(two_cells)
+            blocks = self._blocks(two_cells)
+            out[blocks] = label
+            self._band.append((blocks, two_cells))
         return out[:-1].reshape(H, W)
 
     @staticmethod
