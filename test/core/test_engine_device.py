@@ -154,3 +154,30 @@ def test_padding_stays_zero_when_a_smaller_frame_reuses_the_buffer(path):
         x = getattr(buf, path)(arg, hw, (32, 32))
     assert float(x[..., 30:, :].abs().max()) == 0.0 and float(x[..., :, 30:].abs().max()) == 0.0
     assert float(x[..., :30, :30].min()) == 1.0
+
+
+def test_stage_clock_times_each_stage_between_marks(monkeypatch):
+    from vidseg_ros.engine import stage_clock
+    now = iter([1.0, 1.002, 1.0105, 1.011])
+    monkeypatch.setattr(stage_clock.time, 'perf_counter', lambda: next(now))
+    clock = stage_clock.StageClock(torch.device('cpu'))
+    clock.start()
+    for _ in range(3):
+        clock.mark()
+    got = clock.stages(('a', 'b', 'c'))
+    assert got == pytest.approx({'a': 2.0, 'b': 8.5, 'c': 0.5})
+    with pytest.raises(ValueError, match='2 stage names for 3'):
+        clock.stages(('a', 'b'))
+
+
+@cuda
+def test_a_cuda_frame_is_timed_without_synchronising_each_stage(monkeypatch):
+    eng = engine(device='cuda')
+    eng.step(smooth_frames(1)[0])     # warm-up: allocations and kernel selection may synchronise
+    calls = []
+    real = torch.cuda.synchronize
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda *a, **k: (calls.append(a), real(*a, **k)))
+    r = eng.step(smooth_frames(1)[0], want_confidence=True, confidence_u8=True)
+    assert calls == []
+    assert set(r.timings_ms) == {'preprocess', 'model', 'postprocess'}
+    assert all(v >= 0 for v in r.timings_ms.values()) and r.timings_ms['model'] > 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from vidseg_ros.engine.base import EngineConfig, FrameResult
 from vidseg_ros.engine import memory
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
+from vidseg_ros.engine.stage_clock import StageClock
 from vidseg_ros.engine.tiles import TileGrid
 from vidseg_ros.engine.upsample import MAX_CLASSES, Upsampler, probabilities
 from vidseg_ros.models import create_model
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = 'camvid_keyframe_fpn'
 MODEL_SUFFIXES = ('.pt', '.onnx', '.ts')
 UNTRAINED_PREFIX = 'untrained:'
+STAGES = ('preprocess', 'model', 'postprocess')   # FrameResult.timings_ms keys
 REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'    # a source checkout's (see model_dirs)
 MODELS_ENV = 'VIDSEG_MODELS'
 # Settings that need a new engine (a new model runner); the rest can change at run time.
@@ -109,6 +110,7 @@ class StreamSegmenter:
         self._on_device = self._runner.device.type != 'cpu'
         self._last_net_hw: tuple[int, int] | None = None
         self._last_image_hw: tuple[int, int] | None = None
+        self._clock = StageClock(self._runner.device)
         self.policy = KeyframePolicy(self.config)
         self._state: list | None = None  # per tile: key-frame cache or recurrent state (see decide)
 
@@ -248,29 +250,26 @@ class StreamSegmenter:
             output_hw: Size of the returned arrays; default the input image size.
             confidence_u8: Return the confidence as uint8 0..255 (what a mono8 image needs), not float32.
         """
-        t0 = time.perf_counter()
+        self._clock.start()
         x, valid_hw = self.preprocess(image_rgb)
         grid = TileGrid.for_input(x.shape[-2:], self.config.tile_size, self.config.tile_stride, self.stride)
         decision = self.decide(x, valid_hw, grid, image_rgb.shape[:2], stamp_ns)
-        self._sync()
-        t1 = time.perf_counter()
+        self._clock.mark()
         try:
             logits = self._infer(x, grid, decision.is_key)
         except Exception:
             self.reset('error')   # a half-updated state is never used: the next frame starts afresh
             raise
-        self._sync()
-        t2 = time.perf_counter()
+        self._clock.mark()
         out_hw = tuple(output_hw) if output_hw else tuple(image_rgb.shape[:2])
         if class_prob is not None:
             self._check_class(class_prob, logits.shape[1])
         result = self._postprocess(logits, x.shape[-2:], valid_hw, out_hw, want_confidence, class_prob,
                                    confidence_u8)
-        t3 = time.perf_counter()
+        self._clock.mark()
         result.is_key, result.key_reason, result.reset_reason = (decision.is_key, decision.key_reason,
                                                                  decision.reset_reason)
-        result.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'model': (t2 - t1) * 1e3,
-                             'postprocess': (t3 - t2) * 1e3}
+        result.timings_ms = self._clock.stages(STAGES)
         return result
 
     def decide(self, x: torch.Tensor, valid_hw, grid: TileGrid, image_hw, stamp_ns: int | None) -> Decision:
@@ -281,11 +280,6 @@ class StreamSegmenter:
         if decision.reset_reason:   # every path that empties the state also asks for a reset
             self._state = [None] * len(grid)   # per tile: key-frame cache or recurrent state
         return decision
-
-    def _sync(self) -> None:
-        """Wait for queued GPU work, so each stage's time is its own."""
-        if self._runner.device.type == 'cuda':
-            torch.cuda.synchronize(self._runner.device)
 
     def _infer(self, x: torch.Tensor, grid: TileGrid, is_key: bool) -> torch.Tensor:
         """Run the model (whole image or tiles), updating the per-tile temporal state."""
