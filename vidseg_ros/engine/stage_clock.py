@@ -17,12 +17,13 @@ class StageClock:
 
     def __init__(self, device: torch.device):
         self._cuda = device.type == 'cuda'
+        self._device = device
         self._marks: list = []
 
     def _now(self):
         if self._cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self._device))   # the engine's device, not the current one
             return event
         return time.perf_counter()
 
