@@ -14,6 +14,8 @@ downloaded (shipped weights from models/, random weights where a file is missing
 
     PYTHONPATH=. python bench/device_check.py                          # GPU (cuda), the full run
     PYTHONPATH=. python bench/device_check.py --device cpu --quick     # under a minute: the CI smoke test
+    PYTHONPATH=. python bench/device_check.py --parts memory           # one part again (engine, recurrent,
+                                                                       # train, memory)
 
 Run it from the repository root. ``PYTHONPATH=.`` imports ``vidseg_ros`` from the source tree: the GPU
 machine gets the working tree only, not the installed package (here, ``make install`` then plain ``python``
@@ -270,6 +272,10 @@ def print_targets(rows: list) -> None:
                   f'after the first tenth ({verdict(r["memory_growth_mb"] <= 1.0)} at <= 1 MB)')
 
 
+# what --parts chooses from: a GPU session short of time reruns only the part that failed or was cut off
+PARTS = {'engine': engine_rows, 'recurrent': recurrent_rows, 'train': training_rows, 'memory': memory_row}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -280,8 +286,14 @@ def main(argv=None) -> int:
     p.add_argument('--sizes', default='512x256,1024x512,1920x1080', help='WxH list')
     p.add_argument('--precisions', default='', help='comma list; default fp32,fp16,bf16 on GPU, fp32,bf16 on CPU')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = torch default)')
+    p.add_argument('--parts', default=','.join(PARTS), help=f'comma list of what to measure: {", ".join(PARTS)}')
     p.add_argument('--json', type=Path, default=Path('device_check.json'))
     args = p.parse_args(argv)
+    unknown = set(args.parts.split(',')) - set(PARTS)
+    if unknown:
+        print(f'device_check: unknown --parts {", ".join(sorted(unknown))[:80]} (choose from {", ".join(PARTS)})',
+              file=sys.stderr)
+        return 2
     d = Device(args.device)
     if d.cuda and not torch.cuda.is_available():
         print('device_check: CUDA is not available here; use --device cpu', file=sys.stderr)
@@ -303,8 +315,9 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = True
     t0 = time.perf_counter()
     rows: list = []
-    for part in (engine_rows, recurrent_rows, training_rows, memory_row):
-        part(args, d, rows)
+    for part_name, part in PARTS.items():
+        if part_name in args.parts.split(','):
+            part(args, d, rows)
     name = torch.cuda.get_device_name(d.dev) if d.cuda else f'CPU {platform.processor() or platform.machine()}, ' \
         f'{torch.get_num_threads()} threads'
     header = (f'# device_check: {name}, torch {torch.__version__}, {"quick" if args.quick else "full"} run in '

@@ -41,3 +41,13 @@ def test_device_check_refuses_cuda_without_cuda(tmp_path):
                            '--json', str(tmp_path / 'x.json')], capture_output=True, text=True, timeout=120,
                           **SOURCE_TREE)
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'CUDA is not available' in proc.stderr
+
+
+def test_device_check_parts_runs_only_the_parts_asked_for(tmp_path):
+    out = tmp_path / 'dc.json'
+    cmd = [sys.executable, str(ROOT / 'bench' / 'device_check.py'), '--device', 'cpu', '--quick', '--json', str(out)]
+    proc = subprocess.run(cmd + ['--parts', 'memory'], capture_output=True, text=True, timeout=300, **SOURCE_TREE)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r['what'].split()[0] for r in json.loads(out.read_text())['rows']] == ['memory']
+    proc = subprocess.run(cmd + ['--parts', 'memory,gpu'], capture_output=True, text=True, timeout=120, **SOURCE_TREE)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'unknown --parts gpu' in proc.stderr
