@@ -221,3 +221,13 @@ def test_each_key_reason_reaches_the_frame_result(reason):
 
 def test_every_key_reason_has_a_case():
     assert set(KEY_REASON_CASES) == set(KEY_REASONS)
+
+
+def test_preprocess_works_outside_step_after_a_step():
+    """preprocess() is public (the key-frame benches call it): its reused buffer, made under step()'s
+    inference mode, must not refuse a later call from plain code."""
+    eng = engine()
+    img = frames(1)[0]
+    eng.step(img)
+    x, valid_hw = eng.preprocess(img)
+    assert tuple(x.shape[-2:]) == eng.net_hw and valid_hw == (64, 96)

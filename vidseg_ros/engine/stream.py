@@ -215,6 +215,7 @@ class StreamSegmenter:
         return -(-h // s) * s, -(-w // s) * s
 
     # -- per frame ---------------------------------------------------------------------------
+    @torch.inference_mode()   # the reused buffer is an inference tensor once step() has filled it
     def preprocess(self, image_rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """uint8 (H, W, 3) -> normalised, padded (1, 3, Hn, Wn) tensor and the unpadded size.
 
