@@ -1,5 +1,9 @@
 """StreamSegmenter: shapes/dtypes, key-frame caching, recurrent state, fork, tiles, model resolution."""
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import CheckpointError, default_meta, save_checkpoint
 
 MS = 1_000_000
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def frames(n, hw=(67, 101), seed=0):
@@ -231,3 +236,22 @@ def test_preprocess_works_outside_step_after_a_step():
     eng.step(img)
     x, valid_hw = eng.preprocess(img)
     assert tuple(x.shape[-2:]) == eng.net_hw and valid_hw == (64, 96)
+
+
+def test_a_read_only_frame_is_segmented_without_a_warning():
+    """A frame at the network size goes to torch without a resize; a read-only one (np.frombuffer of a
+    message's bytes) made torch warn of undefined behaviour, once per process, so a fresh process checks it."""
+    code = ('import numpy as np, torch\n'
+            'from vidseg_ros.engine.base import EngineConfig\n'
+            'from vidseg_ros.engine.stream import StreamSegmenter\n'
+            'from vidseg_ros.models import create_model\n'
+            'from vidseg_ros.models.checkpoint import default_meta\n'
+            'm = create_model("keyframe_fpn", width_mult=0.25)\n'
+            'eng = StreamSegmenter(m, default_meta("keyframe_fpn", m.arch_config), '
+            'EngineConfig(device="cpu", input_hw=[64, 96]))\n'
+            'img = np.frombuffer(bytes(64 * 96 * 3), np.uint8).reshape(64, 96, 3)\n'
+            'assert not img.flags.writeable\n'
+            'assert eng.step(img).class_ids.shape == (64, 96)\n')
+    proc = subprocess.run([sys.executable, '-W', 'error', '-c', code], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-1500:]

@@ -40,7 +40,7 @@ class InputBuffer:
     def upload(self, image_rgb: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> the same on the device: pinned host copy, then an asynchronous copy."""
         if self.device.type == 'cpu':
-            return torch.from_numpy(np.ascontiguousarray(image_rgb))
+            return torch.from_numpy(_writable(image_rgb))
         if self._pinned is None or tuple(self._pinned.shape) != image_rgb.shape:
             self._pinned = torch.empty(image_rgb.shape, dtype=torch.uint8).pin_memory()
             self._frame = torch.empty(image_rgb.shape, dtype=torch.uint8, device=self.device)
@@ -69,9 +69,15 @@ class InputBuffer:
             shrink = rh * rw < image_rgb.shape[0] * image_rgb.shape[1]
             image_rgb = cv2.resize(image_rgb, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         x = self.net(net_hw, (rh, rw))
-        x[0, :, :rh, :rw].copy_(torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1)) \
+        x[0, :, :rh, :rw].copy_(torch.from_numpy(_writable(image_rgb)).permute(2, 0, 1)) \
             .mul_(self.scale).add_(self.offset)
         return x
+
+
+def _writable(image: np.ndarray) -> np.ndarray:
+    """A C-contiguous array torch can wrap: a read-only one (``np.frombuffer`` of bytes, a frozen frame) is
+    copied, as torch.from_numpy warns about undefined behaviour for those even when only read."""
+    return np.ascontiguousarray(image) if image.flags.writeable else np.array(image, order='C')
 
 
 def logits_to_outputs(logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confidence: bool,
