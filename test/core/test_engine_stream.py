@@ -255,3 +255,20 @@ def test_a_read_only_frame_is_segmented_without_a_warning():
     proc = subprocess.run([sys.executable, '-W', 'error', '-c', code], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+@pytest.mark.parametrize('bad', [{'class_prob': 11}, {'class_prob': -1}, {'output_hw': (0, 0)},
+                                 {'output_hw': (-5, 10)}])
+def test_a_refused_request_leaves_the_stream_as_it_was(bad):
+    """A bad class index or output size is refused before the model runs: the key-frame schedule and the
+    masks that follow are those of a stream that never saw the call (it used to run the frame first)."""
+    imgs = frames(5)
+    ref, eng = engine(keyframe_interval=3), engine(keyframe_interval=3)
+    want = [ref.step(img, i * 33 * MS) for i, img in enumerate(imgs)]
+    eng.step(imgs[0], 0)
+    with pytest.raises(ValueError, match='class_prob|output_hw'):
+        eng.step(imgs[1], 33 * MS, **bad)
+    got = [want[0]] + [eng.step(img, i * 33 * MS) for i, img in enumerate(imgs) if i]
+    assert [r.is_key for r in got] == [r.is_key for r in want]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.class_ids, b.class_ids)

@@ -228,3 +228,21 @@ def test_lifecycle_node_loads_activates_and_releases(start_node, probe, real_fra
     transition(Transition.TRANSITION_CLEANUP)
     transition(Transition.TRANSITION_CONFIGURE)       # and it can load again
     assert lc.alive()
+
+
+def test_network_resolution_masks_from_the_first_frame_when_the_network_follows_the_frame(start_node, probe,
+                                                                                         tmp_path):
+    """A model with no input size runs at each frame's size; mask_resolution 'network' asked the engine for
+    its last frame's size, which before the first frame is (0, 0): that frame was lost to a ZeroDivisionError."""
+    from vidseg_ros.models import create_model
+    from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+    model = create_model('keyframe_fpn', width_mult=0.25)
+    path = save_checkpoint(tmp_path / 'free_size.pt', model, default_meta('keyframe_fpn', model.arch_config,
+                                                                          input_hw=()))
+    node = start_node(NODE, {**SMALL, 'model': str(path), 'input_hw': [], 'mask_resolution': 'network'})
+    masks = probe.collect(Image, '/vidseg_segmenter/mask', RELIABLE)
+    (pub,) = probe.publishers(node, (Image, 'image'))
+    rgb = np.random.default_rng(0).integers(0, 255, (100, 130, 3), dtype=np.uint8)
+    (mask,) = send_and_wait(probe, pub, image_msg(rgb, time.time_ns()), [masks], node, 'the first mask')
+    assert (mask.height, mask.width) == (128, 160)   # the frame padded to the model's stride (32)
+    assert node.alive()

@@ -210,7 +210,11 @@ class StreamSegmenter:
         frame size (no input_hw anywhere), the last frame's, or (0, 0) before the first frame."""
         if not (self.config.input_hw or self.meta.get('input_hw')):
             return self._last_net_hw or (0, 0)
-        h, w = self.resized_hw((0, 0))
+        return self.net_hw_for((0, 0))
+
+    def net_hw_for(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """Network input size for a frame of ``image_hw``: its resized size padded to a multiple of the stride."""
+        h, w = self.resized_hw(image_hw)
         s = self.stride
         return -(-h // s) * s, -(-w // s) * s
 
@@ -224,8 +228,7 @@ class StreamSegmenter:
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f'expected an RGB uint8 image (H, W, 3), got {image_rgb.dtype} {image_rgb.shape}')
         rh, rw = self.resized_hw(image_rgb.shape[:2])
-        s = self.stride
-        net_hw = (-(-rh // s) * s, -(-rw // s) * s)
+        net_hw = self.net_hw_for(image_rgb.shape[:2])
         if self._last_image_hw not in (None, image_rgb.shape[:2]):
             memory.give_back()   # the previous size's buffers are free now: worker arenas would keep them
         self._last_image_hw = image_rgb.shape[:2]
@@ -251,6 +254,7 @@ class StreamSegmenter:
             output_hw: Size of the returned arrays; default the input image size.
             confidence_u8: Return the confidence as uint8 0..255 (what a mono8 image needs), not float32.
         """
+        out_hw = self._check_request(image_rgb, output_hw, class_prob)   # before any state changes
         self._clock.start()
         x, valid_hw = self.preprocess(image_rgb)
         grid = TileGrid.for_input(x.shape[-2:], self.config.tile_size, self.config.tile_stride, self.stride)
@@ -262,9 +266,6 @@ class StreamSegmenter:
             self.reset('error')   # a half-updated state is never used: the next frame starts afresh
             raise
         self._clock.mark()
-        out_hw = tuple(output_hw) if output_hw else tuple(image_rgb.shape[:2])
-        if class_prob is not None:
-            self._check_class(class_prob, logits.shape[1])
         result = self._postprocess(logits, x.shape[-2:], valid_hw, out_hw, want_confidence, class_prob,
                                    confidence_u8)
         self._clock.mark()
@@ -331,7 +332,12 @@ class StreamSegmenter:
             conf, prob = probabilities(self._upsampler, chw, ids, want_confidence, class_prob, confidence_u8)
         return ids, conf, prob
 
-    @staticmethod
-    def _check_class(index: int, n: int) -> None:
-        if not 0 <= index < n:
-            raise ValueError(f'class_prob {index} out of range 0..{n - 1}')
+    def _check_request(self, image_rgb: np.ndarray, output_hw, class_prob: int | None) -> tuple[int, int]:
+        """The output size ``step`` was asked for, checked with the class index, before any state changes."""
+        out_hw = tuple(int(v) for v in output_hw) if output_hw else tuple(image_rgb.shape[:2])
+        if len(out_hw) != 2 or min(out_hw) < 1:
+            raise ValueError(f'output_hw must be two sizes >= 1, got {tuple(output_hw)}')
+        n = self._runner.info.num_classes
+        if class_prob is not None and not 0 <= class_prob < n:
+            raise ValueError(f'class_prob {class_prob} out of range 0..{n - 1}')
+        return out_hw

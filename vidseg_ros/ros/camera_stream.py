@@ -59,7 +59,7 @@ class CameraStream:
             self._reset_requested = False
             self.engine.reset('reset')
         outputs = active_outputs(cfg, self.io.subscribed)
-        output_hw = None if cfg.mask_resolution == 'input' else tuple(self.engine.net_hw)
+        output_hw = None if cfg.mask_resolution == 'input' else self.engine.net_hw_for(rgb.shape[:2])
         try:
             result = self.engine.step(rgb, stamp_ns(msg.header.stamp), output_hw=output_hw,
                                       **step_options(outputs, cfg))
