@@ -258,7 +258,7 @@ def test_a_read_only_frame_is_segmented_without_a_warning():
 
 
 @pytest.mark.parametrize('bad', [{'class_prob': 11}, {'class_prob': -1}, {'output_hw': (0, 0)},
-                                 {'output_hw': (-5, 10)}])
+                                 {'output_hw': (-5, 10)}, {'image': np.zeros((0, 5, 3), np.uint8)}])
 def test_a_refused_request_leaves_the_stream_as_it_was(bad):
     """A bad class index or output size is refused before the model runs: the key-frame schedule and the
     masks that follow are those of a stream that never saw the call (it used to run the frame first)."""
@@ -266,8 +266,8 @@ def test_a_refused_request_leaves_the_stream_as_it_was(bad):
     ref, eng = engine(keyframe_interval=3), engine(keyframe_interval=3)
     want = [ref.step(img, i * 33 * MS) for i, img in enumerate(imgs)]
     eng.step(imgs[0], 0)
-    with pytest.raises(ValueError, match='class_prob|output_hw'):
-        eng.step(imgs[1], 33 * MS, **bad)
+    with pytest.raises(ValueError, match='class_prob|output_hw|empty image'):
+        eng.step(bad.pop('image', imgs[1]), 33 * MS, **bad)
     got = [want[0]] + [eng.step(img, i * 33 * MS) for i, img in enumerate(imgs) if i]
     assert [r.is_key for r in got] == [r.is_key for r in want]
     for a, b in zip(got, want):

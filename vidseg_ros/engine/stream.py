@@ -334,10 +334,14 @@ class StreamSegmenter:
 
     def _check_request(self, image_rgb: np.ndarray, output_hw, class_prob: int | None) -> tuple[int, int]:
         """The output size ``step`` was asked for, checked with the class index, before any state changes."""
-        out_hw = tuple(int(v) for v in output_hw) if output_hw else tuple(image_rgb.shape[:2])
-        if len(out_hw) != 2 or min(out_hw) < 1:
-            raise ValueError(f'output_hw must be two sizes >= 1, got {tuple(output_hw)}')
         n = self._runner.info.num_classes
         if class_prob is not None and not 0 <= class_prob < n:
             raise ValueError(f'class_prob {class_prob} out of range 0..{n - 1}')
+        if min(image_rgb.shape[:2], default=0) < 1:
+            raise ValueError(f'empty image {image_rgb.shape}: nothing to segment')
+        if not output_hw:   # the image's own size
+            return tuple(image_rgb.shape[:2])
+        out_hw = tuple(int(v) for v in output_hw)
+        if len(out_hw) != 2 or min(out_hw) < 1:
+            raise ValueError(f'output_hw must be two sizes >= 1, got {out_hw}')
         return out_hw
