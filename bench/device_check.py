@@ -289,7 +289,8 @@ def main(argv=None) -> int:
     p.add_argument('--parts', default=','.join(PARTS), help=f'comma list of what to measure: {", ".join(PARTS)}')
     p.add_argument('--json', type=Path, default=Path('device_check.json'))
     args = p.parse_args(argv)
-    unknown = set(args.parts.split(',')) - set(PARTS)
+    args.parts = set(args.parts.split(','))
+    unknown = args.parts - set(PARTS)
     if unknown:
         print(f'device_check: unknown --parts {", ".join(sorted(unknown))[:80]} (choose from {", ".join(PARTS)})',
               file=sys.stderr)
@@ -316,7 +317,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows: list = []
     for part_name, part in PARTS.items():
-        if part_name in args.parts.split(','):
+        if part_name in args.parts:
             part(args, d, rows)
     name = torch.cuda.get_device_name(d.dev) if d.cuda else f'CPU {platform.processor() or platform.machine()}, ' \
         f'{torch.get_num_threads()} threads'
