@@ -34,7 +34,7 @@ def engine(arch='keyframe_fpn', meta_hw=(360, 480), **cfg):
     return StreamSegmenter(model, meta, EngineConfig(device='cpu', **cfg))
 
 
-@pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet', 'truncated_fpn'])
+@pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet', 'recurrent_fpn', 'truncated_fpn'])
 def test_output_shapes_for_odd_sizes(arch):
     eng = engine(arch, meta_hw=(), input_hw=[])  # network at the frame size, padded to the stride
     assert eng.net_hw == (0, 0)

@@ -18,17 +18,23 @@ BASES = {'frame': SegmentationModel, 'keyframe': KeyframeModel, 'recurrent': Rec
 CASES = [(name, {}) for name in sorted(MODELS)] + [
     ('keyframe_fpn', {'cached_levels': 0}), ('keyframe_fpn', {'cached_levels': 1}),
     ('recurrent_unet', {'temporal_cell': 'none'}), ('recurrent_unet', {'size': 'small_shallow', 'temporal_levels': 2}),
+    ('recurrent_fpn', {'temporal_cell': 'none'}),
 ]
 # Kinds of the built-in configurations (a newly registered model is checked for conformance only).
 EXPECTED_KIND = {('keyframe_fpn', ''): 'keyframe', ('keyframe_fpn', '0'): 'frame', ('keyframe_fpn', '1'): 'keyframe',
                  ('truncated_fpn', ''): 'frame', ('recurrent_unet', ''): 'recurrent',
-                 ('recurrent_unet', 'none'): 'frame', ('recurrent_unet', 'small_shallow-2'): 'recurrent'}
+                 ('recurrent_unet', 'none'): 'frame', ('recurrent_unet', 'small_shallow-2'): 'recurrent',
+                 ('recurrent_fpn', ''): 'recurrent', ('recurrent_fpn', 'none'): 'frame'}
 
 
 def check_conformance(model: torch.nn.Module) -> StreamInfo:
     """What the engine, export, training and fine-tuning rely on, checked against real forwards."""
     torch.manual_seed(0)
     model.eval()
+    with torch.no_grad():   # zero-initialised layers (residual cells start as the twin) get weights,
+        for p in model.parameters():   # so that 'the state matters' asks about a trained model
+            if p.dim() > 1 and not p.any():
+                p.normal_(std=0.1)
     info = stream_info(model)
     assert info.kind in KINDS and model.kind == info.kind
     assert isinstance(model, BASES[info.kind])

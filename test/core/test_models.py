@@ -13,6 +13,7 @@ CASES = (
        for b in BLOCKS for c in TEMPORAL_CELLS for s in ('small_shallow', 'small_deep')]
     + [('recurrent_unet', {'size': 'original', 'temporal_cell': 'cgru'}),
        ('recurrent_unet', {'size': 'small_deep', 'temporal_cell': 'cgru', 'temporal_levels': 2})]
+    + [('recurrent_fpn', {'block': b, 'temporal_cell': c, 'width_mult': 0.5}) for b in BLOCKS for c in TEMPORAL_CELLS]
 )
 
 
@@ -31,7 +32,7 @@ def test_forward_backward(name, kw):
 
 
 def test_registry_errors_and_config():
-    with pytest.raises(ValueError, match='valid models: keyframe_fpn, recurrent_unet, truncated_fpn'):
+    with pytest.raises(ValueError, match='valid models: keyframe_fpn, recurrent_fpn, recurrent_unet, truncated_fpn'):
         create_model('nope')
     with pytest.raises(ValueError, match='valid blocks'):
         create_model('recurrent_unet', block='dense')
@@ -40,7 +41,7 @@ def test_registry_errors_and_config():
     m = create_model('keyframe_fpn', num_classes=3)
     assert m.arch == 'keyframe_fpn' and m.arch_config['num_classes'] == 3
     assert m.arch_config['cached_levels'] == 2  # defaults are recorded for checkpoints
-    assert set(MODELS) >= {'keyframe_fpn', 'recurrent_unet', 'truncated_fpn'}
+    assert set(MODELS) >= {'keyframe_fpn', 'recurrent_fpn', 'recurrent_unet', 'truncated_fpn'}
     assert set(SIZES) == {'original', 'small_shallow', 'small_deep'}
 
 

@@ -16,12 +16,13 @@ def _items(n=4):
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-    """One epoch of the real key-frame FPN (2 cached levels) and the recurrent UNet, tiny data."""
+    """One epoch of the real key-frame FPN (2 cached levels), recurrent UNet and recurrent FPN, tiny data."""
     from vidseg_ros.models import create_model
     root = tmp_path_factory.mktemp('export')
     out = {}
     for name, arch, kw in (('kf', 'keyframe_fpn', {'cached_levels': 2}),
-                           ('unet', 'recurrent_unet', {'size': 'small_shallow', 'temporal_cell': 'cgru'})):
+                           ('unet', 'recurrent_unet', {'size': 'small_shallow', 'temporal_cell': 'cgru'}),
+                           ('rfpn', 'recurrent_fpn', {'width_mult': 0.5})):
         cfg = TrainConfig(name=name, arch=arch, arch_config=kw, dataset='folder', num_classes=3,
                           ignore_index=255, input_hw=HW, batch_size=2, epochs=1, val_split='',
                           runs_dir=str(root), output=str(root / f'{name}.pt'))
@@ -30,7 +31,7 @@ def trained(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize('name', ['kf', 'unet'])
+@pytest.mark.parametrize('name', ['kf', 'unet', 'rfpn'])
 @pytest.mark.parametrize('fmt', ['torchscript', 'onnx'])
 def test_export_parity(trained, tmp_path, name, fmt):
     export = pytest.importorskip('vidseg_ros.tools.export')

@@ -172,3 +172,24 @@ def test_folder_dataset_splits_in_time_and_by_sequence(tmp_path):
     with pytest.raises(ConfigError, match='no sequence c'):
         open_split(cfg, 'c')
     assert open_split(cfg, 'a,b').records == open_split(cfg, 'all').records
+
+
+def test_frozen_parts_keep_their_weights_and_batchnorm_statistics(tmp_path):
+    """freeze: a new class set trains the head on a fixed encoder (the old code trained everything)."""
+    src = _source(tmp_path / 'src.pt')
+    train(_cfg(tmp_path, init_from=str(src), freeze=['encoder', 'laterals.0']), train_set=_items())
+    before = load_checkpoint(src)[0].state_dict()
+    after = load_checkpoint(tmp_path / 'mine.pt')[0].state_dict()
+    fixed = [k for k in after if k.startswith(('encoder.', 'laterals.0.'))]
+    assert any(k.endswith('running_mean') for k in fixed)          # BatchNorm statistics are in it
+    assert all(torch.equal(after[k], before[k]) for k in fixed)
+    moved = [k for k in after if k.startswith('outputs.') and k.endswith('weight')]
+    assert any(not torch.equal(after[k], before[k]) for k in moved)   # the rest still trains
+
+
+@pytest.mark.parametrize('prefixes,message', [(['encoder.nothing'], 'names no part of keyframe_fpn; its parts: encoder'),
+                                              (['encoder', 'laterals', 'outputs', 'head_proj', 'classifier'],
+                                               'nothing would be trained')])
+def test_a_freeze_that_names_nothing_or_everything_is_refused(tmp_path, prefixes, message):
+    with pytest.raises(ConfigError, match=message):
+        train(_cfg(tmp_path, freeze=prefixes), train_set=_items())

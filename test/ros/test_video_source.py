@@ -50,9 +50,19 @@ def test_large_frames_cross_process_best_effort(start_node, probe, frame_folder,
                              'wait_for_subscribers': 1})
     assert node.proc.wait(timeout=60) == 0, node.log()
     # the node has exited (exit_at_end): frames still in flight get 30 s, without the "node died" shortcut
-    probe.wait_for(lambda: len(images) >= n, 30, f'{n} frames of {size_hw}')
+    try:
+        probe.wait_for(lambda: len(images) >= n, 30, f'{n} frames of {size_hw}')
+    except AssertionError as e:     # where the frames went missing: at the start (discovery) or in the stream
+        raise AssertionError(f'{e}: got {len(images)}; {_stamp_gaps(images, 1 / 30)}') from None
     assert len(images) == n
     assert (images[-1].height, images[-1].width) == size_hw
+
+
+def _stamp_gaps(msgs, period_s: float) -> str:
+    stamps = [stamp_of(m) / 1e9 for m in msgs]
+    gaps = [(i, round((b - a) / period_s) - 1) for i, (a, b) in enumerate(zip(stamps, stamps[1:]), 1)
+            if b - a > 1.5 * period_s]
+    return f'frames missing before message i (i, count): {gaps}; the rest were lost at the start or the end'
 
 
 def test_compressed_transport(start_node, probe, frame_folder, real_frames):

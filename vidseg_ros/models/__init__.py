@@ -13,12 +13,14 @@ from vidseg_ros.models.blocks import BLOCKS
 from vidseg_ros.models.contract import (FrameModel, KeyframeModel, RecurrentModel, SegmentationModel, StreamInfo,
                                         stream_info)
 from vidseg_ros.models.keyframe_fpn import KeyframeFPN, TruncatedFPN
+from vidseg_ros.models.recurrent_fpn import RecurrentFPN
 from vidseg_ros.models.recurrent_unet import RecurrentUNet
 
 MODELS: dict[str, type[SegmentationModel]] = {
     'keyframe_fpn': KeyframeFPN,
     'truncated_fpn': TruncatedFPN,
     'recurrent_unet': RecurrentUNet,
+    'recurrent_fpn': RecurrentFPN,
 }
 
 
@@ -70,5 +72,5 @@ def _lookup(name: str) -> type[SegmentationModel]:
 
 
 __all__ = ['MODELS', 'BLOCKS', 'create_model', 'register_model', 'resolve_arch_config', 'KeyframeFPN',
-           'TruncatedFPN', 'RecurrentUNet', 'SegmentationModel', 'FrameModel', 'KeyframeModel', 'RecurrentModel',
+           'TruncatedFPN', 'RecurrentUNet', 'RecurrentFPN', 'SegmentationModel', 'FrameModel', 'KeyframeModel', 'RecurrentModel',
            'StreamInfo', 'stream_info']

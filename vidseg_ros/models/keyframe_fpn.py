@@ -29,7 +29,58 @@ from vidseg_ros.models.contract import KeyframeModel
 from vidseg_ros.models.encoder import create_encoder
 
 
-class KeyframeFPN(KeyframeModel):
+class FPNLayers:
+    """The FPN's layers and the computation every frame runs; shared by ``KeyframeFPN`` and
+    ``models.recurrent_fpn.RecurrentFPN`` (same parameter names, so weights move between them)."""
+
+    def _build_fpn(self, num_classes: int, backbone: str, block: str, width_mult: float, fpn_ch: int,
+                   p2_ch: int, levels: int, separable_p3: bool, pretrained: bool, in_ch: int) -> None:
+        self.encoder = create_encoder(backbone, block, width_mult, pretrained, in_ch)
+        self.encoder.truncate(levels)  # the truncated FPN drops the top stages
+        chans = self.encoder.out_channels
+        self.levels, self.n_low = levels, levels
+        self.stride = int(self.encoder.strides[-1])
+        self.num_classes = num_classes
+        widths = [p2_ch] + [fpn_ch] * (levels - 1)
+        self.laterals = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(chans, widths))
+        self.outputs = nn.ModuleList(conv_bn_relu(w, w, 3) for w in widths)
+        if separable_p3:  # P3 runs on every frame at 1/8: a full 3x3 there would dominate decode
+            self.outputs[1] = nn.Sequential(nn.Conv2d(fpn_ch, fpn_ch, 3, 1, 1, groups=fpn_ch, bias=False),
+                                            conv_bn_relu(fpn_ch, fpn_ch, 1))
+        # merged P3..P5 (at 1/8) -> top-down input of the thin 1/4 level P2
+        self.head_proj = nn.Conv2d(fpn_ch, p2_ch, 1)
+        self.classifier = nn.Conv2d(p2_ch, num_classes, 1)
+
+    def encode_low(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Stem and the first ``n_low`` stages: (C2, C3[, C4[, C5]]), run on every frame."""
+        feats, x = [], self.encoder.stem(x)
+        for stage in self.encoder.stages[:self.n_low]:
+            x = stage(x)
+            feats.append(x)
+        return tuple(feats)
+
+    def merge(self, low: tuple[torch.Tensor, ...], high: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+        """The low pyramid levels' top-down pass, summed at 1/8 with the cached ``high`` levels."""
+        t = high[0] if len(high) else None
+        merged = high[1] if len(high) else None
+        size8 = low[1].shape[-2:]
+        for i in reversed(range(1, self.n_low)):
+            lat = self.laterals[i](low[i])
+            t = lat if t is None else lat + F.interpolate(t, size=lat.shape[-2:], mode='nearest')
+            p = self.outputs[i](t)
+            if i > 1:
+                p = F.interpolate(p, size=size8, mode='bilinear', align_corners=False)
+            merged = p if merged is None else merged + p
+        return merged
+
+    def head(self, low: tuple[torch.Tensor, ...], top: torch.Tensor) -> torch.Tensor:
+        """The thin 1/4 level P2 (lateral + ``top``, the projected merge at 1/8), one 3x3, classifier."""
+        lat2 = self.laterals[0](low[0])
+        top = F.interpolate(top, size=lat2.shape[-2:], mode='bilinear', align_corners=False)
+        return self.classifier(self.outputs[0](lat2 + top))
+
+
+class KeyframeFPN(FPNLayers, KeyframeModel):
     """FPN semantic segmentation with cacheable top pyramid levels.
 
     Args:
@@ -57,22 +108,9 @@ class KeyframeFPN(KeyframeModel):
         if not 0 <= cached_levels <= min(2, levels - 2):
             raise ValueError(f'cached_levels must be 0..{min(2, levels - 2)} for {levels} levels, '
                              f'got {cached_levels}')
-        self.encoder = create_encoder(backbone, block, width_mult, pretrained, in_ch)
-        self.encoder.truncate(levels)  # the truncated FPN drops the top stages
-        chans = self.encoder.out_channels
-        self.levels, self.cached_levels = levels, cached_levels
-        self.n_low = levels - cached_levels
-        self.stride = int(self.encoder.strides[-1])
-        self.num_classes = num_classes
-        widths = [p2_ch] + [fpn_ch] * (levels - 1)
-        self.laterals = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(chans, widths))
-        self.outputs = nn.ModuleList(conv_bn_relu(w, w, 3) for w in widths)
-        if separable_p3:  # P3 runs on every frame at 1/8: a full 3x3 there would dominate decode
-            self.outputs[1] = nn.Sequential(nn.Conv2d(fpn_ch, fpn_ch, 3, 1, 1, groups=fpn_ch, bias=False),
-                                            conv_bn_relu(fpn_ch, fpn_ch, 1))
-        # merged P3..P5 (at 1/8) -> top-down input of the thin 1/4 level P2
-        self.head_proj = nn.Conv2d(fpn_ch, p2_ch, 1)
-        self.classifier = nn.Conv2d(p2_ch, num_classes, 1)
+        self._build_fpn(num_classes, backbone, block, width_mult, fpn_ch, p2_ch, levels, separable_p3,
+                        pretrained, in_ch)
+        self.cached_levels, self.n_low = cached_levels, levels - cached_levels
 
     @property
     def kind(self) -> str:
@@ -94,15 +132,7 @@ class KeyframeFPN(KeyframeModel):
             self.arch_config['cached_levels'] = cached_levels
         return self
 
-    # -- the split ---------------------------------------------------------------------------
-    def encode_low(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Stem and the first ``n_low`` stages: (C2, C3[, C4[, C5]]), run on every frame."""
-        feats, x = [], self.encoder.stem(x)
-        for stage in self.encoder.stages[:self.n_low]:
-            x = stage(x)
-            feats.append(x)
-        return tuple(feats)
-
+    # -- the split (encode_low, merge and head come from FPNLayers) --------------------------
     def encode_high(self, low: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Top stages and their pyramid levels from ``low``: ``(T_top, G)`` or () if nothing cached.
 
@@ -127,20 +157,7 @@ class KeyframeFPN(KeyframeModel):
 
     def decode(self, low: tuple[torch.Tensor, ...], high: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Low pyramid levels, merge at 1/8, thin 1/4 path and classifier: logits at 1/4 size."""
-        t = high[0] if len(high) else None
-        merged = high[1] if len(high) else None
-        size8 = low[1].shape[-2:]
-        for i in reversed(range(1, self.n_low)):
-            lat = self.laterals[i](low[i])
-            t = lat if t is None else lat + F.interpolate(t, size=lat.shape[-2:], mode='nearest')
-            p = self.outputs[i](t)
-            if i > 1:
-                p = F.interpolate(p, size=size8, mode='bilinear', align_corners=False)
-            merged = p if merged is None else merged + p
-        # P2 (1/4): thin lateral + the merged pyramid as its top-down input, one 3x3, classifier
-        lat2 = self.laterals[0](low[0])
-        top = F.interpolate(self.head_proj(merged), size=lat2.shape[-2:], mode='bilinear', align_corners=False)
-        return self.classifier(self.outputs[0](lat2 + top))
+        return self.head(low, self.head_proj(self.merge(low, high)))
 
 
 class TruncatedFPN(KeyframeFPN):

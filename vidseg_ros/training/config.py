@@ -75,6 +75,10 @@ class TrainConfig:
     init_from: str = setting('', 'Start from these weights (a checkpoint path or a shipped model\'s name): '
                                  'every tensor whose name and shape match is kept, the rest (the '
                                  'classifier for a new class count) is freshly initialised')
+    freeze: list[str] = setting([], 'Parameter-name prefixes kept fixed, BatchNorm statistics included '
+                                    '(e.g. [encoder] for a new class set; a warm-started recurrent_fpn '
+                                    'trains only its cell with [encoder, laterals, outputs, head_proj, '
+                                    'classifier]); empty = train everything')
     teacher: str = setting('', 'Checkpoint producing teacher masks for unlabelled key frames; '
                                'empty = warp the current frame\'s label (synthetic motion)')
     max_distance: int = setting(5, 'Key-to-current distance d in frames (constant mode) or its max',

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from vidseg_ros.config import ConfigError
 from vidseg_ros.engine.backends import resolve_device
 
 from . import data_setup
@@ -74,6 +75,31 @@ def build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict | None]:
              init['kept'], init['reinitialised'],
              f' ({", ".join(init["reinitialised_names"][:4])})' if init['reinitialised'] else '', init['unused'])
     return model, init
+
+
+def freeze(model: torch.nn.Module, prefixes: list[str]) -> list[torch.nn.Module]:
+    """Fix every parameter under the dotted name ``prefixes``; returns the modules to keep in eval mode.
+
+    Raises:
+        ConfigError: a prefix names nothing in the model (the message lists its top-level parts), or
+            nothing would be left to train.
+    """
+    if not prefixes:
+        return []
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
+    for prefix in prefixes:
+        if prefix not in modules and prefix not in params:
+            parts = ', '.join(name for name, _ in model.named_children())
+            raise ConfigError(f'freeze: {prefix!r} names no part of {getattr(model, "arch", "the model")}; '
+                              f'its parts: {parts}')
+    under = lambda name: any(name == f or name.startswith(f + '.') for f in prefixes)  # noqa: E731
+    for name, p in params.items():
+        if under(name):
+            p.requires_grad_(False)
+    if not any(p.requires_grad for p in params.values()):
+        raise ConfigError(f'freeze: {prefixes} fixes every parameter; nothing would be trained')
+    return [m for name, m in modules.items() if name and under(name)]
 
 
 def _ddp() -> tuple[int, int, int]:
@@ -134,8 +160,10 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     # Every rank validates its share of the set; the confusion matrices are summed across ranks.
     val_set = val_set if val_set is not None else data_setup.val_dataset(cfg)
     select_set = select_set if select_set is not None else data_setup.select_dataset(cfg)
+    frozen = freeze(model, cfg.freeze)
     opt_cls = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = opt_cls([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                        weight_decay=cfg.weight_decay)
     run_dir = Path(cfg.runs_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {'epoch': 0, 'step': 0, 'best': -1.0, 'history': []}
@@ -156,6 +184,8 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     for epoch in range(state['epoch'], cfg.epochs):
         loader = _loader(cfg, train_set, epoch, world, rank)
         model.train()
+        for module in frozen:      # fixed layers keep their BatchNorm statistics (and dropout off)
+            module.eval()
         t0, seen, losses = time.perf_counter(), 0, []
         for i, raw in enumerate(loader):
             if i >= per_epoch:

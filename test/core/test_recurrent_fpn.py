@@ -1,0 +1,72 @@
+"""The recurrent FPN (issue #16): warm-started from a per-frame FPN checkpoint it starts as that FPN,
+its one state tensor is p2_ch channels at 1/8, and the cell is what training changes."""
+import pytest
+import torch
+
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import transfer_weights
+
+
+def _pair(cell='cgru'):
+    torch.manual_seed(0)
+    twin = create_model('keyframe_fpn', num_classes=4, cached_levels=0, width_mult=0.5).eval()
+    rec = create_model('recurrent_fpn', num_classes=4, width_mult=0.5, temporal_cell=cell).eval()
+    return twin, rec, transfer_weights(rec, twin.state_dict(), 'twin')
+
+
+@pytest.mark.parametrize('cell', ['cgru', 'crnn'])
+def test_warm_started_from_the_per_frame_fpn_it_equals_it(cell):
+    twin, rec, report = _pair(cell)
+    # every FPN tensor moves under its own name; only the cell starts fresh
+    assert report['unused'] == 0 and all(n.startswith('cell.') for n in report['reinitialised_names'])
+    clip = torch.randn(1, 4, 3, 64, 96)
+    with torch.no_grad():
+        out = rec(clip)
+        ref = torch.stack([twin(clip[:, t]) for t in range(clip.shape[1])], 1)
+        _, state = rec.step(clip[:, 0])
+    assert torch.equal(out, ref)
+    assert [tuple(s.shape[1:]) for s in state] == [(16, 8, 12)]
+    assert rec.stream_info().state_layout == ((16, 8),) and rec.stream_info().kind == 'recurrent'
+
+
+def test_a_trained_cell_carries_the_past():
+    _, rec, _ = _pair()
+    torch.nn.init.normal_(rec.cell.out.weight, std=0.5)      # what training would do
+    a, b = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        after_a = rec(torch.stack([a, b], 1))[:, 1]
+        fresh = rec(b)
+    assert not torch.allclose(after_a, fresh, atol=1e-4)      # the output of b depends on a
+
+
+def test_without_a_cell_it_is_the_per_frame_fpn():
+    twin, rec, report = _pair('none')
+    assert rec.kind == 'frame' and rec.state_layout() == [] and report['reinitialised'] == 0
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(rec(x), twin(x))
+    with pytest.raises(ValueError, match='unknown temporal_cell'):
+        create_model('recurrent_fpn', temporal_cell='lstm')
+
+
+def test_the_engine_streams_its_state_and_resets_it():
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.stream import StreamSegmenter
+    from vidseg_ros.models.checkpoint import default_meta
+    _, rec, _ = _pair()
+    torch.nn.init.normal_(rec.cell.out.weight, std=0.5)
+    meta = default_meta('recurrent_fpn', rec.arch_config, input_hw=(64, 96))
+
+    def fresh():
+        return StreamSegmenter(rec, meta, EngineConfig(device='cpu', input_hw=[64, 96]))
+    rng = torch.Generator().manual_seed(1)
+    a, b = (torch.randint(0, 255, (64, 96, 3), generator=rng, dtype=torch.uint8).numpy() for _ in range(2))
+    eng = fresh()
+    eng.step(a, 0)
+    after_a = eng.step(b, 33_000_000, want_confidence=True)
+    alone = fresh().step(b, 0, want_confidence=True)
+    assert after_a.is_key and after_a.reset_reason == ''
+    assert abs(after_a.confidence - alone.confidence).max() > 1e-4       # the state carried a
+    eng.reset()
+    again = eng.step(b, 66_000_000, want_confidence=True)
+    assert abs(again.confidence - alone.confidence).max() < 1e-5

@@ -1,0 +1,59 @@
+"""Convolutional temporal cells: what carries a recurrent model's state from frame to frame.
+
+Used by the recurrent UNet (a cell per encoder level) and the recurrent FPN (one cell on the
+decoder's 1/8 path). A cell maps (input, previous state) to the new state with the input's shape.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+TEMPORAL_CELLS = ('none', 'crnn', 'cgru')
+
+
+class ConvRNNCell(nn.Module):
+    """cRNN: ``y_t = tanh(C_x * x_t + C_h * y_{t-1})`` with 3x3 convolutions."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv_x = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.conv_h = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv_x(x) + self.conv_h(h))
+
+
+class ConvGRUCell(nn.Module):
+    """cGRU: ``r,z = sigmoid(C_rz*[x,h])``, ``n = tanh(C_n*[x, r*h])``, ``h' = (1-z)*n + z*h``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv_rz = nn.Conv2d(2 * channels, 2 * channels, 3, 1, 1)
+        self.conv_n = nn.Conv2d(2 * channels, channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        r, z = torch.sigmoid(self.conv_rz(torch.cat([x, h], 1))).chunk(2, 1)
+        n = torch.tanh(self.conv_n(torch.cat([x, r * h], 1)))
+        return (1 - z) * n + z * h
+
+
+CELLS = {'crnn': ConvRNNCell, 'cgru': ConvGRUCell}
+
+
+class ResidualCell(nn.Module):
+    """A temporal cell added to its input: ``h' = cell(x, h)``, ``y = x + C_o * h'`` (1x1, zero init).
+
+    The state is ``h'``; at initialisation ``y = x``, so a network warm-started from its per-frame
+    twin starts with exactly the twin's outputs and the cell only learns a temporal correction.
+    """
+
+    def __init__(self, cell: nn.Module, channels: int):
+        super().__init__()
+        self.cell = cell
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.cell(x, h)
+        return x + self.out(h), h
