@@ -3,7 +3,7 @@
 For each ``models/*.pt``: median model time per frame in the ``StreamSegmenter`` on a CamVid-sized
 frame (480x360, resized to the checkpoint's input size), with 1 torch thread; the key-frame model
 separately on key and current frames. Prints the key-frame speed-up (full / current frame and mean
-at interval 5) and the recurrent UNet's cost over its per-frame twin, all measured in this run.
+at interval 5) and each recurrent model's cost over its per-frame twin, all measured in this run.
 
 Run: ``python bench/bench_shipped_models.py [--frames 40]``. Timings on a shared CPU are noisy.
 """
@@ -21,6 +21,7 @@ from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import StreamSegmenter
 
 ROOT = Path(__file__).resolve().parents[1]
+TWINS = {'camvid_unet_cgru': 'camvid_unet', 'camvid_fpn_cgru': 'camvid_fpn'}   # recurrent model -> per-frame twin
 
 
 def _times(path: Path, interval: int, frames: int) -> dict:
@@ -66,9 +67,9 @@ def main() -> int:
               f'interval-5 mean vs every-frame full = {kf["mean"] / kf["i5"]["mean"]:.2f}x faster')
     if 'camvid_fpn' in res and kf and 'i5' in kf:
         print(f'key-frame FPN interval 5 vs per-frame twin: {res["camvid_fpn"]["mean"] / kf["i5"]["mean"]:.2f}x')
-    if 'camvid_unet_cgru' in res and 'camvid_unet' in res:
-        print(f'recurrent UNet (cGRU) / per-frame UNet time = '
-              f'{res["camvid_unet_cgru"]["mean"] / res["camvid_unet"]["mean"]:.2f}x')
+    for recurrent, twin in TWINS.items():
+        if recurrent in res and twin in res:
+            print(f'{recurrent} / its per-frame twin {twin} time = {res[recurrent]["mean"] / res[twin]["mean"]:.2f}x')
     return 0
 
 

@@ -153,6 +153,12 @@ def test_licence_comes_from_what_was_used(tmp_path):
     meta = checkpoint_meta(create_model('keyframe_fpn', num_classes=11, fpn_ch=32), camvid, {},
                            dataset_info(camvid))
     assert CAMVID_LICENCE in meta['provenance']['licence'] and meta['classes'][0] == 'Sky'
+    # weights started from a shipped model: its licence text ends with a full stop of its own
+    init = {'licence': 'Research use only.', 'from': 'models/x.pt', 'kept': 1, 'reinitialised': 0,
+            'reinitialised_names': [], 'unused': 0}
+    text = checkpoint_meta(create_model('keyframe_fpn', num_classes=11, fpn_ch=32), camvid, {},
+                           dataset_info(camvid), init)['provenance']['licence']
+    assert 'Research use only.' in text and '..' not in text
 
 
 def test_folder_dataset_splits_in_time_and_by_sequence(tmp_path):

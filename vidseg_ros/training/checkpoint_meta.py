@@ -37,9 +37,9 @@ def licence_text(cfg: TrainConfig, info: dict, init: dict | None = None) -> str:
     """Licence of trained weights from what was used: the data's licence and the initial weights'."""
     data = info['licence'] or (f'licence not recorded (add `licence: ...` to {cfg.data_root}/dataset.yaml)'
                                if cfg.dataset == 'folder' else 'licence not recorded')
-    parts = [f'Training data {cfg.data_root}: {data}.']
-    if init:
-        parts.append(f'Initial weights {cfg.init_from}: {init["licence"] or "licence not recorded"}.')
+    parts = [f'Training data {cfg.data_root}: {data.rstrip(".")}.']
+    if init:   # a licence text ends with its own full stop; one is enough
+        parts.append(f'Initial weights {cfg.init_from}: {(init["licence"] or "licence not recorded").rstrip(".")}.')
     return ' '.join(parts + [WEIGHTS_INHERIT])
 
 
