@@ -199,3 +199,9 @@ def test_frozen_parts_keep_their_weights_and_batchnorm_statistics(tmp_path):
 def test_a_freeze_that_names_nothing_or_everything_is_refused(tmp_path, prefixes, message):
     with pytest.raises(ConfigError, match=message):
         train(_cfg(tmp_path, freeze=prefixes), train_set=_items())
+
+
+def test_resuming_with_another_freeze_is_a_clear_error(tmp_path):
+    train(_cfg(tmp_path, freeze=['encoder'], output=''), train_set=_items())
+    with pytest.raises(ConfigError, match=r"trained another set of parameters \(freeze: \['encoder'\]\)"):
+        train(_cfg(tmp_path, epochs=2, output=''), resume=True, train_set=_items())

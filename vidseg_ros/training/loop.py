@@ -351,7 +351,12 @@ def load_training_state(path: Path, model, optimizer, rank: int = 0) -> dict:
     """Restore weights, optimiser and RNG states (this rank's); returns the loop state (epoch, step, ...)."""
     blob = torch.load(path, map_location='cpu', weights_only=True)
     _unwrap(model).load_state_dict(blob['model'])
-    optimizer.load_state_dict(blob['optimizer'])
+    try:
+        optimizer.load_state_dict(blob['optimizer'])
+    except ValueError:      # its parameter groups were built for another set of trained parameters
+        saved = blob.get('config', {}).get('freeze', [])
+        raise ConfigError(f'--resume: {path} trained another set of parameters (freeze: {saved}); resume with '
+                          'that freeze, or start a new run (another name or --set runs_dir=...)') from None
     by_rank = blob.get('torch_rng_by_rank')
     torch.set_rng_state(by_rank[rank] if by_rank and rank < len(by_rank) else blob['torch_rng'])
     random.setstate((3, tuple(blob['python_rng']), None))
