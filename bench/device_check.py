@@ -4,7 +4,7 @@
 * engine latency per stage (pre-processing, model, post-processing, rendering mask/colour/overlay) of
   the shipped key-frame FPN at 512x256, 1024x512 and 1920x1080, fp32/fp16/bf16, with and without CUDA
   graphs: key frame, current frame and amortised over key intervals k = 2, 5, 10;
-* the shipped recurrent UNet (cGRU) step vs its per-frame twin;
+* each shipped recurrent model's step (recurrent FPN, recurrent UNet) vs its per-frame twin;
 * training throughput (images/s, synthetic batches of each recipe's crop and batch size: compute only,
   data loading excluded) for every recipe in config/train/;
 * peak device memory per row, and memory after many frames (bounded, not growing).
@@ -43,7 +43,14 @@ from vidseg_ros.models.checkpoint import default_meta, load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 INTERVALS = (2, 5, 10)
-KEYFRAME, RECURRENT, TWIN = 'camvid_keyframe_fpn', 'camvid_unet_cgru', 'camvid_unet'
+KEYFRAME = 'camvid_keyframe_fpn'
+# shipped recurrent model -> its per-frame twin, each (name, architecture for a missing file, its arguments)
+RECURRENT_TWINS = (
+    (('camvid_fpn_cgru', 'recurrent_fpn', {}), ('camvid_fpn', 'keyframe_fpn', {'cached_levels': 0})),
+    (('camvid_unet_cgru', 'recurrent_unet', {'size': 'small_deep', 'temporal_cell': 'cgru', 'temporal_levels': 3,
+                                             'residual_cells': True}),
+     ('camvid_unet', 'recurrent_unet', {'size': 'small_deep', 'temporal_cell': 'none'})),
+)
 RENDER = {'mask', 'color', 'overlay'}
 
 
@@ -146,13 +153,13 @@ def engine_rows(args, d: Device, rows: list):
 
 
 def recurrent_rows(args, d: Device, rows: list):
-    rec = load(RECURRENT, 'recurrent_unet', size='small_deep', temporal_cell='cgru')
-    twin = load(TWIN, 'recurrent_unet', size='small_deep', temporal_cell='none')
     prec = args.main_precision
+    pairs = [(load(*rec[:2], **rec[2]), load(*twin[:2], **twin[2])) for rec, twin in RECURRENT_TWINS]
     for w, h in args.sizes[:2]:
         imgs = frames((h, w))
         for graphs in ((False, True) if d.cuda else (False,)):
-            for (model, meta, name), label in ((rec, 'recurrent step'), (twin, 'per-frame twin')):
+            for (model, meta, name), label in ((m, label) for rec, twin in pairs
+                                               for m, label in ((rec, 'recurrent step'), (twin, 'per-frame twin'))):
                 d.reset_peak()
                 eng = engine(model, meta, args.device, prec, graphs, (h, w), args.channels_last)
                 eng.warmup((h, w), frames=args.warmup)
@@ -181,6 +188,7 @@ def synthetic_batch(cfg, dev, batch: int, hw) -> dict:
 
 def training_rows(args, d: Device, rows: list):
     from vidseg_ros.training.config import load_train_config
+    from vidseg_ros.training.loop import freeze
     from vidseg_ros.training.steps import Batch, StepRunner
     recipes = sorted((ROOT / 'config' / 'train').glob('*.yaml'))
     if args.quick:   # one recipe per training mode
@@ -193,8 +201,9 @@ def training_rows(args, d: Device, rows: list):
         model = create_model(cfg.arch, num_classes=cfg.num_classes, **cfg.arch_config).to(d.dev).train()
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        freeze(model, cfg.freeze)                    # a recipe that trains only part of the model (its cell)
         runner = StepRunner(cfg, model, d.dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         data = Batch(synthetic_batch(cfg, d.dev, batch, hw))
         d.reset_peak()
         runner.step(data, opt)                       # warm-up (cuDNN autotune, allocations)
