@@ -19,6 +19,8 @@ def engine(arch='keyframe_fpn', **cfg):
     torch.manual_seed(0)
     kw = {'width_mult': 0.25} if arch != 'recurrent_unet' else {'size': 'small_shallow'}
     model = create_model(arch, **kw)
+    if arch == 'recurrent_fpn':   # its cell starts as the identity: give it weights, so its state counts
+        torch.nn.init.normal_(model.cell.out.weight, std=0.3)
     cfg.setdefault('input_hw', [64, 96])
     cfg.setdefault('device', 'cpu')
     return StreamSegmenter(model, default_meta(arch, model.arch_config, input_hw=(64, 96)), EngineConfig(**cfg))
@@ -31,7 +33,7 @@ def smooth_frames(n, hw=(90, 120)):
     return [np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8) for _ in range(n)]
 
 
-@pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet'])
+@pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet', 'recurrent_fpn'])
 def test_device_path_on_cpu_matches_the_cpu_path(arch):
     host, dev = engine(arch), engine(arch)
     dev._on_device = True      # what a GPU engine does, run on CPU tensors
@@ -78,7 +80,7 @@ def test_onnx_providers_pick_tensorrt_then_cuda_then_cpu(tmp_path):
 
 
 @cuda
-@pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet'])
+@pytest.mark.parametrize('arch', ['keyframe_fpn', 'recurrent_unet', 'recurrent_fpn'])
 def test_cuda_graphs_replay_equals_eager(arch):
     eager = engine(arch, device='cuda')
     graphed = engine(arch, device='cuda', cuda_graphs=True)
