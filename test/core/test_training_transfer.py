@@ -193,7 +193,8 @@ def test_frozen_parts_keep_their_weights_and_batchnorm_statistics(tmp_path):
     assert any(not torch.equal(after[k], before[k]) for k in moved)   # the rest still trains
 
 
-@pytest.mark.parametrize('prefixes,message', [(['encoder.nothing'], 'names no part of keyframe_fpn; its parts: encoder'),
+@pytest.mark.parametrize('prefixes,message', [(['encoder.nothing'],
+                                               'names no part of keyframe_fpn; its parts: encoder'),
                                               (['encoder', 'laterals', 'outputs', 'head_proj', 'classifier'],
                                                'nothing would be trained')])
 def test_a_freeze_that_names_nothing_or_everything_is_refused(tmp_path, prefixes, message):

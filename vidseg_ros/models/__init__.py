@@ -72,5 +72,5 @@ def _lookup(name: str) -> type[SegmentationModel]:
 
 
 __all__ = ['MODELS', 'BLOCKS', 'create_model', 'register_model', 'resolve_arch_config', 'KeyframeFPN',
-           'TruncatedFPN', 'RecurrentUNet', 'RecurrentFPN', 'SegmentationModel', 'FrameModel', 'KeyframeModel', 'RecurrentModel',
-           'StreamInfo', 'stream_info']
+           'TruncatedFPN', 'RecurrentUNet', 'RecurrentFPN', 'SegmentationModel', 'FrameModel', 'KeyframeModel',
+           'RecurrentModel', 'StreamInfo', 'stream_info']
