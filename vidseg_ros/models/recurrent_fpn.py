@@ -1,9 +1,10 @@
 """Recurrent FPN: the per-frame FPN with one temporal cell on its decoder's 1/8 path.
 
 The recurrent UNet carries full-width state on its skips, which made it about 5x slower than the FPN
-(camvid_unet_cgru vs camvid_fpn) and 17 mIoU less accurate (issue #16). Here the cell sits where it is cheap and where the whole pyramid has
-already been merged: on the projected 1/8 feature that feeds the thin 1/4 level (``head_proj``'s
-output, ``p2_ch`` channels), so the state is one small tensor and the encoder is the FPN's.
+(camvid_unet_cgru vs camvid_fpn) and 17 mIoU less accurate (issue #16). Here the cell sits where it is
+cheap and where the whole pyramid has already been merged: on the projected 1/8 feature that feeds the
+thin 1/4 level (``head_proj``'s output, ``p2_ch`` channels), so the state is one small tensor and the
+encoder is the FPN's.
 
     low  = encode_low(x)                     C2..C5, every frame (nothing cached)
     top  = head_proj(merge(low))             the merged pyramid at 1/8, p2_ch channels
