@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from support import ddp_worker
-from support.ddp_worker import config, data, model
+from support.ddp_worker import FROZEN, config, data, model
 
 from vidseg_ros.training.loop import train
 
@@ -62,10 +62,10 @@ def _torchrun(out: Path, epochs: int, *extra: str, launcher: list[str] | None = 
     assert proc.returncode == 0, log
 
 
-def _single(out: Path, epochs: int) -> tuple[dict, dict]:
+def _single(out: Path, epochs: int, freeze: list[str] | None = None) -> tuple[dict, dict]:
     train_set, val_set = data()
     net = model()
-    result = train(config(out, epochs, BATCH * 2), model=net, train_set=train_set, val_set=val_set)
+    result = train(config(out, epochs, BATCH * 2, freeze), model=net, train_set=train_set, val_set=val_set)
     return net.state_dict(), result
 
 
@@ -98,6 +98,19 @@ def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
         for got, want in zip(r['history'], result['history']):
             assert got['mIoU'] == pytest.approx(want['mIoU'], abs=1e-9)
             assert got['pixel_acc'] == pytest.approx(want['pixel_acc'], abs=1e-9)
+
+
+@retry_gloo_abort
+def test_frozen_layers_stay_fixed_on_every_rank(tmp_path):
+    """freeze under DDP: the fixed layer is the initial one on both ranks, the rest equals one process."""
+    _torchrun(tmp_path / 'ddp', 2, 'freeze')
+    single, _ = _single(tmp_path / 'one', 2, FROZEN)
+    initial = model().state_dict()
+    for rank in (0, 1):
+        got = _load(tmp_path / 'ddp', rank)
+        _assert_same_weights(got, single)
+        assert all(torch.equal(got[k], initial[k]) for k in got if k.startswith('low.'))
+        assert not torch.equal(got['head.weight'], initial['head.weight'])
 
 
 @retry_gloo_abort

@@ -1,6 +1,6 @@
 """Run by test_ddp.py under torchrun (with ``test/`` on PYTHONPATH): trains the tiny model on tiny data and writes what each rank saw.
 
-Usage: python -m torch.distributed.run ... ddp_worker.py OUT_DIR EPOCHS BATCH [resume]
+Usage: python -m torch.distributed.run ... ddp_worker.py OUT_DIR EPOCHS BATCH [resume|freeze]
 """
 import json
 import os
@@ -16,11 +16,15 @@ from vidseg_ros.training.config import TrainConfig
 HW = (32, 32)
 
 
-def config(out: Path, epochs: int, batch: int) -> TrainConfig:
+FROZEN = ['low']      # the 'freeze' scenario fixes the tiny model's first layer
+
+
+def config(out: Path, epochs: int, batch: int, freeze: list[str] | None = None) -> TrainConfig:
     return TrainConfig(name='ddp', dataset='folder', num_classes=3, ignore_index=255, input_hw=list(HW),
                        batch_size=batch, lr=1e-2, epochs=epochs, val_split='', hflip=False,
                        scale_range=[1.0, 1.0], runs_dir=str(out / 'runs'), device='cpu', num_threads=1,
-                       amp=False, lr_policy='constant')   # constant: 1 epoch + resume == 2 epochs
+                       amp=False, lr_policy='constant',   # constant: 1 epoch + resume == 2 epochs
+                       freeze=freeze or [])
 
 
 def data():
@@ -35,6 +39,7 @@ def model() -> torch.nn.Module:
 def main() -> None:
     out, epochs, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     resume = len(sys.argv) > 4 and sys.argv[4] == 'resume'
+    freeze = FROZEN if len(sys.argv) > 4 and sys.argv[4] == 'freeze' else None
     rank = int(os.environ['RANK'])
     writes = []
     for name in ('save_training_state', 'save_model'):   # record which rank writes files
@@ -42,7 +47,7 @@ def main() -> None:
         setattr(loop, name, lambda path, *a, _f=original, **k: (writes.append(str(path)), _f(path, *a, **k)))
     train_set, val_set = data()
     net = model()
-    result = loop.train(config(out, epochs, batch), resume=resume, model=net, train_set=train_set,
+    result = loop.train(config(out, epochs, batch, freeze), resume=resume, model=net, train_set=train_set,
                         val_set=val_set)
     torch.save(net.state_dict(), out / f'weights_rank{rank}.pt')
     (out / f'rank{rank}.json').write_text(json.dumps({'writes': writes, 'history': result['history'],
