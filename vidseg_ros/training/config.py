@@ -91,6 +91,12 @@ class TrainConfig:
     shift_px_per_frame: float = setting(4.0, 'Synthetic motion: mean pan per frame in pixels at input_hw '
                                              '(CamVid has no raw frames between labelled ones)',
                                         renamed_from=('motion_px',))
+    temporal_weight: float = setting(0.0, 'Weight of the temporal-consistency loss on real unlabelled clips '
+                                          '(mode sequence): each frame\'s class probabilities vs its '
+                                          'predecessor\'s carried by optical flow; 0 = off')
+    temporal_data: str = setting('', 'Real video for that loss (a DAVIS, CamVid-layout or extracted folder, '
+                                     'read in place; its labels are not used)')
+    temporal_split: str = setting('all', 'Split of temporal_data (e.g. head, or sequence names)')
     val_every: int = setting(1, 'Validate every this many epochs (0 = only at the end)')
     val_max_frames: int = setting(0, 'Cap on validation frames; 0 = all')
 
@@ -118,6 +124,9 @@ def validate(cfg: TrainConfig) -> None:
     if not 0 <= cfg.ohem_fraction <= 1 or not 0 <= cfg.ema_decay < 1:
         raise ConfigError(f'ohem_fraction ({cfg.ohem_fraction}) must be in 0..1 and ema_decay '
                           f'({cfg.ema_decay}) in [0, 1)')
+    if cfg.temporal_weight < 0 or (cfg.temporal_weight and (cfg.mode != 'sequence' or not cfg.temporal_data)):
+        raise ConfigError(f'temporal_weight ({cfg.temporal_weight}) must be >= 0, and above 0 it needs mode: '
+                          f'sequence (this run: {cfg.mode}) and temporal_data (real video to take clips from)')
     if cfg.ohem_fraction and cfg.mode == 'keyframe':
         raise ConfigError('ohem_fraction applies to modes perframe and sequence, not keyframe; set it to 0')
     if cfg.num_classes < 0 or not -1 <= cfg.ignore_index <= 255:

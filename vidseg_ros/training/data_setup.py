@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from vidseg_ros.config import ConfigError
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.training.datasets import FrameDataset, SequenceDataset, TripletDataset, to_tensor
+from vidseg_ros.training.datasets import FrameDataset, RealClipDataset, SequenceDataset, TripletDataset, to_tensor
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
@@ -175,6 +175,14 @@ def train_dataset(cfg: TrainConfig) -> Dataset:
         cls = FixedDistanceTriplets if cfg.distance_mode == 'constant' else TripletDataset
         return cls(src, max_distance=cfg.max_distance, shift_px_per_frame=shift, **kw)
     return SequenceDataset(src, length=cfg.seq_len, shift_px_per_frame=shift, **kw)
+
+
+def temporal_dataset(cfg: TrainConfig) -> Dataset | None:
+    """Real clips of ``seq_len`` frames from ``temporal_data`` for the temporal-consistency loss, or None."""
+    if not cfg.temporal_weight:
+        return None
+    src = open_source(cfg.temporal_data, cfg.temporal_split)
+    return RealClipDataset(src, cfg.seq_len, augment_config(cfg, src, train=True), train=True, seed=cfg.seed)
 
 
 def val_dataset(cfg: TrainConfig) -> Dataset | None:

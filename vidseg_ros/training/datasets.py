@@ -236,6 +236,33 @@ class SequenceDataset(_Base):
         return cum[k]
 
 
-__all__ = ['MOTIONS', 'FrameDataset', 'SequenceDataset', 'TripletDataset',
+class RealClipDataset(_Base):
+    """Clips of ``length`` consecutive real frames with no labels: ``{'frames'}`` (L, 3, H, W).
+
+    For the temporal-consistency loss (``training.temporal``): every frame that starts a full window
+    of its sequence is an item, labelled or not, so an extracted bag without labels serves. One
+    augmentation draw per clip (the same crop, flip and colour for every frame), so what changes
+    between frames is the video's own motion and light.
+    """
+
+    def __init__(self, source: FrameSource, length: int = 5, augment_cfg: AugmentConfig | None = None,
+                 train: bool = True, seed: int | None = None):
+        super().__init__(source, augment_cfg, train, seed)
+        self.length = length
+        self.items = [r for r in source.records
+                      if all((r.sequence, r.index + k) in self._pos for k in range(length))]
+        if not self.items:
+            raise ValueError(f'{source.name or "temporal data"}: no sequence has {length} consecutive frames '
+                             '(seq_len)')
+
+    def __getitem__(self, i: int) -> dict:
+        rec = self.items[i]
+        first = read_rgb(rec.image)
+        p = self._params(first.shape[:2], self._rng(i))
+        rest = [self._image(self._pos[(rec.sequence, rec.index + k)], p) for k in range(1, self.length)]
+        return {'frames': _stack([to_tensor(augment.apply_image(first, p))] + rest)}
+
+
+__all__ = ['MOTIONS', 'FrameDataset', 'RealClipDataset', 'SequenceDataset', 'TripletDataset',
            'camvid_source', 'davis_source', 'extracted_source', 'label_tensor', 'open_source',
            'to_tensor']

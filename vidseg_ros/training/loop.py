@@ -160,6 +160,7 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     # Every rank validates its share of the set; the confusion matrices are summed across ranks.
     val_set = val_set if val_set is not None else data_setup.val_dataset(cfg)
     select_set = select_set if select_set is not None else data_setup.select_dataset(cfg)
+    clip_set = data_setup.temporal_dataset(cfg)      # real unlabelled clips (temporal_weight > 0)
     frozen = freeze(model, cfg.freeze)
     opt_cls = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
     optimizer = opt_cls([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
@@ -183,6 +184,7 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     total = per_epoch * cfg.epochs
     for epoch in range(state['epoch'], cfg.epochs):
         loader = _loader(cfg, train_set, epoch, world, rank)
+        clips = _endless(lambda e=epoch: _loader(cfg, clip_set, e, world, rank)) if clip_set is not None else None
         model.train()
         for module in frozen:      # fixed layers keep their BatchNorm statistics (and dropout off)
             module.eval()
@@ -193,7 +195,8 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
             lr = lr_at(cfg, state['step'], total)
             for g in optimizer.param_groups:
                 g['lr'] = lr
-            parts = runner.step(Batch.from_dict(raw, device), optimizer)
+            clip_batch = Batch.from_dict(next(clips), device) if clips is not None else None
+            parts = runner.step(Batch.from_dict(raw, device), optimizer, clip_batch)
             state['step'] += 1
             if ema:
                 ema.update(model, state['step'])
@@ -233,6 +236,17 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     if select_set is not None and val_set is not None:
         out['val'] = score_best_once(scored, val_set, cfg, info, device, rank, world, state, init)
     return out
+
+
+def _endless(make_loader):
+    """Batches of a loader made again whenever it runs out (the real clips may be fewer than the steps)."""
+    while True:
+        empty = True
+        for batch in make_loader():
+            empty = False
+            yield batch
+        if empty:
+            raise ConfigError('temporal_data has fewer clips than one batch (batch_size per process)')
 
 
 def _steps_per_epoch(cfg: TrainConfig, n: int, world: int) -> int:

@@ -13,6 +13,7 @@ from vidseg_ros.models.contract import KeyframeSplit, Stepper
 
 from .config import TrainConfig
 from .losses import keyframe_triplet_loss, segmentation_loss, sequence_loss, triplet_outputs
+from .temporal import temporal_consistency_loss
 
 # Datasets deliver 0..1 RGB; the trainer (like the engine) normalises with these, stored in meta.
 MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
@@ -114,8 +115,18 @@ class StepRunner:
             return torch.autocast('cuda', dtype=torch.float16)
         return contextlib.nullcontext()
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
-        """Loss tensor and its logged parts for one batch."""
+    def loss(self, batch: Batch, clips: Batch | None = None) -> tuple[torch.Tensor, dict]:
+        """Loss tensor and its logged parts for one batch (+ the temporal term on real ``clips``)."""
+        loss, parts = self._labelled_loss(batch)
+        if clips is None or not self.cfg.temporal_weight:
+            return loss, parts
+        with self._autocast():
+            logits = clip_logits(self.net, normalize(clips['frames']), self.cfg.tbptt)
+        temporal = temporal_consistency_loss(logits, clips['frames'])
+        return loss + self.cfg.temporal_weight * temporal, {**parts, 'loss_labelled': float(loss.detach()),
+                                                            'loss_temporal': float(temporal.detach())}
+
+    def _labelled_loss(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
         with self._autocast():
             if cfg.mode == 'perframe':
@@ -151,10 +162,10 @@ class StepRunner:
             key_target[empty] = logits.argmax(1)
         return key_target
 
-    def step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> dict:
+    def step(self, batch: Batch, optimizer: torch.optim.Optimizer, clips: Batch | None = None) -> dict:
         """One optimiser update; returns ``{'loss': float, ...parts}``."""
         optimizer.zero_grad(set_to_none=True)
-        loss, parts = self.loss(batch)
+        loss, parts = self.loss(batch, clips)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
