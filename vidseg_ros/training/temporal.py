@@ -8,23 +8,25 @@ between the frames, should equal the prediction of frame t wherever the flow can
 
 A pixel is trusted where frame t-1 warped by the same flow matches frame t (mean absolute RGB
 difference below ``PHOTO_TOLERANCE``): occlusions, lighting changes and flow errors drop out. The flow
-(OpenCV DIS, the one ``vidseg eval``'s TC uses) is computed from the frames, without gradient.
+(OpenCV DIS on BT.601 grey, ``metrics.optical_flow``, the one ``vidseg eval``'s TC uses) is computed from
+the frames, without gradient.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .metrics import optical_flow
 
 PHOTO_TOLERANCE = 0.04     # mean |RGB difference| (0..1) above which a warped pixel is not trusted
 
 
 def backward_flows(frames: torch.Tensor) -> torch.Tensor:
-    """(B, T, 3, H, W) frames in 0..1 -> (B, T-1, H, W, 2) flows from frame t back to frame t-1."""
-    grey = (frames.detach().float().mean(2).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flows = [[dis.calc(clip[t], clip[t - 1], None) for t in range(1, clip.shape[0])] for clip in grey]
+    """(B, T, 3, H, W) frames in 0..1 -> (B, T-1, H, W, 2) flows from frame t back to frame t-1
+    (``metrics.optical_flow``: the flow the TC metric uses)."""
+    rgb = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+    flows = [[optical_flow(clip[t - 1], clip[t]) for t in range(1, clip.shape[0])] for clip in rgb]
     return torch.from_numpy(np.asarray(flows, np.float32)).to(frames.device)
 
 
