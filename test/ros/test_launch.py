@@ -57,12 +57,19 @@ def test_masks_match_their_input_frames(launched):
 
 def test_use_camera_info_reaches_the_node(launched):
     assert 'True' in ros2('param', 'get', SEG, 'use_camera_info')
-    launched.probe.wait_for(lambda: len(launched.infos) >= 3, 30, f'{SEG}/camera_info')
+    # The probe's two subscriptions match the node at different moments (its first camera_info may come a
+    # frame before its first mask): compare the frames both received, which must all pair up.
+    def both():
+        masks = {stamp_of(m): m for m in launched.masks}
+        lo, hi = min(masks, default=0), max(masks, default=-1)
+        return masks, [i for i in launched.infos if lo <= stamp_of(i) <= hi]
+
+    launched.probe.wait_for(lambda: len(both()[1]) >= 3, 30, f'{SEG}/camera_info while masks arrive')
     with launched.probe.lock:
-        mask_stamps = {stamp_of(m) for m in launched.masks}
-        info = launched.infos[0]
-    assert stamp_of(info) in mask_stamps
-    assert (info.height, info.width) == (launched.masks[0].height, launched.masks[0].width)
+        masks, infos = both()
+    assert all(stamp_of(i) in masks for i in infos), 'a camera_info without the mask of its frame'
+    info = infos[0]
+    assert (info.height, info.width) == (masks[stamp_of(info)].height, masks[stamp_of(info)].width)
 
 
 def test_each_node_gets_only_its_own_params_file(launched):
