@@ -15,22 +15,27 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
 
-from vidseg_ros.ros.launch_support import SEGMENTER, fastdds_profile, overrides, respawn_max_retries, rviz, share
+from vidseg_ros.ros.launch_support import (SEGMENTER, fastdds_profile, overrides, respawn_max_retries,
+                                           respawn_on_failure, rviz, share)
 
 RECORD_ARGS = ('image', 'camera_info', 'recorder_params_file', 'output_dir')
 
 
 def _segmenter(context):
     lifecycle = IfCondition(LaunchConfiguration('lifecycle')).evaluate(context)
-    return [Node(package='vidseg_ros', executable='segment_lifecycle_node' if lifecycle else 'segment_node',
-                 name=SEGMENTER, respawn=LaunchConfiguration('respawn'), respawn_delay=2.0,
-                 respawn_max_retries=respawn_max_retries(context),
-                 parameters=[LaunchConfiguration('segment_params_file'),
-                             overrides(context, ['model', 'use_camera_info'])],
-                 remappings=[('image', LaunchConfiguration('image')),
-                             ('image/compressed', [LaunchConfiguration('image'), '/compressed']),
-                             ('camera_info', LaunchConfiguration('camera_info'))],
-                 output='screen')]
+
+    def node():
+        return Node(package='vidseg_ros', executable='segment_lifecycle_node' if lifecycle else 'segment_node',
+                    name=SEGMENTER,
+                    parameters=[LaunchConfiguration('segment_params_file'),
+                                overrides(context, ['model', 'use_camera_info'])],
+                    remappings=[('image', LaunchConfiguration('image')),
+                                ('image/compressed', [LaunchConfiguration('image'), '/compressed']),
+                                ('camera_info', LaunchConfiguration('camera_info'))],
+                    output='screen')
+    if not IfCondition(LaunchConfiguration('respawn')).evaluate(context):
+        return [node()]
+    return respawn_on_failure(node, respawn_max_retries(context), delay=2.0)
 
 
 def generate_launch_description():
@@ -49,7 +54,8 @@ def generate_launch_description():
         DeclareLaunchArgument('lifecycle', default_value='false', choices=['true', 'false'],
                               description='Start segment_lifecycle_node (unconfigured) instead of segment_node'),
         DeclareLaunchArgument('respawn', default_value='true', choices=['true', 'false'],
-                              description='Restart the segmenter 2 s after it dies'),
+                              description='Restart the segmenter 2 s after it fails (exits non-zero: a crash, '
+                                          'a dead worker; a clean stop stays stopped)'),
         DeclareLaunchArgument('respawn_max_retries', default_value='10',
                               description='Restarts in the node\'s lifetime before giving up (launch counts them all, '
                                           'not only consecutive ones; -1 = no limit)'),

@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from support.launch_helpers import BIN, Launch, real_clip, require_launch, ros2
+from support.launch_helpers import BIN, Launch, real_clip, require_launch, ros2, started
 from support.ros_helpers import ROOT, Probe
 
 require_launch()
@@ -50,12 +50,20 @@ def test_lifecycle_transitions_and_own_recorder_params(tmp_path):
         assert ros2('lifecycle', 'get', SEG).startswith('inactive')
         assert 'String value is: launchtest' in ros2('param', 'get', '/vidseg_recorder', 'bag_prefix')
         launch.children()['segment_lifecycle_node'].kill()  # a crash: launch respawns it (unconfigured)
-        started = '[segment_lifecycle_node-1]: process started with pid'
         deadline = time.monotonic() + 30
-        while launch.log().count(started) < 2 and time.monotonic() < deadline:
+        while started(launch.log(), 'segment_lifecycle_node') < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert launch.log().count(started) == 2, 'not respawned'
+        assert started(launch.log(), 'segment_lifecycle_node') == 2, 'not respawned'
         assert wait_for_node(SEG).startswith('unconfigured')
+        # told to stop (SIGTERM to the node alone): a clean exit, which respawn leaves alone
+        node = launch.children()['segment_lifecycle_node']
+        node.terminate()
+        node.wait(30)
+        time.sleep(4.0)  # twice the respawn delay
+        assert f'process has finished cleanly [pid {node.pid}]' in launch.log()
+        assert started(launch.log(), 'segment_lifecycle_node') == 2, 'a cleanly stopped node was restarted'
+        assert 'segment_lifecycle_node' not in launch.children()
+        assert launch.proc.poll() is None, 'launch ended with the video source and recorder still running'
     except AssertionError as e:
         raise AssertionError(f'{e}\nlaunch output:\n{launch.log()[-4000:]}') from None
     finally:
@@ -71,9 +79,11 @@ def test_a_node_that_cannot_start_is_respawned_a_bounded_number_of_times(tmp_pat
                         f'model:={tmp_path}/missing.pt', 'respawn_max_retries:=1'],
                        capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
     out = r.stdout + r.stderr
-    started = out.count('[segment_node-1]: process started with pid')
-    assert started == 2, f'started {started} times, expected 1 + 1 retry:\n{out[-4000:]}'
+    starts = started(out, 'segment_node')
+    assert starts == 2, f'started {starts} times, expected 1 + 1 retry:\n{out[-4000:]}'
     assert 'missing.pt' in out, out[-4000:]
+    assert 'not restarting it again (respawn_max_retries:=1)' in out, out[-4000:]
+    assert r.returncode == 0, out[-4000:]
 
 
 def test_nonsense_respawn_max_retries_is_one_clear_error():

@@ -47,10 +47,23 @@ def ros2(*args: str, timeout: float = 60.0) -> str:
     return r.stdout
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def started(log: str, executable: str) -> int:
+    """How many times launch started ``executable`` (each start has its own ``name-N`` label)."""
+    return len(re.findall(rf'\[{re.escape(executable)}-\d+\]: process started with pid', log))
+
+
 class Launch:
     """`ros2 launch vidseg_ros FILE args...` as from a terminal: its own process group, stdin a tty.
     A terminal's Ctrl-C reaches the whole group and launch, seeing a tty, does not signal its children
-    a second time (without a tty it would: `--noninteractive`)."""
+    a second time (without a tty it would: `--noninteractive`).
+
+    SIGINT starts at its default, as in a terminal: a test run started as a background job of a script
+    (`make test &`) inherits SIGINT ignored, and launch, whose handler only chains onto Python's, then
+    never sees a Ctrl-C while its nodes (own handlers) do."""
 
     def __init__(self, file: str, args: dict, log_path: Path, tty: bool = True):
         self.log_path = log_path
@@ -58,7 +71,7 @@ class Launch:
         cmd = [str(BIN / 'ros2'), 'launch', 'vidseg_ros', file, *[f'{k}:={v}' for k, v in args.items()]]
         self._tty, stdin = pty.openpty() if tty else (None, subprocess.DEVNULL)
         self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_sigint_as_in_a_terminal)
         if tty:
             os.close(stdin)
 
@@ -104,7 +117,10 @@ class Launch:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-                raise AssertionError(f'launch did not end {timeout:.0f} s after SIGINT:\n{self.log()[-4000:]}')
+                seen = 'user interrupted with ctrl-c' in self.log()
+                raise AssertionError(f'launch did not end {timeout:.0f} s after SIGINT '
+                                     f'({"it logged the SIGINT" if seen else "launch never saw the SIGINT"}):\n'
+                                     f'{self.log()[-4000:]}')
         self.left_behind = self._group()
         if self.left_behind:  # nodes a failed launch left behind are still in its group
             os.killpg(self.proc.pid, signal.SIGKILL)

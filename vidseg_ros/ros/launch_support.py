@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
 from launch import logging as launch_logging
-from launch.actions import SetEnvironmentVariable
+from launch.actions import OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable, TimerAction
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -73,6 +74,30 @@ def respawn_max_retries(context) -> int:
     if value < -1:
         raise ValueError(f"respawn_max_retries must be an integer >= -1 (-1 = no limit), got {text[:40]!r}")
     return value
+
+
+def respawn_on_failure(make_node, max_retries: int, delay: float, restarts: int = 0) -> list:
+    """``make_node()``'s node, started again ``delay`` s after it *fails* (a non-zero exit status: a crash,
+    a dead worker, a kill), at most ``max_retries`` times in all (-1 = no limit).
+
+    launch_ros's own ``respawn`` restarts a node after any exit, a clean one included: a SIGINT/SIGTERM sent
+    to the node alone brought it back 2 s later, and so did a Ctrl-C that reached the nodes but not launch
+    (a launch started as a script's background job inherits SIGINT ignored), which then never ended.
+    A clean exit (status 0) is the node being told to stop, so it stays stopped.
+    """
+    node = make_node()
+
+    def on_exit(event, context):
+        if event.returncode == 0 or context.is_shutdown:
+            return None
+        if 0 <= max_retries <= restarts:
+            launch_logging.get_logger('launch').error(
+                f'{event.action.name} failed (exit status {event.returncode}) after {restarts} restart(s): '
+                f'not restarting it again (respawn_max_retries:={max_retries})')
+            return None
+        return TimerAction(period=delay, actions=[OpaqueFunction(
+            function=lambda _: respawn_on_failure(make_node, max_retries, delay, restarts + 1))])
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
 
 
 def rviz(context) -> list:
