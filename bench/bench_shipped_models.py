@@ -3,7 +3,8 @@
 For each ``models/*.pt``: median model time per frame in the ``StreamSegmenter`` on a CamVid-sized
 frame (480x360, resized to the checkpoint's input size), with 1 torch thread; the key-frame model
 separately on key and current frames. Prints the key-frame speed-up (full / current frame and mean
-at interval 5) and each recurrent model's cost over its per-frame twin, all measured in this run.
+at interval 5) and each recurrent model's cost over its per-frame twin, all measured in this run: the
+twins run interleaved, frame by frame, so a slow minute of a shared CPU slows both alike.
 
 Run: ``python bench/bench_shipped_models.py [--frames 40]``. Timings on a shared CPU are noisy.
 """
@@ -41,6 +42,18 @@ def _times(path: Path, interval: int, frames: int) -> dict:
             'hw': seg.net_hw, 'kind': seg.kind}
 
 
+def _paired(a: Path, b: Path, frames: int) -> tuple[float, float, float]:
+    """Median model ms of ``a`` and ``b`` stepping in turn on the same frames, and the median per-pair ratio."""
+    segs = [StreamSegmenter.from_checkpoint(EngineConfig(model=str(p), device='cpu')) for p in (a, b)]
+    img = np.random.default_rng(0).integers(0, 255, (360, 480, 3), dtype=np.uint8)
+    for seg in segs:
+        for _ in range(3):
+            seg.step(img)
+    times = [[seg.step(img).timings_ms['model'] for seg in segs] for _ in range(frames)]
+    ta, tb = zip(*times)
+    return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in times)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument('--frames', type=int, default=40)
@@ -69,7 +82,10 @@ def main() -> int:
         print(f'key-frame FPN interval 5 vs per-frame twin: {res["camvid_fpn"]["mean"] / kf["i5"]["mean"]:.2f}x')
     for recurrent, twin in TWINS.items():
         if recurrent in res and twin in res:
-            print(f'{recurrent} / its per-frame twin {twin} time = {res[recurrent]["mean"] / res[twin]["mean"]:.2f}x')
+            ta, tb, ratio = _paired(ROOT / 'models' / f'{recurrent}.pt', ROOT / 'models' / f'{twin}.pt',
+                                    5 * args.frames)
+            print(f'{recurrent} / its per-frame twin {twin}, interleaved over {5 * args.frames} frames: '
+                  f'{ta:.1f} / {tb:.1f} ms, median ratio {ratio:.3f}x')
     return 0
 
 

@@ -7,16 +7,17 @@ from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import transfer_weights
 
 
-def _pair(cell='cgru'):
+def _pair(cell='cgru', kernel=3):
     torch.manual_seed(0)
     twin = create_model('keyframe_fpn', num_classes=4, cached_levels=0, width_mult=0.5).eval()
-    rec = create_model('recurrent_fpn', num_classes=4, width_mult=0.5, temporal_cell=cell).eval()
+    rec = create_model('recurrent_fpn', num_classes=4, width_mult=0.5, temporal_cell=cell,
+                       cell_kernel=kernel).eval()
     return twin, rec, transfer_weights(rec, twin.state_dict(), 'twin')
 
 
-@pytest.mark.parametrize('cell', ['cgru', 'crnn'])
-def test_warm_started_from_the_per_frame_fpn_it_equals_it(cell):
-    twin, rec, report = _pair(cell)
+@pytest.mark.parametrize('cell, kernel', [('cgru', 3), ('crnn', 3), ('cgru', 1), ('crnn', 1)])
+def test_warm_started_from_the_per_frame_fpn_it_equals_it(cell, kernel):
+    twin, rec, report = _pair(cell, kernel)
     # every FPN tensor moves under its own name; only the cell starts fresh
     assert report['unused'] == 0 and all(n.startswith('cell.') for n in report['reinitialised_names'])
     clip = torch.randn(1, 4, 3, 64, 96)
@@ -29,14 +30,27 @@ def test_warm_started_from_the_per_frame_fpn_it_equals_it(cell):
     assert rec.stream_info().state_layout == ((16, 8),) and rec.stream_info().kind == 'recurrent'
 
 
-def test_a_trained_cell_carries_the_past():
-    _, rec, _ = _pair()
+@pytest.mark.parametrize('kernel', [3, 1])
+def test_a_trained_cell_carries_the_past(kernel):
+    _, rec, _ = _pair(kernel=kernel)
     torch.nn.init.normal_(rec.cell.out.weight, std=0.5)      # what training would do
     a, b = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         after_a = rec(torch.stack([a, b], 1))[:, 1]
         fresh = rec(b)
     assert not torch.allclose(after_a, fresh, atol=1e-4)      # the output of b depends on a
+
+
+def test_a_1x1_cell_is_per_pixel_and_a_ninth_of_the_3x3_one():
+    _, k3, _ = _pair(kernel=3)
+    _, k1, _ = _pair(kernel=1)
+    convs = [n for n, p in k1.cell.named_parameters() if n.endswith('weight') and p.dim() == 4]
+    assert all(dict(k1.cell.named_parameters())[n].shape[-2:] == (1, 1) for n in convs)
+    gates = sum(p.numel() for n, p in k1.cell.cell.named_parameters() if n.endswith('weight'))
+    assert gates * 9 == sum(p.numel() for n, p in k3.cell.cell.named_parameters() if n.endswith('weight'))
+    for bad in (0, 2, -1, 1.0):
+        with pytest.raises(ValueError, match='cell_kernel must be an odd integer'):
+            create_model('recurrent_fpn', cell_kernel=bad)
 
 
 def test_without_a_cell_it_is_the_per_frame_fpn():

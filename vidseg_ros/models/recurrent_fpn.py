@@ -32,13 +32,14 @@ class RecurrentFPN(FPNLayers, RecurrentModel):
         num_classes: Output classes.
         backbone, block, width_mult, fpn_ch, p2_ch, separable_p3, pretrained, in_ch: as ``KeyframeFPN``.
         temporal_cell: 'cgru', 'crnn' or 'none' (the per-frame twin, kind 'frame').
+        cell_kernel: the cell's convolution size: 3, or 1 (per pixel: the cell costs about a ninth).
     """
 
     output_stride = 4
 
     def __init__(self, num_classes: int = 11, backbone: str = 'light', block: str = 'resnet',
                  width_mult: float = 1.0, fpn_ch: int = 64, p2_ch: int = 16, separable_p3: bool = True,
-                 temporal_cell: str = 'cgru', pretrained: bool = False, in_ch: int = 3):
+                 temporal_cell: str = 'cgru', cell_kernel: int = 3, pretrained: bool = False, in_ch: int = 3):
         super().__init__()
         if temporal_cell not in TEMPORAL_CELLS:
             raise ValueError(f'unknown temporal_cell {temporal_cell!r}; valid: {", ".join(TEMPORAL_CELLS)}')
@@ -46,7 +47,8 @@ class RecurrentFPN(FPNLayers, RecurrentModel):
                         pretrained, in_ch)
         self.temporal_cell, self.p2_ch = temporal_cell, p2_ch
         self.state_stride = int(self.encoder.strides[1])    # the merge level (1/8)
-        self.cell = ResidualCell(CELLS[temporal_cell](p2_ch), p2_ch) if temporal_cell != 'none' else None
+        self.cell = (ResidualCell(CELLS[temporal_cell](p2_ch, cell_kernel), p2_ch) if temporal_cell != 'none'
+                     else None)
 
     @property
     def kind(self) -> str:
