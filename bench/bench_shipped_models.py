@@ -25,17 +25,22 @@ ROOT = Path(__file__).resolve().parents[1]
 TWINS = {'camvid_unet_cgru': 'camvid_unet', 'camvid_fpn_cgru': 'camvid_fpn'}   # recurrent model -> per-frame twin
 
 
-def _times(path: Path, interval: int, frames: int) -> dict:
-    seg = StreamSegmenter.from_checkpoint(EngineConfig(model=str(path), device='cpu',
-                                                       keyframe_interval=interval))
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 255, (360, 480, 3), dtype=np.uint8)
+FRAME = np.random.default_rng(0).integers(0, 255, (360, 480, 3), dtype=np.uint8)   # CamVid-sized
+
+
+def _warm_segmenter(path: Path, interval: int = 1) -> StreamSegmenter:
+    seg = StreamSegmenter.from_checkpoint(EngineConfig(model=str(path), device='cpu', keyframe_interval=interval))
     for _ in range(3):
-        seg.step(img)                                        # warm-up
-    seg.reset()
+        seg.step(FRAME)
+    return seg
+
+
+def _times(path: Path, interval: int, frames: int) -> dict:
+    seg = _warm_segmenter(path, interval)
+    seg.reset()   # the warm-up's state out of the measurement
     key, cur = [], []
     for _ in range(frames):
-        r = seg.step(img)
+        r = seg.step(FRAME)
         (key if r.is_key else cur).append(r.timings_ms['model'])
     med = lambda v: statistics.median(v) if v else float('nan')       # noqa: E731
     return {'key': med(key), 'current': med(cur), 'mean': statistics.fmean(key + cur),
@@ -44,12 +49,8 @@ def _times(path: Path, interval: int, frames: int) -> dict:
 
 def _paired(a: Path, b: Path, frames: int) -> tuple[float, float, float]:
     """Median model ms of ``a`` and ``b`` stepping in turn on the same frames, and the median per-pair ratio."""
-    segs = [StreamSegmenter.from_checkpoint(EngineConfig(model=str(p), device='cpu')) for p in (a, b)]
-    img = np.random.default_rng(0).integers(0, 255, (360, 480, 3), dtype=np.uint8)
-    for seg in segs:
-        for _ in range(3):
-            seg.step(img)
-    times = [[seg.step(img).timings_ms['model'] for seg in segs] for _ in range(frames)]
+    segs = [_warm_segmenter(a), _warm_segmenter(b)]
+    times = [[seg.step(FRAME).timings_ms['model'] for seg in segs] for _ in range(frames)]
     ta, tb = zip(*times)
     return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in times)
 
