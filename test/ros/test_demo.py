@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from support.ros_helpers import ROOT
 
 
@@ -24,3 +26,34 @@ def test_demo_accounts_for_every_frame(tmp_path, real_frames):
     assert s['frames_segmented'] + dropped == len(real_frames), s
     assert 0 < s['overlays_received'] <= s['frames_segmented']
     assert f'{len(real_frames) - s["frames_segmented"]} dropped' in r.stdout
+
+
+def _legend(classes, width):
+    """The demo's legend for ``classes`` (dicts of id/name/color) with every class equally present."""
+    from vidseg_ros.ros.demo import Collector
+    collector = Collector.__new__(Collector)   # the legend needs no ROS node
+    collector.classes = classes
+    collector.class_hist = np.zeros(256, np.int64)
+    collector.class_hist[[c['id'] for c in classes]] = 1000
+    return collector._legend(width)
+
+
+def _swatch_pixels(strip, color) -> int:
+    return int((strip == np.array(color, np.uint8)).all(-1).sum())
+
+
+def test_the_contact_sheet_legend_names_every_class():
+    from vidseg_ros.constants import CAMVID_CLASSES, CAMVID_PALETTE
+    camvid = [{'id': i, 'name': n, 'color': c} for i, (n, c) in enumerate(zip(CAMVID_CLASSES, CAMVID_PALETTE))]
+    strip = _legend(camvid, 960)    # CamVid val pairs: 2 x 480 px; one row used to cut off Bicyclist
+    assert strip.shape[1] == 960
+    missing = [c['name'] for c in camvid if _swatch_pixels(strip, c['color']) < 250]
+    assert not missing, f'legend lost {missing}'
+    # a user's own long class list on a narrow sheet wraps onto more rows instead of losing classes
+    rng = np.random.default_rng(0)
+    own = [{'id': i, 'name': f'my_robot_class_{i:02d}', 'color': [int(v) for v in rng.integers(0, 200, 3)]}
+           for i in range(30)]
+    strip = _legend(own, 640)
+    assert strip.shape[0] > 5 * 28 and strip.shape[1] == 640
+    missing = [c['name'] for c in own if _swatch_pixels(strip, c['color']) < 250]
+    assert not missing, f'legend lost {missing}'

@@ -128,23 +128,41 @@ class Collector:
         cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
 
     def _legend(self, width: int) -> np.ndarray:
-        """A strip naming each class colour seen in the masks (share of pixels in brackets)."""
-        strip = np.full((28, width, 3), 255, np.uint8)
+        """A strip naming each class colour seen in the masks (share of pixels after the name)."""
         total = max(int(self.class_hist.sum()), 1)
-        x = 6
+        entries = []
         for c in self.classes:
             share = self.class_hist[c['id']] / total if c['id'] < 256 else 0
-            if share < 0.001:
-                continue
-            label = f'{c["name"]} {100 * share:.0f}%'
-            cv2.rectangle(strip, (x, 6), (x + 16, 22), tuple(int(v) for v in c['color']), -1)
-            cv2.putText(strip, label, (x + 20, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-            x += 26 + 9 * len(label)
-        return strip
+            if share >= 0.001:
+                entries.append((f'{c["name"]} {100 * share:.0f}%', tuple(int(v) for v in c['color'])))
+        return legend_strip(entries, width)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
+
+
+LEGEND_FONT, LEGEND_SCALE, LEGEND_ROW = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 28
+
+
+def legend_strip(entries: list[tuple[str, tuple[int, int, int]]], width: int) -> np.ndarray:
+    """White strip of (label, RGB colour) swatches, ``width`` wide, wrapped onto as many rows as they need
+    (one row cut the last classes off: with CamVid's 11 classes Bicyclist never showed at 960 px)."""
+    rows, x = [[]], 6
+    for label, color in entries:
+        step = 20 + cv2.getTextSize(label, LEGEND_FONT, LEGEND_SCALE, 1)[0][0] + 14
+        if x > 6 and x + step > width:
+            rows.append([])
+            x = 6
+        rows[-1].append((x, label, color))
+        x += step
+    strip = np.full((LEGEND_ROW * len(rows), width, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        y = r * LEGEND_ROW
+        for x, label, color in row:
+            cv2.rectangle(strip, (x, y + 6), (x + 16, y + 22), color, -1)
+            cv2.putText(strip, label, (x + 20, y + 20), LEGEND_FONT, LEGEND_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
 
 
 def start(module: str, params: dict, log: Path) -> subprocess.Popen:
