@@ -279,3 +279,19 @@ def test_sequences_without_frame_times_are_not_video(tmp_path):
     t = sequence_timing({'a': recs}, 0.5)
     assert not t['video'] and 'frame times unknown' in t['note']
     assert not sequence_timing({'a': recs[:1]}, 0.5)['video']          # one frame is no video either
+
+
+def test_plots_show_what_was_measured_and_nothing_else(tmp_path, monkeypatch):
+    """A k=1 (or recurrent) run has no current frames: no empty 'current frames' series in the legend; a
+    class with no score (absent from labels and predictions) is marked n/a, not drawn as an IoU of 0."""
+    from vidseg_ros.tools import eval_report
+    figs = {}
+    monkeypatch.setattr(eval_report, '_save', lambda fig, path: figs.setdefault(path.name, fig) and path)
+    scores = {'mIoU': 0.5, 'per_class_iou': {'road': 0.9, 'car': 0.1, 'boat': None}}
+    report = {'model': 'm.pt', 'labelled': True, 'classes': ['road', 'car', 'boat'],
+              'intervals': {'1': {'latency_ms': 10.0, 'all': scores, 'current': {'mIoU': float('nan')},
+                                  'confusion': [[5, 1, 0], [1, 3, 0], [0, 0, 0]]}}}
+    eval_report.write_plots(report, tmp_path)
+    assert figs['accuracy_latency.png'].axes[0].get_legend_handles_labels()[1] == ['all frames']
+    texts = [t.get_text() for t in figs['per_class_iou.png'].axes[0].texts]
+    assert texts == ['n/a']

@@ -31,7 +31,8 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
     lat = [r['latency_ms'] for r in runs.values()]
     for part, marker in (('all', 'o'), ('current', 's')):
         acc = [100 * r[part]['mIoU'] if r[part]['mIoU'] == r[part]['mIoU'] else np.nan for r in runs.values()]
-        ax.plot(lat, acc, marker=marker, label=f'{part} frames')
+        if not np.isnan(acc).all():   # k=1 or a recurrent model has no current frames: no empty legend entry
+            ax.plot(lat, acc, marker=marker, label=f'{part} frames')
     for k, r in runs.items():
         ax.annotate(f'k={k}', (r['latency_ms'], 100 * r['all']['mIoU']), textcoords='offset points',
                     xytext=(4, 4), fontsize=8)
@@ -46,7 +47,11 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
     # per-class IoU at the smallest interval
     fig, ax = plt.subplots(figsize=(7, 3.5))
     iou = [first['all']['per_class_iou'].get(n) for n in names]
-    ax.bar(range(len(names)), [100 * v if v is not None else 0 for v in iou], color='tab:blue')
+    scored = [v is not None and v == v for v in iou]   # NaN: neither in these labels nor predicted
+    ax.bar(range(len(names)), [100 * v if ok else 0 for v, ok in zip(iou, scored)], color='tab:blue')
+    for i, ok in enumerate(scored):
+        if not ok:   # no score, which an empty bar would show as 0
+            ax.annotate('n/a', (i, 0), textcoords='offset points', xytext=(0, 3), ha='center', fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=45, ha='right')
     ax.set_ylabel('IoU [%]')
     ax.set_title(f'per-class IoU (mIoU {100 * first["all"]["mIoU"]:.1f}%)')
