@@ -206,3 +206,40 @@ def test_resuming_with_another_freeze_is_a_clear_error(tmp_path):
     train(_cfg(tmp_path, freeze=['encoder'], output=''), train_set=_items())
     with pytest.raises(ConfigError, match=r"trained another set of parameters \(freeze: \['encoder'\]\)"):
         train(_cfg(tmp_path, epochs=2, output=''), resume=True, train_set=_items())
+
+
+def test_real_clips_and_a_teacher_are_in_the_provenance_and_licence(tmp_path):
+    """The temporal loss's clips (DAVIS here) and a teacher's masks shape the weights too: the checkpoint
+    used to name only data_root, so camvid_fpn_cgru_tc's card said 'camvid:train' and nothing of DAVIS."""
+    from vidseg_ros.constants import DAVIS_LICENCE
+    from vidseg_ros.tools.eval_report import card_text
+    model = create_model('keyframe_fpn', num_classes=11, fpn_ch=32)
+    (tmp_path / 'davis' / 'JPEGImages').mkdir(parents=True)
+    cfg = resolve_classes(TrainConfig(dataset='camvid', data_root='/nonexistent/camvid', mode='sequence',
+                                      temporal_weight=0.3, temporal_data=str(tmp_path / 'davis'),
+                                      temporal_split='head'))
+    meta = checkpoint_meta(model, cfg, {}, dataset_info(cfg))
+    prov = meta['provenance']
+    assert CAMVID_LICENCE.rstrip('.') in prov['licence'] and DAVIS_LICENCE.rstrip('.') in prov['licence']
+    assert f'{tmp_path / "davis"}:head' in prov['data'] and 'temporal loss' in prov['data']
+    assert str((tmp_path / 'davis').resolve()) in prov['data_roots']
+    report = {'model': 'm.pt', 'device': 'cpu', 'data': 'd', 'split': 'val', 'sequences': 1, 'intervals': {
+        '1': {'latency_ms': 1.0, 'latency_key_ms': 1.0, 'latency_current_ms': float('nan'), 'all': {}}}}
+    card = card_text(report, meta)
+    assert 'temporal_weight: 0.3' in card and 'DAVIS' in card
+    # a user's own drive as the clips: its dataset.yaml licence; a teacher checkpoint: its licence
+    drive = _user_dataset(tmp_path / 'drive_clips', 'CC0 clips of ours')
+    (drive / 'index.csv').write_text('')
+    teacher = _source(tmp_path / 'teacher.pt')
+    cfg = TrainConfig(dataset='camvid', data_root='/nonexistent/camvid', mode='keyframe', teacher=str(teacher))
+    cfg_clips = TrainConfig(dataset='camvid', data_root='/nonexistent/camvid', mode='sequence', temporal_weight=1,
+                            temporal_data=str(drive))
+    assert 'SOURCE-WEIGHTS-LICENCE' in checkpoint_meta(model, cfg, {}, dataset_info(cfg))['provenance']['licence']
+    assert 'CC0 clips of ours' in checkpoint_meta(model, cfg_clips, {}, dataset_info(cfg_clips))['provenance']['licence']
+    # neither used: nothing added
+    plain = TrainConfig(dataset='camvid', data_root='/nonexistent/camvid')
+    assert checkpoint_meta(model, plain, {}, dataset_info(plain))['provenance']['data_roots'] == [
+        str(Path('/nonexistent/camvid').resolve())]
+    with pytest.raises(ConfigError, match='temporal_data'):
+        dataset_info(TrainConfig(dataset='camvid', data_root='/nonexistent/camvid', mode='sequence',
+                                 temporal_weight=1, temporal_data=str(tmp_path / 'nope')))

@@ -103,6 +103,10 @@ def card_text(report: dict, meta: dict) -> str:
             'select_split', 'scale_range', 'jitter', 'hue_jitter', 'blur_prob', 'noise_std',
             'ohem_fraction', 'ema_decay')
     lines += [f'{k}: {tc[k]}' for k in keys if k in tc]
+    # what shaped the weights besides the labelled data, shown only where it was used
+    used = ['freeze', 'teacher'] + (['temporal_weight', 'temporal_data', 'temporal_split']
+                                    if tc.get('temporal_weight') else [])
+    lines += [f'{k}: {tc[k]}' for k in used if tc.get(k)]
     lines += ['```', '', f'## Evaluation: {report["data"]} ({report["split"]}, {report["sequences"]} '
               f'sequence(s)), device {report["device"]}', '',
               'Metrics at the labels\' full resolution; latency = model time per frame in the engine '

@@ -38,7 +38,10 @@ def licence_text(cfg: TrainConfig, info: dict, init: dict | None = None) -> str:
     data = info['licence'] or (f'licence not recorded (add `licence: ...` to {cfg.data_root}/dataset.yaml)'
                                if cfg.dataset == 'folder' else 'licence not recorded')
     parts = [f'Training data {cfg.data_root}: {data.rstrip(".")}.']
-    if init:   # a licence text ends with its own full stop; one is enough
+    for src in info.get('also', []):   # a licence text ends with its own full stop; one is enough
+        parts.append(f'{src["role"][0].upper()}{src["role"][1:]} {src["path"]}: '
+                     f'{(src["licence"] or "licence not recorded").rstrip(".")}.')
+    if init:
         parts.append(f'Initial weights {cfg.init_from}: {(init["licence"] or "licence not recorded").rstrip(".")}.')
     return ' '.join(parts + [WEIGHTS_INHERIT])
 
@@ -63,9 +66,12 @@ def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, inf
     from vidseg_ros.models.checkpoint import default_meta
     names, palette = class_info(cfg, info, init)
     arch_config = dict(getattr(model, 'arch_config', None) or cfg.arch_config, num_classes=cfg.num_classes)
+    also = info.get('also', [])
     provenance = {
-        'data': f'{cfg.dataset}:{cfg.train_split} ({cfg.data_root}, read in place)',
-        'data_roots': [str(Path(cfg.data_root).resolve())],
+        'data': '; '.join([f'{cfg.dataset}:{cfg.train_split} ({cfg.data_root}, read in place)']
+                          + [f'{src["role"]}: {src["path"]}' for src in also]),
+        'data_roots': [str(Path(cfg.data_root).resolve())] + [str(Path(src['root']).resolve())
+                                                               for src in also if src['root']],
         'trained': True,
         'training': f'vidseg train, {cfg.epochs} epochs, mode {cfg.mode}, '
                     f'input {cfg.input_hw[0]}x{cfg.input_hw[1]}',

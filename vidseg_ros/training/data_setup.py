@@ -16,7 +16,7 @@ from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
 from vidseg_ros.data.datasets.variants import add_noise, evenly_spaced, measure_noise_sigma
-from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE, FrameSource, open_source, read_meta
+from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE, FrameSource, guess_layout, open_source, read_meta
 
 from .config import TrainConfig
 
@@ -25,7 +25,38 @@ log = logging.getLogger(__name__)
 def dataset_info(cfg: TrainConfig) -> dict:
     """What the training data says about itself: class ``names``, ``colors``, ``ignore_index`` and
     ``licence`` (None where it says nothing). A folder dataset says it in its dataset.yaml, written by
-    ``vidseg label-import --class-names/--classes`` (and ``licence:`` added by its owner)."""
+    ``vidseg label-import --class-names/--classes`` (and ``licence:`` added by its owner). ``also`` lists
+    what else shaped the weights (``also_trained_on``)."""
+    return {**_data_info(cfg), 'also': also_trained_on(cfg)}
+
+
+def also_trained_on(cfg: TrainConfig) -> list[dict]:
+    """Sources besides ``data_root`` and ``init_from`` that shape the weights, each with its ``role``,
+    ``path`` and ``licence`` (None where unrecorded): the real clips of the temporal loss and the teacher
+    of unlabelled key frames. Their licences bind the weights as much as the labelled data's does."""
+    out = []
+    if cfg.temporal_weight and cfg.temporal_data:
+        try:
+            layout = guess_layout(cfg.temporal_data, cfg.temporal_split)
+            licence = ({'camvid': CAMVID_LICENCE, 'davis': DAVIS_LICENCE}.get(layout)
+                       or read_meta(cfg.temporal_data).get('licence'))
+        except (ValueError, OSError) as e:
+            raise ConfigError(f'temporal_data: {e}') from e
+        out.append({'role': 'clips for the temporal loss (labels unused)',
+                    'path': f'{cfg.temporal_data}:{cfg.temporal_split}', 'root': cfg.temporal_data,
+                    'licence': str(licence) if licence else None})
+    if cfg.teacher and cfg.mode == 'keyframe':
+        from vidseg_ros.models.checkpoint import CheckpointError, read_checkpoint
+        try:
+            licence = read_checkpoint(cfg.teacher)['meta'].get('provenance', {}).get('licence')
+        except CheckpointError as e:
+            raise ConfigError(f'teacher: {e}') from e
+        out.append({'role': 'teacher masks for unlabelled key frames', 'path': cfg.teacher, 'root': None,
+                    'licence': str(licence) if licence else None})
+    return out
+
+
+def _data_info(cfg: TrainConfig) -> dict:
     if cfg.dataset == 'camvid':
         return {'names': list(CAMVID_CLASSES), 'colors': CAMVID_PALETTE, 'ignore_index': CAMVID_VOID,
                 'licence': CAMVID_LICENCE}
