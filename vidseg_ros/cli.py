@@ -48,7 +48,7 @@ def _print(result) -> None:
 def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/files (MCAP, sqlite3) or ROS 1 bags',
                                                        **Existing)],
             out: Annotated[Path, typer.Option(help='dataset folder (re-running resumes)')],
-            topic: Annotated[Optional[list[str]], typer.Option(help='image topic(s); default all')] = None,
+            topic: Annotated[Optional[list[str]], typer.Option(help='image topic(s); default all but segment_node outputs (mask, overlay, ...)')] = None,
             every: Annotated[int, typer.Option(min=1, help='keep every N-th frame')] = EXTRACT['every'],
             start_s: Annotated[float, typer.Option(min=0.0, help='skip the first seconds')] = EXTRACT['start_s'],
             stop_s: Annotated[float, typer.Option(min=0.0, help='stop after this many seconds; 0 = to the end')]

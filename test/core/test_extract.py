@@ -160,3 +160,25 @@ def test_a_video_given_as_a_bag_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match='is not a bag'):
         extract([tmp_path / 'drive.mp4'], tmp_path / 'out')
     assert not (tmp_path / 'out').exists()
+
+
+def test_segment_node_outputs_are_not_taken_for_camera_frames(tmp_path):
+    """A drive recorded with the segmenter's masks (as `make demo` records it): extracting "every image
+    topic" used to turn the mono8 class-id masks into a second training video."""
+    from vidseg_ros.tools import commands_data
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 255, (16, 24, 3), dtype=np.uint8) for _ in range(3)]
+    write_bag(tmp_path / 'camera', [frames])
+    write_bag(tmp_path / 'masks', [[f % 11 for f in frames]],
+              BagFromFramesConfig(topic='/vidseg_segmenter/mask', encoding='mono8'))
+    write_bag(tmp_path / 'overlay', [frames], BagFromFramesConfig(topic='/robot/vidseg_segmenter/overlay'))
+    bags = [tmp_path / 'camera', tmp_path / 'masks', tmp_path / 'overlay']
+    r = commands_data.extract(bags, tmp_path / 'all', progress=True)
+    assert {rec.topic for rec in read_index(tmp_path / 'all')} == {'/camera/image_raw'}
+    assert r['written'] == 3 and r['left_out'] == ['/robot/vidseg_segmenter/overlay', '/vidseg_segmenter/mask']
+    # named, an output is extracted like any topic
+    res = extract(bags, tmp_path / 'masks_only', ExtractConfig(topics=['/vidseg_segmenter/mask']))
+    assert res.written == 3 and not res.skipped_topics
+    # a bag of outputs only: the error says why nothing was taken and how to take it
+    with pytest.raises(ValueError, match=r'segment_node outputs, left out unless named with --topic'):
+        extract([tmp_path / 'masks'], tmp_path / 'none')

@@ -40,11 +40,12 @@ def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
 
 def _count_frames(bags: list[str | Path], topics: list[str]) -> int | None:
     from vidseg_ros.data.bags.reader import IMAGE_TYPES, list_topics
+    from vidseg_ros.data.datasets.extract import is_segmenter_output
     total = 0
     try:
         for bag in bags:
             for topic, (msgtype, count) in list_topics(bag).items():
-                if msgtype in IMAGE_TYPES and (not topics or topic in topics):
+                if msgtype in IMAGE_TYPES and (topic in topics if topics else not is_segmenter_output(topic)):
                     total += count
     except (OSError, ValueError):
         return None
@@ -69,7 +70,8 @@ def extract(bags: list[str | Path], out: str | Path, progress: bool = True, exec
     mb = res.bytes_written / 1e6
     return {'out': str(out), 'written': res.written, 'skipped_existing': res.skipped_existing,
             'failed': res.failed, 'duplicates': res.duplicates, 'sequences': res.sequences,
-            'warnings': res.warnings, 'seconds': round(res.seconds, 2), 'MB_written': round(mb, 1),
+            'warnings': res.warnings, 'left_out': res.skipped_topics,
+            'seconds': round(res.seconds, 2), 'MB_written': round(mb, 1),
             'frames_per_s': round(res.written / res.seconds, 1) if res.seconds else None}
 
 

@@ -29,17 +29,27 @@ from vidseg_ros.data.executors import check_executor, task_executor
 from vidseg_ros.data.images import decode_compressed, image_fields_to_rgb8
 from vidseg_ros.data.datasets.layouts import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
+from vidseg_ros.engine.outputs import OUTPUTS
 
 log = logging.getLogger(__name__)
 FORMATS = ('png', 'jpg', 'keep')
 BAG_SUFFIXES = ('.mcap', '.db3', '.bag')
+# segment_node's image outputs (<node>/mask, .../overlay, ...): recorded to review a drive, but class ids and
+# renderings are not camera frames, so "every image topic" leaves them out unless --topic names them.
+SEGMENTER_OUTPUTS = frozenset(o.name for o in OUTPUTS)
+
+
+def is_segmenter_output(topic: str) -> bool:
+    """True for a topic named like one of segment_node's image outputs (its last name component)."""
+    return topic.rstrip('/').rpartition('/')[2] in SEGMENTER_OUTPUTS
 
 
 @dataclass
 class ExtractConfig:
     """Settings of ``vidseg extract``."""
 
-    topics: list[str] = setting([], 'Image topics to extract; empty = every Image/CompressedImage topic')
+    topics: list[str] = setting([], 'Image topics to extract; empty = every Image/CompressedImage topic '
+                                    'but segment_node\'s outputs (mask, overlay, ...)')
     image_format: str = setting('png', 'png (lossless), jpg, or keep (CompressedImage bytes written '
                                        'unchanged; raw images as png)', FORMATS)
     jpeg_quality: int = setting(95, 'JPEG quality when image_format is jpg')
@@ -64,6 +74,7 @@ class ExtractResult:
     image_messages: int = 0     # image messages read (frames kept or not)
     sequences: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    skipped_topics: list[str] = field(default_factory=list)   # segment_node outputs left out
     seconds: float = 0.0
 
     @property
@@ -75,6 +86,7 @@ class ExtractResult:
         for name in ('written', 'skipped_existing', 'failed', 'duplicates', 'bytes_written', 'image_messages'):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.warnings.extend(other.warnings)
+        self.skipped_topics = sorted(set(self.skipped_topics) | set(other.skipped_topics))
 
 
 def header_stamp_ns(msg: RawMessage) -> int:
@@ -211,6 +223,7 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
         raise ValueError('; '.join(w for w in result.warnings if 'no image messages' in w))
     for r in rows.values():
         result.sequences[r.sequence] = result.sequences.get(r.sequence, 0) + 1
+    result.skipped_topics.sort()
     result.seconds = time.perf_counter() - t_start
     if result.failed or result.warnings:
         log.warning('extract: %d frame(s) failed to decode, %d bag warning(s)', result.failed,
@@ -233,6 +246,12 @@ def _extract_bag(bag: Path, out: Path, cfg: ExtractConfig, rows: dict, result: E
     seen = 0
     for msg in read_messages(bag, cfg.topics or None, warnings=result.warnings):
         if msg.msgtype not in IMAGE_TYPES:
+            continue
+        if not cfg.topics and is_segmenter_output(msg.topic):
+            if msg.topic not in result.skipped_topics:
+                result.skipped_topics.append(msg.topic)
+                log.info('extract: %s looks like a segment_node output, not a camera: left out '
+                         '(--topic %s extracts it)', msg.topic[:200], msg.topic[:200])
             continue
         seen += 1
         result.image_messages += 1
@@ -296,6 +315,9 @@ def _no_images(bag: Path, topics: list[str], warnings: list[str]) -> None:
     images = sorted(t for t, ty in avail.items() if ty in IMAGE_TYPES)
     text = (f'{bag}: no image messages' + (f' on {", ".join(topics)}' if topics else '') +
             f'; image topics in this bag: {", ".join(images) or "none"}')
+    outputs = [t for t in images if is_segmenter_output(t)]
+    if outputs and not topics:
+        text += f' ({", ".join(outputs)}: segment_node outputs, left out unless named with --topic)'
     warnings.append(text)
     log.warning(text)
 
