@@ -4,6 +4,7 @@ Each case runs in-process through typer's CliRunner (the same ``main`` as the co
 run the installed ``vidseg`` script in a subprocess to check the real stderr and exit status. Any
 traceback, any exit code other than 2 and any multi-line error fails.
 """
+import logging
 import os
 import shutil
 import subprocess
@@ -223,8 +224,34 @@ def _argv(template: str, d: Path) -> list[str]:
     return template.format(d=d).split()
 
 
+class _LiveStderr(logging.StreamHandler):
+    """The console script's logging (``main``: INFO and up to stderr) inside CliRunner, whose stderr is
+    swapped in per call; without it pytest's log capture hid every log line a command wrote before its
+    error line, so 'the error line alone' held in-process while the real script printed more."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+@pytest.fixture
+def logs_to_stderr():
+    root, handler = logging.getLogger(), _LiveStderr()
+    handler.setFormatter(logging.Formatter('%(levelname)s %(name)s: %(message)s'))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.mark.parametrize('name,template,says', CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_exit_2(bad, name, template, says, monkeypatch):
+def test_bad_input_is_one_line_and_exit_2(bad, name, template, says, monkeypatch, logs_to_stderr):
     monkeypatch.chdir(Path(__file__).resolve().parents[2])     # config/train/*.yaml paths
     argv = _argv(template, bad)
     r = RUNNER.invoke(app, argv)

@@ -196,13 +196,21 @@ class EvalSession:
 
     def __init__(self, model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
                  max_frames: int = 0, device: str = 'cpu', clip_len: int = 0, max_gap_s: float | None = None):
+        from vidseg_ros.engine.backends import resolve_device
         from vidseg_ros.engine.base import EngineConfig
         from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
+        from vidseg_ros.models.checkpoint import read_checkpoint
+        # Every input is checked before the model is built, so a mistake is the only line on stderr (building
+        # an untrained model logs a warning first).
         self.path = resolve_model(str(model))
+        if not self.path.endswith('.onnx'):   # onnxruntime's GPU providers need no CUDA in torch
+            resolve_device(device)
+        if self.path.endswith('.pt'):
+            read_checkpoint(self.path)
         self.device, self.clip_len = device, clip_len
         self.gap = EngineConfig().max_gap_s if max_gap_s is None else float(max_gap_s)
-        self.seg = StreamSegmenter.from_checkpoint(self.config(keyframe_interval=1))
         self.src = open_eval_source(data, dataset, split)
+        self.seg = StreamSegmenter.from_checkpoint(self.config(keyframe_interval=1))
         self.with_labels = _labels_match(self.seg.meta, self.src)
         if not self.with_labels:
             log.warning('model classes %s differ from the data\'s %s: label-free metrics (TC, latency) only',

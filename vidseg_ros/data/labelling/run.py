@@ -89,11 +89,11 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
     cfg = replace(cfg or PropagateConfig(), ignore_index=src.ignore_index)
     records = {r.image: r for r in src.records}
     counts: dict[str, int] = {}
-    jobs, skipped, seen = [], 0, set()
+    jobs, skipped, seen, unlabelled = [], 0, set(), []
     for seq, recs in src.sequences().items():
         human = [i for i, r in enumerate(recs) if r.label_source == 'human']
         if not human and cfg.method != 'teacher':
-            log.warning('sequence %s has no human label; skipped', seq)
+            unlabelled.append(seq)
             skipped += len(recs)
             continue
         for lo, hi in split_jobs(len(recs), human) if cfg.method != 'teacher' else [(0, len(recs) - 1)]:
@@ -108,6 +108,9 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
     if not jobs:
         raise ValueError(f'{root}: no human-labelled frame to propagate from; import a few labels with '
                          '`vidseg label-import` first')
+    if unlabelled:   # after the check above: where nothing can run, the error alone says it
+        log.warning('%d sequence(s) without a human label skipped: %s', len(unlabelled),
+                    ', '.join(unlabelled)[:300])
     if progress and skipped:
         progress(skipped)
     stack = contextlib.ExitStack()   # the teacher model runs in this process, flow/tracker jobs anywhere
