@@ -38,8 +38,8 @@ def also_trained_on(cfg: TrainConfig) -> list[dict]:
     if cfg.temporal_weight and cfg.temporal_data:
         try:
             layout = guess_layout(cfg.temporal_data, cfg.temporal_split)
-            licence = ({'camvid': CAMVID_LICENCE, 'davis': DAVIS_LICENCE}.get(layout)
-                       or read_meta(cfg.temporal_data).get('licence'))
+            licence = (_data_info(replace(cfg, dataset=layout))['licence'] if layout in ('camvid', 'davis')
+                       else read_meta(cfg.temporal_data).get('licence'))
         except (ValueError, OSError) as e:
             raise ConfigError(f'temporal_data: {e}') from e
         out.append({'role': 'clips for the temporal loss (labels unused)',
