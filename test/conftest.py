@@ -43,3 +43,14 @@ def sample_video():
         return fetch_opencv_sample()
     except SampleVideoError as e:
         pytest.skip(f'no real video: {e}')
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """`ros2 param/lifecycle/topic` start a daemon for this run's domain that outlives pytest (one per
+    run, since each run has its own domain id): stop it when a test used the ros2 CLI."""
+    if 'support.launch_helpers' not in sys.modules:
+        return
+    import subprocess
+    ros2 = sys.modules['support.launch_helpers'].BIN / 'ros2'
+    if ros2.exists():
+        subprocess.run([str(ros2), 'daemon', 'stop'], capture_output=True, timeout=30)
