@@ -84,3 +84,36 @@ def test_the_engine_streams_its_state_and_resets_it():
     eng.reset()
     again = eng.step(b, 66_000_000, want_confidence=True)
     assert abs(again.confidence - alone.confidence).max() < 1e-5
+
+
+@pytest.mark.parametrize('cell', ['cgru', 'crnn'])
+@pytest.mark.parametrize('kernel', [1, 3])
+def test_cells_compute_their_convolution_formulas(cell, kernel):
+    """1x1 cells and the residual output run as matrix products over pixels (cheaper than Conv2d on a
+    small state): the same values and gradients as the convolutions their weights belong to, in both
+    memory formats and for a batch."""
+    from vidseg_ros.models.temporal_cells import CELLS, ResidualCell
+    torch.manual_seed(0)
+    res = ResidualCell(CELLS[cell](16, kernel), 16)
+    torch.nn.init.normal_(res.out.weight, std=0.3)
+    c = res.cell
+
+    def reference(x, h):
+        if cell == 'cgru':
+            r, z = torch.sigmoid(c.conv_rz(torch.cat([x, h], 1))).chunk(2, 1)
+            new = (1 - z) * torch.tanh(c.conv_n(torch.cat([x, r * h], 1))) + z * h
+        else:
+            new = torch.tanh(c.conv_x(x) + c.conv_h(h))
+        return x + res.out(new), new
+
+    x, h = torch.randn(2, 16, 9, 12), torch.randn(2, 16, 9, 12)
+    want = reference(x, h)
+    grads_want = torch.autograd.grad(sum(t.square().sum() for t in want), list(res.parameters()))
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        got = res(x.to(memory_format=fmt), h.to(memory_format=fmt))
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(sum(t.square().sum() for t in res(x, h)), list(res.parameters()))
+    for g, w in zip(grads, grads_want):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)

@@ -22,6 +22,9 @@ class ConvRNNCell(nn.Module):
         self.conv_h = nn.Conv2d(channels, channels, kernel, 1, kernel // 2, bias=False)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.conv_x.kernel_size == (1, 1):
+            xf, hf = _pixels(x), _pixels(h)
+            return pointwise(self.conv_x, xf, pointwise(self.conv_h, hf)).tanh_().view(x.shape)
         return torch.tanh(self.conv_x(x) + self.conv_h(h))
 
 
@@ -36,9 +39,33 @@ class ConvGRUCell(nn.Module):
         self.conv_n = nn.Conv2d(2 * channels, channels, kernel, 1, kernel // 2)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.conv_n.kernel_size == (1, 1):
+            return self._forward_pointwise(x, h)
         r, z = torch.sigmoid(self.conv_rz(torch.cat([x, h], 1))).chunk(2, 1)
         n = torch.tanh(self.conv_n(torch.cat([x, r * h], 1)))
         return (1 - z) * n + z * h
+
+    def _forward_pointwise(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The same cell for 1x1 kernels as matrix products over pixels: Conv2d's per-call set-up and the
+        separate element-wise passes cost more than the cell's arithmetic on a small state."""
+        c, hf = x.shape[1], _pixels(h)
+        xh = torch.cat([_pixels(x), hf], 1)
+        r, z = pointwise(self.conv_rz, xh).sigmoid_().split(c, 1)
+        n = pointwise(self.conv_n, torch.cat([xh[:, :c], r * hf], 1)).tanh_()
+        return torch.addcmul(n, z, hf - n).view(x.shape)      # (1 - z) * n + z * h
+
+
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H*W), a view unless the tensor is channels_last."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def pointwise(conv: nn.Conv2d, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 ``conv`` on pixels (B, C_in, N) -> (B, C_out, N) as one matrix product (+ ``add``)."""
+    y = torch.matmul(conv.weight.flatten(1), x)     # a fresh tensor: adding in place is safe for autograd
+    if conv.bias is not None:
+        y.add_(conv.bias[:, None])
+    return y if add is None else y.add_(add)
 
 
 def _check_kernel(kernel: int) -> None:
@@ -65,4 +92,4 @@ class ResidualCell(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.cell(x, h)
-        return x + self.out(h), h
+        return pointwise(self.out, _pixels(h), _pixels(x)).view(x.shape), h
