@@ -48,9 +48,14 @@ def _times(path: Path, interval: int, frames: int) -> dict:
 
 
 def _paired(a: Path, b: Path, frames: int) -> tuple[float, float, float]:
-    """Median model ms of ``a`` and ``b`` stepping in turn on the same frames, and the median per-pair ratio."""
+    """Median model ms of ``a`` and ``b`` stepping in turn on the same frames, and the median per-pair ratio.
+    Which of the two steps first alternates, so neither always finds the caches the other left."""
     segs = [_warm_segmenter(a), _warm_segmenter(b)]
-    times = [[seg.step(FRAME).timings_ms['model'] for seg in segs] for _ in range(frames)]
+    times = []
+    for i in range(frames):
+        order = segs if i % 2 == 0 else segs[::-1]
+        t = {id(seg): seg.step(FRAME).timings_ms['model'] for seg in order}
+        times.append((t[id(segs[0])], t[id(segs[1])]))
     ta, tb = zip(*times)
     return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in times)
 
