@@ -295,3 +295,12 @@ def test_plots_show_what_was_measured_and_nothing_else(tmp_path, monkeypatch):
     assert figs['accuracy_latency.png'].axes[0].get_legend_handles_labels()[1] == ['all frames']
     texts = [t.get_text() for t in figs['per_class_iou.png'].axes[0].texts]
     assert texts == ['n/a']
+
+
+def test_eval_reads_a_checkpoint_file_once(tmp_path, monkeypatch):
+    data = _davis(tmp_path / 'davis', seqs=('a',), n=3)
+    ckpt = _checkpoint(tmp_path / 'm.pt')
+    reads, load = [], torch.load
+    monkeypatch.setattr(torch, 'load', lambda f, *a, **k: reads.append(str(f)) or load(f, *a, **k))
+    run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'eval', write_card=False)
+    assert reads == [str(ckpt)]

@@ -199,18 +199,19 @@ class EvalSession:
         from vidseg_ros.engine.backends import resolve_device
         from vidseg_ros.engine.base import EngineConfig
         from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
-        from vidseg_ros.models.checkpoint import read_checkpoint
+        from vidseg_ros.models.checkpoint import load_checkpoint
         # Every input is checked before the model is built, so a mistake is the only line on stderr (building
-        # an untrained model logs a warning first).
+        # an untrained model logs a warning first); a .pt file is read once, here.
         self.path = resolve_model(str(model))
         if not self.path.endswith('.onnx'):   # onnxruntime's GPU providers need no CUDA in torch
             resolve_device(device)
-        if self.path.endswith('.pt'):
-            read_checkpoint(self.path)
+        loaded = load_checkpoint(self.path) if self.path.endswith('.pt') else None
         self.device, self.clip_len = device, clip_len
         self.gap = EngineConfig().max_gap_s if max_gap_s is None else float(max_gap_s)
         self.src = open_eval_source(data, dataset, split)
-        self.seg = StreamSegmenter.from_checkpoint(self.config(keyframe_interval=1))
+        config = self.config(keyframe_interval=1)
+        self.seg = (StreamSegmenter(*loaded, config, name=Path(self.path).name) if loaded
+                    else StreamSegmenter.from_checkpoint(config))
         self.with_labels = _labels_match(self.seg.meta, self.src)
         if not self.with_labels:
             log.warning('model classes %s differ from the data\'s %s: label-free metrics (TC, latency) only',
