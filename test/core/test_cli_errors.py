@@ -155,6 +155,7 @@ CASES = [
     ('experiment-set', 'experiment frames-per-video config/train/davis_fpn.yaml --set =1', "'=1': expected key=value"),
     # eval
     ('eval-missing-data', 'eval untrained:keyframe_fpn {d}/nope', "nope' does not exist"),
+    ('eval-card-not-md', 'eval {d}/junk.pt {d}/empty --card {d}/junk.pt', '--card is where the model card'),
     ('eval-intervals-text', 'eval untrained:keyframe_fpn {d}/empty --key-intervals a,b',
      "'a,b': expected positive integers"),
     ('eval-intervals-0', 'eval untrained:keyframe_fpn {d}/empty --key-intervals 0,5',
@@ -195,6 +196,7 @@ CASES = [
     ('export-junk', 'export {d}/junk.pt {d}/m.onnx', 'junk.pt is not a loadable torch checkpoint'),
     ('export-training-state', 'export {d}/last.pt {d}/m.onnx', 'last.pt is a training state'),
     ('export-untrained', 'export untrained:keyframe_fpn {d}/m.onnx', 'export needs a .pt checkpoint'),
+    ('export-suffix', 'export {d}/junk.pt {d}/m.onnx --format ts', 'torchscript exports are .ts files'),
     # bench
     ('bench-frames-neg', 'bench untrained:keyframe_fpn --frames -1',
      "'--frames': Input should be greater than or equal to 1"),

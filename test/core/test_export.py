@@ -101,3 +101,24 @@ def test_exported_graph_has_dynamic_size(checkpoint, exported, fmt):
     ref = reference_outputs(model, runner.kind, x)
     got = exported_outputs(runner, runner.kind, x)
     assert max(float((a - b).abs().max()) for a, b in zip(ref, got)) < TOL
+
+
+def test_a_failed_export_leaves_an_earlier_good_file_as_it_was(tmp_path_factory, tmp_path, monkeypatch):
+    from vidseg_ros.tools import export as export_module
+    checkpoint = _checkpoint(*CASES[0], tmp_path_factory)      # key-frame: ONNX writes a pair of files
+    good = tmp_path / 'good.onnx'
+    export_onnx(checkpoint, good)
+    pair = [good, tmp_path / 'good.current.onnx']
+    before = [p.read_bytes() for p in pair]
+    with pytest.raises(ValueError, match=r'torchscript exports are \.ts files'):
+        export_torchscript(checkpoint, good)                       # `--format ts` with an .onnx name
+    with pytest.raises(ValueError, match=r'onnx exports are \.onnx files'):
+        export_onnx(checkpoint, tmp_path / 'm.txt')
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('parity check failed')
+    monkeypatch.setattr(export_module, 'parity', broken)
+    with pytest.raises(RuntimeError, match='parity'):
+        export_onnx(checkpoint, good)
+    assert [p.read_bytes() for p in pair] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['good.current.onnx', 'good.onnx']   # no half files

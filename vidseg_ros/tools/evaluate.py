@@ -266,6 +266,10 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
     """
     import torch
     from vidseg_ros.tools.eval_report import write_card_file, write_plots
+    if card is not None and Path(card).suffix.lower() != '.md':
+        # a card is markdown: anything else is a slip (e.g. the model's own path, which it would replace)
+        raise ValueError(f'--card is where the model card (markdown) goes, e.g. models/<name>.md; got '
+                         f'{str(card)[-200:]}')
     if threads > 0:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)

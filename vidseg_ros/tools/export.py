@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,6 +32,35 @@ from vidseg_ros.models.contract import stream_info
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+SUFFIX = {'onnx': '.onnx', 'torchscript': '.ts'}     # what the engine loads each format from
+
+
+def check_output(out: str | Path, fmt: str) -> Path:
+    """``out`` as a path the engine will load as ``fmt``; refused before anything is written."""
+    out = Path(out)
+    if out.suffix != SUFFIX[fmt]:
+        raise ValueError(f'{fmt} exports are {SUFFIX[fmt]} files (the engine picks the runtime by suffix), '
+                         f'got {str(out)[-200:]}')
+    if out.is_dir():
+        raise ValueError(f'{str(out)[-200:]} is a folder; give the file to write')
+    return out
+
+
+@contextmanager
+def _staged(out: Path):
+    """A hidden path beside ``out`` to export into; what was written there (``X`` and, for key-frame
+    ONNX, ``X.current.onnx``) replaces ``out``'s files only when the block ends without error (after
+    the parity check), so a failed export leaves an earlier good file as it was, and no half file."""
+    tmp = out.with_name(f'.{out.stem}.partial{out.suffix}')
+    pairs = [(tmp, out), (current_path(tmp), current_path(out))]
+    try:
+        yield tmp
+        for src, dst in pairs:
+            if src.exists():
+                os.replace(src, dst)
+    finally:
+        for src, _ in pairs:
+            src.unlink(missing_ok=True)
 
 
 class _Method(nn.Module):
@@ -110,15 +141,17 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, input_hw: tuple[
     Returns:
         ``{'files': [...], 'max_abs_diff': float | None}``.
     """
-    out = Path(out)
+    out = check_output(out, 'torchscript')
     model, info, kind, x, state = _prepare(checkpoint, input_hw, out)
     methods = ({'forward_key': (x,), 'forward_current': (x, *state)} if kind == 'keyframe'
                else {'forward_step': (x, *state)})
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # torch.jit deprecation notices; the result is checked below
-        traced = torch.jit.trace_module(model, methods, check_trace=False)
-        torch.jit.save(traced, str(out), _extra_files={META_KEY + '.json': json.dumps(info)})
-    report = {'files': [str(out)], 'max_abs_diff': parity(model, kind, out, x) if check else None}
+    with _staged(out) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # torch.jit deprecation notices; the result is checked below
+            traced = torch.jit.trace_module(model, methods, check_trace=False)
+            torch.jit.save(traced, str(tmp), _extra_files={META_KEY + '.json': json.dumps(info)})
+        diff = parity(model, kind, tmp, x) if check else None
+    report = {'files': [str(out)], 'max_abs_diff': diff}
     log.info('TorchScript %s: max abs diff vs PyTorch %s', out, report['max_abs_diff'])
     return report
 
@@ -147,19 +180,21 @@ def export_onnx(checkpoint: str | Path, out: str | Path, input_hw: tuple[int, in
     Returns:
         ``{'files': [...], 'max_abs_diff': float | None}``.
     """
-    out = Path(out)
+    out = check_output(out, 'onnx')
     model, info, kind, x, state = _prepare(checkpoint, input_hw, out)
     names = [f'state_{i}' for i in range(len(state))]
-    if kind == 'keyframe':
-        names = [f'cache_{i}' for i in range(len(state))]
-        _onnx_graph(_Method(model, 'forward_key'), (x,), out, ['image'], ['logits'] + names, info)
-        _onnx_graph(_Method(model, 'forward_current'), (x, *state), current_path(out),
-                    ['image'] + names, ['logits'], info)
-        files = [str(out), str(current_path(out))]
-    else:
-        _onnx_graph(_Method(model, 'forward_step'), (x, *state), out, ['image'] + names,
-                    ['logits'] + [f'{n}_out' for n in names], info)
-        files = [str(out)]
-    report = {'files': files, 'max_abs_diff': parity(model, kind, out, x) if check else None}
+    with _staged(out) as tmp:
+        if kind == 'keyframe':
+            names = [f'cache_{i}' for i in range(len(state))]
+            _onnx_graph(_Method(model, 'forward_key'), (x,), tmp, ['image'], ['logits'] + names, info)
+            _onnx_graph(_Method(model, 'forward_current'), (x, *state), current_path(tmp),
+                        ['image'] + names, ['logits'], info)
+            files = [str(out), str(current_path(out))]
+        else:
+            _onnx_graph(_Method(model, 'forward_step'), (x, *state), tmp, ['image'] + names,
+                        ['logits'] + [f'{n}_out' for n in names], info)
+            files = [str(out)]
+        diff = parity(model, kind, tmp, x) if check else None
+    report = {'files': files, 'max_abs_diff': diff}
     log.info('ONNX %s: max abs diff vs PyTorch %s', out, report['max_abs_diff'])
     return report
