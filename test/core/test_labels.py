@@ -31,6 +31,45 @@ def test_class_table_and_colour_roundtrip(tmp_path):
     assert np.array_equal(colors_to_ids(rgb, t.colors), ids)
 
 
+def test_class_table_written_by_excel_with_a_bom_is_read(tmp_path):
+    (tmp_path / 'classes.csv').write_bytes('\ufeffname,r,g,b\nroad,10,20,30\ncar,1,2,3\n'.encode('utf-8'))
+    t = read_class_table(tmp_path / 'classes.csv')
+    assert t.names == ['road', 'car'] and t.colors == [(10, 20, 30), (1, 2, 3)]
+
+
+@pytest.mark.parametrize('text, match', [
+    ('name,r,g,b\nroad,10,20,30\ncar,10,20,30\n', "line 3: 'car' has the colour \\(10, 20, 30\\) of 'road'"),
+    ('name,r,g,b\nroad,0,0,0\nvoid,0,0,0\n', "'void' has the colour"),       # the ignore colour too
+    ('id,name,r,g,b\n1,road,1,2,3\n1,car,4,5,6\n', "'car' has the id 1 of 'road'"),
+    ('name,r,g,b\nroad,300,20,30\n', "line 2: r must be an integer 0..255, got '300'"),
+    ('name,r,g,b\nroad,-1,20,30\n', 'r must be an integer 0..255'),
+    ('id,name,r,g,b\n300,road,10,20,30\n', 'id must be an integer 0..255'),
+    ('name,r,g,b\nroad,10,20\n', 'b must be an integer 0..255, got nothing'),
+    ('name,r,g,b\nroad,ten,20,30\n', "got 'ten'"),
+])
+def test_bad_class_table_is_refused_naming_the_row(tmp_path, text, match):
+    (tmp_path / 'classes.csv').write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read_class_table(tmp_path / 'classes.csv')
+
+
+def test_bad_class_table_is_a_user_error_on_the_cli_and_writes_nothing(tmp_path):
+    """Ids over 255 and short rows were IndexError / TypeError: 'internal error' (exit 1)."""
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    ds, recs = _dataset(tmp_path, n=1)
+    (tmp_path / 'lab').mkdir()
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.zeros((24, 32), np.uint8))
+    before = (ds / 'index.csv').read_bytes()
+    for text in ('id,name,r,g,b\n300,road,10,20,30\n', 'name,r,g,b\nroad,10,20\n'):
+        (tmp_path / 'classes.csv').write_text(text)
+        res = CliRunner().invoke(app, ['label-import', str(ds), str(tmp_path / 'lab'), '--classes',
+                                       str(tmp_path / 'classes.csv')])
+        assert res.exit_code == 2 and 'must be an integer 0..255' in res.output, res.output
+    assert (ds / 'index.csv').read_bytes() == before and not (ds / 'labels').exists()
+
+
 def test_remap_lut():
     lut = remap_lut({255: 1}, num_classes=2, ignore_index=255)
     assert lut[0] == 0 and lut[1] == 1 and lut[7] == 255 and lut[255] == 1

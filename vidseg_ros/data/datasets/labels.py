@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
+from vidseg_ros.data.images import clip, short
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, camvid_source, cityscapes_source, davis_source,
                                      read_index, read_meta, write_index, write_meta)
 
@@ -42,28 +43,49 @@ def read_class_table(path: str | Path) -> LabelClasses:
     """CSV with a header naming id/value, name and r, g, b columns (CamVid's ``classes.csv`` works).
 
     A row whose ``evaluated`` column is ``no`` (or whose name is void/unlabelled/ignore) is the
-    ignore row.
+    ignore row. Ids and colour components are 0..255 and no two rows share a colour.
     """
-    rows = list(csv.DictReader(Path(path).open(newline='')))
+    with Path(path).open(newline='', encoding='utf-8-sig') as f:   # -sig: Excel writes a BOM
+        reader = csv.DictReader(f)
+        rows = [(reader.line_num, row) for row in reader]
     if not rows:
         raise ValueError(f'{path}: empty class table')
-    keys = {k.lower(): k for k in rows[0]}
+    keys = {k.lower(): k for k in rows[0][1] if k is not None}
     vcol = next((keys[k] for k in ('label_value', 'value', 'id', 'class_id') if k in keys), None)
     ncol = next((keys[k] for k in ('class_name', 'name', 'class') if k in keys), None)
     if ncol is None or not all(c in keys for c in 'rgb'):
-        raise ValueError(f'{path}: need columns name, r, g, b (and optionally id); got {list(rows[0])}')
-    names, colors, values, ignore = [], [], [], None
-    for i, row in enumerate(rows):
-        value = int(row[vcol]) if vcol else i
-        color = (int(row[keys['r']]), int(row[keys['g']]), int(row[keys['b']]))
-        evaluated = row.get(keys.get('evaluated', ''), 'yes').strip().lower()
-        if evaluated == 'no' or row[ncol].strip().lower() in ('void', 'unlabelled', 'unlabeled', 'ignore'):
+        raise ValueError(f'{path}: need columns name, r, g, b (and optionally id); got {clip(list(rows[0][1]))}')
+    names, colors, values, ignore, seen = [], [], [], None, {}
+    for i, (line, row) in enumerate(rows):
+        where = f'{path} line {line}'
+        value = _byte(row[vcol], where, vcol) if vcol else i
+        color = tuple(_byte(row[keys[c]], where, c) for c in 'rgb')
+        name = row[ncol] or ''
+        for what, key in (('colour', color), ('id', value)):   # a shared one hides a class
+            if (what, key) in seen:
+                raise ValueError(f'{where}: {short(name)} has the {what} {key} of {short(seen[what, key])}; '
+                                 f'each class needs its own {what}')
+            seen[what, key] = name
+        evaluated = (row.get(keys.get('evaluated', '')) or 'yes').strip().lower()
+        if evaluated == 'no' or name.strip().lower() in ('void', 'unlabelled', 'unlabeled', 'ignore'):
             ignore = value
             continue
-        names.append(row[ncol])
+        names.append(name)
         colors.append(color)
         values.append(value)
     return LabelClasses(names, colors, values, ignore)
+
+
+def _byte(text: str | None, where: str, column: str) -> int:
+    """One 0..255 cell of a class table (ids and colour components are 8-bit)."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 0 <= value <= 255:
+        got = 'nothing (a short row)' if text is None else short(text)
+        raise ValueError(f'{where}: {column} must be an integer 0..255, got {got}')
+    return value
 
 
 def colors_to_ids(rgb: np.ndarray, colors: list[tuple[int, int, int]],
