@@ -73,6 +73,39 @@ def test_bad_class_table_is_a_user_error_on_the_cli_and_writes_nothing(tmp_path)
 def test_remap_lut():
     lut = remap_lut({255: 1}, num_classes=2, ignore_index=255)
     assert lut[0] == 0 and lut[1] == 1 and lut[7] == 255 and lut[255] == 1
+    assert remap_lut({7: 255}, num_classes=2)[7] == 255          # to the ignore value: allowed
+
+
+@pytest.mark.parametrize('mapping, ignore, match', [
+    ({-1: 0}, 255, '-1 is not a label value'),          # lut[-1] is lut[255]: ignore became class 0
+    ({300: 1}, 255, '300 is not a label value'),
+    ({2: 7}, 255, r'7 is neither a class id \(0..2\) nor the ignore value 255'),
+    ({1: 300}, 255, '300 is neither a class id'),
+    ({1: -1}, 255, '-1 is neither a class id'),
+    (None, 300, 'ignore_index 300: labels are 8-bit'),
+    (None, -1, 'ignore_index -1: labels are 8-bit'),
+])
+def test_bad_map_or_ignore_value_is_refused_before_anything_is_written(tmp_path, mapping, ignore, match):
+    ds, recs = _dataset(tmp_path, n=1)
+    (tmp_path / 'lab').mkdir()
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.full((24, 32), 2, np.uint8))
+    before = (ds / 'index.csv').read_bytes()
+    with pytest.raises(ValueError, match=match):
+        import_labels(ds, tmp_path / 'lab', class_names=['a', 'b', 'c'], mapping=mapping, ignore_index=ignore)
+    assert (ds / 'index.csv').read_bytes() == before and not (ds / 'labels').exists()
+
+
+@pytest.mark.parametrize('args', [['--map', '300:1'], ['--map', '1:300'], ['--ignore-index', '300']])
+def test_out_of_range_map_and_ignore_index_are_user_errors_on_the_cli(tmp_path, args):
+    """They were IndexError / OverflowError: 'internal error, please report it' and exit 1."""
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    ds, recs = _dataset(tmp_path, n=1)
+    (tmp_path / 'lab').mkdir()
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.zeros((24, 32), np.uint8))
+    res = CliRunner().invoke(app, ['label-import', str(ds), str(tmp_path / 'lab'), '--class-names', 'a,b,c', *args])
+    assert res.exit_code == 2 and 'internal error' not in res.output and '300' in res.output, res.output
 
 
 def test_import_id_labels_by_stamp_with_mapping(tmp_path):

@@ -110,13 +110,30 @@ def ids_to_colors(ids: np.ndarray, colors: list[tuple[int, int, int]],
 
 
 def remap_lut(mapping: dict[int, int] | None, num_classes: int | None = None,
-              ignore_index: int = DEFAULT_IGNORE) -> np.ndarray:
-    """(256,) lookup: identity below ``num_classes`` (all values if None), else ignore; then ``mapping``."""
-    lut = np.arange(256, dtype=np.uint8)
-    if num_classes is not None:
-        lut[num_classes:] = ignore_index
+              ignore_index: int = DEFAULT_IGNORE, values: list[int] | None = None) -> np.ndarray:
+    """(256,) lookup stored value -> class id, then ``mapping`` (stored value -> class id or ignore).
+
+    With ``values`` (a class table's ids) value ``values[i]`` -> i and every other value -> ignore;
+    else identity below ``num_classes`` (all values if None) and ignore above.
+    """
+    if not 0 <= ignore_index <= 255:
+        raise ValueError(f'ignore_index {ignore_index}: labels are 8-bit, use a value 0..255 (e.g. 255)')
+    if values is not None:
+        lut = np.full(256, ignore_index, np.uint8)
+        lut[values] = np.arange(len(values), dtype=np.uint8)
+        num_classes = len(values)
+    else:
+        lut = np.arange(256, dtype=np.uint8)
+        if num_classes is not None:
+            lut[num_classes:] = ignore_index
+    top = 255 if num_classes is None else num_classes - 1
     for src, dst in (mapping or {}).items():
-        lut[int(src)] = int(dst)
+        if not 0 <= src <= 255:
+            raise ValueError(f'--map {src}:{dst}: {src} is not a label value (8-bit labels hold 0..255)')
+        if not (0 <= dst <= top or dst == ignore_index):
+            raise ValueError(f'--map {src}:{dst}: {dst} is neither a class id (0..{top}) nor the ignore value '
+                             f'{ignore_index}')
+        lut[src] = dst
     return lut
 
 
@@ -176,16 +193,10 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
     records = read_index(dataset)
     table = read_class_table(classes) if classes else None
     names = table.names if table else list(class_names or read_meta(dataset).get('classes', []))
+    lut = remap_lut(mapping, len(names) if names else None, ignore_index, table.values if table else None)
     if names and ignore_index < len(names):
         raise ValueError(f'ignore_index {ignore_index} is a class id of the {len(names)} classes; '
                          f'use a value >= {len(names)} (e.g. 255)')
-    if table:   # stored value -> position in the table; anything else (void included) -> ignore
-        lut = np.full(256, ignore_index, np.uint8)
-        lut[table.values] = np.arange(len(table.values), dtype=np.uint8)
-        for src, dst in (mapping or {}).items():
-            lut[int(src)] = int(dst)
-    else:
-        lut = remap_lut(mapping, len(names) if names else None, ignore_index)
     files = sorted(Path(label_dir).rglob('*.png')) if Path(label_dir).is_dir() else []
     if not files:
         raise FileNotFoundError(f'{label_dir}: not a folder with label PNGs')
