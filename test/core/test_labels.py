@@ -166,6 +166,22 @@ def test_a_label_folder_that_imports_nothing_is_refused_before_anything_is_writt
     assert (read_meta(ds), (ds / 'index.csv').read_bytes()) == before
 
 
+@pytest.mark.parametrize('ext', ['.png', '.jpg'])
+def test_a_label_of_another_size_than_its_frame_is_refused_naming_both(tmp_path, ext):
+    """It was imported, then propagate failed with 'cannot reshape array' and eval with 'sizes differ'."""
+    ds, recs = _dataset(tmp_path, n=2)
+    if ext == '.jpg':       # frames kept as JPEG (extract --image-format jpg): the size comes from its header
+        for r in recs:
+            cv2.imwrite(str(r.image), cv2.imread(str(r.image)))   # same name, JPEG bytes
+    (tmp_path / 'lab').mkdir()
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.zeros((24, 32), np.uint8))
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[1].stamp_ns}.png'), np.zeros((10, 10), np.uint8))
+    before = (ds / 'index.csv').read_bytes()
+    with pytest.raises(ValueError, match=rf'label .*{recs[1].stamp_ns}.png is 10x10 but its frame .* is 32x24'):
+        import_labels(ds, tmp_path / 'lab', class_names=['a', 'b'])
+    assert (ds / 'index.csv').read_bytes() == before and not (ds / 'labels').exists()
+
+
 def test_label_import_command_names_the_classes_matches_by_order_and_keeps_the_licence(tmp_path):
     """The docs' form: `vidseg label-import DS LABELS --class-names background,object --match order`."""
     from typer.testing import CliRunner

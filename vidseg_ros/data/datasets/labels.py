@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
-from vidseg_ros.data.images import clip, short
+from vidseg_ros.data.images import ImageError, clip, compressed_size, short
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, camvid_source, cityscapes_source, davis_source,
                                      read_index, read_meta, write_index, write_meta)
 
@@ -201,6 +201,11 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
     if not files:
         raise FileNotFoundError(f'{label_dir}: not a folder with label PNGs')
     pairs = _match(records, files, match, Path(label_dir), dataset)
+    for rec, file in pairs:     # before writing any: a label of another size fails propagate / eval later
+        (lh, lw), (fh, fw) = _image_hw(file), _image_hw(rec.image)
+        if (lh, lw) != (fh, fw):
+            raise ValueError(f'label {clip(file)} is {lw}x{lh} but its frame {clip(rec.image)} is {fw}x{fh}; '
+                             'labels must have their frame\'s size')
     by_image = {r.image: r for r in records}
     for rec, file in pairs:
         ids = load_label(file, lut, table.colors if table else None, ignore_index)
@@ -222,6 +227,19 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
     log.info('imported %d label(s) into %s (%d file(s) unmatched)', len(pairs), dataset,
              len(files) - len(pairs))
     return {'imported': len(pairs), 'unmatched': len(files) - len(pairs), 'frames': len(records)}
+
+
+def _image_hw(path: Path) -> tuple[int, int]:
+    """(height, width) from a PNG / JPEG header without decoding; other formats are decoded."""
+    with open(path, 'rb') as f:
+        head = f.read(1 << 16)
+    try:
+        return compressed_size(head)[1:]
+    except ImageError:     # another format, or a JPEG header past the first 64 KiB
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise ImageError(f'cannot read image file {clip(path)}') from None
+        return img.shape[:2]
 
 
 def _check_names(names: list[str] | None) -> None:
