@@ -238,20 +238,34 @@ def test_import_layout_davis(tmp_path, davis_dir):
     assert set(np.unique(lab)) <= {0, 1}
 
 
+def test_import_layout_refuses_an_existing_dataset_and_its_own_source(tmp_path, davis_dir):
+    """`label-import --layout camvid SRC --out DS` replaced an existing dataset's index.csv and dataset.yaml."""
+    ds, _ = _dataset(tmp_path, n=2)
+    before = [(ds / n).read_bytes() for n in ('index.csv', 'dataset.yaml')]
+    with pytest.raises(ValueError, match='already holds a dataset'):
+        import_layout(davis_dir, ds, 'davis', sequences=['car-shadow'])
+    assert [(ds / n).read_bytes() for n in ('index.csv', 'dataset.yaml')] == before
+    for out in (davis_dir, davis_dir / 'out'):
+        with pytest.raises(ValueError, match=r'is \(inside\) the source'):
+            import_layout(davis_dir, out, 'davis', sequences=['car-shadow'])
+    assert not (davis_dir / 'out').exists() and not (davis_dir / 'index.csv').exists()
+
+
 def test_cityscapes_layout(tmp_path):
     from vidseg_ros.data.datasets.layouts import cityscapes_source
-    img_dir = tmp_path / 'leftImg8bit' / 'val' / 'bonn'
-    lab_dir = tmp_path / 'gtFine' / 'val' / 'bonn'
+    root = tmp_path / 'cs'
+    img_dir = root / 'leftImg8bit' / 'val' / 'bonn'
+    lab_dir = root / 'gtFine' / 'val' / 'bonn'
     img_dir.mkdir(parents=True)
     lab_dir.mkdir(parents=True)
     cv2.imwrite(str(img_dir / 'bonn_000001_000019_leftImg8bit.png'), np.zeros((8, 16, 3), np.uint8))
     lab = np.full((8, 16), 255, np.uint8)
     lab[:, :4] = 13
     cv2.imwrite(str(lab_dir / 'bonn_000001_000019_gtFine_labelTrainIds.png'), lab)
-    src = cityscapes_source(tmp_path, 'val')
+    src = cityscapes_source(root, 'val')
     assert src.num_classes == 19 and src.records[0].sequence == 'bonn_000001'
     assert src.records[0].index == 19
     got = src.read_label(src.records[0])
     assert got[0, 0] == 13 and got[0, 10] == 255
-    res = import_layout(tmp_path, tmp_path / 'ds', 'cityscapes', split='val')
+    res = import_layout(root, tmp_path / 'ds', 'cityscapes', split='val')
     assert res == {'frames': 1, 'labelled': 1}

@@ -69,3 +69,23 @@ def test_make_variant_command_on_davis(tmp_path, davis_dir):
     assert set(np.unique(back.read_label(back.records[0]))) <= {0, 1}
     with pytest.raises(ValueError, match='valid'):
         make_variant(back, 'bogus')
+
+
+def test_make_variant_refuses_its_source_and_an_existing_dataset_before_writing(tmp_path):
+    """`make-variant ds ds` rewrote ds/index.csv with the variant's rows (6 became 1)."""
+    import shutil
+    src = _source(tmp_path, seqs=1, n=4)
+    write_variant(per_sequence(src, 0), tmp_path / 'ds')          # a dataset folder holding index.csv
+    ds = extracted_source(tmp_path / 'ds')
+    before = (tmp_path / 'ds' / 'index.csv').read_bytes()
+    for out, kind, match in ((tmp_path / 'ds', 'per_sequence', 'already holds a dataset'),
+                             (tmp_path / 'ds', 'noise', 'already holds a dataset'),
+                             (tmp_path / 'img', 'per_sequence', "holds the source's files"),
+                             (tmp_path / 'img' / 's0', 'noise', "holds the source's files"),
+                             (tmp_path, 'per_sequence', "holds the source's files")):
+        with pytest.raises(ValueError, match=match):
+            make_variant(ds if out == tmp_path / 'ds' else src, kind, out=out, copies=2)
+    assert (tmp_path / 'ds' / 'index.csv').read_bytes() == before
+    assert not (tmp_path / 'ds' / 'images').exists() and not (tmp_path / 'img' / 'index.csv').exists()
+    shutil.rmtree(tmp_path / 'ds')           # gone: the folder is new again
+    write_variant(make_variant(src, 'per_sequence', out=tmp_path / 'ds'), tmp_path / 'ds')

@@ -19,8 +19,9 @@ import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
 from vidseg_ros.data.images import ImageError, clip, compressed_size, short
-from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, camvid_source, cityscapes_source, davis_source,
-                                     read_index, read_meta, write_index, write_meta)
+from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
+                                              cityscapes_source, davis_source, read_index, read_meta, write_index,
+                                              write_meta)
 
 log = logging.getLogger(__name__)
 LAYOUTS = ('camvid', 'davis', 'cityscapes')
@@ -277,6 +278,29 @@ def _match(records: list[FrameRecord], files: list[Path], match: str, root: Path
     return pairs
 
 
+def check_new_output(out: str | Path, source: str | Path | None = None, source_files=()) -> None:
+    """Refuse an output folder whose data a new dataset would overwrite.
+
+    That is the ``source`` folder or one inside it, a folder holding (any level down) the
+    ``source_files``, or one that already holds a dataset (``index.csv`` / ``dataset.yaml``).
+    """
+    out = Path(out).resolve()
+    if source is not None:
+        src = Path(source).resolve()
+        if out == src or src in out.parents:
+            raise ValueError(f'the output folder {clip(out)} is (inside) the source {clip(src)}; '
+                             'give a new folder outside it')
+    for folder in {Path(f).parent for f in source_files if f}:
+        folder = folder.resolve()
+        if out == folder or out in folder.parents:
+            raise ValueError(f'the output folder {clip(out)} holds the source\'s files ({clip(folder)}); '
+                             'give a new folder')
+    held = [name for name in (INDEX_NAME, META_NAME) if (out / name).exists()]
+    if held:
+        raise ValueError(f'{clip(out)} already holds a dataset ({", ".join(held)}); give a new output folder '
+                         '(or delete that one first)')
+
+
 def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 'train',
                   sequences: list[str] | None = None) -> dict:
     """Index a CamVid / DAVIS / Cityscapes folder as a vidseg dataset without copying images.
@@ -288,6 +312,7 @@ def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 't
               'cityscapes': lambda: cityscapes_source(src, split)}
     if layout not in makers:
         raise ValueError(f'unknown layout {layout!r}; valid: {", ".join(LAYOUTS)}')
+    check_new_output(out, src)
     fs = makers[layout]()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.datasets.labels import check_new_output
 from vidseg_ros.data.datasets.layouts import FrameSource, write_index, write_meta
 
 log = logging.getLogger(__name__)
@@ -149,10 +150,15 @@ def _write_noise_copies(task: tuple) -> None:
 def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400, stride: int = 20,
                  copies: int = 20, sigma: float | None = None, out: str | Path | None = None,
                  seed: int = 0, executor: str = 'local', workers: int = 1, address: str = '') -> FrameSource:
-    """One variant by name (see module doc); ``noise`` needs ``out`` for its images."""
+    """One variant by name (see module doc); ``noise`` needs ``out`` for its images.
+
+    ``out``, the folder the variant goes to, must be new: not the source's, nor one holding a dataset.
+    """
     if not any(r.label is not None for r in source.records):
         raise ValueError(f'{source.name}: no labelled frames to build a variant from '
                          '(add labels with `vidseg label-import` / `vidseg propagate`)')
+    if out is not None:
+        check_new_output(out, source_files=[p for r in source.records for p in (r.image, r.label)])
     if kind == 'per_sequence':
         return per_sequence(source, n)
     if kind == 'strided':
