@@ -182,3 +182,101 @@ def test_segment_node_outputs_are_not_taken_for_camera_frames(tmp_path):
     # a bag of outputs only: the error says why nothing was taken and how to take it
     with pytest.raises(ValueError, match=r'segment_node outputs, left out unless named with --topic'):
         extract([tmp_path / 'masks'], tmp_path / 'none')
+
+
+def _noise(n, seed, hw=(16, 24)):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, hw + (3,), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.mark.parametrize('second_start_ns', [None, 1_700_000_100_000_000_000])
+def test_bags_with_the_same_name_keep_their_own_sequences_and_resume(tmp_path, second_start_ns):
+    """Two days' `drive` bags: with the same stamps the second day's frames were skipped as "existing"
+    (lost); with other stamps both days were merged into one sequence with every index twice."""
+    days = {'day1': _noise(4, 10), 'day2': _noise(4, 11)}
+    write_bag(tmp_path / 'day1' / 'drive', [days['day1']])
+    cfg2 = BagFromFramesConfig(**({'start_ns': second_start_ns} if second_start_ns else {}))
+    write_bag(tmp_path / 'day2' / 'drive', [days['day2']], cfg2)
+    bags = [tmp_path / 'day1' / 'drive', tmp_path / 'day2' / 'drive']
+    res = extract(bags, tmp_path / 'out')
+    assert res.written == 8 and not res.skipped_existing and len(res.sequences) == 2
+    recs = read_index(tmp_path / 'out')
+    assert {r.sequence for r in recs if r.bag == str(bags[0])} == {'drive_camera_image_raw_000'}
+    for bag, day in zip(bags, days):    # each bag: its own sequence, indices 0..3, its own pixels
+        mine = sorted((r for r in recs if r.bag == str(bag)), key=lambda r: r.index)
+        assert len({r.sequence for r in mine}) == 1 and [r.index for r in mine] == [0, 1, 2, 3]
+        assert all(np.array_equal(read_rgb(r.image), f) for r, f in zip(mine, days[day]))
+    # re-runs resume whatever the order or subset of the bags
+    again = extract(bags[::-1], tmp_path / 'out')
+    assert again.written == 0 and again.skipped_existing == 8
+    assert extract(bags[1:], tmp_path / 'out').skipped_existing == 4
+    assert len(read_index(tmp_path / 'out')) == 8
+
+
+def test_a_run_without_frames_leaves_no_fps_and_a_bad_fps_is_estimated_again(tmp_path):
+    write_bag(tmp_path / 'bag', [_noise(3, 12)], BagFromFramesConfig(rate_hz=10))
+    with pytest.raises(ValueError, match='no image messages on /nope'):
+        extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(topics=['/nope']))
+    assert 'fps' not in read_meta(tmp_path / 'out')     # the failed run used to leave fps: 0.0, kept forever
+    extract([tmp_path / 'bag'], tmp_path / 'out')
+    assert read_meta(tmp_path / 'out')['fps'] == pytest.approx(10.0)
+    (tmp_path / 'out' / 'dataset.yaml').write_text('classes: [a, b]\nfps: 0.0\n')   # an old dataset
+    extract([tmp_path / 'bag'], tmp_path / 'out')
+    assert read_meta(tmp_path / 'out') == {'classes': ['a', 'b'], 'fps': pytest.approx(10.0)}
+
+
+def test_a_time_range_beyond_the_bag_is_an_error_and_a_warning_per_bag(tmp_path):
+    write_bag(tmp_path / 'short', [_noise(3, 13)], BagFromFramesConfig(rate_hz=10))
+    write_bag(tmp_path / 'long', [_noise(30, 14)], BagFromFramesConfig(rate_hz=10))
+    with pytest.raises(ValueError, match=r'short: no frame from 100 s after the first .*span 0.20 s'):
+        extract([tmp_path / 'short'], tmp_path / 'a', ExtractConfig(start_s=100))
+    assert not list((tmp_path / 'a' / 'images').iterdir())
+    res = extract([tmp_path / 'short', tmp_path / 'long'], tmp_path / 'b', ExtractConfig(start_s=1.0))
+    assert res.written == 20 and res.warnings == [f'{tmp_path / "short"}: no frame from 1 s after the first '
+                                                  '(--start-s/--stop-s); its image topics span 0.20 s']
+
+
+def test_a_full_disk_leaves_no_temporary_file_and_names_the_frame(tmp_path):
+    import errno
+    import resource
+    write_bag(tmp_path / 'bag', [_noise(6, 15, (120, 160))])     # noise PNGs of ~57 kB each
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))    # `ulimit -f`; workers inherit it
+    try:
+        with pytest.raises(OSError) as err:
+            extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(workers=2))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    e = err.value
+    assert e.errno == errno.EFBIG and 'free some space' in e.strerror and 'resumes' in e.strerror
+    assert str(tmp_path / 'out' / 'images') in e.filename and e.filename.endswith('.png')
+    assert not [p for p in (tmp_path / 'out').rglob('*') if p.name.endswith('.tmp')]
+    assert extract([tmp_path / 'bag'], tmp_path / 'out').frames == 6
+
+
+def test_a_damaged_bag_is_read_once_and_each_problem_warned_once(tmp_path, caplog, monkeypatch):
+    """The progress bar's count salvaged a damaged bag before extract read it (and the no-image message
+    read it a third time): every warning came out two or three times."""
+    from vidseg_ros.data.bags import reader
+    from vidseg_ros.tools import commands_data
+    write_bag(tmp_path / 'bag', [_noise(40, 16, (120, 160))], BagFromFramesConfig(camera_info=False))
+    f = bag_files(tmp_path / 'bag')[0]
+    f.write_bytes(f.read_bytes()[: f.stat().st_size * 2 // 3])
+    salvage, salvaged = reader._salvage, []
+
+    def counted(file, warnings):
+        salvaged.append(file)
+        yield from salvage(file, warnings)
+    monkeypatch.setattr(reader, '_salvage', counted)
+    for topics, out in (([], 'out'), (['/nope'], 'x')):
+        caplog.clear()
+        salvaged.clear()
+        if topics:
+            with pytest.raises(ValueError, match='no image messages on /nope; image topics in this bag: /camera/'):
+                commands_data.extract([tmp_path / 'bag'], tmp_path / out, progress=True, topics=topics)
+        else:
+            assert commands_data.extract([tmp_path / 'bag'], tmp_path / out, progress=True)['written'] > 10
+        warned = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+        assert len(salvaged) == 1 and 'regular reader failed' in warned[0]
+        assert len(warned) == len(set(warned)), warned
+    assert reader.list_topics(tmp_path / 'bag', salvage=False) is None     # the cheap look the count uses

@@ -39,12 +39,17 @@ def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
 
 
 def _count_frames(bags: list[str | Path], topics: list[str]) -> int | None:
+    """The bar's total from the bags' indexes; None (a bar without total) when one is damaged: counting
+    would mean salvaging the bag once more before extract reads it (and warning twice)."""
     from vidseg_ros.data.bags.reader import IMAGE_TYPES, list_topics
     from vidseg_ros.data.datasets.extract import is_segmenter_output
     total = 0
     try:
         for bag in bags:
-            for topic, (msgtype, count) in list_topics(bag).items():
+            found = list_topics(bag, salvage=False)
+            if found is None:
+                return None
+            for topic, (msgtype, count) in found.items():
                 if msgtype in IMAGE_TYPES and (topic in topics if topics else not is_segmenter_output(topic)):
                     total += count
     except (OSError, ValueError):

@@ -65,7 +65,8 @@ def bag_files(path: str | Path) -> list[Path]:
 
 
 def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: int | None = None,
-                  stop_ns: int | None = None, warnings: list[str] | None = None) -> Iterator[RawMessage]:
+                  stop_ns: int | None = None, warnings: list[str] | None = None,
+                  found: dict[str, str] | None = None) -> Iterator[RawMessage]:
     """Every readable message of one bag, in time order when the bag is intact.
 
     Args:
@@ -73,11 +74,14 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
         topics: keep only these topics (None = all).
         start_ns, stop_ns: keep log times in [start_ns, stop_ns).
         warnings: damage reports are appended here (and logged) so callers can summarise them.
+        found: filled with every topic of the bag, selected or not (topic -> msgtype; in a damaged bag,
+            those with a readable message), so a caller can tell what else it holds without reading it again.
     """
     warnings = warnings if warnings is not None else []
+    found = found if found is not None else {}
     seen: set[tuple[str, int]] = set()
     try:
-        for msg in _read_any(Path(path), topics, start_ns, stop_ns):
+        for msg in _read_any(Path(path), topics, start_ns, stop_ns, found):
             seen.add((msg.topic, msg.log_time_ns))
             yield msg
         return
@@ -86,6 +90,7 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
                         f'({type(e).__name__}: {e}); salvaging the rest record by record')
     for file in bag_files(path):
         for msg in _salvage(file, warnings):
+            found.setdefault(msg.topic, msg.msgtype)
             if topics and msg.topic not in topics:
                 continue
             if (start_ns is not None and msg.log_time_ns < start_ns) or \
@@ -97,13 +102,19 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
             yield msg
 
 
-def list_topics(path: str | Path) -> dict[str, tuple[str, int]]:
-    """topic -> (msgtype, message count), from a full read when the bag index is damaged."""
+def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, int]] | None:
+    """topic -> (msgtype, message count), from a full read when the bag index is damaged.
+
+    ``salvage=False``: None instead of that full read (which also logs the damage), for callers that only
+    want a cheap look, such as a progress bar's total.
+    """
     out: dict[str, tuple[str, int]] = {}
     try:
         with AnyReader([Path(path)], default_typestore=_ROS2) as reader:
             return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
     except Exception:  # noqa: BLE001
+        if not salvage:
+            return None
         for msg in read_messages(path):
             t, n = out.get(msg.topic, (msg.msgtype, 0))
             out[msg.topic] = (t, n + 1)
@@ -115,11 +126,12 @@ def _warn(warnings: list[str], text: str) -> None:
     log.warning(text)
 
 
-def _read_any(path: Path, topics, start_ns, stop_ns) -> Iterator[RawMessage]:
+def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> Iterator[RawMessage]:
     with AnyReader([path], default_typestore=_ROS2) as reader:
+        found.update({c.topic: c.msgtype for c in reader.connections})
         conns = [c for c in reader.connections if not topics or c.topic in topics]
         if not conns:       # an empty selection means "all" to AnyReader
-            log.info('%s: none of the topics %s', path, topics)
+            log.debug('%s: none of the topics %s', path, topics)   # the caller says what it missed
             return
         for conn, t, raw in reader.messages(connections=conns, start=start_ns, stop=stop_ns):
             fmt = 'ros1' if path.suffix == '.bag' else 'cdr'

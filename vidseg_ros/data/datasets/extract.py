@@ -10,7 +10,10 @@ file names; on a Dask cluster (``executor='dask'``) each bag is one task (``data
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
+import math
 import os
 import re
 import struct
@@ -24,7 +27,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.config import setting
-from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, deserialize, list_topics, read_messages
+from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, deserialize, read_messages
 from vidseg_ros.data.executors import check_executor, task_executor
 from vidseg_ros.data.images import decode_compressed, image_fields_to_rgb8
 from vidseg_ros.data.datasets.layouts import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
@@ -72,8 +75,10 @@ class ExtractResult:
     duplicates: int = 0
     bytes_written: int = 0
     image_messages: int = 0     # image messages read (frames kept or not)
+    selected: int = 0           # image messages inside the start_s/stop_s range
     sequences: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    empty_bags: list[str] = field(default_factory=list)      # why a bag gave no frame (also in warnings)
     skipped_topics: list[str] = field(default_factory=list)   # segment_node outputs left out
     seconds: float = 0.0
 
@@ -83,9 +88,11 @@ class ExtractResult:
 
     def add(self, other: 'ExtractResult') -> None:
         """Counts of another part of the same run (a bag done elsewhere)."""
-        for name in ('written', 'skipped_existing', 'failed', 'duplicates', 'bytes_written', 'image_messages'):
+        for name in ('written', 'skipped_existing', 'failed', 'duplicates', 'bytes_written', 'image_messages',
+                     'selected'):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.warnings.extend(other.warnings)
+        self.empty_bags.extend(other.empty_bags)
         self.skipped_topics = sorted(set(self.skipped_topics) | set(other.skipped_topics))
 
 
@@ -116,9 +123,9 @@ def decode_message(msg: RawMessage) -> tuple[np.ndarray, str, bytes | None]:
 def _write_job(job: tuple) -> tuple[int, str, str]:
     """Worker: decode one message and write its file atomically -> (bytes, encoding, error)."""
     msg, path, fmt, quality = job
+    path = Path(path)
+    tmp = path.with_name('.' + path.name + '.tmp')
     try:
-        path = Path(path)
-        tmp = path.with_name('.' + path.name + '.tmp')
         if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
             # Bytes as recorded: no decode, no re-encode, nothing lost.
             m = deserialize(msg)
@@ -134,10 +141,25 @@ def _write_job(job: tuple) -> tuple[int, str, str]:
             tmp.write_bytes(buf.tobytes())
         os.replace(tmp, path)
         return path.stat().st_size, encoding, ''
-    except OSError:
-        raise                   # disk full / permissions: stop, do not skip frames silently
+    except OSError as e:        # disk full / permissions: stop, do not skip frames silently
+        tmp.unlink(missing_ok=True)     # no half file left behind
+        raise _write_error(e, path) from e
     except Exception as e:  # noqa: BLE001 - one damaged message must not stop the run
         return 0, '', f'{type(e).__name__}: {e}'
+
+
+# Errors that free space (or a higher file size limit) fixes; a re-run then resumes.
+_NO_ROOM = {errno.ENOSPC: 'free some space', errno.EDQUOT: 'free some space (disk quota)',
+            errno.EFBIG: 'free some space or raise the file size limit (ulimit -f)'}
+
+
+def _write_error(e: OSError, path: Path) -> OSError:
+    """``e`` naming the frame file it failed on, with what to do when the disk is full."""
+    hint = _NO_ROOM.get(e.errno)
+    reason = e.strerror or str(e)
+    if hint:
+        reason += f'; {hint}, then re-run: extraction resumes where it stopped'
+    return OSError(e.errno, reason, str(path))
 
 
 def _suffix(msg: RawMessage, fmt: str) -> str:
@@ -150,9 +172,10 @@ def _suffix(msg: RawMessage, fmt: str) -> str:
 class _Planner:
     """Assigns sequences, indices and output paths in bag order (main process only)."""
 
-    def __init__(self, cfg: ExtractConfig, bag: Path, out: Path, result: ExtractResult):
-        self.cfg, self.bag, self.out, self.result = cfg, bag, out, result
+    def __init__(self, cfg: ExtractConfig, bag: Path, name: str, out: Path, result: ExtractResult):
+        self.cfg, self.bag, self.name, self.out, self.result = cfg, bag, name, out, result
         self.state: dict[str, dict] = {}       # topic -> last stamp, segment, position, t0
+        self.span_s = 0.0                      # the latest frame, seconds after its topic's first
 
     def plan(self, msg: RawMessage) -> tuple[FrameRecord, Path] | None:
         cfg = self.cfg
@@ -160,8 +183,10 @@ class _Planner:
         stamp = stamp or msg.log_time_ns
         st = self.state.setdefault(msg.topic, {'last': None, 'seg': -1, 'pos': 0, 't0': stamp})
         rel = (stamp - st['t0']) / 1e9
+        self.span_s = max(self.span_s, rel)
         if rel < cfg.start_s or (cfg.stop_s > 0 and rel >= cfg.stop_s):
             return None
+        self.result.selected += 1
         if st['last'] is not None and stamp == st['last']:
             self.result.duplicates += 1
             return None
@@ -172,10 +197,45 @@ class _Planner:
         st['pos'] += 1
         if pos % max(1, cfg.every):
             return None
-        seq = f'{self.bag.stem if self.bag.is_file() else self.bag.name}_{_slug(msg.topic)}_{st["seg"]:03d}'
+        seq = f'{self.name}_{_slug(msg.topic)}_{st["seg"]:03d}'
         path = self.out / 'images' / seq / f'{stamp}{_suffix(msg, cfg.image_format)}'
         rec = FrameRecord(seq, pos, path, None, stamp, 'none', str(self.bag), msg.topic, '')
         return rec, path
+
+
+def _bag_key(bag: str | Path) -> str:
+    return os.path.realpath(bag)
+
+
+def _sequence_names(bags: list[Path], old_rows) -> list[str]:
+    """The name each bag's sequences start with (``<name>_<topic>_<NNN>``).
+
+    A bag is named after its folder or file, unless another bag of that name (earlier in this run,
+    or already in the dataset's ``old_rows``) holds that name: then ``<name>-<8 hex digits of its
+    path>``, so the ``drive`` bags of two days never share a sequence or a file name (same stamps
+    would make the second skip as "existing" and be lost). A bag already in the dataset keeps the
+    name it got there, so re-runs resume whatever the order of the bags.
+    """
+    owner: dict[str, str] = {}      # name -> the bag (path key) holding it
+    known: dict[str, str] = {}      # bag key -> its name in the dataset
+    for r in old_rows:
+        m = re.fullmatch(rf'(.+)_{re.escape(_slug(r.topic))}_\d+', r.sequence)
+        if m and r.bag:
+            owner.setdefault(m[1], _bag_key(r.bag))
+            known.setdefault(_bag_key(r.bag), m[1])
+    names = []
+    for bag in bags:
+        key, plain = _bag_key(bag), bag.stem if bag.is_file() else bag.name
+        name = known.get(key)
+        if name is None:
+            name = plain if owner.setdefault(plain, key) == key else \
+                f'{plain}-{hashlib.sha1(key.encode()).hexdigest()[:8]}'
+            owner.setdefault(name, key)
+            if name != plain:
+                log.info('extract: another bag named %s is in this run or dataset: the sequences of %s are '
+                         'named %s_...', plain[:200], str(bag)[:200], name[:200])
+        names.append(name)
+    return names
 
 
 def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None = None,
@@ -201,26 +261,27 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
     result = ExtractResult()
     old = {r.image: r for r in read_index(out)} if (out / INDEX_NAME).is_file() else {}
     rows: dict[Path, FrameRecord] = dict(old)
+    paths = [Path(b) for b in bags]
+    named = list(zip(paths, _sequence_names(paths, old.values())))
     t_start = time.perf_counter()
     try:
         with task_executor(executor, cfg.workers, address) as pool:
             if executor == 'local':
                 pending: dict = {}
-                for bag in map(Path, bags):
-                    _extract_bag(bag, out, cfg, rows, result, pool, pending, progress)
+                for bag, name in named:
+                    _extract_bag(bag, name, out, cfg, rows, result, pool, pending, progress)
                 while pending:
                     _drain(pending, result, rows, progress, FIRST_COMPLETED)
             else:
-                _extract_on_cluster(pool, list(map(Path, bags)), out, cfg, old, rows, result, progress)
+                _extract_on_cluster(pool, named, out, cfg, old, rows, result, progress)
     finally:
         records = [r for r in rows.values() if Path(r.image).is_file()]
         write_index(out, records)
-        meta = read_meta(out)
-        if 'fps' not in meta:
-            meta['fps'] = _estimate_fps(records)
-            write_meta(out, meta)
-    if not result.image_messages:
-        raise ValueError('; '.join(w for w in result.warnings if 'no image messages' in w))
+        _update_fps(out, records)
+    if not result.selected:     # nothing to extract in any bag: an error, saying why for each bag
+        raise ValueError('; '.join(result.empty_bags))
+    for text in result.empty_bags:
+        log.warning('%s', text[:1000])     # topic names come from the bag
     for r in rows.values():
         result.sequences[r.sequence] = result.sequences.get(r.sequence, 0) + 1
     result.skipped_topics.sort()
@@ -239,12 +300,13 @@ def check_bag(bag: str | Path) -> None:
                              '(for a video or image folder use `vidseg bag-from-frames`)')
 
 
-def _extract_bag(bag: Path, out: Path, cfg: ExtractConfig, rows: dict, result: ExtractResult, pool,
+def _extract_bag(bag: Path, name: str, out: Path, cfg: ExtractConfig, rows: dict, result: ExtractResult, pool,
                  pending: dict, progress) -> None:
     """Plan and write every frame of one bag; with a ``pool``, decoding runs in its processes."""
-    planner = _Planner(cfg, bag, out, result)
-    seen = 0
-    for msg in read_messages(bag, cfg.topics or None, warnings=result.warnings):
+    planner = _Planner(cfg, bag, name, out, result)
+    seen, selected = 0, result.selected
+    found: dict[str, str] = {}     # every topic of the bag, for the message when it has no image
+    for msg in read_messages(bag, cfg.topics or None, warnings=result.warnings, found=found):
         if msg.msgtype not in IMAGE_TYPES:
             continue
         if not cfg.topics and is_segmenter_output(msg.topic):
@@ -277,22 +339,33 @@ def _extract_bag(bag: Path, out: Path, cfg: ExtractConfig, rows: dict, result: E
         while len(pending) >= 4 * cfg.workers:
             _drain(pending, result, rows, progress, FIRST_COMPLETED)
     if not seen:
-        _no_images(bag, cfg.topics, result.warnings)
+        _empty_bag(result, _no_images(bag, cfg.topics, found))
+    elif result.selected == selected:
+        _empty_bag(result, f'{bag}: no frame from {cfg.start_s:g} s' +
+                   (f' to {cfg.stop_s:g} s' if cfg.stop_s else '') +
+                   f' after the first (--start-s/--stop-s); its image topics span {planner.span_s:.2f} s')
 
 
-def _bag_task(bag: str, out: str, cfg: ExtractConfig, old_rows: dict) -> tuple[dict, ExtractResult]:
+def _empty_bag(result: ExtractResult, text: str) -> None:
+    """A bag that gave no frame: logged at the end, once, as a warning (or the error when no bag gave any)."""
+    result.empty_bags.append(text)
+    result.warnings.append(text)
+
+
+def _bag_task(bag: str, name: str, out: str, cfg: ExtractConfig, old_rows: dict) -> tuple[dict, ExtractResult]:
     """One bag as a cluster task: its frames written, its index rows and counts returned."""
     rows, result = dict(old_rows), ExtractResult()
-    _extract_bag(Path(bag), Path(out), cfg, rows, result, None, {}, None)
+    _extract_bag(Path(bag), name, Path(out), cfg, rows, result, None, {}, None)
     return rows, result
 
 
-def _extract_on_cluster(pool, bags: list[Path], out: Path, cfg: ExtractConfig, old: dict, rows: dict,
+def _extract_on_cluster(pool, bags: list[tuple[Path, str]], out: Path, cfg: ExtractConfig, old: dict, rows: dict,
                         result: ExtractResult, progress) -> None:
-    """One task per bag; each bag's rows are merged as it finishes (bags never share a file), so a bag
-    that fails later leaves the finished ones indexed."""
-    futures = [pool.submit(_bag_task, str(bag), str(out), cfg, {p: r for p, r in old.items() if r.bag == str(bag)})
-               for bag in bags]
+    """One task per (bag, sequence name); each bag's rows are merged as it finishes (bags never share a
+    file), so a bag that fails later leaves the finished ones indexed."""
+    futures = [pool.submit(_bag_task, str(bag), name, str(out), cfg,
+                           {p: r for p, r in old.items() if r.bag == str(bag)})
+               for bag, name in bags]
     for fut in as_completed(futures):
         bag_rows, bag_result = fut.result()
         rows.update(bag_rows)
@@ -307,19 +380,15 @@ def _message_encoding(msg: RawMessage) -> str:
     return (m.format or 'compressed') if msg.msgtype.endswith('CompressedImage') else m.encoding
 
 
-def _no_images(bag: Path, topics: list[str], warnings: list[str]) -> None:
-    try:
-        avail = {t: ty for t, (ty, _) in list_topics(bag).items()}
-    except (OSError, ValueError) as e:
-        avail = {'?': str(e)}
-    images = sorted(t for t, ty in avail.items() if ty in IMAGE_TYPES)
+def _no_images(bag: Path, topics: list[str], found: dict[str, str]) -> str:
+    """Why ``bag`` gave no image, from the topics its read ``found`` (the bag is not read again)."""
+    images = sorted(t for t, ty in found.items() if ty in IMAGE_TYPES)
     text = (f'{bag}: no image messages' + (f' on {", ".join(topics)}' if topics else '') +
             f'; image topics in this bag: {", ".join(images) or "none"}')
     outputs = [t for t in images if is_segmenter_output(t)]
     if outputs and not topics:
         text += f' ({", ".join(outputs)}: segment_node outputs, left out unless named with --topic)'
-    warnings.append(text)
-    log.warning(text)
+    return text
 
 
 def _drain(pending: dict, result, rows, progress, how) -> None:
@@ -344,6 +413,18 @@ def _collect(result: ExtractResult, rows: dict, rec: FrameRecord, path: Path, ou
                                  old.label_source if old else 'none', rec.bag, rec.topic, encoding)
     if progress:
         progress(1)
+
+
+def _update_fps(out: Path, records: list[FrameRecord]) -> None:
+    """``fps`` in dataset.yaml, estimated from the stamps when missing or unusable (a run that found no
+    frame used to leave 0.0 there, and a later run kept it); a valid value (maybe set by hand) is kept."""
+    meta = read_meta(out)
+    fps = meta.get('fps')
+    if isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0:
+        return
+    fps = _estimate_fps(records)
+    if fps:
+        write_meta(out, {**meta, 'fps': fps})
 
 
 def _estimate_fps(records: list[FrameRecord]) -> float:
