@@ -89,3 +89,12 @@ def test_make_variant_refuses_its_source_and_an_existing_dataset_before_writing(
     assert not (tmp_path / 'ds' / 'images').exists() and not (tmp_path / 'img' / 'index.csv').exists()
     shutil.rmtree(tmp_path / 'ds')           # gone: the folder is new again
     write_variant(make_variant(src, 'per_sequence', out=tmp_path / 'ds'), tmp_path / 'ds')
+
+
+def test_noise_on_single_frame_sequences_says_what_to_do(tmp_path):
+    """It said 'pass sigma explicitly', which the CLI has no option for."""
+    one = per_sequence(_source(tmp_path), 1)            # every sequence a single frame
+    with pytest.raises(ValueError, match='successive video frames') as e:
+        make_variant(one, 'noise', out=tmp_path / 'v')
+    assert 'pass sigma' not in str(e.value)
+    assert len(make_variant(one, 'noise', out=tmp_path / 'v', sigma=3.0, copies=2).records) == 4
