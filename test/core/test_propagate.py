@@ -106,6 +106,38 @@ def test_teacher_threshold():
         propagate_sequence(frames, {0: masks[0]}, 5, PropagateConfig(method='tracker'))
 
 
+def _teacher(masks, classes=None, shift=0):
+    """A stand-in model: the true mask (+ ``shift``) at full confidence; ``classes`` as the engine's."""
+    def predict(rgb):
+        return masks[0] + shift, np.ones(rgb.shape[:2], np.float32)
+    if classes is not None:
+        predict.classes = classes
+    return predict
+
+
+@pytest.mark.parametrize('classes, shift, match', [
+    (['Sky', 'Building', 'Road'], 0, r'teacher model has 3 classes \(Sky, Building, Road\), the dataset 2 '
+                                     r'\(bg, obj\)'),
+    (['obj', 'bg'], 0, 'teacher model has 2 classes'),        # same count, other order
+    (None, 5, 'the teacher predicted class id 6 but the dataset has 2 classes'),   # a model that says nothing
+])
+def test_a_teacher_for_other_classes_is_refused_and_writes_nothing(tmp_path, classes, shift, match):
+    """A CamVid teacher wrote its ids (1..8) into a 3-class dataset, exit 0."""
+    frames, masks = _video(n=4)
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, (0,))
+    before = (ds / 'index.csv').read_bytes()
+    with pytest.raises(ValueError, match=match):
+        propagate_dataset(ds, PropagateConfig(method='teacher'), _teacher(masks, classes, shift))
+    assert (ds / 'index.csv').read_bytes() == before
+
+
+def test_a_teacher_for_the_dataset_classes_labels_every_frame(tmp_path):
+    frames, masks = _video(n=4)
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, (0,))
+    counts = propagate_dataset(ds, PropagateConfig(method='teacher'), _teacher(masks, [' BG', 'Obj']))
+    assert counts['teacher'] == 3 and counts['total_human'] == 1
+
+
 def test_split_jobs_cover_every_frame_once():
     assert split_jobs(30, [0, 5, 10, 15, 20, 25], labels_per_job=2) == [(0, 10), (10, 20), (20, 29)]
     assert split_jobs(12, [3, 8]) == [(0, 11)]

@@ -11,7 +11,8 @@ Three methods, each recording its label source:
   median-flow tracker (or OpenCV's MIL) and the labelled mask is moved/scaled with the box.
 * ``teacher`` (source ``teacher``): a trained model's prediction, kept where its confidence
   reaches a threshold. The model enters as a plain callable ``predict(rgb) -> (class_ids,
-  confidence)`` so this module does not depend on the engine.
+  confidence)`` so this module does not depend on the engine; a ``classes`` attribute on it (the
+  model's class names) lets ``run.propagate_dataset`` refuse a model for other classes up front.
 
 Frames are (H, W, 3) uint8 RGB; labels (H, W) uint8 class ids.
 """
@@ -235,14 +236,24 @@ def _blend(f, b, da, db, cfg: PropagateConfig) -> Propagated:
 
 # ---------------------------------------------------------------- teacher and tracker ---------
 def teacher_label(rgb: np.ndarray, predict: Predict, threshold: float,
-                  ignore_index: int = DEFAULT_IGNORE) -> Propagated:
-    """A model's prediction as a pseudo-label; pixels below ``threshold`` confidence -> ignore."""
+                  ignore_index: int = DEFAULT_IGNORE, num_classes: int | None = None) -> Propagated:
+    """A model's prediction as a pseudo-label; pixels below ``threshold`` confidence -> ignore.
+
+    A predicted id that is not one of the ``num_classes`` (nor ignore) is refused: the model is for
+    other classes, and its ids would mean something else in this dataset.
+    """
     ids, conf = predict(rgb)
     ids = np.asarray(ids, np.uint8)
     conf = np.asarray(conf, np.float32)
     if ids.shape != rgb.shape[:2]:
         raise ValueError(f'predict returned {ids.shape} for a {rgb.shape[:2]} frame; '
                          'it must return labels at the input size')
+    if num_classes is not None:
+        bad = ids[(ids >= num_classes) & (ids != ignore_index)]
+        if bad.size:
+            raise ValueError(f'the teacher predicted class id {int(bad.max())} but the dataset has {num_classes} '
+                             f'classes (0..{num_classes - 1}): it is a model for other classes; use one '
+                             "trained on the dataset's classes")
     label = np.where(conf >= threshold, ids, ignore_index).astype(np.uint8)
     return Propagated(label, ids, conf, 'teacher')
 
@@ -272,7 +283,7 @@ def propagate_sequence(frames: Sequence[np.ndarray], labels: dict[int, np.ndarra
     if cfg.method == 'teacher':
         if predict is None:
             raise ValueError('method=teacher needs a model: pass --model CHECKPOINT')
-        return {i: teacher_label(frames[i], predict, cfg.teacher_threshold, cfg.ignore_index)
+        return {i: teacher_label(frames[i], predict, cfg.teacher_threshold, cfg.ignore_index, num_classes)
                 for i in range(len(frames)) if i not in labels}
     raise ValueError(f'unknown method {cfg.method!r}; valid: {", ".join(METHODS)}')
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vidseg_ros.data.executors import task_executor
-from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.images import clip, read_rgb
 from vidseg_ros.data.datasets.labels import write_label
 from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
 from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, read_label_file, write_index
@@ -77,7 +77,8 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
         root: dataset folder (``index.csv``, ``dataset.yaml`` naming the classes and the ignore
             value, which replaces ``cfg.ignore_index``: CamVid-style datasets use 11, not 255).
         cfg: method and its settings.
-        predict: the teacher model (method ``teacher``), ``predict(rgb) -> (ids, confidence)``.
+        predict: the teacher model (method ``teacher``), ``predict(rgb) -> (ids, confidence)``; its
+            ``classes`` attribute, when set, must name the dataset's classes (else nothing is written).
         progress: called with the number of frames done (adds up to the frames in the index).
         overwrite: redo frames that already carry a propagated/teacher label.
         workers: processes for flow/tracker jobs (the teacher runs in this process).
@@ -87,6 +88,8 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
     root = Path(root)
     src = extracted_source(root)
     cfg = replace(cfg or PropagateConfig(), ignore_index=src.ignore_index)
+    if cfg.method == 'teacher':
+        _check_teacher_classes(getattr(predict, 'classes', None), src.class_names)
     records = {r.image: r for r in src.records}
     counts: dict[str, int] = {}
     jobs, skipped, seen, unlabelled = [], 0, set(), []
@@ -134,6 +137,17 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
     if written:     # the share of holes (min_confidence) in the labels just written
         counts['ignored_percent'] = round(100 * counts.pop('_ignored_px') / written, 1)
     return counts
+
+
+def _check_teacher_classes(teacher: list[str] | None, dataset: list[str]) -> None:
+    """Refuse a teacher for other classes: its ids would mean other things here (CamVid's 8, Car, in a
+    3-class dataset). Names compare without case and surrounding spaces."""
+    if teacher is None or not dataset:      # unknown: teacher_label still refuses ids beyond the classes
+        return
+    if [n.strip().lower() for n in teacher] != [n.strip().lower() for n in dataset]:
+        raise ValueError(f'the teacher model has {len(teacher)} classes ({clip(", ".join(teacher), 120)}), the '
+                         f'dataset {len(dataset)} ({clip(", ".join(dataset), 120)}); use a model trained on '
+                         "the dataset's classes")
 
 
 def _classes_in_labels(src, ignore_index: int) -> int:
