@@ -64,7 +64,8 @@ def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/fil
         raise typer.BadParameter(f'{stop_s} is not after --start-s {start_s}', param_hint='--stop-s')
     from vidseg_ros.tools.commands_data import extract as run
     _print(run(bags, out, executor=executor, address=address, topics=list(topic or []), image_format=image_format,
-               every=every, start_s=start_s, stop_s=stop_s, max_gap_s=max_gap_s, workers=workers, stamp=stamp))
+               every=every, start_s=start_s, stop_s=stop_s, max_gap_s=max_gap_s, workers=workers, stamp=stamp,
+               progress=sys.stderr.isatty()))
 
 
 @app.command('bag-from-frames')
@@ -79,7 +80,7 @@ def bag_from_frames(source: Annotated[Path, typer.Argument(help='image folder or
     """The inverse of extract: frames -> a rosbag2 bag with Image (or CompressedImage) + CameraInfo."""
     from vidseg_ros.tools.commands_data import bag_from_frames as run
     _print(run(source, out, rate_hz=rate_hz, topic=topic, encoding=encoding, storage=storage,
-               frame_id=frame_id, compress=compress))
+               frame_id=frame_id, compress=compress, progress=sys.stderr.isatty()))
 
 
 @app.command('bag-recover')
@@ -156,7 +157,7 @@ def propagate(dataset: Annotated[Path, typer.Argument(help='dataset folder with 
     _print(run(dataset, method=method, flow=flow, dis_preset=dis_preset, flow_scale=flow_scale,
                max_distance=max_distance, min_confidence=min_confidence, tracker=tracker,
                teacher_threshold=teacher_threshold, model=model, overwrite=overwrite, workers=workers,
-               executor=executor, address=address))
+               executor=executor, address=address, progress=sys.stderr.isatty()))
 
 
 @app.command('make-variant')

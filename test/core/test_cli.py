@@ -42,3 +42,25 @@ def test_bad_option_is_a_clear_error(tmp_path):
     assert r.exit_code == 2
     line, = r.stderr.strip().splitlines()     # one line, no traceback
     assert line.startswith('vidseg train: error: ') and "missing.yaml' does not exist" in line, line
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
+    """Bars redraw with carriage returns: piped into a log (CI, launch, `2> file`) they are noise, so the
+    data commands show them only when stderr is a terminal, as train does."""
+    from vidseg_ros.tools import commands_data
+    seen = {}
+
+    def fake(name):
+        def run(*args, **kwargs):
+            seen[name] = kwargs.get('progress', True)
+            return {}
+        return run
+    for name in ('extract', 'bag_from_frames', 'propagate'):
+        monkeypatch.setattr(commands_data, name, fake(name))
+    (tmp_path / 'frames').mkdir()
+    for argv in (['extract', str(tmp_path), '--out', str(tmp_path / 'ds')],
+                 ['bag-from-frames', str(tmp_path / 'frames'), '--out', str(tmp_path / 'bag')],
+                 ['propagate', str(tmp_path)]):
+        r = RUNNER.invoke(app, argv)
+        assert r.exit_code == 0, r.output
+    assert seen == {'extract': False, 'bag_from_frames': False, 'propagate': False}
