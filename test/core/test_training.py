@@ -147,6 +147,21 @@ def test_config_validation(tmp_path):
         load_train_config(path)
 
 
+@pytest.mark.parametrize('overrides,message', [
+    ({'num_threads': -1}, r'num_threads: -1 must be >= 0 \(.*0 = leave as is\)'),   # was RuntimeError from torch
+    ({'steps_per_epoch': -1}, r'steps_per_epoch: -1 must be >= 0'),                  # was 0 steps, exit 0
+    ({'lr_policy': 'exp', 'lr_final_ratio': -2}, r'lr_final_ratio: -2.0 must be in \(0, 1\] for lr_policy: exp'),
+    ({'lr_policy': 'exp', 'lr_final_ratio': 0}, r'must be in \(0, 1\] for lr_policy: exp'),
+    ({'lr_final_ratio': -0.5}, r'lr_final_ratio: -0.5 must be in \[0, 1\] for lr_policy: cosine'),
+    ({'lr_final_ratio': 2}, r'must be in \[0, 1\]')])
+def test_counts_and_the_final_lr_ratio_are_checked(overrides, message):
+    """A negative num_threads was a RuntimeError from torch.set_num_threads, exp with a negative ratio a
+    complex learning rate (RuntimeError), cosine with one a silently negative learning rate."""
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(None, overrides)
+    assert lr_at(load_train_config(None, {'lr_final_ratio': 0, 'lr': 1.0}), 100, 100) == 0.0   # cosine to 0
+
+
 def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[2] / 'config' / 'train'
     paths = sorted(root.glob('*.yaml'))

@@ -1,12 +1,15 @@
 """Training settings: one dataclass, one YAML file per run, stored resolved in every checkpoint."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from vidseg_ros.config import ConfigError, load_config, setting, to_dict
 
 MODES = ('perframe', 'keyframe', 'sequence')
+# Settings that count something, where 0 means off, all or as is and a negative value means nothing.
+COUNTS = ('steps_per_epoch', 'num_threads', 'num_workers', 'warmup_steps', 'val_every', 'val_max_frames',
+          'frames_per_video', 'noise_copies', 'tbptt')
 
 
 @dataclass
@@ -56,7 +59,7 @@ class TrainConfig:
     lr_policy: str = setting('cosine', 'Schedule per step: cosine to lr*lr_final_ratio, exponential '
                                        'decay to the same end point (key-frame work), or constant',
                              ('cosine', 'exp', 'constant'))
-    lr_final_ratio: float = setting(0.01, 'Learning rate at the end as a fraction of lr')
+    lr_final_ratio: float = setting(0.01, 'Learning rate at the end as a fraction of lr: 0..1, above 0 for exp')
     warmup_steps: int = setting(0, 'Linear warm-up steps')
     class_balanced: bool = setting(False, 'Class-balanced cross-entropy (weights ~ 1/frequency, '
                                           'as in the one-shot VOS work) instead of plain CE')
@@ -135,6 +138,16 @@ def validate(cfg: TrainConfig) -> None:
     for key in ('epochs', 'batch_size'):
         if getattr(cfg, key) < 1:
             raise ConfigError(f'{key} must be >= 1')
+    docs = {f.name: f.metadata['doc'] for f in fields(cfg)}
+    for key in COUNTS:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f'{key}: {getattr(cfg, key)} must be >= 0 ({docs[key]})')
+    # exp decays as lr * lr_final_ratio ** t, so 0 would stop training after the first step and a
+    # negative ratio gives complex rates; cosine ends at lr * lr_final_ratio, where 0 is a valid end.
+    exp = cfg.lr_policy == 'exp'
+    if not (0 < cfg.lr_final_ratio <= 1 if exp else 0 <= cfg.lr_final_ratio <= 1):
+        raise ConfigError(f'lr_final_ratio: {cfg.lr_final_ratio} must be in {"(0, 1]" if exp else "[0, 1]"} '
+                          f'for lr_policy: {cfg.lr_policy} (the final learning rate as a fraction of lr)')
 
 
 def config_dict(cfg: TrainConfig) -> dict:
