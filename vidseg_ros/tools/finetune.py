@@ -2,9 +2,11 @@
 
 As in one-shot video object segmentation: a trained model is fine-tuned on a single labelled frame
 with random scale/crop/flip/colour augmentation (the same draw for image and mask), with
-class-balanced cross-entropy because the object is usually small. A binary mask (0/255, e.g. DAVIS)
-on a multi-class model replaces the classifier by a fresh two-class one. The adapted model then
-segments every frame of the sequence through the streaming engine.
+class-balanced cross-entropy because the object is usually small. A binary object mask (0/255, e.g.
+DAVIS) on a model of more classes replaces the classifier by a fresh two-class one; any other mask
+holds class ids of the model's classes (a 0/1 mask too: ids 0 and 1, not an object mask, unless the
+model has two classes, where both readings agree). The adapted model then segments every frame of
+the sequence through the streaming engine.
 """
 from __future__ import annotations
 
@@ -25,16 +27,29 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
 
 
-def _read_mask(path: Path) -> tuple[np.ndarray, bool]:
-    """Class-id mask and whether it is a binary 0/255 mask (mapped to 0/1)."""
+def _read_mask(path: Path) -> np.ndarray:
+    """A one-channel 8-bit mask as stored (class ids, or 0/255)."""
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if mask is None:
         raise FileNotFoundError(f'cannot read label {path}')
     if mask.ndim == 3:
         raise ValueError(f'{path} is a colour image; give a class-id PNG (one channel)')
+    return mask.astype(np.uint8)
+
+
+def _object_mask(mask: np.ndarray, classes: list[str], ignore: int, path: Path) -> bool:
+    """Whether ``mask`` is a binary object mask: 0/255, or 0/1 for a two-class model (both readings agree).
+
+    Otherwise its values must be the model's class ids (or ``ignore``).
+    """
     values = set(np.unique(mask).tolist())
-    binary = values <= {0, 255} or values <= {0, 1}
-    return (mask > 0).astype(np.uint8) if binary else mask.astype(np.uint8), binary
+    if (255 in values and values <= {0, 255}) or (len(classes) == 2 and values <= {0, 1}):
+        return True
+    bad = sorted(v for v in values if v >= len(classes) and v != ignore)
+    if bad:
+        raise ValueError(f'label {path} holds {bad[:5]}: neither class ids of the model\'s {len(classes)} '
+                         f'classes (0..{len(classes) - 1}) nor its ignore value {ignore}, nor a 0/255 object mask')
+    return False
 
 
 def _frames(sequence: Path) -> list[Path]:
@@ -53,7 +68,7 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
         model: checkpoint path or shipped model name.
         frame: the annotated frame's image (or its mask, when ``label`` is None and the image with
             the same stem is in ``sequence``).
-        label: its mask (class ids, or 0/255 binary).
+        label: its mask: class ids of the model's classes, or a 0/255 object mask (see module doc).
         sequence: folder with the sequence's frames (sorted by name = temporal order).
         out_dir: gets ``finetuned.pt`` and one mask PNG per frame.
         steps: optimiser steps on the single frame (100 at lr 1e-3 gave J&F 63.7 on a held-out
@@ -79,16 +94,20 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
         if not match:
             raise FileNotFoundError(f'no image named {frame.stem}.* in {sequence} for the label {frame}')
         label, frame = frame, match[0]
-    mask, binary = _read_mask(Path(label))
+    mask = _read_mask(Path(label))
     path = resolve_model(str(model))
     if not path.endswith('.pt'):
         raise ValueError(f'{model}: fine-tuning needs a .pt checkpoint (a trained model), not {path}')
     net, meta = load_checkpoint(path)
+    ignore = int(meta.get('ignore_index') if meta.get('ignore_index') is not None else 255)
+    binary = _object_mask(mask, meta['classes'], ignore, Path(label))
+    mask = (mask > 0).astype(np.uint8) if binary else mask
     out_dir.mkdir(parents=True, exist_ok=True)
     if binary and len(meta['classes']) != 2:
         net.replace_classifier(2)   # models.contract: a fresh background / object head
         meta = dict(meta, classes=list(DAVIS_CLASSES), palette=[list(c) for c in DAVIS_PALETTE],
                     ignore_index=DEFAULT_IGNORE, arch_config=dict(meta['arch_config'], num_classes=2))
+        ignore = DEFAULT_IGNORE
     rgb = read_rgb(frame)
     if mask.shape != rgb.shape[:2]:
         raise ValueError(f'label {label} is {mask.shape[1]}x{mask.shape[0]}, its frame {frame} is '
@@ -100,7 +119,6 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
                         scale_range=[0.8, 1.25], hflip=True, jitter=0.2)
     mean = torch.tensor(meta['mean']).view(3, 1, 1)
     std = torch.tensor(meta['std']).view(3, 1, 1)
-    ignore = int(meta.get('ignore_index') if meta.get('ignore_index') is not None else 255)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
     losses = []
@@ -124,7 +142,8 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
         cv2.imwrite(str(out_dir / f'{img.stem}.png'), pred * 255 if binary else pred)
         gt_path = Path(labels_dir) / f'{img.stem}.png' if labels_dir else None
         if gt_path is not None and gt_path.is_file():
-            gt, _ = _read_mask(gt_path)
+            gt = _read_mask(gt_path)
+            gt = (gt > 0).astype(np.uint8) if binary else gt
             preds.append(pred)
             gts.append(gt)
             cm.update(pred, gt)

@@ -1,0 +1,63 @@
+"""One-shot fine-tuning: which masks are binary object masks (a fresh two-class head) and which are class ids."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import default_meta, load_checkpoint, save_checkpoint
+from vidseg_ros.tools.finetune import one_shot
+
+H, W = 64, 96      # keyframe_fpn needs more than one pixel per channel at 1/32
+
+
+def _case(tmp_path, classes, mask_values):
+    """A tiny checkpoint of ``classes``, a 2-frame sequence and frame 0's mask: square = mask_values[1]."""
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', num_classes=len(classes), cached_levels=0)
+    meta = default_meta('keyframe_fpn', model.arch_config, classes=classes,
+                        palette=[[i, i, i] for i in range(len(classes))], ignore_index=255, input_hw=[H, W])
+    ckpt = save_checkpoint(tmp_path / 'm.pt', model, meta)
+    rng = np.random.default_rng(0)
+    (tmp_path / 'seq').mkdir()
+    for t in range(2):
+        cv2.imwrite(str(tmp_path / 'seq' / f'{t:05d}.png'), rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    mask = np.full((H, W), mask_values[0], np.uint8)
+    mask[16:48, 24:72] = mask_values[1]
+    cv2.imwrite(str(tmp_path / 'mask.png'), mask)
+    return ckpt
+
+
+def _run(tmp_path, ckpt):
+    one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'mask.png', tmp_path / 'seq', tmp_path / 'ft',
+             steps=1, progress=False)
+    classes = load_checkpoint(tmp_path / 'ft' / 'finetuned.pt')[1]['classes']
+    written = set(np.unique(cv2.imread(str(tmp_path / 'ft' / '00001.png'), cv2.IMREAD_UNCHANGED)).tolist())
+    return classes, written
+
+
+def test_a_0_1_mask_on_a_multi_class_model_is_class_ids(tmp_path):
+    """It was read as a DAVIS object mask: the 3-class head was replaced by background/object, masks x255."""
+    ckpt = _case(tmp_path, ['a', 'b', 'c'], (0, 1))
+    classes, written = _run(tmp_path, ckpt)
+    assert classes == ['a', 'b', 'c'] and written <= {0, 1, 2}
+
+
+def test_a_0_255_mask_is_an_object_mask_with_a_fresh_two_class_head(tmp_path):
+    ckpt = _case(tmp_path, ['a', 'b', 'c'], (0, 255))
+    classes, written = _run(tmp_path, ckpt)
+    assert classes == ['background', 'object'] and written <= {0, 255}
+
+
+def test_a_0_1_mask_on_a_two_class_model_is_an_object_mask(tmp_path):
+    """Both readings agree on a two-class model: masks are written 0/255 as DAVIS's."""
+    ckpt = _case(tmp_path, ['bg', 'thing'], (0, 1))
+    classes, written = _run(tmp_path, ckpt)
+    assert classes == ['bg', 'thing'] and written <= {0, 255}
+
+
+def test_a_mask_with_ids_beyond_the_model_classes_is_a_clear_error(tmp_path):
+    ckpt = _case(tmp_path, ['a', 'b', 'c'], (0, 7))
+    with pytest.raises(ValueError, match=r"holds \[7\]: neither class ids of the model's 3 classes \(0..2\)"):
+        _run(tmp_path, ckpt)
+    assert not (tmp_path / 'ft').exists()
