@@ -44,7 +44,7 @@ def read_class_table(path: str | Path) -> LabelClasses:
     """CSV with a header naming id/value, name and r, g, b columns (CamVid's ``classes.csv`` works).
 
     A row whose ``evaluated`` column is ``no`` (or whose name is void/unlabelled/ignore) is the
-    ignore row. Ids and colour components are 0..255 and no two rows share a colour.
+    ignore row. Ids and colour components are 0..255; no two rows share a colour or an id.
     """
     with Path(path).open(newline='', encoding='utf-8-sig') as f:   # -sig: Excel writes a BOM
         reader = csv.DictReader(f)

@@ -83,8 +83,8 @@ def measure_noise_sigma(source: FrameSource, max_pairs: int = 50) -> float:
     steps = [d for d in steps if d > 0]
     if not steps:
         raise ValueError(f'{source.name}: no sequence has two frames to measure the frame-to-frame noise '
-                         'between; use a source whose sequences hold successive video frames (the videos '
-                         'single frames were picked from), or give sigma= in Python')
+                         'between; use a source whose sequences hold successive video frames (the full '
+                         'videos, not a variant of single frames), or give sigma= in Python')
     step = min(steps)
     if step > 1:
         log.info('%s: closest frames are %d apart; noise sigma measured at that step', source.name, step)
