@@ -82,8 +82,29 @@ def test_frames_per_video_experiment_runs(tmp_path):
     assert out['results']['1+19noise']['train_samples'] == 2 * 20
     assert out['results']['1']['steps'] == 2
     assert '| all |' in out['table'] and (tmp_path / 'x' / 'frames-per-video.png').is_file()
+    json.loads((tmp_path / 'x' / 'frames-per-video.json').read_text(), parse_constant=_not_json)
     with pytest.raises(ValueError, match='unknown experiment'):
         run_experiment('nope', cfg)
+
+
+def _not_json(name):
+    raise AssertionError(f'{name} is not JSON')
+
+
+def test_frames_per_video_refuses_a_variant_that_cannot_take_a_step(tmp_path):
+    """One sequence at batch 2: the 1-frame variant has 1 sample, fewer than a batch. It trained 0 steps
+    (loss NaN) while the table said 'steps 2' and scored the untrained model."""
+    from vidseg_ros.config import ConfigError
+    from vidseg_ros.tools.experiment import run_experiment
+    data = _davis(tmp_path / 'davis', seqs=('a',), n=8)
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text(f'name: tiny\ndataset: davis\ndata_root: {data}\ntrain_split: head\nval_split: all\n'
+                   'num_classes: 2\nignore_index: 255\ninput_hw: [64, 96]\nbatch_size: 2\n'
+                   'arch_config: {cached_levels: 0}\n')
+    with pytest.raises(ConfigError, match=r"^frames-per-video variant '1': 1 training samples .* fewer than one "
+                                          r'batch \(batch_size 2\): no step would be taken; lower batch_size to 1'):
+        run_experiment('frames-per-video', cfg, out_dir=tmp_path / 'x', total_steps=2)
+    assert not (tmp_path / 'x').exists()      # refused before any variant trained
 
 
 def test_one_shot_finetune_labels_sequence(tmp_path):

@@ -162,6 +162,20 @@ def test_counts_and_the_final_lr_ratio_are_checked(overrides, message):
     assert lr_at(load_train_config(None, {'lr_final_ratio': 0, 'lr': 1.0}), 100, 100) == 0.0   # cosine to 0
 
 
+def test_fewer_samples_than_a_batch_is_refused_before_anything_is_written(tmp_path):
+    """It made 0 optimiser steps, exited 0 and wrote the untrained model to output, with loss NaN."""
+    cfg = _cfg(batch_size=8, runs_dir=str(tmp_path / 'runs'), output=str(tmp_path / 'm.pt'), data_root='drive',
+               train_split='head')
+    with pytest.raises(ConfigError, match=r"^2 training samples \(train_split 'head' of drive\) are fewer than "
+                                          r'one batch \(batch_size 8\): no step would be taken; lower batch_size '
+                                          r'to 2 or label more frames$'):
+        train(cfg, model=TinyKeyframe(), train_set=frames(2, HW))
+    assert not list(tmp_path.iterdir())
+    out = train(_cfg(batch_size=2, steps_per_epoch=5, runs_dir=str(tmp_path / 'runs')), model=TinyKeyframe(),
+                train_set=frames(5, HW))       # 5 samples: 2 whole batches, the cap above them changes nothing
+    assert out['history'][-1]['step'] == 2
+
+
 def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[2] / 'config' / 'train'
     paths = sorted(root.glob('*.yaml'))

@@ -1,4 +1,5 @@
 """Transfer learning to a user's class set, and class names / licence flowing from the data to the checkpoint."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,28 @@ def _user_dataset(root: Path, licence: str | None = 'CC0, recorded by us') -> Pa
         meta['licence'] = licence
     (root / 'dataset.yaml').write_text(yaml.safe_dump(meta))
     return root
+
+
+def _drive(root: Path, frames: int = 6, labels: dict | None = None) -> Path:
+    """An extracted drive on disk (what `vidseg extract` + `label-import` write): ``frames`` noise frames in
+    sequence ``a``; ``labels`` maps a frame index to the class id filling its label (default: frames 0, 3)."""
+    import cv2
+    import numpy as np
+    from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
+    rng = np.random.default_rng(0)
+    labels = {0: 1, 3: 0} if labels is None else labels
+    (root / 'images' / 'a').mkdir(parents=True)
+    (root / 'labels' / 'a').mkdir(parents=True)
+    records = []
+    for i in range(frames):
+        image, label = root / 'images' / 'a' / f'{i}.png', root / 'labels' / 'a' / f'{i}.png'
+        cv2.imwrite(str(image), rng.integers(0, 255, (48, 64, 3), np.uint8))
+        if i in labels:
+            cv2.imwrite(str(label), np.full((48, 64), labels[i], np.uint8))
+        records.append(FrameRecord('a', i, image, label if i in labels else None, i,
+                                   'human' if i in labels else 'none'))
+    write_index(root, records)
+    return _user_dataset(root)
 
 
 def _items(n=4):
@@ -243,3 +266,20 @@ def test_real_clips_and_a_teacher_are_in_the_provenance_and_licence(tmp_path):
     with pytest.raises(ConfigError, match='temporal_data'):
         dataset_info(TrainConfig(dataset='camvid', data_root='/nonexistent/camvid', mode='sequence',
                                  temporal_weight=1, temporal_data=str(tmp_path / 'nope')))
+
+
+def test_train_output_is_strict_json_when_a_score_is_undefined(tmp_path):
+    """Validation frames labelled only with the ignore value have no mIoU (NaN): `vidseg train` printed a bare
+    NaN, which is not JSON (a run with no step printed "loss": NaN the same way); it is null now."""
+    import json
+
+    from vidseg_ros.tools.commands_train import train as train_command
+    drive = _drive(tmp_path / 'drive', frames=20, labels={0: 1, 3: 0, 19: 255})
+    config = tmp_path / 'c.yaml'
+    config.write_text(yaml.safe_dump({'arch': 'keyframe_fpn', 'arch_config': {'fpn_ch': 32}, 'dataset': 'folder',
+                                      'data_root': str(drive), 'train_split': 'head', 'val_split': 'tail',
+                                      'input_hw': HW, 'batch_size': 2, 'epochs': 1, 'num_threads': 1,
+                                      'device': 'cpu', 'runs_dir': str(tmp_path / 'runs')}))
+    out = train_command(config, progress=False)
+    json.dumps(out, allow_nan=False)
+    assert out['history'][-1]['mIoU'] is None and out['history'][-1]['step'] == 1

@@ -52,8 +52,9 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
     """
     from vidseg_ros.training.config import load_train_config
     from vidseg_ros.training.loop import train as train_loop
+    from vidseg_ros.training.metrics import json_ready
     cfg = load_train_config(config, overrides)
-    return train_loop(cfg, resume=resume, callback=_Progress(cfg.epochs, progress))
+    return json_ready(train_loop(cfg, resume=resume, callback=_Progress(cfg.epochs, progress)))
 
 
 def evaluate(model: str | Path, data: str | Path, split: str, out_dir: str | Path, **options) -> dict:
@@ -83,9 +84,10 @@ def experiment(name: str, config: str | Path, **options) -> dict:
     """Run a named experiment (``frames-per-video``) from a base training config (``options``:
     ``experiment.run_experiment``'s: out_dir, overrides, total_steps, variants)."""
     from vidseg_ros.tools.experiment import run_experiment
+    from vidseg_ros.training.metrics import json_ready
     out = run_experiment(name, config, **options)
     sys.stdout.write(out['table'] + '\n')
-    return out
+    return json_ready(out)
 
 
 def finetune(model: str | Path, frame: str | Path, label: str | Path, sequence: str | Path,

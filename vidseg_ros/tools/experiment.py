@@ -13,7 +13,9 @@ import logging
 import math
 from pathlib import Path
 
+from vidseg_ros.config import ConfigError
 from vidseg_ros.training.config import TrainConfig, load_train_config
+from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)
 
@@ -22,18 +24,30 @@ FRAMES_PER_VIDEO = {'1': (1, 0), '20': (20, 0), 'all': (0, 0), '1+19noise': (1, 
 EXPERIMENTS = ('frames-per-video',)
 
 
-def variant_configs(base: TrainConfig, total_steps: int, out_dir: Path) -> dict[str, TrainConfig]:
-    """One config per variant with the same optimiser step budget (epochs sized per data set)."""
+def variant_configs(base: TrainConfig, total_steps: int, out_dir: Path,
+                    variants: list[str] | None = None) -> dict[str, TrainConfig]:
+    """One config per variant (``variants``: these keys of ``FRAMES_PER_VIDEO``; all by default) with the
+    same optimiser step budget (epochs sized per data set).
+
+    Raises:
+        ConfigError: a variant has fewer training samples than one batch, before any variant trains.
+    """
     from vidseg_ros.training import data_setup
+    from vidseg_ros.training.loop import steps_per_epoch
     out = {}
     for name, (fpv, noise) in FRAMES_PER_VIDEO.items():
+        if variants and name not in variants:
+            continue
         cfg = copy.deepcopy(base)
         cfg.name, cfg.frames_per_video, cfg.noise_copies = f'{base.name}_{name}', fpv, noise
         cfg.runs_dir, cfg.output, cfg.val_every = str(out_dir), '', 0
         n = len(data_setup.train_dataset(cfg))
-        per_epoch = max(1, n // cfg.batch_size)
-        cfg.epochs = max(1, math.ceil(total_steps / min(per_epoch, total_steps)))
-        cfg.steps_per_epoch = max(1, total_steps // cfg.epochs)   # epochs x steps ~= total_steps
+        try:
+            per_epoch = steps_per_epoch(cfg, n)
+        except ConfigError as e:
+            raise ConfigError(f'frames-per-video variant {name!r}: {e}') from None
+        cfg.epochs = math.ceil(total_steps / per_epoch)
+        cfg.steps_per_epoch = total_steps // cfg.epochs   # epochs x steps ~= total_steps (the table says how many)
         log.info('%s: %d training samples, %d epochs x %d steps', name, n, cfg.epochs, cfg.steps_per_epoch)
         out[name] = cfg
     return out
@@ -57,24 +71,22 @@ def run_experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/ex
     from vidseg_ros.tools.evaluate import run_evaluation
     from vidseg_ros.training.loop import train
     out_dir = Path(out_dir)
+    configs = variant_configs(load_train_config(config, overrides), total_steps, out_dir, variants)
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = load_train_config(config, overrides)
     results = {}
-    for vname, cfg in variant_configs(base, total_steps, out_dir).items():
-        if variants and vname not in variants:
-            continue
+    for vname, cfg in configs.items():
         summary = train(cfg)
         ev = run_evaluation(summary['best_path'], cfg.data_root, dataset=cfg.dataset,
                             split=cfg.val_split, out_dir=out_dir / f'{cfg.name}_eval',
                             key_intervals=[1], write_card=False)
         r = ev['intervals']['1']
         results[vname] = {'frames_per_video': cfg.frames_per_video, 'noise_copies': cfg.noise_copies,
-                          'train_samples': _samples(cfg), 'steps': cfg.epochs * cfg.steps_per_epoch,
+                          'train_samples': _samples(cfg), 'steps': summary['history'][-1]['step'],
                           'mIoU': r.get('mIoU'), 'J': r.get('J'), 'F': r.get('F'),
                           'J&F': r.get('J&F'), 'TC': r.get('TC'), 'train_loss': summary['history'][-1]['loss']}
         log.info('%s: %s', vname, results[vname])
     table = results_table(results)
-    (out_dir / f'{name}.json').write_text(json.dumps(results, indent=1))
+    (out_dir / f'{name}.json').write_text(json.dumps(json_ready(results), indent=1))
     (out_dir / f'{name}.md').write_text(table + '\n')
     _plot(results, out_dir / f'{name}.png')
     return {'table': table, 'results': results, 'out_dir': str(out_dir)}

@@ -157,6 +157,7 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
         model, init = build_model(cfg)
     model = model.to(device)
     train_set = train_set if train_set is not None else data_setup.train_dataset(cfg)
+    per_epoch = steps_per_epoch(cfg, len(train_set), world)   # refuses a set that gives no step, before any write
     # Every rank validates its share of the set; the confusion matrices are summed across ranks.
     val_set = val_set if val_set is not None else data_setup.val_dataset(cfg)
     select_set = select_set if select_set is not None else data_setup.select_dataset(cfg)
@@ -180,7 +181,6 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     if ema and resume and (run_dir / 'last.pt').is_file():
         ema.load(run_dir / 'last.pt')
     scored = ema.module if ema else model       # the weights that are validated and saved
-    per_epoch = _steps_per_epoch(cfg, len(train_set), world)
     total = per_epoch * cfg.epochs
     for epoch in range(state['epoch'], cfg.epochs):
         loader = _loader(cfg, train_set, epoch, world, rank)
@@ -205,7 +205,7 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
             if callback and rank == 0:
                 callback({'kind': 'step', 'epoch': epoch, 'step': state['step'], 'lr': lr,
                           'samples_per_s': seen / max(1e-9, time.perf_counter() - t0), **parts})
-        record = {'epoch': epoch + 1, 'step': state['step'], 'loss': float(np.mean(losses or [math.nan])),
+        record = {'epoch': epoch + 1, 'step': state['step'], 'loss': float(np.mean(losses)),
                   'seconds': time.perf_counter() - t0}
         if (val_set is not None or select_set is not None) and (
                 (cfg.val_every and (epoch + 1) % cfg.val_every == 0) or epoch + 1 == cfg.epochs):
@@ -249,8 +249,21 @@ def _endless(make_loader):
             raise ConfigError('temporal_data has fewer clips than one batch (batch_size per process)')
 
 
-def _steps_per_epoch(cfg: TrainConfig, n: int, world: int) -> int:
-    full = max(1, n // (cfg.batch_size * world))
+def steps_per_epoch(cfg: TrainConfig, n: int, world: int = 1) -> int:
+    """Optimiser steps per epoch on ``n`` training samples: the whole global batches (the sampler drops
+    the rest), at most ``cfg.steps_per_epoch``.
+
+    Raises:
+        ConfigError: fewer samples than one global batch: the run would take no step at all.
+    """
+    batch = cfg.batch_size * world
+    if n < batch:
+        procs = f' per process x {world} processes' if world > 1 else ''
+        lower = f'lower batch_size to {n // world} or ' if n >= world else ''
+        raise ConfigError(f'{n} training samples (train_split {cfg.train_split!r} of {cfg.data_root}) are fewer '
+                          f'than one batch (batch_size {cfg.batch_size}{procs}): no step would be taken; '
+                          f'{lower}label more frames')
+    full = n // batch
     return min(full, cfg.steps_per_epoch) if cfg.steps_per_epoch else full
 
 

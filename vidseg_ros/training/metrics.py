@@ -81,6 +81,18 @@ def _f(v) -> float | None:
     return None if np.isnan(v) else float(v)
 
 
+def json_ready(value):
+    """``value`` (dicts, lists, scalars) with every NaN or infinite float as None: an undefined score
+    (no labelled pixel) is null in JSON, where json.dumps would write a bare NaN that JSON readers refuse."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
 # --------------------------------------------------------------------------- DAVIS J and F
 def db_eval_iou(gt: np.ndarray, pred: np.ndarray) -> float:
     """J: region IoU of two binary masks; 1 when both are empty (the DAVIS convention)."""
