@@ -268,6 +268,19 @@ def test_real_clips_and_a_teacher_are_in_the_provenance_and_licence(tmp_path):
                                  temporal_weight=1, temporal_data=str(tmp_path / 'nope')))
 
 
+def test_resuming_on_data_with_another_class_count_is_a_clear_error(tmp_path):
+    """The run's last.pt has 3 classes, the changed data names 2: it was a size-mismatch RuntimeError from
+    load_state_dict (exit 1, "internal error")."""
+    three = tmp_path / 'three'
+    three.mkdir()
+    (three / 'dataset.yaml').write_text(yaml.safe_dump({'classes': ['a', 'b', 'c'], 'ignore_index': 255}))
+    train(_cfg(tmp_path, data_root=str(three), output=''), train_set=_items())
+    with pytest.raises(ConfigError, match=r'last.pt is a run of another model \(num_classes: 3, data_root: '
+                                          r'.*three\); resume with that config and data, or start a new run.*'
+                                          r'classifier.weight: file \(3, 16, 1, 1\) vs model \(2, 16, 1, 1\)'):
+        train(_cfg(tmp_path, epochs=2, output=''), resume=True, train_set=_items())
+
+
 def test_train_output_is_strict_json_when_a_score_is_undefined(tmp_path):
     """Validation frames labelled only with the ignore value have no mIoU (NaN): `vidseg train` printed a bare
     NaN, which is not JSON (a run with no step printed "loss": NaN the same way); it is null now."""

@@ -376,7 +376,15 @@ def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainCon
 
 def load_training_state(path: Path, model, optimizer, rank: int = 0) -> dict:
     """Restore weights, optimiser and RNG states (this rank's); returns the loop state (epoch, step, ...)."""
+    from vidseg_ros.models.checkpoint import CheckpointError, check_state_dict
     blob = torch.load(path, map_location='cpu', weights_only=True)
+    try:
+        check_state_dict(_unwrap(model), blob['model'], 'its weights')
+    except CheckpointError as e:   # e.g. the data now names another number of classes
+        saved = blob.get('config', {})
+        raise ConfigError(f'--resume: {path} is a run of another model (num_classes: {saved.get("num_classes")}, '
+                          f'data_root: {saved.get("data_root")}); resume with that config and data, or start a new '
+                          f'run (another name or --set runs_dir=...). {e}') from None
     _unwrap(model).load_state_dict(blob['model'])
     try:
         optimizer.load_state_dict(blob['optimizer'])
