@@ -281,6 +281,27 @@ def test_resuming_on_data_with_another_class_count_is_a_clear_error(tmp_path):
         train(_cfg(tmp_path, epochs=2, output=''), resume=True, train_set=_items())
 
 
+@pytest.mark.parametrize('split,says', [
+    ('val_split', "val_split: 'tail' of .*drive: none of its 0 frames is labelled; name another split .*or "
+                  "val_split: '' to train without validation"),    # was StopIteration (exit 1)
+    ('train_split', "train_split: 'tail' of .*drive: none of its 0 frames is labelled; label some of its frames")])
+def test_a_split_without_labelled_frames_names_the_split_and_the_data(tmp_path, split, says):
+    """The tutorial's val_split: tail on a 6-frame drive: tail (after a 5-frame gap) is empty."""
+    cfg = _cfg(tmp_path, data_root=str(_drive(tmp_path / 'drive')), train_split='all', val_split='all')
+    with pytest.raises(ConfigError, match=says):
+        train(replace(cfg, **{split: 'tail'}))
+    assert not (tmp_path / 'runs').exists() and not (tmp_path / 'mine.pt').exists()
+
+
+def test_a_validation_split_of_unlabelled_frames_is_refused_before_training(tmp_path):
+    """20 frames, labels on 0 and 3: tail is frame 19, unlabelled. Training ran, every score was NaN, so no
+    epoch was ever best: exit 0 without best.pt or output."""
+    cfg = _cfg(tmp_path, data_root=str(_drive(tmp_path / 'drive', frames=20)), train_split='head', val_split='tail')
+    with pytest.raises(ConfigError, match=r"val_split: 'tail' of .*drive: none of its 1 frames is labelled"):
+        train(cfg)
+    assert not (tmp_path / 'runs').exists()
+
+
 def test_train_output_is_strict_json_when_a_score_is_undefined(tmp_path):
     """Validation frames labelled only with the ignore value have no mIoU (NaN): `vidseg train` printed a bare
     NaN, which is not JSON (a run with no step printed "loss": NaN the same way); it is null now."""

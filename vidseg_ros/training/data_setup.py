@@ -111,6 +111,25 @@ def open_split(cfg: TrainConfig, split: str) -> FrameSource:
     return open_source(cfg.data_root, split, cfg.dataset)
 
 
+# What to do about a split without labelled frames, by the setting that names it.
+_NO_LABELS_FIX = {'train_split': 'label some of its frames (vidseg label-import, vidseg propagate) or name '
+                                 'another split',
+                  'val_split': "name another split (e.g. all, or sequence names), or val_split: '' to train "
+                               'without validation',
+                  'select_split': 'name held-out training sequences with labels (e.g. train:0006R0)'}
+
+
+def _labelled_split(cfg: TrainConfig, key: str) -> FrameSource:
+    """The split named by the setting ``key`` (``train_split``, ...); refuses one without a labelled frame
+    (e.g. ``tail`` of a drive too short for the 5-frame gap), naming the split, the data and the fix."""
+    split = getattr(cfg, key)
+    src = open_split(cfg, split)
+    if not src.labelled():
+        raise ConfigError(f'{key}: {split!r} of {cfg.data_root}: none of its {len(src.records)} frames is labelled; '
+                          f'{_NO_LABELS_FIX[key]}')
+    return src
+
+
 def frames_per_video(src: FrameSource, n: int) -> FrameSource:
     """Keep labels on at most ``n`` evenly spaced labelled frames per sequence (0 = all), picked as
     ``vidseg make-variant --kind per_sequence`` picks them (``variants.evenly_spaced``).
@@ -191,7 +210,7 @@ class FixedDistanceTriplets(TripletDataset):
 
 def train_dataset(cfg: TrainConfig) -> Dataset:
     """The training set for ``cfg.mode`` (frames, triplets or clips)."""
-    full = without_selection(cfg, open_split(cfg, cfg.train_split))
+    full = without_selection(cfg, _labelled_split(cfg, 'train_split'))
     src = frames_per_video(full, cfg.frames_per_video)
     aug = augment_config(cfg, src, train=True)
     kw = dict(augment_cfg=aug, train=True, seed=cfg.seed)
@@ -213,6 +232,9 @@ def temporal_dataset(cfg: TrainConfig) -> Dataset | None:
     if not cfg.temporal_weight:
         return None
     src = open_source(cfg.temporal_data, cfg.temporal_split)
+    if not src.records:
+        raise ConfigError(f'temporal_split: {cfg.temporal_split!r} of {cfg.temporal_data} has no frames; name '
+                          'another split (e.g. all, or sequence names)')
     return RealClipDataset(src, cfg.seq_len, augment_config(cfg, src, train=True), train=True, seed=cfg.seed)
 
 
@@ -220,7 +242,7 @@ def val_dataset(cfg: TrainConfig) -> Dataset | None:
     """Whole validation frames at ``input_hw`` (centre crop), or None without ``val_split``."""
     if not cfg.val_split:
         return None
-    src = open_split(cfg, cfg.val_split)
+    src = _labelled_split(cfg, 'val_split')
     if cfg.val_max_frames and len(src.labelled()) > cfg.val_max_frames:
         lab = src.labelled()
         idx = np.linspace(0, len(lab) - 1, cfg.val_max_frames).round().astype(int)
@@ -238,9 +260,7 @@ def selection_source(cfg: TrainConfig) -> FrameSource | None:
     frames with ``val_split`` (selecting on the reported split) or that has no labelled frame."""
     if not cfg.select_split:
         return None
-    src = open_split(cfg, cfg.select_split)
-    if not src.labelled():
-        raise ConfigError(f'select_split: {cfg.select_split!r} has no labelled frames')
+    src = _labelled_split(cfg, 'select_split')
     if cfg.val_split and _images(src) & _images(open_split(cfg, cfg.val_split)):
         raise ConfigError(f'select_split: {cfg.select_split!r} shares frames with val_split {cfg.val_split!r}; '
                           'choose on held-out training sequences (e.g. train:0006R0), report val')
