@@ -221,3 +221,22 @@ def test_a_label_value_outside_the_classes_is_a_clear_error():
     frames, masks = _video(n=4)
     with pytest.raises(ValueError, match='neither a class id'):
         propagate_flow(frames, {0: (masks[0] * 7).astype(np.uint8), 3: masks[3]}, 2, PropagateConfig())
+
+
+def test_the_cli_teacher_is_checked_against_the_dataset_classes(tmp_path):
+    """`vidseg propagate --method teacher --model M` hands the model's class names to the check."""
+    import torch
+    from vidseg_ros.models import create_model
+    from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+    from vidseg_ros.tools.commands_data import propagate
+    frames, masks = _video(n=4)
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, (0,))
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', num_classes=3, width_mult=0.25, cached_levels=0)
+    ckpt = save_checkpoint(tmp_path / 'm.pt', model, default_meta(
+        'keyframe_fpn', model.arch_config, classes=['Sky', 'Building', 'Road'],
+        palette=[[0, 0, 0], [1, 1, 1], [2, 2, 2]], input_hw=[64, 64], provenance={'trained': True}))
+    before = (ds / 'index.csv').read_bytes()
+    with pytest.raises(ValueError, match=r'teacher model has 3 classes \(Sky, Building, Road\)'):
+        propagate(ds, method='teacher', model=str(ckpt), progress=False)
+    assert (ds / 'index.csv').read_bytes() == before

@@ -139,6 +139,7 @@ def _engine_predict(model: str):
         engine.reset('teacher')     # pseudo-labels per frame: no temporal state across frames
         res = engine.step(rgb, None, want_confidence=True)
         return res.class_ids, res.confidence
+    predict.classes = engine.classes      # checked against the dataset's before any frame
     return predict
 
 
