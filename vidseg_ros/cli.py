@@ -169,11 +169,14 @@ def make_variant(source: Annotated[Path, typer.Argument(**Existing)], out: Path,
                  stride: Annotated[int, typer.Option(min=1)] = VARIANT['stride'],
                  copies: Annotated[int, typer.Option(min=1)] = VARIANT['copies'], split: str = 'train',
                  seed: int = VARIANT['seed'],
+                 sigma: Annotated[Optional[float], typer.Option(
+                     min=0.0, help='noise std (0..255) for --kind noise; default: measured between successive '
+                                   'frames (`vidseg noise-sigma`)')] = None,
                  workers: Workers = 1, executor: Executor = 'local', address: Address = ''):
     """A dataset variant of the all-frames protocol (1/20/all frames, 1-by-20 vs successive, noise copies)."""
     from vidseg_ros.tools.commands_data import make_variant as run
     _print(run(source, out, kind, n=n, count=count, stride=stride, copies=copies, split=split, seed=seed,
-               workers=workers, executor=executor, address=address))
+               sigma=sigma, workers=workers, executor=executor, address=address))
 
 
 @app.command('noise-sigma')

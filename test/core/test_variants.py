@@ -98,3 +98,17 @@ def test_noise_on_single_frame_sequences_says_what_to_do(tmp_path):
         make_variant(one, 'noise', out=tmp_path / 'v')
     assert 'pass sigma' not in str(e.value)
     assert len(make_variant(one, 'noise', out=tmp_path / 'v', sigma=3.0, copies=2).records) == 4
+
+
+def test_cli_noise_variant_takes_sigma_where_it_cannot_be_measured(tmp_path):
+    """Single-frame sequences have no frame-to-frame noise to measure: the error names --sigma, which works."""
+    from typer.testing import CliRunner
+    from vidseg_ros.cli import app
+    one = per_sequence(_source(tmp_path), 1)
+    write_variant(one, tmp_path / 'one')
+    base = ['make-variant', str(tmp_path / 'one'), '--kind', 'noise', '--split', 'all', '--copies', '2']
+    r = CliRunner().invoke(app, base + [str(tmp_path / 'v1')])
+    assert r.exit_code == 2 and 'make-variant --sigma' in r.stderr
+    r = CliRunner().invoke(app, base + [str(tmp_path / 'v2'), '--sigma', '3'])
+    assert r.exit_code == 0, r.output
+    assert '"frames": 4' in r.stdout and '"noise_sigma": 3.0' in r.stdout

@@ -84,7 +84,7 @@ def measure_noise_sigma(source: FrameSource, max_pairs: int = 50) -> float:
     if not steps:
         raise ValueError(f'{source.name}: no sequence has two frames to measure the frame-to-frame noise '
                          'between; use a source whose sequences hold successive video frames (the full '
-                         'videos, not a variant of single frames), or give sigma= in Python')
+                         'videos, not a variant of single frames), or give make-variant --sigma')
     step = min(steps)
     if step > 1:
         log.info('%s: closest frames are %d apart; noise sigma measured at that step', source.name, step)
