@@ -38,9 +38,11 @@ def _root(debug: Annotated[bool, typer.Option('--debug', help='show the tracebac
 
 
 def _print(result) -> None:
+    """A command's result as strict JSON on stdout: an undefined score (NaN) is null, never a bare NaN."""
+    from vidseg_ros.training.metrics import json_ready
     if dataclasses.is_dataclass(result):
         result = dataclasses.asdict(result)
-    typer.echo(json.dumps(result, indent=2, default=str))
+    typer.echo(json.dumps(json_ready(result), indent=2, default=str, allow_nan=False))
 
 
 # ---- data loop --------------------------------------------------------------------------------

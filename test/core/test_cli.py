@@ -64,3 +64,10 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
         r = RUNNER.invoke(app, argv)
         assert r.exit_code == 0, r.output
     assert seen == {'extract': False, 'bag_from_frames': False, 'propagate': False}
+
+
+def test_results_are_strict_json(capsys):
+    """json.dumps writes a bare NaN for an undefined score, which JSON readers (jq, browsers) refuse."""
+    from vidseg_ros.cli import _print
+    _print({'mIoU': float('nan'), 'per_class': [1.0, float('inf')], 'ok': 0.5})
+    assert json.loads(capsys.readouterr().out) == {'mIoU': None, 'per_class': [1.0, None], 'ok': 0.5}

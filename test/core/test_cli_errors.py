@@ -196,6 +196,9 @@ CASES = [
     ('export-junk', 'export {d}/junk.pt {d}/m.onnx', 'junk.pt is not a loadable torch checkpoint'),
     ('export-training-state', 'export {d}/last.pt {d}/m.onnx', 'last.pt is a training state'),
     ('export-untrained', 'export untrained:keyframe_fpn {d}/m.onnx', 'export needs a .pt checkpoint'),
+    ('train-threads-neg', 'train config/train/camvid_fpn.yaml --set num_threads=-1', 'num_threads: -1 must be >= 0'),
+    ('train-lr-ratio', 'train config/train/camvid_fpn.yaml --set lr_policy=exp --set lr_final_ratio=-2',
+     'must be in (0, 1] for lr_policy: exp'),
     ('export-suffix', 'export {d}/junk.pt {d}/m.onnx --format ts', 'torchscript exports are .ts files'),
     # bench
     ('bench-frames-neg', 'bench untrained:keyframe_fpn --frames -1',
