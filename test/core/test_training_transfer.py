@@ -317,3 +317,4 @@ def test_train_output_is_strict_json_when_a_score_is_undefined(tmp_path):
     out = train_command(config, progress=False)
     json.dumps(out, allow_nan=False)
     assert out['history'][-1]['mIoU'] is None and out['history'][-1]['step'] == 1
+    assert Path(out['best_path']).is_file()     # an undefined score counts as no validation: a model is kept

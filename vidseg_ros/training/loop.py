@@ -218,11 +218,19 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
         state['history'].append(record)
         rng_by_rank = _gather_rng(world)   # collective: every rank takes part, rank 0 stores it
         if rank == 0:
-            # Without validation every epoch is the newest best; with it, only better scores count.
+            # Without validation every epoch is the newest best; with it, only better scores count. An
+            # undefined score (no pixel of the split labelled with a class: NaN, which never compares better)
+            # counts as no validation, or no checkpoint and no output would ever be written.
             score = record.get('select_mIoU', record.get('mIoU'))
-            improved = score > state['best'] if score is not None else val_set is None and select_set is None
+            undefined = _undefined(record)
+            if undefined and not any(_undefined(r) for r in state['history'][:-1]):
+                log.warning('mIoU on the %s split is undefined (no pixel labelled with a class): every epoch is '
+                            'kept as the newest best, as without validation',
+                            'selection' if select_set is not None else 'validation')
+            improved = undefined or (score > state['best'] if score is not None
+                                     else val_set is None and select_set is None)
             if improved:
-                state['best'] = max(state['best'], -1.0 if score is None else score)
+                state['best'] = max(state['best'], -1.0 if score is None or undefined else score)
                 save_model(run_dir / 'best.pt', scored, cfg, record, info, init)
                 if cfg.output:
                     save_model(Path(cfg.output), scored, cfg, record, info, init)
@@ -236,6 +244,11 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     if select_set is not None and val_set is not None:
         out['val'] = score_best_once(scored, val_set, cfg, info, device, rank, world, state, init)
     return out
+
+
+def _undefined(record: dict) -> bool:
+    score = record.get('select_mIoU', record.get('mIoU'))
+    return score is not None and math.isnan(score)
 
 
 def _endless(make_loader):
