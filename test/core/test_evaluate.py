@@ -105,6 +105,8 @@ def test_frames_per_video_refuses_a_variant_that_cannot_take_a_step(tmp_path):
                                           r'batch \(batch_size 2\): no step would be taken; lower batch_size to 1'):
         run_experiment('frames-per-video', cfg, out_dir=tmp_path / 'x', total_steps=2)
     assert not (tmp_path / 'x').exists()      # refused before any variant trained
+    with pytest.raises(ConfigError, match=r"unknown frames-per-video variant\(s\) 'al'; known: "):
+        run_experiment('frames-per-video', cfg, out_dir=tmp_path / 'x', total_steps=2, variants=['al'])
 
 
 def test_one_shot_finetune_labels_sequence(tmp_path):

@@ -34,6 +34,10 @@ def variant_configs(base: TrainConfig, total_steps: int, out_dir: Path,
     """
     from vidseg_ros.training import data_setup
     from vidseg_ros.training.loop import steps_per_epoch
+    unknown = sorted(set(variants or ()) - set(FRAMES_PER_VIDEO))
+    if unknown:     # a typo would silently leave the variant out of the comparison
+        raise ConfigError(f'unknown frames-per-video variant(s) {", ".join(map(repr, unknown))}; known: '
+                          f'{", ".join(FRAMES_PER_VIDEO)}')
     out = {}
     for name, (fpv, noise) in FRAMES_PER_VIDEO.items():
         if variants and name not in variants:
