@@ -31,6 +31,8 @@ def value_msg(value) -> ParameterValue:
         return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
     if isinstance(value, float):
         return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    if isinstance(value, list) and any(isinstance(v, str) for v in value):
+        return ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=value)
     if isinstance(value, list):
         return ParameterValue(type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=value)
     return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
@@ -131,7 +133,10 @@ def test_ranges_are_in_the_descriptors(start_node, probe):
     assert '8..8192' in d_hw.additional_constraints and '0 or 2' in d_hw.additional_constraints
 
 
-@pytest.mark.parametrize('param', ['input_hw:=[0,0]', 'overlay_alpha:=7.5', 'keyframe_interval:=0'])
+# A camera twice was served twice (two subscriptions, every mask published twice); '/a' and 'a/' are not
+# other spellings of 'a' (no name is normalised) but names that are not relative namespaces.
+@pytest.mark.parametrize('param', ['input_hw:=[0,0]', 'overlay_alpha:=7.5', 'keyframe_interval:=0',
+                                   'cameras:=[a,a]', 'cameras:=[a,/a]', 'cameras:=[a,a/]', "cameras:=['']"])
 def test_bad_startup_parameter_is_one_clear_line(param):
     proc = subprocess.run([sys.executable, '-m', NODE, '--ros-args', '-p', 'model:=untrained:keyframe_fpn',
                            '-p', param], capture_output=True, text=True, timeout=120, cwd=str(ROOT))
@@ -140,3 +145,13 @@ def test_bad_startup_parameter_is_one_clear_line(param):
     name = param.split(':=')[0]
     lines = [ln for ln in proc.stderr.splitlines() if name in ln]
     assert len(lines) == 1, proc.stderr[-2000:]
+
+
+def test_cameras_while_inactive_refused_when_repeated_or_not_a_namespace(start_node, probe):
+    """Start-up-only settings can change while the lifecycle node is not serving: the same checks apply."""
+    node = start_node('vidseg_ros.ros.segment_lifecycle_node', SMALL)   # unconfigured: nothing loaded
+    for cameras, words in [(['a', 'a'], 'more than once'), (['a', '/a'], 'not a relative namespace')]:
+        r = set_param(probe, node, 'cameras', cameras)
+        assert not r.successful and words in r.reason, f'cameras {cameras} accepted'
+    assert set_param(probe, node, 'cameras', ['front', 'car/rear']).successful
+    assert list(get_param(probe, node, 'cameras').string_array_value) == ['front', 'car/rear']

@@ -5,10 +5,16 @@ one flat namespace; each field name is the ROS parameter and the YAML key.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from vidseg_ros.config import setting
-from vidseg_ros.data.images import MAX_INPUT_PIXELS
+from vidseg_ros.config import ConfigError, setting
+from vidseg_ros.data.images import MAX_INPUT_PIXELS, short
+
+# A camera is a relative ROS namespace: tokens of letters, digits and _ (not starting with a digit) joined
+# by single '/'. Nothing is normalised ('/a', 'a/' are refused, not read as 'a'), so distinct names can
+# never map to the same topics.
+CAMERA_NAME = re.compile(r'[A-Za-z_]\w*(/[A-Za-z_]\w*)*', re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -18,8 +24,9 @@ class SegmentNodeConfig:
     transport: str = setting('raw', 'Input transport: raw subscribes `image` (sensor_msgs/Image), compressed '
                                     'subscribes `image/compressed` (sensor_msgs/CompressedImage)',
                              ('raw', 'compressed'), change='startup')
-    cameras: list[str] = setting([], 'Camera namespaces served by one model, e.g. [front, rear]: subscribes '
-                                     '<ns>/image and publishes ~/<ns>/mask ...; empty = one camera `image`', change='startup')
+    cameras: list[str] = setting([], 'Camera namespaces served by one model, e.g. [front, rear] (relative, each '
+                                     'once): subscribes <ns>/image and publishes ~/<ns>/mask ...; empty = one '
+                                     'camera `image`', change='startup')
     input_reliability: str = setting('best_effort', 'Input QoS reliability (sensor-data default)',
                                      ('best_effort', 'reliable'), change='startup')
     input_depth: int = setting(1, 'Input QoS depth; 1 = always segment the newest frame', range=(1, 1000), change='startup')
@@ -52,6 +59,22 @@ class SegmentNodeConfig:
     diagnostics_period_s: float = setting(1.0, 'Period of /diagnostics messages', range=(0.05, 3600.0), change='startup')
     error_throttle_s: float = setting(5.0, 'Minimum time between repeated error logs of one kind on one '
                                            'camera', range=(0.0, 3600.0))
+
+    def __post_init__(self):
+        check_cameras(self.cameras)
+
+
+def check_cameras(cameras: list[str]) -> None:
+    """Raise ConfigError unless every camera name is a relative namespace given once (a name twice would
+    subscribe twice and serve, publish and report every frame twice)."""
+    for name in cameras:
+        if not CAMERA_NAME.fullmatch(name):
+            raise ConfigError(f'cameras: {short(name)} is not a relative namespace such as front or car/front '
+                              f'(letters, digits and _, not starting with a digit, joined by single /; '
+                              f'an empty list serves the one camera `image`)')
+    repeated = sorted({name for name in cameras if cameras.count(name) > 1})
+    if repeated:
+        raise ConfigError(f'cameras: {", ".join(map(short, repeated))} given more than once')
 
 
 @dataclass(frozen=True)
