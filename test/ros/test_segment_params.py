@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from support.ros_helpers import ROOT, image_msg, stamp_of
@@ -60,6 +62,15 @@ def get_param(probe, proc, name):
     """The parameter's value message, or None while it is unset (e.g. an empty array parameter)."""
     values = call(probe, proc, GetParameters, 'get_parameters', GetParameters.Request(names=[name])).values
     return values[0] if values else None
+
+
+def transition(probe, proc, tid) -> bool:
+    """Ask the lifecycle node for a transition (Transition.TRANSITION_*); True when it succeeded."""
+    return call(probe, proc, ChangeState, 'change_state', ChangeState.Request(transition=Transition(id=tid))).success
+
+
+def lifecycle_state(probe, proc) -> str:
+    return call(probe, proc, GetState, 'get_state', GetState.Request()).current_state.label
 
 
 def send(probe, pub, rgb, outputs, node):
@@ -155,3 +166,22 @@ def test_cameras_while_inactive_refused_when_repeated_or_not_a_namespace(start_n
         assert not r.successful and words in r.reason, f'cameras {cameras} accepted'
     assert set_param(probe, node, 'cameras', ['front', 'car/rear']).successful
     assert list(get_param(probe, node, 'cameras').string_array_value) == ['front', 'car/rear']
+
+
+def test_model_that_fails_to_load_on_activate_is_rolled_back_and_the_old_one_serves(start_node, probe, real_frames,
+                                                                                   tmp_path):
+    """A model set while inactive loads on activate. One that resolves but does not load (random bytes in
+    an .onnx) made activate fail with nothing logged and dropped the node to unconfigured, model gone."""
+    node = start_node('vidseg_ros.ros.segment_lifecycle_node', SMALL)
+    masks = probe.collect(Image, f'/{NAME}/mask', RELIABLE)
+    assert transition(probe, node, Transition.TRANSITION_CONFIGURE), node.log()[-2000:]
+    garbage = tmp_path / 'garbage.onnx'
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
+    assert set_param(probe, node, 'model', str(garbage)).successful
+    assert transition(probe, node, Transition.TRANSITION_ACTIVATE), node.log()[-2000:]
+    assert lifecycle_state(probe, node) == 'active'
+    error = [ln for ln in node.log().splitlines() if '[ERROR]' in ln]
+    assert len(error) == 1 and 'cannot load model' in error[0] and 'garbage.onnx' in error[0], node.log()[-2000:]
+    assert get_param(probe, node, 'model').string_value == SMALL['model']   # back to the model that serves
+    (pub,) = probe.publishers(node, 'image', msg_type=Image)
+    send(probe, pub, real_frames[0], [masks], node)

@@ -2,10 +2,60 @@
 
 configure loads the model, activate creates the topics and starts inference, deactivate stops them,
 cleanup releases the model and its GPU memory. Same parameters, topics and services as segment_node.
+Parameters set while inactive apply on activate; a model that does not load then is reported (ERROR),
+its parameters are set back and the node activates with the model it has, as a change while active does.
 """
 import sys
 
-from vidseg_ros.ros.segment_node import SegmentLifecycleNode, run
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+from vidseg_ros.data.images import clip
+from vidseg_ros.ros.segment_node import SegmentNodeCore
+from vidseg_ros.ros.spin import run
+
+
+class SegmentLifecycleNode(LifecycleNode):
+    """Managed node: the model is loaded on configure and released on cleanup."""
+
+    def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.core = SegmentNodeCore(self)
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.core.load()
+        except Exception as e:  # noqa: BLE001 - report the failed transition, stay unconfigured
+            self.get_logger().error(f'configure failed: {clip(e)}')
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        # An exception here would send the node to on_error and unconfigured, dropping the loaded model
+        # without a word: say why and stay inactive instead.
+        try:
+            self.core.start()
+        except Exception as e:  # noqa: BLE001 - report the failed transition, stay inactive
+            self.get_logger().error(f'activate failed: {clip(e)}')
+            self.core.stop()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self.core.stop()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self.core.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.core.stop()
+        self.core.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self):
+        self.core.stop()
+        return super().destroy_node()
 
 
 def main(args=None) -> int:

@@ -6,9 +6,9 @@ engine and publishes every output with the input header. Bad messages are counte
 and reported on /diagnostics; the node keeps serving the next good frame. Should the worker thread
 itself end (a bug), /diagnostics goes ERROR and the process exits with status 1, so `respawn` restarts it.
 
-Two front-ends share the `SegmentNodeCore`: `SegmentNode` (starts at once) and
-`SegmentLifecycleNode` (executable `segment_lifecycle_node`: configure loads the model, activate
-starts topics, deactivate stops them, cleanup releases the model and its GPU memory).
+Two front-ends share the `SegmentNodeCore`: `SegmentNode` (starts at once) and `SegmentLifecycleNode`
+(in `segment_lifecycle_node`: configure loads the model, activate starts topics, deactivate stops them,
+cleanup releases the model and its GPU memory).
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -55,12 +54,14 @@ class SegmentNodeCore:
     def __init__(self, node: Node):
         self.node = node
         declare_settings(node, EngineConfig, SegmentNodeConfig)
-        self.engine_cfg: EngineConfig = read_settings(node, EngineConfig)
+        self.engine_cfg: EngineConfig = read_settings(node, EngineConfig)   # what the engine runs
+        # What the parameters say: applied by load(), by start() and by the worker between frames, never
+        # by the parameter callback, so the engine never changes under a running step.
+        self._wanted: EngineConfig = self.engine_cfg
         self.cfg: SegmentNodeConfig = read_settings(node, SegmentNodeConfig)
         self._lock = threading.Condition()
         self._stop = True
-        self._pending_engine_cfg: EngineConfig | None = None
-        self._rolling_back = False   # the worker is setting the parameters back to the serving model
+        self._rolling_back = None    # the thread setting the parameters back to the serving model
         self.fatal = ''              # why the worker ended, when it did while serving
         self._busy_since: float | None = None
         self._rr = 0
@@ -79,29 +80,19 @@ class SegmentNodeCore:
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def load(self) -> None:
-        """Load the model and build the class table (raises with a clear message on failure)."""
-        engine = load_engine(self.engine_cfg)
-        self._check_classes(self.cfg, engine)
-        self.engine = engine
-        self._loaded_cfg = self.engine_cfg
-        if all(self.engine.net_hw):
-            self.engine.warmup()  # the first camera frame should not pay for allocation/kernel choice
-        self.table = self._class_table(self.cfg)
-        self.pub_table.publish(String(data=self.table.to_json()))
-        log = self.node.get_logger()
-        log.info(f'model {self.engine.model_name} on {self.engine.device} ({self.engine_cfg.precision}), '
-                 f'{len(self.table.names)} classes')
-        if not self.engine.trained:
-            log.warning('UNTRAINED weights: masks are meaningless until a trained model is loaded')
+        """Load the model the parameters name and build the class table (raises with a clear message)."""
+        with self._lock:
+            wanted, cfg = self._wanted, self.cfg
+        self.engine, self.table = self._build(wanted, cfg)
+        self.engine_cfg = wanted
+        self._announce()
 
     def start(self) -> None:
         """Create the camera subscriptions/publishers and start the inference worker."""
-        if any(getattr(self.engine_cfg, f) != getattr(self._loaded_cfg, f) for f in REBUILD_FIELDS):
-            self.load()  # parameters changed while inactive
-        self.engine.update_config(self.engine_cfg)
         names = self.cfg.cameras or ['']
         self.streams = [CameraStream(self.node, ns, self.engine if i == 0 else self.engine.fork(), self._lock, self.cfg)
                         for i, ns in enumerate(names)]
+        self._apply_wanted()   # parameters changed while inactive: as in the worker, a failed load rolls back
         self._stop = False
         self.fatal = ''
         self.worker = threading.Thread(target=self._work, name='vidseg_inference', daemon=True)
@@ -135,6 +126,24 @@ class SegmentNodeCore:
             pass
 
     # ---- configuration -------------------------------------------------------------------------
+    def _build(self, engine_cfg: EngineConfig, cfg: SegmentNodeConfig):
+        """(engine, class table) for these settings, warmed up (raises with a clear message on failure)."""
+        engine = load_engine(engine_cfg)
+        self._check_classes(cfg, engine)
+        table = self._class_table(cfg, engine)
+        if all(engine.net_hw):
+            engine.warmup()   # the first camera frame should not pay for allocation/kernel choice
+        return engine, table
+
+    def _announce(self) -> None:
+        """Latch the class table and log the model now serving."""
+        self.pub_table.publish(String(data=self.table.to_json()))
+        log = self.node.get_logger()
+        log.info(f'model {self.engine.model_name} on {self.engine.device} ({self.engine_cfg.precision}), '
+                 f'{len(self.table.names)} classes')
+        if not self.engine.trained:
+            log.warning('UNTRAINED weights: masks are meaningless until a trained model is loaded')
+
     def _class_table(self, cfg: SegmentNodeConfig, engine=None) -> ClassTable:
         engine = engine or self.engine
         return ClassTable.build(engine.classes, engine.palette, name_override=cfg.class_names,
@@ -150,7 +159,7 @@ class SegmentNodeCore:
                               f'{engine.model_name} ({n} classes: 0..{n - 1}, or -1 = off)')
 
     def _on_set_parameters(self, params):
-        if self._rolling_back and threading.current_thread() is self.worker:  # restoring what is serving
+        if self._rolling_back is threading.current_thread():   # restoring what is serving
             return SetParametersResult(successful=True)
         result, changes = validate_changes(self.node, params, EngineConfig, SegmentNodeConfig)
         if not result.successful:
@@ -185,68 +194,61 @@ class SegmentNodeCore:
         with self._lock:
             self.cfg = new_cfg
             self.table = new_table or self.table
-            if engine_changes and serving:  # the worker applies it between frames
-                base = self._pending_engine_cfg or self.engine_cfg
-                self._pending_engine_cfg = dataclasses.replace(base, **engine_changes)
-            elif engine_changes:            # not serving: the next load() uses it
-                self.engine_cfg = dataclasses.replace(self.engine_cfg, **engine_changes)
+            self._wanted = dataclasses.replace(self._wanted, **engine_changes)
         if new_table is not None:
             self.pub_table.publish(String(data=new_table.to_json()))
         return result
 
-    def _apply_pending_engine_cfg(self) -> None:
-        """Runs in the worker between frames, so the engine never changes under a running step."""
+    def _apply_wanted(self) -> None:
+        """Bring the engine to the parameters: in the worker between frames, or in start() before it runs.
+        A model that does not load keeps the old one serving (README: run-time changes roll back)."""
         with self._lock:
-            new, self._pending_engine_cfg = self._pending_engine_cfg, None
-        if new is None:
-            return
-        log = self.node.get_logger()
-        if any(getattr(new, f) != getattr(self.engine_cfg, f) for f in REBUILD_FIELDS):
-            try:
-                engine = load_engine(new)
-                with self._lock:
-                    cfg = self.cfg
-                self._check_classes(cfg, engine)
-                table = self._class_table(cfg, engine)
-                if all(engine.net_hw):
-                    engine.warmup()   # as at start-up: the first frame on the new model pays no allocation
-            except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
-                log.error(f'cannot load model {short(new.model)} on {short(new.device)}: {clip(e)}; '
-                          f'keeping {self.engine.model_name}')
-                for s in self.streams:
-                    s.note_error('model_load', str(e))
-                self._roll_back(new)
+            new = self._wanted
+        serving = {f: getattr(self.engine_cfg, f) for f in REBUILD_FIELDS}
+        if any(getattr(new, f) != v for f, v in serving.items()):
+            if self._swap_engine(new):
                 return
-            self.engine, self.engine_cfg, self._loaded_cfg = engine, new, new
-            for i, s in enumerate(self.streams):
-                s.engine = engine if i == 0 else engine.fork()
-            with self._lock:
-                self.table = table
-            self.pub_table.publish(String(data=table.to_json()))
-            log.info(f'loaded model {engine.model_name} on {engine.device}')
-        else:
-            self.engine_cfg = new
+            new = dataclasses.replace(new, **serving)   # the run-time settings that came with it still apply
+        if new != self.engine_cfg:
             for s in self.streams:
                 s.engine.update_config(new)
+            self.engine_cfg = new
+
+    def _swap_engine(self, new: EngineConfig) -> bool:
+        """Load the model of ``new`` and serve it; False (ERROR log, parameters rolled back) when it fails."""
+        try:
+            with self._lock:
+                cfg = self.cfg
+            engine, table = self._build(new, cfg)
+        except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
+            self.node.get_logger().error(f'cannot load model {short(new.model)} on {short(new.device)}: {clip(e)}; '
+                                         f'keeping {self.engine.model_name}')
+            for s in self.streams:
+                s.note_error('model_load', str(e))
+            self._roll_back(new)
+            return False
+        with self._lock:
+            self.engine, self.engine_cfg, self.table = engine, new, table
+        for i, s in enumerate(self.streams):
+            s.engine = engine if i == 0 else engine.fork()
+        self._announce()
+        return True
 
     def _roll_back(self, failed: EngineConfig) -> None:
         """After a failed load: the parameters go back to the model that is serving (so `ros2 param get`
-        tells the truth); the run-time settings that came with the change still apply."""
-        serving = {f: getattr(self.engine_cfg, f) for f in REBUILD_FIELDS}
-        kept = dataclasses.replace(failed, **serving)
-        if kept != self.engine_cfg:
-            self.engine_cfg = kept
-            for s in self.streams:
-                s.engine.update_config(kept)
+        tells the truth), except those set again while it loaded (the newer value is tried next)."""
         with self._lock:
-            newer = self._pending_engine_cfg   # set while the load ran: its parameters already say so
-        restore = [Parameter(f, value=v) for f, v in serving.items()
-                   if getattr(failed, f) != v and (newer is None or getattr(newer, f) == v)]
-        self._rolling_back = True
+            restore = {f: getattr(self.engine_cfg, f) for f in REBUILD_FIELDS
+                       if getattr(failed, f) != getattr(self.engine_cfg, f)
+                       and getattr(self._wanted, f) == getattr(failed, f)}
+            self._wanted = dataclasses.replace(self._wanted, **restore)
+        if not restore:
+            return
+        self._rolling_back = threading.current_thread()
         try:
-            self.node.set_parameters(restore)
+            self.node.set_parameters([Parameter(f, value=v) for f, v in restore.items()])
         finally:
-            self._rolling_back = False
+            self._rolling_back = None
 
     # ---- worker --------------------------------------------------------------------------------
     def _next_job(self):
@@ -270,7 +272,7 @@ class SegmentNodeCore:
                     return
                 stream, job = item
                 try:
-                    self._apply_pending_engine_cfg()
+                    self._apply_wanted()
                     with self._lock:
                         cfg, table = self.cfg, self.table
                     self._busy_since = time.monotonic()
@@ -328,43 +330,6 @@ class SegmentNode(Node):
         self.core = SegmentNodeCore(self)
         self.core.load()
         self.core.start()
-
-    def destroy_node(self):
-        self.core.stop()
-        return super().destroy_node()
-
-
-class SegmentLifecycleNode(LifecycleNode):
-    """Managed node: the model is loaded on configure and released on cleanup."""
-
-    def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
-        super().__init__(node_name, **kwargs)
-        self.core = SegmentNodeCore(self)
-
-    def on_configure(self, state) -> TransitionCallbackReturn:
-        try:
-            self.core.load()
-        except Exception as e:  # noqa: BLE001 - report the failed transition, stay unconfigured
-            self.get_logger().error(f'configure failed: {e}')
-            return TransitionCallbackReturn.FAILURE
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_activate(self, state) -> TransitionCallbackReturn:
-        self.core.start()
-        return super().on_activate(state)
-
-    def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self.core.stop()
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
-        self.core.release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self.core.stop()
-        self.core.release()
-        return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self):
         self.core.stop()
