@@ -57,6 +57,9 @@ class CameraIO:
         self._last_info_at = float('-inf')   # monotonic time the last CameraInfo arrived
         self._info_cond = threading.Condition()
         self._slot: Job | None = None
+        # destroy() (executor) against the worker publishing: a worker that deactivate gave up waiting for
+        # finds the publishers gone and publishes nothing, instead of racing their destruction.
+        self._pubs_lock = threading.Lock()
         # CameraInfo is matched to its image by exact stamp in the worker (matching_info), not with
         # message_filters: its synchroniser raises inside the executor on a stamp it cannot convert
         # (negative seconds), which would stop the node; one matching path, tested with and without it.
@@ -108,10 +111,11 @@ class CameraIO:
         """Remove this camera's subscriptions and publishers (lifecycle deactivate)."""
         for sub in self._subs:
             self.node.destroy_subscription(sub)
-        for pub in [*self.pubs.values(), self.pub_info]:
-            if pub is not None:
-                self.node.destroy_publisher(pub)
-        self._subs, self.pubs, self.pub_info = [], {}, None
+        with self._pubs_lock:
+            for pub in [*self.pubs.values(), self.pub_info]:
+                if pub is not None:
+                    self.node.destroy_publisher(pub)
+            self._subs, self.pubs, self.pub_info = [], {}, None
 
     # ---- worker side ---------------------------------------------------------------------------
     @staticmethod
@@ -122,13 +126,17 @@ class CameraIO:
         return image_msg_to_rgb8(msg, max_pixels)
 
     def subscribed(self, name: str) -> bool:
-        """Someone listens to output ``name``."""
-        return self.pubs[name].get_subscription_count() > 0
+        """Someone listens to output ``name`` (no one once destroyed)."""
+        with self._pubs_lock:
+            pub = self.pubs.get(name)
+            return pub is not None and pub.get_subscription_count() > 0
 
     def publish(self, header, images: dict) -> None:
-        """{output name: (image, encoding)} with the input's header."""
-        for name, (image, encoding) in images.items():
-            self.pubs[name].publish(array_to_image_msg(image, encoding, header))
+        """{output name: (image, encoding)} with the input's header; nothing once destroyed."""
+        with self._pubs_lock:
+            for name, (image, encoding) in images.items():
+                if name in self.pubs:
+                    self.pubs[name].publish(array_to_image_msg(image, encoding, header))
 
     def matching_info(self, header) -> CameraInfo | None:
         """Fallback synchroniser: the cached CameraInfo with this exact stamp, waiting briefly for it only
@@ -160,7 +168,9 @@ class CameraIO:
         if problem:
             self.stats.log_error('camera_info', problem, True)
             return
-        self.pub_info.publish(scale_camera_info(info, mask_hw[1], mask_hw[0], header))
+        with self._pubs_lock:
+            if self.pub_info is not None:   # None once destroyed
+                self.pub_info.publish(scale_camera_info(info, mask_hw[1], mask_hw[0], header))
 
 
 def info_may_come(infos, last_info_at: float, target_ns: int, now: float) -> bool:

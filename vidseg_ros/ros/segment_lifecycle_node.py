@@ -33,7 +33,8 @@ class SegmentLifecycleNode(LifecycleNode):
         # An exception here would send the node to on_error and unconfigured, dropping the loaded model
         # without a word: say why and stay inactive instead.
         try:
-            self.core.start()
+            if not self.core.start():   # the last activation's worker is still on a frame (logged)
+                return TransitionCallbackReturn.FAILURE
         except Exception as e:  # noqa: BLE001 - report the failed transition, stay inactive
             self.get_logger().error(f'activate failed: {clip(e)}')
             self.core.stop()

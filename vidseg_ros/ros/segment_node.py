@@ -41,6 +41,7 @@ from vidseg_ros.ros.spin import WorkerDied, run
 
 # Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.
 STARTUP_ONLY_KEYS = set(fields_with(SegmentNodeConfig, 'startup'))
+STOP_WAIT_S = 10.0   # deactivate waits this long for the frame in inference, then leaves the worker to it
 
 
 def load_engine(cfg: EngineConfig) -> StreamSegmenter:
@@ -60,7 +61,10 @@ class SegmentNodeCore:
         self._wanted: EngineConfig = self.engine_cfg
         self.cfg: SegmentNodeConfig = read_settings(node, SegmentNodeConfig)
         self._lock = threading.Condition()
-        self._stop = True
+        # Each worker has its own stop event: one that deactivate gave up waiting for ends after its frame
+        # and, seeing its event set, never touches the engine or the parameters again.
+        self._stopping = threading.Event()
+        self._stopping.set()
         self._rolling_back = None    # the thread setting the parameters back to the serving model
         self.fatal = ''              # why the worker ended, when it did while serving
         self._busy_since: float | None = None
@@ -87,26 +91,39 @@ class SegmentNodeCore:
         self.engine_cfg = wanted
         self._announce()
 
-    def start(self) -> None:
-        """Create the camera subscriptions/publishers and start the inference worker."""
+    def start(self) -> bool:
+        """Create the camera subscriptions/publishers and start the inference worker; False (ERROR log)
+        while the worker of the last activation is still on a frame: it alone may touch the engine."""
+        if self.worker is not None and self.worker.is_alive():
+            busy_since = self._busy_since
+            busy = f' for {time.monotonic() - busy_since:.0f} s' if busy_since else ''
+            self.node.get_logger().error(f'cannot start serving: the inference worker is still on a frame{busy}; '
+                                         f'it ends after that frame, try again then')
+            return False
         names = self.cfg.cameras or ['']
         self.streams = [CameraStream(self.node, ns, self.engine if i == 0 else self.engine.fork(), self._lock, self.cfg)
                         for i, ns in enumerate(names)]
-        self._apply_wanted()   # parameters changed while inactive: as in the worker, a failed load rolls back
-        self._stop = False
+        stopping = threading.Event()
+        self._apply_wanted(stopping)   # changed while inactive: as in the worker, a failed load rolls back
+        self._stopping = stopping
         self.fatal = ''
-        self.worker = threading.Thread(target=self._work, name='vidseg_inference', daemon=True)
+        self.worker = threading.Thread(target=self._work, args=(stopping,), name='vidseg_inference', daemon=True)
         self.worker.start()
         self.diag_timer = self.node.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
         self.node.get_logger().info(f'serving camera(s): {", ".join(s.name for s in self.streams)}')
+        return True
 
     def stop(self) -> None:
-        """Stop the worker and remove the camera topics (the model stays loaded)."""
+        """Stop the worker and remove the camera topics (the model stays loaded). A worker still on its
+        frame after STOP_WAIT_S is left to end after it; with the topics gone it publishes nothing."""
         with self._lock:
-            self._stop = True
+            self._stopping.set()
             self._lock.notify_all()
         if self.worker is not None and self.worker.is_alive():
-            self.worker.join(timeout=10.0)
+            self.worker.join(timeout=STOP_WAIT_S)
+            if self.worker.is_alive():
+                self.node.get_logger().warning(f'stopped serving with the inference worker still on a frame after '
+                                               f'{STOP_WAIT_S:.0f} s; it ends after that frame')
         if self.diag_timer is not None:
             self.node.destroy_timer(self.diag_timer)
             self.diag_timer = None
@@ -199,28 +216,32 @@ class SegmentNodeCore:
             self.pub_table.publish(String(data=new_table.to_json()))
         return result
 
-    def _apply_wanted(self) -> None:
+    def _apply_wanted(self, stopping: threading.Event) -> None:
         """Bring the engine to the parameters: in the worker between frames, or in start() before it runs.
         A model that does not load keeps the old one serving (README: run-time changes roll back)."""
         with self._lock:
             new = self._wanted
         serving = {f: getattr(self.engine_cfg, f) for f in REBUILD_FIELDS}
         if any(getattr(new, f) != v for f, v in serving.items()):
-            if self._swap_engine(new):
+            if self._swap_engine(new, stopping):
                 return
             new = dataclasses.replace(new, **serving)   # the run-time settings that came with it still apply
-        if new != self.engine_cfg:
-            for s in self.streams:
-                s.engine.update_config(new)
-            self.engine_cfg = new
+        with self._lock:   # the stop check under the lock stop() sets it with: a stopped worker changes nothing
+            if new != self.engine_cfg and not stopping.is_set():
+                for s in self.streams:
+                    s.engine.update_config(new)
+                self.engine_cfg = new
 
-    def _swap_engine(self, new: EngineConfig) -> bool:
-        """Load the model of ``new`` and serve it; False (ERROR log, parameters rolled back) when it fails."""
+    def _swap_engine(self, new: EngineConfig, stopping: threading.Event) -> bool:
+        """Load the model of ``new`` and serve it; False (ERROR log, parameters rolled back) when it fails.
+        True also when serving stopped during the load: the next start() loads the parameters' model."""
         try:
             with self._lock:
                 cfg = self.cfg
             engine, table = self._build(new, cfg)
         except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
+            if stopping.is_set():
+                return True
             self.node.get_logger().error(f'cannot load model {short(new.model)} on {short(new.device)}: {clip(e)}; '
                                          f'keeping {self.engine.model_name}')
             for s in self.streams:
@@ -228,6 +249,8 @@ class SegmentNodeCore:
             self._roll_back(new)
             return False
         with self._lock:
+            if stopping.is_set():
+                return True
             self.engine, self.engine_cfg, self.table = engine, new, table
         for i, s in enumerate(self.streams):
             s.engine = engine if i == 0 else engine.fork()
@@ -251,9 +274,9 @@ class SegmentNodeCore:
             self._rolling_back = None
 
     # ---- worker --------------------------------------------------------------------------------
-    def _next_job(self):
+    def _next_job(self, stopping: threading.Event):
         with self._lock:
-            while not self._stop:
+            while not stopping.is_set():
                 n = len(self.streams)
                 for k in range(n):
                     stream = self.streams[(self._rr + k) % n]
@@ -264,15 +287,17 @@ class SegmentNodeCore:
                 self._lock.wait(timeout=0.5)
         return None
 
-    def _work(self) -> None:
+    def _work(self, stopping: threading.Event) -> None:
         try:
             while True:
-                item = self._next_job()
+                item = self._next_job(stopping)
                 if item is None:
                     return
                 stream, job = item
                 try:
-                    self._apply_wanted()
+                    self._apply_wanted(stopping)
+                    if stopping.is_set():   # stopped while a new model loaded: the frame goes with the topics
+                        return
                     with self._lock:
                         cfg, table = self.cfg, self.table
                     self._busy_since = time.monotonic()
@@ -285,7 +310,7 @@ class SegmentNodeCore:
             self.fatal = f'{type(e).__name__}: {e}'
             raise
         finally:
-            if not self._stop:   # ended while serving: report it from the executor thread, then exit
+            if not stopping.is_set():   # ended while serving: report it from the executor thread, then exit
                 self.fatal = self.fatal or 'the worker thread returned'
                 self._worker_died.trigger()
 
@@ -309,7 +334,7 @@ class SegmentNodeCore:
 
     def _publish_diagnostics(self) -> None:
         alive = self.worker is not None and self.worker.is_alive()
-        if not alive and not self._stop and not self.fatal:
+        if not alive and not self._stopping.is_set() and not self.fatal:
             self.fatal = 'the worker thread is gone'   # backstop: the guard condition should have said so
             self._worker_died.trigger()
         busy_since = self._busy_since
