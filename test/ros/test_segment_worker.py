@@ -1,4 +1,4 @@
-"""The segmenter's inference worker across deactivate/activate, with the engine held by the test.
+"""The segmenter's inference worker across deactivate/activate and model swaps, the engine held by a gate.
 
 segment_lifecycle_node's node runs in this process, driven through its lifecycle transitions; frames come
 over FastDDS from the probe. The engine's step and load are real, held at a gate the test opens. A
@@ -181,3 +181,32 @@ def test_a_model_still_loading_when_deactivate_gives_up_is_left_to_the_next_acti
     probe.wait_for_subscribers(pub)
     time.sleep(1.0)
     served(probe, pub, masks, real_frames[1:3])
+
+
+def test_the_newest_parameters_serve_after_a_change_left_unapplied_by_deactivate(segmenter, gate, probe,
+                                                                               real_frames):
+    """A change made while active applies before the next frame; deactivated before that frame and set
+    again while inactive, the older value used to come back with the first frame after activate."""
+    pub, masks = serving(probe, segmenter)
+    segmenter.set_parameters([Parameter('keyframe_interval', value=5)])
+    assert segmenter.trigger_deactivate() == SUCCESS
+    segmenter.set_parameters([Parameter('keyframe_interval', value=7)])
+    assert segmenter.trigger_activate() == SUCCESS
+    probe.wait_for_subscribers(pub)
+    time.sleep(1.0)
+    served(probe, pub, masks, real_frames[:1])
+    assert segmenter.core.engine_cfg.keyframe_interval == 7
+
+
+def test_a_parameter_set_while_a_model_loads_keeps_that_model(segmenter, gate, probe, real_frames):
+    """The change that arrived during the load was built on the settings before it, and reloaded the old model."""
+    gate.hold_model = 'untrained:recurrent_unet'
+    pub, masks = serving(probe, segmenter)
+    segmenter.set_parameters([Parameter('model', value=gate.hold_model)])
+    send(probe, pub, 'camera', real_frames[0])
+    assert gate.entered.wait(30), 'the model swap never started'
+    segmenter.set_parameters([Parameter('keyframe_interval', value=2)])
+    gate.opened.set()
+    served(probe, pub, masks, real_frames[1:3])
+    assert 'recurrent_unet' in segmenter.core.engine.model_name
+    assert segmenter.core.engine_cfg.keyframe_interval == 2
