@@ -376,3 +376,23 @@ def test_snapshot_writes_exactly_the_buffered_window(node, tmp_path):
     assert read_rosbags([bag])['/snap/image'] == expected  # first and last stamps included
     (mcap_file,) = bag.glob('*.mcap')
     assert read_mcap(mcap_file)['/snap/image'] == expected
+
+
+@pytest.mark.parametrize('param', [
+    'max_bag_size_bytes:=-1', 'max_bag_duration_s:=-1.0', 'discovery_period_s:=0.0', 'discovery_period_s:=-1.0',
+    'chunk_size_bytes:=0', 'queue_max_bytes:=-5', 'input_depth:=0', 'fsync_bytes:=-1', 'snapshot_max_bytes:=-1',
+    'min_free_disk_bytes:=-1', 'diagnostics_period_s:=0.0'])
+def test_nonsense_startup_value_is_one_clear_line_and_exit_2(tmp_path, param):
+    """Before: -1 sizes split after every message, a 0.0 period span a timer at full CPU, a negative one
+    died with a raw RCLError; a clamped depth said nothing. Now: exit 2, one line with the valid range."""
+    proc = start_recorder(tmp_path, param)
+    try:
+        assert proc.wait(30) == 2
+    finally:
+        proc.kill()
+    log = (tmp_path / 'recorder.log').read_text()
+    name = param.split(':=')[0]
+    lines = [ln for ln in log.splitlines() if name in ln]
+    assert len(lines) == 1 and 'out of range' in lines[0] and 'Min' in lines[0], log[-2000:]
+    assert 'Traceback' not in log and 'RCLError' not in log
+    assert not any(p.is_dir() for p in tmp_path.iterdir())  # no bag folder was created
