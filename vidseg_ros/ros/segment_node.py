@@ -181,7 +181,7 @@ class SegmentNodeCore:
         result, changes = validate_changes(self.node, params, EngineConfig, SegmentNodeConfig)
         if not result.successful:
             return result
-        try:  # a model or device change must at least resolve here; the load itself runs in the worker
+        try:  # a model or device change must at least resolve here; the load runs in the worker (or activate)
             if 'model' in changes:
                 check_model_spec(changes['model'])
             if 'device' in changes:
