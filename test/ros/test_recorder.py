@@ -396,3 +396,40 @@ def test_nonsense_startup_value_is_one_clear_line_and_exit_2(tmp_path, param):
     assert len(lines) == 1 and 'out of range' in lines[0] and 'Min' in lines[0], log[-2000:]
     assert 'Traceback' not in log and 'RCLError' not in log
     assert not any(p.is_dir() for p in tmp_path.iterdir())  # no bag folder was created
+
+
+def test_parameters_are_read_only_at_run_time(node, tmp_path):
+    """Before: every `ros2 param set` answered "successful", `param get` then showed the new value, and the
+    recorder went on with the old one. Now each is refused with the reason and nothing changes."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
+
+    def call(srv_type, name, request):
+        client = node.create_client(srv_type, f'/vidseg_recorder/{name}')
+        assert client.wait_for_service(timeout_sec=30), f'no {name} service'
+        future = client.call_async(request)
+        node.executor_.spin_until_future_complete(future, timeout_sec=10)
+        assert future.done(), f'{name} did not answer'
+        return future.result()
+    changes = {'compression': ParameterValue(type=ParameterType.PARAMETER_STRING, string_value='gzip'),
+               'output_dir': ParameterValue(type=ParameterType.PARAMETER_STRING, string_value='/nonexistent'),
+               'max_bag_size_bytes': ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=-7),
+               'queue_max_bytes': ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=1 << 21),
+               'next_output_dirs': ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY,
+                                                  string_array_value=['/tmp'])}
+    proc = start_recorder(tmp_path, 'topics:=[/ro/image]')
+    try:
+        request = SetParameters.Request(parameters=[ParameterMsg(name=k, value=v) for k, v in changes.items()])
+        for name, result in zip(changes, call(SetParameters, 'set_parameters', request).results):
+            assert not result.successful and 'read-only' in result.reason and name in result.reason, result
+        values = call(GetParameters, 'get_parameters', GetParameters.Request(names=list(changes))).values
+        assert [v.string_value for v in values[:2]] == ['none', str(tmp_path)]
+        assert [v.integer_value for v in values[2:4]] == [0, 1 << 30] and list(values[4].string_array_value) == []
+        described = call(DescribeParameters, 'describe_parameters', DescribeParameters.Request(names=list(changes)))
+        assert all(d.read_only for d in described.descriptors)  # what `ros2 param describe` prints
+        rng = described.descriptors[2].integer_range[0]
+        assert (rng.from_value, rng.to_value) == (0, 10**15)
+        assert proc.poll() is None
+        stop_cleanly(proc, tmp_path / 'recorder.log')
+    finally:
+        proc.kill()

@@ -48,8 +48,12 @@ def as_python(value):
     return list(value) if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') else value
 
 
-def declare_settings(node: Node, *classes) -> None:
+def declare_settings(node: Node, *classes, read_only: bool = False) -> None:
     """Declare one parameter per field of each settings dataclass, with its default and description.
+
+    ``read_only``: declare the start-up-only settings (``setting(change='startup')``) read-only, for a node
+    that never applies them at run time: `ros2 param describe` shows it and rclpy refuses every change
+    with the reason. (The segment nodes leave it off: the lifecycle node takes them while inactive.)
 
     A value given under an earlier name of a setting (``setting(renamed_from=...)``, in a parameter file or
     ``-p``) is taken for the current name, by the rule of :func:`vidseg_ros.config.current_names` for
@@ -64,19 +68,26 @@ def declare_settings(node: Node, *classes) -> None:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             if f.name in current and f.name not in given:   # given under an old name only
                 default = current[f.name]
+            desc = _descriptor(f, default)
+            fixed = read_only and f.metadata.get('change') == 'startup'
             if isinstance(default, list) and not default:
                 # An empty list carries no element type; declare the typed array so `-p x:=[..]` works,
                 # then give it its empty value unless overridden: an uninitialised parameter makes the
                 # node's GetParameters answer nothing at all (`ros2 param dump` printed `{}`).
                 item = (typing.get_args(hints[f.name]) or (str,))[0]
                 kind = _ARRAY_TYPES.get(item, Parameter.Type.STRING_ARRAY)
-                node.declare_parameter(f.name, kind, _descriptor(f, default))
+                node.declare_parameter(f.name, kind, desc)
                 try:
                     node.get_parameter(f.name)
                 except ParameterUninitializedException:
                     node.set_parameters([Parameter(f.name, kind, [])])
+                if fixed:   # only now: a read-only parameter cannot be given its empty value
+                    fixed_desc = _descriptor(f, default)   # a new one: rclpy keeps (and checks) the old
+                    fixed_desc.type, fixed_desc.read_only = kind.value, True
+                    node.set_descriptor(f.name, fixed_desc)
             else:
-                node.declare_parameter(f.name, default, _descriptor(f, default))
+                desc.read_only = fixed
+                node.declare_parameter(f.name, default, desc)
 
 
 def _value(node: Node, name: str, default):

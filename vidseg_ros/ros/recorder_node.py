@@ -7,6 +7,10 @@ all disk work. Topics that appear later are discovered by a timer. Services ``~/
 ``diagnostics_period_s``, with per-topic loss: dropped by the recorder and lost in transport (the
 subscriptions' message-lost events, where the RMW reports them).
 
+Parameters (:class:`RecorderSettings`) are read at start-up and declared read-only: they shape the bag
+being written and the subscriptions made, so a change at run time is refused (with the reason) rather
+than accepted and silently not applied; restart the node to change one.
+
 Exit codes: 0 after SIGINT/SIGTERM (bag closed); 1 when recording stopped on its own (disk full,
 write error), after an ERROR diagnostic naming the reason and the file; 2 when it cannot start.
 
@@ -69,7 +73,7 @@ class RecorderNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('vidseg_recorder', **kwargs)
-        declare_settings(self, RecorderSettings)
+        declare_settings(self, RecorderSettings, read_only=True)  # nothing is applied at run time
         self.cfg: RecorderSettings = read_settings(self, RecorderSettings)
         cfg = self.cfg
         self.wanted = {self.resolve_topic_name(t) for t in cfg.topics}
