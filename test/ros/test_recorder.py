@@ -433,3 +433,53 @@ def test_parameters_are_read_only_at_run_time(node, tmp_path):
         stop_cleanly(proc, tmp_path / 'recorder.log')
     finally:
         proc.kill()
+
+
+def latest_status(diags: list, name: str):
+    """The latest DiagnosticStatus called ``name`` in the received DiagnosticArrays (None before one)."""
+    found = None
+    for arr in diags:
+        for st in arr.status:
+            if st.name == name:
+                found = st
+    return found
+
+
+def test_type_change_on_a_recorded_topic_is_said_loudly(node, tmp_path):
+    """Before: a new publisher of another type on a recorded topic lost all its messages with no log and OK
+    diagnostics. The bag cannot hold them (one type per topic): now a WARN log naming both types, a WARN
+    status for the topic and the recorder, and a line at close."""
+    from std_msgs.msg import String
+    diags = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    proc = start_recorder(tmp_path, 'topics:=[/tt]')
+    per_topic = 'vidseg_recorder: /tt'
+    try:
+        strings = node.create_publisher(String, '/tt', QoSProfile(depth=20))
+        wait_matched(node, [strings], proc)
+        for i in range(20):
+            strings.publish(String(data=str(i)))
+        wait_for(node, lambda: topic_values(diags, per_topic).get('messages_written') == '20', what='20 strings')
+        assert latest_status(diags, per_topic).level == DiagnosticStatus.OK
+        node.destroy_publisher(strings)
+        images = node.create_publisher(Image, '/tt', QoSProfile(depth=20))
+        for i in range(20):
+            images.publish(make_image(i, (8, 8)))
+        wait_for(node, lambda: 'sensor_msgs/msg/Image' in topic_values(diags, per_topic).get('unrecorded_types', ''),
+                 what='the type change on /diagnostics')
+        st = latest_status(diags, per_topic)
+        assert st.level == DiagnosticStatus.WARN
+        assert 'std_msgs/msg/String' in st.message and 'sensor_msgs/msg/Image' in st.message
+        wait_for(node, lambda: latest_status(diags, 'vidseg_recorder').level == DiagnosticStatus.WARN,
+                 what='the recorder status WARN')
+        assert '/tt' in latest_status(diags, 'vidseg_recorder').message
+        stop_cleanly(proc, tmp_path / 'recorder.log')
+    finally:
+        proc.kill()
+    log = (tmp_path / 'recorder.log').read_text()
+    warned = [ln for ln in log.splitlines() if 'WARN' in ln and 'sensor_msgs/msg/Image' in ln]
+    assert len(warned) == 2, log  # once when it appeared (not every discovery period), once at close
+    assert 'std_msgs/msg/String' in warned[0] and 'NOT recorded' in warned[0]
+    with AnyReader([only_bag(tmp_path)]) as reader:
+        assert [c.msgtype for c in reader.connections] == ['std_msgs/msg/String']
+        assert sum(1 for _ in reader.messages()) == 20

@@ -34,6 +34,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from std_srvs.srv import Trigger
 
 from vidseg_ros.data.bags.writer import qos_yaml
+from vidseg_ros.data.images import clip
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, new_bag_dir
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
@@ -97,6 +98,8 @@ class RecorderNode(Node):
                 if attempt == 4:
                     raise
         self.subs = {}
+        self.types: dict[str, str] = {}             # topic -> the type recorded
+        self.unrecorded: dict[str, set[str]] = {}   # topic -> other types its publishers offered later
         self._close_result: bool | None = None
         self.lost: dict[str, int] = {}
         self._last = (time.monotonic(), {})  # previous diagnostics snapshot, for rates
@@ -124,7 +127,11 @@ class RecorderNode(Node):
     def discover(self) -> None:
         """Subscribe every matching topic that has a publisher (its QoS and type are then known)."""
         for topic, types in self.get_topic_names_and_types():
-            if topic in self.subs or not self.matches(topic):
+            if not self.matches(topic):
+                continue
+            if topic in self.subs:
+                if topic in self.types and set(types) != {self.types[topic]}:   # a publisher of another type?
+                    self.check_type(topic)
                 continue
             infos = self.get_publishers_info_by_topic(topic)
             if not infos:
@@ -138,6 +145,21 @@ class RecorderNode(Node):
                 self.subs[topic] = None  # not retried every period
                 self.get_logger().error(f'cannot record {topic} [{types[0]}]: {e} (message package missing?)')
 
+    def check_type(self, topic: str) -> None:
+        """Publishers of another type on a recorded topic: their messages cannot be recorded (a topic has one
+        type in a bag, as with ros2 bag record, and our subscription does not match them). Said once per new
+        type, in the log and (for good) on /diagnostics, never lost silently."""
+        recorded = self.types[topic]
+        seen = self.unrecorded.setdefault(topic, set())
+        new = {i.topic_type for i in self.get_publishers_info_by_topic(topic)} - {recorded} - seen
+        if not new:
+            return
+        seen.update(new)
+        self.get_logger().warning(
+            f'{clip(topic)}: publisher(s) of type {clip(", ".join(sorted(new)))} appeared; {clip(topic)} is recorded '
+            f'as {clip(recorded)} only, so their messages are NOT recorded (one type per topic in a bag); restart '
+            f'the recorder (a new bag) to record the new type')
+
     def subscribe(self, topic: str, msgtype: str, infos) -> None:
         cfg = self.cfg
         reliability = 'reliable'
@@ -150,6 +172,7 @@ class RecorderNode(Node):
         self.recorder.add_topic(topic, msgtype, qos_yaml(offered_qos(infos)),
                                 type_hash if type_hash.startswith('RIHS01_') else '')
         self.lost[topic] = 0
+        self.types[topic] = msgtype
         events = SubscriptionEventCallbacks(
             message_lost=lambda e, t=topic: self._on_lost(t, e),
             incompatible_qos=lambda e, t=topic: self.get_logger().error(
@@ -219,15 +242,19 @@ class RecorderNode(Node):
                        f'write queue full ({rec.queued_bytes / 1e6:.0f}/{rec.queue_max_bytes / 1e6:.0f} MB)')
                 self.get_logger().warning(f'{topic}: dropped {d_drop} message(s) in {dt:.1f} s, {why}')
             lost = c.dropped + self.lost.get(topic, 0)
-            level = WARN if lost else OK
-            statuses.append(status(f'vidseg_recorder: {topic}', self.get_name(), level, c.msgtype, {
+            unrecorded = ', '.join(sorted(self.unrecorded.get(topic, ())))
+            level = WARN if lost or unrecorded else OK
+            message = c.msgtype + (f'; NOT recorded (type changed): {unrecorded}' if unrecorded else '')
+            statuses.append(status(f'vidseg_recorder: {topic}', self.get_name(), level, message, {
                 'messages_received': c.received, 'messages_written': c.written, 'bytes_written': c.bytes_written,
                 'rate_hz': d_msgs / dt, 'MB_per_s': (c.bytes_written - (p.bytes_written if p else 0)) / dt / 1e6,
                 'lost': lost, 'dropped': c.dropped, 'lost_in_dds': self.lost.get(topic, 0),
-                'skipped_paused': c.skipped, 'expired_snapshot': c.expired}))
+                'skipped_paused': c.skipped, 'expired_snapshot': c.expired, 'unrecorded_types': unrecorded}))
         fill = rec.queued_bytes / max(rec.queue_max_bytes, 1)
-        level = ERROR if rec.error else WARN if (new_drops or fill > 0.5) else OK
-        message = rec.error or f'{rec.state}, {total_rate:.1f} MB/s'
+        changed = sorted(t for t, types in self.unrecorded.items() if types)
+        level = ERROR if rec.error else WARN if (new_drops or fill > 0.5 or changed) else OK
+        message = rec.error or f'{rec.state}, {total_rate:.1f} MB/s' + (
+            f'; type changed, other type NOT recorded on {", ".join(changed)}' if changed else '')
         files = rec.files
         statuses.insert(0, status('vidseg_recorder', self.get_name(), level, message, {
             'state': rec.state, 'bag': str(rec.snapshots[-1] if rec.snapshots else rec.bag_dir),
@@ -279,6 +306,10 @@ class RecorderNode(Node):
             what = (f'{len(self.recorder.snapshots)} snapshot bag(s) {[str(p) for p in self.recorder.snapshots]}'
                     if self.cfg.snapshot_mode else f'bag closed: {", ".join(map(str, self.recorder.bags))}')
             logger.info(f'{what} ({counts})')
+        for topic, types in sorted(self.unrecorded.items()):
+            if types:
+                logger.warning(f'{clip(topic)}: messages of type {clip(", ".join(sorted(types)))} were NOT recorded '
+                               f'(only {clip(self.types[topic])} is)')
         self._close_result = ok and self.recorder.error is None
         return self._close_result
 
