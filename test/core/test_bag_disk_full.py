@@ -2,6 +2,7 @@
 
 Needs root to mount; skipped with the reason otherwise. Frames are camera-sized (1280x720 rgb8).
 """
+import errno
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from support.bags import IMAGE, image_cdr, mount_tmpfs, read_mcap, read_rosbags
 from support.waiting import wait_until
 
 from vidseg_ros.data.bags.recover import is_complete
+from vidseg_ros.data.recorder import sink
 from vidseg_ros.data.recorder.core import Recorder
 from vidseg_ros.data.recorder.disk_space import RESERVE_NAME
 
@@ -112,8 +114,15 @@ def test_goes_on_in_the_next_output_dir(small_fs, tmp_path):
         subprocess.run(['umount', '-l', str(other)], check=False)
 
 
-def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path):
-    """Even the reserve is gone: the file keeps its complete chunks, nothing claims it closed."""
+@pytest.mark.parametrize('no_room_after_the_cut', [False, True])
+def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path, monkeypatch, no_room_after_the_cut):
+    """Even the reserve is gone: the file is cut back to its last complete chunk and closed there (the cut
+    gives back the room the summary needs). Only if even that fails is it left, complete chunks kept, for
+    `vidseg bag-recover`, and nothing claims it closed."""
+    if no_room_after_the_cut:   # a disk taken again by another program right after the cut
+        def no_room(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(sink, 'seal', no_room)
     errors = []
     rec = Recorder(small_fs / 'bag', chunk_size_bytes=1 << 20, min_free_disk_bytes=0,
                    disk_usage=lambda p: Usage(0, 0, 1 << 40), on_error=errors.append)  # blind check
@@ -124,9 +133,14 @@ def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path):
     for i, data in enumerate(frames(20)):
         rec.put('/cam', data, 1000 + i)
     wait_stopped(rec)
-    assert not rec.closed_ok and errors and 'NOT closed' in errors[0] and 'closed properly' not in errors[0]
     c = rec.snapshot()['/cam']
     assert c.written + c.dropped == 20 and c.written >= 5
+    if not no_room_after_the_cut:
+        assert errors and 'closed there' in errors[0] and 'NOT closed' not in errors[0]
+        check_readable(small_fs / 'bag', rec)   # as it is, no recovery step
+        return
+    assert not rec.closed_ok and errors and 'NOT closed' in errors[0] and 'closed properly' not in errors[0]
+    assert 'closing it at its last complete chunk failed too' in errors[0]
     recover = [sys.executable, '-m', 'vidseg_ros.cli', 'bag-recover', str(small_fs / 'bag'), '--force']
     result = subprocess.run(recover, capture_output=True, text=True, timeout=120)  # next to it: no room
     assert result.returncode == 1 and '--out' in result.stderr and result.stderr.count('\n') == 1

@@ -1,5 +1,6 @@
 """recorder_node across processes with real rclpy + FastDDS: every frame recorded, splits, kill + recovery."""
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def node():
     rclpy.try_shutdown(context=context)
 
 
-def start_recorder(tmp_path: Path, *params: str, log_dir: Path | None = None) -> subprocess.Popen:
+def start_recorder(tmp_path: Path, *params: str, log_dir: Path | None = None, preexec_fn=None) -> subprocess.Popen:
     """recorder_node in its own process; ``params`` (name:=value) override the test defaults."""
     values = {'output_dir': str(tmp_path), 'bag_prefix': 'test', 'discovery_period_s': '0.2',
               'diagnostics_period_s': '0.3', 'min_free_disk_bytes': '0'}
@@ -52,7 +53,7 @@ def start_recorder(tmp_path: Path, *params: str, log_dir: Path | None = None) ->
             args += ['-p', f'{name}:={value}']
     tmp_path.mkdir(exist_ok=True)
     log = open((log_dir or tmp_path) / 'recorder.log', 'w')
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
 
 
 def wait_matched(node, pubs, proc, timeout=30.0):
@@ -483,3 +484,44 @@ def test_type_change_on_a_recorded_topic_is_said_loudly(node, tmp_path):
     with AnyReader([only_bag(tmp_path)]) as reader:
         assert [c.msgtype for c in reader.connections] == ['std_msgs/msg/String']
         assert sum(1 for _ in reader.messages()) == 20
+
+
+def test_file_size_limit_ends_with_a_readable_bag_an_error_and_exit_1(node, tmp_path):
+    """QA's `ulimit -f 50000` (a write fails with EFBIG, as on a full disk): before, exit 1 with the file
+    NOT closed and no metadata.yaml (rosbags: `Expected metadata file`) until `vidseg bag-recover`. Now the
+    file is cut back to its last complete chunk and closed there: exit 1, ERROR saying so, bag readable."""
+    limit = 48 << 20   # above FastDDS's 32 MB shared-memory segment (a file too), below 100 VGA frames
+
+    def lower_file_size_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit raises EFBIG, no kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    topic = '/cam_vga/image'
+    pub = node.create_publisher(Image, topic, QoSProfile(depth=N))
+    diags = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    proc = start_recorder(tmp_path, f'topics:=[{topic}]', 'chunk_size_bytes:=2000000',
+                          preexec_fn=lower_file_size_limit)
+    try:
+        wait_matched(node, [pub], proc)
+        t0, i = time.monotonic(), 0
+        while proc.poll() is None and i < 100:
+            pub.publish(make_image(i, SIZES[topic]))
+            i += 1
+            node.executor_.spin_once(timeout_sec=max(0.0, t0 + i / 30 - time.monotonic()))
+        assert proc.wait(30) == 1
+        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder').get('state') == 'error', timeout=5,
+                 what='the ERROR diagnostic')
+    finally:
+        proc.kill()
+    last = latest_status(diags, 'vidseg_recorder')
+    assert last.level == DiagnosticStatus.ERROR and 'File too large' in last.message
+    assert 'closed there' in last.message and 'NOT closed' not in last.message
+    written = int(topic_values(diags, 'vidseg_recorder')['messages_written'])
+    bag = only_bag(tmp_path)
+    (mcap_file,) = bag.glob('*.mcap')
+    assert is_complete(mcap_file) and (bag / 'metadata.yaml').exists() and mcap_file.stat().st_size <= limit
+    got = read_rosbags([bag])[topic]
+    assert len(got) == written >= 20 and got == read_mcap(mcap_file)[topic]
+    assert [m[0] for m in got] == list(range(written))   # the first frames, in order, none missing
+    log = (tmp_path / 'recorder.log').read_text()
+    assert f'{written} messages written' in log and 'bag-recover' not in log

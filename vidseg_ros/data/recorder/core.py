@@ -220,7 +220,7 @@ class Recorder:
 
     @property
     def closed_ok(self) -> bool:
-        """False when a file could not be finished (see BagWriter.abandon)."""
+        """False when a file could not be closed, not even at its last complete chunk (see BagSink.close)."""
         return self._sink.closed_ok
 
     @property

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from vidseg_ros.data.bags.direct_file import BLOCK
-from vidseg_ros.data.bags.writer import BagWriter
+from vidseg_ros.data.bags.writer import BagWriter, write_metadata
 from vidseg_ros.data.recorder.disk_space import DiskSpace
+from vidseg_ros.data.recorder.seal import seal
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class BagSink:
         self._topic_args: dict[str, tuple] = {}  # topic -> BagWriter.add_topic arguments
         self._files: list[Path] = []
         self.bags: list[Path] = []               # in recording order (snapshots not included)
-        self.closed_ok = True  # False when a file could not be finished (see BagWriter.abandon)
+        self.closed_ok = True  # False when a file could not be closed, not even at its last complete chunk
         self.writer: BagWriter | None = None
         self.space: DiskSpace | None = None
         probe = self.bag_dir.parent
@@ -194,21 +195,35 @@ class BagSink:
         log.info('snapshot written: %s', path)
 
     def close(self) -> None:
-        """Close the current bag using its reserve; if even that fails, keep its complete chunks."""
+        """Close the current bag using its reserve; if even that fails, close its file where its last complete
+        chunk ends (RuntimeError says what became of it)."""
         if self.writer is None:
             return
         self.space.release()
         try:
             self.writer.close()
-        except Exception as e:  # noqa: BLE001
-            self.closed_ok = False
-            for topic, n in self.writer.pending_counts.items():  # in the chunk that never reached the file
-                self._topics[topic].written -= n
-                self._topics[topic].dropped += n
-            path = self.writer.abandon()
-            raise RuntimeError(f'closing {path or self.writer.bag_dir} failed ({e}); it is NOT closed: its '
-                               f'complete chunks are on disk, recover them with `vidseg bag-recover '
-                               f'{self.writer.bag_dir} --out DIR_ON_ANOTHER_DISK`') from e
+        except Exception as e:  # noqa: BLE001 - EFBIG, EIO, ENOSPC past the reserve: the file is still kept
+            raise RuntimeError(self._close_at_last_chunk(e)) from e
         finally:
             self._files += self.writer.files
             self.writer = None
+
+    def _close_at_last_chunk(self, error: Exception) -> str:
+        """Cut the file back to its last complete chunk and write its summary and metadata.yaml there
+        (:mod:`vidseg_ros.data.recorder.seal`); only if even that fails is it left for ``vidseg bag-recover``."""
+        writer = self.writer
+        for topic, n in writer.pending_counts.items():  # in the chunk that never reached the file
+            self._topics[topic].written -= n
+            self._topics[topic].dropped += n
+        path = writer.abandon()
+        what = f'closing {path or writer.bag_dir} failed ({error})'
+        if path is not None:
+            try:
+                seal(path)
+                write_metadata(writer.bag_dir, writer.files, writer.compression)
+                return f'{what}; cut back to its last complete chunk and closed there'
+            except (OSError, ValueError) as e:
+                what += f'; closing it at its last complete chunk failed too ({e})'
+        self.closed_ok = False
+        return (f'{what}; it is NOT closed: its complete chunks are on disk, recover them with `vidseg bag-recover '
+                f'{writer.bag_dir} --out DIR_ON_ANOTHER_DISK`')

@@ -1,0 +1,100 @@
+"""A write that fails (EFBIG: a file-size limit, RLIMIT_FSIZE lowered in a child process) still ends with a
+readable bag: the file is cut back to its last complete chunk and closed there, metadata.yaml written.
+
+Before, the file was left without a summary and the folder without metadata.yaml: rosbags refused it
+(`Expected metadata file ... does not exist`) until `vidseg bag-recover` rewrote it elsewhere.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from support.bags import IMAGE, TS, read_mcap, read_rosbags
+
+from vidseg_ros.data.bags.recover import is_intact
+from vidseg_ros.data.bags.writer import BagWriter
+from vidseg_ros.data.recorder.seal import seal
+
+N = 40
+LIMIT = 8 << 20  # RLIMIT_FSIZE of the recording process: the reserve (~2 MB) fits, 40 frames of 300 kB do not
+
+RECORD = r'''
+import json, resource, signal, sys
+from pathlib import Path
+from vidseg_ros.data.recorder.core import Recorder
+bag, limit, compression, frames = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # a write past the limit raises EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+errors = []
+rec = Recorder(bag, compression=compression, chunk_size_bytes=1 << 20, min_free_disk_bytes=0,
+               on_error=errors.append)
+rec.add_topic('/cam', 'sensor_msgs/msg/Image')
+for i, data in enumerate(json.loads(frames.read_text())):
+    rec.put('/cam', bytes.fromhex(data), 1000 + i)
+rec._thread.join(60)  # the writer thread ends on its own at the write error
+c = rec.snapshot()['/cam']
+print(json.dumps({'errors': errors, 'written': c.written, 'dropped': c.dropped, 'closed_ok': rec.closed_ok,
+                  'files': [str(p) for p in rec.files], 'alive': rec._thread.is_alive()}))
+'''
+
+
+def noisy_frame(i: int, rng) -> bytes:
+    """A valid 320x320 rgb8 Image whose pixels do not compress (zstd and lz4 chunks stay full size)."""
+    T = TS.types
+    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i, nanosec=0), frame_id='cam')
+    data = rng.integers(0, 256, 320 * 320 * 3, dtype=np.uint8)
+    return TS.serialize_cdr(T[IMAGE](header=header, height=320, width=320, encoding='rgb8', is_bigendian=0,
+                                     step=320 * 3, data=data), IMAGE)
+
+
+@pytest.mark.parametrize('compression', ['none', 'zstd'])
+def test_file_size_limit_ends_with_a_readable_bag(tmp_path, compression):
+    rng = np.random.default_rng(0)
+    sent = [noisy_frame(i, rng) for i in range(N)]
+    (tmp_path / 'frames.json').write_text(json.dumps([d.hex() for d in sent]))
+    bag = tmp_path / 'bag'
+    proc = subprocess.run([sys.executable, '-c', RECORD, str(bag), str(LIMIT), compression,
+                           str(tmp_path / 'frames.json')], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert not result['alive'] and len(result['errors']) == 1
+    error = result['errors'][0]
+    assert 'File too large' in error and 'cut back to its last complete chunk and closed there' in error, error
+    assert 'bag closed properly' in error and 'NOT closed' not in error and result['closed_ok']
+    written = result['written']
+    assert written >= 10 and written + result['dropped'] == N   # every message written or counted dropped
+    (mcap_file,) = (Path(p) for p in result['files'])
+    assert is_intact(mcap_file) and (bag / 'metadata.yaml').exists()
+    assert mcap_file.stat().st_size <= LIMIT
+    # both readers, as they are (no recovery step): exactly the messages counted written, in order
+    assert read_rosbags([bag]) == [('/cam', d) for d in sent[:written]]
+    assert read_mcap(mcap_file) == [('/cam', d) for d in sent[:written]]
+
+
+def test_seal_closes_a_file_cut_at_a_chunk_and_refuses_a_torn_one(tmp_path):
+    """The unit: a file cut after a complete chunk is closed where it ends; one cut inside a record is left
+    untouched (ValueError); an empty file (cut before its first chunk) becomes a valid empty MCAP."""
+    rng = np.random.default_rng(1)
+    sent = [noisy_frame(i, rng) for i in range(6)]
+    writer = BagWriter(tmp_path / 'bag', chunk_size_bytes=1 << 20, direct_io=False)
+    writer.add_topic('/cam', IMAGE)
+    for i, data in enumerate(sent):
+        writer.write('/cam', data, 1000 + i)
+    kept = len(sent) - writer.pending_counts['/cam']   # the rest is in the chunk being filled
+    path = writer.abandon()   # as after a failed write: back to the last complete chunk
+    assert 0 < kept < len(sent) and seal(path) == kept and is_intact(path)
+    assert read_mcap(path) == [('/cam', d) for d in sent[:kept]]
+
+    torn = tmp_path / 'torn.mcap'
+    torn.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    before = torn.read_bytes()
+    with pytest.raises(ValueError, match='ends inside a record'):
+        seal(torn)
+    assert torn.read_bytes() == before
+
+    empty = tmp_path / 'empty.mcap'
+    empty.touch()
+    assert seal(empty) == 0 and is_intact(empty) and read_mcap(empty) == []
