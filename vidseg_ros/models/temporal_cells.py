@@ -62,7 +62,11 @@ def _pixels(x: torch.Tensor) -> torch.Tensor:
 
 def pointwise(conv: nn.Conv2d, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
     """A 1x1 ``conv`` on pixels (B, C_in, N) -> (B, C_out, N) as one matrix product (+ ``add``)."""
-    y = torch.matmul(conv.weight.flatten(1), x)     # a fresh tensor: adding in place is safe for autograd
+    w = conv.weight.flatten(1)
+    # mm/bmm on the pixels as laid out: matmul's broadcasting of a 2-D weight over the batch transposed and
+    # copied, and left a strided result that made the element-wise passes after it slower than the product.
+    y = torch.mm(w, x[0]).unsqueeze(0) if x.shape[0] == 1 else torch.bmm(w.expand(x.shape[0], -1, -1), x)
+    # y is a fresh tensor: adding in place is safe for autograd
     if conv.bias is not None:
         y.add_(conv.bias[:, None])
     return y if add is None else y.add_(add)
