@@ -99,7 +99,7 @@ class RecorderNode(Node):
                     raise
         self.subs = {}
         self.types: dict[str, str] = {}             # topic -> the type recorded
-        self.unrecorded: dict[str, set[str]] = {}   # topic -> other types its publishers offered later
+        self.unrecorded: dict[str, set[str]] = {}   # topic -> types offered but not recorded (later, or several)
         self._close_result: bool | None = None
         self.lost: dict[str, int] = {}
         self._last = (time.monotonic(), {})  # previous diagnostics snapshot, for rates
@@ -137,13 +137,24 @@ class RecorderNode(Node):
             if not infos:
                 continue
             if len(types) != 1:
-                self.get_logger().warning(f'{topic} has several types {types}; not recorded', once=True)
+                self.several_types(topic, types)
                 continue
             try:
                 self.subscribe(topic, types[0], infos)
             except (ImportError, AttributeError, ValueError) as e:
                 self.subs[topic] = None  # not retried every period
                 self.get_logger().error(f'cannot record {topic} [{types[0]}]: {e} (message package missing?)')
+
+    def several_types(self, topic: str, types: list[str]) -> None:
+        """A matching topic offered in several types is not recorded, as with ros2 bag record (one type per
+        topic in a bag); said once per topic and new type (a once-per-process log hid every topic after the
+        first) and on the recorder's /diagnostics status until one type is left and it is recorded."""
+        seen = self.unrecorded.setdefault(topic, set())
+        if set(types) <= seen:
+            return
+        seen.update(types)
+        self.get_logger().warning(f'{clip(topic)} has several types ({clip(", ".join(sorted(types)))}): NOT recorded '
+                                  '(one type per topic in a bag, as with ros2 bag record)')
 
     def check_type(self, topic: str) -> None:
         """Publishers of another type on a recorded topic: their messages cannot be recorded (a topic has one
@@ -173,6 +184,7 @@ class RecorderNode(Node):
                                 type_hash if type_hash.startswith('RIHS01_') else '')
         self.lost[topic] = 0
         self.types[topic] = msgtype
+        self.unrecorded.get(topic, set()).discard(msgtype)   # several types before, one now: it is recorded
         events = SubscriptionEventCallbacks(
             message_lost=lambda e, t=topic: self._on_lost(t, e),
             incompatible_qos=lambda e, t=topic: self.get_logger().error(
@@ -254,7 +266,7 @@ class RecorderNode(Node):
         changed = sorted(t for t, types in self.unrecorded.items() if types)
         level = ERROR if rec.error else WARN if (new_drops or fill > 0.5 or changed) else OK
         message = rec.error or f'{rec.state}, {total_rate:.1f} MB/s' + (
-            f'; type changed, other type NOT recorded on {", ".join(changed)}' if changed else '')
+            f'; messages of another type NOT recorded on {", ".join(changed)}' if changed else '')
         files = rec.files
         statuses.insert(0, status('vidseg_recorder', self.get_name(), level, message, {
             'state': rec.state, 'bag': str(rec.snapshots[-1] if rec.snapshots else rec.bag_dir),
@@ -308,8 +320,9 @@ class RecorderNode(Node):
             logger.info(f'{what} ({counts})')
         for topic, types in sorted(self.unrecorded.items()):
             if types:
+                recorded = f'only {clip(self.types[topic])} is' if topic in self.types else 'the topic is not in the bag'
                 logger.warning(f'{clip(topic)}: messages of type {clip(", ".join(sorted(types)))} were NOT recorded '
-                               f'(only {clip(self.types[topic])} is)')
+                               f'({recorded})')
         self._close_result = ok and self.recorder.error is None
         return self._close_result
 
