@@ -217,7 +217,12 @@ def test_a_run_without_frames_leaves_no_fps_and_a_bad_fps_is_estimated_again(tmp
     write_bag(tmp_path / 'bag', [_noise(3, 12)], BagFromFramesConfig(rate_hz=10))
     with pytest.raises(ValueError, match='no image messages on /nope'):
         extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(topics=['/nope']))
-    assert 'fps' not in read_meta(tmp_path / 'out')     # the failed run used to leave fps: 0.0, kept forever
+    # the failed run used to leave fps: 0.0 (kept forever), and an empty index that made the folder a dataset
+    assert not (tmp_path / 'out').exists()
+    (tmp_path / 'mine').mkdir()
+    with pytest.raises(ValueError, match='no image messages on /nope'):
+        extract([tmp_path / 'bag'], tmp_path / 'mine', ExtractConfig(topics=['/nope']))
+    assert (tmp_path / 'mine').is_dir() and not list((tmp_path / 'mine').iterdir())   # the user's folder stays
     extract([tmp_path / 'bag'], tmp_path / 'out')
     assert read_meta(tmp_path / 'out')['fps'] == pytest.approx(10.0)
     (tmp_path / 'out' / 'dataset.yaml').write_text('classes: [a, b]\nfps: 0.0\n')   # an old dataset
@@ -230,7 +235,7 @@ def test_a_time_range_beyond_the_bag_is_an_error_and_a_warning_per_bag(tmp_path)
     write_bag(tmp_path / 'long', [_noise(30, 14)], BagFromFramesConfig(rate_hz=10))
     with pytest.raises(ValueError, match=r'short: no frame from 100 s after the first .*span 0.20 s'):
         extract([tmp_path / 'short'], tmp_path / 'a', ExtractConfig(start_s=100))
-    assert not list((tmp_path / 'a' / 'images').iterdir())
+    assert not (tmp_path / 'a').exists()
     res = extract([tmp_path / 'short', tmp_path / 'long'], tmp_path / 'b', ExtractConfig(start_s=1.0))
     assert res.written == 20 and res.warnings == [f'{tmp_path / "short"}: no frame from 1 s after the first '
                                                   '(--start-s/--stop-s); its image topics span 0.20 s']

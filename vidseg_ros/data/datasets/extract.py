@@ -257,6 +257,7 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
     for bag in bags:
         check_bag(bag)
     out = Path(out)
+    fresh = not out.exists()
     (out / 'images').mkdir(parents=True, exist_ok=True)
     result = ExtractResult()
     old = {r.image: r for r in read_index(out)} if (out / INDEX_NAME).is_file() else {}
@@ -276,8 +277,15 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
                 _extract_on_cluster(pool, named, out, cfg, old, rows, result, progress)
     finally:
         records = [r for r in rows.values() if Path(r.image).is_file()]
-        write_index(out, records)
-        _update_fps(out, records)
+        if records or old:
+            write_index(out, records)
+            _update_fps(out, records)
+        else:   # no frame written: leave no empty dataset that later commands would take for one
+            for folder in (out / 'images', out) if fresh else (out / 'images',):
+                try:
+                    folder.rmdir()      # only if empty
+                except OSError:
+                    pass
     if not result.selected:     # nothing to extract in any bag: an error, saying why for each bag
         raise ValueError('; '.join(result.empty_bags))
     for text in result.empty_bags:
