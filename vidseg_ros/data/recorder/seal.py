@@ -8,7 +8,8 @@ so :func:`seal` writes it right there and the file opens in every reader as it i
 
 The summary is rebuilt from the file itself (chunk headers, message indexes, definitions inside the
 chunks), never from the writer's memory, which the failed write left half-updated. Only headers are
-read: definitions are looked for in the first chunks, until every channel that has messages is known.
+read: definitions are looked for in the first chunks (split by ``mcap``), until every channel that has
+messages is known.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from pathlib import Path
 
 from mcap.data_stream import ReadDataStream, RecordBuilder
 from mcap.opcode import Opcode
-from mcap.records import Channel, ChunkIndex, DataEnd, Header, MessageIndex, Schema, Statistics, SummaryOffset
+from mcap.records import (Channel, Chunk, ChunkIndex, DataEnd, Header, MessageIndex, Schema, Statistics,
+                          SummaryOffset)
+from mcap.stream_reader import breakup_chunk
 from mcap.writer import MCAP0_MAGIC
 
 _RECORD = struct.Struct('<BQ')                 # opcode, body length
@@ -107,7 +110,8 @@ def _scan(buf, size: int, path: Path) -> _Index:
             chunk.message_index_length += end - pos   # the indexes follow their chunk back to back
             index.counts[entry.channel_id] += len(entry.records)
         elif op in (Opcode.SCHEMA, Opcode.CHANNEL):
-            _definition(op, buf[body:end], index)
+            _define((Schema if op == Opcode.SCHEMA else Channel).read(ReadDataStream(io.BytesIO(buf[body:end]))),
+                    index)
         pos = end
     for chunk in index.chunks:   # definitions come before their first message: the first chunks hold them
         if index.defined():
@@ -131,38 +135,18 @@ def _chunk(buf, pos: int, body: int, end: int) -> ChunkIndex:
 
 
 def _chunk_definitions(buf, chunk: ChunkIndex, index: _Index) -> None:
-    """The schemas and channels inside one chunk (its messages are skipped, not read)."""
-    start = chunk.chunk_start_offset + chunk.chunk_length - chunk.compressed_size
-    data, pos, end = buf, start, start + chunk.compressed_size
-    if chunk.compression:
-        data, pos = _decompress(chunk.compression, buf[start:end], chunk.uncompressed_size), 0
-        end = len(data)
-    while pos + _RECORD.size <= end:
-        op, length = _RECORD.unpack_from(data, pos)
-        body = pos + _RECORD.size
-        if op in (Opcode.SCHEMA, Opcode.CHANNEL):
-            _definition(op, data[body:body + length], index)
-        pos = body + length
+    """The schemas and channels inside one chunk, split by ``mcap``'s own ``breakup_chunk``."""
+    body = buf[chunk.chunk_start_offset + _RECORD.size:chunk.chunk_start_offset + chunk.chunk_length]
+    for record in breakup_chunk(Chunk.read(ReadDataStream(io.BytesIO(body)))):
+        _define(record, index)
 
 
-def _definition(op: int, body: bytes, index: _Index) -> None:
-    stream = ReadDataStream(io.BytesIO(body))
-    if op == Opcode.SCHEMA:
-        schema = Schema.read(stream)
-        index.schemas.setdefault(schema.id, schema)
-    else:
-        channel = Channel.read(stream)
-        index.channels.setdefault(channel.id, channel)
-
-
-def _decompress(compression: str, data: bytes, size: int) -> bytes:
-    if compression == 'zstd':
-        import zstandard
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
-    if compression == 'lz4':
-        import lz4.frame
-        return lz4.frame.decompress(data)
-    raise ValueError(f'unknown chunk compression {compression!r}')
+def _define(record, index: _Index) -> None:
+    """Keep a schema or channel definition (the first of each id)."""
+    if isinstance(record, Schema):
+        index.schemas.setdefault(record.id, record)
+    elif isinstance(record, Channel):
+        index.channels.setdefault(record.id, record)
 
 
 def _summary(index: _Index, base: int) -> bytes:
