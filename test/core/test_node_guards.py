@@ -110,6 +110,14 @@ def test_model_and_device_preflight(tmp_path):
     fake.write_bytes(b'not a zip archive')
     with pytest.raises(ValueError, match='not a PyTorch archive'):
         check_model_spec(str(fake))
+    garbage = tmp_path / 'garbage.onnx'
+    garbage.write_bytes(b'<html>404 Not Found</html>')     # a failed download, saved under the model's name
+    with pytest.raises(ValueError, match='not an ONNX model'):
+        check_model_spec(str(garbage))
+    import onnx
+    real = tmp_path / 'real.onnx'
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], 'g', [], [])), real)
+    check_model_spec(str(real))
     with pytest.raises(ValueError):
         check_device('cuda:9')
     with pytest.raises(ValueError):

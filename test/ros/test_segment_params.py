@@ -170,13 +170,14 @@ def test_cameras_while_inactive_refused_when_repeated_or_not_a_namespace(start_n
 
 def test_model_that_fails_to_load_on_activate_is_rolled_back_and_the_old_one_serves(start_node, probe, real_frames,
                                                                                    tmp_path):
-    """A model set while inactive loads on activate. One that resolves but does not load (random bytes in
-    an .onnx) made activate fail with nothing logged and dropped the node to unconfigured, model gone."""
+    """A model set while inactive loads on activate. One that resolves but does not load (random bytes
+    after ONNX's first byte in an .onnx) made activate fail with nothing logged and dropped the node to unconfigured, model gone."""
     node = start_node('vidseg_ros.ros.segment_lifecycle_node', SMALL)
     masks = probe.collect(Image, f'/{NAME}/mask', RELIABLE)
     assert transition(probe, node, Transition.TRANSITION_CONFIGURE), node.log()[-2000:]
     garbage = tmp_path / 'garbage.onnx'
-    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
+    # ONNX's first byte, so that the parameter check (guards.check_model_spec) passes it and the load fails
+    garbage.write_bytes(b'\x08' + np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
     assert set_param(probe, node, 'model', str(garbage)).successful
     assert transition(probe, node, Transition.TRANSITION_ACTIVATE), node.log()[-2000:]
     assert lifecycle_state(probe, node) == 'active'

@@ -58,6 +58,11 @@ def camera_info_problem(width: int, height: int, k, d, r, p, max_pixels: int) ->
     return None
 
 
+# An ONNX file is a serialised ModelProto whose first field is its ir_version (field 1, a varint: tag 0x08);
+# protobuf writes fields in number order and the ONNX checker requires ir_version, so every model starts so.
+ONNX_FIRST_BYTE = b'\x08'
+
+
 def check_model_spec(spec: str) -> None:
     """Raise ValueError when ``model`` does not resolve to a readable file (or untrained:<arch>).
 
@@ -83,6 +88,8 @@ def check_model_spec(spec: str) -> None:
         raise ValueError(f'model file {short(str(path))} is not a PyTorch archive (starts with {head!r})')
     if path.suffix == '.onnx' and not head:
         raise ValueError(f'model file {short(str(path))} is empty')
+    if path.suffix == '.onnx' and head[:1] != ONNX_FIRST_BYTE:
+        raise ValueError(f'model file {short(str(path))} is not an ONNX model (starts with {head!r})')
 
 
 def check_device(device: str) -> None:
