@@ -126,6 +126,36 @@ def test_import_id_labels_by_stamp_with_mapping(tmp_path):
     assert sample['label'].max() == 1
 
 
+def test_a_bad_label_late_in_the_folder_leaves_the_earlier_import_as_it_was(tmp_path):
+    """Labels were written one by one: a file that failed to load overwrote nothing after it but every
+    label before it, while the index (unchanged) still described the earlier import."""
+    ds, recs = _dataset(tmp_path)
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    first.mkdir(), second.mkdir()
+    ones = np.ones((24, 32), np.uint8)
+    for r in recs[:2]:
+        cv2.imwrite(str(first / f'{r.stamp_ns}.png'), ones)
+    import_labels(ds, first, class_names=['bg', 'obj'])
+    before = {p: p.read_bytes() for p in (ds / 'labels').rglob('*') if p.is_file()}
+    cv2.imwrite(str(second / f'{recs[0].stamp_ns}.png'), np.zeros((24, 32), np.uint8))
+    cv2.imwrite(str(second / f'{recs[1].stamp_ns}.png'), np.zeros((24, 32), np.uint16))   # 16-bit: refused
+    cv2.imwrite(str(second / f'{recs[3].stamp_ns}.png'), np.zeros((24, 32), np.uint8))
+    with pytest.raises(ValueError, match='uint16 labels'):
+        import_labels(ds, second, class_names=['bg', 'obj'])
+    assert {p: p.read_bytes() for p in (ds / 'labels').rglob('*') if p.is_file()} == before
+    assert [r.label_source for r in read_index(ds)] == ['human', 'human', 'none', 'none']
+
+
+def test_a_failed_first_import_leaves_no_labels_folder(tmp_path):
+    ds, recs = _dataset(tmp_path)
+    (tmp_path / 'lab').mkdir()
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.zeros((24, 32), np.uint8))
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[1].stamp_ns}.png'), np.zeros((24, 32, 3), np.uint8))  # colour
+    with pytest.raises(ValueError, match='colour image'):
+        import_labels(ds, tmp_path / 'lab', class_names=['bg', 'obj'])
+    assert not (ds / 'labels').exists()
+
+
 def test_import_colour_labels_by_order(tmp_path):
     ds, recs = _dataset(tmp_path, n=2)
     (tmp_path / 'classes.csv').write_text(TABLE)

@@ -9,6 +9,8 @@ in place instead of copying them).
 """
 from __future__ import annotations
 
+import contextlib
+
 import csv
 import logging
 from dataclasses import dataclass
@@ -208,9 +210,8 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
             raise ValueError(f'label {clip(file)} is {lw}x{lh} but its frame {clip(rec.image)} is {fw}x{fh}; '
                              'labels must have their frame\'s size')
     by_image = {r.image: r for r in records}
-    for rec, file in pairs:
-        ids = load_label(file, lut, table.colors if table else None, ignore_index)
-        out = write_label(dataset / 'labels' / rec.sequence / f'{rec.stamp_ns}.png', ids)
+    for rec, out in _write_all(dataset, pairs, lambda f: load_label(f, lut, table.colors if table else None,
+                                                                    ignore_index)):
         by_image[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, out, rec.stamp_ns, source,
                                           rec.bag, rec.topic, rec.encoding)
     write_index(dataset, list(by_image.values()))
@@ -228,6 +229,30 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
     log.info('imported %d label(s) into %s (%d file(s) unmatched)', len(pairs), dataset,
              len(files) - len(pairs))
     return {'imported': len(pairs), 'unmatched': len(files) - len(pairs), 'frames': len(records)}
+
+
+def _write_all(dataset: Path, pairs, load) -> list[tuple[FrameRecord, Path]]:
+    """Every label of ``pairs`` into ``labels/``, all or none: each is staged beside its place and moved
+    there only when all have loaded and been written, so a bad file late in the folder leaves the labels of an
+    earlier import as they were (they were overwritten while the index still described them)."""
+    staged: list[tuple[Path, Path]] = []
+    new_dirs: list[Path] = [] if (dataset / 'labels').is_dir() else [dataset / 'labels']
+    try:
+        for rec, file in pairs:
+            final = dataset / 'labels' / rec.sequence / f'{rec.stamp_ns}.png'
+            if not final.parent.is_dir():
+                new_dirs.append(final.parent)
+            staged.append((write_label(final.with_name(f'.{final.stem}.import.png'), load(file)), final))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for folder in reversed(new_dirs):      # only the folders this import made, and only when empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    for tmp, final in staged:
+        tmp.replace(final)
+    return [(rec, final) for (rec, _), (_, final) in zip(pairs, staged)]
 
 
 def _image_hw(path: Path) -> tuple[int, int]:
