@@ -95,3 +95,46 @@ def test_stops_cleanly_on_signals(start_node, probe, frame_folder, signals):
         time.sleep(0.05)
     assert node.proc.wait(timeout=5) == 0, node.log()
     assert 'Traceback' not in node.log() and '[ERROR]' not in node.log(), node.log()
+
+
+@pytest.fixture
+def folder_with_a_broken_image(tmp_path, real_frames):
+    """4 readable PNGs with an unreadable one sorting third; the frames in publishing order."""
+    import cv2
+    frames = [cv2.resize(rgb, (64, 48)) for rgb in real_frames[:4]]
+    for i, rgb in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f'{i:04d}.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    (tmp_path / '0001_broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
+    return tmp_path, frames
+
+
+def test_an_unreadable_image_is_skipped_not_the_end(start_node, probe, folder_with_a_broken_image):
+    """It ended the folder (2 of 4 frames, exit 0): VideoFrames' generator stops at the first error."""
+    folder, frames = folder_with_a_broken_image
+    images = probe.collect(Image, 'image')
+    node = start_node(NODE, {'source': str(folder), 'rate_hz': 30.0, 'wait_for_subscribers': 1})
+    assert node.proc.wait(timeout=60) == 0, node.log()
+    probe.wait_for(lambda: len(images) == len(frames), 10, 'every readable frame', node)
+    assert [bytes(m.data) for m in images] == [f.tobytes() for f in frames]
+    assert 'skipping unreadable frame' in node.log() and 'published 4 frames, skipped 1 unreadable' in node.log()
+
+
+def test_looping_plays_the_images_after_an_unreadable_one(start_node, probe, folder_with_a_broken_image):
+    """With loop it played the 2 frames before the broken one for ever."""
+    folder, frames = folder_with_a_broken_image
+    images = probe.collect(Image, 'image')
+    node = start_node(NODE, {'source': str(folder), 'rate_hz': 30.0, 'loop': True, 'max_frames': 2 * len(frames),
+                             'wait_for_subscribers': 1})
+    assert node.proc.wait(timeout=60) == 0, node.log()
+    probe.wait_for(lambda: len(images) == 2 * len(frames), 10, 'two passes', node)
+    assert [bytes(m.data) for m in images] == [f.tobytes() for f in frames] * 2
+
+
+@pytest.mark.parametrize('loop', [False, True])
+def test_a_folder_of_unreadable_images_fails(start_node, tmp_path, loop):
+    """It exited 0 having published nothing, or with loop span for ever publishing nothing."""
+    for i in range(3):
+        (tmp_path / f'{i}.png').write_bytes(b'not an image')
+    node = start_node(NODE, {'source': str(tmp_path), 'rate_hz': 30.0, 'loop': loop})
+    assert node.proc.wait(timeout=60) == 1, node.log()
+    assert 'none of the 3 images' in node.log() and 'Traceback' not in node.log(), node.log()

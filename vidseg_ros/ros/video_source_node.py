@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from vidseg_ros.config import ConfigError
-from vidseg_ros.data.images import ImageError, from_rgb8
+from vidseg_ros.data.images import ImageError, from_rgb8, read_rgb
 from vidseg_ros.data.video import VideoFrames, resize_rgb
 from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
@@ -20,6 +20,10 @@ from vidseg_ros.ros.settings import VideoSourceConfig
 from vidseg_ros.ros.spin import run
 
 FOLDER_RATE_HZ = 10.0
+
+
+class AllUnreadable(ImageError):
+    """Every image of a pass through the folder failed to read: nothing will ever be published."""
 
 
 class VideoSourceNode(Node):
@@ -41,8 +45,12 @@ class VideoSourceNode(Node):
                                if self.cfg.transport in ('compressed', 'both') else None)
         self.pub_info = self.create_publisher(CameraInfo, 'camera_info', profile)
         self.published = 0
+        self.skipped = 0          # unreadable images of a folder, skipped
         self.finished = False
+        self.failed = False       # every image of a folder pass was unreadable: exit 1
         self._iter = iter(self.frames)
+        self._next_file = 0       # index into self.frames.files of the next image to read
+        self._read_this_pass = False
         self._wait_started = time.monotonic()
         self.timer = self.create_timer(1.0 / rate, self._tick)
         self.get_logger().info(f'publishing {self.cfg.source} at {rate:.1f} Hz '
@@ -62,6 +70,9 @@ class VideoSourceNode(Node):
         return False
 
     def _next_frame(self):
+        """The next RGB frame, or None at the end of the stream."""
+        if self.frames.files:
+            return self._next_image()
         try:
             return next(self._iter)[1]
         except StopIteration:
@@ -70,6 +81,29 @@ class VideoSourceNode(Node):
             self._iter = iter(self.frames)
             return next(self._iter, (0, None))[1]
 
+    def _next_image(self):
+        """The next readable image of the folder, read by index: an unreadable one is skipped (counted,
+        logged) and the next one read in the same tick. VideoFrames' generator would end at the first
+        unreadable image, which looked like the end of the folder."""
+        files = self.frames.files
+        while True:
+            if self._next_file == len(files):
+                if not self._read_this_pass:
+                    raise AllUnreadable(f'none of the {len(files)} images in {self.cfg.source} is readable')
+                if not self.cfg.loop:
+                    return None
+                self._next_file, self._read_this_pass = 0, False
+            path = files[self._next_file]
+            self._next_file += 1
+            try:
+                rgb = read_rgb(path)
+            except ImageError as e:
+                self.skipped += 1
+                self.get_logger().error(f'skipping unreadable frame: {e}', throttle_duration_sec=5.0)
+                continue
+            self._read_this_pass = True
+            return rgb
+
     def _tick(self) -> None:
         if self.finished or not self._subscribers_ready():
             return
@@ -77,9 +111,10 @@ class VideoSourceNode(Node):
             return self._finish()
         try:
             rgb = self._next_frame()
-        except ImageError as e:
-            self.get_logger().error(f'skipping unreadable frame: {e}', throttle_duration_sec=5.0)
-            return
+        except AllUnreadable as e:
+            self.get_logger().error(f'{e}: stopping')
+            self.failed = True
+            return self._finish()
         if rgb is None:
             return self._finish()
         rgb = resize_rgb(rgb, self.cfg.resize_hw)
@@ -93,17 +128,18 @@ class VideoSourceNode(Node):
 
     def done(self) -> bool:
         """The last frame is out and the node should exit (``spin.run``)."""
-        return self.finished and self.cfg.exit_at_end
+        return self.failed or (self.finished and self.cfg.exit_at_end)
 
     def finish(self, code: int) -> int:
         if self.finished:
             time.sleep(0.5)  # let reliable subscribers fetch the last frames before we leave
-        return code
+        return code or int(self.failed)
 
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
-            self.get_logger().info(f'end of {self.cfg.source}: published {self.published} frames')
+            skipped = f', skipped {self.skipped} unreadable' if self.skipped else ''
+            self.get_logger().info(f'end of {self.cfg.source}: published {self.published} frames{skipped}')
 
 
 def main(args=None) -> int:
