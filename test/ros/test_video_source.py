@@ -138,3 +138,11 @@ def test_a_folder_of_unreadable_images_fails(start_node, tmp_path, loop):
     node = start_node(NODE, {'source': str(tmp_path), 'rate_hz': 30.0, 'loop': loop})
     assert node.proc.wait(timeout=60) == 1, node.log()
     assert 'none of the 3 images' in node.log() and 'Traceback' not in node.log(), node.log()
+
+
+@pytest.mark.parametrize('rate_hz', [-5.0, 0.0001, 5000.0])
+def test_a_rate_out_of_range_fails_at_start_up(start_node, frame_folder, rate_hz):
+    """-5 was exit 2 with rcl's RCLError text; 0.0001 waited 10,000 s for its first frame."""
+    node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': rate_hz})
+    assert node.proc.wait(timeout=30) == 2, node.log()
+    assert f'rate_hz: {rate_hz!r} is out of range' in node.log() and 'RCLError' not in node.log(), node.log()

@@ -20,6 +20,7 @@ from vidseg_ros.ros.settings import VideoSourceConfig
 from vidseg_ros.ros.spin import run
 
 FOLDER_RATE_HZ = 10.0
+RATE_RANGE_HZ = (0.01, 1000.0)   # 100 s per frame at most: slower looks like a hung node
 
 
 class AllUnreadable(ImageError):
@@ -36,6 +37,7 @@ class VideoSourceNode(Node):
         if not self.cfg.source:
             raise ConfigError('parameter `source` is empty: give a video file or image folder '
                               '(-p source:=/path/to/video.mp4)')
+        check_rate(self.cfg.rate_hz)
         self.frames = VideoFrames(self.cfg.source)
         rate = self.cfg.rate_hz or self.frames.fps or FOLDER_RATE_HZ
         profile = keep_last_qos(self.cfg.output_reliability, self.cfg.output_depth)
@@ -140,6 +142,14 @@ class VideoSourceNode(Node):
             self.finished = True
             skipped = f', skipped {self.skipped} unreadable' if self.skipped else ''
             self.get_logger().info(f'end of {self.cfg.source}: published {self.published} frames{skipped}')
+
+
+def check_rate(rate_hz: float) -> None:
+    """Raise ConfigError unless ``rate_hz`` is 0 (the video's own rate) or in RATE_RANGE_HZ (rcl refused a
+    negative one with its own error text; 0.0001 Hz waited 10,000 s for the first frame)."""
+    low, high = RATE_RANGE_HZ
+    if rate_hz != 0.0 and not low <= rate_hz <= high:   # NaN fails both
+        raise ConfigError(f'rate_hz: {rate_hz!r} is out of range {low}..{high} (0 = the video\'s own rate)')
 
 
 def main(args=None) -> int:
