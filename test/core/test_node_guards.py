@@ -13,8 +13,8 @@ from vidseg_ros.data.images import (ImageError, compressed_size, decode_compress
                                     image_fields_to_rgb8)
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.ros import health
-from vidseg_ros.ros.guards import (ErrorThrottle, camera_info_problem, check_device, check_model_spec,
-                                   stamp_is_sane)
+from vidseg_ros.ros.guards import (ErrorThrottle, camera_info_image_size, camera_info_problem,
+                                   camera_info_size_problem, check_device, check_model_spec, stamp_is_sane)
 from vidseg_ros.ros.settings import SegmentNodeConfig
 
 
@@ -96,6 +96,30 @@ def test_camera_info_and_stamp_sanity():
     now = 1_700_000_000 * 10**9
     assert stamp_is_sane(now - 50_000_000, now) and not stamp_is_sane(0, now)
     assert not stamp_is_sane(now + 3600 * 10**9, now)
+
+
+def camera_info(width, height, binning=(0, 0), roi=(0, 0, 0, 0)):
+    """The CameraInfo fields the size check reads; roi = (x_offset, y_offset, width, height)."""
+    from types import SimpleNamespace
+    return SimpleNamespace(width=width, height=height, binning_x=binning[0], binning_y=binning[1],
+                           roi=SimpleNamespace(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3]))
+
+
+def test_the_image_size_a_camera_info_describes():
+    """REP-104: the ROI when set, else the full size, divided by the binning; a binned or ROI camera
+    legitimately sends a CameraInfo larger than its image."""
+    assert camera_info_image_size(camera_info(640, 480)) == (640, 480)
+    assert camera_info_image_size(camera_info(640, 480, binning=(1, 1))) == (640, 480)
+    assert camera_info_image_size(camera_info(1280, 960, binning=(2, 2))) == (640, 480)
+    assert camera_info_image_size(camera_info(1920, 1080, roi=(100, 50, 640, 480))) == (640, 480)
+    assert camera_info_image_size(camera_info(2560, 1920, (2, 4), roi=(8, 8, 1280, 1920))) == (640, 480)
+
+
+def test_a_camera_info_of_another_image_size_is_a_problem():
+    """It was rescaled from its own size: 640x480 images with a 320x961 CameraInfo got fx 320, fy 79.9."""
+    assert camera_info_size_problem((640, 480), (640, 480)) is None
+    problem = camera_info_size_problem(camera_info_image_size(camera_info(320, 961)), (640, 480))
+    assert '320x961' in problem and '640x480' in problem
 
 
 def test_model_and_device_preflight(tmp_path):

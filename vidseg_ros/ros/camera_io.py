@@ -15,7 +15,7 @@ from vidseg_ros.engine import outputs
 from vidseg_ros.ros.camera_stats import CameraStats
 from vidseg_ros.ros.conversions import (array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                         scale_camera_info)
-from vidseg_ros.ros.guards import camera_info_problem
+from vidseg_ros.ros.guards import camera_info_image_size, camera_info_problem, camera_info_size_problem
 from vidseg_ros.ros.params import keep_last_qos
 from vidseg_ros.ros.settings import SegmentNodeConfig
 
@@ -57,6 +57,7 @@ class CameraIO:
         self._last_info_at = float('-inf')   # monotonic time the last CameraInfo arrived
         self._info_cond = threading.Condition()
         self._slot: Job | None = None
+        self._image_size = (0, 0)   # (width, height) of the frame last converted: its CameraInfo must match
         # destroy() (executor) against the worker publishing: a worker that deactivate gave up waiting for
         # finds the publishers gone and publishes nothing, instead of racing their destruction.
         self._pubs_lock = threading.Lock()
@@ -118,12 +119,15 @@ class CameraIO:
             self._subs, self.pubs, self.pub_info = [], {}, None
 
     # ---- worker side ---------------------------------------------------------------------------
-    @staticmethod
-    def convert(msg, max_pixels: int):
-        """The message as RGB uint8 (raises ImageError on bad input)."""
+    def convert(self, msg, max_pixels: int):
+        """The message as RGB uint8 (raises ImageError on bad input); its size is kept for the CameraInfo
+        check (a CompressedImage tells it only once decoded)."""
         if isinstance(msg, CompressedImage):
-            return compressed_msg_to_rgb8(msg, max_pixels)
-        return image_msg_to_rgb8(msg, max_pixels)
+            rgb = compressed_msg_to_rgb8(msg, max_pixels)
+        else:
+            rgb = image_msg_to_rgb8(msg, max_pixels)
+        self._image_size = (rgb.shape[1], rgb.shape[0])
+        return rgb
 
     def subscribed(self, name: str) -> bool:
         """Someone listens to output ``name`` (no one once destroyed)."""
@@ -153,7 +157,8 @@ class CameraIO:
             return info
 
     def publish_camera_info(self, header, mask_hw, max_pixels: int) -> None:
-        """The frame's CameraInfo scaled to the mask size; a missing or bad one is a warning, not a failure.
+        """The CameraInfo of the frame last converted, scaled to the mask size; a missing or bad one (one
+        that describes another image size included) is a warning, not a failure.
         ``max_pixels``: the current ``max_input_pixels`` (a run-time setting, as for the images)."""
         info = self.matching_info(header)
         if info is None:
@@ -164,7 +169,8 @@ class CameraIO:
             self.stats.log_error('camera_info', f'camera_info frame_id {short(info.header.frame_id)} does not '
                                                 f'match the image\'s {short(header.frame_id)} (unknown camera)', True)
             return
-        problem = camera_info_problem(info.width, info.height, info.k, info.d, info.r, info.p, max_pixels)
+        problem = (camera_info_problem(info.width, info.height, info.k, info.d, info.r, info.p, max_pixels)
+                   or camera_info_size_problem(camera_info_image_size(info), self._image_size))
         if problem:
             self.stats.log_error('camera_info', problem, True)
             return

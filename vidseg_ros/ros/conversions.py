@@ -6,6 +6,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vidseg_ros.data.images import (array_to_image_fields, decode_compressed, encode_compressed,
                                     image_fields_to_rgb8, pinhole_intrinsics)
+from vidseg_ros.ros.guards import camera_info_image_size
 
 
 def image_msg_to_rgb8(msg: Image, max_pixels: int | None = None) -> np.ndarray:
@@ -37,30 +38,26 @@ def rgb8_to_compressed_msg(rgb: np.ndarray, header, fmt: str = 'jpeg', quality: 
 
 
 def scale_camera_info(info: CameraInfo, out_w: int, out_h: int, header=None) -> CameraInfo:
-    """CameraInfo rescaled to another image size (K, P, ROI and binning scaled; D unchanged)."""
-    if info.width <= 0 or info.height <= 0:
+    """The CameraInfo of the image ``info`` describes, resized to ``out_w`` x ``out_h``: K and P with the
+    ROI offset removed and the binning applied (REP-104), then scaled; binning 0 and no ROI, as the
+    output is a full image; D and R unchanged."""
+    image_w, image_h = camera_info_image_size(info)
+    if image_w <= 0 or image_h <= 0:
         raise ValueError(f'camera_info has zero size ({info.width}x{info.height})')
-    sx, sy = out_w / info.width, out_h / info.height
+    bx, by = max(info.binning_x, 1), max(info.binning_y, 1)
+    sx, sy = out_w / image_w, out_h / image_h
+    # pixel (u, v) of the full sensor -> ((u - x_offset) / bx * sx, (v - y_offset) / by * sy)
+    to_output = np.array([[sx / bx, 0.0, -info.roi.x_offset * sx / bx],
+                          [0.0, sy / by, -info.roi.y_offset * sy / by],
+                          [0.0, 0.0, 1.0]])
     out = CameraInfo()
     out.header = header if header is not None else info.header
     out.width, out.height = out_w, out_h
     out.distortion_model = info.distortion_model
     out.d = list(info.d)
-    k = np.asarray(info.k, dtype=float).reshape(3, 3).copy()
-    k[0] *= sx
-    k[1] *= sy
-    out.k = k.reshape(-1).tolist()
+    out.k = (to_output @ np.asarray(info.k, dtype=float).reshape(3, 3)).reshape(-1).tolist()
     out.r = list(info.r)
-    p = np.asarray(info.p, dtype=float).reshape(3, 4).copy()
-    p[0] *= sx
-    p[1] *= sy
-    out.p = p.reshape(-1).tolist()
-    out.binning_x, out.binning_y = info.binning_x, info.binning_y
-    out.roi.x_offset = int(round(info.roi.x_offset * sx))
-    out.roi.y_offset = int(round(info.roi.y_offset * sy))
-    out.roi.width = int(round(info.roi.width * sx))
-    out.roi.height = int(round(info.roi.height * sy))
-    out.roi.do_rectify = info.roi.do_rectify
+    out.p = (to_output @ np.asarray(info.p, dtype=float).reshape(3, 4)).reshape(-1).tolist()
     return out
 
 

@@ -58,6 +58,21 @@ def camera_info_problem(width: int, height: int, k, d, r, p, max_pixels: int) ->
     return None
 
 
+def camera_info_image_size(info) -> tuple[int, int]:
+    """(width, height) of the image a CameraInfo describes (REP-104): its ROI when set, else the full
+    calibrated size, divided by the binning when > 1 (the ROI is in unbinned pixels)."""
+    return ((info.roi.width or info.width) // max(info.binning_x, 1),
+            (info.roi.height or info.height) // max(info.binning_y, 1))
+
+
+def camera_info_size_problem(info_size: tuple[int, int], image_size: tuple[int, int]) -> str | None:
+    """Why a CameraInfo does not describe this image, or None: K would be rescaled from the wrong size."""
+    if info_size == tuple(image_size):
+        return None
+    return (f'camera_info describes a {info_size[0]}x{info_size[1]} image (after ROI and binning) but the '
+            f'image is {image_size[0]}x{image_size[1]}')
+
+
 # An ONNX file is a serialised ModelProto whose first field is its ir_version (field 1, a varint: tag 0x08);
 # protobuf writes fields in number order and the ONNX checker requires ir_version, so every model starts so.
 ONNX_FIRST_BYTE = b'\x08'
