@@ -28,7 +28,7 @@ setup(
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={
-        'console_scripts': [f'{n} = {PACKAGE}.ros.{n}:main' for n in NODES] + [
+        'console_scripts': [f'{n} = {PACKAGE}.ros.entry:{n}' for n in NODES] + [
             f'vidseg = {PACKAGE}.cli:main',
         ],
     },

@@ -1,0 +1,60 @@
+"""Entry of the node executables: a SIGINT/SIGTERM during start-up ends the process with status 0.
+
+A node module imports rclpy and torch first (seconds): a signal then arrived with Python's defaults and
+ended the process with -2 and a KeyboardInterrupt traceback, -15, or -6 when the KeyboardInterrupt met
+torch's C++ ("terminate called after throwing pybind11::error_already_set"), and launch respawns a
+non-zero exit. This module imports only the standard library and installs quiet handlers before it
+imports the node module; ``spin.run`` replaces them with its own once the node starts.
+
+lib/vidseg_ros/<node> runs ``python -c 'from vidseg_ros.ros.entry import main; main()' -m <module> ...``:
+the command line keeps ``-m vidseg_ros.ros.<node>``, from which tools (and the launch tests) read which
+node a process is. The console scripts call the functions named after the nodes.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+
+PACKAGE = 'vidseg_ros.ros'
+
+
+def _exit_now(signum, frame) -> None:
+    # os._exit, not sys.exit: an exception raised inside an import (torch's C++ included) is what
+    # printed the traceback or aborted; nothing has started that needs cleaning up.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
+
+
+def run_node(module: str) -> int:
+    """Install the start-up handlers, then import ``module`` and return its ``main()``."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_now)
+    return importlib.import_module(module).main()
+
+
+def main() -> None:
+    """``python -c '...main()' -m MODULE ARGS...``: run MODULE's main with ARGS as its command line."""
+    if len(sys.argv) < 3 or sys.argv[1] != '-m':
+        sys.exit(f'usage: python -c "from {__name__} import main; main()" -m {PACKAGE}.<node> [--ros-args ...]')
+    module = sys.argv[2]
+    sys.argv = [module, *sys.argv[3:]]
+    sys.exit(run_node(module))
+
+
+def segment_node() -> int:
+    return run_node(f'{PACKAGE}.segment_node')
+
+
+def segment_lifecycle_node() -> int:
+    return run_node(f'{PACKAGE}.segment_lifecycle_node')
+
+
+def recorder_node() -> int:
+    return run_node(f'{PACKAGE}.recorder_node')
+
+
+def video_source_node() -> int:
+    return run_node(f'{PACKAGE}.video_source_node')
