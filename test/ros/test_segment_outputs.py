@@ -119,3 +119,29 @@ def test_a_camera_info_of_another_size_is_rejected_a_binned_one_served(start_nod
     assert (infos[0].width, infos[0].height, infos[0].binning_x) == (64, 48, 0)
     np.testing.assert_allclose(infos[0].k, np.array(binned.k) * [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1, 1, 1])
     assert 'Traceback' not in node.log()
+
+
+def _camera_status(diags, camera='image'):
+    return next((s for arr in reversed(diags) for s in arr.status if s.name.endswith(f': {camera}')), None)
+
+
+def test_a_stamp_ahead_of_our_clock_is_clock_skew_not_a_latency(start_node, probe, real_frames):
+    """Stamps up to 10 s ahead counted as sane: end_to_end_ms_p50 -55.1 and an OK "end-to-end p50 -55.1 ms"."""
+    import time
+    node = start_node('vidseg_ros.ros.segment_node', {**PARAMS, 'diagnostics_period_s': 0.2})
+    masks = probe.collect(Image, f'{OUT}/mask')
+    diags = probe.collect(DiagnosticArray, '/diagnostics')
+    (pub,) = probe.publishers(node, 'image', msg_type=Image)
+    stamp = time.time_ns() + 2 * 10**9
+    pub.publish(image_msg(cv2.resize(real_frames[0], (64, 48)), stamp))
+    probe.wait_for(lambda: masks, 60, 'the mask', node)
+
+    def counted():
+        status = _camera_status(diags)
+        return status is not None and diag_values(status)['frames_out'] == '1'
+    probe.wait_for(counted, 20, 'diagnostics of the frame', node)
+    values = diag_values(_camera_status(diags))
+    assert values['clock_skew_stamps'] == '1' and 1900 < float(values['clock_skew_ms_max']) < 2100, values
+    assert 'end_to_end_ms_p50' not in values and 'transport_ms_p50' not in values, values
+    assert 'end-to-end' not in _camera_status(diags).message
+

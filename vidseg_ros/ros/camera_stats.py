@@ -24,6 +24,8 @@ class CameraStats:
         self.lost_in_transport = 0   # reported by the RMW (message-lost event), never reached the callback
         self.bad_inputs = 0
         self.bad_stamps = 0
+        self.clock_skew_stamps = 0    # stamps ahead of our clock on arrival: the sender's clock runs ahead
+        self.clock_skew_ms_max = 0.0
         self.published_errors = 0
         self.frames = 0
         self.key_frames = 0
@@ -62,17 +64,27 @@ class CameraStats:
             self.key_reasons[reason] = self.key_reasons.get(reason, 0) + 1
         timings = {**result.timings_ms, **timings}
         timings['model_key' if result.is_key else 'model_current'] = result.timings_ms.get('model', 0.0)
+        self._add_stamp_timings(timings, result, stamp_ns, received_ns)
+        self.latency.add_all(timings)
+        self.rate_out.tick()
+
+    def _add_stamp_timings(self, timings: dict[str, float], result, stamp_ns: int, received_ns: int) -> None:
+        """Transport, end to end and overhead (ms) into ``timings`` when the stamp is on this machine's
+        clock and not ahead of it; else counted (bad_stamps, clock_skew_stamps) and kept out."""
         now_ns = self.node.get_clock().now().nanoseconds
-        if stamp_is_sane(stamp_ns, now_ns):
+        if not stamp_is_sane(stamp_ns, now_ns):
+            # stamp 0, another clock: the frame is served, its "latency" kept out of the statistics
+            self.bad_stamps += 1
+        elif stamp_ns > received_ns:
+            # a negative latency is the clocks' disagreement, not a latency: counted as such, kept out
+            self.clock_skew_stamps += 1
+            self.clock_skew_ms_max = max(self.clock_skew_ms_max, (stamp_ns - received_ns) / 1e6)
+        else:
             timings['transport'] = (received_ns - stamp_ns) / 1e6  # stamp -> our callback
             timings['end_to_end'] = (now_ns - stamp_ns) / 1e6
             # What the ROS side adds (transport in, conversion, publishing): end-to-end minus the engine's
             # work and minus the wait for a busy worker (that wait is the model's, not the adapter's).
             timings['overhead'] = timings['end_to_end'] - sum(result.timings_ms.values()) - timings['wait']
-        else:  # stamp 0, another clock: the frame is served, its "latency" kept out of the statistics
-            self.bad_stamps += 1
-        self.latency.add_all(timings)
-        self.rate_out.tick()
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def diagnostic_status(self, engine, engine_cfg, worker: health.CameraHealth, period_s: float):
@@ -84,7 +96,8 @@ class CameraStats:
             'input_rate_hz': self.rate_in.rate_hz(), 'output_rate_hz': self.rate_out.rate_hz(),
             'frames_in': self.rate_in.total, 'frames_out': self.frames, 'dropped_frames': self.dropped,
             'lost_in_transport': self.lost_in_transport, 'bad_inputs': self.bad_inputs,
-            'bad_stamps': self.bad_stamps, 'publish_errors': self.published_errors,
+            'bad_stamps': self.bad_stamps, 'clock_skew_stamps': self.clock_skew_stamps,
+            'clock_skew_ms_max': self.clock_skew_ms_max, 'publish_errors': self.published_errors,
             'key_frames': self.key_frames,
             'key_frame_ratio': self.key_frames / self.frames if self.frames else 0.0,
             'keyframe_policy': engine_cfg.keyframe_policy, 'keyframe_interval': engine_cfg.keyframe_interval,
