@@ -145,3 +145,10 @@ def test_a_stamp_ahead_of_our_clock_is_clock_skew_not_a_latency(start_node, prob
     assert 'end_to_end_ms_p50' not in values and 'transport_ms_p50' not in values, values
     assert 'end-to-end' not in _camera_status(diags).message
 
+
+def test_diagnostics_flow_with_sim_time_and_no_clock(start_node, probe):
+    """use_sim_time with no /clock publisher: the ROS-clock timer never fired, no /diagnostics at all."""
+    node = start_node('vidseg_ros.ros.segment_node', {**PARAMS, 'use_sim_time': True, 'diagnostics_period_s': 0.2})
+    diags = probe.collect(DiagnosticArray, '/diagnostics')
+    probe.wait_for(lambda: len(diags) >= 3, 60, '/diagnostics without /clock', node)
+    assert _camera_status(diags) is not None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 
 from vidseg_ros.data.images import SHORT_TEXT
 
@@ -39,3 +40,9 @@ def array(stamp, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
     msg.header.stamp = stamp
     msg.status = statuses
     return msg
+
+
+def steady_timer(node, period_s: float, callback):
+    """A timer for /diagnostics on the steady clock: with use_sim_time and no /clock publisher a ROS-clock
+    timer never fires, and monitors took the silent node for dead (the stamps stay the node clock's)."""
+    return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))

@@ -109,7 +109,7 @@ class SegmentNodeCore:
         self.fatal = ''
         self.worker = threading.Thread(target=self._work, args=(stopping,), name='vidseg_inference', daemon=True)
         self.worker.start()
-        self.diag_timer = self.node.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
+        self.diag_timer = diagnostics.steady_timer(self.node, self.cfg.diagnostics_period_s, self._publish_diagnostics)
         self.node.get_logger().info(f'serving camera(s): {", ".join(s.name for s in self.streams)}')
         return True
 
