@@ -42,6 +42,54 @@ def test_index_roundtrip(tmp_path):
     assert src.num_classes == 2 and src.ignore_index == 255
 
 
+def _edit_index(root, row, column, value):
+    """Set one cell of index.csv (row 1 = the first data row; value None drops the row's cells from there)."""
+    lines = (root / 'index.csv').read_text().splitlines()
+    header = lines[0].split(',')
+    cells = lines[row].split(',')
+    at = header.index(column)
+    cells = cells[:at] if value is None else cells[:at] + [value] + cells[at + 1:]
+    lines[row] = ','.join(cells)
+    (root / 'index.csv').write_text('\n'.join(lines) + '\n')
+
+
+@pytest.mark.parametrize('column, value, says', [
+    ('stamp_ns', '', 'column stamp_ns: empty'),
+    ('stamp_ns', '1.5e9', "column stamp_ns: '1.5e9' is not an integer"),
+    ('index', 'x', "column index: 'x' is not an integer"),
+    ('index', '', 'column index: empty'),
+    ('image', '', 'column image: empty'),
+    ('sequence', ' ', 'column sequence: empty'),
+    ('stamp_ns', None, 'column stamp_ns: empty (the row has fewer cells than the header)'),
+])
+def test_read_index_names_the_file_row_and_column_of_a_bad_cell(tmp_path, column, value, says):
+    """An empty stamp_ns cell was "invalid literal for int() with base 10: ''" naming nothing."""
+    _synthetic_video(tmp_path)
+    _edit_index(tmp_path, 3, column, value)
+    with pytest.raises(ValueError) as err:
+        read_index(tmp_path)
+    assert str(err.value) == f'{tmp_path / "index.csv"}: row 3 (line 4), {says}'
+
+
+def test_read_index_names_a_missing_column(tmp_path):
+    _synthetic_video(tmp_path)
+    text = (tmp_path / 'index.csv').read_text()
+    (tmp_path / 'index.csv').write_text(text.replace('stamp_ns', 'stamp', 1))
+    with pytest.raises(ValueError, match=r'index\.csv: no column stamp_ns in the header \(sequence,index,stamp,'):
+        read_index(tmp_path)
+    (tmp_path / 'index.csv').write_text('')
+    with pytest.raises(ValueError, match=r'no column sequence, index, stamp_ns, image in the header \(empty file\)'):
+        read_index(tmp_path)
+
+
+def test_read_index_takes_optional_cells_empty(tmp_path):
+    _synthetic_video(tmp_path, labelled=(0,))
+    for column in ('label', 'label_source', 'bag', 'topic', 'encoding'):
+        _edit_index(tmp_path, 2, column, '')
+    rec = read_index(tmp_path)[1]
+    assert rec.label is None and rec.label_source == 'none' and rec.bag == rec.topic == rec.encoding == ''
+
+
 def test_frame_dataset_shapes_and_ignore(tmp_path):
     src = _synthetic_video(tmp_path)
     cfg = AugmentConfig(crop_hw=[64, 80], hflip=True, jitter=0.2, scale_range=[0.8, 1.2])

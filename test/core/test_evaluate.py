@@ -209,19 +209,20 @@ def test_eval_sources_extracted_datasets_and_refuses_empty_selections(tmp_path):
         open_eval_source(tmp_path / 'cv', split='val')
 
 
-def _extracted(root, stamps_s, seq='a'):
-    """An extracted dataset (index.csv with stamps) of a moving square, 2 classes."""
+def _extracted(root, stamps_s, seq='a', index=None, sizes=None):
+    """An extracted dataset (index.csv with stamps) of a moving square, 2 classes; ``index``: the frame
+    numbers (default 0, 1, ...), ``sizes``: each frame's (H, W) (default (H, W))."""
     from vidseg_ros.data.datasets.layouts import FrameRecord, write_index, write_meta
     recs = []
     (root / 'images' / seq).mkdir(parents=True)
     (root / 'labels' / seq).mkdir(parents=True)
     for i, t in enumerate(stamps_s):
         img, lab = root / 'images' / seq / f'{i}.png', root / 'labels' / seq / f'{i}.png'
-        mask = np.zeros((H, W), np.uint8)
+        mask = np.zeros(sizes[i] if sizes else (H, W), np.uint8)
         mask[20:40, 10 + 3 * i:30 + 3 * i] = 1
         cv2.imwrite(str(img), np.where(mask[..., None] > 0, 220, 30).astype(np.uint8).repeat(3, 2))
         cv2.imwrite(str(lab), mask)
-        recs.append(FrameRecord(seq, i, img, lab, int(round(t * 1e9)), 'human'))
+        recs.append(FrameRecord(seq, index[i] if index else i, img, lab, int(round(t * 1e9)), 'human'))
     write_index(root, recs)
     write_meta(root, {'classes': ['background', 'object'], 'ignore_index': 255})
     return root
@@ -327,3 +328,87 @@ def test_eval_reads_a_checkpoint_file_once(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, 'load', lambda f, *a, **k: reads.append(str(f)) or load(f, *a, **k))
     run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'eval', write_card=False)
     assert reads == [str(ckpt)]
+
+
+def test_temporal_runs_break_at_resets_missing_frames_and_size_changes(tmp_path):
+    from vidseg_ros.data.datasets.layouts import FrameRecord
+    from vidseg_ros.tools.evaluate import temporal_runs
+    # CamVid val style: every 2nd source frame at 15 Hz is the usual step, not a missing frame
+    index = [0, 2, 4, 6, 10, 12, 14, 16, 18, 20, 22]
+    stamps = [i / 30 for i in index]
+    stamps[7:] = [s + 5 for s in stamps[7:]]         # a 5 s hole before index 16
+    stamps[9] = stamps[8] - 0.1                      # a stamp going backwards at index 20
+    recs = [FrameRecord('a', i, tmp_path / f'{i}.png', stamp_ns=int(t * 1e9)) for i, t in zip(index, stamps)]
+    sizes = [(64, 96)] * 10 + [(48, 72)]             # the last frame is smaller
+    runs, breaks = temporal_runs(recs, 0.5, sizes)
+    assert runs == [(0, 4), (4, 7), (7, 9), (9, 10), (10, 11)]
+    assert breaks == {'missing': 1, 'gap': 1, 'backwards': 1, 'resize': 1}
+    runs, breaks = temporal_runs(recs, 0.0)          # max_gap_s 0: the node keeps its state across time gaps
+    assert runs == [(0, 4), (4, 9), (9, 11)] and breaks == {'missing': 1, 'backwards': 1}
+    assert temporal_runs(recs[:1], 0.5) == ([(0, 1)], {}) and temporal_runs([], 0.5) == ([], {})
+
+
+def _pair_tc(ev, t):
+    """TC of frames (t-1, t) of the first sequence, from the frames themselves (no flows reused)."""
+    from vidseg_ros.data.images import read_rgb
+    from vidseg_ros.training.metrics import temporal_consistency
+    recs = next(iter(ev.seqs.values()))
+    preds = ev.runs[0]['pred']
+    return temporal_consistency(preds[t - 1:t + 1], [read_rgb(r.image) for r in recs[t - 1:t + 1]], 2)
+
+
+def test_eval_scores_tc_and_mvc_only_within_runs_of_consecutive_frames(tmp_path):
+    """12 frames at 10 Hz, 5 s hole after frame 3: the node resets there, and the pair (3, 4) and every
+    window over it are not scored (they were: TC and mVC8 came out as without the hole)."""
+    from vidseg_ros.training.metrics import video_consistency
+    from vidseg_ros.tools.evaluate import EvalSession
+    stamps = [0.1 * i for i in range(12)]
+    ckpt = _checkpoint(tmp_path / 'm.pt')
+    whole = EvalSession(ckpt, _extracted(tmp_path / 'whole', stamps), split='all')
+    rw = whole.score(keyframe_interval=1)
+    assert rw['TC_pairs'] == 11 and rw['mVC8_windows'] == 5 and 'mVC16' not in rw and rw['mVC16_windows'] == 0
+    pairs = [_pair_tc(whole, t) for t in range(1, 12)]
+    assert rw['TC'] == pytest.approx(np.mean(pairs))
+    gap = EvalSession(ckpt, _extracted(tmp_path / 'gap', stamps[:4] + [s + 5 for s in stamps[4:]]), split='all')
+    rg = gap.score(keyframe_interval=1)
+    assert rg['resets'] == {'gap': 1} and gap.timing['breaks'] == {'gap': 1}
+    assert rg['TC_pairs'] == 10 and rg['TC'] == pytest.approx(np.mean(pairs[:3] + pairs[4:]))
+    assert rg['mVC8_windows'] == 1
+    run = gap.runs[0]
+    assert rg['mVC8'] == pytest.approx(video_consistency(run['pred'][4:], run['gt'][4:], 8, 255))
+    assert gap.timing['note'].endswith('; TC / mVC within runs of consecutive frames (1 break: 1 time gap): '
+                                       'TC over 10 frame pair(s), mVC8 / mVC16 over 1 / 0 window(s)')
+    assert whole.timing['note'].endswith('reset the state as in the node; TC over 11 frame pair(s), '
+                                         'mVC8 / mVC16 over 5 / 0 window(s)')
+    # frames missing from the index (0.4 s apart: no reset) break the runs too
+    idx = EvalSession(ckpt, _extracted(tmp_path / 'idx', [0.0, 0.1, 0.2, 0.6, 0.7, 0.8], index=[0, 1, 2, 6, 7, 8]),
+                      split='all')
+    ri = idx.score(keyframe_interval=1)
+    assert ri['resets'] == {} and idx.timing['breaks'] == {'missing': 1} and ri['TC_pairs'] == 4
+    assert ri['TC'] == pytest.approx(np.mean([_pair_tc(idx, t) for t in (1, 2, 4, 5)]))
+
+
+def test_eval_of_frames_changing_size_mid_sequence(tmp_path):
+    """4 frames at 64x96 then 4 at 80x120: the flow between the two sizes raised an OpenCV assertion
+    (internal error); a size change is a break for TC / mVC, and the engine resets as the node does."""
+    data = _extracted(tmp_path / 'ds', [0.1 * i for i in range(8)], sizes=[(H, W)] * 4 + [(80, 120)] * 4)
+    report = run_evaluation(_checkpoint(tmp_path / 'm.pt'), data, split='all', out_dir=tmp_path / 'e',
+                            key_intervals=[1, 3])
+    for r in report['intervals'].values():
+        assert r['resets'] == {'resize': 1} and r['TC_pairs'] == 6 and 0 <= r['TC'] <= 1 and 0 <= r['mIoU'] <= 1
+        assert r['mVC8_windows'] == 0 and 'mVC8' not in r
+    assert report['intervals']['3']['key_frames'] == 4       # 0, 3, 4 (resize), 7
+    assert report['timing']['breaks'] == {'resize': 1}
+    assert '(1 break: 1 size change)' in (tmp_path / 'e' / 'model_card.md').read_text()
+
+
+def test_eval_with_no_two_consecutive_frames_reports_no_tc(tmp_path, caplog):
+    data = _extracted(tmp_path / 'ds', [0.0, 0.1, 0.2], sizes=[(H, W), (80, 120), (H, W)])
+    with caplog.at_level('INFO'):
+        report = run_evaluation(_checkpoint(tmp_path / 'm.pt'), data, split='all', out_dir=tmp_path / 'e')
+    r1 = report['intervals']['1']
+    assert report['timing']['video'] and r1['TC_pairs'] == 0 and r1['mVC8_windows'] == 0
+    assert not {'TC', 'mVC8', 'mVC16'} & set(r1) and 0 <= r1['mIoU'] <= 1
+    note = 'no TC / mVC: no two consecutive frames (2 breaks: 2 size changes)'
+    assert note in report['timing']['note'] and note in caplog.text
+    assert '| 1 |' in summary_table(report)

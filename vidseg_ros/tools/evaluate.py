@@ -6,6 +6,10 @@ compared with the labels at the labels' own resolution. For a key-frame model ev
 is run separately and scored on all, key and current frames, with the model latency per frame; a
 per-frame or recurrent model runs once. Temporal consistency (TC) uses optical flow between the
 frames; mVC uses the dense ground truth of a 15 Hz (CamVid val) or fully labelled (DAVIS) stream.
+Both are scored only within runs of consecutive frames (:func:`temporal_runs`): a time gap that
+resets the state, a stamp going backwards, a missing frame index or a frame size change is a break
+that no TC pair and no mVC window spans; the counts scored are reported (``TC_pairs``,
+``mVC8_windows``, ``mVC16_windows``, ``timing['breaks']``).
 
 Frames carry their time stamps (an extracted dataset's ``index.csv``, else the frame number over the
 layout's source rate: CamVid 30 Hz, DAVIS 24 Hz), so ``max_gap_s`` resets happen as in the node. Only
@@ -91,6 +95,62 @@ def _timing_note(video: bool, rate: float, step: float, gaps: int, max_gap_s: fl
     return f'real video at {rate:.3g} Hz{per}; {gaps} gap(s) > {max_gap_s:g} s reset the state as in the node'
 
 
+BREAKS = {'resize': ('size change', 'size changes'), 'gap': ('time gap', 'time gaps'),
+          'backwards': ('stamp going backwards', 'stamps going backwards'),
+          'missing': ('missing frame index', 'missing frame indices')}   # reason: (singular, plural)
+
+
+def temporal_runs(recs: list, max_gap_s: float, sizes: list | None = None) -> tuple[list[tuple[int, int]], dict]:
+    """Runs ``[start, stop)`` of consecutive frames in one sequence, and why each break is there.
+
+    Frame t follows frame t-1 unless: its size differs (``sizes``, the decoded (H, W); the engine
+    resets there), its stamp goes backwards or is more than ``max_gap_s`` later (the engine resets;
+    ``max_gap_s`` <= 0: only backwards), or frames are missing between them (an index step larger
+    than the sequence's usual, median, step: CamVid val's every 2nd source frame is its usual step).
+    TC pairs and mVC windows never span a break. Returns the runs and ``{reason: count}`` (BREAKS).
+    """
+    n = len(recs)
+    steps = np.diff(np.array([r.index for r in recs], dtype=np.int64))
+    usual = float(np.median(steps[steps > 0])) if (steps > 0).any() else 0.0
+    breaks: dict[str, int] = {}
+    runs, start = [], 0
+    for t in range(1, n):
+        dt = (recs[t].stamp_ns - recs[t - 1].stamp_ns) * 1e-9
+        why = ('resize' if sizes is not None and tuple(sizes[t]) != tuple(sizes[t - 1]) else
+               'backwards' if dt < 0 else
+               'gap' if max_gap_s > 0 and dt > max_gap_s else
+               'missing' if steps[t - 1] > usual else '')
+        if why:
+            breaks[why] = breaks.get(why, 0) + 1
+            runs.append((start, t))
+            start = t
+    if n:
+        runs.append((start, n))
+    return runs, breaks
+
+
+def _breaks_text(breaks: dict) -> str:
+    n = sum(breaks.values())
+    parts = ', '.join(f'{c} {BREAKS.get(k, (k, k))[c > 1]}' for k, c in sorted(breaks.items()) if c)
+    return f'{n} break{"s" if n > 1 else ""}: {parts}' if n else 'no breaks'
+
+
+def temporal_note(timing: dict, result: dict, labelled: bool) -> str:
+    """What the temporal metrics of a real-video split were scored on, for the timing note: pairs and
+    windows within runs of consecutive frames, and the breaks between those runs."""
+    breaks = timing.get('breaks', {})
+    if not result.get('TC_pairs'):
+        return f'no TC / mVC: no two consecutive frames ({_breaks_text(breaks)})'
+    text = f'TC over {result["TC_pairs"]} frame pair(s)'
+    if labelled:
+        w8, w16 = result.get('mVC8_windows', 0), result.get('mVC16_windows', 0)
+        text += (f', mVC8 / mVC16 over {w8} / {w16} window(s)' if w8 else
+                 ', no mVC (no window of 8 consecutive labelled frames)')
+    if sum(breaks.values()):
+        text = f'TC / mVC within runs of consecutive frames ({_breaks_text(breaks)}): {text}'
+    return text
+
+
 def _labels_match(meta: dict, src: FrameSource) -> bool:
     return list(meta.get('classes', [])) == list(src.class_names)
 
@@ -127,22 +187,55 @@ def _small(arr: np.ndarray, interp) -> np.ndarray:
     return cv2.resize(arr, (int(round(w * s)), int(round(h * s))), interpolation=interp)
 
 
-def sequence_flows(frames: list[np.ndarray]) -> list[np.ndarray]:
-    """Flow between consecutive frames (backward, for warping t-1 to t), at most FLOW_MAX_SIDE."""
+def sequence_flows(frames: list[np.ndarray], runs: list[tuple[int, int]] | None = None) -> list[np.ndarray | None]:
+    """Flow between consecutive frames (backward, for warping t-1 to t), at most FLOW_MAX_SIDE.
+
+    ``flows[t-1]`` belongs to frames t-1 and t; it is None where t does not follow t-1: a break between
+    ``runs`` (:func:`temporal_runs`; None = one run) or frames of different sizes.
+    """
     import cv2
     small = [_small(f, cv2.INTER_AREA) for f in frames]
-    return [optical_flow(small[t - 1], small[t]) for t in range(1, len(small))]
+    starts = {s for s, _ in runs or []}
+    return [optical_flow(small[t - 1], small[t])
+            if t not in starts and frames[t].shape[:2] == frames[t - 1].shape[:2] else None
+            for t in range(1, len(small))]
 
 
-def score_run(runs: list[dict], flows: list[list[np.ndarray]] | None, num_classes: int, ignore: int | None,
-              names: list[str], binary: bool) -> dict:
+def _tc_pairs(preds: list[np.ndarray], flows: list, num_classes: int) -> list[float]:
+    """TC of every scored pair (t-1, t) of one sequence: flows[t-1] None is a break, not a pair."""
+    import cv2
+    small = [_small(p, cv2.INTER_NEAREST) for p in preds]
+    return [temporal_consistency(small[t - 1:t + 1], None, num_classes, flows=[f])
+            for t, f in enumerate(flows, 1) if f is not None]
+
+
+def _vc_windows(preds: list[np.ndarray], gts: list, flows: list, n: int, ignore: int | None) -> list[float]:
+    """VC_n of every window of n frames of one sequence that spans no break and is fully labelled
+    (windows whose ground truth is constant nowhere have no value and are left out)."""
+    out = []
+    for s in range(len(preds) - n + 1):
+        win = gts[s:s + n]
+        if any(f is None for f in flows[s:s + n - 1]) or any(g is None for g in win) or \
+                len({g.shape for g in win}) > 1:
+            continue
+        v = video_consistency(preds[s:s + n], win, n, ignore)
+        if not math.isnan(v):
+            out.append(v)
+    return out
+
+
+def score_run(runs: list[dict], flows: list[list[np.ndarray | None]] | None, num_classes: int,
+              ignore: int | None, names: list[str], binary: bool) -> dict:
     """Metrics of one engine setting over all sequences (confusion on all/key/current frames).
 
-    ``flows`` None: the split is not real video, so no TC / mVC."""
-    import cv2
+    ``flows`` None: the split is not real video, so no TC / mVC. Otherwise per sequence
+    (:func:`sequence_flows`): ``flows[t-1]`` None marks a break before frame t, which no TC pair and no
+    mVC window spans. TC and mVC_n are the mean over sequences of each sequence's mean over its scored
+    pairs / windows; ``TC_pairs`` and ``mVCn_windows`` count those, and a metric with none is left out."""
     from collections import Counter
     cms = {k: ConfusionMatrix(num_classes, ignore) for k in ('all', 'key', 'current')}
     tcs, vc8, vc16, jf, key_ms, cur_ms = [], [], [], [], [], []
+    n_pairs, n_vc8, n_vc16 = 0, 0, 0
     labelled = bool(runs and runs[0]['gt'])
     temporal = flows is not None
     for run, fl in zip(runs, flows if temporal else [None] * len(runs)):
@@ -153,11 +246,14 @@ def score_run(runs: list[dict], flows: list[list[np.ndarray]] | None, num_classe
                 cms['all'].update(pred, gt)
                 cms['key' if is_key else 'current'].update(pred, gt)
         if temporal:
-            small = [_small(p, cv2.INTER_NEAREST) for p in run['pred']]
-            tcs.append(temporal_consistency(small, None, num_classes, flows=fl))
-        if temporal and labelled and all(g is not None for g in run['gt']):      # mVC needs dense labels
-            vc8.append(video_consistency(run['pred'], run['gt'], 8, ignore))
-            vc16.append(video_consistency(run['pred'], run['gt'], 16, ignore))
+            tc = [v for v in _tc_pairs(run['pred'], fl, num_classes) if not math.isnan(v)]
+            n_pairs += len(tc)
+            tcs.append(float(np.mean(tc)) if tc else math.nan)
+        if temporal and labelled:      # mVC needs dense labels: windows of labelled frames only
+            w8, w16 = (_vc_windows(run['pred'], run['gt'], fl, n, ignore) for n in (8, 16))
+            n_vc8, n_vc16 = n_vc8 + len(w8), n_vc16 + len(w16)
+            vc8.append(float(np.mean(w8)) if w8 else math.nan)
+            vc16.append(float(np.mean(w16)) if w16 else math.nan)
         pairs = [(g, p) for g, p in zip(run['gt'], run['pred']) if g is not None]
         if binary and pairs:
             jf.append(j_and_f([g for g, _ in pairs], [p for _, p in pairs]))
@@ -167,12 +263,15 @@ def score_run(runs: list[dict], flows: list[list[np.ndarray]] | None, num_classe
            'latency_current_ms': _nanmean(cur_ms), 'frames': len(ms_all), 'key_frames': len(key_ms),
            'resets': dict(resets)}
     if temporal:
-        out['TC'] = _nanmean(tcs)
+        out['TC_pairs'] = n_pairs
+        if n_pairs:
+            out['TC'] = _nanmean(tcs)
     if labelled:
         out.update({'all': cms['all'].scores(names), 'key': cms['key'].scores(names),
                     'current': cms['current'].scores(names), 'confusion': cms['all'].mat.tolist()})
         if temporal:
-            out.update({'mVC8': _nanmean(vc8), 'mVC16': _nanmean(vc16)})
+            out.update({'mVC8_windows': n_vc8, 'mVC16_windows': n_vc16})
+            out.update({k: _nanmean(v) for k, v, n in (('mVC8', vc8, n_vc8), ('mVC16', vc16, n_vc16)) if n})
         out['mIoU'] = out['all']['mIoU']
         if binary and jf:
             out['J'] = float(np.mean([x['J'] for x in jf]))
@@ -220,6 +319,7 @@ class EvalSession:
         self.timing = sequence_timing(self.seqs, self.gap)
         self.names = list(self.seg.meta.get('classes', []))
         self.flows: list | None = None
+        self.temporal_runs: list | None = None   # per sequence: runs of consecutive frames (temporal_runs)
         self.runs: list[dict] = []
 
     def config(self, **settings):
@@ -233,13 +333,26 @@ class EvalSession:
         self.seg.update_config(self.config(**settings))
         runs = [stream_sequence(self.seg, recs, self.src, self.with_labels, self.clip_len)
                 for recs in self.seqs.values()]
-        if self.flows is None and self.timing['video']:
-            self.flows = [sequence_flows(r['frames']) for r in runs]
+        first = self.temporal_runs is None
+        if first:      # the breaks depend on the frames only (their stamps, indices and decoded sizes)
+            found = [temporal_runs(recs, self.gap, [f.shape[:2] for f in r['frames']])
+                     for recs, r in zip(self.seqs.values(), runs)]
+            self.temporal_runs = [t for t, _ in found]
+            breaks: dict[str, int] = {}
+            for _, b in found:
+                for k, c in b.items():
+                    breaks[k] = breaks.get(k, 0) + c
+            self.timing['breaks'] = breaks
+            if self.timing['video']:
+                self.flows = [sequence_flows(r['frames'], t) for r, t in zip(runs, self.temporal_runs)]
         for r in runs:
             r.pop('frames')
         self.runs = runs      # the last setting's per-frame outputs (key flags, resets) for diagnostics
-        return score_run(runs, self.flows, len(self.names), self.seg.meta.get('ignore_index'), self.names,
-                         len(self.names) == 2)
+        result = score_run(runs, self.flows, len(self.names), self.seg.meta.get('ignore_index'), self.names,
+                           len(self.names) == 2)
+        if first and self.timing['video']:     # the counts depend on the data only: the same every setting
+            self.timing['note'] = f'{self.timing["note"]}; {temporal_note(self.timing, result, self.with_labels)}'
+        return result
 
 
 def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
@@ -280,12 +393,12 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
     if not timing['video']:
         log.warning('%s (split %s) is %s', data, split, timing['note'])
         intervals = [1]
-    else:
-        log.info('%s (split %s): %s', data, split, timing['note'])
     results = {}
     t0 = time.perf_counter()
     for k in intervals:
         results[str(k)] = ev.score(keyframe_interval=k)
+        if timing['video'] and len(results) == 1:   # the note now says what TC / mVC were scored on
+            log.info('%s (split %s): %s', data, split, timing['note'])
         log.info('interval %d: mIoU %s TC %.4f latency %.1f ms', k,
                  f'{results[str(k)].get("mIoU", math.nan):.4f}', results[str(k)].get('TC', math.nan),
                  results[str(k)]['latency_ms'])

@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from vidseg_ros.config import ConfigError
+from vidseg_ros.data.images import clip, short
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
 
@@ -191,21 +192,66 @@ def write_meta(root: str | Path, meta: dict) -> None:
     path.write_text(yaml.safe_dump(meta, sort_keys=False))
 
 
+INDEX_REQUIRED = ('sequence', 'index', 'stamp_ns', 'image')
+
+
 def read_index(root: str | Path) -> list[FrameRecord]:
-    """Records of an extracted dataset from ``<root>/index.csv`` (paths relative to root)."""
+    """Records of an extracted dataset from ``<root>/index.csv`` (paths relative to root).
+
+    A missing column, or an empty or malformed cell in a required one (``sequence``, ``index``,
+    ``stamp_ns``, ``image``; ``index`` and ``stamp_ns`` are integers), is a ValueError naming the
+    file, the row (and its line) and the column.
+    """
     root = Path(root)
     path = root / INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(f'no {INDEX_NAME} in {root}; create it with `vidseg extract`')
     records = []
     with path.open(newline='') as f:
-        for row in csv.DictReader(f):
-            lab = row.get('label') or ''
+        reader = csv.DictReader(f)
+        missing = [c for c in INDEX_REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f'{path}: no column {", ".join(missing)} in the header '
+                             f'({clip(",".join(reader.fieldnames or [])) or "empty file"}); '
+                             f'an index has {",".join(INDEX_FIELDS)}')
+        for n, row in enumerate(reader, 1):
+            cell = _IndexRow(path, n, reader.line_num, row)
+            seq = cell.text('sequence', required=True)
+            index, stamp = cell.integer('index'), cell.integer('stamp_ns')
+            image, lab = cell.text('image', required=True), cell.text('label')
             records.append(FrameRecord(
-                row['sequence'], int(row['index']), root / row['image'], root / lab if lab else None,
-                stamp_ns=int(row['stamp_ns']), label_source=row.get('label_source') or 'none',
-                bag=row.get('bag', ''), topic=row.get('topic', ''), encoding=row.get('encoding', '')))
+                seq, index, root / image, root / lab if lab else None, stamp_ns=stamp,
+                label_source=cell.text('label_source') or 'none', bag=cell.text('bag'), topic=cell.text('topic'),
+                encoding=cell.text('encoding')))
     return records
+
+
+@dataclass
+class _IndexRow:
+    """One data row of an index.csv, read cell by cell so that a bad cell names where it is."""
+
+    path: Path
+    row: int          # data row, 1 = the first after the header
+    line: int         # the file line it ends on
+    cells: dict
+
+    def _where(self, column: str) -> str:
+        return f'{self.path}: row {self.row} (line {self.line}), column {column}'
+
+    def text(self, column: str, required: bool = False) -> str:
+        value = self.cells.get(column)
+        value = '' if value is None else value
+        if required and not value.strip():
+            short_row = ' (the row has fewer cells than the header)' if self.cells.get(column) is None else ''
+            raise ValueError(f'{self._where(column)}: empty{short_row}')
+        return value
+
+    def integer(self, column: str) -> int:
+        value = self.text(column, required=True)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f'{self._where(column)}: {short(value)} is not an integer') from None
 
 
 def write_index(root: str | Path, records: list[FrameRecord]) -> Path:
