@@ -61,3 +61,36 @@ def test_a_mask_with_ids_beyond_the_model_classes_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"holds \[7\]: neither class ids of the model's 3 classes \(0..2\)"):
         _run(tmp_path, ckpt)
     assert not (tmp_path / 'ft').exists()
+
+
+@pytest.mark.parametrize('where, match', [
+    ('seq', r'is \(inside\) the --sequence folder'),
+    ('seq/masks', r'is \(inside\) the --sequence folder'),
+    ('.', 'holds the --sequence frames'),
+    ('gt', r'is \(inside\) the --labels-dir ground truth'),
+    ('gt/deeper', r'is \(inside\) the --labels-dir ground truth'),
+    ('labelled', 'holds the --frame / --label files'),
+])
+def test_an_out_dir_that_would_overwrite_frames_or_ground_truth_is_refused(tmp_path, where, match):
+    """--out-dir = --sequence replaced every frame by a mask; = --labels-dir replaced the ground truth by the
+    predictions and scored them against themselves (J 1.0), exit 0 both times."""
+    ckpt = _case(tmp_path, ['bg', 'thing'], (0, 1))
+    (tmp_path / 'gt').mkdir()
+    (tmp_path / 'labelled').mkdir()
+    for t in range(2):
+        cv2.imwrite(str(tmp_path / 'gt' / f'{t:05d}.png'), np.zeros((H, W), np.uint8))
+    (tmp_path / 'mask.png').rename(tmp_path / 'labelled' / 'mask.png')
+    before = {p: p.read_bytes() for p in tmp_path.rglob('*.png')}
+    with pytest.raises(ValueError, match=match):
+        one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'labelled' / 'mask.png', tmp_path / 'seq',
+                 tmp_path / where, steps=1, labels_dir=tmp_path / 'gt', progress=False)
+    assert {p: p.read_bytes() for p in tmp_path.rglob('*.png')} == before
+    assert not list(tmp_path.rglob('finetuned.pt')) and not (tmp_path / 'seq' / 'masks').exists()
+
+
+def test_the_same_out_dir_takes_a_second_run(tmp_path):
+    """Its own masks and checkpoint are no user data: a rerun into the out dir is no error."""
+    ckpt = _case(tmp_path, ['bg', 'thing'], (0, 1))
+    for _ in range(2):
+        classes, written = _run(tmp_path, ckpt)
+    assert classes == ['bg', 'thing'] and written <= {0, 255}

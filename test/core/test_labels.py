@@ -299,3 +299,147 @@ def test_cityscapes_layout(tmp_path):
     assert got[0, 0] == 13 and got[0, 10] == 255
     res = import_layout(root, tmp_path / 'ds', 'cityscapes', split='val')
     assert res == {'frames': 1, 'labelled': 1}
+
+
+def _png(path, pixels, color_type, palette=None):
+    """A PNG of ``color_type`` (3 paletted, 4 grey+alpha) written by hand: OpenCV writes neither."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xFFFFFFFF)
+    h, w = pixels.shape[:2]
+    raw = b''.join(b'\x00' + pixels[y].tobytes() for y in range(h))
+    body = chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, color_type, 0, 0, 0))
+    if palette is not None:
+        body += chunk(b'PLTE', bytes(v for rgb in palette for v in rgb))
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + body + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+
+
+def _square(value=1, background=0):
+    mask = np.full((24, 32), background, np.uint8)
+    mask[4:12, 4:12] = value
+    return mask
+
+
+def test_label_files_pair_with_frames_in_number_order(tmp_path):
+    """label_0 .. label_11 were string-sorted (label_1, label_10, label_11, label_2, ...): 10 of 12 frames got
+    another frame's label."""
+    ds, recs = _dataset(tmp_path, n=12)
+    (tmp_path / 'lab').mkdir()
+    for i in range(12):
+        mask = np.zeros((24, 32), np.uint8)
+        mask[:, i] = 1                          # label i marks column i
+        cv2.imwrite(str(tmp_path / 'lab' / f'label_{i}.png'), mask)
+    import_labels(ds, tmp_path / 'lab', class_names=['bg', 'obj'], match='order')
+    got = [int(np.argmax(cv2.imread(str(r.label), cv2.IMREAD_UNCHANGED)[0])) for r in read_index(ds)]
+    assert got == list(range(12))
+
+
+@pytest.mark.parametrize('names', [('A.PNG', 'B.PNG'), ('A.png', 'B.PNG')])
+def test_label_pngs_with_an_upper_case_suffix_are_imported(tmp_path, names):
+    """A folder of .PNG files was 'not a folder with label PNGs'; mixed with .png they were skipped silently."""
+    ds, recs = _dataset(tmp_path, n=2)
+    (tmp_path / 'lab').mkdir()
+    for rec, name in zip(recs, names):
+        cv2.imwrite(str(tmp_path / 'lab' / f'{rec.stamp_ns}.png'), _square())
+        (tmp_path / 'lab' / f'{rec.stamp_ns}.png').rename(tmp_path / 'lab' / f'{rec.stamp_ns}{name[1:]}')
+    res = import_labels(ds, tmp_path / 'lab', class_names=['bg', 'obj'])
+    assert res == {'imported': 2, 'unmatched': 0, 'frames': 2}
+    assert all(r.label_source == 'human' for r in read_index(ds))
+
+
+def test_many_colours_not_in_the_table_are_one_warning_naming_the_worst_label(tmp_path, caplog):
+    """JPEG-saved colour labels: 'Car' (64, 0, 128) came out as (65, 1, 127) and so on, so every Car pixel
+    became ignore and the class vanished, exit 0 without a word."""
+    ds, recs = _dataset(tmp_path, n=3)
+    (tmp_path / 'classes.csv').write_text(TABLE)
+    (tmp_path / 'lab').mkdir()
+    rgb = np.zeros((24, 32, 3), np.uint8)          # black: the table's Unlabelled row, a known colour
+    rgb[:12] = (128, 128, 128)
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), rgb[:, :, ::-1])   # clean
+    for rec, rows in ((recs[1], 3), (recs[2], 5)):
+        shifted = rgb.copy()
+        shifted[12:12 + rows, :8] = (65, 1, 127)     # 'Car', shifted by lossy compression
+        cv2.imwrite(str(tmp_path / 'lab' / f'{rec.stamp_ns}.png'), shifted[:, :, ::-1])
+    with caplog.at_level('WARNING', logger='vidseg_ros.data.datasets.labels'):
+        import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv')
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    assert len(warnings) == 1, warnings
+    assert ('2 of 3 colour label(s)' in warnings[0] and f'{recs[2].stamp_ns}.png, 5.2%' in warnings[0]
+            and '(65, 1, 127)' in warnings[0] and 'JPEG' in warnings[0]
+            and "'Road', 'Car' got no pixel" in warnings[0]), warnings[0]
+    lab = cv2.imread(str(read_index(ds)[2].label), cv2.IMREAD_UNCHANGED)
+    assert lab[13, 2] == 255 and lab[0, 0] == 0          # still ignore, as documented
+
+
+def test_clean_colour_labels_and_the_ignore_colour_give_no_warning(tmp_path, caplog):
+    ds, recs = _dataset(tmp_path, n=1)
+    (tmp_path / 'classes.csv').write_text(TABLE)
+    (tmp_path / 'lab').mkdir()
+    rgb = np.zeros((24, 32, 3), np.uint8)          # mostly Unlabelled (0, 0, 0): ignore, not a stray colour
+    rgb[:2] = (128, 128, 128)
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), rgb[:, :, ::-1])
+    with caplog.at_level('WARNING', logger='vidseg_ros.data.datasets.labels'):
+        import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv')
+    assert not [r for r in caplog.records if r.levelname == 'WARNING']
+
+
+def test_16_bit_colour_labels_are_read_when_exact_and_refused_otherwise(tmp_path):
+    """16-bit colours matched no table colour: every class pixel became ignore, exit 0."""
+    from vidseg_ros.data.datasets.labels import load_label
+    t_colors = [(128, 128, 128), (128, 64, 128), (64, 0, 128)]
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    rgb[:12] = (128, 128, 128)
+    rgb[12:, :8] = (64, 0, 128)
+    cv2.imwrite(str(tmp_path / 'exact.png'), rgb[:, :, ::-1].astype(np.uint16) * 257)
+    assert np.array_equal(load_label(tmp_path / 'exact.png', colors=t_colors),
+                          load_label(_write(tmp_path / 'eight.png', rgb[:, :, ::-1]), colors=t_colors))
+    cv2.imwrite(str(tmp_path / 'deep.png'), rgb[:, :, ::-1].astype(np.uint16) * 256)
+    with pytest.raises(ValueError, match='16-bit colour label whose values are not 8-bit colours'):
+        load_label(tmp_path / 'deep.png', colors=t_colors)
+
+
+def _write(path, img):
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def test_transparent_pixels_are_ignore_whatever_colour_or_id_they_hide(tmp_path):
+    """The alpha channel was dropped: transparent pixels hiding a class colour became that class."""
+    from vidseg_ros.data.datasets.labels import load_label
+    bgra = np.zeros((24, 32, 4), np.uint8)
+    bgra[..., 3] = 255
+    bgra[:, :16, :3] = (128, 0, 64)                 # (64, 0, 128) as BGR: class 2
+    bgra[:8, :, 3] = 0                              # transparent: hides class 2 on the left
+    bgra[8:12, :, 3] = 128                          # half transparent: keeps its colour
+    lab = load_label(_write(tmp_path / 'rgba.png', bgra), colors=[(128, 128, 128), (128, 64, 128), (64, 0, 128)])
+    assert (lab[:8] == 255).all() and (lab[8:, :16] == 2).all() and (lab[8:, 16:] == 255).all()
+    grey_alpha = np.dstack([_square(1, 0), np.where(np.arange(32) < 4, 0, 255).astype(np.uint8)[None]
+                            .repeat(24, 0)])
+    _png(tmp_path / 'la.png', grey_alpha, 4)        # grey + alpha: ids, read as such
+    lab = load_label(tmp_path / 'la.png', lut=remap_lut(None, 2))
+    assert (lab[:, :4] == 255).all() and lab[6, 6] == 1 and lab[20, 20] == 0
+
+
+def test_grey_alpha_id_labels_import_with_class_names(tmp_path):
+    """They were 'a colour image: pass a class table' (OpenCV reads grey+alpha as four channels)."""
+    ds, recs = _dataset(tmp_path, n=1)
+    (tmp_path / 'lab').mkdir()
+    _png(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png', np.dstack([_square(), np.full((24, 32), 255, np.uint8)]), 4)
+    import_labels(ds, tmp_path / 'lab', class_names=['bg', 'obj'])
+    assert np.array_equal(cv2.imread(str(read_index(ds)[0].label), cv2.IMREAD_UNCHANGED), _square())
+
+
+def test_a_paletted_label_says_it_is_read_by_its_colours_and_imports_with_a_table(tmp_path):
+    """VOC-style paletted PNGs with --class-names were 'a colour image', which they are not on disk."""
+    ds, recs = _dataset(tmp_path, n=1)
+    (tmp_path / 'lab').mkdir()
+    _png(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png', _square(), 3, palette=[(0, 0, 0), (128, 0, 0)])
+    with pytest.raises(ValueError, match=r'paletted PNG, which is read by its palette\'s colours .* class table '
+                                         r'\(--classes CSV\) with those colours \(found: \(0, 0, 0\), \(128, 0, 0\)\)'):
+        import_labels(ds, tmp_path / 'lab', class_names=['background', 'aeroplane'])
+    assert not (ds / 'labels').exists()
+    (tmp_path / 'classes.csv').write_text('name,r,g,b\nbackground,0,0,0\naeroplane,128,0,0\n')
+    import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv')
+    assert np.array_equal(cv2.imread(str(read_index(ds)[0].label), cv2.IMREAD_UNCHANGED), _square())

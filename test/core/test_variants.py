@@ -112,3 +112,42 @@ def test_cli_noise_variant_takes_sigma_where_it_cannot_be_measured(tmp_path):
     r = CliRunner().invoke(app, base + [str(tmp_path / 'v2'), '--sigma', '3'])
     assert r.exit_code == 0, r.output
     assert '"frames": 4' in r.stdout and '"noise_sigma": 3.0' in r.stdout
+
+
+def _two_sizes(tmp_path, sizes):
+    """One sequence whose frames have the sizes ``sizes`` (a camera that switched modes), all labelled."""
+    import cv2
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, hw in enumerate(sizes):
+        p = tmp_path / 'img' / f'{i}.png'
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(p), rng.integers(0, 255, hw + (3,), dtype=np.uint8))
+        recs.append(FrameRecord('s', i, p, write_label(tmp_path / 'lab' / f'{i}.png', np.zeros(hw, np.uint8)), i))
+    return FrameSource(recs, ['a', 'b'], 255, identity_lut(255, 2), name='alt')
+
+
+def test_noise_sigma_where_no_two_successive_frames_share_a_size_is_an_error(tmp_path):
+    """Every pair was skipped and sqrt(0 / 1) reported sigma 0.0: the noise variant then wrote copies identical
+    to their original, exit 0."""
+    src = _two_sizes(tmp_path, [(12, 16), (15, 20)] * 2)
+    with pytest.raises(ValueError, match=r'no two successive frames have the same size \(3 pair') as e:
+        measure_noise_sigma(src)
+    assert 'make-variant --sigma' in str(e.value)
+    with pytest.raises(ValueError, match='no two successive frames have the same size'):
+        make_variant(src, 'noise', out=tmp_path / 'v', copies=2)
+    assert not (tmp_path / 'v').exists()
+
+
+def test_noise_sigma_uses_the_pairs_of_one_size_past_the_sampled_ones(tmp_path):
+    """max_pairs=1 samples the first pair (two sizes); the sigma comes from a later pair of one size."""
+    src = _two_sizes(tmp_path, [(12, 16), (15, 20), (15, 20)])
+    assert measure_noise_sigma(src, max_pairs=1) > 0
+
+
+def test_noise_sigma_command_is_a_user_error_on_frames_of_two_sizes(tmp_path):
+    from typer.testing import CliRunner
+    from vidseg_ros.cli import app
+    write_variant(per_sequence(_two_sizes(tmp_path, [(12, 16), (15, 20)] * 2), 0), tmp_path / 'ds')
+    r = CliRunner().invoke(app, ['noise-sigma', str(tmp_path / 'ds'), '--split', 'all'])
+    assert r.exit_code == 2 and 'same size' in r.stderr and '"sigma"' not in r.stdout, r.output

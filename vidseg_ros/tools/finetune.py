@@ -21,6 +21,7 @@ from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.datasets.labels import check_new_output
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,17 @@ def _frames(sequence: Path) -> list[Path]:
     return frames
 
 
+def _check_out_dir(out_dir: Path, sequence: Path, frames: list[Path], frame: Path, label: str | Path,
+                   labels_dir: str | Path | None) -> None:
+    """Refuse an ``out_dir`` where the masks (``<frame stem>.png``) would overwrite the user's data: the
+    sequence's frames, the ground truth (then scored against itself), the annotated frame or its label."""
+    check_new_output(out_dir, sequence, frames, what='the --sequence folder', files_what='the --sequence frames')
+    if labels_dir is not None:
+        check_new_output(out_dir, labels_dir, [Path(labels_dir) / f'{p.stem}.png' for p in frames],
+                         what='the --labels-dir ground truth', files_what='the --labels-dir ground truth')
+    check_new_output(out_dir, source_files=[frame, Path(label)], files_what='the --frame / --label files')
+
+
 def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, sequence: str | Path,
              out_dir: str | Path, steps: int = 100, lr: float = 1e-3, labels_dir: str | Path | None = None,
              seed: int = 0, progress: bool = True) -> dict:
@@ -70,7 +82,9 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
             the same stem is in ``sequence``).
         label: its mask: class ids of the model's classes, or a 0/255 object mask (see module doc).
         sequence: folder with the sequence's frames (sorted by name = temporal order).
-        out_dir: gets ``finetuned.pt`` and one mask PNG per frame.
+        out_dir: gets ``finetuned.pt`` and one mask PNG per frame, named as the frame; so it must not be,
+            hold or be inside ``sequence`` or ``labels_dir``, nor hold ``frame`` / ``label`` (ValueError
+            before anything is trained or written).
         steps: optimiser steps on the single frame (100 at lr 1e-3 gave J&F 63.7 on a held-out
             DAVIS sequence where 200 at 1e-4 gave 57.3).
         lr: Adam learning rate.
@@ -94,6 +108,7 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
         if not match:
             raise FileNotFoundError(f'no image named {frame.stem}.* in {sequence} for the label {frame}')
         label, frame = frame, match[0]
+    _check_out_dir(out_dir, sequence, frames, frame, label, labels_dir)
     mask = _read_mask(Path(label))
     path = resolve_model(str(model))
     if not path.endswith('.pt'):

@@ -21,6 +21,7 @@ import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
 from vidseg_ros.data.images import ImageError, clip, compressed_size, short
+from vidseg_ros.data.video import natural_key
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
                                               cityscapes_source, davis_source, read_index, read_meta, write_index,
                                               write_meta)
@@ -30,6 +31,8 @@ LAYOUTS = ('camvid', 'davis', 'cityscapes')
 LAYOUT_LICENCES = {'camvid': CAMVID_LICENCE, 'davis': DAVIS_LICENCE,
                    'cityscapes': 'Cityscapes: its own licence, non-commercial only (cityscapes-dataset.com/license)'}
 MATCHES = ('stem', 'order')
+UNKNOWN_WARN = 0.02     # share of a colour label's pixels in colours not in the table that earns a warning
+_PNG_KINDS = {0: 'grey', 2: 'colour', 3: 'palette', 4: 'grey+alpha', 6: 'colour+alpha'}   # IHDR colour type
 
 
 @dataclass
@@ -40,6 +43,7 @@ class LabelClasses:
     colors: list[tuple[int, int, int]]
     values: list[int]
     ignore_value: int | None = None     # stored value / colour row meaning "unlabelled"
+    ignore_color: tuple[int, int, int] | None = None    # that row's colour (a known colour, not a stray one)
 
 
 def read_class_table(path: str | Path) -> LabelClasses:
@@ -58,7 +62,7 @@ def read_class_table(path: str | Path) -> LabelClasses:
     ncol = next((keys[k] for k in ('class_name', 'name', 'class') if k in keys), None)
     if ncol is None or not all(c in keys for c in 'rgb'):
         raise ValueError(f'{path}: need columns name, r, g, b (and optionally id); got {clip(list(rows[0][1]))}')
-    names, colors, values, ignore, seen = [], [], [], None, {}
+    names, colors, values, ignore, ignore_color, seen = [], [], [], None, None, {}
     for i, (line, row) in enumerate(rows):
         where = f'{path} line {line}'
         value = _byte(row[vcol], where, vcol) if vcol else i
@@ -71,12 +75,12 @@ def read_class_table(path: str | Path) -> LabelClasses:
             seen[what, key] = name
         evaluated = (row.get(keys.get('evaluated', '')) or 'yes').strip().lower()
         if evaluated == 'no' or name.strip().lower() in ('void', 'unlabelled', 'unlabeled', 'ignore'):
-            ignore = value
+            ignore, ignore_color = value, color
             continue
         names.append(name)
         colors.append(color)
         values.append(value)
-    return LabelClasses(names, colors, values, ignore)
+    return LabelClasses(names, colors, values, ignore, ignore_color)
 
 
 def _byte(text: str | None, where: str, column: str) -> int:
@@ -94,14 +98,33 @@ def _byte(text: str | None, where: str, column: str) -> int:
 def colors_to_ids(rgb: np.ndarray, colors: list[tuple[int, int, int]],
                   ignore_index: int = DEFAULT_IGNORE) -> np.ndarray:
     """(H, W, 3) colour label -> (H, W) uint8 class index (position in ``colors``); others ignore."""
-    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    return _colour_ids(rgb, colors, ignore_index)[0]
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) 8-bit RGB -> one int32 per colour."""
+    rgb = np.asarray(rgb)
+    return (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+
+
+def _colour_ids(rgb: np.ndarray, colors, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """``colors_to_ids`` and the mask of pixels whose colour is in ``colors``."""
+    packed = _pack(rgb)
     keys = np.array([(r << 16) | (g << 8) | b for r, g, b in colors], np.int32)
     order = np.argsort(keys)
     pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
     hit = keys[order][pos] == packed
     out = np.full(rgb.shape[:2], ignore_index, np.uint8)
     out[hit] = order[pos[hit]].astype(np.uint8)
-    return out
+    return out, hit
+
+
+def _colour_list(packed: np.ndarray, most: int = 4) -> str:
+    """The most frequent of ``packed`` colours as '(r, g, b), ...', most frequent first."""
+    values, counts = np.unique(packed, return_counts=True)
+    top = values[np.argsort(-counts, kind='stable')[:most]]
+    more = f' and {len(values) - most} more' if len(values) > most else ''
+    return ', '.join(f'({v >> 16}, {(v >> 8) & 255}, {v & 255})' for v in top.tolist()) + more
 
 
 def ids_to_colors(ids: np.ndarray, colors: list[tuple[int, int, int]],
@@ -142,18 +165,85 @@ def remap_lut(mapping: dict[int, int] | None, num_classes: int | None = None,
 
 def load_label(path: str | Path, lut: np.ndarray | None = None, colors=None,
                ignore_index: int = DEFAULT_IGNORE) -> np.ndarray:
-    """Read one label file as class ids: colour images via ``colors``, id images via ``lut``."""
+    """Read one label file as class ids: colour images via ``colors``, id images via ``lut``.
+
+    Id images (grey, 8-bit) go through ``lut``; 16-bit ones are refused. Colour images (RGB, and
+    paletted PNGs, which are read by their palette's colours) need ``colors``: a colour not among
+    them becomes ``ignore_index``. 16-bit colour images are read when every value is an 8-bit one
+    times 257 (as converters widen them) and refused otherwise. An alpha channel (RGBA, grey+alpha)
+    makes fully transparent pixels (alpha 0) ``ignore_index``, whatever colour or id they hide; any
+    other alpha keeps the pixel's colour / id. A grey+alpha PNG holds ids, like a grey one.
+    """
+    return _read_label(path, lut, colors, ignore_index)[0]
+
+
+def _png_kind(path: str | Path) -> str | None:
+    """'grey', 'grey+alpha', 'colour', 'colour+alpha' or 'palette' from a PNG's IHDR; None for another file."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b'\x89PNG\r\n\x1a\n' or head[12:16] != b'IHDR':
+        return None
+    return _PNG_KINDS.get(head[25])
+
+
+def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ignore_index: int = DEFAULT_IGNORE,
+                known_color: tuple[int, int, int] | None = None) -> tuple[np.ndarray, float, str]:
+    """``load_label``, plus the share of visible pixels whose colour is neither in ``colors`` nor
+    ``known_color`` (the table's ignore colour) and, above ``UNKNOWN_WARN``, the most frequent of
+    those colours (id images: 0.0, '')."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise FileNotFoundError(f'cannot read label file {path}')
-    if img.ndim == 3:
-        if colors is None:
-            raise ValueError(f'{path} is a colour image: pass a class table (--classes CSV) to map '
-                             'colours to ids')
-        return colors_to_ids(cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB), colors, ignore_index)
-    if img.dtype != np.uint8:
-        raise ValueError(f'{path}: {img.dtype} labels; expected 8-bit class ids')
-    return lut[img] if lut is not None else img
+    kind = _png_kind(path)
+    alpha = None
+    if img.ndim == 3 and img.shape[2] in (2, 4):       # OpenCV reads a grey+alpha PNG as BGRA with B = G = R
+        alpha = img[:, :, -1]
+        img = img[:, :, 0] if img.shape[2] == 2 or kind == 'grey+alpha' else img[:, :, :3]
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    visible = None if alpha is None else alpha != 0
+    if img.ndim == 2:
+        if img.dtype != np.uint8:
+            raise ValueError(f'{path}: {img.dtype} labels; expected 8-bit class ids')
+        ids = lut[img] if lut is not None else img.copy()
+        if visible is not None:
+            ids[~visible] = ignore_index
+        return ids, 0.0, ''
+    rgb = cv2.cvtColor(_to_8bit(img, path, visible), cv2.COLOR_BGR2RGB)
+    if colors is None:
+        found = _colour_list(_pack(rgb if visible is None else rgb[visible]))
+        if kind == 'palette':
+            raise ValueError(f'{path} is a paletted PNG, which is read by its palette\'s colours (OpenCV expands '
+                             'the palette), not by its indices: give a class table (--classes CSV) with those '
+                             f'colours (found: {found})')
+        raise ValueError(f'{path} is a colour image: pass a class table (--classes CSV) to map colours to ids '
+                         f'(found: {found})')
+    ids, hit = _colour_ids(rgb, colors, ignore_index)
+    stray = ~hit
+    if known_color is not None:
+        stray &= _pack(rgb) != _pack(known_color)
+    if visible is not None:
+        ids[~visible] = ignore_index
+        stray &= visible
+    n_visible = int(visible.sum()) if visible is not None else stray.size
+    share = float(stray.sum()) / n_visible if n_visible else 0.0
+    return ids, share, _colour_list(_pack(rgb[stray]), 3) if share > UNKNOWN_WARN else ''
+
+
+def _to_8bit(img: np.ndarray, path, visible: np.ndarray | None) -> np.ndarray:
+    """A colour label as 8-bit: 16-bit values that are 8-bit ones x 257 are scaled back; others refused."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        seen = img if visible is None else img[visible]
+        if not np.any(seen % 257):
+            return (img // 257).astype(np.uint8)
+        raise ValueError(f'{path}: a 16-bit colour label whose values are not 8-bit colours (each a multiple of '
+                         '257), so they match no class table colour (0..255); save the labels as 8-bit PNGs')
+    raise ValueError(f'{path}: {img.dtype} colour label; expected 8-bit colours')
 
 
 def write_label(path: str | Path, ids: np.ndarray) -> Path:
@@ -200,7 +290,8 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
     if names and ignore_index < len(names):
         raise ValueError(f'ignore_index {ignore_index} is a class id of the {len(names)} classes; '
                          f'use a value >= {len(names)} (e.g. 255)')
-    files = sorted(Path(label_dir).rglob('*.png')) if Path(label_dir).is_dir() else []
+    files = sorted((p for p in Path(label_dir).rglob('*') if p.suffix.lower() == '.png' and p.is_file()),
+                   key=natural_key) if Path(label_dir).is_dir() else []     # label_2 before label_10; .PNG too
     if not files:
         raise FileNotFoundError(f'{label_dir}: not a folder with label PNGs')
     pairs = _match(records, files, match, Path(label_dir), dataset)
@@ -210,8 +301,18 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
             raise ValueError(f'label {clip(file)} is {lw}x{lh} but its frame {clip(rec.image)} is {fw}x{fh}; '
                              'labels must have their frame\'s size')
     by_image = {r.image: r for r in records}
-    for rec, out in _write_all(dataset, pairs, lambda f: load_label(f, lut, table.colors if table else None,
-                                                                    ignore_index)):
+    stray: list[tuple[float, Path, str]] = []     # colour labels with many pixels in colours not in the table
+    present = np.zeros(256, bool)                 # ids seen in any label
+
+    def load(file: Path) -> np.ndarray:
+        ids, share, colours = _read_label(file, lut, table.colors if table else None, ignore_index,
+                                          table.ignore_color if table else None)
+        if share > UNKNOWN_WARN:
+            stray.append((share, file, colours))
+        present[np.unique(ids)] = True
+        return ids
+
+    for rec, out in _write_all(dataset, pairs, load):
         by_image[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, out, rec.stamp_ns, source,
                                           rec.bag, rec.topic, rec.encoding)
     write_index(dataset, list(by_image.values()))
@@ -228,7 +329,23 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
     write_meta(dataset, meta)
     log.info('imported %d label(s) into %s (%d file(s) unmatched)', len(pairs), dataset,
              len(files) - len(pairs))
+    if stray:
+        _warn_stray_colours(stray, len(pairs), names, present)
     return {'imported': len(pairs), 'unmatched': len(files) - len(pairs), 'frames': len(records)}
+
+
+def _warn_stray_colours(stray: list[tuple[float, Path, str]], total: int, names: list[str],
+                        present: np.ndarray) -> None:
+    """One warning for the colour labels with more than ``UNKNOWN_WARN`` of their pixels in colours the
+    class table lacks: those pixels became ignore (as documented), but so many of them mean lossy (JPEG)
+    or antialiased labels, whose shifted colours can take a whole class away."""
+    share, worst, colours = max(stray, key=lambda s: s[0])
+    empty = [n for i, n in enumerate(names) if not present[i]]
+    log.warning('%d of %d colour label(s) have more than %d%% of their pixels in colours not in the class table '
+                '(worst: %s, %.1f%%, e.g. %s); those pixels became ignore%s. Labels saved lossily (JPEG) or '
+                'drawn antialiased have shifted colours: export them as PNG without smoothing, or add the colours '
+                'to the table', len(stray), total, round(UNKNOWN_WARN * 100), clip(worst), share * 100, colours,
+                f', and {", ".join(map(short, empty))} got no pixel in any label' if empty else '')
 
 
 def _write_all(dataset: Path, pairs, load) -> list[tuple[FrameRecord, Path]]:
@@ -303,22 +420,23 @@ def _match(records: list[FrameRecord], files: list[Path], match: str, root: Path
     return pairs
 
 
-def check_new_output(out: str | Path, source: str | Path | None = None, source_files=()) -> None:
+def check_new_output(out: str | Path, source: str | Path | None = None, source_files=(), *,
+                     what: str = 'the source', files_what: str = "the source's files") -> None:
     """Refuse an output folder whose data a new dataset would overwrite.
 
     That is the ``source`` folder or one inside it, a folder holding (any level down) the
     ``source_files``, or one that already holds a dataset (``index.csv`` / ``dataset.yaml``).
+    ``what`` and ``files_what`` name the source and its files in the message.
     """
     out = Path(out).resolve()
     if source is not None:
         src = Path(source).resolve()
         if out == src or src in out.parents:
-            raise ValueError(f'the output folder {clip(out)} is (inside) the source {clip(src)}; '
+            raise ValueError(f'the output folder {clip(out)} is (inside) {what} {clip(src)}; '
                              'give a new folder outside it')
-    for folder in {Path(f).parent for f in source_files if f}:
-        folder = folder.resolve()
+    for folder in sorted({Path(f).parent.resolve() for f in source_files if f}):
         if out == folder or out in folder.parents:
-            raise ValueError(f'the output folder {clip(out)} holds the source\'s files ({clip(folder)}); '
+            raise ValueError(f'the output folder {clip(out)} holds {files_what} ({clip(folder)}); '
                              'give a new folder')
     held = [name for name in (INDEX_NAME, META_NAME) if (out / name).exists()]
     if held:

@@ -77,7 +77,9 @@ def measure_noise_sigma(source: FrameSource, max_pairs: int = 50) -> float:
     """Std (0..255 units) of the pixel difference between successive frames of the sequences.
 
     Uses the closest frame pairs the source has (index difference 1 for video; CamVid val, labelled
-    every 2nd frame, gives 2 and a log line says so), up to ``max_pairs`` spread over the sequences.
+    every 2nd frame, gives 2 and a log line says so), up to ``max_pairs`` spread over the sequences;
+    a pair of frames of different sizes is skipped. ValueError when no pair can be compared (no
+    sequence of two frames, or every pair differs in size): there is no sigma to measure.
     """
     steps = [b.index - a.index for recs in source.sequences().values() for a, b in zip(recs, recs[1:])]
     steps = [d for d in steps if d > 0]
@@ -90,16 +92,28 @@ def measure_noise_sigma(source: FrameSource, max_pairs: int = 50) -> float:
         log.info('%s: closest frames are %d apart; noise sigma measured at that step', source.name, step)
     pairs = [(a, b) for recs in source.sequences().values() for a, b in zip(recs, recs[1:])
              if b.index - a.index == step]
-    pick = np.linspace(0, len(pairs) - 1, min(max_pairs, len(pairs))).round().astype(int)
-    sq, n = 0.0, 0
-    for i in sorted(set(pick.tolist())):
+    picked = sorted(set(np.linspace(0, len(pairs) - 1, min(max_pairs, len(pairs))).round().astype(int).tolist()))
+    rest = sorted(set(range(len(pairs))) - set(picked))
+    sq, n, compared, skipped = 0.0, 0, 0, 0
+    for k, i in enumerate(picked + rest):   # the rest only while no picked pair had two frames of one size
+        if compared and k >= len(picked):
+            break
         a, b = (read_rgb(r.image).astype(np.float32) for r in pairs[i])
-        if a.shape != b.shape:
+        if a.shape != b.shape:      # frames of two sizes (a camera that changed mode): no pixel difference
+            skipped += 1
             continue
         d = b - a
         sq += float(np.sum((d - d.mean()) ** 2))
         n += d.size
-    return float(np.sqrt(sq / max(n, 1)))
+        compared += 1
+    if not compared:      # sqrt(0) would be sigma 0: "noise" copies identical to their original
+        raise ValueError(f'{source.name}: no two successive frames have the same size ({skipped} pair(s) of '
+                         'frames of different sizes), so there is no frame-to-frame noise to measure; use a source '
+                         'whose sequences hold successive video frames of one size, or give make-variant --sigma')
+    if skipped:
+        log.info('%s: %d frame pair(s) of different sizes skipped; noise sigma from %d pair(s)', source.name,
+                 skipped, compared)
+    return float(np.sqrt(sq / n))
 
 
 def add_noise(rgb: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
