@@ -102,11 +102,11 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
                                                                    'into --out')] = None,
                  out: Optional[Path] = None, split: str = 'train',
                  classes: Annotated[Optional[Path], typer.Option(
-                     help='class table CSV (name, r, g, b[, id]): names and colours; needed for colour PNGs')] = None,
+                     help='class table CSV (name, r, g, b[, id]): names and colours; needed for colour and paletted PNGs')] = None,
                  class_names: Annotated[Optional[str], typer.Option(help='names of class ids 0..N-1 of id PNGs, '
                                                                          'e.g. background,object')] = None,
                  match: Annotated[str, typer.Option(help='stem: <stamp_ns>.png names the frame | order: '
-                                                         'sorted files pair with frames in index order')]
+                                                         'files in number order (label_2 before label_10) pair with frames in index order')]
                  = LABELS['match'],
                  licence: Annotated[Optional[str], typer.Option(
                      help='licence of these images and labels, kept in dataset.yaml and trained models')] = None,
@@ -242,7 +242,8 @@ def finetune(model: Model, frame: Annotated[Path, typer.Option(help='the annotat
              label: Annotated[Path, typer.Option(help='its label PNG', exists=True, dir_okay=False)],
              sequence: Annotated[Path, typer.Option(help='folder of the sequence\'s frames', exists=True,
                                                     file_okay=False)],
-             out_dir: Path = Path('runs/finetune'),
+             out_dir: Annotated[Path, typer.Option(help='predicted masks go here: a folder of their own, not the '
+                                                       '--sequence or --labels-dir one')] = Path('runs/finetune'),
              steps: Annotated[int, typer.Option(min=1, help='optimiser steps on the one frame')]
              = DEFAULTS['finetune']['steps'],
              lr: Annotated[float, typer.Option(callback=positive, help='Adam learning rate')]
