@@ -8,9 +8,11 @@ Each node reads its own parameter file; `model` / `use_camera_info` / `output_di
 when given. `ros2 launch vidseg_ros segment.launch.py -s` lists the arguments (README has the table).
 """
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, GroupAction, IncludeLaunchDescription, OpaqueFunction,
-                            SetLaunchConfiguration)
+from launch.actions import (DeclareLaunchArgument, EmitEvent, GroupAction, IncludeLaunchDescription, LogInfo,
+                            OpaqueFunction, RegisterEventHandler, SetLaunchConfiguration)
 from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
@@ -36,6 +38,15 @@ def _segmenter(context):
     if not IfCondition(LaunchConfiguration('respawn')).evaluate(context):
         return [node()]
     return respawn_on_failure(node, respawn_max_retries(context), delay=2.0)
+
+
+def _stop_when_the_source_fails(event, context):
+    """A video source that fails (a missing file: exit 2) leaves nothing to segment: end the launch, saying
+    why. One that ends normally (exit 0, the clip is over) leaves the segmenter running."""
+    if event.returncode == 0:
+        return None
+    reason = f'video source exited with status {event.returncode}: nothing to segment, stopping the launch'
+    return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
 
 
 def generate_launch_description():
@@ -90,5 +101,6 @@ def generate_launch_description():
             PythonLaunchDescriptionSource(share('launch', 'record.launch.py')),
             launch_arguments={k: LaunchConfiguration(k) for k in RECORD_ARGS}.items())])
     return LaunchDescription(args + subscribers + [
-        fastdds_profile(), OpaqueFunction(function=_segmenter), camera, recorder,
+        fastdds_profile(), OpaqueFunction(function=_segmenter), camera,
+        RegisterEventHandler(OnProcessExit(target_action=camera, on_exit=_stop_when_the_source_fails)), recorder,
         OpaqueFunction(function=rviz, condition=IfCondition(LaunchConfiguration('rviz')))])
