@@ -236,6 +236,27 @@ def test_services_and_diagnostics(node, tmp_path):
     assert values.get('dropped') == '0' and values.get('lost') == '0'
 
 
+def test_records_with_sim_time_before_any_clock(node, tmp_path):
+    """use_sim_time with no /clock yet (a bag player not started, a simulator paused): discovery and
+    diagnostics ran on ROS-clock timers that never fired, so the recorder subscribed to nothing, recorded
+    nothing and published no /diagnostics."""
+    pub = node.create_publisher(Image, '/small/image', QoSProfile(depth=50))
+    diags = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    proc = start_recorder(tmp_path, 'topics:=[/small/image]', 'use_sim_time:=true')
+    try:
+        wait_matched(node, [pub], proc)
+        for i in range(5):
+            pub.publish(make_image(i, (8, 8)))
+            node.executor_.spin_once(timeout_sec=0.02)
+        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder: /small/image').get('messages_written') == '5',
+                 what='5 frames written and said on /diagnostics')
+        stop_cleanly(proc, tmp_path / 'recorder.log')
+    finally:
+        proc.kill()
+    assert len(read_rosbags([only_bag(tmp_path)])['/small/image']) == 5
+
+
 def test_sigkill_then_recover(node, tmp_path):
     pub = node.create_publisher(Image, '/cam_hd/image', QoSProfile(depth=N))
     diags = []

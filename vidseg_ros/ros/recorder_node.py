@@ -36,7 +36,7 @@ from std_srvs.srv import Trigger
 from vidseg_ros.data.bags.writer import qos_yaml
 from vidseg_ros.data.images import clip
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, new_bag_dir
-from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status
+from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status, steady_timer
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.recorder_params import RecorderSettings
 from vidseg_ros.ros.spin import run
@@ -108,8 +108,10 @@ class RecorderNode(Node):
         self.create_service(Trigger, '~/resume', self._on_resume)
         self.create_service(Trigger, '~/split', self._on_split)
         self.create_service(Trigger, '~/snapshot', self._on_snapshot)
-        self.create_timer(cfg.discovery_period_s, self.discover)
-        self.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics)
+        # steady-clock timers: with use_sim_time and no /clock yet, ROS-clock timers never fire (nothing was
+        # subscribed, recorded or said on /diagnostics)
+        steady_timer(self, cfg.discovery_period_s, self.discover)
+        steady_timer(self, cfg.diagnostics_period_s, self.publish_diagnostics)
         mode = 'paused' if cfg.start_paused else 'buffering for ~/snapshot' if cfg.snapshot_mode else 'recording'
         self.get_logger().info(
             f'recording to {self.bag_dir} ({mode}); topics '

@@ -81,8 +81,8 @@ def check_cameras(cameras: list[str]) -> None:
 class VideoSourceConfig:
     """Settings of video_source_node: a video file or image folder published as a camera."""
 
-    source: str = setting('', 'Video file, image folder (sorted by name) or glob pattern')
-    rate_hz: float = setting(0.0, 'Publish rate; 0 = the video\'s own rate (10 Hz for image folders)')
+    source: str = setting('', 'Video file, image folder (numbered names in number order; unreadable images skipped) or glob pattern')
+    rate_hz: float = setting(0.0, 'Publish rate, 0.01..1000 Hz; 0 = the video\'s own rate (10 Hz for image folders)')
     loop: bool = setting(False, 'Start again at the end (stamps keep increasing)')
     frame_id: str = setting('camera', 'header.frame_id of the published messages')
     encoding: str = setting('rgb8', 'Image encoding published', ('rgb8', 'bgr8', 'mono8'))
