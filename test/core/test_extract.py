@@ -1,4 +1,5 @@
 """frames -> bag -> extract round trips (pixel-identical, counts, order), splitting, resume, damage."""
+import hashlib
 import shutil
 
 import numpy as np
@@ -285,3 +286,146 @@ def test_a_damaged_bag_is_read_once_and_each_problem_warned_once(tmp_path, caplo
         assert len(salvaged) == 1 and 'regular reader failed' in warned[0]
         assert len(warned) == len(set(warned)), warned
     assert reader.list_topics(tmp_path / 'bag', salvage=False) is None     # the cheap look the count uses
+
+
+def _write_items(out, items, ros1=False):
+    """A bag of (topic, stamp_ns, rgb or (format, bytes)) image messages, in that order."""
+    from rosbags.rosbag2 import Writer
+    from vidseg_ros.data.bags.from_frames import COMPRESSED_T, TYPESTORE, image_msg
+    conns = {}
+    with Writer(out, version=9) as w:
+        for topic, stamp, frame in items:
+            if isinstance(frame, tuple):    # CompressedImage bytes as given
+                msgtype, msg = image_msg(np.zeros((2, 2, 3), np.uint8), stamp, 'cam', 'png')
+                msg = TYPESTORE.types[COMPRESSED_T](header=msg.header, format=frame[0],
+                                                     data=np.frombuffer(frame[1], np.uint8))
+            else:
+                msgtype, msg = image_msg(frame, stamp, 'cam')
+            if (topic, msgtype) not in conns:
+                conns[topic, msgtype] = w.add_connection(topic, msgtype, typestore=TYPESTORE)
+            w.write(conns[topic, msgtype], stamp, TYPESTORE.serialize_cdr(msg, msgtype))
+
+
+S, P = 1_700_000_000_000_000_000, 100_000_000
+
+
+@pytest.mark.parametrize('offset_ns', [0, P // 2])
+def test_topics_whose_names_differ_only_in_punctuation_keep_their_own_sequences(tmp_path, offset_ns):
+    """/cam/a_b and /cam_a/b both slug to cam_a_b: with the same stamps the second topic's frames were
+    skipped as "existing" (lost), with others both cameras alternated in one sequence, indices twice."""
+    frames = {'/cam/a_b': _noise(5, 1), '/cam_a/b': _noise(5, 2)}
+    items = [(t, S + P * i + (offset_ns if t == '/cam_a/b' else 0), frames[t][i]) for i in range(5) for t in frames]
+    _write_items(tmp_path / 'slug', items)
+    res = extract([tmp_path / 'slug'], tmp_path / 'out')
+    assert res.written == 10 and not res.skipped_existing
+    recs = read_index(tmp_path / 'out')
+    names = {t: {r.sequence for r in recs if r.topic == t} for t in frames}
+    hashed = f'slug_cam_a_b-{hashlib.sha1(b"/cam_a/b").hexdigest()[:8]}_000'
+    assert names == {'/cam/a_b': {'slug_cam_a_b_000'}, '/cam_a/b': {hashed}}   # the first by name keeps it
+    for topic, mine in frames.items():
+        got = [r for r in recs if r.topic == topic]
+        assert [r.index for r in got] == list(range(5))
+        assert all(np.array_equal(read_rgb(r.image), f) for r, f in zip(got, mine))
+    again = extract([tmp_path / 'slug'], tmp_path / 'out')
+    assert again.written == 0 and again.skipped_existing == 10 and len(read_index(tmp_path / 'out')) == 10
+    # the name does not depend on --topic: one topic alone gets the name it gets beside the other
+    alone = extract([tmp_path / 'slug'], tmp_path / 'alone', ExtractConfig(topics=['/cam_a/b']))
+    assert set(alone.sequences) == {hashed}
+    both = extract([tmp_path / 'slug'], tmp_path / 'alone')
+    assert both.skipped_existing == 5 and both.written == 5 and set(both.sequences) == set(res.sequences)
+
+
+def test_a_topic_keeps_the_sequence_name_it_has_in_the_dataset(tmp_path):
+    """A dataset whose /cam_a/b frames hold the plain name (made with --topic /cam_a/b by an older
+    version): a run over every topic resumes them there and names /cam/a_b apart."""
+    frames = {'/cam/a_b': _noise(3, 1), '/cam_a/b': _noise(3, 2)}
+    _write_items(tmp_path / 'slug', [(t, S + P * i, frames[t][i]) for i in range(3) for t in frames])
+    extract([tmp_path / 'slug'], tmp_path / 'out', ExtractConfig(topics=['/cam_a/b']))
+    (seq,) = {r.sequence for r in read_index(tmp_path / 'out')}
+    (tmp_path / 'out' / 'images' / seq).rename(tmp_path / 'out' / 'images' / 'slug_cam_a_b_000')
+    index = tmp_path / 'out' / 'index.csv'
+    index.write_text(index.read_text().replace(seq, 'slug_cam_a_b_000'))
+    res = extract([tmp_path / 'slug'], tmp_path / 'out')
+    assert res.skipped_existing == 3 and res.written == 3
+    recs = read_index(tmp_path / 'out')
+    assert {r.sequence for r in recs if r.topic == '/cam_a/b'} == {'slug_cam_a_b_000'}
+    assert {r.sequence for r in recs if r.topic == '/cam/a_b'} == \
+        {f'slug_cam_a_b-{hashlib.sha1(b"/cam/a_b").hexdigest()[:8]}_000'}
+    for topic, mine in frames.items():
+        got = [r for r in recs if r.topic == topic]
+        assert all(np.array_equal(read_rgb(r.image), f) for r, f in zip(got, mine))
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'jpeg', 'png'])
+def test_a_frame_size_change_starts_a_new_sequence(tmp_path, encoding):
+    """Flow, propagation and the temporal metrics pair neighbouring frames: a sequence is a run of
+    same-size frames (a size change mid-topic made propagate fail inside OpenCV)."""
+    small, large = _noise(3, 1, (40, 60)), _noise(3, 2, (48, 64))
+    write_bag(tmp_path / 'bag', [small + large + small[:1]], BagFromFramesConfig(encoding=encoding))
+    res = extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(workers=2))
+    assert res.written == 7 and not res.failed
+    recs = read_index(tmp_path / 'out')
+    seqs = sorted({r.sequence for r in recs})
+    assert seqs == [f'bag_camera_image_raw{"/compressed" if encoding != "rgb8" else ""}_{i:03d}'.replace('/', '_')
+                    for i in range(3)]
+    for seq, n, hw in zip(seqs, (3, 3, 1), ((40, 60), (48, 64), (40, 60))):
+        got = [r for r in recs if r.sequence == seq]
+        assert [r.index for r in got] == list(range(n))
+        assert all(read_rgb(r.image).shape[:2] == hw for r in got)
+    assert extract([tmp_path / 'bag'], tmp_path / 'out').skipped_existing == 7
+
+
+def test_frame_size_is_read_from_the_message_bytes():
+    from rosbags.typesys import Stores, get_typestore
+    from vidseg_ros.data.bags.from_frames import TYPESTORE, image_msg
+    from vidseg_ros.data.bags.reader import RawMessage
+    from vidseg_ros.data.datasets.extract import frame_hw
+    from vidseg_ros.data.images import encode_compressed
+    ros1 = get_typestore(Stores.ROS1_NOETIC)
+    header = ros1.types['std_msgs/msg/Header']
+    stamp = ros1.types['builtin_interfaces/msg/Time'](sec=1, nanosec=2)
+    rgb = np.zeros((17, 23, 3), np.uint8)
+    for frame_id in ('', 'c', 'cam', 'camera_link'):       # the fields after it sit at every alignment
+        for encoding in ('rgb8', 'mono8', 'jpeg', 'png'):
+            msgtype, msg = image_msg(rgb, S, frame_id, encoding)
+            for little in (True, False):
+                raw = bytes(TYPESTORE.serialize_cdr(msg, msgtype, little_endian=little))
+                assert frame_hw(RawMessage('b', '/c', msgtype, 0, raw, 'cdr')) == (17, 23), (frame_id, encoding)
+            hdr = header(seq=3, stamp=stamp, frame_id=frame_id)
+            if encoding in ('jpeg', 'png'):
+                fmt, data = encode_compressed(rgb, encoding)
+                msg = ros1.types[msgtype](header=hdr, format=fmt, data=np.frombuffer(data, np.uint8))
+            else:
+                msg = ros1.types[msgtype](header=hdr, height=17, width=23, encoding='rgb8', is_bigendian=0,
+                                          step=69, data=rgb.reshape(-1))
+            raw = bytes(ros1.serialize_ros1(msg, msgtype))
+            assert frame_hw(RawMessage('b', '/c', msgtype, 0, raw, 'ros1')) == (17, 23), (frame_id, encoding)
+    # bytes that do not say: unknown, and the frame stays in its sequence (decoding then judges it)
+    cut = bytes(TYPESTORE.serialize_cdr(*image_msg(rgb, S, 'cam', 'jpeg')[::-1]))[:40]
+    assert frame_hw(RawMessage('b', '/c', 'sensor_msgs/msg/CompressedImage', 0, cut, 'cdr')) is None
+    assert frame_hw(RawMessage('b', '/c', 'sensor_msgs/msg/Image', 0, b'\0\1\0\0' + b'\xff' * 12, 'cdr')) is None
+
+
+def test_frames_numbered_without_zero_padding_keep_their_order(tmp_path):
+    """frame_0 ... frame_11 went 0, 1, 10, 11, 2, ... into the bag, stamped as if consecutive."""
+    import cv2
+    from vidseg_ros.data.bags.from_frames import find_sequences
+    frames = _noise(12, 5, (8, 10))
+    for folder in ('src', 'flat', *(f'nested/seq{n}' for n in (10, 2, 1))):
+        (tmp_path / folder).mkdir(parents=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(tmp_path / 'src' / f'frame_{i}.png'), f[..., ::-1])
+    frames_to_bag(tmp_path / 'src', tmp_path / 'bag')
+    extract([tmp_path / 'bag'], tmp_path / 'out')
+    recs = read_index(tmp_path / 'out')
+    assert [r.index for r in recs] == list(range(12))
+    assert all(np.array_equal(read_rgb(r.image), f) for r, f in zip(recs, frames))
+    # sequence folders, and the CamVid-style prefixes of a flat folder, go in number order too
+    for n in (10, 2, 1):
+        cv2.imwrite(str(tmp_path / 'nested' / f'seq{n}' / 'f_0.png'), frames[0])
+        for i in (10, 9):
+            cv2.imwrite(str(tmp_path / 'flat' / f'seq{n}_{i}.png'), frames[i][..., ::-1])
+    assert [name for name, _ in find_sequences(tmp_path / 'nested')] == ['seq1', 'seq2', 'seq10']
+    flat = find_sequences(tmp_path / 'flat')
+    assert [name for name, _ in flat] == ['seq1', 'seq2', 'seq10']
+    assert all(np.array_equal(f, want) for f, want in zip(flat[0][1], frames[9:11]))

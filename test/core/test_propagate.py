@@ -240,3 +240,60 @@ def test_the_cli_teacher_is_checked_against_the_dataset_classes(tmp_path):
     with pytest.raises(ValueError, match=r'teacher model has 3 classes \(Sky, Building, Road\)'):
         propagate(ds, method='teacher', model=str(ckpt), progress=False)
     assert (ds / 'index.csv').read_bytes() == before
+
+
+def _mixed_size_dataset(tmp_path, human):
+    """A sequence whose frames change size half-way (as a dataset made by hand may): 4 frames of 64x80,
+    then 4 of the same video at 48x60, with human labels at ``human``."""
+    import cv2
+    from vidseg_ros.data.datasets.layouts import FrameRecord, write_index, write_meta
+    frames, masks = _video(n=8)
+    root = tmp_path / 'ds'
+    recs = []
+    for i, (f, m) in enumerate(zip(frames, masks)):
+        if i >= 4:
+            f, m = cv2.resize(f, (60, 48), interpolation=cv2.INTER_AREA), cv2.resize(m, (60, 48), 0, 0,
+                                                                                     cv2.INTER_NEAREST)
+        image = root / 'images' / 'seq' / f'{i}.png'
+        image.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(image), f[..., ::-1])
+        label = write_label(root / 'labels' / 'seq' / f'{i}.png', m) if i in human else None
+        recs.append(FrameRecord('seq', i, image, label, 1000 + i, 'human' if i in human else 'none'))
+    write_index(root, recs)
+    write_meta(root, {'classes': ['bg', 'obj'], 'ignore_index': 255})
+    return root, masks
+
+
+def test_a_sequence_that_changes_frame_size_is_propagated_in_parts(tmp_path, caplog):
+    """Flow between frames of two sizes stopped `vidseg propagate` inside OpenCV (dis_flow.cpp,
+    I0.sameSize(I1)); each same-size part now propagates from its own human labels."""
+    import cv2
+    root, masks = _mixed_size_dataset(tmp_path, (0, 7))
+    done = []
+    with caplog.at_level('WARNING'):
+        counts = propagate_dataset(root, PropagateConfig(), progress=done.append)
+    assert counts['propagated'] == 6 and sum(done) == 8
+    assert 'changes frame size at' in caplog.text and '4.png (index 4, 80x64 -> 60x48)' in caplog.text
+    for r in read_index(root):
+        assert cv2.imread(str(r.label), 0).shape == cv2.imread(str(r.image)).shape[:2]
+        if r.label_source == 'propagated' and r.index < 4:
+            assert _iou(cv2.imread(str(r.label), 0), masks[r.index]) > 0.6
+
+
+def test_a_part_of_another_size_without_a_human_label_is_left_with_a_warning(tmp_path, caplog):
+    root, _ = _mixed_size_dataset(tmp_path, (0, 2))
+    done = []
+    with caplog.at_level('WARNING'):
+        counts = propagate_dataset(root, PropagateConfig(), progress=done.append)
+    assert counts['propagated'] == 2 and sum(done) == 8
+    assert 'the 4 frame(s) of 60x48 from' in caplog.text and 'have no human label of their size' in caplog.text
+    assert [r.label_source for r in read_index(root)][4:] == ['none'] * 4
+
+
+def test_flow_and_tracker_refuse_frames_of_two_sizes():
+    frames, masks = _video(n=6)
+    frames[4] = frames[4][:60]
+    with pytest.raises(ValueError, match='frame 4 is 80x60, frame 0 80x64'):
+        propagate_flow(frames, {0: masks[0], 5: masks[5][:60]}, 2, PropagateConfig())
+    with pytest.raises(ValueError, match='frame 4 is 80x60, labelled frame 0 80x64'):
+        track_masks(frames, {0: masks[0]}, max_distance=5)

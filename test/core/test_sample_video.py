@@ -1,9 +1,11 @@
-"""The registry-provided sample clip reader (the fetch itself is exercised by the ROS fixtures)."""
+"""Frame sources: the registry-provided sample clip reader (the fetch itself is exercised by the ROS
+fixtures) and ``VideoFrames`` (video files, image folders, globs)."""
 import cv2
 import numpy as np
 import pytest
 
 from vidseg_ros.data.sample_video import SampleVideoError, read_frames
+from vidseg_ros.data.video import VideoFrames, natural_key
 
 
 def test_read_frames_takes_every_nth_resized_rgb(tmp_path):
@@ -20,3 +22,19 @@ def test_read_frames_takes_every_nth_resized_rgb(tmp_path):
         read_frames(path, 20, every=3, start=1)
     with pytest.raises(SampleVideoError, match='cannot open'):
         read_frames(tmp_path / 'missing.avi', 1)
+
+
+def test_image_folders_and_globs_go_in_number_order(tmp_path):
+    """frame_0 ... frame_11 without zero padding went 0, 1, 10, 11, 2, ... (plain string order)."""
+    for i in range(12):
+        cv2.imwrite(str(tmp_path / f'frame_{i}.png'), np.full((4, 6, 3), i, np.uint8))
+    (tmp_path / 'notes.txt').write_text('not a frame')
+    for source in (tmp_path, tmp_path / 'frame_*.png'):
+        frames = VideoFrames(source)
+        assert [f.name for f in frames.files] == [f'frame_{i}.png' for i in range(12)]
+        assert [int(rgb[0, 0, 0]) for _, rgb in frames] == list(range(12))
+
+
+def test_natural_key_orders_numbers_by_value_and_any_names_without_error():
+    names = ['b', 'a10', 'a1b2', 'a2', 'a1b', 'a01', 'a1', 'A3', '10', '9x']
+    assert sorted(names, key=natural_key) == ['9x', '10', 'A3', 'a01', 'a1', 'a1b', 'a1b2', 'a2', 'a10', 'b']

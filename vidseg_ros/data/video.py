@@ -17,11 +17,16 @@ def natural_key(path: str | Path) -> tuple:
     """Sort key that orders numbered names by number: ``frame_2`` before ``frame_10``, as a camera or a
     user numbered them (plain string order put 10 and 11 between 1 and 2); zero-padded names keep their order."""
     parts = re.split(r'(\d+)', str(path))      # text, number, text, ...: alike positions compare alike types
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)) + (str(path),)
+    # the whole name apart, as the tie-break (frame_01 / frame_1): appended to the parts it would meet an int
+    # where one name has more parts (a1b against a1b2)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), str(path)
 
 
 class VideoFrames:
-    """Iterates (index, rgb) over a video file, an image folder (sorted by name) or a glob pattern.
+    """Iterates (index, rgb) over a video file, an image folder or a glob pattern.
+
+    The images of a folder or glob come in name order, numbers by value (``natural_key``): ``frame_2``
+    before ``frame_10``, as they were numbered, padded with zeros or not.
 
     Args:
         source: path to a video file, a folder of images, or a glob such as ``frames/*.png``.
@@ -33,10 +38,11 @@ class VideoFrames:
         self.files: list[Path] = []
         self.fps = 0.0
         if path.is_dir():
-            self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                                key=natural_key)
         elif any(c in self.source for c in '*?['):
-            self.files = sorted(Path(p) for p in globlib.glob(self.source)
-                                if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            self.files = sorted((Path(p) for p in globlib.glob(self.source)
+                                 if Path(p).suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
         elif path.is_file():
             cap = cv2.VideoCapture(self.source)
             if not cap.isOpened():

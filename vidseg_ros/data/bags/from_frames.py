@@ -21,7 +21,7 @@ from rosbags.typesys import Stores, get_typestore
 from vidseg_ros.config import setting
 from vidseg_ros.data.images import (array_to_image_fields, encode_compressed, from_rgb8, pinhole_intrinsics,
                                     read_rgb)
-from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource
+from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource, natural_key
 
 log = logging.getLogger(__name__)
 IMAGE_T = 'sensor_msgs/msg/Image'
@@ -129,17 +129,19 @@ def find_sequences(source: str | Path) -> list[tuple[str, Iterable[np.ndarray]]]
 
     A flat folder whose file names all look like ``<SEQ>_<FRAME>`` with more than one ``SEQ``
     (CamVid) is split by that prefix, so each source video becomes its own sequence in the bag.
+    Files and sub-folders go in name order with numbers by value (``natural_key``: ``frame_2`` before
+    ``frame_10``), so frames numbered without zero padding stay in their order.
     """
     path = Path(source)
     if path.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
-        subs = sorted(p for p in path.iterdir() if p.is_dir())
+        subs = sorted((p for p in path.iterdir() if p.is_dir()), key=natural_key)
         if not subs:
             raise FileNotFoundError(f'{path}: no images and no sub-folders with images')
         return [(p.name, _frames(VideoSource(p))) for p in subs]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
         names = [_SEQ_NAME.match(p.stem) for p in files]
-        prefixes = sorted({m['seq'] for m in names if m})
+        prefixes = sorted({m['seq'] for m in names if m}, key=natural_key)
         if all(names) and len(prefixes) > 1:
             return [(seq, _read_all([p for p, m in zip(files, names) if m['seq'] == seq]))
                     for seq in prefixes]

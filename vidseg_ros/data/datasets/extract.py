@@ -2,11 +2,13 @@
 
 Every message of the chosen image topics (raw ``Image`` in any supported encoding, or
 ``CompressedImage``) becomes one file. Sequences split where the stamps jump by more than
-``max_gap_s`` (or go backwards); ``index`` is the frame's position in its sequence *before*
-``every`` subsampling, so temporal distances stay true. Files are written to a temporary name and
-renamed, so an interrupted run leaves no half files and a re-run skips what exists. Locally,
-decoding and encoding run in worker processes and the main process only reads the bags and plans
-file names; on a Dask cluster (``executor='dask'``) each bag is one task (``data.executors``).
+``max_gap_s`` (or go backwards) and where the frame size changes (read from the message header, no
+decoding), so a sequence is a run of same-size frames; ``index`` is the frame's position in its
+sequence *before* ``every`` subsampling, so temporal distances stay true. Files are written to a
+temporary name and renamed, so an interrupted run leaves no half files and a re-run skips what
+exists. Locally, decoding and encoding run in worker processes and the main process only reads the
+bags and plans file names (a frame's size comes from its message header); on a Dask cluster
+(``executor='dask'``) each bag is one task (``data.executors``).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import numpy as np
 from vidseg_ros.config import setting
 from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, deserialize, read_messages
 from vidseg_ros.data.executors import check_executor, task_executor
-from vidseg_ros.data.images import decode_compressed, image_fields_to_rgb8
+from vidseg_ros.data.images import ImageError, compressed_size, decode_compressed, image_fields_to_rgb8
 from vidseg_ros.data.datasets.layouts import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
 from vidseg_ros.engine.outputs import OUTPUTS
@@ -107,8 +109,53 @@ def header_stamp_ns(msg: RawMessage) -> int:
     return sec * 1_000_000_000 + nsec
 
 
+def frame_hw(msg: RawMessage) -> tuple[int, int] | None:
+    """(height, width) of an image message, read from its serialized bytes without decoding the image
+    (a ``CompressedImage``: from its PNG / JPEG header); None when they do not say (another compressed
+    format, damaged bytes)."""
+    data = msg.data
+    try:
+        if msg.fmt == 'cdr':    # 4-byte encapsulation header, fields aligned relative to its end
+            end, pos, step = ('<' if data[1] == 1 else '>'), 12, 4      # after header.stamp
+        else:                   # ROS 1: little endian, packed; after header.seq and header.stamp
+            end, pos, step = '<', 12, 1
+
+        def aligned(p: int) -> int:
+            return p + (-(p - 4)) % step
+
+        def string(p: int) -> tuple[int, bytes]:     # -> (position after it, its bytes)
+            p = aligned(p)
+            (n,) = struct.unpack_from(end + 'I', data, p)
+            if p + 4 + n > len(data):
+                raise ValueError('truncated')
+            return p + 4 + n, data[p + 4:p + 4 + n]
+
+        pos, _ = string(pos)                         # header.frame_id
+        if msg.msgtype.endswith('CompressedImage'):
+            pos, fmt = string(pos)                   # format, then uint8[] data (a length and the bytes)
+            pos, payload = string(pos)
+            if b'compressedDepth' in fmt:            # a 12-byte depth header before the PNG
+                payload = payload[12:]
+            return tuple(compressed_size(memoryview(payload))[1:])
+        height, width = struct.unpack_from(end + 'II', data, aligned(pos))
+        return height, width
+    except (struct.error, ImageError, ValueError, IndexError):
+        return None
+
+
 def _slug(topic: str) -> str:
     return re.sub(r'[^A-Za-z0-9]+', '_', topic).strip('_') or 'image'
+
+
+def _topic_hash(topic: str) -> str:
+    return hashlib.sha1(topic.encode()).hexdigest()[:8]
+
+
+def _topic_part(name: str, rec: FrameRecord) -> str | None:
+    """The part of ``rec``'s sequence name that stands for its topic, if it is one of bag ``name``'s
+    (``<name>_<topic slug>[-<8 hex digits>]_<NNN>``)."""
+    m = re.fullmatch(rf'{re.escape(name)}_({re.escape(_slug(rec.topic))}(?:-[0-9a-f]{{8}})?)_\d+', rec.sequence)
+    return m[1] if m else None
 
 
 def decode_message(msg: RawMessage) -> tuple[np.ndarray, str, bytes | None]:
@@ -170,18 +217,54 @@ def _suffix(msg: RawMessage, fmt: str) -> str:
 
 
 class _Planner:
-    """Assigns sequences, indices and output paths in bag order (main process only)."""
+    """Assigns sequences, indices and output paths in bag order (main process only).
 
-    def __init__(self, cfg: ExtractConfig, bag: Path, name: str, out: Path, result: ExtractResult):
+    Each topic's sequences are named ``<bag name>_<topic slug>_<NNN>``. Topics whose slugs collide
+    (``/cam/a_b`` and ``/cam_a/b``) would share their sequences and files: of the bag's image topics
+    with one slug, the first by name keeps it and the others get ``<slug>-<8 hex digits of the topic>``,
+    so the name does not depend on the order of the messages or on ``--topic``; a topic already in the
+    dataset keeps the name it has there, so re-runs resume.
+
+    Args:
+        found: the bag's topics (topic -> msgtype) as its reader lists them, filled as the bag is read.
+        old_rows: this bag's rows already in the dataset.
+    """
+
+    def __init__(self, cfg: ExtractConfig, bag: Path, name: str, out: Path, result: ExtractResult,
+                 found: dict[str, str] | None = None, old_rows=()):
         self.cfg, self.bag, self.name, self.out, self.result = cfg, bag, name, out, result
-        self.state: dict[str, dict] = {}       # topic -> last stamp, segment, position, t0
+        self.state: dict[str, dict] = {}       # topic -> last stamp, segment, position, t0, frame size
         self.span_s = 0.0                      # the latest frame, seconds after its topic's first
+        self.found = found if found is not None else {}
+        self.parts: dict[str, str] = {}        # topic -> its part of the sequence names
+        self.owner: dict[str, str] = {}        # that part -> its topic
+        for r in old_rows:
+            part = _topic_part(name, r)
+            # a part two topics share (a dataset made before topics were kept apart): the first keeps it
+            if part and r.topic not in self.parts and self.owner.setdefault(part, r.topic) == r.topic:
+                self.parts[r.topic] = part
+
+    def _part(self, topic: str) -> str:
+        part = self.parts.get(topic)
+        if part is not None:
+            return part
+        plain = _slug(topic)
+        rivals = sorted(t for t, ty in self.found.items()
+                        if ty in IMAGE_TYPES and _slug(t) == plain and t not in self.parts)
+        first = min(rivals + [topic])
+        part = plain if plain not in self.owner and first == topic else f'{plain}-{_topic_hash(topic)}'
+        if part != plain:
+            log.info('extract: topics %s share the name %s: the sequences of %s are named %s_%s_...',
+                     ', '.join(sorted({topic, *rivals, *(t for t, p in self.parts.items() if p == plain)}))[:300],
+                     plain[:200], topic[:200], self.name[:200], part[:200])
+        self.parts[topic], self.owner[part] = part, topic
+        return part
 
     def plan(self, msg: RawMessage) -> tuple[FrameRecord, Path] | None:
         cfg = self.cfg
         stamp = header_stamp_ns(msg) if cfg.stamp == 'header' else 0
         stamp = stamp or msg.log_time_ns
-        st = self.state.setdefault(msg.topic, {'last': None, 'seg': -1, 'pos': 0, 't0': stamp})
+        st = self.state.setdefault(msg.topic, {'last': None, 'seg': -1, 'pos': 0, 't0': stamp, 'hw': None})
         rel = (stamp - st['t0']) / 1e9
         self.span_s = max(self.span_s, rel)
         if rel < cfg.start_s or (cfg.stop_s > 0 and rel >= cfg.stop_s):
@@ -190,14 +273,19 @@ class _Planner:
         if st['last'] is not None and stamp == st['last']:
             self.result.duplicates += 1
             return None
-        if st['last'] is None or stamp < st['last'] or (stamp - st['last']) / 1e9 > cfg.max_gap_s:
+        hw = frame_hw(msg)      # a new size starts a new sequence: flow, propagation, temporal metrics need one
+        resized = hw is not None and st['hw'] is not None and hw != st['hw']
+        if st['last'] is None or stamp < st['last'] or (stamp - st['last']) / 1e9 > cfg.max_gap_s or resized:
             st['seg'], st['pos'] = st['seg'] + 1, 0
-        st['last'] = stamp
+            if resized:
+                log.info('extract: %s changes frame size at %d (%dx%d -> %dx%d): a new sequence starts',
+                         msg.topic[:200], stamp, st['hw'][1], st['hw'][0], hw[1], hw[0])
+        st['last'], st['hw'] = stamp, hw or st['hw']
         pos = st['pos']
         st['pos'] += 1
         if pos % max(1, cfg.every):
             return None
-        seq = f'{self.name}_{_slug(msg.topic)}_{st["seg"]:03d}'
+        seq = f'{self.name}_{self._part(msg.topic)}_{st["seg"]:03d}'
         path = self.out / 'images' / seq / f'{stamp}{_suffix(msg, cfg.image_format)}'
         rec = FrameRecord(seq, pos, path, None, stamp, 'none', str(self.bag), msg.topic, '')
         return rec, path
@@ -219,7 +307,7 @@ def _sequence_names(bags: list[Path], old_rows) -> list[str]:
     owner: dict[str, str] = {}      # name -> the bag (path key) holding it
     known: dict[str, str] = {}      # bag key -> its name in the dataset
     for r in old_rows:
-        m = re.fullmatch(rf'(.+)_{re.escape(_slug(r.topic))}_\d+', r.sequence)
+        m = re.fullmatch(rf'(.+)_{re.escape(_slug(r.topic))}(?:-[0-9a-f]{{8}})?_\d+', r.sequence)
         if m and r.bag:
             owner.setdefault(m[1], _bag_key(r.bag))
             known.setdefault(_bag_key(r.bag), m[1])
@@ -311,9 +399,11 @@ def check_bag(bag: str | Path) -> None:
 def _extract_bag(bag: Path, name: str, out: Path, cfg: ExtractConfig, rows: dict, result: ExtractResult, pool,
                  pending: dict, progress) -> None:
     """Plan and write every frame of one bag; with a ``pool``, decoding runs in its processes."""
-    planner = _Planner(cfg, bag, name, out, result)
-    seen, selected = 0, result.selected
     found: dict[str, str] = {}     # every topic of the bag, for the message when it has no image
+    key, keys = _bag_key(bag), {}
+    mine = [r for r in rows.values() if r.bag and keys.setdefault(r.bag, _bag_key(r.bag)) == key]
+    planner = _Planner(cfg, bag, name, out, result, found, mine)
+    seen, selected = 0, result.selected
     for msg in read_messages(bag, cfg.topics or None, warnings=result.warnings, found=found):
         if msg.msgtype not in IMAGE_TYPES:
             continue

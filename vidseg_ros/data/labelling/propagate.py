@@ -87,6 +87,14 @@ class FlowEstimator:
         return f
 
 
+def _same_size(frame: np.ndarray, hw: tuple[int, int], i: int) -> np.ndarray:
+    """``frame`` (position ``i``), refused when its size is not the sequence's ``hw``."""
+    if frame.shape[:2] != tuple(hw):
+        raise ValueError(f'frame {i} is {frame.shape[1]}x{frame.shape[0]}, frame 0 {hw[1]}x{hw[0]}: '
+                         'flow needs one frame size in a sequence; split it where the size changes')
+    return frame
+
+
 def _grid(hw: tuple[int, int]) -> np.ndarray:
     h, w = hw
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -150,7 +158,7 @@ class FlowCache:
         if (i, j) not in self._flow:
             for k in (i, j):
                 if k not in self._gray:
-                    self._gray[k] = self.fe.gray(self.frames[k])
+                    self._gray[k] = self.fe.gray(_same_size(self.frames[k], self.hw, k))
             self._flow[(i, j)] = self.fe(self._gray[i], self._gray[j], self.hw)
         return self._flow[(i, j)]
 

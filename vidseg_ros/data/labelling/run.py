@@ -1,7 +1,10 @@
 """``vidseg propagate`` on a whole extracted dataset: every frame labelled from the human ones.
 
 Sequences are cut into independent jobs at human-labelled frames (a frame between two labels only
-needs those two), so long recordings spread over worker processes. Each job reads its frames
+needs those two), so long recordings spread over worker processes. Flow and tracker need one frame
+size: a sequence whose frames change size (a dataset not made by ``extract``, which starts a new
+sequence there) is propagated as separate parts, each from its own human labels, with a warning
+naming the frame where the size changes. Each job reads its frames
 lazily, propagates, and returns the labels; the main process writes them and keeps the index.
 Human labels are never touched; each new label records its source (``propagated`` / ``teacher``).
 """
@@ -13,10 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from vidseg_ros.data.executors import task_executor
-from vidseg_ros.data.images import clip, read_rgb
+from vidseg_ros.data.images import ImageError, clip, compressed_size, read_rgb
 from vidseg_ros.data.datasets.labels import write_label
 from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
 from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, read_label_file, write_index
@@ -93,18 +97,26 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
     records = {r.image: r for r in src.records}
     counts: dict[str, int] = {}
     jobs, skipped, seen, unlabelled = [], 0, set(), []
-    for seq, recs in src.sequences().items():
-        human = [i for i, r in enumerate(recs) if r.label_source == 'human']
-        if not human and cfg.method != 'teacher':
+    for seq, whole in src.sequences().items():
+        if cfg.method != 'teacher' and not any(r.label_source == 'human' for r in whole):
             unlabelled.append(seq)
-            skipped += len(recs)
+            skipped += len(whole)
             continue
-        for lo, hi in split_jobs(len(recs), human) if cfg.method != 'teacher' else [(0, len(recs) - 1)]:
-            labels = {i - lo: str(recs[i].label) for i in human if lo <= i <= hi}
-            # neighbouring jobs share their boundary (labelled) frame: count each frame once
-            new = sum(1 for r in recs[lo:hi + 1] if r.image not in seen)
-            seen.update(r.image for r in recs[lo:hi + 1])
-            jobs.append((recs[lo:hi + 1], new, ([r.image for r in recs[lo:hi + 1]], labels, cfg, predict)))
+        # flow and tracker follow pixels from frame to frame: one frame size per part
+        for recs in [whole] if cfg.method == 'teacher' else _same_size_parts(seq, whole):
+            human = [i for i, r in enumerate(recs) if r.label_source == 'human']
+            if not human and cfg.method != 'teacher':
+                hw = _image_hw(recs[0].image)
+                log.warning('%s: the %d frame(s)%s from %s on have no human label of their size: not propagated',
+                            seq[:200], len(recs), f' of {hw[1]}x{hw[0]}' if hw else '', clip(recs[0].image, 300))
+                skipped += len(recs)
+                continue
+            for lo, hi in split_jobs(len(recs), human) if cfg.method != 'teacher' else [(0, len(recs) - 1)]:
+                labels = {i - lo: str(recs[i].label) for i in human if lo <= i <= hi}
+                # neighbouring jobs share their boundary (labelled) frame: count each frame once
+                new = sum(1 for r in recs[lo:hi + 1] if r.image not in seen)
+                seen.update(r.image for r in recs[lo:hi + 1])
+                jobs.append((recs[lo:hi + 1], new, ([r.image for r in recs[lo:hi + 1]], labels, cfg, predict)))
     num_classes = src.num_classes or _classes_in_labels(src, cfg.ignore_index)
     jobs = [(recs, new, (paths, labels, src.label_lut, num_classes, cfg, pred))
             for recs, new, (paths, labels, cfg, pred) in jobs]
@@ -137,6 +149,41 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
     if written:     # the share of holes (min_confidence) in the labels just written
         counts['ignored_percent'] = round(100 * counts.pop('_ignored_px') / written, 1)
     return counts
+
+
+def _image_hw(path) -> tuple[int, int] | None:
+    """(height, width) of an image file from its PNG / JPEG header (other formats: decoded); None when
+    unreadable (reading the frame then says why)."""
+    try:
+        with open(path, 'rb') as f:
+            for size in (4096, 1 << 16):        # JPEG: the frame header may follow a long EXIF block
+                f.seek(0)
+                try:
+                    return tuple(compressed_size(f.read(size))[1:])
+                except ImageError:
+                    pass
+    except OSError:
+        return None
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return None if img is None else tuple(img.shape[:2])
+
+
+def _same_size_parts(seq: str, recs: list[FrameRecord]) -> list[list[FrameRecord]]:
+    """``recs`` cut where the frame size changes (flow cannot pair frames of two sizes), warning at each cut."""
+    parts: list[list[FrameRecord]] = []
+    last = None
+    for rec in recs:
+        hw = _image_hw(rec.image)
+        if parts and hw is not None and last is not None and hw != last:
+            log.warning('%s changes frame size at %s (index %d, %dx%d -> %dx%d): propagated as separate parts, '
+                        'each from its own human labels', seq[:200], clip(rec.image, 300), rec.index,
+                        last[1], last[0], hw[1], hw[0])
+            parts.append([])
+        if not parts:
+            parts.append([])
+        parts[-1].append(rec)
+        last = hw or last
+    return parts
 
 
 def _check_teacher_classes(teacher: list[str] | None, dataset: list[str]) -> None:

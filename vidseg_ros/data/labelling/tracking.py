@@ -149,6 +149,10 @@ def track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tra
             t.init(frames[k], box, mask)
             cur = box
             for i in range(k + step, targets[-1] + step, step):
+                if frames[i].shape[:2] != mask.shape:
+                    raise ValueError(f'frame {i} is {frames[i].shape[1]}x{frames[i].shape[0]}, labelled frame {k} '
+                                     f'{mask.shape[1]}x{mask.shape[0]}: tracking needs one frame size in a sequence; '
+                                     'split it where the size changes')
                 ok, cur = t.update(frames[i])
                 if i in targets:
                     out[i] = move_mask(mask, box, cur)
