@@ -94,3 +94,11 @@ def test_the_same_out_dir_takes_a_second_run(tmp_path):
     for _ in range(2):
         classes, written = _run(tmp_path, ckpt)
     assert classes == ['bg', 'thing'] and written <= {0, 255}
+
+
+def test_sequence_frames_numbered_without_padding_are_in_number_order(tmp_path):
+    """Plain name order put frame_10 and frame_11 between frame_1 and frame_2 of the sequence."""
+    from vidseg_ros.tools.finetune import _frames
+    for i in (0, 1, 2, 10, 11):
+        cv2.imwrite(str(tmp_path / f'frame_{i}.png'), np.zeros((4, 4, 3), np.uint8))
+    assert [p.stem for p in _frames(tmp_path)] == ['frame_0', 'frame_1', 'frame_2', 'frame_10', 'frame_11']

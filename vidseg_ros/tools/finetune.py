@@ -21,6 +21,7 @@ from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.video import natural_key
 from vidseg_ros.data.datasets.labels import check_new_output
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 
@@ -54,7 +55,7 @@ def _object_mask(mask: np.ndarray, classes: list[str], ignore: int, path: Path) 
 
 
 def _frames(sequence: Path) -> list[Path]:
-    frames = sorted(p for p in sequence.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    frames = sorted((p for p in sequence.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
     if not frames:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {sequence}')
     return frames
@@ -81,7 +82,7 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
         frame: the annotated frame's image (or its mask, when ``label`` is None and the image with
             the same stem is in ``sequence``).
         label: its mask: class ids of the model's classes, or a 0/255 object mask (see module doc).
-        sequence: folder with the sequence's frames (sorted by name = temporal order).
+        sequence: folder with the sequence's frames (numbered names in number order = temporal order).
         out_dir: gets ``finetuned.pt`` and one mask PNG per frame, named as the frame; so it must not be,
             hold or be inside ``sequence`` or ``labels_dir``, nor hold ``frame`` / ``label`` (ValueError
             before anything is trained or written).
