@@ -10,6 +10,11 @@ CAMVID_PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128],
 CAMVID_VOID = 11
 CAMVID_FPS = 30.0
 
+# Input sizes: each side of a network input (the engine's input_hw, a checkpoint's), and the most pixels of
+# a frame the node decodes (4096x4096: any camera fits, a decompression bomb does not) or a network input.
+INPUT_SIDE_RANGE = (8, 8192)
+MAX_INPUT_PIXELS = 4096 * 4096
+
 DAVIS_CLASSES = ['background', 'object']
 DAVIS_PALETTE = [[0, 0, 0], [255, 64, 64]]
 DAVIS_FPS = 24.0

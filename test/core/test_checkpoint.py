@@ -109,3 +109,104 @@ def test_save_rejects_non_plain_meta(tmp_path):
         save_checkpoint(tmp_path / 'x.pt', model, meta)
     with pytest.raises(CheckpointError, match='meta lacks'):
         save_checkpoint(tmp_path / 'y.pt', model, {'classes': []})
+
+
+# One bad meta value per case (the saved fixture: keyframe_fpn, 11 CamVid classes): every reader refuses
+# it with the file, the key and the value, instead of running with it (garbage scores) or crashing.
+BAD_META = [
+    ('input_hw', '96x64', r"meta\.input_hw: expected a list, got str '96x64'"),
+    ('input_hw', [100000, 100000], r'meta\.input_hw: 100000 is out of range 8\.\.8192'),
+    ('input_hw', [4096, 8192], r'meta\.input_hw: 4096x8192 = 33554432 pixels exceeds max_input_pixels'),
+    ('input_hw', [0, 0], r'meta\.input_hw: 0 is out of range'),
+    ('input_hw', [96], r'meta\.input_hw: 1 values given, expected 0 or 2'),
+    ('input_hw', [96.5, 64], r'meta\.input_hw\[0\]: expected int'),
+    ('mean', [0.5], r'meta\.mean: 1 values given, expected 3'),
+    ('mean', [float('nan'), 0.4, 0.4], r'meta\.mean\[0\]: NaN'),
+    ('mean', [123.7, 116.3, 103.5], r'meta\.mean: 123\.7 is out of range 0\.0\.\.1\.0'),   # 0..255 units
+    ('std', [0, 0, 0], r'meta\.std: 0\.0 is out of range'),
+    ('std', [float('inf')] * 3, r'meta\.std: inf is out of range'),
+    ('classes', [], r'meta\.classes: expected distinct non-empty class names.*got \[\]'),
+    ('classes', 'background,object', r"meta\.classes: expected a list, got str 'background,object'"),
+    ('classes', [f'c{i}' for i in range(10)] + ['c0'], r'meta\.classes: expected distinct'),
+    ('classes', [f'c{i}' for i in range(12)], r'meta\.classes: 12 name\(s\).* 11 output channels'),
+    ('classes', ['a', 'b'], r'meta\.classes: 2 name\(s\).* 11 output channels'),
+    ('palette', [[0, 0, 0]], r'meta\.palette: 1 colour\(s\) for 11 classes'),
+    ('palette', [], r'meta\.palette: 0 colour\(s\) for 11 classes'),
+    ('palette', [[0, 0, 0]] * 10 + [[300, -5, 0]], r'meta\.palette\[10\]: \[300, -5, 0\] is not \[r, g, b\]'),
+    ('palette', [[0, 0, 0]] * 10 + [[300, -5, 'x']], r"meta\.palette\[10\]\[2\]: expected int, got str 'x'"),
+    ('ignore_index', 'x', r"meta\.ignore_index: expected int, got str 'x'"),
+    ('ignore_index', 300, r'meta\.ignore_index: 300 is out of range -1\.\.255'),
+    ('provenance', None, r'meta\.provenance: expected a mapping, got NoneType'),
+    ('provenance', 'x', r'meta\.provenance: expected a mapping, got str'),
+    ('arch_config', None, r'meta\.arch_config: expected a mapping, got NoneType'),
+    ('train_config', 'x', r'meta\.train_config: expected a mapping, got str'),
+    ('metrics', [1, 2], r'meta\.metrics: expected a mapping, got list'),
+    ('arch', 5, r'meta\.arch: expected str, got int 5'),
+]
+
+
+@pytest.mark.parametrize('key,value,message', BAD_META, ids=[f'{k}-{i}' for i, (k, _, _) in enumerate(BAD_META)])
+def test_bad_meta_values_are_refused_by_every_reader(saved, tmp_path, key, value, message):
+    from vidseg_ros.models.checkpoint import init_from_checkpoint
+    path, model = saved
+    raw = torch.load(path, weights_only=True)
+    raw['meta'][key] = value
+    bad = tmp_path / 'bad.pt'
+    torch.save(raw, bad)
+    for reader in (read_checkpoint, load_checkpoint, lambda p: init_from_checkpoint(model, p)):
+        with pytest.raises(CheckpointError, match=message) as e:
+            reader(bad)
+        assert str(e.value).startswith(f'{bad}: ')
+    # nothing writes such a checkpoint (save_checkpoint reads arch/arch_config None as not given)
+    with pytest.raises(CheckpointError, match=f'{message}|meta lacks {key}'):
+        save_checkpoint(tmp_path / 'new.pt', model, raw['meta'])
+    assert not (tmp_path / 'new.pt').exists()
+
+
+def test_meta_that_is_not_a_mapping(saved, tmp_path):
+    path, _ = saved
+    raw = torch.load(path, weights_only=True)
+    raw['meta'] = [1]
+    torch.save(raw, tmp_path / 'list.pt')
+    with pytest.raises(CheckpointError, match='meta is a list, expected a mapping'):
+        read_checkpoint(tmp_path / 'list.pt')
+
+
+def test_bad_values_are_clipped_in_the_message(saved, tmp_path):
+    path, _ = saved
+    raw = torch.load(path, weights_only=True)
+    raw['meta']['classes'] = 'x' * 100_000
+    torch.save(raw, tmp_path / 'long.pt')
+    with pytest.raises(CheckpointError, match=r'meta\.classes: expected a list') as e:
+        read_checkpoint(tmp_path / 'long.pt')
+    assert len(str(e.value)) < 400
+
+
+def test_valid_variants_still_load(saved, tmp_path):
+    """Free input size (``[]``), no ignore index, integer mean/std, extra keys (halved weights) are fine."""
+    path, _ = saved
+    raw = torch.load(path, weights_only=True)
+    raw['meta'].update(input_hw=[], ignore_index=None, mean=[0, 0, 0], std=[1, 1, 1], weights_dtype='float16')
+    torch.save(raw, tmp_path / 'ok.pt')
+    _, meta = load_checkpoint(tmp_path / 'ok.pt')
+    assert meta['input_hw'] == [] and meta['ignore_index'] is None and meta['weights_dtype'] == 'float16'
+    assert meta['mean'] == [0.0, 0.0, 0.0] and all(isinstance(v, float) for v in meta['std'])
+
+
+def test_class_count_is_checked_against_the_built_model(saved):
+    from vidseg_ros.models.checkpoint import check_meta
+    path, _ = saved
+    meta = read_checkpoint(path)['meta']
+    assert check_meta(meta, 'm.pt', num_classes=11)['classes'] == meta['classes']
+    with pytest.raises(CheckpointError, match=r'm\.pt: meta\.classes: 11 name\(s\).* 2 output channels '
+                                              r'\(its classifier\)'):
+        check_meta(meta, 'm.pt', num_classes=2)
+
+
+def test_shipped_models_pass_the_checks():
+    from pathlib import Path
+    shipped = sorted((Path(__file__).resolve().parents[2] / 'models').glob('*.pt'))
+    assert shipped
+    for path in shipped:
+        model, meta = load_checkpoint(path)
+        assert len(meta['classes']) == model.num_classes == len(meta['palette'])

@@ -61,3 +61,32 @@ def test_installed_vidseg_finds_shipped_models_by_name(tmp_path):
         p = subprocess.run(cmd, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr
         assert '"file": "' + str(Path(sys.prefix) / 'share' / 'vidseg_ros' / 'models' / 'camvid_fpn.pt') in p.stdout
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('provenance', None, 'meta.provenance: expected a mapping, got NoneType'),
+    ('arch_config', None, 'meta.arch_config: expected a mapping, got NoneType'),
+    ('input_hw', [100000, 100000], 'meta.input_hw: 100000 is out of range 8..8192'),
+    ('classes', ['a', 'b', 'c'], "meta.classes: 3 name(s) ['a', 'b', 'c'] for a model with 2 output channels"),
+])
+def test_info_of_a_checkpoint_with_bad_meta_is_a_user_error(tmp_path, key, value, message):
+    """`vidseg info` on a checkpoint whose meta holds a wrong value: exit 2, one line naming the file and the
+    key, where it crashed (exit 1) or printed the bad value as if it were fine."""
+    import torch
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    from vidseg_ros.models import create_model
+    from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+    model = create_model('truncated_fpn', num_classes=2, width_mult=0.25)
+    good = save_checkpoint(tmp_path / 'good.pt', model, default_meta('truncated_fpn', model.arch_config,
+                                                                      classes=['bg', 'fg'], input_hw=[64, 96]))
+    r = CliRunner().invoke(app, ['info', str(good)])
+    assert r.exit_code == 0, r.output
+    raw = torch.load(good, weights_only=True)
+    raw['meta'][key] = value
+    torch.save(raw, tmp_path / 'bad.pt')
+    r = CliRunner().invoke(app, ['info', str(tmp_path / 'bad.pt')])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and f'bad.pt: {message}' in lines[0] and 'internal error' not in lines[0]

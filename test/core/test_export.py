@@ -122,3 +122,46 @@ def test_a_failed_export_leaves_an_earlier_good_file_as_it_was(tmp_path_factory,
         export_onnx(checkpoint, good)
     assert [p.read_bytes() for p in pair] == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ['good.current.onnx', 'good.onnx']   # no half files
+
+
+def test_bad_meta_is_refused_before_anything_is_written(tmp_path_factory, tmp_path):
+    """A checkpoint whose meta is wrong exports nothing (it carried the wrong class table into the file, or
+    tried to trace at 100000x100000); an input_hw override is held to the same bounds as the meta."""
+    from vidseg_ros.models.checkpoint import CheckpointError
+    checkpoint = _checkpoint(*CASES[0], tmp_path_factory)
+    raw = torch.load(checkpoint, weights_only=True)
+    for key, value, message in [('classes', ['a', 'b', 'c'], r'meta\.classes: 3 name\(s\)'),
+                                ('input_hw', [100000, 100000], r'meta\.input_hw: 100000 is out of range'),
+                                ('input_hw', '96x64', r'meta\.input_hw: expected a list'),
+                                ('std', [0, 0, 0], r'meta\.std: 0\.0 is out of range')]:
+        bad = tmp_path / f'{key}.pt'
+        torch.save({**raw, 'meta': {**raw['meta'], key: value}}, bad)
+        for fn, out in ((export_onnx, tmp_path / 'm.onnx'), (export_torchscript, tmp_path / 'm.ts')):
+            with pytest.raises(CheckpointError, match=message):
+                fn(bad, out)
+    with pytest.raises(CheckpointError, match=r'input_hw override\): meta\.input_hw: 100000 is out of range'):
+        export_torchscript(checkpoint, tmp_path / 'm.ts', input_hw=(100000, 100000))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f'{k}.pt' for k in ('classes', 'input_hw', 'std'))
+
+
+def test_an_exported_file_with_bad_meta_is_refused_like_a_checkpoint(tmp_path_factory, tmp_path):
+    """Exported files carried their meta into the engine unchecked: 3 class names for a model with 2 output
+    channels, or a zero std, served wrong tables and NaN inputs."""
+    import json
+
+    import onnx
+    from vidseg_ros.engine.backends import META_KEY, open_exported
+    from vidseg_ros.models.checkpoint import CheckpointError
+    checkpoint = _checkpoint(*CASES[2], tmp_path_factory)
+    path = tmp_path / 'm.onnx'
+    export_onnx(checkpoint, path)
+    open_exported(path, device='cpu')
+    model = onnx.load(path)
+    prop = next(p for p in model.metadata_props if p.key == META_KEY)
+    info = json.loads(prop.value)
+    for key, value, says in (('classes', info['meta']['classes'] + ['extra'], 'output channels'),
+                             ('std', [0.0, 0.0, 0.0], 'meta.std')):
+        prop.value = json.dumps({**info, 'meta': {**info['meta'], key: value}})
+        onnx.save(model, tmp_path / 'bad.onnx')
+        with pytest.raises(CheckpointError, match=says):
+            open_exported(tmp_path / 'bad.onnx', device='cpu')

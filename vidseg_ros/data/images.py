@@ -11,8 +11,6 @@ import struct
 import cv2
 import numpy as np
 
-# Default bound on decoded pixels (4096x4096): any camera fits, a decompression bomb does not.
-MAX_INPUT_PIXELS = 4096 * 4096
 SHORT_TEXT = 200  # untrusted strings (encodings, formats, frame ids) are cut to this in messages
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from vidseg_ros.engine.graphs import CudaGraphed
 from vidseg_ros.models.blocks import fuse_conv_bn
-from vidseg_ros.models.checkpoint import CheckpointError
+from vidseg_ros.models.checkpoint import CheckpointError, check_meta
 from vidseg_ros.models.contract import StreamInfo, stream_info
 
 log = logging.getLogger(__name__)
@@ -178,11 +178,7 @@ class TorchScriptRunner(TorchRunner):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)  # torch.jit is deprecated, still works
             module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
-        info = json.loads(extra[META_KEY + '.json'] or '{}')
-        if 'meta' not in info:
-            raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
-        self.meta = info['meta']
-        self.info = StreamInfo.from_dict(info, len(self.meta['classes']))
+        self.meta, self.info = _exported_info(extra[META_KEY + '.json'] or '{}', path)
         self.device, self.precision, self.channels_last = dev, precision, channels_last
         self._dtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
         self.model = module.eval()
@@ -196,6 +192,17 @@ class TorchScriptRunner(TorchRunner):
 
     def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return _zero_state(self.info.state_layout, x, self.device, torch.float32)
+
+
+def _exported_info(text: str, path) -> tuple[dict, StreamInfo]:
+    """(meta, StreamInfo) from an exported file's ``vidseg_meta`` JSON, the meta checked as a checkpoint's is
+    (``check_meta``): files exported before that check, or edited since, could carry 3 class names for a
+    2-channel model, a zero std or a palette of 300s into the engine."""
+    info = json.loads(text)
+    if not isinstance(info, dict) or 'meta' not in info:
+        raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
+    meta = check_meta(info['meta'], str(path), info.get('num_classes'))
+    return meta, StreamInfo.from_dict(info, len(meta['classes']))
 
 
 def _zero_state(layout: tuple[tuple[int, int], ...], x, device, dtype):
@@ -236,12 +243,8 @@ class OnnxRunner(_Runner):
         self.device = torch.device('cpu')
         self._main = ort.InferenceSession(str(path), providers=providers)
         self.providers = self._main.get_providers()
-        props = self._main.get_modelmeta().custom_metadata_map
-        if META_KEY not in props:
-            raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
-        info = json.loads(props[META_KEY])
-        self.meta = info['meta']
-        self.info = StreamInfo.from_dict(info, len(self.meta['classes']))
+        self.meta, self.info = _exported_info(self._main.get_modelmeta().custom_metadata_map.get(META_KEY, '{}'),
+                                              path)
         self._cur = None
         if self.kind == 'keyframe':
             cur = current_path(path)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vidseg_ros.config import setting
+from vidseg_ros.constants import INPUT_SIDE_RANGE
 
 
 @dataclass
@@ -20,7 +21,7 @@ class EngineConfig:
     compile: bool = setting(False, 'Wrap the model with torch.compile (slow first frames)', change='rebuild')
     input_hw: list[int] = setting([], 'Network input size [H, W]; empty = the checkpoint\'s size. '
                                       'Other sizes are padded to a multiple of the model stride',
-                               range=(8, 8192), lengths=(0, 2))
+                               range=INPUT_SIDE_RANGE, lengths=(0, 2))
     keyframe_policy: str = setting('fixed', 'Key frames at a fixed interval, or adaptive on '
                                             'low-level feature change', ('fixed', 'adaptive'))
     keyframe_interval: int = setting(5, 'Frames between key frames (fixed policy); 1 = every frame',

@@ -4,19 +4,29 @@ Loaded with ``torch.load(weights_only=True)``, so a checkpoint can never run cod
 holds only plain Python values (dict, list, str, int, float, bool, None). Keys others rely on:
 ``arch``, ``arch_config``, ``classes``, ``palette``, ``ignore_index``, ``mean``, ``std``, ``input_hw``,
 ``provenance``, ``metrics``, ``train_config``.
+
+Every reader (``read_checkpoint``, hence ``load_checkpoint``: the engine and node, ``vidseg info / eval / export
+/ finetune``, ``init_from``) and ``save_checkpoint`` check those values with ``check_meta``: their types, list
+lengths and ranges are declared once on ``MetaValues`` with ``config.setting`` and checked by
+``config.from_dict``, as for any setting; ``check_meta`` adds what a setting cannot say (one distinct name per
+output channel, one colour per class, the input size within ``max_input_pixels``).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import pickle
+import reprlib
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from vidseg_ros.constants import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID, IMAGENET_MEAN, IMAGENET_STD
+from vidseg_ros.config import ConfigError, from_dict, setting
+from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID, IMAGENET_MEAN, IMAGENET_STD,
+                                  INPUT_SIDE_RANGE, MAX_INPUT_PIXELS)
 from vidseg_ros.models import MODELS, create_model, resolve_arch_config
 
 FORMAT = 'vidseg_ros/1'
@@ -27,6 +37,86 @@ REQUIRED_META = ('arch', 'arch_config', 'classes', 'palette', 'ignore_index', 'm
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or does not match its architecture."""
+
+
+SHORT_TEXT = 200   # a message quotes at most this much of a bad value (a meta string can be any size)
+
+
+def _clip(text, limit: int = SHORT_TEXT) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f'... ({len(text)} characters)'
+
+
+@dataclasses.dataclass
+class MetaValues:
+    """The values of a checkpoint's ``meta`` that its readers rely on, declared like settings (type, list
+    lengths, ranges) so ``config.from_dict`` checks them; other meta keys (``weights_dtype``...) are free."""
+
+    arch: str = setting('', 'Registry key of the architecture (models.MODELS)')
+    arch_config: dict = setting({}, 'Constructor arguments of the architecture')
+    classes: list[str] = setting([], 'Class names, one per output channel of the model')
+    palette: list[list[int]] = setting([], 'Display colour [r, g, b] (0..255) per class')
+    ignore_index: int | None = setting(None, 'Label value (8-bit labels) the metrics skip; null or -1 = none',
+                                       range=(-1, 255))
+    mean: list[float] = setting(list(IMAGENET_MEAN), 'Per-channel mean of RGB scaled to 0..1',
+                                range=(0.0, 1.0), lengths=(3,))
+    std: list[float] = setting(list(IMAGENET_STD), 'Per-channel standard deviation of RGB scaled to 0..1',
+                               range=(0.001, 1.0), lengths=(3,))
+    input_hw: list[int] = setting([], 'Network input size [H, W]; empty = each frame\'s size',
+                                  range=INPUT_SIDE_RANGE, lengths=(0, 2))
+    provenance: dict = setting({}, 'Where the weights come from (data, licence, command...)')
+    metrics: dict = setting({}, 'Scores measured on the validation data')
+    train_config: dict = setting({}, 'The training settings (training.config.TrainConfig)')
+
+
+def check_meta(meta, where: str, num_classes: int | None = None) -> dict:
+    """``meta`` with its values checked (``MetaValues``; mean/std as floats), else CheckpointError naming
+    ``where`` (the file), the key and the value.
+
+    ``num_classes``: the model's output channels when it is built; otherwise the ``num_classes`` its
+    ``arch_config`` builds it with. Either must equal the number of class names.
+    """
+    if not isinstance(meta, dict):
+        raise CheckpointError(f'{where}: meta is a {type(meta).__name__}, expected a mapping')
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise CheckpointError(f'{where}: meta lacks {", ".join(missing)}')
+    names = [f.name for f in dataclasses.fields(MetaValues)]
+    try:
+        values = from_dict(MetaValues, {k: meta[k] for k in names}, where='meta.')
+    except ConfigError as e:
+        raise CheckpointError(f'{where}: {_clip(e)}') from None
+
+    def bad(key: str, problem: str):
+        return CheckpointError(f'{where}: meta.{key}: {problem}')
+
+    if values.arch not in MODELS:
+        raise CheckpointError(f'{where}: unknown architecture {_clip(values.arch, 60)!r}; this version knows '
+                              f'{", ".join(sorted(MODELS))}')
+    classes, palette = values.classes, values.palette
+    if not classes or not all(c.strip() for c in classes) or len(set(classes)) != len(classes):
+        raise bad('classes', f'expected distinct non-empty class names, one per output channel, got '
+                             f'{reprlib.repr(classes)}')
+    source = 'its classifier'
+    if num_classes is None:
+        try:
+            num_classes = resolve_arch_config(values.arch, **values.arch_config).get('num_classes')
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f'{where}: cannot build {values.arch} from arch_config: {_clip(e)}') from None
+        source = 'arch_config.num_classes'
+    if num_classes is not None and num_classes != len(classes):
+        raise bad('classes', f'{len(classes)} name(s) {reprlib.repr(classes)} for a model with {num_classes} '
+                             f'output channels ({source})')
+    if len(palette) != len(classes):
+        raise bad('palette', f'{len(palette)} colour(s) for {len(classes)} classes; expected one [r, g, b] per '
+                             'class')
+    for i, colour in enumerate(palette):
+        if len(colour) != 3 or not all(0 <= v <= 255 for v in colour):
+            raise bad(f'palette[{i}]', f'{reprlib.repr(colour)} is not [r, g, b] with values 0..255')
+    if len(values.input_hw) == 2 and values.input_hw[0] * values.input_hw[1] > MAX_INPUT_PIXELS:
+        h, w = values.input_hw
+        raise bad('input_hw', f'{h}x{w} = {h * w} pixels exceeds max_input_pixels {MAX_INPUT_PIXELS}')
+    return {**meta, **{k: getattr(values, k) for k in names}}
 
 
 def default_meta(arch: str, arch_config: dict | None = None, classes: list[str] | None = None,
@@ -85,6 +175,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> Path:
     meta = _plain(meta)
     _check_plain(meta)
     path = Path(path)
+    meta = check_meta(meta, f'{path} (not written)', getattr(model, 'num_classes', None))
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + '.tmp')
@@ -127,24 +218,26 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') 
                               f'got {keys}); save it with vidseg_ros.models.checkpoint.save_checkpoint')
     if data.get('format') != FORMAT:
         raise CheckpointError(f'{path}: unsupported checkpoint format {data.get("format")!r} (expected {FORMAT!r})')
-    meta = data['meta']
-    missing = [k for k in REQUIRED_META if k not in meta]
-    if missing:
-        raise CheckpointError(f'{path}: meta lacks {", ".join(missing)}')
-    if meta['arch'] not in MODELS:
-        raise CheckpointError(f'{path}: unknown architecture {meta["arch"]!r}; this version knows '
-                              f'{", ".join(sorted(MODELS))}')
+    data['meta'] = check_meta(data['meta'], str(path))
     return data
+
+
+def build_model(meta: dict, where: str) -> nn.Module:
+    """The (untrained) model a checked ``meta`` describes; CheckpointError when its ``arch_config`` cannot
+    build it or it has another number of output channels than ``meta['classes']`` names."""
+    try:
+        model = create_model(meta['arch'], **meta['arch_config'])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f'{where}: cannot build {meta["arch"]} from arch_config: {_clip(e)}') from e
+    check_meta(meta, where, getattr(model, 'num_classes', None))
+    return model
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') -> tuple[nn.Module, dict]:
     """Build the model described by the checkpoint's meta and load its weights -> (model in eval mode, meta)."""
     data = read_checkpoint(path, map_location)
     meta = data['meta']
-    try:
-        model = create_model(meta['arch'], **meta['arch_config'])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f'{path}: cannot build {meta["arch"]} from arch_config: {e}') from e
+    model = build_model(meta, str(path))
     check_state_dict(model, data['state_dict'], str(path))
     model.load_state_dict(data['state_dict'])
     return model.eval(), meta

@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass
 
 from vidseg_ros.config import ConfigError, setting
-from vidseg_ros.data.images import MAX_INPUT_PIXELS, short
+from vidseg_ros.constants import MAX_INPUT_PIXELS
+from vidseg_ros.data.images import short
 
 # A camera is a relative ROS namespace: tokens of letters, digits and _ (not starting with a digit) joined
 # by single '/'. Nothing is normalised ('/a', 'a/' are refused, not read as 'a'), so distinct names can

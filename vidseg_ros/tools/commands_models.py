@@ -32,20 +32,21 @@ def info(model: str) -> dict:
     """Architecture, classes, provenance and metrics of a checkpoint or exported model."""
     from vidseg_ros.engine.backends import open_exported
     from vidseg_ros.engine.stream import resolve_model
-    from vidseg_ros.models import create_model, stream_info
-    from vidseg_ros.models.checkpoint import read_checkpoint
+    from vidseg_ros.models import stream_info
+    from vidseg_ros.models.checkpoint import build_model, check_meta, read_checkpoint
     path = resolve_model(model)
     if path.startswith('untrained:'):
         raise ValueError('info needs a model file, not an untrained:<arch> spec')
     if path.endswith('.pt'):
         meta = read_checkpoint(path)['meta']
-        model = create_model(meta['arch'], **meta['arch_config'])
+        model = build_model(meta, path)
         kind = stream_info(model).kind
         params = sum(p.numel() for p in model.parameters())
         backend = 'torch'
     else:
         runner = open_exported(path, device='cpu')
-        meta, kind, params, backend = runner.meta, runner.kind, None, runner.backend
+        meta = check_meta(runner.meta, path, runner.info.num_classes)   # the meta a checkpoint carries
+        kind, params, backend = runner.kind, None, runner.backend
     return {'file': path, 'backend': backend, 'arch': meta['arch'], 'kind': kind, 'parameters': params,
             'arch_config': meta['arch_config'], 'classes': meta['classes'], 'ignore_index': meta['ignore_index'],
             'input_hw': meta['input_hw'], 'trained': bool(meta['provenance'].get('trained', False)),

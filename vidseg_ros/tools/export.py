@@ -26,7 +26,7 @@ from torch import nn
 
 from vidseg_ros.engine.backends import META_KEY, current_path, open_exported
 from vidseg_ros.models.blocks import fuse_conv_bn
-from vidseg_ros.models.checkpoint import load_checkpoint
+from vidseg_ros.models.checkpoint import check_meta, load_checkpoint
 from vidseg_ros.models.contract import stream_info
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,11 @@ class _Export(NamedTuple):
 
 def _prepare(checkpoint: str | Path, input_hw: tuple[int, int] | None, out: Path) -> _Export:
     """Everything both exporters start from; creates ``out``'s folder."""
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint)       # meta checked: input_hw is [] or [H, W] in bounds
+    if input_hw:                                     # an override is held to the same bounds
+        check_meta({**meta, 'input_hw': list(input_hw)}, f'{checkpoint} (input_hw override)')
     fuse_conv_bn(model.eval())
-    h, w = input_hw or meta.get('input_hw') or (256, 256)
+    h, w = input_hw or meta['input_hw'] or (256, 256)
     stream = stream_info(model)
     s = stream.stride
     x = torch.randn(1, 3, -(-int(h) // s) * s, -(-int(w) // s) * s, generator=torch.Generator().manual_seed(0))
