@@ -60,6 +60,22 @@ def test_roundtrip_split_files_open_alone(tmp_path, compression):
     assert info['message_count'] == sum(t['message_count'] for t in info['topics_with_message_count'])
 
 
+def test_duration_split_holds_when_the_clock_jumps_back(tmp_path):
+    """A looping bag's /clock jumps back: the split compared the time since the file's first message, which
+    stayed negative, so one file of a 2 s limit grew to cover 39 s."""
+    w = BagWriter(tmp_path / 'bag', max_bag_duration_s=2.0)
+    w.add_topic('/cam/image', IMAGE, [bag_qos_profile()])
+    s = 1_000_000_000
+    stamps = [1000 * s + i * s // 2 for i in range(8)] + [961 * s + i * s // 2 for i in range(8)]
+    for i, t in enumerate(stamps):
+        w.write('/cam/image', image_cdr(i), t)
+    w.close()
+    meta = yaml.safe_load((tmp_path / 'bag' / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    spans = [f['duration']['nanoseconds'] for f in meta['files']]
+    assert max(spans) < 2 * s, spans
+    assert sum(f['message_count'] for f in meta['files']) == 16
+
+
 def test_never_overwrites(tmp_path):
     first = new_bag_dir(tmp_path, 'x')
     BagWriter(first).close()

@@ -255,6 +255,7 @@ def test_records_with_sim_time_before_any_clock(node, tmp_path):
     finally:
         proc.kill()
     assert len(read_rosbags([only_bag(tmp_path)])['/small/image']) == 5
+    assert (tmp_path / 'recorder.log').read_text().count('no /clock has arrived') == 1   # logged at 0: said once
 
 
 def test_sigkill_then_recover(node, tmp_path):

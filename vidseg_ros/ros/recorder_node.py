@@ -101,6 +101,7 @@ class RecorderNode(Node):
         self.types: dict[str, str] = {}             # topic -> the type recorded
         self.unrecorded: dict[str, set[str]] = {}   # topic -> types offered but not recorded (later, or several)
         self._close_result: bool | None = None
+        self._said_no_clock = False
         self.lost: dict[str, int] = {}
         self._last = (time.monotonic(), {})  # previous diagnostics snapshot, for rates
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -192,11 +193,10 @@ class RecorderNode(Node):
             incompatible_qos=lambda e, t=topic: self.get_logger().error(
                 f'{t}: publisher QoS incompatible with ours ({cfg.input_reliability}); set input_reliability:=auto '
                 f'or qos_overrides.{t}.subscription.reliability:=best_effort'))
-        put = self.recorder.put
-        clock = self.get_clock()
+        put, log_time = self.recorder.put, self._log_time
 
         def on_message(data: bytes, info) -> None:
-            put(topic, data, clock.now().nanoseconds, info.get('source_timestamp') or 0)
+            put(topic, data, log_time(), info.get('source_timestamp') or 0)
 
         def subscribe(callbacks):
             return self.create_subscription(message_class(msgtype), topic, on_message, qos, raw=True,
@@ -208,6 +208,16 @@ class RecorderNode(Node):
             events.message_lost = None
             self.subs[topic] = subscribe(events)
         self.get_logger().info(f'recording {topic} [{msgtype}]')
+
+    def _log_time(self) -> int:
+        """The node clock's time for a message's log time; with use_sim_time it is 0 until the first /clock,
+        said once (the bag's start time then reads 1970)."""
+        now = self.get_clock().now().nanoseconds
+        if not now and not self._said_no_clock:
+            self._said_no_clock = True
+            self.get_logger().warning('use_sim_time is set and no /clock has arrived: messages are logged at '
+                                      'time 0 until it does (start the clock source, e.g. the bag player, first)')
+        return now
 
     def _on_lost(self, topic: str, event) -> None:
         self.lost[topic] += int(event.total_count_change)

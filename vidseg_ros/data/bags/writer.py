@@ -185,8 +185,11 @@ class BagWriter:
     def _should_split(self, log_time_ns: int) -> bool:
         if self.max_bag_size_bytes and self._file_bytes >= self.max_bag_size_bytes:
             return True
+        # the span the file would cover, not the time since its first message: after a clock jumped back
+        # (a looping bag's /clock) that difference stayed negative and one file grew to 39 s of a 2 s limit
         return bool(self.max_bag_duration_ns and self._file_start_ns is not None
-                    and log_time_ns - self._file_start_ns >= self.max_bag_duration_ns)
+                    and max(self._file_max_ns, log_time_ns) - min(self._file_min_ns, log_time_ns)
+                    >= self.max_bag_duration_ns)
 
     def _open(self) -> None:
         path = self.bag_dir / f'{self.bag_dir.name}_{len(self.files)}.mcap'
