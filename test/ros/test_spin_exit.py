@@ -76,3 +76,48 @@ def _default_signals() -> None:
     """As launch starts its nodes (a test run in the background inherits SIGINT ignored)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def test_a_node_stops_cleanly_when_its_parent_dies(tmp_path):
+    """`ros2 launch` exits at once on SIGTERM (docker stop, systemd) and left its nodes running: the recorder
+    kept writing a bag without metadata.yaml. Its parent here is killed outright; the recorder must stop as on
+    Ctrl-C and close its bag."""
+    env = {**os.environ, 'PATH': f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}'}
+    node = [str(ROOT / 'scripts' / 'recorder_node'), '--ros-args', '-p', f'output_dir:={tmp_path}',
+            '-p', 'bag_prefix:=orphan', '-p', 'min_free_disk_bytes:=0']
+    parent = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f'''
+        import signal, subprocess, sys, time
+        def defaults():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+        child = subprocess.Popen({node!r}, stdout=open({str(tmp_path / 'node.log')!r}, 'w'),
+                                 stderr=subprocess.STDOUT, preexec_fn=defaults)
+        print(child.pid, flush=True)
+        time.sleep(600)
+        ''')], stdout=subprocess.PIPE, text=True, env=env)
+    child = int(parent.stdout.readline())
+    try:
+        deadline = time.monotonic() + 60
+        while 'recording to' not in (tmp_path / 'node.log').read_text():
+            assert time.monotonic() < deadline, (tmp_path / 'node.log').read_text()
+            time.sleep(0.2)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while _alive(child):
+            assert time.monotonic() < deadline, 'the node outlived its parent'
+            time.sleep(0.1)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+    (bag,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith('orphan')]
+    assert (bag / 'metadata.yaml').exists(), (tmp_path / 'node.log').read_text()
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (an orphan is reaped by init, so it disappears once it exits)."""
+    try:
+        state = Path(f'/proc/{pid}/stat').read_text().split(')')[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != 'Z'

@@ -28,10 +28,29 @@ def _exit_now(signum, frame) -> None:
     os._exit(0)
 
 
+def stop_with_parent() -> None:
+    """Ask Linux for a SIGINT when the process that started this one dies: the node then stops as on Ctrl-C.
+
+    ``ros2 launch`` exits at once on SIGTERM (what ``docker stop`` and systemd send), leaving its nodes
+    running with no parent: the recorder went on writing a bag that had no metadata.yaml. The signal
+    follows the thread that started the process (launch's event loop, the main thread).
+    """
+    if not sys.platform.startswith('linux'):
+        return
+    import ctypes
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGINT))
+    except (OSError, AttributeError):   # no prctl here: the node runs as before
+        pass
+
+
 def run_node(module: str) -> int:
-    """Install the start-up handlers, then import ``module`` and return its ``main()``."""
+    """Install the start-up handlers and the parent-death signal, then import ``module`` and return its
+    ``main()``."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_now)
+    stop_with_parent()
     return importlib.import_module(module).main()
 
 
