@@ -118,6 +118,16 @@ def test_nonsense_refused_arrays_applied_failed_swap_rolled_back(start_node, pro
     assert set_param(probe, node, 'ignore_classes', list(range(11))).successful
     (mask,) = send(probe, pub, rgb, [masks], node)
     assert (as_array(mask) == 255).all()                               # every class ignored
+    # `ros2 param set ... '[]'` sends an empty BOOL_ARRAY: refused as 'Wrong parameter type' by the typed
+    # arrays, so a remap or an ignore list could not be cleared without a restart
+    empty = ParameterValue(type=ParameterType.PARAMETER_BOOL_ARRAY, bool_array_value=[])
+    for name in ('ignore_classes', 'class_remap'):
+        r = call(probe, node, SetParameters, 'set_parameters',
+                 SetParameters.Request(parameters=[ParameterMsg(name=name, value=empty)])).results[0]
+        assert r.successful, f'{name}=[]: {r.reason}'
+        assert get_param(probe, node, name).type == ParameterType.PARAMETER_INTEGER_ARRAY
+    (mask,) = send(probe, pub, rgb, [masks], node)
+    assert set(np.unique(as_array(mask))) <= set(range(11)) and not (as_array(mask) == 255).all()   # cleared
 
     # A file that resolves and looks like a checkpoint but does not load: refused later, rolled back.
     fake = tmp_path / 'broken.pt'

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import weakref
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
@@ -61,6 +62,7 @@ def declare_settings(node: Node, *classes, read_only: bool = False) -> None:
     old-name parameter file overridden by ``-p`` under the new name) and the warning names both."""
     # rclpy keeps the --ros-args/params-file values here
     given = {k: as_python(p.value) for k, p in getattr(node, '_parameter_overrides', {}).items()}
+    _take_empty_arrays(node)
     for cls in classes:
         current = current_names(cls, given, warn=node.get_logger().warning, merged=True)
         hints = typing.get_type_hints(cls)
@@ -88,6 +90,30 @@ def declare_settings(node: Node, *classes, read_only: bool = False) -> None:
             else:
                 desc.read_only = fixed
                 node.declare_parameter(f.name, default, desc)
+
+
+def _take_empty_arrays(node: Node) -> None:
+    """An empty array of any type sets an array parameter to empty. `ros2 param set N x '[]'` and YAML's
+    ``[]`` carry no element type (the CLI sends a BOOL_ARRAY), and rclpy refused them as 'Wrong parameter
+    type' for a typed array, so a class_remap or an ignore list could not be cleared without a restart."""
+    if getattr(node, '_vidseg_empty_arrays', False):
+        return
+    node._vidseg_empty_arrays = True
+    arrays = {*_ARRAY_TYPES.values(), Parameter.Type.BYTE_ARRAY}
+    # a weak reference: the node holds this callback, and a cycle kept a node whose constructor failed alive
+    # for rclpy's context to destroy half-built at shutdown
+    owner = weakref.ref(node)
+
+    def retype(params: list[Parameter]) -> list[Parameter]:
+        out, node = [], owner()
+        for p in params:
+            if node is not None and p.type_ in arrays and len(p.value) == 0 and node.has_parameter(p.name):
+                declared = Parameter.Type(node.describe_parameter(p.name).type)
+                if declared in arrays and declared != p.type_:
+                    p = Parameter(p.name, declared, [])
+            out.append(p)
+        return out
+    node.add_pre_set_parameters_callback(retype)
 
 
 def _value(node: Node, name: str, default):
