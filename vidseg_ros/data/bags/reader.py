@@ -9,7 +9,6 @@ record, skips what is damaged and yields every message it can still read. Messag
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import sqlite3
 import struct
@@ -23,6 +22,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
+from vidseg_ros.data.video import natural_key
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -54,8 +54,7 @@ def bag_files(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_dir():
         # Natural order: recorder splits are named bag_2 ... bag_10.
-        files = sorted(list(path.glob('*.mcap')) + list(path.glob('*.db3')),
-                       key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', p.name)])
+        files = sorted(list(path.glob('*.mcap')) + list(path.glob('*.db3')), key=lambda p: natural_key(p.name))
         if not files:
             raise FileNotFoundError(f'{path}: no .mcap or .db3 files in this bag folder')
         return files

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rosbags.serde import SerdeError
 
 from vidseg_ros.config import setting
 from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, deserialize, read_messages
@@ -110,36 +111,18 @@ def header_stamp_ns(msg: RawMessage) -> int:
 
 
 def frame_hw(msg: RawMessage) -> tuple[int, int] | None:
-    """(height, width) of an image message, read from its serialized bytes without decoding the image
-    (a ``CompressedImage``: from its PNG / JPEG header); None when they do not say (another compressed
-    format, damaged bytes)."""
-    data = msg.data
+    """(height, width) of an image message without decoding the image: rosbags deserializes the fields as
+    views of the bytes (10 us for a 640x480 frame), a ``CompressedImage``'s size comes from its PNG / JPEG
+    header; None when they do not say (another compressed format, damaged bytes)."""
     try:
-        if msg.fmt == 'cdr':    # 4-byte encapsulation header, fields aligned relative to its end
-            end, pos, step = ('<' if data[1] == 1 else '>'), 12, 4      # after header.stamp
-        else:                   # ROS 1: little endian, packed; after header.seq and header.stamp
-            end, pos, step = '<', 12, 1
-
-        def aligned(p: int) -> int:
-            return p + (-(p - 4)) % step
-
-        def string(p: int) -> tuple[int, bytes]:     # -> (position after it, its bytes)
-            p = aligned(p)
-            (n,) = struct.unpack_from(end + 'I', data, p)
-            if p + 4 + n > len(data):
-                raise ValueError('truncated')
-            return p + 4 + n, data[p + 4:p + 4 + n]
-
-        pos, _ = string(pos)                         # header.frame_id
+        m = deserialize(msg)
         if msg.msgtype.endswith('CompressedImage'):
-            pos, fmt = string(pos)                   # format, then uint8[] data (a length and the bytes)
-            pos, payload = string(pos)
-            if b'compressedDepth' in fmt:            # a 12-byte depth header before the PNG
+            payload = memoryview(m.data)
+            if 'compressedDepth' in m.format:           # a 12-byte depth header before the PNG
                 payload = payload[12:]
-            return tuple(compressed_size(memoryview(payload))[1:])
-        height, width = struct.unpack_from(end + 'II', data, aligned(pos))
-        return height, width
-    except (struct.error, ImageError, ValueError, IndexError):
+            return tuple(compressed_size(payload)[1:])
+        return int(m.height), int(m.width)
+    except (SerdeError, ImageError, ValueError, IndexError):
         return None
 
 
