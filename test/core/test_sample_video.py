@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from vidseg_ros.data.sample_video import SampleVideoError, read_frames
-from vidseg_ros.data.video import VideoFrames, natural_key
+from vidseg_ros.data.order import natural_key
+from vidseg_ros.data.video import VideoFrames
 
 
 def test_read_frames_takes_every_nth_resized_rgb(tmp_path):

@@ -2,24 +2,15 @@
 from __future__ import annotations
 
 import glob as globlib
-import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from vidseg_ros.data.images import ImageError, read_rgb
+from vidseg_ros.data.order import natural_key
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
-
-
-def natural_key(path: str | Path) -> tuple:
-    """Sort key that orders numbered names by number: ``frame_2`` before ``frame_10``, as a camera or a
-    user numbered them (plain string order put 10 and 11 between 1 and 2); zero-padded names keep their order."""
-    parts = re.split(r'(\d+)', str(path))      # text, number, text, ...: alike positions compare alike types
-    # the whole name apart, as the tie-break (frame_01 / frame_1): appended to the parts it would meet an int
-    # where one name has more parts (a1b against a1b2)
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), str(path)
 
 
 class VideoFrames:

@@ -21,7 +21,7 @@ from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.video import natural_key
+from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.labels import check_new_output
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 

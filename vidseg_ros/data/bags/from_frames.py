@@ -21,7 +21,8 @@ from rosbags.typesys import Stores, get_typestore
 from vidseg_ros.config import setting
 from vidseg_ros.data.images import (array_to_image_fields, encode_compressed, from_rgb8, pinhole_intrinsics,
                                     read_rgb)
-from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource, natural_key
+from vidseg_ros.data.order import natural_key
+from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource
 
 log = logging.getLogger(__name__)
 IMAGE_T = 'sensor_msgs/msg/Image'

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from mcap.writer import CompressionType, Writer
 
 from vidseg_ros.data.bags.direct_file import AppendFile
 from vidseg_ros.data.bags.msgdefs import message_definition
+from vidseg_ros.data.order import natural_key
 
 log = logging.getLogger(__name__)
 
@@ -278,13 +278,9 @@ def new_bag_dir(output_dir: str | Path, prefix: str = 'vidseg') -> Path:
     return path
 
 
-def _natural_key(path: Path):
-    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', path.name)]
-
-
 def mcap_files(bag_dir: str | Path) -> list[Path]:
     """The ``.mcap`` files of a bag directory in recording order."""
-    return sorted(Path(bag_dir).glob('*.mcap'), key=_natural_key)
+    return sorted(Path(bag_dir).glob('*.mcap'), key=lambda p: natural_key(p.name))
 
 
 def _topic_entry(name: str, msgtype: str, encoding: str, metadata: dict, count: int) -> dict:

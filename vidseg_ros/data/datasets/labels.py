@@ -21,7 +21,7 @@ import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
 from vidseg_ros.data.images import ImageError, clip, compressed_size, short
-from vidseg_ros.data.video import natural_key
+from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
                                               cityscapes_source, davis_source, read_index, read_meta, write_index,
                                               write_meta)
