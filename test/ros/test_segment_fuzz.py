@@ -220,8 +220,20 @@ def test_fuzzed_inputs_never_stop_the_node(start_node, probe, real_frames):
 
     for node, name, n_bad in ((raw, 'fuzz_raw', N_IMAGE), (comp, 'fuzz_jpeg', N_COMPRESSED)):
         n_good = n_bad + (N_INFO if name == 'fuzz_raw' else 0)
-        probe.wait_for(lambda: (st := status(diags, name)) is not None
-                       and int(diag_values(st)['frames_in']) >= n_good + n_bad, 10, f'{name} diagnostics', node)
+        def settled(name=name, n=n_good + n_bad):
+            """Every message in, and the last one through the worker: a status published while a frame was
+            still being segmented had it in frames_in but not yet in frames_out (638 of 639, once in CI)."""
+            st = status(diags, name)
+            if st is None:
+                return False
+            v = {k: int(x) for k, x in diag_values(st).items()
+                 if k in ('frames_in', 'frames_out', 'bad_inputs', 'publish_errors', 'dropped_frames')}
+            return v['frames_in'] >= n and v['bad_inputs'] + v['frames_out'] + v['publish_errors'] >= \
+                v['frames_in'] - v['dropped_frames']
+        try:
+            probe.wait_for(settled, 10, f'{name} diagnostics', node)
+        except AssertionError:
+            pass    # the asserts below say what is missing
         values = diag_values(status(diags, name))
         assert node.alive(), node.log()[-3000:]
         # Every message arrived; nearly all reached the worker (a few may be replaced in the mailbox by
