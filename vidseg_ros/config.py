@@ -74,8 +74,13 @@ def _type_name(tp) -> str:
     return getattr(tp, '__name__', str(tp))
 
 
-def _coerce(value: Any, tp, key: str):
-    """Check (and lightly coerce, int->float, tuple->list) one value against a type hint."""
+def coerce(value: Any, tp, key: str):
+    """Check (and lightly coerce, int->float, tuple->list) one value against a type hint.
+
+    null (None) is a value only of the settings whose type allows it (``int | None``); elsewhere it is
+    refused with how to write the empty value, the same for YAML (``key: null``, ``key: ~``, ``key:``)
+    and ``--set key=null``: never silently dropped or read as the default.
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -86,16 +91,18 @@ def _coerce(value: Any, tp, key: str):
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f'{key}: invalid value {value!r}')
+    if value is None and tp is not Any:
+        raise ConfigError(f'{key}: null is not a value of this setting; {_empty_value_hint(tp, key)}')
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f'{key}: expected a list, got {type(value).__name__} {value!r}')
         args = typing.get_args(tp)
         item = args[0] if args else Any
-        return [_coerce(v, item, f'{key}[{i}]') for i, v in enumerate(value)]
+        return [coerce(v, item, f'{key}[{i}]') for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f'{key}: expected a mapping, got {type(value).__name__}')
@@ -117,6 +124,18 @@ def _coerce(value: Any, tp, key: str):
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f'{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}')
     return value
+
+
+def _empty_value_hint(tp, key: str) -> str:
+    """How to write the empty value of a setting of type ``tp``, for the message refusing null."""
+    origin = typing.get_origin(tp) or tp
+    if tp is str:
+        return f"to clear it write an empty text: {key}: '' (YAML) or --set {key}="
+    if origin in (list, tuple):
+        return f'to clear it write an empty list: {key}: [] (YAML) or --set {key}=[]'
+    if origin is dict:
+        return f'to clear it write an empty mapping: {key}: {{}} (YAML) or --set {key}={{}}'
+    return f'give a value ({_type_name(tp)}), or leave the key out for the default'
 
 
 def current_names(cls, data: dict | None, where: str = '', warn=None, merged: bool = False) -> dict:
@@ -159,7 +178,7 @@ def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
                           f'valid keys: {", ".join(sorted(names))}')
     kwargs = {}
     for key, value in data.items():
-        value = _coerce(value, hints[key], where + key)
+        value = coerce(value, hints[key], where + key)
         _check_allowed(value, names[key].metadata, where + key)
         kwargs[key] = value
     return cls(**kwargs)
@@ -215,11 +234,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict | 
     """Dataclass from an optional YAML file (plain or ROS params file) plus overrides, validated strictly.
 
     ``ignore_unknown`` keeps only this dataclass's keys, for files that hold several settings groups
-    (the segment node's YAML holds EngineConfig and SegmentNodeConfig keys).
+    (the segment node's YAML holds EngineConfig and SegmentNodeConfig keys). A None override is a
+    null like one in the file (refused unless the setting allows it; see ``coerce``), not "no override".
     """
     data = current_names(cls, ros_parameters(load_yaml(path)) if path else {})
     if ignore_unknown:
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
-    data.update(current_names(cls, {k: v for k, v in (overrides or {}).items() if v is not None}))
+    data.update(current_names(cls, overrides))
     return from_dict(cls, data)

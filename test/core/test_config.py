@@ -95,3 +95,39 @@ def test_how_a_setting_changes_at_run_time_is_field_metadata():
     assert 'publish_overlay' not in startup
     with pytest.raises(ValueError, match='change must be one of'):
         setting(1, 'x', change='sometimes')
+
+
+@dataclass
+class Clearable:
+    output: str = setting('out.pt', 'a path; empty = none')
+    freeze: list[str] = setting(['encoder'], 'prefixes')
+    epochs: int = setting(3, 'a count')
+    lr: float = setting(0.1, 'a rate')
+    ignore: int | None = setting(None, 'null allowed')
+
+
+@pytest.mark.parametrize('yaml_value', ['null', '~', ''])
+def test_null_is_one_rule_in_yaml_and_overrides(tmp_path, yaml_value):
+    """`--set output=null` was dropped (the file's value stayed, the output still written) while YAML
+    `output: null` was 'expected str, got NoneType': null is now refused in both with how to clear the
+    setting, and stays a value where the type allows it."""
+    path = tmp_path / 'c.yaml'
+    path.write_text(f'output: {yaml_value}\n')
+    with pytest.raises(ConfigError, match=r"output: null .* output: '' \(YAML\) or --set output="):
+        load_config(Clearable, path)
+    for key, hint in [('output', '--set output='), ('freeze', r'--set freeze=\[\]'), ('epochs', 'give a value')]:
+        with pytest.raises(ConfigError, match=f'{key}: null .*{hint}'):
+            load_config(Clearable, None, {key: None})
+    assert load_config(Clearable, None, {'output': '', 'freeze': [], 'ignore': None}) == \
+        Clearable(output='', freeze=[], ignore=None)
+
+
+def test_set_null_reaches_the_settings_check():
+    from vidseg_ros.tools.cli_options import parse_set
+    from vidseg_ros.training.config import load_train_config
+    overrides = parse_set(['output=null', 'val_split='])
+    assert overrides == {'output': None, 'val_split': ''}
+    with pytest.raises(ConfigError, match='output: null'):
+        load_train_config(None, overrides)
+    assert load_train_config(None, {'val_split': ''}).val_split == ''
+

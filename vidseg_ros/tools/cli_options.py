@@ -9,7 +9,10 @@ import typer
 
 
 def parse_set(values: list[str] | None) -> dict:
-    """`--set key=value` overrides (the value parsed as JSON when it can be: numbers, lists, true)."""
+    """`--set key=value` overrides (the value parsed as JSON when it can be: numbers, lists, true).
+
+    ``key=null`` is JSON null, checked like ``key: null`` in YAML: refused unless the setting allows it,
+    never dropped; ``key=`` is the empty text and ``key=[]`` the empty list, which clear a setting."""
     out = {}
     for item in values or []:
         key, sep, value = item.partition('=')
