@@ -7,6 +7,7 @@ descriptions and the README tables can be generated from the code.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
 import reprlib
@@ -138,6 +139,12 @@ def _empty_value_hint(tp, key: str) -> str:
     return f'give a value ({_type_name(tp)}), or leave the key out for the default'
 
 
+def did_you_mean(word: str, names) -> str:
+    """`` (did you mean X?)`` for the closest of ``names`` to a mistyped ``word``, else ''."""
+    close = difflib.get_close_matches(word, list(names), n=1)
+    return f' (did you mean {close[0]}?)' if close else ''
+
+
 def current_names(cls, data: dict | None, where: str = '', warn=None, merged: bool = False) -> dict:
     """``data`` with the earlier names of ``cls``'s settings (``setting(renamed_from=...)``) replaced by
     the current ones: the one rule for YAML, CLI overrides, checkpoints and ROS parameters.
@@ -174,8 +181,8 @@ def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f'unknown setting(s) {", ".join(where + u for u in unknown)}; '
-                          f'valid keys: {", ".join(sorted(names))}')
+        given = ', '.join(where + u + did_you_mean(u, names) for u in unknown)
+        raise ConfigError(f'unknown setting(s) {given}; valid keys: {", ".join(sorted(names))}')
     kwargs = {}
     for key, value in data.items():
         value = coerce(value, hints[key], where + key)

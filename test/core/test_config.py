@@ -131,3 +131,12 @@ def test_set_null_reaches_the_settings_check():
         load_train_config(None, overrides)
     assert load_train_config(None, {'val_split': ''}).val_split == ''
 
+
+def test_unknown_key_suggests_the_close_name_before_the_key_list():
+    """`warmup_step` was cut at 400 characters before `warmup_steps` appeared in the key list."""
+    from vidseg_ros.tools.cli_errors import one_line
+    from vidseg_ros.training.config import TrainConfig
+    with pytest.raises(ConfigError) as e:
+        from_dict(TrainConfig, {'warmup_step': 10, 'zzz': 1})
+    shown = one_line(e.value)
+    assert shown.startswith('unknown setting(s) warmup_step (did you mean warmup_steps?), zzz; valid keys: ')
