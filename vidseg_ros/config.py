@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import logging
 import math
+import re
 import reprlib
 import types
 import typing
@@ -209,17 +210,54 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently) and reads YAML 1.2 exponent floats (``1e-3``, ``5E4``, ``1.0e3``), which PyYAML's YAML 1.1
+    resolver leaves as strings. Merge keys (``<<: *base``) still work: only the keys written in the
+    mapping itself are compared, the merged ones may be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self._refuse_duplicate_keys(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _refuse_duplicate_keys(self, node: yaml.MappingNode) -> None:
+        first_line = {}
+        for key_node, _ in node.value:
+            if key_node.tag == 'tag:yaml.org,2002:merge':
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                line = first_line.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:   # an unhashable key: construct_mapping says so
+                continue
+            if line != key_node.start_mark.line + 1:
+                raise ConfigError(f'{self.name}: line {key_node.start_mark.line + 1}: key {key!r} is given '
+                                  f'twice (first on line {line}); keep one')
+
+
+# YAML 1.2 floats with an exponent that YAML 1.1 (PyYAML) reads as strings: no dot, or no exponent sign.
+StrictLoader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)[eE][-+]?[0-9]+$'), list('-+.0123456789'))
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with ``yaml.safe_load``; clear errors for missing or malformed files."""
+    """Read a YAML mapping with ``StrictLoader`` (safe loading); clear errors, naming the file and line,
+    for missing or malformed files and keys given twice."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f'cannot read config {path}: {e.strerror or e}') from e
+    loader = StrictLoader(text)
+    loader.name = str(path)       # error marks name the file, not "<unicode string>"
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as e:
         raise ConfigError(f'{path} is not valid YAML: {e}') from e
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -132,6 +132,36 @@ def test_set_null_reaches_the_settings_check():
     assert load_train_config(None, {'val_split': ''}).val_split == ''
 
 
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
+    """Two `epochs:` in one file: the last one won silently."""
+    path = tmp_path / 'dup.yaml'
+    path.write_text('epochs: 1\nlr: 0.5\nepochs: 3\n')
+    with pytest.raises(ConfigError, match=rf"{path}: line 3: key 'epochs' is given twice \(first on line 1\)"):
+        load_config(Clearable, path)
+    nested = tmp_path / 'nested.yaml'
+    nested.write_text('a:\n  b: 1\n  b: 2\n')
+    with pytest.raises(ConfigError, match="line 3: key 'b' is given twice"):
+        load_yaml(nested)
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path):
+    path = tmp_path / 'merge.yaml'
+    path.write_text('base: &b {x: 1, y: 2}\nrun:\n  <<: *b\n  y: 3\nother: {<<: *b}\n')
+    assert load_yaml(path) == {'base': {'x': 1, 'y': 2}, 'run': {'x': 1, 'y': 3}, 'other': {'x': 1, 'y': 2}}
+
+
+@pytest.mark.parametrize('text, value', [('1e-3', 1e-3), ('5E4', 5e4), ('1.0e3', 1e3), ('-2e+2', -200.0),
+                                         ('.5e1', 5.0), ('2', 2), ('0.5', 0.5), ('1e', '1e'), ('e3', 'e3')])
+def test_exponent_floats_read_as_numbers(tmp_path, text, value):
+    """`lr: 1e-3` was 'lr: expected float, got str' (PyYAML reads YAML 1.1: a dot and a signed exponent)."""
+    path = tmp_path / 'n.yaml'
+    path.write_text(f'v: {text}\n')
+    got = load_yaml(path)['v']
+    assert got == value and type(got) is type(value)
+    path.write_text('lr: 1e-3\n')
+    assert load_config(Clearable, path).lr == 1e-3
+
+
 def test_unknown_key_suggests_the_close_name_before_the_key_list():
     """`warmup_step` was cut at 400 characters before `warmup_steps` appeared in the key list."""
     from vidseg_ros.tools.cli_errors import one_line
