@@ -35,6 +35,7 @@ def bad(tmp_path_factory):
     (d / 'broken.yaml').write_text('a: [\n')
     (d / 'unknown.yaml').write_text('no_such_setting: 1\n')
     (d / 'list.yaml').write_text('- 1\n- 2\n')
+    (d / 'dup.yaml').write_text('epochs: 1\nepochs: 3\n')
     torch.save({'model': {}, 'optimizer': {}, 'epoch': 1, 'step': 10, 'best': 0.1, 'history': [],
                 'config': {}}, d / 'last.pt')
     frames = d / 'frames'
@@ -148,6 +149,14 @@ CASES = [
     ('train-set-bad-type', 'train config/train/camvid_fpn.yaml --set epochs=many',
      "epochs: expected int, got str 'many'"),
     ('train-set-unknown', 'train config/train/camvid_fpn.yaml --set colour=blue', 'unknown setting(s) colour'),
+    ('train-set-null', 'train config/train/camvid_fpn.yaml --set output=null', 'output: null is not a value'),
+    ('train-dup-key', 'train {d}/dup.yaml', "line 2: key 'epochs' is given twice (first on line 1)"),
+    ('train-arch-typo', 'train config/train/camvid_fpn.yaml --set arch_config={{"cached_level":1}}',
+     'cached_level (did you mean cached_levels?)'),
+    ('train-arch-type', 'train config/train/camvid_fpn.yaml --set arch_config={{"fpn_ch":"64"}}',
+     "fpn_ch: expected int, got str '64'"),
+    ('train-arch-classes', 'train config/train/camvid_fpn.yaml --set arch_config={{"num_classes":3}}',
+     'arch_config.num_classes: 3 is not set here'),
     ('experiment-name', 'experiment magic config/train/davis_fpn.yaml', "'magic' is not one of"),
     ('experiment-missing-config', 'experiment frames-per-video {d}/nope.yaml', "nope.yaml' does not exist"),
     ('experiment-steps-0', 'experiment frames-per-video config/train/davis_fpn.yaml --total-steps 0',

@@ -8,7 +8,9 @@ all the engine, export, training and checkpoints need to use it.
 from __future__ import annotations
 
 import inspect
+import typing
 
+from vidseg_ros.config import ConfigError, coerce, did_you_mean
 from vidseg_ros.models.blocks import BLOCKS
 from vidseg_ros.models.contract import (FrameModel, KeyframeModel, RecurrentModel, SegmentationModel, StreamInfo,
                                         stream_info)
@@ -40,16 +42,44 @@ def register_model(name: str, cls: type[SegmentationModel]) -> type[Segmentation
     return cls
 
 
+class ArchConfigError(ConfigError, TypeError):
+    """Constructor arguments that do not fit a model: an unknown name or a value of the wrong type.
+
+    A ConfigError (a ValueError: the CLI's exit 2, naming the key) and, as before, a TypeError."""
+
+
 def resolve_arch_config(name: str, **kw) -> dict:
-    """All constructor arguments of ``MODELS[name]`` with defaults filled in (stored in checkpoints)."""
+    """All constructor arguments of ``MODELS[name]`` with defaults filled in (stored in checkpoints).
+
+    Raises:
+        ArchConfigError: an argument the constructor does not take, or of another type than annotated.
+    """
     cls = _lookup(name)
-    try:
-        bound = inspect.signature(cls.__init__).bind(None, **kw)
-    except TypeError as e:
-        valid = [p for p in inspect.signature(cls.__init__).parameters if p != 'self']
-        raise TypeError(f'{name}: {e}; valid arguments: {", ".join(valid)}') from None
+    signature = inspect.signature(cls.__init__)
+    valid = [p for p in signature.parameters if p != 'self']
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    unknown = [] if takes_any else [k for k in kw if k not in valid]
+    if unknown:
+        given = ', '.join(k + did_you_mean(k, valid) for k in unknown)
+        raise ArchConfigError(f'{name}: unknown argument(s) {given}; valid arguments: {", ".join(valid)}')
+    bound = signature.bind(None, **kw)
     bound.apply_defaults()
-    return {k: v for k, v in bound.arguments.items() if k != 'self'}
+    config = {k: v for k, v in bound.arguments.items() if k != 'self'}
+    config.update(_checked_types(cls, name, kw))
+    return config
+
+
+def _checked_types(cls: type, name: str, kw: dict) -> dict:
+    """``kw`` checked against the constructor's annotations (int -> float as for settings): a wrong type
+    would fail deep inside the model, e.g. fpn_ch: '64' as 'not all arguments converted'."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - a registered model's annotations may not resolve: nothing to check
+        hints = {}
+    try:
+        return {k: coerce(v, hints[k], k) if k in hints else v for k, v in kw.items()}
+    except ConfigError as e:
+        raise ArchConfigError(f'{name}: {e}') from None
 
 
 def create_model(name: str, **kw) -> SegmentationModel:
@@ -57,6 +87,7 @@ def create_model(name: str, **kw) -> SegmentationModel:
 
     Raises:
         ValueError: ``name`` is not a key of ``MODELS`` (the message lists the valid keys).
+        ArchConfigError: see ``resolve_arch_config``.
     """
     config = resolve_arch_config(name, **kw)
     model = _lookup(name)(**config)
@@ -71,6 +102,6 @@ def _lookup(name: str) -> type[SegmentationModel]:
         raise ValueError(f'unknown model {name!r}; valid models: {", ".join(sorted(MODELS))}') from None
 
 
-__all__ = ['MODELS', 'BLOCKS', 'create_model', 'register_model', 'resolve_arch_config', 'KeyframeFPN',
+__all__ = ['MODELS', 'BLOCKS', 'ArchConfigError', 'create_model', 'register_model', 'resolve_arch_config', 'KeyframeFPN',
            'TruncatedFPN', 'RecurrentUNet', 'RecurrentFPN', 'SegmentationModel', 'FrameModel', 'KeyframeModel',
            'RecurrentModel', 'StreamInfo', 'stream_info']

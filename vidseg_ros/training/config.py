@@ -132,6 +132,7 @@ def validate(cfg: TrainConfig) -> None:
                           f'sequence (this run: {cfg.mode}) and temporal_data (real video to take clips from)')
     if cfg.ohem_fraction and cfg.mode == 'keyframe':
         raise ConfigError('ohem_fraction applies to modes perframe and sequence, not keyframe; set it to 0')
+    _check_arch_config(cfg)
     if cfg.num_classes < 0 or not -1 <= cfg.ignore_index <= 255:
         raise ConfigError(f'num_classes ({cfg.num_classes}) must be >= 0 and ignore_index '
                           f'({cfg.ignore_index}) in -1..255 (0 / -1 = from the dataset)')
@@ -148,6 +149,20 @@ def validate(cfg: TrainConfig) -> None:
     if not (0 < cfg.lr_final_ratio <= 1 if exp else 0 <= cfg.lr_final_ratio <= 1):
         raise ConfigError(f'lr_final_ratio: {cfg.lr_final_ratio} must be in {"(0, 1]" if exp else "[0, 1]"} '
                           f'for lr_policy: {cfg.lr_policy} (the final learning rate as a fraction of lr)')
+
+
+def _check_arch_config(cfg: TrainConfig) -> None:
+    """arch_config fits the model's constructor (names, types) before any data is read; num_classes is
+    not part of it: training sets it from num_classes or the dataset's classes."""
+    if 'num_classes' in cfg.arch_config:
+        raise ConfigError(f'arch_config.num_classes: {cfg.arch_config["num_classes"]!r} is not set here: the '
+                          'class count comes from the data (num_classes: 0 = the dataset\'s classes); remove it '
+                          'from arch_config, or set num_classes')
+    from vidseg_ros.models import resolve_arch_config
+    try:
+        resolve_arch_config(cfg.arch, **cfg.arch_config)
+    except ValueError as e:     # an unknown arch, argument or a wrong type (ArchConfigError)
+        raise ConfigError(f'arch / arch_config: {e}') from None
 
 
 def config_dict(cfg: TrainConfig) -> dict:

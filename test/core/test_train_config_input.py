@@ -1,0 +1,36 @@
+"""Training-config input that used to pass the settings check and fail later: as an internal error
+(exit 1) deep in the model, or silently (a setting ignored, a score on the training frames)."""
+import pytest
+
+from vidseg_ros.config import ConfigError
+from vidseg_ros.models import create_model, resolve_arch_config
+from vidseg_ros.training.config import load_train_config
+
+
+@pytest.mark.parametrize('arch_config, says', [
+    ({'cached_level': 1}, r'unknown argument\(s\) cached_level \(did you mean cached_levels\?\)'),
+    ({'fpn_ch': '64'}, "fpn_ch: expected int, got str '64'"),
+    ({'separable_p3': 1}, 'separable_p3: expected true/false'),
+])
+def test_arch_config_errors_name_the_key_and_are_value_errors(arch_config, says):
+    """{cached_level: 1} and {fpn_ch: "64"} were TypeErrors ('not all arguments converted during string
+    formatting'): 'internal error', exit 1. ArchConfigError is a ValueError (exit 2) and still a TypeError
+    (what checkpoint loading catches)."""
+    with pytest.raises(ValueError, match=says) as e:
+        resolve_arch_config('keyframe_fpn', **arch_config)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, TypeError)
+    with pytest.raises(ConfigError, match=f'arch_config: keyframe_fpn: {says}'):
+        load_train_config(None, {'arch_config': arch_config})
+
+
+def test_valid_arch_config_is_resolved_with_int_to_float():
+    assert resolve_arch_config('keyframe_fpn', width_mult=1)['width_mult'] == 1.0
+    assert create_model('keyframe_fpn', num_classes=3, width_mult=0.25, cached_levels=0).num_classes == 3
+    assert load_train_config(None, {'arch_config': {'cached_levels': 0}}).arch_config == {'cached_levels': 0}
+
+
+def test_num_classes_in_arch_config_is_refused_with_the_reason():
+    """{num_classes: 3} was "create_model() got multiple values for keyword argument 'num_classes'"."""
+    with pytest.raises(ConfigError, match='arch_config.num_classes: 3 is not set here: the class count comes '
+                                          'from the data'):
+        load_train_config(None, {'arch_config': {'num_classes': 3}})
