@@ -112,3 +112,27 @@ def test_a_new_output_is_one_table_entry(monkeypatch):
     assert images['edges'][0].tolist() == [[0, 0, 255], [0, 0, 255]]
     off = outputs.active_outputs(dataclasses.replace(cfg, publish_mask=False), lambda name: True)
     assert 'edges' not in [o.name for o in off]   # its setting switches it off like any other
+
+
+@pytest.mark.parametrize('input_hw', [[33, 47], [97, 8]])
+def test_network_resolution_is_the_resized_frame_without_the_stride_padding(input_hw):
+    """mask_resolution 'network' gave the padded network size (33x47 -> 64x64, 97x8 -> 128x32): the frame's
+    content was stretched over it, changing its aspect."""
+    import torch
+
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.outputs import published_hw
+    from vidseg_ros.engine.stream import StreamSegmenter
+    from vidseg_ros.models import create_model
+    from vidseg_ros.models.checkpoint import default_meta
+    from vidseg_ros.ros.settings import SegmentNodeConfig
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', width_mult=0.25)
+    eng = StreamSegmenter(model, default_meta('keyframe_fpn', model.arch_config, input_hw=(360, 480)),
+                          EngineConfig(device='cpu', input_hw=input_hw))
+    frame = np.zeros((120, 160, 3), np.uint8)
+    assert eng.net_hw_for(frame.shape[:2]) != tuple(input_hw)   # padded to the stride
+    network = SegmentNodeConfig(mask_resolution='network')
+    assert published_hw(network, eng, frame.shape[:2]) == tuple(input_hw)
+    assert eng.step(frame, output_hw=published_hw(network, eng, frame.shape[:2])).class_ids.shape == tuple(input_hw)
+    assert published_hw(SegmentNodeConfig(mask_resolution='input'), eng, frame.shape[:2]) is None

@@ -110,7 +110,12 @@ def test_compressed_input_gives_the_raw_mask_within_jpeg_loss(start_node, probe,
 
 
 def test_camera_info_is_rescaled_to_the_mask_and_bad_info_is_reported(start_node, probe, real_frames):
-    node = start_node(NODE, {**SMALL, 'use_camera_info': True, 'mask_resolution': 'network'})
+    # 100x150 is no multiple of the stride: the network input is padded to 128x160, but the published
+    # images (and camera_info) are the resized frame, 100x150, not stretched over the padding
+    node = start_node(NODE, {**SMALL, 'use_camera_info': True, 'mask_resolution': 'network', 'input_hw': [100, 150],
+                             'publish_confidence': True, 'class_prob_index': 1})
+    outputs = {name: probe.collect(Image, f'/vidseg_segmenter/{name}', RELIABLE)
+               for name in ('color_mask', 'overlay', 'confidence', 'class_prob')}
     masks = probe.collect(Image, '/vidseg_segmenter/mask', RELIABLE)
     infos = probe.collect(CameraInfo, '/vidseg_segmenter/camera_info', RELIABLE)
     diags = probe.collect(DiagnosticArray, '/diagnostics')
@@ -120,10 +125,12 @@ def test_camera_info_is_rescaled_to_the_mask_and_bad_info_is_reported(start_node
     stamp = time.time_ns()
     info = pinhole_camera_info(w, h, header(stamp))
     pub_info.publish(info)
-    mask, out_info = send_and_wait(probe, pub, image_msg(rgb, stamp), [masks, infos], node)
-    assert (mask.height, mask.width) == (96, 128)  # network resolution
-    assert (out_info.width, out_info.height) == (128, 96)
-    sx, sy = 128 / w, 96 / h
+    mask, out_info, *images = send_and_wait(probe, pub, image_msg(rgb, stamp), [masks, infos, *outputs.values()],
+                                            node)
+    assert (mask.height, mask.width) == (100, 150)  # network resolution
+    assert [(m.height, m.width) for m in images] == [(100, 150)] * 4
+    assert (out_info.width, out_info.height) == (150, 100)
+    sx, sy = 150 / w, 100 / h
     assert out_info.k[0] == pytest.approx(info.k[0] * sx) and out_info.k[2] == pytest.approx(info.k[2] * sx)
     assert out_info.k[4] == pytest.approx(info.k[4] * sy) and out_info.k[5] == pytest.approx(info.k[5] * sy)
     assert out_info.p[0] == pytest.approx(info.p[0] * sx) and out_info.header.stamp == mask.header.stamp
@@ -244,5 +251,5 @@ def test_network_resolution_masks_from_the_first_frame_when_the_network_follows_
     (pub,) = probe.publishers(node, (Image, 'image'))
     rgb = np.random.default_rng(0).integers(0, 255, (100, 130, 3), dtype=np.uint8)
     (mask,) = send_and_wait(probe, pub, image_msg(rgb, time.time_ns()), [masks], node, 'the first mask')
-    assert (mask.height, mask.width) == (128, 160)   # the frame padded to the model's stride (32)
+    assert (mask.height, mask.width) == (100, 130)   # the frame's size: the padding to the stride (32) is not shown
     assert node.alive()

@@ -243,6 +243,13 @@ def step_options(outputs: list[Output], cfg) -> dict:
             'confidence_u8': cfg.confidence_encoding == 'mono8'}
 
 
+def published_hw(cfg, engine, image_hw: tuple[int, int]) -> tuple[int, int] | None:
+    """``StreamSegmenter.step``'s output_hw for ``cfg.mask_resolution``: None (the input image's size), or
+    for 'network' the size the frame is resized to, without the stride padding the network input adds:
+    stretching the image over the padded size would change its aspect (and camera_info's scale)."""
+    return None if cfg.mask_resolution == 'input' else engine.resized_hw(image_hw)
+
+
 def render_outputs(outputs: list[Output], renderer: Renderer, result, rgb: np.ndarray, cfg) -> dict:
     """{name: (image, encoding)} of ``outputs`` for one engine result."""
     frame = FrameImages(renderer, result, rgb, cfg.overlay_alpha, cfg.confidence_encoding)

@@ -9,7 +9,8 @@ import threading
 import time
 
 from vidseg_ros.data.images import ImageError
-from vidseg_ros.engine.outputs import ClassTable, Renderer, active_outputs, render_outputs, step_options
+from vidseg_ros.engine.outputs import (ClassTable, Renderer, active_outputs, published_hw, render_outputs,
+                                      step_options)
 from vidseg_ros.ros import health
 from vidseg_ros.ros.camera_io import CameraIO, Job, stamp_ns
 from vidseg_ros.ros.camera_stats import CameraStats
@@ -59,7 +60,7 @@ class CameraStream:
             self._reset_requested = False
             self.engine.reset('reset')
         outputs = active_outputs(cfg, self.io.subscribed)
-        output_hw = None if cfg.mask_resolution == 'input' else self.engine.net_hw_for(rgb.shape[:2])
+        output_hw = published_hw(cfg, self.engine, rgb.shape[:2])
         try:
             result = self.engine.step(rgb, stamp_ns(msg.header.stamp), output_hw=output_hw,
                                       **step_options(outputs, cfg))
