@@ -34,3 +34,14 @@ def test_num_classes_in_arch_config_is_refused_with_the_reason():
     with pytest.raises(ConfigError, match='arch_config.num_classes: 3 is not set here: the class count comes '
                                           'from the data'):
         load_train_config(None, {'arch_config': {'num_classes': 3}})
+
+
+@pytest.mark.parametrize('val_split', ['', 'head'])
+def test_experiment_refuses_a_base_without_held_out_frames(tmp_path, val_split):
+    """val_split '' scored every variant on its own training frames, exit 0 (train_split head: the same)."""
+    from vidseg_ros.tools.experiment import run_experiment
+    with pytest.raises(ConfigError, match=f"val_split '{val_split}' is no held-out split"):
+        run_experiment('frames-per-video', None, out_dir=tmp_path / 'x', total_steps=1,
+                       overrides={'train_split': 'head', 'val_split': val_split, 'data_root': str(tmp_path / 'no')})
+    assert not (tmp_path / 'x').exists()
+

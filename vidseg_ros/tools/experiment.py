@@ -75,7 +75,9 @@ def run_experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/ex
     from vidseg_ros.tools.evaluate import run_evaluation
     from vidseg_ros.training.loop import train
     out_dir = Path(out_dir)
-    configs = variant_configs(load_train_config(config, overrides), total_steps, out_dir, variants)
+    base = load_train_config(config, overrides)
+    _require_held_out(base, config)
+    configs = variant_configs(base, total_steps, out_dir, variants)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for vname, cfg in configs.items():
@@ -94,6 +96,15 @@ def run_experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/ex
     (out_dir / f'{name}.md').write_text(table + '\n')
     _plot(results, out_dir / f'{name}.png')
     return {'table': table, 'results': results, 'out_dir': str(out_dir)}
+
+
+def _require_held_out(base: TrainConfig, config: str | Path) -> None:
+    """The variants are scored on val_split: without one apart from the training split they would be scored
+    on their own training frames, a comparison that says nothing."""
+    if not base.val_split or base.val_split == base.train_split:
+        raise ConfigError(f'{config}: val_split {base.val_split!r} is no held-out split (train_split '
+                          f'{base.train_split!r}); the variants would be scored on their training frames: set '
+                          'val_split, e.g. tail with train_split head (DAVIS, folder)')
 
 
 def _samples(cfg: TrainConfig) -> int:
