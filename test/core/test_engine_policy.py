@@ -98,3 +98,13 @@ def test_descriptor_sees_scene_change():
     da = change_descriptor(a)
     assert relative_change(change_descriptor(a + 0.01 * torch.randn_like(a)), da) < 0.05
     assert relative_change(change_descriptor(torch.randn(1, 3, 64, 64) * 2), da) > 0.3
+
+
+def test_max_gap_zero_turns_gap_resets_off_as_documented():
+    """max_gap_s 0 has always meant "no gap resets" (replayed data with irregular stamps); the setting's
+    description (and the README table made from it) said only "a stamp gap larger than this resets"."""
+    doc = EngineConfig.__dataclass_fields__['max_gap_s'].metadata['doc']
+    assert '0 = no gap resets' in doc
+    p = KeyframePolicy(EngineConfig(keyframe_interval=100, max_gap_s=0.0))
+    stamps = [s * MS for s in (0, 33, 60_000, 120_000, 100)]
+    assert [x.reset_reason for x in run(p, 5, stamps=stamps)] == ['start', '', '', '', 'backwards']

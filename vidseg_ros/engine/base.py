@@ -31,7 +31,9 @@ class EngineConfig:
     keyframe_threshold: float = setting(0.2, 'Adaptive policy: relative low-level feature change '
                                              'that triggers a key frame', range=(0.0, 100.0))
     max_gap_s: float = setting(0.5, 'A stamp gap larger than this (or a stamp going backwards) resets '
-                                    'temporal state and forces a key frame', range=(0.0, 3600.0))
+                                    'temporal state and forces a key frame; 0 = no gap resets (e.g. replayed '
+                                    'data with irregular stamps; a stamp going backwards still resets)',
+                               range=(0.0, 3600.0))
     tile_size: int = setting(0, 'Overlapping-tile inference: tile side in network pixels; 0 = off',
                              range=(0, 8192))
     tile_stride: int = setting(0, 'Tile stride in network pixels; 0 = tile_size * 3 / 4', range=(0, 8192))
