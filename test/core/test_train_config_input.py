@@ -45,3 +45,14 @@ def test_experiment_refuses_a_base_without_held_out_frames(tmp_path, val_split):
                        overrides={'train_split': 'head', 'val_split': val_split, 'data_root': str(tmp_path / 'no')})
     assert not (tmp_path / 'x').exists()
 
+
+@pytest.mark.parametrize('mode', ['keyframe', 'sequence'])
+def test_noise_copies_outside_perframe_is_refused(tmp_path, mode):
+    """noise_copies was silently ignored outside perframe: the 1+19noise variant trained as '1'."""
+    from vidseg_ros.tools.experiment import run_experiment
+    with pytest.raises(ConfigError, match=f'noise_copies \\(19\\) applies to mode perframe only, not {mode}'):
+        load_train_config(None, {'mode': mode, 'noise_copies': 19})
+    assert load_train_config(None, {'mode': 'perframe', 'noise_copies': 19}).noise_copies == 19
+    with pytest.raises(ConfigError, match="variant '1\\+19noise': noise_copies \\(19\\) applies to mode perframe"):
+        run_experiment('frames-per-video', None, out_dir=tmp_path / 'x', total_steps=1, variants=['1+19noise'],
+                       overrides={'mode': mode, 'train_split': 'head', 'val_split': 'tail'})

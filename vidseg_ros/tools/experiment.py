@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from vidseg_ros.config import ConfigError
-from vidseg_ros.training.config import TrainConfig, load_train_config
+from vidseg_ros.training.config import TrainConfig, load_train_config, validate
 from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ def variant_configs(base: TrainConfig, total_steps: int, out_dir: Path,
         cfg = copy.deepcopy(base)
         cfg.name, cfg.frames_per_video, cfg.noise_copies = f'{base.name}_{name}', fpv, noise
         cfg.runs_dir, cfg.output, cfg.val_every = str(out_dir), '', 0
-        n = len(data_setup.train_dataset(cfg))
         try:
+            validate(cfg)    # the base passed; a variant's own settings (noise_copies) may not fit its mode
+            n = len(data_setup.train_dataset(cfg))
             per_epoch = steps_per_epoch(cfg, n)
         except ConfigError as e:
             raise ConfigError(f'frames-per-video variant {name!r}: {e}') from None

@@ -130,6 +130,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.temporal_weight < 0 or (cfg.temporal_weight and (cfg.mode != 'sequence' or not cfg.temporal_data)):
         raise ConfigError(f'temporal_weight ({cfg.temporal_weight}) must be >= 0, and above 0 it needs mode: '
                           f'sequence (this run: {cfg.mode}) and temporal_data (real video to take clips from)')
+    if cfg.noise_copies and cfg.mode != 'perframe':   # only the perframe data set makes the noisy copies
+        raise ConfigError(f'noise_copies ({cfg.noise_copies}) applies to mode perframe only, not {cfg.mode}; '
+                          'set noise_copies: 0, or mode: perframe')
     if cfg.ohem_fraction and cfg.mode == 'keyframe':
         raise ConfigError('ohem_fraction applies to modes perframe and sequence, not keyframe; set it to 0')
     _check_arch_config(cfg)
