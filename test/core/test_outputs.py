@@ -31,6 +31,25 @@ def test_bad_overrides(kwargs, message):
         ClassTable.build(NAMES, PALETTE, **kwargs)
 
 
+@pytest.mark.parametrize('kwargs, message', [
+    # was "cannot reshape array of size 4 into shape (3)": neither the parameter nor the rule
+    (dict(palette_override=[1, 2, 3, 4]), r'palette has 4 values: give 3 values \(r, g, b, each 0..255\) per '
+                                          r'colour, one colour per class \(3 classes: 9 values\)'),
+    (dict(palette_override=[1, 2, 3]), r'palette has 3 values: .*\(3 classes: 9 values\)'),
+    (dict(palette_override=[0] * 8 + [256]), 'palette holds 256: give 3 values'),
+    # was "palette has 3 colours for 4 classes", blaming the palette the user did not set
+    (dict(name_override=NAMES + ['bus']), r'^class_names has 4 names, the model has 3 classes: give one name per'),
+])
+def test_override_errors_name_the_setting_and_its_rule(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ClassTable.build(NAMES, PALETTE, **kwargs)
+
+
+def test_palette_override_with_one_colour_per_class():
+    t = ClassTable.build(NAMES, PALETTE, palette_override=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+    assert t.palette.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
 def test_overlay_blends_and_keeps_ignored_pixels():
     rgb = np.full((2, 2, 3), 100, np.uint8)
     color = np.full((2, 2, 3), 200, np.uint8)

@@ -34,13 +34,15 @@ class ClassTable:
     def build(cls, names, palette, *, name_override=(), palette_override=(), remap=(), ignore=(),
               ignore_value=255) -> 'ClassTable':
         """Checkpoint classes plus user overrides; raises ValueError with what does not fit."""
-        names = list(name_override) or list(names)
         n = len(names)
-        pal = np.asarray(palette_override if len(palette_override) else palette, dtype=np.int64).reshape(-1, 3)
+        if len(name_override) and len(name_override) != n:
+            raise ValueError(f'class_names has {len(name_override)} names, the model has {n} classes: '
+                             f'give one name per class, or [] for the model\'s names')
+        names = list(name_override) or list(names)
+        pal = _palette_override(palette_override, n) if len(palette_override) else np.asarray(
+            palette, dtype=np.int64).reshape(-1, 3)
         if len(pal) < n:
-            raise ValueError(f'palette has {len(pal)} colours for {n} classes')
-        if len(name_override) and len(name_override) != len(palette):
-            raise ValueError(f'class_names has {len(name_override)} names, the model has {len(palette)} classes')
+            raise ValueError(f'the model\'s palette has {len(pal)} colours for {n} classes')
         if len(remap) and len(remap) != n:
             raise ValueError(f'class_remap has {len(remap)} entries, the model has {n} classes')
         if any(not 0 <= int(v) <= 255 for v in list(remap) + [ignore_value]):
@@ -74,6 +76,18 @@ class ClassTable:
         classes = [{'model_id': i, 'id': int(lut[i]), 'name': name, 'color': self.palette[i].tolist(),
                     'ignored': i in self.ignore} for i, name in enumerate(self.names)]
         return json.dumps({'classes': classes, 'ignore_value': self.ignore_value})
+
+
+def _palette_override(values, n_classes: int) -> np.ndarray:
+    """The ``palette`` setting (flat r, g, b, r, g, b, ...) as (N, 3), or a ValueError naming the rule."""
+    flat = np.asarray(values, dtype=np.int64).ravel()
+    rule = (f'give 3 values (r, g, b, each 0..255) per colour, one colour per class '
+            f'({n_classes} classes: {3 * n_classes} values), or [] for the model\'s palette')
+    if len(flat) % 3 or len(flat) < 3 * n_classes:
+        raise ValueError(f'palette has {len(flat)} values: {rule}')
+    if flat.min() < 0 or flat.max() > 255:
+        raise ValueError(f'palette holds {flat.min() if flat.min() < 0 else flat.max()}: {rule}')
+    return flat.reshape(-1, 3)
 
 
 def colorize(class_ids: np.ndarray, color_lut: np.ndarray) -> np.ndarray:
