@@ -192,10 +192,13 @@ def noise_sigma(source: Annotated[Path, typer.Argument(**Existing)], split: str 
 # ---- training, evaluation, export --------------------------------------------------------------
 @app.command()
 def train(config: Annotated[Path, typer.Argument(help='config/train/*.yaml', exists=True, dir_okay=False)],
-          resume: bool = False, set_: Set = None):
+          resume: bool = False, set_: Set = None,
+          overwrite: Annotated[bool, typer.Option(help='replace an earlier run of this name and an existing '
+                                                       'output file (refused otherwise)')] = False):
     """Train a model from one YAML config (stored in the checkpoint)."""
     from vidseg_ros.tools.commands_train import train as run
-    _print(run(config, resume=resume, overrides=parse_set(set_), progress=sys.stderr.isatty()))
+    _print(run(config, resume=resume, overrides=parse_set(set_), progress=sys.stderr.isatty(),
+               overwrite=overwrite))
 
 
 @app.command('eval')

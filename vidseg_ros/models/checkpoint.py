@@ -193,22 +193,36 @@ def _plain(value):
     return value
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') -> dict:
-    """The raw checkpoint dict, validated for format and meta keys (no model built)."""
+def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu'):
+    """``torch.load(path, weights_only=True)``; CheckpointError naming ``path`` when it is missing, truncated,
+    not a torch file, or holds objects that loading would have to run code for (never loaded then)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint not found: {path}')
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except (zipfile.BadZipFile, EOFError) as e:
-        raise CheckpointError(f'{path} is truncated or corrupt ({e}); re-copy or re-export it') from e
+        detail = str(e) or 'it ends early'
+        raise CheckpointError(f'{path} is truncated or corrupt ({detail}); re-copy or re-export it') from e
     except pickle.UnpicklingError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f'{path} is not a loadable torch checkpoint (weights_only=True refused it: '
-                              f'{msg})') from e
+        raise CheckpointError(f'{path} is not a loadable torch checkpoint ({_unpickler_reason(e)})') from e
     except Exception as e:  # torch.load raises many types for garbage input (KeyError, RuntimeError, ...)
-        detail = (str(e).splitlines() or [''])[0] or type(e).__name__
+        detail = (str(e).splitlines() or [''])[0].split('. ')[0] or type(e).__name__   # torch's first sentence
         raise CheckpointError(f'{path} is not a torch checkpoint or is corrupt ({detail})') from e
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """What torch's weights_only refusal found, without its advice to load with weights_only=False (which
+    would run whatever code the file holds)."""
+    text = str(error)
+    reason = text.partition('WeightsUnpickler error:')[2].strip().split('\n\n')[0].strip()
+    return reason or type(error).__name__
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') -> dict:
+    """The raw checkpoint dict, validated for format and meta keys (no model built)."""
+    path = Path(path)
+    data = load_torch_file(path, map_location)
     if isinstance(data, dict) and 'optimizer' in data and 'model' in data:
         raise CheckpointError(f'{path} is a training state (for `vidseg train --resume`), not a model: use '
                               'best.pt beside it, or the config\'s output file')

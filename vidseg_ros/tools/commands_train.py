@@ -41,7 +41,7 @@ class _Progress:
 
 
 def train(config: str | Path, resume: bool = False, overrides: dict | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, overwrite: bool = False) -> dict:
     """Train from a YAML config (``config/train/*.yaml``); returns the loop's summary.
 
     Args:
@@ -49,12 +49,14 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
         resume: continue from ``<runs_dir>/<name>/last.pt``.
         overrides: settings that replace the file's (CLI options); None values are ignored.
         progress: show a progress bar (``vidseg train``: when stderr is a terminal).
+        overwrite: replace an earlier run of the same name and an existing ``output`` (refused otherwise).
     """
     from vidseg_ros.training.config import load_train_config
     from vidseg_ros.training.loop import train as train_loop
     from vidseg_ros.training.metrics import json_ready
     cfg = load_train_config(config, overrides)
-    return json_ready(train_loop(cfg, resume=resume, callback=_Progress(cfg.epochs, progress)))
+    return json_ready(train_loop(cfg, resume=resume, callback=_Progress(cfg.epochs, progress),
+                                 overwrite=overwrite))
 
 
 def evaluate(model: str | Path, data: str | Path, split: str, out_dir: str | Path, **options) -> dict:

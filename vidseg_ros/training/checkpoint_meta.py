@@ -46,6 +46,12 @@ def licence_text(cfg: TrainConfig, info: dict, init: dict | None = None) -> str:
     return ' '.join(parts + [WEIGHTS_INHERIT])
 
 
+def run_folder(run_dir: str | Path) -> str:
+    """A run's folder as provenance records it (``run_dir``, absolute): how a resumed run recognises the
+    output it wrote itself, which it may replace."""
+    return str(Path(run_dir).resolve())
+
+
 def _plain(v):
     """Metrics as plain python (floats, dicts, lists): safe for weights_only loading and YAML."""
     if isinstance(v, dict):
@@ -81,6 +87,7 @@ def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, inf
         'hardware': describe_device(next(model.parameters()).device),
         'init_from': cfg.init_from, 'licence': licence_text(cfg, info, init),
         'selection': selection_note(cfg),
+        'run_dir': run_folder(Path(cfg.runs_dir) / cfg.name),
     }
     if init:
         provenance['transfer'] = {k: init[k] for k in ('from', 'kept', 'reinitialised', 'reinitialised_names',

@@ -16,7 +16,8 @@ from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
 from vidseg_ros.data.datasets.variants import add_noise, evenly_spaced, measure_noise_sigma
-from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE, FrameSource, guess_layout, open_source, read_meta
+from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameSource, guess_layout, identity_lut, open_source,
+                                              read_label_file, read_meta)
 
 from .config import TrainConfig
 
@@ -108,7 +109,36 @@ def resolve_classes(cfg: TrainConfig, info: dict | None = None) -> TrainConfig:
 def open_split(cfg: TrainConfig, split: str) -> FrameSource:
     """Records of one split of ``cfg``'s dataset (``layouts.open_source``: CamVid split folders;
     DAVIS and folder ``head``/``tail``/``all`` or sequence names, optionally ``seqs:head``)."""
-    return open_source(cfg.data_root, split, cfg.dataset)
+    return _ids_beyond_classes_ignored(cfg, open_source(cfg.data_root, split, cfg.dataset))
+
+
+_warned_ids: set[str] = set()     # data roots already warned about (one warning per dataset and process)
+
+
+def _ids_beyond_classes_ignored(cfg: TrainConfig, src: FrameSource) -> FrameSource:
+    """``src`` with label ids >= ``num_classes`` read as ``ignore_index``: a dataset that names its classes maps
+    them so (``identity_lut``); one that names none stored raw ids, and an id without an output channel
+    stopped training at its first step (IndexError). The first such id found is warned about once."""
+    if src.label_lut is not None or cfg.num_classes <= 0 or cfg.ignore_index < 0:   # mapped, or not resolved yet
+        return src
+    found = _first_id_beyond(src, cfg.num_classes, cfg.ignore_index)
+    if found and cfg.data_root not in _warned_ids:
+        _warned_ids.add(cfg.data_root)
+        log.warning('%s: label id %d >= num_classes %d (%s/dataset.yaml names no classes); ids from %d up are '
+                    'ignored (as ignore_index %d); set num_classes, or name the classes with vidseg label-import '
+                    '--class-names', found[0], found[1], cfg.num_classes, cfg.data_root, cfg.num_classes,
+                    cfg.ignore_index)
+    return replace(src, label_lut=identity_lut(cfg.ignore_index, cfg.num_classes))
+
+
+def _first_id_beyond(src: FrameSource, num_classes: int, ignore: int) -> tuple[Path, int] | None:
+    """(label file, id) of the first labelled pixel with an id >= ``num_classes`` (not ``ignore``), or None."""
+    for rec in src.labelled():
+        ids = np.unique(read_label_file(rec.label))
+        beyond = ids[(ids >= num_classes) & (ids != ignore)]
+        if beyond.size:
+            return Path(rec.label), int(beyond[0])
+    return None
 
 
 # What to do about a split without labelled frames, by the setting that names it.
@@ -217,14 +247,25 @@ def train_dataset(cfg: TrainConfig) -> Dataset:
     if cfg.mode == 'perframe':
         if not cfg.noise_copies:
             return FrameDataset(src, **kw)
-        sigma = measure_noise_sigma(full)   # on every frame, as make-variant measures it
-        log.info('noise copies: sigma %.2f (0..255) measured between successive frames', sigma)
-        return NoisyCopies(src, cfg.noise_copies, sigma, **kw)
+        return NoisyCopies(src, cfg.noise_copies, noise_sigma(full), **kw)
     shift = cfg.shift_px_per_frame / max(aug.resize_scale, 1e-6)   # datasets shift in source pixels
     if cfg.mode == 'keyframe':
         cls = FixedDistanceTriplets if cfg.distance_mode == 'constant' else TripletDataset
         return cls(src, max_distance=cfg.max_distance, shift_px_per_frame=shift, **kw)
     return SequenceDataset(src, length=cfg.seq_len, shift_px_per_frame=shift, **kw)
+
+
+_sigmas: dict[tuple, float] = {}   # by the frames measured: an experiment builds a variant's set twice
+
+
+def noise_sigma(full: FrameSource) -> float:
+    """``measure_noise_sigma`` of every frame of the training split, as make-variant measures it; measured (and
+    logged) once per process for the same frames."""
+    key = tuple(str(r.image) for r in full.records)
+    if key not in _sigmas:
+        _sigmas[key] = measure_noise_sigma(full)
+        log.info('noise copies: sigma %.2f (0..255) measured between successive frames', _sigmas[key])
+    return _sigmas[key]
 
 
 def temporal_dataset(cfg: TrainConfig) -> Dataset | None:

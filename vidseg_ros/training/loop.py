@@ -8,10 +8,13 @@ run continues exactly where the interrupted one stopped (at an epoch boundary).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -109,7 +112,8 @@ def _ddp() -> tuple[int, int, int]:
 
 
 def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = None,
-          model: torch.nn.Module | None = None, train_set=None, val_set=None, select_set=None) -> dict:
+          model: torch.nn.Module | None = None, train_set=None, val_set=None, select_set=None,
+          overwrite: bool = False) -> dict:
     """Train ``cfg``; returns ``{'best_mIoU', 'epochs', 'history', 'run_dir', 'best_path'}`` (+ ``'val'``).
 
     With a selection set (``cfg.select_split``) the best epoch is chosen on it and val is scored
@@ -118,6 +122,8 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
     Args:
         cfg: the run's settings (validated again here).
         resume: continue from ``<runs_dir>/<name>/last.pt`` when it exists.
+        overwrite: replace an earlier run of the same name and an ``output`` this run did not write
+            (refused otherwise, before training).
         callback: called with a dict after every step (``kind='step'``) and epoch (``'epoch'``).
         model, train_set, val_set, select_set: injected objects (tests); built from ``cfg`` when None.
     """
@@ -130,7 +136,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
         dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
     done = False
     try:
-        out = _train(cfg, info, resume, callback, model, train_set, val_set, select_set, rank, world,
+        out = _train(cfg, info, resume, overwrite, callback, model, train_set, val_set, select_set, rank, world,
                      local_rank)
         done = True
         return out
@@ -143,8 +149,18 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None, model, train_set, val_set, select_set,
-           rank: int, world: int, local_rank: int) -> dict:
+def _train(cfg: TrainConfig, info: dict, resume: bool, overwrite: bool, callback: Callback | None, model, train_set,
+           val_set, select_set, rank: int, world: int, local_rank: int) -> dict:
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    check_output_path(cfg)
+    with held_run_dir(run_dir, rank):
+        check_nothing_replaced(cfg, run_dir, resume, overwrite)
+        return _train_in(cfg, info, resume, callback, model, train_set, val_set, select_set, rank, world,
+                         local_rank, run_dir)
+
+
+def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None, model, train_set, val_set,
+              select_set, rank: int, world: int, local_rank: int, run_dir: Path) -> dict:
     device = resolve_device(cfg.device)
     if device.type == 'cuda' and world > 1:
         device = torch.device('cuda', local_rank)
@@ -152,6 +168,7 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     if cfg.num_threads and device.type == 'cpu':
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed + rank, cfg.deterministic)
+    teacher = load_teacher(cfg, info, device) if cfg.teacher and cfg.mode == 'keyframe' else None
     init = None
     if model is None:
         model, init = build_model(cfg)
@@ -166,16 +183,10 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     opt_cls = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
     optimizer = opt_cls([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                         weight_decay=cfg.weight_decay)
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
     state = {'epoch': 0, 'step': 0, 'best': -1.0, 'history': []}
     if resume and (run_dir / 'last.pt').is_file():
         state = load_training_state(run_dir / 'last.pt', model, optimizer, rank)
         log.info('resumed %s at epoch %d step %d', run_dir, state['epoch'], state['step'])
-    teacher = None
-    if cfg.teacher and cfg.mode == 'keyframe':
-        from vidseg_ros.models.checkpoint import load_checkpoint
-        teacher = load_checkpoint(cfg.teacher)[0].to(device).eval()
     runner = StepRunner(cfg, model, device, world, teacher)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     if ema and resume and (run_dir / 'last.pt').is_file():
@@ -244,6 +255,117 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None
     if select_set is not None and val_set is not None:
         out['val'] = score_best_once(scored, val_set, cfg, info, device, rank, world, state, init)
     return out
+
+
+# ---- what a run may write: its own folder (locked while it trains) and an output it wrote itself ----
+LOCK_NAME = 'train.lock'
+RUN_FILES = ('last.pt', 'best.pt')
+
+
+@contextlib.contextmanager
+def held_run_dir(run_dir: Path, rank: int = 0):
+    """``run_dir``, created when missing and locked (rank 0) for as long as the run trains; a second training
+    into it is refused. A run that fails before writing anything removes the folders it created."""
+    created = _first_missing(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_run_dir(run_dir) if rank == 0 else None
+    try:
+        yield run_dir
+    except BaseException:
+        if created is not None and rank == 0 and {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(created, ignore_errors=True)     # a refused run leaves no empty folder behind
+        raise
+    finally:
+        if lock is not None:
+            lock.close()                 # closing releases the lock
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None when ``path`` exists)."""
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            return missing
+        missing = folder
+    return missing
+
+
+def _lock_run_dir(run_dir: Path):
+    """An exclusive lock on ``run_dir/train.lock`` holding this process's id; ConfigError naming the holder
+    when another training has it (their saves would replace each other's files mid-write)."""
+    lock = open(run_dir / LOCK_NAME, 'a+')
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        pid = lock.read().strip() or 'unknown'
+        lock.close()
+        raise ConfigError(f'{run_dir}: run folder in use by another training (PID {pid}); wait for it to end, or '
+                          'train under another name (--set name=...)') from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f'{os.getpid()}\n')
+    lock.flush()
+    return lock
+
+
+def check_output_path(cfg: TrainConfig) -> None:
+    """Refuse, before training, an ``output`` that cannot be written: a folder, or under a file."""
+    if not cfg.output:
+        return
+    out = Path(cfg.output)
+    if out.is_dir():
+        raise ConfigError(f'output: {out} is a folder; name the model file, e.g. {out / (cfg.name + ".pt")}')
+    parent = next(p for p in out.parents if p.exists())
+    if not parent.is_dir():
+        raise ConfigError(f'output: {out} lies under {parent}, which is a file, not a folder')
+
+
+def check_nothing_replaced(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, before training, to replace an earlier run of this name or an ``output`` this run did not
+    write, unless ``overwrite`` (a resumed run replaces its own files)."""
+    if overwrite:
+        return
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if held and not resume:
+        raise ConfigError(f'{run_dir} already holds a training run ({", ".join(held)}); --resume to continue it, or '
+                          'another name (--set name=...), or --overwrite to replace it')
+    out = Path(cfg.output) if cfg.output else None
+    if out and out.exists() and not (resume and written_by_run(out, run_dir)):
+        raise ConfigError(f'output: {out} exists and was not written by this run ({run_dir}); --overwrite to '
+                          'replace it (e.g. retraining a shipped model with config/train/camvid_*.yaml), or write '
+                          'another file (--set output=...)')
+
+
+def written_by_run(path: Path, run_dir: Path) -> bool:
+    """Whether the checkpoint at ``path`` was written by the run in ``run_dir`` (its provenance says so)."""
+    from vidseg_ros.models.checkpoint import CheckpointError, read_checkpoint
+
+    from .checkpoint_meta import run_folder
+    try:
+        provenance = read_checkpoint(path)['meta']['provenance']
+    except CheckpointError:
+        return False
+    return provenance.get('run_dir') == run_folder(run_dir)
+
+
+def load_teacher(cfg: TrainConfig, info: dict, device) -> torch.nn.Module:
+    """The keyframe teacher in eval mode; ConfigError when it predicts another class set than the run
+    trains (its masks would be labels of other classes)."""
+    from vidseg_ros.models.checkpoint import CheckpointError, load_checkpoint
+
+    from .checkpoint_meta import class_info
+    try:
+        teacher, meta = load_checkpoint(cfg.teacher)
+    except CheckpointError as e:
+        raise ConfigError(f'teacher: {e}') from None
+    theirs, ours = list(meta['classes']), class_info(cfg, info)[0]
+    named = bool(info['names'])     # without names in the data only the count can be compared
+    if len(theirs) != len(ours) or (named and theirs != ours):
+        raise ConfigError(f'teacher: {cfg.teacher} predicts {len(theirs)} classes ({", ".join(theirs)[:200]}), this '
+                          f'run trains {len(ours)} ({", ".join(ours)[:200]}); use a teacher trained on this class '
+                          'set, or none')
+    return teacher.to(device).eval()
 
 
 def _undefined(record: dict) -> bool:
@@ -387,17 +509,48 @@ def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainCon
     tmp.replace(path)
 
 
+TRAINING_STATE_KEYS = ('model', 'optimizer', 'epoch', 'step', 'best', 'history', 'torch_rng', 'python_rng',
+                       'numpy_rng', 'numpy_pos')
+
+
+def read_training_state(path: Path) -> dict:
+    """``last.pt`` as ``save_training_state`` wrote it; ConfigError naming ``path`` when it is damaged or not a
+    training state (e.g. a model checkpoint copied there)."""
+    from vidseg_ros.models.checkpoint import CheckpointError, load_torch_file
+    fix = ('resume from an intact last.pt, or start a new run (another name, --set name=..., or --overwrite to '
+           'replace this one)')
+    try:
+        blob = load_torch_file(path)
+    except CheckpointError as e:
+        reason = str(e).removeprefix(str(path)).strip()
+        raise ConfigError(f'--resume: {path} is truncated or not a training state (last.pt): {reason}; {fix}') from None
+    missing = [k for k in TRAINING_STATE_KEYS if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        what = 'a model checkpoint' if isinstance(blob, dict) and 'state_dict' in blob else 'no training state'
+        raise ConfigError(f'--resume: {path} is truncated or not a training state (last.pt): it is {what}, without '
+                          f'{", ".join(missing[:4])}; {fix}')
+    return blob
+
+
+def _other_model(saved: dict, model) -> str:
+    """How the run that wrote a training state (its ``config``) differs from ``model``: the arch when it differs,
+    else its class count and data."""
+    arch = getattr(_unwrap(model), 'arch', None)
+    if arch and saved.get('arch') and saved['arch'] != arch:
+        return f'arch: {saved["arch"]}, here {arch}'
+    return f'num_classes: {saved.get("num_classes")}, data_root: {saved.get("data_root")}'
+
+
 def load_training_state(path: Path, model, optimizer, rank: int = 0) -> dict:
     """Restore weights, optimiser and RNG states (this rank's); returns the loop state (epoch, step, ...)."""
     from vidseg_ros.models.checkpoint import CheckpointError, check_state_dict
-    blob = torch.load(path, map_location='cpu', weights_only=True)
+    blob = read_training_state(path)
     try:
         check_state_dict(_unwrap(model), blob['model'], 'its weights')
     except CheckpointError as e:   # e.g. the data now names another number of classes
-        saved = blob.get('config', {})
-        raise ConfigError(f'--resume: {path} is a run of another model (num_classes: {saved.get("num_classes")}, '
-                          f'data_root: {saved.get("data_root")}); resume with that config and data, or start a new '
-                          f'run (another name or --set runs_dir=...). {e}') from None
+        raise ConfigError(f'--resume: {path} is a run of another model ({_other_model(blob.get("config", {}), model)}); '
+                          'resume with that config and data, or start a new run (another name or --set runs_dir=...). '
+                          f'{e}') from None
     _unwrap(model).load_state_dict(blob['model'])
     try:
         optimizer.load_state_dict(blob['optimizer'])

@@ -1,0 +1,150 @@
+"""What a training run may write: its own folder (never another run's, never two at once) and an output
+file it wrote itself; what it refuses before training (a damaged last.pt, a teacher of other classes)."""
+import fcntl
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from support.tiny_models import TinyKeyframe, frames
+
+from vidseg_ros.config import ConfigError
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+from vidseg_ros.training.config import TrainConfig
+from vidseg_ros.training.loop import LOCK_NAME, train
+
+HW = (64, 64)
+
+
+def _cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(name='t', dataset='folder', num_classes=3, ignore_index=255, input_hw=list(HW), batch_size=2,
+                epochs=1, val_split='', hflip=False, runs_dir=str(tmp_path / 'runs'))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _train(cfg, **kw):
+    return train(cfg, model=TinyKeyframe(), train_set=frames(4, HW), **kw)
+
+
+def _user_model(path: Path) -> Path:
+    model = create_model('keyframe_fpn', num_classes=3, fpn_ch=32)
+    return save_checkpoint(path, model, default_meta('keyframe_fpn', model.arch_config, classes=['a', 'b', 'c']))
+
+
+def test_a_second_run_of_the_same_name_is_refused_and_the_first_can_still_be_resumed(tmp_path):
+    """It replaced last.pt (epoch 2 -> epoch 1) and best.pt, exit 0: the first run could not be resumed."""
+    _train(_cfg(tmp_path, epochs=2))
+    last = tmp_path / 'runs' / 't' / 'last.pt'
+    before = last.read_bytes()
+    with pytest.raises(ConfigError, match=r'already holds a training run \(last.pt, best.pt\); --resume to '
+                                          r'continue it, or another name \(--set name=...\), or --overwrite'):
+        _train(_cfg(tmp_path, seed=7))
+    assert last.read_bytes() == before
+    assert _train(_cfg(tmp_path, epochs=3), resume=True)['epochs'] == 3
+    assert _train(_cfg(tmp_path, seed=7), overwrite=True)['epochs'] == 1
+
+
+def test_an_output_not_written_by_this_run_is_kept_unless_overwrite(tmp_path):
+    """The user's trained model at `output` was replaced by any run's first epoch (lr 0 here), exit 0."""
+    user = _user_model(tmp_path / 'user.pt')
+    before = user.read_bytes()
+    with pytest.raises(ConfigError, match=r'output: .*user.pt exists and was not written by this run .*; '
+                                          r'--overwrite to replace it \(e.g. retraining a shipped model'):
+        _train(_cfg(tmp_path, output=str(user), lr=0.0))
+    assert user.read_bytes() == before and not (tmp_path / 'runs').exists()   # no empty run folder left
+    mine = tmp_path / 'mine.pt'
+    _train(_cfg(tmp_path, output=str(mine)))
+    _train(_cfg(tmp_path, output=str(mine), epochs=2), resume=True)       # its own output: replaced
+    with pytest.raises(ConfigError, match='was not written by this run'):   # another run's output
+        _train(_cfg(tmp_path, name='other', output=str(mine)))
+    _train(_cfg(tmp_path, name='other', output=str(user)), overwrite=True)
+    assert user.read_bytes() != before
+
+
+def test_an_output_that_is_a_folder_is_refused_before_training(tmp_path):
+    """It failed after training ('outdir.tmp: Is a directory'), leaving a 14 MB outdir.tmp and no last.pt."""
+    (tmp_path / 'outdir').mkdir()
+    with pytest.raises(ConfigError, match=r'output: .*outdir is a folder; name the model file'):
+        _train(_cfg(tmp_path, output=str(tmp_path / 'outdir')))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['outdir']
+
+
+def test_a_run_folder_in_use_by_another_training_is_refused(tmp_path):
+    """Two trainings into one folder raced: one died at epoch 4 ('last.tmp: No such file or directory')."""
+    run_dir = tmp_path / 'runs' / 't'
+    run_dir.mkdir(parents=True)
+    with open(run_dir / LOCK_NAME, 'w') as other:
+        other.write('4242\n')
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with pytest.raises(ConfigError, match=r'run folder in use by another training \(PID 4242\)'):
+            _train(_cfg(tmp_path))
+    assert _train(_cfg(tmp_path))['epochs'] == 1     # released: the next training goes ahead
+
+
+def _state_of_another_arch(tmp_path) -> bytes:
+    from vidseg_ros.models import create_model
+    cfg = _cfg(tmp_path, name='unet', arch='recurrent_unet', arch_config={'size': 'small_shallow'})
+    train(cfg, model=create_model('recurrent_unet', num_classes=3, size='small_shallow'), train_set=frames(4, HW))
+    return (tmp_path / 'runs' / 'unet' / 'last.pt').read_bytes()
+
+
+@pytest.mark.parametrize('content,says', [
+    (lambda p: p.read_bytes()[:2000], r'is truncated or not a training state \(last.pt\): is not a torch checkpoint'),
+    (lambda p: b'', r'is truncated or not a training state \(last.pt\): is truncated or corrupt'),
+    (lambda p: b'garbage\n', r'is truncated or not a training state \(last.pt\): is not a loadable torch checkpoint'),
+    (lambda p: (p.parent.parent.parent / 'user.pt').read_bytes(), r'it is a model checkpoint, without model'),
+    (lambda p: _state_of_another_arch(p.parent.parent.parent),
+     r'is a run of another model \(arch: recurrent_unet, here keyframe_fpn\)')])
+def test_resuming_from_a_damaged_or_wrong_last_pt_names_it(tmp_path, content, says):
+    """Truncated: exit 1 'PytorchStreamReader failed'; a model copied there: KeyError 'model'; 0 bytes: EOFError
+    without the path; text: torch's advice to load with weights_only=False; another arch: 'num_classes: 6'."""
+    from vidseg_ros.models import create_model
+    _user_model(tmp_path / 'user.pt')
+    cfg = _cfg(tmp_path, arch='keyframe_fpn', arch_config={'fpn_ch': 32})
+    _train_real = lambda: train(cfg, resume=True, model=create_model('keyframe_fpn', num_classes=3, fpn_ch=32),  # noqa: E731
+                                train_set=frames(4, HW))
+    _train_real()
+    last = tmp_path / 'runs' / 't' / 'last.pt'
+    last.write_bytes(content(last))
+    with pytest.raises(ConfigError, match=says) as e:
+        _train_real()
+    assert 'weights_only=False' not in str(e.value)
+
+
+def test_a_teacher_of_another_class_count_is_refused_before_training(tmp_path):
+    """A 6-class run with an 11-class teacher: IndexError 'Target 8 is out of bounds' at the first step."""
+    teacher = create_model('keyframe_fpn', num_classes=11, fpn_ch=32)
+    path = save_checkpoint(tmp_path / 'teacher.pt', teacher, default_meta('keyframe_fpn', teacher.arch_config))
+    cfg = _cfg(tmp_path, mode='keyframe', teacher=str(path))
+    with pytest.raises(ConfigError, match=r'teacher: .*teacher.pt predicts 11 classes \(Sky, .*\), this run '
+                                          r'trains 3 \(0, 1, 2\)'):
+        train(cfg, model=TinyKeyframe(), train_set=[])
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_label_ids_beyond_num_classes_are_ignored_with_one_warning(tmp_path, caplog):
+    """A dataset.yaml without class names, num_classes 2, labels 0 and 5: IndexError 'Target 5 is out of bounds'."""
+    import cv2
+    from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
+    root = tmp_path / 'drive'
+    (root / 'images' / 'a').mkdir(parents=True)
+    (root / 'labels' / 'a').mkdir(parents=True)
+    records = []
+    for i in range(4):
+        image, label = root / 'images' / 'a' / f'{i}.png', root / 'labels' / 'a' / f'{i}.png'
+        cv2.imwrite(str(image), np.full((64, 64, 3), 40 * i, np.uint8))
+        cv2.imwrite(str(label), np.full((64, 64), 5 * (i % 2), np.uint8))
+        records.append(FrameRecord('a', i, image, label, i, 'human'))
+    write_index(root, records)
+    (root / 'dataset.yaml').write_text('ignore_index: 255\n')
+    cfg = _cfg(tmp_path, data_root=str(root), train_split='all', val_split='all', num_classes=2,
+               arch='keyframe_fpn', arch_config={'fpn_ch': 32})
+    with caplog.at_level('WARNING'):
+        out = train(cfg)
+    assert out['epochs'] == 1
+    warned = [r.getMessage() for r in caplog.records if 'num_classes 2' in r.getMessage()]
+    assert len(warned) == 1 and 'label id 5 >= num_classes 2' in warned[0] and '1.png' in warned[0]
