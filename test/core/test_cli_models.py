@@ -90,3 +90,14 @@ def test_info_of_a_checkpoint_with_bad_meta_is_a_user_error(tmp_path, key, value
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and f'bad.pt: {message}' in lines[0] and 'internal error' not in lines[0]
+
+
+@pytest.mark.parametrize('device', ['meta', 'cpu:1'])
+def test_bench_refuses_a_device_the_node_refuses(device):
+    """`vidseg bench --device meta` ended in exit 1 'internal error' (cpu:1 ran): a user error now, exit 2."""
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    r = CliRunner().invoke(app, ['bench', 'untrained:truncated_fpn', '--frames', '1', '--device', device])
+    assert r.exit_code == 2, r.output
+    assert f"device '{device}' is not supported; use auto, cpu, cuda or cuda:N" in r.output

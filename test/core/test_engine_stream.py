@@ -272,3 +272,13 @@ def test_a_refused_request_leaves_the_stream_as_it_was(bad):
     assert [r.is_key for r in got] == [r.is_key for r in want]
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a.class_ids, b.class_ids)
+
+
+@pytest.mark.parametrize('device', ['meta', 'mps', 'xpu', 'cpu:1', 'CPU'])
+def test_the_engine_takes_only_the_devices_the_node_takes(device):
+    """resolve_device took any torch device type: mps failed with a RuntimeError, xpu with an
+    AssertionError, cpu:1 ran; the node's check refused them all. Now one check: auto, cpu, cuda, cuda:N."""
+    model = create_model('truncated_fpn', width_mult=0.25)
+    meta = default_meta('truncated_fpn', model.arch_config, input_hw=(64, 96))
+    with pytest.raises(ValueError, match=f'device {device!r}'):
+        StreamSegmenter(model, meta, EngineConfig(device=device))

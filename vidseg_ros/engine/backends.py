@@ -39,16 +39,14 @@ def current_path(path: str | Path) -> Path:
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as given (checked)."""
+    """'auto' -> cuda when available, else cpu; else cpu, cuda or cuda:N, checked by the segment node's
+    rule (``guards.check_device``, the one device check): anything else is a ValueError, not an error
+    deep in torch (meta, mps, xpu, cpu:1 were taken as given)."""
+    from vidseg_ros.ros.guards import check_device   # ROS-free module
+    check_device(device)
     if device in ('', 'auto'):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:   # a user's setting: a clear ValueError, not an internal error
-        raise ValueError(f'device {device[:40]!r} is not a device (auto, cpu, cuda, cuda:N): {e}') from None
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f'device {device!r} requested but CUDA is not available; use device auto or cpu')
-    return dev
+    return torch.device(device)
 
 
 def describe_device(device: str | torch.device) -> str:
