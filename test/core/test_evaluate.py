@@ -85,6 +85,11 @@ def test_frames_per_video_experiment_runs(tmp_path):
     json.loads((tmp_path / 'x' / 'frames-per-video.json').read_text(), parse_constant=_not_json)
     with pytest.raises(ValueError, match='unknown experiment'):
         run_experiment('nope', cfg)
+    # the same --out-dir again: its runs are kept, and the message says what to do (not --resume)
+    before = (tmp_path / 'x' / 'tiny_1' / 'last.pt').read_bytes()
+    with pytest.raises(ValueError, match='already holds this experiment.s run tiny_1; give another --out-dir'):
+        run_experiment('frames-per-video', cfg, out_dir=tmp_path / 'x', total_steps=2)
+    assert (tmp_path / 'x' / 'tiny_1' / 'last.pt').read_bytes() == before
 
 
 def _not_json(name):

@@ -47,7 +47,7 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
     Args:
         config: the run's YAML file.
         resume: continue from ``<runs_dir>/<name>/last.pt``.
-        overrides: settings that replace the file's (CLI options); None values are ignored.
+        overrides: settings that replace the file's (CLI options); a None value is checked like a YAML null.
         progress: show a progress bar (``vidseg train``: when stderr is a terminal).
         overwrite: replace an earlier run of the same name and an existing ``output`` (refused otherwise).
     """

@@ -79,6 +79,10 @@ def run_experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/ex
     base = load_train_config(config, overrides)
     _require_held_out(base, config)
     configs = variant_configs(base, total_steps, out_dir, variants)
+    for cfg in configs.values():   # each variant is a training run: an earlier experiment's is never replaced
+        if (out_dir / cfg.name).is_dir() and any((out_dir / cfg.name).glob('*.pt')):
+            raise ConfigError(f'{out_dir} already holds this experiment\'s run {cfg.name}; give another '
+                              '--out-dir (earlier results are kept)')
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for vname, cfg in configs.items():
