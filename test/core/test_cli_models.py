@@ -101,3 +101,18 @@ def test_bench_refuses_a_device_the_node_refuses(device):
     r = CliRunner().invoke(app, ['bench', 'untrained:truncated_fpn', '--frames', '1', '--device', device])
     assert r.exit_code == 2, r.output
     assert f"device '{device}' is not supported; use auto, cpu, cuda or cuda:N" in r.output
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--input-hw', '1x1'], r'input_hw: 1 is out of range 8..8192'),
+    (['--input-hw', '8x8193'], r'input_hw: 8193 is out of range 8..8192'),
+    (['--keyframe-interval', '100000'], r'keyframe_interval: 100000 is out of range 1..10000'),
+])
+def test_bench_applies_the_engine_setting_ranges(args, message):
+    """`vidseg bench` built its EngineConfig unchecked: these ran with exit 0; now exit 2 with the range."""
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    r = CliRunner().invoke(app, ['bench', 'untrained:truncated_fpn', '--frames', '1', *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.output

@@ -282,3 +282,24 @@ def test_the_engine_takes_only_the_devices_the_node_takes(device):
     meta = default_meta('truncated_fpn', model.arch_config, input_hw=(64, 96))
     with pytest.raises(ValueError, match=f'device {device!r}'):
         StreamSegmenter(model, meta, EngineConfig(device=device))
+
+
+@pytest.mark.parametrize('bad, message', [
+    (dict(keyframe_policy='foo'), "keyframe_policy: 'foo' is not one of 'fixed', 'adaptive'"),   # ran adaptive
+    (dict(precision='fp64'), "precision: 'fp64' is not one of"),                                # KeyError
+    (dict(input_hw=[100]), 'input_hw: 1 values given, expected 0 or 2'),                        # IndexError
+    (dict(input_hw=[0, 0]), r'input_hw: 0 is out of range 8\.\.8192'),                           # OpenCV assertion
+    (dict(tile_size=-5), r'tile_size: -5 is out of range 0\.\.8192'),                           # accepted
+    (dict(keyframe_interval=0), r'keyframe_interval: 0 is out of range 1\.\.10000'),             # accepted
+])
+def test_the_engine_checks_its_settings_like_yaml_and_ros_do(bad, message):
+    """The Python API took any EngineConfig: each of these failed late and obscurely, or ran silently."""
+    from vidseg_ros.config import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        engine(**bad)
+    eng = engine()
+    with pytest.raises(ConfigError, match=message):
+        eng.update_config(dataclasses.replace(eng.config, **bad))
+    assert eng.config.keyframe_interval == 5 and eng.step(frames(1)[0]).is_key   # unchanged, still serving
+    with pytest.raises(ConfigError, match=message):
+        StreamSegmenter.from_checkpoint(EngineConfig(model='no_such_model', **bad))   # before the model is looked up

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vidseg_ros.config import setting
+from vidseg_ros.config import from_dict, setting, to_dict
 from vidseg_ros.constants import INPUT_SIDE_RANGE
 
 
@@ -39,6 +39,13 @@ class EngineConfig:
     tile_stride: int = setting(0, 'Tile stride in network pixels; 0 = tile_size * 3 / 4', range=(0, 8192))
     cuda_graphs: bool = setting(False, 'Replay the model steps from CUDA graphs (captured per input size '
                                        'after warm-up; CUDA only, ignored elsewhere)', change='rebuild')
+
+
+def checked(config: EngineConfig) -> EngineConfig:
+    """A copy of ``config`` checked against its declared settings (types, choices, ranges, lengths) by the
+    rule YAML files and ROS parameters go through (``config.from_dict``): a ConfigError (a ValueError)
+    naming the setting and the rule, instead of a KeyError or an OpenCV assertion frames later."""
+    return from_dict(EngineConfig, to_dict(config))
 
 
 @dataclass

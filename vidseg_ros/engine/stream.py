@@ -5,7 +5,6 @@ recurrent hidden state) and the key-frame policy; turns RGB uint8 frames into cl
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 
 from vidseg_ros.engine.backends import TorchRunner, open_exported
 from vidseg_ros.config import fields_with
-from vidseg_ros.engine.base import EngineConfig, FrameResult
+from vidseg_ros.engine.base import EngineConfig, FrameResult, checked
 from vidseg_ros.engine import memory
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
@@ -96,7 +95,7 @@ class StreamSegmenter:
     """
 
     def __init__(self, model, meta: dict, config: EngineConfig | None = None, name: str = ''):
-        self.config = copy.deepcopy(config or EngineConfig())
+        self.config = checked(config or EngineConfig())
         if isinstance(model, torch.nn.Module):
             c = self.config
             model = TorchRunner(model, c.device, c.precision, c.channels_last, c.compile, cuda_graphs=c.cuda_graphs)
@@ -118,7 +117,7 @@ class StreamSegmenter:
     @classmethod
     def from_checkpoint(cls, config: EngineConfig | None = None) -> 'StreamSegmenter':
         """Engine for ``config.model`` ('' = DEFAULT_MODEL, a name, a path, or 'untrained:<arch>')."""
-        config = config or EngineConfig()
+        config = checked(config or EngineConfig())   # before a model is loaded
         spec = resolve_model(config.model)
         if spec.startswith(UNTRAINED_PREFIX):
             arch = spec[len(UNTRAINED_PREFIX):]
@@ -141,10 +140,11 @@ class StreamSegmenter:
     def update_config(self, config: EngineConfig) -> None:
         """Apply run-time changes (policy, tiles, input size; a new geometry resets state on the next
         frame); model/device changes need a new engine."""
+        config = checked(config)
         changed = [f for f in REBUILD_FIELDS if getattr(config, f) != getattr(self.config, f)]
         if changed:
             raise ValueError(f'changing {", ".join(changed)} needs a new engine (StreamSegmenter.from_checkpoint)')
-        self.config = copy.deepcopy(config)
+        self.config = config
         self.policy.update_config(self.config)
 
     def warmup(self, image_hw: tuple[int, int] | None = None, frames: int = 2) -> None:
