@@ -103,7 +103,7 @@ class Device:
 
 def engine(model, meta, device, precision, graphs, hw, channels_last):
     cfg = EngineConfig(device=device, precision=precision, channels_last=channels_last, cuda_graphs=graphs,
-                       input_hw=list(hw), keyframe_interval=10**6)
+                       input_hw=list(hw), keyframe_interval=10000)   # the setting's maximum: every timed frame a current one
     return StreamSegmenter(model, meta, cfg)
 
 

@@ -129,15 +129,15 @@ def coerce(value: Any, tp, key: str):
 
 
 def _empty_value_hint(tp, key: str) -> str:
-    """How to write the empty value of a setting of type ``tp``, for the message refusing null."""
+    """How to write the empty value of a setting of type ``tp``, for the message refusing null. A nested key
+    (``meta.provenance``, ``arch_config.x``) is no ``--set`` target: only its written form is named."""
     origin = typing.get_origin(tp) or tp
-    if tp is str:
-        return f"to clear it write an empty text: {key}: '' (YAML) or --set {key}="
-    if origin in (list, tuple):
-        return f'to clear it write an empty list: {key}: [] (YAML) or --set {key}=[]'
-    if origin is dict:
-        return f'to clear it write an empty mapping: {key}: {{}} (YAML) or --set {key}={{}}'
-    return f'give a value ({_type_name(tp)}), or leave the key out for the default'
+    empty = "''" if tp is str else '[]' if origin in (list, tuple) else '{}' if origin is dict else None
+    if empty is None:
+        return f'give a value ({_type_name(tp)}), or leave the key out for the default'
+    what = {"''": 'an empty text', '[]': 'an empty list', '{}': 'an empty mapping'}[empty]
+    cli = '' if '.' in key or '[' in key else f" or --set {key}={'' if empty == chr(39) * 2 else empty}"
+    return f'to clear it write {what}: {key}: {empty} (YAML){cli}'
 
 
 def did_you_mean(word: str, names) -> str:

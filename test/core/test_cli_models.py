@@ -64,8 +64,8 @@ def test_installed_vidseg_finds_shipped_models_by_name(tmp_path):
 
 
 @pytest.mark.parametrize('key,value,message', [
-    ('provenance', None, 'meta.provenance: expected a mapping, got NoneType'),
-    ('arch_config', None, 'meta.arch_config: expected a mapping, got NoneType'),
+    ('provenance', None, 'meta.provenance: null is not a value of this setting'),
+    ('arch_config', None, 'meta.arch_config: null is not a value of this setting'),
     ('input_hw', [100000, 100000], 'meta.input_hw: 100000 is out of range 8..8192'),
     ('classes', ['a', 'b', 'c'], "meta.classes: 3 name(s) ['a', 'b', 'c'] for a model with 2 output channels"),
 ])

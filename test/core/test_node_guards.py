@@ -13,8 +13,9 @@ from vidseg_ros.data.images import (ImageError, compressed_size, decode_compress
                                     image_fields_to_rgb8)
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.ros import health
+from vidseg_ros.engine.backends import check_device
 from vidseg_ros.ros.guards import (ErrorThrottle, camera_info_image_size, camera_info_problem,
-                                   camera_info_size_problem, check_device, check_model_spec, stamp_is_sane)
+                                   camera_info_size_problem, check_model_spec, stamp_is_sane)
 from vidseg_ros.ros.settings import SegmentNodeConfig
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidseg_ros.data.images import short
 from vidseg_ros.engine.graphs import CudaGraphed
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.checkpoint import CheckpointError, check_meta
@@ -38,11 +39,27 @@ def current_path(path: str | Path) -> Path:
     return path.with_name(path.stem + '.current.onnx')
 
 
+def check_device(device: str) -> None:
+    """Raise ValueError unless ``device`` is auto, cpu, or a CUDA device that exists here: the one device rule
+    of the node's parameter, the engine, training, eval and bench (meta, mps, xpu, cpu:1 were taken as given
+    and failed deep in torch)."""
+    if device in ('', 'auto', 'cpu'):
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f'device {short(device)} is not a device: use auto, cpu, cuda or cuda:N') from None
+    if dev.type != 'cuda':
+        raise ValueError(f'device {short(device)} is not supported; use auto, cpu, cuda or cuda:N')
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f'device {short(device)}: CUDA is not available here; use auto or cpu')
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f'device {short(device)} does not exist: {count} CUDA device(s) (cuda:0..cuda:{count - 1})')
+
+
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; else cpu, cuda or cuda:N, checked by the segment node's
-    rule (``guards.check_device``, the one device check): anything else is a ValueError, not an error
-    deep in torch (meta, mps, xpu, cpu:1 were taken as given)."""
-    from vidseg_ros.ros.guards import check_device   # ROS-free module
+    """'auto' -> cuda when available, else cpu; else cpu, cuda or cuda:N (``check_device``)."""
     check_device(device)
     if device in ('', 'auto'):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')

@@ -205,7 +205,11 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu'):
         detail = str(e) or 'it ends early'
         raise CheckpointError(f'{path} is truncated or corrupt ({detail}); re-copy or re-export it') from e
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f'{path} is not a loadable torch checkpoint ({_unpickler_reason(e)})') from e
+        reason = _unpickler_reason(e)
+        if 'global' in reason.lower():      # a pickled object: loading it would run its code
+            raise CheckpointError(f'{path} holds Python objects that weights_only loading refuses to run, so it '
+                                  f'is not loaded ({reason})') from e
+        raise CheckpointError(f'{path} is not a loadable torch checkpoint ({reason})') from e
     except Exception as e:  # torch.load raises many types for garbage input (KeyError, RuntimeError, ...)
         detail = (str(e).splitlines() or [''])[0].split('. ')[0] or type(e).__name__   # torch's first sentence
         raise CheckpointError(f'{path} is not a torch checkpoint or is corrupt ({detail})') from e

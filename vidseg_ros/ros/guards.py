@@ -105,21 +105,3 @@ def check_model_spec(spec: str) -> None:
         raise ValueError(f'model file {short(str(path))} is empty')
     if path.suffix == '.onnx' and head[:1] != ONNX_FIRST_BYTE:
         raise ValueError(f'model file {short(str(path))} is not an ONNX model (starts with {head!r})')
-
-
-def check_device(device: str) -> None:
-    """Raise ValueError unless ``device`` is auto, cpu, or a CUDA device that exists here."""
-    import torch
-    if device in ('', 'auto', 'cpu'):
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f'invalid device {short(device)}: {e}') from None
-    if dev.type != 'cuda':
-        raise ValueError(f'device {short(device)} is not supported; use auto, cpu, cuda or cuda:N')
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise ValueError(f'device {short(device)}: CUDA is not available here; use auto or cpu')
-    if dev.index is not None and dev.index >= count:
-        raise ValueError(f'device {short(device)} does not exist: {count} CUDA device(s) (cuda:0..cuda:{count - 1})')

@@ -29,12 +29,13 @@ from std_srvs.srv import Trigger
 
 from vidseg_ros.config import ConfigError, fields_with
 from vidseg_ros.data.images import clip, short
+from vidseg_ros.engine.backends import check_device
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
 from vidseg_ros.engine.outputs import ClassTable
 from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.camera_stream import CameraStream
-from vidseg_ros.ros.guards import check_device, check_model_spec
+from vidseg_ros.ros.guards import check_model_spec
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.spin import WorkerDied, run

@@ -45,8 +45,8 @@ class SegmentNodeConfig:
                                        ('mono8', '32FC1'))
     class_prob_index: int = setting(-1, 'Publish ~/class_prob, the 32FC1 probability of this class id; '
                                         '-1 = off', range=(-1, 255))
-    mask_resolution: str = setting('input', 'Size of published masks: input image size or network size '
-                                            '(labels are resized nearest-neighbour, never interpolated)',
+    mask_resolution: str = setting('input', 'Size of published masks: the input image size, or the network '
+                                            'input size without its stride padding (the resized frame)',
                                    ('input', 'network'))
     use_camera_info: bool = setting(False, 'Subscribe camera_info (matched by stamp) and publish '
                                            '~/camera_info scaled to the mask size', change='startup')
