@@ -96,7 +96,7 @@ def test_training_resolves_devices_as_the_engine(tmp_path):
     from vidseg_ros.training.loop import train
     cfg = _cfg(_davis(tmp_path / 'davis', seqs=('a',), n=3), device='cuda', epochs=1, batch_size=1,
                runs_dir=str(tmp_path / 'runs'))
-    with pytest.raises(ValueError, match='CUDA is not available; use device auto or cpu'):
+    with pytest.raises(ValueError, match='CUDA is not available here; use auto or cpu'):
         train(cfg)
 
 

@@ -77,7 +77,7 @@ def _checkpoint(path: Path, data: Path) -> Path:
 def test_curve_on_synthetic_video(tmp_path):
     data, out = _davis_with_cut(tmp_path / 'davis'), tmp_path / 'out'
     proc = _bench('--data', data, '--split', 'all', '--model', _checkpoint(tmp_path / 'm.pt', data), '--out', out,
-                  '--intervals', '1,3,5', '--thresholds', '0,0.3,1000', '--max-interval', '4', '--twin', '')
+                  '--intervals', '1,3,5', '--thresholds', '0,0.3,100', '--max-interval', '4', '--twin', '')
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '| fixed | k=3 |' in proc.stdout and '| adaptive | threshold 0.3 |' in proc.stdout
     report = json.loads((out / 'keyframe_curve.json').read_text())
@@ -85,7 +85,7 @@ def test_curve_on_synthetic_video(tmp_path):
     keys = {(p['policy'], p['setting']): p['key_frames'] for p in report['fixed'] + report['adaptive']}
     assert keys[('fixed', 1)] == 12 and keys[('fixed', 3)] == 4 and keys[('fixed', 5)] == 3
     assert keys[('adaptive', 0.0)] == 12          # every frame differs a little: all keys
-    assert keys[('adaptive', 1000.0)] == 3        # never triggers: frames 0, 4, 8 (max interval 4)
+    assert keys[('adaptive', 100.0)] == 3         # the setting's maximum never triggers: frames 0, 4, 8 (max interval 4)
     # 0.3 keys on the cut (frame 6) but not on the moving square: 0, 4 (max interval), 6 (cut), 10
     cut = next(p for p in report['adaptive'] if p['setting'] == 0.3)
     assert keys[('adaptive', 0.3)] == 4 and cut['key_spacing'] == [[4, 2, 4]]

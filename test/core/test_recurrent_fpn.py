@@ -48,9 +48,11 @@ def test_a_1x1_cell_is_per_pixel_and_a_ninth_of_the_3x3_one():
     assert all(dict(k1.cell.named_parameters())[n].shape[-2:] == (1, 1) for n in convs)
     gates = sum(p.numel() for n, p in k1.cell.cell.named_parameters() if n.endswith('weight'))
     assert gates * 9 == sum(p.numel() for n, p in k3.cell.cell.named_parameters() if n.endswith('weight'))
-    for bad in (0, 2, -1, 1.0):
+    for bad in (0, 2, -1):
         with pytest.raises(ValueError, match='cell_kernel must be an odd integer'):
             create_model('recurrent_fpn', cell_kernel=bad)
+    with pytest.raises(ValueError, match='cell_kernel: expected int, got float 1.0'):   # the arch_config type check
+        create_model('recurrent_fpn', cell_kernel=1.0)
 
 
 def test_without_a_cell_it_is_the_per_frame_fpn():
