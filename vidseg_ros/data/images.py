@@ -11,23 +11,11 @@ import struct
 import cv2
 import numpy as np
 
-SHORT_TEXT = 200  # untrusted strings (encodings, formats, frame ids) are cut to this in messages
+from vidseg_ros.text import SHORT_TEXT, clip, short  # noqa: F401  (their home is text.py; kept importable here)
 
 
 class ImageError(ValueError):
     """A malformed or unsupported image; the message says what is wrong with it."""
-
-
-def clip(text, limit: int = SHORT_TEXT) -> str:
-    """Text cut to ``limit`` characters, saying how long it was, so a 1 MB field cannot flood logs."""
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + f'... ({len(text)} characters)'
-
-
-def short(text, limit: int = SHORT_TEXT) -> str:
-    """repr() of an untrusted string, cut to ``limit`` characters."""
-    text = str(text)
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f'... ({len(text)} characters)'
 
 
 def check_pixels(height: int, width: int, max_pixels: int | None, what: str = 'image') -> None:

@@ -26,6 +26,7 @@ from vidseg_ros.engine.graphs import CudaGraphed
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.checkpoint import CheckpointError, check_meta
 from vidseg_ros.models.contract import StreamInfo, stream_info
+from vidseg_ros.text import short
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +48,14 @@ def check_device(device: str) -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ValueError(f'device {_short(device)} is not a device: use auto, cpu, cuda or cuda:N') from None
+        raise ValueError(f'device {short(device, 60)} is not a device: use auto, cpu, cuda or cuda:N') from None
     if dev.type != 'cuda':
-        raise ValueError(f'device {_short(device)} is not supported; use auto, cpu, cuda or cuda:N')
+        raise ValueError(f'device {short(device, 60)} is not supported; use auto, cpu, cuda or cuda:N')
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
-        raise ValueError(f'device {_short(device)}: CUDA is not available here; use auto or cpu')
+        raise ValueError(f'device {short(device, 60)}: CUDA is not available here; use auto or cpu')
     if dev.index is not None and dev.index >= count:
-        raise ValueError(f'device {_short(device)} does not exist: {count} CUDA device(s) (cuda:0..cuda:{count - 1})')
-
-
-def _short(text: str) -> str:
-    """A parameter value quoted for a message, at most 60 characters (data.images.short sits a layer up)."""
-    return repr(text if len(text) <= 60 else text[:60] + '...')
+        raise ValueError(f'device {short(device, 60)} does not exist: {count} CUDA device(s) (cuda:0..cuda:{count - 1})')
 
 
 def resolve_device(device: str) -> torch.device:
