@@ -131,6 +131,21 @@ def test_a_teacher_for_other_classes_is_refused_and_writes_nothing(tmp_path, cla
     assert (ds / 'index.csv').read_bytes() == before
 
 
+@pytest.mark.parametrize('theirs, refused', [(['Sky', ' ROAD'], False), (['sky', 'car'], True)])
+def test_a_teacher_is_checked_by_the_rule_training_uses(tmp_path, theirs, refused):
+    """'Sky' for the dataset's 'sky' is the same class here and in a training run (same_class_names)."""
+    from vidseg_ros.data.datasets.labels import same_class_names
+    frames, masks = _video(n=3)
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, (0,), class_names=('sky', 'road'))
+    assert same_class_names(theirs, ['sky', 'road']) is not refused
+    if refused:
+        with pytest.raises(ValueError, match=r'teacher model has 2 classes \(sky, car\), the dataset 2 '
+                                             r'\(sky, road\)'):
+            propagate_dataset(ds, PropagateConfig(method='teacher'), _teacher(masks, theirs))
+    else:
+        assert propagate_dataset(ds, PropagateConfig(method='teacher'), _teacher(masks, theirs))['teacher'] == 2
+
+
 def test_a_teacher_for_the_dataset_classes_labels_every_frame(tmp_path):
     frames, masks = _video(n=4)
     ds = _labelled_dataset(tmp_path, 'ds', frames, masks, (0,))
@@ -144,13 +159,13 @@ def test_split_jobs_cover_every_frame_once():
     assert split_jobs(5, []) == [(0, 4)]
 
 
-def _labelled_dataset(tmp_path, name, frames, masks, keep):
+def _labelled_dataset(tmp_path, name, frames, masks, keep, class_names=('bg', 'obj')):
     write_bag(tmp_path / f'{name}_bag', [frames])
     extract([tmp_path / f'{name}_bag'], tmp_path / name)
     recs = read_index(tmp_path / name)
     for i in keep:
         write_label(tmp_path / f'{name}_lab' / f'{recs[i].stamp_ns}.png', masks[i])
-    import_labels(tmp_path / name, tmp_path / f'{name}_lab', class_names=['bg', 'obj'])
+    import_labels(tmp_path / name, tmp_path / f'{name}_lab', class_names=list(class_names))
     return tmp_path / name
 
 

@@ -126,6 +126,23 @@ def test_a_teacher_of_another_class_count_is_refused_before_training(tmp_path):
     assert not (tmp_path / 'runs').exists()
 
 
+@pytest.mark.parametrize('theirs, refused', [(['Sky', ' Road ', 'CAR'], False), (['sky', 'road', 'tree'], True)])
+def test_a_teacher_of_the_same_class_names_is_taken_whatever_their_case(tmp_path, theirs, refused):
+    """A teacher naming 'Sky' for a dataset's 'sky' was refused here and taken by `vidseg propagate`."""
+    from vidseg_ros.training.loop import load_teacher
+    teacher = create_model('keyframe_fpn', num_classes=3, fpn_ch=32)
+    path = save_checkpoint(tmp_path / 'teacher.pt', teacher,
+                           default_meta('keyframe_fpn', teacher.arch_config, classes=theirs))
+    cfg = _cfg(tmp_path, mode='keyframe', teacher=str(path))
+    info = {'names': ['sky', 'road', 'car'], 'colors': None}
+    if refused:
+        with pytest.raises(ConfigError, match=r'teacher: .*predicts 3 classes \(sky, road, tree\), this run '
+                                              r'trains 3 \(sky, road, car\)'):
+            load_teacher(cfg, info, torch.device('cpu'))
+    else:
+        assert not load_teacher(cfg, info, torch.device('cpu')).training
+
+
 def test_label_ids_beyond_num_classes_are_ignored_with_one_warning(tmp_path, caplog):
     """A dataset.yaml without class names, num_classes 2, labels 0 and 5: IndexError 'Target 5 is out of bounds'."""
     import cv2

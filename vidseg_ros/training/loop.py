@@ -351,7 +351,9 @@ def written_by_run(path: Path, run_dir: Path) -> bool:
 
 def load_teacher(cfg: TrainConfig, info: dict, device) -> torch.nn.Module:
     """The keyframe teacher in eval mode; ConfigError when it predicts another class set than the run
-    trains (its masks would be labels of other classes)."""
+    trains (its masks would be labels of other classes). Names compare as ``same_class_names`` says
+    (the rule ``vidseg propagate --method teacher`` uses)."""
+    from vidseg_ros.data.datasets.labels import same_class_names
     from vidseg_ros.models.checkpoint import CheckpointError, load_checkpoint
 
     from .checkpoint_meta import class_info
@@ -361,7 +363,7 @@ def load_teacher(cfg: TrainConfig, info: dict, device) -> torch.nn.Module:
         raise ConfigError(f'teacher: {e}') from None
     theirs, ours = list(meta['classes']), class_info(cfg, info)[0]
     named = bool(info['names'])     # without names in the data only the count can be compared
-    if len(theirs) != len(ours) or (named and theirs != ours):
+    if len(theirs) != len(ours) or (named and not same_class_names(theirs, ours)):
         raise ConfigError(f'teacher: {cfg.teacher} predicts {len(theirs)} classes ({", ".join(theirs)[:200]}), this '
                           f'run trains {len(ours)} ({", ".join(ours)[:200]}); use a teacher trained on this class '
                           'set, or none')

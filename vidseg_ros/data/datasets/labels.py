@@ -385,6 +385,12 @@ def _image_hw(path: Path) -> tuple[int, int]:
         return img.shape[:2]
 
 
+def same_class_names(a: list[str], b: list[str]) -> bool:
+    """Whether two class lists name the same classes in the same order. Names compare without case and
+    surrounding spaces ("Sky" is " sky"): the one rule for a teacher's classes, in labelling and training."""
+    return len(a) == len(b) and [n.strip().lower() for n in a] == [n.strip().lower() for n in b]
+
+
 def _check_names(names: list[str] | None) -> None:
     if names is None:
         return

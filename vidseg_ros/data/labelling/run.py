@@ -21,7 +21,7 @@ import numpy as np
 
 from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import ImageError, clip, compressed_size, read_rgb
-from vidseg_ros.data.datasets.labels import write_label
+from vidseg_ros.data.datasets.labels import same_class_names, write_label
 from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
 from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, read_label_file, write_index
 
@@ -188,10 +188,10 @@ def _same_size_parts(seq: str, recs: list[FrameRecord]) -> list[list[FrameRecord
 
 def _check_teacher_classes(teacher: list[str] | None, dataset: list[str]) -> None:
     """Refuse a teacher for other classes: its ids would mean other things here (CamVid's 8, Car, in a
-    3-class dataset). Names compare without case and surrounding spaces."""
+    3-class dataset). Names compare as ``same_class_names`` says (the training run's rule too)."""
     if teacher is None or not dataset:      # unknown: teacher_label still refuses ids beyond the classes
         return
-    if [n.strip().lower() for n in teacher] != [n.strip().lower() for n in dataset]:
+    if not same_class_names(teacher, dataset):
         raise ValueError(f'the teacher model has {len(teacher)} classes ({clip(", ".join(teacher), 120)}), the '
                          f'dataset {len(dataset)} ({clip(", ".join(dataset), 120)}); use a model trained on '
                          "the dataset's classes")
