@@ -42,20 +42,60 @@ def current_path(path: str | Path) -> Path:
 def check_device(device: str) -> None:
     """Raise ValueError unless ``device`` is auto, cpu, or a CUDA device that exists here: the one device rule
     of the node's parameter, the engine, training, eval and bench (meta, mps, xpu, cpu:1 were taken as given
-    and failed deep in torch)."""
-    if device in ('', 'auto', 'cpu'):
+    and failed deep in torch). CUDA asked for where torch has none is an error, never a CPU fallback."""
+    dev = _cuda_device(device)
+    if dev is None:
         return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f'device {short(device, 60)}: CUDA is not available here; use auto or cpu')
+    _check_index(device, dev, count)
+
+
+def check_onnx_device(device: str, available: list[str]) -> None:
+    """``check_device`` for an ONNX model run by onnxruntime with the ``available`` execution providers.
+
+    The same device strings are refused (meta, mps, cpu:1...). CUDA needs onnxruntime's CUDAExecutionProvider,
+    not a CUDA build of torch (a Jetson runs CPU torch beside onnxruntime-gpu); without that provider it is an
+    error, as ``check_device`` gives for torch without CUDA, never a silent CPU run. The index is checked
+    against torch's device count only where torch sees CUDA (onnxruntime does not count devices)."""
+    dev = _cuda_device(device)
+    if dev is None:
+        return
+    if 'CUDAExecutionProvider' not in available:
+        raise ValueError(f'device {short(device, 60)}: onnxruntime has no CUDAExecutionProvider here (install '
+                         f'onnxruntime-gpu); use auto or cpu')
+    if torch.cuda.is_available():
+        _check_index(device, dev, torch.cuda.device_count())
+
+
+def _cuda_device(device: str) -> torch.device | None:
+    """None for auto/cpu, the torch.device of cuda or cuda:N; ValueError for any other string."""
+    if device in ('', 'auto', 'cpu'):
+        return None
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
         raise ValueError(f'device {short(device, 60)} is not a device: use auto, cpu, cuda or cuda:N') from None
     if dev.type != 'cuda':
         raise ValueError(f'device {short(device, 60)} is not supported; use auto, cpu, cuda or cuda:N')
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise ValueError(f'device {short(device, 60)}: CUDA is not available here; use auto or cpu')
+    return dev
+
+
+def _check_index(device: str, dev: torch.device, count: int) -> None:
     if dev.index is not None and dev.index >= count:
-        raise ValueError(f'device {short(device, 60)} does not exist: {count} CUDA device(s) (cuda:0..cuda:{count - 1})')
+        raise ValueError(f'device {short(device, 60)} does not exist: {count} CUDA device(s) '
+                         f'(cuda:0..cuda:{count - 1})')
+
+
+def check_device_for(device: str, model_path: str) -> None:
+    """The device rule of the runner that will serve ``model_path`` (a resolved model spec): the ONNX rule
+    for ``.onnx`` files, the torch rule for everything else."""
+    if str(model_path).endswith('.onnx'):
+        import onnxruntime as ort  # optional: only ONNX models need it
+        check_onnx_device(device, ort.get_available_providers())
+    else:
+        check_device(device)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -243,7 +283,8 @@ def onnx_providers(device: str, precision: str, available: list[str], cache_dir:
 
 
 class OnnxRunner(_Runner):
-    """``.onnx`` export(s) on onnxruntime: TensorRT, CUDA or CPU provider (``onnx_providers``)."""
+    """``.onnx`` export(s) on onnxruntime: TensorRT, CUDA or CPU provider (``onnx_providers``); the device is
+    checked by ``check_onnx_device`` (cuda without onnxruntime's CUDA provider is an error, as for torch)."""
 
     backend = 'onnx'
 
@@ -251,6 +292,7 @@ class OnnxRunner(_Runner):
                  channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False):
         import onnxruntime as ort  # optional at import time of the package
         path = Path(path)
+        check_onnx_device(device, ort.get_available_providers())   # also here: the runner may be built directly
         providers = onnx_providers(device, precision, ort.get_available_providers(), path.parent)
         if precision != 'fp32' and not any(p[0] == 'TensorrtExecutionProvider' for p in providers
                                            if isinstance(p, tuple)):
@@ -300,6 +342,7 @@ def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32
         raise CheckpointError(f'{path}: exported models end in .ts or .onnx')
     if not Path(path).is_file():
         raise CheckpointError(f'model file not found: {path}')
+    check_device_for(device, str(path))   # a bad device is the setting's fault, not the file's: not wrapped
     try:
         return runners[suffix](path, device, precision, channels_last, compile, cuda_graphs)
     except (ImportError, CheckpointError):

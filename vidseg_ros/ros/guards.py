@@ -105,3 +105,18 @@ def check_model_spec(spec: str) -> None:
         raise ValueError(f'model file {short(str(path))} is empty')
     if path.suffix == '.onnx' and head[:1] != ONNX_FIRST_BYTE:
         raise ValueError(f'model file {short(str(path))} is not an ONNX model (starts with {head!r})')
+
+
+def check_device_for_model(device: str, model: str) -> None:
+    """Raise ValueError unless ``device`` suits the runner that will serve ``model``: onnxruntime's providers
+    for an ONNX file (a CPU build of torch beside onnxruntime-gpu runs cuda), torch's devices otherwise."""
+    from vidseg_ros.engine.backends import check_device_for
+    from vidseg_ros.engine.stream import resolve_model
+    try:
+        path = resolve_model(model)
+    except Exception:  # noqa: BLE001 - check_model_spec reports a model that does not resolve
+        path = model
+    try:
+        check_device_for(device, path)
+    except ImportError as e:   # an ONNX model without onnxruntime: the load would fail the same way
+        raise ValueError(f'model {short(str(path))} needs onnxruntime ({clip(e, 200)})') from None

@@ -29,13 +29,12 @@ from std_srvs.srv import Trigger
 
 from vidseg_ros.config import ConfigError, fields_with
 from vidseg_ros.data.images import clip, short
-from vidseg_ros.engine.backends import check_device
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
 from vidseg_ros.engine.outputs import ClassTable
 from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.camera_stream import CameraStream
-from vidseg_ros.ros.guards import check_model_spec
+from vidseg_ros.ros.guards import check_device_for_model, check_model_spec
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.spin import WorkerDied, run
@@ -185,8 +184,9 @@ class SegmentNodeCore:
         try:  # a model or device change must at least resolve here; the load runs in the worker (or activate)
             if 'model' in changes:
                 check_model_spec(changes['model'])
-            if 'device' in changes:
-                check_device(changes['device'])
+            if 'device' in changes or 'model' in changes:   # by the runner that will serve: ONNX or torch
+                check_device_for_model(changes.get('device', self._wanted.device),
+                                       changes.get('model', self._wanted.model))
         except ValueError as e:
             result.successful = False
             result.reason = str(e)
