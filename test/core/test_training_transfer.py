@@ -318,3 +318,27 @@ def test_train_output_is_strict_json_when_a_score_is_undefined(tmp_path):
     json.dumps(out, allow_nan=False)
     assert out['history'][-1]['mIoU'] is None and out['history'][-1]['step'] == 1
     assert Path(out['best_path']).is_file()     # an undefined score counts as no validation: a model is kept
+    assert out['best_mIoU'] is None
+
+
+def test_a_run_without_validation_has_no_best_miou(tmp_path):
+    """`vidseg train` with val_split '' printed "best_mIoU": -1.0, a score no run can have; it is null, also
+    when resumed from a last.pt written before (which stored -1.0)."""
+    import json
+
+    from vidseg_ros.tools.commands_train import train as train_command
+    from vidseg_ros.training.loop import read_training_state
+    config = tmp_path / 'c.yaml'
+    config.write_text(yaml.safe_dump({'arch': 'keyframe_fpn', 'arch_config': {'fpn_ch': 32}, 'dataset': 'folder',
+                                      'data_root': str(_drive(tmp_path / 'drive')), 'train_split': 'all',
+                                      'val_split': '', 'input_hw': HW, 'batch_size': 2, 'epochs': 1,
+                                      'num_threads': 1, 'device': 'cpu', 'runs_dir': str(tmp_path / 'runs')}))
+    out = train_command(config, progress=False)
+    assert out['best_mIoU'] is None and Path(out['best_path']).is_file()
+    assert '"best_mIoU": null' in json.dumps(out, allow_nan=False)
+    last = Path(out['run_dir']) / 'last.pt'
+    blob = read_training_state(last)      # as an earlier version wrote it
+    blob['best'] = -1.0
+    torch.save(blob, last)
+    again = train_command(config, resume=True, overrides={'epochs': 2}, progress=False)
+    assert again['epochs'] == 2 and again['best_mIoU'] is None

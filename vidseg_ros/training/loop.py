@@ -114,7 +114,8 @@ def _ddp() -> tuple[int, int, int]:
 def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = None,
           model: torch.nn.Module | None = None, train_set=None, val_set=None, select_set=None,
           overwrite: bool = False) -> dict:
-    """Train ``cfg``; returns ``{'best_mIoU', 'epochs', 'history', 'run_dir', 'best_path'}`` (+ ``'val'``).
+    """Train ``cfg``; returns ``{'best_mIoU', 'epochs', 'history', 'run_dir', 'best_path'}`` (+ ``'val'``);
+    ``best_mIoU`` is None when no epoch was scored (no validation, or an undefined score).
 
     With a selection set (``cfg.select_split``) the best epoch is chosen on it and val is scored
     once at the end, on the best checkpoint (``'val'``); without one, on val as before.
@@ -183,7 +184,7 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
     opt_cls = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
     optimizer = opt_cls([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                         weight_decay=cfg.weight_decay)
-    state = {'epoch': 0, 'step': 0, 'best': -1.0, 'history': []}
+    state = {'epoch': 0, 'step': 0, 'best': None, 'history': []}     # best: None until an epoch is scored
     if resume and (run_dir / 'last.pt').is_file():
         state = load_training_state(run_dir / 'last.pt', model, optimizer, rank)
         log.info('resumed %s at epoch %d step %d', run_dir, state['epoch'], state['step'])
@@ -238,10 +239,11 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
                 log.warning('mIoU on the %s split is undefined (no pixel labelled with a class): every epoch is '
                             'kept as the newest best, as without validation',
                             'selection' if select_set is not None else 'validation')
-            improved = undefined or (score > state['best'] if score is not None
+            improved = undefined or (_better(score, state['best']) if score is not None
                                      else val_set is None and select_set is None)
             if improved:
-                state['best'] = max(state['best'], -1.0 if score is None or undefined else score)
+                if score is not None and not undefined:
+                    state['best'] = score
                 save_model(run_dir / 'best.pt', scored, cfg, record, info, init)
                 if cfg.output:
                     save_model(Path(cfg.output), scored, cfg, record, info, init)
@@ -368,6 +370,10 @@ def load_teacher(cfg: TrainConfig, info: dict, device) -> torch.nn.Module:
                           f'run trains {len(ours)} ({", ".join(ours)[:200]}); use a teacher trained on this class '
                           'set, or none')
     return teacher.to(device).eval()
+
+
+def _better(score: float, best: float | None) -> bool:
+    return best is None or score > best
 
 
 def _undefined(record: dict) -> bool:
@@ -567,7 +573,10 @@ def load_training_state(path: Path, model, optimizer, rank: int = 0) -> dict:
                         blob['numpy_pos'], 0, 0.0))
     if 'cuda_rng' in blob and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(blob['cuda_rng'])
-    return {k: blob[k] for k in ('epoch', 'step', 'best', 'history')}
+    state = {k: blob[k] for k in ('epoch', 'step', 'best', 'history')}
+    if state['best'] is not None and state['best'] < 0:     # older runs stored -1.0 for "none scored yet"
+        state['best'] = None
+    return state
 
 
 def save_model(path: Path, model, cfg: TrainConfig, metrics: dict, info: dict, init: dict | None = None) -> None:
@@ -592,7 +601,8 @@ def score_best_once(model, val_set: Dataset, cfg: TrainConfig, info: dict, devic
     _unwrap(model).load_state_dict(read_checkpoint(run_dir / 'best.pt', map_location=device)['state_dict'])
     val = validate_frames(model, val_set, cfg, device, rank, world)
     if rank == 0:
-        best = next((r for r in state['history'] if r.get('select_mIoU') == state['best']), {})
+        best = next((r for r in state['history']
+                     if state['best'] is not None and r.get('select_mIoU') == state['best']), {})
         metrics = {**best, **{f'val_{k}': v for k, v in val.items()}}
         for path in [run_dir / 'best.pt'] + ([Path(cfg.output)] if cfg.output else []):
             save_model(path, model, cfg, metrics, info, init)
