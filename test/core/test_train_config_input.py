@@ -56,3 +56,22 @@ def test_noise_copies_outside_perframe_is_refused(tmp_path, mode):
     with pytest.raises(ConfigError, match="variant '1\\+19noise': noise_copies \\(19\\) applies to mode perframe"):
         run_experiment('frames-per-video', None, out_dir=tmp_path / 'x', total_steps=1, variants=['1+19noise'],
                        overrides={'mode': mode, 'train_split': 'head', 'val_split': 'tail'})
+
+
+@pytest.mark.parametrize('name', ['', ' ', '.', '..', '../..', 'a/b', '/tmp/x', 'a\\b', 'a\0b'])
+def test_a_run_name_that_is_no_plain_folder_name_is_refused(tmp_path, name):
+    """name '' trained into runs_dir itself, '../..' two folders above it, 'a/b' into a sub-folder: exit 0."""
+    from vidseg_ros.training.config import TrainConfig
+    from vidseg_ros.training.loop import train
+    says = r"name: .* must be a plain folder name \(not empty, \. or \.\., without / \\ or NUL\)"
+    with pytest.raises(ConfigError, match=says):
+        load_train_config(None, {'name': name})
+    runs = tmp_path / 'deep' / 'runs'
+    with pytest.raises(ConfigError, match=says):
+        train(TrainConfig(name=name, dataset='folder', num_classes=3, val_split='', runs_dir=str(runs)), train_set=[])
+    assert not (tmp_path / 'deep').exists()
+
+
+@pytest.mark.parametrize('name', ['camvid_fpn', 'run 2', 'v1.0', '..x'])
+def test_a_plain_folder_name_is_a_run_name(name):
+    assert load_train_config(None, {'name': name}).name == name

@@ -113,6 +113,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict | None = N
 
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks that a type check cannot do; raise ConfigError saying how to fix it."""
+    _check_name(cfg.name)
     if len(cfg.input_hw) != 2 or any(v <= 0 or v % 32 for v in cfg.input_hw):
         fix = [max(32, round(v / 32) * 32) for v in cfg.input_hw[:2]]
         raise ConfigError(f'input_hw: {cfg.input_hw} must be two multiples of 32, e.g. {fix}')
@@ -152,6 +153,14 @@ def validate(cfg: TrainConfig) -> None:
     if not (0 < cfg.lr_final_ratio <= 1 if exp else 0 <= cfg.lr_final_ratio <= 1):
         raise ConfigError(f'lr_final_ratio: {cfg.lr_final_ratio} must be in {"(0, 1]" if exp else "[0, 1]"} '
                           f'for lr_policy: {cfg.lr_policy} (the final learning rate as a fraction of lr)')
+
+
+def _check_name(name: str) -> None:
+    """The run's folder is <runs_dir>/<name>: '' or '..' would put it in runs_dir itself or above, a
+    separator somewhere else (and NUL is no file name at all)."""
+    if not name.strip() or name in ('.', '..') or any(c in name for c in '/\\\0'):
+        raise ConfigError(f'name: {name!r} must be a plain folder name (not empty, . or .., without / \\ or NUL): '
+                          'the run writes to <runs_dir>/<name>/; e.g. name: camvid_fpn')
 
 
 def _check_arch_config(cfg: TrainConfig) -> None:
