@@ -104,6 +104,24 @@ def test_tiles_agree_with_whole_image():
     np.testing.assert_array_equal(rs[0].class_ids, rs[1].class_ids)
 
 
+def test_tile_size_below_the_stride_is_rounded_up_with_one_warning(caplog):
+    """tile_size 1 ran 6 stride-sized tiles of this input (108 of a 288x384 one) without a word."""
+    caplog.set_level('WARNING', logger='vidseg_ros.engine.stream')
+    eng = engine('truncated_fpn', input_hw=[64, 96], tile_size=1)
+    tile = eng.stride
+    rounded = [r.getMessage() for r in caplog.records if 'tile_size' in r.getMessage()]
+    assert len(rounded) == 1 and f'tiles of {tile}x{tile}' in rounded[0] and 'tile_size 1 ' in rounded[0]
+    eng.step(frames(1, hw=(64, 96))[0], 0)
+    assert len(eng._state) == (64 // tile) * (96 // tile)    # the rounding itself is kept (docs/models.md)
+    caplog.clear()
+    eng.fork()                                               # one warning per engine, not per camera
+    eng.update_config(dataclasses.replace(eng.config, keyframe_interval=3))
+    eng.update_config(dataclasses.replace(eng.config, tile_size=2 * tile))
+    assert not [r for r in caplog.records if 'tile_size' in r.getMessage()]
+    eng.update_config(dataclasses.replace(eng.config, tile_size=tile + 1))
+    assert [f'tiles of {2 * tile}x{2 * tile}' in r.getMessage() for r in caplog.records] == [True]
+
+
 def test_properties_and_update_config():
     eng = engine()
     assert eng.classes[0] == 'Sky' and eng.palette.shape == (11, 3) and eng.palette.dtype == np.uint8

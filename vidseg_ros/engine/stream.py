@@ -19,7 +19,7 @@ from vidseg_ros.engine import memory
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
 from vidseg_ros.engine.stage_clock import StageClock
-from vidseg_ros.engine.tiles import TileGrid
+from vidseg_ros.engine.tiles import TileGrid, effective_tile
 from vidseg_ros.engine.upsample import MAX_CLASSES, Upsampler, probabilities
 from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import CheckpointError, default_meta, load_checkpoint
@@ -94,8 +94,10 @@ class StreamSegmenter:
         name: Display name of the model (file name), for diagnostics.
     """
 
-    def __init__(self, model, meta: dict, config: EngineConfig | None = None, name: str = ''):
+    def __init__(self, model, meta: dict, config: EngineConfig | None = None, name: str = '', *,
+                 _fork: bool = False):
         self.config = checked(config or EngineConfig())
+        self._fork = _fork   # a fork shares the first engine's runner and leaves the warnings to it
         if isinstance(model, torch.nn.Module):
             c = self.config
             model = TorchRunner(model, c.device, c.precision, c.channels_last, c.compile, cuda_graphs=c.cuda_graphs)
@@ -112,6 +114,7 @@ class StreamSegmenter:
         self._clock = StageClock(self._runner.device)
         self.policy = KeyframePolicy(self.config)
         self._state: list | None = None  # per tile: key-frame cache or recurrent state (see decide)
+        self._warn_tile_rounding()
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -135,7 +138,7 @@ class StreamSegmenter:
 
     def fork(self) -> 'StreamSegmenter':
         """Another stream on the same model and device, with its own state and policy."""
-        return StreamSegmenter(self._runner, self.meta, self.config, self._name)
+        return StreamSegmenter(self._runner, self.meta, self.config, self._name, _fork=True)
 
     def update_config(self, config: EngineConfig) -> None:
         """Apply run-time changes (policy, tiles, input size; a new geometry resets state on the next
@@ -144,8 +147,20 @@ class StreamSegmenter:
         changed = [f for f in REBUILD_FIELDS if getattr(config, f) != getattr(self.config, f)]
         if changed:
             raise ValueError(f'changing {", ".join(changed)} needs a new engine (StreamSegmenter.from_checkpoint)')
+        tile_changed = config.tile_size != self.config.tile_size
         self.config = config
         self.policy.update_config(self.config)
+        if tile_changed:
+            self._warn_tile_rounding()
+
+    def _warn_tile_rounding(self) -> None:
+        """Say so once when ``tile_size`` is not a multiple of the model stride: tiles are rounded up to one
+        (docs/models.md), and tile_size 1 silently became 108 stride-sized tiles of a 288x384 input."""
+        size = self.config.tile_size
+        tile = effective_tile(size, self.stride) if size > 0 else 0
+        if tile != size and not self._fork:
+            log.warning('tile_size %d is not a multiple of the model stride %d: tiles of %dx%d network pixels '
+                        'are used', size, self.stride, tile, tile)
 
     def warmup(self, image_hw: tuple[int, int] | None = None, frames: int = 2) -> None:
         """Run a few blank frames (key and current) so the first real frame is not slowed by

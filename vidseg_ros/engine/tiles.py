@@ -12,6 +12,11 @@ from dataclasses import dataclass
 import torch
 
 
+def effective_tile(tile_size: int, stride: int) -> int:
+    """The tile side actually used: ``tile_size`` rounded up to a multiple of the model ``stride``."""
+    return -(-tile_size // stride) * stride
+
+
 def _starts(length: int, tile: int, step: int) -> list[int]:
     if length <= tile:
         return [0]
@@ -37,7 +42,7 @@ class TileGrid:
         h, w = int(hw[0]), int(hw[1])
         if tile_size <= 0 or (h <= tile_size and w <= tile_size):
             return cls((h, w), [(0, 0, h, w)], 0)
-        tile = -(-tile_size // stride) * stride
+        tile = effective_tile(tile_size, stride)
         step = tile_stride if tile_stride > 0 else tile * 3 // 4
         step = max(stride, step // stride * stride)
         step = min(step, tile)
