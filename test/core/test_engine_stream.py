@@ -122,6 +122,19 @@ def test_tile_size_below_the_stride_is_rounded_up_with_one_warning(caplog):
     assert [f'tiles of {2 * tile}x{2 * tile}' in r.getMessage() for r in caplog.records] == [True]
 
 
+def test_compile_says_the_first_frames_take_longer(caplog, monkeypatch):
+    """compile: true held warm-up for ~90 s on a CPU without a word: the node looked hung."""
+    compiled = []
+    monkeypatch.setattr(torch, 'compile', lambda fn, **kw: compiled.append(fn) or fn)   # fast: no real compile
+    caplog.set_level('WARNING', logger='vidseg_ros.engine.backends')
+    engine('keyframe_fpn', compile=True)
+    said = [r for r in caplog.records if 'torch.compile' in r.getMessage()]
+    assert len(said) == 1 and 'first frames take longer' in said[0].getMessage() and compiled
+    caplog.clear()
+    engine('keyframe_fpn')
+    assert not [r for r in caplog.records if 'torch.compile' in r.getMessage()]
+
+
 def test_properties_and_update_config():
     eng = engine()
     assert eng.classes[0] == 'Sky' and eng.palette.shape == (11, 3) and eng.palette.dtype == np.uint8

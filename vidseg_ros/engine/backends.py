@@ -169,6 +169,9 @@ class TorchRunner(_Runner):
             self._key, self._current = model.forward_key, model.forward_current
         self._step = model.forward_step
         if compile:
+            # WARNING, not INFO: the nodes configure no logging, and a silent warm-up (about 90 s on a CPU)
+            # looked like a hung node
+            log.warning('compiling the model (torch.compile): the first frames take longer')
             self._step = torch.compile(self._step)
             if self.kind == 'keyframe':
                 self._key, self._current = torch.compile(self._key), torch.compile(self._current)
