@@ -53,6 +53,17 @@ def test_experiment_noise_copies_use_the_measured_sigma(tmp_path):
     assert float((copy - orig).std()) * 255 == pytest.approx(sigma, rel=0.25)
 
 
+def test_training_noise_copies_of_a_still_video_are_refused(tmp_path):
+    """A still video measures sigma 0: noise_copies trained on exact duplicates of its frames, without a word."""
+    from vidseg_ros.config import ConfigError
+    from vidseg_ros.training import data_setup
+    root = _davis(tmp_path / 'davis', step_noise=0.0)
+    with pytest.raises(ConfigError, match=r'noise_copies: davis: successive frames are identical \(noise sigma 0, '
+                                          r'.*exact duplicates .*set noise_copies: 0, or .*--sigma S'):
+        data_setup.train_dataset(_cfg(root, frames_per_video=1, noise_copies=3))
+    assert len(data_setup.train_dataset(_cfg(root, frames_per_video=1))) == 2     # without copies: trains
+
+
 def test_frames_per_video_picks_what_make_variant_picks(tmp_path):
     """One selection: 1 frame per video is the middle one in training as in `make-variant`."""
     from vidseg_ros.data.datasets.layouts import davis_source

@@ -100,6 +100,18 @@ def test_noise_on_single_frame_sequences_says_what_to_do(tmp_path):
     assert len(make_variant(one, 'noise', out=tmp_path / 'v', sigma=3.0, copies=2).records) == 4
 
 
+def test_noise_copies_of_a_still_video_are_refused_not_duplicates(tmp_path):
+    """Every successive frame identical measures sigma 0: the 'noise' copies were exact duplicates, exit 0."""
+    still = _source(tmp_path, noise=0.0)
+    assert measure_noise_sigma(still) == 0.0          # what `vidseg noise-sigma` reports, as it is
+    for sigma in (None, 0.0):
+        with pytest.raises(ValueError, match=r'(identical|must be above 0).*exact duplicates.*--sigma S'):
+            make_variant(still, 'noise', out=tmp_path / 'v', sigma=sigma, copies=2)
+        assert not (tmp_path / 'v' / 'images').exists()
+    var = make_variant(still, 'noise', out=tmp_path / 'v', sigma=3.0, copies=2)
+    assert not np.array_equal(read_rgb(var.records[0].image), read_rgb(var.records[1].image))
+
+
 def test_cli_noise_variant_takes_sigma_where_it_cannot_be_measured(tmp_path):
     """Single-frame sequences have no frame-to-frame noise to measure: the error names --sigma, which works."""
     from typer.testing import CliRunner

@@ -15,7 +15,7 @@ from vidseg_ros.training.datasets import FrameDataset, RealClipDataset, Sequence
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
-from vidseg_ros.data.datasets.variants import add_noise, evenly_spaced, measure_noise_sigma
+from vidseg_ros.data.datasets.variants import STILL, add_noise, evenly_spaced, measure_noise_sigma
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameSource, guess_layout, identity_lut, open_source,
                                               read_label_file, read_meta)
 
@@ -263,7 +263,14 @@ def noise_sigma(full: FrameSource) -> float:
     logged) once per process for the same frames."""
     key = tuple(str(r.image) for r in full.records)
     if key not in _sigmas:
-        _sigmas[key] = measure_noise_sigma(full)
+        try:
+            sigma = measure_noise_sigma(full)
+        except ValueError as e:     # no two successive frames to compare
+            raise ConfigError(f'noise_copies: {e}') from None
+        if sigma == 0:
+            raise ConfigError(f'noise_copies: {full.name}: {STILL}; set noise_copies: 0, or train on a noise '
+                              'variant written with a sigma (vidseg make-variant --kind noise --sigma S)')
+        _sigmas[key] = sigma
         log.info('noise copies: sigma %.2f (0..255) measured between successive frames', _sigmas[key])
     return _sigmas[key]
 

@@ -29,6 +29,9 @@ from vidseg_ros.data.datasets.layouts import FrameSource, write_index, write_met
 
 log = logging.getLogger(__name__)
 VARIANTS = ('per_sequence', 'strided', 'successive', 'noise')
+# Why a measured sigma of 0 is refused where copies are made (measuring it, as `vidseg noise-sigma` does, is fine).
+STILL = ('successive frames are identical (noise sigma 0, e.g. a still video), so the noise copies would be exact '
+         'duplicates of their frame')
 
 
 def evenly_spaced(records: list, n: int) -> list:
@@ -137,6 +140,9 @@ def noise_copies(source: FrameSource, out: str | Path, copies: int, sigma: float
     if sigma is None:
         raise ValueError('noise_copies needs sigma; measure it on the full video with '
                          'measure_noise_sigma(full_source)')
+    if not sigma > 0:      # sigma 0 "noise" copies are exact duplicates of their frame
+        raise ValueError(f'noise sigma {sigma} must be above 0: copies with no noise are exact duplicates of their '
+                         'frame; give make-variant --sigma S (e.g. 3), or use another variant')
     out = Path(out)
     recs, tasks = [], []
     for i, rec in enumerate(source.records):
@@ -183,8 +189,12 @@ def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400
     if kind == 'noise':
         if out is None:
             raise ValueError('the noise variant writes images: give an output folder')
-        sigma = measure_noise_sigma(source) if sigma is None else sigma
-        log.info('noise variant: sigma %.2f (0..255) measured between successive frames', sigma)
+        if sigma is None:
+            sigma = measure_noise_sigma(source)
+            if sigma == 0:
+                raise ValueError(f'{source.name}: {STILL}; give make-variant --sigma S (e.g. 3), or use another '
+                                 'variant')
+            log.info('noise variant: sigma %.2f (0..255) measured between successive frames', sigma)
         return noise_copies(per_sequence(source, n), out, copies, sigma, seed, executor, workers, address)
     raise ValueError(f'unknown variant {kind!r}; valid: {", ".join(VARIANTS)}')
 
