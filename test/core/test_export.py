@@ -124,6 +124,23 @@ def test_a_failed_export_leaves_an_earlier_good_file_as_it_was(tmp_path_factory,
     assert sorted(p.name for p in tmp_path.iterdir()) == ['good.current.onnx', 'good.onnx']   # no half files
 
 
+@pytest.mark.parametrize('error', [0.5, float('nan')])
+def test_an_export_that_differs_from_pytorch_is_refused(tmp_path_factory, tmp_path, monkeypatch, error):
+    """The parity check decides: a graph whose logits are off (an exporter bug, a wrong op) is not moved into
+    place, and an earlier good file stays (before, the difference was only reported, and the file written)."""
+    from vidseg_ros.tools import export as export_module
+    checkpoint = _checkpoint(*CASES[0], tmp_path_factory)
+    good = tmp_path / 'good.ts'
+    export_torchscript(checkpoint, good)
+    before = good.read_bytes()
+    real = export_module.exported_outputs
+    monkeypatch.setattr(export_module, 'exported_outputs',
+                        lambda *a: [t + error for t in real(*a)])
+    with pytest.raises(ValueError, match='differs from PyTorch by .* not written'):
+        export_torchscript(checkpoint, good)
+    assert good.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['good.ts']
+
+
 def test_bad_meta_is_refused_before_anything_is_written(tmp_path_factory, tmp_path):
     """A checkpoint whose meta is wrong exports nothing (it carried the wrong class table into the file, or
     tried to trace at 100000x100000); an input_hw override is held to the same bounds as the meta."""

@@ -32,6 +32,9 @@ from vidseg_ros.models.contract import stream_info
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+# An export that differs more than this from PyTorch is refused (typical: 1e-7..1e-5 on float32 logits);
+# relative to the logits' largest magnitude when that is above 1.
+PARITY_TOL = 1e-3
 SUFFIX = {'onnx': '.onnx', 'torchscript': '.ts'}     # what the engine loads each format from
 
 
@@ -129,11 +132,17 @@ def exported_outputs(runner, kind: str, x: torch.Tensor) -> list[torch.Tensor]:
 
 @torch.inference_mode()
 def parity(checkpoint_model: nn.Module, kind: str, path: str | Path, x: torch.Tensor) -> float:
-    """Max abs difference between PyTorch and the exported file on a key + follow-up frame."""
+    """Max abs difference between PyTorch and the exported file on a key + follow-up frame; ValueError
+    when it is beyond ``PARITY_TOL`` (the file would segment differently from the checkpoint)."""
     ref = reference_outputs(checkpoint_model, kind, x)
     runner = open_exported(path, device='cpu')
     got = exported_outputs(runner, kind, x)
-    return max(float((a.float() - b.float()).abs().max()) for a, b in zip(ref, got))
+    diff = max(float((a.float() - b.float()).abs().max()) for a, b in zip(ref, got))
+    scale = max(1.0, max(float(a.float().abs().max()) for a in ref))
+    if not diff <= PARITY_TOL * scale:    # NaN fails too
+        raise ValueError(f'the exported graph differs from PyTorch by {diff:.3g} (tolerance {PARITY_TOL * scale:.3g}) '
+                         'on a key + follow-up frame: not written; the other format may export correctly')
+    return diff
 
 
 def export_torchscript(checkpoint: str | Path, out: str | Path, input_hw: tuple[int, int] | None = None,
