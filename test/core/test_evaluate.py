@@ -10,6 +10,7 @@ from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
 from vidseg_ros.tools.eval_report import summary_table
 from vidseg_ros.tools.evaluate import run_evaluation
+from vidseg_ros.training.config import load_train_config
 
 H, W = 64, 96
 
@@ -90,6 +91,32 @@ def test_frames_per_video_experiment_runs(tmp_path):
     with pytest.raises(ValueError, match='already holds this experiment.s run tiny_1; give another --out-dir'):
         run_experiment('frames-per-video', cfg, out_dir=tmp_path / 'x', total_steps=2)
     assert (tmp_path / 'x' / 'tiny_1' / 'last.pt').read_bytes() == before
+
+
+def test_frames_per_video_builds_each_training_set_once(tmp_path, monkeypatch):
+    """Each variant's set was built three times (to size its epochs, to train, to count its samples), and a
+    module-level cache of the noise sigma hid the repeated measuring; a set built later after the frames
+    changed got the old sigma from it."""
+    from vidseg_ros.tools.experiment import run_experiment
+    from vidseg_ros.training import data_setup
+    builds, measured = [], []
+    build, measure = data_setup.train_dataset, data_setup.measure_noise_sigma
+    monkeypatch.setattr(data_setup, 'train_dataset', lambda cfg: builds.append(cfg.name) or build(cfg))
+    monkeypatch.setattr(data_setup, 'measure_noise_sigma', lambda src: measured.append(src.name) or measure(src))
+    data = _davis(tmp_path / 'davis', n=8)
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text(f'name: tiny\ndataset: davis\ndata_root: {data}\ntrain_split: head\nval_split: all\n'
+                   'num_classes: 2\nignore_index: 255\ninput_hw: [64, 96]\nbatch_size: 2\n'
+                   'arch_config: {cached_levels: 0}\n')
+    out = run_experiment('frames-per-video', cfg, out_dir=tmp_path / 'x', total_steps=1, variants=['1', '1+19noise'])
+    assert out['results']['1+19noise']['train_samples'] == 2 * 20 and out['results']['1']['train_samples'] == 2
+    assert builds == ['tiny_1', 'tiny_1+19noise'] and measured == ['davis']
+    # the same frames measured again after they changed: the new sigma, not a remembered one
+    base = load_train_config(cfg, {'frames_per_video': 1, 'noise_copies': 1})
+    before = data_setup.train_dataset(base).sigma
+    for path in sorted((data / 'JPEGImages/480p').rglob('*.jpg'))[::2]:
+        cv2.imwrite(str(path), np.full((H, W, 3), 128, np.uint8))
+    assert data_setup.train_dataset(base).sigma != pytest.approx(before)
 
 
 def _not_json(name):

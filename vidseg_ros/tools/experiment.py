@@ -12,10 +12,14 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.training.config import TrainConfig, load_train_config, validate
 from vidseg_ros.training.metrics import json_ready
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +29,10 @@ EXPERIMENTS = ('frames-per-video',)
 
 
 def variant_configs(base: TrainConfig, total_steps: int, out_dir: Path,
-                    variants: list[str] | None = None) -> dict[str, TrainConfig]:
+                    variants: list[str] | None = None) -> dict[str, tuple[TrainConfig, Dataset]]:
     """One config per variant (``variants``: these keys of ``FRAMES_PER_VIDEO``; all by default) with the
-    same optimiser step budget (epochs sized per data set).
+    same optimiser step budget (epochs sized per data set), and its training set: built once here (it
+    sizes the epochs) and trained on as it is.
 
     Raises:
         ConfigError: a variant has fewer training samples than one batch, before any variant trains.
@@ -47,14 +52,16 @@ def variant_configs(base: TrainConfig, total_steps: int, out_dir: Path,
         cfg.runs_dir, cfg.output, cfg.val_every = str(out_dir), '', 0
         try:
             validate(cfg)    # the base passed; a variant's own settings (noise_copies) may not fit its mode
-            n = len(data_setup.train_dataset(cfg))
+            # the set training would build: from the classes resolved as train() resolves them
+            train_set = data_setup.train_dataset(data_setup.resolve_classes(cfg))
+            n = len(train_set)
             per_epoch = steps_per_epoch(cfg, n)
         except ConfigError as e:
             raise ConfigError(f'frames-per-video variant {name!r}: {e}') from None
         cfg.epochs = math.ceil(total_steps / per_epoch)
         cfg.steps_per_epoch = total_steps // cfg.epochs   # epochs x steps ~= total_steps (the table says how many)
         log.info('%s: %d training samples, %d epochs x %d steps', name, n, cfg.epochs, cfg.steps_per_epoch)
-        out[name] = cfg
+        out[name] = cfg, train_set
     return out
 
 
@@ -79,20 +86,20 @@ def run_experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/ex
     base = load_train_config(config, overrides)
     _require_held_out(base, config)
     configs = variant_configs(base, total_steps, out_dir, variants)
-    for cfg in configs.values():   # each variant is a training run: an earlier experiment's is never replaced
+    for cfg, _ in configs.values():   # each variant is a training run: an earlier experiment's is never replaced
         if (out_dir / cfg.name).is_dir() and any((out_dir / cfg.name).glob('*.pt')):
             raise ConfigError(f'{out_dir} already holds this experiment\'s run {cfg.name}; give another '
                               '--out-dir (earlier results are kept)')
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
-    for vname, cfg in configs.items():
-        summary = train(cfg)
+    for vname, (cfg, train_set) in configs.items():
+        summary = train(cfg, train_set=train_set)
         ev = run_evaluation(summary['best_path'], cfg.data_root, dataset=cfg.dataset,
                             split=cfg.val_split, out_dir=out_dir / f'{cfg.name}_eval',
                             key_intervals=[1], write_card=False)
         r = ev['intervals']['1']
         results[vname] = {'frames_per_video': cfg.frames_per_video, 'noise_copies': cfg.noise_copies,
-                          'train_samples': _samples(cfg), 'steps': summary['history'][-1]['step'],
+                          'train_samples': len(train_set), 'steps': summary['history'][-1]['step'],
                           'mIoU': r.get('mIoU'), 'J': r.get('J'), 'F': r.get('F'),
                           'J&F': r.get('J&F'), 'TC': r.get('TC'), 'train_loss': summary['history'][-1]['loss']}
         log.info('%s: %s', vname, results[vname])
@@ -110,11 +117,6 @@ def _require_held_out(base: TrainConfig, config: str | Path) -> None:
         raise ConfigError(f'{config}: val_split {base.val_split!r} is no held-out split (train_split '
                           f'{base.train_split!r}); the variants would be scored on their training frames: set '
                           'val_split, e.g. tail with train_split head (DAVIS, folder)')
-
-
-def _samples(cfg: TrainConfig) -> int:
-    from vidseg_ros.training import data_setup
-    return len(data_setup.train_dataset(cfg))
 
 
 def results_table(results: dict) -> str:

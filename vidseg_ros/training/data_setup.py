@@ -255,24 +255,17 @@ def train_dataset(cfg: TrainConfig) -> Dataset:
     return SequenceDataset(src, length=cfg.seq_len, shift_px_per_frame=shift, **kw)
 
 
-_sigmas: dict[tuple, float] = {}   # by the frames measured: an experiment builds a variant's set twice
-
-
 def noise_sigma(full: FrameSource) -> float:
-    """``measure_noise_sigma`` of every frame of the training split, as make-variant measures it; measured (and
-    logged) once per process for the same frames."""
-    key = tuple(str(r.image) for r in full.records)
-    if key not in _sigmas:
-        try:
-            sigma = measure_noise_sigma(full)
-        except ValueError as e:     # no two successive frames to compare
-            raise ConfigError(f'noise_copies: {e}') from None
-        if sigma == 0:
-            raise ConfigError(f'noise_copies: {full.name}: {STILL}; set noise_copies: 0, or train on a noise '
-                              'variant written with a sigma (vidseg make-variant --kind noise --sigma S)')
-        _sigmas[key] = sigma
-        log.info('noise copies: sigma %.2f (0..255) measured between successive frames', _sigmas[key])
-    return _sigmas[key]
+    """``measure_noise_sigma`` of every frame of the training split, as make-variant measures it (logged)."""
+    try:
+        sigma = measure_noise_sigma(full)
+    except ValueError as e:     # no two successive frames to compare
+        raise ConfigError(f'noise_copies: {e}') from None
+    if sigma == 0:
+        raise ConfigError(f'noise_copies: {full.name}: {STILL}; set noise_copies: 0, or train on a noise '
+                          'variant written with a sigma (vidseg make-variant --kind noise --sigma S)')
+    log.info('noise copies: sigma %.2f (0..255) measured between successive frames', sigma)
+    return sigma
 
 
 def temporal_dataset(cfg: TrainConfig) -> Dataset | None:
