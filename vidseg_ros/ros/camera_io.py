@@ -22,6 +22,7 @@ from vidseg_ros.ros.settings import SegmentNodeConfig
 CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
 CAMERA_INFO_WAIT_S = 0.1  # how long the worker waits for the CameraInfo of a frame that came first
 CAMERA_INFO_ALIVE_S = 1.0  # camera_info counts as flowing when one arrived this recently
+IMAGE_GAP_S = CAMERA_INFO_ALIVE_S  # images resuming after this long a silence: a camera (re)starting
 
 
 def stamp_ns(stamp) -> int:
@@ -33,6 +34,7 @@ class Job:
     msg: object
     received_ns: int     # node clock when the callback parked the message
     received_mono: float
+    after_gap: bool = False   # the first image after IMAGE_GAP_S without any (or one dropped in its place)
 
 
 class CameraIO:
@@ -55,6 +57,7 @@ class CameraIO:
                                    else (Image, prefix + 'image'))
         self.infos: deque = deque(maxlen=CAMERA_INFO_CACHE)
         self._last_info_at = float('-inf')   # monotonic time the last CameraInfo arrived
+        self._last_image_at = float('-inf')  # monotonic time the last image arrived (executor side)
         self._info_cond = threading.Condition()
         self._slot: Job | None = None
         self._image_size = (0, 0)   # (width, height) of the frame last converted: its CameraInfo must match
@@ -87,10 +90,13 @@ class CameraIO:
     # ---- executor side (fast) ------------------------------------------------------------------
     def _on_image(self, msg) -> None:
         job = Job(msg, self.node.get_clock().now().nanoseconds, time.monotonic())
+        job.after_gap = job.received_mono - self._last_image_at > IMAGE_GAP_S
+        self._last_image_at = job.received_mono
         self.stats.rate_in.tick()
         with self._lock:
             if self._slot is not None:
                 self.stats.dropped += 1
+                job.after_gap = job.after_gap or self._slot.after_gap   # the gap survives a dropped frame
             self._slot = job
             self._lock.notify()
         # Hand the GIL over now: the woken worker starts the frame at once instead of after the executor's
@@ -142,25 +148,27 @@ class CameraIO:
                 if name in self.pubs:
                     self.pubs[name].publish(array_to_image_msg(image, encoding, header))
 
-    def matching_info(self, header) -> CameraInfo | None:
+    def matching_info(self, header, after_gap: bool = False) -> CameraInfo | None:
         """Fallback synchroniser: the cached CameraInfo with this exact stamp, waiting briefly for it only
-        while it can still come (a silent camera_info topic must not cost every frame the wait)."""
+        while it can still come (a silent camera_info topic must not cost every frame the wait).
+        ``after_gap``: the frame is the first after a silence of the images (``Job.after_gap``)."""
         target = stamp_ns(header.stamp)
 
         def found():
             return next((i for i in reversed(self.infos) if stamp_ns(i.header.stamp) == target), None)
         with self._info_cond:
             info = found()
-            if info is None and info_may_come(self.infos, self._last_info_at, target, time.monotonic()):
+            if info is None and info_may_come(self.infos, self._last_info_at, target, time.monotonic(), after_gap):
                 self._info_cond.wait_for(lambda: found() is not None, timeout=CAMERA_INFO_WAIT_S)
                 info = found()
             return info
 
-    def publish_camera_info(self, header, mask_hw, max_pixels: int) -> None:
+    def publish_camera_info(self, header, mask_hw, max_pixels: int, after_gap: bool = False) -> None:
         """The CameraInfo of the frame last converted, scaled to the mask size; a missing or bad one (one
         that describes another image size included) is a warning, not a failure.
-        ``max_pixels``: the current ``max_input_pixels`` (a run-time setting, as for the images)."""
-        info = self.matching_info(header)
+        ``max_pixels``: the current ``max_input_pixels`` (a run-time setting, as for the images);
+        ``after_gap``: the frame is the first after a silence of the images (``Job.after_gap``)."""
+        info = self.matching_info(header, after_gap)
         if info is None:
             self.stats.log_error('camera_info', f'no camera_info with stamp {stamp_ns(header.stamp)} on this '
                                                 f'camera', True)
@@ -179,9 +187,14 @@ class CameraIO:
                 self.pub_info.publish(scale_camera_info(info, mask_hw[1], mask_hw[0], header))
 
 
-def info_may_come(infos, last_info_at: float, target_ns: int, now: float) -> bool:
-    """Worth waiting for a frame's CameraInfo: infos are flowing and none has passed the frame's stamp yet
-    (they come in stamp order, so a newer one means this frame's was lost)."""
-    if not infos or now - last_info_at > CAMERA_INFO_ALIVE_S:
+def info_may_come(infos, last_info_at: float, target_ns: int, now: float, after_gap: bool = False) -> bool:
+    """Worth waiting (``CAMERA_INFO_WAIT_S``) for a frame's CameraInfo: infos are flowing and none has passed
+    the frame's stamp yet (they come in stamp order, so a newer one means this frame's was lost); or the
+    frame is the first after a silence of the images (``after_gap``) of a camera that had camera_info: a
+    restarted driver starts camera_info again with its images, so its silence says nothing yet, and the
+    cached stamps, from before the restart, cannot be compared. A camera that never had one never waits."""
+    if not infos:
         return False
+    if now - last_info_at > CAMERA_INFO_ALIVE_S:
+        return after_gap
     return stamp_ns(infos[-1].header.stamp) < target_ns

@@ -73,7 +73,8 @@ class CameraStream:
                 self._renderer = Renderer(table)
             self.io.publish(msg.header, render_outputs(outputs, self._renderer, result, rgb, cfg))
             if self.io.pub_info is not None:
-                self.io.publish_camera_info(msg.header, result.class_ids.shape, cfg.max_input_pixels)
+                self.io.publish_camera_info(msg.header, result.class_ids.shape, cfg.max_input_pixels,
+                                            job.after_gap)
         except Exception as e:  # noqa: BLE001 - rclpy raises RCLError on publish under load
             self.stats.published_errors += 1
             self.log_error('publish', str(e))
