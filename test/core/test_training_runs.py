@@ -143,25 +143,51 @@ def test_a_teacher_of_the_same_class_names_is_taken_whatever_their_case(tmp_path
         assert not load_teacher(cfg, info, torch.device('cpu')).training
 
 
-def test_label_ids_beyond_num_classes_are_ignored_with_one_warning(tmp_path, caplog):
-    """A dataset.yaml without class names, num_classes 2, labels 0 and 5: IndexError 'Target 5 is out of bounds'."""
+def _raw_id_drive(tmp_path, frames: int = 4, beyond=lambda i: i % 2):
+    """A dataset.yaml without class names; labels 0, and 5 on the frames ``beyond`` picks (default: odd ones)."""
     import cv2
     from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
     root = tmp_path / 'drive'
     (root / 'images' / 'a').mkdir(parents=True)
     (root / 'labels' / 'a').mkdir(parents=True)
     records = []
-    for i in range(4):
+    for i in range(frames):
         image, label = root / 'images' / 'a' / f'{i}.png', root / 'labels' / 'a' / f'{i}.png'
-        cv2.imwrite(str(image), np.full((64, 64, 3), 40 * i, np.uint8))
-        cv2.imwrite(str(label), np.full((64, 64), 5 * (i % 2), np.uint8))
+        cv2.imwrite(str(image), np.full((64, 64, 3), 40 * (i % 6), np.uint8))
+        cv2.imwrite(str(label), np.full((64, 64), 5 * bool(beyond(i)), np.uint8))
         records.append(FrameRecord('a', i, image, label, i, 'human'))
     write_index(root, records)
     (root / 'dataset.yaml').write_text('ignore_index: 255\n')
+    return root
+
+
+def test_label_ids_beyond_num_classes_are_ignored_with_one_warning(tmp_path, caplog):
+    """A dataset.yaml without class names, num_classes 2, labels 0 and 5: IndexError 'Target 5 is out of bounds'."""
+    root = _raw_id_drive(tmp_path)
     cfg = _cfg(tmp_path, data_root=str(root), train_split='all', val_split='all', num_classes=2,
                arch='keyframe_fpn', arch_config={'fpn_ch': 32})
     with caplog.at_level('WARNING'):
         out = train(cfg)
     assert out['epochs'] == 1
     warned = [r.getMessage() for r in caplog.records if 'num_classes 2' in r.getMessage()]
-    assert len(warned) == 1 and 'label id 5 >= num_classes 2' in warned[0] and '1.png' in warned[0]
+    assert len(warned) == 1 and 'label id 5 >= num_classes 2' in warned[0]
+    assert warned[0].split(':')[0].endswith(('1.png', '3.png'))      # the first label read that holds one
+
+
+def test_ids_beyond_num_classes_are_found_as_labels_load_not_by_reading_all_first(tmp_path, monkeypatch, caplog):
+    """Start-up read every label file of the train and val splits up to the first with such an id (here the
+    last: 2 x 24) only for that warning: a long, silent start on a large dataset. Before the first step, only
+    the first batch's labels are read now; the warning comes when the id is read."""
+    import cv2
+    root = _raw_id_drive(tmp_path, frames=24, beyond=lambda i: i == 23)
+    reads, at_first_step = [], []
+    imread = cv2.imread
+    monkeypatch.setattr(cv2, 'imread', lambda path, *a: reads.append(path) or imread(path, *a))
+    cfg = _cfg(tmp_path, data_root=str(root), train_split='all', val_split='all', num_classes=2,
+               arch='keyframe_fpn', arch_config={'fpn_ch': 32})
+    labels = lambda: [p for p in reads if '/labels/' in p]     # noqa: E731
+    step = lambda info: info['kind'] == 'step' and not at_first_step and at_first_step.append(len(labels()))  # noqa: E731
+    with caplog.at_level('WARNING'):
+        train(cfg, callback=step)
+    assert at_first_step == [cfg.batch_size]
+    assert len([r for r in caplog.records if 'label id 5 >= num_classes 2' in r.getMessage()]) == 1

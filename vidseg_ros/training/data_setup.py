@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,8 @@ from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
 from vidseg_ros.data.datasets.variants import STILL, add_noise, evenly_spaced, measure_noise_sigma
-from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameSource, guess_layout, identity_lut, open_source,
-                                              read_label_file, read_meta)
+from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, FrameSource, guess_layout, identity_lut,
+                                              open_source, read_label_file, read_meta)
 
 from .config import TrainConfig
 
@@ -118,27 +118,39 @@ _warned_ids: set[str] = set()     # data roots already warned about (one warning
 def _ids_beyond_classes_ignored(cfg: TrainConfig, src: FrameSource) -> FrameSource:
     """``src`` with label ids >= ``num_classes`` read as ``ignore_index``: a dataset that names its classes maps
     them so (``identity_lut``); one that names none stored raw ids, and an id without an output channel
-    stopped training at its first step (IndexError). The first such id found is warned about once."""
+    stopped training at its first step (IndexError). The first such id read is warned about once: as labels
+    are loaded, not by reading every label file before training (a long, silent start on a large dataset)."""
     if src.label_lut is not None or cfg.num_classes <= 0 or cfg.ignore_index < 0:   # mapped, or not resolved yet
         return src
-    found = _first_id_beyond(src, cfg.num_classes, cfg.ignore_index)
-    if found and cfg.data_root not in _warned_ids:
-        _warned_ids.add(cfg.data_root)
-        log.warning('%s: label id %d >= num_classes %d (%s/dataset.yaml names no classes); ids from %d up are '
-                    'ignored (as ignore_index %d); set num_classes, or name the classes with vidseg label-import '
-                    '--class-names', found[0], found[1], cfg.num_classes, cfg.data_root, cfg.num_classes,
-                    cfg.ignore_index)
-    return replace(src, label_lut=identity_lut(cfg.ignore_index, cfg.num_classes))
+    kept = {f.name: getattr(src, f.name) for f in fields(src)}
+    kept['label_lut'] = identity_lut(cfg.ignore_index, cfg.num_classes)
+    return IdsBeyondIgnored(**kept, known_classes=cfg.num_classes, raw_ignore=cfg.ignore_index,
+                            data_root=cfg.data_root)
 
 
-def _first_id_beyond(src: FrameSource, num_classes: int, ignore: int) -> tuple[Path, int] | None:
-    """(label file, id) of the first labelled pixel with an id >= ``num_classes`` (not ``ignore``), or None."""
-    for rec in src.labelled():
-        ids = np.unique(read_label_file(rec.label))
-        beyond = ids[(ids >= num_classes) & (ids != ignore)]
-        if beyond.size:
-            return Path(rec.label), int(beyond[0])
-    return None
+@dataclass
+class IdsBeyondIgnored(FrameSource):
+    """A source of raw label ids (its dataset.yaml names no classes) read through ``label_lut``, which makes
+    ids >= ``known_classes`` ignore; the first such id read (other than ``raw_ignore``) is warned about, once
+    per data root and process (per DataLoader worker with num_workers)."""
+
+    known_classes: int = 0
+    raw_ignore: int = DEFAULT_IGNORE
+    data_root: str = ''
+
+    def read_label(self, rec: FrameRecord) -> np.ndarray | None:
+        if rec.label is None:
+            return None
+        raw = read_label_file(rec.label)
+        if self.data_root not in _warned_ids:
+            beyond = (raw >= self.known_classes) & (raw != self.raw_ignore)
+            if beyond.any():
+                _warned_ids.add(self.data_root)
+                log.warning('%s: label id %d >= num_classes %d (%s/dataset.yaml names no classes); ids from %d up '
+                            'are ignored (as ignore_index %d); set num_classes, or name the classes with vidseg '
+                            'label-import --class-names', rec.label, int(raw[beyond].min()), self.known_classes,
+                            self.data_root, self.known_classes, self.raw_ignore)
+        return self.label_lut[raw]
 
 
 # What to do about a split without labelled frames, by the setting that names it.
