@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import glob as globlib
+import logging
+import math
 from pathlib import Path
 
 import cv2
@@ -11,6 +13,11 @@ from vidseg_ros.data.images import ImageError, read_rgb
 from vidseg_ros.data.order import natural_key
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
+# Highest frame rate taken from a container: a 90 kHz time base (90000), a millisecond one (1000 is kept,
+# as high-speed cameras record up to it) or NaN are what broken headers report, not frame rates.
+MAX_FPS = 1000.0
+
+log = logging.getLogger(__name__)
 
 
 class VideoFrames:
@@ -38,7 +45,7 @@ class VideoFrames:
             cap = cv2.VideoCapture(self.source)
             if not cap.isOpened():
                 raise ImageError(f'OpenCV cannot open video {self.source}')
-            self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            self.fps = reported_fps(cap.get(cv2.CAP_PROP_FPS), self.source)
             cap.release()
         else:
             raise ImageError(f'video source {self.source} does not exist')
@@ -73,6 +80,18 @@ class VideoFrames:
                 i += 1
         finally:
             cap.release()
+
+
+def reported_fps(value, source: str) -> float:
+    """A container's frame rate, or 0.0 (unknown: callers fall back) when it is not finite or not in
+    (0, ``MAX_FPS``]; a nonsense value is named in one warning."""
+    fps = float(value or 0.0)
+    if math.isfinite(fps) and 0 < fps <= MAX_FPS:
+        return fps
+    if fps != 0:
+        log.warning('%s: the video reports %s frames per second, not a frame rate (0 < fps <= %g): taken as '
+                    'unknown', source, value, MAX_FPS)
+    return 0.0
 
 
 def resize_rgb(rgb: np.ndarray, size_hw: list[int] | tuple[int, int] | None) -> np.ndarray:
