@@ -72,6 +72,23 @@ def test_a_signal_during_start_up_imports_is_exit_0(node, sig, tmp_path):
     assert proc.returncode == 0 and 'Traceback' not in out and 'terminate called' not in out, out
 
 
+@pytest.mark.parametrize('node', ['segment_node', 'segment_lifecycle_node', 'recorder_node', 'video_source_node'])
+def test_a_signal_during_python_dash_m_imports_is_exit_0(node, tmp_path):
+    """`python -m vidseg_ros.ros.<node>` (the documented way to run a node from a checkout) imported rclpy and
+    torch before entry's handlers: a SIGINT then gave -2 and a KeyboardInterrupt traceback."""
+    cv2.imwrite(str(tmp_path / 'frame.png'), np.zeros((8, 8, 3), np.uint8))
+    args = {'video_source_node': ['-p', f'source:={tmp_path}', '-p', 'loop:=true'],
+            'recorder_node': ['-p', f'output_dir:={tmp_path}', '-p', 'min_free_disk_bytes:=0']}.get(node, [])
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
+    proc = subprocess.Popen([sys.executable, '-m', f'vidseg_ros.ros.{node}', '--ros-args', *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(ROOT),
+                            preexec_fn=_default_signals)
+    time.sleep(0.5)   # importing rclpy (and torch): the node has not started
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
+
+
 def _default_signals() -> None:
     """As launch starts its nodes (a test run in the background inherits SIGINT ignored)."""
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,10 @@ torch's C++ ("terminate called after throwing pybind11::error_already_set"), and
 non-zero exit. This module imports only the standard library and installs quiet handlers before it
 imports the node module; ``spin.run`` replaces them with its own once the node starts.
 
+``python -m vidseg_ros.ros.<node>`` goes through here too: each node module starts, before its own heavy
+imports, with ``if __name__ == '__main__': run_as_main(<module>)``, which imports the module again under its
+name with the handlers installed and never returns.
+
 lib/vidseg_ros/<node> runs ``python -c 'from vidseg_ros.ros.entry import main; main()' -m <module> ...``:
 the command line keeps ``-m vidseg_ros.ros.<node>``, from which tools (and the launch tests) read which
 node a process is. The console scripts call the functions named after the nodes.
@@ -52,6 +56,12 @@ def run_node(module: str) -> int:
         signal.signal(sig, _exit_now)
     stop_with_parent()
     return importlib.import_module(module).main()
+
+
+def run_as_main(module: str) -> None:
+    """``python -m MODULE``: the same start-up as the executables (``run_node``), then exit with its status.
+    Called at the top of a node module, so only the standard library is imported before the handlers."""
+    sys.exit(run_node(module))
 
 
 def main() -> None:

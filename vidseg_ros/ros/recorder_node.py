@@ -19,9 +19,12 @@ or ``python -m vidseg_ros.ros.recorder_node --ros-args --params-file config/reco
 """
 from __future__ import annotations
 
+if __name__ == '__main__':   # python -m: through entry, whose signal handlers cover the imports below
+    from vidseg_ros.ros.entry import run_as_main
+    run_as_main('vidseg_ros.ros.recorder_node')
+
 import importlib
 import re
-import sys
 import time
 
 import rclpy
@@ -343,6 +346,3 @@ def main(args=None) -> int:
     """Run the recorder until SIGINT/SIGTERM (exit 0, bag closed) or a recording error (exit 1)."""
     return run(RecorderNode, args)
 
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -5,7 +5,10 @@ cleanup releases the model and its GPU memory. Same parameters, topics and servi
 Parameters set while inactive apply on activate; a model that does not load then is reported (ERROR),
 its parameters are set back and the node activates with the model it has, as a change while active does.
 """
-import sys
+
+if __name__ == '__main__':   # python -m: through entry, whose signal handlers cover the imports below
+    from vidseg_ros.ros.entry import run_as_main
+    run_as_main('vidseg_ros.ros.segment_lifecycle_node')
 
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
@@ -62,6 +65,3 @@ class SegmentLifecycleNode(LifecycleNode):
 def main(args=None) -> int:
     return run(SegmentLifecycleNode, args)
 
-
-if __name__ == '__main__':
-    sys.exit(main())

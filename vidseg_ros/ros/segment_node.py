@@ -12,9 +12,12 @@ cleanup releases the model and its GPU memory).
 """
 from __future__ import annotations
 
+if __name__ == '__main__':   # python -m: through entry, whose signal handlers cover the imports below
+    from vidseg_ros.ros.entry import run_as_main
+    run_as_main('vidseg_ros.ros.segment_node')
+
 import dataclasses
 import gc
-import sys
 import threading
 import time
 
@@ -365,6 +368,3 @@ class SegmentNode(Node):
 def main(args=None) -> int:
     return run(SegmentNode, args)
 
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -4,7 +4,10 @@ For demos, tests and users without hardware. Frames are stamped with the node cl
 """
 from __future__ import annotations
 
-import sys
+if __name__ == '__main__':   # python -m: through entry, whose signal handlers cover the imports below
+    from vidseg_ros.ros.entry import run_as_main
+    run_as_main('vidseg_ros.ros.video_source_node')
+
 import time
 
 from rclpy.node import Node
@@ -155,6 +158,3 @@ def check_rate(rate_hz: float) -> None:
 def main(args=None) -> int:
     return run(VideoSourceNode, args)
 
-
-if __name__ == '__main__':
-    sys.exit(main())
