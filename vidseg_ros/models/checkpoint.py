@@ -28,6 +28,7 @@ from vidseg_ros.config import ConfigError, from_dict, setting
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID, IMAGENET_MEAN, IMAGENET_STD,
                                   INPUT_SIDE_RANGE, MAX_INPUT_PIXELS)
 from vidseg_ros.models import MODELS, create_model, resolve_arch_config
+from vidseg_ros.text import clip
 
 FORMAT = 'vidseg_ros/1'
 
@@ -37,14 +38,6 @@ REQUIRED_META = ('arch', 'arch_config', 'classes', 'palette', 'ignore_index', 'm
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or does not match its architecture."""
-
-
-SHORT_TEXT = 200   # a message quotes at most this much of a bad value (a meta string can be any size)
-
-
-def _clip(text, limit: int = SHORT_TEXT) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + f'... ({len(text)} characters)'
 
 
 @dataclasses.dataclass
@@ -85,13 +78,13 @@ def check_meta(meta, where: str, num_classes: int | None = None) -> dict:
     try:
         values = from_dict(MetaValues, {k: meta[k] for k in names}, where='meta.')
     except ConfigError as e:
-        raise CheckpointError(f'{where}: {_clip(e)}') from None
+        raise CheckpointError(f'{where}: {clip(e)}') from None
 
     def bad(key: str, problem: str):
         return CheckpointError(f'{where}: meta.{key}: {problem}')
 
     if values.arch not in MODELS:
-        raise CheckpointError(f'{where}: unknown architecture {_clip(values.arch, 60)!r}; this version knows '
+        raise CheckpointError(f'{where}: unknown architecture {clip(values.arch, 60)!r}; this version knows '
                               f'{", ".join(sorted(MODELS))}')
     classes, palette = values.classes, values.palette
     if not classes or not all(c.strip() for c in classes) or len(set(classes)) != len(classes):
@@ -102,7 +95,7 @@ def check_meta(meta, where: str, num_classes: int | None = None) -> dict:
         try:
             num_classes = resolve_arch_config(values.arch, **values.arch_config).get('num_classes')
         except (TypeError, ValueError) as e:
-            raise CheckpointError(f'{where}: cannot build {values.arch} from arch_config: {_clip(e)}') from None
+            raise CheckpointError(f'{where}: cannot build {values.arch} from arch_config: {clip(e)}') from None
         source = 'arch_config.num_classes'
     if num_classes is not None and num_classes != len(classes):
         raise bad('classes', f'{len(classes)} name(s) {reprlib.repr(classes)} for a model with {num_classes} '
@@ -246,7 +239,7 @@ def build_model(meta: dict, where: str) -> nn.Module:
     try:
         model = create_model(meta['arch'], **meta['arch_config'])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f'{where}: cannot build {meta["arch"]} from arch_config: {_clip(e)}') from e
+        raise CheckpointError(f'{where}: cannot build {meta["arch"]} from arch_config: {clip(e)}') from e
     check_meta(meta, where, getattr(model, 'num_classes', None))
     return model
 
