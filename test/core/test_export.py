@@ -141,6 +141,19 @@ def test_an_export_that_differs_from_pytorch_is_refused(tmp_path_factory, tmp_pa
     assert good.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['good.ts']
 
 
+def test_a_key_frame_pair_of_two_exports_is_refused(tmp_path_factory, tmp_path):
+    """The key and current graphs are moved into place one after the other: an export killed between the two
+    moves (or one file copied alone) left a pair of two exports, which ran with the wrong cache in silence."""
+    from vidseg_ros.models.checkpoint import CheckpointError
+    checkpoint = _checkpoint(*CASES[0], tmp_path_factory)
+    export_onnx(checkpoint, tmp_path / 'a.onnx')
+    export_onnx(checkpoint, tmp_path / 'b.onnx')
+    StreamSegmenter.from_checkpoint(EngineConfig(model=str(tmp_path / 'a.onnx'), device='cpu'))   # a pair
+    (tmp_path / 'a.current.onnx').write_bytes((tmp_path / 'b.current.onnx').read_bytes())
+    with pytest.raises(CheckpointError, match='two exports.*export the model again'):
+        StreamSegmenter.from_checkpoint(EngineConfig(model=str(tmp_path / 'a.onnx'), device='cpu'))
+
+
 def test_bad_meta_is_refused_before_anything_is_written(tmp_path_factory, tmp_path):
     """A checkpoint whose meta is wrong exports nothing (it carried the wrong class table into the file, or
     tried to trace at 100000x100000); an input_hw override is held to the same bounds as the meta."""

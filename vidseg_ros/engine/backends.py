@@ -263,6 +263,21 @@ def _exported_info(text: str, path) -> tuple[dict, StreamInfo]:
     return meta, StreamInfo.from_dict(info, len(meta['classes']))
 
 
+def _check_same_export(main, cur, path: Path, cur_path: Path) -> None:
+    """Refuse a key-frame graph and a current-frame graph of two exports: the cache one writes is not the one
+    the other reads (same shapes, other weights: wrong masks without an error). Files exported before the
+    ``export_id`` was recorded are not compared."""
+    ids = []
+    for sess in (main, cur):
+        try:
+            ids.append(json.loads(sess.get_modelmeta().custom_metadata_map.get(META_KEY, '{}')).get('export_id'))
+        except (ValueError, AttributeError):
+            ids.append(None)
+    if None not in ids and ids[0] != ids[1]:
+        raise ValueError(f'{path} and {cur_path.name} come from two exports (an export was interrupted, or one '
+                         'file was copied alone); export the model again')
+
+
 def _zero_state(layout: tuple[tuple[int, int], ...], x, device, dtype):
     """Zero hidden state: one (B, C, H/f, W/f) tensor per ``(C, f)`` of the exported state layout."""
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
@@ -311,6 +326,7 @@ class OnnxRunner(_Runner):
             if not cur.is_file():
                 raise FileNotFoundError(f'{path} is a key-frame model; its current-frame graph {cur} is missing')
             self._cur = ort.InferenceSession(str(cur), providers=providers)
+            _check_same_export(self._main, self._cur, path, cur)
 
     @staticmethod
     def _run(sess, *arrays: torch.Tensor) -> list[np.ndarray]:

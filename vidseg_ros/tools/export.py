@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,7 +97,10 @@ def _prepare(checkpoint: str | Path, input_hw: tuple[int, int] | None, out: Path
     s = stream.stride
     x = torch.randn(1, 3, -(-int(h) // s) * s, -(-int(w) // s) * s, generator=torch.Generator().manual_seed(0))
     out.parent.mkdir(parents=True, exist_ok=True)
-    return _Export(model, {'meta': meta, **stream.to_dict()}, stream.kind, x, _state_for(model, stream.kind, x))
+    # one id per export, in every file it writes: the engine refuses a key-frame graph beside the current-frame
+    # graph of another export (a pair half replaced when an export was killed between its two moves)
+    info = {'meta': meta, **stream.to_dict(), 'export_id': uuid.uuid4().hex}
+    return _Export(model, info, stream.kind, x, _state_for(model, stream.kind, x))
 
 
 def _state_for(model: nn.Module, kind: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
