@@ -24,6 +24,7 @@ from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.labels import check_new_output
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
+from vidseg_ros.data.datasets.lock import dataset_lock
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
@@ -93,13 +94,6 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
         seed: augmentation and initialisation seed.
         progress: tqdm bars for the training steps and the labelled frames.
     """
-    from vidseg_ros.engine.base import EngineConfig
-    from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
-    from vidseg_ros.models.checkpoint import load_checkpoint, save_checkpoint
-    from vidseg_ros.models.contract import stream_info
-    from vidseg_ros.training.losses import segmentation_loss
-    from vidseg_ros.training.metrics import ConfusionMatrix, j_and_f
-    from tqdm import tqdm
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     sequence, out_dir = Path(sequence), Path(out_dir)
@@ -110,6 +104,22 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
             raise FileNotFoundError(f'no image named {frame.stem}.* in {sequence} for the label {frame}')
         label, frame = frame, match[0]
     _check_out_dir(out_dir, sequence, frames, frame, label, labels_dir)
+    # two finetunes into one folder would mix their masks and checkpoints; one left empty by a failed run is removed
+    with dataset_lock(out_dir, create=True, what='output folder'):
+        return _finetune(model, frame=frame, label=Path(label), frames=frames, out_dir=out_dir,
+                         steps=steps, lr=lr, labels_dir=labels_dir, rng=rng, progress=progress)
+
+
+def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], out_dir: Path, steps: int, lr: float,
+              labels_dir, rng: np.random.Generator, progress: bool) -> dict:
+    """``one_shot`` once its paths are checked and ``out_dir`` is locked."""
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
+    from vidseg_ros.models.checkpoint import load_checkpoint, save_checkpoint
+    from vidseg_ros.models.contract import stream_info
+    from vidseg_ros.training.losses import segmentation_loss
+    from vidseg_ros.training.metrics import ConfusionMatrix, j_and_f
+    from tqdm import tqdm
     mask = _read_mask(Path(label))
     path = resolve_model(str(model))
     if not path.endswith('.pt'):
@@ -118,7 +128,6 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
     ignore = int(meta.get('ignore_index') if meta.get('ignore_index') is not None else 255)
     binary = _object_mask(mask, meta['classes'], ignore, Path(label))
     mask = (mask > 0).astype(np.uint8) if binary else mask
-    out_dir.mkdir(parents=True, exist_ok=True)
     if binary and len(meta['classes']) != 2:
         net.replace_classifier(2)   # models.contract: a fresh background / object head
         meta = dict(meta, classes=list(DAVIS_CLASSES), palette=[list(c) for c in DAVIS_PALETTE],

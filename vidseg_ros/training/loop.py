@@ -9,7 +9,6 @@ run continues exactly where the interrupted one stopped (at an epoch boundary).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from vidseg_ros.config import ConfigError
+from vidseg_ros.data.datasets.lock import LockHeld, first_missing, lock_file
 from vidseg_ros.engine.backends import resolve_device
 
 from . import data_setup
@@ -268,7 +268,7 @@ RUN_FILES = ('last.pt', 'best.pt')
 def held_run_dir(run_dir: Path, rank: int = 0):
     """``run_dir``, created when missing and locked (rank 0) for as long as the run trains; a second training
     into it is refused. A run that fails before writing anything removes the folders it created."""
-    created = _first_missing(run_dir)
+    created = first_missing(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_run_dir(run_dir) if rank == 0 else None
     try:
@@ -282,33 +282,14 @@ def held_run_dir(run_dir: Path, rank: int = 0):
             lock.close()                 # closing releases the lock
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The outermost folder of ``path`` that does not exist yet (None when ``path`` exists)."""
-    missing = None
-    for folder in [path, *path.parents]:
-        if folder.exists():
-            return missing
-        missing = folder
-    return missing
-
-
 def _lock_run_dir(run_dir: Path):
     """An exclusive lock on ``run_dir/train.lock`` holding this process's id; ConfigError naming the holder
     when another training has it (their saves would replace each other's files mid-write)."""
-    lock = open(run_dir / LOCK_NAME, 'a+')
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.seek(0)
-        pid = lock.read().strip() or 'unknown'
-        lock.close()
-        raise ConfigError(f'{run_dir}: run folder in use by another training (PID {pid}); wait for it to end, or '
+        return lock_file(run_dir / LOCK_NAME)
+    except LockHeld as e:
+        raise ConfigError(f'{run_dir}: run folder in use by another training (PID {e.pid}); wait for it to end, or '
                           'train under another name (--set name=...)') from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f'{os.getpid()}\n')
-    lock.flush()
-    return lock
 
 
 def check_output_path(cfg: TrainConfig) -> None:

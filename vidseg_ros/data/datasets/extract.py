@@ -33,6 +33,7 @@ from vidseg_ros.config import setting
 from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, deserialize, read_messages
 from vidseg_ros.data.executors import check_executor, task_executor
 from vidseg_ros.data.images import ImageError, compressed_size, decode_compressed, image_fields_to_rgb8
+from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.datasets.layouts import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
 from vidseg_ros.engine.outputs import OUTPUTS
@@ -328,8 +329,14 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
     for bag in bags:
         check_bag(bag)
     out = Path(out)
-    fresh = not out.exists()
-    (out / 'images').mkdir(parents=True, exist_ok=True)
+    with dataset_lock(out, create=True):    # two runs at once: the one ending last dropped the other's rows
+        return _extract_locked(bags, out, cfg, progress, executor, address)
+
+
+def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progress, executor: str,
+                    address: str) -> ExtractResult:
+    """``extract`` once ``out`` is locked."""
+    (out / 'images').mkdir(exist_ok=True)
     result = ExtractResult()
     old = {r.image: r for r in read_index(out)} if (out / INDEX_NAME).is_file() else {}
     rows: dict[Path, FrameRecord] = dict(old)
@@ -352,11 +359,10 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
             write_index(out, records)
             _update_fps(out, records)
         else:   # no frame written: leave no empty dataset that later commands would take for one
-            for folder in (out / 'images', out) if fresh else (out / 'images',):
-                try:
-                    folder.rmdir()      # only if empty
-                except OSError:
-                    pass
+            try:
+                (out / 'images').rmdir()      # only if empty; the lock removes a new output folder left empty
+            except OSError:
+                pass
     if not result.selected:     # nothing to extract in any bag: an error, saying why for each bag
         raise ValueError('; '.join(result.empty_bags))
     for text in result.empty_bags:

@@ -25,6 +25,7 @@ from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
                                               cityscapes_source, davis_source, read_index, read_meta, write_index,
                                               write_meta)
+from vidseg_ros.data.datasets.lock import dataset_lock
 
 log = logging.getLogger(__name__)
 LAYOUTS = ('camvid', 'davis', 'cityscapes')
@@ -283,6 +284,14 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
         raise ValueError('give class names either in the class table (--classes) or as --class-names, not both')
     _check_names(class_names)
     dataset = Path(dataset)
+    with dataset_lock(dataset):     # two writers at once: the one ending last dropped the other's index rows
+        return _import_labels(dataset, label_dir, classes, class_names, mapping, ignore_index, match,
+                              source, licence)
+
+
+def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, mapping, ignore_index: int, match: str,
+                   source: str, licence: str | None) -> dict:
+    """``import_labels`` once its arguments are checked and ``dataset`` is locked."""
     records = read_index(dataset)
     table = read_class_table(classes) if classes else None
     names = table.names if table else list(class_names or read_meta(dataset).get('classes', []))
@@ -463,15 +472,20 @@ def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 't
         raise ValueError(f'unknown layout {layout!r}; valid: {", ".join(LAYOUTS)}')
     check_new_output(out, src)
     fs = makers[layout]()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with dataset_lock(out, create=True):
+        check_new_output(out, src)      # again: another import may have made it a dataset meanwhile
+        return _index_layout(fs, Path(src), Path(out), layout)
+
+
+def _index_layout(fs, src: Path, out: Path, layout: str) -> dict:
+    """``import_layout``'s labels, index and dataset.yaml written to the locked ``out``."""
     records = []
     for rec in fs.records:
         lab = None
         if rec.label is not None:
             lab = write_label(out / 'labels' / rec.sequence / f'{rec.stamp_ns}.png', fs.read_label(rec))
         records.append(FrameRecord(rec.sequence, rec.index, rec.image.resolve(), lab, rec.stamp_ns,
-                                   'human' if lab else 'none', str(Path(src)), layout, rec.image.suffix[1:]))
+                                   'human' if lab else 'none', str(src), layout, rec.image.suffix[1:]))
     write_index(out, records)
     meta = {'classes': fs.class_names, 'ignore_index': fs.ignore_index, 'fps': fs.fps, 'layout': layout}
     if layout in LAYOUT_LICENCES:

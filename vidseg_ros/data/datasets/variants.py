@@ -26,6 +26,7 @@ from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.datasets.labels import check_new_output
 from vidseg_ros.data.datasets.layouts import FrameSource, write_index, write_meta
+from vidseg_ros.data.datasets.lock import dataset_lock
 
 log = logging.getLogger(__name__)
 VARIANTS = ('per_sequence', 'strided', 'successive', 'noise')
@@ -178,8 +179,9 @@ def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400
     if not any(r.label is not None for r in source.records):
         raise ValueError(f'{source.name}: no labelled frames to build a variant from '
                          '(add labels with `vidseg label-import` / `vidseg propagate`)')
+    files = [p for r in source.records for p in (r.image, r.label)] if out is not None else []
     if out is not None:
-        check_new_output(out, source_files=[p for r in source.records for p in (r.image, r.label)])
+        check_new_output(out, source_files=files)
     if kind == 'per_sequence':
         return per_sequence(source, n)
     if kind == 'strided':
@@ -195,20 +197,28 @@ def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400
                 raise ValueError(f'{source.name}: {STILL}; give make-variant --sigma S (e.g. 3), or use another '
                                  'variant')
             log.info('noise variant: sigma %.2f (0..255) measured between successive frames', sigma)
-        return noise_copies(per_sequence(source, n), out, copies, sigma, seed, executor, workers, address)
+        with dataset_lock(out, create=True):    # one writer at a time; the check again, under the lock
+            check_new_output(out, source_files=files)
+            return noise_copies(per_sequence(source, n), out, copies, sigma, seed, executor, workers, address)
     raise ValueError(f'unknown variant {kind!r}; valid: {", ".join(VARIANTS)}')
 
 
 def write_variant(variant: FrameSource, out: str | Path) -> Path:
-    """Store a variant as a dataset folder that ``extracted_source`` / ``vidseg train`` read.
+    """Store a variant as a dataset folder that ``extracted_source`` / ``vidseg train`` read; ``out`` must not
+    hold a dataset yet.
 
     Images are referenced in place; labels too when they already hold class ids, otherwise
     (DAVIS 0/255 masks, for example) converted copies are written under ``out/labels``.
     """
+    with dataset_lock(out, create=True):    # of two make-variants into one new folder, the second is refused
+        check_new_output(out)
+        return _write_variant(variant, Path(out))
+
+
+def _write_variant(variant: FrameSource, out: Path) -> Path:
+    """``write_variant`` once ``out`` is locked."""
     from vidseg_ros.data.datasets.labels import write_label
     from vidseg_ros.data.datasets.layouts import identity_lut
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     plain = variant.label_lut is None or np.array_equal(
         variant.label_lut, identity_lut(variant.ignore_index, variant.num_classes))
     recs = []

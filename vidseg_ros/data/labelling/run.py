@@ -22,6 +22,7 @@ import numpy as np
 from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import ImageError, clip, compressed_size, read_rgb
 from vidseg_ros.data.datasets.labels import same_class_names, write_label
+from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
 from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, read_label_file, write_index
 
@@ -90,6 +91,13 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
             or a local one of ``workers`` processes); see ``data.executors``. The labels are the same.
     """
     root = Path(root)
+    with dataset_lock(root):    # two writers at once: the one ending last dropped the other's labels from the index
+        return _propagate_locked(root, cfg, predict, progress, overwrite, workers, executor, address)
+
+
+def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict | None, progress, overwrite: bool,
+                      workers: int, executor: str, address: str) -> dict:
+    """``propagate_dataset`` once ``root`` is locked."""
     src = extracted_source(root)
     cfg = replace(cfg or PropagateConfig(), ignore_index=src.ignore_index)
     if cfg.method == 'teacher':
