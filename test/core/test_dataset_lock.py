@@ -173,3 +173,31 @@ def test_two_extract_processes_at_once_lose_no_frame(tmp_path):
     on_disk = sorted((tmp_path / 'ds' / 'images').rglob('*.png'))
     assert sorted(r.image for r in read_index(tmp_path / 'ds')) == on_disk
     assert len(on_disk) == 6 * codes.count(0)
+
+
+def test_make_variant_holds_one_lock_from_its_noise_images_to_its_index(tmp_path, monkeypatch):
+    """`vidseg make-variant --kind noise` writes images, then the index: a second run starting between the two
+    steps overwrote the first one's noise images (each step locked on its own)."""
+    import threading
+
+    from vidseg_ros.data.datasets import variants
+    from vidseg_ros.data.datasets.lock import dataset_lock
+    from vidseg_ros.tools.commands_data import make_variant as command
+    ds = _labelled(tmp_path)
+    seen = []
+    real = variants.write_variant
+
+    def between(var, out):          # another writer tries here, on another thread (another PID in real life)
+        def other():
+            try:
+                with dataset_lock(out, create=True):
+                    seen.append('got in')
+            except ValueError as e:
+                seen.append(str(e))
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        return real(var, out)
+    monkeypatch.setattr(variants, 'write_variant', between)
+    report = command(ds, tmp_path / 'v', 'noise', sigma=3.0, copies=2)
+    assert report['frames'] > 0 and len(seen) == 1 and 'dataset in use by another vidseg command' in seen[0]

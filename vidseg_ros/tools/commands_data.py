@@ -149,10 +149,12 @@ def make_variant(source: str | Path, out: str | Path, kind: str, split: str = 't
     ``options``: keyword arguments of ``variants.make_variant`` (n, count, stride, copies, sigma, seed, ...).
     """
     from vidseg_ros.data.datasets.layouts import open_source
+    from vidseg_ros.data.datasets.lock import dataset_lock
     from vidseg_ros.data.datasets.variants import make_variant as build, write_variant
     src = open_source(source, split)
-    var = build(src, kind, out=out, **options)
-    index = write_variant(var, out)
+    with dataset_lock(out, create=True):     # one lock over both steps: noise images, then the index
+        var = build(src, kind, out=out, **options)
+        index = write_variant(var, out)
     return {'out': str(out), 'index': str(index), 'frames': len(var.records),
             'sequences': len({r.sequence for r in var.records}),
             'noise_sigma': var.extra.get('noise_sigma')}
