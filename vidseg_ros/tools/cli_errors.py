@@ -14,6 +14,21 @@ from typer.core import TyperGroup
 
 MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
 _STATE = {'debug': False}
+# What an interrupted command leaves and how to go on, where that is known to hold; the others say only
+# that they were interrupted.
+_AFTER_INTERRUPT = {
+    'extract': 'the frames written so far are kept and indexed; run the same command again to finish the '
+               'dataset (it resumes)',
+    'propagate': 'the labels written so far are kept; run the same command again to label the rest',
+    'train': 'what the run saved (last.pt, after each epoch) is kept; run the same command with --resume to '
+             'continue from there',
+    'bag-recover': 'the partial copy was removed and the bag is unchanged; run the same command again',
+}
+
+
+class _Interrupted(Exception):
+    """A KeyboardInterrupt (Ctrl-C, SIGINT) inside a command, carried past typer, which turns it into a
+    silent exit 130 before ``main`` could say anything."""
 
 
 def _user_error(e: BaseException) -> bool:
@@ -51,6 +66,10 @@ class ContractGroup(TyperGroup):
         where = f'vidseg {command}'.strip()
         try:
             rv = super().main(args, 'vidseg', standalone_mode=False, **extra)
+        except _Interrupted as e:
+            if _STATE['debug']:
+                raise e.__cause__ from None
+            rv = _interrupted(where, command)
         except click_errors.NoArgsIsHelpError as e:
             typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
             rv = 2
@@ -76,6 +95,19 @@ class ContractGroup(TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise _Interrupted() from e
+
+
+def _interrupted(where: str, command: str) -> int:
+    """Ctrl-C: one line (what is kept and how to go on, where known) and exit code 130, as a shell gives."""
+    hint = _AFTER_INTERRUPT.get(command)
+    typer.echo(one_line(f'{where}: interrupted' + (f'; {hint}' if hint else '')), err=True)
+    return 130
 
 
 def _fail(where: str, message: str, code: int) -> int:
