@@ -62,3 +62,29 @@ def test_compressed_round_trip_and_corrupt_data():
         decode_compressed('jpeg', data[: len(data) // 3] + b'garbage')
     with pytest.raises(ImageError, match='empty'):
         decode_compressed('jpeg', b'')
+
+
+def test_write_image_atomic_on_a_full_disk_raises_and_keeps_the_old_file(tmp_path):
+    """cv2.imwrite returned True over a truncated file (the file size limit or a full disk hit at close)."""
+    import errno
+
+    import cv2
+    from support.disk import file_size_limit
+
+    from vidseg_ros.data.images import write_image_atomic
+    rng = np.random.default_rng(0)
+    path = write_image_atomic(tmp_path / 'a.png', np.zeros((8, 8), np.uint8))
+    before = path.read_bytes()
+    with file_size_limit(1000), pytest.raises(OSError) as err:
+        write_image_atomic(path, rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))   # ~12 kB of noise
+    assert err.value.errno == errno.EFBIG and err.value.filename == str(path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ['a.png']
+    big = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(cv2.imread(str(write_image_atomic(path, big))), big)
+
+
+def test_write_image_atomic_refuses_what_cannot_be_encoded(tmp_path):
+    from vidseg_ros.data.images import write_image_atomic
+    with pytest.raises(ImageError, match='cannot encode'):
+        write_image_atomic(tmp_path / 'a.xyz', np.zeros((8, 8), np.uint8))
+    assert not list(tmp_path.iterdir())

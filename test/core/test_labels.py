@@ -146,6 +146,30 @@ def test_a_bad_label_late_in_the_folder_leaves_the_earlier_import_as_it_was(tmp_
     assert [r.label_source for r in read_index(ds)] == ['human', 'human', 'none', 'none']
 
 
+@pytest.mark.parametrize('fails', ['label', 'index'])
+def test_a_full_disk_leaves_the_earlier_import_as_it_was(tmp_path, fails):
+    """cv2.imwrite returned True over a truncated label (file size limit, full disk): every label of the earlier
+    import was replaced by an unreadable file; and labels moved into place before a failed index write."""
+    import errno
+
+    from support.disk import file_size_limit
+    hw = (96, 128) if fails == 'label' else (24, 32)        # noise labels of ~2 kB, or ~80-byte ones
+    ds, recs = _dataset(tmp_path, hw=hw)
+    rng = np.random.default_rng(1)
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    first.mkdir(), second.mkdir()
+    for r in recs:
+        cv2.imwrite(str(first / f'{r.stamp_ns}.png'), rng.integers(0, 2, hw, dtype=np.uint8))
+        cv2.imwrite(str(second / f'{r.stamp_ns}.png'), rng.integers(0, 2, hw, dtype=np.uint8) if fails == 'label'
+                    else np.ones(hw, np.uint8))
+    import_labels(ds, first, class_names=['bg', 'obj'])
+    before = {p: p.read_bytes() for p in ds.rglob('*') if p.is_file()}
+    with file_size_limit(1000 if fails == 'label' else 400), pytest.raises(OSError) as err:
+        import_labels(ds, second, class_names=['bg', 'obj'])
+    assert err.value.errno == errno.EFBIG
+    assert {p: p.read_bytes() for p in ds.rglob('*') if p.is_file() and p.name != 'index.csv.tmp'} == before
+
+
 def test_a_failed_first_import_leaves_no_labels_folder(tmp_path):
     ds, recs = _dataset(tmp_path)
     (tmp_path / 'lab').mkdir()

@@ -163,3 +163,15 @@ def test_noise_sigma_command_is_a_user_error_on_frames_of_two_sizes(tmp_path):
     write_variant(per_sequence(_two_sizes(tmp_path, [(12, 16), (15, 20)] * 2), 0), tmp_path / 'ds')
     r = CliRunner().invoke(app, ['noise-sigma', str(tmp_path / 'ds'), '--split', 'all'])
     assert r.exit_code == 2 and 'same size' in r.stderr and '"sigma"' not in r.stdout, r.output
+
+
+def test_noise_copies_on_a_full_disk_are_an_error_not_truncated_images(tmp_path):
+    """cv2.imwrite's result was ignored: a full disk left truncated noise images and no error."""
+    import errno
+
+    from support.disk import file_size_limit
+    src = _source(tmp_path, n=3)          # noise frames: PNGs of ~1 kB
+    with file_size_limit(300), pytest.raises(OSError) as err:
+        make_variant(src, 'noise', copies=2, sigma=3.0, out=tmp_path / 'v')
+    assert err.value.errno == errno.EFBIG and err.value.filename.endswith('00000.png')
+    assert not (tmp_path / 'v').exists()      # the copies made, and the folder, removed

@@ -32,7 +32,8 @@ from rosbags.serde import SerdeError
 from vidseg_ros.config import setting
 from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, deserialize, read_messages
 from vidseg_ros.data.executors import check_executor, task_executor
-from vidseg_ros.data.images import ImageError, compressed_size, decode_compressed, image_fields_to_rgb8
+from vidseg_ros.data.images import (ImageError, compressed_size, decode_compressed, image_fields_to_rgb8,
+                                    write_file_atomic, write_image_atomic)
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.datasets.layouts import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
                                      write_meta)
@@ -155,25 +156,22 @@ def _write_job(job: tuple) -> tuple[int, str, str]:
     """Worker: decode one message and write its file atomically -> (bytes, encoding, error)."""
     msg, path, fmt, quality = job
     path = Path(path)
-    tmp = path.with_name('.' + path.name + '.tmp')
     try:
         if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
             # Bytes as recorded: no decode, no re-encode, nothing lost.
             m = deserialize(msg)
             encoding = m.format or 'compressed'
-            tmp.write_bytes(bytes(m.data))
+            write_file_atomic(path, bytes(m.data), fsync=False)   # frames can be extracted again: no fsync
         else:
             rgb, encoding, _ = decode_message(msg)
             params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix == '.jpg' else \
                 [cv2.IMWRITE_PNG_COMPRESSION, 1]
-            ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(rgb[:, :, ::-1]), params)
-            if not ok:
+            try:
+                write_image_atomic(path, rgb[:, :, ::-1], params=params, fsync=False)
+            except ImageError:
                 return 0, encoding, f'cannot encode {path.name}'
-            tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
         return path.stat().st_size, encoding, ''
-    except OSError as e:        # disk full / permissions: stop, do not skip frames silently
-        tmp.unlink(missing_ok=True)     # no half file left behind
+    except OSError as e:        # disk full / permissions: stop, do not skip frames silently (no half file left)
         raise _write_error(e, path) from e
     except Exception as e:  # noqa: BLE001 - one damaged message must not stop the run
         return 0, '', f'{type(e).__name__}: {e}'

@@ -13,6 +13,7 @@ import contextlib
 
 import csv
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
-from vidseg_ros.data.images import ImageError, clip, compressed_size, short
+from vidseg_ros.data.images import ImageError, clip, compressed_size, short, write_image_atomic
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
                                               cityscapes_source, davis_source, read_index, read_meta, write_index,
@@ -248,14 +249,10 @@ def _to_8bit(img: np.ndarray, path, visible: np.ndarray | None) -> np.ndarray:
 
 
 def write_label(path: str | Path, ids: np.ndarray) -> Path:
-    """Class ids -> single-channel PNG, written atomically."""
+    """Class ids -> single-channel PNG, written atomically (a full disk is an OSError, the old file kept)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name('.' + path.name + '.tmp.png')
-    if not cv2.imwrite(str(tmp), np.ascontiguousarray(ids, np.uint8)):
-        raise OSError(f'cannot write {path}')
-    tmp.replace(path)
-    return path
+    return write_image_atomic(path, np.asarray(ids, np.uint8), '.png')
 
 
 def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | Path | None = None,
@@ -321,10 +318,13 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
         present[np.unique(ids)] = True
         return ids
 
-    for rec, out in _write_all(dataset, pairs, load):
-        by_image[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, out, rec.stamp_ns, source,
-                                          rec.bag, rec.topic, rec.encoding)
-    write_index(dataset, list(by_image.values()))
+    def index(done: list[tuple[FrameRecord, Path]]) -> None:
+        for rec, out in done:
+            by_image[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, out, rec.stamp_ns, source,
+                                              rec.bag, rec.topic, rec.encoding)
+        write_index(dataset, list(by_image.values()))
+
+    _write_all(dataset, pairs, load, index)
     meta = read_meta(dataset)
     if names:
         if meta.get('classes') != names and not table:
@@ -357,10 +357,12 @@ def _warn_stray_colours(stray: list[tuple[float, Path, str]], total: int, names:
                 f', and {", ".join(map(short, empty))} got no pixel in any label' if empty else '')
 
 
-def _write_all(dataset: Path, pairs, load) -> list[tuple[FrameRecord, Path]]:
-    """Every label of ``pairs`` into ``labels/``, all or none: each is staged beside its place and moved
-    there only when all have loaded and been written, so a bad file late in the folder leaves the labels of an
-    earlier import as they were (they were overwritten while the index still described them)."""
+def _write_all(dataset: Path, pairs, load, before_move: Callable[[list[tuple[FrameRecord, Path]]], None]) -> None:
+    """Every label of ``pairs`` into ``labels/``, all or none: each is staged beside its place, then
+    ``before_move`` (the index write) runs, and the labels are moved into place only when all have loaded and
+    been written and the index is saved. A bad file late in the folder, a full disk or a failed index write
+    leaves the labels of an earlier import as they were (they were overwritten while the index still
+    described them)."""
     staged: list[tuple[Path, Path]] = []
     new_dirs: list[Path] = [] if (dataset / 'labels').is_dir() else [dataset / 'labels']
     try:
@@ -368,7 +370,8 @@ def _write_all(dataset: Path, pairs, load) -> list[tuple[FrameRecord, Path]]:
             final = dataset / 'labels' / rec.sequence / f'{rec.stamp_ns}.png'
             if not final.parent.is_dir():
                 new_dirs.append(final.parent)
-            staged.append((write_label(final.with_name(f'.{final.stem}.import.png'), load(file)), final))
+            staged.append((_stage(final, load(file)), final))
+        before_move([(rec, final) for (rec, _), (_, final) in zip(pairs, staged)])
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
@@ -378,7 +381,14 @@ def _write_all(dataset: Path, pairs, load) -> list[tuple[FrameRecord, Path]]:
         raise
     for tmp, final in staged:
         tmp.replace(final)
-    return [(rec, final) for (rec, _), (_, final) in zip(pairs, staged)]
+
+
+def _stage(final: Path, ids: np.ndarray) -> Path:
+    """``ids`` written beside ``final``, to be moved there; a write error (a full disk) names ``final``."""
+    try:
+        return write_label(final.with_name(f'.{final.stem}.import.png'), ids)
+    except OSError as e:
+        raise OSError(e.errno, f'{e.strerror or e}; no label was changed', str(final)) from e
 
 
 def _image_hw(path: Path) -> tuple[int, int]:

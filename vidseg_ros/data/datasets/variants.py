@@ -16,14 +16,14 @@ copy); ``write_variant`` stores any variant as a dataset folder (``index.csv`` +
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vidseg_ros.data.executors import task_executor
-from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.images import read_rgb, write_image_atomic
 from vidseg_ros.data.datasets.labels import check_new_output
 from vidseg_ros.data.datasets.layouts import FrameSource, write_index, write_meta
 from vidseg_ros.data.datasets.lock import dataset_lock
@@ -152,8 +152,14 @@ def noise_copies(source: FrameSource, out: str | Path, copies: int, sigma: float
         tasks.append((str(rec.image), [str(p) for p in paths], sigma, (seed, i)))
         # Each copy its own "sequence" of distinct indices: no fake temporal neighbours.
         recs += [replace(rec, sequence=f'{seq}{k:05d}', index=0, image=path) for k, path in enumerate(paths)]
-    with task_executor(executor, workers, address) as pool:
-        list(pool.map(_write_noise_copies, tasks) if pool else map(_write_noise_copies, tasks))
+    made = not (out / 'images').exists()
+    try:
+        with task_executor(executor, workers, address) as pool:
+            list(pool.map(_write_noise_copies, tasks) if pool else map(_write_noise_copies, tasks))
+    except BaseException:      # a full disk, Ctrl-C: no half set of copies left (only a folder this run made)
+        if made:
+            shutil.rmtree(out / 'images', ignore_errors=True)
+        raise
     return replace(source, records=recs, name=f'{source.name}-noise{copies}',
                    extra={**source.extra, 'noise_sigma': sigma})
 
@@ -166,7 +172,7 @@ def _write_noise_copies(task: tuple) -> None:
     for k, path in enumerate(map(Path, paths)):
         path.parent.mkdir(parents=True, exist_ok=True)
         img = rgb if k == 0 else add_noise(rgb, sigma, rng)
-        cv2.imwrite(str(path), img[:, :, ::-1])
+        write_image_atomic(path, img[:, :, ::-1])    # a full disk is an OSError, not a truncated copy
 
 
 def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400, stride: int = 20,
