@@ -102,3 +102,27 @@ def test_sequence_frames_numbered_without_padding_are_in_number_order(tmp_path):
     for i in (0, 1, 2, 10, 11):
         cv2.imwrite(str(tmp_path / f'frame_{i}.png'), np.zeros((4, 4, 3), np.uint8))
     assert [p.stem for p in _frames(tmp_path)] == ['frame_0', 'frame_1', 'frame_2', 'frame_10', 'frame_11']
+
+
+def test_a_full_disk_while_writing_masks_is_an_error_not_empty_masks(tmp_path, monkeypatch):
+    """cv2.imwrite's False (or its True over a truncated file) was ignored: exit 0 with 0-byte masks."""
+    import contextlib
+    import errno
+
+    from support.disk import file_size_limit
+
+    from vidseg_ros.models import checkpoint
+    ckpt = _case(tmp_path, ['bg', 'thing'], (0, 1))
+    save = checkpoint.save_checkpoint
+
+    def save_then_fill_the_disk(*args, **kw):      # the checkpoint fits; no mask does (a PNG is >= 67 bytes)
+        path = save(*args, **kw)
+        limit.enter_context(file_size_limit(50))
+        return path
+
+    monkeypatch.setattr(checkpoint, 'save_checkpoint', save_then_fill_the_disk)
+    with contextlib.ExitStack() as limit, pytest.raises(OSError) as err:
+        one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'mask.png', tmp_path / 'seq', tmp_path / 'ft',
+                 steps=1, progress=False)
+    assert err.value.errno == errno.EFBIG and err.value.filename == str(tmp_path / 'ft' / '00000.png')
+    assert sorted(p.name for p in (tmp_path / 'ft').iterdir()) == ['.vidseg.lock', 'finetuned.pt']

@@ -20,7 +20,7 @@ import torch
 from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.images import read_rgb, write_image_atomic
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.labels import check_new_output
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
@@ -164,7 +164,8 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     preds, gts, cm = [], [], ConfusionMatrix(len(meta['classes']), ignore)
     for img in tqdm(frames, desc='label sequence', unit='frame', disable=not progress, mininterval=1.0):
         pred = seg.step(read_rgb(img)).class_ids
-        cv2.imwrite(str(out_dir / f'{img.stem}.png'), pred * 255 if binary else pred)
+        # atomic, and a full disk is an OSError (cv2.imwrite returned True over truncated masks: exit 0)
+        write_image_atomic(out_dir / f'{img.stem}.png', pred * 255 if binary else pred)
         gt_path = Path(labels_dir) / f'{img.stem}.png' if labels_dir else None
         if gt_path is not None and gt_path.is_file():
             gt = _read_mask(gt_path)
