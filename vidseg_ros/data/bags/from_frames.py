@@ -7,20 +7,25 @@ time gap between them so that extraction splits them again.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import re
+import shutil
+import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.config import setting
-from vidseg_ros.data.images import (array_to_image_fields, encode_compressed, from_rgb8, pinhole_intrinsics,
-                                    read_rgb)
+from vidseg_ros.data.images import (SHORT_TEXT, array_to_image_fields, clip, encode_compressed, from_rgb8,
+                                    pinhole_intrinsics, read_rgb)
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource
 
@@ -85,6 +90,9 @@ def write_bag(out: str | Path, sequences: Iterable[Iterable[np.ndarray]],
               progress: Callable[[int], None] | None = None) -> dict:
     """Write sequences of RGB frames as one bag; returns counts and the stamps written.
 
+    All or nothing: on any error (an unreadable frame, a full disk, Ctrl-C) the bag folder, and the parent
+    folders this call made, are removed before the error goes on, so a re-run needs no clean-up.
+
     Args:
         out: bag folder to create (must not exist, rosbag2 convention).
         sequences: each an iterable of (H, W, 3) uint8 RGB frames.
@@ -94,35 +102,104 @@ def write_bag(out: str | Path, sequences: Iterable[Iterable[np.ndarray]],
     cfg = cfg or BagFromFramesConfig()
     if cfg.rate_hz <= 0:
         raise ValueError(f'rate_hz must be > 0, got {cfg.rate_hz}')
-    plugin = StoragePlugin.MCAP if cfg.storage == 'mcap' else StoragePlugin.SQLITE3
+    out = Path(out)
+    _check_new_bag(out, cfg.storage)
+    new = [p for p in (out, *out.parents) if not p.exists()]     # the folders this call makes, deepest first
+    writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP if cfg.storage == 'mcap'
+                    else StoragePlugin.SQLITE3)
+    if cfg.compress:
+        writer.set_compression(CompressionMode.STORAGE if cfg.storage == 'mcap'
+                               else CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    try:
+        writer.open()
+    except WriterError:      # made by another run since the check: not ours to remove
+        raise FileExistsError(_exists(out)) from None
+    except BaseException as e:
+        raise _undo(e, new, out)
+    try:
+        summary = _write_frames(writer, sequences, cfg, progress)
+        writer.close()
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            writer.abort()
+        raise _undo(e, new, out)
+    log.info('wrote %d frames in %d sequence(s) to %s', summary['frames'], len(summary['stamps']), out)
+    return {'bag': str(out), **summary}
+
+
+def _write_frames(writer: Writer, sequences: Iterable[Iterable[np.ndarray]], cfg: BagFromFramesConfig,
+                  progress: Callable[[int], None] | None) -> dict:
+    """Every frame (and its CameraInfo) into the open ``writer`` -> topic, frame count, stamps."""
     compressed = cfg.encoding in ('jpeg', 'png')
     topic = cfg.topic.rstrip('/') + ('/compressed' if compressed else '')
     info_topic = cfg.topic.rstrip('/').rsplit('/', 1)[0] + '/camera_info'
     period = int(round(1e9 / cfg.rate_hz))
     stamps: list[list[int]] = []
-    writer = Writer(out, version=9, storage_plugin=plugin)
-    if cfg.compress:
-        writer.set_compression(CompressionMode.STORAGE if cfg.storage == 'mcap'
-                               else CompressionMode.MESSAGE, CompressionFormat.ZSTD)
-    with writer:
-        conn = writer.add_connection(topic, COMPRESSED_T if compressed else IMAGE_T, typestore=TYPESTORE)
-        info = writer.add_connection(info_topic, INFO_T, typestore=TYPESTORE) if cfg.camera_info else None
-        t = cfg.start_ns
-        for seq in sequences:
-            stamps.append([])
-            for rgb in seq:
-                msgtype, msg = image_msg(rgb, t, cfg.frame_id, cfg.encoding, cfg.jpeg_quality)
-                writer.write(conn, t, TYPESTORE.serialize_cdr(msg, msgtype))
-                if info is not None:
-                    cam = camera_info_msg(rgb.shape[0], rgb.shape[1], t, cfg.frame_id)
-                    writer.write(info, t, TYPESTORE.serialize_cdr(cam, INFO_T))
-                stamps[-1].append(t)
-                t += period
-                if progress:
-                    progress(1)
-            t += int(cfg.gap_s * 1e9)
-    log.info('wrote %d frames in %d sequence(s) to %s', sum(map(len, stamps)), len(stamps), out)
-    return {'bag': str(out), 'topic': topic, 'frames': sum(map(len, stamps)), 'stamps': stamps}
+    conn = writer.add_connection(topic, COMPRESSED_T if compressed else IMAGE_T, typestore=TYPESTORE)
+    info = writer.add_connection(info_topic, INFO_T, typestore=TYPESTORE) if cfg.camera_info else None
+    t = cfg.start_ns
+    for seq in sequences:
+        stamps.append([])
+        for rgb in seq:
+            msgtype, msg = image_msg(rgb, t, cfg.frame_id, cfg.encoding, cfg.jpeg_quality)
+            writer.write(conn, t, TYPESTORE.serialize_cdr(msg, msgtype))
+            if info is not None:
+                cam = camera_info_msg(rgb.shape[0], rgb.shape[1], t, cfg.frame_id)
+                writer.write(info, t, TYPESTORE.serialize_cdr(cam, INFO_T))
+            stamps[-1].append(t)
+            t += period
+            if progress:
+                progress(1)
+        t += int(cfg.gap_s * 1e9)
+    return {'topic': topic, 'frames': sum(map(len, stamps)), 'stamps': stamps}
+
+
+# rosbags names the storage file inside the bag folder after it: <name>.mcap, or <name>.db3 with sqlite's
+# <name>.db3-journal beside it while writing
+_STORAGE_SUFFIX = {'mcap': '.mcap', 'sqlite3': '.db3-journal'}
+NAME_MAX = 255     # bytes of one file name on Linux file systems
+SQLITE_PATH_MAX = 511     # bytes of a whole path SQLite opens (its unix VFS's 512, less the terminating NUL)
+
+
+def _exists(out: Path) -> str:
+    """Why an existing ``out`` is refused, and what to do."""
+    if (out / 'metadata.yaml').is_file():
+        return f'{clip(out)} exists already (a bag): not overwriting; remove it or choose another --out'
+    return (f'{clip(out)} exists and is no finished bag (no metadata.yaml: a partial bag from an interrupted '
+            'run?): remove it or choose another --out')
+
+
+def _check_new_bag(out: Path, storage: str) -> None:
+    """Refuse an existing ``out`` (saying whether it is a bag) and a name too long for the bag's storage file."""
+    if out.exists() or out.is_symlink():
+        raise FileExistsError(_exists(out))
+    suffix = _STORAGE_SUFFIX.get(storage, '.mcap')
+    size = len(os.fsencode(out.name))
+    if size + len(suffix) > NAME_MAX:
+        raise ValueError(f'the bag name {clip(out.name)} is {size} bytes, too long: the bag\'s {storage} files '
+                         f'inside it are named after it (<name>{suffix}, at most {NAME_MAX} bytes); choose an '
+                         f'--out name of at most {NAME_MAX - len(suffix)} bytes')
+    journal = os.fsencode(out.resolve() / f'{out.name}{suffix}')
+    if storage == 'sqlite3' and len(journal) > SQLITE_PATH_MAX:
+        raise ValueError(f'the sqlite3 bag\'s files would have paths of {len(journal)} bytes '
+                         f'({clip(out)}/<name>{suffix}), and SQLite opens at most {SQLITE_PATH_MAX}: choose a '
+                         'shorter --out, or --storage mcap')
+
+
+def _undo(e: BaseException, new: list[Path], out: Path) -> BaseException:
+    """Remove the folders this write made (``new``, deepest first: the bag, then empty parents) -> the error
+    to raise: ``e``, an OSError with its path clipped so that its reason still fits a one-line message, or
+    sqlite's error (a full disk is its "disk I/O error") as an OSError naming the bag."""
+    if new:
+        shutil.rmtree(new[0], ignore_errors=True)
+        for folder in new[1:]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()       # only when empty
+    if isinstance(e, sqlite3.Error):
+        return OSError(errno.EIO, f'sqlite3 storage: {e}; nothing was left behind', clip(out))
+    if isinstance(e, OSError) and e.filename and len(str(e.filename)) > SHORT_TEXT:
+        return OSError(e.errno, e.strerror or str(e), clip(e.filename))
+    return e
 
 
 def find_sequences(source: str | Path) -> list[tuple[str, Iterable[np.ndarray]]]:
