@@ -18,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 
@@ -49,14 +52,52 @@ def task_executor(kind: str = 'local', workers: int = 1, address: str = '') -> I
             return
         ctx = multiprocessing.get_context('fork' if 'fork' in multiprocessing.get_all_start_methods()
                                           else 'spawn')
-        pool = ProcessPoolExecutor(workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_start, initargs=(os.getpid(),))
         try:
             yield pool
+        except BaseException as e:
+            if not isinstance(e, Exception):   # Ctrl-C, sys.exit: stop now, not after the running tasks
+                _stop_workers(pool)
+            raise
         finally:
             pool.shutdown(cancel_futures=True)
         return
     with _dask_client(workers, address) as client:
         yield client.get_executor(pure=False)
+
+
+def _worker_start(parent_pid: int) -> None:
+    """A pool worker's first step. Ctrl-C in a terminal reaches the whole process group: the workers leave
+    it to the parent, which stops the pool (each worker printed a KeyboardInterrupt traceback). A worker
+    also dies with its parent: after a SIGKILL of the parent they ran on, re-parented, at full CPU."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent_pid:    # the parent died before the line above: no signal will come
+        os._exit(1)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies (prctl PR_SET_PDEATHSIG); False where
+    that cannot be asked (not Linux, no prctl). Strictly: when the parent's *thread* that started this
+    process ends, so start processes from a thread that lives as long as they should (the main thread).
+    The caller checks ``os.getppid()`` afterwards: a parent dead before this call sends nothing."""
+    if not sys.platform.startswith('linux'):
+        return False
+    import ctypes
+    pr_set_pdeathsig = 1
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(sig)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's workers now: they ignore SIGINT, and shutdown() waits for running tasks (a propagation
+    job can take minutes). A task killed mid-write leaves at most a temporary file; its output is written
+    atomically, so a re-run redoes it."""
+    for process in list((getattr(pool, '_processes', None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
 
 
 @contextlib.contextmanager
