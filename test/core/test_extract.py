@@ -429,3 +429,28 @@ def test_frames_numbered_without_zero_padding_keep_their_order(tmp_path):
     flat = find_sequences(tmp_path / 'flat')
     assert [name for name, _ in flat] == ['seq1', 'seq2', 'seq10']
     assert all(np.array_equal(f, want) for f, want in zip(flat[0][1], frames[9:11]))
+
+
+def test_long_bag_names_give_shortened_sequence_names_that_resume(tmp_path):
+    """A 250-character bag name made images/<name>_camera_image_raw_000 over 255 bytes: 'File name too long'.
+    Shortened names stay apart (two bags of that name, two topics) and re-runs in any order resume them."""
+    long = 'x' * 250
+    days = {'day1': _noise(4, 10), 'day2': _noise(4, 11)}
+    write_bag(tmp_path / 'day1' / long, [days['day1']])
+    write_bag(tmp_path / 'day2' / long, [days['day2']], BagFromFramesConfig(start_ns=1_700_000_100_000_000_000))
+    bags = [tmp_path / 'day1' / long, tmp_path / 'day2' / long]
+    res = extract(bags, tmp_path / 'out')
+    from vidseg_ros.data.datasets.extract import MAX_SEQUENCE_BYTES, _sequence_name
+    assert res.written == 8 and len(res.sequences) == 2
+    assert all(len(s.encode()) <= MAX_SEQUENCE_BYTES and s.endswith('_000') for s in res.sequences)
+    recs = read_index(tmp_path / 'out')
+    for bag, day in zip(bags, days):
+        mine = sorted((r for r in recs if r.bag == str(bag)), key=lambda r: r.index)
+        assert len({r.sequence for r in mine}) == 1 and [r.index for r in mine] == [0, 1, 2, 3]
+        assert all(np.array_equal(read_rgb(r.image), f) for r, f in zip(mine, days[day]))
+    again = extract(bags[::-1], tmp_path / 'out')          # the second bag keeps its hashed name
+    assert again.written == 0 and again.skipped_existing == 8 and set(again.sequences) == set(res.sequences)
+    assert extract(bags[1:], tmp_path / 'out').written == 0
+    # two topics of one long bag: same cut, other hash; a short name is left as it was
+    assert _sequence_name(long, 'cam_left', 0) != _sequence_name(long, 'cam_right', 0)
+    assert _sequence_name('drive', 'cam', 3) == 'drive_cam_003'

@@ -136,11 +136,41 @@ def _topic_hash(topic: str) -> str:
     return hashlib.sha1(topic.encode()).hexdigest()[:8]
 
 
+# A sequence name is a folder name (images/<sequence>/, labels/<sequence>/): at most 255 bytes, and names made
+# from it need room too (make-variant's <sequence>_<index>_noise), so a longer one is shortened.
+MAX_SEQUENCE_BYTES = 200
+
+
+def _sequence_name(name: str, part: str, seg: int) -> str:
+    """``<bag name>_<topic part>_<NNN>``; over ``MAX_SEQUENCE_BYTES`` (a long bag or topic name), the
+    ``<bag name>_<topic part>`` is cut and ends in ``-<8 hex digits of it>``: the same name in every run,
+    another for every other bag name and topic."""
+    base, tail = f'{name}_{part}', f'_{seg:03d}'
+    raw = base.encode('utf-8', 'surrogateescape')
+    if len(raw) + len(tail) <= MAX_SEQUENCE_BYTES:
+        return base + tail
+    cut = raw[:MAX_SEQUENCE_BYTES - len(tail) - 9].decode('utf-8', 'ignore')
+    return f'{cut}-{hashlib.sha1(raw).hexdigest()[:8]}{tail}'
+
+
+def _topic_parts(topic: str) -> tuple[str, str]:
+    """The two names a topic's part of its sequence names can have: its slug, or the slug and its hash."""
+    return _slug(topic), f'{_slug(topic)}-{_topic_hash(topic)}'
+
+
+def _is_sequence_of(seq: str, name: str, part: str) -> bool:
+    """Whether ``seq`` is a sequence of bag ``name`` and topic ``part`` (shortened or not)."""
+    m = re.fullmatch(r'.+_(\d+)', seq)
+    return bool(m) and _sequence_name(name, part, int(m[1])) == seq
+
+
 def _topic_part(name: str, rec: FrameRecord) -> str | None:
     """The part of ``rec``'s sequence name that stands for its topic, if it is one of bag ``name``'s
-    (``<name>_<topic slug>[-<8 hex digits>]_<NNN>``)."""
+    (``<name>_<topic slug>[-<8 hex digits>]_<NNN>``, or that name shortened)."""
     m = re.fullmatch(rf'{re.escape(name)}_({re.escape(_slug(rec.topic))}(?:-[0-9a-f]{{8}})?)_\d+', rec.sequence)
-    return m[1] if m else None
+    if m:
+        return m[1]
+    return next((p for p in _topic_parts(rec.topic) if _is_sequence_of(rec.sequence, name, p)), None)
 
 
 def decode_message(msg: RawMessage) -> tuple[np.ndarray, str, bytes | None]:
@@ -220,6 +250,7 @@ class _Planner:
         self.found = found if found is not None else {}
         self.parts: dict[str, str] = {}        # topic -> its part of the sequence names
         self.owner: dict[str, str] = {}        # that part -> its topic
+        self.shortened: set[str] = set()       # topics whose sequence names were shortened (logged once)
         for r in old_rows:
             part = _topic_part(name, r)
             # a part two topics share (a dataset made before topics were kept apart): the first keeps it
@@ -267,7 +298,12 @@ class _Planner:
         st['pos'] += 1
         if pos % max(1, cfg.every):
             return None
-        seq = f'{self.name}_{self._part(msg.topic)}_{st["seg"]:03d}'
+        part = self._part(msg.topic)
+        seq = _sequence_name(self.name, part, st['seg'])
+        if seq != f'{self.name}_{part}_{st["seg"]:03d}' and msg.topic not in self.shortened:
+            self.shortened.add(msg.topic)
+            log.info('extract: the sequence names of %s in %s would be over %d bytes: shortened to %s',
+                     msg.topic[:200], str(self.bag)[:200], MAX_SEQUENCE_BYTES, seq)
         path = self.out / 'images' / seq / f'{stamp}{_suffix(msg, cfg.image_format)}'
         rec = FrameRecord(seq, pos, path, None, stamp, 'none', str(self.bag), msg.topic, '')
         return rec, path
@@ -290,9 +326,10 @@ def _sequence_names(bags: list[Path], old_rows) -> list[str]:
     known: dict[str, str] = {}      # bag key -> its name in the dataset
     for r in old_rows:
         m = re.fullmatch(rf'(.+)_{re.escape(_slug(r.topic))}(?:-[0-9a-f]{{8}})?_\d+', r.sequence)
-        if m and r.bag:
-            owner.setdefault(m[1], _bag_key(r.bag))
-            known.setdefault(_bag_key(r.bag), m[1])
+        name = m[1] if m else _shortened_bag_name(r) if r.bag else None
+        if name and r.bag:
+            owner.setdefault(name, _bag_key(r.bag))
+            known.setdefault(_bag_key(r.bag), name)
     names = []
     for bag in bags:
         key, plain = _bag_key(bag), bag.stem if bag.is_file() else bag.name
@@ -306,6 +343,15 @@ def _sequence_names(bags: list[Path], old_rows) -> list[str]:
                          'named %s_...', plain[:200], str(bag)[:200], name[:200])
         names.append(name)
     return names
+
+
+def _shortened_bag_name(rec: FrameRecord) -> str | None:
+    """The bag name of a row whose sequence name was shortened (``_sequence_name``): of the names its bag can
+    have (its own, or with the hash of its path), the one that gives that sequence name."""
+    bag = Path(rec.bag)
+    plains = {bag.stem, bag.name}
+    names = [*plains, *(f'{p}-{hashlib.sha1(_bag_key(bag).encode()).hexdigest()[:8]}' for p in plains)]
+    return next((n for n in names for p in _topic_parts(rec.topic) if _is_sequence_of(rec.sequence, n, p)), None)
 
 
 def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None = None,
