@@ -159,3 +159,48 @@ def test_relative_paths(tmp_path):
                             capture_output=True, text=True, timeout=120, cwd=tmp_path / 'bag')
     assert result.returncode == 0, result.stderr
     assert len(read_rosbags([tmp_path / 'bag_recovered'])) >= 9
+
+
+@pytest.fixture
+def read_only_bag(tmp_path):
+    """A killed bag in a folder bind-mounted read-only (needs root: skipped otherwise)."""
+    import os
+    root = tmp_path / 'ro'
+    root.mkdir()
+    killed_bag(root / 'bag')
+    if os.geteuid() != 0:
+        pytest.skip('a read-only bind mount needs root')
+    for command in (['mount', '--bind', str(root), str(root)], ['mount', '-o', 'remount,ro,bind', str(root)]):
+        made = subprocess.run(command, capture_output=True, text=True)
+        if made.returncode != 0:
+            subprocess.run(['umount', str(root)], capture_output=True)
+            pytest.skip(f'cannot mount read-only here: {made.stderr.strip()}')
+    yield root / 'bag'
+    subprocess.run(['umount', '-l', str(root)], check=False)
+
+
+def test_a_read_only_bag_says_read_only_not_disk_full(read_only_bag, tmp_path):
+    before = tree(read_only_bag)
+    result = cli(str(read_only_bag), '--force')
+    assert result.returncode == 2, result.stderr      # the user's situation, not a bug (exit 1)
+    line, = result.stderr.strip().splitlines()
+    assert line == (f'vidseg bag-recover: error: {read_only_bag} is on a read-only file system: pass --out DIR on '
+                    'a writable disk'), line
+    assert tree(read_only_bag) == before
+    assert cli(str(read_only_bag), '--out', str(tmp_path / 'rescued'), '--force').returncode == 0
+
+
+@pytest.mark.parametrize('code,says', [
+    (13, 'x/bag_recovered/bag_0.mcap: permission denied: pass --out DIR where you may write'),
+    (28, 'writing the recovered bag failed (No space left on device); nothing was changed in x/bag; pass --out '
+         'DIR on a disk with free space')])
+def test_write_errors_say_their_cause(monkeypatch, capsys, code, says):
+    import os
+
+    from vidseg_ros.data.bags import recover
+
+    def fails(bag, out, force):
+        raise OSError(code, os.strerror(code), 'x/bag_recovered/bag_0.mcap')
+    monkeypatch.setattr(recover, 'recover_bag', fails)
+    assert recover.run('x/bag') == 2
+    assert capsys.readouterr().err.strip() == f'vidseg bag-recover: error: {says}'

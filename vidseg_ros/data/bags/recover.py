@@ -18,6 +18,7 @@ Command line::
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import shutil
@@ -220,6 +221,21 @@ def recover_bag(path: str | Path, out: str | Path | None = None, force: bool = F
     return report
 
 
+def _write_failed(e: OSError, bag, out) -> str:
+    """Why the recovered bag could not be written, and what to do: the cause decides (a read-only disk was
+    told to free space). What was written of it is removed already; the bag itself is never changed."""
+    where = f'--out {out}' if out is not None else str(bag)
+    other = 'pass another --out DIR' if out is not None else 'pass --out DIR'
+    if e.errno == errno.EROFS:
+        return f'{where} is on a read-only file system: {other} on a writable disk'
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f'{e.filename or where}: permission denied: {other} where you may write'
+    reason = f'writing the recovered bag failed ({e.strerror or e}); nothing was changed in {bag}'
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f'{reason}; {other} on a disk with free space'
+    return f'{reason} (at {e.filename})' if e.filename else reason
+
+
 def run(bag, out=None, force: bool = False) -> int:
     """Recover and print the report; errors become one stderr line and an exit code."""
     try:
@@ -228,9 +244,8 @@ def run(bag, out=None, force: bool = False) -> int:
         print(f'vidseg bag-recover: error: {e}', file=sys.stderr)
         return 2
     except OSError as e:
-        print(f'vidseg bag-recover: error: writing the recovered bag failed ({e.strerror or e}); nothing was changed in '
-              f'{bag}; pass --out DIR on a disk with free space', file=sys.stderr)
-        return 1
+        print(f'vidseg bag-recover: error: {_write_failed(e, bag, out)}', file=sys.stderr)
+        return 2
     for name in report.repaired:
         print(f'{name}: {report.messages[name]} messages recovered ({report.salvaged[name]} from damaged or cut '
               f'chunks, {report.skipped[name]} skipped)')
