@@ -175,3 +175,22 @@ def test_noise_copies_on_a_full_disk_are_an_error_not_truncated_images(tmp_path)
         make_variant(src, 'noise', copies=2, sigma=3.0, out=tmp_path / 'v')
     assert err.value.errno == errno.EFBIG and err.value.filename.endswith('00000.png')
     assert not (tmp_path / 'v').exists()      # the copies made, and the folder, removed
+
+
+def test_a_variant_stores_its_own_files_relative_and_can_be_moved(tmp_path, monkeypatch):
+    """With a relative OUT, the noise copies were stored as absolute paths: a moved variant lost its images."""
+    import shutil
+
+    from vidseg_ros.data.datasets.layouts import INDEX_NAME
+    src = _source(tmp_path, n=3)
+    lut = np.arange(256, dtype=np.uint8)      # not the dataset convention's (ids >= 2 kept): labels are converted
+    src = FrameSource(src.records, src.class_names, src.ignore_index, lut, name='toy')
+    monkeypatch.chdir(tmp_path)
+    write_variant(make_variant(src, 'noise', copies=2, sigma=3.0, out='v'), 'v')
+    rows = (tmp_path / 'v' / INDEX_NAME).read_text().splitlines()[1:]
+    assert len(rows) == 4 and all(r.split(',')[3].startswith('images/') for r in rows)      # inside: relative
+    assert all(r.split(',')[4].startswith('labels/') for r in rows)
+    shutil.move(tmp_path / 'v', tmp_path / 'moved')
+    back = extracted_source(tmp_path / 'moved')
+    assert all(r.image.is_file() and r.label.is_file() for r in back.records)
+    assert read_rgb(back.records[1].image).shape == (16, 20, 3) and back.read_label(back.records[0]).max() <= 1

@@ -222,7 +222,10 @@ def write_variant(variant: FrameSource, out: str | Path) -> Path:
 
 
 def _write_variant(variant: FrameSource, out: Path) -> Path:
-    """``write_variant`` once ``out`` is locked."""
+    """``write_variant`` once ``out`` is locked. Paths are resolved, and ``out`` too, so the index stores the files
+    inside ``out`` (noise copies, converted labels) relative to it: a relative ``out`` stored them absolute and a
+    moved variant lost them. The source's files stay absolute: they are outside the variant."""
+    out = out.resolve()
     from vidseg_ros.data.datasets.labels import write_label
     from vidseg_ros.data.datasets.layouts import identity_lut
     plain = variant.label_lut is None or np.array_equal(
