@@ -194,3 +194,52 @@ def test_a_variant_stores_its_own_files_relative_and_can_be_moved(tmp_path, monk
     back = extracted_source(tmp_path / 'moved')
     assert all(r.image.is_file() and r.label.is_file() for r in back.records)
     assert read_rgb(back.records[1].image).shape == (16, 20, 3) and back.read_label(back.records[0]).max() <= 1
+
+
+def test_a_variant_whose_source_moved_says_so_when_opened(tmp_path):
+    """A variant refers to its source's frames by absolute path: a moved source was 'cannot read image file'
+    from the middle of a training run; now opening the variant names the variant and how to make it again."""
+    import shutil
+    src = _source(tmp_path, n=3)
+    write_variant(per_sequence(src, 1), tmp_path / 'v')
+    assert len(extracted_source(tmp_path / 'v').records) == 2
+    shutil.move(tmp_path / 'img', tmp_path / 'img_moved')
+    with pytest.raises(FileNotFoundError, match=r"v: variant .* refers to .*img.*missing .*vidseg make-variant"):
+        extracted_source(tmp_path / 'v')
+
+
+def test_a_full_disk_leaves_dataset_yaml_and_index_whole_with_no_temporary_file(tmp_path, monkeypatch):
+    """dataset.yaml was written in place (a full disk left a truncated class table) and index.csv.tmp stayed."""
+    import builtins
+
+    from vidseg_ros.data.datasets.layouts import read_meta, write_index, write_meta
+    src = _source(tmp_path, n=2)
+    write_variant(per_sequence(src, 1), tmp_path / 'v')
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'v').iterdir() if p.is_file()}
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:5])
+            raise OSError(28, 'No space left on device')
+
+    def full_open(file, mode='r', *a, **k):
+        f = real_open(file, mode, *a, **k)
+        return Full(f) if 'w' in mode and str(tmp_path / 'v') in str(file) else f
+    monkeypatch.setattr(builtins, 'open', full_open)
+    with pytest.raises(OSError, match='No space left'):
+        write_meta(tmp_path / 'v', {'classes': ['x', 'y'], 'ignore_index': 255})
+    with pytest.raises(OSError, match='No space left'):
+        write_index(tmp_path / 'v', extracted_source(tmp_path / 'v').records)
+    monkeypatch.setattr(builtins, 'open', real_open)
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'v').iterdir() if p.is_file()} == before
+    assert read_meta(tmp_path / 'v')['classes'] == ['a', 'b']

@@ -8,6 +8,7 @@ Everything here is plain files: no torch, no ROS.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ import numpy as np
 import yaml
 
 from vidseg_ros.config import ConfigError
-from vidseg_ros.data.images import clip, short
+from vidseg_ros.data.images import clip, short, write_file_atomic
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
 
@@ -188,8 +189,8 @@ def read_meta(root: str | Path) -> dict:
 
 
 def write_meta(root: str | Path, meta: dict) -> None:
-    path = Path(root) / META_NAME
-    path.write_text(yaml.safe_dump(meta, sort_keys=False))
+    # atomic: a full disk must not leave a truncated dataset.yaml (its classes) behind
+    write_file_atomic(Path(root) / META_NAME, yaml.safe_dump(meta, sort_keys=False).encode())
 
 
 INDEX_REQUIRED = ('sequence', 'index', 'stamp_ns', 'image')
@@ -257,18 +258,16 @@ class _IndexRow:
 def write_index(root: str | Path, records: list[FrameRecord]) -> Path:
     """Write ``index.csv`` atomically (sorted by sequence, index), paths stored relative to root."""
     root = Path(root)
-    path = root / INDEX_NAME
-    tmp = path.with_suffix('.csv.tmp')
-    with tmp.open('w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=INDEX_FIELDS)
-        w.writeheader()
-        for r in sorted(records, key=lambda r: (r.sequence, r.index)):
-            w.writerow({'sequence': r.sequence, 'index': r.index, 'stamp_ns': r.stamp_ns,
-                        'image': _rel(r.image, root), 'label': _rel(r.label, root) if r.label else '',
-                        'label_source': r.label_source, 'bag': r.bag, 'topic': r.topic,
-                        'encoding': r.encoding})
-    tmp.replace(path)
-    return path
+    text = io.StringIO(newline='')
+    w = csv.DictWriter(text, fieldnames=INDEX_FIELDS)
+    w.writeheader()
+    for r in sorted(records, key=lambda r: (r.sequence, r.index)):
+        w.writerow({'sequence': r.sequence, 'index': r.index, 'stamp_ns': r.stamp_ns,
+                    'image': _rel(r.image, root), 'label': _rel(r.label, root) if r.label else '',
+                    'label_source': r.label_source, 'bag': r.bag, 'topic': r.topic,
+                    'encoding': r.encoding})
+    # no temporary file is left behind when the disk is full, and the old index stays whole
+    return write_file_atomic(root / INDEX_NAME, text.getvalue().encode())
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -284,8 +283,21 @@ def extracted_source(root: str | Path) -> FrameSource:
     ignore = int(meta.get('ignore_index', DEFAULT_IGNORE))
     names = list(meta.get('classes', []))
     lut = identity_lut(ignore, len(names)) if names else None
-    return FrameSource(read_index(root), names, ignore, lut, name=Path(root).name,
-                       fps=float(meta.get('fps', 0.0)))
+    records = read_index(root)
+    if meta.get('variant'):
+        _check_variant_files(root, meta['variant'], records)
+    return FrameSource(records, names, ignore, lut, name=Path(root).name, fps=float(meta.get('fps', 0.0)))
+
+
+def _check_variant_files(root, variant, records: list[FrameRecord]) -> None:
+    """A variant refers to its source's frames by absolute path: when the source moved, say so once, not
+    'cannot read image file' from the middle of a training run."""
+    for rec in records:
+        for path in (rec.image, rec.label):
+            if path is not None and not Path(path).exists():
+                raise FileNotFoundError(f'{root}: variant {clip(variant, 60)} refers to {clip(path, 200)}, which is '
+                                        'missing (its source dataset moved or was deleted?); make it again with '
+                                        '`vidseg make-variant`')
 
 
 LAYOUTS = ('camvid', 'davis', 'folder', 'cityscapes')
