@@ -94,7 +94,7 @@ CASES = [
     ('b2f-rate-neg', 'bag-from-frames {d}/frames --out {d}/b --rate-hz -5', "'--rate-hz': -5.0 must be > 0"),
     ('b2f-storage', 'bag-from-frames {d}/frames --out {d}/b --storage zip', "'zip' is not one of"),
     ('b2f-encoding', 'bag-from-frames {d}/frames --out {d}/b_enc --encoding rgb99', "cannot write encoding 'rgb99'"),
-    ('b2f-out-exists', 'bag-from-frames {d}/frames --out {d}/frames', 'frames exists already'),
+    ('b2f-out-exists', 'bag-from-frames {d}/frames --out {d}/frames', 'frames exists'),
     # bag-recover
     ('recover-missing', 'bag-recover {d}/nope', 'no bag at'),
     # (bag-recover on a non-MCAP file or an empty folder is the recorder's: not covered here)
@@ -329,3 +329,24 @@ def test_real_process_prints_one_line_and_exits_2(bad, argv, says):
     *before, line = p.stderr.strip().splitlines()
     assert line.startswith(f'vidseg {argv[0]}: error: ') and says in line, line
     assert 'Traceback' not in p.stderr and not any(': error: ' in b for b in before), p.stderr
+
+
+def test_opencv_warnings_stay_off_stderr(tmp_path):
+    """A label file missing under the index: OpenCV logged '[ WARN:0@...] findDecoder imread_(...)' (C level,
+    past Python's stderr) before the error line that says the same."""
+    from vidseg_ros.data.datasets.layouts import FrameRecord, write_index, write_meta
+    ds = tmp_path / 'ds'
+    (ds / 'images' / 's').mkdir(parents=True)
+    recs = []
+    for i in range(3):
+        img = ds / 'images' / 's' / f'{i}.png'
+        cv2.imwrite(str(img), np.full((24, 32, 3), 40 * i, np.uint8))
+        recs.append(FrameRecord('s', i, img, ds / 'labels' / 's' / f'{i}.png' if i == 0 else None, i,
+                                'human' if i == 0 else 'none'))
+    write_index(ds, recs)
+    write_meta(ds, {'classes': ['background', 'object'], 'ignore_index': 255})
+    p = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'propagate', str(ds)], capture_output=True,
+                       text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != 'OPENCV_LOG_LEVEL'})
+    assert p.returncode == 2, p.stderr
+    line, = p.stderr.strip().splitlines()
+    assert line.startswith('vidseg propagate: error: cannot read label file'), p.stderr

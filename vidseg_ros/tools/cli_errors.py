@@ -62,6 +62,8 @@ class ContractGroup(TyperGroup):
         if '--debug' in args[:end]:          # accepted anywhere, not only before the command
             args.remove('--debug')
             _STATE['debug'] = True
+        if not _STATE['debug']:
+            quiet_libraries()
         command = next((a for a in args if not a.startswith('-')), '')
         where = f'vidseg {command}'.strip()
         try:
@@ -113,6 +115,19 @@ def _interrupted(where: str, command: str) -> int:
 def _fail(where: str, message: str, code: int) -> int:
     typer.echo(f'{where}: error: {one_line(message)}', err=True)
     return code
+
+
+def quiet_libraries() -> None:
+    """Keep libraries' own warnings off the command's stderr, where the contract allows one error line:
+    OpenCV logged ``[ WARN:0@...] findDecoder imread_(...)`` before the error that says the same. Its level
+    is read when cv2 is imported (here, by a command, or in a pool worker, which inherits the environment);
+    ``OPENCV_LOG_LEVEL`` set by the user wins, and ``--debug`` keeps OpenCV's default."""
+    os.environ.setdefault('OPENCV_LOG_LEVEL', 'ERROR')
+    cv2 = sys.modules.get('cv2')
+    if cv2 is not None and os.environ['OPENCV_LOG_LEVEL'] == 'ERROR':   # imported before the CLI started
+        logging = getattr(getattr(cv2, 'utils', None), 'logging', None)
+        if logging is not None:
+            logging.setLogLevel(logging.LOG_LEVEL_ERROR)
 
 
 def show_tracebacks() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,16 @@ def _plt():
 
 
 def write_plots(report: dict, out_dir: Path) -> list[Path]:
-    """accuracy_latency.png (labelled runs), per_class_iou.png, confusion.png; returns the paths."""
+    """accuracy_latency.png (labelled runs), per_class_iou.png, confusion.png; returns the paths.
+
+    A character the font lacks (a model or class named in CJK, an emoji) is drawn as a box: matplotlib's
+    'Glyph ... missing from font(s)' warning, once per character and plot, said nothing the user could fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', r'Glyph \d+ .*missing from', UserWarning)
+        return _write_plots(report, out_dir)
+
+
+def _write_plots(report: dict, out_dir: Path) -> list[Path]:
     plt = _plt()
     paths = []
     runs = report['intervals']
@@ -84,7 +94,9 @@ def _pct(v) -> str:
 def card_text(report: dict, meta: dict) -> str:
     """Markdown model card: what it is, data, config, metrics, latency, licence."""
     prov = meta.get('provenance', {})
-    tc = current_names(TrainConfig, meta.get('train_config'))   # old checkpoints: earlier setting names
+    # a shipped checkpoint's stored config may use earlier setting names: read silently (a deprecation
+    # warning is for a user's own YAML or --set, which the user can change)
+    tc = current_names(TrainConfig, meta.get('train_config'), warn=lambda text: None)
     name = Path(report['model']).stem
     lines = [f'# {name}', '',
              f'- **Architecture**: `{meta.get("arch")}` {meta.get("arch_config")}',

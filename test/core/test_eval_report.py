@@ -1,0 +1,46 @@
+"""The evaluation report's plots and model card: nothing on stderr that the user cannot act on."""
+import logging
+import warnings
+
+from vidseg_ros.tools import eval_report
+
+SCORES = {'mIoU': 0.5, 'mAcc': 0.6, 'pixel_acc': 0.7, 'per_class_iou': {'道路': 0.9, 'car': 0.1}}
+
+
+def _report(model='模型😀.pt'):
+    return {'model': model, 'labelled': True, 'classes': ['道路', 'car'], 'device': 'cpu', 'data': 'd',
+            'split': 'val', 'sequences': 1,
+            'intervals': {'1': {'latency_ms': 10.0, 'latency_key_ms': 10.0, 'latency_current_ms': float('nan'),
+                                'all': SCORES, 'key': SCORES, 'current': {'mIoU': float('nan')},
+                                'confusion': [[5, 1], [1, 3]]}}}
+
+
+def test_names_the_font_lacks_draw_without_warnings(tmp_path):
+    """A model or class named in CJK or with an emoji: matplotlib warned 'Glyph ... missing from font(s)'
+    once per character and plot on every eval."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        paths = eval_report.write_plots(_report(), tmp_path)
+    assert [p.name for p in paths] == ['accuracy_latency.png', 'per_class_iou.png', 'confusion.png']
+    assert [str(w.message) for w in seen] == []
+
+
+def test_other_plot_warnings_still_show(tmp_path, monkeypatch):
+    def warns(report, out_dir):
+        warnings.warn('something else', UserWarning)
+        return []
+    monkeypatch.setattr(eval_report, '_write_plots', warns)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        eval_report.write_plots(_report(), tmp_path)
+    assert [str(w.message) for w in seen] == ['something else']
+
+
+def test_a_checkpoints_old_setting_names_are_read_silently(caplog):
+    """The shipped camvid checkpoints store key_distance(_mode): each eval logged 'setting key_distance is
+    deprecated', which only a new training run could change."""
+    meta = {'train_config': {'key_distance': 4, 'key_distance_mode': 'random', 'epochs': 3}, 'classes': ['a']}
+    with caplog.at_level(logging.INFO):
+        card = eval_report.card_text(_report('m.pt'), meta)
+    assert 'max_distance: 4' in card and 'epochs: 3' in card     # the old name is still read
+    assert not [r for r in caplog.records if 'deprecated' in r.getMessage()], caplog.text
