@@ -209,6 +209,9 @@ CASES = [
     ('train-lr-ratio', 'train config/train/camvid_fpn.yaml --set lr_policy=exp --set lr_final_ratio=-2',
      'must be in (0, 1] for lr_policy: exp'),
     ('export-suffix', 'export {d}/junk.pt {d}/m.onnx --format ts', 'torchscript exports are .ts files'),
+    ('export-under-a-file', 'export camvid_fpn {d}/fake.mp4/m.onnx', 'fake.mp4 is a file, not a folder'),
+    ('eval-out-dir-a-file', 'eval untrained:keyframe_fpn {d}/camvid_test_only --split test --out-dir {d}/fake.mp4',
+     'fake.mp4 is a file, not a folder'),
     # bench
     ('bench-frames-neg', 'bench untrained:keyframe_fpn --frames -1',
      "'--frames': Input should be greater than or equal to 1"),
@@ -309,7 +312,47 @@ def test_long_messages_are_truncated(bad):
     r = RUNNER.invoke(app, ['info', str(bad / ('x' * 2000) / 'm.pt')])
     assert r.exit_code == 2
     line, = r.stderr.strip().splitlines()
-    assert len(line) < 520 and line.endswith('...')
+    assert len(line) < 520 and line.startswith(f'vidseg info: error: {bad}/xxx') and ' ... ' in line
+    assert line.endswith('xxx/m.pt: File name too long'), line     # the end says what is wrong
+
+
+def test_long_messages_keep_their_advice(monkeypatch):
+    """The middle of an over-long message goes, not its end: a truncated .ts's 're-export' advice was cut."""
+    from vidseg_ros.tools import commands_models
+
+    def long_error(checkpoint):
+        raise ValueError('m.ts is truncated: ' + 'PK\x03\x04 ' * 200 + '; re-export it with `vidseg export`')
+    monkeypatch.setattr(commands_models, 'info', long_error)
+    r = RUNNER.invoke(app, ['info', 'm.ts'])
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith('vidseg info: error: m.ts is truncated: ') and ' ... ' in line, line
+    assert line.endswith('; re-export it with `vidseg export`') and len(line) < 520, line
+
+
+def test_a_file_where_a_folder_must_be(bad, tmp_path):
+    """mkdir over a file said 'afile: File exists'; a path through a file said 'Not a directory'."""
+    bag = tmp_path / 'bag'
+    assert RUNNER.invoke(app, ['bag-from-frames', str(bad / 'frames'), '--out', str(bag)]).exit_code == 0
+    afile = tmp_path / 'afile'
+    afile.write_text('a file')
+    for out in (afile, afile / 'sub'):
+        r = RUNNER.invoke(app, ['extract', str(bag), '--out', str(out)])
+        assert r.exit_code == 2 and r.stderr.strip() == f'vidseg extract: error: {afile} is a file, not a folder', \
+            r.stderr
+    assert afile.read_text() == 'a file'
+
+
+def test_an_existing_file_made_exclusively_is_not_called_a_folder(tmp_path, monkeypatch):
+    """O_EXCL on an existing file (a bag file) is FileExistsError too: that one keeps its own words."""
+    from vidseg_ros.tools import commands_models
+    taken = tmp_path / 'bag_0.mcap'
+    taken.write_text('')
+
+    def exclusive(checkpoint):
+        os.open(taken, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    monkeypatch.setattr(commands_models, 'info', exclusive)
+    r = RUNNER.invoke(app, ['info', 'x'])
+    assert r.stderr.strip() == f'vidseg info: error: {taken}: File exists'
 
 
 VIDSEG = Path(sys.executable).with_name('vidseg')

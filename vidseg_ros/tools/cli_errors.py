@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+from pathlib import Path
 
 import typer
 from typer._click import exceptions as click_errors
@@ -40,12 +41,38 @@ def _user_error(e: BaseException) -> bool:
 
 
 def one_line(text: object) -> str:
-    """A message as one line of at most MAX_MESSAGE characters."""
+    """A message as one line of at most MAX_MESSAGE characters. An over-long one loses its middle (a long
+    path, file contents quoted): the start says where, the end what to do (a cut end lost the advice)."""
     text = ' '.join(str(text).split())
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + '...'
+    if len(text) <= MAX_MESSAGE:
+        return text
+    head = (MAX_MESSAGE - 5) * 3 // 5
+    return f'{text[:head]} ... {text[len(text) - (MAX_MESSAGE - 5 - head):]}'
+
+
+def _file_in_the_way(e: OSError) -> Path | None:
+    """The file standing where a folder must be: ``--out afile`` (made with mkdir: FileExistsError) or
+    ``afile/x.onnx`` (NotADirectoryError, or FileExistsError from mkdir(parents=True)); else None."""
+    if not isinstance(e.filename, (str, os.PathLike)) or e.filename2 is not None:
+        return None
+    if isinstance(e, FileExistsError):
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is None or tb.tb_frame.f_code.co_name not in ('mkdir', 'makedirs'):
+            return None      # a file created exclusively (O_EXCL) that exists: not about folders
+    elif not isinstance(e, NotADirectoryError):
+        return None
+    path = Path(e.filename)
+    for p in [*reversed(path.parents), path]:       # from the top: the first one that is no folder
+        if p.exists() and not p.is_dir():
+            return p
+    return None
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and (in_the_way := _file_in_the_way(e)) is not None:
+        return f'{in_the_way} is a file, not a folder'
     if isinstance(e, OSError) and e.filename and e.strerror:
         return f'{e.filename}: {e.strerror}'
     text = str(e)
