@@ -44,3 +44,33 @@ def test_a_checkpoints_old_setting_names_are_read_silently(caplog):
         card = eval_report.card_text(_report('m.pt'), meta)
     assert 'max_distance: 4' in card and 'epochs: 3' in card     # the old name is still read
     assert not [r for r in caplog.records if 'deprecated' in r.getMessage()], caplog.text
+
+
+def test_card_copy_replaces_the_tracked_card_whole(tmp_path):
+    tracked = tmp_path / 'models' / 'm.md'
+    tracked.parent.mkdir()
+    tracked.write_text('# m\nhand-written history\n')
+    card, copy = eval_report.write_card_file(_report('m.pt'), {}, tmp_path, also=tracked)
+    assert copy == tracked and tracked.read_text() == card.read_text() != ''
+    assert sorted(p.name for p in tracked.parent.iterdir()) == ['m.md']
+
+
+def test_a_failed_card_copy_keeps_the_tracked_card(tmp_path, monkeypatch):
+    """--card over a tracked card on a full disk: the copy (shutil.copyfile) truncated it first, then failed."""
+    import errno
+    import os
+
+    import pytest
+    tracked = tmp_path / 'models' / 'm.md'
+    tracked.parent.mkdir()
+    tracked.write_text('# m\nhand-written history\n')
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(os, 'sendfile', full)     # how shutil.copyfile writes on Linux
+    monkeypatch.setattr(os, 'fsync', full)        # how an atomic write syncs before its rename
+    with pytest.raises(OSError) as e:
+        eval_report.write_card_file(_report('m.pt'), {}, tmp_path, also=tracked)
+    assert e.value.errno == errno.ENOSPC and str(tracked) in str(e.value)
+    assert tracked.read_text() == '# m\nhand-written history\n'
+    assert sorted(p.name for p in tracked.parent.iterdir()) == ['m.md']     # no temporary file left

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import warnings
 from pathlib import Path
 
@@ -135,13 +134,19 @@ def card_text(report: dict, meta: dict) -> str:
 
 def write_card_file(report: dict, meta: dict, out_dir: Path, also: str | Path | None = None) -> list[Path]:
     """``model_card.md`` in ``out_dir``, and a copy at ``also`` when given (nowhere else: a card beside
-    a model is hand-edited and tracked, so it is replaced only on request)."""
+    a model is hand-edited and tracked, so it is replaced only on request, and whole or not at all: a full
+    disk or Ctrl-C while copying left it truncated)."""
+    from vidseg_ros.models.checkpoint import write_file_atomic
+    text = card_text(report, meta)
     card = out_dir / 'model_card.md'
-    card.write_text(card_text(report, meta))
+    card.write_text(text, encoding='utf-8')
     if also is None:
         return [card]
-    Path(also).parent.mkdir(parents=True, exist_ok=True)
-    return [card, Path(shutil.copyfile(card, also))]
+    also = Path(also)
+    also.parent.mkdir(parents=True, exist_ok=True)
+    target = also.resolve() if also.is_symlink() else also    # through a link, as a copy wrote
+    write_file_atomic(target, text.encode(), shown=also)
+    return [card, also]
 
 
 def summary_table(report: dict) -> str:
