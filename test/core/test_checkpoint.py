@@ -210,3 +210,32 @@ def test_shipped_models_pass_the_checks():
     for path in shipped:
         model, meta = load_checkpoint(path)
         assert len(meta['classes']) == model.num_classes == len(meta['palette'])
+
+
+def test_a_checkpoint_save_on_a_full_disk_names_the_file_and_leaves_no_temp(saved, tmp_path):
+    """torch.save onto a full disk raised a C++ RuntimeError ('[enforce fail at inline_container.cc] unexpected
+    pos', exit 1 'internal error') and left m.pt.tmp beside the file: now an OSError naming m.pt, nothing left."""
+    import errno
+
+    from support.disk import file_size_limit
+    path, model = saved
+    before = path.read_bytes()
+    with file_size_limit(64 * 1024), pytest.raises(OSError) as e:
+        save_checkpoint(path, model, read_checkpoint(path)['meta'])
+    assert (e.value.errno, e.value.filename) == (errno.EFBIG, str(path))
+    assert 'not written; a file there before is unchanged' in e.value.strerror
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['m.pt']
+
+
+def test_an_interrupted_save_leaves_no_temp(saved, tmp_path, monkeypatch):
+    """Ctrl-C just before the rename left m.pt.tmp beside the file: the file keeps what it held, the temp goes."""
+    import os
+    path, model = saved
+    before = path.read_bytes()
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, 'replace', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model, read_checkpoint(path)['meta'])
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['m.pt']

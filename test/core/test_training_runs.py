@@ -191,3 +191,20 @@ def test_ids_beyond_num_classes_are_found_as_labels_load_not_by_reading_all_firs
         train(cfg, callback=step)
     assert at_first_step == [cfg.batch_size]
     assert len([r for r in caplog.records if 'label id 5 >= num_classes 2' in r.getMessage()]) == 1
+
+
+def test_a_training_state_save_on_a_full_disk_names_last_pt_and_leaves_no_temp(tmp_path):
+    """torch.save onto a full disk: exit 1 'internal error ... RuntimeError: [enforce fail at inline_container.cc]
+    unexpected pos', and last.tmp left on the full disk."""
+    import errno
+
+    from support.disk import file_size_limit
+    from vidseg_ros.training.loop import save_training_state
+    model = TinyKeyframe()
+    optimizer = torch.optim.AdamW(model.parameters())
+    path = tmp_path / 'last.pt'
+    with file_size_limit(4096), pytest.raises(OSError) as e:
+        save_training_state(path, model, optimizer, {'epoch': 1, 'step': 2, 'best': None, 'history': []},
+                            _cfg(tmp_path))
+    assert (e.value.errno, e.value.filename) == (errno.EFBIG, str(path))
+    assert list(tmp_path.iterdir()) == []

@@ -13,8 +13,11 @@ output channel, one colour per class, the input size within ``max_input_pixels``
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import hashlib
+import io
 import os
 import pickle
 import reprlib
@@ -171,9 +174,50 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> Path:
     meta = check_meta(meta, f'{path} (not written)', getattr(model, 'num_classes', None))
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save({'format': FORMAT, 'state_dict': state, 'meta': meta}, tmp)
-    os.replace(tmp, path)
+    return save_torch_file({'format': FORMAT, 'state_dict': state, 'meta': meta}, path)
+
+
+def save_torch_file(obj, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; the one way this package writes a torch file (checkpoints,
+    training states). Serialised in memory first (the file's size again, briefly: 10-50 MB here) because
+    torch.save onto a full disk raised a C++ RuntimeError ('unexpected pos') in place of an OSError, and
+    left its temp file; the bytes then go through ``write_file_atomic``."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with buf.getbuffer() as data:
+        return write_file_atomic(path, data)
+
+
+def temp_path(path: str | Path) -> Path:
+    """The hidden name beside ``path`` to write before the rename: ``.<8 hex digits of its name>.tmp``, short so
+    that any name the file system takes has a temp name it takes too (``<name>.tmp`` overran 255 bytes),
+    fixed so that a temp a killed writer left is reused, not piled up."""
+    path = Path(path)
+    digest = hashlib.sha1(os.fsencode(path.name)).hexdigest()[:8]
+    return path.with_name(f'.{digest}.tmp')
+
+
+def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | Path | None = None) -> Path:
+    """Write ``data`` to ``path`` whole or not at all: into ``temp_path(path)``, synced, then renamed over ``path``.
+
+    On any error (a full disk, a file size limit, Ctrl-C) the temp is removed and ``path`` keeps what it held;
+    an OSError is raised again naming ``shown`` (default ``path``), the file the user asked for, not the temp.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.strerror:
+            raise OSError(e.errno, f'{e.strerror} (not written; a file there before is unchanged)',
+                          str(shown or path)) from e
+        raise
     return path
 
 

@@ -103,10 +103,9 @@ def halve_checkpoint(path, out=None) -> dict:
     ``load_checkpoint`` casts them back when it loads the state into the freshly built model.
     Returns ``{'bytes_before', 'bytes_after'}``.
     """
-    import os
     from pathlib import Path
 
-    from vidseg_ros.models.checkpoint import read_checkpoint
+    from vidseg_ros.models.checkpoint import read_checkpoint, save_torch_file
     path = Path(path)
     out = Path(out or path)
     before = path.stat().st_size
@@ -114,7 +113,5 @@ def halve_checkpoint(path, out=None) -> dict:
     data['state_dict'] = {k: v.half() if v.dtype == torch.float32 else v
                           for k, v in data['state_dict'].items()}
     data['meta'] = dict(data['meta'], weights_dtype='float16')
-    tmp = out.with_name(out.name + '.tmp')
-    torch.save(data, tmp)
-    os.replace(tmp, out)
+    save_torch_file(data, out)
     return {'bytes_before': before, 'bytes_after': out.stat().st_size}

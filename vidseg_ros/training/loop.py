@@ -493,9 +493,8 @@ def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainCon
         blob['ema'] = ema.module.state_dict()
     if torch.cuda.is_available():
         blob['cuda_rng'] = torch.cuda.get_rng_state_all()
-    tmp = path.with_suffix('.tmp')
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    from vidseg_ros.models.checkpoint import save_torch_file
+    save_torch_file(blob, path)
 
 
 TRAINING_STATE_KEYS = ('model', 'optimizer', 'epoch', 'step', 'best', 'history', 'torch_rng', 'python_rng',
