@@ -208,3 +208,32 @@ def test_a_training_state_save_on_a_full_disk_names_last_pt_and_leaves_no_temp(t
                             _cfg(tmp_path))
     assert (e.value.errno, e.value.filename) == (errno.EFBIG, str(path))
     assert list(tmp_path.iterdir()) == []
+
+
+class _Interrupt(KeyboardInterrupt):
+    pass
+
+
+def _interrupt_after_epoch_1(info):
+    if info['kind'] == 'epoch' and info['epoch'] == 1:
+        raise _Interrupt
+
+
+def test_an_interrupted_run_leaves_output_as_it_was_and_a_completed_one_writes_its_best(tmp_path):
+    """output was saved at each new best epoch: Ctrl-C after epoch 1 of 3 with --overwrite replaced a shipped
+    model with a 1-epoch one whose meta said 3 epochs, trained. Now output is written when the run completes."""
+    from vidseg_ros.models.checkpoint import read_checkpoint
+    user = _user_model(tmp_path / 'user.pt')
+    before = user.read_bytes()
+    cfg = _cfg(tmp_path, output=str(user), epochs=3)
+    with pytest.raises(_Interrupt):
+        _train(cfg, overwrite=True, callback=_interrupt_after_epoch_1)
+    run_dir = tmp_path / 'runs' / 't'
+    assert user.read_bytes() == before and (run_dir / 'best.pt').is_file() and (run_dir / 'last.pt').is_file()
+    with pytest.raises(ConfigError, match=r'not written by this run .*; a run writes output only when it completes, '
+                                          r'so one started with --overwrite resumes with --overwrite'):
+        _train(cfg, resume=True)
+    assert _train(cfg, resume=True, overwrite=True)['epochs'] == 3
+    assert user.read_bytes() == (run_dir / 'best.pt').read_bytes()
+    assert read_checkpoint(user)['meta']['metrics']['epoch'] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['runs', 'user.pt']     # no temp left beside it

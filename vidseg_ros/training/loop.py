@@ -2,7 +2,8 @@
 
 Per epoch it writes ``<runs_dir>/<name>/last.pt`` (weights, optimiser, epoch, step, RNG states,
 history: enough for an exact ``resume``) and, when validation improves, ``best.pt`` in the shipped
-checkpoint format (plus a copy at ``cfg.output``). The learning rate is a pure function of the
+checkpoint format; ``cfg.output`` gets a copy of ``best.pt`` once the run completes (an interrupted run
+leaves it as it was). The learning rate is a pure function of the
 step, and the augmentation of sample ``i`` in epoch ``e`` depends only on (seed, e, i), so a resumed
 run continues exactly where the interrupted one stopped (at an epoch boundary).
 """
@@ -245,8 +246,6 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
                 if score is not None and not undefined:
                     state['best'] = score
                 save_model(run_dir / 'best.pt', scored, cfg, record, info, init)
-                if cfg.output:
-                    save_model(Path(cfg.output), scored, cfg, record, info, init)
             save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank, ema)
             log.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in record.items() if not k.endswith('per_class_iou')})
@@ -256,7 +255,24 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
            'run_dir': str(run_dir), 'best_path': str(run_dir / 'best.pt')}
     if select_set is not None and val_set is not None:
         out['val'] = score_best_once(scored, val_set, cfg, info, device, rank, world, state, init)
+    if rank == 0 and cfg.output:
+        publish_output(cfg, run_dir)
     return out
+
+
+def publish_output(cfg: TrainConfig, run_dir: Path) -> None:
+    """``cfg.output`` = a copy of the finished run's ``best.pt``, written whole or not at all. Only a completed run
+    writes it: an output saved at each new best epoch made a run interrupted at epoch 1 of 20 replace a shipped
+    model (``--overwrite``) with a 1-epoch one whose meta said 20 epochs; the run folder keeps what resumes."""
+    from vidseg_ros.models.checkpoint import write_file_atomic
+    best = run_dir / 'best.pt'
+    if not best.is_file():      # e.g. deleted from the run folder before a --resume of a finished run
+        log.warning('output: %s not written: %s holds no best.pt', cfg.output, run_dir)
+        return
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(out, best.read_bytes())
+    log.info('wrote %s (best.pt of %s)', out, run_dir)
 
 
 # ---- what a run may write: its own folder (locked while it trains) and an output it wrote itself ----
@@ -315,9 +331,11 @@ def check_nothing_replaced(cfg: TrainConfig, run_dir: Path, resume: bool, overwr
                           'another name (--set name=...), or --overwrite to replace it')
     out = Path(cfg.output) if cfg.output else None
     if out and out.exists() and not (resume and written_by_run(out, run_dir)):
+        again = ('; a run writes output only when it completes, so one started with --overwrite resumes with '
+                 '--overwrite')
         raise ConfigError(f'output: {out} exists and was not written by this run ({run_dir}); --overwrite to '
                           'replace it (e.g. retraining a shipped model with config/train/camvid_*.yaml), or write '
-                          'another file (--set output=...)')
+                          f'another file (--set output=...){again if resume else ""}')
 
 
 def written_by_run(path: Path, run_dir: Path) -> bool:
@@ -571,7 +589,8 @@ def save_model(path: Path, model, cfg: TrainConfig, metrics: dict, info: dict, i
 def score_best_once(model, val_set: Dataset, cfg: TrainConfig, info: dict, device, rank: int, world: int, state: dict,
                     init: dict | None = None) -> dict:
     """Val scores of the chosen checkpoint, computed once after training (every rank takes part) and
-    stored beside the selection scores in ``best.pt`` (and ``cfg.output``); ``model`` ends with its weights."""
+    stored beside the selection scores in ``best.pt`` (which ``cfg.output`` then copies); ``model`` ends with
+    its weights."""
 
     from vidseg_ros.models.checkpoint import read_checkpoint
 
@@ -584,6 +603,5 @@ def score_best_once(model, val_set: Dataset, cfg: TrainConfig, info: dict, devic
         best = next((r for r in state['history']
                      if state['best'] is not None and r.get('select_mIoU') == state['best']), {})
         metrics = {**best, **{f'val_{k}': v for k, v in val.items()}}
-        for path in [run_dir / 'best.pt'] + ([Path(cfg.output)] if cfg.output else []):
-            save_model(path, model, cfg, metrics, info, init)
+        save_model(run_dir / 'best.pt', model, cfg, metrics, info, init)
     return val
