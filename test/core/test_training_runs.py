@@ -237,3 +237,19 @@ def test_an_interrupted_run_leaves_output_as_it_was_and_a_completed_one_writes_i
     assert user.read_bytes() == (run_dir / 'best.pt').read_bytes()
     assert read_checkpoint(user)['meta']['metrics']['epoch'] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ['runs', 'user.pt']     # no temp left beside it
+
+
+def test_resuming_a_run_with_best_pt_but_no_last_pt_is_refused(tmp_path):
+    """Killed while its first last.pt was written (best.pt is saved before it), --resume started again from
+    scratch in silence; it is refused now, and --overwrite starts again."""
+    _train(_cfg(tmp_path, epochs=2))
+    run_dir = tmp_path / 'runs' / 't'
+    (run_dir / 'last.pt').unlink()
+    best = (run_dir / 'best.pt').read_bytes()
+    with pytest.raises(ConfigError, match=r'runs/t has best.pt but no last.pt: cannot resume; --overwrite to start '
+                                          r'again'):
+        _train(_cfg(tmp_path, epochs=2), resume=True)
+    assert (run_dir / 'best.pt').read_bytes() == best and not (run_dir / 'last.pt').exists()
+    out = _train(_cfg(tmp_path, epochs=2), resume=True, overwrite=True)
+    assert out['epochs'] == 2 and [r['epoch'] for r in out['history']] == [1, 2]    # from scratch
+    assert _train(_cfg(tmp_path, epochs=3), resume=True)['history'][-1]['epoch'] == 3  # and resumable again

@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: Callback | None = No
 
     Args:
         cfg: the run's settings (validated again here).
-        resume: continue from ``<runs_dir>/<name>/last.pt`` when it exists.
+        resume: continue from ``<runs_dir>/<name>/last.pt`` when it exists (refused when only best.pt does).
         overwrite: replace an earlier run of the same name and an ``output`` this run did not write
             (refused otherwise, before training).
         callback: called with a dict after every step (``kind='step'``) and epoch (``'epoch'``).
@@ -322,10 +322,13 @@ def check_output_path(cfg: TrainConfig) -> None:
 
 def check_nothing_replaced(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse, before training, to replace an earlier run of this name or an ``output`` this run did not
-    write, unless ``overwrite`` (a resumed run replaces its own files)."""
+    write, unless ``overwrite`` (a resumed run replaces its own files), and a ``resume`` of a run without its
+    training state (it would start again from scratch)."""
     if overwrite:
         return
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if resume and held == ['best.pt']:   # killed while its first last.pt was written (best.pt is saved first)
+        raise ConfigError(f'{run_dir} has best.pt but no last.pt: cannot resume; --overwrite to start again')
     if held and not resume:
         raise ConfigError(f'{run_dir} already holds a training run ({", ".join(held)}); --resume to continue it, or '
                           'another name (--set name=...), or --overwrite to replace it')
