@@ -195,3 +195,24 @@ def test_an_exported_file_with_bad_meta_is_refused_like_a_checkpoint(tmp_path_fa
         onnx.save(model, tmp_path / 'bad.onnx')
         with pytest.raises(CheckpointError, match=says):
             open_exported(tmp_path / 'bad.onnx', device='cpu')
+
+
+def test_a_torchscript_export_onto_a_full_disk_fails_in_one_line_and_leaves_nothing(tmp_path_factory, tmp_path):
+    """torch.jit.save onto a full disk threw a C++ error that aborted the process (exit 134, 'terminate called
+    after throwing an instance of c10::Error'), so the staged .m.partial.ts was never removed."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from support.paths import ROOT
+    checkpoint = _checkpoint(*CASES[0], tmp_path_factory)
+    out = tmp_path / 'x' / 'm.ts'
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300 * 1024, resource.RLIM_INFINITY))  # noqa: E731
+    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'export', str(checkpoint), str(out), '--format',
+                             'ts'], capture_output=True, text=True, timeout=300, preexec_fn=limit,
+                            env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f'vidseg export: error: {out}: File too large (not written; a file there before is ' \
+                            'unchanged)\n'
+    assert list(out.parent.iterdir()) == []

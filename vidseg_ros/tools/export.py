@@ -13,6 +13,7 @@ Which graphs to write comes from the model's ``StreamInfo`` (``models.contract``
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from torch import nn
 
 from vidseg_ros.engine.backends import META_KEY, current_path, open_exported
 from vidseg_ros.models.blocks import fuse_conv_bn
-from vidseg_ros.models.checkpoint import check_meta, load_checkpoint
+from vidseg_ros.models.checkpoint import check_meta, load_checkpoint, write_file_atomic
 from vidseg_ros.models.contract import stream_info
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,12 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, input_hw: tuple[
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # torch.jit deprecation notices; the result is checked below
             traced = torch.jit.trace_module(model, methods, check_trace=False)
-            torch.jit.save(traced, str(tmp), _extra_files={META_KEY + '.json': json.dumps(info)})
+            # into memory, then written by Python: torch.jit.save onto a full disk threw a C++ error that
+            # aborted the process (SIGABRT), so the staged file was never removed
+            buf = io.BytesIO()
+            torch.jit.save(traced, buf, _extra_files={META_KEY + '.json': json.dumps(info)})
+        with buf.getbuffer() as data:
+            write_file_atomic(tmp, data, shown=out)
         diff = parity(model, kind, tmp, x) if check else None
     report = {'files': [str(out)], 'max_abs_diff': diff}
     log.info('TorchScript %s: max abs diff vs PyTorch %s', out, report['max_abs_diff'])
