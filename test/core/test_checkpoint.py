@@ -239,3 +239,14 @@ def test_an_interrupted_save_leaves_no_temp(saved, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, model, read_checkpoint(path)['meta'])
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['m.pt']
+
+
+def test_a_checkpoint_of_the_longest_legal_name_is_saved(saved, tmp_path):
+    """'<name>.tmp' overran the file system's 255 bytes for names above 251 ('File name too long' after
+    training); the temp name is short, so any legal name saves."""
+    import os
+    path, model = saved
+    longest = tmp_path / ('a' * (os.pathconf(tmp_path, 'PC_NAME_MAX') - 3) + '.pt')
+    save_checkpoint(longest, model, read_checkpoint(path)['meta'])
+    load_checkpoint(longest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['m.pt', longest.name])

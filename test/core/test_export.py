@@ -216,3 +216,25 @@ def test_a_torchscript_export_onto_a_full_disk_fails_in_one_line_and_leaves_noth
     assert result.stderr == f'vidseg export: error: {out}: File too large (not written; a file there before is ' \
                             'unchanged)\n'
     assert list(out.parent.iterdir()) == []
+
+
+def test_the_longest_legal_export_name_is_written_and_a_key_frame_pair_too_long_refused_first(tmp_path_factory,
+                                                                                               tmp_path):
+    """A 255-byte .onnx name failed on its hidden '.<stem>.partial.onnx'; for a key-frame model its
+    '<stem>.current.onnx' cannot be written at all: refused before anything is written."""
+    import os
+    limit = os.pathconf(tmp_path, 'PC_NAME_MAX')
+    longest = tmp_path / ('a' * (limit - 5) + '.onnx')
+    export_onnx(_checkpoint(*CASES[2], tmp_path_factory), longest)     # per-frame: one graph
+    export_torchscript(_checkpoint(*CASES[0], tmp_path_factory), longest.with_suffix('.ts'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([longest.name, longest.with_suffix('.ts').name])
+    longest.unlink()
+    longest.with_suffix('.ts').unlink()
+    with pytest.raises(ValueError, match=rf'export: a key-frame model\'s ONNX export also writes <stem>.current.onnx, '
+                                         rf'here {limit + 8} bytes, longer than its file system takes \({limit}\); '
+                                         r'choose a name at least 8 bytes shorter'):
+        export_onnx(_checkpoint(*CASES[0], tmp_path_factory), longest)
+    with pytest.raises(ValueError, match=rf'export: the file name a+\.\.\. \({limit + 1} characters\) is '
+                                         rf'{limit + 1} bytes, longer than its file system takes'):
+        export_torchscript(_checkpoint(*CASES[0], tmp_path_factory), tmp_path / ('a' * (limit - 2) + '.ts'))
+    assert list(tmp_path.iterdir()) == []

@@ -253,3 +253,17 @@ def test_resuming_a_run_with_best_pt_but_no_last_pt_is_refused(tmp_path):
     out = _train(_cfg(tmp_path, epochs=2), resume=True, overwrite=True)
     assert out['epochs'] == 2 and [r['epoch'] for r in out['history']] == [1, 2]    # from scratch
     assert _train(_cfg(tmp_path, epochs=3), resume=True)['history'][-1]['epoch'] == 3  # and resumable again
+
+
+def test_an_output_name_of_the_longest_legal_length_is_written_and_a_longer_one_refused_first(tmp_path):
+    """A 254-byte output name trained an epoch, then failed: 'internal error ... File name too long' (its
+    '.pt.tmp' temp was 258 bytes); a name over the limit failed the same way, after training."""
+    import os
+    limit = os.pathconf(tmp_path, 'PC_NAME_MAX')
+    longest = tmp_path / ('a' * (limit - 3) + '.pt')
+    _train(_cfg(tmp_path, output=str(longest)))
+    assert longest.is_file()
+    with pytest.raises(ConfigError, match=rf'output: the file name a+\.\.\. \({limit + 1} characters\) is '
+                                          rf'{limit + 1} bytes, longer than its file system takes \({limit}\)'):
+        _train(_cfg(tmp_path, name='other', output=str(tmp_path / ('a' * (limit - 2) + '.pt'))))
+    assert not (tmp_path / 'runs' / 'other').exists()

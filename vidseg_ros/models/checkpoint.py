@@ -221,6 +221,25 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
     return path
 
 
+def name_limit(path: str | Path) -> int:
+    """The longest file name, in bytes, the file system takes in ``path``'s folder (its nearest existing
+    folder's ``PC_NAME_MAX``; 255 where it does not say)."""
+    folder = next((p for p in Path(path).absolute().parents if p.is_dir()), Path('/'))
+    try:
+        return os.pathconf(folder, 'PC_NAME_MAX')
+    except (OSError, ValueError):
+        return 255
+
+
+def check_name_length(path: str | Path, what: str) -> None:
+    """ConfigError, before anything is written, when ``path``'s file name is longer than its file system takes
+    (it failed only at the end: 'File name too long')."""
+    name, limit = os.fsencode(Path(path).name), name_limit(path)
+    if len(name) > limit:
+        raise ConfigError(f'{what}: the file name {clip(Path(path).name, 60)} is {len(name)} bytes, longer than '
+                          f'its file system takes ({limit}); choose a shorter name')
+
+
 def _plain(value):
     """Tuples -> lists, recursively (YAML and JSON round-trip the same way)."""
     if isinstance(value, dict):

@@ -13,6 +13,7 @@ Which graphs to write comes from the model's ``StreamInfo`` (``models.contract``
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -28,8 +29,10 @@ from torch import nn
 
 from vidseg_ros.engine.backends import META_KEY, current_path, open_exported
 from vidseg_ros.models.blocks import fuse_conv_bn
-from vidseg_ros.models.checkpoint import check_meta, load_checkpoint, write_file_atomic
+from vidseg_ros.models.checkpoint import (check_meta, check_name_length, load_checkpoint, name_limit,
+                                         write_file_atomic)
 from vidseg_ros.models.contract import stream_info
+from vidseg_ros.text import clip
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,28 @@ def check_output(out: str | Path, fmt: str) -> Path:
     if out.suffix != SUFFIX[fmt]:
         raise ValueError(f'{fmt} exports are {SUFFIX[fmt]} files (the engine picks the runtime by suffix), '
                          f'got {str(out)[-200:]}')
+    check_name_length(out, 'export')    # first: stat() of a name too long raises
     if out.is_dir():
         raise ValueError(f'{str(out)[-200:]} is a folder; give the file to write')
     return out
+
+
+def _check_current_name(out: Path) -> None:
+    """A key-frame ONNX export also writes ``<stem>.current.onnx``: refused, before anything is written, when
+    that name is longer than the file system takes (the export failed at its end)."""
+    name, limit = os.fsencode(current_path(out).name), name_limit(out)
+    if len(name) > limit:
+        raise ValueError(f'export: a key-frame model\'s ONNX export also writes <stem>.current.onnx, here '
+                         f'{len(name)} bytes, longer than its file system takes ({limit}); choose a name at least '
+                         f'{len(name) - limit} bytes shorter than {clip(out.name, 60)}')
+
+
+def _staged_name(out: Path) -> Path:
+    """The hidden file beside ``out`` to export into: ``.<8 hex digits>.partial<suffix>``, short so any name the
+    file system takes stages too (``.<stem>.partial<suffix>`` overran 255 bytes), with ``out``'s suffix (the
+    parity check opens it by suffix)."""
+    digest = hashlib.sha1(os.fsencode(out.name)).hexdigest()[:8]
+    return out.with_name(f'.{digest}.partial{out.suffix}')
 
 
 @contextmanager
@@ -56,7 +78,7 @@ def _staged(out: Path):
     """A hidden path beside ``out`` to export into; what was written there (``X`` and, for key-frame
     ONNX, ``X.current.onnx``) replaces ``out``'s files only when the block ends without error (after
     the parity check), so a failed export leaves an earlier good file as it was, and no half file."""
-    tmp = out.with_name(f'.{out.stem}.partial{out.suffix}')
+    tmp = _staged_name(out)
     pairs = [(tmp, out), (current_path(tmp), current_path(out))]
     try:
         yield tmp
@@ -95,6 +117,8 @@ def _prepare(checkpoint: str | Path, input_hw: tuple[int, int] | None, out: Path
     fuse_conv_bn(model.eval())
     h, w = input_hw or meta['input_hw'] or (256, 256)
     stream = stream_info(model)
+    if stream.kind == 'keyframe' and out.suffix == SUFFIX['onnx']:
+        _check_current_name(out)
     s = stream.stride
     x = torch.randn(1, 3, -(-int(h) // s) * s, -(-int(w) // s) * s, generator=torch.Generator().manual_seed(0))
     out.parent.mkdir(parents=True, exist_ok=True)

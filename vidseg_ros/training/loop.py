@@ -309,10 +309,13 @@ def _lock_run_dir(run_dir: Path):
 
 
 def check_output_path(cfg: TrainConfig) -> None:
-    """Refuse, before training, an ``output`` that cannot be written: a folder, or under a file."""
+    """Refuse, before training, an ``output`` that cannot be written: a folder, under a file, or a name longer
+    than its file system takes."""
+    from vidseg_ros.models.checkpoint import check_name_length
     if not cfg.output:
         return
     out = Path(cfg.output)
+    check_name_length(out, 'output')    # first: stat() of a name too long raises
     if out.is_dir():
         raise ConfigError(f'output: {out} is a folder; name the model file, e.g. {out / (cfg.name + ".pt")}')
     parent = next(p for p in out.parents if p.exists())
