@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import logging
 import math
+import os
 import re
 import reprlib
 import types
@@ -31,7 +32,8 @@ CHANGES = ('live', 'rebuild', 'startup')   # how a running node takes a new valu
 
 
 def setting(default: Any, doc: str, choices: tuple | None = None, range: tuple | None = None,
-            lengths: tuple | None = None, renamed_from: tuple[str, ...] = (), change: str = 'live'):
+            lengths: tuple | None = None, renamed_from: tuple[str, ...] = (), change: str = 'live',
+            path: bool = False):
     """A dataclass field with a description and its allowed values, for docs, ROS params and checks.
 
     ``choices``: the allowed values; ``range``: (lowest, highest) allowed, inclusive, for a number or each
@@ -39,12 +41,13 @@ def setting(default: Any, doc: str, choices: tuple | None = None, range: tuple |
     ``renamed_from``: earlier names of the setting, still read (with a deprecation warning) from old
     YAML files, overrides and checkpoints; ``change``: how a running node takes a new value: ``live`` (at
     the next frame), ``rebuild`` (the engine is built again: model, device...) or ``startup`` (refused at
-    run time: set it at start-up).
+    run time: set it at start-up); ``path``: the value names a file or folder, and a leading ``~`` in it is
+    expanded when it is loaded (``from_dict``), as a shell would (it made a folder named ``~``).
     """
     if change not in CHANGES:
         raise ValueError(f'change must be one of {CHANGES}, got {change!r}')
     meta = {'doc': doc, 'choices': choices, 'range': range, 'lengths': lengths, 'renamed_from': renamed_from,
-            'change': change}
+            'change': change, 'path': path}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -188,6 +191,8 @@ def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
     for key, value in data.items():
         value = coerce(value, hints[key], where + key)
         _check_allowed(value, names[key].metadata, where + key)
+        if names[key].metadata.get('path') and isinstance(value, str):
+            value = os.path.expanduser(value)
         kwargs[key] = value
     return cls(**kwargs)
 

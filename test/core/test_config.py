@@ -170,3 +170,17 @@ def test_unknown_key_suggests_the_close_name_before_the_key_list():
         from_dict(TrainConfig, {'warmup_step': 10, 'zzz': 1})
     shown = one_line(e.value)
     assert shown.startswith('unknown setting(s) warmup_step (did you mean warmup_steps?), zzz; valid keys: ')
+
+
+def test_a_leading_tilde_in_a_path_setting_is_expanded_when_loaded(tmp_path, monkeypatch):
+    """data_root: ~/ds was refused as 'not a folder', output: ~/x.pt made a folder named '~' in the current
+    folder: every path setting of a training config takes ~ as a shell would; other texts keep it."""
+    from vidseg_ros.training.config import TrainConfig, load_train_config
+    monkeypatch.setenv('HOME', str(tmp_path))
+    paths = ['data_root', 'init_from', 'output', 'runs_dir', 'teacher', 'temporal_data']
+    (tmp_path / 'c.yaml').write_text('data_root: ~/ds\nname: "~run"\n')
+    cfg = load_train_config(tmp_path / 'c.yaml', {key: f'~/{key}' for key in paths[1:]})
+    assert cfg.data_root == f'{tmp_path}/ds' and cfg.name == '~run'
+    assert {key: getattr(cfg, key) for key in paths[1:]} == {key: f'{tmp_path}/{key}' for key in paths[1:]}
+    assert load_train_config(None, {'init_from': 'camvid_fpn'}).init_from == 'camvid_fpn'   # a name stays
+    assert paths == sorted(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get('path'))

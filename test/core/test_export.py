@@ -238,3 +238,13 @@ def test_the_longest_legal_export_name_is_written_and_a_key_frame_pair_too_long_
                                          rf'{limit + 1} bytes, longer than its file system takes'):
         export_torchscript(_checkpoint(*CASES[0], tmp_path_factory), tmp_path / ('a' * (limit - 2) + '.ts'))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tilde_in_the_export_path_is_the_home_folder(tmp_path_factory, tmp_path, monkeypatch):
+    """'~/x.ts' (quoted, so the shell left it) made a folder named '~' in the current folder."""
+    from vidseg_ros.tools.commands_models import export
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    monkeypatch.chdir(tmp_path)
+    report = export(str(_checkpoint(*CASES[2], tmp_path_factory)), '~/x.ts', format='ts')
+    assert report['files'] == [str(tmp_path / 'home' / 'x.ts')] and (tmp_path / 'home' / 'x.ts').is_file()
+    assert not (tmp_path / '~').exists()

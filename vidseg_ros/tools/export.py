@@ -44,8 +44,8 @@ SUFFIX = {'onnx': '.onnx', 'torchscript': '.ts'}     # what the engine loads eac
 
 
 def check_output(out: str | Path, fmt: str) -> Path:
-    """``out`` as a path the engine will load as ``fmt``; refused before anything is written."""
-    out = Path(out)
+    """``out`` (``~`` expanded) as a path the engine will load as ``fmt``; refused before anything is written."""
+    out = Path(out).expanduser()
     if out.suffix != SUFFIX[fmt]:
         raise ValueError(f'{fmt} exports are {SUFFIX[fmt]} files (the engine picks the runtime by suffix), '
                          f'got {str(out)[-200:]}')

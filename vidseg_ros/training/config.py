@@ -24,7 +24,8 @@ class TrainConfig:
                                     'triplet for the key-frame loss, or a clip for recurrent models',
                         MODES)
     dataset: str = setting('camvid', 'Dataset layout of data_root', ('camvid', 'davis', 'folder'))
-    data_root: str = setting('../shared/data/camvid', 'Dataset folder (read in place, never copied)')
+    data_root: str = setting('../shared/data/camvid', 'Dataset folder (read in place, never copied)',
+                             path=True)
     train_split: str = setting('train', 'Split folder (CamVid); head / tail / all or sequence names, '
                                         'optionally seq1,seq2:head (DAVIS, folder)')
     val_split: str = setting('val', 'Validation split; empty = no validation')
@@ -73,17 +74,21 @@ class TrainConfig:
     num_workers: int = setting(0, 'DataLoader worker processes')
     num_threads: int = setting(0, 'torch.set_num_threads for CPU training; 0 = leave as is')
     device: str = setting('auto', 'auto, cpu, cuda, cuda:N')
-    runs_dir: str = setting('runs', 'Where per-epoch checkpoints and logs go (git-ignored)')
-    output: str = setting('', 'Also write the best checkpoint here (e.g. models/camvid_fpn.pt)')
+    runs_dir: str = setting('runs', 'Where per-epoch checkpoints and logs go (git-ignored)',
+                            path=True)
+    output: str = setting('', 'Also write the best checkpoint here (e.g. models/camvid_fpn.pt)',
+                          path=True)
     init_from: str = setting('', 'Start from these weights (a checkpoint path or a shipped model\'s name): '
                                  'every tensor whose name and shape match is kept, the rest (the '
-                                 'classifier for a new class count) is freshly initialised')
+                                 'classifier for a new class count) is freshly initialised',
+                             path=True)
     freeze: list[str] = setting([], 'Parameter-name prefixes kept fixed, BatchNorm statistics included '
                                     '(e.g. [encoder] for a new class set; a warm-started recurrent_fpn '
                                     'trains only its cell with [encoder, laterals, outputs, head_proj, '
                                     'classifier]); empty = train everything')
     teacher: str = setting('', 'Checkpoint producing teacher masks for unlabelled key frames; '
-                               'empty = warp the current frame\'s label (synthetic motion)')
+                               'empty = warp the current frame\'s label (synthetic motion)',
+                           path=True)
     max_distance: int = setting(5, 'Key-to-current distance d in frames (constant mode) or its max',
                                 renamed_from=('key_distance',))
     distance_mode: str = setting('random', 'd uniform in [1, max_distance] or constant',
@@ -98,7 +103,8 @@ class TrainConfig:
                                           '(mode sequence): each frame\'s class probabilities vs its '
                                           'predecessor\'s carried by optical flow; 0 = off')
     temporal_data: str = setting('', 'Real video for that loss (a DAVIS, CamVid-layout or extracted folder, '
-                                     'read in place; its labels are not used)')
+                                     'read in place; its labels are not used)',
+                                 path=True)
     temporal_split: str = setting('all', 'Split of temporal_data (e.g. head, or sequence names)')
     val_every: int = setting(1, 'Validate every this many epochs (0 = only at the end)')
     val_max_frames: int = setting(0, 'Cap on validation frames; 0 = all')
