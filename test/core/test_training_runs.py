@@ -267,3 +267,17 @@ def test_an_output_name_of_the_longest_legal_length_is_written_and_a_longer_one_
                                           rf'{limit + 1} bytes, longer than its file system takes \({limit}\)'):
         _train(_cfg(tmp_path, name='other', output=str(tmp_path / ('a' * (limit - 2) + '.pt'))))
     assert not (tmp_path / 'runs' / 'other').exists()
+
+
+def test_a_missing_relative_data_root_says_it_is_read_from_the_current_folder(tmp_path, monkeypatch):
+    """The shipped configs' data_root ../shared/data/camvid, run from another folder: only
+    '../shared/data/camvid: No such file or directory'."""
+    monkeypatch.chdir(tmp_path)
+    for dataset in ('camvid', 'folder'):
+        cfg = _cfg(tmp_path, dataset=dataset, data_root='../shared/data/camvid', num_classes=0, ignore_index=-1,
+                   val_split='val')
+        with pytest.raises(ConfigError, match=rf'data_root: \.\./shared/data/camvid does not exist \(relative paths '
+                                              rf'are read from the current folder {tmp_path}: that is '
+                                              rf'{tmp_path.parent}/shared/data/camvid\); give an absolute path'):
+            train(cfg)
+    assert list(tmp_path.iterdir()) == []

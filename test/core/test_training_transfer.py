@@ -149,7 +149,7 @@ def test_class_count_and_ignore_value_are_checked_against_the_data(tmp_path):
         resolve_classes(_cfg(tmp_path, num_classes=3))
     with pytest.raises(ConfigError, match='set ignore_index: 255'):
         resolve_classes(_cfg(tmp_path, ignore_index=11))
-    with pytest.raises(ConfigError, match='is not a folder'):
+    with pytest.raises(ConfigError, match=r'missing does not exist; give an absolute path'):
         resolve_classes(_cfg(tmp_path, data_root=str(tmp_path / 'missing')))
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ConfigError, match='names no classes'):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -23,6 +24,18 @@ from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+
+def check_folder(key: str, root: str) -> None:
+    """ConfigError when the folder a setting names does not exist; for a relative path it says where it was looked
+    for: the shipped configs' ``../shared/data/camvid`` is relative to the current folder, not to the config."""
+    if Path(root).exists():
+        return
+    where = '' if Path(root).is_absolute() else (f' (relative paths are read from the current folder '
+                                                 f'{os.getcwd()}: that is {os.path.abspath(root)})')
+    raise ConfigError(f'{key}: {root} does not exist{where}; give an absolute path, or run from the folder it is '
+                      'relative to')
+
+
 def dataset_info(cfg: TrainConfig) -> dict:
     """What the training data says about itself: class ``names``, ``colors``, ``ignore_index`` and
     ``licence`` (None where it says nothing). A folder dataset says it in its dataset.yaml, written by
@@ -37,6 +50,7 @@ def also_trained_on(cfg: TrainConfig) -> list[dict]:
     of unlabelled key frames. Their licences bind the weights as much as the labelled data's does."""
     out = []
     if cfg.temporal_weight and cfg.temporal_data:
+        check_folder('temporal_data', cfg.temporal_data)
         try:
             layout = guess_layout(cfg.temporal_data, cfg.temporal_split)
             licence = (_data_info(replace(cfg, dataset=layout))['licence'] if layout in ('camvid', 'davis')
@@ -90,6 +104,8 @@ def resolve_classes(cfg: TrainConfig, info: dict | None = None) -> TrainConfig:
         raise ConfigError(f'num_classes: {num}, but {where} names {len(names)} classes '
                           f'({", ".join(names)[:200]}); set num_classes: {len(names)} (or 0 = from the data)')
     if not num:
+        if cfg.dataset == 'folder':     # the others' classes are known without their data
+            check_folder('data_root', cfg.data_root)
         if cfg.dataset == 'folder' and not Path(cfg.data_root).is_dir():
             raise ConfigError(f'data_root: {cfg.data_root} is not a folder (a `vidseg extract` dataset)')
         if not names:
@@ -109,6 +125,7 @@ def resolve_classes(cfg: TrainConfig, info: dict | None = None) -> TrainConfig:
 def open_split(cfg: TrainConfig, split: str) -> FrameSource:
     """Records of one split of ``cfg``'s dataset (``layouts.open_source``: CamVid split folders;
     DAVIS and folder ``head``/``tail``/``all`` or sequence names, optionally ``seqs:head``)."""
+    check_folder('data_root', cfg.data_root)
     return _ids_beyond_classes_ignored(cfg, open_source(cfg.data_root, split, cfg.dataset))
 
 
@@ -284,6 +301,7 @@ def temporal_dataset(cfg: TrainConfig) -> Dataset | None:
     """Real clips of ``seq_len`` frames from ``temporal_data`` for the temporal-consistency loss, or None."""
     if not cfg.temporal_weight:
         return None
+    check_folder('temporal_data', cfg.temporal_data)
     src = open_source(cfg.temporal_data, cfg.temporal_split)
     if not src.records:
         raise ConfigError(f'temporal_split: {cfg.temporal_split!r} of {cfg.temporal_data} has no frames; name '
