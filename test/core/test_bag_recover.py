@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mcap.reader import make_reader
+from mcap.records import Message
 
 from support.bags import IMAGE, image_cdr, read_mcap, read_rosbags
 
@@ -204,3 +205,74 @@ def test_write_errors_say_their_cause(monkeypatch, capsys, code, says):
     monkeypatch.setattr(recover, 'recover_bag', fails)
     assert recover.run('x/bag') == 2
     assert capsys.readouterr().err.strip() == f'vidseg bag-recover: error: {says}'
+
+
+def compressed_bag(path: Path, codec: str, state: str) -> Path:
+    """A bag of 12 frames in several ``codec`` chunks: intact (closed), killed (no summary) or damaged (a
+    flipped byte in its 4th chunk); returns the bag folder."""
+    w = BagWriter(path, compression=codec, chunk_size_bytes=20_000)
+    w.add_topic('/cam', IMAGE)
+    for i in range(12):
+        w.write('/cam', bytes(image_cdr(i, 60, 64)), 10**18 + i * 10**7)
+    if state != 'killed':
+        w.close()
+    if state == 'damaged':
+        raw = bytearray(w.files[0].read_bytes())
+        raw[len(raw) // 3] ^= 0xFF
+        w.files[0].write_bytes(bytes(raw))
+    return path
+
+
+def without_codec(monkeypatch, codec: str) -> None:
+    """This process as it is without the codec's package (zstandard or lz4): its import fails."""
+    import mcap.stream_reader
+    module, attribute = {'zstd': ('zstandard', 'zstandard'), 'lz4': ('lz4.frame', 'lz4')}[codec]
+    monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setattr(mcap.stream_reader, attribute, None)     # mcap imported it when it was there
+
+
+def absent_package(root: Path, name: str) -> str:
+    """A folder that, first on PYTHONPATH, makes ``import name`` fail as if the package were not installed."""
+    (root / name).mkdir(parents=True)
+    (root / name / '__init__.py').write_text(f"raise ImportError('simulated absence of {name}')\n")
+    return str(root)
+
+
+@pytest.mark.parametrize('state', ['intact', 'killed', 'damaged'])
+@pytest.mark.parametrize('codec,package', [('zstd', 'zstandard'), ('lz4', 'lz4')])
+def test_a_missing_codec_is_refused_before_anything_is_written(tmp_path, monkeypatch, codec, package, state):
+    """Without the package a chunk read as damaged: an intact zstd bag was 'recovered' into an empty one."""
+    from vidseg_ros.data.bags.salvage import MissingCodec
+    bag = compressed_bag(tmp_path / 'bag', codec, state)
+    before = tree(tmp_path)
+    without_codec(monkeypatch, codec)
+    with pytest.raises(MissingCodec, match=f'^{codec} chunks need the {package} package \\(pip install {package}\\)$'):
+        recover_bag(bag, tmp_path / 'out', force=True)
+    assert tree(tmp_path) == before
+
+
+def test_bag_recover_without_zstandard_is_one_error_line_and_exit_2(tmp_path):
+    import os
+    bag = compressed_bag(tmp_path / 'bag', 'zstd', 'intact')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([absent_package(tmp_path / 'absent', 'zstandard'),
+                                                       os.environ['PYTHONPATH']]))
+    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'bag-recover', str(bag), '--out',
+                             str(tmp_path / 'out')], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ('vidseg bag-recover: error: zstd chunks need the zstandard package '
+                                     '(pip install zstandard)'), result.stderr
+    assert not (tmp_path / 'out').exists() and result.stdout == ''
+
+
+@pytest.mark.parametrize('codec', ['zstd', 'lz4'])
+def test_the_salvage_reader_raises_on_a_missing_codec_instead_of_dropping_chunks(tmp_path, monkeypatch, codec):
+    """extract reads a damaged bag through the salvage: without the codec every chunk was 'damaged' and
+    its frames silently left out."""
+    from vidseg_ros.data.bags.salvage import MissingCodec, SalvageStats, salvage_records
+    bag = compressed_bag(tmp_path / 'bag', codec, 'damaged')
+    assert sum(isinstance(r, Message) for r in salvage_records(bag / 'bag_0.mcap')) >= 10
+    without_codec(monkeypatch, codec)
+    stats = SalvageStats()
+    with pytest.raises(MissingCodec, match=f'{codec} chunks need'):
+        list(salvage_records(bag / 'bag_0.mcap', stats))
+    assert stats.damaged_chunks == 0

@@ -9,7 +9,10 @@ chunks, then single messages of damaged chunks); ``metadata.yaml`` is written fo
 Refused with :class:`RecoveryRefused` (one line, exit code 2 on the command line), touching nothing:
 anything that is not an MCAP file or a folder of them (sqlite3 bags included: rosbag2's sqlite
 storage has its own ``ros2 bag reindex``), an existing non-empty ``--out``, and a file modified in
-the last 5 s (a recording still in progress) unless ``--force``.
+the last 5 s (a recording still in progress) unless ``--force``. A bag whose chunks are compressed
+with a codec whose package is missing (zstandard, lz4) is refused the same way
+(:class:`~vidseg_ros.data.bags.salvage.MissingCodec`): its chunks would read as damaged, and the copy
+would lose every message of them.
 
 Command line::
 
@@ -26,14 +29,15 @@ import sys
 import time
 from pathlib import Path
 
-from mcap.exceptions import EndOfFile, McapError
+from mcap.exceptions import EndOfFile, McapError, UnsupportedCompressionError
 from mcap.reader import make_reader
 from mcap.records import Channel, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
 from vidseg_ros.data.bags.writer import mcap_files, write_metadata
-from vidseg_ros.data.bags.salvage import MCAP_MAGIC, SalvageStats, salvage_records
+from vidseg_ros.data.bags.salvage import (MCAP_MAGIC, MissingCodec, SalvageStats, chunk_compressions, require_codec,
+                                          salvage_records)
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +84,11 @@ def is_complete(path: str | Path) -> bool:
 
 
 def is_intact(path: str | Path) -> bool:
-    """True when an MCAP file is complete and every chunk passes its CRC (reads the whole file)."""
+    """True when an MCAP file is complete and every chunk passes its CRC (reads the whole file).
+
+    Raises:
+        MissingCodec: a chunk's compression package is not installed (the file cannot be checked).
+    """
     if not is_complete(path):
         return False
     try:
@@ -88,6 +96,8 @@ def is_intact(path: str | Path) -> bool:
             for _ in StreamReader(f, validate_crcs=True).records:
                 pass
         return True
+    except UnsupportedCompressionError as e:   # mcap's reader lacks a package ('... type zstandard'): not damage
+        raise MissingCodec('lz4' if str(e).endswith('lz4') else 'zstd') from None
     except Exception:  # noqa: BLE001 - CRC mismatch, corrupt compressed data, torn records
         return False
 
@@ -178,9 +188,13 @@ def recover_bag(path: str | Path, out: str | Path | None = None, force: bool = F
 
     Raises:
         RecoveryRefused: not an MCAP bag, a live recording, or an unusable ``out``.
+        MissingCodec: the bag's chunks need a compression package that is not installed.
         OSError: writing the recovered bag failed (what was written of it is removed).
     """
     bag_dir, files = bag_sources(path)
+    for f in files:     # before anything is written: without its codec a chunk would read as damaged
+        for compression in sorted(chunk_compressions(f)):
+            require_codec(compression)
     broken = [f for f in files if not is_intact(f)]
     if not broken and Path(path).is_dir() and (bag_dir / 'metadata.yaml').exists():
         return RecoveryReport(source=bag_dir, out=None)  # nothing to recover
@@ -240,7 +254,7 @@ def run(bag, out=None, force: bool = False) -> int:
     """Recover and print the report; errors become one stderr line and an exit code."""
     try:
         report = recover_bag(bag, out, force)
-    except RecoveryRefused as e:
+    except (RecoveryRefused, MissingCodec) as e:
         print(f'vidseg bag-recover: error: {e}', file=sys.stderr)
         return 2
     except OSError as e:

@@ -16,6 +16,8 @@ into a complete file) and the damaged-bag reader (:mod:`vidseg_ros.data.bags.rea
   bytes (the chunk CRC cannot say which): they are counted as ``salvaged``.
 - A record whose length runs past the end of the file (or a garbage opcode) resynchronises on the
   next plausible chunk.
+- A chunk compressed with a codec whose package is missing (zstandard, lz4) raises :class:`MissingCodec`:
+  it is not damage, and reading on would drop every message of every such chunk.
 
 Every record body is parsed by ``mcap.records``; raw bytes are read with ``struct`` only for what is
 ours: the framing (opcode + length, checked before trusting it) and the resync checks.
@@ -23,8 +25,10 @@ ours: the framing (opcode + length, checked before trusting it) and the resync c
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 import mmap
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +41,53 @@ from mcap.writer import MCAP0_MAGIC as MCAP_MAGIC
 _OPCODES = {int(o) for o in Opcode}
 _HOUR_NS = 3600 * 10**9
 _CHUNK_HEAD = 8 + 8 + 8 + 4 + 4  # start, end, uncompressed size, crc, compression string length
+# chunk compression -> (module that decompresses it, the package that installs it)
+_CODECS = {'zstd': ('zstandard', 'zstandard'), 'lz4': ('lz4.frame', 'lz4')}
+
+
+class MissingCodec(ValueError):
+    """A chunk is compressed with a codec whose package is not installed (a user's setup, not damage)."""
+
+    def __init__(self, compression: str):
+        package = _CODECS[compression][1]
+        super().__init__(f'{compression} chunks need the {package} package (pip install {package})')
+
+
+def require_codec(compression: str) -> None:
+    """Raise :class:`MissingCodec` when chunks compressed with ``compression`` cannot be decompressed here."""
+    if compression not in _CODECS:
+        return
+    try:
+        importlib.import_module(_CODECS[compression][0])
+    except ImportError:
+        raise MissingCodec(compression) from None
+
+
+def chunk_compressions(path: str | Path) -> set[str]:
+    """The compressions of the chunks found by hopping from record to record, without decompressing (cheap:
+    only the record headers are read). Stops at the first record that does not frame: past damage the
+    salvage itself checks each chunk it reaches."""
+    found: set[str] = set()
+    with open(path, 'rb') as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < MAGIC_SIZE + 9 or f.read(MAGIC_SIZE) != MCAP_MAGIC:
+            return found
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            pos = MAGIC_SIZE
+            while pos + 9 <= size:
+                op, length = _header(buf, pos)
+                if op not in _OPCODES or pos + 9 + length > size or op in (Opcode.DATA_END, Opcode.FOOTER):
+                    break
+                if op == Opcode.CHUNK and length >= _CHUNK_HEAD:
+                    name_at = pos + 9 + _CHUNK_HEAD
+                    clen = struct.unpack_from('<I', buf, name_at - 4)[0]
+                    if clen <= 8 and name_at + clen <= size:
+                        found.add(bytes(buf[name_at:name_at + clen]).decode('ascii', 'replace'))
+                pos += 9 + length
+        finally:
+            buf.close()
+    return found
 
 
 @dataclasses.dataclass
@@ -195,7 +246,10 @@ class _Walker:
     def _chunk(self, body, pos: int) -> Iterator:
         try:
             chunk = Chunk.read(_stream(body))
+            require_codec(chunk.compression)    # a missing package is no damage: raised, not salvaged
             records = breakup_chunk(chunk, validate_crc=True)
+        except MissingCodec:
+            raise
         except Exception as e:  # noqa: BLE001 - CRC mismatch, corrupt compressed data, bad lengths
             self.stats.damaged_chunks += 1
             self.warn(f'chunk at byte {pos} is damaged ({type(e).__name__}); keeping the messages that check out')
@@ -218,6 +272,7 @@ class _Walker:
         start, end, _, _, clen = struct.unpack_from('<QQQII', body, 0)
         compression = bytes(body[_CHUNK_HEAD:_CHUNK_HEAD + clen]) if clen <= 4 else b'?'
         if compression in (b'', b'zstd', b'lz4'):
+            require_codec(compression.decode())
             data = _decompress(compression.decode(), bytes(body[_CHUNK_HEAD + clen + 8:]))
         else:  # damaged header: the recorder's chunks are uncompressed unless told otherwise
             data = bytes(body[_CHUNK_HEAD:])
@@ -281,13 +336,14 @@ def _decompress(compression: str, data: bytes) -> bytes:
     if not compression:
         return data
     out = []
+    # imported outside the try: a missing package must not read as corrupt data (require_codec said it first)
+    if compression == 'zstd':
+        import zstandard
+        decoder = zstandard.ZstdDecompressor().decompressobj()
+    else:
+        import lz4.frame
+        decoder = lz4.frame.LZ4FrameDecompressor()
     try:
-        if compression == 'zstd':
-            import zstandard
-            decoder = zstandard.ZstdDecompressor().decompressobj()
-        else:
-            import lz4.frame
-            decoder = lz4.frame.LZ4FrameDecompressor()
         for i in range(0, len(data), 1 << 16):
             out.append(decoder.decompress(data[i:i + (1 << 16)]))
     except Exception:  # noqa: BLE001 - corrupt compressed data: keep what came before it
