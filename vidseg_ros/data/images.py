@@ -6,13 +6,13 @@ serves rclpy messages, rosbags-deserialised messages and mcap-ros2 messages.
 from __future__ import annotations
 
 import array
-import os
 import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from vidseg_ros.files import write_file_atomic  # noqa: F401  (its home is files.py; kept importable here)
 from vidseg_ros.text import SHORT_TEXT, clip, short  # noqa: F401  (their home is text.py; kept importable here)
 
 
@@ -265,33 +265,6 @@ def read_rgb(path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def write_file_atomic(path, data, fsync: bool = True) -> Path:
-    """``data`` (bytes or a buffer) -> ``path`` through a temporary file beside it, renamed into place.
-
-    Python's writes raise OSError on a full disk (ENOSPC), a quota (EDQUOT) or the file size limit (EFBIG),
-    where ``cv2.imwrite`` returns True over a truncated file; on any error (Ctrl-C too) the temporary file
-    is removed and ``path`` keeps what it held. The error names ``path``, not the temporary file.
-    ``fsync`` flushes the bytes to the disk before the rename, so a power cut leaves the old or the new
-    file, never an empty one (skip it only for files that can be made again, such as extracted frames).
-    """
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_image_atomic(path, array: np.ndarray, ext: str | None = None, params=(), fsync: bool = True) -> Path:
     """An image array (OpenCV's channel order: BGR, or one channel) encoded by its file type and written with
     ``write_file_atomic``: the one way dataset images, labels and masks reach the disk.
@@ -312,4 +285,4 @@ def write_image_atomic(path, array: np.ndarray, ext: str | None = None, params=(
                          f'{_cv_reason(e)}') from None
     if not ok:
         raise ImageError(f'cannot encode a {array.shape} {array.dtype} image as {ext} for {clip(path)}')
-    return write_file_atomic(path, buf, fsync)
+    return write_file_atomic(path, buf, fsync=fsync)

@@ -13,10 +13,8 @@ output channel, one colour per class, the input size within ``max_input_pixels``
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import hashlib
 import io
 import os
 import pickle
@@ -31,6 +29,7 @@ from vidseg_ros.config import ConfigError, from_dict, setting
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID, IMAGENET_MEAN, IMAGENET_STD,
                                   INPUT_SIDE_RANGE, MAX_INPUT_PIXELS)
 from vidseg_ros.models import MODELS, create_model, resolve_arch_config
+from vidseg_ros.files import name_limit, temp_path, write_file_atomic  # noqa: F401  (their home)
 from vidseg_ros.text import clip
 
 FORMAT = 'vidseg_ros/1'
@@ -186,49 +185,6 @@ def save_torch_file(obj, path: str | Path) -> Path:
     torch.save(obj, buf)
     with buf.getbuffer() as data:
         return write_file_atomic(path, data)
-
-
-def temp_path(path: str | Path) -> Path:
-    """The hidden name beside ``path`` to write before the rename: ``.<8 hex digits of its name>.tmp``, short so
-    that any name the file system takes has a temp name it takes too (``<name>.tmp`` overran 255 bytes),
-    fixed so that a temp a killed writer left is reused, not piled up."""
-    path = Path(path)
-    digest = hashlib.sha1(os.fsencode(path.name)).hexdigest()[:8]
-    return path.with_name(f'.{digest}.tmp')
-
-
-def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | Path | None = None) -> Path:
-    """Write ``data`` to ``path`` whole or not at all: into ``temp_path(path)``, synced, then renamed over ``path``.
-
-    On any error (a full disk, a file size limit, Ctrl-C) the temp is removed and ``path`` keeps what it held;
-    an OSError is raised again naming ``shown`` (default ``path``), the file the user asked for, not the temp.
-    """
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.strerror:
-            raise OSError(e.errno, f'{e.strerror} (not written; a file there before is unchanged)',
-                          str(shown or path)) from e
-        raise
-    return path
-
-
-def name_limit(path: str | Path) -> int:
-    """The longest file name, in bytes, the file system takes in ``path``'s folder (its nearest existing
-    folder's ``PC_NAME_MAX``; 255 where it does not say)."""
-    folder = next((p for p in Path(path).absolute().parents if p.is_dir()), Path('/'))
-    try:
-        return os.pathconf(folder, 'PC_NAME_MAX')
-    except (OSError, ValueError):
-        return 255
 
 
 def check_name_length(path: str | Path, what: str) -> None:
