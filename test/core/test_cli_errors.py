@@ -393,3 +393,54 @@ def test_opencv_warnings_stay_off_stderr(tmp_path):
     assert p.returncode == 2, p.stderr
     line, = p.stderr.strip().splitlines()
     assert line.startswith('vidseg propagate: error: cannot read label file'), p.stderr
+
+
+def _absent(root: Path, name: str) -> Path:
+    """A folder that, first on the path, makes ``import name`` fail as an uninstalled (or broken) package."""
+    (root / name).mkdir(parents=True)
+    (root / name / '__init__.py').write_text(f"raise ImportError('simulated absence of {name}')\n")
+    return root
+
+
+@pytest.mark.parametrize('missing,says,code', [
+    ('cv2', 'info needs the opencv-python-headless package: pip install opencv-python-headless (or make install)', 2),
+    ('distributed', 'info needs the dask[distributed] package: pip install "dask[distributed]" (or make install)', 2),
+    ('a broken onnxscript', 'info needs the onnxscript package: pip install onnxscript (or make install)', 2),
+    ('vidseg_ros.no_such_module', 'internal error, please report it: ModuleNotFoundError', 1)])
+def test_a_missing_package_says_what_to_install(monkeypatch, tmp_path, missing, says, code):
+    """A command without one of its packages (onnx for export, cv2, lz4, ...) was 'internal error, please
+    report it' (exit 1); a missing module of this package itself still is a bug."""
+    from vidseg_ros.tools import commands_models
+
+    def needs(checkpoint):
+        if missing.startswith('a broken '):     # a package that fails while importing itself: no e.name
+            monkeypatch.syspath_prepend(str(_absent(tmp_path, missing.split()[-1])))
+            monkeypatch.delitem(sys.modules, missing.split()[-1], raising=False)
+            __import__(missing.split()[-1])
+        raise ModuleNotFoundError(f'No module named {missing!r}', name=missing)
+    monkeypatch.setattr(commands_models, 'info', needs)
+    r = RUNNER.invoke(app, ['info', 'x'])
+    assert r.exit_code == code, r.stderr
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith(f'vidseg info: error: {says}'), line
+
+
+def test_a_missing_package_in_a_real_process(bad, tmp_path):
+    """The QA case: bag-from-frames --compress without lz4 (PYTHONPATH shadowing it, as an uninstall would)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_absent(tmp_path / 'absent', 'lz4')),
+                                                       os.environ['PYTHONPATH']]))
+    p = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'bag-from-frames', str(bad / 'frames'), '--out',
+                        str(tmp_path / 'bag'), '--compress'], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == ('vidseg bag-from-frames: error: bag-from-frames needs the lz4 package: '
+                                'pip install lz4 (or make install)'), p.stderr
+
+
+def test_without_tqdm_a_command_runs_without_a_progress_bar(monkeypatch, caplog):
+    """On a terminal the data commands import tqdm for their bar: without it they failed (exit 1)."""
+    from vidseg_ros.tools.commands_data import _bar
+    monkeypatch.setitem(sys.modules, 'tqdm', None)
+    with caplog.at_level(logging.INFO), _bar(10, 'frame', 'extract', enabled=True) as update:
+        for _ in range(10):
+            update(1)
+    assert [r.getMessage() for r in caplog.records] == ['no progress bar: tqdm is not installed (pip install tqdm)']

@@ -26,7 +26,7 @@ def test_names_the_font_lacks_draw_without_warnings(tmp_path):
 
 
 def test_other_plot_warnings_still_show(tmp_path, monkeypatch):
-    def warns(report, out_dir):
+    def warns(report, out_dir, plt):
         warnings.warn('something else', UserWarning)
         return []
     monkeypatch.setattr(eval_report, '_write_plots', warns)
@@ -34,6 +34,19 @@ def test_other_plot_warnings_still_show(tmp_path, monkeypatch):
         warnings.simplefilter('always')
         eval_report.write_plots(_report(), tmp_path)
     assert [str(w.message) for w in seen] == ['something else']
+
+
+def test_without_matplotlib_the_plots_are_skipped_with_one_warning(tmp_path, monkeypatch, caplog):
+    """eval scored everything, wrote metrics.json, then failed on the plots (no card either)."""
+    import sys
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)      # `import matplotlib` fails as if not installed
+    with caplog.at_level(logging.INFO):
+        paths = eval_report.write_plots(_report(), tmp_path)
+    assert paths == [] and list(tmp_path.iterdir()) == []
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith('plots skipped: they need the matplotlib package '
+                                                   '(pip install matplotlib)'), lines
+    assert caplog.records[0].levelno == logging.WARNING
 
 
 def test_a_checkpoints_old_setting_names_are_read_silently(caplog):

@@ -1,6 +1,7 @@
 """The `vidseg` error contract, in one place: a user error (bad value, missing or unreadable file, wrong
-kind of file or data) ends as one line on stderr and exit code 2; anything else is a bug: one line and
-exit code 1. ``vidseg --debug ...`` (or ``VIDSEG_DEBUG=1``) shows the traceback instead.
+kind of file or data, a package the command needs that is not installed) ends as one line on stderr and
+exit code 2; anything else is a bug: one line and exit code 1. ``vidseg --debug ...`` (or
+``VIDSEG_DEBUG=1``) shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ _AFTER_INTERRUPT = {
     'bag-recover': 'the partial copy was removed and the bag is unchanged; run the same command again',
 }
 
+# import name -> the name pip installs it under, where the two differ (requirements.txt pins each one;
+# `make install` installs them all)
+_PIP_NAMES = {'cv2': 'opencv-python-headless', 'yaml': 'pyyaml', 'mcap_ros2': 'mcap-ros2-support',
+              'dask': 'dask[distributed]', 'distributed': 'dask[distributed]', 'backports.zstd': 'backports.zstd',
+              'PIL': 'pillow'}
+
 
 class _Interrupted(Exception):
     """A KeyboardInterrupt (Ctrl-C, SIGINT) inside a command, carried past typer, which turns it into a
@@ -38,6 +45,29 @@ def _user_error(e: BaseException) -> bool:
         return True
     names = {c.__name__ for c in type(e).__mro__}
     return bool(names & {'CheckpointError', 'YAMLError'}) or type(e).__module__.startswith(('rosbags', 'mcap'))
+
+
+def missing_package(e: BaseException) -> str | None:
+    """The pip name of the package a failed import wanted (``cv2`` -> ``opencv-python-headless``), or None
+    when the import that failed is this package's own (a bug). A package that fails while importing itself
+    (a broken install) has no ``name``: the module whose code raised the error is that package."""
+    if not isinstance(e, ImportError):
+        return None
+    name = e.name
+    if not name:
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        name = tb.tb_frame.f_globals.get('__name__') if tb is not None else None
+    if not name or name.split('.')[0] in ('vidseg_ros', '__main__'):
+        return None
+    return _PIP_NAMES.get(name) or _PIP_NAMES.get(name.split('.')[0]) or name.split('.')[0]
+
+
+def needs_package(command: str, package: str) -> str:
+    """The one line for a missing package, in the words of ``--executor dask``'s own check."""
+    spec = f'"{package}"' if '[' in package else package      # brackets are a glob to the shell
+    return f'{command or "vidseg"} needs the {package} package: pip install {spec} (or make install)'
 
 
 def one_line(text: object) -> str:
@@ -115,7 +145,9 @@ class ContractGroup(TyperGroup):
         except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
             if _STATE['debug']:
                 raise
-            if _user_error(e):
+            if (package := missing_package(e)) is not None:
+                rv = _fail(where, needs_package(command, package), 2)
+            elif _user_error(e):
                 rv = _fail(where, _describe(e), 2)
             else:
                 rv = _fail(where, f'internal error, please report it: {type(e).__name__}: {e} '

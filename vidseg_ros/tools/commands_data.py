@@ -17,11 +17,12 @@ log = logging.getLogger(__name__)
 def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
     """A tqdm bar as a ``progress(n)`` callback (no-op when disabled). The bar is made at the first progress
     and shows after half a second: input refused before any work stays one error line on stderr, however
-    slow the machine (a bar made up front printed an empty line before such errors)."""
-    if not enabled:
+    slow the machine (a bar made up front printed an empty line before such errors). Without tqdm the
+    command runs without a bar (it is only a display)."""
+    tqdm = _tqdm() if enabled else None
+    if tqdm is None:
         yield lambda n=1: None
         return
-    from tqdm import tqdm
     bar = None
 
     def update(n: int = 1) -> None:
@@ -36,6 +37,16 @@ def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
     finally:
         if bar is not None:
             bar.close()
+
+
+def _tqdm():
+    """tqdm's bar class, or None (logged once per command) when the package is missing."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        log.info('no progress bar: tqdm is not installed (pip install tqdm)')
+        return None
+    return tqdm
 
 
 def _count_frames(bags: list[str | Path], topics: list[str]) -> int | None:

@@ -1,6 +1,7 @@
 """Plots (matplotlib Agg) and the markdown model card for an evaluation report."""
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -10,6 +11,8 @@ import numpy as np
 from vidseg_ros.config import current_names
 from vidseg_ros.engine.backends import describe_device
 from vidseg_ros.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def _plt():
@@ -23,14 +26,20 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
     """accuracy_latency.png (labelled runs), per_class_iou.png, confusion.png; returns the paths.
 
     A character the font lacks (a model or class named in CJK, an emoji) is drawn as a box: matplotlib's
-    'Glyph ... missing from font(s)' warning, once per character and plot, said nothing the user could fix."""
+    'Glyph ... missing from font(s)' warning, once per character and plot, said nothing the user could fix.
+    Without matplotlib the plots are skipped with one warning: the metrics and the card, written either
+    way, are what an evaluation is for (the error came after all the scoring, and lost the card)."""
+    try:
+        plt = _plt()
+    except ImportError as e:
+        log.warning('plots skipped: they need the matplotlib package (pip install matplotlib): %s', e)
+        return []
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', r'Glyph \d+ .*missing from', UserWarning)
-        return _write_plots(report, out_dir)
+        return _write_plots(report, out_dir, plt)
 
 
-def _write_plots(report: dict, out_dir: Path) -> list[Path]:
-    plt = _plt()
+def _write_plots(report: dict, out_dir: Path, plt) -> list[Path]:
     paths = []
     runs = report['intervals']
     if not report.get('labelled'):
