@@ -188,3 +188,13 @@ def test_davis_layout(davis_dir):
     s = ds[0]
     assert s['frames'].shape == (3, 3, 64, 96)
     assert set(s['labels'].unique().tolist()) <= {0, 1}
+
+
+def test_a_missing_dataset_folder_says_where_a_relative_path_was_read_from(tmp_path, monkeypatch):
+    """eval / propagate / make-variant open datasets through open_source: a missing relative root was the bare
+    '[Errno 2] No such file or directory' of a folder listing, with no word on where it was looked for."""
+    from vidseg_ros.data.datasets.layouts import open_source
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf'nope/ds does not exist \(relative paths are read from the current '
+                                                rf'folder {tmp_path}: that is {tmp_path}/nope/ds\)'):
+        open_source('nope/ds', 'val')

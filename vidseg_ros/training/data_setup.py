@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from vidseg_ros.data.images import read_rgb
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
 from vidseg_ros.data.datasets.variants import STILL, add_noise, evenly_spaced, measure_noise_sigma
-from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, FrameSource, guess_layout, identity_lut,
-                                              open_source, read_label_file, read_meta)
+from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, FrameSource, does_not_exist, guess_layout,
+                                              identity_lut, open_source, read_label_file, read_meta)
 
 from .config import TrainConfig
 
@@ -28,12 +27,8 @@ log = logging.getLogger(__name__)
 def check_folder(key: str, root: str) -> None:
     """ConfigError when the folder a setting names does not exist; for a relative path it says where it was looked
     for: the shipped configs' ``../shared/data/camvid`` is relative to the current folder, not to the config."""
-    if Path(root).exists():
-        return
-    where = '' if Path(root).is_absolute() else (f' (relative paths are read from the current folder '
-                                                 f'{os.getcwd()}: that is {os.path.abspath(root)})')
-    raise ConfigError(f'{key}: {root} does not exist{where}; give an absolute path, or run from the folder it is '
-                      'relative to')
+    if not Path(root).exists():
+        raise ConfigError(f'{key}: {does_not_exist(root)}')
 
 
 def dataset_info(cfg: TrainConfig) -> dict:

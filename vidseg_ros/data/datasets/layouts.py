@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -322,6 +323,14 @@ def guess_layout(root: str | Path, split: str = 'train') -> str:
                             f'Cityscapes (leftImg8bit/) or CamVid ({split}/, {split}annot/) folder')
 
 
+def does_not_exist(path: str | Path) -> str:
+    """'<path> does not exist', and for a relative path where it was looked for: the shipped configs'
+    ``../shared/data/camvid`` is relative to the current folder, not to the config or the package."""
+    where = '' if Path(path).is_absolute() else (f' (relative paths are read from the current folder '
+                                                 f'{os.getcwd()}: that is {os.path.abspath(path)})')
+    return f'{path} does not exist{where}; give an absolute path, or run from the folder it is relative to'
+
+
 def open_source(spec: str | Path, split: str = 'train', layout: str = 'auto') -> FrameSource:
     """The one dataset opener (training, evaluation, variants, experiments): the frames of one split.
 
@@ -336,6 +345,8 @@ def open_source(spec: str | Path, split: str = 'train', layout: str = 'auto') ->
             ``extracted``) or ``cityscapes``.
     """
     root = Path(spec)
+    if not root.exists():
+        raise FileNotFoundError(does_not_exist(root))
     layout = 'folder' if layout == 'extracted' else guess_layout(root, split) if layout == 'auto' else layout
     if layout == 'camvid':
         folder, _, seqs = split.partition(':')
