@@ -255,7 +255,10 @@ def load_yaml(path: str | Path) -> dict:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f'cannot read config {path}: {e.strerror or e}') from e
-    loader = StrictLoader(text)
+    try:
+        loader = StrictLoader(text)   # the reader refuses control characters here, before a name can be set
+    except yaml.YAMLError as e:
+        raise ConfigError(f'{path} is not valid YAML: {str(e).replace("<unicode string>", str(path))}') from e
     loader.name = str(path)       # error marks name the file, not "<unicode string>"
     try:
         data = loader.get_single_data()
