@@ -24,8 +24,8 @@ from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
 from vidseg_ros.data.images import ImageError, clip, compressed_size, short, write_image_atomic
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
-                                              cityscapes_source, davis_source, read_index, read_meta, write_index,
-                                              write_meta)
+                                              cityscapes_source, davis_source, not_utf8_says_where, read_index,
+                                              read_meta, write_index, write_meta)
 from vidseg_ros.data.datasets.lock import dataset_lock
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def read_class_table(path: str | Path) -> LabelClasses:
     A row whose ``evaluated`` column is ``no`` (or whose name is void/unlabelled/ignore) is the
     ignore row. Ids and colour components are 0..255; no two rows share a colour or an id.
     """
-    with Path(path).open(newline='', encoding='utf-8-sig') as f:   # -sig: Excel writes a BOM
+    with Path(path).open(newline='', encoding='utf-8-sig') as f, not_utf8_says_where(path):  # -sig: Excel's BOM
         reader = csv.DictReader(f)
         rows = [(reader.line_num, row) for row in reader]
     if not rows:

@@ -7,6 +7,7 @@ Everything here is plain files: no torch, no ROS.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -197,6 +198,17 @@ def write_meta(root: str | Path, meta: dict) -> None:
 INDEX_REQUIRED = ('sequence', 'index', 'stamp_ns', 'image')
 
 
+@contextlib.contextmanager
+def not_utf8_says_where(path: Path):
+    """A table that is not UTF-8 (a class table saved as Latin-1 by a spreadsheet) is a ValueError naming the
+    file and how to fix it, not Python's bare "'utf-8' codec can't decode byte 0xe9 in position 12"."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); '
+                         'save it as UTF-8 (a spreadsheet\'s "CSV UTF-8")') from None
+
+
 def read_index(root: str | Path) -> list[FrameRecord]:
     """Records of an extracted dataset from ``<root>/index.csv`` (paths relative to root).
 
@@ -209,7 +221,7 @@ def read_index(root: str | Path) -> list[FrameRecord]:
     if not path.is_file():
         raise FileNotFoundError(f'no {INDEX_NAME} in {root}; create it with `vidseg extract`')
     records = []
-    with path.open(newline='') as f:
+    with path.open(newline='', encoding='utf-8') as f, not_utf8_says_where(path):
         reader = csv.DictReader(f)
         missing = [c for c in INDEX_REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
