@@ -98,3 +98,22 @@ def test_seal_closes_a_file_cut_at_a_chunk_and_refuses_a_torn_one(tmp_path):
     empty = tmp_path / 'empty.mcap'
     empty.touch()
     assert seal(empty) == 0 and is_intact(empty) and read_mcap(empty) == []
+
+
+@pytest.mark.parametrize('failing', ['write', 'close'])
+def test_an_error_without_words_is_named_by_its_type(tmp_path, monkeypatch, failing):
+    """mcap raised EndOfFile() (no message) closing a file whose chunk had failed: the error read
+    "closing ... failed ()", which said nothing."""
+    from mcap.exceptions import EndOfFile
+
+    from vidseg_ros.data.recorder.core import Recorder
+
+    def fail(*args, **kwargs):
+        raise EndOfFile()
+    monkeypatch.setattr(BagWriter, failing, fail)
+    errors = []
+    rec = Recorder(tmp_path / 'bag', min_free_disk_bytes=0, direct_io=False, on_error=errors.append)
+    rec.add_topic('/cam', IMAGE)
+    rec.put('/cam', noisy_frame(0, np.random.default_rng(2)), 1000)
+    rec.stop(30)
+    assert len(errors) == 1 and '()' not in errors[0] and 'mcap.exceptions.EndOfFile, no message' in errors[0], errors

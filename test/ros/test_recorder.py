@@ -588,3 +588,25 @@ def test_every_topic_offered_in_several_types_is_said(node, tmp_path):
         assert len(said) == 1, log          # once, not every discovery period
         assert 'std_msgs/msg/String' in said[0] and 'sensor_msgs/msg/Image' in said[0]
         assert any(f'{topic}: messages of type' in ln for ln in log.splitlines()), log    # and at close
+
+
+@pytest.mark.parametrize('compression,package', [('zstd', 'zstandard'), ('lz4', 'lz4')])
+def test_compression_without_its_codec_is_one_line_and_exit_2(tmp_path, monkeypatch, compression, package):
+    """Without the Python codec the recorder said "recording", failed on the first message ("unsupported
+    compression type zstandard; closing ... failed ()"), exit 1, and left an empty bag on every respawn."""
+    stub = tmp_path / 'stub' / package
+    stub.mkdir(parents=True)
+    (stub / '__init__.py').write_text(f'raise ImportError("No module named {package!r} (simulated)")\n')
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(stub.parent),
+                                                                  os.environ.get('PYTHONPATH')])))
+    out = tmp_path / 'bags'
+    proc = start_recorder(out, f'compression:={compression}')
+    try:
+        assert proc.wait(60) == 2
+    finally:
+        proc.kill()
+    log = (out / 'recorder.log').read_text()
+    assert log.strip() == (f"RecorderNode: ValueError: compression {compression!r} needs the Python package "
+                           f"{package}, which cannot be imported (No module named {package!r} (simulated)): "
+                           f"pip install {package}, or set compression to none"), log
+    assert [p.name for p in out.iterdir()] == ['recorder.log']   # no bag folder

@@ -38,7 +38,7 @@ from std_srvs.srv import Trigger
 
 from vidseg_ros.data.bags.writer import qos_yaml
 from vidseg_ros.data.images import clip
-from vidseg_ros.data.recorder.core import BagExistsError, Recorder, new_bag_dir
+from vidseg_ros.data.recorder.core import BagExistsError, Recorder, check_compression, new_bag_dir
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status, steady_timer
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.recorder_params import RecorderSettings
@@ -80,6 +80,7 @@ class RecorderNode(Node):
         declare_settings(self, RecorderSettings, read_only=True)  # nothing is applied at run time
         self.cfg: RecorderSettings = read_settings(self, RecorderSettings)
         cfg = self.cfg
+        check_compression(cfg.compression)   # a missing codec: exit 2 before output_dir is made
         self.wanted = {self.resolve_topic_name(t) for t in cfg.topics}
         self.include = re.compile(cfg.topic_regex) if cfg.topic_regex else None
         self.exclude = re.compile(cfg.exclude_regex) if cfg.exclude_regex else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib
 import logging
 import shutil
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from vidseg_ros.data.bags.writer import BagExistsError, new_bag_dir
-from vidseg_ros.data.recorder.sink import BagSink, DiskFull
+from vidseg_ros.data.recorder.sink import BagSink, DiskFull, reason
 from vidseg_ros.data.recorder.snapshot_ring import SnapshotRing
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,23 @@ log = logging.getLogger(__name__)
 # Slow topics (camera_info alone) would take minutes to fill a chunk, and a SIGKILL loses the chunk
 # being filled: end a chunk at least this often so a crash costs at most about this much time.
 _CHUNK_MAX_AGE_S = 1.0
+# chunk compression -> the Python module mcap compresses it with (an optional dependency)
+CODEC_MODULES = {'zstd': 'zstandard', 'lz4': 'lz4.frame'}
+
+
+def check_compression(compression: str) -> None:
+    """Raise ValueError (one line, how to fix it) when ``compression``'s codec cannot be imported: mcap
+    accepted the setting and failed only on the first chunk ("unsupported compression type zstandard"),
+    after the recorder had said "recording", leaving an empty bag on each respawn."""
+    module = CODEC_MODULES.get(compression)
+    if module is None:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        package = module.split('.')[0]
+        raise ValueError(f'compression {compression!r} needs the Python package {package}, which cannot be '
+                         f'imported ({e}): pip install {package}, or set compression to none') from e
 
 
 @dataclasses.dataclass
@@ -89,6 +107,7 @@ class Recorder:
                  next_output_dirs: list[str | Path] = (),
                  disk_usage: Callable = shutil.disk_usage, on_error: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
+        check_compression(compression)   # before anything is created
         self._ring = SnapshotRing(snapshot_max_bytes, snapshot_max_duration_s) if snapshot_mode else None
         self.queue_max_bytes = queue_max_bytes
         self._on_error = on_error
@@ -291,7 +310,7 @@ class Recorder:
                 return
             except Exception as e:  # noqa: BLE001 - any write failure (ENOSPC, EIO) stops cleanly
                 where = item[1] if item is not None and item[0] == 'snapshot' else self.bag_dir
-                self._fail(self.error or f'writing {where} failed: {e}')
+                self._fail(self.error or f'writing {where} failed: {reason(e)}')
                 return
             if item is not None:
                 self._pop(item)

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 _DISK_CHECK_PERIOD_S = 0.5
 
 
+def reason(error: BaseException) -> str:
+    """An exception's words; its type where it has none (mcap's EndOfFile() once printed "failed ()")."""
+    return str(error) or f'{type(error).__module__}.{type(error).__qualname__}, no message'
+
+
 class DiskFull(RuntimeError):
     """The disk of the current bag is (nearly) full; ``written``: the message at hand is in the file."""
 
@@ -216,14 +221,14 @@ class BagSink:
             self._topics[topic].written -= n
             self._topics[topic].dropped += n
         path = writer.abandon()
-        what = f'closing {path or writer.bag_dir} failed ({error})'
+        what = f'closing {path or writer.bag_dir} failed ({reason(error)})'
         if path is not None:
             try:
                 seal(path)
                 write_metadata(writer.bag_dir, writer.files, writer.compression)
                 return f'{what}; cut back to its last complete chunk and closed there'
             except (OSError, ValueError) as e:
-                what += f'; closing it at its last complete chunk failed too ({e})'
+                what += f'; closing it at its last complete chunk failed too ({reason(e)})'
         self.closed_ok = False
         return (f'{what}; it is NOT closed: its complete chunks are on disk, recover them with `vidseg bag-recover '
                 f'{writer.bag_dir} --out DIR_ON_ANOTHER_DISK`')
