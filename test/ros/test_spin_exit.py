@@ -138,3 +138,47 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != 'Z'
+
+
+def _node_env(**changes) -> dict:
+    """This test run's environment with the checkout first on PYTHONPATH; a value of None removes the name."""
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
+    for name, value in changes.items():
+        env.pop(name, None) if value is None else env.__setitem__(name, value)
+    return env
+
+
+def _run_briefly(args, env, cwd, timeout=40) -> tuple[int | None, str, str]:
+    """(exit status or None when still running after ``timeout`` s, stdout, stderr); a node that kept
+    running (the old code on ROS_DOMAIN_ID=-1) is stopped."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(cwd))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return None, out, err
+
+
+def _absent_module(folder: Path, module: str) -> Path:
+    """A package named ``module`` in ``folder`` whose import fails, as when it is not installed."""
+    (folder / module).mkdir(parents=True)
+    (folder / module / '__init__.py').write_text(f'raise ImportError("No module named {module!r} (simulated)")\n')
+    return folder
+
+
+@pytest.mark.parametrize('node,module', [('segment_node', 'cv2'), ('recorder_node', 'mcap'),
+                                         ('video_source_node', 'cv2')])
+@pytest.mark.parametrize('how', ['python_dash_m', 'executable'])
+def test_a_node_whose_import_fails_is_one_line_and_exit_2(node, module, how, tmp_path):
+    """cv2 or mcap absent, or libtorch that cannot be mapped (`ulimit -v`): a raw traceback and exit 1,
+    which launch respawns. Now `<node>: cannot start: <reason>`, exit 2."""
+    stub = _absent_module(tmp_path / 'stub', module)
+    env = _node_env(PYTHONPATH=os.pathsep.join([str(stub), str(ROOT)]),
+                    PATH=f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}')
+    args = ([sys.executable, '-m', f'vidseg_ros.ros.{node}'] if how == 'python_dash_m'
+            else [str(ROOT / 'scripts' / node)])
+    code, out, err = _run_briefly(args, env, tmp_path)
+    assert code == 2, (code, out, err)
+    assert err.strip() == f"{node}: cannot start: No module named '{module}' (simulated)", err

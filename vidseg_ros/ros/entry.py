@@ -51,11 +51,24 @@ def stop_with_parent() -> None:
 
 def run_node(module: str) -> int:
     """Install the start-up handlers and the parent-death signal, then import ``module`` and return its
-    ``main()``."""
+    ``main()``; 2 after one line on stderr when it cannot be imported."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_now)
     stop_with_parent()
-    return importlib.import_module(module).main()
+    try:
+        node_module = importlib.import_module(module)
+    except (ImportError, OSError, MemoryError) as e:
+        # a dependency missing (cv2, mcap) or a library that cannot be mapped (libtorch under `ulimit -v`): a
+        # raw traceback and exit 1 said nothing more, and launch respawned the node into the same failure
+        print(f'{module.rsplit(".", 1)[-1]}: cannot start: {_clip(str(e) or type(e).__name__)}', file=sys.stderr)
+        return 2
+    return node_module.main()
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """One line of at most ``limit`` characters; a long one loses its middle (its end says what failed)."""
+    text = ' '.join(text.split())
+    return text if len(text) <= limit else f'{text[:limit // 2 - 2]} .. {text[-(limit // 2 - 2):]}'
 
 
 def run_as_main(module: str) -> None:
