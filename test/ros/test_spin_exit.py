@@ -161,6 +161,31 @@ def _run_briefly(args, env, cwd, timeout=40) -> tuple[int | None, str, str]:
         return None, out, err
 
 
+ROS_CANNOT_START = {   # environment -> words of the one line
+    'home_unset': ({'HOME': None, 'ROS_HOME': None, 'ROS_LOG_DIR': None},
+                   'cannot start ROS: failed to initialize logging'),
+    'log_dir_not_a_folder': ({'ROS_LOG_DIR': '/dev/null/log'}, "log directory '/dev/null/log': Not a directory"),
+    'domain_abc': ({'ROS_DOMAIN_ID': 'abc'}, "ROS_DOMAIN_ID='abc' is not a ROS domain"),
+    'domain_minus_1': ({'ROS_DOMAIN_ID': '-1'}, "ROS_DOMAIN_ID='-1' is not a ROS domain"),
+    'domain_300': ({'ROS_DOMAIN_ID': '300'}, "ROS_DOMAIN_ID='300' is not a ROS domain"),
+}
+
+
+@pytest.mark.parametrize('case', list(ROS_CANNOT_START))
+def test_ros_that_cannot_start_is_one_line_and_exit_2(case, tmp_path):
+    """HOME unset or read-only (rcl cannot make ~/.ros/log), ROS_DOMAIN_ID=abc: a 20-line RCLError traceback,
+    exit 1, and launch respawned the node into the same failure; -1 ran on some other domain without a word,
+    300 made FastDDS end the process. Now one line that says what to set, exit 2."""
+    changes, words = ROS_CANNOT_START[case]
+    cv2.imwrite(str(tmp_path / 'frame.png'), np.zeros((8, 8, 3), np.uint8))
+    code, out, err = _run_briefly([sys.executable, '-m', 'vidseg_ros.ros.video_source_node', '--ros-args',
+                                   '-p', f'source:={tmp_path}', '-p', 'loop:=true'], _node_env(**changes), tmp_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1, (code, out, err)
+    assert err.startswith('VideoSourceNode: ') and words in err, err
+    if 'log' in case:
+        assert err.strip().endswith('set ROS_LOG_DIR (or ROS_HOME) to a writable folder'), err
+
+
 def _absent_module(folder: Path, module: str) -> Path:
     """A package named ``module`` in ``folder`` whose import fails, as when it is not installed."""
     (folder / module).mkdir(parents=True)

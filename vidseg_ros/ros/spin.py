@@ -17,10 +17,26 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from vidseg_ros.engine.memory import tune_allocator
+from vidseg_ros.ros.startup import domain_id_problem, init_failure
 
 
 class WorkerDied(RuntimeError):
     """The inference worker ended while the node was serving: exit non-zero so a launch file respawns it."""
+
+
+def start_ros(name: str, args=None):
+    """``rclpy.init`` (its context manager), or None after one line on stderr saying why ROS cannot start:
+    rcl's own failures (HOME unset or read-only, so no log folder; a bad ROS_DOMAIN_ID) were a 20-line
+    traceback and exit 1, which launch respawns."""
+    problem = domain_id_problem()
+    if problem is None:
+        try:
+            return rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        except RuntimeError as e:   # rclpy's RCLError
+            problem = init_failure(e)
+            rclpy.try_shutdown()     # rcl may be up with only its logging missing
+    print(f'{name}: {problem}', file=sys.stderr)
+    return None
 
 
 def run(node_cls, args=None) -> int:
@@ -35,8 +51,11 @@ def run(node_cls, args=None) -> int:
     stop = threading.Event()
     code = 0
     tune_allocator()   # camera-sized buffers reused, not page-faulted afresh on every frame
+    context = start_ros(node_cls.__name__, args)
+    if context is None:
+        return 2
     # the context manager shuts the context down last, after the node is destroyed, however we leave
-    with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+    with context:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         node = None
