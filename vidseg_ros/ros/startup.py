@@ -8,8 +8,12 @@ from __future__ import annotations
 import errno
 import os
 import re
+import xml.etree.ElementTree as ET
 
 MAX_DOMAIN_ID = 232              # FastDDS computes its ports from the domain: above this they overflow
+FASTDDS_DEFAULT_SEGMENT = 512 << 10   # FastDDS's own shared-memory segment, when no profile sizes one
+PROFILE_ENV = 'FASTDDS_DEFAULT_PROFILES_FILE'
+SHM_DIR = '/dev/shm'
 _LOG_DIR_ADVICE = 'set ROS_LOG_DIR (or ROS_HOME) to a writable folder'
 
 
@@ -32,3 +36,63 @@ def init_failure(error: Exception) -> str:
                     lambda m: f'{m[1]}: {os.strerror(int(m[2])) if int(m[2]) in errno.errorcode else m[2]}', reason)
     advice = f'; {_LOG_DIR_ADVICE}' if 'logging' in reason or 'log directory' in reason else ''
     return f'cannot start ROS: {reason}{advice}'
+
+
+def profile_problem(path: str) -> str | None:
+    """Why the FastDDS profile file at ``path`` cannot be used (missing, unreadable, not XML), or None."""
+    try:
+        ET.parse(path)
+    except FileNotFoundError:
+        return 'does not exist'
+    except OSError as e:
+        return f'cannot be read ({e.strerror or e})'
+    except ET.ParseError as e:
+        return f'is not valid XML ({e})'
+    return None
+
+
+def segment_bytes(path: str | None) -> int:
+    """Size of the shared-memory segment each participant maps with the profile at ``path`` (the largest
+    SHM transport's ``segment_size``); FastDDS's default when there is none (or no readable profile)."""
+    if not path or profile_problem(path):
+        return FASTDDS_DEFAULT_SEGMENT
+    sizes = []
+    for desc in ET.parse(path).getroot().iter():
+        if _local(desc.tag) != 'transport_descriptor':
+            continue
+        fields = {_local(child.tag): (child.text or '').strip() for child in desc}
+        if fields.get('type') == 'SHM':
+            sizes.append(int(fields['segment_size']) if fields.get('segment_size', '').isdigit()
+                         else FASTDDS_DEFAULT_SEGMENT)
+    return max(sizes, default=FASTDDS_DEFAULT_SEGMENT)
+
+
+def _local(tag) -> str:
+    """An element's name without its XML namespace."""
+    return tag.rsplit('}', 1)[-1] if isinstance(tag, str) else ''
+
+
+def transport_warnings(env=os.environ, shm_dir: str = SHM_DIR) -> list[str]:
+    """Why large images (camera frames) would be lost between processes, in our words: FastDDS itself says
+    only "XMLPARSER Error" or "Unable to Register SHM Transport" and then goes on, dropping every frame larger
+    than its fallback can carry. Empty when FastDDS is not the middleware or all is well."""
+    if not env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp').startswith('rmw_fastrtps'):
+        return []
+    warnings = []
+    path = env.get(PROFILE_ENV) or None
+    if path and (problem := profile_problem(path)):
+        warnings.append(f'{PROFILE_ENV}={path} {problem}: FastDDS falls back to its 512 KB shared-memory segment '
+                        "and large images will be lost; point it at vidseg_ros's config/fastdds_shm.xml "
+                        '(under share/vidseg_ros/ when installed)')
+    need = segment_bytes(path)
+    try:
+        st = os.statvfs(shm_dir)
+    except OSError:
+        return warnings     # no /dev/shm at all: FastDDS says so, and uses UDP
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        warnings.append(f'{shm_dir} has {free / 2**20:.1f} MiB free, less than the {need / 2**20:.1f} MiB '
+                        'shared-memory segment FastDDS needs for this process: large images will be lost; '
+                        f'free space in {shm_dir} (stale fastdds_* files of dead processes, other programs) or '
+                        'enlarge it (docker run --shm-size=1g)')
+    return warnings
