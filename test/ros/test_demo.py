@@ -28,6 +28,12 @@ def test_demo_accounts_for_every_frame(tmp_path, real_frames):
     assert f'{len(real_frames) - s["frames_segmented"]} dropped' in r.stdout
 
 
+def test_help_names_the_command_to_type():
+    r = subprocess.run([sys.executable, '-m', 'vidseg_ros.ros.demo', '--help'], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.startswith('usage: python -m vidseg_ros.ros.demo '), r.stdout[:200]
+
+
 def _legend(classes, width):
     """The demo's legend for ``classes`` (dicts of id/name/color) with every class equally present."""
     from vidseg_ros.ros.demo import Collector

@@ -272,7 +272,8 @@ def report(c: Collector, out: Path, video: str, model: str, trained: bool, wall_
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='python -m vidseg_ros.ros.demo', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--video', help='video file or image folder (default: CamVid val if present, '
                                         'else the opencv-doc sample)')
     parser.add_argument('--model', help="checkpoint name or path (default: the shipped camvid_keyframe_fpn)")
