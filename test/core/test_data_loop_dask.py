@@ -151,3 +151,58 @@ def test_executor_options_are_checked_before_work():
     with pytest.raises(ExecutorError, match='workers'):
         with task_executor('dask', 0):
             pass
+
+
+def _extract_dask_under_ulimit(tmp_path: Path, limit: int) -> subprocess.CompletedProcess:
+    import os
+    import resource
+    bag, = _bags(tmp_path, 1, 3)
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+    return subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'extract', str(bag), '--out', str(tmp_path / 'ds'),
+                           '--executor', 'dask', '--workers', '2'], capture_output=True, text=True, timeout=120,
+                          env=env, preexec_fn=limited)
+
+
+@pytest.mark.parametrize('limit', [12, 32])
+def test_a_local_cluster_the_open_file_limit_cannot_hold_is_one_line(tmp_path, limit):
+    """ulimit -n 32: 'internal error ... Nanny failed to start' (exit 1) after ~130 lines of distributed's
+    tracebacks; ulimit -n 12: a hang writing hundreds of MB of 'Too many open files' to stderr."""
+    p = _extract_dask_under_ulimit(tmp_path, limit)
+    assert p.returncode == 2, p.stderr[-2000:]
+    line, = p.stderr.strip().splitlines()
+    assert line.startswith(f'vidseg extract: error: could not start a local Dask cluster (the open-file limit is '
+                           f'{limit}, 2 worker(s) need at least ') and line.endswith('); use --executor local'), line
+
+
+def test_a_local_cluster_that_fails_to_start_is_an_executor_error(monkeypatch, caplog):
+    """Past the limit check a start can still fail (the limit is an estimate, no loopback, ...): one line
+    with the OS error behind it, and distributed's own logging of the failure kept off stderr."""
+    import logging
+
+    import distributed
+
+    def fails(**kwargs):
+        logging.getLogger('distributed.nanny').error('Failed to start process')
+        try:
+            raise OSError(24, 'Too many open files')
+        except OSError as e:
+            raise RuntimeError('Nanny failed to start.') from e
+    monkeypatch.setattr(distributed, 'LocalCluster', fails)
+    with caplog.at_level(logging.INFO), pytest.raises(ExecutorError) as e:
+        with task_executor('dask', 1):
+            pass
+    assert str(e.value) == 'could not start a local Dask cluster (Too many open files); use --executor local'
+    assert [r for r in caplog.records if r.name.startswith('distributed')] == []
+
+
+def test_distributed_info_lines_stay_off_a_run(caplog):
+    """Each local-cluster run logged ~33 INFO lines (scheduler at, worker registered, closing, ...)."""
+    import logging
+    with caplog.at_level(logging.INFO):
+        with task_executor('dask', 1) as pool:
+            assert pool.submit(int, '7').result() == 7
+    assert [r.getMessage() for r in caplog.records if r.name.startswith('distributed')
+            and r.levelno < logging.WARNING] == []

@@ -117,12 +117,70 @@ def _dask_client(workers: int, address: str):
         finally:
             client.close()
         return
-    # Loopback only, no dashboard: a local cluster is for one machine (and the tests).
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host='127.0.0.1',
-                           dashboard_address=None, silence_logs=logging.WARNING)
-    client = Client(cluster)
+    with _quiet_distributed():
+        cluster = _local_cluster(LocalCluster, workers)
+        try:
+            client = Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
+        finally:
+            cluster.close()
+
+
+def _local_cluster(local_cluster, workers: int):
+    """A throw-away cluster of ``workers`` processes on loopback, without dashboard (a local cluster is for
+    one machine, and the tests); ExecutorError when it does not start (too few file descriptors, no
+    loopback, ...): distributed's own report of that was ~130 lines of tracebacks and exit 1."""
+    _check_open_files(workers)
+    logger = logging.getLogger('distributed')
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)    # its start-up errors: we say it in one line below
     try:
-        yield client
+        return local_cluster(n_workers=workers, threads_per_worker=1, processes=True, host='127.0.0.1',
+                             dashboard_address=None, silence_logs=logging.WARNING)
+    except Exception as e:  # noqa: BLE001 - whatever stopped it, the way out is the same
+        raise ExecutorError(f'could not start a local Dask cluster ({_root_cause(e)}); use --executor '
+                            'local') from e     # the chain: for --debug
     finally:
-        client.close()
-        cluster.close()
+        logger.setLevel(level)
+
+
+def _check_open_files(workers: int) -> None:
+    """Refuse a cluster the open-file limit cannot hold: below it the scheduler's accept loop spun on
+    'Too many open files' and logged it without end (a hang writing hundreds of MB to stderr), just
+    above it a worker's start failed. Measured: a local cluster holds 15 + 9 per worker descriptors."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        need = len(os.listdir('/proc/self/fd')) + 15 + 9 * workers
+    except (ImportError, OSError):     # not Linux: no limit to read here, the start itself will tell
+        return
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise ExecutorError(f'could not start a local Dask cluster (the open-file limit is {soft}, {workers} '
+                            f'worker(s) need at least {need}: raise ulimit -n); use --executor local')
+
+
+def _root_cause(e: BaseException) -> str:
+    """The first OS error behind ``e`` (``Too many open files`` behind 'Nanny failed to start'), else ``e``."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return f'{type(e).__name__}: {e}'.rstrip(': ')
+
+
+@contextlib.contextmanager
+def _quiet_distributed():
+    """distributed's INFO lines (scheduler at, worker registered, ... 33 per run) through the CLI's root
+    handler: only its warnings and errors show (a lost worker)."""
+    logger = logging.getLogger('distributed')
+    level = logger.level
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
