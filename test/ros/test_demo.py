@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
+import pytest
 
 from support.ros_helpers import ROOT
 
 
 def test_demo_accounts_for_every_frame(tmp_path, real_frames):
-    import cv2
     frames = tmp_path / 'frames'
     frames.mkdir()
     for i, rgb in enumerate(real_frames):
@@ -26,6 +30,56 @@ def test_demo_accounts_for_every_frame(tmp_path, real_frames):
     assert s['frames_segmented'] + dropped == len(real_frames), s
     assert 0 < s['overlays_received'] <= s['frames_segmented']
     assert f'{len(real_frames) - s["frames_segmented"]} dropped' in r.stdout
+
+
+def _installed_package(cwd) -> bool:
+    """Whether this Python imports vidseg_ros from its installation (`make install`), not the checkout."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    r = subprocess.run([sys.executable, '-c', 'import vidseg_ros; print(vidseg_ros.__file__)'], capture_output=True,
+                       text=True, cwd=cwd, env=env)
+    return r.returncode == 0 and ROOT / 'vidseg_ros' not in Path(r.stdout.strip()).parents
+
+
+def test_the_installed_demo_uses_the_shipped_profile_and_writes_to_the_current_folder(tmp_path, real_frames):
+    """Installed (not run from the checkout) the demo looked for config/ and demo_out/ in site-packages: every
+    node logged "XMLPARSER Error" and fell back to FastDDS's 512 KB segment (large frames lost), and the output
+    went into site-packages/demo_out (from a read-only folder too)."""
+    work = tmp_path / 'work'
+    work.mkdir()
+    if not _installed_package(work):
+        pytest.skip('vidseg_ros is not installed into this Python (make install)')
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for i, rgb in enumerate(real_frames[:4]):
+        cv2.imwrite(str(frames / f'{i:04d}.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'FASTDDS_DEFAULT_PROFILES_FILE')}
+    r = subprocess.run([sys.executable, '-m', 'vidseg_ros.ros.demo', '--video', str(frames), '--no-record'],
+                       capture_output=True, text=True, timeout=300, cwd=work, env=env)
+    out = work / 'demo_out'
+    assert r.returncode == 0 and (out / 'summary.json').is_file(), r.stdout[-3000:] + r.stderr[-3000:]
+    logs = {p.name: p.read_text() for p in out.glob('*.log')}
+    assert 'segment_node.log' in logs and not any('XMLPARSER' in t or 'will be lost' in t for t in logs.values()), logs
+    assert 'XMLPARSER' not in r.stderr and 'warning' not in r.stderr, r.stderr
+
+
+def test_a_read_only_current_folder_is_one_line_and_exit_2(tmp_path):
+    """The default --out is demo_out in the current folder. From a read-only folder the demo wrote into the
+    checkout (or site-packages) instead; now it says so and stops (a private read-only bind mount: root only)."""
+    if os.geteuid() != 0 or shutil.which('unshare') is None:
+        pytest.skip('a read-only folder for root needs unshare and a bind mount')
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    existed = (ROOT / 'demo_out').exists()
+    script = 'mount --bind -o ro "$1" "$1" && cd "$1" && shift && exec "$@"'
+    r = subprocess.run(['unshare', '-m', 'sh', '-c', script, 'sh', str(ro), sys.executable, '-m',
+                        'vidseg_ros.ros.demo', '--video', str(tmp_path), '--no-record'],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    if 'mount' in r.stderr and r.returncode != 2:
+        pytest.skip(f'cannot bind-mount read-only here: {r.stderr.strip()[:200]}')
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.strip() == f'demo: cannot create the output folder {ro}/demo_out: Read-only file system; ' \
+                               'pass --out DIR', r.stderr
+    assert existed or not (ROOT / 'demo_out').exists()     # nothing written into the checkout
 
 
 def test_help_names_the_command_to_type():

@@ -186,6 +186,15 @@ def test_ros_that_cannot_start_is_one_line_and_exit_2(case, tmp_path):
         assert err.strip().endswith('set ROS_LOG_DIR (or ROS_HOME) to a writable folder'), err
 
 
+@pytest.mark.parametrize('case', ['home_unset', 'domain_abc'])
+def test_the_demo_that_cannot_start_ros_is_one_line_exit_2_and_starts_nothing(case, tmp_path):
+    changes, words = ROS_CANNOT_START[case]
+    code, out, err = _run_briefly([sys.executable, '-m', 'vidseg_ros.ros.demo', '--video', str(tmp_path),
+                                   '--out', str(tmp_path / 'out')], _node_env(**changes), tmp_path)
+    assert code == 2 and err.strip() == err.strip().splitlines()[0] and words in err, (code, out[-2000:], err)
+    assert not (tmp_path / 'out').exists()    # no node was started, nothing written
+
+
 def _absent_module(folder: Path, module: str) -> Path:
     """A package named ``module`` in ``folder`` whose import fails, as when it is not installed."""
     (folder / module).mkdir(parents=True)

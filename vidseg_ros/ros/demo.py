@@ -22,31 +22,94 @@ import cv2
 import numpy as np
 
 from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
+from vidseg_ros.ros.startup import PROFILE_ENV, domain_id_problem, init_failure, transport_warnings
 
-ROOT = Path(__file__).resolve().parents[2]
+# The folder vidseg_ros is imported from: a source checkout, or site-packages when installed.
+IMPORT_ROOT = Path(__file__).resolve().parents[2]
+CHECKOUT = IMPORT_ROOT if (IMPORT_ROOT / 'package.xml').is_file() else None
+
+
+class DemoError(Exception):
+    """Bad input or a set-up the demo cannot run in: one line, exit 2."""
+
+
+def package_file(*parts: str) -> Path | None:
+    """A file the package ships (``config/fastdds_shm.xml``), found where its models are: the checkout, or the
+    installed share dir (ament index, ``<sys.prefix>/share/vidseg_ros``). Those folders hold package.xml;
+    ``$VIDSEG_MODELS`` folders do not. Imports torch (seconds): called once the demo runs."""
+    from vidseg_ros.engine.stream import model_dirs
+    for models in model_dirs():
+        root = models.parent
+        if (root / 'package.xml').is_file() and root.joinpath(*parts).is_file():
+            return root.joinpath(*parts)
+    return None
 
 
 def choose_video(arg: str | None) -> tuple[str, str]:
     """(path, description) of the video the demo plays."""
     if arg:
         return arg, 'given with --video'
-    camvid = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data')) / 'camvid' / 'val'
-    if camvid.is_dir():
+    # the shared data folder sits beside a checkout; an installed package has only $VIDSEG_DATA
+    data = os.environ.get('VIDSEG_DATA') or (CHECKOUT and CHECKOUT.parent / 'shared' / 'data')
+    camvid = Path(data) / 'camvid' / 'val' if data else None
+    if camvid is not None and camvid.is_dir():
         return str(camvid), 'CamVid val drive 0016E5 (15 Hz, the shipped model\'s domain), read in place'
     try:
         return str(fetch_opencv_sample()), 'opencv-doc sample vtest.avi (pedestrians; outside the driving domain)'
     except SampleVideoError as e:
-        raise SystemExit(f'demo: {e}; or pass one with --video PATH (make demo VIDEO=PATH)') from e
+        raise DemoError(f'{e}; or pass one with --video PATH (make demo VIDEO=PATH)') from e
 
 
 def choose_model(arg: str | None) -> tuple[str, bool]:
     """(model parameter, trained?) — the shipped default when it exists, else untrained weights."""
     if arg:
         return arg, True
-    for folder in (ROOT / 'models', Path(sys.prefix) / 'share' / 'vidseg_ros' / 'models'):
-        if (folder / 'camvid_keyframe_fpn.pt').is_file():
-            return '', True
+    from vidseg_ros.engine.stream import DEFAULT_MODEL, model_dirs   # where the node will look
+    if any((folder / f'{DEFAULT_MODEL}.pt').is_file() for folder in model_dirs()):
+        return '', True
     return 'untrained:keyframe_fpn', False
+
+
+def out_dir(arg: str) -> Path:
+    """The output folder, created (relative to the current folder, as any command's output)."""
+    out = Path(arg).expanduser().resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DemoError(f'cannot create the output folder {out}: {e.strerror or e}; pass --out DIR') from e
+    return out
+
+
+def ros_environment() -> None:
+    """Discovery on loopback and the shipped FastDDS profile, unless the user set their own; then every
+    problem that would stop ROS (bad domain) or lose frames (missing profile, /dev/shm full), said first."""
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    if not os.environ.get(PROFILE_ENV):
+        profile = package_file('config', 'fastdds_shm.xml')
+        if profile is None:
+            print('demo: warning: config/fastdds_shm.xml of vidseg_ros not found (neither a checkout nor an '
+                  'installed share/vidseg_ros): FastDDS keeps its 512 KB segment and large images will be lost',
+                  file=sys.stderr, flush=True)
+        else:
+            os.environ[PROFILE_ENV] = str(profile)
+    if (problem := domain_id_problem()) is not None:
+        raise DemoError(problem)
+    for warning in transport_warnings():
+        print(f'demo: warning: {warning}', file=sys.stderr, flush=True)
+    # the nodes run this very package (a checkout's, not another one installed)
+    os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(IMPORT_ROOT), os.environ.get('PYTHONPATH')]))
+
+
+def init_ros():
+    """rclpy, started before anything else: when ROS cannot start (no log folder: HOME unset or read-only)
+    nothing is written and no node is left running. Returns rclpy."""
+    import rclpy
+    try:
+        rclpy.init()
+    except RuntimeError as e:   # rclpy's RCLError
+        rclpy.try_shutdown()
+        raise DemoError(init_failure(e)) from e
+    return rclpy
 
 
 class Collector:
@@ -184,8 +247,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def run(args) -> dict:
     import rclpy
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_dir(args.out)
     video, video_desc = choose_video(args.video)
     model, trained = choose_model(args.model)
     banner = '' if trained else ('\n*** UNTRAINED WEIGHTS: no trained checkpoint found, masks are meaningless; '
@@ -200,7 +262,6 @@ def run(args) -> dict:
         procs.append(start('vidseg_ros.ros.recorder_node',
                            {'topics': ['/image', '/camera_info', '/vidseg_segmenter/mask'], 'output_dir': str(out),
                             'bag_prefix': 'drive'}, out / 'recorder_node.log'))
-    rclpy.init()
     node = rclpy.create_node('vidseg_demo_collector')
     collector = Collector(node, out, args.rate)
     source = None
@@ -277,15 +338,21 @@ def main(argv=None) -> int:
     parser.add_argument('--video', help='video file or image folder (default: CamVid val if present, '
                                         'else the opencv-doc sample)')
     parser.add_argument('--model', help="checkpoint name or path (default: the shipped camvid_keyframe_fpn)")
-    parser.add_argument('--out', default=str(ROOT / 'demo_out'), help='output folder')
+    parser.add_argument('--out', default='demo_out', help='output folder (default: demo_out in the current folder)')
     parser.add_argument('--rate', type=float, default=15.0, help='camera rate in Hz')
     parser.add_argument('--max-frames', type=int, default=150, help='frames to play (0 = all)')
     parser.add_argument('--no-record', dest='record', action='store_false', help='do not start the recorder')
     args = parser.parse_args(argv)
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(ROOT / 'config' / 'fastdds_shm.xml'))
-    os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
-    summary = run(args)
+    try:
+        ros_environment()
+        rclpy = init_ros()
+        try:
+            summary = run(args)
+        finally:
+            rclpy.try_shutdown()   # also when the demo stopped before its nodes started
+    except DemoError as e:
+        print(f'demo: {e}', file=sys.stderr)
+        return 2
     return 0 if summary['overlays_received'] > 0 else 1
 
 
