@@ -143,7 +143,7 @@ def test_last_resort_cuts_back_to_the_last_chunk(small_fs, tmp_path, monkeypatch
     assert 'closing it at its last complete chunk failed too' in errors[0]
     recover = [sys.executable, '-m', 'vidseg_ros.cli', 'bag-recover', str(small_fs / 'bag'), '--force']
     result = subprocess.run(recover, capture_output=True, text=True, timeout=120)  # next to it: no room
-    assert result.returncode == 1 and '--out' in result.stderr and result.stderr.count('\n') == 1
+    assert result.returncode == 2 and '--out' in result.stderr and result.stderr.count('\n') == 1
     assert sorted(p.name for p in small_fs.iterdir() if p.name != 'lost+found') == ['bag']  # nothing left
     out = tmp_path / 'recovered'
     result = subprocess.run(recover + ['--out', str(out)], capture_output=True, text=True, timeout=120)
