@@ -43,6 +43,26 @@ def test_unknown_name_lists_where_it_looked(monkeypatch):
     assert str(ROOT / 'models') in str(e.value)
 
 
+def test_unusable_env_var_entries_are_marked_and_warned_once(monkeypatch, tmp_path, caplog):
+    """$VIDSEG_MODELS naming a missing folder or a file was ignored without a word; the 'not found' error
+    listed it like any folder."""
+    import logging
+
+    from vidseg_ros.models.checkpoint import CheckpointError
+    afile = tmp_path / 'models.txt'
+    afile.write_text('')
+    monkeypatch.setattr(stream, '_WARNED_ENV_DIRS', set())
+    monkeypatch.setenv('VIDSEG_MODELS', os.pathsep.join([str(tmp_path / 'typo'), str(afile), str(tmp_path)]))
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(CheckpointError) as e:
+            resolve_model('no_such_model')
+        assert Path(resolve_model('camvid_fpn')) == ROOT / 'models' / 'camvid_fpn.pt'   # found further on
+    assert f'in {tmp_path / "typo"} (missing), {afile} (not a folder), {tmp_path}, ' in str(e.value), str(e.value)
+    assert [r.getMessage() for r in caplog.records] == [
+        f'$VIDSEG_MODELS lists {tmp_path / "typo"} (missing), {afile} (not a folder): no models are looked up '
+        'there']
+
+
 INSTALLED = Path(sys.prefix) / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' / \
     'site-packages' / 'vidseg_ros' / 'engine' / 'stream.py'
 

@@ -32,6 +32,7 @@ UNTRAINED_PREFIX = 'untrained:'
 STAGES = ('preprocess', 'model', 'postprocess')   # FrameResult.timings_ms keys
 REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'    # a source checkout's (see model_dirs)
 MODELS_ENV = 'VIDSEG_MODELS'
+_WARNED_ENV_DIRS: set[Path] = set()    # $VIDSEG_MODELS entries already warned about: once per process
 # Settings that need a new engine (a new model runner); the rest can change at run time.
 REBUILD_FIELDS = fields_with(EngineConfig, 'rebuild')   # a change needs a new engine (from_checkpoint)
 
@@ -48,6 +49,11 @@ def model_dirs() -> list[Path]:
     import site
     import sys
     dirs = [Path(d).expanduser() for d in os.environ.get(MODELS_ENV, '').split(os.pathsep) if d]
+    # a typo there was ignored without a word (until a name was not found): one warning, once per process
+    unusable = [f'{d} ({why})' for d in dirs if d not in _WARNED_ENV_DIRS and (why := _not_a_folder(d))]
+    if unusable:
+        _WARNED_ENV_DIRS.update(d for d in dirs if _not_a_folder(d))
+        log.warning('$%s lists %s: no models are looked up there', MODELS_ENV, ', '.join(unusable))
     if (REPO_MODELS.parent / 'package.xml').is_file():       # not site-packages/models
         dirs.append(REPO_MODELS)
     try:
@@ -62,6 +68,13 @@ def model_dirs() -> list[Path]:
         if d not in unique:
             unique.append(d)
     return unique
+
+
+def _not_a_folder(path: Path) -> str:
+    """Why a model folder holds no models: 'missing' or 'not a folder'; '' for a folder."""
+    if path.is_dir():
+        return ''
+    return 'not a folder' if path.exists() else 'missing'
 
 
 def resolve_model(spec: str) -> str:
@@ -80,8 +93,9 @@ def resolve_model(spec: str) -> str:
             return str(cand)
     hint = (' Train one (`vidseg train`) or use model "untrained:keyframe_fpn" for a demo with random '
             'weights.' if spec == DEFAULT_MODEL else '')
-    raise CheckpointError(f'model {spec!r} not found; looked for {spec}{"|".join(MODEL_SUFFIXES)} in ' +
-                          ', '.join(map(str, dirs)) + f'; give a path, or add a folder to ${MODELS_ENV}.' + hint)
+    looked = ', '.join(f'{d} ({why})' if (why := _not_a_folder(d)) else str(d) for d in dirs)
+    raise CheckpointError(f'model {spec!r} not found; looked for {spec}{"|".join(MODEL_SUFFIXES)} in {looked}'
+                          f'; give a path, or add a folder to ${MODELS_ENV}.' + hint)
 
 
 class StreamSegmenter:
