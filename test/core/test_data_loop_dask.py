@@ -206,3 +206,20 @@ def test_distributed_info_lines_stay_off_a_run(caplog):
             assert pool.submit(int, '7').result() == 7
     assert [r.getMessage() for r in caplog.records if r.name.startswith('distributed')
             and r.levelno < logging.WARNING] == []
+
+
+def test_a_taken_port_8787_is_no_warning(recwarn):
+    """Another cluster on the machine (its HTTP server on distributed's default 8787): each run warned
+    'Port 8787 is already in use. Perhaps you already have a cluster running?' on stderr."""
+    import socket
+    import warnings
+    with socket.socket() as taken:
+        try:
+            taken.bind(('127.0.0.1', 8787))
+            taken.listen()
+        except OSError:
+            pass        # already taken by someone else: the same case
+        warnings.simplefilter('always')
+        with task_executor('dask', 1) as pool:
+            assert pool.submit(int, '7').result() == 7
+    assert [str(w.message) for w in recwarn if '8787' in str(w.message)] == []

@@ -138,8 +138,11 @@ def _local_cluster(local_cluster, workers: int):
     level = logger.level
     logger.setLevel(logging.CRITICAL)    # its start-up errors: we say it in one line below
     try:
+        # the scheduler's HTTP server (health, metrics) on a free port: on its default 8787, taken by another
+        # cluster, distributed warned 'Port 8787 is already in use ...' on stderr
         return local_cluster(n_workers=workers, threads_per_worker=1, processes=True, host='127.0.0.1',
-                             dashboard_address=None, silence_logs=logging.WARNING)
+                             dashboard_address=None, silence_logs=logging.WARNING,
+                             scheduler_kwargs={'dashboard_address': '127.0.0.1:0'})
     except Exception as e:  # noqa: BLE001 - whatever stopped it, the way out is the same
         raise ExecutorError(f'could not start a local Dask cluster ({_root_cause(e)}); use --executor '
                             'local') from e     # the chain: for --debug
