@@ -444,3 +444,16 @@ def test_without_tqdm_a_command_runs_without_a_progress_bar(monkeypatch, caplog)
         for _ in range(10):
             update(1)
     assert [r.getMessage() for r in caplog.records] == ['no progress bar: tqdm is not installed (pip install tqdm)']
+
+
+def test_without_tqdm_train_and_finetune_progress_run_on(monkeypatch, caplog):
+    """train's and finetune's bars imported tqdm themselves: without it both stopped ('needs the tqdm package')
+    where the data commands run on without a bar."""
+    from vidseg_ros.tools.commands_train import _Progress
+    monkeypatch.setitem(sys.modules, 'tqdm', None)
+    with caplog.at_level(logging.INFO):
+        progress = _Progress(2, enabled=True)
+        progress({'kind': 'step', 'epoch': 0, 'loss': 1.0, 'lr': 1e-3, 'samples_per_s': 3.0})
+        progress({'kind': 'epoch', 'epoch': 1, 'loss': 1.0, 'seconds': 1.0})
+    assert 'no progress bar: tqdm is not installed (pip install tqdm)' in [r.getMessage() for r in caplog.records]
+    assert any('epoch 1/2 loss 1.0000' in r.getMessage() for r in caplog.records)

@@ -19,7 +19,7 @@ def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
     and shows after half a second: input refused before any work stays one error line on stderr, however
     slow the machine (a bar made up front printed an empty line before such errors). Without tqdm the
     command runs without a bar (it is only a display)."""
-    tqdm = _tqdm() if enabled else None
+    tqdm = tqdm_or_none() if enabled else None
     if tqdm is None:
         yield lambda n=1: None
         return
@@ -39,7 +39,7 @@ def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
             bar.close()
 
 
-def _tqdm():
+def tqdm_or_none():
     """tqdm's bar class, or None (logged once per command) when the package is missing."""
     try:
         from tqdm import tqdm

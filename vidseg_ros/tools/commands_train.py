@@ -17,8 +17,9 @@ class _Progress:
     """tqdm bar fed by the training loop's callback (loss, lr, throughput per step); epoch lines always."""
 
     def __init__(self, total_epochs: int, enabled: bool = True):
-        from tqdm import tqdm
-        self.tqdm, self.bar, self.total, self.enabled = tqdm, None, total_epochs, enabled
+        from vidseg_ros.tools.commands_data import tqdm_or_none
+        self.tqdm = tqdm_or_none() if enabled else None     # without tqdm: epoch lines only
+        self.bar, self.total, self.enabled = None, total_epochs, enabled and self.tqdm is not None
 
     def __call__(self, info: dict) -> None:
         if info['kind'] == 'step':

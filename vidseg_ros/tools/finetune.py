@@ -119,7 +119,11 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     from vidseg_ros.models.contract import stream_info
     from vidseg_ros.training.losses import segmentation_loss
     from vidseg_ros.training.metrics import ConfusionMatrix, j_and_f
-    from tqdm import tqdm
+    from vidseg_ros.tools.commands_data import tqdm_or_none
+    bar = tqdm_or_none() if progress else None
+
+    def tqdm(items, **kw):          # without tqdm (or progress off): the items as they are
+        return bar(items, **kw) if bar is not None else items
     mask = _read_mask(Path(label))
     path = resolve_model(str(model))
     if not path.endswith('.pt'):
