@@ -1,5 +1,6 @@
 """Shared test set-up: ROS 2 kept on loopback with a per-run domain id (setup.cfg puts the checkout and
 ``test/`` on sys.path: helpers are ``support.<module>``)."""
+import logging
 import os
 import random
 import sys
@@ -16,6 +17,18 @@ os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(ROOT / 'config' / 'fastdds_shm.xml'))
 os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
 os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+
+
+@pytest.fixture(autouse=True)
+def _vidseg_logs_reach_caplog():
+    """Importing ROS 2's ``launch`` (the launch tests do, at collection) makes its LaunchLogger, which does not
+    propagate, the class of every logger made afterwards: a vidseg_ros module first imported later then logged
+    past caplog, and a test of a log line passed alone and failed in the full run. The CLI and the nodes never
+    import launch; only this process mixes them."""
+    logging.setLoggerClass(logging.Logger)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith('vidseg_ros') and isinstance(logger, logging.Logger) and type(logger) is not logging.Logger:
+            logger.propagate = True
 
 
 @pytest.fixture(scope='session')
