@@ -15,3 +15,13 @@ def short(text, limit: int = SHORT_TEXT) -> str:
     """repr() of an untrusted string, cut to ``limit`` characters."""
     text = str(text)
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f'... ({len(text)} characters)'
+
+
+def one_line(text, limit: int) -> str:
+    """``text`` as one line of at most ``limit`` characters. An over-long one loses its middle (a long path, file
+    contents quoted): the start says where, the end what failed or what to do (a cut end lost the advice)."""
+    text = ' '.join(str(text).split())
+    if len(text) <= limit:
+        return text
+    head = (limit - 5) * 3 // 5
+    return f'{text[:head]} ... {text[len(text) - (limit - 5 - head):]}'

@@ -20,9 +20,10 @@ import logging
 import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
+
+from vidseg_ros.parent_death import die_with_parent
 
 log = logging.getLogger(__name__)
 EXECUTORS = ('local', 'dask')
@@ -74,21 +75,6 @@ def _worker_start(parent_pid: int) -> None:
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent_pid:    # the parent died before the line above: no signal will come
         os._exit(1)
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> bool:
-    """Ask Linux to send ``sig`` to this process when its parent dies (prctl PR_SET_PDEATHSIG); False where
-    that cannot be asked (not Linux, no prctl). Strictly: when the parent's *thread* that started this
-    process ends, so start processes from a thread that lives as long as they should (the main thread).
-    The caller checks ``os.getppid()`` afterwards: a parent dead before this call sends nothing."""
-    if not sys.platform.startswith('linux'):
-        return False
-    import ctypes
-    pr_set_pdeathsig = 1
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(sig)) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

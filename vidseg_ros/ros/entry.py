@@ -3,7 +3,8 @@
 A node module imports rclpy and torch first (seconds): a signal then arrived with Python's defaults and
 ended the process with -2 and a KeyboardInterrupt traceback, -15, or -6 when the KeyboardInterrupt met
 torch's C++ ("terminate called after throwing pybind11::error_already_set"), and launch respawns a
-non-zero exit. This module imports only the standard library and installs quiet handlers before it
+non-zero exit. This module imports only the standard library (and two standard-library-only
+modules of the package: parent_death, text) and installs quiet handlers before it
 imports the node module; ``spin.run`` replaces them with its own once the node starts.
 
 ``python -m vidseg_ros.ros.<node>`` goes through here too: each node module starts, before its own heavy
@@ -20,6 +21,9 @@ import importlib
 import os
 import signal
 import sys
+
+from vidseg_ros.parent_death import die_with_parent
+from vidseg_ros.text import one_line
 
 PACKAGE = 'vidseg_ros.ros'
 
@@ -39,14 +43,7 @@ def stop_with_parent() -> None:
     running with no parent: the recorder went on writing a bag that had no metadata.yaml. The signal
     follows the thread that started the process (launch's event loop, the main thread).
     """
-    if not sys.platform.startswith('linux'):
-        return
-    import ctypes
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGINT))
-    except (OSError, AttributeError):   # no prctl here: the node runs as before
-        pass
+    die_with_parent(signal.SIGINT)    # where there is no prctl the node runs as before
 
 
 def run_node(module: str) -> int:
@@ -60,15 +57,9 @@ def run_node(module: str) -> int:
     except (ImportError, OSError, MemoryError) as e:
         # a dependency missing (cv2, mcap) or a library that cannot be mapped (libtorch under `ulimit -v`): a
         # raw traceback and exit 1 said nothing more, and launch respawned the node into the same failure
-        print(f'{module.rsplit(".", 1)[-1]}: cannot start: {_clip(str(e) or type(e).__name__)}', file=sys.stderr)
+        print(f'{module.rsplit(".", 1)[-1]}: cannot start: {one_line(str(e) or type(e).__name__, 300)}', file=sys.stderr)
         return 2
     return node_module.main()
-
-
-def _clip(text: str, limit: int = 300) -> str:
-    """One line of at most ``limit`` characters; a long one loses its middle (its end says what failed)."""
-    text = ' '.join(text.split())
-    return text if len(text) <= limit else f'{text[:limit // 2 - 2]} .. {text[-(limit // 2 - 2):]}'
 
 
 def run_as_main(module: str) -> None:

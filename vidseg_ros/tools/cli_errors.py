@@ -14,6 +14,8 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
+from vidseg_ros.text import one_line as cut_to_one_line
+
 MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
 _STATE = {'debug': False}
 # What an interrupted command leaves and how to go on, where that is known to hold; the others say only
@@ -71,13 +73,8 @@ def needs_package(command: str, package: str) -> str:
 
 
 def one_line(text: object) -> str:
-    """A message as one line of at most MAX_MESSAGE characters. An over-long one loses its middle (a long
-    path, file contents quoted): the start says where, the end what to do (a cut end lost the advice)."""
-    text = ' '.join(str(text).split())
-    if len(text) <= MAX_MESSAGE:
-        return text
-    head = (MAX_MESSAGE - 5) * 3 // 5
-    return f'{text[:head]} ... {text[len(text) - (MAX_MESSAGE - 5 - head):]}'
+    """A message as one line of at most MAX_MESSAGE characters, its middle cut when longer (``text.one_line``)."""
+    return cut_to_one_line(text, MAX_MESSAGE)
 
 
 def _file_in_the_way(e: OSError) -> Path | None:

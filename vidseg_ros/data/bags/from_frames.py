@@ -27,6 +27,7 @@ from vidseg_ros.config import setting
 from vidseg_ros.data.images import (SHORT_TEXT, array_to_image_fields, clip, encode_compressed, from_rgb8,
                                     pinhole_intrinsics, read_rgb)
 from vidseg_ros.data.order import natural_key
+from vidseg_ros.files import name_limit
 from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,6 @@ def _write_frames(writer: Writer, sequences: Iterable[Iterable[np.ndarray]], cfg
 # rosbags names the storage file inside the bag folder after it: <name>.mcap, or <name>.db3 with sqlite's
 # <name>.db3-journal beside it while writing
 _STORAGE_SUFFIX = {'mcap': '.mcap', 'sqlite3': '.db3-journal'}
-NAME_MAX = 255     # bytes of one file name on Linux file systems
 SQLITE_PATH_MAX = 511     # bytes of a whole path SQLite opens (its unix VFS's 512, less the terminating NUL)
 
 
@@ -174,11 +174,11 @@ def _check_new_bag(out: Path, storage: str) -> None:
     if out.exists() or out.is_symlink():
         raise FileExistsError(_exists(out))
     suffix = _STORAGE_SUFFIX.get(storage, '.mcap')
-    size = len(os.fsencode(out.name))
-    if size + len(suffix) > NAME_MAX:
+    size, limit = len(os.fsencode(out.name)), name_limit(out)
+    if size + len(suffix) > limit:
         raise ValueError(f'the bag name {clip(out.name)} is {size} bytes, too long: the bag\'s {storage} files '
-                         f'inside it are named after it (<name>{suffix}, at most {NAME_MAX} bytes); choose an '
-                         f'--out name of at most {NAME_MAX - len(suffix)} bytes')
+                         f'inside it are named after it (<name>{suffix}, at most {limit} bytes); choose an '
+                         f'--out name of at most {limit - len(suffix)} bytes')
     journal = os.fsencode(out.resolve() / f'{out.name}{suffix}')
     if storage == 'sqlite3' and len(journal) > SQLITE_PATH_MAX:
         raise ValueError(f'the sqlite3 bag\'s files would have paths of {len(journal)} bytes '
