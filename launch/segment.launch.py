@@ -65,8 +65,8 @@ def generate_launch_description():
         DeclareLaunchArgument('lifecycle', default_value='false', choices=['true', 'false'],
                               description='Start segment_lifecycle_node (unconfigured) instead of segment_node'),
         DeclareLaunchArgument('respawn', default_value='true', choices=['true', 'false'],
-                              description='Restart the segmenter 2 s after it fails (exits non-zero: a crash, '
-                                          'a dead worker; a clean stop stays stopped)'),
+                              description='Restart the segmenter 2 s after it fails (a crash, a dead worker; '
+                                          'not when it could not start, exit 2, nor after a clean stop)'),
         DeclareLaunchArgument('respawn_max_retries', default_value='10',
                               description='Restarts in the node\'s lifetime before giving up (launch counts them all, '
                                           'not only consecutive ones; -1 = no limit)'),

@@ -15,6 +15,10 @@ CAMVID_FPS = 30.0
 INPUT_SIDE_RANGE = (8, 8192)
 MAX_INPUT_PIXELS = 4096 * 4096
 
+# A node's exit status when it cannot start: a bad setting, a model that will not load, ROS that cannot
+# initialise. A restart meets the same failure, so the launch files do not respawn it (a crash is 1).
+EXIT_CANNOT_START = 2
+
 DAVIS_CLASSES = ['background', 'object']
 DAVIS_PALETTE = [[0, 0, 0], [255, 64, 64]]
 DAVIS_FPS = 24.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 
 from support.launch_helpers import BIN, Launch, real_clip, require_launch, ros2, started
@@ -73,16 +74,45 @@ def test_lifecycle_transitions_and_own_recorder_params(tmp_path):
     assert [p.name for p in (tmp_path / 'bags').iterdir()][0].startswith('launchtest_')
 
 
-def test_a_node_that_cannot_start_is_respawned_a_bounded_number_of_times(tmp_path):
-    # a model that will not load kills the node at start-up: respawn must give up, and launch then ends
+def test_a_node_that_cannot_start_is_not_respawned(tmp_path):
+    # a model that will not load: the node exits 2 after one line saying why; a restart would fail the same
+    # way (it was restarted respawn_max_retries times, 2 s apart, burying that line), and launch then ends
     r = subprocess.run([str(BIN / 'ros2'), 'launch', 'vidseg_ros', 'segment.launch.py',
-                        f'model:={tmp_path}/missing.pt', 'respawn_max_retries:=1'],
+                        f'model:={tmp_path}/missing.pt'],
                        capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
     out = r.stdout + r.stderr
     starts = started(out, 'segment_node')
-    assert starts == 2, f'started {starts} times, expected 1 + 1 retry:\n{out[-4000:]}'
+    assert starts == 1, f'started {starts} times, expected once:\n{out[-4000:]}'
     assert 'missing.pt' in out, out[-4000:]
-    assert 'not restarting it again (respawn_max_retries:=1)' in out, out[-4000:]
+    assert 'could not start (exit status 2' in out and 'not restarting it' in out, out[-4000:]
+    assert r.returncode == 0, out[-4000:]
+
+
+CRASHING_LAUNCH = """
+import sys
+from launch import LaunchDescription, LaunchService
+from launch.actions import ExecuteProcess, OpaqueFunction
+from vidseg_ros.ros.launch_support import respawn_on_failure
+
+def crasher():   # a node that crashes at once (exit 1), however often it is started
+    return ExecuteProcess(cmd=[sys.executable, '-c', 'import sys; sys.exit(1)'], name='crasher', output='screen')
+
+service = LaunchService()
+service.include_launch_description(LaunchDescription([
+    OpaqueFunction(function=lambda _: respawn_on_failure(crasher, max_retries=2, delay=0.1))]))
+sys.exit(service.run())
+"""
+
+
+def test_a_crashing_node_is_respawned_a_bounded_number_of_times(tmp_path):
+    script = tmp_path / 'crashing.launch.py'
+    script.write_text(CRASHING_LAUNCH)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    assert started(out, 'crasher') == 3, f'expected 1 start + 2 retries:\n{out[-4000:]}'
+    assert 'crasher-3' in out and 'crasher-4' not in out, out[-4000:]
+    assert 'failed (exit status 1) after 2 restart(s): not restarting it again (respawn_max_retries:=2)' in out, out
     assert r.returncode == 0, out[-4000:]
 
 

@@ -3,8 +3,8 @@
 A node module imports rclpy and torch first (seconds): a signal then arrived with Python's defaults and
 ended the process with -2 and a KeyboardInterrupt traceback, -15, or -6 when the KeyboardInterrupt met
 torch's C++ ("terminate called after throwing pybind11::error_already_set"), and launch respawns a
-non-zero exit. This module imports only the standard library (and two standard-library-only
-modules of the package: parent_death, text) and installs quiet handlers before it
+non-zero exit. This module imports only the standard library (and three standard-library-only
+modules of the package: constants, parent_death, text) and installs quiet handlers before it
 imports the node module; ``spin.run`` replaces them with its own once the node starts.
 
 ``python -m vidseg_ros.ros.<node>`` goes through here too: each node module starts, before its own heavy
@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 
+from vidseg_ros.constants import EXIT_CANNOT_START
 from vidseg_ros.parent_death import die_with_parent
 from vidseg_ros.text import one_line
 
@@ -58,7 +59,7 @@ def run_node(module: str) -> int:
         # a dependency missing (cv2, mcap) or a library that cannot be mapped (libtorch under `ulimit -v`): a
         # raw traceback and exit 1 said nothing more, and launch respawned the node into the same failure
         print(f'{module.rsplit(".", 1)[-1]}: cannot start: {one_line(str(e) or type(e).__name__, 300)}', file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_START
     return node_module.main()
 
 

@@ -18,6 +18,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from vidseg_ros.constants import EXIT_CANNOT_START
+
 PKG = 'vidseg_ros'
 SEGMENTER = 'vidseg_segmenter'
 # RViz display name in config/vidseg.rviz -> segment_node output it shows (None = the input image)
@@ -64,8 +66,8 @@ def rviz_config(template: Path, image: str, segmenter: str = SEGMENTER, folder: 
 
 
 def respawn_max_retries(context) -> int:
-    """The ``respawn_max_retries`` launch argument as an int (-1 = no limit): a node that dies at start-up
-    (a model that will not load) stops being restarted instead of looping every 2 s for ever."""
+    """The ``respawn_max_retries`` launch argument as an int (-1 = no limit): a node that crashes again and
+    again stops being restarted instead of looping every 2 s for ever."""
     text = LaunchConfiguration('respawn_max_retries').perform(context)
     try:
         value = int(text)
@@ -83,12 +85,19 @@ def respawn_on_failure(make_node, max_retries: int, delay: float, restarts: int 
     launch_ros's own ``respawn`` restarts a node after any exit, a clean one included: a SIGINT/SIGTERM sent
     to the node alone brought it back 2 s later, and so did a Ctrl-C that reached the nodes but not launch
     (a launch started as a script's background job inherits SIGINT ignored), which then never ended.
-    A clean exit (status 0) is the node being told to stop, so it stays stopped.
+    A clean exit (status 0) is the node being told to stop, so it stays stopped. Nor is a node restarted
+    that could not start (``EXIT_CANNOT_START``: a bad setting, a model that will not load): it said why in
+    one line, and a restart met the same failure ten times, 2 s apart, burying that line.
     """
     node = make_node()
 
     def on_exit(event, context):
         if event.returncode == 0 or context.is_shutdown:
+            return None
+        if event.returncode == EXIT_CANNOT_START:
+            launch_logging.get_logger('launch').error(
+                f'{event.action.name} could not start (exit status {event.returncode}; its reason is above): '
+                'not restarting it, a restart would fail the same way')
             return None
         if 0 <= max_retries <= restarts:
             launch_logging.get_logger('launch').error(

@@ -16,6 +16,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+from vidseg_ros.constants import EXIT_CANNOT_START
 from vidseg_ros.engine.memory import tune_allocator
 from vidseg_ros.ros.startup import domain_id_problem, init_failure, transport_warnings
 
@@ -53,7 +54,7 @@ def run(node_cls, args=None) -> int:
     tune_allocator()   # camera-sized buffers reused, not page-faulted afresh on every frame
     context = start_ros(node_cls.__name__, args)
     if context is None:
-        return 2
+        return EXIT_CANNOT_START
     # the context manager shuts the context down last, after the node is destroyed, however we leave
     with context:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,7 +71,7 @@ def run(node_cls, args=None) -> int:
                 node.get_logger().warning(warning)
         except Exception as e:  # noqa: BLE001 - start-up failures (bad model, bad params) exit with a clear line
             print(f'{node_cls.__name__}: {type(e).__name__}: {e}', file=sys.stderr)
-            code = 2
+            code = EXIT_CANNOT_START
         try:
             while code == 0 and not stop.is_set() and rclpy.ok() and not done():
                 executor.spin_once(timeout_sec=0.1)  # wakes at least every 0.1 s to see the stop flag
