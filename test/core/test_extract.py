@@ -9,7 +9,7 @@ from vidseg_ros.data.bags.reader import bag_files
 from vidseg_ros.data.datasets.extract import ExtractConfig, extract
 from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, frames_to_bag, write_bag
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.datasets.layouts import read_index, read_meta
+from vidseg_ros.data.datasets.layouts import EXTRACTING_NAME, read_index, read_meta
 
 
 def _copy(files, dst):
@@ -454,3 +454,26 @@ def test_long_bag_names_give_shortened_sequence_names_that_resume(tmp_path):
     # two topics of one long bag: same cut, other hash; a short name is left as it was
     assert _sequence_name(long, 'cam_left', 0) != _sequence_name(long, 'cam_right', 0)
     assert _sequence_name('drive', 'cam', 3) == 'drive_cam_003'
+
+
+def test_an_interrupted_extract_says_so_until_it_is_completed(tmp_path, caplog):
+    # after a Ctrl-C the index listed the frames written so far and nothing told train, eval, label-import
+    # or propagate that the dataset was partial
+    write_bag(tmp_path / 'bag', [_noise(8, 15, (24, 32))])
+    seen = []
+
+    def ctrl_c_after_two_frames(n):
+        seen.append(n)
+        if sum(seen) >= 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(workers=1), progress=ctrl_c_after_two_frames)
+    caplog.clear()
+    partial = read_index(tmp_path / 'out')
+    assert 0 < len(partial) < 8
+    assert 'an extract into it did not finish' in caplog.text and 'run the same `vidseg extract` again' in caplog.text
+    assert extract([tmp_path / 'bag'], tmp_path / 'out').frames == 8
+    caplog.clear()
+    assert len(read_index(tmp_path / 'out')) == 8
+    assert 'did not finish' not in caplog.text
+    assert not (tmp_path / 'out' / EXTRACTING_NAME).exists()

@@ -35,9 +35,10 @@ from vidseg_ros.data.executors import check_executor, task_executor
 from vidseg_ros.data.images import (ImageError, compressed_size, decode_compressed, image_fields_to_rgb8,
                                     write_file_atomic, write_image_atomic)
 from vidseg_ros.data.datasets.lock import dataset_lock
-from vidseg_ros.data.datasets.layouts import (INDEX_NAME, FrameRecord, read_index, read_meta, write_index,
-                                     write_meta)
+from vidseg_ros.data.datasets.layouts import (EXTRACTING_NAME, INDEX_NAME, FrameRecord, read_index, read_meta,
+                                              write_index, write_meta)
 from vidseg_ros.engine.outputs import OUTPUTS
+from vidseg_ros.text import short
 
 log = logging.getLogger(__name__)
 FORMATS = ('png', 'jpg', 'keep')
@@ -382,7 +383,11 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
     """``extract`` once ``out`` is locked."""
     (out / 'images').mkdir(exist_ok=True)
     result = ExtractResult()
-    old = {r.image: r for r in read_index(out)} if (out / INDEX_NAME).is_file() else {}
+    marker = out / EXTRACTING_NAME
+    if marker.exists():
+        log.info('%s: completing an extract that did not finish', short(out))
+    old = {r.image: r for r in read_index(out, warn_incomplete=False)} if (out / INDEX_NAME).is_file() else {}
+    write_file_atomic(marker, ('\n'.join(str(b) for b in bags) + '\n').encode(errors='surrogateescape'))
     rows: dict[Path, FrameRecord] = dict(old)
     paths = [Path(b) for b in bags]
     named = list(zip(paths, _sequence_names(paths, old.values())))
@@ -403,10 +408,12 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
             write_index(out, records)
             _update_fps(out, records)
         else:   # no frame written: leave no empty dataset that later commands would take for one
+            marker.unlink(missing_ok=True)
             try:
                 (out / 'images').rmdir()      # only if empty; the lock removes a new output folder left empty
             except OSError:
                 pass
+    marker.unlink(missing_ok=True)     # every bag read to its end: the index is whole (not reached on Ctrl-C, a kill or a failure)
     if not result.selected:     # nothing to extract in any bag: an error, saying why for each bag
         raise ValueError('; '.join(result.empty_bags))
     for text in result.empty_bags:

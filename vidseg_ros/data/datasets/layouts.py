@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = 'index.csv'
 META_NAME = 'dataset.yaml'
+# Present while an extract into the dataset has not finished: after a Ctrl-C, a kill or a failure the
+# index lists only the frames written so far, and the commands that read it say so.
+EXTRACTING_NAME = '.vidseg.extracting'
 INDEX_FIELDS = ('sequence', 'index', 'stamp_ns', 'image', 'label', 'label_source',
                 'bag', 'topic', 'encoding')
 LABEL_SOURCES = ('human', 'propagated', 'teacher', 'none')
@@ -209,17 +212,22 @@ def not_utf8_says_where(path: Path):
                          'save it as UTF-8 (a spreadsheet\'s "CSV UTF-8")') from None
 
 
-def read_index(root: str | Path) -> list[FrameRecord]:
+def read_index(root: str | Path, warn_incomplete: bool = True) -> list[FrameRecord]:
     """Records of an extracted dataset from ``<root>/index.csv`` (paths relative to root).
 
     A missing column, or an empty or malformed cell in a required one (``sequence``, ``index``,
     ``stamp_ns``, ``image``; ``index`` and ``stamp_ns`` are integers), is a ValueError naming the
-    file, the row (and its line) and the column.
+    file, the row (and its line) and the column. A warning says when an extract into ``root`` did not
+    finish (``warn_incomplete``; extract itself, resuming, does not need it).
     """
     root = Path(root)
     path = root / INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(f'no {INDEX_NAME} in {root}; create it with `vidseg extract`')
+    if warn_incomplete and (root / EXTRACTING_NAME).exists():
+        log.warning('%s: an extract into it did not finish (interrupted, killed or failed), so %s lists only '
+                    'the frames written so far: run the same `vidseg extract` again to complete it',
+                    short(root), INDEX_NAME)
     records = []
     with path.open(newline='', encoding='utf-8') as f, not_utf8_says_where(path):
         reader = csv.DictReader(f)
