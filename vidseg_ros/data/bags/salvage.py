@@ -41,24 +41,24 @@ from mcap.writer import MCAP0_MAGIC as MCAP_MAGIC
 _OPCODES = {int(o) for o in Opcode}
 _HOUR_NS = 3600 * 10**9
 _CHUNK_HEAD = 8 + 8 + 8 + 4 + 4  # start, end, uncompressed size, crc, compression string length
-# chunk compression -> (module that decompresses it, the package that installs it)
-_CODECS = {'zstd': ('zstandard', 'zstandard'), 'lz4': ('lz4.frame', 'lz4')}
+# chunk compression -> (the module mcap (de)compresses it with, its pip package): optional dependencies
+CODECS = {'zstd': ('zstandard', 'zstandard'), 'lz4': ('lz4.frame', 'lz4')}
 
 
 class MissingCodec(ValueError):
     """A chunk is compressed with a codec whose package is not installed (a user's setup, not damage)."""
 
     def __init__(self, compression: str):
-        package = _CODECS[compression][1]
+        package = CODECS[compression][1]
         super().__init__(f'{compression} chunks need the {package} package (pip install {package})')
 
 
 def require_codec(compression: str) -> None:
     """Raise :class:`MissingCodec` when chunks compressed with ``compression`` cannot be decompressed here."""
-    if compression not in _CODECS:
+    if compression not in CODECS:
         return
     try:
-        importlib.import_module(_CODECS[compression][0])
+        importlib.import_module(CODECS[compression][0])
     except ImportError:
         raise MissingCodec(compression) from None
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from vidseg_ros.data.bags.salvage import CODECS
 from vidseg_ros.data.bags.writer import BagExistsError, new_bag_dir
 from vidseg_ros.data.recorder.sink import BagSink, DiskFull, reason
 from vidseg_ros.data.recorder.snapshot_ring import SnapshotRing
@@ -35,21 +36,18 @@ log = logging.getLogger(__name__)
 # Slow topics (camera_info alone) would take minutes to fill a chunk, and a SIGKILL loses the chunk
 # being filled: end a chunk at least this often so a crash costs at most about this much time.
 _CHUNK_MAX_AGE_S = 1.0
-# chunk compression -> the Python module mcap compresses it with (an optional dependency)
-CODEC_MODULES = {'zstd': 'zstandard', 'lz4': 'lz4.frame'}
 
 
 def check_compression(compression: str) -> None:
     """Raise ValueError (one line, how to fix it) when ``compression``'s codec cannot be imported: mcap
     accepted the setting and failed only on the first chunk ("unsupported compression type zstandard"),
     after the recorder had said "recording", leaving an empty bag on each respawn."""
-    module = CODEC_MODULES.get(compression)
-    if module is None:
+    if compression not in CODECS:
         return
+    module, package = CODECS[compression]
     try:
         importlib.import_module(module)
     except ImportError as e:
-        package = module.split('.')[0]
         raise ValueError(f'compression {compression!r} needs the Python package {package}, which cannot be '
                          f'imported ({e}): pip install {package}, or set compression to none') from e
 
