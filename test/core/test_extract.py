@@ -477,3 +477,30 @@ def test_an_interrupted_extract_says_so_until_it_is_completed(tmp_path, caplog):
     assert len(read_index(tmp_path / 'out')) == 8
     assert 'did not finish' not in caplog.text
     assert not (tmp_path / 'out' / EXTRACTING_NAME).exists()
+
+
+def test_a_bag_extracted_again_from_another_folder_is_skipped_not_copied(tmp_path, monkeypatch):
+    # the index kept the bag path as typed (relative), which a run from another folder resolved elsewhere:
+    # the bag got a second name and every frame was written again beside the first copy, exit 0
+    write_bag(tmp_path / 'bag', [_noise(4, 21, (24, 32))])
+    (tmp_path / 'elsewhere').mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert extract(['bag'], tmp_path / 'out').written == 4
+    monkeypatch.chdir(tmp_path / 'elsewhere')
+    again = extract([tmp_path / 'bag'], tmp_path / 'out')
+    assert again.written == 0 and again.skipped_existing == 4
+    assert {r.bag for r in read_index(tmp_path / 'out')} == {str(tmp_path / 'bag')}
+
+
+def test_an_index_written_with_relative_bag_paths_resumes_from_another_folder(tmp_path, monkeypatch, caplog):
+    # datasets made before bag paths were stored absolute name their bags relative to the folder they ran in
+    write_bag(tmp_path / 'bag', [_noise(4, 22, (24, 32))])
+    assert extract([tmp_path / 'bag'], tmp_path / 'out').written == 4
+    index = tmp_path / 'out' / 'index.csv'
+    index.write_text(index.read_text().replace(str(tmp_path / 'bag'), 'bag'))
+    (tmp_path / 'elsewhere').mkdir()
+    monkeypatch.chdir(tmp_path / 'elsewhere')
+    again = extract([tmp_path / 'bag'], tmp_path / 'out')
+    assert again.written == 0 and again.skipped_existing == 4
+    assert 'is taken for the bag' in caplog.text
+    assert len({r.sequence for r in read_index(tmp_path / 'out')}) == 1

@@ -325,16 +325,26 @@ def _sequence_names(bags: list[Path], old_rows) -> list[str]:
     """
     owner: dict[str, str] = {}      # name -> the bag (path key) holding it
     known: dict[str, str] = {}      # bag key -> its name in the dataset
+    unresolved: dict[str, str] = {}     # bag file/folder name -> its name in the dataset, see below
     for r in old_rows:
         m = re.fullmatch(rf'(.+)_{re.escape(_slug(r.topic))}(?:-[0-9a-f]{{8}})?_\d+', r.sequence)
         name = m[1] if m else _shortened_bag_name(r) if r.bag else None
         if name and r.bag:
             owner.setdefault(name, _bag_key(r.bag))
             known.setdefault(_bag_key(r.bag), name)
+            if not os.path.isabs(r.bag) and not os.path.exists(r.bag):
+                # written before bag paths were stored absolute, from another folder: known by name only
+                unresolved.update(dict.fromkeys((Path(r.bag).stem, Path(r.bag).name), name))
     names = []
     for bag in bags:
         key, plain = _bag_key(bag), bag.stem if bag.is_file() else bag.name
         name = known.get(key)
+        if name is None and plain in unresolved:
+            name = known[key] = unresolved[plain]
+            unresolved = {k: v for k, v in unresolved.items() if v != name}
+            log.warning('extract: %s is taken for the bag %s already in the dataset (its index names that bag by '
+                        'a path relative to another folder): frames already there are skipped',
+                        str(bag)[:200], name[:200])
         if name is None:
             name = plain if owner.setdefault(plain, key) == key else \
                 f'{plain}-{hashlib.sha1(key.encode()).hexdigest()[:8]}'
@@ -389,7 +399,8 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
     old = {r.image: r for r in read_index(out, warn_incomplete=False)} if (out / INDEX_NAME).is_file() else {}
     write_file_atomic(marker, ('\n'.join(str(b) for b in bags) + '\n').encode(errors='surrogateescape'))
     rows: dict[Path, FrameRecord] = dict(old)
-    paths = [Path(b) for b in bags]
+    # absolute: the index's bag column is how a later run, from any folder, knows a bag is already in
+    paths = [Path(os.path.abspath(b)) for b in bags]
     named = list(zip(paths, _sequence_names(paths, old.values())))
     t_start = time.perf_counter()
     try:
