@@ -17,8 +17,8 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
 
-from vidseg_ros.ros.launch_support import (SEGMENTER, fastdds_profile, overrides, respawn_max_retries,
-                                           respawn_on_failure, rviz, share)
+from vidseg_ros.ros.launch_support import (SEGMENTER, fastdds_profile, overrides, renamed_argument,
+                                           respawn_max_retries, respawn_on_failure, rviz, share)
 
 RECORD_ARGS = ('image', 'camera_info', 'recorder_params_file', 'output_dir')
 
@@ -101,6 +101,7 @@ def generate_launch_description():
             PythonLaunchDescriptionSource(share('launch', 'record.launch.py')),
             launch_arguments={k: LaunchConfiguration(k) for k in RECORD_ARGS}.items())])
     return LaunchDescription(args + subscribers + [
+        renamed_argument('params_file', 'segment_params_file', share('config', 'segment.yaml')),
         fastdds_profile(), OpaqueFunction(function=_segmenter), camera,
         RegisterEventHandler(OnProcessExit(target_action=camera, on_exit=_stop_when_the_source_fails)), recorder,
         OpaqueFunction(function=rviz, condition=IfCondition(LaunchConfiguration('rviz')))])

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from support.launch_helpers import BIN, Launch, real_clip, require_launch, ros2, started
 from support.ros_helpers import ROOT, Probe
 
@@ -86,6 +88,22 @@ def test_a_node_that_cannot_start_is_not_respawned(tmp_path):
     assert 'missing.pt' in out, out[-4000:]
     assert 'could not start (exit status 2' in out and 'not restarting it' in out, out[-4000:]
     assert r.returncode == 0, out[-4000:]
+
+
+@pytest.mark.parametrize('launch_file, node, params, says', [
+    ('segment.launch.py', 'vidseg_segmenter', 'model: {tmp}/users_own_model.pt', 'users_own_model.pt'),
+    ('record.launch.py', 'vidseg_recorder', 'compression: from_the_users_file', "'from_the_users_file'")])
+def test_the_first_releases_params_file_argument_still_reads_the_users_file(tmp_path, launch_file, node, params,
+                                                                            says):
+    # ros2 launch takes an undeclared name:=value silently: the first release's params_file:= was dropped and
+    # the node ran the shipped defaults (the shipped model) without a word. The file here makes the node exit
+    # at start-up with a line that shows it was read.
+    old = tmp_path / 'robot.yaml'
+    old.write_text(f'{node}:\n  ros__parameters:\n    {params.format(tmp=tmp_path)}\n')
+    r = subprocess.run([str(BIN / 'ros2'), 'launch', 'vidseg_ros', launch_file, f'params_file:={old}'],
+                       capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    assert 'is the old name of' in out and says in out, out[-4000:]
 
 
 CRASHING_LAUNCH = """

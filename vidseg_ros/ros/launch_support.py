@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
 from launch import logging as launch_logging
-from launch.actions import OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable, TimerAction
+from launch.actions import (OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable, SetLaunchConfiguration,
+                            TimerAction)
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -29,6 +30,28 @@ RVIZ_DISPLAYS = {'Camera': None, 'Overlay': 'overlay', 'Colour mask': 'color_mas
 
 def share(*parts: str) -> PathJoinSubstitution:
     return PathJoinSubstitution([FindPackageShare(PKG), *parts])
+
+
+def renamed_argument(old: str, new: str, default) -> OpaqueFunction:
+    """``old:=value``, an argument's name before it was renamed ``new``, still sets ``new``, with a warning
+    (``new`` given too wins); to be placed after ``new``'s declaration and before the nodes that read it.
+
+    ros2 launch takes an undeclared ``name:=value`` without a word: a user's ``params_file:=robot.yaml`` from
+    the first release ran the node with the shipped defaults and the shipped model, and said nothing.
+    """
+    def apply(context):
+        value = context.launch_configurations.get(old)
+        if value is None:
+            return None
+        logger = launch_logging.get_logger('launch')
+        given = context.launch_configurations.get(new)
+        if given is not None and given != default.perform(context):
+            logger.warning(f'{old}:= is the old name of {new}:=, which is given too: {old}:={value[:200]} '
+                           'is not used')
+            return None
+        logger.warning(f'{old}:= is the old name of {new}:= (renamed); using {value[:200]}')
+        return [SetLaunchConfiguration(new, value)]
+    return OpaqueFunction(function=apply)
 
 
 def fastdds_profile() -> SetEnvironmentVariable:
