@@ -444,3 +444,19 @@ def test_eval_with_no_two_consecutive_frames_reports_no_tc(tmp_path, caplog):
     note = 'no TC / mVC: no two consecutive frames (2 breaks: 2 size changes)'
     assert note in report['timing']['note'] and note in caplog.text
     assert '| 1 |' in summary_table(report)
+
+
+def test_labels_imported_without_class_names_are_scored_as_class_ids(tmp_path, caplog):
+    # label-import without --class-names (and every first-release import) leaves dataset.yaml with no class
+    # names: training numbers the classes and reports mIoU, but eval compared ['0', '1'] with [] and reported
+    # no mIoU at all, exit 0
+    from vidseg_ros.data.datasets.layouts import write_meta
+    data = _extracted(tmp_path / 'data', [i / 15 for i in range(4)])
+    write_meta(data, {'classes': [], 'ignore_index': 255})
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', num_classes=2, cached_levels=0)
+    ckpt = save_checkpoint(tmp_path / 'm.pt', model, default_meta('keyframe_fpn', model.arch_config,
+                                                                  classes=['0', '1'], input_hw=[H, W]))
+    report = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'e', write_card=False)
+    assert report['labelled'] and 0 <= report['intervals']['1']['mIoU'] <= 1
+    assert "scored as the model's class ids (0 0, 1 1)" in caplog.text

@@ -33,6 +33,7 @@ import numpy as np
 
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.datasets.layouts import FrameSource, open_source
+from vidseg_ros.text import clip
 from vidseg_ros.training.metrics import (ConfusionMatrix, j_and_f, optical_flow, temporal_consistency,
                                          video_consistency)
 
@@ -151,8 +152,25 @@ def temporal_note(timing: dict, result: dict, labelled: bool) -> str:
     return text
 
 
-def _labels_match(meta: dict, src: FrameSource) -> bool:
-    return list(meta.get('classes', [])) == list(src.class_names)
+def _labels_scored(meta: dict, src: FrameSource, seqs: dict) -> bool:
+    """Whether the data's labels are scored against the model (else label-free metrics only, said here):
+    the class names are the same, or the data names none but has labels (imported without
+    ``--class-names``: training numbers such classes, and scores them), whose values are taken as the
+    model's class ids."""
+    model = list(meta.get('classes', []))
+    if src.class_names:
+        if model == list(src.class_names):
+            return True
+        log.warning("model classes %s differ from the data's %s: label-free metrics (TC, latency) only",
+                    clip(str(model)), clip(str(list(src.class_names))))
+        return False
+    if not any(r.label for recs in seqs.values() for r in recs):
+        log.warning('the data has no labels: label-free metrics (TC, latency) only')
+        return False
+    log.warning("the data names no classes: its label values are scored as the model's class ids (%s); "
+                'import them with `vidseg label-import --class-names` to have the names checked',
+                clip(', '.join(f'{i} {n}' for i, n in enumerate(model))))
+    return True
 
 
 def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, clip_len: int = 0) -> dict:
@@ -311,11 +329,8 @@ class EvalSession:
         config = self.config(keyframe_interval=1)
         self.seg = (StreamSegmenter(*loaded, config, name=Path(self.path).name) if loaded
                     else StreamSegmenter.from_checkpoint(config))
-        self.with_labels = _labels_match(self.seg.meta, self.src)
-        if not self.with_labels:
-            log.warning('model classes %s differ from the data\'s %s: label-free metrics (TC, latency) only',
-                        self.seg.meta.get('classes'), self.src.class_names)
         self.seqs = {k: (v[:max_frames] if max_frames else v) for k, v in self.src.sequences().items()}
+        self.with_labels = _labels_scored(self.seg.meta, self.src, self.seqs)
         self.timing = sequence_timing(self.seqs, self.gap)
         self.names = list(self.seg.meta.get('classes', []))
         self.flows: list | None = None
