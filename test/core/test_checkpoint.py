@@ -250,3 +250,42 @@ def test_a_checkpoint_of_the_longest_legal_name_is_saved(saved, tmp_path):
     save_checkpoint(longest, model, read_checkpoint(path)['meta'])
     load_checkpoint(longest)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['m.pt', longest.name])
+
+
+def _with_one_value(path, out, key, value):
+    """A copy of the checkpoint at ``path`` whose tensor ``key`` holds ``value`` in one element."""
+    data = torch.load(path, weights_only=True)
+    data['state_dict'][key].view(-1)[0] = value
+    torch.save(data, out)
+    return out
+
+
+@pytest.mark.parametrize('key', ['classifier.weight', 'encoder.stem.0.0.weight'])
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), float('-inf')])
+def test_weights_with_nan_or_inf_are_refused_by_every_reader(saved, tmp_path, key, value):
+    """A NaN in one weight loaded, exported and served masks of class 0 everywhere (confidence NaN), exit 0;
+    eval even scored it perfectly stable. Every reader now refuses it, naming the file and the tensor."""
+    from vidseg_ros.models.checkpoint import init_from_checkpoint
+    from vidseg_ros.tools.export import export_torchscript
+    path, model = saved
+    bad = _with_one_value(path, tmp_path / 'diverged.pt', key, value)
+    says = rf'diverged\.pt: 1 weight tensor\(s\) hold NaN or inf, first: {key}; .*diverged training \(lower the learning rate'
+    for read in (read_checkpoint, load_checkpoint, lambda p: init_from_checkpoint(model, p),
+                 lambda p: export_torchscript(p, tmp_path / 'x.ts')):
+        with pytest.raises(CheckpointError, match=says):
+            read(bad)
+    assert not (tmp_path / 'x.ts').exists()
+
+
+def test_weights_with_nan_are_never_saved(saved, tmp_path):
+    """Training that diverged wrote NaN weights as best.pt and output: save_checkpoint refuses them, and a file
+    already there keeps what it held."""
+    path, model = saved
+    before = path.read_bytes()
+    meta = read_checkpoint(path)['meta']
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float('nan')
+    for out in (path, tmp_path / 'new.pt'):
+        with pytest.raises(CheckpointError, match=r'(m|new)\.pt \(not written\): 1 weight tensor\(s\) hold NaN or inf'):
+            save_checkpoint(out, model, meta)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ['m.pt']

@@ -9,7 +9,8 @@ Every reader (``read_checkpoint``, hence ``load_checkpoint``: the engine and nod
 / finetune``, ``init_from``) and ``save_checkpoint`` check those values with ``check_meta``: their types, list
 lengths and ranges are declared once on ``MetaValues`` with ``config.setting`` and checked by
 ``config.from_dict``, as for any setting; ``check_meta`` adds what a setting cannot say (one distinct name per
-output channel, one colour per class, the input size within ``max_input_pixels``).
+output channel, one colour per class, the input size within ``max_input_pixels``). Both also refuse weights that
+are not all finite (``check_finite``: NaN or inf, the weights of a diverged training).
 """
 from __future__ import annotations
 
@@ -171,8 +172,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> Path:
     _check_plain(meta)
     path = Path(path)
     meta = check_meta(meta, f'{path} (not written)', getattr(model, 'num_classes', None))
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    check_finite(state, f'{path} (not written)')
+    path.parent.mkdir(parents=True, exist_ok=True)
     return save_torch_file({'format': FORMAT, 'state_dict': state, 'meta': meta}, path)
 
 
@@ -249,7 +251,24 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') 
     if data.get('format') != FORMAT:
         raise CheckpointError(f'{path}: unsupported checkpoint format {data.get("format")!r} (expected {FORMAT!r})')
     data['meta'] = check_meta(data['meta'], str(path))
+    if not isinstance(data['state_dict'], dict):
+        raise CheckpointError(f'{path}: state_dict is a {type(data["state_dict"]).__name__}, expected a mapping of '
+                              'tensor names to tensors')
+    check_finite(data['state_dict'], str(path))
     return data
+
+
+def check_finite(state: dict, where: str) -> None:
+    """CheckpointError naming ``where`` and the first tensors when a floating tensor of ``state`` holds NaN or inf.
+
+    Such weights come from a training that diverged; they loaded, exported and served masks of class 0 everywhere
+    (confidence NaN) without a word, and eval even scored them perfectly stable."""
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f'{where}: {len(bad)} weight tensor(s) hold NaN or inf, first: {", ".join(bad[:3])}; '
+                              'these are the weights of a diverged training (lower the learning rate and train '
+                              'again)')
 
 
 def build_model(meta: dict, where: str) -> nn.Module:
