@@ -248,3 +248,25 @@ def test_a_tilde_in_the_export_path_is_the_home_folder(tmp_path_factory, tmp_pat
     report = export(str(_checkpoint(*CASES[2], tmp_path_factory)), '~/x.ts', format='ts')
     assert report['files'] == [str(tmp_path / 'home' / 'x.ts')] and (tmp_path / 'home' / 'x.ts').is_file()
     assert not (tmp_path / '~').exists()
+
+
+def test_two_exports_to_one_target_at_once_both_succeed_and_leave_one_pair(tmp_path_factory, tmp_path):
+    # they shared one staged file: each failed its parity check on the other's graph ("differs from PyTorch
+    # by 0.5", or "... .partial.current.onnx is missing"), 2 runs of 3 in the hunt
+    import subprocess
+    import sys
+    first = _checkpoint(*CASES[0], tmp_path_factory)
+    second = _checkpoint(*CASES[0], tmp_path_factory)
+    ckpt = torch.load(second, weights_only=True)
+    ckpt['state_dict']['classifier.bias'] += 0.5        # another model, same shapes
+    torch.save(ckpt, second)
+    out = tmp_path / 'm.onnx'
+    from vidseg_ros.tools.export import _staged_name
+    assert _staged_name(out) != _staged_name(out)      # the race below is not won every time by the old code
+    procs = [subprocess.Popen([sys.executable, '-m', 'vidseg_ros.cli', 'export', str(c), str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in (first, second)]
+    for p in procs:
+        log = p.communicate(timeout=300)[0]
+        assert p.returncode == 0, log
+    StreamSegmenter.from_checkpoint(EngineConfig(model=str(out), device='cpu'))   # a pair of one export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']

@@ -13,6 +13,7 @@ Which graphs to write comes from the model's ``StreamInfo`` (``models.contract``
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -66,25 +67,40 @@ def _check_current_name(out: Path) -> None:
 
 
 def _staged_name(out: Path) -> Path:
-    """The hidden file beside ``out`` to export into: ``.<8 hex digits>.partial<suffix>``, short so any name the
-    file system takes stages too (``.<stem>.partial<suffix>`` overran 255 bytes), with ``out``'s suffix (the
-    parity check opens it by suffix)."""
+    """The hidden file beside ``out`` to export into: ``.<8 hex digits>-<8 random hex>.partial<suffix>``, short
+    so any name the file system takes stages too (``.<stem>.partial<suffix>`` overran 255 bytes), with
+    ``out``'s suffix (the parity check opens it by suffix), and this export's own: two exports to one
+    target shared a staged file, and each failed its parity check on the other's graph."""
     digest = hashlib.sha1(os.fsencode(out.name)).hexdigest()[:8]
-    return out.with_name(f'.{digest}.partial{out.suffix}')
+    return out.with_name(f'.{digest}-{uuid.uuid4().hex[:8]}.partial{out.suffix}')
+
+
+@contextmanager
+def _folder_locked(folder: Path):
+    """``folder`` locked against the other exports' renames (flock on the folder: nothing left behind)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)    # releases the lock
 
 
 @contextmanager
 def _staged(out: Path):
     """A hidden path beside ``out`` to export into; what was written there (``X`` and, for key-frame
     ONNX, ``X.current.onnx``) replaces ``out``'s files only when the block ends without error (after
-    the parity check), so a failed export leaves an earlier good file as it was, and no half file."""
+    the parity check), so a failed export leaves an earlier good file as it was, and no half file. The
+    files of a pair are renamed under the folder's lock, so two exports to one target leave one export's
+    pair, not one file of each."""
     tmp = _staged_name(out)
     pairs = [(tmp, out), (current_path(tmp), current_path(out))]
     try:
         yield tmp
-        for src, dst in pairs:
-            if src.exists():
-                os.replace(src, dst)
+        with _folder_locked(out.parent):
+            for src, dst in pairs:
+                if src.exists():
+                    os.replace(src, dst)
     finally:
         for src, _ in pairs:
             src.unlink(missing_ok=True)
