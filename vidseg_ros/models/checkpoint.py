@@ -263,12 +263,17 @@ def check_finite(state: dict, where: str) -> None:
 
     Such weights come from a training that diverged; they loaded, exported and served masks of class 0 everywhere
     (confidence NaN) without a word, and eval even scored them perfectly stable."""
-    bad = [k for k, v in state.items()
-           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = nonfinite_keys(state)
     if bad:
         raise CheckpointError(f'{where}: {len(bad)} weight tensor(s) hold NaN or inf, first: {", ".join(bad[:3])}; '
                               'these are the weights of a diverged training (lower the learning rate and train '
                               'again)')
+
+
+def nonfinite_keys(state: dict) -> list[str]:
+    """Names of the floating tensors of ``state`` that hold NaN or inf (one cheap pass each)."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def build_model(meta: dict, where: str) -> nn.Module:

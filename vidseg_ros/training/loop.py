@@ -211,6 +211,9 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
             clip_batch = Batch.from_dict(next(clips), device) if clips is not None else None
             parts = runner.step(Batch.from_dict(raw, device), optimizer, clip_batch)
             state['step'] += 1
+            if _on_any_rank(not math.isfinite(parts['loss']), device, world):
+                raise ConfigError(f'the loss became {parts["loss"]} at epoch {epoch + 1} step {state["step"]}: training '
+                                  f'diverged; {_after_divergence(cfg, run_dir, state)}')
             if ema:
                 ema.update(model, state['step'])
             seen += raw[next(iter(raw))].shape[0] if hasattr(raw[next(iter(raw))], 'shape') else 0
@@ -218,6 +221,7 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
             if callback and rank == 0:
                 callback({'kind': 'step', 'epoch': epoch, 'step': state['step'], 'lr': lr,
                           'samples_per_s': seen / max(1e-9, time.perf_counter() - t0), **parts})
+        check_weights_finite([model] + ([ema.module] if ema else []), epoch, cfg, run_dir, state, device, world)
         record = {'epoch': epoch + 1, 'step': state['step'], 'loss': float(np.mean(losses)),
                   'seconds': time.perf_counter() - t0}
         if (val_set is not None or select_set is not None) and (
@@ -258,6 +262,37 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
     if rank == 0 and cfg.output:
         publish_output(cfg, run_dir)
     return out
+
+
+def _on_any_rank(flag: bool, device, world: int) -> bool:
+    """Whether ``flag`` holds on any rank (every rank takes part), so all ranks stop together: one rank that
+    stopped alone would leave the others waiting in their next collective."""
+    if world == 1:
+        return flag
+    total = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(total)
+    return bool(total.item())
+
+
+def _after_divergence(cfg: TrainConfig, run_dir: Path, state: dict) -> str:
+    """What to do after a diverged run, and what it left (its files hold the last finite epoch)."""
+    kept = (f'best.pt and last.pt of {run_dir} are as epoch {state["epoch"]} left them; output is not written'
+            if state['epoch'] else 'nothing was written')
+    return f'lower lr (this run: {cfg.lr:g}) and train again (--set lr=...); {kept}'
+
+
+def check_weights_finite(models: list, epoch: int, cfg: TrainConfig, run_dir: Path, state: dict, device,
+                         world: int) -> None:
+    """ConfigError, before anything of the epoch is saved, when a weight or buffer went NaN or inf while the loss
+    stayed finite (e.g. BatchNorm's running_var at lr 1e6); otherwise ``save_checkpoint`` would refuse best.pt
+    mid-run and last.pt would keep the broken weights."""
+    from vidseg_ros.models.checkpoint import nonfinite_keys
+    bad = next((keys for keys in (nonfinite_keys(_unwrap(m).state_dict()) for m in models) if keys), [])
+    if _on_any_rank(bool(bad), device, world):
+        what = f'{len(bad)} weight tensor(s) hold NaN or inf (first: {", ".join(bad[:3])})' if bad else \
+            'the weights of another rank hold NaN or inf'
+        raise ConfigError(f'after epoch {epoch + 1} (step {state["step"]}) {what}: training diverged; '
+                          f'{_after_divergence(cfg, run_dir, state)}')
 
 
 def publish_output(cfg: TrainConfig, run_dir: Path) -> None:
