@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from support.bags import IMAGE, TS, read_mcap, read_rosbags
 
@@ -68,6 +69,9 @@ def test_file_size_limit_ends_with_a_readable_bag(tmp_path, compression):
     assert written >= 10 and written + result['dropped'] == N   # every message written or counted dropped
     (mcap_file,) = (Path(p) for p in result['files'])
     assert is_intact(mcap_file) and (bag / 'metadata.yaml').exists()
+    # metadata.yaml counts what the sealed file holds (read from it), not what the writer had taken in
+    meta = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert meta['message_count'] == written and meta['files'][0]['message_count'] == written
     assert mcap_file.stat().st_size <= LIMIT
     # both readers, as they are (no recovery step): exactly the messages counted written, in order
     assert read_rosbags([bag]) == [('/cam', d) for d in sent[:written]]

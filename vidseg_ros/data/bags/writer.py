@@ -40,6 +40,7 @@ COMPRESSIONS = {'none': CompressionType.NONE, 'zstd': CompressionType.ZSTD, 'lz4
 ROS_DISTRO = os.environ.get('ROS_DISTRO', 'kilted')
 _INFINITE = {'sec': 9223372036, 'nsec': 854775807}  # RMW_DURATION_INFINITE as rosbag2 writes it
 _MESSAGE_OVERHEAD = 9 + 22 + 16  # record header + fixed fields + its message index entry
+_INFO = 'rosbag2_bagfile_information'
 
 
 class BagExistsError(FileExistsError):
@@ -93,6 +94,12 @@ class BagWriter:
         self.direct_io = direct_io
         self.space = space
         self.files: list[Path] = []  # every file started, in order
+        # metadata.yaml of the closed files, kept here as split() builds it: rereading every file's summary
+        # and dumping every file's entry again at each split made a split cost ~3 ms per earlier file (10 s
+        # per split after an hour of 1 s files). Each file's YAML lines are rendered once.
+        self._closed_entries: list[dict] = []
+        self._closed_yaml: list[tuple[str, str]] = []  # per closed file: its relative_file_paths and files lines
+        self._closed_topics: dict[str, dict] = {}  # topic -> its entry, counts of the closed files, in file order
         self._topics: dict[str, dict] = {}  # topic -> msgtype, definition, metadata
         self._writer: Writer | None = None
         self._file: AppendFile | None = None
@@ -244,14 +251,47 @@ class BagWriter:
         self._file.close()
         self._writer = self._file = None
         self.pending_counts, self.pending_bytes = {}, 0  # all in the closed file
-        write_metadata(self.bag_dir, self.files, self.compression)
+        self._remember(entry, topics)
+        self.write_metadata()
         log.info('closed %s', path)
         return path
+
+    def _remember(self, entry: dict, topics: list[dict]) -> None:
+        """Add a closed file's entry and its topic entries (every topic its file registered)."""
+        self._closed_entries.append(entry)
+        self._closed_yaml.append((_nested_yaml('relative_file_paths', entry['path']),
+                                  _nested_yaml('files', entry)))
+        for topic in topics:
+            name = topic['topic_metadata']['name']
+            if name in self._closed_topics:
+                self._closed_topics[name]['message_count'] += topic['message_count']
+            else:
+                self._closed_topics[name] = dict(topic)
+
+    def write_metadata(self) -> Path:
+        """Write ``metadata.yaml`` of the closed files from memory: no file is read, no earlier entry dumped."""
+        info = _bag_info(list(self._closed_topics.values()), self._closed_entries, self.compression)
+        if not self._closed_entries:
+            return _write_text(self.bag_dir, _dump({_INFO: info}))
+        keys = list(info)
+        first = keys.index('relative_file_paths')  # 'files' follows it
+        head = _dump({_INFO: {k: info[k] for k in keys[:first]}})
+        tail = _dump({_INFO: {k: info[k] for k in keys[first + 2:]}}).split('\n', 1)[1]
+        text = ''.join([head, '  relative_file_paths:\n', *(p for p, _ in self._closed_yaml),
+                        '  files:\n', *(f for _, f in self._closed_yaml), tail])
+        return _write_text(self.bag_dir, text)
+
+    def adopt_sealed(self, path: Path) -> Path:
+        """After :meth:`abandon` and ``seal``: add that file, read from its own summary (the writer's counts
+        include the chunk that never reached it), and write ``metadata.yaml``."""
+        sealed = bag_metadata(self.bag_dir, [path], self.compression)[_INFO]
+        self._remember(sealed['files'][0], sealed['topics_with_message_count'])
+        return self.write_metadata()
 
     def close(self) -> None:
         """Finish the current file and write ``metadata.yaml``; a bag with no message gets no file."""
         if self.split() is None:
-            write_metadata(self.bag_dir, self.files, self.compression)
+            self.write_metadata()
 
     def abandon(self) -> Path | None:
         """Last resort when closing failed: cut the current file back to its last complete chunk.
@@ -344,14 +384,26 @@ def bag_metadata(bag_dir: str | Path, files: list[Path] | None = None, compressi
             entry['message_count'] += stats.channel_message_counts.get(cid, 0)
         entries.append(_file_entry(path.name, stats.message_count, stats.message_start_time,
                                    stats.message_end_time))
-    return {'rosbag2_bagfile_information': _bag_info(list(topics.values()), entries, compression)}
+    return {_INFO: _bag_info(list(topics.values()), entries, compression)}
 
 
 def write_metadata(bag_dir: str | Path, files: list[Path] | None = None, compression: str = 'none') -> Path:
+    """Write ``metadata.yaml`` from the files' summaries (recovery; the recorder writes it from memory)."""
+    return _write_text(Path(bag_dir), _dump(bag_metadata(bag_dir, files, compression)))
+
+
+def _dump(data) -> str:
+    return yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
+
+
+def _nested_yaml(key: str, item) -> str:
+    """The lines of ``item`` as one element of the list ``key`` in metadata.yaml, as a dump of the whole writes
+    them (same indentation, so the same line wrapping)."""
+    return _dump({_INFO: {key: [item]}}).split('\n', 2)[2]
+
+
+def _write_text(bag_dir: Path, text: str) -> Path:
     """Write ``metadata.yaml`` atomically (temporary file + rename) and return its path."""
-    bag_dir = Path(bag_dir)
-    text = yaml.safe_dump(bag_metadata(bag_dir, files, compression), default_flow_style=False,
-                          sort_keys=False)
     tmp = bag_dir / 'metadata.yaml.tmp'
     tmp.write_text(text)
     os.replace(tmp, bag_dir / 'metadata.yaml')

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from vidseg_ros.data.bags.direct_file import BLOCK
-from vidseg_ros.data.bags.writer import BagWriter, write_metadata
+from vidseg_ros.data.bags.writer import BagWriter
 from vidseg_ros.data.recorder.disk_space import DiskSpace
 from vidseg_ros.data.recorder.seal import seal
 
@@ -225,7 +225,7 @@ class BagSink:
         if path is not None:
             try:
                 seal(path)
-                write_metadata(writer.bag_dir, writer.files, writer.compression)
+                writer.adopt_sealed(path)
                 return f'{what}; cut back to its last complete chunk and closed there'
             except (OSError, ValueError) as e:
                 what += f'; closing it at its last complete chunk failed too ({reason(e)})'
