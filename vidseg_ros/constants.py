@@ -15,6 +15,10 @@ CAMVID_FPS = 30.0
 INPUT_SIDE_RANGE = (8, 8192)
 MAX_INPUT_PIXELS = 4096 * 4096
 
+# Class ids travel as 8-bit values: mono8 masks, the engine's uint8 argmax, 8-bit label PNGs. More classes
+# would wrap (class 299 became id 43), so models, training and labels hold at most this many (ids 0..255).
+MAX_CLASSES = 256
+
 # A node's exit status when it cannot start: a bad setting, a model that will not load, ROS that cannot
 # initialise. A restart meets the same failure, so the launch files do not respawn it (a crash is 1).
 EXIT_CANNOT_START = 2

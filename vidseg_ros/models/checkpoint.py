@@ -28,12 +28,15 @@ from torch import nn
 
 from vidseg_ros.config import ConfigError, from_dict, setting
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID, IMAGENET_MEAN, IMAGENET_STD,
-                                  INPUT_SIDE_RANGE, MAX_INPUT_PIXELS)
+                                  INPUT_SIDE_RANGE, MAX_CLASSES, MAX_INPUT_PIXELS)
 from vidseg_ros.models import MODELS, create_model, resolve_arch_config
 from vidseg_ros.files import name_limit, temp_path, write_file_atomic  # noqa: F401  (their home)
 from vidseg_ros.text import clip
 
 FORMAT = 'vidseg_ros/1'
+
+# Why a model, a training run or a label file holds at most MAX_CLASSES classes / ids.
+CLASS_LIMIT = f'masks are mono8: at most {MAX_CLASSES} classes, ids 0..{MAX_CLASSES - 1}'
 
 REQUIRED_META = ('arch', 'arch_config', 'classes', 'palette', 'ignore_index', 'mean', 'std', 'input_hw',
                  'provenance', 'metrics', 'train_config')
@@ -93,6 +96,8 @@ def check_meta(meta, where: str, num_classes: int | None = None) -> dict:
     if not classes or not all(c.strip() for c in classes) or len(set(classes)) != len(classes):
         raise bad('classes', f'expected distinct non-empty class names, one per output channel, got '
                              f'{reprlib.repr(classes)}')
+    if len(classes) > MAX_CLASSES:
+        raise bad('classes', f'{len(classes)} classes; {CLASS_LIMIT}')
     source = 'its classifier'
     if num_classes is None:
         try:

@@ -146,6 +146,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.num_classes < 0 or not -1 <= cfg.ignore_index <= 255:
         raise ConfigError(f'num_classes ({cfg.num_classes}) must be >= 0 and ignore_index '
                           f'({cfg.ignore_index}) in -1..255 (0 / -1 = from the dataset)')
+    check_class_count(cfg.num_classes, 'num_classes')
     for key in ('epochs', 'batch_size'):
         if getattr(cfg, key) < 1:
             raise ConfigError(f'{key} must be >= 1')
@@ -159,6 +160,13 @@ def validate(cfg: TrainConfig) -> None:
     if not (0 < cfg.lr_final_ratio <= 1 if exp else 0 <= cfg.lr_final_ratio <= 1):
         raise ConfigError(f'lr_final_ratio: {cfg.lr_final_ratio} must be in {"(0, 1]" if exp else "[0, 1]"} '
                           f'for lr_policy: {cfg.lr_policy} (the final learning rate as a fraction of lr)')
+
+
+def check_class_count(count: int, where: str) -> None:
+    """ConfigError when a run would train more classes than a mask can hold (class 299 came out as id 43)."""
+    from vidseg_ros.models.checkpoint import CLASS_LIMIT, MAX_CLASSES
+    if count > MAX_CLASSES:
+        raise ConfigError(f'{where}: {count} classes; {CLASS_LIMIT}')
 
 
 def _check_name(name: str) -> None:

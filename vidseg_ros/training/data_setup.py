@@ -19,7 +19,7 @@ from vidseg_ros.data.datasets.variants import STILL, add_noise, evenly_spaced, m
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, FrameSource, does_not_exist, guess_layout,
                                               identity_lut, open_source, read_label_file, read_meta)
 
-from .config import TrainConfig
+from .config import TrainConfig, check_class_count
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ def resolve_classes(cfg: TrainConfig, info: dict | None = None) -> TrainConfig:
                               'classes; set num_classes, or import labels with `vidseg label-import '
                               '--class-names a,b`')
         num = len(names)
+    check_class_count(num, where)
     data_ignore = info['ignore_index']
     if ignore < 0:
         ignore = DEFAULT_IGNORE if data_ignore is None else data_ignore

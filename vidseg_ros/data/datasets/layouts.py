@@ -62,6 +62,13 @@ def read_label_file(path, label_lut: np.ndarray | None = None) -> np.ndarray:
     if lab.ndim == 3:
         raise ValueError(f'{path} is a colour image; import it first with '
                          '`vidseg label-import --palette ...` to get class-id PNGs')
+    if lab.dtype != np.uint8:       # e.g. a 16-bit PNG: astype would wrap 300 to 44 and 256 to 0 in silence
+        from vidseg_ros.constants import MAX_CLASSES
+        low, high = (int(lab.min()), int(lab.max())) if lab.size else (0, 0)
+        if low < 0 or high >= MAX_CLASSES:
+            raise ValueError(f'{path}: label values {low}..{high} in a {lab.dtype} image; class-id labels hold ids '
+                             f'0..{MAX_CLASSES - 1} (masks are mono8: at most {MAX_CLASSES} classes); save it with '
+                             '8-bit class ids')
     lab = lab.astype(np.uint8)
     return label_lut[lab] if label_lut is not None else lab
 
