@@ -68,9 +68,23 @@ def overrides(context, names) -> dict:
     return {n: LaunchConfiguration(n) for n in names if LaunchConfiguration(n).perform(context) != ''}
 
 
-def rviz_config(template: Path, image: str, segmenter: str = SEGMENTER, folder: str | None = None) -> str:
+def resolve_topic(name: str, namespace: str = '', node: str = SEGMENTER) -> str:
+    """The absolute topic a node ``node`` in ``namespace`` resolves ``name`` to (as rcl does: relative names
+    go into the namespace, ``~`` into the node's own)."""
+    ns = '/' + namespace.strip('/') if namespace.strip('/') else ''
+    if name.startswith('/'):
+        return name
+    if name.startswith('~'):
+        return f'{ns}/{node}{name[1:]}'
+    return f'{ns}/{name}'
+
+
+def rviz_config(template: Path, image: str, segmenter: str = SEGMENTER, folder: str | None = None,
+                namespace: str = '') -> str:
     """Write an RViz config whose displays follow this launch's topics; returns its path.
 
+    ``namespace``: the one the segmenter runs in (a ``PushRosNamespace`` around the launch): its outputs are
+    ``/<namespace>/<segmenter>/<output>``, and a relative ``image`` is in it too.
     Displays the table does not know (a user's own, added to the template) keep their topic. The file goes
     to ``folder`` (the launch's own log folder by default: it lives and is cleaned up with that run's logs).
     """
@@ -79,7 +93,8 @@ def rviz_config(template: Path, image: str, segmenter: str = SEGMENTER, folder: 
         if display.get('Name') not in RVIZ_DISPLAYS or not isinstance(display.get('Topic'), dict):
             continue
         output = RVIZ_DISPLAYS[display['Name']]
-        display['Topic']['Value'] = f'/{segmenter}/{output}' if output else '/' + image.lstrip('/')
+        topic = f'~/{output}' if output else image
+        display['Topic']['Value'] = resolve_topic(topic, namespace, segmenter)
     if folder is None:
         folder = launch_logging.launch_config.log_dir
     fd, path = tempfile.mkstemp(prefix='vidseg_', suffix='.rviz', dir=folder)
@@ -132,6 +147,15 @@ def respawn_on_failure(make_node, max_retries: int, delay: float, restarts: int 
     return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
 
 
+def launch_rviz_config(context, folder: str | None = None) -> str:
+    """The RViz config of this launch: its ``image`` argument and the namespace pushed around it
+    (``PushRosNamespace`` keeps it in the ``ros_namespace`` launch configuration; the topics were absolute, so
+    under ``PushRosNamespace('left')`` RViz showed ``/vidseg_segmenter/overlay``, which nobody published)."""
+    return rviz_config(Path(get_package_share_directory(PKG)) / 'config' / 'vidseg.rviz',
+                       LaunchConfiguration('image').perform(context), folder=folder,
+                       namespace=context.launch_configurations.get('ros_namespace') or '')
+
+
 def rviz(context) -> list:
     """RViz showing the camera and every output, or one clear line where rviz2 is not installed."""
     try:
@@ -141,6 +165,5 @@ def rviz(context) -> list:
             "rviz:=true but package 'rviz2' is not installed: continuing without RViz "
             '(install ros-$ROS_DISTRO-rviz2, or view the topics with rqt_image_view)')
         return []
-    config = rviz_config(Path(get_package_share_directory(PKG)) / 'config' / 'vidseg.rviz',
-                         LaunchConfiguration('image').perform(context))
+    config = launch_rviz_config(context)
     return [Node(package='rviz2', executable='rviz2', name='rviz2', arguments=['-d', config], output='screen')]
