@@ -281,3 +281,37 @@ def test_a_missing_relative_data_root_says_it_is_read_from_the_current_folder(tm
                                               rf'{tmp_path.parent}/shared/data/camvid\); give an absolute path'):
             train(cfg)
     assert list(tmp_path.iterdir()) == []
+
+
+def _as_an_older_version_wrote_it(path: Path, nudge: bool = False) -> None:
+    """Drop provenance.run_dir (checkpoints made before 1 Dec 2026 lack it); ``nudge``: change one weight too."""
+    data = torch.load(path, weights_only=True)
+    del data['meta']['provenance']['run_dir']
+    if nudge:
+        next(iter(data['state_dict'].values())).view(-1)[0] += 1
+    torch.save(data, path)
+
+
+def test_resuming_a_run_of_an_older_version_replaces_the_output_it_wrote(tmp_path):
+    """Its output has no provenance.run_dir: --resume said 'output: ... exists and was not written by this run;
+    --overwrite to replace it' although that run wrote it. Equal weights to the run's best.pt now count as its own."""
+    out = tmp_path / 'out.pt'
+    _train(_cfg(tmp_path, output=str(out)))
+    run_dir = tmp_path / 'runs' / 't'
+    for path in (out, run_dir / 'best.pt'):
+        _as_an_older_version_wrote_it(path)
+    assert _train(_cfg(tmp_path, output=str(out), epochs=2), resume=True)['epochs'] == 2
+    assert out.read_bytes() == (run_dir / 'best.pt').read_bytes()
+
+
+def test_an_older_output_whose_weights_differ_from_the_run_s_best_is_not_replaced_without_overwrite(tmp_path):
+    out = tmp_path / 'out.pt'
+    _train(_cfg(tmp_path, output=str(out)))
+    _as_an_older_version_wrote_it(out, nudge=True)
+    before = out.read_bytes()
+    with pytest.raises(ConfigError, match=r'output: .*out.pt exists and cannot tell whether this run \(.*runs/t\) wrote '
+                                          r'it \(a checkpoint from an older version has no run_dir, .*\); --overwrite '
+                                          r'to replace it'):
+        _train(_cfg(tmp_path, output=str(out), epochs=2), resume=True)
+    assert out.read_bytes() == before
+    assert _train(_cfg(tmp_path, output=str(out), epochs=2), resume=True, overwrite=True)['epochs'] == 2

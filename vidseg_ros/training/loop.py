@@ -371,24 +371,55 @@ def check_nothing_replaced(cfg: TrainConfig, run_dir: Path, resume: bool, overwr
         raise ConfigError(f'{run_dir} already holds a training run ({", ".join(held)}); --resume to continue it, or '
                           'another name (--set name=...), or --overwrite to replace it')
     out = Path(cfg.output) if cfg.output else None
-    if out and out.exists() and not (resume and written_by_run(out, run_dir)):
-        again = ('; a run writes output only when it completes, so one started with --overwrite resumes with '
-                 '--overwrite')
-        raise ConfigError(f'output: {out} exists and was not written by this run ({run_dir}); --overwrite to '
-                          'replace it (e.g. retraining a shipped model with config/train/camvid_*.yaml), or write '
-                          f'another file (--set output=...){again if resume else ""}')
+    if not out or not out.exists():
+        return
+    mine = written_by_run(out, run_dir) if resume else False
+    if mine:
+        return
+    fix = ('--overwrite to replace it (e.g. retraining a shipped model with config/train/camvid_*.yaml), or write '
+           'another file (--set output=...)')
+    again = ('; a run writes output only when it completes, so one started with --overwrite resumes with '
+             '--overwrite')
+    if mine is None:
+        raise ConfigError(f'output: {out} exists and cannot tell whether this run ({run_dir}) wrote it (a checkpoint '
+                          f'from an older version has no run_dir, and its weights differ from the run\'s best.pt); '
+                          f'{fix}{again}')
+    raise ConfigError(f'output: {out} exists and was not written by this run ({run_dir}); {fix}'
+                      f'{again if resume else ""}')
 
 
-def written_by_run(path: Path, run_dir: Path) -> bool:
-    """Whether the checkpoint at ``path`` was written by the run in ``run_dir`` (its provenance says so)."""
+def written_by_run(path: Path, run_dir: Path) -> bool | None:
+    """Whether the checkpoint at ``path`` was written by the run in ``run_dir``: its provenance says so; None when
+    it cannot tell.
+
+    Checkpoints made before 1 Dec 2026 have no ``provenance.run_dir``: such an output counts as this run's when its
+    weights equal the run's ``best.pt`` (the output is a copy of it), or ``--resume`` of a run of an older version
+    was refused, saying the run had not written what it had; None (cannot tell) when they differ but its
+    ``train_config`` is a run of this name.
+    """
     from vidseg_ros.models.checkpoint import CheckpointError, read_checkpoint
 
     from .checkpoint_meta import run_folder
     try:
-        provenance = read_checkpoint(path)['meta']['provenance']
+        data = read_checkpoint(path)
     except CheckpointError:
         return False
-    return provenance.get('run_dir') == run_folder(run_dir)
+    meta = data['meta']
+    recorded = meta['provenance'].get('run_dir')
+    if recorded is not None:
+        return recorded == run_folder(run_dir)
+    try:
+        if _same_weights(data['state_dict'], read_checkpoint(run_dir / 'best.pt')['state_dict']):
+            return True         # a copy of this run's best.pt: replacing it loses nothing
+    except CheckpointError:
+        pass
+    # A training of this name by an older version may have written it; any other model (a user's, a shipped one
+    # of another name) was not.
+    return None if meta['train_config'].get('name') == run_dir.name else False
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
 
 
 def load_teacher(cfg: TrainConfig, info: dict, device) -> torch.nn.Module:
