@@ -289,3 +289,16 @@ def test_weights_with_nan_are_never_saved(saved, tmp_path):
         with pytest.raises(CheckpointError, match=r'(m|new)\.pt \(not written\): 1 weight tensor\(s\) hold NaN or inf'):
             save_checkpoint(out, model, meta)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ['m.pt']
+
+
+def test_halving_weights_beyond_float16_s_range_is_refused(saved, tmp_path):
+    """A weight above 65504 became inf in the float16 copy, which every reader then refused as a diverged training."""
+    from vidseg_ros.training.checkpoint_meta import halve_checkpoint
+    path, _ = saved
+    big = _with_one_value(path, tmp_path / 'big.pt', 'classifier.weight', 1e5)
+    with pytest.raises(CheckpointError, match=r"big\.pt: 1 weight tensor\(s\) exceed float16's range \(65504\), first: "
+                                              r'classifier.weight; .*half\.pt not written: keep the weights float32'):
+        halve_checkpoint(big, tmp_path / 'half.pt')
+    assert not (tmp_path / 'half.pt').exists()
+    halve_checkpoint(path, tmp_path / 'half.pt')
+    load_checkpoint(tmp_path / 'half.pt')

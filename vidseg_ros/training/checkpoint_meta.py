@@ -105,13 +105,17 @@ def halve_checkpoint(path, out=None) -> dict:
     """
     from pathlib import Path
 
-    from vidseg_ros.models.checkpoint import read_checkpoint, save_torch_file
+    from vidseg_ros.models.checkpoint import CheckpointError, nonfinite_keys, read_checkpoint, save_torch_file
     path = Path(path)
     out = Path(out or path)
     before = path.stat().st_size
-    data = read_checkpoint(path)
+    data = read_checkpoint(path)        # finite weights only
     data['state_dict'] = {k: v.half() if v.dtype == torch.float32 else v
                           for k, v in data['state_dict'].items()}
+    beyond = nonfinite_keys(data['state_dict'])   # |w| > 65504 became inf: every reader would refuse the file
+    if beyond:
+        raise CheckpointError(f'{path}: {len(beyond)} weight tensor(s) exceed float16\'s range (65504), first: '
+                              f'{", ".join(beyond[:3])}; {out} not written: keep the weights float32')
     data['meta'] = dict(data['meta'], weights_dtype='float16')
     save_torch_file(data, out)
     return {'bytes_before': before, 'bytes_after': out.stat().st_size}
