@@ -424,7 +424,8 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
                 (out / 'images').rmdir()      # only if empty; the lock removes a new output folder left empty
             except OSError:
                 pass
-    marker.unlink(missing_ok=True)     # every bag read to its end: the index is whole (not reached on Ctrl-C, a kill or a failure)
+    # every bag read to its end: the index is whole (not reached on Ctrl-C, a kill or a failure)
+    marker.unlink(missing_ok=True)
     if not result.selected:     # nothing to extract in any bag: an error, saying why for each bag
         raise ValueError('; '.join(result.empty_bags))
     for text in result.empty_bags:
