@@ -173,7 +173,7 @@ def test_records_every_frame_and_splits(node, tmp_path):
     try:
         wait_matched(node, pubs.values(), proc)
         sent = publish_all(node, pubs, N)
-        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder').get('messages_written') == str(3 * N),
+        wait_for(node, lambda: topic_values(diags, '/vidseg_recorder').get('messages_written') == str(3 * N),
                  what='every message written')
         stop_cleanly(proc, tmp_path / 'recorder.log')
     finally:
@@ -207,7 +207,7 @@ def test_services_and_diagnostics(node, tmp_path):
         future = clients[name].call_async(Trigger.Request())
         node.executor_.spin_until_future_complete(future, timeout_sec=10)
         assert future.result().success
-    per_topic = 'vidseg_recorder: /small/image'
+    per_topic = '/vidseg_recorder: /small/image'
     try:
         wait_matched(node, [pub], proc)
         for i in range(5):  # paused: not recorded
@@ -223,8 +223,8 @@ def test_services_and_diagnostics(node, tmp_path):
             wait_for(node, lambda: topic_values(diags, per_topic).get('messages_written') == str(5 * part + 5),
                      what='this part written')
             call('split')
-        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder').get('files') == '2'
-                 and topic_values(diags, 'vidseg_recorder').get('current_file') == '', what='the second split')
+        wait_for(node, lambda: topic_values(diags, '/vidseg_recorder').get('files') == '2'
+                 and topic_values(diags, '/vidseg_recorder').get('current_file') == '', what='the second split')
         stop_cleanly(proc, tmp_path / 'recorder.log', signal.SIGTERM)
     finally:
         proc.kill()
@@ -249,7 +249,7 @@ def test_records_with_sim_time_before_any_clock(node, tmp_path):
         for i in range(5):
             pub.publish(make_image(i, (8, 8)))
             node.executor_.spin_once(timeout_sec=0.02)
-        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder: /small/image').get('messages_written') == '5',
+        wait_for(node, lambda: topic_values(diags, '/vidseg_recorder: /small/image').get('messages_written') == '5',
                  what='5 frames written and said on /diagnostics')
         stop_cleanly(proc, tmp_path / 'recorder.log')
     finally:
@@ -272,7 +272,7 @@ def test_sigkill_then_recover(node, tmp_path):
             node.executor_.spin_once(timeout_sec=0.1)
             for arr in diags:
                 for st in arr.status:
-                    if st.name == 'vidseg_recorder: /cam_hd/image':
+                    if st.name == '/vidseg_recorder: /cam_hd/image':
                         written = int({kv.key: kv.value for kv in st.values}['messages_written'])
         assert written == N
         proc.send_signal(signal.SIGKILL)
@@ -314,7 +314,7 @@ def test_best_effort_camera_via_qos_override_and_auto(node, tmp_path):
                 pub.publish(make_image(i, (8, 8)))
             time.sleep(0.05)
         for topic in ('/be/a/image', '/plain/d', '/be/c/image'):
-            wait_for(node, lambda: topic_values(diags, f'vidseg_recorder: {topic}').get('messages_written') == '5',
+            wait_for(node, lambda: topic_values(diags, f'/vidseg_recorder: {topic}').get('messages_written') == '5',
                      timeout=60, what=f'5 messages of {topic} written')
         assert pubs['/be/b/image'].get_subscription_count() == 0  # excluded
         assert stop(proc) == 0 and stop(proc_auto) == 0
@@ -345,9 +345,9 @@ def test_full_disk_ends_with_a_readable_bag_an_error_and_exit_1(node, tmp_path, 
             i += 1
             node.executor_.spin_once(timeout_sec=max(0.0, t0 + i / 30 - time.monotonic()))
         assert proc.wait(30) == 1
-        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder').get('state') == 'error', timeout=5,
+        wait_for(node, lambda: topic_values(diags, '/vidseg_recorder').get('state') == 'error', timeout=5,
                  what='the ERROR diagnostic')
-        (last,) = [st for st in diags[-1].status if st.name == 'vidseg_recorder']
+        (last,) = [st for st in diags[-1].status if st.name == '/vidseg_recorder']
         values = {kv.key: kv.value for kv in last.values}
         assert last.level == DiagnosticStatus.ERROR and 'disk nearly full' in last.message
         assert 'closed properly' in last.message and values['last_file'].endswith('.mcap')
@@ -379,7 +379,7 @@ def test_snapshot_writes_exactly_the_buffered_window(node, tmp_path):
         for i in range(10, 10 + n):
             pub.publish(frame(i))
             node.executor_.spin_once(timeout_sec=0.01)
-        per_topic = 'vidseg_recorder: /snap/image'
+        per_topic = '/vidseg_recorder: /snap/image'
         wait_for(node, lambda: topic_values(diags, per_topic).get('messages_received') == str(n),
                  what='every frame buffered')
         assert client.wait_for_service(timeout_sec=20)
@@ -476,7 +476,7 @@ def test_type_change_on_a_recorded_topic_is_said_loudly(node, tmp_path):
     diags = []
     node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
     proc = start_recorder(tmp_path, 'topics:=[/tt]')
-    per_topic = 'vidseg_recorder: /tt'
+    per_topic = '/vidseg_recorder: /tt'
     try:
         strings = node.create_publisher(String, '/tt', QoSProfile(depth=20))
         wait_matched(node, [strings], proc)
@@ -493,9 +493,9 @@ def test_type_change_on_a_recorded_topic_is_said_loudly(node, tmp_path):
         st = latest_status(diags, per_topic)
         assert st.level == DiagnosticStatus.WARN
         assert 'std_msgs/msg/String' in st.message and 'sensor_msgs/msg/Image' in st.message
-        wait_for(node, lambda: latest_status(diags, 'vidseg_recorder').level == DiagnosticStatus.WARN,
+        wait_for(node, lambda: latest_status(diags, '/vidseg_recorder').level == DiagnosticStatus.WARN,
                  what='the recorder status WARN')
-        assert '/tt' in latest_status(diags, 'vidseg_recorder').message
+        assert '/tt' in latest_status(diags, '/vidseg_recorder').message
         stop_cleanly(proc, tmp_path / 'recorder.log')
     finally:
         proc.kill()
@@ -531,14 +531,14 @@ def test_file_size_limit_ends_with_a_readable_bag_an_error_and_exit_1(node, tmp_
             i += 1
             node.executor_.spin_once(timeout_sec=max(0.0, t0 + i / 30 - time.monotonic()))
         assert proc.wait(30) == 1
-        wait_for(node, lambda: topic_values(diags, 'vidseg_recorder').get('state') == 'error', timeout=5,
+        wait_for(node, lambda: topic_values(diags, '/vidseg_recorder').get('state') == 'error', timeout=5,
                  what='the ERROR diagnostic')
     finally:
         proc.kill()
-    last = latest_status(diags, 'vidseg_recorder')
+    last = latest_status(diags, '/vidseg_recorder')
     assert last.level == DiagnosticStatus.ERROR and 'File too large' in last.message
     assert 'closed there' in last.message and 'NOT closed' not in last.message
-    written = int(topic_values(diags, 'vidseg_recorder')['messages_written'])
+    written = int(topic_values(diags, '/vidseg_recorder')['messages_written'])
     bag = only_bag(tmp_path)
     (mcap_file,) = bag.glob('*.mcap')
     assert is_complete(mcap_file) and (bag / 'metadata.yaml').exists() and mcap_file.stat().st_size <= limit
@@ -573,9 +573,9 @@ def test_every_topic_offered_in_several_types_is_said(node, tmp_path):
     pubs = [node.create_publisher(String, topic, QoSProfile(depth=5)) for topic in ('/m1', '/m2')]
     images = subprocess.Popen([sys.executable, '-c', IMAGE_PUBLISHERS])   # DDS: one type per topic per process
     try:
-        wait_for(node, lambda: all(t in (latest_status(diags, 'vidseg_recorder') or DiagnosticStatus()).message
+        wait_for(node, lambda: all(t in (latest_status(diags, '/vidseg_recorder') or DiagnosticStatus()).message
                                    for t in ('/m1', '/m2')), timeout=30, what='both topics on /diagnostics')
-        assert latest_status(diags, 'vidseg_recorder').level == DiagnosticStatus.WARN
+        assert latest_status(diags, '/vidseg_recorder').level == DiagnosticStatus.WARN
         stop_cleanly(proc, tmp_path / 'recorder.log')
     finally:
         proc.kill()

@@ -175,7 +175,7 @@ def wait_mask(masks, stamp, node, timeout=30.0):
 def status(diags, node_name):
     for arr in reversed(diags):
         for st in arr.status:
-            if st.name.startswith(node_name + ':'):
+            if st.name.startswith(f'/{node_name}:'):   # the node's fully qualified name
                 return st
     return None
 

@@ -117,5 +117,6 @@ class CameraStats:
         if level == health.OK and self.frames:
             e2e = summary.get('end_to_end', {}).get('p50', 0.0)
             message = f'{self.rate_out.rate_hz():.1f} Hz, end-to-end p50 {e2e:.1f} ms'
-        return diagnostics.status(f'{self.node.get_name()}: {self.name}', self.name, diagnostics.LEVELS[level],
-                                  message, values)
+        # the fully qualified name: two segmenters in /a and /b both said "vidseg_segmenter: image"
+        name = f'{self.node.get_fully_qualified_name()}: {self.name}'
+        return diagnostics.status(name, self.name, diagnostics.LEVELS[level], message, values)

@@ -260,6 +260,7 @@ class RecorderNode(Node):
         total_bytes = sum(c.bytes_written for c in snap.values())
         total_rate = (total_bytes - sum(c.bytes_written for c in prev.values())) / dt / 1e6
         new_drops = 0
+        me = self.get_fully_qualified_name()  # never a fixed name: two recorders (rec1, rec2) shared one
         for topic, c in sorted(snap.items()):
             p = prev.get(topic)
             d_msgs = c.written - (p.written if p else 0)
@@ -273,7 +274,7 @@ class RecorderNode(Node):
             unrecorded = ', '.join(sorted(self.unrecorded.get(topic, ())))
             level = WARN if lost or unrecorded else OK
             message = c.msgtype + (f'; NOT recorded (type changed): {unrecorded}' if unrecorded else '')
-            statuses.append(status(f'vidseg_recorder: {topic}', self.get_name(), level, message, {
+            statuses.append(status(f'{me}: {topic}', self.get_name(), level, message, {
                 'messages_received': c.received, 'messages_written': c.written, 'bytes_written': c.bytes_written,
                 'rate_hz': d_msgs / dt, 'MB_per_s': (c.bytes_written - (p.bytes_written if p else 0)) / dt / 1e6,
                 'lost': lost, 'dropped': c.dropped, 'lost_in_dds': self.lost.get(topic, 0),
@@ -284,7 +285,7 @@ class RecorderNode(Node):
         message = rec.error or f'{rec.state}, {total_rate:.1f} MB/s' + (
             f'; messages of another type NOT recorded on {", ".join(changed)}' if changed else '')
         files = rec.files
-        statuses.insert(0, status('vidseg_recorder', self.get_name(), level, message, {
+        statuses.insert(0, status(me, self.get_name(), level, message, {
             'state': rec.state, 'bag': str(rec.snapshots[-1] if rec.snapshots else rec.bag_dir),
             'current_file': rec.current_file, 'last_file': str(files[-1]) if files else '',
             'files': len(files), 'MB_per_s': total_rate, 'bytes_written': total_bytes,
