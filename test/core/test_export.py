@@ -270,3 +270,29 @@ def test_two_exports_to_one_target_at_once_both_succeed_and_leave_one_pair(tmp_p
         assert p.returncode == 0, log
     StreamSegmenter.from_checkpoint(EngineConfig(model=str(out), device='cpu'))   # a pair of one export
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
+
+
+@pytest.mark.parametrize('fmt', ['ts', 'onnx'])
+def test_an_exported_file_with_nan_weights_is_refused_at_load(tmp_path_factory, tmp_path, fmt):
+    # export now refuses NaN weights, but files exported before that loaded and served class 0 everywhere
+    from vidseg_ros.models.checkpoint import CheckpointError
+    checkpoint = _checkpoint(*CASES[0], tmp_path_factory)
+    out = tmp_path / f'm.{fmt}'
+    (export_onnx if fmt == 'onnx' else export_torchscript)(checkpoint, out)
+    if fmt == 'onnx':
+        import onnx
+        from onnx import numpy_helper
+        model = onnx.load(str(out))
+        init = next(i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT)
+        bad = numpy_helper.to_array(init).copy()
+        bad.flat[0] = np.nan
+        init.CopyFrom(numpy_helper.from_array(bad, init.name))
+        onnx.save(model, str(out))
+    else:
+        extra = {'vidseg_meta.json': ''}
+        module = torch.jit.load(str(out), _extra_files=extra)
+        with torch.no_grad():
+            next(module.parameters()).view(-1)[0] = float('inf')
+        torch.jit.save(module, str(out), _extra_files=extra)
+    with pytest.raises(CheckpointError, match='NaN or inf.*diverged'):
+        StreamSegmenter.from_checkpoint(EngineConfig(model=str(out), device='cpu'))

@@ -24,7 +24,7 @@ from torch import nn
 
 from vidseg_ros.engine.graphs import CudaGraphed
 from vidseg_ros.models.blocks import fuse_conv_bn
-from vidseg_ros.models.checkpoint import CheckpointError, check_meta
+from vidseg_ros.models.checkpoint import CheckpointError, check_finite, check_meta
 from vidseg_ros.models.contract import StreamInfo, stream_info
 from vidseg_ros.text import short
 
@@ -237,6 +237,7 @@ class TorchScriptRunner(TorchRunner):
             warnings.simplefilter('ignore', DeprecationWarning)  # torch.jit is deprecated, still works
             module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
         self.meta, self.info = _exported_info(extra[META_KEY + '.json'] or '{}', path)
+        check_finite(module.state_dict(), str(path))    # exported before export refused such weights
         self.device, self.precision, self.channels_last = dev, precision, channels_last
         self._dtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
         self.model = module.eval()
@@ -261,6 +262,20 @@ def _exported_info(text: str, path) -> tuple[dict, StreamInfo]:
         raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
     meta = check_meta(info['meta'], str(path), info.get('num_classes'))
     return meta, StreamInfo.from_dict(info, len(meta['classes']))
+
+
+def _onnx_weights(path: Path) -> dict:
+    """The floating initializers (the weights) of an .onnx file as tensors, for ``check_finite``; {} where the
+    onnx package is absent (onnxruntime cannot list them; a runtime-only install skips the check)."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        return {}
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {i.name: torch.from_numpy(np.array(numpy_helper.to_array(i))) for i in graph.initializer
+            if i.data_type in floats}
 
 
 def _check_same_export(main, cur, path: Path, cur_path: Path) -> None:
@@ -320,6 +335,7 @@ class OnnxRunner(_Runner):
         self.providers = self._main.get_providers()
         self.meta, self.info = _exported_info(self._main.get_modelmeta().custom_metadata_map.get(META_KEY, '{}'),
                                               path)
+        check_finite(_onnx_weights(path), str(path))    # exported before export refused such weights
         self._cur = None
         if self.kind == 'keyframe':
             cur = current_path(path)
@@ -327,6 +343,7 @@ class OnnxRunner(_Runner):
                 raise FileNotFoundError(f'{path} is a key-frame model; its current-frame graph {cur} is missing')
             self._cur = ort.InferenceSession(str(cur), providers=providers)
             _check_same_export(self._main, self._cur, path, cur)
+            check_finite(_onnx_weights(cur), str(cur))
 
     @staticmethod
     def _run(sess, *arrays: torch.Tensor) -> list[np.ndarray]:
