@@ -68,7 +68,7 @@ def main() -> int:
 
     def on_diag(msg):
         for st in msg.status:
-            if st.name.startswith('vidseg_segmenter'):
+            if st.name.startswith('/vidseg_segmenter:'):   # the node's fully qualified name
                 diags.append({kv.key: kv.value for kv in st.values})
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(Image, '/vidseg_segmenter/mask', on_mask, qos)

@@ -177,7 +177,7 @@ class Collector:
 
     def _on_diag(self, msg) -> None:
         for st in msg.status:
-            if st.name.startswith('vidseg_segmenter'):
+            if st.name.startswith('/vidseg_segmenter:'):   # the node's fully qualified name
                 self.last_status = {kv.key: kv.value for kv in st.values}
 
     def contact_sheet(self, path: Path, n: int = 6) -> None:
