@@ -2,13 +2,24 @@
 package, so every layer (the engine's device check included) may use it; ``data.images`` re-exports it."""
 from __future__ import annotations
 
+import re
+
 SHORT_TEXT = 200  # untrusted strings (encodings, formats, frame ids, devices) are cut to this in messages
+# C0 and C1 control characters and DEL: a terminal acts on them (ESC starts a title/erase/colour sequence,
+# CR or LF forges a second log line), so quoted text shows them as \x1b, \n...
+_CONTROL = re.compile('[\x00-\x1f\x7f-\x9f]')
+
+
+def printable(text) -> str:
+    r"""``text`` with its control characters written as escapes (``\x1b``, ``\n``), as repr() writes them."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
 
 
 def clip(text, limit: int = SHORT_TEXT) -> str:
-    """Text cut to ``limit`` characters, saying how long it was, so a 1 MB field cannot flood logs."""
+    """Text cut to ``limit`` characters, saying how long it was, so a 1 MB field cannot flood logs; its
+    control characters escaped (``printable``), so it cannot drive a terminal or forge a log line."""
     text = str(text)
-    return text if len(text) <= limit else text[:limit] + f'... ({len(text)} characters)'
+    return printable(text) if len(text) <= limit else printable(text[:limit]) + f'... ({len(text)} characters)'
 
 
 def short(text, limit: int = SHORT_TEXT) -> str:
@@ -19,8 +30,9 @@ def short(text, limit: int = SHORT_TEXT) -> str:
 
 def one_line(text, limit: int) -> str:
     """``text`` as one line of at most ``limit`` characters. An over-long one loses its middle (a long path, file
-    contents quoted): the start says where, the end what failed or what to do (a cut end lost the advice)."""
-    text = ' '.join(str(text).split())
+    contents quoted): the start says where, the end what failed or what to do (a cut end lost the advice).
+    Line breaks become spaces; other control characters are escaped (``printable``)."""
+    text = printable(' '.join(str(text).split()))
     if len(text) <= limit:
         return text
     head = (limit - 5) * 3 // 5

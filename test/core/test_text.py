@@ -1,0 +1,40 @@
+"""Untrusted text in messages (vidseg_ros.text): cut, and unable to drive a terminal or forge a log line.
+
+A class name, file name, frame id or licence from someone else's checkpoint, bag or folder can hold ESC
+sequences (set the window title, clear the screen, colour), CR/LF (a fake second log line) or NUL."""
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from vidseg_ros.cli import app
+from vidseg_ros.text import clip, one_line, short
+
+HOSTILE = '\x1b]0;owned\x07Sky\r\n[ERROR] [launch]: fake\x1b[2J\x1b[31m\x00\x9b\x7f'
+CONTROL = [chr(c) for c in (*range(0x20), *range(0x7f, 0xa0))]
+
+
+@pytest.mark.parametrize('show', [clip, lambda t: clip(t, 10), short, lambda t: one_line(t, 400),
+                                  lambda t: one_line(t, 20)])
+def test_no_control_character_survives(show):
+    shown = show(HOSTILE * 3)
+    assert not any(c in shown for c in CONTROL), repr(shown)
+
+
+def test_clip_shows_escapes_where_the_characters_were_and_keeps_plain_text():
+    assert clip('a\x1b[2Jb\nc') == 'a\\x1b[2Jb\\nc'
+    assert clip('Sky / Building, ünïcode 天') == 'Sky / Building, ünïcode 天'
+    assert clip('\x1b' * 300).endswith('... (300 characters)')
+
+
+def test_one_line_turns_breaks_into_spaces_and_escapes_the_rest():
+    assert one_line('x\n[ERROR] fake\r\x1b]0;t\x07', 100) == 'x [ERROR] fake \\x1b]0;t\\x07'
+
+
+def test_a_cli_error_quoting_a_hostile_argument_is_one_clean_line():
+    """`vidseg info <name with ESC>`: the error line wrote the raw ESC ] 0 ; ... BEL (the terminal's title)."""
+    r = CliRunner().invoke(app, ['info', '/nonexistent/m' + HOSTILE + '.pt'])
+    assert r.exit_code == 2
+    assert r.output.count('\n') == 1 and not any(c in r.output.rstrip('\n') for c in CONTROL), repr(r.output)
+    assert 'm\\x1b]0;owned\\x07Sky' in r.output
