@@ -10,9 +10,10 @@ SHORT_TEXT = 200  # untrusted strings (encodings, formats, frame ids, devices) a
 _CONTROL = re.compile('[\x00-\x1f\x7f-\x9f]')
 
 
-def printable(text) -> str:
-    r"""``text`` with its control characters written as escapes (``\x1b``, ``\n``), as repr() writes them."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+def printable(text, keep: str = '') -> str:
+    r"""``text`` with its control characters written as escapes (``\x1b``, ``\n``), as repr() writes them;
+    those in ``keep`` (``'\n'`` for a document's lines) are left as they are."""
+    return _CONTROL.sub(lambda m: m.group() if m.group() in keep else repr(m.group())[1:-1], str(text))
 
 
 def clip(text, limit: int = SHORT_TEXT) -> str:

@@ -87,3 +87,15 @@ def test_a_failed_card_copy_keeps_the_tracked_card(tmp_path, monkeypatch):
     assert e.value.errno == errno.ENOSPC and str(tracked) in str(e.value)
     assert tracked.read_text() == '# m\nhand-written history\n'
     assert sorted(p.name for p in tracked.parent.iterdir()) == ['m.md']     # no temporary file left
+
+
+def test_the_card_keeps_no_terminal_escapes_from_the_checkpoint():
+    """A downloaded checkpoint's licence and provenance went into model_card.md raw: `cat` of the card set
+    the terminal's title, cleared the screen or coloured it."""
+    meta = {'classes': ['a'], 'provenance': {'licence': 'MIT\x1b]0;owned\x07\nline 2\x1b[2J\r',
+                                             'data': 'd\x1b[31m', 'init_from': 'x\x00.pt'},
+            'train_config': {'optimizer': 'adamw\x1b[31m'}}
+    card = eval_report.card_text(_report('m.pt'), meta)
+    assert not [c for c in card if c != '\n' and (ord(c) < 32 or 127 <= ord(c) < 160)], repr(card)
+    assert 'MIT\\x1b]0;owned\\x07\nline 2\\x1b[2J\\r' in card        # shown, and the licence keeps its lines
+    assert '**Training data**: d\\x1b[31m' in card and 'x\\x00.pt' in card

@@ -10,6 +10,7 @@ import numpy as np
 
 from vidseg_ros.config import current_names
 from vidseg_ros.engine.backends import describe_device
+from vidseg_ros.text import printable
 from vidseg_ros.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ def card_text(report: dict, meta: dict) -> str:
         lines += ['Per-class IoU (interval ' + min(report['intervals'], key=int) + '): ' +
                   ', '.join(f'{n} {_pct(v)}' for n, v in first['all']['per_class_iou'].items()), '']
     lines += ['## Licence', '', prov.get('licence') or 'Not recorded in the checkpoint.', '']
-    return '\n'.join(lines)
+    # provenance, licence and config come from whoever made the checkpoint: `cat model_card.md` must not
+    # run their terminal escapes (ESC, CR); the card keeps its line breaks
+    return printable('\n'.join(lines), keep='\n')
 
 
 def write_card_file(report: dict, meta: dict, out_dir: Path, also: str | Path | None = None) -> list[Path]:
