@@ -88,3 +88,15 @@ def test_write_image_atomic_refuses_what_cannot_be_encoded(tmp_path):
     with pytest.raises(ImageError, match='cannot encode'):
         write_image_atomic(tmp_path / 'a.xyz', np.zeros((8, 8), np.uint8))
     assert not list(tmp_path.iterdir())
+
+
+def test_an_unreadable_file_with_escapes_in_its_name_is_quoted_harmlessly(tmp_path):
+    """video_source_node logged 'skipping unreadable frame: cannot read image file .../b<ESC>]0;owned<BEL>.png'
+    raw: a file name in someone's image folder set the terminal title or forged a log line."""
+    from vidseg_ros.data.images import read_rgb
+    bad = tmp_path / 'b\x1b]0;owned\x07\x1b[2J\n[ERROR] fake.png'
+    bad.write_bytes(b'junk')
+    with pytest.raises(ImageError) as e:
+        read_rgb(bad)
+    assert not [c for c in str(e.value) if ord(c) < 32 or 127 <= ord(c) < 160], repr(str(e.value))
+    assert 'b\\x1b]0;owned\\x07\\x1b[2J\\n[ERROR] fake.png' in str(e.value)

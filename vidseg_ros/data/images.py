@@ -261,7 +261,7 @@ def read_rgb(path) -> np.ndarray:
     """Image file -> (H, W, 3) uint8 RGB, with a clear error for unreadable files."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise ImageError(f'cannot read image file {path}')
+        raise ImageError(f'cannot read image file {clip(path)}')   # a file name from someone's folder
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
