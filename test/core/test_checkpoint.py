@@ -130,6 +130,11 @@ BAD_META = [
     ('classes', [f'c{i}' for i in range(10)] + ['c0'], r'meta\.classes: expected distinct'),
     ('classes', [f'c{i}' for i in range(12)], r'meta\.classes: 12 name\(s\).* 11 output channels'),
     ('classes', ['a', 'b'], r'meta\.classes: 2 name\(s\).* 11 output channels'),
+    # a downloaded model's names reach logs, /diagnostics and the model card: no terminal escapes, no fake lines
+    ('classes', ['\x1b]0;owned\x07Sky'] + [f'c{i}' for i in range(10)],
+     r"meta\.classes: class names hold control characters: '\\x1b\]0;owned\\x07Sky'$"),
+    ('classes', [f'c{i}' for i in range(10)] + ['Sky\n[ERROR] [launch]: fake'],
+     r'meta\.classes: class names hold control characters: .*Sky\\n\[ERROR\]'),
     ('palette', [[0, 0, 0]], r'meta\.palette: 1 colour\(s\) for 11 classes'),
     ('palette', [], r'meta\.palette: 0 colour\(s\) for 11 classes'),
     ('palette', [[0, 0, 0]] * 10 + [[300, -5, 0]], r'meta\.palette\[10\]: \[300, -5, 0\] is not \[r, g, b\]'),
