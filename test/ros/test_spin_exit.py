@@ -33,7 +33,11 @@ NODES = textwrap.dedent('''
         def __init__(self):
             raise ValueError('model nope.pt does not exist')
 
-    sys.exit(run({'buggy': Buggy, 'bad_start': BadStart}[sys.argv[1]]))
+    class HostileStart(Node):
+        def __init__(self):
+            raise ValueError('model m\\x1b]0;owned\\x07.pt\\n[ERROR] [launch]: fake ' + 'y' * 100_000 + ' is bad')
+
+    sys.exit(run({'buggy': Buggy, 'bad_start': BadStart, 'hostile': HostileStart}[sys.argv[1]]))
 ''')
 
 
@@ -53,6 +57,17 @@ def test_a_start_up_failure_is_one_line_and_exit_2():
     r = run_node('bad_start')
     assert r.returncode == 2
     assert r.stderr.strip() == 'BadStart: ValueError: model nope.pt does not exist'
+
+
+def test_a_start_up_failure_quoting_hostile_text_is_one_bounded_clean_line():
+    """The start-up line printed the exception whole: a 100 kB message, an ESC sequence (terminal title) and a
+    fake second log line from a quoted file or message reached stderr raw."""
+    r = run_node('hostile')
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert '\n' not in line and len(line) < 450 and line.endswith(' is bad'), line[:500]
+    assert not [c for c in line if ord(c) < 32 or 127 <= ord(c) < 160], repr(line[:500])
+    assert line.startswith('HostileStart: ValueError: model m\\x1b]0;owned\\x07.pt [ERROR]'), line[:500]
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['sigint', 'sigterm'])

@@ -19,6 +19,7 @@ from rclpy.signals import SignalHandlerOptions
 from vidseg_ros.constants import EXIT_CANNOT_START
 from vidseg_ros.engine.memory import tune_allocator
 from vidseg_ros.ros.startup import domain_id_problem, init_failure, transport_warnings
+from vidseg_ros.text import one_line
 
 
 class WorkerDied(RuntimeError):
@@ -70,7 +71,8 @@ def run(node_cls, args=None) -> int:
             for warning in transport_warnings():   # the node has its FastDDS participant now
                 node.get_logger().warning(warning)
         except Exception as e:  # noqa: BLE001 - start-up failures (bad model, bad params) exit with a clear line
-            print(f'{node_cls.__name__}: {type(e).__name__}: {e}', file=sys.stderr)
+            # one bounded line, escapes shown: the message may quote a file's or a message's text
+            print(f'{node_cls.__name__}: {one_line(f"{type(e).__name__}: {e}", 400)}', file=sys.stderr)
             code = EXIT_CANNOT_START
         try:
             while code == 0 and not stop.is_set() and rclpy.ok() and not done():
