@@ -298,8 +298,26 @@ def docs(check: bool = False,
     raise typer.Exit(update(check, readme))
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines whose message has its control characters escaped (``text.printable``): a message quotes
+    topic names, file names and bag warnings from someone else's bag or folder, whose ESC or line break would
+    drive the terminal or forge a log line. A traceback (added after the message) keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from vidseg_ros.text import printable
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
+def setup_logging() -> None:
+    """INFO and up on stderr, one line per message."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter('%(levelname)s %(name)s: %(message)s'))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    setup_logging()
     app()
 
 

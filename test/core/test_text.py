@@ -38,3 +38,14 @@ def test_a_cli_error_quoting_a_hostile_argument_is_one_clean_line():
     assert r.exit_code == 2
     assert r.output.count('\n') == 1 and not any(c in r.output.rstrip('\n') for c in CONTROL), repr(r.output)
     assert 'm\\x1b]0;owned\\x07Sky' in r.output
+
+
+def test_the_cli_log_lines_escape_what_a_bag_or_folder_put_in_them():
+    """extract/bag-recover/propagate/train log topic names, file names and bag warnings with %s: a topic
+    named '\\x1b]0;owned\\x07' in someone's bag set the terminal title, a '\\n[ERROR] ...' forged a line."""
+    code = ('from vidseg_ros.cli import setup_logging; setup_logging(); import logging; '
+            'logging.getLogger("vidseg_ros.data.datasets.extract").warning("extract: %s has no frames", '
+            + repr('/cam\x1b]0;owned\x07\n[ERROR] [launch]: fake') + ')')
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert p.stderr == ('WARNING vidseg_ros.data.datasets.extract: extract: /cam\\x1b]0;owned\\x07\\n[ERROR] '
+                        '[launch]: fake has no frames\n'), repr(p.stderr)
