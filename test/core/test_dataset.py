@@ -198,3 +198,15 @@ def test_a_missing_dataset_folder_says_where_a_relative_path_was_read_from(tmp_p
     with pytest.raises(FileNotFoundError, match=rf'nope/ds does not exist \(relative paths are read from the current '
                                                 rf'folder {tmp_path}: that is {tmp_path}/nope/ds\)'):
         open_source('nope/ds', 'val')
+
+
+def test_class_names_with_control_characters_are_refused_where_the_dataset_is_read(tmp_path):
+    # a checkpoint refuses such names (check_meta): a training on this dataset failed at its first save
+    from vidseg_ros.data.datasets.layouts import read_meta, write_meta
+    (tmp_path / 'dataset.yaml').write_text('classes: ["road", "\\e]0;owned\\aSky"]\n')
+    with pytest.raises(ValueError, match=r'dataset.yaml: class names hold control characters.*\\x1b'):
+        read_meta(tmp_path)
+    with pytest.raises(ValueError, match='control characters'):
+        write_meta(tmp_path / 'other', {'classes': ['a\nFAKE LINE']})
+    write_meta(tmp_path, {'classes': ['road', 'Végétation']})
+    assert read_meta(tmp_path)['classes'] == ['road', 'Végétation']

@@ -22,6 +22,7 @@ import yaml
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.images import clip, short, write_file_atomic
+from vidseg_ros.text import printable
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
 
@@ -197,12 +198,23 @@ def read_meta(root: str | Path) -> dict:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f'{path}: expected a mapping')
+    _check_class_names(data.get('classes'), path)
     return data
 
 
 def write_meta(root: str | Path, meta: dict) -> None:
+    _check_class_names(meta.get('classes'), Path(root) / META_NAME)
     # atomic: a full disk must not leave a truncated dataset.yaml (its classes) behind
     write_file_atomic(Path(root) / META_NAME, yaml.safe_dump(meta, sort_keys=False).encode())
+
+
+def _check_class_names(names, where: Path) -> None:
+    """Class names with control characters ("\\e" in double-quoted YAML) are refused where the dataset is read:
+    a checkpoint refuses them (``check_meta``), so a training on such a dataset failed at its first save, after
+    an epoch's work."""
+    if isinstance(names, list) and (odd := [n for n in names if isinstance(n, str) and printable(n) != n]):
+        raise ValueError(f'{where}: class names hold control characters: {clip(", ".join(map(repr, odd)))}; '
+                         'write them as plain text')
 
 
 INDEX_REQUIRED = ('sequence', 'index', 'stamp_ns', 'image')
