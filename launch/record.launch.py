@@ -8,7 +8,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from vidseg_ros.ros.launch_support import fastdds_profile, overrides, renamed_argument, share
+from vidseg_ros.ros.launch_support import check_files, fastdds_profile, overrides, renamed_argument, share
 
 
 def _recorder(context):
@@ -30,6 +30,7 @@ def generate_launch_description():
         DeclareLaunchArgument('output_dir', default_value='',
                               description="Where bags are created ('' = output_dir of recorder_params_file)"),
         renamed_argument('params_file', 'recorder_params_file', share('config', 'recorder.yaml')),
+        check_files('recorder_params_file'),
         fastdds_profile(),
         OpaqueFunction(function=_recorder),
     ])

@@ -17,7 +17,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
 
-from vidseg_ros.ros.launch_support import (SEGMENTER, fastdds_profile, overrides, renamed_argument,
+from vidseg_ros.ros.launch_support import (SEGMENTER, check_files, fastdds_profile, overrides, renamed_argument,
                                            respawn_max_retries, respawn_on_failure, rviz, share)
 
 RECORD_ARGS = ('image', 'camera_info', 'recorder_params_file', 'output_dir')
@@ -86,8 +86,9 @@ def generate_launch_description():
     # The video source holds its first frame until the segmenter (and the recorder) subscribe.
     subscribers = [SetLaunchConfiguration('_video_subscribers', '1'),
                    SetLaunchConfiguration('_video_subscribers', '2', condition=IfCondition(record))]
+    video_given = IfCondition(NotEqualsSubstitution(LaunchConfiguration('video'), ''))
     camera = Node(package='vidseg_ros', executable='video_source_node', name='vidseg_video_source',
-                  condition=IfCondition(NotEqualsSubstitution(LaunchConfiguration('video'), '')),
+                  condition=video_given,
                   parameters=[LaunchConfiguration('video_params_file'),
                               {'source': LaunchConfiguration('video'),
                                'wait_for_subscribers': LaunchConfiguration('_video_subscribers')}],
@@ -102,6 +103,8 @@ def generate_launch_description():
             launch_arguments={k: LaunchConfiguration(k) for k in RECORD_ARGS}.items())])
     return LaunchDescription(args + subscribers + [
         renamed_argument('params_file', 'segment_params_file', share('config', 'segment.yaml')),
+        check_files('segment_params_file'),
+        check_files('video_params_file', condition=video_given),
         fastdds_profile(), OpaqueFunction(function=_segmenter), camera,
         RegisterEventHandler(OnProcessExit(target_action=camera, on_exit=_stop_when_the_source_fails)), recorder,
         OpaqueFunction(function=rviz, condition=IfCondition(LaunchConfiguration('rviz')))])

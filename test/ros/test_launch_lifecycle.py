@@ -139,3 +139,22 @@ def test_nonsense_respawn_max_retries_is_one_clear_error():
                        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode != 0
     assert "respawn_max_retries must be an integer >= -1" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize('launch_file, argument', [('segment.launch.py', 'segment_params_file'),
+                                                    ('segment.launch.py', 'params_file'),
+                                                    ('segment.launch.py', 'video_params_file'),
+                                                    ('record.launch.py', 'recorder_params_file')])
+def test_a_params_file_that_is_not_a_file_stops_the_launch_in_one_escaped_line(launch_file, argument):
+    # launch_ros only warned ("Parameter file path is not a file") and started the node with its defaults: a
+    # typo in the path ran the shipped model with the shipped settings
+    extra = ['video:=/tmp/clip.mp4'] if argument == 'video_params_file' else []
+    r = subprocess.run([str(BIN / 'ros2'), 'launch', 'vidseg_ros', launch_file, 'respawn:=false', *extra,
+                        f'{argument}:=/tmp/missing\x1b]0;owned\x07.yaml'],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-4000:]
+    assert 'process started' not in out, out[-4000:]
+    new_name = {'params_file': 'segment_params_file'}.get(argument, argument)
+    (line,) = [ln for ln in out.splitlines() if 'is not a file' in ln and 'launch_ros' not in ln]
+    assert f'{new_name}:=/tmp/missing\\x1b]0;owned\\x07.yaml is not a file' in line and '\x1b' not in line, line

@@ -20,6 +20,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from vidseg_ros.constants import EXIT_CANNOT_START
+from vidseg_ros.text import clip
 
 PKG = 'vidseg_ros'
 SEGMENTER = 'vidseg_segmenter'
@@ -46,12 +47,24 @@ def renamed_argument(old: str, new: str, default) -> OpaqueFunction:
         logger = launch_logging.get_logger('launch')
         given = context.launch_configurations.get(new)
         if given is not None and given != default.perform(context):
-            logger.warning(f'{old}:= is the old name of {new}:=, which is given too: {old}:={value[:200]} '
+            logger.warning(f'{old}:= is the old name of {new}:=, which is given too: {old}:={clip(value, 200)} '
                            'is not used')
             return None
-        logger.warning(f'{old}:= is the old name of {new}:= (renamed); using {value[:200]}')
+        logger.warning(f'{old}:= is the old name of {new}:= (renamed); using {clip(value, 200)}')
         return [SetLaunchConfiguration(new, value)]
     return OpaqueFunction(function=apply)
+
+
+def check_files(*names: str, **kwargs) -> OpaqueFunction:
+    """Stop the launch with one line when one of the ``names`` launch arguments (parameter files) is not a file:
+    launch_ros only warns ("Parameter file path is not a file") and starts the node with its defaults, so a
+    typo in the path ran the shipped model with the shipped settings. ``kwargs``: the action's (condition)."""
+    def check(context):
+        for name in names:
+            path = LaunchConfiguration(name).perform(context)
+            if not os.path.isfile(path):
+                raise ValueError(f'{name}:={clip(path, 200)} is not a file')
+    return OpaqueFunction(function=check, **kwargs)
 
 
 def fastdds_profile() -> SetEnvironmentVariable:

@@ -150,7 +150,7 @@ class RecorderNode(Node):
                 self.subscribe(topic, types[0], infos)
             except (ImportError, AttributeError, ValueError) as e:
                 self.subs[topic] = None  # not retried every period
-                self.get_logger().error(f'cannot record {topic} [{types[0]}]: {e} (message package missing?)')
+                self.get_logger().error(f'cannot record {topic} [{types[0]}]: {clip(e)} (message package missing?)')
 
     def several_types(self, topic: str, types: list[str]) -> None:
         """A matching topic offered in several types is not recorded, as with ros2 bag record (one type per
@@ -330,7 +330,7 @@ class RecorderNode(Node):
         if not ok:
             logger.error(f'{self.bag_dir}: the writer did not finish within 60 s; the bag is NOT closed ({counts})')
         elif self.recorder.error:
-            logger.error(f'{self.recorder.error} ({counts})')
+            logger.error(f'{clip(self.recorder.error, 1000)} ({counts})')
         else:
             what = (f'{len(self.recorder.snapshots)} snapshot bag(s) {[str(p) for p in self.recorder.snapshots]}'
                     if self.cfg.snapshot_mode else f'bag closed: {", ".join(map(str, self.recorder.bags))}')
