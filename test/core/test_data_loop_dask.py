@@ -92,9 +92,14 @@ def test_extract_and_propagate_on_dask_equal_the_local_run(tmp_path):
 
 def _worker_pids() -> list[int]:
     import psutil
-    me = psutil.Process()
-    return [p.pid for p in me.children(recursive=True)
-            if any('spawn_main' in a or 'forkserver' in a for a in p.cmdline()) and p.children() == []]
+    pids = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if any('spawn_main' in a or 'forkserver' in a for a in p.cmdline()) and p.children() == []:
+                pids.append(p.pid)
+        except psutil.Error:    # a child that ended (a zombie, gone) while we looked: not a worker to kill
+            pass
+    return pids
 
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path):
