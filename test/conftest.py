@@ -3,6 +3,7 @@
 import logging
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,12 @@ os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(ROOT / 'config' / 'fastdds_shm.xml'))
 os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
 os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+
+# A run started as a background job of a script (`make test &` without job control) inherits SIGINT ignored, and
+# so does every process a test starts: the tests that Ctrl-C a command or a node then waited until their timeout.
+# The processes the tests start get SIGINT as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
