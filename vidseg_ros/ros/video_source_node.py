@@ -21,6 +21,7 @@ from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, 
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.settings import VideoSourceConfig
 from vidseg_ros.ros.spin import run
+from vidseg_ros.text import clip
 
 FOLDER_RATE_HZ = 10.0
 RATE_RANGE_HZ = (0.01, 1000.0)   # 100 s per frame at most: slower looks like a hung node
@@ -94,7 +95,7 @@ class VideoSourceNode(Node):
         while True:
             if self._next_file == len(files):
                 if not self._read_this_pass:
-                    raise AllUnreadable(f'none of the {len(files)} images in {self.cfg.source} is readable')
+                    raise AllUnreadable(f'none of the {len(files)} images in {clip(self.cfg.source)} is readable')
                 if not self.cfg.loop:
                     return None
                 self._next_file, self._read_this_pass = 0, False
