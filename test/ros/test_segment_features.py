@@ -36,10 +36,11 @@ def header(stamp_ns: int, frame_id='camera') -> Header:
     return Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
 
 
-def status(diags, camera='image'):
+def status(diags, camera='image', node=None):
+    """The latest status of ``camera`` (of ``node`` only, when given: two nodes publish one camera's name)."""
     for arr in reversed(diags):
         for st in arr.status:
-            if st.name.endswith(f': {camera}'):
+            if st.name.endswith(f': {camera}') and (node is None or st.name == f'/{node}: {camera}'):
                 return st
     return None
 
@@ -102,7 +103,8 @@ def test_compressed_input_gives_the_raw_mask_within_jpeg_loss(start_node, probe,
     bad = CompressedImage(header=header(time.time_ns()), format='jpeg')
     bad.data = b'\xff\xd8\xff\xe0' + b'\x13' * 500
     pub_jpg.publish(bad)
-    probe.wait_for(lambda: (st := status(diags)) is not None and 'seg_jpeg' in st.name
+    # the status of seg_jpeg itself: the latest one for camera 'image' was as often seg_raw's (a flaky wait)
+    probe.wait_for(lambda: (st := status(diags, node='seg_jpeg')) is not None
                    and st.level == DiagnosticStatus.WARN and 'bad_input' in st.message, 20, 'WARN on corrupt jpeg', jpg)
     good = time.time_ns()
     pub_jpg.publish(rgb8_to_compressed_msg(real_frames[0], header(good), 'jpeg', 90))
