@@ -82,14 +82,10 @@ def overrides(context, names) -> dict:
 
 
 def resolve_topic(name: str, namespace: str = '', node: str = SEGMENTER) -> str:
-    """The absolute topic a node ``node`` in ``namespace`` resolves ``name`` to (as rcl does: relative names
-    go into the namespace, ``~`` into the node's own)."""
-    ns = '/' + namespace.strip('/') if namespace.strip('/') else ''
-    if name.startswith('/'):
-        return name
-    if name.startswith('~'):
-        return f'{ns}/{node}{name[1:]}'
-    return f'{ns}/{name}'
+    """The absolute topic a node ``node`` in ``namespace`` resolves ``name`` to: rcl's own expansion (relative
+    names go into the namespace, ``~`` into the node's own); ``namespace`` as launch keeps it (``left``, ``/a/b/``)."""
+    from rclpy.expand_topic_name import expand_topic_name
+    return expand_topic_name(name, node, '/' + namespace.strip('/'))
 
 
 def rviz_config(template: Path, image: str, segmenter: str = SEGMENTER, folder: str | None = None,
