@@ -1,6 +1,7 @@
 """video_source_node across processes: every frame arrives, large frames included (SHM profile)."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -37,24 +38,34 @@ def test_publishes_every_frame_with_camera_info(start_node, probe, frame_folder,
     assert node.proc.returncode == 0, node.log()
 
 
+# Best effort is allowed to drop a frame when a loaded machine stalls the reader for longer than the SHM segment
+# holds (32 MB: five 1080p frames, 170 ms): CI lost 6 of 45 in one gap that way. FastDDS's defaults drop 93-100 %,
+# so the bound still tells the shipped profile from none; the reliable case below must lose nothing.
+BEST_EFFORT_MIN_SHARE = 0.8
+
+
+@pytest.mark.parametrize('reliability', ['best_effort', 'reliable'])
 @pytest.mark.parametrize('size_hw', [(480, 640), (1080, 1920)])
-def test_large_frames_cross_process_best_effort(start_node, probe, frame_folder, size_hw):
+def test_large_frames_cross_process(start_node, probe, frame_folder, size_hw, reliability):
     """FastDDS defaults lose most of these; the shipped SHM profile (set for every test) must not."""
     assert os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', '').endswith('fastdds_shm.xml')
     n = 45
-    # best effort as the camera publishes; a history of n so that a probe slowed by a loaded machine does not
-    # overwrite frames it has not taken yet (sensor data's 5 did, under load): only transport losses count
-    images = probe.collect(Image, 'image', qos=QoSProfile(depth=n, reliability=ReliabilityPolicy.BEST_EFFORT))
+    # a history of n on both sides: a probe slowed by a loaded machine does not overwrite frames it has not taken
+    # yet (sensor data's 5 did, under load), and a reliable writer still holds every frame a reader asks again for
+    policy = ReliabilityPolicy.BEST_EFFORT if reliability == 'best_effort' else ReliabilityPolicy.RELIABLE
+    images = probe.collect(Image, 'image', qos=QoSProfile(depth=n, reliability=policy))
     node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, 'loop': True, 'max_frames': n,
-                             'resize_hw': list(size_hw), 'output_reliability': 'best_effort',
+                             'resize_hw': list(size_hw), 'output_reliability': reliability, 'output_depth': n,
                              'wait_for_subscribers': 1})
     assert node.proc.wait(timeout=60) == 0, node.log()
     # the node has exited (exit_at_end): frames still in flight get 30 s, without the "node died" shortcut
+    need = n if reliability == 'reliable' else math.ceil(BEST_EFFORT_MIN_SHARE * n)
     try:
         probe.wait_for(lambda: len(images) >= n, 30, f'{n} frames of {size_hw}')
     except AssertionError as e:     # where the frames went missing: at the start (discovery) or in the stream
-        raise AssertionError(f'{e}: got {len(images)}; {_stamp_gaps(images, 1 / 30)}') from None
-    assert len(images) == n
+        if len(images) < need:
+            raise AssertionError(f'{e}: got {len(images)}, need {need}; {_stamp_gaps(images, 1 / 30)}') from None
+    assert need <= len(images) <= n
     assert (images[-1].height, images[-1].width) == size_hw
 
 
