@@ -16,6 +16,13 @@ def printable(text, keep: str = '') -> str:
     return _CONTROL.sub(lambda m: m.group() if m.group() in keep else repr(m.group())[1:-1], str(text))
 
 
+def control_character_problem(texts, what: str) -> str:
+    """Why strings shown raw later (class names in logs, /diagnostics, plots) are refused: '' when none of
+    ``texts`` holds a control character, else a message quoting the ones that do, escaped and clipped."""
+    odd = [t for t in texts if isinstance(t, str) and printable(t) != t]
+    return f'{what} hold control characters: {clip(", ".join(map(repr, odd)))}' if odd else ''
+
+
 def clip(text, limit: int = SHORT_TEXT) -> str:
     """Text cut to ``limit`` characters, saying how long it was, so a 1 MB field cannot flood logs; its
     control characters escaped (``printable``), so it cannot drive a terminal or forge a log line."""

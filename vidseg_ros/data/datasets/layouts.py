@@ -22,7 +22,7 @@ import yaml
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.images import clip, short, write_file_atomic
-from vidseg_ros.text import printable
+from vidseg_ros.text import control_character_problem
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
 
@@ -212,9 +212,8 @@ def _check_class_names(names, where: Path) -> None:
     """Class names with control characters ("\\e" in double-quoted YAML) are refused where the dataset is read:
     a checkpoint refuses them (``check_meta``), so a training on such a dataset failed at its first save, after
     an epoch's work."""
-    if isinstance(names, list) and (odd := [n for n in names if isinstance(n, str) and printable(n) != n]):
-        raise ValueError(f'{where}: class names hold control characters: {clip(", ".join(map(repr, odd)))}; '
-                         'write them as plain text')
+    if isinstance(names, list) and (problem := control_character_problem(names, 'class names')):
+        raise ValueError(f'{where}: {problem}; write them as plain text')
 
 
 INDEX_REQUIRED = ('sequence', 'index', 'stamp_ns', 'image')
