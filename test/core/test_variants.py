@@ -208,6 +208,33 @@ def test_a_variant_whose_source_moved_says_so_when_opened(tmp_path):
         extracted_source(tmp_path / 'v')
 
 
+def test_a_variant_moved_or_copied_with_its_source_still_reads(tmp_path):
+    """A variant stored its source's frames as absolute paths: moving (or copying) the source and variant folders
+    together left a variant that refers to the old place. They are relative now; an older absolute index reads."""
+    import shutil
+    from dataclasses import replace
+
+    from vidseg_ros.data.datasets.layouts import INDEX_NAME, write_index
+    src = _source(tmp_path / 'pair', n=3)
+    source = tmp_path / 'pair' / 'src'
+    write_variant(per_sequence(src, 0), source)          # the source as a dataset folder of its own files
+    commands_data.make_variant(source, tmp_path / 'pair' / 'v', 'per_sequence', n=1)
+    rows = (tmp_path / 'pair' / 'v' / INDEX_NAME).read_text().splitlines()[1:]
+    assert [r.split(',')[3] for r in rows] == ['../img/s0/1.png', '../img/s1/1.png']
+    shutil.copytree(tmp_path / 'pair', tmp_path / 'copy')
+    shutil.move(tmp_path / 'pair', tmp_path / 'moved')
+    for where in ('copy', 'moved'):
+        back = extracted_source(tmp_path / where / 'v')
+        assert [r.index for r in back.records] == [1, 1] and back.read_label(back.records[1]).max() == 1
+        assert read_rgb(back.records[0].image).shape == (16, 20, 3)
+        assert all(where in str(r.image.resolve()) for r in back.records)
+    old = extracted_source(tmp_path / 'moved' / 'v')      # as an older version wrote it: absolute paths
+    (tmp_path / 'old').mkdir()
+    write_index(tmp_path / 'old', [replace(r, image=r.image.resolve(), label=r.label.resolve()) for r in old.records])
+    assert '/moved/img/' in (tmp_path / 'old' / INDEX_NAME).read_text()
+    assert len([r for r in extracted_source(tmp_path / 'old').records if r.image.is_file()]) == 2
+
+
 def test_a_full_disk_leaves_dataset_yaml_and_index_whole_with_no_temporary_file(tmp_path, monkeypatch):
     """dataset.yaml was written in place (a full disk left a truncated class table) and index.csv.tmp stayed."""
     import builtins

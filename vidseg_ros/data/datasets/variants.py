@@ -16,6 +16,7 @@ copy); ``write_variant`` stores any variant as a dataset folder (``index.csv`` +
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -221,10 +222,24 @@ def write_variant(variant: FrameSource, out: str | Path) -> Path:
         return _write_variant(variant, Path(out))
 
 
+def referenced(path: str | Path, out: Path) -> Path:
+    """``path`` as the index of the dataset at ``out`` (resolved) should store it: relative to ``out``, with
+    ``..`` for a file outside it (``out/../src/images/a/0.png``; ``write_index`` keeps what lies under ``out``
+    relative). A variant stored its source's frames as absolute paths, so moving or copying the source and
+    the variant together (a disk, a backup) broke the variant. An index of an older version, holding
+    absolute paths, still reads. Absolute only where no relative path exists (another Windows drive)."""
+    path = Path(path).resolve()
+    try:
+        return out / os.path.relpath(path, out)
+    except ValueError:
+        return path
+
+
 def _write_variant(variant: FrameSource, out: Path) -> Path:
-    """``write_variant`` once ``out`` is locked. Paths are resolved, and ``out`` too, so the index stores the files
-    inside ``out`` (noise copies, converted labels) relative to it: a relative ``out`` stored them absolute and a
-    moved variant lost them. The source's files stay absolute: they are outside the variant."""
+    """``write_variant`` once ``out`` is locked. Paths are resolved, and ``out`` too, and stored relative to
+    ``out`` (``referenced``): the files inside it (noise copies, converted labels) and the source's frames, so
+    the variant moves with its source (a relative ``out`` stored the copies absolute, and a moved variant lost
+    them)."""
     out = out.resolve()
     from vidseg_ros.data.datasets.labels import write_label
     from vidseg_ros.data.datasets.layouts import identity_lut
@@ -232,11 +247,11 @@ def _write_variant(variant: FrameSource, out: Path) -> Path:
         variant.label_lut, identity_lut(variant.ignore_index, variant.num_classes))
     recs = []
     for r in variant.records:
-        label = Path(r.label).resolve() if r.label else None
+        label = referenced(r.label, out) if r.label else None
         if label is not None and not plain:
             label = write_label(out / 'labels' / r.sequence / f'{r.stamp_ns}_{r.index}.png',
                                 variant.read_label(r))
-        recs.append(replace(r, image=Path(r.image).resolve(), label=label))
+        recs.append(replace(r, image=referenced(r.image, out), label=label))
     write_index(out, recs)
     meta = {'classes': variant.class_names, 'ignore_index': variant.ignore_index, 'fps': variant.fps,
             'variant': variant.name}
