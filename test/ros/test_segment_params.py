@@ -178,6 +178,20 @@ def test_cameras_while_inactive_refused_when_repeated_or_not_a_namespace(start_n
     assert list(get_param(probe, node, 'cameras').string_array_value) == ['front', 'car/rear']
 
 
+def test_model_that_does_not_resolve_is_refused_at_set_time_while_unconfigured_or_inactive(start_node, probe):
+    """`ros2 param set ... model nonexistent` on the lifecycle node: refused there and then with the reason
+    (the same parameter callback as while active), not accepted and failing later on configure/activate."""
+    node = start_node('vidseg_ros.ros.segment_lifecycle_node', SMALL)   # unconfigured: nothing loaded
+    for state in ('unconfigured', 'inactive'):
+        for model in ('nonexistent', '/nonexistent/model.pt'):
+            r = set_param(probe, node, 'model', model)
+            assert not r.successful and 'not found' in r.reason and model in r.reason, (state, model, r.reason)
+            assert get_param(probe, node, 'model').string_value == SMALL['model']
+        if state == 'unconfigured':
+            assert transition(probe, node, Transition.TRANSITION_CONFIGURE), node.log()[-2000:]
+    assert lifecycle_state(probe, node) == 'inactive'
+
+
 def test_model_that_fails_to_load_on_activate_is_rolled_back_and_the_old_one_serves(start_node, probe, real_frames,
                                                                                    tmp_path):
     """A model set while inactive loads on activate. One that resolves but does not load (random bytes
