@@ -150,8 +150,12 @@ def propagate(dataset: Annotated[Path, typer.Argument(help='dataset folder with 
               tracker: Annotated[Literal['medianflow', 'mil'], typer.Option()] = PROPAGATE['tracker'],
               teacher_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = PROPAGATE['teacher_threshold'],
               model: Annotated[Optional[str], typer.Option(help='teacher checkpoint (method teacher)')] = None,
-              overwrite: bool = False, workers: Workers = 1, executor: Executor = 'local',
-              address: Address = ''):
+              out: Annotated[Optional[Path], typer.Option(
+                  help='a new dataset folder for the result (DATASET\'s frames and labels referenced, not copied; '
+                       'DATASET unchanged); default: the labels go into DATASET')] = None,
+              overwrite: Annotated[bool, typer.Option(help='redo frames that already carry a propagated or '
+                                                           'teacher label (human labels are never replaced)')]
+              = False, workers: Workers = 1, executor: Executor = 'local', address: Address = ''):
     """Labels for every frame from sparse human labels: flow | tracker | teacher."""
     if method == 'teacher' and not model:
         raise typer.BadParameter('method teacher needs a model', param_hint='--model')
@@ -159,7 +163,7 @@ def propagate(dataset: Annotated[Path, typer.Argument(help='dataset folder with 
     _print(run(dataset, method=method, flow=flow, dis_preset=dis_preset, flow_scale=flow_scale,
                max_distance=max_distance, min_confidence=min_confidence, tracker=tracker,
                teacher_threshold=teacher_threshold, model=model, overwrite=overwrite, workers=workers,
-               executor=executor, address=address, progress=sys.stderr.isatty()))
+               executor=executor, address=address, out=out, progress=sys.stderr.isatty()))
 
 
 @app.command('make-variant')

@@ -123,8 +123,10 @@ def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 't
 
 
 def propagate(dataset: str | Path, model: str | None = None, overwrite: bool = False, workers: int = 1,
-              progress: bool = True, executor: str = 'local', address: str = '', **settings) -> dict:
-    """``vidseg propagate DATASET``: labels for every frame from the sparse human labels.
+              progress: bool = True, executor: str = 'local', address: str = '', out: str | Path | None = None,
+              **settings) -> dict:
+    """``vidseg propagate DATASET [--out DIR]``: labels for every frame from the sparse human labels, into
+    DATASET or (``out``) a new dataset folder that references DATASET's frames and labels.
 
     ``settings``: ``PropagateConfig`` fields (``method``, ``flow``, ``max_distance``, ...); the rest keep
     their defaults there. ``model`` (method=teacher) is a checkpoint the engine loads; its prediction
@@ -137,7 +139,7 @@ def propagate(dataset: str | Path, model: str | None = None, overwrite: bool = F
     cfg = from_dict(PropagateConfig, settings)
     predict = _engine_predict(model) if cfg.method == 'teacher' and model else None
     with _bar(len(read_index(dataset)), 'frame', f'propagate ({cfg.method})', progress) as update:
-        return propagate_dataset(dataset, cfg, predict, update, overwrite, workers, executor, address)
+        return propagate_dataset(dataset, cfg, predict, update, overwrite, workers, executor, address, out)
 
 
 def _engine_predict(model: str):

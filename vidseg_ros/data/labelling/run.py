@@ -24,7 +24,8 @@ from vidseg_ros.data.images import ImageError, clip, compressed_size, read_rgb
 from vidseg_ros.data.datasets.labels import same_class_names, write_label
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
-from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, read_label_file, write_index
+from vidseg_ros.data.datasets.layouts import (INDEX_NAME, META_NAME, FrameRecord, extracted_source, read_index,
+                                              read_label_file, read_meta, write_index, write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,9 @@ def _job(args) -> dict[int, Propagated]:
 
 def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict | None = None,
                       progress: Callable[[int], None] | None = None, overwrite: bool = False,
-                      workers: int = 1, executor: str = 'local', address: str = '') -> dict:
-    """Labels for every frame of the dataset at ``root``.
+                      workers: int = 1, executor: str = 'local', address: str = '',
+                      out: str | Path | None = None) -> dict:
+    """Labels for every frame of the dataset at ``root`` (or of a new dataset at ``out``).
 
     Returns counts per label source written now and in total (``total_<source>``), and
     ``ignored_percent``, the share of ignore pixels in the labels written now.
@@ -89,10 +91,44 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
         workers: processes for flow/tracker jobs (the teacher runs in this process).
         executor: ``local`` (a process pool of ``workers``) or ``dask`` (a Dask cluster at ``address``,
             or a local one of ``workers`` processes); see ``data.executors``. The labels are the same.
+        out: a new folder (not inside ``root``, not holding a dataset) for a dataset of ``root``'s frames
+            and labels, referenced relative to it, plus the new labels; ``root`` is left unchanged. None:
+            the labels go into ``root``.
     """
     root = Path(root)
+    if out is not None:
+        return _propagate_into(root, Path(out), cfg, predict, progress, overwrite, workers, executor, address)
     with dataset_lock(root):    # two writers at once: the one ending last dropped the other's labels from the index
         return _propagate_locked(root, cfg, predict, progress, overwrite, workers, executor, address)
+
+
+def _propagate_into(root: Path, out: Path, cfg, predict, progress, overwrite: bool, workers: int, executor: str,
+                    address: str) -> dict:
+    """``propagate_dataset`` with ``out``: the source's index and dataset.yaml copied to ``out`` (paths relative to
+    it, as a variant's), then propagated there. A failure before any label was written leaves no dataset in
+    ``out``; an interrupted run leaves ``out`` indexed with the labels written so far (``vidseg propagate OUT``
+    continues it)."""
+    from vidseg_ros.data.datasets.labels import check_new_output
+    from vidseg_ros.data.datasets.variants import referenced
+    with dataset_lock(root):        # the source's index stays as read while it is copied
+        records = read_index(root)
+        files = [p for r in records for p in (r.image, r.label) if p is not None]
+        check_new_output(out, root, files, what='the dataset')
+        with dataset_lock(out, create=True, what='output folder'):
+            check_new_output(out, root, files, what='the dataset')     # again, under its lock
+            home = out.resolve()
+            write_index(out, [replace(r, image=referenced(r.image, home),
+                                      label=referenced(r.label, home) if r.label is not None else None)
+                              for r in records])
+            write_meta(out, read_meta(root))
+            try:
+                counts = _propagate_locked(out, cfg, predict, progress, overwrite, workers, executor, address)
+            except BaseException:
+                if not (out / 'labels').exists():    # nothing of this run to keep: no dataset left behind
+                    for name in (INDEX_NAME, META_NAME):
+                        (out / name).unlink(missing_ok=True)
+                raise
+    return {'out': str(out), **counts}
 
 
 def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict | None, progress, overwrite: bool,
