@@ -125,6 +125,27 @@ def test_resume_under_ddp_continues_exactly(tmp_path):
     assert [h['epoch'] for h in history] == [1, 2]
 
 
+@retry_gloo_abort
+def test_a_loss_diverging_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """Rank 1's loss goes NaN at step 3 while rank 0's is finite: a rank that stopped alone would leave the other
+    waiting in its next collective. Both stop with the same message, at step 3, before anything of epoch 1 is kept."""
+    _torchrun(tmp_path / 'ddp', 2, 'diverge')
+    errors = [json.loads((tmp_path / 'ddp' / f'rank{r}.json').read_text())['error'] for r in (0, 1)]
+    assert errors[0] == errors[1]
+    assert 'the loss became nan at epoch 1 step 3: training diverged' in errors[0]
+    assert 'nothing was written' in errors[0]
+
+
+def test_the_logged_loss_is_the_global_batch_loss(tmp_path):
+    """Under DDP the loss each rank logs is the mean over the ranks (it was rank 0's own shard): as one process
+    with the global batch logs it."""
+    _torchrun(tmp_path / 'ddp', 1)
+    _, result = _single(tmp_path / 'one', 1)
+    for r in (0, 1):
+        got = json.loads((tmp_path / 'ddp' / f'rank{r}.json').read_text())['history']
+        assert got[0]['loss'] == pytest.approx(result['history'][0]['loss'], rel=1e-4)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

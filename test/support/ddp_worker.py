@@ -1,6 +1,6 @@
 """Run by test_ddp.py under torchrun (with ``test/`` on PYTHONPATH): trains the tiny model on tiny data and writes what each rank saw.
 
-Usage: python -m torch.distributed.run ... ddp_worker.py OUT_DIR EPOCHS BATCH [resume|freeze]
+Usage: python -m torch.distributed.run ... ddp_worker.py OUT_DIR EPOCHS BATCH [resume|freeze|diverge]
 """
 import json
 import os
@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from support.tiny_models import TinyKeyframe, frames
 
+from vidseg_ros.config import ConfigError
 from vidseg_ros.training import loop
 from vidseg_ros.training.config import TrainConfig
 
@@ -36,6 +37,17 @@ def model() -> torch.nn.Module:
     return TinyKeyframe()
 
 
+def nan_from_third_step(net: torch.nn.Module) -> None:
+    """This rank's training logits become NaN from its third training step on (the other rank's stay finite)."""
+    forward, calls = net.forward, []
+
+    def patched(*a, **k):
+        out = forward(*a, **k)
+        calls.append(net.training)
+        return out * float('nan') if net.training and sum(calls) >= 3 else out
+    net.forward = patched
+
+
 def main() -> None:
     out, epochs, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     resume = len(sys.argv) > 4 and sys.argv[4] == 'resume'
@@ -47,8 +59,15 @@ def main() -> None:
         setattr(loop, name, lambda path, *a, _f=original, **k: (writes.append(str(path)), _f(path, *a, **k)))
     train_set, val_set = data()
     net = model()
-    result = loop.train(config(out, epochs, batch, freeze), resume=resume, model=net, train_set=train_set,
-                        val_set=val_set)
+    if len(sys.argv) > 4 and sys.argv[4] == 'diverge' and rank == 1:
+        nan_from_third_step(net)
+    try:
+        result = loop.train(config(out, epochs, batch, freeze), resume=resume, model=net, train_set=train_set,
+                            val_set=val_set)
+    except ConfigError as e:      # the scenario 'diverge': what each rank said, at which step
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f'rank{rank}.json').write_text(json.dumps({'error': str(e)}))
+        return
     torch.save(net.state_dict(), out / f'weights_rank{rank}.pt')
     (out / f'rank{rank}.json').write_text(json.dumps({'writes': writes, 'history': result['history'],
                                                       'world': int(os.environ['WORLD_SIZE']),

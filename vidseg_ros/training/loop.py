@@ -211,7 +211,8 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
             clip_batch = Batch.from_dict(next(clips), device) if clips is not None else None
             parts = runner.step(Batch.from_dict(raw, device), optimizer, clip_batch)
             state['step'] += 1
-            if _on_any_rank(not math.isfinite(parts['loss']), device, world):
+            parts['loss'] = _mean_over_ranks(parts['loss'], device, world)
+            if not math.isfinite(parts['loss']):      # the same on every rank: all stop at this step
                 raise ConfigError(f'the loss became {parts["loss"]} at epoch {epoch + 1} step {state["step"]}: training '
                                   f'diverged; {_after_divergence(cfg, run_dir, state)}')
             if ema:
@@ -262,6 +263,17 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
     if rank == 0 and cfg.output:
         publish_output(cfg, run_dir)
     return out
+
+
+def _mean_over_ranks(value: float, device, world: int) -> float:
+    """``value`` averaged over the ranks (every rank takes part): the loss of the global batch, logged as one
+    process with that batch would log it, and NaN or inf on every rank when it is on one, so that all ranks stop
+    together on a diverged loss. The check needs this one collective per step; it also buys the global loss."""
+    if world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item() / world
 
 
 def _on_any_rank(flag: bool, device, world: int) -> bool:
