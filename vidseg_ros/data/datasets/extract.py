@@ -38,7 +38,7 @@ from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.datasets.layouts import (EXTRACTING_NAME, INDEX_NAME, FrameRecord, read_index, read_meta,
                                               write_index, write_meta)
 from vidseg_ros.engine.outputs import OUTPUTS
-from vidseg_ros.text import short
+from vidseg_ros.text import clip, short
 
 log = logging.getLogger(__name__)
 FORMATS = ('png', 'jpg', 'keep')
@@ -174,12 +174,23 @@ def _topic_part(name: str, rec: FrameRecord) -> str | None:
     return next((p for p in _topic_parts(rec.topic) if _is_sequence_of(rec.sequence, name, p)), None)
 
 
+# A CompressedImage format as the index's encoding column keeps it ("bgr8; jpeg compressed bgr8" is 26).
+FORMAT_CELL = 64
+
+
+def format_cell(text: str) -> str:
+    """A CompressedImage's ``format``, free text of the recording's publisher, as the index stores it: its
+    control characters escaped and cut to ``FORMAT_CELL`` characters. Raw, a format of ESC sequences, line breaks
+    and 100 kB went into every row of index.csv (100 kB a frame), and to the terminal of whoever read it."""
+    return clip(text, FORMAT_CELL) if text else 'compressed'
+
+
 def decode_message(msg: RawMessage) -> tuple[np.ndarray, str, bytes | None]:
-    """-> (RGB frame, source encoding, compressed payload or None)."""
+    """-> (RGB frame, source encoding (a format: ``format_cell``), compressed payload or None)."""
     m = deserialize(msg)
     if msg.msgtype.endswith('CompressedImage'):
         data = bytes(m.data)
-        return decode_compressed(m.format, data), (m.format or 'compressed'), data
+        return decode_compressed(m.format, data), format_cell(m.format), data
     return image_fields_to_rgb8(m.encoding, m.height, m.width, m.step, m.data, m.is_bigendian), m.encoding, None
 
 
@@ -191,7 +202,7 @@ def _write_job(job: tuple) -> tuple[int, str, str]:
         if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
             # Bytes as recorded: no decode, no re-encode, nothing lost.
             m = deserialize(msg)
-            encoding = m.format or 'compressed'
+            encoding = format_cell(m.format)
             write_file_atomic(path, bytes(m.data), fsync=False)   # frames can be extracted again: no fsync
         else:
             rgb, encoding, _ = decode_message(msg)
@@ -527,7 +538,7 @@ def _extract_on_cluster(pool, bags: list[tuple[Path, str]], out: Path, cfg: Extr
 def _message_encoding(msg: RawMessage) -> str:
     """The encoding column of a frame, read from its message without decoding the image."""
     m = deserialize(msg)
-    return (m.format or 'compressed') if msg.msgtype.endswith('CompressedImage') else m.encoding
+    return format_cell(m.format) if msg.msgtype.endswith('CompressedImage') else clip(m.encoding, FORMAT_CELL)
 
 
 def _no_images(bag: Path, topics: list[str], found: dict[str, str]) -> str:
