@@ -1,6 +1,7 @@
 """The worker waits for a frame's CameraInfo only while it can still come: a silent camera_info topic
 (or one whose newest message already passed the frame) costs no frame the wait."""
 import threading
+import time
 from collections import deque
 from types import SimpleNamespace
 
@@ -67,6 +68,42 @@ def test_after_a_gap_a_camera_that_had_camera_info_waits_for_it_once_more():
         io._info_cond.notify_all()
     t.join(30.0)
     assert got and got[0] is not None and got[0].header.stamp.sec == 100
+
+
+def test_at_start_up_a_camera_with_a_camera_info_publisher_waits_for_its_first_one():
+    """Never had one: no wait (nothing to say it will come), unless a camera_info publisher is matched and
+    the frame is the first after a gap, start-up included; later frames of such a camera do not wait."""
+    assert info_may_come(deque(), float('-inf'), 5 * 10**9, now=100.0, after_gap=True, info_publishers=1)
+    assert not info_may_come(deque(), float('-inf'), 5 * 10**9, now=100.0, after_gap=True, info_publishers=0)
+    assert not info_may_come(deque(), float('-inf'), 5 * 10**9, now=100.0, after_gap=False, info_publishers=1)
+
+
+def test_the_first_frame_gets_the_camera_info_that_comes_just_after_it(start_node, probe, real_frames):
+    """QA: a camera whose first CameraInfo arrives a moment after its first image (a driver starting up)
+    had that frame go out without ~/camera_info ('no camera_info with stamp ...'): the worker waited only
+    for a camera_info topic already flowing. The probe sends the CameraInfo only once the frame's mask is
+    out, i.e. when the worker looks for it (mask first, then camera_info): deterministic, no sleeps."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from support.ros_helpers import image_msg, stamp_of
+    from vidseg_ros.ros.conversions import pinhole_camera_info
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    node = start_node('vidseg_ros.ros.segment_node', {
+        'model': 'untrained:keyframe_fpn', 'input_hw': [96, 128], 'input_reliability': 'reliable',
+        'use_camera_info': True})
+    infos = probe.collect(CameraInfo, '/vidseg_segmenter/camera_info', reliable)
+    pub, pub_info = probe.publishers(node, (Image, 'image'), (CameraInfo, 'camera_info'))
+    rgb = real_frames[0]
+    stamp = 1_700_000_000_123_000_000
+    info_msg = pinhole_camera_info(rgb.shape[1], rgb.shape[0], Header(stamp=Time(sec=stamp // 10**9,
+                                                                                 nanosec=stamp % 10**9), frame_id='camera'))
+    # sent from the probe's executor the moment the mask arrives (not from a polling loop)
+    probe.node.create_subscription(Image, '/vidseg_segmenter/mask',
+                                   lambda m: stamp_of(m) == stamp and pub_info.publish(info_msg), reliable)
+    time.sleep(1.0)   # the node's mask publisher discovers that subscription
+    pub.publish(image_msg(rgb, stamp))
+    probe.wait_for(lambda: any(stamp_of(m) == stamp for m in infos), 20, 'the first frame\'s ~/camera_info', node)
+    assert 'no camera_info with stamp' not in node.log()
 
 
 def test_the_gap_is_marked_on_the_first_image_and_survives_a_dropped_frame(monkeypatch):

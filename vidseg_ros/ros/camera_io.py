@@ -69,10 +69,11 @@ class CameraIO:
         # (negative seconds), which would stop the node; one matching path, tested with and without it.
         self._subs = [self._subscribe(lambda **kw: node.create_subscription(
             image_type, image_topic, self._on_image, in_qos, **kw))]
-        self.pub_info = None
+        self.pub_info = self._info_sub = None
         if cfg.use_camera_info:
-            self._subs.append(node.create_subscription(CameraInfo, prefix + 'camera_info',
-                                                       self._on_camera_info, in_qos))
+            self._info_sub = node.create_subscription(CameraInfo, prefix + 'camera_info', self._on_camera_info,
+                                                      in_qos)
+            self._subs.append(self._info_sub)
             self.pub_info = node.create_publisher(CameraInfo, out + 'camera_info', out_qos)
         self.pubs = {o.name: node.create_publisher(Image, out + o.name, out_qos) for o in outputs.OUTPUTS}
 
@@ -158,10 +159,20 @@ class CameraIO:
             return next((i for i in reversed(self.infos) if stamp_ns(i.header.stamp) == target), None)
         with self._info_cond:
             info = found()
-            if info is None and info_may_come(self.infos, self._last_info_at, target, time.monotonic(), after_gap):
+            # the publisher count only where it decides: a first frame of a camera that never had camera_info
+            publishers = self._info_publishers() if info is None and after_gap and not self.infos else 0
+            if info is None and info_may_come(self.infos, self._last_info_at, target, time.monotonic(), after_gap,
+                                              publishers):
                 self._info_cond.wait_for(lambda: found() is not None, timeout=CAMERA_INFO_WAIT_S)
                 info = found()
             return info
+
+    def _info_publishers(self) -> int:
+        """Publishers matched on our camera_info topic (0 without it, or once destroyed)."""
+        try:
+            return self._info_sub.get_publisher_count() if self._info_sub is not None else 0
+        except Exception:  # noqa: BLE001 - destroyed under a worker that deactivate gave up waiting for
+            return 0
 
     def publish_camera_info(self, header, mask_hw, max_pixels: int, after_gap: bool = False) -> None:
         """The CameraInfo of the frame last converted, scaled to the mask size; a missing or bad one (one
@@ -187,14 +198,18 @@ class CameraIO:
                 self.pub_info.publish(scale_camera_info(info, mask_hw[1], mask_hw[0], header))
 
 
-def info_may_come(infos, last_info_at: float, target_ns: int, now: float, after_gap: bool = False) -> bool:
+def info_may_come(infos, last_info_at: float, target_ns: int, now: float, after_gap: bool = False,
+                  info_publishers: int = 0) -> bool:
     """Worth waiting (``CAMERA_INFO_WAIT_S``) for a frame's CameraInfo: infos are flowing and none has passed
     the frame's stamp yet (they come in stamp order, so a newer one means this frame's was lost); or the
     frame is the first after a silence of the images (``after_gap``) of a camera that had camera_info: a
     restarted driver starts camera_info again with its images, so its silence says nothing yet, and the
-    cached stamps, from before the restart, cannot be compared. A camera that never had one never waits."""
+    cached stamps, from before the restart, cannot be compared. A camera that never had one waits only on
+    such a first frame (start-up included) and only while ``info_publishers`` (matched on camera_info) > 0:
+    its first CameraInfo may come a moment after its first image (that frame went out without one), and
+    a camera with no camera_info publisher, or one that never sends, costs one wait per gap, no more."""
     if not infos:
-        return False
+        return after_gap and info_publishers > 0
     if now - last_info_at > CAMERA_INFO_ALIVE_S:
         return after_gap
     return stamp_ns(infos[-1].header.stamp) < target_ns
