@@ -117,3 +117,22 @@ def test_the_contact_sheet_legend_names_every_class():
     assert strip.shape[0] > 5 * 28 and strip.shape[1] == 640
     missing = [c['name'] for c in own if _swatch_pixels(strip, c['color']) < 250]
     assert not missing, f'legend lost {missing}'
+
+
+def test_the_profile_lookup_does_not_import_torch(tmp_path):
+    """package_file found config/fastdds_shm.xml through engine.stream.model_dirs, importing torch (~3 s
+    before the demo printed a word) for a file lookup."""
+    code = ('import sys; from vidseg_ros.ros import demo; path = demo.package_file("config", "fastdds_shm.xml"); '
+            'print(path); sys.exit(3 if "torch" in sys.modules else 0)')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, f'torch imported by the profile lookup\n{r.stdout}{r.stderr[-2000:]}'
+    assert Path(r.stdout.strip()).is_file(), r.stdout + r.stderr[-2000:]
+
+
+def test_package_roots_are_the_folders_above_the_model_dirs(monkeypatch, tmp_path):
+    """demo.package_roots keeps engine.stream.model_dirs' own roots without importing it: the two stay in step
+    ($VIDSEG_MODELS folders, the user's, are not package roots)."""
+    from vidseg_ros.engine.stream import MODELS_ENV, model_dirs
+    from vidseg_ros.ros import demo
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    assert [d.parent for d in model_dirs() if d != tmp_path] == demo.package_roots()
