@@ -334,3 +334,29 @@ def test_the_engine_checks_its_settings_like_yaml_and_ros_do(bad, message):
     assert eng.config.keyframe_interval == 5 and eng.step(frames(1)[0]).is_key   # unchanged, still serving
     with pytest.raises(ConfigError, match=message):
         StreamSegmenter.from_checkpoint(EngineConfig(model='no_such_model', **bad))   # before the model is looked up
+
+
+def _nan_like(value):
+    """The same structure of tensors, every one NaN."""
+    if isinstance(value, torch.Tensor):
+        return torch.full_like(value, float('nan'))
+    return type(value)(_nan_like(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def test_a_frame_whose_logits_are_nan_gets_no_mask_and_the_next_starts_afresh(monkeypatch):
+    """An fp16 overflow on one frame gave a constant class-0 mask with NaN confidence, and the recurrent state
+    carried the NaN to every later frame: now that frame raises NonFiniteOutput (the node logs it and publishes
+    nothing) and the next frame is a key frame with the state cleared, as a fresh engine gives it."""
+    from vidseg_ros.engine.base import NonFiniteOutput
+    eng, imgs = engine('recurrent_unet'), frames(3)
+    eng.step(imgs[0], 0)
+    runner, healthy = eng._runner, eng._runner.step
+    monkeypatch.setattr(runner, 'step', lambda x, state: _nan_like(healthy(x, state)))
+    with pytest.raises(NonFiniteOutput, match='NaN or inf'):
+        eng.step(imgs[1], 33 * MS)
+    monkeypatch.setattr(runner, 'step', healthy)
+    r = eng.step(imgs[2], 66 * MS, want_confidence=True)
+    assert (r.is_key, r.reset_reason) == (True, 'error')
+    fresh = engine('recurrent_unet').step(imgs[2], 66 * MS, want_confidence=True)
+    np.testing.assert_array_equal(r.class_ids, fresh.class_ids)
+    assert np.isfinite(r.confidence).all()

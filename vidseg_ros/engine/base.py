@@ -48,6 +48,10 @@ def checked(config: EngineConfig) -> EngineConfig:
     return from_dict(EngineConfig, to_dict(config))
 
 
+class NonFiniteOutput(RuntimeError):
+    """The model's output for one frame holds NaN or inf: that frame has no mask."""
+
+
 @dataclass
 class FrameResult:
     """What the engine returns for one frame; arrays are at the requested output size."""

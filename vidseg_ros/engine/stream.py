@@ -14,7 +14,7 @@ import torch
 
 from vidseg_ros.engine.backends import TorchRunner, open_exported
 from vidseg_ros.config import fields_with
-from vidseg_ros.engine.base import EngineConfig, FrameResult, checked
+from vidseg_ros.engine.base import EngineConfig, FrameResult, NonFiniteOutput, checked
 from vidseg_ros.engine import memory
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
@@ -291,6 +291,7 @@ class StreamSegmenter:
         self._clock.mark()
         try:
             logits = self._infer(x, grid, decision.is_key)
+            _check_finite(logits)
         except Exception:
             self.reset('error')   # a half-updated state is never used: the next frame starts afresh
             raise
@@ -374,3 +375,12 @@ class StreamSegmenter:
         if len(out_hw) != 2 or min(out_hw) < 1:
             raise ValueError(f'output_hw must be two sizes >= 1, got {out_hw}')
         return out_hw
+
+
+def _check_finite(logits: torch.Tensor) -> None:
+    """NonFiniteOutput when the logits hold NaN or inf (an fp16 overflow, weights that blow up on this input):
+    argmax would give a confident-looking constant mask, and a recurrent state would carry the NaN to every
+    later frame. One reduction: NaN or inf anywhere makes the sum so."""
+    if not torch.isfinite(logits.sum()):
+        raise NonFiniteOutput('the model output holds NaN or inf on this frame (an fp16 overflow, or weights '
+                              'that blow up on this input): no mask for it; the temporal state is cleared')
