@@ -103,3 +103,53 @@ def test_extract_keeping_compressed_bytes_indexes_the_format_escaped_and_cut(bag
     index = (tmp_path / 'ds' / 'index.csv').read_bytes()
     _clean(index.replace(b'\r\n', b'\n'), 'index.csv')
     assert index.count(b'jpeg\\x1b[2J') == 3 and len(index) < 3000
+
+
+def _mcap_with_hostile_records(folder):
+    """An MCAP whose schema name, message encoding, channel metadata (offered_qos_profiles: rosbag2 stores YAML
+    there) and library hold the hostile text; the image messages themselves are fine."""
+    from mcap.writer import Writer as McapWriter
+    from support.bags import image_cdr
+    folder.mkdir()
+    with open(folder / 'x.mcap', 'wb') as f:
+        w = McapWriter(f)
+        w.start(profile='ros2', library=HOSTILE)
+        sid = w.register_schema(name='sensor_msgs/msg/Image' + HOSTILE, encoding='ros2msg', data=HOSTILE.encode())
+        cid = w.register_channel(topic='/cam/image_raw', message_encoding='cdr' + HOSTILE, schema_id=sid,
+                                 metadata={'offered_qos_profiles': HOSTILE})
+        for i in range(3):
+            w.add_message(channel_id=cid, log_time=(i + 1) * 10**9, data=image_cdr(i), publish_time=(i + 1) * 10**9)
+        w.finish()
+    return folder
+
+
+def test_bag_recover_of_hostile_records_recovers_and_extract_says_it_in_short_lines(tmp_path):
+    """offered_qos_profiles holding an ESC made the recovery fail after copying the messages ('unacceptable
+    character #x001b'), without metadata.yaml; extract of such a bag logged the reader's error with the bag's
+    100 kB serialization format in one line."""
+    whole = _mcap_with_hostile_records(tmp_path / 'whole')
+    cut = _cut(whole, tmp_path / 'cut')
+    r = _vidseg(tmp_path, 'bag-recover', cut, '--out', tmp_path / 'rec', '--force')
+    assert r.returncode == 0, r.stderr[-2000:]
+    _clean(r.stdout + r.stderr, 'bag-recover')
+    assert b'offered_qos_profiles in the bag is not YAML' in r.stderr
+    assert (tmp_path / 'rec' / 'metadata.yaml').is_file()
+    r = _vidseg(tmp_path, 'extract', tmp_path / 'rec', '--out', tmp_path / 'ds')
+    assert r.returncode in (0, 2)
+    _clean(r.stdout + r.stderr, 'extract')
+    assert b'regular reader failed' in r.stderr and b'characters)' in r.stderr
+
+
+def test_bag_recover_escapes_a_hostile_file_name_in_its_report_and_errors(tmp_path, bags):
+    """bag-recover printed its report and its errors with print(): a bag folder named with ESC and a line break
+    (someone else's archive) drove the terminal and forged a line."""
+    name = 'bag\x1b[2J\n[ERROR] forged'
+    cut = _cut(bags / 'frame_id', tmp_path / name)
+    r = _vidseg(tmp_path, 'bag-recover', cut, '--force')
+    assert r.returncode == 0, r.stderr[-2000:]
+    _clean(r.stdout + r.stderr, 'bag-recover')
+    assert b'recovered bag: ' in r.stdout and b'\\x1b[2J\\n[ERROR]' in r.stdout
+    r = _vidseg(tmp_path, 'bag-recover', cut, '--out', cut, '--force')      # refused: the error line too
+    assert r.returncode == 2
+    _clean(r.stdout + r.stderr, 'bag-recover error')
+    assert r.stderr.count(b'\n') == 1 and b'\\x1b[2J' in r.stderr

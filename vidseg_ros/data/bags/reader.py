@@ -23,6 +23,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
 from vidseg_ros.data.order import natural_key
+from vidseg_ros.text import clip
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -85,8 +86,9 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
             yield msg
         return
     except Exception as e:  # noqa: BLE001 - any reader failure means damage; salvage what is left
-        _warn(warnings, f'{path}: regular reader failed after {len(seen)} messages '
-                        f'({type(e).__name__}: {e}); salvaging the rest record by record')
+        # the error may quote the bag's own text (a serialization format of 100 kB and ESC sequences)
+        _warn(warnings, f'{clip(path)}: regular reader failed after {len(seen)} messages '
+                        f'({type(e).__name__}: {clip(e)}); salvaging the rest record by record')
     for file in bag_files(path):
         for msg in _salvage(file, warnings):
             found.setdefault(msg.topic, msg.msgtype)
@@ -200,7 +202,7 @@ def _read_sqlite_rows(path: Path, file: Path, warnings: list[str]) -> Iterator[R
         con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
         topics = {i: (n, t) for i, n, t in con.execute('SELECT id, name, type FROM topics')}
     except sqlite3.DatabaseError as e:
-        _warn(warnings, f'{file}: cannot read the topic table ({e}); nothing salvaged')
+        _warn(warnings, f'{clip(file)}: cannot read the topic table ({clip(e)}); nothing salvaged')
         return
     try:
         max_id = con.execute('SELECT max(id) FROM messages').fetchone()[0] or 0

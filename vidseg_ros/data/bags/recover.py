@@ -36,11 +36,13 @@ from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
 from vidseg_ros.data.bags.writer import mcap_files, write_metadata
+from vidseg_ros.text import one_line, printable
 from vidseg_ros.data.bags.salvage import (MCAP_MAGIC, MissingCodec, SalvageStats, chunk_compressions, require_codec,
                                           salvage_records)
 
 log = logging.getLogger(__name__)
 
+MAX_LINE = 400  # characters of an error line (as the other commands' one handler shows them)
 _LIVE_S = 5.0  # a recording file is written at least every second (chunk age): newer means live
 _SQLITE_MAGIC = b'SQLite format 3\0'
 
@@ -255,13 +257,15 @@ def run(bag, out=None, force: bool = False) -> int:
     try:
         report = recover_bag(bag, out, force)
     except (RecoveryRefused, MissingCodec) as e:
-        print(f'vidseg bag-recover: error: {e}', file=sys.stderr)
+        print(f'vidseg bag-recover: error: {one_line(e, MAX_LINE)}', file=sys.stderr)
         return 2
     except OSError as e:
-        print(f'vidseg bag-recover: error: {_write_failed(e, bag, out)}', file=sys.stderr)
+        print(f'vidseg bag-recover: error: {one_line(_write_failed(e, bag, out), MAX_LINE)}', file=sys.stderr)
         return 2
+    # file and folder names may come from someone else's archive: escaped (a path is at most 4 kB, kept whole)
     for name in report.repaired:
-        print(f'{name}: {report.messages[name]} messages recovered ({report.salvaged[name]} from damaged or cut '
-              f'chunks, {report.skipped[name]} skipped)')
-    print(f'recovered bag: {report.out}' if report.out else f'{bag}: every file is complete; nothing to do')
+        print(f'{printable(name)}: {report.messages[name]} messages recovered ({report.salvaged[name]} from damaged or '
+              f'cut chunks, {report.skipped[name]} skipped)')
+    print(f'recovered bag: {printable(report.out)}' if report.out
+          else f'{printable(bag)}: every file is complete; nothing to do')
     return 0

@@ -323,10 +323,23 @@ def mcap_files(bag_dir: str | Path) -> list[Path]:
     return sorted(Path(bag_dir).glob('*.mcap'), key=lambda p: natural_key(p.name))
 
 
+def _qos_profiles(name: str, text: str):
+    """A channel's ``offered_qos_profiles`` (YAML text in its MCAP metadata) as metadata.yaml lists them; [] with
+    a warning when it is not YAML. The text comes from whoever wrote the bag: one holding an ESC made the whole
+    recovery fail ('unacceptable character #x001b') after the messages were copied, without metadata.yaml."""
+    try:
+        return yaml.safe_load(text or '[]') or []
+    except yaml.YAMLError as e:
+        from vidseg_ros.text import clip
+        log.warning('%s: offered_qos_profiles in the bag is not YAML (%s): listed as none', clip(name),
+                    clip(str(e).splitlines()[0] if str(e) else type(e).__name__))
+        return []
+
+
 def _topic_entry(name: str, msgtype: str, encoding: str, metadata: dict, count: int) -> dict:
     return {'topic_metadata': {
         'name': name, 'type': msgtype, 'serialization_format': encoding,
-        'offered_qos_profiles': yaml.safe_load(metadata.get('offered_qos_profiles') or '[]') or [],
+        'offered_qos_profiles': _qos_profiles(name, metadata.get('offered_qos_profiles')),
         'type_description_hash': metadata.get('topic_type_hash', '')},
         'message_count': count}
 

@@ -216,7 +216,7 @@ def _write_job(job: tuple) -> tuple[int, str, str]:
     except OSError as e:        # disk full / permissions: stop, do not skip frames silently (no half file left)
         raise _write_error(e, path) from e
     except Exception as e:  # noqa: BLE001 - one damaged message must not stop the run
-        return 0, '', f'{type(e).__name__}: {e}'
+        return 0, '', f'{type(e).__name__}: {clip(e, 1000)}'    # it may quote the message's own fields
 
 
 # Errors that free space (or a higher file size limit) fixes; a re-run then resumes.
