@@ -460,3 +460,28 @@ def test_labels_imported_without_class_names_are_scored_as_class_ids(tmp_path, c
     report = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'e', write_card=False)
     assert report['labelled'] and 0 <= report['intervals']['1']['mIoU'] <= 1
     assert "scored as the model's class ids (0 0, 1 1)" in caplog.text
+
+
+def _overflowing(path):
+    """Classifier weights of 3e37: finite, so the file loads, but its logits are inf and NaN on any frame."""
+    from vidseg_ros.models.checkpoint import load_checkpoint
+    model, meta = load_checkpoint(_checkpoint(path.with_name('ok.pt')))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith('classifier') and name.endswith('weight'):
+                p.mul_(3e37)
+    return save_checkpoint(path, model, meta)
+
+
+def test_eval_of_a_model_whose_output_overflows_is_one_line_and_exit_2(tmp_path):
+    """It scored the constant class-0 mask the NaN logits gave (TC 1.0), exit 0."""
+    import subprocess
+    import sys
+    data, ckpt = _davis(tmp_path / 'davis', seqs=('a',), n=3), _overflowing(tmp_path / 'huge.pt')
+    proc = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'eval', str(ckpt), str(data), '--split', 'all',
+                           '--key-intervals', '1', '--out-dir', str(tmp_path / 'ev')],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('vidseg eval: error: the model output holds NaN or inf'), proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr

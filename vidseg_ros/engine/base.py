@@ -48,8 +48,9 @@ def checked(config: EngineConfig) -> EngineConfig:
     return from_dict(EngineConfig, to_dict(config))
 
 
-class NonFiniteOutput(RuntimeError):
-    """The model's output for one frame holds NaN or inf: that frame has no mask."""
+class NonFiniteOutput(ValueError):
+    """The model's output for one frame holds NaN or inf: that frame has no mask. A ValueError: the model (its
+    weights, its precision) is at fault, so a command reports it as a user error (one line, exit 2)."""
 
 
 @dataclass
