@@ -302,14 +302,21 @@ def docs(check: bool = False,
     raise typer.Exit(update(check, readme))
 
 
+LOG_MESSAGE_LIMIT = 2000     # characters of a log message shown (its middle cut): a few kB per line at most
+
+
 class _PrintableFormatter(logging.Formatter):
     """Log lines whose message has its control characters escaped (``text.printable``): a message quotes
     topic names, file names and bag warnings from someone else's bag or folder, whose ESC or line break would
-    drive the terminal or forge a log line. A traceback (added after the message) keeps its lines."""
+    drive the terminal or forge a log line. A message over ``LOG_MESSAGE_LIMIT`` loses its middle
+    (``text.one_line``): one field of 100 kB quoted unclipped was a 100 kB line. A traceback (added after the
+    message) keeps its lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        from vidseg_ros.text import printable
+        from vidseg_ros.text import one_line, printable
         record.message = printable(record.message)
+        if len(record.message) > LOG_MESSAGE_LIMIT:
+            record.message = one_line(record.message, LOG_MESSAGE_LIMIT)
         return super().formatMessage(record)
 
 

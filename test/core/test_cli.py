@@ -71,3 +71,18 @@ def test_results_are_strict_json(capsys):
     from vidseg_ros.cli import _print
     _print({'mIoU': float('nan'), 'per_class': [1.0, float('inf')], 'ok': 0.5})
     assert json.loads(capsys.readouterr().out) == {'mIoU': None, 'per_class': [1.0, None], 'ok': 0.5}
+
+
+def test_a_log_message_quoting_100_kb_is_one_line_of_a_few_kb():
+    """The CLI's log lines escaped control characters but kept any length: a bag field of 100 kB quoted with %s
+    (unclipped somewhere) was a 100 kB line on stderr. Its middle is cut now; start and end stay."""
+    import subprocess
+    import sys
+    code = ('from vidseg_ros.cli import setup_logging; setup_logging(); import logging; '
+            'logging.getLogger("vidseg_ros.data.bags.reader").warning("%s: read failed (%s); salvaging", "/bags/b", '
+            + repr('\x1b[2J\r\n[ERROR] forged ' + 'A' * 100_000) + ')')
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    line, = p.stderr.splitlines()
+    assert len(line) < 2100 and '\x1b' not in line and '\r' not in line, (len(line), line[:200])
+    assert line.startswith('WARNING vidseg_ros.data.bags.reader: /bags/b: read failed (\\x1b[2J\\r\\n[ERROR] forged')
+    assert line.endswith('AAAA); salvaging')
