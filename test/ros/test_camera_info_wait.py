@@ -95,8 +95,8 @@ def test_the_first_frame_gets_the_camera_info_that_comes_just_after_it(start_nod
     pub, pub_info = probe.publishers(node, (Image, 'image'), (CameraInfo, 'camera_info'))
     rgb = real_frames[0]
     stamp = 1_700_000_000_123_000_000
-    info_msg = pinhole_camera_info(rgb.shape[1], rgb.shape[0], Header(stamp=Time(sec=stamp // 10**9,
-                                                                                 nanosec=stamp % 10**9), frame_id='camera'))
+    stamp_msg = Time(sec=stamp // 10**9, nanosec=stamp % 10**9)
+    info_msg = pinhole_camera_info(rgb.shape[1], rgb.shape[0], Header(stamp=stamp_msg, frame_id='camera'))
     # sent from the probe's executor the moment the mask arrives (not from a polling loop)
     probe.node.create_subscription(Image, '/vidseg_segmenter/mask',
                                    lambda m: stamp_of(m) == stamp and pub_info.publish(info_msg), reliable)

@@ -590,6 +590,63 @@ def test_every_topic_offered_in_several_types_is_said(node, tmp_path):
         assert any(f'{topic}: messages of type' in ln for ln in log.splitlines()), log    # and at close
 
 
+IMAGE_PUBLISHER = '''
+import sys, time, rclpy
+from sensor_msgs.msg import Image
+rclpy.init()
+node = rclpy.create_node('image_publisher')
+if sys.argv[2] == 'gated':
+    sys.stdin.readline()   # the participant is known to the recorder by now: the publisher alone is news
+pub = node.create_publisher(Image, sys.argv[1], 5)
+print('ready', flush=True)
+while True:
+    time.sleep(1)
+'''
+
+
+def test_a_topic_with_publishers_of_two_types_is_not_recorded_whichever_dds_reports_first(node, tmp_path):
+    """QA: with publishers of two types on one topic, the type recorded (or whether the topic was recorded at
+    all) depended on the order DDS discovery reported them. Now a topic's type is fixed SETTLE_S after the
+    recorder first sees it (its messages held meanwhile, none lost): publishers of another type seen by then
+    -> not recorded (as ros2 bag record), one WARN naming both types. /mix: the Image publisher is created
+    only once the recorder has subscribed the String one (the old recorder recorded /mix as String); /both:
+    both publishers exist before the recorder starts; /solo: one type, every message from the first."""
+    from std_msgs.msg import String
+    strings = {t: node.create_publisher(String, t, QoSProfile(depth=50)) for t in ('/mix', '/solo', '/both')}
+    both = subprocess.Popen([sys.executable, '-c', IMAGE_PUBLISHER, '/both', 'now'], stdout=subprocess.PIPE, text=True)
+    gated = subprocess.Popen([sys.executable, '-c', IMAGE_PUBLISHER, '/mix', 'gated'], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    log = tmp_path / 'recorder.log'
+    try:
+        assert both.stdout.readline().strip() == 'ready'
+        proc = start_recorder(tmp_path, 'topics:=[/mix, /solo, /both]', 'discovery_period_s:=0.1')
+        try:
+            wait_matched(node, [strings['/mix'], strings['/solo']], proc)   # subscribed, type not fixed yet
+            gated.stdin.write('go\n')
+            gated.stdin.flush()
+            assert gated.stdout.readline().strip() == 'ready'
+            for i in range(20):
+                for pub in strings.values():
+                    pub.publish(String(data=str(i)))
+            wait_for(node, lambda: all(f'{t} has several types' in log.read_text() for t in ('/mix', '/both')),
+                     what='the several-types warnings')
+            wait_for(node, lambda: 'recording /solo' in log.read_text(), what='/solo recorded')
+            stop_cleanly(proc, log)
+        finally:
+            proc.kill()
+    finally:
+        both.kill()
+        gated.kill()
+    text = log.read_text()
+    for topic in ('/mix', '/both'):
+        said = [ln for ln in text.splitlines() if 'WARN' in ln and f'{topic} has several types' in ln]
+        assert len(said) == 1 and 'std_msgs/msg/String' in said[0] and 'sensor_msgs/msg/Image' in said[0], text
+        assert f'recording {topic}' not in text and f'{topic}: publisher(s) of type' not in text, text
+    with AnyReader([only_bag(tmp_path)]) as reader:
+        assert [c.topic for c in reader.connections] == ['/solo']
+        assert [reader.deserialize(raw, c.msgtype).data for c, _, raw in reader.messages()] == [str(i) for i in range(20)]
+
+
 @pytest.mark.parametrize('compression,package', [('zstd', 'zstandard'), ('lz4', 'lz4')])
 def test_compression_without_its_codec_is_one_line_and_exit_2(tmp_path, monkeypatch, compression, package):
     """Without the Python codec the recorder said "recording", failed on the first message ("unsupported

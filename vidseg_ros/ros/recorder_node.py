@@ -2,8 +2,10 @@
 
 A thin adapter around :class:`vidseg_ros.data.recorder.core.Recorder`: raw subscriptions (serialized
 bytes, never decoded) hand each message to the recorder's byte-bounded queue; its writer thread does
-all disk work. Topics that appear later are discovered by a timer. Services ``~/pause``,
-``~/resume``, ``~/split``, ``~/snapshot`` (std_srvs/Trigger); ``/diagnostics`` once per
+all disk work. Topics that appear later are discovered by a timer. A new topic's type is fixed after a
+settle time (``SETTLE_S``; its messages held meanwhile), so that publishers of several types on one topic
+lead to one outcome (not recorded, a WARN naming the types) whatever order DDS reports them in.
+Services ``~/pause``, ``~/resume``, ``~/split``, ``~/snapshot`` (std_srvs/Trigger); ``/diagnostics`` once per
 ``diagnostics_period_s``, with per-topic loss: dropped by the recorder and lost in transport (the
 subscriptions' message-lost events, where the RMW reports them).
 
@@ -26,6 +28,7 @@ if __name__ == '__main__':   # python -m: through entry, whose signal handlers c
 import importlib
 import re
 import time
+from dataclasses import dataclass, field
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -37,12 +40,21 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from std_srvs.srv import Trigger
 
 from vidseg_ros.data.bags.writer import qos_yaml
-from vidseg_ros.data.images import clip
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, check_compression, new_bag_dir
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status, steady_timer
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.recorder_params import RecorderSettings
 from vidseg_ros.ros.spin import run
+from vidseg_ros.text import clip
+
+# A new topic's type is fixed once it has been seen this long and the ROS graph (nodes, topics and their
+# types) has not changed for this long either: DDS reports the publishers of one topic in separate processes
+# one after another, at start-up up to ~3 s apart (FastDDS announces a participant every 3 s; 2.9 s measured
+# on a loaded machine), so without this wait the type a topic got, or whether it was recorded, depended on
+# which one discovery reported first. Its messages are held meanwhile (none lost). A graph that never rests
+# (nodes coming and going) holds a topic at most MAX_SETTLE_S.
+SETTLE_S = 3.0
+MAX_SETTLE_S = 10.0
 
 _INFINITE_NS = 9223372036854775807
 
@@ -56,6 +68,18 @@ def message_class(msgtype: str):
 def _duration(d) -> dict:
     ns = min(int(d.nanoseconds), _INFINITE_NS)
     return {'sec': ns // 1_000_000_000, 'nsec': ns % 1_000_000_000}
+
+
+@dataclass
+class Pending:
+    """A topic subscribed for ``msgtype`` whose type is not fixed yet (``SETTLE_S``): its messages are held
+    here, in order, and written once it is (nothing lost), or dropped when other types showed up."""
+    msgtype: str
+    infos: list
+    since: float                                # monotonic time it was first seen
+    types: set = field(default_factory=set)     # every type its publishers had since it was first seen
+    held: list = field(default_factory=list)    # (data, log time ns, publish time ns)
+    held_bytes: int = 0
 
 
 def offered_qos(infos) -> list[dict]:
@@ -102,6 +126,8 @@ class RecorderNode(Node):
                 if attempt == 4:
                     raise
         self.subs = {}
+        self.pending: dict[str, Pending] = {}       # topic -> subscribed, type not fixed yet (SETTLE_S)
+        self._graph, self._graph_changed = None, time.monotonic()   # for settle_pending: when it last changed
         self.types: dict[str, str] = {}             # topic -> the type recorded
         self.unrecorded: dict[str, set[str]] = {}   # topic -> types offered but not recorded (later, or several)
         self._close_result: bool | None = None
@@ -117,6 +143,7 @@ class RecorderNode(Node):
         # subscribed, recorded or said on /diagnostics)
         steady_timer(self, cfg.discovery_period_s, self.discover)
         steady_timer(self, cfg.diagnostics_period_s, self.publish_diagnostics)
+        steady_timer(self, SETTLE_S / 4, self.settle_pending)
         mode = 'paused' if cfg.start_paused else 'buffering for ~/snapshot' if cfg.snapshot_mode else 'recording'
         self.get_logger().info(
             f'recording to {self.bag_dir} ({mode}); topics '
@@ -136,6 +163,9 @@ class RecorderNode(Node):
         for topic, types in self.get_topic_names_and_types():
             if not self.matches(topic):
                 continue
+            if topic in self.pending:      # a publisher of another type within the settle time: settle() decides
+                self.pending[topic].types.update(i.topic_type for i in self.get_publishers_info_by_topic(topic))
+                continue
             if topic in self.subs:
                 if topic in self.types and set(types) != {self.types[topic]}:   # a publisher of another type?
                     self.check_type(topic)
@@ -152,16 +182,19 @@ class RecorderNode(Node):
                 self.subs[topic] = None  # not retried every period
                 self.get_logger().error(f'cannot record {topic} [{types[0]}]: {clip(e)} (message package missing?)')
 
-    def several_types(self, topic: str, types: list[str]) -> None:
-        """A matching topic offered in several types is not recorded, as with ros2 bag record (one type per
-        topic in a bag); said once per topic and new type (a once-per-process log hid every topic after the
+    def several_types(self, topic: str, types, held: int = 0) -> None:
+        """A matching topic offered in several types (seen together, or before its type was settled) is not
+        recorded, as with ros2 bag record (one type per topic in a bag), whatever order DDS discovery
+        reported them in; said once per topic and new type (a once-per-process log hid every topic after the
         first) and on the recorder's /diagnostics status until one type is left and it is recorded."""
         seen = self.unrecorded.setdefault(topic, set())
         if set(types) <= seen:
             return
         seen.update(types)
+        dropped = f'; its {held} message(s) received meanwhile are dropped' if held else ''
         self.get_logger().warning(f'{clip(topic)} has several types ({clip(", ".join(sorted(types)))}): NOT recorded '
-                                  '(one type per topic in a bag, as with ros2 bag record)')
+                                  f'(one type per topic in a bag, as with ros2 bag record, whichever DDS reports '
+                                  f'first){dropped}; it is recorded once publishers of one type are left')
 
     def check_type(self, topic: str) -> None:
         """Publishers of another type on a recorded topic: their messages cannot be recorded (a topic has one
@@ -179,6 +212,8 @@ class RecorderNode(Node):
             f'the recorder (a new bag) to record the new type')
 
     def subscribe(self, topic: str, msgtype: str, infos) -> None:
+        """Subscribe ``topic`` as ``msgtype`` at once (no message missed), holding its messages until its type
+        is settled (``settle``, after ``SETTLE_S``)."""
         cfg = self.cfg
         reliability = 'reliable'
         if cfg.input_reliability == 'best_effort' or (
@@ -186,20 +221,21 @@ class RecorderNode(Node):
                 and any(i.qos_profile.reliability != ReliabilityPolicy.RELIABLE for i in infos)):
             reliability = 'best_effort'
         qos = keep_last_qos(reliability, cfg.input_depth)
-        type_hash = str(infos[0].topic_type_hash)
-        self.recorder.add_topic(topic, msgtype, qos_yaml(offered_qos(infos)),
-                                type_hash if type_hash.startswith('RIHS01_') else '')
+        pending = Pending(msgtype, list(infos), time.monotonic(), {msgtype})
         self.lost[topic] = 0
-        self.types[topic] = msgtype
-        self.unrecorded.get(topic, set()).discard(msgtype)   # several types before, one now: it is recorded
         events = SubscriptionEventCallbacks(
             message_lost=lambda e, t=topic: self._on_lost(t, e),
             incompatible_qos=lambda e, t=topic: self.get_logger().error(
                 f'{t}: publisher QoS incompatible with ours ({cfg.input_reliability}); set input_reliability:=auto '
                 f'or qos_overrides.{t}.subscription.reliability:=best_effort'))
-        put, log_time = self.recorder.put, self._log_time
+        put, log_time, held = self.recorder.put, self._log_time, self.pending
 
         def on_message(data: bytes, info) -> None:
+            if held:   # (an empty dict is false: one test per message while nothing is pending)
+                p = held.get(topic)
+                if p is not None:
+                    self._hold(topic, p, data, log_time(), info.get('source_timestamp') or 0)
+                    return
             put(topic, data, log_time(), info.get('source_timestamp') or 0)
 
         def subscribe(callbacks):
@@ -211,7 +247,52 @@ class RecorderNode(Node):
         except UnsupportedEventTypeError:   # an RMW that cannot report lost messages: record all the same
             events.message_lost = None
             self.subs[topic] = subscribe(events)
-        self.get_logger().info(f'recording {topic} [{msgtype}]')
+        self.pending[topic] = pending
+
+    def settle_pending(self) -> None:
+        """Settle the topics seen SETTLE_S ago once the graph has rested SETTLE_S (or after MAX_SETTLE_S)."""
+        if not self.pending:
+            return
+        now = time.monotonic()
+        graph = (sorted((t, sorted(types)) for t, types in self.get_topic_names_and_types()),
+                 sorted(self.get_node_names_and_namespaces()))
+        if graph != self._graph:
+            self._graph, self._graph_changed = graph, now
+        for topic, p in list(self.pending.items()):
+            p.types.update(i.topic_type for i in self.get_publishers_info_by_topic(topic))
+            if now - p.since >= MAX_SETTLE_S or (now - p.since >= SETTLE_S and now - self._graph_changed >= SETTLE_S):
+                self.settle(topic)
+
+    def _hold(self, topic: str, p: Pending, data: bytes, log_time_ns: int, publish_time_ns: int) -> None:
+        p.held.append((data, log_time_ns, publish_time_ns))
+        p.held_bytes += len(data)
+        if p.held_bytes > self.cfg.queue_max_bytes // 4:   # a fast camera: settle now rather than hold more
+            self.settle(topic)
+
+    def settle(self, topic: str, closing: bool = False) -> None:
+        """Fix the type of a pending topic: one type among all its publishers seen since it was first seen
+        (and now) -> recorded, held messages first; several -> not recorded (``several_types``), the
+        subscription removed so that discovery takes the topic again once one type is left (``close`` removes
+        it when ``closing``)."""
+        p = self.pending.pop(topic, None)
+        if p is None:
+            return
+        if not closing:   # after a signal the graph is gone with the context: the types seen decide
+            p.types.update(i.topic_type for i in self.get_publishers_info_by_topic(topic))
+        if len(p.types) > 1:
+            if not closing:
+                self.destroy_subscription(self.subs.pop(topic))
+            self.lost.pop(topic, None)
+            self.several_types(topic, p.types, len(p.held))
+            return
+        type_hash = str(p.infos[0].topic_type_hash)
+        self.recorder.add_topic(topic, p.msgtype, qos_yaml(offered_qos(p.infos)),
+                                type_hash if type_hash.startswith('RIHS01_') else '')
+        self.types[topic] = p.msgtype
+        self.unrecorded.get(topic, set()).discard(p.msgtype)   # several types before, one now: it is recorded
+        for data, log_time_ns, publish_time_ns in p.held:
+            self.recorder.put(topic, data, log_time_ns, publish_time_ns)
+        self.get_logger().info(f'recording {clip(topic)} [{clip(p.msgtype)}]')
 
     def _log_time(self) -> int:
         """The node clock's time for a message's log time; with use_sim_time it is 0 until the first /clock,
@@ -228,12 +309,20 @@ class RecorderNode(Node):
         self.get_logger().warning(f'{topic}: DDS reports {event.total_count_change} message(s) lost before '
                                f'reaching the recorder ({event.total_count} in total)')
 
+    def settle_all(self, closing: bool = False) -> None:
+        """Settle every pending topic now: before a pause, resume or snapshot (the held messages are then
+        written, skipped or buffered as the state they came in says) and at close."""
+        for topic in list(self.pending):
+            self.settle(topic, closing)
+
     def _on_pause(self, request, response):
+        self.settle_all()
         self.recorder.pause()
         response.success, response.message = True, 'paused'
         return response
 
     def _on_resume(self, request, response):
+        self.settle_all()
         self.recorder.resume()
         response.success, response.message = self.recorder.error is None, self.recorder.error or 'recording'
         return response
@@ -244,6 +333,7 @@ class RecorderNode(Node):
         return response
 
     def _on_snapshot(self, request, response):
+        self.settle_all()
         path, response.message = self.recorder.trigger_snapshot()
         response.success = path is not None
         return response
@@ -315,6 +405,7 @@ class RecorderNode(Node):
         """Stop subscribing, write what is queued, close the bag (once). False on a timeout or an error."""
         if self._close_result is not None:
             return self._close_result
+        self.settle_all(closing=True)   # what a topic of one type received before its settle time is kept
         for sub in filter(None, self.subs.values()):
             try:
                 self.destroy_subscription(sub)
