@@ -183,10 +183,15 @@ class StreamSegmenter:
         if not (h and w):
             raise ValueError('warmup needs image_hw when the network size follows the frame size')
         blank = np.zeros((int(h), int(w), 3), np.uint8)
-        for _ in range(max(1, frames)):
-            self.reset('start')
-            self.step(blank)          # key frame
-            self.step(blank)          # current frame (same as key for per-frame/recurrent models)
+        try:
+            for _ in range(max(1, frames)):
+                self.reset('start')
+                self.step(blank)          # key frame
+                self.step(blank)          # current frame (same as key for per-frame/recurrent models)
+        except NonFiniteOutput:   # refused before it serves: the node keeps its old model, or does not start
+            raise NonFiniteOutput(f'{self.model_name} gives NaN or inf on a blank {h}x{w} warm-up frame on '
+                                  f'{self.device} ({self.config.precision}): an fp16 overflow, or weights that blow '
+                                  'up; it would give no masks') from None
         self.reset('start')
 
     def reset(self, reason: str = 'reset') -> None:
@@ -380,7 +385,7 @@ class StreamSegmenter:
 def _check_finite(logits: torch.Tensor) -> None:
     """NonFiniteOutput when the logits hold NaN or inf (an fp16 overflow, weights that blow up on this input):
     argmax would give a confident-looking constant mask, and a recurrent state would carry the NaN to every
-    later frame. One reduction: NaN or inf anywhere makes the sum so."""
-    if not torch.isfinite(logits.sum()):
+    later frame. One reduction (0.05 ms on CPU at 72x96x11): NaN or inf anywhere makes the sum so."""
+    if not torch.isfinite(logits.sum(dtype=torch.float64)):   # float64: finite logits cannot overflow it
         raise NonFiniteOutput('the model output holds NaN or inf on this frame (an fp16 overflow, or weights '
                               'that blow up on this input): no mask for it; the temporal state is cleared')
