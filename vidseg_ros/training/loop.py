@@ -390,8 +390,10 @@ def check_nothing_replaced(cfg: TrainConfig, run_dir: Path, resume: bool, overwr
         return
     fix = ('--overwrite to replace it (e.g. retraining a shipped model with config/train/camvid_*.yaml), or write '
            'another file (--set output=...)')
+    # `vidseg train` keeps an --overwrite grant in the run folder from the first saved epoch and passes it on;
+    # a run stopped before that epoch, one of an older version, or a library call does not have it
     again = ('; a run writes output only when it completes, so one started with --overwrite resumes with '
-             '--overwrite')
+             '--overwrite where vidseg train kept no grant (overwrite_output.json: stopped before its first epoch)')
     if mine is None:
         raise ConfigError(f'output: {out} exists and cannot tell whether this run ({run_dir}) wrote it (a checkpoint '
                           f'from an older version has no run_dir, and its weights differ from the run\'s best.pt); '

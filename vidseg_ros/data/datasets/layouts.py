@@ -329,7 +329,8 @@ def extracted_source(root: str | Path) -> FrameSource:
 
 
 def _check_variant_files(root, variant, records: list[FrameRecord]) -> None:
-    """A variant refers to its source's frames by absolute path: when the source moved, say so once, not
+    """A variant refers to its source's frames by a path relative to itself (absolute in older ones): when the
+    source moved without it, say so once, not
     'cannot read image file' from the middle of a training run."""
     for rec in records:
         for path in (rec.image, rec.label):
