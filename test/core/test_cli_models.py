@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import vidseg_ros.engine.stream as stream
+import vidseg_ros.engine.model_paths as model_paths
 from vidseg_ros.engine.stream import model_dirs, resolve_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,8 +21,8 @@ def test_the_checkout_models_are_found_without_ament(monkeypatch):
 
 
 def test_site_packages_is_not_taken_for_a_checkout(monkeypatch, tmp_path):
-    # installed layout: .../site-packages/vidseg_ros/engine/stream.py -> parents[2] = site-packages
-    monkeypatch.setattr(stream, 'REPO_MODELS', tmp_path / 'site-packages' / 'models')
+    # installed layout: .../site-packages/vidseg_ros/engine/model_paths.py -> parents[2] = site-packages
+    monkeypatch.setattr(model_paths, 'REPO_MODELS', tmp_path / 'site-packages' / 'models')
     monkeypatch.setattr(sys, 'prefix', str(tmp_path / 'venv'))
     dirs = model_dirs()
     assert tmp_path / 'site-packages' / 'models' not in dirs
@@ -51,7 +51,7 @@ def test_unusable_env_var_entries_are_marked_and_warned_once(monkeypatch, tmp_pa
     from vidseg_ros.models.checkpoint import CheckpointError
     afile = tmp_path / 'models.txt'
     afile.write_text('')
-    monkeypatch.setattr(stream, '_WARNED_ENV_DIRS', set())
+    monkeypatch.setattr(model_paths, '_WARNED_ENV_DIRS', set())
     monkeypatch.setenv('VIDSEG_MODELS', os.pathsep.join([str(tmp_path / 'typo'), str(afile), str(tmp_path)]))
     with caplog.at_level(logging.WARNING):
         with pytest.raises(CheckpointError) as e:
@@ -64,10 +64,10 @@ def test_unusable_env_var_entries_are_marked_and_warned_once(monkeypatch, tmp_pa
 
 
 INSTALLED = Path(sys.prefix) / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' / \
-    'site-packages' / 'vidseg_ros' / 'engine' / 'stream.py'
+    'site-packages' / 'vidseg_ros' / 'engine' / 'model_paths.py'
 
 
-@pytest.mark.skipif(not INSTALLED.is_file() or not filecmp.cmp(INSTALLED, ROOT / 'vidseg_ros/engine/stream.py',
+@pytest.mark.skipif(not INSTALLED.is_file() or not filecmp.cmp(INSTALLED, ROOT / 'vidseg_ros/engine/model_paths.py',
                                                                shallow=False),
                     reason='no current venv-installed copy (make install)')
 def test_installed_vidseg_finds_shipped_models_by_name(tmp_path):

@@ -164,8 +164,9 @@ def test_model_resolution(tmp_path, monkeypatch):
                                                                   provenance={'trained': True}))
     eng = StreamSegmenter.from_checkpoint(EngineConfig(model=str(path), device='cpu'))
     assert eng.trained and eng.model_name == 'truncated_fpn (m.pt)' and eng.net_hw == (360, 480)
+    import vidseg_ros.engine.model_paths as model_paths
     import vidseg_ros.engine.stream as stream
-    monkeypatch.setattr(stream, 'REPO_MODELS', tmp_path)
+    monkeypatch.setattr(model_paths, 'REPO_MODELS', tmp_path)
     monkeypatch.setattr(stream, 'model_dirs', lambda: [tmp_path])
     (tmp_path / f'{DEFAULT_MODEL}.pt').write_bytes(path.read_bytes())
     assert resolve_model('') == str(tmp_path / f'{DEFAULT_MODEL}.pt')

@@ -129,10 +129,11 @@ def test_the_profile_lookup_does_not_import_torch(tmp_path):
     assert Path(r.stdout.strip()).is_file(), r.stdout + r.stderr[-2000:]
 
 
-def test_package_roots_are_the_folders_above_the_model_dirs(monkeypatch, tmp_path):
-    """demo.package_roots keeps engine.stream.model_dirs' own roots without importing it: the two stay in step
-    ($VIDSEG_MODELS folders, the user's, are not package roots)."""
-    from vidseg_ros.engine.stream import MODELS_ENV, model_dirs
-    from vidseg_ros.ros import demo
-    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
-    assert [d.parent for d in model_dirs() if d != tmp_path] == demo.package_roots()
+def test_choosing_the_model_does_not_import_torch():
+    """choose_model asked engine.stream where the node looks for models, importing torch (~3 s) before the
+    demo started anything."""
+    code = ('import sys; from vidseg_ros.ros import demo; print(demo.choose_model(None)); '
+            'sys.exit(3 if "torch" in sys.modules else 0)')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, f'torch imported by choose_model\n{r.stdout}{r.stderr[-2000:]}'
+    assert r.stdout.strip() == "('', True)", r.stdout + r.stderr[-2000:]    # the shipped model of the checkout

@@ -17,6 +17,8 @@ from vidseg_ros.config import fields_with
 from vidseg_ros.engine.base import EngineConfig, FrameResult, NonFiniteOutput, checked
 from vidseg_ros.engine import memory
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
+from vidseg_ros.engine.model_paths import (DEFAULT_MODEL, MODEL_SUFFIXES, MODELS_ENV,  # noqa: F401 - re-exported
+                                          UNTRAINED_PREFIX, model_dirs, not_a_folder)
 from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
 from vidseg_ros.engine.stage_clock import StageClock
 from vidseg_ros.engine.tiles import TileGrid, effective_tile
@@ -26,55 +28,9 @@ from vidseg_ros.models.checkpoint import CheckpointError, default_meta, load_che
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = 'camvid_keyframe_fpn'
-MODEL_SUFFIXES = ('.pt', '.onnx', '.ts')
-UNTRAINED_PREFIX = 'untrained:'
 STAGES = ('preprocess', 'model', 'postprocess')   # FrameResult.timings_ms keys
-REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'    # a source checkout's (see model_dirs)
-MODELS_ENV = 'VIDSEG_MODELS'
-_WARNED_ENV_DIRS: set[Path] = set()    # $VIDSEG_MODELS entries already warned about: once per process
 # Settings that need a new engine (a new model runner); the rest can change at run time.
 REBUILD_FIELDS = fields_with(EngineConfig, 'rebuild')   # a change needs a new engine (from_checkpoint)
-
-
-def model_dirs() -> list[Path]:
-    """Where bare model names are looked up, first match wins; the same for the node and ``vidseg``.
-
-    1. ``$VIDSEG_MODELS`` (folders separated by ``os.pathsep``): the user's own models;
-    2. the source checkout's ``models/`` when this package is imported from a checkout;
-    3. the ament share dir (colcon install, or a venv on ``AMENT_PREFIX_PATH``);
-    4. ``<sys.prefix>/share/vidseg_ros/models`` (pip install into a venv, activated or not) and the
-       ``--user`` equivalent.
-    """
-    import site
-    import sys
-    dirs = [Path(d).expanduser() for d in os.environ.get(MODELS_ENV, '').split(os.pathsep) if d]
-    # a typo there was ignored without a word (until a name was not found): one warning, once per process
-    unusable = [f'{d} ({why})' for d in dirs if d not in _WARNED_ENV_DIRS and (why := _not_a_folder(d))]
-    if unusable:
-        _WARNED_ENV_DIRS.update(d for d in dirs if _not_a_folder(d))
-        log.warning('$%s lists %s: no models are looked up there', MODELS_ENV, ', '.join(unusable))
-    if (REPO_MODELS.parent / 'package.xml').is_file():       # not site-packages/models
-        dirs.append(REPO_MODELS)
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        dirs.append(Path(get_package_share_directory('vidseg_ros')) / 'models')
-    except Exception:  # noqa: BLE001 - not on an ament prefix (or ament_index missing)
-        pass
-    dirs += [Path(prefix) / 'share' / 'vidseg_ros' / 'models'
-             for prefix in (sys.prefix, getattr(site, 'USER_BASE', None) or sys.prefix)]
-    unique = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return unique
-
-
-def _not_a_folder(path: Path) -> str:
-    """Why a model folder holds no models: 'missing' or 'not a folder'; '' for a folder."""
-    if path.is_dir():
-        return ''
-    return 'not a folder' if path.exists() else 'missing'
 
 
 def resolve_model(spec: str) -> str:
@@ -93,7 +49,7 @@ def resolve_model(spec: str) -> str:
             return str(cand)
     hint = (' Train one (`vidseg train`) or use model "untrained:keyframe_fpn" for a demo with random '
             'weights.' if spec == DEFAULT_MODEL else '')
-    looked = ', '.join(f'{d} ({why})' if (why := _not_a_folder(d)) else str(d) for d in dirs)
+    looked = ', '.join(f'{d} ({why})' if (why := not_a_folder(d)) else str(d) for d in dirs)
     raise CheckpointError(f'model {spec!r} not found; looked for {spec}{"|".join(MODEL_SUFFIXES)} in {looked}'
                           f'; give a path, or add a folder to ${MODELS_ENV}.' + hint)
 

@@ -33,27 +33,10 @@ class DemoError(Exception):
     """Bad input or a set-up the demo cannot run in: one line, exit 2."""
 
 
-def package_roots() -> list[Path]:
-    """Folders that hold this package's shipped files (package.xml, config/, models/), first match wins: the
-    source checkout it is imported from, the ament share dir, ``<sys.prefix>/share/vidseg_ros`` and the
-    ``--user`` one: the folders above ``engine.stream.model_dirs()`` less ``$VIDSEG_MODELS`` (a test keeps
-    the two in step). Found here without that module, which imports torch: seconds before the demo had
-    said a word, for a file lookup."""
-    import site
-    roots = [CHECKOUT] if CHECKOUT is not None else []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        roots.append(Path(get_package_share_directory('vidseg_ros')))
-    except Exception:  # noqa: BLE001 - not on an ament prefix (or ament_index missing)
-        pass
-    roots += [Path(prefix) / 'share' / 'vidseg_ros'
-              for prefix in (sys.prefix, getattr(site, 'USER_BASE', None) or sys.prefix)]
-    return list(dict.fromkeys(roots))
-
-
 def package_file(*parts: str) -> Path | None:
     """A file the package ships (``config/fastdds_shm.xml``): in the checkout, or the installed share dir
-    (``package_roots``; only those holding package.xml, as ``$VIDSEG_MODELS`` folders do not). No torch."""
+    (``model_paths.package_roots``, those holding package.xml). No torch: seconds before the demo said a word."""
+    from vidseg_ros.engine.model_paths import package_roots
     for root in package_roots():
         if (root / 'package.xml').is_file() and root.joinpath(*parts).is_file():
             return root.joinpath(*parts)
@@ -79,7 +62,7 @@ def choose_model(arg: str | None) -> tuple[str, bool]:
     """(model parameter, trained?) — the shipped default when it exists, else untrained weights."""
     if arg:
         return arg, True
-    from vidseg_ros.engine.stream import DEFAULT_MODEL, model_dirs   # where the node will look
+    from vidseg_ros.engine.model_paths import DEFAULT_MODEL, model_dirs   # where the node will look; no torch
     if any((folder / f'{DEFAULT_MODEL}.pt').is_file() for folder in model_dirs()):
         return '', True
     return 'untrained:keyframe_fpn', False
