@@ -51,6 +51,20 @@ def test_not_a_torch_file(tmp_path):
         load_checkpoint(p)
 
 
+def test_a_torchscript_export_named_pt_says_to_name_it_ts(tmp_path):
+    """It gave torch's UserWarning (a second stderr line, "call torch.jit.load directly") and "not a torch
+    checkpoint or is corrupt (Cannot use weights_only=True with TorchScript archives...)"."""
+    import warnings
+    path = tmp_path / 'exported.pt'
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 2, 1)), str(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        with pytest.raises(CheckpointError, match=r'exported\.pt is a TorchScript export, not a checkpoint: name it '
+                                                  r'exported\.ts'):
+            load_checkpoint(path)
+    assert [str(w.message) for w in caught if 'TorchScript' in str(w.message)] == []
+
+
 def test_truncated(saved, tmp_path):
     path, _ = saved
     data = path.read_bytes()

@@ -20,6 +20,7 @@ import io
 import os
 import pickle
 import reprlib
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -223,7 +224,9 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu'):
     if not path.is_file():
         raise CheckpointError(f'checkpoint not found: {path}')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():   # torch's advice to call torch.jit.load: the error below says what to do
+            warnings.filterwarnings('ignore', message='.*looks like a TorchScript archive')
+            return torch.load(path, map_location=map_location, weights_only=True)
     except (zipfile.BadZipFile, EOFError) as e:
         detail = str(e) or 'it ends early'
         raise CheckpointError(f'{path} is truncated or corrupt ({detail}); re-copy or re-export it') from e
@@ -234,6 +237,9 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu'):
                                   f'is not loaded ({reason})') from e
         raise CheckpointError(f'{path} is not a loadable torch checkpoint ({reason})') from e
     except Exception as e:  # torch.load raises many types for garbage input (KeyError, RuntimeError, ...)
+        if 'TorchScript archive' in str(e):   # `vidseg export --format ts` output renamed to .pt
+            raise CheckpointError(f'{path} is a TorchScript export, not a checkpoint: name it {path.stem}.ts (the '
+                                  'suffix says how a model file is loaded)') from e
         detail = (str(e).splitlines() or [''])[0].split('. ')[0] or type(e).__name__   # torch's first sentence
         raise CheckpointError(f'{path} is not a torch checkpoint or is corrupt ({detail})') from e
 
