@@ -6,7 +6,7 @@ import time
 
 from vidseg_ros.data.images import clip
 from vidseg_ros.ros import diagnostics, health
-from vidseg_ros.ros.guards import ErrorThrottle, stamp_is_sane
+from vidseg_ros.ros.guards import BAD_STAMP_S, ErrorThrottle, stamp_is_sane
 from vidseg_ros.ros.stats import LatencyStats, RateMeter
 
 ERROR_HOLD_S = 5.0        # how long an error keeps the camera's diagnostic at WARN
@@ -26,6 +26,9 @@ class CameraStats:
         self.bad_stamps = 0
         self.clock_skew_stamps = 0    # stamps ahead of our clock on arrival: the sender's clock runs ahead
         self.clock_skew_ms_max = 0.0
+        self.no_clock_frames = 0      # use_sim_time and no /clock yet: the node clock reads 0, nothing to measure
+        self._said_no_clock = False
+        self.sim_time = False         # the node clock is /clock (use_sim_time): stamp latencies are in sim time
         self.published_errors = 0
         self.frames = 0
         self.key_frames = 0
@@ -70,9 +73,17 @@ class CameraStats:
 
     def _add_stamp_timings(self, timings: dict[str, float], result, stamp_ns: int, received_ns: int) -> None:
         """Transport, end to end and overhead (ms) into ``timings`` when the stamp is on this machine's
-        clock and not ahead of it; else counted (bad_stamps, clock_skew_stamps) and kept out."""
-        now_ns = self.node.get_clock().now().nanoseconds
-        if not stamp_is_sane(stamp_ns, now_ns):
+        clock and not ahead of it; else counted (bad_stamps, clock_skew_stamps, no_clock_frames) and kept out.
+
+        The stamp latencies are on the node clock, as ROS compares stamps (with use_sim_time: /clock, so a
+        replay at 10x reports 10x the wall latency; `latency_clock` says which). The overhead is left out under
+        sim time: it subtracts the engine's wall-clock times and read -15 ms at 0.1x, +347 ms at 10x."""
+        clock = self.node.get_clock()
+        self.sim_time = bool(getattr(clock, 'ros_time_is_active', False))
+        now_ns = clock.now().nanoseconds
+        if self.sim_time and not received_ns:
+            self._no_clock()   # not the stamp's fault: there is no time yet to compare it with
+        elif not stamp_is_sane(stamp_ns, now_ns):
             # stamp 0, another clock: the frame is served, its "latency" kept out of the statistics
             self.bad_stamps += 1
         elif stamp_ns > received_ns:
@@ -82,9 +93,35 @@ class CameraStats:
         else:
             timings['transport'] = (received_ns - stamp_ns) / 1e6  # stamp -> our callback
             timings['end_to_end'] = (now_ns - stamp_ns) / 1e6
-            # What the ROS side adds (transport in, conversion, publishing): end-to-end minus the engine's
-            # work and minus the wait for a busy worker (that wait is the model's, not the adapter's).
-            timings['overhead'] = timings['end_to_end'] - sum(result.timings_ms.values()) - timings['wait']
+            if not self.sim_time:
+                # What the ROS side adds (transport in, conversion, publishing): end-to-end minus the engine's
+                # work and minus the wait for a busy worker (that wait is the model's, not the adapter's).
+                timings['overhead'] = timings['end_to_end'] - sum(result.timings_ms.values()) - timings['wait']
+
+    def _no_clock(self) -> None:
+        """A frame while use_sim_time is set and no /clock has come: counted, said once (WARN)."""
+        self.no_clock_frames += 1
+        if not self._said_no_clock:
+            self._said_no_clock = True
+            self.node.get_logger().warning(
+                f'[{self.name}] use_sim_time is set and no /clock has arrived: masks are published, latency is '
+                f'not measured (no_clock_frames) until /clock runs (start the clock source, e.g. the bag player)')
+
+    def _latency_message(self, summary: dict) -> str:
+        """The OK message: rate and end-to-end p50, or why end-to-end is not measured (it read '0.0 ms')."""
+        rate = f'{self.rate_out.rate_hz():.1f} Hz'
+        if 'end_to_end' in summary:
+            return f'{rate}, end-to-end p50 {summary["end_to_end"]["p50"]:.1f} ms'
+        if self.sim_time and not self.node.get_clock().now().nanoseconds:
+            why = 'use_sim_time is set and no /clock has arrived'
+        elif self.bad_stamps and self.bad_stamps >= self.clock_skew_stamps:
+            why = (f'{self.bad_stamps} stamp(s) more than {BAD_STAMP_S:.0f} s from the node clock (zero or another '
+                   f'clock)')
+        elif self.clock_skew_stamps:
+            why = f'{self.clock_skew_stamps} stamp(s) ahead of the node clock (up to {self.clock_skew_ms_max:.0f} ms)'
+        else:
+            why = 'no frame came after /clock started'
+        return f'{rate}, end-to-end not measured: {why}'
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def diagnostic_status(self, engine, engine_cfg, worker: health.CameraHealth, period_s: float):
@@ -97,7 +134,8 @@ class CameraStats:
             'frames_in': self.rate_in.total, 'frames_out': self.frames, 'dropped_frames': self.dropped,
             'lost_in_transport': self.lost_in_transport, 'bad_inputs': self.bad_inputs,
             'bad_stamps': self.bad_stamps, 'clock_skew_stamps': self.clock_skew_stamps,
-            'clock_skew_ms_max': self.clock_skew_ms_max, 'publish_errors': self.published_errors,
+            'clock_skew_ms_max': self.clock_skew_ms_max, 'no_clock_frames': self.no_clock_frames,
+            'latency_clock': 'sim' if self.sim_time else 'system', 'publish_errors': self.published_errors,
             'key_frames': self.key_frames,
             'key_frame_ratio': self.key_frames / self.frames if self.frames else 0.0,
             'keyframe_policy': engine_cfg.keyframe_policy, 'keyframe_interval': engine_cfg.keyframe_interval,
@@ -115,8 +153,7 @@ class CameraStats:
         worker.trained, worker.frames_out = bool(values['trained']), self.frames
         level, message = health.assess(worker)
         if level == health.OK and self.frames:
-            e2e = summary.get('end_to_end', {}).get('p50', 0.0)
-            message = f'{self.rate_out.rate_hz():.1f} Hz, end-to-end p50 {e2e:.1f} ms'
+            message = self._latency_message(summary)
         # the fully qualified name: two segmenters in /a and /b both said "vidseg_segmenter: image"
         name = f'{self.node.get_fully_qualified_name()}: {self.name}'
         return diagnostics.status(name, self.name, diagnostics.LEVELS[level], message, values)
