@@ -102,7 +102,8 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
                                                                    'into --out')] = None,
                  out: Optional[Path] = None, split: str = 'train',
                  classes: Annotated[Optional[Path], typer.Option(
-                     help='class table CSV (name, r, g, b[, id]): names and colours; needed for colour and paletted PNGs')] = None,
+                     help='class table CSV (name, r, g, b[, id]): names and colours; needed for colour PNGs '
+                          '(paletted PNGs without it: their indices are the ids)')] = None,
                  class_names: Annotated[Optional[str], typer.Option(help='names of class ids 0..N-1 of id PNGs, '
                                                                          'e.g. background,object')] = None,
                  match: Annotated[str, typer.Option(help='stem: <stamp_ns>.png names the frame | order: '

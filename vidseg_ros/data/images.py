@@ -286,3 +286,123 @@ def write_image_atomic(path, array: np.ndarray, ext: str | None = None, params=(
     if not ok:
         raise ImageError(f'cannot encode a {array.shape} {array.dtype} image as {ext} for {clip(path)}')
     return write_file_atomic(path, buf, fsync=fsync)
+
+
+# --- files as they are displayed: EXIF orientation, and PNG palettes --------------------------------------------
+# A phone photo stores its pixels as the sensor read them and an EXIF Orientation tag (1..8) saying how to turn
+# them for display. Every viewer and labelling tool shows the turned image, so a label drawn on it is in the
+# displayed orientation, and cv2.imread(IMREAD_COLOR), which read_rgb uses for frames, turns it too. Labels are
+# read with IMREAD_UNCHANGED, which does not: the one rule here is that frames and labels are both read as
+# displayed (``orient``), and sizes are compared as displayed (``file_image_hw``).
+_ORIENT_TAG = 0x0112
+
+
+def _exif_tiff_orientation(tiff: bytes) -> int:
+    """The Orientation of an EXIF (TIFF) block's first IFD; 1 when it has none or is malformed."""
+    if len(tiff) < 8 or tiff[:2] not in (b'II', b'MM'):
+        return 1
+    end = '<' if tiff[:2] == b'II' else '>'
+    (ifd,) = struct.unpack(end + 'I', tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return 1
+    (count,) = struct.unpack(end + 'H', tiff[ifd:ifd + 2])
+    for i in range(count):
+        at = ifd + 2 + 12 * i
+        if at + 12 > len(tiff):
+            break
+        tag, kind = struct.unpack(end + 'HH', tiff[at:at + 4])
+        if tag == _ORIENT_TAG and kind == 3:        # SHORT
+            (value,) = struct.unpack(end + 'H', tiff[at + 8:at + 10])
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _file_chunks(f, kind: str):
+    """(name, payload) of the metadata blocks before the pixel data: JPEG APPn segments or PNG chunks."""
+    if kind == 'png':
+        f.seek(8)
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return
+            length, name = struct.unpack('>I', head[:4])[0], head[4:8]
+            if name in (b'IDAT', b'IEND') or length > 1 << 26:
+                return
+            yield name, f.read(length)
+            f.seek(4, 1)        # CRC
+    else:
+        f.seek(2)
+        while True:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0xFF or head[1] == 0xDA:   # start of scan: no metadata after it
+                return
+            length = struct.unpack('>H', head[2:4])[0]
+            yield head[1], f.read(max(length - 2, 0))
+
+
+def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | None]:
+    """(height, width, EXIF orientation, PNG palette or None) of a PNG / JPEG file from its headers, the size
+    *as stored* (``file_image_hw`` gives it as displayed). Other formats are decoded: (h, w, 1, None)."""
+    with open(path, 'rb') as f:
+        head = f.read(1 << 16)
+        try:
+            kind, height, width = compressed_size(head)
+        except ImageError:      # another format, or a JPEG frame header past the first 64 KiB
+            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+            if img is None:
+                raise ImageError(f'cannot read image file {clip(path)}') from None
+            return img.shape[0], img.shape[1], 1, None
+        orientation, palette = 1, None
+        for name, data in _file_chunks(f, kind):
+            if name == b'eXIf':
+                orientation = _exif_tiff_orientation(data)
+            elif name == b'PLTE':
+                palette = [tuple(data[i:i + 3]) for i in range(0, len(data) - 2, 3)]
+            elif name == 0xE1 and data[:6] == b'Exif\x00\x00':
+                orientation = _exif_tiff_orientation(data[6:])
+    return height, width, orientation, palette
+
+
+def file_image_hw(path) -> tuple[int, int]:
+    """(height, width) of an image file as displayed (and as ``read_rgb`` reads it): EXIF orientations 5..8
+    turn it by 90 degrees. From the headers, without decoding a PNG or JPEG."""
+    height, width, orientation, _ = image_file_info(path)
+    return (width, height) if orientation >= 5 else (height, width)
+
+
+def orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels -> as displayed, for an EXIF Orientation 1..8 (what cv2.imread(IMREAD_COLOR) does)."""
+    turns = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+             5: lambda a: a.swapaxes(0, 1), 6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+             7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: a.swapaxes(0, 1)[::-1]}
+    return np.ascontiguousarray(turns.get(orientation, turns[1])(img))
+
+
+def read_label_pixels(path) -> tuple[np.ndarray | None, list[tuple[int, int, int]] | None]:
+    """A label file's pixels as stored in depth and channels (IMREAD_UNCHANGED: 16-bit, alpha, a palette
+    expanded to colours), turned as displayed, like its frame (see above); and the PNG palette, if any."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None, None
+    _, _, orientation, palette = image_file_info(path)
+    return orient(img, orientation), palette
+
+
+def palette_indices(bgr: np.ndarray, palette: list[tuple[int, int, int]], ignore_index: int) -> np.ndarray:
+    """A paletted PNG's pixel indices from OpenCV's expansion of it (BGR) and its PLTE colours.
+
+    Paletted label PNGs (PASCAL VOC, DAVIS 2017, PIL's mode 'P', most labelling tools' exports) store the
+    class id as the index and use the palette only to show it; OpenCV cannot read indices, so each colour
+    is mapped back. A colour given to several entries (the unused entries of a padded palette are often
+    all black) is the lowest of them: tools pad after the entries they use.
+    """
+    keys = np.array([(r << 16) | (g << 8) | b for r, g, b in palette[:256]], np.int32)
+    first = {}
+    for i, k in enumerate(keys.tolist()):
+        first.setdefault(k, i)
+    uniq = np.array(sorted(first), np.int32)
+    index = np.array([first[k] for k in uniq.tolist()], np.uint8)
+    packed = (bgr[..., 2].astype(np.int32) << 16) | (bgr[..., 1].astype(np.int32) << 8) | bgr[..., 0]
+    pos = np.clip(np.searchsorted(uniq, packed), 0, len(uniq) - 1)
+    hit = uniq[pos] == packed
+    return np.where(hit, index[pos], np.uint8(ignore_index)).astype(np.uint8)

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
-from vidseg_ros.data.images import ImageError, clip, compressed_size, short, write_image_atomic
+from vidseg_ros.data.images import (clip, file_image_hw, image_file_info, palette_indices, read_label_pixels,
+                                    short, write_image_atomic)
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
                                               cityscapes_source, davis_source, not_utf8_says_where, read_index,
@@ -169,12 +170,14 @@ def load_label(path: str | Path, lut: np.ndarray | None = None, colors=None,
                ignore_index: int = DEFAULT_IGNORE) -> np.ndarray:
     """Read one label file as class ids: colour images via ``colors``, id images via ``lut``.
 
-    Id images (grey, 8-bit) go through ``lut``; 16-bit ones are refused. Colour images (RGB, and
-    paletted PNGs, which are read by their palette's colours) need ``colors``: a colour not among
-    them becomes ``ignore_index``. 16-bit colour images are read when every value is an 8-bit one
+    Id images (grey, 8-bit, or 16-bit with every value 0..255; others are refused) go through ``lut``.
+    A paletted PNG is an id image (its indices, as VOC / DAVIS / PIL write them) unless ``colors`` is
+    given: then it is read by its palette's colours. Colour images (RGB) need ``colors``: a colour not
+    among them becomes ``ignore_index``. 16-bit colour images are read when every value is an 8-bit one
     times 257 (as converters widen them) and refused otherwise. An alpha channel (RGBA, grey+alpha)
     makes fully transparent pixels (alpha 0) ``ignore_index``, whatever colour or id they hide; any
-    other alpha keeps the pixel's colour / id. A grey+alpha PNG holds ids, like a grey one.
+    other alpha keeps the pixel's colour / id. A grey+alpha PNG holds ids, like a grey one. A file with an
+    EXIF orientation is turned as displayed, as its frame is (``data.images.read_label_pixels``).
     """
     return _read_label(path, lut, colors, ignore_index)[0]
 
@@ -192,11 +195,12 @@ def _png_kind(path: str | Path) -> str | None:
 
 
 def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ignore_index: int = DEFAULT_IGNORE,
-                known_color: tuple[int, int, int] | None = None) -> tuple[np.ndarray, float, str]:
+                known_color: tuple[int, int, int] | None = None) -> tuple[np.ndarray, float, str, np.ndarray]:
     """``load_label``, plus the share of visible pixels whose colour is neither in ``colors`` nor
     ``known_color`` (the table's ignore colour) and, above ``UNKNOWN_WARN``, the most frequent of
-    those colours (id images: 0.0, '')."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    those colours (id images: 0.0, ''); and, for id images, which of the stored values 0..255 the
+    visible pixels hold ((256,) bool; colour images: none)."""
+    img, palette = read_label_pixels(path)     # turned as displayed, as its frame is (see data/images.py)
     if img is None:
         raise FileNotFoundError(f'cannot read label file {path}')
     kind = _png_kind(path)
@@ -207,13 +211,15 @@ def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ig
     elif img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     visible = None if alpha is None else alpha != 0
+    if kind == 'palette' and colors is None and palette:    # no colour table: the indices are the ids
+        img = palette_indices(img, palette, ignore_index)
     if img.ndim == 2:
-        if img.dtype != np.uint8:
-            raise ValueError(f'{path}: {img.dtype} labels; expected 8-bit class ids')
-        ids = lut[img] if lut is not None else img.copy()
+        raw = id_pixels_8bit(img, path)
+        ids = lut[raw] if lut is not None else raw.copy()
         if visible is not None:
             ids[~visible] = ignore_index
-        return ids, 0.0, ''
+        seen = np.bincount((raw if visible is None else raw[visible]).ravel(), minlength=256) > 0
+        return ids, 0.0, '', seen
     rgb = cv2.cvtColor(_to_8bit(img, path, visible), cv2.COLOR_BGR2RGB)
     if colors is None:
         found = _colour_list(_pack(rgb if visible is None else rgb[visible]))
@@ -232,7 +238,19 @@ def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ig
         stray &= visible
     n_visible = int(visible.sum()) if visible is not None else stray.size
     share = float(stray.sum()) / n_visible if n_visible else 0.0
-    return ids, share, _colour_list(_pack(rgb[stray]), 3) if share > UNKNOWN_WARN else ''
+    return ids, share, _colour_list(_pack(rgb[stray]), 3) if share > UNKNOWN_WARN else '', np.zeros(256, bool)
+
+
+def id_pixels_8bit(img: np.ndarray, path) -> np.ndarray:
+    """A class-id image as 8-bit ids: 16-bit ones (as some tools and numpy scripts save them) are taken
+    when every value fits 0..255, as training reads them (``layouts.read_label_file``); others refused."""
+    if img.dtype == np.uint8:
+        return img
+    low, high = (int(img.min()), int(img.max())) if img.size else (0, 0)
+    if img.dtype == np.uint16 and high <= 255:
+        return img.astype(np.uint8)
+    raise ValueError(f'{clip(path)}: label values {low}..{high} in a {img.dtype} image; class-id labels hold '
+                     'ids 0..255 (8-bit); save them as 8-bit class ids')
 
 
 def _to_8bit(img: np.ndarray, path, visible: np.ndarray | None) -> np.ndarray:
@@ -299,22 +317,25 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
     files = sorted((p for p in Path(label_dir).rglob('*') if p.suffix.lower() == '.png' and p.is_file()),
                    key=natural_key) if Path(label_dir).is_dir() else []     # label_2 before label_10; .PNG too
     if not files:
-        raise FileNotFoundError(f'{label_dir}: not a folder with label PNGs')
+        raise FileNotFoundError(_no_pngs(Path(label_dir)))
     pairs = _match(records, files, match, Path(label_dir), dataset)
     for rec, file in pairs:     # before writing any: a label of another size fails propagate / eval later
-        (lh, lw), (fh, fw) = _image_hw(file), _image_hw(rec.image)
-        if (lh, lw) != (fh, fw):
-            raise ValueError(f'label {clip(file)} is {lw}x{lh} but its frame {clip(rec.image)} is {fw}x{fh}; '
-                             'labels must have their frame\'s size')
+        why = _size_mismatch(file, rec.image)
+        if why:
+            raise ValueError(why)
     by_image = {r.image: r for r in records}
     stray: list[tuple[float, Path, str]] = []     # colour labels with many pixels in colours not in the table
     present = np.zeros(256, bool)                 # ids seen in any label
+    dropped = _dropped_values(lut, mapping, ignore_index)
+    beyond: dict[int, Path] = {}                  # stored id values that became ignore unasked -> first file
 
     def load(file: Path) -> np.ndarray:
-        ids, share, colours = _read_label(file, lut, table.colors if table else None, ignore_index,
-                                          table.ignore_color if table else None)
+        ids, share, colours, seen = _read_label(file, lut, table.colors if table else None, ignore_index,
+                                                table.ignore_color if table else None)
         if share > UNKNOWN_WARN:
             stray.append((share, file, colours))
+        for value in np.flatnonzero(seen & dropped).tolist():
+            beyond.setdefault(value, file)
         present[np.unique(ids)] = True
         return ids
 
@@ -340,7 +361,47 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
              len(files) - len(pairs))
     if stray:
         _warn_stray_colours(stray, len(pairs), names, present)
+    if beyond:
+        _warn_beyond(beyond, names, present, table is not None)
     return {'imported': len(pairs), 'unmatched': len(files) - len(pairs), 'frames': len(records)}
+
+
+def _dropped_values(lut: np.ndarray, mapping: dict[int, int] | None, ignore_index: int) -> np.ndarray:
+    """(256,) bool: stored id values that ``lut`` makes ignore without being asked (no class of that id,
+    not the ignore value itself, not a ``--map`` to ignore)."""
+    dropped = lut == ignore_index
+    dropped[ignore_index] = False
+    for src in (mapping or {}):
+        dropped[src] = False
+    return dropped
+
+
+def _warn_beyond(beyond: dict[int, Path], names: list[str], present: np.ndarray, table: bool) -> None:
+    """One warning for id labels holding values that are no class id: they became ignore as documented, but a
+    label set counted from 1, or with more classes than named, loses whole classes that way in silence."""
+    values = sorted(beyond)
+    shown = ', '.join(map(str, values[:8])) + (f' and {len(values) - 8} more' if len(values) > 8 else '')
+    empty = [n for i, n in enumerate(names) if not present[i]]
+    log.warning('label(s) hold value(s) %s (first in %s) that are no class id of the %d classes (%s: %s), so those '
+                'pixels became ignore%s; give --map VALUE:ID for them or the right %s', shown, clip(beyond[values[0]]),
+                len(names), 'ids in the class table' if table else f'0..{len(names) - 1}',
+                ', '.join(map(short, names[:12])) + (', ...' if len(names) > 12 else ''), f', and {", ".join(map(short, empty))} got no pixel in any label'
+                if empty else '', 'class table' if table else '--class-names')
+
+
+def _no_pngs(label_dir: Path) -> str:
+    """Why ``label_dir`` gave no label, naming the image files it does hold (JPEG masks are common)."""
+    if not label_dir.is_dir():
+        return f'{clip(label_dir)}: not a folder with label PNGs'
+    others: dict[str, int] = {}
+    for p in label_dir.rglob('*'):
+        if p.suffix.lower() in ('.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.gif') and p.is_file():
+            others[p.suffix.lower()] = others.get(p.suffix.lower(), 0) + 1
+    if not others:
+        return f'{clip(label_dir)}: not a folder with label PNGs'
+    found = ', '.join(f'{n} {ext}' for ext, n in sorted(others.items()))
+    return (f'{clip(label_dir)} holds no label PNG (found {found} files): labels are read from PNGs only, '
+            'as a lossy format (JPEG) shifts ids and colours at every edge; export the labels as PNG')
 
 
 def _warn_stray_colours(stray: list[tuple[float, Path, str]], total: int, names: list[str],
@@ -391,17 +452,19 @@ def _stage(final: Path, ids: np.ndarray) -> Path:
         raise OSError(e.errno, f'{e.strerror or e}; no label was changed', str(final)) from e
 
 
-def _image_hw(path: Path) -> tuple[int, int]:
-    """(height, width) from a PNG / JPEG header without decoding; other formats are decoded."""
-    with open(path, 'rb') as f:
-        head = f.read(1 << 16)
-    try:
-        return compressed_size(head)[1:]
-    except ImageError:     # another format, or a JPEG header past the first 64 KiB
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise ImageError(f'cannot read image file {clip(path)}') from None
-        return img.shape[:2]
+def _size_mismatch(label: Path, frame: Path) -> str | None:
+    """Why ``label`` cannot label ``frame`` (another size, both as displayed: frames are read turned by their
+    EXIF orientation, as every viewer and labelling tool shows them), or None."""
+    (lh, lw), (fh, fw) = file_image_hw(label), file_image_hw(frame)
+    if (lh, lw) == (fh, fw):
+        return None
+    why = (f'label {clip(label)} is {lw}x{lh} but its frame {clip(frame)} is {fw}x{fh}; labels must have their '
+           'frame\'s size')
+    orientation = image_file_info(frame)[2]
+    if orientation >= 5 and (lh, lw) == (fw, fh):
+        why += (f' (the frame\'s EXIF orientation {orientation} turns it by 90 degrees for display, and frames are '
+                'read as displayed: draw or export the label on the displayed frame, or strip the tag from both)')
+    return why
 
 
 def same_class_names(a: list[str], b: list[str]) -> bool:

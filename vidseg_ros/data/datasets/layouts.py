@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from vidseg_ros.config import ConfigError
-from vidseg_ros.data.images import clip, short, write_file_atomic
+from vidseg_ros.data.images import clip, palette_indices, read_label_pixels, short, write_file_atomic
 from vidseg_ros.text import control_character_problem
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
@@ -56,13 +56,18 @@ class FrameRecord:
 
 
 def read_label_file(path, label_lut: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) uint8 class ids from a class-id PNG, through ``label_lut`` when the layout remaps values."""
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    """(H, W) uint8 class ids from a class-id PNG, through ``label_lut`` when the layout remaps values.
+
+    A paletted PNG (DAVIS 2017, VOC) holds its ids as palette indices; a file with an EXIF orientation is
+    turned as displayed, as its frame is (``read_label_pixels``)."""
+    lab, palette = read_label_pixels(path)
     if lab is None:
         raise FileNotFoundError(f'cannot read label file {path}')
+    if lab.ndim == 3 and palette and _is_paletted_png(path):
+        lab = palette_indices(lab[:, :, :3], palette, DEFAULT_IGNORE)
     if lab.ndim == 3:
-        raise ValueError(f'{path} is a colour image; import it first with '
-                         '`vidseg label-import --palette ...` to get class-id PNGs')
+        raise ValueError(f'{path} is a colour image; import it first with `vidseg label-import DATASET LABEL_DIR '
+                         '--classes classes.csv` (a table of the colours) to get class-id PNGs')
     if lab.dtype != np.uint8:       # e.g. a 16-bit PNG: astype would wrap 300 to 44 and 256 to 0 in silence
         from vidseg_ros.constants import MAX_CLASSES
         low, high = (int(lab.min()), int(lab.max())) if lab.size else (0, 0)
@@ -72,6 +77,12 @@ def read_label_file(path, label_lut: np.ndarray | None = None) -> np.ndarray:
                              '8-bit class ids')
     lab = lab.astype(np.uint8)
     return label_lut[lab] if label_lut is not None else lab
+
+
+def _is_paletted_png(path) -> bool:
+    with open(path, 'rb') as f:
+        head = f.read(26)
+    return head[:8] == b'\x89PNG\r\n\x1a\n' and len(head) == 26 and head[25] == 3
 
 
 @dataclass
