@@ -132,6 +132,8 @@ class RecorderNode(Node):
         self.unrecorded: dict[str, set[str]] = {}   # topic -> types offered but not recorded (later, or several)
         self._close_result: bool | None = None
         self._said_no_clock = False
+        self._last_log_ns = 0           # the last log time given: a smaller one is the node clock going back
+        self.clock_jumps_back, self.clock_jump_back_s_max = 0, 0.0
         self.lost: dict[str, int] = {}
         self._last = (time.monotonic(), {})  # previous diagnostics snapshot, for rates
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -296,13 +298,30 @@ class RecorderNode(Node):
 
     def _log_time(self) -> int:
         """The node clock's time for a message's log time; with use_sim_time it is 0 until the first /clock,
-        said once (the bag's start time then reads 1970)."""
+        said once (the bag's start time then reads 1970). Log time is the receive time on the node clock, as
+        with ros2 bag record --use-sim-time, even when that clock goes back (``_clock_went_back``)."""
         now = self.get_clock().now().nanoseconds
         if not now and not self._said_no_clock:
             self._said_no_clock = True
             self.get_logger().warning('use_sim_time is set and no /clock has arrived: messages are logged at '
                                       'time 0 until it does (start the clock source, e.g. the bag player, first)')
+        if now < self._last_log_ns:
+            self._clock_went_back(self._last_log_ns - now)
+        self._last_log_ns = now
         return now
+
+    def _clock_went_back(self, back_ns: int) -> None:
+        """The node clock went back (a looping bag player restarting /clock, a simulator reset, the system
+        clock set back): the bag's log times go back with it, silently before. Counted on /diagnostics
+        (clock_jumps_back) and said in one line per jump, at most every 10 s (rclpy throttles on the system
+        clock, so a looping or paused /clock cannot stretch or freeze the throttle)."""
+        self.clock_jumps_back += 1
+        self.clock_jump_back_s_max = max(self.clock_jump_back_s_max, back_ns / 1e9)
+        source = '/clock (use_sim_time)' if self.get_clock().ros_time_is_active else 'system clock'
+        self.get_logger().warning(
+            f'the node clock ({source}) went back {back_ns / 1e9:.3f} s: messages are logged at the new time, so '
+            f'log times in {self.bag_dir.name} go back too ({self.clock_jumps_back} jump(s) back so far)',
+            throttle_duration_sec=10.0)
 
     def _on_lost(self, topic: str, event) -> None:
         self.lost[topic] += int(event.total_count_change)
@@ -385,7 +404,8 @@ class RecorderNode(Node):
             'queue_bytes': rec.queued_bytes, 'queue_fill': fill, 'queue_peak_bytes': rec.peak_queued_bytes,
             'snapshot_buffer_bytes': rec.ring_bytes, 'snapshots': len(rec.snapshots),
             'free_disk_GB': rec.free_disk_bytes / 1e9, 'reserved_disk_MB': rec.reserved_bytes / 1e6,
-            'topics': len(snap)}))
+            'topics': len(snap), 'clock_jumps_back': self.clock_jumps_back,
+            'clock_jump_back_s_max': self.clock_jump_back_s_max}))
         self.pub_diag.publish(array(self.get_clock().now().to_msg(), statuses))
 
     def done(self) -> bool:
