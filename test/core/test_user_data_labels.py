@@ -196,3 +196,30 @@ def test_a_label_png_with_an_orientation_tag_is_turned_like_its_frame(tmp_path):
     at = 8 + 25     # after the signature and IHDR
     (tmp_path / 'l.png').write_bytes(data[:at] + _chunk(b'eXIf', tiff) + data[at:])
     assert np.array_equal(read_label_file(tmp_path / 'l.png'), ids[::-1, ::-1])
+
+
+def test_a_phone_jpeg_with_exif_blocks_past_64_kib_is_still_measured_as_displayed(tmp_path):
+    """The header reader gave up after 64 KiB and decoded the file ignoring its orientation."""
+    from vidseg_ros.data.images import file_image_hw
+    _exif_jpeg(tmp_path / 'f.jpg', np.zeros((H, W, 3), np.uint8), 6)
+    data = (tmp_path / 'f.jpg').read_bytes()
+    pad = b'\xff\xe2' + struct.pack('>H', 65000) + b'\0' * 64998     # APP2 blocks (ICC / MPF) of 65 kB
+    (tmp_path / 'f.jpg').write_bytes(data[:2] + pad + pad + data[2:])     # the frame header past 128 kB
+    assert file_image_hw(tmp_path / 'f.jpg') == read_rgb(tmp_path / 'f.jpg').shape[:2] == (W, H)
+
+
+def test_finetune_reads_a_paletted_davis_annotation_by_its_indices(tmp_path):
+    """One-shot fine-tuning on a DAVIS 2017 first-frame annotation (paletted) said 'a colour image'."""
+    from vidseg_ros.tools.finetune import _read_mask
+    _paletted_png(tmp_path / '00000.png', _ids(), VOC)
+    assert np.array_equal(_read_mask(tmp_path / '00000.png'), _ids())
+
+
+def test_propagate_measures_frames_as_displayed(tmp_path):
+    """Phone photos of one stored size, one turned by its EXIF tag, were one size to propagate's sequence split,
+    while read_rgb gave it two sizes (and flow then failed on them)."""
+    from vidseg_ros.data.labelling.run import _image_hw
+    _exif_jpeg(tmp_path / 'a.jpg', np.zeros((H, W, 3), np.uint8), 1)
+    _exif_jpeg(tmp_path / 'b.jpg', np.zeros((H, W, 3), np.uint8), 6)
+    assert _image_hw(tmp_path / 'a.jpg') == read_rgb(tmp_path / 'a.jpg').shape[:2] == (H, W)
+    assert _image_hw(tmp_path / 'b.jpg') == read_rgb(tmp_path / 'b.jpg').shape[:2] == (W, H)

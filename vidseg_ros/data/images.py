@@ -346,8 +346,14 @@ def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | N
     with open(path, 'rb') as f:
         head = f.read(1 << 16)
         try:
-            kind, height, width = compressed_size(head)
-        except ImageError:      # another format, or a JPEG frame header past the first 64 KiB
+            try:
+                kind, height, width = compressed_size(head)
+            except ImageError:
+                if head[:2] != b'\xff\xd8' or len(head) < 1 << 16:
+                    raise
+                head += f.read(15 << 16)    # a phone JPEG's EXIF, ICC and MPF blocks can pass 64 KiB
+                kind, height, width = compressed_size(head)
+        except ImageError:      # another format (or a damaged header: decoding says what is wrong)
             img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
             if img is None:
                 raise ImageError(f'cannot read image file {clip(path)}') from None

@@ -13,16 +13,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.data.images import read_rgb, write_image_atomic
+from vidseg_ros.data.images import palette_indices, read_label_pixels, read_rgb, write_image_atomic
 from vidseg_ros.data.order import natural_key
-from vidseg_ros.data.datasets.labels import check_new_output
+from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 from vidseg_ros.data.datasets.lock import dataset_lock
 
@@ -31,13 +30,16 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    """A one-channel 8-bit mask as stored (class ids, or 0/255)."""
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    """A one-channel mask (class ids, or 0/255), read as training reads labels: a paletted PNG (a DAVIS 2017
+    annotation) by its indices, 16-bit ids 0..255, turned by an EXIF orientation like the frame."""
+    mask, palette = read_label_pixels(path)
     if mask is None:
         raise FileNotFoundError(f'cannot read label {path}')
+    if mask.ndim == 3 and palette:
+        mask = palette_indices(mask[:, :, :3], palette, DEFAULT_IGNORE)
     if mask.ndim == 3:
         raise ValueError(f'{path} is a colour image; give a class-id PNG (one channel)')
-    return mask.astype(np.uint8)
+    return id_pixels_8bit(mask, path)
 
 
 def _object_mask(mask: np.ndarray, classes: list[str], ignore: int, path: Path) -> bool:

@@ -16,11 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vidseg_ros.data.executors import task_executor
-from vidseg_ros.data.images import ImageError, clip, compressed_size, read_rgb
+from vidseg_ros.data.images import ImageError, clip, file_image_hw, read_rgb
 from vidseg_ros.data.datasets.labels import same_class_names, write_label
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
@@ -196,20 +195,13 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
 
 
 def _image_hw(path) -> tuple[int, int] | None:
-    """(height, width) of an image file from its PNG / JPEG header (other formats: decoded); None when
-    unreadable (reading the frame then says why)."""
+    """(height, width) of an image file as displayed, as ``read_rgb`` reads it (a phone photo turned by its EXIF
+    orientation: photos of one stored size can differ here); None when unreadable (reading the frame then
+    says why)."""
     try:
-        with open(path, 'rb') as f:
-            for size in (4096, 1 << 16):        # JPEG: the frame header may follow a long EXIF block
-                f.seek(0)
-                try:
-                    return tuple(compressed_size(f.read(size))[1:])
-                except ImageError:
-                    pass
-    except OSError:
+        return tuple(file_image_hw(path))
+    except (OSError, ImageError):
         return None
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return None if img is None else tuple(img.shape[:2])
 
 
 def _same_size_parts(seq: str, recs: list[FrameRecord]) -> list[list[FrameRecord]]:
