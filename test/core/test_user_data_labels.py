@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vidseg_ros.data.datasets.labels import import_labels
-from vidseg_ros.data.datasets.layouts import FrameRecord, read_index, read_label_file, write_index
+from vidseg_ros.data.datasets.layouts import FrameRecord, read_index, read_label_file, read_meta, write_index
 from vidseg_ros.data.images import read_rgb
 
 H, W = 24, 32
@@ -66,6 +66,16 @@ def test_a_paletted_label_without_a_class_table_is_read_by_its_indices(tmp_path)
     import_labels(ds, tmp_path / 'lab', class_names=['road', 'car', 'sky'])
     for r in read_index(ds):
         assert np.array_equal(cv2.imread(str(r.label), cv2.IMREAD_UNCHANGED), _ids())
+    assert read_meta(ds)['colors'] == [[0, 0, 0], [128, 0, 0], [0, 128, 0]]     # the palette, as the tool showed it
+
+
+def test_a_padded_palette_whose_colours_repeat_within_the_classes_leaves_the_colours_to_training(tmp_path):
+    ds, recs = _dataset(tmp_path)
+    (tmp_path / 'lab').mkdir()
+    for r in recs:
+        _paletted_png(tmp_path / 'lab' / f'{r.stamp_ns}.png', _ids(), [(0, 0, 0)] * 256)
+    import_labels(ds, tmp_path / 'lab', class_names=['road', 'car', 'sky'])
+    assert 'colors' not in read_meta(ds)
 
 
 def test_a_paletted_davis_2017_annotation_reads_as_ids(tmp_path):
@@ -223,3 +233,17 @@ def test_propagate_measures_frames_as_displayed(tmp_path):
     _exif_jpeg(tmp_path / 'b.jpg', np.zeros((H, W, 3), np.uint8), 6)
     assert _image_hw(tmp_path / 'a.jpg') == read_rgb(tmp_path / 'a.jpg').shape[:2] == (H, W)
     assert _image_hw(tmp_path / 'b.jpg') == read_rgb(tmp_path / 'b.jpg').shape[:2] == (W, H)
+
+
+def test_labels_without_a_class_pixel_are_warned_about(tmp_path, caplog):
+    """All-ignore masks (exported before anything was drawn) imported in silence, and `vidseg train` then
+    'trained' a model at loss 0.0 on them."""
+    ds, recs = _dataset(tmp_path)
+    (tmp_path / 'lab').mkdir()
+    for r in recs:
+        cv2.imwrite(str(tmp_path / 'lab' / f'{r.stamp_ns}.png'), np.full((H, W), 255, np.uint8))
+    with caplog.at_level(logging.WARNING):
+        import_labels(ds, tmp_path / 'lab', class_names=['road', 'car', 'sky'])
+    text = ' '.join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert '2 of 2 label(s) have no pixel of any class (all ignore 255), e.g. ' in text
+    assert text.endswith('training learns nothing from them; no label has one')

@@ -328,6 +328,8 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
     present = np.zeros(256, bool)                 # ids seen in any label
     dropped = _dropped_values(lut, mapping, ignore_index)
     beyond: dict[int, Path] = {}                  # stored id values that became ignore unasked -> first file
+    blank: list[Path] = []                        # labels without one class pixel
+    palettes: list[list[tuple[int, int, int]]] = []   # of paletted labels read by index: the user's colours
 
     def load(file: Path) -> np.ndarray:
         ids, share, colours, seen = _read_label(file, lut, table.colors if table else None, ignore_index,
@@ -337,6 +339,10 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
         for value in np.flatnonzero(seen & dropped).tolist():
             beyond.setdefault(value, file)
         present[np.unique(ids)] = True
+        if not np.any(ids != ignore_index):
+            blank.append(file)
+        if table is None and not palettes and _png_kind(file) == 'palette':
+            palettes.append(image_file_info(file)[3] or [])
         return ids
 
     def index(done: list[tuple[FrameRecord, Path]]) -> None:
@@ -353,6 +359,8 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
         meta['classes'] = names
     if table:
         meta['colors'] = [list(c) for c in table.colors]
+    elif names and palettes and len(set(palettes[0][:len(names)])) == len(names):
+        meta['colors'] = [list(c) for c in palettes[0][:len(names)]]   # the colours the labelling tool showed
     meta['ignore_index'] = ignore_index
     if licence:
         meta['licence'] = licence
@@ -363,6 +371,10 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
         _warn_stray_colours(stray, len(pairs), names, present)
     if beyond:
         _warn_beyond(beyond, names, present, table is not None)
+    if blank:       # e.g. a mask exported before anything was drawn, or every colour unknown
+        log.warning('%d of %d label(s) have no pixel of any class (all ignore %d), e.g. %s: training learns nothing '
+                    'from them%s', len(blank), len(pairs), ignore_index, clip(blank[0]),
+                    '; no label has one' if len(blank) == len(pairs) else '')
     return {'imported': len(pairs), 'unmatched': len(files) - len(pairs), 'frames': len(records)}
 
 
