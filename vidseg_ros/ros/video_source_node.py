@@ -18,6 +18,7 @@ from vidseg_ros.config import ConfigError
 from vidseg_ros.data.images import ImageError, from_rgb8, read_rgb
 from vidseg_ros.data.video import VideoFrames, resize_rgb
 from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
+from vidseg_ros.ros.diagnostics import steady_timer
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.settings import VideoSourceConfig
 from vidseg_ros.ros.spin import run
@@ -25,6 +26,7 @@ from vidseg_ros.text import clip
 
 FOLDER_RATE_HZ = 10.0
 RATE_RANGE_HZ = (0.01, 1000.0)   # 100 s per frame at most: slower looks like a hung node
+NO_CLOCK_WARN_S = 3.0            # with use_sim_time and no /clock this long after start: say why nothing comes
 
 
 class AllUnreadable(ImageError):
@@ -58,9 +60,22 @@ class VideoSourceNode(Node):
         self._next_file = 0       # index into self.frames.files of the next image to read
         self._read_this_pass = False
         self._wait_started = time.monotonic()
+        # On the node clock, as ROS timers are: with use_sim_time frames follow /clock (paused with it, back
+        # with a looping player's), and none come before the first /clock, which _check_clock says.
         self.timer = self.create_timer(1.0 / rate, self._tick)
+        self._clock_check = steady_timer(self, NO_CLOCK_WARN_S, self._check_clock)
         self.get_logger().info(f'publishing {self.cfg.source} at {rate:.1f} Hz '
                                f'({self.cfg.transport}, loop={self.cfg.loop})')
+
+    def _check_clock(self) -> None:
+        """Once, NO_CLOCK_WARN_S after start: with use_sim_time and still no /clock, say why nothing is
+        published (the node said 'publishing ... at 10 Hz' and then nothing, for good)."""
+        self.destroy_timer(self._clock_check)
+        clock = self.get_clock()
+        if clock.ros_time_is_active and not clock.now().nanoseconds:
+            self.get_logger().warning(f'use_sim_time is set and no /clock has arrived after {NO_CLOCK_WARN_S:.0f} s: '
+                                      f'frames are published on /clock time, none until it runs (start the '
+                                      f'clock source, e.g. the simulator or bag player, or set use_sim_time:=false)')
 
     def _subscribers_ready(self) -> bool:
         if self.cfg.wait_for_subscribers <= 0:
