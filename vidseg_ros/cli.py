@@ -113,7 +113,11 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
                      help='licence of these images and labels, kept in dataset.yaml and trained models')] = None,
                  map_: Annotated[Optional[list[str]], typer.Option('--map', help='remap a label value: FROM:TO '
                                                                              '(repeatable, e.g. --map 255:1)')] = None,
-                 ignore_index: int = LABELS['ignore_index'], source: str = LABELS['source']):
+                 ignore_index: int = LABELS['ignore_index'], source: str = LABELS['source'],
+                 color_tolerance: Annotated[int, typer.Option(
+                     min=0, max=64, help='colour labels: a colour within this of one class colour (in every channel) '
+                                         'is that class; also takes .jpg masks (JPEG shifts colours; e.g. 8)')]
+                 = LABELS['color_tolerance']):
     """Import per-frame label PNGs (class ids or colours) into a dataset, or index a public layout."""
     from vidseg_ros.tools import commands_data
     if layout:
@@ -129,7 +133,8 @@ def label_import(dataset: Path, labels: Annotated[Optional[Path], typer.Argument
         raise typer.BadParameter(f'--map takes FROM:TO integers, got {map_}') from None
     names = [n.strip() for n in class_names.split(',')] if class_names is not None else None
     _print(commands_data.label_import(dataset, labels, classes=classes, class_names=names, mapping=mapping or None,
-                                      ignore_index=ignore_index, match=match, source=source, licence=licence))
+                                      ignore_index=ignore_index, match=match, source=source, licence=licence,
+                                      color_tolerance=color_tolerance))
 
 
 @app.command()

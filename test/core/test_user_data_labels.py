@@ -139,7 +139,7 @@ def test_a_folder_of_jpeg_masks_is_named_as_such(tmp_path):
     for r in recs:
         cv2.imwrite(str(tmp_path / 'lab' / f'{r.stamp_ns}.jpg'), np.zeros((H, W, 3), np.uint8))
     with pytest.raises(FileNotFoundError, match=r'holds no label PNG \(found 2 \.jpg files\): labels are read from '
-                                                r'PNGs only'):
+                                                r'PNGs, .* \(colour JPEG masks: give --classes and --color-tolerance 8\)'):
         import_labels(ds, tmp_path / 'lab', class_names=['a', 'b'])
 
 
@@ -247,3 +247,42 @@ def test_labels_without_a_class_pixel_are_warned_about(tmp_path, caplog):
     text = ' '.join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert '2 of 2 label(s) have no pixel of any class (all ignore 255), e.g. ' in text
     assert text.endswith('training learns nothing from them; no label has one')
+
+
+def _jpeg_colour_masks(tmp_path, recs, colours):
+    (tmp_path / 'lab').mkdir()
+    (tmp_path / 'classes.csv').write_text('name,r,g,b\n' + ''.join(f'c{i},{r},{g},{b}\n'
+                                                                   for i, (r, g, b) in enumerate(colours)))
+    rgb = np.array(colours, np.uint8)[np.clip(_ids(), 0, 2)]
+    for r in recs:
+        cv2.imwrite(str(tmp_path / 'lab' / f'{r.stamp_ns}.jpg'), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return np.clip(_ids(), 0, 2)
+
+
+def test_jpeg_colour_masks_import_with_a_colour_tolerance_and_no_pixel_gets_a_wrong_class(tmp_path):
+    """JPEG colour masks were refused ('no label PNGs'), and the same masks saved as PNG lost ~75 % of their
+    pixels (and whole classes) to ignore: JPEG shifts colours by a few values everywhere, not just at edges."""
+    ds, recs = _dataset(tmp_path)
+    want = _jpeg_colour_masks(tmp_path, recs, [(128, 64, 128), (0, 0, 255), (70, 130, 180)])
+    import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv', color_tolerance=8)
+    got = cv2.imread(str(read_index(ds)[0].label), cv2.IMREAD_UNCHANGED)
+    assert np.all((got == want) | (got == 255))      # pixels too far off are ignore, never another class
+    assert (got == want).mean() > 0.6          # a 24x32 mask is mostly edges; ~92 % at 64x96
+
+
+def test_a_colour_within_the_tolerance_of_two_classes_is_ignore():
+    from vidseg_ros.data.datasets.labels import _colour_ids
+    rgb = np.array([[[100, 100, 100], [103, 100, 100], [105, 100, 100], [110, 100, 100], [0, 0, 250]]], np.uint8)
+    colors = [(100, 100, 100), (110, 100, 100), (0, 0, 255)]
+    assert _colour_ids(rgb, colors, 255, 5)[0].tolist() == [[0, 0, 255, 1, 2]]     # 105: 5 from both
+    assert _colour_ids(rgb, colors, 255, 0)[0].tolist() == [[0, 255, 255, 1, 255]]
+
+
+def test_a_grey_jpeg_label_is_refused_and_the_tolerance_is_checked(tmp_path):
+    ds, recs = _dataset(tmp_path, n=1)
+    (tmp_path / 'lab').mkdir()
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.jpg'), _ids())
+    with pytest.raises(ValueError, match='is a grey JPEG: its class ids are shifted by the compression'):
+        import_labels(ds, tmp_path / 'lab', class_names=['a', 'b', 'c'], color_tolerance=8)
+    with pytest.raises(ValueError, match='color_tolerance 65: give 0..64'):
+        import_labels(ds, tmp_path / 'lab', class_names=['a', 'b', 'c'], color_tolerance=65)

@@ -110,8 +110,10 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
 
 
-def _colour_ids(rgb: np.ndarray, colors, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """``colors_to_ids`` and the mask of pixels whose colour is in ``colors``."""
+def _colour_ids(rgb: np.ndarray, colors, ignore_index: int, tolerance: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``colors_to_ids`` and the mask of pixels whose colour is in ``colors``; with ``tolerance``, a colour
+    within it (in every channel) of exactly one class colour is that class (a JPEG-saved mask's shifted
+    colours), and counts as in ``colors``."""
     packed = _pack(rgb)
     keys = np.array([(r << 16) | (g << 8) | b for r, g, b in colors], np.int32)
     order = np.argsort(keys)
@@ -119,7 +121,24 @@ def _colour_ids(rgb: np.ndarray, colors, ignore_index: int) -> tuple[np.ndarray,
     hit = keys[order][pos] == packed
     out = np.full(rgb.shape[:2], ignore_index, np.uint8)
     out[hit] = order[pos[hit]].astype(np.uint8)
+    if tolerance and not hit.all():
+        near = _nearest_class(packed[~hit], colors, tolerance)
+        found = near >= 0
+        miss = np.flatnonzero(~hit.ravel())
+        out.ravel()[miss[found]] = near[found]
+        hit.ravel()[miss[found]] = True
     return out, hit
+
+
+def _nearest_class(packed: np.ndarray, colors, tolerance: int) -> np.ndarray:
+    """For each packed colour: the class whose colour is within ``tolerance`` in every channel, -1 where none
+    is or where two are (a tolerance wider than half the distance between two class colours)."""
+    values, inverse = np.unique(packed, return_inverse=True)
+    rgb = np.stack([values >> 16, (values >> 8) & 255, values & 255], axis=1)            # (U, 3)
+    dist = np.abs(rgb[:, None, :] - np.array(colors, np.int32)[None]).max(axis=2)      # (U, K)
+    close = dist <= tolerance
+    cls = np.where(close.sum(axis=1) == 1, close.argmax(axis=1), -1)
+    return cls[inverse.ravel()]
 
 
 def _colour_list(packed: np.ndarray, most: int = 4) -> str:
@@ -195,7 +214,7 @@ def _png_kind(path: str | Path) -> str | None:
 
 
 def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ignore_index: int = DEFAULT_IGNORE,
-                known_color: tuple[int, int, int] | None = None) -> tuple[np.ndarray, float, str, np.ndarray]:
+                known_color: tuple[int, int, int] | None = None, tolerance: int = 0) -> tuple[np.ndarray, float, str, np.ndarray]:
     """``load_label``, plus the share of visible pixels whose colour is neither in ``colors`` nor
     ``known_color`` (the table's ignore colour) and, above ``UNKNOWN_WARN``, the most frequent of
     those colours (id images: 0.0, ''); and, for id images, which of the stored values 0..255 the
@@ -214,6 +233,10 @@ def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ig
     if kind == 'palette' and colors is None and palette:    # no colour table: the indices are the ids
         img = palette_indices(img, palette, ignore_index)
     if img.ndim == 2:
+        if Path(path).suffix.lower() in ('.jpg', '.jpeg'):
+            raise ValueError(f'{clip(path)} is a grey JPEG: its class ids are shifted by the compression at every '
+                             'edge, beyond repair; export id labels as PNG (only colour JPEG masks are taken, '
+                             'with --color-tolerance)')
         raw = id_pixels_8bit(img, path)
         ids = lut[raw] if lut is not None else raw.copy()
         if visible is not None:
@@ -229,10 +252,10 @@ def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ig
                              f'colours (found: {found})')
         raise ValueError(f'{path} is a colour image: pass a class table (--classes CSV) to map colours to ids '
                          f'(found: {found})')
-    ids, hit = _colour_ids(rgb, colors, ignore_index)
+    ids, hit = _colour_ids(rgb, colors, ignore_index, tolerance)
     stray = ~hit
     if known_color is not None:
-        stray &= _pack(rgb) != _pack(known_color)
+        stray &= np.abs(rgb.astype(np.int16) - np.array(known_color, np.int16)).max(axis=2) > tolerance
     if visible is not None:
         ids[~visible] = ignore_index
         stray &= visible
@@ -276,7 +299,7 @@ def write_label(path: str | Path, ids: np.ndarray) -> Path:
 def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | Path | None = None,
                   class_names: list[str] | None = None, mapping: dict[int, int] | None = None,
                   ignore_index: int = DEFAULT_IGNORE, match: str = 'stem',
-                  source: str = 'human', licence: str | None = None) -> dict:
+                  source: str = 'human', licence: str | None = None, color_tolerance: int = 0) -> dict:
     """``vidseg label-import``: label files -> ``labels/`` of an extracted dataset, index updated.
 
     Args:
@@ -290,6 +313,8 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
         ignore_index: value written for unknown pixels.
         source: label source recorded in the index (human / teacher / propagated).
         licence: licence of the images and labels, kept in dataset.yaml for trained models' provenance.
+        color_tolerance: colour labels: a colour within this (0..64, in every channel) of exactly one class
+            colour is that class, for masks saved as JPEG; 0 = exact colours only.
 
     Returns: counts ``{'imported', 'unmatched', 'frames'}``.
     """
@@ -298,14 +323,17 @@ def import_labels(dataset: str | Path, label_dir: str | Path, *, classes: str | 
     if classes and class_names:
         raise ValueError('give class names either in the class table (--classes) or as --class-names, not both')
     _check_names(class_names)
+    if not 0 <= color_tolerance <= 64:
+        raise ValueError(f'color_tolerance {color_tolerance}: give 0..64 (JPEG shifts colours by a few values; '
+                         'e.g. 8)')
     dataset = Path(dataset)
     with dataset_lock(dataset):     # two writers at once: the one ending last dropped the other's index rows
         return _import_labels(dataset, label_dir, classes, class_names, mapping, ignore_index, match,
-                              source, licence)
+                              source, licence, color_tolerance)
 
 
 def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, mapping, ignore_index: int, match: str,
-                   source: str, licence: str | None) -> dict:
+                   source: str, licence: str | None, tolerance: int = 0) -> dict:
     """``import_labels`` once its arguments are checked and ``dataset`` is locked."""
     records = read_index(dataset)
     table = read_class_table(classes) if classes else None
@@ -314,7 +342,8 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
     if names and ignore_index < len(names):
         raise ValueError(f'ignore_index {ignore_index} is a class id of the {len(names)} classes; '
                          f'use a value >= {len(names)} (e.g. 255)')
-    files = sorted((p for p in Path(label_dir).rglob('*') if p.suffix.lower() == '.png' and p.is_file()),
+    suffixes = ('.png', '.jpg', '.jpeg') if tolerance else ('.png',)    # JPEG: colour masks, colours matched loosely
+    files = sorted((p for p in Path(label_dir).rglob('*') if p.suffix.lower() in suffixes and p.is_file()),
                    key=natural_key) if Path(label_dir).is_dir() else []     # label_2 before label_10; .PNG too
     if not files:
         raise FileNotFoundError(_no_pngs(Path(label_dir)))
@@ -333,7 +362,7 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
 
     def load(file: Path) -> np.ndarray:
         ids, share, colours, seen = _read_label(file, lut, table.colors if table else None, ignore_index,
-                                                table.ignore_color if table else None)
+                                                table.ignore_color if table else None, tolerance)
         if share > UNKNOWN_WARN:
             stray.append((share, file, colours))
         for value in np.flatnonzero(seen & dropped).tolist():
@@ -368,7 +397,7 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
     log.info('imported %d label(s) into %s (%d file(s) unmatched)', len(pairs), dataset,
              len(files) - len(pairs))
     if stray:
-        _warn_stray_colours(stray, len(pairs), names, present)
+        _warn_stray_colours(stray, len(pairs), names, present, tolerance)
     if beyond:
         _warn_beyond(beyond, names, present, table is not None)
     if blank:       # e.g. a mask exported before anything was drawn, or every colour unknown
@@ -412,12 +441,13 @@ def _no_pngs(label_dir: Path) -> str:
     if not others:
         return f'{clip(label_dir)}: not a folder with label PNGs'
     found = ', '.join(f'{n} {ext}' for ext, n in sorted(others.items()))
-    return (f'{clip(label_dir)} holds no label PNG (found {found} files): labels are read from PNGs only, '
-            'as a lossy format (JPEG) shifts ids and colours at every edge; export the labels as PNG')
+    return (f'{clip(label_dir)} holds no label PNG (found {found} files): labels are read from PNGs, as a lossy '
+            'format (JPEG) shifts ids and colours at every edge; export the labels as PNG (colour JPEG masks: '
+            'give --classes and --color-tolerance 8)')
 
 
 def _warn_stray_colours(stray: list[tuple[float, Path, str]], total: int, names: list[str],
-                        present: np.ndarray) -> None:
+                        present: np.ndarray, tolerance: int = 0) -> None:
     """One warning for the colour labels with more than ``UNKNOWN_WARN`` of their pixels in colours the
     class table lacks: those pixels became ignore (as documented), but so many of them mean lossy (JPEG)
     or antialiased labels, whose shifted colours can take a whole class away."""
@@ -425,9 +455,11 @@ def _warn_stray_colours(stray: list[tuple[float, Path, str]], total: int, names:
     empty = [n for i, n in enumerate(names) if not present[i]]
     log.warning('%d of %d colour label(s) have more than %d%% of their pixels in colours not in the class table '
                 '(worst: %s, %.1f%%, e.g. %s); those pixels became ignore%s. Labels saved lossily (JPEG) or '
-                'drawn antialiased have shifted colours: export them as PNG without smoothing, or add the colours '
-                'to the table', len(stray), total, round(UNKNOWN_WARN * 100), clip(worst), share * 100, colours,
-                f', and {", ".join(map(short, empty))} got no pixel in any label' if empty else '')
+                'drawn antialiased have shifted colours: export them as PNG without smoothing, add the colours '
+                'to the table, or give --color-tolerance %d', len(stray), total, round(UNKNOWN_WARN * 100),
+                clip(worst), share * 100, colours,
+                f', and {", ".join(map(short, empty))} got no pixel in any label' if empty else '',
+                max(8, 2 * tolerance))
 
 
 def _write_all(dataset: Path, pairs, load, before_move: Callable[[list[tuple[FrameRecord, Path]]], None]) -> None:
