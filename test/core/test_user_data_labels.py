@@ -286,3 +286,19 @@ def test_a_grey_jpeg_label_is_refused_and_the_tolerance_is_checked(tmp_path):
         import_labels(ds, tmp_path / 'lab', class_names=['a', 'b', 'c'], color_tolerance=8)
     with pytest.raises(ValueError, match='color_tolerance 65: give 0..64'):
         import_labels(ds, tmp_path / 'lab', class_names=['a', 'b', 'c'], color_tolerance=65)
+
+
+def test_the_class_tables_ignore_value_is_not_warned_about(tmp_path, caplog):
+    """A table with ids 0/10/20 and 'unlabelled' = 99: 99 was reported as no class id."""
+    ds, recs = _dataset(tmp_path)
+    (tmp_path / 'lab').mkdir()
+    (tmp_path / 't.csv').write_text('id,name,r,g,b\n0,road,1,2,3\n10,car,4,5,6\n20,sky,7,8,9\n99,unlabelled,0,0,0\n')
+    ids = np.array([0, 10, 20, 99, 7], np.uint8)[np.minimum(np.arange(W) // 7, 4)][None].repeat(H, 0)
+    for r in recs:
+        cv2.imwrite(str(tmp_path / 'lab' / f'{r.stamp_ns}.png'), ids)
+    with caplog.at_level(logging.WARNING):
+        import_labels(ds, tmp_path / 'lab', classes=tmp_path / 't.csv')
+    text = ' '.join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert 'hold value(s) 7 (first in' in text and '99' not in text.split('(first in')[0]
+    got = cv2.imread(str(read_index(ds)[0].label), cv2.IMREAD_UNCHANGED)
+    assert got[0, ::7].tolist() == [0, 1, 2, 255, 255]
