@@ -253,3 +253,32 @@ def test_snapshot_ring_bounded_in_seconds_and_bytes(tmp_path):
     assert len(got) == 30 and got[-1][1] == image_cdr(99) and got[0][1] == image_cdr(70)
     c = rec.snapshot()['/t']
     assert c.written == 41 and c.expired == 100 - 41 and c.dropped == 0
+
+
+def test_snapshot_window_after_the_clock_went_back(tmp_path):
+    """/clock of a replay restarted 990 s back: the messages from before the jump never expired (a 2 s window
+    held them all and the reply said -988 s; with no byte bound the ring grew without end). A step back of
+    more than the window starts it afresh; one within it (jitter) keeps the window."""
+    from vidseg_ros.data.recorder.snapshot_ring import SnapshotRing
+    ring, s = SnapshotRing(max_duration_s=2.0), 10**9
+    t0 = 1000 * s
+    for i in range(30):                       # 10 Hz for 3 s: the window holds the last 2 s
+        ring.add('/t', b'x', t0 + i * s // 10, 0)
+    assert len(ring) == 21
+    ring.add('/t', b'x', t0 + 29 * s // 10 - s // 20, 0)    # 50 ms back: jitter, nothing leaves
+    assert len(ring) == 22
+    expired = ring.add('/t', b'y', t0 - 990 * s, 0)           # the jump: only the new timeline is kept
+    assert len(ring) == 1 and expired == ['/t'] * 22
+    for i in range(1, 30):
+        ring.add('/t', b'y', t0 - 990 * s + i * s // 10, 0)
+    assert len(ring) == 21 and {m[1] for m in ring.messages} == {b'y'}
+    rec = Recorder(tmp_path / 'bag', min_free_disk_bytes=0, snapshot_mode=True, snapshot_max_duration_s=2.0)
+    rec.add_topic('/t', IMAGE)
+    for i in range(30):
+        rec.put('/t', image_cdr(i), t0 + i * s // 10)
+    for i in range(30, 40):
+        rec.put('/t', image_cdr(i), t0 - 990 * s + (i - 30) * s // 10)
+    path, message = rec.trigger_snapshot()
+    assert rec.stop(timeout=10)
+    assert '10 messages' in message and ' -' not in message, message
+    assert [d for _, d in read_rosbags([path])] == [image_cdr(i) for i in range(30, 40)]

@@ -20,17 +20,26 @@ class SnapshotRing:
         self.max_ns = int(max_duration_s * 1e9)
         self.messages: collections.deque = collections.deque()
         self.bytes = 0
+        self._newest_ns: int | None = None   # the newest log time in the ring
 
     def __len__(self) -> int:
         return len(self.messages)
 
     def add(self, topic: str, data: bytes, log_time_ns: int, publish_time_ns: int) -> list[str]:
-        """Append one message; returns the topics of the messages that fell out of the window."""
+        """Append one message; returns the topics of the messages that fell out of the window.
+
+        A log time more than the window behind the newest (the node clock went back: ``/clock`` of a replay
+        restarted) starts the window afresh: those older messages belong to a timeline the window no longer
+        covers, and, newer than anything to come for as long as the jump, they never expired (a 2 s window
+        held 17 messages and reported -988 s; with no byte bound the ring grew without end)."""
         ring = self.messages
+        jumped_back = self.max_ns and self._newest_ns is not None and log_time_ns < self._newest_ns - self.max_ns
+        self._newest_ns = log_time_ns if jumped_back or self._newest_ns is None else max(self._newest_ns,
+                                                                                            log_time_ns)
         ring.append((topic, data, log_time_ns, publish_time_ns))
         self.bytes += len(data)
         expired = []
-        while len(ring) > 1 and ((self.max_bytes and self.bytes > self.max_bytes)
+        while len(ring) > 1 and (jumped_back or (self.max_bytes and self.bytes > self.max_bytes)
                                  or (self.max_ns and log_time_ns - ring[0][2] > self.max_ns)):
             old_topic, old_data = ring.popleft()[:2]
             self.bytes -= len(old_data)
@@ -40,5 +49,5 @@ class SnapshotRing:
     def take(self) -> tuple[collections.deque, int]:
         """The whole window and its size in bytes; the ring starts empty again."""
         window, size = self.messages, self.bytes
-        self.messages, self.bytes = collections.deque(), 0
+        self.messages, self.bytes, self._newest_ns = collections.deque(), 0, None
         return window, size
