@@ -302,3 +302,34 @@ def test_the_class_tables_ignore_value_is_not_warned_about(tmp_path, caplog):
     assert 'hold value(s) 7 (first in' in text and '99' not in text.split('(first in')[0]
     got = cv2.imread(str(read_index(ds)[0].label), cv2.IMREAD_UNCHANGED)
     assert got[0, ::7].tolist() == [0, 1, 2, 255, 255]
+
+
+def _davis(root, mask_hw):
+    for i in range(2):
+        (root / 'JPEGImages' / '480p' / 'walk').mkdir(parents=True, exist_ok=True)
+        (root / 'Annotations' / '480p' / 'walk').mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / 'JPEGImages' / '480p' / 'walk' / f'{i:05d}.jpg'), np.full((H, W, 3), 50, np.uint8))
+        cv2.imwrite(str(root / 'Annotations' / '480p' / 'walk' / f'{i:05d}.png'), np.zeros(mask_hw, np.uint8))
+    return root
+
+
+def test_a_layout_whose_masks_are_not_their_frames_size_is_refused_before_writing(tmp_path):
+    """Own data in the DAVIS layout with half-size masks: indexed, trained on (labels resized in silence), and
+    eval failed with 'sizes differ: (768,) vs (192,)'."""
+    from vidseg_ros.data.datasets.labels import import_layout
+    src = _davis(tmp_path / 'davis', (H // 2, W // 2))
+    with pytest.raises(ValueError, match=r'label .*00000\.png is 16x12 but its frame .*00000\.jpg is 32x24'):
+        import_layout(src, tmp_path / 'out', 'davis')
+    assert not (tmp_path / 'out' / 'index.csv').exists()
+
+
+def test_eval_names_a_label_of_another_size_than_its_frame(tmp_path):
+    from vidseg_ros.data.datasets.layouts import extracted_source
+    from vidseg_ros.tools.evaluate import _label_of
+    ds, recs = _dataset(tmp_path, n=1)
+    cv2.imwrite(str(ds / 'l.png'), np.zeros((H // 2, W // 2), np.uint8))
+    write_index(ds, [FrameRecord('s', 0, recs[0].image, ds / 'l.png', 1000, 'human')])
+    (ds / 'dataset.yaml').write_text('classes: [a, b]\nignore_index: 255\n')
+    src = extracted_source(ds)
+    with pytest.raises(ValueError, match=r'label .*l\.png is 16x12 but its frame .*0\.png is 32x24'):
+        _label_of(src, src.records[0], (H, W))

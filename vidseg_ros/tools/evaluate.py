@@ -192,8 +192,18 @@ def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, clip_l
         out['ms'].append(res.timings_ms.get('model', math.nan))
         out['frames'].append(rgb)
         if with_labels:
-            out['gt'].append(src.read_label(rec))
+            out['gt'].append(_label_of(src, rec, rgb.shape[:2]))
     return out
+
+
+def _label_of(src, rec, hw: tuple[int, int]) -> np.ndarray:
+    """``rec``'s label, refused (naming both files) when it is not its frame's size: scoring failed later with
+    'prediction and ground truth sizes differ: (6144,) vs (1536,)', naming neither."""
+    gt = src.read_label(rec)
+    if gt.shape[:2] != tuple(hw):
+        raise ValueError(f'label {clip(rec.label)} is {gt.shape[1]}x{gt.shape[0]} but its frame {clip(rec.image)} '
+                         f'is {hw[1]}x{hw[0]} (as displayed); labels must have their frame\'s size')
+    return gt
 
 
 def _small(arr: np.ndarray, interp) -> np.ndarray:

@@ -599,6 +599,10 @@ def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 't
 
 def _index_layout(fs, src: Path, out: Path, layout: str) -> dict:
     """``import_layout``'s labels, index and dataset.yaml written to the locked ``out``."""
+    for rec in fs.records:      # before writing any: training resized such a label in silence, eval failed late
+        why = rec.label is not None and _size_mismatch(rec.label, rec.image)
+        if why:
+            raise ValueError(why)
     records = []
     for rec in fs.records:
         lab = None
