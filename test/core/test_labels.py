@@ -174,7 +174,7 @@ def test_a_failed_first_import_leaves_no_labels_folder(tmp_path):
     ds, recs = _dataset(tmp_path)
     (tmp_path / 'lab').mkdir()
     cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.zeros((24, 32), np.uint8))
-    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[1].stamp_ns}.png'), np.zeros((24, 32, 3), np.uint8))  # colour
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[1].stamp_ns}.png'), np.full((24, 32, 3), (255, 0, 0), np.uint8))  # colour
     with pytest.raises(ValueError, match='colour image'):
         import_labels(ds, tmp_path / 'lab', class_names=['bg', 'obj'])
     assert not (ds / 'labels').exists()
@@ -198,7 +198,7 @@ def test_import_colour_labels_by_order(tmp_path):
 def test_colour_label_without_table_is_clear(tmp_path):
     ds, recs = _dataset(tmp_path, n=1)
     (tmp_path / 'lab').mkdir()
-    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.zeros((24, 32, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), np.full((24, 32, 3), (255, 0, 0), np.uint8))
     with pytest.raises(ValueError, match='class table'):
         import_labels(ds, tmp_path / 'lab')
 

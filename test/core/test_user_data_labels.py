@@ -86,7 +86,7 @@ def test_a_paletted_davis_2017_annotation_reads_as_ids(tmp_path):
 
 
 def test_a_colour_label_in_training_names_an_option_that_exists(tmp_path):
-    cv2.imwrite(str(tmp_path / 'c.png'), np.full((H, W, 3), 9, np.uint8))
+    cv2.imwrite(str(tmp_path / 'c.png'), np.full((H, W, 3), (9, 0, 0), np.uint8))
     with pytest.raises(ValueError, match='label-import DATASET LABEL_DIR --classes classes.csv') as e:
         read_label_file(tmp_path / 'c.png')
     assert '--palette' not in str(e.value)
@@ -333,3 +333,15 @@ def test_eval_names_a_label_of_another_size_than_its_frame(tmp_path):
     src = extracted_source(ds)
     with pytest.raises(ValueError, match=r'label .*l\.png is 16x12 but its frame .*0\.png is 32x24'):
         _label_of(src, src.records[0], (H, W))
+
+
+def test_class_ids_saved_as_rgb_are_read_as_ids(tmp_path):
+    """A mask of ids 0..2 saved as RGB (1 -> (1, 1, 1)), as many tools and scripts save masks: label-import
+    demanded a class table of the colours (1, 1, 1), ..., and training refused it as a colour image."""
+    ds, recs = _dataset(tmp_path)
+    (tmp_path / 'lab').mkdir()
+    for r in recs:
+        cv2.imwrite(str(tmp_path / 'lab' / f'{r.stamp_ns}.png'), np.repeat(_ids()[:, :, None], 3, axis=2))
+    import_labels(ds, tmp_path / 'lab', class_names=['road', 'car', 'sky'])
+    assert np.array_equal(cv2.imread(str(read_index(ds)[0].label), cv2.IMREAD_UNCHANGED), _ids())
+    assert np.array_equal(read_label_file(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), _ids())

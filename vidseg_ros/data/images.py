@@ -412,3 +412,12 @@ def palette_indices(bgr: np.ndarray, palette: list[tuple[int, int, int]], ignore
     pos = np.clip(np.searchsorted(uniq, packed), 0, len(uniq) - 1)
     hit = uniq[pos] == packed
     return np.where(hit, index[pos], np.uint8(ignore_index)).astype(np.uint8)
+
+
+def grey_in_colour(img: np.ndarray) -> np.ndarray | None:
+    """The one channel of a 3-channel image whose channels are equal at every pixel (a class-id mask saved as
+    RGB, as many tools and scripts save masks), else None."""
+    if img.ndim != 3 or img.shape[2] != 3:
+        return None
+    first = img[:, :, 0]
+    return first.copy() if np.array_equal(first, img[:, :, 1]) and np.array_equal(first, img[:, :, 2]) else None

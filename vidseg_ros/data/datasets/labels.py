@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
-from vidseg_ros.data.images import (clip, file_image_hw, image_file_info, palette_indices, read_label_pixels,
-                                    short, write_image_atomic)
+from vidseg_ros.data.images import (clip, file_image_hw, grey_in_colour, image_file_info, palette_indices,
+                                    read_label_pixels, short, write_image_atomic)
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
                                               cityscapes_source, davis_source, not_utf8_says_where, read_index,
@@ -232,6 +232,8 @@ def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ig
     visible = None if alpha is None else alpha != 0
     if kind == 'palette' and colors is None and palette:    # no colour table: the indices are the ids
         img = palette_indices(img, palette, ignore_index)
+    elif colors is None and grey_in_colour(img) is not None:     # ids saved as RGB (1 -> (1, 1, 1))
+        img = grey_in_colour(img)
     if img.ndim == 2:
         if Path(path).suffix.lower() in ('.jpg', '.jpeg'):
             raise ValueError(f'{clip(path)} is a grey JPEG: its class ids are shifted by the compression at every '

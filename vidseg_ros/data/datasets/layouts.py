@@ -21,7 +21,8 @@ import numpy as np
 import yaml
 
 from vidseg_ros.config import ConfigError
-from vidseg_ros.data.images import clip, palette_indices, read_label_pixels, short, write_file_atomic
+from vidseg_ros.data.images import (clip, grey_in_colour, palette_indices, read_label_pixels, short,
+                                    write_file_atomic)
 from vidseg_ros.text import control_character_problem
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
@@ -65,6 +66,8 @@ def read_label_file(path, label_lut: np.ndarray | None = None) -> np.ndarray:
         raise FileNotFoundError(f'cannot read label file {path}')
     if lab.ndim == 3 and palette and _is_paletted_png(path):
         lab = palette_indices(lab[:, :, :3], palette, DEFAULT_IGNORE)
+    elif grey_in_colour(lab) is not None:        # ids saved as RGB (1 -> (1, 1, 1)), as many tools save masks
+        lab = grey_in_colour(lab)
     if lab.ndim == 3:
         raise ValueError(f'{path} is a colour image; import it first with `vidseg label-import DATASET LABEL_DIR '
                          '--classes classes.csv` (a table of the colours) to get class-id PNGs')
