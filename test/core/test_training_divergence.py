@@ -60,3 +60,15 @@ def test_weights_that_go_inf_while_the_loss_stays_finite_stop_the_run_at_the_epo
                                           r'running_var\): training diverged; lower lr'):
         train(_cfg(tmp_path), model=_Poisoned(), train_set=frames(8, HW))
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_labels_with_no_labelled_pixel_stop_the_run_before_anything_is_written(tmp_path):
+    """Eight all-ignore masks: 'loss 0.0' for every step, then a model written as trained, exit 0."""
+    unlabelled = [{**item, 'label': torch.full_like(item['label'], 255)} for item in frames(8, HW)]
+    with pytest.raises(ConfigError, match=r'^epoch 1: not one pixel of the training labels is labelled \(every pixel '
+                                          r'is ignore_index 255\): there is nothing to learn from.*; nothing was '
+                                          r'written$'):
+        train(_cfg(tmp_path), model=TinyKeyframe(), train_set=unlabelled)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    one = frames(8, HW)[:1] + unlabelled[1:]      # one labelled frame in eight is enough to go on
+    assert train(_cfg(tmp_path, batch_size=1), model=TinyKeyframe(), train_set=one)['epochs'] == 1

@@ -201,13 +201,14 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
         model.train()
         for module in frozen:      # fixed layers keep their BatchNorm statistics (and dropout off)
             module.eval()
-        t0, seen, losses = time.perf_counter(), 0, []
+        t0, seen, losses, labelled = time.perf_counter(), 0, [], 0
         for i, raw in enumerate(loader):
             if i >= per_epoch:
                 break
             lr = lr_at(cfg, state['step'], total)
             for g in optimizer.param_groups:
                 g['lr'] = lr
+            labelled += _labelled_pixels(raw, cfg.ignore_index)
             clip_batch = Batch.from_dict(next(clips), device) if clips is not None else None
             parts = runner.step(Batch.from_dict(raw, device), optimizer, clip_batch)
             state['step'] += 1
@@ -222,6 +223,11 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
             if callback and rank == 0:
                 callback({'kind': 'step', 'epoch': epoch, 'step': state['step'], 'lr': lr,
                           'samples_per_s': seen / max(1e-9, time.perf_counter() - t0), **parts})
+        if per_epoch and not _on_any_rank(labelled > 0, device, world):
+            raise ConfigError(f'epoch {epoch + 1}: not one pixel of the training labels is labelled (every pixel is '
+                              f'ignore_index {cfg.ignore_index}): there is nothing to learn from, and the model would '
+                              'be written as trained at loss 0; label frames (vidseg label-import, propagate) or check '
+                              f'ignore_index; {_kept(run_dir, state)}')
         check_weights_finite([model] + ([ema.module] if ema else []), epoch, cfg, run_dir, state, device, world)
         record = {'epoch': epoch + 1, 'step': state['step'], 'loss': float(np.mean(losses)),
                   'seconds': time.perf_counter() - t0}
@@ -265,6 +271,11 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
     return out
 
 
+def _labelled_pixels(raw: dict, ignore_index: int) -> int:
+    """Pixels of a batch's human labels that are not ``ignore_index``."""
+    return sum(int((raw[k] != ignore_index).sum()) for k in ('label', 'labels') if k in raw)
+
+
 def _mean_over_ranks(value: float, device, world: int) -> float:
     """``value`` averaged over the ranks (every rank takes part): the loss of the global batch, logged as one
     process with that batch would log it, and NaN or inf on every rank when it is on one, so that all ranks stop
@@ -288,9 +299,13 @@ def _on_any_rank(flag: bool, device, world: int) -> bool:
 
 def _after_divergence(cfg: TrainConfig, run_dir: Path, state: dict) -> str:
     """What to do after a diverged run, and what it left (its files hold the last finite epoch)."""
-    kept = (f'best.pt and last.pt of {run_dir} are as epoch {state["epoch"]} left them; output is not written'
+    return f'lower lr (this run: {cfg.lr:g}) and train again (--set lr=...); {_kept(run_dir, state)}'
+
+
+def _kept(run_dir: Path, state: dict) -> str:
+    """What a run that stops now leaves: the files of its last completed epoch, or nothing."""
+    return (f'best.pt and last.pt of {run_dir} are as epoch {state["epoch"]} left them; output is not written'
             if state['epoch'] else 'nothing was written')
-    return f'lower lr (this run: {cfg.lr:g}) and train again (--set lr=...); {kept}'
 
 
 def check_weights_finite(models: list, epoch: int, cfg: TrainConfig, run_dir: Path, state: dict, device,
