@@ -210,3 +210,17 @@ def test_class_names_with_control_characters_are_refused_where_the_dataset_is_re
         write_meta(tmp_path / 'other', {'classes': ['a\nFAKE LINE']})
     write_meta(tmp_path, {'classes': ['road', 'Végétation']})
     assert read_meta(tmp_path)['classes'] == ['road', 'Végétation']
+
+
+def test_a_label_of_another_size_than_its_frame_is_refused_naming_both(tmp_path):
+    """A half-size mask (an index written by hand, or imported before label-import checked sizes) was warped with
+    the frame's crop and scale: labels off by a factor of two, trained on without a word."""
+    from vidseg_ros.data.datasets.layouts import FrameSource
+    cv2.imwrite(str(tmp_path / 'f.png'), np.zeros((64, 96, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / 'l.png'), np.ones((32, 48), np.uint8))
+    source = FrameSource([FrameRecord('s', 0, tmp_path / 'f.png', tmp_path / 'l.png')], ['a', 'b'])
+    with pytest.raises(ValueError, match=r"l\.png: the label is 48x32, its frame .*f\.png is 96x64; labels must be "
+                                         r"their frame's size"):
+        FrameDataset(source, train=False)[0]
+    cv2.imwrite(str(tmp_path / 'l.png'), np.ones((64, 96), np.uint8))
+    assert tuple(FrameDataset(source, train=False)[0]['label'].shape[-2:]) == (64, 96)

@@ -81,6 +81,10 @@ class _Base(Dataset):
         lab = self.source.read_label(rec) if rec is not None else None
         if lab is None:
             lab = np.full(rgb_hw, self.ignore_index, np.uint8)
+        elif lab.shape[:2] != tuple(rgb_hw):   # the warp for the frame would cut or pad it: labels off by a scale
+            raise ValueError(f'{rec.label}: the label is {lab.shape[1]}x{lab.shape[0]}, its frame {rec.image} is '
+                             f'{rgb_hw[1]}x{rgb_hw[0]}; labels must be their frame\'s size (vidseg label-import '
+                             'checks it)')
         return label_tensor(augment.apply_label(lab, p, self.ignore_index))
 
     def _earlier(self, rec: FrameRecord, max_distance: int) -> list[FrameRecord]:
