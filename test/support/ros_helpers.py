@@ -161,3 +161,18 @@ def stamp_of(msg) -> int:
 
 def diag_values(status) -> dict:
     return {kv.key: kv.value for kv in status.values}
+
+
+def process_resources(pid: int) -> dict:
+    """{'rss_kb', 'threads', 'fds'} of a live process, from /proc (for leak checks under repetition)."""
+    fields = dict(line.split(':', 1) for line in Path(f'/proc/{pid}/status').read_text().splitlines() if ':' in line)
+    return {'rss_kb': int(fields['VmRSS'].split()[0]), 'threads': int(fields['Threads']),
+            'fds': len(os.listdir(f'/proc/{pid}/fd'))}
+
+
+def node_entities(probe: Probe, name: str, namespace: str = '/') -> dict:
+    """{'publishers', 'subscriptions', 'services'}: the topic and service names a node has in the ROS graph."""
+    n = probe.node
+    return {'publishers': sorted(t for t, _ in n.get_publisher_names_and_types_by_node(name, namespace)),
+            'subscriptions': sorted(t for t, _ in n.get_subscriber_names_and_types_by_node(name, namespace)),
+            'services': sorted(t for t, _ in n.get_service_names_and_types_by_node(name, namespace))}

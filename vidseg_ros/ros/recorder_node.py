@@ -55,6 +55,11 @@ from vidseg_ros.text import clip
 # (nodes coming and going) holds a topic at most MAX_SETTLE_S.
 SETTLE_S = 3.0
 MAX_SETTLE_S = 10.0
+# Subscriptions of recorded topics that lost their publishers are kept (a restarted camera's first messages
+# reach a reader that is already there), but at most this many: topics of ever new names (regex recording of
+# per-run or per-task topics) each kept a DDS reader (~100 kB) for good, without end. The longest idle go first
+# and are subscribed again (same type, same bag topic) when a publisher returns.
+MAX_IDLE_SUBSCRIPTIONS = 64
 
 _INFINITE_NS = 9223372036854775807
 
@@ -126,6 +131,7 @@ class RecorderNode(Node):
                 if attempt == 4:
                     raise
         self.subs = {}
+        self.idle_since: dict[str, float] = {}     # subscribed topic -> when it was first seen without publishers
         self.pending: dict[str, Pending] = {}       # topic -> subscribed, type not fixed yet (SETTLE_S)
         self._graph, self._graph_changed = None, time.monotonic()   # for settle_pending: when it last changed
         self.types: dict[str, str] = {}             # topic -> the type recorded
@@ -162,8 +168,12 @@ class RecorderNode(Node):
 
     def discover(self) -> None:
         """Subscribe every matching topic that has a publisher (its QoS and type are then known)."""
+        self.prune_idle()
         for topic, types in self.get_topic_names_and_types():
             if not self.matches(topic):
+                continue
+            if topic in self.types and topic not in self.subs:   # recorded, its subscription pruned: back
+                self.resubscribe(topic, types)
                 continue
             if topic in self.pending:      # a publisher of another type within the settle time: settle() decides
                 self.pending[topic].types.update(i.topic_type for i in self.get_publishers_info_by_topic(topic))
@@ -183,6 +193,29 @@ class RecorderNode(Node):
             except (ImportError, AttributeError, ValueError) as e:
                 self.subs[topic] = None  # not retried every period
                 self.get_logger().error(f'cannot record {topic} [{types[0]}]: {clip(e)} (message package missing?)')
+
+    def prune_idle(self) -> None:
+        """Keep at most MAX_IDLE_SUBSCRIPTIONS subscriptions without publishers: destroy the longest idle."""
+        now = time.monotonic()
+        for topic, sub in self.subs.items():
+            if sub is None or topic in self.pending or sub.get_publisher_count():
+                self.idle_since.pop(topic, None)
+            else:
+                self.idle_since.setdefault(topic, now)
+        excess = len(self.idle_since) - MAX_IDLE_SUBSCRIPTIONS
+        for topic in sorted(self.idle_since, key=self.idle_since.get)[:max(excess, 0)]:
+            del self.idle_since[topic]
+            self.destroy_subscription(self.subs.pop(topic))
+
+    def resubscribe(self, topic: str, types) -> None:
+        """A recorded topic whose subscription was pruned has publishers again: subscribed as the type it has
+        in the bag, no settle time (its type is fixed); publishers of another type only are not recorded."""
+        recorded = self.types[topic]
+        infos = [i for i in self.get_publishers_info_by_topic(topic) if i.topic_type == recorded]
+        if recorded in types and infos:
+            self.subscribe(topic, recorded, infos, settled=True)
+        if set(types) - {recorded}:
+            self.check_type(topic)
 
     def several_types(self, topic: str, types, held: int = 0) -> None:
         """A matching topic offered in several types (seen together, or before its type was settled) is not
@@ -213,9 +246,9 @@ class RecorderNode(Node):
             f'as {clip(recorded)} only, so their messages are NOT recorded (one type per topic in a bag); restart '
             f'the recorder (a new bag) to record the new type')
 
-    def subscribe(self, topic: str, msgtype: str, infos) -> None:
+    def subscribe(self, topic: str, msgtype: str, infos, settled: bool = False) -> None:
         """Subscribe ``topic`` as ``msgtype`` at once (no message missed), holding its messages until its type
-        is settled (``settle``, after ``SETTLE_S``)."""
+        is settled (``settle``, after ``SETTLE_S``; at once when ``settled``: recorded before)."""
         cfg = self.cfg
         reliability = 'reliable'
         if cfg.input_reliability == 'best_effort' or (
@@ -224,7 +257,7 @@ class RecorderNode(Node):
             reliability = 'best_effort'
         qos = keep_last_qos(reliability, cfg.input_depth)
         pending = Pending(msgtype, list(infos), time.monotonic(), {msgtype})
-        self.lost[topic] = 0
+        self.lost.setdefault(topic, 0)   # a topic subscribed again keeps its count
         events = SubscriptionEventCallbacks(
             message_lost=lambda e, t=topic: self._on_lost(t, e),
             incompatible_qos=lambda e, t=topic: self.get_logger().error(
@@ -249,7 +282,8 @@ class RecorderNode(Node):
         except UnsupportedEventTypeError:   # an RMW that cannot report lost messages: record all the same
             events.message_lost = None
             self.subs[topic] = subscribe(events)
-        self.pending[topic] = pending
+        if not settled:
+            self.pending[topic] = pending
 
     def settle_pending(self) -> None:
         """Settle the topics seen SETTLE_S ago once the graph has rested SETTLE_S (or after MAX_SETTLE_S)."""
