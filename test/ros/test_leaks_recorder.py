@@ -10,18 +10,19 @@ from mcap.reader import make_reader  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from support.ros_helpers import NodeProcess, node_entities, process_resources  # noqa: E402
+from support.ros_helpers import node_entities, process_resources  # noqa: E402
 
 from vidseg_ros.ros.recorder_node import MAX_IDLE_SUBSCRIPTIONS  # noqa: E402
 
 NODE = 'vidseg_recorder'
 
 
-def start(tmp_path, **params):
+def start(start_node, tmp_path, **params):
+    """recorder_node in its own process (stopped by the fixture whatever the test's outcome)."""
     values = {'output_dir': str(tmp_path / 'bags'), 'bag_prefix': 'leak', 'discovery_period_s': 0.2,
               'diagnostics_period_s': 0.5, 'min_free_disk_bytes': 0, **params}
     (tmp_path / 'bags').mkdir()
-    return NodeProcess('vidseg_ros.ros.recorder_node', values, log_dir=tmp_path)
+    return start_node('vidseg_ros.ros.recorder_node', values)
 
 
 def subscriptions(probe) -> list[str]:
@@ -51,12 +52,12 @@ def come_and_go(probe, rec, names: list[str], n_msgs: int = 3) -> None:
         probe.node.destroy_publisher(p)
 
 
-def test_topics_of_new_names_coming_and_going_keep_a_bounded_number_of_readers(probe, tmp_path):
+def test_topics_of_new_names_coming_and_going_keep_a_bounded_number_of_readers(start_node, probe, tmp_path):
     """Regex recording of topics with ever new names (per run, per task): each kept its DDS reader (~100 kB)
     for good; 2 x 70 topics came and went and the recorder held 140 subscriptions, growing without end.
     Now at most MAX_IDLE_SUBSCRIPTIONS idle ones; a pruned topic coming back is recorded again."""
     n = MAX_IDLE_SUBSCRIPTIONS + 6
-    rec = start(tmp_path, topic_regex='^/churn/')
+    rec = start(start_node, tmp_path, topic_regex='^/churn/')
     probe.wait_for(lambda: NODE in probe.node.get_node_names(), 60, 'recorder up', rec)
     before = None
     for round_ in range(2):
@@ -79,10 +80,10 @@ def test_topics_of_new_names_coming_and_going_keep_a_bounded_number_of_readers(p
                f'/churn/r{r}_t{i}' != pruned[0]), got
 
 
-def test_splits_and_pause_resume_leave_no_threads_or_files_open(probe, tmp_path):
+def test_splits_and_pause_resume_leave_no_threads_or_files_open(start_node, probe, tmp_path):
     """120 splits with a pause/resume each while messages flow: threads, open files and DDS entities stay
     flat after the first cycles (RSS grows ~2 kB per file: the bag's metadata of each closed file)."""
-    rec = start(tmp_path, topics=['/steady'])
+    rec = start(start_node, tmp_path, topics=['/steady'])
     pub = probe.node.create_publisher(String, '/steady', 10)
     clients = {s: probe.node.create_client(Trigger, f'/{NODE}/{s}') for s in ('split', 'pause', 'resume')}
     for c in clients.values():
