@@ -231,3 +231,49 @@ def test_a_node_whose_import_fails_is_one_line_and_exit_2(node, module, how, tmp
     code, out, err = _run_briefly(args, env, tmp_path)
     assert code == 2, (code, out, err)
     assert err.strip() == f"{node}: cannot start: No module named '{module}' (simulated)", err
+
+
+def _handler_reentered_on_every_line(handler, timeout_s: float = 5.0) -> bool:
+    """Whether ``handler`` returns when a second signal arrives at every line of its first run: Python runs a
+    signal's handler in the main thread between two lines of whatever runs there, the first handler included.
+    Simulated in a thread of its own (a trace function calls the handler again, once, at each line); False when
+    that thread is still waiting after ``timeout_s``."""
+    import threading
+
+    def nested(frame, event, arg):
+        if event == 'line' and not depth:
+            depth.append(1)
+            handler(signal.SIGINT, None)
+            depth.pop()
+        return nested
+    depth: list = []
+
+    def first():
+        sys.settrace(lambda frame, event, arg: nested)
+        try:
+            handler(signal.SIGINT, None)
+        finally:
+            sys.settrace(None)
+    thread = threading.Thread(target=first, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return not thread.is_alive()
+
+
+def test_a_second_signal_during_the_stop_handler_cannot_hang_the_node():
+    """The handler was ``threading.Event.set``, which holds the Event's lock: a second signal arriving while it
+    did (launch sends SIGINT twice without a tty) waited on that lock in the same thread for good; the recorder
+    then ignored every signal and never closed its bag (seen once, under gdb). The same harness hangs on
+    Event.set, so it can tell."""
+    import threading
+    from vidseg_ros.ros.spin import stop_on_signals
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = stop_on_signals()
+        assert signal.getsignal(signal.SIGINT) is stop and signal.getsignal(signal.SIGTERM) is stop
+        assert _handler_reentered_on_every_line(stop) and stop.requested
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    event = threading.Event()
+    assert not _handler_reentered_on_every_line(lambda *_: event.set(), timeout_s=2.0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import traceback
 
 import rclpy
@@ -24,6 +23,27 @@ from vidseg_ros.text import one_line
 
 class WorkerDied(RuntimeError):
     """The inference worker ended while the node was serving: exit non-zero so a launch file respawns it."""
+
+
+class StopRequest:
+    """The SIGINT/SIGTERM handler: sets a plain attribute, taking no lock. It was ``threading.Event.set``, which
+    takes the Event's lock: a second signal arriving while the first handler held it (launch sends SIGINT twice
+    without a tty; SIGINT then SIGTERM) ran the handler again in the same thread, which waited on itself for
+    good: the node ignored every later signal and a recorder never closed its bag (seen once under gdb)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum=None, frame=None) -> None:
+        self.requested = True
+
+
+def stop_on_signals() -> StopRequest:
+    """Install the stop handler for SIGINT and SIGTERM (main thread only); the spin loop polls it."""
+    stop = StopRequest()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    return stop
 
 
 def start_ros(name: str, args=None):
@@ -50,7 +70,6 @@ def run(node_cls, args=None) -> int:
     sends a second SIGINT to children when it runs without a terminal): the node finishes and is
     destroyed while the context is still valid, and a shutdown logs no errors from a publisher mid-frame.
     """
-    stop = threading.Event()
     code = 0
     tune_allocator()   # camera-sized buffers reused, not page-faulted afresh on every frame
     context = start_ros(node_cls.__name__, args)
@@ -58,8 +77,7 @@ def run(node_cls, args=None) -> int:
         return EXIT_CANNOT_START
     # the context manager shuts the context down last, after the node is destroyed, however we leave
     with context:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = stop_on_signals()
         node = None
         try:
             node = node_cls()
@@ -75,7 +93,7 @@ def run(node_cls, args=None) -> int:
             print(f'{node_cls.__name__}: {one_line(f"{type(e).__name__}: {e}", 400)}', file=sys.stderr)
             code = EXIT_CANNOT_START
         try:
-            while code == 0 and not stop.is_set() and rclpy.ok() and not done():
+            while code == 0 and not stop.requested and rclpy.ok() and not done():
                 executor.spin_once(timeout_sec=0.1)  # wakes at least every 0.1 s to see the stop flag
         except WorkerDied as e:
             print(f'{node_cls.__name__}: inference worker died: {e}', file=sys.stderr)
