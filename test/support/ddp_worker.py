@@ -53,6 +53,9 @@ def main() -> None:
     resume = len(sys.argv) > 4 and sys.argv[4] == 'resume'
     freeze = FROZEN if len(sys.argv) > 4 and sys.argv[4] == 'freeze' else None
     rank = int(os.environ['RANK'])
+    # ours, not the run's: a run that fails before writing anything removes the folders it created (rank 0),
+    # and with OUT among them rank 1's rank1.json went too, or could not be written ('diverge')
+    out.mkdir(parents=True, exist_ok=True)
     writes = []
     for name in ('save_training_state', 'save_model'):   # record which rank writes files
         original = getattr(loop, name)
@@ -65,7 +68,6 @@ def main() -> None:
         result = loop.train(config(out, epochs, batch, freeze), resume=resume, model=net, train_set=train_set,
                             val_set=val_set)
     except ConfigError as e:      # the scenario 'diverge': what each rank said, at which step
-        out.mkdir(parents=True, exist_ok=True)
         (out / f'rank{rank}.json').write_text(json.dumps({'error': str(e)}))
         return
     torch.save(net.state_dict(), out / f'weights_rank{rank}.pt')
