@@ -176,7 +176,7 @@ class RecorderNode(Node):
                 self.resubscribe(topic, types)
                 continue
             if topic in self.pending:      # a publisher of another type within the settle time: settle() decides
-                self.pending[topic].types.update(i.topic_type for i in self.get_publishers_info_by_topic(topic))
+                self._note_types(topic)
                 continue
             if topic in self.subs:
                 if topic in self.types and set(types) != {self.types[topic]}:   # a publisher of another type?
@@ -295,9 +295,14 @@ class RecorderNode(Node):
         if graph != self._graph:
             self._graph, self._graph_changed = graph, now
         for topic, p in list(self.pending.items()):
-            p.types.update(i.topic_type for i in self.get_publishers_info_by_topic(topic))
+            self._note_types(topic)
             if now - p.since >= MAX_SETTLE_S or (now - p.since >= SETTLE_S and now - self._graph_changed >= SETTLE_S):
                 self.settle(topic)
+
+    def _note_types(self, topic: str) -> None:
+        """Add the types of ``topic``'s publishers now to the types its pending entry has seen (a publisher of
+        another type seen at any time before the type is fixed means several types, whatever came first)."""
+        self.pending[topic].types.update(i.topic_type for i in self.get_publishers_info_by_topic(topic))
 
     def _hold(self, topic: str, p: Pending, data: bytes, log_time_ns: int, publish_time_ns: int) -> None:
         p.held.append((data, log_time_ns, publish_time_ns))
@@ -310,11 +315,11 @@ class RecorderNode(Node):
         (and now) -> recorded, held messages first; several -> not recorded (``several_types``), the
         subscription removed so that discovery takes the topic again once one type is left (``close`` removes
         it when ``closing``)."""
-        p = self.pending.pop(topic, None)
-        if p is None:
+        if topic not in self.pending:
             return
         if not closing:   # after a signal the graph is gone with the context: the types seen decide
-            p.types.update(i.topic_type for i in self.get_publishers_info_by_topic(topic))
+            self._note_types(topic)
+        p = self.pending.pop(topic)
         if len(p.types) > 1:
             if not closing:
                 self.destroy_subscription(self.subs.pop(topic))
