@@ -504,3 +504,82 @@ def test_an_index_written_with_relative_bag_paths_resumes_from_another_folder(tm
     assert again.written == 0 and again.skipped_existing == 4
     assert 'is taken for the bag' in caplog.text
     assert len({r.sequence for r in read_index(tmp_path / 'out')}) == 1
+
+
+def _with_exif_orientation(encoded: bytes, orientation: int, kind: int = 3) -> bytes:
+    """A JPEG or PNG file's bytes with an EXIF block (IFD0: Make, Orientation) as phone cameras write it:
+    an APP1 Exif segment after the JPEG's SOI, or an eXIf chunk after the PNG's IHDR."""
+    import struct
+    import zlib
+    make = b'Phone\x00'
+    ifd_at = 8
+    make_at = ifd_at + 2 + 2 * 12 + 4
+    value = struct.pack('>HH', orientation, 0) if kind != 4 else struct.pack('>I', orientation)
+    tiff = (b'MM\x00*' + struct.pack('>I', ifd_at) + struct.pack('>H', 2) +
+            struct.pack('>HHII', 0x010F, 2, len(make), make_at) + struct.pack('>HHI', 0x0112, kind, 1) + value +
+            struct.pack('>I', 0) + make)
+    if encoded[:2] == b'\xff\xd8':
+        payload = b'Exif\x00\x00' + tiff
+        return encoded[:2] + b'\xff\xe1' + struct.pack('>H', len(payload) + 2) + payload + encoded[2:]
+    chunk = struct.pack('>I', len(tiff)) + b'eXIf' + tiff + struct.pack('>I', zlib.crc32(b'eXIf' + tiff))
+    return encoded[:33] + chunk + encoded[33:]      # 8-byte signature + 25-byte IHDR chunk
+
+
+def _write_compressed_mcap(out, frames):
+    """An MCAP rosbag2 of CompressedImage messages carrying ``frames`` (format, bytes) as given."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from vidseg_ros.data.bags.from_frames import COMPRESSED_T, TYPESTORE, image_msg
+    with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conn = w.add_connection('/cam/image/compressed', COMPRESSED_T, typestore=TYPESTORE)
+        for i, (fmt, data) in enumerate(frames):
+            stamp = S + P * i
+            header = image_msg(np.zeros((2, 2, 3), np.uint8), stamp, 'cam', 'png')[1].header
+            msg = TYPESTORE.types[COMPRESSED_T](header=header, format=fmt, data=np.frombuffer(data, np.uint8))
+            w.write(conn, stamp, TYPESTORE.serialize_cdr(msg, COMPRESSED_T))
+
+
+def test_kept_frames_with_an_exif_orientation_read_as_the_node_decodes_the_message(tmp_path):
+    """--image-format keep copied a phone-style JPEG/PNG with EXIF orientation 6 unchanged: training's read_rgb
+    turned it to 24x16, the node's decode_compressed (the message's bytes) gave 16x24. The tag is now reset to
+    1 in the kept file (two bytes, or six with a PNG's CRC): no pixel re-encoded."""
+    import cv2
+    from vidseg_ros.data.images import decode_compressed
+    frames = _noise(3, 30, (16, 24))
+    jpeg = _with_exif_orientation(cv2.imencode('.jpg', frames[0][:, :, ::-1])[1].tobytes(), 6)
+    png = _with_exif_orientation(cv2.imencode('.png', frames[1][:, :, ::-1])[1].tobytes(), 6)
+    plain = cv2.imencode('.jpg', frames[2][:, :, ::-1])[1].tobytes()
+    sent = [('rgb8; jpeg compressed bgr8', jpeg), ('rgb8; png compressed bgr8', png),
+            ('rgb8; jpeg compressed bgr8', plain)]
+    assert read_rgb_bytes(jpeg, tmp_path / 'x.jpg').shape == (24, 16, 3)     # the file as it was kept before
+    _write_compressed_mcap(tmp_path / 'bag', sent)
+    res = extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(image_format='keep'))
+    recs = read_index(tmp_path / 'out')
+    assert res.written == 3 and not res.failed and res.exif_reset == 2 and not res.exif_reencoded
+    for r, (fmt, data) in zip(recs, sent):
+        node_sees = decode_compressed(fmt, data)
+        assert node_sees.shape == (16, 24, 3)
+        assert np.array_equal(read_rgb(r.image), node_sees), r.image
+        kept = r.image.read_bytes()
+        assert len(kept) == len(data) and sum(a != b for a, b in zip(kept, data)) <= 6   # only the tag (and CRC)
+    assert recs[2].image.read_bytes() == plain      # without EXIF: byte for byte
+
+
+def read_rgb_bytes(data, path):
+    path.write_bytes(data)
+    return read_rgb(path)
+
+
+def test_a_kept_frame_whose_orientation_cannot_be_reset_is_encoded_again_with_a_warning(tmp_path):
+    """An Orientation entry of an unusual type (UNDEFINED), which OpenCV still reads: not patched blindly; the
+    frame is decoded as the node does and written again, with a warning."""
+    import cv2
+    from vidseg_ros.data.images import decode_compressed
+    frame = _noise(1, 31, (16, 24))[0]
+    png = _with_exif_orientation(cv2.imencode('.png', frame[:, :, ::-1])[1].tobytes(), 6, kind=7)
+    assert read_rgb_bytes(png, tmp_path / 'x.png').shape == (24, 16, 3)
+    _write_compressed_mcap(tmp_path / 'bag', [('png', png)])
+    res = extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(image_format='keep'))
+    assert res.written == 1 and res.exif_reencoded == 1 and 'encoded again' in res.warnings[0]
+    rec = read_index(tmp_path / 'out')[0]
+    assert np.array_equal(read_rgb(rec.image), decode_compressed('png', png))
+    assert np.array_equal(read_rgb(rec.image), frame)      # PNG: encoded again without loss

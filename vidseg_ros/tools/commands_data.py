@@ -86,6 +86,7 @@ def extract(bags: list[str | Path], out: str | Path, progress: bool = True, exec
     mb = res.bytes_written / 1e6
     return {'out': str(out), 'written': res.written, 'skipped_existing': res.skipped_existing,
             'failed': res.failed, 'duplicates': res.duplicates, 'sequences': res.sequences,
+            'exif_orientation_reset': res.exif_reset + res.exif_reencoded,
             'warnings': res.warnings, 'left_out': res.skipped_topics,
             'seconds': round(res.seconds, 2), 'MB_written': round(mb, 1),
             'frames_per_s': round(res.written / res.seconds, 1) if res.seconds else None}

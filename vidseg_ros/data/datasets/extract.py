@@ -32,6 +32,7 @@ from rosbags.serde import SerdeError
 from vidseg_ros.config import setting
 from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, deserialize, read_messages
 from vidseg_ros.data.executors import check_executor, task_executor
+from vidseg_ros.data.exif import kept_frame_bytes
 from vidseg_ros.data.images import (ImageError, compressed_size, decode_compressed, image_fields_to_rgb8,
                                     write_file_atomic, write_image_atomic)
 from vidseg_ros.data.datasets.lock import dataset_lock
@@ -79,6 +80,8 @@ class ExtractResult:
     skipped_existing: int = 0
     failed: int = 0
     duplicates: int = 0
+    exif_reset: int = 0         # kept frames whose EXIF orientation was set to 1 (data.exif)
+    exif_reencoded: int = 0     # kept frames encoded again for an orientation that could not be reset
     bytes_written: int = 0
     image_messages: int = 0     # image messages read (frames kept or not)
     selected: int = 0           # image messages inside the start_s/stop_s range
@@ -94,8 +97,8 @@ class ExtractResult:
 
     def add(self, other: 'ExtractResult') -> None:
         """Counts of another part of the same run (a bag done elsewhere)."""
-        for name in ('written', 'skipped_existing', 'failed', 'duplicates', 'bytes_written', 'image_messages',
-                     'selected'):
+        for name in ('written', 'skipped_existing', 'failed', 'duplicates', 'exif_reset', 'exif_reencoded',
+                     'bytes_written', 'image_messages', 'selected'):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.warnings.extend(other.warnings)
         self.empty_bags.extend(other.empty_bags)
@@ -194,16 +197,20 @@ def decode_message(msg: RawMessage) -> tuple[np.ndarray, str, bytes | None]:
     return image_fields_to_rgb8(m.encoding, m.height, m.width, m.step, m.data, m.is_bigendian), m.encoding, None
 
 
-def _write_job(job: tuple) -> tuple[int, str, str]:
-    """Worker: decode one message and write its file atomically -> (bytes, encoding, error)."""
+def _write_job(job: tuple) -> tuple[int, str, str, str]:
+    """Worker: decode one message and write its file atomically -> (bytes, encoding, error, EXIF action:
+    ``data.exif.kept_frame_bytes``)."""
     msg, path, fmt, quality = job
     path = Path(path)
+    oriented = ''
     try:
         if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
-            # Bytes as recorded: no decode, no re-encode, nothing lost.
+            # Bytes as recorded: no decode, no re-encode, nothing lost; but an EXIF orientation is reset, as
+            # the node ignores it and every file reader would turn the frame
             m = deserialize(msg)
             encoding = format_cell(m.format)
-            write_file_atomic(path, bytes(m.data), fsync=False)   # frames can be extracted again: no fsync
+            data, oriented = kept_frame_bytes(bytes(m.data), m.format, path.suffix, quality)
+            write_file_atomic(path, data, fsync=False)   # frames can be extracted again: no fsync
         else:
             rgb, encoding, _ = decode_message(msg)
             params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix == '.jpg' else \
@@ -211,12 +218,12 @@ def _write_job(job: tuple) -> tuple[int, str, str]:
             try:
                 write_image_atomic(path, rgb[:, :, ::-1], params=params, fsync=False)
             except ImageError:
-                return 0, encoding, f'cannot encode {path.name}'
-        return path.stat().st_size, encoding, ''
+                return 0, encoding, f'cannot encode {path.name}', ''
+        return path.stat().st_size, encoding, '', oriented
     except OSError as e:        # disk full / permissions: stop, do not skip frames silently (no half file left)
         raise _write_error(e, path) from e
     except Exception as e:  # noqa: BLE001 - one damaged message must not stop the run
-        return 0, '', f'{type(e).__name__}: {clip(e, 1000)}'    # it may quote the message's own fields
+        return 0, '', f'{type(e).__name__}: {clip(e, 1000)}', ''    # it may quote the message's own fields
 
 
 # Errors that free space (or a higher file size limit) fixes; a re-run then resumes.
@@ -560,7 +567,9 @@ def _drain(pending: dict, result, rows, progress, how) -> None:
 
 
 def _collect(result: ExtractResult, rows: dict, rec: FrameRecord, path: Path, outcome, progress) -> None:
-    nbytes, encoding, error = outcome
+    nbytes, encoding, error, oriented = outcome
+    if oriented:
+        _count_oriented(result, rec, oriented)
     if error:
         result.failed += 1
         if result.failed <= 10:
@@ -574,6 +583,22 @@ def _collect(result: ExtractResult, rows: dict, rec: FrameRecord, path: Path, ou
                                  old.label_source if old else 'none', rec.bag, rec.topic, encoding)
     if progress:
         progress(1)
+
+
+def _count_oriented(result: ExtractResult, rec: FrameRecord, oriented: str) -> None:
+    """Count a kept frame whose EXIF orientation was reset (``'reset'``) or that was encoded again for it."""
+    if oriented == 'reset':
+        result.exif_reset += 1
+        if result.exif_reset == 1:
+            log.info('extract: %s carries an EXIF orientation: set to 1 in the kept files (the node ignores it, '
+                     'file readers would turn the frame); no pixel re-encoded', rec.topic[:200])
+        return
+    result.exif_reencoded += 1
+    if result.exif_reencoded <= 10:
+        text = (f'{rec.bag} {rec.topic} @ {rec.stamp_ns}: an EXIF orientation this cannot reset in place: the '
+                'frame was encoded again as stored (as the node sees it), not kept byte for byte')
+        result.warnings.append(text)
+        log.warning('%s', text[:1000])
 
 
 def _update_fps(out: Path, records: list[FrameRecord]) -> None:
