@@ -483,5 +483,28 @@ def test_eval_of_a_model_whose_output_overflows_is_one_line_and_exit_2(tmp_path)
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith('vidseg eval: error: the model output holds NaN or inf'), proc.stderr[-2000:]
+    # the one line names the frame (the first of the sequence: every frame overflows) and what went wrong
+    first = data / 'JPEGImages' / '480p' / 'a' / '00000.jpg'
+    assert last.startswith(f'vidseg eval: error: frame {first}: the model output holds NaN or inf'), last
     assert 'Traceback' not in proc.stderr
+
+
+def test_eval_names_the_frame_the_model_gives_nan_on(tmp_path, monkeypatch):
+    """The engine's NonFiniteOutput knows no file: eval stopped with 'the model output holds NaN or inf on this
+    frame' and the user had to guess which of the split's frames. The error now names the frame file."""
+    from vidseg_ros.engine.base import NonFiniteOutput
+    from vidseg_ros.engine.stream import StreamSegmenter
+    data = _davis(tmp_path / 'davis', seqs=('a', 'b'), n=4)
+    step, calls = StreamSegmenter.step, []
+
+    def nan_on_the_7th(self, *a, **k):     # frame 2 of sequence b
+        calls.append(1)
+        if len(calls) == 7:
+            raise NonFiniteOutput('the model output holds NaN or inf on this frame')
+        return step(self, *a, **k)
+    monkeypatch.setattr(StreamSegmenter, 'step', nan_on_the_7th)
+    with pytest.raises(NonFiniteOutput) as err:
+        run_evaluation(_checkpoint(tmp_path / 'm.pt'), data, split='all', out_dir=tmp_path / 'e', write_card=False,
+                       key_intervals=[1])
+    bad = data / 'JPEGImages' / '480p' / 'b' / '00002.jpg'
+    assert str(err.value) == f'frame {bad}: the model output holds NaN or inf on this frame'

@@ -185,7 +185,7 @@ def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, clip_l
         if clip_len and i and i % clip_len == 0:
             seg.reset('clip')
         rgb = read_rgb(rec.image)
-        res = seg.step(rgb, rec.stamp_ns)       # the node's gap / backwards resets need the stamps
+        res = _step(seg, rgb, rec)
         out['resets'].append(res.reset_reason)
         out['pred'].append(res.class_ids)
         out['is_key'].append(res.is_key)
@@ -194,6 +194,16 @@ def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, clip_l
         if with_labels:
             out['gt'].append(_label_of(src, rec, rgb.shape[:2]))
     return out
+
+
+def _step(seg, rgb: np.ndarray, rec):
+    """``seg.step`` on ``rec``'s frame (with its stamp: the node's gap / backwards resets need it); a frame
+    the model gives NaN or inf on stops the run with an error naming its file (the engine knows no file)."""
+    from vidseg_ros.engine.base import NonFiniteOutput
+    try:
+        return seg.step(rgb, rec.stamp_ns)
+    except NonFiniteOutput as e:
+        raise NonFiniteOutput(f'frame {clip(rec.image)}: {e}') from e
 
 
 def _label_of(src, rec, hw: tuple[int, int]) -> np.ndarray:
