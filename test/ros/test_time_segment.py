@@ -12,7 +12,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
-from support.ros_helpers import diag_values, image_msg
+from support.ros_helpers import diag_values, image_msg, stamp_of
 
 NODE = 'vidseg_ros.ros.segment_node'
 PARAMS = {'input_hw': [96, 128], 'input_reliability': 'reliable', 'publish_overlay': False,
@@ -113,3 +113,35 @@ def test_zero_stamps_do_not_read_as_zero_latency(start_node, probe, trained_mode
     assert status.level == DiagnosticStatus.OK, status.message
     assert 'end-to-end not measured: 3 stamp(s) more than 10 s from the node clock' in status.message, status.message
     assert (values['bad_stamps'], values['latency_clock'], values['key_frames']) == ('3', 'system', '1'), values
+
+
+def _tick(probe, node, clock_pub, diags, ns: int):
+    """Publish /clock = ``ns`` and wait until the node's clock reads it (its /diagnostics stamp)."""
+    clock_pub.publish(Clock(clock=Time(sec=ns // 10**9, nanosec=ns % 10**9)))
+    probe.wait_for(lambda: diags and stamp_of(diags[-1]) >= ns, 20, f'/clock {ns} in the node', node)
+
+
+def test_a_frame_stamped_within_one_clock_step_is_no_clock_skew(start_node, probe, trained_model):
+    """With /clock at 10 Hz the node clock holds each tick for 100 ms, so a frame stamped by the clock source
+    60 ms after a tick arrives 60 ms "ahead": every such frame was counted in clock_skew_stamps (5 of 5) and
+    end-to-end was not measured. Up to one /clock step is the clock's resolution; 400 ms ahead is still skew."""
+    node = start_node(NODE, {**PARAMS, 'model': trained_model, 'use_sim_time': True})
+    masks = probe.collect(Image, '/vidseg_segmenter/mask')
+    diags = probe.collect(DiagnosticArray, '/diagnostics')
+    clock_pub = probe.node.create_publisher(Clock, '/clock', 10)
+    (pub,) = probe.publishers(node, 'image', msg_type=Image)
+    step_ns, t = 100_000_000, T0_NS
+    for _ in range(3):   # the node sees the clock's step
+        t += step_ns
+        _tick(probe, node, clock_pub, diags, t)
+    for _ in range(5):
+        t += step_ns
+        _tick(probe, node, clock_pub, diags, t)
+        _send(probe, node, pub, masks, t + 60_000_000)
+    t += step_ns
+    _tick(probe, node, clock_pub, diags, t)
+    _send(probe, node, pub, masks, t + 400_000_000)   # four steps ahead: the sender's clock runs ahead
+    values = diag_values(_status_after(probe, node, diags, 6))
+    assert values['clock_skew_stamps'] == '1' and 399 < float(values['clock_skew_ms_max']) < 401, values
+    assert values['latency_clock'] == 'sim' and 'end_to_end_ms_p50' in values, values
+    assert 0 <= float(values['transport_ms_p50']) <= 100, values   # below the clock's resolution

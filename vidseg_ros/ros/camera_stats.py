@@ -4,19 +4,51 @@ from __future__ import annotations
 
 import time
 
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
+
 from vidseg_ros.data.images import clip
 from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.guards import BAD_STAMP_S, ErrorThrottle, stamp_is_sane
 from vidseg_ros.ros.stats import LatencyStats, RateMeter
 
 ERROR_HOLD_S = 5.0        # how long an error keeps the camera's diagnostic at WARN
+# A /clock step beyond this (a bag player seeking, a paused simulator resuming) is a jump, not the clock's
+# resolution: it widens no skew tolerance.
+MAX_CLOCK_STEP_S = 1.0
+CLOCK_STEPS_KEPT = 4      # the tolerance is the largest of the last few steps (a bag player's /clock jitters)
+
+
+class ClockStep:
+    """How far the node clock moves per /clock message under use_sim_time (its resolution).
+
+    The node clock holds the last /clock value until the next one, while a camera stamps with the clock
+    source's time now: a correctly stamped frame reaches us up to one step "ahead" (100 ms at a 10 Hz /clock)
+    and was counted as clock skew. Measured on the clock's forward-jump callbacks, which rcl calls on every
+    /clock message that moves the clock forward (also what rclpy's ``sleep_until`` relies on).
+    """
+
+    def __init__(self, clock):
+        self._steps: tuple[int, ...] = ()   # replaced whole, never mutated: the worker thread reads it
+        threshold = JumpThreshold(min_forward=Duration(nanoseconds=1), min_backward=None, on_clock_change=False)
+        self._handle = clock.create_jump_callback(threshold, post_callback=self._on_jump)
+
+    def _on_jump(self, jump) -> None:
+        step = jump.delta.nanoseconds
+        if step <= MAX_CLOCK_STEP_S * 1e9:   # the first /clock (from 0) and seeks are no step
+            self._steps = (*self._steps[-(CLOCK_STEPS_KEPT - 1):], step)
+
+    def tolerance_ns(self) -> int:
+        """The largest recent step (ns); 0 before two /clock messages came."""
+        return max(self._steps, default=0)
 
 
 class CameraStats:
     """What happened to one camera's frames; the IO side counts arrivals and losses, the worker the rest."""
 
-    def __init__(self, node, name: str, throttle_s: float):
+    def __init__(self, node, name: str, throttle_s: float, clock_step: ClockStep | None = None):
         self.node, self.name = node, name
+        self.clock_step = clock_step  # under sim time, stamps up to one /clock step ahead are no skew
         self.throttle_s = throttle_s
         self.latency = LatencyStats()
         self.rate_in, self.rate_out = RateMeter(), RateMeter()
@@ -24,7 +56,7 @@ class CameraStats:
         self.lost_in_transport = 0   # reported by the RMW (message-lost event), never reached the callback
         self.bad_inputs = 0
         self.bad_stamps = 0
-        self.clock_skew_stamps = 0    # stamps ahead of our clock on arrival: the sender's clock runs ahead
+        self.clock_skew_stamps = 0    # stamps ahead of our clock on arrival (under sim time: by over a /clock step)
         self.clock_skew_ms_max = 0.0
         self.no_clock_frames = 0      # use_sim_time and no /clock yet: the node clock reads 0, nothing to measure
         self._said_no_clock = False
@@ -77,22 +109,26 @@ class CameraStats:
 
         The stamp latencies are on the node clock, as ROS compares stamps (with use_sim_time: /clock, so a
         replay at 10x reports 10x the wall latency; `latency_clock` says which). The overhead is left out under
-        sim time: it subtracts the engine's wall-clock times and read -15 ms at 0.1x, +347 ms at 10x."""
+        sim time: it subtracts the engine's wall-clock times and read -15 ms at 0.1x, +347 ms at 10x.
+
+        Under sim time the node clock moves in /clock steps, so a stamp up to one step (``ClockStep``) ahead is
+        the clock's resolution, not skew: its latencies are below that resolution and read 0."""
         clock = self.node.get_clock()
         self.sim_time = bool(getattr(clock, 'ros_time_is_active', False))
         now_ns = clock.now().nanoseconds
+        tolerance_ns = self.clock_step.tolerance_ns() if self.sim_time and self.clock_step else 0
         if self.sim_time and not received_ns:
             self._no_clock()   # not the stamp's fault: there is no time yet to compare it with
         elif not stamp_is_sane(stamp_ns, now_ns):
             # stamp 0, another clock: the frame is served, its "latency" kept out of the statistics
             self.bad_stamps += 1
-        elif stamp_ns > received_ns:
+        elif stamp_ns > received_ns + tolerance_ns:
             # a negative latency is the clocks' disagreement, not a latency: counted as such, kept out
             self.clock_skew_stamps += 1
             self.clock_skew_ms_max = max(self.clock_skew_ms_max, (stamp_ns - received_ns) / 1e6)
         else:
-            timings['transport'] = (received_ns - stamp_ns) / 1e6  # stamp -> our callback
-            timings['end_to_end'] = (now_ns - stamp_ns) / 1e6
+            timings['transport'] = max(received_ns - stamp_ns, 0) / 1e6  # stamp -> our callback
+            timings['end_to_end'] = max(now_ns - stamp_ns, 0) / 1e6
             if not self.sim_time:
                 # What the ROS side adds (transport in, conversion, publishing): end-to-end minus the engine's
                 # work and minus the wait for a busy worker (that wait is the model's, not the adapter's).

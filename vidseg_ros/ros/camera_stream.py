@@ -13,18 +13,19 @@ from vidseg_ros.engine.outputs import (ClassTable, Renderer, active_outputs, pub
                                       step_options)
 from vidseg_ros.ros import health
 from vidseg_ros.ros.camera_io import CameraIO, Job, stamp_ns
-from vidseg_ros.ros.camera_stats import CameraStats
+from vidseg_ros.ros.camera_stats import CameraStats, ClockStep
 from vidseg_ros.ros.settings import SegmentNodeConfig
 
 
 class CameraStream:
     """Topics (``io``), statistics (``stats``) and the engine fork of one camera namespace."""
 
-    def __init__(self, node, namespace: str, engine, lock: threading.Condition, cfg: SegmentNodeConfig):
+    def __init__(self, node, namespace: str, engine, lock: threading.Condition, cfg: SegmentNodeConfig,
+                 clock_step: ClockStep | None = None):
         self.name = namespace or 'image'
         self.engine = engine
         self.cfg = cfg      # start-up settings (topics, QoS); per-frame settings come with process()
-        self.stats = CameraStats(node, self.name, cfg.error_throttle_s)
+        self.stats = CameraStats(node, self.name, cfg.error_throttle_s, clock_step)
         self.io = CameraIO(node, namespace, lock, cfg, self.stats)
         self._reset_requested = False
         self._renderer: Renderer | None = None

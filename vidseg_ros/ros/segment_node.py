@@ -36,6 +36,7 @@ from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
 from vidseg_ros.engine.outputs import ClassTable
 from vidseg_ros.ros import diagnostics, health
+from vidseg_ros.ros.camera_stats import ClockStep
 from vidseg_ros.ros.camera_stream import CameraStream
 from vidseg_ros.ros.guards import check_device_for_model, check_model_spec
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, validate_changes
@@ -77,6 +78,7 @@ class SegmentNodeCore:
         self.streams: list[CameraStream] = []
         self.worker: threading.Thread | None = None
         self.diag_timer = None
+        self.clock_step = ClockStep(node.get_clock())   # one per node: every camera's stamps meet this clock
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_table = node.create_publisher(String, '~/class_table', latched)
         self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', keep_last_qos('reliable', 10))
@@ -104,8 +106,8 @@ class SegmentNodeCore:
                                          f'it ends after that frame, try again then')
             return False
         names = self.cfg.cameras or ['']
-        self.streams = [CameraStream(self.node, ns, self.engine if i == 0 else self.engine.fork(), self._lock, self.cfg)
-                        for i, ns in enumerate(names)]
+        self.streams = [CameraStream(self.node, ns, self.engine if i == 0 else self.engine.fork(), self._lock, self.cfg,
+                                     self.clock_step) for i, ns in enumerate(names)]
         stopping = threading.Event()
         self._apply_wanted(stopping)   # changed while inactive: as in the worker, a failed load rolls back
         self._stopping = stopping
