@@ -214,3 +214,24 @@ def test_labels_on_random_geometries():
         assert conf.shape == prob.shape == out
         np.testing.assert_allclose(prob[got == k], conf[got == k], atol=1e-6)
         assert (prob <= conf + 1e-6).all(), case
+
+
+def test_block_table_and_computed_blocks_give_the_same_labels(monkeypatch):
+    """Small geometries gather boundary blocks from a cached table; outputs too big for it compute them per
+    frame. Both must give the same labels and band, with 2 and with many classes (both band paths)."""
+    from vidseg_ros.engine import upsample
+    for c, seed in ((2, 1), (11, 2)):
+        logits = smooth_logits(c, (16, 24), seed=seed)
+        scores = np.ascontiguousarray(logits[0].permute(1, 2, 0).numpy())
+        geometry = ((16, 24), (61, 83), (116, 164), (64, 96))
+        cached = Upsampler(*geometry)
+        monkeypatch.setattr(upsample, 'BLOCK_TABLE_MAX', 0)
+        computed = Upsampler(*geometry)
+        monkeypatch.undo()
+        a, b = cached.labels(scores), computed.labels(scores)
+        assert isinstance(cached._all_blocks, np.ndarray) and computed._all_blocks is False
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(np.sort(cached.band[0]), np.sort(computed.band[0]))
+        conf_a, _ = probabilities(cached, logits[0].numpy(), a, True, None, False)
+        conf_b, _ = probabilities(computed, logits[0].numpy(), b, True, None, False)
+        np.testing.assert_array_equal(conf_a, conf_b)

@@ -23,6 +23,7 @@ import numpy as np
 
 TWO, MANY = 255, 254   # cell markers in the label grid; class ids must stay below MANY
 MAX_CLASSES = MANY
+BLOCK_TABLE_MAX = 2 << 20   # entries of the cached per-cell block table (intp: 16 MB; 640x480 output: 2.7 MB)
 
 
 def _axis(n_out: int, n_valid: int, n_low: int, n_cover: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +67,8 @@ class Upsampler:
         self._oy, self._ox = np.where(ok_y, oy, -1), np.where(ok_x, ox, -1)                  # (h, R), (w, C)
         self._fy = np.where(ok_y, self.wy[np.minimum(oy, H - 1)], 0).astype(np.float32)   # (h, R)
         self._fx = np.where(ok_x, self.wx[np.minimum(ox, W - 1)], 0).astype(np.float32)   # (w, C)
+        # every cell's block, built on the first frame with a boundary when small enough (False: never)
+        self._all_blocks = None if h * w * R * C <= BLOCK_TABLE_MAX else False
         self._band = None
 
     @property
@@ -78,7 +81,16 @@ class Upsampler:
         return self._band
 
     def _blocks(self, cells: np.ndarray) -> np.ndarray:
-        """(n, R, C) flat output pixels of ``cells``; spare entries point one past the end (a sentinel)."""
+        """(n, R, C) flat output pixels of ``cells``; spare entries point one past the end (a sentinel).
+        A table of all cells' blocks is built once when it is small, so a frame gathers rows of it instead of
+        computing (n, R, C) indices (intp: numpy would convert narrower indices on every scatter)."""
+        if self._all_blocks is None:
+            self._all_blocks = self._compute_blocks(np.arange(self.low_hw[0] * self.low_hw[1]))
+        if self._all_blocks is False:
+            return self._compute_blocks(cells)
+        return self._all_blocks[cells]
+
+    def _compute_blocks(self, cells: np.ndarray) -> np.ndarray:
         H, W = self.out_hw
         w = self.low_hw[1]
         oy, ox = self._oy[cells // w][:, :, None], self._ox[cells % w][:, None, :]
@@ -97,8 +109,11 @@ class Upsampler:
         self._band = None
         if self.identity:
             return lab
-        pad = np.pad(lab, ((0, 1), (0, 1)), mode='edge')
-        c00, c01, c10, c11 = lab, pad[:-1, 1:], pad[1:, :-1], pad[1:, 1:]
+        c01, c10, c11 = (np.empty_like(lab) for _ in range(3))   # right, lower, diagonal neighbours
+        c01[:, :-1], c01[:, -1] = lab[:, 1:], lab[:, -1]          # edge-clamped, as the sampling is
+        c10[:-1], c10[-1] = lab[1:], lab[-1]
+        c11[:-1], c11[-1] = c01[1:], c01[-1]
+        c00 = lab
         other = np.where(c01 != c00, c01, np.where(c10 != c00, c10, c11))   # a second label, if any
         uniform = (c01 == c00) & (c10 == c00) & (c11 == c00)
         two = ((c01 == c00) | (c01 == other)) & ((c10 == c00) | (c10 == other)) & ((c11 == c00) | (c11 == other))
@@ -111,14 +126,13 @@ class Upsampler:
         flat, gflat = scores.reshape(h * w, c), grid.ravel()
         self._band = []
         many_cells = np.flatnonzero(gflat == MANY)
-        if many_cells.size:   # all C logits, interpolated
+        if many_cells.size:   # all C logits, interpolated over each cell's (R, C) block
+            gx, gy = self._fx[many_cells % w][:, :, None], self._fy[many_cells // w][:, :, None, None]
+            c00, c01, c10, c11 = (flat[q][:, None, :] for q in self._corners(many_cells, h, w))
+            top = c00 * (1 - gx) + c01 * gx                                           # (n, C, classes)
+            bot = c10 * (1 - gx) + c11 * gx
             blocks = self._blocks(many_cells)
-            px, cells = self._pixels(blocks, many_cells)
-            gx, gy = self.wx[px % W, None], self.wy[px // W, None]
-            c00, c01, c10, c11 = self._corners(cells, h, w)
-            top = flat[c00] * (1 - gx) + flat[c01] * gx
-            bot = flat[c10] * (1 - gx) + flat[c11] * gx
-            out[px] = (top + (bot - top) * gy).argmax(1)
+            out[blocks] = (top[:, None] + (bot - top)[:, None] * gy).argmax(3)     # (n, R, C)
             self._band.append((blocks, many_cells))
         two_cells = np.flatnonzero(gflat == TWO)
         if two_cells.size:
@@ -129,7 +143,7 @@ class Upsampler:
             top = d00 + (d01 - d00) * gx
             bot = d10 + (d11 - d10) * gx
             d = top[:, None, :] + (bot - top)[:, None, :] * gy
-            label = np.where(d > 0, la[:, None, None], lb[:, None, None])
+            label = lb[:, None, None] + (la - lb)[:, None, None] * (d > 0)   # uint8 wraps back to la: 10x np.where
             tie = d == 0
             if tie.any():   # argmax keeps the first of tied classes
                 label = np.where(tie, np.minimum(la, lb)[:, None, None], label)
