@@ -2,12 +2,16 @@
 
 A run writes `output` only when it completes, so an interrupted run started with --overwrite (to replace a
 shipped model) left the old output in place, and `--resume` alone was refused ('not written by this run ...
-one started with --overwrite resumes with --overwrite'). The grant is kept in the run folder now."""
+one started with --overwrite resumes with --overwrite'). The grant is kept in the run's last.pt now (the run folder's
+overwrite_output.json of the version before is still read), so `training.loop.train` called as a library honours it."""
 from pathlib import Path
+
+import json
 
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from vidseg_ros.config import ConfigError
@@ -15,7 +19,8 @@ from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
 from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import default_meta, read_checkpoint, save_checkpoint
 from vidseg_ros.tools import commands_train
-from vidseg_ros.tools.commands_train import GRANT_NAME, train
+from vidseg_ros.tools.commands_train import train
+from vidseg_ros.training.loop import GRANT_KEY, GRANT_NAME
 
 HW = [64, 64]
 
@@ -100,12 +105,62 @@ def test_a_run_started_without_overwrite_still_needs_it_to_replace_an_output(tmp
     _drive(tmp_path / 'drive')
     out = tmp_path / 'model.pt'
     _interrupted(monkeypatch, _config(tmp_path, _shipped(out)), overwrite=True)
-    assert (tmp_path / 'runs' / 't' / GRANT_NAME).is_file()
+    assert _grant(tmp_path) == str(out.resolve())
     for name in ('last.pt', 'best.pt'):
         (tmp_path / 'runs' / 't' / name).unlink()
     out.unlink()
     _interrupted(monkeypatch, _config(tmp_path, out))       # a new run: output did not exist
-    assert not (tmp_path / 'runs' / 't' / GRANT_NAME).exists()
+    assert _grant(tmp_path) is None
     _shipped(out)                                          # someone else's model appears there meanwhile
     with pytest.raises(ConfigError, match='was not written by this run'):
         train(_config(tmp_path, out), resume=True, progress=False)
+
+
+def _grant(tmp_path):
+    return torch.load(tmp_path / 'runs' / 't' / 'last.pt', weights_only=True)[GRANT_KEY]
+
+
+def _library_run(tmp_path, output, interrupt=False, **kw):
+    """`training.loop.train` called as a library (no vidseg train around it), stopped after its first epoch."""
+    from vidseg_ros.training.config import load_train_config
+    from vidseg_ros.training.loop import train as train_loop
+
+    def stop(info):
+        if interrupt and info['kind'] == 'epoch':
+            raise _Interrupt
+    return train_loop(load_train_config(_config(tmp_path, output)), callback=stop, **kw)
+
+
+def test_a_library_resume_of_a_run_started_with_overwrite_replaces_its_output(tmp_path):
+    """The grant lived in overwrite_output.json, written and read by `vidseg train` only: training.loop.train
+    resuming a run it had started with overwrite=True was refused ('exists and was not written by this run')."""
+    _drive(tmp_path / 'drive')
+    out = _shipped(tmp_path / 'model.pt')
+    before = out.read_bytes()
+    with pytest.raises(_Interrupt):
+        _library_run(tmp_path, out, interrupt=True, overwrite=True)
+    assert out.read_bytes() == before and _grant(tmp_path) == str(out.resolve())
+    with pytest.raises(_Interrupt):       # interrupted again: the resumed run keeps the grant in its last.pt
+        _library_run(tmp_path, out, interrupt=True, resume=True)
+    assert _grant(tmp_path) == str(out.resolve())
+    assert _library_run(tmp_path, out, resume=True)['epochs'] == 2
+    assert read_checkpoint(out)['meta']['metrics']['epoch'] == 2
+
+
+def test_a_run_of_the_last_version_with_its_grant_file_resumes_with_resume_alone(tmp_path, monkeypatch):
+    """A last.pt without the grant (written by the version before) and the run folder's overwrite_output.json:
+    the json still grants the output, and the first last.pt saved on takes the grant over from it."""
+    _drive(tmp_path / 'drive')
+    out = _shipped(tmp_path / 'model.pt')
+    config = _config(tmp_path, out)
+    _interrupted(monkeypatch, config, overwrite=True)
+    run = tmp_path / 'runs' / 't'
+    blob = torch.load(run / 'last.pt', weights_only=True)
+    del blob[GRANT_KEY]
+    torch.save(blob, run / 'last.pt')
+    with pytest.raises(ConfigError, match='was not written by this run'):    # no grant anywhere: refused
+        train(config, resume=True, progress=False)
+    (run / GRANT_NAME).write_text(json.dumps({'output': str(out.resolve())}))
+    _interrupted(monkeypatch, config, resume=True)        # resumes; its epoch saves the grant in last.pt
+    assert _grant(tmp_path) == str(out.resolve()) and not (run / GRANT_NAME).exists()
+    assert train(config, resume=True, progress=False)['epochs'] == 2      # complete: output written

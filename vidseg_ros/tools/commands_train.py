@@ -5,7 +5,6 @@ and returns a result dict. ``vidseg`` (or ``python -m vidseg_ros.cli``) is the c
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -42,41 +41,6 @@ class _Progress:
                      info['seconds'])
 
 
-# In a run folder: the output a run started with --overwrite may replace (JSON {"output": resolved path}).
-GRANT_NAME = 'overwrite_output.json'
-
-
-def _granted(run_dir: Path, output: str) -> bool:
-    """Whether the run in ``run_dir`` was started with --overwrite for ``output`` and has a state to resume."""
-    try:
-        grant = json.loads((run_dir / GRANT_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return (run_dir / 'last.pt').is_file() and isinstance(grant, dict) and \
-        grant.get('output') == str(Path(output).resolve())
-
-
-class _KeepGrant:
-    """The training callback, which also records at the run's first saved epoch (rank 0; last.pt is written
-    before the epoch's callback) whether this run may replace its output: a run writes output only when it
-    completes, so ``--resume`` of one started with ``--overwrite`` needed ``--overwrite`` again. A run
-    started without it removes an earlier run's grant."""
-
-    def __init__(self, callback, run_dir: Path, output: str, overwrite: bool):
-        self.callback, self.run_dir, self.output, self.overwrite, self.kept = callback, run_dir, output, overwrite, False
-
-    def __call__(self, info: dict) -> None:
-        if info['kind'] == 'epoch' and not self.kept:
-            self.kept = True
-            grant = self.run_dir / GRANT_NAME
-            if self.overwrite and self.output:
-                from vidseg_ros.files import write_file_atomic
-                write_file_atomic(grant, json.dumps({'output': str(Path(self.output).resolve())}).encode())
-            else:
-                grant.unlink(missing_ok=True)
-        self.callback(info)
-
-
 def train(config: str | Path, resume: bool = False, overrides: dict | None = None,
           progress: bool = True, overwrite: bool = False) -> dict:
     """Train from a YAML config (``config/train/*.yaml``); returns the loop's summary.
@@ -87,18 +51,14 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
         overrides: settings that replace the file's (CLI options); a None value is checked like a YAML null.
         progress: show a progress bar (``vidseg train``: when stderr is a terminal).
         overwrite: replace an earlier run of the same name and an existing ``output`` (refused otherwise).
-            A ``resume`` of a run started with it, writing the same output, has it too (``GRANT_NAME``).
+            A ``resume`` of a run started with it, writing the same output, has it too (kept in last.pt:
+            ``training.loop.output_grant``).
     """
     from vidseg_ros.training.config import load_train_config
     from vidseg_ros.training.loop import train as train_loop
     from vidseg_ros.training.metrics import json_ready
     cfg = load_train_config(config, overrides)
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    if resume and not overwrite and cfg.output and _granted(run_dir, cfg.output):
-        log.info('resuming %s, started with --overwrite: it replaces %s when it completes', run_dir, cfg.output)
-        overwrite = True
-    callback = _KeepGrant(_Progress(cfg.epochs, progress), run_dir, cfg.output, overwrite)
-    return json_ready(train_loop(cfg, resume=resume, callback=callback, overwrite=overwrite))
+    return json_ready(train_loop(cfg, resume=resume, callback=_Progress(cfg.epochs, progress), overwrite=overwrite))
 
 
 def evaluate(model: str | Path, data: str | Path, split: str, out_dir: str | Path, **options) -> dict:

@@ -10,6 +10,7 @@ run continues exactly where the interrupted one stopped (at an epoch boundary).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -156,13 +157,14 @@ def _train(cfg: TrainConfig, info: dict, resume: bool, overwrite: bool, callback
     run_dir = Path(cfg.runs_dir) / cfg.name
     check_output_path(cfg)
     with held_run_dir(run_dir, rank):
-        check_nothing_replaced(cfg, run_dir, resume, overwrite)
+        grant = output_grant(cfg, run_dir, resume, overwrite)
+        check_nothing_replaced(cfg, run_dir, resume, overwrite, grant is not None)
         return _train_in(cfg, info, resume, callback, model, train_set, val_set, select_set, rank, world,
-                         local_rank, run_dir)
+                         local_rank, run_dir, grant)
 
 
 def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | None, model, train_set, val_set,
-              select_set, rank: int, world: int, local_rank: int, run_dir: Path) -> dict:
+              select_set, rank: int, world: int, local_rank: int, run_dir: Path, grant: str | None = None) -> dict:
     device = resolve_device(cfg.device)
     if device.type == 'cuda' and world > 1:
         device = torch.device('cuda', local_rank)
@@ -257,7 +259,8 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
                 if score is not None and not undefined:
                     state['best'] = score
                 save_model(run_dir / 'best.pt', scored, cfg, record, info, init)
-            save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank, ema)
+            save_training_state(run_dir / 'last.pt', model, optimizer, state, cfg, rng_by_rank, ema, grant)
+            (run_dir / GRANT_NAME).unlink(missing_ok=True)    # an older version's grant: last.pt holds it now
             log.info('epoch %d: %s', epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in record.items() if not k.endswith('per_class_iou')})
         if callback and rank == 0:
@@ -385,10 +388,52 @@ def check_output_path(cfg: TrainConfig) -> None:
         raise ConfigError(f'output: {out} lies under {parent}, which is a file, not a folder')
 
 
-def check_nothing_replaced(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
+# The output a run started with --overwrite may replace (its resolved path, or None): kept in its last.pt from
+# the first saved epoch, since a run writes output only when it completes, so that a --resume of it (the CLI's
+# or a library call's) replaces that output without --overwrite again. Versions before 2 Dec 2026 kept it in
+# the run folder's GRANT_NAME (JSON {"output": path}), which is still read for a last.pt they wrote.
+GRANT_KEY = 'overwrite_output'
+GRANT_NAME = 'overwrite_output.json'
+
+
+def output_grant(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> str | None:
+    """The resolved ``cfg.output`` when this run may replace it (``overwrite``, or a ``resume`` of a run started
+    with it for that output), else None; saved in every last.pt of the run."""
+    if not cfg.output:
+        return None
+    target = str(Path(cfg.output).resolve())
+    if overwrite:
+        return target
+    if resume and (run_dir / 'last.pt').is_file() and saved_grant(run_dir) == target:
+        log.info('resuming %s, started with --overwrite: it replaces %s when it completes', run_dir, cfg.output)
+        return target
+    return None
+
+
+def saved_grant(run_dir: Path) -> str | None:
+    """The output the run in ``run_dir`` was granted (``GRANT_KEY``), from its last.pt (mapped, not read whole)
+    or, for a last.pt of an older version, its ``GRANT_NAME`` file; a damaged last.pt is a ConfigError naming it."""
+    path = run_dir / 'last.pt'
+    try:
+        blob = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - torch raises many types for a damaged file: read_training_state names it
+        read_training_state(path)
+        return None
+    if isinstance(blob, dict) and GRANT_KEY in blob:
+        return blob[GRANT_KEY] if isinstance(blob[GRANT_KEY], str) else None
+    try:
+        grant = json.loads((run_dir / GRANT_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return grant.get('output') if isinstance(grant, dict) and isinstance(grant.get('output'), str) else None
+
+
+def check_nothing_replaced(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool,
+                           granted: bool = False) -> None:
     """Refuse, before training, to replace an earlier run of this name or an ``output`` this run did not
-    write, unless ``overwrite`` (a resumed run replaces its own files), and a ``resume`` of a run without its
-    training state (it would start again from scratch)."""
+    write, unless ``overwrite`` (a resumed run replaces its own files) or, for the output, ``granted``
+    (``output_grant``), and a ``resume`` of a run without its training state (it would start again from
+    scratch)."""
     if overwrite:
         return
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -398,17 +443,16 @@ def check_nothing_replaced(cfg: TrainConfig, run_dir: Path, resume: bool, overwr
         raise ConfigError(f'{run_dir} already holds a training run ({", ".join(held)}); --resume to continue it, or '
                           'another name (--set name=...), or --overwrite to replace it')
     out = Path(cfg.output) if cfg.output else None
-    if not out or not out.exists():
+    if not out or not out.exists() or granted:
         return
     mine = written_by_run(out, run_dir) if resume else False
     if mine:
         return
     fix = ('--overwrite to replace it (e.g. retraining a shipped model with config/train/camvid_*.yaml), or write '
            'another file (--set output=...)')
-    # `vidseg train` keeps an --overwrite grant in the run folder from the first saved epoch and passes it on;
-    # a run stopped before that epoch, one of an older version, or a library call does not have it
-    again = ('; a run writes output only when it completes, so one started with --overwrite resumes with '
-             '--overwrite where vidseg train kept no grant (overwrite_output.json: stopped before its first epoch)')
+    # a run keeps its --overwrite in last.pt from the first saved epoch (GRANT_KEY); one stopped before it has none
+    again = ('; a run writes output only when it completes, so one started with --overwrite and stopped before '
+             'its first saved epoch resumes with --overwrite')
     if mine is None:
         raise ConfigError(f'output: {out} exists and cannot tell whether this run ({run_dir}) wrote it (a checkpoint '
                           f'from an older version has no run_dir, and its weights differ from the run\'s best.pt); '
@@ -598,11 +642,12 @@ def _unwrap(model):
 
 
 def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainConfig,
-                        rng_by_rank: list | None = None, ema=None) -> None:
-    """Everything needed to resume exactly (under DDP: every rank's RNG; the EMA weights); written atomically."""
+                        rng_by_rank: list | None = None, ema=None, grant: str | None = None) -> None:
+    """Everything needed to resume exactly (under DDP: every rank's RNG; the EMA weights) and the output the run
+    may replace (``grant``: ``output_grant``); written atomically."""
     blob = {'model': _unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(),
             'epoch': state['epoch'], 'step': state['step'], 'best': state['best'],
-            'history': state['history'], 'config': config_dict(cfg),
+            'history': state['history'], 'config': config_dict(cfg), GRANT_KEY: grant,
             'torch_rng': torch.get_rng_state(), 'python_rng': list(random.getstate()[1]),
             'numpy_rng': torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
             'numpy_pos': int(np.random.get_state()[2])}
