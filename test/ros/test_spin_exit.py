@@ -277,3 +277,62 @@ def test_a_second_signal_during_the_stop_handler_cannot_hang_the_node():
             signal.signal(sig, handler)
     event = threading.Event()
     assert not _handler_reentered_on_every_line(lambda *_: event.set(), timeout_s=2.0)
+
+
+_PRINTS_UNTIL_SIGNALLED = textwrap.dedent('''
+    import signal, sys
+    from vidseg_ros.ros import entry
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, entry._exit_now)
+    print('printed before the signal')
+    sys.stderr.write('ready\\n')
+    sys.stderr.flush()
+    if sys.argv[1] == 'flood':
+        while True:
+            print('x' * 1000)   # the pipe is not read: a write blocks, and the signal comes inside it
+    signal.pause()
+''')
+
+
+@pytest.mark.parametrize('case', ['flood', 'idle'])
+def test_a_signal_inside_a_print_during_start_up_still_exits_0(case):
+    """entry's start-up handler flushed stdout: a signal inside a print blocked on a full pipe (a log reader
+    that stalls) ran it within that write, the flush raised 'RuntimeError: reentrant call' into the print:
+    a traceback and exit 1 (launch respawns it). 'idle': what the flush is for, text printed before the signal
+    (block-buffered into a pipe) is not lost by os._exit."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}   # as launch runs nodes: buffered
+    env['PYTHONPATH'] = os.pathsep.join([str(ROOT), env.get('PYTHONPATH', '')])
+    proc = subprocess.Popen([sys.executable, '-c', _PRINTS_UNTIL_SIGNALLED, case], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=str(ROOT), preexec_fn=_default_signals)
+    try:
+        assert proc.stderr.readline() == b'ready\n'
+        time.sleep(1.0)   # 'flood': the 64 kB pipe fills within milliseconds and the print blocks
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)   # reading stdout: a process that did not exit can end
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and b'Traceback' not in err, (proc.returncode, err.decode()[-2000:])
+    assert out.startswith(b'printed before the signal\n'), out[:100]
+
+
+def test_the_start_up_handler_exits_0_whatever_a_flush_raises(monkeypatch):
+    """Neither a reentrant flush nor a missing stream can escape the handler; stderr is flushed after a stdout
+    that could not be."""
+    from vidseg_ros.ros import entry
+    flushed, exits = [], []
+
+    class Stream:
+        def __init__(self, name, error=None):
+            self.name, self.error = name, error
+
+        def flush(self):
+            if self.error:
+                raise self.error
+            flushed.append(self.name)
+    monkeypatch.setattr(entry.os, '_exit', exits.append)
+    for stdout in (Stream('out', RuntimeError("reentrant call inside <_io.BufferedWriter name='<stdout>'>")),
+                   Stream('out', BrokenPipeError(32, 'Broken pipe')), None):
+        monkeypatch.setattr(sys, 'stdout', stdout)
+        monkeypatch.setattr(sys, 'stderr', Stream('err'))
+        entry._exit_now(signal.SIGINT, None)
+    assert exits == [0, 0, 0] and flushed == ['err', 'err', 'err']

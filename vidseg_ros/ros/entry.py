@@ -30,11 +30,24 @@ PACKAGE = 'vidseg_ros.ros'
 
 
 def _exit_now(signum, frame) -> None:
-    # os._exit, not sys.exit: an exception raised inside an import (torch's C++ included) is what
-    # printed the traceback or aborted; nothing has started that needs cleaning up.
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(0)
+    """Exit 0 at once, letting out what was printed (os._exit skips Python's flush at exit).
+
+    os._exit, not sys.exit: an exception raised inside an import (torch's C++ included) is what printed the
+    traceback or aborted; nothing has started that needs cleaning up. The handler must never raise: Python
+    runs it in the main thread, also inside a write to a stream that the signal interrupted (a print blocked
+    on a full pipe), where that stream's flush raises 'RuntimeError: reentrant call' - it escaped into the
+    print, a traceback and exit 1 instead of 0. A stream that cannot be flushed (that one, a closed or broken
+    pipe) is left as it is; the exit happens whatever else fails. A flush blocked on a full pipe ends at the
+    next signal: its write returns EINTR, this handler runs again inside it and exits.
+    """
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - reentrant call, closed, broken pipe, None: exit all the same
+                pass
+    finally:
+        os._exit(0)
 
 
 def stop_with_parent() -> None:
