@@ -583,3 +583,59 @@ def test_a_kept_frame_whose_orientation_cannot_be_reset_is_encoded_again_with_a_
     rec = read_index(tmp_path / 'out')[0]
     assert np.array_equal(read_rgb(rec.image), decode_compressed('png', png))
     assert np.array_equal(read_rgb(rec.image), frame)      # PNG: encoded again without loss
+
+
+# A recorder in another process (the recorder's own BagWriter): n0 frames in a split it closes, n1 in the next,
+# flushed (complete chunks) but still open; then it waits for a line on stdin, writes n2 more and closes the bag.
+_LIVE_WRITER = '''
+import sys
+import numpy as np
+from vidseg_ros.data.bags.writer import BagWriter
+from vidseg_ros.data.bags.from_frames import TYPESTORE, image_msg
+out, n0, n1, n2 = sys.argv[1], *map(int, sys.argv[2:5])
+w = BagWriter(out, chunk_size_bytes=1 << 16, direct_io=False)
+w.add_topic('/cam/image_raw', 'sensor_msgs/msg/Image')
+def frames(first, n):
+    for i in range(first, first + n):
+        kind, msg = image_msg(np.full((24, 32, 3), i, np.uint8), 1_700_000_000_000_000_000 + i * 10**8, 'cam')
+        w.write('/cam/image_raw', TYPESTORE.serialize_cdr(msg, kind), 1_700_000_000_000_000_000 + i * 10**8)
+        w.flush()
+frames(0, n0)
+w.split()
+frames(n0, n1)
+print('paused', flush=True)
+sys.stdin.readline()
+frames(n0 + n1, n2)
+w.close()
+print('closed', flush=True)
+'''
+
+
+def test_a_bag_still_being_recorded_gives_every_frame_written_so_far_and_resumes_when_it_ends(tmp_path):
+    """The regular reader reads the splits metadata.yaml lists, and the recorder lists a split when it closes it:
+    extract of a bag being recorded wrote the 10 frames of its closed split, exit 0, no warning, and left out
+    the 15 of the split being written (a killed recorder's last split the same way)."""
+    import subprocess
+    import sys
+    writer = subprocess.Popen([sys.executable, '-c', _LIVE_WRITER, str(tmp_path / 'live'), '10', '15', '5'],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == 'paused'
+        assert len(bag_files(tmp_path / 'live')) == 2
+        res = extract([tmp_path / 'live'], tmp_path / 'out')
+        assert res.written == 25 and not res.failed
+        assert any('live_1.mcap not listed in its metadata.yaml' in w for w in res.warnings), res.warnings
+        recs = read_index(tmp_path / 'out')
+        assert [r.index for r in recs] == list(range(25))
+        assert [int(read_rgb(r.image)[0, 0, 0]) for r in recs] == list(range(25))
+        writer.stdin.write('go on\n')
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == 'closed'
+    finally:
+        writer.kill()
+        writer.wait()
+    again = extract([tmp_path / 'live'], tmp_path / 'out')       # the recording ended: the rest, nothing twice
+    assert again.written == 5 and again.skipped_existing == 25 and not again.warnings
+    recs = read_index(tmp_path / 'out')
+    assert [int(read_rgb(r.image)[0, 0, 0]) for r in recs] == list(range(30))
+    assert [r.index for r in recs] == list(range(30)) and len({r.sequence for r in recs}) == 1

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from mcap.records import Channel, Schema
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
@@ -84,12 +85,18 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
         for msg in _read_any(Path(path), topics, start_ns, stop_ns, found):
             seen.add((msg.topic, msg.log_time_ns))
             yield msg
-        return
+        files = unlisted_files(Path(path))
+        if not files:
+            return
+        _warn(warnings, f'{clip(path)}: {clip(", ".join(f.name for f in files))} not listed in its metadata.yaml (a '
+                        'split still being recorded, or left by a recorder that was killed): read record by record '
+                        'after the listed files; a split still being recorded is read as far as it is written')
     except Exception as e:  # noqa: BLE001 - any reader failure means damage; salvage what is left
         # the error may quote the bag's own text (a serialization format of 100 kB and ESC sequences)
         _warn(warnings, f'{clip(path)}: regular reader failed after {len(seen)} messages '
                         f'({type(e).__name__}: {clip(e)}); salvaging the rest record by record')
-    for file in bag_files(path):
+        files = bag_files(path)
+    for file in files:
         for msg in _salvage(file, warnings):
             found.setdefault(msg.topic, msg.msgtype)
             if topics and msg.topic not in topics:
@@ -101,6 +108,20 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
                 continue
             seen.add((msg.topic, msg.log_time_ns))
             yield msg
+
+
+def unlisted_files(path: Path) -> list[Path]:
+    """The storage files of bag folder ``path`` that its metadata.yaml does not list: the regular reader reads
+    only the listed ones, and the recorder lists a split when it closes it, so a bag still being recorded (or
+    one whose recorder was killed) lost its last split in silence. [] for a file, or a folder without a
+    readable metadata.yaml (the regular reader fails there, and every file is salvaged)."""
+    try:
+        info = yaml.safe_load((path / 'metadata.yaml').read_text()) if path.is_dir() else None
+        listed = info['rosbag2_bagfile_information']['relative_file_paths']
+        names = {Path(str(p)).name for p in listed}
+    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        return []
+    return [f for f in bag_files(path) if f.name not in names]
 
 
 def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, int]] | None:
