@@ -81,11 +81,13 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
     warnings = warnings if warnings is not None else []
     found = found if found is not None else {}
     seen: set[tuple[str, int]] = set()
+    # listed before the regular reader reads metadata.yaml: a split the recorder closes meanwhile is then read by
+    # both (its messages kept once: ``seen``); listed after, it was read by neither
+    files = unlisted_files(Path(path))
     try:
         for msg in _read_any(Path(path), topics, start_ns, stop_ns, found):
             seen.add((msg.topic, msg.log_time_ns))
             yield msg
-        files = unlisted_files(Path(path))
         if not files:
             return
         _warn(warnings, f'{clip(path)}: {clip(", ".join(f.name for f in files))} not listed in its metadata.yaml (a '
