@@ -126,3 +126,46 @@ def test_a_full_disk_while_writing_masks_is_an_error_not_empty_masks(tmp_path, m
                  steps=1, progress=False)
     assert err.value.errno == errno.EFBIG and err.value.filename == str(tmp_path / 'ft' / '00000.png')
     assert sorted(p.name for p in (tmp_path / 'ft').iterdir()) == ['.vidseg.lock', 'finetuned.pt']
+
+
+def test_a_frame_the_model_gives_nan_on_is_named(tmp_path, monkeypatch):
+    """The engine's NonFiniteOutput knows no file: finetune stopped with 'the model output holds NaN or inf on
+    this frame' and the user had to guess which of the sequence's frames."""
+    from vidseg_ros.engine.base import NonFiniteOutput
+    from vidseg_ros.engine.stream import StreamSegmenter
+    ckpt = _case(tmp_path, ['bg', 'thing'], (0, 1))
+    step, calls = StreamSegmenter.step, []
+
+    def nan_on_the_2nd(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise NonFiniteOutput('the model output holds NaN or inf on this frame')
+        return step(self, *a, **k)
+    monkeypatch.setattr(StreamSegmenter, 'step', nan_on_the_2nd)
+    with pytest.raises(NonFiniteOutput) as err:
+        one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'mask.png', tmp_path / 'seq', tmp_path / 'ft',
+                 steps=1, progress=False)
+    assert str(err.value) == f'frame {tmp_path / "seq" / "00001.png"}: the model output holds NaN or inf on this frame'
+
+
+def test_the_cli_names_the_frame_in_one_line_exit_2(tmp_path, monkeypatch):
+    """Through the CLI (typer's CliRunner, the console script's ``main``): one line naming the frame, exit 2.
+    (A checkpoint that overflows on every frame cannot show it: its one training step turns the weights to NaN,
+    and saving finetuned.pt refuses them first.)"""
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    from vidseg_ros.engine.base import NonFiniteOutput
+    from vidseg_ros.engine.stream import StreamSegmenter
+    ckpt = _case(tmp_path, ['bg', 'thing'], (0, 1))
+
+    def nan(self, *a, **k):
+        raise NonFiniteOutput('the model output holds NaN or inf on this frame')
+    monkeypatch.setattr(StreamSegmenter, 'step', nan)
+    r = CliRunner().invoke(app, ['finetune', str(ckpt), '--frame', str(tmp_path / 'seq' / '00000.png'),
+                                 '--label', str(tmp_path / 'mask.png'), '--sequence', str(tmp_path / 'seq'),
+                                 '--out-dir', str(tmp_path / 'ft'), '--steps', '1'])
+    assert r.exit_code == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    line, = r.stderr.strip().splitlines()[-1:]
+    first = tmp_path / 'seq' / '00000.png'
+    assert line == f'vidseg finetune: error: frame {first}: the model output holds NaN or inf on this frame', line

@@ -312,3 +312,49 @@ def test_flow_and_tracker_refuse_frames_of_two_sizes():
         propagate_flow(frames, {0: masks[0], 5: masks[5][:60]}, 2, PropagateConfig())
     with pytest.raises(ValueError, match='frame 4 is 80x60, labelled frame 0 80x64'):
         track_masks(frames, {0: masks[0]}, max_distance=5)
+
+
+def test_a_teacher_that_gives_nan_names_the_frame(tmp_path):
+    """The engine's NonFiniteOutput knows no file: propagate --method teacher stopped with 'the model output holds
+    NaN or inf on this frame' and the user had to guess which of the dataset's frames."""
+    from vidseg_ros.engine.base import NonFiniteOutput
+    frames, masks = _video(n=4)
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, (0,))
+    good, calls = _teacher(masks, ['bg', 'obj']), []
+
+    def nan_on_the_2nd(rgb):
+        calls.append(1)
+        if len(calls) == 2:
+            raise NonFiniteOutput('the model output holds NaN or inf on this frame')
+        return good(rgb)
+    nan_on_the_2nd.classes = ['bg', 'obj']
+    with pytest.raises(NonFiniteOutput) as err:
+        propagate_dataset(ds, PropagateConfig(method='teacher'), nan_on_the_2nd)
+    bad = read_index(ds)[2].image       # frame 0 is human-labelled: the teacher's 2nd frame is frame 2
+    assert str(err.value) == f'frame {bad}: the model output holds NaN or inf on this frame'
+
+
+def test_the_cli_teacher_whose_output_overflows_names_the_frame_in_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+    import torch
+    from vidseg_ros.models import create_model
+    from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+    frames, masks = _video(n=3)
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, (0,))
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', num_classes=2, width_mult=0.25, cached_levels=0)
+    with torch.no_grad():       # finite BatchNorm biases of 3e38: the next layer's sums overflow on any frame
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.fill_(3e38)
+    ckpt = save_checkpoint(tmp_path / 'huge.pt', model, default_meta(
+        'keyframe_fpn', model.arch_config, classes=['bg', 'obj'], palette=[[0, 0, 0], [1, 1, 1]], input_hw=[64, 64],
+        provenance={'trained': True}))
+    proc = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'propagate', str(ds), '--method', 'teacher',
+                           '--model', str(ckpt)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    first = read_index(ds)[1].image
+    assert last.startswith(f'vidseg propagate: error: frame {first}: the model output holds NaN or inf'), last
+    assert 'Traceback' not in proc.stderr

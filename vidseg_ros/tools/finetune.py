@@ -19,7 +19,7 @@ import torch
 from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.data.images import palette_indices, read_label_pixels, read_rgb, write_image_atomic
+from vidseg_ros.data.images import clip, palette_indices, read_label_pixels, read_rgb, write_image_atomic
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
@@ -169,7 +169,7 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     seg = StreamSegmenter(net, meta, EngineConfig(device='cpu', keyframe_interval=1))
     preds, gts, cm = [], [], ConfusionMatrix(len(meta['classes']), ignore)
     for img in tqdm(frames, desc='label sequence', unit='frame', disable=not progress, mininterval=1.0):
-        pred = seg.step(read_rgb(img)).class_ids
+        pred = _step(seg, img).class_ids
         # atomic, and a full disk is an OSError (cv2.imwrite returned True over truncated masks: exit 0)
         write_image_atomic(out_dir / f'{img.stem}.png', pred * 255 if binary else pred)
         gt_path = Path(labels_dir) / f'{img.stem}.png' if labels_dir else None
@@ -185,3 +185,13 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
         result.update(j_and_f(gts, preds) if binary else {})
         result['mIoU'] = cm.scores(meta['classes'])['mIoU']
     return result
+
+
+def _step(seg, img: Path):
+    """``seg.step`` on the frame file ``img``; a frame the model gives NaN or inf on stops the run with an error
+    naming its file (the engine's NonFiniteOutput knows no file: the user had to guess which frame)."""
+    from vidseg_ros.engine.base import NonFiniteOutput
+    try:
+        return seg.step(read_rgb(img))
+    except NonFiniteOutput as e:
+        raise NonFiniteOutput(f'frame {clip(img)}: {e}') from e

@@ -27,6 +27,7 @@ import numpy as np
 
 from vidseg_ros.config import setting
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
+from vidseg_ros.text import clip
 
 log = logging.getLogger(__name__)
 METHODS = ('flow', 'tracker', 'teacher')
@@ -266,6 +267,18 @@ def teacher_label(rgb: np.ndarray, predict: Predict, threshold: float,
     return Propagated(label, ids, conf, 'teacher')
 
 
+def _teacher_at(frames: Sequence[np.ndarray], i: int, predict: Predict, cfg: PropagateConfig,
+                num_classes: int) -> Propagated:
+    """``teacher_label`` of frame ``i``; a frame the model gives NaN or inf on stops the run with an error naming
+    its file (``frames.paths``, as ``LazyFrames`` has; else its index): the engine's NonFiniteOutput knows none."""
+    from vidseg_ros.engine.base import NonFiniteOutput
+    try:
+        return teacher_label(frames[i], predict, cfg.teacher_threshold, cfg.ignore_index, num_classes)
+    except NonFiniteOutput as e:
+        paths = getattr(frames, 'paths', None)
+        raise NonFiniteOutput(f'frame {clip(paths[i]) if paths is not None else f"#{i}"}: {e}') from e
+
+
 def propagate_tracker(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray],
                       cfg: PropagateConfig | None = None, fg_class: int = 1) -> dict[int, Propagated]:
     """Binary labels by box tracking (see :mod:`vidseg_ros.data.labelling.tracking`)."""
@@ -291,7 +304,6 @@ def propagate_sequence(frames: Sequence[np.ndarray], labels: dict[int, np.ndarra
     if cfg.method == 'teacher':
         if predict is None:
             raise ValueError('method=teacher needs a model: pass --model CHECKPOINT')
-        return {i: teacher_label(frames[i], predict, cfg.teacher_threshold, cfg.ignore_index, num_classes)
-                for i in range(len(frames)) if i not in labels}
+        return {i: _teacher_at(frames, i, predict, cfg, num_classes) for i in range(len(frames)) if i not in labels}
     raise ValueError(f'unknown method {cfg.method!r}; valid: {", ".join(METHODS)}')
 
