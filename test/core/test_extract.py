@@ -639,3 +639,28 @@ def test_a_bag_still_being_recorded_gives_every_frame_written_so_far_and_resumes
     recs = read_index(tmp_path / 'out')
     assert [int(read_rgb(r.image)[0, 0, 0]) for r in recs] == list(range(30))
     assert [r.index for r in recs] == list(range(30)) and len({r.sequence for r in recs}) == 1
+
+
+def test_kept_compressed_depth_frames_are_their_png_without_the_depth_header(tmp_path):
+    """--image-format keep wrote a compressedDepth message's bytes as recorded, its 12-byte depth header (format
+    enum, two quantisation floats) before the PNG: a .png no reader opens (read_rgb: 'cannot read image file'),
+    and '.jpg' where the format does not say png. The PNG is kept without the header; a message with no PNG after
+    it (RVL) is a failed frame with one clear reason, no file."""
+    import struct
+
+    import cv2
+    from vidseg_ros.data.images import decode_compressed
+    depth = (np.arange(16 * 24, dtype=np.uint32).reshape(16, 24) * 150).astype(np.uint16)
+    png = cv2.imencode('.png', depth)[1].tobytes()
+    header = struct.pack('<iff', 0, 0.0, 0.0)
+    sent = [('16UC1; compressedDepth png', header + png), ('16UC1; compressedDepth', header + png),
+            ('16UC1; compressedDepth rvl', header + b'RVL-not-a-png' * 4)]
+    _write_compressed_mcap(tmp_path / 'bag', sent)
+    res = extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(image_format='keep'))
+    assert res.written == 2 and res.failed == 1, res.warnings
+    assert any('holds no PNG after its 12-byte header' in w for w in res.warnings), res.warnings
+    recs = read_index(tmp_path / 'out')
+    assert len(recs) == 2
+    for r, (fmt, data) in zip(recs, sent):
+        assert r.image.suffix == '.png' and r.image.read_bytes() == png
+        assert np.array_equal(read_rgb(r.image), decode_compressed(fmt, data))     # as the node decodes it

@@ -15,7 +15,7 @@ import zlib
 import cv2
 import numpy as np
 
-from vidseg_ros.data.images import _PNG_MAGIC, ImageError, decode_compressed
+from vidseg_ros.data.images import _PNG_MAGIC, ImageError, compressed_payload, decode_compressed, short
 
 _ORIENT_TAG = 0x0112
 _SHORT, _LONG = 3, 4
@@ -122,6 +122,8 @@ def kept_frame_bytes(data: bytes, fmt: str, suffix: str, quality: int) -> tuple[
         (bytes, what was done: ``''`` (nothing: no orientation), ``'reset'`` (the tag set to 1, no pixel
         touched) or ``'reencoded'`` (a tag this could not reset: the pixels as stored, encoded again)).
     """
+    if 'compressedDepth' in fmt:    # its 12-byte depth header made the kept .png a file no reader opens
+        data, fmt = _depth_png(data, fmt), 'png'
     fixed, orientation, certain = upright_bytes(data)
     if orientation == 1 and certain:
         return data, ''
@@ -134,3 +136,13 @@ def kept_frame_bytes(data: bytes, fmt: str, suffix: str, quality: int) -> tuple[
     if not ok:
         raise ImageError(f'cannot encode a {stored.shape} frame as {suffix}')
     return buf.tobytes(), 'reencoded'
+
+
+def _depth_png(data: bytes, fmt: str) -> bytes:
+    """The PNG of a compressedDepth message, its 12-byte depth header left out; an ImageError when no PNG
+    follows it (another compressed_depth codec, e.g. RVL: no image file holds it as recorded)."""
+    png = bytes(compressed_payload(fmt, data))
+    if png[:8] != _PNG_MAGIC:
+        raise ImageError(f'compressedDepth image (format {short(fmt)}) holds no PNG after its 12-byte header: '
+                         'it cannot be kept as a file')
+    return png

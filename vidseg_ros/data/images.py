@@ -202,6 +202,20 @@ def compressed_size(buf: bytes | memoryview) -> tuple[str, int, int]:
     raise ImageError(f'compressed data is neither PNG nor JPEG (starts with {bytes(buf[:8])!r})')
 
 
+# image_transport's compressed_depth: a header (format enum, two depth quantisation floats) before the PNG
+DEPTH_HEADER_BYTES = 12
+
+
+def compressed_payload(fmt: str, data):
+    """The PNG / JPEG file bytes in a CompressedImage's ``data`` (a slice of it): compressedDepth puts a 12-byte
+    header before its PNG; plain jpeg/png formats are the file as they are."""
+    if 'compressedDepth' not in str(fmt):
+        return data
+    if len(data) <= DEPTH_HEADER_BYTES:
+        raise ImageError(f'compressedDepth image of {len(data)} bytes has no PNG after its 12-byte header')
+    return data[DEPTH_HEADER_BYTES:]
+
+
 def decode_compressed(fmt: str, data, max_pixels: int | None = None) -> np.ndarray:
     """CompressedImage (jpeg/png, any format string ROS tools write) -> (H, W, 3) uint8 RGB.
 
@@ -214,11 +228,7 @@ def decode_compressed(fmt: str, data, max_pixels: int | None = None) -> np.ndarr
                         else bytes(data), dtype=np.uint8)
     if buf.size == 0:
         raise ImageError(f'empty compressed image (format {short(fmt)})')
-    # compressedDepth carries a 12-byte header before the PNG; plain jpeg/png decode directly.
-    if 'compressedDepth' in fmt:
-        if buf.size <= 12:
-            raise ImageError(f'compressedDepth image of {buf.size} bytes has no PNG after its 12-byte header')
-        buf = buf[12:]
+    buf = compressed_payload(fmt, buf)
     _, height, width = compressed_size(memoryview(buf))   # the header only: no copy of the data
     if height <= 0 or width <= 0:
         raise ImageError(f'compressed image header claims a zero size ({width}x{height})')

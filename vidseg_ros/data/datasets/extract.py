@@ -242,8 +242,10 @@ def _write_error(e: OSError, path: Path) -> OSError:
 
 def _suffix(msg: RawMessage, fmt: str) -> str:
     if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
-        # The format string is in the message; peek cheaply by deserialising only when needed.
-        return '.png' if 'png' in str(deserialize(msg).format).lower() else '.jpg'
+        # The format string is in the message; peek cheaply by deserialising only when needed. compressedDepth
+        # is a PNG kept without its depth header, also where the format does not say png ("16UC1; compressedDepth")
+        fmt_text = str(deserialize(msg).format).lower()
+        return '.png' if 'png' in fmt_text or 'compresseddepth' in fmt_text else '.jpg'
     return '.jpg' if fmt == 'jpg' else '.png'
 
 
