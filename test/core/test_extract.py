@@ -614,14 +614,18 @@ print('closed', flush=True)
 def test_a_bag_still_being_recorded_gives_every_frame_written_so_far_and_resumes_when_it_ends(tmp_path):
     """The regular reader reads the splits metadata.yaml lists, and the recorder lists a split when it closes it:
     extract of a bag being recorded wrote the 10 frames of its closed split, exit 0, no warning, and left out
-    the 15 of the split being written (a killed recorder's last split the same way)."""
+    the 15 of the split being written (a killed recorder's last split the same way). Its progress bar's total,
+    from the indexes, said 10."""
     import subprocess
     import sys
+    from vidseg_ros.tools.commands_data import _count_frames
     writer = subprocess.Popen([sys.executable, '-c', _LIVE_WRITER, str(tmp_path / 'live'), '10', '15', '5'],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == 'paused'
         assert len(bag_files(tmp_path / 'live')) == 2
+        # the progress bar: no total rather than the index's 10 for 25 frames (the open split is not indexed yet)
+        assert _count_frames([tmp_path / 'live'], []) is None
         res = extract([tmp_path / 'live'], tmp_path / 'out')
         assert res.written == 25 and not res.failed
         assert any('live_1.mcap not listed in its metadata.yaml' in w for w in res.warnings), res.warnings
@@ -634,6 +638,7 @@ def test_a_bag_still_being_recorded_gives_every_frame_written_so_far_and_resumes
     finally:
         writer.kill()
         writer.wait()
+    assert _count_frames([tmp_path / 'live'], []) == 30          # every split listed: the index counts them all
     again = extract([tmp_path / 'live'], tmp_path / 'out')       # the recording ended: the rest, nothing twice
     assert again.written == 5 and again.skipped_existing == 25 and not again.warnings
     recs = read_index(tmp_path / 'out')

@@ -51,14 +51,16 @@ def tqdm_or_none():
 
 def _count_frames(bags: list[str | Path], topics: list[str]) -> int | None:
     """The bar's total from the bags' indexes; None (a bar without total) when one is damaged: counting
-    would mean salvaging the bag once more before extract reads it (and warning twice)."""
-    from vidseg_ros.data.bags.reader import IMAGE_TYPES, list_topics
+    would mean salvaging the bag once more before extract reads it (and warning twice). None too when a bag
+    folder holds a split its metadata.yaml does not list yet (still being recorded, or its recorder killed):
+    extract reads it, the index does not count it (a total of 10 for 25 frames), and its count needs a full read."""
+    from vidseg_ros.data.bags.reader import IMAGE_TYPES, list_topics, unlisted_files
     from vidseg_ros.data.datasets.extract import is_segmenter_output
     total = 0
     try:
         for bag in bags:
             found = list_topics(bag, salvage=False)
-            if found is None:
+            if found is None or unlisted_files(Path(bag)):
                 return None
             for topic, (msgtype, count) in found.items():
                 if msgtype in IMAGE_TYPES and (topic in topics if topics else not is_segmenter_output(topic)):
