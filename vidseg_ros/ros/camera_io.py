@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+from rclpy.qos import qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vidseg_ros.data.images import short
@@ -79,11 +80,41 @@ class CameraIO:
 
     def _subscribe(self, create):
         """``create(**kwargs)`` with a message-lost callback, so messages the middleware reports lost
-        before our callback are counted (`lost_in_transport`); without it where the RMW cannot."""
+        before our callback are counted (`lost_in_transport`); without it where the RMW cannot. A publisher
+        of incompatible QoS is said with the setting that fixes it (``_on_incompatible_qos``)."""
         try:
-            return create(event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_message_lost))
+            return create(event_callbacks=SubscriptionEventCallbacks(
+                message_lost=self._on_message_lost, incompatible_qos=self._on_incompatible_qos))
         except UnsupportedEventTypeError:
-            return create()
+            return create(event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
+
+    def _on_incompatible_qos(self, event) -> None:
+        """A camera publishing best effort to our reliable input (or another mismatch): DDS never matches it,
+        so no frame arrives. rclpy's default said so in one generic line and /diagnostics stayed OK ('waiting
+        for images'); now the fix is named, and the status is WARN while such a publisher is unmatched."""
+        policy = qos_policy_name_from_kind(event.last_policy_kind)
+        self.stats.incompatible_policy = policy
+        fix = ('input_reliability:=best_effort' if policy == 'RELIABILITY' and self.cfg.input_reliability == 'reliable'
+               else "the camera's QoS")
+        self.stats.log_error('incompatible_qos', f'a publisher offers QoS incompatible with ours ({policy}): its '
+                                                 f'messages are NOT received; set {fix}', True)
+
+    def unmatched_publishers(self) -> int:
+        """Publishers of our input types on our input topics that DDS did not match with us (incompatible
+        QoS), where an incompatible one was reported (the graph and the matching are not updated at the same
+        instant: a new publisher may briefly be in one and not the other)."""
+        if not self.stats.incompatible_policy:
+            return 0
+        unmatched = 0
+        for sub in self._subs:
+            try:
+                kind = sub.msg_type.__module__.split('.')[0] + '/msg/' + sub.msg_type.__name__
+                offered = sum(1 for i in self.node.get_publishers_info_by_topic(sub.topic_name)
+                              if i.topic_type == kind)
+                unmatched += max(offered - sub.get_publisher_count(), 0)
+            except Exception:  # noqa: BLE001 - destroyed under the diagnostics timer (deactivate)
+                continue
+        return unmatched
 
     def _on_message_lost(self, info) -> None:
         self.stats.lost_in_transport += int(info.total_count_change)

@@ -59,6 +59,7 @@ class CameraStats:
         self.clock_skew_stamps = 0    # stamps ahead of our clock on arrival (under sim time: by over a /clock step)
         self.clock_skew_ms_max = 0.0
         self.no_clock_frames = 0      # use_sim_time and no /clock yet: the node clock reads 0, nothing to measure
+        self.incompatible_policy = ''  # the QoS policy of the last publisher reported incompatible ('' = none)
         self._said_no_clock = False
         self.sim_time = False         # the node clock is /clock (use_sim_time): stamp latencies are in sim time
         self.published_errors = 0
@@ -160,8 +161,10 @@ class CameraStats:
         return f'{rate}, end-to-end not measured: {why}'
 
     # ---- diagnostics ---------------------------------------------------------------------------
-    def diagnostic_status(self, engine, engine_cfg, worker: health.CameraHealth, period_s: float):
-        """This camera's status; ``worker`` carries the shared worker's state, filled in here."""
+    def diagnostic_status(self, engine, engine_cfg, worker: health.CameraHealth, period_s: float,
+                          unmatched: int = 0):
+        """This camera's status; ``worker`` carries the shared worker's state, filled in here. ``unmatched``:
+        publishers on this camera's inputs that DDS does not match with us (incompatible QoS)."""
         summary = self.latency.summary()
         values = {
             'camera': self.name, 'model': engine.model_name, 'device': engine.device,
@@ -187,6 +190,9 @@ class CameraStats:
         worker.recent_frames, worker.recent_rejected = self.outcomes.recent()
         worker.recent_error = self.last_error if recent_error else ''
         worker.trained, worker.frames_out = bool(values['trained']), self.frames
+        if unmatched:
+            worker.unmatched = (f'{unmatched} publisher(s) NOT received: QoS incompatible with ours '
+                                f'({self.incompatible_policy}); see input_reliability')
         level, message = health.assess(worker)
         if level == health.OK and self.frames:
             message = self._latency_message(summary)

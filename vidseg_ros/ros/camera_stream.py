@@ -90,4 +90,5 @@ class CameraStream:
 
     def diagnostic_status(self, engine_cfg, worker: health.CameraHealth):
         """This camera's /diagnostics status."""
-        return self.stats.diagnostic_status(self.engine, engine_cfg, worker, self.cfg.diagnostics_period_s)
+        return self.stats.diagnostic_status(self.engine, engine_cfg, worker, self.cfg.diagnostics_period_s,
+                                            self.io.unmatched_publishers())

@@ -53,6 +53,7 @@ class CameraHealth:
     recent_error: str = ''         # last error while it is recent, else ''
     trained: bool = True
     frames_out: int = 0
+    unmatched: str = ''            # publishers DDS does not match with our input (incompatible QoS), said why
 
 
 def assess(h: CameraHealth) -> tuple[str, str]:
@@ -71,6 +72,8 @@ def assess(h: CameraHealth) -> tuple[str, str]:
         if h.output_hz < RATE_SHORTFALL * expected:
             return WARN, (f'output {h.output_hz:.1f} Hz is below the {expected:.1f} Hz expected '
                           f'(input {h.input_hz:.1f} Hz, {h.frame_ms:.0f} ms per frame)')
+    if h.unmatched:
+        return WARN, h.unmatched
     if h.recent_error:
         return WARN, h.recent_error
     if not h.trained:

@@ -35,7 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
-from rclpy.qos import ReliabilityPolicy
+from rclpy.qos import ReliabilityPolicy, qos_policy_name_from_kind
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from std_srvs.srv import Trigger
 
@@ -141,6 +141,7 @@ class RecorderNode(Node):
         self._last_log_ns = 0           # the last log time given: a smaller one is the node clock going back
         self.clock_jumps_back, self.clock_jump_back_s_max = 0, 0.0
         self.lost: dict[str, int] = {}
+        self.incompatible: dict[str, str] = {}   # topic -> QoS policy of the last publisher reported incompatible
         self._last = (time.monotonic(), {})  # previous diagnostics snapshot, for rates
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/pause', self._on_pause)
@@ -258,11 +259,8 @@ class RecorderNode(Node):
         qos = keep_last_qos(reliability, cfg.input_depth)
         pending = Pending(msgtype, list(infos), time.monotonic(), {msgtype})
         self.lost.setdefault(topic, 0)   # a topic subscribed again keeps its count
-        events = SubscriptionEventCallbacks(
-            message_lost=lambda e, t=topic: self._on_lost(t, e),
-            incompatible_qos=lambda e, t=topic: self.get_logger().error(
-                f'{t}: publisher QoS incompatible with ours ({cfg.input_reliability}); set input_reliability:=auto '
-                f'or qos_overrides.{t}.subscription.reliability:=best_effort'))
+        events = SubscriptionEventCallbacks(message_lost=lambda e, t=topic: self._on_lost(t, e),
+                                            incompatible_qos=lambda e, t=topic: self._on_incompatible(t, e))
         put, log_time, held = self.recorder.put, self._log_time, self.pending
 
         def on_message(data: bytes, info) -> None:
@@ -362,6 +360,26 @@ class RecorderNode(Node):
             f'log times in {self.bag_dir.name} go back too ({self.clock_jumps_back} jump(s) back so far)',
             throttle_duration_sec=10.0)
 
+    def _on_incompatible(self, topic: str, event) -> None:
+        """A publisher DDS will not match with our subscription (a best-effort camera and our default reliable):
+        none of its messages is recorded. Said in the log, and on /diagnostics (WARN) while it is unmatched:
+        the topic's status said OK with 0 messages, the recorder's 'recording'."""
+        policy = qos_policy_name_from_kind(event.last_policy_kind)
+        self.incompatible[topic] = policy
+        self.get_logger().error(
+            f'{topic}: a publisher offers QoS incompatible with ours ({policy}; input_reliability '
+            f'{self.cfg.input_reliability}): its messages are NOT recorded; set input_reliability:=auto or '
+            f'qos_overrides.{topic}.subscription.reliability:=best_effort')
+
+    def unmatched_publishers(self, topic: str) -> int:
+        """Publishers of ``topic``'s recorded type that DDS did not match with our subscription, where one was
+        reported incompatible (graph and matching are not updated at the same instant)."""
+        sub = self.subs.get(topic)
+        if sub is None or topic not in self.incompatible or topic not in self.types:
+            return 0
+        offered = sum(1 for i in self.get_publishers_info_by_topic(topic) if i.topic_type == self.types[topic])
+        return max(offered - sub.get_publisher_count(), 0)
+
     def _on_lost(self, topic: str, event) -> None:
         self.lost[topic] += int(event.total_count_change)
         self.get_logger().warning(f'{topic}: DDS reports {event.total_count_change} message(s) lost before '
@@ -409,6 +427,7 @@ class RecorderNode(Node):
         total_rate = (total_bytes - sum(c.bytes_written for c in prev.values())) / dt / 1e6
         new_drops = 0
         me = self.get_fully_qualified_name()  # never a fixed name: two recorders (rec1, rec2) shared one
+        unmatched = {t: n for t in self.incompatible if (n := self.unmatched_publishers(t))}
         for topic, c in sorted(snap.items()):
             p = prev.get(topic)
             d_msgs = c.written - (p.written if p else 0)
@@ -420,18 +439,22 @@ class RecorderNode(Node):
                 self.get_logger().warning(f'{topic}: dropped {d_drop} message(s) in {dt:.1f} s, {why}')
             lost = c.dropped + self.lost.get(topic, 0)
             unrecorded = ', '.join(sorted(self.unrecorded.get(topic, ())))
-            level = WARN if lost or unrecorded else OK
-            message = c.msgtype + (f'; NOT recorded (type changed): {unrecorded}' if unrecorded else '')
+            level = WARN if lost or unrecorded or topic in unmatched else OK
+            message = c.msgtype + (f'; NOT recorded (type changed): {unrecorded}' if unrecorded else '') + (
+                f'; {unmatched[topic]} publisher(s) NOT recorded: QoS incompatible ({self.incompatible[topic]}), see '
+                f'input_reliability' if topic in unmatched else '')
             statuses.append(status(f'{me}: {topic}', self.get_name(), level, message, {
                 'messages_received': c.received, 'messages_written': c.written, 'bytes_written': c.bytes_written,
                 'rate_hz': d_msgs / dt, 'MB_per_s': (c.bytes_written - (p.bytes_written if p else 0)) / dt / 1e6,
                 'lost': lost, 'dropped': c.dropped, 'lost_in_dds': self.lost.get(topic, 0),
-                'skipped_paused': c.skipped, 'expired_snapshot': c.expired, 'unrecorded_types': unrecorded}))
+                'skipped_paused': c.skipped, 'expired_snapshot': c.expired, 'unrecorded_types': unrecorded,
+                'incompatible_publishers': unmatched.get(topic, 0)}))
         fill = rec.queued_bytes / max(rec.queue_max_bytes, 1)
         changed = sorted(t for t, types in self.unrecorded.items() if types)
-        level = ERROR if rec.error else WARN if (new_drops or fill > 0.5 or changed) else OK
+        level = ERROR if rec.error else WARN if (new_drops or fill > 0.5 or changed or unmatched) else OK
         message = rec.error or f'{rec.state}, {total_rate:.1f} MB/s' + (
-            f'; messages of another type NOT recorded on {", ".join(changed)}' if changed else '')
+            f'; messages of another type NOT recorded on {", ".join(changed)}' if changed else '') + (
+            f'; publishers of incompatible QoS NOT recorded on {", ".join(sorted(unmatched))}' if unmatched else '')
         files = rec.files
         statuses.insert(0, status(me, self.get_name(), level, message, {
             'state': rec.state, 'bag': str(rec.snapshots[-1] if rec.snapshots else rec.bag_dir),
