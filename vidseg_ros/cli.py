@@ -147,7 +147,8 @@ def propagate(dataset: Annotated[Path, typer.Argument(help='dataset folder with 
               flow_scale: Annotated[float, typer.Option(min=0.05, max=1.0, help='flow at this fraction of the '
                                                                                 'frame size (faster)')]
               = PROPAGATE['flow_scale'],
-              max_distance: Annotated[int, typer.Option(min=1, help='frames reached from a label')]
+              max_distance: Annotated[int, typer.Option(min=1, help='flow: frames labelled before the first / after '
+                                                        'the last label of a sequence; tracker: from the nearest label')]
               = PROPAGATE['max_distance'],
               min_confidence: Annotated[float, typer.Option(
                   min=0.0, max=1.0, help='pixels less certain than this become ignore (holes the training loss '

@@ -358,3 +358,18 @@ def test_the_cli_teacher_whose_output_overflows_names_the_frame_in_one_line_exit
     first = read_index(ds)[1].image
     assert last.startswith(f'vidseg propagate: error: frame {first}: the model output holds NaN or inf'), last
     assert 'Traceback' not in proc.stderr
+
+
+def test_a_second_method_over_propagated_labels_says_it_kept_them(tmp_path, caplog):
+    """docs/data.md's walk runs flow, then `--method tracker --out DIR`: the tracker run wrote no label (every
+    frame already carried flow's, kept without --overwrite) and said nothing, exit 0: the new dataset held the
+    flow labels under the tracker's name. The summary counts them (kept_existing) and a warning says how to redo."""
+    frames, masks = _video(n=5)
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, (0, 4))
+    assert propagate_dataset(ds, PropagateConfig())['propagated'] == 3
+    counts = propagate_dataset(ds, PropagateConfig(method='tracker'), out=tmp_path / 'tracker')
+    assert counts['kept_existing'] == 3 and 'propagated' not in counts
+    assert 'nothing propagated: the 3 frame(s) it labels already carry a propagated or teacher label' in caplog.text
+    assert '--overwrite redoes them' in caplog.text
+    redo = propagate_dataset(ds, PropagateConfig(method='tracker'), overwrite=True, out=tmp_path / 'tracker2')
+    assert redo['propagated'] == 3 and 'kept_existing' not in redo

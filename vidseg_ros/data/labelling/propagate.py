@@ -47,7 +47,8 @@ class PropagateConfig:
     flow_scale: float = setting(1.0, 'Compute flow at this fraction of the frame size (faster)')
     consistency: bool = setting(True, 'Forward-backward flow check; inconsistent pixels lose confidence')
     min_confidence: float = setting(0.5, 'Pixels whose propagated confidence is below this become ignore')
-    max_distance: int = setting(30, 'Do not propagate further than this many frames from a label')
+    max_distance: int = setting(30, 'Frames labelled before the first / after the last label of a sequence (flow), '
+                                    'from the nearest label (tracker)')
     tracker: str = setting('medianflow', 'Box tracker for method=tracker', ('medianflow', 'mil'))
     teacher_threshold: float = setting(0.7, 'Teacher pseudo-labels: minimum confidence, else ignore')
     ignore_index: int = setting(DEFAULT_IGNORE, 'Label value for unknown pixels (a dataset\'s own, from its '

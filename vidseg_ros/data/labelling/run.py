@@ -191,6 +191,10 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
     written = counts.pop('_px', 0)
     if written:     # the share of holes (min_confidence) in the labels just written
         counts['ignored_percent'] = round(100 * counts.pop('_ignored_px') / written, 1)
+    elif counts.get('kept_existing'):   # e.g. a tracker run after a flow run: it wrote nothing, exit 0, silently
+        log.warning('%s: nothing %s: the %d frame(s) it labels already carry a propagated or teacher label, kept; '
+                    '--overwrite redoes them', clip(root), 'taught' if cfg.method == 'teacher' else 'propagated',
+                    counts['kept_existing'])
     return counts
 
 
@@ -247,7 +251,10 @@ def _classes_in_labels(src, ignore_index: int) -> int:
 def _store(root: Path, rec: FrameRecord, prop: Propagated, records: dict, counts: dict,
            overwrite: bool, ignore_index: int) -> None:
     current = records[rec.image]
-    if current.label_source == 'human' or (current.label is not None and not overwrite):
+    if current.label_source == 'human':
+        return
+    if current.label is not None and not overwrite:
+        counts['kept_existing'] = counts.get('kept_existing', 0) + 1
         return
     path = write_label(root / 'labels' / rec.sequence / f'{rec.stamp_ns}.png', prop.label)
     counts['_ignored_px'] = counts.get('_ignored_px', 0) + int((prop.label == ignore_index).sum())
