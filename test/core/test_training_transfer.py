@@ -342,3 +342,16 @@ def test_a_run_without_validation_has_no_best_miou(tmp_path):
     torch.save(blob, last)
     again = train_command(config, resume=True, overrides={'epochs': 2}, progress=False)
     assert again['epochs'] == 2 and again['best_mIoU'] is None
+
+
+def test_the_provenance_command_holds_every_argument(tmp_path, monkeypatch):
+    """It kept sys.argv[:8]: `vidseg train C.yaml --set data_root=drive --set output=x.pt --set epochs=1` was
+    recorded as '... --set output=x.pt --set', the overrides that made the run lost."""
+    argv = ['vidseg', 'train', 'config/train/your_robot.yaml', '--set', 'data_root=my drive', '--set',
+            'output=models/x.pt', '--set', 'epochs=1', '--set', 'input_hw=[96,128]']
+    monkeypatch.setattr('sys.argv', argv)
+    model = create_model('keyframe_fpn', num_classes=2, fpn_ch=32)
+    cfg = resolve_classes(_cfg(tmp_path, data_root=str(_user_dataset(tmp_path / 'd', 'ours'))))
+    command = checkpoint_meta(model, cfg, {}, dataset_info(cfg))['provenance']['command']
+    import shlex
+    assert shlex.split(command) == argv

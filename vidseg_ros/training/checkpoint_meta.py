@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from vidseg_ros.constants import WEIGHTS_INHERIT
 from vidseg_ros.engine.backends import describe_device
+from vidseg_ros.text import clip
 
 from .config import TrainConfig, config_dict
 from .selection import selection_note
@@ -65,6 +67,12 @@ def _plain(v):
     return v
 
 
+def _command_line() -> str:
+    """The command that trained, every argument (quoted as a shell takes it back), clipped to 2000 characters:
+    its first 8 arguments alone dropped the --set overrides past them ('... --set output=x.pt --set')."""
+    return clip(shlex.join(sys.argv), 2000)
+
+
 def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, info: dict,
                     init: dict | None = None) -> dict:
     """Meta in the checkpoint format (models.checkpoint); ``info`` is ``data_setup.dataset_info(cfg)``, as
@@ -82,7 +90,7 @@ def checkpoint_meta(model: torch.nn.Module, cfg: TrainConfig, metrics: dict, inf
         'training': f'vidseg train, {cfg.epochs} epochs, mode {cfg.mode}, '
                     f'input {cfg.input_hw[0]}x{cfg.input_hw[1]}',
         'date': _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'),
-        'command': ' '.join(sys.argv[:8]),
+        'command': _command_line(),
         'host': f'{platform.machine()} torch {torch.__version__}',
         'hardware': describe_device(next(model.parameters()).device),
         'init_from': cfg.init_from, 'licence': licence_text(cfg, info, init),
