@@ -51,7 +51,7 @@ def test_logits_at_output_size_are_used_as_they_are():
     ids, conf, prob = reference(logits, (24, 32), (24, 32), (24, 32), class_prob=4)
     assert up.identity
     np.testing.assert_array_equal(up.labels(scores), ids)
-    c, p = probabilities(up, logits[0].numpy(), ids, True, 4, False)
+    c, p = probabilities(up, logits[0].numpy(), True, 4, False)
     np.testing.assert_allclose(c, conf, atol=1e-6)
     np.testing.assert_allclose(p, prob, atol=1e-6)
 
@@ -66,11 +66,11 @@ def test_labels_and_probabilities_close_to_reference(low_hw, valid_hw, net_hw, o
     assert got.shape == tuple(out_hw) and got.dtype == np.uint8
     assert (got == ids).mean() >= 0.99
     # softmax at network resolution, then upsampled: close to softmax of upsampled logits
-    c, p = probabilities(up, logits[0].numpy(), got, True, 3, False)
+    c, p = probabilities(up, logits[0].numpy(), True, 3, False)
     assert c.dtype == np.float32 and np.abs(c - conf).mean() < 0.03
     assert c.min() >= 1 / 11 - 1e-6 and c.max() <= 1 + 1e-6      # a top-class probability
     assert p.dtype == np.float32 and np.abs(p - prob).mean() < 0.02
-    u8, none = probabilities(up, logits[0].numpy(), got, True, None, True)
+    u8, none = probabilities(up, logits[0].numpy(), True, None, True)
     assert u8.dtype == np.uint8 and np.abs(u8 / 255.0 - conf).mean() < 0.03 and none is None
 
 
@@ -83,10 +83,10 @@ def test_class_probability_agrees_with_mask_and_confidence(low_hw, valid_hw, net
     up = Upsampler(low_hw, valid_hw, out_hw, net_hw)
     ids = up.labels(scores)
     for k in range(11):
-        c, p = probabilities(up, logits[0].numpy(), ids, True, k, False)
+        c, p = probabilities(up, logits[0].numpy(), True, k, False)
         assert (p <= c + 1e-6).all(), k
         np.testing.assert_allclose(p[ids == k], c[ids == k], atol=1e-5)
-        _, alone = probabilities(up, logits[0].numpy(), ids, False, k, False)   # same map without confidence
+        _, alone = probabilities(up, logits[0].numpy(), False, k, False)   # same map without confidence
         np.testing.assert_array_equal(alone, p)
 
 
@@ -210,7 +210,7 @@ def test_labels_on_random_geometries():
         elif got.size >= 100:   # a third class can win inside a two-label cell: rare, but 1 of a few pixels is a lot
             assert (got == ids).mean() >= 0.9, (case, low, out, (got == ids).mean())
         k = int(rng.integers(0, c))
-        conf, prob = probabilities(up, logits[0].numpy(), got, True, k, False)
+        conf, prob = probabilities(up, logits[0].numpy(), True, k, False)
         assert conf.shape == prob.shape == out
         np.testing.assert_allclose(prob[got == k], conf[got == k], atol=1e-6)
         assert (prob <= conf + 1e-6).all(), case
@@ -231,7 +231,6 @@ def test_block_table_and_computed_blocks_give_the_same_labels(monkeypatch):
         a, b = cached.labels(scores), computed.labels(scores)
         assert isinstance(cached._all_blocks, np.ndarray) and computed._all_blocks is False
         np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(np.sort(cached.band[0]), np.sort(computed.band[0]))
-        conf_a, _ = probabilities(cached, logits[0].numpy(), a, True, None, False)
-        conf_b, _ = probabilities(computed, logits[0].numpy(), b, True, None, False)
+        conf_a, _ = probabilities(cached, logits[0].numpy(), True, None, False)
+        conf_b, _ = probabilities(computed, logits[0].numpy(), True, None, False)
         np.testing.assert_array_equal(conf_a, conf_b)

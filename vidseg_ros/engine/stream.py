@@ -320,7 +320,7 @@ class StreamSegmenter:
         ids = self._upsampler.labels(scores)
         conf = prob = None
         if want_confidence or class_prob is not None:
-            conf, prob = probabilities(self._upsampler, chw, ids, want_confidence, class_prob, confidence_u8)
+            conf, prob = probabilities(self._upsampler, chw, want_confidence, class_prob, confidence_u8)
         return ids, conf, prob
 
     def _check_request(self, image_rgb: np.ndarray, output_hw, class_prob: int | None) -> tuple[int, int]:

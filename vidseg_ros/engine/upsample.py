@@ -69,16 +69,9 @@ class Upsampler:
         self._fx = np.where(ok_x, self.wx[np.minimum(ox, W - 1)], 0).astype(np.float32)   # (w, C)
         # every cell's block, built on the first frame with a boundary when small enough (False: never)
         self._all_blocks = None if h * w * R * C <= BLOCK_TABLE_MAX else False
-        self._band = None
-
-    @property
-    def band(self):
-        """The boundary band of the last ``labels`` call: (pixels, their cells, fx, fy), or None."""
-        if isinstance(self._band, list):   # built on first use, from labels' blocks: only probabilities need it
-            px, cells = (np.concatenate(parts) for parts in zip(*(self._pixels(*b) for b in self._band)))
-            W = self.out_hw[1]
-            self._band = px, cells, self.wx[px % W], self.wy[px // W]
-        return self._band
+        # the boundary band of the last ``labels`` call: per part (blocks, cells, block labels, la, lb); la/lb
+        # are each cell's two labels for two-label cells, None for cells decided from all logits
+        self._band: list[tuple] = []
 
     def _blocks(self, cells: np.ndarray) -> np.ndarray:
         """(n, R, C) flat output pixels of ``cells``; spare entries point one past the end (a sentinel).
@@ -96,17 +89,11 @@ class Upsampler:
         oy, ox = self._oy[cells // w][:, :, None], self._ox[cells % w][:, None, :]
         return np.where((oy >= 0) & (ox >= 0), oy * W + ox, H * W)
 
-    def _pixels(self, blocks: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The output pixels of ``cells`` (their ``_blocks``) and each one's cell, without the spare entries."""
-        px = blocks.reshape(len(cells), -1)
-        keep = px < self.out_hw[0] * self.out_hw[1]
-        return px[keep], np.broadcast_to(cells[:, None], keep.shape)[keep]
-
     def labels(self, scores: np.ndarray) -> np.ndarray:
         """(h, w, C) float32 logits -> (H, W) uint8 argmax of the bilinearly upsampled logits."""
         h, w, c = scores.shape
         lab = scores.argmax(2).astype(np.uint8)
-        self._band = None
+        self._band = []
         if self.identity:
             return lab
         c01, c10, c11 = (np.empty_like(lab) for _ in range(3))   # right, lower, diagonal neighbours
@@ -124,7 +111,6 @@ class Upsampler:
         if not (grid >= MANY).any():
             return out[:-1].reshape(H, W)
         flat, gflat = scores.reshape(h * w, c), grid.ravel()
-        self._band = []
         many_cells = np.flatnonzero(gflat == MANY)
         if many_cells.size:   # all C logits, interpolated over each cell's (R, C) block
             gx, gy = self._fx[many_cells % w][:, :, None], self._fy[many_cells // w][:, :, None, None]
@@ -132,8 +118,9 @@ class Upsampler:
             top = c00 * (1 - gx) + c01 * gx                                           # (n, C, classes)
             bot = c10 * (1 - gx) + c11 * gx
             blocks = self._blocks(many_cells)
-            out[blocks] = (top[:, None] + (bot - top)[:, None] * gy).argmax(3)     # (n, R, C)
-            self._band.append((blocks, many_cells))
+            label = (top[:, None] + (bot - top)[:, None] * gy).argmax(3).astype(np.uint8)   # (n, R, C)
+            out[blocks] = label
+            self._band.append((blocks, many_cells, label, None, None))
         two_cells = np.flatnonzero(gflat == TWO)
         if two_cells.size:
             # l_a - l_b at the four corners of each cell, interpolated over the cell's block of pixels
@@ -149,7 +136,7 @@ class Upsampler:
                 label = np.where(tie, np.minimum(la, lb)[:, None, None], label)
             blocks = self._blocks(two_cells)
             out[blocks] = label
-            self._band.append((blocks, two_cells))
+            self._band.append((blocks, two_cells, label, la, lb))
         return out[:-1].reshape(H, W)
 
     @staticmethod
@@ -159,56 +146,71 @@ class Upsampler:
         right = (cells % w < w - 1).astype(cells.dtype)
         return cells, cells + right, cells + down, cells + down + right
 
-    def chosen_prob(self, probs: np.ndarray, labels: np.ndarray, u8: bool, band_values=None) -> np.ndarray:
+    def chosen_prob(self, probs: np.ndarray, u8: bool, band_values: list) -> np.ndarray:
         """(C, h, w) probabilities -> each output pixel's label probability, bilinear from network
-        resolution; ``labels`` comes from the last ``labels`` call. Inside uniform cells that is the top
+        resolution (``band_values`` of the same probabilities). Inside uniform cells that is the top
         probability; along boundaries the label's own probability is interpolated, so confidence dips
         there as the reference's does."""
         top = probs.max(0)
-        out = self.smooth(to_u8(top) if u8 else top)
-        if self.band is None:
-            return out
-        v = self.band_values(probs, labels) if band_values is None else band_values
-        out.ravel()[self.band[0]] = to_u8(v) if u8 else v
-        return out
+        out = self._smooth_into(to_u8(top) if u8 else top)
+        for (blocks, *_), v in zip(self._band, band_values):
+            out[blocks] = to_u8(v) if u8 else v
+        return out[:-1].reshape(self.out_hw)
 
-    def band_values(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
-        """Probability of each boundary-band pixel's label, interpolated (None without a band)."""
-        if self.band is None:
-            return None
-        band, cells, fx, fy = self.band
+    def band_values(self, probs: np.ndarray) -> list[np.ndarray]:
+        """Per band part, the (n, R, C) probability of each pixel's label, interpolated from the corners of
+        its cell (spare block entries hold values that are written to the sentinel only). Two-label cells
+        interpolate their two classes per cell, not per pixel: 4 gathers per cell instead of per pixel."""
         c, h, w = probs.shape
-        lab = labels.ravel()[band].astype(np.intp) * (h * w)
         flat = probs.reshape(-1)
-        v00, v01, v10, v11 = (flat[lab + i] for i in self._corners(cells, h, w))
-        t = v00 + (v01 - v00) * fx
-        return np.maximum(t + (v10 + (v11 - v10) * fx - t) * fy, np.float32(1.0 / c))  # a top class has >= 1/C
+        values = []
+        for blocks, cells, label, la, lb in self._band:
+            fx, fy = self._fx[cells % w][:, None, :], self._fy[cells // w][:, :, None]     # (n, 1, C), (n, R, 1)
+            corners = self._corners(cells, h, w)
+            if la is None:   # any label: gather per pixel
+                base = label.astype(np.intp) * (h * w)
+                v = self._bilinear(*(flat[base + q[:, None, None]] for q in corners), fx, fy)
+            else:
+                va = self._bilinear(*(flat[la.astype(np.intp) * (h * w) + q][:, None, None] for q in corners), fx, fy)
+                vb = self._bilinear(*(flat[lb.astype(np.intp) * (h * w) + q][:, None, None] for q in corners), fx, fy)
+                v = np.where(label == la[:, None, None], va, vb)
+            values.append(np.maximum(v, np.float32(1.0 / c)))   # a top class has >= 1/C
+        return values
 
-    def class_map(self, probs: np.ndarray, labels: np.ndarray, k: int, band_values=None) -> np.ndarray:
+    @staticmethod
+    def _bilinear(v00, v01, v10, v11, fx, fy):
+        t = v00 + (v01 - v00) * fx
+        return t + (v10 + (v11 - v10) * fx - t) * fy
+
+    def class_map(self, probs: np.ndarray, k: int, band_values: list) -> np.ndarray:
         """(H, W) probability of class ``k``, bilinear; in the boundary band it is kept consistent with
         the mask: the label's own class gets the label probability, no other class exceeds it (separately
         interpolated maps would let a class outrank the one the mask chose)."""
-        out = self.smooth(probs[k])
-        v = self.band_values(probs, labels) if band_values is None else band_values
-        if v is not None:
-            band = self.band[0]
-            flat = out.ravel()
-            flat[band] = np.where(labels.ravel()[band] == k, v, np.minimum(flat[band], v))
+        out = self._smooth_into(probs[k])
+        for (blocks, _, label, *_), v in zip(self._band, band_values):
+            out[blocks] = np.where(label == k, v, np.minimum(out[blocks], v))
+        return out[:-1].reshape(self.out_hw)
+
+    def _smooth_into(self, low: np.ndarray) -> np.ndarray:
+        """``smooth`` into a flat buffer with one spare element: the sentinel spare block entries write to."""
+        H, W = self.out_hw
+        out = np.empty(H * W + 1, low.dtype)
+        self.smooth(low, out[:-1].reshape(H, W))
         return out
 
-    def smooth(self, low: np.ndarray) -> np.ndarray:
-        """(h, w) map (uint8 or float32) -> (H, W) bilinear, same sampling as ``labels``."""
+    def smooth(self, low: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+        """(h, w) map (uint8 or float32) -> (H, W) bilinear, same sampling as ``labels`` (into ``dst``)."""
         size = (self.out_hw[1], self.out_hw[0])
         if self.affine is None:
-            return cv2.resize(low, size, interpolation=cv2.INTER_LINEAR)
-        return cv2.warpAffine(low, self.affine, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            return cv2.resize(low, size, dst, interpolation=cv2.INTER_LINEAR)
+        return cv2.warpAffine(low, self.affine, size, dst, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
 
 
-def probabilities(up: Upsampler, logits: np.ndarray, labels: np.ndarray, want_confidence: bool,
-                  class_prob: int | None, u8: bool):
-    """(C, h, w) logits -> (confidence, probability of ``class_prob``) at the output size: softmax at
-    network resolution, then ``chosen_prob`` / ``smooth``; confidence uint8 when ``u8``, else float32.
+def probabilities(up: Upsampler, logits: np.ndarray, want_confidence: bool, class_prob: int | None, u8: bool):
+    """(C, h, w) logits -> (confidence, probability of ``class_prob``) at the output size, consistent with the
+    labels of the last ``up.labels`` call (of the same logits): softmax at network resolution, then
+    ``chosen_prob`` / ``smooth``; confidence uint8 when ``u8``, else float32.
     Channels first: the reductions over classes are then element-wise across planes (5x faster)."""
     exp = np.exp(logits - logits.max(0))
     total = exp.sum(0)
@@ -220,11 +222,11 @@ def probabilities(up: Upsampler, logits: np.ndarray, labels: np.ndarray, want_co
             prob = (exp[class_prob] / total).astype(np.float32)
         return conf, prob
     exp /= total
-    band = up.band_values(exp, labels)
+    band = up.band_values(exp)
     if want_confidence:
-        conf = up.chosen_prob(exp, labels, u8, band)
+        conf = up.chosen_prob(exp, u8, band)
     if class_prob is not None:
-        prob = up.class_map(exp, labels, class_prob, band)
+        prob = up.class_map(exp, class_prob, band)
     return conf, prob
 
 
