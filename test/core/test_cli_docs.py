@@ -114,3 +114,67 @@ def test_command_functions_restate_no_defaults(command, function):
     restated = [p for p, v in inspect.signature(fn).parameters.items()
                 if v.default is not inspect.Parameter.empty and p in cli_defaults.home_defaults(command)]
     assert not restated, f'{function} restates the default of {restated} (home: {HOMES[command]})'
+
+
+def documented_shell_commands() -> list[tuple[str, int, str, list[str]]]:
+    """(file, line, subcommand, arguments) of every ``vidseg`` command line in a ```bash block, its continued
+    lines joined, its comment dropped and optional parts (``[--resume]``) taken as given."""
+    import shlex
+    found = []
+    for path in DOCS:
+        lines, block = path.read_text().splitlines(), False
+        for i, line in enumerate(lines, 1):
+            if line.lstrip().startswith('```'):
+                block = line.strip() == '```bash'
+                continue
+            if not block or lines[i - 2].endswith('\\'):
+                continue
+            j, text = i, line
+            while text.endswith('\\') and j < len(lines):
+                text, j = text[:-1] + ' ' + lines[j], j + 1
+            lexer = shlex.shlex(text.replace('[', '').replace(']', ''), posix=True, punctuation_chars=';')
+            lexer.whitespace_split = True
+            words = list(lexer) + [';']
+            while ';' in words:         # `vidseg bench M; vidseg info M`: two commands
+                cut = words.index(';')
+                if cut >= 2 and words[0] == 'vidseg':
+                    found.append((path.name, i, words[1], words[2:cut]))
+                words = words[cut + 1:]
+    return found
+
+
+SHELL = documented_shell_commands()
+
+
+def test_the_docs_have_shell_command_lines_to_parse():
+    assert len(SHELL) > 30 and {'extract', 'train', 'eval', 'export', 'finetune'} <= {c for _, _, c, _ in SHELL}
+
+
+def _parse_problem(command: str, args: list[str]) -> str:
+    """What the command's own parser finds wrong with ``args`` ('' when nothing): an unknown option, an option
+    without its value, a required argument missing, an extra one."""
+    import typer
+    cmd = COMMANDS[command]
+    parser = cmd.make_parser(typer.Context(cmd, info_name=command))
+    try:
+        opts, extra, _ = parser.parse_args(args=list(args))
+    except Exception as e:  # noqa: BLE001 - the parser's own error says what is wrong
+        return str(e)
+    missing = [p.name for p in cmd.params if p.param_type_name == 'argument' and p.required and opts.get(p.name) is None]
+    return f'extra {extra}, missing {missing}' if extra or missing else ''
+
+
+@pytest.mark.parametrize('where,line,command,args', SHELL, ids=[f'{f}:{n}:{c}' for f, n, c, _ in SHELL])
+def test_documented_command_lines_parse(where, line, command, args):
+    """Each documented command line parses with the command's own parser: its options take their values, and
+    it gives every required argument and no extra one (the flag check above sees flags only)."""
+    assert command in COMMANDS, f'{where}:{line}: no command vidseg {command}'
+    problem = _parse_problem(command, args)
+    assert not problem, f'{where}:{line}: vidseg {command} {" ".join(args)}: {problem}'
+
+
+def test_the_line_parser_sees_a_wrong_line():
+    assert _parse_problem('export', ['m.pt']) == "extra [], missing ['out']"
+    assert _parse_problem('eval', ['m.pt', 'data', 'more']) == "extra ['more'], missing []"
+    assert _parse_problem('propagate', ['d', '--method']) == "Option '--method' requires an argument."
+    assert _parse_problem('export', ['m.pt', 'm.onnx', '--format', 'onnx']) == ''
