@@ -40,11 +40,13 @@ def test_a_sensor_data_camera_on_a_reliable_segmenter_input_is_warned(start_node
     probe.wait_for(lambda: 'set input_reliability:=best_effort' in node.log(), 10, 'the log line naming the fix', node)
 
 
-def test_a_sensor_data_camera_on_the_default_recorder_is_warned(start_node, probe, tmp_path):
-    """The recorder's default (reliable) and a best-effort camera: nothing recorded while the topic's status
-    said OK 'sensor_msgs/msg/Image' and the recorder's 'recording' (one ERROR log line at discovery)."""
+def test_a_sensor_data_camera_on_a_reliable_recorder_is_warned(start_node, probe, tmp_path):
+    """input_reliability reliable (the default before 2 Dec 2026) and a best-effort camera: nothing recorded
+    while the topic's status said OK 'sensor_msgs/msg/Image' and the recorder's 'recording' (one ERROR log line
+    at discovery)."""
     node = start_node('vidseg_ros.ros.recorder_node', {'topics': ['/qa/image'], 'output_dir': str(tmp_path),
-                                                       'min_free_disk_bytes': 0, 'diagnostics_period_s': 0.3})
+                                                       'min_free_disk_bytes': 0, 'diagnostics_period_s': 0.3,
+                                                       'input_reliability': 'reliable'})
     diags = probe.collect(DiagnosticArray, '/diagnostics')
     pub = _camera(probe, '/qa/image')
 
@@ -58,12 +60,12 @@ def test_a_sensor_data_camera_on_the_default_recorder_is_warned(start_node, prob
     assert pub.get_subscription_count() == 0
 
 
-def test_auto_records_a_30_hz_sensor_data_camera_without_loss(start_node, probe, tmp_path):
-    """input_reliability auto against a best-effort 640x480 camera at 30 Hz: every frame sent after the match
-    is written (measured 180/180 at 640x480 and at 1920x1080 over 6 s, through the shipped SHM profile)."""
+def test_the_default_records_a_30_hz_sensor_data_camera_without_loss(start_node, probe, tmp_path):
+    """The default (input_reliability auto) against a best-effort 640x480 camera at 30 Hz: every frame sent
+    after the match is written (measured 180/180 at 640x480 and at 1920x1080 over 6 s, through the shipped SHM
+    profile). The default was reliable before 2 Dec 2026, which recorded nothing here."""
     node = start_node('vidseg_ros.ros.recorder_node', {'topics': ['/qa/image'], 'output_dir': str(tmp_path),
-                                                       'min_free_disk_bytes': 0, 'diagnostics_period_s': 0.3,
-                                                       'input_reliability': 'auto'})
+                                                       'min_free_disk_bytes': 0, 'diagnostics_period_s': 0.3})
     diags = probe.collect(DiagnosticArray, '/diagnostics')
     pub = _camera(probe, '/qa/image')
     probe.wait_for_subscribers(pub, proc=node, timeout=60)

@@ -62,8 +62,10 @@ class RecorderSettings:
     snapshot_max_duration_s: float = startup(30.0, 'Snapshot window bound in seconds of receive time (0 = none)',
                                             range=(0.0, _SECONDS))
     discovery_period_s: float = startup(1.0, 'How often to look for new matching topics', range=(0.05, 3600.0))
-    input_reliability: str = startup('reliable', 'Subscription reliability; auto = reliable unless a publisher '
-                                                 'only offers best_effort (as ros2 bag record)',
+    # auto, not reliable: most camera drivers publish best effort (sensor-data QoS), which a reliable
+    # subscription never matches (nothing recorded); auto is still reliable for every reliable publisher
+    input_reliability: str = startup('auto', 'Subscription reliability; auto = reliable unless a publisher '
+                                             'only offers best_effort (as ros2 bag record)',
                                      ('reliable', 'best_effort', 'auto'), renamed_from=('qos_reliability',))
     input_depth: int = startup(100, 'Subscription queue depth (deep, so bursts wait in DDS instead of dropping)',
                                range=(1, 10000), renamed_from=('qos_depth',))
