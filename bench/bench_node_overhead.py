@@ -47,12 +47,9 @@ def main() -> int:
 
     from vidseg_ros.ros.camera_io import stamp_ns
 
-    # A real video frame sequence as the camera: CamVid val if present, else textured noise.
     tmp = Path(tempfile.mkdtemp(prefix='vidseg_bench_'))
-    data = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data')) / 'camvid' / 'val'
-    frames = sorted(data.glob('*.webp'))[:30] if data.is_dir() else []
-    for i in range(30):
-        img = cv2.imread(str(frames[i])) if frames else np.random.default_rng(i).integers(0, 255, (h, w, 3), np.uint8)
+    frames, source = camera_frames()
+    for i, img in enumerate(frames):
         cv2.imwrite(str(tmp / f'{i:04d}.png'), cv2.resize(img, (w, h)))
     log = open(tmp / 'segment_node.log', 'w')
     node_proc = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.ros.segment_node', '--ros-args',
@@ -109,7 +106,7 @@ def main() -> int:
     skip = len(arrivals) // 10  # first frames include model warm-up
     sub = np.array(arrivals[skip:])
     print(f'segment_node overhead, {w}x{h} rgb8 at {args.rate:.0f} Hz across processes, model {d["model"]} '
-          f'on {d["device"]}')
+          f'on {d["device"]}; camera frames: {source}')
     print(f'load average (1 min, {os.cpu_count()} cores): {load_before:.2f} before the run, '
           f'{os.getloadavg()[0]:.2f} after (the run itself adds about 2)')
     print(f'frames: {d["frames_in"]} in, {d["frames_out"]} segmented, {d["dropped_frames"]} dropped '
@@ -130,6 +127,27 @@ def main() -> int:
           f'(ratio {over / 3.0:.2f}); overhead p99 {float(d["overhead_ms_p99"]):.2f} ms')
     print_share(d, args.topics)
     return 0
+
+
+def camera_frames(n: int = 30) -> tuple[list[np.ndarray], str]:
+    """n real BGR frames and where they came from: CamVid val (``VIDSEG_DATA``, default ../shared/data), else
+    the sample video every clone can fetch, else noise (said so: noise has almost no label boundaries, so
+    post-processing measures faster than on real frames)."""
+    import cv2
+
+    from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample, read_frames
+    data = Path(os.environ.get('VIDSEG_DATA', ROOT.parent / 'shared' / 'data')) / 'camvid' / 'val'
+    files = sorted(data.glob('*.webp'))[:n] if data.is_dir() else []
+    if len(files) == n:
+        return [cv2.imread(str(f)) for f in files], f'CamVid val ({data})'
+    try:
+        clip = fetch_opencv_sample()
+        rgb = read_frames(clip, n, every=5)
+        return [np.ascontiguousarray(f[:, :, ::-1]) for f in rgb], f'sample video {clip.name}'
+    except (SampleVideoError, OSError, ValueError) as e:
+        print(f'no real frames ({e}): camera frames are noise', file=sys.stderr)
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (480, 640, 3), np.uint8) for _ in range(n)], 'NOISE (not real frames)'
 
 
 def print_share(d: dict, topics: str) -> None:
