@@ -373,3 +373,26 @@ def test_a_second_method_over_propagated_labels_says_it_kept_them(tmp_path, capl
     assert '--overwrite redoes them' in caplog.text
     redo = propagate_dataset(ds, PropagateConfig(method='tracker'), overwrite=True, out=tmp_path / 'tracker2')
     assert redo['propagated'] == 3 and 'kept_existing' not in redo
+
+
+def test_a_run_over_labels_kept_from_an_earlier_run_computes_nothing(tmp_path, monkeypatch):
+    """A second run without --overwrite (a resume, or another method) over frames that all carry labels computed
+    every flow again only to keep each label (the first run's full cost for nothing). Jobs whose frames are all
+    labelled are now skipped, counted as kept, and the progress still adds up."""
+    from vidseg_ros.data.labelling import run
+    frames, masks = _video(n=30, speed=1)
+    ds = _labelled_dataset(tmp_path, 'ds', frames, masks, range(0, 30, 3))     # 4 jobs
+    assert propagate_dataset(ds, PropagateConfig(max_distance=3))['propagated'] == 20
+    calls = []
+    monkeypatch.setattr(run, 'propagate_sequence', lambda *a, **k: calls.append(1) or {})
+    done = []
+    counts = propagate_dataset(ds, PropagateConfig(max_distance=3), progress=done.append)
+    assert calls == [] and counts['kept_existing'] == 20 and 'propagated' not in counts
+    assert sum(done) == 30
+    # a frame without a label makes its job run again (only that one)
+    recs = read_index(ds)
+    from dataclasses import replace
+    from vidseg_ros.data.datasets.layouts import write_index
+    write_index(ds, [replace(r, label=None, label_source='none') if i == 4 else r for i, r in enumerate(recs)])
+    propagate_dataset(ds, PropagateConfig(max_distance=3))
+    assert len(calls) == 1

@@ -171,6 +171,8 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                     ', '.join(unlabelled)[:300])
     if progress and skipped:
         progress(skipped)
+    if not overwrite:   # a job whose every other frame kept its label would compute flows only to keep them
+        jobs = _without_finished_jobs(jobs, records, counts, progress)
     stack = contextlib.ExitStack()   # the teacher model runs in this process, flow/tracker jobs anywhere
     pool = None if cfg.method == 'teacher' else stack.enter_context(task_executor(executor, workers, address))
     results = iter(())
@@ -196,6 +198,22 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                     '--overwrite redoes them', clip(root), 'taught' if cfg.method == 'teacher' else 'propagated',
                     counts['kept_existing'])
     return counts
+
+
+def _without_finished_jobs(jobs: list, records: dict, counts: dict, progress) -> list:
+    """``jobs`` less those whose frames are all labelled already (human, or kept from an earlier run): such a
+    job would only compute flows (or run the teacher) for labels ``_store`` keeps; counted as kept_existing."""
+    todo = []
+    for job in jobs:
+        recs, new = job[0], job[1]
+        current = [records[r.image] for r in recs]
+        if any(c.label is None for c in current):
+            todo.append(job)
+            continue
+        counts['kept_existing'] = counts.get('kept_existing', 0) + sum(c.label_source != 'human' for c in current)
+        if progress:
+            progress(new)
+    return todo
 
 
 def _image_hw(path) -> tuple[int, int] | None:
