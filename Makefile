@@ -32,7 +32,7 @@ install: $(STAMP) $(EXTRAS_STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall .
 
 test: install
-	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m pytest -q -rs -p no:cacheprovider test
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m pytest -q -rs --durations=20 -p no:cacheprovider test
 
 demo: install
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m vidseg_ros.ros.demo $(if $(VIDEO),--video $(VIDEO))
