@@ -1,24 +1,24 @@
 """Segment a camera: `ros2 launch vidseg_ros segment.launch.py image:=/camera/image_raw`.
 
 Optional: `video:=/path/clip.mp4` publishes a video file or image folder as the camera,
-`record:=true` records it (record.launch.py, scoped: only the arguments passed below reach it),
+`record:=true` records it (record.launch.py, scoped: only the arguments passed below reach it, and the
+namespace, remaps and parameters a parent launch file pushed around this one),
 `rviz:=true` shows the camera, overlay, colour mask, class-id mask and confidence (when rviz2 is
 installed), `lifecycle:=true` starts the managed node (drive it with `ros2 lifecycle set`).
 Each node reads its own parameter file; `model` / `use_camera_info` / `output_dir` override them
 when given. `ros2 launch vidseg_ros segment.launch.py -s` lists the arguments (README has the table).
 """
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, EmitEvent, GroupAction, IncludeLaunchDescription, LogInfo,
-                            OpaqueFunction, RegisterEventHandler, SetLaunchConfiguration)
+from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler,
+                            SetLaunchConfiguration)
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
-from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
 
 from vidseg_ros.ros.launch_support import (SEGMENTER, check_files, fastdds_profile, overrides, renamed_argument,
-                                           respawn_max_retries, respawn_on_failure, rviz, share)
+                                           respawn_max_retries, respawn_on_failure, rviz, scoped_include, share)
 
 RECORD_ARGS = ('image', 'camera_info', 'recorder_params_file', 'output_dir')
 
@@ -95,12 +95,8 @@ def generate_launch_description():
                   remappings=[('image', image), ('image/compressed', [image, '/compressed']),
                               ('camera_info', LaunchConfiguration('camera_info'))],
                   output='screen')
-    recorder = GroupAction(
-        scoped=True, forwarding=False, condition=IfCondition(record),
-        launch_configurations={k: LaunchConfiguration(k) for k in RECORD_ARGS},
-        actions=[IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(share('launch', 'record.launch.py')),
-            launch_arguments={k: LaunchConfiguration(k) for k in RECORD_ARGS}.items())])
+    # only RECORD_ARGS reach the recorder, and the namespace/remaps/parameters a parent launch set around us
+    recorder = scoped_include(share('launch', 'record.launch.py'), RECORD_ARGS, condition=IfCondition(record))
     return LaunchDescription(args + subscribers + [
         renamed_argument('params_file', 'segment_params_file', share('config', 'segment.yaml')),
         check_files('segment_params_file'),

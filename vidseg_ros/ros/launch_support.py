@@ -5,6 +5,7 @@ and their tests import this module (tools/docs reads the launch files with launc
 """
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -12,9 +13,10 @@ from pathlib import Path
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
 from launch import logging as launch_logging
-from launch.actions import (OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable, SetLaunchConfiguration,
-                            TimerAction)
+from launch.actions import (GroupAction, IncludeLaunchDescription, OpaqueFunction, RegisterEventHandler,
+                            SetEnvironmentVariable, SetLaunchConfiguration, TimerAction)
 from launch.event_handlers import OnProcessExit
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -73,6 +75,29 @@ def fastdds_profile() -> SetEnvironmentVariable:
     return SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
                                   os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE',
                                                  share('config', 'fastdds_shm.xml')))
+
+
+# launch_ros keeps the ROS scope of an include in these launch configurations: PushRosNamespace,
+# SetRemap, SetParameter / SetParametersFromFile
+ROS_SCOPE = ('ros_namespace', 'ros_remaps', 'global_params')
+
+
+def scoped_include(launch_file, names, **kwargs) -> OpaqueFunction:
+    """Include ``launch_file`` with only the launch arguments ``names`` and the ROS scope of the includer.
+
+    A ``GroupAction(forwarding=False)`` keeps our other arguments out of it (``params_file:=``, our old name
+    of ``segment_params_file``, also named the recorder's file), but it drops every launch configuration,
+    launch_ros's own among them: under a user's ``PushRosNamespace('robot1')`` the recorder ran as
+    ``/vidseg_recorder``, two robots had one name and one set of services, and a relative ``image`` was
+    recorded outside the namespace. ``kwargs``: the action's (condition)."""
+    def include(context):
+        ros = {k: copy.copy(context.launch_configurations[k]) for k in ROS_SCOPE if k in context.launch_configurations}
+        return [GroupAction(
+            scoped=True, forwarding=False, launch_configurations={k: LaunchConfiguration(k) for k in names},
+            actions=[OpaqueFunction(function=lambda ctx: ctx.launch_configurations.update(ros)),
+                     IncludeLaunchDescription(PythonLaunchDescriptionSource(launch_file),
+                                              launch_arguments={k: LaunchConfiguration(k) for k in names}.items())])]
+    return OpaqueFunction(function=include, **kwargs)
 
 
 def overrides(context, names) -> dict:
