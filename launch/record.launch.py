@@ -22,8 +22,10 @@ def _recorder(context):
 
 def generate_launch_description():
     return LaunchDescription([
-        DeclareLaunchArgument('image', default_value='/camera/image_raw', description='Image topic to record'),
-        DeclareLaunchArgument('camera_info', default_value='/camera/camera_info',
+        DeclareLaunchArgument('image', default_value='camera/image_raw',
+                              description='Image topic to record (a relative name is in the namespace the launch is '
+                                          'included under)'),
+        DeclareLaunchArgument('camera_info', default_value='camera/camera_info',
                               description='CameraInfo topic to record'),
         DeclareLaunchArgument('recorder_params_file', default_value=share('config', 'recorder.yaml'),
                               description='recorder_node parameter file'),

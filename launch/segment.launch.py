@@ -52,8 +52,10 @@ def _stop_when_the_source_fails(event, context):
 def generate_launch_description():
     image, record = LaunchConfiguration('image'), LaunchConfiguration('record')
     args = [
-        DeclareLaunchArgument('image', default_value='/camera/image_raw', description='Input image topic'),
-        DeclareLaunchArgument('camera_info', default_value='/camera/camera_info',
+        DeclareLaunchArgument('image', default_value='camera/image_raw',
+                              description='Input image topic (a relative name is in the namespace the launch is '
+                                          'included under)'),
+        DeclareLaunchArgument('camera_info', default_value='camera/camera_info',
                               description='CameraInfo topic (segmented with use_camera_info, recorded with record)'),
         DeclareLaunchArgument('use_camera_info', default_value='', choices=['', 'true', 'false'],
                               description="Subscribe camera_info and publish ~/camera_info ('' = as in "

@@ -172,3 +172,46 @@ def test_each_bag_holds_its_own_robots_topics(robots):
     assert sorted(r for rs in robots_of.values() for r in rs) == list(ROBOTS), robots_of
     split = [b for b in bags if len(list(b.glob('*.mcap'))) == 2]
     assert [robots_of[b.name] for b in split] == [{'robot1'}], 'robot1 split (and only robot1)'
+
+
+DEFAULTS = '''
+from launch import LaunchDescription
+from launch.actions import GroupAction, IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import PathJoinSubstitution
+from launch_ros.actions import PushRosNamespace
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    segment = PathJoinSubstitution([FindPackageShare('vidseg_ros'), 'launch', 'segment.launch.py'])
+    return LaunchDescription([GroupAction([PushRosNamespace('robot3'), IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(segment),
+        launch_arguments={{'record': 'true', 'use_camera_info': 'true', 'output_dir': {bags!r}}}.items())])])
+'''
+
+
+def test_default_camera_topics_are_in_the_pushed_namespace(tmp_path):
+    """Without image:= / camera_info:=, a segmenter and recorder in /robot3 read the camera of /robot3 (a
+    driver started beside them publishing camera/image_raw), not /camera/image_raw, which two robots
+    would both read: the launch defaults were absolute."""
+    parent = tmp_path / 'robot3.launch.py'
+    parent.write_text(DEFAULTS.format(bags=str(tmp_path / 'bags')))
+    probe = Probe(f'defaults_probe_{os.getpid()}')
+    launch = UserLaunch(parent, tmp_path / 'launch.log')
+    want = {'/robot3/camera/image_raw', '/robot3/camera/camera_info'}
+    try:
+        launch.wait_for_output("recording to", 90)
+        assert str(sorted(want)) in launch.log(), launch.log()[-2000:]
+
+        def read():
+            try:
+                return {t for t, _ in probe.node.get_subscriber_names_and_types_by_node('vidseg_segmenter', '/robot3')}
+            except Exception:  # noqa: BLE001 - NodeNameNonExistentError: not discovered yet
+                return set()
+        probe.wait_for(lambda: want <= read(), 120, f'the segmenter subscribing {sorted(want)}')
+    except AssertionError as e:
+        raise AssertionError(f'{e}\nlaunch output:\n{launch.log()[-3000:]}') from None
+    finally:
+        assert launch.interrupt() == 0, launch.log()[-3000:]
+        probe.close()
