@@ -157,3 +157,18 @@ def test_a_rate_out_of_range_fails_at_start_up(start_node, frame_folder, rate_hz
     node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': rate_hz})
     assert node.proc.wait(timeout=30) == 2, node.log()
     assert f'rate_hz: {rate_hz!r} is out of range' in node.log() and 'RCLError' not in node.log(), node.log()
+
+
+def test_a_subscriber_leaving_after_the_start_does_not_hold_the_frames(start_node, probe, frame_folder):
+    """wait_for_subscribers holds the *first* frame only: it was checked on every frame, so a subscriber that
+    left (a segmenter respawned, a recorder stopped; launch's Ctrl-C too) held all frames until
+    wait_timeout_s had passed since the start, and then said 'only 1 subscriber(s) ... starting anyway'."""
+    images = probe.collect(Image, 'image')
+    leaving = probe.node.create_subscription(Image, 'image', lambda _: None, 10)
+    node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 20.0, 'loop': True, 'wait_for_subscribers': 2,
+                             'wait_timeout_s': 60.0})
+    probe.wait_for(lambda: len(images) >= 3, 30, 'frames once both subscribed', node)
+    probe.node.destroy_subscription(leaving)
+    n = len(images)
+    probe.wait_for(lambda: len(images) >= n + 10, 10, 'frames after one subscriber left', node)
+    assert 'starting anyway' not in node.log()

@@ -78,17 +78,19 @@ class VideoSourceNode(Node):
                                       f'clock source, e.g. the simulator or bag player, or set use_sim_time:=false)')
 
     def _subscribers_ready(self) -> bool:
+        """Whether the first frame may go: the wait ends for good once it does (a subscriber that leaves
+        later, e.g. a respawned segmenter, held every frame until wait_timeout_s after the start)."""
         if self.cfg.wait_for_subscribers <= 0:
             return True
         pub = self.pub_raw or self.pub_compressed
-        if pub.get_subscription_count() >= self.cfg.wait_for_subscribers:
-            return True
-        if time.monotonic() - self._wait_started > self.cfg.wait_timeout_s:
+        ready = pub.get_subscription_count() >= self.cfg.wait_for_subscribers
+        if not ready and time.monotonic() - self._wait_started > self.cfg.wait_timeout_s:
             self.get_logger().warning(f'only {pub.get_subscription_count()} subscriber(s) after '
-                                   f'{self.cfg.wait_timeout_s:.0f} s; starting anyway')
+                                      f'{self.cfg.wait_timeout_s:.0f} s; starting anyway')
+            ready = True
+        if ready:
             self.cfg = VideoSourceConfig(**{**self.cfg.__dict__, 'wait_for_subscribers': 0})
-            return True
-        return False
+        return ready
 
     def _next_frame(self):
         """The next RGB frame, or None at the end of the stream."""
