@@ -79,7 +79,7 @@ def test_bad_exported_files_give_clear_errors(tmp_path, suffix):
     from vidseg_ros.models.checkpoint import CheckpointError
     bad = tmp_path / f'bad{suffix}'
     bad.write_bytes(b'not a model at all')
-    with pytest.raises(CheckpointError, match='cannot load this exported model'):
+    with pytest.raises(CheckpointError, match='truncated or corrupt'):
         StreamSegmenter.from_checkpoint(EngineConfig(model=str(bad), device='cpu'))
     with pytest.raises(CheckpointError, match='not found'):
         StreamSegmenter.from_checkpoint(EngineConfig(model=str(tmp_path / f'none{suffix}'), device='cpu'))

@@ -16,6 +16,7 @@ import copy
 import json
 import logging
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -259,7 +260,10 @@ def _exported_info(text: str, path) -> tuple[dict, StreamInfo]:
     2-channel model, a zero std or a palette of 300s into the engine."""
     info = json.loads(text)
     if not isinstance(info, dict) or 'meta' not in info:
-        raise ValueError(f'{path}: no vidseg_ros metadata; export it with `vidseg export`')
+        # someone else's model (or ours exported by other means): re-exporting it is not the user's fix
+        raise CheckpointError(f'{path} carries no vidseg_ros metadata (classes, normalisation, streaming kind): it '
+                              'was not written by `vidseg export`, and the engine runs only such files (export a '
+                              'vidseg_ros .pt checkpoint)')
     meta = check_meta(info['meta'], str(path), info.get('num_classes'))
     return meta, StreamInfo.from_dict(info, len(meta['classes']))
 
@@ -289,8 +293,31 @@ def _check_same_export(main, cur, path: Path, cur_path: Path) -> None:
         except (ValueError, AttributeError):
             ids.append(None)
     if None not in ids and ids[0] != ids[1]:
-        raise ValueError(f'{path} and {cur_path.name} come from two exports (an export was interrupted, or one '
+        raise CheckpointError(f'{path} and {cur_path.name} come from two exports (an export was interrupted, or one '
                          'file was copied alone); export the model again')
+
+
+def _session(ort, path: Path, providers: list):
+    """An onnxruntime session of ``path``; CheckpointError naming that file (the key-frame graph or its
+    ``.current.onnx``) when its bytes are no complete ONNX model, where onnxruntime said 'INVALID_PROTOBUF'."""
+    try:
+        return ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # onnxruntime's pybind error types: only the message says which
+        if 'INVALID_PROTOBUF' in str(e) or 'No graph was found' in str(e):
+            raise CheckpointError(f'{path} is not a complete ONNX model (truncated or corrupt); re-copy or re-export '
+                                  'it') from e
+        raise
+
+
+def _check_key_graph(sess, path: Path) -> None:
+    """Refuse the current-frame graph of a key-frame pair given as the model: it carries the same metadata as
+    its key-frame graph, so it loaded, and then looked for a missing ``X.current.current.onnx``. The key-frame
+    graph takes the image alone; the current-frame graph also takes the cache."""
+    if len(sess.get_inputs()) > 1:
+        key = (path.name[:-len('.current.onnx')] + '.onnx' if path.name.endswith('.current.onnx')
+               else 'the X.onnx of its X.onnx + X.current.onnx pair')
+        raise CheckpointError(f'{path} is the current-frame graph of a key-frame ONNX export: give its key-frame '
+                              f'graph {key} as the model (the engine loads both)')
 
 
 def _zero_state(layout: tuple[tuple[int, int], ...], x, device, dtype):
@@ -331,17 +358,20 @@ class OnnxRunner(_Runner):
                                            if isinstance(p, tuple)):
             log.warning('precision %s ignored for ONNX models without TensorRT (exported in fp32)', precision)
         self.device = torch.device('cpu')
-        self._main = ort.InferenceSession(str(path), providers=providers)
+        self._main = _session(ort, path, providers)
         self.providers = self._main.get_providers()
         self.meta, self.info = _exported_info(self._main.get_modelmeta().custom_metadata_map.get(META_KEY, '{}'),
                                               path)
         check_finite(_onnx_weights(path), str(path))    # exported before export refused such weights
         self._cur = None
         if self.kind == 'keyframe':
+            _check_key_graph(self._main, path)
             cur = current_path(path)
             if not cur.is_file():
-                raise FileNotFoundError(f'{path} is a key-frame model; its current-frame graph {cur} is missing')
-            self._cur = ort.InferenceSession(str(cur), providers=providers)
+                raise CheckpointError(f'{path} is a key-frame model whose current-frame graph {cur.name} is not '
+                                      'beside it: a key-frame ONNX export is a pair, moved and renamed together '
+                                      '(X.onnx + X.current.onnx); or export it again')
+            self._cur = _session(ort, cur, providers)
             _check_same_export(self._main, self._cur, path, cur)
             check_finite(_onnx_weights(cur), str(cur))
 
@@ -369,6 +399,30 @@ class OnnxRunner(_Runner):
         return _zero_state(self.info.state_layout, x, 'cpu', torch.float32)
 
 
+def check_format(path: Path) -> None:
+    """CheckpointError naming ``path`` when its bytes are not what its suffix says: a TorchScript file (a zip
+    archive, as are checkpoints) renamed ``.onnx``, an ONNX file renamed ``.ts``, or a truncated ``.ts`` (its zip
+    directory sits at the end). The runtimes said only 'Protobuf parsing failed' or 'failed finding central
+    directory. This is an internal miniz error...' (clipped mid-sentence)."""
+    kind = sniff_format(path)
+    if path.suffix == '.onnx' and kind == 'zip':
+        raise CheckpointError(f'{path} is a PyTorch archive (a TorchScript export or a checkpoint), not ONNX: name it '
+                              f'{path.stem}.ts or {path.stem}.pt (the suffix says how a model file is loaded)')
+    if path.suffix == '.ts' and kind != 'zip':
+        hint = (f'; it looks like an ONNX model: name it {path.stem}.onnx' if kind == 'onnx'
+                else ': truncated or corrupt; re-copy or re-export it')
+        raise CheckpointError(f'{path} is not a (complete) TorchScript archive{hint}')
+
+
+def sniff_format(path: Path) -> str:
+    """'zip' (TorchScript, checkpoint; complete: its directory at the end is found), 'onnx' (starts as every ONNX
+    ModelProto does: field 1 ir_version, tag 0x08), or '' for anything else."""
+    if zipfile.is_zipfile(path):
+        return 'zip'
+    with open(path, 'rb') as f:
+        return 'onnx' if f.read(1) == b'\x08' else ''
+
+
 def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32',
                   channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False):
     """Runner for a ``.ts`` or ``.onnx`` file; its ``meta`` attribute holds the checkpoint meta."""
@@ -379,6 +433,7 @@ def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32
     if not Path(path).is_file():
         raise CheckpointError(f'model file not found: {path}')
     check_device_for(device, str(path))   # a bad device is the setting's fault, not the file's: not wrapped
+    check_format(Path(path))
     try:
         return runners[suffix](path, device, precision, channels_last, compile, cuda_graphs)
     except (ImportError, CheckpointError):
