@@ -97,3 +97,12 @@ def test_a_file_whose_bytes_are_not_its_suffix_or_cut_short_says_so(exports, tmp
     message = _refused(tmp_path / name, match)
     assert 'cannot load this exported model' not in message
 
+
+def test_an_export_named_like_a_current_frame_graph_is_refused_before_anything_is_written(exports, tmp_path):
+    """`vidseg export m.pt m.current.onnx` replaced the partner of m.onnx beside it: that pair was broken."""
+    _put(tmp_path, m__onnx=exports['onnx'], m__current__onnx=exports['current'])
+    with pytest.raises(ValueError, match=r'names ending in \.current\.onnx are the second graph .*e\.g\. m\.onnx'):
+        export_onnx(exports['pt'], tmp_path / 'm.current.onnx')
+    assert (tmp_path / 'm.current.onnx').read_bytes() == exports['current']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
+    open_exported(tmp_path / 'm.onnx', device='cpu')

@@ -50,6 +50,12 @@ def check_output(out: str | Path, fmt: str) -> Path:
     if out.suffix != SUFFIX[fmt]:
         raise ValueError(f'{fmt} exports are {SUFFIX[fmt]} files (the engine picks the runtime by suffix), '
                          f'got {str(out)[-200:]}')
+    if fmt == 'onnx' and out.name.endswith('.current.onnx'):
+        # the name of a key-frame export's second graph: written, it replaced the partner of the <stem>.onnx
+        # beside it, whose pair the engine then refused as two exports
+        raise ValueError(f'{clip(out.name, 60)}: names ending in .current.onnx are the second graph of a key-frame '
+                         f'ONNX export (X.onnx + X.current.onnx); choose another name, e.g. '
+                         f'{clip(out.name[:-len(".current.onnx")], 40)}.onnx')
     check_name_length(out, 'export')    # first: stat() of a name too long raises
     if out.is_dir():
         raise ValueError(f'{str(out)[-200:]} is a folder; give the file to write')
