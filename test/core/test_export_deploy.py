@@ -106,3 +106,13 @@ def test_an_export_named_like_a_current_frame_graph_is_refused_before_anything_i
     assert (tmp_path / 'm.current.onnx').read_bytes() == exports['current']
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
     open_exported(tmp_path / 'm.onnx', device='cpu')
+
+
+def test_an_onnx_export_renamed_pt_is_named_as_one(exports, tmp_path):
+    """Torch said only 'Unsupported operand 8' (the ONNX file's first byte) of a .onnx renamed .pt."""
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.stream import StreamSegmenter
+    _put(tmp_path, m__pt=exports['onnx'])
+    with pytest.raises(CheckpointError, match=r'm\.pt is not a loadable torch checkpoint .*; it looks like an ONNX '
+                                              r'export: name it m\.onnx'):
+        StreamSegmenter.from_checkpoint(EngineConfig(model=str(tmp_path / 'm.pt'), device='cpu'))

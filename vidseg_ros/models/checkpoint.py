@@ -235,13 +235,25 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu'):
         if 'global' in reason.lower():      # a pickled object: loading it would run its code
             raise CheckpointError(f'{path} holds Python objects that weights_only loading refuses to run, so it '
                                   f'is not loaded ({reason})') from e
-        raise CheckpointError(f'{path} is not a loadable torch checkpoint ({reason})') from e
+        raise CheckpointError(f'{path} is not a loadable torch checkpoint ({reason}){_onnx_hint(path)}') from e
     except Exception as e:  # torch.load raises many types for garbage input (KeyError, RuntimeError, ...)
         if 'TorchScript archive' in str(e):   # `vidseg export --format ts` output renamed to .pt
             raise CheckpointError(f'{path} is a TorchScript export, not a checkpoint: name it {path.stem}.ts (the '
                                   'suffix says how a model file is loaded)') from e
         detail = (str(e).splitlines() or [''])[0].split('. ')[0] or type(e).__name__   # torch's first sentence
-        raise CheckpointError(f'{path} is not a torch checkpoint or is corrupt ({detail})') from e
+        raise CheckpointError(f'{path} is not a torch checkpoint or is corrupt ({detail}){_onnx_hint(path)}') from e
+
+
+def _onnx_hint(path: Path) -> str:
+    """'; it looks like an ONNX export: name it X.onnx' for a file that starts as every ONNX model does (field 1,
+    ir_version: tag 0x08) and is no zip archive; torch said only 'Unsupported operand 8' of a renamed .onnx."""
+    try:
+        with open(path, 'rb') as f:
+            onnx_like = f.read(1) == b'\x08' and not zipfile.is_zipfile(path)
+    except OSError:
+        return ''
+    return f'; it looks like an ONNX export: name it {path.stem}.onnx (the suffix says how a model file is loaded)' \
+        if onnx_like else ''
 
 
 def _unpickler_reason(error: Exception) -> str:
