@@ -60,16 +60,20 @@ def declare_settings(node: Node, *classes, read_only: bool = False) -> None:
     ``-p``) is taken for the current name, by the rule of :func:`vidseg_ros.config.current_names` for
     merged sources: a deprecation warning; both names with different values, the current name wins (an
     old-name parameter file overridden by ``-p`` under the new name) and the warning names both."""
+    _take_empty_arrays(node)
+    emptied = set().union(*(_take_untyped_empty_lists(node, cls) for cls in classes))
     # rclpy keeps the --ros-args/params-file values here
     given = {k: as_python(p.value) for k, p in getattr(node, '_parameter_overrides', {}).items()}
-    _take_empty_arrays(node)
+    given.update(dict.fromkeys(emptied, []))
     for cls in classes:
-        current = current_names(cls, given, warn=node.get_logger().warning, merged=True)
         hints = typing.get_type_hints(cls)
+        current = current_names(cls, given, warn=node.get_logger().warning, merged=True)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             if f.name in current and f.name not in given:   # given under an old name only
                 default = current[f.name]
+            if f.name in emptied:
+                default = []
             desc = _descriptor(f, default)
             fixed = read_only and f.metadata.get('change') == 'startup'
             if isinstance(default, list) and not default:
@@ -90,6 +94,22 @@ def declare_settings(node: Node, *classes, read_only: bool = False) -> None:
             else:
                 desc.read_only = fixed
                 node.declare_parameter(f.name, default, desc)
+
+
+def _take_untyped_empty_lists(node: Node, cls) -> set[str]:
+    """The list settings given as ``[]`` in a parameter file, their overrides removed so they are declared as
+    typed empty arrays. rcl's YAML parser gives ``[]`` no element type (NOT_SET, None) and rclpy then declared
+    the default instead: ``topics: []`` left a recorder meant to record by ``topic_regex`` alone recording
+    ``image`` and ``camera_info``."""
+    overrides = getattr(node, '_parameter_overrides', {})
+    hints = typing.get_type_hints(cls)
+    emptied = set()
+    for f in dataclasses.fields(cls):
+        given = overrides.get(f.name)
+        if given is not None and given.type_ == Parameter.Type.NOT_SET and typing.get_origin(hints[f.name]) is list:
+            del overrides[f.name]
+            emptied.add(f.name)
+    return emptied
 
 
 def _take_empty_arrays(node: Node) -> None:

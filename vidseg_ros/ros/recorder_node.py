@@ -39,6 +39,7 @@ from rclpy.qos import ReliabilityPolicy, qos_policy_name_from_kind
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from std_srvs.srv import Trigger
 
+from vidseg_ros.config import ConfigError
 from vidseg_ros.data.bags.writer import qos_yaml
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, check_compression, new_bag_dir
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status, steady_timer
@@ -110,6 +111,9 @@ class RecorderNode(Node):
         self.cfg: RecorderSettings = read_settings(self, RecorderSettings)
         cfg = self.cfg
         check_compression(cfg.compression)   # a missing codec: exit 2 before output_dir is made
+        if not cfg.topics and not cfg.topic_regex:   # an empty bag, recording nothing, said nothing about it
+            raise ConfigError('nothing to record: topics is empty and topic_regex is off; list topics or set '
+                              'topic_regex')
         self.wanted = {self.resolve_topic_name(t) for t in cfg.topics}
         self.include = re.compile(cfg.topic_regex) if cfg.topic_regex else None
         self.exclude = re.compile(cfg.exclude_regex) if cfg.exclude_regex else None
