@@ -15,7 +15,8 @@ import zlib
 import cv2
 import numpy as np
 
-from vidseg_ros.data.images import _PNG_MAGIC, ImageError, compressed_payload, decode_compressed, short
+from vidseg_ros.data.images import (_PNG_MAGIC, ImageError, compressed_payload, decode_compressed, jpeg_segments,
+                                    short)
 
 _ORIENT_TAG = 0x0112
 _SHORT, _LONG = 3, 4
@@ -58,21 +59,12 @@ def _upright_tiff(buf: bytearray, start: int, end: int) -> tuple[int, bool]:
 
 def _jpeg_exif_blocks(buf: bytes):
     """(start, end) of the TIFF block of every APP1 Exif segment before the image data."""
-    i = 2
-    while i + 4 <= len(buf) and buf[i] == 0xFF:
-        marker = buf[i + 1]
-        if marker == 0xFF:      # fill byte
-            i += 1
-            continue
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:     # markers without a length
-            i += 2
-            continue
-        if marker in (0xDA, 0xD9):      # start of scan / end of image: no metadata after it
-            return
-        (length,) = struct.unpack('>H', buf[i + 2:i + 4])
-        if marker == 0xE1 and buf[i + 4:i + 10] == b'Exif\x00\x00':
-            yield i + 10, min(i + 2 + length, len(buf))
-        i += 2 + length
+    try:
+        for marker, i, length in jpeg_segments(buf):
+            if marker == 0xE1 and buf[i + 4:i + 10] == b'Exif\x00\x00':
+                yield i + 10, min(i + 2 + length, len(buf))
+    except ImageError:   # no marker where one should be: the header ends there for this purpose
+        return
 
 
 def _png_exif_chunks(buf: bytes):

@@ -170,6 +170,29 @@ _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+def jpeg_segments(buf: bytes | memoryview):
+    """(marker, offset, length) of each length-carrying marker segment of a JPEG header, in order, up to the start
+    of scan or a length below 2 (malformed); ImageError where a marker should be and is not."""
+    i = 2
+    while i + 4 <= len(buf):
+        if buf[i] != 0xFF:
+            raise ImageError(f'corrupt JPEG: no marker at byte {i}')
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: no header segment after it
+            return
+        (length,) = struct.unpack('>H', buf[i + 2:i + 4])
+        yield marker, i, length
+        if length < 2:
+            return
+        i += 2 + length
+
+
 def compressed_size(buf: bytes | memoryview) -> tuple[str, int, int]:
     """(kind, height, width) from a PNG IHDR or JPEG SOF header, without decoding any pixel."""
     if buf[:8] == _PNG_MAGIC:
@@ -178,26 +201,12 @@ def compressed_size(buf: bytes | memoryview) -> tuple[str, int, int]:
         width, height = struct.unpack('>II', buf[16:24])
         return 'png', height, width
     if buf[:2] == b'\xff\xd8':
-        i = 2
-        while i + 4 <= len(buf):
-            if buf[i] != 0xFF:
-                raise ImageError(f'corrupt JPEG: no marker at byte {i}')
-            marker = buf[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
-            if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
-                i += 2
-                continue
-            (length,) = struct.unpack('>H', buf[i + 2:i + 4])
+        for marker, i, _ in jpeg_segments(buf):
             if marker in _JPEG_SOF:
                 if i + 9 > len(buf):
                     break
                 height, width = struct.unpack('>HH', buf[i + 5:i + 9])
                 return 'jpeg', height, width
-            if marker == 0xDA or length < 2:  # image data before any frame header: malformed
-                break
-            i += 2 + length
         raise ImageError(f'corrupt JPEG: no frame header (SOF) in {len(buf)} bytes')
     raise ImageError(f'compressed data is neither PNG nor JPEG (starts with {bytes(buf[:8])!r})')
 
