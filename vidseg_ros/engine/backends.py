@@ -261,9 +261,8 @@ def _exported_info(text: str, path) -> tuple[dict, StreamInfo]:
     info = json.loads(text)
     if not isinstance(info, dict) or 'meta' not in info:
         # someone else's model (or ours exported by other means): re-exporting it is not the user's fix
-        raise CheckpointError(f'{path} carries no vidseg_ros metadata (classes, normalisation, streaming kind): it '
-                              'was not written by `vidseg export`, and the engine runs only such files (export a '
-                              'vidseg_ros .pt checkpoint)')
+        raise CheckpointError(f'{path} has no vidseg_ros metadata (classes, normalisation): not written by '
+                              '`vidseg export`, whose files alone run here')
     meta = check_meta(info['meta'], str(path), info.get('num_classes'))
     return meta, StreamInfo.from_dict(info, len(meta['classes']))
 
@@ -314,10 +313,9 @@ def _check_key_graph(sess, path: Path) -> None:
     its key-frame graph, so it loaded, and then looked for a missing ``X.current.current.onnx``. The key-frame
     graph takes the image alone; the current-frame graph also takes the cache."""
     if len(sess.get_inputs()) > 1:
-        key = (path.name[:-len('.current.onnx')] + '.onnx' if path.name.endswith('.current.onnx')
-               else 'the X.onnx of its X.onnx + X.current.onnx pair')
-        raise CheckpointError(f'{path} is the current-frame graph of a key-frame ONNX export: give its key-frame '
-                              f'graph {key} as the model (the engine loads both)')
+        key = path.name[:-len('.current.onnx')] + '.onnx' if path.name.endswith('.current.onnx') else 'X.onnx'
+        raise CheckpointError(f'{path} is the current-frame half of a key-frame ONNX pair: give {key} as the model '
+                              '(it loads both)')
 
 
 def _zero_state(layout: tuple[tuple[int, int], ...], x, device, dtype):
@@ -368,9 +366,8 @@ class OnnxRunner(_Runner):
             _check_key_graph(self._main, path)
             cur = current_path(path)
             if not cur.is_file():
-                raise CheckpointError(f'{path} is a key-frame model whose current-frame graph {cur.name} is not '
-                                      'beside it: a key-frame ONNX export is a pair, moved and renamed together '
-                                      '(X.onnx + X.current.onnx); or export it again')
+                raise CheckpointError(f'{path}: its key-frame pair {cur.name} is not beside it (move and rename '
+                                      'X.onnx and X.current.onnx together)')
             self._cur = _session(ort, cur, providers)
             _check_same_export(self._main, self._cur, path, cur)
             check_finite(_onnx_weights(cur), str(cur))
@@ -406,8 +403,8 @@ def check_format(path: Path) -> None:
     directory. This is an internal miniz error...' (clipped mid-sentence)."""
     kind = sniff_format(path)
     if path.suffix == '.onnx' and kind == 'zip':
-        raise CheckpointError(f'{path} is a PyTorch archive (a TorchScript export or a checkpoint), not ONNX: name it '
-                              f'{path.stem}.ts or {path.stem}.pt (the suffix says how a model file is loaded)')
+        raise CheckpointError(f'{path} is a PyTorch archive (TorchScript or checkpoint), not ONNX: name it '
+                              f'{path.stem}.ts or {path.stem}.pt')
     if path.suffix == '.ts' and kind != 'zip':
         hint = (f'; it looks like an ONNX model: name it {path.stem}.onnx' if kind == 'onnx'
                 else ': truncated or corrupt; re-copy or re-export it')
