@@ -10,8 +10,6 @@ had a /vidseg_recorder, whose services (~/split, ~/snapshot) answered for either
 from __future__ import annotations
 
 import os
-import pty
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -55,19 +53,6 @@ def generate_launch_description():
 '''
 
 
-class UserLaunch(Launch):
-    """`ros2 launch <path>` of a user's own launch file, otherwise as ``Launch`` (own group, a tty)."""
-
-    def __init__(self, path: Path, log_path: Path):   # noqa: super().__init__ runs `ros2 launch vidseg_ros FILE`
-        self.log_path = log_path
-        self._log = open(log_path, 'w')
-        self._tty, stdin = pty.openpty()
-        self.proc = subprocess.Popen([str(BIN / 'ros2'), 'launch', str(path)], stdin=stdin, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        os.close(stdin)
-
-
 def _files(tmp: Path) -> Path:
     config = ROOT / 'config'
     video = tmp / 'video.yaml'   # both transports, small frames: two robots on a small CPU
@@ -88,7 +73,7 @@ def robots(tmp_path_factory):
     qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     masks = {r: probe.collect(Image, f'/{r}/vidseg_segmenter/mask', qos) for r in ROBOTS}
     diags = probe.collect(DiagnosticArray, '/diagnostics', qos)
-    launch = UserLaunch(_files(tmp), tmp / 'launch.log')
+    launch = Launch(_files(tmp), {}, tmp / 'launch.log')
     try:
         probe.wait_for(lambda: len(masks['robot1']) >= 3, 180, 'masks from robot1')
         yield SimpleNamespace(launch=launch, probe=probe, masks=masks, diags=diags, tmp=tmp)
@@ -198,7 +183,7 @@ def test_default_camera_topics_are_in_the_pushed_namespace(tmp_path):
     parent = tmp_path / 'robot3.launch.py'
     parent.write_text(DEFAULTS.format(bags=str(tmp_path / 'bags')))
     probe = Probe(f'defaults_probe_{os.getpid()}')
-    launch = UserLaunch(parent, tmp_path / 'launch.log')
+    launch = Launch(parent, {}, tmp_path / 'launch.log')
     want = {'/robot3/camera/image_raw', '/robot3/camera/camera_info'}
     try:
         launch.wait_for_output("recording to", 90)

@@ -65,10 +65,12 @@ class Launch:
     (`make test &`) inherits SIGINT ignored, and launch, whose handler only chains onto Python's, then
     never sees a Ctrl-C while its nodes (own handlers) do."""
 
-    def __init__(self, file: str, args: dict, log_path: Path, tty: bool = True):
+    def __init__(self, file: str | Path, args: dict, log_path: Path, tty: bool = True):
+        """``file``: one of our launch files by name, or a Path: a user's own launch file (`ros2 launch PATH`)."""
         self.log_path = log_path
         self._log = open(log_path, 'w')
-        cmd = [str(BIN / 'ros2'), 'launch', 'vidseg_ros', file, *[f'{k}:={v}' for k, v in args.items()]]
+        target = [str(file)] if isinstance(file, Path) else ['vidseg_ros', file]
+        cmd = [str(BIN / 'ros2'), 'launch', *target, *[f'{k}:={v}' for k, v in args.items()]]
         self._tty, stdin = pty.openpty() if tty else (None, subprocess.DEVNULL)
         self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True, preexec_fn=_sigint_as_in_a_terminal)
