@@ -199,7 +199,8 @@ def test_model_that_fails_to_load_on_activate_is_rolled_back_and_the_old_one_ser
     node = start_node('vidseg_ros.ros.segment_lifecycle_node', SMALL)
     masks = probe.collect(Image, f'/{NAME}/mask', RELIABLE)
     assert transition(probe, node, Transition.TRANSITION_CONFIGURE), node.log()[-2000:]
-    garbage = tmp_path / 'garbage.onnx'
+    garbage = tmp_path / ('a_robot_s_long_model_folder_' * 6) / 'garbage.onnx'   # a 170-character folder
+    garbage.parent.mkdir()
     # ONNX's first byte, so that the parameter check (guards.check_model_spec) passes it and the load fails
     garbage.write_bytes(b'\x08' + np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
     assert set_param(probe, node, 'model', str(garbage)).successful
@@ -207,6 +208,8 @@ def test_model_that_fails_to_load_on_activate_is_rolled_back_and_the_old_one_ser
     assert lifecycle_state(probe, node) == 'active'
     error = [ln for ln in node.log().splitlines() if '[ERROR]' in ln]
     assert len(error) == 1 and 'cannot load model' in error[0] and 'garbage.onnx' in error[0], node.log()[-2000:]
+    # the loader's advice comes after the path it names: a long path clipped at 200 characters cut it off
+    assert 're-copy or re-export' in error[0], error[0]
     assert get_param(probe, node, 'model').string_value == SMALL['model']   # back to the model that serves
     (pub,) = probe.publishers(node, 'image', msg_type=Image)
     send(probe, pub, real_frames[0], [masks], node)

@@ -31,7 +31,6 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from vidseg_ros.config import ConfigError, fields_with
-from vidseg_ros.data.images import clip, short
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
 from vidseg_ros.engine.outputs import ClassTable
@@ -42,9 +41,12 @@ from vidseg_ros.ros.guards import check_device_for_model, check_model_spec
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.spin import WorkerDied, run
+from vidseg_ros.text import SHORT_TEXT, clip, short
 
 # Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.
 STARTUP_ONLY_KEYS = set(fields_with(SegmentNodeConfig, 'startup'))
+# a load error names the file, then what to do about it: room for a long path and the advice after it
+LOAD_ERROR_TEXT = 2 * SHORT_TEXT
 STOP_WAIT_S = 10.0   # deactivate waits this long for the frame in inference, then leaves the worker to it
 
 
@@ -248,7 +250,7 @@ class SegmentNodeCore:
         except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
             if stopping.is_set():
                 return True
-            self.node.get_logger().error(f'cannot load model {short(new.model)} on {short(new.device)}: {clip(e)}; '
+            self.node.get_logger().error(f'cannot load model {short(new.model)} on {short(new.device)}: {clip(e, LOAD_ERROR_TEXT)}; '
                                          f'keeping {self.engine.model_name}')
             for s in self.streams:
                 s.note_error('model_load', str(e))
