@@ -1,8 +1,10 @@
 """A user's robot launch file, run for real: segment.launch.py (record:=true) included twice, for robot1 and
 robot2, each in a GroupAction with PushRosNamespace and its camera remapped; both robots in one domain.
 
-robot1: camera at an absolute /robot1/front/image_raw, plain node. robot2: camera at a relative
-front/image_raw (so /robot2/front/image_raw), lifecycle node on the CompressedImage of the camera.
+robot1: camera at an absolute /robot1/front/image_raw. robot2: camera at a relative front/image_raw (so
+/robot2/front/image_raw), on the CompressedImage of the camera. (robot2 was a lifecycle node, configured and
+activated with `ros2 lifecycle` here: that worked and cost 56 s of CI, so it went; test_launch_lifecycle covers
+the lifecycle node under launch.)
 Found: the recorder that segment.launch.py starts with record:=true ran outside the pushed namespace (its
 include is scoped so only four arguments reach it, and the namespace was dropped with the rest): both robots
 had a /vidseg_recorder, whose services (~/split, ~/snapshot) answered for either.
@@ -10,13 +12,12 @@ had a /vidseg_recorder, whose services (~/split, ~/snapshot) answered for either
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from support.launch_helpers import BIN, Launch, error_lines, real_clip, require_launch, ros2
+from support.launch_helpers import Launch, error_lines, real_clip, require_launch, ros2
 from support.ros_helpers import ROOT, Probe
 
 require_launch()
@@ -48,7 +49,7 @@ def generate_launch_description():
         robot('robot1', {{**common, 'image': '/robot1/front/image_raw', 'camera_info': '/robot1/front/camera_info',
                           'use_camera_info': 'true'}}),
         robot('robot2', {{**common, 'image': 'front/image_raw', 'camera_info': 'front/camera_info',
-                          'lifecycle': 'true', 'segment_params_file': {compressed!r}}}),
+                          'segment_params_file': {compressed!r}}}),
     ])
 '''
 
@@ -96,21 +97,13 @@ def test_every_node_of_each_robot_is_in_its_namespace(robots):
     assert _vidseg_nodes(robots.probe) == want
 
 
-def test_the_namespaced_lifecycle_node_on_compressed_images_segments(robots):
-    node = '/robot2/vidseg_segmenter'
-    deadline = time.monotonic() + 90
-    while subprocess.run([str(BIN / 'ros2'), 'lifecycle', 'get', node], capture_output=True).returncode:
-        assert time.monotonic() < deadline, 'no lifecycle services on ' + node
-        time.sleep(1.0)
-    assert 'Transitioning successful' in ros2('lifecycle', 'set', node, 'configure', timeout=120)
-    assert 'Transitioning successful' in ros2('lifecycle', 'set', node, 'activate')
-    robots.probe.wait_for(lambda: len(robots.masks['robot2']) >= 3, 60, 'masks from robot2')
+def test_the_namespaced_node_on_compressed_images_segments(robots):
+    robots.probe.wait_for(lambda: len(robots.masks['robot2']) >= 3, 90, 'masks from robot2')
     m = robots.masks['robot2'][-1]
     assert (m.encoding, m.height, m.width) == ('mono8', 180, 240)
 
 
 def test_each_camera_is_read_by_its_own_robot_only(robots):
-    """(After robot2's segmenter is active: it subscribes only then.)"""
     def readers(topic):
         return sorted((i.node_namespace, i.node_name) for i in robots.probe.node.get_subscriptions_info_by_topic(topic)
                       if i.node_name.startswith('vidseg'))

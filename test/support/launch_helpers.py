@@ -42,7 +42,10 @@ def ros2(*args: str, timeout: float = 60.0) -> str:
     if args[:1] == ('param',) and len(args) > 1:
         # `ros2 param` waits 1 s for the node by default: on a loaded machine discovery takes longer
         args = (*args[:2], '--timeout', '15', *args[2:])
-    r = subprocess.run([str(BIN / 'ros2'), *args], capture_output=True, text=True, timeout=timeout)
+    for _ in range(3):   # `ros2 param` on a machine running six nodes on two cores: discovery can take longer still
+        r = subprocess.run([str(BIN / 'ros2'), *args], capture_output=True, text=True, timeout=timeout)
+        if 'Wait for service timed out' not in r.stderr:
+            break
     assert r.returncode == 0, f'ros2 {" ".join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}'
     return r.stdout
 
