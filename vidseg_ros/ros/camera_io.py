@@ -17,7 +17,7 @@ from vidseg_ros.ros.camera_stats import CameraStats
 from vidseg_ros.ros.conversions import (array_to_image_msg, compressed_msg_to_rgb8, image_msg_to_rgb8,
                                         scale_camera_info)
 from vidseg_ros.ros.guards import camera_info_image_size, camera_info_problem, camera_info_size_problem
-from vidseg_ros.ros.params import keep_last_qos
+from vidseg_ros.ros.params import keep_last_qos, unmatched_publishers
 from vidseg_ros.ros.settings import SegmentNodeConfig
 
 CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
@@ -109,9 +109,7 @@ class CameraIO:
         for sub in self._subs:
             try:
                 kind = sub.msg_type.__module__.split('.')[0] + '/msg/' + sub.msg_type.__name__
-                offered = sum(1 for i in self.node.get_publishers_info_by_topic(sub.topic_name)
-                              if i.topic_type == kind)
-                unmatched += max(offered - sub.get_publisher_count(), 0)
+                unmatched += unmatched_publishers(self.node, sub, kind)
             except Exception:  # noqa: BLE001 - destroyed under the diagnostics timer (deactivate)
                 continue
         return unmatched

@@ -168,6 +168,13 @@ def validate_changes(node: Node, params: list[Parameter], *classes) -> tuple[Set
     return SetParametersResult(successful=True), changes
 
 
+def unmatched_publishers(node: Node, subscription, type_name: str) -> int:
+    """Publishers of ``type_name`` on ``subscription``'s topic that DDS did not match with it (incompatible QoS).
+    The graph and the matching are not updated at the same instant: ask only once a mismatch was reported."""
+    offered = sum(1 for i in node.get_publishers_info_by_topic(subscription.topic_name) if i.topic_type == type_name)
+    return max(offered - subscription.get_publisher_count(), 0)
+
+
 def keep_last_qos(reliability: str, depth: int) -> QoSProfile:
     """The rclpy QoS of a node's `*_reliability` / `*_depth` settings ('reliable' or 'best_effort'), KEEP_LAST.
     (``data.bags.writer.bag_qos_profile`` is something else: a bag's record of a publisher's QoS.)"""

@@ -43,7 +43,7 @@ from vidseg_ros.config import ConfigError
 from vidseg_ros.data.bags.writer import qos_yaml
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, check_compression, new_bag_dir
 from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status, steady_timer
-from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
+from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, unmatched_publishers
 from vidseg_ros.ros.recorder_params import RecorderSettings
 from vidseg_ros.ros.spin import run
 from vidseg_ros.text import clip
@@ -375,14 +375,13 @@ class RecorderNode(Node):
             f'{self.cfg.input_reliability}): its messages are NOT recorded; set input_reliability:=auto or '
             f'qos_overrides.{topic}.subscription.reliability:=best_effort')
 
-    def unmatched_publishers(self, topic: str) -> int:
+    def _unmatched(self, topic: str) -> int:
         """Publishers of ``topic``'s recorded type that DDS did not match with our subscription, where one was
         reported incompatible (graph and matching are not updated at the same instant)."""
         sub = self.subs.get(topic)
         if sub is None or topic not in self.incompatible or topic not in self.types:
             return 0
-        offered = sum(1 for i in self.get_publishers_info_by_topic(topic) if i.topic_type == self.types[topic])
-        return max(offered - sub.get_publisher_count(), 0)
+        return unmatched_publishers(self, sub, self.types[topic])
 
     def _on_lost(self, topic: str, event) -> None:
         self.lost[topic] += int(event.total_count_change)
@@ -431,7 +430,7 @@ class RecorderNode(Node):
         total_rate = (total_bytes - sum(c.bytes_written for c in prev.values())) / dt / 1e6
         new_drops = 0
         me = self.get_fully_qualified_name()  # never a fixed name: two recorders (rec1, rec2) shared one
-        unmatched = {t: n for t in self.incompatible if (n := self.unmatched_publishers(t))}
+        unmatched = {t: n for t in self.incompatible if (n := self._unmatched(t))}
         for topic, c in sorted(snap.items()):
             p = prev.get(topic)
             d_msgs = c.written - (p.written if p else 0)
