@@ -98,9 +98,13 @@ def test_every_node_of_each_robot_is_in_its_namespace(robots):
 
 
 def test_the_namespaced_node_on_compressed_images_segments(robots):
+    """Without the source's wait running out: robot2's (transport both) counted subscribers of `image` only, so
+    its segmenter on image/compressed was not seen and the first frame waited wait_timeout_s (first mask ~60 s
+    after launch, robot1's ~12 s)."""
     robots.probe.wait_for(lambda: len(robots.masks['robot2']) >= 3, 90, 'masks from robot2')
     m = robots.masks['robot2'][-1]
     assert (m.encoding, m.height, m.width) == ('mono8', 180, 240)
+    assert 'starting anyway' not in robots.launch.log(), robots.launch.log()[-4000:]
 
 
 def test_each_camera_is_read_by_its_own_robot_only(robots):

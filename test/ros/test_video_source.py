@@ -172,3 +172,17 @@ def test_a_subscriber_leaving_after_the_start_does_not_hold_the_frames(start_nod
     n = len(images)
     probe.wait_for(lambda: len(images) >= n + 10, 10, 'frames after one subscriber left', node)
     assert 'starting anyway' not in node.log()
+
+
+def test_a_subscriber_of_the_compressed_images_counts_with_transport_both(start_node, probe, frame_folder):
+    """wait_for_subscribers counts `image` and `image/compressed` together. With transport both only `image`
+    counted: segment.launch.py with a segmenter on compressed images (a raw recorder beside it) held the first
+    frame for wait_timeout_s, 60 s, then said 'only 1 subscriber(s) ... starting anyway' (robot2 of
+    test_launch_namespace: first mask ~60 s after launch, robot1's ~12 s). A wait of 600 s: old code sends nothing."""
+    raw = probe.collect(Image, 'image')
+    jpeg = probe.collect(CompressedImage, 'image/compressed')
+    node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 20.0, 'loop': True, 'transport': 'both',
+                             'wait_for_subscribers': 2, 'wait_timeout_s': 600.0})
+    probe.wait_for(lambda: len(jpeg) >= 3 and len(raw) >= 3, 30, 'frames once image and image/compressed subscribed',
+                   node)
+    assert 'starting anyway' not in node.log()

@@ -82,15 +82,20 @@ class VideoSourceNode(Node):
         later, e.g. a respawned segmenter, held every frame until wait_timeout_s after the start)."""
         if self.cfg.wait_for_subscribers <= 0:
             return True
-        pub = self.pub_raw or self.pub_compressed
-        ready = pub.get_subscription_count() >= self.cfg.wait_for_subscribers
+        count = self._image_subscribers()
+        ready = count >= self.cfg.wait_for_subscribers
         if not ready and time.monotonic() - self._wait_started > self.cfg.wait_timeout_s:
-            self.get_logger().warning(f'only {pub.get_subscription_count()} subscriber(s) after '
-                                      f'{self.cfg.wait_timeout_s:.0f} s; starting anyway')
+            self.get_logger().warning(f'only {count} subscriber(s) after {self.cfg.wait_timeout_s:.0f} s; starting anyway')
             ready = True
         if ready:
             self.cfg = VideoSourceConfig(**{**self.cfg.__dict__, 'wait_for_subscribers': 0})
         return ready
+
+    def _image_subscribers(self) -> int:
+        """Subscribers of `image` and `image/compressed` together. With transport both only `image` was
+        counted: a segmenter on image/compressed (segment.launch.py, its transport: compressed) was never
+        seen, and the first frame waited wait_timeout_s (60 s under launch) before 'starting anyway'."""
+        return sum(pub.get_subscription_count() for pub in (self.pub_raw, self.pub_compressed) if pub is not None)
 
     def _next_frame(self):
         """The next RGB frame, or None at the end of the stream."""
