@@ -85,7 +85,8 @@ class VideoSourceNode(Node):
         count = self._image_subscribers()
         ready = count >= self.cfg.wait_for_subscribers
         if not ready and time.monotonic() - self._wait_started > self.cfg.wait_timeout_s:
-            self.get_logger().warning(f'only {count} subscriber(s) after {self.cfg.wait_timeout_s:.0f} s; starting anyway')
+            self.get_logger().warning(f'only {count} subscriber(s) after {self.cfg.wait_timeout_s:.0f} s; '
+                                      'starting anyway')
             ready = True
         if ready:
             self.cfg = VideoSourceConfig(**{**self.cfg.__dict__, 'wait_for_subscribers': 0})
