@@ -93,7 +93,7 @@ class VideoSourceConfig:
     resize_hw: list[int] = setting([], 'Resize frames to [H, W] before publishing; empty = as read')
     max_frames: int = setting(0, 'Stop after this many frames; 0 = all')
     wait_for_subscribers: int = setting(0, 'Hold the first frame until this many subscribers match `image` '
-                                           '(or image/compressed)')
+                                           'and image/compressed together')
     wait_timeout_s: float = setting(10.0, 'Give up waiting for subscribers after this long')
     exit_at_end: bool = setting(True, 'Shut the node down after the last frame (when not looping)')
     hfov_deg: float = setting(60.0, 'Horizontal field of view used for the published CameraInfo')
