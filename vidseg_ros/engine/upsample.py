@@ -69,19 +69,35 @@ class Upsampler:
         self._fx = np.where(ok_x, self.wx[np.minimum(ox, W - 1)], 0).astype(np.float32)   # (w, C)
         # every cell's block, built on the first frame with a boundary when small enough (False: never)
         self._all_blocks = None if h * w * R * C <= BLOCK_TABLE_MAX else False
+        # The first and last cells of an axis also cover the pixels whose samples are clamped at the border
+        # (10 rows instead of 7 at 640x480): the other cells are decided in blocks of their own, smaller
+        # size (7x7, not 10x10), which halves the band's work.
+        inner_r = int(self.rows[1:-1].max()) if h > 2 else R
+        inner_c = int(self.cols[1:-1].max()) if w > 2 else C
+        self._inner_rc = (inner_r, inner_c)
+        self._inner = ((self.rows <= inner_r)[:, None] & (self.cols <= inner_c)[None, :]).ravel()   # per cell
         # the boundary band of the last ``labels`` call: per part (blocks, cells, block labels, la, lb); la/lb
         # are each cell's two labels for two-label cells, None for cells decided from all logits
         self._band: list[tuple] = []
 
-    def _blocks(self, cells: np.ndarray) -> np.ndarray:
-        """(n, R, C) flat output pixels of ``cells``; spare entries point one past the end (a sentinel).
-        A table of all cells' blocks is built once when it is small, so a frame gathers rows of it instead of
-        computing (n, R, C) indices (intp: numpy would convert narrower indices on every scatter)."""
+    def _groups(self, cells: np.ndarray):
+        """``cells`` split into (cells, (R, C)) groups by the block size they need: inner cells, then edge cells."""
+        full = self._fy.shape[1], self._fx.shape[1]
+        if self._inner_rc == full:
+            return [(cells, full)]
+        inner = self._inner[cells]
+        return [(part, rc) for part, rc in ((cells[inner], self._inner_rc), (cells[~inner], full)) if part.size]
+
+    def _blocks(self, cells: np.ndarray, rc) -> np.ndarray:
+        """(n, R, C) flat output pixels of ``cells`` for blocks of ``rc`` = (R, C); spare entries point one past
+        the end (a sentinel). A table of all cells' blocks is built once when it is small, so a frame gathers
+        rows of it instead of computing (n, R, C) indices (intp: numpy would convert narrower indices on
+        every scatter)."""
         if self._all_blocks is None:
             self._all_blocks = self._compute_blocks(np.arange(self.low_hw[0] * self.low_hw[1]))
         if self._all_blocks is False:
-            return self._compute_blocks(cells)
-        return self._all_blocks[cells]
+            return self._compute_blocks(cells)[:, :rc[0], :rc[1]]
+        return self._all_blocks[cells, :rc[0], :rc[1]]
 
     def _compute_blocks(self, cells: np.ndarray) -> np.ndarray:
         H, W = self.out_hw
@@ -111,22 +127,21 @@ class Upsampler:
         if not (grid >= MANY).any():
             return out[:-1].reshape(H, W)
         flat, gflat = scores.reshape(h * w, c), grid.ravel()
-        many_cells = np.flatnonzero(gflat == MANY)
-        if many_cells.size:   # all C logits, interpolated over each cell's (R, C) block
-            gx, gy = self._fx[many_cells % w][:, :, None], self._fy[many_cells // w][:, :, None, None]
-            c00, c01, c10, c11 = (flat[q][:, None, :] for q in self._corners(many_cells, h, w))
+        for cells, (R, C) in self._groups(np.flatnonzero(gflat == MANY)):
+            # all classes' logits, interpolated over each cell's (R, C) block
+            gx, gy = self._fx[cells % w][:, :C, None], self._fy[cells // w][:, :R, None, None]
+            c00, c01, c10, c11 = (flat[q][:, None, :] for q in self._corners(cells, h, w))
             top = c00 * (1 - gx) + c01 * gx                                           # (n, C, classes)
             bot = c10 * (1 - gx) + c11 * gx
-            blocks = self._blocks(many_cells)
+            blocks = self._blocks(cells, (R, C))
             label = (top[:, None] + (bot - top)[:, None] * gy).argmax(3).astype(np.uint8)   # (n, R, C)
             out[blocks] = label
-            self._band.append((blocks, many_cells, label, None, None))
-        two_cells = np.flatnonzero(gflat == TWO)
-        if two_cells.size:
+            self._band.append((blocks, cells, label, None, None))
+        for cells, (R, C) in self._groups(np.flatnonzero(gflat == TWO)):
             # l_a - l_b at the four corners of each cell, interpolated over the cell's block of pixels
-            la, lb = lab.ravel()[two_cells], other.ravel()[two_cells]
-            d00, d01, d10, d11 = ((flat[q, la] - flat[q, lb])[:, None] for q in self._corners(two_cells, h, w))
-            gx, gy = self._fx[two_cells % w], self._fy[two_cells // w][:, :, None]   # (n, C), (n, R, 1)
+            la, lb = lab.ravel()[cells], other.ravel()[cells]
+            d00, d01, d10, d11 = ((flat[q, la] - flat[q, lb])[:, None] for q in self._corners(cells, h, w))
+            gx, gy = self._fx[cells % w][:, :C], self._fy[cells // w][:, :R, None]   # (n, C), (n, R, 1)
             top = d00 + (d01 - d00) * gx
             bot = d10 + (d11 - d10) * gx
             d = top[:, None, :] + (bot - top)[:, None, :] * gy
@@ -134,9 +149,9 @@ class Upsampler:
             tie = d == 0
             if tie.any():   # argmax keeps the first of tied classes
                 label = np.where(tie, np.minimum(la, lb)[:, None, None], label)
-            blocks = self._blocks(two_cells)
+            blocks = self._blocks(cells, (R, C))
             out[blocks] = label
-            self._band.append((blocks, two_cells, label, la, lb))
+            self._band.append((blocks, cells, label, la, lb))
         return out[:-1].reshape(H, W)
 
     @staticmethod
@@ -165,7 +180,8 @@ class Upsampler:
         flat = probs.reshape(-1)
         values = []
         for blocks, cells, label, la, lb in self._band:
-            fx, fy = self._fx[cells % w][:, None, :], self._fy[cells // w][:, :, None]     # (n, 1, C), (n, R, 1)
+            R, C = blocks.shape[1:]
+            fx, fy = self._fx[cells % w][:, None, :C], self._fy[cells // w][:, :R, None]   # (n, 1, C), (n, R, 1)
             corners = self._corners(cells, h, w)
             if la is None:   # any label: gather per pixel
                 base = label.astype(np.intp) * (h * w)
