@@ -22,6 +22,15 @@ def test_remap_ignore_and_colours():
     assert [c['id'] for c in table['classes']] == [255, 6, 7] and table['classes'][0]['ignored']
 
 
+def test_colorize_is_the_lookup_for_every_id_and_layout():
+    """Every one of the 256 ids through a random table, in the table's channel order (no BGR swap), also for
+    a strided view of the ids."""
+    lut = np.random.default_rng(0).integers(0, 256, (256, 3)).astype(np.uint8)
+    ids = np.arange(256, dtype=np.uint8).repeat(6).reshape(48, 32)
+    np.testing.assert_array_equal(colorize(ids, lut), lut[ids])
+    np.testing.assert_array_equal(colorize(ids[::2, 1::3], lut), lut[ids[::2, 1::3]])
+
+
 @pytest.mark.parametrize('kwargs, message', [
     (dict(remap=[1, 2]), 'class_remap has 2'), (dict(ignore=[3]), 'not model class ids'),
     (dict(name_override=['a']), 'class_names has 1'), (dict(remap=[1, 2, 300]), '0..255'),
