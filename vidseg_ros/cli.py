@@ -272,10 +272,13 @@ def finetune(model: Model, frame: Annotated[Path, typer.Option(help='the annotat
 
 @app.command()
 def export(model: Model, out: Path,
-           format: Annotated[Literal['onnx', 'torchscript', 'ts'], typer.Option(help='onnx | torchscript')] = 'onnx'):
+           format: Annotated[Literal['onnx', 'torchscript', 'ts'], typer.Option(help='onnx | torchscript')] = 'onnx',
+           input_hw: Annotated[Optional[str], typer.Option(
+               callback=check_hw, help='network input HxW to trace and parity-check at (padded up to a multiple '
+                                       'of the model stride); default the checkpoint\'s input_hw')] = None):
     """Export to ONNX or TorchScript with a parity check against PyTorch; the node loads either."""
     from vidseg_ros.tools.commands_models import export as run
-    _print(run(model, out, format))
+    _print(run(model, out, format, to_hw(input_hw)))
 
 
 @app.command()
@@ -295,7 +298,11 @@ def bench(model: Annotated[str, typer.Argument(help="checkpoint name/path, '' = 
 
 @app.command()
 def info(model: Model):
-    """Architecture, classes, training provenance and metrics of a checkpoint."""
+    """Architecture, classes, provenance and metrics of a checkpoint or exported model (read, not run).
+
+    An exported .ts / .onnx also shows its weight count, stride, the input size it was traced at, its
+    key-frame cache or recurrent state tensors, its graphs' inputs and outputs and, for a key-frame ONNX
+    export, its partner file (X.current.onnx) and whether it is there."""
     from vidseg_ros.tools.commands_models import info as run
     _print(run(model))
 

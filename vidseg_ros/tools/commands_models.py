@@ -13,9 +13,14 @@ def export(model: str, out: Path, format: str = 'onnx', input_hw: list[int] | No
         model: ``.pt`` path or a model name resolved like the node's ``model`` parameter.
         out: Output file (``.onnx`` / ``.ts``; key-frame ONNX also writes ``<out>.current.onnx``).
         format: 'onnx' or 'torchscript' (alias 'ts').
-        input_hw: Example input size for tracing; default the checkpoint's ``input_hw``.
+        input_hw: Network input size [H, W] to trace and parity-check at (padded up to a multiple of the
+            stride; the file still defaults to the checkpoint's ``input_hw`` in the engine); default the
+            checkpoint's ``input_hw``. Held to the range of the engine's ``input_hw`` setting.
     """
     from vidseg_ros.engine.stream import resolve_model
+    if input_hw:
+        from vidseg_ros.engine.base import EngineConfig, checked
+        checked(EngineConfig(input_hw=list(input_hw)))      # the setting's range, in its words (as bench)
     from vidseg_ros.tools.export import export_onnx, export_torchscript
     path = resolve_model(model)
     if not path.endswith('.pt'):
@@ -29,28 +34,37 @@ def export(model: str, out: Path, format: str = 'onnx', input_hw: list[int] | No
 
 
 def info(model: str) -> dict:
-    """Architecture, classes, provenance and metrics of a checkpoint or exported model."""
-    from vidseg_ros.engine.backends import open_exported
+    """Architecture, classes, provenance and metrics of a checkpoint or exported model; for an exported file
+    also its weight count, stride, the size it was traced at, its cache / state tensors, graphs' inputs and
+    outputs and (key-frame ONNX) its partner file. Files are read, never run (``tools/exported_info.py``)."""
     from vidseg_ros.engine.stream import resolve_model
-    from vidseg_ros.models import stream_info
-    from vidseg_ros.models.checkpoint import build_model, check_meta, read_checkpoint
     path = resolve_model(model)
     if path.startswith('untrained:'):
         raise ValueError('info needs a model file, not an untrained:<arch> spec')
     if path.endswith('.pt'):
-        meta = read_checkpoint(path)['meta']
-        model = build_model(meta, path)
-        kind = stream_info(model).kind
-        params = sum(p.numel() for p in model.parameters())
-        backend = 'torch'
+        meta, head, tail = _checkpoint_info(path)
     else:
-        runner = open_exported(path, device='cpu')
-        meta = check_meta(runner.meta, path, runner.info.num_classes)   # the meta a checkpoint carries
-        kind, params, backend = runner.kind, None, runner.backend
-    return {'file': path, 'backend': backend, 'arch': meta['arch'], 'kind': kind, 'parameters': params,
+        from vidseg_ros.tools.exported_info import describe
+        tail = describe(Path(path))
+        meta = tail.pop('meta')
+        head = {k: tail.pop(k) for k in ('backend', 'kind', 'parameters', 'stride', 'output_stride')}
+    return {'file': path, 'backend': head['backend'], 'arch': meta['arch'], 'kind': head['kind'],
+            'parameters': head['parameters'], 'stride': head['stride'], 'output_stride': head['output_stride'],
             'arch_config': meta['arch_config'], 'classes': meta['classes'], 'ignore_index': meta['ignore_index'],
-            'input_hw': meta['input_hw'], 'trained': bool(meta['provenance'].get('trained', False)),
+            'input_hw': meta['input_hw'], **tail, 'trained': bool(meta['provenance'].get('trained', False)),
             'provenance': meta['provenance'], 'metrics': meta['metrics']}
+
+
+def _checkpoint_info(path: str) -> tuple[dict, dict, dict]:
+    """(meta, the fields every model has, {}) of a ``.pt`` checkpoint (weights_only load, model built)."""
+    from vidseg_ros.models import stream_info
+    from vidseg_ros.models.checkpoint import build_model, read_checkpoint
+    meta = read_checkpoint(path)['meta']
+    model = build_model(meta, path)
+    stream = stream_info(model)
+    head = {'backend': 'torch', 'kind': stream.kind, 'parameters': sum(p.numel() for p in model.parameters()),
+            'stride': stream.stride, 'output_stride': stream.output_stride}
+    return meta, head, {}
 
 
 def bench(model: str = '', frames: int = 30, input_hw: list[int] | None = None, device: str = 'auto',

@@ -9,7 +9,9 @@ Exported graphs keep the streaming split so the engine can still cache or carry 
 
 Which graphs to write comes from the model's ``StreamInfo`` (``models.contract``); logits come at
 1/``output_stride`` of the input. The checkpoint meta travels inside the file (TorchScript extra file
-``vidseg_meta.json``, ONNX ``metadata_props['vidseg_meta']``) together with the ``StreamInfo``.
+``vidseg_meta.json``, ONNX ``metadata_props['vidseg_meta']``) together with the ``StreamInfo``, the size
+the graphs were traced at (``traced_hw``) and the shapes of the cache or state there (``state_shapes``),
+which ``vidseg info`` shows (``tools/exported_info.py``).
 """
 from __future__ import annotations
 
@@ -144,10 +146,13 @@ def _prepare(checkpoint: str | Path, input_hw: tuple[int, int] | None, out: Path
     s = stream.stride
     x = torch.randn(1, 3, -(-int(h) // s) * s, -(-int(w) // s) * s, generator=torch.Generator().manual_seed(0))
     out.parent.mkdir(parents=True, exist_ok=True)
+    state = _state_for(model, stream.kind, x)
     # one id per export, in every file it writes: the engine refuses a key-frame graph beside the current-frame
-    # graph of another export (a pair half replaced when an export was killed between its two moves)
-    info = {'meta': meta, **stream.to_dict(), 'export_id': uuid.uuid4().hex}
-    return _Export(model, info, stream.kind, x, _state_for(model, stream.kind, x))
+    # graph of another export (a pair half replaced when an export was killed between its two moves).
+    # traced_hw and state_shapes are for `vidseg info` (the graphs' sizes are dynamic, so they do not say them)
+    info = {'meta': meta, **stream.to_dict(), 'export_id': uuid.uuid4().hex, 'traced_hw': list(x.shape[-2:]),
+            'state_shapes': [list(t.shape) for t in state]}
+    return _Export(model, info, stream.kind, x, state)
 
 
 def _state_for(model: nn.Module, kind: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -201,7 +206,7 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, input_hw: tuple[
     """Trace the checkpoint's streaming methods into one TorchScript file with its meta.
 
     Returns:
-        ``{'files': [...], 'max_abs_diff': float | None}``.
+        ``{'files': [...], 'traced_hw': [H, W], 'max_abs_diff': float | None}``.
     """
     out = check_output(out, 'torchscript')
     model, info, kind, x, state = _prepare(checkpoint, input_hw, out)
@@ -218,7 +223,7 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, input_hw: tuple[
         with buf.getbuffer() as data:
             write_file_atomic(tmp, data, shown=out)
         diff = parity(model, kind, tmp, x) if check else None
-    report = {'files': [str(out)], 'max_abs_diff': diff}
+    report = {'files': [str(out)], 'traced_hw': info['traced_hw'], 'max_abs_diff': diff}
     log.info('TorchScript %s: max abs diff vs PyTorch %s', out, report['max_abs_diff'])
     return report
 
@@ -245,7 +250,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, input_hw: tuple[int, in
     """Export to ONNX (key-frame models: ``X.onnx`` + ``X.current.onnx``), checked on onnxruntime.
 
     Returns:
-        ``{'files': [...], 'max_abs_diff': float | None}``.
+        ``{'files': [...], 'traced_hw': [H, W], 'max_abs_diff': float | None}``.
     """
     out = check_output(out, 'onnx')
     model, info, kind, x, state = _prepare(checkpoint, input_hw, out)
@@ -262,6 +267,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, input_hw: tuple[int, in
                         ['logits'] + [f'{n}_out' for n in names], info)
             files = [str(out)]
         diff = parity(model, kind, tmp, x) if check else None
-    report = {'files': files, 'max_abs_diff': diff}
+    report = {'files': files, 'traced_hw': info['traced_hw'], 'max_abs_diff': diff}
     log.info('ONNX %s: max abs diff vs PyTorch %s', out, report['max_abs_diff'])
     return report
