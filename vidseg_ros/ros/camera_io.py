@@ -30,6 +30,11 @@ def stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def newest_with_stamp(infos, target_ns: int) -> CameraInfo | None:
+    """The last CameraInfo of ``infos`` stamped ``target_ns`` (a camera that re-sent one: its correction)."""
+    return next((i for i in reversed(infos) if stamp_ns(i.header.stamp) == target_ns), None)
+
+
 @dataclass
 class Job:
     msg: object
@@ -62,6 +67,10 @@ class CameraIO:
         self._info_cond = threading.Condition()
         self._slot: Job | None = None
         self._image_size = (0, 0)   # (width, height) of the frame last converted: its CameraInfo must match
+        # The CameraInfo of the frame in the worker, held from its start (_hold_info): the cache alone lost it
+        # to the newer ones that came during a long inference (30 at 30 Hz: a 1 s step, a big model on a CPU).
+        self._frame_stamp: int | None = None
+        self._frame_info: CameraInfo | None = None
         # destroy() (executor) against the worker publishing: a worker that deactivate gave up waiting for
         # finds the publishers gone and publishes nothing, instead of racing their destruction.
         self._pubs_lock = threading.Lock()
@@ -72,8 +81,12 @@ class CameraIO:
             image_type, image_topic, self._on_image, in_qos, **kw))]
         self.pub_info = self._info_sub = None
         if cfg.use_camera_info:
+            # Deep enough for the cache: CameraInfo is matched by stamp, not 'the newest wins' as images are
+            # (input_depth 1). A depth-1 reader kept only the last of the CameraInfos that came between two
+            # executor passes (a burst, a busy GIL): their frames went out without ~/camera_info.
+            info_qos = keep_last_qos(cfg.input_reliability, max(cfg.input_depth, CAMERA_INFO_CACHE))
             self._info_sub = node.create_subscription(CameraInfo, prefix + 'camera_info', self._on_camera_info,
-                                                      in_qos)
+                                                      info_qos)
             self._subs.append(self._info_sub)
             self.pub_info = node.create_publisher(CameraInfo, out + 'camera_info', out_qos)
         self.pubs = {o.name: node.create_publisher(Image, out + o.name, out_qos) for o in outputs.OUTPUTS}
@@ -136,6 +149,8 @@ class CameraIO:
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_cond:
             self.infos.append(msg)
+            if stamp_ns(msg.header.stamp) == self._frame_stamp:   # the frame in the worker's, come after it
+                self._frame_info = msg
             self._last_info_at = time.monotonic()
             self._info_cond.notify_all()
 
@@ -158,12 +173,21 @@ class CameraIO:
     def convert(self, msg, max_pixels: int):
         """The message as RGB uint8 (raises ImageError on bad input); its size is kept for the CameraInfo
         check (a CompressedImage tells it only once decoded)."""
+        self._hold_info(msg.header)
         if isinstance(msg, CompressedImage):
             rgb = compressed_msg_to_rgb8(msg, max_pixels)
         else:
             rgb = image_msg_to_rgb8(msg, max_pixels)
         self._image_size = (rgb.shape[1], rgb.shape[0])
         return rgb
+
+    def _hold_info(self, header) -> None:
+        """The frame starting now keeps its CameraInfo (cached, or when it comes) until the next frame starts,
+        however many newer ones push it out of the cache meanwhile."""
+        target = stamp_ns(header.stamp)
+        with self._info_cond:
+            self._frame_stamp = target
+            self._frame_info = newest_with_stamp(self.infos, target)
 
     def subscribed(self, name: str) -> bool:
         """Someone listens to output ``name`` (no one once destroyed)."""
@@ -185,7 +209,10 @@ class CameraIO:
         target = stamp_ns(header.stamp)
 
         def found():
-            return next((i for i in reversed(self.infos) if stamp_ns(i.header.stamp) == target), None)
+            held = self._frame_info
+            if held is not None and stamp_ns(held.header.stamp) == target:
+                return held
+            return newest_with_stamp(self.infos, target)
         with self._info_cond:
             info = found()
             # the publisher count only where it decides: a first frame of a camera that never had camera_info
