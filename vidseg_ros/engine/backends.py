@@ -237,7 +237,7 @@ class TorchScriptRunner(TorchRunner):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)  # torch.jit is deprecated, still works
             module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
-        self.meta, self.info = _exported_info(extra[META_KEY + '.json'] or '{}', path)
+        self.meta, self.info = exported_meta_info(extra[META_KEY + '.json'] or '{}', path)
         check_finite(module.state_dict(), str(path))    # exported before export refused such weights
         self.device, self.precision, self.channels_last = dev, precision, channels_last
         self._dtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
@@ -254,7 +254,7 @@ class TorchScriptRunner(TorchRunner):
         return _zero_state(self.info.state_layout, x, self.device, torch.float32)
 
 
-def _exported_info(text: str, path) -> tuple[dict, StreamInfo]:
+def exported_meta_info(text: str, path) -> tuple[dict, StreamInfo]:
     """(meta, StreamInfo) from an exported file's ``vidseg_meta`` JSON, the meta checked as a checkpoint's is
     (``check_meta``): files exported before that check, or edited since, could carry 3 class names for a
     2-channel model, a zero std or a palette of 300s into the engine."""
@@ -296,7 +296,7 @@ def _check_same_export(main, cur, path: Path, cur_path: Path) -> None:
                          'file was copied alone); export the model again')
 
 
-def _session(ort, path: Path, providers: list):
+def ort_session(ort, path: Path, providers: list):
     """An onnxruntime session of ``path``; CheckpointError naming that file (the key-frame graph or its
     ``.current.onnx``) when its bytes are no complete ONNX model, where onnxruntime said 'INVALID_PROTOBUF'."""
     try:
@@ -356,10 +356,10 @@ class OnnxRunner(_Runner):
                                            if isinstance(p, tuple)):
             log.warning('precision %s ignored for ONNX models without TensorRT (exported in fp32)', precision)
         self.device = torch.device('cpu')
-        self._main = _session(ort, path, providers)
+        self._main = ort_session(ort, path, providers)
         self.providers = self._main.get_providers()
-        self.meta, self.info = _exported_info(self._main.get_modelmeta().custom_metadata_map.get(META_KEY, '{}'),
-                                              path)
+        self.meta, self.info = exported_meta_info(
+            self._main.get_modelmeta().custom_metadata_map.get(META_KEY, '{}'), path)
         check_finite(_onnx_weights(path), str(path))    # exported before export refused such weights
         self._cur = None
         if self.kind == 'keyframe':
@@ -368,7 +368,7 @@ class OnnxRunner(_Runner):
             if not cur.is_file():
                 raise CheckpointError(f'{path}: its key-frame pair {cur.name} is not beside it (move and rename '
                                       'X.onnx and X.current.onnx together)')
-            self._cur = _session(ort, cur, providers)
+            self._cur = ort_session(ort, cur, providers)
             _check_same_export(self._main, self._cur, path, cur)
             check_finite(_onnx_weights(cur), str(cur))
 

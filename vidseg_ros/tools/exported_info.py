@@ -8,8 +8,8 @@ Files are read, never run (a deployed model may come from anyone):
 * TorchScript: loaded as the engine loads it (``torch.jit.load`` compiles its code and runs no method); the
   metadata is read from the archive's extra file.
 
-The meta is checked as the engine checks it (``backends._exported_info``), so info refuses what the node would
-refuse, except a key-frame ONNX graph whose partner is missing or is the other export's: info says so in
+The meta is checked as the engine checks it (``backends.exported_meta_info``), so info refuses what the node
+would refuse, except a key-frame ONNX graph whose partner is missing or is the other export's: info says so in
 ``partner`` (that is the question a user deploying the pair asks it).
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidseg_ros.engine.backends import META_KEY, _exported_info, _session, check_format, current_path, open_exported
+from vidseg_ros.engine.backends import (META_KEY, check_format, current_path, exported_meta_info, open_exported,
+                                        ort_session)
 from vidseg_ros.models.checkpoint import CheckpointError
 from vidseg_ros.text import one_line
 
@@ -49,8 +50,8 @@ def describe(path: Path) -> dict:
         raise CheckpointError(f'model file not found: {path}')
     check_format(path)      # bytes of another format than the suffix, a truncated archive: one line
     read = _read_onnx(path) if path.suffix == '.onnx' else _read_torchscript(path)
-    meta, stream = _exported_info(read.text, path)
-    extra = json.loads(read.text)       # a mapping: _exported_info checked it
+    meta, stream = exported_meta_info(read.text, path)
+    extra = json.loads(read.text)       # a mapping: exported_meta_info checked it
     traced = _ints(extra.get('traced_hw'))
     if traced is None or len(traced) != 2:
         traced = None
@@ -130,7 +131,7 @@ def _dims(value_info) -> list:
 
 def _read_onnx_session(ort, path: Path) -> _Read:
     """Inputs, outputs and metadata by an onnxruntime session (built, not run); weights not counted."""
-    sess = _session(ort, path, ['CPUExecutionProvider'])
+    sess = ort_session(ort, path, ['CPUExecutionProvider'])
     io = {'inputs': {i.name: list(i.shape) for i in sess.get_inputs()},
           'outputs': {o.name: list(o.shape) for o in sess.get_outputs()}}
     text = sess.get_modelmeta().custom_metadata_map.get(META_KEY, '{}')
