@@ -11,8 +11,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .area_resize import AreaResizer, supported as area_supported
-
 
 class InputBuffer:
     """Preallocated, zero-padded network input (1, 3, Hn, Wn) float32 and, on CUDA, a pinned staging
@@ -26,7 +24,6 @@ class InputBuffer:
         self._filled_hw: tuple[int, int] | None = None   # the part of _net the last frame wrote
         self._pinned: torch.Tensor | None = None
         self._frame: torch.Tensor | None = None
-        self._area: AreaResizer | None = None
 
     def net(self, net_hw, resized_hw=None) -> torch.Tensor:
         """The network input tensor for ``net_hw``; its padding stays 0 (the mean colour): cleared when
@@ -66,21 +63,14 @@ class InputBuffer:
         return x
 
     def fill_cpu(self, image_rgb: np.ndarray, resized_hw, net_hw) -> torch.Tensor:
-        """CPU: area-average shrinking (``AreaResizer``, OpenCV's INTER_AREA before rounding) fused with the
-        normalise; OpenCV's INTER_AREA / INTER_LINEAR for sizes it does not handle, then the same normalise."""
+        """CPU: OpenCV resize of the uint8 frame (INTER_AREA when shrinking), then the same normalise."""
         rh, rw = int(resized_hw[0]), int(resized_hw[1])
-        x = self.net(net_hw, (rh, rw))
-        view = x[0, :, :rh, :rw]
-        in_hw = image_rgb.shape[:2]
-        if (rh, rw) != in_hw and area_supported(in_hw, (rh, rw)):
-            if self._area is None or (self._area.in_hw, self._area.out_hw) != (in_hw, (rh, rw)):
-                self._area = AreaResizer(in_hw, (rh, rw), self.scale, self.offset)
-            self._area(_writable(image_rgb), view)
-            return x
-        if (rh, rw) != in_hw:
-            shrink = rh * rw < in_hw[0] * in_hw[1]
+        if (rh, rw) != image_rgb.shape[:2]:
+            shrink = rh * rw < image_rgb.shape[0] * image_rgb.shape[1]
             image_rgb = cv2.resize(image_rgb, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        view.copy_(torch.from_numpy(_writable(image_rgb)).permute(2, 0, 1)).mul_(self.scale).add_(self.offset)
+        x = self.net(net_hw, (rh, rw))
+        x[0, :, :rh, :rw].copy_(torch.from_numpy(_writable(image_rgb)).permute(2, 0, 1)) \
+            .mul_(self.scale).add_(self.offset)
         return x
 
 
