@@ -29,7 +29,7 @@ class RecorderSettings:
                                 'Topics to record; relative names resolve in the node namespace and follow '
                                 'remapping (e.g. -r image:=/camera/image_raw)')
     topic_regex: str = startup('', 'Also record every topic whose full name matches this regex '
-                                   '(re.search), e.g. "^/camera/|/vidseg_segmenter/mask$"; empty = off')
+                                   '(re.search) in any namespace: anchor it, e.g. "^/robot1/"; empty = off')
     exclude_regex: str = startup('', 'Never record topics matching this regex, even if listed')
     output_dir: str = startup('~/vidseg_bags', 'Directory where bag folders are created')
     bag_prefix: str = startup('vidseg', 'Bag folder name prefix; the folder is <prefix>_<date-time>, never an '

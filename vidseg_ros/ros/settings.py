@@ -30,7 +30,8 @@ class SegmentNodeConfig:
                                      'camera `image`', change='startup')
     input_reliability: str = setting('best_effort', 'Input QoS reliability (sensor-data default)',
                                      ('best_effort', 'reliable'), change='startup')
-    input_depth: int = setting(1, 'Input QoS depth; 1 = always segment the newest frame', range=(1, 1000), change='startup')
+    input_depth: int = setting(1, 'Input QoS depth; 1 = always segment the newest frame (camera_info is '
+                                  'kept at least 30 deep)', range=(1, 1000), change='startup')
     output_reliability: str = setting('reliable', 'Output QoS reliability', ('best_effort', 'reliable'), change='startup')
     output_depth: int = setting(2, 'Output QoS depth', range=(1, 1000), change='startup')
     max_input_pixels: int = setting(MAX_INPUT_PIXELS, 'Largest frame accepted (height x width, read from the '

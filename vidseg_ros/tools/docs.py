@@ -22,6 +22,8 @@ BLOCKS = {
     'recorder_params': ['vidseg_ros.ros.recorder_params:RecorderSettings'],
 }
 
+ESCAPED_PIPE = '\\|'   # a | in a setting's text would end the markdown table cell
+
 
 def _load(spec: str):
     module, name = spec.split(':')
@@ -47,7 +49,8 @@ def table(specs: list[str]) -> str:
             doc = r['doc'] + (f' (one of: {", ".join(map(str, r["choices"]))})' if r['choices'] else '')
             doc += f' (range {r["range"][0]}..{r["range"][1]})' if r.get('range') else ''
             doc += {'startup': '. Start-up only', 'rebuild': '. Changing it reloads the model'}.get(r.get('change'), '')
-            rows.append(f'| `{r["name"]}` | {r["type"]} | `{_fmt_default(r["default"])}` | {doc.replace("|", "/")} |')
+            cell = doc.replace('|', ESCAPED_PIPE)
+            rows.append(f'| `{r["name"]}` | {r["type"]} | `{_fmt_default(r["default"])}` | {cell} |')
     return '\n'.join(rows)
 
 
@@ -59,7 +62,7 @@ def launch_table(root: Path = ROOT) -> str | None:
     rows = ['| launch file | argument | default | description |', '|---|---|---|---|']
     for path in sorted((root / 'launch').glob('*.launch.py')):
         rows += [f'| {path.name} | `{name}` | `{_fmt_default(default) if default == "" else default}` | '
-                 f'{doc.replace("|", "/")} |'
+                 f'{doc.replace("|", ESCAPED_PIPE)} |'
                  for name, default, doc in launch_arguments(path)]
     return '\n'.join(rows)
 
