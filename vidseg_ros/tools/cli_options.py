@@ -7,6 +7,8 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from vidseg_ros.constants import MAX_INPUT_PIXELS
+
 
 def parse_set(values: list[str] | None) -> dict:
     """`--set key=value` overrides (the value parsed as JSON when it can be: numbers, lists, true).
@@ -37,11 +39,15 @@ def positive(value: float | None) -> float | None:
 
 
 def check_hw(text: str | None) -> str | None:
-    """``HxW`` (e.g. 480x640), both positive."""
+    """``HxW`` (e.g. 480x640), both positive, at most ``max_input_pixels`` in all (what the node and a
+    checkpoint accept: ``vidseg bench --input-hw 5000x5000`` ran at 4 s a frame)."""
     if text:
         parts = text.lower().split('x')
         if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
             raise typer.BadParameter(f'{text!r}: expected HxW with positive integers, e.g. 480x640')
+        h, w = map(int, parts)
+        if h * w > MAX_INPUT_PIXELS:
+            raise typer.BadParameter(f'{text}: {h * w} pixels exceeds max_input_pixels {MAX_INPUT_PIXELS}')
     return text
 
 
