@@ -2,6 +2,7 @@
 package, so every layer (the engine's device check included) may use it; ``data.images`` re-exports it."""
 from __future__ import annotations
 
+import hashlib
 import re
 
 SHORT_TEXT = 200  # untrusted strings (encodings, formats, frame ids, devices) are cut to this in messages
@@ -28,6 +29,21 @@ def clip(text, limit: int = SHORT_TEXT) -> str:
     control characters escaped (``printable``), so it cannot drive a terminal or forge a log line."""
     text = str(text)
     return printable(text) if len(text) <= limit else printable(text[:limit]) + f'... ({len(text)} characters)'
+
+
+def bag_name(text, limit: int = SHORT_TEXT) -> str:
+    r"""A name from someone else's file (a bag's topic) as this package keeps it: unchanged when printable and at
+    most ``limit`` characters (every ROS name in practice), else escaped (``printable``) and cut to end in ``~``
+    + 8 hex digits of the original within ``limit``: the same in every run, another for every other name, and
+    unchanged when given again (a --topic copied from a message selects that topic). It
+    goes into index.csv and sequence names: an ESC or a line break there drove the terminal of whoever read the
+    index, and a 100 kB topic was 100 kB a row."""
+    text = str(text)
+    shown = printable(text)
+    if shown == text and len(text) <= limit:
+        return text
+    digest = hashlib.sha1(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]
+    return f'{shown[:limit - 9]}~{digest}'
 
 
 def short(text, limit: int = SHORT_TEXT) -> str:

@@ -24,7 +24,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
 from vidseg_ros.data.order import natural_key
-from vidseg_ros.text import clip
+from vidseg_ros.text import bag_name, clip
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -72,7 +72,8 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
 
     Args:
         path: bag folder (rosbag2), ``.mcap``, ``.db3`` or ROS 1 ``.bag`` file.
-        topics: keep only these topics (None = all).
+        topics: keep only these topics (None = all). A topic is named as ``text.bag_name`` keeps it (a name with
+            control characters or over 200 characters is escaped and cut, in messages and here alike).
         start_ns, stop_ns: keep log times in [start_ns, stop_ns).
         warnings: damage reports are appended here (and logged) so callers can summarise them.
         found: filled with every topic of the bag, selected or not (topic -> msgtype; in a damaged bag,
@@ -80,6 +81,7 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
     """
     warnings = warnings if warnings is not None else []
     found = found if found is not None else {}
+    topics = [bag_name(t) for t in topics] if topics else topics
     seen: set[tuple[str, int]] = set()
     # listed before the regular reader reads metadata.yaml: a split the recorder closes meanwhile is then read by
     # both (its messages kept once: ``seen``); listed after, it was read by neither
@@ -135,7 +137,7 @@ def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, 
     out: dict[str, tuple[str, int]] = {}
     try:
         with AnyReader([Path(path)], default_typestore=_ROS2) as reader:
-            return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+            return {bag_name(c.topic): (c.msgtype, c.msgcount) for c in reader.connections}
     except Exception:  # noqa: BLE001
         if not salvage:
             return None
@@ -152,14 +154,14 @@ def _warn(warnings: list[str], text: str) -> None:
 
 def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> Iterator[RawMessage]:
     with AnyReader([path], default_typestore=_ROS2) as reader:
-        found.update({c.topic: c.msgtype for c in reader.connections})
-        conns = [c for c in reader.connections if not topics or c.topic in topics]
+        found.update({bag_name(c.topic): c.msgtype for c in reader.connections})
+        conns = [c for c in reader.connections if not topics or bag_name(c.topic) in topics]
         if not conns:       # an empty selection means "all" to AnyReader
             log.debug('%s: none of the topics %s', path, topics)   # the caller says what it missed
             return
         for conn, t, raw in reader.messages(connections=conns, start=start_ns, stop=stop_ns):
             fmt = 'ros1' if path.suffix == '.bag' else 'cdr'
-            yield RawMessage(str(path), conn.topic, conn.msgtype, t, bytes(raw), fmt)
+            yield RawMessage(str(path), bag_name(conn.topic), conn.msgtype, t, bytes(raw), fmt)
 
 
 def _salvage(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
@@ -183,7 +185,7 @@ def _salvage_mcap(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
         if isinstance(record, Schema):
             schemas[record.id] = record.name
         elif isinstance(record, Channel):
-            channels[record.id] = (record.topic, record.schema_id)
+            channels[record.id] = (bag_name(record.topic), record.schema_id)
         else:
             topic, sid = channels[record.channel_id]
             yield RawMessage(str(file), topic, schemas.get(sid, ''), record.log_time, record.data)
@@ -223,7 +225,7 @@ def _pad_sqlite(file: Path, tmp: Path, warnings: list[str]) -> Path:
 def _read_sqlite_rows(path: Path, file: Path, warnings: list[str]) -> Iterator[RawMessage]:
     try:
         con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
-        topics = {i: (n, t) for i, n, t in con.execute('SELECT id, name, type FROM topics')}
+        topics = {i: (bag_name(n), t) for i, n, t in con.execute('SELECT id, name, type FROM topics')}
     except sqlite3.DatabaseError as e:
         _warn(warnings, f'{clip(file)}: cannot read the topic table ({clip(e)}); nothing salvaged')
         return

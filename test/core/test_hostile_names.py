@@ -1,0 +1,80 @@
+"""Names from someone else's files, as this package keeps them: a bag's topic names (MCAP and sqlite3, read
+whole or salvaged) holding terminal escapes, a forged log line or 100 kB; a checkpoint's or dataset's class
+names of megabytes; a model card's provenance lines. Whatever is kept (index.csv, the card) carries none of it
+raw and no row of 100 kB; a topic keeps one name, so a re-run resumes and --topic selects it."""
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from vidseg_ros.data.bags.from_frames import TYPESTORE
+from vidseg_ros.data.datasets.extract import ExtractConfig, extract
+from vidseg_ros.text import bag_name
+
+ANSI = '/cam\x1b[2J\x1b]0;pwned\x07\r[ERROR] forged\nx'
+LONG = '/cam/' + 'A' * 100_000
+T = TYPESTORE.types
+
+
+def _image(i: int):
+    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i + 1, nanosec=0), frame_id='cam')
+    return T['sensor_msgs/msg/Image'](header=header, height=8, width=8, encoding='mono8', is_bigendian=0, step=8,
+                                      data=np.full(64, 20 * i, np.uint8))
+
+
+def _bag(path, topics, plugin=StoragePlugin.MCAP, frames=3):
+    w = Writer(path, version=9, storage_plugin=plugin)
+    w.open()
+    conns = [w.add_connection(t, 'sensor_msgs/msg/Image', typestore=TYPESTORE) for t in topics]
+    for i in range(frames):
+        for c in conns:
+            w.write(c, (i + 1) * 10**9, TYPESTORE.serialize_cdr(_image(i), 'sensor_msgs/msg/Image'))
+    w.close()
+    return path
+
+
+def _cut(bag, out):
+    """The bag's MCAP cut at two thirds, without metadata.yaml: read by the salvage reader."""
+    out.mkdir()
+    data = next(bag.glob('*.mcap')).read_bytes()
+    (out / 'cut.mcap').write_bytes(data[:len(data) * 2 // 3])
+    return out
+
+
+def _rows(out):
+    return (out / 'index.csv').read_bytes().split(b'\r\n')
+
+
+@pytest.mark.parametrize('kind', ['mcap', 'sqlite3', 'salvaged'])
+def test_a_hostile_topic_is_indexed_escaped_and_cut_and_a_rerun_resumes(tmp_path, kind):
+    plugin = StoragePlugin.SQLITE3 if kind == 'sqlite3' else StoragePlugin.MCAP
+    bag = _bag(tmp_path / 'bag', [ANSI, LONG], plugin)
+    if kind == 'salvaged':
+        bag = _cut(bag, tmp_path / 'cut')
+    out = tmp_path / 'ds'
+    first = extract([bag], out)
+    assert first.written >= 4 and not first.failed
+    rows = _rows(out)
+    for row in rows:        # the topic column went raw: ESC, CR and LF inside a quoted cell, 100 kB a row
+        assert not any(c in row for c in (b'\x1b', b'\r', b'\n', b'\x07')), row[:300]
+        assert len(row) < 2000, len(row)
+    assert any(b'/cam\\x1b[2J' in row for row in rows)
+    again = extract([bag], out)
+    assert (again.written, again.skipped_existing) == (0, first.written)
+
+
+def test_the_topic_name_shown_and_the_raw_one_select_the_same_topic(tmp_path):
+    bag = _bag(tmp_path / 'bag', [ANSI, '/other'])
+    shown = extract([bag], tmp_path / 'a', ExtractConfig(topics=[bag_name(ANSI)]))
+    raw = extract([bag], tmp_path / 'b', ExtractConfig(topics=[ANSI]))
+    assert shown.written == raw.written == 3
+    assert {r.split(b',')[7] for r in _rows(tmp_path / 'a')[1:] if r} == {bag_name(ANSI).encode()}
+
+
+def test_bag_name_keeps_plain_names_and_keeps_hostile_ones_apart():
+    assert bag_name('/robot1/camera/image_raw') == '/robot1/camera/image_raw'
+    for name in (ANSI, LONG):
+        kept = bag_name(name)
+        assert len(kept) <= 200 and kept.isprintable() and bag_name(kept) == kept
+    # cut alike, told apart by the end
+    assert bag_name(LONG) != bag_name(LONG + 'B')
+    assert bag_name('/a\x1b') != bag_name('/a\\x1b')
