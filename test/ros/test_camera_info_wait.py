@@ -30,7 +30,8 @@ def test_when_waiting_is_worth_it():
 def test_a_silent_camera_info_topic_does_not_block_the_frame(monkeypatch):
     monkeypatch.setattr(camera_io, 'CAMERA_INFO_WAIT_S', 60.0)   # the old code waited this long per frame
     io = SimpleNamespace(infos=deque(), _info_cond=threading.Condition(), _last_info_at=float('-inf'),
-                         _frame_info=None)
+                         _frame_info=None,
+                         _info_misses=0, _missed_stamps=deque())
     done = threading.Event()
     threading.Thread(target=lambda: (CameraIO.matching_info(io, Header(stamp=Time(sec=5))), done.set()),
                      daemon=True).start()
@@ -39,7 +40,8 @@ def test_a_silent_camera_info_topic_does_not_block_the_frame(monkeypatch):
 
 def test_a_flowing_topic_is_waited_for_and_matched_by_stamp():
     io = SimpleNamespace(infos=deque([info(4)]), _info_cond=threading.Condition(), _last_info_at=1e18,
-                         _frame_info=None)
+                         _frame_info=None,
+                         _info_misses=0, _missed_stamps=deque())
     got = []
     t = threading.Thread(target=lambda: got.append(CameraIO.matching_info(io, Header(stamp=Time(sec=5)))))
     with io._info_cond:
@@ -61,7 +63,8 @@ def test_after_a_gap_a_camera_that_had_camera_info_waits_for_it_once_more():
     assert not info_may_come(deque([info(6)]), 99.9, 5 * 10**9, now=100.0, after_gap=True)   # flowing, passed
 
     io = SimpleNamespace(infos=deque([info(4)]), _info_cond=threading.Condition(), _last_info_at=0.0,
-                         _frame_info=None)
+                         _frame_info=None,
+                         _info_misses=0, _missed_stamps=deque())
     got = []
     t = threading.Thread(target=lambda: got.append(
         CameraIO.matching_info(io, Header(stamp=Time(sec=100)), after_gap=True)))

@@ -24,6 +24,9 @@ CAMERA_INFO_CACHE = 30   # recent CameraInfo messages kept for matching by stamp
 CAMERA_INFO_WAIT_S = 0.1  # how long the worker waits for the CameraInfo of a frame that came first
 CAMERA_INFO_ALIVE_S = 1.0  # camera_info counts as flowing when one arrived this recently
 IMAGE_GAP_S = CAMERA_INFO_ALIVE_S  # images resuming after this long a silence: a camera (re)starting
+# Frames in a row that waited for their CameraInfo in vain while camera_info flowed: this camera's CameraInfos
+# do not match its images (stamped apart), so later frames do not wait, until one that would have matched comes.
+INFO_MISSES_NO_WAIT = 3
 
 
 def stamp_ns(stamp) -> int:
@@ -71,6 +74,11 @@ class CameraIO:
         # to the newer ones that came during a long inference (30 at 30 Hz: a 1 s step, a big model on a CPU).
         self._frame_stamp: int | None = None
         self._frame_info: CameraInfo | None = None
+        # One worker serves every camera: a camera whose CameraInfos are stamped apart from its images (1 ms
+        # before them) cost that worker CAMERA_INFO_WAIT_S per frame, and the other cameras' rates with it
+        # (30 Hz each: the healthy one fell to 11 Hz). Misses in a row, and the stamps that went without.
+        self._info_misses = 0
+        self._missed_stamps: deque = deque(maxlen=CAMERA_INFO_CACHE)
         # destroy() (executor) against the worker publishing: a worker that deactivate gave up waiting for
         # finds the publishers gone and publishes nothing, instead of racing their destruction.
         self._pubs_lock = threading.Lock()
@@ -151,6 +159,8 @@ class CameraIO:
             self.infos.append(msg)
             if stamp_ns(msg.header.stamp) == self._frame_stamp:   # the frame in the worker's, come after it
                 self._frame_info = msg
+            if stamp_ns(msg.header.stamp) in self._missed_stamps:   # it matches, only late: worth waiting again
+                self._info_misses = 0
             self._last_info_at = time.monotonic()
             self._info_cond.notify_all()
 
@@ -215,12 +225,19 @@ class CameraIO:
             return newest_with_stamp(self.infos, target)
         with self._info_cond:
             info = found()
+            if after_gap:   # a (re)started camera: its CameraInfos may match now
+                self._info_misses = 0
             # the publisher count only where it decides: a first frame of a camera that never had camera_info
             publishers = self._info_publishers() if info is None and after_gap and not self.infos else 0
-            if info is None and info_may_come(self.infos, self._last_info_at, target, time.monotonic(), after_gap,
-                                              publishers):
+            if (info is None and self._info_misses < INFO_MISSES_NO_WAIT
+                    and info_may_come(self.infos, self._last_info_at, target, time.monotonic(), after_gap, publishers)):
                 self._info_cond.wait_for(lambda: found() is not None, timeout=CAMERA_INFO_WAIT_S)
                 info = found()
+                self._info_misses += info is None
+            if info is None:
+                self._missed_stamps.append(target)
+            else:
+                self._info_misses = 0
             return info
 
     def _info_publishers(self) -> int:
