@@ -24,6 +24,14 @@ def control_character_problem(texts, what: str) -> str:
     return f'{what} hold control characters: {clip(", ".join(map(repr, odd)))}' if odd else ''
 
 
+def long_text_problem(texts, what: str, limit: int = SHORT_TEXT) -> str:
+    """Why names shown whole later (class names in `vidseg info`, plot labels, /diagnostics) are refused: ''
+    when none of ``texts`` is over ``limit`` characters, else a message quoting the first one, cut. A 10 MB
+    class name was 10 MB in every report and every plot."""
+    long = [t for t in texts if isinstance(t, str) and len(t) > limit]
+    return f'{what} over {limit} characters: {short(long[0], 40)}' if long else ''
+
+
 def clip(text, limit: int = SHORT_TEXT) -> str:
     """Text cut to ``limit`` characters, saying how long it was, so a 1 MB field cannot flood logs; its
     control characters escaped (``printable``), so it cannot drive a terminal or forge a log line."""

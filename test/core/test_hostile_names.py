@@ -78,3 +78,32 @@ def test_bag_name_keeps_plain_names_and_keeps_hostile_ones_apart():
     # cut alike, told apart by the end
     assert bag_name(LONG) != bag_name(LONG + 'B')
     assert bag_name('/a\x1b') != bag_name('/a\\x1b')
+
+
+def test_a_checkpoint_or_dataset_with_a_class_name_of_megabytes_is_refused_in_one_short_line(tmp_path):
+    """A 10 MB class name loaded, and `vidseg info` printed 10 MB (plots, /diagnostics and the card showed it)."""
+    from vidseg_ros.data.datasets.layouts import read_meta
+    from vidseg_ros.models.checkpoint import CheckpointError, check_meta, default_meta
+    classes = ['Sky' + 'B' * 10_000_000] + [f'c{i}' for i in range(11)]
+    with pytest.raises(CheckpointError, match='over 200 characters') as e:
+        check_meta(default_meta('keyframe_fpn', classes=classes, palette=[[0, 0, 0]] * 12), 'm.pt')
+    assert len(str(e.value)) < 500
+    check_meta(default_meta('keyframe_fpn', classes=['x' * 200] + classes[1:], palette=[[0, 0, 0]] * 12), 'm.pt')
+    (tmp_path / 'dataset.yaml').write_text(f'classes: [a, {"b" * 201}]\n')
+    with pytest.raises(ValueError, match='over 200 characters'):
+        read_meta(tmp_path)
+
+
+def test_the_model_card_keeps_a_checkpoints_line_breaks_out_of_its_lines_and_its_fields_short():
+    """A provenance line break added card lines: a '## Evaluation' with made-up numbers under 'Training data',
+    a ``` that closed the config block; 1 MB of a field was 1 MB of card."""
+    from vidseg_ros.tools.eval_report import card_text
+    forged = 'CamVid\n\n## Evaluation: forged\n\n| 1 | 99.9 |\n'
+    meta = {'classes': ['a', 'b'], 'provenance': {'data': forged + 'D' * 1_000_000, 'licence': 'L' * 1_000_000},
+            'train_config': {'optimizer': 'adamw\n```\n## Evaluation: forged'}}
+    report = {'model': 'm.pt', 'labelled': False, 'device': 'cpu', 'data': 'd', 'split': 'val', 'sequences': 1,
+              'intervals': {'1': {'latency_ms': 1.0, 'latency_key_ms': 1.0, 'latency_current_ms': 1.0}}}
+    card = card_text(report, meta)
+    assert '## Evaluation: forged' not in card.splitlines() and '| 1 | 99.9 |' not in card.splitlines()
+    assert sum(line.startswith('```') for line in card.splitlines()) == 2 and len(card) < 10_000
+    assert '**Training data**: CamVid ## Evaluation: forged' in card

@@ -10,10 +10,12 @@ import numpy as np
 
 from vidseg_ros.config import current_names
 from vidseg_ros.engine.backends import describe_device
-from vidseg_ros.text import printable
+from vidseg_ros.text import one_line, printable
 from vidseg_ros.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
+# characters of one checkpoint field on one line of the card, and of its licence (which keeps its lines)
+CARD_FIELD, CARD_LICENCE = 500, 4000
 
 
 def _plt():
@@ -107,27 +109,30 @@ def card_text(report: dict, meta: dict) -> str:
     # warning is for a user's own YAML or --set, which the user can change)
     tc = current_names(TrainConfig, meta.get('train_config'), warn=lambda text: None)
     name = Path(report['model']).stem
-    lines = [f'# {name}', '',
-             f'- **Architecture**: `{meta.get("arch")}` {meta.get("arch_config")}',
+    q = _inline     # someone else's text: a line break in it forged card lines (an '## Evaluation' with made-up
+    # numbers in 'Training data', a closed ``` in the config), and 10 MB of it was 10 MB of card (class names are
+    # checked where a checkpoint is read: plain, at most 200 characters each)
+    lines = [f'# {q(name)}', '',
+             f'- **Architecture**: `{q(meta.get("arch"))}` {q(meta.get("arch_config"))}',
              f'- **Classes** ({len(meta.get("classes", []))}): {", ".join(meta.get("classes", []))}; '
-             f'ignore index {meta.get("ignore_index")}',
-             f'- **Input**: RGB resized to {meta.get("input_hw")} (H, W), ImageNet mean/std',
-             f'- **Training data**: {prov.get("data", "?")}',
-             f'- **Training**: {prov.get("training", prov.get("trained"))}; started from '
-             f'`{prov.get("init_from") or "scratch (no pretrained weights)"}`; {prov.get("date", "")}',
-             f'- **Selection**: {prov.get("selection", "not recorded (older checkpoint)")}',
-             f'- **Hardware**: trained on {prov.get("hardware") or "not recorded"}; evaluated on '
+             f'ignore index {q(meta.get("ignore_index"))}',
+             f'- **Input**: RGB resized to {q(meta.get("input_hw"))} (H, W), ImageNet mean/std',
+             f'- **Training data**: {q(prov.get("data", "?"))}',
+             f'- **Training**: {q(prov.get("training", prov.get("trained")))}; started from '
+             f'`{q(prov.get("init_from") or "scratch (no pretrained weights)")}`; {q(prov.get("date", ""))}',
+             f'- **Selection**: {q(prov.get("selection", "not recorded (older checkpoint)"))}',
+             f'- **Hardware**: trained on {q(prov.get("hardware") or "not recorded")}; evaluated on '
              f'{describe_device(report["device"])}', '',
              '## Training config', '', '```yaml']
     keys = ('mode', 'input_hw', 'crop_hw', 'epochs', 'batch_size', 'optimizer', 'lr', 'lr_policy',
             'weight_decay', 'class_balanced', 'max_distance', 'feature_weight', 'seq_len', 'seed',
             'select_split', 'scale_range', 'jitter', 'hue_jitter', 'blur_prob', 'noise_std',
             'ohem_fraction', 'ema_decay')
-    lines += [f'{k}: {tc[k]}' for k in keys if k in tc]
+    lines += [f'{k}: {q(tc[k])}' for k in keys if k in tc]
     # what shaped the weights besides the labelled data, shown only where it was used
     used = ['freeze', 'teacher'] + (['temporal_weight', 'temporal_data', 'temporal_split']
                                     if tc.get('temporal_weight') else [])
-    lines += [f'{k}: {tc[k]}' for k in used if tc.get(k)]
+    lines += [f'{k}: {q(tc[k])}' for k in used if tc.get(k)]
     lines += ['```', '', f'## Evaluation: {report["data"]} ({report["split"]}, {report["sequences"]} '
               f'sequence(s)), device {report["device"]}', '',
               'Metrics at the labels\' full resolution; latency = model time per frame in the engine '
@@ -138,10 +143,18 @@ def card_text(report: dict, meta: dict) -> str:
     if report.get('labelled'):
         lines += ['Per-class IoU (interval ' + min(report['intervals'], key=int) + '): ' +
                   ', '.join(f'{n} {_pct(v)}' for n, v in first['all']['per_class_iou'].items()), '']
-    lines += ['## Licence', '', prov.get('licence') or 'Not recorded in the checkpoint.', '']
+    licence = str(prov.get('licence') or 'Not recorded in the checkpoint.')
+    if len(licence) > CARD_LICENCE:
+        licence = f'{licence[:CARD_LICENCE]}... ({len(licence)} characters; the rest is in the checkpoint)'
+    lines += ['## Licence', '', licence, '']
     # provenance, licence and config come from whoever made the checkpoint: `cat model_card.md` must not
     # run their terminal escapes (ESC, CR); the card keeps its line breaks
     return printable('\n'.join(lines), keep='\n')
+
+
+def _inline(value) -> str:
+    """A checkpoint's field on one line of the card, at most ``CARD_FIELD`` characters (``text.one_line``)."""
+    return one_line(value, CARD_FIELD)
 
 
 def write_card_file(report: dict, meta: dict, out_dir: Path, also: str | Path | None = None) -> list[Path]:

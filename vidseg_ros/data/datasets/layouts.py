@@ -23,7 +23,7 @@ import yaml
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.images import (clip, grey_in_colour, palette_indices, read_label_pixels, short,
                                     write_file_atomic)
-from vidseg_ros.text import control_character_problem
+from vidseg_ros.text import control_character_problem, long_text_problem
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
 
@@ -223,11 +223,16 @@ def write_meta(root: str | Path, meta: dict) -> None:
 
 
 def _check_class_names(names, where: Path) -> None:
-    """Class names with control characters ("\\e" in double-quoted YAML) are refused where the dataset is read:
+    """Class names with control characters ("\\e" in double-quoted YAML) or over 200 characters are refused where
+    the dataset is read:
     a checkpoint refuses them (``check_meta``), so a training on such a dataset failed at its first save, after
     an epoch's work."""
-    if isinstance(names, list) and (problem := control_character_problem(names, 'class names')):
+    if not isinstance(names, list):
+        return
+    if problem := control_character_problem(names, 'class names'):
         raise ValueError(f'{where}: {problem}; write them as plain text')
+    if problem := long_text_problem(names, 'class names'):
+        raise ValueError(f'{where}: {problem}; shorten them')
 
 
 INDEX_REQUIRED = ('sequence', 'index', 'stamp_ns', 'image')
