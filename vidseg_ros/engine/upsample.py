@@ -76,6 +76,11 @@ class Upsampler:
         inner_c = int(self.cols[1:-1].max()) if w > 2 else C
         self._inner_rc = (inner_r, inner_c)
         self._inner = ((self.rows <= inner_r)[:, None] & (self.cols <= inner_c)[None, :]).ravel()   # per cell
+        # Cells no output pixel samples (beyond the valid part of a padded input, or skipped when shrinking)
+        # are left out of the band: in the first row or column they would otherwise be decided in full blocks
+        # (a 1x1 frame shown at 640x480: 15 empty 480x640 blocks, 0.8 s and 400 MB of interpolated logits).
+        empty = (self.rows == 0)[:, None] | (self.cols == 0)[None, :]
+        self._empty = empty if empty.any() else None
         # the boundary band of the last ``labels`` call: per part (blocks, cells, block labels, la, lb); la/lb
         # are each cell's two labels for two-label cells, None for cells decided from all logits
         self._band: list[tuple] = []
@@ -121,6 +126,8 @@ class Upsampler:
         uniform = (c01 == c00) & (c10 == c00) & (c11 == c00)
         two = ((c01 == c00) | (c01 == other)) & ((c10 == c00) | (c10 == other)) & ((c11 == c00) | (c11 == other))
         grid = np.where(uniform, lab, np.where(two, TWO, MANY)).astype(np.uint8)
+        if self._empty is not None:
+            grid[self._empty] = 0   # no pixels to decide (np.repeat below drops these cells)
         H, W = self.out_hw
         out = np.empty(H * W + 1, np.uint8)   # + the sentinel the spare block entries write to
         out[:-1].reshape(H, W)[...] = np.repeat(np.repeat(grid, self.cols, 1), self.rows, 0)
