@@ -34,6 +34,8 @@ def test_colorize_is_the_lookup_for_every_id_and_layout():
 @pytest.mark.parametrize('kwargs, message', [
     (dict(remap=[1, 2]), 'class_remap has 2'), (dict(ignore=[3]), 'not model class ids'),
     (dict(name_override=['a']), 'class_names has 1'), (dict(remap=[1, 2, 300]), '0..255'),
+    (dict(name_override=['sky', 'ro\x1b[2Jad', 'car']), 'class_names hold control characters'),
+    (dict(name_override=['sky', 'road', 'c' * 10_000]), 'class_names over 200 characters'),
 ])
 def test_bad_overrides(kwargs, message):
     with pytest.raises(ValueError, match=message):
