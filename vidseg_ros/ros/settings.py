@@ -27,7 +27,9 @@ class SegmentNodeConfig:
                              ('raw', 'compressed'), change='startup')
     cameras: list[str] = setting([], 'Camera namespaces served by one model, e.g. [front, rear] (relative, each '
                                      'once): subscribes <ns>/image and publishes ~/<ns>/mask ...; empty = one '
-                                     'camera `image`', change='startup')
+                                     'camera `image`. max_gap_s applies to every camera: one slower than '
+                                     '1/max_gap_s (2 Hz by default) resets its temporal state on every frame '
+                                     '(key_reason gap), so raise it for slow cameras', change='startup')
     input_reliability: str = setting('best_effort', 'Input QoS reliability (sensor-data default)',
                                      ('best_effort', 'reliable'), change='startup')
     input_depth: int = setting(1, 'Input QoS depth; 1 = always segment the newest frame (camera_info is '
