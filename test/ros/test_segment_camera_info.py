@@ -10,14 +10,12 @@ import time
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-from support.ros_helpers import image_msg, stamp_of
+from support.ros_helpers import image_msg, spun, stamp_of
 
 from vidseg_ros.engine.stream import StreamSegmenter
 from vidseg_ros.ros import camera_io
@@ -184,27 +182,10 @@ def held(monkeypatch):
 @pytest.fixture
 def segmenter(held):
     """segment_node's node in this process, spun in a thread."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    params = {**PARAMS, 'input_hw': [32, 32]}
-    node = SegmentNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-
-    def spin():
-        while context.ok():
-            try:
-                executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                return
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    yield node
-    held.opened.set()
-    executor.shutdown(timeout_sec=1.0)
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
-    thread.join(5)
+    overrides = [Parameter(k, value=v) for k, v in {**PARAMS, 'input_hw': [32, 32]}.items()]
+    with spun(lambda context: SegmentNode(context=context, parameter_overrides=overrides)) as node:
+        yield node
+        held.opened.set()
 
 
 @pytest.mark.parametrize('sent', ['before', 'during'])

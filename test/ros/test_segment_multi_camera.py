@@ -14,14 +14,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-from support.ros_helpers import image_msg, stamp_of
+from support.ros_helpers import image_msg, spun, stamp_of
 
 from vidseg_ros.ros import camera_io
 from vidseg_ros.ros.camera_io import INFO_MISSES_NO_WAIT, CameraIO
@@ -76,25 +74,9 @@ def test_a_camera_whose_camera_info_never_matches_stops_costing_the_worker_waits
 @pytest.fixture
 def segmenter():
     """segment_node's node in this process (so the test can set the wait), spun in a thread."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = SegmentNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in PARAMS.items()])
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-
-    def spin():
-        while context.ok():
-            try:
-                executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                return
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    yield node
-    executor.shutdown(timeout_sec=1.0)
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
-    thread.join(5)
+    overrides = [Parameter(k, value=v) for k, v in PARAMS.items()]
+    with spun(lambda context: SegmentNode(context=context, parameter_overrides=overrides)) as node:
+        yield node
 
 
 def test_a_camera_with_mismatched_camera_info_does_not_stall_the_other(segmenter, probe, monkeypatch):

@@ -12,13 +12,11 @@ import threading
 import time
 
 import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from support.ros_helpers import image_msg, stamp_of
+from support.ros_helpers import image_msg, spun, stamp_of
 
 from vidseg_ros.engine.stream import StreamSegmenter
 from vidseg_ros.ros import segment_node
@@ -91,29 +89,13 @@ def gate(monkeypatch):
 def segmenter(monkeypatch, gate):
     """segment_lifecycle_node's node in this process (unconfigured), spun in a thread; deactivate waits 0.5 s."""
     monkeypatch.setattr(segment_node, 'STOP_WAIT_S', 0.5, raising=False)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = SegmentLifecycleNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in PARAMS.items()])
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-
-    def spin():
-        while context.ok():
-            try:
-                executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                return
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    yield node
-    gate.opened.set()
-    node.core.stop()
-    if node.core.worker is not None:
-        node.core.worker.join(30)
-    executor.shutdown(timeout_sec=1.0)
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
-    thread.join(5)
+    overrides = [Parameter(k, value=v) for k, v in PARAMS.items()]
+    with spun(lambda context: SegmentLifecycleNode(context=context, parameter_overrides=overrides)) as node:
+        yield node
+        gate.opened.set()
+        node.core.stop()
+        if node.core.worker is not None:
+            node.core.worker.join(30)
 
 
 def serving(probe, segmenter):

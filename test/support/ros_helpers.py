@@ -1,6 +1,7 @@
 """Helpers for ROS tests: start real nodes in processes, probe them, build messages."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,6 +25,40 @@ def ros_arg(value) -> str:
     if isinstance(value, (list, tuple)):
         return '[' + ','.join(ros_arg(v) if not isinstance(v, str) else repr(v) for v in value) + ']'
     return str(value) if value != '' else "''"
+
+
+def spin_until_shutdown(context, executor) -> None:
+    """Spin ``executor`` until ``context`` shuts down: the body of every in-test spin thread."""
+    while context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.05)
+        except Exception:  # noqa: BLE001 - shutting down
+            return
+
+
+@contextlib.contextmanager
+def spun(make_node):
+    """The node ``make_node(context)`` builds, on an rclpy.Context of its own, spun by a SingleThreadedExecutor
+    in a thread (an in-process node: tests can patch it and read its state). Afterwards the executor stops,
+    the node is destroyed and the context shut down."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = make_node(context)
+    except BaseException:
+        rclpy.try_shutdown(context=context)
+        raise
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=spin_until_shutdown, args=(context, executor), daemon=True)
+    thread.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        thread.join(5)
 
 
 class NodeProcess:
@@ -72,15 +107,8 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.lock = threading.Lock()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread = threading.Thread(target=spin_until_shutdown, args=(self.context, self.executor), daemon=True)
         self._thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                return
 
     def get_parameters(self, node_name: str, names: list[str], timeout: float = 10.0) -> dict:
         """Another node's parameter values through its GetParameters service (what `ros2 param get` does)."""
