@@ -5,6 +5,8 @@ Found (QA hunt, cameras [good, off] at 30 Hz, use_camera_info): a camera whose C
 before its images made the worker wait CAMERA_INFO_WAIT_S for a match on every one of its frames, and the
 healthy camera's masks fell from 153 to 65 of 170 frames. Now a camera waits at most INFO_MISSES_NO_WAIT
 frames in a row in vain, and waits again once a CameraInfo that would have matched a frame comes.
+
+A frame stuck in the shared worker turns every camera's /diagnostics ERROR; the message says whose frame it is.
 """
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from support.ros_helpers import image_msg, spun, stamp_of
 
-from vidseg_ros.ros import camera_io
+from vidseg_ros.engine.stream import StreamSegmenter
+from vidseg_ros.ros import camera_io, health
 from vidseg_ros.ros.camera_io import INFO_MISSES_NO_WAIT, CameraIO
 from vidseg_ros.ros.conversions import pinhole_camera_info
 from vidseg_ros.ros.segment_node import SegmentNode
@@ -111,3 +115,39 @@ def test_a_camera_with_mismatched_camera_info_does_not_stall_the_other(segmenter
     assert (good.name, off.name) == ('good', 'off')
     assert off.stats.errors.get('camera_info', 0) == INFO_MISSES_NO_WAIT + 5
     assert good.stats.frames == 5 and good.stats.errors.get('camera_info', 0) == 5   # it has none at all
+
+
+def test_a_frame_stuck_in_the_worker_is_named_by_its_camera_on_every_cameras_status(segmenter, probe, monkeypatch):
+    """off's frame held in the engine: good and off both go ERROR (they share the worker) and both say the
+    frame is off's. The old message, 'inference worker stuck on one frame', was the same on every camera: an
+    operator with several could not tell which camera's input to look at."""
+    monkeypatch.setattr(camera_io, 'CAMERA_INFO_WAIT_S', 0.01)   # off sends no camera_info
+    monkeypatch.setattr(health, 'STUCK_MIN_S', 0.5)
+    monkeypatch.setattr(health, 'STUCK_FACTOR', 0)
+    entered, opened = threading.Event(), threading.Event()
+    step = StreamSegmenter.step
+
+    def held_step(engine, rgb, stamp=None, **kw):
+        if stamp == BASE:
+            entered.set()
+            opened.wait(60)
+        return step(engine, rgb, stamp, **kw)
+    monkeypatch.setattr(StreamSegmenter, 'step', held_step)
+    arrays = probe.collect(DiagnosticArray, '/diagnostics', RELIABLE)
+    pub = probe.node.create_publisher(Image, 'off/image', RELIABLE)
+    probe.wait_for_subscribers(pub, timeout=30)
+    latest: dict[str, DiagnosticStatus] = {}
+
+    def both_stuck() -> bool:
+        for status in (s for a in arrays for s in a.status if s.name.startswith('/vidseg_segmenter: ')):
+            latest[status.hardware_id] = status
+        return (set(latest) == {'good', 'off'}
+                and all(s.level == DiagnosticStatus.ERROR and 'stuck' in s.message for s in latest.values()))
+    try:
+        pub.publish(image_msg(np.zeros((48, 64, 3), np.uint8), BASE, 'off'))
+        assert entered.wait(30), 'the frame never reached the engine'
+        probe.wait_for(both_stuck, 20, 'both cameras ERROR: worker stuck')
+        for status in latest.values():
+            assert "of camera 'off' for" in status.message, status.message
+    finally:
+        opened.set()

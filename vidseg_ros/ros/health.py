@@ -9,6 +9,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from vidseg_ros.text import short
+
 OK, WARN, ERROR = 'OK', 'WARN', 'ERROR'
 STUCK_FACTOR = 20          # a frame taking this many times the usual frame time means a stuck worker...
 STUCK_MIN_S = 5.0          # ...but never less than this (first frames, a busy machine)
@@ -16,6 +18,7 @@ BAD_INPUT_MAJORITY = 0.5   # more than this share of recent frames rejected: ERR
 RATE_SHORTFALL = 0.5       # output below this share of what latest-frame-wins allows: WARN
 WINDOW_S = 10.0            # recent = the last WINDOW_S seconds
 MIN_FRAMES = 5             # no verdict on fewer recent frames
+CAMERA_TEXT = 100          # a camera name is cut to this in messages (namespaces have no length limit)
 
 
 class Outcomes:
@@ -44,6 +47,7 @@ class CameraHealth:
     worker_alive: bool = True
     worker_error: str = ''
     busy_s: float = 0.0            # how long the worker has been on its current frame (0 when idle)
+    busy_camera: str = ''          # whose frame that is: every camera reports the stuck worker, one owns it
     frame_ms: float = 0.0          # usual worker time per frame (p50), 0 when unknown
     input_hz: float = 0.0
     output_hz: float = 0.0
@@ -62,7 +66,8 @@ def assess(h: CameraHealth) -> tuple[str, str]:
         return ERROR, f'inference worker stopped: {h.worker_error or "unknown reason"}; restarting the node'
     stuck_s = max(STUCK_MIN_S, STUCK_FACTOR * h.frame_ms / 1e3)
     if h.busy_s > stuck_s:
-        return ERROR, f'inference worker stuck on one frame for {h.busy_s:.1f} s (usual {h.frame_ms:.0f} ms)'
+        whose = f' of camera {short(h.busy_camera, CAMERA_TEXT)}' if h.busy_camera else ''
+        return ERROR, f'inference worker stuck on one frame{whose} for {h.busy_s:.1f} s (usual {h.frame_ms:.0f} ms)'
     if h.recent_frames >= MIN_FRAMES and h.recent_rejected > BAD_INPUT_MAJORITY * h.recent_frames:
         return ERROR, (f'bad input dominates: {h.recent_rejected} of the last {h.recent_frames} frames '
                        f'rejected; last: {h.recent_error or "-"}')

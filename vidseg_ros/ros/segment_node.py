@@ -73,7 +73,9 @@ class SegmentNodeCore:
         self._stopping.set()
         self._rolling_back = None    # the thread setting the parameters back to the serving model
         self.fatal = ''              # why the worker ended, when it did while serving
-        self._busy_since: float | None = None
+        # (monotonic start, camera name) of the frame in the worker, None when idle: one tuple, so the
+        # diagnostics timer never reads one frame's start with another camera's name
+        self._busy: tuple[float, str] | None = None
         self._rr = 0
         self.engine = None
         self.table: ClassTable | None = None
@@ -102,8 +104,9 @@ class SegmentNodeCore:
         """Create the camera subscriptions/publishers and start the inference worker; False (ERROR log)
         while the worker of the last activation is still on a frame: it alone may touch the engine."""
         if self.worker is not None and self.worker.is_alive():
-            busy_since = self._busy_since
-            busy = f' for {time.monotonic() - busy_since:.0f} s' if busy_since else ''
+            busy_now = self._busy
+            busy = (f' of camera {short(busy_now[1], health.CAMERA_TEXT)} for {time.monotonic() - busy_now[0]:.0f} s'
+                    if busy_now else '')
             self.node.get_logger().error(f'cannot start serving: the inference worker is still on a frame{busy}; '
                                          f'it ends after that frame, try again then')
             return False
@@ -308,12 +311,12 @@ class SegmentNodeCore:
                         return
                     with self._lock:
                         cfg, table = self.cfg, self.table
-                    self._busy_since = time.monotonic()
+                    self._busy = (time.monotonic(), stream.name)
                     stream.process(job, cfg, table)   # never raises on a frame
                 except Exception as e:  # noqa: BLE001 - a bug around one frame must not end serving
                     stream.log_error('internal', f'{type(e).__name__}: {e}')
                 finally:
-                    self._busy_since = None
+                    self._busy = None
         except BaseException as e:
             self.fatal = f'{type(e).__name__}: {e}'
             raise
@@ -345,12 +348,12 @@ class SegmentNodeCore:
         if not alive and not self._stopping.is_set() and not self.fatal:
             self.fatal = 'the worker thread is gone'   # backstop: the guard condition should have said so
             self._worker_died.trigger()
-        busy_since = self._busy_since
+        busy = self._busy
         statuses = []
         for s in self.streams:
             worker = health.CameraHealth(worker_alive=alive and not self.fatal, worker_error=self.fatal,
-                                         busy_s=time.monotonic() - busy_since if busy_since else 0.0,
-                                         cameras=len(self.streams))
+                                         busy_s=time.monotonic() - busy[0] if busy else 0.0,
+                                         busy_camera=busy[1] if busy else '', cameras=len(self.streams))
             statuses.append(s.diagnostic_status(self.engine_cfg, worker))
         self.pub_diag.publish(diagnostics.array(self.node.get_clock().now().to_msg(), statuses))
 
