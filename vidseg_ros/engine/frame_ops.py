@@ -83,13 +83,12 @@ def _writable(image: np.ndarray) -> np.ndarray:
 def logits_to_outputs(logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confidence: bool,
                       class_prob: int | None, confidence_u8: bool):
     """(1, C, h, w) logits on any device -> (ids uint8, confidence, class probability) at ``out_hw``,
-    on the same device: crop the padding, bilinear-resize the logits, argmax and softmax there."""
+    on the same device: bilinear-resample the image's part of the logits, argmax and softmax there."""
     logits = logits.float()
-    if tuple(valid_hw) != tuple(net_hw):  # padded: go to network resolution, then crop
-        if tuple(logits.shape[-2:]) != tuple(net_hw):
-            logits = F.interpolate(logits, size=tuple(net_hw), mode='bilinear', align_corners=False)
-        logits = logits[..., :valid_hw[0], :valid_hw[1]]
-    if tuple(logits.shape[-2:]) != tuple(out_hw):
+    if tuple(valid_hw) != tuple(net_hw):  # padded: sample the image's part of the logits, in one step
+        logits = F.grid_sample(logits, _crop_grid(logits.shape[-2:], valid_hw, net_hw, out_hw, logits.device),
+                               mode='bilinear', padding_mode='border', align_corners=False)
+    elif tuple(logits.shape[-2:]) != tuple(out_hw):
         logits = F.interpolate(logits, size=tuple(out_hw), mode='bilinear', align_corners=False)
     logits = logits[0]
     ids = logits.argmax(0).to(torch.uint8)
@@ -102,6 +101,20 @@ def logits_to_outputs(logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confi
         if class_prob is not None:
             prob = p[class_prob]
     return ids, conf, prob
+
+
+def _crop_grid(low_hw, valid_hw, net_hw, out_hw, device) -> torch.Tensor:
+    """(1, H, W, 2) grid_sample coordinates of each output pixel in logits covering ``net_hw``, of which the
+    image is the top-left ``valid_hw``: the sampling of ``upsample._axis`` (half-pixel centres, clamped), so
+    the device's masks equal the CPU's. Resizing to the network size, cropping and resizing again (two
+    bilinear steps) agreed with them on only 81 % of pixels for a 3x2 frame shown at 11x200."""
+    axes = []
+    for n_out, n_valid, n_low, n_net in zip(out_hw, valid_hw, low_hw, net_hw):
+        s = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_valid / n_out) * (n_low / n_net)
+             - 0.5).clamp_(0, n_low - 1)
+        axes.append(((2 * s + 1) / n_low - 1).float())   # align_corners=False normalisation
+    y, x = axes
+    return torch.stack((x[None, :].expand(len(y), -1), y[:, None].expand(-1, len(x))), -1)[None]
 
 
 def prob_to_u8(p: torch.Tensor) -> torch.Tensor:
