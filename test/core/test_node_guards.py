@@ -164,6 +164,8 @@ def test_setting_ranges_nan_and_lengths_are_checked_for_yaml_too():
 def test_health_verdicts():
     assert health.assess(health.CameraHealth(worker_alive=False, worker_error='boom'))[0] == health.ERROR
     assert health.assess(health.CameraHealth(busy_s=30.0, frame_ms=50.0))[0] == health.ERROR
+    level, message = health.assess(health.CameraHealth(busy_s=30.0, frame_ms=50.0, busy_camera='rear\x1b' + 'r' * 500))
+    assert level == health.ERROR and "camera 'rear\\x1b" in message and len(message) < 200
     assert health.assess(health.CameraHealth(busy_s=0.5, frame_ms=50.0, frames_out=3))[0] == health.OK
     assert health.assess(health.CameraHealth(recent_frames=20, recent_rejected=15))[0] == health.ERROR
     # 30 Hz in, 20 ms per frame: latest-frame-wins allows 30 Hz out; 5 Hz out is a shortfall...

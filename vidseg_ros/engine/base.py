@@ -32,7 +32,8 @@ class EngineConfig:
                                              'that triggers a key frame', range=(0.0, 100.0))
     max_gap_s: float = setting(0.5, 'A stamp gap larger than this (or a stamp going backwards) resets '
                                     'temporal state and forces a key frame; 0 = no gap resets (e.g. replayed '
-                                    'data with irregular stamps; a stamp going backwards still resets)',
+                                    'data with irregular stamps; a stamp going backwards still resets). Raise it '
+                                    'for a camera slower than 1/max_gap_s, or each of its frames resets',
                                range=(0.0, 3600.0))
     tile_size: int = setting(0, 'Overlapping-tile inference: tile side in network pixels; 0 = off',
                              range=(0, 8192))
