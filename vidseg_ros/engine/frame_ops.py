@@ -6,6 +6,8 @@ pinned host buffer and only uint8 images come back. The CPU engine uses OpenCV f
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -86,8 +88,8 @@ def logits_to_outputs(logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confi
     on the same device: bilinear-resample the image's part of the logits, argmax and softmax there."""
     logits = logits.float()
     if tuple(valid_hw) != tuple(net_hw):  # padded: sample the image's part of the logits, in one step
-        logits = F.grid_sample(logits, _crop_grid(logits.shape[-2:], valid_hw, net_hw, out_hw, logits.device),
-                               mode='bilinear', padding_mode='border', align_corners=False)
+        grid = _crop_grid(tuple(logits.shape[-2:]), tuple(valid_hw), tuple(net_hw), tuple(out_hw), logits.device)
+        logits = F.grid_sample(logits, grid, mode='bilinear', padding_mode='border', align_corners=False)
     elif tuple(logits.shape[-2:]) != tuple(out_hw):
         logits = F.interpolate(logits, size=tuple(out_hw), mode='bilinear', align_corners=False)
     logits = logits[0]
@@ -103,6 +105,7 @@ def logits_to_outputs(logits: torch.Tensor, net_hw, valid_hw, out_hw, want_confi
     return ids, conf, prob
 
 
+@functools.lru_cache(maxsize=8)   # one per geometry and device: built once, not per frame
 def _crop_grid(low_hw, valid_hw, net_hw, out_hw, device) -> torch.Tensor:
     """(1, H, W, 2) grid_sample coordinates of each output pixel in logits covering ``net_hw``, of which the
     image is the top-left ``valid_hw``: the sampling of ``upsample._axis`` (half-pixel centres, clamped), so
