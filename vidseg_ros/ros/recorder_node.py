@@ -35,7 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
-from rclpy.qos import ReliabilityPolicy, qos_policy_name_from_kind
+from rclpy.qos import DurabilityPolicy, QoSPolicyKind, ReliabilityPolicy, qos_policy_name_from_kind
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from std_srvs.srv import Trigger
 
@@ -63,6 +63,10 @@ MAX_SETTLE_S = 10.0
 MAX_IDLE_SUBSCRIPTIONS = 64
 
 _INFINITE_NS = 9223372036854775807
+# ROS's usual overridable policies plus durability: a volatile publisher joining a topic subscribed
+# transient_local (all its publishers were when it was first seen) is not matched; the override lets it be.
+_OVERRIDABLE = QoSOverridingOptions(policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH,
+                                                  QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY))
 
 
 def message_class(msgtype: str):
@@ -140,6 +144,7 @@ class RecorderNode(Node):
         self._graph, self._graph_changed = None, time.monotonic()   # for settle_pending: when it last changed
         self.types: dict[str, str] = {}             # topic -> the type recorded
         self.unrecorded: dict[str, set[str]] = {}   # topic -> types offered but not recorded (later, or several)
+        self.unloadable: dict[str, str] = {}        # topic -> its type, whose message package is not installed
         self._close_result: bool | None = None
         self._said_no_clock = False
         self._last_log_ns = 0           # the last log time given: a smaller one is the node clock going back
@@ -197,6 +202,7 @@ class RecorderNode(Node):
                 self.subscribe(topic, types[0], infos)
             except (ImportError, AttributeError, ValueError) as e:
                 self.subs[topic] = None  # not retried every period
+                self.unloadable[topic] = types[0]   # on /diagnostics for good: it said OK, recording nothing of it
                 self.get_logger().error(f'cannot record {topic} [{types[0]}]: {clip(e)} (message package missing?)')
 
     def prune_idle(self) -> None:
@@ -261,6 +267,12 @@ class RecorderNode(Node):
                 and any(i.qos_profile.reliability != ReliabilityPolicy.RELIABLE for i in infos)):
             reliability = 'best_effort'
         qos = keep_last_qos(reliability, cfg.input_depth)
+        # Latched topics (/tf_static, a map, robot_description): their publishers send what they already
+        # published only to a transient_local reader, so a volatile one (as before) joining after them
+        # recorded the topic with no message at all, and a replay lacked every static transform. As ros2 bag
+        # record: transient_local when every publisher offers it (a volatile publisher cannot match it).
+        if infos and all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos):
+            qos.durability = DurabilityPolicy.TRANSIENT_LOCAL
         pending = Pending(msgtype, list(infos), time.monotonic(), {msgtype})
         self.lost.setdefault(topic, 0)   # a topic subscribed again keeps its count
         events = SubscriptionEventCallbacks(message_lost=lambda e, t=topic: self._on_lost(t, e),
@@ -278,7 +290,7 @@ class RecorderNode(Node):
         def subscribe(callbacks):
             return self.create_subscription(message_class(msgtype), topic, on_message, qos, raw=True,
                                             event_callbacks=callbacks,
-                                            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+                                            qos_overriding_options=_OVERRIDABLE)
         try:
             self.subs[topic] = subscribe(events)
         except UnsupportedEventTypeError:   # an RMW that cannot report lost messages: record all the same
@@ -370,10 +382,17 @@ class RecorderNode(Node):
         the topic's status said OK with 0 messages, the recorder's 'recording'."""
         policy = qos_policy_name_from_kind(event.last_policy_kind)
         self.incompatible[topic] = policy
-        self.get_logger().error(
-            f'{topic}: a publisher offers QoS incompatible with ours ({policy}; input_reliability '
-            f'{self.cfg.input_reliability}): its messages are NOT recorded; set input_reliability:=auto or '
-            f'qos_overrides.{topic}.subscription.reliability:=best_effort')
+        self.get_logger().error(f'{topic}: a publisher offers QoS incompatible with ours ({policy}): its messages '
+                                f'are NOT recorded; {self._qos_fix(topic, policy)}')
+
+    def _qos_fix(self, topic: str, policy: str) -> str:
+        """What lets an incompatible publisher be recorded: per policy (a volatile publisher of a latched topic
+        was told to change input_reliability, which changes nothing)."""
+        if policy == 'DURABILITY':
+            return (f'it is volatile and {topic} is subscribed transient_local (every publisher was when it was first '
+                    f'seen): set qos_overrides.{topic}.subscription.durability:=volatile')
+        return (f'input_reliability is {self.cfg.input_reliability}: set input_reliability:=auto or '
+                f'qos_overrides.{topic}.subscription.reliability:=best_effort')
 
     def _unmatched(self, topic: str) -> int:
         """Publishers of ``topic``'s recorded type that DDS did not match with our subscription, where one was
@@ -445,7 +464,8 @@ class RecorderNode(Node):
             level = WARN if lost or unrecorded or topic in unmatched else OK
             message = c.msgtype + (f'; NOT recorded (type changed): {unrecorded}' if unrecorded else '') + (
                 f'; {unmatched[topic]} publisher(s) NOT recorded: QoS incompatible ({self.incompatible[topic]}), see '
-                f'input_reliability' if topic in unmatched else '')
+                f'{"qos_overrides (durability)" if self.incompatible[topic] == "DURABILITY" else "input_reliability"}'
+                if topic in unmatched else '')
             statuses.append(status(f'{me}: {topic}', self.get_name(), level, message, {
                 'messages_received': c.received, 'messages_written': c.written, 'bytes_written': c.bytes_written,
                 'rate_hz': d_msgs / dt, 'MB_per_s': (c.bytes_written - (p.bytes_written if p else 0)) / dt / 1e6,
@@ -454,9 +474,11 @@ class RecorderNode(Node):
                 'incompatible_publishers': unmatched.get(topic, 0)}))
         fill = rec.queued_bytes / max(rec.queue_max_bytes, 1)
         changed = sorted(t for t, types in self.unrecorded.items() if types)
-        level = ERROR if rec.error else WARN if (new_drops or fill > 0.5 or changed or unmatched) else OK
+        unloadable = ', '.join(f'{t} [{m}]' for t, m in sorted(self.unloadable.items()))
+        level = ERROR if rec.error else WARN if (new_drops or fill > 0.5 or changed or unmatched or unloadable) else OK
         message = rec.error or f'{rec.state}, {total_rate:.1f} MB/s' + (
             f'; messages of another type NOT recorded on {", ".join(changed)}' if changed else '') + (
+            f'; NOT recorded, message package not installed: {clip(unloadable)}' if unloadable else '') + (
             f'; publishers of incompatible QoS NOT recorded on {", ".join(sorted(unmatched))}' if unmatched else '')
         files = rec.files
         statuses.insert(0, status(me, self.get_name(), level, message, {
