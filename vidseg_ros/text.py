@@ -69,3 +69,18 @@ def one_line(text, limit: int) -> str:
         return text
     head = (limit - 5) * 3 // 5
     return f'{text[:head]} ... {text[len(text) - (limit - 5 - head):]}'
+
+
+def cut_fields(value, limit: int = 2000, items: int = 200):
+    """A JSON-like value (a checkpoint's provenance) for display: each string ``clip``-ped to ``limit``, each
+    list or mapping cut to its first ``items`` entries and one saying how many there were. `vidseg info`
+    printed a downloaded model's 1 MB provenance field whole (a training run writes at most 2000 a field)."""
+    if isinstance(value, str):
+        return clip(value, limit)
+    if isinstance(value, dict):
+        kept = {clip(k, SHORT_TEXT): cut_fields(v, limit, items) for k, v in list(value.items())[:items]}
+        return {**kept, '...': f'{len(value)} entries'} if len(value) > items else kept
+    if isinstance(value, (list, tuple)):
+        kept = [cut_fields(v, limit, items) for v in value[:items]]
+        return [*kept, f'... ({len(value)} items)'] if len(value) > items else kept
+    return value

@@ -38,6 +38,7 @@ def info(model: str) -> dict:
     also its weight count, stride, the size it was traced at, its cache / state tensors, graphs' inputs and
     outputs and (key-frame ONNX) its partner file. Files are read, never run (``tools/exported_info.py``)."""
     from vidseg_ros.engine.stream import resolve_model
+    from vidseg_ros.text import cut_fields     # provenance and metrics come from whoever made the file
     path = resolve_model(model)
     if path.startswith('untrained:'):
         raise ValueError('info needs a model file, not an untrained:<arch> spec')
@@ -52,7 +53,7 @@ def info(model: str) -> dict:
             'parameters': head['parameters'], 'stride': head['stride'], 'output_stride': head['output_stride'],
             'arch_config': meta['arch_config'], 'classes': meta['classes'], 'ignore_index': meta['ignore_index'],
             'input_hw': meta['input_hw'], **tail, 'trained': bool(meta['provenance'].get('trained', False)),
-            'provenance': meta['provenance'], 'metrics': meta['metrics']}
+            'provenance': cut_fields(meta['provenance']), 'metrics': cut_fields(meta['metrics'])}
 
 
 def _checkpoint_info(path: str) -> tuple[dict, dict, dict]:

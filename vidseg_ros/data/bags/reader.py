@@ -28,6 +28,9 @@ from vidseg_ros.text import bag_name, clip
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+# a recorder's metadata.yaml is about 250 bytes a split and 1 kB a topic (a day in one-minute splits: 400 kB);
+# a larger one is not parsed (YAML reads at about 0.2 MB/s: 50 MB held extract for minutes) but salvaged around
+METADATA_LIMIT = 4 * 2**20
 _ROS2 = get_typestore(Stores.ROS2_HUMBLE)
 _ROS1 = get_typestore(Stores.ROS1_NOETIC)
 
@@ -120,12 +123,32 @@ def unlisted_files(path: Path) -> list[Path]:
     one whose recorder was killed) lost its last split in silence. [] for a file, or a folder without a
     readable metadata.yaml (the regular reader fails there, and every file is salvaged)."""
     try:
-        info = yaml.safe_load((path / 'metadata.yaml').read_text()) if path.is_dir() else None
+        info = yaml.safe_load(_metadata_text(path)) if path.is_dir() else None
         listed = info['rosbag2_bagfile_information']['relative_file_paths']
-        names = {Path(str(p)).name for p in listed}
-    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        # strings only: str() of a YAML alias bomb (a 1 kB list of lists of 10**9 leaves) held it for hours
+        names = {Path(p).name for p in listed if isinstance(p, str)}
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
         return []
     return [f for f in bag_files(path) if f.name not in names]
+
+
+def _metadata_text(path: Path) -> str:
+    """The bag folder's metadata.yaml; ValueError (the bag is then read record by record) when over
+    ``METADATA_LIMIT``; '' for a file or a folder without one."""
+    meta = path / 'metadata.yaml'
+    if not (path.is_dir() and meta.is_file()):
+        return ''
+    size = meta.stat().st_size
+    if size > METADATA_LIMIT:
+        raise ValueError(f'{clip(meta)} is {size / 2**20:.1f} MB, over the {METADATA_LIMIT >> 20} MB a recorder '
+                         f'writes: not parsed')
+    return meta.read_text()
+
+
+def _any_reader(path: Path) -> AnyReader:
+    """rosbags' reader of ``path``, once its metadata.yaml is checked to be of a recorder's size."""
+    _metadata_text(path)
+    return AnyReader([path], default_typestore=_ROS2)
 
 
 def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, int]] | None:
@@ -136,7 +159,7 @@ def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, 
     """
     out: dict[str, tuple[str, int]] = {}
     try:
-        with AnyReader([Path(path)], default_typestore=_ROS2) as reader:
+        with _any_reader(Path(path)) as reader:
             return {bag_name(c.topic): (c.msgtype, c.msgcount) for c in reader.connections}
     except Exception:  # noqa: BLE001
         if not salvage:
@@ -153,7 +176,7 @@ def _warn(warnings: list[str], text: str) -> None:
 
 
 def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> Iterator[RawMessage]:
-    with AnyReader([path], default_typestore=_ROS2) as reader:
+    with _any_reader(path) as reader:
         found.update({bag_name(c.topic): c.msgtype for c in reader.connections})
         conns = [c for c in reader.connections if not topics or bag_name(c.topic) in topics]
         if not conns:       # an empty selection means "all" to AnyReader

@@ -275,7 +275,7 @@ def read_index(root: str | Path, warn_incomplete: bool = True) -> list[FrameReco
                              f'an index has {",".join(INDEX_FIELDS)}')
         for n, row in enumerate(reader, 1):
             cell = _IndexRow(path, n, reader.line_num, row)
-            seq = cell.text('sequence', required=True)
+            seq = cell.sequence()
             index, stamp = cell.integer('index'), cell.integer('stamp_ns')
             image, lab = cell.text('image', required=True), cell.text('label')
             records.append(FrameRecord(
@@ -304,6 +304,18 @@ class _IndexRow:
             short_row = ' (the row has fewer cells than the header)' if self.cells.get(column) is None else ''
             raise ValueError(f'{self._where(column)}: empty{short_row}')
         return value
+
+    def sequence(self) -> str:
+        """The sequence name, refused unless one plain folder name: it names folders that propagate and
+        make-variant write (``labels/<sequence>/``, ``images/<sequence>_<i>_noise/``), and a downloaded index
+        holding ``../../x`` or ``/tmp/x`` had them write outside the dataset."""
+        seq = self.text('sequence', required=True)
+        problem = ('a path, not a folder name' if seq in ('.', '..') or any(c in seq for c in '/\\\0') else
+                   'control characters' if control_character_problem([seq], '') else '')
+        if problem:
+            raise ValueError(f'{self._where("sequence")}: {short(seq, 100)}: {problem}; a sequence is one printable '
+                             'folder name (no / or \\, not . or ..)')
+        return seq
 
     def integer(self, column: str) -> int:
         value = self.text(column, required=True)
