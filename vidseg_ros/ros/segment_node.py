@@ -164,12 +164,18 @@ class SegmentNodeCore:
 
     def _announce(self) -> None:
         """Latch the class table and log the model now serving."""
-        self.pub_table.publish(String(data=self.table.to_json()))
+        self._latch_table()
         log = self.node.get_logger()
         log.info(f'model {self.engine.model_name} on {self.engine.device} ({self.engine_cfg.precision}), '
                  f'{len(self.table.names)} classes')
         if not self.engine.trained:
             log.warning('UNTRAINED weights: masks are meaningless until a trained model is loaded')
+
+    def _latch_table(self) -> None:
+        """Publish the table serving now on ~/class_table. Under the lock: a table the parameter callback built
+        for the model the worker was replacing never goes out after the new model's."""
+        with self._lock:
+            self.pub_table.publish(String(data=self.table.to_json()))
 
     def _class_table(self, cfg: SegmentNodeConfig, engine=None) -> ClassTable:
         engine = engine or self.engine
@@ -209,22 +215,22 @@ class SegmentNodeCore:
             return result
         node_changes = {k: v for k, v in changes.items() if k in SegmentNodeConfig.__dataclass_fields__}
         engine_changes = {k: v for k, v in changes.items() if k in EngineConfig.__dataclass_fields__}
-        new_cfg = dataclasses.replace(self.cfg, **node_changes)
         new_table = None
-        if self.engine is not None:
-            try:
-                self._check_classes(new_cfg, self.engine)
-                new_table = self._class_table(new_cfg)
-            except ValueError as e:
-                result.successful = False
-                result.reason = str(e)
-                return result
-        with self._lock:
+        with self._lock:   # the engine checked is the one serving: the worker swaps it under this lock
+            new_cfg = dataclasses.replace(self.cfg, **node_changes)
+            if self.engine is not None:
+                try:
+                    self._check_classes(new_cfg, self.engine)
+                    new_table = self._class_table(new_cfg)
+                except ValueError as e:
+                    result.successful = False
+                    result.reason = str(e)
+                    return result
             self.cfg = new_cfg
             self.table = new_table or self.table
             self._wanted = dataclasses.replace(self._wanted, **engine_changes)
         if new_table is not None:
-            self.pub_table.publish(String(data=new_table.to_json()))
+            self._latch_table()
         return result
 
     def _apply_wanted(self, stopping: threading.Event) -> None:
@@ -250,6 +256,13 @@ class SegmentNodeCore:
             with self._lock:
                 cfg = self.cfg
             engine, table = self._build(new, cfg)
+            with self._lock:
+                if stopping.is_set():
+                    return True
+                if self.cfg is not cfg:   # class names, palette... set during the load: its table follows them
+                    self._check_classes(self.cfg, engine)
+                    table = self._class_table(self.cfg, engine)
+                self.engine, self.engine_cfg, self.table = engine, new, table
         except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
             if stopping.is_set():
                 return True
@@ -259,10 +272,6 @@ class SegmentNodeCore:
                 s.note_error('model_load', str(e))
             self._roll_back(new)
             return False
-        with self._lock:
-            if stopping.is_set():
-                return True
-            self.engine, self.engine_cfg, self.table = engine, new, table
         for i, s in enumerate(self.streams):
             s.engine = engine if i == 0 else engine.fork()
         self._announce()

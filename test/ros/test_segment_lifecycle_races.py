@@ -1,0 +1,93 @@
+"""segment_lifecycle_node driven through its transitions while frames flow (real FastDDS, the node in this
+process): parameters set while the worker swaps the model, and rapid cycles, stay consistent."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from support.ros_helpers import image_msg, spun, stamp_of
+
+from vidseg_ros.ros import segment_node
+from vidseg_ros.ros.segment_lifecycle_node import SegmentLifecycleNode
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+PARAMS = {'model': 'untrained:keyframe_fpn', 'input_hw': [32, 32], 'input_reliability': 'reliable'}
+SUCCESS = TransitionCallbackReturn.SUCCESS
+HELD = 'untrained:recurrent_unet'   # the model whose load waits at the gate
+
+
+@pytest.fixture
+def held_load(monkeypatch):
+    """(entered, opened): a load of HELD waits for ``opened`` after setting ``entered``."""
+    entered, opened = threading.Event(), threading.Event()
+    load = segment_node.load_engine
+
+    def held(cfg):
+        if cfg.model == HELD:
+            entered.set()
+            opened.wait(60)
+        return load(cfg)
+    monkeypatch.setattr(segment_node, 'load_engine', held)
+    yield entered, opened
+    opened.set()
+
+
+@pytest.fixture
+def segmenter():
+    overrides = [Parameter(k, value=v) for k, v in PARAMS.items()]
+    with spun(lambda context: SegmentLifecycleNode(context=context, parameter_overrides=overrides)) as node:
+        yield node
+        node.core.stop()
+
+
+def serving(probe, node):
+    masks = probe.collect(Image, '/vidseg_segmenter/mask', RELIABLE)
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    pub = probe.node.create_publisher(Image, 'image', RELIABLE)
+    probe.wait_for_subscribers(pub)
+    time.sleep(1.0)   # our mask subscription reaches the node's publisher
+    return pub, masks
+
+
+def until_mask(probe, pub, masks, rgb) -> None:
+    """Send frames until one comes back as a mask."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stamp = time.time_ns()
+        pub.publish(image_msg(rgb, stamp))
+        for _ in range(20):
+            time.sleep(0.05)
+            with probe.lock:
+                if any(stamp_of(m) == stamp for m in masks):
+                    return
+    raise AssertionError('no mask came back')
+
+
+def test_class_names_set_while_the_model_swaps_apply_to_the_new_model(segmenter, held_load, probe, real_frames):
+    """The worker built the new model's class table from the settings read before its load: class_names set
+    during the load were dropped from the table it then served and latched on ~/class_table."""
+    entered, opened = held_load
+    tables = probe.collect(String, '/vidseg_segmenter/class_table', LATCHED)
+    pub, masks = serving(probe, segmenter)
+    n = len(segmenter.core.engine.classes)
+    names = [f'thing{i}' for i in range(n)]
+    assert segmenter.set_parameters([Parameter('model', value=HELD)])[0].successful
+    pub.publish(image_msg(real_frames[0], time.time_ns()))   # the worker loads HELD before this frame
+    assert entered.wait(30), 'the model swap never started'
+    assert segmenter.set_parameters([Parameter('class_names', value=names)])[0].successful
+    opened.set()
+    until_mask(probe, pub, masks, real_frames[1])
+    assert 'recurrent_unet' in segmenter.core.engine.model_name
+    assert list(segmenter.core.table.names) == names
+    time.sleep(0.5)   # the latched table the node published last is what a late subscriber gets
+    with probe.lock:
+        latched = [c['name'] for c in json.loads(tables[-1].data)['classes']]
+    assert latched == names
