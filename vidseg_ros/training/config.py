@@ -167,6 +167,9 @@ def check_class_count(count: int, where: str) -> None:
     from vidseg_ros.models.checkpoint import CLASS_LIMIT, MAX_CLASSES
     if count > MAX_CLASSES:
         raise ConfigError(f'{where}: {count} classes; {CLASS_LIMIT}')
+    if count == 1:   # a softmax over one class is 1 everywhere: loss 0 and mIoU 1 from the first step on
+        raise ConfigError(f'{where}: 1 class: a model of one class predicts it for every pixel (loss 0, mIoU 1, '
+                          'nothing learnt); name the background as a class too, e.g. [background, object]')
 
 
 def _check_name(name: str) -> None:

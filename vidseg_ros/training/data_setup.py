@@ -133,8 +133,10 @@ def _ids_beyond_classes_ignored(cfg: TrainConfig, src: FrameSource) -> FrameSour
     them so (``identity_lut``); one that names none stored raw ids, and an id without an output channel
     stopped training at its first step (IndexError). The first such id read is warned about once: as labels
     are loaded, not by reading every label file before training (a long, silent start on a large dataset)."""
-    if src.label_lut is not None or cfg.num_classes <= 0 or cfg.ignore_index < 0:   # mapped, or not resolved yet
-        return src
+    # A folder dataset naming its classes reads ids through the same identity table: ids beyond them (labels
+    # painted or written after label-import, which warns) became ignore in silence, a class gone from training.
+    if (src.label_lut is not None and cfg.dataset != 'folder') or cfg.num_classes <= 0 or cfg.ignore_index < 0:
+        return src                                                    # mapped, or not resolved yet
     kept = {f.name: getattr(src, f.name) for f in fields(src)}
     kept['label_lut'] = identity_lut(cfg.ignore_index, cfg.num_classes)
     return IdsBeyondIgnored(**kept, known_classes=cfg.num_classes, raw_ignore=cfg.ignore_index,
@@ -159,11 +161,21 @@ class IdsBeyondIgnored(FrameSource):
             beyond = (raw >= self.known_classes) & (raw != self.raw_ignore)
             if beyond.any():
                 _warned_ids.add(self.data_root)
-                log.warning('%s: label id %d >= num_classes %d (%s/dataset.yaml names no classes); ids from %d up '
-                            'are ignored (as ignore_index %d); set num_classes, or name the classes with vidseg '
-                            'label-import --class-names', rec.label, int(raw[beyond].min()), self.known_classes,
-                            self.data_root, self.known_classes, self.raw_ignore)
+                log.warning('%s: label id %d >= num_classes %d (%s/dataset.yaml %s); ids from %d up are ignored '
+                            '(as ignore_index %d); %s', rec.label, int(raw[beyond].min()), self.known_classes,
+                            self.data_root, self._named(), self.known_classes, self.raw_ignore, self._fix())
         return self.label_lut[raw]
+
+    def _named(self) -> str:
+        if not self.class_names:
+            return 'names no classes'
+        return f'names {len(self.class_names)}: ' + ', '.join(map(repr, self.class_names))[:200]
+
+    def _fix(self) -> str:
+        if not self.class_names:
+            return 'set num_classes, or name the classes with vidseg label-import --class-names'
+        return ('name that class in dataset.yaml classes, or re-import the labels with vidseg label-import --map '
+                'FROM:TO')
 
 
 # What to do about a split without labelled frames, by the setting that names it.

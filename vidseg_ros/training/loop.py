@@ -212,7 +212,7 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
                 g['lr'] = lr
             labelled += _labelled_pixels(raw, cfg.ignore_index)
             clip_batch = Batch.from_dict(next(clips), device) if clips is not None else None
-            parts = runner.step(Batch.from_dict(raw, device), optimizer, clip_batch)
+            parts = _step(runner, Batch.from_dict(raw, device), optimizer, clip_batch, cfg, run_dir, state)
             state['step'] += 1
             parts['loss'] = _mean_over_ranks(parts['loss'], device, world)
             if not math.isfinite(parts['loss']):      # the same on every rank: all stop at this step
@@ -272,6 +272,20 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
     if rank == 0 and cfg.output:
         publish_output(cfg, run_dir)
     return out
+
+
+def _step(runner, batch, optimizer, clip_batch, cfg: TrainConfig, run_dir: Path, state: dict) -> dict:
+    """``runner.step``; BatchNorm's refusal of one value per channel (batch_size 1 and a 32x32 crop: the
+    stride-32 map is 1x1) said as the settings that cause it, not as torch's tensor sizes."""
+    try:
+        return runner.step(batch, optimizer, clip_batch)
+    except ValueError as e:
+        if 'Expected more than 1 value per channel' not in str(e):
+            raise
+        crop = cfg.crop_hw or cfg.input_hw
+        raise ConfigError(f'batch_size {cfg.batch_size} with a {crop[0]}x{crop[1]} training crop leaves one value '
+                          'per channel in the deepest (stride 32) feature map, where BatchNorm cannot train; '
+                          f'raise batch_size to 2 or crop_hw (input_hw) to [64, 64]; {_kept(run_dir, state)}') from e
 
 
 def _labelled_pixels(raw: dict, ignore_index: int) -> int:
