@@ -91,3 +91,28 @@ def test_class_names_set_while_the_model_swaps_apply_to_the_new_model(segmenter,
     with probe.lock:
         latched = [c['name'] for c in json.loads(tables[-1].data)['classes']]
     assert latched == names
+
+
+def test_a_model_set_while_a_failed_load_rolls_back_is_the_one_the_parameter_names(segmenter, probe, real_frames,
+                                                                                 tmp_path, monkeypatch):
+    """`ros2 param set model B` landing while the worker set the parameters back after model A failed to load:
+    the rollback wrote the old model over B, and B was then loaded and served under the old model's name."""
+    pub, masks = serving(probe, segmenter)
+    garbage = tmp_path / 'garbage.onnx'
+    garbage.write_bytes(b'\x08' + bytes(range(256)) * 4)   # passes the parameter check, fails the load
+    set_parameters, raced = segmenter.set_parameters, threading.Event()
+
+    def user_sets_b_during_the_rollback(params):
+        if threading.current_thread() is segmenter.core.worker and not raced.is_set():
+            raced.set()
+            user = threading.Thread(target=set_parameters, args=([Parameter('model', value=HELD)],))
+            user.start()
+            user.join(1.0)   # it lands now, or waits for the rollback to finish
+        return set_parameters(params)
+    monkeypatch.setattr(segmenter, 'set_parameters', user_sets_b_during_the_rollback)
+    assert segmenter.set_parameters([Parameter('model', value=str(garbage))])[0].successful
+    until_mask(probe, pub, masks, real_frames[0])
+    assert raced.wait(30), 'the failed load never rolled back'
+    until_mask(probe, pub, masks, real_frames[1])   # the next frame loads B
+    assert 'recurrent_unet' in segmenter.core.engine.model_name
+    assert segmenter.get_parameter('model').value == HELD

@@ -72,6 +72,9 @@ class SegmentNodeCore:
         self._stopping = threading.Event()
         self._stopping.set()
         self._rolling_back = None    # the thread setting the parameters back to the serving model
+        # Held by a rollback from its choice of values until rclpy has stored them, and by the parameter
+        # callback: a `ros2 param set` landing in between was overwritten by the rollback (then served unnamed).
+        self._params_lock = threading.RLock()
         self.fatal = ''              # why the worker ended, when it did while serving
         # (monotonic start, camera name) of the frame in the worker, None when idle: one tuple, so the
         # diagnostics timer never reads one frame's start with another camera's name
@@ -194,6 +197,11 @@ class SegmentNodeCore:
     def _on_set_parameters(self, params):
         if self._rolling_back is threading.current_thread():   # restoring what is serving
             return SetParametersResult(successful=True)
+        with self._params_lock:
+            return self._check_and_take(params)
+
+    def _check_and_take(self, params) -> SetParametersResult:
+        """The parameter callback's work: refuse what cannot apply, else take the changes."""
         result, changes = validate_changes(self.node, params, EngineConfig, SegmentNodeConfig)
         if not result.successful:
             return result
@@ -280,18 +288,19 @@ class SegmentNodeCore:
     def _roll_back(self, failed: EngineConfig) -> None:
         """After a failed load: the parameters go back to the model that is serving (so `ros2 param get`
         tells the truth), except those set again while it loaded (the newer value is tried next)."""
-        with self._lock:
-            restore = {f: getattr(self.engine_cfg, f) for f in REBUILD_FIELDS
-                       if getattr(failed, f) != getattr(self.engine_cfg, f)
-                       and getattr(self._wanted, f) == getattr(failed, f)}
-            self._wanted = dataclasses.replace(self._wanted, **restore)
-        if not restore:
-            return
-        self._rolling_back = threading.current_thread()
-        try:
-            self.node.set_parameters([Parameter(f, value=v) for f, v in restore.items()])
-        finally:
-            self._rolling_back = None
+        with self._params_lock:
+            with self._lock:
+                restore = {f: getattr(self.engine_cfg, f) for f in REBUILD_FIELDS
+                           if getattr(failed, f) != getattr(self.engine_cfg, f)
+                           and getattr(self._wanted, f) == getattr(failed, f)}
+                self._wanted = dataclasses.replace(self._wanted, **restore)
+            if not restore:
+                return
+            self._rolling_back = threading.current_thread()
+            try:
+                self.node.set_parameters([Parameter(f, value=v) for f, v in restore.items()])
+            finally:
+                self._rolling_back = None
 
     # ---- worker --------------------------------------------------------------------------------
     def _next_job(self, stopping: threading.Event):
