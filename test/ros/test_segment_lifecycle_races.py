@@ -12,7 +12,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
-from support.ros_helpers import image_msg, spun, stamp_of
+from support.ros_helpers import IN_PROCESS, image_msg, spun, stamp_of
 
 from vidseg_ros.ros import segment_node
 from vidseg_ros.ros.segment_lifecycle_node import SegmentLifecycleNode
@@ -43,13 +43,14 @@ def held_load(monkeypatch):
 @pytest.fixture
 def segmenter():
     overrides = [Parameter(k, value=v) for k, v in PARAMS.items()]
-    with spun(lambda context: SegmentLifecycleNode(context=context, parameter_overrides=overrides)) as node:
+    with spun(lambda context: SegmentLifecycleNode(IN_PROCESS, context=context,
+                                                   parameter_overrides=overrides)) as node:
         yield node
         node.core.stop()
 
 
 def serving(probe, node):
-    masks = probe.collect(Image, '/vidseg_segmenter/mask', RELIABLE)
+    masks = probe.collect(Image, f'/{IN_PROCESS}/mask', RELIABLE)
     assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
     pub = probe.node.create_publisher(Image, 'image', RELIABLE)
     probe.wait_for_subscribers(pub)
@@ -75,7 +76,7 @@ def test_class_names_set_while_the_model_swaps_apply_to_the_new_model(segmenter,
     """The worker built the new model's class table from the settings read before its load: class_names set
     during the load were dropped from the table it then served and latched on ~/class_table."""
     entered, opened = held_load
-    tables = probe.collect(String, '/vidseg_segmenter/class_table', LATCHED)
+    tables = probe.collect(String, f'/{IN_PROCESS}/class_table', LATCHED)
     pub, masks = serving(probe, segmenter)
     n = len(segmenter.core.engine.classes)
     names = [f'thing{i}' for i in range(n)]

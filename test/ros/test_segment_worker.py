@@ -16,7 +16,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from support.ros_helpers import image_msg, spun, stamp_of
+from support.ros_helpers import IN_PROCESS, image_msg, spun, stamp_of
 
 from vidseg_ros.engine.stream import StreamSegmenter
 from vidseg_ros.ros import segment_node
@@ -90,7 +90,8 @@ def segmenter(monkeypatch, gate):
     """segment_lifecycle_node's node in this process (unconfigured), spun in a thread; deactivate waits 0.5 s."""
     monkeypatch.setattr(segment_node, 'STOP_WAIT_S', 0.5, raising=False)
     overrides = [Parameter(k, value=v) for k, v in PARAMS.items()]
-    with spun(lambda context: SegmentLifecycleNode(context=context, parameter_overrides=overrides)) as node:
+    with spun(lambda context: SegmentLifecycleNode(IN_PROCESS, context=context,
+                                                   parameter_overrides=overrides)) as node:
         yield node
         gate.opened.set()
         node.core.stop()
@@ -100,7 +101,7 @@ def segmenter(monkeypatch, gate):
 
 def serving(probe, segmenter):
     """Configure and activate; the probe's image publisher once the node subscribes, and its mask list."""
-    masks = probe.collect(Image, '/vidseg_segmenter/mask', RELIABLE)
+    masks = probe.collect(Image, f'/{IN_PROCESS}/mask', RELIABLE)
     assert segmenter.trigger_configure() == SUCCESS
     assert segmenter.trigger_activate() == SUCCESS
     pub = probe.node.create_publisher(Image, 'image', RELIABLE)

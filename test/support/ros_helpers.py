@@ -36,6 +36,13 @@ def spin_until_shutdown(context, executor) -> None:
             return
 
 
+# The name of in-process lifecycle segmenters: not the node processes' vidseg_segmenter, whose change_state a
+# later test calls. A destroyed in-process node stays in the graph while anything references it, and a client
+# that matched that ghost first sent its request there (test_segment_params timed out on change_state after
+# test_segment_lifecycle_races).
+IN_PROCESS = 'vidseg_segmenter_in_process'
+
+
 @contextlib.contextmanager
 def spun(make_node):
     """The node ``make_node(context)`` builds, on an rclpy.Context of its own, spun by a SingleThreadedExecutor
