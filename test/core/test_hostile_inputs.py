@@ -9,7 +9,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from test_hostile_names import _bag
+from support.bags import mono8_bag
 from vidseg_ros.cli import app
 from vidseg_ros.data.bags import reader
 from vidseg_ros.data.datasets.labels import write_label
@@ -60,7 +60,7 @@ def _bomb(levels: int) -> str:
 
 
 def test_an_alias_bomb_in_the_file_list_is_not_expanded(tmp_path, monkeypatch):
-    bag = _bag(tmp_path / 'bag', ['/cam'])
+    bag = mono8_bag(tmp_path / 'bag', ['/cam'])
     meta = (bag / 'metadata.yaml').read_text().replace('  relative_file_paths:\n  - bag.mcap\n',
                                                        '  relative_file_paths: *a7\n')
     (bag / 'metadata.yaml').write_text(_bomb(8) + meta)
@@ -79,7 +79,7 @@ def test_an_alias_bomb_in_the_file_list_is_not_expanded(tmp_path, monkeypatch):
 
 
 def test_a_50_mb_metadata_yaml_is_not_parsed_and_the_bag_is_salvaged(tmp_path, monkeypatch):
-    bag = _bag(tmp_path / 'bag', ['/cam'])
+    bag = mono8_bag(tmp_path / 'bag', ['/cam'])
     meta = (bag / 'metadata.yaml').read_text()
     (bag / 'metadata.yaml').write_text(meta.replace('  custom_data: null\n', '  custom_data:\n    k: ' +
                                                     'v' * 50 * 2**20 + '\n'))

@@ -2,34 +2,14 @@
 whole or salvaged) holding terminal escapes, a forged log line or 100 kB; a checkpoint's or dataset's class
 names of megabytes; a model card's provenance lines. Whatever is kept (index.csv, the card) carries none of it
 raw and no row of 100 kB; a topic keeps one name, so a re-run resumes and --topic selects it."""
-import numpy as np
 import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
+from support.bags import mono8_bag
 
-from vidseg_ros.data.bags.from_frames import TYPESTORE
 from vidseg_ros.data.datasets.extract import ExtractConfig, extract
 from vidseg_ros.text import bag_name
 
 ANSI = '/cam\x1b[2J\x1b]0;pwned\x07\r[ERROR] forged\nx'
 LONG = '/cam/' + 'A' * 100_000
-T = TYPESTORE.types
-
-
-def _image(i: int):
-    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i + 1, nanosec=0), frame_id='cam')
-    return T['sensor_msgs/msg/Image'](header=header, height=8, width=8, encoding='mono8', is_bigendian=0, step=8,
-                                      data=np.full(64, 20 * i, np.uint8))
-
-
-def _bag(path, topics, plugin=StoragePlugin.MCAP, frames=3):
-    w = Writer(path, version=9, storage_plugin=plugin)
-    w.open()
-    conns = [w.add_connection(t, 'sensor_msgs/msg/Image', typestore=TYPESTORE) for t in topics]
-    for i in range(frames):
-        for c in conns:
-            w.write(c, (i + 1) * 10**9, TYPESTORE.serialize_cdr(_image(i), 'sensor_msgs/msg/Image'))
-    w.close()
-    return path
 
 
 def _cut(bag, out):
@@ -46,8 +26,7 @@ def _rows(out):
 
 @pytest.mark.parametrize('kind', ['mcap', 'sqlite3', 'salvaged'])
 def test_a_hostile_topic_is_indexed_escaped_and_cut_and_a_rerun_resumes(tmp_path, kind):
-    plugin = StoragePlugin.SQLITE3 if kind == 'sqlite3' else StoragePlugin.MCAP
-    bag = _bag(tmp_path / 'bag', [ANSI, LONG], plugin)
+    bag = mono8_bag(tmp_path / 'bag', [ANSI, LONG], 'sqlite3' if kind == 'sqlite3' else 'mcap')
     if kind == 'salvaged':
         bag = _cut(bag, tmp_path / 'cut')
     out = tmp_path / 'ds'
@@ -63,7 +42,7 @@ def test_a_hostile_topic_is_indexed_escaped_and_cut_and_a_rerun_resumes(tmp_path
 
 
 def test_the_topic_name_shown_and_the_raw_one_select_the_same_topic(tmp_path):
-    bag = _bag(tmp_path / 'bag', [ANSI, '/other'])
+    bag = mono8_bag(tmp_path / 'bag', [ANSI, '/other'])
     shown = extract([bag], tmp_path / 'a', ExtractConfig(topics=[bag_name(ANSI)]))
     raw = extract([bag], tmp_path / 'b', ExtractConfig(topics=[ANSI]))
     assert shown.written == raw.written == 3

@@ -68,3 +68,22 @@ def mount_tmpfs(path: Path, size_mb: int, kind: str = 'tmpfs') -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.skip(f'cannot mount a {kind} here: {result.stderr.strip()}')
+
+
+def mono8_bag(path, topics, plugin: str = 'mcap', frames: int = 3):
+    """A rosbag2 bag of ``frames`` 8x8 mono8 Images on each of ``topics`` (any names: hostile ones too), one
+    per second from t = 1 s; ``plugin`` 'mcap' or 'sqlite3'."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    T = TS.types
+    w = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if plugin == 'mcap' else StoragePlugin.SQLITE3)
+    w.open()
+    conns = [w.add_connection(t, IMAGE, typestore=TS) for t in topics]
+    for i in range(frames):
+        header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=i + 1, nanosec=0),
+                                          frame_id='cam')
+        msg = T[IMAGE](header=header, height=8, width=8, encoding='mono8', is_bigendian=0, step=8,
+                       data=np.full(64, 20 * i, np.uint8))
+        for c in conns:
+            w.write(c, (i + 1) * 10**9, TS.serialize_cdr(msg, IMAGE))
+    w.close()
+    return path
