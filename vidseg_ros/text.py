@@ -32,6 +32,12 @@ def long_text_problem(texts, what: str, limit: int = SHORT_TEXT) -> str:
     return f'{what} over {limit} characters: {short(long[0], 40)}' if long else ''
 
 
+def name_problem(texts, what: str) -> str:
+    """Why names shown raw and whole later (class names: logs, /diagnostics, plots, cards) are refused: control
+    characters, or over ``SHORT_TEXT`` characters; '' when neither."""
+    return control_character_problem(texts, what) or long_text_problem(texts, what)
+
+
 def clip(text, limit: int = SHORT_TEXT) -> str:
     """Text cut to ``limit`` characters, saying how long it was, so a 1 MB field cannot flood logs; its
     control characters escaped (``printable``), so it cannot drive a terminal or forge a log line."""

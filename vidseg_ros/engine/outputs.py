@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.engine.upsample import to_u8
-from vidseg_ros.text import control_character_problem, long_text_problem
+from vidseg_ros.text import name_problem
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,8 @@ class ClassTable:
         if len(name_override) and len(name_override) != n:
             raise ValueError(f'class_names has {len(name_override)} names, the model has {n} classes: '
                              f'give one name per class, or [] for the model\'s names')
-        # the operator's names go where a checkpoint's do (logs, /diagnostics, ~/class_table): the same checks
-        problem = control_character_problem(name_override, 'class_names') or \
-            long_text_problem(name_override, 'class_names')
-        if problem:
+        # the operator's names go where a checkpoint's do (logs, /diagnostics, ~/class_table): check_meta's checks
+        if problem := name_problem(name_override, 'class_names'):
             raise ValueError(problem)
         names = list(name_override) or list(names)
         pal = _palette_override(palette_override, n) if len(palette_override) else np.asarray(

@@ -32,7 +32,7 @@ from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID, I
                                   INPUT_SIDE_RANGE, MAX_CLASSES, MAX_INPUT_PIXELS)
 from vidseg_ros.models import MODELS, create_model, resolve_arch_config
 from vidseg_ros.files import name_limit, temp_path, write_file_atomic  # noqa: F401  (their home)
-from vidseg_ros.text import clip, control_character_problem, long_text_problem
+from vidseg_ros.text import clip, name_problem
 
 FORMAT = 'vidseg_ros/1'
 
@@ -101,7 +101,7 @@ def check_meta(meta, where: str, num_classes: int | None = None) -> dict:
         raise bad('classes', f'{len(classes)} classes; {CLASS_LIMIT}')
     # names are shown raw in logs, /diagnostics, plots and the model card: an ESC or a line break in a
     # downloaded model's names would drive the terminal or forge a log line, a 10 MB name fill each of them
-    if problem := control_character_problem(classes, 'class names') or long_text_problem(classes, 'class names'):
+    if problem := name_problem(classes, 'class names'):
         raise bad('classes', problem)
     source = 'its classifier'
     if num_classes is None:

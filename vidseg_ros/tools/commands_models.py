@@ -43,7 +43,7 @@ def info(model: str) -> dict:
     if path.startswith('untrained:'):
         raise ValueError('info needs a model file, not an untrained:<arch> spec')
     if path.endswith('.pt'):
-        meta, head, tail = _checkpoint_info(path)
+        (meta, head), tail = _checkpoint_info(path), {}
     else:
         from vidseg_ros.tools.exported_info import describe
         tail = describe(Path(path))
@@ -56,8 +56,8 @@ def info(model: str) -> dict:
             'provenance': cut_fields(meta['provenance']), 'metrics': cut_fields(meta['metrics'])}
 
 
-def _checkpoint_info(path: str) -> tuple[dict, dict, dict]:
-    """(meta, the fields every model has, {}) of a ``.pt`` checkpoint (weights_only load, model built)."""
+def _checkpoint_info(path: str) -> tuple[dict, dict]:
+    """(meta, the fields every model has) of a ``.pt`` checkpoint (weights_only load, model built)."""
     from vidseg_ros.models import stream_info
     from vidseg_ros.models.checkpoint import build_model, read_checkpoint
     meta = read_checkpoint(path)['meta']
@@ -65,7 +65,7 @@ def _checkpoint_info(path: str) -> tuple[dict, dict, dict]:
     stream = stream_info(model)
     head = {'backend': 'torch', 'kind': stream.kind, 'parameters': sum(p.numel() for p in model.parameters()),
             'stride': stream.stride, 'output_stride': stream.output_stride}
-    return meta, head, {}
+    return meta, head
 
 
 def bench(model: str = '', frames: int = 30, input_hw: list[int] | None = None, device: str = 'auto',
