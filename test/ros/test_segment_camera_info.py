@@ -15,7 +15,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-from support.ros_helpers import image_msg, spun, stamp_of
+from support.ros_helpers import IN_PROCESS, image_msg, spun, stamp_of
 
 from vidseg_ros.engine.stream import StreamSegmenter
 from vidseg_ros.ros import camera_io
@@ -183,7 +183,7 @@ def held(monkeypatch):
 def segmenter(held):
     """segment_node's node in this process, spun in a thread."""
     overrides = [Parameter(k, value=v) for k, v in {**PARAMS, 'input_hw': [32, 32]}.items()]
-    with spun(lambda context: SegmentNode(context=context, parameter_overrides=overrides)) as node:
+    with spun(lambda context: SegmentNode(IN_PROCESS, context=context, parameter_overrides=overrides)) as node:
         yield node
         held.opened.set()
 
@@ -195,8 +195,8 @@ def test_a_frame_in_a_long_inference_keeps_its_camera_info(segmenter, probe, hel
     received before the frame started or while it ran, was pushed out of the cache by the newer ones before
     the frame looked it up, and the frame went out without ~/camera_info ('no camera_info with stamp ...').
     (Seen only once camera_info's reader was deep enough to take such a burst at all.)"""
-    masks = probe.collect(Image, f'{OUT}/mask', RELIABLE)
-    infos = probe.collect(CameraInfo, f'{OUT}/camera_info', RELIABLE)
+    masks = probe.collect(Image, f'/{IN_PROCESS}/mask', RELIABLE)
+    infos = probe.collect(CameraInfo, f'/{IN_PROCESS}/camera_info', RELIABLE)
     pub, pub_info = (probe.node.create_publisher(t, name, RELIABLE)
                      for t, name in ((Image, 'image'), (CameraInfo, 'camera_info')))
     probe.wait_for_subscribers(pub)

@@ -22,7 +22,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
-from support.ros_helpers import image_msg, spun, stamp_of
+from support.ros_helpers import IN_PROCESS, image_msg, spun, stamp_of
 
 from vidseg_ros.engine.stream import StreamSegmenter
 from vidseg_ros.ros import camera_io, health
@@ -79,7 +79,7 @@ def test_a_camera_whose_camera_info_never_matches_stops_costing_the_worker_waits
 def segmenter():
     """segment_node's node in this process (so the test can set the wait), spun in a thread."""
     overrides = [Parameter(k, value=v) for k, v in PARAMS.items()]
-    with spun(lambda context: SegmentNode(context=context, parameter_overrides=overrides)) as node:
+    with spun(lambda context: SegmentNode(IN_PROCESS, context=context, parameter_overrides=overrides)) as node:
         yield node
 
 
@@ -89,7 +89,7 @@ def test_a_camera_with_mismatched_camera_info_does_not_stall_the_other(segmenter
     worker 60 s on off's next frame). Off keeps being segmented, each camera's misses are counted on it."""
     monkeypatch.setattr(camera_io, 'CAMERA_INFO_WAIT_S', 0.05)
     monkeypatch.setattr(camera_io, 'IMAGE_GAP_S', 3600.0)   # a slow machine's pause is no camera restart
-    masks = {c: probe.collect(Image, f'/vidseg_segmenter/{c}/mask', RELIABLE) for c in ('good', 'off')}
+    masks = {c: probe.collect(Image, f'/{IN_PROCESS}/{c}/mask', RELIABLE) for c in ('good', 'off')}
     pubs = {}
     for msg_type, topic in ((Image, 'good/image'), (Image, 'off/image'), (CameraInfo, 'off/camera_info')):
         pubs[topic] = probe.node.create_publisher(msg_type, topic, RELIABLE)
@@ -139,7 +139,7 @@ def test_a_frame_stuck_in_the_worker_is_named_by_its_camera_on_every_cameras_sta
     latest: dict[str, DiagnosticStatus] = {}
 
     def both_stuck() -> bool:
-        for status in (s for a in arrays for s in a.status if s.name.startswith('/vidseg_segmenter: ')):
+        for status in (s for a in arrays for s in a.status if s.name.startswith(f'/{IN_PROCESS}: ')):
             latest[status.hardware_id] = status
         return (set(latest) == {'good', 'off'}
                 and all(s.level == DiagnosticStatus.ERROR and 'stuck' in s.message for s in latest.values()))

@@ -36,10 +36,10 @@ def spin_until_shutdown(context, executor) -> None:
             return
 
 
-# The name of in-process lifecycle segmenters: not the node processes' vidseg_segmenter, whose change_state a
-# later test calls. A destroyed in-process node stays in the graph while anything references it, and a client
-# that matched that ghost first sent its request there (test_segment_params timed out on change_state after
-# test_segment_lifecycle_races).
+# The name of in-process segmenters: not the node processes' vidseg_segmenter, whose services (change_state,
+# set_parameters) later tests call. A destroyed in-process node stays in the graph while anything references
+# it, and a client that matched that ghost first sent its request there (test_segment_params timed out on
+# change_state after test_segment_lifecycle_races, on set_parameters after test_segment_multi_camera).
 IN_PROCESS = 'vidseg_segmenter_in_process'
 
 
