@@ -140,9 +140,39 @@ def test_cuda_graphed_bookkeeping_with_a_stand_in_graph(monkeypatch):
     assert torch.equal(out2[0], a * 6) and torch.equal(out1[0], a * 2)   # outputs are copies, not the graph's
     assert g.captures == 1 and len(calls) == 2 + 1 + 2                   # warm-up, capture, two replays
     g(torch.ones(4, 3), torch.ones(4, 3))                                  # a new size: a new graph
+    g(a, b)                                                                # used: now the most recent
     g(torch.ones(5, 3), torch.ones(5, 3))
-    assert g.captures == 3 and len(g.graphs) == 2                          # oldest dropped
-    assert torch.equal(g(a, b)[1], b + 1) and g.captures == 4              # re-captured when it comes back
+    assert g.captures == 3 and len(g.graphs) == 2                          # least recently used dropped
+    assert set(k[0][0] for k in g.graphs) == {(2, 3), (5, 3)}
+    n = len(calls)
+    assert torch.equal(g(torch.ones(4, 3), b[:1].expand(4, 3).contiguous())[0], torch.full((4, 3), 2.0))
+    assert g.captures == 3 and len(calls) == n + 1                         # came back: eager, no capture
+
+
+def test_cuda_graphed_sizes_taking_turns_are_not_captured_on_every_call(monkeypatch):
+    """Five cameras of different sizes in turn through one runner (four graphs at most): the sizes whose
+    graph was dropped run eagerly, so captures stop after the first round instead of one per frame."""
+    from vidseg_ros.engine import graphs
+    captured = []
+
+    def capture(self, args):
+        captured.append(args[0].shape)
+        self.captures += 1
+
+        class Replay:
+            def replay(self_):
+                pass
+        static = [a.clone() for a in args]
+        return static, Replay(), (self.fn(*static),), True
+    monkeypatch.setattr(graphs.CudaGraphed, '_capture', capture)
+    g = graphs.CudaGraphed(lambda x: x + 1, max_graphs=4)
+    sizes = [(1, 3, 8 * (i + 1), 8) for i in range(5)]
+    for _ in range(20):
+        for s in sizes:
+            x = torch.rand(s)
+            out = g(x)
+            assert out.shape == x.shape
+    assert g.captures == 5 and len(g.graphs) == 4 and len(g.dropped) == 1
 
 
 @pytest.mark.parametrize('path', ['fill_cpu', 'fill'])

@@ -5,13 +5,20 @@ after a few warm-up calls on a side stream (cuDNN autotuning and allocations hap
 graph), and then replays it: inputs are copied into the graph's static tensors and outputs are cloned
 out, so a key frame's cache or a recurrent state outlives the next replay and streams sharing one
 runner never see each other's tensors. A new input size (camera change, edge tiles) captures a new
-graph; the oldest is dropped beyond ``max_graphs``.
+graph; beyond ``max_graphs`` the least recently used one is dropped.
+
+A signature that comes back after its graph was dropped runs eagerly from then on: more sizes in
+turn than ``max_graphs`` (several cameras, tiles) would otherwise evict and capture again on every
+frame, each capture costing warm-up runs and a new memory pool, far more than the launches saved.
 """
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class CudaGraphed:
@@ -20,15 +27,24 @@ class CudaGraphed:
     def __init__(self, fn, warmup: int = 3, max_graphs: int = 4):
         self.fn, self.warmup, self.max_graphs = fn, warmup, max_graphs
         self.graphs: OrderedDict = OrderedDict()
+        self.dropped: set = set()      # signatures whose graph was evicted: eager from then on
         self.captures = 0
 
     def __call__(self, *args: torch.Tensor):
         key = tuple((tuple(a.shape), a.dtype, a.stride()) for a in args)
         entry = self.graphs.get(key)
         if entry is None:
+            if key in self.dropped:
+                return self.fn(*args)
             while len(self.graphs) >= self.max_graphs:
-                self.graphs.popitem(last=False)
+                old, _ = self.graphs.popitem(last=False)
+                self.dropped.add(old)
+                if len(self.dropped) == 1:
+                    log.warning('more than %d input sizes take turns: sizes whose CUDA graph is dropped '
+                                'run without one from now on', self.max_graphs)
             entry = self.graphs[key] = self._capture(args)
+        else:
+            self.graphs.move_to_end(key)
         static_in, graph, static_out, single = entry
         for s, a in zip(static_in, args):
             s.copy_(a)
