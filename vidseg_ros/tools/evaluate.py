@@ -353,6 +353,10 @@ class EvalSession:
         self.with_labels = _labels_scored(self.seg.meta, self.src, self.seqs)
         self.timing = sequence_timing(self.seqs, self.gap)
         self.names = list(self.seg.meta.get('classes', []))
+        if self.with_labels:     # ids the model has no class for are left out of the scores: counted, said once
+            from vidseg_ros.training.data_setup import counting_ids_beyond
+            self.src = counting_ids_beyond(self.src, len(self.names), self.seg.meta.get('ignore_index'))
+        self.label_ids_beyond: dict | None = None   # after the first score(): IdsBeyondIgnored.beyond_summary
         self.flows: list | None = None
         self.temporal_runs: list | None = None   # per sequence: runs of consecutive frames (temporal_runs)
         self.runs: list[dict] = []
@@ -387,7 +391,23 @@ class EvalSession:
                            len(self.names) == 2)
         if first and self.timing['video']:     # the counts depend on the data only: the same every setting
             self.timing['note'] = f'{self.timing["note"]}; {temporal_note(self.timing, result, self.with_labels)}'
+        if first and hasattr(self.src, 'beyond_summary'):   # every label has been read once now
+            self.label_ids_beyond = _ids_beyond(self.src, result['all']['pixels'])
         return result
+
+
+def _ids_beyond(src, scored_pixels: int) -> dict:
+    """What ``src`` (``data_setup.IdsBeyondIgnored``) counted of label ids beyond the model's classes, warned
+    about once when there are any: those pixels are in no row of the confusion matrix (an 11-class model on
+    labels 0..19, a stray 200), so the scores say nothing of them."""
+    summary = src.beyond_summary(scored_pixels)
+    if summary['pixels']:
+        fix = ('name that class in dataset.yaml classes, or re-import the labels with vidseg label-import --map '
+               'FROM:TO' if src.class_names else
+               "are the labels numbered as the model's classes? map them with vidseg label-import --map FROM:TO, "
+               'or evaluate a model of their classes')
+        log.warning('%s', src.beyond_text(summary, 'were left out of mIoU, mAcc and pixel accuracy', fix))
+    return summary
 
 
 def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
@@ -441,6 +461,7 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
               'arch_config': seg.meta.get('arch_config'), 'data': str(data), 'split': split,
               'sequences': len(ev.seqs), 'input_hw': seg.meta.get('input_hw'), 'device': device,
               'labelled': ev.with_labels, 'classes': ev.names, 'intervals': results, 'clip_len': clip_len,
+              'label_ids_beyond_classes': ev.label_ids_beyond,
               'timing': timing,
               'seconds': time.perf_counter() - t0}
     (out_dir / 'metrics.json').write_text(json.dumps(report, indent=1, default=_json_default))

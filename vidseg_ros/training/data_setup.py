@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.training.datasets import FrameDataset, RealClipDataset, SequenceDataset, TripletDataset, to_tensor
 from vidseg_ros.data.images import read_rgb
+from vidseg_ros.text import clip
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
 from vidseg_ros.data.datasets.variants import STILL, add_noise, evenly_spaced, measure_noise_sigma
@@ -133,38 +134,103 @@ def _ids_beyond_classes_ignored(cfg: TrainConfig, src: FrameSource) -> FrameSour
     them so (``identity_lut``); one that names none stored raw ids, and an id without an output channel
     stopped training at its first step (IndexError). The first such id read is warned about once: as labels
     are loaded, not by reading every label file before training (a long, silent start on a large dataset)."""
-    # A folder dataset naming its classes reads ids through the same identity table: ids beyond them (labels
-    # painted or written after label-import, which warns) became ignore in silence, a class gone from training.
-    if (src.label_lut is not None and cfg.dataset != 'folder') or cfg.num_classes <= 0 or cfg.ignore_index < 0:
+    # A dataset naming its classes reads ids through the same identity table: ids beyond them (labels painted or
+    # written after label-import, which warns) became ignore in silence, a class gone from training.
+    if not raw_ids_are_class_ids(src) or cfg.num_classes <= 0 or cfg.ignore_index < 0:
         return src                                                    # mapped, or not resolved yet
+    kept = {f.name: getattr(src, f.name) for f in fields(src) if f.name != 'label_lut'}
+    return IdsBeyondIgnored(**kept, label_lut=identity_lut(cfg.ignore_index, cfg.num_classes),
+                            known_classes=cfg.num_classes, raw_ignore=cfg.ignore_index, data_root=cfg.data_root)
+
+
+def raw_ids_are_class_ids(src: FrameSource) -> bool:
+    """Whether ``src``'s label files hold class ids as they are: no ``label_lut``, or one that keeps the ids
+    below some count and makes every other value its ignore value (a folder dataset naming its classes,
+    CamVid, Cityscapes train ids); not DAVIS, whose every value above 0 is the object."""
+    if src.label_lut is None:
+        return True
+    kept = src.label_lut == np.arange(len(src.label_lut))
+    first_changed = len(kept) if kept.all() else int(np.argmin(kept))
+    return bool((src.label_lut[first_changed:] == src.ignore_index).all())
+
+
+def counting_ids_beyond(src: FrameSource, known_classes: int, also_ignore: int | None = None) -> FrameSource:
+    """``src`` as it reads labels, counting the pixels of every id >= ``known_classes`` other than the data's
+    ignore value (and ``also_ignore``, e.g. the model's): ``vidseg eval`` says how many were left out of the
+    scores, and of which ids (:meth:`IdsBeyondIgnored.beyond_summary`). ``src`` unchanged where its label files
+    are not class ids (``raw_ids_are_class_ids``)."""
+    if not raw_ids_are_class_ids(src) or known_classes <= 0:
+        return src
     kept = {f.name: getattr(src, f.name) for f in fields(src)}
-    kept['label_lut'] = identity_lut(cfg.ignore_index, cfg.num_classes)
-    return IdsBeyondIgnored(**kept, known_classes=cfg.num_classes, raw_ignore=cfg.ignore_index,
-                            data_root=cfg.data_root)
+    return IdsBeyondIgnored(**kept, known_classes=known_classes, raw_ignore=src.ignore_index, data_root=src.name,
+                            also_ignore=also_ignore, warn_first=False)
 
 
 @dataclass
 class IdsBeyondIgnored(FrameSource):
-    """A source of raw label ids (its dataset.yaml names no classes) read through ``label_lut``, which makes
-    ids >= ``known_classes`` ignore; the first such id read (other than ``raw_ignore``) is warned about, once
-    per data root and process (per DataLoader worker with num_workers)."""
+    """A source of raw label ids read through ``label_lut`` (training: one that makes ids >= ``known_classes``
+    ignore). Each label file's ids beyond the classes (other than ``raw_ignore`` and ``also_ignore``) are counted
+    once (``beyond``, ``beyond_files``, ``labels_read``); with ``warn_first`` the first such id read is warned
+    about, once per data root and process (per DataLoader worker with num_workers)."""
 
     known_classes: int = 0
     raw_ignore: int = DEFAULT_IGNORE
     data_root: str = ''
+    also_ignore: int | None = None
+    warn_first: bool = True
+    beyond: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))   # pixels per id
+    beyond_files: list[str] = field(default_factory=list)
+    labels_read: int = 0
+    _counted: set = field(default_factory=set, repr=False)
 
     def read_label(self, rec: FrameRecord) -> np.ndarray | None:
         if rec.label is None:
             return None
         raw = read_label_file(rec.label)
-        if self.data_root not in _warned_ids:
-            beyond = (raw >= self.known_classes) & (raw != self.raw_ignore)
-            if beyond.any():
-                _warned_ids.add(self.data_root)
-                log.warning('%s: label id %d >= num_classes %d (%s/dataset.yaml %s); ids from %d up are ignored '
-                            '(as ignore_index %d); %s', rec.label, int(raw[beyond].min()), self.known_classes,
-                            self.data_root, self._named(), self.known_classes, self.raw_ignore, self._fix())
-        return self.label_lut[raw]
+        if str(rec.label) not in self._counted:
+            self._count(str(rec.label), raw)
+        return self.label_lut[raw] if self.label_lut is not None else raw
+
+    def _count(self, label: str, raw: np.ndarray) -> None:
+        self._counted.add(label)
+        self.labels_read += 1
+        counts = np.bincount(raw.ravel(), minlength=256)
+        counts[:self.known_classes] = 0
+        for v in (self.raw_ignore, self.also_ignore):
+            if v is not None and 0 <= v < 256:
+                counts[v] = 0
+        if not counts.any():
+            return
+        self.beyond += counts
+        self.beyond_files.append(label)
+        if self.warn_first and self.data_root not in _warned_ids:
+            _warned_ids.add(self.data_root)
+            log.warning('%s: label id %d >= num_classes %d (%s/dataset.yaml %s); ids from %d up are ignored '
+                        '(as ignore_index %d); %s', label, int(np.flatnonzero(counts)[0]), self.known_classes,
+                        self.data_root, self._named(), self.known_classes, self.raw_ignore, self._fix())
+
+    def beyond_summary(self, scored_pixels: int | None = None) -> dict:
+        """What was counted, for a report: ``pixels`` beyond the classes, ``ids`` (id -> pixels, the 20 most
+        frequent), ``label_files`` holding any of ``label_files_read``, the ``first`` such file, and their
+        ``share`` of ``scored_pixels`` + ``pixels`` (None when not given)."""
+        total = int(self.beyond.sum())
+        top = sorted(np.flatnonzero(self.beyond).tolist(), key=lambda v: -self.beyond[v])[:20]
+        return {'pixels': total, 'ids': {int(v): int(self.beyond[v]) for v in sorted(top)},
+                'label_files': len(self.beyond_files), 'label_files_read': self.labels_read,
+                'first': self.beyond_files[0] if self.beyond_files else None,
+                'share': total / (scored_pixels + total) if scored_pixels is not None and total else None}
+
+    def beyond_text(self, summary: dict, what: str, fix: str | None = None) -> str:
+        """One line for ``summary`` (:meth:`beyond_summary`): how many pixels of which ids ``what`` (e.g. 'were
+        left out of the scores'), where, and ``fix`` (training's by default)."""
+        ids = ', '.join(str(v) for v in summary['ids'])
+        more = ' and more' if len(summary['ids']) < int((self.beyond > 0).sum()) else ''
+        share = f' ({summary["share"]:.1%} of the labelled pixels)' if summary['share'] is not None else ''
+        ignored = ' or '.join(str(v) for v in dict.fromkeys((self.raw_ignore, self.also_ignore)) if v is not None)
+        return (f'{summary["pixels"]} label pixels{share} in {summary["label_files"]} of {summary["label_files_read"]} '
+                f'label files hold ids {ids}{more}: beyond the {self.known_classes} classes (0..'
+                f'{self.known_classes - 1}) and not the ignore id {ignored}; they {what} (first: '
+                f'{clip(summary["first"])}); {fix or self._fix()}')
 
     def _named(self) -> str:
         if not self.class_names:
