@@ -196,6 +196,16 @@ class CameraStats:
         level, message = health.assess(worker)
         if level == health.OK and self.frames:
             message = self._latency_message(summary)
-        # the fully qualified name: two segmenters in /a and /b both said "vidseg_segmenter: image"
-        name = f'{self.node.get_fully_qualified_name()}: {self.name}'
-        return diagnostics.status(name, self.name, diagnostics.LEVELS[level], message, values)
+        return diagnostics.status(self.status_name(), self.name, diagnostics.LEVELS[level], message, values)
+
+    def status_name(self) -> str:
+        """The name of this camera's status: the node's fully qualified name (two segmenters in /a and /b both
+        said "vidseg_segmenter: image") and the camera."""
+        return f'{self.node.get_fully_qualified_name()}: {self.name}'
+
+    def stale_status(self, message: str):
+        """This camera's last status when it stops being served (deactivate, exit): STALE, with its totals. Without
+        it monitors kept showing the last periodic status for good, an ERROR 'stuck' among them."""
+        return diagnostics.status(self.status_name(), self.name, diagnostics.STALE, message, {
+            'camera': self.name, 'frames_in': self.rate_in.total, 'frames_out': self.frames,
+            'dropped_frames': self.dropped, 'bad_inputs': self.bad_inputs})

@@ -29,6 +29,7 @@ class CameraStream:
         self.io = CameraIO(node, namespace, lock, cfg, self.stats)
         self._reset_requested = False
         self._renderer: Renderer | None = None
+        self.stage = ''     # what the worker does with this camera's frame now (named when it is stuck)
         self.take, self.destroy = self.io.take, self.io.destroy
         self.note_error, self.log_error = self.stats.note_error, self.stats.log_error
 
@@ -50,6 +51,7 @@ class CameraStream:
         t0 = time.perf_counter()
         wait_ms = (time.monotonic() - job.received_mono) * 1e3   # in the mailbox while the worker was busy
         msg = job.msg
+        self.stage = 'converting the image'
         try:
             rgb = self.io.convert(msg, cfg.max_input_pixels)
         except Exception as e:  # noqa: BLE001 - ImageError, or a decoder failure we did not foresee
@@ -62,6 +64,7 @@ class CameraStream:
             self.engine.reset('reset')
         outputs = active_outputs(cfg, self.io.subscribed)
         output_hw = published_hw(cfg, self.engine, rgb.shape[:2])
+        self.stage = 'engine step'
         try:
             result = self.engine.step(rgb, stamp_ns(msg.header.stamp), output_hw=output_hw,
                                       **step_options(outputs, cfg))
@@ -69,6 +72,7 @@ class CameraStream:
             self.log_error('engine', f'{type(e).__name__}: {e}')
             return False
         t_step = time.perf_counter()
+        self.stage = 'publishing'
         try:
             if self._renderer is None or self._renderer.table is not table:  # lookup tables once per table
                 self._renderer = Renderer(table)

@@ -7,6 +7,7 @@ from rclpy.clock import Clock, ClockType
 from vidseg_ros.data.images import SHORT_TEXT
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+STALE = DiagnosticStatus.STALE   # the last status of a source that stops reporting (deactivate, exit)
 LEVELS = {'OK': OK, 'WARN': WARN, 'ERROR': ERROR}   # health.assess levels -> DiagnosticStatus levels
 
 

@@ -53,13 +53,17 @@ class SegmentLifecycleNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self.core.stop()
+        self.core.stop(why='shut down')
         self.core.release()
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self):
-        self.core.stop()
+        self.core.stop(exiting=True)
         return super().destroy_node()
+
+    def abandoned(self) -> bool:
+        """The worker was left on its frame at exit (``spin.run`` then ends the process without waiting on it)."""
+        return self.core.abandoned
 
 
 def main(args=None) -> int:

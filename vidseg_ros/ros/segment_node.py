@@ -48,6 +48,10 @@ STARTUP_ONLY_KEYS = set(fields_with(SegmentNodeConfig, 'startup'))
 # a load error names the file, then what to do about it: room for a long path and the advice after it
 LOAD_ERROR_TEXT = 2 * SHORT_TEXT
 STOP_WAIT_S = 10.0   # deactivate waits this long for the frame in inference, then leaves the worker to it
+# The process ends (destroy_node): ros2 launch sends SIGTERM 5 s after its SIGINT, SIGKILL 5 s after that, and a
+# worker stuck on a frame held the exit for STOP_WAIT_S. At exit it is waited for this long, then left.
+EXIT_WAIT_S = 2.0
+LAST_STATUS_ACK_S = 0.5   # the last (STALE) /diagnostics status waits this long for reliable readers to take it
 
 
 def load_engine(cfg: EngineConfig) -> StreamSegmenter:
@@ -76,9 +80,11 @@ class SegmentNodeCore:
         # callback: a `ros2 param set` landing in between was overwritten by the rollback (then served unnamed).
         self._params_lock = threading.RLock()
         self.fatal = ''              # why the worker ended, when it did while serving
-        # (monotonic start, camera name) of the frame in the worker, None when idle: one tuple, so the
-        # diagnostics timer never reads one frame's start with another camera's name
-        self._busy: tuple[float, str] | None = None
+        # (monotonic start, camera name, its CameraStream) of the frame in the worker, None when idle: one tuple,
+        # so the diagnostics timer never reads one frame's start with another camera's name
+        self._busy: tuple[float, str, CameraStream] | None = None
+        self._loading: tuple[float, str] | None = None   # (monotonic start, model) of a load in the worker
+        self.abandoned = False       # destroy_node left the worker on its frame (EXIT_WAIT_S): spin.run exits hard
         self._rr = 0
         self.engine = None
         self.table: ClassTable | None = None
@@ -107,11 +113,8 @@ class SegmentNodeCore:
         """Create the camera subscriptions/publishers and start the inference worker; False (ERROR log)
         while the worker of the last activation is still on a frame: it alone may touch the engine."""
         if self.worker is not None and self.worker.is_alive():
-            busy_now = self._busy
-            busy = (f' of camera {short(busy_now[1], health.CAMERA_TEXT)} for {time.monotonic() - busy_now[0]:.0f} s'
-                    if busy_now else '')
-            self.node.get_logger().error(f'cannot start serving: the inference worker is still on a frame{busy}; '
-                                         f'it ends after that frame, try again then')
+            self.node.get_logger().error(f'cannot start serving: the inference worker is still {self.worker_doing()}; '
+                                         f'it ends after that, try again then')
             return False
         names = self.cfg.cameras or ['']
         self.streams = [CameraStream(self.node, ns, self.engine if i == 0 else self.engine.fork(), self._lock, self.cfg,
@@ -126,23 +129,45 @@ class SegmentNodeCore:
         self.node.get_logger().info(f'serving camera(s): {", ".join(s.name for s in self.streams)}')
         return True
 
-    def stop(self) -> None:
-        """Stop the worker and remove the camera topics (the model stays loaded). A worker still on its
-        frame after STOP_WAIT_S is left to end after it; with the topics gone it publishes nothing."""
+    def stop(self, exiting: bool = False, why: str = '') -> bool:
+        """Stop the worker and remove the camera topics (the model stays loaded); each camera's last /diagnostics
+        status is STALE, 'inactive: ``why``' (deactivated, node stopped). A worker still on its frame after STOP_WAIT_S (EXIT_WAIT_S when
+        ``exiting``: the process ends) is left to end after it; with the topics gone it publishes nothing.
+        False when the worker was left so."""
+        wait_s = EXIT_WAIT_S if exiting else STOP_WAIT_S
         with self._lock:
             self._stopping.set()
             self._lock.notify_all()
-        if self.worker is not None and self.worker.is_alive():
-            self.worker.join(timeout=STOP_WAIT_S)
-            if self.worker.is_alive():
-                self.node.get_logger().warning(f'stopped serving with the inference worker still on a frame after '
-                                               f'{STOP_WAIT_S:.0f} s; it ends after that frame')
+        left = self.worker is not None and self.worker.is_alive()
+        if left:
+            self.worker.join(timeout=wait_s)
+            left = self.worker.is_alive()
+        if left and exiting:
+            self.abandoned = True
+            self.node.get_logger().error(f'exiting without the inference worker: stuck {self.worker_doing()}')
+        elif left:
+            self.node.get_logger().warning(f'stopped serving with the inference worker still {self.worker_doing()} '
+                                           f'after {wait_s:.0f} s; it ends after that')
         if self.diag_timer is not None:
             self.node.destroy_timer(self.diag_timer)
             self.diag_timer = None
+        self._publish_last_status(f'inactive: {why or ("node stopped" if exiting else "deactivated")}')
         for s in self.streams:
             s.destroy()
         self.streams = []
+        return not left
+
+    def worker_doing(self) -> str:
+        """What the worker is on, for logs: "on a frame of camera 'x' (engine step) for 3 s", "loading model m
+        for 3 s" or "between frames"."""
+        busy, loading, now = self._busy, self._loading, time.monotonic()
+        if busy is not None:
+            since, camera, stream = busy
+            stage = f' ({stream.stage})' if stream.stage else ''
+            return f'on a frame of camera {short(camera, health.CAMERA_TEXT)}{stage} for {now - since:.0f} s'
+        if loading is not None:
+            return f'loading model {short(loading[1])} for {now - loading[0]:.0f} s'
+        return 'between frames'
 
     def release(self) -> None:
         """Drop the model and give its (GPU) memory back."""
@@ -263,7 +288,11 @@ class SegmentNodeCore:
         try:
             with self._lock:
                 cfg = self.cfg
-            engine, table = self._build(new, cfg)
+            self._loading = (time.monotonic(), new.model)
+            try:
+                engine, table = self._build(new, cfg)
+            finally:
+                self._loading = None
             with self._lock:
                 if stopping.is_set():
                     return True
@@ -329,7 +358,7 @@ class SegmentNodeCore:
                         return
                     with self._lock:
                         cfg, table = self.cfg, self.table
-                    self._busy = (time.monotonic(), stream.name)
+                    self._busy = (time.monotonic(), stream.name, stream)
                     stream.process(job, cfg, table)   # never raises on a frame
                 except Exception as e:  # noqa: BLE001 - a bug around one frame must not end serving
                     stream.log_error('internal', f'{type(e).__name__}: {e}')
@@ -361,6 +390,18 @@ class SegmentNodeCore:
                             f'reset)' if self.streams else 'not serving (inactive): nothing to reset')
         return response
 
+    def _publish_last_status(self, message: str) -> None:
+        """Each served camera's last /diagnostics status: STALE with ``message``. Not after the worker died:
+        its ERROR (why the node exits) stays the last word."""
+        if not self.streams or self.fatal:
+            return
+        try:
+            self.pub_diag.publish(diagnostics.array(self.node.get_clock().now().to_msg(),
+                                                    [s.stats.stale_status(message) for s in self.streams]))
+            self.pub_diag.wait_for_all_acked(Duration(seconds=LAST_STATUS_ACK_S))
+        except Exception as e:  # noqa: BLE001 - the context already shut down: nobody to tell
+            self.node.get_logger().debug(f'last /diagnostics status not sent: {e}')
+
     def _publish_diagnostics(self) -> None:
         alive = self.worker is not None and self.worker.is_alive()
         if not alive and not self._stopping.is_set() and not self.fatal:
@@ -386,8 +427,12 @@ class SegmentNode(Node):
         self.core.start()
 
     def destroy_node(self):
-        self.core.stop()
+        self.core.stop(exiting=True)
         return super().destroy_node()
+
+    def abandoned(self) -> bool:
+        """The worker was left on its frame at exit (``spin.run`` then ends the process without waiting on it)."""
+        return self.core.abandoned
 
 
 def main(args=None) -> int:

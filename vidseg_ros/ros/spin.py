@@ -3,10 +3,12 @@
 One loop for segment_node, segment_lifecycle_node, recorder_node and video_source_node. A node may
 define ``done() -> bool`` (stop spinning on its own: the video ended, the recording failed) and
 ``finish(code) -> int`` (clean-up while the context is still valid: close the bag, let the last
-messages out; returns the exit code).
+messages out; returns the exit code) and ``abandoned() -> bool`` (a thread of its own was left running at
+``destroy_node``, stuck: the process then ends without waiting on it, see ``exit_without``).
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import traceback
@@ -116,4 +118,19 @@ def run(node_cls, args=None) -> int:
             finally:
                 if node is not None:
                     node.destroy_node()
+    if node is not None and getattr(node, 'abandoned', lambda: False)():
+        exit_without(code)
     return code
+
+
+def exit_without(code: int) -> None:
+    """End the process now, leaving a stuck thread where it is (the node said so in its log); the ROS context is
+    shut down, its log files flushed. A normal exit would wait on that thread or crash with it: a thread that
+    leaves a C++ call (torch) after Python finalised is ended by pthread_exit, which a noexcept frame turns into
+    std::terminate (abort, -6); libraries' static destructors may join their pools, where it is stuck."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - closed or broken: exit all the same
+            pass
+    os._exit(code)

@@ -1,0 +1,117 @@
+"""How the nodes end: the last /diagnostics status, and an exit that stays within launch's patience.
+
+- Deactivate (lifecycle) stopped /diagnostics without a last word: monitors kept the last periodic status for
+  good, an ERROR 'stuck' among them. Each served camera's last status is now STALE 'inactive: ...', on
+  deactivate and when the node stops.
+- A worker stuck on a frame held the exit STOP_WAIT_S (10 s, measured 10.5 s after SIGINT): ros2 launch sends
+  SIGTERM 5 s after SIGINT and SIGKILL 5 s later. The exit now waits EXIT_WAIT_S (2 s) for it, says in one line
+  which camera and stage it was stuck on, and ends with status 0.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from support.ros_helpers import IN_PROCESS, image_msg, spun
+
+from vidseg_ros.ros.segment_lifecycle_node import SegmentLifecycleNode
+
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+PARAMS = {'model': 'untrained:keyframe_fpn', 'input_hw': [32, 32], 'input_reliability': 'reliable',
+          'diagnostics_period_s': 0.2, 'publish_overlay': False, 'publish_color_mask': False,
+          'publish_confidence': False}
+SUCCESS = TransitionCallbackReturn.SUCCESS
+STALE = DiagnosticStatus.STALE
+
+
+def statuses(arrays, prefix: str) -> list[DiagnosticStatus]:
+    """Every status whose name starts with ``prefix``, in the order received."""
+    return [s for a in list(arrays) for s in a.status if s.name.startswith(prefix)]
+
+
+def last_by_camera(arrays, prefix: str) -> dict[str, DiagnosticStatus]:
+    return {s.hardware_id: s for s in statuses(arrays, prefix)}
+
+
+@pytest.fixture
+def lifecycle_segmenter():
+    """segment_lifecycle_node's node (cameras front and rear) in this process, spun in a thread."""
+    overrides = [Parameter(k, value=v) for k, v in {**PARAMS, 'cameras': ['front', 'rear']}.items()]
+    with spun(lambda context: SegmentLifecycleNode(IN_PROCESS, context=context,
+                                                   parameter_overrides=overrides)) as node:
+        yield node
+
+
+def test_deactivate_leaves_a_stale_status_per_camera_as_the_last_word(lifecycle_segmenter, probe):
+    """Before: after deactivate the last status of each camera stayed whatever the timer published last."""
+    node = lifecycle_segmenter
+    arrays = probe.collect(DiagnosticArray, '/diagnostics', RELIABLE)
+    prefix = f'/{IN_PROCESS}: '
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    probe.wait_for(lambda: set(last_by_camera(arrays, prefix)) == {'front', 'rear'}, 30, 'both cameras on /diagnostics')
+    assert node.trigger_deactivate() == SUCCESS
+    probe.wait_for(lambda: all(s.level == STALE for s in last_by_camera(arrays, prefix).values()), 10,
+                   'a STALE status per camera after deactivate')
+    seen = len(statuses(arrays, prefix))
+    time.sleep(5 * PARAMS['diagnostics_period_s'])   # the timer is gone: nothing follows the last status
+    assert len(statuses(arrays, prefix)) == seen
+    for camera, st in last_by_camera(arrays, prefix).items():
+        assert st.message == 'inactive: deactivated', st.message
+        assert st.name == f'/{IN_PROCESS}: {camera}'   # the same name as its periodic statuses: it replaces them
+        assert {kv.key for kv in st.values} >= {'camera', 'frames_in', 'frames_out'}
+    assert sum(s.level == STALE for s in statuses(arrays, prefix)) == 2   # one per camera, once
+    assert node.trigger_cleanup() == SUCCESS
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS   # back: periodic again
+    probe.wait_for(lambda: all(s.level != STALE for s in last_by_camera(arrays, prefix).values()), 30,
+                   'periodic statuses after activate')
+
+
+@pytest.fixture
+def stuck_node(start_node, monkeypatch):
+    """test/ros/stuck_node.py: segment_node (or the lifecycle one) whose step blocks on frame_id 'block'."""
+    monkeypatch.setenv('PYTHONPATH', str(Path(__file__).parent))
+
+    def start(which='segment_node', **params):
+        monkeypatch.setenv('VIDSEG_STUCK_NODE', which)
+        return start_node('stuck_node', {**PARAMS, **params})
+    return start
+
+
+def exit_time(node, sig=signal.SIGINT, timeout: float = 30.0) -> float:
+    """Seconds from ``sig`` to the process's exit."""
+    t0 = time.monotonic()
+    node.proc.send_signal(sig)
+    try:
+        node.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f'still running {timeout:.0f} s after {sig.name}:\n{node.log()[-3000:]}') from None
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['sigint', 'sigterm'])
+def test_a_worker_stuck_on_a_frame_delays_the_exit_2_s_not_10(stuck_node, probe, sig):
+    node = stuck_node()
+    arrays = probe.collect(DiagnosticArray, '/diagnostics', RELIABLE)
+    (pub,) = probe.publishers(node, 'image', msg_type=Image)
+    pub.publish(image_msg(np.zeros((32, 32, 3), np.uint8), time.time_ns(), 'block'))
+    probe.wait_for(lambda: 'step blocked' in node.log(), 30, 'the step to block', node)
+    took = exit_time(node, sig)
+    log = node.log()
+    assert node.proc.returncode == 0, log[-3000:]
+    assert took < 4.0, f'{took:.1f} s from {sig.name} to exit (launch escalates after 5 s):\n{log[-3000:]}'
+    lines = [line for line in log.splitlines() if 'exiting without the inference worker' in line]
+    assert len(lines) == 1 and "stuck on a frame of camera 'image' (engine step)" in lines[0], log[-3000:]
+    assert 'Traceback' not in log and 'terminate called' not in log, log[-3000:]
+    # its last status says so, the worker's frame never went out
+    probe.wait_for(lambda: (st := last_by_camera(arrays, '/vidseg_segmenter: ').get('image')) is not None
+                   and st.level == STALE, 10, 'the STALE status sent before the exit')
+    assert last_by_camera(arrays, '/vidseg_segmenter: ')['image'].message == 'inactive: node stopped'
