@@ -89,6 +89,7 @@ class ExtractResult:
     warnings: list[str] = field(default_factory=list)
     empty_bags: list[str] = field(default_factory=list)      # why a bag gave no frame (also in warnings)
     skipped_topics: list[str] = field(default_factory=list)   # segment_node outputs left out
+    first_failure: str = ''     # why the first frame that failed did (the error when every frame failed)
     seconds: float = 0.0
 
     @property
@@ -102,6 +103,7 @@ class ExtractResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.warnings.extend(other.warnings)
         self.empty_bags.extend(other.empty_bags)
+        self.first_failure = self.first_failure or other.first_failure
         self.skipped_topics = sorted(set(self.skipped_topics) | set(other.skipped_topics))
 
 
@@ -448,6 +450,9 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
     marker.unlink(missing_ok=True)
     if not result.selected:     # nothing to extract in any bag: an error, saying why for each bag
         raise ValueError('; '.join(result.empty_bags))
+    if result.failed and not result.frames:     # every frame undecodable (a WebP or H.264 stream): exit 0 with
+        raise ValueError(f'no frame extracted: all {result.failed} frame(s) failed to decode; the first: '   # none
+                         f'{result.first_failure}')
     for text in result.empty_bags:
         log.warning('%s', text[:1000])     # topic names come from the bag
     for r in rows.values():
@@ -574,6 +579,8 @@ def _collect(result: ExtractResult, rows: dict, rec: FrameRecord, path: Path, ou
         _count_oriented(result, rec, oriented)
     if error:
         result.failed += 1
+        if result.failed == 1:
+            result.first_failure = clip(f'{rec.bag} {rec.topic} @ {rec.stamp_ns}: {error}', 300)
         if result.failed <= 10:
             result.warnings.append(f'{rec.bag} {rec.topic} @ {rec.stamp_ns}: {error}')
             log.warning('frame %s of %s not extracted: %s', rec.stamp_ns, rec.bag, error)
