@@ -260,7 +260,13 @@ def _unpickler_reason(error: Exception) -> str:
     """What torch's weights_only refusal found, without its advice to load with weights_only=False (which
     would run whatever code the file holds)."""
     text = str(error)
-    reason = text.partition('WeightsUnpickler error:')[2].strip().split('\n\n')[0].strip()
+    if 'WeightsUnpickler error:' in text:
+        reason = text.partition('WeightsUnpickler error:')[2]
+    else:   # 'Trying to load unsupported GLOBAL posix.system whose module posix is blocked.' has no such prefix
+        advice = ('Weights only load failed', 'Check the documentation')
+        reason = next((p for p in text.split('\n\n') if p.strip() and not p.strip().startswith(advice)), '')
+    # the first paragraph, without the advice to allowlist the global ('Please use ...add_safe_globals')
+    reason = reason.strip().split('\n\n')[0].split(' Please use ')[0].strip()
     return reason or type(error).__name__
 
 
