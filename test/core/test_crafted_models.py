@@ -19,15 +19,40 @@ from vidseg_ros.models.checkpoint import CheckpointError, default_meta, load_che
 
 
 @pytest.fixture(scope='module')
-def raw(tmp_path_factory):
-    """A tiny 2-class key-frame checkpoint as torch.load returns it."""
+def saved(tmp_path_factory):
+    """A tiny 2-class key-frame checkpoint's path."""
     torch.manual_seed(0)
     model = create_model('keyframe_fpn', num_classes=2, width_mult=0.25, fpn_ch=16)
     path = tmp_path_factory.mktemp('crafted') / 'kf.pt'
     save_checkpoint(path, model, default_meta('keyframe_fpn', model.arch_config, classes=['bg', 'robot'],
                                               palette=[[0, 0, 0], [255, 0, 0]], ignore_index=None,
                                               input_hw=[64, 64]))
-    return torch.load(path, weights_only=True)
+    return path
+
+
+@pytest.fixture(scope='module')
+def raw(saved):
+    """That checkpoint as torch.load returns it."""
+    return torch.load(saved, weights_only=True)
+
+
+@pytest.fixture(scope='module')
+def exported(saved):
+    """Its TorchScript export's path."""
+    from vidseg_ros.tools.export import export_torchscript
+    export_torchscript(saved, saved.with_suffix('.ts'))
+    return saved.with_suffix('.ts')
+
+
+def _deflated(data: bytes, path, extra: dict | None = None):
+    """The zip archive ``data`` rewritten to ``path`` with every record deflated (and ``extra`` records added)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zin, zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as zout:
+        prefix = zin.namelist()[0].split('/')[0]
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+        for name, value in (extra or {}).items():
+            zout.writestr(f'{prefix}/{name}', value)
+    return path
 
 
 def _variant(raw, path, **arch_config):
@@ -68,3 +93,29 @@ def test_a_pickled_call_of_a_blocked_module_is_named_as_code_weights_only_refuse
     for message in (_engine_error(path), _info_error(path)):
         assert 'Python objects that weights_only loading refuses' in message, message
         assert 'GLOBAL posix.system' in message and 'weights_only` set to `False' not in message, message
+
+
+def test_a_small_checkpoint_that_inflates_to_gigabytes_is_refused_before_it_is_read(raw, tmp_path):
+    """torch.load inflates deflated records: a 3 MB file holding a deflated 2 GiB zero tensor took 6 GB of memory
+    in `vidseg info` (and was then served: an extra tensor is refused only by the engine). Here 48 MiB in 50 kB."""
+    data = copy.deepcopy(raw)
+    data['state_dict']['padding'] = torch.zeros(12 << 20)
+    buf = io.BytesIO()
+    torch.save(data, buf)
+    path = _deflated(buf.getvalue(), tmp_path / 'bomb.pt')
+    assert path.stat().st_size < 1 << 20
+    for message in (_engine_error(path), _info_error(path)):
+        assert 'expand to' in message and 'compressed' in message, message
+
+
+def test_a_torchscript_archive_that_inflates_beyond_its_size_is_refused(exported, tmp_path):
+    path = _deflated(exported.read_bytes(), tmp_path / 'bomb.ts', {'extra/padding': bytes(48 << 20)})
+    for message in (_engine_error(path), _info_error(path)):
+        assert 'expand to' in message, message
+
+
+def test_a_deflated_archive_of_its_own_size_still_loads(exported, saved, tmp_path):
+    """Compression alone is no reason to refuse: only records that expand beyond the file's size."""
+    load_checkpoint(_deflated(saved.read_bytes(), tmp_path / 'deflated.pt'))
+    StreamSegmenter.from_checkpoint(EngineConfig(model=str(_deflated(exported.read_bytes(), tmp_path / 'd.ts')),
+                                                 device='cpu'))

@@ -25,7 +25,7 @@ from torch import nn
 
 from vidseg_ros.engine.graphs import CudaGraphed
 from vidseg_ros.models.blocks import fuse_conv_bn
-from vidseg_ros.models.checkpoint import CheckpointError, check_finite, check_meta
+from vidseg_ros.models.checkpoint import CheckpointError, check_archive, check_finite, check_meta
 from vidseg_ros.models.contract import StreamInfo, stream_info
 from vidseg_ros.text import short
 
@@ -234,6 +234,7 @@ class TorchScriptRunner(TorchRunner):
                  channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False):
         extra = {META_KEY + '.json': ''}
         dev = resolve_device(device)
+        check_archive(path)     # torch.jit.load inflates deflated records too: a small file, gigabytes of memory
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)  # torch.jit is deprecated, still works
             module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)

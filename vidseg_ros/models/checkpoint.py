@@ -35,6 +35,8 @@ from vidseg_ros.files import name_limit, temp_path, write_file_atomic  # noqa: F
 from vidseg_ros.text import clip, name_problem
 
 FORMAT = 'vidseg_ros/1'
+# What a model archive's records may expand to beyond twice its size (zip directory, pickles; see check_archive)
+ARCHIVE_SLACK = 16 << 20
 
 # Why a model, a training run or a label file holds at most MAX_CLASSES classes / ids.
 CLASS_LIMIT = f'masks are mono8: at most {MAX_CLASSES} classes, ids 0..{MAX_CLASSES - 1}'
@@ -217,12 +219,31 @@ def _plain(value):
     return value
 
 
+def check_archive(path: str | Path) -> None:
+    """CheckpointError when the zip archive ``path`` (a checkpoint, a TorchScript export) declares records that
+    expand to more than its size on disk allows. torch.save and torch.jit.save store records uncompressed, but
+    both loaders inflate deflated ones: a 3 MB checkpoint of one deflated 2 GiB zero tensor took 6 GB of memory
+    in `vidseg info` (the node would be killed for it). A file that is no complete zip is left to the loaders."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            expanded = sum(item.file_size for item in z.infolist())
+        size = path.stat().st_size
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return
+    if expanded > 2 * size + ARCHIVE_SLACK:
+        raise CheckpointError(f'{path}: its records expand to {expanded} bytes from a {size}-byte file (compressed: '
+                              'torch.save and torch.jit.save store them as they are); not loaded')
+
+
 def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu'):
     """``torch.load(path, weights_only=True)``; CheckpointError naming ``path`` when it is missing, truncated,
-    not a torch file, or holds objects that loading would have to run code for (never loaded then)."""
+    not a torch file, holds objects that loading would have to run code for (never loaded then), or is a zip
+    archive that expands beyond its size (``check_archive``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint not found: {path}')
+    check_archive(path)
     try:
         with warnings.catch_warnings():   # torch's advice to call torch.jit.load: the error below says what to do
             warnings.filterwarnings('ignore', message='.*looks like a TorchScript archive')
