@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
 
 from support.bags import IMAGE, TS
 from vidseg_ros.data.datasets.extract import ExtractConfig, extract
@@ -21,16 +22,16 @@ def _header(ns: int):
                                     frame_id='cam')
 
 
-def _frame(i: int) -> np.ndarray:
-    """An 8x12 RGB frame whose first pixel says its number (red = i)."""
-    rgb = np.full((8, 12, 3), 40, np.uint8)
+def _frame(i: int, h: int = 8, w: int = 12) -> np.ndarray:
+    """An RGB frame of noise whose first pixel says its number (red = i)."""
+    rgb = np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
     rgb[0, 0] = (i, 0, 0)
     return rgb
 
 
-def raw_cdr(i: int, ns: int) -> bytes:
-    return TS.serialize_cdr(T[IMAGE](header=_header(ns), height=8, width=12, encoding='rgb8', is_bigendian=0,
-                                     step=36, data=_frame(i).ravel()), IMAGE)
+def raw_cdr(i: int, ns: int, h: int = 8, w: int = 12) -> bytes:
+    return TS.serialize_cdr(T[IMAGE](header=_header(ns), height=h, width=w, encoding='rgb8', is_bigendian=0,
+                                     step=w * 3, data=_frame(i, h, w).ravel()), IMAGE)
 
 
 def compressed_cdr(ns: int, fmt: str, payload: bytes) -> bytes:
@@ -66,3 +67,127 @@ def test_every_frame_undecodable_is_an_error_not_an_empty_success(tmp_path):
                                          r'neither PNG nor JPEG'):
         extract([bag], tmp_path / 'out')
     assert not (tmp_path / 'out' / 'index.csv').exists()
+
+
+def _raw_bag(path: Path, n: int = 6, h: int = 8, w: int = 12, **kw) -> Path:
+    return rosbag2(path, [((i + 1) * 10**8, raw_cdr(i, (i + 1) * 10**8, h, w)) for i in range(n)], **kw)
+
+
+@pytest.mark.parametrize('plugin', ['mcap', 'sqlite3'])
+def test_file_compressed_rosbag2_bags_extract_whole(tmp_path, plugin):
+    # `ros2 bag record --compression-mode file`: bag_0.mcap.zstd; refused as "no .mcap or .db3 files"
+    bag = _raw_bag(tmp_path / 'bag', plugin=plugin, compression=CompressionMode.FILE)
+    assert [p.name.endswith('.zstd') for p in bag.iterdir() if p.name != 'metadata.yaml'] == [True]
+    res = extract([bag], tmp_path / 'out')
+    assert res.written == 6 and not res.warnings
+    assert frames_of(tmp_path / 'out') == list(range(6))
+    lone = next(bag.glob('*.zstd'))        # the split alone, without its metadata.yaml
+    res = extract([lone], tmp_path / 'lone')
+    assert res.written == 6 and frames_of(tmp_path / 'lone') == list(range(6))
+
+
+def test_a_cut_file_compressed_split_gives_what_it_holds(tmp_path):
+    bag = _raw_bag(tmp_path / 'bag', n=40, h=64, w=64, compression=CompressionMode.FILE)    # zstd blocks: 128 kB
+    split = next(bag.glob('*.zstd'))
+    data = split.read_bytes()
+    split.write_bytes(data[:len(data) * 3 // 4])
+    res = extract([bag], tmp_path / 'out')
+    got = frames_of(tmp_path / 'out')
+    assert 0 < res.written == len(got) < 40 and got == list(range(len(got)))
+    assert any('cut short' in w for w in res.warnings), res.warnings
+
+
+def test_a_damaged_message_compressed_mcap_is_salvaged_decompressed(tmp_path):
+    # each message a zstd frame: the salvage yielded them compressed, every frame failed to decode
+    bag = _raw_bag(tmp_path / 'bag', n=30, compression=CompressionMode.MESSAGE)
+    mcap = next(bag.glob('*.mcap'))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[:len(data) * 2 // 3])
+    res = extract([bag], tmp_path / 'out')
+    got = frames_of(tmp_path / 'out')
+    assert not res.failed and res.written == len(got) > 0 and got == list(range(len(got)))
+
+
+
+ROS1 = get_typestore(Stores.ROS1_NOETIC)
+
+
+def ros1_cdr(i: int, ns: int) -> bytes:
+    T1 = ROS1.types
+    header = T1['std_msgs/msg/Header'](seq=i, stamp=T1['builtin_interfaces/msg/Time'](sec=ns // 10**9,
+                                                                                      nanosec=ns % 10**9),
+                                       frame_id='cam')
+    return ROS1.serialize_ros1(T1[IMAGE](header=header, height=8, width=12, encoding='rgb8', is_bigendian=0,
+                                         step=36, data=_frame(i).ravel()), IMAGE)
+
+
+def test_an_mcap_of_the_ros1_profile_extracts_whole(tmp_path):
+    # `mcap convert drive.bag drive.mcap`: rosbags reads only the ros2 profile, and the salvage it fell back to
+    # took sensor_msgs/Image for no image type: "image topics in this bag: none"
+    from mcap.writer import Writer as McapWriter
+    path = tmp_path / 'drive.mcap'
+    with path.open('wb') as f:
+        w = McapWriter(f)
+        w.start(profile='ros1', library='test')
+        schema = w.register_schema('sensor_msgs/Image', 'ros1msg', ROS1.generate_msgdef(IMAGE, ros_version=1)[0]
+                                   .encode())
+        channel = w.register_channel('/cam/image', 'ros1', schema)
+        for i in (0, 2, 1, 3, 4):       # written out of log-time order: read in it
+            w.add_message(channel, (i + 1) * 10**8, ros1_cdr(i, (i + 1) * 10**8), (i + 1) * 10**8)
+        w.finish()
+    res = extract([path], tmp_path / 'out')
+    assert res.written == 5 and not res.warnings, res.warnings
+    assert frames_of(tmp_path / 'out') == list(range(5))
+
+
+def _ros1_bag(path: Path, n: int, compression=None) -> Path:
+    from rosbags.rosbag1 import Writer as Ros1Writer
+    w = Ros1Writer(path)
+    if compression:
+        w.set_compression(getattr(Ros1Writer.CompressionFormat, compression.upper()))
+    w.open()
+    conn = w.add_connection('/cam/image', IMAGE, typestore=ROS1)
+    for i in range(n):
+        w.write(conn, (i + 1) * 10**8, ros1_cdr(i, (i + 1) * 10**8))
+    w.close()
+    return path
+
+
+def _killed_recording(bag: Path, out: Path) -> Path:
+    """``bag`` as `rosbag record` leaves it when killed while writing its last chunk: that chunk's sizes still 0
+    (rosbag fills them in when it closes a chunk), no index after it, the bag header's index position 0."""
+    data = bytearray(bag.read_bytes())
+    pos, last = 13, None
+    while pos < len(data):
+        head = int.from_bytes(data[pos:pos + 4], 'little')
+        if b'op=\x05' in data[pos + 4:pos + 4 + head]:
+            last = pos
+        elif last is not None:      # the index starts after the last chunk
+            break
+        pos += 8 + head + int.from_bytes(data[pos + 4 + head:pos + 8 + head], 'little')
+    head = int.from_bytes(data[last:last + 4], 'little')
+    header = data[last + 4:last + 4 + head]
+    at = header.index(b'size=') + 5
+    header[at:at + 4] = bytes(4)
+    data[last + 4:last + 4 + head] = header
+    data[last + 4 + head:last + 8 + head] = bytes(4)
+    out.write_bytes(bytes(data[:pos]))
+    return out
+
+
+@pytest.mark.parametrize('compression', [None, 'bz2', 'lz4'])
+def test_a_ros1_bag_of_a_killed_rosbag_record_gives_its_messages(tmp_path, compression):
+    # no index: rosbags refuses it and there was no salvage for ROS 1 ("image topics in this bag: none")
+    bag = _ros1_bag(tmp_path / 'whole.bag', 30, compression)
+    active = _killed_recording(bag, tmp_path / 'drive.bag.active')
+    res = extract([active], tmp_path / 'out')
+    assert res.written == 30 and not res.failed
+    assert frames_of(tmp_path / 'out') == list(range(30))
+    assert {r.sequence for r in read_index(tmp_path / 'out')} == {'drive_cam_image_000'}
+    if compression:     # a cut bz2 / lz4 chunk this small holds no whole block: nothing to read
+        return
+    cut = tmp_path / 'cut.bag'
+    cut.write_bytes(bag.read_bytes()[:bag.stat().st_size // 2])
+    res = extract([cut], tmp_path / 'cut')
+    got = frames_of(tmp_path / 'cut')
+    assert 0 < res.written == len(got) < 30 and got == list(range(len(got))) and not res.failed

@@ -5,6 +5,12 @@ that fails (a recorder killed mid-write leaves an MCAP without summary, a disk e
 a ``.db3`` loses pages) it warns and falls back to a salvage reader that walks the file record by
 record, skips what is damaged and yields every message it can still read. Messages come out raw
 (CDR or ROS 1 bytes) so that worker processes can deserialise and decode them in parallel.
+
+Other recorders' files too: rosbag2's file compression (``bag_0.mcap.zstd``, ``bag_0.db3.zstd``; a lone
+such file is decompressed to a temporary file first), its message compression (each message a zstd frame,
+also where the file is salvaged), MCAP files of the ``ros1`` profile (``mcap convert`` of a ROS 1 bag;
+read with the ``mcap`` reader, in log-time order) and ROS 1 bags a killed ``rosbag record`` left unindexed
+(``*.bag.active``, or a ``.bag`` without its index: :mod:`vidseg_ros.data.bags.salvage_ros1`).
 """
 from __future__ import annotations
 
@@ -18,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from mcap.reader import make_reader
 from mcap.records import Channel, Schema
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
+from vidseg_ros.data.bags.salvage_ros1 import salvage_ros1
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.text import bag_name, clip
 
@@ -33,6 +41,9 @@ IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 METADATA_LIMIT = 4 * 2**20
 _ROS2 = get_typestore(Stores.ROS2_HUMBLE)
 _ROS1 = get_typestore(Stores.ROS1_NOETIC)
+# rosbag2's file compression appends .zstd to each storage file; ``rosbag record`` writes .bag.active until it closes
+STORAGE_SUFFIXES = ('.mcap', '.db3', '.mcap.zstd', '.db3.zstd')
+ROS1_SUFFIXES = ('.bag', '.bag.active')
 
 
 @dataclass
@@ -54,14 +65,21 @@ def deserialize(msg: RawMessage):
     return _ROS2.deserialize_cdr(msg.data, msg.msgtype)
 
 
+def has_suffix(path: str | Path, suffixes: tuple[str, ...]) -> bool:
+    """Whether the file name ends in one of ``suffixes`` (any case; ``.mcap.zstd`` is two suffixes)."""
+    return Path(path).name.lower().endswith(suffixes)
+
+
 def bag_files(path: str | Path) -> list[Path]:
-    """The storage files of a bag folder (``*.mcap``, ``*.db3``) or the file itself."""
+    """The storage files of a bag folder (``*.mcap``, ``*.db3``, compressed ``*.mcap.zstd``, ``*.db3.zstd``) or
+    the file itself."""
     path = Path(path)
     if path.is_dir():
         # Natural order: recorder splits are named bag_2 ... bag_10.
-        files = sorted(list(path.glob('*.mcap')) + list(path.glob('*.db3')), key=lambda p: natural_key(p.name))
+        files = sorted((p for p in path.iterdir() if has_suffix(p, STORAGE_SUFFIXES) and p.is_file()),
+                       key=lambda p: natural_key(p.name))
         if not files:
-            raise FileNotFoundError(f'{path}: no .mcap or .db3 files in this bag folder')
+            raise FileNotFoundError(f'{path}: no .mcap or .db3 files (nor .mcap.zstd, .db3.zstd) in this bag folder')
         return files
     if not path.is_file():
         raise FileNotFoundError(f'bag {path} does not exist')
@@ -84,25 +102,21 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
     """
     warnings = warnings if warnings is not None else []
     found = found if found is not None else {}
+    path = Path(path)
+    if path.is_file() and has_suffix(path, ('.zstd',)):     # a lone rosbag2 file-compressed split
+        with tempfile.TemporaryDirectory(prefix='vidseg_unzstd_') as tmp:
+            for msg in read_messages(_unzstd(path, Path(tmp), warnings), topics, start_ns, stop_ns, warnings, found):
+                msg.bag = str(path)
+                yield msg
+        return
     topics = [bag_name(t) for t in topics] if topics else topics
     seen: set[tuple[str, int]] = set()
-    # listed before the regular reader reads metadata.yaml: a split the recorder closes meanwhile is then read by
-    # both (its messages kept once: ``seen``); listed after, it was read by neither
-    files = unlisted_files(Path(path))
-    try:
-        for msg in _read_any(Path(path), topics, start_ns, stop_ns, found):
-            seen.add((msg.topic, msg.log_time_ns))
-            yield msg
-        if not files:
-            return
-        _warn(warnings, f'{clip(path)}: {clip(", ".join(f.name for f in files))} not listed in its metadata.yaml (a '
-                        'split still being recorded, or left by a recorder that was killed): read record by record '
-                        'after the listed files; a split still being recorded is read as far as it is written')
-    except Exception as e:  # noqa: BLE001 - any reader failure means damage; salvage what is left
-        # the error may quote the bag's own text (a serialization format of 100 kB and ESC sequences)
-        _warn(warnings, f'{clip(path)}: regular reader failed after {len(seen)} messages '
-                        f'({type(e).__name__}: {clip(e)}); salvaging the rest record by record')
-        files = bag_files(path)
+    if path.is_file() and has_suffix(path, ('.bag.active',)):     # no index to read it by
+        _warn(warnings, f'{clip(path)}: a ROS 1 bag still being recorded, or left by a `rosbag record` that was '
+                        'killed (no index): read record by record')
+        files = [path]
+    else:
+        files = yield from _regular(path, topics, start_ns, stop_ns, warnings, found, seen)
     for file in files:
         for msg in _salvage(file, warnings):
             found.setdefault(msg.topic, msg.msgtype)
@@ -115,6 +129,30 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
                 continue
             seen.add((msg.topic, msg.log_time_ns))
             yield msg
+
+
+def _regular(path: Path, topics, start_ns, stop_ns, warnings: list[str], found: dict[str, str],
+             seen: set[tuple[str, int]]):
+    """The messages the regular reader gives (``seen`` filled); returns the files to salvage after them:
+    the splits its metadata.yaml does not list, or every file when the regular reader failed."""
+    # listed before the regular reader reads metadata.yaml: a split the recorder closes meanwhile is then read by
+    # both (its messages kept once: ``seen``); listed after, it was read by neither
+    files = unlisted_files(path)
+    try:
+        for msg in _read_any(path, topics, start_ns, stop_ns, found):
+            seen.add((msg.topic, msg.log_time_ns))
+            yield msg
+        if files:
+            _warn(warnings, f'{clip(path)}: {clip(", ".join(f.name for f in files))} not listed in its metadata.yaml '
+                            '(a split still being recorded, or left by a recorder that was killed): read record by '
+                            'record after the listed files; a split still being recorded is read as far as it is '
+                            'written')
+        return files
+    except Exception as e:  # noqa: BLE001 - any reader failure means damage; salvage what is left
+        # the error may quote the bag's own text (a serialization format of 100 kB and ESC sequences)
+        _warn(warnings, f'{clip(path)}: regular reader failed after {len(seen)} messages '
+                        f'({type(e).__name__}: {clip(e)}); salvaging the rest record by record')
+        return bag_files(path)
 
 
 def unlisted_files(path: Path) -> list[Path]:
@@ -176,6 +214,9 @@ def _warn(warnings: list[str], text: str) -> None:
 
 
 def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> Iterator[RawMessage]:
+    if path.is_file() and has_suffix(path, ('.mcap',)) and _mcap_profile(path) not in (None, 'ros2'):
+        yield from _read_mcap(path, topics, start_ns, stop_ns, found)    # rosbags reads only the ros2 profile
+        return
     with _any_reader(path) as reader:
         found.update({bag_name(c.topic): c.msgtype for c in reader.connections})
         conns = [c for c in reader.connections if not topics or bag_name(c.topic) in topics]
@@ -187,31 +228,114 @@ def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> I
             yield RawMessage(str(path), bag_name(conn.topic), conn.msgtype, t, bytes(raw), fmt)
 
 
+def _mcap_profile(path: Path) -> str | None:
+    """The profile an MCAP file's header names (``ros2``, ``ros1``, ``''``); None when it has no readable header."""
+    try:
+        with path.open('rb') as f:
+            return make_reader(f).get_header().profile
+    except Exception:  # noqa: BLE001 - not an MCAP header: rosbags' reader says what is wrong
+        return None
+
+
+def ros2_type(name: str, encoding: str) -> str:
+    """A schema name as the typestores name it: ROS 1 and ``mcap convert`` write ``sensor_msgs/Image``."""
+    parts = name.split('/')
+    return f'{parts[0]}/msg/{parts[1]}' if encoding == 'ros1' and len(parts) == 2 else name
+
+
+def _read_mcap(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> Iterator[RawMessage]:
+    """An intact MCAP file of another profile than ``ros2`` (``ros1`` from ``mcap convert``, ``''``) with the
+    ``mcap`` reader, in log-time order; a file without summary raises (and is salvaged)."""
+    with path.open('rb') as f:
+        reader = make_reader(f)
+        summary = reader.get_summary()
+        if summary is None or not summary.chunk_indexes and summary.statistics is None:
+            raise ValueError('no summary section (a recorder killed mid-write?)')
+        kinds = {c.id: (bag_name(c.topic), ros2_type(summary.schemas[c.schema_id].name, c.message_encoding)
+                        if c.schema_id in summary.schemas else '', c.message_encoding)
+                 for c in summary.channels.values()}
+        found.update({topic: msgtype for topic, msgtype, _ in kinds.values()})
+        wanted = {i for i, (topic, _, enc) in kinds.items()
+                  if enc in ('cdr', 'ros1') and (not topics or topic in topics)}
+        for _, channel, message in reader.iter_messages(start_time=start_ns, end_time=stop_ns, log_time_order=True):
+            if channel.id in wanted and (stop_ns is None or message.log_time < stop_ns):
+                topic, msgtype, enc = kinds[channel.id]
+                yield RawMessage(str(path), topic, msgtype, message.log_time, _unpacked(message.data, enc), enc)
+
+
 def _salvage(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
-    if file.suffix == '.mcap':
+    if has_suffix(file, ('.zstd',)):
+        with tempfile.TemporaryDirectory(prefix='vidseg_unzstd_') as tmp:
+            for msg in _salvage(_unzstd(file, Path(tmp), warnings), warnings):
+                msg.bag = str(file)
+                yield msg
+    elif has_suffix(file, ('.mcap',)):
         yield from _salvage_mcap(file, warnings)
-    elif file.suffix == '.db3':
+    elif has_suffix(file, ('.db3',)):
         yield from _salvage_sqlite(file, warnings)
+    elif has_suffix(file, ROS1_SUFFIXES):
+        for conn, log_time, data in salvage_ros1(file, lambda text: _warn(warnings, text)):
+            yield RawMessage(str(file), bag_name(conn.topic), ros2_type(conn.msgtype, 'ros1'), log_time, data, 'ros1')
     else:
         _warn(warnings, f'{file}: no salvage reader for this format; damaged part skipped')
 
 
+def _unzstd(file: Path, tmp: Path, warnings: list[str]) -> Path:
+    """A file-compressed split (``bag_0.mcap.zstd``) decompressed into folder ``tmp``, streaming; a cut or damaged
+    stream as far as it decodes (warned: the file is then salvaged like a cut one)."""
+    import zstandard
+    out = tmp / file.name[:-len('.zstd')]
+    with file.open('rb') as f, out.open('wb') as o:
+        d, fed = zstandard.ZstdDecompressor().decompressobj(), False
+        try:
+            while block := f.read(1 << 20):
+                while block:
+                    o.write(d.decompress(block))
+                    fed = True
+                    if not d.eof:
+                        break
+                    block = d.unused_data       # a file of several frames: the next one
+                    d, fed = zstandard.ZstdDecompressor().decompressobj(), False
+        except zstandard.ZstdError as e:
+            _warn(warnings, f'{clip(file)}: damaged zstd stream after {o.tell()} decompressed bytes ({clip(e)}); '
+                            'reading what it held')
+            return out
+        if fed:     # a frame without its end
+            _warn(warnings, f'{clip(file)}: the zstd stream is cut short ({o.tell()} bytes decompressed); reading '
+                            'what it held')
+    return out
+
+
 _ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
+
+
+def _unpacked(data: bytes, fmt: str) -> bytes:
+    """A message's bytes; rosbag2's message compression stores each as a zstd frame (CDR starts 00 0x, never
+    with the zstd magic), which its metadata.yaml says but a salvaged or lone file does not."""
+    if fmt == 'cdr' and data[:4] == _ZSTD_MAGIC:
+        import zstandard
+        try:
+            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        except zstandard.ZstdError:     # a damaged message: left as it is, its frame fails to decode (counted)
+            pass
+    return data
 
 
 def _salvage_mcap(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
     """Messages of a damaged MCAP, via the shared record salvage (:mod:`vidseg_ros.data.bags.salvage`)."""
     stats = SalvageStats()
     schemas: dict[int, str] = {}
-    channels: dict[int, tuple[str, int]] = {}
+    channels: dict[int, tuple[str, int, str]] = {}
     for record in salvage_records(file, stats):
         if isinstance(record, Schema):
             schemas[record.id] = record.name
         elif isinstance(record, Channel):
-            channels[record.id] = (bag_name(record.topic), record.schema_id)
+            channels[record.id] = (bag_name(record.topic), record.schema_id, record.message_encoding)
         else:
-            topic, sid = channels[record.channel_id]
-            yield RawMessage(str(file), topic, schemas.get(sid, ''), record.log_time, record.data)
+            topic, sid, enc = channels[record.channel_id]
+            fmt = 'ros1' if enc == 'ros1' else 'cdr'
+            yield RawMessage(str(file), topic, ros2_type(schemas.get(sid, ''), enc), record.log_time,
+                             _unpacked(record.data, fmt), fmt)
     for text in stats.warnings:
         _warn(warnings, text)
     if stats.damaged_chunks or stats.truncated:
@@ -273,10 +397,7 @@ def _read_sqlite_rows(path: Path, file: Path, warnings: list[str]) -> Iterator[R
             continue
         misses, errors_run, last_ok = 0, 0, rid
         tid, t, data = row
-        data = bytes(data)
-        if data[:4] == _ZSTD_MAGIC:     # rosbag2 per-message compression
-            import zstandard
-            data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        data = _unpacked(bytes(data), 'cdr')      # rosbag2 per-message compression
         if tid in topics:
             yield RawMessage(str(file), topics[tid][0], topics[tid][1], t, data)
     if lost - errors_run:

@@ -30,7 +30,8 @@ import numpy as np
 from rosbags.serde import SerdeError
 
 from vidseg_ros.config import setting
-from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, deserialize, read_messages
+from vidseg_ros.data.bags.reader import (IMAGE_TYPES, ROS1_SUFFIXES, STORAGE_SUFFIXES, RawMessage, bag_files,
+                                         deserialize, has_suffix, read_messages)
 from vidseg_ros.data.executors import check_executor, task_executor
 from vidseg_ros.data.exif import kept_frame_bytes
 from vidseg_ros.data.images import (ImageError, compressed_size, decode_compressed, image_fields_to_rgb8,
@@ -43,7 +44,7 @@ from vidseg_ros.text import clip, short
 
 log = logging.getLogger(__name__)
 FORMATS = ('png', 'jpg', 'keep')
-BAG_SUFFIXES = ('.mcap', '.db3', '.bag')
+BAG_SUFFIXES = STORAGE_SUFFIXES + ROS1_SUFFIXES
 # segment_node's image outputs (<node>/mask, .../overlay, ...): recorded to review a drive, but class ids and
 # renderings are not camera frames, so "every image topic" leaves them out unless --topic names them.
 SEGMENTER_OUTPUTS = frozenset(o.name for o in OUTPUTS)
@@ -356,10 +357,10 @@ def _sequence_names(bags: list[Path], old_rows) -> list[str]:
             known.setdefault(_bag_key(r.bag), name)
             if not os.path.isabs(r.bag) and not os.path.exists(r.bag):
                 # written before bag paths were stored absolute, from another folder: known by name only
-                unresolved.update(dict.fromkeys((Path(r.bag).stem, Path(r.bag).name), name))
+                unresolved.update(dict.fromkeys((Path(r.bag).stem, Path(r.bag).name, _bag_stem(r.bag)), name))
     names = []
     for bag in bags:
-        key, plain = _bag_key(bag), bag.stem if bag.is_file() else bag.name
+        key, plain = _bag_key(bag), _bag_stem(bag) if bag.is_file() else bag.name
         name = known.get(key)
         if name is None and plain in unresolved:
             name = known[key] = unresolved[plain]
@@ -378,11 +379,19 @@ def _sequence_names(bags: list[Path], old_rows) -> list[str]:
     return names
 
 
+def _bag_stem(bag: str | Path) -> str:
+    """A bag file's name without its suffixes: ``drive`` of ``drive.bag.active`` and ``drive.mcap.zstd`` as of
+    ``drive.bag`` (a bag reindexed or decompressed later keeps its sequence names: its frames are skipped)."""
+    name = Path(bag).name
+    suffix = next((x for x in sorted(BAG_SUFFIXES, key=len, reverse=True) if name.lower().endswith(x)), '')
+    return name[:len(name) - len(suffix)] if suffix and len(name) > len(suffix) else Path(bag).stem
+
+
 def _shortened_bag_name(rec: FrameRecord) -> str | None:
     """The bag name of a row whose sequence name was shortened (``_sequence_name``): of the names its bag can
     have (its own, or with the hash of its path), the one that gives that sequence name."""
     bag = Path(rec.bag)
-    plains = {bag.stem, bag.name}
+    plains = {bag.stem, bag.name, _bag_stem(bag)}
     names = [*plains, *(f'{p}-{hashlib.sha1(_bag_key(bag).encode()).hexdigest()[:8]}' for p in plains)]
     return next((n for n in names for p in _topic_parts(rec.topic) if _is_sequence_of(rec.sequence, n, p)), None)
 
@@ -468,9 +477,10 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
 def check_bag(bag: str | Path) -> None:
     """Refuse what is not a bag (a video, an image folder) before any work is done."""
     for file in bag_files(bag):
-        if file.suffix.lower() not in BAG_SUFFIXES:
-            raise ValueError(f'{bag} is not a bag: expected a rosbag2 folder, .mcap, .db3 or a ROS 1 .bag '
-                             '(for a video or image folder use `vidseg bag-from-frames`)')
+        if not has_suffix(file, BAG_SUFFIXES):
+            raise ValueError(f'{bag} is not a bag: expected a rosbag2 folder, .mcap, .db3 (or .mcap.zstd, .db3.zstd) '
+                             'or a ROS 1 .bag (or .bag.active) (for a video or image folder use '
+                             '`vidseg bag-from-frames`)')
 
 
 def _extract_bag(bag: Path, name: str, out: Path, cfg: ExtractConfig, rows: dict, result: ExtractResult, pool,
