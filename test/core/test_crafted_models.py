@@ -119,3 +119,40 @@ def test_a_deflated_archive_of_its_own_size_still_loads(exported, saved, tmp_pat
     load_checkpoint(_deflated(saved.read_bytes(), tmp_path / 'deflated.pt'))
     StreamSegmenter.from_checkpoint(EngineConfig(model=str(_deflated(exported.read_bytes(), tmp_path / 'd.ts')),
                                                  device='cpu'))
+
+
+@pytest.mark.parametrize('arch_config', [{'fpn_ch': 10 ** 6}, {'width_mult': 1000.0}])
+def test_an_arch_config_far_larger_than_the_file_s_weights_is_refused_before_it_is_built(raw, tmp_path,
+                                                                                        arch_config):
+    """The model was built before its weights were compared: fpn_ch 10**6 asked for 36 TB (RuntimeError; `vidseg
+    info`: 'internal error', exit 1), width_mult 1000 for 9 GB, which a large machine hands out (or swaps)."""
+    path = _variant(raw, tmp_path / 'huge.pt', **arch_config)
+    for message in (_engine_error(path), _info_error(path)):
+        assert 'state_dict does not match keyframe_fpn' in message and 'vs model' in message, message
+
+
+@pytest.mark.parametrize('change, says', [
+    (lambda sd, k: sd.__setitem__(k, 'weights'), "maps 'encoder.stem.0.0.weight' to a str"),
+    (lambda sd, k: sd.__setitem__(3, sd[k]), 'maps 3 to a Tensor'),
+    (lambda sd, k: sd.__setitem__(k, sd[k].to(torch.complex64)), 'file torch.complex64 vs model torch.float32'),
+    (lambda sd, k: sd.__setitem__(k, sd[k].to(torch.int64)), 'file torch.int64 vs model torch.float32'),
+])
+def test_a_state_dict_of_other_things_than_matching_tensors_is_refused(raw, tmp_path, change, says):
+    """A str failed as AttributeError and an int key as TypeError (neither a CheckpointError: the CLI called them
+    internal errors); complex and integer weights were cast by load_state_dict and served."""
+    data = copy.deepcopy(raw)
+    change(data['state_dict'], 'encoder.stem.0.0.weight')
+    path = tmp_path / 'odd.pt'
+    torch.save(data, path)
+    for message in (_engine_error(path), _info_error(path)):
+        assert says in message, message
+
+
+def test_info_refuses_a_checkpoint_whose_weights_the_engine_refuses(raw, tmp_path):
+    """`vidseg info` built the model but never compared the file's tensors with it: a checkpoint missing a
+    weight was described (exit 0) and then refused by the node."""
+    data = copy.deepcopy(raw)
+    del data['state_dict']['classifier.weight']
+    path = tmp_path / 'missing.pt'
+    torch.save(data, path)
+    assert 'missing key(s), first: classifier.weight' in _info_error(path)

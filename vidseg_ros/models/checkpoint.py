@@ -14,6 +14,7 @@ are not all finite (``check_finite``: NaN or inf, the weights of a diverged trai
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import io
@@ -305,9 +306,15 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') 
     if data.get('format') != FORMAT:
         raise CheckpointError(f'{path}: unsupported checkpoint format {data.get("format")!r} (expected {FORMAT!r})')
     data['meta'] = check_meta(data['meta'], str(path))
-    if not isinstance(data['state_dict'], dict):
-        raise CheckpointError(f'{path}: state_dict is a {type(data["state_dict"]).__name__}, expected a mapping of '
+    state = data['state_dict']
+    if not isinstance(state, dict):
+        raise CheckpointError(f'{path}: state_dict is a {type(state).__name__}, expected a mapping of '
                               'tensor names to tensors')
+    # a str or a number where a tensor was failed in check_state_dict (AttributeError, TypeError), not here
+    odd = next(((k, v) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if odd:
+        raise CheckpointError(f'{path}: state_dict maps {clip(repr(odd[0]), 60)} to a {type(odd[1]).__name__}, '
+                              'expected tensor names to tensors')
     check_finite(data['state_dict'], str(path))
     return data
 
@@ -330,12 +337,16 @@ def nonfinite_keys(state: dict) -> list[str]:
             if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def build_model(meta: dict, where: str) -> nn.Module:
+def build_model(meta: dict, where: str, device: str | None = None) -> nn.Module:
     """The (untrained) model a checked ``meta`` describes; CheckpointError when its ``arch_config`` cannot
-    build it or it has another number of output channels than ``meta['classes']`` names."""
+    build it or it has another number of output channels than ``meta['classes']`` names.
+
+    ``device='meta'`` builds its shapes only, allocating nothing: what ``load_checkpoint`` checks the file's
+    tensors against before it builds the model (an ``arch_config`` of width_mult 1000 asked for 9 GB)."""
     try:
-        model = create_model(meta['arch'], **meta['arch_config'])
-    except (TypeError, ValueError) as e:
+        with torch.device(device) if device else contextlib.nullcontext():
+            model = create_model(meta['arch'], **meta['arch_config'])
+    except (TypeError, ValueError, RuntimeError) as e:   # RuntimeError: torch's, e.g. out of memory
         raise CheckpointError(f'{where}: cannot build {meta["arch"]} from arch_config: {clip(e)}') from e
     check_meta(meta, where, getattr(model, 'num_classes', None))
     return model
@@ -345,19 +356,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') 
     """Build the model described by the checkpoint's meta and load its weights -> (model in eval mode, meta)."""
     data = read_checkpoint(path, map_location)
     meta = data['meta']
+    # the file's tensors against the shapes its arch_config builds, before the model is built: the file's own
+    # size then bounds the model's (an arch_config of fpn_ch 10**6 asked for 36 TB: RuntimeError, or swap)
+    check_state_dict(build_model(meta, str(path), device='meta'), data['state_dict'], str(path))
     model = build_model(meta, str(path))
-    check_state_dict(model, data['state_dict'], str(path))
     model.load_state_dict(data['state_dict'])
     return model.eval(), meta
 
 
 def check_state_dict(model: nn.Module, state: dict, where: str = 'checkpoint') -> None:
-    """Raise CheckpointError naming the first missing/unexpected keys and shape mismatches."""
+    """Raise CheckpointError naming the first missing/unexpected keys, shape mismatches and tensors of another
+    kind (complex, integer or bool where the model has floats...: load_state_dict cast them without a word)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = [str(k) for k in state if k not in own]
+    if odd := [str(k) for k in own if k in state and not isinstance(state[k], torch.Tensor)]:
+        raise CheckpointError(f'{where}: state_dict holds {len(odd)} value(s) that are no tensors, first: '
+                              f'{clip(", ".join(odd[:3]), 200)}')
     shapes = [f'{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}'
               for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    types = [f'{k}: file {state[k].dtype} vs model {v.dtype}'
+             for k, v in own.items() if k in state and _dtype_kind(state[k]) != _dtype_kind(v)]
     problems = []
     if missing:
         problems.append(f'{len(missing)} missing key(s), first: {", ".join(missing[:3])}')
@@ -365,9 +384,18 @@ def check_state_dict(model: nn.Module, state: dict, where: str = 'checkpoint') -
         problems.append(f'{len(unexpected)} unexpected key(s), first: {", ".join(unexpected[:3])}')
     if shapes:
         problems.append(f'{len(shapes)} shape mismatch(es), first: {"; ".join(shapes[:3])}')
+    if types:
+        problems.append(f'{len(types)} type mismatch(es), first: {"; ".join(types[:3])}')
     if problems:
         raise CheckpointError(f'{where}: state_dict does not match {getattr(model, "arch", type(model).__name__)} '
                               f'with its arch_config: ' + ' | '.join(problems))
+
+
+def _dtype_kind(t: torch.Tensor) -> str:
+    """'complex', 'float', 'bool' or 'int': float16 weights load into a float32 model, an int64 tensor does not."""
+    if t.is_complex():
+        return 'complex'
+    return 'float' if t.is_floating_point() else 'bool' if t.dtype == torch.bool else 'int'
 
 
 def transfer_weights(model: nn.Module, state: dict, source: str = 'state_dict') -> dict:

@@ -57,11 +57,14 @@ def info(model: str) -> dict:
 
 
 def _checkpoint_info(path: str) -> tuple[dict, dict]:
-    """(meta, the fields every model has) of a ``.pt`` checkpoint (weights_only load, model built)."""
+    """(meta, the fields every model has) of a ``.pt`` checkpoint (weights_only load; the model's shapes built,
+    without memory, and the file's tensors checked against them as the engine checks them)."""
     from vidseg_ros.models import stream_info
-    from vidseg_ros.models.checkpoint import build_model, read_checkpoint
-    meta = read_checkpoint(path)['meta']
-    model = build_model(meta, path)
+    from vidseg_ros.models.checkpoint import build_model, check_state_dict, read_checkpoint
+    data = read_checkpoint(path)
+    meta = data['meta']
+    model = build_model(meta, path, device='meta')
+    check_state_dict(model, data['state_dict'], path)   # info said nothing of weights the engine refuses
     stream = stream_info(model)
     head = {'backend': 'torch', 'kind': stream.kind, 'parameters': sum(p.numel() for p in model.parameters()),
             'stride': stream.stride, 'output_stride': stream.output_stride}
