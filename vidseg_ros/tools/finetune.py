@@ -57,6 +57,37 @@ def _object_mask(mask: np.ndarray, classes: list[str], ignore: int, path: Path) 
     return False
 
 
+def _check_two_classes(mask: np.ndarray, binary: bool, classes: list[str], ignore: int, path: Path) -> None:
+    """Refuse a label of one class: 100 steps on it taught the model to predict that class on every pixel
+    (an all-0 object mask: no object anywhere), and it was written and used to label the sequence, exit 0."""
+    present = [int(v) for v in np.unique(mask) if v != ignore]
+    if len(present) != 1:
+        return
+    only = (('no object (every labelled pixel is 0)' if present == [0] else 'the object on every labelled pixel')
+            if binary else f'only class {present[0]} ({clip(classes[present[0]], 60)!r})')
+    raise ValueError(f'label {clip(path)} holds {only}: fine-tuning on it teaches the model to predict that on every '
+                     'pixel; label at least two classes (e.g. the object and its background)')
+
+
+# Training crops of a checkpoint without input_hw (the engine runs each frame at its own size) are at most this
+# side: a whole 4000x3000 frame per step took ~5 GB and ~20 s on a CPU.
+MAX_NATIVE_CROP = 512
+
+
+def _augment(input_hw: list[int] | None, frame_hw: tuple[int, int], stride: int) -> AugmentConfig:
+    """The one-shot augmentation: the frame resized as the engine resizes it (to cover ``input_hw``; as it is
+    without one), random scale / flip / colour, and a crop of whole strides, at least two per side (a crop under
+    one stride was torch's AssertionError; one stride left BatchNorm one value per channel at batch 1), padded
+    with the ignore value where the frame is smaller."""
+    if input_hw:
+        scale = max(input_hw[0] / frame_hw[0], input_hw[1] / frame_hw[1])
+        sides = [int(v) for v in input_hw]
+    else:
+        scale, sides = 1.0, [min(int(v), MAX_NATIVE_CROP) for v in frame_hw]
+    crop = [max(2 * stride, v // stride * stride) for v in sides]
+    return AugmentConfig(resize_scale=scale, crop_hw=crop, scale_range=[0.8, 1.25], hflip=True, jitter=0.2)
+
+
 def _frames(sequence: Path) -> list[Path]:
     frames = sorted((p for p in sequence.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
     if not frames:
@@ -132,8 +163,12 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
         raise ValueError(f'{model}: fine-tuning needs a .pt checkpoint (a trained model), not {path}')
     net, meta = load_checkpoint(path)
     ignore = int(meta.get('ignore_index') if meta.get('ignore_index') is not None else 255)
+    if not (mask != ignore).any():   # a 0/255 object mask otherwise: an all-255 mask was 'object everywhere'
+        raise ValueError(f'label {clip(label)} has no labelled pixel (every pixel is the ignore value {ignore}): '
+                         'there is nothing to fine-tune on')
     binary = _object_mask(mask, meta['classes'], ignore, Path(label))
     mask = (mask > 0).astype(np.uint8) if binary else mask
+    _check_two_classes(mask, binary, meta['classes'], ignore, Path(label))
     if binary and len(meta['classes']) != 2:
         net.replace_classifier(2)   # models.contract: a fresh background / object head
         meta = dict(meta, classes=list(DAVIS_CLASSES), palette=[list(c) for c in DAVIS_PALETTE],
@@ -143,11 +178,7 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     if mask.shape != rgb.shape[:2]:
         raise ValueError(f'label {label} is {mask.shape[1]}x{mask.shape[0]}, its frame {frame} is '
                          f'{rgb.shape[1]}x{rgb.shape[0]}')
-    hw = meta.get('input_hw') or list(rgb.shape[:2])
-    scale = max(hw[0] / rgb.shape[0], hw[1] / rgb.shape[1])
-    s = stream_info(net).stride   # crops the model accepts without padding
-    aug = AugmentConfig(resize_scale=scale, crop_hw=[int(hw[0]) // s * s, int(hw[1]) // s * s],
-                        scale_range=[0.8, 1.25], hflip=True, jitter=0.2)
+    aug = _augment(meta.get('input_hw'), rgb.shape[:2], stream_info(net).stride)
     mean = torch.tensor(meta['mean']).view(3, 1, 1)
     std = torch.tensor(meta['std']).view(3, 1, 1)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
