@@ -4,14 +4,17 @@ Sequences are cut into independent jobs at human-labelled frames (a frame betwee
 needs those two), so long recordings spread over worker processes. Flow and tracker need one frame
 size: a sequence whose frames change size (a dataset not made by ``extract``, which starts a new
 sequence there) is propagated as separate parts, each from its own human labels, with a warning
-naming the frame where the size changes. Each job reads its frames
-lazily, propagates, and returns the labels; the main process writes them and keeps the index.
-Human labels are never touched; each new label records its source (``propagated`` / ``teacher``).
+naming the frame where the size changes. Each job reads its frames lazily, propagates, and writes
+each label as it is made (where the job runs: a job held every label of its stretch before, 9.4 MB
+a frame at 320x240 and 12 classes, and a teacher job is a whole sequence), returning only their
+names; the main process keeps the index. Human labels are never touched; each new label records
+its source (``propagated`` / ``teacher``).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +25,7 @@ from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import ImageError, clip, file_image_hw, read_rgb
 from vidseg_ros.data.datasets.labels import same_class_names, write_label
 from vidseg_ros.data.datasets.lock import dataset_lock
-from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, Propagated, propagate_sequence
+from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, propagate_sequence
 from vidseg_ros.data.datasets.layouts import (INDEX_NAME, META_NAME, FrameRecord, extracted_source, read_index,
                                               read_label_file, read_meta, write_index, write_meta)
 
@@ -62,12 +65,23 @@ def split_jobs(n: int, labelled: list[int], labels_per_job: int = 4) -> list[tup
     return list(zip(bounds, bounds[1:])) if len(bounds) > 1 else [(0, n - 1)]
 
 
-def _job(args) -> dict[int, Propagated]:
+def _job(args) -> list[tuple[int, str | None, str, int, int]]:
+    """One stretch: (position, label file written or None where the frame keeps its label, source, ignore pixels,
+    pixels) of each frame it labels; ``targets`` names the file of each frame to write."""
     # labels travel as file names and are read where the job runs: a job's arguments stay small (a Dask
     # graph, a process pool's pipe) and the driver never holds every human label of the dataset at once
-    paths, label_paths, lut, num_classes, cfg, predict = args
+    paths, label_paths, lut, num_classes, cfg, predict, targets, spill_dir = args
     labels = {i: read_label_file(p, lut) for i, p in label_paths.items()}
-    return propagate_sequence(LazyFrames(paths), labels, num_classes, cfg, predict)
+    done = []
+    for i, prop in propagate_sequence(LazyFrames(paths), labels, num_classes, cfg, predict, stream=True,
+                                      spill_dir=spill_dir):
+        target = targets.get(i)
+        if target is None:
+            done.append((i, None, prop.source, 0, 0))
+            continue
+        write_label(target, prop.label)
+        done.append((i, target, prop.source, int((prop.label == cfg.ignore_index).sum()), prop.label.size))
+    return done
 
 
 def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict | None = None,
@@ -135,6 +149,8 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
     """``propagate_dataset`` once ``root`` is locked."""
     src = extracted_source(root)
     cfg = replace(cfg or PropagateConfig(), ignore_index=src.ignore_index)
+    for stale in root.glob('.vidseg-propagate-*'):     # spilled by a run that was killed (this one holds the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     if cfg.method == 'teacher':
         _check_teacher_classes(getattr(predict, 'classes', None), src.class_names)
     records = {r.image: r for r in src.records}
@@ -161,7 +177,11 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                 seen.update(r.image for r in recs[lo:hi + 1])
                 jobs.append((recs[lo:hi + 1], new, ([r.image for r in recs[lo:hi + 1]], labels, cfg, predict)))
     num_classes = src.num_classes or _classes_in_labels(src, cfg.ignore_index)
-    jobs = [(recs, new, (paths, labels, src.label_lut, num_classes, cfg, pred))
+    # where the flow spans of a job put aside what they keep for their second pass past a budget (propagate.Spill):
+    # the dataset's own disk, as the labels, seen by every worker, not a /tmp that may be memory
+    spill_dir = str(root)
+    jobs = [(recs, new, (paths, labels, src.label_lut, num_classes, cfg, pred,
+                         _targets(root, recs, records, overwrite), spill_dir))
             for recs, new, (paths, labels, cfg, pred) in jobs]
     if not jobs:
         raise ValueError(f'{root}: no human-labelled frame to propagate from; import a few labels with '
@@ -180,8 +200,8 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
         args = [a for _, _, a in jobs]
         results = pool.map(_job, args) if pool else map(_job, args)
         for (recs, new, _), result in zip(jobs, results):
-            for i, prop in result.items():
-                _store(root, recs[i], prop, records, counts, overwrite, cfg.ignore_index)
+            for i, path, source, ignored, pixels in result:
+                _store(recs[i], path, source, ignored, pixels, records, counts)
             if progress:
                 progress(new)
     finally:
@@ -266,17 +286,28 @@ def _classes_in_labels(src, ignore_index: int) -> int:
     return top + 1
 
 
-def _store(root: Path, rec: FrameRecord, prop: Propagated, records: dict, counts: dict,
-           overwrite: bool, ignore_index: int) -> None:
+def _targets(root: Path, recs: list[FrameRecord], records: dict, overwrite: bool) -> dict[int, str]:
+    """Position -> label file, of the frames of ``recs`` a job is to label: not human, and without a label unless
+    ``overwrite``."""
+    out = {}
+    for i, rec in enumerate(recs):
+        current = records[rec.image]
+        if current.label_source != 'human' and (current.label is None or overwrite):
+            out[i] = str(root / 'labels' / rec.sequence / f'{rec.stamp_ns}.png')
+    return out
+
+
+def _store(rec: FrameRecord, path: str | None, source: str, ignored: int, pixels: int, records: dict,
+           counts: dict) -> None:
+    """Index the label a job wrote for ``rec`` (``path``), or count the label it kept (None)."""
     current = records[rec.image]
     if current.label_source == 'human':
         return
-    if current.label is not None and not overwrite:
+    if path is None:
         counts['kept_existing'] = counts.get('kept_existing', 0) + 1
         return
-    path = write_label(root / 'labels' / rec.sequence / f'{rec.stamp_ns}.png', prop.label)
-    counts['_ignored_px'] = counts.get('_ignored_px', 0) + int((prop.label == ignore_index).sum())
-    counts['_px'] = counts.get('_px', 0) + prop.label.size
-    records[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, path, rec.stamp_ns, prop.source,
+    counts['_ignored_px'] = counts.get('_ignored_px', 0) + ignored
+    counts['_px'] = counts.get('_px', 0) + pixels
+    records[rec.image] = FrameRecord(rec.sequence, rec.index, rec.image, Path(path), rec.stamp_ns, source,
                                      rec.bag, rec.topic, rec.encoding)
-    counts[prop.source] = counts.get(prop.source, 0) + 1
+    counts[source] = counts.get(source, 0) + 1

@@ -10,7 +10,7 @@ tracker (translation only).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -124,6 +124,12 @@ def track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tra
     Frames between two labels take the nearer one (ties go to the earlier label); the box is
     tracked frame by frame from that label towards the frame in question.
     """
+    return dict(iter_track_masks(frames, labels, tracker, fg_class, max_distance))
+
+
+def iter_track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tracker: str = 'medianflow',
+                     fg_class: int = 1, max_distance: int = 30) -> Iterator[tuple[int, np.ndarray]]:
+    """``track_masks`` as (position, mask) pairs as the trackers reach them (none held)."""
     n = len(frames)
     keys = sorted(k for k in labels if 0 <= k < n)
     nearest: dict[int, int] = {}
@@ -133,7 +139,6 @@ def track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tra
         k = min(keys, key=lambda k: (abs(k - i), k > i))
         if abs(k - i) <= max_distance:
             nearest[i] = k
-    out: dict[int, np.ndarray] = {}
     for k in keys:
         mask = (labels[k] == fg_class).astype(np.uint8)
         box = mask_box(mask)
@@ -143,8 +148,10 @@ def track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tra
             if not targets:
                 continue
             if box is None:
-                out.update({i: np.zeros_like(mask) for i in targets})
+                for i in targets:
+                    yield i, np.zeros_like(mask)
                 continue
+            wanted = set(targets)
             t = make_tracker(tracker)
             t.init(frames[k], box, mask)
             cur = box
@@ -154,6 +161,5 @@ def track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tra
                                      f'{mask.shape[1]}x{mask.shape[0]}: tracking needs one frame size in a sequence; '
                                      'split it where the size changes')
                 ok, cur = t.update(frames[i])
-                if i in targets:
-                    out[i] = move_mask(mask, box, cur)
-    return out
+                if i in wanted:
+                    yield i, move_mask(mask, box, cur)
