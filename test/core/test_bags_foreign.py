@@ -191,3 +191,64 @@ def test_a_ros1_bag_of_a_killed_rosbag_record_gives_its_messages(tmp_path, compr
     res = extract([cut], tmp_path / 'cut')
     got = frames_of(tmp_path / 'cut')
     assert 0 < res.written == len(got) < 30 and got == list(range(len(got))) and not res.failed
+
+
+def _split_bag(path: Path, splits: int, per_split: int, h: int = 8, w: int = 12) -> Path:
+    """A rosbag2 folder of ``splits`` file-compressed MCAP splits listed in one metadata.yaml, as
+    `ros2 bag record --compression-mode file --max-bag-size ...` leaves it (rosbags writes one split a bag)."""
+    import yaml
+    path.mkdir()
+    files, info = [], None
+    for k in range(splits):
+        msgs = [((k * per_split + i + 1) * 10**8, raw_cdr(k * per_split + i, (k * per_split + i + 1) * 10**8, h, w))
+                for i in range(per_split)]
+        part = rosbag2(path.parent / f'part{k}', msgs, compression=CompressionMode.FILE)
+        info = yaml.safe_load((part / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+        name = f'{path.name}_{k}.mcap.zstd'
+        shutil.move(next(part.glob('*.zstd')), path / name)
+        shutil.rmtree(part)
+        files.append({**info['files'][0], 'path': name})
+    info.update(relative_file_paths=[f['path'] for f in files], files=files, message_count=splits * per_split)
+    info['topics_with_message_count'][0]['message_count'] = splits * per_split
+    (path / 'metadata.yaml').write_text(yaml.safe_dump({'rosbag2_bagfile_information': info}))
+    return path
+
+
+def test_a_file_compressed_bag_is_decompressed_one_split_at_a_time(tmp_path, monkeypatch):
+    # rosbags' reader decompressed every split into a temporary folder before the first message (a 552 kB bag of
+    # 2000 frames at 320x240: 440 MB), and once more when the progress bar counted the frames
+    import tempfile
+    from vidseg_ros.data.bags.reader import list_topics, read_messages
+    bag = _split_bag(tmp_path / 'drive', splits=4, per_split=10, h=60, w=80)
+    scratch = tmp_path / 'tmp'
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+    held, numbers = [], []
+    for msg in read_messages(bag):
+        held.append(sum(f.stat().st_size for f in scratch.rglob('*') if f.is_file()))
+        numbers.append(msg.log_time_ns // 10**8 - 1)
+    assert numbers == list(range(40))
+    split = 10 * (60 * 80 * 3 + 200)        # one split's messages, decompressed
+    assert 0 < max(held) < 2 * split, (held, split)
+    assert list_topics(bag) == {'/cam/image': (IMAGE, 40)}
+    res = extract([bag], tmp_path / 'out')
+    assert res.written == 40 and frames_of(tmp_path / 'out') == list(range(40))
+
+
+def test_a_split_of_still_frames_decompresses_in_small_steps(tmp_path):
+    # a lone split (and, by the same code, each split of a folder): a 1 MB read of a compressed split of still
+    # frames decompressed to all of it at once (a 2000-frame split: 440 MB, extract's RSS went from 82 to 517 MB)
+    import tracemalloc
+    from vidseg_ros.data.bags.reader import read_messages
+    black = TS.serialize_cdr(T[IMAGE](header=_header(10**8), height=240, width=320, encoding='rgb8', is_bigendian=0,
+                                      step=960, data=np.zeros(240 * 960, np.uint8)), IMAGE)
+    bag = rosbag2(tmp_path / 'bag', [((i + 1) * 10**8, black) for i in range(100)], compression=CompressionMode.FILE)
+    split = next(bag.glob('*.zstd'))
+    assert split.stat().st_size < 100_000         # 23 MB of frames
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in read_messages(split))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 100 and peak < 8 * 2**20, peak

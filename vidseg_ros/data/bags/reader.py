@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from mcap.reader import make_reader
 from mcap.records import Channel, Schema
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
+from vidseg_ros.data.bags.foreign import mcap_profile, read_plain_mcap, ros2_type, unpacked, unzstd
 from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
 from vidseg_ros.data.bags.salvage_ros1 import salvage_ros1
 from vidseg_ros.data.order import natural_key
@@ -105,7 +105,16 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
     path = Path(path)
     if path.is_file() and has_suffix(path, ('.zstd',)):     # a lone rosbag2 file-compressed split
         with tempfile.TemporaryDirectory(prefix='vidseg_unzstd_') as tmp:
-            for msg in read_messages(_unzstd(path, Path(tmp), warnings), topics, start_ns, stop_ns, warnings, found):
+            plain = unzstd(path, Path(tmp), lambda text: _warn(warnings, text))
+            for msg in read_messages(plain, topics, start_ns, stop_ns, warnings, found):
+                msg.bag = str(path)
+                yield msg
+        return
+    if _file_compressed(path):
+        # one split decompressed at a time: rosbags' reader decompresses every split into a temporary folder
+        # before the first message (a 552 kB bag of 2000 frames: 440 MB), and again for a count
+        for file in bag_files(path):
+            for msg in read_messages(file, topics, start_ns, stop_ns, warnings, found):
                 msg.bag = str(path)
                 yield msg
         return
@@ -155,6 +164,24 @@ def _regular(path: Path, topics, start_ns, stop_ns, warnings: list[str], found: 
         return bag_files(path)
 
 
+def _file_compressed(path: Path) -> bool:
+    """Whether bag folder ``path`` holds splits compressed whole (rosbag2's ``--compression-mode file``)."""
+    try:
+        return path.is_dir() and any(has_suffix(f, ('.zstd',)) for f in bag_files(path))
+    except OSError:
+        return False
+
+
+def _metadata_topics(path: Path) -> dict[str, tuple[str, int]] | None:
+    """topic -> (msgtype, message count) as metadata.yaml lists them; None when it does not."""
+    try:
+        info = yaml.safe_load(_metadata_text(path))['rosbag2_bagfile_information']
+        return {bag_name(t['topic_metadata']['name']): (str(t['topic_metadata']['type']), int(t['message_count']))
+                for t in info['topics_with_message_count']}
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+        return None
+
+
 def unlisted_files(path: Path) -> list[Path]:
     """The storage files of bag folder ``path`` that its metadata.yaml does not list: the regular reader reads
     only the listed ones, and the recorder lists a split when it closes it, so a bag still being recorded (or
@@ -196,6 +223,8 @@ def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, 
     want a cheap look, such as a progress bar's total.
     """
     out: dict[str, tuple[str, int]] = {}
+    if _file_compressed(Path(path)) and (listed := _metadata_topics(Path(path))) is not None:
+        return listed       # opening it with rosbags decompresses every split
     try:
         with _any_reader(Path(path)) as reader:
             return {bag_name(c.topic): (c.msgtype, c.msgcount) for c in reader.connections}
@@ -214,8 +243,9 @@ def _warn(warnings: list[str], text: str) -> None:
 
 
 def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> Iterator[RawMessage]:
-    if path.is_file() and has_suffix(path, ('.mcap',)) and _mcap_profile(path) not in (None, 'ros2'):
-        yield from _read_mcap(path, topics, start_ns, stop_ns, found)    # rosbags reads only the ros2 profile
+    if path.is_file() and has_suffix(path, ('.mcap',)) and mcap_profile(path) not in (None, 'ros2'):
+        for topic, msgtype, t, data, fmt in read_plain_mcap(path, topics, start_ns, stop_ns, found):
+            yield RawMessage(str(path), topic, msgtype, t, data, fmt)    # rosbags reads only the ros2 profile
         return
     with _any_reader(path) as reader:
         found.update({bag_name(c.topic): c.msgtype for c in reader.connections})
@@ -228,45 +258,10 @@ def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> I
             yield RawMessage(str(path), bag_name(conn.topic), conn.msgtype, t, bytes(raw), fmt)
 
 
-def _mcap_profile(path: Path) -> str | None:
-    """The profile an MCAP file's header names (``ros2``, ``ros1``, ``''``); None when it has no readable header."""
-    try:
-        with path.open('rb') as f:
-            return make_reader(f).get_header().profile
-    except Exception:  # noqa: BLE001 - not an MCAP header: rosbags' reader says what is wrong
-        return None
-
-
-def ros2_type(name: str, encoding: str) -> str:
-    """A schema name as the typestores name it: ROS 1 and ``mcap convert`` write ``sensor_msgs/Image``."""
-    parts = name.split('/')
-    return f'{parts[0]}/msg/{parts[1]}' if encoding == 'ros1' and len(parts) == 2 else name
-
-
-def _read_mcap(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> Iterator[RawMessage]:
-    """An intact MCAP file of another profile than ``ros2`` (``ros1`` from ``mcap convert``, ``''``) with the
-    ``mcap`` reader, in log-time order; a file without summary raises (and is salvaged)."""
-    with path.open('rb') as f:
-        reader = make_reader(f)
-        summary = reader.get_summary()
-        if summary is None or not summary.chunk_indexes and summary.statistics is None:
-            raise ValueError('no summary section (a recorder killed mid-write?)')
-        kinds = {c.id: (bag_name(c.topic), ros2_type(summary.schemas[c.schema_id].name, c.message_encoding)
-                        if c.schema_id in summary.schemas else '', c.message_encoding)
-                 for c in summary.channels.values()}
-        found.update({topic: msgtype for topic, msgtype, _ in kinds.values()})
-        wanted = {i for i, (topic, _, enc) in kinds.items()
-                  if enc in ('cdr', 'ros1') and (not topics or topic in topics)}
-        for _, channel, message in reader.iter_messages(start_time=start_ns, end_time=stop_ns, log_time_order=True):
-            if channel.id in wanted and (stop_ns is None or message.log_time < stop_ns):
-                topic, msgtype, enc = kinds[channel.id]
-                yield RawMessage(str(path), topic, msgtype, message.log_time, _unpacked(message.data, enc), enc)
-
-
 def _salvage(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
     if has_suffix(file, ('.zstd',)):
         with tempfile.TemporaryDirectory(prefix='vidseg_unzstd_') as tmp:
-            for msg in _salvage(_unzstd(file, Path(tmp), warnings), warnings):
+            for msg in _salvage(unzstd(file, Path(tmp), lambda text: _warn(warnings, text)), warnings):
                 msg.bag = str(file)
                 yield msg
     elif has_suffix(file, ('.mcap',)):
@@ -278,47 +273,6 @@ def _salvage(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
             yield RawMessage(str(file), bag_name(conn.topic), ros2_type(conn.msgtype, 'ros1'), log_time, data, 'ros1')
     else:
         _warn(warnings, f'{file}: no salvage reader for this format; damaged part skipped')
-
-
-def _unzstd(file: Path, tmp: Path, warnings: list[str]) -> Path:
-    """A file-compressed split (``bag_0.mcap.zstd``) decompressed into folder ``tmp``, streaming; a cut or damaged
-    stream as far as it decodes (warned: the file is then salvaged like a cut one)."""
-    import zstandard
-    out = tmp / file.name[:-len('.zstd')]
-    with file.open('rb') as f, out.open('wb') as o:
-        d, fed = zstandard.ZstdDecompressor().decompressobj(), False
-        try:
-            while block := f.read(1 << 20):
-                while block:
-                    o.write(d.decompress(block))
-                    fed = True
-                    if not d.eof:
-                        break
-                    block = d.unused_data       # a file of several frames: the next one
-                    d, fed = zstandard.ZstdDecompressor().decompressobj(), False
-        except zstandard.ZstdError as e:
-            _warn(warnings, f'{clip(file)}: damaged zstd stream after {o.tell()} decompressed bytes ({clip(e)}); '
-                            'reading what it held')
-            return out
-        if fed:     # a frame without its end
-            _warn(warnings, f'{clip(file)}: the zstd stream is cut short ({o.tell()} bytes decompressed); reading '
-                            'what it held')
-    return out
-
-
-_ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
-
-
-def _unpacked(data: bytes, fmt: str) -> bytes:
-    """A message's bytes; rosbag2's message compression stores each as a zstd frame (CDR starts 00 0x, never
-    with the zstd magic), which its metadata.yaml says but a salvaged or lone file does not."""
-    if fmt == 'cdr' and data[:4] == _ZSTD_MAGIC:
-        import zstandard
-        try:
-            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
-        except zstandard.ZstdError:     # a damaged message: left as it is, its frame fails to decode (counted)
-            pass
-    return data
 
 
 def _salvage_mcap(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
@@ -335,7 +289,7 @@ def _salvage_mcap(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
             topic, sid, enc = channels[record.channel_id]
             fmt = 'ros1' if enc == 'ros1' else 'cdr'
             yield RawMessage(str(file), topic, ros2_type(schemas.get(sid, ''), enc), record.log_time,
-                             _unpacked(record.data, fmt), fmt)
+                             unpacked(record.data, fmt), fmt)
     for text in stats.warnings:
         _warn(warnings, text)
     if stats.damaged_chunks or stats.truncated:
@@ -397,7 +351,7 @@ def _read_sqlite_rows(path: Path, file: Path, warnings: list[str]) -> Iterator[R
             continue
         misses, errors_run, last_ok = 0, 0, rid
         tid, t, data = row
-        data = _unpacked(bytes(data), 'cdr')      # rosbag2 per-message compression
+        data = unpacked(bytes(data), 'cdr')      # rosbag2 per-message compression
         if tid in topics:
             yield RawMessage(str(file), topics[tid][0], topics[tid][1], t, data)
     if lost - errors_run:
