@@ -156,3 +156,170 @@ def test_info_refuses_a_checkpoint_whose_weights_the_engine_refuses(raw, tmp_pat
     path = tmp_path / 'missing.pt'
     torch.save(data, path)
     assert 'missing key(s), first: classifier.weight' in _info_error(path)
+
+
+# ---- ONNX ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def recurrent_onnx(tmp_path_factory):
+    """A small recurrent model's ONNX export (image, 3 states -> logits, 3 states): {'path', 'bytes'}."""
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnx')
+    from vidseg_ros.tools.export import export_onnx
+    torch.manual_seed(0)
+    model = create_model('recurrent_unet', num_classes=2, size='small_shallow', temporal_levels=3)
+    folder = tmp_path_factory.mktemp('onnx')
+    save_checkpoint(folder / 'r.pt', model, default_meta('recurrent_unet', model.arch_config, classes=['bg', 'fg'],
+                                                         palette=[[0, 0, 0], [9, 9, 9]], input_hw=[64, 64]))
+    export_onnx(folder / 'r.pt', folder / 'r.onnx')
+    return folder / 'r.onnx'
+
+
+def _edited(src, dst, graph=None, meta=None):
+    """``src`` written to ``dst`` with ``graph(model)`` applied and its vidseg_meta JSON replaced by ``meta(info)``
+    (a dict, or the text itself)."""
+    import json
+
+    import onnx
+    model = onnx.load(str(src))
+    if graph:
+        graph(model)
+    if meta:
+        entry = next(p for p in model.metadata_props if p.key == 'vidseg_meta')
+        value = meta(json.loads(entry.value))
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _external(model, location, length=None):
+    """The largest weight of ``model`` moved to external data at ``location`` (the bytes are returned)."""
+    weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    data = weight.raw_data
+    weight.ClearField('raw_data')
+    weight.data_location = 1     # EXTERNAL
+    entry = weight.external_data.add()
+    entry.key, entry.value = 'location', location
+    if length is not None:
+        entry = weight.external_data.add()
+        entry.key, entry.value = 'length', str(length)
+    return data
+
+
+@pytest.mark.parametrize('where', ['absolute', 'dotdot', 'link', 'loop'])
+def test_external_weights_outside_the_model_s_folder_are_refused_unread(recurrent_onnx, tmp_path, where):
+    """Path traversal: a weight whose data 'lie' in /abs/secret, ../../secret or a link out of the folder. `vidseg
+    info` described such a file (exit 0) and onnxruntime refused it in a clipped C++ message."""
+    secret = tmp_path / 'secret.bin'
+    secret.write_bytes(bytes(4 << 20))
+    model_dir = tmp_path / 'models' / 'sub'
+    model_dir.mkdir(parents=True)
+    if where == 'link':
+        (model_dir / 'w.bin').symlink_to(secret)
+    if where == 'loop':
+        (model_dir / 'w.bin').symlink_to('x.bin')
+        (model_dir / 'x.bin').symlink_to('w.bin')
+    location = {'absolute': str(secret), 'dotdot': '../../secret.bin'}.get(where, 'w.bin')
+    path = _edited(recurrent_onnx, model_dir / 'm.onnx', graph=lambda m: _external(m, location))
+    for message in (_engine_error(path), _info_error(path)):
+        assert "outside the model's folder: not read" in message, message
+
+
+@pytest.mark.parametrize('case, says', [('missing', 'which is missing'), ('short', 'truncated'),
+                                        ('length', 'truncated or not its data'), ('fifo', 'not a regular file')])
+def test_external_weights_missing_or_short_are_one_line(recurrent_onnx, tmp_path, case, says):
+    """onnxruntime's refusal printed its own coloured ERROR log line beside ours, and ours was clipped in C++
+    source lines ('/onnxruntime_src/.../initializer.cc:79 onnxruntime::Initializer::Initializer(const ...')."""
+    holder = {}
+    path = _edited(recurrent_onnx, tmp_path / 'm.onnx', graph=lambda m: holder.setdefault(
+        'data', _external(m, 'w.bin', length=10 ** 12 if case == 'length' else None)))
+    if case in ('short', 'length'):
+        (tmp_path / 'w.bin').write_bytes(holder['data'][:len(holder['data']) // (2 if case == 'short' else 1)])
+    if case == 'fifo':
+        os.mkfifo(tmp_path / 'w.bin')
+    for message in (_engine_error(path), _info_error(path)):
+        assert says in message and 'onnxruntime_src' not in message, message
+
+
+def test_weights_beside_the_model_are_read_from_its_folder_not_the_working_directory(recurrent_onnx, tmp_path,
+                                                                                      monkeypatch):
+    """The NaN check read external data relative to the working directory: a model with its weights beside it
+    was refused ('should be stored in w.bin, but it is not regular file'), or a w.bin where the node was started
+    was read in their place (here: NaNs, so the model was refused as diverged)."""
+    import numpy as np
+    holder = {}
+    path = _edited(recurrent_onnx, tmp_path / 'models' / 'm.onnx',
+                   graph=lambda m: holder.setdefault('data', _external(m, 'w.bin')))
+    (path.parent / 'w.bin').write_bytes(holder['data'])
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    (elsewhere / 'w.bin').write_bytes(np.full(len(holder['data']) // 4, np.nan, np.float32).tobytes())
+    monkeypatch.chdir(elsewhere)
+    engine = StreamSegmenter.from_checkpoint(EngineConfig(model=str(path), device='cpu'))
+    assert engine.step(np.zeros((64, 64, 3), np.uint8), 0).class_ids.shape == (64, 64)
+
+
+def _state_inputs(model, keep: int):
+    """Only the first ``keep`` graph inputs of ``model`` kept (the others become zero-filled constants)."""
+    import onnx
+    from onnx import helper
+    for value in list(model.graph.input)[keep:]:
+        dims = [d.dim_value or 1 for d in value.type.tensor_type.shape.dim]
+        model.graph.node.insert(0, helper.make_node('ConstantOfShape', [value.name + '_shape'], [value.name]))
+        model.graph.initializer.append(helper.make_tensor(value.name + '_shape', onnx.TensorProto.INT64,
+                                                          [len(dims)], dims))
+        model.graph.input.remove(value)
+
+
+def _image_dims(model, **dims):
+    shape = model.graph.input[0].type.tensor_type.shape.dim
+    for index, value in dims.items():
+        shape[int(index[1:])].dim_value = value
+
+
+@pytest.mark.parametrize('meta, says', [
+    (lambda i: 'not json {', 'metadata is not valid JSON'),
+    (lambda i: '[' * 100000 + ']' * 100000, 'metadata is not valid JSON'),      # RecursionError: 'internal error'
+    (lambda i: dict(i, junk='x' * (17 << 20)), '(ours are a few kB): not loaded'),
+    (lambda i: dict(i, stride='8'), "vidseg_meta.stride is '8'"),
+    (lambda i: dict(i, stride=10 ** 9), 'vidseg_meta.stride is 1000000000'),    # per frame: allocation error
+    (lambda i: dict(i, state_layout='x'), 'vidseg_meta.state_layout'),           # 'not enough values to unpack'
+    (lambda i: dict(i, state_layout=[[4, 0]] * 3), 'vidseg_meta.state_layout'),  # per frame: ZeroDivisionError
+    (lambda i: dict(i, num_classes='2'), "vidseg_meta.num_classes is '2'"),
+], ids=['not-json', 'nested', 'huge', 'stride-str', 'stride-huge', 'layout-str', 'layout-zero', 'classes-str'])
+def test_exported_metadata_of_wrong_types_or_sizes_is_refused_at_load(recurrent_onnx, tmp_path, meta, says):
+    """Each loaded, or failed as another error than CheckpointError (vidseg info: 'internal error' for the nested
+    one, a message without the file's name for the others); some failed only on every frame the node was sent."""
+    path = _edited(recurrent_onnx, tmp_path / 'm.onnx', meta=meta)
+    for message in (_engine_error(path), _info_error(path)):
+        assert says in message and str(path) in message, message
+
+
+def _three_classes(info):
+    meta = dict(info['meta'], classes=['a', 'b', 'c'], palette=[[0, 0, 0]] * 3,
+                arch_config=dict(info['meta']['arch_config'], num_classes=3))
+    return dict(info, num_classes=3, meta=meta)
+
+
+@pytest.mark.parametrize('graph, meta, says', [
+    (None, _three_classes, "output 'logits' is float ['?', 2, '?', '?']; the engine uses float logits [1, 3"),
+    (None, lambda i: dict(i, state_layout=i['state_layout'] * 2), "metadata says 7 and 7"),
+    (lambda m: _state_inputs(m, 1), None, 'its graph has 1 input(s) and 4 output(s)'),
+    (lambda m: _image_dims(m, d1=1), None, "input 'image' is float ['?', 1, '?', '?']"),
+    (lambda m: _image_dims(m, d0=4), None, "input 'image' is float [4, 3, '?', '?']"),
+    (lambda m: _image_dims(m, d2=10 ** 9, d3=10 ** 9), None, "input 'image' is float ['?', 3, 1000000000"),
+], ids=['3-names-2-channels', 'more-states', 'fewer-inputs', '1-channel', 'batch-4', 'fixed-size'])
+def test_a_graph_at_odds_with_its_metadata_is_refused_at_load(recurrent_onnx, tmp_path, graph, meta, says):
+    """Loaded and served (3 class names for 2 logit channels; state tensors the graph does not take, dropped), or
+    failed on every frame ('Got invalid dimensions for input: image'); `vidseg info` described all (exit 0)."""
+    path = _edited(recurrent_onnx, tmp_path / 'm.onnx', graph=graph, meta=meta)
+    for message in (_engine_error(path), _info_error(path)):
+        assert says in message, message
+
+
+def test_onnxruntime_s_reason_is_kept_without_its_cpp_source_lines(recurrent_onnx, tmp_path):
+    """The 300 characters shown were '/onnxruntime_src/onnxruntime/core/graph/model.cc:256
+    onnxruntime::Model::Model(onnx::ModelProto&&, const ...' and never reached the reason."""
+    path = _edited(recurrent_onnx, tmp_path / 'm.onnx', graph=lambda m: setattr(m, 'ir_version', 99))
+    message = _engine_error(path)
+    assert 'Unsupported model IR version: 99' in message and 'onnxruntime_src' not in message, message

@@ -21,14 +21,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidseg_ros.engine.backends import (META_KEY, check_format, current_path, exported_meta_info, open_exported,
-                                        ort_session)
+from vidseg_ros.engine.backends import (MAX_META_BYTES, META_KEY, check_format, check_onnx_io, check_onnx_tensors,
+                                        current_path, exported_meta_info, onnx_model, open_exported, ort_session,
+                                        session_io)
 from vidseg_ros.models.checkpoint import CheckpointError
 from vidseg_ros.text import one_line
 
 # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16: the weights (integer initializers are shape constants)
 FLOAT_TYPES = (1, 10, 11, 16)
-MAX_META_BYTES = 16 << 20       # the metadata is a few kB; a larger extra file is not ours
 CURRENT = '.current.onnx'
 
 
@@ -40,6 +40,7 @@ class _Read:
     graphs: dict                # {graph or method: {'inputs': {name: shape}, 'outputs': {name: shape}}}
     parameters: int | None      # weight values stored; None: not counted
     notes: list[str]
+    io: tuple[list, list] | None = None   # ONNX: inputs, outputs in order as backends.check_onnx_io takes them
 
 
 def describe(path: Path) -> dict:
@@ -51,6 +52,9 @@ def describe(path: Path) -> dict:
     check_format(path)      # bytes of another format than the suffix, a truncated archive: one line
     read = _read_onnx(path) if path.suffix == '.onnx' else _read_torchscript(path)
     meta, stream = exported_meta_info(read.text, path)
+    if read.io:     # the engine's checks of the graph against its metadata (TorchScript methods declare no shapes)
+        check_onnx_io(path, stream, 'step' if stream.kind != 'keyframe' else 'current' if len(read.io[0]) > 1
+                      else 'key', *read.io)
     extra = json.loads(read.text)       # a mapping: exported_meta_info checked it
     traced = _ints(extra.get('traced_hw'))
     if traced is None or len(traced) != 2:
@@ -108,19 +112,18 @@ def _read_onnx(path: Path) -> _Read:
 
 
 def _read_onnx_graph(onnx, path: Path) -> _Read:
-    """Graph, weights and metadata by the onnx package (external weight files are not opened)."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf's DecodeError and others: the bytes are no ONNX model
-        raise CheckpointError(f'{path} is not a complete ONNX model (truncated or corrupt); re-copy or re-export '
-                              'it') from e
+    """Graph, weights and metadata by the onnx package (external weight files are not read: where they lie and
+    their sizes are checked, as the engine checks them)."""
+    model = onnx_model(path)    # CheckpointError when the bytes are no (complete) ONNX model
     graph = model.graph
+    check_onnx_tensors(graph, path)     # each weight's data are there: its count below is what it holds
     weights = {i.name for i in graph.initializer}
-    io = {'inputs': {i.name: _dims(i) for i in graph.input if i.name not in weights},
-          'outputs': {o.name: _dims(o) for o in graph.output}}
+    inputs = [(i.name, _dims(i), i.type.tensor_type.elem_type == 1) for i in graph.input if i.name not in weights]
+    outputs = [(o.name, _dims(o), o.type.tensor_type.elem_type == 1) for o in graph.output]
+    io = {'inputs': {n: s for n, s, _ in inputs}, 'outputs': {n: s for n, s, _ in outputs}}
     count = sum(math.prod(i.dims) for i in graph.initializer if i.data_type in FLOAT_TYPES)
     text = next((p.value for p in model.metadata_props if p.key == META_KEY), '{}')
-    return _Read(text, {_role(io): io}, int(count), [])
+    return _Read(text, {_role(io): io}, int(count), [], (inputs, outputs))
 
 
 def _dims(value_info) -> list:
@@ -132,11 +135,12 @@ def _dims(value_info) -> list:
 def _read_onnx_session(ort, path: Path) -> _Read:
     """Inputs, outputs and metadata by an onnxruntime session (built, not run); weights not counted."""
     sess = ort_session(ort, path, ['CPUExecutionProvider'])
-    io = {'inputs': {i.name: list(i.shape) for i in sess.get_inputs()},
-          'outputs': {o.name: list(o.shape) for o in sess.get_outputs()}}
+    inputs, outputs = session_io(sess)
+    io = {'inputs': {n: s for n, s, _ in inputs}, 'outputs': {n: s for n, s, _ in outputs}}
     text = sess.get_modelmeta().custom_metadata_map.get(META_KEY, '{}')
     return _Read(text, {_role(io): io}, None,
-                 ['parameters not counted: onnxruntime does not list the weights; pip install onnx to count them'])
+                 ['parameters not counted: onnxruntime does not list the weights; pip install onnx to count them'],
+                 (inputs, outputs))
 
 
 def _role(io: dict) -> str:
