@@ -147,10 +147,19 @@ def _regular(path: Path, topics, start_ns, stop_ns, warnings: list[str], found: 
     # listed before the regular reader reads metadata.yaml: a split the recorder closes meanwhile is then read by
     # both (its messages kept once: ``seen``); listed after, it was read by neither
     files = unlisted_files(path)
+    expected: dict[str, int] = {}
+    got: dict[str, int] = {}
     try:
-        for msg in _read_any(path, topics, start_ns, stop_ns, found):
+        for msg in _read_any(path, topics, start_ns, stop_ns, found, expected):
             seen.add((msg.topic, msg.log_time_ns))
+            got[msg.topic] = got.get(msg.topic, 0) + 1
             yield msg
+        short = {t: n for t, n in expected.items() if got.get(t, 0) < n and start_ns is None and stop_ns is None}
+        if short:   # rosbags gives nothing of a connection whose QoS text in metadata.yaml differs from its storage's
+            _warn(warnings, f'{clip(path)}: the regular reader gave fewer messages than the bag lists ('
+                            f'{clip(", ".join(f"{t}: {got.get(t, 0)} of {n}" for t, n in short.items()))}); reading '
+                            'its files record by record for the rest')
+            return bag_files(path)
         if files:
             _warn(warnings, f'{clip(path)}: {clip(", ".join(f.name for f in files))} not listed in its metadata.yaml '
                             '(a split still being recorded, or left by a recorder that was killed): read record by '
@@ -242,7 +251,11 @@ def _warn(warnings: list[str], text: str) -> None:
     log.warning(text)
 
 
-def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> Iterator[RawMessage]:
+def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str],
+              expected: dict[str, int] | None = None) -> Iterator[RawMessage]:
+    """The regular reader's messages; ``expected`` is filled with the message count the bag lists for each
+    selected topic (its metadata.yaml, index or statistics)."""
+    expected = expected if expected is not None else {}
     if path.is_file() and has_suffix(path, ('.mcap',)) and mcap_profile(path) not in (None, 'ros2'):
         for topic, msgtype, t, data, fmt in read_plain_mcap(path, topics, start_ns, stop_ns, found):
             yield RawMessage(str(path), topic, msgtype, t, data, fmt)    # rosbags reads only the ros2 profile
@@ -250,6 +263,8 @@ def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str]) -> I
     with _any_reader(path) as reader:
         found.update({bag_name(c.topic): c.msgtype for c in reader.connections})
         conns = [c for c in reader.connections if not topics or bag_name(c.topic) in topics]
+        for c in conns:
+            expected[bag_name(c.topic)] = expected.get(bag_name(c.topic), 0) + (c.msgcount or 0)
         if not conns:       # an empty selection means "all" to AnyReader
             log.debug('%s: none of the topics %s', path, topics)   # the caller says what it missed
             return
