@@ -323,3 +323,13 @@ def test_onnxruntime_s_reason_is_kept_without_its_cpp_source_lines(recurrent_onn
     path = _edited(recurrent_onnx, tmp_path / 'm.onnx', graph=lambda m: setattr(m, 'ir_version', 99))
     message = _engine_error(path)
     assert 'Unsupported model IR version: 99' in message and 'onnxruntime_src' not in message, message
+
+
+# ---- the path and its suffix ------------------------------------------------------------------------------
+def test_a_checkpoint_named_ts_is_named_as_one(saved, tmp_path):
+    """torch.jit.load said 'PytorchStreamReader failed locating file constants.pkl: file not found. This is an
+    internal miniz error. If you are seeing this error, there is a high likelihood that your ...' (clipped)."""
+    path = tmp_path / 'model.ts'
+    path.write_bytes(saved.read_bytes())
+    for message in (_engine_error(path), _info_error(path)):
+        assert 'is a torch checkpoint (torch.save), not a TorchScript export: name it model.pt' in message, message

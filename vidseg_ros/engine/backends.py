@@ -578,6 +578,21 @@ def check_format(path: Path) -> None:
         hint = (f'; it looks like an ONNX model: name it {path.stem}.onnx' if kind == 'onnx'
                 else ': truncated or corrupt; re-copy or re-export it')
         raise CheckpointError(f'{path} is not a (complete) TorchScript archive{hint}')
+    if path.suffix == '.ts' and not _has_code(path):
+        # torch.jit.load said 'PytorchStreamReader failed locating file constants.pkl: file not found. This is an
+        # internal miniz error. If you are seeing this error, there is a high likelihood that your ...'
+        raise CheckpointError(f'{path} is a torch checkpoint (torch.save), not a TorchScript export: name it '
+                              f'{path.stem}.pt (the suffix says how a model file is loaded)')
+
+
+def _has_code(path: Path) -> bool:
+    """Whether a zip archive holds TorchScript code (``<archive>/code/`` or ``constants.pkl``), which a
+    checkpoint written by torch.save does not; True where the archive cannot be listed (the loader says why)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any('/code/' in n or n.endswith('/constants.pkl') for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return True
 
 
 def sniff_format(path: Path) -> str:
