@@ -1,6 +1,7 @@
 """Training settings: one dataclass, one YAML file per run, stored resolved in every checkpoint."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict | None = N
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks that a type check cannot do; raise ConfigError saying how to fix it."""
     _check_name(cfg.name)
+    _check_numbers(cfg)
     if len(cfg.input_hw) != 2 or any(v <= 0 or v % 32 for v in cfg.input_hw):
         fix = [max(32, round(v / 32) * 32) for v in cfg.input_hw[:2]]
         raise ConfigError(f'input_hw: {cfg.input_hw} must be two multiples of 32, e.g. {fix}')
@@ -160,6 +162,28 @@ def validate(cfg: TrainConfig) -> None:
     if not (0 < cfg.lr_final_ratio <= 1 if exp else 0 <= cfg.lr_final_ratio <= 1):
         raise ConfigError(f'lr_final_ratio: {cfg.lr_final_ratio} must be in {"(0, 1]" if exp else "[0, 1]"} '
                           f'for lr_policy: {cfg.lr_policy} (the final learning rate as a fraction of lr)')
+
+
+# Number settings and the values that make sense (inclusive): outside them a run stopped with torch's words
+# ('Invalid weight_decay value: -1.0'), or augmented frames into noise (jitter 5: brightness factors down to -4).
+_NUMBER_RANGES = {'weight_decay': (0.0, math.inf), 'jitter': (0.0, 1.0), 'hue_jitter': (0.0, 0.5),
+                  'blur_prob': (0.0, 1.0), 'noise_std': (0.0, 255.0), 'feature_weight': (0.0, math.inf)}
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    """Every float setting finite (lr .inf diverged at step 2, scale_range [1, .inf] was an OverflowError), lr not
+    negative (0 is taken: the weights stay, only BatchNorm statistics follow the data; the loop says so), and the
+    settings of ``_NUMBER_RANGES`` within theirs."""
+    docs = {f.name: f.metadata['doc'] for f in fields(cfg)}
+    for key, value in ((f.name, getattr(cfg, f.name)) for f in fields(cfg)):
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f'{key}: {value} must be finite ({docs[key]})')
+    if cfg.lr < 0:
+        raise ConfigError(f'lr: {cfg.lr} must be 0 or more (the peak learning rate, e.g. 1e-3)')
+    for key, (low, high) in _NUMBER_RANGES.items():
+        if not low <= getattr(cfg, key) <= high:
+            upper = f'..{high:g}' if math.isfinite(high) else ' or more'
+            raise ConfigError(f'{key}: {getattr(cfg, key)} must be {low:g}{upper} ({docs[key]})')
 
 
 def check_class_count(count: int, where: str) -> None:

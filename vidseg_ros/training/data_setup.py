@@ -116,6 +116,11 @@ def resolve_classes(cfg: TrainConfig, info: dict | None = None) -> TrainConfig:
     elif data_ignore is not None and ignore != data_ignore:
         raise ConfigError(f'ignore_index: {ignore}, but {where} marks unlabelled pixels with {data_ignore}; '
                           f'set ignore_index: {data_ignore} (or -1 = from the data)')
+    if ignore < num:    # 256 classes and ignore 255: class 255 had an output channel that nothing ever trained
+        name = f' {names[ignore]!r}' if names and ignore < len(names) else ''
+        log.warning('ignore_index %d is also class %d%s of the %d: its pixels are left out of the loss and the '
+                    'scores, so the model never learns it; give unlabelled pixels an id above the classes (e.g. '
+                    '255 with at most 255 classes)', ignore, ignore, clip(name, 80), num)
     return replace(cfg, num_classes=num, ignore_index=ignore)
 
 

@@ -30,6 +30,7 @@ from vidseg_ros.data.datasets.lock import LockHeld, first_missing, lock_file
 from vidseg_ros.engine.backends import resolve_device
 
 from . import data_setup
+from .class_presence import check_classes_present, class_pixels, summed_over_ranks
 from .config import TrainConfig, config_dict, validate
 from .ema import EMA
 from .metrics import ConfusionMatrix
@@ -197,6 +198,9 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
         ema.load(run_dir / 'last.pt')
     scored = ema.module if ema else model       # the weights that are validated and saved
     total = per_epoch * cfg.epochs
+    if cfg.lr == 0:
+        log.warning('lr 0: the weights will not change; only BatchNorm statistics follow the training data')
+    first_epoch = state['epoch']     # this process's first: what the labels hold is checked after it
     for epoch in range(state['epoch'], cfg.epochs):
         loader = _loader(cfg, train_set, epoch, world, rank)
         clips = _endless(lambda e=epoch: _loader(cfg, clip_set, e, world, rank)) if clip_set is not None else None
@@ -204,6 +208,7 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
         for module in frozen:      # fixed layers keep their BatchNorm statistics (and dropout off)
             module.eval()
         t0, seen, losses, labelled = time.perf_counter(), 0, [], 0
+        class_px = np.zeros(cfg.num_classes, np.int64)
         for i, raw in enumerate(loader):
             if i >= per_epoch:
                 break
@@ -211,6 +216,8 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
             for g in optimizer.param_groups:
                 g['lr'] = lr
             labelled += _labelled_pixels(raw, cfg.ignore_index)
+            if epoch == first_epoch:
+                class_px += class_pixels(raw, cfg.ignore_index, cfg.num_classes)
             clip_batch = Batch.from_dict(next(clips), device) if clips is not None else None
             parts = _step(runner, Batch.from_dict(raw, device), optimizer, clip_batch, cfg, run_dir, state)
             state['step'] += 1
@@ -230,6 +237,9 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
                               f'ignore_index {cfg.ignore_index}): there is nothing to learn from, and the model would '
                               'be written as trained at loss 0; label frames (vidseg label-import, propagate) or check '
                               f'ignore_index; {_kept(run_dir, state)}')
+        if epoch == first_epoch and per_epoch:
+            check_classes_present(summed_over_ranks(class_px, device, world), train_set, info.get('names'),
+                                  cfg.ignore_index)
         check_weights_finite([model] + ([ema.module] if ema else []), epoch, cfg, run_dir, state, device, world)
         record = {'epoch': epoch + 1, 'step': state['step'], 'loss': float(np.mean(losses)),
                   'seconds': time.perf_counter() - t0}
