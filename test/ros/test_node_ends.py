@@ -115,3 +115,33 @@ def test_a_worker_stuck_on_a_frame_delays_the_exit_2_s_not_10(stuck_node, probe,
     probe.wait_for(lambda: (st := last_by_camera(arrays, '/vidseg_segmenter: ').get('image')) is not None
                    and st.level == STALE, 10, 'the STALE status sent before the exit')
     assert last_by_camera(arrays, '/vidseg_segmenter: ')['image'].message == 'inactive: node stopped'
+
+
+def configure_async(probe, node_name: str = '/vidseg_segmenter'):
+    """Ask ``node_name`` to configure (lifecycle_msgs ChangeState), without waiting for the answer."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    client = probe.node.create_client(ChangeState, f'{node_name}/change_state')
+    assert client.wait_for_service(timeout_sec=30), f'{node_name} offers no change_state'
+    return client.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
+
+
+@pytest.mark.parametrize('which,sig', [('segment_node', signal.SIGINT), ('segment_lifecycle_node', signal.SIGTERM)],
+                         ids=['segment_node-sigint', 'lifecycle_configure-sigterm'])
+def test_a_signal_during_a_long_model_load_ends_the_node_at_once(stuck_node, probe, monkeypatch, which, sig):
+    """The load ran in the main thread (start-up, configure), which saw the signal only after it: a 42 s
+    torch.compile warm-up held Ctrl-C 42 s, and ros2 launch logged 'failed to terminate', escalated to SIGTERM
+    (ignored) and killed the node at 10 s. Now the wait for the load is interrupted: exit 0 at once, one line."""
+    monkeypatch.setenv('VIDSEG_STUCK_LOAD', '60')
+    node = stuck_node(which)
+    if which == 'segment_lifecycle_node':
+        answer = configure_async(probe)
+    probe.wait_for(lambda: 'loading for 60' in node.log(), 60, 'the model load to start', node)
+    took = exit_time(node, sig)
+    log = node.log()
+    assert node.proc.returncode == 0 and took < 4.0, f'{took:.1f} s, status {node.proc.returncode}:\n{log[-3000:]}'
+    assert "stopping while loading model 'untrained:keyframe_fpn': not waiting for the load" in log, log[-3000:]
+    assert 'Traceback' not in log and 'serving camera' not in log, log[-3000:]
+    if which == 'segment_lifecycle_node':   # the transition was answered (failed), not left hanging
+        probe.wait_for(lambda: answer.done(), 10, 'the answer to configure')
+        assert not answer.result().success

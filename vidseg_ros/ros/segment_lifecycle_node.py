@@ -14,7 +14,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from vidseg_ros.data.images import clip
 from vidseg_ros.ros.segment_node import SegmentNodeCore
-from vidseg_ros.ros.spin import run
+from vidseg_ros.ros.spin import Interrupted, run
 
 
 class SegmentLifecycleNode(LifecycleNode):
@@ -27,6 +27,8 @@ class SegmentLifecycleNode(LifecycleNode):
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
             self.core.load()
+        except Interrupted:   # a stop signal: the spin loop ends next, the load is left to its thread
+            return TransitionCallbackReturn.FAILURE
         except Exception as e:  # noqa: BLE001 - report the failed transition, stay unconfigured
             self.get_logger().error(f'configure failed: {clip(e)}')
             return TransitionCallbackReturn.FAILURE
@@ -38,6 +40,9 @@ class SegmentLifecycleNode(LifecycleNode):
         try:
             if not self.core.start():   # the last activation's worker is still on a frame (logged)
                 return TransitionCallbackReturn.FAILURE
+        except Interrupted:   # a stop signal during the load of a model set while inactive: exiting next
+            self.core.stop(exiting=True)
+            return TransitionCallbackReturn.FAILURE
         except Exception as e:  # noqa: BLE001 - report the failed transition, stay inactive
             self.get_logger().error(f'activate failed: {clip(e)}')
             self.core.stop()
@@ -62,8 +67,9 @@ class SegmentLifecycleNode(LifecycleNode):
         return super().destroy_node()
 
     def abandoned(self) -> bool:
-        """The worker was left on its frame at exit (``spin.run`` then ends the process without waiting on it)."""
-        return self.core.abandoned
+        """The worker was left on its frame, or a model load, at exit (``spin.run`` then ends the process without
+        waiting on it)."""
+        return self.core.left_running()
 
 
 def main(args=None) -> int:

@@ -40,7 +40,7 @@ from vidseg_ros.ros.camera_stream import CameraStream
 from vidseg_ros.ros.guards import check_device_for_model, check_model_spec
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
-from vidseg_ros.ros.spin import WorkerDied, run
+from vidseg_ros.ros.spin import Interrupted, WorkerDied, interruptible, run
 from vidseg_ros.text import SHORT_TEXT, clip, short
 
 # Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.
@@ -85,6 +85,7 @@ class SegmentNodeCore:
         self._busy: tuple[float, str, CameraStream] | None = None
         self._loading: tuple[float, str] | None = None   # (monotonic start, model) of a load in the worker
         self.abandoned = False       # destroy_node left the worker on its frame (EXIT_WAIT_S): spin.run exits hard
+        self.loader: threading.Thread | None = None   # a model load a stop signal interrupted the wait for
         self._rr = 0
         self.engine = None
         self.table: ClassTable | None = None
@@ -157,6 +158,10 @@ class SegmentNodeCore:
         self.streams = []
         return not left
 
+    def left_running(self) -> bool:
+        """A thread of ours still runs after destroy: the worker left on its frame, or an interrupted model load."""
+        return self.abandoned or (self.loader is not None and self.loader.is_alive())
+
     def worker_doing(self) -> str:
         """What the worker is on, for logs: "on a frame of camera 'x' (engine step) for 3 s", "loading model m
         for 3 s" or "between frames"."""
@@ -182,13 +187,23 @@ class SegmentNodeCore:
 
     # ---- configuration -------------------------------------------------------------------------
     def _build(self, engine_cfg: EngineConfig, cfg: SegmentNodeConfig):
-        """(engine, class table) for these settings, warmed up (raises with a clear message on failure)."""
-        engine = load_engine(engine_cfg)
-        self._check_classes(cfg, engine)
-        table = self._class_table(cfg, engine)
-        if all(engine.net_hw):
-            engine.warmup()   # the first camera frame should not pay for allocation/kernel choice
-        return engine, table
+        """(engine, class table) for these settings, warmed up (raises with a clear message on failure). In the
+        main thread (start-up, configure, activate) a SIGINT/SIGTERM interrupts the wait for it (``interruptible``:
+        Interrupted, after one log line; the load is left to its thread)."""
+        def build():
+            engine = load_engine(engine_cfg)
+            self._check_classes(cfg, engine)
+            table = self._class_table(cfg, engine)
+            if all(engine.net_hw):
+                engine.warmup()   # the first camera frame should not pay for allocation/kernel choice
+            return engine, table
+        try:
+            return interruptible(build, 'vidseg_model_load')
+        except Interrupted as e:
+            self.loader = e.thread
+            self.node.get_logger().warning(f'stopping while loading model {short(engine_cfg.model or "(default)")}: '
+                                           f'not waiting for the load')
+            raise
 
     def _announce(self) -> None:
         """Latch the class table and log the model now serving."""
@@ -423,7 +438,10 @@ class SegmentNode(Node):
     def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
         super().__init__(node_name, **kwargs)
         self.core = SegmentNodeCore(self)
-        self.core.load()
+        try:
+            self.core.load()
+        except Interrupted:   # stopped while loading: constructed, not serving; the spin loop ends at once
+            return
         self.core.start()
 
     def destroy_node(self):
@@ -431,8 +449,9 @@ class SegmentNode(Node):
         return super().destroy_node()
 
     def abandoned(self) -> bool:
-        """The worker was left on its frame at exit (``spin.run`` then ends the process without waiting on it)."""
-        return self.core.abandoned
+        """The worker was left on its frame, or a model load, at exit (``spin.run`` then ends the process without
+        waiting on it)."""
+        return self.core.left_running()
 
 
 def main(args=None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import traceback
 
 import rclpy
@@ -46,6 +47,45 @@ def stop_on_signals() -> StopRequest:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
     return stop
+
+
+class Interrupted(BaseException):
+    """A SIGINT/SIGTERM came before or while the main thread waited for ``interruptible`` work (raised there).
+    Not an Exception: no handler for failed work takes it. ``thread`` still runs the work, abandoned (None: the
+    signal came first, the work never started)."""
+
+    def __init__(self, thread: threading.Thread | None):
+        super().__init__(thread.name if thread is not None else 'not started')
+        self.thread = thread
+
+
+def interruptible(work, name: str):
+    """``work()``'s result, run in a thread (``name``) while the main thread waits for it or for a stop signal,
+    which raises Interrupted: the node then answers what it was doing (a failed transition) and the spin loop
+    stops as usual, the work left running (the node's ``abandoned()``). A model load in the main thread held
+    the stop until it ended: torch.compile's warm-up took 42 s, and ros2 launch escalates to SIGTERM after 5 s,
+    SIGKILL after 10. In other threads, or without spin.run's handler (a node in a test), ``work()`` itself."""
+    stop = signal.getsignal(signal.SIGINT)
+    if not isinstance(stop, StopRequest) or threading.current_thread() is not threading.main_thread():
+        return work()
+    if stop.requested:
+        raise Interrupted(None)
+    outcome = {}
+
+    def target() -> None:
+        try:
+            outcome['value'] = work()
+        except BaseException as e:  # noqa: BLE001 - raised again in the waiting thread
+            outcome['error'] = e
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        if stop.requested:
+            raise Interrupted(thread)
+        thread.join(0.05)   # the handler runs during the wait (Python retries the lock after it)
+    if 'error' in outcome:
+        raise outcome['error']
+    return outcome['value']
 
 
 def start_ros(name: str, args=None):
