@@ -333,3 +333,35 @@ def test_a_checkpoint_named_ts_is_named_as_one(saved, tmp_path):
     path.write_bytes(saved.read_bytes())
     for message in (_engine_error(path), _info_error(path)):
         assert 'is a torch checkpoint (torch.save), not a TorchScript export: name it model.pt' in message, message
+
+
+class _OnlyKey(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+    @torch.jit.export
+    def forward_key(self, x):
+        return x[:, :2], x
+
+
+class _BareTensors(_OnlyKey):
+    @torch.jit.export
+    def forward_key(self, x):
+        return x[:, :2]
+
+    @torch.jit.export
+    def forward_current(self, x):
+        return x[:, :2]
+
+
+@pytest.mark.parametrize('module, says', [(_OnlyKey, 'has no forward_current method'),
+                                          (_BareTensors, 'its forward_key takes 1 and returns 1 tensor(s)')])
+def test_a_torchscript_file_whose_methods_do_not_fit_its_kind_is_refused_at_load(exported, tmp_path, module, says):
+    """A missing method was torch's AttributeError; a forward_current of the wrong arity loaded and failed on every
+    frame ('expected at most 2 argument(s) but received 4'), a bare tensor as "axes don't match array"."""
+    with zipfile.ZipFile(exported) as z:
+        meta = next(z.read(n) for n in z.namelist() if n.endswith('/extra/vidseg_meta.json'))
+    path = tmp_path / 'odd.ts'
+    torch.jit.save(torch.jit.script(module()), str(path), _extra_files={'vidseg_meta.json': meta})
+    for message in (_engine_error(path), _info_error(path)):
+        assert says in message, message

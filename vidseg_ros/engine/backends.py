@@ -250,6 +250,7 @@ class TorchScriptRunner(TorchRunner):
         check_finite(module.state_dict(), str(path))    # exported before export refused such weights
         self.device, self.precision, self.channels_last = dev, precision, channels_last
         self._dtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
+        _check_methods(module, self.info, path)
         self.model = module.eval()
         if self.kind == 'keyframe':
             self._key, self._current = module.forward_key, module.forward_current
@@ -261,6 +262,34 @@ class TorchScriptRunner(TorchRunner):
 
     def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return _zero_state(self.info.state_layout, x, self.device, torch.float32)
+
+
+def _check_methods(module, stream: StreamInfo, path) -> None:
+    """CheckpointError unless a TorchScript module has the methods its metadata's kind is run through, each
+    taking and returning as many tensors as the engine passes and reads. A forward_step(x) in a file saying
+    'recurrent' loaded and then failed on every frame ('expected at most 2 argument(s) but received 5'), one
+    returning a bare tensor as "axes don't match array"; the methods' declared types cannot run any code."""
+    def count(name: str) -> tuple[int, int]:
+        method = getattr(module, name, None)
+        if method is None:
+            raise CheckpointError(f'{path} has no {name} method: it is no TorchScript export of a {stream.kind} '
+                                  'model (its metadata says so); export the model again')
+        schema = method.schema
+        out = schema.returns[0].type if len(schema.returns) == 1 else None
+        outs = len(out.elements()) if isinstance(out, torch.TupleType) else len(schema.returns)
+        return len(schema.arguments) - 1, outs     # - self
+    if stream.kind == 'keyframe':
+        key, current = count('forward_key'), count('forward_current')
+        cache = stream.cache_tensors or key[1] - 1      # not recorded by earlier exports
+        found, want = {'forward_key': key, 'forward_current': current}, {'forward_key': (1, 1 + cache),
+                                                                          'forward_current': (1 + cache, 1)}
+    else:
+        state = len(stream.state_layout)
+        found, want = {'forward_step': count('forward_step')}, {'forward_step': (1 + state, 1 + state)}
+    for name, (ins, outs) in want.items():
+        if found[name] != (ins, outs):
+            raise CheckpointError(f'{path}: its {name} takes {found[name][0]} and returns {found[name][1]} tensor(s); '
+                                  f'its {stream.kind} metadata says {ins} and {outs}; export the model again')
 
 
 def exported_meta_info(text: str, path) -> tuple[dict, StreamInfo]:
