@@ -268,3 +268,18 @@ def test_a_bag_whose_storage_disagrees_with_its_metadata_loses_no_message(tmp_pa
     res = extract([bag], tmp_path / 'out')
     assert res.written == 8 and frames_of(tmp_path / 'out') == list(range(8))
     assert any('fewer messages than the bag lists (/cam/image: 0 of 8)' in w for w in res.warnings), res.warnings
+
+
+def test_the_rows_of_many_bags_are_found_once_not_bags_times_rows(tmp_path, monkeypatch):
+    # each bag looked for its rows among all the dataset's, resolving every row's bag path anew: 800 bags of 3
+    # frames spent 60 s in realpath (extract: 12.5 s of CPU, 19 s re-run; now 5.7 and 5.5), growing as bags x rows
+    from support.bags import mono8_bag
+    from vidseg_ros.data.datasets import extract as extract_module
+    bags = [mono8_bag(tmp_path / f'b{k:02d}', ['/cam/image'], frames=2) for k in range(30)]
+    assert extract(bags, tmp_path / 'out').written == 60
+    calls = []
+    real = extract_module._bag_key
+    monkeypatch.setattr(extract_module, '_bag_key', lambda bag: calls.append(bag) or real(bag))
+    again = extract(bags, tmp_path / 'out')
+    assert again.skipped_existing == 60 and again.written == 0
+    assert len(calls) <= 5 * len(bags), len(calls)       # a few per bag (there were 1980 here)
