@@ -365,3 +365,20 @@ def test_a_torchscript_file_whose_methods_do_not_fit_its_kind_is_refused_at_load
     torch.jit.save(torch.jit.script(module()), str(path), _extra_files={'vidseg_meta.json': meta})
     for message in (_engine_error(path), _info_error(path)):
         assert says in message, message
+
+
+@pytest.mark.parametrize('which', ['pt', 'ts', 'onnx'])
+def test_a_model_file_this_process_may_not_read_says_so(saved, exported, recurrent_onnx, monkeypatch, which):
+    """A .pt was 'not a torch checkpoint or is corrupt ([Errno 13] Permission denied...)'; a .ts or .onnx raised a
+    bare PermissionError (no CheckpointError). open() is made to refuse: these tests run as root too."""
+    import builtins
+    path = {'pt': saved, 'ts': exported, 'onnx': recurrent_onnx}[which]
+    real_open = builtins.open
+
+    def refusing(file, *args, **kw):
+        if str(file) == str(path):
+            raise PermissionError(13, 'Permission denied', str(file))
+        return real_open(file, *args, **kw)
+    monkeypatch.setattr(builtins, 'open', refusing)
+    for message in (_engine_error(path), _info_error(path)):
+        assert message.endswith(f'cannot read {path}: Permission denied'), message

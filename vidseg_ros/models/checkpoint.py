@@ -220,6 +220,17 @@ def _plain(value):
     return value
 
 
+def check_readable(path: str | Path) -> None:
+    """CheckpointError 'cannot read X: Permission denied' for a model file this process may not read: torch.load
+    called it 'not a torch checkpoint or is corrupt', onnxruntime's and the format sniffing's PermissionError was
+    no CheckpointError at all."""
+    try:
+        with open(path, 'rb'):
+            pass
+    except OSError as e:
+        raise CheckpointError(f'cannot read {path}: {e.strerror or e}') from None
+
+
 def check_archive(path: str | Path) -> None:
     """CheckpointError when the zip archive ``path`` (a checkpoint, a TorchScript export) declares records that
     expand to more than its size on disk allows. torch.save and torch.jit.save store records uncompressed, but
@@ -244,6 +255,7 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu'):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint not found: {path}')
+    check_readable(path)
     check_archive(path)
     try:
         with warnings.catch_warnings():   # torch's advice to call torch.jit.load: the error below says what to do

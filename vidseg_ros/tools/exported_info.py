@@ -24,7 +24,7 @@ from pathlib import Path
 from vidseg_ros.engine.backends import (MAX_META_BYTES, META_KEY, check_format, check_onnx_io, check_onnx_tensors,
                                         current_path, exported_meta_info, onnx_model, open_exported, ort_session,
                                         session_io)
-from vidseg_ros.models.checkpoint import CheckpointError
+from vidseg_ros.models.checkpoint import CheckpointError, check_readable
 from vidseg_ros.text import one_line
 
 # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16: the weights (integer initializers are shape constants)
@@ -49,6 +49,7 @@ def describe(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'model file not found: {path}')
+    check_readable(path)
     check_format(path)      # bytes of another format than the suffix, a truncated archive: one line
     read = _read_onnx(path) if path.suffix == '.onnx' else _read_torchscript(path)
     meta, stream = exported_meta_info(read.text, path)
