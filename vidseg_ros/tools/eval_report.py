@@ -61,7 +61,8 @@ def _write_plots(report: dict, out_dir: Path, plt) -> list[Path]:
     ax.set_ylabel('mIoU [%]')
     ax.set_title(Path(report['model']).name)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:    # none when no pixel was scored: matplotlib warned 'No artists ...'
+        ax.legend()
     paths.append(_save(fig, out_dir / 'accuracy_latency.png'))
     first = runs[min(runs, key=int)]
     names = report['classes']

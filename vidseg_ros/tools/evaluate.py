@@ -34,7 +34,7 @@ import numpy as np
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.datasets.layouts import FrameSource, open_source
 from vidseg_ros.text import clip
-from vidseg_ros.training.metrics import (ConfusionMatrix, j_and_f, optical_flow, temporal_consistency,
+from vidseg_ros.training.metrics import (ConfusionMatrix, j_and_f, json_ready, optical_flow, temporal_consistency,
                                          video_consistency)
 
 log = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ def score_run(runs: list[dict], flows: list[list[np.ndarray | None]] | None, num
             vc16.append(float(np.mean(w16)) if w16 else math.nan)
         pairs = [(g, p) for g, p in zip(run['gt'], run['pred']) if g is not None]
         if binary and pairs:
-            jf.append(j_and_f([g for g, _ in pairs], [p for _, p in pairs]))
+            jf.append(j_and_f([g for g, _ in pairs], [p for _, p in pairs], ignore_index=ignore))
     ms_all = key_ms + cur_ms
     resets = Counter(r for run in runs for r in run.get('resets', []) if r not in ('', 'new sequence', 'clip'))
     out = {'latency_ms': _nanmean(ms_all), 'latency_key_ms': _nanmean(key_ms),
@@ -311,6 +311,7 @@ def score_run(runs: list[dict], flows: list[list[np.ndarray | None]] | None, num
             out.update({'mVC8_windows': n_vc8, 'mVC16_windows': n_vc16})
             out.update({k: _nanmean(v) for k, v, n in (('mVC8', vc8, n_vc8), ('mVC16', vc16, n_vc16)) if n})
         out['mIoU'] = out['all']['mIoU']
+        jf = [x for x in jf if x['frames']]       # a sequence of nothing but void has no J&F
         if binary and jf:
             out['J'] = float(np.mean([x['J'] for x in jf]))
             out['F'] = float(np.mean([x['F'] for x in jf]))
@@ -464,7 +465,10 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
               'label_ids_beyond_classes': ev.label_ids_beyond,
               'timing': timing,
               'seconds': time.perf_counter() - t0}
-    (out_dir / 'metrics.json').write_text(json.dumps(report, indent=1, default=_json_default))
+    # strict JSON: an undefined score (k=1 has no current frames, a split without a scored pixel) is null; a bare
+    # NaN, as json.dumps writes it, is refused by JSON readers other than Python's (jq, JavaScript)
+    (out_dir / 'metrics.json').write_text(json.dumps(json_ready(report), indent=1, default=_json_default,
+                                                     allow_nan=False))
     plots = write_plots(report, out_dir)
     report['plots'] = [str(p) for p in plots]
     if write_card or card:
@@ -488,5 +492,5 @@ def new_run_dir(parent: str | Path, name: str) -> Path:
 
 def _json_default(v):
     if isinstance(v, (np.floating, np.integer)):
-        return v.item()
+        return json_ready(v.item())
     raise TypeError(f'not JSON serialisable: {type(v).__name__}')

@@ -94,13 +94,16 @@ def json_ready(value):
 
 
 # --------------------------------------------------------------------------- DAVIS J and F
-def db_eval_iou(gt: np.ndarray, pred: np.ndarray) -> float:
-    """J: region IoU of two binary masks; 1 when both are empty (the DAVIS convention)."""
+def db_eval_iou(gt: np.ndarray, pred: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """J: region IoU of two binary masks over the ``valid`` pixels (all when None); 1 when both are empty there
+    (the DAVIS convention)."""
     gt, pred = gt.astype(bool), pred.astype(bool)
-    union = np.logical_or(gt, pred).sum()
-    if union == 0:
+    inter, union = np.logical_and(gt, pred), np.logical_or(gt, pred)
+    if valid is not None:
+        inter, union = inter & valid, union & valid
+    if union.sum() == 0:
         return 1.0
-    return float(np.logical_and(gt, pred).sum() / union)
+    return float(inter.sum() / union.sum())
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
@@ -116,17 +119,24 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     return edge & inner
 
 
-def db_eval_boundary(gt: np.ndarray, pred: np.ndarray, bound_th: float = 0.008) -> float:
+def db_eval_boundary(gt: np.ndarray, pred: np.ndarray, bound_th: float = 0.008,
+                     valid: np.ndarray | None = None) -> float:
     """F: DAVIS contour accuracy between two binary masks.
 
     Args:
         gt: (H, W) ground-truth mask.
         pred: (H, W) predicted mask.
         bound_th: tolerance; < 1 means a fraction of the image diagonal, >= 1 pixels.
+        valid: (H, W) bool, the labelled pixels (None = all): the ground truth takes the prediction's value
+            elsewhere (no contour of its own there), and contour pixels outside count for neither.
     """
     h, w = gt.shape
     radius = bound_th if bound_th >= 1 else math.ceil(bound_th * math.hypot(h, w))
+    if valid is not None:
+        gt = np.where(valid, gt, pred)
     gt_b, pred_b = boundary_map(gt), boundary_map(pred)
+    if valid is not None:
+        gt_b, pred_b = gt_b & valid, pred_b & valid
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(radius) + 1, 2 * int(radius) + 1))
     gt_dil = cv2.dilate(gt_b.astype(np.uint8), disk).astype(bool)
     pred_dil = cv2.dilate(pred_b.astype(np.uint8), disk).astype(bool)
@@ -142,17 +152,39 @@ def db_eval_boundary(gt: np.ndarray, pred: np.ndarray, bound_th: float = 0.008) 
     return float(2 * precision * recall / (precision + recall))
 
 
-def j_and_f(gts: list[np.ndarray], preds: list[np.ndarray], bound_th: float = 0.008) -> dict:
-    """Mean J, F and J&F over a sequence of binary masks (nonzero = foreground)."""
-    js = [db_eval_iou(g > 0, p > 0) for g, p in zip(gts, preds)]
-    fs = [db_eval_boundary(g > 0, p > 0, bound_th) for g, p in zip(gts, preds)]
-    j, f = float(np.mean(js)), float(np.mean(fs))
+def j_and_f(gts: list[np.ndarray], preds: list[np.ndarray], bound_th: float = 0.008,
+            ignore_index: int | None = None) -> dict:
+    """Mean J, F and J&F over a sequence of binary masks (nonzero = foreground), over the pixels whose ground truth
+    is not ``ignore_index``: a 255 (void) pixel of a two-class dataset counted as foreground, and a frame of
+    nothing but void scored J = F = 1. Frames without a labelled pixel are left out (``frames`` counts the scored
+    ones); with none, J, F and J&F are NaN."""
+    js, fs = [], []
+    for g, p in zip(gts, preds):
+        valid = None if ignore_index is None else g != ignore_index
+        if valid is not None and not valid.any():
+            continue
+        js.append(db_eval_iou(g > 0, p > 0, valid))
+        fs.append(db_eval_boundary(g > 0, p > 0, bound_th, valid))
+    j, f = (float(np.mean(v)) if v else math.nan for v in (js, fs))
     return {'J': j, 'F': f, 'J&F': (j + f) / 2, 'frames': len(js)}
 
 
 # --------------------------------------------------------------------------- temporal consistency
+# OpenCV's DIS flow refuses frames under 12 px a side (cv2.error) and kills the process (SIGSEGV) on frames 8..15 px
+# high and ~40..200 px wide (measured, OpenCV 5.0): smaller frames are enlarged to this side for the flow.
+MIN_FLOW_SIDE = 16
+
+
 def optical_flow(prev_rgb: np.ndarray, next_rgb: np.ndarray) -> np.ndarray:
-    """Dense flow (H, W, 2) from ``next`` back to ``prev`` (for backward warping prev -> next)."""
+    """Dense flow (H, W, 2) from ``next`` back to ``prev`` (for backward warping prev -> next); a frame under
+    MIN_FLOW_SIDE a side gets the flow of its enlarged copy, brought back to its size."""
+    h, w = next_rgb.shape[:2]
+    if min(h, w) < MIN_FLOW_SIDE:
+        scale = MIN_FLOW_SIDE / min(h, w)
+        size = (max(MIN_FLOW_SIDE, round(w * scale)), max(MIN_FLOW_SIDE, round(h * scale)))   # (W', H')
+        big = optical_flow(*(cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in (prev_rgb, next_rgb)))
+        flow = cv2.resize(big, (w, h), interpolation=cv2.INTER_LINEAR)
+        return flow / np.array([size[0] / w, size[1] / h], np.float32)
     a = cv2.cvtColor(next_rgb, cv2.COLOR_RGB2GRAY)
     b = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
