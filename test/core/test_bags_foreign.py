@@ -283,3 +283,28 @@ def test_the_rows_of_many_bags_are_found_once_not_bags_times_rows(tmp_path, monk
     again = extract(bags, tmp_path / 'out')
     assert again.skipped_existing == 60 and again.written == 0
     assert len(calls) <= 5 * len(bags), len(calls)       # a few per bag (there were 1980 here)
+
+
+def test_messages_still_in_a_sqlite_write_ahead_log_are_read(tmp_path):
+    # rosbag2's 'resilient' preset writes through a WAL; a recording killed before the log was checkpointed has its
+    # last messages only in bag_0.db3-wal, which rosbags (opening the database immutable) did not read: 6 of 12
+    import sqlite3
+    bag = _raw_bag(tmp_path / 'bag', n=6, plugin='sqlite3')
+    db = next(bag.glob('*.db3'))
+    killed = tmp_path / 'killed'
+    killed.mkdir()
+    con = sqlite3.connect(db)
+    try:
+        con.execute('PRAGMA journal_mode=WAL')
+        con.execute('PRAGMA wal_autocheckpoint=0')
+        con.executemany('INSERT INTO messages (topic_id, timestamp, data) VALUES (1, ?, ?)',
+                        [((i + 1) * 10**8, raw_cdr(i, (i + 1) * 10**8)) for i in range(6, 12)])
+        con.commit()
+        for suffix in ('', '-wal', '-shm'):     # the files as the kill left them: the log not checkpointed
+            shutil.copy(f'{db}{suffix}', killed / f'{db.name}{suffix}')
+    finally:
+        con.close()
+    shutil.copy(bag / 'metadata.yaml', killed)
+    res = extract([killed], tmp_path / 'out')
+    assert res.written == 12 and frames_of(tmp_path / 'out') == list(range(12))
+    assert any('-wal holds messages not yet in the database' in w for w in res.warnings), res.warnings

@@ -147,6 +147,12 @@ def _regular(path: Path, topics, start_ns, stop_ns, warnings: list[str], found: 
     # listed before the regular reader reads metadata.yaml: a split the recorder closes meanwhile is then read by
     # both (its messages kept once: ``seen``); listed after, it was read by neither
     files = unlisted_files(path)
+    if wal := _pending_wal(path):
+        # rosbags opens a database immutable: the pages of a write-ahead log are not read (the last frames of a
+        # recording killed with rosbag2's 'resilient' preset, in silence); sqlite3 reads them
+        _warn(warnings, f'{clip(path)}: {clip(", ".join(w.name for w in wal))} holds messages not yet in the database '
+                        '(a recording that was killed): read record by record')
+        return bag_files(path)
     expected: dict[str, int] = {}
     got: dict[str, int] = {}
     try:
@@ -171,6 +177,16 @@ def _regular(path: Path, topics, start_ns, stop_ns, warnings: list[str], found: 
         _warn(warnings, f'{clip(path)}: regular reader failed after {len(seen)} messages '
                         f'({type(e).__name__}: {clip(e)}); salvaging the rest record by record')
         return bag_files(path)
+
+
+def _pending_wal(path: Path) -> list[Path]:
+    """The non-empty SQLite write-ahead logs (``bag_0.db3-wal``) beside the databases of bag ``path``."""
+    try:
+        files = bag_files(path) if path.exists() else []
+    except OSError:
+        return []
+    wal = [f.with_name(f.name + '-wal') for f in files if has_suffix(f, ('.db3',))]
+    return [w for w in wal if w.is_file() and w.stat().st_size > 0]
 
 
 def _file_compressed(path: Path) -> bool:
