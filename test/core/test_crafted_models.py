@@ -382,3 +382,25 @@ def test_a_model_file_this_process_may_not_read_says_so(saved, exported, recurre
     monkeypatch.setattr(builtins, 'open', refusing)
     for message in (_engine_error(path), _info_error(path)):
         assert message.endswith(f'cannot read {path}: Permission denied'), message
+
+
+@pytest.mark.parametrize('graph, says', [
+    (lambda m: setattr(m, 'ir_version', 99), 'Unsupported model IR version: 99'),
+    (lambda m: setattr(m.graph.node[0], 'op_type', 'NoSuchOp'), 'No Op registered for NoSuchOp'),
+    (lambda m: setattr(m.opset_import[0], 'version', 99), 'Opset 99 is under development'),
+], ids=['ir-99', 'unknown-op', 'opset-99'])
+def test_info_refuses_an_onnx_graph_onnxruntime_cannot_load(recurrent_onnx, tmp_path, graph, says):
+    """`vidseg info` parsed the file with the onnx package alone and described it (exit 0); the node refused it."""
+    path = _edited(recurrent_onnx, tmp_path / 'm.onnx', graph=graph)
+    for message in (_engine_error(path), _info_error(path)):
+        assert says in message and 'cannot load this exported model' in message, message
+
+
+def test_an_empty_onnx_file_is_an_incomplete_model_to_info_as_to_the_engine(tmp_path):
+    """Empty bytes parse as an empty ModelProto: info said 'has no vidseg_ros metadata', the engine 'not a complete
+    ONNX model'."""
+    pytest.importorskip('onnx')
+    path = tmp_path / 'empty.onnx'
+    path.write_bytes(b'')
+    for message in (_engine_error(path), _info_error(path)):
+        assert 'is not a complete ONNX model' in message, message

@@ -490,14 +490,16 @@ def _check_same_export(main, cur, path: Path, cur_path: Path) -> None:
 
 def ort_session(ort, path: Path, providers: list):
     """An onnxruntime session of ``path``; CheckpointError naming that file (the key-frame graph or its
-    ``.current.onnx``) when its bytes are no complete ONNX model, where onnxruntime said 'INVALID_PROTOBUF'."""
+    ``.current.onnx``) when its bytes are no complete ONNX model, where onnxruntime said 'INVALID_PROTOBUF', or
+    onnxruntime cannot load it (an op, opset or IR version it lacks: its reason, ``_ort_reason``)."""
     try:
         return ort.InferenceSession(str(path), providers=providers)
     except Exception as e:  # onnxruntime's pybind error types: only the message says which
         if 'INVALID_PROTOBUF' in str(e) or 'No graph was found' in str(e):
             raise CheckpointError(f'{path} is not a complete ONNX model (truncated or corrupt); re-copy or re-export '
                                   'it') from e
-        raise
+        raise CheckpointError(f'{path}: cannot load this exported model ({one_line(_ort_reason(str(e)), 300)}); '
+                              're-export it with `vidseg export`') from e
 
 
 def _check_key_graph(sess, path: Path) -> None:

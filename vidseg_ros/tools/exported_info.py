@@ -118,6 +118,12 @@ def _read_onnx_graph(onnx, path: Path) -> _Read:
     model = onnx_model(path)    # CheckpointError when the bytes are no (complete) ONNX model
     graph = model.graph
     check_onnx_tensors(graph, path)     # each weight's data are there: its count below is what it holds
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    if ort is not None:     # an op, opset or IR version the engine's runtime lacks: refused here too (built, not run)
+        ort_session(ort, path, ['CPUExecutionProvider'])
     weights = {i.name for i in graph.initializer}
     inputs = [(i.name, _dims(i), i.type.tensor_type.elem_type == 1) for i in graph.input if i.name not in weights]
     outputs = [(o.name, _dims(o), o.type.tensor_type.elem_type == 1) for o in graph.output]
