@@ -179,8 +179,11 @@ def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, clip_l
     ``clip_len`` > 0 resets the temporal state every ``clip_len`` frames (the recurrent UNet's
     evaluation protocol uses clips of 12); 0 streams the whole sequence as the node does.
     """
+    import cv2
     seg.reset('new sequence')
-    out = {'pred': [], 'gt': [], 'is_key': [], 'ms': [], 'frames': [], 'resets': []}
+    # 'frames': each frame at most FLOW_MAX_SIDE (all the flow for TC needs), 'sizes': its (H, W); whole frames were
+    # kept for the sequence: 6 MB of an 11 MB per 1080p frame, a 1000-frame drive held 11 GB
+    out = {'pred': [], 'gt': [], 'is_key': [], 'ms': [], 'frames': [], 'sizes': [], 'resets': []}
     for i, rec in enumerate(recs):
         if clip_len and i and i % clip_len == 0:
             seg.reset('clip')
@@ -190,7 +193,8 @@ def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, clip_l
         out['pred'].append(res.class_ids)
         out['is_key'].append(res.is_key)
         out['ms'].append(res.timings_ms.get('model', math.nan))
-        out['frames'].append(rgb)
+        out['frames'].append(_small(rgb, cv2.INTER_AREA))
+        out['sizes'].append(rgb.shape[:2])
         if with_labels:
             out['gt'].append(_label_of(src, rec, rgb.shape[:2]))
     return out
@@ -226,7 +230,8 @@ def _small(arr: np.ndarray, interp) -> np.ndarray:
 
 
 def sequence_flows(frames: list[np.ndarray], runs: list[tuple[int, int]] | None = None) -> list[np.ndarray | None]:
-    """Flow between consecutive frames (backward, for warping t-1 to t), at most FLOW_MAX_SIDE.
+    """Flow between consecutive frames (backward, for warping t-1 to t), at most FLOW_MAX_SIDE (``frames`` may be
+    so already).
 
     ``flows[t-1]`` belongs to frames t-1 and t; it is None where t does not follow t-1: a break between
     ``runs`` (:func:`temporal_runs`; None = one run) or frames of different sizes.
@@ -375,7 +380,7 @@ class EvalSession:
                 for recs in self.seqs.values()]
         first = self.temporal_runs is None
         if first:      # the breaks depend on the frames only (their stamps, indices and decoded sizes)
-            found = [temporal_runs(recs, self.gap, [f.shape[:2] for f in r['frames']])
+            found = [temporal_runs(recs, self.gap, r['sizes'])
                      for recs, r in zip(self.seqs.values(), runs)]
             self.temporal_runs = [t for t, _ in found]
             breaks: dict[str, int] = {}
@@ -387,6 +392,7 @@ class EvalSession:
                 self.flows = [sequence_flows(r['frames'], t) for r, t in zip(runs, self.temporal_runs)]
         for r in runs:
             r.pop('frames')
+            r.pop('sizes')
         self.runs = runs      # the last setting's per-frame outputs (key flags, resets) for diagnostics
         result = score_run(runs, self.flows, len(self.names), self.seg.meta.get('ignore_index'), self.names,
                            len(self.names) == 2)
