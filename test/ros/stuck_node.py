@@ -4,7 +4,8 @@ VIDSEG_STUCK_NODE: 'segment_node' (default) or 'segment_lifecycle_node'.
 - frame_id 'block': the engine's step never returns (waits on an Event nobody sets), as a step hung in a
   driver or a deadlocked library would.
 - VIDSEG_STUCK_LOAD=<seconds>: every model load takes that long (sleeps first), as a large model on a slow
-  disk or a first CUDA initialisation does.
+  disk, a first CUDA initialisation or torch.compile's warm-up does; only loads of VIDSEG_STUCK_LOAD_MODEL
+  when that is set.
 Run as `python -m stuck_node --ros-args ...` with this folder on PYTHONPATH (test_node_ends.py).
 """
 import os
@@ -34,7 +35,7 @@ def step(self, *args, **kwargs):
 
 def load_engine(cfg):
     delay = float(os.environ.get('VIDSEG_STUCK_LOAD', '0'))
-    if delay:
+    if delay and os.environ.get('VIDSEG_STUCK_LOAD_MODEL', cfg.model) == cfg.model:
         print(f'stuck_node: loading for {delay} s', flush=True)
         time.sleep(delay)
     return _load(cfg)

@@ -145,7 +145,10 @@ class SegmentNodeCore:
             left = self.worker.is_alive()
         if left and exiting:
             self.abandoned = True
-            self.node.get_logger().error(f'exiting without the inference worker: stuck {self.worker_doing()}')
+            # WARN, not ERROR: a model swap set just before the signal loads for seconds on a CPU, and a stuck frame
+            # is an ERROR on /diagnostics already
+            self.node.get_logger().warning(f'exiting without waiting longer for the inference worker, still '
+                                           f'{self.worker_doing()}')
         elif left:
             self.node.get_logger().warning(f'stopped serving with the inference worker still {self.worker_doing()} '
                                            f'after {wait_s:.0f} s; it ends after that')
