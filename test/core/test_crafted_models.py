@@ -404,3 +404,28 @@ def test_an_empty_onnx_file_is_an_incomplete_model_to_info_as_to_the_engine(tmp_
     path.write_bytes(b'')
     for message in (_engine_error(path), _info_error(path)):
         assert 'is not a complete ONNX model' in message, message
+
+
+def test_meta_nested_deeper_than_python_recurses_is_refused(raw, tmp_path):
+    """Provenance nested 5000 lists deep loaded in the engine; `vidseg info` died of RecursionError ('internal
+    error', exit 1). torch.save itself needs a deep stack for it: written from a thread with one."""
+    import sys
+    import threading
+    data = copy.deepcopy(raw)
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    data['meta']['provenance']['deep'] = deep
+    path = tmp_path / 'deep.pt'
+    limit, size = sys.getrecursionlimit(), threading.stack_size()
+    sys.setrecursionlimit(100_000)
+    threading.stack_size(256 << 20)
+    try:
+        writer = threading.Thread(target=torch.save, args=(data, path))
+        writer.start()
+        writer.join()
+    finally:
+        sys.setrecursionlimit(limit)
+        threading.stack_size(size)
+    for message in (_engine_error(path), _info_error(path)):
+        assert 'meta is nested more than 32 levels deep' in message, message

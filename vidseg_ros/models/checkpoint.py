@@ -42,6 +42,7 @@ ARCHIVE_SLACK = 16 << 20
 # Why a model, a training run or a label file holds at most MAX_CLASSES classes / ids.
 CLASS_LIMIT = f'masks are mono8: at most {MAX_CLASSES} classes, ids 0..{MAX_CLASSES - 1}'
 
+MAX_META_DEPTH = 32     # how deep a meta's dicts and lists may nest (the shipped models' nest 3 or 4)
 REQUIRED_META = ('arch', 'arch_config', 'classes', 'palette', 'ignore_index', 'mean', 'std', 'input_hw',
                  'provenance', 'metrics', 'train_config')
 
@@ -81,6 +82,9 @@ def check_meta(meta, where: str, num_classes: int | None = None) -> dict:
     """
     if not isinstance(meta, dict):
         raise CheckpointError(f'{where}: meta is a {type(meta).__name__}, expected a mapping')
+    if _nesting(meta) > MAX_META_DEPTH:
+        # provenance nested 100000 lists deep loaded; `vidseg info` then died of RecursionError ('internal error')
+        raise CheckpointError(f'{where}: meta is nested more than {MAX_META_DEPTH} levels deep (ours: 3 or 4)')
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise CheckpointError(f'{where}: meta lacks {", ".join(missing)}')
@@ -126,6 +130,19 @@ def check_meta(meta, where: str, num_classes: int | None = None) -> dict:
         h, w = values.input_hw
         raise bad('input_hw', f'{h}x{w} = {h * w} pixels exceeds max_input_pixels {MAX_INPUT_PIXELS}')
     return {**meta, **{k: getattr(values, k) for k in names}}
+
+
+def _nesting(value, stop: int = MAX_META_DEPTH + 1) -> int:
+    """How deep lists and dicts nest in ``value`` (a bare value: 0), counted up to ``stop``; iterative, so a
+    value nested deeper than Python recurses is measured too."""
+    deepest, todo = 0, [(value, 1)]
+    while todo and deepest < stop:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            todo.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
+    return deepest
 
 
 def default_meta(arch: str, arch_config: dict | None = None, classes: list[str] | None = None,
