@@ -85,3 +85,40 @@ def test_crops_of_a_checkpoint_without_input_hw_are_bounded(tmp_path, monkeypatc
     monkeypatch.setattr(augment, 'draw', recording)
     _run(tmp_path, _checkpoint(tmp_path, 3, []), _square(1, hw=(64, 700)))
     assert drawn == [([64, 512], 1.0)]
+
+
+def test_a_rerun_into_an_out_dir_of_another_sequence_is_refused(tmp_path):
+    """A 3-frame rerun into the out dir of a 5-frame run left masks 00003 and 00004 of the first model among the new
+    ones, exit 0: the folder looked like one 5-frame result."""
+    ckpt = _checkpoint(tmp_path, 3, [64, 96])
+    _run(tmp_path, ckpt, _square(1))
+    (tmp_path / 'seq' / '00001.png').rename(tmp_path / 'seq' / 'other.png')
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'ft').iterdir()}
+    with pytest.raises(ValueError, match=r"ft holds 1 PNG file\(s\) that are not masks of this sequence \(00001.png\): "
+                                         r"an earlier run's masks would be left among this one's; give a new --out-dir"):
+        one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'mask.png', tmp_path / 'seq', tmp_path / 'ft',
+                 steps=1, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'ft').iterdir()} == before
+
+
+def test_finetune_json_is_written_last(tmp_path, monkeypatch):
+    """Nothing told a finished out dir from one a Ctrl-C left while labelling (finetuned.pt and some masks, exit 130).
+    finetune.json (settings and result) is written when every mask is; a run that stops removes an earlier one's."""
+    import json
+
+    from vidseg_ros.tools import finetune
+    ckpt = _checkpoint(tmp_path, 3, [64, 96])
+    result = _run(tmp_path, ckpt, _square(1))
+    saved = json.loads((tmp_path / 'ft' / 'finetune.json').read_text())
+    assert saved['frames'] == 2 and saved['loss_last'] == result['loss_last'] and saved['steps'] == 1
+    write = finetune.write_image_atomic
+
+    def interrupted_at_the_second_mask(path, *a, **kw):
+        if path.name == '00001.png':
+            raise KeyboardInterrupt
+        return write(path, *a, **kw)
+    monkeypatch.setattr(finetune, 'write_image_atomic', interrupted_at_the_second_mask)
+    with pytest.raises(KeyboardInterrupt):
+        one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'mask.png', tmp_path / 'seq', tmp_path / 'ft',
+                 steps=1, progress=False)
+    assert not (tmp_path / 'ft' / 'finetune.json').exists() and (tmp_path / 'ft' / 'finetuned.pt').exists()

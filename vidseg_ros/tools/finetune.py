@@ -6,10 +6,12 @@ class-balanced cross-entropy because the object is usually small. A binary objec
 DAVIS) on a model of more classes replaces the classifier by a fresh two-class one; any other mask
 holds class ids of the model's classes (a 0/1 mask too: ids 0 and 1, not an object mask, unless the
 model has two classes, where both readings agree). The adapted model then segments every frame of
-the sequence through the streaming engine.
+the sequence through the streaming engine. ``finetune.json`` (settings and result) is written last: an output
+folder without it holds an unfinished run (interrupted, failed); the same command runs it again.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 from vidseg_ros.data.datasets.lock import dataset_lock
+from vidseg_ros.files import write_file_atomic
+from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
@@ -139,8 +143,28 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
     _check_out_dir(out_dir, sequence, frames, frame, label, labels_dir)
     # two finetunes into one folder would mix their masks and checkpoints; one left empty by a failed run is removed
     with dataset_lock(out_dir, create=True, what='output folder'):
-        return _finetune(model, frame=frame, label=Path(label), frames=frames, out_dir=out_dir,
-                         steps=steps, lr=lr, labels_dir=labels_dir, rng=rng, progress=progress)
+        _check_no_other_masks(out_dir, frames)
+        (out_dir / RESULT_NAME).unlink(missing_ok=True)     # written last: a folder without it holds an unfinished run
+        result = _finetune(model, frame=frame, label=Path(label), frames=frames, out_dir=out_dir,
+                           steps=steps, lr=lr, labels_dir=labels_dir, rng=rng, progress=progress)
+        run = {'model': str(model), 'frame': str(frame), 'label': str(label), 'sequence': str(sequence),
+               'labels_dir': None if labels_dir is None else str(labels_dir), 'steps': steps, 'lr': lr, 'seed': seed}
+        write_file_atomic(out_dir / RESULT_NAME, json.dumps(json_ready({**run, **result}), indent=1).encode())
+        return result
+
+
+RESULT_NAME = 'finetune.json'    # the run's settings and result, written when every mask is
+
+
+def _check_no_other_masks(out_dir: Path, frames: list[Path]) -> None:
+    """Refuse an ``out_dir`` holding PNG files this run would not replace: a rerun on a shorter or another sequence
+    left the earlier run's masks beside its own (5 masks after a 3-frame rerun, 2 of another model), exit 0."""
+    stems = {p.stem for p in frames}
+    others = sorted(p.name for p in out_dir.glob('*.png') if p.stem not in stems)
+    if others:
+        raise ValueError(f'--out-dir {clip(out_dir)} holds {len(others)} PNG file(s) that are not masks of this '
+                         f'sequence ({clip(", ".join(others[:3]), 200)}{", ..." if len(others) > 3 else ""}): an '
+                         "earlier run's masks would be left among this one's; give a new --out-dir, or empty it")
 
 
 def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], out_dir: Path, steps: int, lr: float,
