@@ -429,3 +429,21 @@ def test_meta_nested_deeper_than_python_recurses_is_refused(raw, tmp_path):
         threading.stack_size(size)
     for message in (_engine_error(path), _info_error(path)):
         assert 'meta is nested more than 32 levels deep' in message, message
+
+
+@pytest.mark.parametrize('make, says', [
+    (lambda p: p.mkdir(), 'is a folder'),
+    (lambda p: os.mkfifo(p), 'is not a regular file (a FIFO, a device...)'),
+    (lambda p: (p.symlink_to(p.with_name('b.onnx')), p.with_name('b.onnx').symlink_to(p)),
+     'is a link to nothing, or one that loops'),
+], ids=['folder', 'fifo', 'link-loop'])
+def test_an_exported_model_path_that_is_no_regular_file_says_what_it_is(tmp_path, make, says):
+    """A folder, a FIFO and a link loop were each 'model file not found' (they are there). Nothing is opened:
+    reading a FIFO would block."""
+    from vidseg_ros.engine.backends import open_exported
+    from vidseg_ros.tools.exported_info import describe
+    path = tmp_path / 'a.onnx'
+    make(path)
+    for load in (open_exported, describe):
+        with pytest.raises(CheckpointError, match=f'model file {path} {says}'.replace('(', r'\(').replace(')', r'\)')):
+            load(path)

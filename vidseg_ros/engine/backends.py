@@ -27,6 +27,7 @@ from torch import nn
 
 from vidseg_ros.constants import MAX_CLASSES
 from vidseg_ros.engine.graphs import CudaGraphed
+from vidseg_ros.engine.model_paths import file_problem
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.checkpoint import CheckpointError, check_archive, check_finite, check_meta, check_readable
 from vidseg_ros.models.contract import StreamInfo, stream_info
@@ -659,8 +660,9 @@ def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32
     runners = {'.ts': TorchScriptRunner, '.onnx': OnnxRunner}
     if suffix not in runners:
         raise CheckpointError(f'{path}: exported models end in .ts or .onnx')
-    if not Path(path).is_file():
-        raise CheckpointError(f'model file not found: {path}')
+    if problem := file_problem(Path(path)):
+        raise CheckpointError(f'model file not found: {path}' if problem == 'is missing' else
+                              f'model file {path} {problem}')
     check_readable(path)
     check_device_for(device, str(path))   # a bad device is the setting's fault, not the file's: not wrapped
     check_format(Path(path))

@@ -54,3 +54,26 @@ def not_a_folder(path: Path) -> str:
     if path.is_dir():
         return ''
     return 'not a folder' if path.exists() else 'missing'
+
+
+def file_problem(path: Path) -> str:
+    """Why ``path`` is no model file, as the end of 'model file X ...': 'is missing', 'is a folder', 'is a link
+    that loops', 'is not a regular file (a FIFO, a device...)'; '' for a regular file (or a link to one). A FIFO,
+    /dev/zero or a folder were all 'not found', though they are there."""
+    try:
+        if path.is_file():
+            return ''
+        if path.is_dir():
+            return 'is a folder'
+        exists = path.exists()
+    except OSError:
+        exists = True
+    except RuntimeError:    # Python 3.11's pathlib on a link loop
+        return 'is a link that loops'
+    if not exists:
+        try:
+            path.lstat()
+        except OSError:
+            return 'is missing'
+        return 'is a link to nothing, or one that loops'
+    return 'is not a regular file (a FIFO, a device...)'

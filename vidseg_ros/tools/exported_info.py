@@ -24,6 +24,7 @@ from pathlib import Path
 from vidseg_ros.engine.backends import (MAX_META_BYTES, META_KEY, check_format, check_onnx_io, check_onnx_tensors,
                                         current_path, exported_meta_info, onnx_model, open_exported, ort_session,
                                         session_io)
+from vidseg_ros.engine.model_paths import file_problem
 from vidseg_ros.models.checkpoint import CheckpointError, check_readable
 from vidseg_ros.text import one_line
 
@@ -47,8 +48,9 @@ def describe(path: Path) -> dict:
     """The ``vidseg info`` fields of an exported file: backend, meta (checked), kind, parameters, stride,
     output_stride, traced_hw, state, graphs, partner (key-frame ONNX: the other graph of the pair) and notes."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'model file not found: {path}')
+    if problem := file_problem(path):
+        raise CheckpointError(f'model file not found: {path}' if problem == 'is missing' else
+                              f'model file {path} {problem}')
     check_readable(path)
     check_format(path)      # bytes of another format than the suffix, a truncated archive: one line
     read = _read_onnx(path) if path.suffix == '.onnx' else _read_torchscript(path)
