@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 META_KEY = 'vidseg_meta'          # ONNX metadata_props key / TorchScript extra file stem
 MAX_META_BYTES = 16 << 20          # the metadata is a few kB; a larger one is not ours
+MAX_ONNX_BYTES = 2 ** 31 - 1       # protobuf's limit on one message: an .onnx file is never larger
 # Bounds on an exported file's stream fields (ours: stride 8..32, up to 3 state tensors of 128 channels)
 MAX_STRIDE = 1024
 MAX_STATE_TENSORS = 64
@@ -354,6 +355,7 @@ def onnx_model(path: Path):
         import onnx
     except ImportError:
         return None
+    _check_onnx_size(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and others
@@ -362,6 +364,16 @@ def onnx_model(path: Path):
     if not model.graph.output:      # an empty file parses as an empty model
         raise CheckpointError(f'{path} is not a complete ONNX model (it has no graph); re-copy or re-export it')
     return model
+
+
+def _check_onnx_size(path: Path) -> None:
+    """CheckpointError for an .onnx file over protobuf's 2 GiB limit on one message, before it is read: onnx.load
+    and onnxruntime read it all first, so a sparse 20 GB file (4 kB on disk) took 20 GB of memory to be refused
+    as corrupt. Larger models keep their weights in external data files, which are not counted here."""
+    size = path.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise CheckpointError(f'{path} is {size} bytes: an ONNX file holds at most 2 GiB (protobuf\'s limit; larger '
+                              'weights lie in external data files beside it): not read')
 
 
 # bytes per value of the tensor types whose stored size check_onnx_tensors checks (onnx.TensorProto numbers)
@@ -493,6 +505,7 @@ def ort_session(ort, path: Path, providers: list):
     """An onnxruntime session of ``path``; CheckpointError naming that file (the key-frame graph or its
     ``.current.onnx``) when its bytes are no complete ONNX model, where onnxruntime said 'INVALID_PROTOBUF', or
     onnxruntime cannot load it (an op, opset or IR version it lacks: its reason, ``_ort_reason``)."""
+    _check_onnx_size(path)
     try:
         return ort.InferenceSession(str(path), providers=providers)
     except Exception as e:  # onnxruntime's pybind error types: only the message says which
