@@ -122,3 +122,37 @@ def test_finetune_json_is_written_last(tmp_path, monkeypatch):
         one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'mask.png', tmp_path / 'seq', tmp_path / 'ft',
                  steps=1, progress=False)
     assert not (tmp_path / 'ft' / 'finetune.json').exists() and (tmp_path / 'ft' / 'finetuned.pt').exists()
+
+
+def _with_labels_dir(tmp_path, gt: np.ndarray):
+    ckpt = _checkpoint(tmp_path, 3, [64, 96])
+    (tmp_path / 'gt').mkdir()
+    for t in range(2):
+        cv2.imwrite(str(tmp_path / 'gt' / f'{t:05d}.png'), gt)
+    rng = np.random.default_rng(0)
+    (tmp_path / 'seq').mkdir()
+    for t in range(2):
+        cv2.imwrite(str(tmp_path / 'seq' / f'{t:05d}.png'), rng.integers(0, 255, (64, 96, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / 'mask.png'), _square(1))
+    return one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'mask.png', tmp_path / 'seq', tmp_path / 'ft',
+                    steps=1, labels_dir=tmp_path / 'gt', progress=False)
+
+
+def test_a_labels_dir_label_of_another_size_is_refused_before_training(tmp_path):
+    """It stopped after training and the first masks with 'prediction and ground truth sizes differ: (6144,) vs
+    (3072,)', naming no file."""
+    with pytest.raises(ValueError, match=r'gt/00000.png is 96x32 but its frame .*seq/00000.png is 96x64 \(as '
+                                         r"displayed\); --labels-dir labels must have their frame's size"):
+        _with_labels_dir(tmp_path, _square(1)[:32])
+    assert not (tmp_path / 'ft').exists()
+
+
+def test_labels_dir_ids_beyond_the_model_classes_are_said(tmp_path, caplog):
+    """--labels-dir labels holding 7 on a 3-class model: those pixels were left out of mIoU in silence."""
+    import logging
+    with caplog.at_level(logging.WARNING):
+        result = _with_labels_dir(tmp_path, _square(7))
+    n = int((_square(7) == 7).sum()) * 2
+    assert result['label_ids_beyond_classes'] == {'pixels': n, 'ids': {7: n}}
+    assert f"{n} pixels of the --labels-dir labels hold ids 7: beyond the model's 3 classes (0..2) and not its " \
+           'ignore id 255; they were left out of mIoU' in caplog.text

@@ -21,12 +21,14 @@ import torch
 from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.data.images import clip, palette_indices, read_label_pixels, read_rgb, write_image_atomic
+from vidseg_ros.data.images import (clip, file_image_hw, palette_indices, read_label_pixels, read_rgb,
+                                    write_image_atomic)
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.files import write_file_atomic
+from vidseg_ros.training.data_setup import ids_beyond
 from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,8 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
             raise FileNotFoundError(f'no image named {frame.stem}.* in {sequence} for the label {frame}')
         label, frame = frame, match[0]
     _check_out_dir(out_dir, sequence, frames, frame, label, labels_dir)
+    if labels_dir is not None:
+        _check_label_sizes(frames, Path(labels_dir))
     # two finetunes into one folder would mix their masks and checkpoints; one left empty by a failed run is removed
     with dataset_lock(out_dir, create=True, what='output folder'):
         _check_no_other_masks(out_dir, frames)
@@ -154,6 +158,18 @@ def one_shot(model: str | Path, frame: str | Path, label: str | Path | None, seq
 
 
 RESULT_NAME = 'finetune.json'    # the run's settings and result, written when every mask is
+
+
+def _check_label_sizes(frames: list[Path], labels_dir: Path) -> None:
+    """Refuse, before training, a --labels-dir label whose size is not its frame's (from the file headers): scoring
+    stopped after training and half the masks with 'prediction and ground truth sizes differ: (6144,) vs (3072,)',
+    naming no file."""
+    for img in frames:
+        gt = labels_dir / f'{img.stem}.png'
+        if gt.is_file() and file_image_hw(gt) != file_image_hw(img):
+            (h, w), (fh, fw) = file_image_hw(gt), file_image_hw(img)
+            raise ValueError(f'label {clip(gt)} is {w}x{h} but its frame {clip(img)} is {fw}x{fh} (as displayed); '
+                             '--labels-dir labels must have their frame\'s size')
 
 
 def _check_no_other_masks(out_dir: Path, frames: list[Path]) -> None:
@@ -223,6 +239,7 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     ckpt = save_checkpoint(out_dir / 'finetuned.pt', net, meta)
     seg = StreamSegmenter(net, meta, EngineConfig(device='cpu', keyframe_interval=1))
     preds, gts, cm = [], [], ConfusionMatrix(len(meta['classes']), ignore)
+    beyond = np.zeros(256, np.int64)     # --labels-dir pixels of ids the model has no class for (not scored)
     for img in tqdm(frames, desc='label sequence', unit='frame', disable=not progress, mininterval=1.0):
         pred = _step(seg, img).class_ids
         # atomic, and a full disk is an OSError (cv2.imwrite returned True over truncated masks: exit 0)
@@ -230,7 +247,10 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
         gt_path = Path(labels_dir) / f'{img.stem}.png' if labels_dir else None
         if gt_path is not None and gt_path.is_file():
             gt = _read_mask(gt_path)
-            gt = (gt > 0).astype(np.uint8) if binary else gt
+            if binary:
+                gt = (gt > 0).astype(np.uint8)
+            else:
+                beyond += ids_beyond(gt, len(meta['classes']), ignore)
             preds.append(pred)
             gts.append(gt)
             cm.update(pred, gt)
@@ -239,6 +259,13 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     if gts:
         result.update(j_and_f(gts, preds) if binary else {})
         result['mIoU'] = cm.scores(meta['classes'])['mIoU']
+    if beyond.any():
+        ids = np.flatnonzero(beyond)
+        result['label_ids_beyond_classes'] = {'pixels': int(beyond.sum()), 'ids': {int(v): int(beyond[v]) for v in ids}}
+        log.warning('%d pixels of the --labels-dir labels hold ids %s: beyond the model\'s %d classes (0..%d) and not '
+                    'its ignore id %d; they were left out of mIoU (are they numbered as the model\'s classes?)',
+                    beyond.sum(), ', '.join(map(str, ids[:20])) + (' and more' if len(ids) > 20 else ''),
+                    len(meta['classes']), len(meta['classes']) - 1, ignore)
     return result
 
 

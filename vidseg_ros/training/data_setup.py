@@ -159,6 +159,17 @@ def raw_ids_are_class_ids(src: FrameSource) -> bool:
     return bool((src.label_lut[first_changed:] == src.ignore_index).all())
 
 
+def ids_beyond(raw: np.ndarray, known_classes: int, *ignore: int | None) -> np.ndarray:
+    """(256,) pixels of each id of the uint8 label ``raw`` that is ``known_classes`` or more and none of ``ignore``
+    (None entries skipped); zeros where there is none."""
+    counts = np.bincount(raw.ravel(), minlength=256)[:256]
+    counts[:known_classes] = 0
+    for v in ignore:
+        if v is not None and 0 <= v < 256:
+            counts[v] = 0
+    return counts
+
+
 def counting_ids_beyond(src: FrameSource, known_classes: int, also_ignore: int | None = None) -> FrameSource:
     """``src`` as it reads labels, counting the pixels of every id >= ``known_classes`` other than the data's
     ignore value (and ``also_ignore``, e.g. the model's): ``vidseg eval`` says how many were left out of the
@@ -199,11 +210,7 @@ class IdsBeyondIgnored(FrameSource):
     def _count(self, label: str, raw: np.ndarray) -> None:
         self._counted.add(label)
         self.labels_read += 1
-        counts = np.bincount(raw.ravel(), minlength=256)
-        counts[:self.known_classes] = 0
-        for v in (self.raw_ignore, self.also_ignore):
-            if v is not None and 0 <= v < 256:
-                counts[v] = 0
+        counts = ids_beyond(raw, self.known_classes, self.raw_ignore, self.also_ignore)
         if not counts.any():
             return
         self.beyond += counts
