@@ -458,3 +458,21 @@ def test_an_onnx_file_over_protobuf_s_limit_is_refused_unread(tmp_path):
         f.truncate(2 ** 31 + 1)
     for message in (_engine_error(path), _info_error(path)):
         assert 'an ONNX file holds at most 2 GiB' in message and 'not read' in message, message
+
+
+def test_a_constant_whose_value_lies_outside_the_model_s_folder_is_refused_unread(recurrent_onnx, tmp_path):
+    """A Constant node's value can be external data too (onnxruntime refused it in its own words; info: exit 0)."""
+    from onnx import helper
+
+    def constant(model):
+        value = helper.make_tensor('c', 1, [1], [0.0])
+        value.ClearField('float_data')
+        value.data_location = 1
+        for key, text in (('location', str(tmp_path / 'secret.bin')), ('length', '4')):
+            entry = value.external_data.add()
+            entry.key, entry.value = key, text
+        model.graph.node.append(helper.make_node('Constant', [], ['unused_constant'], value=value))
+    (tmp_path / 'secret.bin').write_bytes(bytes(4))
+    path = _edited(recurrent_onnx, tmp_path / 'models' / 'm.onnx', graph=constant)
+    for message in (_engine_error(path), _info_error(path)):
+        assert "weight c is stored in" in message and "outside the model's folder: not read" in message, message

@@ -387,7 +387,7 @@ def check_onnx_tensors(graph, path: Path) -> None:
     refuses most of these too, in a message of C++ source lines clipped before the reason, and printed its own
     ERROR log line beside it; ``onnx.numpy_helper`` read a relative location from the working directory."""
     folder = path.parent.resolve()
-    for t in graph.initializer:
+    for t in _graph_tensors(graph):
         item, name = _ITEM_BYTES.get(t.data_type), clip(t.name, 60)
         need = math.prod(t.dims) * item if item else None
         if t.data_location != 1:    # onnx.TensorProto.EXTERNAL
@@ -420,6 +420,22 @@ def check_onnx_tensors(graph, path: Path) -> None:
             raise CheckpointError(f'{path}: weight {name} needs bytes {offset}..{offset + length} of '
                                   f'{short(location, 80)} ({need} bytes), which holds {size}: truncated or not its '
                                   'data; re-copy the model')
+
+
+def _graph_tensors(graph):
+    """Every tensor stored in ``graph``: its initializers and those of its nodes' attributes (a Constant's value),
+    subgraphs (If, Loop bodies) included; iterative."""
+    graphs = [graph]
+    while graphs:
+        g = graphs.pop()
+        yield from g.initializer
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField('t'):
+                    yield attr.t
+                yield from attr.tensors
+                graphs.extend([attr.g] if attr.HasField('g') else [])
+                graphs.extend(attr.graphs)
 
 
 def _resolved(path: Path) -> Path:
