@@ -117,3 +117,23 @@ def test_an_ignore_index_that_is_a_class_is_warned_about(tmp_path, caplog, class
         data_setup.resolve_classes(_config(tmp_path))
     assert says + ': its pixels are left out of the loss and the scores, so the model never learns it' in \
         _warnings(caplog)
+
+
+def test_frames_of_another_size_are_fitted_to_input_hw_each(tmp_path):
+    """The resize scale was the first frame's for every frame: after a 64x64 frame (scale 1 for input_hw 64x64), a
+    192x384 one was validated on a 64x64 crop of its centre sixth at three times the engine's scale (its outer
+    bands of class 1 never seen). Each frame now covers input_hw itself, as the engine fits every frame."""
+    from vidseg_ros.training.datasets import FrameDataset
+    wide = np.zeros((192, 384), np.uint8)
+    wide[:, :116], wide[:, -116:] = 1, 1          # class 1 on the outer 30% of each side
+    root = _data(tmp_path / 'd', [_halves()], ['bg', 'obj'])
+    cv2.imwrite(str(root / 'images' / 'a' / '1.png'), np.zeros((192, 384, 3), np.uint8))
+    cv2.imwrite(str(root / 'labels' / 'a' / '1.png'), wide)
+    write_index(root, [FrameRecord('a', i, root / 'images' / 'a' / f'{i}.png', root / 'labels' / 'a' / f'{i}.png', i,
+                                   'human') for i in range(2)])
+    cfg = data_setup.resolve_classes(_config(tmp_path, val_split='all'))
+    src = data_setup.open_split(cfg, 'all')
+    val = FrameDataset(src, data_setup.augment_config(cfg, src, train=False), train=False)
+    label = val[1]['label'].numpy()                 # 192x384 covering 64x64: 64x128, centre crop 64x64
+    assert label.shape == (64, 64)
+    assert (label[:, :6] == 1).all() and (label[:, 8:56] == 0).all() and (label[:, 58:] == 1).all()

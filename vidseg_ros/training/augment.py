@@ -23,6 +23,8 @@ class AugmentConfig:
     """Training-time augmentation; the defaults leave frames unchanged."""
 
     resize_scale: float = setting(1.0, 'Resize every frame by this factor first (e.g. 0.5 for CPU training)')
+    cover_hw: list[int] = setting([], 'Resize each frame first so it covers [H, W] (then by resize_scale), as the '
+                                      'engine fits each frame to input_hw; empty = no such resize')
     crop_hw: list[int] = setting([], 'Output size [H, W] (random crop in training, centre crop '
                                      'otherwise); empty = whole frame. Pads with ignore when larger')
     scale_range: list[float] = setting([1.0, 1.0], 'Random extra scale factor range [min, max]')
@@ -60,15 +62,15 @@ def draw(cfg: AugmentConfig, in_hw: tuple[int, int], rng: np.random.Generator,
          train: bool = True) -> Params:
     """Random parameters for a frame of size ``in_hw``; ``train=False`` gives the deterministic ones."""
     h, w = in_hw
-    s = cfg.resize_scale
+    base = cfg.resize_scale * (max(cfg.cover_hw[0] / h, cfg.cover_hw[1] / w) if cfg.cover_hw else 1.0)
+    s = base
     if train and cfg.scale_range and cfg.scale_range[0] != cfg.scale_range[1]:
         lo, hi = cfg.scale_range
         s *= math.exp(rng.uniform(math.log(lo), math.log(hi)))
     elif train and cfg.scale_range:
         s *= cfg.scale_range[0]
     sh, sw = int(round(h * s)), int(round(w * s))
-    out_h, out_w = (cfg.crop_hw if cfg.crop_hw else (int(round(h * cfg.resize_scale)),
-                                                     int(round(w * cfg.resize_scale))))
+    out_h, out_w = cfg.crop_hw if cfg.crop_hw else (int(round(h * base)), int(round(w * base)))
     # Offset of the crop inside the scaled frame; negative when the crop is larger (padding).
     if train:
         oy = rng.integers(0, sh - out_h + 1) if sh >= out_h else -rng.integers(0, out_h - sh + 1)

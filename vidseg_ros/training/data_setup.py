@@ -291,16 +291,22 @@ def frames_per_video(src: FrameSource, n: int) -> FrameSource:
 
 
 def augment_config(cfg: TrainConfig, src: FrameSource, train: bool) -> AugmentConfig:
-    """Resize so the frame covers ``input_hw``, then crop (random in training, centre otherwise)."""
-    first = next(r for r in src.records)
-    h0, w0 = read_rgb(first.image).shape[:2]
-    scale = max(cfg.input_hw[0] / h0, cfg.input_hw[1] / w0)
+    """Resize each frame so it covers ``input_hw``, then crop (random in training, centre otherwise). The scale
+    was the first frame's for all: in a dataset of 640x480 and 1920x1080 frames, a 1080p frame trained and
+    validated on crops of its centre third, at three times the scale the engine shows it."""
     crop = list(cfg.crop_hw or cfg.input_hw) if train else list(cfg.input_hw)
-    return AugmentConfig(resize_scale=scale, crop_hw=crop,
+    return AugmentConfig(resize_scale=1.0, cover_hw=list(cfg.input_hw), crop_hw=crop,
                          scale_range=list(cfg.scale_range) if train else [1.0, 1.0],
                          hflip=cfg.hflip and train, jitter=cfg.jitter if train else 0.0,
                          hue_jitter=cfg.hue_jitter if train else 0.0, blur_prob=cfg.blur_prob if train else 0.0,
                          noise_std=cfg.noise_std if train else 0.0)
+
+
+def _first_frame_scale(cfg: TrainConfig, src: FrameSource) -> float:
+    """The scale that makes ``src``'s first frame cover ``input_hw`` (synthetic motion's pixels per frame are given
+    at input_hw; the datasets move frames in source pixels)."""
+    h0, w0 = read_rgb(src.records[0].image).shape[:2]
+    return max(cfg.input_hw[0] / h0, cfg.input_hw[1] / w0)
 
 
 class NoisyCopies(FrameDataset):
@@ -363,7 +369,7 @@ def train_dataset(cfg: TrainConfig) -> Dataset:
         if not cfg.noise_copies:
             return FrameDataset(src, **kw)
         return NoisyCopies(src, cfg.noise_copies, noise_sigma(full), **kw)
-    shift = cfg.shift_px_per_frame / max(aug.resize_scale, 1e-6)   # datasets shift in source pixels
+    shift = cfg.shift_px_per_frame / max(_first_frame_scale(cfg, src), 1e-6)   # datasets shift in source pixels
     if cfg.mode == 'keyframe':
         cls = FixedDistanceTriplets if cfg.distance_mode == 'constant' else TripletDataset
         return cls(src, max_distance=cfg.max_distance, shift_px_per_frame=shift, **kw)
