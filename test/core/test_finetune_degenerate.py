@@ -94,8 +94,9 @@ def test_a_rerun_into_an_out_dir_of_another_sequence_is_refused(tmp_path):
     _run(tmp_path, ckpt, _square(1))
     (tmp_path / 'seq' / '00001.png').rename(tmp_path / 'seq' / 'other.png')
     before = {p.name: p.read_bytes() for p in (tmp_path / 'ft').iterdir()}
-    with pytest.raises(ValueError, match=r"ft holds 1 PNG file\(s\) that are not masks of this sequence \(00001.png\): "
-                                         r"an earlier run's masks would be left among this one's; give a new --out-dir"):
+    with pytest.raises(ValueError, match=r"ft holds 1 PNG file\(s\) that are not masks of this sequence "
+                                         r"\(00001.png\): an earlier run's masks would be left among this one's; "
+                                         r"give a new --out-dir"):
         one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'mask.png', tmp_path / 'seq', tmp_path / 'ft',
                  steps=1, progress=False)
     assert {p.name: p.read_bytes() for p in (tmp_path / 'ft').iterdir()} == before
