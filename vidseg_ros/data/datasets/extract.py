@@ -1,9 +1,10 @@
 """Bags -> all-frame image datasets: ``images/<sequence>/<stamp_ns>.png`` plus ``index.csv``.
 
 Every message of the chosen image topics (raw ``Image`` in any supported encoding, or
-``CompressedImage``) becomes one file. Sequences split where the stamps jump by more than
-``max_gap_s`` (or go backwards) and where the frame size changes (read from the message header, no
-decoding), so a sequence is a run of same-size frames; ``index`` is the frame's position in its
+``CompressedImage``) becomes one file, in stamp order per topic (``stamp_order``: a frame that arrived a little
+late takes its place). Sequences split where the stamps jump by more than ``max_gap_s`` (or go back by more, or
+past frames already written) and where the frame size changes (read from the message header, no decoding), so a
+sequence is a run of same-size frames; ``index`` is the frame's position in its
 sequence *before* ``every`` subsampling, so temporal distances stay true. Files are written to a
 temporary name and renamed, so an interrupted run leaves no half files and a re-run skips what
 exists. Locally, decoding and encoding run in worker processes and the main process only reads the
@@ -37,6 +38,7 @@ from vidseg_ros.data.exif import kept_frame_bytes
 from vidseg_ros.data.images import (ImageError, compressed_size, decode_compressed, image_fields_to_rgb8,
                                     write_file_atomic, write_image_atomic)
 from vidseg_ros.data.datasets.lock import dataset_lock
+from vidseg_ros.data.datasets.stamp_order import REORDER_FRAMES, StampOrder
 from vidseg_ros.data.datasets.layouts import (EXTRACTING_NAME, INDEX_NAME, FrameRecord, read_index, read_meta,
                                               write_index, write_meta)
 from vidseg_ros.engine.outputs import OUTPUTS
@@ -67,7 +69,9 @@ class ExtractConfig:
     every: int = setting(1, 'Keep every N-th frame of each sequence')
     start_s: float = setting(0.0, 'Skip frames earlier than this many seconds after the first frame')
     stop_s: float = setting(0.0, 'Stop this many seconds after the first frame; 0 = to the end')
-    max_gap_s: float = setting(0.5, 'A stamp gap larger than this (or going backwards) starts a new sequence')
+    max_gap_s: float = setting(0.5, 'A stamp gap larger than this (or a step back larger than this) starts a new '
+                                    f'sequence; a frame up to {REORDER_FRAMES} frames late, less than this, takes '
+                                    'its place')
     stamp: str = setting('header', 'Frame time: header stamp (falls back to the log time when zero) '
                                    'or bag log time', ('header', 'log'))
     workers: int = setting(1, 'Decode/encode worker processes (1 = in this process)')
@@ -270,11 +274,17 @@ class _Planner:
                  found: dict[str, str] | None = None, old_rows=()):
         self.cfg, self.bag, self.name, self.out, self.result = cfg, bag, name, out, result
         self.state: dict[str, dict] = {}       # topic -> last stamp, segment, position, t0, frame size
+        self.order: dict[str, StampOrder] = {}  # topic -> its frames held to restore stamp order
         self.span_s = 0.0                      # the latest frame, seconds after its topic's first
         self.found = found if found is not None else {}
         self.parts: dict[str, str] = {}        # topic -> its part of the sequence names
         self.owner: dict[str, str] = {}        # that part -> its topic
         self.shortened: set[str] = set()       # topics whose sequence names were shortened (logged once)
+        # (topic, stamp) -> the files of this bag's frames in the dataset, and how often each was planned now
+        self.indexed: dict[tuple[str, int], list[Path]] = {}
+        self.planned: dict[tuple[str, int], int] = {}
+        for r in sorted(old_rows, key=lambda r: (r.sequence, r.index)):
+            self.indexed.setdefault((r.topic, r.stamp_ns), []).append(r.image)
         for r in old_rows:
             part = _topic_part(name, r)
             # a part two topics share (a dataset made before topics were kept apart): the first keeps it
@@ -297,14 +307,32 @@ class _Planner:
         self.parts[topic], self.owner[part] = part, topic
         return part
 
-    def plan(self, msg: RawMessage) -> tuple[FrameRecord, Path] | None:
-        cfg = self.cfg
-        stamp = header_stamp_ns(msg) if cfg.stamp == 'header' else 0
+    def plan(self, msg: RawMessage) -> list[tuple[FrameRecord, Path, RawMessage]]:
+        """Take the bag's next image message; -> the frames to write now (with their messages), in stamp order
+        per topic: ``StampOrder`` holds a few of each topic's frames to put one that arrived late in its place."""
+        stamp = header_stamp_ns(msg) if self.cfg.stamp == 'header' else 0
         stamp = stamp or msg.log_time_ns
+        order = self.order.get(msg.topic)
+        if order is None:
+            order = self.order[msg.topic] = StampOrder(REORDER_FRAMES, self.cfg.max_gap_s)
+        return self._placed(order.push(stamp, msg))
+
+    def flush(self) -> list[tuple[FrameRecord, Path, RawMessage]]:
+        """The frames still held, at the end of the bag."""
+        return [p for order in self.order.values() for p in self._placed(order.drain())]
+
+    def _placed(self, released) -> list[tuple[FrameRecord, Path, RawMessage]]:
+        return [(*p, msg) for stamp, msg in released if (p := self._place(stamp, msg)) is not None]
+
+    def _place(self, stamp: int, msg: RawMessage) -> tuple[FrameRecord, Path] | None:
+        """A frame's sequence, index and file, in stamp order of its topic; None for one not kept."""
+        cfg = self.cfg
         st = self.state.setdefault(msg.topic, {'last': None, 'seg': -1, 'pos': 0, 't0': stamp, 'hw': None})
         rel = (stamp - st['t0']) / 1e9
         self.span_s = max(self.span_s, rel)
-        if rel < cfg.start_s or (cfg.stop_s > 0 and rel >= cfg.stop_s):
+        # a frame stamped before the first (sim time reset, another recording) is before --start-s only when one
+        # was given: without, every such frame was dropped, counted nowhere
+        if (cfg.start_s > 0 and rel < cfg.start_s) or (cfg.stop_s > 0 and rel >= cfg.stop_s):
             return None
         self.result.selected += 1
         if st['last'] is not None and stamp == st['last']:
@@ -329,8 +357,24 @@ class _Planner:
             log.info('extract: the sequence names of %s in %s would be over %d bytes: shortened to %s',
                      msg.topic[:200], str(self.bag)[:200], MAX_SEQUENCE_BYTES, seq)
         path = self.out / 'images' / seq / f'{stamp}{_suffix(msg, cfg.image_format)}'
+        path = self._indexed_as(msg.topic, stamp, path)
         rec = FrameRecord(seq, pos, path, None, stamp, 'none', str(self.bag), msg.topic, '')
         return rec, path
+
+    def _indexed_as(self, topic: str, stamp: int, path: Path) -> Path:
+        """``path``, or the file the dataset already has for this frame in another sequence: one extracted before
+        frames that arrived late were put in their place has them in sequences of their own, and writing them
+        again in the sequence they now belong to stored them twice. The n-th frame of a stamp (a looped bag
+        repeats stamps) is the n-th the dataset has."""
+        if not self.indexed:
+            return path
+        n = self.planned.get((topic, stamp), 0)
+        self.planned[(topic, stamp)] = n + 1
+        files = self.indexed.get((topic, stamp), ())
+        old = files[n] if n < len(files) else path
+        if old != path and old.suffix == path.suffix and not path.is_file() and old.is_file():
+            return old
+        return path
 
 
 def _bag_key(bag: str | Path) -> str:
@@ -508,6 +552,29 @@ def _extract_bag(bag: Path, name: str, out: Path, cfg: ExtractConfig, rows: dict
     found: dict[str, str] = {}     # every topic of the bag, for the message when it has no image
     planner = _Planner(cfg, bag, name, out, result, found, mine)
     seen, selected = 0, result.selected
+
+    def write(planned) -> None:
+        for rec, path, frame in planned:
+            _write_frame(frame, rec, path, cfg, rows, result, pool, pending, progress)
+    try:
+        for msg in _camera_messages(bag, cfg, result, found):
+            seen += 1
+            result.image_messages += 1
+            write(planner.plan(msg))
+    except Exception:       # a reader failure: the frames read before it are written, as they were without holding
+        write(planner.flush())
+        raise
+    write(planner.flush())
+    if not seen:
+        _empty_bag(result, _no_images(bag, cfg.topics, found))
+    elif result.selected == selected:
+        _empty_bag(result, f'{bag}: no frame from {cfg.start_s:g} s' +
+                   (f' to {cfg.stop_s:g} s' if cfg.stop_s else '') +
+                   f' after the first (--start-s/--stop-s); its image topics span {planner.span_s:.2f} s')
+
+
+def _camera_messages(bag: Path, cfg: ExtractConfig, result: ExtractResult, found: dict[str, str]):
+    """The bag's image messages to extract: of ``cfg.topics``, or every image topic but segment_node's outputs."""
     for msg in read_messages(bag, cfg.topics or None, warnings=result.warnings, found=found):
         if msg.msgtype not in IMAGE_TYPES:
             continue
@@ -517,35 +584,29 @@ def _extract_bag(bag: Path, name: str, out: Path, cfg: ExtractConfig, rows: dict
                 log.info('extract: %s looks like a segment_node output, not a camera: left out '
                          '(--topic %s extracts it)', msg.topic[:200], msg.topic[:200])
             continue
-        seen += 1
-        result.image_messages += 1
-        planned = planner.plan(msg)
-        if planned is None:
-            continue
-        rec, path = planned
-        if path.is_file() and path.stat().st_size > 0:
-            result.skipped_existing += 1
-            if path not in rows:   # written by a run that died before its index: index it as it would have
-                rows[path] = replace(rec, encoding=_message_encoding(msg))
-            if progress:
-                progress(1)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        job = (msg, str(path), cfg.image_format, cfg.jpeg_quality)
-        # Stored-as-recorded bytes need no decoding: shipping them to a worker costs more.
-        if pool is None or (cfg.image_format == 'keep' and msg.msgtype.endswith('CompressedImage')):
-            _collect(result, rows, rec, path, _write_job(job), progress)
-            continue
-        pending[pool.submit(_write_job, job)] = (rec, path)
-        # Bounded window: never hold more than a few frames per worker in memory.
-        while len(pending) >= 4 * cfg.workers:
-            _drain(pending, result, rows, progress, FIRST_COMPLETED)
-    if not seen:
-        _empty_bag(result, _no_images(bag, cfg.topics, found))
-    elif result.selected == selected:
-        _empty_bag(result, f'{bag}: no frame from {cfg.start_s:g} s' +
-                   (f' to {cfg.stop_s:g} s' if cfg.stop_s else '') +
-                   f' after the first (--start-s/--stop-s); its image topics span {planner.span_s:.2f} s')
+        yield msg
+
+
+def _write_frame(msg: RawMessage, rec: FrameRecord, path: Path, cfg: ExtractConfig, rows: dict,
+                 result: ExtractResult, pool, pending: dict, progress) -> None:
+    """Write one planned frame (or skip it where its file exists); with a ``pool``, in its processes."""
+    if path.is_file() and path.stat().st_size > 0:
+        result.skipped_existing += 1
+        if path not in rows:   # written by a run that died before its index: index it as it would have
+            rows[path] = replace(rec, encoding=_message_encoding(msg))
+        if progress:
+            progress(1)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    job = (msg, str(path), cfg.image_format, cfg.jpeg_quality)
+    # Stored-as-recorded bytes need no decoding: shipping them to a worker costs more.
+    if pool is None or (cfg.image_format == 'keep' and msg.msgtype.endswith('CompressedImage')):
+        _collect(result, rows, rec, path, _write_job(job), progress)
+        return
+    pending[pool.submit(_write_job, job)] = (rec, path)
+    # Bounded window: never hold more than a few frames per worker in memory.
+    while len(pending) >= 4 * cfg.workers:
+        _drain(pending, result, rows, progress, FIRST_COMPLETED)
 
 
 def _empty_bag(result: ExtractResult, text: str) -> None:
