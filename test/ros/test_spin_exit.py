@@ -267,7 +267,7 @@ def test_a_second_signal_during_the_stop_handler_cannot_hang_the_node():
     Event.set, so it can tell."""
     import threading
     from vidseg_ros.ros.spin import stop_on_signals
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         stop = stop_on_signals()
         assert signal.getsignal(signal.SIGINT) is stop and signal.getsignal(signal.SIGTERM) is stop

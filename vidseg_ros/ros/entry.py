@@ -1,4 +1,4 @@
-"""Entry of the node executables: a SIGINT/SIGTERM during start-up ends the process with status 0.
+"""Entry of the node executables: a SIGINT/SIGTERM (or SIGHUP) during start-up ends the process with status 0.
 
 A node module imports rclpy and torch first (seconds): a signal then arrived with Python's defaults and
 ended the process with -2 and a KeyboardInterrupt traceback, -15, or -6 when the KeyboardInterrupt met
@@ -60,10 +60,21 @@ def stop_with_parent() -> None:
     die_with_parent(signal.SIGINT)    # where there is no prctl the node runs as before
 
 
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a node as Ctrl-C does: SIGINT, SIGTERM, and SIGHUP unless it is ignored.
+
+    SIGHUP is what a closed terminal or a dropped ssh session sends to the processes it ran (`ros2 launch` and
+    its nodes alike): its default ended the recorder at once, the bag without metadata.yaml and the messages
+    of topics still settling (their first seconds) lost. Started under ``nohup`` (SIGHUP ignored), it stays
+    ignored."""
+    hangup = (signal.SIGHUP,) if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else ()
+    return (signal.SIGINT, signal.SIGTERM, *hangup)
+
+
 def run_node(module: str) -> int:
     """Install the start-up handlers and the parent-death signal, then import ``module`` and return its
     ``main()``; 2 after one line on stderr when it cannot be imported."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals():
         signal.signal(sig, _exit_now)
     stop_with_parent()
     try:

@@ -61,6 +61,10 @@ MAX_SETTLE_S = 10.0
 # per-run or per-task topics) each kept a DDS reader (~100 kB) for good, without end. The longest idle go first
 # and are subscribed again (same type, same bag topic) when a publisher returns.
 MAX_IDLE_SUBSCRIPTIONS = 64
+# At close, the messages DDS had delivered to our subscriptions but the executor not yet handed over are taken
+# (``drain``): until DRAIN_IDLE_PASSES executor passes in a row bring none, DRAIN_S at most.
+DRAIN_S = 1.0
+DRAIN_IDLE_PASSES = 10
 
 _INFINITE_NS = 9223372036854775807
 # ROS's usual overridable policies plus durability: a volatile publisher joining a topic subscribed
@@ -146,6 +150,7 @@ class RecorderNode(Node):
         self.unrecorded: dict[str, set[str]] = {}   # topic -> types offered but not recorded (later, or several)
         self.unloadable: dict[str, str] = {}        # topic -> its type, whose message package is not installed
         self._close_result: bool | None = None
+        self.taken = 0                  # messages our subscriptions have handed over (``drain`` watches it)
         self._said_no_clock = False
         self._last_log_ns = 0           # the last log time given: a smaller one is the node clock going back
         self.clock_jumps_back, self.clock_jump_back_s_max = 0, 0.0
@@ -280,6 +285,7 @@ class RecorderNode(Node):
         put, log_time, held = self.recorder.put, self._log_time, self.pending
 
         def on_message(data: bytes, info) -> None:
+            self.taken += 1
             if held:   # (an empty dict is false: one test per message while nothing is pending)
                 p = held.get(topic)
                 if p is not None:
@@ -508,10 +514,30 @@ class RecorderNode(Node):
             self.pub_diag.wait_for_all_acked(Duration(seconds=2.0))
         return code if self.close() else (code or 1)
 
+    def drain(self) -> None:
+        """Take the messages DDS delivered before the stop that the executor had not handed over yet: the spin loop
+        ends at the signal, and close() destroyed the subscriptions with them (20 images published in a burst
+        just before a SIGHUP: 1 recorded, the rest lost without a count). A camera that keeps publishing cannot
+        hold the close: DRAIN_S at most."""
+        executor = self.executor
+        if executor is None or not self.context.ok() or self.recorder.error:
+            return
+        deadline, idle = time.monotonic() + DRAIN_S, 0
+        while idle < DRAIN_IDLE_PASSES and time.monotonic() < deadline:
+            before = self.taken
+            try:
+                executor.spin_once(timeout_sec=0.0)
+            except Exception as e:  # noqa: BLE001 - a callback failing now ends the drain, not the close
+                self.get_logger().warning(f'stopped taking the last messages: {clip(e)}')
+                return
+            idle = idle + 1 if self.taken == before else 0
+
     def close(self) -> bool:
-        """Stop subscribing, write what is queued, close the bag (once). False on a timeout or an error."""
+        """Take what DDS delivered (``drain``), stop subscribing, write what is queued, close the bag (once). False on
+        a timeout or an error."""
         if self._close_result is not None:
             return self._close_result
+        self.drain()
         self.settle_all(closing=True)   # what a topic of one type received before its settle time is kept
         for sub in filter(None, self.subs.values()):
             try:

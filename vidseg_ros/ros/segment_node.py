@@ -40,7 +40,7 @@ from vidseg_ros.ros.camera_stream import CameraStream
 from vidseg_ros.ros.guards import check_device_for_model, check_model_spec
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, validate_changes
 from vidseg_ros.ros.settings import SegmentNodeConfig
-from vidseg_ros.ros.spin import Interrupted, WorkerDied, interruptible, run
+from vidseg_ros.ros.spin import Interrupted, WorkerDied, interruptible, join_unless_stopped, run
 from vidseg_ros.text import SHORT_TEXT, clip, short
 
 # Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.
@@ -141,7 +141,8 @@ class SegmentNodeCore:
             self._lock.notify_all()
         left = self.worker is not None and self.worker.is_alive()
         if left:
-            self.worker.join(timeout=wait_s)
+            # a deactivate waiting for a stuck frame gives up at a stop signal: the exit waits EXIT_WAIT_S itself
+            join_unless_stopped(self.worker, wait_s)
             left = self.worker.is_alive()
         if left and exiting:
             self.abandoned = True

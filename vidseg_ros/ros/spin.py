@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 
 import rclpy
@@ -20,6 +21,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from vidseg_ros.constants import EXIT_CANNOT_START
 from vidseg_ros.engine.memory import tune_allocator
+from vidseg_ros.ros.entry import stop_signals
 from vidseg_ros.ros.startup import domain_id_problem, init_failure, transport_warnings
 from vidseg_ros.text import one_line
 
@@ -34,17 +36,19 @@ class StopRequest:
     without a tty; SIGINT then SIGTERM) ran the handler again in the same thread, which waited on itself for
     good: the node ignored every later signal and a recorder never closed its bag (seen once under gdb)."""
 
-    def __init__(self):
+    def __init__(self, signals=()):
         self.requested = False
+        self.signals = signals   # the signals it handles (``entry.stop_signals``)
 
     def __call__(self, signum=None, frame=None) -> None:
         self.requested = True
 
 
 def stop_on_signals() -> StopRequest:
-    """Install the stop handler for SIGINT and SIGTERM (main thread only); the spin loop polls it."""
-    stop = StopRequest()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    """Install the stop handler for SIGINT, SIGTERM and SIGHUP (``entry.stop_signals``; main thread only); the spin
+    loop polls it."""
+    stop = StopRequest(stop_signals())
+    for sig in stop.signals:
         signal.signal(sig, stop)
     return stop
 
@@ -86,6 +90,19 @@ def interruptible(work, name: str):
     if 'error' in outcome:
         raise outcome['error']
     return outcome['value']
+
+
+def join_unless_stopped(thread: threading.Thread, timeout_s: float) -> None:
+    """``thread.join(timeout_s)`` that returns early at a stop signal (spin.run's handler; a plain join elsewhere):
+    the main thread waiting in a callback (a deactivate waiting STOP_WAIT_S for a stuck frame) saw the signal
+    only after it, and the exit came 10 s + 2 s after Ctrl-C, past ros2 launch's escalation."""
+    stop = signal.getsignal(signal.SIGINT)
+    if not isinstance(stop, StopRequest) or threading.current_thread() is not threading.main_thread():
+        thread.join(timeout_s)
+        return
+    deadline = time.monotonic() + timeout_s
+    while thread.is_alive() and not stop.requested and (left := deadline - time.monotonic()) > 0:
+        thread.join(min(left, 0.05))
 
 
 def start_ros(name: str, args=None):
@@ -148,7 +165,7 @@ def run(node_cls, args=None) -> int:
                   'with the traceback above)', file=sys.stderr)
             code = 1
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in stop.signals:
                 # Ignored from here on: Python's exit would restore the default handlers, and a late second
                 # signal (launch without a tty) would then kill the process mid-clean-up with status -2.
                 signal.signal(sig, signal.SIG_IGN)
