@@ -476,3 +476,19 @@ def test_a_constant_whose_value_lies_outside_the_model_s_folder_is_refused_unrea
     path = _edited(recurrent_onnx, tmp_path / 'models' / 'm.onnx', graph=constant)
     for message in (_engine_error(path), _info_error(path)):
         assert "weight c is stored in" in message and "outside the model's folder: not read" in message, message
+
+
+def test_info_sees_a_graph_s_outputs_as_the_engine_does_and_keeps_onnxruntime_s_log_lines_off_stderr(
+        recurrent_onnx, tmp_path):
+    """A graph declaring 7 logit channels where onnxruntime infers 2 (what it computes) is served by the engine;
+    info refused it from the declared shape. Its session prints no 'W:onnxruntime ... MergeShapeInfo' line."""
+    import subprocess
+    import sys
+
+    def seven(model):
+        model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 7
+    path = _edited(recurrent_onnx, tmp_path / 'm.onnx', graph=seven)
+    StreamSegmenter.from_checkpoint(EngineConfig(model=str(path), device='cpu'))
+    r = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'info', str(path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stderr == '', (r.returncode, r.stderr)

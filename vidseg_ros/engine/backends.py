@@ -517,13 +517,17 @@ def _check_same_export(main, cur, path: Path, cur_path: Path) -> None:
                          'file was copied alone); export the model again')
 
 
-def ort_session(ort, path: Path, providers: list):
+def ort_session(ort, path: Path, providers: list, quiet: bool = False):
     """An onnxruntime session of ``path``; CheckpointError naming that file (the key-frame graph or its
     ``.current.onnx``) when its bytes are no complete ONNX model, where onnxruntime said 'INVALID_PROTOBUF', or
-    onnxruntime cannot load it (an op, opset or IR version it lacks: its reason, ``_ort_reason``)."""
+    onnxruntime cannot load it (an op, opset or IR version it lacks: its reason, ``_ort_reason``). ``quiet``:
+    without onnxruntime's own log lines on stderr (a session only read, as `vidseg info`'s: one line there)."""
     _check_onnx_size(path)
+    options = ort.SessionOptions()
+    if quiet:
+        options.log_severity_level = 4      # fatal only: its errors come back as the exception
     try:
-        return ort.InferenceSession(str(path), providers=providers)
+        return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # onnxruntime's pybind error types: only the message says which
         if 'INVALID_PROTOBUF' in str(e) or 'No graph was found' in str(e):
             raise CheckpointError(f'{path} is not a complete ONNX model (truncated or corrupt); re-copy or re-export '

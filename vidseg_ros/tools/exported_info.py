@@ -116,20 +116,23 @@ def _read_onnx(path: Path) -> _Read:
 
 def _read_onnx_graph(onnx, path: Path) -> _Read:
     """Graph, weights and metadata by the onnx package (external weight files are not read: where they lie and
-    their sizes are checked, as the engine checks them)."""
+    their sizes are checked, as the engine checks them); where onnxruntime is installed, a session of it is
+    built, not run: what the engine's runtime refuses (an op, opset or IR version it lacks) is refused here too,
+    and the inputs and outputs are checked as the engine sees them (onnxruntime's shapes, where it infers others
+    than the graph declares)."""
     model = onnx_model(path)    # CheckpointError when the bytes are no (complete) ONNX model
     graph = model.graph
     check_onnx_tensors(graph, path)     # each weight's data are there: its count below is what it holds
+    weights = {i.name for i in graph.initializer}
+    inputs = [(i.name, _dims(i), i.type.tensor_type.elem_type == 1) for i in graph.input if i.name not in weights]
+    outputs = [(o.name, _dims(o), o.type.tensor_type.elem_type == 1) for o in graph.output]
+    io = {'inputs': {n: s for n, s, _ in inputs}, 'outputs': {n: s for n, s, _ in outputs}}    # as declared
     try:
         import onnxruntime as ort
     except ImportError:
         ort = None
-    if ort is not None:     # an op, opset or IR version the engine's runtime lacks: refused here too (built, not run)
-        ort_session(ort, path, ['CPUExecutionProvider'])
-    weights = {i.name for i in graph.initializer}
-    inputs = [(i.name, _dims(i), i.type.tensor_type.elem_type == 1) for i in graph.input if i.name not in weights]
-    outputs = [(o.name, _dims(o), o.type.tensor_type.elem_type == 1) for o in graph.output]
-    io = {'inputs': {n: s for n, s, _ in inputs}, 'outputs': {n: s for n, s, _ in outputs}}
+    if ort is not None:
+        inputs, outputs = session_io(ort_session(ort, path, ['CPUExecutionProvider'], quiet=True))
     count = sum(math.prod(i.dims) for i in graph.initializer if i.data_type in FLOAT_TYPES)
     text = next((p.value for p in model.metadata_props if p.key == META_KEY), '{}')
     return _Read(text, {_role(io): io}, int(count), [], (inputs, outputs))
@@ -143,7 +146,7 @@ def _dims(value_info) -> list:
 
 def _read_onnx_session(ort, path: Path) -> _Read:
     """Inputs, outputs and metadata by an onnxruntime session (built, not run); weights not counted."""
-    sess = ort_session(ort, path, ['CPUExecutionProvider'])
+    sess = ort_session(ort, path, ['CPUExecutionProvider'], quiet=True)
     inputs, outputs = session_io(sess)
     io = {'inputs': {n: s for n, s, _ in inputs}, 'outputs': {n: s for n, s, _ in outputs}}
     text = sess.get_modelmeta().custom_metadata_map.get(META_KEY, '{}')
