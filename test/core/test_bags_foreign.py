@@ -59,12 +59,13 @@ def frames_of(out: Path) -> list[int]:
 
 
 def test_every_frame_undecodable_is_an_error_not_an_empty_success(tmp_path):
-    # a WebP stream: 'neither PNG nor JPEG' for each frame; extract returned 0 written (exit 0) with only warnings
-    webp = cv2.imencode('.webp', _frame(1))[1].tobytes()
-    bag = rosbag2(tmp_path / 'bag', [((i + 1) * 10**8, compressed_cdr((i + 1) * 10**8, 'webp', webp))
+    # a GIF stream (a WebP one before WebP was read): 'not PNG, JPEG, WebP or BMP' for each frame; extract
+    # returned 0 written (exit 0) with only warnings
+    gif = cv2.imencode('.gif', _frame(1))[1].tobytes()
+    bag = rosbag2(tmp_path / 'bag', [((i + 1) * 10**8, compressed_cdr((i + 1) * 10**8, 'gif', gif))
                                      for i in range(5)], msgtype=COMPRESSED)
     with pytest.raises(ValueError, match=r'no frame extracted: all 5 frame\(s\) failed to decode; the first: .*'
-                                         r'neither PNG nor JPEG'):
+                                         r'not PNG, JPEG, WebP or BMP'):
         extract([bag], tmp_path / 'out')
     assert not (tmp_path / 'out' / 'index.csv').exists()
 

@@ -193,8 +193,15 @@ def jpeg_segments(buf: bytes | memoryview):
         i += 2 + length
 
 
+# The formats a CompressedImage may hold: those whose size is read from the header before any decoding. OpenCV
+# decodes more (GIF, JPEG 2000, PNM, AVIF, TIFF): refused, their size unchecked. TIFF also because OpenCV turns
+# a TIFF by its Orientation tag even with IMREAD_UNCHANGED: its header's size is not the decoded one.
+COMPRESSED_KINDS = ('png', 'jpeg', 'webp', 'bmp')
+
+
 def compressed_size(buf: bytes | memoryview) -> tuple[str, int, int]:
-    """(kind, height, width) from a PNG IHDR or JPEG SOF header, without decoding any pixel."""
+    """(kind, height, width) from the header of a PNG (IHDR), JPEG (SOF), WebP (VP8 / VP8L / VP8X) or BMP (DIB
+    header), without decoding any pixel; an ImageError for another format or a truncated header."""
     if buf[:8] == _PNG_MAGIC:
         if len(buf) < 24 or buf[12:16] != b'IHDR':
             raise ImageError(f'truncated PNG header ({len(buf)} bytes)')
@@ -208,7 +215,60 @@ def compressed_size(buf: bytes | memoryview) -> tuple[str, int, int]:
                 height, width = struct.unpack('>HH', buf[i + 5:i + 9])
                 return 'jpeg', height, width
         raise ImageError(f'corrupt JPEG: no frame header (SOF) in {len(buf)} bytes')
-    raise ImageError(f'compressed data is neither PNG nor JPEG (starts with {bytes(buf[:8])!r})')
+    for magic, reader in _HEADER_READERS:
+        if bytes(buf[:len(magic)]) == magic:
+            return reader(buf)
+    raise ImageError(f'compressed data is not PNG, JPEG, WebP or BMP (starts with {bytes(buf[:8])!r})')
+
+
+def _webp_size(buf) -> tuple[str, int, int]:
+    """A WebP's size from its first chunk: VP8 (lossy: 14-bit sizes after the start code 9d 01 2a), VP8L
+    (lossless: 14-bit sizes less one after the signature 0x2f) or VP8X (extended: the canvas, 24-bit sizes less
+    one; libwebp refuses an image whose bitstream is not of the canvas size)."""
+    if bytes(buf[8:12]) != b'WEBP':
+        raise ImageError(f'compressed data is a RIFF file but not WebP ({bytes(buf[8:12])!r})')
+    chunk, need = bytes(buf[12:16]), {b'VP8 ': 30, b'VP8L': 25, b'VP8X': 30}
+    if chunk not in need:
+        raise ImageError(f'corrupt WebP: first chunk {chunk!r} is not VP8, VP8L or VP8X' if len(buf) >= 16 else
+                         f'truncated WebP header ({len(buf)} bytes)')
+    if len(buf) < need[chunk]:
+        raise ImageError(f'truncated WebP header ({len(buf)} bytes)')
+    if chunk == b'VP8 ':
+        if bytes(buf[23:26]) != b'\x9d\x01\x2a':
+            raise ImageError('corrupt WebP: no VP8 start code')
+        width, height = struct.unpack('<HH', buf[26:30])
+        return 'webp', height & 0x3FFF, width & 0x3FFF      # the top 2 bits are an upscaling hint, not the size
+    if chunk == b'VP8L':
+        if buf[20] != 0x2F:
+            raise ImageError('corrupt WebP: no VP8L signature')
+        (bits,) = struct.unpack('<I', buf[21:25])
+        return 'webp', ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    return 'webp', int.from_bytes(buf[27:30], 'little') + 1, int.from_bytes(buf[24:27], 'little') + 1
+
+
+def _bmp_size(buf) -> tuple[str, int, int]:
+    """A BMP's size from its DIB header: 16-bit in the OS/2 core header (12 bytes), else 32-bit signed (a
+    negative height is a top-down image)."""
+    if len(buf) < 18:
+        raise ImageError(f'truncated BMP header ({len(buf)} bytes)')
+    (dib,) = struct.unpack('<I', buf[14:18])
+    if dib == 12:
+        if len(buf) < 22:
+            raise ImageError(f'truncated BMP header ({len(buf)} bytes)')
+        width, height = struct.unpack('<HH', buf[18:22])
+        return 'bmp', height, width
+    if dib < 40:
+        raise ImageError(f'corrupt BMP: a {dib}-byte DIB header')
+    if len(buf) < 26:
+        raise ImageError(f'truncated BMP header ({len(buf)} bytes)')
+    width, height = struct.unpack('<ii', buf[18:26])
+    if width < 0:
+        raise ImageError(f'corrupt BMP: negative width {width}')
+    return 'bmp', abs(height), width
+
+
+# magic -> the reader of the size of the formats after PNG and JPEG
+_HEADER_READERS = ((b'RIFF', _webp_size), (b'BM', _bmp_size))
 
 
 # image_transport's compressed_depth: a header (format enum, two depth quantisation floats) before the PNG
@@ -216,8 +276,8 @@ DEPTH_HEADER_BYTES = 12
 
 
 def compressed_payload(fmt: str, data):
-    """The PNG / JPEG file bytes in a CompressedImage's ``data`` (a slice of it): compressedDepth puts a 12-byte
-    header before its PNG; plain jpeg/png formats are the file as they are."""
+    """The image file bytes in a CompressedImage's ``data`` (a slice of it): compressedDepth puts a 12-byte
+    header before its PNG; other formats are the file as they are."""
     if 'compressedDepth' not in str(fmt):
         return data
     if len(data) <= DEPTH_HEADER_BYTES:
@@ -226,9 +286,9 @@ def compressed_payload(fmt: str, data):
 
 
 def decode_compressed(fmt: str, data, max_pixels: int | None = None) -> np.ndarray:
-    """CompressedImage (jpeg/png, any format string ROS tools write) -> (H, W, 3) uint8 RGB.
+    """CompressedImage (jpeg/png/webp/bmp, any format string ROS tools write) -> (H, W, 3) uint8 RGB.
 
-    The size is read from the PNG/JPEG header and checked against ``max_pixels`` before decoding,
+    The size is read from the header (``compressed_size``) and checked against ``max_pixels`` before decoding,
     so a small file claiming a huge image (a decompression bomb) costs nothing.
     """
     fmt = str(fmt)
@@ -260,7 +320,7 @@ def _decoded_to_rgb8(img: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    # cv2 decodes jpeg/png colour as BGR regardless of the format string's "rgb8;" prefix.
+    # cv2 decodes colour as BGR regardless of the format string's "rgb8;" prefix.
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -337,8 +397,23 @@ def _exif_tiff_orientation(tiff: bytes) -> int:
 
 
 def _file_chunks(f, kind: str):
-    """(name, payload) of the metadata blocks before the pixel data: JPEG APPn segments or PNG chunks."""
-    if kind == 'png':
+    """(name, payload) of the metadata blocks before the pixel data: JPEG APPn segments, PNG chunks or a WebP's
+    EXIF chunk (a BMP has none)."""
+    if kind == 'webp':
+        f.seek(12)
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return
+            name, length = head[:4], struct.unpack('<I', head[4:])[0]
+            if length > 1 << 26:
+                return
+            if name == b'EXIF':     # the TIFF block; some writers put JPEG's "Exif\0\0" before it
+                data = f.read(length)
+                yield name, data[6:] if data[:6] == b'Exif\x00\x00' else data
+                return
+            f.seek(length + (length & 1), 1)    # chunks are padded to an even size
+    elif kind == 'png':
         f.seek(8)
         while True:
             head = f.read(8)
@@ -349,7 +424,7 @@ def _file_chunks(f, kind: str):
                 return
             yield name, f.read(length)
             f.seek(4, 1)        # CRC
-    else:
+    elif kind == 'jpeg':
         f.seek(2)
         while True:
             head = f.read(4)
@@ -360,8 +435,8 @@ def _file_chunks(f, kind: str):
 
 
 def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | None]:
-    """(height, width, EXIF orientation, PNG palette or None) of a PNG / JPEG file from its headers, the size
-    *as stored* (``file_image_hw`` gives it as displayed). Other formats are decoded: (h, w, 1, None)."""
+    """(height, width, EXIF orientation, PNG palette or None) of a PNG / JPEG / WebP / BMP file from its headers,
+    the size *as stored* (``file_image_hw`` gives it as displayed). Other formats are decoded: (h, w, 1, None)."""
     with open(path, 'rb') as f:
         head = f.read(1 << 16)
         try:
@@ -379,7 +454,7 @@ def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | N
             return img.shape[0], img.shape[1], 1, None
         orientation, palette = 1, None
         for name, data in _file_chunks(f, kind):
-            if name == b'eXIf':
+            if name in (b'eXIf', b'EXIF'):
                 orientation = _exif_tiff_orientation(data)
             elif name == b'PLTE':
                 palette = [tuple(data[i:i + 3]) for i in range(0, len(data) - 2, 3)]

@@ -63,8 +63,8 @@ class ExtractConfig:
 
     topics: list[str] = setting([], 'Image topics to extract; empty = every Image/CompressedImage topic '
                                     'but segment_node\'s outputs (mask, overlay, ...)')
-    image_format: str = setting('png', 'png (lossless), jpg, or keep (CompressedImage bytes written '
-                                       'unchanged; raw images as png)', FORMATS)
+    image_format: str = setting('png', 'png (lossless), jpg, or keep (a CompressedImage\'s PNG / JPEG bytes '
+                                       'written unchanged; other frames as png)', FORMATS)
     jpeg_quality: int = setting(95, 'JPEG quality when image_format is jpg')
     every: int = setting(1, 'Keep every N-th frame of each sequence')
     start_s: float = setting(0.0, 'Skip frames earlier than this many seconds after the first frame')
@@ -125,8 +125,8 @@ def header_stamp_ns(msg: RawMessage) -> int:
 
 def frame_hw(msg: RawMessage) -> tuple[int, int] | None:
     """(height, width) of an image message without decoding the image: rosbags deserializes the fields as
-    views of the bytes (10 us for a 640x480 frame), a ``CompressedImage``'s size comes from its PNG / JPEG
-    header; None when they do not say (another compressed format, damaged bytes)."""
+    views of the bytes (10 us for a 640x480 frame), a ``CompressedImage``'s size comes from its PNG / JPEG / WebP
+    / BMP header; None when they do not say (another compressed format, damaged bytes)."""
     try:
         m = deserialize(msg)
         if msg.msgtype.endswith('CompressedImage'):
@@ -247,8 +247,24 @@ def _write_error(e: OSError, path: Path) -> OSError:
     return OSError(e.errno, reason, str(path))
 
 
+def _kept(msg: RawMessage, fmt: str) -> bool:
+    """Whether ``--image-format keep`` writes this message's bytes as recorded: a CompressedImage holding a PNG or
+    JPEG (or a compressedDepth PNG). Other formats the node decodes (WebP, BMP) are decoded and written as PNG, the
+    frame the node sees: a WebP's EXIF orientation, which file readers apply, cannot be reset in place. Bytes no
+    header makes an image of are a failed frame (they were written as a .jpg and counted as extracted)."""
+    if fmt != 'keep' or not msg.msgtype.endswith('CompressedImage'):
+        return False
+    m = deserialize(msg)
+    if 'compresseddepth' in str(m.format).lower():
+        return True
+    try:
+        return compressed_size(memoryview(m.data))[0] in ('png', 'jpeg')
+    except ImageError:
+        return False
+
+
 def _suffix(msg: RawMessage, fmt: str) -> str:
-    if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
+    if _kept(msg, fmt):
         # The format string is in the message; peek cheaply by deserialising only when needed. compressedDepth
         # is a PNG kept without its depth header, also where the format does not say png ("16UC1; compressedDepth")
         fmt_text = str(deserialize(msg).format).lower()
@@ -507,7 +523,7 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
     marker.unlink(missing_ok=True)
     if not result.selected:     # nothing to extract in any bag: an error, saying why for each bag
         raise ValueError('; '.join(result.empty_bags))
-    if result.failed and not result.frames:     # every frame undecodable (a WebP or H.264 stream): exit 0 with
+    if result.failed and not result.frames:     # every frame undecodable (an H.264 or GIF stream): exit 0 with
         raise ValueError(f'no frame extracted: all {result.failed} frame(s) failed to decode; the first: '   # none
                          f'{result.first_failure}')
     for text in result.empty_bags:
@@ -598,9 +614,11 @@ def _write_frame(msg: RawMessage, rec: FrameRecord, path: Path, cfg: ExtractConf
             progress(1)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    job = (msg, str(path), cfg.image_format, cfg.jpeg_quality)
+    kept = _kept(msg, cfg.image_format)
+    job = (msg, str(path), 'keep' if kept else 'png' if cfg.image_format == 'keep' else cfg.image_format,
+           cfg.jpeg_quality)
     # Stored-as-recorded bytes need no decoding: shipping them to a worker costs more.
-    if pool is None or (cfg.image_format == 'keep' and msg.msgtype.endswith('CompressedImage')):
+    if pool is None or kept:
         _collect(result, rows, rec, path, _write_job(job), progress)
         return
     pending[pool.submit(_write_job, job)] = (rec, path)
