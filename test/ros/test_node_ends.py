@@ -291,3 +291,40 @@ def test_a_signal_while_deactivate_waits_for_a_stuck_frame_exits_within_2_s(stuc
     log = node.log()
     assert node.proc.returncode == 0 and took < 4.0, f'{took:.1f} s, status {node.proc.returncode}:\n{log[-3000:]}'
     assert 'Traceback' not in log, log[-3000:]
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['ctrl_c', 'sigterm'])
+def test_the_demo_stopped_mid_run_says_so_in_one_line_and_stops_its_nodes(tmp_path, real_frames, sig):
+    """Ctrl-C in the demo's terminal (SIGINT to its process group) printed a KeyboardInterrupt traceback from
+    rclpy's wait set and exited -2; SIGTERM to the demo ended it at once, without stopping its nodes itself."""
+    import os
+    import sys
+
+    import cv2
+    import psutil
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for i, rgb in enumerate(real_frames):
+        cv2.imwrite(str(frames / f'{i:04d}.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = tmp_path / 'out'
+    demo = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.ros.demo', '--video', str(frames), '--rate', '2',
+                             '--out', str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(Path(__file__).parents[2]), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / 'video_source.log').is_file() or 'publishing' not in (out / 'video_source.log').read_text():
+            assert demo.poll() is None and time.monotonic() < deadline, demo.communicate()
+            time.sleep(0.1)
+        nodes = psutil.Process(demo.pid).children()
+        assert len(nodes) == 3
+        (os.killpg if sig == signal.SIGINT else os.kill)(demo.pid, sig)   # a terminal's Ctrl-C, a kill
+        _, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert demo.returncode == 130 and err.strip() == f'demo: interrupted; node logs and what was recorded are in ' \
+                                                     f'{out}', (demo.returncode, err[-3000:])
+    assert not [n for n in nodes if n.is_running() and n.status() != psutil.STATUS_ZOMBIE]
+    (bag,) = out.glob('drive_*')
+    assert (bag / 'metadata.yaml').is_file()

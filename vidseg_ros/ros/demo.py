@@ -29,6 +29,10 @@ IMPORT_ROOT = Path(__file__).resolve().parents[2]
 CHECKOUT = IMPORT_ROOT if (IMPORT_ROOT / 'package.xml').is_file() else None
 
 
+STOP_WAIT_S = 70.0        # a node's exit after SIGINT: the recorder writes what is queued (record.launch.py: 65 s)
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
 class DemoError(Exception):
     """Bad input or a set-up the demo cannot run in: one line, exit 2."""
 
@@ -235,12 +239,17 @@ def start(module: str, params: dict, log: Path) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """SIGINT, then its exit; a second Ctrl-C meanwhile does not leave it running (the recorder closes its bag)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while proc.poll() is None:
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
         except subprocess.TimeoutExpired:
             proc.kill()
+        except KeyboardInterrupt:
+            continue
 
 
 def run(args) -> dict:
@@ -341,6 +350,8 @@ def main(argv=None) -> int:
     parser.add_argument('--max-frames', type=int, default=150, help='frames to play (0 = all)')
     parser.add_argument('--no-record', dest='record', action='store_false', help='do not start the recorder')
     args = parser.parse_args(argv)
+    # SIGTERM as Ctrl-C: the nodes are stopped (bag closed) either way; a kill ended the demo with them running
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         ros_environment()
         rclpy = init_ros()
@@ -351,6 +362,9 @@ def main(argv=None) -> int:
     except DemoError as e:
         print(f'demo: {e}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # run() stopped its nodes on the way out; a traceback and status -2 said nothing
+        print(f'demo: interrupted; node logs and what was recorded are in {args.out}', file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0 if summary['overlays_received'] > 0 else 1
 
 
