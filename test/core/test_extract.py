@@ -440,7 +440,7 @@ def test_long_bag_names_give_shortened_sequence_names_that_resume(tmp_path):
     write_bag(tmp_path / 'day2' / long, [days['day2']], BagFromFramesConfig(start_ns=1_700_000_100_000_000_000))
     bags = [tmp_path / 'day1' / long, tmp_path / 'day2' / long]
     res = extract(bags, tmp_path / 'out')
-    from vidseg_ros.data.datasets.extract import MAX_SEQUENCE_BYTES, _sequence_name
+    from vidseg_ros.data.datasets.sequence_names import MAX_SEQUENCE_BYTES, sequence_name as _sequence_name
     assert res.written == 8 and len(res.sequences) == 2
     assert all(len(s.encode()) <= MAX_SEQUENCE_BYTES and s.endswith('_000') for s in res.sequences)
     recs = read_index(tmp_path / 'out')

@@ -158,10 +158,10 @@ def test_stamp_order_restores_any_order_where_no_frame_is_later_than_its_depth(d
 def test_a_dataset_extracted_before_frames_were_reordered_resumes_without_copies(tmp_path, monkeypatch):
     # made with late frames in sequences of their own (6 + 14); extracted again, the 14 were written a second
     # time into the sequence they now belong to: 34 rows for 20 messages
-    from vidseg_ros.data.datasets import extract as extract_module
+    from vidseg_ros.data.datasets import sequence_planner
     bag = _bag(tmp_path / 'bag', _late(_drive(), 5, 1))
     with monkeypatch.context() as m:
-        m.setattr(extract_module, 'REORDER_FRAMES', 0)       # as before: every frame placed as it arrives
+        m.setattr(sequence_planner, 'REORDER_FRAMES', 0)     # as before: every frame placed as it arrives
         extract([bag], tmp_path / 'out')
     before = _sequences(tmp_path / 'out')
     assert [len(v) for v in before.values()] == [6, 14]

@@ -10,43 +10,43 @@ temporary name and renamed, so an interrupted run leaves no half files and a re-
 exists. Locally, decoding and encoding run in worker processes and the main process only reads the
 bags and plans file names (a frame's size comes from its message header); on a Dask cluster
 (``executor='dask'``) each bag is one task (``data.executors``).
+
+The parts: ``extract_config`` (settings, counts), ``image_messages`` (stamp, size, encoding read from a message;
+its frame decoded), ``stamp_order`` (frames back in stamp order), ``sequence_names``, ``sequence_planner`` (each
+frame's sequence, index and file), ``frame_files`` (a frame's file written in a worker); this module reads the
+bags, hands frames to the workers and writes the index.
 """
 from __future__ import annotations
 
-import errno
-import hashlib
 import logging
 import math
 import os
-import re
-import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, as_completed, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
-from rosbags.serde import SerdeError
 
-from vidseg_ros.config import setting
-from vidseg_ros.data.bags.reader import (IMAGE_TYPES, ROS1_SUFFIXES, STORAGE_SUFFIXES, RawMessage, bag_files,
-                                         deserialize, has_suffix, read_messages)
-from vidseg_ros.data.executors import check_executor, task_executor
-from vidseg_ros.data.exif import kept_frame_bytes
-from vidseg_ros.data.images import (ImageError, compressed_size, decode_compressed, image_fields_to_rgb8,
-                                    write_file_atomic, write_image_atomic)
-from vidseg_ros.data.datasets.lock import dataset_lock
-from vidseg_ros.data.datasets.stamp_order import REORDER_FRAMES, StampOrder
+from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, has_suffix, read_messages
+# (noqa: F401) names importable from here before the parts were split out: bench_extract.py, tests
+from vidseg_ros.data.datasets.extract_config import FORMATS, ExtractConfig, ExtractResult  # noqa: F401
+from vidseg_ros.data.datasets.frame_files import kept_as_recorded, write_job
+from vidseg_ros.data.datasets.image_messages import (FORMAT_CELL, decode_message, format_cell,  # noqa: F401
+                                                     frame_hw, header_stamp_ns, message_encoding)
 from vidseg_ros.data.datasets.layouts import (EXTRACTING_NAME, INDEX_NAME, FrameRecord, read_index, read_meta,
                                               write_index, write_meta)
+from vidseg_ros.data.datasets.lock import dataset_lock
+from vidseg_ros.data.datasets.sequence_names import (BAG_SUFFIXES, MAX_SEQUENCE_BYTES, bag_key,  # noqa: F401
+                                                     sequence_names)
+from vidseg_ros.data.datasets.sequence_planner import SequencePlanner
+from vidseg_ros.data.executors import check_executor, task_executor
+from vidseg_ros.data.images import write_file_atomic
 from vidseg_ros.engine.outputs import OUTPUTS
 from vidseg_ros.text import clip, short
 
 log = logging.getLogger(__name__)
-FORMATS = ('png', 'jpg', 'keep')
-BAG_SUFFIXES = STORAGE_SUFFIXES + ROS1_SUFFIXES
 # segment_node's image outputs (<node>/mask, .../overlay, ...): recorded to review a drive, but class ids and
 # renderings are not camera frames, so "every image topic" leaves them out unless --topic names them.
 SEGMENTER_OUTPUTS = frozenset(o.name for o in OUTPUTS)
@@ -55,407 +55,6 @@ SEGMENTER_OUTPUTS = frozenset(o.name for o in OUTPUTS)
 def is_segmenter_output(topic: str) -> bool:
     """True for a topic named like one of segment_node's image outputs (its last name component)."""
     return topic.rstrip('/').rpartition('/')[2] in SEGMENTER_OUTPUTS
-
-
-@dataclass
-class ExtractConfig:
-    """Settings of ``vidseg extract``."""
-
-    topics: list[str] = setting([], 'Image topics to extract; empty = every Image/CompressedImage topic '
-                                    'but segment_node\'s outputs (mask, overlay, ...)')
-    image_format: str = setting('png', 'png (lossless), jpg, or keep (a CompressedImage\'s PNG / JPEG bytes '
-                                       'written unchanged; other frames as png)', FORMATS)
-    jpeg_quality: int = setting(95, 'JPEG quality when image_format is jpg')
-    every: int = setting(1, 'Keep every N-th frame of each sequence')
-    start_s: float = setting(0.0, 'Skip frames earlier than this many seconds after the first frame')
-    stop_s: float = setting(0.0, 'Stop this many seconds after the first frame; 0 = to the end')
-    max_gap_s: float = setting(0.5, 'A stamp gap larger than this (or a step back larger than this) starts a new '
-                                    f'sequence; a frame up to {REORDER_FRAMES} frames late, less than this, takes '
-                                    'its place')
-    stamp: str = setting('header', 'Frame time: header stamp (falls back to the log time when zero) '
-                                   'or bag log time', ('header', 'log'))
-    workers: int = setting(1, 'Decode/encode worker processes (1 = in this process)')
-
-
-@dataclass
-class ExtractResult:
-    """Counts of one extraction run."""
-
-    written: int = 0
-    skipped_existing: int = 0
-    failed: int = 0
-    duplicates: int = 0
-    exif_reset: int = 0         # kept frames whose EXIF orientation was set to 1 (data.exif)
-    exif_reencoded: int = 0     # kept frames encoded again for an orientation that could not be reset
-    bytes_written: int = 0
-    image_messages: int = 0     # image messages read (frames kept or not)
-    selected: int = 0           # image messages inside the start_s/stop_s range
-    sequences: dict[str, int] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    empty_bags: list[str] = field(default_factory=list)      # why a bag gave no frame (also in warnings)
-    skipped_topics: list[str] = field(default_factory=list)   # segment_node outputs left out
-    first_failure: str = ''     # why the first frame that failed did (the error when every frame failed)
-    seconds: float = 0.0
-
-    @property
-    def frames(self) -> int:
-        return self.written + self.skipped_existing
-
-    def add(self, other: 'ExtractResult') -> None:
-        """Counts of another part of the same run (a bag done elsewhere)."""
-        for name in ('written', 'skipped_existing', 'failed', 'duplicates', 'exif_reset', 'exif_reencoded',
-                     'bytes_written', 'image_messages', 'selected'):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.warnings.extend(other.warnings)
-        self.empty_bags.extend(other.empty_bags)
-        self.first_failure = self.first_failure or other.first_failure
-        self.skipped_topics = sorted(set(self.skipped_topics) | set(other.skipped_topics))
-
-
-def header_stamp_ns(msg: RawMessage) -> int:
-    """``header.stamp`` read straight from the serialized bytes (first field of Image types)."""
-    if len(msg.data) < 12:
-        return 0
-    if msg.fmt == 'cdr':        # 4-byte encapsulation header; byte 1 says little (1) or big (0) endian
-        sec, nsec = struct.unpack_from('<iI' if msg.data[1] == 1 else '>iI', msg.data, 4)
-    else:                       # ROS 1 Header: uint32 seq, then the stamp
-        sec, nsec = struct.unpack_from('<II', msg.data, 4)
-    return sec * 1_000_000_000 + nsec
-
-
-def frame_hw(msg: RawMessage) -> tuple[int, int] | None:
-    """(height, width) of an image message without decoding the image: rosbags deserializes the fields as
-    views of the bytes (10 us for a 640x480 frame), a ``CompressedImage``'s size comes from its PNG / JPEG / WebP
-    / BMP header; None when they do not say (another compressed format, damaged bytes)."""
-    try:
-        m = deserialize(msg)
-        if msg.msgtype.endswith('CompressedImage'):
-            payload = memoryview(m.data)
-            if 'compressedDepth' in m.format:           # a 12-byte depth header before the PNG
-                payload = payload[12:]
-            return tuple(compressed_size(payload)[1:])
-        return int(m.height), int(m.width)
-    except (SerdeError, ImageError, ValueError, IndexError):
-        return None
-
-
-def _slug(topic: str) -> str:
-    return re.sub(r'[^A-Za-z0-9]+', '_', topic).strip('_') or 'image'
-
-
-def _topic_hash(topic: str) -> str:
-    return hashlib.sha1(topic.encode()).hexdigest()[:8]
-
-
-# A sequence name is a folder name (images/<sequence>/, labels/<sequence>/): at most 255 bytes, and names made
-# from it need room too (make-variant's <sequence>_<index>_noise), so a longer one is shortened.
-MAX_SEQUENCE_BYTES = 200
-
-
-def _sequence_name(name: str, part: str, seg: int) -> str:
-    """``<bag name>_<topic part>_<NNN>``; over ``MAX_SEQUENCE_BYTES`` (a long bag or topic name), the
-    ``<bag name>_<topic part>`` is cut and ends in ``-<8 hex digits of it>``: the same name in every run,
-    another for every other bag name and topic."""
-    base, tail = f'{name}_{part}', f'_{seg:03d}'
-    raw = base.encode('utf-8', 'surrogateescape')
-    if len(raw) + len(tail) <= MAX_SEQUENCE_BYTES:
-        return base + tail
-    cut = raw[:MAX_SEQUENCE_BYTES - len(tail) - 9].decode('utf-8', 'ignore')
-    return f'{cut}-{hashlib.sha1(raw).hexdigest()[:8]}{tail}'
-
-
-def _topic_parts(topic: str) -> tuple[str, str]:
-    """The two names a topic's part of its sequence names can have: its slug, or the slug and its hash."""
-    return _slug(topic), f'{_slug(topic)}-{_topic_hash(topic)}'
-
-
-def _is_sequence_of(seq: str, name: str, part: str) -> bool:
-    """Whether ``seq`` is a sequence of bag ``name`` and topic ``part`` (shortened or not)."""
-    m = re.fullmatch(r'.+_(\d+)', seq)
-    return bool(m) and _sequence_name(name, part, int(m[1])) == seq
-
-
-def _topic_part(name: str, rec: FrameRecord) -> str | None:
-    """The part of ``rec``'s sequence name that stands for its topic, if it is one of bag ``name``'s
-    (``<name>_<topic slug>[-<8 hex digits>]_<NNN>``, or that name shortened)."""
-    m = re.fullmatch(rf'{re.escape(name)}_({re.escape(_slug(rec.topic))}(?:-[0-9a-f]{{8}})?)_\d+', rec.sequence)
-    if m:
-        return m[1]
-    return next((p for p in _topic_parts(rec.topic) if _is_sequence_of(rec.sequence, name, p)), None)
-
-
-# A CompressedImage format as the index's encoding column keeps it ("bgr8; jpeg compressed bgr8" is 26).
-FORMAT_CELL = 64
-
-
-def format_cell(text: str) -> str:
-    """A CompressedImage's ``format``, free text of the recording's publisher, as the index stores it: its
-    control characters escaped and cut to ``FORMAT_CELL`` characters. Raw, a format of ESC sequences, line breaks
-    and 100 kB went into every row of index.csv (100 kB a frame), and to the terminal of whoever read it."""
-    return clip(text, FORMAT_CELL) if text else 'compressed'
-
-
-def decode_message(msg: RawMessage) -> tuple[np.ndarray, str, bytes | None]:
-    """-> (RGB frame, source encoding (a format: ``format_cell``), compressed payload or None)."""
-    m = deserialize(msg)
-    if msg.msgtype.endswith('CompressedImage'):
-        data = bytes(m.data)
-        return decode_compressed(m.format, data), format_cell(m.format), data
-    return image_fields_to_rgb8(m.encoding, m.height, m.width, m.step, m.data, m.is_bigendian), m.encoding, None
-
-
-def _write_job(job: tuple) -> tuple[int, str, str, str]:
-    """Worker: decode one message and write its file atomically -> (bytes, encoding, error, EXIF action:
-    ``data.exif.kept_frame_bytes``)."""
-    msg, path, fmt, quality = job
-    path = Path(path)
-    oriented = ''
-    try:
-        if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
-            # Bytes as recorded: no decode, no re-encode, nothing lost; but an EXIF orientation is reset, as
-            # the node ignores it and every file reader would turn the frame
-            m = deserialize(msg)
-            encoding = format_cell(m.format)
-            data, oriented = kept_frame_bytes(bytes(m.data), m.format, path.suffix, quality)
-            write_file_atomic(path, data, fsync=False)   # frames can be extracted again: no fsync
-        else:
-            rgb, encoding, _ = decode_message(msg)
-            params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix == '.jpg' else \
-                [cv2.IMWRITE_PNG_COMPRESSION, 1]
-            try:
-                write_image_atomic(path, rgb[:, :, ::-1], params=params, fsync=False)
-            except ImageError:
-                return 0, encoding, f'cannot encode {path.name}', ''
-        return path.stat().st_size, encoding, '', oriented
-    except OSError as e:        # disk full / permissions: stop, do not skip frames silently (no half file left)
-        raise _write_error(e, path) from e
-    except Exception as e:  # noqa: BLE001 - one damaged message must not stop the run
-        return 0, '', f'{type(e).__name__}: {clip(e, 1000)}', ''    # it may quote the message's own fields
-
-
-# Errors that free space (or a higher file size limit) fixes; a re-run then resumes.
-_NO_ROOM = {errno.ENOSPC: 'free some space', errno.EDQUOT: 'free some space (disk quota)',
-            errno.EFBIG: 'free some space or raise the file size limit (ulimit -f)'}
-
-
-def _write_error(e: OSError, path: Path) -> OSError:
-    """``e`` naming the frame file it failed on, with what to do when the disk is full."""
-    hint = _NO_ROOM.get(e.errno)
-    reason = e.strerror or str(e)
-    if hint:
-        reason += f'; {hint}, then re-run: extraction resumes where it stopped'
-    return OSError(e.errno, reason, str(path))
-
-
-def _kept(msg: RawMessage, fmt: str) -> bool:
-    """Whether ``--image-format keep`` writes this message's bytes as recorded: a CompressedImage holding a PNG or
-    JPEG (or a compressedDepth PNG). Other formats the node decodes (WebP, BMP) are decoded and written as PNG, the
-    frame the node sees: a WebP's EXIF orientation, which file readers apply, cannot be reset in place. Bytes no
-    header makes an image of are a failed frame (they were written as a .jpg and counted as extracted)."""
-    if fmt != 'keep' or not msg.msgtype.endswith('CompressedImage'):
-        return False
-    m = deserialize(msg)
-    if 'compresseddepth' in str(m.format).lower():
-        return True
-    try:
-        return compressed_size(memoryview(m.data))[0] in ('png', 'jpeg')
-    except ImageError:
-        return False
-
-
-def _suffix(msg: RawMessage, fmt: str) -> str:
-    if _kept(msg, fmt):
-        # The format string is in the message; peek cheaply by deserialising only when needed. compressedDepth
-        # is a PNG kept without its depth header, also where the format does not say png ("16UC1; compressedDepth")
-        fmt_text = str(deserialize(msg).format).lower()
-        return '.png' if 'png' in fmt_text or 'compresseddepth' in fmt_text else '.jpg'
-    return '.jpg' if fmt == 'jpg' else '.png'
-
-
-class _Planner:
-    """Assigns sequences, indices and output paths in bag order (main process only).
-
-    Each topic's sequences are named ``<bag name>_<topic slug>_<NNN>``. Topics whose slugs collide
-    (``/cam/a_b`` and ``/cam_a/b``) would share their sequences and files: of the bag's image topics
-    with one slug, the first by name keeps it and the others get ``<slug>-<8 hex digits of the topic>``,
-    so the name does not depend on the order of the messages or on ``--topic``; a topic already in the
-    dataset keeps the name it has there, so re-runs resume.
-
-    Args:
-        found: the bag's topics (topic -> msgtype) as its reader lists them, filled as the bag is read.
-        old_rows: this bag's rows already in the dataset.
-    """
-
-    def __init__(self, cfg: ExtractConfig, bag: Path, name: str, out: Path, result: ExtractResult,
-                 found: dict[str, str] | None = None, old_rows=()):
-        self.cfg, self.bag, self.name, self.out, self.result = cfg, bag, name, out, result
-        self.state: dict[str, dict] = {}       # topic -> last stamp, segment, position, t0, frame size
-        self.order: dict[str, StampOrder] = {}  # topic -> its frames held to restore stamp order
-        self.span_s = 0.0                      # the latest frame, seconds after its topic's first
-        self.found = found if found is not None else {}
-        self.parts: dict[str, str] = {}        # topic -> its part of the sequence names
-        self.owner: dict[str, str] = {}        # that part -> its topic
-        self.shortened: set[str] = set()       # topics whose sequence names were shortened (logged once)
-        # (topic, stamp) -> the files of this bag's frames in the dataset, and how often each was planned now
-        self.indexed: dict[tuple[str, int], list[Path]] = {}
-        self.planned: dict[tuple[str, int], int] = {}
-        for r in sorted(old_rows, key=lambda r: (r.sequence, r.index)):
-            self.indexed.setdefault((r.topic, r.stamp_ns), []).append(r.image)
-        for r in old_rows:
-            part = _topic_part(name, r)
-            # a part two topics share (a dataset made before topics were kept apart): the first keeps it
-            if part and r.topic not in self.parts and self.owner.setdefault(part, r.topic) == r.topic:
-                self.parts[r.topic] = part
-
-    def _part(self, topic: str) -> str:
-        part = self.parts.get(topic)
-        if part is not None:
-            return part
-        plain = _slug(topic)
-        rivals = sorted(t for t, ty in self.found.items()
-                        if ty in IMAGE_TYPES and _slug(t) == plain and t not in self.parts)
-        first = min(rivals + [topic])
-        part = plain if plain not in self.owner and first == topic else f'{plain}-{_topic_hash(topic)}'
-        if part != plain:
-            log.info('extract: topics %s share the name %s: the sequences of %s are named %s_%s_...',
-                     ', '.join(sorted({topic, *rivals, *(t for t, p in self.parts.items() if p == plain)}))[:300],
-                     plain[:200], topic[:200], self.name[:200], part[:200])
-        self.parts[topic], self.owner[part] = part, topic
-        return part
-
-    def plan(self, msg: RawMessage) -> list[tuple[FrameRecord, Path, RawMessage]]:
-        """Take the bag's next image message; -> the frames to write now (with their messages), in stamp order
-        per topic: ``StampOrder`` holds a few of each topic's frames to put one that arrived late in its place."""
-        stamp = header_stamp_ns(msg) if self.cfg.stamp == 'header' else 0
-        stamp = stamp or msg.log_time_ns
-        order = self.order.get(msg.topic)
-        if order is None:
-            order = self.order[msg.topic] = StampOrder(REORDER_FRAMES, self.cfg.max_gap_s)
-        return self._placed(order.push(stamp, msg))
-
-    def flush(self) -> list[tuple[FrameRecord, Path, RawMessage]]:
-        """The frames still held, at the end of the bag."""
-        return [p for order in self.order.values() for p in self._placed(order.drain())]
-
-    def _placed(self, released) -> list[tuple[FrameRecord, Path, RawMessage]]:
-        return [(*p, msg) for stamp, msg in released if (p := self._place(stamp, msg)) is not None]
-
-    def _place(self, stamp: int, msg: RawMessage) -> tuple[FrameRecord, Path] | None:
-        """A frame's sequence, index and file, in stamp order of its topic; None for one not kept."""
-        cfg = self.cfg
-        st = self.state.setdefault(msg.topic, {'last': None, 'seg': -1, 'pos': 0, 't0': stamp, 'hw': None})
-        rel = (stamp - st['t0']) / 1e9
-        self.span_s = max(self.span_s, rel)
-        # a frame stamped before the first (sim time reset, another recording) is before --start-s only when one
-        # was given: without, every such frame was dropped, counted nowhere
-        if (cfg.start_s > 0 and rel < cfg.start_s) or (cfg.stop_s > 0 and rel >= cfg.stop_s):
-            return None
-        self.result.selected += 1
-        if st['last'] is not None and stamp == st['last']:
-            self.result.duplicates += 1
-            return None
-        hw = frame_hw(msg)      # a new size starts a new sequence: flow, propagation, temporal metrics need one
-        resized = hw is not None and st['hw'] is not None and hw != st['hw']
-        if st['last'] is None or stamp < st['last'] or (stamp - st['last']) / 1e9 > cfg.max_gap_s or resized:
-            st['seg'], st['pos'] = st['seg'] + 1, 0
-            if resized:
-                log.info('extract: %s changes frame size at %d (%dx%d -> %dx%d): a new sequence starts',
-                         msg.topic[:200], stamp, st['hw'][1], st['hw'][0], hw[1], hw[0])
-        st['last'], st['hw'] = stamp, hw or st['hw']
-        pos = st['pos']
-        st['pos'] += 1
-        if pos % max(1, cfg.every):
-            return None
-        part = self._part(msg.topic)
-        seq = _sequence_name(self.name, part, st['seg'])
-        if seq != f'{self.name}_{part}_{st["seg"]:03d}' and msg.topic not in self.shortened:
-            self.shortened.add(msg.topic)
-            log.info('extract: the sequence names of %s in %s would be over %d bytes: shortened to %s',
-                     msg.topic[:200], str(self.bag)[:200], MAX_SEQUENCE_BYTES, seq)
-        path = self.out / 'images' / seq / f'{stamp}{_suffix(msg, cfg.image_format)}'
-        path = self._indexed_as(msg.topic, stamp, path)
-        rec = FrameRecord(seq, pos, path, None, stamp, 'none', str(self.bag), msg.topic, '')
-        return rec, path
-
-    def _indexed_as(self, topic: str, stamp: int, path: Path) -> Path:
-        """``path``, or the file the dataset already has for this frame in another sequence: one extracted before
-        frames that arrived late were put in their place has them in sequences of their own, and writing them
-        again in the sequence they now belong to stored them twice. The n-th frame of a stamp (a looped bag
-        repeats stamps) is the n-th the dataset has."""
-        if not self.indexed:
-            return path
-        n = self.planned.get((topic, stamp), 0)
-        self.planned[(topic, stamp)] = n + 1
-        files = self.indexed.get((topic, stamp), ())
-        old = files[n] if n < len(files) else path
-        if old != path and old.suffix == path.suffix and not path.is_file() and old.is_file():
-            return old
-        return path
-
-
-def _bag_key(bag: str | Path) -> str:
-    return os.path.realpath(bag)
-
-
-def _sequence_names(bags: list[Path], old_rows) -> list[str]:
-    """The name each bag's sequences start with (``<name>_<topic>_<NNN>``).
-
-    A bag is named after its folder or file, unless another bag of that name (earlier in this run,
-    or already in the dataset's ``old_rows``) holds that name: then ``<name>-<8 hex digits of its
-    path>``, so the ``drive`` bags of two days never share a sequence or a file name (same stamps
-    would make the second skip as "existing" and be lost). A bag already in the dataset keeps the
-    name it got there, so re-runs resume whatever the order of the bags.
-    """
-    owner: dict[str, str] = {}      # name -> the bag (path key) holding it
-    known: dict[str, str] = {}      # bag key -> its name in the dataset
-    unresolved: dict[str, str] = {}     # bag file/folder name -> its name in the dataset, see below
-    keys: dict[str, str] = {}       # a row's bag -> its real path (resolved once per bag, not per row)
-    for r in old_rows:
-        m = re.fullmatch(rf'(.+)_{re.escape(_slug(r.topic))}(?:-[0-9a-f]{{8}})?_\d+', r.sequence)
-        name = m[1] if m else _shortened_bag_name(r) if r.bag else None
-        if name and r.bag:
-            key = keys.get(r.bag) or keys.setdefault(r.bag, _bag_key(r.bag))
-            owner.setdefault(name, key)
-            known.setdefault(key, name)
-            if not os.path.isabs(r.bag) and not os.path.exists(r.bag):
-                # written before bag paths were stored absolute, from another folder: known by name only
-                unresolved.update(dict.fromkeys((Path(r.bag).stem, Path(r.bag).name, _bag_stem(r.bag)), name))
-    names = []
-    for bag in bags:
-        key, plain = _bag_key(bag), _bag_stem(bag) if bag.is_file() else bag.name
-        name = known.get(key)
-        if name is None and plain in unresolved:
-            name = known[key] = unresolved[plain]
-            unresolved = {k: v for k, v in unresolved.items() if v != name}
-            log.warning('extract: %s is taken for the bag %s already in the dataset (its index names that bag by '
-                        'a path relative to another folder): frames already there are skipped',
-                        str(bag)[:200], name[:200])
-        if name is None:
-            name = plain if owner.setdefault(plain, key) == key else \
-                f'{plain}-{hashlib.sha1(key.encode()).hexdigest()[:8]}'
-            owner.setdefault(name, key)
-            if name != plain:
-                log.info('extract: another bag named %s is in this run or dataset: the sequences of %s are '
-                         'named %s_...', plain[:200], str(bag)[:200], name[:200])
-        names.append(name)
-    return names
-
-
-def _bag_stem(bag: str | Path) -> str:
-    """A bag file's name without its suffixes: ``drive`` of ``drive.bag.active`` and ``drive.mcap.zstd`` as of
-    ``drive.bag`` (a bag reindexed or decompressed later keeps its sequence names: its frames are skipped)."""
-    name = Path(bag).name
-    suffix = next((x for x in sorted(BAG_SUFFIXES, key=len, reverse=True) if name.lower().endswith(x)), '')
-    return name[:len(name) - len(suffix)] if suffix and len(name) > len(suffix) else Path(bag).stem
-
-
-def _shortened_bag_name(rec: FrameRecord) -> str | None:
-    """The bag name of a row whose sequence name was shortened (``_sequence_name``): of the names its bag can
-    have (its own, or with the hash of its path), the one that gives that sequence name."""
-    bag = Path(rec.bag)
-    plains = {bag.stem, bag.name, _bag_stem(bag)}
-    names = [*plains, *(f'{p}-{hashlib.sha1(_bag_key(bag).encode()).hexdigest()[:8]}' for p in plains)]
-    return next((n for n in names for p in _topic_parts(rec.topic) if _is_sequence_of(rec.sequence, n, p)), None)
 
 
 def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None = None,
@@ -494,7 +93,7 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
     rows: dict[Path, FrameRecord] = dict(old)
     # absolute: the index's bag column is how a later run, from any folder, knows a bag is already in
     paths = [Path(os.path.abspath(b)) for b in bags]
-    named = list(zip(paths, _sequence_names(paths, old.values())))
+    named = list(zip(paths, sequence_names(paths, old.values())))
     t_start = time.perf_counter()
     try:
         with task_executor(executor, cfg.workers, address) as pool:
@@ -503,7 +102,7 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
                 by_bag = _rows_by_bag(old.values())
                 for bag, name in named:
                     _extract_bag(bag, name, out, cfg, rows, result, pool, pending, progress,
-                                 by_bag.get(_bag_key(bag), []))
+                                 by_bag.get(bag_key(bag), []))
                 while pending:
                     _drain(pending, result, rows, progress, FIRST_COMPLETED)
             else:
@@ -556,7 +155,7 @@ def _rows_by_bag(old_rows) -> dict[str, list[FrameRecord]]:
         if r.bag:
             key = keys.get(r.bag)
             if key is None:
-                key = keys[r.bag] = _bag_key(r.bag)
+                key = keys[r.bag] = bag_key(r.bag)
             out.setdefault(key, []).append(r)
     return out
 
@@ -566,7 +165,7 @@ def _extract_bag(bag: Path, name: str, out: Path, cfg: ExtractConfig, rows: dict
     """Plan and write every frame of one bag (``mine``: its rows already in the dataset); with a ``pool``,
     decoding runs in its processes."""
     found: dict[str, str] = {}     # every topic of the bag, for the message when it has no image
-    planner = _Planner(cfg, bag, name, out, result, found, mine)
+    planner = SequencePlanner(cfg, bag, name, out, result, found, mine)
     seen, selected = 0, result.selected
 
     def write(planned) -> None:
@@ -609,19 +208,19 @@ def _write_frame(msg: RawMessage, rec: FrameRecord, path: Path, cfg: ExtractConf
     if path.is_file() and path.stat().st_size > 0:
         result.skipped_existing += 1
         if path not in rows:   # written by a run that died before its index: index it as it would have
-            rows[path] = replace(rec, encoding=_message_encoding(msg))
+            rows[path] = replace(rec, encoding=message_encoding(msg))
         if progress:
             progress(1)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    kept = _kept(msg, cfg.image_format)
+    kept = kept_as_recorded(msg, cfg.image_format)
     job = (msg, str(path), 'keep' if kept else 'png' if cfg.image_format == 'keep' else cfg.image_format,
            cfg.jpeg_quality)
     # Stored-as-recorded bytes need no decoding: shipping them to a worker costs more.
     if pool is None or kept:
-        _collect(result, rows, rec, path, _write_job(job), progress)
+        _collect(result, rows, rec, path, write_job(job), progress)
         return
-    pending[pool.submit(_write_job, job)] = (rec, path)
+    pending[pool.submit(write_job, job)] = (rec, path)
     # Bounded window: never hold more than a few frames per worker in memory.
     while len(pending) >= 4 * cfg.workers:
         _drain(pending, result, rows, progress, FIRST_COMPLETED)
@@ -654,12 +253,6 @@ def _extract_on_cluster(pool, bags: list[tuple[Path, str]], out: Path, cfg: Extr
         result.add(bag_result)
         if progress:
             progress(bag_result.frames + bag_result.failed)
-
-
-def _message_encoding(msg: RawMessage) -> str:
-    """The encoding column of a frame, read from its message without decoding the image."""
-    m = deserialize(msg)
-    return format_cell(m.format) if msg.msgtype.endswith('CompressedImage') else clip(m.encoding, FORMAT_CELL)
 
 
 def _no_images(bag: Path, topics: list[str], found: dict[str, str]) -> str:

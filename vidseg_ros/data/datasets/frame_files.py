@@ -1,0 +1,82 @@
+"""A frame's file from its message: the suffix it gets (``file_suffix``) and the job, run in a worker process,
+that decodes the message (or keeps a PNG / JPEG as recorded) and writes the file atomically (``write_job``)."""
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import cv2
+
+from vidseg_ros.data.bags.reader import RawMessage, deserialize
+from vidseg_ros.data.datasets.image_messages import decode_message, format_cell
+from vidseg_ros.data.exif import kept_frame_bytes
+from vidseg_ros.data.images import ImageError, compressed_size, write_file_atomic, write_image_atomic
+from vidseg_ros.text import clip
+
+
+def write_job(job: tuple) -> tuple[int, str, str, str]:
+    """Worker: decode one message and write its file atomically -> (bytes, encoding, error, EXIF action:
+    ``data.exif.kept_frame_bytes``)."""
+    msg, path, fmt, quality = job
+    path = Path(path)
+    oriented = ''
+    try:
+        if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
+            # Bytes as recorded: no decode, no re-encode, nothing lost; but an EXIF orientation is reset, as
+            # the node ignores it and every file reader would turn the frame
+            m = deserialize(msg)
+            encoding = format_cell(m.format)
+            data, oriented = kept_frame_bytes(bytes(m.data), m.format, path.suffix, quality)
+            write_file_atomic(path, data, fsync=False)   # frames can be extracted again: no fsync
+        else:
+            rgb, encoding, _ = decode_message(msg)
+            params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix == '.jpg' else \
+                [cv2.IMWRITE_PNG_COMPRESSION, 1]
+            try:
+                write_image_atomic(path, rgb[:, :, ::-1], params=params, fsync=False)
+            except ImageError:
+                return 0, encoding, f'cannot encode {path.name}', ''
+        return path.stat().st_size, encoding, '', oriented
+    except OSError as e:        # disk full / permissions: stop, do not skip frames silently (no half file left)
+        raise _write_error(e, path) from e
+    except Exception as e:  # noqa: BLE001 - one damaged message must not stop the run
+        return 0, '', f'{type(e).__name__}: {clip(e, 1000)}', ''    # it may quote the message's own fields
+
+
+# Errors that free space (or a higher file size limit) fixes; a re-run then resumes.
+_NO_ROOM = {errno.ENOSPC: 'free some space', errno.EDQUOT: 'free some space (disk quota)',
+            errno.EFBIG: 'free some space or raise the file size limit (ulimit -f)'}
+
+
+def _write_error(e: OSError, path: Path) -> OSError:
+    """``e`` naming the frame file it failed on, with what to do when the disk is full."""
+    hint = _NO_ROOM.get(e.errno)
+    reason = e.strerror or str(e)
+    if hint:
+        reason += f'; {hint}, then re-run: extraction resumes where it stopped'
+    return OSError(e.errno, reason, str(path))
+
+
+def kept_as_recorded(msg: RawMessage, fmt: str) -> bool:
+    """Whether ``--image-format keep`` writes this message's bytes as recorded: a CompressedImage holding a PNG or
+    JPEG (or a compressedDepth PNG). Other formats the node decodes (WebP, BMP) are decoded and written as PNG, the
+    frame the node sees: a WebP's EXIF orientation, which file readers apply, cannot be reset in place. Bytes no
+    header makes an image of are a failed frame (they were written as a .jpg and counted as extracted)."""
+    if fmt != 'keep' or not msg.msgtype.endswith('CompressedImage'):
+        return False
+    m = deserialize(msg)
+    if 'compresseddepth' in str(m.format).lower():
+        return True
+    try:
+        return compressed_size(memoryview(m.data))[0] in ('png', 'jpeg')
+    except ImageError:
+        return False
+
+
+def file_suffix(msg: RawMessage, fmt: str) -> str:
+    if kept_as_recorded(msg, fmt):
+        # The format string is in the message; peek cheaply by deserialising only when needed. compressedDepth
+        # is a PNG kept without its depth header, also where the format does not say png ("16UC1; compressedDepth")
+        fmt_text = str(deserialize(msg).format).lower()
+        return '.png' if 'png' in fmt_text or 'compresseddepth' in fmt_text else '.jpg'
+    return '.jpg' if fmt == 'jpg' else '.png'
