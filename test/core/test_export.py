@@ -180,7 +180,8 @@ def test_an_exported_file_with_bad_meta_is_refused_like_a_checkpoint(tmp_path_fa
     import json
 
     import onnx
-    from vidseg_ros.engine.backends import META_KEY, open_exported
+    from vidseg_ros.engine.backends import open_exported
+    from vidseg_ros.engine.exported_checks import META_KEY
     from vidseg_ros.models.checkpoint import CheckpointError
     checkpoint = _checkpoint(*CASES[2], tmp_path_factory)
     path = tmp_path / 'm.onnx'

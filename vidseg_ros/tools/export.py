@@ -30,7 +30,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from vidseg_ros.engine.backends import META_KEY, current_path, open_exported
+from vidseg_ros.engine.backends import current_path, open_exported
+from vidseg_ros.engine.exported_checks import META_KEY
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.checkpoint import (check_meta, check_name_length, load_checkpoint, name_limit,
                                          write_file_atomic)

@@ -8,7 +8,7 @@ Files are read, never run (a deployed model may come from anyone):
 * TorchScript: loaded as the engine loads it (``torch.jit.load`` compiles its code and runs no method); the
   metadata is read from the archive's extra file.
 
-The meta is checked as the engine checks it (``backends.exported_meta_info``), so info refuses what the node
+The meta is checked as the engine checks it (``exported_checks.exported_meta_info``), so info refuses what the node
 would refuse, except a key-frame ONNX graph whose partner is missing or is the other export's: info says so in
 ``partner`` (that is the question a user deploying the pair asks it).
 """
@@ -21,11 +21,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidseg_ros.engine.backends import (MAX_META_BYTES, META_KEY, check_format, check_onnx_io, check_onnx_tensors,
-                                        current_path, exported_meta_info, onnx_model, open_exported, ort_session,
-                                        session_io)
+from vidseg_ros.engine.backends import current_path, open_exported
+from vidseg_ros.engine.exported_checks import (MAX_META_BYTES, META_KEY, check_format, check_onnx_io,
+                                               check_onnx_tensors, exported_meta_info, onnx_model, ort_session,
+                                               session_io)
 from vidseg_ros.engine.model_paths import file_problem
-from vidseg_ros.models.checkpoint import CheckpointError, check_readable
+from vidseg_ros.models.model_file_checks import CheckpointError, check_readable
 from vidseg_ros.text import one_line
 
 # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16: the weights (integer initializers are shape constants)
@@ -41,7 +42,7 @@ class _Read:
     graphs: dict                # {graph or method: {'inputs': {name: shape}, 'outputs': {name: shape}}}
     parameters: int | None      # weight values stored; None: not counted
     notes: list[str]
-    io: tuple[list, list] | None = None   # ONNX: inputs, outputs in order as backends.check_onnx_io takes them
+    io: tuple[list, list] | None = None   # ONNX: inputs, outputs in order as exported_checks.check_onnx_io takes them
 
 
 def describe(path: Path) -> dict:

@@ -113,7 +113,8 @@ def halve_checkpoint(path, out=None) -> dict:
     """
     from pathlib import Path
 
-    from vidseg_ros.models.checkpoint import CheckpointError, nonfinite_keys, read_checkpoint, save_torch_file
+    from vidseg_ros.models.checkpoint import read_checkpoint, save_torch_file
+    from vidseg_ros.models.model_file_checks import CheckpointError, nonfinite_keys
     path = Path(path)
     out = Path(out or path)
     before = path.stat().st_size

@@ -188,7 +188,8 @@ def _check_numbers(cfg: TrainConfig) -> None:
 
 def check_class_count(count: int, where: str) -> None:
     """ConfigError when a run would train more classes than a mask can hold (class 299 came out as id 43)."""
-    from vidseg_ros.models.checkpoint import CLASS_LIMIT, MAX_CLASSES
+    from vidseg_ros.constants import MAX_CLASSES
+    from vidseg_ros.models.model_file_checks import CLASS_LIMIT
     if count > MAX_CLASSES:
         raise ConfigError(f'{where}: {count} classes; {CLASS_LIMIT}')
     if count == 1:   # a softmax over one class is 1 everywhere: loss 0 and mIoU 1 from the first step on

@@ -340,7 +340,7 @@ def check_weights_finite(models: list, epoch: int, cfg: TrainConfig, run_dir: Pa
     """ConfigError, before anything of the epoch is saved, when a weight or buffer went NaN or inf while the loss
     stayed finite (e.g. BatchNorm's running_var at lr 1e6); otherwise ``save_checkpoint`` would refuse best.pt
     mid-run and last.pt would keep the broken weights."""
-    from vidseg_ros.models.checkpoint import nonfinite_keys
+    from vidseg_ros.models.model_file_checks import nonfinite_keys
     bad = next((keys for keys in (nonfinite_keys(_unwrap(m).state_dict()) for m in models) if keys), [])
     if _on_any_rank(bool(bad), device, world):
         what = f'{len(bad)} weight tensor(s) hold NaN or inf (first: {", ".join(bad[:3])})' if bad else \
