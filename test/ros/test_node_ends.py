@@ -173,7 +173,7 @@ def test_a_signal_while_a_model_change_loads_in_the_worker_exits_within_2_s(stuc
     assert '[ERROR]' not in log and 'Traceback' not in log, log[-3000:]
 
 
-def start_recorder(tmp_path, hangup) -> subprocess.Popen:
+def start_recorder(tmp_path, hangup, **params) -> subprocess.Popen:
     """recorder_node recording /ends/image into tmp_path/bags, started with SIGHUP at ``hangup`` (SIG_DFL as from
     a terminal, SIG_IGN as under nohup); its output goes to tmp_path/recorder.log."""
     import os
@@ -183,7 +183,8 @@ def start_recorder(tmp_path, hangup) -> subprocess.Popen:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, hangup)
     args = [sys.executable, '-m', 'vidseg_ros.ros.recorder_node', '--ros-args', '-p', 'topics:=[/ends/image]',
-            '-p', f'output_dir:={tmp_path / "bags"}', '-p', 'min_free_disk_bytes:=0', '-p', 'bag_prefix:=ends']
+            '-p', f'output_dir:={tmp_path / "bags"}', '-p', 'min_free_disk_bytes:=0', '-p', 'bag_prefix:=ends',
+            *[a for k, v in params.items() for a in ('-p', f'{k}:={v}')]]
     return subprocess.Popen(args, stdout=open(tmp_path / 'recorder.log', 'w'), stderr=subprocess.STDOUT,
                             env=os.environ.copy(), cwd=str(Path(__file__).parents[2]), preexec_fn=signals)
 
@@ -328,3 +329,31 @@ def test_the_demo_stopped_mid_run_says_so_in_one_line_and_stops_its_nodes(tmp_pa
     assert not [n for n in nodes if n.is_running() and n.status() != psutil.STATUS_ZOMBIE]
     (bag,) = out.glob('drive_*')
     assert (bag / 'metadata.yaml').is_file()
+
+
+def test_the_recorders_last_diagnostics_say_stopped(tmp_path, probe):
+    """Its statuses stopped with the node: monitors kept 'recording, 0.1 MB/s' (OK) for good. Now the last ones
+    are STALE: 'stopped: bag closed' and per topic 'stopped: <type>'."""
+    arrays = probe.collect(DiagnosticArray, '/diagnostics', RELIABLE)
+    rec = start_recorder(tmp_path, signal.SIG_DFL, diagnostics_period_s=0.2)
+    log = tmp_path / 'recorder.log'
+    try:
+        pub = probe.node.create_publisher(Image, '/ends/image', RELIABLE)
+        probe.wait_for_subscribers(pub, timeout=60)
+        pub.publish(image_msg(np.zeros((24, 32, 3), np.uint8), 10**9, 'ends'))
+        probe.wait_for(lambda: '/vidseg_recorder: /ends/image' in last_by_name(arrays), 60, 'the topic on /diagnostics')
+        took = exit_time(SimpleNamespace(proc=rec, log=log.read_text))
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+    assert rec.returncode == 0 and took < 4.0, log.read_text()[-3000:]
+    probe.wait_for(lambda: last_by_name(arrays)['/vidseg_recorder'].level == STALE, 10, 'the STALE status')
+    last = last_by_name(arrays)
+    assert last['/vidseg_recorder'].message == 'stopped: bag closed'
+    assert (last['/vidseg_recorder: /ends/image'].level, last['/vidseg_recorder: /ends/image'].message) == \
+        (STALE, 'stopped: sensor_msgs/msg/Image')
+    assert {kv.key: kv.value for kv in last['/vidseg_recorder'].values}['messages_written'] == '1'
+
+
+def last_by_name(arrays) -> dict[str, DiagnosticStatus]:
+    return {s.name: s for a in list(arrays) for s in a.status}

@@ -42,7 +42,7 @@ from std_srvs.srv import Trigger
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.bags.writer import qos_yaml
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, check_compression, new_bag_dir
-from vidseg_ros.ros.diagnostics import ERROR, OK, WARN, array, status, steady_timer
+from vidseg_ros.ros.diagnostics import ERROR, OK, STALE, WARN, array, status, steady_timer
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, unmatched_publishers
 from vidseg_ros.ros.recorder_params import RecorderSettings
 from vidseg_ros.ros.spin import run
@@ -442,8 +442,9 @@ class RecorderNode(Node):
         response.success = path is not None
         return response
 
-    def publish_diagnostics(self) -> None:
-        """One status for the recorder plus one per topic; drops are logged, never silent."""
+    def publish_diagnostics(self, final: bool = False) -> None:
+        """One status for the recorder plus one per topic; drops are logged, never silent. ``final``: the last
+        ones, at exit (``_last_word``)."""
         rec = self.recorder
         now = time.monotonic()
         snap = rec.snapshot()
@@ -499,20 +500,40 @@ class RecorderNode(Node):
             'free_disk_GB': rec.free_disk_bytes / 1e9, 'reserved_disk_MB': rec.reserved_bytes / 1e6,
             'topics': len(snap), 'clock_jumps_back': self.clock_jumps_back,
             'clock_jump_back_s_max': self.clock_jump_back_s_max}))
+        if final:
+            self._last_word(statuses)
         self.pub_diag.publish(array(self.get_clock().now().to_msg(), statuses))
+
+    def _last_word(self, statuses) -> None:
+        """At exit every status turns STALE 'stopped: ...' (monitors kept 'recording, 12.3 MB/s' for good after the
+        recorder was gone); an ERROR (why recording stopped) stays, and a bag the writer could not close is one."""
+        for st in statuses:
+            if st.level != ERROR:
+                st.level, st.message = STALE, f'stopped: {st.message}'
+        top = statuses[0]
+        if top.level == ERROR:
+            return
+        if not self._close_result:
+            top.level, top.message = ERROR, 'stopped: the writer did not finish; the bag is NOT closed'
+        elif self.cfg.snapshot_mode:
+            top.message = f'stopped: {len(self.recorder.snapshots)} snapshot bag(s) written'
+        else:
+            top.message = 'stopped: bag closed'
 
     def done(self) -> bool:
         """Recording stopped on its own (disk full, write error): stop spinning (``spin.run``)."""
         return self.recorder.error is not None
 
     def finish(self, code: int) -> int:
-        """Close the bag; after an unplanned stop say why (and which file) on /diagnostics, exit 1."""
-        if self.recorder.error:
-            code = 1
-            self.close()
-            self.publish_diagnostics()
+        """Close the bag and say so on /diagnostics (STALE 'stopped: bag closed'); after an unplanned stop say why
+        (and which file): ERROR, exit 1."""
+        ok = self.close()
+        try:
+            self.publish_diagnostics(final=True)
             self.pub_diag.wait_for_all_acked(Duration(seconds=2.0))
-        return code if self.close() else (code or 1)
+        except Exception as e:  # noqa: BLE001 - the context gone (an external shutdown): the log said it all
+            self.get_logger().debug(f'last /diagnostics status not sent: {e}')
+        return code if ok else (code or 1)
 
     def drain(self) -> None:
         """Take the messages DDS delivered before the stop that the executor had not handed over yet: the spin loop
