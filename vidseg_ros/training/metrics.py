@@ -18,6 +18,8 @@ import math
 import cv2
 import numpy as np
 
+from vidseg_ros.data.labelling.flow import flow_any_size
+
 
 class ConfusionMatrix:
     """Accumulates a (K, K) confusion matrix; rows = ground truth, columns = prediction."""
@@ -170,21 +172,13 @@ def j_and_f(gts: list[np.ndarray], preds: list[np.ndarray], bound_th: float = 0.
 
 
 # --------------------------------------------------------------------------- temporal consistency
-# OpenCV's DIS flow refuses frames under 12 px a side (cv2.error) and kills the process (SIGSEGV) on frames 8..15 px
-# high and ~40..200 px wide (measured, OpenCV 5.0): smaller frames are enlarged to this side for the flow.
-MIN_FLOW_SIDE = 16
-
-
 def optical_flow(prev_rgb: np.ndarray, next_rgb: np.ndarray) -> np.ndarray:
     """Dense flow (H, W, 2) from ``next`` back to ``prev`` (for backward warping prev -> next); a frame under
-    MIN_FLOW_SIDE a side gets the flow of its enlarged copy, brought back to its size."""
-    h, w = next_rgb.shape[:2]
-    if min(h, w) < MIN_FLOW_SIDE:
-        scale = MIN_FLOW_SIDE / min(h, w)
-        size = (max(MIN_FLOW_SIDE, round(w * scale)), max(MIN_FLOW_SIDE, round(h * scale)))   # (W', H')
-        big = optical_flow(*(cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in (prev_rgb, next_rgb)))
-        flow = cv2.resize(big, (w, h), interpolation=cv2.INTER_LINEAR)
-        return flow / np.array([size[0] / w, size[1] / h], np.float32)
+    ``labelling.flow.MIN_FLOW_SIDE`` a side gets the flow of its enlarged copy, brought back to its size."""
+    return flow_any_size(_dis_flow, prev_rgb, next_rgb)
+
+
+def _dis_flow(prev_rgb: np.ndarray, next_rgb: np.ndarray) -> np.ndarray:
     a = cv2.cvtColor(next_rgb, cv2.COLOR_RGB2GRAY)
     b = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)

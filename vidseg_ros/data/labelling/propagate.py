@@ -28,6 +28,7 @@ import numpy as np
 
 from vidseg_ros.config import setting
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
+from vidseg_ros.data.labelling.flow import dis_min_side, flow_any_size
 from vidseg_ros.data.labelling.spill import Spill
 from vidseg_ros.text import clip
 
@@ -71,7 +72,8 @@ class FlowEstimator:
             dis = cv2.DISOpticalFlow_create(preset)
             if cfg.dis_preset == 'fine':
                 dis.setFinestScale(0)   # medium stops one pyramid level short of full resolution
-            self._calc = lambda a, b: dis.calc(a, b, None)
+            # DIS refuses or kills the process on small frames (after flow_scale): those go through flow_any_size
+            self._calc = lambda a, b: flow_any_size(lambda x, y: dis.calc(x, y, None), a, b, dis_min_side(dis))
         elif cfg.flow == 'farneback':
             self._calc = lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 21, 3, 7, 1.5, 0)
         else:
