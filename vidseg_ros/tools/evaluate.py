@@ -212,9 +212,9 @@ def _step(seg, rgb: np.ndarray, rec):
 
 def _label_of(src, rec, hw: tuple[int, int]) -> np.ndarray:
     """``rec``'s label, refused (naming both files) when it is not its frame's size: scoring failed later with
-    'prediction and ground truth sizes differ: (6144,) vs (1536,)', naming neither."""
+    'prediction and ground truth sizes differ: (6144,) vs (1536,)', naming neither. None for a frame without one."""
     gt = src.read_label(rec)
-    if gt.shape[:2] != tuple(hw):
+    if gt is not None and gt.shape[:2] != tuple(hw):
         raise ValueError(f'label {clip(rec.label)} is {gt.shape[1]}x{gt.shape[0]} but its frame {clip(rec.image)} '
                          f'is {hw[1]}x{hw[0]} (as displayed); labels must have their frame\'s size')
     return gt
