@@ -357,3 +357,14 @@ def test_the_recorders_last_diagnostics_say_stopped(tmp_path, probe):
 
 def last_by_name(arrays) -> dict[str, DiagnosticStatus]:
     return {s.name: s for a in list(arrays) for s in a.status}
+
+
+def test_what_the_worker_is_on_is_said_with_its_camera_stage_or_model():
+    from vidseg_ros.ros.health import worker_activity
+    assert worker_activity((10.0, 'front', 'engine step'), None, 13.2) == \
+        "on a frame of camera 'front' (engine step) for 3 s"
+    assert worker_activity(None, (10.0, 'untrained:recurrent_unet'), 12.0) == \
+        "loading model 'untrained:recurrent_unet' for 2 s"
+    assert worker_activity(None, None, 1.0) == 'between frames'
+    hostile = worker_activity((0.0, 'rear\x1b]0;x\x07' + 'r' * 500, ''), None, 1.0)   # a namespace: no limit
+    assert '\x1b' not in hostile and len(hostile) < 160, hostile

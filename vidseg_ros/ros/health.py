@@ -60,6 +60,19 @@ class CameraHealth:
     unmatched: str = ''            # publishers DDS does not match with our input (incompatible QoS), said why
 
 
+def worker_activity(frame: tuple[float, str, str] | None, loading: tuple[float, str] | None, now: float) -> str:
+    """What the inference worker is on, for logs: ``frame`` (monotonic start, camera, stage) or ``loading``
+    (monotonic start, model) -> "on a frame of camera 'x' (engine step) for 3 s", "loading model 'm' for 3 s";
+    "between frames" when neither."""
+    if frame:
+        since, camera, stage = frame
+        stage = f' ({stage})' if stage else ''
+        return f'on a frame of camera {short(camera, CAMERA_TEXT)}{stage} for {now - since:.0f} s'
+    if loading:
+        return f'loading model {short(loading[1])} for {now - loading[0]:.0f} s'
+    return 'between frames'
+
+
 def assess(h: CameraHealth) -> tuple[str, str]:
     """(level, message), the most serious problem first."""
     if not h.worker_alive:

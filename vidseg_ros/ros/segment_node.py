@@ -132,9 +132,9 @@ class SegmentNodeCore:
 
     def stop(self, exiting: bool = False, why: str = '') -> bool:
         """Stop the worker and remove the camera topics (the model stays loaded); each camera's last /diagnostics
-        status is STALE, 'inactive: ``why``' (deactivated, node stopped). A worker still on its frame after STOP_WAIT_S (EXIT_WAIT_S when
-        ``exiting``: the process ends) is left to end after it; with the topics gone it publishes nothing.
-        False when the worker was left so."""
+        status is STALE, 'inactive: ``why``' (default: deactivated, node stopped). A worker still on its frame
+        after STOP_WAIT_S (EXIT_WAIT_S when ``exiting``: the process ends) is left to end after it; with the topics
+        gone it publishes nothing. False when the worker was left so."""
         wait_s = EXIT_WAIT_S if exiting else STOP_WAIT_S
         with self._lock:
             self._stopping.set()
@@ -167,16 +167,9 @@ class SegmentNodeCore:
         return self.abandoned or (self.loader is not None and self.loader.is_alive())
 
     def worker_doing(self) -> str:
-        """What the worker is on, for logs: "on a frame of camera 'x' (engine step) for 3 s", "loading model m
-        for 3 s" or "between frames"."""
-        busy, loading, now = self._busy, self._loading, time.monotonic()
-        if busy is not None:
-            since, camera, stream = busy
-            stage = f' ({stream.stage})' if stream.stage else ''
-            return f'on a frame of camera {short(camera, health.CAMERA_TEXT)}{stage} for {now - since:.0f} s'
-        if loading is not None:
-            return f'loading model {short(loading[1])} for {now - loading[0]:.0f} s'
-        return 'between frames'
+        """What the worker is on, for logs (``health.worker_activity``)."""
+        busy = self._busy
+        return health.worker_activity(busy and (busy[0], busy[1], busy[2].stage), self._loading, time.monotonic())
 
     def release(self) -> None:
         """Drop the model and give its (GPU) memory back."""
