@@ -2,8 +2,10 @@
 before any model is loaded (``engine.stream`` re-exports it and resolves names with it)."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -58,22 +60,23 @@ def not_a_folder(path: Path) -> str:
 
 def file_problem(path: Path) -> str:
     """Why ``path`` is no model file, as the end of 'model file X ...': 'is missing', 'is a folder', 'is a link
-    that loops', 'is not a regular file (a FIFO, a device...)'; '' for a regular file (or a link to one). A FIFO,
-    /dev/zero or a folder were all 'not found', though they are there."""
+    to nothing, or one that loops', 'is not a regular file (a FIFO, a device...)'; '' for a regular file (or a
+    link to one). A FIFO, /dev/zero or a folder were all 'not found', though they are there. Nothing is opened.
+
+    Raises the OSError of a path that cannot be looked at (a folder on the way this process may not enter: its
+    'Permission denied', a name longer than the file system takes): it names the path and the reason."""
     try:
-        if path.is_file():
-            return ''
-        if path.is_dir():
-            return 'is a folder'
-        exists = path.exists()
-    except OSError:
-        exists = True
-    except RuntimeError:    # Python 3.11's pathlib on a link loop
-        return 'is a link that loops'
-    if not exists:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return 'is a link to nothing, or one that loops'
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise
         try:
-            path.lstat()
+            os.lstat(path)
         except OSError:
             return 'is missing'
         return 'is a link to nothing, or one that loops'
-    return 'is not a regular file (a FIFO, a device...)'
+    if stat.S_ISREG(mode):
+        return ''
+    return 'is a folder' if stat.S_ISDIR(mode) else 'is not a regular file (a FIFO, a device...)'

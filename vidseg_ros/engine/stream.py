@@ -18,7 +18,7 @@ from vidseg_ros.engine.base import EngineConfig, FrameResult, NonFiniteOutput, c
 from vidseg_ros.engine import memory
 from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs
 from vidseg_ros.engine.model_paths import (DEFAULT_MODEL, MODEL_SUFFIXES, MODELS_ENV,  # noqa: F401 - re-exported
-                                          UNTRAINED_PREFIX, model_dirs, not_a_folder)
+                                          UNTRAINED_PREFIX, file_problem, model_dirs, not_a_folder)
 from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
 from vidseg_ros.engine.stage_clock import StageClock
 from vidseg_ros.engine.tiles import TileGrid, effective_tile
@@ -34,24 +34,38 @@ REBUILD_FIELDS = fields_with(EngineConfig, 'rebuild')   # a change needs a new e
 
 
 def resolve_model(spec: str) -> str:
-    """``config.model`` -> a file path, or ``untrained:<arch>``; clear error listing where it looked."""
+    """``config.model`` -> a file path, or ``untrained:<arch>``; clear error listing where it looked, or saying
+    what a path that is there is instead of a model file (``model_paths.file_problem``: a folder, a FIFO,
+    /dev/zero, a link that loops were all 'not found')."""
     spec = spec.strip() or DEFAULT_MODEL
     if spec.startswith(UNTRAINED_PREFIX):
         return spec
     path = Path(spec).expanduser()
     if path.suffix in MODEL_SUFFIXES or os.sep in spec or path.is_file():
-        if path.is_file():
-            return str(path)
-        raise CheckpointError(f'model file not found: {path}')
-    dirs = model_dirs()
+        _check_model_file(path)
+        return str(path)
+    dirs, odd = model_dirs(), []
     for cand in (d / f'{spec}{s}' for d in dirs for s in MODEL_SUFFIXES):
-        if cand.is_file():
-            return str(cand)
+        try:
+            if not (problem := file_problem(cand)):
+                return str(cand)
+        except OSError as e:    # a models folder this process may not enter: looked further, and said
+            problem = f'cannot be looked at ({e.strerror or e})'
+        if problem != 'is missing':     # passed over for a model file further on, and said if none is
+            odd.append(f'{cand} {problem}')
     hint = (' Train one (`vidseg train`) or use model "untrained:keyframe_fpn" for a demo with random '
             'weights.' if spec == DEFAULT_MODEL else '')
     looked = ', '.join(f'{d} ({why})' if (why := not_a_folder(d)) else str(d) for d in dirs)
-    raise CheckpointError(f'model {spec!r} not found; looked for {spec}{"|".join(MODEL_SUFFIXES)} in {looked}'
-                          f'; give a path, or add a folder to ${MODELS_ENV}.' + hint)
+    there = ''.join(f'; {o}' for o in odd[:3])
+    raise CheckpointError(f'model {spec!r} not found{there}; looked for {spec}{"|".join(MODEL_SUFFIXES)} in '
+                          f'{looked}; give a path, or add a folder to ${MODELS_ENV}.' + hint)
+
+
+def _check_model_file(path: Path) -> None:
+    """CheckpointError unless ``path`` is a regular file (or a link to one), saying what it is otherwise."""
+    if problem := file_problem(path):
+        raise CheckpointError(f'model file not found: {path}' if problem == 'is missing' else
+                              f'model file {path} {problem}')
 
 
 class StreamSegmenter:
