@@ -16,7 +16,7 @@ def image_msg_to_rgb8(msg: Image, max_pixels: int | None = None) -> np.ndarray:
 
 
 def compressed_msg_to_rgb8(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
-    """CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB; raises ImageError when undecodable or oversized
+    """CompressedImage (jpeg/png; webp, bmp) -> (H, W, 3) uint8 RGB; raises ImageError when undecodable or oversized
     (the size is read from the header, before decoding)."""
     return decode_compressed(msg.format, msg.data, max_pixels)
 
