@@ -104,10 +104,10 @@ def _image(hdr, h, w, enc, step, data, bigendian) -> Image:
 
 
 def bad_compressed(rng, jpeg: bytes, bombs: list[bytes]) -> CompressedImage:
-    fmt = str(rng.choice(['jpeg', 'png', 'rgb8; jpeg compressed bgr8', '16UC1; compressedDepth', 'tiff']))
+    fmt = str(rng.choice(['jpeg', 'png', 'rgb8; jpeg compressed bgr8', '16UC1; compressedDepth', 'tiff', 'webp', 'bmp']))
     if rng.random() < 0.15:
         fmt = HOSTILE[rng.integers(len(HOSTILE))]
-    kind = rng.integers(8)
+    kind = rng.integers(10)
     if kind == 0:
         data = bytes(rng.integers(0, 256, int(rng.integers(0, 13)), dtype=np.uint8))   # empty / tiny
     elif kind == 1:
@@ -126,6 +126,16 @@ def bad_compressed(rng, jpeg: bytes, bombs: list[bytes]) -> CompressedImage:
         data = png(int(rng.integers(1, 50)), int(rng.integers(1, 50)), bad_crc=True)
     elif kind == 6:
         data = png(int(rng.choice([0, 1, 3])), int(rng.choice([0, 1, 3])), body=bytes(rng.integers(0, 256, 30, np.uint8)))
+    elif kind == 7:   # WebP (VP8X) whose canvas is beyond the bound, zero-sized garbage or cut
+        w, h = int(rng.choice([1, 5000, 2**24])), int(rng.choice([1, 5000, 2**24]))
+        body = b'VP8X' + struct.pack('<I', 10) + bytes(4) + (w - 1).to_bytes(3, 'little') + (h - 1).to_bytes(3, 'little')
+        data = b'RIFF' + struct.pack('<I', 4 + len(body)) + b'WEBP' + body
+        data = data[:int(rng.integers(4, len(data) + 1))]
+    elif kind == 8:   # BMP whose header claims a size beyond the bound (or zero, or top-down), or cut
+        w, h = int(rng.choice([0, 3, 100_000])), int(rng.choice([0, 3, -100_000, 100_000]))
+        data = (b'BM' + struct.pack('<IHHI', 54, 0, 0, 54) + struct.pack('<IiiHHIIiiII', 40, w, h, 1, 24, 0, 0, 0, 0, 0, 0)
+                + bytes(rng.integers(0, 256, 36, np.uint8)))
+        data = data[:int(rng.integers(2, len(data) + 1))]
     else:
         data = bytes(rng.integers(0, 256, int(rng.integers(1, 5000)), dtype=np.uint8))
     if 'compressedDepth' in fmt and rng.random() < 0.5:
