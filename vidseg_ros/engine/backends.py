@@ -135,6 +135,10 @@ class _Runner:
     def output_stride(self) -> int:
         return self.info.output_stride
 
+    def probe(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of one key frame of ``x`` (a step from zero state for other kinds), no state kept."""
+        return self.key(x)[0] if self.kind == 'keyframe' else self.step(x, self.init_state(x))[0]
+
 
 class TorchRunner(_Runner):
     """Runs an ``nn.Module`` under inference mode, autocast, channels_last and optional compile.
@@ -217,6 +221,16 @@ class TorchRunner(_Runner):
         with self._ctx():
             out = self._step(self._prep(x), *state)
         return out[0].float(), tuple(out[1:])
+
+    @torch.inference_mode()
+    def probe(self, x: torch.Tensor) -> torch.Tensor:
+        """``_Runner.probe`` run eagerly, never compiled nor replayed from a CUDA graph: a check at a size no frame
+        may have must not compile (90 s on a CPU) or capture a graph (and take one of its slots) for it."""
+        with self._ctx():
+            x = self._prep(x)
+            out = (self.model.forward_key(x) if self.kind == 'keyframe' else
+                   self.model.forward_step(x, *self.init_state(x)))
+        return out[0].float()
 
     def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.kind != 'recurrent':

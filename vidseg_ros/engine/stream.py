@@ -29,6 +29,9 @@ from vidseg_ros.models.checkpoint import CheckpointError, default_meta, load_che
 log = logging.getLogger(__name__)
 
 STAGES = ('preprocess', 'model', 'postprocess')   # FrameResult.timings_ms keys
+# The side of the blank frame a loaded model is checked on when no input size is known (rounded up to a
+# multiple of its stride): a frame that small costs about a millisecond on a CPU
+LOAD_CHECK_SIDE = 64
 # Settings that need a new engine (a new model runner); the rest can change at run time.
 REBUILD_FIELDS = fields_with(EngineConfig, 'rebuild')   # a change needs a new engine (from_checkpoint)
 
@@ -103,7 +106,8 @@ class StreamSegmenter:
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, config: EngineConfig | None = None) -> 'StreamSegmenter':
-        """Engine for ``config.model`` ('' = DEFAULT_MODEL, a name, a path, or 'untrained:<arch>')."""
+        """Engine for ``config.model`` ('' = DEFAULT_MODEL, a name, a path, or 'untrained:<arch>'); where no
+        input size is known, checked on one small blank frame (``check_output``)."""
         config = checked(config or EngineConfig())   # before a model is loaded
         spec = resolve_model(config.model)
         if spec.startswith(UNTRAINED_PREFIX):
@@ -112,13 +116,17 @@ class StreamSegmenter:
             meta = default_meta(arch, model.arch_config,
                                 provenance={'trained': False, 'data': 'none (random initialisation)'})
             log.warning('model %s has random weights: masks are meaningless until trained', arch)
-            return cls(model, meta, config, name=spec)
-        if spec.endswith('.pt'):
+            engine = cls(model, meta, config, name=spec)
+        elif spec.endswith('.pt'):
             model, meta = load_checkpoint(spec)
-            return cls(model, meta, config, name=Path(spec).name)
-        runner = open_exported(spec, config.device, config.precision, config.channels_last, config.compile,
-                               cuda_graphs=config.cuda_graphs)
-        return cls(runner, runner.meta, config, name=Path(spec).name)
+            engine = cls(model, meta, config, name=Path(spec).name)
+        else:
+            runner = open_exported(spec, config.device, config.precision, config.channels_last, config.compile,
+                                   cuda_graphs=config.cuda_graphs)
+            engine = cls(runner, runner.meta, config, name=Path(spec).name)
+        if not all(engine.net_hw):   # else the node's warm-up checks it at that size (the CLI: its first frame)
+            engine.check_output()
+        return engine
 
     def fork(self) -> 'StreamSegmenter':
         """Another stream on the same model and device, with its own state and policy."""
@@ -163,6 +171,23 @@ class StreamSegmenter:
                                   f'{self.device} ({self.config.precision}): an fp16 overflow, or weights that blow '
                                   'up; it would give no masks') from None
         self.reset('start')
+
+    def check_output(self) -> None:
+        """NonFiniteOutput when the model gives NaN or inf on a blank frame: finite weights that overflow (a bias
+        of 1e38), or fp16. Without this, a model loaded with no input size (none in its file or the settings) was
+        told about only on every frame. One key frame (a step from zero state) of LOAD_CHECK_SIDE (rounded up to
+        a multiple of the stride) a side, run eagerly through the runner (``probe``): no state, policy or
+        compiled graph of the engine is touched."""
+        side = -(-LOAD_CHECK_SIDE // self.stride) * self.stride
+        mean, std = (torch.tensor(self.meta.get(k, d), dtype=torch.float32).view(1, 3, 1, 1)
+                     for k, d in (('mean', [0.0] * 3), ('std', [1.0] * 3)))
+        x = ((-mean / std) * torch.ones(1, 3, side, side)).to(self._runner.device)    # a black frame, normalised
+        try:
+            _check_finite(self._runner.probe(x))
+        except NonFiniteOutput:
+            raise NonFiniteOutput(f'{self.model_name} gives NaN or inf on a blank {side}x{side} frame at load on '
+                                  f'{self.device} ({self.config.precision}): an fp16 overflow, or weights that blow '
+                                  'up; it would give no masks') from None
 
     def reset(self, reason: str = 'reset') -> None:
         """Clear temporal state; the next frame is a key frame reporting ``reason``."""
