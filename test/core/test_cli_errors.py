@@ -231,7 +231,7 @@ CASES = [
     ('info-junk', 'info {d}/junk.pt', 'junk.pt is not a loadable torch checkpoint'),
     ('info-training-state', 'info {d}/last.pt', 'last.pt is a training state'),
     ('info-untrained', 'info untrained:keyframe_fpn', 'info needs a model file'),
-    ('info-folder', 'info {d}/empty', 'model file not found'),
+    ('info-folder', 'info {d}/empty', 'is a folder'),
     ('info-fake-onnx', 'info {d}/fake.mp4', 'exported models end in .ts or .onnx'),
     # the group itself
     ('unknown-command', 'frobnicate', "No such command 'frobnicate'"),
