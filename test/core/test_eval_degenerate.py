@@ -96,14 +96,14 @@ def test_an_all_void_split_has_no_j_and_f_no_plot_warning_and_strict_json(tmp_pa
 
 def test_a_sequence_keeps_its_frames_at_the_flow_size_only(tmp_path, monkeypatch):
     """Every frame of a sequence was kept whole until its flows were computed: 11.2 MB per 1080p frame in all (a
-    1000-frame drive: 11 GB), 5.4 MB now. The flow takes frames of at most FLOW_MAX_SIDE; only those are kept."""
-    from vidseg_ros.tools import evaluate
+    1000-frame drive: 11 GB). The flow takes frames of at most FLOW_MAX_SIDE (now of each pair as it streams:
+    test_eval_memory)."""
+    from vidseg_ros.tools import eval_stream
     seen = []
-    flows = evaluate.sequence_flows
-    monkeypatch.setattr(evaluate, 'sequence_flows', lambda frames, *a: seen.append([f.shape for f in frames]) or
-                        flows(frames, *a))
+    flow = eval_stream.optical_flow
+    monkeypatch.setattr(eval_stream, 'optical_flow', lambda a, b: seen.append([a.shape, b.shape]) or flow(a, b))
     label = np.zeros((60, 960), np.uint8)
     label[:, 400:] = 1
     report = run_evaluation(_model(tmp_path / 'm.pt'), _data(tmp_path / 'd', [label] * 3), split='all',
                             out_dir=tmp_path / 'ev', write_card=False)
-    assert seen == [[(30, 480, 3)] * 3] and report['intervals']['1']['TC_pairs'] == 2
+    assert seen == [[(30, 480, 3)] * 2] * 2 and report['intervals']['1']['TC_pairs'] == 2

@@ -17,6 +17,9 @@ a split that is real video (every sequence's median frame spacing <= ``max_gap_s
 > 1, TC and mVC; for anything else (CamVid train: 1 Hz) they are skipped with a warning. CamVid val is
 a 15 Hz run of every 2nd source frame, so key interval k there spans 2k source frames.
 
+Every frame is scored as it streams and then let go (:mod:`vidseg_ros.tools.eval_stream`): memory does not grow
+with a sequence's length.
+
 Output in ``out_dir``: ``metrics.json``, ``accuracy_latency.png``, ``per_class_iou.png``,
 ``confusion.png`` and ``model_card.md`` (copied to ``card`` only when given). ``vidseg eval`` gives
 every run its own folder (:func:`new_run_dir`), so earlier results are never overwritten.
@@ -34,11 +37,10 @@ import numpy as np
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.datasets.layouts import FrameSource, open_source
 from vidseg_ros.text import clip
-from vidseg_ros.training.metrics import (ConfusionMatrix, j_and_f, json_ready, optical_flow, temporal_consistency,
-                                         video_consistency)
+from vidseg_ros.tools.eval_stream import RunScore
+from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)
-FLOW_MAX_SIDE = 480   # flow for TC is computed at most at this size (labels are resized to match)
 
 
 def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val') -> FrameSource:
@@ -110,24 +112,35 @@ def temporal_runs(recs: list, max_gap_s: float, sizes: list | None = None) -> tu
     than the sequence's usual, median, step: CamVid val's every 2nd source frame is its usual step).
     TC pairs and mVC windows never span a break. Returns the runs and ``{reason: count}`` (BREAKS).
     """
-    n = len(recs)
-    steps = np.diff(np.array([r.index for r in recs], dtype=np.int64))
-    usual = float(np.median(steps[steps > 0])) if (steps > 0).any() else 0.0
+    usual = usual_step(recs)
     breaks: dict[str, int] = {}
     runs, start = [], 0
-    for t in range(1, n):
-        dt = (recs[t].stamp_ns - recs[t - 1].stamp_ns) * 1e-9
-        why = ('resize' if sizes is not None and tuple(sizes[t]) != tuple(sizes[t - 1]) else
-               'backwards' if dt < 0 else
-               'gap' if max_gap_s > 0 and dt > max_gap_s else
-               'missing' if steps[t - 1] > usual else '')
+    for t in range(1, len(recs)):
+        hw = (None, None) if sizes is None else (sizes[t - 1], sizes[t])
+        why = break_reason(recs[t - 1], recs[t], *hw, usual, max_gap_s)
         if why:
             breaks[why] = breaks.get(why, 0) + 1
             runs.append((start, t))
             start = t
-    if n:
-        runs.append((start, n))
+    if recs:
+        runs.append((start, len(recs)))
     return runs, breaks
+
+
+def usual_step(recs: list) -> float:
+    """The sequence's usual (median) frame index step: a larger one is a missing frame (:func:`break_reason`)."""
+    steps = np.diff(np.array([r.index for r in recs], dtype=np.int64))
+    return float(np.median(steps[steps > 0])) if (steps > 0).any() else 0.0
+
+
+def break_reason(prev, rec, prev_hw, hw, usual: float, max_gap_s: float) -> str:
+    """Why frame ``rec`` does not follow ``prev`` (a BREAKS key), '' when it does (:func:`temporal_runs`); the
+    sizes None: not known (no size change)."""
+    dt = (rec.stamp_ns - prev.stamp_ns) * 1e-9
+    return ('resize' if prev_hw is not None and hw is not None and tuple(hw) != tuple(prev_hw) else
+            'backwards' if dt < 0 else
+            'gap' if max_gap_s > 0 and dt > max_gap_s else
+            'missing' if rec.index - prev.index > usual else '')
 
 
 def _breaks_text(breaks: dict) -> str:
@@ -173,30 +186,34 @@ def _labels_scored(meta: dict, src: FrameSource, seqs: dict) -> bool:
     return True
 
 
-def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, clip_len: int = 0) -> dict:
-    """Run one sequence through a fresh engine state: predictions, key flags, model ms, labels.
+def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, score: RunScore, clip_len: int = 0,
+                    max_gap_s: float = 0.0, keep: bool = False) -> dict:
+    """Run one sequence through a fresh engine state, each frame scored (``score``) as it comes and then let go.
 
-    ``clip_len`` > 0 resets the temporal state every ``clip_len`` frames (the recurrent UNet's
-    evaluation protocol uses clips of 12); 0 streams the whole sequence as the node does.
+    Returns per frame: key flags, model ms, the engine's reset reasons and the breaks (:func:`break_reason`; the
+    first frame's is 'start'), and with ``keep`` the predictions and labels (full size, 0.6 MB a 640x480 frame:
+    diagnostics of a short split only). ``clip_len`` > 0 resets the temporal state every ``clip_len``
+    frames (the recurrent UNet's evaluation protocol uses clips of 12); 0 streams the whole sequence as the node
+    does.
     """
-    import cv2
     seg.reset('new sequence')
-    # 'frames': each frame at most FLOW_MAX_SIDE (all the flow for TC needs), 'sizes': its (H, W); whole frames were
-    # kept for the sequence: 6 MB of an 11 MB per 1080p frame, a 1000-frame drive held 11 GB
-    out = {'pred': [], 'gt': [], 'is_key': [], 'ms': [], 'frames': [], 'sizes': [], 'resets': []}
+    score.start_sequence()
+    out = {'is_key': [], 'ms': [], 'resets': [], 'breaks': []} | ({'pred': [], 'gt': []} if keep else {})
+    usual, prev, prev_hw = usual_step(recs), None, None
     for i, rec in enumerate(recs):
         if clip_len and i and i % clip_len == 0:
             seg.reset('clip')
         rgb = read_rgb(rec.image)
         res = _step(seg, rgb, rec)
-        out['resets'].append(res.reset_reason)
-        out['pred'].append(res.class_ids)
-        out['is_key'].append(res.is_key)
-        out['ms'].append(res.timings_ms.get('model', math.nan))
-        out['frames'].append(_small(rgb, cv2.INTER_AREA))
-        out['sizes'].append(rgb.shape[:2])
-        if with_labels:
-            out['gt'].append(_label_of(src, rec, rgb.shape[:2]))
+        gt = _label_of(src, rec, rgb.shape[:2]) if with_labels else None
+        why = 'start' if prev is None else break_reason(prev, rec, prev_hw, rgb.shape[:2], usual, max_gap_s)
+        ms = res.timings_ms.get('model', math.nan)
+        score.add(rgb, res.class_ids, gt, res.is_key, ms, res.reset_reason, not why)
+        for k, v in (('is_key', res.is_key), ('ms', ms), ('resets', res.reset_reason), ('breaks', why),
+                     ('pred', res.class_ids), ('gt', gt)):
+            if k in out:
+                out[k].append(v)
+        prev, prev_hw = rec, rgb.shape[:2]
     return out
 
 
@@ -210,7 +227,7 @@ def _step(seg, rgb: np.ndarray, rec):
         raise NonFiniteOutput(f'frame {clip(rec.image)}: {e}') from e
 
 
-def _label_of(src, rec, hw: tuple[int, int]) -> np.ndarray:
+def _label_of(src, rec, hw: tuple[int, int]) -> np.ndarray | None:
     """``rec``'s label, refused (naming both files) when it is not its frame's size: scoring failed later with
     'prediction and ground truth sizes differ: (6144,) vs (1536,)', naming neither. None for a frame without one."""
     gt = src.read_label(rec)
@@ -220,125 +237,19 @@ def _label_of(src, rec, hw: tuple[int, int]) -> np.ndarray:
     return gt
 
 
-def _small(arr: np.ndarray, interp) -> np.ndarray:
-    import cv2
-    h, w = arr.shape[:2]
-    s = min(1.0, FLOW_MAX_SIDE / max(h, w))
-    if s >= 1.0:
-        return arr
-    return cv2.resize(arr, (int(round(w * s)), int(round(h * s))), interpolation=interp)
-
-
-def sequence_flows(frames: list[np.ndarray], runs: list[tuple[int, int]] | None = None) -> list[np.ndarray | None]:
-    """Flow between consecutive frames (backward, for warping t-1 to t), at most FLOW_MAX_SIDE (``frames`` may be
-    so already).
-
-    ``flows[t-1]`` belongs to frames t-1 and t; it is None where t does not follow t-1: a break between
-    ``runs`` (:func:`temporal_runs`; None = one run) or frames of different sizes.
-    """
-    import cv2
-    small = [_small(f, cv2.INTER_AREA) for f in frames]
-    starts = {s for s, _ in runs or []}
-    return [optical_flow(small[t - 1], small[t])
-            if t not in starts and frames[t].shape[:2] == frames[t - 1].shape[:2] else None
-            for t in range(1, len(small))]
-
-
-def _tc_pairs(preds: list[np.ndarray], flows: list, num_classes: int) -> list[float]:
-    """TC of every scored pair (t-1, t) of one sequence: flows[t-1] None is a break, not a pair."""
-    import cv2
-    small = [_small(p, cv2.INTER_NEAREST) for p in preds]
-    return [temporal_consistency(small[t - 1:t + 1], None, num_classes, flows=[f])
-            for t, f in enumerate(flows, 1) if f is not None]
-
-
-def _vc_windows(preds: list[np.ndarray], gts: list, flows: list, n: int, ignore: int | None) -> list[float]:
-    """VC_n of every window of n frames of one sequence that spans no break and is fully labelled
-    (windows whose ground truth is constant nowhere have no value and are left out)."""
-    out = []
-    for s in range(len(preds) - n + 1):
-        win = gts[s:s + n]
-        if any(f is None for f in flows[s:s + n - 1]) or any(g is None for g in win) or \
-                len({g.shape for g in win}) > 1:
-            continue
-        v = video_consistency(preds[s:s + n], win, n, ignore)
-        if not math.isnan(v):
-            out.append(v)
-    return out
-
-
-def score_run(runs: list[dict], flows: list[list[np.ndarray | None]] | None, num_classes: int,
-              ignore: int | None, names: list[str], binary: bool) -> dict:
-    """Metrics of one engine setting over all sequences (confusion on all/key/current frames).
-
-    ``flows`` None: the split is not real video, so no TC / mVC. Otherwise per sequence
-    (:func:`sequence_flows`): ``flows[t-1]`` None marks a break before frame t, which no TC pair and no
-    mVC window spans. TC and mVC_n are the mean over sequences of each sequence's mean over its scored
-    pairs / windows; ``TC_pairs`` and ``mVCn_windows`` count those, and a metric with none is left out."""
-    from collections import Counter
-    cms = {k: ConfusionMatrix(num_classes, ignore) for k in ('all', 'key', 'current')}
-    tcs, vc8, vc16, jf, key_ms, cur_ms = [], [], [], [], [], []
-    n_pairs, n_vc8, n_vc16 = 0, 0, 0
-    labelled = bool(runs and runs[0]['gt'])
-    temporal = flows is not None
-    for run, fl in zip(runs, flows if temporal else [None] * len(runs)):
-        for pred, gt, is_key, ms in zip(run['pred'], run['gt'] or [None] * len(run['pred']),
-                                        run['is_key'], run['ms']):
-            (key_ms if is_key else cur_ms).append(ms)
-            if gt is not None:
-                cms['all'].update(pred, gt)
-                cms['key' if is_key else 'current'].update(pred, gt)
-        if temporal:
-            tc = [v for v in _tc_pairs(run['pred'], fl, num_classes) if not math.isnan(v)]
-            n_pairs += len(tc)
-            tcs.append(float(np.mean(tc)) if tc else math.nan)
-        if temporal and labelled:      # mVC needs dense labels: windows of labelled frames only
-            w8, w16 = (_vc_windows(run['pred'], run['gt'], fl, n, ignore) for n in (8, 16))
-            n_vc8, n_vc16 = n_vc8 + len(w8), n_vc16 + len(w16)
-            vc8.append(float(np.mean(w8)) if w8 else math.nan)
-            vc16.append(float(np.mean(w16)) if w16 else math.nan)
-        pairs = [(g, p) for g, p in zip(run['gt'], run['pred']) if g is not None]
-        if binary and pairs:
-            jf.append(j_and_f([g for g, _ in pairs], [p for _, p in pairs], ignore_index=ignore))
-    ms_all = key_ms + cur_ms
-    resets = Counter(r for run in runs for r in run.get('resets', []) if r not in ('', 'new sequence', 'clip'))
-    out = {'latency_ms': _nanmean(ms_all), 'latency_key_ms': _nanmean(key_ms),
-           'latency_current_ms': _nanmean(cur_ms), 'frames': len(ms_all), 'key_frames': len(key_ms),
-           'resets': dict(resets)}
-    if temporal:
-        out['TC_pairs'] = n_pairs
-        if n_pairs:
-            out['TC'] = _nanmean(tcs)
-    if labelled:
-        out.update({'all': cms['all'].scores(names), 'key': cms['key'].scores(names),
-                    'current': cms['current'].scores(names), 'confusion': cms['all'].mat.tolist()})
-        if temporal:
-            out.update({'mVC8_windows': n_vc8, 'mVC16_windows': n_vc16})
-            out.update({k: _nanmean(v) for k, v, n in (('mVC8', vc8, n_vc8), ('mVC16', vc16, n_vc16)) if n})
-        out['mIoU'] = out['all']['mIoU']
-        jf = [x for x in jf if x['frames']]       # a sequence of nothing but void has no J&F
-        if binary and jf:
-            out['J'] = float(np.mean([x['J'] for x in jf]))
-            out['F'] = float(np.mean([x['F'] for x in jf]))
-            out['J&F'] = (out['J'] + out['F']) / 2
-    return out
-
-
-def _nanmean(x) -> float:
-    x = [v for v in x if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(x)) if x else math.nan
-
-
 class EvalSession:
     """One model and one labelled split, opened once; :meth:`score` runs and scores an engine setting.
 
     ``vidseg eval`` scores its key intervals with it; ``bench/keyframe_curve.py`` scores fixed and
-    adaptive key-frame policies the same way. Optical flow for TC is computed on the first scored run
-    and reused (it depends on the frames only).
+    adaptive key-frame policies the same way. Every frame is scored as it streams (:class:`eval_stream.RunScore`):
+    memory does not grow with a sequence's length, except with ``keep_outputs``, which keeps the last setting's
+    predictions and labels in ``runs`` (each ``pred`` and ``gt``, full size: the bench compares them; ``vidseg eval``
+    keeps none).
     """
 
     def __init__(self, model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
-                 max_frames: int = 0, device: str = 'cpu', clip_len: int = 0, max_gap_s: float | None = None):
+                 max_frames: int = 0, device: str = 'cpu', clip_len: int = 0, max_gap_s: float | None = None,
+                 keep_outputs: bool = True):
         from vidseg_ros.engine.backends import resolve_device
         from vidseg_ros.engine.base import EngineConfig
         from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
@@ -349,7 +260,7 @@ class EvalSession:
         if not self.path.endswith('.onnx'):   # onnxruntime's GPU providers need no CUDA in torch
             resolve_device(device)
         loaded = load_checkpoint(self.path) if self.path.endswith('.pt') else None
-        self.device, self.clip_len = device, clip_len
+        self.device, self.clip_len, self.keep_outputs = device, clip_len, keep_outputs
         self.gap = EngineConfig().max_gap_s if max_gap_s is None else float(max_gap_s)
         self.src = open_eval_source(data, dataset, split)
         config = self.config(keyframe_interval=1)
@@ -363,7 +274,6 @@ class EvalSession:
             from vidseg_ros.training.data_setup import counting_ids_beyond
             self.src = counting_ids_beyond(self.src, len(self.names), self.seg.meta.get('ignore_index'))
         self.label_ids_beyond: dict | None = None   # after the first score(): IdsBeyondIgnored.beyond_summary
-        self.flows: list | None = None
         self.temporal_runs: list | None = None   # per sequence: runs of consecutive frames (temporal_runs)
         self.runs: list[dict] = []
 
@@ -374,33 +284,34 @@ class EvalSession:
 
     def score(self, **settings) -> dict:
         """Stream every sequence with these engine settings (e.g. ``keyframe_interval=5`` or
-        ``keyframe_policy='adaptive', keyframe_threshold=0.2``) and score it (:func:`score_run`)."""
+        ``keyframe_policy='adaptive', keyframe_threshold=0.2``) and score it (:class:`eval_stream.RunScore`)."""
         self.seg.update_config(self.config(**settings))
-        runs = [stream_sequence(self.seg, recs, self.src, self.with_labels, self.clip_len)
-                for recs in self.seqs.values()]
+        score = RunScore(len(self.names), self.seg.meta.get('ignore_index'), self.names, len(self.names) == 2,
+                         self.timing['video'], self.with_labels and bool(self.seqs))
+        runs = [stream_sequence(self.seg, recs, self.src, self.with_labels, score, self.clip_len, self.gap,
+                                self.keep_outputs) for recs in self.seqs.values()]
         first = self.temporal_runs is None
         if first:      # the breaks depend on the frames only (their stamps, indices and decoded sizes)
-            found = [temporal_runs(recs, self.gap, r['sizes'])
-                     for recs, r in zip(self.seqs.values(), runs)]
-            self.temporal_runs = [t for t, _ in found]
+            self.temporal_runs = [_runs_of(r['breaks']) for r in runs]
             breaks: dict[str, int] = {}
-            for _, b in found:
-                for k, c in b.items():
-                    breaks[k] = breaks.get(k, 0) + c
+            for r in runs:
+                for why in r['breaks'][1:]:
+                    if why:
+                        breaks[why] = breaks.get(why, 0) + 1
             self.timing['breaks'] = breaks
-            if self.timing['video']:
-                self.flows = [sequence_flows(r['frames'], t) for r, t in zip(runs, self.temporal_runs)]
-        for r in runs:
-            r.pop('frames')
-            r.pop('sizes')
         self.runs = runs      # the last setting's per-frame outputs (key flags, resets) for diagnostics
-        result = score_run(runs, self.flows, len(self.names), self.seg.meta.get('ignore_index'), self.names,
-                           len(self.names) == 2)
+        result = score.result()
         if first and self.timing['video']:     # the counts depend on the data only: the same every setting
             self.timing['note'] = f'{self.timing["note"]}; {temporal_note(self.timing, result, self.with_labels)}'
         if first and hasattr(self.src, 'beyond_summary'):   # every label has been read once now
             self.label_ids_beyond = _ids_beyond(self.src, result['all']['pixels'])
         return result
+
+
+def _runs_of(breaks: list[str]) -> list[tuple[int, int]]:
+    """The runs ``[start, stop)`` of consecutive frames (as :func:`temporal_runs`) from each frame's break."""
+    starts = [t for t, why in enumerate(breaks) if t == 0 or why]
+    return list(zip(starts, starts[1:] + [len(breaks)]))
 
 
 def _ids_beyond(src, scored_pixels: int) -> dict:
@@ -449,7 +360,7 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ev = EvalSession(model, data, dataset, split, max_frames, device, clip_len, max_gap_s)
+    ev = EvalSession(model, data, dataset, split, max_frames, device, clip_len, max_gap_s, keep_outputs=False)
     seg, timing = ev.seg, ev.timing
     intervals = sorted(set(key_intervals or [1, 2, 5, 10])) if seg.kind == 'keyframe' else [1]
     if not timing['video']:

@@ -160,15 +160,30 @@ def j_and_f(gts: list[np.ndarray], preds: list[np.ndarray], bound_th: float = 0.
     is not ``ignore_index``: a 255 (void) pixel of a two-class dataset counted as foreground, and a frame of
     nothing but void scored J = F = 1. Frames without a labelled pixel are left out (``frames`` counts the scored
     ones); with none, J, F and J&F are NaN."""
-    js, fs = [], []
+    jf = JandF(bound_th, ignore_index)
     for g, p in zip(gts, preds):
-        valid = None if ignore_index is None else g != ignore_index
+        jf.add(g, p)
+    return jf.result()
+
+
+class JandF:
+    """:func:`j_and_f` of a sequence fed a frame at a time: holds J and F of each frame, not the masks."""
+
+    def __init__(self, bound_th: float = 0.008, ignore_index: int | None = None):
+        self.bound_th, self.ignore_index = bound_th, ignore_index
+        self.js: list[float] = []
+        self.fs: list[float] = []
+
+    def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
+        valid = None if self.ignore_index is None else gt != self.ignore_index
         if valid is not None and not valid.any():
-            continue
-        js.append(db_eval_iou(g > 0, p > 0, valid))
-        fs.append(db_eval_boundary(g > 0, p > 0, bound_th, valid))
-    j, f = (float(np.mean(v)) if v else math.nan for v in (js, fs))
-    return {'J': j, 'F': f, 'J&F': (j + f) / 2, 'frames': len(js)}
+            return
+        self.js.append(db_eval_iou(gt > 0, pred > 0, valid))
+        self.fs.append(db_eval_boundary(gt > 0, pred > 0, self.bound_th, valid))
+
+    def result(self) -> dict:
+        j, f = (float(np.mean(v)) if v else math.nan for v in (self.js, self.fs))
+        return {'J': j, 'F': f, 'J&F': (j + f) / 2, 'frames': len(self.js)}
 
 
 # --------------------------------------------------------------------------- temporal consistency
@@ -238,3 +253,51 @@ def video_consistency(preds: list[np.ndarray], gts: list[np.ndarray], n: int,
         if denom:
             values.append((gt_const & pred_const).sum() / denom)
     return float(np.mean(values)) if values else math.nan
+
+
+class VideoConsistency:
+    """VC_n (:func:`video_consistency`) of every window of n consecutive frames, for each n of ``windows``, fed a
+    frame at a time: a window's ground truth (prediction) is constant at a pixel when its value has stayed the same
+    for the last n frames, so this holds per pixel how many frames each has (at most the largest n, uint8) and the
+    previous frame's masks, not the window. ``values[n]`` is the VC_n of each window with a constant ground-truth
+    pixel, in order: the numbers :func:`video_consistency` gives for each window alone."""
+
+    def __init__(self, windows: tuple[int, ...] = (8, 16), ignore_index: int | None = None):
+        if not windows or min(windows) < 2 or max(windows) > 255:
+            raise ValueError(f'VC windows are 2..255 frames long, got {windows}')
+        self.windows, self.ignore_index = tuple(windows), ignore_index
+        self.values: dict[int, list[float]] = {n: [] for n in self.windows}
+        self.restart()
+
+    def restart(self) -> None:
+        """The next frame does not follow the last one (a break, a frame without a label): no window spans it."""
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._frames = 0
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """Frame t (its prediction and ground truth), following frame t-1 (else :meth:`restart` first)."""
+        if self._prev is None or self._prev[1].shape != gt.shape:
+            self._frames = 0
+            self._same_gt = np.zeros(gt.shape, np.uint8)
+            self._same_pred = np.zeros(gt.shape, np.uint8)
+        cap = max(self.windows)
+        for same, now, before in ((self._same_gt, gt, None if self._prev is None else self._prev[1]),
+                                  (self._same_pred, pred, None if self._prev is None else self._prev[0])):
+            if self._frames:
+                kept = now == before
+                np.minimum(same, cap - 1, out=same)
+                same += 1
+                same[~kept] = 1
+            else:
+                same[...] = 1
+        self._frames += 1
+        self._prev = (pred, gt)
+        for n in self.windows:
+            if self._frames < n:
+                continue
+            gt_const = self._same_gt >= n
+            if self.ignore_index is not None:
+                gt_const &= gt != self.ignore_index
+            denom = gt_const.sum()
+            if denom:
+                self.values[n].append((gt_const & (self._same_pred >= n)).sum() / denom)
