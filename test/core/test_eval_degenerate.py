@@ -9,40 +9,20 @@ import sys
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
-import yaml
 
-from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
-from vidseg_ros.models import create_model
-from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+from support.eval_data import folder_dataset, noise_images, tiny_fpn
 from vidseg_ros.tools.evaluate import run_evaluation
 from vidseg_ros.training.metrics import j_and_f
 
 
 def _model(path: Path) -> Path:
-    torch.manual_seed(0)
-    model = create_model('keyframe_fpn', num_classes=2, cached_levels=0, fpn_ch=16)
-    meta = default_meta('keyframe_fpn', model.arch_config, classes=['bg', 'obj'], palette=[[0, 0, 0], [9, 9, 9]],
-                        ignore_index=255, input_hw=[64, 64])
-    return save_checkpoint(path, model, meta)
+    return tiny_fpn(path)
 
 
 def _data(root: Path, labels: list[np.ndarray]) -> Path:
     """A folder dataset naming [bg, obj] (ignore 255): one sequence, a frame every 0.1 s."""
-    rng = np.random.default_rng(0)
-    (root / 'images' / 's').mkdir(parents=True)
-    (root / 'labels' / 's').mkdir(parents=True)
-    records = []
-    for i, label in enumerate(labels):
-        image, path = root / 'images' / 's' / f'{i}.png', root / 'labels' / 's' / f'{i}.png'
-        cv2.imwrite(str(image), rng.integers(0, 255, (*label.shape, 3), np.uint8))
-        cv2.imwrite(str(path), label)
-        records.append(FrameRecord('s', i, image, path, i * 100_000_000, 'human'))
-    write_index(root, records)
-    (root / 'dataset.yaml').write_text(yaml.safe_dump({'classes': ['bg', 'obj'], 'ignore_index': 255}))
-    return root
+    return folder_dataset(root, noise_images(labels), labels)
 
 
 def test_frames_smaller_than_the_flow_takes_get_tc(tmp_path):

@@ -7,42 +7,21 @@ import json
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
-import yaml
 
-from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
-from vidseg_ros.models import create_model
-from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+from support.eval_data import folder_dataset, noise_images, tiny_fpn
 from vidseg_ros.tools.evaluate import run_evaluation
 
 H, W = 64, 96
 
 
 def _model(path: Path, classes: int, cached_levels: int = 0) -> Path:
-    torch.manual_seed(0)
-    model = create_model('keyframe_fpn', num_classes=classes, cached_levels=cached_levels, fpn_ch=16)
-    meta = default_meta('keyframe_fpn', model.arch_config, classes=[f'c{i}' for i in range(classes)],
-                        palette=[[i, i, i] for i in range(classes)], ignore_index=255, input_hw=[H, W])
-    return save_checkpoint(path, model, meta)
+    return tiny_fpn(path, [f'c{i}' for i in range(classes)], cached_levels, input_hw=(H, W))
 
 
 def _data(root: Path, labels: list[np.ndarray], classes: list[str] | None) -> Path:
     """A folder dataset: one sequence, a frame every 0.1 s, one label each."""
-    rng = np.random.default_rng(0)
-    (root / 'images' / 's').mkdir(parents=True)
-    (root / 'labels' / 's').mkdir(parents=True)
-    records = []
-    for i, label in enumerate(labels):
-        image, path = root / 'images' / 's' / f'{i}.png', root / 'labels' / 's' / f'{i}.png'
-        cv2.imwrite(str(image), rng.integers(0, 255, (H, W, 3), np.uint8))
-        cv2.imwrite(str(path), label)
-        records.append(FrameRecord('s', i, image, path, i * 100_000_000, 'human'))
-    write_index(root, records)
-    (root / 'dataset.yaml').write_text(yaml.safe_dump({'ignore_index': 255, **({'classes': classes} if classes
-                                                                                 else {})}))
-    return root
+    return folder_dataset(root, noise_images(labels, (H, W)), labels, classes=classes)
 
 
 def _warnings(caplog) -> list[str]:

@@ -11,11 +11,8 @@ import tracemalloc
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from vidseg_ros.data.datasets.layouts import FrameRecord, write_index, write_meta
-from vidseg_ros.models import create_model
-from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+from support.eval_data import folder_dataset, tiny_fpn
 from vidseg_ros.tools.evaluate import EvalSession, run_evaluation
 from vidseg_ros.training.metrics import VideoConsistency, j_and_f, temporal_consistency, video_consistency
 
@@ -23,11 +20,7 @@ H, W = 240, 320
 
 
 def _model(path):
-    torch.manual_seed(0)
-    model = create_model('keyframe_fpn', num_classes=2, cached_levels=0, fpn_ch=16)
-    meta = default_meta('keyframe_fpn', model.arch_config, classes=['bg', 'obj'], palette=[[0, 0, 0], [9, 9, 9]],
-                        ignore_index=255, input_hw=[64, 64])
-    return save_checkpoint(path, model, meta)
+    return tiny_fpn(path)
 
 
 def _data(root, n, labelled=None, hole_before=None):
@@ -35,26 +28,18 @@ def _data(root, n, labelled=None, hole_before=None):
     (all, or the indices in ``labelled``); ``hole_before``: frames from this one on are 2 s later (a time gap)."""
     rng = np.random.default_rng(0)
     bg = cv2.GaussianBlur(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), (9, 9), 3)
-    (root / 'images' / 's').mkdir(parents=True)
-    (root / 'labels' / 's').mkdir(parents=True)
-    recs = []
+    images, labels, stamps = [], [], []
     for i in range(n):
         mask = np.zeros((H, W), np.uint8)
         x = (5 * i) % (W - 100)
         mask[60:160, x:x + 100] = 1
         mask[:4] = 255                                          # a void band
-        image, label = root / 'images' / 's' / f'{i}.png', root / 'labels' / 's' / f'{i}.png'
         img = bg.copy()
         img[mask == 1] = 220
-        cv2.imwrite(str(image), img)
-        has = labelled is None or i in labelled
-        if has:
-            cv2.imwrite(str(label), mask)
-        stamp_ns = i * 50_000_000 + (2_000_000_000 if hole_before is not None and i >= hole_before else 0)
-        recs.append(FrameRecord('s', i, image, label if has else None, stamp_ns, 'human' if has else ''))
-    write_index(root, recs)
-    write_meta(root, {'classes': ['bg', 'obj'], 'ignore_index': 255})
-    return root
+        images.append(img)
+        labels.append(mask if labelled is None or i in labelled else None)
+        stamps.append(i * 50_000_000 + (2_000_000_000 if hole_before is not None and i >= hole_before else 0))
+    return folder_dataset(root, images, labels, stamps)
 
 
 def _peak_bytes(fn) -> int:

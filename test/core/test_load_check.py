@@ -98,3 +98,18 @@ def test_exported_models_are_checked_too(tmp_path, arch):
         onnx.save(model, str(tmp_path / graph))
     with pytest.raises(NonFiniteOutput, match='at load'):
         StreamSegmenter.from_checkpoint(EngineConfig(model=str(tmp_path / 'm.onnx'), device='cpu'))
+
+
+def test_eval_checks_at_load_too(tmp_path):
+    """`vidseg eval` builds its engine from the checkpoint it read itself (not from_checkpoint): it failed on the
+    first frame, after opening the data, instead of at load."""
+    import numpy as np
+
+    from support.eval_data import folder_dataset, noise_images
+    path = _saved(tmp_path / 'nan.pt', 'truncated_fpn', overflow=True)
+    labels = [np.zeros((32, 32), np.uint8)] * 2
+    data = folder_dataset(tmp_path / 'd', noise_images(labels), labels, classes=None)
+    r = CliRunner().invoke(app, ['eval', str(path), str(data), '--split', 'all', '--out-dir', str(tmp_path / 'ev')])
+    assert r.exit_code == 2, r.output
+    line, = r.stderr.strip().splitlines()
+    assert 'gives NaN or inf on a blank 64x64 frame at load' in line, line

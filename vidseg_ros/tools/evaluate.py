@@ -266,6 +266,8 @@ class EvalSession:
         config = self.config(keyframe_interval=1)
         self.seg = (StreamSegmenter(*loaded, config, name=Path(self.path).name) if loaded
                     else StreamSegmenter.from_checkpoint(config))
+        if loaded and not all(self.seg.net_hw):     # as from_checkpoint does: a model giving NaN fails here, not
+            self.seg.check_output()                 # on every frame after the data is opened
         self.seqs = {k: (v[:max_frames] if max_frames else v) for k, v in self.src.sequences().items()}
         self.with_labels = _labels_scored(self.seg.meta, self.src, self.seqs)
         self.timing = sequence_timing(self.seqs, self.gap)
