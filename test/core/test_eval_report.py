@@ -99,3 +99,19 @@ def test_the_card_keeps_no_terminal_escapes_from_the_checkpoint():
     assert not [c for c in card if c != '\n' and (ord(c) < 32 or 127 <= ord(c) < 160)], repr(card)
     assert 'MIT\\x1b]0;owned\\x07\nline 2\\x1b[2J\\r' in card        # shown, and the licence keeps its lines
     assert '**Training data**: d\\x1b[31m' in card and 'x\\x00.pt' in card
+
+
+def test_the_experiment_plot_skips_without_matplotlib_and_draws_nan_scores_as_zero(tmp_path, monkeypatch, caplog):
+    """`vidseg experiment` trained and scored every variant, then failed on its plot where matplotlib is missing
+    (eval's plots skip); a NaN score (J&F of a split without objects) went into the bars as NaN."""
+    import sys
+
+    from vidseg_ros.tools import experiment
+    results = {'1': {'mIoU': 0.5, 'J&F': float('nan'), 'TC': None}, 'all': {'mIoU': 0.6, 'J&F': 0.4, 'TC': 0.7}}
+    experiment._plot(results, tmp_path / 'ok.png')
+    assert (tmp_path / 'ok.png').stat().st_size > 1000
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)
+    with caplog.at_level(logging.WARNING):
+        experiment._plot(results, tmp_path / 'none.png')
+    assert not (tmp_path / 'none.png').exists()
+    assert [r.getMessage()[:40] for r in caplog.records] == ['plots skipped: they need the matplotlib ']

@@ -25,6 +25,16 @@ def _plt():
     return plt
 
 
+def pyplot_or_none():
+    """matplotlib.pyplot (Agg), or None with one warning where matplotlib is missing: plots are extras, the
+    numbers they show are written either way."""
+    try:
+        return _plt()
+    except ImportError as e:
+        log.warning('plots skipped: they need the matplotlib package (pip install matplotlib): %s', e)
+        return None
+
+
 def write_plots(report: dict, out_dir: Path) -> list[Path]:
     """accuracy_latency.png (labelled runs), per_class_iou.png, confusion.png; returns the paths.
 
@@ -32,10 +42,8 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
     'Glyph ... missing from font(s)' warning, once per character and plot, said nothing the user could fix.
     Without matplotlib the plots are skipped with one warning: the metrics and the card, written either
     way, are what an evaluation is for (the error came after all the scoring, and lost the card)."""
-    try:
-        plt = _plt()
-    except ImportError as e:
-        log.warning('plots skipped: they need the matplotlib package (pip install matplotlib): %s', e)
+    plt = pyplot_or_none()
+    if plt is None:
         return []
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', r'Glyph \d+ .*missing from', UserWarning)

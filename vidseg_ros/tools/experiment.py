@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidseg_ros.config import ConfigError
+from vidseg_ros.tools.eval_report import pyplot_or_none
 from vidseg_ros.training.config import TrainConfig, load_train_config, validate
 from vidseg_ros.training.metrics import json_ready
 
@@ -110,6 +111,10 @@ def run_experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/ex
     return {'table': table, 'results': results, 'out_dir': str(out_dir)}
 
 
+def _finite_or_0(value) -> float:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
+
+
 def _require_held_out(base: TrainConfig, config: str | Path) -> None:
     """The variants are scored on val_split: without one apart from the training split they would be scored
     on their own training frames, a comparison that says nothing."""
@@ -132,13 +137,14 @@ def results_table(results: dict) -> str:
 
 
 def _plot(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    """A bar per variant and metric (missing or NaN scores as 0); skipped with a warning without matplotlib."""
+    plt = pyplot_or_none()
+    if plt is None:
+        return
     names = list(results)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for i, key in enumerate(('mIoU', 'J&F', 'TC')):
-        vals = [100 * (results[n][key] or 0) for n in names]
+        vals = [100 * _finite_or_0(results[n][key]) for n in names]
         ax.bar([j + 0.27 * (i - 1) for j in range(len(names))], vals, width=0.27, label=key)
     ax.set_xticks(range(len(names)), names)
     ax.set_xlabel('labelled training frames per video')
