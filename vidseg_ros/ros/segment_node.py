@@ -16,42 +16,38 @@ if __name__ == '__main__':   # python -m: through entry, whose signal handlers c
     from vidseg_ros.ros.entry import run_as_main
     run_as_main('vidseg_ros.ros.segment_node')
 
-import dataclasses
 import gc
 import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from vidseg_ros.config import ConfigError, fields_with
+from vidseg_ros.config import ConfigError
 from vidseg_ros.engine.base import EngineConfig
-from vidseg_ros.engine.stream import REBUILD_FIELDS, StreamSegmenter
+from vidseg_ros.engine.stream import StreamSegmenter
 from vidseg_ros.engine.outputs import ClassTable
 from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.camera_stats import ClockStep
 from vidseg_ros.ros.camera_stream import CameraStream
-from vidseg_ros.ros.guards import check_device_for_model, check_model_spec
-from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings, validate_changes
+from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
+from vidseg_ros.ros.segment_diagnostics import LAST_STATUS_ACK_S, SegmentReports
+from vidseg_ros.ros.segment_param_changes import LOAD_ERROR_TEXT, STARTUP_ONLY_KEYS, ParameterChanges
+from vidseg_ros.ros.segment_worker import InferenceWorker
 from vidseg_ros.ros.settings import SegmentNodeConfig
-from vidseg_ros.ros.spin import Interrupted, WorkerDied, interruptible, join_unless_stopped, run
-from vidseg_ros.text import SHORT_TEXT, clip, short
+from vidseg_ros.ros.spin import Interrupted, interruptible, join_unless_stopped, run
+from vidseg_ros.text import short
 
-# Changing these needs new subscriptions/publishers: refused at run time, set them at start-up.
-STARTUP_ONLY_KEYS = set(fields_with(SegmentNodeConfig, 'startup'))
-# a load error names the file, then what to do about it: room for a long path and the advice after it
-LOAD_ERROR_TEXT = 2 * SHORT_TEXT
+__all__ = ['EXIT_WAIT_S', 'LAST_STATUS_ACK_S', 'LOAD_ERROR_TEXT', 'STARTUP_ONLY_KEYS', 'STOP_WAIT_S', 'SegmentNode',
+           'SegmentNodeCore', 'load_engine', 'main']
+
 STOP_WAIT_S = 10.0   # deactivate waits this long for the frame in inference, then leaves the worker to it
 # The process ends (destroy_node): ros2 launch sends SIGTERM 5 s after its SIGINT, SIGKILL 5 s after that, and a
 # worker stuck on a frame held the exit for STOP_WAIT_S. At exit it is waited for this long, then left.
 EXIT_WAIT_S = 2.0
-LAST_STATUS_ACK_S = 0.5   # the last (STALE) /diagnostics status waits this long for reliable readers to take it
 
 
 def load_engine(cfg: EngineConfig) -> StreamSegmenter:
@@ -59,8 +55,10 @@ def load_engine(cfg: EngineConfig) -> StreamSegmenter:
     return StreamSegmenter.from_checkpoint(cfg)
 
 
-class SegmentNodeCore:
-    """The node's behaviour, independent of plain or lifecycle node: load, start, stop, release."""
+class SegmentNodeCore(ParameterChanges, InferenceWorker, SegmentReports):
+    """The node's behaviour, independent of plain or lifecycle node: load, start, stop, release. Its parameter
+    changes (``segment_param_changes``), inference worker (``segment_worker``), ~/reset and /diagnostics
+    (``segment_diagnostics``) are in modules of their own."""
 
     def __init__(self, node: Node):
         self.node = node
@@ -230,203 +228,6 @@ class SegmentNodeCore:
         if cfg.class_prob_index >= n:
             raise ConfigError(f'class_prob_index {cfg.class_prob_index} is out of range for model '
                               f'{engine.model_name} ({n} classes: 0..{n - 1}, or -1 = off)')
-
-    def _on_set_parameters(self, params):
-        if self._rolling_back is threading.current_thread():   # restoring what is serving
-            return SetParametersResult(successful=True)
-        with self._params_lock:
-            return self._check_and_take(params)
-
-    def _check_and_take(self, params) -> SetParametersResult:
-        """The parameter callback's work: refuse what cannot apply, else take the changes."""
-        result, changes = validate_changes(self.node, params, EngineConfig, SegmentNodeConfig)
-        if not result.successful:
-            return result
-        try:  # a model or device change must at least resolve here; the load runs in the worker (or activate)
-            if 'model' in changes:
-                check_model_spec(changes['model'])
-            if 'device' in changes or 'model' in changes:   # by the runner that will serve: ONNX or torch
-                check_device_for_model(changes.get('device', self._wanted.device),
-                                       changes.get('model', self._wanted.model))
-        except ValueError as e:
-            result.successful = False
-            result.reason = str(e)
-            return result
-        serving = bool(self.streams)
-        fixed = STARTUP_ONLY_KEYS & set(changes)
-        if fixed and serving:
-            result.successful = False
-            result.reason = f'{", ".join(sorted(fixed))} can only be set at start-up (or while inactive)'
-            return result
-        node_changes = {k: v for k, v in changes.items() if k in SegmentNodeConfig.__dataclass_fields__}
-        engine_changes = {k: v for k, v in changes.items() if k in EngineConfig.__dataclass_fields__}
-        new_table = None
-        with self._lock:   # the engine checked is the one serving: the worker swaps it under this lock
-            new_cfg = dataclasses.replace(self.cfg, **node_changes)
-            if self.engine is not None:
-                try:
-                    self._check_classes(new_cfg, self.engine)
-                    new_table = self._class_table(new_cfg)
-                except ValueError as e:
-                    result.successful = False
-                    result.reason = str(e)
-                    return result
-            self.cfg = new_cfg
-            self.table = new_table or self.table
-            self._wanted = dataclasses.replace(self._wanted, **engine_changes)
-        if new_table is not None:
-            self._latch_table()
-        return result
-
-    def _apply_wanted(self, stopping: threading.Event) -> None:
-        """Bring the engine to the parameters: in the worker between frames, or in start() before it runs.
-        A model that does not load keeps the old one serving (README: run-time changes roll back)."""
-        with self._lock:
-            new = self._wanted
-        serving = {f: getattr(self.engine_cfg, f) for f in REBUILD_FIELDS}
-        if any(getattr(new, f) != v for f, v in serving.items()):
-            if self._swap_engine(new, stopping):
-                return
-            new = dataclasses.replace(new, **serving)   # the run-time settings that came with it still apply
-        with self._lock:   # the stop check under the lock stop() sets it with: a stopped worker changes nothing
-            if new != self.engine_cfg and not stopping.is_set():
-                for s in self.streams:
-                    s.engine.update_config(new)
-                self.engine_cfg = new
-
-    def _swap_engine(self, new: EngineConfig, stopping: threading.Event) -> bool:
-        """Load the model of ``new`` and serve it; False (ERROR log, parameters rolled back) when it fails.
-        True also when serving stopped during the load: the next start() loads the parameters' model."""
-        try:
-            with self._lock:
-                cfg = self.cfg
-            self._loading = (time.monotonic(), new.model)
-            try:
-                engine, table = self._build(new, cfg)
-            finally:
-                self._loading = None
-            with self._lock:
-                if stopping.is_set():
-                    return True
-                if self.cfg is not cfg:   # class names, palette... set during the load: its table follows them
-                    self._check_classes(self.cfg, engine)
-                    table = self._class_table(self.cfg, engine)
-                self.engine, self.engine_cfg, self.table = engine, new, table
-        except Exception as e:  # noqa: BLE001 - any load failure keeps the old model serving
-            if stopping.is_set():
-                return True
-            self.node.get_logger().error(f'cannot load model {short(new.model)} on {short(new.device)}: {clip(e, LOAD_ERROR_TEXT)}; '
-                                         f'keeping {self.engine.model_name}')
-            for s in self.streams:
-                s.note_error('model_load', str(e))
-            self._roll_back(new)
-            return False
-        for i, s in enumerate(self.streams):
-            s.engine = engine if i == 0 else engine.fork()
-        self._announce()
-        return True
-
-    def _roll_back(self, failed: EngineConfig) -> None:
-        """After a failed load: the parameters go back to the model that is serving (so `ros2 param get`
-        tells the truth), except those set again while it loaded (the newer value is tried next)."""
-        with self._params_lock:
-            with self._lock:
-                restore = {f: getattr(self.engine_cfg, f) for f in REBUILD_FIELDS
-                           if getattr(failed, f) != getattr(self.engine_cfg, f)
-                           and getattr(self._wanted, f) == getattr(failed, f)}
-                self._wanted = dataclasses.replace(self._wanted, **restore)
-            if not restore:
-                return
-            self._rolling_back = threading.current_thread()
-            try:
-                self.node.set_parameters([Parameter(f, value=v) for f, v in restore.items()])
-            finally:
-                self._rolling_back = None
-
-    # ---- worker --------------------------------------------------------------------------------
-    def _next_job(self, stopping: threading.Event):
-        with self._lock:
-            while not stopping.is_set():
-                n = len(self.streams)
-                for k in range(n):
-                    stream = self.streams[(self._rr + k) % n]
-                    job = stream.take()
-                    if job is not None:
-                        self._rr = (self._rr + k + 1) % n  # fair: the next search starts after this camera
-                        return stream, job
-                self._lock.wait(timeout=0.5)
-        return None
-
-    def _work(self, stopping: threading.Event) -> None:
-        try:
-            while True:
-                item = self._next_job(stopping)
-                if item is None:
-                    return
-                stream, job = item
-                try:
-                    self._apply_wanted(stopping)
-                    if stopping.is_set():   # stopped while a new model loaded: the frame goes with the topics
-                        return
-                    with self._lock:
-                        cfg, table = self.cfg, self.table
-                    self._busy = (time.monotonic(), stream.name, stream)
-                    stream.process(job, cfg, table)   # never raises on a frame
-                except Exception as e:  # noqa: BLE001 - a bug around one frame must not end serving
-                    stream.log_error('internal', f'{type(e).__name__}: {e}')
-                finally:
-                    self._busy = None
-        except BaseException as e:
-            self.fatal = f'{type(e).__name__}: {e}'
-            raise
-        finally:
-            if not stopping.is_set():   # ended while serving: report it from the executor thread, then exit
-                self.fatal = self.fatal or 'the worker thread returned'
-                self._worker_died.trigger()
-
-    def _on_worker_died(self) -> None:
-        """Executor thread: tell /diagnostics (ERROR) and the log, then end the process non-zero."""
-        if not self.fatal:
-            return
-        self.node.get_logger().fatal(f'inference worker stopped: {self.fatal}; exiting so the node is restarted')
-        self._publish_diagnostics()
-        self.pub_diag.wait_for_all_acked(Duration(seconds=1.0))
-        raise WorkerDied(self.fatal)
-
-    # ---- services and diagnostics --------------------------------------------------------------
-    def _on_reset(self, request, response):
-        for s in self.streams:
-            s.request_reset()
-        response.success = bool(self.streams)
-        response.message = (f'temporal state of {len(self.streams)} camera(s) resets on the next frame (key_reason '
-                            f'reset)' if self.streams else 'not serving (inactive): nothing to reset')
-        return response
-
-    def _publish_last_status(self, message: str) -> None:
-        """Each served camera's last /diagnostics status: STALE with ``message``. Not after the worker died:
-        its ERROR (why the node exits) stays the last word."""
-        if not self.streams or self.fatal:
-            return
-        try:
-            self.pub_diag.publish(diagnostics.array(self.node.get_clock().now().to_msg(),
-                                                    [s.stats.stale_status(message) for s in self.streams]))
-            self.pub_diag.wait_for_all_acked(Duration(seconds=LAST_STATUS_ACK_S))
-        except Exception as e:  # noqa: BLE001 - the context already shut down: nobody to tell
-            self.node.get_logger().debug(f'last /diagnostics status not sent: {e}')
-
-    def _publish_diagnostics(self) -> None:
-        alive = self.worker is not None and self.worker.is_alive()
-        if not alive and not self._stopping.is_set() and not self.fatal:
-            self.fatal = 'the worker thread is gone'   # backstop: the guard condition should have said so
-            self._worker_died.trigger()
-        busy = self._busy
-        statuses = []
-        for s in self.streams:
-            worker = health.CameraHealth(worker_alive=alive and not self.fatal, worker_error=self.fatal,
-                                         busy_s=time.monotonic() - busy[0] if busy else 0.0,
-                                         busy_camera=busy[1] if busy else '', cameras=len(self.streams))
-            statuses.append(s.diagnostic_status(self.engine_cfg, worker))
-        self.pub_diag.publish(diagnostics.array(self.node.get_clock().now().to_msg(), statuses))
 
 
 class SegmentNode(Node):
