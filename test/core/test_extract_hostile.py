@@ -103,7 +103,8 @@ def test_extract_keeping_compressed_bytes_indexes_the_format_escaped_and_cut(bag
     _clean(r.stdout + r.stderr, 'output')
     index = (tmp_path / 'ds' / 'index.csv').read_bytes()
     _clean(index.replace(b'\r\n', b'\n'), 'index.csv')
-    assert index.count(b'jpeg\\x1b[2J') == 3 and len(index) < 3000
+    # the second message's bytes are no image: counted as failed (ddffddc), not kept as a .jpg
+    assert index.count(b'jpeg\\x1b[2J') == 2 and len(index) < 3000
 
 
 def _mcap_with_hostile_records(folder):

@@ -67,6 +67,8 @@ def file_problem(path: Path) -> str:
     'Permission denied', a name longer than the file system takes): it names the path and the reason."""
     try:
         mode = os.stat(path).st_mode
+    except ValueError:      # a NUL byte: no file can have that name
+        return 'is missing'
     except OSError as e:
         if e.errno == errno.ELOOP:
             return 'is a link to nothing, or one that loops'
