@@ -13,11 +13,11 @@ if __name__ == '__main__':   # python -m: through entry, whose signal handlers c
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from vidseg_ros.data.images import clip
-from vidseg_ros.ros.segment_node import SegmentNodeCore
+from vidseg_ros.ros.segment_node import CoreEnds, SegmentNodeCore
 from vidseg_ros.ros.spin import Interrupted, run
 
 
-class SegmentLifecycleNode(LifecycleNode):
+class SegmentLifecycleNode(CoreEnds, LifecycleNode):
     """Managed node: the model is loaded on configure and released on cleanup."""
 
     def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
@@ -61,15 +61,6 @@ class SegmentLifecycleNode(LifecycleNode):
         self.core.stop(why='shut down')
         self.core.release()
         return TransitionCallbackReturn.SUCCESS
-
-    def destroy_node(self):
-        self.core.stop(exiting=True)
-        return super().destroy_node()
-
-    def abandoned(self) -> bool:
-        """The worker was left on its frame, or a model load, at exit (``spin.run`` then ends the process without
-        waiting on it)."""
-        return self.core.left_running()
 
 
 def main(args=None) -> int:

@@ -230,7 +230,20 @@ class SegmentNodeCore(ParameterChanges, InferenceWorker, SegmentReports):
                               f'{engine.model_name} ({n} classes: 0..{n - 1}, or -1 = off)')
 
 
-class SegmentNode(Node):
+class CoreEnds:
+    """How a node holding a ``SegmentNodeCore`` as ``self.core`` ends: the plain and the lifecycle node alike."""
+
+    def destroy_node(self):
+        self.core.stop(exiting=True)
+        return super().destroy_node()
+
+    def abandoned(self) -> bool:
+        """The worker was left on its frame, or a model load, at exit (``spin.run`` then ends the process without
+        waiting on it)."""
+        return self.core.left_running()
+
+
+class SegmentNode(CoreEnds, Node):
     """Plain node: loads the model and starts serving at construction."""
 
     def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
@@ -242,14 +255,6 @@ class SegmentNode(Node):
             return
         self.core.start()
 
-    def destroy_node(self):
-        self.core.stop(exiting=True)
-        return super().destroy_node()
-
-    def abandoned(self) -> bool:
-        """The worker was left on its frame, or a model load, at exit (``spin.run`` then ends the process without
-        waiting on it)."""
-        return self.core.left_running()
 
 
 def main(args=None) -> int:
