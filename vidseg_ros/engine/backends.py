@@ -354,6 +354,14 @@ class OnnxRunner(_Runner):
         return _zero_state(self.info.state_layout, x, 'cpu', torch.float32)
 
 
+def check_model_file(path: Path) -> None:
+    """CheckpointError unless ``path`` is a regular file (or a link to one), saying what it is otherwise
+    (``model_paths.file_problem``): the one message of ``resolve_model``, ``open_exported`` and ``vidseg info``."""
+    if problem := file_problem(path):
+        raise CheckpointError(f'model file not found: {path}' if problem == 'is missing' else
+                              f'model file {path} {problem}')
+
+
 def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32',
                   channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False):
     """Runner for a ``.ts`` or ``.onnx`` file; its ``meta`` attribute holds the checkpoint meta."""
@@ -361,9 +369,7 @@ def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32
     runners = {'.ts': TorchScriptRunner, '.onnx': OnnxRunner}
     if suffix not in runners:
         raise CheckpointError(f'{path}: exported models end in .ts or .onnx')
-    if problem := file_problem(Path(path)):
-        raise CheckpointError(f'model file not found: {path}' if problem == 'is missing' else
-                              f'model file {path} {problem}')
+    check_model_file(Path(path))
     check_readable(path)
     check_device_for(device, str(path))   # a bad device is the setting's fault, not the file's: not wrapped
     check_format(Path(path))

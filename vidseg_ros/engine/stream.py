@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidseg_ros.engine.backends import TorchRunner, open_exported
+from vidseg_ros.engine.backends import TorchRunner, check_model_file, open_exported
 from vidseg_ros.config import fields_with
 from vidseg_ros.engine.base import EngineConfig, FrameResult, NonFiniteOutput, checked
 from vidseg_ros.engine import memory
@@ -45,7 +45,7 @@ def resolve_model(spec: str) -> str:
         return spec
     path = Path(spec).expanduser()
     if path.suffix in MODEL_SUFFIXES or os.sep in spec or path.is_file():
-        _check_model_file(path)
+        check_model_file(path)
         return str(path)
     dirs, odd = model_dirs(), []
     for cand in (d / f'{spec}{s}' for d in dirs for s in MODEL_SUFFIXES):
@@ -62,13 +62,6 @@ def resolve_model(spec: str) -> str:
     there = ''.join(f'; {o}' for o in odd[:3])
     raise CheckpointError(f'model {spec!r} not found{there}; looked for {spec}{"|".join(MODEL_SUFFIXES)} in '
                           f'{looked}; give a path, or add a folder to ${MODELS_ENV}.' + hint)
-
-
-def _check_model_file(path: Path) -> None:
-    """CheckpointError unless ``path`` is a regular file (or a link to one), saying what it is otherwise."""
-    if problem := file_problem(path):
-        raise CheckpointError(f'model file not found: {path}' if problem == 'is missing' else
-                              f'model file {path} {problem}')
 
 
 class StreamSegmenter:

@@ -21,11 +21,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidseg_ros.engine.backends import current_path, open_exported
+from vidseg_ros.engine.backends import check_model_file, current_path, open_exported
 from vidseg_ros.engine.exported_checks import (MAX_META_BYTES, META_KEY, check_format, check_onnx_io,
                                                check_onnx_tensors, exported_meta_info, onnx_model, ort_session,
                                                session_io)
-from vidseg_ros.engine.model_paths import file_problem
 from vidseg_ros.models.model_file_checks import CheckpointError, check_readable
 from vidseg_ros.text import one_line
 
@@ -49,9 +48,7 @@ def describe(path: Path) -> dict:
     """The ``vidseg info`` fields of an exported file: backend, meta (checked), kind, parameters, stride,
     output_stride, traced_hw, state, graphs, partner (key-frame ONNX: the other graph of the pair) and notes."""
     path = Path(path)
-    if problem := file_problem(path):
-        raise CheckpointError(f'model file not found: {path}' if problem == 'is missing' else
-                              f'model file {path} {problem}')
+    check_model_file(path)
     check_readable(path)
     check_format(path)      # bytes of another format than the suffix, a truncated archive: one line
     read = _read_onnx(path) if path.suffix == '.onnx' else _read_torchscript(path)
