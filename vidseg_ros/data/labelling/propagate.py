@@ -251,12 +251,12 @@ def iter_propagate_flow(frames: Sequence[np.ndarray], labels: dict[int, np.ndarr
             yield from _span(flow, spill, labels, a, b, lo, hi, num_classes, cfg, grid, hw)
 
 
-def _chain(flow, label: np.ndarray, positions: range, num_classes: int, cfg: PropagateConfig, grid: np.ndarray,
+def _chain(flow, c: np.ndarray, positions: range, cfg: PropagateConfig, grid: np.ndarray,
            hw: tuple[int, int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(position, displacement to the labelled frame, confidence) along ``positions``, frame by frame away
-    from the labelled one (forward: frame i from frame i-1; backward: from i+1)."""
+    from the labelled one (forward: frame i from frame i-1; backward: from i+1); ``c`` is the labelled frame's
+    confidence (``one_hot``)."""
     step = positions.step
-    c = one_hot(label, num_classes, cfg.ignore_index)[1]
     g = np.zeros(hw + (2,), np.float32)
     for i in positions:
         f = flow(i, i - step)
@@ -271,15 +271,16 @@ def _chain(flow, label: np.ndarray, positions: range, num_classes: int, cfg: Pro
 def _span(flow, spill: Spill, labels, a, b, lo, hi, num_classes, cfg, grid, hw) -> Iterator[tuple[int, Propagated]]:
     """The frames of one span: from label ``a`` forward, from label ``b`` backward, or (both) blended; the
     backward pass of a span between two labels puts its states in ``spill`` for the forward pass."""
-    p_a = one_hot(labels[a], num_classes, cfg.ignore_index)[0] if a is not None else None
-    p_b = one_hot(labels[b], num_classes, cfg.ignore_index)[0] if b is not None else None
+    # each label's one-hot and confidence, once: both passes of the span start from them
+    p_a, c_a = one_hot(labels[a], num_classes, cfg.ignore_index) if a is not None else (None, None)
+    p_b, c_b = one_hot(labels[b], num_classes, cfg.ignore_index) if b is not None else (None, None)
 
     def carried(p0, g, c):
         return warp(p0, g, grid).reshape(p0.shape), c
     if a is None or b is None:
-        label, p0 = (labels[b], p_b) if a is None else (labels[a], p_a)
+        p0, c0 = (p_b, c_b) if a is None else (p_a, c_a)
         positions = range(b - 1, lo - 1, -1) if a is None else range(a + 1, hi + 1)
-        for i, g, c in _chain(flow, label, positions, num_classes, cfg, grid, hw):
+        for i, g, c in _chain(flow, c0, positions, cfg, grid, hw):
             one = carried(p0, g, c)
             yield i, _blend(one if a is not None else None, one if a is None else None,
                             (i - a) if a is not None else None, (b - i) if b is not None else None, cfg)
@@ -287,12 +288,12 @@ def _span(flow, spill: Spill, labels, a, b, lo, hi, num_classes, cfg, grid, hw) 
     own = isinstance(flow, _SpanFlows)      # not a caller's FlowCache, which keeps every flow itself
     if own:
         flow.keep = True
-    for i, g, c in _chain(flow, labels[b], range(b - 1, a, -1), num_classes, cfg, grid, hw):
+    for i, g, c in _chain(flow, c_b, range(b - 1, a, -1), cfg, grid, hw):
         spill.put(('state', i), g, c)
     if own:
         flow.put_aside()
         flow.keep = False
-    for i, g, c in _chain(flow, labels[a], range(a + 1, b), num_classes, cfg, grid, hw):
+    for i, g, c in _chain(flow, c_a, range(a + 1, b), cfg, grid, hw):
         yield i, _blend(carried(p_a, g, c), carried(p_b, *spill.take(('state', i), 2)), i - a, b - i, cfg)
 
 
