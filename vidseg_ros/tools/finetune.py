@@ -85,13 +85,10 @@ def _augment(input_hw: list[int] | None, frame_hw: tuple[int, int], stride: int)
     without one), random scale / flip / colour, and a crop of whole strides, at least two per side (a crop under
     one stride was torch's AssertionError; one stride left BatchNorm one value per channel at batch 1), padded
     with the ignore value where the frame is smaller."""
-    if input_hw:
-        scale = max(input_hw[0] / frame_hw[0], input_hw[1] / frame_hw[1])
-        sides = [int(v) for v in input_hw]
-    else:
-        scale, sides = 1.0, [min(int(v), MAX_NATIVE_CROP) for v in frame_hw]
+    sides = [int(v) for v in input_hw] if input_hw else [min(int(v), MAX_NATIVE_CROP) for v in frame_hw]
     crop = [max(2 * stride, v // stride * stride) for v in sides]
-    return AugmentConfig(resize_scale=scale, crop_hw=crop, scale_range=[0.8, 1.25], hflip=True, jitter=0.2)
+    return AugmentConfig(cover_hw=[int(v) for v in input_hw or []], crop_hw=crop, scale_range=[0.8, 1.25],
+                         hflip=True, jitter=0.2)
 
 
 def _frames(sequence: Path) -> list[Path]:
