@@ -8,7 +8,8 @@ import numpy as np
 from rosbags.serde import SerdeError
 
 from vidseg_ros.data.bags.reader import RawMessage, deserialize
-from vidseg_ros.data.images import ImageError, compressed_size, decode_compressed, image_fields_to_rgb8
+from vidseg_ros.data.images import (ImageError, compressed_payload, compressed_size, decode_compressed,
+                                    image_fields_to_rgb8)
 from vidseg_ros.text import clip
 
 
@@ -30,10 +31,8 @@ def frame_hw(msg: RawMessage) -> tuple[int, int] | None:
     try:
         m = deserialize(msg)
         if msg.msgtype.endswith('CompressedImage'):
-            payload = memoryview(m.data)
-            if 'compressedDepth' in m.format:           # a 12-byte depth header before the PNG
-                payload = payload[12:]
-            return tuple(compressed_size(payload)[1:])
+            # a compressedDepth's 12-byte depth header before its PNG left out
+            return tuple(compressed_size(compressed_payload(m.format, memoryview(m.data)))[1:])
         return int(m.height), int(m.width)
     except (SerdeError, ImageError, ValueError, IndexError):
         return None
