@@ -237,3 +237,27 @@ def test_kept_bytes_that_are_no_image_are_failed_frames_not_files(tmp_path):
     assert res.written == 1 and res.failed == 3
     assert 'compressed data is not PNG, JPEG, WebP or BMP' in res.first_failure
     assert len(list((tmp_path / 'out' / 'images').rglob('*.*'))) == 1
+
+
+def test_extract_keeps_as_depth_only_what_the_node_decodes_as_depth():
+    """`--image-format keep` took '16UC1; compresseddepth' (lowercase) as a depth PNG (kept, suffix .png) while the
+    node and exif's header removal took only 'compressedDepth': the kept .png still began with the 12-byte depth
+    header, a file no reader opens. One test now (images.is_compressed_depth): the lowercase spelling is decoded as
+    the node decodes it, the proper one is kept without its header."""
+    from vidseg_ros.data.bags.from_frames import TYPESTORE
+    from vidseg_ros.data.bags.reader import RawMessage
+    from vidseg_ros.data.datasets.frame_files import file_suffix, kept_as_recorded
+    from vidseg_ros.data.exif import kept_frame_bytes
+    T = TYPESTORE.types
+    png = cv2.imencode('.png', np.full((6, 8), 7, np.uint8))[1].tobytes()
+    for fmt, kept in (('16UC1; compressedDepth', True), ('16UC1; compresseddepth', False)):
+        msg = T['sensor_msgs/msg/CompressedImage'](
+            header=T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=1, nanosec=0), frame_id='c'),
+            format=fmt, data=np.frombuffer(bytes(12) + png, np.uint8))
+        raw = RawMessage('b', '/c', 'sensor_msgs/msg/CompressedImage', 0,
+                         bytes(TYPESTORE.serialize_cdr(msg, 'sensor_msgs/msg/CompressedImage')), 'cdr')
+        assert kept_as_recorded(raw, 'keep') is kept, fmt
+        if kept:
+            assert file_suffix(raw, 'keep') == '.png'
+            data, _ = kept_frame_bytes(bytes(12) + png, fmt, '.png', 95)
+            assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None

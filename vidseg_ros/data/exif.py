@@ -15,8 +15,8 @@ import zlib
 import cv2
 import numpy as np
 
-from vidseg_ros.data.images import (_PNG_MAGIC, ImageError, compressed_payload, decode_compressed, jpeg_segments,
-                                    short)
+from vidseg_ros.data.images import (_PNG_MAGIC, ImageError, compressed_payload, decode_compressed, is_compressed_depth,
+                                    jpeg_segments, short)
 
 _ORIENT_TAG = 0x0112
 _SHORT, _LONG = 3, 4
@@ -114,7 +114,7 @@ def kept_frame_bytes(data: bytes, fmt: str, suffix: str, quality: int) -> tuple[
         (bytes, what was done: ``''`` (nothing: no orientation), ``'reset'`` (the tag set to 1, no pixel
         touched) or ``'reencoded'`` (a tag this could not reset: the pixels as stored, encoded again)).
     """
-    if 'compressedDepth' in fmt:    # its 12-byte depth header made the kept .png a file no reader opens
+    if is_compressed_depth(fmt):    # its 12-byte depth header made the kept .png a file no reader opens
         data, fmt = _depth_png(data, fmt), 'png'
     fixed, orientation, certain = upright_bytes(data)
     if orientation == 1 and certain:

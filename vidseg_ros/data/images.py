@@ -275,10 +275,17 @@ _HEADER_READERS = ((b'RIFF', _webp_size), (b'BM', _bmp_size))
 DEPTH_HEADER_BYTES = 12
 
 
+def is_compressed_depth(fmt) -> bool:
+    """A compressedDepth CompressedImage, spelt as compressed_depth_image_transport writes it: the one test, so that
+    what extract keeps and what the node decodes agree (a lowercase spelling kept as depth by one and not the other
+    made a .png no reader opens)."""
+    return 'compressedDepth' in str(fmt)
+
+
 def compressed_payload(fmt: str, data):
     """The image file bytes in a CompressedImage's ``data`` (a slice of it): compressedDepth puts a 12-byte
     header before its PNG; other formats are the file as they are."""
-    if 'compressedDepth' not in str(fmt):
+    if not is_compressed_depth(fmt):
         return data
     if len(data) <= DEPTH_HEADER_BYTES:
         raise ImageError(f'compressedDepth image of {len(data)} bytes has no PNG after its 12-byte header')

@@ -10,7 +10,8 @@ import cv2
 from vidseg_ros.data.bags.reader import RawMessage, deserialize
 from vidseg_ros.data.datasets.image_messages import decode_message, format_cell
 from vidseg_ros.data.exif import kept_frame_bytes
-from vidseg_ros.data.images import ImageError, compressed_size, write_file_atomic, write_image_atomic
+from vidseg_ros.data.images import (ImageError, compressed_size, is_compressed_depth, write_file_atomic,
+                                    write_image_atomic)
 from vidseg_ros.text import clip
 
 
@@ -65,7 +66,7 @@ def kept_as_recorded(msg: RawMessage, fmt: str) -> bool:
     if fmt != 'keep' or not msg.msgtype.endswith('CompressedImage'):
         return False
     m = deserialize(msg)
-    if 'compresseddepth' in str(m.format).lower():
+    if is_compressed_depth(m.format):
         return True
     try:
         return compressed_size(memoryview(m.data))[0] in ('png', 'jpeg')
@@ -77,6 +78,6 @@ def file_suffix(msg: RawMessage, fmt: str) -> str:
     if kept_as_recorded(msg, fmt):
         # The format string is in the message; peek cheaply by deserialising only when needed. compressedDepth
         # is a PNG kept without its depth header, also where the format does not say png ("16UC1; compressedDepth")
-        fmt_text = str(deserialize(msg).format).lower()
-        return '.png' if 'png' in fmt_text or 'compresseddepth' in fmt_text else '.jpg'
+        fmt_text = str(deserialize(msg).format)
+        return '.png' if 'png' in fmt_text.lower() or is_compressed_depth(fmt_text) else '.jpg'
     return '.jpg' if fmt == 'jpg' else '.png'
