@@ -12,7 +12,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from support.ros_helpers import node_entities, process_resources  # noqa: E402
 
-from vidseg_ros.ros.recorder_node import MAX_IDLE_SUBSCRIPTIONS  # noqa: E402
+from vidseg_ros.ros.recorder_topics import MAX_IDLE_SUBSCRIPTIONS  # noqa: E402
 
 NODE = 'vidseg_recorder'
 

@@ -48,13 +48,9 @@ from vidseg_ros.ros.recorder_diagnostics import RecorderDiagnostics
 from vidseg_ros.ros.recorder_params import RecorderSettings
 from vidseg_ros.ros.recorder_qos import OVERRIDABLE, QosEvents, subscription_qos
 from vidseg_ros.ros.recorder_services import RecorderServices
-from vidseg_ros.ros.recorder_topics import (MAX_IDLE_SUBSCRIPTIONS, MAX_SETTLE_S, SETTLE_S, Pending, TopicDiscovery,
-                                            offered_qos)
+from vidseg_ros.ros.recorder_topics import SETTLE_S, Pending, TopicDiscovery
 from vidseg_ros.ros.spin import run
 from vidseg_ros.text import clip
-
-__all__ = ['DRAIN_IDLE_PASSES', 'DRAIN_S', 'MAX_IDLE_SUBSCRIPTIONS', 'MAX_SETTLE_S', 'SETTLE_S', 'Pending',
-           'RecorderNode', 'main', 'message_class', 'offered_qos']
 
 # At close, the messages DDS had delivered to our subscriptions but the executor not yet handed over are taken
 # (``drain``): until DRAIN_IDLE_PASSES executor passes in a row bring none, DRAIN_S at most.

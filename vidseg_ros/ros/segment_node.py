@@ -34,15 +34,12 @@ from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.camera_stats import ClockStep
 from vidseg_ros.ros.camera_stream import CameraStream
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
-from vidseg_ros.ros.segment_diagnostics import LAST_STATUS_ACK_S, SegmentReports
-from vidseg_ros.ros.segment_param_changes import LOAD_ERROR_TEXT, STARTUP_ONLY_KEYS, ParameterChanges
+from vidseg_ros.ros.segment_diagnostics import SegmentReports
+from vidseg_ros.ros.segment_param_changes import ParameterChanges
 from vidseg_ros.ros.segment_worker import InferenceWorker
 from vidseg_ros.ros.settings import SegmentNodeConfig
 from vidseg_ros.ros.spin import Interrupted, interruptible, join_unless_stopped, run
 from vidseg_ros.text import short
-
-__all__ = ['EXIT_WAIT_S', 'LAST_STATUS_ACK_S', 'LOAD_ERROR_TEXT', 'STARTUP_ONLY_KEYS', 'STOP_WAIT_S', 'SegmentNode',
-           'SegmentNodeCore', 'load_engine', 'main']
 
 STOP_WAIT_S = 10.0   # deactivate waits this long for the frame in inference, then leaves the worker to it
 # The process ends (destroy_node): ros2 launch sends SIGTERM 5 s after its SIGINT, SIGKILL 5 s after that, and a
@@ -78,9 +75,9 @@ class SegmentNodeCore(ParameterChanges, InferenceWorker, SegmentReports):
         # callback: a `ros2 param set` landing in between was overwritten by the rollback (then served unnamed).
         self._params_lock = threading.RLock()
         self.fatal = ''              # why the worker ended, when it did while serving
-        # (monotonic start, camera name, its CameraStream) of the frame in the worker, None when idle: one tuple,
-        # so the diagnostics timer never reads one frame's start with another camera's name
-        self._busy: tuple[float, str, CameraStream] | None = None
+        # (monotonic start, its CameraStream) of the frame in the worker, None when idle: one tuple, so the
+        # diagnostics timer never reads one frame's start with another camera's name
+        self._busy: tuple[float, CameraStream] | None = None
         self._loading: tuple[float, str] | None = None   # (monotonic start, model) of a load in the worker
         self.abandoned = False       # destroy_node left the worker on its frame (EXIT_WAIT_S): spin.run exits hard
         self.loader: threading.Thread | None = None   # a model load a stop signal interrupted the wait for
@@ -167,7 +164,7 @@ class SegmentNodeCore(ParameterChanges, InferenceWorker, SegmentReports):
     def worker_doing(self) -> str:
         """What the worker is on, for logs (``health.worker_activity``)."""
         busy = self._busy
-        return health.worker_activity(busy and (busy[0], busy[1], busy[2].stage), self._loading, time.monotonic())
+        return health.worker_activity(busy and (busy[0], busy[1].name, busy[1].stage), self._loading, time.monotonic())
 
     def release(self) -> None:
         """Drop the model and give its (GPU) memory back."""
@@ -254,7 +251,6 @@ class SegmentNode(CoreEnds, Node):
         except Interrupted:   # stopped while loading: constructed, not serving; the spin loop ends at once
             return
         self.core.start()
-
 
 
 def main(args=None) -> int:
