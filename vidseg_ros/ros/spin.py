@@ -8,6 +8,7 @@ messages out; returns the exit code) and ``abandoned() -> bool`` (a thread of it
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -53,6 +54,15 @@ def stop_on_signals() -> StopRequest:
     return stop
 
 
+def _main_thread_stop() -> StopRequest | None:
+    """spin.run's stop handler when called in the main thread while it is installed; None elsewhere (another
+    thread, a node in a test): waits there are plain."""
+    stop = signal.getsignal(signal.SIGINT)
+    if isinstance(stop, StopRequest) and threading.current_thread() is threading.main_thread():
+        return stop
+    return None
+
+
 class Interrupted(BaseException):
     """A SIGINT/SIGTERM came before or while the main thread waited for ``interruptible`` work (raised there).
     Not an Exception: no handler for failed work takes it. ``thread`` still runs the work, abandoned (None: the
@@ -69,8 +79,8 @@ def interruptible(work, name: str):
     stops as usual, the work left running (the node's ``abandoned()``). A model load in the main thread held
     the stop until it ended: torch.compile's warm-up took 42 s, and ros2 launch escalates to SIGTERM after 5 s,
     SIGKILL after 10. In other threads, or without spin.run's handler (a node in a test), ``work()`` itself."""
-    stop = signal.getsignal(signal.SIGINT)
-    if not isinstance(stop, StopRequest) or threading.current_thread() is not threading.main_thread():
+    stop = _main_thread_stop()
+    if stop is None:
         return work()
     if stop.requested:
         raise Interrupted(None)
@@ -83,10 +93,9 @@ def interruptible(work, name: str):
             outcome['error'] = e
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
-    while thread.is_alive():
-        if stop.requested:
-            raise Interrupted(thread)
-        thread.join(0.05)   # the handler runs during the wait (Python retries the lock after it)
+    join_unless_stopped(thread, math.inf)
+    if thread.is_alive():
+        raise Interrupted(thread)
     if 'error' in outcome:
         raise outcome['error']
     return outcome['value']
@@ -96,13 +105,13 @@ def join_unless_stopped(thread: threading.Thread, timeout_s: float) -> None:
     """``thread.join(timeout_s)`` that returns early at a stop signal (spin.run's handler; a plain join elsewhere):
     the main thread waiting in a callback (a deactivate waiting STOP_WAIT_S for a stuck frame) saw the signal
     only after it, and the exit came 10 s + 2 s after Ctrl-C, past ros2 launch's escalation."""
-    stop = signal.getsignal(signal.SIGINT)
-    if not isinstance(stop, StopRequest) or threading.current_thread() is not threading.main_thread():
+    stop = _main_thread_stop()
+    if stop is None:
         thread.join(timeout_s)
         return
     deadline = time.monotonic() + timeout_s
     while thread.is_alive() and not stop.requested and (left := deadline - time.monotonic()) > 0:
-        thread.join(min(left, 0.05))
+        thread.join(min(left, 0.05))   # the handler runs during the wait (Python retries the lock after it)
 
 
 def start_ros(name: str, args=None):
