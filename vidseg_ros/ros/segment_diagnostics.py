@@ -47,6 +47,6 @@ class SegmentReports:
         for s in self.streams:
             worker = health.CameraHealth(worker_alive=alive and not self.fatal, worker_error=self.fatal,
                                          busy_s=time.monotonic() - busy[0] if busy else 0.0,
-                                         busy_camera=busy[1] if busy else '', cameras=len(self.streams))
+                                         busy_camera=busy[1].name if busy else '', cameras=len(self.streams))
             statuses.append(s.diagnostic_status(self.engine_cfg, worker))
         self.pub_diag.publish(diagnostics.array(self.node.get_clock().now().to_msg(), statuses))

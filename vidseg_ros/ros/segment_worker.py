@@ -45,7 +45,7 @@ class InferenceWorker:
                         return
                     with self._lock:
                         cfg, table = self.cfg, self.table
-                    self._busy = (time.monotonic(), stream.name, stream)
+                    self._busy = (time.monotonic(), stream)
                     stream.process(job, cfg, table)   # never raises on a frame
                 except Exception as e:  # noqa: BLE001 - a bug around one frame must not end serving
                     stream.log_error('internal', f'{type(e).__name__}: {e}')
