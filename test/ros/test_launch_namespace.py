@@ -122,11 +122,19 @@ def test_ros2_param_set_reaches_one_robot(robots):
     assert 'Double value is: 0.5' in ros2('param', 'get', '/robot2/vidseg_segmenter', 'overlay_alpha')
 
 
+def _mcap_counts(robots) -> list[int]:
+    return [len(list(bag.glob('*.mcap'))) for bag in (robots.tmp / 'bags').glob('vidseg_*')]
+
+
 def test_each_recorder_answers_its_own_split(robots):
     services = ros2('service', 'list').split()
     assert '/vidseg_recorder/split' not in services
+    # A split closes the file being written and the next message opens the second one; before the first message
+    # there is nothing to split. CI at 1f07aaa ended with one file in each bag: so wait for both ends here.
+    robots.probe.wait_for(lambda: _mcap_counts(robots) == [1, 1], 60, 'a file in each bag')
     out = ros2('service', 'call', '/robot1/vidseg_recorder/split', 'std_srvs/srv/Trigger')
-    assert 'success=True' in out, out
+    assert 'success=True' in out and '_0.mcap' in out, out
+    robots.probe.wait_for(lambda: sorted(_mcap_counts(robots)) == [1, 2], 30, "the split's second .mcap file")
 
 
 def test_diagnostics_names_say_which_robot(robots):
