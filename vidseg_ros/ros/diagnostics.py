@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 
 from vidseg_ros.data.images import SHORT_TEXT
 
@@ -47,3 +48,14 @@ def steady_timer(node, period_s: float, callback):
     """A timer for /diagnostics on the steady clock: with use_sim_time and no /clock publisher a ROS-clock
     timer never fires, and monitors took the silent node for dead (the stamps stay the node clock's)."""
     return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
+def last_word(publisher, build, wait_s: float, logger) -> None:
+    """A node's last /diagnostics array (``build()``), published as it stops serving, then up to ``wait_s`` for
+    reliable readers to take it: the process may end next, and monitors keep the status before for good. Never
+    raises: with the context already shut down (an external shutdown) there is nobody to tell."""
+    try:
+        publisher.publish(build())
+        publisher.wait_for_all_acked(Duration(seconds=wait_s))
+    except Exception as e:  # noqa: BLE001 - see above
+        logger.debug(f'last /diagnostics status not sent: {e}')

@@ -14,9 +14,12 @@ from vidseg_ros.text import clip
 
 
 class RecorderDiagnostics:
-    """``publish_diagnostics`` (on a steady timer, and once more at exit with ``final``)."""
+    """``publish_diagnostics`` (on a steady timer) and ``diagnostics_array`` (also at exit, ``final``)."""
 
-    def publish_diagnostics(self, final: bool = False) -> None:
+    def publish_diagnostics(self) -> None:
+        self.pub_diag.publish(self.diagnostics_array())
+
+    def diagnostics_array(self, final: bool = False):
         """One status for the recorder plus one per topic; drops are logged, never silent. ``final``: the last
         ones, at exit (``_last_word``)."""
         rec = self.recorder
@@ -76,7 +79,7 @@ class RecorderDiagnostics:
             'clock_jump_back_s_max': self.clock_jump_back_s_max}))
         if final:
             self._last_word(statuses)
-        self.pub_diag.publish(array(self.get_clock().now().to_msg(), statuses))
+        return array(self.get_clock().now().to_msg(), statuses)
 
     def _last_word(self, statuses) -> None:
         """At exit every status turns STALE 'stopped: ...' (monitors kept 'recording, 12.3 MB/s' for good after the

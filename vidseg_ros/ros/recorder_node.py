@@ -35,14 +35,13 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, check_compression, new_bag_dir
-from vidseg_ros.ros.diagnostics import steady_timer
+from vidseg_ros.ros.diagnostics import last_word, steady_timer
 from vidseg_ros.ros.params import declare_settings, read_settings
 from vidseg_ros.ros.recorder_diagnostics import RecorderDiagnostics
 from vidseg_ros.ros.recorder_params import RecorderSettings
@@ -55,6 +54,7 @@ from vidseg_ros.text import clip
 # At close, the messages DDS had delivered to our subscriptions but the executor not yet handed over are taken
 # (``drain``): until DRAIN_IDLE_PASSES executor passes in a row bring none, DRAIN_S at most.
 DRAIN_S = 1.0
+LAST_STATUS_ACK_S = 2.0   # the last (STALE) /diagnostics status waits this long for reliable readers to take it
 DRAIN_IDLE_PASSES = 10
 
 
@@ -201,11 +201,7 @@ class RecorderNode(TopicDiscovery, QosEvents, RecorderServices, RecorderDiagnost
         """Close the bag and say so on /diagnostics (STALE 'stopped: bag closed'); after an unplanned stop say why
         (and which file): ERROR, exit 1."""
         ok = self.close()
-        try:
-            self.publish_diagnostics(final=True)
-            self.pub_diag.wait_for_all_acked(Duration(seconds=2.0))
-        except Exception as e:  # noqa: BLE001 - the context gone (an external shutdown): the log said it all
-            self.get_logger().debug(f'last /diagnostics status not sent: {e}')
+        last_word(self.pub_diag, lambda: self.diagnostics_array(final=True), LAST_STATUS_ACK_S, self.get_logger())
         return code if ok else (code or 1)
 
     def drain(self) -> None:

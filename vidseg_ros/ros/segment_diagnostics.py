@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 
-from rclpy.duration import Duration
 
 from vidseg_ros.ros import diagnostics, health
 
@@ -30,12 +29,9 @@ class SegmentReports:
         its ERROR (why the node exits) stays the last word."""
         if not self.streams or self.fatal:
             return
-        try:
-            self.pub_diag.publish(diagnostics.array(self.node.get_clock().now().to_msg(),
-                                                    [s.stats.stale_status(message) for s in self.streams]))
-            self.pub_diag.wait_for_all_acked(Duration(seconds=LAST_STATUS_ACK_S))
-        except Exception as e:  # noqa: BLE001 - the context already shut down: nobody to tell
-            self.node.get_logger().debug(f'last /diagnostics status not sent: {e}')
+        diagnostics.last_word(self.pub_diag, lambda: diagnostics.array(
+            self.node.get_clock().now().to_msg(), [s.stats.stale_status(message) for s in self.streams]),
+            LAST_STATUS_ACK_S, self.node.get_logger())
 
     def _publish_diagnostics(self) -> None:
         alive = self.worker is not None and self.worker.is_alive()

@@ -79,7 +79,7 @@ class SegmentNodeCore(ParameterChanges, InferenceWorker, SegmentReports):
         # diagnostics timer never reads one frame's start with another camera's name
         self._busy: tuple[float, CameraStream] | None = None
         self._loading: tuple[float, str] | None = None   # (monotonic start, model) of a load in the worker
-        self.abandoned = False       # destroy_node left the worker on its frame (EXIT_WAIT_S): spin.run exits hard
+        self.worker_left = False      # destroy_node left the worker on its frame (EXIT_WAIT_S): spin.run exits hard
         self.loader: threading.Thread | None = None   # a model load a stop signal interrupted the wait for
         self._rr = 0
         self.engine = None
@@ -140,7 +140,7 @@ class SegmentNodeCore(ParameterChanges, InferenceWorker, SegmentReports):
             join_unless_stopped(self.worker, wait_s)
             left = self.worker.is_alive()
         if left and exiting:
-            self.abandoned = True
+            self.worker_left = True
             # WARN, not ERROR: a model swap set just before the signal loads for seconds on a CPU, and a stuck frame
             # is an ERROR on /diagnostics already
             self.node.get_logger().warning(f'exiting without waiting longer for the inference worker, still '
@@ -159,7 +159,7 @@ class SegmentNodeCore(ParameterChanges, InferenceWorker, SegmentReports):
 
     def left_running(self) -> bool:
         """A thread of ours still runs after destroy: the worker left on its frame, or an interrupted model load."""
-        return self.abandoned or (self.loader is not None and self.loader.is_alive())
+        return self.worker_left or (self.loader is not None and self.loader.is_alive())
 
     def worker_doing(self) -> str:
         """What the worker is on, for logs (``health.worker_activity``)."""
