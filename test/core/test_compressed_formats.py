@@ -256,8 +256,9 @@ def test_extract_keeps_as_depth_only_what_the_node_decodes_as_depth():
             format=fmt, data=np.frombuffer(bytes(12) + png, np.uint8))
         raw = RawMessage('b', '/c', 'sensor_msgs/msg/CompressedImage', 0,
                          bytes(TYPESTORE.serialize_cdr(msg, 'sensor_msgs/msg/CompressedImage')), 'cdr')
-        assert kept_as_recorded(raw, 'keep') is kept, fmt
+        recorded = kept_as_recorded(raw, 'keep')
+        assert (recorded is not None) is kept, fmt
         if kept:
-            assert file_suffix(raw, 'keep') == '.png'
+            assert file_suffix(recorded, 'keep') == '.png'
             data, _ = kept_frame_bytes(bytes(12) + png, fmt, '.png', 95)
             assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None

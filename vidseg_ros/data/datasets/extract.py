@@ -32,7 +32,7 @@ import numpy as np
 from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage, bag_files, has_suffix, read_messages
 # (noqa: F401) names importable from here before the parts were split out: bench_extract.py, tests
 from vidseg_ros.data.datasets.extract_config import FORMATS, ExtractConfig, ExtractResult  # noqa: F401
-from vidseg_ros.data.datasets.frame_files import kept_as_recorded, write_job
+from vidseg_ros.data.datasets.frame_files import write_job
 from vidseg_ros.data.datasets.image_messages import (FORMAT_CELL, decode_message, format_cell,  # noqa: F401
                                                      frame_hw, header_stamp_ns, message_encoding)
 from vidseg_ros.data.datasets.layouts import (EXTRACTING_NAME, INDEX_NAME, FrameRecord, read_index, read_meta,
@@ -169,8 +169,8 @@ def _extract_bag(bag: Path, name: str, out: Path, cfg: ExtractConfig, rows: dict
     seen, selected = 0, result.selected
 
     def write(planned) -> None:
-        for rec, path, frame in planned:
-            _write_frame(frame, rec, path, cfg, rows, result, pool, pending, progress)
+        for rec, path, frame, recorded in planned:
+            _write_frame(frame, recorded, rec, path, cfg, rows, result, pool, pending, progress)
     try:
         for msg in _camera_messages(bag, cfg, result, found):
             seen += 1
@@ -202,9 +202,10 @@ def _camera_messages(bag: Path, cfg: ExtractConfig, result: ExtractResult, found
         yield msg
 
 
-def _write_frame(msg: RawMessage, rec: FrameRecord, path: Path, cfg: ExtractConfig, rows: dict,
+def _write_frame(msg: RawMessage, recorded, rec: FrameRecord, path: Path, cfg: ExtractConfig, rows: dict,
                  result: ExtractResult, pool, pending: dict, progress) -> None:
-    """Write one planned frame (or skip it where its file exists); with a ``pool``, in its processes."""
+    """Write one planned frame (or skip it where its file exists); with a ``pool``, in its processes.
+    ``recorded``: the message deserialised where its bytes are kept as recorded (``kept_as_recorded``)."""
     if path.is_file() and path.stat().st_size > 0:
         result.skipped_existing += 1
         if path not in rows:   # written by a run that died before its index: index it as it would have
@@ -213,12 +214,10 @@ def _write_frame(msg: RawMessage, rec: FrameRecord, path: Path, cfg: ExtractConf
             progress(1)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    kept = kept_as_recorded(msg, cfg.image_format)
-    job = (msg, str(path), 'keep' if kept else 'png' if cfg.image_format == 'keep' else cfg.image_format,
-           cfg.jpeg_quality)
+    job = (msg, str(path), cfg.jpeg_quality)
     # Stored-as-recorded bytes need no decoding: shipping them to a worker costs more.
-    if pool is None or kept:
-        _collect(result, rows, rec, path, write_job(job), progress)
+    if pool is None or recorded is not None:
+        _collect(result, rows, rec, path, write_job(job, recorded), progress)
         return
     pending[pool.submit(write_job, job)] = (rec, path)
     # Bounded window: never hold more than a few frames per worker in memory.

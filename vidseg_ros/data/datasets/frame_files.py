@@ -15,19 +15,19 @@ from vidseg_ros.data.images import (ImageError, compressed_size, is_compressed_d
 from vidseg_ros.text import clip
 
 
-def write_job(job: tuple) -> tuple[int, str, str, str]:
+def write_job(job: tuple, recorded=None) -> tuple[int, str, str, str]:
     """Worker: decode one message and write its file atomically -> (bytes, encoding, error, EXIF action:
-    ``data.exif.kept_frame_bytes``)."""
-    msg, path, fmt, quality = job
+    ``data.exif.kept_frame_bytes``). ``recorded``: the message deserialised where its bytes are written as
+    recorded (``kept_as_recorded``; in the main process), else None."""
+    msg, path, quality = job
     path = Path(path)
     oriented = ''
     try:
-        if fmt == 'keep' and msg.msgtype.endswith('CompressedImage'):
+        if recorded is not None:
             # Bytes as recorded: no decode, no re-encode, nothing lost; but an EXIF orientation is reset, as
             # the node ignores it and every file reader would turn the frame
-            m = deserialize(msg)
-            encoding = format_cell(m.format)
-            data, oriented = kept_frame_bytes(bytes(m.data), m.format, path.suffix, quality)
+            encoding = format_cell(recorded.format)
+            data, oriented = kept_frame_bytes(bytes(recorded.data), recorded.format, path.suffix, quality)
             write_file_atomic(path, data, fsync=False)   # frames can be extracted again: no fsync
         else:
             rgb, encoding, _ = decode_message(msg)
@@ -58,26 +58,31 @@ def _write_error(e: OSError, path: Path) -> OSError:
     return OSError(e.errno, reason, str(path))
 
 
-def kept_as_recorded(msg: RawMessage, fmt: str) -> bool:
-    """Whether ``--image-format keep`` writes this message's bytes as recorded: a CompressedImage holding a PNG or
-    JPEG (or a compressedDepth PNG). Other formats the node decodes (WebP, BMP) are decoded and written as PNG, the
-    frame the node sees: a WebP's EXIF orientation, which file readers apply, cannot be reset in place. Bytes no
-    header makes an image of are a failed frame (they were written as a .jpg and counted as extracted)."""
+def kept_as_recorded(msg: RawMessage, fmt: str, m=None):
+    """The message deserialised where ``--image-format keep`` writes its bytes as recorded, else None: a
+    CompressedImage holding a PNG or JPEG (or a compressedDepth PNG). Other formats the node decodes (WebP, BMP)
+    are decoded and written as PNG, the frame the node sees: a WebP's EXIF orientation, which file readers apply,
+    cannot be reset in place. Bytes no header makes an image of are a failed frame (they were written as a .jpg
+    and counted as extracted). ``m``: the message already deserialised (None: deserialised here), so that a kept
+    frame is deserialised once on its way from the planner to its file."""
     if fmt != 'keep' or not msg.msgtype.endswith('CompressedImage'):
-        return False
-    m = deserialize(msg)
+        return None
+    if m is None:
+        m = deserialize(msg)
     if is_compressed_depth(m.format):
-        return True
+        return m
     try:
-        return compressed_size(memoryview(m.data))[0] in ('png', 'jpeg')
+        return m if compressed_size(memoryview(m.data))[0] in ('png', 'jpeg') else None
     except ImageError:
-        return False
+        return None
 
 
-def file_suffix(msg: RawMessage, fmt: str) -> str:
-    if kept_as_recorded(msg, fmt):
-        # The format string is in the message; peek cheaply by deserialising only when needed. compressedDepth
-        # is a PNG kept without its depth header, also where the format does not say png ("16UC1; compressedDepth")
-        fmt_text = str(deserialize(msg).format)
+def file_suffix(recorded, fmt: str) -> str:
+    """The suffix of a frame's file; ``recorded``: the message where it is kept as recorded
+    (``kept_as_recorded``), else None."""
+    if recorded is not None:
+        # compressedDepth is a PNG kept without its depth header, also where the format does not say png
+        # ("16UC1; compressedDepth")
+        fmt_text = str(recorded.format)
         return '.png' if 'png' in fmt_text.lower() or is_compressed_depth(fmt_text) else '.jpg'
     return '.jpg' if fmt == 'jpg' else '.png'

@@ -24,17 +24,31 @@ def header_stamp_ns(msg: RawMessage) -> int:
     return sec * 1_000_000_000 + nsec
 
 
-def frame_hw(msg: RawMessage) -> tuple[int, int] | None:
+# What deserialising a damaged message raises (``frame_hw``, ``deserialized``).
+DAMAGED = (SerdeError, ValueError, IndexError)
+
+
+def deserialized(msg: RawMessage):
+    """The message deserialised, or None where its bytes are damaged."""
+    try:
+        return deserialize(msg)
+    except DAMAGED:
+        return None
+
+
+def frame_hw(msg: RawMessage, m=None) -> tuple[int, int] | None:
     """(height, width) of an image message without decoding the image: rosbags deserializes the fields as
     views of the bytes (10 us for a 640x480 frame), a ``CompressedImage``'s size comes from its PNG / JPEG / WebP
-    / BMP header; None when they do not say (another compressed format, damaged bytes)."""
+    / BMP header; None when they do not say (another compressed format, damaged bytes). ``m``: the message
+    already deserialised (None: deserialised here)."""
     try:
-        m = deserialize(msg)
+        if m is None:
+            m = deserialize(msg)
         if msg.msgtype.endswith('CompressedImage'):
             # a compressedDepth's 12-byte depth header before its PNG left out
             return tuple(compressed_size(compressed_payload(m.format, memoryview(m.data)))[1:])
         return int(m.height), int(m.width)
-    except (SerdeError, ImageError, ValueError, IndexError):
+    except (ImageError, *DAMAGED):
         return None
 
 

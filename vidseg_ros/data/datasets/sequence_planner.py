@@ -8,8 +8,8 @@ from pathlib import Path
 
 from vidseg_ros.data.bags.reader import IMAGE_TYPES, RawMessage
 from vidseg_ros.data.datasets.extract_config import ExtractConfig, ExtractResult
-from vidseg_ros.data.datasets.frame_files import file_suffix
-from vidseg_ros.data.datasets.image_messages import frame_hw, header_stamp_ns
+from vidseg_ros.data.datasets.frame_files import file_suffix, kept_as_recorded
+from vidseg_ros.data.datasets.image_messages import deserialized, frame_hw, header_stamp_ns
 from vidseg_ros.data.datasets.layouts import FrameRecord
 from vidseg_ros.data.datasets.sequence_names import MAX_SEQUENCE_BYTES, sequence_name, slug, topic_hash, topic_part
 from vidseg_ros.data.datasets.stamp_order import REORDER_FRAMES, StampOrder
@@ -68,9 +68,10 @@ class SequencePlanner:
         self.parts[topic], self.owner[part] = part, topic
         return part
 
-    def plan(self, msg: RawMessage) -> list[tuple[FrameRecord, Path, RawMessage]]:
-        """Take the bag's next image message; -> the frames to write now (with their messages), in stamp order
-        per topic: ``StampOrder`` holds a few of each topic's frames to put one that arrived late in its place."""
+    def plan(self, msg: RawMessage) -> list[tuple]:
+        """Take the bag's next image message; -> the frames to write now, in stamp order per topic, each
+        (record, path, message, the message deserialised where it is kept as recorded, else None):
+        ``StampOrder`` holds a few of each topic's frames to put one that arrived late in its place."""
         stamp = header_stamp_ns(msg) if self.cfg.stamp == 'header' else 0
         stamp = stamp or msg.log_time_ns
         order = self.order.get(msg.topic)
@@ -78,15 +79,16 @@ class SequencePlanner:
             order = self.order[msg.topic] = StampOrder(REORDER_FRAMES, self.cfg.max_gap_s)
         return self._placed(order.push(stamp, msg))
 
-    def flush(self) -> list[tuple[FrameRecord, Path, RawMessage]]:
+    def flush(self) -> list[tuple]:
         """The frames still held, at the end of the bag."""
         return [p for order in self.order.values() for p in self._placed(order.drain())]
 
-    def _placed(self, released) -> list[tuple[FrameRecord, Path, RawMessage]]:
-        return [(*p, msg) for stamp, msg in released if (p := self._place(stamp, msg)) is not None]
+    def _placed(self, released) -> list[tuple]:
+        return [p for stamp, msg in released if (p := self._place(stamp, msg)) is not None]
 
-    def _place(self, stamp: int, msg: RawMessage) -> tuple[FrameRecord, Path] | None:
-        """A frame's sequence, index and file, in stamp order of its topic; None for one not kept."""
+    def _place(self, stamp: int, msg: RawMessage) -> tuple | None:
+        """A frame's sequence, index and file, in stamp order of its topic (as ``plan`` gives it); None for one
+        not kept. The message is deserialised once here, for its size and for ``--image-format keep``."""
         cfg = self.cfg
         st = self.state.setdefault(msg.topic, {'last': None, 'seg': -1, 'pos': 0, 't0': stamp, 'hw': None})
         rel = (stamp - st['t0']) / 1e9
@@ -99,7 +101,8 @@ class SequencePlanner:
         if st['last'] is not None and stamp == st['last']:
             self.result.duplicates += 1
             return None
-        hw = frame_hw(msg)      # a new size starts a new sequence: flow, propagation, temporal metrics need one
+        m = deserialized(msg)   # None where damaged: frame_hw and kept_as_recorded try again, and say so
+        hw = frame_hw(msg, m)   # a new size starts a new sequence: flow, propagation, temporal metrics need one
         resized = hw is not None and st['hw'] is not None and hw != st['hw']
         if st['last'] is None or stamp < st['last'] or (stamp - st['last']) / 1e9 > cfg.max_gap_s or resized:
             st['seg'], st['pos'] = st['seg'] + 1, 0
@@ -117,10 +120,11 @@ class SequencePlanner:
             self.shortened.add(msg.topic)
             log.info('extract: the sequence names of %s in %s would be over %d bytes: shortened to %s',
                      msg.topic[:200], str(self.bag)[:200], MAX_SEQUENCE_BYTES, seq)
-        path = self.out / 'images' / seq / f'{stamp}{file_suffix(msg, cfg.image_format)}'
+        recorded = kept_as_recorded(msg, cfg.image_format, m)
+        path = self.out / 'images' / seq / f'{stamp}{file_suffix(recorded, cfg.image_format)}'
         path = self._indexed_as(msg.topic, stamp, path)
         rec = FrameRecord(seq, pos, path, None, stamp, 'none', str(self.bag), msg.topic, '')
-        return rec, path
+        return rec, path, msg, recorded
 
     def _indexed_as(self, topic: str, stamp: int, path: Path) -> Path:
         """``path``, or the file the dataset already has for this frame in another sequence: one extracted before
