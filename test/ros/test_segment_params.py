@@ -13,10 +13,9 @@ import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from support.ros_helpers import ROOT, image_msg, stamp_of
+from support.ros_helpers import ROOT, Lifecycle, call_service, image_msg, stamp_of
 from sensor_msgs.msg import Image
 
 NODE = 'vidseg_ros.ros.segment_node'
@@ -40,31 +39,9 @@ def value_msg(value) -> ParameterValue:
     return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
 
 
-_clients: dict = {}
-
-
-IDEMPOTENT = {'set_parameters', 'get_parameters', 'describe_parameters', 'get_state'}
-
-
 def call(probe, proc, srv_type, service, request):
-    key = (id(probe), service)
-    if key not in _clients:   # one client per service: discovery of a new client takes seconds here
-        _clients[key] = probe.node.create_client(srv_type, f'/{NAME}/{service}')
-        probe.wait_for(_clients[key].service_is_ready, 60, f'{service} service', proc)
-    client = _clients[key]
-    # FastDDS can drop an answer the node did send ('failed to send response (timeout)' in its log, seen in CI
-    # for set_parameters on a busy machine): a request of a service that changes nothing when asked again is sent
-    # again; change_state is not, and is waited for once.
-    tries = 3 if service in IDEMPOTENT else 1
-    for attempt in range(tries):
-        future = client.call_async(request)
-        try:
-            probe.wait_for(future.done, 30, f'{service} response', proc)
-            return future.result()
-        except AssertionError:
-            client.remove_pending_request(future)
-            if attempt == tries - 1 or 'failed to send response' not in proc.log():
-                raise
+    """``service`` of the node under test; an answer FastDDS dropped is asked again (ros_helpers.call_service)."""
+    return call_service(probe, proc, srv_type, f'/{NAME}/{service}', request)
 
 
 def set_param(probe, proc, name, value):
@@ -78,13 +55,14 @@ def get_param(probe, proc, name):
     return values[0] if values else None
 
 
-def transition(probe, proc, tid) -> bool:
-    """Ask the lifecycle node for a transition (Transition.TRANSITION_*); True when it succeeded."""
-    return call(probe, proc, ChangeState, 'change_state', ChangeState.Request(transition=Transition(id=tid))).success
+def transition(probe, proc, tid) -> None:
+    """Have the lifecycle node make a transition (Transition.TRANSITION_*); fails when it is refused (a lost answer
+    is looked up: ros_helpers.Lifecycle)."""
+    Lifecycle(probe, proc, NAME).transition(tid)
 
 
 def lifecycle_state(probe, proc) -> str:
-    return call(probe, proc, GetState, 'get_state', GetState.Request()).current_state.label
+    return Lifecycle(probe, proc, NAME).state()
 
 
 def send(probe, pub, rgb, outputs, node):
@@ -202,7 +180,7 @@ def test_model_that_does_not_resolve_is_refused_at_set_time_while_unconfigured_o
             assert not r.successful and 'not found' in r.reason and model in r.reason, (state, model, r.reason)
             assert get_param(probe, node, 'model').string_value == SMALL['model']
         if state == 'unconfigured':
-            assert transition(probe, node, Transition.TRANSITION_CONFIGURE), node.log()[-2000:]
+            transition(probe, node, Transition.TRANSITION_CONFIGURE)
     assert lifecycle_state(probe, node) == 'inactive'
 
 
@@ -212,13 +190,13 @@ def test_model_that_fails_to_load_on_activate_is_rolled_back_and_the_old_one_ser
     after ONNX's first byte in an .onnx) made activate fail with nothing logged and dropped the node to unconfigured, model gone."""
     node = start_node('vidseg_ros.ros.segment_lifecycle_node', SMALL)
     masks = probe.collect(Image, f'/{NAME}/mask', RELIABLE)
-    assert transition(probe, node, Transition.TRANSITION_CONFIGURE), node.log()[-2000:]
+    transition(probe, node, Transition.TRANSITION_CONFIGURE)
     garbage = tmp_path / ('a_robot_s_long_model_folder_' * 6) / 'garbage.onnx'   # a 170-character folder
     garbage.parent.mkdir()
     # ONNX's first byte, so that the parameter check (guards.check_model_spec) passes it and the load fails
     garbage.write_bytes(b'\x08' + np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
     assert set_param(probe, node, 'model', str(garbage)).successful
-    assert transition(probe, node, Transition.TRANSITION_ACTIVATE), node.log()[-2000:]
+    transition(probe, node, Transition.TRANSITION_ACTIVATE)
     assert lifecycle_state(probe, node) == 'active'
     error = [ln for ln in node.log().splitlines() if '[ERROR]' in ln]
     assert len(error) == 1 and 'cannot load model' in error[0] and 'garbage.onnx' in error[0], node.log()[-2000:]
