@@ -362,22 +362,29 @@ def test_eval_reads_a_checkpoint_file_once(tmp_path, monkeypatch):
     assert reads == [str(ckpt)]
 
 
-def test_temporal_runs_break_at_resets_missing_frames_and_size_changes(tmp_path):
-    from vidseg_ros.data.datasets.layouts import FrameRecord
-    from vidseg_ros.tools.evaluate import temporal_runs
+def test_runs_of_consecutive_frames_break_at_resets_missing_frames_and_size_changes(tmp_path):
+    """The runs TC and mVC are scored within, as the streamed evaluation finds them (each frame's break_reason in
+    stream_sequence, EvalSession.temporal_runs and timing['breaks'])."""
+    from vidseg_ros.tools.evaluate import EvalSession, _runs_of
     # CamVid val style: every 2nd source frame at 15 Hz is the usual step, not a missing frame
     index = [0, 2, 4, 6, 10, 12, 14, 16, 18, 20, 22]
     stamps = [i / 30 for i in index]
     stamps[7:] = [s + 5 for s in stamps[7:]]         # a 5 s hole before index 16
     stamps[9] = stamps[8] - 0.1                      # a stamp going backwards at index 20
-    recs = [FrameRecord('a', i, tmp_path / f'{i}.png', stamp_ns=int(t * 1e9)) for i, t in zip(index, stamps)]
     sizes = [(64, 96)] * 10 + [(48, 72)]             # the last frame is smaller
-    runs, breaks = temporal_runs(recs, 0.5, sizes)
-    assert runs == [(0, 4), (4, 7), (7, 9), (9, 10), (10, 11)]
-    assert breaks == {'missing': 1, 'gap': 1, 'backwards': 1, 'resize': 1}
-    runs, breaks = temporal_runs(recs, 0.0)          # max_gap_s 0: the node keeps its state across time gaps
-    assert runs == [(0, 4), (4, 9), (9, 11)] and breaks == {'missing': 1, 'backwards': 1}
-    assert temporal_runs(recs[:1], 0.5) == ([(0, 1)], {}) and temporal_runs([], 0.5) == ([], {})
+    data, ckpt = _extracted(tmp_path / 'ds', stamps, index=index, sizes=sizes), _checkpoint(tmp_path / 'm.pt')
+    ev = EvalSession(ckpt, data, split='all', max_gap_s=0.5)
+    ev.score(keyframe_interval=1)
+    assert ev.temporal_runs == [[(0, 4), (4, 7), (7, 9), (9, 10), (10, 11)]]
+    assert ev.timing['breaks'] == {'missing': 1, 'gap': 1, 'backwards': 1, 'resize': 1}
+    ev = EvalSession(ckpt, data, split='all', max_gap_s=0.0)   # max_gap_s 0: the node keeps its state across gaps
+    ev.score(keyframe_interval=1)
+    assert ev.temporal_runs == [[(0, 4), (4, 9), (9, 10), (10, 11)]]
+    assert ev.timing['breaks'] == {'missing': 1, 'backwards': 1, 'resize': 1}
+    one = EvalSession(ckpt, _extracted(tmp_path / 'one', [0.0]), split='all', max_gap_s=0.5)
+    one.score(keyframe_interval=1)
+    assert one.temporal_runs == [[(0, 1)]] and one.timing['breaks'] == {}
+    assert _runs_of([]) == []        # a sequence of no frames
 
 
 def _pair_tc(ev, t):

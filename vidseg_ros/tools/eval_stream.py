@@ -39,7 +39,7 @@ class RunScore:
     at a time (:meth:`add`), a sequence after another (:meth:`start_sequence`); :meth:`result` gives them.
 
     ``temporal`` False: the split is not real video, so no TC / mVC. Otherwise TC is scored on every pair (t-1, t)
-    where t follows t-1 (no break between them, ``evaluate.temporal_runs``), and mVC_n on every window of n
+    where t follows t-1 (no break between them, ``evaluate.break_reason``), and mVC_n on every window of n
     following, labelled frames. TC and mVC_n are the mean over sequences of each sequence's mean over its scored
     pairs / windows; ``TC_pairs`` and ``mVCn_windows`` count those, and a metric with none is left out.
     ``labelled``: the labels are scored (mIoU, mVC, J&F for a two-class model, ``binary``)."""

@@ -6,7 +6,7 @@ compared with the labels at the labels' own resolution. For a key-frame model ev
 is run separately and scored on all, key and current frames, with the model latency per frame; a
 per-frame or recurrent model runs once. Temporal consistency (TC) uses optical flow between the
 frames; mVC uses the dense ground truth of a 15 Hz (CamVid val) or fully labelled (DAVIS) stream.
-Both are scored only within runs of consecutive frames (:func:`temporal_runs`): a time gap that
+Both are scored only within runs of consecutive frames (:func:`break_reason`): a time gap that
 resets the state, a stamp going backwards, a missing frame index or a frame size change is a break
 that no TC pair and no mVC window spans; the counts scored are reported (``TC_pairs``,
 ``mVC8_windows``, ``mVC16_windows``, ``timing['breaks']``).
@@ -103,30 +103,6 @@ BREAKS = {'resize': ('size change', 'size changes'), 'gap': ('time gap', 'time g
           'missing': ('missing frame index', 'missing frame indices')}   # reason: (singular, plural)
 
 
-def temporal_runs(recs: list, max_gap_s: float, sizes: list | None = None) -> tuple[list[tuple[int, int]], dict]:
-    """Runs ``[start, stop)`` of consecutive frames in one sequence, and why each break is there.
-
-    Frame t follows frame t-1 unless: its size differs (``sizes``, the decoded (H, W); the engine
-    resets there), its stamp goes backwards or is more than ``max_gap_s`` later (the engine resets;
-    ``max_gap_s`` <= 0: only backwards), or frames are missing between them (an index step larger
-    than the sequence's usual, median, step: CamVid val's every 2nd source frame is its usual step).
-    TC pairs and mVC windows never span a break. Returns the runs and ``{reason: count}`` (BREAKS).
-    """
-    usual = usual_step(recs)
-    breaks: dict[str, int] = {}
-    runs, start = [], 0
-    for t in range(1, len(recs)):
-        hw = (None, None) if sizes is None else (sizes[t - 1], sizes[t])
-        why = break_reason(recs[t - 1], recs[t], *hw, usual, max_gap_s)
-        if why:
-            breaks[why] = breaks.get(why, 0) + 1
-            runs.append((start, t))
-            start = t
-    if recs:
-        runs.append((start, len(recs)))
-    return runs, breaks
-
-
 def usual_step(recs: list) -> float:
     """The sequence's usual (median) frame index step: a larger one is a missing frame (:func:`break_reason`)."""
     steps = np.diff(np.array([r.index for r in recs], dtype=np.int64))
@@ -134,8 +110,15 @@ def usual_step(recs: list) -> float:
 
 
 def break_reason(prev, rec, prev_hw, hw, usual: float, max_gap_s: float) -> str:
-    """Why frame ``rec`` does not follow ``prev`` (a BREAKS key), '' when it does (:func:`temporal_runs`); the
-    sizes None: not known (no size change)."""
+    """Why frame ``rec`` does not follow ``prev`` (a BREAKS key), '' when it does; the sizes None: not known (no
+    size change).
+
+    Frame t follows frame t-1 unless: its size differs (the decoded (H, W); the engine resets there), its stamp
+    goes backwards or is more than ``max_gap_s`` later (the engine resets; ``max_gap_s`` <= 0: only backwards),
+    or frames are missing between them (an index step larger than the sequence's ``usual``, median, step: CamVid
+    val's every 2nd source frame is its usual step). TC pairs and mVC windows never span a break; the runs of
+    consecutive frames between breaks are ``EvalSession.temporal_runs``.
+    """
     dt = (rec.stamp_ns - prev.stamp_ns) * 1e-9
     return ('resize' if prev_hw is not None and hw is not None and tuple(hw) != tuple(prev_hw) else
             'backwards' if dt < 0 else
@@ -276,7 +259,7 @@ class EvalSession:
             from vidseg_ros.training.data_setup import counting_ids_beyond
             self.src = counting_ids_beyond(self.src, len(self.names), self.seg.meta.get('ignore_index'))
         self.label_ids_beyond: dict | None = None   # after the first score(): IdsBeyondIgnored.beyond_summary
-        self.temporal_runs: list | None = None   # per sequence: runs of consecutive frames (temporal_runs)
+        self.temporal_runs: list | None = None   # per sequence: runs [start, stop) of consecutive frames
         self.runs: list[dict] = []
 
     def config(self, **settings):
@@ -311,7 +294,7 @@ class EvalSession:
 
 
 def _runs_of(breaks: list[str]) -> list[tuple[int, int]]:
-    """The runs ``[start, stop)`` of consecutive frames (as :func:`temporal_runs`) from each frame's break."""
+    """The runs ``[start, stop)`` of consecutive frames from each frame's break (:func:`break_reason`)."""
     starts = [t for t, why in enumerate(breaks) if t == 0 or why]
     return list(zip(starts, starts[1:] + [len(breaks)]))
 
