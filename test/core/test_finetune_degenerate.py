@@ -149,11 +149,16 @@ def test_a_labels_dir_label_of_another_size_is_refused_before_training(tmp_path)
 
 
 def test_labels_dir_ids_beyond_the_model_classes_are_said(tmp_path, caplog):
-    """--labels-dir labels holding 7 on a 3-class model: those pixels were left out of mIoU in silence."""
+    """--labels-dir labels holding 7 on a 3-class model: those pixels were left out of mIoU in silence. They are
+    counted and said as vidseg eval says them (data_setup.beyond_summary / beyond_text; finetune worded its own
+    line and counted pixels and ids only)."""
     import logging
     with caplog.at_level(logging.WARNING):
         result = _with_labels_dir(tmp_path, _square(7))
-    n = int((_square(7) == 7).sum()) * 2
-    assert result['label_ids_beyond_classes'] == {'pixels': n, 'ids': {7: n}}
-    assert f"{n} pixels of the --labels-dir labels hold ids 7: beyond the model's 3 classes (0..2) and not its " \
-           'ignore id 255; they were left out of mIoU' in caplog.text
+    n, first = int((_square(7) == 7).sum()) * 2, str(tmp_path / 'gt' / '00000.png')
+    share = n / (2 * 64 * 96)
+    assert result['label_ids_beyond_classes'] == {'pixels': n, 'ids': {7: n}, 'label_files': 2,
+                                                  'label_files_read': 2, 'first': first, 'share': share}
+    assert f'{n} label pixels ({share:.1%} of the labelled pixels) in 2 of 2 label files hold ids 7: beyond the 3 ' \
+           f'classes (0..2) and not the ignore id 255; they were left out of mIoU (first: {first}); are the ' \
+           "--labels-dir labels numbered as the model's classes?" in caplog.text

@@ -28,7 +28,7 @@ from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.files import write_file_atomic
-from vidseg_ros.training.data_setup import ids_beyond
+from vidseg_ros.training.data_setup import beyond_summary, beyond_text, ids_beyond
 from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,7 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     seg = StreamSegmenter(net, meta, EngineConfig(device='cpu', keyframe_interval=1))
     preds, gts, cm = [], [], ConfusionMatrix(len(meta['classes']), ignore)
     beyond = np.zeros(256, np.int64)     # --labels-dir pixels of ids the model has no class for (not scored)
+    beyond_files, labels_read = [], 0    # the --labels-dir labels holding any, of those read
     for img in tqdm(frames, desc='label sequence', unit='frame', disable=not progress, mininterval=1.0):
         pred = _step(seg, img).class_ids
         # atomic, and a full disk is an OSError (cv2.imwrite returned True over truncated masks: exit 0)
@@ -247,22 +248,26 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
             if binary:
                 gt = (gt > 0).astype(np.uint8)
             else:
-                beyond += ids_beyond(gt, len(meta['classes']), ignore)
+                counts = ids_beyond(gt, len(meta['classes']), ignore)
+                labels_read += 1
+                if counts.any():
+                    beyond += counts
+                    beyond_files.append(str(gt_path))
             preds.append(pred)
             gts.append(gt)
             cm.update(pred, gt)
     result = {'checkpoint': str(ckpt), 'masks': str(out_dir), 'frames': len(frames),
               'loss_first': losses[0] if losses else None, 'loss_last': losses[-1] if losses else None}
     if gts:
+        scores = cm.scores(meta['classes'])
         result.update(j_and_f(gts, preds) if binary else {})
-        result['mIoU'] = cm.scores(meta['classes'])['mIoU']
-    if beyond.any():
-        ids = np.flatnonzero(beyond)
-        result['label_ids_beyond_classes'] = {'pixels': int(beyond.sum()), 'ids': {int(v): int(beyond[v]) for v in ids}}
-        log.warning('%d pixels of the --labels-dir labels hold ids %s: beyond the model\'s %d classes (0..%d) and not '
-                    'its ignore id %d; they were left out of mIoU (are they numbered as the model\'s classes?)',
-                    beyond.sum(), ', '.join(map(str, ids[:20])) + (' and more' if len(ids) > 20 else ''),
-                    len(meta['classes']), len(meta['classes']) - 1, ignore)
+        result['mIoU'] = scores['mIoU']
+        if beyond.any():     # said as vidseg eval says it (data_setup.beyond_text)
+            summary = result['label_ids_beyond_classes'] = beyond_summary(beyond, beyond_files, labels_read,
+                                                                          scores['pixels'])
+            log.warning('%s', beyond_text(summary, beyond, len(meta['classes']), (ignore,),
+                                          'were left out of mIoU',
+                                          "are the --labels-dir labels numbered as the model's classes?"))
     return result
 
 

@@ -170,6 +170,32 @@ def ids_beyond(raw: np.ndarray, known_classes: int, *ignore: int | None) -> np.n
     return counts
 
 
+def beyond_summary(beyond: np.ndarray, files: list[str], labels_read: int, scored_pixels: int | None = None) -> dict:
+    """Label ids beyond the classes counted (``beyond``: (256,) pixels per id, ``ids_beyond`` summed; ``files``:
+    the label files holding any, of ``labels_read``), for a report: ``pixels`` beyond the classes, ``ids`` (id ->
+    pixels, the 20 most frequent), ``label_files`` holding any of ``label_files_read``, the ``first`` such file,
+    and their ``share`` of ``scored_pixels`` + ``pixels`` (None when not given)."""
+    total = int(beyond.sum())
+    top = sorted(np.flatnonzero(beyond).tolist(), key=lambda v: -beyond[v])[:20]
+    return {'pixels': total, 'ids': {int(v): int(beyond[v]) for v in sorted(top)},
+            'label_files': len(files), 'label_files_read': labels_read,
+            'first': files[0] if files else None,
+            'share': total / (scored_pixels + total) if scored_pixels is not None and total else None}
+
+
+def beyond_text(summary: dict, beyond: np.ndarray, known_classes: int, ignore: tuple, what: str, fix: str) -> str:
+    """One line for ``summary`` (:func:`beyond_summary` of ``beyond``): how many pixels of which ids, beyond
+    ``known_classes`` and none of ``ignore`` (None entries skipped), ``what`` (e.g. 'were left out of the
+    scores'), where, and ``fix``. The one wording of vidseg eval's and finetune's warnings."""
+    ids = ', '.join(str(v) for v in summary['ids'])
+    more = ' and more' if len(summary['ids']) < int((beyond > 0).sum()) else ''
+    share = f' ({summary["share"]:.1%} of the labelled pixels)' if summary['share'] is not None else ''
+    ignored = ' or '.join(str(v) for v in dict.fromkeys(ignore) if v is not None)
+    return (f'{summary["pixels"]} label pixels{share} in {summary["label_files"]} of {summary["label_files_read"]} '
+            f'label files hold ids {ids}{more}: beyond the {known_classes} classes (0..{known_classes - 1}) and '
+            f'not the ignore id {ignored}; they {what} (first: {clip(summary["first"])}); {fix}')
+
+
 def counting_ids_beyond(src: FrameSource, known_classes: int, also_ignore: int | None = None) -> FrameSource:
     """``src`` as it reads labels, counting the pixels of every id >= ``known_classes`` other than the data's
     ignore value (and ``also_ignore``, e.g. the model's): ``vidseg eval`` says how many were left out of the
@@ -222,27 +248,13 @@ class IdsBeyondIgnored(FrameSource):
                         self.data_root, self._named(), self.known_classes, self.raw_ignore, self._fix())
 
     def beyond_summary(self, scored_pixels: int | None = None) -> dict:
-        """What was counted, for a report: ``pixels`` beyond the classes, ``ids`` (id -> pixels, the 20 most
-        frequent), ``label_files`` holding any of ``label_files_read``, the ``first`` such file, and their
-        ``share`` of ``scored_pixels`` + ``pixels`` (None when not given)."""
-        total = int(self.beyond.sum())
-        top = sorted(np.flatnonzero(self.beyond).tolist(), key=lambda v: -self.beyond[v])[:20]
-        return {'pixels': total, 'ids': {int(v): int(self.beyond[v]) for v in sorted(top)},
-                'label_files': len(self.beyond_files), 'label_files_read': self.labels_read,
-                'first': self.beyond_files[0] if self.beyond_files else None,
-                'share': total / (scored_pixels + total) if scored_pixels is not None and total else None}
+        """What was counted, for a report (:func:`beyond_summary`)."""
+        return beyond_summary(self.beyond, self.beyond_files, self.labels_read, scored_pixels)
 
     def beyond_text(self, summary: dict, what: str, fix: str | None = None) -> str:
-        """One line for ``summary`` (:meth:`beyond_summary`): how many pixels of which ids ``what`` (e.g. 'were
-        left out of the scores'), where, and ``fix`` (training's by default)."""
-        ids = ', '.join(str(v) for v in summary['ids'])
-        more = ' and more' if len(summary['ids']) < int((self.beyond > 0).sum()) else ''
-        share = f' ({summary["share"]:.1%} of the labelled pixels)' if summary['share'] is not None else ''
-        ignored = ' or '.join(str(v) for v in dict.fromkeys((self.raw_ignore, self.also_ignore)) if v is not None)
-        return (f'{summary["pixels"]} label pixels{share} in {summary["label_files"]} of {summary["label_files_read"]} '
-                f'label files hold ids {ids}{more}: beyond the {self.known_classes} classes (0..'
-                f'{self.known_classes - 1}) and not the ignore id {ignored}; they {what} (first: '
-                f'{clip(summary["first"])}); {fix or self._fix()}')
+        """One line for ``summary`` (:func:`beyond_text`), with training's ``fix`` by default."""
+        return beyond_text(summary, self.beyond, self.known_classes, (self.raw_ignore, self.also_ignore), what,
+                           fix or self._fix())
 
     def _named(self) -> str:
         if not self.class_names:
