@@ -7,10 +7,13 @@ import pytest
 rclpy = pytest.importorskip('rclpy')
 
 from lifecycle_msgs.msg import Transition  # noqa: E402
+from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.task import Future  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
 
-from support.ros_helpers import Lifecycle, image_msg, node_entities, process_resources  # noqa: E402
+from support.ros_helpers import (Lifecycle, ServiceCaller, call_service, image_msg, node_entities,  # noqa: E402
+                                 process_resources)
 
 LIFECYCLE = 'vidseg_ros.ros.segment_lifecycle_node'
 SMALL = {'model': 'untrained:keyframe_fpn', 'input_hw': [64, 96], 'diagnostics_period_s': 0.3,
@@ -56,6 +59,34 @@ def test_a_lost_transition_answer_is_looked_up_not_waited_for(start_node, probe)
     lifecycle.transition(Transition.TRANSITION_CLEANUP)
     assert (lifecycle.sent, lifecycle.state()) == (5, 'unconfigured')
     assert 'unable to start transition' not in node.log().lower(), node.log()[-2000:]
+
+
+class LosesEveryAnswer(ServiceCaller):
+    """A ServiceCaller whose every answer is lost on the way here (the node serves each request, and logs no drop:
+    it sent the answer)."""
+
+    def __init__(self, probe, node):
+        super().__init__(probe, node)
+        self.sent = 0
+
+    def _send(self, client, request) -> Future:
+        self.sent += 1
+        client.remove_pending_request(client.call_async(request))
+        return Future()   # never done
+
+
+def test_a_lost_answer_the_node_did_not_log_as_dropped_fails_and_is_not_sent_again(start_node, probe):
+    """Only an answer the node's log says FastDDS dropped is asked again (idempotent) or taken as served (lost_ok):
+    any other missing answer fails after answer_s, sent once, as a test waiting for the answer did before."""
+    node = start_node(LIFECYCLE, SMALL)
+    lossy = LosesEveryAnswer(probe, node)
+    for srv_type, service, request in [(GetParameters, 'get_parameters', GetParameters.Request(names=['model'])),
+                                       (Trigger, 'reset', Trigger.Request())]:
+        with pytest.raises(AssertionError, match=f'/{NODE}/{service} did not answer within 2 s'):
+            lossy.call(srv_type, f'/{NODE}/{service}', request, answer_s=2, lost_ok=True)
+    assert lossy.sent == 2
+    answer = call_service(probe, node, GetParameters, f'/{NODE}/get_parameters', GetParameters.Request(names=['model']))
+    assert answer.values[0].string_value == SMALL['model'] and 'failed to send response' not in node.log()
 
 
 def test_lifecycle_cycles_while_frames_flow_keep_threads_fds_and_entities_flat(start_node, probe):

@@ -228,18 +228,19 @@ class ServiceCaller:
         self.proc, self.spin = proc, spin
         self.unanswered = 0   # requests whose answer did not come
 
-    def client(self, srv_type, service: str):
+    def client(self, srv_type, service: str, wait: bool = True):
+        """The client of ``service`` (made once: discovery starts then), ready when ``wait`` (up to 60 s)."""
         clients = _clients.setdefault(self.node, {})
         key = (srv_type, service)
         if key not in clients:
-            client = self.node.create_client(srv_type, service)
-            deadline = time.monotonic() + 60
-            while not client.service_is_ready():
-                assert self.proc is None or self.proc.alive(), f'node died waiting for {service}{_tail(self.proc)}'
-                assert time.monotonic() < deadline, f'no {service} service within 60 s{_tail(self.proc)}'
-                time.sleep(0.05)
-            clients[key] = client
-        return clients[key]
+            clients[key] = self.node.create_client(srv_type, service)
+        client = clients[key]
+        deadline = time.monotonic() + 60
+        while wait and not client.service_is_ready():
+            assert self.proc is None or self.proc.alive(), f'node died waiting for {service}{_tail(self.proc)}'
+            assert time.monotonic() < deadline, f'no {service} service within 60 s{_tail(self.proc)}'
+            time.sleep(0.05)
+        return client
 
     def _send(self, client, request):
         return client.call_async(request)
