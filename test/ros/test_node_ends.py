@@ -24,7 +24,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from support.ros_helpers import IN_PROCESS, image_msg, spun
+from support.ros_helpers import IN_PROCESS, Lifecycle, call_service, image_msg, spun
 
 from vidseg_ros.ros.segment_lifecycle_node import SegmentLifecycleNode
 
@@ -157,12 +157,9 @@ def test_a_signal_while_a_model_change_loads_in_the_worker_exits_within_2_s(stuc
     monkeypatch.setenv('VIDSEG_STUCK_LOAD_MODEL', 'untrained:recurrent_unet')
     node = stuck_node()
     (pub,) = probe.publishers(node, 'image', msg_type=Image)
-    ros2_param_set = probe.node.create_client(SetParameters, '/vidseg_segmenter/set_parameters')
-    assert ros2_param_set.wait_for_service(timeout_sec=30)
-    answer = ros2_param_set.call_async(SetParameters.Request(
+    answer = call_service(probe, node, SetParameters, '/vidseg_segmenter/set_parameters', SetParameters.Request(
         parameters=[Parameter('model', value='untrained:recurrent_unet').to_parameter_msg()]))
-    probe.wait_for(lambda: answer.done(), 30, 'the answer to the parameter change', node)
-    assert answer.result().results[0].successful
+    assert answer.results[0].successful
     pub.publish(image_msg(np.zeros((32, 32, 3), np.uint8), time.time_ns()))   # the worker loads before this frame
     probe.wait_for(lambda: 'loading for 60' in node.log(), 30, 'the worker to load the new model', node)
     took = exit_time(node)
@@ -267,6 +264,7 @@ def test_under_nohup_sighup_stays_ignored(tmp_path, probe):
 
 
 def change_state_async(probe, transition: int, node_name: str = '/vidseg_segmenter'):
+    """Ask ``node_name`` for a transition without waiting for the answer (a test that waits uses Lifecycle)."""
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
     client = probe.node.create_client(ChangeState, f'{node_name}/change_state')
@@ -279,10 +277,9 @@ def test_a_signal_while_deactivate_waits_for_a_stuck_frame_exits_within_2_s(stuc
     seen after it, and the exit waited 2 s more (12 s: ros2 launch escalates at 5 s)."""
     from lifecycle_msgs.msg import Transition
     node = stuck_node('segment_lifecycle_node')
-    for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
-        answer = change_state_async(probe, transition)
-        probe.wait_for(lambda: answer.done(), 60, f'transition {transition}', node)
-        assert answer.result().success, node.log()[-3000:]
+    lifecycle = Lifecycle(probe, node)   # a lost answer is looked up
+    lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    lifecycle.transition(Transition.TRANSITION_ACTIVATE)
     (pub,) = probe.publishers(node, 'image', msg_type=Image)
     pub.publish(image_msg(np.zeros((32, 32, 3), np.uint8), time.time_ns(), 'block'))
     probe.wait_for(lambda: 'step blocked' in node.log(), 30, 'the step to block', node)
