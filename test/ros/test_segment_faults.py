@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from support.ros_helpers import diag_values, image_msg, stamp_of
+from support.ros_helpers import Lifecycle, diag_values, image_msg, stamp_of
 from sensor_msgs.msg import Image
 
 NODE = 'vidseg_ros.ros.segment_node'
@@ -95,12 +95,9 @@ def test_signal_while_serving_stops_cleanly(start_node, probe, real_frames, modu
     masks = probe.collect(Image, f'{OUT}/mask', RELIABLE)
     if 'lifecycle' in module:
         from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState
-        client = probe.node.create_client(ChangeState, f'{OUT}/change_state')
-        probe.wait_for(client.service_is_ready, 60, 'change_state service', node)
-        for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
-            future = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
-            probe.wait_for(future.done, 60, f'transition {tid}', node)
+        lifecycle = Lifecycle(probe, node, OUT)   # a lost answer is looked up
+        lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+        lifecycle.transition(Transition.TRANSITION_ACTIVATE)
     (pub,) = probe.publishers(node, 'image', msg_type=Image)
     stamp = send(probe, pub, real_frames[0])
     probe.wait_for(lambda: any(stamp_of(m) == stamp for m in masks), 30, 'a first mask', node)

@@ -8,12 +8,11 @@ import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from support.ros_helpers import ROOT, diag_values, image_msg, stamp_of
+from support.ros_helpers import ROOT, Lifecycle, call_service, diag_values, image_msg, stamp_of
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
@@ -54,8 +53,6 @@ def send_and_wait(probe, pub, msg, outputs, node, what='outputs'):
 
 
 def set_params(probe, node_name, proc, **params):
-    client = probe.node.create_client(SetParameters, f'/{node_name}/set_parameters')
-    probe.wait_for(client.service_is_ready, 30, 'set_parameters service', proc)
     msgs = []
     for name, value in params.items():
         if isinstance(value, bool):
@@ -67,9 +64,8 @@ def set_params(probe, node_name, proc, **params):
         else:
             v = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
         msgs.append(ParameterMsg(name=name, value=v))
-    future = client.call_async(SetParameters.Request(parameters=msgs))
-    probe.wait_for(future.done, 30, 'set_parameters response', proc)
-    return future.result().results
+    request = SetParameters.Request(parameters=msgs)
+    return call_service(probe, proc, SetParameters, f'/{node_name}/set_parameters', request).results
 
 
 def test_compressed_input_gives_the_raw_mask_within_jpeg_loss(start_node, probe, real_frames):
@@ -210,14 +206,8 @@ def test_runtime_parameters_confidence_and_checkpoint_swap(start_node, probe, re
 def test_lifecycle_node_loads_activates_and_releases(start_node, probe, real_frames):
     lc = start_node('vidseg_ros.ros.segment_lifecycle_node', SMALL)
     masks = probe.collect(Image, '/vidseg_segmenter/mask', RELIABLE)
-    client = probe.node.create_client(ChangeState, '/vidseg_segmenter/change_state')
-    probe.wait_for(client.service_is_ready, 60, 'change_state service', lc)
+    transition = Lifecycle(probe, lc).transition   # fails when refused; a lost answer is looked up
     pub = probe.node.create_publisher(Image, 'image', RELIABLE)
-
-    def transition(tid):
-        future = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
-        probe.wait_for(future.done, 60, f'transition {tid}', lc)
-        assert future.result().success, lc.log()
 
     time.sleep(0.5)
     assert pub.get_subscription_count() == 0          # unconfigured: no topics, no model
@@ -229,11 +219,9 @@ def test_lifecycle_node_loads_activates_and_releases(start_node, probe, real_fra
     send_and_wait(probe, pub, image_msg(real_frames[0], time.time_ns()), [masks], lc)
     transition(Transition.TRANSITION_DEACTIVATE)
     probe.wait_for(lambda: pub.get_subscription_count() == 0, 10, 'subscription removed', lc)
-    reset = probe.node.create_client(Trigger, '/vidseg_segmenter/reset')
-    probe.wait_for(reset.service_is_ready, 10, 'reset service', lc)
-    answer = reset.call_async(Trigger.Request())
-    probe.wait_for(answer.done, 10, 'reset answer', lc)
-    assert not answer.result().success and 'not serving' in answer.result().message   # nothing to reset
+    # the answer's message is what is checked: a dropped answer fails saying so
+    answer = call_service(probe, lc, Trigger, '/vidseg_segmenter/reset', Trigger.Request(), answer_s=10)
+    assert not answer.success and 'not serving' in answer.message   # nothing to reset
     transition(Transition.TRANSITION_CLEANUP)
     transition(Transition.TRANSITION_CONFIGURE)       # and it can load again
     assert lc.alive()
