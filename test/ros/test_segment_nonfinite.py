@@ -9,7 +9,7 @@ import torch
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import Image
-from support.ros_helpers import image_msg
+from support.ros_helpers import call_service, image_msg
 
 NODE = 'vidseg_ros.ros.segment_node'
 UNTRAINED = {'model': 'untrained:keyframe_fpn', 'input_hw': [96, 128], 'input_reliability': 'reliable',
@@ -47,11 +47,9 @@ def test_switching_to_a_model_giving_nan_keeps_the_old_one_serving(start_node, p
     masks = probe.collect(Image, '/vidseg_segmenter/mask')
     pub = probe.node.create_publisher(Image, 'image', QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
     probe.wait_for_subscribers(pub, proc=node, timeout=60)
-    client = probe.node.create_client(SetParameters, '/vidseg_segmenter/set_parameters')
-    probe.wait_for(client.service_is_ready, 30, 'set_parameters service', node)
     value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(overflowing_model))
-    future = client.call_async(SetParameters.Request(parameters=[ParameterMsg(name='model', value=value)]))
-    probe.wait_for(future.done, 30, 'set_parameters response', node)
+    call_service(probe, node, SetParameters, '/vidseg_segmenter/set_parameters',
+                 SetParameters.Request(parameters=[ParameterMsg(name='model', value=value)]))
     time.sleep(1.0)   # the output publishers discover our subscription
     pub.publish(image_msg(real_frames[0], time.time_ns()))   # the worker loads a new model before its next frame
     probe.wait_for(lambda: masks, 60, 'a mask from the old model', node)
