@@ -86,7 +86,7 @@ def test_each_node_gets_only_its_own_params_file(launched):
     expected = yaml.safe_load((share / 'recorder.yaml').read_text())['/**']['ros__parameters']
     # (`ros2 param dump` printed an empty mapping for this node with these ros2cli sources; the service
     # it calls is asked directly instead)
-    held = launched.probe.get_parameters('/vidseg_recorder', list(expected))
+    held = launched.probe.get_parameters('/vidseg_recorder', list(expected), proc=launched.launch)
     assert {k: held[k] for k in expected if k != 'output_dir'} == {k: v for k, v in expected.items()
                                                                     if k != 'output_dir'}
     assert held['output_dir'] == str(launched.tmp / 'bags')

@@ -80,6 +80,9 @@ class Launch:
         if tty:
             os.close(stdin)
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()
