@@ -54,3 +54,113 @@ def test_a_real_video_keeps_its_frame_rate(tmp_path):
     writer.release()
     frames = VideoFrames(path)
     assert frames.fps == pytest.approx(12.0) and len(list(frames)) == 3
+
+
+def _png_bomb(path, width: int, height: int) -> None:
+    """A grey PNG of width x height zeros, compressed row by row (never held whole): a few hundred KB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    z = zlib.compressobj(9)
+    row = bytes(width + 1)
+    idat = b''.join(z.compress(row) for _ in range(height)) + z.flush()
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0))
+                     + chunk(b'IDAT', idat) + chunk(b'IEND', b''))
+
+
+def test_an_image_bomb_is_refused_from_its_header(tmp_path):
+    """A 389 KB PNG of 20000x20000 was decoded: 1.2 GB of frame, 2.3 GB peak, then published as it was."""
+    import resource
+    _png_bomb(tmp_path / '0.png', 20000, 20000)
+    cv2.imwrite(str(tmp_path / '1.png'), np.zeros((24, 32, 3), np.uint8))
+    assert (tmp_path / '0.png').stat().st_size < 1 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(video.ImageError, match=r'20000x20000 = 400000000 pixels exceeds max_input_pixels'):
+        video.read_frame(tmp_path / '0.png')
+    with pytest.raises(video.ImageError, match='exceeds max_input_pixels'):
+        list(VideoFrames(tmp_path))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 << 10     # KiB: under 200 MiB more
+    assert video.read_frame(tmp_path / '1.png').shape == (24, 32, 3)
+
+
+def test_an_unopenable_image_is_an_image_error(tmp_path):
+    """A link loop or a folder named like an image raised OSError, which the node does not catch as a bad frame."""
+    (tmp_path / 'a.png').symlink_to(tmp_path / 'b.png')
+    (tmp_path / 'b.png').symlink_to(tmp_path / 'a.png')
+    (tmp_path / 'c.png').mkdir()
+    for name in ('a.png', 'c.png'):
+        with pytest.raises(video.ImageError, match='cannot read image file'):
+            video.read_frame(tmp_path / name)
+
+
+def test_hidden_files_are_not_frames(tmp_path):
+    """'.hidden.png' was published as a frame and macOS's '._0001.png' metadata files each as an unreadable one;
+    a glob ('*.png') never matched them. Numbers sort by value, any case of suffix."""
+    for name in ('1.png', '10.png', '2.png', 'X.PNG', '.hidden.png'):
+        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / '._1.png').write_bytes(b'\x00\x05\x16\x07 AppleDouble')
+    (tmp_path / 'notes.txt').write_text('not a frame')
+    expected = ['1.png', '2.png', '10.png', 'X.PNG']
+    assert [p.name for p in VideoFrames(tmp_path).files] == expected
+    assert [p.name for p in VideoFrames(tmp_path / '*.*').files] == expected
+
+
+def _mjpg_avi(path, n: int):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10.0, (64, 48))
+    if not writer.isOpened():
+        pytest.skip('this OpenCV build writes no MJPG AVI')
+    for i in range(n):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    return bytearray(path.read_bytes())
+
+
+def test_a_damaged_video_frame_is_skipped_not_the_end(tmp_path, caplog):
+    """Frame 4 of 10 zeroed: the stream ended there (4 frames, no word); the read after a failed one decodes the
+    next frame."""
+    data = _mjpg_avi(tmp_path / 'clip.avi', 10)
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b'\xff\xd8']
+    assert len(starts) == 10
+    data[starts[4]:starts[5] - 8] = bytes(starts[5] - 8 - starts[4])
+    (tmp_path / 'damaged.avi').write_bytes(bytes(data))
+    with caplog.at_level('WARNING'):
+        means = [round(rgb.mean() / 20) for _, rgb in VideoFrames(tmp_path / 'damaged.avi')]
+    assert means == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    warned = [r.getMessage() for r in caplog.records if r.name == video.__name__]
+    assert len(warned) == 1 and 'skipped 1 frame(s) that did not decode before frame 4' in warned[0], warned
+
+
+def test_a_truncated_video_ends_where_its_data_ends(tmp_path, sample_video):
+    """opencv-doc's vtest.avi cut at half its size: its header still says 795 frames; the frames before the cut
+    come, then the end, with no error and no hang, and again from the start (as a loop reads it)."""
+    data = sample_video.read_bytes()
+    (tmp_path / 'cut.avi').write_bytes(data[:len(data) // 2])
+    frames = VideoFrames(tmp_path / 'cut.avi')
+    first = [rgb[::64, ::64].copy() for _, rgb in frames]
+    assert 300 < len(first) < len(frames) == 795
+    again = iter(frames)
+    assert np.array_equal(next(again)[1][::64, ::64], first[0])
+
+
+@pytest.mark.parametrize('content', [b'', b'hello world\n' * 10, None], ids=['empty', 'text', 'folder'])
+def test_a_file_that_is_no_video_fails_at_once(tmp_path, content):
+    path = tmp_path / 'clip.mp4'
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(video.ImageError, match='cannot open video|no images'):
+        VideoFrames(path)
+
+
+def test_a_video_of_huge_frames_is_refused_at_open(tmp_path, monkeypatch):
+    """A header claiming 20000x20000 frames: each read would decode 1.2 GB."""
+    class Huge(_Capture):
+        def get(self, prop):
+            return {cv2.CAP_PROP_FRAME_WIDTH: 20000.0, cv2.CAP_PROP_FRAME_HEIGHT: 20000.0}.get(prop, 0.0)
+    (tmp_path / 'clip.mp4').write_bytes(b'not read')
+    monkeypatch.setattr(video.cv2, 'VideoCapture', Huge)
+    with pytest.raises(video.ImageError, match='20000x20000 = 400000000 pixels exceeds max_input_pixels'):
+        VideoFrames(tmp_path / 'clip.mp4')

@@ -9,13 +9,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidseg_ros.data.images import ImageError, read_rgb
+from vidseg_ros.constants import MAX_INPUT_PIXELS
+from vidseg_ros.data.images import ImageError, check_pixels, file_image_hw, read_rgb
 from vidseg_ros.data.order import natural_key
+from vidseg_ros.text import clip
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
 # Highest frame rate taken from a container: a 90 kHz time base (90000), a millisecond one (1000 is kept,
 # as high-speed cameras record up to it) or NaN are what broken headers report, not frame rates.
 MAX_FPS = 1000.0
+# Failed reads in a row after which a video has ended: a damaged frame in the middle failed one read and ended the
+# stream there (4 of 10 frames); the read after it returns the next frame. At the real end every read fails.
+MAX_UNREADABLE_IN_A_ROW = 25
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,11 @@ class VideoFrames:
     """Iterates (index, rgb) over a video file, an image folder or a glob pattern.
 
     The images of a folder or glob come in name order, numbers by value (``natural_key``): ``frame_2``
-    before ``frame_10``, as they were numbered, padded with zeros or not.
+    before ``frame_10``, as they were numbered, padded with zeros or not. Hidden files (``.name``, such as the
+    ``._frame.png`` metadata files macOS writes beside each image on other file systems) are not frames, as a
+    glob's ``*`` does not match them either. An image larger than ``MAX_INPUT_PIXELS`` is refused from its header
+    (``read_frame``). A video frame that does not decode is skipped with a warning; iteration over a folder or glob
+    raises ImageError at an unreadable image.
 
     Args:
         source: path to a video file, a folder of images, or a glob such as ``frames/*.png``.
@@ -36,7 +45,8 @@ class VideoFrames:
         self.files: list[Path] = []
         self.fps = 0.0
         if path.is_dir():
-            self.files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+            self.files = sorted((p for p in path.iterdir()
+                                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')),
                                 key=natural_key)
         elif any(c in self.source for c in '*?['):
             self.files = sorted((Path(p) for p in globlib.glob(self.source)
@@ -46,7 +56,9 @@ class VideoFrames:
             if not cap.isOpened():
                 raise ImageError(f'OpenCV cannot open video {self.source}')
             self.fps = reported_fps(cap.get(cv2.CAP_PROP_FPS), self.source)
+            height, width = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
             cap.release()
+            check_pixels(height, width, MAX_INPUT_PIXELS, f'video {clip(self.source)}: its frames')
         else:
             raise ImageError(f'video source {self.source} does not exist')
         if (path.is_dir() or not path.exists()) and not self.files:
@@ -67,19 +79,35 @@ class VideoFrames:
     def __iter__(self):
         if self.files:
             for i, f in enumerate(self.files):
-                yield i, read_rgb(f)
+                yield i, read_frame(f)
             return
         cap = cv2.VideoCapture(self.source)
         try:
-            i = 0
-            while True:
+            i = failed = 0
+            while failed < MAX_UNREADABLE_IN_A_ROW:
                 ok, bgr = cap.read()
                 if not ok:
-                    break
+                    failed += 1
+                    continue
+                if failed:
+                    log.warning('%s: skipped %d frame(s) that did not decode before frame %d', clip(self.source),
+                                failed, i)
+                    failed = 0
                 yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 i += 1
         finally:
             cap.release()
+
+
+def read_frame(path, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB, refused (ImageError) when its header says it has more than
+    ``max_pixels`` pixels: a 389 KB PNG of 20000x20000 decoded to 1.2 GB (2.3 GB peak)."""
+    try:
+        height, width = file_image_hw(path)
+    except OSError as e:    # a dangling link or a link loop, a folder named like an image, no permission
+        raise ImageError(f'cannot read image file {clip(path)}: {e.strerror or e}') from None
+    check_pixels(height, width, max_pixels, f'image file {clip(path)}')
+    return read_rgb(path)
 
 
 def reported_fps(value, source: str) -> float:
