@@ -186,3 +186,42 @@ def test_a_subscriber_of_the_compressed_images_counts_with_transport_both(start_
     probe.wait_for(lambda: len(jpeg) >= 3 and len(raw) >= 3, 30, 'frames once image and image/compressed subscribed',
                    node)
     assert 'starting anyway' not in node.log()
+
+
+@pytest.mark.parametrize('setting,value,says', [
+    ('resize_hw', [0, 0], 'resize_hw: [0, 0] is not [] or [H, W]'),
+    ('resize_hw', [-1, 5], 'resize_hw: [-1, 5] is not [] or [H, W]'),
+    ('resize_hw', [5], 'resize_hw: [5] is not [] or [H, W]'),
+    ('resize_hw', [100000, 100000], 'resize_hw: [100000, 100000] is not [] or [H, W]'),
+    ('jpeg_quality', 500, 'jpeg_quality: 500 is out of range 0..100'),
+    ('hfov_deg', 0.0, 'hfov_deg: 0.0 is out of range'),
+    ('max_frames', -1, 'max_frames: -1 is negative')])
+def test_a_bad_output_setting_fails_at_start_up(start_node, frame_folder, setting, value, says):
+    """resize_hw [0, 0], [-1, 5] or [5] stopped the node at its first frame with a cv2.error/IndexError traceback
+    (exit 1), [100000, 100000] asked OpenCV for 30 GB; jpeg_quality 500 logged OpenCV's warning on every frame;
+    hfov_deg 0 published fx = inf; max_frames -1 published nothing and exited 0."""
+    node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, setting: value})
+    assert node.proc.wait(timeout=30) == 2, node.log()
+    assert says in node.log() and 'Traceback' not in node.log(), node.log()
+
+
+def test_an_image_bomb_in_the_folder_is_skipped(start_node, probe, tmp_path):
+    """A 389 KB PNG of 20000x20000 was decoded to 1.2 GB and published as one 1.2 GB message."""
+    import struct
+    import zlib
+
+    import cv2
+    import numpy as np
+    z = zlib.compressobj(9)
+    idat = b''.join(z.compress(bytes(20001)) for _ in range(20000)) + z.flush()
+    chunks = [(b'IHDR', struct.pack('>IIBBBBB', 20000, 20000, 8, 0, 0, 0, 0)), (b'IDAT', idat), (b'IEND', b'')]
+    (tmp_path / '1.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b''.join(
+        struct.pack('>I', len(d)) + k + d + struct.pack('>I', zlib.crc32(k + d)) for k, d in chunks))
+    for i in (0, 2):
+        cv2.imwrite(str(tmp_path / f'{i}.png'), np.full((24, 32, 3), 100 * i, np.uint8))
+    images = probe.collect(Image, 'image')
+    node = start_node(NODE, {'source': str(tmp_path), 'rate_hz': 30.0, 'wait_for_subscribers': 1})
+    assert node.proc.wait(timeout=60) == 0, node.log()
+    probe.wait_for(lambda: len(images) == 2, 10, 'the two small frames', node)
+    assert [(m.height, m.width, m.data[0]) for m in images] == [(24, 32, 0), (24, 32, 200)]
+    assert 'exceeds max_input_pixels' in node.log() and 'published 2 frames, skipped 1 unreadable' in node.log()

@@ -15,8 +15,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from vidseg_ros.config import ConfigError
-from vidseg_ros.data.images import ImageError, from_rgb8, read_rgb
-from vidseg_ros.data.video import VideoFrames, resize_rgb
+from vidseg_ros.constants import MAX_INPUT_PIXELS
+from vidseg_ros.data.images import ImageError, from_rgb8
+from vidseg_ros.data.video import VideoFrames, read_frame, resize_rgb
 from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
 from vidseg_ros.ros.diagnostics import steady_timer
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
@@ -44,6 +45,7 @@ class VideoSourceNode(Node):
             raise ConfigError('parameter `source` is empty: give a video file or image folder '
                               '(-p source:=/path/to/video.mp4)')
         check_rate(self.cfg.rate_hz)
+        check_output(self.cfg)
         self.frames = VideoFrames(self.cfg.source)
         rate = self.cfg.rate_hz or self.frames.fps or FOLDER_RATE_HZ
         profile = keep_last_qos(self.cfg.output_reliability, self.cfg.output_depth)
@@ -125,7 +127,7 @@ class VideoSourceNode(Node):
             path = files[self._next_file]
             self._next_file += 1
             try:
-                rgb = read_rgb(path)
+                rgb = read_frame(path)
             except ImageError as e:
                 self.skipped += 1
                 self.get_logger().error(f'skipping unreadable frame: {e}', throttle_duration_sec=5.0)
@@ -177,6 +179,23 @@ def check_rate(rate_hz: float) -> None:
     low, high = RATE_RANGE_HZ
     if rate_hz != 0.0 and not low <= rate_hz <= high:   # NaN fails both
         raise ConfigError(f'rate_hz: {rate_hz!r} is out of range {low}..{high} (0 = the video\'s own rate)')
+
+
+def check_output(cfg: VideoSourceConfig) -> None:
+    """Raise ConfigError for a setting of the published frames that fails only once frames go out: resize_hw
+    [0, 0], [-1, 5] or [5] stopped the node at its first frame with an OpenCV/IndexError traceback, [100000,
+    100000] asked for 30 GB; jpeg_quality 500 logged an OpenCV warning per frame; hfov_deg 0 published an
+    infinite focal length; max_frames -1 published nothing and exited 0."""
+    size = cfg.resize_hw
+    if size and (len(size) != 2 or min(size) < 1 or size[0] * size[1] > MAX_INPUT_PIXELS):
+        raise ConfigError(f'resize_hw: {list(size)!r} is not [] or [H, W] with H, W >= 1 and H*W <= '
+                          f'{MAX_INPUT_PIXELS} (max_input_pixels)')
+    if not 0 <= cfg.jpeg_quality <= 100:
+        raise ConfigError(f'jpeg_quality: {cfg.jpeg_quality!r} is out of range 0..100')
+    if not 0 < cfg.hfov_deg < 180:   # NaN fails too
+        raise ConfigError(f'hfov_deg: {cfg.hfov_deg!r} is out of range: more than 0 and less than 180')
+    if cfg.max_frames < 0:
+        raise ConfigError(f'max_frames: {cfg.max_frames!r} is negative (0 = all frames)')
 
 
 def main(args=None) -> int:
