@@ -164,3 +164,23 @@ def test_a_video_of_huge_frames_is_refused_at_open(tmp_path, monkeypatch):
     monkeypatch.setattr(video.cv2, 'VideoCapture', Huge)
     with pytest.raises(video.ImageError, match='20000x20000 = 400000000 pixels exceeds max_input_pixels'):
         VideoFrames(tmp_path / 'clip.mp4')
+
+
+@pytest.mark.parametrize('name', ['clip [1080p].avi', 'clip[2].avi', 'take*1?.avi'])
+def test_a_video_named_like_a_glob_is_a_video(tmp_path, name):
+    """'clip [1080p].avi' was taken as a glob matching no image: no error, but its frame rate (25) was unknown
+    and the node published it at the folders' 10 Hz, with no frame-size check."""
+    writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*'MJPG'), 25.0, (32, 24))
+    if not writer.isOpened():
+        pytest.skip('this OpenCV build writes no MJPG AVI')
+    for i in range(3):
+        writer.write(np.full((24, 32, 3), 60 * i, np.uint8))
+    writer.release()
+    frames = VideoFrames(tmp_path / name)
+    assert frames.is_video and frames.fps == pytest.approx(25.0) and len(list(frames)) == 3
+
+
+def test_a_glob_still_lists_its_images(tmp_path):
+    for name in ('f2.png', 'f10.png', 'g1.png'):
+        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+    assert [p.name for p in VideoFrames(tmp_path / 'f*.png').files] == ['f2.png', 'f10.png']

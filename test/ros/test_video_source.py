@@ -225,3 +225,43 @@ def test_an_image_bomb_in_the_folder_is_skipped(start_node, probe, tmp_path):
     probe.wait_for(lambda: len(images) == 2, 10, 'the two small frames', node)
     assert [(m.height, m.width, m.data[0]) for m in images] == [(24, 32, 0), (24, 32, 200)]
     assert 'exceeds max_input_pixels' in node.log() and 'published 2 frames, skipped 1 unreadable' in node.log()
+
+
+@pytest.mark.parametrize('loop', [False, True])
+def test_a_video_of_which_no_frame_decodes_fails(start_node, tmp_path, loop):
+    """A video cut after its header (OpenCV opens it, reports 5 frames, decodes none) ended at once with exit 0,
+    'published 0 frames', with loop too; a folder of unreadable images is exit 1."""
+    import cv2
+    import numpy as np
+    writer = cv2.VideoWriter(str(tmp_path / 'full.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 25.0, (64, 48))
+    if not writer.isOpened():
+        pytest.skip('this OpenCV build writes no MJPG AVI')
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    data = (tmp_path / 'full.avi').read_bytes()
+    (tmp_path / 'cut.avi').write_bytes(data[:data.find(b'\xff\xd8') + 10])
+    node = start_node(NODE, {'source': str(tmp_path / 'cut.avi'), 'rate_hz': 30.0, 'loop': loop})
+    assert node.proc.wait(timeout=60) == 1, node.log()
+    assert 'no frame of the video' in node.log() and 'Traceback' not in node.log(), node.log()
+
+
+def test_a_looping_video_plays_again_after_its_unreadable_end(start_node, probe, tmp_path):
+    """A video cut in its last frames, looped: the frames before the cut, again and again, never the end."""
+    import cv2
+    import numpy as np
+    writer = cv2.VideoWriter(str(tmp_path / 'full.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 25.0, (64, 48))
+    if not writer.isOpened():
+        pytest.skip('this OpenCV build writes no MJPG AVI')
+    for i in range(6):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    data = (tmp_path / 'full.avi').read_bytes()
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b'\xff\xd8']
+    (tmp_path / 'cut.avi').write_bytes(data[:starts[4] + 10])      # frame 4 cut short, frame 5 gone
+    images = probe.collect(Image, 'image')
+    node = start_node(NODE, {'source': str(tmp_path / 'cut.avi'), 'rate_hz': 30.0, 'loop': True, 'max_frames': 8,
+                             'wait_for_subscribers': 1})
+    assert node.proc.wait(timeout=60) == 0, node.log()
+    probe.wait_for(lambda: len(images) == 8, 10, 'two passes of the readable frames', node)
+    assert [round(np.frombuffer(m.data, np.uint8).mean() / 40) for m in images] == [0, 1, 2, 3] * 2

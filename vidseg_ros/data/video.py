@@ -48,9 +48,6 @@ class VideoFrames:
             self.files = sorted((p for p in path.iterdir()
                                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')),
                                 key=natural_key)
-        elif any(c in self.source for c in '*?['):
-            self.files = sorted((Path(p) for p in globlib.glob(self.source)
-                                 if Path(p).suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
         elif path.is_file():
             cap = cv2.VideoCapture(self.source)
             if not cap.isOpened():
@@ -59,6 +56,9 @@ class VideoFrames:
             height, width = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
             cap.release()
             check_pixels(height, width, MAX_INPUT_PIXELS, f'video {clip(self.source)}: its frames')
+        elif any(c in self.source for c in '*?['):
+            self.files = sorted((Path(p) for p in globlib.glob(self.source)
+                                 if Path(p).suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
         else:
             raise ImageError(f'video source {self.source} does not exist')
         if (path.is_dir() or not path.exists()) and not self.files:

@@ -31,7 +31,8 @@ NO_CLOCK_WARN_S = 3.0            # with use_sim_time and no /clock this long aft
 
 
 class AllUnreadable(ImageError):
-    """Every image of a pass through the folder failed to read: nothing will ever be published."""
+    """Every image of a pass through the folder (or every frame of the video) failed to read: nothing will ever
+    be published."""
 
 
 class VideoSourceNode(Node):
@@ -104,13 +105,18 @@ class VideoSourceNode(Node):
         """The next RGB frame, or None at the end of the stream."""
         if self.frames.files:
             return self._next_image()
-        try:
-            return next(self._iter)[1]
-        except StopIteration:
-            if not self.cfg.loop:
-                return None
-            self._iter = iter(self.frames)
-            return next(self._iter, (0, None))[1]
+        frame = next(self._iter, None)
+        if frame is None and self.cfg.loop and self._read_this_pass:
+            self._iter, self._read_this_pass = iter(self.frames), False
+            frame = next(self._iter, None)
+        if frame is None and not self._read_this_pass:
+            # a video none of whose frames decodes (its data cut after the header) ended at once with exit 0,
+            # 'published 0 frames', with loop too: a folder of unreadable images is exit 1
+            raise AllUnreadable(f'no frame of the video {clip(self.cfg.source)} decodes')
+        if frame is None:
+            return None
+        self._read_this_pass = True
+        return frame[1]
 
     def _next_image(self):
         """The next readable image of the folder, read by index: an unreadable one is skipped (counted,
