@@ -126,8 +126,9 @@ def test_a_damaged_video_frame_is_skipped_not_the_end(tmp_path, caplog):
     data[starts[4]:starts[5] - 8] = bytes(starts[5] - 8 - starts[4])
     (tmp_path / 'damaged.avi').write_bytes(bytes(data))
     with caplog.at_level('WARNING'):
-        means = [round(rgb.mean() / 20) for _, rgb in VideoFrames(tmp_path / 'damaged.avi')]
-    assert means == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+        frames = VideoFrames(tmp_path / 'damaged.avi')
+        means = [round(rgb.mean() / 20) for _, rgb in frames]
+    assert means == [0, 1, 2, 3, 5, 6, 7, 8, 9] and frames.skipped == 1
     warned = [r.getMessage() for r in caplog.records if r.name == video.__name__]
     assert len(warned) == 1 and 'skipped 1 frame(s) that did not decode before frame 4' in warned[0], warned
 

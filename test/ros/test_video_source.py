@@ -265,3 +265,26 @@ def test_a_looping_video_plays_again_after_its_unreadable_end(start_node, probe,
     assert node.proc.wait(timeout=60) == 0, node.log()
     probe.wait_for(lambda: len(images) == 8, 10, 'two passes of the readable frames', node)
     assert [round(np.frombuffer(m.data, np.uint8).mean() / 40) for m in images] == [0, 1, 2, 3] * 2
+
+
+def test_a_damaged_video_frame_is_skipped_not_the_end(start_node, probe, tmp_path):
+    """Frame 4 of 10 zeroed: the node published 4 frames and said 'end of' (exit 0); now 9, and the end line
+    counts the skipped one as for a folder's unreadable image."""
+    import cv2
+    import numpy as np
+    writer = cv2.VideoWriter(str(tmp_path / 'full.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 25.0, (64, 48))
+    if not writer.isOpened():
+        pytest.skip('this OpenCV build writes no MJPG AVI')
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    data = bytearray((tmp_path / 'full.avi').read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b'\xff\xd8']
+    data[starts[4]:starts[5] - 8] = bytes(starts[5] - 8 - starts[4])
+    (tmp_path / 'damaged.avi').write_bytes(bytes(data))
+    images = probe.collect(Image, 'image')
+    node = start_node(NODE, {'source': str(tmp_path / 'damaged.avi'), 'rate_hz': 30.0, 'wait_for_subscribers': 1})
+    assert node.proc.wait(timeout=60) == 0, node.log()
+    probe.wait_for(lambda: len(images) == 9, 10, 'the 9 frames that decode', node)
+    assert [round(np.frombuffer(m.data, np.uint8).mean() / 20) for m in images] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert 'published 9 frames, skipped 1 unreadable' in node.log(), node.log()

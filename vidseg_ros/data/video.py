@@ -44,6 +44,7 @@ class VideoFrames:
         path = Path(self.source)
         self.files: list[Path] = []
         self.fps = 0.0
+        self.skipped = 0    # video frames that did not decode, skipped (all passes)
         if path.is_dir():
             self.files = sorted((p for p in path.iterdir()
                                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')),
@@ -90,6 +91,7 @@ class VideoFrames:
                     failed += 1
                     continue
                 if failed:
+                    self.skipped += failed
                     log.warning('%s: skipped %d frame(s) that did not decode before frame %d', clip(self.source),
                                 failed, i)
                     failed = 0

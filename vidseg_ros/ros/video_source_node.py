@@ -175,7 +175,8 @@ class VideoSourceNode(Node):
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
-            skipped = f', skipped {self.skipped} unreadable' if self.skipped else ''
+            n = self.skipped + self.frames.skipped
+            skipped = f', skipped {n} unreadable' if n else ''
             self.get_logger().info(f'end of {self.cfg.source}: published {self.published} frames{skipped}')
 
 
