@@ -85,21 +85,25 @@ def check_cameras(cameras: list[str]) -> None:
 class VideoSourceConfig:
     """Settings of video_source_node: a video file or image folder published as a camera."""
 
-    source: str = setting('', 'Video file, image folder (numbered names in number order; unreadable images skipped) or glob pattern')
+    source: str = setting('', 'Video file, image folder (numbered names in number order, hidden files left out) '
+                              'or glob pattern; unreadable images and video frames, and images over 4096x4096 '
+                              'pixels, are skipped and counted; a source of which no frame decodes fails')
     rate_hz: float = setting(0.0, 'Publish rate, 0.01..1000 Hz; 0 = the video\'s own rate (10 Hz for image folders)')
     loop: bool = setting(False, 'Start again at the end (stamps keep increasing)')
     frame_id: str = setting('camera', 'header.frame_id of the published messages')
     encoding: str = setting('rgb8', 'Image encoding published', ('rgb8', 'bgr8', 'mono8'))
     transport: str = setting('raw', 'raw publishes `image`, compressed `image/compressed` (jpeg), both both',
                              ('raw', 'compressed', 'both'))
-    jpeg_quality: int = setting(90, 'JPEG quality of image/compressed')
-    resize_hw: list[int] = setting([], 'Resize frames to [H, W] before publishing; empty = as read')
-    max_frames: int = setting(0, 'Stop after this many frames; 0 = all')
+    jpeg_quality: int = setting(90, 'JPEG quality of image/compressed, 0..100')
+    resize_hw: list[int] = setting([], 'Resize frames to [H, W] before publishing (H, W >= 1, H*W at most '
+                                           '4096x4096); empty = as read')
+    max_frames: int = setting(0, 'Stop after this many frames (>= 0); 0 = all')
     wait_for_subscribers: int = setting(0, 'Hold the first frame until this many subscribers match `image` '
                                            'and image/compressed together')
     wait_timeout_s: float = setting(10.0, 'Give up waiting for subscribers after this long')
     exit_at_end: bool = setting(True, 'Shut the node down after the last frame (when not looping)')
-    hfov_deg: float = setting(60.0, 'Horizontal field of view used for the published CameraInfo')
+    hfov_deg: float = setting(60.0, 'Horizontal field of view used for the published CameraInfo, degrees: '
+                                    'more than 0, less than 180')
     output_reliability: str = setting('reliable', 'Output QoS reliability (reliable also serves best-effort '
                                                   'subscribers)', ('best_effort', 'reliable'),
                                       renamed_from=('reliability',))
