@@ -441,11 +441,78 @@ def _file_chunks(f, kind: str):
             yield head[1], f.read(max(length - 2, 0))
 
 
+# TIFF tags of the size, and the field types that may hold it: SHORT, LONG, and BigTIFF's LONG8
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+_TIFF_INTS = {3: 'H', 4: 'I', 16: 'Q'}
+_PNM_MAGIC = tuple(b'P%d' % n for n in range(1, 7))
+
+
+def _tiff_size(f, head: bytes) -> tuple[int, int]:
+    """(height, width) of a TIFF (classic or BigTIFF, either byte order) from its first IFD, which OpenCV reads:
+    the ImageWidth and ImageLength tags. The IFD may be anywhere in the file (libtiff writes it after the pixels),
+    so it is read from ``f``; an ImageError for a damaged header."""
+    end = '<' if head[:2] == b'II' else '>'
+    big = head[2:4] == (b'\x2b\x00' if end == '<' else b'\x00\x2b')
+    if len(head) < (16 if big else 8):
+        raise ImageError(f'truncated TIFF header ({len(head)} bytes)')
+    if big:
+        (offset,) = struct.unpack(end + 'Q', head[8:16])
+        count_fmt, entry_bytes, value_at = 'Q', 20, 12
+    else:
+        (offset,) = struct.unpack(end + 'I', head[4:8])
+        count_fmt, entry_bytes, value_at = 'H', 12, 8
+    f.seek(offset)
+    raw = f.read(struct.calcsize(count_fmt))
+    if len(raw) < struct.calcsize(count_fmt):
+        raise ImageError(f'corrupt TIFF: its first directory (at byte {offset}) is past the end of the file')
+    (count,) = struct.unpack(end + count_fmt, raw)
+    entries = f.read(min(count, 1 << 16) * entry_bytes)
+    size = {}
+    for at in range(0, len(entries) - entry_bytes + 1, entry_bytes):
+        tag, kind = struct.unpack(end + 'HH', entries[at:at + 4])
+        if tag in (_TIFF_WIDTH, _TIFF_LENGTH) and kind in _TIFF_INTS:
+            fmt = end + _TIFF_INTS[kind]
+            (size[tag],) = struct.unpack(fmt, entries[at + value_at:at + value_at + struct.calcsize(fmt)])
+    if len(size) < 2:
+        raise ImageError('corrupt TIFF: its first directory has no ImageWidth and ImageLength')
+    return size[_TIFF_LENGTH], size[_TIFF_WIDTH]
+
+
+def _pnm_size(head: bytes) -> tuple[int, int]:
+    """(height, width) of a PBM / PGM / PPM (P1..P6, plain or raw): the two numbers after the magic, with
+    ``#`` comments running to the end of their line; an ImageError for a damaged header."""
+    numbers, i = [], 2
+    while len(numbers) < 2:
+        while i < len(head) and head[i:i + 1] in b' \t\r\n\x0b\x0c':
+            i += 1
+        if head[i:i + 1] == b'#':
+            i = head.find(b'\n', i)
+            if i < 0:
+                break
+            continue
+        start = i
+        while i < len(head) and head[i:i + 1].isdigit():
+            i += 1
+        if i == start or i == len(head):
+            break
+        numbers.append(int(head[start:i]))
+    if len(numbers) < 2:
+        raise ImageError(f'corrupt {head[:2].decode()} (PNM) header: no width and height in its first '
+                         f'{len(head)} bytes')
+    return numbers[1], numbers[0]
+
+
 def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | None]:
     """(height, width, EXIF orientation, PNG palette or None) of a PNG / JPEG / WebP / BMP file from its headers,
-    the size *as stored* (``file_image_hw`` gives it as displayed). Other formats are decoded: (h, w, 1, None)."""
+    the size *as stored* (``file_image_hw`` gives it as displayed). A TIFF or a PNM (PBM/PGM/PPM) is sized from
+    its header too, with orientation 1 (a TIFF as stored: its Orientation tag is not read). Other formats are
+    decoded: (h, w, 1, None)."""
     with open(path, 'rb') as f:
         head = f.read(1 << 16)
+        if head[:4] in (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+'):
+            return (*_tiff_size(f, head), 1, None)
+        if head[:2] in _PNM_MAGIC:
+            return (*_pnm_size(head), 1, None)
         try:
             try:
                 kind, height, width = compressed_size(head)
