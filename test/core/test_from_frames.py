@@ -102,3 +102,64 @@ def test_an_os_error_with_a_long_path_keeps_its_reason_in_the_message(tmp_path, 
         write_bag(tmp_path / 'bag', [_frames(1)])
     assert one_line(_describe(err.value)).endswith('No space left on device')
     assert not (tmp_path / 'bag').exists()
+
+
+def test_hidden_files_are_not_frames_in_any_folder_layout(tmp_path):
+    """from_frames listed folders itself: macOS's '._<name>.png' beside each CamVid frame became a sequence
+    of its own that failed as unreadable, and a folder of sequences with one stray '._x.png' at its top was taken
+    as a flat folder of no images. It now uses VideoFrames's listing, as the video source node does."""
+    camvid = tmp_path / 'camvid'
+    camvid.mkdir()
+    for i, f in enumerate(_frames(4)):
+        cv2.imwrite(str(camvid / f'seq{i // 2 + 1}_{i:03d}.png'), f)
+        (camvid / f'._seq{i // 2 + 1}_{i:03d}.png').write_bytes(b'\x00\x05\x16\x07AppleDouble')
+    cv2.imwrite(str(camvid / '.hidden_000.png'), _frames(1)[0])
+    summary = frames_to_bag(camvid, tmp_path / 'bag1')
+    assert summary['sequences'] == ['seq1', 'seq2'] and summary['frames'] == 4
+    assert [len(s) for s in summary['stamps']] == [2, 2]
+
+    root = tmp_path / 'davis'
+    for name, n in (('bear', 2), ('car', 3)):
+        (root / name).mkdir(parents=True)
+        for i, f in enumerate(_frames(n)):
+            cv2.imwrite(str(root / name / f'{i:05d}.png'), f)
+    (root / '._bear.png').write_bytes(b'\x00\x05\x16\x07AppleDouble')
+    (root / '.thumbnails').mkdir()
+    cv2.imwrite(str(root / '.thumbnails' / '0.png'), _frames(1)[0])
+    summary = frames_to_bag(root, tmp_path / 'bag2')
+    assert summary['sequences'] == ['bear', 'car'] and [len(s) for s in summary['stamps']] == [2, 3]
+
+
+def test_an_image_bomb_in_a_split_folder_is_refused_from_its_header(tmp_path):
+    """The CamVid-style split read its frames with read_rgb, past the MAX_INPUT_PIXELS check VideoFrames makes."""
+    import struct
+    import zlib
+    src = tmp_path / 'src'
+    src.mkdir()
+    cv2.imwrite(str(src / 'a_000.png'), _frames(1)[0])
+    ihdr = b'IHDR' + struct.pack('>IIBBBBB', 20000, 20000, 8, 0, 0, 0, 0)
+    (src / 'b_000.png').write_bytes(b'\x89PNG\r\n\x1a\n' + struct.pack('>I', 13) + ihdr
+                                    + struct.pack('>I', zlib.crc32(ihdr)))
+    with pytest.raises(ValueError, match='20000x20000 = 400000000 pixels exceeds max_input_pixels'):
+        frames_to_bag(src, tmp_path / 'bag')
+    assert not (tmp_path / 'bag').exists()
+
+
+def test_a_video_with_a_frame_that_does_not_decode_is_refused_whole(tmp_path):
+    """Since VideoFrames skips a damaged frame (and counts it), bag-from-frames wrote 9 of 10 frames without a
+    word, stamped at 15 Hz so that every frame after the hole came one period early. A bag is all the frames or
+    none: the source is refused naming the count, and nothing is left behind."""
+    writer = cv2.VideoWriter(str(tmp_path / 'clip.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 10.0, (64, 48))
+    if not writer.isOpened():
+        pytest.skip('this OpenCV build writes no MJPG AVI')
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    data = bytearray((tmp_path / 'clip.avi').read_bytes())
+    assert frames_to_bag(tmp_path / 'clip.avi', tmp_path / 'whole')['frames'] == 10
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b'\xff\xd8']
+    data[starts[4]:starts[5] - 8] = bytes(starts[5] - 8 - starts[4])     # frame 4 zeroed
+    (tmp_path / 'damaged.avi').write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r'video .*damaged.avi: 1 frame\(s\) did not decode; .* none was written'):
+        frames_to_bag(tmp_path / 'damaged.avi', tmp_path / 'out' / 'bag')
+    assert not (tmp_path / 'out').exists()

@@ -24,11 +24,11 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.config import setting
-from vidseg_ros.data.images import (SHORT_TEXT, array_to_image_fields, clip, encode_compressed, from_rgb8,
-                                    pinhole_intrinsics, read_rgb)
+from vidseg_ros.data.images import (SHORT_TEXT, ImageError, array_to_image_fields, clip, encode_compressed,
+                                    from_rgb8, pinhole_intrinsics)
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.files import name_limit
-from vidseg_ros.data.video import IMAGE_SUFFIXES, VideoFrames as VideoSource
+from vidseg_ros.data.video import VideoFrames as VideoSource, read_frame
 
 log = logging.getLogger(__name__)
 IMAGE_T = 'sensor_msgs/msg/Image'
@@ -205,33 +205,48 @@ def _undo(e: BaseException, new: list[Path], out: Path) -> BaseException:
 def find_sequences(source: str | Path) -> list[tuple[str, Iterable[np.ndarray]]]:
     """(name, frames) per sequence of a video, an image folder, or a folder of image folders.
 
-    A flat folder whose file names all look like ``<SEQ>_<FRAME>`` with more than one ``SEQ``
-    (CamVid) is split by that prefix, so each source video becomes its own sequence in the bag.
-    Files and sub-folders go in name order with numbers by value (``natural_key``: ``frame_2`` before
-    ``frame_10``), so frames numbered without zero padding stay in their order.
+    A folder's images are ``VideoFrames``'s listing of it, the one the video source node publishes: name order
+    with numbers by value (``natural_key``: ``frame_2`` before ``frame_10``), hidden files (``.name``, macOS's
+    ``._name``) left out, as are hidden sub-folders. A flat folder whose file names all look like
+    ``<SEQ>_<FRAME>`` with more than one ``SEQ`` (CamVid) is split by that prefix, so each source video becomes
+    its own sequence in the bag.
     """
     path = Path(source)
-    if path.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
-        subs = sorted((p for p in path.iterdir() if p.is_dir()), key=natural_key)
+    if not path.is_dir():
+        return [(path.stem if path.is_file() else path.name, _frames(VideoSource(path)))]
+    try:
+        frames = VideoSource(path)
+    except ImageError:      # no images in it: a folder of image folders
+        subs = sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith('.')), key=natural_key)
         if not subs:
-            raise FileNotFoundError(f'{path}: no images and no sub-folders with images')
+            raise FileNotFoundError(f'{path}: no images and no sub-folders with images') from None
         return [(p.name, _frames(VideoSource(p))) for p in subs]
-    if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
-        names = [_SEQ_NAME.match(p.stem) for p in files]
-        prefixes = sorted({m['seq'] for m in names if m}, key=natural_key)
-        if all(names) and len(prefixes) > 1:
-            return [(seq, _read_all([p for p, m in zip(files, names) if m['seq'] == seq]))
-                    for seq in prefixes]
-    return [(path.stem if path.is_file() else path.name, _frames(VideoSource(path)))]
+    names = [_SEQ_NAME.match(p.stem) for p in frames.files]
+    prefixes = sorted({m['seq'] for m in names if m}, key=natural_key)
+    if all(names) and len(prefixes) > 1:
+        return [(seq, _read_all([p for p, m in zip(frames.files, names) if m['seq'] == seq])) for seq in prefixes]
+    return [(path.name, _frames(frames))]
 
 
 def _frames(vs: VideoSource) -> Iterable[np.ndarray]:
-    return (rgb for _, rgb in vs)
+    """The frames of ``vs``; an ImageError at the first video frame that did not decode. VideoFrames skips it
+    (a stream goes on), but a bag that silently lacks it breaks the all-frames promise and, stamped at a fixed
+    rate, shifts every later frame back in time: bad input is a clear error, and write_bag leaves no bag."""
+    for _, rgb in vs:
+        _refuse_skipped(vs)
+        yield rgb
+    _refuse_skipped(vs)
+
+
+def _refuse_skipped(vs: VideoSource) -> None:
+    if vs.skipped:
+        raise ImageError(f'video {clip(vs.source)}: {vs.skipped} frame(s) did not decode; a bag without them '
+                         'would miss frames and shift every later stamp, so none was written (re-encode the '
+                         'video, or export its frames to a folder and convert that)')
 
 
 def _read_all(paths: list[Path]) -> Iterable[np.ndarray]:
-    return (read_rgb(p) for p in paths)
+    return (read_frame(p) for p in paths)      # refused from the header above MAX_INPUT_PIXELS, as VideoFrames
 
 
 def frames_to_bag(source: str | Path | list[Path], out: str | Path,
