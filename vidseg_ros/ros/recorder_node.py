@@ -41,6 +41,7 @@ from std_srvs.srv import Trigger
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, check_compression, new_bag_dir
+from vidseg_ros.ros.core_logging import adopt
 from vidseg_ros.ros.diagnostics import last_word, steady_timer
 from vidseg_ros.ros.params import declare_settings, read_settings
 from vidseg_ros.ros.recorder_diagnostics import RecorderDiagnostics
@@ -69,6 +70,7 @@ class RecorderNode(TopicDiscovery, QosEvents, RecorderServices, RecorderDiagnost
 
     def __init__(self, **kwargs):
         super().__init__('vidseg_recorder', **kwargs)
+        adopt(self)   # the core's log lines (model load, bag files) come as this node's
         declare_settings(self, RecorderSettings, read_only=True)  # nothing is applied at run time
         self.cfg: RecorderSettings = read_settings(self, RecorderSettings)
         cfg = self.cfg

@@ -13,6 +13,7 @@ if __name__ == '__main__':   # python -m: through entry, whose signal handlers c
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from vidseg_ros.data.images import clip
+from vidseg_ros.ros.core_logging import adopt
 from vidseg_ros.ros.segment_node import CoreEnds, SegmentNodeCore
 from vidseg_ros.ros.spin import Interrupted, run
 
@@ -22,6 +23,7 @@ class SegmentLifecycleNode(CoreEnds, LifecycleNode):
 
     def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
         super().__init__(node_name, **kwargs)
+        adopt(self)   # the core's log lines (model load, bag files) come as this node's
         self.core = SegmentNodeCore(self)
 
     def on_configure(self, state) -> TransitionCallbackReturn:

@@ -33,6 +33,7 @@ from vidseg_ros.engine.outputs import ClassTable
 from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.camera_stats import ClockStep
 from vidseg_ros.ros.camera_stream import CameraStream
+from vidseg_ros.ros.core_logging import adopt
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.segment_diagnostics import SegmentReports
 from vidseg_ros.ros.segment_param_changes import ParameterChanges
@@ -245,6 +246,7 @@ class SegmentNode(CoreEnds, Node):
 
     def __init__(self, node_name: str = 'vidseg_segmenter', **kwargs):
         super().__init__(node_name, **kwargs)
+        adopt(self)   # the core's log lines (model load, bag files) come as this node's
         self.core = SegmentNodeCore(self)
         try:
             self.core.load()

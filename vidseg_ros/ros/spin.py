@@ -22,6 +22,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from vidseg_ros.constants import EXIT_CANNOT_START
 from vidseg_ros.engine.memory import tune_allocator
+from vidseg_ros.ros.core_logging import ForwardToRos
 from vidseg_ros.ros.entry import stop_signals
 from vidseg_ros.ros.startup import domain_id_problem, init_failure, transport_warnings
 from vidseg_ros.text import one_line
@@ -147,8 +148,10 @@ def run(node_cls, args=None) -> int:
     with context:
         stop = stop_on_signals()
         node = None
+        core_log = ForwardToRos(node_cls.__name__)   # the engine's and the writer's lines, as the node's
         try:
             node = node_cls()
+            core_log.use(node.get_logger())
             done = getattr(node, 'done', lambda: False)
             # Callbacks only park messages (inference has its own thread): one executor thread dispatches
             # faster than MultiThreadedExecutor (measured transport p50 1.9 vs 3.1 ms at 640x480).
@@ -184,6 +187,7 @@ def run(node_cls, args=None) -> int:
             finally:
                 if node is not None:
                     node.destroy_node()
+                core_log.close()
     if node is not None and getattr(node, 'abandoned', lambda: False)():
         exit_without(code)
     return code

@@ -19,6 +19,7 @@ from vidseg_ros.constants import MAX_INPUT_PIXELS
 from vidseg_ros.data.images import ImageError, from_rgb8
 from vidseg_ros.data.video import VideoFrames, read_frame, resize_rgb
 from vidseg_ros.ros.conversions import array_to_image_msg, pinhole_camera_info, rgb8_to_compressed_msg
+from vidseg_ros.ros.core_logging import adopt
 from vidseg_ros.ros.diagnostics import steady_timer
 from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
 from vidseg_ros.ros.settings import VideoSourceConfig
@@ -40,6 +41,7 @@ class VideoSourceNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('vidseg_video_source', **kwargs)
+        adopt(self)   # the core's log lines (model load, bag files) come as this node's
         declare_settings(self, VideoSourceConfig)
         self.cfg: VideoSourceConfig = read_settings(self, VideoSourceConfig)
         if not self.cfg.source:
