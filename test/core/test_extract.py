@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+from support.videos import mjpg_avi
 
 from vidseg_ros.data.bags.reader import bag_files
 from vidseg_ros.data.datasets.extract import ExtractConfig, extract
@@ -152,13 +153,7 @@ def test_ros1_bag_extracts_with_header_stamps(tmp_path):
 
 
 def test_video_to_bag(tmp_path):
-    import cv2
-    w = cv2.VideoWriter(str(tmp_path / 'v.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 10, (32, 24))
-    if not w.isOpened():
-        pytest.skip('OpenCV has no MJPG writer here')
-    for i in range(4):
-        w.write(np.full((24, 32, 3), 40 * i, np.uint8))
-    w.release()
+    mjpg_avi(tmp_path / 'v.avi', 4, hw=(24, 32), fps=10, step=40)
     s = frames_to_bag(tmp_path / 'v.avi', tmp_path / 'bag', BagFromFramesConfig(rate_hz=10))
     assert s['frames'] == 4 and s['sequences'] == ['v']
     assert extract([tmp_path / 'bag'], tmp_path / 'out').written == 4

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 from support.disk import file_size_limit
+from support.videos import jpeg_starts, mjpg_avi
 
 from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, frames_to_bag, write_bag
 from vidseg_ros.data.bags.reader import read_messages
@@ -149,15 +150,9 @@ def test_a_video_with_a_frame_that_does_not_decode_is_refused_whole(tmp_path):
     """Since VideoFrames skips a damaged frame (and counts it), bag-from-frames wrote 9 of 10 frames without a
     word, stamped at 15 Hz so that every frame after the hole came one period early. A bag is all the frames or
     none: the source is refused naming the count, and nothing is left behind."""
-    writer = cv2.VideoWriter(str(tmp_path / 'clip.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 10.0, (64, 48))
-    if not writer.isOpened():
-        pytest.skip('this OpenCV build writes no MJPG AVI')
-    for i in range(10):
-        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
-    writer.release()
-    data = bytearray((tmp_path / 'clip.avi').read_bytes())
+    data = bytearray(mjpg_avi(tmp_path / 'clip.avi', 10, fps=10.0).read_bytes())
     assert frames_to_bag(tmp_path / 'clip.avi', tmp_path / 'whole')['frames'] == 10
-    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b'\xff\xd8']
+    starts = jpeg_starts(data)
     data[starts[4]:starts[5] - 8] = bytes(starts[5] - 8 - starts[4])     # frame 4 zeroed
     (tmp_path / 'damaged.avi').write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r'video .*damaged.avi: 1 frame\(s\) did not decode; .* none was written'):

@@ -3,6 +3,7 @@ fixtures) and ``VideoFrames`` (video files, image folders, globs)."""
 import cv2
 import numpy as np
 import pytest
+from support.videos import mjpg_avi
 
 from vidseg_ros.data.sample_video import SampleVideoError, read_frames
 from vidseg_ros.data.order import natural_key
@@ -10,11 +11,7 @@ from vidseg_ros.data.video import VideoFrames
 
 
 def test_read_frames_takes_every_nth_resized_rgb(tmp_path):
-    path = tmp_path / 'clip.avi'
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 48))
-    for i in range(10):
-        writer.write(np.full((48, 64, 3), (0, 0, 20 * i), np.uint8))   # BGR: red ramps up
-    writer.release()
+    path = mjpg_avi(tmp_path / 'clip.avi', 10, fps=10, bgr=(0, 0, 1))   # BGR: red ramps up
     frames = read_frames(path, 3, every=3, start=1, size_hw=(24, 32))
     assert [f.shape for f in frames] == [(24, 32, 3)] * 3
     reds = [int(f[..., 0].mean()) for f in frames]

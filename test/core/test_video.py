@@ -4,6 +4,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from support.videos import jpeg_starts, mjpg_avi
 
 from vidseg_ros.data import video
 from vidseg_ros.data.video import VideoFrames
@@ -45,13 +46,7 @@ def test_a_nonsense_frame_rate_is_unknown_with_one_warning(tmp_path, monkeypatch
 
 
 def test_a_real_video_keeps_its_frame_rate(tmp_path):
-    path = tmp_path / 'clip.avi'
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 12.0, (32, 24))
-    if not writer.isOpened():
-        pytest.skip('this OpenCV build writes no MJPG AVI')
-    for i in range(3):
-        writer.write(np.full((24, 32, 3), 60 * i, np.uint8))
-    writer.release()
+    path = mjpg_avi(tmp_path / 'clip.avi', 3, hw=(24, 32), fps=12.0, step=60)
     frames = VideoFrames(path)
     assert frames.fps == pytest.approx(12.0) and len(list(frames)) == 3
 
@@ -107,21 +102,11 @@ def test_hidden_files_are_not_frames(tmp_path):
     assert [p.name for p in VideoFrames(tmp_path / '*.*').files] == expected
 
 
-def _mjpg_avi(path, n: int):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10.0, (64, 48))
-    if not writer.isOpened():
-        pytest.skip('this OpenCV build writes no MJPG AVI')
-    for i in range(n):
-        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
-    writer.release()
-    return bytearray(path.read_bytes())
-
-
 def test_a_damaged_video_frame_is_skipped_not_the_end(tmp_path, caplog):
     """Frame 4 of 10 zeroed: the stream ended there (4 frames, no word); the read after a failed one decodes the
     next frame."""
-    data = _mjpg_avi(tmp_path / 'clip.avi', 10)
-    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b'\xff\xd8']
+    data = bytearray(mjpg_avi(tmp_path / 'clip.avi', 10, fps=10.0).read_bytes())
+    starts = jpeg_starts(data)
     assert len(starts) == 10
     data[starts[4]:starts[5] - 8] = bytes(starts[5] - 8 - starts[4])
     (tmp_path / 'damaged.avi').write_bytes(bytes(data))
@@ -171,12 +156,7 @@ def test_a_video_of_huge_frames_is_refused_at_open(tmp_path, monkeypatch):
 def test_a_video_named_like_a_glob_is_a_video(tmp_path, name):
     """'clip [1080p].avi' was taken as a glob matching no image: no error, but its frame rate (25) was unknown
     and the node published it at the folders' 10 Hz, with no frame-size check."""
-    writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*'MJPG'), 25.0, (32, 24))
-    if not writer.isOpened():
-        pytest.skip('this OpenCV build writes no MJPG AVI')
-    for i in range(3):
-        writer.write(np.full((24, 32, 3), 60 * i, np.uint8))
-    writer.release()
+    mjpg_avi(tmp_path / name, 3, hw=(24, 32), step=60)
     frames = VideoFrames(tmp_path / name)
     assert frames.is_video and frames.fps == pytest.approx(25.0) and len(list(frames)) == 3
 

@@ -9,6 +9,7 @@ import time
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from support.ros_helpers import stamp_of
+from support.videos import jpeg_starts, mjpg_avi
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 NODE = 'vidseg_ros.ros.video_source_node'
@@ -231,16 +232,8 @@ def test_an_image_bomb_in_the_folder_is_skipped(start_node, probe, tmp_path):
 def test_a_video_of_which_no_frame_decodes_fails(start_node, tmp_path, loop):
     """A video cut after its header (OpenCV opens it, reports 5 frames, decodes none) ended at once with exit 0,
     'published 0 frames', with loop too; a folder of unreadable images is exit 1."""
-    import cv2
-    import numpy as np
-    writer = cv2.VideoWriter(str(tmp_path / 'full.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 25.0, (64, 48))
-    if not writer.isOpened():
-        pytest.skip('this OpenCV build writes no MJPG AVI')
-    for i in range(5):
-        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
-    writer.release()
-    data = (tmp_path / 'full.avi').read_bytes()
-    (tmp_path / 'cut.avi').write_bytes(data[:data.find(b'\xff\xd8') + 10])
+    data = mjpg_avi(tmp_path / 'full.avi', 5).read_bytes()
+    (tmp_path / 'cut.avi').write_bytes(data[:jpeg_starts(data)[0] + 10])
     node = start_node(NODE, {'source': str(tmp_path / 'cut.avi'), 'rate_hz': 30.0, 'loop': loop})
     assert node.proc.wait(timeout=60) == 1, node.log()
     assert 'no frame of the video' in node.log() and 'Traceback' not in node.log(), node.log()
@@ -248,16 +241,9 @@ def test_a_video_of_which_no_frame_decodes_fails(start_node, tmp_path, loop):
 
 def test_a_looping_video_plays_again_after_its_unreadable_end(start_node, probe, tmp_path):
     """A video cut in its last frames, looped: the frames before the cut, again and again, never the end."""
-    import cv2
     import numpy as np
-    writer = cv2.VideoWriter(str(tmp_path / 'full.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 25.0, (64, 48))
-    if not writer.isOpened():
-        pytest.skip('this OpenCV build writes no MJPG AVI')
-    for i in range(6):
-        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
-    writer.release()
-    data = (tmp_path / 'full.avi').read_bytes()
-    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b'\xff\xd8']
+    data = mjpg_avi(tmp_path / 'full.avi', 6, step=40).read_bytes()
+    starts = jpeg_starts(data)
     (tmp_path / 'cut.avi').write_bytes(data[:starts[4] + 10])      # frame 4 cut short, frame 5 gone
     images = probe.collect(Image, 'image')
     node = start_node(NODE, {'source': str(tmp_path / 'cut.avi'), 'rate_hz': 30.0, 'loop': True, 'max_frames': 8,
@@ -270,16 +256,9 @@ def test_a_looping_video_plays_again_after_its_unreadable_end(start_node, probe,
 def test_a_damaged_video_frame_is_skipped_not_the_end(start_node, probe, tmp_path):
     """Frame 4 of 10 zeroed: the node published 4 frames and said 'end of' (exit 0); now 9, and the end line
     counts the skipped one as for a folder's unreadable image."""
-    import cv2
     import numpy as np
-    writer = cv2.VideoWriter(str(tmp_path / 'full.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 25.0, (64, 48))
-    if not writer.isOpened():
-        pytest.skip('this OpenCV build writes no MJPG AVI')
-    for i in range(10):
-        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
-    writer.release()
-    data = bytearray((tmp_path / 'full.avi').read_bytes())
-    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b'\xff\xd8']
+    data = bytearray(mjpg_avi(tmp_path / 'full.avi', 10).read_bytes())
+    starts = jpeg_starts(data)
     data[starts[4]:starts[5] - 8] = bytes(starts[5] - 8 - starts[4])
     (tmp_path / 'damaged.avi').write_bytes(bytes(data))
     images = probe.collect(Image, 'image')
