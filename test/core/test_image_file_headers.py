@@ -85,6 +85,9 @@ def test_a_bigtiff_is_sized(tmp_path, monkeypatch):
     (b'II*\x00', 'truncated TIFF header'),
     (b'II*\x00' + struct.pack('<I', 10**6), 'past the end of the file'),
     (b'MM\x00*' + struct.pack('>IH', 8, 1) + struct.pack('>HHII', 258, 3, 1, 8), 'no ImageWidth and ImageLength'),
+    # a classic TIFF's width typed LONG8 (BigTIFF only) in its last entry: struct.error, which no caller catches
+    (b'II*\x00' + struct.pack('<IH', 8, 2) + struct.pack('<HHII', 257, 3, 1, 10) + struct.pack('<HHII', 256, 16, 1, 20),
+     'no ImageWidth and ImageLength'),
     (b'P6\n', r'corrupt P6 \(PNM\) header'),
     (b'P5\n32 x\n255\n', r'corrupt P5 \(PNM\) header'),
     (b'P2\n# a comment without its end', r'corrupt P2 \(PNM\) header'),

@@ -441,9 +441,11 @@ def _file_chunks(f, kind: str):
             yield head[1], f.read(max(length - 2, 0))
 
 
-# TIFF tags of the size, and the field types that may hold it: SHORT, LONG, and BigTIFF's LONG8
+# TIFF tags of the size, and the field types that may hold it: SHORT, LONG, and BigTIFF's LONG8 (a classic TIFF's
+# 4-byte field cannot hold one: read as 8 bytes, the last entry raised struct.error)
 _TIFF_WIDTH, _TIFF_LENGTH = 256, 257
-_TIFF_INTS = {3: 'H', 4: 'I', 16: 'Q'}
+_TIFF_INTS = {3: 'H', 4: 'I'}
+_BIGTIFF_INTS = {**_TIFF_INTS, 16: 'Q'}
 _PNM_MAGIC = tuple(b'P%d' % n for n in range(1, 7))
 
 
@@ -457,10 +459,10 @@ def _tiff_size(f, head: bytes) -> tuple[int, int]:
         raise ImageError(f'truncated TIFF header ({len(head)} bytes)')
     if big:
         (offset,) = struct.unpack(end + 'Q', head[8:16])
-        count_fmt, entry_bytes, value_at = 'Q', 20, 12
+        count_fmt, entry_bytes, value_at, ints = 'Q', 20, 12, _BIGTIFF_INTS
     else:
         (offset,) = struct.unpack(end + 'I', head[4:8])
-        count_fmt, entry_bytes, value_at = 'H', 12, 8
+        count_fmt, entry_bytes, value_at, ints = 'H', 12, 8, _TIFF_INTS
     f.seek(offset)
     raw = f.read(struct.calcsize(count_fmt))
     if len(raw) < struct.calcsize(count_fmt):
@@ -470,8 +472,8 @@ def _tiff_size(f, head: bytes) -> tuple[int, int]:
     size = {}
     for at in range(0, len(entries) - entry_bytes + 1, entry_bytes):
         tag, kind = struct.unpack(end + 'HH', entries[at:at + 4])
-        if tag in (_TIFF_WIDTH, _TIFF_LENGTH) and kind in _TIFF_INTS:
-            fmt = end + _TIFF_INTS[kind]
+        if tag in (_TIFF_WIDTH, _TIFF_LENGTH) and kind in ints:
+            fmt = end + ints[kind]
             (size[tag],) = struct.unpack(fmt, entries[at + value_at:at + value_at + struct.calcsize(fmt)])
     if len(size) < 2:
         raise ImageError('corrupt TIFF: its first directory has no ImageWidth and ImageLength')
