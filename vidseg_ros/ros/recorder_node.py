@@ -70,7 +70,7 @@ class RecorderNode(TopicDiscovery, QosEvents, RecorderServices, RecorderDiagnost
 
     def __init__(self, **kwargs):
         super().__init__('vidseg_recorder', **kwargs)
-        adopt(self)   # the core's log lines (model load, bag files) come as this node's
+        adopt(self)   # the core's log lines (the bag writer's 'recording to', 'closed') come as this node's
         declare_settings(self, RecorderSettings, read_only=True)  # nothing is applied at run time
         self.cfg: RecorderSettings = read_settings(self, RecorderSettings)
         cfg = self.cfg

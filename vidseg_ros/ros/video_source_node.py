@@ -41,7 +41,7 @@ class VideoSourceNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('vidseg_video_source', **kwargs)
-        adopt(self)   # the core's log lines (model load, bag files) come as this node's
+        adopt(self)   # the core's log lines (the video reader's skipped frames) come as this node's
         declare_settings(self, VideoSourceConfig)
         self.cfg: VideoSourceConfig = read_settings(self, VideoSourceConfig)
         if not self.cfg.source:
