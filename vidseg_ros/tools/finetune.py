@@ -237,7 +237,7 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     seg = StreamSegmenter(net, meta, EngineConfig(device='cpu', keyframe_interval=1))
     preds, gts, cm = [], [], ConfusionMatrix(len(meta['classes']), ignore)
     beyond = np.zeros(256, np.int64)     # --labels-dir pixels of ids the model has no class for (not scored)
-    beyond_files, labels_read = [], 0    # the --labels-dir labels holding any, of those read
+    beyond_files = []                    # the --labels-dir labels holding any (of len(gts) read)
     for img in tqdm(frames, desc='label sequence', unit='frame', disable=not progress, mininterval=1.0):
         pred = _step(seg, img).class_ids
         # atomic, and a full disk is an OSError (cv2.imwrite returned True over truncated masks: exit 0)
@@ -249,7 +249,6 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
                 gt = (gt > 0).astype(np.uint8)
             else:
                 counts = ids_beyond(gt, len(meta['classes']), ignore)
-                labels_read += 1
                 if counts.any():
                     beyond += counts
                     beyond_files.append(str(gt_path))
@@ -263,7 +262,7 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
         result.update(j_and_f(gts, preds) if binary else {})
         result['mIoU'] = scores['mIoU']
         if beyond.any():     # said as vidseg eval says it (data_setup.beyond_text)
-            summary = result['label_ids_beyond_classes'] = beyond_summary(beyond, beyond_files, labels_read,
+            summary = result['label_ids_beyond_classes'] = beyond_summary(beyond, beyond_files, len(gts),
                                                                           scores['pixels'])
             log.warning('%s', beyond_text(summary, beyond, len(meta['classes']), (ignore,),
                                           'were left out of mIoU',
