@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 
-
 from vidseg_ros.ros import diagnostics, health
 
 LAST_STATUS_ACK_S = 0.5   # the last (STALE) /diagnostics status waits this long for reliable readers to take it
