@@ -190,13 +190,13 @@ def test_a_subscriber_of_the_compressed_images_counts_with_transport_both(start_
 
 
 @pytest.mark.parametrize('setting,value,says', [
-    ('resize_hw', [0, 0], 'resize_hw: [0, 0] is not [] or [H, W]'),
-    ('resize_hw', [-1, 5], 'resize_hw: [-1, 5] is not [] or [H, W]'),
-    ('resize_hw', [5], 'resize_hw: [5] is not [] or [H, W]'),
-    ('resize_hw', [100000, 100000], 'resize_hw: [100000, 100000] is not [] or [H, W]'),
-    ('jpeg_quality', 500, 'jpeg_quality: 500 is out of range 0..100'),
+    ('resize_hw', [0, 0], 'resize_hw: 0 is out of range 1..'),
+    ('resize_hw', [-1, 5], 'resize_hw: -1 is out of range 1..'),
+    ('resize_hw', [5], 'resize_hw: 1 values given, expected 0 or 2'),
+    ('resize_hw', [100000, 100000], 'resize_hw: [100000, 100000] is over 16777216 pixels'),
+    ('jpeg_quality', 500, 'jpeg_quality out of range. Min: 0, Max: 100, value: 500'),
     ('hfov_deg', 0.0, 'hfov_deg: 0.0 is out of range'),
-    ('max_frames', -1, 'max_frames: -1 is negative')])
+    ('max_frames', -1, 'max_frames out of range. Min: 0')])
 def test_a_bad_output_setting_fails_at_start_up(start_node, frame_folder, setting, value, says):
     """resize_hw [0, 0], [-1, 5] or [5] stopped the node at its first frame with a cv2.error/IndexError traceback
     (exit 1), [100000, 100000] asked OpenCV for 30 GB; jpeg_quality 500 logged OpenCV's warning on every frame;

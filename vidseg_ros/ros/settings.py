@@ -94,10 +94,10 @@ class VideoSourceConfig:
     encoding: str = setting('rgb8', 'Image encoding published', ('rgb8', 'bgr8', 'mono8'))
     transport: str = setting('raw', 'raw publishes `image`, compressed `image/compressed` (jpeg), both both',
                              ('raw', 'compressed', 'both'))
-    jpeg_quality: int = setting(90, 'JPEG quality of image/compressed, 0..100')
-    resize_hw: list[int] = setting([], 'Resize frames to [H, W] before publishing (H, W >= 1, H*W at most '
-                                           '4096x4096); empty = as read')
-    max_frames: int = setting(0, 'Stop after this many frames (>= 0); 0 = all')
+    jpeg_quality: int = setting(90, 'JPEG quality of image/compressed', range=(0, 100))
+    resize_hw: list[int] = setting([], 'Resize frames to [H, W] before publishing (H*W at most 4096x4096); '
+                                           'empty = as read', range=(1, MAX_INPUT_PIXELS), lengths=(0, 2))
+    max_frames: int = setting(0, 'Stop after this many frames; 0 = all', range=(0, 2**31 - 1))
     wait_for_subscribers: int = setting(0, 'Hold the first frame until this many subscribers match `image` '
                                            'and image/compressed together')
     wait_timeout_s: float = setting(10.0, 'Give up waiting for subscribers after this long')
