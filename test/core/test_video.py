@@ -126,6 +126,7 @@ def test_a_truncated_video_ends_where_its_data_ends(tmp_path, sample_video):
     frames = VideoFrames(tmp_path / 'cut.avi')
     first = [rgb[::64, ::64].copy() for _, rgb in frames]
     assert 300 < len(first) < len(frames) == 795
+    assert frames.short_of == 795 - len(first)     # said once (a warning), not an error: the count may be estimated
     again = iter(frames)
     assert np.array_equal(next(again)[1][::64, ::64], first[0])
 
@@ -165,3 +166,21 @@ def test_a_glob_still_lists_its_images(tmp_path):
     for name in ('f2.png', 'f10.png', 'g1.png'):
         cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
     assert [p.name for p in VideoFrames(tmp_path / 'f*.png').files] == ['f2.png', 'f10.png']
+
+
+def test_damaged_last_frames_are_said_not_taken_for_the_end(tmp_path, caplog):
+    """Frames 8 and 9 of 10 zeroed: the reads ended after frame 7 as at the end of the file, and nothing said that
+    2 frames the header reports never came (bag-from-frames then wrote a bag without its tail)."""
+    data = bytearray(mjpg_avi(tmp_path / 'clip.avi', 10, fps=10.0).read_bytes())
+    starts = jpeg_starts(data)
+    end = data.index(b'idx1', starts[9])
+    data[starts[8]:end - 8] = bytes(end - 8 - starts[8])
+    (tmp_path / 'damaged.avi').write_bytes(bytes(data))
+    with caplog.at_level('WARNING'):
+        frames = VideoFrames(tmp_path / 'damaged.avi')
+        means = [round(rgb.mean() / 20) for _, rgb in frames]
+        again = [round(rgb.mean() / 20) for _, rgb in frames]     # a loop's second pass says it no more
+    assert means == again == list(range(8)) and frames.short_of == 2
+    warned = [r.getMessage() for r in caplog.records if r.name == video.__name__]
+    assert warned == [f'{tmp_path / "damaged.avi"}: the video reports 10 frames, 8 came: the file may be cut short '
+                      'or its last frames damaged'], warned

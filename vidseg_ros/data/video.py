@@ -45,6 +45,7 @@ class VideoFrames:
         self.files: list[Path] = []
         self.fps = 0.0
         self.skipped = 0    # video frames that did not decode, skipped (all passes)
+        self.short_of = 0   # frames a video's header reports beyond those that came (a cut file, a damaged end)
         if path.is_dir():
             self.files = sorted((p for p in path.iterdir()
                                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')),
@@ -84,21 +85,32 @@ class VideoFrames:
             return
         cap = cv2.VideoCapture(self.source)
         try:
-            i = failed = 0
+            i = failed = skipped = 0
             while failed < MAX_UNREADABLE_IN_A_ROW:
                 ok, bgr = cap.read()
                 if not ok:
                     failed += 1
                     continue
                 if failed:
-                    self.skipped += failed
+                    self.skipped, skipped = self.skipped + failed, skipped + failed
                     log.warning('%s: skipped %d frame(s) that did not decode before frame %d', clip(self.source),
                                 failed, i)
                     failed = 0
                 yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 i += 1
+            self._check_count(cap, i + skipped)
         finally:
             cap.release()
+
+    def _check_count(self, cap, seen: int) -> None:
+        """Say once when the header reports more frames than came: a file cut short, or damaged frames at its end,
+        which end the reads as the end of the file does (a bag made of it missed its tail without a word). Not an
+        error: for some containers the count is an estimate from the duration."""
+        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if reported > seen and not self.short_of:
+            self.short_of = reported - seen
+            log.warning('%s: the video reports %d frames, %d came: the file may be cut short or its last frames '
+                        'damaged', clip(self.source), reported, seen)
 
 
 def read_frame(path, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
