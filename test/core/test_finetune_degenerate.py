@@ -25,7 +25,7 @@ def _checkpoint(tmp_path, classes: int, input_hw):
 def _run(tmp_path, ckpt, mask: np.ndarray, steps: int = 1):
     """Fine-tune on frame 0 of a 2-frame sequence of ``mask``'s size."""
     rng = np.random.default_rng(0)
-    (tmp_path / 'seq').mkdir()
+    (tmp_path / 'seq').mkdir(exist_ok=True)
     for t in range(2):
         cv2.imwrite(str(tmp_path / 'seq' / f'{t:05d}.png'), rng.integers(0, 255, (*mask.shape, 3), np.uint8))
     cv2.imwrite(str(tmp_path / 'mask.png'), mask)
@@ -162,3 +162,14 @@ def test_labels_dir_ids_beyond_the_model_classes_are_said(tmp_path, caplog):
     assert f'{n} label pixels ({share:.1%} of the labelled pixels) in 2 of 2 label files hold ids 7: beyond the 3 ' \
            f'classes (0..2) and not the ignore id 255; they were left out of mIoU (first: {first}); are the ' \
            "--labels-dir labels numbered as the model's classes?" in caplog.text
+
+
+def test_hidden_files_in_the_sequence_are_not_frames(tmp_path):
+    """A macOS ``._00001.png`` beside each frame (copied from a Mac to a USB disk) was taken for a frame and failed
+    the run as unreadable; the sequence is now listed as the video source lists a folder."""
+    ckpt = _checkpoint(tmp_path, 3, [32, 32])
+    (tmp_path / 'seq').mkdir()
+    (tmp_path / 'seq' / '._00001.png').write_bytes(b'\x00\x05\x16\x07 Mac OS X resource fork')
+    result = _run(tmp_path, ckpt, _square(1))
+    assert np.isfinite(result['loss_last'])
+    assert sorted(p.name for p in (tmp_path / 'ft').glob('*.png')) == ['00000.png', '00001.png']

@@ -47,9 +47,7 @@ class VideoFrames:
         self.skipped = 0    # video frames that did not decode, skipped (all passes)
         self.short_of = 0   # frames a video's header reports beyond those that came (a cut file, a damaged end)
         if path.is_dir():
-            self.files = sorted((p for p in path.iterdir()
-                                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')),
-                                key=natural_key)
+            self.files = image_files(path)
         elif path.is_file():
             cap = cv2.VideoCapture(self.source)
             if not cap.isOpened():
@@ -111,6 +109,13 @@ class VideoFrames:
             self.short_of = reported - seen
             log.warning('%s: the video reports %d frames, %d came: the file may be cut short or its last frames '
                         'damaged', clip(self.source), reported, seen)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images of ``folder`` as frames, in name order with numbers by value; hidden files left out
+    (``VideoFrames``)."""
+    return sorted((p for p in Path(folder).iterdir()
+                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')), key=natural_key)
 
 
 def read_frame(path, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:

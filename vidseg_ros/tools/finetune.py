@@ -21,9 +21,8 @@ import torch
 from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.data.images import (clip, file_image_hw, palette_indices, read_label_pixels, read_rgb,
-                                    write_image_atomic)
-from vidseg_ros.data.order import natural_key
+from vidseg_ros.data.images import clip, file_image_hw, palette_indices, read_label_pixels, write_image_atomic
+from vidseg_ros.data.video import IMAGE_SUFFIXES, image_files, read_frame
 from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 from vidseg_ros.data.datasets.lock import dataset_lock
@@ -32,7 +31,6 @@ from vidseg_ros.training.data_setup import beyond_summary, beyond_text, ids_beyo
 from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
 
 
 def _read_mask(path: Path) -> np.ndarray:
@@ -92,7 +90,8 @@ def _augment(input_hw: list[int] | None, frame_hw: tuple[int, int], stride: int)
 
 
 def _frames(sequence: Path) -> list[Path]:
-    frames = sorted((p for p in sequence.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+    """The sequence's frames as the video source lists a folder (hidden files, such as macOS's ``._*``, left out)."""
+    frames = image_files(sequence)
     if not frames:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {sequence}')
     return frames
@@ -211,7 +210,7 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
         meta = dict(meta, classes=list(DAVIS_CLASSES), palette=[list(c) for c in DAVIS_PALETTE],
                     ignore_index=DEFAULT_IGNORE, arch_config=dict(meta['arch_config'], num_classes=2))
         ignore = DEFAULT_IGNORE
-    rgb = read_rgb(frame)
+    rgb = read_frame(frame)
     if mask.shape != rgb.shape[:2]:
         raise ValueError(f'label {label} is {mask.shape[1]}x{mask.shape[0]}, its frame {frame} is '
                          f'{rgb.shape[1]}x{rgb.shape[0]}')
@@ -275,6 +274,6 @@ def _step(seg, img: Path):
     naming its file (the engine's NonFiniteOutput knows no file: the user had to guess which frame)."""
     from vidseg_ros.engine.base import NonFiniteOutput
     try:
-        return seg.step(read_rgb(img))
+        return seg.step(read_frame(img))
     except NonFiniteOutput as e:
         raise NonFiniteOutput(f'frame {clip(img)}: {e}') from e
