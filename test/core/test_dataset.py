@@ -224,3 +224,23 @@ def test_a_label_of_another_size_than_its_frame_is_refused_naming_both(tmp_path)
         FrameDataset(source, train=False)[0]
     cv2.imwrite(str(tmp_path / 'l.png'), np.ones((64, 96), np.uint8))
     assert tuple(FrameDataset(source, train=False)[0]['label'].shape[-2:]) == (64, 96)
+
+
+def test_hidden_files_of_a_mac_are_not_frames_of_camvid_or_davis(tmp_path):
+    """Copied from a Mac to a USB disk, each image has a ``._name`` beside it: CamVid made a sequence '._0001TP' of
+    unreadable frames, DAVIS stopped with ValueError: invalid literal for int() ('._00000')."""
+    junk = b'\x00\x05\x16\x07 Mac OS X resource fork'
+    camvid = tmp_path / 'camvid'
+    (camvid / 'val').mkdir(parents=True)
+    (camvid / 'valannot').mkdir()
+    for n in (30, 60):
+        cv2.imwrite(str(camvid / 'val' / f'0001TP_{n:06d}.png'), np.zeros((8, 8, 3), np.uint8))
+        (camvid / 'val' / f'._0001TP_{n:06d}.png').write_bytes(junk)
+    assert {(r.sequence, r.index) for r in camvid_source(camvid, 'val').records} == {('0001TP', 30), ('0001TP', 60)}
+    davis = tmp_path / 'davis'
+    (davis / 'JPEGImages' / '480p' / 'bear').mkdir(parents=True)
+    (davis / 'JPEGImages' / '480p' / '.Trashes').mkdir()
+    for n in range(2):
+        cv2.imwrite(str(davis / 'JPEGImages' / '480p' / 'bear' / f'{n:05d}.jpg'), np.zeros((8, 8, 3), np.uint8))
+        (davis / 'JPEGImages' / '480p' / 'bear' / f'._{n:05d}.jpg').write_bytes(junk)
+    assert [(r.sequence, r.index) for r in davis_source(davis).records] == [('bear', 0), ('bear', 1)]

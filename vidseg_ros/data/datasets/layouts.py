@@ -142,7 +142,9 @@ def camvid_source(root: str | Path, split: str = 'train') -> FrameSource:
     if not img_dir.is_dir():
         raise FileNotFoundError(f'no CamVid split folder {img_dir}')
     records = []
-    for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in ('.png', '.webp', '.jpg')):
+    # hidden files left out: a macOS ._0001TP_006690.png became a sequence '._0001TP' of an unreadable frame
+    for img in sorted(p for p in img_dir.iterdir()
+                      if p.suffix.lower() in ('.png', '.webp', '.jpg') and not p.name.startswith('.')):
         m = _CAMVID_NAME.match(img.stem)
         if not m:
             log.warning('skipping %s: name is not <SEQ>_<FRAME>', img)
@@ -168,10 +170,11 @@ def davis_source(root: str | Path, sequences: list[str] | None = None,
     img_root, lab_root = root / 'JPEGImages' / resolution, root / 'Annotations' / resolution
     if not img_root.is_dir():
         raise FileNotFoundError(f'no DAVIS image folder {img_root}')
-    names = sequences or sorted(p.name for p in img_root.iterdir() if p.is_dir())
+    names = sequences or sorted(p.name for p in img_root.iterdir() if p.is_dir() and not p.name.startswith('.'))
     records = []
     for seq in names:
-        for img in sorted((img_root / seq).glob('*.jpg')):
+        # pathlib's * matches hidden names too: a macOS ._00000.jpg stopped the opener with int('._00000')
+        for img in sorted(p for p in (img_root / seq).glob('*.jpg') if not p.name.startswith('.')):
             idx = int(img.stem)
             lab = lab_root / seq / (img.stem + '.png')
             records.append(FrameRecord(seq, idx, img, lab if lab.is_file() else None,
