@@ -43,6 +43,18 @@ def test_topic_and_time_filters(tmp_path):
     assert t0 > 0
 
 
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_a_bag_copied_from_a_mac_reads_without_its_hidden_files(tmp_path, storage):
+    """macOS writes ``._<name>`` beside each file it copies to a USB disk: ``._bag.mcap`` was read as a split
+    missing from metadata.yaml, with two warnings (not listed, not an MCAP file)."""
+    bag, _ = _bag(tmp_path, storage, n=5)
+    for f in bag_files(bag):
+        (bag / f'._{f.name}').write_bytes(b'\x00\x05\x16\x07 Mac OS X resource fork')
+    warnings = []
+    assert len(list(read_messages(bag, warnings=warnings))) == 5 and not warnings, warnings
+    assert [f.name for f in bag_files(bag)] == [f'bag.{"mcap" if storage == "mcap" else "db3"}']
+
 def _damage(bag, mutate, name):
     out = bag.parent / name
     shutil.copytree(bag, out)

@@ -72,11 +72,13 @@ def has_suffix(path: str | Path, suffixes: tuple[str, ...]) -> bool:
 
 def bag_files(path: str | Path) -> list[Path]:
     """The storage files of a bag folder (``*.mcap``, ``*.db3``, compressed ``*.mcap.zstd``, ``*.db3.zstd``) or
-    the file itself."""
+    the file itself. Hidden files are left out: a bag copied from a Mac has a ``._bag_0.mcap`` beside each file,
+    which was read as a split missing from metadata.yaml and reported twice as damaged."""
     path = Path(path)
     if path.is_dir():
         # Natural order: recorder splits are named bag_2 ... bag_10.
-        files = sorted((p for p in path.iterdir() if has_suffix(p, STORAGE_SUFFIXES) and p.is_file()),
+        files = sorted((p for p in path.iterdir()
+                        if has_suffix(p, STORAGE_SUFFIXES) and p.is_file() and not p.name.startswith('.')),
                        key=lambda p: natural_key(p.name))
         if not files:
             raise FileNotFoundError(f'{path}: no .mcap or .db3 files (nor .mcap.zstd, .db3.zstd) in this bag folder')
