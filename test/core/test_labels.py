@@ -195,6 +195,21 @@ def test_import_colour_labels_by_order(tmp_path):
     assert read_meta(ds)['colors'][2] == [64, 0, 128]
 
 
+
+def test_hidden_label_files_are_not_labels(tmp_path):
+    """A macOS ``._f0.png`` beside each label (copied via a USB disk) was a label: by order it took frame 0 and
+    failed as unreadable; a ``.git`` folder's PNGs were labels too."""
+    ds, recs = _dataset(tmp_path, n=2)
+    (tmp_path / 'lab' / '.git').mkdir(parents=True)
+    mask = np.zeros((24, 32), np.uint8)
+    mask[:, 16:] = 1
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / 'lab' / f'f{i}.png'), mask)
+        (tmp_path / 'lab' / f'._f{i}.png').write_bytes(b'\x00\x05\x16\x07 Mac OS X resource fork')
+    cv2.imwrite(str(tmp_path / 'lab' / '.git' / 'a.png'), mask)
+    res = import_labels(ds, tmp_path / 'lab', class_names=['bg', 'obj'], match='order')
+    assert res == {'imported': 2, 'unmatched': 0, 'frames': 2}
+
 def test_colour_label_without_table_is_clear(tmp_path):
     ds, recs = _dataset(tmp_path, n=1)
     (tmp_path / 'lab').mkdir()

@@ -345,7 +345,8 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
         raise ValueError(f'ignore_index {ignore_index} is a class id of the {len(names)} classes; '
                          f'use a value >= {len(names)} (e.g. 255)')
     suffixes = ('.png', '.jpg', '.jpeg') if tolerance else ('.png',)    # JPEG: colour masks, colours matched loosely
-    files = sorted((p for p in Path(label_dir).rglob('*') if p.suffix.lower() in suffixes and p.is_file()),
+    files = sorted((p for p in Path(label_dir).rglob('*') if p.suffix.lower() in suffixes and p.is_file()
+                    and not _hidden(p, Path(label_dir))),
                    key=natural_key) if Path(label_dir).is_dir() else []     # label_2 before label_10; .PNG too
     if not files:
         raise FileNotFoundError(_no_pngs(Path(label_dir)))
@@ -433,6 +434,13 @@ def _warn_beyond(beyond: dict[int, Path], names: list[str], present: np.ndarray,
                 len(names), 'ids in the class table' if table else f'0..{len(names) - 1}',
                 ', '.join(map(short, names[:12])) + (', ...' if len(names) > 12 else ''), f', and {", ".join(map(short, empty))} got no pixel in any label'
                 if empty else '', 'class table' if table else '--class-names')
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """A hidden file or one in a hidden folder under ``root``: macOS's ``._label.png`` beside each copied label
+    was paired with a frame by ``--match order`` (every label after it one frame off) and failed as unreadable;
+    ``.git`` folders hold no labels."""
+    return any(part.startswith('.') for part in path.relative_to(root).parts)
 
 
 def _no_pngs(label_dir: Path) -> str:
