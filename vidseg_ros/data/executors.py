@@ -103,16 +103,71 @@ def _dask_client(workers: int, address: str):
         finally:
             client.close()
         return
+    nanny_log = logging.getLogger('distributed.nanny')
+    nanny_level = nanny_log.level
     with _quiet_distributed():
         cluster = _local_cluster(LocalCluster, workers)
         try:
             client = Client(cluster)
             try:
+                client.register_plugin(_quiet_worker_plugin())
                 yield client
+            except BaseException as e:
+                if not isinstance(e, Exception):   # Ctrl-C, sys.exit: stop now, not after the running tasks
+                    nanny_log.setLevel(logging.CRITICAL)    # see _stop_cluster_workers
+                    _stop_cluster_workers(cluster)
+                raise
             finally:
                 client.close()
         finally:
             cluster.close()
+            nanny_log.setLevel(nanny_level)
+
+
+# What a local cluster's workers log that the driver says itself (the task's error, as the one line of the
+# CLI) or that is the expected end of a cancelled run: a worker printed a 'Compute Failed' block with the
+# task's traceback for each failing task, and 'Async instruction ... ended with CancelledError' for each task
+# cancelled by the end of the run (a failure elsewhere, Ctrl-C), and, now and then, a heartbeat's traceback when
+# the run ends while a worker's heartbeat is on its way (the scheduler lives in the driver: gone means done).
+_REPORTED_BY_THE_DRIVER = ('Compute Failed', 'Async instruction for ',
+                           'Failed to communicate with scheduler during heartbeat')
+
+
+def _not_reported_by_the_driver(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_REPORTED_BY_THE_DRIVER)
+
+
+def _quiet_worker_plugin():
+    """A worker plugin leaving ``_REPORTED_BY_THE_DRIVER`` out of a worker's log (set up on each worker, those
+    the cluster restarts after a death too); the worker's other warnings (memory, ...) still show."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietTaskErrors(WorkerPlugin):
+        name = 'vidseg-quiet-task-errors'
+
+        def setup(self, worker):  # noqa: ARG002 - the same for every worker
+            for name in ('distributed.worker', 'distributed.worker.state_machine'):
+                logger = logging.getLogger(name)
+                if _not_reported_by_the_driver not in logger.filters:
+                    logger.addFilter(_not_reported_by_the_driver)
+    return QuietTaskErrors()
+
+
+def _stop_cluster_workers(cluster) -> None:
+    """End a local cluster's workers now (Ctrl-C): closing it waited 4 s for the running tasks, then killed the
+    workers with a warning each ('Worker process still alive after 4.0 seconds, killing'). The nannies' logs
+    are off meanwhile (the caller): they log this kill, and the SIGINT the workers got from the terminal makes
+    them close on their own as well, which a nanny logged as a CancelledError traceback. As with the pool, a
+    task stopped mid-write leaves at most a temporary file."""
+    import asyncio
+    nannies = list(getattr(cluster, 'workers', {}).values())
+
+    async def stop():
+        await asyncio.gather(*(n.close(timeout=0.2, reason='interrupted') for n in nannies), return_exceptions=True)
+    try:
+        cluster.sync(stop)
+    except Exception as e:  # noqa: BLE001 - closing the cluster below ends them all the same, only slower
+        log.debug('stopping the local cluster workers: %s', e)
 
 
 def _local_cluster(local_cluster, workers: int):
