@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -206,8 +207,10 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                 progress(new)
     finally:
         getattr(results, 'close', lambda: None)()   # a cluster's result stream ends before the cluster
-        stack.close()
-        write_index(root, list(records.values()))     # labels written so far stay indexed
+        try:    # the executor sees the error: on Ctrl-C it stops its workers now, not after their running jobs
+            stack.__exit__(*sys.exc_info())
+        finally:
+            write_index(root, list(records.values()))     # labels written so far stay indexed
     for r in records.values():
         counts['total_' + r.label_source] = counts.get('total_' + r.label_source, 0) + 1
     written = counts.pop('_px', 0)
