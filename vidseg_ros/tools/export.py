@@ -15,6 +15,7 @@ which ``vidseg info`` shows (``tools/exported_info.py``).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import io
@@ -67,12 +68,16 @@ def check_output(out: str | Path, fmt: str) -> Path:
 
 def _check_current_name(out: Path) -> None:
     """A key-frame ONNX export also writes ``<stem>.current.onnx``: refused, before anything is written, when
-    that name is longer than the file system takes (the export failed at its end)."""
+    that name is longer than the file system takes, or is a folder (the export failed at its end, the folder
+    after the key-frame graph had replaced ``out``: the earlier pair was lost, the new graph had no partner)."""
     name, limit = os.fsencode(current_path(out).name), name_limit(out)
     if len(name) > limit:
         raise ValueError(f'export: a key-frame model\'s ONNX export also writes <stem>.current.onnx, here '
                          f'{len(name)} bytes, longer than its file system takes ({limit}); choose a name at least '
                          f'{len(name) - limit} bytes shorter than {clip(out.name, 60)}')
+    if current_path(out).is_dir():
+        raise ValueError(f'{str(current_path(out))[-200:]} is a folder: a key-frame model\'s ONNX export writes '
+                         f'X.onnx and X.current.onnx; move the folder or choose another name')
 
 
 def _staged_name(out: Path) -> Path:
@@ -110,9 +115,23 @@ def _staged(out: Path):
             for src, dst in pairs:
                 if src.exists():
                     os.replace(src, dst)
+                elif dst != out and out.suffix == SUFFIX['onnx']:
+                    _remove_old_partner(dst)
     finally:
         for src, _ in pairs:
             src.unlink(missing_ok=True)
+
+
+def _remove_old_partner(path: Path) -> None:
+    """Remove ``X.current.onnx``, the current-frame graph of the key-frame pair a one-graph ONNX export just
+    replaced: left, it was another export's graph under the name of ``X.onnx``'s partner. A name too long to
+    exist is no file; a file that cannot be removed is a warning (the export itself is in place)."""
+    try:
+        if path.is_file():
+            path.unlink()
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            log.warning('%s is left from an earlier key-frame export (%s): remove it', path, e.strerror)
 
 
 class _Method(nn.Module):
@@ -230,20 +249,23 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, input_hw: tuple[
 
 
 def _onnx_graph(module: nn.Module, args: tuple, path: Path, in_names: list[str], out_names: list[str],
-                info: dict) -> None:
-    """One ONNX graph with dynamic batch/height/width and the meta in metadata_props."""
+                info: dict, shown: Path) -> None:
+    """One ONNX graph with dynamic batch/height/width and the meta in metadata_props, built in memory and written
+    by ``write_file_atomic`` (synced; an OSError names ``shown``, the user's file: torch.onnx.export to the path
+    said only '[Errno 27] File too large' on a full disk, or named the staged file)."""
     import onnx
     dyn = {n: {0: 'batch', 2: f'{n}_h', 3: f'{n}_w'} for n in in_names + out_names}
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         # the TorchScript-based exporter handles our data-dependent interpolate sizes with
         # dynamic axes; the dynamo exporter needs symbolic-shape work on the stride check
-        torch.onnx.export(module, args, str(path), input_names=in_names, output_names=out_names,
+        torch.onnx.export(module, args, buf, input_names=in_names, output_names=out_names,
                           dynamic_axes=dyn, opset_version=ONNX_OPSET, dynamo=False)
-    graph = onnx.load(str(path))
+    graph = onnx.load_model_from_string(buf.getvalue())
     entry = graph.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(info)
-    onnx.save(graph, str(path))
+    write_file_atomic(path, graph.SerializeToString(), shown=shown)
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, input_hw: tuple[int, int] | None = None,
@@ -259,13 +281,13 @@ def export_onnx(checkpoint: str | Path, out: str | Path, input_hw: tuple[int, in
     with _staged(out) as tmp:
         if kind == 'keyframe':
             names = [f'cache_{i}' for i in range(len(state))]
-            _onnx_graph(_Method(model, 'forward_key'), (x,), tmp, ['image'], ['logits'] + names, info)
+            _onnx_graph(_Method(model, 'forward_key'), (x,), tmp, ['image'], ['logits'] + names, info, out)
             _onnx_graph(_Method(model, 'forward_current'), (x, *state), current_path(tmp),
-                        ['image'] + names, ['logits'], info)
+                        ['image'] + names, ['logits'], info, current_path(out))
             files = [str(out), str(current_path(out))]
         else:
             _onnx_graph(_Method(model, 'forward_step'), (x, *state), tmp, ['image'] + names,
-                        ['logits'] + [f'{n}_out' for n in names], info)
+                        ['logits'] + [f'{n}_out' for n in names], info, out)
             files = [str(out)]
         diff = parity(model, kind, tmp, x) if check else None
     report = {'files': files, 'traced_hw': info['traced_hw'], 'max_abs_diff': diff}

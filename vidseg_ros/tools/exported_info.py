@@ -64,7 +64,7 @@ def describe(path: Path) -> dict:
                           'export again to see them')
     role, partner = next(iter(read.graphs)), None
     if path.suffix == '.onnx' and stream.kind == 'keyframe':
-        partner = _partner(path, read, extra.get('export_id'))     # first: its graph adds to read.graphs
+        partner = _partner(path, read, extra.get('export_id'), stream)     # first: its graph adds to read.graphs
         if role == 'current':
             read.notes.append(f'this is the current-frame graph of a key-frame pair: the model to give the engine '
                               f'is {Path(partner["file"]).name}')
@@ -162,8 +162,10 @@ def _role(io: dict) -> str:
     return 'step'
 
 
-def _partner(path: Path, read: _Read, export_id) -> dict:
-    """The other graph of a key-frame ONNX pair: its file, whether it is there and from the same export."""
+def _partner(path: Path, read: _Read, export_id, stream) -> dict:
+    """The other graph of a key-frame ONNX pair: its file, whether it is there, the other role's graph as the
+    engine checks it (a copy of X.onnx named X.current.onnx was 'present', 'same_export'; the engine refused the
+    pair) and from the same export."""
     role = next(iter(read.graphs))
     if role == 'current':
         name = path.name[:-len(CURRENT)] if path.name.endswith(CURRENT) else path.stem
@@ -178,8 +180,10 @@ def _partner(path: Path, read: _Read, export_id) -> dict:
     try:
         theirs = _read_onnx(other)
         their_id = json.loads(theirs.text).get('export_id')
+        check_onnx_io(other, stream, 'key' if role == 'current' else 'current', *theirs.io)
     except (CheckpointError, ValueError, AttributeError) as e:
-        entry['problem'] = one_line(e, 200)
+        entry['problem'] = one_line(str(e).replace(str(other), other.name), 200)   # 'file' has its folder
+        read.notes.append(f'{other.name} cannot be its partner ({entry["problem"]}): the engine refuses the pair')
         return entry
     entry['parameters'] = theirs.parameters
     read.graphs.update(theirs.graphs)

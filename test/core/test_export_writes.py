@@ -1,0 +1,96 @@
+"""What `vidseg export` leaves on disk where its writes cannot all be made, and what `vidseg info` says of a pair
+whose partner is the wrong graph: an earlier export is kept whole, and the one line names the user's file."""
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from support.paths import ROOT
+from vidseg_ros.cli import app
+from vidseg_ros.models import create_model
+from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+from vidseg_ros.tools.export import export_onnx
+
+pytest.importorskip('onnxruntime')
+pytest.importorskip('onnx')
+
+
+def _checkpoint(folder, arch, **kw):
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=2, **kw)
+    path = folder / f'{arch}.pt'
+    save_checkpoint(path, model, default_meta(arch, model.arch_config, classes=['bg', 'robot'],
+                                              palette=[[0, 0, 0], [255, 0, 0]], ignore_index=None, input_hw=[64, 64]))
+    return path
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory):
+    """Tiny key-frame and recurrent checkpoints and the key-frame pair exported from the first: name -> path/bytes."""
+    folder = tmp_path_factory.mktemp('writes')
+    keyframe = _checkpoint(folder, 'keyframe_fpn', width_mult=0.25, fpn_ch=16)
+    export_onnx(keyframe, folder / 'k.onnx')
+    return {'keyframe': keyframe, 'recurrent': _checkpoint(folder, 'recurrent_unet', size='small_shallow'),
+            'key': (folder / 'k.onnx').read_bytes(), 'current': (folder / 'k.current.onnx').read_bytes()}
+
+
+def test_a_key_frame_pair_whose_current_graph_cannot_be_placed_is_refused_before_anything_is_written(models, tmp_path):
+    """A folder named m.current.onnx: the key-frame graph was moved over m.onnx first, then the rename of the
+    current-frame graph failed ('.8fa3daa0-3d0d4aba.partial.current.onnx: Is a directory', a hidden name): the
+    earlier m.onnx was lost and the new one had no partner."""
+    (tmp_path / 'm.onnx').write_bytes(models['key'])
+    (tmp_path / 'm.current.onnx').mkdir()
+    with pytest.raises(ValueError, match=r'm\.current\.onnx is a folder: .*writes X\.onnx and X\.current\.onnx'):
+        export_onnx(models['keyframe'], tmp_path / 'm.onnx')
+    assert (tmp_path / 'm.onnx').read_bytes() == models['key']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
+
+
+def test_an_onnx_export_onto_a_full_disk_fails_in_one_line_naming_the_file_and_leaves_nothing(models, tmp_path):
+    """torch.onnx.export wrote the staged file itself: the error was '[Errno 27] File too large', no file named,
+    and the graph was moved into place without an fsync (the TorchScript export goes through write_file_atomic)."""
+    out = tmp_path / 'x' / 'm.onnx'
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (50 * 1024, resource.RLIM_INFINITY))  # noqa: E731
+    result = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'export', str(models['keyframe']), str(out)],
+                            capture_output=True, text=True, timeout=300, preexec_fn=limit,
+                            env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f'vidseg export: error: {out}: File too large (not written; a file there before is ' \
+                            'unchanged)\n'
+    assert list(out.parent.iterdir()) == []
+
+
+def test_an_onnx_export_into_a_folder_it_may_not_write_names_the_file_not_the_staged_one(models, tmp_path):
+    """'vidseg export m.pt /proc/m.onnx' said '/proc/.2c532e18-a76cf8f5.partial.onnx: No such file or directory'."""
+    with pytest.raises(OSError) as e:
+        export_onnx(models['keyframe'], '/proc/m.onnx')
+    assert e.value.filename == '/proc/m.onnx'
+
+
+def test_a_recurrent_onnx_export_over_a_key_frame_pair_removes_the_pair_s_current_graph(models, tmp_path):
+    """m.current.onnx of the replaced key-frame export stayed beside the new recurrent m.onnx: a graph of another
+    export under the name of its partner ('m.current.onnx and m.onnx come from two exports' in vidseg info)."""
+    (tmp_path / 'm.onnx').write_bytes(models['key'])
+    (tmp_path / 'm.current.onnx').write_bytes(models['current'])
+    (tmp_path / 'm.ts').write_bytes(b'not touched')
+    report = export_onnx(models['recurrent'], tmp_path / 'm.onnx')
+    assert report['files'] == [str(tmp_path / 'm.onnx')]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.onnx', 'm.ts']
+
+
+def test_info_refuses_a_partner_that_is_not_the_current_frame_graph(models, tmp_path):
+    """m.onnx copied as m.current.onnx: the engine refuses the pair ('its graph has 1 input(s) and 3 output(s)'),
+    info said partner present and same_export true, without a note."""
+    (tmp_path / 'm.onnx').write_bytes(models['key'])
+    (tmp_path / 'm.current.onnx').write_bytes(models['key'])
+    r = CliRunner().invoke(app, ['info', str(tmp_path / 'm.onnx')])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert 'same_export' not in out['partner']
+    assert 'its graph has 1 input(s) and 3 output(s)' in out['partner']['problem']
+    assert any('m.current.onnx' in n and 'the engine refuses the pair' in n for n in out['notes']), out['notes']
