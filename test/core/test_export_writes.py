@@ -94,3 +94,14 @@ def test_info_refuses_a_partner_that_is_not_the_current_frame_graph(models, tmp_
     assert 'same_export' not in out['partner']
     assert 'its graph has 1 input(s) and 3 output(s)' in out['partner']['problem']
     assert any('m.current.onnx' in n and 'the engine refuses the pair' in n for n in out['notes']), out['notes']
+
+
+@pytest.mark.parametrize('name, fmt', [('.onnx', 'onnx'), ('.ts', 'ts')])
+def test_an_export_named_only_its_suffix_is_told_to_add_a_name(models, tmp_path, name, fmt):
+    """'vidseg export m.pt .onnx' said 'onnx exports are .onnx files (...), got .onnx': to Python (and the engine,
+    which picks the runtime by suffix) '.onnx' is a hidden name without a suffix."""
+    r = CliRunner().invoke(app, ['export', str(models['keyframe']), str(tmp_path / name), '--format', fmt])
+    assert r.exit_code == 2
+    assert r.stderr.endswith(f'{name}: a {"torchscript" if fmt == "ts" else fmt} export needs a name before its '
+                             f'suffix, e.g. {tmp_path / ("model" + name)}\n'), r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -51,6 +51,11 @@ SUFFIX = {'onnx': '.onnx', 'torchscript': '.ts'}     # what the engine loads eac
 def check_output(out: str | Path, fmt: str) -> Path:
     """``out`` (``~`` expanded) as a path the engine will load as ``fmt``; refused before anything is written."""
     out = Path(out).expanduser()
+    if out.name == SUFFIX[fmt]:
+        # Path('.onnx').suffix is '' (a hidden name without a suffix): the engine could not pick its runtime,
+        # and the refusal below said 'onnx exports are .onnx files ..., got .onnx'
+        raise ValueError(f'{str(out)[-200:]}: a {fmt} export needs a name before its suffix, e.g. '
+                         f'{out.with_name("model" + SUFFIX[fmt])}')
     if out.suffix != SUFFIX[fmt]:
         raise ValueError(f'{fmt} exports are {SUFFIX[fmt]} files (the engine picks the runtime by suffix), '
                          f'got {str(out)[-200:]}')
