@@ -105,3 +105,15 @@ def test_an_export_named_only_its_suffix_is_told_to_add_a_name(models, tmp_path,
     assert r.stderr.endswith(f'{name}: a {"torchscript" if fmt == "ts" else fmt} export needs a name before its '
                              f'suffix, e.g. {tmp_path / ("model" + name)}\n'), r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_info_of_a_key_frame_graph_whose_partner_name_is_a_folder_says_so(models, tmp_path):
+    """A folder m.current.onnx was 'm.current.onnx is missing' (it is there: the user looks for a file and sees it)."""
+    (tmp_path / 'm.onnx').write_bytes(models['key'])
+    (tmp_path / 'm.current.onnx').mkdir()
+    r = CliRunner().invoke(app, ['info', str(tmp_path / 'm.onnx')])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out['partner'] == {'file': str(tmp_path / 'm.current.onnx'), 'present': False}
+    assert out['notes'] == ['m.current.onnx is a folder: the engine needs both files of a key-frame ONNX export, '
+                            'side by side'], out['notes']

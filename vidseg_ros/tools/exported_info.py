@@ -25,6 +25,7 @@ from vidseg_ros.engine.backends import check_model_file, current_path, open_expo
 from vidseg_ros.engine.exported_checks import (MAX_META_BYTES, META_KEY, check_format, check_onnx_io,
                                                check_onnx_tensors, exported_meta_info, onnx_model, ort_session,
                                                session_io)
+from vidseg_ros.engine.model_paths import file_problem
 from vidseg_ros.models.model_file_checks import CheckpointError, check_readable
 from vidseg_ros.text import one_line
 
@@ -172,9 +173,10 @@ def _partner(path: Path, read: _Read, export_id, stream) -> dict:
         other = path.with_name(name + '.onnx')
     else:
         other = current_path(path)
-    entry = {'file': str(other), 'present': other.is_file()}
-    if not entry['present']:
-        read.notes.append(f'{other.name} is missing: the engine needs both files of a key-frame ONNX export, '
+    problem = file_problem(other)      # a folder of that name was 'missing'
+    entry = {'file': str(other), 'present': not problem}
+    if problem:
+        read.notes.append(f'{other.name} {problem}: the engine needs both files of a key-frame ONNX export, '
                           'side by side')
         return entry
     try:
