@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -85,35 +86,63 @@ def test_ctrl_c_stops_a_local_clusters_running_tasks_now(tmp_path):
                 k.kill()
 
 
-class InterruptedPool:
+class FakePool:
+    """A pool's map as concurrent.futures has it: every job submitted, the results in order."""
+
+    def map(self, fn, args):
+        futures = [self.submit(fn, a) for a in args]
+        return (f.result() for f in futures)
+
+
+class InterruptedPool(FakePool):
     """A pool whose first result is a Ctrl-C, as when the user presses it while the jobs run."""
 
-    def map(self, fn, args):  # noqa: ARG002 - nothing runs
-        raise KeyboardInterrupt
-        yield
+    def submit(self, fn, arg):  # noqa: ARG002 - nothing runs
+        future = Future()
+        future.set_exception(KeyboardInterrupt())
+        return future
 
 
-def test_ctrl_c_in_a_propagation_run_reaches_its_executor(tmp_path, monkeypatch):
-    """The run closed its executor as if all had gone well (ExitStack.close() in a finally): the executor never
-    saw the Ctrl-C, so the local pool waited for each running stretch (4.9 s measured for 50-frame stretches at
-    96x128; minutes for real ones) and the Dask cluster its 4 s, instead of stopping its workers at once."""
+class FirstJobFailsPool(FakePool):
+    """A pool whose first job fails (an unreadable frame) while the others finish."""
+
+    def submit(self, fn, arg):
+        future = Future()
+        if not hasattr(self, 'started'):
+            self.started = True
+            future.set_exception(ValueError('cannot read image file f.png'))
+        else:
+            future.set_result(fn(arg))
+        return future
+
+
+def _dataset(tmp_path, frames: int, human: tuple[int, ...]):
     import numpy as np
 
     from vidseg_ros.data.bags.from_frames import write_bag
     from vidseg_ros.data.datasets.extract import extract
     from vidseg_ros.data.datasets.labels import import_labels, write_label
     from vidseg_ros.data.datasets.layouts import read_index
+
+    rng = np.random.default_rng(0)
+    write_bag(tmp_path / 'bag', [[rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(frames)]])
+    extract([tmp_path / 'bag'], tmp_path / 'ds')
+    recs = read_index(tmp_path / 'ds')
+    for i in human:
+        write_label(tmp_path / 'lab' / f'{recs[i].stamp_ns}.png', np.zeros((32, 48), np.uint8))
+    import_labels(tmp_path / 'ds', tmp_path / 'lab', class_names=['bg', 'obj'])
+    return tmp_path / 'ds'
+
+
+def test_ctrl_c_in_a_propagation_run_reaches_its_executor(tmp_path, monkeypatch):
+    """The run closed its executor as if all had gone well (ExitStack.close() in a finally): the executor never
+    saw the Ctrl-C, so the local pool waited for each running stretch (4.9 s measured for 50-frame stretches at
+    96x128; minutes for real ones) and the Dask cluster its 4 s, instead of stopping its workers at once."""
+    from vidseg_ros.data.datasets.layouts import read_index
     from vidseg_ros.data.labelling import run
     from vidseg_ros.data.labelling.propagate import PropagateConfig
 
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(4)]
-    write_bag(tmp_path / 'bag', [frames])
-    extract([tmp_path / 'bag'], tmp_path / 'ds')
-    recs = read_index(tmp_path / 'ds')
-    for i in (0, 3):
-        write_label(tmp_path / 'lab' / f'{recs[i].stamp_ns}.png', np.zeros((32, 48), np.uint8))
-    import_labels(tmp_path / 'ds', tmp_path / 'lab', class_names=['bg', 'obj'])
+    ds = _dataset(tmp_path, 4, (0, 3))
     seen = []
 
     @contextlib.contextmanager
@@ -125,6 +154,21 @@ def test_ctrl_c_in_a_propagation_run_reaches_its_executor(tmp_path, monkeypatch)
             raise
     monkeypatch.setattr(run, 'task_executor', executor)
     with pytest.raises(KeyboardInterrupt):
-        run.propagate_dataset(tmp_path / 'ds', PropagateConfig(), workers=2)
+        run.propagate_dataset(ds, PropagateConfig(), workers=2)
     assert seen == [KeyboardInterrupt]
-    assert [r.label_source for r in read_index(tmp_path / 'ds')] == ['human', 'none', 'none', 'human']
+    assert [r.label_source for r in read_index(ds)] == ['human', 'none', 'none', 'human']
+
+
+def test_a_failed_job_leaves_the_finished_ones_indexed(tmp_path, monkeypatch):
+    """Two sequences, one job each, an unreadable frame in the first: the run raised at once, the other job ran
+    on and wrote its 177 labels, none of them indexed (the next run computed them again). Now the other jobs
+    finish and are indexed, then the error is raised."""
+    from vidseg_ros.data.datasets.layouts import read_index
+    from vidseg_ros.data.labelling import run
+    from vidseg_ros.data.labelling.propagate import PropagateConfig
+
+    ds = _dataset(tmp_path, 11, (0, 2, 4, 6, 8, 10))     # 2 jobs (4 labels per job): frames 0-8 and 8-10
+    monkeypatch.setattr(run, 'task_executor', lambda *a, **k: contextlib.nullcontext(FirstJobFailsPool()))
+    with pytest.raises(ValueError, match='cannot read image file f.png'):
+        run.propagate_dataset(ds, PropagateConfig(), workers=2)
+    assert [r.label_source for r in read_index(ds)] == ['human', 'none'] * 4 + ['human', 'propagated', 'human']

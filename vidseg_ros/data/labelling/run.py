@@ -196,17 +196,26 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
         jobs = _without_finished_jobs(jobs, records, counts, progress)
     stack = contextlib.ExitStack()   # the teacher model runs in this process, flow/tracker jobs anywhere
     pool = None if cfg.method == 'teacher' else stack.enter_context(task_executor(executor, workers, address))
-    results = iter(())
+    futures, stored = [], 0
     try:
-        args = [a for _, _, a in jobs]
-        results = pool.map(_job, args) if pool else map(_job, args)
-        for (recs, new, _), result in zip(jobs, results):
-            for i, path, source, ignored, pixels in result:
-                _store(recs[i], path, source, ignored, pixels, records, counts)
+        futures = [pool.submit(_job, a) for _, _, a in jobs] if pool else []
+        for k, (recs, new, args) in enumerate(jobs):
+            _store_job(recs, futures[k].result() if futures else _job(args), records, counts)
+            stored = k + 1
             if progress:
                 progress(new)
+    except BaseException as e:
+        # a job failed (an unreadable frame, a full disk): the other jobs handed out finish and are indexed, then
+        # the first error is raised (they ran on, their labels written but not indexed and done again by the next
+        # run: 177 labels of one sequence for an unreadable frame in the other's job). Ctrl-C: those done are kept.
+        finish = isinstance(e, Exception)
+        for (recs, _, _), fut in list(zip(jobs, futures))[stored:]:
+            if (finish or fut.done()) and not fut.cancelled() and fut.exception() is None:
+                _store_job(recs, fut.result(), records, counts)
+        raise
     finally:
-        getattr(results, 'close', lambda: None)()   # a cluster's result stream ends before the cluster
+        for fut in futures:     # the jobs not run: they end before the executor (a cluster's outlive it)
+            fut.cancel()
         try:    # the executor sees the error: on Ctrl-C it stops its workers now, not after their running jobs
             stack.__exit__(*sys.exc_info())
         finally:
@@ -221,6 +230,12 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                     '--overwrite redoes them', clip(root), 'taught' if cfg.method == 'teacher' else 'propagated',
                     counts['kept_existing'])
     return counts
+
+
+def _store_job(recs: list[FrameRecord], result: list, records: dict, counts: dict) -> None:
+    """Index what one job wrote (``_job``'s result)."""
+    for i, path, source, ignored, pixels in result:
+        _store(recs[i], path, source, ignored, pixels, records, counts)
 
 
 def _without_finished_jobs(jobs: list, records: dict, counts: dict, progress) -> list:
