@@ -86,6 +86,16 @@ def test_ctrl_c_stops_a_local_clusters_running_tasks_now(tmp_path):
                 k.kill()
 
 
+def test_a_task_that_kills_its_workers_is_an_executor_error():
+    """Dask gives up on a task after its 4th worker died running it (OOM, a crash): its KilledWorker ended the CLI
+    as a bug (exit 1) with 'Attempted to run task ... on 4 different workers, but all those workers died ...'."""
+    pytest.importorskip('distributed')
+    from vidseg_ros.data.executors import ExecutorError, task_executor
+    with pytest.raises(ExecutorError, match=r'^a task ended the Dask worker running it, 4 times \(out of memory'):
+        with task_executor('dask', 1) as pool:
+            pool.submit(os._exit, 1).result(timeout=60)
+
+
 class FakePool:
     """A pool's map as concurrent.futures has it: every job submitted, the results in order."""
 
