@@ -117,3 +117,19 @@ def test_info_of_a_key_frame_graph_whose_partner_name_is_a_folder_says_so(models
     assert out['partner'] == {'file': str(tmp_path / 'm.current.onnx'), 'present': False}
     assert out['notes'] == ['m.current.onnx is a folder: the engine needs both files of a key-frame ONNX export, '
                             'side by side'], out['notes']
+
+
+def test_an_export_where_the_file_system_has_no_locks_is_written_with_a_warning(models, tmp_path, monkeypatch,
+                                                                                  caplog):
+    """flock on a mount without locks (some network and FUSE file systems) raised EOPNOTSUPP after all the work:
+    the export failed as '[Errno 95] Operation not supported', naming no file. datasets.lock goes on, warning."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+    monkeypatch.setattr(fcntl, 'flock', no_locks)
+    report = export_onnx(models['keyframe'], tmp_path / 'm.onnx')
+    assert report['files'] == [str(tmp_path / 'm.onnx'), str(tmp_path / 'm.current.onnx')]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
+    assert 'cannot lock (Operation not supported)' in caplog.text

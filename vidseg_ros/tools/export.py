@@ -96,13 +96,28 @@ def _staged_name(out: Path) -> Path:
 
 @contextmanager
 def _folder_locked(folder: Path):
-    """``folder`` locked against the other exports' renames (flock on the folder: nothing left behind)."""
-    fd = os.open(folder, os.O_RDONLY)
+    """``folder`` locked against the other exports' renames (flock on the folder: nothing left behind). Where the
+    file system has no locks (some network and FUSE mounts) or the folder cannot be opened for reading, the
+    renames go ahead unlocked, with a warning, as ``datasets.lock`` does: the export failed there at its end
+    ('[Errno 95] Operation not supported', no file named) after all its work."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        fd, reason = None, e.strerror or e
+    else:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            os.close(fd)
+            fd, reason = None, e.strerror or e
+    if fd is None:
+        log.warning('%s: cannot lock (%s): another export to the same file at the same time is not detected',
+                    folder, reason)
+    try:
         yield
     finally:
-        os.close(fd)    # releases the lock
+        if fd is not None:
+            os.close(fd)    # releases the lock
 
 
 @contextmanager
