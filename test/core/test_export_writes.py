@@ -133,3 +133,29 @@ def test_an_export_where_the_file_system_has_no_locks_is_written_with_a_warning(
     assert report['files'] == [str(tmp_path / 'm.onnx'), str(tmp_path / 'm.current.onnx')]
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
     assert 'cannot lock (Operation not supported)' in caplog.text
+
+
+def test_bench_takes_its_engine_defaults_from_the_engine_config_and_refuses_zero_frames(monkeypatch):
+    """commands_models.bench restated EngineConfig's defaults (device 'auto', fp32, keyframe_interval 5...): a
+    second copy that would drift; frames=0 ended in statistics' 'mean requires at least one data point'."""
+    import dataclasses
+    import inspect
+
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.stream import StreamSegmenter
+    from vidseg_ros.tools.commands_models import bench
+    engine = {f.name for f in dataclasses.fields(EngineConfig)} - {'input_hw'}
+    restated = {n: p.default for n, p in inspect.signature(bench).parameters.items()
+                if n in engine and p.default is not None}
+    assert restated == {}
+    seen = []
+
+    def built(cfg):
+        seen.append(cfg)
+        raise RuntimeError('built')
+    monkeypatch.setattr(StreamSegmenter, 'from_checkpoint', staticmethod(built))
+    with pytest.raises(RuntimeError, match='built'):
+        bench()
+    assert seen == [EngineConfig()]
+    with pytest.raises(ValueError, match='frames must be at least 1, got 0'):
+        bench('untrained:keyframe_fpn', frames=0)

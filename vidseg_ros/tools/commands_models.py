@@ -71,25 +71,30 @@ def _checkpoint_info(path: str) -> tuple[dict, dict]:
     return meta, head
 
 
-def bench(model: str = '', frames: int = 30, input_hw: list[int] | None = None, device: str = 'auto',
-          precision: str = 'fp32', channels_last: bool = False, keyframe_interval: int = 5,
+def bench(model: str | None = None, frames: int = 30, input_hw: list[int] | None = None, device: str | None = None,
+          precision: str | None = None, channels_last: bool | None = None, keyframe_interval: int | None = None,
           image_hw: list[int] | None = None) -> dict:
     """End-to-end engine latency on synthetic frames: median ms per stage, key vs current frames.
 
     Args:
         model: Like the node's ``model`` parameter ('' = default, name, path, ``untrained:<arch>``).
-        frames: Frames to time (after 3 warm-up frames).
+        frames: Frames to time (after 3 warm-up frames), at least 1.
         input_hw: Network input size override.
         device, precision, channels_last: Engine settings.
         keyframe_interval: Fixed key-frame interval.
         image_hw: Camera image size fed to the engine; default the network input size.
+
+    An engine setting left None is ``EngineConfig``'s default (its one home; they were restated here).
     """
     import numpy as np
 
     from vidseg_ros.engine.base import EngineConfig
     from vidseg_ros.engine.stream import StreamSegmenter
-    cfg = EngineConfig(model=model, device=device, precision=precision, channels_last=channels_last,
-                       input_hw=list(input_hw or []), keyframe_interval=keyframe_interval)
+    if not (isinstance(frames, int) and frames >= 1):
+        raise ValueError(f'frames must be at least 1, got {frames!r}')   # 0 ended in 'mean requires at least one'
+    settings = {'model': model, 'device': device, 'precision': precision, 'channels_last': channels_last,
+                'keyframe_interval': keyframe_interval}
+    cfg = EngineConfig(**{k: v for k, v in settings.items() if v is not None}, input_hw=list(input_hw or []))
     engine = StreamSegmenter.from_checkpoint(cfg)
     h, w = image_hw or engine.net_hw
     rng = np.random.default_rng(0)
