@@ -161,14 +161,14 @@ def test_executor_options_are_checked_before_work():
 def _extract_dask_under_ulimit(tmp_path: Path, limit: int) -> subprocess.CompletedProcess:
     import os
     import resource
-    bag, = _bags(tmp_path, 1, 3)
+    bags = _bags(tmp_path, 2, 3)      # two tasks: two workers (no more workers than tasks are started)
 
     def limited():
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
     env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
-    return subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'extract', str(bag), '--out', str(tmp_path / 'ds'),
-                           '--executor', 'dask', '--workers', '2'], capture_output=True, text=True, timeout=120,
-                          env=env, preexec_fn=limited)
+    return subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'extract', *map(str, bags), '--out',
+                           str(tmp_path / 'ds'), '--executor', 'dask', '--workers', '2'], capture_output=True,
+                          text=True, timeout=120, env=env, preexec_fn=limited)
 
 
 @pytest.mark.parametrize('limit', [12, 32])

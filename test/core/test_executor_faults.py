@@ -182,3 +182,36 @@ def test_a_failed_job_leaves_the_finished_ones_indexed(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='cannot read image file f.png'):
         run.propagate_dataset(ds, PropagateConfig(), workers=2)
     assert [r.label_source for r in read_index(ds)] == ['human', 'none'] * 4 + ['human', 'propagated', 'human']
+
+
+def test_no_more_workers_than_tasks():
+    """--workers 32 for 6 propagation jobs forked 32 processes; a local Dask cluster of 8 for one bag took 7.4 s
+    to start (1.9 s with 1)."""
+    from vidseg_ros.data.executors import task_executor
+    with task_executor('local', 32, tasks=3) as pool:
+        assert list(pool.map(abs, [-1, -2, -3])) == [1, 2, 3]
+        assert len(pool._processes) == 3
+    with task_executor('local', 8, tasks=1) as pool:
+        assert pool is None          # one task: in this process
+    with task_executor('local', 4, tasks=0) as pool:
+        assert pool is None
+    if pytest.importorskip('distributed'):
+        with task_executor('dask', 4, tasks=1) as pool:
+            assert len(pool._client.scheduler_info()['workers']) == 1
+
+
+def test_a_propagation_run_starts_no_more_workers_than_jobs(tmp_path, monkeypatch):
+    from vidseg_ros.data.labelling import run
+    from vidseg_ros.data.labelling.propagate import PropagateConfig
+
+    ds = _dataset(tmp_path, 4, (0, 3))      # one job
+    real, pools = run.task_executor, []
+
+    @contextlib.contextmanager
+    def spy(*args, **kwargs):
+        with real(*args, **kwargs) as pool:
+            pools.append(pool)
+            yield pool
+    monkeypatch.setattr(run, 'task_executor', spy)
+    assert run.propagate_dataset(ds, PropagateConfig(), workers=8)['propagated'] == 2
+    assert pools == [None]      # the one job in this process, not a pool of 8 forked workers

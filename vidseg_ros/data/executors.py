@@ -44,9 +44,16 @@ def check_executor(kind: str, workers: int, address: str = '') -> None:
 
 
 @contextlib.contextmanager
-def task_executor(kind: str = 'local', workers: int = 1, address: str = '') -> Iterator[Executor | None]:
-    """An executor for independent tasks, or None (run them in this process: local with 1 worker)."""
+def task_executor(kind: str = 'local', workers: int = 1, address: str = '',
+                  tasks: int | None = None) -> Iterator[Executor | None]:
+    """An executor for independent tasks, or None (run them in this process: local with 1 worker).
+
+    ``tasks``: how many tasks there will be, where known: no more worker processes are started (a pool of 32
+    for 6 propagation jobs forked all 32; a local cluster of 8 for one bag took 7.4 s to start, against 1.9 s).
+    """
     check_executor(kind, workers, address)
+    if tasks is not None and not address:
+        workers = max(1, min(workers, tasks))
     if kind == 'local':
         if workers <= 1:
             yield None

@@ -96,7 +96,8 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
     named = list(zip(paths, sequence_names(paths, old.values())))
     t_start = time.perf_counter()
     try:
-        with task_executor(executor, cfg.workers, address) as pool:
+        # local: one task per frame; dask: one per bag
+        with task_executor(executor, cfg.workers, address, tasks=len(named) if executor == 'dask' else None) as pool:
             if executor == 'local':
                 pending: dict = {}
                 by_bag = _rows_by_bag(old.values())

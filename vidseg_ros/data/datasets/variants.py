@@ -155,7 +155,7 @@ def noise_copies(source: FrameSource, out: str | Path, copies: int, sigma: float
         recs += [replace(rec, sequence=f'{seq}{k:05d}', index=0, image=path) for k, path in enumerate(paths)]
     made = not (out / 'images').exists()
     try:
-        with task_executor(executor, workers, address) as pool:
+        with task_executor(executor, workers, address, tasks=len(tasks)) as pool:
             list(pool.map(_write_noise_copies, tasks) if pool else map(_write_noise_copies, tasks))
     except BaseException:      # a full disk, Ctrl-C: no half set of copies left (only a folder this run made)
         if made:

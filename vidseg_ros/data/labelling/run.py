@@ -195,7 +195,8 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
     if not overwrite:   # a job whose every other frame kept its label would compute flows only to keep them
         jobs = _without_finished_jobs(jobs, records, counts, progress)
     stack = contextlib.ExitStack()   # the teacher model runs in this process, flow/tracker jobs anywhere
-    pool = None if cfg.method == 'teacher' else stack.enter_context(task_executor(executor, workers, address))
+    pool = None if cfg.method == 'teacher' else stack.enter_context(
+        task_executor(executor, workers, address, tasks=len(jobs)))
     futures, stored = [], 0
     try:
         futures = [pool.submit(_job, a) for _, _, a in jobs] if pool else []
