@@ -159,3 +159,27 @@ def test_bench_takes_its_engine_defaults_from_the_engine_config_and_refuses_zero
     assert seen == [EngineConfig()]
     with pytest.raises(ValueError, match='frames must be at least 1, got 0'):
         bench('untrained:keyframe_fpn', frames=0)
+
+
+def test_a_ctrl_c_between_the_renames_of_a_key_frame_pair_leaves_one_export_s_pair(models, tmp_path, monkeypatch):
+    """A Ctrl-C right after the key-frame graph's rename left the new m.onnx beside the earlier export's
+    m.current.onnx (the staged current-frame graph removed on the way out): a pair the engine refuses as two
+    exports. The signal now waits for the pair's two renames."""
+    import signal
+
+    from vidseg_ros.engine.backends import open_exported
+    (tmp_path / 'm.onnx').write_bytes(models['key'])
+    (tmp_path / 'm.current.onnx').write_bytes(models['current'])
+    real = os.replace
+
+    def replace(src, dst):
+        real(src, dst)
+        if str(dst) == str(tmp_path / 'm.onnx'):
+            os.kill(os.getpid(), signal.SIGINT)      # Ctrl-C just after the first rename of the pair
+    monkeypatch.setattr(os, 'replace', replace)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(models['keyframe'], tmp_path / 'm.onnx')
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
+    assert (tmp_path / 'm.current.onnx').read_bytes() != models['current']
+    open_exported(tmp_path / 'm.onnx', device='cpu')     # one export's pair

@@ -22,6 +22,8 @@ import io
 import json
 import logging
 import os
+import signal
+import threading
 import uuid
 import warnings
 from contextlib import contextmanager
@@ -131,7 +133,7 @@ def _staged(out: Path):
     pairs = [(tmp, out), (current_path(tmp), current_path(out))]
     try:
         yield tmp
-        with _folder_locked(out.parent):
+        with _folder_locked(out.parent), _signals_held():
             for src, dst in pairs:
                 if src.exists():
                     os.replace(src, dst)
@@ -140,6 +142,22 @@ def _staged(out: Path):
     finally:
         for src, _ in pairs:
             src.unlink(missing_ok=True)
+
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C (SIGINT) and SIGTERM held until the block ends (main thread; elsewhere Python delivers no
+    KeyboardInterrupt): a Ctrl-C between the two renames of a key-frame pair left the new X.onnx beside the
+    earlier export's X.current.onnx, a pair the engine refuses. Taken inside the folder lock: a Ctrl-C still
+    ends the wait for another export's renames."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)   # a signal that came meanwhile is delivered now
 
 
 def _remove_old_partner(path: Path) -> None:
