@@ -215,3 +215,14 @@ def test_a_propagation_run_starts_no_more_workers_than_jobs(tmp_path, monkeypatc
     monkeypatch.setattr(run, 'task_executor', spy)
     assert run.propagate_dataset(ds, PropagateConfig(), workers=8)['propagated'] == 2
     assert pools == [None]      # the one job in this process, not a pool of 8 forked workers
+
+
+@pytest.mark.parametrize('address', ['garbage', 'foo://x'])
+def test_a_malformed_scheduler_address_names_the_option(address):
+    """'garbage' ended as 'missing port number in address 'garbage'', not saying which option or what to give."""
+    pytest.importorskip('distributed')
+    from vidseg_ros.data.executors import ExecutorError, task_executor
+    with pytest.raises(ExecutorError, match=rf"^--address '{address}' is no Dask scheduler address \(.+\); give one "
+                                            r'such as tcp://head:8786$'):
+        with task_executor('dask', 1, address):
+            pass

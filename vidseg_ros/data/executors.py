@@ -119,6 +119,9 @@ def _dask_client(workers: int, address: str):
             client = Client(address, timeout='10s')
         except (OSError, TimeoutError) as e:
             raise ExecutorError(f'cannot reach the Dask scheduler at {address}: {e}') from None
+        except ValueError as e:     # 'missing port number in address ...': which option, and what it should be
+            raise ExecutorError(f'--address {address!r} is no Dask scheduler address ({e}); give one such as '
+                                'tcp://head:8786') from None
         log.info('dask: %d worker(s) at %s', len(client.scheduler_info().get('workers', {})), address)
         try:
             yield client
