@@ -75,7 +75,7 @@ def test_ctrl_c_stops_a_local_clusters_running_tasks_now(tmp_path):
         took = time.monotonic() - start
         assert p.returncode == 130, err[-2000:]
         assert took < 3.0, f'{took:.1f} s: waited for the running tasks'
-        assert 'still alive' not in err and 'Traceback' not in err, err
+        assert err == '', err      # 'still alive', tracebacks, 'Received heartbeat from unregistered worker'
         time.sleep(0.5)
         assert [k.pid for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE] == []
     finally:

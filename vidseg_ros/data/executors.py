@@ -139,7 +139,10 @@ def _dask_client(workers: int, address: str):
                 yield client
             except BaseException as e:
                 if not isinstance(e, Exception):   # Ctrl-C, sys.exit: stop now, not after the running tasks
-                    nanny_log.setLevel(logging.CRITICAL)    # see _stop_cluster_workers
+                    # see _stop_cluster_workers; the scheduler, too, warned of a dying worker's last heartbeat
+                    # ('Received heartbeat from unregistered worker', 1 Ctrl-C in 2); _quiet_distributed restores it
+                    nanny_log.setLevel(logging.CRITICAL)
+                    logging.getLogger('distributed').setLevel(logging.CRITICAL)
                     _stop_cluster_workers(cluster)
                 raise
             finally:
@@ -158,9 +161,11 @@ def _dask_client(workers: int, address: str):
 # CLI) or that is the expected end of a cancelled run: a worker printed a 'Compute Failed' block with the
 # task's traceback for each failing task, and 'Async instruction ... ended with CancelledError' for each task
 # cancelled by the end of the run (a failure elsewhere, Ctrl-C), and, now and then, a heartbeat's traceback when
-# the run ends while a worker's heartbeat is on its way (the scheduler lives in the driver: gone means done).
+# the run ends while a worker's heartbeat is on its way, or its answer 'Scheduler was unaware of this worker'
+# (the scheduler lives in the driver: gone means done).
 _REPORTED_BY_THE_DRIVER = ('Compute Failed', 'Async instruction for ',
-                           'Failed to communicate with scheduler during heartbeat')
+                           'Failed to communicate with scheduler during heartbeat',
+                           'Scheduler was unaware of this worker')
 
 
 def _not_reported_by_the_driver(record: logging.LogRecord) -> bool:
