@@ -8,12 +8,13 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from vidseg_ros.ros.launch_support import check_files, fastdds_profile, overrides, renamed_argument, share
+from vidseg_ros.ros.launch_support import (check_files, check_not_blank, check_topics, fastdds_profile, overrides,
+                                           renamed_argument, share)
 
 
 def _recorder(context):
     return [Node(package='vidseg_ros', executable='recorder_node', name='vidseg_recorder',
-                 parameters=[LaunchConfiguration('recorder_params_file'), overrides(context, ['output_dir'])],
+                 parameters=[LaunchConfiguration('recorder_params_file'), overrides(context, {'output_dir': str})],
                  remappings=[('image', LaunchConfiguration('image')),
                              ('camera_info', LaunchConfiguration('camera_info'))],
                  # closing writes what is queued (up to queue_max_bytes): no SIGTERM/SIGKILL before it can
@@ -32,7 +33,8 @@ def generate_launch_description():
         DeclareLaunchArgument('output_dir', default_value='',
                               description="Where bags are created ('' = output_dir of recorder_params_file)"),
         renamed_argument('params_file', 'recorder_params_file', share('config', 'recorder.yaml')),
-        check_files('recorder_params_file'),
+        check_not_blank('output_dir'), check_topics('image', 'camera_info'),
+        check_files('recorder_params_file', node='vidseg_recorder'),
         fastdds_profile(),
         OpaqueFunction(function=_recorder),
     ])

@@ -17,8 +17,9 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
 
-from vidseg_ros.ros.launch_support import (SEGMENTER, check_files, fastdds_profile, overrides, renamed_argument,
-                                           respawn_max_retries, respawn_on_failure, rviz, scoped_include, share)
+from vidseg_ros.ros.launch_support import (SEGMENTER, check_files, check_not_blank, check_topics, fastdds_profile,
+                                           overrides, renamed_argument, respawn_max_retries, respawn_on_failure, rviz,
+                                           scoped_include, share, text_value)
 
 RECORD_ARGS = ('image', 'camera_info', 'recorder_params_file', 'output_dir')
 
@@ -30,7 +31,7 @@ def _segmenter(context):
         return Node(package='vidseg_ros', executable='segment_lifecycle_node' if lifecycle else 'segment_node',
                     name=SEGMENTER,
                     parameters=[LaunchConfiguration('segment_params_file'),
-                                overrides(context, ['model', 'use_camera_info'])],
+                                overrides(context, {'model': str, 'use_camera_info': bool})],
                     remappings=[('image', LaunchConfiguration('image')),
                                 ('image/compressed', [LaunchConfiguration('image'), '/compressed']),
                                 ('camera_info', LaunchConfiguration('camera_info'))],
@@ -92,7 +93,7 @@ def generate_launch_description():
     camera = Node(package='vidseg_ros', executable='video_source_node', name='vidseg_video_source',
                   condition=video_given,
                   parameters=[LaunchConfiguration('video_params_file'),
-                              {'source': LaunchConfiguration('video'),
+                              {'source': text_value(LaunchConfiguration('video')),
                                'wait_for_subscribers': LaunchConfiguration('_video_subscribers')}],
                   remappings=[('image', image), ('image/compressed', [image, '/compressed']),
                               ('camera_info', LaunchConfiguration('camera_info'))],
@@ -101,8 +102,9 @@ def generate_launch_description():
     recorder = scoped_include(share('launch', 'record.launch.py'), RECORD_ARGS, condition=IfCondition(record))
     return LaunchDescription(args + subscribers + [
         renamed_argument('params_file', 'segment_params_file', share('config', 'segment.yaml')),
-        check_files('segment_params_file'),
-        check_files('video_params_file', condition=video_given),
+        check_not_blank('model', 'video'), check_topics('image', 'camera_info'),
+        check_files('segment_params_file', node=SEGMENTER),
+        check_files('video_params_file', node='vidseg_video_source', condition=video_given),
         fastdds_profile(), OpaqueFunction(function=_segmenter), camera,
         RegisterEventHandler(OnProcessExit(target_action=camera, on_exit=_stop_when_the_source_fails)), recorder,
         OpaqueFunction(function=rviz, condition=IfCondition(LaunchConfiguration('rviz')))])

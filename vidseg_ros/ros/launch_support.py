@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from launch.event_handlers import OnProcessExit
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from vidseg_ros.constants import EXIT_CANNOT_START
@@ -57,16 +59,100 @@ def renamed_argument(old: str, new: str, default) -> OpaqueFunction:
     return OpaqueFunction(function=apply)
 
 
-def check_files(*names: str, **kwargs) -> OpaqueFunction:
+def check_files(*names: str, node: str | None = None, **kwargs) -> OpaqueFunction:
     """Stop the launch with one line when one of the ``names`` launch arguments (parameter files) is not a file:
     launch_ros only warns ("Parameter file path is not a file") and starts the node with its defaults, so a
-    typo in the path ran the shipped model with the shipped settings. ``kwargs``: the action's (condition)."""
+    typo in the path ran the shipped model with the shipped settings. With ``node`` (the node's name), also
+    when the file is not YAML or holds no parameters for ``node`` (``params_problem``). ``kwargs``: the
+    action's (condition)."""
     def check(context):
         for name in names:
             path = LaunchConfiguration(name).perform(context)
             if not os.path.isfile(path):
                 raise ValueError(f'{name}:={clip(path, 200)} is not a file')
+            problem = params_problem(Path(path), node) if node else ''
+            if problem:
+                raise ValueError(f'{name}:={clip(path, 200)} {problem}')
     return OpaqueFunction(function=check, **kwargs)
+
+
+def _node_paths(tree, prefix: str = '') -> list[str]:
+    """The node names (``ns/node``, ``/**``) a ROS parameter file's mapping gives ``ros__parameters`` to."""
+    found = []
+    for key, value in tree.items():
+        path = f'{prefix}/{str(key).strip("/")}'
+        if not isinstance(value, dict):
+            continue
+        if 'ros__parameters' in value:
+            found.append(path)
+        found += _node_paths({k: v for k, v in value.items() if k != 'ros__parameters'}, path)
+    return found
+
+
+def params_problem(path: Path, node: str) -> str:
+    """Why the parameter file ``path`` gives nothing to the node ``node``, or '' when it does (an entry named
+    ``node``, ``ns/node``, ``*`` or ``/**``). rcl takes an empty file, a text file, or a file of another
+    node's parameters without a word, and the node ran with its defaults (the shipped model)."""
+    try:
+        tree = yaml.safe_load(path.read_text(errors='replace'))
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f' (line {mark.line + 1})' if mark is not None else ''
+        return f'is not YAML{where}: {clip(getattr(e, "problem", None) or e, 120)}'
+    paths = _node_paths(tree) if isinstance(tree, dict) else []
+    if any(p.rsplit('/', 1)[-1] in (node, '*', '**') for p in paths):
+        return ''
+    holds = (f'parameters for {clip(", ".join(p.lstrip("/") for p in paths), 120)} only' if paths
+             else 'no <node>: ros__parameters: section' if tree else 'nothing (an empty file)')
+    return (f'holds {holds}: no parameters for {node} (it would run with its defaults); '
+            f'give its entry as {node}: or /**: with ros__parameters:')
+
+
+def check_topics(*names: str, **kwargs) -> OpaqueFunction:
+    """Stop the launch with one line when one of the ``names`` launch arguments is not a valid topic name
+    (``image:='my camera'``, ``//cam``, ``1cam``): each node given it as a remap failed in rcl's words, which
+    named neither the launch argument nor what is wrong, and one node after the other died of it."""
+    def check(context):
+        for name in names:
+            value = LaunchConfiguration(name).perform(context)
+            problem = topic_problem(value)
+            if problem:
+                raise ValueError(f'{name}:={clip(repr(value), 200)} is not a valid topic name: {problem}')
+    return OpaqueFunction(function=check, **kwargs)
+
+
+def topic_problem(name: str) -> str:
+    """Why ``name`` is not a topic name a remap takes (one line), or '' when it is one."""
+    from rclpy.expand_topic_name import expand_topic_name
+    from rclpy.validate_full_topic_name import validate_full_topic_name
+    if not name.strip():
+        return 'it is blank'
+    try:
+        validate_full_topic_name(expand_topic_name(name, SEGMENTER, '/'))
+    except Exception as e:  # rclpy raises ValueError or InvalidTopicNameException (a multi-line message)
+        text = str(e).splitlines()[0]
+        text = re.sub(r'^(Invalid topic name: |topic name .* is invalid: )', '', text)
+        return clip(re.sub(r', at /\S+:\d+$', '', text).rstrip(': '), 160)
+    return ''
+
+
+def check_not_blank(*names: str, **kwargs) -> OpaqueFunction:
+    """Stop the launch with one line when one of the ``names`` launch arguments is only spaces: launch_ros read
+    ``model:=' '`` as YAML null and stopped in its own words ("Allowed value types are ... Got NoneType"), and
+    ``''`` already means "as in the parameter file"."""
+    def check(context):
+        for name in names:
+            value = LaunchConfiguration(name).perform(context)
+            if value and not value.strip():
+                raise ValueError(f"{name}:={value!r} is blank: give a value, or leave {name}:= out")
+    return OpaqueFunction(function=check, **kwargs)
+
+
+def text_value(value) -> ParameterValue:
+    """A launch argument passed to a string parameter as the text typed: launch_ros reads a parameter's value as
+    YAML, so ``model:=2024`` (a checkpoint name) reached the node as an integer and it stopped
+    ("expecting type 'STRING'"), ``output_dir:=2024`` too, and ``model:=[a, b]`` was a list."""
+    return ParameterValue(value, value_type=str)
 
 
 def fastdds_profile() -> SetEnvironmentVariable:
@@ -100,10 +186,12 @@ def scoped_include(launch_file, names, **kwargs) -> OpaqueFunction:
     return OpaqueFunction(function=include, **kwargs)
 
 
-def overrides(context, names) -> dict:
-    """ROS parameters for the launch arguments in ``names`` that were given a value: an empty argument
-    keeps the parameter file's setting instead of overwriting it with ''."""
-    return {n: LaunchConfiguration(n) for n in names if LaunchConfiguration(n).perform(context) != ''}
+def overrides(context, names: dict) -> dict:
+    """ROS parameters for the launch arguments in ``names`` ({name: str or bool}) that were given a value: an
+    empty argument keeps the parameter file's setting instead of overwriting it with ''. A ``str`` one is the
+    text typed (``text_value``), never YAML's reading of it."""
+    return {n: text_value(LaunchConfiguration(n)) if kind is str else LaunchConfiguration(n)
+            for n, kind in names.items() if LaunchConfiguration(n).perform(context) != ''}
 
 
 def resolve_topic(name: str, namespace: str = '', node: str = SEGMENTER) -> str:
