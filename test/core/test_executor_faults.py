@@ -74,8 +74,10 @@ def test_ctrl_c_stops_a_local_clusters_running_tasks_now(tmp_path):
         _, err = p.communicate(timeout=60)
         took = time.monotonic() - start
         assert p.returncode == 130, err[-2000:]
-        assert took < 3.0, f'{took:.1f} s: waited for the running tasks'
-        assert err == '', err      # 'still alive', tracebacks, 'Received heartbeat from unregistered worker'
+        assert took < 3.9, f'{took:.1f} s: waited for the running tasks'    # the old wait: 0.8 x 5 s, then kill
+        # nothing but the load's own ('Event loop was unresponsive in Scheduler for 3.2s', on a busy machine): not
+        # 'still alive after 4.0 seconds', tracebacks, 'Received heartbeat from unregistered worker', ...
+        assert [line for line in err.splitlines() if 'Event loop was unresponsive' not in line] == [], err
         time.sleep(0.5)
         assert [k.pid for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE] == []
     finally:
