@@ -8,8 +8,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from vidseg_ros.ros.launch_support import (check_files, check_not_blank, check_topics, fastdds_profile, overrides,
-                                           renamed_argument, share)
+from vidseg_ros.ros.launch_support import (check_argument_names, check_files, check_not_blank, check_topics,
+                                           fastdds_profile, overrides, renamed_argument, share)
 
 
 def _recorder(context):
@@ -22,7 +22,7 @@ def _recorder(context):
 
 
 def generate_launch_description():
-    return LaunchDescription([
+    args = [
         DeclareLaunchArgument('image', default_value='camera/image_raw',
                               description='Image topic to record (a relative name is in the namespace the launch is '
                                           'included under)'),
@@ -32,7 +32,10 @@ def generate_launch_description():
                               description='recorder_node parameter file'),
         DeclareLaunchArgument('output_dir', default_value='',
                               description="Where bags are created ('' = output_dir of recorder_params_file)"),
+    ]
+    return LaunchDescription(args + [
         renamed_argument('params_file', 'recorder_params_file', share('config', 'recorder.yaml')),
+        check_argument_names([a.name for a in args] + ['params_file']),
         check_not_blank('output_dir'), check_topics('image', 'camera_info'),
         check_files('recorder_params_file', node='vidseg_recorder'),
         fastdds_profile(),

@@ -17,9 +17,10 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
 
-from vidseg_ros.ros.launch_support import (SEGMENTER, check_files, check_not_blank, check_topics, fastdds_profile,
-                                           overrides, renamed_argument, respawn_max_retries, respawn_on_failure, rviz,
-                                           scoped_include, share, text_value)
+from vidseg_ros.ros.launch_support import (SEGMENTER, check_argument_names, check_files, check_not_blank,
+                                           check_topics, fastdds_profile, overrides, renamed_argument,
+                                           respawn_max_retries, respawn_on_failure, rviz, scoped_include, share,
+                                           text_value)
 
 RECORD_ARGS = ('image', 'camera_info', 'recorder_params_file', 'output_dir')
 
@@ -102,6 +103,7 @@ def generate_launch_description():
     recorder = scoped_include(share('launch', 'record.launch.py'), RECORD_ARGS, condition=IfCondition(record))
     return LaunchDescription(args + subscribers + [
         renamed_argument('params_file', 'segment_params_file', share('config', 'segment.yaml')),
+        check_argument_names([a.name for a in args] + ['params_file']),
         check_not_blank('model', 'video'), check_topics('image', 'camera_info'),
         check_files('segment_params_file', node=SEGMENTER),
         check_files('video_params_file', node='vidseg_video_source', condition=video_given),

@@ -142,3 +142,17 @@ def test_the_shipped_params_files_pass(name, node):
 def test_valid_topic_names_pass(name):
     from vidseg_ros.ros.launch_support import topic_problem
     assert topic_problem(name) == ''
+
+
+@pytest.mark.parametrize('launch_file, typo, meant', [
+    ('segment.launch.py', 'recrod', 'record'), ('segment.launch.py', 'segment_param_file', 'segment_params_file'),
+    ('record.launch.py', 'ouput_dir', 'output_dir')])
+def test_a_misspelt_argument_name_is_one_warning(tmp_path, launch_file, typo, meant):
+    # ros2 launch takes an undeclared name:=value without a word: recrod:=true ran without recording.
+    # (image:='a b' ends the launch at once, after the names are checked.) A name not close to one of ours,
+    # such as a parent launch file's own argument, says nothing.
+    rc, log = run_launch(tmp_path, launch_file, {typo: 'x', 'robot_name': 'r1', 'image': 'a b'}, timeout=60)
+    assert rc is not None, log[-4000:]
+    warnings = [ln for ln in log.splitlines() if 'is not an argument of this launch file' in ln]
+    assert len(warnings) == 1 and f'{typo}:= is not an argument' in warnings[0] and f'did you mean {meant}:=?' \
+        in warnings[0], log[-4000:]

@@ -59,6 +59,26 @@ def renamed_argument(old: str, new: str, default) -> OpaqueFunction:
     return OpaqueFunction(function=apply)
 
 
+def check_argument_names(declared, **kwargs) -> OpaqueFunction:
+    """Warn, in one line each, about a ``name:=value`` that is not one of the ``declared`` launch arguments but
+    close to one (``recrod:=true``): ros2 launch takes an undeclared name without a word, and the launch ran
+    without recording. Only close names: a parent launch file's own arguments reach us too, and are its
+    business. ``kwargs``: the action's (condition)."""
+    import difflib
+    declared = list(declared)
+
+    def check(context):
+        logger = launch_logging.get_logger('launch')
+        for name in sorted(context.launch_configurations):
+            if name in declared or name.startswith('_') or name in ROS_SCOPE:
+                continue
+            close = difflib.get_close_matches(name, declared, n=1, cutoff=0.75)
+            if close:
+                logger.warning(f'{clip(name, 80)}:= is not an argument of this launch file and is not used: '
+                               f'did you mean {close[0]}:=? (`ros2 launch {PKG} <file> -s` lists them)')
+    return OpaqueFunction(function=check, **kwargs)
+
+
 def check_files(*names: str, node: str | None = None, **kwargs) -> OpaqueFunction:
     """Stop the launch with one line when one of the ``names`` launch arguments (parameter files) is not a file:
     launch_ros only warns ("Parameter file path is not a file") and starts the node with its defaults, so a
