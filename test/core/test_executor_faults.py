@@ -74,7 +74,9 @@ def test_ctrl_c_stops_a_local_clusters_running_tasks_now(tmp_path):
         _, err = p.communicate(timeout=60)
         took = time.monotonic() - start
         assert p.returncode == 130, err[-2000:]
-        assert took < 3.9, f'{took:.1f} s: waited for the running tasks'    # the old wait: 0.8 x 5 s, then kill
+        # What tells the old close (it waited 4 s for the running tasks, then killed each worker) is its warning below,
+        # not a time: a loaded CI machine stretches both (0.3-1.1 s here now, 4.2 s before). The bound is a backstop.
+        assert took < 30, f'{took:.1f} s to stop'
         # nothing but the load's own ('Event loop was unresponsive in Scheduler for 3.2s', on a busy machine): not
         # 'still alive after 4.0 seconds', tracebacks, 'Received heartbeat from unregistered worker', ...
         assert [line for line in err.splitlines() if 'Event loop was unresponsive' not in line] == [], err
