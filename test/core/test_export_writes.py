@@ -183,3 +183,24 @@ def test_a_ctrl_c_between_the_renames_of_a_key_frame_pair_leaves_one_export_s_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
     assert (tmp_path / 'm.current.onnx').read_bytes() != models['current']
     open_exported(tmp_path / 'm.onnx', device='cpu')     # one export's pair
+
+
+def test_an_export_killed_by_sigterm_leaves_no_staged_files(models, tmp_path):
+    """kill (SIGTERM) while the graphs were staged left .<hex>-<hex>.partial.onnx and .partial.current.onnx
+    (14.5 MB for camvid_keyframe_fpn), one more pair each time; the earlier export stays as it was."""
+    import signal
+    import time
+    (tmp_path / 'm.onnx').write_bytes(models['key'])
+    (tmp_path / 'm.current.onnx').write_bytes(models['current'])
+    proc = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.cli', 'export', str(models['keyframe']),
+                             str(tmp_path / 'm.onnx')], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    deadline = time.monotonic() + 120
+    while not any('.partial' in p.name for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, 'the export never staged a file'
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode in (143, -signal.SIGTERM)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
+    assert (tmp_path / 'm.onnx').read_bytes() == models['key']

@@ -132,7 +132,8 @@ def _staged(out: Path):
     tmp = _staged_name(out)
     pairs = [(tmp, out), (current_path(tmp), current_path(out))]
     try:
-        yield tmp
+        with _terminate_as_exit():
+            yield tmp
         with _folder_locked(out.parent), _signals_held():
             for src, dst in pairs:
                 if src.exists():
@@ -145,19 +146,45 @@ def _staged(out: Path):
 
 
 @contextmanager
-def _signals_held():
-    """Ctrl-C (SIGINT) and SIGTERM held until the block ends (main thread; elsewhere Python delivers no
-    KeyboardInterrupt): a Ctrl-C between the two renames of a key-frame pair left the new X.onnx beside the
-    earlier export's X.current.onnx, a pair the engine refuses. Taken inside the folder lock: a Ctrl-C still
-    ends the wait for another export's renames."""
-    if threading.current_thread() is not threading.main_thread():
+def _terminate_as_exit():
+    """SIGTERM (``kill``, ``timeout``, a CI job cancelled) ends the export as ``SystemExit(143)`` so the staged
+    files are removed on the way out: killed, it left ``.<hex>-<hex>.partial.onnx`` and its current-frame
+    graph (14.5 MB for camvid_keyframe_fpn) for good, one more pair each time. Only where SIGTERM has its default
+    action, in the main thread (a handler someone installed is theirs)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)   # a signal that came meanwhile is delivered now
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C (SIGINT) and SIGTERM wait until the block ends, then take effect as they would have (main thread;
+    elsewhere Python runs no signal handler): a Ctrl-C between the two renames of a key-frame pair left the new
+    X.onnx beside the earlier export's X.current.onnx, a pair the engine refuses. Handlers, not a signal mask: the
+    kernel hands a process's signal to any thread not masking it (onnxruntime's and torch's pools). Taken inside
+    the folder lock: a Ctrl-C still ends the wait for another export's renames."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    held = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(s) is not None}     # None: a handler set outside Python, which could not be put back
+    try:
+        yield
+    finally:
+        for s, handler in held.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(came):
+            signal.raise_signal(s)      # now, to the handlers there were (KeyboardInterrupt, the default: exit)
 
 
 def _remove_old_partner(path: Path) -> None:
