@@ -156,3 +156,13 @@ def test_a_misspelt_argument_name_is_one_warning(tmp_path, launch_file, typo, me
     warnings = [ln for ln in log.splitlines() if 'is not an argument of this launch file' in ln]
     assert len(warnings) == 1 and f'{typo}:= is not an argument' in warnings[0] and f'did you mean {meant}:=?' \
         in warnings[0], log[-4000:]
+
+
+def test_video_under_the_home_folder_with_a_tilde(tmp_path, monkeypatch):
+    # the shell leaves video:=~/frames as it is; the source said 'video source ~/frames does not exist' where
+    # model:=~/... and output_dir:=~/... were found. Here ~/frames is an empty folder: the source says so.
+    monkeypatch.setenv('HOME', str(tmp_path))
+    (tmp_path / 'frames').mkdir()
+    rc, log = run_launch(tmp_path, 'segment.launch.py', {'video': '~/frames', 'respawn': 'false'}, timeout=120)
+    assert 'does not exist' not in log, log[-4000:]
+    assert f'found in {tmp_path}/frames' in log, log[-4000:]
