@@ -682,3 +682,15 @@ def test_compression_without_its_codec_is_one_line_and_exit_2(tmp_path, monkeypa
                            f"{package}, which cannot be imported (No module named {package!r} (simulated)): "
                            f"pip install {package}, or set compression to none"), log
     assert [p.name for p in out.iterdir()] == ['recorder.log']   # no bag folder
+
+
+@pytest.mark.parametrize('output_dir', ['/proc/vidseg_nope', '{file}/bags'])
+def test_an_output_dir_that_cannot_be_made_is_one_line_naming_the_setting(tmp_path, output_dir):
+    """It said 'RecorderNode: FileNotFoundError: [Errno 2] No such file or directory: '/proc/nope'' (under
+    ros2 launch, output_dir:= given wrong): nothing said which setting."""
+    (tmp_path / 'file').write_text('a file, not a folder')
+    proc = start_recorder(tmp_path, f'output_dir:={output_dir.format(file=tmp_path / "file")}', 'topics:=[/x]')
+    proc.wait(timeout=60)
+    out = (tmp_path / 'recorder.log').read_text()
+    assert proc.returncode == 2, out
+    assert "output_dir: cannot make '" in out and 'Traceback' not in out, out

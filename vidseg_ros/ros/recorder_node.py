@@ -84,7 +84,11 @@ class RecorderNode(TopicDiscovery, QosEvents, RecorderServices, RecorderDiagnost
         # Set from the writer thread when recording stops on its own: wakes the executor at once.
         self._stopped = self.create_guard_condition(lambda: None)
         for attempt in range(5):  # another recorder may take the same name in the same second
-            self.bag_dir = new_bag_dir(cfg.output_dir, cfg.bag_prefix)
+            try:
+                self.bag_dir = new_bag_dir(cfg.output_dir, cfg.bag_prefix)
+            except OSError as e:   # it said "[Errno 2] No such file or directory: '/proc/nope'", no setting named
+                raise ConfigError(f'output_dir: cannot make {clip(cfg.output_dir)!r} ({e.strerror or e}); give a '
+                                  'folder this user can write') from None
             try:
                 self.recorder = Recorder(
                     self.bag_dir, compression=cfg.compression, chunk_size_bytes=cfg.chunk_size_bytes,
