@@ -269,3 +269,13 @@ def test_a_damaged_video_frame_is_skipped_not_the_end(start_node, probe, tmp_pat
     probe.wait_for(lambda: len(images) == 9, 10, 'the 9 frames that decode')
     assert [round(np.frombuffer(m.data, np.uint8).mean() / 20) for m in images] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
     assert 'published 9 frames, skipped 1 unreadable' in node.log(), node.log()
+
+
+def test_a_source_under_the_home_folder_given_with_a_tilde_plays(start_node, probe, frame_folder, monkeypatch):
+    """`-p source:=~/frames` (the shell leaves a ~ after := alone) said 'video source ~/frames does not exist';
+    model:= and output_dir:= already took a leading ~ as the home folder."""
+    monkeypatch.setenv('HOME', str(frame_folder.parent))
+    images = probe.collect(Image, 'image')
+    node = start_node(NODE, {'source': f'~/{frame_folder.name}', 'rate_hz': 30.0, 'wait_for_subscribers': 1})
+    assert node.proc.wait(timeout=60) == 0, node.log()
+    probe.wait_for(lambda: len(images) >= 1, 10, 'a frame of ~/' + frame_folder.name)

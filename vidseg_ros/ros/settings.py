@@ -87,7 +87,8 @@ class VideoSourceConfig:
 
     source: str = setting('', 'Video file, image folder (numbered names in number order, hidden files left out) '
                               'or glob pattern; unreadable images and video frames, and images over 4096x4096 '
-                              'pixels, are skipped and counted; a source of which no frame decodes fails')
+                              'pixels, are skipped and counted; a source of which no frame decodes fails',
+                          path=True)
     rate_hz: float = setting(0.0, 'Publish rate, 0.01..1000 Hz; 0 = the video\'s own rate (10 Hz for image folders)')
     loop: bool = setting(False, 'Start again at the end (stamps keep increasing)')
     frame_id: str = setting('camera', 'header.frame_id of the published messages')
