@@ -18,7 +18,7 @@ from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution
 from launch_ros.actions import Node
 
 from vidseg_ros.ros.launch_support import (SEGMENTER, check_argument_names, check_files, check_not_blank,
-                                           check_topics, expand_user, fastdds_profile, overrides, renamed_argument,
+                                           check_topics, fastdds_profile, overrides, renamed_argument,
                                            respawn_max_retries, respawn_on_failure, rviz, scoped_include, share,
                                            text_value)
 
@@ -94,7 +94,7 @@ def generate_launch_description():
     camera = Node(package='vidseg_ros', executable='video_source_node', name='vidseg_video_source',
                   condition=video_given,
                   parameters=[LaunchConfiguration('video_params_file'),
-                              {'source': text_value(LaunchConfiguration('_video')),
+                              {'source': text_value(LaunchConfiguration('video')),
                                'wait_for_subscribers': LaunchConfiguration('_video_subscribers')}],
                   remappings=[('image', image), ('image/compressed', [image, '/compressed']),
                               ('camera_info', LaunchConfiguration('camera_info'))],
@@ -107,7 +107,6 @@ def generate_launch_description():
         check_not_blank('model', 'video'), check_topics('image', 'camera_info'),
         check_files('segment_params_file', node=SEGMENTER),
         check_files('video_params_file', node='vidseg_video_source', condition=video_given),
-        expand_user('video', '_video'),
         fastdds_profile(), OpaqueFunction(function=_segmenter), camera,
         RegisterEventHandler(OnProcessExit(target_action=camera, on_exit=_stop_when_the_source_fails)), recorder,
         OpaqueFunction(function=rviz, condition=IfCondition(LaunchConfiguration('rviz')))])

@@ -168,14 +168,6 @@ def check_not_blank(*names: str, **kwargs) -> OpaqueFunction:
     return OpaqueFunction(function=check, **kwargs)
 
 
-def expand_user(name: str, into: str) -> OpaqueFunction:
-    """Set the launch configuration ``into`` to the ``name`` launch argument with a leading ``~`` expanded: the
-    shell leaves ``video:=~/clips/a.mp4`` as it is (``~`` starts no word there), and the video source said
-    "video source ~/clips/a.mp4 does not exist" where model:= and output_dir:= took the same ``~``."""
-    return OpaqueFunction(function=lambda context: [SetLaunchConfiguration(
-        into, os.path.expanduser(LaunchConfiguration(name).perform(context)))])
-
-
 def text_value(value) -> ParameterValue:
     """A launch argument passed to a string parameter as the text typed: launch_ros reads a parameter's value as
     YAML, so ``model:=2024`` (a checkpoint name) reached the node as an integer and it stopped
