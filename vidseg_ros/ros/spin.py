@@ -185,9 +185,11 @@ def run(node_cls, args=None) -> int:
                 if node is not None and getattr(node, 'finish', None) is not None:
                     code = node.finish(code)
             finally:
-                if node is not None:
-                    node.destroy_node()
-                core_log.close()
+                try:
+                    if node is not None:
+                        node.destroy_node()
+                finally:
+                    core_log.close()   # the package logger as it was, however the node ended
     if node is not None and getattr(node, 'abandoned', lambda: False)():
         exit_without(code)
     return code
