@@ -79,21 +79,28 @@ def check_argument_names(declared, **kwargs) -> OpaqueFunction:
     return OpaqueFunction(function=check, **kwargs)
 
 
+def _check_each(names, problem, **kwargs) -> OpaqueFunction:
+    """Stop the launch with one line, ``problem(name, value)``, for the first of the ``names`` launch arguments
+    whose value has one ('' when it has none). ``kwargs``: the action's (condition)."""
+    def check(context):
+        for name in names:
+            text = problem(name, LaunchConfiguration(name).perform(context))
+            if text:
+                raise ValueError(text)
+    return OpaqueFunction(function=check, **kwargs)
+
+
 def check_files(*names: str, node: str | None = None, **kwargs) -> OpaqueFunction:
     """Stop the launch with one line when one of the ``names`` launch arguments (parameter files) is not a file:
     launch_ros only warns ("Parameter file path is not a file") and starts the node with its defaults, so a
     typo in the path ran the shipped model with the shipped settings. With ``node`` (the node's name), also
-    when the file is not YAML or holds no parameters for ``node`` (``params_problem``). ``kwargs``: the
-    action's (condition)."""
-    def check(context):
-        for name in names:
-            path = LaunchConfiguration(name).perform(context)
-            if not os.path.isfile(path):
-                raise ValueError(f'{name}:={clip(path, 200)} is not a file')
-            problem = params_problem(Path(path), node) if node else ''
-            if problem:
-                raise ValueError(f'{name}:={clip(path, 200)} {problem}')
-    return OpaqueFunction(function=check, **kwargs)
+    when the file is not YAML or holds no parameters for ``node`` (``params_problem``)."""
+    def problem(name, path):
+        if not os.path.isfile(path):
+            return f'{name}:={clip(path, 200)} is not a file'
+        text = params_problem(Path(path), node) if node else ''
+        return f'{name}:={clip(path, 200)} {text}' if text else ''
+    return _check_each(names, problem, **kwargs)
 
 
 def _node_paths(tree, prefix: str = '') -> list[str]:
@@ -132,13 +139,10 @@ def check_topics(*names: str, **kwargs) -> OpaqueFunction:
     """Stop the launch with one line when one of the ``names`` launch arguments is not a valid topic name
     (``image:='my camera'``, ``//cam``, ``1cam``): each node given it as a remap failed in rcl's words, which
     named neither the launch argument nor what is wrong, and one node after the other died of it."""
-    def check(context):
-        for name in names:
-            value = LaunchConfiguration(name).perform(context)
-            problem = topic_problem(value)
-            if problem:
-                raise ValueError(f'{name}:={clip(repr(value), 200)} is not a valid topic name: {problem}')
-    return OpaqueFunction(function=check, **kwargs)
+    def problem(name, value):
+        text = topic_problem(value)
+        return f'{name}:={clip(repr(value), 200)} is not a valid topic name: {text}' if text else ''
+    return _check_each(names, problem, **kwargs)
 
 
 def topic_problem(name: str) -> str:
@@ -160,12 +164,10 @@ def check_not_blank(*names: str, **kwargs) -> OpaqueFunction:
     """Stop the launch with one line when one of the ``names`` launch arguments is only spaces: launch_ros read
     ``model:=' '`` as YAML null and stopped in its own words ("Allowed value types are ... Got NoneType"), and
     ``''`` already means "as in the parameter file"."""
-    def check(context):
-        for name in names:
-            value = LaunchConfiguration(name).perform(context)
-            if value and not value.strip():
-                raise ValueError(f"{name}:={value!r} is blank: give a value, or leave {name}:= out")
-    return OpaqueFunction(function=check, **kwargs)
+    def problem(name, value):
+        blank = value and not value.strip()
+        return f"{name}:={value!r} is blank: give a value, or leave {name}:= out" if blank else ''
+    return _check_each(names, problem, **kwargs)
 
 
 def text_value(value) -> ParameterValue:
