@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vidseg_ros.data.images import ImageError, file_image_hw, image_file_info
+from vidseg_ros.data.images import ImageError, file_image_hw, image_file_info, read_label_pixels, read_rgb
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,9 +44,10 @@ def test_a_16_bit_and_a_plain_text_file_are_sized(tmp_path, monkeypatch):
         assert image_file_info(tmp_path / name) == (24, 32, 1, None), name
 
 
-def _tiff(width: int, height: int, end: str = '<', kind: int = 3, strip: bytes = b'', compression: int = 1) -> bytes:
+def _tiff(width: int, height: int, end: str = '<', kind: int = 3, strip: bytes = b'', compression: int = 1,
+          orientation: int | None = None) -> bytes:
     """A one-strip 8-bit grey TIFF whose ImageWidth and ImageLength are SHORT (3) or LONG (4), its directory
-    after the pixels (as libtiff writes it)."""
+    after the pixels (as libtiff writes it), with an Orientation tag if given."""
     def entry(tag, typ, value):
         field = struct.pack(end + 'HH', value, 0) if typ == 3 else struct.pack(end + 'I', value)
         return struct.pack(end + 'HHI', tag, typ, 1) + field
@@ -54,6 +55,8 @@ def _tiff(width: int, height: int, end: str = '<', kind: int = 3, strip: bytes =
     entries = [entry(256, kind, width), entry(257, kind, height), entry(258, 3, 8), entry(259, 3, compression),
                entry(262, 3, 1), entry(273, 4, 8), entry(277, 3, 1), entry(278, 4, height),
                entry(279, 4, len(strip))]
+    if orientation is not None:
+        entries.insert(6, entry(274, 3, orientation))
     magic = b'II*\x00' if end == '<' else b'MM\x00*'
     return (magic + struct.pack(end + 'I', ifd_at) + strip + bytes(len(strip) & 1)
             + struct.pack(end + 'H', len(entries)) + b''.join(entries) + bytes(4))
@@ -122,3 +125,38 @@ def test_a_tiff_bomb_is_refused_from_its_header_without_decoding(tmp_path):
                          timeout=120, check=True).stdout.splitlines()
     assert '20000x20000 = 400000000 pixels exceeds max_input_pixels' in out[0], out
     assert int(out[-1]) < 50 << 10, f'peak grew by {int(out[-1]) >> 10} MiB'      # KiB
+
+
+# stored -> as displayed, for each TIFF/EXIF Orientation (the TIFF 6.0 definitions; independent of images.orient)
+_SHOWN = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud, 5: np.transpose,
+          6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).T, 8: lambda a: np.rot90(a, 1)}
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_a_tiff_is_sized_and_read_as_displayed_by_its_orientation_tag(tmp_path, orientation):
+    """image_file_info said orientation 1 for every TIFF: file_image_hw gave a TIFF with Orientation 5..8 its stored
+    size, and OpenCV does not read such a TIFF at all (read_rgb: 'cannot read image file'), while it turns one of
+    2..4 in every mode: the one rule (as displayed) now holds for TIFFs too, for frames and labels."""
+    from vidseg_ros.data.video import read_frame
+    stored = np.arange(24 * 32, dtype=np.uint8).reshape(24, 32)
+    path = tmp_path / 'f.tif'
+    path.write_bytes(_tiff(32, 24, strip=stored.tobytes(), orientation=orientation))
+    shown = _SHOWN[orientation](stored)
+    assert image_file_info(path)[2] == orientation
+    assert file_image_hw(path) == shown.shape
+    for rgb in (read_rgb(path), read_frame(path)):
+        assert np.array_equal(rgb, np.repeat(shown[:, :, None], 3, axis=2))
+    label, _ = read_label_pixels(path)
+    assert np.array_equal(label, shown)
+
+
+def test_a_tiff_orientation_typed_long_and_a_big_endian_one(tmp_path):
+    """libtiff takes an Orientation typed LONG as well as SHORT, in either byte order."""
+    stored = np.arange(24 * 32, dtype=np.uint8).reshape(24, 32)
+    for end in ('<', '>'):
+        data = bytearray(_tiff(32, 24, end=end, strip=stored.tobytes(), orientation=6))
+        at = data.index(struct.pack(end + 'HH', 274, 3))
+        data[at:at + 12] = struct.pack(end + 'HHII', 274, 4, 1, 6)
+        (tmp_path / 'f.tif').write_bytes(bytes(data))
+        assert file_image_hw(tmp_path / 'f.tif') == (32, 24)
+        assert np.array_equal(read_rgb(tmp_path / 'f.tif')[:, :, 1], np.rot90(stored, -1))

@@ -9,6 +9,7 @@ pixel re-encoded, so every reader sees what the node sees.
 """
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.data.images import (_PNG_MAGIC, ImageError, compressed_payload, decode_compressed, is_compressed_depth,
-                                    jpeg_segments, short)
+                                    jpeg_segments, short, tiff_directory)
 
 _ORIENT_TAG = 0x0112
 _SHORT, _LONG = 3, 4
@@ -28,30 +29,18 @@ def _upright_tiff(buf: bytearray, start: int, end: int) -> tuple[int, bool]:
     -> (the orientation it had, 1 when none; whether the block was read to its end: False for a malformed
     one, which some other reader may still take an orientation from)."""
     tiff = bytes(buf[start:end])
-    if len(tiff) < 8 or tiff[:2] not in (b'II', b'MM'):
+    try:
+        order, entries, whole = tiff_directory(io.BytesIO(tiff), tiff[:16])
+    except ImageError:
         return 1, False
-    end_ = '<' if tiff[:2] == b'II' else '>'
-    (ifd,) = struct.unpack(end_ + 'I', tiff[4:8])
-    if ifd + 2 > len(tiff):
-        return 1, False
-    (count,) = struct.unpack(end_ + 'H', tiff[ifd:ifd + 2])
-    found, whole = 1, ifd + 2 + 12 * count <= len(tiff)
-    for i in range(count):
-        at = ifd + 2 + 12 * i
-        if at + 12 > len(tiff):
-            break
-        tag, kind = struct.unpack(end_ + 'HH', tiff[at:at + 4])
+    found = 1
+    for tag, kind, value, at in entries:
         if tag != _ORIENT_TAG:
             continue
-        if kind == _SHORT:
-            (value,) = struct.unpack(end_ + 'H', tiff[at + 8:at + 10])
-            struct.pack_into(end_ + 'H', buf, start + at + 8, 1)
-        elif kind == _LONG:
-            (value,) = struct.unpack(end_ + 'I', tiff[at + 8:at + 12])
-            struct.pack_into(end_ + 'I', buf, start + at + 8, 1)
-        else:       # a type no writer uses for it: left as it is, and said to be unsure
+        if kind not in (_SHORT, _LONG):     # a type no writer uses for it: left as it is, and said to be unsure
             whole = False
             continue
+        struct.pack_into(order + ('H' if kind == _SHORT else 'I'), buf, start + at, 1)
         if found == 1:
             found = value
     return found, whole

@@ -6,6 +6,7 @@ serves rclpy messages, rosbags-deserialised messages and mcap-ros2 messages.
 from __future__ import annotations
 
 import array
+import io
 import struct
 from pathlib import Path
 
@@ -344,11 +345,14 @@ def encode_compressed(rgb: np.ndarray, fmt: str = 'jpeg', quality: int = 90) -> 
 
 
 def read_rgb(path) -> np.ndarray:
-    """Image file -> (H, W, 3) uint8 RGB, with a clear error for unreadable files."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """Image file -> (H, W, 3) uint8 RGB, as displayed (see ``orient``), with a clear error for unreadable files."""
+    try:
+        img, orientation = _imread(path, cv2.IMREAD_COLOR)
+    except (OSError, ImageError) as e:
+        raise ImageError(f'cannot read image file {clip(path)}: {getattr(e, "strerror", None) or e}') from None
     if img is None:
         raise ImageError(f'cannot read image file {clip(path)}')   # a file name from someone's folder
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(orient(img, orientation), cv2.COLOR_BGR2RGB)
 
 
 def write_image_atomic(path, array: np.ndarray, ext: str | None = None, params=(), fsync: bool = True) -> Path:
@@ -385,20 +389,12 @@ _ORIENT_TAG = 0x0112
 
 def _exif_tiff_orientation(tiff: bytes) -> int:
     """The Orientation of an EXIF (TIFF) block's first IFD; 1 when it has none or is malformed."""
-    if len(tiff) < 8 or tiff[:2] not in (b'II', b'MM'):
+    try:
+        _, entries, _ = tiff_directory(io.BytesIO(tiff), tiff[:16])
+    except ImageError:
         return 1
-    end = '<' if tiff[:2] == b'II' else '>'
-    (ifd,) = struct.unpack(end + 'I', tiff[4:8])
-    if ifd + 2 > len(tiff):
-        return 1
-    (count,) = struct.unpack(end + 'H', tiff[ifd:ifd + 2])
-    for i in range(count):
-        at = ifd + 2 + 12 * i
-        if at + 12 > len(tiff):
-            break
-        tag, kind = struct.unpack(end + 'HH', tiff[at:at + 4])
+    for tag, kind, value, _ in entries:
         if tag == _ORIENT_TAG and kind == 3:        # SHORT
-            (value,) = struct.unpack(end + 'H', tiff[at + 8:at + 10])
             return value if 1 <= value <= 8 else 1
     return 1
 
@@ -441,21 +437,34 @@ def _file_chunks(f, kind: str):
             yield head[1], f.read(max(length - 2, 0))
 
 
-# TIFF tags of the size, and the field types that may hold it: SHORT, LONG, and BigTIFF's LONG8 (a classic TIFF's
+# TIFF tags of the size, and the field types of the integers read: SHORT, LONG, and BigTIFF's LONG8 (a classic TIFF's
 # 4-byte field cannot hold one: read as 8 bytes, the last entry raised struct.error)
 _TIFF_WIDTH, _TIFF_LENGTH = 256, 257
 _TIFF_INTS = {3: 'H', 4: 'I'}
 _BIGTIFF_INTS = {**_TIFF_INTS, 16: 'Q'}
+_TIFF_MAGIC = (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+')
 _PNM_MAGIC = tuple(b'P%d' % n for n in range(1, 7))
 
 
-def _tiff_size(f, head: bytes) -> tuple[int, int]:
-    """(height, width) of a TIFF (classic or BigTIFF, either byte order) from its first IFD, which OpenCV reads:
-    the ImageWidth and ImageLength tags. The IFD may be anywhere in the file (libtiff writes it after the pixels),
-    so it is read from ``f``; an ImageError for a damaged header."""
+def tiff_directory(f, head: bytes) -> tuple[str, list[tuple[int, int, int | None, int]], bool]:
+    """The first directory (IFD) of a TIFF, the one OpenCV reads and EXIF keeps the orientation in: the one walker of
+    TIFF files (sizes, orientation) and EXIF blocks (orientation, ``exif.upright_bytes``).
+
+    Args:
+        f: reads the TIFF from its first byte (a file: classic or BigTIFF; an EXIF block in a BytesIO). The directory
+            may be anywhere in it (libtiff writes it after the pixels).
+        head: its first 16 bytes (or more).
+
+    Returns:
+        (byte order: '<' or '>'; the entries as (tag, field type, the value if an integer type (SHORT, LONG, BigTIFF's
+        LONG8) else None, the offset of the value field in ``f``); whether every entry was there). An ImageError for
+        a damaged header.
+    """
+    if len(head) < 8 or head[:2] not in (b'II', b'MM'):
+        raise ImageError(f'truncated TIFF header ({len(head)} bytes)')
     end = '<' if head[:2] == b'II' else '>'
     big = head[2:4] == (b'\x2b\x00' if end == '<' else b'\x00\x2b')
-    if len(head) < (16 if big else 8):
+    if big and len(head) < 16:
         raise ImageError(f'truncated TIFF header ({len(head)} bytes)')
     if big:
         (offset,) = struct.unpack(end + 'Q', head[8:16])
@@ -468,16 +477,23 @@ def _tiff_size(f, head: bytes) -> tuple[int, int]:
     if len(raw) < struct.calcsize(count_fmt):
         raise ImageError(f'corrupt TIFF: its first directory (at byte {offset}) is past the end of the file')
     (count,) = struct.unpack(end + count_fmt, raw)
-    entries = f.read(min(count, 1 << 16) * entry_bytes)
-    size = {}
-    for at in range(0, len(entries) - entry_bytes + 1, entry_bytes):
-        tag, kind = struct.unpack(end + 'HH', entries[at:at + 4])
-        if tag in (_TIFF_WIDTH, _TIFF_LENGTH) and kind in ints:
-            fmt = end + ints[kind]
-            (size[tag],) = struct.unpack(fmt, entries[at + value_at:at + value_at + struct.calcsize(fmt)])
-    if len(size) < 2:
+    data = f.read(min(count, 1 << 16) * entry_bytes)
+    entries = []
+    for at in range(0, len(data) - entry_bytes + 1, entry_bytes):
+        tag, kind = struct.unpack(end + 'HH', data[at:at + 4])
+        value = struct.unpack_from(end + ints[kind], data, at + value_at)[0] if kind in ints else None
+        entries.append((tag, kind, value, offset + len(raw) + at + value_at))
+    return end, entries, len(data) == count * entry_bytes
+
+
+def _tiff_info(f, head: bytes) -> tuple[int, int, int]:
+    """(height, width, orientation) of a TIFF from its first directory (``tiff_directory``): the ImageWidth,
+    ImageLength and Orientation tags; an ImageError for a damaged header."""
+    tags = {tag: value for tag, _, value, _ in tiff_directory(f, head)[1] if value is not None}
+    if _TIFF_WIDTH not in tags or _TIFF_LENGTH not in tags:
         raise ImageError('corrupt TIFF: its first directory has no ImageWidth and ImageLength')
-    return size[_TIFF_LENGTH], size[_TIFF_WIDTH]
+    orientation = tags.get(_ORIENT_TAG, 1)
+    return tags[_TIFF_LENGTH], tags[_TIFF_WIDTH], orientation if 1 <= orientation <= 8 else 1
 
 
 def _pnm_size(head: bytes) -> tuple[int, int]:
@@ -506,13 +522,12 @@ def _pnm_size(head: bytes) -> tuple[int, int]:
 
 def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | None]:
     """(height, width, EXIF orientation, PNG palette or None) of a PNG / JPEG / WebP / BMP file from its headers,
-    the size *as stored* (``file_image_hw`` gives it as displayed). A TIFF or a PNM (PBM/PGM/PPM) is sized from
-    its header too, with orientation 1 (a TIFF as stored: its Orientation tag is not read). Other formats are
-    decoded: (h, w, 1, None)."""
+    the size *as stored* (``file_image_hw`` gives it as displayed). A TIFF (with its Orientation tag) or a PNM
+    (PBM/PGM/PPM) is sized from its header too. Other formats are decoded: (h, w, 1, None)."""
     with open(path, 'rb') as f:
         head = f.read(1 << 16)
-        if head[:4] in (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+'):
-            return (*_tiff_size(f, head), 1, None)
+        if head[:4] in _TIFF_MAGIC:
+            return (*_tiff_info(f, head), None)
         if head[:2] in _PNM_MAGIC:
             return (*_pnm_size(head), 1, None)
         try:
@@ -557,11 +572,36 @@ def orient(img: np.ndarray, orientation: int) -> np.ndarray:
 def read_label_pixels(path) -> tuple[np.ndarray | None, list[tuple[int, int, int]] | None]:
     """A label file's pixels as stored in depth and channels (IMREAD_UNCHANGED: 16-bit, alpha, a palette
     expanded to colours), turned as displayed, like its frame (see above); and the PNG palette, if any."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        img, _ = _imread(path, cv2.IMREAD_UNCHANGED)
+    except OSError:
+        return None, None
     if img is None:
         return None, None
     _, _, orientation, palette = image_file_info(path)
     return orient(img, orientation), palette
+
+
+def _imread(path, flags: int) -> tuple[np.ndarray | None, int]:
+    """``cv2.imread(path, flags)`` and the orientation still to apply (``orient``): 1, but for a TIFF with an
+    Orientation tag, which is decoded as stored and turned here. OpenCV turns a TIFF by its tag's 2..4 whatever the
+    flags (IMREAD_IGNORE_ORIENTATION too), and one of 5..8 it does not read (imread: None; OpenCV 4.14 and 5.0):
+    the tag is set to 1 in a copy of the bytes, which is decoded."""
+    with open(path, 'rb') as f:
+        head = f.read(16)
+        if head[:4] not in _TIFF_MAGIC:
+            return cv2.imread(str(path), flags), 1
+        order, entries, _ = tiff_directory(f, head)
+        fields = [(order + _BIGTIFF_INTS[kind], at) for tag, kind, value, at in entries
+                  if tag == _ORIENT_TAG and value is not None and value != 1]
+        if not fields:
+            return cv2.imread(str(path), flags), 1
+        f.seek(0)
+        data = bytearray(f.read())
+    orientation = _tiff_info(io.BytesIO(data), bytes(data[:16]))[2]
+    for fmt, at in fields:
+        struct.pack_into(fmt, data, at, 1)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags), orientation
 
 
 def palette_indices(bgr: np.ndarray, palette: list[tuple[int, int, int]], ignore_index: int) -> np.ndarray:
