@@ -1,13 +1,19 @@
 """The `vidseg` error contract, in one place: a user error (bad value, missing or unreadable file, wrong
 kind of file or data, a package the command needs that is not installed) ends as one line on stderr and
 exit code 2; anything else is a bug: one line and exit code 1. ``vidseg --debug ...`` (or
-``VIDSEG_DEBUG=1``) shows the traceback instead.
+``VIDSEG_DEBUG=1``) shows the traceback instead. Ctrl-C (SIGINT) ends a command in one line saying what is kept
+and how to go on, exit code 130; SIGTERM (``kill``, ``timeout``, systemd, ``docker stop``, a cancelled CI job)
+takes the same way out, its cleanup included, with exit code 143.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
+import threading
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -17,7 +23,7 @@ from typer.core import TyperGroup
 from vidseg_ros.text import one_line as cut_to_one_line
 
 MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
-_STATE = {'debug': False}
+_STATE = {'debug': False, 'pid': 0}
 # What an interrupted command leaves and how to go on, where that is known to hold; the others say only
 # that they were interrupted.
 _AFTER_INTERRUPT = {
@@ -27,6 +33,7 @@ _AFTER_INTERRUPT = {
     'train': 'what the run saved (last.pt, after each epoch) is kept; run the same command with --resume to '
              'continue from there',
     'bag-recover': 'the partial copy was removed and the bag is unchanged; run the same command again',
+    'bag-from-frames': 'the partial bag was removed; run the same command again',
 }
 
 # import name -> the name pip installs it under, where the two differ (requirements.txt pins each one;
@@ -39,6 +46,51 @@ _PIP_NAMES = {'cv2': 'opencv-python-headless', 'yaml': 'pyyaml', 'mcap_ros2': 'm
 class _Interrupted(Exception):
     """A KeyboardInterrupt (Ctrl-C, SIGINT) inside a command, carried past typer, which turns it into a
     silent exit 130 before ``main`` could say anything."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt so that it takes the same way out: the commands'
+    finally blocks and context managers (staged files, partial bags, pool workers) and the one line. With the
+    default action every command but export died at once: a partial bag or recovered copy, hidden temporary
+    files, an unindexed extract, a half eval folder left behind, and not a word."""
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM raises ``Terminated`` in the main thread while a command runs. Only where SIGTERM has its
+    default action and this is the main thread: a handler someone else installed is theirs."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    _STATE['pid'] = os.getpid()
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+    if os.getpid() != _STATE['pid']:     # a forked child the reset below did not reach
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Terminated()
+
+
+def _default_in_child() -> None:
+    """A forked child (a pool worker, a DataLoader worker) gets SIGTERM's default action back: the handler
+    would raise in the child's own code, where the pool's worker loop catches it and lives on, and the pool's
+    stop (``executors._stop_workers``: terminate) no longer ended it."""
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:      # forked from another thread: the pid check in the handler does it
+            pass
+
+
+os.register_at_fork(after_in_child=_default_in_child)
 
 
 def _user_error(e: BaseException) -> bool:
@@ -121,11 +173,10 @@ class ContractGroup(TyperGroup):
         command = next((a for a in args if not a.startswith('-')), '')
         where = f'vidseg {command}'.strip()
         try:
-            rv = super().main(args, 'vidseg', standalone_mode=False, **extra)
+            with _terminate_as_interrupt():
+                rv = super().main(args, 'vidseg', standalone_mode=False, **extra)
         except _Interrupted as e:
-            if _STATE['debug']:
-                raise e.__cause__ from None
-            rv = _interrupted(where, command)
+            rv = _interrupted(where, command, e.__cause__)
         except click_errors.NoArgsIsHelpError as e:
             typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
             rv = 2
@@ -154,6 +205,12 @@ class ContractGroup(TyperGroup):
             return rv
         sys.exit(rv)
 
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as e:      # while parsing: typer's silent exit 130 too
+            raise _Interrupted() from e
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -161,11 +218,20 @@ class ContractGroup(TyperGroup):
             raise _Interrupted() from e
 
 
-def _interrupted(where: str, command: str) -> int:
-    """Ctrl-C: one line (what is kept and how to go on, where known) and exit code 130, as a shell gives."""
-    hint = _AFTER_INTERRUPT.get(command)
-    typer.echo(one_line(f'{where}: interrupted' + (f'; {hint}' if hint else '')), err=True)
-    return 130
+def _interrupted(where: str, command: str, e: KeyboardInterrupt) -> int:
+    """Ctrl-C: one line (what is kept and how to go on, where known) and exit code 130, as a shell gives;
+    SIGTERM the same line saying so, and 143. ``--debug``: the traceback instead of the line (Ctrl-C raised
+    as it came)."""
+    terminated = isinstance(e, Terminated)
+    if _STATE['debug']:
+        if not terminated:
+            raise e from None
+        traceback.print_exception(e, file=sys.stderr)     # raised, Python would end it as a SIGINT
+    else:
+        hint = _AFTER_INTERRUPT.get(command)
+        what = 'terminated (SIGTERM)' if terminated else 'interrupted'
+        typer.echo(one_line(f'{where}: {what}' + (f'; {hint}' if hint else '')), err=True)
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
 def _fail(where: str, message: str, code: int) -> int:

@@ -132,8 +132,7 @@ def _staged(out: Path):
     tmp = _staged_name(out)
     pairs = [(tmp, out), (current_path(tmp), current_path(out))]
     try:
-        with _terminate_as_exit():
-            yield tmp
+        yield tmp     # SIGTERM too: the CLI raises it as an exception (tools/cli_errors.py), this cleans up
         with _folder_locked(out.parent), _signals_held():
             for src, dst in pairs:
                 if src.exists():
@@ -143,26 +142,6 @@ def _staged(out: Path):
     finally:
         for src, _ in pairs:
             src.unlink(missing_ok=True)
-
-
-@contextmanager
-def _terminate_as_exit():
-    """SIGTERM (``kill``, ``timeout``, a CI job cancelled) ends the export as ``SystemExit(143)`` so the staged
-    files are removed on the way out: killed, it left ``.<hex>-<hex>.partial.onnx`` and its current-frame
-    graph (14.5 MB for camvid_keyframe_fpn) for good, one more pair each time. Only where SIGTERM has its default
-    action, in the main thread (a handler someone installed is theirs)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager
