@@ -59,8 +59,11 @@ def _terminated(argv, mid_work, what: str, timeout: float = 300):
 
 
 def _one_line(err: str, command: str) -> str:
+    """The command's one line about the SIGTERM, its last on stderr; before it only the run's own log lines
+    (train logs each epoch)."""
     assert 'Traceback' not in err, err
-    line, = err.strip().splitlines()
+    *logged, line = err.strip().splitlines()
+    assert all(n.startswith('INFO vidseg_ros.') for n in logged), err
     assert line.startswith(f'vidseg {command}: terminated (SIGTERM)'), line
     return line
 
