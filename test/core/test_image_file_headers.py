@@ -160,3 +160,129 @@ def test_a_tiff_orientation_typed_long_and_a_big_endian_one(tmp_path):
         (tmp_path / 'f.tif').write_bytes(bytes(data))
         assert file_image_hw(tmp_path / 'f.tif') == (32, 24)
         assert np.array_equal(read_rgb(tmp_path / 'f.tif')[:, :, 1], np.rot90(stored, -1))
+
+
+def _gif(width: int, height: int) -> bytes:
+    """A GIF whose logical screen is width x height (what OpenCV decodes to), one 1x1 frame in it."""
+    return (b'GIF89a' + struct.pack('<HHBBB', width, height, 0x80, 0, 0) + bytes(6)
+            + b',' + struct.pack('<HHHHB', 0, 0, 1, 1, 0) + b'\x02\x02\x44\x01\x00' + b';')
+
+
+def _pam(width: int, height: int, pixels: bytes = b'') -> bytes:
+    return b'P7\nWIDTH %d\nHEIGHT %d\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n' % (width, height) + pixels
+
+
+def _j2k(width: int, height: int) -> bytes:
+    """The start of a JPEG 2000 codestream: SOC, then SIZ with the image's size (one 8-bit component)."""
+    return (b'\xff\x4f\xff\x51' + struct.pack('>HH4I4IH', 41, 0, width, height, 0, 0, width, height, 0, 0, 1)
+            + b'\x07\x01\x01' + b'\xff\xd9')
+
+
+def _jp2(codestream: bytes, header_hw=(1, 1)) -> bytes:
+    """A JP2 file around ``codestream``: its ihdr box says ``header_hw``, which the decoder does not go by."""
+    ihdr = struct.pack('>I4sIIHBBBB', 22, b'ihdr', *header_hw, 1, 7, 7, 0, 0)
+    return (b'\x00\x00\x00\x0cjP  \r\n\x87\n' + struct.pack('>I4s4sI4s', 20, b'ftyp', b'jp2 ', 0, b'jp2 ')
+            + struct.pack('>I4s', 8 + len(ihdr), b'jp2h') + ihdr + struct.pack('>I4s', 8 + len(codestream), b'jp2c')
+            + codestream)
+
+
+@pytest.mark.parametrize('data', [_gif(20000, 20000), _pam(20000, 20000), _j2k(20000, 20000),
+                                  _jp2(_j2k(20000, 20000))], ids=['gif', 'pam', 'j2k', 'jp2'])
+def test_gif_pam_and_jpeg_2000_bombs_are_refused_from_their_headers(tmp_path, monkeypatch, data):
+    """Any format but PNG/JPEG/WebP/BMP/TIFF/PNM was decoded whole to learn its size: a 1.4 KB JPEG 2000 of
+    20000x20000 (read_frame, label-import's size check) peaked at 1.9 GB for 6 s, a 296 KB GIF at 3.0 GB for 15 s,
+    before the one-line refusal. The name says .png: OpenCV goes by the content."""
+    from vidseg_ros.data.video import read_frame
+    path = tmp_path / 'frame.png'
+    path.write_bytes(data)
+    _no_decoding(monkeypatch)
+    assert file_image_hw(path) == (20000, 20000)
+    with pytest.raises(ImageError, match='20000x20000 = 400000000 pixels exceeds max_input_pixels'):
+        read_frame(path)
+
+
+def test_label_import_sizes_a_jpeg_2000_label_without_decoding_it(tmp_path, monkeypatch):
+    """label-import compared a label's size with its frame's by decoding it (1.4 KB -> 2.0 GB peak, 5.5 s)."""
+    from vidseg_ros.data.datasets.labels import import_labels
+    from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
+    (tmp_path / 'ds').mkdir()
+    frame = tmp_path / 'ds' / '0.png'
+    cv2.imwrite(str(frame), np.zeros((24, 32, 3), np.uint8))
+    write_index(tmp_path / 'ds', [FrameRecord('s', 0, frame, None, 1000)])
+    (tmp_path / 'lab').mkdir()
+    (tmp_path / 'lab' / '1000.png').write_bytes(_jp2(_j2k(20000, 20000)))
+    _no_decoding(monkeypatch)
+    with pytest.raises(ValueError, match='is 20000x20000 but its frame .* is 32x24'):
+        import_labels(tmp_path / 'ds', tmp_path / 'lab', class_names=['a', 'b'])
+
+
+def test_gif_pam_and_jpeg_2000_header_sizes_are_the_decoded_sizes(tmp_path):
+    """Read from the codestream, as the decoder does: a JP2 header box saying another size is not believed."""
+    from vidseg_ros.data.images import read_rgb
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
+    files = {'a.gif': _gif(40, 30), 'b.pam': _pam(32, 24, rgb.tobytes())}
+    ok, j2k = cv2.imencode('.jp2', np.zeros((64, 80), np.uint8))
+    if ok:       # an OpenCV with OpenJPEG
+        files['c.jp2'] = j2k.tobytes()
+        at = files['c.jp2'].index(b'jp2c') + 4
+        files['d.j2k'] = files['c.jp2'][at:]      # a bare grey codestream: OpenCV's IMREAD_COLOR refused it
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        assert file_image_hw(tmp_path / name) == read_rgb(tmp_path / name).shape[:2], name
+    if ok:      # a header box of another size: the codestream's is the one sized, and OpenJPEG refuses the file
+        (tmp_path / 'e.jp2').write_bytes(_jp2(files['d.j2k'], header_hw=(7, 9)))
+        assert file_image_hw(tmp_path / 'e.jp2') == (64, 80)
+        with pytest.raises(ImageError, match='cannot read image file'):
+            read_rgb(tmp_path / 'e.jp2')
+
+
+def test_a_pam_reads_in_rgb_order_as_a_ppm_does(tmp_path):
+    """OpenCV keeps a PAM's samples in file order and calls them BGR: a netpbm / ImageMagick PAM (TUPLTYPE RGB)
+    came out with red and blue swapped, unlike the same pixels as a PPM."""
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
+    (tmp_path / 'f.pam').write_bytes(_pam(32, 24, rgb.tobytes()))
+    (tmp_path / 'f.ppm').write_bytes(b'P6\n32 24\n255\n' + rgb.tobytes())
+    for name in ('f.ppm', 'f.pam'):
+        assert np.array_equal(read_rgb(tmp_path / name), rgb), name
+        assert np.array_equal(read_label_pixels(tmp_path / name)[0], rgb[:, :, ::-1]), name     # BGR, as OpenCV's
+
+
+_FLOAT = np.linspace(0, 1, 24 * 32 * 3, dtype=np.float32).reshape(24, 32, 3)
+
+
+@pytest.mark.parametrize('ext, name', [('.pfm', 'PFM'), ('.hdr', 'Radiance HDR'), ('.ras', 'Sun raster')])
+def test_formats_not_read_are_one_line_naming_them_and_those_read(tmp_path, ext, name):
+    """OpenCV decodes these, so read_rgb took them: a PFM of 0..1 came out as 0s and 1s (garbage), and each was decoded
+    whole to learn its size (an RLE-packed HDR of 20000x20000: 9.2 GB peak, 35 s). They are refused by name."""
+    from vidseg_ros.data.video import read_frame
+    path = tmp_path / f'frame{ext}'
+    assert cv2.imwrite(str(path), _FLOAT if ext != '.ras' else (_FLOAT * 255).astype(np.uint8))
+    for read in (read_rgb, read_frame, read_label_pixels, file_image_hw):
+        with pytest.raises(ImageError, match=f'cannot read image file .*{ext}: a {name} .*image, a format not read: '
+                                             'convert it to one of PNG, JPEG, .*GIF or JPEG 2000') as e:
+            read(path)
+        assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('data, match', [(b'', 'the file is empty'), (b'not an image', r"it starts with b'not an i'"),
+                                         (b'\x00\x00\x00\x1cftypavif' + bytes(20), "brand b'avif'")])
+def test_what_is_not_an_image_file_says_so(tmp_path, data, match):
+    (tmp_path / 'f.png').write_bytes(data)
+    for read in (read_rgb, file_image_hw):
+        with pytest.raises(ImageError, match=match):
+            read(tmp_path / 'f.png')
+
+
+def test_a_jpeg_with_bytes_before_a_marker_is_sized_and_decoded_as_libjpeg_does(tmp_path, monkeypatch):
+    """libjpeg skips stray bytes before a marker (a warning) and decodes the image; the header reader said 'corrupt
+    JPEG: no marker at byte 20': a CompressedImage of it was refused by the node, and a file was decoded to size it."""
+    from vidseg_ros.data.images import decode_compressed
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
+    data = cv2.imencode('.jpg', rgb)[1].tobytes()
+    at = data.index(b'\xff\xdb')
+    data = data[:at] + b'\x00\x12\x34' + data[at:]
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (24, 32, 3)
+    assert decode_compressed('jpeg', data).shape == (24, 32, 3)
+    (tmp_path / 'f.jpg').write_bytes(data)
+    _no_decoding(monkeypatch)
+    assert file_image_hw(tmp_path / 'f.jpg') == (24, 32)

@@ -173,11 +173,16 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 def jpeg_segments(buf: bytes | memoryview):
     """(marker, offset, length) of each length-carrying marker segment of a JPEG header, in order, up to the start
-    of scan or a length below 2 (malformed); ImageError where a marker should be and is not."""
+    of scan or a length below 2 (malformed). Stray bytes before a marker are skipped, as libjpeg skips them; an
+    ImageError when no marker follows within 64 KiB."""
     i = 2
     while i + 4 <= len(buf):
-        if buf[i] != 0xFF:
-            raise ImageError(f'corrupt JPEG: no marker at byte {i}')
+        if buf[i] != 0xFF:     # libjpeg skips them ('N extraneous bytes before marker') and decodes the image
+            skip = bytes(buf[i:i + (1 << 16)]).find(b'\xff')
+            if skip < 0:
+                raise ImageError(f'corrupt JPEG: no marker at byte {i}')
+            i += skip
+            continue
         marker = buf[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -520,29 +525,118 @@ def _pnm_size(head: bytes) -> tuple[int, int]:
     return numbers[1], numbers[0]
 
 
+# The image files read: each sized from its header before any decoding (``image_file_info``). OpenCV decodes more
+# (Radiance HDR, PFM, Sun raster, AVIF, OpenEXR...): those are refused by name (``_file_kind``), as sizing them
+# meant decoding them whole (a 1.4 KB JPEG 2000 of 20000x20000 took 1.9 GB before the size check; GIF, HDR too),
+# and float formats came out as garbage (a PFM of 0..1 as 0/1).
+FILE_FORMATS = 'PNG, JPEG, WebP, BMP, TIFF, PNM (PBM/PGM/PPM/PAM), GIF or JPEG 2000'
+_JP2_MAGIC, _J2K_MAGIC = b'\x00\x00\x00\x0cjP  \r\n\x87\n', b'\xff\x4f\xff\x51'   # a JP2 file, a bare codestream
+_REFUSED = ((b'#?RADIANCE', 'a Radiance HDR image'), (b'#?RGBE', 'a Radiance HDR image'),
+            (b'PF', 'a PFM (float) image'), (b'Pf', 'a PFM (float) image'), (b'\x59\xa6\x6a\x95', 'a Sun raster image'),
+            (b'v/1\x01', 'an OpenEXR image'), (b'8BPS', 'a Photoshop image'))
+
+
+def _file_kind(head: bytes) -> str:
+    """An image file's format from its first 16 bytes: 'tiff', 'pnm', 'pam', 'gif', 'jp2', or 'compressed' (PNG,
+    JPEG, WebP, BMP: ``compressed_size``); an ImageError naming any other."""
+    if head[:4] in _TIFF_MAGIC:
+        return 'tiff'
+    if head[:2] in _PNM_MAGIC:
+        return 'pnm'
+    if head[:2] == b'P7' and head[2:3].isspace():
+        return 'pam'
+    if head[:6] in (b'GIF87a', b'GIF89a'):
+        return 'gif'
+    if head[:12] == _JP2_MAGIC or head[:4] == _J2K_MAGIC:
+        return 'jp2'
+    if head[:8] == _PNG_MAGIC or head[:2] in (b'\xff\xd8', b'BM') or head[:4] == b'RIFF':
+        return 'compressed'
+    what = next((name for magic, name in _REFUSED if head.startswith(magic)), None)
+    if head[4:8] == b'ftyp':
+        what = f'an ISO media file (brand {head[8:12]!r}: AVIF, HEIC or a video)'
+    if what:
+        raise ImageError(f'{what}, a format not read: convert it to one of {FILE_FORMATS}')
+    raise ImageError(f'not a {FILE_FORMATS} file (it starts with {head[:8]!r})' if head else 'the file is empty')
+
+
+def _pam_size(head: bytes) -> tuple[int, int]:
+    """(height, width) of a PAM (P7): its WIDTH and HEIGHT lines, before ENDHDR."""
+    fields = {}
+    for line in head[3:].split(b'\n'):
+        words = line.split(b'#')[0].split()
+        if words == [b'ENDHDR']:
+            break
+        if len(words) == 2 and words[0] in (b'WIDTH', b'HEIGHT') and words[1].isdigit():
+            fields[words[0]] = int(words[1])
+    if len(fields) < 2:
+        raise ImageError(f'corrupt P7 (PAM) header: no WIDTH and HEIGHT in its first {len(head)} bytes')
+    return fields[b'HEIGHT'], fields[b'WIDTH']
+
+
+def _gif_size(head: bytes) -> tuple[int, int]:
+    """(height, width) of a GIF: its logical screen, which OpenCV decodes to (a frame outside it is refused)."""
+    if len(head) < 10:
+        raise ImageError(f'truncated GIF header ({len(head)} bytes)')
+    width, height = struct.unpack('<HH', head[6:10])
+    return height, width
+
+
+def _jp2_size(f, head: bytes) -> tuple[int, int]:
+    """(height, width) of a JPEG 2000 image from its codestream's SIZ marker, which the decoder reads (not the JP2
+    header box, which may say otherwise): the image area (Xsiz - XOsiz, Ysiz - YOsiz) on the reference grid. The
+    codestream is the file (.j2k) or the JP2 file's jp2c box."""
+    at, code = 0, head[:24]
+    if head[:4] != _J2K_MAGIC:
+        for _ in range(1000):      # top-level boxes: a JP2 has a few
+            f.seek(at)
+            box = f.read(16)
+            if len(box) < 8:
+                break
+            length, name = struct.unpack('>I4s', box[:8])
+            header = 8 if length != 1 else 16
+            if length == 1 and len(box) == 16:
+                (length,) = struct.unpack('>Q', box[8:16])
+            if name == b'jp2c':
+                f.seek(at + header)
+                code = f.read(24)
+                break
+            if length < header:     # 0: the last box, to the end of the file
+                break
+            at += length
+    if len(code) < 24 or code[:4] != _J2K_MAGIC:
+        raise ImageError('corrupt JPEG 2000: no codestream with a size (SIZ) marker found')
+    x1, y1, x0, y0 = struct.unpack('>4I', code[8:24])
+    if x0 > x1 or y0 > y1:
+        raise ImageError(f'corrupt JPEG 2000: image offset ({x0}, {y0}) past its end ({x1}, {y1})')
+    return y1 - y0, x1 - x0
+
+
 def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | None]:
-    """(height, width, EXIF orientation, PNG palette or None) of a PNG / JPEG / WebP / BMP file from its headers,
-    the size *as stored* (``file_image_hw`` gives it as displayed). A TIFF (with its Orientation tag) or a PNM
-    (PBM/PGM/PPM) is sized from its header too. Other formats are decoded: (h, w, 1, None)."""
+    """(height, width, orientation, PNG palette or None) of an image file from its headers, without decoding a pixel:
+    the size *as stored* (``file_image_hw`` gives it as displayed), the EXIF orientation of a JPEG / PNG / WebP, the
+    Orientation tag of a TIFF (else 1). A format not in FILE_FORMATS, or a damaged header, is an ImageError naming
+    the file."""
     with open(path, 'rb') as f:
         head = f.read(1 << 16)
-        if head[:4] in _TIFF_MAGIC:
-            return (*_tiff_info(f, head), None)
-        if head[:2] in _PNM_MAGIC:
-            return (*_pnm_size(head), 1, None)
         try:
-            try:
-                kind, height, width = compressed_size(head)
-            except ImageError:
-                if head[:2] != b'\xff\xd8' or len(head) < 1 << 16:
-                    raise
-                head += f.read(15 << 16)    # a phone JPEG's EXIF, ICC and MPF blocks can pass 64 KiB
-                kind, height, width = compressed_size(head)
-        except ImageError:      # another format (or a damaged header: decoding says what is wrong)
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
-            if img is None:
-                raise ImageError(f'cannot read image file {clip(path)}') from None
-            return img.shape[0], img.shape[1], 1, None
+            kind = _file_kind(head[:16])
+            if kind == 'tiff':
+                return (*_tiff_info(f, head), None)
+            if kind == 'jp2':
+                return (*_jp2_size(f, head), 1, None)
+            if kind != 'compressed':
+                return (*{'pnm': _pnm_size, 'pam': _pam_size, 'gif': _gif_size}[kind](head), 1, None)
+            while True:
+                try:
+                    kind, height, width = compressed_size(head)
+                    break
+                except ImageError:      # a phone JPEG's EXIF, ICC and MPF blocks can pass 64 KiB
+                    more = f.read(len(head)) if head[:2] == b'\xff\xd8' and len(head) < 1 << 24 else b''
+                    if not more:
+                        raise
+                    head += more
+        except ImageError as e:
+            raise ImageError(f'cannot read image file {clip(path)}: {e}') from None
         orientation, palette = 1, None
         for name, data in _file_chunks(f, kind):
             if name in (b'eXIf', b'EXIF'):
@@ -556,7 +650,7 @@ def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | N
 
 def file_image_hw(path) -> tuple[int, int]:
     """(height, width) of an image file as displayed (and as ``read_rgb`` reads it): EXIF orientations 5..8
-    turn it by 90 degrees. From the headers, without decoding a PNG or JPEG."""
+    turn it by 90 degrees. From the headers, without decoding (``image_file_info``)."""
     height, width, orientation, _ = image_file_info(path)
     return (width, height) if orientation >= 5 else (height, width)
 
@@ -576,6 +670,8 @@ def read_label_pixels(path) -> tuple[np.ndarray | None, list[tuple[int, int, int
         img, _ = _imread(path, cv2.IMREAD_UNCHANGED)
     except OSError:
         return None, None
+    except ImageError as e:
+        raise ImageError(f'cannot read image file {clip(path)}: {e}') from None
     if img is None:
         return None, None
     _, _, orientation, palette = image_file_info(path)
@@ -583,19 +679,26 @@ def read_label_pixels(path) -> tuple[np.ndarray | None, list[tuple[int, int, int
 
 
 def _imread(path, flags: int) -> tuple[np.ndarray | None, int]:
-    """``cv2.imread(path, flags)`` and the orientation still to apply (``orient``): 1, but for a TIFF with an
-    Orientation tag, which is decoded as stored and turned here. OpenCV turns a TIFF by its tag's 2..4 whatever the
-    flags (IMREAD_IGNORE_ORIENTATION too), and one of 5..8 it does not read (imread: None; OpenCV 4.14 and 5.0):
-    the tag is set to 1 in a copy of the bytes, which is decoded."""
+    """``cv2.imread(path, flags)`` of a file in FILE_FORMATS (others: ImageError), BGR as OpenCV gives colour, and the
+    orientation still to apply (``orient``): 1, but for a TIFF with an Orientation tag, decoded as stored. OpenCV turns
+    a TIFF by its tag's 2..4 whatever the flags (IMREAD_IGNORE_ORIENTATION too), and one of 5..8 it does not read
+    (imread: None; OpenCV 4.14 and 5.0): the tag is set to 1 in a copy of the bytes, which is decoded."""
     with open(path, 'rb') as f:
         head = f.read(16)
-        if head[:4] not in _TIFF_MAGIC:
-            return cv2.imread(str(path), flags), 1
-        order, entries, _ = tiff_directory(f, head)
-        fields = [(order + _BIGTIFF_INTS[kind], at) for tag, kind, value, at in entries
-                  if tag == _ORIENT_TAG and value is not None and value != 1]
+        kind = _file_kind(head)
+        fields = []
+        if kind == 'tiff':
+            order, entries, _ = tiff_directory(f, head)
+            fields = [(order + _BIGTIFF_INTS[k], at) for tag, k, value, at in entries
+                      if tag == _ORIENT_TAG and value is not None and value != 1]
         if not fields:
-            return cv2.imread(str(path), flags), 1
+            img = cv2.imread(str(path), flags)
+            if img is None and kind == 'jp2' and flags == cv2.IMREAD_COLOR:   # OpenCV: a grey codestream is not sRGB
+                grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+                img = None if grey is None else cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+            # OpenCV keeps a PAM's samples in file order: R, G, B by the format (netpbm, ImageMagick write so)
+            return (img[:, :, [2, 1, 0, 3][:img.shape[2]]] if kind == 'pam' and img is not None and img.ndim == 3
+                    and img.shape[2] >= 3 else img), 1
         f.seek(0)
         data = bytearray(f.read())
     orientation = _tiff_info(io.BytesIO(data), bytes(data[:16]))[2]
