@@ -283,7 +283,8 @@ def export(model: Model, out: Path,
 
 @app.command()
 def bench(model: Annotated[str, typer.Argument(help="checkpoint name/path, '' = default")] = '',
-          frames: Annotated[int, typer.Option(min=1)] = 30,
+          frames: Annotated[int, typer.Option(min=1, help='frames to time (after 3 warm-up frames)')]
+          = ENGINE['frames'],
           input_hw: Annotated[Optional[str], typer.Option(callback=check_hw, help='network input HxW')] = None,
           image_hw: Annotated[Optional[str], typer.Option(callback=check_hw, help='camera image HxW')] = None,
           device: str = ENGINE['device'],

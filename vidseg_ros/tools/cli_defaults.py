@@ -1,7 +1,8 @@
 """Defaults of the ``vidseg`` options, generated from their one home so the CLI never restates them.
 
 Each command's options take their defaults from a settings dataclass (``setting(...)``) or, where a
-command has no settings group, from the library function it calls. Importing those homes would load
+command has no settings group, from the library function it calls; a command with both (bench: the engine's
+settings, and the frames its loop times) names both, the first winning where they share a name. Importing those homes would load
 rosbags, OpenCV and torch for ``vidseg --help``, so their defaults are copied here by
 ``python -m vidseg_ros.tools.cli_defaults`` (test/core/test_cli_docs.py fails when this file is stale,
 as it does for the README tables). Do not edit the block by hand.
@@ -15,7 +16,7 @@ import pprint
 import sys
 from pathlib import Path
 
-# command -> the home of its defaults ("module:Class" for a dataclass, "module:function" otherwise)
+# command -> the home(s) of its defaults ("module:Class" for a dataclass, "module:function" otherwise)
 HOMES = {
     'extract': 'vidseg_ros.data.datasets.extract:ExtractConfig',
     'bag-from-frames': 'vidseg_ros.data.bags.from_frames:BagFromFramesConfig',
@@ -25,7 +26,7 @@ HOMES = {
     'noise-sigma': 'vidseg_ros.data.datasets.variants:measure_noise_sigma',
     'experiment': 'vidseg_ros.tools.experiment:run_experiment',
     'finetune': 'vidseg_ros.tools.finetune:one_shot',
-    'bench': 'vidseg_ros.engine.base:EngineConfig',
+    'bench': ('vidseg_ros.engine.base:EngineConfig', 'vidseg_ros.tools.commands_models:bench'),
     'eval': 'vidseg_ros.tools.evaluate:run_evaluation',
 }
 
@@ -38,6 +39,7 @@ DEFAULTS = {'bag-from-frames': {'compress': False,
                      'topic': '/camera/image_raw'},
  'bench': {'channels_last': False,
            'device': 'auto',
+           'frames': 30,
            'input_hw': [],
            'keyframe_interval': 5,
            'model': '',
@@ -81,9 +83,15 @@ DEFAULTS = {'bag-from-frames': {'compress': False,
 # END generated
 
 
+def homes(command: str) -> list:
+    specs = HOMES[command]
+    return [getattr(importlib.import_module(module), name)
+            for module, name in (spec.split(':') for spec in ((specs,) if isinstance(specs, str) else specs))]
+
+
 def home(command: str):
-    module, name = HOMES[command].split(':')
-    return getattr(importlib.import_module(module), name)
+    """The first home of ``command``'s defaults (its settings dataclass, where it has one)."""
+    return homes(command)[0]
 
 
 def _plain(value) -> bool:
@@ -92,8 +100,14 @@ def _plain(value) -> bool:
 
 
 def home_defaults(command: str) -> dict:
-    """The defaults of ``command``'s home, read from the code (plain values only; None left out)."""
-    obj = home(command)
+    """The defaults of ``command``'s homes, read from the code (plain values only; None left out)."""
+    out = {}
+    for obj in reversed(homes(command)):    # the first home wins
+        out.update(_defaults_of(obj))
+    return out
+
+
+def _defaults_of(obj) -> dict:
     if dataclasses.is_dataclass(obj):
         items = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                  for f in dataclasses.fields(obj)
