@@ -238,11 +238,12 @@ def test_gif_pam_and_jpeg_2000_header_sizes_are_the_decoded_sizes(tmp_path):
 
 def test_a_pam_reads_in_rgb_order_as_a_ppm_does(tmp_path):
     """OpenCV keeps a PAM's samples in file order and calls them BGR: a netpbm / ImageMagick PAM (TUPLTYPE RGB)
-    came out with red and blue swapped, unlike the same pixels as a PPM."""
+    came out with red and blue swapped, unlike the same pixels as a PPM; a PAM OpenCV wrote reads back as written."""
     rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
     (tmp_path / 'f.pam').write_bytes(_pam(32, 24, rgb.tobytes()))
     (tmp_path / 'f.ppm').write_bytes(b'P6\n32 24\n255\n' + rgb.tobytes())
-    for name in ('f.ppm', 'f.pam'):
+    assert cv2.imwrite(str(tmp_path / 'cv.pam'), rgb[:, :, ::-1])   # OpenCV writes B, G, R and no TUPLTYPE
+    for name in ('f.ppm', 'f.pam', 'cv.pam'):
         assert np.array_equal(read_rgb(tmp_path / name), rgb), name
         assert np.array_equal(read_label_pixels(tmp_path / name)[0], rgb[:, :, ::-1]), name     # BGR, as OpenCV's
 
@@ -286,3 +287,20 @@ def test_a_jpeg_with_bytes_before_a_marker_is_sized_and_decoded_as_libjpeg_does(
     (tmp_path / 'f.jpg').write_bytes(data)
     _no_decoding(monkeypatch)
     assert file_image_hw(tmp_path / 'f.jpg') == (24, 32)
+
+
+@pytest.mark.parametrize('maxval', [1, 100, 1023, 4095])
+def test_a_pnm_frame_is_read_by_its_maxval_and_a_label_keeps_its_values(tmp_path, maxval):
+    """OpenCV takes a PGM's maxval other than 255 / 65535 as its depth's full scale: a 10-bit PGM (maxval 1023) read
+    as a frame was black (0..3), one of maxval 100 dark (0..100 of 255). Frames are scaled by the maxval, as the
+    format defines; label pixels keep the stored values (ids). OpenCV also read a PAM of MAXVAL 1 as all 0s and did
+    not read a 16-bit one without a TUPLTYPE."""
+    values = (np.arange(24 * 32).reshape(24, 32) % (maxval + 1)).astype(np.uint16)
+    data = values.astype('>u2' if maxval > 255 else 'u1').tobytes()
+    for name, header in (('f.pgm', b'P5\n32 24\n%d\n' % maxval),
+                         ('f.pam', b'P7\nWIDTH 32\nHEIGHT 24\nDEPTH 1\nMAXVAL %d\nENDHDR\n' % maxval)):
+        (tmp_path / name).write_bytes(header + data)
+        rgb = read_rgb(tmp_path / name)
+        expected = np.rint(values * (255 / maxval)).astype(np.uint8)
+        assert np.abs(rgb.astype(int) - expected[:, :, None]).max() <= 1, name
+        assert np.array_equal(read_label_pixels(tmp_path / name)[0], values), name

@@ -184,3 +184,20 @@ def test_damaged_last_frames_are_said_not_taken_for_the_end(tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records if r.name == video.__name__]
     assert warned == [f'{tmp_path / "damaged.avi"}: the video reports 10 frames, 8 came: the file may be cut short '
                       'or its last frames damaged'], warned
+
+
+def test_a_folder_of_netpbm_frames_is_a_video_of_rgb_frames(tmp_path):
+    """A folder of .pgm / .ppm frames (the PNM files images.py sizes from their headers; many camera drivers and
+    tools dump them) was 'no images (.png, ...) found'. A PPM reads in RGB order, a 16-bit PGM as its top 8 bits (as a
+    16-bit PNG), and a 10-bit one (maxval 1023) by its maxval: OpenCV took it as 16-bit full scale, a black frame."""
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
+    (tmp_path / '0.ppm').write_bytes(b'P6\n32 24\n255\n' + rgb.tobytes())
+    grey16 = rgb[:, :, 0].astype(np.uint16) * 257
+    assert cv2.imwrite(str(tmp_path / '1.pgm'), grey16)
+    (tmp_path / '2.pgm').write_bytes(b'P5\n32 24\n1023\n' + (grey16 >> 6).astype('>u2').tobytes())
+    frames = VideoFrames(tmp_path)
+    assert [p.name for p in frames.files] == ['0.ppm', '1.pgm', '2.pgm']
+    got = [f for _, f in frames]
+    assert np.array_equal(got[0], rgb)
+    assert np.array_equal(got[1], np.repeat(rgb[:, :, :1], 3, axis=2))
+    assert np.abs(got[2].astype(int) - rgb[:, :, :1]).max() <= 1

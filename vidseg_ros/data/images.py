@@ -501,11 +501,11 @@ def _tiff_info(f, head: bytes) -> tuple[int, int, int]:
     return tags[_TIFF_LENGTH], tags[_TIFF_WIDTH], orientation if 1 <= orientation <= 8 else 1
 
 
-def _pnm_size(head: bytes) -> tuple[int, int]:
-    """(height, width) of a PBM / PGM / PPM (P1..P6, plain or raw): the two numbers after the magic, with
-    ``#`` comments running to the end of their line; an ImageError for a damaged header."""
-    numbers, i = [], 2
-    while len(numbers) < 2:
+def _pnm_header(head: bytes) -> tuple[int, int, int | None]:
+    """(height, width, maxval: None for a PBM) of a PBM / PGM / PPM (P1..P6, plain or raw): the numbers after the
+    magic, with ``#`` comments running to the end of their line; an ImageError for a damaged header."""
+    numbers, i, want = [], 2, 2 if head[1:2] in b'14' else 3
+    while len(numbers) < want:
         while i < len(head) and head[i:i + 1] in b' \t\r\n\x0b\x0c':
             i += 1
         if head[i:i + 1] == b'#':
@@ -522,7 +522,7 @@ def _pnm_size(head: bytes) -> tuple[int, int]:
     if len(numbers) < 2:
         raise ImageError(f'corrupt {head[:2].decode()} (PNM) header: no width and height in its first '
                          f'{len(head)} bytes')
-    return numbers[1], numbers[0]
+    return numbers[1], numbers[0], numbers[2] if len(numbers) > 2 else None
 
 
 # The image files read: each sized from its header before any decoding (``image_file_info``). OpenCV decodes more
@@ -559,18 +559,45 @@ def _file_kind(head: bytes) -> str:
     raise ImageError(f'not a {FILE_FORMATS} file (it starts with {head[:8]!r})' if head else 'the file is empty')
 
 
-def _pam_size(head: bytes) -> tuple[int, int]:
-    """(height, width) of a PAM (P7): its WIDTH and HEIGHT lines, before ENDHDR."""
-    fields = {}
+def _pam_header(head: bytes) -> dict[bytes, int | bytes]:
+    """A PAM (P7) header's fields before ENDHDR: WIDTH, HEIGHT, DEPTH (1 if absent), MAXVAL (ints), TUPLTYPE (bytes,
+    if any), and ``b'start'``: where the samples start."""
+    fields, at = {b'DEPTH': 1}, 3
     for line in head[3:].split(b'\n'):
+        at += len(line) + 1
         words = line.split(b'#')[0].split()
         if words == [b'ENDHDR']:
             break
-        if len(words) == 2 and words[0] in (b'WIDTH', b'HEIGHT') and words[1].isdigit():
+        if len(words) == 2 and words[0] in (b'WIDTH', b'HEIGHT', b'MAXVAL', b'DEPTH') and words[1].isdigit():
             fields[words[0]] = int(words[1])
-    if len(fields) < 2:
+        elif len(words) == 2 and words[0] == b'TUPLTYPE':
+            fields[words[0]] = words[1]
+    if b'WIDTH' not in fields or b'HEIGHT' not in fields:
         raise ImageError(f'corrupt P7 (PAM) header: no WIDTH and HEIGHT in its first {len(head)} bytes')
+    return {**fields, b'start': at}
+
+
+def _pam_size(head: bytes) -> tuple[int, int]:
+    fields = _pam_header(head)
     return fields[b'HEIGHT'], fields[b'WIDTH']
+
+
+def _pam_samples(path, head: bytes) -> np.ndarray:
+    """A PAM's samples as stored, (H, W) or (H, W, DEPTH), 8-bit or (MAXVAL above 255) 16-bit; colour in OpenCV's
+    order. Read here: OpenCV reads a MAXVAL 1 PAM (BLACKANDWHITE) as all 0s, refuses a 16-bit one without a TUPLTYPE,
+    and takes the R, G, B of a TUPLTYPE RGB (netpbm, ImageMagick) for B, G, R (its own PAMs, without a TUPLTYPE, are
+    written B, G, R)."""
+    fields = _pam_header(head)
+    height, width, depth = fields[b'HEIGHT'], fields[b'WIDTH'], max(fields[b'DEPTH'], 1)
+    dtype = np.dtype('>u2' if fields.get(b'MAXVAL', 255) > 255 else 'u1')
+    count = height * width * depth
+    samples = np.fromfile(path, dtype, count=count, offset=fields[b'start'])    # what the file holds: no bomb
+    if samples.size < count:
+        raise ImageError(f'truncated PAM: {samples.size} of its {width}x{height}x{depth} samples')
+    img = samples.astype(dtype.newbyteorder('=')).reshape(height, width, depth)
+    if depth in (3, 4) and fields.get(b'TUPLTYPE', b'').startswith(b'RGB'):
+        img = img[:, :, [2, 1, 0, 3][:depth]]
+    return img[:, :, 0] if depth == 1 else img
 
 
 def _gif_size(head: bytes) -> tuple[int, int]:
@@ -625,7 +652,7 @@ def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | N
             if kind == 'jp2':
                 return (*_jp2_size(f, head), 1, None)
             if kind != 'compressed':
-                return (*{'pnm': _pnm_size, 'pam': _pam_size, 'gif': _gif_size}[kind](head), 1, None)
+                return (*{'pnm': _pnm_header, 'pam': _pam_size, 'gif': _gif_size}[kind](head)[:2], 1, None)
             while True:
                 try:
                     kind, height, width = compressed_size(head)
@@ -682,7 +709,8 @@ def _imread(path, flags: int) -> tuple[np.ndarray | None, int]:
     """``cv2.imread(path, flags)`` of a file in FILE_FORMATS (others: ImageError), BGR as OpenCV gives colour, and the
     orientation still to apply (``orient``): 1, but for a TIFF with an Orientation tag, decoded as stored. OpenCV turns
     a TIFF by its tag's 2..4 whatever the flags (IMREAD_IGNORE_ORIENTATION too), and one of 5..8 it does not read
-    (imread: None; OpenCV 4.14 and 5.0): the tag is set to 1 in a copy of the bytes, which is decoded."""
+    (imread: None; OpenCV 4.14 and 5.0): the tag is set to 1 in a copy of the bytes, which is decoded. A PNM or PAM
+    is read by ``_read_pnm``."""
     with open(path, 'rb') as f:
         head = f.read(16)
         kind = _file_kind(head)
@@ -692,19 +720,39 @@ def _imread(path, flags: int) -> tuple[np.ndarray | None, int]:
             fields = [(order + _BIGTIFF_INTS[k], at) for tag, k, value, at in entries
                       if tag == _ORIENT_TAG and value is not None and value != 1]
         if not fields:
+            if kind in ('pnm', 'pam'):
+                return _read_pnm(path, flags, kind, head + f.read(1 << 16)), 1
             img = cv2.imread(str(path), flags)
             if img is None and kind == 'jp2' and flags == cv2.IMREAD_COLOR:   # OpenCV: a grey codestream is not sRGB
                 grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
                 img = None if grey is None else cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
-            # OpenCV keeps a PAM's samples in file order: R, G, B by the format (netpbm, ImageMagick write so)
-            return (img[:, :, [2, 1, 0, 3][:img.shape[2]]] if kind == 'pam' and img is not None and img.ndim == 3
-                    and img.shape[2] >= 3 else img), 1
+            return img, 1
         f.seek(0)
         data = bytearray(f.read())
     orientation = _tiff_info(io.BytesIO(data), bytes(data[:16]))[2]
     for fmt, at in fields:
         struct.pack_into(fmt, data, at, 1)
     return cv2.imdecode(np.frombuffer(data, np.uint8), flags), orientation
+
+
+def _read_pnm(path, flags: int, kind: str, head: bytes) -> np.ndarray | None:
+    """A PNM or PAM as ``cv2.imread(path, flags)`` reads a PNG (BGR; 8-bit with IMREAD_COLOR), its samples as the
+    format defines them: by its maxval, which OpenCV takes as the full scale of its depth when it is not 255 or 65535
+    (a 10-bit camera's 1023: a black frame). A frame (IMREAD_COLOR) is scaled by the maxval; IMREAD_UNCHANGED keeps
+    the stored values (label ids). A PAM is read by ``_pam_samples``."""
+    if kind == 'pam':
+        maxval, img = _pam_header(head).get(b'MAXVAL'), _pam_samples(path, head)
+    else:
+        maxval = _pnm_header(head)[2]
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED if flags == cv2.IMREAD_COLOR else flags)
+    if img is None or flags != cv2.IMREAD_COLOR:
+        return img
+    img = img[:, :, 0] if img.ndim == 3 and img.shape[2] < 3 else img     # grey (+ alpha)
+    if maxval in (None, 255, 65535):    # a PBM, or full scale: as OpenCV reads a PNG
+        img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else img
+    else:
+        img = np.clip(np.rint(img.astype(np.float32) * (255.0 / max(maxval, 1))), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else np.ascontiguousarray(img[:, :, :3])
 
 
 def palette_indices(bgr: np.ndarray, palette: list[tuple[int, int, int]], ignore_index: int) -> np.ndarray:

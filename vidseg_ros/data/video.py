@@ -14,7 +14,9 @@ from vidseg_ros.data.images import ImageError, check_pixels, file_image_hw, read
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.text import clip
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
+# the frame files of a folder or glob: the formats images.py reads (FILE_FORMATS) that hold one camera frame; GIF (often
+# animated: its first frame only) and JPEG 2000 are read as single images, not listed as frames
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff', '.pgm', '.ppm', '.pbm', '.pnm', '.pam')
 # Highest frame rate taken from a container: a 90 kHz time base (90000), a millisecond one (1000 is kept,
 # as high-speed cameras record up to it) or NaN are what broken headers report, not frame rates.
 MAX_FPS = 1000.0
