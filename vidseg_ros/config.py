@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from vidseg_ros.files import read_regular_text
+
 T = TypeVar('T')
 log = logging.getLogger(__name__)
 
@@ -252,7 +254,7 @@ def load_yaml(path: str | Path) -> dict:
     for missing or malformed files and keys given twice."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_regular_text(path)    # a FIFO blocked here for good, /dev/zero took 23 GB
     except OSError as e:
         raise ConfigError(f'cannot read config {path}: {e.strerror or e}') from e
     try:

@@ -1,11 +1,90 @@
-"""Files written whole or not at all. Imports nothing of the package, so every layer (checkpoints, dataset
-images and indexes, exports, cards) writes through the same three functions."""
+"""Files written whole or not at all, and read only when they are files. Imports nothing of the package, so every
+layer (checkpoints, dataset images and indexes, exports, cards, configs, bag metadata) writes and reads through
+the same few functions."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 from pathlib import Path
+
+
+class NotAFileError(OSError):
+    """A path that is there but is no regular file where a file is read or replaced (a FIFO, a device, a socket,
+    a folder). An OSError naming the path, so the CLI's one line is '<path>: is a FIFO ..., not a file'."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(errno.EINVAL, problem, str(path))
+
+
+def file_problem(path: str | Path) -> str:
+    """Why ``path`` is no file to read, as the end of 'file X ...': 'is missing', 'is a folder', 'is a link
+    to nothing, or one that loops', 'is not a regular file (a FIFO, a device...)'; '' for a regular file (or a
+    link to one). Nothing is opened: opening a FIFO blocks until someone writes, /dev/zero never ends.
+
+    Raises the OSError of a path that cannot be looked at (a folder on the way this process may not enter: its
+    'Permission denied', a name longer than the file system takes): it names the path and the reason."""
+    try:
+        mode = os.stat(path).st_mode
+    except ValueError:      # a NUL byte: no file can have that name
+        return 'is missing'
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return 'is a link to nothing, or one that loops'
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise
+        try:
+            os.lstat(path)
+        except OSError:
+            return 'is missing'
+        return 'is a link to nothing, or one that loops'
+    return _mode_problem(mode)
+
+
+def _mode_problem(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return ''
+    return 'is a folder' if stat.S_ISDIR(mode) else 'is not a regular file (a FIFO, a device...)'
+
+
+def open_regular(path: str | Path, mode: str = 'rb', **kwargs):
+    """``open(path, mode, **kwargs)`` for reading, refused (NotAFileError) unless ``path`` is a regular file.
+
+    Opened without blocking and checked on the open file (no gap for a FIFO to be swapped in): a plain
+    ``open()`` of a FIFO waited for a writer forever, unkillable by SIGTERM, and /dev/zero read without end
+    (a config or class table of /dev/zero took 6-23 GB in seconds). A missing file raises as ``open`` does."""
+    if any(c in mode for c in 'wax+'):
+        raise ValueError(f'open_regular reads; got mode {mode!r}')
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        if problem := _mode_problem(os.fstat(fd).st_mode):
+            raise NotAFileError(path, problem)
+        os.set_blocking(fd, True)
+        return open(fd, mode, closefd=True, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def real_path(path: str | Path) -> Path:
+    """``path`` with its links followed, as far as they go: ``Path.resolve()`` raised RuntimeError ('Symlink
+    loop from ...') at a link loop, an internal error where the user had given a bad path; what is left of a
+    loop is then used as it is, and the open or mkdir after it says what is wrong."""
+    return Path(os.path.realpath(path))
+
+
+def read_regular(path: str | Path) -> bytes:
+    """The bytes of regular file ``path`` (``open_regular``: never a FIFO, a device or a folder)."""
+    with open_regular(path) as f:
+        return f.read()
+
+
+def read_regular_text(path: str | Path, encoding: str | None = None, errors: str | None = None) -> str:
+    """``Path(path).read_text()`` of a regular file only (``open_regular``)."""
+    with open_regular(path, 'r', encoding=encoding, errors=errors) as f:
+        return f.read()
 
 
 def temp_path(path: str | Path) -> Path:
@@ -27,6 +106,7 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
     ``fsync=False`` only for files that can be made again (extracted frames): a power cut may leave them empty.
     """
     path = Path(path)
+    check_replaceable(path, shown)
     tmp = temp_path(path)
     try:
         with open(tmp, 'wb') as f:
@@ -43,6 +123,18 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
                           str(shown or path)) from e
         raise
     return path
+
+
+def check_replaceable(path: str | Path, shown: str | Path | None = None) -> None:
+    """Refuse (NotAFileError) to rename a file over a FIFO, a device, a socket or a folder at ``path`` (or
+    where a link there points): run as root, a card written to a link to /dev/full replaced the device
+    itself with a regular file, and /dev/null too - for every process on the machine."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):       # missing, a dangling link, a loop: the write itself says what is wrong
+        return
+    if problem := _mode_problem(mode):
+        raise NotAFileError(shown or path, f'{problem}: not replaced by a file (nothing written)')
 
 
 def name_limit(path: str | Path) -> int:

@@ -2,12 +2,12 @@
 before any model is loaded (``engine.stream`` re-exports it and resolves names with it)."""
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import stat
 import sys
 from pathlib import Path
+
+from vidseg_ros.files import file_problem  # noqa: F401  (its home is files.py; the model lookups use it here)
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +56,3 @@ def not_a_folder(path: Path) -> str:
     if path.is_dir():
         return ''
     return 'not a folder' if path.exists() else 'missing'
-
-
-def file_problem(path: Path) -> str:
-    """Why ``path`` is no model file, as the end of 'model file X ...': 'is missing', 'is a folder', 'is a link
-    to nothing, or one that loops', 'is not a regular file (a FIFO, a device...)'; '' for a regular file (or a
-    link to one). A FIFO, /dev/zero or a folder were all 'not found', though they are there. Nothing is opened.
-
-    Raises the OSError of a path that cannot be looked at (a folder on the way this process may not enter: its
-    'Permission denied', a name longer than the file system takes): it names the path and the reason."""
-    try:
-        mode = os.stat(path).st_mode
-    except ValueError:      # a NUL byte: no file can have that name
-        return 'is missing'
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return 'is a link to nothing, or one that loops'
-        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
-            raise
-        try:
-            os.lstat(path)
-        except OSError:
-            return 'is missing'
-        return 'is a link to nothing, or one that loops'
-    if stat.S_ISREG(mode):
-        return ''
-    return 'is a folder' if stat.S_ISDIR(mode) else 'is not a regular file (a FIFO, a device...)'

@@ -10,6 +10,7 @@ import numpy as np
 
 from vidseg_ros.config import current_names
 from vidseg_ros.engine.backends import describe_device
+from vidseg_ros.files import real_path
 from vidseg_ros.text import one_line, printable
 from vidseg_ros.training.config import TrainConfig
 
@@ -178,7 +179,7 @@ def write_card_file(report: dict, meta: dict, out_dir: Path, also: str | Path | 
         return [card]
     also = Path(also)
     also.parent.mkdir(parents=True, exist_ok=True)
-    target = also.resolve() if also.is_symlink() else also    # through a link, as a copy wrote
+    target = real_path(also) if also.is_symlink() else also    # through a link, as a copy wrote (not a loop)
     write_file_atomic(target, text.encode(), shown=also)
     return [card, also]
 

@@ -37,6 +37,7 @@ import numpy as np
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.datasets.layouts import FrameSource, open_source
 from vidseg_ros.text import clip
+from vidseg_ros.files import check_replaceable
 from vidseg_ros.tools.eval_stream import RunScore
 from vidseg_ros.training.metrics import json_ready
 
@@ -341,6 +342,8 @@ def run_evaluation(model: str | Path, data: str | Path, dataset: str = 'auto', s
         # a card is markdown: anything else is a slip (e.g. the model's own path, which it would replace)
         raise ValueError(f'--card is where the model card (markdown) goes, e.g. models/<name>.md; got '
                          f'{str(card)[-200:]}')
+    if card is not None:
+        check_replaceable(card)     # a FIFO or a device there is said before the run, not after it
     if threads > 0:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)

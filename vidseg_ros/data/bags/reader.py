@@ -15,6 +15,7 @@ read with the ``mcap`` reader, in log-time order) and ROS 1 bags a killed ``rosb
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
 import struct
@@ -32,6 +33,7 @@ from vidseg_ros.data.bags.foreign import mcap_profile, read_plain_mcap, ros2_typ
 from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
 from vidseg_ros.data.bags.salvage_ros1 import salvage_ros1
 from vidseg_ros.data.order import natural_key
+from vidseg_ros.files import NotAFileError, file_problem, open_regular
 from vidseg_ros.text import bag_name, clip
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,8 @@ def bag_files(path: str | Path) -> list[Path]:
         if not files:
             raise FileNotFoundError(f'{path}: no .mcap or .db3 files (nor .mcap.zstd, .db3.zstd) in this bag folder')
         return files
-    if not path.is_file():
-        raise FileNotFoundError(f'bag {path} does not exist')
+    if problem := file_problem(path):    # a FIFO or a device was 'does not exist'
+        raise FileNotFoundError(f'bag {path} {"does not exist" if problem == "is missing" else problem}')
     return [path]
 
 
@@ -228,13 +230,19 @@ def _metadata_text(path: Path) -> str:
     """The bag folder's metadata.yaml; ValueError (the bag is then read record by record) when over
     ``METADATA_LIMIT``; '' for a file or a folder without one."""
     meta = path / 'metadata.yaml'
-    if not (path.is_dir() and meta.is_file()):
+    if not (path.is_dir() and meta.exists()):
         return ''
-    size = meta.stat().st_size
-    if size > METADATA_LIMIT:
-        raise ValueError(f'{clip(meta)} is {size / 2**20:.1f} MB, over the {METADATA_LIMIT >> 20} MB a recorder '
-                         f'writes: not parsed')
-    return meta.read_text()
+    try:
+        # rosbags opens it too: a FIFO there blocked extract for good, a link to /dev/zero took 8 GB in 20 s
+        f = open_regular(meta, 'r')
+    except NotAFileError as e:
+        raise ValueError(f'{clip(meta)} {e.strerror}: not parsed') from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > METADATA_LIMIT:
+            raise ValueError(f'{clip(meta)} is {size / 2**20:.1f} MB, over the {METADATA_LIMIT >> 20} MB a recorder '
+                             f'writes: not parsed')
+        return f.read()
 
 
 def _any_reader(path: Path) -> AnyReader:

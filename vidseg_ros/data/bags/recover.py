@@ -36,6 +36,7 @@ from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
 from vidseg_ros.data.bags.writer import mcap_files, write_metadata
+from vidseg_ros.files import file_problem, open_regular, real_path
 from vidseg_ros.text import one_line, printable
 from vidseg_ros.data.bags.salvage import (MCAP_MAGIC, MissingCodec, SalvageStats, chunk_compressions, require_codec,
                                           salvage_records)
@@ -105,7 +106,7 @@ def is_intact(path: str | Path) -> bool:
 
 
 def _magic(path: Path) -> bytes:
-    with open(path, 'rb') as f:
+    with open_regular(path) as f:
         return f.read(len(_SQLITE_MAGIC))
 
 
@@ -122,9 +123,13 @@ def bag_sources(path: str | Path) -> tuple[Path, list[Path]]:
         bag_dir = path
     elif path.is_file():
         files, bag_dir = [path], path.parent
+    elif (problem := file_problem(path)) != 'is missing':
+        raise RecoveryRefused(f'{path} {problem}: not a bag')
     else:
         raise RecoveryRefused(f'no bag at {path}')
     for f in files:
+        if problem := file_problem(f):      # a FIFO named *.mcap in the folder blocked the recovery for good
+            raise RecoveryRefused(f'{f} {problem}, not an MCAP file; nothing touched')
         head = _magic(f)
         if head.startswith(_SQLITE_MAGIC):
             raise RecoveryRefused(f'{f} is a sqlite3 database; only MCAP bags are recovered here')
@@ -136,9 +141,9 @@ def bag_sources(path: str | Path) -> tuple[Path, list[Path]]:
 def _out_dir(bag_dir: Path, out: str | Path | None) -> Path:
     if out is not None:
         out = Path(out)
-        if out.resolve() == bag_dir.resolve():
+        if real_path(out) == real_path(bag_dir):       # resolve() raised RuntimeError at a link loop
             raise RecoveryRefused(f'--out {out} is the bag itself; originals are never overwritten')
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if os.path.lexists(out) and (not out.is_dir() or any(out.iterdir())):   # a dangling link, a loop too
             raise RecoveryRefused(f'--out {out} exists and is not an empty folder')
         return out
     out, n = bag_dir.with_name(f'{bag_dir.name}_recovered'), 0
@@ -198,7 +203,7 @@ def recover_bag(path: str | Path, out: str | Path | None = None, force: bool = F
         for compression in sorted(chunk_compressions(f)):
             require_codec(compression)
     broken = [f for f in files if not is_intact(f)]
-    if not broken and Path(path).is_dir() and (bag_dir / 'metadata.yaml').exists():
+    if not broken and Path(path).is_dir() and (bag_dir / 'metadata.yaml').is_file():    # not a FIFO or device
         return RecoveryReport(source=bag_dir, out=None)  # nothing to recover
     if not force:
         for f in broken:

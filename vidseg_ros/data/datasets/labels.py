@@ -28,6 +28,7 @@ from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_N
                                               cityscapes_source, davis_source, not_utf8_says_where, read_index,
                                               read_meta, write_index, write_meta)
 from vidseg_ros.data.datasets.lock import dataset_lock
+from vidseg_ros.files import open_regular, real_path
 
 log = logging.getLogger(__name__)
 LAYOUTS = ('camvid', 'davis', 'cityscapes')
@@ -55,7 +56,8 @@ def read_class_table(path: str | Path) -> LabelClasses:
     A row whose ``evaluated`` column is ``no`` (or whose name is void/unlabelled/ignore) is the
     ignore row. Ids and colour components are 0..255; no two rows share a colour or an id.
     """
-    with Path(path).open(newline='', encoding='utf-8-sig') as f, not_utf8_says_where(path):  # -sig: Excel's BOM
+    # open_regular: a FIFO blocked here for good, /dev/zero took 6 GB in seconds
+    with open_regular(path, 'r', newline='', encoding='utf-8-sig') as f, not_utf8_says_where(path):  # -sig: BOM
         reader = csv.DictReader(f)
         rows = [(reader.line_num, row) for row in reader]
     if not rows:
@@ -204,7 +206,7 @@ def load_label(path: str | Path, lut: np.ndarray | None = None, colors=None,
 def _png_kind(path: str | Path) -> str | None:
     """'grey', 'grey+alpha', 'colour', 'colour+alpha' or 'palette' from a PNG's IHDR; None for another file."""
     try:
-        with open(path, 'rb') as f:
+        with open_regular(path) as f:
             head = f.read(26)
     except OSError:
         return None
@@ -573,13 +575,13 @@ def check_new_output(out: str | Path, source: str | Path | None = None, source_f
     ``source_files``, or one that already holds a dataset (``index.csv`` / ``dataset.yaml``).
     ``what`` and ``files_what`` name the source and its files in the message.
     """
-    out = Path(out).resolve()
+    out = real_path(out)        # Path.resolve() raised RuntimeError at a link loop
     if source is not None:
-        src = Path(source).resolve()
+        src = real_path(source)
         if out == src or src in out.parents:
             raise ValueError(f'the output folder {clip(out)} is (inside) {what} {clip(src)}; '
                              'give a new folder outside it')
-    for folder in sorted({Path(f).parent.resolve() for f in source_files if f}):
+    for folder in sorted({real_path(Path(f).parent) for f in source_files if f}):
         if out == folder or out in folder.parents:
             raise ValueError(f'the output folder {clip(out)} holds {files_what} ({clip(folder)}); '
                              'give a new folder')

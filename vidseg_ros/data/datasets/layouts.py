@@ -24,6 +24,7 @@ from vidseg_ros.config import ConfigError
 from vidseg_ros.data.images import (clip, grey_in_colour, palette_indices, read_label_pixels, short,
                                     write_file_atomic)
 from vidseg_ros.text import control_character_problem, long_text_problem
+from vidseg_ros.files import open_regular
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
 
@@ -83,7 +84,7 @@ def read_label_file(path, label_lut: np.ndarray | None = None) -> np.ndarray:
 
 
 def _is_paletted_png(path) -> bool:
-    with open(path, 'rb') as f:
+    with open_regular(path) as f:     # a FIFO among the labels blocked eval for good
         head = f.read(26)
     return head[:8] == b'\x89PNG\r\n\x1a\n' and len(head) == 26 and head[25] == 3
 
