@@ -196,7 +196,8 @@ CASES = [
                               '{d}/colour_label.png --sequence {d}/frames --out-dir {d}/ft',
                               'colour_label.png is a colour image'),
     ('finetune-empty-sequence', 'finetune untrained:keyframe_fpn --frame {d}/frames/00000.png --label '
-                                '{d}/colour_label.png --sequence {d}/empty', 'no images (.png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff) in'),
+                                '{d}/colour_label.png --sequence {d}/empty',
+     'no images (.png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff, .pgm, '),
     ('finetune-junk-model', 'finetune {d}/junk.pt --frame {d}/frames/00000.png --label '
                             '{d}/label.png --sequence {d}/frames', 'junk.pt is not a loadable torch checkpoint'),
     # export

@@ -167,3 +167,73 @@ def test_a_new_output_folder_that_is_a_link_loop_is_no_internal_error(tmp_path):
     (tmp_path / 'a').symlink_to(tmp_path / 'b')
     (tmp_path / 'b').symlink_to(tmp_path / 'a')
     check_new_output(tmp_path / 'a', tmp_path / 'src')
+
+
+def test_a_fifo_among_the_frames_is_one_line_not_a_hang(tmp_path):
+    """A FIFO named like a frame: open() in the image reader waited for a writer for good (bag-from-frames,
+    eval, finetune --frame, the video source node, which then ignored SIGTERM)."""
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    import cv2
+    import numpy as np
+    cv2.imwrite(str(frames / '0.png'), np.zeros((16, 16, 3), np.uint8))
+    fifo(frames / '1.png')
+    code = ('from vidseg_ros.data.video import VideoFrames\n'
+            'from vidseg_ros.data.images import ImageError\n'
+            f'try:\n    list(VideoFrames({str(frames)!r}))\nexcept ImageError as e:\n    print(e)\n')
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert p.returncode == 0 and FIFO in p.stdout and '1.png' in p.stdout, (p.stdout, p.stderr[-2000:])
+
+
+def test_a_video_source_that_is_no_file_says_what_it_is(tmp_path):
+    """A FIFO or a device as the video source was 'does not exist'."""
+    from vidseg_ros.data.images import ImageError
+    from vidseg_ros.data.video import VideoFrames
+    for path in (fifo(tmp_path / 'cam.mp4'), to_dev_zero(tmp_path / 'zero.mp4')):
+        with pytest.raises(ImageError, match=r'is not a regular file \(a FIFO'):
+            VideoFrames(path)
+    with pytest.raises(ImageError, match='does not exist'):
+        VideoFrames(tmp_path / 'nope.mp4')
+
+
+@pytest.mark.parametrize('suffix', ['.onnx', '.ts'])
+def test_export_does_not_replace_a_fifo_with_its_file(tmp_path, suffix):
+    """export renames its staged file over OUT (os.replace, not write_file_atomic): a FIFO there was replaced
+    by the export, exit 0; run as root, so was a device at the end of a link (/dev/null)."""
+    model = tiny_fpn(tmp_path / 'm.pt')
+    out = fifo(tmp_path / f'x{suffix}')
+    line = one_line_error(vidseg('export', model, out, '--format', suffix.lstrip('.')))
+    assert f'{FIFO}: not replaced' in line and out.is_fifo(), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.pt', f'x{suffix}']
+
+
+def test_export_does_not_replace_a_fifo_at_the_current_frame_graph(tmp_path):
+    model = tiny_fpn(tmp_path / 'm.pt', cached_levels=2)
+    partner = fifo(tmp_path / 'x.current.onnx')
+    line = one_line_error(vidseg('export', model, tmp_path / 'x.onnx'))
+    assert f'x.current.onnx: {FIFO}: not replaced' in line and partner.is_fifo(), line
+    assert not (tmp_path / 'x.onnx').exists()
+
+
+def test_a_link_loop_resolved_by_a_command_is_a_user_error():
+    """Path.resolve() raises RuntimeError('Symlink loop from ...') on Python < 3.13: exit 1 as a bug."""
+    from vidseg_ros.tools.cli_errors import _user_error
+    assert _user_error(RuntimeError("Symlink loop from '/tmp/a'"))
+    assert not _user_error(RuntimeError('something else'))
+
+
+def test_finetune_sizes_a_label_before_decoding_it(tmp_path):
+    """finetune's --label (and the --labels-dir masks) was decoded whole before any size check."""
+    import struct
+    import zlib
+    from vidseg_ros.data.images import ImageError
+    from vidseg_ros.tools.finetune import _read_mask
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    png = (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 20000, 20000, 8, 0, 0, 0, 0))
+           + chunk(b'IDAT', zlib.compress(b'\x00' * 20001 * 4)) + chunk(b'IEND', b''))
+    (tmp_path / 'big.png').write_bytes(png)
+    with pytest.raises(ImageError, match='exceeds max_input_pixels'):
+        _read_mask(tmp_path / 'big.png')

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidseg_ros.files import write_file_atomic  # noqa: F401  (its home is files.py; kept importable here)
+from vidseg_ros.files import open_regular, write_file_atomic  # noqa: F401  (write_file_atomic's home is files.py; kept importable here)
 from vidseg_ros.text import SHORT_TEXT, clip, short  # noqa: F401  (their home is text.py; kept importable here)
 
 
@@ -643,7 +643,7 @@ def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | N
     the size *as stored* (``file_image_hw`` gives it as displayed), the EXIF orientation of a JPEG / PNG / WebP, the
     Orientation tag of a TIFF (else 1). A format not in FILE_FORMATS, or a damaged header, is an ImageError naming
     the file."""
-    with open(path, 'rb') as f:
+    with open_regular(path) as f:     # a FIFO among the frames waited for a writer for good
         head = f.read(1 << 16)
         try:
             kind = _file_kind(head[:16])
@@ -711,7 +711,7 @@ def _imread(path, flags: int) -> tuple[np.ndarray | None, int]:
     a TIFF by its tag's 2..4 whatever the flags (IMREAD_IGNORE_ORIENTATION too), and one of 5..8 it does not read
     (imread: None; OpenCV 4.14 and 5.0): the tag is set to 1 in a copy of the bytes, which is decoded. A PNM or PAM
     is read by ``_read_pnm``."""
-    with open(path, 'rb') as f:
+    with open_regular(path) as f:     # a FIFO among the frames waited for a writer for good
         head = f.read(16)
         kind = _file_kind(head)
         fields = []

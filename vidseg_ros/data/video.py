@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob as globlib
 import logging
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ import numpy as np
 from vidseg_ros.constants import MAX_INPUT_PIXELS
 from vidseg_ros.data.images import ImageError, check_pixels, file_image_hw, read_rgb
 from vidseg_ros.data.order import natural_key
+from vidseg_ros.files import file_problem
 from vidseg_ros.text import clip
 
 # the frame files of a folder or glob: the formats images.py reads (FILE_FORMATS) that hold one camera frame; GIF (often
@@ -62,7 +64,9 @@ class VideoFrames:
             self.files = sorted((Path(p) for p in globlib.glob(self.source)
                                  if Path(p).suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
         else:
-            raise ImageError(f'video source {self.source} does not exist')
+            # there but neither a folder nor a file (a FIFO, a device, a link loop) was 'does not exist'
+            there = os.path.lexists(path) and file_problem(path)
+            raise ImageError(f'video source {clip(self.source)} {there or "does not exist"}')
         if (path.is_dir() or not path.exists()) and not self.files:
             raise ImageError(f'no images ({", ".join(IMAGE_SUFFIXES)}) found in {self.source}')
 

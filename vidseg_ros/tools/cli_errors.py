@@ -97,6 +97,8 @@ def _user_error(e: BaseException) -> bool:
     """Errors caused by the input (values, files, data), as opposed to bugs in this package."""
     if isinstance(e, (ValueError, OSError, EOFError, pickle.UnpicklingError)):
         return True
+    if isinstance(e, RuntimeError) and str(e).startswith('Symlink loop from'):
+        return True     # Path.resolve() of a link loop a user gave (Python < 3.13), not a bug of ours
     names = {c.__name__ for c in type(e).__mro__}
     return bool(names & {'CheckpointError', 'YAMLError'}) or type(e).__module__.startswith(('rosbags', 'mcap'))
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from vidseg_ros.engine.backends import current_path, open_exported
 from vidseg_ros.engine.exported_checks import META_KEY
+from vidseg_ros.files import check_replaceable
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.checkpoint import (check_meta, check_name_length, load_checkpoint, name_limit,
                                          write_file_atomic)
@@ -70,6 +71,9 @@ def check_output(out: str | Path, fmt: str) -> Path:
     check_name_length(out, 'export')    # first: stat() of a name too long raises
     if out.is_dir():
         raise ValueError(f'{str(out)[-200:]} is a folder; give the file to write')
+    # the staged export is renamed over out (os.replace): run as root, a FIFO or a device there (a link to
+    # /dev/null) was replaced by a file
+    check_replaceable(out, clip(out))
     return out
 
 
@@ -85,6 +89,7 @@ def _check_current_name(out: Path) -> None:
     if current_path(out).is_dir():
         raise ValueError(f'{str(current_path(out))[-200:]} is a folder: a key-frame model\'s ONNX export writes '
                          f'X.onnx and X.current.onnx; move the folder or choose another name')
+    check_replaceable(current_path(out), clip(current_path(out)))
 
 
 def _staged_name(out: Path) -> Path:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE
+from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE, MAX_INPUT_PIXELS
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.data.images import clip, file_image_hw, palette_indices, read_label_pixels, write_image_atomic
+from vidseg_ros.data.images import check_pixels, clip, file_image_hw, palette_indices, read_label_pixels, write_image_atomic
 from vidseg_ros.data.video import IMAGE_SUFFIXES, image_files, read_frame
 from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 def _read_mask(path: Path) -> np.ndarray:
     """A one-channel mask (class ids, or 0/255), read as training reads labels: a paletted PNG (a DAVIS 2017
-    annotation) by its indices, 16-bit ids 0..255, turned by an EXIF orientation like the frame."""
+    annotation) by its indices, 16-bit ids 0..255, turned by an EXIF orientation like the frame. Sized from its
+    header first: a 20000x20000 --label was decoded whole (gigabytes) before any check."""
+    check_pixels(*file_image_hw(path), MAX_INPUT_PIXELS, f'label {clip(path)}')
     mask, palette = read_label_pixels(path)
     if mask is None:
         raise FileNotFoundError(f'cannot read label {path}')
