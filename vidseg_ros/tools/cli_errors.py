@@ -27,7 +27,7 @@ _STATE = {'debug': False, 'pid': 0}
 # What an interrupted command leaves and how to go on, where that is known to hold; the others say only
 # that they were interrupted.
 _AFTER_INTERRUPT = {
-    'extract': 'the frames written so far are kept and indexed; run the same command again to finish the '
+    'extract': 'the frames written so far are kept; run the same command again to finish the '
                'dataset (it resumes)',
     'propagate': 'the labels written so far are kept; run the same command again to label the rest',
     'train': 'what the run saved (last.pt, after each epoch) is kept; run the same command with --resume to '
