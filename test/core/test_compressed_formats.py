@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from vidseg_ros.data.images import (COMPRESSED_KINDS, ImageError, compressed_size, decode_compressed,
-                                    file_image_hw, image_file_info, read_label_pixels, read_rgb)
+from vidseg_ros.data.image_headers import COMPRESSED_KINDS, compressed_size, file_image_hw, image_file_info
+from vidseg_ros.data.images import ImageError, decode_compressed, read_label_pixels, read_rgb
 
 MAX_PIXELS = 4096
 IMG = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)        # BGR, as OpenCV writes it

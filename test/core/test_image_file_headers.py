@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vidseg_ros.data.images import ImageError, file_image_hw, image_file_info, read_label_pixels, read_rgb
+from vidseg_ros.data.image_headers import file_image_hw, image_file_info
+from vidseg_ros.data.images import ImageError, read_label_pixels, read_rgb
 
 REPO = Path(__file__).resolve().parents[2]
 

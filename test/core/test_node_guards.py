@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from vidseg_ros.config import ConfigError, from_dict
-from vidseg_ros.data.images import (ImageError, compressed_size, decode_compressed, encode_compressed,
-                                    image_fields_to_rgb8)
+from vidseg_ros.data.image_headers import compressed_size
+from vidseg_ros.data.images import ImageError, decode_compressed, encode_compressed, image_fields_to_rgb8
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.ros import health
 from vidseg_ros.engine.backends import check_device

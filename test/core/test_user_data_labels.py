@@ -155,7 +155,8 @@ def _exif_jpeg(path, rgb: np.ndarray, orientation: int) -> None:
 
 @pytest.mark.parametrize('orientation', range(1, 9))
 def test_exif_orientation_is_applied_as_opencv_applies_it_to_frames(tmp_path, orientation):
-    from vidseg_ros.data.images import file_image_hw, orient     # new helpers: the other tests run on old code
+    from vidseg_ros.data.image_headers import file_image_hw
+    from vidseg_ros.data.images import orient     # new helpers: the other tests run on old code
     rgb = np.random.default_rng(orientation).integers(0, 255, (H, W, 3)).astype(np.uint8)
     _exif_jpeg(tmp_path / 'f.jpg', rgb, orientation)
     stored = cv2.imread(str(tmp_path / 'f.jpg'), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)[:, :, ::-1]
@@ -210,7 +211,7 @@ def test_a_label_png_with_an_orientation_tag_is_turned_like_its_frame(tmp_path):
 
 def test_a_phone_jpeg_with_exif_blocks_past_64_kib_is_still_measured_as_displayed(tmp_path):
     """The header reader gave up after 64 KiB and decoded the file ignoring its orientation."""
-    from vidseg_ros.data.images import file_image_hw
+    from vidseg_ros.data.image_headers import file_image_hw
     _exif_jpeg(tmp_path / 'f.jpg', np.zeros((H, W, 3), np.uint8), 6)
     data = (tmp_path / 'f.jpg').read_bytes()
     pad = b'\xff\xe2' + struct.pack('>H', 65000) + b'\0' * 64998     # APP2 blocks (ICC / MPF) of 65 kB

@@ -16,8 +16,8 @@ import zlib
 import cv2
 import numpy as np
 
-from vidseg_ros.data.images import (_PNG_MAGIC, ImageError, compressed_payload, decode_compressed, is_compressed_depth,
-                                    jpeg_segments, short, tiff_directory)
+from vidseg_ros.data.image_headers import _PNG_MAGIC, jpeg_segments, tiff_directory
+from vidseg_ros.data.images import ImageError, compressed_payload, decode_compressed, is_compressed_depth, short
 
 _ORIENT_TAG = 0x0112
 _SHORT, _LONG = 3, 4

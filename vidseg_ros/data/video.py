@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 
 from vidseg_ros.constants import MAX_INPUT_PIXELS
-from vidseg_ros.data.images import ImageError, check_pixels, file_image_hw, read_rgb
+from vidseg_ros.data.image_headers import file_image_hw
+from vidseg_ros.data.images import ImageError, check_pixels, read_rgb
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.files import file_problem
 from vidseg_ros.text import clip

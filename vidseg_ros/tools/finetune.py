@@ -21,7 +21,8 @@ import torch
 from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE, MAX_INPUT_PIXELS
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.data.images import check_pixels, clip, file_image_hw, palette_indices, read_label_pixels, write_image_atomic
+from vidseg_ros.data.image_headers import file_image_hw
+from vidseg_ros.data.images import check_pixels, clip, palette_indices, read_label_pixels, write_image_atomic
 from vidseg_ros.data.video import IMAGE_SUFFIXES, image_files, read_frame
 from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE

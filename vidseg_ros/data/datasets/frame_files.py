@@ -10,8 +10,8 @@ import cv2
 from vidseg_ros.data.bags.reader import RawMessage, deserialize
 from vidseg_ros.data.datasets.image_messages import decode_message, format_cell
 from vidseg_ros.data.exif import kept_frame_bytes
-from vidseg_ros.data.images import (ImageError, compressed_size, is_compressed_depth, write_file_atomic,
-                                    write_image_atomic)
+from vidseg_ros.data.image_headers import compressed_size
+from vidseg_ros.data.images import ImageError, is_compressed_depth, write_file_atomic, write_image_atomic
 from vidseg_ros.text import clip
 
 

@@ -8,8 +8,8 @@ import numpy as np
 from rosbags.serde import SerdeError
 
 from vidseg_ros.data.bags.reader import RawMessage, deserialize
-from vidseg_ros.data.images import (ImageError, compressed_payload, compressed_size, decode_compressed,
-                                    image_fields_to_rgb8)
+from vidseg_ros.data.image_headers import compressed_size
+from vidseg_ros.data.images import ImageError, compressed_payload, decode_compressed, image_fields_to_rgb8
 from vidseg_ros.text import clip
 
 

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
-from vidseg_ros.data.images import (clip, file_image_hw, grey_in_colour, image_file_info, palette_indices,
-                                    read_label_pixels, short, write_image_atomic)
+from vidseg_ros.data.image_headers import file_image_hw, image_file_info
+from vidseg_ros.data.images import clip, grey_in_colour, palette_indices, read_label_pixels, short, write_image_atomic
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
                                               cityscapes_source, davis_source, not_utf8_says_where, read_index,

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from vidseg_ros.data.executors import task_executor
-from vidseg_ros.data.images import ImageError, clip, file_image_hw, read_rgb
+from vidseg_ros.data.image_headers import file_image_hw
+from vidseg_ros.data.images import ImageError, clip, read_rgb
 from vidseg_ros.data.datasets.labels import same_class_names, write_label
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.labelling.propagate import Predict, PropagateConfig, propagate_sequence
