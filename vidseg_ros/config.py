@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from vidseg_ros.files import read_regular_text
+from vidseg_ros.files import open_regular
 
 T = TypeVar('T')
 log = logging.getLogger(__name__)
@@ -249,25 +249,99 @@ StrictLoader.add_implicit_resolver(
     re.compile(r'^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)[eE][-+]?[0-9]+$'), list('-+.0123456789'))
 
 
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with ``StrictLoader`` (safe loading); clear errors, naming the file and line,
-    for missing or malformed files and keys given twice."""
-    path = Path(path)
+# Bounds of a YAML file this package reads (configs, dataset.yaml, a bag's metadata.yaml, params files): a
+# configuration is kilobytes, a few levels deep and a few thousand values. Beyond them PyYAML failed badly: a
+# 50 MB scalar took minutes (pure-Python scanner), 10**4 nested brackets raised RecursionError (an internal
+# error), and aliases ("billion laughs": 9 anchors of 9 aliases each, 340 bytes) made a value of 9**9 leaves
+# whose printing, dumping or traversal never ended.
+MAX_YAML_BYTES = 4 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 1_000_000     # values counted with every alias expanded
+
+
+class BoundedLoader(StrictLoader):
+    """``StrictLoader`` that refuses YAML over ``MAX_YAML_DEPTH`` levels, over ``MAX_YAML_VALUES`` values once
+    aliases are expanded, or with an alias inside the node it refers to (a cycle), as a ConfigError naming the
+    file and line: each node's expanded size is summed from its children's as it is composed, so the check is
+    linear in the text, whatever the aliases would expand to."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent, index):
+        line = self.peek_event().start_mark.line + 1
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)      # the anchored node, composed before
+            if id(node) not in self._sizes:                  # still being composed: the alias is inside it
+                raise ConfigError(f'{self.name}: line {line}: an alias refers to the node it is in (a cycle)')
+            return node
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise ConfigError(f'{self.name}: line {line}: nested over {MAX_YAML_DEPTH} levels deep')
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        size = 1 if isinstance(node, yaml.ScalarNode) else 1 + sum(self._sizes[id(n)] for n in _children(node))
+        if size > MAX_YAML_VALUES:
+            raise ConfigError(f'{self.name}: line {line}: over {MAX_YAML_VALUES} values once its aliases are '
+                              'expanded (an alias bomb?)')
+        self._sizes[id(node)] = size
+        return node
+
+
+def _children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value)
+
+
+def parse_yaml(text: str | bytes, name: str | Path) -> Any:
+    """The data of YAML ``text`` (safe loading, ``BoundedLoader``), the file ``name`` in every error: a
+    ConfigError for malformed YAML, a key given twice, bounds exceeded, text that is not UTF-8, a value PyYAML
+    cannot convert (an integer of over 4300 digits)."""
+    if len(text) > MAX_YAML_BYTES:      # bytes, or characters (each at least one byte)
+        raise ConfigError(f'{name}: over {MAX_YAML_BYTES >> 20} MB of YAML, not parsed')
+    if isinstance(text, bytes):
+        try:
+            text = text.decode('utf-8-sig')
+        except UnicodeDecodeError as e:
+            raise ConfigError(f'{name}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset '
+                              f'{e.start}); save it as UTF-8') from None
     try:
-        text = read_regular_text(path)    # a FIFO blocked here for good, /dev/zero took 23 GB
-    except OSError as e:
-        raise ConfigError(f'cannot read config {path}: {e.strerror or e}') from e
-    try:
-        loader = StrictLoader(text)   # the reader refuses control characters here, before a name can be set
+        loader = BoundedLoader(text)   # the reader refuses control characters here, before a name can be set
     except yaml.YAMLError as e:
-        raise ConfigError(f'{path} is not valid YAML: {str(e).replace("<unicode string>", str(path))}') from e
-    loader.name = str(path)       # error marks name the file, not "<unicode string>"
+        raise ConfigError(f'{name} is not valid YAML: {str(e).replace("<unicode string>", str(name))}') from e
+    loader.name = str(name)       # error marks name the file, not "<unicode string>"
     try:
-        data = loader.get_single_data()
+        return loader.get_single_data()
     except yaml.YAMLError as e:
-        raise ConfigError(f'{path} is not valid YAML: {e}') from e
+        raise ConfigError(f'{name} is not valid YAML: {e}') from e
+    except ConfigError:
+        raise
+    except ValueError as e:       # int() of a 5000-digit number (Python's limit of 4300 digits)
+        raise ConfigError(f'{name}: {e}') from e
     finally:
         loader.dispose()
+
+
+def read_yaml_file(path: str | Path, what: str = 'config') -> Any:
+    """``parse_yaml`` of regular file ``path``, read no further than ``MAX_YAML_BYTES``."""
+    path = Path(path)
+    try:
+        with open_regular(path, 'rb') as f:   # a FIFO blocked here for good, /dev/zero took 23 GB
+            data = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f'cannot read {what} {path}: {e.strerror or e}') from e
+    return parse_yaml(data, path)
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with ``BoundedLoader`` (safe loading); clear errors, naming the file and line,
+    for missing or malformed files, keys given twice and the bounds above."""
+    data = read_yaml_file(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

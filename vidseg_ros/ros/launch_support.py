@@ -23,7 +23,9 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from vidseg_ros.config import MAX_YAML_BYTES, ConfigError, parse_yaml
 from vidseg_ros.constants import EXIT_CANNOT_START
+from vidseg_ros.files import open_regular
 from vidseg_ros.text import clip
 
 PKG = 'vidseg_ros'
@@ -121,11 +123,19 @@ def params_problem(path: Path, node: str) -> str:
     ``node``, ``ns/node``, ``*`` or ``/**``). rcl takes an empty file, a text file, or a file of another
     node's parameters without a word, and the node ran with its defaults (the shipped model)."""
     try:
-        tree = yaml.safe_load(path.read_text(errors='replace'))
-    except yaml.YAMLError as e:
-        mark = getattr(e, 'problem_mark', None)
-        where = f' (line {mark.line + 1})' if mark is not None else ''
-        return f'is not YAML{where}: {clip(getattr(e, "problem", None) or e, 120)}'
+        with open_regular(path, 'rb') as f:
+            text = f.read(MAX_YAML_BYTES + 1).decode(errors='replace')
+    except OSError as e:
+        return f'cannot be read: {e.strerror or e}'
+    try:   # bounded: 10**5 nested brackets were a RecursionError, a 50 MB file took minutes, an alias bomb hours
+        tree = parse_yaml(text, path.name)
+    except ConfigError as e:
+        cause = e.__cause__
+        if isinstance(cause, yaml.YAMLError):
+            mark = getattr(cause, 'problem_mark', None)
+            where = f' (line {mark.line + 1})' if mark is not None else ''
+            return f'is not YAML{where}: {clip(getattr(cause, "problem", None) or cause, 120)}'
+        return f'is not usable: {clip(str(e).removeprefix(path.name + ": "), 120)}'
     paths = _node_paths(tree) if isinstance(tree, dict) else []
     if any(p.rsplit('/', 1)[-1] in (node, '*', '**') for p in paths):
         return ''

@@ -24,6 +24,8 @@ def parse_set(values: list[str] | None) -> dict:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
+        except (ValueError, RecursionError) as e:   # 5000 digits (int limit), 10**5 nested brackets: no traceback
+            raise typer.BadParameter(f'{key}: {"nested too deep" if isinstance(e, RecursionError) else e}') from None
     return out
 
 

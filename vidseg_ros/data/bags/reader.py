@@ -29,6 +29,7 @@ from mcap.records import Channel, Schema
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
+from vidseg_ros.config import parse_yaml
 from vidseg_ros.data.bags.foreign import mcap_profile, read_plain_mcap, ros2_type, unpacked, unzstd
 from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
 from vidseg_ros.data.bags.salvage_ros1 import salvage_ros1
@@ -204,7 +205,7 @@ def _file_compressed(path: Path) -> bool:
 def _metadata_topics(path: Path) -> dict[str, tuple[str, int]] | None:
     """topic -> (msgtype, message count) as metadata.yaml lists them; None when it does not."""
     try:
-        info = yaml.safe_load(_metadata_text(path))['rosbag2_bagfile_information']
+        info = _metadata(path)['rosbag2_bagfile_information']
         return {bag_name(t['topic_metadata']['name']): (str(t['topic_metadata']['type']), int(t['message_count']))
                 for t in info['topics_with_message_count']}
     except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
@@ -217,7 +218,7 @@ def unlisted_files(path: Path) -> list[Path]:
     one whose recorder was killed) lost its last split in silence. [] for a file, or a folder without a
     readable metadata.yaml (the regular reader fails there, and every file is salvaged)."""
     try:
-        info = yaml.safe_load(_metadata_text(path)) if path.is_dir() else None
+        info = _metadata(path) if path.is_dir() else None
         listed = info['rosbag2_bagfile_information']['relative_file_paths']
         # strings only: str() of a YAML alias bomb (a 1 kB list of lists of 10**9 leaves) held it for hours
         names = {Path(p).name for p in listed if isinstance(p, str)}
@@ -245,9 +246,17 @@ def _metadata_text(path: Path) -> str:
         return f.read()
 
 
+def _metadata(path: Path):
+    """The data of bag folder ``path``'s metadata.yaml, bounded (``parse_yaml``: an alias bomb, 10**5 nested
+    brackets) - a ValueError as for an oversized one; None where there is none."""
+    text = _metadata_text(path)
+    return parse_yaml(text, clip(path / 'metadata.yaml')) if text else None
+
+
 def _any_reader(path: Path) -> AnyReader:
-    """rosbags' reader of ``path``, once its metadata.yaml is checked to be of a recorder's size."""
-    _metadata_text(path)
+    """rosbags' reader of ``path``, once its metadata.yaml is checked to be of a recorder's size and shape
+    (rosbags parses it too, unbounded: 10**5 nested brackets were a RecursionError, an internal error)."""
+    _metadata(path)
     return AnyReader([path], default_typestore=_ROS2)
 
 

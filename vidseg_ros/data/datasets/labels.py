@@ -25,8 +25,8 @@ from vidseg_ros.data.image_headers import file_image_hw, image_file_info
 from vidseg_ros.data.images import clip, grey_in_colour, palette_indices, read_label_pixels, short, write_image_atomic
 from vidseg_ros.data.order import natural_key
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, FrameRecord, camvid_source,
-                                              cityscapes_source, davis_source, not_utf8_says_where, read_index,
-                                              read_meta, write_index, write_meta)
+                                              cityscapes_source, csv_says_where, davis_source, not_utf8_says_where,
+                                              read_index, read_meta, write_index, write_meta)
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.files import open_regular, real_path
 
@@ -57,7 +57,8 @@ def read_class_table(path: str | Path) -> LabelClasses:
     ignore row. Ids and colour components are 0..255; no two rows share a colour or an id.
     """
     # open_regular: a FIFO blocked here for good, /dev/zero took 6 GB in seconds
-    with open_regular(path, 'r', newline='', encoding='utf-8-sig') as f, not_utf8_says_where(path):  # -sig: BOM
+    with open_regular(path, 'r', newline='', encoding='utf-8-sig') as f, not_utf8_says_where(path), \
+            csv_says_where(path):  # -sig: BOM
         reader = csv.DictReader(f)
         rows = [(reader.line_num, row) for row in reader]
     if not rows:

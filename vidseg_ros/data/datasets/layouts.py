@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 import yaml
 
-from vidseg_ros.config import ConfigError
+from vidseg_ros.config import ConfigError, read_yaml_file
 from vidseg_ros.data.images import (clip, grey_in_colour, palette_indices, read_label_pixels, short,
                                     write_file_atomic)
 from vidseg_ros.text import control_character_problem, long_text_problem
@@ -213,11 +214,28 @@ def read_meta(root: str | Path) -> dict:
     path = Path(root) / META_NAME
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_file(path, 'dataset metadata') or {}   # bounded: alias bombs, depth, size
     if not isinstance(data, dict):
         raise ValueError(f'{path}: expected a mapping')
+    _check_meta_types(data, path)
     _check_class_names(data.get('classes'), path)
     return data
+
+
+def _check_meta_types(data: dict, path: Path) -> None:
+    """The keys read from a dataset.yaml have the types they are used as: ``classes: {a: 1}`` was read as the
+    class list ['a'] (an eval of mIoU nan), ``ignore_index: [1]`` was an internal error (TypeError)."""
+    expected = {'classes': (list, 'a list of names'), 'ignore_index': (int, 'an integer'),
+                'fps': ((int, float), 'a number'), 'colors': (list, 'a list of [r, g, b]')}
+    for key, (kind, words) in expected.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ValueError(f'{path}: {key} must be {words}, got {clip(repr(value), 80)}')
+    if any(not isinstance(n, str) for n in data.get('classes') or []):
+        raise ValueError(f'{path}: classes must be a list of names (text), got {clip(repr(data["classes"]), 80)}')
+    fps = data.get('fps')
+    if fps is not None and not (math.isfinite(fps) and fps >= 0):
+        raise ValueError(f'{path}: fps must be a finite number >= 0, got {fps!r}')
 
 
 def write_meta(root: str | Path, meta: dict) -> None:
@@ -240,6 +258,16 @@ def _check_class_names(names, where: Path) -> None:
 
 
 INDEX_REQUIRED = ('sequence', 'index', 'stamp_ns', 'image')
+
+
+@contextlib.contextmanager
+def csv_says_where(path: Path):
+    """The csv module's own errors (a cell over its 131072-character limit, a NUL before Python 3.11) are a
+    ValueError naming the file and line: they were an internal error ("Error: field larger than field limit")."""
+    try:
+        yield
+    except csv.Error as e:
+        raise ValueError(f'{path}: not a readable CSV table: {e}') from None
 
 
 @contextlib.contextmanager
@@ -269,8 +297,9 @@ def read_index(root: str | Path, warn_incomplete: bool = True) -> list[FrameReco
         log.warning('%s: an extract into it did not finish (interrupted, killed or failed), so %s lists only '
                     'the frames written so far: run the same `vidseg extract` again to complete it',
                     short(root), INDEX_NAME)
-    records = []
-    with path.open(newline='', encoding='utf-8') as f, not_utf8_says_where(path):
+    records, seen = [], {}
+    # utf-8-sig: a BOM (a spreadsheet's "CSV UTF-8") made the first column '\ufeffsequence', "no column sequence"
+    with path.open(newline='', encoding='utf-8-sig') as f, not_utf8_says_where(path), csv_says_where(path):
         reader = csv.DictReader(f)
         missing = [c for c in INDEX_REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
@@ -280,7 +309,11 @@ def read_index(root: str | Path, warn_incomplete: bool = True) -> list[FrameReco
         for n, row in enumerate(reader, 1):
             cell = _IndexRow(path, n, reader.line_num, row)
             seq = cell.sequence()
-            index, stamp = cell.integer('index'), cell.integer('stamp_ns')
+            index, stamp = cell.integer('index', low=0), cell.integer('stamp_ns')
+            # a row given twice was read as two frames (a 10 Hz sequence evaluated as 20 Hz video)
+            if (first := seen.setdefault((seq, index), n)) != n:
+                raise ValueError(f'{path}: row {n} (line {reader.line_num}): frame {index} of sequence '
+                                 f'{short(seq, 100)} is also row {first}; each frame has one row')
             image, lab = cell.text('image', required=True), cell.text('label')
             records.append(FrameRecord(
                 seq, index, root / image, root / lab if lab else None, stamp_ns=stamp,
@@ -321,12 +354,16 @@ class _IndexRow:
                              'folder name (no / or \\, not . or ..)')
         return seq
 
-    def integer(self, column: str) -> int:
+    def integer(self, column: str, low: int = -2**63) -> int:
+        """An int64 (a bag's stamps and counters) >= ``low``: frame -5 and stamp 10**30 were taken."""
         value = self.text(column, required=True)
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise ValueError(f'{self._where(column)}: {short(value)} is not an integer') from None
+        if not low <= number < 2**63:
+            raise ValueError(f'{self._where(column)}: {short(value)} is out of range {low}..{2**63 - 1}')
+        return number
 
 
 def write_index(root: str | Path, records: list[FrameRecord]) -> Path:
