@@ -160,3 +160,13 @@ def test_params_file_problem_is_bounded(tmp_path, text, says):
     p = child('from pathlib import Path\nfrom vidseg_ros.ros.launch_support import params_problem\n'
               f'print(params_problem(Path({str(path)!r}), "vidseg_segmenter"))')
     assert p.returncode == 0 and says in p.stdout, p.stderr[-1000:]
+
+
+@pytest.mark.parametrize('text', ['[' * 100_000 + ']' * 100_000, '- ' + bomb().replace('\n', '\n  ')],
+                         ids=['deep', 'bomb'])
+def test_bag_qos_text_is_bounded(text, caplog):
+    """A channel's offered_qos_profiles (text from whoever wrote the bag) was a RecursionError out of bag-recover,
+    or an alias bomb that metadata.yaml would list expanded; now listed as none, with a warning."""
+    from vidseg_ros.data.bags.writer import _qos_profiles
+    assert _qos_profiles('/cam', text) == []
+    assert 'offered_qos_profiles in the bag is not YAML' in caplog.text

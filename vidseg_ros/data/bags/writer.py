@@ -326,10 +326,13 @@ def mcap_files(bag_dir: str | Path) -> list[Path]:
 def _qos_profiles(name: str, text: str):
     """A channel's ``offered_qos_profiles`` (YAML text in its MCAP metadata) as metadata.yaml lists them; [] with
     a warning when it is not YAML. The text comes from whoever wrote the bag: one holding an ESC made the whole
-    recovery fail ('unacceptable character #x001b') after the messages were copied, without metadata.yaml."""
+    recovery fail ('unacceptable character #x001b') after the messages were copied, without metadata.yaml.
+    Bounded (``parse_yaml``): 10**5 nested brackets were a RecursionError, an alias bomb was dumped into
+    metadata.yaml expanded (9**9 items: the recovery never ended)."""
+    from vidseg_ros.config import ConfigError, parse_yaml
     try:
-        return yaml.safe_load(text or '[]') or []
-    except yaml.YAMLError as e:
+        return parse_yaml(text or '[]', 'offered_qos_profiles') or []
+    except ConfigError as e:
         from vidseg_ros.text import clip
         log.warning('%s: offered_qos_profiles in the bag is not YAML (%s): listed as none', clip(name),
                     clip(str(e).splitlines()[0] if str(e) else type(e).__name__))
