@@ -170,3 +170,11 @@ def test_bag_qos_text_is_bounded(text, caplog):
     from vidseg_ros.data.bags.writer import _qos_profiles
     assert _qos_profiles('/cam', text) == []
     assert 'offered_qos_profiles in the bag is not YAML' in caplog.text
+
+
+def test_index_of_a_header_only_says_it_has_no_frames(tmp_path):
+    """eval --split s of it said 'no sequence s; it has' and stopped there."""
+    from vidseg_ros.data.datasets.layouts import open_source
+    (tmp_path / 'index.csv').write_text(HEADER)
+    with pytest.raises(ConfigError, match=r'no sequence s; it has no frames \(its index lists none\)$'):
+        open_source(tmp_path, split='s')

@@ -482,8 +482,9 @@ def _sequences(src: FrameSource, names: str) -> FrameSource:
     wanted = {s for s in names.split(',') if s}
     missing = sorted(wanted - set(src.sequences()))
     if missing:
-        raise ConfigError(f'{src.name}: no sequence {", ".join(missing)[:200]}; it has '
-                          f'{", ".join(sorted(src.sequences()))[:200]}')
+        has = ", ".join(sorted(src.sequences()))[:200]    # an index of a header only: "it has" and nothing
+        raise ConfigError(f'{src.name}: no sequence {", ".join(missing)[:200]}; '
+                          f'{f"it has {has}" if has else "it has no frames (its index lists none)"}')
     return src.subset([r for r in src.records if r.sequence in wanted]) if wanted else src
 
 
