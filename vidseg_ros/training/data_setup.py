@@ -11,7 +11,9 @@ from torch.utils.data import Dataset
 from vidseg_ros.config import ConfigError
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.training.datasets import FrameDataset, RealClipDataset, SequenceDataset, TripletDataset, to_tensor
+from vidseg_ros.training.datasets import (FrameDataset, RealClipDataset, SequenceDataset, TripletDataset,
+                                         check_frame_sizes, to_tensor)
+from vidseg_ros.data.image_headers import file_image_hw
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.text import clip
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
@@ -316,8 +318,8 @@ def augment_config(cfg: TrainConfig, src: FrameSource, train: bool) -> AugmentCo
 
 def _first_frame_scale(cfg: TrainConfig, src: FrameSource) -> float:
     """The scale that makes ``src``'s first frame cover ``input_hw`` (synthetic motion's pixels per frame are given
-    at input_hw; the datasets move frames in source pixels)."""
-    h0, w0 = read_rgb(src.records[0].image).shape[:2]
+    at input_hw; the datasets move frames in source pixels). From its header: it was decoded whole for its size."""
+    h0, w0 = file_image_hw(src.records[0].image)
     return max(cfg.input_hw[0] / h0, cfg.input_hw[1] / w0)
 
 
@@ -390,6 +392,7 @@ def train_dataset(cfg: TrainConfig) -> Dataset:
 
 def noise_sigma(full: FrameSource) -> float:
     """``measure_noise_sigma`` of every frame of the training split, as make-variant measures it (logged)."""
+    check_frame_sizes(full.records, labels=False)   # before it decodes them all (the datasets check theirs later)
     try:
         sigma = measure_noise_sigma(full)
     except ValueError as e:     # no two successive frames to compare
