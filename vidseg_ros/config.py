@@ -113,6 +113,7 @@ def coerce(value: Any, tp, key: str):
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f'{key}: expected a mapping, got {type(value).__name__}')
+        _check_text_keys(value, key + '.')      # arch_config: {1: 2} was "keywords must be strings" (exit 1)
         return dict(value)
     if tp is Any:
         return value
@@ -180,8 +181,17 @@ def current_names(cls, data: dict | None, where: str = '', warn=None, merged: bo
     return data
 
 
+def _check_text_keys(data: dict, where: str) -> None:
+    """Setting names are text: YAML reads ``1: 2`` or ``2020-01-01: x`` as other types, and the unknown-key
+    message (``where + key``) was a TypeError, an internal error."""
+    bad = [k for k in data if not isinstance(k, str)]      # a list: the key may be 0, None or false
+    if bad:
+        raise ConfigError(f'{where}{reprlib.repr(bad[0])}: setting names are text, got {type(bad[0]).__name__}')
+
+
 def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
     """Build a settings dataclass from a mapping, rejecting unknown keys, wrong types, bad choices."""
+    _check_text_keys(data or {}, where)
     data = current_names(cls, data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}

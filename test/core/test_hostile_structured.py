@@ -178,3 +178,16 @@ def test_index_of_a_header_only_says_it_has_no_frames(tmp_path):
     (tmp_path / 'index.csv').write_text(HEADER)
     with pytest.raises(ConfigError, match=r'no sequence s; it has no frames \(its index lists none\)$'):
         open_source(tmp_path, split='s')
+
+
+@pytest.mark.parametrize('text, says', [
+    ('1: 2\n', r'^1: setting names are text, got int$'),                   # TypeError in the unknown-key message
+    ('null: 2\nepochs: 1\n', r'^None: setting names are text, got NoneType$'),
+    ('arch_config: {1: 2}\n', r'^arch_config\.1: setting names are text'),  # "keywords must be strings"
+])
+def test_setting_names_that_are_not_text(tmp_path, text, says):
+    from vidseg_ros.training.config import load_train_config
+    path = tmp_path / 'cfg.yaml'
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        load_train_config(path)
