@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.datasets.lock import LockHeld, first_missing, lock_file
 from vidseg_ros.engine.backends import resolve_device
+from vidseg_ros.files import read_regular_text
 
 from . import data_setup
 from .class_presence import check_classes_present, class_pixels, summed_over_ranks
@@ -445,9 +446,9 @@ def saved_grant(run_dir: Path) -> str | None:
         return None
     if isinstance(blob, dict) and GRANT_KEY in blob:
         return blob[GRANT_KEY] if isinstance(blob[GRANT_KEY], str) else None
-    try:
-        grant = json.loads((run_dir / GRANT_NAME).read_text())
-    except (OSError, ValueError):
+    try:    # RecursionError: '[[[...' 10**5 deep (an internal error); open_regular: a FIFO there blocked
+        grant = json.loads(read_regular_text(run_dir / GRANT_NAME))
+    except (OSError, ValueError, RecursionError):
         return None
     return grant.get('output') if isinstance(grant, dict) and isinstance(grant.get('output'), str) else None
 
