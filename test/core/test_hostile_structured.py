@@ -85,9 +85,13 @@ def test_huge_yaml_is_refused_at_once(tmp_path):
     ('classes: [bg, obj]\nignore_index: [1]\n', 'ignore_index must be an integer'),    # TypeError: internal error
     ('classes: [bg, yes]\n', 'classes must be a list of names'),
     ('fps: .nan\n', 'fps must be a finite number'),
+    ('ignore_index: -7\n', 'ignore_index must be 0..255'),                 # OverflowError: internal error
+    ('ignore_index: ' + '9' * 20 + '\n', 'ignore_index must be 0..255'),
+    ('colors: [[0, 0, 0], [4, 5, 999]]\n', r'colors must be \[r, g, b\] triples of 0..255, got \[4, 5, 999\]'),
     ('a: 1\na: 2\n', 'given twice'),
     ('x: ' + '[' * 100_000 + ']' * 100_000 + '\n', 'nested over'),
-], ids=['classes-map', 'ignore-list', 'classes-bool', 'fps-nan', 'dup-key', 'deep'])
+], ids=['classes-map', 'ignore-list', 'classes-bool', 'fps-nan', 'ignore-negative', 'ignore-huge', 'colour-999', 'dup-key',
+        'deep'])
 def test_dataset_yaml_types_and_bounds(tmp_path, meta, says):
     labels = [np.zeros((8, 8), np.uint8)] * 2
     root = folder_dataset(tmp_path / 'ds', noise_images(labels), labels)

@@ -226,13 +226,22 @@ def _check_meta_types(data: dict, path: Path) -> None:
     """The keys read from a dataset.yaml have the types they are used as: ``classes: {a: 1}`` was read as the
     class list ['a'] (an eval of mIoU nan), ``ignore_index: [1]`` was an internal error (TypeError)."""
     expected = {'classes': (list, 'a list of names'), 'ignore_index': (int, 'an integer'),
-                'fps': ((int, float), 'a number'), 'colors': (list, 'a list of [r, g, b]')}
+                'fps': ((int, float), 'a number'), 'colors': (list, 'a list of [r, g, b]'),
+                'licence': (str, 'text'), 'variant': (str, 'text')}
     for key, (kind, words) in expected.items():
         value = data.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             raise ValueError(f'{path}: {key} must be {words}, got {clip(repr(value), 80)}')
     if any(not isinstance(n, str) for n in data.get('classes') or []):
         raise ValueError(f'{path}: classes must be a list of names (text), got {clip(repr(data["classes"]), 80)}')
+    # checked where read: a training refused a colour of 999 at its first save (check_meta), after an epoch
+    bad = next((c for c in data.get('colors') or [] if not (isinstance(c, list) and len(c) == 3 and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c))), None)
+    if bad is not None:
+        raise ValueError(f'{path}: colors must be [r, g, b] triples of 0..255, got {clip(repr(bad), 80)}')
+    ignore = data.get('ignore_index')
+    if ignore is not None and not 0 <= ignore <= 255:     # label PNGs are 8-bit: -7 was an OverflowError (exit 1)
+        raise ValueError(f'{path}: ignore_index must be 0..255 (a label value), got {clip(str(ignore), 40)}')
     fps = data.get('fps')
     if fps is not None and not (math.isfinite(fps) and fps >= 0):
         raise ValueError(f'{path}: fps must be a finite number >= 0, got {fps!r}')
