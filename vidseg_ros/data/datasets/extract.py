@@ -110,7 +110,10 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
                 _extract_on_cluster(pool, named, out, cfg, old, rows, result, progress)
     finally:
         records = [r for r in rows.values() if Path(r.image).is_file()]
-        if records or old:
+        # Frames on disk that no row knows of yet: a Dask task returns its bag's rows at its end, so a run stopped
+        # inside its first bag left frames with neither index nor marker, a folder that looked finished. Indexed
+        # and marked unfinished as the local run is; the re-run indexes them (they exist, so it skips them).
+        if records or old or _any_file(out / 'images'):
             write_index(out, records)
             _update_fps(out, records)
         else:   # no frame written: leave no empty dataset that later commands would take for one
@@ -136,6 +139,11 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
         log.warning('extract: %d frame(s) failed to decode, %d bag warning(s)', result.failed,
                     len(result.warnings))
     return result
+
+
+def _any_file(folder: Path) -> bool:
+    """Whether a file (a frame, or one being written) is anywhere under ``folder``."""
+    return any(not p.is_dir() for p in folder.rglob('*')) if folder.is_dir() else False
 
 
 def check_bag(bag: str | Path) -> None:
@@ -242,17 +250,27 @@ def _bag_task(bag: str, name: str, out: str, cfg: ExtractConfig, old_rows: dict)
 def _extract_on_cluster(pool, bags: list[tuple[Path, str]], out: Path, cfg: ExtractConfig, old: dict, rows: dict,
                         result: ExtractResult, progress) -> None:
     """One task per (bag, sequence name); each bag's rows are merged as it finishes (bags never share a
-    file), so a bag that fails later leaves the finished ones indexed."""
+    file), so a bag that fails, or a stop, leaves the finished ones indexed."""
     by_bag: dict[str, dict] = {}      # each bag's rows, found once (not bags x rows)
     for p, r in old.items():
         by_bag.setdefault(r.bag, {})[p] = r
     futures = [pool.submit(_bag_task, str(bag), name, str(out), cfg, by_bag.get(str(bag), {})) for bag, name in bags]
-    for fut in as_completed(futures):
+    merged = set()
+
+    def merge(fut) -> None:
+        merged.add(fut)
         bag_rows, bag_result = fut.result()
         rows.update(bag_rows)
         result.add(bag_result)
         if progress:
             progress(bag_result.frames + bag_result.failed)
+    try:
+        for fut in as_completed(futures):
+            merge(fut)
+    finally:    # stopped (Ctrl-C, SIGTERM) or a bag failed: the bags that finished meanwhile are indexed too
+        for fut in futures:
+            if fut not in merged and fut.done() and not fut.cancelled() and fut.exception() is None:
+                merge(fut)
 
 
 def _no_images(bag: Path, topics: list[str], found: dict[str, str]) -> str:
