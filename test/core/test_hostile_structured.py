@@ -205,3 +205,12 @@ def test_grant_file_nested_too_deep_is_no_grant(tmp_path):
     torch.save({'format': 'old'}, tmp_path / 'last.pt')
     (tmp_path / GRANT_NAME).write_text('[' * 100_000 + ']' * 100_000)
     assert saved_grant(tmp_path) is None
+
+
+def test_class_table_names_with_control_characters_name_the_table(tmp_path):
+    """label-import --classes with a NUL in a name said '<dataset>/dataset.yaml: class names hold control
+    characters': the file to fix is the class table."""
+    path = tmp_path / 'classes.csv'
+    path.write_text('name,r,g,b\nbg,0,0,0\nob\x00j,1,1,1\n')
+    with pytest.raises(ValueError, match=r'classes\.csv: class names hold control characters'):
+        read_class_table(path)

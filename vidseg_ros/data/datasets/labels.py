@@ -28,6 +28,7 @@ from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_N
                                               cityscapes_source, csv_says_where, davis_source, not_utf8_says_where,
                                               read_index, read_meta, write_index, write_meta)
 from vidseg_ros.data.datasets.lock import dataset_lock
+from vidseg_ros.text import control_character_problem, long_text_problem
 from vidseg_ros.files import open_regular, real_path
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ def read_class_table(path: str | Path) -> LabelClasses:
         names.append(name)
         colors.append(color)
         values.append(value)
+    # here, naming the table: refused later, the error named the dataset.yaml the names were copied into
+    if problem := control_character_problem(names, 'class names') or long_text_problem(names, 'class names'):
+        raise ValueError(f'{path}: {problem}; write them as plain text, under 200 characters')
     return LabelClasses(names, colors, values, ignore, ignore_color)
 
 
