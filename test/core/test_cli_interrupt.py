@@ -7,43 +7,35 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from support.eval_data import tiny_train_config
+from support.paths import ROOT
+from support.waiting import wait_until
 from typer.testing import CliRunner
 
 from vidseg_ros.cli import app
 
 
-def _open_writer(fifo, deadline_s: float = 60.0) -> int:
-    """Open ``fifo`` for writing once a reader has it open (the command is then blocked reading it)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:     # ENXIO: no reader yet
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.05)
-
-
 def test_sigint_in_a_real_process_is_one_line_and_exit_130(tmp_path):
-    """A real SIGINT while `vidseg train` waits reading its config (a FIFO nobody writes yet)."""
-    fifo = tmp_path / 'config.yaml'
-    os.mkfifo(fifo)
-    p = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.cli', 'train', str(fifo)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    """A real SIGINT while `vidseg train` runs (its first epoch saved, many to go). It waited reading a FIFO
+    config before; a FIFO config is refused since 498c636."""
+    config = tiny_train_config(tmp_path, epochs=1000)
+    p = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.cli', 'train', str(config)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)})
     try:
-        fd = _open_writer(fifo)
-        time.sleep(0.3)
+        wait_until(lambda: (tmp_path / 'runs' / 't' / 'last.pt').is_file() or p.poll() is not None, 300,
+                   'the first epoch saved')
+        assert p.poll() is None, p.stderr.read()[-2000:]
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60)
-        os.close(fd)
     finally:
         p.kill()
+        p.wait()
     assert p.returncode == 130, err
     assert 'Traceback' not in err and out == ''
-    line, = err.strip().splitlines()
+    *logged, line = err.strip().splitlines()
+    assert all(n.startswith('INFO vidseg_ros.') for n in logged), err     # train logs each epoch
     assert line.startswith('vidseg train: interrupted; ') and '--resume' in line, line
 
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
-from support.eval_data import folder_dataset
+from support.eval_data import folder_dataset, tiny_train_config
 from support.paths import ROOT
 from support.waiting import wait_until
 from typer.testing import CliRunner
@@ -127,21 +126,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _train_config(tmp_path: Path, epochs: int) -> Path:
-    n = 6
-    labels = [np.where(np.arange(64)[None, :] < 32, 0, 1).repeat(64, 0).astype(np.uint8) for _ in range(n)]
-    folder_dataset(tmp_path / 'drive', [im[..., ::-1] for im in _noise(n, (64, 64))], labels)
-    config = tmp_path / 'c.yaml'
-    config.write_text(yaml.safe_dump({
-        'name': 't', 'arch': 'keyframe_fpn', 'arch_config': {'fpn_ch': 16}, 'dataset': 'folder',
-        'data_root': str(tmp_path / 'drive'), 'train_split': 'all', 'val_split': '', 'input_hw': [64, 64],
-        'batch_size': 2, 'epochs': epochs, 'num_threads': 1, 'device': 'cpu', 'hflip': False,
-        'runs_dir': str(tmp_path / 'runs'), 'output': str(tmp_path / 'model.pt')}))
-    return config
-
-
 def test_train_terminated_keeps_last_pt_and_resumes(tmp_path):
-    config = _train_config(tmp_path, epochs=1000)
+    config = tiny_train_config(tmp_path, epochs=1000)
     run = tmp_path / 'runs' / 't'
     rc, err = _terminated(['train', config], lambda: (run / 'last.pt').is_file(), 'the first epoch saved')
     assert rc == 143

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import yaml
 
 from vidseg_ros.data.datasets.layouts import FrameRecord, write_index, write_meta
 from vidseg_ros.models import create_model
@@ -46,3 +47,20 @@ def noise_images(labels, hw=None, seed: int = 0) -> list[np.ndarray]:
     """Random BGR frames of each label's size (or ``hw``)."""
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 255, (*(hw or label.shape), 3), np.uint8) for label in labels]
+
+
+def tiny_train_config(tmp_path: Path, epochs: int) -> Path:
+    """A `vidseg train` config of a 16-channel key-frame FPN on six 64x64 noise frames (left half class 0,
+    right half 1) under ``tmp_path``: an epoch takes a fraction of a second, its run folder is runs/t."""
+    n = 6
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(n)]
+    labels = [np.where(np.arange(64)[None, :] < 32, 0, 1).repeat(64, 0).astype(np.uint8) for _ in range(n)]
+    folder_dataset(tmp_path / 'drive', images, labels)
+    config = tmp_path / 'c.yaml'
+    config.write_text(yaml.safe_dump({
+        'name': 't', 'arch': 'keyframe_fpn', 'arch_config': {'fpn_ch': 16}, 'dataset': 'folder',
+        'data_root': str(tmp_path / 'drive'), 'train_split': 'all', 'val_split': '', 'input_hw': [64, 64],
+        'batch_size': 2, 'epochs': epochs, 'num_threads': 1, 'device': 'cpu', 'hflip': False,
+        'runs_dir': str(tmp_path / 'runs'), 'output': str(tmp_path / 'model.pt')}))
+    return config
