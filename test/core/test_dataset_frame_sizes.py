@@ -108,3 +108,18 @@ def test_vidseg_train_says_it_in_one_line_before_decoding(tmp_path, _no_decoding
     assert r.exit_code == 2, r.output
     line, = r.stderr.strip().splitlines()
     assert line == f'vidseg train: error: {big} file {path} {LIMIT}'
+
+
+@pytest.mark.parametrize('big', ['image', 'label'])
+def test_vidseg_eval_says_it_in_one_line_before_decoding(tmp_path, _no_decoding_of, big):
+    """eval decoded a 20000x20000 frame and label (15.5 GB, still running after 12 min) or a big label alone
+    (3.8 GB) before the size mismatch stopped it."""
+    from support.eval_data import tiny_fpn
+    path = _dataset(tmp_path / 'ds', big, 2)
+    _no_decoding_of.append(path)
+    model = tiny_fpn(tmp_path / 'm.pt')
+    r = CliRunner().invoke(app, ['eval', str(model), str(tmp_path / 'ds'), '--split', 'all', '--key-intervals', '1',
+                                 '--out-dir', str(tmp_path / 'out')])
+    assert r.exit_code == 2, r.output
+    line = r.stderr.strip().splitlines()[-1]
+    assert line == f'vidseg eval: error: {big} file {path} {LIMIT}'

@@ -39,6 +39,7 @@ from vidseg_ros.data.datasets.layouts import FrameSource, open_source
 from vidseg_ros.text import clip
 from vidseg_ros.files import check_replaceable
 from vidseg_ros.tools.eval_stream import RunScore
+from vidseg_ros.training.datasets import check_frame_sizes
 from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val'
     src = _eval_source(Path(data), dataset, split)
     if not any(r.label is not None for r in src.records):
         raise ValueError(f'{data} ({dataset}, split {split!r}): no labelled frames to evaluate on')
+    # from the headers, before the run: a 20000x20000 frame and label were decoded (15.5 GB after 12 min)
+    check_frame_sizes(src.records)
     return src
 
 
