@@ -125,14 +125,20 @@ def image_files(folder: Path) -> list[Path]:
                    if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')), key=natural_key)
 
 
-def read_frame(path, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB, refused (ImageError) when its header says it has more than
-    ``max_pixels`` pixels: a 389 KB PNG of 20000x20000 decoded to 1.2 GB (2.3 GB peak)."""
+def check_file_pixels(path, max_pixels: int = MAX_INPUT_PIXELS, what: str = 'image file') -> None:
+    """Refuse (ImageError naming ``what`` and the file) an image file whose header says it has more than
+    ``max_pixels`` pixels, or that cannot be sized: nothing is decoded."""
     try:
         height, width = file_image_hw(path)
     except OSError as e:    # a dangling link or a link loop, a folder named like an image, no permission
-        raise ImageError(f'cannot read image file {clip(path)}: {e.strerror or e}') from None
-    check_pixels(height, width, max_pixels, f'image file {clip(path)}')
+        raise ImageError(f'cannot read {what} {clip(path)}: {e.strerror or e}') from None
+    check_pixels(height, width, max_pixels, f'{what} {clip(path)}')
+
+
+def read_frame(path, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB, refused (ImageError) when its header says it has more than
+    ``max_pixels`` pixels: a 389 KB PNG of 20000x20000 decoded to 1.2 GB (2.3 GB peak)."""
+    check_file_pixels(path, max_pixels)
     return read_rgb(path)
 
 

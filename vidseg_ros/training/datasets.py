@@ -22,9 +22,8 @@ from torch.utils.data import Dataset
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.constants import MAX_INPUT_PIXELS
-from vidseg_ros.data.image_headers import file_image_hw
-from vidseg_ros.data.images import ImageError, check_pixels, read_rgb
-from vidseg_ros.text import clip
+from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.video import check_file_pixels
 from vidseg_ros.data.datasets.layouts import (FrameRecord, FrameSource, camvid_source, davis_source,  # noqa: F401
                                      extracted_source, open_source)
 
@@ -58,11 +57,7 @@ def check_frame_sizes(records: Iterable[FrameRecord], labels: bool = True,
             if path is None or path in seen:
                 continue
             seen.add(path)
-            try:
-                height, width = file_image_hw(path)
-            except OSError as e:    # missing, a dangling link, no permission: as read_rgb would say at the read
-                raise ImageError(f'cannot read {what} {clip(path)}: {e.strerror or e}') from None
-            check_pixels(height, width, max_pixels, f'{what} {clip(path)}')
+            check_file_pixels(path, max_pixels, what)
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
