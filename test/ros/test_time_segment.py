@@ -116,9 +116,17 @@ def test_zero_stamps_do_not_read_as_zero_latency(start_node, probe, trained_mode
 
 
 def _tick(probe, node, clock_pub, diags, ns: int):
-    """Publish /clock = ``ns`` and wait until the node's clock reads it (its /diagnostics stamp)."""
-    clock_pub.publish(Clock(clock=Time(sec=ns // 10**9, nanosec=ns % 10**9)))
-    probe.wait_for(lambda: diags and stamp_of(diags[-1]) >= ns, 20, f'/clock {ns} in the node', node)
+    """Publish /clock = ``ns`` until the node's clock reads it (its /diagnostics stamp). Published again each
+    second: the node's /clock subscription is best effort, and under load the first tick could go before the
+    subscription matched (a 20 s timeout in a loaded CI run)."""
+    probe.wait_for_subscribers(clock_pub, proc=node)
+    for attempt in range(20):
+        clock_pub.publish(Clock(clock=Time(sec=ns // 10**9, nanosec=ns % 10**9)))
+        try:
+            return probe.wait_for(lambda: diags and stamp_of(diags[-1]) >= ns, 1, f'/clock {ns} in the node', node)
+        except AssertionError:
+            if attempt == 19 or not node.alive():
+                raise
 
 
 def test_a_frame_stamped_within_one_clock_step_is_no_clock_skew(start_node, probe, trained_model):
