@@ -32,6 +32,41 @@ def test_demo_accounts_for_every_frame(tmp_path, real_frames):
     assert f'{len(real_frames) - s["frames_segmented"]} dropped' in r.stdout
 
 
+def test_foreign_messages_on_the_demo_topics_are_counted_and_the_demo_goes_on(tmp_path, real_frames, probe):
+    """The demo runs in the user's domain, where another node may publish on /image or the segmenter's topics: a
+    malformed image or a class table that is not one ended the demo with a traceback (ValueError from reshape,
+    JSONDecodeError) and no summary."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for i, rgb in enumerate(real_frames[:6]):
+        cv2.imwrite(str(frames / f'{i:04d}.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    image = probe.node.create_publisher(Image, '/image', 10)
+    overlay = probe.node.create_publisher(Image, '/vidseg_segmenter/overlay', 10)
+    table = probe.node.create_publisher(String, '/vidseg_segmenter/class_table', latched)
+    short = Image(height=10, width=10, encoding='rgb8', step=30, data=bytes(7))     # 7 bytes of 300
+    texts = iter(['{"classes": 5}', 'not json', '{"classes": [{"id": 300}]}'] * 1000)
+
+    def foreign():
+        image.publish(short)
+        overlay.publish(short)
+        table.publish(String(data=next(texts)))
+    probe.node.create_timer(0.2, foreign)
+    out = tmp_path / 'out'
+    r = subprocess.run([sys.executable, '-m', 'vidseg_ros.ros.demo', '--video', str(frames), '--no-record',
+                        '--rate', '5', '--out', str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stdout[-3000:] + r.stderr[-3000:]
+    s = json.loads((out / 'summary.json').read_text())
+    assert s['frames_published_by_source'] == 6 and s['overlays_received'] > 0, s
+    assert set(s['messages_not_used']) == {'/image', '/vidseg_segmenter/overlay', '/vidseg_segmenter/class_table'}, s
+    for topic in s['messages_not_used']:     # one line each, however many came
+        assert r.stderr.count(f'demo: warning: a message on {topic} was not used') == 1, r.stderr
+    assert cv2.imread(str(out / 'contact_sheet.png')) is not None
+
+
 def _installed_package(cwd) -> bool:
     """Whether this Python imports vidseg_ros from its installation (`make install`), not the checkout."""
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
@@ -90,9 +125,9 @@ def test_help_names_the_command_to_type():
 
 def _legend(classes, width):
     """The demo's legend for ``classes`` (dicts of id/name/color) with every class equally present."""
-    from vidseg_ros.ros.demo import Collector
+    from vidseg_ros.ros.demo import Collector, legend_classes
     collector = Collector.__new__(Collector)   # the legend needs no ROS node
-    collector.classes = classes
+    collector.classes = legend_classes(json.dumps({'classes': classes}))
     collector.class_hist = np.zeros(256, np.int64)
     collector.class_hist[[c['id'] for c in classes]] = 1000
     return collector._legend(width)

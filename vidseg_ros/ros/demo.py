@@ -21,8 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidseg_ros.constants import MAX_INPUT_PIXELS as MAX_PIXELS
+from vidseg_ros.data.images import ImageError
 from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
 from vidseg_ros.ros.startup import PROFILE_ENV, domain_id_problem, init_failure, transport_warnings
+from vidseg_ros.text import clip
 
 # The folder vidseg_ros is imported from: a source checkout, or site-packages when installed.
 IMPORT_ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +126,10 @@ class Collector:
         from sensor_msgs.msg import Image
 
         from vidseg_ros.ros.camera_io import stamp_ns   # rclpy only once a demo runs: --help stays light
-        self.stamp_ns = stamp_ns
+        from vidseg_ros.ros.conversions import image_msg_to_rgb8
+        self.stamp_ns, self.to_rgb8 = stamp_ns, image_msg_to_rgb8
+        self.refused: dict[str, int] = {}      # messages not used, by topic
+        self.video_hw: tuple[int, int] | None = None
         self.inputs: dict[int, np.ndarray] = {}
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
         self.n_in = self.n_out = 0
@@ -134,7 +140,7 @@ class Collector:
         self.fps = fps
         from rclpy.qos import DurabilityPolicy
         from std_msgs.msg import String
-        self.classes: list[dict] = []
+        self.classes: list[tuple[int, str, tuple[int, int, int]]] = []    # (published id, name, RGB)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -144,29 +150,52 @@ class Collector:
         node.create_subscription(Image, '/vidseg_segmenter/mask', self._on_mask, reliable)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
 
+    def _refused(self, topic: str, problem) -> None:
+        """A message the demo cannot use (another publisher on its topics, in the user's domain): said once per
+        topic, counted, and the demo goes on; a bad one ended the demo with a traceback and no summary."""
+        self.refused[topic] = self.refused.get(topic, 0) + 1
+        if self.refused[topic] == 1:
+            print(f'demo: warning: a message on {topic} was not used: {clip(problem, 300)} (another publisher on '
+                  'the demo\'s topics? further ones are counted in summary.json)', file=sys.stderr, flush=True)
+
+    def _rgb(self, topic: str, msg) -> np.ndarray | None:
+        try:
+            return self.to_rgb8(msg, MAX_PIXELS)
+        except ImageError as e:
+            self._refused(topic, e)
+            return None
+
     def _on_input(self, msg) -> None:
+        if (rgb := self._rgb('/image', msg)) is None:
+            return
         self.n_in += 1
         if len(self.inputs) < 200:
-            rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, -1)
             self.inputs[self.stamp_ns(msg.header.stamp)] = rgb
 
     def _on_mask(self, msg) -> None:
         self.class_hist += np.bincount(np.frombuffer(bytes(msg.data), np.uint8), minlength=256)
 
     def _on_overlay(self, msg) -> None:
-        self.n_out += 1
-        rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+        if (rgb := self._rgb('/vidseg_segmenter/overlay', msg)) is None:
+            return
         if self.writer is None:
             self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
-                                          (msg.width, msg.height))
+                                          (rgb.shape[1], rgb.shape[0]))
+            self.video_hw = rgb.shape[:2]
+        if rgb.shape[:2] != self.video_hw:     # a video has one frame size
+            self._refused('/vidseg_segmenter/overlay', f'{rgb.shape[1]}x{rgb.shape[0]}, the video is '
+                                                        f'{self.video_hw[1]}x{self.video_hw[0]}')
+            return
+        self.n_out += 1
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         src = self.inputs.pop(self.stamp_ns(msg.header.stamp), None)
-        if src is not None:
-            self.pairs.append((src[:, :, :3], rgb))
+        if src is not None and src.shape == rgb.shape:     # side by side on the contact sheet
+            self.pairs.append((src, rgb))
 
     def reported(self, key: str) -> int:
-        """A counter from the segmenter's last /diagnostics status (0 before the first)."""
-        return int((self.last_status or {}).get(key, 0) or 0)
+        """A counter from the segmenter's last /diagnostics status (0 before the first, or not a count)."""
+        value = (self.last_status or {}).get(key, '')
+        return int(value) if value.isdigit() else 0
 
     def segmenter_ready(self, node) -> bool:
         """Model loaded (the latched class table arrives after load) and our output subscriptions
@@ -175,7 +204,10 @@ class Collector:
                                           for t in ('overlay', 'mask'))
 
     def _on_table(self, msg) -> None:
-        self.classes = json.loads(msg.data)['classes']
+        try:
+            self.classes = legend_classes(msg.data)
+        except ValueError as e:
+            self._refused('/vidseg_segmenter/class_table', e)
 
     def _on_diag(self, msg) -> None:
         for st in msg.status:
@@ -196,15 +228,33 @@ class Collector:
         """A strip naming each class colour seen in the masks (share of pixels after the name)."""
         total = max(int(self.class_hist.sum()), 1)
         entries = []
-        for c in self.classes:
-            share = self.class_hist[c['id']] / total if c['id'] < 256 else 0
+        for class_id, name, color in self.classes:
+            share = self.class_hist[class_id] / total
             if share >= 0.001:
-                entries.append((f'{c["name"]} {100 * share:.0f}%', tuple(int(v) for v in c['color'])))
+                entries.append((f'{clip(name, 40)} {100 * share:.0f}%', color))
         return legend_strip(entries, width)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
+
+
+def legend_classes(text: str) -> list[tuple[int, str, tuple[int, int, int]]]:
+    """(published id, name, RGB colour) of each class in a ~/class_table message (``ClassTable.to_json``);
+    ValueError when the text is not such a table."""
+    try:
+        classes = json.loads(text)['classes']
+        table = [(c['id'], c['name'], tuple(c['color'])) for c in classes]
+    except (ValueError, TypeError, KeyError, RecursionError) as e:
+        raise ValueError(f'not a class table ({type(e).__name__}: {e})') from None
+    for class_id, name, color in table:
+        if not (type(class_id) is int and 0 <= class_id <= 255 and isinstance(name, str) and len(color) == 3
+                and all(type(v) is int and 0 <= v <= 255 for v in color)):
+            raise ValueError(f'not a class table: class {clip(repr((class_id, name, color)), 100)} is not '
+                             '(id 0..255, name, 3 colour values 0..255)')
+    if not table:
+        raise ValueError('not a class table: no classes')
+    return table
 
 
 LEGEND_FONT, LEGEND_SCALE, LEGEND_ROW = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 28
@@ -305,17 +355,26 @@ def run(args) -> dict:
     return report(collector, out, video, model, trained, time.monotonic() - t0, bag)
 
 
+def _number(value) -> float:
+    """A value of the segmenter's /diagnostics status as a number; nan where absent or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float('nan')
+
+
 def report(c: Collector, out: Path, video: str, model: str, trained: bool, wall_s: float, bag) -> dict:
     s = c.last_status or {}
     stages = ['convert', 'preprocess', 'model', 'postprocess', 'publish', 'end_to_end']
-    latency = {st: {q: float(s.get(f'{st}_ms_{q}', 'nan')) for q in ('p50', 'p95', 'max')} for st in stages}
+    latency = {st: {q: _number(s.get(f'{st}_ms_{q}')) for q in ('p50', 'p95', 'max')} for st in stages}
     summary = {'video': video, 'model': s.get('model', model), 'trained': trained, 'device': s.get('device'),
                'frames_published_by_source': c.n_in, 'frames_received_by_node': c.reported('frames_in'),
                'frames_segmented': c.reported('frames_out'), 'overlays_received': c.n_out,
                # every frame published but not segmented, split by where it was lost
                'dropped_before_node': max(c.n_in - c.reported('frames_in'), 0),
                'dropped_by_latest_frame_wins': c.reported('dropped_frames'),
-               'key_frame_ratio': float(s.get('key_frame_ratio', 'nan')), 'latency_ms': latency,
+               'key_frame_ratio': _number(s.get('key_frame_ratio')), 'latency_ms': latency,
+               'messages_not_used': c.refused,
                'wall_s': round(wall_s, 1), 'outputs': {'overlay_video': str(c.video_path),
                                                         'contact_sheet': str(out / 'contact_sheet.png'),
                                                         'bag': str(bag) if bag else None}}
