@@ -123,3 +123,54 @@ def test_vidseg_eval_says_it_in_one_line_before_decoding(tmp_path, _no_decoding_
     assert r.exit_code == 2, r.output
     line = r.stderr.strip().splitlines()[-1]
     assert line == f'vidseg eval: error: {big} file {path} {LIMIT}'
+
+
+@pytest.mark.parametrize('big', ['image', 'label'])
+def test_vidseg_propagate_says_it_in_one_line_before_any_job(tmp_path, _no_decoding_of, big):
+    """propagate decoded a 20000x20000 frame in its flow job (1.2 GB, then flows of 3.2 GB each) or a human label
+    as the job read it; other jobs had written their labels meanwhile."""
+    path = _dataset(tmp_path / 'ds', big, 3, labelled=(0, 3))
+    _no_decoding_of.append(path)
+    index = (tmp_path / 'ds' / 'index.csv').read_bytes()
+    r = CliRunner().invoke(app, ['propagate', str(tmp_path / 'ds')])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines()[-1] == f'vidseg propagate: error: {big} file {path} {LIMIT}'
+    assert (tmp_path / 'ds' / 'index.csv').read_bytes() == index and len(list((tmp_path / 'ds').rglob('*.png'))) == 8
+
+
+@pytest.mark.parametrize('kind, big', [('noise', 'image'), ('per_sequence', 'image'), ('per_sequence', 'label')])
+def test_vidseg_make_variant_says_it_in_one_line_before_decoding(tmp_path, _no_decoding_of, kind, big):
+    """make-variant --kind noise measured the noise on every frame (decoding the 20000x20000 one, 2.4 GB); other
+    variants wrote a dataset holding it, which train then refused."""
+    path = _dataset(tmp_path / 'ds', big, 2, labelled=(0, 2))
+    _no_decoding_of.append(path)
+    r = CliRunner().invoke(app, ['make-variant', str(tmp_path / 'ds'), str(tmp_path / 'out'), '--kind', kind,
+                                 '--split', 'all', '--n', '0'])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines()[-1] == f'vidseg make-variant: error: {big} file {path} {LIMIT}'
+    assert not (tmp_path / 'out' / 'index.csv').exists()
+
+
+def test_a_variant_that_leaves_the_big_frame_out_is_made(tmp_path, _no_decoding_of):
+    """Only what the variant holds is checked: labelled frames, not the big unlabelled one."""
+    _no_decoding_of.append(_dataset(tmp_path / 'ds', 'image', 2, labelled=(0, 4)))
+    r = CliRunner().invoke(app, ['make-variant', str(tmp_path / 'ds'), str(tmp_path / 'out'), '--kind',
+                                 'per_sequence', '--split', 'all', '--n', '1'])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / 'out' / 'index.csv').is_file()
+
+
+def test_a_camvid_layout_import_says_it_in_one_line_before_converting_a_label(tmp_path, _no_decoding_of):
+    src = tmp_path / 'camvid'
+    (src / 'train').mkdir(parents=True)
+    (src / 'trainannot').mkdir()
+    for i in range(3):
+        images.write_image_atomic(src / 'train' / f'0001TP_{i:06d}.png', np.zeros((8, 8, 3), np.uint8))
+        images.write_image_atomic(src / 'trainannot' / f'0001TP_{i:06d}.png', np.zeros((8, 8), np.uint8))
+    path = src / 'trainannot' / '0001TP_000001.png'
+    _big_png(path, grey=True)
+    _no_decoding_of.append(path)
+    r = CliRunner().invoke(app, ['label-import', str(src), '--layout', 'camvid', '--out', str(tmp_path / 'out')])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines()[-1] == f'vidseg label-import: error: label file {path} {LIMIT}'
+    assert not list((tmp_path / 'out').rglob('*.png'))

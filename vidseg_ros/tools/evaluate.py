@@ -39,7 +39,7 @@ from vidseg_ros.data.datasets.layouts import FrameSource, open_source
 from vidseg_ros.text import clip
 from vidseg_ros.files import check_replaceable
 from vidseg_ros.tools.eval_stream import RunScore
-from vidseg_ros.training.datasets import check_frame_sizes
+from vidseg_ros.data.video import check_frame_sizes
 from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ from torch.utils.data import Dataset
 from vidseg_ros.config import ConfigError
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.training.datasets import (FrameDataset, RealClipDataset, SequenceDataset, TripletDataset,
-                                         check_frame_sizes, to_tensor)
+from vidseg_ros.training.datasets import FrameDataset, RealClipDataset, SequenceDataset, TripletDataset, to_tensor
 from vidseg_ros.data.image_headers import file_image_hw
 from vidseg_ros.data.images import read_rgb
+from vidseg_ros.data.video import check_frame_sizes
 from vidseg_ros.text import clip
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)

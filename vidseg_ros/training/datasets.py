@@ -13,7 +13,6 @@ synthetic motion: the key frame is the labelled frame under a random affine that
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -21,9 +20,8 @@ from torch.utils.data import Dataset
 
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
-from vidseg_ros.constants import MAX_INPUT_PIXELS
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.video import check_file_pixels
+from vidseg_ros.data.video import check_frame_sizes
 from vidseg_ros.data.datasets.layouts import (FrameRecord, FrameSource, camvid_source, davis_source,  # noqa: F401
                                      extracted_source, open_source)
 
@@ -42,22 +40,6 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 def label_tensor(label: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
-
-
-def check_frame_sizes(records: Iterable[FrameRecord], labels: bool = True,
-                      max_pixels: int = MAX_INPUT_PIXELS) -> None:
-    """Refuse (ImageError, one line naming the file and the limit) a frame, or with ``labels`` a label, whose header
-    claims more than ``max_pixels`` pixels: read from the headers alone, once, when a dataset is built (and by eval
-    before its run), so training and validation stop before a model or a loader worker starts. Decoded as read, a
-    1.2 MB PNG of 20000x20000 among six 64x64 frames took training to 5.1 GB (each loader worker decodes it for each sample holding it) and an
-    eval to 15.5 GB. About 50 us a file: CamVid's 468 frames and labels in 0.03 s (0.34 s cold)."""
-    seen: set = set()
-    for rec in records:
-        for path, what in ((rec.image, 'image file'), (rec.label if labels else None, 'label file')):
-            if path is None or path in seen:
-                continue
-            seen.add(path)
-            check_file_pixels(path, max_pixels, what)
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -28,6 +28,7 @@ from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_N
                                               cityscapes_source, csv_says_where, davis_source, not_utf8_says_where,
                                               read_index, read_meta, write_index, write_meta)
 from vidseg_ros.data.datasets.lock import dataset_lock
+from vidseg_ros.data.video import check_frame_sizes
 from vidseg_ros.text import control_character_problem, long_text_problem
 from vidseg_ros.files import open_regular, real_path
 
@@ -616,6 +617,7 @@ def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 't
 
 def _index_layout(fs, src: Path, out: Path, layout: str) -> dict:
     """``import_layout``'s labels, index and dataset.yaml written to the locked ``out``."""
+    check_frame_sizes(fs.records)   # from the headers, before a label is converted
     for rec in fs.records:      # before writing any: training resized such a label in silence, eval failed late
         why = rec.label is not None and _size_mismatch(rec.label, rec.image)
         if why:

@@ -28,6 +28,7 @@ from vidseg_ros.data.images import read_rgb, write_image_atomic
 from vidseg_ros.data.datasets.labels import check_new_output
 from vidseg_ros.data.datasets.layouts import FrameSource, write_index, write_meta
 from vidseg_ros.data.datasets.lock import dataset_lock
+from vidseg_ros.data.video import check_frame_sizes
 
 log = logging.getLogger(__name__)
 VARIANTS = ('per_sequence', 'strided', 'successive', 'noise')
@@ -199,6 +200,7 @@ def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400
         if out is None:
             raise ValueError('the noise variant writes images: give an output folder')
         if sigma is None:
+            check_frame_sizes(source.records, labels=False)     # from the headers, before any is decoded
             sigma = measure_noise_sigma(source)
             if sigma == 0:
                 raise ValueError(f'{source.name}: {STILL}; give make-variant --sigma S (e.g. 3), or use another '
@@ -241,6 +243,7 @@ def _write_variant(variant: FrameSource, out: Path) -> Path:
     the variant moves with its source (a relative ``out`` stored the copies absolute, and a moved variant lost
     them)."""
     out = out.resolve()
+    check_frame_sizes(variant.records)      # from the headers, before a label is converted (and train decodes them)
     from vidseg_ros.data.datasets.labels import write_label
     from vidseg_ros.data.datasets.layouts import identity_lut
     plain = variant.label_lut is None or np.array_equal(

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vidseg_ros.data.executors import task_executor
+from vidseg_ros.data.video import check_frame_sizes
 from vidseg_ros.data.image_headers import file_image_hw
 from vidseg_ros.data.images import ImageError, clip, read_rgb
 from vidseg_ros.data.datasets.labels import same_class_names, write_label
@@ -150,6 +151,7 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                       workers: int, executor: str, address: str) -> dict:
     """``propagate_dataset`` once ``root`` is locked."""
     src = extracted_source(root)
+    check_frame_sizes(src.records)      # from the headers, before a job decodes a frame or a label
     cfg = replace(cfg or PropagateConfig(), ignore_index=src.ignore_index)
     for stale in root.glob('.vidseg-propagate-*'):     # spilled by a run that was killed (this one holds the lock)
         shutil.rmtree(stale, ignore_errors=True)
