@@ -123,6 +123,24 @@ def test_a_class_table_that_is_no_file_is_refused(tmp_path, kind):
     assert line.endswith(f'{table}: {FIFO}'), line
 
 
+@pytest.mark.parametrize('kind', [*SPECIAL, 'dangling'])
+@pytest.mark.parametrize('command', ['propagate', 'make-variant'])
+def test_an_index_csv_that_is_no_file_is_named_not_taken_for_none(tmp_path, kind, command):
+    """A FIFO, /dev/zero or a dangling link as index.csv read "no index.csv in ...; create it with `vidseg extract`"
+    (propagate) or "not an extracted dataset ..., DAVIS ..., CamVid ... folder" (make-variant)."""
+    root = folder_dataset(tmp_path / 'ds', [__import__('numpy').zeros((8, 8, 3), 'uint8')], [None])
+    index = root / 'index.csv'
+    index.unlink()
+    if kind == 'dangling':
+        index.symlink_to(tmp_path / 'nowhere.csv')
+    else:
+        SPECIAL[kind](index)
+    argv = [root] if command == 'propagate' else [root, tmp_path / 'out', '--kind', 'per_sequence']
+    line = one_line_error(vidseg(command, *argv))
+    problem = 'is a link to nothing, or one that loops' if kind == 'dangling' else FIFO
+    assert line == f'vidseg {command}: error: {index}: {problem}', line
+
+
 @pytest.mark.parametrize('kind', list(SPECIAL))
 def test_a_train_config_that_is_no_file_is_refused(tmp_path, kind):
     config = SPECIAL[kind](tmp_path / 'run.yaml')

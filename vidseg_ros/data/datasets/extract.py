@@ -35,7 +35,7 @@ from vidseg_ros.data.datasets.extract_config import FORMATS, ExtractConfig, Extr
 from vidseg_ros.data.datasets.frame_files import write_job
 from vidseg_ros.data.datasets.image_messages import (FORMAT_CELL, decode_message, format_cell,  # noqa: F401
                                                      frame_hw, header_stamp_ns, message_encoding)
-from vidseg_ros.data.datasets.layouts import (EXTRACTING_NAME, INDEX_NAME, FrameRecord, read_index, read_meta,
+from vidseg_ros.data.datasets.layouts import (EXTRACTING_NAME, FrameRecord, has_index, read_index, read_meta,
                                               write_index, write_meta)
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.datasets.sequence_names import (BAG_SUFFIXES, MAX_SEQUENCE_BYTES, bag_key,  # noqa: F401
@@ -88,7 +88,7 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
     marker = out / EXTRACTING_NAME
     if marker.exists():
         log.info('%s: completing an extract that did not finish', short(out))
-    old = {r.image: r for r in read_index(out, warn_incomplete=False)} if (out / INDEX_NAME).is_file() else {}
+    old = {r.image: r for r in read_index(out, warn_incomplete=False)} if has_index(out) else {}
     write_file_atomic(marker, ('\n'.join(str(b) for b in bags) + '\n').encode(errors='surrogateescape'))
     rows: dict[Path, FrameRecord] = dict(old)
     # absolute: the index's bag column is how a later run, from any folder, knows a bag is already in

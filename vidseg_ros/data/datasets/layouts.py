@@ -25,7 +25,7 @@ from vidseg_ros.config import ConfigError, read_yaml_file
 from vidseg_ros.data.images import (clip, grey_in_colour, palette_indices, read_label_pixels, short,
                                     write_file_atomic)
 from vidseg_ros.text import control_character_problem, long_text_problem
-from vidseg_ros.files import open_regular
+from vidseg_ros.files import NotAFileError, file_problem, open_regular
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_FPS, CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_FPS,
                                   DAVIS_CLASSES, DAVIS_FPS)
 
@@ -290,6 +290,12 @@ def not_utf8_says_where(path: Path):
                          'save it as UTF-8 (a spreadsheet\'s "CSV UTF-8")') from None
 
 
+def has_index(root: str | Path) -> bool:
+    """Whether ``root`` has an ``index.csv`` of any kind: a FIFO or a dangling link there is read (and refused by
+    name) as the dataset's index, not taken for its absence ("no index.csv", or not a dataset at all)."""
+    return os.path.lexists(Path(root) / INDEX_NAME)
+
+
 def read_index(root: str | Path, warn_incomplete: bool = True) -> list[FrameRecord]:
     """Records of an extracted dataset from ``<root>/index.csv`` (paths relative to root).
 
@@ -300,15 +306,18 @@ def read_index(root: str | Path, warn_incomplete: bool = True) -> list[FrameReco
     """
     root = Path(root)
     path = root / INDEX_NAME
-    if not path.is_file():
+    if not has_index(root):
         raise FileNotFoundError(f'no {INDEX_NAME} in {root}; create it with `vidseg extract`')
+    if problem := file_problem(path):      # a link to nothing said "No such file or directory"
+        raise NotAFileError(path, problem)
     if warn_incomplete and (root / EXTRACTING_NAME).exists():
         log.warning('%s: an extract into it did not finish (interrupted, killed or failed), so %s lists only '
                     'the frames written so far: run the same `vidseg extract` again to complete it',
                     short(root), INDEX_NAME)
     records, seen = [], {}
     # utf-8-sig: a BOM (a spreadsheet's "CSV UTF-8") made the first column '\ufeffsequence', "no column sequence"
-    with path.open(newline='', encoding='utf-8-sig') as f, not_utf8_says_where(path), csv_says_where(path):
+    with open_regular(path, 'r', newline='', encoding='utf-8-sig') as f, not_utf8_says_where(path), \
+            csv_says_where(path):
         reader = csv.DictReader(f)
         missing = [c for c in INDEX_REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
@@ -431,7 +440,7 @@ HEAD_TAIL_GAP = 5
 def guess_layout(root: str | Path, split: str = 'train') -> str:
     """The layout of a dataset folder: folder (index.csv), davis (JPEGImages/), cityscapes, camvid."""
     root = Path(root)
-    if (root / INDEX_NAME).is_file():
+    if has_index(root):
         return 'folder'
     if (root / 'JPEGImages').is_dir():
         return 'davis'

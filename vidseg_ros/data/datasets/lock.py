@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from vidseg_ros.data.datasets.layouts import INDEX_NAME
+from vidseg_ros.data.datasets.layouts import INDEX_NAME, has_index
 
 log = logging.getLogger(__name__)
 LOCK_NAME = '.vidseg.lock'      # hidden, and a suffix no image or label reader takes
@@ -95,7 +95,7 @@ def dataset_lock(root: str | Path, create: bool = False, what: str = 'dataset'):
     created = first_missing(root) if create else None
     if create:
         root.mkdir(parents=True, exist_ok=True)
-    elif not (root / INDEX_NAME).is_file():
+    elif not has_index(root):
         raise FileNotFoundError(f'no {INDEX_NAME} in {root}; create it with `vidseg extract`')
     key = (os.path.realpath(root / LOCK_NAME), threading.get_ident())
     with _HELD_GUARD:
