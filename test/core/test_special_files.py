@@ -255,3 +255,22 @@ def test_finetune_sizes_a_label_before_decoding_it(tmp_path):
     (tmp_path / 'big.png').write_bytes(png)
     with pytest.raises(ImageError, match='exceeds max_input_pixels'):
         _read_mask(tmp_path / 'big.png')
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'dangling', 'file'])
+@pytest.mark.parametrize('command', ['propagate', 'make-variant'])
+def test_an_output_folder_that_is_no_folder_says_what_it_is(tmp_path, kind, command):
+    """A FIFO where the output folder goes was called "a file, not a folder"; a link to nothing "File exists"."""
+    root = folder_dataset(tmp_path / 'ds', [__import__('numpy').zeros((8, 8, 3), 'uint8')] * 2,
+                          [__import__('numpy').zeros((8, 8), 'uint8'), None])
+    out = tmp_path / 'out'
+    if kind == 'fifo':
+        fifo(out)
+    elif kind == 'dangling':
+        out.symlink_to(tmp_path / 'nowhere')
+    else:
+        out.write_text('x')
+    argv = [root, '--out', out] if command == 'propagate' else [root, out, '--kind', 'per_sequence', '--split', 'all']
+    line = one_line_error(vidseg(command, *argv))
+    what = {'fifo': FIFO, 'dangling': 'is a link to nothing, or one that loops', 'file': 'is a file'}[kind]
+    assert line == f'vidseg {command}: error: {out} {what}, not a folder', line

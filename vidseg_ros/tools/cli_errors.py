@@ -146,14 +146,24 @@ def _file_in_the_way(e: OSError) -> Path | None:
         return None
     path = Path(e.filename)
     for p in [*reversed(path.parents), path]:       # from the top: the first one that is no folder
-        if p.exists() and not p.is_dir():
+        if os.path.lexists(p) and not p.is_dir():   # a link to nothing too: mkdir said "File exists"
             return p
     return None
 
 
+def _not_a_folder(path: Path) -> str:
+    """'X is a file, not a folder', or what else X is (a FIFO was called a file, a link to nothing "File exists")."""
+    from vidseg_ros.files import file_problem
+    try:
+        problem = file_problem(path)
+    except OSError:
+        problem = ''
+    return f'{path} {problem or "is a file"}, not a folder'
+
+
 def _describe(e: BaseException) -> str:
     if isinstance(e, OSError) and (in_the_way := _file_in_the_way(e)) is not None:
-        return f'{in_the_way} is a file, not a folder'
+        return _not_a_folder(in_the_way)
     if isinstance(e, OSError) and e.filename and e.strerror:
         return f'{e.filename}: {e.strerror}'
     text = str(e)
