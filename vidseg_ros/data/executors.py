@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 
@@ -135,7 +136,7 @@ def _dask_client(workers: int, address: str):
         try:
             client = Client(cluster)
             try:
-                client.register_plugin(_quiet_worker_plugin())
+                client.register_plugin(_local_worker_plugin())
                 yield client
             except BaseException as e:
                 if not isinstance(e, Exception):   # Ctrl-C, sys.exit: stop now, not after the running tasks
@@ -172,20 +173,26 @@ def _not_reported_by_the_driver(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(_REPORTED_BY_THE_DRIVER)
 
 
-def _quiet_worker_plugin():
-    """A worker plugin leaving ``_REPORTED_BY_THE_DRIVER`` out of a worker's log (set up on each worker, those
-    the cluster restarts after a death too); the worker's other warnings (memory, ...) still show."""
+def _local_worker_plugin():
+    """A plugin set up on each worker of a local cluster (those it restarts after a death too): it leaves
+    ``_REPORTED_BY_THE_DRIVER`` out of the worker's log (its other warnings, memory..., still show), and SIGINT
+    to the driver, which stops its workers itself (``_stop_cluster_workers``), as the local pool's workers do.
+    Ctrl-C in a terminal reaches every process of the group: a worker that got it closed on its own, racing
+    the driver's stop, and printed tracebacks ('distributed.worker - ERROR', KeyboardInterrupt, CancelledError,
+    a connection reset by the nanny) after the CLI's one line (1 CI run in ~10)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
-    class QuietTaskErrors(WorkerPlugin):
-        name = 'vidseg-quiet-task-errors'
+    class LocalWorker(WorkerPlugin):
+        name = 'vidseg-local-worker'
 
         def setup(self, worker):  # noqa: ARG002 - the same for every worker
             for name in ('distributed.worker', 'distributed.worker.state_machine'):
                 logger = logging.getLogger(name)
                 if _not_reported_by_the_driver not in logger.filters:
                     logger.addFilter(_not_reported_by_the_driver)
-    return QuietTaskErrors()
+            if threading.current_thread() is threading.main_thread():    # where signals are handled
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return LocalWorker()
 
 
 def _stop_cluster_workers(cluster) -> None:
