@@ -125,7 +125,8 @@ def test_help_names_the_command_to_type():
 
 def _legend(classes, width):
     """The demo's legend for ``classes`` (dicts of id/name/color) with every class equally present."""
-    from vidseg_ros.ros.demo import Collector, legend_classes
+    from vidseg_ros.ros.demo import Collector
+    from vidseg_ros.ros.demo_report import legend_classes
     collector = Collector.__new__(Collector)   # the legend needs no ROS node
     collector.classes = legend_classes(json.dumps({'classes': classes}))
     collector.class_hist = np.zeros(256, np.int64)
