@@ -68,6 +68,43 @@ def open_regular(path: str | Path, mode: str = 'rb', **kwargs):
         raise
 
 
+def cv_path(path: str | Path) -> bytes:
+    """``path`` as OpenCV must be given it: the file system's bytes. A name that is not UTF-8 (a Latin-1 file from
+    an old disk or share: Python holds its byte as a lone surrogate) given as text crashed the process in OpenCV's
+    bindings (SIGSEGV in cv2.imread, imwrite, VideoCapture and VideoWriter alike); as bytes it opens."""
+    return os.fsencode(path)
+
+
+@contextlib.contextmanager
+def text_path(path: str | Path):
+    """``path`` as text a native library that takes only UTF-8 text can open (onnxruntime, torch.jit.load: a name
+    that is not UTF-8 was a TypeError there, "incompatible function arguments"): the path itself when it is UTF-8,
+    else, on Linux, its file through the open folder (``/proc/self/fd/N/name``; a model's external data, which
+    onnxruntime looks for beside it, is found there too). OSError where the file's own name is not UTF-8."""
+    text = os.fspath(path)
+    if _is_utf8(text):
+        yield text
+        return
+    folder, name = os.path.split(text)
+    if not _is_utf8(name):
+        raise OSError(errno.EILSEQ, 'a name that is not UTF-8 text; rename the file', text)
+    fd = os.open(folder or '.', os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        if not os.path.isdir(f'/proc/self/fd/{fd}'):
+            raise OSError(errno.EILSEQ, 'a folder name that is not UTF-8 text; rename it', text)
+        yield f'/proc/self/fd/{fd}/{name}'
+    finally:
+        os.close(fd)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def real_path(path: str | Path) -> Path:
     """``path`` with its links followed, as far as they go: ``Path.resolve()`` raised RuntimeError ('Symlink
     loop from ...') at a link loop, an internal error where the user had given a bad path; what is left of a

@@ -2,6 +2,7 @@
 copies of both)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -32,9 +33,9 @@ def folder_dataset(root: Path, images, labels, stamps_ns=None, classes=('bg', 'o
     records = []
     for i, (image, label) in enumerate(zip(images, labels)):
         image_path, label_path = root / 'images' / 's' / f'{i}.png', root / 'labels' / 's' / f'{i}.png'
-        cv2.imwrite(str(image_path), image)
+        cv2.imwrite(os.fsencode(image_path), image)
         if label is not None:
-            cv2.imwrite(str(label_path), label)
+            cv2.imwrite(os.fsencode(label_path), label)
         stamp = i * 100_000_000 if stamps_ns is None else stamps_ns[i]
         records.append(FrameRecord('s', i, image_path, label_path if label is not None else None, stamp,
                                    'human' if label is not None else ''))

@@ -18,7 +18,7 @@ import numpy as np
 from vidseg_ros.data.image_headers import (_BIGTIFF_INTS, _ORIENT_TAG, ImageError, _file_kind, _pam_header,
                                           _pnm_header, _tiff_info, compressed_size, image_file_info,
                                           tiff_directory)
-from vidseg_ros.files import open_regular, write_file_atomic  # noqa: F401  (write_file_atomic's home is files.py; kept importable here)
+from vidseg_ros.files import cv_path, open_regular, write_file_atomic  # noqa: F401  (write_file_atomic's home is files.py; kept importable here)
 from vidseg_ros.text import SHORT_TEXT, clip, short  # noqa: F401  (their home is text.py; kept importable here)
 
 
@@ -331,9 +331,9 @@ def _imread(path, flags: int) -> tuple[np.ndarray | None, int]:
         if not fields:
             if kind in ('pnm', 'pam'):
                 return _read_pnm(path, flags, kind, head + f.read(1 << 16)), 1
-            img = cv2.imread(str(path), flags)
+            img = cv2.imread(cv_path(path), flags)
             if img is None and kind == 'jp2' and flags == cv2.IMREAD_COLOR:   # OpenCV: a grey codestream is not sRGB
-                grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+                grey = cv2.imread(cv_path(path), cv2.IMREAD_GRAYSCALE)
                 img = None if grey is None else cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
             return img, 1
         f.seek(0)
@@ -353,7 +353,7 @@ def _read_pnm(path, flags: int, kind: str, head: bytes) -> np.ndarray | None:
         maxval, img = _pam_header(head).get(b'MAXVAL'), _pam_samples(path, head)
     else:
         maxval = _pnm_header(head)[2]
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED if flags == cv2.IMREAD_COLOR else flags)
+        img = cv2.imread(cv_path(path), cv2.IMREAD_UNCHANGED if flags == cv2.IMREAD_COLOR else flags)
     if img is None or flags != cv2.IMREAD_COLOR:
         return img
     img = img[:, :, 0] if img.ndim == 3 and img.shape[2] < 3 else img     # grey (+ alpha)

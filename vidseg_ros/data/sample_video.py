@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidseg_ros.files import cv_path
+
 CACHE = Path(os.environ.get('VIDSEG_CACHE', Path.home() / '.cache' / 'vidseg_ros'))
 DATA_DIR = 'usr/share/doc/opencv-doc/examples/data'
 OPENCV_SAMPLE = f'{DATA_DIR}/vtest.avi'   # 768x576 pedestrians, 795 frames at 10 fps
@@ -77,7 +79,7 @@ def _unpack(deb: Path, out: Path) -> None:
 def read_frames(path: str | Path, count: int, every: int = 1, start: int = 0,
                 size_hw: tuple[int, int] | None = None) -> list[np.ndarray]:
     """``count`` RGB frames (uint8) of a video: frames start, start+every, ...; resized to ``size_hw``."""
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(cv_path(path))
     if not cap.isOpened():
         raise SampleVideoError(f'OpenCV cannot open {path}')
     frames, i = [], 0

@@ -15,7 +15,7 @@ from vidseg_ros.constants import MAX_INPUT_PIXELS
 from vidseg_ros.data.image_headers import file_image_hw
 from vidseg_ros.data.images import ImageError, check_pixels, read_rgb
 from vidseg_ros.data.order import natural_key
-from vidseg_ros.files import file_problem
+from vidseg_ros.files import cv_path, file_problem
 from vidseg_ros.text import clip
 
 # the frame files of a folder or glob: the formats images.py reads (FILE_FORMATS) that hold one camera frame; GIF (often
@@ -55,7 +55,7 @@ class VideoFrames:
         if path.is_dir():
             self.files = image_files(path)
         elif path.is_file():
-            cap = cv2.VideoCapture(self.source)
+            cap = cv2.VideoCapture(cv_path(self.source))
             if not cap.isOpened():
                 raise ImageError(f'OpenCV cannot open video {self.source}')
             self.fps = reported_fps(cap.get(cv2.CAP_PROP_FPS), self.source)
@@ -79,7 +79,7 @@ class VideoFrames:
     def __len__(self) -> int:
         if self.files:
             return len(self.files)
-        cap = cv2.VideoCapture(self.source)
+        cap = cv2.VideoCapture(cv_path(self.source))
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         cap.release()
         return n
@@ -89,7 +89,7 @@ class VideoFrames:
             for i, f in enumerate(self.files):
                 yield i, read_frame(f)
             return
-        cap = cv2.VideoCapture(self.source)
+        cap = cv2.VideoCapture(cv_path(self.source))
         try:
             i = failed = skipped = 0
             while failed < MAX_UNREADABLE_IN_A_ROW:

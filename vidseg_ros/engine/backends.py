@@ -29,6 +29,7 @@ from vidseg_ros.engine.model_paths import file_problem
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.contract import StreamInfo, stream_info
 from vidseg_ros.models.model_file_checks import CheckpointError, check_archive, check_finite, check_readable
+from vidseg_ros.files import text_path
 from vidseg_ros.text import one_line, short
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,8 @@ class TorchScriptRunner(TorchRunner):
         check_archive(path)     # torch.jit.load inflates deflated records too: a small file, gigabytes of memory
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)  # torch.jit is deprecated, still works
-            module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
+            with text_path(path) as text:
+                module = torch.jit.load(text, map_location=dev, _extra_files=extra)
         self.meta, self.info = exported_meta_info(extra[META_KEY + '.json'] or '{}', path)
         check_finite(module.state_dict(), str(path))    # exported before export refused such weights
         self.device, self.precision, self.channels_last = dev, precision, channels_last

@@ -23,6 +23,7 @@ import torch
 from vidseg_ros.constants import MAX_CLASSES
 from vidseg_ros.models.contract import StreamInfo
 from vidseg_ros.models.model_file_checks import CheckpointError, check_meta
+from vidseg_ros.files import text_path
 from vidseg_ros.text import clip, one_line, short
 
 META_KEY = 'vidseg_meta'          # ONNX metadata_props key / TorchScript extra file stem
@@ -295,7 +296,10 @@ def ort_session(ort, path: Path, providers: list, quiet: bool = False):
     if quiet:
         options.log_severity_level = 4      # fatal only: its errors come back as the exception
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        with text_path(path) as text:
+            return ort.InferenceSession(text, options, providers=providers)
+    except OSError:     # a name that is not UTF-8 (files.text_path): the CLI's one line, the node's log line
+        raise
     except Exception as e:  # onnxruntime's pybind error types: only the message says which
         if 'INVALID_PROTOBUF' in str(e) or 'No graph was found' in str(e):
             raise CheckpointError(f'{path} is not a complete ONNX model (truncated or corrupt); re-copy or re-export '

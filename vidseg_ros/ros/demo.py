@@ -24,6 +24,7 @@ import numpy as np
 from vidseg_ros.constants import MAX_INPUT_PIXELS as MAX_PIXELS
 from vidseg_ros.data.images import ImageError
 from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
+from vidseg_ros.files import cv_path
 from vidseg_ros.ros.demo_report import legend_classes, legend_strip, report
 from vidseg_ros.ros.startup import PROFILE_ENV, domain_id_problem, init_failure, transport_warnings
 from vidseg_ros.text import clip
@@ -180,7 +181,7 @@ class Collector:
         if (rgb := self._rgb('/vidseg_segmenter/overlay', msg)) is None:
             return
         if self.writer is None:
-            self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
+            self.writer = cv2.VideoWriter(cv_path(self.video_path), cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
                                           (rgb.shape[1], rgb.shape[0]))
             self.video_hw = rgb.shape[:2]
         if rgb.shape[:2] != self.video_hw:     # a video has one frame size
@@ -223,7 +224,7 @@ class Collector:
         sheet = np.vstack([self._legend(rows[0].shape[1])] + rows)
         scale = min(1.0, 1600 / sheet.shape[1])
         sheet = cv2.resize(sheet, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(cv_path(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
 
     def _legend(self, width: int) -> np.ndarray:
         """A strip naming each class colour seen in the masks (share of pixels after the name)."""
