@@ -133,7 +133,7 @@ def test_train_terminated_keeps_last_pt_and_resumes(tmp_path):
     assert rc == 143
     assert '--resume' in _one_line(err, 'train')
     assert _debris(tmp_path) == [] and not (tmp_path / 'model.pt').exists()
-    from vidseg_ros.training.loop import read_training_state
+    from vidseg_ros.training.checkpoints import read_training_state
     saved = read_training_state(run / 'last.pt')['epoch']
     again = _vidseg('train', config, '--resume', '--set', f'epochs={saved + 2}')
     assert again.returncode == 0, again.stderr

@@ -202,7 +202,7 @@ def test_grant_file_nested_too_deep_is_no_grant(tmp_path):
     """A run's overwrite_output.json (read where last.pt is of an older version) of 10**5 nested brackets was a
     RecursionError out of `train --resume`, an internal error; it grants nothing now, as a malformed one does."""
     import torch
-    from vidseg_ros.training.loop import GRANT_NAME, saved_grant
+    from vidseg_ros.training.run_outputs import GRANT_NAME, saved_grant
     torch.save({'format': 'old'}, tmp_path / 'last.pt')
     (tmp_path / GRANT_NAME).write_text('[' * 100_000 + ']' * 100_000)
     assert saved_grant(tmp_path) is None

@@ -20,7 +20,7 @@ from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import default_meta, read_checkpoint, save_checkpoint
 from vidseg_ros.tools import commands_train
 from vidseg_ros.tools.commands_train import train
-from vidseg_ros.training.loop import GRANT_KEY, GRANT_NAME
+from vidseg_ros.training.run_outputs import GRANT_KEY, GRANT_NAME
 
 HW = [64, 64]
 

@@ -13,7 +13,8 @@ from vidseg_ros.config import ConfigError
 from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
 from vidseg_ros.training.config import TrainConfig
-from vidseg_ros.training.loop import LOCK_NAME, train
+from vidseg_ros.training.loop import train
+from vidseg_ros.training.run_outputs import LOCK_NAME
 
 HW = (64, 64)
 

@@ -327,7 +327,7 @@ def test_a_run_without_validation_has_no_best_miou(tmp_path):
     import json
 
     from vidseg_ros.tools.commands_train import train as train_command
-    from vidseg_ros.training.loop import read_training_state
+    from vidseg_ros.training.checkpoints import read_training_state
     config = tmp_path / 'c.yaml'
     config.write_text(yaml.safe_dump({'arch': 'keyframe_fpn', 'arch_config': {'fpn_ch': 32}, 'dataset': 'folder',
                                       'data_root': str(_drive(tmp_path / 'drive')), 'train_split': 'all',

@@ -1,0 +1,118 @@
+"""What a run saves every epoch: ``last.pt`` (the training state, enough for an exact ``resume``, read back here)
+and ``best.pt`` in the shipped checkpoint format."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from vidseg_ros.config import ConfigError
+
+from .config import TrainConfig, config_dict
+from .model_setup import unwrap
+
+# The key of last.pt that holds the output the run may replace (run_outputs.output_grant says which).
+GRANT_KEY = 'overwrite_output'
+
+
+def gather_rng(world: int) -> list | None:
+    """Every rank's torch RNG state (rank order), so a resumed DDP run continues each rank exactly."""
+    if world == 1:
+        return None
+    states = [None] * world
+    dist.all_gather_object(states, torch.get_rng_state())
+    return states
+
+
+def save_training_state(path: Path, model, optimizer, state: dict, cfg: TrainConfig,
+                        rng_by_rank: list | None = None, ema=None, grant: str | None = None) -> None:
+    """Everything needed to resume exactly (under DDP: every rank's RNG; the EMA weights) and the output the run
+    may replace (``grant``: ``output_grant``); written atomically."""
+    blob = {'model': unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(),
+            'epoch': state['epoch'], 'step': state['step'], 'best': state['best'],
+            'history': state['history'], 'config': config_dict(cfg), GRANT_KEY: grant,
+            'torch_rng': torch.get_rng_state(), 'python_rng': list(random.getstate()[1]),
+            'numpy_rng': torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            'numpy_pos': int(np.random.get_state()[2])}
+    if rng_by_rank:
+        blob['torch_rng_by_rank'] = rng_by_rank
+    if ema is not None:
+        blob['ema'] = ema.module.state_dict()
+    if torch.cuda.is_available():
+        blob['cuda_rng'] = torch.cuda.get_rng_state_all()
+    from vidseg_ros.models.checkpoint import save_torch_file
+    save_torch_file(blob, path)
+
+
+TRAINING_STATE_KEYS = ('model', 'optimizer', 'epoch', 'step', 'best', 'history', 'torch_rng', 'python_rng',
+                       'numpy_rng', 'numpy_pos')
+
+
+def read_training_state(path: Path) -> dict:
+    """``last.pt`` as ``save_training_state`` wrote it; ConfigError naming ``path`` when it is damaged or not a
+    training state (e.g. a model checkpoint copied there)."""
+    from vidseg_ros.models.checkpoint import CheckpointError, load_torch_file
+    fix = ('resume from an intact last.pt, or start a new run (another name, --set name=..., or --overwrite to '
+           'replace this one)')
+    try:
+        blob = load_torch_file(path)
+    except CheckpointError as e:
+        reason = str(e).removeprefix(str(path)).strip()
+        raise ConfigError(f'--resume: {path} is truncated or not a training state (last.pt): {reason}; {fix}') from None
+    missing = [k for k in TRAINING_STATE_KEYS if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        what = 'a model checkpoint' if isinstance(blob, dict) and 'state_dict' in blob else 'no training state'
+        raise ConfigError(f'--resume: {path} is truncated or not a training state (last.pt): it is {what}, without '
+                          f'{", ".join(missing[:4])}; {fix}')
+    return blob
+
+
+def _other_model(saved: dict, model) -> str:
+    """How the run that wrote a training state (its ``config``) differs from ``model``: the arch when it differs,
+    else its class count and data."""
+    arch = getattr(unwrap(model), 'arch', None)
+    if arch and saved.get('arch') and saved['arch'] != arch:
+        return f'arch: {saved["arch"]}, here {arch}'
+    return f'num_classes: {saved.get("num_classes")}, data_root: {saved.get("data_root")}'
+
+
+def load_training_state(path: Path, model, optimizer, rank: int = 0) -> dict:
+    """Restore weights, optimiser and RNG states (this rank's); returns the loop state (epoch, step, ...)."""
+    from vidseg_ros.models.checkpoint import CheckpointError, check_state_dict
+    blob = read_training_state(path)
+    try:
+        check_state_dict(unwrap(model), blob['model'], 'its weights')
+    except CheckpointError as e:   # e.g. the data now names another number of classes
+        raise ConfigError(f'--resume: {path} is a run of another model ({_other_model(blob.get("config", {}), model)}); '
+                          'resume with that config and data, or start a new run (another name or --set runs_dir=...). '
+                          f'{e}') from None
+    unwrap(model).load_state_dict(blob['model'])
+    try:
+        optimizer.load_state_dict(blob['optimizer'])
+    except ValueError:      # its parameter groups were built for another set of trained parameters
+        saved = blob.get('config', {}).get('freeze', [])
+        raise ConfigError(f'--resume: {path} trained another set of parameters (freeze: {saved}); resume with '
+                          'that freeze, or start a new run (another name or --set runs_dir=...)') from None
+    by_rank = blob.get('torch_rng_by_rank')
+    torch.set_rng_state(by_rank[rank] if by_rank and rank < len(by_rank) else blob['torch_rng'])
+    random.setstate((3, tuple(blob['python_rng']), None))
+    np.random.set_state(('MT19937', blob['numpy_rng'].numpy().astype(np.uint32),
+                        blob['numpy_pos'], 0, 0.0))
+    if 'cuda_rng' in blob and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob['cuda_rng'])
+    state = {k: blob[k] for k in ('epoch', 'step', 'best', 'history')}
+    if state['best'] is not None and state['best'] < 0:     # older runs stored -1.0 for "none scored yet"
+        state['best'] = None
+    return state
+
+
+def save_model(path: Path, model, cfg: TrainConfig, metrics: dict, info: dict, init: dict | None = None) -> None:
+    """The shipped checkpoint format (models.checkpoint) with provenance and metrics in ``meta``; ``info`` is
+    ``data_setup.dataset_info(cfg)``, read once per run."""
+    from vidseg_ros.models.checkpoint import save_checkpoint
+
+    from .checkpoint_meta import checkpoint_meta
+    save_checkpoint(path, unwrap(model), checkpoint_meta(unwrap(model), cfg, metrics, info, init))
