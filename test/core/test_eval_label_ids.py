@@ -1,6 +1,6 @@
 """`vidseg eval` on labels holding ids the model has no class for (labels 0..19 scored by an 11-class model, a stray
 200 that is not the ignore id): those pixels were left out of every score in silence. Now one warning says how many
-pixels of which ids, and metrics.json records it; the count is training's (data_setup.IdsBeyondIgnored)."""
+pixels of which ids, and metrics.json records it; the count is training's (label_ids.IdsBeyondIgnored)."""
 from __future__ import annotations
 
 import json

@@ -150,7 +150,7 @@ def test_a_labels_dir_label_of_another_size_is_refused_before_training(tmp_path)
 
 def test_labels_dir_ids_beyond_the_model_classes_are_said(tmp_path, caplog):
     """--labels-dir labels holding 7 on a 3-class model: those pixels were left out of mIoU in silence. They are
-    counted and said as vidseg eval says them (data_setup.beyond_summary / beyond_text; finetune worded its own
+    counted and said as vidseg eval says them (label_ids.beyond_summary / beyond_text; finetune worded its own
     line and counted pixels and ids only)."""
     import logging
     with caplog.at_level(logging.WARNING):

@@ -12,7 +12,7 @@ import yaml
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
-from vidseg_ros.training import data_setup
+from vidseg_ros.training import label_ids
 from vidseg_ros.training.config import load_train_config
 from vidseg_ros.training.loop import train
 
@@ -62,7 +62,7 @@ def test_one_class_is_refused_not_trained_to_a_perfect_score(tmp_path):
 def test_an_id_beyond_the_named_classes_is_warned_about(tmp_path, caplog, monkeypatch):
     """A dataset naming [bg, obj] whose masks also hold 2 (a third class painted after label-import): the 2s were
     ignored in silence; only a dataset naming no classes was warned about."""
-    monkeypatch.setattr(data_setup, '_warned_ids', set())
+    monkeypatch.setattr(label_ids, '_warned_ids', set())
     label = _halves()
     label[:10] = 2
     _data(tmp_path / 'd', [label, _halves()], ['bg', 'obj'])

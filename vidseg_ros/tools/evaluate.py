@@ -260,7 +260,7 @@ class EvalSession:
         self.timing = sequence_timing(self.seqs, self.gap)
         self.names = list(self.seg.meta.get('classes', []))
         if self.with_labels:     # ids the model has no class for are left out of the scores: counted, said once
-            from vidseg_ros.training.data_setup import counting_ids_beyond
+            from vidseg_ros.training.label_ids import counting_ids_beyond
             self.src = counting_ids_beyond(self.src, len(self.names), self.seg.meta.get('ignore_index'))
         self.label_ids_beyond: dict | None = None   # after the first score(): IdsBeyondIgnored.beyond_summary
         self.temporal_runs: list | None = None   # per sequence: runs [start, stop) of consecutive frames
@@ -304,7 +304,7 @@ def _runs_of(breaks: list[str]) -> list[tuple[int, int]]:
 
 
 def _ids_beyond(src, scored_pixels: int) -> dict:
-    """What ``src`` (``data_setup.IdsBeyondIgnored``) counted of label ids beyond the model's classes, warned
+    """What ``src`` (``label_ids.IdsBeyondIgnored``) counted of label ids beyond the model's classes, warned
     about once when there are any: those pixels are in no row of the confusion matrix (an 11-class model on
     labels 0..19, a stray 200), so the scores say nothing of them."""
     summary = src.beyond_summary(scored_pixels)

@@ -28,7 +28,7 @@ from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.files import write_file_atomic
-from vidseg_ros.training.data_setup import beyond_summary, beyond_text, ids_beyond
+from vidseg_ros.training.label_ids import beyond_summary, beyond_text, ids_beyond
 from vidseg_ros.training.metrics import json_ready
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
         scores = cm.scores(meta['classes'])
         result.update(j_and_f(gts, preds) if binary else {})
         result['mIoU'] = scores['mIoU']
-        if beyond.any():     # said as vidseg eval says it (data_setup.beyond_text)
+        if beyond.any():     # said as vidseg eval says it (label_ids.beyond_text)
             summary = result['label_ids_beyond_classes'] = beyond_summary(beyond, beyond_files, len(gts),
                                                                           scores['pixels'])
             log.warning('%s', beyond_text(summary, beyond, len(meta['classes']), (ignore,),
