@@ -35,7 +35,7 @@ import numpy as np
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.labelling.propagate import (FlowCache, PropagateConfig, propagate_flow,
                                        propagate_tracker, teacher_label)
-from vidseg_ros.data.datasets.layouts import davis_source
+from vidseg_ros.data.datasets.public_layouts import davis_source
 
 
 def _scores(out: dict, gts: list) -> dict:
@@ -130,7 +130,7 @@ def main() -> None:
 
 def camvid(args, root: Path) -> None:
     """mIoU of flow / teacher labels on CamVid val frames whose labels were held back."""
-    from vidseg_ros.data.datasets.layouts import camvid_source
+    from vidseg_ros.data.datasets.public_layouts import camvid_source
     if not root.is_dir():
         print(f'CamVid not found at {root}; nothing to measure')
         return

@@ -7,8 +7,8 @@ import torch
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.training.datasets import FrameDataset, SequenceDataset, TripletDataset
-from vidseg_ros.data.datasets.layouts import (FrameRecord, camvid_source, davis_source, extracted_source,
-                                     read_index, write_index, write_meta)
+from vidseg_ros.data.datasets.layouts import FrameRecord, extracted_source, read_index, write_index, write_meta
+from vidseg_ros.data.datasets.public_layouts import camvid_source, davis_source
 
 
 def _synthetic_video(root, n=6, hw=(48, 64), labelled=(0, 3, 5)):
@@ -193,7 +193,7 @@ def test_davis_layout(davis_dir):
 def test_a_missing_dataset_folder_says_where_a_relative_path_was_read_from(tmp_path, monkeypatch):
     """eval / propagate / make-variant open datasets through open_source: a missing relative root was the bare
     '[Errno 2] No such file or directory' of a folder listing, with no word on where it was looked for."""
-    from vidseg_ros.data.datasets.layouts import open_source
+    from vidseg_ros.data.datasets.public_layouts import open_source
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=rf'nope/ds does not exist \(relative paths are read from the current '
                                                 rf'folder {tmp_path}: that is {tmp_path}/nope/ds\)'):

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from vidseg_ros.cli import app
 from vidseg_ros.data import images
-from vidseg_ros.data.datasets.layouts import open_source
+from vidseg_ros.data.datasets.public_layouts import open_source
 from vidseg_ros.data.images import ImageError
 from vidseg_ros.training import data_setup
 from vidseg_ros.training.datasets import FrameDataset, RealClipDataset, SequenceDataset, TripletDataset

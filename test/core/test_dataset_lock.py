@@ -16,8 +16,10 @@ import pytest
 from support.paths import ROOT
 from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, write_bag
 from vidseg_ros.data.datasets.extract import extract
-from vidseg_ros.data.datasets.labels import import_labels, write_label
-from vidseg_ros.data.datasets.layouts import extracted_source, guess_layout, read_index
+from vidseg_ros.data.datasets.label_import import import_labels
+from vidseg_ros.data.datasets.labels import write_label
+from vidseg_ros.data.datasets.layouts import extracted_source, read_index
+from vidseg_ros.data.datasets.public_layouts import guess_layout
 from vidseg_ros.data.datasets.variants import make_variant, per_sequence, write_variant
 from vidseg_ros.data.labelling.run import propagate_dataset
 

@@ -299,7 +299,7 @@ def _camvid_names(root, split, names):
 
 
 def test_camvid_timing_val_is_a_15hz_run_train_is_1hz(tmp_path):
-    from vidseg_ros.data.datasets.layouts import camvid_source
+    from vidseg_ros.data.datasets.public_layouts import camvid_source
     from vidseg_ros.tools.evaluate import sequence_timing
     _camvid_names(tmp_path, 'val', [f'0016E5_{n:05d}' for n in range(7959, 7970, 2)])
     _camvid_names(tmp_path, 'train', [f'0016E5_{n:05d}' for n in range(390, 600, 30)] +
@@ -312,7 +312,7 @@ def test_camvid_timing_val_is_a_15hz_run_train_is_1hz(tmp_path):
 
 
 def test_real_camvid_val_is_one_15hz_run(camvid_dir):
-    from vidseg_ros.data.datasets.layouts import camvid_source
+    from vidseg_ros.data.datasets.public_layouts import camvid_source
     from vidseg_ros.tools.evaluate import sequence_timing
     val = sequence_timing(camvid_source(camvid_dir, 'val').sequences(), 0.5)
     assert val['video'] and val['rate_hz'] == pytest.approx(15.0) and val['gaps'] == 0

@@ -142,7 +142,8 @@ def _dataset(tmp_path, frames: int, human: tuple[int, ...]):
 
     from vidseg_ros.data.bags.from_frames import write_bag
     from vidseg_ros.data.datasets.extract import extract
-    from vidseg_ros.data.datasets.labels import import_labels, write_label
+    from vidseg_ros.data.datasets.label_import import import_labels
+    from vidseg_ros.data.datasets.labels import write_label
     from vidseg_ros.data.datasets.layouts import read_index
 
     rng = np.random.default_rng(0)

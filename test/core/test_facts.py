@@ -36,7 +36,7 @@ def _cfg(root, **kw) -> TrainConfig:
 
 def test_experiment_noise_copies_use_the_measured_sigma(tmp_path):
     """`vidseg experiment`'s noise copies are make-variant's: sigma measured between frames, not 0.03."""
-    from vidseg_ros.data.datasets.layouts import davis_source
+    from vidseg_ros.data.datasets.public_layouts import davis_source
     from vidseg_ros.data.datasets.variants import measure_noise_sigma
     from vidseg_ros.training import data_setup
     root = _davis(tmp_path / 'davis')
@@ -66,7 +66,7 @@ def test_training_noise_copies_of_a_still_video_are_refused(tmp_path):
 
 def test_frames_per_video_picks_what_make_variant_picks(tmp_path):
     """One selection: 1 frame per video is the middle one in training as in `make-variant`."""
-    from vidseg_ros.data.datasets.layouts import davis_source
+    from vidseg_ros.data.datasets.public_layouts import davis_source
     from vidseg_ros.data.datasets.variants import per_sequence
     from vidseg_ros.training.data_setup import frames_per_video
     src = davis_source(_davis(tmp_path / 'davis'))
@@ -124,9 +124,10 @@ def test_model_card_describes_the_machine():
 
 
 def test_one_dataset_opener_for_training_evaluation_and_variants(tmp_path):
-    """layouts.open_source reads every split spelling the same way, whoever opens the data."""
+    """public_layouts.open_source reads every split spelling the same way, whoever opens the data."""
     from vidseg_ros.config import ConfigError
-    from vidseg_ros.data.datasets.layouts import open_source, write_index, write_meta
+    from vidseg_ros.data.datasets.layouts import write_index, write_meta
+    from vidseg_ros.data.datasets.public_layouts import open_source
     from vidseg_ros.training.data_setup import open_split
     root = _davis(tmp_path / 'davis', n=20)
     every = open_source(root, 'all')

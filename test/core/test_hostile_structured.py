@@ -179,7 +179,7 @@ def test_bag_qos_text_is_bounded(text, caplog):
 
 def test_index_of_a_header_only_says_it_has_no_frames(tmp_path):
     """eval --split s of it said 'no sequence s; it has' and stopped there."""
-    from vidseg_ros.data.datasets.layouts import open_source
+    from vidseg_ros.data.datasets.public_layouts import open_source
     (tmp_path / 'index.csv').write_text(HEADER)
     with pytest.raises(ConfigError, match=r'no sequence s; it has no frames \(its index lists none\)$'):
         open_source(tmp_path, split='s')

@@ -204,7 +204,7 @@ def test_gif_pam_and_jpeg_2000_bombs_are_refused_from_their_headers(tmp_path, mo
 
 def test_label_import_sizes_a_jpeg_2000_label_without_decoding_it(tmp_path, monkeypatch):
     """label-import compared a label's size with its frame's by decoding it (1.4 KB -> 2.0 GB peak, 5.5 s)."""
-    from vidseg_ros.data.datasets.labels import import_labels
+    from vidseg_ros.data.datasets.label_import import import_labels
     from vidseg_ros.data.datasets.layouts import FrameRecord, write_index
     (tmp_path / 'ds').mkdir()
     frame = tmp_path / 'ds' / '0.png'

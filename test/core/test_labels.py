@@ -6,8 +6,8 @@ import pytest
 from vidseg_ros.training.datasets import FrameDataset
 from vidseg_ros.data.datasets.extract import extract
 from vidseg_ros.data.bags.from_frames import write_bag
-from vidseg_ros.data.datasets.labels import (colors_to_ids, ids_to_colors, import_labels, import_layout,
-                                    read_class_table, remap_lut)
+from vidseg_ros.data.datasets.label_import import import_labels, import_layout
+from vidseg_ros.data.datasets.labels import colors_to_ids, ids_to_colors, read_class_table, remap_lut
 from vidseg_ros.data.datasets.layouts import extracted_source, read_index, read_meta
 
 TABLE = 'label_value,class_name,r,g,b,evaluated\n0,Sky,128,128,128,yes\n1,Road,128,64,128,yes\n' \
@@ -321,7 +321,7 @@ def test_import_layout_refuses_an_existing_dataset_and_its_own_source(tmp_path, 
 
 
 def test_cityscapes_layout(tmp_path):
-    from vidseg_ros.data.datasets.layouts import cityscapes_source
+    from vidseg_ros.data.datasets.public_layouts import cityscapes_source
     root = tmp_path / 'cs'
     img_dir = root / 'leftImg8bit' / 'val' / 'bonn'
     lab_dir = root / 'gtFine' / 'val' / 'bonn'
@@ -401,7 +401,7 @@ def test_many_colours_not_in_the_table_are_one_warning_naming_the_worst_label(tm
         shifted = rgb.copy()
         shifted[12:12 + rows, :8] = (65, 1, 127)     # 'Car', shifted by lossy compression
         cv2.imwrite(str(tmp_path / 'lab' / f'{rec.stamp_ns}.png'), shifted[:, :, ::-1])
-    with caplog.at_level('WARNING', logger='vidseg_ros.data.datasets.labels'):
+    with caplog.at_level('WARNING', logger='vidseg_ros.data.datasets.label_import'):
         import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv')
     warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
     assert len(warnings) == 1, warnings
@@ -419,7 +419,7 @@ def test_clean_colour_labels_and_the_ignore_colour_give_no_warning(tmp_path, cap
     rgb = np.zeros((24, 32, 3), np.uint8)          # mostly Unlabelled (0, 0, 0): ignore, not a stray colour
     rgb[:2] = (128, 128, 128)
     cv2.imwrite(str(tmp_path / 'lab' / f'{recs[0].stamp_ns}.png'), rgb[:, :, ::-1])
-    with caplog.at_level('WARNING', logger='vidseg_ros.data.datasets.labels'):
+    with caplog.at_level('WARNING', logger='vidseg_ros.data.datasets.label_import'):
         import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv')
     assert not [r for r in caplog.records if r.levelname == 'WARNING']
 

@@ -4,7 +4,8 @@ import pytest
 
 from vidseg_ros.data.datasets.extract import extract
 from vidseg_ros.data.bags.from_frames import write_bag
-from vidseg_ros.data.datasets.labels import import_labels, write_label
+from vidseg_ros.data.datasets.label_import import import_labels
+from vidseg_ros.data.datasets.labels import write_label
 from vidseg_ros.data.labelling.propagate import (FlowCache, PropagateConfig, _grid, consistent, propagate_flow,
                                        propagate_sequence, teacher_label)
 from vidseg_ros.data.labelling.run import propagate_dataset, split_jobs

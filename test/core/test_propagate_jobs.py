@@ -8,7 +8,8 @@ import numpy as np
 
 from vidseg_ros.data.datasets.extract import extract
 from vidseg_ros.data.bags.from_frames import write_bag
-from vidseg_ros.data.datasets.labels import import_labels, write_label
+from vidseg_ros.data.datasets.label_import import import_labels
+from vidseg_ros.data.datasets.labels import write_label
 from vidseg_ros.data.datasets.layouts import read_index
 from vidseg_ros.data.labelling import run
 from vidseg_ros.data.labelling.propagate import PropagateConfig

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from vidseg_ros.cli import app
 from vidseg_ros.data.bags.from_frames import write_bag
 from vidseg_ros.data.datasets.extract import extract
-from vidseg_ros.data.datasets.labels import import_labels, write_label
+from vidseg_ros.data.datasets.label_import import import_labels
+from vidseg_ros.data.datasets.labels import write_label
 from vidseg_ros.data.datasets.layouts import INDEX_NAME, META_NAME, extracted_source, read_index
 
 RUNNER = CliRunner()

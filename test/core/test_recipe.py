@@ -120,7 +120,7 @@ def test_gpu_pack_keeps_labels_exact_and_the_layout_readable(tmp_path):
     import cv2
     import numpy as np
 
-    from vidseg_ros.data.datasets.layouts import camvid_source
+    from vidseg_ros.data.datasets.public_layouts import camvid_source
     spec = importlib.util.spec_from_file_location('pack', ROOT / 'bench' / 'pack_camvid_gpu.py')
     pack = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pack)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vidseg_ros.data.datasets.labels import import_labels
+from vidseg_ros.data.datasets.label_import import import_labels
 from vidseg_ros.data.datasets.layouts import FrameRecord, read_index, read_label_file, read_meta, write_index
 from vidseg_ros.data.images import read_rgb
 
@@ -317,7 +317,7 @@ def _davis(root, mask_hw):
 def test_a_layout_whose_masks_are_not_their_frames_size_is_refused_before_writing(tmp_path):
     """Own data in the DAVIS layout with half-size masks: indexed, trained on (labels resized in silence), and
     eval failed with 'sizes differ: (768,) vs (192,)'."""
-    from vidseg_ros.data.datasets.labels import import_layout
+    from vidseg_ros.data.datasets.label_import import import_layout
     src = _davis(tmp_path / 'davis', (H // 2, W // 2))
     with pytest.raises(ValueError, match=r'label .*00000\.png is 16x12 but its frame .*00000\.jpg is 32x24'):
         import_layout(src, tmp_path / 'out', 'davis')

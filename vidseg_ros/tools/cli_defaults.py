@@ -21,7 +21,7 @@ HOMES = {
     'extract': 'vidseg_ros.data.datasets.extract:ExtractConfig',
     'bag-from-frames': 'vidseg_ros.data.bags.from_frames:BagFromFramesConfig',
     'propagate': 'vidseg_ros.data.labelling.propagate:PropagateConfig',
-    'label-import': 'vidseg_ros.data.datasets.labels:import_labels',
+    'label-import': 'vidseg_ros.data.datasets.label_import:import_labels',
     'make-variant': 'vidseg_ros.data.datasets.variants:make_variant',
     'noise-sigma': 'vidseg_ros.data.datasets.variants:measure_noise_sigma',
     'experiment': 'vidseg_ros.tools.experiment:run_experiment',

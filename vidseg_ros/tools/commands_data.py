@@ -112,16 +112,16 @@ def bag_from_frames(source: str | Path | list[Path], out: str | Path, progress: 
 def label_import(dataset: str | Path, labels: str | Path, match: str, **options) -> dict:
     """``vidseg label-import DATASET LABEL_DIR``: id or colour PNGs into the dataset's labels/.
 
-    ``match`` and ``options``: keyword arguments of ``labels.import_labels`` (classes, class_names, ...).
+    ``match`` and ``options``: keyword arguments of ``label_import.import_labels`` (classes, class_names, ...).
     """
-    from vidseg_ros.data.datasets.labels import import_labels
+    from vidseg_ros.data.datasets.label_import import import_labels
     return import_labels(dataset, labels, match=match, **options)
 
 
 def import_layout(src: str | Path, out: str | Path, layout: str, split: str = 'train',
                   sequences: list[str] | None = None) -> dict:
     """``vidseg label-import --layout camvid|davis|cityscapes SRC OUT``: index a public dataset."""
-    from vidseg_ros.data.datasets.labels import import_layout as run
+    from vidseg_ros.data.datasets.label_import import import_layout as run
     return run(src, out, layout, split, sequences)
 
 
@@ -164,7 +164,7 @@ def make_variant(source: str | Path, out: str | Path, kind: str, split: str = 't
 
     ``options``: keyword arguments of ``variants.make_variant`` (n, count, stride, copies, sigma, seed, ...).
     """
-    from vidseg_ros.data.datasets.layouts import open_source
+    from vidseg_ros.data.datasets.public_layouts import open_source
     from vidseg_ros.data.datasets.lock import dataset_lock
     from vidseg_ros.data.datasets.variants import make_variant as build, write_variant
     src = open_source(source, split)
@@ -179,6 +179,6 @@ def make_variant(source: str | Path, out: str | Path, kind: str, split: str = 't
 def noise_sigma(source: str | Path, split: str = 'train', **options) -> dict:
     """``vidseg noise-sigma SRC``: frame-to-frame pixel noise (0..255) the noise variant uses
     (``options``: ``variants.measure_noise_sigma``'s, i.e. ``max_pairs``)."""
-    from vidseg_ros.data.datasets.layouts import open_source
+    from vidseg_ros.data.datasets.public_layouts import open_source
     from vidseg_ros.data.datasets.variants import measure_noise_sigma
     return {'sigma': round(measure_noise_sigma(open_source(source, split), **options), 3)}

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from vidseg_ros.data.images import read_rgb
-from vidseg_ros.data.datasets.layouts import FrameSource, open_source
+from vidseg_ros.data.datasets.layouts import FrameSource
+from vidseg_ros.data.datasets.public_layouts import open_source
 from vidseg_ros.text import clip
 from vidseg_ros.files import check_replaceable
 from vidseg_ros.tools.eval_stream import RunScore
@@ -61,7 +62,7 @@ def open_eval_source(data: str | Path, dataset: str = 'auto', split: str = 'val'
 
 
 def _eval_source(root: Path, dataset: str, split: str) -> FrameSource:
-    """The split to score, opened as training opens its data (``layouts.open_source``)."""
+    """The split to score, opened as training opens its data (``public_layouts.open_source``)."""
     return open_source(root, split, dataset)
 
 

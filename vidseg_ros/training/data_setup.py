@@ -19,8 +19,8 @@ from vidseg_ros.text import clip
 from vidseg_ros.constants import (CAMVID_CLASSES, CAMVID_LICENCE, CAMVID_PALETTE, CAMVID_VOID, DAVIS_CLASSES,
                                   DAVIS_LICENCE, DAVIS_PALETTE)
 from vidseg_ros.data.datasets.variants import STILL, add_noise, evenly_spaced, measure_noise_sigma
-from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameSource, does_not_exist, guess_layout, identity_lut,
-                                              open_source, read_meta)
+from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE, FrameSource, identity_lut, read_meta
+from vidseg_ros.data.datasets.public_layouts import does_not_exist, guess_layout, open_source
 
 from .config import TrainConfig, check_class_count
 from .label_ids import IdsBeyondIgnored, raw_ids_are_class_ids
@@ -128,7 +128,7 @@ def resolve_classes(cfg: TrainConfig, info: dict | None = None) -> TrainConfig:
 
 
 def open_split(cfg: TrainConfig, split: str) -> FrameSource:
-    """Records of one split of ``cfg``'s dataset (``layouts.open_source``: CamVid split folders;
+    """Records of one split of ``cfg``'s dataset (``public_layouts.open_source``: CamVid split folders;
     DAVIS and folder ``head``/``tail``/``all`` or sequence names, optionally ``seqs:head``)."""
     check_folder('data_root', cfg.data_root)
     return _ids_beyond_classes_ignored(cfg, open_source(cfg.data_root, split, cfg.dataset))

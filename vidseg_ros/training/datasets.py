@@ -22,8 +22,8 @@ from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.video import check_frame_sizes
-from vidseg_ros.data.datasets.layouts import (FrameRecord, FrameSource, camvid_source, davis_source,  # noqa: F401
-                                     extracted_source, open_source)
+from vidseg_ros.data.datasets.layouts import FrameRecord, FrameSource, extracted_source  # noqa: F401
+from vidseg_ros.data.datasets.public_layouts import camvid_source, davis_source, open_source  # noqa: F401
 
 log = logging.getLogger(__name__)
 MOTIONS = ('auto', 'real', 'synthetic')
