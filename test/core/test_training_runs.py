@@ -186,7 +186,7 @@ def test_ids_beyond_num_classes_are_found_as_labels_load_not_by_reading_all_firs
     monkeypatch.setattr(cv2, 'imread', lambda path, *a: reads.append(path) or imread(path, *a))
     cfg = _cfg(tmp_path, data_root=str(root), train_split='all', val_split='all', num_classes=2,
                arch='keyframe_fpn', arch_config={'fpn_ch': 32})
-    labels = lambda: [p for p in reads if '/labels/' in p]     # noqa: E731
+    labels = lambda: [p for p in reads if '/labels/' in __import__('os').fsdecode(p)]     # noqa: E731
     step = lambda info: info['kind'] == 'step' and not at_first_step and at_first_step.append(len(labels()))  # noqa: E731
     with caplog.at_level('WARNING'):
         train(cfg, callback=step)
