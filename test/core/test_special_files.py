@@ -181,7 +181,7 @@ def test_eval_writes_a_card_at_a_link_loop(tmp_path, eval_inputs):
 def test_a_new_output_folder_that_is_a_link_loop_is_no_internal_error(tmp_path):
     """finetune --out-dir (and label-import --out) at a link loop: RuntimeError('Symlink loop') from
     Path.resolve, an internal error (exit 1); now the folder's making says what is wrong."""
-    from vidseg_ros.data.datasets.labels import check_new_output
+    from vidseg_ros.data.datasets.layouts import check_new_output
     (tmp_path / 'a').symlink_to(tmp_path / 'b')
     (tmp_path / 'b').symlink_to(tmp_path / 'a')
     check_new_output(tmp_path / 'a', tmp_path / 'src')

@@ -24,7 +24,8 @@ from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.image_headers import file_image_hw
 from vidseg_ros.data.images import check_pixels, clip, palette_indices, read_label_pixels, write_image_atomic
 from vidseg_ros.data.video import IMAGE_SUFFIXES, image_files, read_frame
-from vidseg_ros.data.datasets.labels import check_new_output, id_pixels_8bit
+from vidseg_ros.data.datasets.labels import id_pixels_8bit
+from vidseg_ros.data.datasets.layouts import check_new_output
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.files import write_file_atomic

@@ -22,8 +22,7 @@ from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.images import read_rgb
 from vidseg_ros.data.video import check_frame_sizes
-from vidseg_ros.data.datasets.layouts import FrameRecord, FrameSource, extracted_source  # noqa: F401
-from vidseg_ros.data.datasets.public_layouts import camvid_source, davis_source, open_source  # noqa: F401
+from vidseg_ros.data.datasets.layouts import FrameRecord, FrameSource
 
 log = logging.getLogger(__name__)
 MOTIONS = ('auto', 'real', 'synthetic')
@@ -276,6 +275,5 @@ class RealClipDataset(_Base):
         return {'frames': _stack([to_tensor(augment.apply_image(first, p))] + rest)}
 
 
-__all__ = ['MOTIONS', 'FrameDataset', 'RealClipDataset', 'SequenceDataset', 'TripletDataset',
-           'camvid_source', 'check_frame_sizes', 'davis_source', 'extracted_source', 'label_tensor', 'open_source',
+__all__ = ['MOTIONS', 'FrameDataset', 'RealClipDataset', 'SequenceDataset', 'TripletDataset', 'label_tensor',
            'to_tensor']

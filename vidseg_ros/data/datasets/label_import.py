@@ -18,10 +18,10 @@ from vidseg_ros.constants import CAMVID_LICENCE, DAVIS_LICENCE
 from vidseg_ros.data.image_headers import file_image_hw, image_file_info
 from vidseg_ros.data.images import clip, short
 from vidseg_ros.data.order import natural_key
-from vidseg_ros.data.datasets.labels import (UNKNOWN_WARN, _png_kind, _read_label, check_new_output,
-                                             read_class_table, remap_lut, write_label)
-from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, read_index, read_meta, write_index,
-                                              write_meta)
+from vidseg_ros.data.datasets.labels import (UNKNOWN_WARN, png_kind, read_class_table, read_label_with_stats,
+                                             remap_lut, write_label)
+from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, FrameRecord, check_new_output, read_index, read_meta,
+                                              write_index, write_meta)
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.datasets.public_layouts import camvid_source, cityscapes_source, davis_source
 from vidseg_ros.data.video import check_frame_sizes
@@ -99,7 +99,7 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
     palettes: list[list[tuple[int, int, int]]] = []   # of paletted labels read by index: the user's colours
 
     def load(file: Path) -> np.ndarray:
-        ids, share, colours, seen = _read_label(file, lut, table.colors if table else None, ignore_index,
+        ids, share, colours, seen = read_label_with_stats(file, lut, table.colors if table else None, ignore_index,
                                                 table.ignore_color if table else None, tolerance)
         if share > UNKNOWN_WARN:
             stray.append((share, file, colours))
@@ -108,7 +108,7 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
         present[np.unique(ids)] = True
         if not np.any(ids != ignore_index):
             blank.append(file)
-        if table is None and not palettes and _png_kind(file) == 'palette':
+        if table is None and not palettes and png_kind(file) == 'palette':
             palettes.append(image_file_info(file)[3] or [])
         return ids
 
@@ -167,8 +167,9 @@ def _warn_beyond(beyond: dict[int, Path], names: list[str], present: np.ndarray,
     log.warning('label(s) hold value(s) %s (first in %s) that are no class id of the %d classes (%s: %s), so those '
                 'pixels became ignore%s; give --map VALUE:ID for them or the right %s', shown, clip(beyond[values[0]]),
                 len(names), 'ids in the class table' if table else f'0..{len(names) - 1}',
-                ', '.join(map(short, names[:12])) + (', ...' if len(names) > 12 else ''), f', and {", ".join(map(short, empty))} got no pixel in any label'
-                if empty else '', 'class table' if table else '--class-names')
+                ', '.join(map(short, names[:12])) + (', ...' if len(names) > 12 else ''),
+                f', and {", ".join(map(short, empty))} got no pixel in any label' if empty else '',
+                'class table' if table else '--class-names')
 
 
 def _hidden(path: Path, root: Path) -> bool:

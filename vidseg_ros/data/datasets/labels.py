@@ -20,7 +20,7 @@ from vidseg_ros.data.images import clip, grey_in_colour, palette_indices, read_l
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, csv_says_where,
                                               not_utf8_says_where)
 from vidseg_ros.text import control_character_problem, long_text_problem
-from vidseg_ros.files import open_regular, real_path
+from vidseg_ros.files import open_regular
 
 UNKNOWN_WARN = 0.02     # share of a colour label's pixels in colours not in the table that earns a warning
 _PNG_KINDS = {0: 'grey', 2: 'colour', 3: 'palette', 4: 'grey+alpha', 6: 'colour+alpha'}   # IHDR colour type
@@ -191,10 +191,10 @@ def load_label(path: str | Path, lut: np.ndarray | None = None, colors=None,
     other alpha keeps the pixel's colour / id. A grey+alpha PNG holds ids, like a grey one. A file with an
     EXIF orientation is turned as displayed, as its frame is (``data.images.read_label_pixels``).
     """
-    return _read_label(path, lut, colors, ignore_index)[0]
+    return read_label_with_stats(path, lut, colors, ignore_index)[0]
 
 
-def _png_kind(path: str | Path) -> str | None:
+def png_kind(path: str | Path) -> str | None:
     """'grey', 'grey+alpha', 'colour', 'colour+alpha' or 'palette' from a PNG's IHDR; None for another file."""
     try:
         with open_regular(path) as f:
@@ -206,8 +206,9 @@ def _png_kind(path: str | Path) -> str | None:
     return _PNG_KINDS.get(head[25])
 
 
-def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ignore_index: int = DEFAULT_IGNORE,
-                known_color: tuple[int, int, int] | None = None, tolerance: int = 0) -> tuple[np.ndarray, float, str, np.ndarray]:
+def read_label_with_stats(path: str | Path, lut: np.ndarray | None = None, colors=None,
+                          ignore_index: int = DEFAULT_IGNORE, known_color: tuple[int, int, int] | None = None,
+                          tolerance: int = 0) -> tuple[np.ndarray, float, str, np.ndarray]:
     """``load_label``, plus the share of visible pixels whose colour is neither in ``colors`` nor
     ``known_color`` (the table's ignore colour) and, above ``UNKNOWN_WARN``, the most frequent of
     those colours (id images: 0.0, ''); and, for id images, which of the stored values 0..255 the
@@ -215,7 +216,7 @@ def _read_label(path: str | Path, lut: np.ndarray | None = None, colors=None, ig
     img, palette = read_label_pixels(path)     # turned as displayed, as its frame is (see data/images.py)
     if img is None:
         raise FileNotFoundError(f'cannot read label file {path}')
-    kind = _png_kind(path)
+    kind = png_kind(path)
     alpha = None
     if img.ndim == 3 and img.shape[2] in (2, 4):       # OpenCV reads a grey+alpha PNG as BGRA with B = G = R
         alpha = img[:, :, -1]
@@ -295,27 +296,3 @@ def same_class_names(a: list[str], b: list[str]) -> bool:
     """Whether two class lists name the same classes in the same order. Names compare without case and
     surrounding spaces ("Sky" is " sky"): the one rule for a teacher's classes, in labelling and training."""
     return len(a) == len(b) and [n.strip().lower() for n in a] == [n.strip().lower() for n in b]
-
-
-def check_new_output(out: str | Path, source: str | Path | None = None, source_files=(), *,
-                     what: str = 'the source', files_what: str = "the source's files") -> None:
-    """Refuse an output folder whose data a new dataset would overwrite.
-
-    That is the ``source`` folder or one inside it, a folder holding (any level down) the
-    ``source_files``, or one that already holds a dataset (``index.csv`` / ``dataset.yaml``).
-    ``what`` and ``files_what`` name the source and its files in the message.
-    """
-    out = real_path(out)        # Path.resolve() raised RuntimeError at a link loop
-    if source is not None:
-        src = real_path(source)
-        if out == src or src in out.parents:
-            raise ValueError(f'the output folder {clip(out)} is (inside) {what} {clip(src)}; '
-                             'give a new folder outside it')
-    for folder in sorted({real_path(Path(f).parent) for f in source_files if f}):
-        if out == folder or out in folder.parents:
-            raise ValueError(f'the output folder {clip(out)} holds {files_what} ({clip(folder)}); '
-                             'give a new folder')
-    held = [name for name in (INDEX_NAME, META_NAME) if (out / name).exists()]
-    if held:
-        raise ValueError(f'{clip(out)} already holds a dataset ({", ".join(held)}); give a new output folder '
-                         '(or delete that one first)')

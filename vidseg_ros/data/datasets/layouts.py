@@ -18,7 +18,6 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 
@@ -26,7 +25,7 @@ from vidseg_ros.config import read_yaml_file
 from vidseg_ros.data.images import (clip, grey_in_colour, palette_indices, read_label_pixels, short,
                                     write_file_atomic)
 from vidseg_ros.text import control_character_problem, long_text_problem
-from vidseg_ros.files import NotAFileError, file_problem, open_regular
+from vidseg_ros.files import NotAFileError, file_problem, open_regular, real_path
 
 log = logging.getLogger(__name__)
 
@@ -349,3 +348,27 @@ def _check_variant_files(root, variant, records: list[FrameRecord]) -> None:
                 raise FileNotFoundError(f'{root}: variant {clip(variant, 60)} refers to {clip(path, 200)}, which is '
                                         'missing (its source dataset moved or was deleted?); make it again with '
                                         '`vidseg make-variant`')
+
+
+def check_new_output(out: str | Path, source: str | Path | None = None, source_files=(), *,
+                     what: str = 'the source', files_what: str = "the source's files") -> None:
+    """Refuse an output folder whose data a new dataset would overwrite.
+
+    That is the ``source`` folder or one inside it, a folder holding (any level down) the
+    ``source_files``, or one that already holds a dataset (``index.csv`` / ``dataset.yaml``).
+    ``what`` and ``files_what`` name the source and its files in the message.
+    """
+    out = real_path(out)        # Path.resolve() raised RuntimeError at a link loop
+    if source is not None:
+        src = real_path(source)
+        if out == src or src in out.parents:
+            raise ValueError(f'the output folder {clip(out)} is (inside) {what} {clip(src)}; '
+                             'give a new folder outside it')
+    for folder in sorted({real_path(Path(f).parent) for f in source_files if f}):
+        if out == folder or out in folder.parents:
+            raise ValueError(f'the output folder {clip(out)} holds {files_what} ({clip(folder)}); '
+                             'give a new folder')
+    held = [name for name in (INDEX_NAME, META_NAME) if (out / name).exists()]
+    if held:
+        raise ValueError(f'{clip(out)} already holds a dataset ({", ".join(held)}); give a new output folder '
+                         '(or delete that one first)')

@@ -25,8 +25,7 @@ import numpy as np
 
 from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.images import read_rgb, write_image_atomic
-from vidseg_ros.data.datasets.labels import check_new_output
-from vidseg_ros.data.datasets.layouts import FrameSource, write_index, write_meta
+from vidseg_ros.data.datasets.layouts import FrameSource, check_new_output, write_index, write_meta
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.video import check_frame_sizes
 

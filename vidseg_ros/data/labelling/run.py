@@ -124,7 +124,7 @@ def _propagate_into(root: Path, out: Path, cfg, predict, progress, overwrite: bo
     it, as a variant's), then propagated there. A failure before any label was written leaves no dataset in
     ``out``; an interrupted run leaves ``out`` indexed with the labels written so far (``vidseg propagate OUT``
     continues it)."""
-    from vidseg_ros.data.datasets.labels import check_new_output
+    from vidseg_ros.data.datasets.layouts import check_new_output
     from vidseg_ros.data.datasets.variants import referenced
     with dataset_lock(root):        # the source's index stays as read while it is copied
         records = read_index(root)
