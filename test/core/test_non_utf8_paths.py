@@ -84,3 +84,25 @@ def test_a_file_whose_own_name_is_not_utf8_is_one_clear_error(latin1_dir):
             pass
     with text_path(latin1_dir / 'm.onnx') as text:
         assert text.encode() and os.path.samefile(os.path.dirname(text), latin1_dir)
+
+
+@pytest.mark.parametrize('where', ['folder', 'name'])
+def test_a_bag_under_a_latin1_name_is_extracted_indexed_and_resumed(latin1_dir, tmp_path, where):
+    """The index stores each frame's bag path; strict UTF-8 refused such an index at the end of the extract
+    ("'utf-8' codec can't encode character '\\udce9'"), after every frame was written. It now holds the name's
+    bytes, as the file system does, and reads them back, so a re-run resumes."""
+    from vidseg_ros.data.bags.from_frames import write_bag
+    from vidseg_ros.data.datasets.extract import extract
+    from vidseg_ros.data.datasets.layouts import read_index
+
+    bag = latin1_dir / 'drive' if where == 'folder' else tmp_path / 'bags' / LATIN1
+    rng = np.random.default_rng(0)
+    write_bag(bag, [[rng.integers(0, 255, (16, 24, 3), np.uint8) for _ in range(3)]])
+    out = tmp_path / 'out'
+    assert extract([bag], out).written == 3
+    assert os.fsencode(bag) in (out / 'index.csv').read_bytes()
+    records = read_index(out)
+    assert [r.bag for r in records] == [str(bag)] * 3
+    assert all(r.image.is_file() for r in records)
+    again = extract([bag], out)
+    assert again.written == 0 and again.skipped_existing == 3

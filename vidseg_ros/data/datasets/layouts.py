@@ -235,8 +235,10 @@ def read_index(root: str | Path, warn_incomplete: bool = True) -> list[FrameReco
                     'the frames written so far: run the same `vidseg extract` again to complete it',
                     short(root), INDEX_NAME)
     records, seen = [], {}
-    # utf-8-sig: a BOM (a spreadsheet's "CSV UTF-8") made the first column '\ufeffsequence', "no column sequence"
-    with open_regular(path, 'r', newline='', encoding='utf-8-sig') as f, not_utf8_says_where(path), \
+    # utf-8-sig: a BOM (a spreadsheet's "CSV UTF-8") made the first column '\ufeffsequence', "no column sequence".
+    # surrogateescape: the cells are file and folder names, which hold bytes that are not UTF-8 on an old disk
+    # (write_index keeps them so, as the file system does)
+    with open_regular(path, 'r', newline='', encoding='utf-8-sig', errors='surrogateescape') as f, \
             csv_says_where(path):
         reader = csv.DictReader(f)
         missing = [c for c in INDEX_REQUIRED if c not in (reader.fieldnames or [])]
@@ -315,8 +317,10 @@ def write_index(root: str | Path, records: list[FrameRecord]) -> Path:
                     'image': _rel(r.image, root), 'label': _rel(r.label, root) if r.label else '',
                     'label_source': r.label_source, 'bag': r.bag, 'topic': r.topic,
                     'encoding': r.encoding})
-    # no temporary file is left behind when the disk is full, and the old index stays whole
-    return write_file_atomic(root / INDEX_NAME, text.getvalue().encode())
+    # no temporary file is left behind when the disk is full, and the old index stays whole. A bag or dataset
+    # under a name that is not UTF-8 (Latin-1 from an old disk: Python holds its bytes as lone surrogates) keeps
+    # those bytes, as the file system does: strict UTF-8 refused such an extract at its end, after every frame
+    return write_file_atomic(root / INDEX_NAME, text.getvalue().encode('utf-8', 'surrogateescape'))
 
 
 def _rel(path: Path, root: Path) -> str:
