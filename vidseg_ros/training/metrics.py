@@ -214,11 +214,15 @@ def _dis_flow(prev_rgb: np.ndarray, next_rgb: np.ndarray) -> np.ndarray:
 
 
 def warp_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward-warp an integer mask with flow (H, W, 2): out[y, x] = mask[y + fy, x + fx]."""
+    """Backward-warp an integer mask with flow (H, W, 2): out[y, x] = mask[y + fy, x + fx] (nearest pixel, the
+    border replicated), of ``mask``'s dtype. Ids beyond uint8 go through float32 (exact below 2^24): cast to
+    uint8, class 280 came back as 24."""
     h, w = mask.shape
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(mask.astype(np.uint8), xs + flow[..., 0], ys + flow[..., 1],
-                     interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    src = mask if mask.dtype == np.uint8 else mask.astype(np.float32)
+    out = cv2.remap(src, xs + flow[..., 0], ys + flow[..., 1], interpolation=cv2.INTER_NEAREST,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return out if mask.dtype == np.uint8 else out.astype(mask.dtype)
 
 
 def mask_miou(a: np.ndarray, b: np.ndarray, num_classes: int, ignore_index: int | None = None) -> float:
