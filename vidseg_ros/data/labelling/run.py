@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from bisect import bisect_left, bisect_right
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -175,7 +176,9 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                 skipped += len(recs)
                 continue
             for lo, hi in split_jobs(len(recs), human) if cfg.method != 'teacher' else [(0, len(recs) - 1)]:
-                labels = {i - lo: str(recs[i].label) for i in human if lo <= i <= hi}
+                # the job's own labels, found by bisection (human is sorted): a scan of all of them for each job
+                # grew with jobs x labels (100k frames labelled every 2nd: 38 s planning, 0.5 s at 10k)
+                labels = {i - lo: str(recs[i].label) for i in human[bisect_left(human, lo):bisect_right(human, hi)]}
                 # neighbouring jobs share their boundary (labelled) frame: count each frame once
                 new = sum(1 for r in recs[lo:hi + 1] if r.image not in seen)
                 seen.update(r.image for r in recs[lo:hi + 1])
