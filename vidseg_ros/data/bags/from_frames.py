@@ -222,9 +222,15 @@ def find_sequences(source: str | Path) -> list[tuple[str, Iterable[np.ndarray]]]
             raise FileNotFoundError(f'{path}: no images and no sub-folders with images') from None
         return [(p.name, _frames(VideoSource(p))) for p in subs]
     names = [_SEQ_NAME.match(p.stem) for p in frames.files]
-    prefixes = sorted({m['seq'] for m in names if m}, key=natural_key)
-    if all(names) and len(prefixes) > 1:
-        return [(seq, _read_all([p for p, m in zip(frames.files, names) if m['seq'] == seq])) for seq in prefixes]
+    if not all(names):
+        return [(path.name, _frames(frames))]
+    # grouped in one pass: a pass over every file for each prefix grew with files x prefixes (30000 frames named
+    # <date>_<second>_<frame>, 1000 prefixes: 3.2 s, against 0.05 s for 3000)
+    groups: dict[str, list[Path]] = {}
+    for p, m in zip(frames.files, names):
+        groups.setdefault(m['seq'], []).append(p)
+    if len(groups) > 1:
+        return [(seq, _read_all(groups[seq])) for seq in sorted(groups, key=natural_key)]
     return [(path.name, _frames(frames))]
 
 
