@@ -306,3 +306,14 @@ def test_counts_of_1e5_full_hd_frames_do_not_overflow_or_round():
     n1 = frames * hd // 4 + 1
     assert s['per_class_iou']['1'] == (n1 - 1) / n1 != 1.0
     assert s['pixel_acc'] == (frames * hd + 3) / (frames * hd + 4) != 1.0
+
+
+def test_a_transposed_label_is_refused_not_scored():
+    """A 480x360 label of a 360x480 frame has as many pixels: the confusion matrix scored it pixel by pixel."""
+    cm = M.ConfusionMatrix(2)
+    with pytest.raises(ValueError, match='sizes differ: \\(3, 4\\) vs \\(4, 3\\)'):
+        cm.update(np.zeros((3, 4), np.uint8), np.zeros((4, 3), np.uint8))
+    with pytest.raises(ValueError, match='sizes differ'):
+        cm.update(np.zeros(12, np.uint8), np.zeros((3, 4), np.uint8))
+    cm.update(np.zeros((1, 3, 4), np.uint8), np.zeros((3, 4), np.uint8))    # a batch of one
+    assert cm.mat.sum() == 12

@@ -31,11 +31,12 @@ class ConfusionMatrix:
         self.mat = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        """Add one or a batch of (…, H, W) integer masks."""
-        pred = np.asarray(pred).ravel().astype(np.int64)
-        gt = np.asarray(gt).ravel().astype(np.int64)
-        if pred.shape != gt.shape:
+        """Add one or a batch of (…, H, W) integer masks of the same shape (size-1 axes aside)."""
+        pred, gt = np.asarray(pred), np.asarray(gt)
+        # the shapes, not the pixel counts: a 480x360 label of a 360x480 frame was scored pixel by pixel
+        if [d for d in pred.shape if d != 1] != [d for d in gt.shape if d != 1]:
             raise ValueError(f'prediction and ground truth sizes differ: {pred.shape} vs {gt.shape}')
+        pred, gt = pred.ravel().astype(np.int64), gt.ravel().astype(np.int64)
         keep = (gt >= 0) & (gt < self.num_classes)
         if self.ignore_index is not None:
             keep &= gt != self.ignore_index
