@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from vidseg_ros.training import metrics as M
@@ -150,6 +150,10 @@ def binary_pairs(draw, max_side=14):
 # --------------------------------------------------------------------------- confusion-matrix scores
 @SETTINGS
 @given(label_pairs(), st.sampled_from([None, IGNORE]))
+@example((np.zeros((2, 3), np.uint8), np.full((2, 3), IGNORE, np.uint8), 3), IGNORE)      # an all-ignore frame
+@example((np.array([[4]]), np.array([[0]]), 1), None)                  # 1x1, one class, predicted beyond it
+@example((np.array([[1, 2]], np.int64), np.array([[0, 9]], np.int64), 3), IGNORE)   # predicted, not in gt
+@example((np.arange(12, dtype=np.uint8).reshape(3, 4)[:, ::2], np.ones((6, 4), np.uint8)[::2, 1::2], 4), None)
 def test_confusion_scores_equal_the_reference(case, ignore):
     pred, gt, k = case
     cm = M.ConfusionMatrix(k, ignore)
@@ -271,6 +275,8 @@ def sequences(draw, max_side=6, max_len=6):
 
 @SETTINGS
 @given(sequences())
+@example(([np.array([[1]])], [np.array([[1]])], [], 2))                               # one frame: no pair
+@example(([np.array([[0, 1]]), np.array([[1, 1]])], [np.array([[0, 1]])] * 2, [np.zeros((1, 2, 2), np.float32)], 2))
 def test_tc_and_vc_equal_the_reference(case):
     preds, gts, flows, k = case
     assert _same(M.temporal_consistency(preds, None, k, flows=flows), ref_tc(preds, flows, k))
