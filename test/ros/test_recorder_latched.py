@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -87,6 +88,40 @@ def test_a_topic_whose_message_package_is_missing_is_said_on_diagnostics(probe, 
             return any(s.name.endswith('vidseg_recorder') and s.level == DiagnosticStatus.WARN
                        and '/no_pkg/status [std_msgs/msg/String]' in s.message for a in diags for s in a.status)
         probe.wait_for(warned, 20, 'the recorder naming /no_pkg/status on /diagnostics')
+
+
+def test_a_topic_whose_type_could_not_be_loaded_is_recorded_when_a_loadable_type_replaces_it(probe, tmp_path,
+                                                                                          monkeypatch):
+    """A topic first published with a type whose package is missing was never tried again: after that
+    publisher went and one of an installed type came, nothing of the topic was recorded, while /diagnostics
+    still named the old type."""
+    from std_msgs.msg import Int32, String
+    from support.ros_helpers import spun
+
+    from vidseg_ros.ros import recorder_node
+
+    real = recorder_node.message_class
+
+    def missing(msgtype):
+        if msgtype == 'std_msgs/msg/String':
+            raise ModuleNotFoundError("No module named 'std_msgs'")
+        return real(msgtype)
+    monkeypatch.setattr(recorder_node, 'message_class', missing)
+    topic = '/no_pkg/replaced'
+    old = probe.node.create_publisher(String, topic, 10)
+    overrides = [rclpy_param('topics', [topic]), rclpy_param('output_dir', str(tmp_path)),
+                 rclpy_param('min_free_disk_bytes', 0), rclpy_param('discovery_period_s', 0.2),
+                 rclpy_param('diagnostics_period_s', 0.3)]
+    with spun(lambda context: recorder_node.RecorderNode(context=context, parameter_overrides=overrides)) as node:
+        probe.wait_for(lambda: topic in node.unloadable, 20, f'{topic} found unloadable')
+        probe.node.destroy_publisher(old)
+        # another participant: FastDDS refuses a second type for a topic name within one
+        with spun(lambda context: rclpy.create_node('int32_source', context=context)) as source:
+            new = source.create_publisher(Int32, topic, 10)
+            probe.wait_for(lambda: node.types.get(topic) == 'std_msgs/msg/Int32', 30, f'{topic} recorded as Int32')
+            assert topic not in node.unloadable
+            taken = node.taken
+            probe.wait_for(lambda: new.publish(Int32(data=7)) or node.taken > taken, 20, 'an Int32 taken')
 
 
 def rclpy_param(name, value):

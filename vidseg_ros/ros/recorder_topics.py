@@ -77,6 +77,9 @@ class TopicDiscovery:
             if topic in self.pending:      # a publisher of another type within the settle time: settle() decides
                 self._note_types(topic)
                 continue
+            if topic in self.unloadable and set(types) != {self.unloadable[topic]}:
+                # its publishers of the type that could not be loaded are gone and others came: try those
+                del self.subs[topic], self.unloadable[topic]
             if topic in self.subs:
                 if topic in self.types and set(types) != {self.types[topic]}:   # a publisher of another type?
                     self.check_type(topic)
