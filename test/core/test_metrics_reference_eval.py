@@ -86,3 +86,35 @@ def test_eval_report_equals_the_reference(tmp_path, monkeypatch, k):
     want = [got['all']['mIoU'], got['key']['mIoU'], None, got['all']['mAcc'], got['all']['pixel_acc'], got['TC'],
             got['mVC8'], got.get('J&F')]
     assert [c.strip() for c in row[1:9]] == ['-' if v is None else f'{100 * v:.1f}' for v in want]
+
+
+def test_void_of_the_data_is_left_out_under_a_model_of_another_ignore_id(tmp_path, monkeypatch):
+    """Labels with void 255 scored by a two-class model whose ignore id is 254, predicted exactly where labelled
+    and at random in the void band: the confusion matrix left the 255s out (no class, mIoU 1.0), but J&F counted
+    them as object and mVC as constant ground truth whose prediction flickers: J 0.67, F 0.52, mVC8 0.71."""
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for t in range(N):
+        bgr = rng.integers(0, 100, (H, W, 3), np.uint8)
+        bgr[8:16, 4 + t:16 + t, 2] = 255
+        label = (bgr[..., 2] > 128).astype(np.uint8)
+        label[:, 24:] = IGNORE
+        images.append(bgr)
+        labels.append(label)
+    data = folder_dataset(tmp_path / 'ds', images, labels)
+    ckpt = tmp_path / 'm.pt'
+    tiny_fpn(ckpt)
+    from vidseg_ros.models.checkpoint import load_checkpoint, save_checkpoint
+    model, meta = load_checkpoint(ckpt)
+    save_checkpoint(ckpt, model, {**meta, 'ignore_index': 254})
+    step, flicker = StreamSegmenter.step, np.random.default_rng(1)
+
+    def known(self, rgb, *a, **kw):
+        res = step(self, rgb, *a, **kw)
+        res.class_ids = (rgb[..., 0] > 128).astype(np.uint8)
+        res.class_ids[:, 24:] = flicker.integers(0, 2, (H, W - 24))
+        return res
+    monkeypatch.setattr(StreamSegmenter, 'step', known)
+    got = run_evaluation(ckpt, data, split='all', out_dir=tmp_path / 'e', key_intervals=[1])['intervals']['1']
+    assert got['all']['pixels'] == N * H * 24 and got['mIoU'] == 1.0
+    assert (got['J'], got['F'], got['J&F'], got['mVC8']) == (1.0, 1.0, 1.0, 1.0)

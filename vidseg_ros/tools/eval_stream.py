@@ -61,8 +61,10 @@ class RunScore:
     def start_sequence(self) -> None:
         """The next frame is the first of a sequence (ends the one before)."""
         self._end_sequence()
-        self._seq = {'tc': [], 'prev': None, 'jf': JandF(ignore_index=self.ignore), 'labels': 0,
-                     'vc': VideoConsistency(VC_WINDOWS, self.ignore) if self.temporal and self.labelled else None}
+        # J&F and mVC count the ground-truth pixels the confusion matrix counts: not void, a class of the model
+        k = self.num_classes
+        self._seq = {'tc': [], 'prev': None, 'jf': JandF(ignore_index=self.ignore, num_classes=k), 'labels': 0,
+                     'vc': VideoConsistency(VC_WINDOWS, self.ignore, k) if self.temporal and self.labelled else None}
 
     def add(self, rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, is_key: bool, ms: float, reset: str,
             follows: bool) -> None:

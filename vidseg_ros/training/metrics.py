@@ -97,6 +97,18 @@ def json_ready(value):
     return value
 
 
+def scored(gt: np.ndarray, ignore_index: int | None, num_classes: int | None = None) -> np.ndarray | None:
+    """(H, W) bool: the ground-truth pixels a score counts, as the confusion matrix does: not ``ignore_index`` and,
+    given ``num_classes``, an id of a class (a label's void 255 under a model whose ignore id is another one
+    counted as object in J&F: a perfect prediction scored J 0.67). None: every pixel."""
+    if ignore_index is None and num_classes is None:
+        return None
+    valid = np.ones(gt.shape, bool) if ignore_index is None else gt != ignore_index
+    if num_classes is not None:
+        valid &= (gt >= 0) & (gt < num_classes)
+    return valid
+
+
 # --------------------------------------------------------------------------- DAVIS J and F
 def db_eval_iou(gt: np.ndarray, pred: np.ndarray, valid: np.ndarray | None = None) -> float:
     """J: region IoU of two binary masks over the ``valid`` pixels (all when None); 1 when both are empty there
@@ -169,12 +181,12 @@ def db_eval_boundary(gt: np.ndarray, pred: np.ndarray, bound_th: float = 0.008,
 
 
 def j_and_f(gts: list[np.ndarray], preds: list[np.ndarray], bound_th: float = 0.008,
-            ignore_index: int | None = None) -> dict:
+            ignore_index: int | None = None, num_classes: int | None = None) -> dict:
     """Mean J, F and J&F over a sequence of binary masks (nonzero = foreground), over the pixels whose ground truth
-    is not ``ignore_index``: a 255 (void) pixel of a two-class dataset counted as foreground, and a frame of
-    nothing but void scored J = F = 1. Frames without a labelled pixel are left out (``frames`` counts the scored
-    ones); with none, J, F and J&F are NaN."""
-    jf = JandF(bound_th, ignore_index)
+    is scored (:func:`scored`: not ``ignore_index``, below ``num_classes``): a 255 (void) pixel of a two-class
+    dataset counted as foreground, and a frame of nothing but void scored J = F = 1. Frames without a labelled
+    pixel are left out (``frames`` counts the scored ones); with none, J, F and J&F are NaN."""
+    jf = JandF(bound_th, ignore_index, num_classes)
     for g, p in zip(gts, preds):
         jf.add(g, p)
     return jf.result()
@@ -183,13 +195,13 @@ def j_and_f(gts: list[np.ndarray], preds: list[np.ndarray], bound_th: float = 0.
 class JandF:
     """:func:`j_and_f` of a sequence fed a frame at a time: holds J and F of each frame, not the masks."""
 
-    def __init__(self, bound_th: float = 0.008, ignore_index: int | None = None):
-        self.bound_th, self.ignore_index = bound_th, ignore_index
+    def __init__(self, bound_th: float = 0.008, ignore_index: int | None = None, num_classes: int | None = None):
+        self.bound_th, self.ignore_index, self.num_classes = bound_th, ignore_index, num_classes
         self.js: list[float] = []
         self.fs: list[float] = []
 
     def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        valid = None if self.ignore_index is None else gt != self.ignore_index
+        valid = scored(gt, self.ignore_index, self.num_classes)
         if valid is not None and not valid.any():
             return
         self.js.append(db_eval_iou(gt > 0, pred > 0, valid))
@@ -254,9 +266,9 @@ def temporal_consistency(preds: list[np.ndarray], frames: list[np.ndarray] | Non
 
 
 def video_consistency(preds: list[np.ndarray], gts: list[np.ndarray], n: int,
-                      ignore_index: int | None = None) -> float:
-    """VC_n (VSPW): over every window of n frames, pixels with constant GT whose prediction is
-    constant too, divided by pixels with constant GT; averaged over windows."""
+                      ignore_index: int | None = None, num_classes: int | None = None) -> float:
+    """VC_n (VSPW): over every window of n frames, pixels with constant, scored (:func:`scored`) GT whose
+    prediction is constant too, divided by pixels with constant, scored GT; averaged over windows."""
     if len(preds) < n or n < 2:
         return math.nan
     values = []
@@ -264,8 +276,9 @@ def video_consistency(preds: list[np.ndarray], gts: list[np.ndarray], n: int,
         g = np.stack(gts[s:s + n])
         p = np.stack(preds[s:s + n])
         gt_const = (g == g[0]).all(0)
-        if ignore_index is not None:
-            gt_const &= g[0] != ignore_index
+        valid = scored(g[0], ignore_index, num_classes)
+        if valid is not None:
+            gt_const &= valid
         pred_const = (p == p[0]).all(0)
         denom = gt_const.sum()
         if denom:
@@ -280,10 +293,11 @@ class VideoConsistency:
     previous frame's masks, not the window. ``values[n]`` is the VC_n of each window with a constant ground-truth
     pixel, in order: the numbers :func:`video_consistency` gives for each window alone."""
 
-    def __init__(self, windows: tuple[int, ...] = (8, 16), ignore_index: int | None = None):
+    def __init__(self, windows: tuple[int, ...] = (8, 16), ignore_index: int | None = None,
+                 num_classes: int | None = None):
         if not windows or min(windows) < 2 or max(windows) > 255:
             raise ValueError(f'VC windows are 2..255 frames long, got {windows}')
-        self.windows, self.ignore_index = tuple(windows), ignore_index
+        self.windows, self.ignore_index, self.num_classes = tuple(windows), ignore_index, num_classes
         self.values: dict[int, list[float]] = {n: [] for n in self.windows}
         self.restart()
 
@@ -310,12 +324,13 @@ class VideoConsistency:
                 same[...] = 1
         self._frames += 1
         self._prev = (pred, gt)
+        valid = scored(gt, self.ignore_index, self.num_classes)
         for n in self.windows:
             if self._frames < n:
                 continue
             gt_const = self._same_gt >= n
-            if self.ignore_index is not None:
-                gt_const &= gt != self.ignore_index
+            if valid is not None:
+                gt_const &= valid
             denom = gt_const.sum()
             if denom:
                 self.values[n].append((gt_const & (self._same_pred >= n)).sum() / denom)
