@@ -43,6 +43,7 @@ def test_job_planning_is_linear_in_the_labels(tmp_path, monkeypatch):
     # the jobs themselves (flow on each stretch) are not what is measured: they do nothing here
     monkeypatch.setattr(run, 'check_frame_sizes', lambda records: None)
     monkeypatch.setattr(run, '_job', lambda args: [])
+    monkeypatch.setattr(run, '_job_items', lambda args: iter(()), raising=False)     # as run in this process
     planned = []
     real_split = run.split_jobs
     monkeypatch.setattr(run, 'split_jobs', lambda *a, **k: planned.append(real_split(*a, **k)) or planned[-1])
@@ -103,3 +104,33 @@ def test_a_teacher_job_holds_no_human_label(tmp_path):
     short, long = map(int, out.split())
     # 180 more labels held were 13.5 MB more; the index rows of 360 more frames are well under 2 MB
     assert long - short < 2 * 2**20, (short, long)
+
+
+def test_a_stopped_teacher_run_keeps_its_labels_and_the_next_does_only_the_rest(tmp_path):
+    """A teacher job is a whole sequence, indexed at its end: stopped (Ctrl-C, a crash) at its last frame, every
+    label it wrote was unindexed, and the next run predicted the whole sequence again (and, resumed with its
+    labels indexed, still predicted every frame to keep its label): the work lost grew with the drive's length.
+    Counted: the frames the model sees."""
+    from vidseg_ros.data.datasets.layouts import read_index
+    from vidseg_ros.data.labelling.propagate import PropagateConfig
+    import numpy as np
+    import pytest
+    root = _frames(tmp_path / 'd', 60, every=10, h=8, w=8)      # 6 human labels, 54 frames for the teacher
+    seen = []
+
+    def predict(rgb, stop_at=None):
+        if len(seen) == stop_at:
+            raise KeyboardInterrupt
+        seen.append(int(rgb[0, 0, 0]))
+        return np.zeros(rgb.shape[:2], np.uint8), np.ones(rgb.shape[:2], np.float32)
+    bar = []
+    with pytest.raises(KeyboardInterrupt):
+        run.propagate_dataset(root, PropagateConfig(method='teacher'), lambda rgb: predict(rgb, 20), bar.append)
+    assert sum(r.label_source == 'teacher' for r in read_index(root)) == 20 and sum(bar) == 20
+    first = list(seen)
+    seen.clear()
+    bar.clear()
+    counts = run.propagate_dataset(root, PropagateConfig(method='teacher'), predict, bar.append)
+    assert sum(bar) == 60       # every frame of the index, once
+    assert len(seen) == 34 and not set(seen) & set(first)       # the rest only
+    assert counts['teacher'] == 34 and counts['kept_existing'] == 20 and counts['total_teacher'] == 54

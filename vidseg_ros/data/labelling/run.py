@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from bisect import bisect_left, bisect_right
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,23 +72,34 @@ def split_jobs(n: int, labelled: list[int], labels_per_job: int = 4) -> list[tup
 def _job(args) -> list[tuple[int, str | None, str, int, int]]:
     """One stretch: (position, label file written or None where the frame keeps its label, source, ignore pixels,
     pixels) of each frame it labels; ``targets`` names the file of each frame to write."""
+    return list(_job_items(args))
+
+
+def _job_items(args) -> Iterator[tuple[int, str | None, str, int, int]]:
+    """``_job``'s items, each as its label is written: run in this process (the teacher, one worker), each is
+    indexed as it comes."""
     # labels travel as file names and are read where the job runs: a job's arguments stay small (a Dask
     # graph, a process pool's pipe) and the driver never holds every human label of the dataset at once
     paths, label_paths, lut, num_classes, cfg, predict, targets, spill_dir = args
-    # the teacher only skips the labelled frames: their positions, not their pixels (a teacher job is a whole
-    # sequence: it held every human label of it, 41 MB for 1000 frames at 320x240 labelled every 2nd, 6.6 for 100)
-    labels = (dict.fromkeys(label_paths) if cfg.method == 'teacher' else
-              {i: read_label_file(p, lut) for i, p in label_paths.items()})
-    done = []
+    if cfg.method == 'teacher':
+        # frames are independent: only those to label are predicted (a run resumed after a stop predicted every
+        # frame of the sequence again), and the labelled ones are skipped by position, their pixels unread (a
+        # teacher job is a whole sequence: it held every human label of it, 41 MB for 1000 frames at 320x240
+        # labelled every 2nd, 6.6 for 100)
+        for i in range(len(paths)):
+            if i not in targets and i not in label_paths:
+                yield i, None, 'teacher', 0, 0      # keeps the label an earlier run gave it
+        labels = {i: None for i in range(len(paths)) if i not in targets}
+    else:
+        labels = {i: read_label_file(p, lut) for i, p in label_paths.items()}
     for i, prop in propagate_sequence(LazyFrames(paths), labels, num_classes, cfg, predict, stream=True,
                                       spill_dir=spill_dir):
         target = targets.get(i)
         if target is None:
-            done.append((i, None, prop.source, 0, 0))
+            yield i, None, prop.source, 0, 0
             continue
         write_label(target, prop.label)
-        done.append((i, target, prop.source, int((prop.label == cfg.ignore_index).sum()), prop.label.size))
-    return done
+        yield i, target, prop.source, int((prop.label == cfg.ignore_index).sum()), prop.label.size
 
 
 def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict | None = None,
@@ -210,9 +221,21 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
     try:
         futures = [pool.submit(_job, a) for _, _, a in jobs] if pool else []
         for k, (recs, new, args) in enumerate(jobs):
-            _store_job(recs, futures[k].result() if futures else _job(args), records, counts)
+            if futures:
+                _store_job(recs, futures[k].result(), records, counts)
+            else:
+                # in this process: each frame indexed (and shown) as it is made, so a stop keeps what was done (a
+                # teacher job is a whole sequence: stopped at its last frame, its labels were all unindexed, the bar
+                # had stood at 0 for the whole drive, and the next run did it all again)
+                made = 0
+                for item in _job_items(args):
+                    _store_job(recs, [item], records, counts)
+                    made += 1
+                    if progress:
+                        progress(1)
+                new = max(0, new - made)    # what the job did not label (human, out of reach): counted at its end
             stored = k + 1
-            if progress:
+            if progress and new:
                 progress(new)
     except BaseException as e:
         # a job failed (an unreadable frame, a full disk): the other jobs handed out finish and are indexed, then
