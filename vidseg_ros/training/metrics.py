@@ -2,9 +2,11 @@
 
 Definitions:
 - IoU_c = TP / (TP + FP + FN) from the confusion matrix accumulated over the whole set (not
-  averaged per image); mIoU averages the classes that occur in the ground truth or the prediction.
+  averaged per image); mIoU averages the classes that occur in the ground truth or the prediction (a class
+  predicted but in no ground truth counts, with IoU 0; one in neither is skipped).
   mAcc averages per-class recall TP / (TP + FN) over classes present in the ground truth; pixel
-  accuracy is trace / total. Pixels labelled ``ignore_index`` are left out everywhere.
+  accuracy is trace / total. Pixels labelled ``ignore_index`` are left out everywhere, and so are ground-truth
+  ids of no class (:func:`scored`); a predicted id of no class is an error for the pixel's true class.
 - J is the region IoU of a binary mask; F the DAVIS contour accuracy: boundaries are one pixel thick (DAVIS
   ``seg2bmap``: not along the image border), matched within a disk of ceil(``bound_th`` * image diagonal)
   pixels, F = 2PR / (P + R); both are 1 for two empty masks, and F is 0 when only one mask has a contour.
@@ -137,8 +139,8 @@ def seg2bmap(mask: np.ndarray) -> np.ndarray:
 
 def disk(radius: float) -> np.ndarray:
     """The (2r+1, 2r+1) structuring element of the offsets within ``radius`` (x^2 + y^2 <= r^2), as
-    ``skimage.morphology.disk`` that DAVIS dilates with; OpenCV's MORPH_ELLIPSE is wider (197 vs 213 pixels at
-    r = 8, DAVIS' tolerance at 854x480), which matched contours up to ~8.5 px away."""
+    ``skimage.morphology.disk`` that DAVIS dilates with; OpenCV's MORPH_ELLIPSE is wider (213 pixels at r = 8,
+    DAVIS' tolerance at 854x480, against 197): it matched contours 8.06 px apart."""
     r = int(math.floor(radius))
     y, x = np.mgrid[-r:r + 1, -r:r + 1]
     return (x * x + y * y <= radius * radius).astype(np.uint8)
