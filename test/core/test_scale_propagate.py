@@ -134,3 +134,35 @@ def test_a_stopped_teacher_run_keeps_its_labels_and_the_next_does_only_the_rest(
     assert sum(bar) == 60       # every frame of the index, once
     assert len(seen) == 34 and not set(seen) & set(first)       # the rest only
     assert counts['teacher'] == 34 and counts['kept_existing'] == 20 and counts['total_teacher'] == 54
+
+
+def test_a_stored_job_result_is_not_held_to_the_end_of_the_run(tmp_path, monkeypatch):
+    """Every job's future (its result: a tuple and a file name per frame, a few hundred bytes) and its arguments were
+    held until the run ended: memory that grew with the dataset, and on a Dask cluster its workers kept every
+    result as long. Counted: the futures of jobs already indexed that are still alive when the last is indexed."""
+    import contextlib
+    import gc
+    import weakref
+    from concurrent.futures import Future
+    made = []
+
+    class Pool:
+        def submit(self, fn, arg):
+            future = Future()
+            future.set_result([])     # the job's frames: none here, only the future's life is counted
+            made.append(weakref.ref(future))
+            return future
+    monkeypatch.setattr(run, 'task_executor', lambda *a, **k: contextlib.nullcontext(Pool()))
+    monkeypatch.setattr(run, 'check_frame_sizes', lambda records: None)
+    alive = []
+    real_store = run._store_job
+
+    def store(*a):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in made))
+        real_store(*a)
+    monkeypatch.setattr(run, '_store_job', store)
+    run.propagate_dataset(_index(tmp_path / 'd', 400), workers=2)
+    assert len(made) == 50 and len(alive) == 50
+    # at the k-th store, the k-1 stored before it are gone: the 50 unstored ones at the first, 1 at the last
+    assert alive[0] == 50 and alive[-1] == 1, alive

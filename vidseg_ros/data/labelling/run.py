@@ -235,6 +235,11 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                         progress(1)
                 new = max(0, new - made)    # what the job did not label (human, out of reach): counted at its end
             stored = k + 1
+            # indexed: the job's result and arguments go (every job's were held to the end of the run, a few
+            # hundred bytes a frame; on a Dask cluster, the results in its workers' memory too)
+            jobs[k] = None
+            if futures:
+                futures[k] = None
             if progress and new:
                 progress(new)
     except BaseException as e:
@@ -248,7 +253,8 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
         raise
     finally:
         for fut in futures:     # the jobs not run: they end before the executor (a cluster's outlive it)
-            fut.cancel()
+            if fut is not None:
+                fut.cancel()
         try:    # the executor sees the error: on Ctrl-C it stops its workers now, not after their running jobs
             stack.__exit__(*sys.exc_info())
         finally:
