@@ -1,13 +1,47 @@
 """ament_python package: builds with colcon on a ROS 2 install and with pip in a virtual environment."""
+import shutil
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 PACKAGE = 'vidseg_ros'
 NODES = ['segment_node', 'segment_lifecycle_node', 'recorder_node', 'video_source_node']
 
+# What the code imports at run time (requirements.txt pins the versions `make` tests with; colcon does not
+# read these: on a ROS install rosdep and package.xml bring numpy, opencv and yaml, pip the rest, as the README
+# says). Without them `pip install vidseg_ros-*.whl` gave a venv where `vidseg --help` died on
+# "No module named 'typer'". Optional parts say which package to install when it is missing: extras.
+REQUIRES = [
+    'torch', 'numpy', 'opencv-python-headless', 'pyyaml', 'tqdm', 'typer',
+    'rosbags', 'mcap', 'zstandard', 'lz4',
+    'backports.zstd; python_version < "3.14"',   # foreign .zstd bags (rosbags' own dependency there)
+]
+EXTRAS = {
+    'onnx': ['onnx', 'onnxscript', 'onnxruntime'],     # vidseg export, .onnx models
+    'dask': ['dask', 'distributed'],                   # --executor dask
+    'plots': ['matplotlib'],                           # vidseg eval's plots
+    # ROS 2 Kilted from PyPI, for a venv without a ROS install (a ROS install has them: do not add them there)
+    'ros': ['ros-rclpy', 'ros-rmw-fastrtps-cpp', 'ros-sensor-msgs', 'ros-std-msgs', 'ros-diagnostic-msgs',
+            'ros-std-srvs', 'ros-lifecycle-msgs', 'ros-ament-index-python'],
+}
+EXTRAS['all'] = sorted({r for rs in EXTRAS.values() for r in rs})
+
+
+class BuildPy(build_py):
+    """Copy the package into a build/lib/vidseg_ros emptied first: setuptools only adds and updates files
+    there, so a module deleted or moved in the source stayed in every later wheel and `make install` (still
+    importable: code that imports it passed the tests run on the installed package, and failed on a clean clone)."""
+
+    def run(self):
+        shutil.rmtree(Path(self.build_lib) / PACKAGE, ignore_errors=True)
+        super().run()
+
+
 setup(
     name=PACKAGE,
+    cmdclass={'build_py': BuildPy},
     version='0.1.0',
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
     data_files=[
@@ -20,13 +54,13 @@ setup(
         # `ros2 run` and launch_ros look in lib/<pkg>/, pip puts console scripts in bin/: ship both.
         ('lib/' + PACKAGE, ['scripts/' + n for n in NODES]),
     ],
-    install_requires=['setuptools'],
+    install_requires=['setuptools', *REQUIRES],
+    extras_require=EXTRAS,
     zip_safe=True,
     maintainer='vidseg_ros maintainers',
     maintainer_email='maintainers@vidseg-ros.invalid',
     description='Real-time video semantic segmentation for ROS 2, with recorder and training loop.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [f'{n} = {PACKAGE}.ros.entry:{n}' for n in NODES] + [
             f'vidseg = {PACKAGE}.cli:main',
