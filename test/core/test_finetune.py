@@ -169,3 +169,23 @@ def test_the_cli_names_the_frame_in_one_line_exit_2(tmp_path, monkeypatch):
     line, = r.stderr.strip().splitlines()[-1:]
     first = tmp_path / 'seq' / '00000.png'
     assert line == f'vidseg finetune: error: frame {first}: the model output holds NaN or inf on this frame', line
+
+
+def test_void_in_a_0_1_ground_truth_is_left_out_of_j_f_and_miou(tmp_path, monkeypatch):
+    """--labels-dir ground truth of ids 0/1 with void (255) under a binary fine-tune: `gt > 0` scored the void
+    band as object, so a prediction equal to the ground truth everywhere else scored J 0.67, F 0.92, mIoU 0.75."""
+    from types import SimpleNamespace
+
+    from vidseg_ros.tools import finetune
+    ckpt = _case(tmp_path, ['bg', 'thing'], (0, 1))
+    pred = np.zeros((H, W), np.uint8)
+    pred[16:48, 24:72] = 1
+    monkeypatch.setattr(finetune, '_step', lambda seg, img: SimpleNamespace(class_ids=pred))
+    (tmp_path / 'gt').mkdir()
+    gt = pred.copy()
+    gt[:8] = 255                 # void: a band the annotator left out, over background
+    for t in range(2):
+        cv2.imwrite(str(tmp_path / 'gt' / f'{t:05d}.png'), gt)
+    result = one_shot(ckpt, tmp_path / 'seq' / '00000.png', tmp_path / 'mask.png', tmp_path / 'seq',
+                      tmp_path / 'ft', steps=1, labels_dir=tmp_path / 'gt', progress=False)
+    assert (result['J'], result['F'], result['mIoU']) == (1.0, 1.0, 1.0), result

@@ -191,7 +191,7 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     from vidseg_ros.models.checkpoint import load_checkpoint, save_checkpoint
     from vidseg_ros.models.contract import stream_info
     from vidseg_ros.training.losses import segmentation_loss
-    from vidseg_ros.training.metrics import ConfusionMatrix, j_and_f
+    from vidseg_ros.training.metrics import ConfusionMatrix, JandF
     from vidseg_ros.tools.commands_data import tqdm_or_none
     bar = tqdm_or_none() if progress else None
 
@@ -238,9 +238,10 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
     meta['provenance'] = dict(meta.get('provenance', {}), finetuned_on=str(frame), finetune_steps=steps)
     ckpt = save_checkpoint(out_dir / 'finetuned.pt', net, meta)
     seg = StreamSegmenter(net, meta, EngineConfig(device='cpu', keyframe_interval=1))
-    preds, gts, cm = [], [], ConfusionMatrix(len(meta['classes']), ignore)
+    # streamed: a sequence's every prediction and label were held in memory until the end
+    cm, jf, scored_files = ConfusionMatrix(len(meta['classes']), ignore), JandF(0.008, ignore, 2), 0
     beyond = np.zeros(256, np.int64)     # --labels-dir pixels of ids the model has no class for (not scored)
-    beyond_files = []                    # the --labels-dir labels holding any (of len(gts) read)
+    beyond_files = []                    # the --labels-dir labels holding any (of scored_files read)
     for img in tqdm(frames, desc='label sequence', unit='frame', disable=not progress, mininterval=1.0):
         pred = _step(seg, img).class_ids
         # atomic, and a full disk is an OSError (cv2.imwrite returned True over truncated masks: exit 0)
@@ -248,24 +249,27 @@ def _finetune(model: str | Path, frame: Path, label: Path, frames: list[Path], o
         gt_path = Path(labels_dir) / f'{img.stem}.png' if labels_dir else None
         if gt_path is not None and gt_path.is_file():
             gt = _read_mask(gt_path)
-            if binary:
+            # a 0/255 object mask; otherwise ids, whose void (255) is left out as in eval: `gt > 0` scored a
+            # void pixel of a 0/1 mask as object in J&F and mIoU
+            if binary and set(np.unique(gt).tolist()) <= {0, 255}:
                 gt = (gt > 0).astype(np.uint8)
             else:
                 counts = ids_beyond(gt, len(meta['classes']), ignore)
                 if counts.any():
                     beyond += counts
                     beyond_files.append(str(gt_path))
-            preds.append(pred)
-            gts.append(gt)
+            if binary:
+                jf.add(gt, pred)
+            scored_files += 1
             cm.update(pred, gt)
     result = {'checkpoint': str(ckpt), 'masks': str(out_dir), 'frames': len(frames),
               'loss_first': losses[0] if losses else None, 'loss_last': losses[-1] if losses else None}
-    if gts:
+    if scored_files:
         scores = cm.scores(meta['classes'])
-        result.update(j_and_f(gts, preds) if binary else {})
+        result.update(jf.result() if binary else {})
         result['mIoU'] = scores['mIoU']
         if beyond.any():     # said as vidseg eval says it (label_ids.beyond_text)
-            summary = result['label_ids_beyond_classes'] = beyond_summary(beyond, beyond_files, len(gts),
+            summary = result['label_ids_beyond_classes'] = beyond_summary(beyond, beyond_files, scored_files,
                                                                           scores['pixels'])
             log.warning('%s', beyond_text(summary, beyond, len(meta['classes']), (ignore,),
                                           'were left out of mIoU',
