@@ -23,7 +23,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PKG = 'vidseg_ros'
 NODES = ['segment_node', 'segment_lifecycle_node', 'recorder_node', 'video_source_node']
-DATA = f'{PKG}-0.1.0.data/data/'
 # imported, but from no PyPI package: a ROS install or ../shared/ros2_extras (launch files and tools/docs only)
 NOT_ON_PYPI = {'launch', 'launch_ros'}
 # imported only when the user asks for it, with a one-line message naming the package (models/encoder.py)
@@ -73,9 +72,18 @@ def wheel(tree, tmp_path_factory) -> zipfile.ZipFile:
         yield z
 
 
+def info(wheel: zipfile.ZipFile, name: str) -> str:
+    """A file of the wheel's .dist-info (whatever the version)."""
+    return wheel.read(next(n for n in wheel.namelist() if re.fullmatch(rf'{PKG}-[^/]+\.dist-info/{name}', n))).decode()
+
+
+def data_prefix(wheel: zipfile.ZipFile) -> str:
+    return next(n for n in wheel.namelist() if '.data/data/' in n).split('data/data/')[0] + 'data/data/'
+
+
 def metadata(wheel: zipfile.ZipFile) -> dict[str, set[str]]:
     """Requires-Dist of the wheel: {'': core names, extra: names}."""
-    text = wheel.read(f'{PKG}-0.1.0.dist-info/METADATA').decode()
+    text = info(wheel, 'METADATA')
     declared: dict[str, set[str]] = {'': set()}
     for line in text.splitlines():
         if line.startswith('Requires-Dist:'):
@@ -121,17 +129,17 @@ def imports(path: Path) -> list[tuple[str, bool]]:
 
 
 def test_wheel_holds_every_module_and_run_time_file(tree, wheel):
-    names = set(wheel.namelist())
+    names, data = set(wheel.namelist()), data_prefix(wheel)
     sources = {f for f in tracked_files() if f.startswith(f'{PKG}/') and f.endswith('.py')}
     assert {n for n in names if n.startswith(f'{PKG}/')} == sources
     shipped = [f for f in tracked_files() if f.startswith(('launch/', 'config/', 'models/'))] + ['package.xml']
-    missing = [f for f in shipped if f'{DATA}share/{PKG}/{f}' not in names]
+    missing = [f for f in shipped if f'{data}share/{PKG}/{f}' not in names]
     assert not missing, f'not in the wheel: {missing}'
-    assert f'{DATA}share/ament_index/resource_index/packages/{PKG}' in names
+    assert f'{data}share/ament_index/resource_index/packages/{PKG}' in names
     for n in NODES:     # `ros2 run` and launch_ros run lib/<pkg>/<node>: executable
-        mode = wheel.getinfo(f'{DATA}lib/{PKG}/{n}').external_attr >> 16
+        mode = wheel.getinfo(f'{data}lib/{PKG}/{n}').external_attr >> 16
         assert mode & 0o111, f'lib/{PKG}/{n} is not executable in the wheel ({oct(mode)})'
-    scripts = wheel.read(f'{PKG}-0.1.0.dist-info/entry_points.txt').decode()
+    scripts = info(wheel, 'entry_points.txt')
     for name in [*NODES, 'vidseg']:
         target = re.search(rf'^{name} = ([\w.]+):(\w+)$', scripts, re.M)
         assert target, f'no console script {name}'
@@ -214,3 +222,11 @@ def test_sdist_builds_the_same_wheel(tree, wheel, tmp_path):
         ours, theirs = digests(wheel), digests(z)
         assert sorted(set(ours) ^ set(theirs)) == []
         assert [n for n in ours if ours[n] != theirs[n]] == []
+
+
+def test_one_version_everywhere(tree, wheel):
+    """setup.py (the wheel), package.xml (ROS) and vidseg_ros.__version__ say the same release."""
+    xml = ET.parse(tree / 'package.xml').getroot().findtext('version')
+    code = re.search(r"^__version__ = '([^']+)'", (tree / PKG / '__init__.py').read_text(), re.M).group(1)
+    meta = re.search(r'^Version: (.+)$', info(wheel, 'METADATA'), re.M).group(1)
+    assert xml == code == meta
