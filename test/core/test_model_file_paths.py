@@ -125,3 +125,22 @@ def test_a_models_folder_this_process_may_not_enter_is_passed_over_and_said(tmp_
         resolve_model('zz_helper_model')
     (second / 'zz_helper_model.pt').write_bytes(checkpoint.read_bytes())
     assert resolve_model('zz_helper_model') == str(second / 'zz_helper_model.pt')
+
+
+@pytest.mark.parametrize('packages', ['site-packages', 'dist-packages'])
+def test_shipped_models_are_found_under_the_prefix_the_package_is_installed_in(tmp_path, packages):
+    """`pip install --prefix P` (or Debian's pip: the package under /usr/local, sys.prefix /usr) puts the
+    models in P/share/vidseg_ros, which no lookup searched: "model 'camvid_fpn' not found"."""
+    import shutil
+    root = Path(__file__).resolve().parents[2]
+    lib = tmp_path / 'pfx' / 'lib' / 'python3' / packages
+    shutil.copytree(root / 'vidseg_ros', lib / 'vidseg_ros', ignore=shutil.ignore_patterns('__pycache__'))
+    share = tmp_path / 'pfx' / 'share' / 'vidseg_ros'
+    (share / 'models').mkdir(parents=True)
+    shutil.copy(root / 'package.xml', share)
+    env = {k: v for k, v in os.environ.items() if k not in ('AMENT_PREFIX_PATH', 'VIDSEG_MODELS')}
+    r = subprocess.run([sys.executable, '-c', 'from vidseg_ros.engine.model_paths import model_dirs; '
+                        'print("\\n".join(map(str, model_dirs())))'], capture_output=True, text=True,
+                       cwd=tmp_path, env={**env, 'PYTHONPATH': str(lib)}, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert str(share / 'models') in r.stdout.splitlines(), r.stdout

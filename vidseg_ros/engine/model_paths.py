@@ -24,7 +24,9 @@ def package_roots() -> list[Path]:
 
     1. the source checkout this package is imported from;
     2. the ament share dir (colcon install, or a venv on ``AMENT_PREFIX_PATH``);
-    3. ``<sys.prefix>/share/vidseg_ros`` (pip install into a venv, activated or not) and the ``--user`` one.
+    3. ``<sys.prefix>/share/vidseg_ros`` (pip install into a venv, activated or not) and the ``--user`` one;
+    4. the prefix this package is installed under (``<prefix>/lib/python3.X/site-packages``): ``pip install
+       --prefix P``, or Debian's pip, which puts it under /usr/local while sys.prefix is /usr (ROS images).
     """
     import site
     roots = [REPO_MODELS.parent] if (REPO_MODELS.parent / 'package.xml').is_file() else []  # not site-packages
@@ -35,7 +37,19 @@ def package_roots() -> list[Path]:
         pass
     roots += [Path(prefix) / 'share' / 'vidseg_ros'
               for prefix in (sys.prefix, getattr(site, 'USER_BASE', None) or sys.prefix)]
+    if (installed := _install_share(Path(__file__).resolve())) is not None:
+        roots.append(installed)
     return list(dict.fromkeys(roots))
+
+
+def _install_share(module: Path) -> Path | None:
+    """``<prefix>/share/vidseg_ros`` for this module at ``<prefix>/lib*/python3*/{site,dist}-packages/vidseg_ros/
+    engine/``, when it holds package.xml (shipped models were "not found" after ``pip install --prefix``)."""
+    parents = module.parents
+    if len(parents) < 6 or not parents[4].name.startswith('lib') or not parents[3].name.startswith('python'):
+        return None
+    share = parents[5] / 'share' / 'vidseg_ros'
+    return share if (share / 'package.xml').is_file() else None
 
 
 def model_dirs() -> list[Path]:
