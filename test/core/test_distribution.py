@@ -136,6 +136,8 @@ def test_wheel_holds_every_module_and_run_time_file(tree, wheel):
     missing = [f for f in shipped if f'{data}share/{PKG}/{f}' not in names]
     assert not missing, f'not in the wheel: {missing}'
     assert f'{data}share/ament_index/resource_index/packages/{PKG}' in names
+    # the licence setup.py and package.xml declare travels with the code (there was no LICENSE file)
+    assert any(n.endswith('.dist-info/licenses/LICENSE') for n in names)
     for n in NODES:     # `ros2 run` and launch_ros run lib/<pkg>/<node>: executable
         mode = wheel.getinfo(f'{data}lib/{PKG}/{n}').external_attr >> 16
         assert mode & 0o111, f'lib/{PKG}/{n} is not executable in the wheel ({oct(mode)})'
