@@ -166,3 +166,33 @@ def test_a_stored_job_result_is_not_held_to_the_end_of_the_run(tmp_path, monkeyp
     assert len(made) == 50 and len(alive) == 50
     # at the k-th store, the k-1 stored before it are gone: the 50 unstored ones at the first, 1 at the last
     assert alive[0] == 50 and alive[-1] == 1, alive
+
+
+def test_a_span_whose_spill_would_not_fit_on_the_disk_is_refused_before_its_flows(monkeypatch):
+    """A span between two labels keeps 28 bytes a pixel a frame for its second pass, on disk past a budget: labels
+    30 s apart in a 1080p drive, 50 GB, filled the dataset's disk, found only when full, after the span's flows.
+    Refused before the first flow of the span now, saying how much it needs; where it fits, it runs as before."""
+    import collections
+    import errno
+    import shutil
+    import numpy as np
+    import pytest
+    from vidseg_ros.data.labelling import propagate, spill
+    h, w, n = 24, 32, 100
+    frames = [np.roll(np.tile(np.arange(w, dtype=np.uint8) * 8, (h, 1)), i, 1)[..., None].repeat(3, 2)
+              for i in range(n)]
+    label = np.zeros((h, w), np.uint8)
+    label[:, 10:] = 1
+    need = (n - 2) * h * w * 28     # 98 frames between the labels: 2.1 MB
+    monkeypatch.setattr(spill, 'SPILL_BUDGET', 0)
+    flows = []
+    real_call = propagate.FlowEstimator.__call__
+    monkeypatch.setattr(propagate.FlowEstimator, '__call__', lambda self, *a: flows.append(1) or real_call(self, *a))
+    usage = collections.namedtuple('usage', 'total used free')
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: usage(10**12, 0, need - 1))
+    with pytest.raises(OSError) as e:
+        list(propagate.iter_propagate_flow(frames, {0: label, n - 1: label}, 2))
+    assert e.value.errno == errno.ENOSPC and 'the 98 frames between the labelled frames positions 0 and 99' in str(e.value)
+    assert not flows
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: usage(10**12, 0, need))
+    assert len(list(propagate.iter_propagate_flow(frames, {0: label, n - 1: label}, 2))) == n - 2

@@ -2,6 +2,8 @@
 keeps from its backward pass for its forward pass, so that memory does not grow with the span's length."""
 from __future__ import annotations
 
+import errno
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -61,3 +63,20 @@ class Spill:
         for f in files:
             f.unlink()
         return arrays
+
+
+def check_room(folder: str | Path | None, nbytes: int, what: str) -> None:
+    """Refuse (OSError ENOSPC, saying ``what`` needs it) a spill of ``nbytes`` whose part past ``SPILL_BUDGET``
+    does not fit in the free space of ``folder`` (None = the system's temporary folder): found when the disk was
+    full, after the flows of the span had been computed, the dataset's disk full for whatever else writes there."""
+    over = nbytes - SPILL_BUDGET
+    if over <= 0:
+        return
+    where = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:     # not there (yet): the spill itself will say why
+        return
+    if over > free:
+        raise OSError(errno.ENOSPC, f'{what} needs {over / 1e9:.1f} GB of temporary space here, {free / 1e9:.1f} GB '
+                                    'are free: label a frame between them (or free space)', str(where))
