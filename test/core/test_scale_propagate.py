@@ -192,7 +192,28 @@ def test_a_span_whose_spill_would_not_fit_on_the_disk_is_refused_before_its_flow
     monkeypatch.setattr(shutil, 'disk_usage', lambda path: usage(10**12, 0, need - 1))
     with pytest.raises(OSError) as e:
         list(propagate.iter_propagate_flow(frames, {0: label, n - 1: label}, 2))
-    assert e.value.errno == errno.ENOSPC and 'the 98 frames between the labelled frames positions 0 and 99' in str(e.value)
+    assert e.value.errno == errno.ENOSPC
+    assert 'the 98 frames between the labelled frames positions 0 and 99' in str(e.value)
     assert not flows
     monkeypatch.setattr(shutil, 'disk_usage', lambda path: usage(10**12, 0, need))
     assert len(list(propagate.iter_propagate_flow(frames, {0: label, n - 1: label}, 2))) == n - 2
+
+
+def test_vidseg_propagate_reads_the_index_once(tmp_path, monkeypatch):
+    """``vidseg propagate`` parsed the whole index.csv for its progress bar's total, then again to propagate: 1M rows
+    took 16 s and 1 GB more. The total is the index's lines, counted."""
+    from vidseg_ros.data.datasets import layouts
+    from vidseg_ros.tools import commands_data
+    monkeypatch.setattr(run, 'check_frame_sizes', lambda records: None)
+    monkeypatch.setattr(run, '_job_items', lambda args: iter(()))
+    reads = []
+    real_read = layouts.read_index
+    monkeypatch.setattr(layouts, 'read_index', lambda *a, **k: reads.append(1) or real_read(*a, **k))
+    root = _index(tmp_path / 'd', 400)
+    commands_data.propagate(root, progress=True)
+    assert len(reads) == 1
+    assert commands_data._index_rows(root) == 400
+    with open(root / 'index.csv', 'rb+') as f:    # a last line without its line end is a row too
+        f.seek(-2, 2)
+        f.truncate()
+    assert commands_data._index_rows(root) == 400 and commands_data._index_rows(tmp_path / 'none') is None
