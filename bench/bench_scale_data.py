@@ -4,6 +4,7 @@ Each case runs in a process of its own (its peak RSS is its own), on tiny frames
 that is removed after; the inputs are built before the clock starts. Cases:
 
 * ``write_bag``: ``bag-from-frames``' writer, N frames into one MCAP bag;
+* ``read video``: ``VideoFrames`` over an MJPG video of N frames (``bag-from-frames VIDEO``'s reader);
 * ``extract`` / ``extract resume``: ``vidseg extract`` of that bag, then again into the same folder (all skipped);
 * ``write_index`` / ``read_index``: an index.csv of N rows (``--index-rows``, 100k and 1M by default);
 * ``sort names``: ``natural_key`` order of N frame names;
@@ -90,6 +91,15 @@ def case(name: str, n: int, tmp: Path) -> dict:
         bag = _bag(tmp, n)
         return {'extract': _timed(lambda: extract([bag], tmp / 'ds')),
                 'extract resume': _timed(lambda: extract([bag], tmp / 'ds'))}
+    if name == 'video':
+        import cv2
+        from vidseg_ros.data.video import VideoFrames
+        path = tmp / 'drive.avi'
+        out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 30, (W, H))
+        for f in _frames(n):
+            out.write(f)
+        out.release()
+        return {'read video': _timed(lambda: sum(1 for _ in VideoFrames(path)))}
     if name == 'index':
         from vidseg_ros.data.datasets.layouts import FrameRecord, read_index, write_index
         recs = [FrameRecord(f'seq_{i // 5000:03d}', i % 5000, tmp / 'images' / f'{i}.png', None, i + 1, 'none',
@@ -140,7 +150,7 @@ def case(name: str, n: int, tmp: Path) -> dict:
 # (case, N for N and 10 N, or None for --n)
 def _plan(args) -> list[tuple[str, int]]:
     n = args.n
-    return [('write_bag', n), ('extract', n), ('index', args.index_rows), ('sort', 10 * n), ('group', 15 * n),
+    return [('write_bag', n), ('video', n), ('extract', n), ('index', args.index_rows), ('sort', 10 * n), ('group', 15 * n),
             ('plan', 5 * n), ('flow', n // 2), ('teacher', 100)]
 
 
