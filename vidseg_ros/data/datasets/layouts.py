@@ -368,7 +368,8 @@ def check_new_output(out: str | Path, source: str | Path | None = None, source_f
         if out == src or src in out.parents:
             raise ValueError(f'the output folder {clip(out)} is (inside) {what} {clip(src)}; '
                              'give a new folder outside it')
-    for folder in sorted({real_path(Path(f).parent) for f in source_files if f}):
+    # each folder resolved once, not each file's (2.3 s of realpath at 100k frames, twice per propagate --out)
+    for folder in sorted({real_path(parent) for parent in {Path(f).parent for f in source_files if f}}):
         if out == folder or out in folder.parents:
             raise ValueError(f'the output folder {clip(out)} holds {files_what} ({clip(folder)}); '
                              'give a new folder')
