@@ -119,6 +119,28 @@ def describe_device(device: str | torch.device) -> str:
     return f'CPU only ({cores} cores available, {platform.machine()})'
 
 
+_TORCH_DEFAULT_THREADS: list[int] = []   # torch's count before a num_threads setting first changed it
+
+
+def torch_threads(num_threads: int) -> int:
+    """The intra-op thread count an engine with setting ``num_threads`` runs torch at: that number, or for 0
+    torch's own count where an earlier setting changed it (a running node set back to 0), else 0 (leave torch
+    as it is: a trainer's or a user's torch.set_num_threads stays)."""
+    if num_threads > 0:
+        if not _TORCH_DEFAULT_THREADS:
+            _TORCH_DEFAULT_THREADS.append(torch.get_num_threads())
+        return num_threads
+    return _TORCH_DEFAULT_THREADS[0] if _TORCH_DEFAULT_THREADS else 0
+
+
+def use_threads(n: int) -> None:
+    """torch at ``n`` intra-op threads (0: unchanged) in the calling thread. Called where the model runs: with
+    OpenMP each thread keeps the count it first saw, so a count set in another thread (a loader, the
+    parameter callback) did not reach a worker that had already run the model."""
+    if n and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 class _Runner:
     """What every runner reports, read from its ``StreamInfo``."""
 

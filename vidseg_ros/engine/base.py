@@ -40,6 +40,11 @@ class EngineConfig:
     tile_stride: int = setting(0, 'Tile stride in network pixels; 0 = tile_size * 3 / 4', range=(0, 8192))
     cuda_graphs: bool = setting(False, 'Replay the model steps from CUDA graphs (captured per input size '
                                        'after warm-up; CUDA only, ignored elsewhere)', change='rebuild')
+    num_threads: int = setting(0, 'CPU threads torch runs the model with (intra-op); 0 = torch\'s default (one '
+                                  'per core, or OMP_NUM_THREADS). Process-wide: it is torch.set_num_threads, so it '
+                                  'also applies to other torch work in the same process (e.g. a composed container). '
+                                  'Fewer threads than cores leaves room for the camera driver and the node\'s own '
+                                  'threads; ONNX models are not affected', range=(0, 256))
 
 
 def checked(config: EngineConfig) -> EngineConfig:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidseg_ros.engine.backends import TorchRunner, check_model_file, open_exported
+from vidseg_ros.engine.backends import TorchRunner, check_model_file, open_exported, torch_threads, use_threads
 from vidseg_ros.config import fields_with
 from vidseg_ros.engine.base import EngineConfig, FrameResult, NonFiniteOutput, checked
 from vidseg_ros.engine import memory
@@ -78,6 +78,8 @@ class StreamSegmenter:
                  _fork: bool = False):
         self.config = checked(config or EngineConfig())
         self._fork = _fork   # a fork shares the first engine's runner and leaves the warnings to it
+        self._threads = torch_threads(self.config.num_threads)
+        use_threads(self._threads)   # before the model is prepared (fused, compiled) on these threads
         if isinstance(model, torch.nn.Module):
             c = self.config
             model = TorchRunner(model, c.device, c.precision, c.channels_last, c.compile, cuda_graphs=c.cuda_graphs)
@@ -102,6 +104,7 @@ class StreamSegmenter:
         """Engine for ``config.model`` ('' = DEFAULT_MODEL, a name, a path, or 'untrained:<arch>'); where no
         input size is known, checked on one small blank frame (``check_output``)."""
         config = checked(config or EngineConfig())   # before a model is loaded
+        use_threads(torch_threads(config.num_threads))
         spec = resolve_model(config.model)
         if spec.startswith(UNTRAINED_PREFIX):
             arch = spec[len(UNTRAINED_PREFIX):]
@@ -134,6 +137,7 @@ class StreamSegmenter:
             raise ValueError(f'changing {", ".join(changed)} needs a new engine (StreamSegmenter.from_checkpoint)')
         tile_changed = config.tile_size != self.config.tile_size
         self.config = config
+        self._threads = torch_threads(config.num_threads)   # taken by the next step, in the thread running it
         self.policy.update_config(self.config)
         if tile_changed:
             self._warn_tile_rounding()
@@ -277,6 +281,7 @@ class StreamSegmenter:
             confidence_u8: Return the confidence as uint8 0..255 (what a mono8 image needs), not float32.
         """
         out_hw = self._check_request(image_rgb, output_hw, class_prob)   # before any state changes
+        use_threads(self._threads)   # in the thread that runs the model (see use_threads)
         self._clock.start()
         x, valid_hw = self.preprocess(image_rgb)
         grid = TileGrid.for_input(x.shape[-2:], self.config.tile_size, self.config.tile_stride, self.stride)
