@@ -7,7 +7,10 @@ latency a subscriber in a third process sees (output arrival - input stamp). `--
 rate removes the wait; at 30 Hz on a CPU slower than 30 Hz, latest-frame-wins drops the excess.
 Targets: overhead p50 <= 3 ms (issue 2); the model >= 70 % of end-to-end p50 latency (issue 15), both
 printed from the same run with the per-stage breakdown of the rest.
-Run: `.venv/bin/python bench/bench_node_overhead.py [--topics mask,overlay,confidence]`.
+`--num-threads N` runs the node with that torch thread count (the num_threads parameter; 0 = torch's default,
+one per core), `--burners K` runs K busy-loop processes at normal priority for the run (a robot computer's
+other processes: camera driver, recorder, navigation): see docs/benchmarks.md "CPU threads".
+Run: `.venv/bin/python bench/bench_node_overhead.py [--topics mask,overlay,confidence] [--num-threads 1 --burners 1]`.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ def main() -> int:
     parser.add_argument('--size', default='480x640', help='HxW of the camera')
     parser.add_argument('--topics', default='mask', help='outputs subscribed (comma list: mask, color_mask, '
                                                          'overlay, confidence); the latency is measured on mask')
+    parser.add_argument('--num-threads', type=int, default=0, help="the node's num_threads (0 = torch's default)")
+    parser.add_argument('--burners', type=int, default=0, help='busy-loop processes competing for the CPU')
     args = parser.parse_args()
     h, w = map(int, args.size.split('x'))
     import cv2
@@ -53,7 +58,8 @@ def main() -> int:
         cv2.imwrite(str(tmp / f'{i:04d}.png'), cv2.resize(img, (w, h)))
     log = open(tmp / 'segment_node.log', 'w')
     node_proc = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.ros.segment_node', '--ros-args',
-                                  '-p', f'model:={args.model or repr("")}', '-p', 'diagnostics_period_s:=1.0'],
+                                  '-p', f'model:={args.model or repr("")}', '-p', 'diagnostics_period_s:=1.0',
+                                  '-p', f'num_threads:={args.num_threads}'],
                                  stdout=log, stderr=subprocess.STDOUT)
     rclpy.init()
     node = rclpy.create_node('bench_overhead_probe')
@@ -74,6 +80,7 @@ def main() -> int:
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     n_frames = int(args.seconds * args.rate)
     load_before = os.getloadavg()[0]
+    burners = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(args.burners)]
     src = subprocess.Popen([sys.executable, '-m', 'vidseg_ros.ros.video_source_node', '--ros-args',
                             '-p', f'source:={tmp}', '-p', f'rate_hz:={args.rate}', '-p', 'loop:=true',
                             '-p', f'max_frames:={n_frames}', '-p', 'wait_for_subscribers:=1',
@@ -91,6 +98,9 @@ def main() -> int:
                                          and time.monotonic() < give_up and node_proc.poll() is None):
             rclpy.spin_once(node, timeout_sec=0.05)
     finally:
+        for b in burners:
+            b.kill()
+            b.wait()
         node_proc.terminate()
         try:
             node_proc.wait(timeout=15)
@@ -109,6 +119,8 @@ def main() -> int:
           f'on {d["device"]}; camera frames: {source}')
     print(f'load average (1 min, {os.cpu_count()} cores): {load_before:.2f} before the run, '
           f'{os.getloadavg()[0]:.2f} after (the run itself adds about 2)')
+    print(f'num_threads {args.num_threads} (0 = torch default, {os.cpu_count()} here unless OMP_NUM_THREADS), '
+          f'{args.burners} busy-loop process(es) competing')
     print(f'frames: {d["frames_in"]} in, {d["frames_out"]} segmented, {d["dropped_frames"]} dropped '
           f'(latest frame wins), {int(d["frames_out"]) / args.seconds:.1f} Hz segmented on average')
     print('| measure (node-side, last 300 frames) | p50 ms | p95 ms | p99 ms | max ms |')
