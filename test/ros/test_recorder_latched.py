@@ -69,20 +69,10 @@ def test_a_topic_whose_message_package_is_missing_is_said_on_diagnostics(probe, 
     from std_msgs.msg import String
     from support.ros_helpers import spun
 
-    from vidseg_ros.ros import recorder_node
-
-    real = recorder_node.message_class
-
-    def missing(msgtype):
-        if msgtype == 'std_msgs/msg/String':
-            raise ModuleNotFoundError("No module named 'std_msgs'")
-        return real(msgtype)
-    monkeypatch.setattr(recorder_node, 'message_class', missing)
+    recorder_node = _string_package_missing(monkeypatch)
     diags = probe.collect(DiagnosticArray, '/diagnostics')
     probe.node.create_publisher(String, '/no_pkg/status', 10)
-    overrides = [rclpy_param('topics', ['/no_pkg/status']), rclpy_param('output_dir', str(tmp_path)),
-                 rclpy_param('min_free_disk_bytes', 0), rclpy_param('discovery_period_s', 0.2),
-                 rclpy_param('diagnostics_period_s', 0.3)]
+    overrides = _overrides('/no_pkg/status', tmp_path)
     with spun(lambda context: recorder_node.RecorderNode(context=context, parameter_overrides=overrides)):
         def warned():
             return any(s.name.endswith('vidseg_recorder') and s.level == DiagnosticStatus.WARN
@@ -98,20 +88,10 @@ def test_a_topic_whose_type_could_not_be_loaded_is_recorded_when_a_loadable_type
     from std_msgs.msg import Int32, String
     from support.ros_helpers import spun
 
-    from vidseg_ros.ros import recorder_node
-
-    real = recorder_node.message_class
-
-    def missing(msgtype):
-        if msgtype == 'std_msgs/msg/String':
-            raise ModuleNotFoundError("No module named 'std_msgs'")
-        return real(msgtype)
-    monkeypatch.setattr(recorder_node, 'message_class', missing)
+    recorder_node = _string_package_missing(monkeypatch)
     topic = '/no_pkg/replaced'
     old = probe.node.create_publisher(String, topic, 10)
-    overrides = [rclpy_param('topics', [topic]), rclpy_param('output_dir', str(tmp_path)),
-                 rclpy_param('min_free_disk_bytes', 0), rclpy_param('discovery_period_s', 0.2),
-                 rclpy_param('diagnostics_period_s', 0.3)]
+    overrides = _overrides(topic, tmp_path)
     with spun(lambda context: recorder_node.RecorderNode(context=context, parameter_overrides=overrides)) as node:
         probe.wait_for(lambda: topic in node.unloadable, 20, f'{topic} found unloadable')
         probe.node.destroy_publisher(old)
@@ -122,6 +102,25 @@ def test_a_topic_whose_type_could_not_be_loaded_is_recorded_when_a_loadable_type
             assert topic not in node.unloadable
             taken = node.taken
             probe.wait_for(lambda: new.publish(Int32(data=7)) or node.taken > taken, 20, 'an Int32 taken')
+
+
+def _string_package_missing(monkeypatch):
+    """The recorder module, its message import failing for std_msgs/String as when its package is missing."""
+    from vidseg_ros.ros import recorder_node
+
+    real = recorder_node.message_class
+
+    def missing(msgtype):
+        if msgtype == 'std_msgs/msg/String':
+            raise ModuleNotFoundError("No module named 'std_msgs'")
+        return real(msgtype)
+    monkeypatch.setattr(recorder_node, 'message_class', missing)
+    return recorder_node
+
+
+def _overrides(topic: str, out) -> list:
+    return [rclpy_param('topics', [topic]), rclpy_param('output_dir', str(out)), rclpy_param('min_free_disk_bytes', 0),
+            rclpy_param('discovery_period_s', 0.2), rclpy_param('diagnostics_period_s', 0.3)]
 
 
 def rclpy_param(name, value):
