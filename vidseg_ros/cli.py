@@ -290,11 +290,13 @@ def bench(model: Annotated[str, typer.Argument(help="checkpoint name/path, '' = 
           device: str = ENGINE['device'],
           precision: Annotated[Literal['fp32', 'fp16', 'bf16'], typer.Option()] = ENGINE['precision'],
           channels_last: bool = ENGINE['channels_last'],
-          keyframe_interval: Annotated[int, typer.Option(min=1)] = ENGINE['keyframe_interval']):
+          keyframe_interval: Annotated[int, typer.Option(min=1)] = ENGINE['keyframe_interval'],
+          num_threads: Annotated[int, typer.Option(min=0, max=256, help="CPU threads for torch; 0 = torch's "
+                                                                       'default')] = ENGINE['num_threads']):
     """End-to-end engine latency per stage, key vs current frames (bench/ has the full benchmarks)."""
     from vidseg_ros.tools.commands_models import bench as run
     _print(run(model, frames, to_hw(input_hw), device, precision, channels_last, keyframe_interval,
-               to_hw(image_hw)))
+               to_hw(image_hw), num_threads))
 
 
 @app.command()

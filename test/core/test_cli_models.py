@@ -136,3 +136,14 @@ def test_bench_applies_the_engine_setting_ranges(args, message):
     r = CliRunner().invoke(app, ['bench', 'untrained:truncated_fpn', '--frames', '1', *args])
     assert r.exit_code == 2, r.output
     assert message in r.output
+
+
+def test_bench_times_at_the_num_threads_the_node_takes():
+    """The node's num_threads setting had no `vidseg bench` option: the CLI could not time what the node runs."""
+    import json
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, '-m', 'vidseg_ros.cli', 'bench', 'untrained:truncated_fpn', '--frames', '1',
+                        '--input-hw', '64x64', '--device', 'cpu', '--num-threads', '1'], capture_output=True, text=True,
+                       timeout=120, cwd=root, env={**os.environ, 'PYTHONPATH': str(root)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)['torch_threads'] == 1

@@ -209,6 +209,11 @@ class StreamSegmenter:
         return str(self._runner.device)
 
     @property
+    def backend(self) -> str:
+        """'torch', 'torchscript' or 'onnx': what runs the model."""
+        return self._runner.backend
+
+    @property
     def kind(self) -> str:
         """'keyframe', 'recurrent' or 'frame'."""
         return self._runner.kind

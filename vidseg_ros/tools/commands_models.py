@@ -73,14 +73,14 @@ def _checkpoint_info(path: str) -> tuple[dict, dict]:
 
 def bench(model: str | None = None, frames: int = 30, input_hw: list[int] | None = None, device: str | None = None,
           precision: str | None = None, channels_last: bool | None = None, keyframe_interval: int | None = None,
-          image_hw: list[int] | None = None) -> dict:
+          image_hw: list[int] | None = None, num_threads: int | None = None) -> dict:
     """End-to-end engine latency on synthetic frames: median ms per stage, key vs current frames.
 
     Args:
         model: Like the node's ``model`` parameter ('' = default, name, path, ``untrained:<arch>``).
         frames: Frames to time (after 3 warm-up frames), at least 1.
         input_hw: Network input size override.
-        device, precision, channels_last: Engine settings.
+        device, precision, channels_last, num_threads: Engine settings.
         keyframe_interval: Fixed key-frame interval.
         image_hw: Camera image size fed to the engine; default the network input size.
 
@@ -93,7 +93,7 @@ def bench(model: str | None = None, frames: int = 30, input_hw: list[int] | None
     if not (isinstance(frames, int) and frames >= 1):
         raise ValueError(f'frames must be at least 1, got {frames!r}')   # 0 ended in 'mean requires at least one'
     settings = {'model': model, 'device': device, 'precision': precision, 'channels_last': channels_last,
-                'keyframe_interval': keyframe_interval}
+                'keyframe_interval': keyframe_interval, 'num_threads': num_threads}
     cfg = EngineConfig(**{k: v for k, v in settings.items() if v is not None}, input_hw=list(input_hw or []))
     engine = StreamSegmenter.from_checkpoint(cfg)
     h, w = image_hw or engine.net_hw
@@ -113,6 +113,9 @@ def bench(model: str | None = None, frames: int = 30, input_hw: list[int] | None
         return round(statistics.median(vals), 2) if vals else None
     out = {'model': engine.model_name, 'device': engine.device, 'kind': engine.kind, 'net_hw': list(engine.net_hw),
            'image_hw': [h, w], 'frames': len(rows), 'key_frames': sum(k for k, _, _ in rows)}
+    if engine.device == 'cpu' and engine.backend != 'onnx':
+        import torch
+        out['torch_threads'] = torch.get_num_threads()     # what the timings ran at (num_threads 0: torch's own)
     for name, sel in (('key', bool), ('current', lambda k: not k)):
         out[name] = {s: med(sel, s) for s in ('preprocess', 'model', 'postprocess', 'total')}
     out['mean_total_ms'] = round(statistics.mean(tot for _, _, tot in rows), 2)
