@@ -39,9 +39,7 @@ class ConfusionMatrix:
         if [d for d in pred.shape if d != 1] != [d for d in gt.shape if d != 1]:
             raise ValueError(f'prediction and ground truth sizes differ: {pred.shape} vs {gt.shape}')
         pred, gt = pred.ravel().astype(np.int64), gt.ravel().astype(np.int64)
-        keep = (gt >= 0) & (gt < self.num_classes)
-        if self.ignore_index is not None:
-            keep &= gt != self.ignore_index
+        keep = scored(gt, self.ignore_index, self.num_classes)
         pred, gt = pred[keep], gt[keep]
         # Out-of-range predictions count as wrong for their true class but belong to no column.
         valid = (pred >= 0) & (pred < self.num_classes)
