@@ -1,4 +1,5 @@
 """ament_python package: builds with colcon on a ROS 2 install and with pip in a virtual environment."""
+import runpy
 import shutil
 from glob import glob
 from pathlib import Path
@@ -12,21 +13,14 @@ NODES = ['segment_node', 'segment_lifecycle_node', 'recorder_node', 'video_sourc
 # What the code imports at run time (requirements.txt pins the versions `make` tests with; colcon does not
 # read these: on a ROS install rosdep and package.xml bring numpy, opencv and yaml, pip the rest, as the README
 # says). Without them `pip install vidseg_ros-*.whl` gave a venv where `vidseg --help` died on
-# "No module named 'typer'". Optional parts say which package to install when it is missing: extras.
+# "No module named 'typer'". Optional parts are extras: a command missing one says which to install.
 REQUIRES = [
     'torch', 'numpy', 'opencv-python-headless', 'pyyaml', 'tqdm', 'typer',
     'rosbags', 'mcap', 'zstandard', 'lz4',
     'backports.zstd; python_version < "3.14"',   # foreign .zstd bags (rosbags' own dependency there)
 ]
-EXTRAS = {
-    'onnx': ['onnx', 'onnxscript', 'onnxruntime'],     # vidseg export, .onnx models
-    'dask': ['dask', 'distributed'],                   # --executor dask
-    'plots': ['matplotlib'],                           # vidseg eval's plots
-    # ROS 2 Kilted from PyPI, for a venv without a ROS install (a ROS install has them: do not add them there)
-    'ros': ['ros-rclpy', 'ros-rmw-fastrtps-cpp', 'ros-sensor-msgs', 'ros-std-msgs', 'ros-diagnostic-msgs',
-            'ros-std-srvs', 'ros-lifecycle-msgs', 'ros-ament-index-python'],
-}
-EXTRAS['all'] = sorted({r for rs in EXTRAS.values() for r in rs})
+# vidseg_ros/extras.py, read as a file: importing the package here would need its requirements installed first
+EXTRAS = runpy.run_path(str(Path(__file__).parent / PACKAGE / 'extras.py'))['EXTRAS']
 
 
 class BuildPy(build_py):

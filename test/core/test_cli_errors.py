@@ -408,9 +408,12 @@ def _absent(root: Path, name: str) -> Path:
 
 
 @pytest.mark.parametrize('missing,says,code', [
-    ('cv2', 'info needs the opencv-python-headless package: pip install opencv-python-headless (or make install)', 2),
-    ('distributed', 'info needs the dask[distributed] package: pip install "dask[distributed]" (or make install)', 2),
-    ('a broken onnxscript', 'info needs the onnxscript package: pip install onnxscript (or make install)', 2),
+    ('cv2', 'info needs the opencv-python-headless package: pip install opencv-python-headless (in a source checkout: '
+     'make install)', 2),
+    ('distributed', 'info needs the dask[distributed] package: pip install "dask[distributed]" (or pip install '
+     '"vidseg_ros[dask]"; in a source checkout: make install)', 2),
+    ('a broken onnxscript', 'info needs the onnxscript package: pip install onnxscript (or pip install '
+     '"vidseg_ros[onnx]"; in a source checkout: make install)', 2),
     ('vidseg_ros.no_such_module', 'internal error, please report it: ModuleNotFoundError', 1)])
 def test_a_missing_package_says_what_to_install(monkeypatch, tmp_path, missing, says, code):
     """A command without one of its packages (onnx for export, cv2, lz4, ...) was 'internal error, please
@@ -430,6 +433,28 @@ def test_a_missing_package_says_what_to_install(monkeypatch, tmp_path, missing, 
     assert line.startswith(f'vidseg info: error: {says}'), line
 
 
+def test_the_missing_package_line_names_the_extra_that_brings_it():
+    """The line said "(or make install)", which means nothing to a user of the wheel: every package of an
+    extra names that extra, and setup.py declares the same extras (one definition, vidseg_ros/extras.py)."""
+    import runpy
+
+    import setuptools
+
+    from vidseg_ros.extras import EXTRAS
+    from vidseg_ros.tools.cli_errors import needs_package
+    for extra, packages in EXTRAS.items():
+        for package in packages if extra != 'all' else ():
+            assert f'pip install "vidseg_ros[{extra}]"' in needs_package('x', package), package
+    assert 'vidseg_ros[' not in needs_package('x', 'lz4')      # a requirement, not an extra's
+    setup_globals = {}
+    real_setup, setuptools.setup = setuptools.setup, lambda **kw: setup_globals.update(kw)
+    try:
+        runpy.run_path(str(Path(__file__).parents[2] / 'setup.py'), run_name='not_main')
+    finally:
+        setuptools.setup = real_setup
+    assert setup_globals['extras_require'] == EXTRAS
+
+
 def test_a_missing_package_in_a_real_process(bad, tmp_path):
     """The QA case: bag-from-frames --compress without lz4 (PYTHONPATH shadowing it, as an uninstall would)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_absent(tmp_path / 'absent', 'lz4')),
@@ -438,7 +463,7 @@ def test_a_missing_package_in_a_real_process(bad, tmp_path):
                         str(tmp_path / 'bag'), '--compress'], capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip() == ('vidseg bag-from-frames: error: bag-from-frames needs the lz4 package: '
-                                'pip install lz4 (or make install)'), p.stderr
+                                'pip install lz4 (in a source checkout: make install)'), p.stderr
 
 
 def test_without_tqdm_a_command_runs_without_a_progress_bar(monkeypatch, caplog):

@@ -20,6 +20,7 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
+from vidseg_ros.extras import extra_of
 from vidseg_ros.text import one_line as cut_to_one_line
 
 MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
@@ -123,7 +124,10 @@ def missing_package(e: BaseException) -> str | None:
 def needs_package(command: str, package: str) -> str:
     """The one line for a missing package, in the words of ``--executor dask``'s own check."""
     spec = f'"{package}"' if '[' in package else package      # brackets are a glob to the shell
-    return f'{command or "vidseg"} needs the {package} package: pip install {spec} (or make install)'
+    # "(or make install)" alone meant nothing to a user of the wheel: name the extra that brings the package
+    extra = extra_of(package)
+    also = f'or pip install "vidseg_ros[{extra}]"; ' if extra else ''
+    return f'{command or "vidseg"} needs the {package} package: pip install {spec} ({also}in a source checkout: make install)'
 
 
 def one_line(text: object) -> str:
