@@ -1,5 +1,6 @@
-"""num_threads: the engine's torch intra-op thread count. torch.set_num_threads is process-wide (and per
-OpenMP thread), so each case runs in a fresh interpreter."""
+"""num_threads: the engine's torch intra-op thread count and OpenCV's pool (ONNX sessions: test_engine_threads_onnx).
+torch.set_num_threads and cv2.setNumThreads are process-wide (torch's also per OpenMP thread), so each case runs
+in a fresh interpreter."""
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PRELUDE = """
 import threading
+import cv2
 import numpy as np
 import torch
 from vidseg_ros.engine.base import EngineConfig
@@ -78,6 +80,40 @@ def test_num_threads_0_leaves_a_count_set_by_the_user():
         torch.set_num_threads(N)
         engine = StreamSegmenter.from_checkpoint(cfg(num_threads=0))
         assert step_and_count(engine) == N
+    """)
+
+
+def test_num_threads_reaches_opencvs_pool():
+    """OpenCV resizes, upsamples and renders every CPU frame on its own pool (one thread per core): it ran there
+    at any num_threads. Set where the model runs (process-wide); 0 gives OpenCV its own count back."""
+    run("""
+        CV = cv2.getNumThreads()
+        engine = StreamSegmenter.from_checkpoint(cfg(num_threads=1))
+        assert cv2.getNumThreads() == 1
+
+        def worker():
+            seen = [engine.step(FRAME) and cv2.getNumThreads()]
+            engine.update_config(cfg(num_threads=N))
+            seen.append(engine.step(FRAME) and cv2.getNumThreads())
+            engine.update_config(cfg(num_threads=0))
+            seen.append(engine.step(FRAME) and cv2.getNumThreads())
+            return seen
+        assert in_thread(worker) == [1, N, CV], (in_thread(worker), CV)
+    """)
+
+
+def test_the_engine_reports_the_torch_count_the_model_ran_at():
+    """What /diagnostics says (torch_threads, as `vidseg bench`): the count of the thread that ran the last frame."""
+    run("""
+        engine = StreamSegmenter.from_checkpoint(cfg(num_threads=N))
+
+        def worker():
+            engine.step(FRAME)
+            seen = [engine.threads]
+            engine.update_config(cfg(num_threads=1))
+            engine.step(FRAME)
+            return seen + [engine.threads]
+        assert in_thread(worker) == [{'torch_threads': N}, {'torch_threads': 1}]
     """)
 
 

@@ -40,11 +40,13 @@ class EngineConfig:
     tile_stride: int = setting(0, 'Tile stride in network pixels; 0 = tile_size * 3 / 4', range=(0, 8192))
     cuda_graphs: bool = setting(False, 'Replay the model steps from CUDA graphs (captured per input size '
                                        'after warm-up; CUDA only, ignored elsewhere)', change='rebuild')
-    num_threads: int = setting(0, 'CPU threads torch runs the model with (intra-op); 0 = torch\'s default (one '
-                                  'per core, or OMP_NUM_THREADS). Process-wide: it is torch.set_num_threads, so it '
-                                  'also applies to other torch work in the same process (e.g. a composed container). '
-                                  'Fewer threads than cores leaves room for the camera driver and the node\'s own '
-                                  'threads; ONNX models are not affected', range=(0, 256))
+    num_threads: int = setting(0, 'CPU threads a frame runs on: torch\'s intra-op threads, OpenCV\'s pool '
+                                  '(resize, upsampling, rendering) and an ONNX model\'s onnxruntime pool; 0 = '
+                                  'each one\'s default (one per core, or OMP_NUM_THREADS). Fewer threads than cores '
+                                  'leaves room for the camera driver and the node\'s own threads. Process-wide for '
+                                  'torch and OpenCV (torch.set_num_threads, cv2.setNumThreads): other work in the '
+                                  'same process (a composed container) runs at it too; a change rebuilds an ONNX '
+                                  'model\'s sessions at the next frame, its temporal state kept', range=(0, 256))
 
 
 def checked(config: EngineConfig) -> EngineConfig:

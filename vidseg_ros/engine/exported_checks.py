@@ -22,6 +22,7 @@ import torch
 
 from vidseg_ros.constants import MAX_CLASSES
 from vidseg_ros.models.contract import StreamInfo
+from vidseg_ros.engine.threads import onnx_options
 from vidseg_ros.models.model_file_checks import CheckpointError, check_meta
 from vidseg_ros.files import text_path
 from vidseg_ros.text import clip, one_line, short
@@ -286,13 +287,14 @@ def check_same_export(main, cur, path: Path, cur_path: Path) -> None:
                               'file was copied alone); export the model again')
 
 
-def ort_session(ort, path: Path, providers: list, quiet: bool = False):
+def ort_session(ort, path: Path, providers: list, quiet: bool = False, num_threads: int = 0):
     """An onnxruntime session of ``path``; CheckpointError naming that file (the key-frame graph or its
     ``.current.onnx``) when its bytes are no complete ONNX model, where onnxruntime said 'INVALID_PROTOBUF', or
     onnxruntime cannot load it (an op, opset or IR version it lacks: its reason, ``ort_reason``). ``quiet``:
-    without onnxruntime's own log lines on stderr (a session only read, as `vidseg info`'s: one line there)."""
+    without onnxruntime's own log lines on stderr (a session only read, as `vidseg info`'s: one line there).
+    ``num_threads``: its intra-op pool (``threads.onnx_options``; 0: onnxruntime's default)."""
     check_onnx_size(path)
-    options = ort.SessionOptions()
+    options = onnx_options(ort, num_threads)
     if quiet:
         options.log_severity_level = 4      # fatal only: its errors come back as the exception
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidseg_ros.engine.backends import TorchRunner, check_model_file, open_exported, torch_threads, use_threads
+from vidseg_ros.engine.backends import TorchRunner, check_model_file, open_exported
 from vidseg_ros.config import fields_with
 from vidseg_ros.engine.base import EngineConfig, FrameResult, NonFiniteOutput, checked
 from vidseg_ros.engine import memory
@@ -21,6 +21,7 @@ from vidseg_ros.engine.model_paths import (DEFAULT_MODEL, MODEL_SUFFIXES, MODELS
                                           UNTRAINED_PREFIX, file_problem, model_dirs, not_a_folder)
 from vidseg_ros.engine.policy import Decision, KeyframePolicy, change_descriptor
 from vidseg_ros.engine.stage_clock import StageClock
+from vidseg_ros.engine.threads import thread_counts, use_threads
 from vidseg_ros.engine.tiles import TileGrid, effective_tile
 from vidseg_ros.engine.upsample import MAX_CLASSES, Upsampler, probabilities
 from vidseg_ros.models import create_model
@@ -78,8 +79,9 @@ class StreamSegmenter:
                  _fork: bool = False):
         self.config = checked(config or EngineConfig())
         self._fork = _fork   # a fork shares the first engine's runner and leaves the warnings to it
-        self._threads = torch_threads(self.config.num_threads)
+        self._threads = thread_counts(self.config.num_threads)
         use_threads(self._threads)   # before the model is prepared (fused, compiled) on these threads
+        self._torch_threads = torch.get_num_threads()   # what the last frame ran torch at (``threads``)
         if isinstance(model, torch.nn.Module):
             c = self.config
             model = TorchRunner(model, c.device, c.precision, c.channels_last, c.compile, cuda_graphs=c.cuda_graphs)
@@ -104,7 +106,7 @@ class StreamSegmenter:
         """Engine for ``config.model`` ('' = DEFAULT_MODEL, a name, a path, or 'untrained:<arch>'); where no
         input size is known, checked on one small blank frame (``check_output``)."""
         config = checked(config or EngineConfig())   # before a model is loaded
-        use_threads(torch_threads(config.num_threads))
+        use_threads(thread_counts(config.num_threads))
         spec = resolve_model(config.model)
         if spec.startswith(UNTRAINED_PREFIX):
             arch = spec[len(UNTRAINED_PREFIX):]
@@ -118,7 +120,7 @@ class StreamSegmenter:
             engine = cls(model, meta, config, name=Path(spec).name)
         else:
             runner = open_exported(spec, config.device, config.precision, config.channels_last, config.compile,
-                                   cuda_graphs=config.cuda_graphs)
+                                   cuda_graphs=config.cuda_graphs, num_threads=config.num_threads)
             engine = cls(runner, runner.meta, config, name=Path(spec).name)
         if not all(engine.net_hw):   # else the node's warm-up checks it at that size (the CLI: its first frame)
             engine.check_output()
@@ -137,7 +139,7 @@ class StreamSegmenter:
             raise ValueError(f'changing {", ".join(changed)} needs a new engine (StreamSegmenter.from_checkpoint)')
         tile_changed = config.tile_size != self.config.tile_size
         self.config = config
-        self._threads = torch_threads(config.num_threads)   # taken by the next step, in the thread running it
+        self._threads = thread_counts(config.num_threads)   # taken by the next step, in the thread running it
         self.policy.update_config(self.config)
         if tile_changed:
             self._warn_tile_rounding()
@@ -214,6 +216,15 @@ class StreamSegmenter:
         return self._runner.backend
 
     @property
+    def threads(self) -> dict[str, int]:
+        """The CPU thread count the model runs at, named by what runs it, as /diagnostics and `vidseg bench` say
+        it: {'onnx_threads': n} (its sessions' intra-op pool), {'torch_threads': n} (torch in the thread that ran
+        the last frame) for torch on the CPU, {} for torch on a GPU."""
+        if self.backend == 'onnx':
+            return {'onnx_threads': self._runner.threads}
+        return {'torch_threads': self._torch_threads} if self._runner.device.type == 'cpu' else {}
+
+    @property
     def kind(self) -> str:
         """'keyframe', 'recurrent' or 'frame'."""
         return self._runner.kind
@@ -287,6 +298,8 @@ class StreamSegmenter:
         """
         out_hw = self._check_request(image_rgb, output_hw, class_prob)   # before any state changes
         use_threads(self._threads)   # in the thread that runs the model (see use_threads)
+        self._runner.set_threads(self._threads.onnx)    # an ONNX model's sessions: rebuilt on a change
+        self._torch_threads = torch.get_num_threads()
         self._clock.start()
         x, valid_hw = self.preprocess(image_rgb)
         grid = TileGrid.for_input(x.shape[-2:], self.config.tile_size, self.config.tile_stride, self.stride)
