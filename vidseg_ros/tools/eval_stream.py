@@ -16,6 +16,7 @@ from collections import Counter
 import cv2
 import numpy as np
 
+from vidseg_ros.training import metrics
 from vidseg_ros.training.metrics import (ConfusionMatrix, JandF, VideoConsistency, optical_flow,
                                          temporal_consistency)
 
@@ -88,7 +89,7 @@ class RunScore:
             tc = temporal_consistency([seq['prev'][1], small], None, self.num_classes, flows=[flow])
             if not math.isnan(tc):
                 seq['tc'].append(tc)
-        seq['prev'] = (frame, small)
+        seq['prev'] = (_held(frame, rgb, seq['prev'], 0), _held(small, pred, seq['prev'], 1))
         if seq['vc'] is not None:
             if not follows or gt is None:
                 seq['vc'].restart()
@@ -135,6 +136,13 @@ class RunScore:
             out['F'] = float(np.mean([x['F'] for x in jf]))
             out['J&F'] = (out['J'] + out['F']) / 2
         return out
+
+
+def _held(small: np.ndarray, arr: np.ndarray, prev: tuple | None, i: int) -> np.ndarray:
+    """``small`` (``arr`` at flow size) to hold for the next frame: a copy when it is the caller's ``arr`` itself
+    (a frame at most FLOW_MAX_SIDE; the caller may read the next frame into the same buffer: TC compared each frame
+    with itself, 1.0), into the previous one's memory when it fits. A resized one is this object's already."""
+    return metrics.held_copy(arr, None if prev is None else prev[i]) if small is arr else small
 
 
 def _nanmean(x) -> float:

@@ -179,8 +179,9 @@ def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, score:
     """Run one sequence through a fresh engine state, each frame scored (``score``) as it comes and then let go.
 
     Returns per frame: key flags, model ms, the engine's reset reasons and the breaks (:func:`break_reason`; the
-    first frame's is 'start'), and with ``keep`` the predictions and labels (full size, 0.6 MB a 640x480 frame:
-    diagnostics of a short split only). ``clip_len`` > 0 resets the temporal state every ``clip_len``
+    first frame's is 'start'), and with ``keep`` copies of the predictions and labels (full size, 0.6 MB a 640x480
+    frame: diagnostics of a short split only; copies: an engine handing out one buffer for every frame had them
+    all come back as the last one). ``clip_len`` > 0 resets the temporal state every ``clip_len``
     frames (the recurrent UNet's evaluation protocol uses clips of 12); 0 streams the whole sequence as the node
     does.
     """
@@ -197,8 +198,9 @@ def stream_sequence(seg, recs: list, src: FrameSource, with_labels: bool, score:
         why = 'start' if prev is None else break_reason(prev, rec, prev_hw, rgb.shape[:2], usual, max_gap_s)
         ms = res.timings_ms.get('model', math.nan)
         score.add(rgb, res.class_ids, gt, res.is_key, ms, res.reset_reason, not why)
+        kept = (np.array(res.class_ids), None if gt is None else np.array(gt)) if keep else (None, None)
         for k, v in (('is_key', res.is_key), ('ms', ms), ('resets', res.reset_reason), ('breaks', why),
-                     ('pred', res.class_ids), ('gt', gt)):
+                     ('pred', kept[0]), ('gt', kept[1])):
             if k in out:
                 out[k].append(v)
         prev, prev_hw = rec, rgb.shape[:2]

@@ -290,7 +290,8 @@ class VideoConsistency:
     """VC_n (:func:`video_consistency`) of every window of n consecutive frames, for each n of ``windows``, fed a
     frame at a time: a window's ground truth (prediction) is constant at a pixel when its value has stayed the same
     for the last n frames, so this holds per pixel how many frames each has (at most the largest n, uint8) and the
-    previous frame's masks, not the window. ``values[n]`` is the VC_n of each window with a constant ground-truth
+    previous frame's masks (its own copies: a caller that reads every frame into one buffer had each frame compared
+    with itself, VC 1.0), not the window. ``values[n]`` is the VC_n of each window with a constant ground-truth
     pixel, in order: the numbers :func:`video_consistency` gives for each window alone."""
 
     def __init__(self, windows: tuple[int, ...] = (8, 16), ignore_index: int | None = None,
@@ -323,7 +324,7 @@ class VideoConsistency:
             else:
                 same[...] = 1
         self._frames += 1
-        self._prev = (pred, gt)
+        self._prev = (held_copy(pred, self._prev and self._prev[0]), held_copy(gt, self._prev and self._prev[1]))
         valid = scored(gt, self.ignore_index, self.num_classes)
         for n in self.windows:
             if self._frames < n:
@@ -334,3 +335,13 @@ class VideoConsistency:
             denom = gt_const.sum()
             if denom:
                 self.values[n].append((gt_const & (self._same_pred >= n)).sum() / denom)
+
+
+def held_copy(arr: np.ndarray, buf: np.ndarray | None) -> np.ndarray:
+    """``arr`` copied into ``buf`` when that has its shape and dtype (the copy held for the next frame reuses the
+    last one's memory), else a new copy. A scorer holds copies: the caller may write the next frame into ``arr``."""
+    arr = np.asarray(arr)
+    if buf is None or buf.shape != arr.shape or buf.dtype != arr.dtype:
+        return arr.copy()
+    np.copyto(buf, arr)
+    return buf
