@@ -1,29 +1,45 @@
 """num_threads on a running segment node (real DDS): set and get as `ros2 param` does, nonsense refused with
-the range, and a new value reaches torch in the node's inference worker (its OpenMP threads)."""
+the range, and a new value reaches torch in the node's inference worker (its OpenMP threads), which /diagnostics
+says (torch_threads, the name `vidseg bench` reports it by)."""
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import DescribeParameters
 from sensor_msgs.msg import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_segment_params import NAME, NODE, RELIABLE, SMALL, call, get_param, send, set_param  # noqa: E402
+from support.ros_helpers import diag_values  # noqa: E402
 
 
 def os_threads(node) -> int:
     return len(os.listdir(f'/proc/{node.proc.pid}/task'))
 
 
+def reported_threads(probe, diags, node, want: str) -> None:
+    """Wait until this node's camera status says torch_threads ``want`` (its latest status, after a frame)."""
+    def latest():
+        for arr in reversed(diags):
+            for st in arr.status:
+                if st.name.endswith(f'{NAME}: image'):
+                    return diag_values(st).get('torch_threads')
+        return None
+    probe.wait_for(lambda: latest() == want, 10, f'/diagnostics torch_threads {want} (last: {latest()})', node)
+
+
 def test_num_threads_set_and_get_on_a_running_node(start_node, probe, real_frames):
     node = start_node(NODE, {**SMALL, 'num_threads': 1})
     masks = probe.collect(Image, f'/{NAME}/mask', RELIABLE)
+    diags = probe.collect(DiagnosticArray, '/diagnostics')
     (pub,) = probe.publishers(node, 'image', msg_type=Image)
     rgb = real_frames[0]
     send(probe, pub, rgb, [masks], node)
     assert get_param(probe, node, 'num_threads').integer_value == 1
+    reported_threads(probe, diags, node, '1')
 
     rng = call(probe, node, DescribeParameters, 'describe_parameters',
                DescribeParameters.Request(names=['num_threads'])).descriptors[0].integer_range[0]
@@ -43,6 +59,7 @@ def test_num_threads_set_and_get_on_a_running_node(start_node, probe, real_frame
     # torch's OpenMP team of the inference worker: 7 more threads than at 1 (a count that never reached the
     # worker leaves it at 1 thread; some slack for other threads of the process coming and going)
     assert os_threads(node) >= before + 5, (before, os_threads(node))
+    reported_threads(probe, diags, node, '8')
     assert set_param(probe, node, 'num_threads', 0).successful    # torch's default again, still serving
     send(probe, pub, rgb, [masks], node)
     assert node.alive()

@@ -168,6 +168,7 @@ class CameraStats:
         summary = self.latency.summary()
         values = {
             'camera': self.name, 'model': engine.model_name, 'device': engine.device,
+            **engine.threads,   # torch_threads or onnx_threads: the count the model runs at (num_threads)
             'precision': engine_cfg.precision, 'trained': getattr(engine, 'trained', True),
             'input_rate_hz': self.rate_in.rate_hz(), 'output_rate_hz': self.rate_out.rate_hz(),
             'frames_in': self.rate_in.total, 'frames_out': self.frames, 'dropped_frames': self.dropped,
