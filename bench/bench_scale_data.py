@@ -12,6 +12,8 @@ that is removed after; the inputs are built before the clock starts. Cases:
   (30 a prefix, N / 30 sequences);
 * ``propagate plan``: ``propagate_dataset`` of N frames labelled every 2nd with the jobs themselves stubbed out
   (the driver's planning, indexing and index write);
+* ``propagate plan, frame files``: the same on frame files (labelled every 10th): with the pixel-limit check and
+  the frame sizes from the headers;
 * ``propagate flow``: a real flow run, N frames labelled every 10th (DIS ultrafast);
 * ``teacher peak``: tracemalloc peak of a teacher run over N frames of 320x240 labelled every 2nd.
 
@@ -127,6 +129,12 @@ def case(name: str, n: int, tmp: Path) -> dict:
         run._job = lambda args: []
         run._job_items = lambda args: iter(())
         return {'propagate plan': _timed(lambda: run.propagate_dataset(root))}
+    if name == 'plan_files':
+        from vidseg_ros.data.labelling import run
+        root = _labelled(tmp / 'd', n, 10)
+        run._job = lambda args: []
+        run._job_items = lambda args: iter(())
+        return {'propagate plan, frame files': _timed(lambda: run.propagate_dataset(root))}
     if name == 'flow':
         from vidseg_ros.data.labelling.propagate import PropagateConfig
         from vidseg_ros.data.labelling.run import propagate_dataset
@@ -151,7 +159,7 @@ def case(name: str, n: int, tmp: Path) -> dict:
 def _plan(args) -> list[tuple[str, int]]:
     n = args.n
     return [('write_bag', n), ('video', n), ('extract', n), ('index', args.index_rows), ('sort', 10 * n), ('group', 15 * n),
-            ('plan', 5 * n), ('flow', n // 2), ('teacher', 100)]
+            ('plan', 5 * n), ('plan_files', n), ('flow', n // 2), ('teacher', 100)]
 
 
 def main() -> None:

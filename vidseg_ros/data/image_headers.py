@@ -7,8 +7,11 @@ displayed in. Formats outside ``FILE_FORMATS`` are refused by name: sizing them 
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import struct
+from contextvars import ContextVar
 
 from vidseg_ros.files import open_regular
 from vidseg_ros.text import clip
@@ -405,6 +408,32 @@ def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | N
 
 def file_image_hw(path) -> tuple[int, int]:
     """(height, width) of an image file as displayed (and as ``read_rgb`` reads it): EXIF orientations 5..8
-    turn it by 90 degrees. From the headers, without decoding (``image_file_info``)."""
+    turn it by 90 degrees. From the headers, without decoding (``image_file_info``); inside
+    :func:`sizes_read_once`, each file's header once."""
+    known = _SIZES.get()
+    if known is None:
+        return _displayed_hw(path)
+    key = os.fspath(path)
+    if key not in known:
+        known[key] = _displayed_hw(path)
+    return known[key]
+
+
+def _displayed_hw(path) -> tuple[int, int]:
     height, width, orientation, _ = image_file_info(path)
     return (width, height) if orientation >= 5 else (height, width)
+
+
+_SIZES: ContextVar[dict | None] = ContextVar('image_sizes', default=None)
+
+
+@contextlib.contextmanager
+def sizes_read_once():
+    """Within it (this thread), :func:`file_image_hw` reads each file's header once: a command's passes over a
+    dataset's files (the pixel-limit check, then the frame sizes ``propagate`` cuts sequences at) read every
+    frame's header twice. For a planning step only: a file replaced inside it keeps its first size."""
+    token = _SIZES.set({})
+    try:
+        yield
+    finally:
+        _SIZES.reset(token)

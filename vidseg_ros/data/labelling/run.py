@@ -25,7 +25,7 @@ import numpy as np
 
 from vidseg_ros.data.executors import task_executor
 from vidseg_ros.data.video import check_frame_sizes
-from vidseg_ros.data.image_headers import file_image_hw
+from vidseg_ros.data.image_headers import file_image_hw, sizes_read_once
 from vidseg_ros.data.images import ImageError, clip, read_rgb
 from vidseg_ros.data.datasets.labels import same_class_names, write_label
 from vidseg_ros.data.datasets.lock import dataset_lock
@@ -166,37 +166,17 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                       workers: int, executor: str, address: str) -> dict:
     """``propagate_dataset`` once ``root`` is locked."""
     src = extracted_source(root)
-    check_frame_sizes(src.records)      # from the headers, before a job decodes a frame or a label
     cfg = replace(cfg or PropagateConfig(), ignore_index=src.ignore_index)
-    for stale in root.glob('.vidseg-propagate-*'):     # spilled by a run that was killed (this one holds the lock)
-        shutil.rmtree(stale, ignore_errors=True)
-    if cfg.method == 'teacher':
-        _check_teacher_classes(getattr(predict, 'classes', None), src.class_names)
+    # the pixel-limit check and the frame sizes the parts are cut at read each frame's header once (twice before)
+    with sizes_read_once():
+        check_frame_sizes(src.records)      # from the headers, before a job decodes a frame or a label
+        for stale in root.glob('.vidseg-propagate-*'):     # spilled by a run that was killed (this one holds the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        if cfg.method == 'teacher':
+            _check_teacher_classes(getattr(predict, 'classes', None), src.class_names)
+        jobs, skipped, unlabelled = _plan_jobs(src, cfg, predict)
     records = {r.image: r for r in src.records}
     counts: dict[str, int] = {}
-    jobs, skipped, seen, unlabelled = [], 0, set(), []
-    for seq, whole in src.sequences().items():
-        if cfg.method != 'teacher' and not any(r.label_source == 'human' for r in whole):
-            unlabelled.append(seq)
-            skipped += len(whole)
-            continue
-        # flow and tracker follow pixels from frame to frame: one frame size per part
-        for recs in [whole] if cfg.method == 'teacher' else _same_size_parts(seq, whole):
-            human = [i for i, r in enumerate(recs) if r.label_source == 'human']
-            if not human and cfg.method != 'teacher':
-                hw = _image_hw(recs[0].image)
-                log.warning('%s: the %d frame(s)%s from %s on have no human label of their size: not propagated',
-                            seq[:200], len(recs), f' of {hw[1]}x{hw[0]}' if hw else '', clip(recs[0].image, 300))
-                skipped += len(recs)
-                continue
-            for lo, hi in split_jobs(len(recs), human) if cfg.method != 'teacher' else [(0, len(recs) - 1)]:
-                # the job's own labels, found by bisection (human is sorted): a scan of all of them for each job
-                # grew with jobs x labels (100k frames labelled every 2nd: 38 s planning, 0.5 s at 10k)
-                labels = {i - lo: str(recs[i].label) for i in human[bisect_left(human, lo):bisect_right(human, hi)]}
-                # neighbouring jobs share their boundary (labelled) frame: count each frame once
-                new = sum(1 for r in recs[lo:hi + 1] if r.image not in seen)
-                seen.update(r.image for r in recs[lo:hi + 1])
-                jobs.append((recs[lo:hi + 1], new, ([r.image for r in recs[lo:hi + 1]], labels, cfg, predict)))
     num_classes = src.num_classes or _classes_in_labels(src, cfg.ignore_index)
     # where the flow spans of a job put aside what they keep for their second pass past a budget (propagate.Spill):
     # the dataset's own disk, as the labels, seen by every worker, not a /tmp that may be memory
@@ -269,6 +249,35 @@ def _propagate_locked(root: Path, cfg: PropagateConfig | None, predict: Predict 
                     '--overwrite redoes them', clip(root), 'taught' if cfg.method == 'teacher' else 'propagated',
                     counts['kept_existing'])
     return counts
+
+
+def _plan_jobs(src, cfg: PropagateConfig, predict) -> tuple[list, int, list[str]]:
+    """The jobs of a run (frames, frames new to the count, arguments), the frames skipped, and the sequences without
+    a human label."""
+    jobs, skipped, seen, unlabelled = [], 0, set(), []
+    for seq, whole in src.sequences().items():
+        if cfg.method != 'teacher' and not any(r.label_source == 'human' for r in whole):
+            unlabelled.append(seq)
+            skipped += len(whole)
+            continue
+        # flow and tracker follow pixels from frame to frame: one frame size per part
+        for recs in [whole] if cfg.method == 'teacher' else _same_size_parts(seq, whole):
+            human = [i for i, r in enumerate(recs) if r.label_source == 'human']
+            if not human and cfg.method != 'teacher':
+                hw = _image_hw(recs[0].image)
+                log.warning('%s: the %d frame(s)%s from %s on have no human label of their size: not propagated',
+                            seq[:200], len(recs), f' of {hw[1]}x{hw[0]}' if hw else '', clip(recs[0].image, 300))
+                skipped += len(recs)
+                continue
+            for lo, hi in split_jobs(len(recs), human) if cfg.method != 'teacher' else [(0, len(recs) - 1)]:
+                # the job's own labels, found by bisection (human is sorted): a scan of all of them for each job
+                # grew with jobs x labels (100k frames labelled every 2nd: 38 s planning, 0.5 s at 10k)
+                labels = {i - lo: str(recs[i].label) for i in human[bisect_left(human, lo):bisect_right(human, hi)]}
+                # neighbouring jobs share their boundary (labelled) frame: count each frame once
+                new = sum(1 for r in recs[lo:hi + 1] if r.image not in seen)
+                seen.update(r.image for r in recs[lo:hi + 1])
+                jobs.append((recs[lo:hi + 1], new, ([r.image for r in recs[lo:hi + 1]], labels, cfg, predict)))
+    return jobs, skipped, unlabelled
 
 
 def _store_job(recs: list[FrameRecord], result: list, records: dict, counts: dict) -> None:
