@@ -29,7 +29,7 @@ import numpy as np
 from vidseg_ros.config import setting
 from vidseg_ros.data.datasets.layouts import DEFAULT_IGNORE
 from vidseg_ros.data.labelling.flow import dis_min_side, flow_any_size
-from vidseg_ros.data.labelling.spill import Spill, check_room
+from vidseg_ros.data.labelling.spill import Spill, span_spill_bytes
 from vidseg_ros.text import clip
 
 log = logging.getLogger(__name__)
@@ -246,24 +246,23 @@ def iter_propagate_flow(frames: Sequence[np.ndarray], labels: dict[int, np.ndarr
         hi = b if b is not None else min(n - 1, a + cfg.max_distance)
         if hi - lo < 1 or (a is not None and b is not None and b - a < 2):
             continue
-        if a is not None and b is not None:
-            _check_spill_room(frames, a, b, hw, cfg, cache, spill_dir)
-        with Spill(spill_dir) as spill:
+        need, what = _spill_need(frames, a, b, hw, cfg, cache) if a is not None and b is not None else (0, '')
+        # entered before the span's first flow: a spill that would not fit on the disk is refused there
+        with Spill(spill_dir, need_bytes=need, what=what) as spill:
             flow = cache if cache is not None else _SpanFlows(frames, cfg, hw, spill)
             yield from _span(flow, spill, labels, a, b, lo, hi, num_classes, cfg, grid, hw)
 
 
-def _check_spill_room(frames, a: int, b: int, hw: tuple[int, int], cfg: PropagateConfig, cache,
-                      spill_dir) -> None:
-    """Refuse, before its flows are computed, a span between two labels whose backward pass would not fit on the
-    spill's disk: it keeps 12 bytes a pixel a frame (displacement and confidence), 28 with the consistency check
-    (both flows of each pair): 2 MB a frame at 320x240, 58 MB at 1920x1080, so labels 30 s apart at 30 Hz
-    spilled 50 GB for one span, and filled the disk."""
-    per_pixel = 12 + (16 if cfg.consistency and cache is None else 0)
+def _spill_need(frames, a: int, b: int, hw: tuple[int, int], cfg: PropagateConfig, cache) -> tuple[int, str]:
+    """What a span between two labels keeps for its second pass (``spill.span_spill_bytes``; the flows too with the
+    consistency check, unless a caller's cache keeps them) and its name in an error: 2 MB a frame at 320x240,
+    58 MB at 1920x1080, so labels 30 s apart at 30 Hz spilled 50 GB for one span, and filled the disk. Its
+    :class:`Spill` reserves it on the disk before the span's flows (with the other spans spilling there at the
+    same time: each checked the free space alone)."""
     paths = getattr(frames, 'paths', None)
     names = (f'{clip(paths[a])} and {clip(paths[b])}' if paths is not None else f'positions {a} and {b}')
-    check_room(spill_dir, (b - a - 1) * hw[0] * hw[1] * per_pixel,
-               f'flow propagation of the {b - a - 1} frames between the labelled frames {names}')
+    return (span_spill_bytes(b - a - 1, hw, cfg.consistency and cache is None),
+            f'flow propagation of the {b - a - 1} frames between the labelled frames {names}')
 
 
 def _chain(flow, c: np.ndarray, positions: range, cfg: PropagateConfig, grid: np.ndarray,
