@@ -20,15 +20,15 @@ def os_threads(node) -> int:
     return len(os.listdir(f'/proc/{node.proc.pid}/task'))
 
 
-def reported_threads(probe, diags, node, want: str) -> None:
-    """Wait until this node's camera status says torch_threads ``want`` (its latest status, after a frame)."""
+def reported_threads(probe, diags, node, want: str, key: str = 'torch_threads') -> None:
+    """Wait until this node's camera status says ``key`` ``want`` (its latest status, after a frame)."""
     def latest():
         for arr in reversed(diags):
             for st in arr.status:
                 if st.name.endswith(f'{NAME}: image'):
-                    return diag_values(st).get('torch_threads')
+                    return diag_values(st).get(key)
         return None
-    probe.wait_for(lambda: latest() == want, 10, f'/diagnostics torch_threads {want} (last: {latest()})', node)
+    probe.wait_for(lambda: latest() == want, 10, f'/diagnostics {key} {want} (last: {latest()})', node)
 
 
 def test_num_threads_set_and_get_on_a_running_node(start_node, probe, real_frames):
@@ -63,3 +63,28 @@ def test_num_threads_set_and_get_on_a_running_node(start_node, probe, real_frame
     assert set_param(probe, node, 'num_threads', 0).successful    # torch's default again, still serving
     send(probe, pub, rgb, [masks], node)
     assert node.alive()
+
+
+def test_num_threads_reaches_an_onnx_models_sessions_on_a_running_node(start_node, probe, real_frames, tmp_path):
+    """An ONNX model ran onnxruntime's default pool at any num_threads; now its sessions are made at it, rebuilt
+    in the worker on a change (masks go on), and /diagnostics says the count (onnx_threads)."""
+    import torch
+    from vidseg_ros.models import create_model
+    from vidseg_ros.models.checkpoint import default_meta, save_checkpoint
+    from vidseg_ros.tools.export import export_onnx
+    torch.manual_seed(0)
+    model = create_model('keyframe_fpn', width_mult=0.25)
+    save_checkpoint(tmp_path / 'kf.pt', model, default_meta('keyframe_fpn', model.arch_config, input_hw=[96, 128],
+                                                            provenance={'trained': True}))
+    export_onnx(tmp_path / 'kf.pt', tmp_path / 'kf.onnx')
+    node = start_node(NODE, {**SMALL, 'model': str(tmp_path / 'kf.onnx'), 'num_threads': 1})
+    masks = probe.collect(Image, f'/{NAME}/mask', RELIABLE)
+    diags = probe.collect(DiagnosticArray, '/diagnostics')
+    (pub,) = probe.publishers(node, 'image', msg_type=Image)
+    send(probe, pub, real_frames[0], [masks], node)
+    reported_threads(probe, diags, node, '1', 'onnx_threads')
+    assert set_param(probe, node, 'num_threads', 2).successful
+    for rgb in real_frames[1:3]:
+        send(probe, pub, rgb, [masks], node)
+    reported_threads(probe, diags, node, '2', 'onnx_threads')
+    assert node.alive() and 'not applied' not in node.log()
