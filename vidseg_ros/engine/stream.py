@@ -217,9 +217,9 @@ class StreamSegmenter:
 
     @property
     def threads(self) -> dict[str, int]:
-        """The CPU thread count the model runs at, named by what runs it, as /diagnostics and `vidseg bench` say
-        it: {'onnx_threads': n} (its sessions' intra-op pool), {'torch_threads': n} (torch in the thread that ran
-        the last frame) for torch on the CPU, {} for torch on a GPU."""
+        """The CPU thread count the model runs at, named by what runs it, as /diagnostics says it: {'onnx_threads':
+        n} (its sessions' intra-op pool), {'torch_threads': n} (torch in the thread that ran the last frame; the
+        name `vidseg bench` reports it by) for torch on the CPU, {} for torch on a GPU."""
         if self.backend == 'onnx':
             return {'onnx_threads': self._runner.threads}
         return {'torch_threads': self._torch_threads} if self._runner.device.type == 'cpu' else {}
