@@ -291,8 +291,9 @@ def bench(model: Annotated[str, typer.Argument(help="checkpoint name/path, '' = 
           precision: Annotated[Literal['fp32', 'fp16', 'bf16'], typer.Option()] = ENGINE['precision'],
           channels_last: bool = ENGINE['channels_last'],
           keyframe_interval: Annotated[int, typer.Option(min=1)] = ENGINE['keyframe_interval'],
-          num_threads: Annotated[int, typer.Option(min=0, max=256, help="CPU threads for torch; 0 = torch's "
-                                                                       'default')] = ENGINE['num_threads']):
+          num_threads: Annotated[int, typer.Option(min=0, max=256, help="CPU threads of torch, OpenCV and "
+                                                   "onnxruntime (the node's num_threads); 0 = their defaults")]
+          = ENGINE['num_threads']):
     """End-to-end engine latency per stage, key vs current frames (bench/ has the full benchmarks)."""
     from vidseg_ros.tools.commands_models import bench as run
     _print(run(model, frames, to_hw(input_hw), device, precision, channels_last, keyframe_interval,

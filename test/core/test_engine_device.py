@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidseg_ros.engine.backends import onnx_providers
+from vidseg_ros.engine.devices import onnx_providers
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.outputs import ClassTable, Renderer
 from vidseg_ros.engine.stream import StreamSegmenter

@@ -159,3 +159,10 @@ def test_the_reported_count_is_the_threads_onnxruntime_makes(onnx_model):
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**__import__('os').environ, 'PYTHONPATH': str(ROOT)})
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+
+
+def test_bench_reports_the_onnx_sessions_count(onnx_model):
+    """`vidseg bench` of an .onnx model said no thread count at all (only torch's, and only for torch models)."""
+    from vidseg_ros.tools.commands_models import bench
+    out = bench(str(onnx_model), frames=1, device='cpu', num_threads=1)
+    assert out['onnx_threads'] == 1 and 'torch_threads' not in out, out

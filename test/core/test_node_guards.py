@@ -13,7 +13,7 @@ from vidseg_ros.data.image_headers import compressed_size
 from vidseg_ros.data.images import ImageError, decode_compressed, encode_compressed, image_fields_to_rgb8
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.ros import health
-from vidseg_ros.engine.backends import check_device
+from vidseg_ros.engine.devices import check_device
 from vidseg_ros.ros.guards import (ErrorThrottle, camera_info_image_size, camera_info_problem,
                                    camera_info_size_problem, check_model_spec, stamp_is_sane)
 from vidseg_ros.ros.settings import SegmentNodeConfig

@@ -4,8 +4,9 @@ onnxruntime-gpu)."""
 import pytest
 import torch
 
-from vidseg_ros.engine import backends
-from vidseg_ros.engine.backends import check_onnx_device, open_exported
+from vidseg_ros.engine import devices
+from vidseg_ros.engine.backends import open_exported
+from vidseg_ros.engine.devices import check_onnx_device
 from vidseg_ros.models import create_model
 from vidseg_ros.models.checkpoint import CheckpointError, default_meta, save_checkpoint
 from vidseg_ros.ros.guards import check_device_for_model
@@ -48,7 +49,7 @@ def test_onnx_cuda_needs_onnxruntimes_provider_not_a_cuda_torch(monkeypatch, onn
     check_onnx_device('cuda', GPU)
     check_onnx_device('cuda:3', GPU)                                 # onnxruntime cannot count devices
     with pytest.raises(ValueError, match='CUDA is not available'):
-        backends.check_device('cuda')                                # the torch rule is unchanged
+        devices.check_device('cuda')                                # the torch rule is unchanged
     # the node's parameter check picks the rule by the model that will serve
     monkeypatch.setattr(ort, 'get_available_providers', lambda: list(GPU))
     check_device_for_model('cuda', str(onnx_model))

@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidseg_ros.engine.devices import (check_device, check_device_for, check_onnx_device,  # noqa: F401 - re-exported
-                                       describe_device, onnx_providers, resolve_device)
+from vidseg_ros.engine.devices import check_device_for, resolve_device
 from vidseg_ros.engine.exported_checks import META_KEY, check_format, check_methods, exported_meta_info, ort_reason
 from vidseg_ros.engine.graphs import CudaGraphed
 from vidseg_ros.engine.model_paths import file_problem
-from vidseg_ros.engine.onnx_runner import OnnxRunner, current_path  # noqa: F401 - re-exported
+from vidseg_ros.engine.onnx_runner import OnnxRunner
 from vidseg_ros.engine.runner import Runner, zero_state
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.contract import stream_info

@@ -110,7 +110,7 @@ def check_model_spec(spec: str) -> None:
 def check_device_for_model(device: str, model: str) -> None:
     """Raise ValueError unless ``device`` suits the runner that will serve ``model``: onnxruntime's providers
     for an ONNX file (a CPU build of torch beside onnxruntime-gpu runs cuda), torch's devices otherwise."""
-    from vidseg_ros.engine.backends import check_device_for
+    from vidseg_ros.engine.devices import check_device_for
     from vidseg_ros.engine.stream import resolve_model
     try:
         path = resolve_model(model)

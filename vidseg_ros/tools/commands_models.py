@@ -113,9 +113,7 @@ def bench(model: str | None = None, frames: int = 30, input_hw: list[int] | None
         return round(statistics.median(vals), 2) if vals else None
     out = {'model': engine.model_name, 'device': engine.device, 'kind': engine.kind, 'net_hw': list(engine.net_hw),
            'image_hw': [h, w], 'frames': len(rows), 'key_frames': sum(k for k, _, _ in rows)}
-    if engine.device == 'cpu' and engine.backend != 'onnx':
-        import torch
-        out['torch_threads'] = torch.get_num_threads()     # what the timings ran at (num_threads 0: torch's own)
+    out.update(engine.threads)      # what the timings ran at: torch_threads, or onnx_threads for an .onnx model
     for name, sel in (('key', bool), ('current', lambda k: not k)):
         out[name] = {s: med(sel, s) for s in ('preprocess', 'model', 'postprocess', 'total')}
     out['mean_total_ms'] = round(statistics.mean(tot for _, _, tot in rows), 2)

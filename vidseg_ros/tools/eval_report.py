@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from vidseg_ros.config import current_names
-from vidseg_ros.engine.backends import describe_device
+from vidseg_ros.engine.devices import describe_device
 from vidseg_ros.files import real_path
 from vidseg_ros.text import one_line, printable
 from vidseg_ros.training.config import TrainConfig

@@ -240,7 +240,7 @@ class EvalSession:
     def __init__(self, model: str | Path, data: str | Path, dataset: str = 'auto', split: str = 'val',
                  max_frames: int = 0, device: str = 'cpu', clip_len: int = 0, max_gap_s: float | None = None,
                  keep_outputs: bool = True):
-        from vidseg_ros.engine.backends import resolve_device
+        from vidseg_ros.engine.devices import resolve_device
         from vidseg_ros.engine.base import EngineConfig
         from vidseg_ros.engine.stream import StreamSegmenter, resolve_model
         from vidseg_ros.models.checkpoint import load_checkpoint

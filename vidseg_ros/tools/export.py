@@ -33,7 +33,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from vidseg_ros.engine.backends import current_path, open_exported
+from vidseg_ros.engine.backends import open_exported
+from vidseg_ros.engine.onnx_runner import current_path
 from vidseg_ros.engine.exported_checks import META_KEY
 from vidseg_ros.files import check_replaceable
 from vidseg_ros.models.blocks import fuse_conv_bn

@@ -21,7 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidseg_ros.engine.backends import check_model_file, current_path, open_exported
+from vidseg_ros.engine.backends import check_model_file, open_exported
+from vidseg_ros.engine.onnx_runner import current_path
 from vidseg_ros.engine.exported_checks import (MAX_META_BYTES, META_KEY, check_format, check_onnx_io,
                                                check_onnx_tensors, exported_meta_info, onnx_model, ort_session,
                                                session_io)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from vidseg_ros.constants import WEIGHTS_INHERIT
-from vidseg_ros.engine.backends import describe_device
+from vidseg_ros.engine.devices import describe_device
 from vidseg_ros.text import clip
 
 from .config import TrainConfig, config_dict

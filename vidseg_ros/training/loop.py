@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from vidseg_ros.config import ConfigError
-from vidseg_ros.engine.backends import resolve_device
+from vidseg_ros.engine.devices import resolve_device
 
 from . import data_setup
 from .checkpoints import gather_rng, load_training_state, save_model, save_training_state
