@@ -7,8 +7,8 @@ latency a subscriber in a third process sees (output arrival - input stamp). `--
 rate removes the wait; at 30 Hz on a CPU slower than 30 Hz, latest-frame-wins drops the excess.
 Targets: overhead p50 <= 3 ms (issue 2); the model >= 70 % of end-to-end p50 latency (issue 15), both
 printed from the same run with the per-stage breakdown of the rest.
-`--num-threads N` runs the node with that torch thread count (the num_threads parameter; 0 = torch's default,
-one per core), `--burners K` runs K busy-loop processes at normal priority for the run (a robot computer's
+`--num-threads N` runs the node with that CPU thread count for torch, OpenCV and onnxruntime (the num_threads
+parameter; 0 = their defaults, one per core; the run prints the count /diagnostics says the model ran at), `--burners K` runs K busy-loop processes at normal priority for the run (a robot computer's
 other processes: camera driver, recorder, navigation): see docs/benchmarks.md "CPU threads".
 Run: `.venv/bin/python bench/bench_node_overhead.py [--topics mask,overlay,confidence] [--num-threads 1 --burners 1]`.
 """
@@ -40,7 +40,7 @@ def main() -> int:
     parser.add_argument('--size', default='480x640', help='HxW of the camera')
     parser.add_argument('--topics', default='mask', help='outputs subscribed (comma list: mask, color_mask, '
                                                          'overlay, confidence); the latency is measured on mask')
-    parser.add_argument('--num-threads', type=int, default=0, help="the node's num_threads (0 = torch's default)")
+    parser.add_argument('--num-threads', type=int, default=0, help="the node's num_threads: CPU threads of torch, OpenCV and onnxruntime (0 = their defaults)")
     parser.add_argument('--burners', type=int, default=0, help='busy-loop processes competing for the CPU')
     args = parser.parse_args()
     h, w = map(int, args.size.split('x'))
@@ -119,8 +119,9 @@ def main() -> int:
           f'on {d["device"]}; camera frames: {source}')
     print(f'load average (1 min, {os.cpu_count()} cores): {load_before:.2f} before the run, '
           f'{os.getloadavg()[0]:.2f} after (the run itself adds about 2)')
-    print(f'num_threads {args.num_threads} (0 = torch default, {os.cpu_count()} here unless OMP_NUM_THREADS), '
-          f'{args.burners} busy-loop process(es) competing')
+    ran_at = ', '.join(f'{k} {d[k]}' for k in ('torch_threads', 'onnx_threads') if k in d)  # the node's own word
+    print(f'num_threads {args.num_threads} (0 = the defaults: {os.cpu_count()} here unless OMP_NUM_THREADS); the '
+          f'model ran at {ran_at or "an unreported count"}; {args.burners} busy-loop process(es) competing')
     print(f'frames: {d["frames_in"]} in, {d["frames_out"]} segmented, {d["dropped_frames"]} dropped '
           f'(latest frame wins), {int(d["frames_out"]) / args.seconds:.1f} Hz segmented on average')
     print('| measure (node-side, last 300 frames) | p50 ms | p95 ms | p99 ms | max ms |')
