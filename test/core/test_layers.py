@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / 'vidseg_ros'
-LAYERS = {'__init__': 0, 'constants': 0, 'config': 0, 'text': 0, 'files': 0, 'parent_death': 0, 'models': 1, 'engine': 2, 'data': 3, 'training': 4,
+LAYERS = {'__init__': 0, 'constants': 0, 'config': 0, 'text': 0, 'files': 0, 'parent_death': 0, 'extras': 0, 'models': 1, 'engine': 2, 'data': 3, 'training': 4,
           'tools': 5, 'cli': 5, 'ros': 6}
 
 
