@@ -79,7 +79,7 @@ def test_extract_terminated_keeps_its_frames_indexed_and_resumes(tmp_path):
     out = tmp_path / 'out'
     rc, err = _terminated(['extract', tmp_path / 'bag', '--out', out],
                           lambda: len(list(out.rglob('*.png'))) >= 3, 'frames written')
-    assert rc == 143
+    assert rc == 143, err
     assert 'the frames written so far are kept; run the same command again' in _one_line(err, 'extract')
     assert _debris(out) == []
     assert 3 <= len(read_index(out)) < 600          # the frames written so far, indexed
@@ -130,7 +130,7 @@ def test_train_terminated_keeps_last_pt_and_resumes(tmp_path):
     config = tiny_train_config(tmp_path, epochs=1000)
     run = tmp_path / 'runs' / 't'
     rc, err = _terminated(['train', config], lambda: (run / 'last.pt').is_file(), 'the first epoch saved')
-    assert rc == 143
+    assert rc == 143, err
     assert '--resume' in _one_line(err, 'train')
     assert _debris(tmp_path) == [] and not (tmp_path / 'model.pt').exists()
     from vidseg_ros.training.checkpoints import read_training_state
@@ -146,7 +146,7 @@ def test_propagate_terminated_keeps_its_labels_and_labels_the_rest_again(tmp_pat
     folder_dataset(tmp_path / 'ds', _noise(n, (64, 64)), labels)
     rc, err = _terminated(['propagate', tmp_path / 'ds', '--max-distance', str(n)],
                           lambda: len(list((tmp_path / 'ds' / 'labels').rglob('*.png'))) >= 5, 'labels written')
-    assert rc == 143
+    assert rc == 143, err
     assert 'the labels written so far are kept' in _one_line(err, 'propagate')
     assert _debris(tmp_path / 'ds') == []
     labelled = sum(r.label is not None for r in read_index(tmp_path / 'ds'))
@@ -164,7 +164,7 @@ def test_export_terminated_leaves_the_earlier_export_and_no_staged_file(tmp_path
     out.write_bytes(b'earlier')
     rc, err = _terminated(['export', model, out], lambda: any('.partial' in p.name for p in tmp_path.iterdir()),
                           'the graph staged')
-    assert rc == 143
+    assert rc == 143, err
     _one_line(err, 'export')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.onnx'] and out.read_bytes() == b'earlier'
     again = _vidseg('export', model, out)
@@ -179,7 +179,7 @@ def test_bag_from_frames_terminated_leaves_no_partial_bag_and_runs_again(tmp_pat
     bag = tmp_path / 'out' / 'bag'
     rc, err = _terminated(['bag-from-frames', tmp_path / 'src', '--out', bag],
                           lambda: any(p.stat().st_size > 200_000 for p in bag.glob('*.mcap')), 'frames written')
-    assert rc == 143
+    assert rc == 143, err
     assert 'the partial bag was removed; run the same command again' in _one_line(err, 'bag-from-frames')
     assert not (tmp_path / 'out').exists()      # the folders it made are removed, as after Ctrl-C
     again = _vidseg('bag-from-frames', tmp_path / 'src', '--out', bag)
@@ -194,7 +194,7 @@ def test_label_import_terminated_leaves_no_hidden_label_files(tmp_path):
         cv2.imwrite(str(tmp_path / 'labels' / f'{i * 100_000_000}.png'), np.full((64, 64), i % 2, np.uint8))
     argv = ['label-import', tmp_path / 'ds', tmp_path / 'labels', '--class-names', 'bg,obj']
     rc, err = _terminated(argv, lambda: len(list((tmp_path / 'ds' / 'labels').rglob('*.png'))) >= 3, 'labels written')
-    assert rc == 143
+    assert rc == 143, err
     _one_line(err, 'label-import')
     assert _debris(tmp_path / 'ds') == []
     again = _vidseg(*argv)
