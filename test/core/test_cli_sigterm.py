@@ -8,6 +8,7 @@ bag-from-frames a partial bag its re-run refused ('exists and is no finished bag
 real process on real small data, waits until its work shows on disk (with work left: the run cannot end first),
 sends SIGTERM and checks what is left and that the way on the line names works.
 """
+import errno
 import os
 import signal
 import subprocess
@@ -297,3 +298,53 @@ def test_sigterm_while_the_command_line_is_parsed_is_the_line_too(monkeypatch):
     r = CliRunner().invoke(app, ['noise-sigma', '.'])
     assert r.exit_code == 143
     assert r.stderr.strip() == 'vidseg noise-sigma: terminated (SIGTERM)'
+
+
+# ---- a clean-up that fails because of the signal ---------------------------------------------------------------
+def test_sigterm_right_after_a_frame_file_is_opened_is_still_143_and_leaves_no_bag(monkeypatch, tmp_path):
+    """Found under load (1 of 50 SIGTERMs): the signal right after ``files.open_regular`` gave its descriptor to
+    ``open()``. The file object closed it and the clean-up closed it again: the EBADF replaced the Terminated and
+    bag-from-frames ended 'cannot read image file ...: Bad file descriptor', exit 2."""
+    from vidseg_ros import files
+    for i, image in enumerate(_noise(5)):
+        cv2.imwrite(str(tmp_path / f'{i:04d}.png'), image)
+    opened = []
+
+    def open_then_terminated(*args, **kwargs):
+        f = open(*args, **kwargs)
+        opened.append(1)
+        if len(opened) == 3:        # a few frames in: the bag is open
+            from vidseg_ros.tools.cli_errors import Terminated
+            f.close()               # as the unwinding drops the file object (it owns the descriptor)
+            raise Terminated()      # where the handler runs: the bytecode after the call returned
+        return f
+    monkeypatch.setattr(files, 'open', open_then_terminated, raising=False)
+    r = CliRunner().invoke(app, ['bag-from-frames', str(tmp_path), '--out', str(tmp_path / 'out' / 'bag')])
+    assert len(opened) == 3
+    assert r.exit_code == 143, r.stderr
+    assert r.stderr.strip() == ('vidseg bag-from-frames: terminated (SIGTERM); the partial bag was removed; run the '
+                                'same command again')
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('signal_as, code, what', [('Terminated', 143, 'terminated (SIGTERM)'),
+                                                    ('KeyboardInterrupt', 130, 'interrupted')])
+def test_an_error_raised_while_the_interruption_is_handled_ends_as_the_interruption(monkeypatch, signal_as, code,
+                                                                                    what):
+    """A finally or except that fails (here with the EBADF of a double close) replaces the interruption; a
+    user error's one line (exit 2) would tell a supervisor the input was wrong. ``from None`` hides the chain
+    from tracebacks, not from this rule."""
+    from vidseg_ros.tools import cli_errors
+    interruption = {'Terminated': cli_errors.Terminated, 'KeyboardInterrupt': KeyboardInterrupt}[signal_as]
+
+    def body():
+        try:
+            try:
+                raise interruption()
+            finally:
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))     # closed twice
+        except OSError as e:
+            raise ValueError(f'cannot read image file x.png: {e.strerror}') from None
+    r = _in_command(monkeypatch, body)
+    assert r.exit_code == code, r.output
+    assert r.stderr.strip() == f'vidseg noise-sigma: {what}'

@@ -193,29 +193,9 @@ class ContractGroup(TyperGroup):
                 rv = super().main(args, 'vidseg', standalone_mode=False, **extra)
         except _Interrupted as e:
             rv = _interrupted(where, command, e.__cause__)
-        except click_errors.NoArgsIsHelpError as e:
-            typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
-            rv = 2
-        except click_errors.UsageError as e:
-            where = e.ctx.command_path if e.ctx else where
-            rv = _fail(where, f'{e.format_message()} (see {where} --help)', 2)
-        except click_errors.ClickException as e:
-            rv = _fail(where, e.format_message(), 2)
-        except typer.Abort as e:
-            if isinstance(e.__context__, EOFError):   # typer turns a command's EOFError (a truncated file) into Abort
-                rv = _fail(where, _describe(e.__context__), 2)
-            else:
-                rv = _fail(where, 'aborted', 130)
         except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
-            if _STATE['debug']:
-                raise
-            if (package := missing_package(e)) is not None:
-                rv = _fail(where, needs_package(command, package), 2)
-            elif _user_error(e):
-                rv = _fail(where, _describe(e), 2)
-            else:
-                rv = _fail(where, f'internal error, please report it: {type(e).__name__}: {e} '
-                                  '(vidseg --debug ... shows the traceback)', 1)
+            behind = _interruption_behind(e)
+            rv = _error_code(where, command, e) if behind is None else _interrupted(where, command, behind, e)
         rv = rv if isinstance(rv, int) else 0
         if not standalone_mode:
             return rv
@@ -234,15 +214,56 @@ class ContractGroup(TyperGroup):
             raise _Interrupted() from e
 
 
-def _interrupted(where: str, command: str, e: KeyboardInterrupt) -> int:
+def _error_code(where: str, command: str, e: Exception) -> int:
+    """An error that ended a command -> its one line and exit code (2: the input's fault, 1: a bug); ``--debug``
+    raises it."""
+    if isinstance(e, click_errors.NoArgsIsHelpError):
+        typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+        return 2
+    if isinstance(e, click_errors.UsageError):
+        where = e.ctx.command_path if e.ctx else where
+        return _fail(where, f'{e.format_message()} (see {where} --help)', 2)
+    if isinstance(e, click_errors.ClickException):
+        return _fail(where, e.format_message(), 2)
+    if isinstance(e, typer.Abort):
+        if isinstance(e.__context__, EOFError):   # typer turns a command's EOFError (a truncated file) into Abort
+            return _fail(where, _describe(e.__context__), 2)
+        return _fail(where, 'aborted', 130)
+    if _STATE['debug']:
+        raise e
+    if (package := missing_package(e)) is not None:
+        return _fail(where, needs_package(command, package), 2)
+    if _user_error(e):
+        return _fail(where, _describe(e), 2)
+    return _fail(where, f'internal error, please report it: {type(e).__name__}: {e} '
+                        '(vidseg --debug ... shows the traceback)', 1)
+
+
+def _interruption_behind(e: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM (``Terminated``) that error ``e`` was raised while handling, if any: a clean-up that
+    failed because the signal came at a bad moment. SIGTERM right after ``files.open_regular`` handed its file
+    descriptor to ``open()`` closed it twice: the second close's EBADF replaced the Terminated, and
+    bag-from-frames ended 'cannot read image file ...: Bad file descriptor', exit 2 instead of 143 (a run under
+    load, 1 of 50 SIGTERMs). The command was interrupted: it says so, with the interruption's exit code."""
+    seen = set()
+    e = e.__context__       # kept by ``raise ... from None`` too (only hidden from tracebacks)
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__context__
+    return None
+
+
+def _interrupted(where: str, command: str, e: KeyboardInterrupt, raised: BaseException | None = None) -> int:
     """Ctrl-C: one line (what is kept and how to go on, where known) and exit code 130, as a shell gives;
-    SIGTERM the same line saying so, and 143. ``--debug``: the traceback instead of the line (Ctrl-C raised
-    as it came)."""
+    SIGTERM the same line saying so, and 143. ``raised``: the error a failed clean-up raised in its place.
+    ``--debug``: the traceback instead of the line (Ctrl-C raised as it came, or that error)."""
     terminated = isinstance(e, Terminated)
     if _STATE['debug']:
         if not terminated:
-            raise e from None
-        traceback.print_exception(e, file=sys.stderr)     # raised, Python would end it as a SIGINT
+            raise (raised or e) from None
+        traceback.print_exception(raised or e, file=sys.stderr)     # raised, Python would end it as a SIGINT
     else:
         hint = _AFTER_INTERRUPT.get(command)
         what = 'terminated (SIGTERM)' if terminated else 'interrupted'
