@@ -57,15 +57,22 @@ def open_regular(path: str | Path, mode: str = 'rb', **kwargs):
     (a config or class table of /dev/zero took 6-23 GB in seconds). A missing file raises as ``open`` does."""
     if any(c in mode for c in 'wax+'):
         raise ValueError(f'open_regular reads; got mode {mode!r}')
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+    return open(path, mode, opener=_regular_fd, **kwargs)
+
+
+def _regular_fd(path, flags: int) -> int:
+    """``open()``'s opener: the descriptor is ours until this returns, then ``open()``'s, which closes it on any
+    later error. (Closed here too after open() had it, a SIGTERM landing there closed it twice: EBADF replaced the
+    interruption, and a second close can hit a number already reused by another file.)"""
+    fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
     try:
         if problem := _mode_problem(os.fstat(fd).st_mode):
             raise NotAFileError(path, problem)
         os.set_blocking(fd, True)
-        return open(fd, mode, closefd=True, **kwargs)
     except BaseException:
         os.close(fd)
         raise
+    return fd
 
 
 def cv_path(path: str | Path) -> bytes:

@@ -59,6 +59,23 @@ def test_open_regular_refuses_what_is_no_file_without_blocking(tmp_path):
         assert f.read() == 'x'
 
 
+def test_an_interruption_after_open_took_the_descriptor_closes_it_once(tmp_path, monkeypatch):
+    """A SIGTERM right after open() had taken the descriptor (and closed it, failing) was followed by open_regular
+    closing it again: EBADF replaced the interruption (bag-from-frames exited 2, 'Bad file descriptor'), and a
+    second close can close a number another file has been given meanwhile."""
+    import builtins
+
+    from vidseg_ros import files
+    (tmp_path / 'a').write_bytes(b'x')
+
+    def interrupted_open(*args, **kwargs):
+        builtins.open(*args, **kwargs).close()   # open() had the descriptor and let it go
+        raise KeyboardInterrupt
+    monkeypatch.setattr(files, 'open', interrupted_open, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        open_regular(tmp_path / 'a')
+
+
 @pytest.mark.parametrize('through_link', [False, True])
 def test_a_fifo_is_not_replaced_by_a_written_file(tmp_path, through_link):
     target = fifo(tmp_path / 'card.md')
