@@ -31,8 +31,13 @@ $(VENV)/.ros2-extras-installed: $(STAMP) $(EXTRAS)/install.sh
 install: $(STAMP) $(EXTRAS_STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall .
 
+# On TEST_WORKERS pytest-xdist workers: the ROS tests mostly wait (discovery, nodes starting, windows where nothing
+# may arrive), so several overlap on 2 cores. A worker runs whole files (module-scoped launches start once), in the
+# order test/conftest.py gives them, in a ROS domain of its own (the run's id + its index). TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 3
 test: install
-	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m pytest -q -rs --durations=20 -p no:cacheprovider test
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m pytest -q -rs --durations=20 -p no:cacheprovider \
+	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder test
 
 demo: install
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 100 ))} $(PY) -m vidseg_ros.ros.demo $(if $(VIDEO),--video $(VIDEO))
