@@ -42,9 +42,12 @@ def test_publishes_every_frame_with_camera_info(start_node, probe, frame_folder,
 # Best effort is allowed to drop a frame when a loaded machine stalls the reader for longer than the SHM segment
 # holds (32 MB: five 1080p frames, 170 ms): CI lost 6 of 45 in one gap that way. FastDDS's defaults drop 93-100 %,
 # so the bound still tells the shipped profile from none; the reliable case below must lose nothing.
+# Under `make test`'s parallel part CI's reader once stalled 330 ms (31 of 45 arrived), where a serial run with
+# three busy loops beside it lost none: `alone` runs it after that part, one test at a time.
 BEST_EFFORT_MIN_SHARE = 0.8
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize('reliability', ['best_effort', 'reliable'])
 @pytest.mark.parametrize('size_hw', [(480, 640), (1080, 1920)])
 def test_large_frames_cross_process(start_node, probe, frame_folder, size_hw, reliability):
