@@ -348,3 +348,68 @@ def test_an_error_raised_while_the_interruption_is_handled_ends_as_the_interrupt
     r = _in_command(monkeypatch, body)
     assert r.exit_code == code, r.output
     assert r.stderr.strip() == f'vidseg noise-sigma: {what}'
+
+
+# ---- a signal that lands in a finalizer -------------------------------------------------------------------------
+class _DroppedWhileSignalled:
+    """An object whose finalizer is where the signal's handler runs (the signal interrupts its sleep)."""
+
+    def __init__(self, signum):
+        self.signum = signum
+
+    def __del__(self):
+        os.kill(os.getpid(), self.signum)
+        time.sleep(5)
+
+
+@pytest.mark.parametrize('signum, code, what', [(signal.SIGTERM, 143, 'terminated (SIGTERM)'),
+                                                (signal.SIGINT, 130, 'interrupted')])
+def test_a_signal_swallowed_by_a_finalizer_still_ends_the_command(monkeypatch, signum, code, what):
+    """Seen under load: a SIGTERM whose handler ran inside a ``__del__`` was printed as "Exception ignored" and
+    lost; the command ran to its end and exited 0. It is given back to the code the finalizer interrupted."""
+    after = []
+
+    def body():
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, 'no SIGTERM handler during the command'
+        _DroppedWhileSignalled(signum)      # dropped at once: its __del__ runs here
+        for _ in range(3):
+            after.append(1)
+            time.sleep(0.2)
+        return {'sigma': 1.0}
+    hook_before = sys.unraisablehook
+    r = _in_command(monkeypatch, body)
+    assert r.exit_code == code, r.output
+    assert r.stderr.strip() == f'vidseg noise-sigma: {what}'
+    assert len(after) <= 1, 'the command ran on after the signal'
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and sys.unraisablehook is hook_before
+
+
+def test_a_signal_no_handler_takes_again_still_ends_the_command_as_interrupted(monkeypatch):
+    """The safety net: the given-back signal meets no handler of Python's (someone set SIGINT to be ignored
+    after the finalizer): the command still ends as interrupted, not 0."""
+    def body():
+        _DroppedWhileSignalled(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return {'sigma': 1.0}
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        r = _in_command(monkeypatch, body)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert r.exit_code == 130, r.output
+    assert r.stderr.strip() == 'vidseg noise-sigma: interrupted'
+
+
+def test_other_unraisable_errors_are_still_printed(monkeypatch):
+    class Faulty:
+        def __del__(self):
+            raise ValueError('from a finalizer')
+    seen = []
+    monkeypatch.setattr(sys, 'unraisablehook', lambda u: seen.append(u.exc_value))
+
+    def body():
+        Faulty()
+        return {'sigma': 1.0}
+    r = _in_command(monkeypatch, body)
+    assert r.exit_code == 0, r.output
+    assert [str(e) for e in seen] == ['from a finalizer']

@@ -7,6 +7,7 @@ takes the same way out, its cleanup included, with exit code 143.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import pickle
 import signal
@@ -23,6 +24,7 @@ from typer.core import TyperGroup
 from vidseg_ros.extras import extra_of
 from vidseg_ros.text import one_line as cut_to_one_line
 
+REDELIVER_AFTER_S = 0.01   # a Ctrl-C or SIGTERM swallowed by a finalizer comes back after this
 MAX_MESSAGE = 400          # characters of an error message shown (file contents can end up in them)
 _STATE = {'debug': False, 'pid': 0}
 # What an interrupted command leaves and how to go on, where that is known to hold; the others say only
@@ -59,17 +61,46 @@ class Terminated(KeyboardInterrupt):
 @contextmanager
 def _terminate_as_interrupt():
     """SIGTERM raises ``Terminated`` in the main thread while a command runs. Only where SIGTERM has its
-    default action and this is the main thread: a handler someone else installed is theirs."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    default action and this is the main thread: a handler someone else installed is theirs. A Ctrl-C or SIGTERM
+    that a finalizer swallows is delivered again (``_redeliver_swallowed``)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     _STATE['pid'] = os.getpid()
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    take_sigterm = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if take_sigterm:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver_swallowed(sys.unraisablehook)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if (timer := _STATE.pop('redelivery', None)) is not None:
+            timer.cancel()      # the command has ended: the signal must not reach what runs after it
+        sys.unraisablehook = previous_hook
+        if take_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _redeliver_swallowed(previous):
+    """An unraisable-exception hook that gives back a Ctrl-C or SIGTERM whose handler ran inside a finalizer
+    (``__del__``, a weakref callback, a generator closed by the collector). Python prints those as "Exception
+    ignored" and runs on: a SIGTERM landing in one was lost and the command ended 0 (seen under load). The
+    signal is raised again in the main thread, in the code the finalizer interrupted, so the command's own
+    clean-ups run; ``_STATE['swallowed']`` ends the command as interrupted should no handler take it."""
+    def hook(unraisable):
+        e = unraisable.exc_value
+        if not isinstance(e, KeyboardInterrupt) or threading.current_thread() is not threading.main_thread():
+            previous(unraisable)
+            return
+        _STATE['swallowed'] = e
+        # From another thread, a moment later: from here (interrupt_main or raise_signal) the handler ran at
+        # once, inside this hook, and the exception was lost again. Swallowed again, it comes back again.
+        timer = threading.Timer(REDELIVER_AFTER_S, _thread.interrupt_main,
+                                args=(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT,))
+        timer.daemon = True
+        _STATE['redelivery'] = timer
+        timer.start()
+    return hook
 
 
 def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -188,6 +219,7 @@ class ContractGroup(TyperGroup):
             quiet_libraries()
         command = next((a for a in args if not a.startswith('-')), '')
         where = f'vidseg {command}'.strip()
+        _STATE['swallowed'] = None
         try:
             with _terminate_as_interrupt():
                 rv = super().main(args, 'vidseg', standalone_mode=False, **extra)
@@ -196,6 +228,8 @@ class ContractGroup(TyperGroup):
         except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
             behind = _interruption_behind(e)
             rv = _error_code(where, command, e) if behind is None else _interrupted(where, command, behind, e)
+        if _STATE['swallowed'] is not None:     # swallowed, and given again to no handler: still an interruption
+            rv = _interrupted(where, command, _STATE['swallowed'])
         rv = rv if isinstance(rv, int) else 0
         if not standalone_mode:
             return rv
@@ -259,6 +293,7 @@ def _interrupted(where: str, command: str, e: KeyboardInterrupt, raised: BaseExc
     """Ctrl-C: one line (what is kept and how to go on, where known) and exit code 130, as a shell gives;
     SIGTERM the same line saying so, and 143. ``raised``: the error a failed clean-up raised in its place.
     ``--debug``: the traceback instead of the line (Ctrl-C raised as it came, or that error)."""
+    _STATE['swallowed'] = None      # said now, once
     terminated = isinstance(e, Terminated)
     if _STATE['debug']:
         if not terminated:
