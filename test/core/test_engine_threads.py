@@ -1,6 +1,7 @@
 """num_threads: the engine's torch intra-op thread count and OpenCV's pool (ONNX sessions: test_engine_threads_onnx).
 torch.set_num_threads and cv2.setNumThreads are process-wide (torch's also per OpenMP thread), so each case runs
 in a fresh interpreter."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,25 +15,18 @@ from vidseg_ros.engine.base import EngineConfig, checked
 ROOT = Path(__file__).resolve().parents[2]
 
 PRELUDE = """
-import threading
 import cv2
 import numpy as np
 import torch
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import StreamSegmenter
+from support.threads import in_thread
 DEFAULT = torch.get_num_threads()
 N = DEFAULT + 1                  # differs from torch's default on any machine (more threads than cores is allowed)
 FRAME = np.zeros((64, 96, 3), np.uint8)
 
 def cfg(**kw):
     return EngineConfig(model='untrained:keyframe_fpn', device='cpu', input_hw=[64, 96], **kw)
-
-def in_thread(fn):
-    out = []
-    t = threading.Thread(target=lambda: out.append(fn()))
-    t.start()
-    t.join()
-    return out[0]
 
 def step_and_count(engine):
     engine.step(FRAME)
@@ -44,7 +38,7 @@ def run(body: str) -> None:
     """``body`` after PRELUDE in a fresh interpreter; its assertions fail the test with their output."""
     code = PRELUDE + textwrap.dedent(body)
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env={**__import__('os').environ, 'PYTHONPATH': str(ROOT)})
+                       env={**__import__('os').environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), str(ROOT / 'test')])})
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
 
 

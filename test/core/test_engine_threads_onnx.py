@@ -2,10 +2,10 @@
 onnxruntime's default, one thread per core, spinning, whatever the setting), a run-time change rebuilds them at
 the next frame with the temporal state kept, and the engine reports the count (``threads``, /diagnostics)."""
 import logging
+import os
 import shutil
 import subprocess
 import sys
-import threading
 import textwrap
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from support.threads import in_thread
 
 from vidseg_ros.engine.base import EngineConfig
 from vidseg_ros.engine.stream import StreamSegmenter
@@ -63,14 +64,6 @@ def sessions(engine):
 def frames(n):
     rng = np.random.default_rng(0)
     return [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(n)]
-
-
-def in_thread(fn):
-    out = []
-    t = threading.Thread(target=lambda: out.append(fn()))
-    t.start()
-    t.join()
-    return out[0]
 
 
 def test_num_threads_reaches_the_onnx_sessions(onnx_model):
@@ -157,7 +150,7 @@ def test_the_reported_count_is_the_threads_onnxruntime_makes(onnx_model):
             del sess
     """)
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env={**__import__('os').environ, 'PYTHONPATH': str(ROOT)})
+                       env={**os.environ, 'PYTHONPATH': str(ROOT)})
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
 
 
