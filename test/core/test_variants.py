@@ -270,3 +270,34 @@ def test_a_full_disk_leaves_dataset_yaml_and_index_whole_with_no_temporary_file(
     monkeypatch.setattr(builtins, 'open', real_open)
     assert {p.name: p.read_bytes() for p in (tmp_path / 'v').iterdir() if p.is_file()} == before
     assert read_meta(tmp_path / 'v')['classes'] == ['a', 'b']
+
+
+@pytest.mark.parametrize('kind, options', [('strided', {'count': 9, 'stride': 20}),
+                                           ('strided', {'count': 400, 'stride': 20}),
+                                           ('successive', {'count': 100})])
+def test_strided_and_successive_on_davis_pick_the_frames_a_plain_listing_does(tmp_path, davis_dir, kind, options,
+                                                                               caplog):
+    """The frames of `make-variant --kind strided|successive` against an independent selection from DAVIS's folders
+    (every frame labelled): every stride-th frame of each sequence, sequence after sequence, the first `count`; or
+    the first `count` frames in a row. Asking more than there are keeps them all, with a warning. The variant's
+    dataset.yaml names its kind: a selection kept its source's name ('variant: davis' for all three)."""
+    import cv2
+    import yaml
+    seqs = (davis_dir / 'ImageSets' / 'sequences.txt').read_text().split()
+    frames = {s: sorted(p.name for p in (davis_dir / 'JPEGImages' / '480p' / s).iterdir()) for s in seqs}
+    if kind == 'strided':
+        want = [(s, f) for s in seqs for f in frames[s][::options['stride']]][:options['count']]
+    else:
+        want = [(s, f) for s in seqs for f in frames[s]][:options['count']]
+    with caplog.at_level('WARNING'):
+        res = commands_data.make_variant(davis_dir, tmp_path / 'v', kind, **options)
+    back = extracted_source(tmp_path / 'v')
+    got = [(r.sequence, r.image.name) for r in back.records]
+    assert sorted(got) == sorted(want) and res['frames'] == len(want)
+    for r in back.records[::7]:      # each frame with its own label (DAVIS's 0/255 masks as 0/1 class ids)
+        mask = cv2.imread(str(davis_dir / 'Annotations' / '480p' / r.sequence / r.image.with_suffix('.png').name), 0)
+        assert np.array_equal(back.read_label(r), (mask > 127).astype(np.uint8))
+    short = len(want) < options['count']
+    assert (f'only {len(want)}' in caplog.text) == short
+    name = {'strided': 'davis-strided20', 'successive': 'davis-successive'}[kind]
+    assert yaml.safe_load((tmp_path / 'v' / 'dataset.yaml').read_text())['variant'] == name

@@ -189,12 +189,14 @@ def make_variant(source: FrameSource, kind: str, *, n: int = 1, count: int = 400
     files = [p for r in source.records for p in (r.image, r.label)] if out is not None else []
     if out is not None:
         check_new_output(out, source_files=files)
+    # the name is what the variant's dataset.yaml records as ``variant``: a selection kept its source's name, so
+    # per_sequence, strided and successive variants of one source all read 'variant: davis'
     if kind == 'per_sequence':
-        return per_sequence(source, n)
+        return replace(per_sequence(source, n), name=f'{source.name}-per_sequence{n}')
     if kind == 'strided':
-        return strided(source, count, stride)
+        return replace(strided(source, count, stride), name=f'{source.name}-strided{stride}')
     if kind == 'successive':
-        return successive(source, count)
+        return replace(successive(source, count), name=f'{source.name}-successive')
     if kind == 'noise':
         if out is None:
             raise ValueError('the noise variant writes images: give an output folder')
