@@ -135,7 +135,8 @@ def noise_copies(source: FrameSource, out: str | Path, copies: int, sigma: float
         source: the frames to copy (typically ``per_sequence(src, 1)``).
         out: dataset folder for the new images; labels are shared with the originals.
         copies: copies per frame (copy 0 is the original itself, unchanged).
-        sigma: noise std in 0..255 units; None = ``measure_noise_sigma`` of ``source``.
+        sigma: noise std in 0..255 units, above 0: ``measure_noise_sigma`` of the full video (None is refused:
+            ``source``, one frame a sequence, has no successive frames to measure it on).
         executor, workers, address: where the per-frame tasks run (``data.executors``); each frame's
             noise is seeded by (seed, frame number), so the files are the same wherever they ran.
     """
