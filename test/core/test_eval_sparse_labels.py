@@ -31,3 +31,15 @@ def test_eval_of_a_split_labelled_in_part(tmp_path):
     r = report['intervals']['1']
     assert r['frames'] == 10 and r['all']['pixels'] == 3 * H * W and 0 <= r['mIoU'] <= 1
     assert r['TC_pairs'] == 9 and r['mVC8_windows'] == 0 and 'mVC8' not in r
+
+
+def test_max_frames_that_leave_no_label_say_so(tmp_path, caplog):
+    """Labels from frame 4 on and --max-frames 3: with the data's class names the run scored no label without a
+    word; without them it said 'the data has no labels', which was not so."""
+    model = _model(tmp_path / 'm.pt')
+    data = _data(tmp_path / 'd', {4, 9})
+    report = run_evaluation(model, data, split='all', max_frames=3, out_dir=tmp_path / 'ev', write_card=False)
+    r = report['intervals']['1']
+    assert r['frames'] == 3 and 'mIoU' not in r and r['TC_pairs'] == 2
+    said = [rec.getMessage() for rec in caplog.records if rec.levelname == 'WARNING']
+    assert any('no labelled frame' in m and '--max-frames' in m for m in said), said

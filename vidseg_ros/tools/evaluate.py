@@ -158,15 +158,18 @@ def _labels_scored(meta: dict, src: FrameSource, seqs: dict) -> bool:
     the class names are the same, or the data names none but has labels (imported without
     ``--class-names``: training numbers such classes, and scores them), whose values are taken as the
     model's class ids."""
+    if not any(r.label for recs in seqs.values() for r in recs):
+        # open_eval_source refuses data without labels: only --max-frames can leave none. Said before, it was
+        # 'the data has no labels', and not at all where the data names its classes (mIoU null, no word).
+        log.warning('no labelled frame among the first frames of each sequence that --max-frames leaves: '
+                    'label-free metrics (TC, latency) only; raise --max-frames to score labels')
+        return False
     model = list(meta.get('classes', []))
     if src.class_names:
         if model == list(src.class_names):
             return True
         log.warning("model classes %s differ from the data's %s: label-free metrics (TC, latency) only",
                     clip(str(model)), clip(str(list(src.class_names))))
-        return False
-    if not any(r.label for recs in seqs.values() for r in recs):
-        log.warning('the data has no labels: label-free metrics (TC, latency) only')
         return False
     log.warning("the data names no classes: its label values are scored as the model's class ids (%s); "
                 'import them with `vidseg label-import --class-names` to have the names checked',
