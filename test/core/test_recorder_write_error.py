@@ -121,3 +121,49 @@ def test_an_error_without_words_is_named_by_its_type(tmp_path, monkeypatch, fail
     rec.put('/cam', noisy_frame(0, np.random.default_rng(2)), 1000)
     rec.stop(30)
     assert len(errors) == 1 and '()' not in errors[0] and 'mcap.exceptions.EndOfFile, no message' in errors[0], errors
+
+
+def test_seal_refuses_messages_outside_chunks(tmp_path):
+    """An unchunked MCAP (messages at the top level) was "sealed" with statistics of 0 messages and no index
+    for the 3 it held: refused now, the file left as it was."""
+    import io
+
+    from mcap.writer import Writer
+    buf = io.BytesIO()
+    writer = Writer(buf, use_chunking=False)
+    writer.start('ros2', 'test')
+    channel = writer.register_channel('/cam', 'cdr', writer.register_schema(IMAGE, 'ros2msg', b''))
+    for i in range(3):
+        writer.add_message(channel, log_time=i, data=b'abc', publish_time=i)
+    path = tmp_path / 'unchunked.mcap'
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match='message outside any chunk at byte'):
+        seal(path)
+    assert path.read_bytes() == buf.getvalue()
+
+
+SEAL_UNDER_LIMIT = r'''
+import resource, signal, sys
+from vidseg_ros.data.recorder.seal import seal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+seal(sys.argv[1])
+'''
+
+
+def test_a_seal_that_cannot_write_its_tail_leaves_the_file_as_it_was(tmp_path):
+    """No room for the summary (a file-size limit 100 bytes above the file): OSError, and the part of the tail
+    that fitted is cut off again, so the file still ends on its last chunk (bag-recover, or a later seal)."""
+    writer = BagWriter(tmp_path / 'bag', chunk_size_bytes=1 << 20, direct_io=False)
+    writer.add_topic('/cam', IMAGE)
+    sent = [noisy_frame(i, np.random.default_rng(3)) for i in range(6)]
+    for i, data in enumerate(sent):
+        writer.write('/cam', data, 1000 + i)
+    path = writer.abandon()
+    before = path.read_bytes()
+    proc = subprocess.run([sys.executable, '-c', SEAL_UNDER_LIMIT, str(path), str(len(before) + 100)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and 'OSError: [Errno 27] File too large' in proc.stderr, proc.stderr[-2000:]
+    assert path.read_bytes() == before
+    kept = seal(path)
+    assert kept and read_mcap(path) == [('/cam', d) for d in sent[:kept]]

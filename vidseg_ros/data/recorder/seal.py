@@ -54,8 +54,8 @@ def seal(path: str | Path, library: str = 'vidseg_ros recorder (rosbag2-compatib
     message indexes (an empty file becomes an empty MCAP). Returns the messages it holds.
 
     Raises:
-        ValueError: the file does not end on a record boundary, already has a summary, or misses the
-            definition of a channel: nothing is appended.
+        ValueError: the file does not end on a record boundary, already has a summary, holds messages
+            outside chunks, or misses the definition of a channel: nothing is appended.
         OSError: the tail could not be written (still no room); the file is cut back to its old end.
     """
     path = Path(path)
@@ -100,7 +100,9 @@ def _scan(buf, size: int, path: Path) -> _Index:
         if op in _CLOSED:
             raise ValueError(f'{path} already has a summary or footer')
         if op == Opcode.CHUNK:
-            index.chunks.append(_chunk(buf, pos, body, end))
+            index.chunks.append(_chunk(buf, pos, body, end, path))
+        elif op == Opcode.MESSAGE:   # not counted by any index: the summary would say 0 messages
+            raise ValueError(f'{path} has a message outside any chunk at byte {pos}: only chunked files can be sealed')
         elif op == Opcode.MESSAGE_INDEX:
             if not index.chunks:
                 raise ValueError(f'{path}: message index before any chunk at byte {pos}')
@@ -122,13 +124,13 @@ def _scan(buf, size: int, path: Path) -> _Index:
     return index
 
 
-def _chunk(buf, pos: int, body: int, end: int) -> ChunkIndex:
+def _chunk(buf, pos: int, body: int, end: int, path: Path) -> ChunkIndex:
     start, stop, uncompressed, _, name_len = _CHUNK.unpack_from(buf, body)
     name_at = body + _CHUNK.size
     compression = bytes(buf[name_at:name_at + name_len]).decode()
     (records_len,) = struct.unpack_from('<Q', buf, name_at + name_len)
     if name_at + name_len + 8 + records_len != end:
-        raise ValueError(f'chunk at byte {pos} has inconsistent lengths')
+        raise ValueError(f'{path}: the chunk at byte {pos} has inconsistent lengths')
     return ChunkIndex(message_start_time=start, message_end_time=stop, chunk_start_offset=pos,
                       chunk_length=end - pos, message_index_offsets={}, message_index_length=0,
                       compression=compression, compressed_size=records_len, uncompressed_size=uncompressed)
