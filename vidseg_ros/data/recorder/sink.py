@@ -159,7 +159,7 @@ class BagSink:
     def _write(self, topic: str, data: bytes, log_time_ns: int, publish_time_ns: int) -> None:
         writer, space = self.writer, self.space
         if not space.room_for(writer.pending_bytes + len(data) + 2 * BLOCK):
-            raise DiskFull(f'disk nearly full: {space.estimate() / 1e6:.1f} MB free on {self.bag_dir} (+ '
+            raise DiskFull(f'disk nearly full: {space.estimate() / 1e6:.1f} MB free on {writer.bag_dir} (+ '
                            f'{space.reserved / 1e6:.1f} MB reserved to close the bag), min_free_disk_bytes='
                            f'{self.min_free_disk_bytes / 1e6:.1f} MB')
         chunk_done = writer.write(topic, data, log_time_ns, publish_time_ns)
@@ -173,11 +173,11 @@ class BagSink:
     def _check_enospc(self, written: bool = False) -> None:
         """A write hit ENOSPC and went into the released reserve: move on while the bag can still close."""
         if self.space.enospc:
-            raise DiskFull(f'disk full (ENOSPC) on {self.bag_dir}: another program took the space', written)
+            raise DiskFull(f'disk full (ENOSPC) on {self.writer.bag_dir}: another program took the space', written)
 
     def _grow_reserve(self, written: bool = False) -> None:
         if not self.space.reserve(self.writer.closing_bytes()):
-            raise DiskFull(f'disk nearly full: no room on {self.bag_dir} to grow the reserve that closes the '
+            raise DiskFull(f'disk nearly full: no room on {self.writer.bag_dir} to grow the reserve that closes the '
                            f'bag ({self.writer.closing_bytes() / 1e6:.1f} MB)', written)
 
     def write_snapshot(self, path: Path, window) -> None:
