@@ -119,12 +119,6 @@ def real_path(path: str | Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def read_regular(path: str | Path) -> bytes:
-    """The bytes of regular file ``path`` (``open_regular``: never a FIFO, a device or a folder)."""
-    with open_regular(path) as f:
-        return f.read()
-
-
 def read_regular_text(path: str | Path, encoding: str | None = None, errors: str | None = None) -> str:
     """``Path(path).read_text()`` of a regular file only (``open_regular``)."""
     with open_regular(path, 'r', encoding=encoding, errors=errors) as f:
