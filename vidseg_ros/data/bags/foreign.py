@@ -49,8 +49,13 @@ def read_plain_mcap(path: Path, topics, start_ns, stop_ns,
                 yield topic, msgtype, message.log_time, unpacked(message.data, enc), enc
 
 
+# output of one decompress call: a damaged block loses the output of the call that meets it (the 840 kB before an
+# error 840 kB into a split of still frames were all lost at 1 MB steps)
+_OUT_STEP = 1 << 16
+
+
 def unzstd(file: Path, tmp: Path, warn: Callable[[str], None]) -> Path:
-    """A file-compressed split (``bag_0.mcap.zstd``) decompressed into folder ``tmp`` in 1 MB steps (a 1 MB read
+    """A file-compressed split (``bag_0.mcap.zstd``) decompressed into folder ``tmp`` in small steps (a 1 MB read
     of a camera's still frames decompressed to 440 MB at once); a cut or damaged stream as far as it decodes
     (warned: the file is then salvaged like a cut one)."""
     if sys.version_info >= (3, 14):
@@ -68,7 +73,7 @@ def unzstd(file: Path, tmp: Path, warn: Callable[[str], None]) -> Path:
                     data = f.read(1 << 20)
                     if not data:
                         break
-                o.write(d.decompress(data, max_length=1 << 20))
+                o.write(d.decompress(data, max_length=_OUT_STEP))
                 data, started = b'', True
         except zstd.ZstdError as e:
             warn(f'{clip(file)}: damaged zstd stream after {o.tell()} decompressed bytes ({clip(e)}); '

@@ -111,9 +111,13 @@ def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: i
     if path.is_file() and has_suffix(path, ('.zstd',)):     # a lone rosbag2 file-compressed split
         with tempfile.TemporaryDirectory(prefix='vidseg_unzstd_') as tmp:
             plain = unzstd(path, Path(tmp), lambda text: _warn(warnings, text))
-            for msg in read_messages(plain, topics, start_ns, stop_ns, warnings, found):
-                msg.bag = str(path)
-                yield msg
+            _SHOWN_AS[str(plain)] = clip(path)
+            try:
+                for msg in read_messages(plain, topics, start_ns, stop_ns, warnings, found):
+                    msg.bag = str(path)
+                    yield msg
+            finally:
+                _SHOWN_AS.pop(str(plain), None)
         return
     if _file_compressed(path):
         # one split decompressed at a time: rosbags' reader decompresses every split into a temporary folder
@@ -281,7 +285,14 @@ def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, 
     return out
 
 
+# temporary file decompressed from a split -> that split as warnings name it: they named the temporary file, gone
+# by then, the same 'bag_0.mcap' for every bag (which one was damaged?)
+_SHOWN_AS: dict[str, str] = {}
+
+
 def _warn(warnings: list[str], text: str) -> None:
+    for tmp, shown in list(_SHOWN_AS.items()):
+        text = text.replace(tmp, shown)
     warnings.append(text)
     log.warning(text)
 
@@ -309,12 +320,8 @@ def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str],
 
 
 def _salvage(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
-    if has_suffix(file, ('.zstd',)):
-        with tempfile.TemporaryDirectory(prefix='vidseg_unzstd_') as tmp:
-            for msg in _salvage(unzstd(file, Path(tmp), lambda text: _warn(warnings, text)), warnings):
-                msg.bag = str(file)
-                yield msg
-    elif has_suffix(file, ('.mcap',)):
+    # (a .zstd split never comes here: read_messages decompresses it first)
+    if has_suffix(file, ('.mcap',)):
         yield from _salvage_mcap(file, warnings)
     elif has_suffix(file, ('.db3',)):
         yield from _salvage_sqlite(file, warnings)

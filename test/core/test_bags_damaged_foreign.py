@@ -1,0 +1,62 @@
+"""Damaged bags of other recorders (rosbag2's file compression, ``rosbag record``, the mcap library): what they
+still hold, and warnings that name the file the user has."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+from support.bags import IMAGE, TS
+from vidseg_ros.data.bags.reader import deserialize, read_messages
+
+T = TS.types
+
+
+def still_cdr(i: int, ns: int, h: int = 64, w: int = 64) -> bytes:
+    """A frame of one grey level (i): zstd compresses it into real blocks (noise is stored raw)."""
+    header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=ns // 10**9, nanosec=ns % 10**9),
+                                      frame_id='cam')
+    return TS.serialize_cdr(T[IMAGE](header=header, height=h, width=w, encoding='mono8', is_bigendian=0, step=w,
+                                     data=np.full(h * w, i, np.uint8)), IMAGE)
+
+
+def rosbag2(path: Path, messages, compression: CompressionMode | None = None) -> Path:
+    """A rosbag2 MCAP bag written by rosbags of ``messages`` ((log time, CDR bytes), one topic)."""
+    w = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    if compression is not None:
+        w.set_compression(compression, CompressionFormat.ZSTD)
+    w.open()
+    conn = w.add_connection('/cam/image', IMAGE, typestore=TS)
+    for t, data in messages:
+        w.write(conn, t, data)
+    w.close()
+    return path
+
+
+def _read(path: Path, **kw) -> tuple[list[int], list[str]]:
+    """(the grey level of each message read, the warnings)."""
+    warnings: list[str] = []
+    levels = [int(deserialize(m).data[0]) for m in read_messages(path, warnings=warnings, **kw)]
+    return levels, warnings
+
+
+@pytest.mark.parametrize('damage', ['cut', 'overwritten'])
+def test_warnings_about_a_compressed_split_name_the_split_not_a_temporary_file(tmp_path, damage):
+    # the split is decompressed into a temporary folder, and the warnings of its salvage named that file
+    # ('/tmp/vidseg_unzstd_k3j2/drive.mcap: truncated at byte ...'), gone by then: which bag was damaged?
+    bag = rosbag2(tmp_path / 'drive', [((i + 1) * 10**8, still_cdr(i, (i + 1) * 10**8)) for i in range(200)],
+                  compression=CompressionMode.FILE)
+    split = next(bag.glob('*.zstd'))
+    data = bytearray(split.read_bytes())
+    if damage == 'cut':
+        del data[len(data) // 2:]
+    else:
+        data[len(data) // 2:len(data) // 2 + 8] = b'\xff' * 8
+    split.write_bytes(bytes(data))
+    for path in (bag, split):       # the bag folder, and the split given alone
+        levels, warnings = _read(path)
+        assert 0 < len(levels) < 200 and levels == list(range(len(levels)))
+        assert warnings and all(w.startswith(str(split)) for w in warnings), warnings
+        assert not any('vidseg_unzstd_' in w for w in warnings), warnings
+        assert any(('cut short' if damage == 'cut' else 'damaged zstd stream') in w for w in warnings), warnings
