@@ -1,5 +1,8 @@
 """Data-parallel training under torchrun (gloo, CPU): the same weights as one process with the global
-batch, only rank 0 writes, exact resume, validation over the whole set; plus a two-node simulation."""
+batch, only rank 0 writes, exact resume, validation over the whole set; plus a two-node simulation.
+
+Run by itself under torchrun (``python -m torch.distributed.run ... test_ddp.py OUT``) this file is the worker of
+the recurrent (mode: sequence) scenario."""
 import functools
 import json
 import os
@@ -15,6 +18,7 @@ import torch
 from support import ddp_worker
 from support.ddp_worker import FROZEN, config, data, model
 
+from vidseg_ros.training.config import TrainConfig
 from vidseg_ros.training.loop import train
 
 WORKER = Path(ddp_worker.__file__)
@@ -169,3 +173,47 @@ def test_two_node_rendezvous_on_one_machine(tmp_path):
     single, _ = _single(tmp_path / 'one', 2)
     _assert_same_weights(_load(out, 0), single)
     _assert_same_weights(_load(out, 1), single)
+
+
+SEQ_HW = (16, 16)
+
+
+def _sequence_config(out: Path, batch: int) -> TrainConfig:
+    return TrainConfig(name='seq', arch='recurrent_unet', mode='sequence', seq_len=4, tbptt=2, dataset='folder',
+                       num_classes=3, ignore_index=255, input_hw=[32, 32], batch_size=batch, lr=1e-2, epochs=1,
+                       val_split='', runs_dir=str(out / 'runs'), device='cpu', num_threads=1, amp=False,
+                       lr_policy='constant')
+
+
+def _train_sequence(out: Path, batch: int) -> dict:
+    """The tiny recurrent model trained one epoch on 8 labelled clips of 4 frames; its final weights."""
+    from support.tiny_models import TinyRecurrent
+    g = torch.Generator().manual_seed(5)
+    clips = [{'frames': torch.rand(4, 3, *SEQ_HW, generator=g),
+              'labels': torch.randint(0, 3, (4, *SEQ_HW), generator=g),
+              'label_pos': int(torch.randint(0, 4, (), generator=g))} for _ in range(8)]
+    torch.manual_seed(0)
+    net = TinyRecurrent()
+    train(_sequence_config(out, batch), model=net, train_set=clips)
+    return net.state_dict()
+
+
+@retry_gloo_abort
+def test_truncated_bptt_averages_gradients_across_ranks(tmp_path):
+    """mode: sequence with tbptt: the TBPTT loop called ``step`` on the bare model, past DDP's forward, so no
+    gradient was averaged and each rank trained its own weights (the ranks' weights differed after one epoch)."""
+    out = tmp_path / 'ddp'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', __file__, str(out)]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    log = proc.stdout[-3000:] + proc.stderr[-3000:]
+    if proc.returncode != 0 and GLOO_ABORT in proc.stdout + proc.stderr:
+        raise GlooAbort(log)
+    assert proc.returncode == 0, log
+    single = _train_sequence(tmp_path / 'one', BATCH * 2)
+    _assert_same_weights(_load(out, 0), single)
+    _assert_same_weights(_load(out, 1), single)
+
+
+if __name__ == '__main__':
+    _out = Path(sys.argv[1])
+    torch.save(_train_sequence(_out, BATCH), _out / f'weights_rank{os.environ["RANK"]}.pt')

@@ -49,14 +49,13 @@ def frame_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def clip_logits(model: Stepper, clip: torch.Tensor, tbptt: int = 0) -> torch.Tensor:
     """(B, T, K, H, W) logits of a recurrent model; ``tbptt`` > 0 detaches the state every k steps."""
-    core = model.module if hasattr(model, 'module') else model
     if not tbptt:
         return model(clip)
     state, outs = None, []
     for t in range(clip.shape[1]):
         if t and t % tbptt == 0 and state:
             state = tuple(s.detach() for s in state)
-        logits, state = core.step(clip[:, t], state)
+        logits, state = model.step(clip[:, t], state)
         outs.append(logits)
     return torch.stack(outs, 1)
 
@@ -87,6 +86,19 @@ class _TripletForward(nn.Module):
         return triplet_outputs(self.model, key, current)
 
 
+class _ClipForward(nn.Module):
+    """Wraps the clip pass (the truncated-BPTT loop over ``step`` included) in one ``forward``: DDP averages
+    gradients only for passes through its own forward; ``step`` called on the bare model left every rank with
+    its own gradients and its own weights."""
+
+    def __init__(self, model: nn.Module, tbptt: int):
+        super().__init__()
+        self.model, self.tbptt = model, tbptt
+
+    def forward(self, clip):
+        return clip_logits(self.model, clip, self.tbptt)
+
+
 class StepRunner:
     """Runs forward, loss, backward and the optimiser update for ``cfg.mode``.
 
@@ -104,7 +116,9 @@ class StepRunner:
         self.cfg, self.device, self.teacher = cfg, device, teacher
         self.use_amp = cfg.amp and device.type == 'cuda'
         self.scaler = torch.amp.GradScaler('cuda') if self.use_amp else None
-        net = _TripletForward(model) if cfg.mode == 'keyframe' else model
+        # every pass goes through one forward, so DDP sees it and averages the gradients
+        net = {'keyframe': lambda: _TripletForward(model), 'sequence': lambda: _ClipForward(model, cfg.tbptt),
+               'perframe': lambda: model}[cfg.mode]()
         if world > 1:
             ids = [device.index] if device.type == 'cuda' else None
             net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
@@ -121,7 +135,7 @@ class StepRunner:
         if clips is None or not self.cfg.temporal_weight:
             return loss, parts
         with self._autocast():
-            logits = clip_logits(self.net, normalize(clips['frames']), self.cfg.tbptt)
+            logits = self.net(normalize(clips['frames']))
         temporal = temporal_consistency_loss(logits, clips['frames'])
         return loss + self.cfg.temporal_weight * temporal, {**parts, 'loss_labelled': float(loss.detach()),
                                                             'loss_temporal': float(temporal.detach())}
@@ -142,7 +156,7 @@ class StepRunner:
                 return parts.total, {'loss_current': float(parts.current), 'loss_key': float(parts.key),
                                      'loss_self': float(parts.self_key),
                                      'loss_feature': float(parts.feature)}
-            logits = clip_logits(self.net, normalize(batch['frames']), cfg.tbptt)
+            logits = self.net(normalize(batch['frames']))
             pos = batch['label_pos']
             idx = torch.arange(pos.shape[0], device=pos.device)
             target = batch['labels'][idx, pos]
