@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+from rclpy.exceptions import NameValidationException
 from rclpy.qos import qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -58,12 +59,6 @@ class CameraIO:
                  stats: CameraStats):
         self.node, self.cfg, self.stats = node, cfg, stats
         self._lock = lock
-        prefix = f'{namespace}/' if namespace else ''
-        out = f'~/{namespace}/' if namespace else '~/'
-        in_qos = keep_last_qos(cfg.input_reliability, cfg.input_depth)
-        out_qos = keep_last_qos(cfg.output_reliability, cfg.output_depth)
-        image_type, image_topic = ((CompressedImage, prefix + 'image/compressed') if cfg.transport == 'compressed'
-                                   else (Image, prefix + 'image'))
         self.infos: deque = deque(maxlen=CAMERA_INFO_CACHE)
         self._last_info_at = float('-inf')   # monotonic time the last CameraInfo arrived
         self._last_image_at = float('-inf')  # monotonic time the last image arrived (executor side)
@@ -82,12 +77,33 @@ class CameraIO:
         # destroy() (executor) against the worker publishing: a worker that deactivate gave up waiting for
         # finds the publishers gone and publishes nothing, instead of racing their destruction.
         self._pubs_lock = threading.Lock()
+        self._subs: list = []
+        self.pubs: dict = {}
+        self.pub_info = self._info_sub = None
+        try:
+            self._create_topics(namespace)
+        except BaseException as e:
+            # a camera that cannot have all its topics has none: those created were left for good (activate
+            # failed, they stayed matched and the next activate made them twice)
+            self.destroy()
+            if isinstance(e, NameValidationException):   # the name ROS refuses comes from `cameras`
+                raise ValueError(f'cameras: {short(namespace, 40)}: ROS refuses its topic names: '
+                                 f'{str(e).splitlines()[0].rstrip(":")}') from None
+            raise
+
+    def _create_topics(self, namespace: str) -> None:
+        node, cfg = self.node, self.cfg
+        prefix = f'{namespace}/' if namespace else ''
+        out = f'~/{namespace}/' if namespace else '~/'
+        in_qos = keep_last_qos(cfg.input_reliability, cfg.input_depth)
+        out_qos = keep_last_qos(cfg.output_reliability, cfg.output_depth)
+        image_type, image_topic = ((CompressedImage, prefix + 'image/compressed') if cfg.transport == 'compressed'
+                                   else (Image, prefix + 'image'))
         # CameraInfo is matched to its image by exact stamp in the worker (matching_info), not with
         # message_filters: its synchroniser raises inside the executor on a stamp it cannot convert
         # (negative seconds), which would stop the node; one matching path, tested with and without it.
-        self._subs = [self._subscribe(lambda **kw: node.create_subscription(
-            image_type, image_topic, self._on_image, in_qos, **kw))]
-        self.pub_info = self._info_sub = None
+        self._subs.append(self._subscribe(lambda **kw: node.create_subscription(
+            image_type, image_topic, self._on_image, in_qos, **kw)))
         if cfg.use_camera_info:
             # Deep enough for the cache: CameraInfo is matched by stamp, not 'the newest wins' as images are
             # (input_depth 1). A depth-1 reader kept only the last of the CameraInfos that came between two
@@ -97,7 +113,8 @@ class CameraIO:
                                                       info_qos)
             self._subs.append(self._info_sub)
             self.pub_info = node.create_publisher(CameraInfo, out + 'camera_info', out_qos)
-        self.pubs = {o.name: node.create_publisher(Image, out + o.name, out_qos) for o in outputs.OUTPUTS}
+        for o in outputs.OUTPUTS:
+            self.pubs[o.name] = node.create_publisher(Image, out + o.name, out_qos)
 
     def _subscribe(self, create):
         """``create(**kwargs)`` with a message-lost callback, so messages the middleware reports lost

@@ -113,9 +113,16 @@ class SegmentNodeCore(ParameterChanges, InferenceWorker, SegmentReports):
             self.node.get_logger().error(f'cannot start serving: the inference worker is still {self.worker_doing()}; '
                                          f'it ends after that, try again then')
             return False
-        names = self.cfg.cameras or ['']
-        self.streams = [CameraStream(self.node, ns, self.engine if i == 0 else self.engine.fork(), self._lock, self.cfg,
-                                     self.clock_step) for i, ns in enumerate(names)]
+        self.streams = []
+        try:
+            for i, ns in enumerate(self.cfg.cameras or ['']):
+                self.streams.append(CameraStream(self.node, ns, self.engine if i == 0 else self.engine.fork(),
+                                                 self._lock, self.cfg, self.clock_step))
+        except BaseException:   # the cameras before the one that failed go too (activate fails: stop() ends none)
+            for s in self.streams:
+                s.destroy()
+            self.streams = []
+            raise
         stopping = threading.Event()
         self._apply_wanted(stopping)   # changed while inactive: as in the worker, a failed load rolls back
         self._stopping = stopping
