@@ -1,0 +1,83 @@
+"""The data loop on an existing Dask scheduler (``--executor dask --address``: a fleet's ``dask scheduler`` and
+``dask worker``s), which no test ran: the same dataset and labels as the local run, and the user's cluster is
+left running (only the client closes), ready for the next command."""
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('distributed')
+
+from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, write_bag  # noqa: E402
+from vidseg_ros.data.datasets.extract import ExtractConfig, extract  # noqa: E402
+from vidseg_ros.data.datasets.labels import write_label  # noqa: E402
+from vidseg_ros.data.datasets.layouts import read_index, write_index, write_meta  # noqa: E402
+from vidseg_ros.data.executors import task_executor  # noqa: E402
+from vidseg_ros.data.labelling.propagate import PropagateConfig  # noqa: E402
+from vidseg_ros.data.labelling.run import propagate_dataset  # noqa: E402
+
+
+def _clip(n: int, seed: int, hw=(96, 128)):
+    """A textured scene with a bright square moving 2 px a frame, and its masks."""
+    bg = np.random.default_rng(seed).integers(0, 160, (*hw, 3), dtype=np.uint8)
+    frames, masks = [], []
+    for t in range(n):
+        img, mask = bg.copy(), np.zeros(hw, np.uint8)
+        img[20 + seed * 3:50 + seed * 3, 10 + 2 * t:40 + 2 * t] = (250, 220, 40)
+        mask[20 + seed * 3:50 + seed * 3, 10 + 2 * t:40 + 2 * t] = 1
+        frames.append(img)
+        masks.append(mask)
+    return frames, masks
+
+
+def _bags(root: Path, count: int, frames: int) -> list[Path]:
+    for b in range(count):
+        write_bag(root / f'drive_{b}', [_clip(frames, b)[0]], BagFromFramesConfig(rate_hz=10, camera_info=False))
+    return [root / f'drive_{b}' for b in range(count)]
+
+
+def _label_every(root: Path, k: int) -> None:
+    """Human labels (the clips' masks) on every k-th frame."""
+    write_meta(root, {'classes': ['background', 'square'], 'ignore_index': 255, 'fps': 10.0})
+    recs = read_index(root)
+    for j, r in enumerate(recs):
+        if r.index % k == 0:
+            mask = _clip(r.index + 1, int(r.sequence.split('_')[1]))[1][r.index]
+            recs[j] = replace(r, label=write_label(root / 'labels' / r.sequence / f'{r.stamp_ns}.png', mask),
+                              label_source='human')
+    write_index(root, recs)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+@pytest.fixture
+def scheduler():
+    """A cluster of 2 worker processes that this command did not start: only its address is given."""
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1',
+                      dashboard_address=None) as cluster, Client(cluster) as watcher:
+        yield cluster, watcher
+
+
+def test_extract_and_propagate_on_a_scheduler_at_an_address_equal_the_local_run(tmp_path: Path, scheduler):
+    cluster, watcher = scheduler
+    address = cluster.scheduler_address
+    bags = _bags(tmp_path, 3, 12)
+    local, remote = tmp_path / 'local', tmp_path / 'remote'
+    extract(bags, local, ExtractConfig())
+    assert extract(bags, remote, ExtractConfig(workers=1), executor='dask', address=address).written == 36
+    assert _tree(local) == _tree(remote)
+    for root in (local, remote):
+        _label_every(root, 5)
+    cfg = PropagateConfig(method='flow')
+    counts = propagate_dataset(local, cfg)
+    assert propagate_dataset(remote, cfg, workers=1, executor='dask', address=address) == counts
+    assert counts['propagated'] == 27 and _tree(local) == _tree(remote)      # labels and index, byte for byte
+    assert {'job', 'bag_task'} <= set(cluster.scheduler.task_prefixes)     # the jobs ran there
+    # the user's cluster still runs, its 2 workers too: the run closed its own client only
+    assert len(watcher.scheduler_info()['workers']) == 2
+    with task_executor('dask', 1, address) as pool:
+        assert pool.submit(sum, [1, 2]).result() == 3
