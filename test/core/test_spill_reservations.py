@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +207,55 @@ def test_span_spill_bytes_is_what_a_span_puts(monkeypatch, no_budget, consistenc
     frames, labels = _clip()
     list(iter_propagate_flow(frames, labels, 2, PropagateConfig(consistency=consistency)))
     assert sum(put) == span_spill_bytes(N - 2, (H, W), consistency)
+
+
+_HOLDER = """
+import fcntl, sys, time
+lock = open(sys.argv[1], 'a')
+fcntl.flock(lock, fcntl.LOCK_EX)
+print('held', flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_spill_waits_for_the_lock_and_goes_on_when_its_holder_is_killed(tmp_path, monkeypatch):
+    """A worker killed (OOM, SIGKILL) while it held the spill lock leaves the lock file, not the lock: the spill
+    waiting for it goes on, and so do the spills after it."""
+    _free(monkeypatch, 1000)
+    holder = subprocess.Popen([sys.executable, '-c', _HOLDER, str(tmp_path / spill.LOCK_NAME)],
+                              stdout=subprocess.PIPE, text=True)
+    box: dict = {}
+
+    def reserve():
+        with Spill(tmp_path, budget_bytes=0, need_bytes=600) as s:
+            box['reserved'] = (Path(s._tmp.name) / spill.RESERVED_NAME).read_text().split()[0]
+    waiter = threading.Thread(target=reserve)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and not box       # waits while the lock is held
+    finally:
+        holder.kill()
+        holder.wait()
+    waiter.join(60)
+    assert box == {'reserved': '600'} and (tmp_path / spill.LOCK_NAME).exists()
+    with Spill(tmp_path, budget_bytes=0, need_bytes=1000):      # the lock file left behind blocks nothing
+        pass
+
+
+def test_spill_folders_without_a_readable_reservation_count_nothing(tmp_path, monkeypatch):
+    """A killed run's spill folders: one that spilled past its budget with no reservation (need unknown), one whose
+    reservation file is empty (killed as it wrote it). Their files are on the disk already (the free space lacks
+    them): they reserve nothing more, so a spill of all the free space fits."""
+    _free(monkeypatch, 1000)
+    for name, reserved in (('a', None), ('b', '')):
+        folder = tmp_path / (spill.PREFIX + name)
+        folder.mkdir()
+        np.save(folder / 'x_0.npy', np.zeros(10))
+        if reserved is not None:
+            (folder / spill.RESERVED_NAME).write_text(reserved)
+    with Spill(tmp_path, budget_bytes=0, need_bytes=1000):
+        pass
+    with pytest.raises(OSError), Spill(tmp_path, budget_bytes=0, need_bytes=1001):
+        pass
