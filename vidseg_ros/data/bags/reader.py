@@ -391,28 +391,29 @@ def _read_sqlite_rows(path: Path, file: Path, warnings: list[str]) -> Iterator[R
         max_id = con.execute('SELECT max(id) FROM messages').fetchone()[0] or 0
     except sqlite3.DatabaseError:
         max_id = 10**7
-    lost, errors_run, misses, last_ok = 0, 0, 0, 0
+    # rosbag2 numbers its rows 1, 2, 3...: an id between two rows read that gives no row is lost too (a damaged
+    # b-tree page loses its rows in silence: 'rowid out of order'), as is a row whose topic is not in the table
+    lost, run, errors_run, last_ok = 0, 0, 0, 0     # run: ids not read since the last row read
     for rid in range(1, max_id + 1):
         try:
             row = con.execute('SELECT topic_id, timestamp, data FROM messages WHERE id = ?',
                               (rid,)).fetchone()
         except sqlite3.DatabaseError:
-            lost, errors_run, misses = lost + 1, errors_run + 1, misses + 1
-            if misses > 10000:
+            row = False
+        if not row:
+            run, errors_run = run + 1, errors_run + (row is False)
+            if run > 10000:
                 break
             continue
-        misses += row is None
-        if row is None:
-            if misses > 10000:
-                break
-            continue
-        misses, errors_run, last_ok = 0, 0, rid
+        lost, run, errors_run, last_ok = lost + run, 0, 0, rid
         tid, t, data = row
-        data = unpacked(bytes(data), 'cdr')      # rosbag2 per-message compression
-        if tid in topics:
-            yield RawMessage(str(file), topics[tid][0], topics[tid][1], t, data)
-    if lost - errors_run:
-        _warn(warnings, f'{file}: {lost - errors_run} message row(s) unreadable')
+        if tid not in topics or not isinstance(t, int) or not isinstance(data, bytes):
+            lost += 1
+            continue
+        # unpacked: rosbag2's per-message compression
+        yield RawMessage(str(file), topics[tid][0], topics[tid][1], t, unpacked(data, 'cdr'))
+    if lost:
+        _warn(warnings, f'{file}: {lost} message row(s) lost or unreadable')
     if errors_run:
         _warn(warnings, f'{file}: message rows after id {last_ok} are unreadable (lost pages)')
     con.close()
