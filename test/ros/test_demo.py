@@ -32,6 +32,31 @@ def test_demo_accounts_for_every_frame(tmp_path, real_frames):
     assert f'{len(real_frames) - s["frames_segmented"]} dropped' in r.stdout
 
 
+def test_make_demo_as_typed_records_every_frame_and_mask_of_the_shipped_model(tmp_path):
+    """`make demo` passes no --model and, unless VIDEO= is given, no --video; it records by default: the default
+    video (CamVid val, else the opencv-doc clip), the shipped trained model and the bag were in no other test."""
+    from vidseg_ros.data.bags.reader import deserialize, read_messages
+    out = tmp_path / 'out'
+    r = subprocess.run([sys.executable, '-m', 'vidseg_ros.ros.demo', '--max-frames', '8', '--out', str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    if r.returncode == 2 and 'pass one with --video' in r.stderr:
+        pytest.skip(f'no default video here: {r.stderr.strip()[:200]}')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert 'model : camvid_keyframe_fpn (default)' in r.stdout and 'UNTRAINED' not in r.stdout, r.stdout[:2000]
+    s = json.loads((out / 'summary.json').read_text())
+    assert s['trained'] and '(camvid_keyframe_fpn.pt)' in s['model'], s
+    bag = Path(s['outputs']['bag'])
+    assert bag.parent == out and (bag / 'metadata.yaml').is_file() and f'bag           : {bag}' in r.stdout, s
+    stamps: dict[str, list[int]] = {}
+    for m in read_messages(bag):
+        stamp = deserialize(m).header.stamp
+        stamps.setdefault(m.topic, []).append(stamp.sec * 10**9 + stamp.nanosec)
+    assert {t: len(v) for t, v in stamps.items()} == {
+        '/image': 8, '/camera_info': 8, '/vidseg_segmenter/mask': s['frames_segmented']}, (stamps, s)
+    assert s['frames_published_by_source'] == 8 and s['frames_segmented'] > 0, s
+    assert set(stamps['/vidseg_segmenter/mask']) <= set(stamps['/image']) == set(stamps['/camera_info'])
+
+
 def test_foreign_messages_on_the_demo_topics_are_counted_and_the_demo_goes_on(tmp_path, real_frames, probe):
     """The demo runs in the user's domain, where another node may publish on /image or the segmenter's topics: a
     malformed image or a class table that is not one ended the demo with a traceback (ValueError from reshape,
