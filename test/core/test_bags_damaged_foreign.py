@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
 
 from support.bags import IMAGE, TS
 from vidseg_ros.data.bags.reader import deserialize, read_messages
@@ -109,3 +110,64 @@ def test_a_sqlite_row_whose_data_reads_null_is_counted_lost_not_a_crash(tmp_path
     con.close()
     levels, warnings = _read(tmp_path / 'drive')
     assert levels == [0, 1, 2, 4, 5, 6, 7, 8, 9] and _lost_counted(warnings) == 1, warnings
+
+
+ROS1 = get_typestore(Stores.ROS1_NOETIC)
+
+
+def ros1_image(i: int) -> bytes:
+    T1 = ROS1.types
+    header = T1['std_msgs/msg/Header'](seq=i, stamp=T1['builtin_interfaces/msg/Time'](sec=i, nanosec=0),
+                                       frame_id='cam')
+    return ROS1.serialize_ros1(T1[IMAGE](header=header, height=8, width=8, encoding='mono8', is_bigendian=0, step=8,
+                                         data=np.full(64, i, np.uint8)), IMAGE)
+
+
+def _ros1_chunks(path: Path, n: int, compression: str | None) -> list[tuple[int, int]]:
+    """A ROS 1 bag of ``n`` messages in chunks of a few (rosbags' writer); (byte offset, message count) of each of
+    its chunks (the count from the index data record after it)."""
+    from rosbags.rosbag1 import Writer as Ros1Writer
+    w = Ros1Writer(path)
+    w.chunk_threshold = 4 * len(ros1_image(0))
+    if compression:
+        w.set_compression(getattr(Ros1Writer.CompressionFormat, compression.upper()))
+    w.open()
+    conn = w.add_connection('/cam/image', IMAGE, typestore=ROS1)
+    for i in range(n):
+        w.write(conn, (i + 1) * 10**9, ros1_image(i))
+    w.close()
+    data, pos, chunks = path.read_bytes(), 13, []
+    while pos < len(data):
+        head = int.from_bytes(data[pos:pos + 4], 'little')
+        fields = data[pos + 4:pos + 4 + head]
+        if b'\x04\x00\x00\x00op=\x05' in fields:
+            chunks.append((pos, 0))
+        elif b'\x04\x00\x00\x00op=\x04' in fields and chunks:
+            at = fields.index(b'count=') + 6
+            chunks[-1] = (chunks[-1][0], chunks[-1][1] + int.from_bytes(fields[at:at + 4], 'little'))
+        pos += 8 + head + int.from_bytes(data[pos + 4 + head:pos + 8 + head], 'little')
+    return chunks
+
+
+@pytest.mark.parametrize('compression', [None, 'bz2'])
+@pytest.mark.parametrize('damage', ['header length', 'chunk size'])
+def test_a_flipped_byte_in_a_ros1_chunk_header_costs_that_chunk_at_most(tmp_path, compression, damage):
+    # the walk stopped at the first record that did not frame: a flipped byte in the 3rd of 14 chunk headers lost
+    # the 34 messages from there on; a size field past the end of the file read that chunk only
+    bag = tmp_path / 'drive.bag'
+    chunks = _ros1_chunks(bag, 40, compression)
+    assert len(chunks) > 5 and sum(n for _, n in chunks) == 40
+    data = bytearray(bag.read_bytes())
+    at, before = chunks[2][0], sum(n for _, n in chunks[:2])
+    if damage == 'header length':
+        data[at + 2] = 0x7f         # 8 MB of header
+    else:
+        head = int.from_bytes(data[at:at + 4], 'little')
+        data[at + 4 + head:at + 8 + head] = (1 << 31).to_bytes(4, 'little')
+    bag.write_bytes(bytes(data))
+    levels, warnings = [], []
+    for m in read_messages(bag, warnings=warnings):
+        levels.append(int(deserialize(m).data[0]))
+    lost = set(range(before, before + chunks[2][1])) if damage == 'header length' else set()
+    assert levels == sorted(set(range(40)) - lost), warnings
+    assert any(str(at) in w for w in warnings), warnings

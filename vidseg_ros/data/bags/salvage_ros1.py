@@ -6,8 +6,8 @@ being ``name=value`` fields; ``op`` says what a record is. Messages (op 2) live 
 lz4 compressed, after the connection (op 7) that names their topic and type. ``rosbag record`` writes a chunk's
 header with sizes 0 and fills them in when it closes the chunk, so a killed recording ends in a chunk that
 claims to be empty: its data runs to the end of the file. The index (op 4, op 6, the connections again) comes
-last and is not needed. A chunk cut by the end of the file is read as far as it decompresses; the walk stops
-at the first record that does not frame (reported).
+last and is not needed. A chunk cut by the end of the file is read as far as it decompresses; at a record that
+does not frame the walk reads on from the next record that frames as a chunk (reported), inside a chunk it stops.
 """
 from __future__ import annotations
 
@@ -100,6 +100,10 @@ def _walk(buf, pos: int, size: int, conns: dict, where: str, warn, chunked: bool
     while pos < size:
         rec = _record(buf, pos, size)
         if rec is None:
+            if not chunked and (after := _next_chunk(buf, pos, size)) is not None:
+                warn(f'{where}: bytes {pos} to {after} unreadable; read on from the next chunk')
+                pos = after
+                continue
             if not chunked or size - pos >= 8:      # a chunk cut mid-record just ends
                 warn(f'{where}: unreadable from byte {pos} of {"a chunk" if chunked else "the file"} on '
                      f'({size - pos} bytes); {count} message(s) read before')
@@ -108,10 +112,12 @@ def _walk(buf, pos: int, size: int, conns: dict, where: str, warn, chunked: bool
         op = header['op'][0]
         end = at + length
         if op == CHUNK and (length == 0 or end > size):
+            # the chunk rosbag record was writing when killed (sizes still 0), one cut short, or one whose size
+            # field is damaged: chunks after it are read too
+            end = (_next_chunk(buf, at, size) if not chunked else None) or size
             if length:
-                warn(f'{where}: the chunk at byte {pos} is cut short by the end of the file: read as far as it '
-                     'decompresses')
-            end = size      # the chunk rosbag record was writing when killed (sizes still 0), or one cut short
+                warn(f'{where}: the chunk at byte {pos} runs past the end of the file: read as far as it '
+                     f'decompresses{" (up to the next chunk)" if end < size else ""}')
         elif end > size:
             if op == MSG_DATA:
                 warn(f'{where}: the last message is cut short at byte {size}')
@@ -134,6 +140,22 @@ def _walk(buf, pos: int, size: int, conns: dict, where: str, warn, chunked: bool
                 count += 1
                 yield item
         pos = end
+
+
+_CHUNK_OP = struct.pack('<I', 4) + b'op=' + bytes([CHUNK])     # the op field of a chunk's header
+
+
+def _next_chunk(buf, pos: int, size: int) -> int | None:
+    """The start of the next record after ``pos`` that frames as a chunk: a flipped byte in one record's framing
+    cost every chunk after it. The op field lies somewhere in the few fields of the chunk's header."""
+    at = pos
+    while (at := buf.find(_CHUNK_OP, at + 1, size)) != -1:
+        for start in range(max(pos + 1, at - 64), at - 3):
+            rec = _record(buf, start, size)
+            if rec is not None and rec[0]['op'] == bytes([CHUNK]) and {'compression', 'size'} <= rec[0].keys() \
+                    and at + len(_CHUNK_OP) <= rec[1] - 4:
+                return start
+    return None
 
 
 def _connection(header: dict[str, bytes], buf, at: int, end: int, conns: dict) -> None:
