@@ -142,6 +142,17 @@ def test_a_read_only_current_folder_is_one_line_and_exit_2(tmp_path):
     assert existed or not (ROOT / 'demo_out').exists()     # nothing written into the checkout
 
 
+def test_a_model_that_does_not_load_is_one_line_saying_why_and_exit_2(tmp_path):
+    """The segmenter exits 2 with one line saying why; the demo said only 'the segmenter did not come up; see the
+    logs in OUT' and exited 1, the reason left in OUT/segment_node.log."""
+    r = subprocess.run([sys.executable, '-m', 'vidseg_ros.ros.demo', '--video', str(tmp_path), '--no-record',
+                        '--model', str(tmp_path / 'my_model.pt'), '--out', str(tmp_path / 'out')],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr == (f'demo: the segmenter did not come up: SegmentNode: CheckpointError: model file not found: '
+                        f'{tmp_path}/my_model.pt (exit status 2; logs in {tmp_path}/out)\n'), r.stderr
+
+
 def test_help_names_the_command_to_type():
     r = subprocess.run([sys.executable, '-m', 'vidseg_ros.ros.demo', '--help'], capture_output=True, text=True,
                        timeout=60, cwd=ROOT)

@@ -21,13 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidseg_ros.constants import MAX_INPUT_PIXELS as MAX_PIXELS
+from vidseg_ros.constants import EXIT_CANNOT_START, MAX_INPUT_PIXELS as MAX_PIXELS
 from vidseg_ros.data.images import ImageError
 from vidseg_ros.data.sample_video import SampleVideoError, fetch_opencv_sample
 from vidseg_ros.files import cv_path
 from vidseg_ros.ros.demo_report import legend_classes, legend_strip, report
 from vidseg_ros.ros.startup import PROFILE_ENV, domain_id_problem, init_failure, transport_warnings
-from vidseg_ros.text import clip
+from vidseg_ros.text import clip, one_line
 
 # The folder vidseg_ros is imported from: a source checkout, or site-packages when installed.
 IMPORT_ROOT = Path(__file__).resolve().parents[2]
@@ -246,7 +246,23 @@ def start(module: str, params: dict, log: Path) -> subprocess.Popen:
     for k, v in params.items():
         text = json.dumps(v) if isinstance(v, (bool, list)) else str(v)
         args += ['-p', f'{k}:={text or repr("")}']  # `-p x:=` does not parse: pass '' explicitly
-    return subprocess.Popen(args, stdout=open(log, 'w'), stderr=subprocess.STDOUT, env=os.environ.copy())
+    proc = subprocess.Popen(args, stdout=open(log, 'w'), stderr=subprocess.STDOUT, env=os.environ.copy())
+    proc.log_path = log
+    return proc
+
+
+def ended(procs: list[subprocess.Popen], what: str, out: Path):
+    """The error for a node of ``procs`` that exited: its last log line, which says why (``spin.run``). A node
+    that could not start (a --model that does not load: status 2) is the user's input, one line and exit 2; the
+    demo said only 'did not come up; see the logs' and exited 1."""
+    proc = next(p for p in procs if p.poll() is not None)
+    try:
+        lines = [ln for ln in proc.log_path.read_text(errors='replace').splitlines() if ln.strip()]
+    except OSError:
+        lines = []
+    why = f'{what}: {one_line(lines[-1], 400) if lines else "(nothing in its log)"} ' \
+          f'(exit status {proc.returncode}; logs in {out})'
+    return DemoError(why) if proc.returncode == EXIT_CANNOT_START else SystemExit(f'demo: {why}')
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -287,8 +303,10 @@ def run(args) -> dict:
     try:
         while not collector.segmenter_ready(node):
             rclpy.spin_once(node, timeout_sec=0.05)
-            if any(p.poll() is not None for p in procs) or time.monotonic() - t0 > 180:
-                raise SystemExit(f'demo: the segmenter did not come up; see the logs in {out}')
+            if any(p.poll() is not None for p in procs):
+                raise ended(procs, 'the segmenter did not come up', out)
+            if time.monotonic() - t0 > 180:
+                raise SystemExit(f'demo: the segmenter did not come up in 180 s; see the logs in {out}')
         # The source still waits for the segmenter, the collector (and the recorder) to subscribe.
         source = start('vidseg_ros.ros.video_source_node',
                        {'source': video, 'rate_hz': float(args.rate), 'max_frames': args.max_frames,
@@ -298,7 +316,7 @@ def run(args) -> dict:
         while source.poll() is None:
             rclpy.spin_once(node, timeout_sec=0.05)
             if any(p.poll() is not None for p in procs if p is not source):
-                raise SystemExit(f'demo: a node exited early; see the logs in {out}')
+                raise ended([p for p in procs if p is not source], 'a node exited early', out)
         drain = time.monotonic()
         while time.monotonic() - drain < 3.0 or (collector.n_out < collector.reported('frames_out')
                                                   and time.monotonic() - drain < 20):
