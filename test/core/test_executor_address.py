@@ -1,6 +1,7 @@
 """The data loop on an existing Dask scheduler (``--executor dask --address``: a fleet's ``dask scheduler`` and
 ``dask worker``s), which no test ran: the same dataset and labels as the local run, and the user's cluster is
-left running (only the client closes), ready for the next command."""
+left running (only the client closes), ready for the next command. And an extract on Dask into a dataset that
+exists: the same as the local run, the labels kept."""
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,3 +82,21 @@ def test_extract_and_propagate_on_a_scheduler_at_an_address_equal_the_local_run(
     assert len(watcher.scheduler_info()['workers']) == 2
     with task_executor('dask', 1, address) as pool:
         assert pool.submit(sum, [1, 2]).result() == 3
+
+
+def test_a_rerun_on_dask_with_a_bag_named_another_way_keeps_its_labels(tmp_path: Path):
+    """An extract on Dask into a dataset that exists (a bag added, a re-run): the same dataset as the local run, with
+    the labels a user added since kept. A bag named through a link in one run and by its real path in the next (a
+    disk reached through ~/bags -> /mnt/disk/bags) got none of its rows on Dask: its human labels dropped out of the
+    index (16 frames, 4 labelled: 0 labelled after the re-run), where the local run kept them."""
+    bags = _bags(tmp_path / 'disk', 3, 8)
+    (tmp_path / 'link').symlink_to(tmp_path / 'disk')
+    linked = [tmp_path / 'link' / b.name for b in bags]
+    for where, kw in (('local', {}), ('dask', {'executor': 'dask'})):
+        extract(linked[:2], tmp_path / where, ExtractConfig())      # the first run names the bags through the link
+        _label_every(tmp_path / where, 4)                            # labels the user added since
+        r = extract(bags, tmp_path / where, ExtractConfig(workers=2), **kw)   # real paths, and a third bag
+        assert (r.written, r.skipped_existing) == (8, 16)
+        recs = read_index(tmp_path / where)
+        assert len(recs) == 24 and sum(x.label_source == 'human' for x in recs) == 4, where
+    assert _tree(tmp_path / 'local') == _tree(tmp_path / 'dask')     # index, images and labels, byte for byte

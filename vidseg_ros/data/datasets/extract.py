@@ -251,10 +251,12 @@ def _extract_on_cluster(pool, bags: list[tuple[Path, str]], out: Path, cfg: Extr
                         result: ExtractResult, progress) -> None:
     """One task per (bag, sequence name); each bag's rows are merged as it finishes (bags never share a
     file), so a bag that fails, or a stop, leaves the finished ones indexed."""
-    by_bag: dict[str, dict] = {}      # each bag's rows, found once (not bags x rows)
-    for p, r in old.items():
-        by_bag.setdefault(r.bag, {})[p] = r
-    futures = [pool.submit(_bag_task, str(bag), name, str(out), cfg, by_bag.get(str(bag), {})) for bag, name in bags]
+    # each bag's rows, found once (not bags x rows), by the bag's real path as the local run finds them: by the path
+    # as given, a bag named through a link in one run and by its real path in the next got no rows, and its frames'
+    # human labels dropped out of the index (kept by the local run)
+    by_bag = {key: {r.image: r for r in recs} for key, recs in _rows_by_bag(old.values()).items()}
+    futures = [pool.submit(_bag_task, str(bag), name, str(out), cfg, by_bag.get(bag_key(bag), {}))
+               for bag, name in bags]
     merged = set()
 
     def merge(fut) -> None:
