@@ -131,13 +131,15 @@ def message_definition(msgtype: str) -> tuple[str, str]:
     """
     text = _definition_from_share(msgtype)
     type_hash = _hash_from_share(msgtype)
-    if text is None or not type_hash:
-        store = _typestore()
+    # any typestore failure means "unknown type"
+    if text is None:
         try:
-            if text is None:
-                text = store.generate_msgdef(msgtype, ros_version=2)[0]
-            if not type_hash:
-                type_hash = store.hash_rihs01(msgtype)
-        except Exception as e:  # noqa: BLE001 - any typestore failure means "unknown type"
+            text = _typestore().generate_msgdef(msgtype, ros_version=2)[0]
+        except Exception as e:  # noqa: BLE001
             log.warning('no message definition for %s (%s); recording it without one', msgtype, e)
+    if not type_hash:   # a custom type installed without its .json (ROS 2 before Iron writes none): no hash
+        try:
+            type_hash = _typestore().hash_rihs01(msgtype)
+        except Exception as e:  # noqa: BLE001
+            log.debug('no type hash for %s (%s)', msgtype, e)
     return text or '', type_hash or ''
