@@ -94,3 +94,31 @@ def test_an_activate_that_fails_leaves_no_topics_behind_and_activates_once_fixed
     lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
     probe.wait_for(lambda: count('/front/image') == count('/rear/image') == 0
                    and probe.node.count_publishers(f'{NODE}/front/mask') == 0, 20, 'no camera topics left', node)
+
+
+def test_a_signal_while_activate_loads_a_model_set_while_inactive_ends_the_node_at_once(start_node, probe,
+                                                                                       monkeypatch):
+    """`ros2 param set model` while inactive loads on activate, in the main thread; a SIGTERM then must not wait
+    for the load (launch escalates to SIGKILL after 10 s): activate answers failed, the node exits 0 at once."""
+    import signal
+    from pathlib import Path
+    monkeypatch.setenv('PYTHONPATH', str(Path(__file__).parent))
+    monkeypatch.setenv('VIDSEG_STUCK_NODE', 'segment_lifecycle_node')
+    monkeypatch.setenv('VIDSEG_STUCK_LOAD', '60')
+    monkeypatch.setenv('VIDSEG_STUCK_LOAD_MODEL', 'untrained:recurrent_unet')   # only the model set later
+    node = start_node('stuck_node', PARAMS)
+    lifecycle = Lifecycle(probe, node)
+    lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    set_param(probe, node, 'model', 'untrained:recurrent_unet')
+    client = lifecycle.client(ChangeState, f'{NODE}/change_state')
+    answer = client.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+    probe.wait_for(lambda: 'loading for 60' in node.log(), 60, 'the load of the new model', node)
+    t0 = time.monotonic()
+    node.proc.send_signal(signal.SIGTERM)
+    node.proc.wait(30)
+    took, log = time.monotonic() - t0, node.log()
+    assert node.proc.returncode == 0 and took < 4.0, f'{took:.1f} s, status {node.proc.returncode}:\n{log[-3000:]}'
+    assert "stopping while loading model 'untrained:recurrent_unet': not waiting for the load" in log, log[-3000:]
+    assert 'Traceback' not in log and '[ERROR]' not in log and 'serving camera' not in log, log[-3000:]
+    probe.wait_for(lambda: answer.done(), 10, 'the answer to activate')
+    assert not answer.result().success
