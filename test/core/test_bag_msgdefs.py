@@ -40,8 +40,8 @@ def _detection() -> tuple[object, bytes]:
     box = T['my_msgs/msg/Box']
     header = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=1, nanosec=2), frame_id='cam')
     msg = T['my_msgs/msg/Detection'](header=header, boxes=[box(x=1, y=2, label='a'), box(x=3, y=4, label='b')],
-                                     best=box(x=5, y=6, label='c'), center=T['geometry_msgs/msg/Point'](x=1., y=2., z=3.),
-                                     few=[box(x=7, y=8, label='d')], v=np.array([1., 2., 3.]))
+                                     best=box(x=5, y=6, label='c'),
+                                     center=T['geometry_msgs/msg/Point'](x=1., y=2., z=3.), few=[box(x=7, y=8, label='d')], v=np.array([1., 2., 3.]))
     return msg, ts.serialize_cdr(msg, 'my_msgs/msg/Detection')
 
 
