@@ -21,6 +21,20 @@ class _Progress:
         self.tqdm = tqdm_or_none() if enabled else None     # without tqdm: epoch lines only
         self.bar, self.total, self.enabled = None, total_epochs, enabled and self.tqdm is not None
 
+    def __enter__(self) -> _Progress:
+        if self.enabled:    # log lines print above the bar (tqdm.write), not after its text on its line
+            from tqdm.contrib.logging import logging_redirect_tqdm
+            self._redirect = logging_redirect_tqdm(tqdm_class=self.tqdm)
+            self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:    # a run that stopped mid-epoch: its error line starts a line of its own
+            self.bar.close()
+            self.bar = None
+        if self.enabled:
+            self._redirect.__exit__(*exc)
+
     def __call__(self, info: dict) -> None:
         if info['kind'] == 'step':
             if not self.enabled:
@@ -58,7 +72,9 @@ def train(config: str | Path, resume: bool = False, overrides: dict | None = Non
     from vidseg_ros.training.loop import train as train_loop
     from vidseg_ros.training.metrics import json_ready
     cfg = load_train_config(config, overrides)
-    return json_ready(train_loop(cfg, resume=resume, callback=_Progress(cfg.epochs, progress), overwrite=overwrite))
+    with _Progress(cfg.epochs, progress) as bar:
+        result = train_loop(cfg, resume=resume, callback=bar, overwrite=overwrite)
+    return json_ready(result)
 
 
 def evaluate(model: str | Path, data: str | Path, split: str, out_dir: str | Path, **options) -> dict:
