@@ -690,3 +690,17 @@ def test_kept_compressed_depth_frames_are_their_png_without_the_depth_header(tmp
     for r, (fmt, data) in zip(recs, sent):
         assert r.image.suffix == '.png' and r.image.read_bytes() == png
         assert np.array_equal(read_rgb(r.image), decode_compressed(fmt, data))     # as the node decodes it
+
+
+def test_a_frame_too_wide_for_jpeg_says_why_and_what_to_do(tmp_path):
+    """A 70000-pixel-wide frame (a line-scan camera) with --image-format jpg failed as 'cannot encode
+    1700000000000000000.jpg', nothing more; it now gives the size, JPEG's limit and the format that holds it."""
+    write_bag(tmp_path / 'bag', [[np.full((2, 70_000, 3), 90, np.uint8)] * 2, _noise(1, 3)],
+              BagFromFramesConfig(camera_info=False))
+    jpg = extract([tmp_path / 'bag'], tmp_path / 'jpg', ExtractConfig(image_format='jpg'))
+    assert (jpg.written, jpg.failed) == (1, 2)
+    assert jpg.first_failure.endswith('.jpg (70000x2); JPEG holds at most 65500 pixels a side: extract with '
+                                      '--image-format png'), jpg.first_failure
+    png = extract([tmp_path / 'bag'], tmp_path / 'png', ExtractConfig(image_format='png'))
+    assert (png.written, png.failed) == (3, 0)
+    assert sorted(read_rgb(r.image).shape for r in read_index(tmp_path / 'png')) == [(2, 70_000, 3)] * 2 + [(16, 24, 3)]

@@ -14,6 +14,8 @@ from vidseg_ros.data.image_headers import compressed_size
 from vidseg_ros.data.images import ImageError, is_compressed_depth, write_file_atomic, write_image_atomic
 from vidseg_ros.text import clip
 
+JPEG_MAX_SIDE = 65500       # libjpeg's largest width or height
+
 
 def write_job(job: tuple, recorded=None) -> tuple[int, str, str, str]:
     """Worker: decode one message and write its file atomically -> (bytes, encoding, error, EXIF action:
@@ -35,8 +37,11 @@ def write_job(job: tuple, recorded=None) -> tuple[int, str, str, str]:
                 [cv2.IMWRITE_PNG_COMPRESSION, 1]
             try:
                 write_image_atomic(path, rgb[:, :, ::-1], params=params, fsync=False)
-            except ImageError:
-                return 0, encoding, f'cannot encode {path.name}', ''
+            except ImageError:      # said only 'cannot encode 1700000000.jpg': the size is the likely why
+                h, w = rgb.shape[:2]
+                why = '; JPEG holds at most 65500 pixels a side: extract with --image-format png' \
+                    if path.suffix == '.jpg' and max(h, w) > JPEG_MAX_SIDE else ''
+                return 0, encoding, f'cannot encode {path.name} ({w}x{h}){why}', ''
         return path.stat().st_size, encoding, '', oriented
     except OSError as e:        # disk full / permissions: stop, do not skip frames silently (no half file left)
         raise _write_error(e, path) from e
