@@ -171,3 +171,26 @@ def test_a_flipped_byte_in_a_ros1_chunk_header_costs_that_chunk_at_most(tmp_path
     lost = set(range(before, before + chunks[2][1])) if damage == 'header length' else set()
     assert levels == sorted(set(range(40)) - lost), warnings
     assert any(str(at) in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize('compression', ['zstd', 'lz4'])
+def test_a_damaged_compressed_mcap_chunk_gives_the_messages_before_the_damage(tmp_path, compression):
+    # the damaged chunk was decompressed 64 kB of input at a time: 8 bytes overwritten in the middle of a zstd
+    # chunk of 200 still frames (6 kB compressed) lost every one of them ('0 message(s) read ... 200 skipped')
+    from vidseg_ros.data.bags.writer import BagWriter, bag_qos_profile
+    w = BagWriter(tmp_path / 'drive', compression=compression, chunk_size_bytes=4 << 20)
+    w.add_topic('/cam/image', IMAGE, [bag_qos_profile()])
+    for i in range(200):
+        w.write('/cam/image', still_cdr(i, (i + 1) * 10**8), (i + 1) * 10**8)
+    w.close()
+    (split,) = w.files
+    data = bytearray(split.read_bytes())
+    at = 8      # after the magic: records of opcode (1 byte) and length (8), up to the one chunk
+    while data[at] != 0x06:
+        at += 9 + int.from_bytes(data[at + 1:at + 9], 'little')
+    middle = at + 9 + int.from_bytes(data[at + 1:at + 9], 'little') // 2
+    data[middle:middle + 8] = b'\xff' * 8
+    split.write_bytes(bytes(data))
+    levels, warnings = _read(tmp_path / 'drive')
+    assert levels[:50] == list(range(50)), warnings      # the first quarter at least
+    assert any('damaged' in w for w in warnings), warnings
