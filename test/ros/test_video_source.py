@@ -180,6 +180,23 @@ def test_a_subscriber_leaving_after_the_start_does_not_hold_the_frames(start_nod
     assert 'starting anyway' not in node.log()
 
 
+def test_fewer_subscribers_than_awaited_start_the_video_after_wait_timeout_s(start_node, probe, frame_folder,
+                                                                          real_frames):
+    """A second subscriber that never comes (a node that failed to start) holds the video wait_timeout_s, then
+    it plays whole to the one there is, after one line saying so."""
+    images = probe.collect(Image, 'image')
+    # 10 s: our subscriber is discovered by then (the frames before it would be lost) on a loaded machine too
+    node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, 'wait_for_subscribers': 2,
+                             'wait_timeout_s': 10.0})
+    probe.wait_for(lambda: len(images) == len(real_frames), 60, 'every frame', node)
+    node.proc.wait(timeout=20)
+    log = node.log()
+    assert node.proc.returncode == 0, log[-3000:]
+    assert [line.split(']: ')[-1] for line in log.splitlines() if '[WARN]' in line] == \
+        ['only 1 subscriber(s) after 10 s; starting anyway'], log[-3000:]
+    assert bytes(images[0].data) == real_frames[0].tobytes()
+
+
 def test_a_subscriber_of_the_compressed_images_counts_with_transport_both(start_node, probe, frame_folder):
     """wait_for_subscribers counts `image` and `image/compressed` together. With transport both only `image`
     counted: segment.launch.py with a segmenter on compressed images (a raw recorder beside it) held the first
