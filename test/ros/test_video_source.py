@@ -97,6 +97,14 @@ def test_missing_source_fails_clearly(start_node, tmp_path):
     assert 'does not exist' in node.log()
 
 
+def test_no_source_at_all_says_how_to_give_one(start_node):
+    """`ros2 run vidseg_ros video_source_node` as first typed, without -p source:=..."""
+    node = start_node(NODE)
+    assert node.proc.wait(timeout=30) == 2
+    assert node.log() == ('VideoSourceNode: ConfigError: parameter `source` is empty: give a video file or image '
+                          'folder (-p source:=/path/to/video.mp4)\n'), node.log()
+
+
 @pytest.mark.parametrize('signals', [(signal.SIGINT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)],
                          ids=['sigint', 'sigterm', 'sigint-twice'])
 def test_stops_cleanly_on_signals(start_node, probe, frame_folder, signals):
