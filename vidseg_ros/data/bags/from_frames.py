@@ -36,6 +36,7 @@ COMPRESSED_T = 'sensor_msgs/msg/CompressedImage'
 INFO_T = 'sensor_msgs/msg/CameraInfo'
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 _SEQ_NAME = re.compile(r'^(?P<seq>.+)_f?\d+$')
+_STAMP_END_NS = 2**31 * 10**9
 
 
 @dataclass
@@ -101,8 +102,8 @@ def write_bag(out: str | Path, sequences: Iterable[Iterable[np.ndarray]],
         progress: called with 1 after every written frame.
     """
     cfg = cfg or BagFromFramesConfig()
-    if cfg.rate_hz <= 0:
-        raise ValueError(f'rate_hz must be > 0, got {cfg.rate_hz}')
+    if not 0 < cfg.rate_hz <= 1e9:     # inf: every frame at one stamp; over 1e9: a period under a nanosecond
+        raise ValueError(f'rate_hz must be > 0 and at most 1e9 (one frame a nanosecond), got {cfg.rate_hz}')
     out = Path(out)
     _check_new_bag(out, cfg.storage)
     new = [p for p in (out, *out.parents) if not p.exists()]     # the folders this call makes, deepest first
@@ -142,6 +143,9 @@ def _write_frames(writer: Writer, sequences: Iterable[Iterable[np.ndarray]], cfg
     for seq in sequences:
         stamps.append([])
         for rgb in seq:
+            if t >= _STAMP_END_NS:     # a ROS time's seconds are an int32: serialize_cdr raised struct.error
+                raise ValueError(f'frame {sum(map(len, stamps)) + 1} would be stamped past 2**31 s (the end of a '
+                                 f'ROS time): rate_hz {cfg.rate_hz} is too low for this many frames')
             msgtype, msg = image_msg(rgb, t, cfg.frame_id, cfg.encoding, cfg.jpeg_quality)
             writer.write(conn, t, TYPESTORE.serialize_cdr(msg, msgtype))
             if info is not None:
