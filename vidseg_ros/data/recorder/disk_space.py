@@ -117,7 +117,10 @@ class DiskSpace:
             return False
         self.released = True
         freed = self.reserved
-        self.reserve_path.unlink(missing_ok=True)
+        try:
+            self.reserve_path.unlink(missing_ok=True)
+        except OSError:   # EROFS: an I/O error turned the file system read-only; closing the bag says so
+            freed = 0
         self._added -= freed
         self.reserved = 0
         return freed > 0

@@ -220,8 +220,12 @@ class BagSink:
         for topic, n in writer.pending_counts.items():  # in the chunk that never reached the file
             self._topics[topic].written -= n
             self._topics[topic].dropped += n
-        path = writer.abandon()
-        what = f'closing {path or writer.bag_dir} failed ({reason(error)})'
+        what = f'closing {writer.current_path or writer.bag_dir} failed ({reason(error)})'
+        try:
+            path = writer.abandon()
+        except OSError as e:   # EROFS: an I/O error turned the file system read-only
+            path = None
+            what += f'; cutting it back to its last complete chunk failed too ({reason(e)})'
         if path is not None:
             try:
                 seal(path)
