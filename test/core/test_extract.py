@@ -704,3 +704,48 @@ def test_a_frame_too_wide_for_jpeg_says_why_and_what_to_do(tmp_path):
     png = extract([tmp_path / 'bag'], tmp_path / 'png', ExtractConfig(image_format='png'))
     assert (png.written, png.failed) == (3, 0)
     assert sorted(read_rgb(r.image).shape for r in read_index(tmp_path / 'png')) == [(2, 70_000, 3)] * 2 + [(16, 24, 3)]
+
+
+def _bag_with_a_damaged_message(path, msgtype: str, cut) -> None:
+    """10 frames stamped in sim time (header 100.0 .. 100.9 s, logged at wall-clock time); message 5's bytes
+    ``cut(bytes)``."""
+    import cv2
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from vidseg_ros.data.bags.from_frames import TYPESTORE
+    t = TYPESTORE.types
+    w = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    w.open()
+    conn = w.add_connection('/cam', msgtype, typestore=TYPESTORE)
+    for i in range(10):
+        header = t['std_msgs/msg/Header'](stamp=t['builtin_interfaces/msg/Time'](sec=100, nanosec=i * 10**8),
+                                          frame_id='cam')
+        rgb = np.full((4, 6, 3), 20 * i, np.uint8)
+        if msgtype.endswith('CompressedImage'):
+            msg = t[msgtype](header=header, format='png', data=cv2.imencode('.png', rgb)[1].ravel())
+        else:
+            msg = t[msgtype](header=header, height=4, width=6, encoding='rgb8', is_bigendian=0, step=18,
+                             data=rgb.ravel())
+        data = bytes(TYPESTORE.serialize_cdr(msg, msgtype))
+        w.write(conn, 1_700_000_000 * 10**9 + i * 10**8, cut(data) if i == 5 else data)
+    w.close()
+
+
+@pytest.mark.parametrize('msgtype, image_format, cut', [
+    ('sensor_msgs/msg/Image', 'png', lambda d: d[:8]),                 # too short to hold a stamp: log time
+    ('sensor_msgs/msg/Image', 'png', lambda d: d[:4] + (2 * 10**9).to_bytes(4, 'little') + d[8:20]),  # stamp noise
+    ('sensor_msgs/msg/CompressedImage', 'keep', lambda d: d[:30]),
+    ('sensor_msgs/msg/CompressedImage', 'png', lambda d: d[:30])])
+def test_a_damaged_message_is_one_failed_frame_and_splits_nothing(tmp_path, msgtype, image_format, cut):
+    """One message whose bytes do not deserialise, among 9 good ones: placed by its stamp (noise, or a log time
+    of another clock than the sim-time stamps), it split the 9 frames into two sequences (5 + 4); with
+    --image-format keep, its SerdeError ended the whole extract (exit 2, the 4 frames after it lost, a re-run the
+    same). Now it is one failed frame, saying why, and the 9 others are one sequence, indexed 0..8."""
+    _bag_with_a_damaged_message(tmp_path / 'bag', msgtype, cut)
+    res = extract([tmp_path / 'bag'], tmp_path / 'out', ExtractConfig(image_format=image_format))
+    assert (res.written, res.failed) == (9, 1)
+    assert 'SerdeError' in res.first_failure and '@ 1700000000500000000:' in res.first_failure
+    recs = read_index(tmp_path / 'out')
+    assert [(r.sequence, r.index) for r in recs] == [('bag_cam_000', i) for i in range(9)]
+    assert [read_rgb(r.image)[0, 0, 0] for r in recs] == [20 * i for i in range(10) if i != 5]
+    assert sorted(p.name for p in (tmp_path / 'out' / 'images').iterdir()) == ['bag_cam_000']

@@ -72,23 +72,36 @@ class SequencePlanner:
         """Take the bag's next image message; -> the frames to write now, in stamp order per topic, each
         (record, path, message, the message deserialised where it is kept as recorded, else None):
         ``StampOrder`` holds a few of each topic's frames to put one that arrived late in its place."""
+        m = deserialized(msg)   # once, here: for its size and for ``--image-format keep`` (``_place``)
+        if m is None:
+            return [self._damaged(msg)]
         stamp = header_stamp_ns(msg) if self.cfg.stamp == 'header' else 0
         stamp = stamp or msg.log_time_ns
         order = self.order.get(msg.topic)
         if order is None:
             order = self.order[msg.topic] = StampOrder(REORDER_FRAMES, self.cfg.max_gap_s)
-        return self._placed(order.push(stamp, msg))
+        return self._placed(order.push(stamp, (msg, m)))
+
+    def _damaged(self, msg: RawMessage) -> tuple:
+        """A message whose bytes do not deserialise, planned to fail (its job says why, as a failed frame) outside
+        its topic's order and sequences: its header stamp is noise (and, where it was too short to hold one, its
+        log time is another clock than sim-time stamps), so placed among the frames it split their sequence in
+        two; and ``--image-format keep`` raised its error out of the whole extract, the frames after it lost."""
+        self.result.selected += 1
+        path = self.out / 'images' / f'.damaged-{msg.log_time_ns}'     # never written: its decode fails first
+        return FrameRecord('', 0, path, None, msg.log_time_ns, 'none', str(self.bag), msg.topic, ''), path, msg, None
 
     def flush(self) -> list[tuple]:
         """The frames still held, at the end of the bag."""
         return [p for order in self.order.values() for p in self._placed(order.drain())]
 
     def _placed(self, released) -> list[tuple]:
-        return [p for stamp, msg in released if (p := self._place(stamp, msg)) is not None]
+        return [p for stamp, item in released if (p := self._place(stamp, item)) is not None]
 
-    def _place(self, stamp: int, msg: RawMessage) -> tuple | None:
+    def _place(self, stamp: int, item: tuple) -> tuple | None:
         """A frame's sequence, index and file, in stamp order of its topic (as ``plan`` gives it); None for one
-        not kept. The message is deserialised once here, for its size and for ``--image-format keep``."""
+        not kept. ``item``: the message and its deserialised fields."""
+        msg, m = item
         cfg = self.cfg
         st = self.state.setdefault(msg.topic, {'last': None, 'seg': -1, 'pos': 0, 't0': stamp, 'hw': None})
         rel = (stamp - st['t0']) / 1e9
@@ -101,7 +114,6 @@ class SequencePlanner:
         if st['last'] is not None and stamp == st['last']:
             self.result.duplicates += 1
             return None
-        m = deserialized(msg)   # None where damaged: frame_hw and kept_as_recorded try again, and say so
         hw = frame_hw(msg, m)   # a new size starts a new sequence: flow, propagation, temporal metrics need one
         resized = hw is not None and st['hw'] is not None and hw != st['hw']
         if st['last'] is None or stamp < st['last'] or (stamp - st['last']) / 1e9 > cfg.max_gap_s or resized:
