@@ -33,7 +33,10 @@ errors = []
 rec = Recorder(bag, compression=compression, chunk_size_bytes=1 << 20, min_free_disk_bytes=0,
                on_error=errors.append)
 rec.add_topic('/cam', 'sensor_msgs/msg/Image')
+split_at = int(sys.argv[5]) if len(sys.argv) > 5 else -1
 for i, data in enumerate(json.loads(frames.read_text())):
+    if i == split_at:
+        rec.split()
     rec.put('/cam', bytes.fromhex(data), 1000 + i)
 rec._thread.join(60)  # the writer thread ends on its own at the write error
 c = rec.snapshot()['/cam']
@@ -77,6 +80,29 @@ def test_file_size_limit_ends_with_a_readable_bag(tmp_path, compression):
     assert read_rosbags([bag]) == [('/cam', d) for d in sent[:written]]
     assert read_mcap(mcap_file) == [('/cam', d) for d in sent[:written]]
 
+
+
+def test_a_write_error_after_a_split_keeps_the_closed_file(tmp_path):
+    """The second file hits the limit: it is closed at its last chunk, and metadata.yaml lists both files (the
+    first one, closed by the split, with all its messages)."""
+    rng = np.random.default_rng(4)
+    sent = [noisy_frame(i, rng) for i in range(N)]
+    (tmp_path / 'frames.json').write_text(json.dumps([d.hex() for d in sent]))
+    bag = tmp_path / 'bag'
+    proc = subprocess.run([sys.executable, '-c', RECORD, str(bag), str(LIMIT), 'none', str(tmp_path / 'frames.json'),
+                           '10'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert len(result['errors']) == 1 and 'bag_1.mcap failed' in result['errors'][0], result['errors']
+    assert '2 file(s)' in result['errors'][0] and result['closed_ok']
+    written = result['written']
+    assert 10 < written < N and written + result['dropped'] == N
+    files = [Path(p) for p in result['files']]
+    assert [p.name for p in files] == ['bag_0.mcap', 'bag_1.mcap'] and all(is_intact(p) for p in files)
+    meta = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert [(f['path'], f['message_count']) for f in meta['files']] == [('bag_0.mcap', 10),
+                                                                         ('bag_1.mcap', written - 10)]
+    assert read_rosbags([bag]) == [('/cam', d) for d in sent[:written]]
 
 def test_seal_closes_a_file_cut_at_a_chunk_and_refuses_a_torn_one(tmp_path):
     """The unit: a file cut after a complete chunk is closed where it ends; one cut inside a record is left
