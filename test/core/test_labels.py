@@ -479,3 +479,25 @@ def test_a_paletted_label_is_read_by_its_colours_with_a_table(tmp_path):
     (tmp_path / 'classes.csv').write_text('name,r,g,b\nbackground,0,0,0\naeroplane,128,0,0\n')
     import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv')
     assert np.array_equal(cv2.imread(str(read_index(ds)[0].label), cv2.IMREAD_UNCHANGED), _square())
+
+
+def test_stereo_labels_with_one_stamp_go_by_their_sequence_folder(tmp_path, caplog):
+    """Two cameras stamping each frame alike: a label in a folder named after its sequence goes to that camera's
+    frame; one in a flat folder was skipped as 'matches 0 frames' (two have its stamp): it now says so and what
+    to do."""
+    from support.bags import mono8_bag
+
+    from vidseg_ros.data.datasets.labels import write_label
+    extract([mono8_bag(tmp_path / 'bag', ['/left/image', '/right/image'])], tmp_path / 'ds')
+    recs = read_index(tmp_path / 'ds')
+    for r in recs:
+        left = 'left' in r.sequence
+        write_label(tmp_path / 'seq' / r.sequence / f'{r.stamp_ns}.png', np.full((8, 8), left, np.uint8))
+        write_label(tmp_path / 'flat' / f'{r.stamp_ns}.png', np.ones((8, 8), np.uint8))
+    assert import_labels(tmp_path / 'ds', tmp_path / 'flat', class_names=['a', 'b'])['imported'] == 0
+    assert 'label 1000000000.png: 2 frames have its stamp (bag_left_image_000, bag_right_image_000); skipped: put ' \
+        'it in a folder named after its sequence' in caplog.text
+    assert import_labels(tmp_path / 'ds', tmp_path / 'seq', class_names=['a', 'b'])['imported'] == 6
+    src = extracted_source(tmp_path / 'ds')
+    assert [(r.sequence[4:], int(src.read_label(r).max())) for r in src.records] == \
+        [(f'{side}_image_00{i}', side == 'left') for side in ('left', 'right') for i in range(3)]

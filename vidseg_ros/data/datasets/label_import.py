@@ -285,13 +285,17 @@ def _match(records: list[FrameRecord], files: list[Path], match: str, root: Path
                          '(<stamp_ns>.png, as in its images/ folder); or pair them in order with --match order')
     pairs = []
     for f in files:
-        cands = by_stamp.get(f.stem, [])
-        if len(cands) > 1:      # same stamp on two topics: the folder names the sequence
-            cands = [r for r in cands if r.sequence == f.parent.name]
+        stamped = by_stamp.get(f.stem, [])
+        # same stamp on two topics (a stereo pair): the folder names the sequence
+        cands = [r for r in stamped if r.sequence == f.parent.name] if len(stamped) > 1 else stamped
         if len(cands) == 1:
             pairs.append((cands[0], f))
+        elif len(stamped) > 1:      # it said 'matches 0 frames' of a stamp two sequences hold
+            log.warning('label %s: %d frames have its stamp (%s); skipped: put it in a folder named after its '
+                        'sequence', f.relative_to(root), len(stamped),
+                        clip(', '.join(sorted(r.sequence for r in stamped)), 200))
         else:
-            log.warning('label %s matches %d frames; skipped', f.relative_to(root), len(cands))
+            log.warning('label %s matches no frame; skipped', f.relative_to(root))
     return pairs
 
 
