@@ -81,13 +81,8 @@ def _data_info(cfg: TrainConfig) -> dict:
         meta = read_meta(cfg.data_root)
     except (ValueError, OSError) as e:
         raise ConfigError(f'data_root: {e}') from e
+    # read_meta has checked the types: classes a list of names, colors [r, g, b] triples of 0..255
     ignore, names, colors = meta.get('ignore_index'), meta.get('classes') or [], meta.get('colors')
-    where = f'{cfg.data_root}/dataset.yaml'
-    if not isinstance(names, list):
-        raise ConfigError(f'{where}: classes must be a list of names, e.g. [background, object]')
-    if colors is not None and not (isinstance(colors, list) and all(
-            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) for v in c) for c in colors)):
-        raise ConfigError(f'{where}: colors must be a list of [r, g, b] integer triples')
     return {'names': [str(n) for n in names] or None, 'colors': colors,
             'ignore_index': None if ignore is None else int(ignore),
             'licence': str(meta['licence']) if meta.get('licence') else None}
@@ -127,11 +122,21 @@ def resolve_classes(cfg: TrainConfig, info: dict | None = None) -> TrainConfig:
     return replace(cfg, num_classes=num, ignore_index=ignore)
 
 
-def open_split(cfg: TrainConfig, split: str) -> FrameSource:
+def open_split(cfg: TrainConfig, split: str, key: str = '') -> FrameSource:
     """Records of one split of ``cfg``'s dataset (``public_layouts.open_source``: CamVid split folders;
-    DAVIS and folder ``head``/``tail``/``all`` or sequence names, optionally ``seqs:head``)."""
+    DAVIS and folder ``head``/``tail``/``all`` or sequence names, optionally ``seqs:head``). ``key``: the
+    setting that names the split, put before an error (train_split and val_split read the same folder)."""
     check_folder('data_root', cfg.data_root)
-    return _ids_beyond_classes_ignored(cfg, open_source(cfg.data_root, split, cfg.dataset))
+    return _ids_beyond_classes_ignored(cfg, _opened(key, cfg.data_root, split, cfg.dataset))
+
+
+def _opened(key: str, root: str, split: str, dataset: str = 'auto') -> FrameSource:
+    try:
+        return open_source(root, split, dataset)
+    except ValueError as e:
+        if not key:
+            raise
+        raise ConfigError(f'{key}: {e}') from None
 
 
 def _ids_beyond_classes_ignored(cfg: TrainConfig, src: FrameSource) -> FrameSource:
@@ -160,7 +165,7 @@ def _labelled_split(cfg: TrainConfig, key: str) -> FrameSource:
     """The split named by the setting ``key`` (``train_split``, ...); refuses one without a labelled frame
     (e.g. ``tail`` of a drive too short for the 5-frame gap), naming the split, the data and the fix."""
     split = getattr(cfg, key)
-    src = open_split(cfg, split)
+    src = open_split(cfg, split, key)
     if not src.labelled():
         raise ConfigError(f'{key}: {split!r} of {cfg.data_root}: none of its {len(src.records)} frames is labelled; '
                           f'{_NO_LABELS_FIX[key]}')
@@ -287,11 +292,14 @@ def temporal_dataset(cfg: TrainConfig) -> Dataset | None:
     if not cfg.temporal_weight:
         return None
     check_folder('temporal_data', cfg.temporal_data)
-    src = open_source(cfg.temporal_data, cfg.temporal_split)
+    src = _opened('temporal_split', cfg.temporal_data, cfg.temporal_split)
     if not src.records:
         raise ConfigError(f'temporal_split: {cfg.temporal_split!r} of {cfg.temporal_data} has no frames; name '
                           'another split (e.g. all, or sequence names)')
-    return RealClipDataset(src, cfg.seq_len, augment_config(cfg, src, train=True), train=True, seed=cfg.seed)
+    try:
+        return RealClipDataset(src, cfg.seq_len, augment_config(cfg, src, train=True), train=True, seed=cfg.seed)
+    except ValueError as e:     # no clip of seq_len frames: said of the temporal data, not the training data
+        raise ConfigError(f'temporal_data: {e}') from None
 
 
 def val_dataset(cfg: TrainConfig) -> Dataset | None:
@@ -317,7 +325,7 @@ def selection_source(cfg: TrainConfig) -> FrameSource | None:
     if not cfg.select_split:
         return None
     src = _labelled_split(cfg, 'select_split')
-    if cfg.val_split and _images(src) & _images(open_split(cfg, cfg.val_split)):
+    if cfg.val_split and _images(src) & _images(open_split(cfg, cfg.val_split, 'val_split')):
         raise ConfigError(f'select_split: {cfg.select_split!r} shares frames with val_split {cfg.val_split!r}; '
                           'choose on held-out training sequences (e.g. train:0006R0), report val')
     return src
