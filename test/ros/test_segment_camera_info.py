@@ -228,3 +228,25 @@ def test_a_frame_in_a_long_inference_keeps_its_camera_info(segmenter, probe, hel
     with probe.lock:
         got = {stamp_of(m): m.k[0] for m in infos}
     assert got == {stamp: 700.0, later[-1]: 800.0}
+
+
+def test_an_uncalibrated_cameras_zero_camera_info_goes_out_sized_to_the_mask_without_a_warning(start_node, probe,
+                                                                                               real_frames):
+    """sensor_msgs/CameraInfo: an uncalibrated camera leaves D, K, R and P zeroed (K[0] == 0 says so); a driver
+    without a calibration file (camera_info_manager's default) sends one with every frame. It was refused as bad
+    input ('focal lengths must be positive (fx 0, fy 0)'): an ERROR line, /diagnostics WARN for as long as the
+    camera ran, and no ~/camera_info, whose size the mask's consumers read."""
+    node = start_node(NODE, {**PARAMS, 'diagnostics_period_s': 0.3})
+    masks = probe.collect(Image, f'{OUT}/mask', RELIABLE)
+    infos = probe.collect(CameraInfo, f'{OUT}/camera_info', RELIABLE)
+    pub, pub_info = probe.publishers(node, (Image, 'image'), (CameraInfo, 'camera_info'))
+    for i in range(3):
+        stamp = BASE + i * PERIOD
+        pub_info.publish(CameraInfo(header=header(stamp), width=640, height=480))   # all else zero
+        pub.publish(image_msg(cv2.resize(real_frames[i], (640, 480)), stamp))
+        probe.wait_for(lambda: any(stamp_of(m) == stamp for m in infos), 60, f'~/camera_info of frame {i}', node)
+        mask = next(m for m in masks if stamp_of(m) == stamp)
+        out = next(m for m in infos if stamp_of(m) == stamp)
+        assert (out.width, out.height) == (mask.width, mask.height) and out.header == mask.header
+        assert not any(out.k) and not any(out.p) and not any(out.r) and not any(out.d), out   # still uncalibrated
+    assert not [line for line in node.log().splitlines() if 'camera_info' in line], node.log()[-3000:]

@@ -53,7 +53,9 @@ def camera_info_problem(width: int, height: int, k, d, r, p, max_pixels: int) ->
                 return f'camera_info {name} holds a non-finite value ({v})'
             if name in ('K', 'P') and abs(v) > MAX_CAMERA_VALUE:
                 return f'camera_info {name} holds an absurd value ({v:g})'
-    if len(k) == 9 and (k[0] <= 0 or k[4] <= 0):
+    # sensor_msgs/CameraInfo: an uncalibrated camera leaves K (and D, R, P) zeroed, K[0] == 0 says so; it goes out
+    # sized to the mask, still zero (it was refused as bad input: a WARN for as long as the camera ran)
+    if len(k) == 9 and k[0] != 0 and (k[0] < 0 or k[4] <= 0):
         return f'camera_info focal lengths must be positive (fx {k[0]:g}, fy {k[4]:g})'
     return None
 
