@@ -58,3 +58,29 @@ def test_a_snapshot_that_cannot_open_is_a_clear_stop_not_a_bag_to_recover(tmp_pa
     assert rec.error.startswith(f'writing {path} failed') and 'no bag file was written' in rec.error, rec.error
     assert not path.exists() and list(tmp_path.iterdir()) == []
     assert rec.snapshot()['/cam'].dropped == 3
+
+
+RESERVE_UNDER_LIMIT = r'''
+import resource, signal, sys
+from vidseg_ros.data.recorder.core import Recorder
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))   # the reserve needs ~2 MB
+try:
+    Recorder(sys.argv[1], min_free_disk_bytes=0, direct_io=False)
+except OSError as e:
+    print(e)
+'''
+
+
+def test_a_reserve_over_a_file_size_limit_says_what_it_was(tmp_path):
+    """A file-size limit below the reserve: the error was "[Errno 27] File too large", naming neither the file
+    nor what it was for."""
+    import subprocess
+    import sys
+    bag = tmp_path / 'bag'
+    proc = subprocess.run([sys.executable, '-c', RESERVE_UNDER_LIMIT, str(bag)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count('\n') == 1 and 'File too large' in proc.stdout, proc.stdout
+    assert 'cannot reserve' in proc.stdout and str(bag / '.vidseg_reserve') in proc.stdout, proc.stdout
+    assert list(tmp_path.iterdir()) == []

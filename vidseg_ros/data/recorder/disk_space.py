@@ -102,8 +102,9 @@ class DiskSpace:
                     os.pwrite(fd, bytes(_STEP), offset)
                 os.fsync(fd)
         except OSError as e:
-            if e.errno not in DISK_FULL:
-                raise
+            if e.errno not in DISK_FULL:   # EFBIG (a file-size limit), EIO: it said "[Errno 27] File too large"
+                raise OSError(e.errno, f'cannot reserve {size / 1e6:.1f} MB to close the bag ({e.strerror})',
+                              str(self.reserve_path)) from e
             return False
         finally:
             os.close(fd)
