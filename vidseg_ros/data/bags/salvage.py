@@ -128,6 +128,8 @@ def salvage_records(path: str | Path, stats: SalvageStats | None = None) -> Iter
             walker = _Walker(buf, size, path, stats)
             yield from walker.run()
             walker.close_damaged_count()
+            for channel_id, n in walker.orphans.items():
+                walker.warn(f'{n} message(s) of channel {channel_id} skipped: its definition was lost')
         finally:
             buf.close()
 
@@ -149,6 +151,7 @@ class _Walker:
         self.announced: set[tuple[int, int]] = set()  # (opcode, id) already yielded
         self.last_time: int | None = None
         self.indexed = self.kept_in_damaged = -1  # message-index bookkeeping after a damaged chunk
+        self.orphans: dict[int, int] = {}   # channel id -> messages skipped because its definition was lost
 
     def warn(self, text: str) -> None:
         self.stats.warnings.append(f'{self.path}: {text}')
@@ -231,8 +234,11 @@ class _Walker:
 
     def _emit(self, message: Message) -> Iterator:
         channel = self.channels.get(message.channel_id)
-        if channel is None:
-            raise ValueError(f'message on unknown channel {message.channel_id} (its definition was lost)')
+        if channel is None:     # its definition was lost with a damaged record: skipped and counted (raised, this
+            # ended the whole read, the other channels and splits too)
+            self.orphans[message.channel_id] = self.orphans.get(message.channel_id, 0) + 1
+            self.stats.skipped += 1
+            return
         schema = self.schemas.get(channel.schema_id)
         if schema is not None and (Opcode.SCHEMA, schema.id) not in self.announced:
             self.announced.add((Opcode.SCHEMA, schema.id))
