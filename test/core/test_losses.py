@@ -32,7 +32,9 @@ def test_class_balanced_weights_inverse_frequency():
     assert balanced.item() == pytest.approx((right + wrong) / 2)   # each present class weighs the same
 
 
-def test_triplet_loss_weights_by_distance():
+@pytest.mark.parametrize('class_balanced', [False, True])
+def test_triplet_loss_weights_by_distance(class_balanced):
+    """Each term is torch's CE of its sample (class-balanced: with the weights of the batch's labels)."""
     torch.manual_seed(0)
     model = TinyKeyframe(3)
     key, cur = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
@@ -40,7 +42,7 @@ def test_triplet_loss_weights_by_distance():
     y[1, :12] = 255                                   # sample 1: a quarter of its pixels labelled
     d = torch.tensor([1, 4])
     parts = L.keyframe_triplet_loss(L.triplet_outputs(model, key, cur), y, y_key, d, ignore_index=255,
-                                    feature_weight=0.01)
+                                    feature_weight=0.01, class_balanced=class_balanced)
     expected = []
     with torch.no_grad():
         for i, a in enumerate((1 / 2, 1 / 5)):        # a_d = 1 / (d + 1)
@@ -49,7 +51,8 @@ def test_triplet_loss_weights_by_distance():
 
             def nll(logits, labels):                  # torch's mean CE over the labelled pixels, at label size
                 up = torch.nn.functional.interpolate(logits, size=(16, 16), mode='bilinear', align_corners=False)
-                return torch.nn.functional.cross_entropy(up, labels[i:i + 1], ignore_index=255).item()
+                weight = L.class_balance_weights(labels, 3, 255) if class_balanced else None
+                return torch.nn.functional.cross_entropy(up, labels[i:i + 1], weight=weight, ignore_index=255).item()
             cached, key_loss = nll(model.decode(low_c, high_k), y), nll(model.decode(low_k, high_k), y_key)
             self_loss = nll(model.decode(low_c, high_c), y)
             feature = (high_c[0] - high_k[0]).abs().mean().item()
