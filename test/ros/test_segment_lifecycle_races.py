@@ -117,3 +117,30 @@ def test_a_model_set_while_a_failed_load_rolls_back_is_the_one_the_parameter_nam
     until_mask(probe, pub, masks, real_frames[1])   # the next frame loads B
     assert 'recurrent_unet' in segmenter.core.engine.model_name
     assert segmenter.get_parameter('model').value == HELD
+
+
+def test_a_model_set_while_a_failing_load_runs_is_loaded_next_not_rolled_back(segmenter, probe, real_frames,
+                                                                             tmp_path, monkeypatch):
+    """`ros2 param set model A` (a file that does not load), then B while A loads: A's failure keeps the old model
+    serving but must not set the parameter back over B, which the next frame loads."""
+    pub, masks = serving(probe, segmenter)
+    garbage = tmp_path / 'garbage.onnx'
+    garbage.write_bytes(b'\x08' + bytes(range(256)) * 4)   # passes the parameter check, fails the load
+    entered, opened = threading.Event(), threading.Event()
+    load = segment_node.load_engine
+
+    def held(cfg):
+        if cfg.model == str(garbage):
+            entered.set()
+            opened.wait(60)
+        return load(cfg)
+    monkeypatch.setattr(segment_node, 'load_engine', held)
+    assert segmenter.set_parameters([Parameter('model', value=str(garbage))])[0].successful
+    pub.publish(image_msg(real_frames[0], time.time_ns()))   # the worker loads A before this frame
+    assert entered.wait(30), 'the load of A never started'
+    assert segmenter.set_parameters([Parameter('model', value=HELD)])[0].successful
+    opened.set()
+    until_mask(probe, pub, masks, real_frames[1])   # A failed: served by the old model, or already by B
+    until_mask(probe, pub, masks, real_frames[2])   # B is loaded before this frame at the latest
+    assert 'recurrent_unet' in segmenter.core.engine.model_name
+    assert segmenter.get_parameter('model').value == HELD
