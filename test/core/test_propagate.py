@@ -397,3 +397,39 @@ def test_a_run_over_labels_kept_from_an_earlier_run_computes_nothing(tmp_path, m
     write_index(ds, [replace(r, label=None, label_source='none') if i == 4 else r for i, r in enumerate(recs)])
     propagate_dataset(ds, PropagateConfig(max_distance=3))
     assert len(calls) == 1
+
+
+def _leaving(n: int = 30):
+    """A textured square moving 5 px a frame to the right out of a 96-wide frame (gone from frame 18 on)."""
+    rng = np.random.default_rng(0)
+    bg, tex = rng.integers(0, 120, (64, 96, 3), dtype=np.uint8), rng.integers(150, 255, (20, 20, 3), dtype=np.uint8)
+    frames, masks = [], []
+    for t in range(n):
+        img, mask, x = bg.copy(), np.zeros((64, 96), np.uint8), 10 + 5 * t
+        img[20:40, x:x + 20] = tex[:, :max(0, min(20, 96 - x))]
+        mask[20:40, x:x + 20] = 1
+        frames.append(img)
+        masks.append(mask)
+    return frames, masks
+
+
+def test_a_tracked_object_that_leaves_the_frame_is_not_labelled_where_it_was_last_seen():
+    """After the median-flow tracker lost the object (here: it left the frame), each later frame was labelled with
+    the mask at the last box, confidence 1: 120 pixels of object on empty background, 12 frames long. From the
+    loss on the label is ignore (confidence 0 < min_confidence); --min-confidence 0 keeps the filled mask, as flow
+    does. (OpenCV's MIL tracker reports no loss here: its box stays at the frame's edge.)"""
+    tracker = 'medianflow'
+    frames, masks = _leaving()
+    out = propagate_sequence(frames, {0: masks[0]}, 2, PropagateConfig(method='tracker', tracker=tracker))
+    assert sorted(out) == list(range(1, 30))
+    lost = [i for i in out if out[i].confidence.max() == 0]
+    assert lost and lost == list(range(lost[0], 30)) and lost[0] <= 19      # lost for good, by frame 19
+    for i in out:
+        if i in lost:
+            assert (out[i].label == 255).all()
+        else:
+            assert np.array_equal(out[i].label, out[i].filled) and _iou(out[i].label, masks[i]) > 0.5
+    assert not any((out[i].label == 1).any() and not masks[i].any() for i in out)     # no object where none is
+    filled = propagate_sequence(frames, {0: masks[0]}, 2, PropagateConfig(method='tracker', tracker=tracker,
+                                                                          min_confidence=0))
+    assert all(np.array_equal(filled[i].label, out[i].filled) for i in out)

@@ -369,12 +369,16 @@ def propagate_tracker(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray
 
 def iter_propagate_tracker(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray],
                            cfg: PropagateConfig | None = None, fg_class: int = 1) -> Iterator[tuple[int, Propagated]]:
-    """``propagate_tracker`` frame by frame, as the trackers reach them."""
-    from vidseg_ros.data.labelling.tracking import iter_track_masks
+    """``propagate_tracker`` frame by frame, as the trackers reach them. A frame past the one where its track was
+    lost has confidence 0: ignore in ``label`` (below ``min_confidence``), the last box's mask in ``filled``. Its
+    label was that mask, confident: an object that left the frame stayed labelled where it was last seen."""
+    from vidseg_ros.data.labelling.tracking import iter_tracks
     cfg = cfg or PropagateConfig()
-    for i, m in iter_track_masks(frames, labels, cfg.tracker, fg_class, cfg.max_distance):
-        yield i, Propagated((m * fg_class).astype(np.uint8), (m * fg_class).astype(np.uint8),
-                            np.ones(m.shape, np.float32), 'propagated')
+    for i, m, held in iter_tracks(frames, labels, cfg.tracker, fg_class, cfg.max_distance):
+        filled = (m * fg_class).astype(np.uint8)
+        conf = np.full(m.shape, 1.0 if held else 0.0, np.float32)
+        label = np.where(conf >= cfg.min_confidence, filled, cfg.ignore_index).astype(np.uint8)    # as flow's
+        yield i, Propagated(label, filled, conf, 'propagated')
 
 
 def propagate_sequence(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], num_classes: int,

@@ -130,6 +130,15 @@ def track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tra
 def iter_track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tracker: str = 'medianflow',
                      fg_class: int = 1, max_distance: int = 30) -> Iterator[tuple[int, np.ndarray]]:
     """``track_masks`` as (position, mask) pairs as the trackers reach them (none held)."""
+    for i, mask, _ in iter_tracks(frames, labels, tracker, fg_class, max_distance):
+        yield i, mask
+
+
+def iter_tracks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray], tracker: str = 'medianflow',
+                fg_class: int = 1, max_distance: int = 30) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """``iter_track_masks`` with, for each mask, whether the track held up to its frame: False from the frame where
+    the tracker lost the object on (it left the frame, was hidden), in that direction from its label; the mask
+    there is the last box's, which a tracker that found texture again there keeps following."""
     n = len(frames)
     keys = sorted(k for k in labels if 0 <= k < n)
     nearest: dict[int, int] = {}
@@ -149,17 +158,18 @@ def iter_track_masks(frames: Sequence[np.ndarray], labels: dict[int, np.ndarray]
                 continue
             if box is None:
                 for i in targets:
-                    yield i, np.zeros_like(mask)
+                    yield i, np.zeros_like(mask), True
                 continue
             wanted = set(targets)
             t = make_tracker(tracker)
             t.init(frames[k], box, mask)
-            cur = box
+            cur, held = box, True
             for i in range(k + step, targets[-1] + step, step):
                 if frames[i].shape[:2] != mask.shape:
                     raise ValueError(f'frame {i} is {frames[i].shape[1]}x{frames[i].shape[0]}, labelled frame {k} '
                                      f'{mask.shape[1]}x{mask.shape[0]}: tracking needs one frame size in a sequence; '
                                      'split it where the size changes')
                 ok, cur = t.update(frames[i])
+                held = held and ok      # lost once, lost: a box that then follows background says nothing
                 if i in wanted:
-                    yield i, move_mask(mask, box, cur)
+                    yield i, move_mask(mask, box, cur), held
