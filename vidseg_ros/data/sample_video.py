@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from vidseg_ros.files import cv_path
+from vidseg_ros.text import one_line
 
 CACHE = Path(os.environ.get('VIDSEG_CACHE', Path.home() / '.cache' / 'vidseg_ros'))
 DATA_DIR = 'usr/share/doc/opencv-doc/examples/data'
@@ -39,29 +40,46 @@ def fetch_opencv_sample(name: str = 'vtest.avi') -> Path:
     target = root / DATA_DIR / name
     if target.is_file():
         return target
-    tmp = Path(tempfile.mkdtemp(prefix='vidseg_opencv_doc_'))
     try:
-        subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
-        deb = next(tmp.glob('opencv-doc_*.deb'))
-        _unpack(deb, tmp / 'unpacked')
-        # Rename into place so a concurrent or interrupted fetch never leaves a half-written clip.
         root.mkdir(parents=True, exist_ok=True)
-        for src in (tmp / 'unpacked' / DATA_DIR).iterdir():
+        # unpacked inside the cache: the clips are renamed into place (a concurrent or interrupted fetch never
+        # leaves a half-written one), and a rename out of a tmpfs /tmp (Debian 13, Fedora) failed with EXDEV
+        unpacked = Path(tempfile.mkdtemp(prefix='.unpacking_', dir=root))
+    except OSError as e:
+        raise SampleVideoError(f'cannot write the sample cache {root} ({e.strerror or e}); set VIDSEG_CACHE=DIR '
+                               'or VIDSEG_SAMPLE_VIDEO=PATH to any video') from e
+    try:
+        with tempfile.TemporaryDirectory(prefix='vidseg_opencv_doc_') as tmp:
+            subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=tmp, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+            deb = next(Path(tmp).glob('opencv-doc_*.deb'), None)
+            if deb is None:
+                raise OSError('apt-get download left no opencv-doc_*.deb')
+            _unpack(deb, unpacked)
+        for src in (unpacked / DATA_DIR).iterdir():
             dst = root / DATA_DIR / src.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             if not dst.exists():
                 os.replace(src, dst)
-    except (OSError, subprocess.SubprocessError, StopIteration, tarfile.TarError) as e:
-        detail = getattr(e, 'stderr', b'') or b''
-        raise SampleVideoError(f'could not obtain {name} from Debian\'s opencv-doc package '
-                               f'({type(e).__name__}: {str(e)[:200]} {detail[-200:].decode(errors="replace")})'
-                               f'; set VIDSEG_SAMPLE_VIDEO=PATH to any video instead') from e
+    except (OSError, subprocess.SubprocessError, tarfile.TarError) as e:
+        raise SampleVideoError(f'could not obtain {name} from Debian\'s opencv-doc package ({_why(e)}); '
+                               'set VIDSEG_SAMPLE_VIDEO=PATH to any video instead') from e
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
     if not target.is_file():
         raise SampleVideoError(f'opencv-doc has no {DATA_DIR}/{name}')
     return target
+
+
+def _why(error: BaseException) -> str:
+    """One line: apt-get's own error (its last ``E:`` line), not its whole stderr with the warnings before it."""
+    lines = (getattr(error, 'stderr', None) or b'').decode(errors='replace').splitlines()
+    apt = [line for line in lines if line.startswith('E:')] or [line for line in lines if line.strip()][-1:]
+    if isinstance(error, subprocess.CalledProcessError):
+        what = f'{" ".join(error.cmd)} exited {error.returncode}'
+    else:
+        what = f'{type(error).__name__}: {error}'
+    return one_line(f'{what}: {apt[-1]}' if apt else what, 300)
 
 
 def _unpack(deb: Path, out: Path) -> None:
