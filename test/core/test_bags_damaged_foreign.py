@@ -194,3 +194,35 @@ def test_a_damaged_compressed_mcap_chunk_gives_the_messages_before_the_damage(tm
     levels, warnings = _read(tmp_path / 'drive')
     assert levels[:50] == list(range(50)), warnings      # the first quarter at least
     assert any('damaged' in w for w in warnings), warnings
+
+
+def _sqlite_bag(path: Path, n: int = 10) -> Path:
+    w = Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3)
+    w.open()
+    conn = w.add_connection('/cam/image', IMAGE, typestore=TS)
+    for i in range(n):
+        w.write(conn, (i + 1) * 10**8, still_cdr(i, (i + 1) * 10**8, 8, 8))
+    w.close()
+    return next(path.glob('*.db3'))
+
+
+def test_a_damaged_byte_in_a_sqlite_topic_name_costs_that_character_not_the_bag(tmp_path):
+    # 'Could not decode to UTF-8 column name': 'cannot read the topic table; nothing salvaged', 0 of 10 messages
+    db = _sqlite_bag(tmp_path / 'drive')
+    db.write_bytes(db.read_bytes().replace(b'/cam/image', b'/cam/\xccmage'))
+    warnings: list[str] = []
+    got = list(read_messages(tmp_path / 'drive', warnings=warnings))
+    assert [int(deserialize(m).data[0]) for m in got] == list(range(10)), warnings
+    assert {m.topic for m in got} == {'/cam/\ufffdmage'}
+
+
+def test_a_damaged_sqlite_schema_is_a_warning_not_a_unicode_error(tmp_path):
+    # sqlite's 'malformed database schema' quotes the damaged bytes, and its message failed to decode: a
+    # UnicodeDecodeError out of the salvage ("vidseg extract: error: 'utf-8' codec can't decode byte 0xcc ...")
+    db = _sqlite_bag(tmp_path / 'drive')
+    data = db.read_bytes()
+    at = data.index(b'NOT NULL')
+    db.write_bytes(data[:at + 6] + b'\xcc' + data[at + 7:])
+    warnings: list[str] = []
+    assert list(read_messages(tmp_path / 'drive', warnings=warnings)) == []
+    assert any('cannot read the topic table (malformed database schema' in w for w in warnings), warnings

@@ -355,6 +355,8 @@ def _salvage_mcap(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
 
 
 # --- sqlite3: read row by row so that a malformed page costs only its rows ---
+# sqlite's message for a damaged schema quotes its bytes: not UTF-8, it raises UnicodeDecodeError instead
+_DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 def _salvage_sqlite(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
     with tempfile.TemporaryDirectory(prefix='vidseg_salvage_') as tmp:
         yield from _read_sqlite_rows(_pad_sqlite(file, Path(tmp), warnings), file, warnings)
@@ -383,13 +385,16 @@ def _pad_sqlite(file: Path, tmp: Path, warnings: list[str]) -> Path:
 def _read_sqlite_rows(path: Path, file: Path, warnings: list[str]) -> Iterator[RawMessage]:
     try:
         con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
+        # a damaged byte in a topic name costs that character (its decode error read as an unreadable table)
+        con.text_factory = lambda b: b.decode('utf-8', 'replace')
         topics = {i: (bag_name(n), t) for i, n, t in con.execute('SELECT id, name, type FROM topics')}
-    except sqlite3.DatabaseError as e:
-        _warn(warnings, f'{clip(file)}: cannot read the topic table ({clip(e)}); nothing salvaged')
+    except _DB_ERRORS as e:
+        why = e.object.decode('utf-8', 'replace') if isinstance(e, UnicodeDecodeError) else e   # sqlite's own words
+        _warn(warnings, f'{clip(file)}: cannot read the topic table ({clip(why)}); nothing salvaged')
         return
     try:
         max_id = con.execute('SELECT max(id) FROM messages').fetchone()[0] or 0
-    except sqlite3.DatabaseError:
+    except _DB_ERRORS:
         max_id = 10**7
     # rosbag2 numbers its rows 1, 2, 3...: an id between two rows read that gives no row is lost too (a damaged
     # b-tree page loses its rows in silence: 'rowid out of order'), as is a row whose topic is not in the table
@@ -398,7 +403,7 @@ def _read_sqlite_rows(path: Path, file: Path, warnings: list[str]) -> Iterator[R
         try:
             row = con.execute('SELECT topic_id, timestamp, data FROM messages WHERE id = ?',
                               (rid,)).fetchone()
-        except sqlite3.DatabaseError:
+        except _DB_ERRORS:
             row = False
         if not row:
             run, errors_run = run + 1, errors_run + (row is False)
