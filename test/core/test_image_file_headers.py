@@ -305,3 +305,29 @@ def test_a_pnm_frame_is_read_by_its_maxval_and_a_label_keeps_its_values(tmp_path
         expected = np.rint(values * (255 / maxval)).astype(np.uint8)
         assert np.abs(rgb.astype(int) - expected[:, :, None]).max() <= 1, name
         assert np.array_equal(read_label_pixels(tmp_path / name)[0], values), name
+
+
+def _exif_orientation(end: str, kind: int, value: int) -> bytes:
+    """An EXIF (TIFF) block whose first IFD holds one Orientation entry typed ``kind`` (SHORT 3, LONG 4, BYTE 1)."""
+    field = struct.pack(end + 'HH', value, 0) if kind == 3 else struct.pack(end + 'I', value) if kind == 4 \
+        else bytes([value, 0, 0, 0])
+    return ((b'II' if end == '<' else b'MM') + struct.pack(end + 'HIH', 42, 8, 1)
+            + struct.pack(end + 'HHI', 0x112, kind, 1) + field + struct.pack(end + 'I', 0))
+
+
+@pytest.mark.parametrize('end', ['<', '>'])
+@pytest.mark.parametrize('kind', [3, 4, 1])
+def test_a_jpeg_orientation_of_any_type_is_read_as_opencv_reads_it(tmp_path, end, kind):
+    """OpenCV reads a SHORT at the Orientation's value field whatever its type: a little-endian LONG or BYTE 6
+    turned the frame (read_rgb) while its size and its label (read as stored, then turned by this tag) were not
+    turned: 8x16 against a 16x8 frame, and a square label would have been silently off by a quarter turn."""
+    rgb = np.zeros((8, 16, 3), np.uint8)
+    rgb[:, :8] = 255
+    jpg = cv2.imencode('.jpg', rgb)[1].tobytes()
+    app1 = b'Exif\x00\x00' + _exif_orientation(end, kind, 6)
+    path = tmp_path / 'f.jpg'
+    path.write_bytes(jpg[:2] + b'\xff\xe1' + struct.pack('>H', len(app1) + 2) + app1 + jpg[2:])
+    frame = read_rgb(path)
+    label, _ = read_label_pixels(path)
+    assert file_image_hw(path) == frame.shape[:2] == label.shape[:2]
+    assert np.array_equal(label[:, :, ::-1] > 127, frame > 127)

@@ -142,13 +142,19 @@ _ORIENT_TAG = 0x0112
 
 
 def _exif_tiff_orientation(tiff: bytes) -> int:
-    """The Orientation of an EXIF (TIFF) block's first IFD; 1 when it has none or is malformed."""
+    """The Orientation of an EXIF (TIFF) block's first IFD as OpenCV reads it (``read_rgb``); 1 when it has none
+    or is malformed.
+
+    OpenCV takes the first Orientation entry and reads a SHORT at its value field whatever type the entry says: a
+    little-endian LONG or BYTE 6 turns the image (a big-endian LONG 6 reads as 0: not turned). Only SHORTs were
+    read here, so such a frame was sized, and its labels turned, as not turned."""
     try:
-        _, entries, _ = tiff_directory(io.BytesIO(tiff), tiff[:16])
+        order, entries, _ = tiff_directory(io.BytesIO(tiff), tiff[:16])
     except ImageError:
         return 1
-    for tag, kind, value, _ in entries:
-        if tag == _ORIENT_TAG and kind == 3:        # SHORT
+    for tag, _, _, at in entries:
+        if tag == _ORIENT_TAG:
+            (value,) = struct.unpack_from(order + 'H', tiff, at)
             return value if 1 <= value <= 8 else 1
     return 1
 
