@@ -231,6 +231,32 @@ def test_resuming_with_another_freeze_is_a_clear_error(tmp_path):
         train(_cfg(tmp_path, epochs=2, output=''), resume=True, train_set=_items())
 
 
+def _tiny():
+    from support.tiny_models import TinyKeyframe
+    return TinyKeyframe()
+
+
+def _fpn():
+    torch.manual_seed(0)
+    return create_model('keyframe_fpn', num_classes=3, fpn_ch=16)
+
+
+@pytest.mark.parametrize('make,first,then', [(_tiny, ['low'], ['high']),                # as many parameters
+                                             (_fpn, ['outputs.2'], ['outputs.3'])])    # and of the same shapes
+def test_resuming_with_another_freeze_of_as_many_parameters_is_a_clear_error(tmp_path, make, first, then):
+    """The optimiser state is matched to parameters by position: [low] resumed as [high] stopped at the first step
+    ('The size of tensor a (8) must match the size of tensor b (3)'); two FPN output layers of one shape swapped
+    their Adam moments in silence."""
+    from support.tiny_models import frames
+    arch = {'arch': 'keyframe_fpn', 'arch_config': {'fpn_ch': 16}} if make is _fpn else {}
+    cfg = TrainConfig(name='t', dataset='folder', num_classes=3, ignore_index=255, input_hw=[32, 32], batch_size=2,
+                      epochs=1, val_split='', runs_dir=str(tmp_path / 'runs'), freeze=first, **arch)
+    train(cfg, model=make(), train_set=frames(4, (32, 32)))
+    with pytest.raises(ConfigError, match=rf"trained another set of parameters \(freeze: \['{first[0]}'\]\)"):
+        train(replace(cfg, epochs=2, freeze=then), resume=True, model=make(), train_set=frames(4, (32, 32)))
+    assert train(replace(cfg, epochs=2), resume=True, model=make(), train_set=frames(4, (32, 32)))['epochs'] == 2
+
+
 def test_real_clips_and_a_teacher_are_in_the_provenance_and_licence(tmp_path):
     """The temporal loss's clips (DAVIS here) and a teacher's masks shape the weights too: the checkpoint
     used to name only data_root, so camvid_fpn_cgru_tc's card said 'camvid:train' and nothing of DAVIS."""

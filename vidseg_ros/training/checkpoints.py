@@ -12,7 +12,7 @@ import torch.distributed as dist
 from vidseg_ros.config import ConfigError
 
 from .config import TrainConfig, config_dict
-from .model_setup import unwrap
+from .model_setup import is_frozen, unwrap
 
 # The key of last.pt that holds the output the run may replace (run_outputs.output_grant says which).
 GRANT_KEY = 'overwrite_output'
@@ -90,12 +90,19 @@ def load_training_state(path: Path, model, optimizer, rank: int = 0) -> dict:
                           'resume with that config and data, or start a new run (another name or --set runs_dir=...). '
                           f'{e}') from None
     unwrap(model).load_state_dict(blob['model'])
+    saved = blob.get('config', {}).get('freeze', [])
+    refused = ConfigError(f'--resume: {path} trained another set of parameters (freeze: {saved}); resume with '
+                          'that freeze, or start a new run (another name or --set runs_dir=...)')
+    # The optimiser's state is matched to parameters by position only: another freeze of as many parameters took
+    # other layers' Adam moments (a shape error at the first step, or in silence where the shapes agree).
+    trained = [n for n, p in unwrap(model).named_parameters() if p.requires_grad]
+    if 'freeze' in blob.get('config', {}) and trained != [n for n, _ in unwrap(model).named_parameters()
+                                                          if not is_frozen(n, saved)]:
+        raise refused
     try:
         optimizer.load_state_dict(blob['optimizer'])
     except ValueError:      # its parameter groups were built for another set of trained parameters
-        saved = blob.get('config', {}).get('freeze', [])
-        raise ConfigError(f'--resume: {path} trained another set of parameters (freeze: {saved}); resume with '
-                          'that freeze, or start a new run (another name or --set runs_dir=...)') from None
+        raise refused from None
     by_rank = blob.get('torch_rng_by_rank')
     torch.set_rng_state(by_rank[rank] if by_rank and rank < len(by_rank) else blob['torch_rng'])
     random.setstate((3, tuple(blob['python_rng']), None))

@@ -49,13 +49,17 @@ def freeze(model: torch.nn.Module, prefixes: list[str]) -> list[torch.nn.Module]
             parts = ', '.join(name for name, _ in model.named_children())
             raise ConfigError(f'freeze: {prefix!r} names no part of {getattr(model, "arch", "the model")}; '
                               f'its parts: {parts}')
-    under = lambda name: any(name == f or name.startswith(f + '.') for f in prefixes)  # noqa: E731
     for name, p in params.items():
-        if under(name):
+        if is_frozen(name, prefixes):
             p.requires_grad_(False)
     if not any(p.requires_grad for p in params.values()):
         raise ConfigError(f'freeze: {prefixes} fixes every parameter; nothing would be trained')
-    return [m for name, m in modules.items() if name and under(name)]
+    return [m for name, m in modules.items() if name and is_frozen(name, prefixes)]
+
+
+def is_frozen(name: str, prefixes: list[str]) -> bool:
+    """Whether the parameter or module ``name`` lies under one of the dotted ``prefixes`` of ``freeze``."""
+    return any(name == f or name.startswith(f + '.') for f in prefixes)
 
 
 def load_teacher(cfg: TrainConfig, info: dict, device) -> torch.nn.Module:
