@@ -331,3 +331,28 @@ def test_a_jpeg_orientation_of_any_type_is_read_as_opencv_reads_it(tmp_path, end
     label, _ = read_label_pixels(path)
     assert file_image_hw(path) == frame.shape[:2] == label.shape[:2]
     assert np.array_equal(label[:, :, ::-1] > 127, frame > 127)
+
+
+def _jpeg_with(before_exif: bytes, at: int = 2) -> bytes:
+    """A 16x8 JPEG (left half white) with an EXIF Orientation 6 segment, ``before_exif`` bytes in front of it."""
+    rgb = np.zeros((8, 16, 3), np.uint8)
+    rgb[:, :8] = 255
+    jpg = cv2.imencode('.jpg', rgb)[1].tobytes()
+    app1 = b'Exif\x00\x00' + _exif_orientation('<', 3, 6)
+    return jpg[:at] + before_exif + b'\xff\xe1' + struct.pack('>H', len(app1) + 2) + app1 + jpg[at:]
+
+
+@pytest.mark.parametrize('bogus', [b'\xff\xe5\x00\x01', b'\xff\xfe\x00\x00'], ids=['app5_length_1', 'com_length_0'])
+def test_a_segment_length_below_2_is_read_past_as_libjpeg_does(tmp_path, bogus):
+    """libjpeg reads on after a length word below 2 (it counts no byte after itself): OpenCV decoded the frame and
+    turned it by the EXIF block after it, but the header walk ended there: 'no frame header (SOF)', so the size
+    check refused a frame read_rgb reads, and upright_bytes kept the tag it had not seen."""
+    from vidseg_ros.data.exif import upright_bytes
+    from vidseg_ros.data.image_headers import compressed_size
+    data = _jpeg_with(bogus)
+    path = tmp_path / 'f.jpg'
+    path.write_bytes(data)
+    assert cv2.imread(str(path)).shape[:2] == (16, 8)     # OpenCV's reading, the reference
+    assert compressed_size(data) == ('jpeg', 8, 16)
+    assert file_image_hw(path) == read_rgb(path).shape[:2] == read_label_pixels(path)[0].shape[:2] == (16, 8)
+    assert upright_bytes(data)[1:] == (6, True)

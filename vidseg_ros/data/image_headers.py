@@ -28,7 +28,7 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 def jpeg_segments(buf: bytes | memoryview):
     """(marker, offset, length) of each length-carrying marker segment of a JPEG header, in order, up to the start
-    of scan or a length below 2 (malformed). Stray bytes before a marker are skipped, as libjpeg skips them; an
+    of scan. Stray bytes before a marker are skipped, as libjpeg skips them; an
     ImageError when no marker follows within 64 KiB."""
     i = 2
     while i + 4 <= len(buf):
@@ -49,9 +49,9 @@ def jpeg_segments(buf: bytes | memoryview):
             return
         (length,) = struct.unpack('>H', buf[i + 2:i + 4])
         yield marker, i, length
-        if length < 2:
-            return
-        i += 2 + length
+        # a length below 2 counts no byte after itself: libjpeg reads on from there (here the header ended, and a
+        # file OpenCV decodes, turned by an EXIF block after it, was refused as having no frame header)
+        i += 2 + max(length, 2)
 
 
 # The formats a CompressedImage may hold: those whose size is read from the header before any decoding. OpenCV
