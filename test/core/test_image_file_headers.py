@@ -356,3 +356,15 @@ def test_a_segment_length_below_2_is_read_past_as_libjpeg_does(tmp_path, bogus):
     assert compressed_size(data) == ('jpeg', 8, 16)
     assert file_image_hw(path) == read_rgb(path).shape[:2] == read_label_pixels(path)[0].shape[:2] == (16, 8)
     assert upright_bytes(data)[1:] == (6, True)
+
+
+def test_stray_bytes_before_an_exif_block_are_skipped_as_libjpeg_does(tmp_path):
+    """Two stray bytes between the JFIF and EXIF segments: libjpeg skips them ('2 extraneous bytes before marker')
+    and OpenCV turned the frame to 16x8, but the size (file_image_hw) and the label stopped reading there: 8x16."""
+    plain = cv2.imencode('.jpg', np.zeros((8, 16, 3), np.uint8))[1].tobytes()
+    assert plain[2:4] == b'\xff\xe0'      # OpenCV's JPEGs open with a JFIF APP0 segment
+    app0_end = 4 + struct.unpack('>H', plain[4:6])[0]
+    path = tmp_path / 'f.jpg'
+    path.write_bytes(_jpeg_with(b'\x00\x11', at=app0_end))
+    assert cv2.imread(str(path)).shape[:2] == (16, 8)     # OpenCV's reading, the reference
+    assert file_image_hw(path) == read_rgb(path).shape[:2] == read_label_pixels(path)[0].shape[:2] == (16, 8)

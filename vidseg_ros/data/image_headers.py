@@ -187,12 +187,20 @@ def _file_chunks(f, kind: str):
                 return
             yield name, f.read(length)
             f.seek(4, 1)        # CRC
-    elif kind == 'jpeg':
-        f.seek(2)
+    elif kind == 'jpeg':    # walked as jpeg_segments walks it: stray and fill bytes skipped, as libjpeg does (an
+        f.seek(2)           # EXIF block after stray bytes turned the frame in OpenCV, and was not seen here)
+        stray = 0
         while True:
             head = f.read(4)
-            if len(head) < 4 or head[0] != 0xFF or head[1] == 0xDA:   # start of scan: no metadata after it
+            if len(head) < 4 or (head[0] == 0xFF and head[1] in (0xDA, 0xD9)):   # start of scan: no metadata after
                 return
+            if head[0] != 0xFF or head[1] in (0xFF, 0x01, 0xD8) or 0xD0 <= head[1] <= 0xD7:
+                skip = 2 if head[0] == 0xFF and head[1] != 0xFF else 1      # a marker without a length: 2
+                stray += skip
+                if stray > 1 << 16:
+                    return
+                f.seek(skip - 4, 1)
+                continue
             length = struct.unpack('>H', head[2:4])[0]
             yield head[1], f.read(max(length - 2, 0))
 
