@@ -100,3 +100,30 @@ def test_a_rerun_on_dask_with_a_bag_named_another_way_keeps_its_labels(tmp_path:
         recs = read_index(tmp_path / where)
         assert len(recs) == 24 and sum(x.label_source == 'human' for x in recs) == 4, where
     assert _tree(tmp_path / 'local') == _tree(tmp_path / 'dask')     # index, images and labels, byte for byte
+
+
+def test_relative_folders_on_a_scheduler_whose_workers_run_elsewhere(tmp_path: Path, monkeypatch):
+    """A worker started by `dask worker` has a current folder of its own: a relative OUT or DATASET named in a task
+    was read and written there. Extract put the 16 frames under the worker's folder (the driver's index: none of
+    them, exit 0), propagate failed 'cannot read label file ds/labels/...', the noise variant 'cannot read image
+    file ds/images/...'. Now they land in the folders named, as in a local run."""
+    from distributed import LocalCluster
+
+    from vidseg_ros.data.datasets.variants import make_variant, write_variant
+    from vidseg_ros.data.datasets.layouts import extracted_source
+    for where in ('workers', 'local', 'driver'):
+        (tmp_path / where).mkdir()
+    monkeypatch.chdir(tmp_path / 'workers')        # where the workers are started, and stay
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1',
+                      dashboard_address=None) as cluster:
+        bags = _bags(tmp_path / 'bags', 2, 8)
+        for where, kw in (('local', {}), ('driver', {'executor': 'dask', 'address': cluster.scheduler_address})):
+            monkeypatch.chdir(tmp_path / where)
+            assert extract(bags, 'ds', ExtractConfig(), **kw).written == 16
+            _label_every(Path('ds'), 4)
+            assert propagate_dataset('ds', PropagateConfig(method='flow'), **kw)['propagated'] == 12
+            src = extracted_source('ds')
+            write_variant(make_variant(src, 'noise', n=1, copies=2, sigma=3.0, out='v', **kw), 'v')
+    assert not list((tmp_path / 'workers').rglob('*'))
+    for name in ('ds', 'v'):
+        assert _tree(tmp_path / 'local' / name) == _tree(tmp_path / 'driver' / name), name

@@ -75,7 +75,9 @@ def extract(bags: list[str | Path], out: str | Path, cfg: ExtractConfig | None =
     check_executor(executor, cfg.workers, address)
     for bag in bags:
         check_bag(bag)
-    out = Path(out)
+    # a Dask task names the folder to the worker, whose current folder is its own: a relative OUT put the frames
+    # under the worker's folder (a scheduler at --address), and the driver's index, finding none, lost them
+    out = Path(os.path.abspath(out)) if executor == 'dask' else Path(out)
     with dataset_lock(out, create=True):    # two runs at once: the one ending last dropped the other's rows
         return _extract_locked(bags, out, cfg, progress, executor, address)
 

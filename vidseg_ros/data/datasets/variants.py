@@ -151,7 +151,8 @@ def noise_copies(source: FrameSource, out: str | Path, copies: int, sigma: float
     for i, rec in enumerate(source.records):
         seq = f'{rec.sequence}_{rec.index}_noise'
         paths = [out / 'images' / seq / f'{k:05d}.png' for k in range(copies)]
-        tasks.append((str(rec.image), [str(p) for p in paths], sigma, (seed, i)))
+        # absolute: a Dask worker's current folder is its own (a relative path read and wrote there, at --address)
+        tasks.append((os.path.abspath(rec.image), [os.path.abspath(p) for p in paths], sigma, (seed, i)))
         # Each copy its own "sequence" of distinct indices: no fake temporal neighbours.
         recs += [replace(rec, sequence=f'{seq}{k:05d}', index=0, image=path) for k, path in enumerate(paths)]
     made = not (out / 'images').exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import sys
 from bisect import bisect_left, bisect_right
@@ -126,9 +127,12 @@ def propagate_dataset(root, cfg: PropagateConfig | None = None, predict: Predict
             and labels, referenced relative to it, plus the new labels; ``root`` is left unchanged. None:
             the labels go into ``root``.
     """
-    root = Path(root)
+    # a Dask job names its files to the worker, whose current folder is its own: with a relative DATASET a
+    # scheduler's worker (--address) found no label ('cannot read label file ds/labels/...'), or wrote elsewhere
+    where = os.path.abspath if executor == 'dask' else str
+    root = Path(where(root))
     if out is not None:
-        return _propagate_into(root, Path(out), cfg, predict, progress, overwrite, workers, executor, address)
+        return _propagate_into(root, Path(where(out)), cfg, predict, progress, overwrite, workers, executor, address)
     with dataset_lock(root):    # two writers at once: the one ending last dropped the other's labels from the index
         return _propagate_locked(root, cfg, predict, progress, overwrite, workers, executor, address)
 
