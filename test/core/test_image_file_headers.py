@@ -368,3 +368,31 @@ def test_stray_bytes_before_an_exif_block_are_skipped_as_libjpeg_does(tmp_path):
     path.write_bytes(_jpeg_with(b'\x00\x11', at=app0_end))
     assert cv2.imread(str(path)).shape[:2] == (16, 8)     # OpenCV's reading, the reference
     assert file_image_hw(path) == read_rgb(path).shape[:2] == read_label_pixels(path)[0].shape[:2] == (16, 8)
+
+
+def _app1(tiff: bytes) -> bytes:
+    return b'\xff\xe1' + struct.pack('>H', len(tiff) + 8) + b'Exif\x00\x00' + tiff
+
+
+_NO_ORIENTATION = b'II*\x00' + struct.pack('<IH', 8, 1) + struct.pack('<HHIHH', 0x10f, 3, 1, 5, 0) + bytes(4)
+
+
+@pytest.mark.parametrize('first, second', [
+    (_exif_orientation('<', 3, 6), _exif_orientation('<', 3, 1)),
+    (_exif_orientation('<', 3, 1), _exif_orientation('<', 3, 6)),
+    (_exif_orientation('<', 3, 0), _exif_orientation('<', 3, 6)),      # the first entry counts, even invalid
+    (b'II*\x00' + struct.pack('<I', 1000), _exif_orientation('<', 3, 6)),   # a damaged block: the next one
+    (_NO_ORIENTATION, _exif_orientation('<', 3, 6)),
+], ids=['6_then_1', '1_then_6', '0_then_6', 'damaged_then_6', 'none_then_6'])
+def test_two_exif_blocks_are_read_as_opencv_reads_them(tmp_path, first, second):
+    """OpenCV goes by the first Orientation entry it finds; the last EXIF block was read here: a frame turned by
+    read_rgb was sized, and its label turned, by the other block."""
+    rgb = np.zeros((8, 16, 3), np.uint8)
+    rgb[:, :8] = 255
+    jpg = cv2.imencode('.jpg', rgb)[1].tobytes()
+    path = tmp_path / 'f.jpg'
+    path.write_bytes(jpg[:2] + _app1(first) + _app1(second) + jpg[2:])
+    shown = cv2.imread(str(path))     # OpenCV's reading, the reference
+    label, _ = read_label_pixels(path)
+    assert file_image_hw(path) == shown.shape[:2] == label.shape[:2]
+    assert np.array_equal(label > 127, shown > 127)

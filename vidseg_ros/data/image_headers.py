@@ -141,9 +141,9 @@ _HEADER_READERS = ((b'RIFF', _webp_size), (b'BM', _bmp_size))
 _ORIENT_TAG = 0x0112
 
 
-def _exif_tiff_orientation(tiff: bytes) -> int:
-    """The Orientation of an EXIF (TIFF) block's first IFD as OpenCV reads it (``read_rgb``); 1 when it has none
-    or is malformed.
+def _exif_tiff_orientation(tiff: bytes) -> int | None:
+    """The Orientation of an EXIF (TIFF) block's first IFD as OpenCV reads it (``read_rgb``): 1 for a value outside
+    1..8, None when the block has none or is malformed (OpenCV then goes by the next EXIF block).
 
     OpenCV takes the first Orientation entry and reads a SHORT at its value field whatever type the entry says: a
     little-endian LONG or BYTE 6 turns the image (a big-endian LONG 6 reads as 0: not turned). Only SHORTs were
@@ -151,12 +151,12 @@ def _exif_tiff_orientation(tiff: bytes) -> int:
     try:
         order, entries, _ = tiff_directory(io.BytesIO(tiff), tiff[:16])
     except ImageError:
-        return 1
+        return None
     for tag, _, _, at in entries:
         if tag == _ORIENT_TAG:
             (value,) = struct.unpack_from(order + 'H', tiff, at)
             return value if 1 <= value <= 8 else 1
-    return 1
+    return None
 
 
 def _file_chunks(f, kind: str):
@@ -409,15 +409,17 @@ def image_file_info(path) -> tuple[int, int, int, list[tuple[int, int, int]] | N
                     head += more
         except ImageError as e:
             raise ImageError(f'cannot read image file {clip(path)}: {e}') from None
-        orientation, palette = 1, None
+        orientation, palette = None, None
         for name, data in _file_chunks(f, kind):
-            if name in (b'eXIf', b'EXIF'):
+            # the first EXIF block with an Orientation, as OpenCV reads it (the last one was read: a JPEG with two
+            # was turned as the second said here, as the first in read_rgb)
+            if name in (b'eXIf', b'EXIF') and orientation is None:
                 orientation = _exif_tiff_orientation(data)
             elif name == b'PLTE':
                 palette = [tuple(data[i:i + 3]) for i in range(0, len(data) - 2, 3)]
-            elif name == 0xE1 and data[:6] == b'Exif\x00\x00':
+            elif name == 0xE1 and data[:6] == b'Exif\x00\x00' and orientation is None:
                 orientation = _exif_tiff_orientation(data[6:])
-    return height, width, orientation, palette
+    return height, width, orientation or 1, palette
 
 
 def file_image_hw(path) -> tuple[int, int]:
