@@ -396,3 +396,20 @@ def test_two_exif_blocks_are_read_as_opencv_reads_them(tmp_path, first, second):
     label, _ = read_label_pixels(path)
     assert file_image_hw(path) == shown.shape[:2] == label.shape[:2]
     assert np.array_equal(label > 127, shown > 127)
+
+
+@pytest.mark.parametrize('box', ['xl_jp2c', 'xl_jp2h', 'last_box_length_0'])
+def test_jp2_box_lengths_of_every_form_are_followed(tmp_path, box):
+    """A box length of 1 (64-bit length after the name) and 0 (the box runs to the end of the file) are both valid
+    JP2: the codestream is still found and sized as OpenJPEG decodes it."""
+    ok, jp2 = cv2.imencode('.jp2', np.random.default_rng(0).integers(0, 256, (64, 80, 3), np.uint8))
+    if not ok:
+        pytest.skip('this OpenCV has no JPEG 2000 encoder')
+    jp2 = jp2.tobytes()
+    name = b'jp2h' if box == 'xl_jp2h' else b'jp2c'
+    at = jp2.index(name) - 4
+    (length,) = struct.unpack('>I', jp2[at:at + 4])
+    head = struct.pack('>I4s', 0, name) if box == 'last_box_length_0' else struct.pack('>I4sQ', 1, name, length + 8)
+    path = tmp_path / 'f.jp2'
+    path.write_bytes(jp2[:at] + head + jp2[at + 8:])
+    assert file_image_hw(path) == read_rgb(path).shape[:2] == (64, 80)
