@@ -1,0 +1,54 @@
+"""Another program fills the disk between two free-space checks while another output directory is configured
+(small tmpfs mounts; skipped without root): the message whose chunk hit ENOSPC goes into the released reserve,
+the bag is closed, and recording goes on in the next directory, beside a bag of the same name already there."""
+import shutil
+import subprocess
+
+import pytest
+
+from support.bags import IMAGE, image_cdr, mount_tmpfs, read_rosbags
+from support.waiting import wait_until
+
+from vidseg_ros.data.bags.recover import is_complete
+from vidseg_ros.data.recorder.core import Recorder
+
+
+@pytest.fixture
+def two_disks(tmp_path):
+    disks = [tmp_path / 'a', tmp_path / 'b']
+    try:
+        for disk in disks:
+            mount_tmpfs(disk, 40)
+        yield disks
+    finally:
+        for disk in disks:
+            subprocess.run(['umount', '-l', str(disk)], check=False, capture_output=True)
+
+
+def test_enospc_moves_on_without_losing_or_repeating_a_message(two_disks):
+    a, b = two_disks
+    (b / 'bags' / 'bag').mkdir(parents=True)   # another run's bag: never written into
+    real, frozen = shutil.disk_usage, []
+    usage = lambda p: frozen[0] if frozen and str(p).startswith(str(a)) else real(p)   # noqa: E731
+    rec = Recorder(a / 'bag', chunk_size_bytes=1 << 20, min_free_disk_bytes=0, next_output_dirs=[b / 'bags'],
+                   disk_usage=usage)
+    rec.add_topic('/cam', IMAGE)
+    sent = [image_cdr(i, 720, 1280) for i in range(10)]
+    for i in range(3):
+        rec.put('/cam', sent[i], 1000 + i)
+    wait_until(lambda: rec.snapshot()['/cam'].written == 3, what='three frames written')
+    frozen.append(real(a))   # the recorder still believes this free space
+    with open(a / 'filler', 'wb') as f:   # another program takes every free byte
+        try:
+            while True:
+                f.write(bytes(1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    for i in range(3, 10):
+        rec.put('/cam', sent[i], 1000 + i)
+    assert rec.stop(timeout=60) and rec.error is None
+    assert rec.bags == [a / 'bag', b / 'bags' / 'bag_1'] and not any((b / 'bags' / 'bag').iterdir())
+    parts = [[d for _, d in read_rosbags([bag])] for bag in rec.bags]
+    assert all(parts) and parts[0] + parts[1] == sent      # each message once, in order
+    assert all(is_complete(p) for p in rec.files) and rec.snapshot()['/cam'].dropped == 0
