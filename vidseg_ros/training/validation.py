@@ -24,16 +24,18 @@ def validate_frames(model, val_set, cfg: TrainConfig, device, rank: int = 0, wor
     model.eval()
     cm = ConfusionMatrix(cfg.num_classes, cfg.ignore_index)
     names = getattr(val_set, 'class_names', None)
-    val_set = shard(val_set, rank, world)
-    # Recurrent models are validated as deployed: frames in temporal order, state carried along.
+    # Recurrent models are validated as deployed: frames in temporal order, the state carried along and reset
+    # where the node resets it (a share under DDP starts at such a point, so every world size scores alike).
     stream = cfg.mode == 'sequence' and hasattr(unwrap(model), 'step')
-    loader = DataLoader(val_set, batch_size=1 if stream else 4, shuffle=False,
-                        num_workers=cfg.num_workers)
+    starts = stream_starts(val_set) if stream else None
+    positions = share(len(val_set), rank, world, starts)
+    loader = DataLoader(val_set if world == 1 else Subset(val_set, positions), batch_size=1 if stream else 4,
+                        shuffle=False, num_workers=cfg.num_workers)
     state = None
-    for raw in loader:
+    for pos, raw in zip(positions, loader):
         x = normalize(raw['image'].to(device))
         if stream:
-            logits, state = unwrap(model).step(x, state)
+            logits, state = unwrap(model).step(x, None if pos in starts else state)
         else:
             logits = frame_logits(model, x)
         logits = torch.nn.functional.interpolate(logits.float(), size=raw['label'].shape[-2:],
@@ -49,12 +51,22 @@ def validate_frames(model, val_set, cfg: TrainConfig, device, rank: int = 0, wor
             'per_class_iou': s['per_class_iou']}
 
 
-def shard(ds, rank: int, world: int):
-    """Contiguous share of a dataset for ``rank`` (contiguous so streamed clips stay in order)."""
-    if world == 1:
-        return ds
-    n = len(ds)
-    return Subset(ds, range(n * rank // world, n * (rank + 1) // world))
+def stream_starts(val_set) -> set[int]:
+    """Positions of ``val_set`` where the node starts its state afresh: the first frame, a new sequence, a stamp
+    going backwards or more than the engine's ``max_gap_s`` after the frame before; {0} for a set without records."""
+    from vidseg_ros.engine.base import EngineConfig
+    items, gap_ns = getattr(val_set, 'items', None) or [], EngineConfig().max_gap_s * 1e9
+    return {0} | {i for i in range(1, len(items)) if items[i].sequence != items[i - 1].sequence
+                  or not 0 <= items[i].stamp_ns - items[i - 1].stamp_ns <= gap_ns}
+
+
+def share(n: int, rank: int, world: int, starts: set[int] | None = None) -> range:
+    """The contiguous positions of ``rank``'s share of ``n`` (contiguous so streamed clips stay in order); with
+    ``starts`` each share begins at one of them, so no stream is cut in two."""
+    def cut(r: int) -> int:
+        b = n * r // world
+        return b if starts is None or r in (0, world) else min((s for s in starts if s >= b), default=n)
+    return range(cut(rank), cut(rank + 1))
 
 
 def is_better(score: float, best: float | None) -> bool:
