@@ -14,6 +14,7 @@ read with the ``mcap`` reader, in log-time order) and ROS 1 bags a killed ``rosb
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -257,11 +258,27 @@ def _metadata(path: Path):
     return parse_yaml(text, clip(path / 'metadata.yaml')) if text else None
 
 
-def _any_reader(path: Path) -> AnyReader:
+@contextlib.contextmanager
+def _any_reader(path: Path) -> Iterator[AnyReader]:
     """rosbags' reader of ``path``, once its metadata.yaml is checked to be of a recorder's size and shape
-    (rosbags parses it too, unbounded: 10**5 nested brackets were a RecursionError, an internal error)."""
+    (rosbags parses it too, unbounded: 10**5 nested brackets were a RecursionError, an internal error). A file
+    named in capitals (``DRIVE.BAG``, from a FAT card) is opened through a link named in lower case: rosbags
+    knows ``.bag``, ``.mcap`` and ``.db3`` only, and 'Unrecognized storage format' sent an intact bag to the
+    salvage (out of time order, reported as damaged)."""
     _metadata(path)
-    return AnyReader([path], default_typestore=_ROS2)
+    if not (path.is_file() and path.suffix != path.suffix.lower()):
+        with AnyReader([path], default_typestore=_ROS2) as reader:
+            yield reader
+        return
+    with tempfile.TemporaryDirectory(prefix='vidseg_suffix_') as tmp:
+        link = Path(tmp) / (path.stem + path.suffix.lower())
+        link.symlink_to(path.absolute())
+        _SHOWN_AS[str(link)] = clip(path)
+        try:
+            with AnyReader([link], default_typestore=_ROS2) as reader:
+                yield reader
+        finally:
+            _SHOWN_AS.pop(str(link), None)
 
 
 def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, int]] | None:
@@ -315,7 +332,7 @@ def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str],
             log.debug('%s: none of the topics %s', path, topics)   # the caller says what it missed
             return
         for conn, t, raw in reader.messages(connections=conns, start=start_ns, stop=stop_ns):
-            fmt = 'ros1' if path.suffix == '.bag' else 'cdr'
+            fmt = 'ros1' if path.suffix.lower() == '.bag' else 'cdr'
             yield RawMessage(str(path), bag_name(conn.topic), conn.msgtype, t, bytes(raw), fmt)
 
 
