@@ -52,3 +52,32 @@ def test_enospc_moves_on_without_losing_or_repeating_a_message(two_disks):
     parts = [[d for _, d in read_rosbags([bag])] for bag in rec.bags]
     assert all(parts) and parts[0] + parts[1] == sent      # each message once, in order
     assert all(is_complete(p) for p in rec.files) and rec.snapshot()['/cam'].dropped == 0
+
+
+def test_enospc_in_the_periodic_flush_of_a_slow_topic_closes_the_bag(two_disks):
+    """Small messages never fill a chunk: the periodic flush (each second) is the write that meets the full disk.
+    Without another directory, recording stops, the bag closed with what the flush put in it."""
+    import time
+    a, _ = two_disks
+    real, frozen, errors = shutil.disk_usage, [], []
+    rec = Recorder(a / 'bag', chunk_size_bytes=1 << 20, min_free_disk_bytes=0, on_error=errors.append,
+                   disk_usage=lambda p: frozen[0] if frozen else real(p))
+    rec.add_topic('/cam', IMAGE)
+    frozen.append(real(a))
+    with open(a / 'filler', 'wb') as f:
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    sent = [image_cdr(i, 40, 60) for i in range(30)]
+    for i, data in enumerate(sent):
+        rec.put('/cam', data, 1000 + i)
+        time.sleep(0.1)   # a slow topic: the chunk's age, not its size, ends it
+    rec._thread.join(30)
+    assert len(errors) == 1 and 'ENOSPC' in errors[0] and 'bag closed properly' in errors[0], errors
+    c = rec.snapshot()['/cam']
+    assert c.written > 0 and c.written + c.dropped == len(sent)
+    assert rec.closed_ok and all(is_complete(p) for p in rec.files)
+    assert [d for _, d in read_rosbags([a / 'bag'])] == sent[:c.written]
