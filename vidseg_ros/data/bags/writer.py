@@ -319,8 +319,11 @@ def new_bag_dir(output_dir: str | Path, prefix: str = 'vidseg') -> Path:
 
 
 def mcap_files(bag_dir: str | Path) -> list[Path]:
-    """The ``.mcap`` files of a bag directory in recording order."""
-    return sorted(Path(bag_dir).glob('*.mcap'), key=lambda p: natural_key(p.name))
+    """The ``.mcap`` files of a bag directory in recording order. Hidden files are left out: a bag copied from a
+    Mac has a ``._bag_0.mcap`` (AppleDouble) beside each file, and bag-recover refused the bag for it ('not an
+    MCAP file (no MCAP magic)')."""
+    return sorted((p for p in Path(bag_dir).glob('*.mcap') if not p.name.startswith('.')),
+                  key=lambda p: natural_key(p.name))
 
 
 def _qos_profiles(name: str, text: str):
