@@ -1,5 +1,7 @@
 """Training-config input that used to pass the settings check and fail later: as an internal error
 (exit 1) deep in the model, or silently (a setting ignored, a score on the training frames)."""
+import re
+
 import pytest
 
 from vidseg_ros.config import ConfigError
@@ -75,3 +77,12 @@ def test_a_run_name_that_is_no_plain_folder_name_is_refused(tmp_path, name):
 @pytest.mark.parametrize('name', ['camvid_fpn', 'run 2', 'v1.0', '..x'])
 def test_a_plain_folder_name_is_a_run_name(name):
     assert load_train_config(None, {'name': name}).name == name
+
+
+@pytest.mark.parametrize('input_hw,fix', [([100, 200], [96, 192]), ([64], [64, 64]), ([64, 64, 64], [64, 64]),
+                                          ([], [192, 256]), ([0, 64], [32, 64])])
+def test_a_wrong_input_size_suggests_two_sides(input_hw, fix):
+    """[64] was told 'e.g. [64]' (and [] 'e.g. []'), themselves refused for not being two sides."""
+    with pytest.raises(ConfigError, match=rf'^input_hw: .* must be two multiples of 32, e\.g\. {re.escape(str(fix))}$'):
+        load_train_config(None, {'input_hw': input_hw})
+    assert load_train_config(None, {'input_hw': fix}).input_hw == fix     # the suggestion is taken

@@ -123,7 +123,8 @@ def validate(cfg: TrainConfig) -> None:
     _check_name(cfg.name)
     _check_numbers(cfg)
     if len(cfg.input_hw) != 2 or any(v <= 0 or v % 32 for v in cfg.input_hw):
-        fix = [max(32, round(v / 32) * 32) for v in cfg.input_hw[:2]]
+        # the suggestion is always two sides: [64] suggested [64], [] suggested []
+        fix = [max(32, round(v / 32) * 32) for v in (cfg.input_hw * 2)[:2] or [192, 256]]
         raise ConfigError(f'input_hw: {cfg.input_hw} must be two multiples of 32, e.g. {fix}')
     if cfg.crop_hw and (len(cfg.crop_hw) != 2 or any(v <= 0 or v % 32 for v in cfg.crop_hw)):
         raise ConfigError(f'crop_hw: {cfg.crop_hw} must be empty or two multiples of 32')
