@@ -84,12 +84,23 @@ def bag_files(path: str | Path) -> list[Path]:
         files = sorted((p for p in path.iterdir()
                         if has_suffix(p, STORAGE_SUFFIXES) and p.is_file() and not p.name.startswith('.')),
                        key=lambda p: natural_key(p.name))
-        if not files:
+        if not files and not _recorded_nothing(path):
             raise FileNotFoundError(f'{path}: no .mcap or .db3 files (nor .mcap.zstd, .db3.zstd) in this bag folder')
         return files
     if problem := file_problem(path):    # a FIFO or a device was 'does not exist'
         raise FileNotFoundError(f'bag {path} {"does not exist" if problem == "is missing" else problem}')
     return [path]
+
+
+def _recorded_nothing(path: Path) -> bool:
+    """Whether bag folder ``path``'s metadata.yaml says it lists no file and no message: what the recorder leaves
+    when it is stopped before a first message (its first file is opened by that message). Such a bag was 'no .mcap
+    or .db3 files', and extract refused the demo's bag after a quick double Ctrl-C."""
+    try:
+        info = _metadata(path)['rosbag2_bagfile_information']
+        return info['relative_file_paths'] == [] and info['message_count'] == 0
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+        return False
 
 
 def read_messages(path: str | Path, topics: list[str] | None = None, start_ns: int | None = None,
