@@ -31,7 +31,7 @@ def test_frames_to_bag_to_dataset_round_trip(tmp_path):
     out = tmp_path / 'dataset'
     r = RUNNER.invoke(app, ['extract', str(bag), '--out', str(out)])
     assert r.exit_code == 0, r.output
-    summary = json.loads(r.output[r.output.index('{'):])
+    summary = json.loads(r.stdout)
     assert summary['written'] == 5
     written = sorted((out / 'images').rglob('*.png'))
     assert [cv2.imread(str(p)).tobytes() for p in written] == [img.tobytes() for img in imgs]

@@ -202,6 +202,20 @@ def test_cli_eval_keeps_the_tracked_card_and_earlier_runs(tmp_path):
     assert tracked.read_text() == (tmp_path / 'runs' / 'm-all-3' / 'model_card.md').read_text()
 
 
+def test_eval_prints_json_alone_on_stdout_and_its_table_on_stderr(tmp_path):
+    """The table came first on stdout: `vidseg eval ... | jq` read it as broken JSON."""
+    from typer.testing import CliRunner
+
+    from vidseg_ros.cli import app
+    data = _davis(tmp_path / 'davis', seqs=('a',), n=3)
+    ckpt = _checkpoint(tmp_path / 'm.pt', cached_levels=0)
+    r = CliRunner().invoke(app, ['eval', str(ckpt), str(data), '--split', 'all', '--key-intervals', '1',
+                                 '--out-dir', str(tmp_path / 'runs')])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)['intervals']['1']['TC'] is not None
+    assert '| interval | mIoU all |' in r.stderr
+
+
 def test_a_refused_eval_leaves_no_empty_run_folder(tmp_path):
     from typer.testing import CliRunner
 

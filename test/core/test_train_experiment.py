@@ -38,7 +38,8 @@ def test_every_variant_trains_the_same_steps_on_its_own_set(tmp_path):
         '1': (1, 2), '20': (20, 2), 'all': (21, 2), '1+19noise': (20, 2)}
     assert all(0 <= v['mIoU'] <= 1 for v in results.values())
     table = (out / 'frames-per-video.md').read_text()
-    assert table.splitlines()[2].startswith('| 1 | 1 | 2 |') and table.strip() in r.stdout
+    assert table.splitlines()[2].startswith('| 1 | 1 | 2 |') and table.strip() in r.stderr
+    assert json.loads(r.stdout)['table'].strip() == table.strip()      # stdout is the JSON alone
     assert (out / 'frames-per-video.png').is_file() or pyplot_or_none() is None    # the plot needs matplotlib
     assert all((out / f'x_{k}' / 'best.pt').is_file() for k in results)
 

@@ -56,7 +56,7 @@ class Steps:
         self.timings[name] = round(time.perf_counter() - t0, 1)
         assert proc.returncode == 0, f'vidseg {" ".join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}'
         assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-        return json.loads(proc.stdout[proc.stdout.index('{\n'):])   # the JSON summary ends stdout
+        return json.loads(proc.stdout)      # stdout is the command's JSON alone (tables go to stderr)
 
 
 def test_your_robot_in_ten_commands(tmp_path, sample_video, start_node, probe):

@@ -92,7 +92,9 @@ def evaluate(model: str | Path, data: str | Path, split: str, out_dir: str | Pat
         if not any(out_dir.iterdir()):   # a refused run leaves no empty numbered folder behind
             out_dir.rmdir()
         raise
-    sys.stdout.write(summary_table(report) + '\n')   # the table; the JSON summary follows
+    # the table for the person at the terminal on stderr: stdout is the JSON summary alone (`| jq` took the table
+    # for broken JSON)
+    sys.stderr.write(summary_table(report) + '\n')
     return {'model': report['model'], 'labelled': report['labelled'], 'out_dir': str(out_dir),
             'metrics': str(out_dir / 'metrics.json'), 'plots': report['plots'],
             'card': report.get('card', []), 'timing': report['timing']['note'],
@@ -106,7 +108,7 @@ def experiment(name: str, config: str | Path, **options) -> dict:
     from vidseg_ros.tools.experiment import run_experiment
     from vidseg_ros.training.metrics import json_ready
     out = run_experiment(name, config, **options)
-    sys.stdout.write(out['table'] + '\n')
+    sys.stderr.write(out['table'] + '\n')     # stdout: the JSON alone (it holds the table too)
     return json_ready(out)
 
 
