@@ -104,6 +104,55 @@ def test_a_write_error_after_a_split_keeps_the_closed_file(tmp_path):
                                                                          ('bag_1.mcap', written - 10)]
     assert read_rosbags([bag]) == [('/cam', d) for d in sent[:written]]
 
+
+def test_a_reserve_that_cannot_grow_counts_the_written_message_once(tmp_path):
+    """A file-size limit (3 MB) that the reserve outgrows before the bag file does: growing it after a chunk failed
+    with EFBIG, and the message that had just completed the chunk was counted written and dropped (4 written + 8 dropped of 11 sent)."""
+    rng = np.random.default_rng(5)
+    sent = [noisy_frame(i, rng) for i in range(N)]
+    (tmp_path / 'frames.json').write_text(json.dumps([d.hex() for d in sent]))
+    bag = tmp_path / 'bag'
+    proc = subprocess.run([sys.executable, '-c', RECORD, str(bag), '3000000', 'none', str(tmp_path / 'frames.json')],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert len(result['errors']) == 1 and 'cannot reserve' in result['errors'][0], result['errors']
+    assert 'bag closed properly' in result['errors'][0] and result['closed_ok']
+    written = result['written']
+    assert written > 0 and written + result['dropped'] == N
+    assert read_rosbags([bag]) == [('/cam', d) for d in sent[:written]]
+
+
+STREAM = r'''
+import json, resource, signal, sys, time
+from pathlib import Path
+from vidseg_ros.data.recorder.core import Recorder
+bag, frames = Path(sys.argv[1]), [bytes.fromhex(d) for d in json.loads(Path(sys.argv[2]).read_text())]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, resource.RLIM_INFINITY))
+rec = Recorder(bag, chunk_size_bytes=1 << 20, min_free_disk_bytes=0, on_error=lambda error: None)
+rec.add_topic('/cam', 'sensor_msgs/msg/Image')
+i = 0
+while rec._thread.is_alive() or i < 100:    # a camera does not stop while the bag is being closed
+    rec.put('/cam', frames[i % len(frames)], 1000 + i)
+    i += 1
+    time.sleep(0.0005)    # a fast camera, not a full queue (whose drops were counted)
+c = rec.snapshot()['/cam']
+print(json.dumps({'received': c.received, 'written': c.written, 'dropped': c.dropped}))
+'''
+
+
+def test_messages_put_while_a_failed_bag_closes_are_counted(tmp_path):
+    """The queue's remainder was counted dropped before the bag was closed, but it took new messages until after:
+    those were neither written nor counted (received 100 = written 24 + dropped 39, 37 counted nowhere)."""
+    rng = np.random.default_rng(6)
+    (tmp_path / 'frames.json').write_text(json.dumps([noisy_frame(i, rng).hex() for i in range(4)]))
+    proc = subprocess.run([sys.executable, '-c', STREAM, str(tmp_path / 'bag'), str(tmp_path / 'frames.json')],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = json.loads(proc.stdout.splitlines()[-1])
+    assert c['written'] > 0 and c['received'] == c['written'] + c['dropped'], c
+
 def test_seal_closes_a_file_cut_at_a_chunk_and_refuses_a_torn_one(tmp_path):
     """The unit: a file cut after a complete chunk is closed where it ends; one cut inside a record is left
     untouched (ValueError); an empty file (cut before its first chunk) becomes a valid empty MCAP."""

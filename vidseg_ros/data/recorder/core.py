@@ -346,13 +346,17 @@ class Recorder:
     def _fail(self, message: str) -> None:
         self.error = message
         with self._cond:
-            # Everything still queued is lost: count it per topic before closing.
+            # Everything still queued is lost: count it per topic, and close the queue in the same step. Closed
+            # only after the bag (_finish), a message put meanwhile was neither written nor counted (37 of 100)
             for item in self._queue:
                 if item[0] == 'msg':
                     self.topics[item[1]].dropped += 1
                 elif item[0] == 'snapshot':
                     for m in item[2]:
                         self.topics[m[0]].dropped += 1
+            self._queue.clear()
+            self.queued_bytes = 0
+            self._closed = True
         self._finish()
         if self.closed_ok and self.files:
             self.error += f'; bag closed properly ({len(self.files)} file(s), summary and metadata.yaml written)'

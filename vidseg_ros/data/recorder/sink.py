@@ -176,7 +176,12 @@ class BagSink:
             raise DiskFull(f'disk full (ENOSPC) on {self.writer.bag_dir}: another program took the space', written)
 
     def _grow_reserve(self, written: bool = False) -> None:
-        if not self.space.reserve(self.writer.closing_bytes()):
+        try:
+            grown = self.space.reserve(self.writer.closing_bytes())
+        except OSError as e:   # EFBIG (a file-size limit), EIO: no reserve, as on a full disk. Raised as it was, the
+            # message at hand, already in the file and counted written, was counted dropped as well
+            raise DiskFull(f'{reason(e)}', written) from e
+        if not grown:
             raise DiskFull(f'disk nearly full: no room on {self.writer.bag_dir} to grow the reserve that closes the '
                            f'bag ({self.writer.closing_bytes() / 1e6:.1f} MB)', written)
 
