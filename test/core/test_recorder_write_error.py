@@ -107,7 +107,8 @@ def test_a_write_error_after_a_split_keeps_the_closed_file(tmp_path):
 
 def test_a_reserve_that_cannot_grow_counts_the_written_message_once(tmp_path):
     """A file-size limit (3 MB) that the reserve outgrows before the bag file does: growing it after a chunk failed
-    with EFBIG, and the message that had just completed the chunk was counted written and dropped (4 written + 8 dropped of 11 sent)."""
+    with EFBIG, and the message that had just completed the chunk was counted written and dropped (4 written + 8
+    dropped of 11 sent)."""
     rng = np.random.default_rng(5)
     sent = [noisy_frame(i, rng) for i in range(N)]
     (tmp_path / 'frames.json').write_text(json.dumps([d.hex() for d in sent]))
