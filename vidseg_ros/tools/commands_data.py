@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
     """A tqdm bar as a ``progress(n)`` callback (no-op when disabled). The bar is made at the first progress
     and shows after half a second: input refused before any work stays one error line on stderr, however
-    slow the machine (a bar made up front printed an empty line before such errors). Without tqdm the
-    command runs without a bar (it is only a display)."""
+    slow the machine (a bar made up front printed an empty line before such errors); log lines print above it.
+    Without tqdm the command runs without a bar (it is only a display)."""
     tqdm = tqdm_or_none() if enabled else None
     if tqdm is None:
         yield lambda n=1: None
@@ -32,8 +32,11 @@ def _bar(total: int | None, unit: str, desc: str, enabled: bool = True):
                 return
             bar = tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0, delay=0.5)
         bar.update(n)
+    from tqdm.contrib.logging import logging_redirect_tqdm
     try:
-        yield update
+        # log lines print above the bar: written plainly, a warning landed after the bar's text, on its line
+        with logging_redirect_tqdm(tqdm_class=tqdm):
+            yield update
     finally:
         if bar is not None:
             bar.close()
