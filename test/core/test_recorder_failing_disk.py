@@ -1,6 +1,7 @@
 """A disk that fails under the recorder: ext4 on a loop device whose image lies on a tmpfs too small for it.
 When the tmpfs fills, the device's writes fail, ext4 aborts its journal and turns read-only (EROFS), as on a
 dying drive. Needs root to mount; skipped with the reason otherwise."""
+import os
 import subprocess
 
 import pytest
@@ -49,3 +50,14 @@ def test_a_file_system_turned_read_only_stops_with_one_line(failing_fs):
     assert 'closed properly' not in error and not rec.closed_ok and rec.state == 'error'
     c = rec.snapshot()['/cam']
     assert c.written + c.dropped == N
+    # the bag file's descriptors are closed though cutting it back failed (they were left open)
+    held = [os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd') if _exists(fd)]
+    assert not [p for p in held if p.startswith(str(failing_fs))], held
+
+
+def _exists(fd: str) -> bool:
+    try:
+        os.readlink(f'/proc/self/fd/{fd}')
+        return True
+    except OSError:
+        return False

@@ -181,17 +181,19 @@ class AppendFile:
             self._closing = True
             self._sync_wanted.set()
             self._syncer.join()
-        os.ftruncate(self._fd, size)
         try:
-            os.fsync(self._fd)
-        except OSError:
-            if strict:
-                raise
-        if self._dfd >= 0:
-            os.close(self._dfd)
-        os.close(self._fd)
-        self._fd = self._dfd = -1
-        try:
-            self._stage.close()
-        except BufferError:  # a failed write's traceback still holds a view: the GC frees it later
-            pass
+            try:
+                os.ftruncate(self._fd, size)
+                os.fsync(self._fd)
+            except OSError:
+                if strict:
+                    raise
+        finally:    # a disk turned read-only (EROFS from ftruncate) left both descriptors open
+            if self._dfd >= 0:
+                os.close(self._dfd)
+            os.close(self._fd)
+            self._fd = self._dfd = -1
+            try:
+                self._stage.close()
+            except BufferError:  # a failed write's traceback still holds a view: the GC frees it later
+                pass
