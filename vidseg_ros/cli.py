@@ -21,7 +21,7 @@ import typer
 from vidseg_ros.tools.cli_defaults import DEFAULTS
 from vidseg_ros.tools.cli_errors import ContractGroup, show_tracebacks
 from vidseg_ros.tools.cli_options import (Address, Executor, Existing, Model, Set, Workers, check_hw, check_ints,
-                                          parse_set, positive, to_hw)
+                                          parse_set, positive, positive_finite, to_hw)
 
 EXTRACT, TO_BAG, PROPAGATE, LABELS = (DEFAULTS[c] for c in ('extract', 'bag-from-frames', 'propagate', 'label-import'))
 VARIANT, SIGMA, ENGINE, EVAL = (DEFAULTS[c] for c in ('make-variant', 'noise-sigma', 'bench', 'eval'))
@@ -73,7 +73,7 @@ def extract(bags: Annotated[list[Path], typer.Argument(help='rosbag2 folders/fil
 @app.command('bag-from-frames')
 def bag_from_frames(source: Annotated[Path, typer.Argument(help='image folder or video file', **Existing)],
                     out: Annotated[Path, typer.Option(help='bag folder to create')],
-                    rate_hz: Annotated[float, typer.Option(callback=positive)] = TO_BAG['rate_hz'],
+                    rate_hz: Annotated[float, typer.Option(callback=positive_finite)] = TO_BAG['rate_hz'],
                     topic: str = TO_BAG['topic'],
                     encoding: Annotated[str, typer.Option(help='rgb8, bgr8, mono8, ... or jpeg / png '
                                                                '(CompressedImage)')] = TO_BAG['encoding'],
@@ -260,14 +260,15 @@ def finetune(model: Model, frame: Annotated[Path, typer.Option(help='the annotat
                                                        '--sequence or --labels-dir one')] = Path('runs/finetune'),
              steps: Annotated[int, typer.Option(min=1, help='optimiser steps on the one frame')]
              = DEFAULTS['finetune']['steps'],
-             lr: Annotated[float, typer.Option(callback=positive, help='Adam learning rate')]
+             lr: Annotated[float, typer.Option(callback=positive_finite, help='Adam learning rate')]
              = DEFAULTS['finetune']['lr'],
              labels_dir: Annotated[Optional[Path], typer.Option(help='ground truth of the sequence: '
                                                                        'report J&F', exists=True,
                                                                 file_okay=False)] = None):
     """One-shot fine-tuning on one annotated frame, then label the whole sequence."""
     from vidseg_ros.tools.commands_train import finetune as run
-    _print(run(model, frame, label, sequence, out_dir, steps=steps, lr=lr, labels_dir=labels_dir))
+    _print(run(model, frame, label, sequence, out_dir, steps=steps, lr=lr, labels_dir=labels_dir,
+               progress=sys.stderr.isatty()))
 
 
 @app.command()

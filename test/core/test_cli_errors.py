@@ -92,6 +92,7 @@ CASES = [
     ('b2f-fake-video', 'bag-from-frames {d}/fake.mp4 --out {d}/b_fake', 'cannot open video'),
     ('b2f-rate-0', 'bag-from-frames {d}/frames --out {d}/b --rate-hz 0', "'--rate-hz': 0.0 must be > 0"),
     ('b2f-rate-neg', 'bag-from-frames {d}/frames --out {d}/b --rate-hz -5', "'--rate-hz': -5.0 must be > 0"),
+    ('b2f-rate-inf', 'bag-from-frames {d}/frames --out {d}/b --rate-hz inf', "'--rate-hz': inf must be > 0 and finite"),
     ('b2f-storage', 'bag-from-frames {d}/frames --out {d}/b --storage zip', "'zip' is not one of"),
     ('b2f-encoding', 'bag-from-frames {d}/frames --out {d}/b_enc --encoding rgb99', "cannot write encoding 'rgb99'"),
     ('b2f-out-exists', 'bag-from-frames {d}/frames --out {d}/frames', 'frames exists'),
@@ -192,6 +193,8 @@ CASES = [
                          "'--steps': Input should be greater than or equal to 1"),
     ('finetune-lr-0', 'finetune untrained:keyframe_fpn --frame {d}/frames/00000.png --label '
                       '{d}/colour_label.png --sequence {d}/frames --lr 0', "'--lr': 0.0 must be > 0"),
+    ('finetune-lr-inf', 'finetune untrained:keyframe_fpn --frame {d}/frames/00000.png --label '
+                        '{d}/colour_label.png --sequence {d}/frames --lr inf', "'--lr': inf must be > 0 and finite"),
     ('finetune-colour-label', 'finetune untrained:keyframe_fpn --frame {d}/frames/00000.png --label '
                               '{d}/colour_label.png --sequence {d}/frames --out-dir {d}/ft',
                               'colour_label.png is a colour image'),

@@ -3,6 +3,7 @@ one is a usage error (exit 2) naming the option."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Literal, Optional
 
 import typer
@@ -35,8 +36,16 @@ def _check_set(values: list[str] | None) -> list[str] | None:
 
 
 def positive(value: float | None) -> float | None:
+    """> 0; inf allowed (``--max-gap-s inf``: no gap starts a new sequence)."""
     if value is not None and not value > 0:
         raise typer.BadParameter(f'{value} must be > 0')
+    return value
+
+
+def positive_finite(value: float | None) -> float | None:
+    """> 0 and finite: ``--rate-hz inf`` stamped every frame alike, ``--lr inf`` trained to NaN weights."""
+    if value is not None and not 0 < value < math.inf:
+        raise typer.BadParameter(f'{value} must be > 0 and finite')
     return value
 
 
