@@ -125,7 +125,8 @@ def _walk(buf, pos: int, size: int, conns: dict, where: str, warn, chunked: bool
         if op == CONNECTION:
             _connection(header, buf, at, end, conns)
         elif op == MSG_DATA:
-            conn = conns.get(struct.unpack('<I', header.get('conn', b'\xff' * 4)[:4])[0])
+            raw_conn = header.get('conn', b'')      # a damaged one of another length raised struct.error out
+            conn = conns.get(struct.unpack('<I', raw_conn)[0]) if len(raw_conn) == 4 else None
             sec, nsec = struct.unpack('<II', header['time']) if len(header.get('time', b'')) == 8 else (0, 0)
             if conn is not None:
                 count += 1
