@@ -385,6 +385,8 @@ def _salvage_mcap(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
 # --- sqlite3: read row by row so that a malformed page costs only its rows ---
 # sqlite's message for a damaged schema quotes its bytes: not UTF-8, it raises UnicodeDecodeError instead
 _DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
+
+
 def _salvage_sqlite(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
     with tempfile.TemporaryDirectory(prefix='vidseg_salvage_') as tmp:
         yield from _read_sqlite_rows(_pad_sqlite(file, Path(tmp), warnings), file, warnings)
