@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from support.bags import IMAGE, image_cdr, mount_tmpfs, read_mcap, read_rosbags
+from support.disk import fill
 from support.waiting import wait_until
 
 from vidseg_ros.data.bags.recover import is_complete
@@ -77,13 +78,7 @@ def test_enospc_from_another_program_closes_with_the_reserve(small_fs):
         rec.put('/cam', sent[i], 1000 + i)
     wait_until(lambda: rec.snapshot()['/cam'].written == 3, what='three frames written')
     frozen.append(real(small_fs))  # the recorder still believes this free space
-    with open(small_fs / 'filler', 'wb') as f:  # another program takes every free byte
-        try:
-            while True:
-                f.write(bytes(1 << 20))
-                f.flush()
-        except OSError:
-            pass
+    fill(small_fs)  # another program takes every free byte
     for i in range(3, 6):
         rec.put('/cam', sent[i], 1000 + i)
     wait_stopped(rec)

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from support.bags import IMAGE, image_cdr, mount_tmpfs, read_rosbags
+from support.disk import fill
 from support.waiting import wait_until
 
 from vidseg_ros.data.bags.recover import is_complete
@@ -38,13 +39,7 @@ def test_enospc_moves_on_without_losing_or_repeating_a_message(two_disks):
         rec.put('/cam', sent[i], 1000 + i)
     wait_until(lambda: rec.snapshot()['/cam'].written == 3, what='three frames written')
     frozen.append(real(a))   # the recorder still believes this free space
-    with open(a / 'filler', 'wb') as f:   # another program takes every free byte
-        try:
-            while True:
-                f.write(bytes(1 << 20))
-                f.flush()
-        except OSError:
-            pass
+    fill(a)      # another program takes every free byte
     for i in range(3, 10):
         rec.put('/cam', sent[i], 1000 + i)
     assert rec.stop(timeout=60) and rec.error is None

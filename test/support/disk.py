@@ -13,3 +13,14 @@ def file_size_limit(nbytes: int):
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def fill(folder) -> None:
+    """Take every free byte of ``folder``'s file system, as another program would: a file ``filler`` in it."""
+    with open(f'{folder}/filler', 'wb') as f:
+        try:
+            while True:
+                f.write(bytes(1 << 20))
+                f.flush()
+        except OSError:
+            pass
