@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionMode
 from rosbags.typesys import Stores, get_typestore
 
-from support.bags import IMAGE, TS
+from support.bags import IMAGE, TS, rosbag2
 from vidseg_ros.data.bags.reader import deserialize, read_messages
 
 T = TS.types
@@ -20,19 +20,6 @@ def still_cdr(i: int, ns: int, h: int = 64, w: int = 64) -> bytes:
                                       frame_id='cam')
     return TS.serialize_cdr(T[IMAGE](header=header, height=h, width=w, encoding='mono8', is_bigendian=0, step=w,
                                      data=np.full(h * w, i, np.uint8)), IMAGE)
-
-
-def rosbag2(path: Path, messages, compression: CompressionMode | None = None) -> Path:
-    """A rosbag2 MCAP bag written by rosbags of ``messages`` ((log time, CDR bytes), one topic)."""
-    w = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
-    if compression is not None:
-        w.set_compression(compression, CompressionFormat.ZSTD)
-    w.open()
-    conn = w.add_connection('/cam/image', IMAGE, typestore=TS)
-    for t, data in messages:
-        w.write(conn, t, data)
-    w.close()
-    return path
 
 
 def _read(path: Path, **kw) -> tuple[list[int], list[str]]:
@@ -71,12 +58,8 @@ def test_every_message_of_a_damaged_sqlite_bag_is_read_or_counted_lost(tmp_path)
     # 8 bytes overwritten in the cell pointers of one leaf page of the messages table: its rows are no longer found
     # by id ('rowid out of order'), and the salvage went past them in silence: 197 of 200 messages, no word of
     # the 3 missing
-    w = Writer(tmp_path / 'drive', version=9, storage_plugin=StoragePlugin.SQLITE3)
-    w.open()
-    conn = w.add_connection('/cam/image', IMAGE, typestore=TS)
-    for i in range(200):
-        w.write(conn, (i + 1) * 10**8, still_cdr(i, (i + 1) * 10**8, 32, 32))
-    w.close()
+    rosbag2(tmp_path / 'drive', [((i + 1) * 10**8, still_cdr(i, (i + 1) * 10**8, 32, 32)) for i in range(200)],
+            plugin='sqlite3')
     db = next((tmp_path / 'drive').glob('*.db3'))
     data = bytearray(db.read_bytes())
     page = int.from_bytes(data[16:18], 'big')
@@ -92,13 +75,7 @@ def test_every_message_of_a_damaged_sqlite_bag_is_read_or_counted_lost(tmp_path)
 def test_a_sqlite_row_whose_data_reads_null_is_counted_lost_not_a_crash(tmp_path):
     # a flipped serial-type byte reads as NULL: bytes(None) raised TypeError out of the salvage, nothing read
     import sqlite3
-    w = Writer(tmp_path / 'drive', version=9, storage_plugin=StoragePlugin.SQLITE3)
-    w.open()
-    conn = w.add_connection('/cam/image', IMAGE, typestore=TS)
-    for i in range(10):
-        w.write(conn, (i + 1) * 10**8, still_cdr(i, (i + 1) * 10**8, 8, 8))
-    w.close()
-    db = next((tmp_path / 'drive').glob('*.db3'))
+    db = _sqlite_bag(tmp_path / 'drive')
     con = sqlite3.connect(db)      # the same row as on disk, written without the damage: NOT NULL dropped first
     con.execute('PRAGMA writable_schema = ON')
     con.execute("UPDATE sqlite_master SET sql = replace(sql, 'NOT NULL', '') WHERE name = 'messages'")
@@ -197,12 +174,7 @@ def test_a_damaged_compressed_mcap_chunk_gives_the_messages_before_the_damage(tm
 
 
 def _sqlite_bag(path: Path, n: int = 10) -> Path:
-    w = Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3)
-    w.open()
-    conn = w.add_connection('/cam/image', IMAGE, typestore=TS)
-    for i in range(n):
-        w.write(conn, (i + 1) * 10**8, still_cdr(i, (i + 1) * 10**8, 8, 8))
-    w.close()
+    rosbag2(path, [((i + 1) * 10**8, still_cdr(i, (i + 1) * 10**8, 8, 8)) for i in range(n)], plugin='sqlite3')
     return next(path.glob('*.db3'))
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionMode
 from rosbags.typesys import Stores, get_typestore
 
-from support.bags import IMAGE, TS
+from support.bags import IMAGE, TS, rosbag2
 from vidseg_ros.data.datasets.extract import ExtractConfig, extract
 from vidseg_ros.data.datasets.layouts import read_index
 
@@ -37,20 +37,6 @@ def raw_cdr(i: int, ns: int, h: int = 8, w: int = 12) -> bytes:
 def compressed_cdr(ns: int, fmt: str, payload: bytes) -> bytes:
     return TS.serialize_cdr(T[COMPRESSED](header=_header(ns), format=fmt, data=np.frombuffer(payload, np.uint8)),
                             COMPRESSED)
-
-
-def rosbag2(path: Path, messages, plugin: str = 'mcap', compression: CompressionMode | None = None,
-            msgtype: str = IMAGE) -> Path:
-    """A rosbag2 bag written by rosbags of ``messages`` ((log time, CDR bytes), one topic)."""
-    w = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if plugin == 'mcap' else StoragePlugin.SQLITE3)
-    if compression is not None:
-        w.set_compression(compression, CompressionFormat.ZSTD)
-    w.open()
-    conn = w.add_connection('/cam/image', msgtype, typestore=TS)
-    for t, data in messages:
-        w.write(conn, t, data)
-    w.close()
-    return path
 
 
 def frames_of(out: Path) -> list[int]:

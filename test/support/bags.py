@@ -8,6 +8,7 @@ import pytest
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 TS = get_typestore(Stores.LATEST)
@@ -85,5 +86,19 @@ def mono8_bag(path, topics, plugin: str = 'mcap', frames: int = 3):
                        data=np.full(64, 20 * i, np.uint8))
         for c in conns:
             w.write(c, (i + 1) * 10**9, TS.serialize_cdr(msg, IMAGE))
+    w.close()
+    return path
+
+
+def rosbag2(path: Path, messages, plugin: str = 'mcap', compression: CompressionMode | None = None,
+            msgtype: str = IMAGE) -> Path:
+    """A rosbag2 bag written by rosbags of ``messages`` ((log time, CDR bytes), one topic)."""
+    w = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if plugin == 'mcap' else StoragePlugin.SQLITE3)
+    if compression is not None:
+        w.set_compression(compression, CompressionFormat.ZSTD)
+    w.open()
+    conn = w.add_connection('/cam/image', msgtype, typestore=TS)
+    for t, data in messages:
+        w.write(conn, t, data)
     w.close()
     return path
