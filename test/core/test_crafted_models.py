@@ -286,10 +286,16 @@ def _image_dims(model, **dims):
     (lambda i: dict(i, state_layout='x'), 'vidseg_meta.state_layout'),           # 'not enough values to unpack'
     (lambda i: dict(i, state_layout=[[4, 0]] * 3), 'vidseg_meta.state_layout'),  # per frame: ZeroDivisionError
     (lambda i: dict(i, num_classes='2'), "vidseg_meta.num_classes is '2'"),
-], ids=['not-json', 'nested', 'huge', 'stride-str', 'stride-huge', 'layout-str', 'layout-zero', 'classes-str'])
+    (lambda i: dict(i, kind='foo'), "kind must be one of frame, keyframe, recurrent, got 'foo'"),
+    (lambda i: {k: v for k, v in i.items() if k != 'kind'}, 'kind must be one of frame, keyframe, recurrent, got None'),
+    (lambda i: dict(i, kind='keyframe'), 'a keyframe model has no recurrent state'),
+], ids=['not-json', 'nested', 'huge', 'stride-str', 'stride-huge', 'layout-str', 'layout-zero', 'classes-str',
+        'kind-unknown', 'kind-missing', 'kind-at-odds'])
 def test_exported_metadata_of_wrong_types_or_sizes_is_refused_at_load(recurrent_onnx, tmp_path, meta, says):
     """Each loaded, or failed as another error than CheckpointError (vidseg info: 'internal error' for the nested
-    one, a message without the file's name for the others); some failed only on every frame the node was sent."""
+    one, a message without the file's name for the others); some failed only on every frame the node was sent.
+    No kind at all: the node's loader said "cannot load this exported model ('kind')", `vidseg info` 'internal
+    error, please report it: KeyError: 'kind'' (exit 1)."""
     path = _edited(recurrent_onnx, tmp_path / 'm.onnx', meta=meta)
     for message in (_engine_error(path), _info_error(path)):
         assert says in message and str(path) in message, message

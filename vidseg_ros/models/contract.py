@@ -72,8 +72,9 @@ class StreamInfo:
     @classmethod
     def from_dict(cls, info: dict, num_classes: int) -> StreamInfo:
         """From exported metadata; files exported before ``cache_tensors``/``num_classes`` were
-        recorded lack them (the runners do not need the first; the second comes from the meta)."""
-        return cls(info['kind'], int(info['stride']), int(info['output_stride']),
+        recorded lack them (the runners do not need the first; the second comes from the meta). A
+        missing kind is refused as an unknown one (a ValueError), not as a KeyError."""
+        return cls(info.get('kind'), int(info['stride']), int(info['output_stride']),
                    int(info.get('num_classes', num_classes)), int(info.get('cache_tensors', 0)),
                    tuple(tuple(e) for e in info.get('state_layout', ())))
 
