@@ -1,4 +1,6 @@
 """The README's parameter tables are generated from the settings dataclasses and must be current."""
+import pytest
+
 from vidseg_ros.tools import docs
 
 
@@ -20,3 +22,10 @@ def test_a_pipe_in_a_setting_text_stays_in_its_cell(monkeypatch):
                                                         'doc': 'e.g. "^/a/|/b$"', 'choices': None}])
     row = docs.table(['x']).splitlines()[-1]
     assert '"^/a/\\|/b$"' in row and row.replace('\\|', '').count('|') == 5
+
+
+def test_a_settings_class_that_cannot_be_loaded_is_an_error_not_rows_dropped():
+    """A class renamed without its BLOCKS entry was skipped: `vidseg docs` rewrote the README without its rows."""
+    for spec in ('vidseg_ros.ros.settings:NoSuchConfig', 'vidseg_ros.no_such_module:X'):
+        with pytest.raises(ValueError, match=f'docs.BLOCKS names {spec}, which cannot be loaded'):
+            docs.table(['vidseg_ros.engine.base:EngineConfig', spec])

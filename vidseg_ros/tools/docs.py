@@ -43,8 +43,9 @@ def table(specs: list[str]) -> str:
     for spec in specs:
         try:
             cls = _load(spec)
-        except (ImportError, AttributeError):
-            continue
+        except (ImportError, AttributeError) as e:
+            # skipped, a renamed class's rows left the table: `vidseg docs` then wrote the README without them
+            raise ValueError(f'docs.BLOCKS names {spec}, which cannot be loaded ({e}): correct the name') from None
         for r in describe(cls):
             doc = r['doc'] + (f' (one of: {", ".join(map(str, r["choices"]))})' if r['choices'] else '')
             doc += f' (range {r["range"][0]}..{r["range"][1]})' if r.get('range') else ''
