@@ -331,6 +331,33 @@ def test_onnxruntime_s_reason_is_kept_without_its_cpp_source_lines(recurrent_onn
     assert 'Unsupported model IR version: 99' in message and 'onnxruntime_src' not in message, message
 
 
+
+@pytest.fixture(scope='module')
+def keyframe_onnx(saved, tmp_path_factory):
+    """The key-frame checkpoint's ONNX pair: the path of its X.onnx (X.current.onnx beside it)."""
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnx')
+    from vidseg_ros.tools.export import export_onnx
+    path = tmp_path_factory.mktemp('pair') / 'kf.onnx'
+    export_onnx(saved, path)
+    return path
+
+
+@pytest.mark.parametrize('text', ['not json {', '[1, 2]'], ids=['not-json', 'a-list'])
+def test_a_current_frame_graph_whose_metadata_is_no_json_object_is_refused_as_info_says(keyframe_onnx, tmp_path,
+                                                                                         text):
+    """`vidseg info` noted 'kf.current.onnx cannot be its partner (...): the engine refuses the pair' (exit 0) while
+    the engine loaded the pair and served it, the two graphs not compared (a partner of another export ran)."""
+    import json
+    import shutil
+    shutil.copy(keyframe_onnx, tmp_path / 'kf.onnx')
+    _edited(keyframe_onnx.with_name('kf.current.onnx'), tmp_path / 'kf.current.onnx', meta=lambda i: text)
+    message = _engine_error(tmp_path / 'kf.onnx')
+    assert str(tmp_path / 'kf.current.onnx') in message and 'metadata is no JSON object' in message, message
+    r = CliRunner().invoke(app, ['info', str(tmp_path / 'kf.onnx')])
+    assert r.exit_code == 0 and any('the engine refuses the pair' in n for n in json.loads(r.stdout)['notes']), \
+        r.output
+
 # ---- the path and its suffix ------------------------------------------------------------------------------
 def test_a_checkpoint_named_ts_is_named_as_one(saved, tmp_path):
     """torch.jit.load said 'PytorchStreamReader failed locating file constants.pkl: file not found. This is an

@@ -275,13 +275,18 @@ def _check_tensor(path: Path, what: str, tensor: tuple, channels: int, expected:
 def check_same_export(main, cur, path: Path, cur_path: Path) -> None:
     """Refuse a key-frame graph and a current-frame graph of two exports: the cache one writes is not the one
     the other reads (same shapes, other weights: wrong masks without an error). Files exported before the
-    ``export_id`` was recorded are not compared."""
+    ``export_id`` was recorded are not compared. A graph whose metadata is no JSON object (corrupt or edited) is
+    refused, as `vidseg info` says the engine does; it loaded, the pair not compared."""
     ids = []
-    for sess in (main, cur):
+    for sess, file in ((main, path), (cur, cur_path)):
         try:
-            ids.append(json.loads(sess.get_modelmeta().custom_metadata_map.get(META_KEY, '{}')).get('export_id'))
-        except (ValueError, AttributeError):
-            ids.append(None)
+            info = json.loads(sess.get_modelmeta().custom_metadata_map.get(META_KEY, '{}'))
+        except (ValueError, RecursionError):
+            info = None
+        if not isinstance(info, dict):
+            raise CheckpointError(f'{file}: its {META_KEY} metadata is no JSON object: not the partner of {path.name}; '
+                                  'export the model again')
+        ids.append(info.get('export_id'))
     if None not in ids and ids[0] != ids[1]:
         raise CheckpointError(f'{path} and {cur_path.name} come from two exports (an export was interrupted, or one '
                               'file was copied alone); export the model again')
