@@ -152,7 +152,8 @@ def update(check: bool = False) -> int:
     new = head + '# BEGIN generated\n' + block() + '# END generated\n' + tail
     if new == text:
         return 0
-    if check:
+    if check:      # said, as `vidseg docs --check` says it: an exit status alone did not say what to run
+        print(f'{path} is stale: run python -m vidseg_ros.tools.cli_defaults', file=sys.stderr)
         return 1
     path.write_text(new)
     return 0
