@@ -368,6 +368,23 @@ def test_a_checkpoint_named_ts_is_named_as_one(saved, tmp_path):
         assert 'is a torch checkpoint (torch.save), not a TorchScript export: name it model.pt' in message, message
 
 
+
+def test_a_torchscript_archive_whose_directory_is_corrupt_is_one_line(exported, tmp_path):
+    """Its end record intact (a zip to ``zipfile.is_zipfile``), its central directory not: the error was torch's
+    miniz text clipped at 300 characters ('... This can happen if the checkpoint was not saved properly, was
+    transferred incorrec); re-export it'), not the 'truncated or corrupt' of a truncated archive."""
+    import struct
+    data = bytearray(exported.read_bytes())
+    end = data.rfind(b'PK\x05\x06')
+    directory = struct.unpack('<I', data[end + 16:end + 20])[0]
+    data[directory:directory + 4] = b'XXXX'     # the first directory entry's signature
+    path = tmp_path / 'model.ts'
+    path.write_bytes(bytes(data))
+    assert zipfile.is_zipfile(path)
+    for message in (_engine_error(path), _info_error(path)):
+        assert 'is not a (complete) TorchScript archive: truncated or corrupt; re-copy or re-export it' in message \
+            and 'miniz' not in message, message
+
 class _OnlyKey(torch.nn.Module):
     def forward(self, x):
         return x

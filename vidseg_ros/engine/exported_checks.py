@@ -327,8 +327,8 @@ def check_key_graph(sess, path: Path) -> None:
 
 def check_format(path: Path) -> None:
     """CheckpointError naming ``path`` when its bytes are not what its suffix says: a TorchScript file (a zip
-    archive, as are checkpoints) renamed ``.onnx``, an ONNX file renamed ``.ts``, or a truncated ``.ts`` (its zip
-    directory sits at the end). The runtimes said only 'Protobuf parsing failed' or 'failed finding central
+    archive, as are checkpoints) renamed ``.onnx``, an ONNX file renamed ``.ts``, or a truncated or corrupt
+    ``.ts`` (its zip directory sits at the end). The runtimes said only 'Protobuf parsing failed' or 'failed finding central
     directory. This is an internal miniz error...' (clipped mid-sentence)."""
     kind = sniff_format(path)
     if path.suffix == '.onnx' and kind == 'zip':
@@ -338,20 +338,28 @@ def check_format(path: Path) -> None:
         hint = (f'; it looks like an ONNX model: name it {path.stem}.onnx' if kind == 'onnx'
                 else ': truncated or corrupt; re-copy or re-export it')
         raise CheckpointError(f'{path} is not a (complete) TorchScript archive{hint}')
-    if path.suffix == '.ts' and not _has_code(path):
+    code = _has_code(path) if path.suffix == '.ts' else True
+    if code is None:    # its end record found, its directory not: torch.jit.load said 'PytorchStreamReader failed
+        # reading zip archive: invalid header or archive is corrupted. This is an internal miniz error. If you ...'
+        raise CheckpointError(f'{path} is not a (complete) TorchScript archive: truncated or corrupt; re-copy or '
+                              're-export it')
+    if not code:
         # torch.jit.load said 'PytorchStreamReader failed locating file constants.pkl: file not found. This is an
         # internal miniz error. If you are seeing this error, there is a high likelihood that your ...'
         raise CheckpointError(f'{path} is a torch checkpoint (torch.save), not a TorchScript export: name it '
                               f'{path.stem}.pt (the suffix says how a model file is loaded)')
 
 
-def _has_code(path: Path) -> bool:
+def _has_code(path: Path) -> bool | None:
     """Whether a zip archive holds TorchScript code (``<archive>/code/`` or ``constants.pkl``), which a
-    checkpoint written by torch.save does not; True where the archive cannot be listed (the loader says why)."""
+    checkpoint written by torch.save does not; None where its directory cannot be read (corrupt); True where
+    the file cannot be read (the loader says why)."""
     try:
         with zipfile.ZipFile(path) as z:
             return any('/code/' in n or n.endswith('/constants.pkl') for n in z.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        return None
+    except OSError:     # not readable now: the loader says why
         return True
 
 
