@@ -328,8 +328,8 @@ def check_key_graph(sess, path: Path) -> None:
 def check_format(path: Path) -> None:
     """CheckpointError naming ``path`` when its bytes are not what its suffix says: a TorchScript file (a zip
     archive, as are checkpoints) renamed ``.onnx``, an ONNX file renamed ``.ts``, or a truncated or corrupt
-    ``.ts`` (its zip directory sits at the end). The runtimes said only 'Protobuf parsing failed' or 'failed finding central
-    directory. This is an internal miniz error...' (clipped mid-sentence)."""
+    ``.ts`` (its zip directory sits at the end). The runtimes said only 'Protobuf parsing failed' or 'failed
+    finding central directory. This is an internal miniz error...' (clipped mid-sentence)."""
     kind = sniff_format(path)
     if path.suffix == '.onnx' and kind == 'zip':
         raise CheckpointError(f'{path} is a PyTorch archive (TorchScript or checkpoint), not ONNX: name it '
