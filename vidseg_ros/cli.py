@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from vidseg_ros.tools.cli_defaults import DEFAULTS
-from vidseg_ros.tools.cli_errors import ContractGroup, show_tracebacks
+from vidseg_ros.tools.cli_errors import ContractGroup
 from vidseg_ros.tools.cli_options import (Address, Executor, Existing, Model, Set, Workers, check_hw, check_ints,
                                           parse_set, positive, positive_finite, to_hw)
 
@@ -33,8 +33,7 @@ app = typer.Typer(cls=ContractGroup, add_completion=False, no_args_is_help=True,
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option('--debug', help='show the traceback of an error')] = False):
-    if debug:
-        show_tracebacks()
+    """Declared for --help only: ContractGroup.main takes --debug out of the arguments (anywhere before '--')."""
 
 
 def _print(result) -> None:

@@ -322,8 +322,3 @@ def quiet_libraries() -> None:
         logging = getattr(getattr(cv2, 'utils', None), 'logging', None)
         if logging is not None:
             logging.setLogLevel(logging.LOG_LEVEL_ERROR)
-
-
-def show_tracebacks() -> None:
-    """``--debug``: errors are raised with their traceback instead of the one-line contract."""
-    _STATE['debug'] = True
