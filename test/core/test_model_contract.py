@@ -9,7 +9,8 @@ import torch
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.models import MODELS, create_model, register_model
-from vidseg_ros.models.contract import KINDS, KeyframeModel, RecurrentModel, SegmentationModel, StreamInfo, stream_info
+from vidseg_ros.models.contract import (KINDS, FrameModel, KeyframeModel, RecurrentModel, SegmentationModel, StreamInfo,
+                                        stream_info)
 
 ROOT = Path(__file__).resolve().parents[2]
 # a key-frame or recurrent class may degrade to kind 'frame' (no cached levels, no cells)
@@ -126,6 +127,40 @@ def test_registration_checks_the_contract():
     with pytest.raises(ValueError, match='taken by KeyframeFPN'):
         register_model('keyframe_fpn', MODELS['recurrent_unet'])
     assert 'plain_conv' not in MODELS
+
+
+class _NoPredict(FrameModel):
+    def __init__(self, num_classes: int = 2):
+        super().__init__()
+        self.num_classes, self.classifier = num_classes, torch.nn.Conv2d(3, num_classes, 1)
+
+
+class _NoDecode(KeyframeModel):
+    def encode_low(self, x):
+        return (x,)
+
+    def encode_high(self, low):
+        return ()
+
+
+class _NoAdvance(RecurrentModel):
+    def state_layout(self):
+        return [(4, 2)]
+
+
+@pytest.mark.parametrize('cls, says', [(_NoPredict, 'FrameModel but does not implement predict'),
+                                       (_NoDecode, 'KeyframeModel but does not implement decode'),
+                                       (_NoAdvance, 'RecurrentModel but does not implement advance')])
+def test_registration_refuses_a_model_that_leaves_a_core_method_of_its_kind_unimplemented(cls, says):
+    """Registered, it failed only when run, as a bare NotImplementedError() (no message) out of training, export
+    or the engine; unregistered, that error now names the method."""
+    with pytest.raises(TypeError, match=f"model 'half': {cls.__name__} derives from {says}"):
+        register_model('half', cls)
+    assert 'half' not in MODELS
+    if cls is _NoPredict:
+        with pytest.raises(NotImplementedError, match='_NoPredict derives from FrameModel but does not implement '
+                                                      'predict'):
+            cls()(torch.zeros(1, 3, 8, 8))
 
 
 def test_training_mode_must_fit_the_model():

@@ -30,12 +30,18 @@ def register_model(name: str, cls: type[SegmentationModel]) -> type[Segmentation
     """Add ``cls`` to ``MODELS`` under ``name``; returns ``cls``.
 
     Raises:
-        TypeError: ``cls`` does not derive from a base of ``models.contract``.
+        TypeError: ``cls`` does not derive from a base of ``models.contract``, or leaves a core method of its
+            base unimplemented (it failed only when run: a bare NotImplementedError from training or export).
         ValueError: ``name`` is taken by another class.
     """
-    if not (isinstance(cls, type) and issubclass(cls, (FrameModel, KeyframeModel, RecurrentModel))):
+    bases = (FrameModel, KeyframeModel, RecurrentModel)
+    if not (isinstance(cls, type) and issubclass(cls, bases)):
         raise TypeError(f'model {name!r}: {cls!r} must derive from FrameModel, KeyframeModel or RecurrentModel '
                         '(vidseg_ros.models.contract)')
+    for base in (b for b in bases if issubclass(cls, b)):
+        if missing := [m for m in base.core_methods if getattr(cls, m) is getattr(base, m)]:
+            raise TypeError(f'model {name!r}: {cls.__name__} derives from {base.__name__} but does not implement '
+                            f'{", ".join(missing)} (vidseg_ros.models.contract)')
     if MODELS.get(name, cls) is not cls:
         raise ValueError(f'model name {name!r} is taken by {MODELS[name].__name__}')
     MODELS[name] = cls

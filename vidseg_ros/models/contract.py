@@ -95,6 +95,13 @@ def check_input_size(x: torch.Tensor, stride: int) -> None:
                          f'pad it to {ph}x{pw} (the engine does this for you)')
 
 
+def _unimplemented(model, method: str) -> NotImplementedError:
+    """The error of a kind base's core method a model did not implement (it was a bare NotImplementedError)."""
+    base = next(c.__name__ for c in type(model).__mro__ if c.__dict__.get('core_methods'))
+    return NotImplementedError(f'{type(model).__name__} derives from {base} but does not implement {method} '
+                               '(vidseg_ros.models.contract)')
+
+
 def _to_input_size(logits: torch.Tensor, hw) -> torch.Tensor:
     if tuple(logits.shape[-2:]) == tuple(hw):
         return logits
@@ -109,6 +116,7 @@ class SegmentationModel(nn.Module):
     """
 
     kind: str = ''
+    core_methods: tuple[str, ...] = ()     # what a kind base leaves to the model (register_model checks them)
     stride: int = 1
     output_stride: int = 1
     num_classes: int = 0
@@ -146,9 +154,10 @@ class FrameModel(SegmentationModel):
     """Per-frame model: implement ``predict(x) -> logits at 1/output_stride``."""
 
     kind = 'frame'
+    core_methods = ('predict',)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise _unimplemented(self, 'predict')
 
     def forward_step(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor]:
         return (self.predict(x),)
@@ -169,15 +178,16 @@ class KeyframeModel(SegmentationModel):
     """
 
     kind = 'keyframe'
+    core_methods = ('encode_low', 'encode_high', 'decode')
 
     def encode_low(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        raise NotImplementedError
+        raise _unimplemented(self, 'encode_low')
 
     def encode_high(self, low: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        raise NotImplementedError
+        raise _unimplemented(self, 'encode_high')
 
     def decode(self, low: tuple[torch.Tensor, ...], high: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        raise NotImplementedError
+        raise _unimplemented(self, 'decode')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Full model on one frame: (B, C, H, W) -> logits (B, K, H, W)."""
@@ -208,13 +218,14 @@ class RecurrentModel(SegmentationModel):
     """
 
     kind = 'recurrent'
+    core_methods = ('state_layout', 'advance')
 
     def state_layout(self) -> list[tuple[int, int]]:
-        raise NotImplementedError
+        raise _unimplemented(self, 'state_layout')
 
     def advance(self, frame: torch.Tensor, state: tuple[torch.Tensor, ...]
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        raise NotImplementedError
+        raise _unimplemented(self, 'advance')
 
     def init_state(self, batch: int, height: int, width: int, device=None,
                    dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
