@@ -358,6 +358,26 @@ def test_a_current_frame_graph_whose_metadata_is_no_json_object_is_refused_as_in
     assert r.exit_code == 0 and any('the engine refuses the pair' in n for n in json.loads(r.stdout)['notes']), \
         r.output
 
+
+@pytest.mark.parametrize('suffix', ['.ts', '.onnx'])
+def test_an_exported_model_whose_own_name_is_not_utf8_is_to_be_renamed_not_re_exported(exported, keyframe_onnx,
+                                                                                      tmp_path, suffix):
+    """The runtimes take UTF-8 text only (files.text_path): the error was 'cannot load this exported model ([Errno
+    84] a name that is not UTF-8 text; rename the file: ...); re-export it with `vidseg export`', the file named
+    twice and a re-export (under the same name) given as the fix."""
+    import shutil
+    name = os.fsdecode(b'caf\xe9')
+    try:
+        (tmp_path / f'{name}.probe').touch()
+    except (OSError, UnicodeEncodeError) as e:
+        pytest.skip(f'this file system refuses a Latin-1 name: {e}')
+    path = tmp_path / f'{name}{suffix}'
+    shutil.copy(exported if suffix == '.ts' else keyframe_onnx, path)
+    if suffix == '.onnx':
+        shutil.copy(keyframe_onnx.with_name('kf.current.onnx'), tmp_path / f'{name}.current.onnx')
+    message = _engine_error(path)
+    assert message == f'{path}: a name that is not UTF-8 text; rename the file', message
+
 # ---- the path and its suffix ------------------------------------------------------------------------------
 def test_a_checkpoint_named_ts_is_named_as_one(saved, tmp_path):
     """torch.jit.load said 'PytorchStreamReader failed locating file constants.pkl: file not found. This is an

@@ -193,6 +193,8 @@ def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32
         return TorchScriptRunner(path, device, precision, channels_last, compile, cuda_graphs)
     except (ImportError, CheckpointError):
         raise
+    except OSError as e:    # the name, not the file (files.text_path: not UTF-8): re-exporting it was no fix
+        raise CheckpointError(f'{path}: {e.strerror or e}') from None
     except Exception as e:  # torch.jit / onnxruntime raise many types for bad files
         detail = one_line(ort_reason(str(e)), 300) if suffix == '.onnx' else \
             (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
