@@ -204,3 +204,14 @@ def test_an_export_killed_by_sigterm_leaves_no_staged_files(models, tmp_path):
     assert proc.returncode == 143     # the CLI contract: SIGTERM is exit 143, cleaned up (dc513b2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.current.onnx', 'm.onnx']
     assert (tmp_path / 'm.onnx').read_bytes() == models['key']
+
+
+@pytest.mark.parametrize('fmt, suffix', [('onnx', '.onnx'), ('ts', '.ts')])
+def test_a_folder_given_as_the_export_says_it_is_a_folder(models, tmp_path, fmt, suffix):
+    """`vidseg export m.pt runs/` said 'onnx exports are .onnx files ..., got runs', not that runs is a folder."""
+    (tmp_path / 'runs').mkdir()
+    r = CliRunner().invoke(app, ['export', str(models['keyframe']), str(tmp_path / 'runs'), '--format', fmt])
+    assert r.exit_code == 2
+    assert r.stderr.strip() == (f'vidseg export: error: {tmp_path}/runs is a folder; give the file to write, e.g. '
+                                f'{tmp_path}/runs/model{suffix}')
+    assert os.listdir(tmp_path / 'runs') == []

@@ -60,6 +60,9 @@ def check_output(out: str | Path, fmt: str) -> Path:
         # and the refusal below said 'onnx exports are .onnx files ..., got .onnx'
         raise ValueError(f'{str(out)[-200:]}: a {fmt} export needs a name before its suffix, e.g. '
                          f'{out.with_name("model" + SUFFIX[fmt])}')
+    if out.suffix != SUFFIX[fmt] and os.path.isdir(out):     # a folder to export into: 'got runs' said nothing of it
+        raise ValueError(f'{str(out)[-200:]} is a folder; give the file to write, e.g. '
+                         f'{str(out / ("model" + SUFFIX[fmt]))[-200:]}')
     if out.suffix != SUFFIX[fmt]:
         raise ValueError(f'{fmt} exports are {SUFFIX[fmt]} files (the engine picks the runtime by suffix), '
                          f'got {str(out)[-200:]}')
