@@ -378,6 +378,51 @@ def test_an_exported_model_whose_own_name_is_not_utf8_is_to_be_renamed_not_re_ex
     message = _engine_error(path)
     assert message == f'{path}: a name that is not UTF-8 text; rename the file', message
 
+
+def _short_raw(model):
+    weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    weight.raw_data = weight.raw_data[:len(weight.raw_data) // 2]
+
+
+def _offset_text(model):
+    _external(model, 'w.bin')
+    entry = max(model.graph.initializer, key=lambda t: len(t.external_data)).external_data.add()
+    entry.key, entry.value = 'offset', 'abc'
+
+
+@pytest.mark.parametrize('graph, says', [
+    (_short_raw, 'declares shape [256, 256, 3, 3] but holds 294912 values; re-export the model'),
+    (_offset_text, 'has an external data offset or length that is no number'),
+], ids=['weight-half-stored', 'offset-not-a-number'])
+def test_weights_whose_stored_data_do_not_fit_are_one_line(recurrent_onnx, tmp_path, graph, says):
+    """A weight stored in the file with half its bytes (a damaged copy, a hand-edited graph), one whose external
+    offset is no number: refused naming the weight, by the engine and `vidseg info` alike."""
+    path = _edited(recurrent_onnx, tmp_path / 'm.onnx', graph=graph)
+    (tmp_path / 'w.bin').write_bytes(bytes(4 << 20))
+    for message in (_engine_error(path), _info_error(path)):
+        assert says in message and str(path) in message, message
+
+
+def test_a_key_frame_pair_exported_before_cache_tensors_was_recorded_runs_as_it_did(keyframe_onnx, tmp_path):
+    """Older exports lack ``cache_tensors`` in both graphs' metadata: the runner takes the count from the graphs
+    and serves the same masks as the pair that records it."""
+    import shutil
+
+    import numpy as np
+    for name in ('kf.onnx', 'kf.current.onnx'):
+        _edited(keyframe_onnx.with_name(name), tmp_path / name,
+                meta=lambda i: {k: v for k, v in i.items() if k != 'cache_tensors'})
+    shutil.copy(keyframe_onnx.with_name('kf.current.onnx'), tmp_path / 'new.current.onnx')
+    shutil.copy(keyframe_onnx, tmp_path / 'new.onnx')
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8) for i in range(4)]
+    masks = {}
+    for name in ('kf.onnx', 'new.onnx'):
+        engine = StreamSegmenter.from_checkpoint(EngineConfig(model=str(tmp_path / name), device='cpu',
+                                                              keyframe_interval=2))
+        masks[name] = [engine.step(f, i).confidence for i, f in enumerate(frames)]
+    for old, new in zip(masks['kf.onnx'], masks['new.onnx']):
+        np.testing.assert_array_equal(old, new)
+
 # ---- the path and its suffix ------------------------------------------------------------------------------
 def test_a_checkpoint_named_ts_is_named_as_one(saved, tmp_path):
     """torch.jit.load said 'PytorchStreamReader failed locating file constants.pkl: file not found. This is an
