@@ -321,3 +321,18 @@ def test_halving_weights_beyond_float16_s_range_is_refused(saved, tmp_path):
     assert not (tmp_path / 'half.pt').exists()
     halve_checkpoint(path, tmp_path / 'half.pt')
     load_checkpoint(tmp_path / 'half.pt')
+
+
+def test_a_plain_pickle_is_refused_without_torch_s_warning(tmp_path):
+    """A pickle written with pickle.dump (no zip archive): torch warned 'Detected pickle protocol 4 in the checkpoint'
+    in two lines before our one line."""
+    import pickle
+    import warnings
+    p = tmp_path / 'plain.pt'
+    with open(p, 'wb') as f:
+        pickle.dump({'a': 1}, f, protocol=4)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter('always')
+        with pytest.raises(CheckpointError, match='is not a loadable torch checkpoint'):
+            load_checkpoint(p)
+    assert [str(w.message) for w in shown] == []

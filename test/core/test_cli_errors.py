@@ -236,7 +236,7 @@ CASES = [
     ('info-training-state', 'info {d}/last.pt', 'last.pt is a training state'),
     ('info-untrained', 'info untrained:keyframe_fpn', 'info needs a model file'),
     ('info-folder', 'info {d}/empty', 'is a folder'),
-    ('info-fake-onnx', 'info {d}/fake.mp4', 'exported models end in .ts or .onnx'),
+    ('info-fake-onnx', 'info {d}/fake.mp4', 'model files end in .pt (a checkpoint), .ts or .onnx (exports)'),
     # the group itself
     ('unknown-command', 'frobnicate', "No such command 'frobnicate'"),
     ('docs-unknown-option', 'docs --fix', 'No such option: --fix'),

@@ -182,7 +182,9 @@ def open_exported(path: str | Path, device: str = 'auto', precision: str = 'fp32
     an ONNX model's intra-op pool (torch's count is the engine's, ``threads.use_threads``)."""
     suffix = Path(path).suffix
     if suffix not in ('.ts', '.onnx'):
-        raise CheckpointError(f'{path}: exported models end in .ts or .onnx')
+        # a checkpoint renamed .pth was told only about exports
+        raise CheckpointError(f'{path}: model files end in .pt (a checkpoint), .ts or .onnx (exports); '
+                              'rename it to what it is')
     check_model_file(Path(path))
     check_readable(path)
     check_device_for(device, str(path))   # a bad device is the setting's fault, not the file's: not wrapped

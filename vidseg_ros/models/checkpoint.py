@@ -140,6 +140,8 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu'):
     try:
         with warnings.catch_warnings():   # torch's advice to call torch.jit.load: the error below says what to do
             warnings.filterwarnings('ignore', message='.*looks like a TorchScript archive')
+            # a plain pickle: torch's two-line advice came before our one line (the error below refuses it)
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')
             return torch.load(path, map_location=map_location, weights_only=True)
     except (zipfile.BadZipFile, EOFError) as e:
         detail = str(e) or 'it ends early'
