@@ -119,9 +119,10 @@ def real_path(path: str | Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def read_regular_text(path: str | Path, encoding: str | None = None, errors: str | None = None) -> str:
-    """``Path(path).read_text()`` of a regular file only (``open_regular``)."""
-    with open_regular(path, 'r', encoding=encoding, errors=errors) as f:
+def read_regular_text(path: str | Path, encoding: str | None = None, errors: str | None = None,
+                      newline: str | None = None) -> str:
+    """``Path(path).read_text()`` of a regular file only (``open_regular``); ``newline=''`` keeps its line endings."""
+    with open_regular(path, 'r', encoding=encoding, errors=errors, newline=newline) as f:
         return f.read()
 
 

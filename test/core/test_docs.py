@@ -29,3 +29,36 @@ def test_a_settings_class_that_cannot_be_loaded_is_an_error_not_rows_dropped():
     for spec in ('vidseg_ros.ros.settings:NoSuchConfig', 'vidseg_ros.no_such_module:X'):
         with pytest.raises(ValueError, match=f'docs.BLOCKS names {spec}, which cannot be loaded'):
             docs.table(['vidseg_ros.engine.base:EngineConfig', spec])
+
+
+def _readme(tmp_path, newline: str, body: str = 'stale row') -> 'Path':
+    lines = ['# A checkout', '', '<!-- BEGIN segment_params -->', body, '<!-- END segment_params -->', 'after', '']
+    path = tmp_path / 'README.md'
+    path.write_bytes(newline.join(lines).encode())
+    return path
+
+
+def test_a_crlf_readme_keeps_its_line_endings(tmp_path):
+    """A README checked out with CRLF (Windows, git autocrlf) was rewritten whole with LF: every line of it showed
+    as changed in the diff. The lines written keep the file's ending, and those outside the tables are unchanged."""
+    path = _readme(tmp_path, '\r\n')
+    assert docs.update(readme=path) == 0
+    data = path.read_bytes()
+    assert b'| `keyframe_interval` |' in data
+    assert data.count(b'\n') == data.count(b'\r\n') > 10
+    assert data.startswith(b'# A checkout\r\n\r\n<!-- BEGIN segment_params -->\r\n| parameter |')
+    assert data.endswith(b'|\r\n<!-- END segment_params -->\r\nafter\r\n')
+
+
+@pytest.mark.parametrize('newline', ['\n', '\r\n'])
+def test_check_passes_exactly_when_docs_would_change_nothing(tmp_path, newline):
+    """--check read the README with its CRLF folded to LF: it passed a file `vidseg docs` then rewrote whole."""
+    current = docs.table(docs.BLOCKS['segment_params']).replace('\n', newline)
+    for body in ('stale row', current, current.replace(newline, '\n'), current.replace(newline, '\r\n')):
+        path = _readme(tmp_path, newline, body)
+        before = path.read_bytes()
+        stale = docs.update(check=True, readme=path)
+        assert path.read_bytes() == before, '--check wrote'
+        docs.update(readme=path)
+        assert stale == (path.read_bytes() != before), (newline, body[:30])
+        assert docs.update(check=True, readme=path) == 0

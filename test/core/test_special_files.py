@@ -291,3 +291,11 @@ def test_an_output_folder_that_is_no_folder_says_what_it_is(tmp_path, kind, comm
     line = one_line_error(vidseg(command, *argv))
     what = {'fifo': FIFO, 'dangling': 'is a link to nothing, or one that loops', 'file': 'is a file'}[kind]
     assert line == f'vidseg {command}: error: {out} {what}, not a folder', line
+
+
+@pytest.mark.parametrize('kind', list(SPECIAL))
+def test_vidseg_docs_refuses_a_readme_that_is_no_file(tmp_path, kind):
+    """typer's exists=True lets a FIFO through: `vidseg docs --check --readme FIFO` waited for a writer forever."""
+    path = SPECIAL[kind](tmp_path / 'README.md')
+    line = one_line_error(vidseg('docs', '--check', '--readme', path))
+    assert line == f'vidseg docs: error: {path}: {FIFO}', line

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from vidseg_ros.config import describe
+from vidseg_ros.files import read_regular_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,8 +90,10 @@ def launch_arguments(path: Path) -> list[tuple[str, str, str]]:
 
 
 def _replace(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf'(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)', re.S)
-    return pattern.sub(lambda m: m.group(1) + body + '\n' + m.group(2), text)
+    """The block's lines replaced by ``body``'s, which end as its BEGIN line does (CRLF in a README checked
+    out on Windows or with git's autocrlf: written with LF, every line of it showed as changed)."""
+    pattern = re.compile(rf'(<!-- BEGIN {name} -->(\r?\n))(?:.*?\n)?(<!-- END {name} -->)', re.S)
+    return pattern.sub(lambda m: m.group(1) + body.replace('\n', m.group(2)) + m.group(2) + m.group(3), text)
 
 
 def render(text: str, root: Path = ROOT) -> str:
@@ -103,12 +106,14 @@ def render(text: str, root: Path = ROOT) -> str:
 def update(check: bool = False, readme: str | Path = ROOT / 'README.md') -> int:
     """Rewrite the tables in ``readme`` (``vidseg docs``); with ``check``, return 1 if they are stale."""
     path = Path(readme)
-    text = path.read_text()
+    # newline='': the file's own line endings, compared and written as they are (read_text() folded CRLF to
+    # LF, so --check passed a CRLF README that the write then changed whole)
+    text = read_regular_text(path, encoding='utf-8', newline='')
     new = render(text, path.resolve().parent)   # the launch files of the checkout the README belongs to
     if check:
         if new != text:
             print(f'{path} parameter tables are stale: run `vidseg docs`', file=sys.stderr)
             return 1
         return 0
-    path.write_text(new)
+    path.write_text(new, encoding='utf-8', newline='')
     return 0
