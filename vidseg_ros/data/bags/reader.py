@@ -84,7 +84,7 @@ def bag_files(path: str | Path) -> list[Path]:
         files = sorted((p for p in path.iterdir()
                         if has_suffix(p, STORAGE_SUFFIXES) and p.is_file() and not p.name.startswith('.')),
                        key=lambda p: natural_key(p.name))
-        if not files and not _recorded_nothing(path):
+        if not files and not recorded_nothing(path):
             raise FileNotFoundError(f'{path}: no .mcap or .db3 files (nor .mcap.zstd, .db3.zstd) in this bag folder')
         return files
     if problem := file_problem(path):    # a FIFO or a device was 'does not exist'
@@ -92,10 +92,10 @@ def bag_files(path: str | Path) -> list[Path]:
     return [path]
 
 
-def _recorded_nothing(path: Path) -> bool:
-    """Whether bag folder ``path``'s metadata.yaml says it lists no file and no message: what the recorder leaves
-    when it is stopped before a first message (its first file is opened by that message). Such a bag was 'no .mcap
-    or .db3 files', and extract refused the demo's bag after a quick double Ctrl-C."""
+def recorded_nothing(path: Path) -> bool:
+    """Whether bag folder ``path``'s metadata.yaml says it lists no file and no message: what the recorder left
+    when it was stopped before a first message, before it wrote an empty ``<bag>_0.mcap`` as rosbag2 does. Such a
+    bag was 'no .mcap or .db3 files', and extract refused the demo's bag after a quick double Ctrl-C."""
     try:
         info = _metadata(path)['rosbag2_bagfile_information']
         return info['relative_file_paths'] == [] and info['message_count'] == 0

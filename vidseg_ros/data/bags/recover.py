@@ -35,6 +35,7 @@ from mcap.records import Channel, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
+from vidseg_ros.data.bags.reader import recorded_nothing
 from vidseg_ros.data.bags.writer import mcap_files, write_metadata
 from vidseg_ros.files import file_problem, open_regular, real_path
 from vidseg_ros.text import one_line, printable
@@ -73,6 +74,7 @@ class RecoveryReport:
     salvaged: dict[str, int] = dataclasses.field(default_factory=dict)
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
     metadata_path: Path | None = None
+    empty: bool = False
 
 
 def is_complete(path: str | Path) -> bool:
@@ -118,7 +120,7 @@ def bag_sources(path: str | Path) -> tuple[Path, list[Path]]:
             raise RecoveryRefused(f'{path} is a sqlite3 bag; only MCAP bags are recovered here '
                                   f'(sqlite3: use `ros2 bag reindex`)')
         files = mcap_files(path)
-        if not files:
+        if not files and not recorded_nothing(path):
             raise RecoveryRefused(f'{path} holds no .mcap file: not a bag')
         bag_dir = path
     elif path.is_file():
@@ -202,6 +204,8 @@ def recover_bag(path: str | Path, out: str | Path | None = None, force: bool = F
     for f in files:     # before anything is written: without its codec a chunk would read as damaged
         for compression in sorted(chunk_compressions(f)):
             require_codec(compression)
+    if not files:   # an older recorder stopped before its first message: metadata.yaml alone, listing nothing
+        return RecoveryReport(source=bag_dir, out=None, empty=True)
     broken = [f for f in files if not is_intact(f)]
     if not broken and Path(path).is_dir() and (bag_dir / 'metadata.yaml').is_file():    # not a FIFO or device
         return RecoveryReport(source=bag_dir, out=None)  # nothing to recover
@@ -271,6 +275,9 @@ def run(bag, out=None, force: bool = False) -> int:
     for name in report.repaired:
         print(f'{printable(name)}: {report.messages[name]} messages recovered ({report.salvaged[name]} from damaged or '
               f'cut chunks, {report.skipped[name]} skipped)')
-    print(f'recovered bag: {printable(report.out)}' if report.out
-          else f'{printable(bag)}: every file is complete; nothing to do')
+    if report.empty:
+        print(f'{printable(bag)}: recorded nothing (its metadata.yaml lists no file and no message); nothing to do')
+    else:
+        print(f'recovered bag: {printable(report.out)}' if report.out
+              else f'{printable(bag)}: every file is complete; nothing to do')
     return 0

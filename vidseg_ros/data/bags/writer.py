@@ -289,9 +289,13 @@ class BagWriter:
         return self.write_metadata()
 
     def close(self) -> None:
-        """Finish the current file and write ``metadata.yaml``; a bag with no message gets no file."""
-        if self.split() is None:
-            self.write_metadata()
+        """Finish the current file and write ``metadata.yaml``. A bag stopped before its first message gets an empty
+        ``<bag>_0.mcap`` holding the declared topics' schemas and channels, listed in metadata.yaml, as rosbag2 leaves
+        it (it opens that file at start): before, the folder held metadata.yaml alone, listing no file, which
+        rosbag2's readers and ``bag-recover`` took for no bag."""
+        if self._writer is None and not self.files:
+            self._open()
+        self.split()
 
     def abandon(self) -> Path | None:
         """Last resort when closing failed: cut the current file back to its last complete chunk.
