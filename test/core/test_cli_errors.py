@@ -316,6 +316,34 @@ def test_a_bug_is_exit_1_not_2(monkeypatch):
     assert 'internal error' in r.stderr and 'Traceback' not in r.stderr
 
 
+@pytest.mark.parametrize('debug', [False, True])
+def test_an_eof_error_is_the_error_line_alone(monkeypatch, debug):
+    """A command's EOFError (a library reading a cut stream: pickle, gzip, zstd's file reader) is one line, exit 2;
+    typer printed an empty line to stderr before it (closing a prompt's ^D echo), and then the line."""
+    from vidseg_ros.tools import commands_models
+
+    def cut(checkpoint):
+        raise EOFError('Ran out of input')
+    monkeypatch.setattr(commands_models, 'info', cut)
+    r = RUNNER.invoke(app, ['info', 'x.pt', *(['--debug'] if debug else [])])
+    if debug:
+        assert isinstance(r.exception, EOFError) and r.stderr == ''    # raised as it came, for its traceback
+    else:
+        assert (r.exit_code, r.stderr) == (2, 'vidseg info: error: EOFError: Ran out of input\n')
+
+
+def test_a_command_that_aborts_says_aborted(monkeypatch):
+    import typer
+
+    from vidseg_ros.tools import commands_models
+
+    def abort(checkpoint):
+        raise typer.Abort()
+    monkeypatch.setattr(commands_models, 'info', abort)
+    r = RUNNER.invoke(app, ['info', 'x.pt'])
+    assert (r.exit_code, r.stderr) == (130, 'vidseg info: error: aborted\n')
+
+
 def test_long_messages_are_truncated(bad):
     r = RUNNER.invoke(app, ['info', str(bad / ('x' * 2000) / 'm.pt')])
     assert r.exit_code == 2

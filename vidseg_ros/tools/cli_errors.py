@@ -220,14 +220,18 @@ class ContractGroup(TyperGroup):
         command = next((a for a in args if not a.startswith('-')), '')
         where = f'vidseg {command}'.strip()
         _STATE['swallowed'] = None
+        eof = None
         try:
             with _terminate_as_interrupt():
                 rv = super().main(args, 'vidseg', standalone_mode=False, **extra)
         except _Interrupted as e:
             rv = _interrupted(where, command, e.__cause__)
+        except _EndOfInput as e:
+            eof = e.__cause__       # handled below, outside this clause: --debug's traceback is the EOFError's alone
         except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
-            behind = _interruption_behind(e)
-            rv = _error_code(where, command, e) if behind is None else _interrupted(where, command, behind, e)
+            rv = _failed(where, command, e)
+        if eof is not None:
+            rv = _failed(where, command, eof)
         if _STATE['swallowed'] is not None:     # swallowed, and given again to no handler: still an interruption
             rv = _interrupted(where, command, _STATE['swallowed'])
         rv = rv if isinstance(rv, int) else 0
@@ -240,12 +244,27 @@ class ContractGroup(TyperGroup):
             return super().make_context(*args, **kwargs)
         except KeyboardInterrupt as e:      # while parsing: typer's silent exit 130 too
             raise _Interrupted() from e
+        except EOFError as e:
+            raise _EndOfInput() from e
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as e:
             raise _Interrupted() from e
+        except EOFError as e:
+            raise _EndOfInput() from e
+
+
+class _EndOfInput(Exception):
+    """A command's EOFError (a library reading a cut stream), carried past typer, which printed an empty line to
+    stderr for it (closing a prompt's ^D echo) before our one line, and made it an Abort (exit 130 'aborted', and
+    no traceback with --debug). ``main`` handles the EOFError itself (``__cause__``)."""
+
+
+def _failed(where: str, command: str, e: Exception) -> int:
+    behind = _interruption_behind(e)
+    return _error_code(where, command, e) if behind is None else _interrupted(where, command, behind, e)
 
 
 def _error_code(where: str, command: str, e: Exception) -> int:
@@ -259,9 +278,7 @@ def _error_code(where: str, command: str, e: Exception) -> int:
         return _fail(where, f'{e.format_message()} (see {where} --help)', 2)
     if isinstance(e, click_errors.ClickException):
         return _fail(where, e.format_message(), 2)
-    if isinstance(e, typer.Abort):
-        if isinstance(e.__context__, EOFError):   # typer turns a command's EOFError (a truncated file) into Abort
-            return _fail(where, _describe(e.__context__), 2)
+    if isinstance(e, typer.Abort):      # a command's own (a command's EOFError comes as itself: _EndOfInput)
         return _fail(where, 'aborted', 130)
     if _STATE['debug']:
         raise e
