@@ -108,3 +108,21 @@ def test_max_gap_zero_turns_gap_resets_off_as_documented():
     p = KeyframePolicy(EngineConfig(keyframe_interval=100, max_gap_s=0.0))
     stamps = [s * MS for s in (0, 33, 60_000, 120_000, 100)]
     assert [x.reset_reason for x in run(p, 5, stamps=stamps)] == ['start', '', '', '', 'backwards']
+
+
+def test_new_edges_without_a_colour_change_make_an_adaptive_key_frame():
+    """The descriptor's gradient energy is what sees texture the colour grid cannot: pixel-wide stripes
+    (vertical, then horizontal) on a flat wall of the same mean colour, as a refocus or a striped object
+    entering would give. Colour alone (the 16x16 means) does not change at all."""
+    flat = torch.full((1, 3, 64, 96), 0.5)
+    vertical, horizontal = flat.clone(), flat.clone()
+    vertical[..., 1::2] = -0.5
+    vertical[..., ::2] = 1.5
+    horizontal[..., 1::2, :] = -0.5
+    horizontal[..., ::2, :] = 1.5
+    cfg = EngineConfig(keyframe_policy='adaptive')      # default threshold (0.2) and max interval
+    for edges in (vertical, horizontal):
+        p = KeyframePolicy(cfg)
+        d = [p.decide(None, (64, 96), lambda x=x: change_descriptor(x)) for x in (flat, flat, edges)]
+        assert [x.key_reason for x in d] == ['start', '', 'adaptive'] and d[1].change == 0.0
+        assert d[2].change > 5 * cfg.keyframe_threshold
