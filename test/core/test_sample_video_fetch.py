@@ -5,8 +5,11 @@ stood in for by a script on PATH that copies it (no network in CI). The no-netwo
 in a network namespace of its own (root only; skipped otherwise)."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from support.videos import mjpg_avi
@@ -91,3 +94,81 @@ def test_no_network_is_one_line_naming_apt_gets_error(tmp_path):
     assert proc.returncode == 0 and out.count('\n') == 1, (out, proc.stderr[-2000:])
     assert 'apt-get download opencv-doc exited 100: E: ' in out and 'VIDSEG_SAMPLE_VIDEO=PATH' in out, out
     assert [p for p in (tmp_path / 'cache').rglob('*') if p.is_file()] == []
+
+
+def stalled_dpkg_deb(tmp_path, name: str, then: str) -> Path:
+    """A ``dpkg-deb`` on PATH that gives the real one's stream only after ``then`` (shell) returns; meanwhile the
+    fetch has its staging folder, the .deb downloaded into it. Creates ``<name>.ready`` when it stalls."""
+    real = shutil.which('dpkg-deb')
+    bin_dir = tmp_path / f'{name}_bin'
+    bin_dir.mkdir()
+    ready = tmp_path / f'{name}.ready'
+    (bin_dir / 'dpkg-deb').write_text(f'#!/bin/sh\ntouch {ready}\n{then}\nexec {real} "$@"\n')
+    (bin_dir / 'dpkg-deb').chmod(0o755)
+    return bin_dir
+
+
+def start_fetch(tmp_path, path_dirs) -> subprocess.Popen:
+    (tmp_path / 'tmp').mkdir(exist_ok=True)
+    env = {**os.environ, 'VIDSEG_CACHE': str(tmp_path / 'cache'), 'TMPDIR': str(tmp_path / 'tmp')}
+    env.pop('VIDSEG_SAMPLE_VIDEO', None)
+    env['PATH'] = os.pathsep.join([*map(str, path_dirs), env['PATH']])
+    return subprocess.Popen([sys.executable, '-c', FETCH], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120     # a bound on a hang, not a speed check
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f'{path} never came'
+        time.sleep(0.05)
+
+
+def staging(tmp_path) -> list[str]:
+    root = tmp_path / 'cache' / 'opencv-doc'
+    return sorted(p.name for p in root.iterdir() if p.name.startswith('.unpacking')) if root.is_dir() else []
+
+
+@pytest.mark.parametrize('then', ['fetched', 'cached'])
+def test_the_folder_of_a_fetch_killed_with_sigkill_is_removed_by_the_next(tmp_path, then):
+    """A fetch killed with SIGKILL (an OOM kill, a CI time-out) left its .unpacking_* folder (22 MB unpacked) in the
+    cache for ever, every later fetch finding the clip there, and the .deb it had downloaded in $TMPDIR."""
+    apt = package(tmp_path)
+    killed = start_fetch(tmp_path, [apt, stalled_dpkg_deb(tmp_path, 'a', 'sleep 600')])
+    try:
+        wait_for(tmp_path / 'a.ready', killed)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.communicate()
+    assert len(staging(tmp_path)) == 1
+    clip = tmp_path / 'cache' / 'opencv-doc' / DATA_DIR / 'vtest.avi'
+    if then == 'cached':        # fetched meanwhile by another process: this fetch returns the clip at once
+        clip.parent.mkdir(parents=True)
+        mjpg_avi(clip, 4)
+    assert fetch(tmp_path, [apt]) == f'{clip} 4\n'
+    assert staging(tmp_path) == []
+    assert list((tmp_path / 'tmp').iterdir()) == []
+
+
+def test_a_fetch_never_removes_the_folder_of_one_running_now(tmp_path):
+    """pytest-xdist workers fetch at once: one unpacking must keep its folder while others fetch and finish."""
+    apt = package(tmp_path)
+    go = tmp_path / 'go'
+    running = start_fetch(tmp_path, [apt, stalled_dpkg_deb(tmp_path, 'a', f'while [ ! -e {go} ]; do sleep 0.05; done')])
+    try:
+        wait_for(tmp_path / 'a.ready', running)
+        mine = staging(tmp_path)
+        assert len(mine) == 1
+        clip = tmp_path / 'cache' / 'opencv-doc' / DATA_DIR / 'vtest.avi'
+        for _ in ('fetches', 'finds it cached'):
+            assert fetch(tmp_path, [apt]) == f'{clip} 4\n'
+            assert staging(tmp_path) == mine
+        go.touch()
+        out, err = running.communicate(timeout=120)
+    finally:
+        go.touch()
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+    assert out == f'{clip} 4\n', (out, err[-2000:])
+    assert staging(tmp_path) == []

@@ -7,6 +7,8 @@ package is unpacked. No ROS, no torch.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -39,36 +41,105 @@ def fetch_opencv_sample(name: str = 'vtest.avi') -> Path:
     root = CACHE / 'opencv-doc'
     target = root / DATA_DIR / name
     if target.is_file():
+        with contextlib.suppress(OSError):
+            _remove_stale(root)
         return target
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        # unpacked inside the cache: the clips are renamed into place (a concurrent or interrupted fetch never
-        # leaves a half-written one), and a rename out of a tmpfs /tmp (Debian 13, Fedora) failed with EXDEV
-        unpacked = Path(tempfile.mkdtemp(prefix='.unpacking_', dir=root))
-    except OSError as e:
-        raise SampleVideoError(f'cannot write the sample cache {root} ({e.strerror or e}); set VIDSEG_CACHE=DIR '
-                               'or VIDSEG_SAMPLE_VIDEO=PATH to any video') from e
-    try:
-        with tempfile.TemporaryDirectory(prefix='vidseg_opencv_doc_') as tmp:
-            subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=tmp, check=True,
+    with _staging(root) as staging:
+        try:
+            download = staging / 'deb'
+            download.mkdir()
+            subprocess.run(['apt-get', 'download', 'opencv-doc'], cwd=download, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
-            deb = next(Path(tmp).glob('opencv-doc_*.deb'), None)
+            deb = next(download.glob('opencv-doc_*.deb'), None)
             if deb is None:
                 raise OSError('apt-get download left no opencv-doc_*.deb')
-            _unpack(deb, unpacked)
-        for src in (unpacked / DATA_DIR).iterdir():
-            dst = root / DATA_DIR / src.name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if not dst.exists():
-                os.replace(src, dst)
-    except (OSError, subprocess.SubprocessError, tarfile.TarError) as e:
-        raise SampleVideoError(f'could not obtain {name} from Debian\'s opencv-doc package ({_why(e)}); '
-                               'set VIDSEG_SAMPLE_VIDEO=PATH to any video instead') from e
-    finally:
-        shutil.rmtree(unpacked, ignore_errors=True)
+            _unpack(deb, staging / 'tree')
+            for src in (staging / 'tree' / DATA_DIR).iterdir():
+                dst = root / DATA_DIR / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if not dst.exists():
+                    os.replace(src, dst)
+        except (OSError, subprocess.SubprocessError, tarfile.TarError) as e:
+            raise SampleVideoError(f'could not obtain {name} from Debian\'s opencv-doc package ({_why(e)}); '
+                                   'set VIDSEG_SAMPLE_VIDEO=PATH to any video instead') from e
     if not target.is_file():
         raise SampleVideoError(f'opencv-doc has no {DATA_DIR}/{name}')
     return target
+
+
+# A fetch downloads and unpacks in a folder of its own in the cache, root/.unpacking-XXXXXXXX (22 MB unpacked,
+# the .deb more): the clip is renamed from there into place, never half-written (a rename out of a tmpfs /tmp
+# failed with EXDEV, and a .deb downloaded to /tmp stayed there after a SIGKILL). The folder is made and used
+# only while the fetch holds a shared flock on the folder ``root`` itself; a SIGKILL leaves the folder (it was
+# left for ever) but releases the lock. A fetch that gets the lock exclusive (no other fetch is staging now:
+# pytest-xdist workers may be) removes the staging folders, whose owners are then provably gone. ('-': old
+# versions named theirs .unpacking_XXXXXXXX, with no lock, so a fetch of one of them running now cannot be told
+# from a dead one.) Where the file system has no flock, nothing is removed.
+STAGING_PREFIX = '.unpacking-'
+
+
+def _lock(root: Path) -> int:
+    return os.open(root, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0))
+
+
+def _try_exclusive(fd: int) -> bool:
+    """Whether this process now holds ``fd``'s flock exclusive (False: another holds it, or no flock here)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:         # BlockingIOError: another fetch is staging (shared) or cleaning (for a moment)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _staging(root: Path):
+    """A staging folder of this fetch in ``root`` (removed after), made and used under a shared lock; the folders
+    of killed fetches removed first when no other fetch is staging."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = _lock(root)
+    except OSError as e:
+        raise _unwritable(root, e) from e
+    try:
+        if _try_exclusive(fd):
+            _remove_staging(root)
+        # waits out a cleaner; the folder is made after this, so no cleaner can take it for a dead fetch's
+        with contextlib.suppress(OSError):      # no flock on this file system: no exclusive lock either
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+        except OSError as e:
+            raise _unwritable(root, e) from e
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _unwritable(root: Path, e: OSError) -> SampleVideoError:
+    return SampleVideoError(f'cannot write the sample cache {root} ({e.strerror or e}); set VIDSEG_CACHE=DIR or '
+                            'VIDSEG_SAMPLE_VIDEO=PATH to any video')
+
+
+def _remove_stale(root: Path) -> None:
+    """The staging folders of fetches that were killed, removed when no fetch is staging now (best effort)."""
+    if not any(p.name.startswith(STAGING_PREFIX) for p in root.iterdir()):
+        return      # the usual case
+    fd = _lock(root)
+    try:
+        if _try_exclusive(fd):
+            _remove_staging(root)
+    finally:
+        os.close(fd)
+
+
+def _remove_staging(root: Path) -> None:
+    """Every staging folder in ``root``: call with the exclusive lock held."""
+    for path in root.iterdir():
+        if path.name.startswith(STAGING_PREFIX) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _why(error: BaseException) -> str:
