@@ -62,3 +62,11 @@ def test_check_passes_exactly_when_docs_would_change_nothing(tmp_path, newline):
         docs.update(readme=path)
         assert stale == (path.read_bytes() != before), (newline, body[:30])
         assert docs.update(check=True, readme=path) == 0
+
+
+def test_a_readme_that_is_not_utf8_is_named(tmp_path):
+    """The error was "'utf-8' codec can't decode byte 0xe9 in position 3: ...", naming no file."""
+    path = tmp_path / 'README.md'
+    path.write_bytes(b'caf\xe9\n<!-- BEGIN segment_params -->\n<!-- END segment_params -->\n')
+    with pytest.raises(ValueError, match=f'^{path} is not UTF-8 text \\(byte 3: invalid continuation byte\\)'):
+        docs.update(check=True, readme=path)

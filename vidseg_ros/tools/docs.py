@@ -108,7 +108,10 @@ def update(check: bool = False, readme: str | Path = ROOT / 'README.md') -> int:
     path = Path(readme)
     # newline='': the file's own line endings, compared and written as they are (read_text() folded CRLF to
     # LF, so --check passed a CRLF README that the write then changed whole)
-    text = read_regular_text(path, encoding='utf-8', newline='')
+    try:
+        text = read_regular_text(path, encoding='utf-8', newline='')
+    except UnicodeDecodeError as e:     # the line named no file: "'utf-8' codec can't decode byte 0xe9 in ..."
+        raise ValueError(f'{path} is not UTF-8 text (byte {e.start}: {e.reason}); a README is UTF-8') from None
     new = render(text, path.resolve().parent)   # the launch files of the checkout the README belongs to
     if check:
         if new != text:
