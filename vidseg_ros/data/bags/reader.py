@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import shutil
 import sqlite3
 import struct
@@ -28,6 +29,7 @@ from pathlib import Path
 import yaml
 from mcap.records import Channel, Schema
 from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import Reader as Rosbag2Reader
 from rosbags.typesys import Stores, get_typestore
 
 from vidseg_ros.config import parse_yaml
@@ -43,6 +45,7 @@ IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 # a recorder's metadata.yaml is about 250 bytes a split and 1 kB a topic (a day in one-minute splits: 400 kB);
 # a larger one is not parsed (YAML reads at about 0.2 MB/s: 50 MB held extract for minutes) but salvaged around
 METADATA_LIMIT = 4 * 2**20
+_SPARE_FILES = 16   # files left to others (a worker's video, a log) while a bag's splits are open
 _ROS2 = get_typestore(Stores.ROS2_HUMBLE)
 _ROS1 = get_typestore(Stores.ROS1_NOETIC)
 # rosbag2's file compression appends .zstd to each storage file; ``rosbag record`` writes .bag.active until it closes
@@ -292,6 +295,37 @@ def _any_reader(path: Path) -> Iterator[AnyReader]:
             _SHOWN_AS.pop(str(link), None)
 
 
+def _open_files_left() -> int:
+    """How many more files this process may open (the soft ``RLIMIT_NOFILE`` less those open now)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    try:
+        in_use = len(os.listdir('/proc/self/fd'))
+    except OSError:
+        in_use = 64
+    return soft - in_use
+
+
+def _splits_one_by_one(path: Path) -> list[Path] | None:
+    """The splits bag folder ``path``'s metadata.yaml lists, to be opened one after another, when opening them all at
+    once would pass the open-file limit; None when they fit (or it is no such MCAP folder). rosbags opens every
+    split of a bag before its first message: on the usual ``ulimit -n`` of 1024, a bag of 1 s splits longer than
+    17 min failed with 'Too many open files', and its intact files were read record by record, reported as damaged.
+    rosbags reads a bag's splits one after the other (each in time order), and so does this."""
+    if not path.is_dir():
+        return None
+    try:
+        listed = _metadata(path)['rosbag2_bagfile_information']['relative_file_paths']
+        names = [str(name) for name in listed]
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+        return None
+    if len(names) + _SPARE_FILES <= _open_files_left() or not all(n.endswith('.mcap') and Path(n).name == n
+                                                                   for n in names):
+        return None
+    return [path / n for n in names]
+
+
 def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, int]] | None:
     """topic -> (msgtype, message count), from a full read when the bag index is damaged.
 
@@ -302,6 +336,12 @@ def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, 
     if _file_compressed(Path(path)) and (listed := _metadata_topics(Path(path))) is not None:
         return listed       # opening it with rosbags decompresses every split
     try:
+        if _splits_one_by_one(Path(path)) is not None:   # more splits than files may be open
+            found: dict[str, str] = {}
+            expected: dict[str, int] = {}
+            for _ in _read_any(Path(path), None, 1, 0, found, expected):    # an empty time range: no message read
+                pass
+            return {t: (msgtype, expected.get(t, 0)) for t, msgtype in found.items()}
         with _any_reader(Path(path)) as reader:
             return {bag_name(c.topic): (c.msgtype, c.msgcount) for c in reader.connections}
     except Exception:  # noqa: BLE001
@@ -334,17 +374,31 @@ def _read_any(path: Path, topics, start_ns, stop_ns, found: dict[str, str],
         for topic, msgtype, t, data, fmt in read_plain_mcap(path, topics, start_ns, stop_ns, found):
             yield RawMessage(str(path), topic, msgtype, t, data, fmt)    # rosbags reads only the ros2 profile
         return
-    with _any_reader(path) as reader:
-        found.update({bag_name(c.topic): c.msgtype for c in reader.connections})
-        conns = [c for c in reader.connections if not topics or bag_name(c.topic) in topics]
-        for c in conns:
-            expected[bag_name(c.topic)] = expected.get(bag_name(c.topic), 0) + (c.msgcount or 0)
-        if not conns:       # an empty selection means "all" to AnyReader
-            log.debug('%s: none of the topics %s', path, topics)   # the caller says what it missed
-            return
-        for conn, t, raw in reader.messages(connections=conns, start=start_ns, stop=stop_ns):
-            fmt = 'ros1' if path.suffix.lower() == '.bag' else 'cdr'
-            yield RawMessage(str(path), bag_name(conn.topic), conn.msgtype, t, bytes(raw), fmt)
+    splits = _splits_one_by_one(path)
+    if splits is None:
+        with _any_reader(path) as reader:
+            yield from _from_reader(reader, path, topics, start_ns, stop_ns, found, expected)
+        return
+    for split in splits:    # more splits than files may be open. rosbags' plain reader: AnyReader parsed every
+        with Rosbag2Reader(split) as reader:   # split's message definitions again (45 ms a topic)
+            for msg in _from_reader(reader, path, topics, start_ns, stop_ns, found, expected):
+                msg.data = unpacked(msg.data, msg.fmt)   # message compression, which a lone file's reader misses
+                yield msg
+
+
+def _from_reader(reader, path: Path, topics, start_ns, stop_ns, found: dict[str, str],
+                 expected: dict[str, int]) -> Iterator[RawMessage]:
+    """A rosbags reader's messages (of the selected topics) as RawMessages."""
+    found.update({bag_name(c.topic): c.msgtype for c in reader.connections})
+    conns = [c for c in reader.connections if not topics or bag_name(c.topic) in topics]
+    for c in conns:
+        expected[bag_name(c.topic)] = expected.get(bag_name(c.topic), 0) + (c.msgcount or 0)
+    if not conns:       # an empty selection means "all" to AnyReader
+        log.debug('%s: none of the topics %s', path, topics)   # the caller says what it missed
+        return
+    for conn, t, raw in reader.messages(connections=conns, start=start_ns, stop=stop_ns):
+        fmt = 'ros1' if path.suffix.lower() == '.bag' else 'cdr'
+        yield RawMessage(str(path), bag_name(conn.topic), conn.msgtype, t, bytes(raw), fmt)
 
 
 def _salvage(file: Path, warnings: list[str]) -> Iterator[RawMessage]:
