@@ -256,7 +256,10 @@ def _write_failed(e: OSError, bag, out) -> str:
     if e.errno in (errno.EACCES, errno.EPERM):
         return f'{e.filename or where}: permission denied: {other} where you may write'
     reason = f'writing the recovered bag failed ({e.strerror or e}); nothing was changed in {bag}'
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if e.errno == errno.EFBIG:   # not a full disk: 'a disk with free space' sent users to one as limited
+        return (f'{reason}; a file would pass the largest file this process or file system may write (ulimit -f; '
+                f'FAT32 takes 4 GB at most): raise the limit, or {other} on a disk that takes files that large')
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f'{reason}; {other} on a disk with free space'
     return f'{reason} (at {e.filename})' if e.filename else reason
 
