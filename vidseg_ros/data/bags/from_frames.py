@@ -203,6 +203,10 @@ def _undo(e: BaseException, new: list[Path], out: Path) -> BaseException:
         return OSError(errno.EIO, f'sqlite3 storage: {e}; nothing was left behind', clip(out))
     if isinstance(e, OSError) and e.filename and len(str(e.filename)) > SHORT_TEXT:
         return OSError(e.errno, e.strerror or str(e), clip(e.filename))
+    if type(e) is OSError and e.errno and not e.filename:   # rosbags' writer names no file: '[Errno 27] File too large'
+        why = (' (past the largest file this process or file system may write: ulimit -f; FAT32 takes 4 GB at most)'
+               if e.errno == errno.EFBIG else '')
+        return OSError(e.errno, f'{e.strerror or e}{why}; nothing was left behind', clip(out))
     return e
 
 
