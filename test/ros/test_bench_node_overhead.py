@@ -17,6 +17,7 @@ def test_bench_node_overhead_short_run():
     rows = {line.split('|')[1].strip(): line for line in out.splitlines() if line.startswith('| ')}
     assert {'transport', 'preprocess', 'model', 'postprocess', 'publish', 'end_to_end', 'overhead'} <= set(rows)
     assert 'model share of end-to-end p50 (outputs: mask)' in out
+    assert '  ceiling: with convert, preprocess, postprocess, wait and other at 0 the share would be ' in out
     assert 'the model ran at torch_threads ' in out, out    # what /diagnostics says, not only what was asked
     # the frames it measured on are named: noise has almost no label boundaries and flatters post-processing
     header = out.splitlines()[0]
