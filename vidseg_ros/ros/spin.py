@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -24,7 +25,7 @@ from vidseg_ros.constants import EXIT_CANNOT_START
 from vidseg_ros.engine.memory import tune_allocator
 from vidseg_ros.ros.core_logging import ForwardToRos
 from vidseg_ros.ros.entry import stop_signals
-from vidseg_ros.ros.startup import domain_id_problem, init_failure, transport_warnings
+from vidseg_ros.ros.startup import domain_id_problem, fd_limit_advice, init_failure, transport_warnings
 from vidseg_ros.text import one_line
 
 
@@ -124,7 +125,8 @@ def start_ros(name: str, args=None):
         try:
             return rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         except RuntimeError as e:   # rclpy's RCLError
-            problem = init_failure(e)
+            advice = fd_limit_advice(e)   # rcl's own words bury it
+            problem = f'cannot start ROS: {advice}' if advice else init_failure(e)
             rclpy.try_shutdown()     # rcl may be up with only its logging missing
     print(f'{name}: {problem}', file=sys.stderr)
     return None
@@ -141,6 +143,8 @@ def run(node_cls, args=None) -> int:
     """
     code = 0
     tune_allocator()   # camera-sized buffers reused, not page-faulted afresh on every frame
+    # rclpy's cleanup of a node rcl could not create (out of file descriptors): two lines of its own before ours
+    warnings.filterwarnings('ignore', r'Failed to fini ', RuntimeWarning, r'rclpy\.node')
     context = start_ros(node_cls.__name__, args)
     if context is None:
         return EXIT_CANNOT_START
@@ -161,7 +165,8 @@ def run(node_cls, args=None) -> int:
                 node.get_logger().warning(warning)
         except Exception as e:  # noqa: BLE001 - start-up failures (bad model, bad params) exit with a clear line
             # one bounded line, escapes shown: the message may quote a file's or a message's text
-            print(f'{node_cls.__name__}: {one_line(f"{type(e).__name__}: {e}", 400)}', file=sys.stderr)
+            reason = fd_limit_advice(e) or one_line(f'{type(e).__name__}: {e}', 400)
+            print(f'{node_cls.__name__}: {reason}', file=sys.stderr)
             code = EXIT_CANNOT_START
         try:
             while code == 0 and not stop.requested and rclpy.ok() and not done():
