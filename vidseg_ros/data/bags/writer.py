@@ -30,9 +30,11 @@ import yaml
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
-from vidseg_ros.data.bags.direct_file import AppendFile
+from vidseg_ros.config import ConfigError, parse_yaml   # not imported at a split: an import opens a file, and a
+from vidseg_ros.data.bags.direct_file import AppendFile  # recorder with every descriptor taken stopped at its first split
 from vidseg_ros.data.bags.msgdefs import message_definition
 from vidseg_ros.data.order import natural_key
+from vidseg_ros.text import clip
 
 log = logging.getLogger(__name__)
 
@@ -336,11 +338,9 @@ def _qos_profiles(name: str, text: str):
     recovery fail ('unacceptable character #x001b') after the messages were copied, without metadata.yaml.
     Bounded (``parse_yaml``): 10**5 nested brackets were a RecursionError, an alias bomb was dumped into
     metadata.yaml expanded (9**9 items: the recovery never ended)."""
-    from vidseg_ros.config import ConfigError, parse_yaml
     try:
         return parse_yaml(text or '[]', 'offered_qos_profiles') or []
     except ConfigError as e:
-        from vidseg_ros.text import clip
         log.warning('%s: offered_qos_profiles in the bag is not YAML (%s): listed as none', clip(name),
                     clip(str(e).splitlines()[0] if str(e) else type(e).__name__))
         return []
