@@ -93,8 +93,28 @@ def _state_of_another_arch(tmp_path) -> bytes:
     return (tmp_path / 'runs' / 'unet' / 'last.pt').read_bytes()
 
 
+def _edited(path: Path, edit) -> bytes:
+    """``path``'s training state with ``edit`` applied to it (a copy of its weights), as the bytes torch writes."""
+    import io
+    blob = torch.load(path, weights_only=True)
+    blob['model'] = dict(blob['model'])
+    edit(blob)
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize('content,says', [
     (lambda p: p.read_bytes()[:2000], r'is truncated or not a training state \(last.pt\): is not a torch checkpoint'),
+    # weights of this run's own model (same arch, arch_config and classes) that lack a key: damaged, not 'a run of
+    # another model (num_classes: 3, data_root: ...)' (this run's own settings)
+    (lambda p: _edited(p, lambda b: b['model'].pop(next(iter(b['model'])))),
+     r'last.pt is damaged: its weights do not fit the model its own config names \(keyframe_fpn, 3 classes, '
+     r"arch_config \{'fpn_ch': 32\}\), or another vidseg_ros version wrote it; resume from an intact last.pt.* "
+     r'1 missing key'),
+    (lambda p: _edited(p, lambda b: b.update(model=None)), r'last.pt is damaged: model is NoneType; resume from'),
+    (lambda p: _edited(p, lambda b: b.update(numpy_rng=b['numpy_rng'][:10])),
+     r'last.pt is damaged: its random number states do not restore \(index 10 is out of bounds'),
     (lambda p: b'', r'is truncated or not a training state \(last.pt\): is truncated or corrupt'),
     (lambda p: b'garbage\n', r'is truncated or not a training state \(last.pt\): is not a loadable torch checkpoint'),
     (lambda p: (p.parent.parent.parent / 'user.pt').read_bytes(), r'it is a model checkpoint, without model'),
@@ -102,7 +122,8 @@ def _state_of_another_arch(tmp_path) -> bytes:
      r'is a run of another model \(arch: recurrent_unet, here keyframe_fpn\)')])
 def test_resuming_from_a_damaged_or_wrong_last_pt_names_it(tmp_path, content, says):
     """Truncated: exit 1 'PytorchStreamReader failed'; a model copied there: KeyError 'model'; 0 bytes: EOFError
-    without the path; text: torch's advice to load with weights_only=False; another arch: 'num_classes: 6'."""
+    without the path; text: torch's advice to load with weights_only=False; another arch: 'num_classes: 6'; a weight
+    gone: 'a run of another model' of this run's own settings; no weights: TypeError; a short RNG state: IndexError."""
     from vidseg_ros.models import create_model
     _user_model(tmp_path / 'user.pt')
     cfg = _cfg(tmp_path, arch='keyframe_fpn', arch_config={'fpn_ch': 32})

@@ -129,7 +129,7 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
                         weight_decay=cfg.weight_decay)
     state = {'epoch': 0, 'step': 0, 'best': None, 'history': []}     # best: None until an epoch is scored
     if resume and (run_dir / 'last.pt').is_file():
-        state = load_training_state(run_dir / 'last.pt', model, optimizer, rank)
+        state = load_training_state(run_dir / 'last.pt', model, optimizer, rank, cfg)
         log.info('resumed %s at epoch %d step %d', run_dir, state['epoch'], state['step'])
     runner = StepRunner(cfg, model, device, world, teacher)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
