@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vidseg_ros.cli import app
-from vidseg_ros.text import clip, one_line, short
+from vidseg_ros.text import clip, cut_fields, one_line, short
 
 HOSTILE = '\x1b]0;owned\x07Sky\r\n[ERROR] [launch]: fake\x1b[2J\x1b[31m\x00\x9b\x7f'
 CONTROL = [chr(c) for c in (*range(0x20), *range(0x7f, 0xa0))]
@@ -49,3 +49,27 @@ def test_the_cli_log_lines_escape_what_a_bag_or_folder_put_in_them():
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert p.stderr == ('WARNING vidseg_ros.data.datasets.extract: extract: /cam\\x1b]0;owned\\x07\\n[ERROR] '
                         '[launch]: fake has no frames\n'), repr(p.stderr)
+
+
+@pytest.mark.parametrize('show,quoted', [(clip, str), (short, repr)])
+def test_a_text_of_exactly_the_limit_is_whole_and_one_more_is_cut(show, quoted):
+    assert show('a' * 10, 10) == quoted('a' * 10)
+    assert show('a' * 11, 10) == quoted('a' * 10) + '... (11 characters)'
+
+
+def test_one_line_keeps_a_line_of_the_limit_whole_and_cuts_a_longer_one_to_the_limit():
+    assert one_line('x' * 40, 40) == 'x' * 40
+    for n in (41, 1000):
+        text = 'where/' + 'x' * (n - 12) + 'advice'
+        cut = one_line(text, 40)
+        assert len(cut) == 40 and cut.startswith('where/x') and cut.endswith('xadvice') and ' ... ' in cut, cut
+
+
+def test_cut_fields_keeps_a_value_of_exactly_the_limits_whole():
+    """A list or mapping of exactly ``items`` entries got no '... (N items)' entry: nothing was cut."""
+    mapping, items = {str(i): 'v' * 5 for i in range(3)}, ['v' * 5] * 3
+    assert cut_fields(mapping, limit=5, items=3) == mapping
+    assert cut_fields(items, limit=5, items=3) == items
+    assert cut_fields({**mapping, '3': 'v' * 6}, limit=5, items=3) == {**mapping, '...': '4 entries'}
+    assert cut_fields([*items, 'v'], limit=5, items=3) == [*items, '... (4 items)']
+    assert cut_fields({'k': ['v' * 6]}, limit=5) == {'k': ['vvvvv... (6 characters)']}
