@@ -91,3 +91,28 @@ def test_half_scale_pads_a_full_size_crop_with_ignore():
     inside = lab != IGNORE
     assert 0.2 < inside.mean() < 0.3                              # a quarter of the crop is the frame
     assert (lab == IGNORE).sum() >= 96 * 128 * 0.7
+
+
+@pytest.mark.parametrize('scale', [0.25, 0.3, 0.45])
+@pytest.mark.parametrize('flip', [False, True])
+@pytest.mark.parametrize('axis', [0, 1])
+def test_a_frame_shrunk_more_than_2x_stays_on_its_label(scale, flip, axis):
+    """Below half size the image is area-averaged first (cv2.resize, pixel centres at (i + 0.5) / s - 0.5) and
+    then warped as if its pixel i sat at i / s: at 0.25 an edge in the image landed 0.75 px from the same edge
+    in the label (nearest). An edge anywhere in the source is now where the label has it, as in the plain warp
+    above half size (within half a pixel: the label rounds to whole pixels)."""
+    h, w = 240, 320
+    for seed in range(40):      # a draw with the flip asked for
+        p = draw(AugmentConfig(resize_scale=scale, hflip=True), (h, w), np.random.default_rng(seed), train=True)
+        if (p.matrix[0, 0] < 0) == flip:
+            break
+    assert abs(np.linalg.det(p.matrix[:, :2])) < 0.25 and p.out_hw == (round(h * scale), round(w * scale))
+    for edge in range(100, 112):     # every phase of the edge against the output grid
+        label = np.zeros((h, w), np.uint8)
+        (label[edge:] if axis == 0 else label[:, edge:])[...] = 1
+        rgb = np.repeat(label[..., None] * 255, 3, axis=2).astype(np.uint8)
+        img = apply_image(rgb, p)[..., 0].astype(float) / 255
+        lab = apply_label(label, p, IGNORE)
+        line = (slice(None), 5) if axis == 0 else (5, slice(None))
+        dark_img, dark_lab = (1 - img[line]).sum(), (lab[line] == 0).sum()   # where the edge is, in output px
+        assert abs(dark_img - dark_lab) <= 0.51, (edge, dark_img, dark_lab)
