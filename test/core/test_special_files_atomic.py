@@ -1,0 +1,173 @@
+"""``vidseg_ros.files`` on its own: a file written whole or not at all (a full disk, a file size limit, Ctrl-C
+mid-write), synced before the rename, and what a path that is no file to read is called. Fast, in-process;
+the CLI side of the same is test_special_files.py."""
+import errno
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vidseg_ros import files
+from vidseg_ros.files import (NotAFileError, check_replaceable, file_problem, name_limit, open_regular,
+                              read_regular_text, temp_path, write_file_atomic)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_write_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / 'card.md'
+    path.write_bytes(b'old')
+    assert write_file_atomic(path, b'new text') == path
+    assert path.read_bytes() == b'new text' and _names(tmp_path) == ['card.md']
+    assert write_file_atomic(tmp_path / 'view.bin', memoryview(b'\x00\x01')).read_bytes() == b'\x00\x01'
+
+
+@pytest.mark.parametrize('fsync', [True, False])
+def test_the_data_is_synced_before_the_rename_unless_it_can_be_made_again(tmp_path, monkeypatch, fsync):
+    """A power cut after a rename of unsynced data leaves an empty file under the new name (ext4, XFS)."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, 'fsync', lambda fd: (events.append(('fsync', os.fstat(fd).st_size)), real_fsync(fd)))
+    monkeypatch.setattr(os, 'replace', lambda *a: (events.append(('replace',)), real_replace(*a)))
+    write_file_atomic(tmp_path / 'x', b'12345', fsync=fsync)
+    assert events == ([('fsync', 5), ('replace',)] if fsync else [('replace',)])
+
+
+@pytest.mark.parametrize('failing', ['fsync', 'replace'])
+def test_a_full_disk_keeps_the_old_file_and_names_the_file_asked_for(tmp_path, monkeypatch, failing):
+    """ENOSPC from fsync (NFS, delayed allocation: write() took the data) or from the rename: the old file is
+    kept, the temporary removed, and the error names the file the user gave, not ``.1a2b3c4d.tmp``."""
+    path = tmp_path / 'index.csv'
+    path.write_bytes(b'old rows')
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, 'No space left on device', str(temp_path(path)))
+    monkeypatch.setattr(os, failing, full)
+    with pytest.raises(OSError) as e:
+        write_file_atomic(path, b'new rows' * 1000, shown='dataset/index.csv')
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, 'dataset/index.csv')
+    assert e.value.strerror == 'No space left on device (not written; a file there before is unchanged)'
+    assert path.read_bytes() == b'old rows' and _names(tmp_path) == ['index.csv']
+
+
+def test_a_file_size_limit_hit_mid_write_keeps_the_old_file(tmp_path):
+    """A real short write: the kernel refuses past RLIMIT_FSIZE (EFBIG, SIGXFSZ ignored as a shell's ulimit -f
+    does not), as a full disk refuses past its last block."""
+    path = tmp_path / 'model.onnx'
+    path.write_bytes(b'old graph')
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+    code = ('import sys; from vidseg_ros.files import write_file_atomic\n'
+            'try:\n    write_file_atomic(sys.argv[1], bytes(1 << 20))\n'
+            'except OSError as e:\n    print(e.errno, e.filename, e.strerror)')
+    p = subprocess.run([sys.executable, '-c', code, str(path)], capture_output=True, text=True, timeout=60,
+                       preexec_fn=limited, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert p.stdout == f'{errno.EFBIG} {path} File too large (not written; a file there before is unchanged)\n', \
+        (p.stdout, p.stderr[-2000:])
+    assert path.read_bytes() == b'old graph' and _names(tmp_path) == ['model.onnx']
+
+
+def test_ctrl_c_mid_write_removes_the_temporary_and_stays_an_interruption(tmp_path, monkeypatch):
+    path = tmp_path / 'x'
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, 'fsync', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_file_atomic(path, b'data')
+    assert _names(tmp_path) == []
+
+
+def test_an_error_without_a_reason_is_raised_as_it_came(tmp_path, monkeypatch):
+    def odd(*args):
+        raise OSError('odd')
+    monkeypatch.setattr(os, 'replace', odd)
+    with pytest.raises(OSError) as e:
+        write_file_atomic(tmp_path / 'x', b'data')
+    assert e.value.args == ('odd',) and _names(tmp_path) == []
+
+
+def test_the_temporary_name_is_short_fixed_and_the_files_own(tmp_path):
+    """``<name>.tmp`` overran the 255 bytes of a long name; a fixed name is reused after a killed writer."""
+    long = tmp_path / ('n' * 255)
+    assert temp_path(long) == temp_path(long) and temp_path(long).parent == tmp_path
+    assert len(temp_path(long).name) == len('.12345678.tmp') and temp_path(long).name.startswith('.')
+    assert temp_path(tmp_path / 'a') != temp_path(tmp_path / 'b')
+    write_file_atomic(long, b'x')
+    assert long.read_bytes() == b'x'
+
+
+def test_a_folder_or_a_link_to_one_is_not_replaced(tmp_path):
+    (tmp_path / 'dir').mkdir()
+    (tmp_path / 'link').symlink_to(tmp_path / 'dir')
+    for name in ('dir', 'link'):
+        with pytest.raises(NotAFileError, match='is a folder: not replaced by a file'):
+            write_file_atomic(tmp_path / name, b'x', shown=f'shown/{name}')
+    assert (tmp_path / 'dir').is_dir() and _names(tmp_path / 'dir') == []
+    (tmp_path / 'dangling').symlink_to(tmp_path / 'missing')
+    check_replaceable(tmp_path / 'dangling')        # the write itself says what is wrong there
+    check_replaceable(tmp_path / 'missing')
+
+
+@pytest.mark.parametrize('make,says', [
+    (lambda p: None, 'is missing'),
+    (lambda p: p.mkdir(), 'is a folder'),
+    (lambda p: os.mkfifo(p), 'is not a regular file (a FIFO, a device...)'),
+    (lambda p: p.symlink_to(p.with_name('nothing')), 'is a link to nothing, or one that loops'),
+    (lambda p: p.symlink_to(p), 'is a link to nothing, or one that loops'),
+    (lambda p: p.write_bytes(b''), ''),
+    (lambda p: (p.with_name('real').write_bytes(b'x'), p.symlink_to(p.with_name('real'))), '')])
+def test_what_a_path_that_is_no_file_is_called(tmp_path, make, says):
+    path = tmp_path / 'f'
+    make(path)
+    assert file_problem(path) == says
+
+
+def test_a_path_through_a_file_or_with_a_nul_is_missing_and_one_too_long_is_an_error(tmp_path):
+    (tmp_path / 'file').write_bytes(b'')
+    assert file_problem(tmp_path / 'file' / 'x') == 'is missing'
+    assert file_problem(str(tmp_path / 'a\0b')) == 'is missing'
+    with pytest.raises(OSError) as e:
+        file_problem(tmp_path / ('n' * 300))
+    assert e.value.errno == errno.ENAMETOOLONG
+
+
+def test_open_regular_reads_only_and_leaves_the_file_blocking(tmp_path):
+    path = tmp_path / 'a.txt'
+    path.write_bytes(b'one\r\ntwo\n')
+    for mode in ('w', 'ab', 'x', 'r+'):
+        with pytest.raises(ValueError, match='open_regular reads'):
+            open_regular(path, mode)
+    with open_regular(path) as f:
+        assert os.get_blocking(f.fileno()) and f.read() == b'one\r\ntwo\n'
+    assert read_regular_text(path) == 'one\ntwo\n'
+    assert read_regular_text(path, newline='') == 'one\r\ntwo\n'
+    with pytest.raises(FileNotFoundError):
+        open_regular(tmp_path / 'missing')
+
+
+def test_name_limit_is_that_of_the_nearest_existing_folder(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(os, 'pathconf', lambda folder, name: (asked.append((Path(folder), name)), 143)[1])
+    assert name_limit(tmp_path / 'new' / 'deeper' / 'file') == 143
+    assert asked == [(tmp_path, 'PC_NAME_MAX')]
+
+    def unsupported(folder, name):
+        raise OSError(errno.EINVAL, 'Invalid argument')
+    monkeypatch.setattr(os, 'pathconf', unsupported)
+    assert name_limit(tmp_path / 'x') == 255
+
+
+def test_real_path_of_a_link_loop_is_no_error(tmp_path):
+    (tmp_path / 'loop').symlink_to(tmp_path / 'loop')
+    assert files.real_path(tmp_path / 'loop' / 'x').name == 'x'
