@@ -126,3 +126,57 @@ def test_new_edges_without_a_colour_change_make_an_adaptive_key_frame():
         d = [p.decide(None, (64, 96), lambda x=x: change_descriptor(x)) for x in (flat, flat, edges)]
         assert [x.key_reason for x in d] == ['start', '', 'adaptive'] and d[1].change == 0.0
         assert d[2].change > 5 * cfg.keyframe_threshold
+
+
+def test_a_gap_of_exactly_max_gap_s_does_not_reset():
+    """"A stamp gap larger than this resets": with max_gap_s 0.3 (0.6, 0.7, 1.2, ...) a camera exactly at
+    1/max_gap_s reset on every frame (300 ms * 1e-9 rounds above 0.3) while 0.5 s at 2 Hz did not."""
+    for gap_s in (0.3, 0.5, 0.6, 0.7, 1.2):
+        ns = round(gap_s * 1e9)
+        p = KeyframePolicy(EngineConfig(keyframe_interval=100, max_gap_s=gap_s))
+        stamps = [0, ns, 2 * ns, 3 * ns + 1]
+        assert [x.reset_reason for x in run(p, 4, stamps=stamps)] == ['start', '', '', 'gap'], gap_s
+
+
+def test_a_repeated_stamp_is_not_a_step_backwards():
+    """Two frames with the same stamp (a driver stamping at its own low rate, a bag of duplicates) are not a
+    bag looping: no reset."""
+    p = KeyframePolicy(EngineConfig(keyframe_interval=100))
+    stamps = [0, 33 * MS, 33 * MS, 66 * MS, 65 * MS]
+    assert [x.reset_reason for x in run(p, 5, stamps=stamps)] == ['start', '', '', '', 'backwards']
+
+
+def test_adaptive_threshold_is_a_strict_bound_and_max_interval_one_keys_every_frame():
+    """"moved more than keyframe_threshold": threshold 0 keys on any change, not on an unchanged frame."""
+    base = torch.ones(1, 5, 3, 4)
+    descs = [base, base, base * 1.001, base * 1.001]
+    d = run(KeyframePolicy(EngineConfig(keyframe_policy='adaptive', keyframe_threshold=0.0)), 4, descs=descs)
+    assert [x.key_reason for x in d] == ['start', '', 'adaptive', '']
+    every = EngineConfig(keyframe_policy='adaptive', keyframe_max_interval=1)
+    assert all(x.is_key for x in run(KeyframePolicy(every), 4, descs=[base] * 4))
+
+
+def test_descriptor_is_spatial_so_content_moving_registers():
+    """Camera motion with the same global statistics (sky and ground swap places, a tilt) is a change: the
+    descriptor keeps a coarse grid in both directions, not one row or column."""
+    up = torch.zeros(1, 3, 64, 96)
+    up[..., :32, :] = 1.0
+    down = up.flip(-2)
+    left = torch.zeros(1, 3, 64, 96)
+    left[..., :48] = 1.0
+    from vidseg_ros.engine.policy import relative_change
+    assert relative_change(change_descriptor(down), change_descriptor(up)) > 0.5
+    assert relative_change(change_descriptor(left.flip(-1)), change_descriptor(left)) > 0.5
+
+
+def test_switching_to_adaptive_at_run_time_catches_the_next_cut():
+    """The fixed policy keeps no descriptor of its key frames: after update_config to adaptive nothing but
+    max_interval made a key frame (30 frames by default, up to 10000), a scene cut included."""
+    torch.manual_seed(0)
+    scene, cut = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96) * 2
+    p = KeyframePolicy(EngineConfig(keyframe_interval=100))
+    for _ in range(3):
+        p.decide(None, (64, 96), lambda: change_descriptor(scene))
+    p.update_config(EngineConfig(keyframe_policy='adaptive', keyframe_max_interval=1000))
+    d = [p.decide(None, (64, 96), lambda x=x: change_descriptor(x)) for x in (scene, scene, cut, cut)]
+    assert [x.key_reason for x in d] == ['', '', 'adaptive', '']

@@ -102,6 +102,10 @@ class KeyframePolicy:
             return Decision(False)
         if self._since_key >= max(1, cfg.keyframe_max_interval):
             return self._key(Decision(True, '', 'max_interval'), desc)
+        if desc is not None and self._key_desc is None:
+            # no reference: the last key frame was the fixed policy's, before a switch to adaptive. This frame
+            # is the reference from now on (without it nothing but max_interval made a key frame, a cut included)
+            self._key_desc = desc
         change = relative_change(desc, self._key_desc) if desc is not None and self._key_desc is not None \
             else 0.0
         if change > cfg.keyframe_threshold:
@@ -119,7 +123,9 @@ class KeyframePolicy:
         if not reason and stamp_ns is not None and self._last_stamp_ns is not None:
             if stamp_ns < self._last_stamp_ns:
                 reason = 'backwards'
-            elif self.config.max_gap_s > 0 and (stamp_ns - self._last_stamp_ns) * 1e-9 > self.config.max_gap_s:
+            # / 1e9, not * 1e-9: the product rounds up for 0.3, 0.6, 0.7, 1.2 s ..., so a camera exactly at
+            # 1/max_gap_s reset on every frame (as extract's sequence split, which divides, does not)
+            elif self.config.max_gap_s > 0 and (stamp_ns - self._last_stamp_ns) / 1e9 > self.config.max_gap_s:
                 reason = 'gap'
         self._last_hw, self._last_network, self._last_tiles = hw, network, tiles
         if stamp_ns is not None:
