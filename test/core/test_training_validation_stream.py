@@ -111,3 +111,16 @@ if __name__ == '__main__':      # a rank of test_two_ranks_score_as_one_process
     (_root / f'rank{_rank}.json').write_text(json.dumps({'mIoU': _miou}))
     dist.barrier()
     dist.destroy_process_group()
+
+
+def test_stream_starts_where_the_node_resets_its_state():
+    """The first frame, a new sequence, a stamp going backwards and a gap of more than max_gap_s (0.5 s) start a
+    stream; exactly 0.5 s, the same stamp twice and a new sequence's own gap-free start do not start another."""
+    from types import SimpleNamespace
+    from vidseg_ros.training.validation import stream_starts
+    s = 1_000_000_000
+    frames = [('a', 0), ('a', s // 2), ('a', s // 2), ('a', s + 1), ('a', s // 2), ('b', s // 2 + 1),
+              ('b', s + s // 2 + 1), ('b', 2 * s + 1), ('b', 2 * s + 2)]
+    items = [SimpleNamespace(sequence=q, stamp_ns=t) for q, t in frames]
+    assert stream_starts(SimpleNamespace(items=items)) == {0, 3, 4, 5, 6}
+    assert stream_starts(SimpleNamespace(items=[])) == {0} and stream_starts([1, 2]) == {0}

@@ -52,12 +52,18 @@ def validate_frames(model, val_set, cfg: TrainConfig, device, rank: int = 0, wor
 
 
 def stream_starts(val_set) -> set[int]:
-    """Positions of ``val_set`` where the node starts its state afresh: the first frame, a new sequence, a stamp
-    going backwards or more than the engine's ``max_gap_s`` after the frame before; {0} for a set without records."""
+    """Positions of ``val_set`` where the node starts its state afresh: the first frame, a new sequence, and where
+    the node's key-frame policy resets on the stamps (one going backwards or more than ``max_gap_s`` after the frame
+    before), asked of that policy itself so the rule has one home; {0} for a set without records."""
     from vidseg_ros.engine.base import EngineConfig
-    items, gap_ns = getattr(val_set, 'items', None) or [], EngineConfig().max_gap_s * 1e9
-    return {0} | {i for i in range(1, len(items)) if items[i].sequence != items[i - 1].sequence
-                  or not 0 <= items[i].stamp_ns - items[i - 1].stamp_ns <= gap_ns}
+    from vidseg_ros.engine.policy import KeyframePolicy
+    items, policy, starts = getattr(val_set, 'items', None) or [], KeyframePolicy(EngineConfig()), {0}
+    for i, item in enumerate(items):
+        if i and item.sequence != items[i - 1].sequence:
+            policy.reset('new sequence')
+        if policy.decide(item.stamp_ns, (1, 1)).reset_reason:     # one size: the node's resize rule is not the set's
+            starts.add(i)
+    return starts
 
 
 def share(n: int, rank: int, world: int, starts: set[int] | None = None) -> range:
