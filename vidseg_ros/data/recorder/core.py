@@ -276,7 +276,13 @@ class Recorder:
 
     # --- writer thread ----------------------------------------------------------------------------
     def _run(self) -> None:
-        self._serve()
+        try:
+            self._serve()
+        except Exception as e:  # noqa: BLE001 - a bug in the writer thread: said (on_error), not a thread dead in silence
+            log.exception('the bag writer thread failed')
+            self.error = self.error or f'the bag writer failed unexpectedly ({type(e).__name__}: {reason(e)})'
+            with self._cond:
+                self._closed = True
         if self.error:
             if self._on_error is None:
                 log.error(self.error)
@@ -335,6 +341,14 @@ class Recorder:
             self._sink.close()
         except RuntimeError as e:
             self.error = f'{self.error}; {e}' if self.error else str(e)
+        except Exception as e:  # noqa: BLE001 - unforeseen (a bug): before, it killed the writer thread in silence,
+            # or on a stop read 'writing ... failed: ...; bag closed properly (summary and metadata.yaml written)'
+            log.exception('closing %s failed unexpectedly', self.bag_dir)   # the traceback, for a bug report
+            self._sink.closed_ok = False
+            text = (f'closing {self.bag_dir} failed unexpectedly ({type(e).__name__}: {reason(e)}); the bag is NOT '
+                    f'closed properly: its complete chunks are on disk, recover them with `vidseg bag-recover '
+                    f'{self.bag_dir} --out DIR`')
+            self.error = f'{self.error}; {text}' if self.error else text
         with self._cond:
             self._closed = True
             self._queue.clear()
