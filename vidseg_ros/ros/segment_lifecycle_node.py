@@ -66,5 +66,5 @@ class SegmentLifecycleNode(CoreEnds, LifecycleNode):
 
 
 def main(args=None) -> int:
-    return run(SegmentLifecycleNode, args)
+    return run(SegmentLifecycleNode, args, end_process=True)   # no finalization of torch's modules: see spin.end_now
 

@@ -263,5 +263,5 @@ class SegmentNode(CoreEnds, Node):
 
 
 def main(args=None) -> int:
-    return run(SegmentNode, args)
+    return run(SegmentNode, args, end_process=True)   # no finalization of torch's modules: see spin.end_now
 
