@@ -104,3 +104,19 @@ def test_read_one_split_at_a_time_gives_what_the_whole_reader_gives(tmp_path, mo
     warnings, found = [], {}
     assert read(topics=['/cam/image'], warnings=warnings) == whole and warnings == []
     assert read(start_ns=whole[3][2], stop_ns=whole[7][2], found=found) == window and found == found_whole
+
+
+def test_metadata_yaml_is_parsed_once_a_read_and_again_when_it_changes(tmp_path, monkeypatch):
+    """The bounded YAML parse reads ~0.1 MB/s, and a read of a bag parsed its metadata.yaml three times (a bag of 2000
+    splits: 8 s of a 17 s read)."""
+    from vidseg_ros.data.bags import reader
+    bag, _ = _bag(tmp_path / 'bag', 30)
+    parsed = []
+    real = reader.parse_yaml
+    monkeypatch.setattr(reader, 'parse_yaml', lambda text, name: parsed.append(name) or real(text, name))
+    assert len(list(read_messages(bag))) == 60 and len(parsed) == 1
+    assert len(list(read_messages(bag))) == 60 and len(parsed) == 1
+    text = (bag / 'metadata.yaml').read_text()
+    (tmp_path / 'new.yaml').write_text(text.replace('message_count: 60', 'message_count: 61'))
+    (tmp_path / 'new.yaml').replace(bag / 'metadata.yaml')   # as the recorder rewrites it: read again
+    assert reader._metadata(bag)['rosbag2_bagfile_information']['message_count'] == 61 and len(parsed) == 2
