@@ -111,8 +111,9 @@ def test_a_folder_or_a_link_to_one_is_not_replaced(tmp_path):
     (tmp_path / 'dir').mkdir()
     (tmp_path / 'link').symlink_to(tmp_path / 'dir')
     for name in ('dir', 'link'):
-        with pytest.raises(NotAFileError, match='is a folder: not replaced by a file'):
+        with pytest.raises(NotAFileError, match='is a folder: not replaced by a file') as e:
             write_file_atomic(tmp_path / name, b'x', shown=f'shown/{name}')
+        assert e.value.filename == f'shown/{name}'      # the file the user named, not where it was staged
     assert (tmp_path / 'dir').is_dir() and _names(tmp_path / 'dir') == []
     (tmp_path / 'dangling').symlink_to(tmp_path / 'missing')
     check_replaceable(tmp_path / 'dangling')        # the write itself says what is wrong there
@@ -171,3 +172,28 @@ def test_name_limit_is_that_of_the_nearest_existing_folder(tmp_path, monkeypatch
 def test_real_path_of_a_link_loop_is_no_error(tmp_path):
     (tmp_path / 'loop').symlink_to(tmp_path / 'loop')
     assert files.real_path(tmp_path / 'loop' / 'x').name == 'x'
+
+
+def _open_fds() -> int:
+    return len(os.listdir('/proc/self/fd'))
+
+
+def test_no_descriptor_is_left_open_by_a_refusal_or_a_non_utf8_folder(tmp_path):
+    """A FIFO refused, or a model opened through a folder whose name is not UTF-8, kept a descriptor each time:
+    a node retrying a load every few seconds ran out of descriptors."""
+    if not os.path.isdir('/proc/self/fd'):
+        pytest.skip('no /proc/self/fd')
+    os.mkfifo(tmp_path / 'fifo')
+    latin1 = tmp_path / os.fsdecode(b'caf\xe9')
+    try:
+        latin1.mkdir()
+    except (OSError, UnicodeEncodeError):
+        latin1 = None
+    before = _open_fds()
+    for _ in range(20):
+        with pytest.raises(NotAFileError):
+            open_regular(tmp_path / 'fifo')
+        if latin1 is not None:
+            with files.text_path(latin1 / 'm.onnx') as text:
+                assert text.startswith('/proc/self/fd/')
+    assert _open_fds() == before
