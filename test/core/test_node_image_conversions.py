@@ -75,6 +75,8 @@ def test_a_png_with_alpha_decodes_to_its_colours():
 def test_a_1x1_compressed_image_decodes():
     ok, png = cv2.imencode('.png', np.array([[[10, 20, 30]]], np.uint8))
     assert decode_compressed('png', png.tobytes()).tolist() == [[[30, 20, 10]]]
+    ok, grey = cv2.imencode('.png', np.array([[77]], np.uint8))   # one pixel, one channel: a single sample
+    assert decode_compressed('png', grey.tobytes()).tolist() == [[[77, 77, 77]]]
 
 
 def test_max_input_pixels_takes_a_raw_frame_of_exactly_that_many_and_refuses_one_more():
