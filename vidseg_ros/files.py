@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import stat
@@ -148,20 +149,65 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
     check_replaceable(path, shown)
     tmp = temp_path(path)
     try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        lock = _locked_temp(tmp)
+        try:
+            # written through a second descriptor, closed before the rename (NFS reports a failed write on close);
+            # ``lock`` keeps the temp locked until it is renamed or removed
+            with os.fdopen(os.dup(lock), 'wb') as f:
+                f.write(data)
+                f.flush()
+                if fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)     # still locked: no waiting writer has taken it up yet
+            raise
+        finally:
+            os.close(lock)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.strerror:
             raise OSError(e.errno, f'{e.strerror} (not written; a file there before is unchanged)',
                           str(shown or path)) from e
         raise
     return path
+
+
+def _locked_temp(tmp: Path) -> int:
+    """A descriptor of ``tmp``, empty, holding its exclusive flock (until it is closed, after the rename).
+
+    Two writers of one file share its temp name: the second truncated the first's temp mid-write, the first then
+    renamed it (the file read half one write, half the other) and the second failed 'No such file or directory
+    (not written ...)' - two `vidseg eval --card` of one model at once. Now the second waits; the temp it then
+    holds may have been renamed meanwhile (it is the file now): it opens the name again. A temp a killed writer
+    left is locked by no one and reused. Where the file system has no flock, as before (unlocked)."""
+    while True:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0), 0o666)
+        try:
+            if _holds(fd, tmp):
+                os.ftruncate(fd, 0)
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _holds(fd: int, tmp: Path) -> bool:
+    """Whether ``fd``, once its exclusive flock is got, is the file named ``tmp`` still (True where the file
+    system has no flock)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL, errno.ENOSYS):
+            return True
+        raise
+    try:
+        now = os.stat(tmp)
+    except FileNotFoundError:       # renamed by the writer this one waited for
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def check_replaceable(path: str | Path, shown: str | Path | None = None) -> None:

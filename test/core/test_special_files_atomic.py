@@ -197,3 +197,40 @@ def test_no_descriptor_is_left_open_by_a_refusal_or_a_non_utf8_folder(tmp_path):
             with files.text_path(latin1 / 'm.onnx') as text:
                 assert text.startswith('/proc/self/fd/')
     assert _open_fds() == before
+
+
+def test_two_writers_of_one_file_at_once_each_write_it_whole(tmp_path, monkeypatch):
+    """They share the temp name: the second truncated the first's temp while the first synced it and renamed it
+    over the file itself, the first's rename then failed ('No such file or directory (not written; ...)') and the
+    file read half one write, half the other (two `vidseg eval --card` of one model at once). The second now
+    waits for the first's rename."""
+    import threading
+    path = tmp_path / 'card.md'
+    first, second = b'1' * 100_000, b'2' * 50_000
+    in_fsync, go, errors, seen = threading.Event(), threading.Event(), [], []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if threading.current_thread().name == 'first' and not in_fsync.is_set():
+            in_fsync.set()
+            go.wait(60)
+        real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+
+    def write(data):
+        try:
+            write_file_atomic(path, data)
+            seen.append(path.read_bytes())
+        except OSError as e:
+            errors.append(e)
+    a = threading.Thread(target=write, args=(first,), name='first')
+    a.start()
+    assert in_fsync.wait(60)
+    b = threading.Thread(target=write, args=(second,), name='second')
+    b.start()
+    b.join(2)           # the old code's second writer was done by now; this one waits for the first
+    go.set()
+    a.join(60)
+    b.join(60)
+    assert errors == [] and path.read_bytes() == second and all(s in (first, second) for s in seen)
+    assert _names(tmp_path) == ['card.md']
