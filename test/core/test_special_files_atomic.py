@@ -223,6 +223,7 @@ def test_two_writers_of_one_file_at_once_each_write_it_whole(tmp_path, monkeypat
             seen.append(path.read_bytes())
         except OSError as e:
             errors.append(e)
+    fds = _open_fds()
     a = threading.Thread(target=write, args=(first,), name='first')
     a.start()
     assert in_fsync.wait(60)
@@ -233,4 +234,37 @@ def test_two_writers_of_one_file_at_once_each_write_it_whole(tmp_path, monkeypat
     a.join(60)
     b.join(60)
     assert errors == [] and path.read_bytes() == second and all(s in (first, second) for s in seen)
-    assert _names(tmp_path) == ['card.md']
+    assert _names(tmp_path) == ['card.md'] and _open_fds() == fds
+
+
+@pytest.mark.parametrize('data', [b'ab', b''])
+def test_a_temporary_a_killed_writer_left_is_reused_emptied(tmp_path, data):
+    path = tmp_path / 'index.csv'
+    temp_path(path).write_bytes(b'x' * 100)      # left by a writer killed mid-write
+    write_file_atomic(path, data)
+    assert path.read_bytes() == data and _names(tmp_path) == ['index.csv']
+
+
+def test_the_file_gets_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert write_file_atomic(tmp_path / 'x', b'').stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_where_the_file_system_has_no_flock_the_file_is_written_and_a_lock_error_is_one(tmp_path, monkeypatch):
+    """Some network and FUSE file systems refuse flock (EOPNOTSUPP, ENOLCK): written as before, unlocked. Any
+    other error of the lock is the write's error, naming the file; no descriptor is kept."""
+    import fcntl
+    fds = _open_fds()
+    for code in (errno.EOPNOTSUPP, errno.ENOLCK, errno.EIO):
+        def flock(fd, op, code=code):
+            raise OSError(code, os.strerror(code))
+        monkeypatch.setattr(fcntl, 'flock', flock)
+        path = tmp_path / f'{code}.md'
+        if code == errno.EIO:
+            with pytest.raises(OSError) as e:
+                write_file_atomic(path, b'card')
+            assert (e.value.errno, e.value.filename) == (errno.EIO, str(path))
+        else:
+            assert write_file_atomic(path, b'card').read_bytes() == b'card'
+    assert _open_fds() == fds
