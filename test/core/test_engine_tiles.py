@@ -52,7 +52,8 @@ def test_tile_stride_is_rounded_down_to_the_model_stride_and_defaults_to_three_q
     assert TileGrid.for_input((64, 512), 128, 0, 32).overlap == 32
     assert starts(TileGrid.for_input((64, 512), 128, 70, 32)) == [0, 64, 128, 192, 256, 320, 384]
     assert starts(TileGrid.for_input((64, 512), 100, 70, 32)) == [0, 64, 128, 192, 256, 320, 384]
-    assert starts(TileGrid.for_input((64, 512), 128, 10, 32)) == list(range(0, 416, 32))   # at least the stride
+    for step in (1, 10):     # at least the stride (1 is a stride, not the default)
+        assert starts(TileGrid.for_input((64, 512), 128, step, 32)) == list(range(0, 416, 32))
     assert starts(TileGrid.for_input((64, 512), 128, 1000, 32)) == [0, 128, 256, 384]       # no gaps
     assert TileGrid.for_input((64, 512), 128, 1000, 32).overlap == 0
 
