@@ -40,3 +40,12 @@ def test_metadata_at_the_limit_in_bytes_loads(info):
     assert meta['classes'] == ['bg', 'fg'] and stream.kind == 'recurrent'
     with pytest.raises(CheckpointError, match='over 16 MiB'):
         exported_meta_info(_padded(info, 'x' * (MAX_META_BYTES - len(small.encode()) + 1)), 'm.onnx')
+
+
+def test_torchscript_metadata_comes_as_bytes_and_is_measured_as_such(info):
+    """torch.jit.load gives its extra files as bytes (onnxruntime gives str): 4c3e7d9 called .encode on them and
+    every .ts load failed ('bytes' object has no attribute 'encode')."""
+    meta, stream = exported_meta_info(_padded(info, '€').encode(), 'm.ts')
+    assert meta['classes'] == ['bg', 'fg'] and stream.kind == 'recurrent'
+    with pytest.raises(CheckpointError, match='over 16 MiB'):
+        exported_meta_info(_padded(info, '€' * 6_000_000).encode(), 'm.ts')

@@ -64,14 +64,16 @@ def check_methods(module, stream: StreamInfo, path) -> None:
                                   f'its {stream.kind} metadata says {ins} and {outs}; export the model again')
 
 
-def exported_meta_info(text: str, path) -> tuple[dict, StreamInfo]:
+def exported_meta_info(text: str | bytes, path) -> tuple[dict, StreamInfo]:
     """(meta, StreamInfo) from an exported file's ``vidseg_meta`` JSON, the meta checked as a checkpoint's is
     (``check_meta``): files exported before that check, or edited since, could carry 3 class names for a
     2-channel model, a zero std or a palette of 300s into the engine; the stream fields are checked by
     ``_stream_fields`` (types and ranges)."""
     # bytes, as the limit says (6M '€' counted as characters passed the 16 MiB limit as 18 MB); a text longer
     # than the limit in characters is over it in bytes too, and is not encoded
-    if len(text) > MAX_META_BYTES or len(text.encode('utf-8', 'surrogatepass')) > MAX_META_BYTES:
+    # (torch.jit.load gives the text as bytes, onnx as str)
+    if len(text) > MAX_META_BYTES or (isinstance(text, str)
+                                      and len(text.encode('utf-8', 'surrogatepass')) > MAX_META_BYTES):
         raise CheckpointError(f'{path}: its {META_KEY} metadata is over {MAX_META_BYTES >> 20} MiB (ours are a few '
                               'kB): not loaded')
     try:
