@@ -46,3 +46,14 @@ def test_focal_lengths_must_be_positive_unless_k_is_the_uncalibrated_zero():
         assert 'focal lengths must be positive' in camera_info_problem(640, 480, k, [], R, P, 10**8), (fx, fy)
     # sensor_msgs/CameraInfo: an uncalibrated camera sends K, D, R, P all zero; it goes out rescaled, still zero
     assert camera_info_problem(640, 480, [0.0] * 9, [], [0.0] * 9, [0.0] * 12, 10**8) is None
+
+
+def test_a_binned_odd_sized_sensor_describes_the_whole_pixels_a_driver_sends():
+    """641x481 binned 2x2: the driver sends 320x240 (whole binned pixels), and that image matches its CameraInfo."""
+    from types import SimpleNamespace
+
+    from vidseg_ros.ros.guards import camera_info_image_size, camera_info_size_problem
+    info = SimpleNamespace(width=641, height=481, binning_x=2, binning_y=2,
+                           roi=SimpleNamespace(width=0, height=0, x_offset=0, y_offset=0))
+    assert camera_info_image_size(info) == (320, 240)
+    assert camera_info_size_problem(camera_info_image_size(info), (320, 240)) is None
