@@ -116,3 +116,17 @@ def test_a_frame_shrunk_more_than_2x_stays_on_its_label(scale, flip, axis):
         line = (slice(None), 5) if axis == 0 else (5, slice(None))
         dark_img, dark_lab = (1 - img[line]).sum(), (lab[line] == 0).sum()   # where the edge is, in output px
         assert abs(dark_img - dark_lab) <= 0.51, (edge, dark_img, dark_lab)
+
+
+@pytest.mark.parametrize('hw,crop,shifts', [((10, 12), [6, 8], ({0, -1, -2, -3, -4}, {0, -1, -2, -3, -4})),
+                                            ((4, 4), [7, 6], ({0, 1, 2, 3}, {0, 1, 2})),
+                                            ((5, 5), [5, 5], ({0}, {0}))])
+def test_random_crops_reach_every_offset(hw, crop, shifts):
+    """A crop inside the frame starts anywhere from the top-left to the bottom-right corner; a crop larger than
+    the frame places it anywhere inside (padding around it): every offset is drawn, none beyond."""
+    seen_y, seen_x = set(), set()
+    for seed in range(300):
+        m = draw(AugmentConfig(crop_hw=crop), hw, np.random.default_rng(seed), train=True).matrix
+        seen_y.add(int(m[1, 2]))
+        seen_x.add(int(m[0, 2]))
+    assert (seen_y, seen_x) == shifts
