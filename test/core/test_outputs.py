@@ -166,3 +166,12 @@ def test_network_resolution_is_the_resized_frame_without_the_stride_padding(inpu
     assert published_hw(network, eng, frame.shape[:2]) == tuple(input_hw)
     assert eng.step(frame, output_hw=published_hw(network, eng, frame.shape[:2])).class_ids.shape == tuple(input_hw)
     assert published_hw(SegmentNodeConfig(mask_resolution='input'), eng, frame.shape[:2]) is None
+
+
+def test_remap_and_ignore_value_take_the_whole_mono8_range():
+    """0 (a background id) and 255 are mask values like any other; 256 and -1 fit no mono8 mask."""
+    t = ClassTable.build(NAMES, PALETTE, remap=[0, 255, 0], ignore=[2], ignore_value=0)
+    assert t.mask_lut()[:3].tolist() == [0, 255, 0]
+    for bad in (dict(remap=[0, 256, 1]), dict(remap=[-1, 1, 2]), dict(ignore_value=256), dict(ignore_value=-1)):
+        with pytest.raises(ValueError, match='0..255'):
+            ClassTable.build(NAMES, PALETTE, **bad)
