@@ -175,3 +175,22 @@ def test_remap_and_ignore_value_take_the_whole_mono8_range():
     for bad in (dict(remap=[0, 256, 1]), dict(remap=[-1, 1, 2]), dict(ignore_value=256), dict(ignore_value=-1)):
         with pytest.raises(ValueError, match='0..255'):
             ClassTable.build(NAMES, PALETTE, **bad)
+
+
+def test_palette_override_takes_0_and_255_and_refuses_beyond():
+    t = ClassTable.build(NAMES, PALETTE, palette_override=[0, 0, 0, 255, 255, 255, 0, 255, 0])
+    assert t.palette.tolist() == [[0, 0, 0], [255, 255, 255], [0, 255, 0]]
+    for bad in ([-1] + [0] * 8, [0] * 8 + [256]):
+        with pytest.raises(ValueError, match='palette holds'):
+            ClassTable.build(NAMES, PALETTE, palette_override=bad)
+
+
+def test_overlay_of_a_smaller_mask_shrinks_the_image_to_it():
+    """mask_resolution 'network': the colour mask is smaller than the image; the overlay is at the mask's size,
+    the image area-averaged onto it."""
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:, :3] = 200
+    color = np.zeros((2, 3, 3), np.uint8)
+    out = overlay(rgb, color, 0.5)
+    assert out.shape == (2, 3, 3)
+    assert out[:, 0].tolist() == [[100] * 3] * 2 and out[:, 2].tolist() == [[0] * 3] * 2
