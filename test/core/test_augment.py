@@ -130,3 +130,13 @@ def test_random_crops_reach_every_offset(hw, crop, shifts):
         seen_y.add(int(m[1, 2]))
         seen_x.add(int(m[0, 2]))
     assert (seen_y, seen_x) == shifts
+
+
+@pytest.mark.parametrize('hw,crop,shift', [((10, 12), [6, 8], (-2, -2)), ((10, 13), [6, 8], (-2, -2)),
+                                           ((4, 4), [7, 6], (2, 1)), ((6, 8), [6, 8], (0, 0))])
+def test_the_validation_crop_is_centred(hw, crop, shift):
+    """Not training: the crop is the frame's centre (an odd margin leaves its extra pixel at the bottom / right), a
+    crop larger than the frame pads it around the middle; no flip, no scale."""
+    m = draw(AugmentConfig(crop_hw=crop, hflip=True, scale_range=[0.5, 2.0]), hw, np.random.default_rng(0),
+             train=False).matrix
+    assert np.array_equal(m, [[1.0, 0.0, shift[1]], [0.0, 1.0, shift[0]]])
