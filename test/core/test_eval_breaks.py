@@ -27,8 +27,6 @@ def test_a_stamp_break_is_where_the_node_resets(max_gap_s, dt_ns):
     assert _eval_break(dt_ns, max_gap_s) == _node_reset(T0, T0 + dt_ns, max_gap_s)
 
 
-@pytest.mark.xfail(strict=True, reason='tools/evaluate.py break_reason (and sequence_timing) take the gap as '
-                   'dt * 1e-9, which rounds 300 ms up above 0.3 s; the node divides by 1e9 since c29ca03')
 @pytest.mark.parametrize('max_gap_s', [0.3, 0.6, 0.7, 1.2])
 def test_a_gap_of_exactly_max_gap_s_is_no_break_where_the_product_rounds_up(max_gap_s):
     """Frames exactly max_gap_s apart (a 3.33 Hz camera with max_gap_s 0.3): the node keeps its state, so
@@ -52,8 +50,6 @@ def test_a_missing_frame_is_an_index_step_above_the_usual_one(step, usual, why):
     assert break_reason(prev, rec, (4, 4), (4, 5), usual, 0.5) == 'resize'    # a size change first
 
 
-@pytest.mark.xfail(strict=True, reason='tools/evaluate.py sequence_timing takes the spacing as dt * 1e-9 (300 ms '
-                   'rounds above 0.3 s); the node divides by 1e9 since c29ca03')
 def test_frames_exactly_max_gap_s_apart_are_video():
     """A 3.33 Hz split with max_gap_s 0.3: the node keeps its state from frame to frame, eval said 'not real video
     (median frame rate 3.33 Hz, state reset beyond 0.3 s): key interval 1 only, no TC / mVC' with 9 gaps."""

@@ -78,7 +78,7 @@ def sequence_timing(seqs: dict[str, list], max_gap_s: float) -> dict:
     for recs in seqs.values():
         if len(recs) < 2:
             continue
-        dt = np.diff([r.stamp_ns for r in recs]).astype(np.float64) * 1e-9
+        dt = np.diff([r.stamp_ns for r in recs]).astype(np.float64) / 1e9   # as the node: * 1e-9 rounds 0.3 s up
         if not (dt > 0).any():
             video = False
             continue
@@ -124,7 +124,7 @@ def break_reason(prev, rec, prev_hw, hw, usual: float, max_gap_s: float) -> str:
     val's every 2nd source frame is its usual step). TC pairs and mVC windows never span a break; the runs of
     consecutive frames between breaks are ``EvalSession.temporal_runs``.
     """
-    dt = (rec.stamp_ns - prev.stamp_ns) * 1e-9
+    dt = (rec.stamp_ns - prev.stamp_ns) / 1e9     # as the node (policy.py): * 1e-9 rounds 300 ms above 0.3 s
     return ('resize' if prev_hw is not None and hw is not None and tuple(hw) != tuple(prev_hw) else
             'backwards' if dt < 0 else
             'gap' if max_gap_s > 0 and dt > max_gap_s else
