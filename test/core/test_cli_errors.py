@@ -305,15 +305,27 @@ def test_debug_shows_the_traceback(bad, argv):
     assert r.exception is not None and not isinstance(r.exception, SystemExit)   # raised, not swallowed
 
 
-def test_a_bug_is_exit_1_not_2(monkeypatch):
+@pytest.mark.parametrize('bug', [TypeError('a bug'), RuntimeError('a bug'), KeyError('a bug')])
+def test_a_bug_is_exit_1_not_2(monkeypatch, bug):
+    """Only a RuntimeError that is Path.resolve()'s 'Symlink loop from ...' is the user's (exit 2)."""
     from vidseg_ros.tools import commands_models
 
     def broken(checkpoint):
-        raise TypeError('a bug')
+        raise bug
     monkeypatch.setattr(commands_models, 'info', broken)
     r = RUNNER.invoke(app, ['info', 'x'])
     assert r.exit_code == 1
     assert 'internal error' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_a_link_loop_path_resolve_raised_is_the_users_error(monkeypatch):
+    from vidseg_ros.tools import commands_models
+
+    def resolved(checkpoint):
+        raise RuntimeError('Symlink loop from /data/a')
+    monkeypatch.setattr(commands_models, 'info', resolved)
+    r = RUNNER.invoke(app, ['info', 'x'])
+    assert (r.exit_code, r.stderr) == (2, 'vidseg info: error: Symlink loop from /data/a\n')
 
 
 @pytest.mark.parametrize('debug', [False, True])
