@@ -226,11 +226,17 @@ def test_a_subscriber_of_the_compressed_images_counts_with_transport_both(start_
     ('resize_hw', [100000, 100000], 'resize_hw: [100000, 100000] is over 16777216 pixels'),
     ('jpeg_quality', 500, 'jpeg_quality out of range. Min: 0, Max: 100, value: 500'),
     ('hfov_deg', 0.0, 'hfov_deg: 0.0 is out of range'),
-    ('max_frames', -1, 'max_frames out of range. Min: 0')])
+    ('max_frames', -1, 'max_frames out of range. Min: 0'),
+    ('output_depth', 0, 'output_depth out of range. Min: 1, Max: 1000, value: 0'),
+    ('output_depth', 10**9, 'output_depth out of range. Min: 1, Max: 1000'),
+    ('wait_for_subscribers', -1, 'wait_for_subscribers out of range. Min: 0'),
+    ('wait_timeout_s', -1.0, 'wait_timeout_s out of range')])
 def test_a_bad_output_setting_fails_at_start_up(start_node, frame_folder, setting, value, says):
     """resize_hw [0, 0], [-1, 5] or [5] stopped the node at its first frame with a cv2.error/IndexError traceback
     (exit 1), [100000, 100000] asked OpenCV for 30 GB; jpeg_quality 500 logged OpenCV's warning on every frame;
-    hfov_deg 0 published fx = inf; max_frames -1 published nothing and exited 0."""
+    hfov_deg 0 published fx = inf; max_frames -1 published nothing and exited 0; output_depth 0 or -3 became 1
+    and 10**9 was taken, a negative wait_for_subscribers or wait_timeout_s was taken, all without a word (the
+    segment node refuses its output_depth 0)."""
     node = start_node(NODE, {'source': str(frame_folder), 'rate_hz': 30.0, setting: value})
     assert node.proc.wait(timeout=30) == 2, node.log()
     assert says in node.log() and 'Traceback' not in node.log(), node.log()

@@ -100,12 +100,12 @@ class VideoSourceConfig:
                                            'empty = as read', range=(1, MAX_INPUT_PIXELS), lengths=(0, 2))
     max_frames: int = setting(0, 'Stop after this many frames; 0 = all', range=(0, 2**31 - 1))
     wait_for_subscribers: int = setting(0, 'Hold the first frame until this many subscribers match `image` '
-                                           'and image/compressed together')
-    wait_timeout_s: float = setting(10.0, 'Give up waiting for subscribers after this long')
+                                           'and image/compressed together', range=(0, 1000))
+    wait_timeout_s: float = setting(10.0, 'Give up waiting for subscribers after this long', range=(0.0, 86400.0))
     exit_at_end: bool = setting(True, 'Shut the node down after the last frame (when not looping)')
     hfov_deg: float = setting(60.0, 'Horizontal field of view used for the published CameraInfo, degrees: '
                                     'more than 0, less than 180')
     output_reliability: str = setting('reliable', 'Output QoS reliability (reliable also serves best-effort '
                                                   'subscribers)', ('best_effort', 'reliable'),
                                       renamed_from=('reliability',))
-    output_depth: int = setting(5, 'Output QoS depth', renamed_from=('depth',))
+    output_depth: int = setting(5, 'Output QoS depth', range=(1, 1000), renamed_from=('depth',))
