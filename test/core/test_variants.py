@@ -235,39 +235,24 @@ def test_a_variant_moved_or_copied_with_its_source_still_reads(tmp_path):
     assert len([r for r in extracted_source(tmp_path / 'old').records if r.image.is_file()]) == 2
 
 
-def test_a_full_disk_leaves_dataset_yaml_and_index_whole_with_no_temporary_file(tmp_path, monkeypatch):
-    """dataset.yaml was written in place (a full disk left a truncated class table) and index.csv.tmp stayed."""
-    import builtins
+def test_a_full_disk_leaves_dataset_yaml_and_index_whole_with_no_temporary_file(tmp_path):
+    """dataset.yaml was written in place (a full disk left a truncated class table) and index.csv.tmp stayed. A real
+    failing write: past the file-size limit (EFBIG, as ENOSPC on a full disk); it patched builtins.open before,
+    which the writer no longer calls (it writes through a locked descriptor since d1e6c3a)."""
+    import errno
 
+    from support.disk import file_size_limit
     from vidseg_ros.data.datasets.layouts import read_meta, write_index, write_meta
     src = _source(tmp_path, n=2)
     write_variant(per_sequence(src, 1), tmp_path / 'v')
     before = {p.name: p.read_bytes() for p in (tmp_path / 'v').iterdir() if p.is_file()}
-    real_open = builtins.open
-
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.f.close()
-
-        def write(self, data):
-            self.f.write(data[:5])
-            raise OSError(28, 'No space left on device')
-
-    def full_open(file, mode='r', *a, **k):
-        f = real_open(file, mode, *a, **k)
-        return Full(f) if 'w' in mode and str(tmp_path / 'v') in str(file) else f
-    monkeypatch.setattr(builtins, 'open', full_open)
-    with pytest.raises(OSError, match='No space left'):
-        write_meta(tmp_path / 'v', {'classes': ['x', 'y'], 'ignore_index': 255})
-    with pytest.raises(OSError, match='No space left'):
-        write_index(tmp_path / 'v', extracted_source(tmp_path / 'v').records)
-    monkeypatch.setattr(builtins, 'open', real_open)
+    records = extracted_source(tmp_path / 'v').records
+    with file_size_limit(5):
+        with pytest.raises(OSError) as meta_error:
+            write_meta(tmp_path / 'v', {'classes': ['x', 'y'], 'ignore_index': 255})
+        with pytest.raises(OSError) as index_error:
+            write_index(tmp_path / 'v', records)
+    assert meta_error.value.errno == index_error.value.errno == errno.EFBIG
     assert {p.name: p.read_bytes() for p in (tmp_path / 'v').iterdir() if p.is_file()} == before
     assert read_meta(tmp_path / 'v')['classes'] == ['a', 'b']
 
