@@ -59,13 +59,7 @@ def test_enospc_in_the_periodic_flush_of_a_slow_topic_closes_the_bag(two_disks):
                    disk_usage=lambda p: frozen[0] if frozen else real(p))
     rec.add_topic('/cam', IMAGE)
     frozen.append(real(a))
-    with open(a / 'filler', 'wb') as f:
-        try:
-            while True:
-                f.write(bytes(1 << 16))
-                f.flush()
-        except OSError:
-            pass
+    fill(a)
     sent = [image_cdr(i, 40, 60) for i in range(30)]
     for i, data in enumerate(sent):
         rec.put('/cam', data, 1000 + i)
