@@ -101,9 +101,9 @@ def recorded_nothing(path: Path) -> bool:
     when it was stopped before a first message, before it wrote an empty ``<bag>_0.mcap`` as rosbag2 does. Such a
     bag was 'no .mcap or .db3 files', and extract refused the demo's bag after a quick double Ctrl-C."""
     try:
-        info = _metadata(path)['rosbag2_bagfile_information']
+        info = _bag_information(path)
         return info['relative_file_paths'] == [] and info['message_count'] == 0
-    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+    except _UNREADABLE:
         return False
 
 
@@ -225,10 +225,10 @@ def _file_compressed(path: Path) -> bool:
 def _metadata_topics(path: Path) -> dict[str, tuple[str, int]] | None:
     """topic -> (msgtype, message count) as metadata.yaml lists them; None when it does not."""
     try:
-        info = _metadata(path)['rosbag2_bagfile_information']
+        info = _bag_information(path)
         return {bag_name(t['topic_metadata']['name']): (str(t['topic_metadata']['type']), int(t['message_count']))
                 for t in info['topics_with_message_count']}
-    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+    except _UNREADABLE:
         return None
 
 
@@ -238,11 +238,11 @@ def unlisted_files(path: Path) -> list[Path]:
     one whose recorder was killed) lost its last split in silence. [] for a file, or a folder without a
     readable metadata.yaml (the regular reader fails there, and every file is salvaged)."""
     try:
-        info = _metadata(path) if path.is_dir() else None
-        listed = info['rosbag2_bagfile_information']['relative_file_paths']
+        listed = _bag_information(path)['relative_file_paths']
         # strings only: str() of a YAML alias bomb (a 1 kB list of lists of 10**9 leaves) held it for hours
+        # before BoundedLoader bounded what aliases expand to; a name that is no string names no file either
         names = {Path(p).name for p in listed if isinstance(p, str)}
-    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+    except _UNREADABLE:
         return []
     return [f for f in bag_files(path) if f.name not in names]
 
@@ -264,6 +264,17 @@ def _metadata_text(path: Path) -> str:
             raise ValueError(f'{clip(meta)} is {size / 2**20:.1f} MB, over the {METADATA_LIMIT >> 20} MB a recorder '
                              f'writes: not parsed')
         return f.read()
+
+
+# what reading a bag folder's metadata.yaml raises where there is none to use: none there (a file: None), too large
+# or malformed (ValueError), not a recorder's shape (TypeError, KeyError)
+_UNREADABLE = (OSError, ValueError, yaml.YAMLError, TypeError, KeyError)
+
+
+def _bag_information(path: Path):
+    """The ``rosbag2_bagfile_information`` mapping of bag folder ``path``'s metadata.yaml (one of ``_UNREADABLE``
+    where there is none)."""
+    return _metadata(path)['rosbag2_bagfile_information']
 
 
 def _metadata(path: Path):
@@ -330,9 +341,9 @@ def _splits_one_by_one(path: Path) -> list[Path] | None:
     if not path.is_dir():
         return None
     try:
-        listed = _metadata(path)['rosbag2_bagfile_information']['relative_file_paths']
+        listed = _bag_information(path)['relative_file_paths']
         names = [str(name) for name in listed]
-    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+    except _UNREADABLE:
         return None
     if len(names) + _SPARE_FILES <= _open_files_left() or not all(n.endswith('.mcap') and Path(n).name == n
                                                                    for n in names):
