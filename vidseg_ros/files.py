@@ -148,28 +148,27 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
     path = Path(path)
     check_replaceable(path, shown)
     tmp = temp_path(path)
+    lock = -1
     try:
         lock = _locked_temp(tmp)
-        try:
-            # written through a second descriptor, closed before the rename (NFS reports a failed write on close);
-            # ``lock`` keeps the temp locked until it is renamed or removed
-            with os.fdopen(os.dup(lock), 'wb') as f:
-                f.write(data)
-                f.flush()
-                if fsync:
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)     # still locked: no waiting writer has taken it up yet
-            raise
-        finally:
-            os.close(lock)
+        # written through a second descriptor, closed before the rename (NFS reports a failed write on close);
+        # ``lock`` keeps the temp locked until it is renamed or removed
+        with os.fdopen(os.dup(lock), 'wb') as f:
+            f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
     except BaseException as e:
+        if lock >= 0:
+            _drop_temp(lock, tmp)
         if isinstance(e, OSError) and e.strerror:
             raise OSError(e.errno, f'{e.strerror} (not written; a file there before is unchanged)',
                           str(shown or path)) from e
         raise
+    finally:
+        if lock >= 0:
+            os.close(lock)
     return path
 
 
@@ -180,7 +179,10 @@ def _locked_temp(tmp: Path) -> int:
     renamed it (the file read half one write, half the other) and the second failed 'No such file or directory
     (not written ...)' - two `vidseg eval --card` of one model at once. Now the second waits; the temp it then
     holds may have been renamed meanwhile (it is the file now): it opens the name again. A temp a killed writer
-    left is locked by no one and reused. Where the file system has no flock, as before (unlocked)."""
+    left is locked by no one and reused. Where the file system has no flock, as before (unlocked).
+
+    Interrupted here (a SIGTERM on `vidseg extract` landed between the open and the lock, in CI), the temp it
+    made is removed (``_drop_temp``): it was left behind, a hidden ``.<hex>.tmp`` among the frames."""
     while True:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0), 0o666)
         try:
@@ -188,9 +190,25 @@ def _locked_temp(tmp: Path) -> int:
                 os.ftruncate(fd, 0)
                 return fd
         except BaseException:
+            _drop_temp(fd, tmp)
             os.close(fd)
             raise
         os.close(fd)
+
+
+def _drop_temp(fd: int, tmp: Path) -> None:
+    """Remove ``tmp`` if it is still the file ``fd`` is open on and no other writer holds its lock: a write that
+    failed or was interrupted leaves no temp. Left alone: a temp another writer holds (this one was waiting for
+    it), and the name once renamed (a waiting writer may have made a new temp there already)."""
+    with contextlib.suppress(OSError):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)      # already ours, or taken now: nobody else's
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return
+        now, held = os.stat(tmp), os.fstat(fd)
+        if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            os.unlink(tmp)
 
 
 def _holds(fd: int, tmp: Path) -> bool:
