@@ -138,7 +138,8 @@ def temp_path(path: str | Path) -> Path:
 
 def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | Path | None = None,
                       fsync: bool = True) -> Path:
-    """Write ``data`` to ``path`` whole or not at all: into ``temp_path(path)``, synced, then renamed over ``path``.
+    """Write ``data`` to ``path`` whole or not at all: into ``temp_path(path)``, synced, then renamed over ``path``
+    (over the file it links to, for a link), and its folder synced.
 
     On any error (a full disk, a file size limit, Ctrl-C) the temp is removed and ``path`` keeps what it held;
     an OSError is raised again naming ``shown`` (default ``path``), the file the user asked for, not the temp.
@@ -147,7 +148,10 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
     """
     path = Path(path)
     check_replaceable(path, shown)
-    tmp = temp_path(path)
+    # a link is written through, as `cp` and a shell's `>` do (and torch.save did): renamed over, the link was
+    # replaced by a file, and a config kept in a dotfiles folder through a link went out of it
+    target = real_path(path) if path.is_symlink() else path
+    tmp = temp_path(target)
     lock = -1
     try:
         lock = _locked_temp(tmp)
@@ -158,7 +162,9 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
+        if fsync:
+            _sync_folder(target.parent)
     except BaseException as e:
         if lock >= 0:
             _drop_temp(lock, tmp)
@@ -170,6 +176,18 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
         if lock >= 0:
             os.close(lock)
     return path
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync ``folder``, so the rename in it survives a power cut (ext4 and XFS may otherwise come back with the old
+    file, or none, under the name). Best effort: the file is in place by now, so a folder the file system cannot
+    sync (EINVAL on some FUSE and NFS mounts) or cannot open is no error of the write."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _locked_temp(tmp: Path) -> int:

@@ -32,13 +32,56 @@ def test_a_write_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
 
 @pytest.mark.parametrize('fsync', [True, False])
 def test_the_data_is_synced_before_the_rename_unless_it_can_be_made_again(tmp_path, monkeypatch, fsync):
-    """A power cut after a rename of unsynced data leaves an empty file under the new name (ext4, XFS)."""
+    """A power cut after a rename of unsynced data leaves an empty file under the new name (ext4, XFS); one before
+    the folder holding the rename is synced may bring back the old file. Both are synced, in that order."""
+    import stat
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, 'fsync', lambda fd: (events.append(('fsync', os.fstat(fd).st_size)), real_fsync(fd)))
+
+    def recorded(fd):
+        st = os.fstat(fd)
+        events.append(('fsync', 'folder' if stat.S_ISDIR(st.st_mode) and st.st_ino == tmp_path.stat().st_ino
+                       else st.st_size))
+        real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', recorded)
     monkeypatch.setattr(os, 'replace', lambda *a: (events.append(('replace',)), real_replace(*a)))
     write_file_atomic(tmp_path / 'x', b'12345', fsync=fsync)
-    assert events == ([('fsync', 5), ('replace',)] if fsync else [('replace',)])
+    assert events == ([('fsync', 5), ('replace',), ('fsync', 'folder')] if fsync else [('replace',)])
+
+
+def test_a_folder_that_cannot_be_synced_is_no_error_of_the_write(tmp_path, monkeypatch):
+    """The file is in place once renamed: a folder fsync refused (EINVAL on some FUSE and NFS mounts) does not
+    turn a write that happened into 'not written'."""
+    import stat
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, 'Invalid argument')
+        real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    fds = _open_fds()
+    assert write_file_atomic(tmp_path / 'x', b'data').read_bytes() == b'data'
+    assert _open_fds() == fds
+
+
+def test_a_link_is_written_through_not_replaced(tmp_path):
+    """Renamed over, a link became a file: a config kept in a dotfiles folder through a link went out of it, and
+    a shared card linked into several places stopped being shared. Written through, as `cp` and `>` do; the temp
+    goes beside the file linked to (the same file system, so the rename stays atomic)."""
+    real = tmp_path / 'dotfiles' / 'run.yaml'
+    real.parent.mkdir()
+    real.write_text('old')
+    (tmp_path / 'work').mkdir()
+    link = tmp_path / 'work' / 'run.yaml'
+    link.symlink_to(real)
+    write_file_atomic(link, b'new')
+    assert link.is_symlink() and real.read_bytes() == b'new'
+    assert _names(real.parent) == ['run.yaml'] and _names(link.parent) == ['run.yaml']
+    dangling = tmp_path / 'work' / 'card.md'
+    dangling.symlink_to(tmp_path / 'dotfiles' / 'card.md')      # made on its first write, as `>` does
+    write_file_atomic(dangling, b'card')
+    assert dangling.is_symlink() and dangling.read_bytes() == b'card'
 
 
 @pytest.mark.parametrize('failing', ['fsync', 'replace'])
