@@ -52,12 +52,14 @@ class InputBuffer:
 
     def fill(self, frame: torch.Tensor, resized_hw, net_hw) -> torch.Tensor:
         """uint8 (H, W, 3) frame on the device -> normalised network input: resize (area-like
-        antialiased bilinear when shrinking) and normalise in place into the padded buffer."""
+        antialiased bilinear along a shrinking axis) and normalise in place into the padded buffer."""
         rh, rw = int(resized_hw[0]), int(resized_hw[1])
         x = self.net(net_hw, (rh, rw))
         src = frame.permute(2, 0, 1)
         if tuple(src.shape[-2:]) != (rh, rw):
-            shrink = rh * rw < src.shape[-2] * src.shape[-1]
+            # per axis: antialiasing leaves a growing axis plain bilinear, and a frame that shrinks along one axis
+            # and grows along the other has to be filtered along the first (judged by area, it was not)
+            shrink = rh < src.shape[-2] or rw < src.shape[-1]
             src = F.interpolate(src[None].float(), size=(rh, rw), mode='bilinear', align_corners=False,
                                 antialias=shrink)[0]
         view = x[0, :, :rh, :rw]
@@ -65,15 +67,30 @@ class InputBuffer:
         return x
 
     def fill_cpu(self, image_rgb: np.ndarray, resized_hw, net_hw) -> torch.Tensor:
-        """CPU: OpenCV resize of the uint8 frame (INTER_AREA when shrinking), then the same normalise."""
+        """CPU: OpenCV resize of the uint8 frame (``resize_cpu``), then the same normalise."""
         rh, rw = int(resized_hw[0]), int(resized_hw[1])
-        if (rh, rw) != image_rgb.shape[:2]:
-            shrink = rh * rw < image_rgb.shape[0] * image_rgb.shape[1]
-            image_rgb = cv2.resize(image_rgb, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        image_rgb = resize_cpu(image_rgb, rh, rw)
         x = self.net(net_hw, (rh, rw))
         x[0, :, :rh, :rw].copy_(torch.from_numpy(_writable(image_rgb)).permute(2, 0, 1)) \
             .mul_(self.scale).add_(self.offset)
         return x
+
+
+def resize_cpu(image: np.ndarray, rh: int, rw: int) -> np.ndarray:
+    """``image`` at (rh, rw): area averaging along a shrinking axis, bilinear along a growing one. OpenCV averages
+    areas only when neither axis grows; otherwise its INTER_AREA is a bilinear-like sampling that aliases worse
+    than INTER_LINEAR (a 120x160 frame at 240x40: 40 grey levels from torch's antialiased resize on noise, 9 here),
+    so a frame that shrinks along one axis and grows along the other is shrunk along it first."""
+    h, w = image.shape[:2]
+    if (rh, rw) == (h, w):
+        return image
+    if rh <= h and rw <= w:
+        return cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
+    if rh < h:
+        image = cv2.resize(image, (w, rh), interpolation=cv2.INTER_AREA)
+    elif rw < w:
+        image = cv2.resize(image, (rw, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
 
 
 def _writable(image: np.ndarray) -> np.ndarray:
