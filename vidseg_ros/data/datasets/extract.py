@@ -38,6 +38,7 @@ from vidseg_ros.data.datasets.image_messages import (FORMAT_CELL, decode_message
 from vidseg_ros.data.datasets.layouts import (EXTRACTING_NAME, FrameRecord, has_index, read_index, read_meta,
                                               write_index, write_meta)
 from vidseg_ros.data.datasets.lock import dataset_lock
+from vidseg_ros.data.datasets.moved_bags import moved_bags
 from vidseg_ros.data.datasets.sequence_names import (BAG_SUFFIXES, MAX_SEQUENCE_BYTES, bag_key,  # noqa: F401
                                                      sequence_names)
 from vidseg_ros.data.datasets.sequence_planner import SequencePlanner
@@ -92,9 +93,10 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
         log.info('%s: completing an extract that did not finish', short(out))
     old = {r.image: r for r in read_index(out, warn_incomplete=False)} if has_index(out) else {}
     write_file_atomic(marker, ('\n'.join(str(b) for b in bags) + '\n').encode(errors='surrogateescape'))
-    rows: dict[Path, FrameRecord] = dict(old)
     # absolute: the index's bag column is how a later run, from any folder, knows a bag is already in
     paths = [Path(os.path.abspath(b)) for b in bags]
+    old = _moved_to(old, moved_bags(paths, old.values(), cfg))
+    rows: dict[Path, FrameRecord] = dict(old)
     named = list(zip(paths, sequence_names(paths, old.values())))
     t_start = time.perf_counter()
     try:
@@ -155,6 +157,19 @@ def check_bag(bag: str | Path) -> None:
             raise ValueError(f'{bag} is not a bag: expected a rosbag2 folder, .mcap, .db3 (or .mcap.zstd, .db3.zstd) '
                              'or a ROS 1 .bag (or .bag.active) (for a video or image folder use '
                              '`vidseg bag-from-frames`)')
+
+
+def _moved_to(old: dict[Path, FrameRecord], moved: dict[str, Path]) -> dict[Path, FrameRecord]:
+    """The dataset's rows, those of a bag found at another path (``moved_bags``) naming that path: the bag then keeps
+    its sequence names and its frames are skipped as existing, and a later run knows it without reading it again."""
+    if not moved:
+        return old
+    keys: dict[str, str] = {}
+    out = {}
+    for image, r in old.items():
+        key = (keys.get(r.bag) or keys.setdefault(r.bag, bag_key(r.bag))) if r.bag else ''
+        out[image] = replace(r, bag=str(moved[key])) if key in moved else r
+    return out
 
 
 def _rows_by_bag(old_rows) -> dict[str, list[FrameRecord]]:

@@ -1,0 +1,135 @@
+"""A bag found again at another path (moved with its dataset, renamed, copied): its frames are not written twice,
+and a different bag of the same name (or with the same stamps) stays apart (``datasets.moved_bags``)."""
+import logging
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from vidseg_ros.data.bags.from_frames import BagFromFramesConfig, write_bag
+from vidseg_ros.data.datasets.extract import ExtractConfig, extract
+from vidseg_ros.data.datasets.layouts import read_index, write_index
+
+
+def _frames(seed: int, n: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (24, 32, 3), np.uint8) for _ in range(n)]
+
+
+def _files(ds):
+    return sorted(p.relative_to(ds) for p in (ds / 'images').rglob('*') if p.is_file())
+
+
+def _first_run(tmp_path, seed=1, cfg=None):
+    write_bag(tmp_path / 'p' / 'drive', [_frames(seed)])
+    assert extract([tmp_path / 'p' / 'drive'], tmp_path / 'p' / 'ds', cfg).written == 6
+    return _files(tmp_path / 'p' / 'ds')
+
+
+def test_a_dataset_moved_with_its_bag_resumes_without_writing_frames_again(tmp_path, caplog):
+    # `mv parent parent2` then extract again: every frame was written a second time under drive-<hash>_...
+    # (6 -> 12 frames, exit 0, one INFO line)
+    caplog.set_level(logging.INFO, logger='vidseg_ros')
+    before = _first_run(tmp_path)
+    ds = tmp_path / 'p' / 'ds'
+    recs = read_index(ds)
+    label = ds / 'labels' / recs[0].sequence / 'a.png'
+    label.parent.mkdir(parents=True)
+    label.write_bytes(b'x')
+    write_index(ds, [replace(recs[0], label=label, label_source='human'), *recs[1:]])
+    (tmp_path / 'p').rename(tmp_path / 'p2')
+    again = extract([tmp_path / 'p2' / 'drive'], tmp_path / 'p2' / 'ds')
+    assert (again.written, again.skipped_existing) == (0, 6)
+    assert _files(tmp_path / 'p2' / 'ds') == before
+    recs = read_index(tmp_path / 'p2' / 'ds')
+    assert len(recs) == 6 and {r.bag for r in recs} == {str(tmp_path / 'p2' / 'drive')}
+    assert [r.label_source for r in recs].count('human') == 1
+    assert 'is the bag' in caplog.text
+    # known by its new path now: a third run needs no look at its content
+    caplog.clear()
+    assert extract([tmp_path / 'p2' / 'drive'], tmp_path / 'p2' / 'ds').skipped_existing == 6
+    assert 'is the bag' not in caplog.text
+
+
+def test_a_renamed_bag_is_known_by_its_frames(tmp_path):
+    before = _first_run(tmp_path)
+    (tmp_path / 'p' / 'drive').rename(tmp_path / 'p' / 'drive_monday')
+    again = extract([tmp_path / 'p' / 'drive_monday'], tmp_path / 'p' / 'ds')
+    assert (again.written, again.skipped_existing) == (0, 6)
+    assert _files(tmp_path / 'p' / 'ds') == before
+
+
+def test_a_dataset_copied_with_its_bag_resumes_from_the_copy(tmp_path):
+    before = _first_run(tmp_path)
+    shutil.copytree(tmp_path / 'p', tmp_path / 'q')     # the original stays where it was
+    again = extract([tmp_path / 'q' / 'drive'], tmp_path / 'q' / 'ds')
+    assert (again.written, again.skipped_existing) == (0, 6)
+    assert _files(tmp_path / 'q' / 'ds') == before
+    assert {r.bag for r in read_index(tmp_path / 'q' / 'ds')} == {str(tmp_path / 'q' / 'drive')}
+
+
+def test_a_dataset_copied_without_its_bag_resumes_from_the_bag_in_place(tmp_path):
+    before = _first_run(tmp_path)
+    shutil.copytree(tmp_path / 'p' / 'ds', tmp_path / 'q' / 'ds')
+    again = extract([tmp_path / 'p' / 'drive'], tmp_path / 'q' / 'ds')
+    assert (again.written, again.skipped_existing) == (0, 6)
+    assert _files(tmp_path / 'q' / 'ds') == before
+
+
+def test_a_moved_bag_extracted_again_with_more_frames_adds_only_those(tmp_path):
+    # the first run kept every 2nd frame: the bag has more frames than the dataset, all of the dataset's among them
+    write_bag(tmp_path / 'p' / 'drive', [_frames(3)])
+    assert extract([tmp_path / 'p' / 'drive'], tmp_path / 'p' / 'ds', ExtractConfig(every=2)).written == 3
+    (tmp_path / 'p').rename(tmp_path / 'p2')
+    again = extract([tmp_path / 'p2' / 'drive'], tmp_path / 'p2' / 'ds')
+    assert (again.written, again.skipped_existing) == (3, 3)
+    assert len({r.sequence for r in read_index(tmp_path / 'p2' / 'ds')}) == 1
+    assert len(_files(tmp_path / 'p2' / 'ds')) == 6
+
+
+@pytest.mark.parametrize('quality', [95, 60])
+def test_a_moved_bag_extracted_as_jpeg_is_known_by_its_frames(tmp_path, quality):
+    # a JPEG file is the frame encoded again: as this run encodes it, or (another --jpeg-quality) near it
+    ramp = np.linspace(0, 255, 32, dtype=np.uint8)
+    frames = [np.stack([np.tile(ramp, (24, 1)), np.full((24, 32), 20 * i, np.uint8), np.tile(ramp[::-1], (24, 1))],
+                       axis=2) for i in range(6)]
+    write_bag(tmp_path / 'p' / 'drive', [frames])
+    cfg = ExtractConfig(image_format='jpg', jpeg_quality=quality)
+    assert extract([tmp_path / 'p' / 'drive'], tmp_path / 'p' / 'ds', cfg).written == 6
+    (tmp_path / 'p').rename(tmp_path / 'p2')
+    again = extract([tmp_path / 'p2' / 'drive'], tmp_path / 'p2' / 'ds', ExtractConfig(image_format='jpg'))
+    assert (again.written, again.skipped_existing) == (0, 6)
+
+
+def test_a_moved_bag_of_noise_like_frames_extracted_as_jpeg_is_known_by_its_frames(tmp_path):
+    # noise is the worst case for JPEG (tens of levels off at quality 60); encoded as this run would, it is exact
+    _first_run(tmp_path, cfg=ExtractConfig(image_format='jpg', jpeg_quality=60))
+    (tmp_path / 'p').rename(tmp_path / 'p2')
+    cfg = ExtractConfig(image_format='jpg', jpeg_quality=60)
+    again = extract([tmp_path / 'p2' / 'drive'], tmp_path / 'p2' / 'ds', cfg)
+    assert (again.written, again.skipped_existing) == (0, 6)
+
+
+@pytest.mark.parametrize('old_bag_kept', [True, False])
+def test_another_bag_of_that_name_and_those_stamps_stays_apart(tmp_path, old_bag_kept):
+    # the same name, the same stamps (two sim-time recordings), other pixels: a second bag, not the first one moved
+    _first_run(tmp_path, seed=1)
+    if not old_bag_kept:
+        shutil.rmtree(tmp_path / 'p' / 'drive')
+    write_bag(tmp_path / 'day2' / 'drive', [_frames(2)])
+    again = extract([tmp_path / 'day2' / 'drive'], tmp_path / 'p' / 'ds')
+    assert (again.written, again.skipped_existing) == (6, 0)
+    recs = read_index(tmp_path / 'p' / 'ds')
+    assert len(recs) == 12 and len({r.sequence for r in recs}) == 2
+    assert {r.bag for r in recs} == {str(tmp_path / 'p' / 'drive'), str(tmp_path / 'day2' / 'drive')}
+
+
+def test_another_bag_of_other_stamps_stays_apart_though_the_first_is_gone(tmp_path):
+    _first_run(tmp_path, seed=1)
+    shutil.rmtree(tmp_path / 'p' / 'drive')
+    cfg = BagFromFramesConfig(start_ns=1_800_000_000_000_000_000)
+    write_bag(tmp_path / 'p' / 'drive_b', [_frames(1)], cfg)     # the same pixels, another time
+    again = extract([tmp_path / 'p' / 'drive_b'], tmp_path / 'p' / 'ds')
+    assert (again.written, again.skipped_existing) == (6, 0)
+    assert len(read_index(tmp_path / 'p' / 'ds')) == 12

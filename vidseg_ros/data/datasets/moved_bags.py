@@ -1,0 +1,132 @@
+"""A bag the dataset already holds, found again at another path (moved, renamed, or copied with the dataset).
+
+The index names each frame's bag by its absolute path, which is how a re-run finds the frames it has. A bag moved
+with its dataset (``mv drive_day parent2``) or renamed came back as a bag never seen: another bag of that name was in
+the dataset, so it got a ``<name>-<hash>`` name and every frame was written a second time (6 frames became 12, exit
+0). A name alone cannot tell it is the same bag: the second day's ``drive`` must stay apart. So it is known by its
+content: every frame the dataset has of the old bag is in the new one (same topic, same stamp to the nanosecond) and
+a few of them, decoded, are the very pixels of the files (stamps alone match between two sim-time recordings).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidseg_ros.data.bags.reader import IMAGE_TYPES, list_topics, read_messages
+from vidseg_ros.data.datasets.extract_config import ExtractConfig
+from vidseg_ros.data.datasets.image_messages import decode_message, header_stamp_ns
+from vidseg_ros.data.datasets.layouts import FrameRecord
+from vidseg_ros.data.datasets.sequence_names import _bag_stem as bag_stem, bag_key
+from vidseg_ros.data.images import read_rgb
+
+log = logging.getLogger(__package__ + '.extract')     # messages of `vidseg extract`, under its name
+SAMPLES = 3             # frames of an old bag compared pixel by pixel: its first, middle and last
+# A JPEG file holds the frame encoded again: exactly as this run encodes it when its --jpeg-quality is the same;
+# encoded at another, a natural frame differs by about 1 level on average at quality 95 and 3 at 50 (noise by tens),
+# another recording's frame by far more.
+JPEG_MEAN_ABS_DIFF = 4.0
+
+
+def moved_bags(bags: list[Path], old_rows, cfg: ExtractConfig) -> dict[str, Path]:
+    """-> {an old bag's real path: the bag of ``bags`` that is the same bag}, for bags the dataset does not know
+    by their path. Old bags looked at: those at a path that is gone, and those of the same name (a dataset copied
+    with its bag); only where some frame file of theirs exists (nothing else could be written twice)."""
+    keys: dict[str, str] = {}       # a row's bag -> its real path, resolved once per bag (not per row)
+    groups: dict[str, list[FrameRecord]] = {}
+    for r in old_rows:
+        # a relative path (datasets made before paths were stored absolute) is matched by name (sequence_names)
+        if r.bag and os.path.isabs(r.bag):
+            key = keys.get(r.bag) or keys.setdefault(r.bag, bag_key(r.bag))
+            groups.setdefault(key, []).append(r)
+    known = {keys.get(b) or bag_key(b) for b in {r.bag for r in old_rows if r.bag}}
+    run = {bag_key(b) for b in bags}
+    olds = {k: rows for k, rows in groups.items() if k not in run and any(Path(r.image).is_file() for r in rows)}
+    found: dict[str, Path] = {}
+    for bag in bags:
+        if bag_key(bag) in known or not olds:
+            continue
+        plain = bag_stem(bag) if bag.is_file() else bag.name
+        names = {k: {Path(k).name, bag_stem(k)} for k in olds}
+        # a gone one of another name: renamed; the same name first, then by path, so the choice is the same every run
+        cands = sorted((k for k in olds if plain in names[k] or not os.path.exists(k)),
+                       key=lambda k: (plain not in names[k], k))
+        cands = _listed_in(bag, cands, olds)
+        if (same := _same_bag(bag, cands, olds, cfg)) is not None:
+            found[same] = bag
+            del olds[same]
+            log.info('extract: %s is the bag %s already in this dataset (the same frames: moved, renamed or '
+                     'copied): its frames there are kept, not written again, and the index names it by its new path',
+                     str(bag)[:200], same[:200])
+    return found
+
+
+def _listed_in(bag: Path, cands: list[str], olds: dict[str, list[FrameRecord]]) -> list[str]:
+    """The candidates whose topics the bag has, with at least as many messages as they have frames (from the
+    bag's index: not read)."""
+    listed = list_topics(bag, salvage=False) if cands else None
+    if listed is None:
+        return cands
+    keep = []
+    for k in cands:
+        counts: dict[str, int] = {}
+        for r in olds[k]:
+            counts[r.topic] = counts.get(r.topic, 0) + 1
+        if all(t in listed and listed[t][1] >= n for t, n in counts.items()):
+            keep.append(k)
+    return keep
+
+
+def _same_bag(bag: Path, cands: list[str], olds: dict[str, list[FrameRecord]], cfg: ExtractConfig) -> str | None:
+    """The first candidate all of whose frames ``bag`` has, with the pixels of its sampled files; None if none."""
+    if not cands:
+        return None
+    samples = {k: _samples(olds[k]) for k in cands}
+    wanted = {(r.topic, r.stamp_ns) for rows in samples.values() for r in rows}
+    topics = sorted({r.topic for k in cands for r in olds[k]})
+    stamps: set[tuple[str, int]] = set()
+    messages: dict[tuple[str, int], object] = {}
+    for msg in read_messages(bag, topics, warnings=[]):
+        if msg.msgtype not in IMAGE_TYPES:
+            continue
+        stamp = (header_stamp_ns(msg) if cfg.stamp == 'header' else 0) or msg.log_time_ns
+        stamps.add((msg.topic, stamp))
+        if (msg.topic, stamp) in wanted:
+            messages.setdefault((msg.topic, stamp), msg)
+    for k in cands:
+        if all((r.topic, r.stamp_ns) in stamps for r in olds[k]) and \
+                all(_same_pixels(messages.get((r.topic, r.stamp_ns)), r.image, cfg.jpeg_quality) for r in samples[k]):
+            return k
+    return None
+
+
+def _samples(rows: list[FrameRecord]) -> list[FrameRecord]:
+    """Up to ``SAMPLES`` rows whose file exists, spread over the bag: the first, the middle, the last by stamp."""
+    have = sorted((r for r in rows if Path(r.image).is_file()), key=lambda r: (r.stamp_ns, r.topic))
+    if len(have) <= SAMPLES:
+        return have
+    return [have[round(i * (len(have) - 1) / (SAMPLES - 1))] for i in range(SAMPLES)]
+
+
+def _same_pixels(msg, image: Path, quality: int) -> bool:
+    """Whether the frame of ``msg`` is the one in file ``image`` (exactly, or as a JPEG of it, ``quality``: this
+    run's)."""
+    if msg is None:
+        return False
+    try:
+        rgb, file = decode_message(msg)[0], read_rgb(image)
+    except Exception:  # noqa: BLE001 - a damaged message or file (ImageError, rosbags' errors) is not the frame
+        return False
+    if rgb.shape != file.shape:
+        return False
+    if np.array_equal(rgb, file):
+        return True
+    if image.suffix.lower() not in ('.jpg', '.jpeg'):
+        return False
+    ok, data = cv2.imencode('.jpg', np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if ok and np.array_equal(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1], file):    # as write_job encodes it
+        return True
+    return float(np.abs(rgb.astype(np.int16) - file).mean()) <= JPEG_MEAN_ABS_DIFF
