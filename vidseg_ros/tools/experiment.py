@@ -59,11 +59,21 @@ def variant_configs(base: TrainConfig, total_steps: int, out_dir: Path,
             per_epoch = steps_per_epoch(cfg, n)
         except ConfigError as e:
             raise ConfigError(f'frames-per-video variant {name!r}: {e}') from None
-        cfg.epochs = math.ceil(total_steps / per_epoch)
-        cfg.steps_per_epoch = total_steps // cfg.epochs   # epochs x steps ~= total_steps (the table says how many)
+        cfg.epochs = epochs_for(total_steps, per_epoch)
+        cfg.steps_per_epoch = total_steps // cfg.epochs
         log.info('%s: %d training samples, %d epochs x %d steps', name, n, cfg.epochs, cfg.steps_per_epoch)
         out[name] = cfg, train_set
     return out
+
+
+def epochs_for(total_steps: int, per_epoch: int) -> int:
+    """The fewest epochs that take exactly ``total_steps`` steps, at most ``per_epoch`` each: the smallest divisor of
+    ``total_steps`` from ceil(total_steps / per_epoch) on (a prime total: one step an epoch). ceil alone, with
+    total_steps // epochs steps each, gave a 21-sample set 48 steps of 50 while a 1-sample set trained 50."""
+    epochs = math.ceil(total_steps / per_epoch)
+    while total_steps % epochs:
+        epochs += 1
+    return epochs
 
 
 def run_experiment(name: str, config: str | Path, out_dir: str | Path = 'runs/experiment',
