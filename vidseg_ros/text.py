@@ -42,7 +42,23 @@ def clip(text, limit: int = SHORT_TEXT) -> str:
     """Text cut to ``limit`` characters, saying how long it was, so a 1 MB field cannot flood logs; its
     control characters escaped (``printable``), so it cannot drive a terminal or forge a log line."""
     text = str(text)
-    return printable(text) if len(text) <= limit else printable(text[:limit]) + f'... ({len(text)} characters)'
+    shown = printable(text[:limit])
+    if len(text) <= limit and len(shown) <= limit:
+        return shown
+    return _shown_start(text, limit) + f'... ({len(text)} characters)'
+
+
+def _shown_start(text: str, limit: int) -> str:
+    """The longest start of ``printable(text)`` of at most ``limit`` characters that cuts no escape in two (an
+    escape is 2-4 characters: a field of ESCs cut to 200 characters showed 800)."""
+    out, used = [], 0
+    for char in text[:limit]:
+        shown = printable(char)
+        if used + len(shown) > limit:
+            break
+        out.append(shown)
+        used += len(shown)
+    return ''.join(out)
 
 
 def bag_name(text, limit: int = SHORT_TEXT) -> str:
@@ -73,6 +89,8 @@ def one_line(text, limit: int) -> str:
     text = printable(' '.join(str(text).split()))
     if len(text) <= limit:
         return text
+    if limit < 6:           # no room for ' ... ' and a character either side
+        return text[:limit]
     head = (limit - 5) * 3 // 5
     return f'{text[:head]} ... {text[len(text) - (limit - 5 - head):]}'
 

@@ -28,6 +28,21 @@ def test_clip_shows_escapes_where_the_characters_were_and_keeps_plain_text():
     assert clip('\x1b' * 300).endswith('... (300 characters)')
 
 
+@pytest.mark.parametrize('limit', [1, 4, 10, 200])
+def test_clip_shows_at_most_its_limit_and_cuts_no_escape_in_two(limit):
+    """Escapes are 2-4 characters: a field of 1000 ESCs clipped to 200 showed 800 characters before the '...'."""
+    for text in ('\x1b' * 1000, HOSTILE * 50, 'a\x00' * 1000):
+        start = clip(text, limit).rsplit('... (', 1)[0]
+        assert len(start) <= limit and (start == '' or limit - len(start) < 4), (limit, start)
+    assert clip('\x1b' * 3, 12) == '\\x1b' * 3       # within the limit once shown: whole, nothing said
+    assert clip('\x1b' * 3, 11) == '\\x1b' * 2 + '... (3 characters)'
+
+
+@pytest.mark.parametrize('limit', range(1, 8))
+def test_one_line_is_never_longer_than_its_limit(limit):
+    assert len(one_line('abcdefghijklmnop', limit)) == limit
+
+
 def test_one_line_turns_breaks_into_spaces_and_escapes_the_rest():
     assert one_line('x\n[ERROR] fake\r\x1b]0;t\x07', 100) == 'x [ERROR] fake \\x1b]0;t\\x07'
 
