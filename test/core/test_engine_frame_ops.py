@@ -48,3 +48,18 @@ def test_resizes_that_only_grow_stay_plain_bilinear(path):
         want = torch.nn.functional.interpolate(torch.from_numpy(frame).permute(2, 0, 1)[None].float(), size=hw,
                                                mode='bilinear', align_corners=False)[0]
         assert float((got - want).abs().max()) <= 1.0, (path, hw)   # OpenCV rounds to uint8
+
+
+@pytest.mark.parametrize('mask_hw', [(60, 80), (45, 100), (30, 97)])
+def test_the_overlay_of_a_larger_mask_stretches_the_frame_bilinearly(mask_hw):
+    # the frame is resized to the mask's size (output_hw) before blending: growing, OpenCV's INTER_AREA it took is
+    # nearly nearest-neighbour (32 grey levels on average from bilinear at 2x, the device path's antialiased
+    # bilinear); with a zero-alpha overlay the result is the resized frame itself
+    from vidseg_ros.engine.outputs import overlay
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    got = overlay(frame, np.zeros((*mask_hw, 3), np.uint8), 0.0).astype(float)
+    t = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    want = torch.nn.functional.interpolate(t, size=mask_hw, mode='bilinear', align_corners=False,
+                                           antialias=True)[0].permute(1, 2, 0).numpy()
+    assert np.abs(got - want).max() <= 1.0   # OpenCV rounds to uint8

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vidseg_ros.engine.resize import resize_image
 
 
 class InputBuffer:
@@ -67,30 +68,13 @@ class InputBuffer:
         return x
 
     def fill_cpu(self, image_rgb: np.ndarray, resized_hw, net_hw) -> torch.Tensor:
-        """CPU: OpenCV resize of the uint8 frame (``resize_cpu``), then the same normalise."""
+        """CPU: OpenCV resize of the uint8 frame (``resize.resize_image``), then the same normalise."""
         rh, rw = int(resized_hw[0]), int(resized_hw[1])
-        image_rgb = resize_cpu(image_rgb, rh, rw)
+        image_rgb = resize_image(image_rgb, rh, rw)
         x = self.net(net_hw, (rh, rw))
         x[0, :, :rh, :rw].copy_(torch.from_numpy(_writable(image_rgb)).permute(2, 0, 1)) \
             .mul_(self.scale).add_(self.offset)
         return x
-
-
-def resize_cpu(image: np.ndarray, rh: int, rw: int) -> np.ndarray:
-    """``image`` at (rh, rw): area averaging along a shrinking axis, bilinear along a growing one. OpenCV averages
-    areas only when neither axis grows; otherwise its INTER_AREA is a bilinear-like sampling that aliases worse
-    than INTER_LINEAR (a 120x160 frame at 240x40: 40 grey levels from torch's antialiased resize on noise, 9 here),
-    so a frame that shrinks along one axis and grows along the other is shrunk along it first."""
-    h, w = image.shape[:2]
-    if (rh, rw) == (h, w):
-        return image
-    if rh <= h and rw <= w:
-        return cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
-    if rh < h:
-        image = cv2.resize(image, (w, rh), interpolation=cv2.INTER_AREA)
-    elif rw < w:
-        image = cv2.resize(image, (rw, h), interpolation=cv2.INTER_AREA)
-    return cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
 
 
 def _writable(image: np.ndarray) -> np.ndarray:

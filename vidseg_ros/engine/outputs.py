@@ -9,6 +9,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from vidseg_ros.engine.resize import resize_image
 from vidseg_ros.engine.upsample import to_u8
 from vidseg_ros.text import name_problem
 
@@ -104,7 +105,7 @@ def colorize(class_ids: np.ndarray, color_lut: np.ndarray) -> np.ndarray:
 def overlay(rgb: np.ndarray, color: np.ndarray, alpha: float, keep: np.ndarray | None = None) -> np.ndarray:
     """Blend the colour mask over the image; pixels where ``keep`` is False show the image alone."""
     if rgb.shape[:2] != color.shape[:2]:
-        rgb = cv2.resize(rgb, (color.shape[1], color.shape[0]), interpolation=cv2.INTER_AREA)
+        rgb = resize_image(rgb, *color.shape[:2])   # per axis, as the device path's antialiased bilinear
     alpha = float(np.clip(alpha, 0.0, 1.0))
     rgb = np.ascontiguousarray(rgb)
     out = cv2.addWeighted(rgb, 1.0 - alpha, color, alpha, 0.0)
