@@ -133,3 +133,60 @@ def test_another_bag_of_other_stamps_stays_apart_though_the_first_is_gone(tmp_pa
     again = extract([tmp_path / 'p' / 'drive_b'], tmp_path / 'p' / 'ds')
     assert (again.written, again.skipped_existing) == (6, 0)
     assert len(read_index(tmp_path / 'p' / 'ds')) == 12
+
+
+def test_two_bags_of_one_name_moved_with_their_dataset_keep_their_sequences(tmp_path):
+    # the second got drive-<8 hex digits of its old path>: that name stays, though its path changed
+    for day, seed in (('mon', 1), ('tue', 2)):
+        write_bag(tmp_path / 'p' / day / 'drive', [_frames(seed)])
+    bags = [tmp_path / 'p' / day / 'drive' for day in ('mon', 'tue')]
+    assert extract(bags, tmp_path / 'p' / 'ds').written == 12
+    before = {(r.sequence, r.stamp_ns, r.bag.replace('/p/', '/p2/')) for r in read_index(tmp_path / 'p' / 'ds')}
+    (tmp_path / 'p').rename(tmp_path / 'p2')
+    again = extract([tmp_path / 'p2' / day / 'drive' for day in ('tue', 'mon')], tmp_path / 'p2' / 'ds')
+    assert (again.written, again.skipped_existing) == (0, 12)
+    assert {(r.sequence, r.stamp_ns, r.bag) for r in read_index(tmp_path / 'p2' / 'ds')} == before
+
+
+def test_a_renamed_bag_of_a_long_name_is_known_by_its_frames(tmp_path):
+    # its sequence names were shortened (over 200 bytes) from the old name, which the new one does not give
+    long = 'd' * 190
+    write_bag(tmp_path / long, [_frames(4)])
+    assert extract([tmp_path / long], tmp_path / 'ds').written == 6
+    before = _files(tmp_path / 'ds')
+    (tmp_path / long).rename(tmp_path / ('e' * 190))
+    again = extract([tmp_path / ('e' * 190)], tmp_path / 'ds')
+    assert (again.written, again.skipped_existing) == (0, 6)
+    assert _files(tmp_path / 'ds') == before
+
+
+def test_a_bag_that_fails_to_read_when_compared_is_extracted_as_a_new_one(tmp_path, monkeypatch):
+    # the comparison is no reason to stop the run: the extract's own read says what is wrong, if anything
+    from vidseg_ros.data.datasets import moved_bags
+
+    def unreadable(*args, **kwargs):
+        raise OSError(5, 'Input/output error')
+        yield
+    _first_run(tmp_path)
+    (tmp_path / 'p').rename(tmp_path / 'p2')
+    monkeypatch.setattr(moved_bags, 'read_messages', unreadable)
+    again = extract([tmp_path / 'p2' / 'drive'], tmp_path / 'p2' / 'ds')
+    assert (again.written, again.skipped_existing) == (6, 0)
+
+
+def _ramps(offset: int) -> list[np.ndarray]:
+    ramp = np.linspace(0, 200, 32).astype(np.uint8) + offset
+    return [np.stack([np.tile(ramp, (24, 1))] * 3, axis=2) + np.uint8(5 * i) for i in range(6)]
+
+
+@pytest.mark.parametrize('fmt, quality, offset', [('png', 95, 1), ('jpg', 60, 12)])
+def test_a_bag_of_those_stamps_and_near_pixels_stays_apart(tmp_path, fmt, quality, offset):
+    # PNG files are the frame itself: one level off is another frame; a JPEG one is the frame within the error of
+    # JPEG (1.6 levels at quality 95 on CamVid, 5 at 30): a scene 12 levels brighter is another recording
+    write_bag(tmp_path / 'p' / 'drive', [_ramps(0)])
+    assert extract([tmp_path / 'p' / 'drive'], tmp_path / 'p' / 'ds', ExtractConfig(image_format=fmt)).written == 6
+    shutil.rmtree(tmp_path / 'p' / 'drive')
+    write_bag(tmp_path / 'day2' / 'drive', [_ramps(offset)])
+    cfg = ExtractConfig(image_format=fmt, jpeg_quality=quality)
+    assert extract([tmp_path / 'day2' / 'drive'], tmp_path / 'p' / 'ds', cfg).written == 6
+    assert len(read_index(tmp_path / 'p' / 'ds')) == 12
