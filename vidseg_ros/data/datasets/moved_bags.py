@@ -43,14 +43,16 @@ def moved_bags(bags: list[Path], old_rows, cfg: ExtractConfig) -> dict[str, Path
             key = keys.get(r.bag) or keys.setdefault(r.bag, bag_key(r.bag))
             groups.setdefault(key, []).append(r)
     known = {keys.get(b) or bag_key(b) for b in {r.bag for r in old_rows if r.bag}}
+    new = [b for b in bags if bag_key(b) not in known]
     run = {bag_key(b) for b in bags}
-    olds = {k: rows for k, rows in groups.items() if k not in run and any(Path(r.image).is_file() for r in rows)}
+    olds = {k: rows for k, rows in groups.items() if k not in run and any(Path(r.image).is_file() for r in rows)} \
+        if new else {}
+    names = {k: {Path(k).name, bag_stem(k)} for k in olds}
     found: dict[str, Path] = {}
-    for bag in bags:
-        if bag_key(bag) in known or not olds:
-            continue
+    for bag in new:
+        if not olds:
+            break
         plain = bag_stem(bag) if bag.is_file() else bag.name
-        names = {k: {Path(k).name, bag_stem(k)} for k in olds}
         # a gone one of another name: renamed; the same name first, then by path, so the choice is the same every run
         cands = sorted((k for k in olds if plain in names[k] or not os.path.exists(k)),
                        key=lambda k: (plain not in names[k], k))
