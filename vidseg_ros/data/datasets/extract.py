@@ -13,8 +13,9 @@ bags and plans file names (a frame's size comes from its message header); on a D
 
 The parts: ``extract_config`` (settings, counts), ``image_messages`` (stamp, size, encoding read from a message;
 its frame decoded), ``stamp_order`` (frames back in stamp order), ``sequence_names``, ``sequence_planner`` (each
-frame's sequence, index and file), ``frame_files`` (a frame's file written in a worker); this module reads the
-bags, hands frames to the workers and writes the index.
+frame's sequence, index and file), ``frame_files`` (a frame's file written in a worker), ``moved_bags`` (a bag the
+dataset holds, found at another path by its frames); this module reads the bags, hands frames to the workers and
+writes the index.
 """
 from __future__ import annotations
 
