@@ -32,7 +32,9 @@ def flow_size(arr: np.ndarray, interp) -> np.ndarray:
     s = min(1.0, FLOW_MAX_SIDE / max(h, w))
     if s >= 1.0:
         return arr
-    return cv2.resize(arr, (int(round(w * s)), int(round(h * s))), interpolation=interp)
+    # at least 1 px a side: a 1x1000 frame (a line-scan camera) rounded to 0 rows, and OpenCV's resize stopped
+    # the run with '(-215:Assertion failed) inv_scale_x > 0'
+    return cv2.resize(arr, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
 
 
 class RunScore:
