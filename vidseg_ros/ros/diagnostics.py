@@ -4,6 +4,7 @@ from __future__ import annotations
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from vidseg_ros.data.images import SHORT_TEXT
 
@@ -50,12 +51,24 @@ def steady_timer(node, period_s: float, callback):
     return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
 
-def last_word(publisher, build, wait_s: float, logger) -> None:
+def publisher(node):
+    """The node's /diagnostics publisher: reliable, KEEP_LAST 1 (diagnostic_updater's depth too; every array holds
+    all of the node's statuses, only the newest matters). Depth 1 is also what lets ``last_word`` end at once: a
+    FastDDS reader acknowledges only in answer to a writer's HEARTBEAT, which the writer sends with a sample only
+    when that fills its history (or a send buffer's worth of bytes went out), else every heartbeat period (3 s).
+    At depth 10 the last status waited its whole ``wait_s`` almost every time, though the reader had it."""
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    return node.create_publisher(DiagnosticArray, '/diagnostics', qos)
+
+
+def last_word(publisher, build, wait_s: float, logger) -> bool:
     """A node's last /diagnostics array (``build()``), published as it stops serving, then up to ``wait_s`` for
-    reliable readers to take it: the process may end next, and monitors keep the status before for good. Never
-    raises: with the context already shut down (an external shutdown) there is nobody to tell."""
+    reliable readers to take it: the process may end next, and monitors keep the status before for good. True when
+    every reliable reader acknowledged it (a reader gone without a word never does: the wait ends at ``wait_s``).
+    Never raises: with the context already shut down (an external shutdown) there is nobody to tell."""
     try:
         publisher.publish(build())
-        publisher.wait_for_all_acked(Duration(seconds=wait_s))
+        return publisher.wait_for_all_acked(Duration(seconds=wait_s))
     except Exception as e:  # noqa: BLE001 - see above
         logger.debug(f'last /diagnostics status not sent: {e}')
+        return False

@@ -34,13 +34,13 @@ import re
 import time
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from vidseg_ros.config import ConfigError
 from vidseg_ros.data.recorder.core import BagExistsError, Recorder, check_compression, new_bag_dir
+from vidseg_ros.ros import diagnostics
 from vidseg_ros.ros.core_logging import adopt
 from vidseg_ros.ros.diagnostics import last_word, steady_timer
 from vidseg_ros.ros.params import declare_settings, read_settings
@@ -117,7 +117,7 @@ class RecorderNode(TopicDiscovery, QosEvents, RecorderServices, RecorderDiagnost
         self.lost: dict[str, int] = {}
         self.incompatible: dict[str, str] = {}   # topic -> QoS policy of the last publisher reported incompatible
         self._last = (time.monotonic(), {})  # previous diagnostics snapshot, for rates
-        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.pub_diag = diagnostics.publisher(self)
         self.create_service(Trigger, '~/pause', self._on_pause)
         self.create_service(Trigger, '~/resume', self._on_resume)
         self.create_service(Trigger, '~/split', self._on_split)

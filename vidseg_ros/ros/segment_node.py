@@ -20,7 +20,6 @@ import gc
 import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import String
@@ -34,7 +33,7 @@ from vidseg_ros.ros import diagnostics, health
 from vidseg_ros.ros.camera_stats import ClockStep
 from vidseg_ros.ros.camera_stream import CameraStream
 from vidseg_ros.ros.core_logging import adopt
-from vidseg_ros.ros.params import declare_settings, keep_last_qos, read_settings
+from vidseg_ros.ros.params import declare_settings, read_settings
 from vidseg_ros.ros.segment_diagnostics import SegmentReports
 from vidseg_ros.ros.segment_param_changes import ParameterChanges
 from vidseg_ros.ros.segment_worker import InferenceWorker
@@ -91,7 +90,7 @@ class SegmentNodeCore(ParameterChanges, InferenceWorker, SegmentReports):
         self.clock_step = ClockStep(node.get_clock())   # one per node: every camera's stamps meet this clock
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_table = node.create_publisher(String, '~/class_table', latched)
-        self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', keep_last_qos('reliable', 10))
+        self.pub_diag = diagnostics.publisher(node)
         # The worker thread signals its own end through this; the executor thread reports it and exits.
         self._worker_died = node.create_guard_condition(self._on_worker_died)
         node.create_service(Trigger, '~/reset', self._on_reset)
