@@ -33,7 +33,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Reader as Rosbag2Reader
 from rosbags.typesys import Stores, get_typestore
 
-from vidseg_ros.config import parse_yaml
+from vidseg_ros.config import MAX_YAML_BYTES, MAX_YAML_DEPTH, ConfigError, StrictLoader, parse_yaml
 from vidseg_ros.data.bags.foreign import mcap_profile, read_plain_mcap, ros2_type, unpacked, unzstd
 from vidseg_ros.data.bags.salvage import SalvageStats, salvage_records
 from vidseg_ros.data.bags.salvage_ros1 import salvage_ros1
@@ -43,9 +43,14 @@ from vidseg_ros.text import bag_name, clip
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
-# a recorder's metadata.yaml is about 250 bytes a split and 1 kB a topic (a day in one-minute splits: 400 kB);
-# a larger one is not parsed (YAML reads at about 0.2 MB/s: 50 MB held extract for minutes) but salvaged around
+# A recorder's metadata.yaml is about 180 bytes a split and 1 kB a topic: 26,000 1 s splits (7 h) wrote 4.8 MB, past
+# the 4 MB any YAML may be, and such a bag was read record by record as if damaged. It may be METADATA_LIMIT more
+# than its folder's storage files account for (METADATA_PER_FILE each, with its name 8 times: quoted, escaped),
+# never past METADATA_CAP. The bounded parse of that 4.8 MB took 17 s CPU and 320 MB (3.5 s and 67 MB a MB): the
+# cap, 180,000 such splits, is 2 minutes and 2 GB. A larger one is not parsed but salvaged around.
 METADATA_LIMIT = 4 * 2**20
+METADATA_PER_FILE = 512
+METADATA_CAP = 32 * 2**20
 _SPARE_FILES = 16   # files left to others (a worker's video, a log) while a bag's splits are open
 _ROS2 = get_typestore(Stores.ROS2_HUMBLE)
 _ROS1 = get_typestore(Stores.ROS1_NOETIC)
@@ -248,8 +253,8 @@ def unlisted_files(path: Path) -> list[Path]:
 
 
 def _metadata_text(path: Path) -> str:
-    """The bag folder's metadata.yaml; ValueError (the bag is then read record by record) when over
-    ``METADATA_LIMIT``; '' for a file or a folder without one."""
+    """The bag folder's metadata.yaml; ValueError (the bag is then read record by record) when over what a recorder
+    writes for the files there (``_metadata_allowance``); '' for a file or a folder without one."""
     meta = path / 'metadata.yaml'
     if not (path.is_dir() and meta.exists()):
         return ''
@@ -260,10 +265,24 @@ def _metadata_text(path: Path) -> str:
         raise ValueError(f'{clip(meta)} {e.strerror}: not parsed') from None
     with f:
         size = os.fstat(f.fileno()).st_size
-        if size > METADATA_LIMIT:
-            raise ValueError(f'{clip(meta)} is {size / 2**20:.1f} MB, over the {METADATA_LIMIT >> 20} MB a recorder '
-                             f'writes: not parsed')
+        if size > METADATA_LIMIT and size > (limit := _metadata_allowance(path)):
+            raise ValueError(f'{clip(meta)} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB a recorder '
+                             f'writes for the files there: not parsed')
         return f.read()
+
+
+def _metadata_allowance(path: Path) -> int:
+    """The largest metadata.yaml bag folder ``path`` may have: ``METADATA_LIMIT`` and ``METADATA_PER_FILE`` plus 8
+    times the name of each storage file there, at most ``METADATA_CAP``. (Names are listed, not ``bag_files``: that
+    reads metadata.yaml where there is no file.)"""
+    limit = METADATA_LIMIT
+    with os.scandir(path) as entries:
+        for e in entries:
+            if limit >= METADATA_CAP:
+                break
+            if has_suffix(e.name, STORAGE_SUFFIXES) and not e.name.startswith('.') and e.is_file():
+                limit += METADATA_PER_FILE + 8 * len(e.name)
+    return min(limit, METADATA_CAP)
 
 
 # what reading a bag folder's metadata.yaml raises where there is none to use: none there (a file: None), too large
@@ -294,7 +313,37 @@ def _metadata(path: Path):
 @functools.lru_cache(maxsize=2)
 def _parsed_metadata(path: Path, version):
     text = _metadata_text(path)
-    return parse_yaml(text, clip(path / 'metadata.yaml')) if text else None
+    if not text:
+        return None
+    if len(text) <= MAX_YAML_BYTES:
+        return parse_yaml(text, clip(path / 'metadata.yaml'))
+    loader = _ListingLoader(text)       # past what parse_yaml takes: its files allow it (_metadata_allowance)
+    loader.name = clip(path / 'metadata.yaml')
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+class _ListingLoader(StrictLoader):
+    """The loader of a metadata.yaml larger than ``parse_yaml`` takes: no alias (neither rosbag2 nor this recorder
+    writes one, and without them what it holds is bounded by its size, which its files bound), ``MAX_YAML_DEPTH``
+    levels. ``BoundedLoader``'s 10**6 values would end at 70,000 splits (14 values each)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        line = self.peek_event().start_mark.line + 1
+        if self.check_event(yaml.AliasEvent):
+            raise ConfigError(f'{self.name}: line {line}: an alias, in a metadata.yaml over '
+                              f'{MAX_YAML_BYTES >> 20} MB: not parsed')
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise ConfigError(f'{self.name}: line {line}: nested over {MAX_YAML_DEPTH} levels deep')
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 @contextlib.contextmanager
