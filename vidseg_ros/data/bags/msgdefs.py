@@ -14,11 +14,13 @@ Source order, best first:
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,36 @@ SEPARATOR = '=' * 80
 PRIMITIVES = frozenset({
     'bool', 'byte', 'char', 'float32', 'float64', 'int8', 'uint8', 'int16', 'uint16', 'int32',
     'uint32', 'int64', 'uint64', 'string', 'wstring', 'time', 'duration'})
+# The .msg files are read when a topic appears: with every descriptor taken (ulimit -n reached) that was 'Too many
+# open files' and the recording stopped. One descriptor is held for them, freed for a read that fails for want of one.
+_spare: list[int] = []
+_spare_lock = threading.Lock()
+
+
+def _take_spare() -> None:
+    try:
+        _spare.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        pass    # none left: a later read may fail as before
+
+
+_take_spare()
+
+
+def _spared(fn, *args):
+    """``fn(*args)``; when it fails for want of a descriptor, once more with the spare one freed."""
+    try:
+        return fn(*args)
+    except OSError as e:
+        if e.errno not in (errno.EMFILE, errno.ENFILE) or not _spare:
+            raise
+    with _spare_lock:
+        if _spare:
+            os.close(_spare.pop())
+        try:
+            return fn(*args)
+        finally:
+            _take_spare()
 
 
 def _prefixes() -> list[Path]:
@@ -78,7 +110,7 @@ def _definition_from_share(msgtype: str) -> str | None:
     path = _share_file(msgtype, '.msg')
     if path is None:
         return None
-    texts = {msgtype: path.read_text()}
+    texts = {msgtype: _spared(path.read_text)}
     order: list[str] = []
     stack = [msgtype]
     while stack:  # depth-first, each dependency once
@@ -92,7 +124,7 @@ def _definition_from_share(msgtype: str) -> str | None:
             if dep_path is None:
                 log.debug('no .msg for dependency %s of %s', dep, msgtype)
                 return None
-            texts[dep] = dep_path.read_text()
+            texts[dep] = _spared(dep_path.read_text)
             stack.append(dep)
     parts = [texts[msgtype].rstrip('\n') + '\n']
     parts += [f'{SEPARATOR}\nMSG: {dep}\n{texts[dep].rstrip(chr(10))}\n' for dep in order[1:]]
@@ -104,7 +136,7 @@ def _hash_from_share(msgtype: str) -> str | None:
     if path is None:
         return None
     try:
-        hashes = json.loads(path.read_text()).get('type_hashes', [])
+        hashes = json.loads(_spared(path.read_text)).get('type_hashes', [])
     except (OSError, ValueError):
         return None
     for item in hashes:
@@ -134,12 +166,12 @@ def message_definition(msgtype: str) -> tuple[str, str]:
     # any typestore failure means "unknown type"
     if text is None:
         try:
-            text = _typestore().generate_msgdef(msgtype, ros_version=2)[0]
+            text = _spared(_typestore).generate_msgdef(msgtype, ros_version=2)[0]   # an import opens files
         except Exception as e:  # noqa: BLE001
             log.warning('no message definition for %s (%s); recording it without one', msgtype, e)
     if not type_hash:   # a custom type installed without its .json (ROS 2 before Iron writes none): no hash
         try:
-            type_hash = _typestore().hash_rihs01(msgtype)
+            type_hash = _spared(_typestore).hash_rihs01(msgtype)
         except Exception as e:  # noqa: BLE001
             log.debug('no type hash for %s (%s)', msgtype, e)
     return text or '', type_hash or ''
