@@ -190,3 +190,34 @@ def test_a_bag_of_those_stamps_and_near_pixels_stays_apart(tmp_path, fmt, qualit
     cfg = ExtractConfig(image_format=fmt, jpeg_quality=quality)
     assert extract([tmp_path / 'day2' / 'drive'], tmp_path / 'p' / 'ds', cfg).written == 6
     assert len(read_index(tmp_path / 'p' / 'ds')) == 12
+
+
+def test_a_second_recording_that_parts_from_the_first_late_stays_apart(tmp_path):
+    # a deterministic simulation run twice: the same stamps and first frames, then the runs part; its last frame
+    # is among those compared
+    _first_run(tmp_path, seed=1)
+    shutil.rmtree(tmp_path / 'p' / 'drive')
+    write_bag(tmp_path / 'day2' / 'drive', [_frames(1)[:4] + _frames(2)[4:]])
+    assert extract([tmp_path / 'day2' / 'drive'], tmp_path / 'p' / 'ds').written == 6
+    assert len(read_index(tmp_path / 'p' / 'ds')) == 12
+
+
+def test_a_bag_of_those_stamps_and_another_frame_size_stays_apart(tmp_path):
+    _first_run(tmp_path, seed=1)
+    shutil.rmtree(tmp_path / 'p' / 'drive')
+    write_bag(tmp_path / 'day2' / 'drive', [[f.transpose(1, 0, 2).copy() for f in _frames(1)]])
+    assert extract([tmp_path / 'day2' / 'drive'], tmp_path / 'p' / 'ds').written == 6
+    assert len(read_index(tmp_path / 'p' / 'ds')) == 12
+
+
+@pytest.mark.parametrize('stamp', ['header', 'log'])
+def test_a_moved_bag_is_known_by_the_stamps_it_was_extracted_with(tmp_path, stamp):
+    # header stamps 1 s apart, log times 0.1 s apart: the dataset's stamps are the ones --stamp chose
+    from support.bags import image_cdr, rosbag2
+    (tmp_path / 'p').mkdir()
+    rosbag2(tmp_path / 'p' / 'drive', [(10**18 + i * 10**8, image_cdr(i)) for i in range(6)])
+    cfg = ExtractConfig(stamp=stamp)
+    assert extract([tmp_path / 'p' / 'drive'], tmp_path / 'p' / 'ds', cfg).written == 6
+    (tmp_path / 'p').rename(tmp_path / 'p2')
+    again = extract([tmp_path / 'p2' / 'drive'], tmp_path / 'p2' / 'ds', cfg)
+    assert (again.written, again.skipped_existing) == (0, 6)

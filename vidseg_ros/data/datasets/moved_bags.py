@@ -87,23 +87,26 @@ def _same_bag(bag: Path, cands: list[str], olds: dict[str, list[FrameRecord]], c
     if not cands:
         return None
     samples = {k: _samples(olds[k]) for k in cands}
-    wanted = {(r.topic, r.stamp_ns) for rows in samples.values() for r in rows}
+    wanted: dict[tuple[str, int], list[Path]] = {}     # (topic, stamp) -> the sampled files of that frame
+    for rows in samples.values():
+        for r in rows:
+            wanted.setdefault((r.topic, r.stamp_ns), []).append(r.image)
     topics = sorted({r.topic for k in cands for r in olds[k]})
     stamps: set[tuple[str, int]] = set()
-    messages: dict[tuple[str, int], object] = {}
+    same: set[Path] = set()     # the sampled files whose frame this bag has
     try:
         for msg in read_messages(bag, topics, warnings=[]):
             if msg.msgtype not in IMAGE_TYPES:
                 continue
             stamp = (header_stamp_ns(msg) if cfg.stamp == 'header' else 0) or msg.log_time_ns
+            if (msg.topic, stamp) in wanted and (msg.topic, stamp) not in stamps:
+                # compared as read: one frame in memory, however many candidates' samples share its stamp
+                same.update(_same_frames(msg, wanted[(msg.topic, stamp)], cfg.jpeg_quality))
             stamps.add((msg.topic, stamp))
-            if (msg.topic, stamp) in wanted:
-                messages.setdefault((msg.topic, stamp), msg)
     except Exception:  # noqa: BLE001 - a bag that fails to read is not known; its extract reports why, after the
         return None     # bags before it are extracted (failing here stopped them all)
     for k in cands:
-        if all((r.topic, r.stamp_ns) in stamps for r in olds[k]) and \
-                all(_same_pixels(messages.get((r.topic, r.stamp_ns)), r.image, cfg.jpeg_quality) for r in samples[k]):
+        if all((r.topic, r.stamp_ns) in stamps for r in olds[k]) and all(r.image in same for r in samples[k]):
             return k
     return None
 
@@ -116,14 +119,21 @@ def _samples(rows: list[FrameRecord]) -> list[FrameRecord]:
     return [have[round(i * (len(have) - 1) / (SAMPLES - 1))] for i in range(SAMPLES)]
 
 
-def _same_pixels(msg, image: Path, quality: int) -> bool:
-    """Whether the frame of ``msg`` is the one in file ``image`` (exactly, or as a JPEG of it, ``quality``: this
+def _same_frames(msg, images: list[Path], quality: int) -> list[Path]:
+    """The files of ``images`` that hold the frame of ``msg`` (exactly, or as a JPEG of it; ``quality``: this
     run's)."""
-    if msg is None:
-        return False
     try:
-        rgb, file = decode_message(msg)[0], read_rgb(image)
-    except Exception:  # noqa: BLE001 - a damaged message or file (ImageError, rosbags' errors) is not the frame
+        rgb = decode_message(msg)[0]
+    except Exception:  # noqa: BLE001 - a damaged message (rosbags' errors, ImageError) is no frame of the dataset
+        return []
+    return [image for image in images if _same_pixels(rgb, image, quality)]
+
+
+def _same_pixels(rgb: np.ndarray, image: Path, quality: int) -> bool:
+    """Whether file ``image`` holds the frame ``rgb``."""
+    try:
+        file = read_rgb(image)
+    except Exception:  # noqa: BLE001 - a damaged file (ImageError, OSError) is not the frame
         return False
     if rgb.shape != file.shape:
         return False
