@@ -242,14 +242,20 @@ def unlisted_files(path: Path) -> list[Path]:
     only the listed ones, and the recorder lists a split when it closes it, so a bag still being recorded (or
     one whose recorder was killed) lost its last split in silence. [] for a file, or a folder without a
     readable metadata.yaml (the regular reader fails there, and every file is salvaged)."""
+    names = listed_names(path)
+    return [] if names is None else [f for f in bag_files(path) if f.name not in names]
+
+
+def listed_names(path: Path) -> set[str] | None:
+    """The file names bag folder ``path``'s metadata.yaml lists; None for a file, or a folder without a metadata.yaml
+    a reader can use (none, malformed, not a recorder's shape, too large)."""
     try:
         listed = _bag_information(path)['relative_file_paths']
         # strings only: str() of a YAML alias bomb (a 1 kB list of lists of 10**9 leaves) held it for hours
         # before BoundedLoader bounded what aliases expand to; a name that is no string names no file either
-        names = {Path(p).name for p in listed if isinstance(p, str)}
+        return {Path(p).name for p in listed if isinstance(p, str)}
     except _UNREADABLE:
-        return []
-    return [f for f in bag_files(path) if f.name not in names]
+        return None
 
 
 def _metadata_text(path: Path) -> str:

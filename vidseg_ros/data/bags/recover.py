@@ -35,7 +35,7 @@ from mcap.records import Channel, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
-from vidseg_ros.data.bags.reader import recorded_nothing
+from vidseg_ros.data.bags.reader import listed_names, recorded_nothing
 from vidseg_ros.data.bags.writer import mcap_files, write_metadata
 from vidseg_ros.files import file_problem, open_regular, real_path
 from vidseg_ros.text import one_line, printable
@@ -65,6 +65,7 @@ class RecoveryReport:
         salvaged: of those, messages kept one by one from damaged or cut chunks.
         skipped: messages of damaged chunks that could not be kept (per the chunks' message indexes).
         metadata_path: the ``metadata.yaml`` written.
+        unlisted: names of the files the bag's own metadata.yaml did not list (every one where it had none usable).
     """
 
     source: Path
@@ -75,6 +76,7 @@ class RecoveryReport:
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
     metadata_path: Path | None = None
     empty: bool = False
+    unlisted: list[str] = dataclasses.field(default_factory=list)
 
 
 def is_complete(path: str | Path) -> bool:
@@ -207,7 +209,10 @@ def recover_bag(path: str | Path, out: str | Path | None = None, force: bool = F
     if not files:   # an older recorder stopped before its first message: metadata.yaml alone, listing nothing
         return RecoveryReport(source=bag_dir, out=None, empty=True)
     broken = [f for f in files if not is_intact(f)]
-    if not broken and Path(path).is_dir() and (bag_dir / 'metadata.yaml').is_file():    # not a FIFO or device
+    # a recorder killed while it closed leaves every file complete and a metadata.yaml that lists the last splits
+    # not yet (or none, or one a power loss cut): 'nothing to do', and rosbag2 played the bag without them
+    listed = listed_names(bag_dir) if Path(path).is_dir() else None
+    if not broken and listed is not None and all(f.name in listed for f in files):
         return RecoveryReport(source=bag_dir, out=None)  # nothing to recover
     if not force:
         for f in broken:
@@ -216,7 +221,8 @@ def recover_bag(path: str | Path, out: str | Path | None = None, force: bool = F
                 raise RecoveryRefused(f'{f} was written {age:.1f} s ago: is it still being recorded? Stop the '
                                       f'recorder first (or pass --force)')
     out_dir = _out_dir(bag_dir, out)
-    report = RecoveryReport(source=Path(path), out=out_dir)
+    report = RecoveryReport(source=Path(path), out=out_dir,
+                            unlisted=[f.name for f in files if listed is None or f.name not in listed])
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -278,6 +284,9 @@ def run(bag, out=None, force: bool = False) -> int:
     for name in report.repaired:
         print(f'{printable(name)}: {report.messages[name]} messages recovered ({report.salvaged[name]} from damaged or '
               f'cut chunks, {report.skipped[name]} skipped)')
+    if report.unlisted and not report.repaired:     # every file complete: say why a bag was written
+        print(f'{printable(bag)}: every file is complete, but its metadata.yaml did not list {len(report.unlisted)} of '
+              f'them (a recorder killed while it closed?): the recovered bag lists them all')
     if report.empty:
         print(f'{printable(bag)}: recorded nothing (its metadata.yaml lists no file and no message); nothing to do')
     else:
