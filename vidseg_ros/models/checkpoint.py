@@ -29,8 +29,8 @@ from vidseg_ros.constants import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID, IM
 from vidseg_ros.files import name_limit, temp_path, write_file_atomic  # noqa: F401  (their home)
 from vidseg_ros.models import create_model, resolve_arch_config
 # CheckpointError and these checks are imported from here too (the checkpoint API), as well as from their home
-from vidseg_ros.models.model_file_checks import (CheckpointError, REQUIRED_META, check_archive, check_finite,
-                                                 check_meta, check_readable, check_state_dict)
+from vidseg_ros.models.model_file_checks import (CheckpointError, REQUIRED_META, check_archive, check_crc,
+                                                 check_finite, check_meta, check_readable, check_state_dict)
 from vidseg_ros.text import clip
 
 FORMAT = 'vidseg_ros/1'
@@ -128,15 +128,18 @@ def _plain(value):
     return value
 
 
-def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu'):
+def load_torch_file(path: str | Path, map_location: str | torch.device = 'cpu', verify: bool = True):
     """``torch.load(path, weights_only=True)``; CheckpointError naming ``path`` when it is missing, truncated,
-    not a torch file, holds objects that loading would have to run code for (never loaded then), or is a zip
-    archive that expands beyond its size (``check_archive``)."""
+    not a torch file, holds objects that loading would have to run code for (never loaded then), is a zip
+    archive that expands beyond its size (``check_archive``) or, with ``verify``, whose records' bytes differ from
+    their CRC-32 (``check_crc``: torch.load checks none, so flipped bytes in a tensor loaded as other weights)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint not found: {path}')
     check_readable(path)
     check_archive(path)
+    if verify:
+        check_crc(path)
     try:
         with warnings.catch_warnings():   # torch's advice to call torch.jit.load: the error below says what to do
             warnings.filterwarnings('ignore', message='.*looks like a TorchScript archive')

@@ -8,6 +8,9 @@ engine and node, ``vidseg info / eval / export / finetune``, ``init_from``; the 
   checked by ``config.from_dict``, as for any setting; ``check_meta`` adds what a setting cannot say (one
   distinct name per output channel, one colour per class, the input size within ``max_input_pixels``, nesting
   at most ``MAX_META_DEPTH`` deep);
+* its bytes: each stored record of the archive against the CRC-32 its zip headers hold (``check_crc``), which
+  torch.load does not check: bytes flipped inside a tensor's data on a disk or in a copy loaded as other weights
+  without a word;
 * its tensors: all finite (``check_finite``: NaN or inf are the weights of a diverged training), and of the
   names, shapes and kinds of the architecture's (``check_state_dict``, against a model built on the meta device
   before the real one).
@@ -15,8 +18,10 @@ engine and node, ``vidseg info / eval / export / finetune``, ``init_from``; the 
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import reprlib
 import zipfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -162,6 +167,48 @@ def check_archive(path: str | Path) -> None:
     if expanded > 2 * size + ARCHIVE_SLACK:
         raise CheckpointError(f'{path}: its records expand to {expanded} bytes from a {size}-byte file (compressed: '
                               'torch.save and torch.jit.save store them as they are); not loaded')
+
+
+def damaged_records(path: str | Path) -> list[str]:
+    """Names of the records of the zip archive ``path`` whose bytes differ from the CRC-32 its headers hold (torch.save
+    writes it; torch.load never checks it). [] for a file that is no complete zip (the loaders say what it is). About
+    1 ms per MB (measured: 13 ms for camvid_fpn's 14 MB float32 checkpoint, 53 ms for its 43 MB last.pt with AdamW
+    state)."""
+    try:
+        with open(path, 'rb') as f, zipfile.ZipFile(f) as z:
+            return _bad_crcs(f, z)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return []
+
+
+def _bad_crcs(f, z: zipfile.ZipFile) -> list[str]:
+    """``damaged_records`` of the open archive ``z`` of file ``f``: stored records read in place (mapped, no copy),
+    others through zipfile (which checks their CRC as it inflates)."""
+    bad = []
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, memoryview(data) as view:
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                try:
+                    with z.open(info) as record:
+                        while record.read(1 << 20):
+                            pass
+                except (zipfile.BadZipFile, OSError, EOFError, zlib.error):
+                    bad.append(info.filename)
+                continue
+            head = info.header_offset      # local header: 30 bytes, then the name and the extra field, then the data
+            start = head + 30 + int.from_bytes(view[head + 26:head + 28], 'little') + int.from_bytes(
+                view[head + 28:head + 30], 'little')
+            if zlib.crc32(view[start:start + info.compress_size]) != info.CRC:
+                bad.append(info.filename)
+    return bad
+
+
+def check_crc(path: str | Path) -> None:
+    """CheckpointError '<path> is damaged' when records of the archive ``path`` differ from their CRC-32."""
+    if bad := damaged_records(path):
+        raise CheckpointError(f'{path} is damaged: {len(bad)} of its records differ from the CRC-32 saved with them '
+                              f'(first: {clip(bad[0], 80)}; changed on the disk or in a copy); re-copy it from an '
+                              'intact copy')
 
 
 def check_finite(state: dict, where: str) -> None:

@@ -57,11 +57,17 @@ FIX = ('resume from an intact last.pt, or start a new run (another name, --set n
 
 
 def read_training_state(path: Path) -> dict:
-    """``last.pt`` as ``save_training_state`` wrote it; ConfigError naming ``path`` when it is damaged or not a
-    training state (e.g. a model checkpoint copied there)."""
+    """``last.pt`` as ``save_training_state`` wrote it; ConfigError naming ``path`` when it is damaged (bytes that
+    differ from their zip CRC-32, a key of another type) or not a training state (e.g. a model checkpoint copied
+    there)."""
     from vidseg_ros.models.checkpoint import CheckpointError, load_torch_file
+    from vidseg_ros.models.model_file_checks import damaged_records
+    # torch.load checks no zip CRC: bytes flipped in a tensor's data resumed other weights without a word
+    if bad := damaged_records(path):
+        raise ConfigError(f'--resume: {path} is damaged: {len(bad)} of its records differ from the CRC-32 saved with '
+                          f'them (first: {bad[0][-80:]}; changed on the disk or in a copy); {FIX}')
     try:
-        blob = load_torch_file(path)
+        blob = load_torch_file(path, verify=False)
     except CheckpointError as e:
         reason = str(e).removeprefix(str(path)).strip()
         raise ConfigError(f'--resume: {path} is truncated or not a training state (last.pt): {reason}; {FIX}') from None
@@ -73,6 +79,8 @@ def read_training_state(path: Path) -> dict:
     if odd := [f'{k} is {type(blob[k]).__name__}' for k, t in TRAINING_STATE_TYPES.items()
                if not isinstance(blob[k], t) or isinstance(blob[k], bool)]:
         raise ConfigError(f'--resume: {path} is damaged: {", ".join(odd[:3])}; {FIX}')
+    if 'ema' in blob and not isinstance(blob['ema'], dict):
+        raise ConfigError(f'--resume: {path} is damaged: ema is {type(blob["ema"]).__name__}; {FIX}')
     return blob
 
 
@@ -106,9 +114,11 @@ def _freeze_refused(path: Path, saved: list) -> ConfigError:
                        'that freeze, or start a new run (another name or --set runs_dir=...)')
 
 
-def load_training_state(path: Path, model, optimizer, rank: int = 0, cfg: TrainConfig | None = None) -> dict:
-    """Restore weights, optimiser and RNG states (this rank's); returns the loop state (epoch, step, ...). ``cfg``:
-    this run's settings (weights that do not fit a model of the same settings are a damaged file)."""
+def load_training_state(path: Path, model, optimizer, rank: int = 0, cfg: TrainConfig | None = None,
+                        ema=None) -> dict:
+    """Restore weights, optimiser, RNG states (this rank's) and, given ``ema`` (``EMA``), the weights' average;
+    returns the loop state (epoch, step, ...). ``cfg``: this run's settings (weights that do not fit a model of the
+    same settings are a damaged file)."""
     from vidseg_ros.models.checkpoint import CheckpointError, check_state_dict
     blob = read_training_state(path)
     try:
@@ -116,6 +126,8 @@ def load_training_state(path: Path, model, optimizer, rank: int = 0, cfg: TrainC
     except CheckpointError as e:   # e.g. the data now names another number of classes
         raise _weights_refused(path, blob.get('config', {}), model, cfg, e) from None
     unwrap(model).load_state_dict(blob['model'])
+    if ema is not None:
+        _restore_ema(path, blob, ema)
     saved = blob.get('config', {}).get('freeze', [])
     # The optimiser's state is matched to parameters by position only: another freeze of as many parameters took
     # other layers' Adam moments (a shape error at the first step, or in silence where the shapes agree).
@@ -135,6 +147,20 @@ def load_training_state(path: Path, model, optimizer, rank: int = 0, cfg: TrainC
     if state['best'] is not None and state['best'] < 0:     # older runs stored -1.0 for "none scored yet"
         state['best'] = None
     return state
+
+
+def _restore_ema(path: Path, blob: dict, ema) -> None:
+    """The average ``blob`` holds, into ``ema.module``; a run saved without one starts it at its weights. Weights
+    that do not fit the model (which the file's own weights fit) are a damaged file: it was a RuntimeError
+    traceback."""
+    from vidseg_ros.models.checkpoint import CheckpointError, check_state_dict
+    weights = blob.get('ema', blob['model'])
+    try:
+        check_state_dict(ema.module, weights, 'ema')
+    except CheckpointError as e:
+        raise ConfigError(f'--resume: {path} is damaged: its ema weights do not fit the model its weights fit ({e}); '
+                          f'{FIX}') from None
+    ema.module.load_state_dict(weights)
 
 
 def _restore_rng(blob: dict, rank: int) -> None:

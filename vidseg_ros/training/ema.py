@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -31,9 +30,3 @@ class EMA:
                 avg.mul_(d).add_(live[name].detach(), alpha=1 - d)
             else:
                 avg.copy_(live[name])
-
-    def load(self, last: Path) -> None:
-        """Restore the average stored in a training state (``last.pt``), when it has one."""
-        blob = torch.load(last, map_location='cpu', weights_only=True)
-        if 'ema' in blob:
-            self.module.load_state_dict(blob['ema'])

@@ -128,13 +128,11 @@ def _train_in(cfg: TrainConfig, info: dict, resume: bool, callback: Callback | N
     optimizer = opt_cls([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                         weight_decay=cfg.weight_decay)
     state = {'epoch': 0, 'step': 0, 'best': None, 'history': []}     # best: None until an epoch is scored
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     if resume and (run_dir / 'last.pt').is_file():
-        state = load_training_state(run_dir / 'last.pt', model, optimizer, rank, cfg)
+        state = load_training_state(run_dir / 'last.pt', model, optimizer, rank, cfg, ema)
         log.info('resumed %s at epoch %d step %d', run_dir, state['epoch'], state['step'])
     runner = StepRunner(cfg, model, device, world, teacher)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    if ema and resume and (run_dir / 'last.pt').is_file():
-        ema.load(run_dir / 'last.pt')
     scored = ema.module if ema else model       # the weights that are validated and saved
     total = per_epoch * cfg.epochs
     if cfg.lr == 0:
