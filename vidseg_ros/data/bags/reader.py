@@ -416,15 +416,17 @@ def list_topics(path: str | Path, salvage: bool = True) -> dict[str, tuple[str, 
     if _file_compressed(Path(path)) and (listed := _metadata_topics(Path(path))) is not None:
         return listed       # opening it with rosbags decompresses every split
     try:
-        if _splits_one_by_one(Path(path)) is not None:   # more splits than files may be open
-            found: dict[str, str] = {}
-            expected: dict[str, int] = {}
-            for _ in _read_any(Path(path), None, 1, 0, found, expected):    # an empty time range: no message read
-                pass
-            return {t: (msgtype, expected.get(t, 0)) for t, msgtype in found.items()}
-        with _any_reader(Path(path)) as reader:
-            return {bag_name(c.topic): (c.msgtype, c.msgcount) for c in reader.connections}
+        splits = _splits_one_by_one(Path(path))     # more splits than files may be open: one after another
+        for opened in [_any_reader(Path(path))] if splits is None else map(Rosbag2Reader, splits):
+            with opened as reader:
+                # summed over a topic's connections: a ROS 1 bag has one per publisher, and the last one's count
+                # was the topic's (2 of 7 messages: extract's progress total, its check for a moved bag)
+                for c in reader.connections:
+                    t = bag_name(c.topic)
+                    out[t] = (c.msgtype, out.get(t, (c.msgtype, 0))[1] + (c.msgcount or 0))
+        return out
     except Exception:  # noqa: BLE001
+        out = {}
         if not salvage:
             return None
         for msg in read_messages(path):
