@@ -193,11 +193,11 @@ def test_a_bag_of_those_stamps_and_near_pixels_stays_apart(tmp_path, fmt, qualit
 
 
 def test_a_second_recording_that_parts_from_the_first_late_stays_apart(tmp_path):
-    # a deterministic simulation run twice: the same stamps and first frames, then the runs part; its last frame
-    # is among those compared
+    # a deterministic simulation run twice: the same stamps and frames until the runs part, here at the last frame,
+    # which is among those compared
     _first_run(tmp_path, seed=1)
     shutil.rmtree(tmp_path / 'p' / 'drive')
-    write_bag(tmp_path / 'day2' / 'drive', [_frames(1)[:4] + _frames(2)[4:]])
+    write_bag(tmp_path / 'day2' / 'drive', [_frames(1)[:5] + _frames(2)[5:]])
     assert extract([tmp_path / 'day2' / 'drive'], tmp_path / 'p' / 'ds').written == 6
     assert len(read_index(tmp_path / 'p' / 'ds')) == 12
 
