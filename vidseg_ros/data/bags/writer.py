@@ -21,6 +21,7 @@ write (chunk in progress, summary, ``metadata.yaml``); the recorder keeps that m
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -108,6 +109,7 @@ class BagWriter:
         self._listed = 0               # closed files metadata.yaml lists
         self._bytes_unlisted = 0       # bytes of the closed files it does not list yet
         self._metadata_chars = 0       # size of the last metadata.yaml written
+        self._metadata_failed = False  # its last rewrite at a split failed (said once)
         self._topics: dict[str, dict] = {}  # topic -> msgtype, definition, metadata
         self._writer: Writer | None = None
         self._file: AppendFile | None = None
@@ -263,7 +265,15 @@ class BagWriter:
         self._remember(entry, topics)
         self._bytes_unlisted += self._file_bytes
         if self._metadata_due():
-            self.write_metadata()
+            try:
+                self.write_metadata()
+            except OSError as e:
+                # at a split it only brings the list up to date (unlisted files are read too, close writes it
+                # again): a full disk or a file-size limit here lost the message that split and stopped the recording
+                if not self._metadata_failed:
+                    log.warning('%s: metadata.yaml not brought up to date at a split (%s); tried again at the next '
+                                'ones and at close', clip(self.bag_dir), clip(e.strerror or e))
+                self._metadata_failed = True
         log.info('closed %s', path)
         return path
 
@@ -292,15 +302,18 @@ class BagWriter:
         info = _bag_info(list(self._closed_topics.values()), self._closed_entries, self.compression)
         if not self._closed_entries:
             return _write_text(self.bag_dir, _dump({_INFO: info}))
-        self._listed, self._bytes_unlisted = len(self._closed_entries), 0
         keys = list(info)
         first = keys.index('relative_file_paths')  # 'files' follows it
         head = _dump({_INFO: {k: info[k] for k in keys[:first]}})
         tail = _dump({_INFO: {k: info[k] for k in keys[first + 2:]}}).split('\n', 1)[1]
         text = ''.join([head, '  relative_file_paths:\n', *(p for p, _ in self._closed_yaml),
                         '  files:\n', *(f for _, f in self._closed_yaml), tail])
-        self._metadata_chars = len(text)
-        return _write_text(self.bag_dir, text)
+        path = _write_text(self.bag_dir, text)
+        # counted as listed once written: counted before, a failed write left close() thinking it was, and the bag
+        # ended with a metadata.yaml without its last files
+        self._listed, self._bytes_unlisted, self._metadata_chars = len(self._closed_entries), 0, len(text)
+        self._metadata_failed = False
+        return path
 
     def adopt_sealed(self, path: Path) -> Path:
         """After :meth:`abandon` and ``seal``: add that file, read from its own summary (the writer's counts
@@ -449,6 +462,11 @@ def _nested_yaml(key: str, item) -> str:
 def _write_text(bag_dir: Path, text: str) -> Path:
     """Write ``metadata.yaml`` atomically (temporary file + rename) and return its path."""
     tmp = bag_dir / 'metadata.yaml.tmp'
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()    # a part of it (a full disk), taking space a retry needs
+        raise
     os.replace(tmp, bag_dir / 'metadata.yaml')
     return bag_dir / 'metadata.yaml'
