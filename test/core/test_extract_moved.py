@@ -221,3 +221,22 @@ def test_a_moved_bag_is_known_by_the_stamps_it_was_extracted_with(tmp_path, stam
     (tmp_path / 'p').rename(tmp_path / 'p2')
     again = extract([tmp_path / 'p2' / 'drive'], tmp_path / 'p2' / 'ds', cfg)
     assert (again.written, again.skipped_existing) == (0, 6)
+
+
+@pytest.mark.parametrize('start_ns', [1_700_000_000_000_000_000, 1_800_000_000_000_000_000])
+def test_another_days_bag_is_not_taken_for_one_an_old_index_names_by_a_relative_path(tmp_path, monkeypatch,
+                                                                                      start_ns):
+    # an index written before bag paths were stored absolute names day 1's bag `drive`; day 2's `drive` run from
+    # another folder was taken for it by name: at the same stamps its 6 frames were skipped (lost, exit 0), at
+    # others written into day 1's sequence, an index no command could read ("frame 0 ... is also row 1")
+    write_bag(tmp_path / 'day1' / 'drive', [_frames(1)])
+    write_bag(tmp_path / 'day2' / 'drive', [_frames(2)], BagFromFramesConfig(start_ns=start_ns))
+    monkeypatch.chdir(tmp_path / 'day1')
+    assert extract(['drive'], tmp_path / 'ds').written == 6
+    index = tmp_path / 'ds' / 'index.csv'
+    index.write_text(index.read_text().replace(str(tmp_path / 'day1' / 'drive'), 'drive'))
+    monkeypatch.chdir(tmp_path)
+    again = extract([tmp_path / 'day2' / 'drive'], tmp_path / 'ds')
+    assert (again.written, again.skipped_existing) == (6, 0)
+    recs = read_index(tmp_path / 'ds')
+    assert len(recs) == 12 and len({r.sequence for r in recs}) == 2

@@ -6,6 +6,8 @@ the dataset, so it got a ``<name>-<hash>`` name and every frame was written a se
 0). A name alone cannot tell it is the same bag: the second day's ``drive`` must stay apart. So it is known by its
 content: every frame the dataset has of the old bag is in the new one (same topic, same stamp to the nanosecond) and
 a few of them, decoded, are the very pixels of the files (stamps alone match between two sim-time recordings).
+An older index names a bag by a path relative to the folder of its run: from another folder, that bag is known the
+same way (it was known by its name, and another day's ``drive`` was taken for it).
 """
 from __future__ import annotations
 
@@ -33,17 +35,19 @@ JPEG_MEAN_ABS_DIFF = 6.0
 
 def moved_bags(bags: list[Path], old_rows, cfg: ExtractConfig) -> dict[str, Path]:
     """-> {an old bag's real path: the bag of ``bags`` that is the same bag}, for bags the dataset does not know
-    by their path. Old bags looked at: those at a path that is gone, and those of the same name (a dataset copied
-    with its bag); only where some frame file of theirs exists (nothing else could be written twice)."""
+    by their path. Old bags looked at: those at a path that is gone (or, named by a relative path, not found from
+    here), and those of the same name (a dataset copied with its bag); only where some frame file of theirs exists
+    (nothing else could be written twice)."""
     keys: dict[str, str] = {}       # a row's bag -> its real path, resolved once per bag (not per row)
     groups: dict[str, list[FrameRecord]] = {}
+    relative: set[str] = set()      # bags named by a path relative to the folder of their run (older datasets)
     for r in old_rows:
-        # a relative path (datasets made before paths were stored absolute) is matched by name (sequence_names)
-        if r.bag and os.path.isabs(r.bag):
+        if r.bag:
             key = keys.get(r.bag) or keys.setdefault(r.bag, bag_key(r.bag))
             groups.setdefault(key, []).append(r)
-    known = {keys.get(b) or bag_key(b) for b in {r.bag for r in old_rows if r.bag}}
-    new = [b for b in bags if bag_key(b) not in known]
+            if not os.path.isabs(r.bag):
+                relative.add(key)
+    new = [b for b in bags if bag_key(b) not in groups]
     run = {bag_key(b) for b in bags}
     olds = {k: rows for k, rows in groups.items() if k not in run and any(Path(r.image).is_file() for r in rows)} \
         if new else {}
@@ -59,10 +63,15 @@ def moved_bags(bags: list[Path], old_rows, cfg: ExtractConfig) -> dict[str, Path
         cands = _listed_in(bag, cands, olds)
         if (same := _same_bag(bag, cands, olds, cfg)) is not None:
             found[same] = bag
-            del olds[same]
-            log.info('extract: %s is the bag %s already in this dataset (the same frames: moved, renamed or '
-                     'copied): its frames there are kept, not written again, and the index names it by its new path',
-                     str(bag)[:200], same[:200])
+            rows = olds.pop(same)
+            if same in relative:    # (its old words, which say why the index named it so)
+                log.warning('extract: %s is taken for the bag %s already in the dataset (its index names that bag by '
+                            'a path relative to another folder; the same frames): frames already there are skipped',
+                            str(bag)[:200], rows[0].bag[:200])
+            else:
+                log.info('extract: %s is the bag %s already in this dataset (the same frames: moved, renamed or '
+                         'copied): its frames there are kept, not written again, and the index names it by its new '
+                         'path', str(bag)[:200], same[:200])
     return found
 
 

@@ -71,11 +71,13 @@ def sequence_names(bags: list[Path], old_rows) -> list[str]:
     or already in the dataset's ``old_rows``) holds that name: then ``<name>-<8 hex digits of its
     path>``, so the ``drive`` bags of two days never share a sequence or a file name (same stamps
     would make the second skip as "existing" and be lost). A bag already in the dataset keeps the
-    name it got there, so re-runs resume whatever the order of the bags.
+    name it got there, so re-runs resume whatever the order of the bags; one at another path (moved, renamed,
+    or named relative to another folder in an older index) is known by its frames (``moved_bags``), not by its
+    name: another day's ``drive``, where the index named a ``drive`` by a relative path, was taken for it (its
+    frames skipped at the same stamps, or put in the same sequences: an index no command could read).
     """
     owner: dict[str, str] = {}      # name -> the bag (path key) holding it
     known: dict[str, str] = {}      # bag key -> its name in the dataset
-    unresolved: dict[str, str] = {}     # bag file/folder name -> its name in the dataset, see below
     keys: dict[str, str] = {}       # a row's bag -> its real path (resolved once per bag, not per row)
     for r in old_rows:
         m = re.fullmatch(rf'(.+)_{re.escape(slug(r.topic))}(?:-[0-9a-f]{{8}})?_\d+', r.sequence)
@@ -84,19 +86,10 @@ def sequence_names(bags: list[Path], old_rows) -> list[str]:
             key = keys.get(r.bag) or keys.setdefault(r.bag, bag_key(r.bag))
             owner.setdefault(name, key)
             known.setdefault(key, name)
-            if not os.path.isabs(r.bag) and not os.path.exists(r.bag):
-                # written before bag paths were stored absolute, from another folder: known by name only
-                unresolved.update(dict.fromkeys((Path(r.bag).stem, Path(r.bag).name, _bag_stem(r.bag)), name))
     names = []
     for bag in bags:
         key, plain = bag_key(bag), _bag_stem(bag) if bag.is_file() else bag.name
         name = known.get(key)
-        if name is None and plain in unresolved:
-            name = known[key] = unresolved[plain]
-            unresolved = {k: v for k, v in unresolved.items() if v != name}
-            log.warning('extract: %s is taken for the bag %s already in the dataset (its index names that bag by '
-                        'a path relative to another folder): frames already there are skipped',
-                        str(bag)[:200], name[:200])
         if name is None:
             name = plain if owner.setdefault(plain, key) == key else \
                 f'{plain}-{hashlib.sha1(key.encode()).hexdigest()[:8]}'
