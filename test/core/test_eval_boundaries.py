@@ -2,10 +2,17 @@
 sequence, sequences of one frame, and the aggregation of scores over sequences and classes."""
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import numpy as np
+import pytest
 
 from support.eval_data import folder_dataset, noise_images, tiny_fpn
-from vidseg_ros.tools.evaluate import run_evaluation
+from vidseg_ros.tools.evaluate import break_reason, run_evaluation, sequence_timing, usual_step
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
 
 
 def test_a_one_pixel_high_wide_frame_is_scored(tmp_path):
@@ -17,3 +24,80 @@ def test_a_one_pixel_high_wide_frame_is_scored(tmp_path):
     scores = report['intervals']['1']
     assert scores['TC_pairs'] == 2 and 0 <= scores['TC'] <= 1
     assert scores['all']['pixels'] == 3000
+
+
+def _recs(stamps_s, indices=None):
+    indices = range(len(stamps_s)) if indices is None else indices
+    return [SimpleNamespace(stamp_ns=round(t * S), index=i) for t, i in zip(stamps_s, indices)]
+
+
+def test_a_sequence_of_two_frames_is_video():
+    """The shortest sequence that has a frame spacing: two frames 0.1 s apart are a 10 Hz video."""
+    t = sequence_timing({'s': _recs([0.0, 0.1])}, 0.5)
+    assert t['video'] and t['rate_hz'] == pytest.approx(10.0) and t['gaps'] == 0
+    assert t['note'] == 'real video at 10 Hz; 0 gap(s) > 0.5 s reset the state as in the node'   # no 'spans 1k'
+
+
+def test_a_one_frame_sequence_says_nothing_of_the_others():
+    """A sequence of one frame has no spacing: the split's timing is that of its other sequences, whichever comes
+    first."""
+    one, video = _recs([0.0]), _recs([0.0, 0.1, 0.2, 5.0])
+    for seqs in ({'a': one, 'b': video}, {'a': video, 'b': one}):
+        t = sequence_timing(seqs, 0.5)
+        assert t['video'] and t['rate_hz'] == pytest.approx(10.0) and t['gaps'] == 1
+
+
+def test_one_sequence_without_frame_times_makes_the_split_no_video():
+    """Stamps that never increase: that sequence's timing is unknown, so the split is not scored as video; the
+    rate said is the other sequences'."""
+    timeless, video = _recs([0.0, 0.0, 0.0]), _recs([0.0, 0.1, 0.2])
+    for seqs in ({'a': timeless, 'b': video}, {'a': video, 'b': timeless}):
+        t = sequence_timing(seqs, 0.5)
+        assert not t['video'] and t['rate_hz'] == pytest.approx(10.0)
+        assert t['note'].startswith('not real video (median frame rate 10 Hz')
+
+
+def test_mostly_repeated_stamps_are_no_video_and_no_error():
+    """A median spacing of 0 (most stamps repeated, one step forward) is not video: no division by zero."""
+    for max_gap_s in (0.5, 0.0):
+        t = sequence_timing({'s': _recs([0.0, 0.0, 0.0, 0.1])}, max_gap_s)
+        assert not t['video'] and t['rate_hz'] == math.inf
+
+
+@pytest.mark.parametrize('max_gap_s,gaps', [(0.0, 1), (-1.0, 1), (0.5, 2), (0.1, 2), (0.09, 5)])
+def test_gaps_count_the_node_resets(max_gap_s, gaps):
+    """10 Hz, a 2 s hole and a stamp 0.05 s back: max_gap_s 0 (or below) resets only backwards, as the node does;
+    a gap of exactly max_gap_s (0.1) is none."""
+    t = sequence_timing({'s': _recs([0.0, 0.1, 0.2, 2.2, 2.15, 2.25])}, max_gap_s)
+    assert t['gaps'] == gaps
+
+
+@pytest.mark.parametrize('max_gap_s', [0.3, 0.5, 10.0, 60.0, 0.0])
+def test_the_gaps_counted_are_the_node_resets_on_the_same_stamps(max_gap_s):
+    """timing['gaps'] ('N gap(s) reset the state as in the node'): the node's key-frame policy fed the same stamps
+    resets exactly as often. Steps of exactly max_gap_s and one ns more, a repeated stamp (no reset) and a step
+    back."""
+    from vidseg_ros.engine.base import EngineConfig
+    from vidseg_ros.engine.policy import KeyframePolicy
+    gap = round(max_gap_s * S)
+    steps = [100_000_000, gap, gap + 1, 0, -1, 100_000_000, gap + 1, gap, 0, 0, 100_000_000]
+    stamps = [T0 + sum(steps[:i]) for i in range(len(steps) + 1)]
+    recs = [SimpleNamespace(stamp_ns=t, index=i) for i, t in enumerate(stamps)]
+    policy = KeyframePolicy(EngineConfig(max_gap_s=max_gap_s))
+    resets = sum(policy.decide(t, (4, 4)).reset_reason in ('gap', 'backwards') for t in stamps)
+    assert resets == (3 if max_gap_s else 1)
+    assert sequence_timing({'s': recs}, max_gap_s)['gaps'] == resets
+
+
+def test_without_a_gap_limit_any_forward_stamps_are_video():
+    """max_gap_s 0: the node resets only when stamps go backwards, so a 1 Hz split keeps its state: video."""
+    t = sequence_timing({'s': _recs([0.0, 1.0, 2.0, 3.0])}, 0.0)
+    assert t['video'] and t['gaps'] == 0 and t['rate_hz'] == pytest.approx(1.0)
+
+
+def test_a_repeated_frame_index_is_no_step():
+    """The usual index step is the median of the steps forward: frames that share an index (a frame written twice)
+    do not make a step of 1 a missing frame."""
+    recs = _recs([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], [0, 0, 0, 1, 2, 2])
+    assert usual_step(recs) == 1.0
+    assert [break_reason(a, b, None, None, usual_step(recs), 0.5) for a, b in zip(recs, recs[1:])] == [''] * 5
