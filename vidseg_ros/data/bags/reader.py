@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 # A recorder's metadata.yaml is about 180 bytes a split and 1 kB a topic: 26,000 1 s splits (7 h) wrote 4.8 MB, past
 # the 4 MB any YAML may be, and such a bag was read record by record as if damaged. It may be METADATA_LIMIT more
-# than its folder's storage files account for (METADATA_PER_FILE each, with its name 8 times: quoted, escaped),
+# than its folder's storage files account for (METADATA_PER_FILE each, with 24 bytes a character of its name: it is
+# there twice, and a character YAML escapes is 10 bytes, '\U0001F600': emoji names wrote 20 a character),
 # never past METADATA_CAP. The bounded parse of that 4.8 MB took 17 s CPU and 320 MB (3.5 s and 67 MB a MB): the
 # cap, 180,000 such splits, is 2 minutes and 2 GB. A larger one is not parsed but salvaged around.
 METADATA_LIMIT = 4 * 2**20
@@ -277,16 +278,16 @@ def _metadata_text(path: Path) -> str:
 
 
 def _metadata_allowance(path: Path) -> int:
-    """The largest metadata.yaml bag folder ``path`` may have: ``METADATA_LIMIT`` and ``METADATA_PER_FILE`` plus 8
-    times the name of each storage file there, at most ``METADATA_CAP``. (Names are listed, not ``bag_files``: that
-    reads metadata.yaml where there is no file.)"""
+    """The largest metadata.yaml bag folder ``path`` may have: ``METADATA_LIMIT`` and ``METADATA_PER_FILE`` plus 24
+    times the length of the name of each storage file there, at most ``METADATA_CAP``. (Names are listed, not
+    ``bag_files``: that reads metadata.yaml where there is no file.)"""
     limit = METADATA_LIMIT
     with os.scandir(path) as entries:
         for e in entries:
             if limit >= METADATA_CAP:
                 break
             if has_suffix(e.name, STORAGE_SUFFIXES) and not e.name.startswith('.') and e.is_file():
-                limit += METADATA_PER_FILE + 8 * len(e.name)
+                limit += METADATA_PER_FILE + 24 * len(e.name)
     return min(limit, METADATA_CAP)
 
 
