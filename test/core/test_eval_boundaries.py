@@ -101,3 +101,44 @@ def test_a_repeated_frame_index_is_no_step():
     recs = _recs([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], [0, 0, 0, 1, 2, 2])
     assert usual_step(recs) == 1.0
     assert [break_reason(a, b, None, None, usual_step(recs), 0.5) for a, b in zip(recs, recs[1:])] == [''] * 5
+
+
+def _feed(score, preds, gts, follows=None, keys=None, ms=None, resets=None):
+    """One sequence into ``score``: noise frames, the given predictions and labels."""
+    rng = np.random.default_rng(len(preds))
+    score.start_sequence()
+    for t, (pred, gt) in enumerate(zip(preds, gts)):
+        score.add(rng.integers(0, 255, (*pred.shape, 3), np.uint8), pred, gt, keys[t] if keys else t == 0,
+                  ms[t] if ms else 1.0, resets[t] if resets else '', t > 0 if follows is None else follows[t])
+
+
+def test_temporal_scores_are_the_mean_over_sequences_and_never_span_two():
+    """TC and mVC_n: each sequence's mean over its pairs / windows, then the mean over sequences (a long sequence
+    does not outweigh a short one); no pair or window spans the end of one sequence and the start of the next.
+    Sequence a (9 frames): every prediction right and constant, TC 1 over 8 pairs, VC8 1 over 2 windows; sequence b
+    (8 frames, constant ground truth): the whole prediction flips every frame, TC 0 over 7 pairs, VC8 0 over 1."""
+    from vidseg_ros.tools.eval_stream import RunScore
+    zeros, ones = np.zeros((16, 16), np.uint8), np.ones((16, 16), np.uint8)
+    score = RunScore(2, 255, ['bg', 'obj'], True, True, True)
+    _feed(score, [zeros] * 9, [zeros] * 9)
+    _feed(score, [ones if t % 2 == 0 else zeros for t in range(8)], [ones] * 8)
+    r = score.result()
+    assert (r['TC_pairs'], r['TC']) == (8 + 7, 0.5)
+    assert (r['mVC8_windows'], r['mVC8']) == (2 + 1, 0.5) and r['mVC16_windows'] == 0 and 'mVC16' not in r
+    # J as DAVIS: each sequence's mean over its frames, then over sequences (a: 1; b: 1 and 0 every other frame, 0.5;
+    # over all 17 frames it would be 13 / 17). F is 1 on every frame: neither mask has a boundary inside the frame
+    assert (r['J'], r['F'], r['J&F']) == (0.75, 1.0, 0.875)
+    assert r['frames'] == 17 and r['key_frames'] == 2 and r['all']['pixels'] == 17 * 256
+
+
+def test_a_sequence_without_a_pair_is_left_out_of_tc_not_scored_0():
+    """A one-frame sequence has no TC pair and no window: the split's TC is the other sequences', and the counts
+    say so."""
+    from vidseg_ros.tools.eval_stream import RunScore
+    zeros = np.zeros((16, 16), np.uint8)
+    score = RunScore(2, 255, ['bg', 'obj'], True, True, True)
+    _feed(score, [zeros], [zeros])
+    _feed(score, [zeros] * 3, [zeros] * 3)
+    _feed(score, [zeros], [None])
+    r = score.result()
+    assert (r['TC_pairs'], r['TC'], r['mVC8_windows']) == (2, 1.0, 0) and 'mVC8' not in r
