@@ -2,6 +2,7 @@
 typed arrays `-p x:=[..]` and `ros2 param set x '[]'` need, and which settings are read-only. The real nodes'
 tests (test_segment_params, test_params_empty_list) cover a few of these through a node process, slowly; these
 pin each rule once, fast."""
+from array import array
 from dataclasses import dataclass
 
 import pytest
@@ -34,11 +35,14 @@ def make_node():
     rclpy.init(context=context)
     nodes = []
 
-    def make(read_only=False, **given):
+    def make(read_only=None, **given):
         node = rclpy.create_node(f'declare_{len(nodes)}', context=context,
                                  parameter_overrides=[Parameter(k, value=v) for k, v in given.items()])
         nodes.append(node)
-        declare_settings(node, Toy, read_only=read_only)
+        if read_only is None:   # the segment nodes' call
+            declare_settings(node, Toy)
+        else:
+            declare_settings(node, Toy, read_only=read_only)
         return node
     yield make
     for n in nodes:
@@ -69,6 +73,13 @@ def test_empty_list_settings_are_typed_arrays_given_as_lists(make_node):
     cfg = read_settings(given, Toy)   # rclpy hands arrays over as array.array: the settings take lists
     assert (cfg.palette, cfg.input_hw, cfg.cameras) == ([255, 0, 0], [96, 128], ['front'])
     assert type(cfg.palette) is list and type(cfg.input_hw) is list
+    # what rcl hands over (a `ros2 param set`, a parameter file): array.array, taken as a list
+    green = Parameter('palette', Parameter.Type.INTEGER_ARRAY, array('q', [0, 255, 0]))
+    assert given.set_parameters([green])[0].successful
+    assert read_settings(given, Toy).palette == [0, 255, 0]
+    ok, changes = validate_changes(given, [Parameter('input_hw', Parameter.Type.INTEGER_ARRAY, array('q', [64, 96]))],
+                                   Toy)
+    assert ok.successful and changes == {'input_hw': [64, 96]} and type(changes['input_hw']) is list
 
 
 def test_an_array_is_emptied_by_an_untyped_empty_list(make_node):
@@ -76,6 +87,14 @@ def test_an_array_is_emptied_by_an_untyped_empty_list(make_node):
     node = make_node(palette=[1, 2, 3])
     assert node.set_parameters([Parameter('palette', Parameter.Type.BOOL_ARRAY, [])])[0].successful
     assert read_settings(node, Toy).palette == []
+    # only an EMPTY array is retyped: values of another type are refused, never taken for []
+    assert node.set_parameters([Parameter('palette', value=[7])])[0].successful
+    assert not node.set_parameters([Parameter('palette', Parameter.Type.BOOL_ARRAY, [True])])[0].successful
+    assert not node.set_parameters([Parameter('palette', Parameter.Type.DOUBLE_ARRAY, [1.0])])[0].successful
+    assert read_settings(node, Toy).palette == [7]
+    # and only for an array setting; a refused set is an answer, not an exception in the node's parameter service
+    assert not node.set_parameters([Parameter('transport', Parameter.Type.BOOL_ARRAY, [])])[0].successful
+    assert read_settings(node, Toy).transport == 'raw'
 
 
 def test_start_up_settings_are_read_only_only_when_asked(make_node):
