@@ -93,14 +93,14 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
     by_image = {r.image: r for r in records}
     stray: list[tuple[float, Path, str]] = []     # colour labels with many pixels in colours not in the table
     present = np.zeros(256, bool)                 # ids seen in any label
-    dropped = _dropped_values(lut, mapping, ignore_index, table.ignore_value if table else None)
+    dropped = _dropped_values(lut, mapping, ignore_index, table.ignore_values if table else None)
     beyond: dict[int, Path] = {}                  # stored id values that became ignore unasked -> first file
     blank: list[Path] = []                        # labels without one class pixel
     palettes: list[list[tuple[int, int, int]]] = []   # of paletted labels read by index: the user's colours
 
     def load(file: Path) -> np.ndarray:
         ids, share, colours, seen = read_label_with_stats(file, lut, table.colors if table else None, ignore_index,
-                                                table.ignore_color if table else None, tolerance)
+                                                table.ignore_colors if table else None, tolerance)
         if share > UNKNOWN_WARN:
             stray.append((share, file, colours))
         for value in np.flatnonzero(seen & dropped).tolist():
@@ -146,13 +146,12 @@ def _import_labels(dataset: Path, label_dir: str | Path, classes, class_names, m
 
 
 def _dropped_values(lut: np.ndarray, mapping: dict[int, int] | None, ignore_index: int,
-                    table_ignore: int | None = None) -> np.ndarray:
+                    table_ignore: list[int] | None = None) -> np.ndarray:
     """(256,) bool: stored id values that ``lut`` makes ignore without being asked (no class of that id,
-    not the ignore value itself or the class table's ignore row, not a ``--map`` to ignore)."""
+    not the ignore value itself or one of the class table's ignore rows, not a ``--map`` to ignore)."""
     dropped = lut == ignore_index
     dropped[ignore_index] = False
-    if table_ignore is not None:
-        dropped[table_ignore] = False
+    dropped[list(table_ignore or [])] = False
     for src in (mapping or {}):
         dropped[src] = False
     return dropped

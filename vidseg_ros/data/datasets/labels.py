@@ -10,7 +10,7 @@ or whole CamVid / DAVIS / Cityscapes folders indexed in place).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -33,8 +33,11 @@ class LabelClasses:
     names: list[str]
     colors: list[tuple[int, int, int]]
     values: list[int]
-    ignore_value: int | None = None     # stored value / colour row meaning "unlabelled"
+    ignore_value: int | None = None     # stored value / colour row meaning "unlabelled" (the last such row)
     ignore_color: tuple[int, int, int] | None = None    # that row's colour (a known colour, not a stray one)
+    # every ignore row's (Cityscapes-style tables have several: unlabeled, ego vehicle, ...)
+    ignore_values: list[int] = field(default_factory=list)
+    ignore_colors: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def read_class_table(path: str | Path) -> LabelClasses:
@@ -55,7 +58,7 @@ def read_class_table(path: str | Path) -> LabelClasses:
     ncol = next((keys[k] for k in ('class_name', 'name', 'class') if k in keys), None)
     if ncol is None or not all(c in keys for c in 'rgb'):
         raise ValueError(f'{path}: need columns name, r, g, b (and optionally id); got {clip(list(rows[0][1]))}')
-    names, colors, values, ignore, ignore_color, seen = [], [], [], None, None, {}
+    names, colors, values, ignore_values, ignore_colors, seen = [], [], [], [], [], {}
     for i, (line, row) in enumerate(rows):
         where = f'{path} line {line}'
         value = _byte(row[vcol], where, vcol) if vcol else i
@@ -68,7 +71,8 @@ def read_class_table(path: str | Path) -> LabelClasses:
             seen[what, key] = name
         evaluated = (row.get(keys.get('evaluated', '')) or 'yes').strip().lower()
         if evaluated == 'no' or name.strip().lower() in ('void', 'unlabelled', 'unlabeled', 'ignore'):
-            ignore, ignore_color = value, color
+            ignore_values.append(value)
+            ignore_colors.append(color)
             continue
         names.append(name)
         colors.append(color)
@@ -76,7 +80,10 @@ def read_class_table(path: str | Path) -> LabelClasses:
     # here, naming the table: refused later, the error named the dataset.yaml the names were copied into
     if problem := control_character_problem(names, 'class names') or long_text_problem(names, 'class names'):
         raise ValueError(f'{path}: {problem}; write them as plain text, under 200 characters')
-    return LabelClasses(names, colors, values, ignore, ignore_color)
+    if not names:   # else every colour label failed with an IndexError
+        raise ValueError(f'{path}: no class rows, only ignore rows (evaluated "no" or named void / unlabelled)')
+    return LabelClasses(names, colors, values, (ignore_values or [None])[-1], (ignore_colors or [None])[-1],
+                        ignore_values, ignore_colors)
 
 
 def _byte(text: str | None, where: str, column: str) -> int:
@@ -250,8 +257,9 @@ def read_label_with_stats(path: str | Path, lut: np.ndarray | None = None, color
                          f'(found: {found})')
     ids, hit = _colour_ids(rgb, colors, ignore_index, tolerance)
     stray = ~hit
-    if known_color is not None:
-        stray &= np.abs(rgb.astype(np.int16) - np.array(known_color, np.int16)).max(axis=2) > tolerance
+    if known_color is not None and len(known_color):     # one colour, or a list of them (every ignore row)
+        for known in np.array(known_color, np.int16).reshape(-1, 3):
+            stray &= np.abs(rgb.astype(np.int16) - known).max(axis=2) > tolerance
     if visible is not None:
         ids[~visible] = ignore_index
         stray &= visible

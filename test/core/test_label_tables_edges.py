@@ -1,0 +1,115 @@
+"""A user's own class table at its edges: several ignore rows (Cityscapes-style tables mark unlabeled, ego
+vehicle, ... each with ``evaluated`` no), a table of nothing but ignore rows, one class, 255 classes."""
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from vidseg_ros.data.datasets.label_import import import_labels
+from vidseg_ros.data.datasets.labels import read_class_table
+from vidseg_ros.data.datasets.layouts import FrameRecord, read_label_file, write_index
+
+H, W = 24, 32
+
+
+def _dataset(root):
+    """An extracted dataset of one PNG frame, stamp 1000."""
+    (root / 'ds' / 'images' / 's').mkdir(parents=True)
+    cv2.imwrite(str(root / 'ds' / 'images' / 's' / '0.png'), np.zeros((H, W, 3), np.uint8))
+    write_index(root / 'ds', [FrameRecord('s', 0, root / 'ds' / 'images' / 's' / '0.png', None, 1000)])
+    return root / 'ds'
+
+TWO_IGNORE = ('id,name,r,g,b,evaluated\n0,unlabeled,0,0,0,no\n1,ego vehicle,10,10,10,no\n'
+              '7,road,128,64,128,yes\n8,car,0,0,142,yes\n')
+
+
+def _import(tmp_path, label, table=TWO_IGNORE, **kw):
+    ds = _dataset(tmp_path)
+    (tmp_path / 'classes.csv').write_text(table)
+    (tmp_path / 'lab').mkdir()
+    cv2.imwrite(str(tmp_path / 'lab' / '1000.png'), label)
+    import_labels(ds, tmp_path / 'lab', classes=tmp_path / 'classes.csv', **kw)
+    return read_label_file(ds / 'labels' / 's' / '1000.png')
+
+
+def test_every_ignore_row_of_a_table_is_known(tmp_path):
+    t = read_class_table(_write(tmp_path, TWO_IGNORE))
+    assert t.names == ['road', 'car'] and t.values == [7, 8]
+    assert t.ignore_values == [0, 1] and t.ignore_colors == [(0, 0, 0), (10, 10, 10)]
+
+
+def test_colour_label_in_any_ignore_rows_colour_is_no_stray_colour(tmp_path, caplog):
+    """A label half in the table's first ignore colour was reported as 50% 'in colours not in the class table'
+    (only the last ignore row was known), telling the user to add a colour the table has."""
+    rgb = np.zeros((H, W, 3), np.uint8)        # (0, 0, 0): the 'unlabeled' row, the first of two ignore rows
+    rgb[:8] = (128, 64, 128)
+    rgb[8:12] = (10, 10, 10)
+    with caplog.at_level(logging.WARNING):
+        ids = _import(tmp_path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert 'not in the class table' not in caplog.text
+    assert (ids[:8] == 0).all() and (ids[8:] == 255).all()
+
+
+def test_a_colour_not_in_the_table_still_warns_beside_several_ignore_rows(tmp_path, caplog):
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:8] = (128, 64, 128)
+    rgb[8:12] = (200, 1, 1)                    # in no row
+    with caplog.at_level(logging.WARNING):
+        ids = _import(tmp_path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert 'not in the class table' in caplog.text and '(200, 1, 1)' in caplog.text
+    assert (ids[8:12] == 255).all()
+
+
+def test_id_label_holding_any_ignore_rows_id_is_not_warned_about(tmp_path, caplog):
+    """Value 0 is the table's 'unlabeled' row; it was warned about as 'no class id', a --map asked for."""
+    ids = np.zeros((H, W), np.uint8)
+    ids[:8] = 7
+    ids[8:12] = 1
+    ids[12:14] = 8
+    with caplog.at_level(logging.WARNING):
+        out = _import(tmp_path, ids)
+    assert 'no class id' not in caplog.text
+    assert (out[:8] == 0).all() and (out[12:14] == 1).all() and (out[8:12] == 255).all() and (out[14:] == 255).all()
+
+
+def test_an_id_of_no_row_is_still_warned_about(tmp_path, caplog):
+    ids = np.full((H, W), 7, np.uint8)
+    ids[:4] = 9                                # no row has id 9
+    with caplog.at_level(logging.WARNING):
+        out = _import(tmp_path, ids)
+    assert 'value(s) 9 ' in caplog.text
+    assert (out[:4] == 255).all()
+
+
+def test_a_table_of_only_ignore_rows_is_refused_by_name(tmp_path):
+    """It read as a table of 0 classes; the first colour label then failed with an IndexError."""
+    rgb = np.zeros((H, W, 3), np.uint8)
+    with pytest.raises(ValueError, match='no class rows'):
+        _import(tmp_path, rgb, table='name,r,g,b\nvoid,0,0,0\n')
+
+
+def test_a_one_class_table(tmp_path, caplog):
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:8] = (255, 0, 0)
+    ids = _import(tmp_path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), table='name,r,g,b\nvoid,0,0,0\nthing,255,0,0\n')
+    assert (ids[:8] == 0).all() and (ids[8:] == 255).all()
+
+
+def test_a_255_class_table_keeps_254_and_ignores_255(tmp_path):
+    """Class ids 0..254 all fit beside ignore 255; stored 254 is the last class, 255 (the void row) ignore."""
+    rows = ''.join(f'{i},c{i},{i},{255 - i},{(i * 7) % 256}\n' for i in range(255))
+    table = 'id,name,r,g,b\n' + rows + '255,void,255,255,255\n'
+    ids = np.zeros((H, W), np.uint8)
+    ids[0] = 254
+    ids[1] = 255
+    ids[2] = 253
+    out = _import(tmp_path, ids, table=table)
+    assert (out[0] == 254).all() and (out[1] == 255).all() and (out[2] == 253).all() and (out[3:] == 0).all()
+
+
+def _write(tmp_path, text):
+    (tmp_path / 'classes.csv').write_text(text)
+    return tmp_path / 'classes.csv'
