@@ -15,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import json
 import os
 import pickle
+import shlex
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -29,8 +32,9 @@ from vidseg_ros.constants import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID, IM
 from vidseg_ros.files import name_limit, temp_path, write_file_atomic  # noqa: F401  (their home)
 from vidseg_ros.models import create_model, resolve_arch_config
 # CheckpointError and these checks are imported from here too (the checkpoint API), as well as from their home
-from vidseg_ros.models.model_file_checks import (CheckpointError, REQUIRED_META, check_archive, check_crc,
-                                                 check_finite, check_meta, check_readable, check_state_dict)
+from vidseg_ros.models.model_file_checks import (CheckpointError, REQUIRED_META, UnnamedChannels, check_archive,
+                                                 check_crc, check_finite, check_meta, check_readable,
+                                                 check_state_dict)
 from vidseg_ros.text import clip
 
 FORMAT = 'vidseg_ros/1'
@@ -202,7 +206,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') 
                               f'got {keys}); save it with vidseg_ros.models.checkpoint.save_checkpoint')
     if data.get('format') != FORMAT:
         raise CheckpointError(f'{path}: unsupported checkpoint format {data.get("format")!r} (expected {FORMAT!r})')
-    data['meta'] = check_meta(data['meta'], str(path))
+    try:
+        data['meta'] = check_meta(data['meta'], str(path))
+    except UnnamedChannels as e:
+        raise UnnamedChannels(_unnamed_channels(path, data['meta']) or str(e)) from None
     state = data['state_dict']
     if not isinstance(state, dict):
         raise CheckpointError(f'{path}: state_dict is a {type(state).__name__}, expected a mapping of '
@@ -214,6 +221,65 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') 
                               'expected tensor names to tensors')
     check_finite(data['state_dict'], str(path))
     return data
+
+
+def _unnamed_channels(path: Path, meta) -> str | None:
+    """The refusal of a checkpoint whose model has more output channels than ``meta['classes']`` names, with the
+    command that names them (``add_class_names``); None for any other meta. The first release saved ``num_classes``
+    as set (12 for CamVid with its void counted) beside the data's 11 names, and every reader refused such a file
+    without a way out. Short: the CLI shows 400 characters of a message."""
+    try:
+        have, channels = len(meta['classes']), int(meta['arch_config']['num_classes'])
+    except (TypeError, KeyError, ValueError):
+        return None
+    if not 0 < have < channels <= have + 16:
+        return None
+    void = meta['classes'] == CAMVID_CLASSES and channels == CAMVID_VOID + 1   # CamVid's void id is the 12th channel
+    names = ['void'] if void else [f'class{i}' for i in range(have, channels)]
+    code = f'import vidseg_ros.models.checkpoint as c; c.add_class_names({json.dumps(str(path))}, {json.dumps(names)})'
+    which = f'channel {have}' if channels == have + 1 else f'channels {have}..{channels - 1}'
+    why = 'counted CamVid\'s void' if void else 'set num_classes above them'
+    return (f'{path}: meta.classes: {have} name(s) for {channels} output channels (an earlier version {why}); name '
+            f'{which}: {shlex.quote(sys.executable)} -c {shlex.quote(code)} (writes {_named(path).name})')
+
+
+def _named(path: Path) -> Path:
+    return path.with_name(f'{path.stem}-named{path.suffix}')
+
+
+def add_class_names(path: str | Path, names: list[str], out: str | Path | None = None,
+                    palette: list[list[int]] | None = None) -> Path:
+    """Name the output channels a checkpoint's ``meta.classes`` lacks and write it to ``out`` (atomically); returns
+    ``out``. The way out for the first release's checkpoints with more channels than names, which every reader
+    refuses (``read_checkpoint`` says how to call this). The weights are left as they are.
+
+    Args:
+        path: the checkpoint.
+        names: one name per unnamed channel, in channel order (channels len(classes) and up).
+        out: where the named checkpoint goes; default ``<name>-named.pt`` beside ``path``.
+        palette: a colour [r, g, b] per added name; default black (CamVid's void colour).
+    """
+    path = Path(path)
+    out = Path(out) if out else _named(path)
+    data = load_torch_file(path)
+    meta = data.get('meta') if isinstance(data, dict) else None
+    if not (isinstance(meta, dict) and data.get('format') == FORMAT and isinstance(data.get('state_dict'), dict)
+            and isinstance(meta.get('classes'), list) and isinstance(meta.get('palette'), list)
+            and isinstance(meta.get('arch_config'), dict)):
+        read_checkpoint(path)           # says what the file is
+    channels, have = meta['arch_config'].get('num_classes'), len(meta['classes'])
+    if not isinstance(channels, int) or channels - have != len(names):
+        need = f'{channels - have} name(s)' if isinstance(channels, int) and channels > have else 'no names'
+        raise CheckpointError(f'{path}: names {have} classes for {channels} output channels: it needs {need}, '
+                              f'got {len(names)}')
+    added = [str(n) for n in names]
+    colours = [list(map(int, c)) for c in (palette or [[0, 0, 0]] * len(added))]
+    where = f'{out} (not written)'
+    meta = check_meta(dict(meta, classes=meta['classes'] + added, palette=meta['palette'] + colours,
+                           provenance=dict(meta.get('provenance') or {}, classes_added=added)), where)
+    check_state_dict(build_model(meta, where, device='meta'), data['state_dict'], where)
+    check_finite(data['state_dict'], where)
+    return save_torch_file(dict(data, meta=meta), out)
 
 
 def build_model(meta: dict, where: str, device: str | None = None) -> nn.Module:

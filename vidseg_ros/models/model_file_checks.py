@@ -47,6 +47,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or does not match its architecture."""
 
 
+class UnnamedChannels(CheckpointError):
+    """``meta.classes`` names fewer classes than the model has output channels (``read_checkpoint`` says how to name
+    them: the first release saved such files)."""
+
+
 @dataclasses.dataclass
 class MetaValues:
     """The values of a checkpoint's ``meta`` that its readers rely on, declared like settings (type, list
@@ -114,8 +119,9 @@ def check_meta(meta, where: str, num_classes: int | None = None) -> dict:
             raise CheckpointError(f'{where}: cannot build {values.arch} from arch_config: {clip(e)}') from None
         source = 'arch_config.num_classes'
     if num_classes is not None and num_classes != len(classes):
-        raise bad('classes', f'{len(classes)} name(s) {reprlib.repr(classes)} for a model with {num_classes} '
-                             f'output channels ({source})')
+        error = UnnamedChannels if num_classes > len(classes) else CheckpointError
+        raise error(f'{where}: meta.classes: {len(classes)} name(s) {reprlib.repr(classes)} for a model with '
+                    f'{num_classes} output channels ({source})')
     if len(palette) != len(classes):
         raise bad('palette', f'{len(palette)} colour(s) for {len(classes)} classes; expected one [r, g, b] per '
                              'class')

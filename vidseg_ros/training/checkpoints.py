@@ -105,8 +105,11 @@ def _weights_refused(path: Path, saved: dict, model, cfg: TrainConfig | None, e:
         return ConfigError(f'--resume: {path} is damaged: its weights do not fit the model its own config names '
                            f'({cfg.arch}, {cfg.num_classes} classes, arch_config {cfg.arch_config}), or another '
                            f'vidseg_ros version wrote it; {FIX}. {e}')
+    # that config may no longer load (a first-release CamVid run of num_classes 12 is refused now): its weights can
+    best = Path(path).parent / 'best.pt'
+    start = f', from its weights with --set init_from={best}' if best.is_file() else ''
     return ConfigError(f'--resume: {path} is a run of another model ({other}); resume with that config and data, or '
-                       f'start a new run (another name or --set runs_dir=...). {e}')
+                       f'start a new run (another name or --set runs_dir=...){start}. {e}')
 
 
 def _freeze_refused(path: Path, saved: list) -> ConfigError:
