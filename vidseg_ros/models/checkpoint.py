@@ -267,6 +267,7 @@ def add_class_names(path: str | Path, names: list[str], out: str | Path | None =
             and isinstance(meta.get('classes'), list) and isinstance(meta.get('palette'), list)
             and isinstance(meta.get('arch_config'), dict)):
         read_checkpoint(path)           # says what the file is
+        raise CheckpointError(f'{path}: not a vidseg_ros checkpoint')
     channels, have = meta['arch_config'].get('num_classes'), len(meta['classes'])
     if not isinstance(channels, int) or channels - have != len(names):
         need = f'{channels - have} name(s)' if isinstance(channels, int) and channels > have else 'no names'
