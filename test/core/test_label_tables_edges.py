@@ -113,3 +113,10 @@ def test_a_255_class_table_keeps_254_and_ignores_255(tmp_path):
 def _write(tmp_path, text):
     (tmp_path / 'classes.csv').write_text(text)
     return tmp_path / 'classes.csv'
+
+
+@pytest.mark.parametrize('header', ['name,r,g\nsky,1,2\n', 'id,r,g,b\n0,1,2,3\n'])
+def test_a_table_missing_a_colour_or_the_name_column_is_refused_naming_the_columns(tmp_path, header):
+    """A table without b (or without a name column) must say which columns it needs, not fail on a KeyError."""
+    with pytest.raises(ValueError, match='need columns name, r, g, b'):
+        read_class_table(_write(tmp_path, header))
