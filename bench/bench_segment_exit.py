@@ -5,7 +5,10 @@ it (a starved robot computer). ros2 launch sends SIGTERM 5 s after its SIGINT an
 Prints each run's exit time and the median, and whether the last /diagnostics status (STALE) arrived. Measured on a
 loaded 2-core machine (untrained keyframe_fpn, 64x96): before spin.end_now (Python's finalization of torch's
 modules after the node was gone) 2.6-3.8 s with no busy loop and 7.7-11.1 s beside four; after, 0.2-0.9 s and
-2.7-3.0 s (of which the frame in inference, up to EXIT_WAIT_S, and the last status's ack wait).
+2.7-3.0 s (of which the frame in inference, up to EXIT_WAIT_S, and the last status's ack wait, its full 0.5 s
+almost every time). With /diagnostics KEEP_LAST 1 (4ef53e1: FastDDS sends the heartbeat that brings the ack with a
+sample only when it fills the history) the ack takes 6-36 ms: medians 1.10 -> 0.61 s with no busy loop, 3.48 ->
+1.56 s beside four (load about 10; noisy).
 Run: `.venv/bin/python bench/bench_segment_exit.py [--burners 4] [--runs 3]`.
 """
 from __future__ import annotations
