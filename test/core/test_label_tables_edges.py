@@ -3,6 +3,8 @@ vehicle, ... each with ``evaluated`` no), a table of nothing but ignore rows, on
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -120,3 +122,43 @@ def test_a_table_missing_a_colour_or_the_name_column_is_refused_naming_the_colum
     """A table without b (or without a name column) must say which columns it needs, not fail on a KeyError."""
     with pytest.raises(ValueError, match='need columns name, r, g, b'):
         read_class_table(_write(tmp_path, header))
+
+
+def _ids_import(tmp_path, write, names='bg,car,sky'):
+    ds = _dataset(tmp_path)
+    (tmp_path / 'lab').mkdir()
+    write(tmp_path / 'lab' / '1000.png')
+    import_labels(ds, tmp_path / 'lab', class_names=names.split(','))
+    return read_label_file(ds / 'labels' / 's' / '1000.png')
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+
+def _paletted_png(path, ids: np.ndarray, palette) -> None:
+    """A mode-'P' PNG as PIL writes it (OpenCV cannot write one): 8-bit indices + PLTE of ``palette``."""
+    raw = b''.join(b'\x00' + row.tobytes() for row in ids.astype(np.uint8))
+    body = _chunk(b'IHDR', struct.pack('>IIBBBBB', ids.shape[1], ids.shape[0], 8, 3, 0, 0, 0))
+    body += _chunk(b'PLTE', bytes(v for rgb in palette for v in rgb))
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + body + _chunk(b'IDAT', zlib.compress(raw)) + _chunk(b'IEND', b''))
+
+
+def _palette_ids():
+    ids = np.zeros((H, W), np.uint8)
+    ids[:8] = 2
+    ids[8:12] = 1
+    ids[12:14] = 255
+    return ids
+
+
+@pytest.mark.parametrize('palette', [
+    [(0, 0, 0), (128, 0, 0), (0, 128, 0)],                          # short (PIL with putpalette of 3 colours)
+    [(0, 0, 0), (128, 0, 0), (0, 128, 0)] + [(0, 0, 0)] * 253,      # padded with black up to and with 255
+    [(0, 0, 0), (128, 0, 0), (128, 0, 0)] + [(0, 0, 0)] * 252 + [(224, 224, 192)],   # two classes one colour
+], ids=['short', 'black-padded', 'shared-colour'])
+def test_paletted_labels_are_read_by_their_indices_whatever_their_colours(tmp_path, palette):
+    """Indices were read back from OpenCV's colours: unlabelled 255 drawn black (padding, or past a short
+    palette) became class 0, and the second of two classes sharing a colour became the first, in silence."""
+    ids = _ids_import(tmp_path, lambda p: _paletted_png(p, _palette_ids(), palette))
+    np.testing.assert_array_equal(ids, _palette_ids())
