@@ -162,3 +162,8 @@ def test_paletted_labels_are_read_by_their_indices_whatever_their_colours(tmp_pa
     palette) became class 0, and the second of two classes sharing a colour became the first, in silence."""
     ids = _ids_import(tmp_path, lambda p: _paletted_png(p, _palette_ids(), palette))
     np.testing.assert_array_equal(ids, _palette_ids())
+
+
+def test_a_class_name_too_long_for_logs_and_yaml_is_refused_naming_the_table(tmp_path):
+    with pytest.raises(ValueError, match=r'classes\.csv: .*under 200 characters'):
+        read_class_table(_write(tmp_path, 'name,r,g,b\n' + 'x' * 300 + ',1,2,3\nsky,4,5,6\n'))
