@@ -167,3 +167,33 @@ def test_paletted_labels_are_read_by_their_indices_whatever_their_colours(tmp_pa
 def test_a_class_name_too_long_for_logs_and_yaml_is_refused_naming_the_table(tmp_path):
     with pytest.raises(ValueError, match=r'classes\.csv: .*under 200 characters'):
         read_class_table(_write(tmp_path, 'name,r,g,b\n' + 'x' * 300 + ',1,2,3\nsky,4,5,6\n'))
+
+
+def test_class_names_at_their_limits(tmp_path):
+    """255 classes (ids 0..254) fit beside ignore 255 and 64-character names are names; one more of either is
+    refused before anything is written."""
+    many = [f'c{i}' for i in range(255)]
+    ids = np.zeros((H, W), np.uint8)
+    ids[0], ids[1] = 254, 255
+    out = _ids_import(tmp_path / 'a', lambda p: cv2.imwrite(str(p), ids), ','.join(many))
+    assert (out[0] == 254).all() and (out[1] == 255).all()
+    _ids_import(tmp_path / 'b', lambda p: cv2.imwrite(str(p), ids), 'a' * 64 + ',b')
+    for folder, names, match in (('c', many + ['one more'], '256 class names'),
+                                 ('d', ['a' * 65, 'b'], 'at most 64 characters')):
+        ds = _dataset(tmp_path / folder)
+        with pytest.raises(ValueError, match=match):
+            import_labels(ds, tmp_path, class_names=names)
+
+
+@pytest.mark.parametrize('ignore', [2, 254])
+def test_ignore_index_just_past_the_classes_is_taken(tmp_path, ignore):
+    """With classes 0..1, ignore 2 is the first value that is no class; 254 keeps 255 apart as a stored value
+    past the classes, which becomes the ignore value too."""
+    ds = _dataset(tmp_path)
+    (tmp_path / 'lab').mkdir()
+    ids = np.zeros((H, W), np.uint8)
+    ids[0], ids[1], ids[2] = 1, 2, 255
+    cv2.imwrite(str(tmp_path / 'lab' / '1000.png'), ids)
+    import_labels(ds, tmp_path / 'lab', class_names=['a', 'b'], ignore_index=ignore)
+    out = read_label_file(ds / 'labels' / 's' / '1000.png')
+    assert (out[0] == 1).all() and (out[1] == ignore).all() and (out[2] == ignore).all() and (out[3:] == 0).all()
