@@ -197,3 +197,10 @@ def test_ignore_index_just_past_the_classes_is_taken(tmp_path, ignore):
     import_labels(ds, tmp_path / 'lab', class_names=['a', 'b'], ignore_index=ignore)
     out = read_label_file(ds / 'labels' / 's' / '1000.png')
     assert (out[0] == 1).all() and (out[1] == ignore).all() and (out[2] == ignore).all() and (out[3:] == 0).all()
+
+
+@pytest.mark.parametrize('row', ['sky,256,0,0,0', 'sky,0,256,0,0', 'sky,0,0,0,-1'])
+def test_a_class_table_value_past_8_bits_is_refused_naming_the_row(tmp_path, row):
+    """Ids and colour components are 0..255 (255 itself is taken: the 255-class table above)."""
+    with pytest.raises(ValueError, match='line 2: .* must be an integer 0..255'):
+        read_class_table(_write(tmp_path, 'name,id,r,g,b\n' + row + '\n'))
