@@ -204,3 +204,10 @@ def test_a_class_table_value_past_8_bits_is_refused_naming_the_row(tmp_path, row
     """Ids and colour components are 0..255 (255 itself is taken: the 255-class table above)."""
     with pytest.raises(ValueError, match='line 2: .* must be an integer 0..255'):
         read_class_table(_write(tmp_path, 'name,id,r,g,b\n' + row + '\n'))
+
+
+def test_colour_to_id_is_exact_without_a_tolerance():
+    """CamVid / Cityscapes colour labels map by exact colour: one value off a class colour is no class."""
+    from vidseg_ros.data.datasets.labels import colors_to_ids
+    rgb = np.array([[[128, 0, 0], [129, 0, 0], [128, 0, 1], [0, 0, 0]]], np.uint8)
+    np.testing.assert_array_equal(colors_to_ids(rgb, [(0, 0, 0), (128, 0, 0)]), [[1, 255, 255, 0]])
