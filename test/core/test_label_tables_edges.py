@@ -211,3 +211,15 @@ def test_colour_to_id_is_exact_without_a_tolerance():
     from vidseg_ros.data.datasets.labels import colors_to_ids
     rgb = np.array([[[128, 0, 0], [129, 0, 0], [128, 0, 1], [0, 0, 0]]], np.uint8)
     np.testing.assert_array_equal(colors_to_ids(rgb, [(0, 0, 0), (128, 0, 0)]), [[1, 255, 255, 0]])
+
+
+def test_colours_taken_within_the_tolerance_are_no_stray_colours(tmp_path, caplog):
+    """With --color-tolerance, a shifted class colour is that class, and must not be counted as 'not in the
+    class table' (the warning would tell the user to do what they did)."""
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:12] = (128, 64, 128)
+    rgb[12:] = (0, 3, 139)                     # 'car' (0, 0, 142), shifted as a JPEG shifts it
+    with caplog.at_level(logging.WARNING):
+        ids = _import(tmp_path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), color_tolerance=8)
+    assert (ids[:12] == 0).all() and (ids[12:] == 1).all()
+    assert 'not in the class table' not in caplog.text
