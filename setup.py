@@ -16,7 +16,7 @@ NODES = ['segment_node', 'segment_lifecycle_node', 'recorder_node', 'video_sourc
 # "No module named 'typer'". Optional parts are extras: a command missing one says which to install.
 REQUIRES = [
     'torch', 'numpy', 'opencv-python-headless', 'pyyaml', 'tqdm', 'typer',
-    'rosbags', 'mcap', 'zstandard', 'lz4',
+    'rosbags', 'mcap>=1.6', 'zstandard', 'lz4',   # mcap 1.6: iter_messages' starting_at/ending_before
     'backports.zstd; python_version < "3.14"',   # foreign .zstd bags (rosbags' own dependency there)
 ]
 # vidseg_ros/extras.py, read as a file: importing the package here would need its requirements installed first

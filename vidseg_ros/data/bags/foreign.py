@@ -43,7 +43,8 @@ def read_plain_mcap(path: Path, topics, start_ns, stop_ns,
         found.update({topic: msgtype for topic, msgtype, _ in kinds.values()})
         wanted = {i for i, (topic, _, enc) in kinds.items()
                   if enc in ('cdr', 'ros1') and (not topics or topic in topics)}
-        for _, channel, message in reader.iter_messages(start_time=start_ns, end_time=stop_ns, log_time_order=True):
+        messages = reader.iter_messages(starting_at=start_ns, ending_before=stop_ns, log_time_order=True)
+        for _, channel, message in messages:
             if channel.id in wanted and (stop_ns is None or message.log_time < stop_ns):
                 topic, msgtype, enc = kinds[channel.id]
                 yield topic, msgtype, message.log_time, unpacked(message.data, enc), enc
