@@ -223,3 +223,12 @@ def test_colours_taken_within_the_tolerance_are_no_stray_colours(tmp_path, caplo
         ids = _import(tmp_path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), color_tolerance=8)
     assert (ids[:12] == 0).all() and (ids[12:] == 1).all()
     assert 'not in the class table' not in caplog.text
+
+
+def test_ignore_index_is_any_8_bit_value_and_no_other():
+    from vidseg_ros.data.datasets.labels import remap_lut
+    assert remap_lut(None, None, 0)[7] == 7 and remap_lut(None, 3, 0)[3] == 0      # 0: a mask's background void
+    assert remap_lut(None, 3, 255)[3] == 255
+    for bad in (-1, 256):
+        with pytest.raises(ValueError, match=f'ignore_index {bad}: labels are 8-bit'):
+            remap_lut(None, 3, bad)
