@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidseg_ros.engine.frame_ops import InputBuffer
+from vidseg_ros.engine.frame_ops import InputBuffer, logits_to_outputs, prob_to_u8
 
 
 def _stripes(h, w, axis):
@@ -21,6 +21,7 @@ def _stripes(h, w, axis):
     ((90, 60), (30, 120), 0),    # the same across rows
     ((90, 60), (30, 240), 0),
     ((90, 90), (30, 30), 1),     # both axes shrink
+    ((20, 90), (40, 30), 1),     # narrower, yet wider than the frame is high
 ])
 def test_a_frame_shrunk_along_one_axis_is_averaged_along_it_whatever_the_other_does(path, src_hw, resized_hw, axis):
     # A 3x shrink of 0, 255, 0 stripes must give their mean, 85, wherever the other axis is stretched. The device
@@ -63,3 +64,22 @@ def test_the_overlay_of_a_larger_mask_stretches_the_frame_bilinearly(mask_hw):
     want = torch.nn.functional.interpolate(t, size=mask_hw, mode='bilinear', align_corners=False,
                                            antialias=True)[0].permute(1, 2, 0).numpy()
     assert np.abs(got - want).max() <= 1.0   # OpenCV rounds to uint8
+
+
+@pytest.mark.parametrize('want_confidence', [False, True])
+def test_the_device_path_gives_the_class_probability_asked_for_with_or_without_confidence(want_confidence):
+    # against torch's own bilinear resize and softmax of the logits (unpadded input: one resize to the output)
+    logits = torch.randn(1, 5, 6, 8, generator=torch.Generator().manual_seed(3)) * 2
+    ids, conf, prob = logits_to_outputs(logits, (24, 32), (24, 32), (15, 41), want_confidence, 4, False)
+    p = torch.softmax(torch.nn.functional.interpolate(logits, size=(15, 41), mode='bilinear',
+                                                      align_corners=False)[0], 0)
+    assert prob is not None and (conf is not None) == want_confidence
+    torch.testing.assert_close(prob, p[4])
+    torch.testing.assert_close(ids, p.argmax(0).to(torch.uint8))
+
+
+def test_the_device_mono8_confidence_rounds_to_the_nearest_level():
+    k = torch.arange(256)
+    torch.testing.assert_close(prob_to_u8(k / 255.0), k.to(torch.uint8))
+    got = prob_to_u8(torch.tensor([0.0, 0.5, 0.499, 1.0, -0.01, 1.01]))
+    assert got.tolist() == [0, 128, 127, 255, 0, 255] and got.dtype == torch.uint8
