@@ -105,3 +105,13 @@ def test_colour_changes_by_hand():
     bright, dark = np.full((16, 16, 3), 250, np.uint8), np.full((16, 16, 3), 5, np.uint8)
     assert _photo(bright, noise_std=20.0, noise_seed=1).min() > 150        # clipped at 255, never wrapped to 0
     assert (_photo(bright, noise_std=20.0, noise_seed=1) == 255).any() and (_photo(dark, noise_std=20.0) == 0).any()
+
+
+def test_hue_turns_the_hue_of_pale_colours_too_and_blur_spreads_both_ways():
+    """A pale red (saturation 127, hue 0) a third of a turn on is green (shifting from the saturation channel
+    gave magenta); a blurred dot spreads down as well as across."""
+    assert _photo([[[200, 100, 100]]], hue=1 / 3)[0, 0].argmax() == 1
+    dot = np.zeros((9, 9, 3), np.uint8)
+    dot[4, 4] = 255
+    blurred = _photo(dot, blur_sigma=0.8)
+    assert blurred[3, 4, 0] > 0 and blurred[4, 3, 0] > 0
