@@ -237,6 +237,7 @@ def test_ignore_index_is_any_8_bit_value_and_no_other():
 def test_a_map_without_named_classes_takes_0_to_255_and_no_more():
     from vidseg_ros.data.datasets.labels import remap_lut
     assert remap_lut({1: 255, 255: 0}, None, 254)[[1, 255]].tolist() == [255, 0]
+    assert remap_lut({0: 255, 255: 0}, 3, 255)[[0, 255]].tolist() == [255, 0]     # value 0 and class 0 too
     with pytest.raises(ValueError, match=r'--map 1:256: 256 is neither a class id \(0..255\)'):
         remap_lut({1: 256}, None, 255)
     with pytest.raises(ValueError, match='--map 256:1: 256 is not a label value'):
