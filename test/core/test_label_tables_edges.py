@@ -242,3 +242,15 @@ def test_a_map_without_named_classes_takes_0_to_255_and_no_more():
         remap_lut({1: 256}, None, 255)
     with pytest.raises(ValueError, match='--map 256:1: 256 is not a label value'):
         remap_lut({256: 1}, None, 255)
+
+
+def test_a_16_bit_id_label_of_256_is_refused_not_wrapped_to_0(tmp_path):
+    """16-bit id labels are taken while every value is 0..255 (255: ignore); 256 would wrap to class 0."""
+    ids = np.zeros((H, W), np.uint16)
+    ids[0] = 255
+    ids[1] = 1
+    out = _ids_import(tmp_path / 'a', lambda p: cv2.imwrite(str(p), ids))
+    assert (out[0] == 255).all() and (out[1] == 1).all()
+    ids[2] = 256
+    with pytest.raises(ValueError, match=r'label values 0\.\.256 in a uint16 image'):
+        _ids_import(tmp_path / 'b', lambda p: cv2.imwrite(str(p), ids))
