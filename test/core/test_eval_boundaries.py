@@ -142,3 +142,24 @@ def test_a_sequence_without_a_pair_is_left_out_of_tc_not_scored_0():
     _feed(score, [zeros], [None])
     r = score.result()
     assert (r['TC_pairs'], r['TC'], r['mVC8_windows']) == (2, 1.0, 0) and 'mVC8' not in r
+
+
+def test_the_plots_show_the_scores_in_percent_and_the_confusion_row_normalised(tmp_path, monkeypatch):
+    """What the figures draw (only their look was unpinned): per-class IoU bars in percent (a class with no score
+    at 0, marked n/a), the accuracy-latency points at (ms, mIoU %), and each ground-truth row of the confusion
+    matrix as fractions of that row (a row without pixels all 0, not a division by zero)."""
+    pytest.importorskip('matplotlib')
+    from vidseg_ros.tools import eval_report
+    figs = {}
+    monkeypatch.setattr(eval_report, '_save', lambda fig, path: figs.setdefault(path.name, fig) and path)
+    scores = {'mIoU': 0.5, 'per_class_iou': {'road': 0.9, 'car': 0.1, 'boat': None}}
+    report = {'model': 'm.pt', 'labelled': True, 'classes': ['road', 'car', 'boat'],
+              'intervals': {'1': {'latency_ms': 10.0, 'all': scores, 'current': {'mIoU': float('nan')},
+                                  'confusion': [[6, 2, 0], [1, 3, 0], [0, 0, 0]]}}}
+    eval_report.write_plots(report, tmp_path)
+    bars = figs['per_class_iou.png'].axes[0].patches
+    assert [b.get_height() for b in bars] == pytest.approx([90.0, 10.0, 0.0])
+    line = figs['accuracy_latency.png'].axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == [10.0] and list(line.get_ydata()) == [50.0]
+    shown = figs['confusion.png'].axes[0].get_images()[0].get_array()
+    np.testing.assert_allclose(np.asarray(shown), [[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 0.0]])
