@@ -164,6 +164,23 @@ def test_paletted_labels_are_read_by_their_indices_whatever_their_colours(tmp_pa
     np.testing.assert_array_equal(ids, _palette_ids())
 
 
+@pytest.mark.parametrize('palette', [
+    [(0, 0, 0), (128, 0, 0), (0, 128, 0)],
+    [(0, 0, 0), (128, 0, 0), (0, 128, 0)] + [(0, 0, 0)] * 253,
+    [(0, 0, 0), (128, 0, 0), (128, 0, 0)] + [(0, 0, 0)] * 252 + [(224, 224, 192)],
+], ids=['short', 'black-padded', 'shared-colour'])
+@pytest.mark.parametrize('reader', ['training', 'finetune'])
+def test_training_and_finetune_read_paletted_labels_as_label_import_does(tmp_path, palette, reader):
+    """Label import read the indices (above); training (``read_label_file``) and `vidseg finetune --label` still
+    read them back from OpenCV's colours: 255 became class 0, the second class of a shared colour the first."""
+    from vidseg_ros.data.datasets.layouts import read_label_file
+    from vidseg_ros.tools.finetune import _read_mask
+    path = tmp_path / 'label.png'
+    _paletted_png(path, _palette_ids(), palette)
+    read = read_label_file if reader == 'training' else _read_mask
+    np.testing.assert_array_equal(read(path), _palette_ids())
+
+
 def test_a_class_name_too_long_for_logs_and_yaml_is_refused_naming_the_table(tmp_path):
     with pytest.raises(ValueError, match=r'classes\.csv: .*under 200 characters'):
         read_class_table(_write(tmp_path, 'name,r,g,b\n' + 'x' * 300 + ',1,2,3\nsky,4,5,6\n'))

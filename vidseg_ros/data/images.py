@@ -10,6 +10,7 @@ from __future__ import annotations
 import array
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -362,6 +363,44 @@ def _read_pnm(path, flags: int, kind: str, head: bytes) -> np.ndarray | None:
     else:
         img = np.clip(np.rint(img.astype(np.float32) * (255.0 / max(maxval, 1))), 0, 255).astype(np.uint8)
     return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else np.ascontiguousarray(img[:, :, :3])
+
+
+def palette_index_pixels(path, bgr: np.ndarray, palette: list[tuple[int, int, int]], ignore_index: int) -> np.ndarray:
+    """A paletted PNG's class ids: its indices as stored, turned as displayed (as ``read_label_pixels`` turned
+    ``bgr``, OpenCV's expansion of it); mapped back from ``bgr``'s colours (``palette_indices``) only where the
+    file cannot be decoded with a grey palette. Label import, training and finetune all read them so (training
+    made 255, unlabelled, class 0 where the palette was padded with black, and merged two classes of one colour,
+    while label-import read the indices)."""
+    exact = _stored_palette_indices(path)
+    return orient(exact, image_file_info(path)[2]) if exact is not None else palette_indices(bgr, palette,
+                                                                                            ignore_index)
+
+
+def _stored_palette_indices(path) -> np.ndarray | None:
+    """A paletted PNG's indices as stored (not turned), or None if it cannot be read so. Read back from OpenCV's
+    colours, an index was lost where two entries share a colour (a palette padded with black: 255, unlabelled,
+    became 0) or lies past a short palette (libpng shows it black); so the palette is swapped for a grey ramp
+    (entry i = (i, i, i)) and the file decoded again."""
+    with open_regular(path) as f:
+        data = f.read()
+    out, at, bits = [data[:8]], 8, None
+    while at + 12 <= len(data):
+        (n,), kind = struct.unpack('>I', data[at:at + 4]), data[at + 4:at + 8]
+        chunk = data[at:at + 12 + n]
+        if kind == b'IHDR':
+            bits = data[at + 16] if n >= 13 else None
+        elif kind == b'PLTE' and bits in (1, 2, 4, 8):
+            body = bytes(np.repeat(np.arange(2 ** bits, dtype=np.uint8), 3))
+            chunk = struct.pack('>I', len(body)) + b'PLTE' + body + struct.pack('>I', zlib.crc32(b'PLTE' + body))
+        if kind != b'tRNS':     # alpha comes from the first read
+            out.append(chunk)
+        at += 12 + n
+        if kind == b'IEND':
+            break
+    img = cv2.imdecode(np.frombuffer(b''.join(out), np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.ndim != 3 or img.dtype != np.uint8:
+        return None
+    return img[:, :, 0].copy()
 
 
 def palette_indices(bgr: np.ndarray, palette: list[tuple[int, int, int]], ignore_index: int) -> np.ndarray:

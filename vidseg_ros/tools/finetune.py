@@ -22,7 +22,7 @@ from vidseg_ros.constants import DAVIS_CLASSES, DAVIS_PALETTE, MAX_INPUT_PIXELS
 from vidseg_ros.training import augment
 from vidseg_ros.training.augment import AugmentConfig
 from vidseg_ros.data.image_headers import file_image_hw
-from vidseg_ros.data.images import check_pixels, clip, palette_indices, read_label_pixels, write_image_atomic
+from vidseg_ros.data.images import check_pixels, clip, palette_index_pixels, read_label_pixels, write_image_atomic
 from vidseg_ros.data.video import IMAGE_SUFFIXES, image_files, read_frame
 from vidseg_ros.data.datasets.labels import id_pixels_8bit
 from vidseg_ros.data.datasets.layouts import check_new_output
@@ -44,7 +44,7 @@ def _read_mask(path: Path) -> np.ndarray:
     if mask is None:
         raise FileNotFoundError(f'cannot read label {path}')
     if mask.ndim == 3 and palette:
-        mask = palette_indices(mask[:, :, :3], palette, DEFAULT_IGNORE)
+        mask = palette_index_pixels(path, mask[:, :, :3], palette, DEFAULT_IGNORE)
     if mask.ndim == 3:
         raise ValueError(f'{path} is a colour image; give a class-id PNG (one channel)')
     return id_pixels_8bit(mask, path)

@@ -10,16 +10,13 @@ or whole CamVid / DAVIS / Cityscapes folders indexed in place).
 from __future__ import annotations
 
 import csv
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from vidseg_ros.data.image_headers import image_file_info
-from vidseg_ros.data.images import (clip, grey_in_colour, orient, palette_indices, read_label_pixels, short,
+from vidseg_ros.data.images import (clip, grey_in_colour, palette_index_pixels, read_label_pixels, short,
                                    write_image_atomic)
 from vidseg_ros.data.datasets.layouts import (DEFAULT_IGNORE, INDEX_NAME, META_NAME, csv_says_where,
                                               not_utf8_says_where)
@@ -236,9 +233,7 @@ def read_label_with_stats(path: str | Path, lut: np.ndarray | None = None, color
         img = img[:, :, 0]
     visible = None if alpha is None else alpha != 0
     if kind == 'palette' and colors is None and palette:    # no colour table: the indices are the ids
-        exact = _palette_index_pixels(path)
-        img = orient(exact, image_file_info(path)[2]) if exact is not None else palette_indices(img, palette,
-                                                                                                ignore_index)
+        img = palette_index_pixels(path, img, palette, ignore_index)
     elif colors is None and grey_in_colour(img) is not None:     # ids saved as RGB (1 -> (1, 1, 1))
         img = grey_in_colour(img)
     if img.ndim == 2:
@@ -272,33 +267,6 @@ def read_label_with_stats(path: str | Path, lut: np.ndarray | None = None, color
     n_visible = int(visible.sum()) if visible is not None else stray.size
     share = float(stray.sum()) / n_visible if n_visible else 0.0
     return ids, share, _colour_list(_pack(rgb[stray]), 3) if share > UNKNOWN_WARN else '', np.zeros(256, bool)
-
-
-def _palette_index_pixels(path) -> np.ndarray | None:
-    """A paletted PNG's indices as stored (not turned), or None if it cannot be read so. Read back from OpenCV's
-    colours, an index was lost where two entries share a colour (a palette padded with black: 255, unlabelled,
-    became 0) or lies past a short palette (libpng shows it black); so the palette is swapped for a grey ramp
-    (entry i = (i, i, i)) and the file decoded again."""
-    with open_regular(path) as f:
-        data = f.read()
-    out, at, bits = [data[:8]], 8, None
-    while at + 12 <= len(data):
-        (n,), kind = struct.unpack('>I', data[at:at + 4]), data[at + 4:at + 8]
-        chunk = data[at:at + 12 + n]
-        if kind == b'IHDR':
-            bits = data[at + 16] if n >= 13 else None
-        elif kind == b'PLTE' and bits in (1, 2, 4, 8):
-            body = bytes(np.repeat(np.arange(2 ** bits, dtype=np.uint8), 3))
-            chunk = struct.pack('>I', len(body)) + b'PLTE' + body + struct.pack('>I', zlib.crc32(b'PLTE' + body))
-        if kind != b'tRNS':     # alpha comes from the first read
-            out.append(chunk)
-        at += 12 + n
-        if kind == b'IEND':
-            break
-    img = cv2.imdecode(np.frombuffer(b''.join(out), np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None or img.ndim != 3 or img.dtype != np.uint8:
-        return None
-    return img[:, :, 0].copy()
 
 
 def id_pixels_8bit(img: np.ndarray, path) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from vidseg_ros.config import read_yaml_file
-from vidseg_ros.data.images import (clip, grey_in_colour, palette_indices, read_label_pixels, short,
+from vidseg_ros.data.images import (clip, grey_in_colour, palette_index_pixels, read_label_pixels, short,
                                     write_file_atomic)
 from vidseg_ros.text import control_character_problem, long_text_problem
 from vidseg_ros.files import NotAFileError, file_problem, open_regular, real_path
@@ -65,7 +65,7 @@ def read_label_file(path, label_lut: np.ndarray | None = None) -> np.ndarray:
     if lab is None:
         raise FileNotFoundError(f'cannot read label file {path}')
     if lab.ndim == 3 and palette and _is_paletted_png(path):
-        lab = palette_indices(lab[:, :, :3], palette, DEFAULT_IGNORE)
+        lab = palette_index_pixels(path, lab[:, :, :3], palette, DEFAULT_IGNORE)
     elif grey_in_colour(lab) is not None:        # ids saved as RGB (1 -> (1, 1, 1)), as many tools save masks
         lab = grey_in_colour(lab)
     if lab.ndim == 3:
