@@ -163,3 +163,27 @@ def test_the_plots_show_the_scores_in_percent_and_the_confusion_row_normalised(t
     assert list(line.get_xdata()) == [10.0] and list(line.get_ydata()) == [50.0]
     shown = figs['confusion.png'].axes[0].get_images()[0].get_array()
     np.testing.assert_allclose(np.asarray(shown), [[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 0.0]])
+
+
+def _report(per_class_iou, latency_key_ms=12.0):
+    scores = {'mIoU': 0.5, 'mAcc': 0.5, 'pixel_acc': 0.5, 'per_class_iou': per_class_iou}
+    return {'model': 'm.pt', 'labelled': True, 'classes': list(per_class_iou), 'data': 'd', 'split': 'all',
+            'sequences': 1, 'device': 'cpu', 'intervals': {'1': {'latency_ms': 12.0, 'latency_key_ms': latency_key_ms,
+                                                                 'latency_current_ms': None, 'all': scores}}}
+
+
+def test_the_card_and_table_show_a_missing_score_as_a_dash(tmp_path):
+    """A class without a score (None in per_class_iou, as scores give it) and a latency without frames (None, as
+    metrics.json holds it) are '-', not a TypeError; the table's separator row has a cell for each of its 10
+    columns (markdown takes no table otherwise); a licence of exactly CARD_LICENCE characters is kept whole; a card
+    copy goes into a folder not made yet."""
+    from vidseg_ros.tools.eval_report import CARD_LICENCE, card_text, summary_table, write_card_file
+    report = _report({'road': 0.9, 'boat': None}, latency_key_ms=None)
+    head, sep, row = summary_table(report).splitlines()
+    assert head.count('|') == sep.count('|') == row.count('|') == 11
+    assert row.endswith('| 12.0 (- / -) |')
+    licence = 'x' * CARD_LICENCE
+    card = card_text(report, {'classes': ['road', 'boat'], 'provenance': {'licence': licence}})
+    assert 'Per-class IoU (interval 1): road 90.0, boat -' in card and f'\n{licence}\n' in card
+    paths = write_card_file(report, {'classes': ['road', 'boat']}, tmp_path, tmp_path / 'new' / 'card.md')
+    assert (tmp_path / 'new' / 'card.md').read_text() == paths[0].read_text()
