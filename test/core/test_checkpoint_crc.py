@@ -129,3 +129,15 @@ def test_a_run_resumed_with_ema_from_one_without_starts_the_average_at_its_weigh
     again = torch.load(tmp_path / 'runs' / 't' / 'last.pt', weights_only=True)
     # lr 0: the weights stay (BatchNorm-free model), so the average of equal weights is those weights
     assert all(torch.allclose(again['ema'][k], v) for k, v in last['model'].items())
+
+
+def test_a_byte_flipped_in_a_torchscript_export_s_weights_is_refused_as_damaged(tmp_path):
+    """A .ts export is a zip of torch's too: torch.jit.load checks no CRC either, and served other weights."""
+    from vidseg_ros.engine.backends import open_exported
+    from vidseg_ros.tools.export import export_torchscript
+    ts = tmp_path / 'm.ts'
+    export_torchscript(_checkpoint(tmp_path / 'm.pt'), ts, input_hw=[64, 64])
+    open_exported(ts, device='cpu')
+    _flip_a_byte(ts, _largest_tensor_record(ts))
+    with pytest.raises(CheckpointError, match=r'm\.ts is damaged: 1 of its records differ from the CRC-32'):
+        open_exported(ts, device='cpu')

@@ -29,7 +29,8 @@ from vidseg_ros.engine.onnx_runner import OnnxRunner
 from vidseg_ros.engine.runner import Runner, zero_state
 from vidseg_ros.models.blocks import fuse_conv_bn
 from vidseg_ros.models.contract import stream_info
-from vidseg_ros.models.model_file_checks import CheckpointError, check_archive, check_finite, check_readable
+from vidseg_ros.models.model_file_checks import (CheckpointError, check_archive, check_crc, check_finite,
+                                                check_readable)
 from vidseg_ros.files import text_path
 from vidseg_ros.text import one_line
 
@@ -145,6 +146,7 @@ class TorchScriptRunner(TorchRunner):
         extra = {META_KEY + '.json': ''}
         dev = resolve_device(device)
         check_archive(path)     # torch.jit.load inflates deflated records too: a small file, gigabytes of memory
+        check_crc(path)         # nor does torch.jit.load check the records' CRC-32: flipped weight bytes loaded
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)  # torch.jit is deprecated, still works
             with text_path(path) as text:
