@@ -311,6 +311,17 @@ def info(model: Model):
     _print(run(model))
 
 
+@app.command('name-classes')
+def name_classes(model: Annotated[Path, typer.Argument(help='a checkpoint (.pt) with more output channels than '
+                                                             'class names')],
+                 names: Annotated[list[str], typer.Argument(help='one name per unnamed channel, in channel order')],
+                 out: Annotated[Optional[Path], typer.Option(help='default: <model>-named.pt beside it')] = None):
+    """Name the output channels an earlier version's checkpoint left unnamed (every reader refuses such a file and
+    says this command); writes a named copy, black for the added classes, the weights unchanged."""
+    from vidseg_ros.models.checkpoint import add_class_names
+    _print({'written': str(add_class_names(model, names, out)), 'added': names})
+
+
 @app.command()
 def docs(check: bool = False,
          readme: Annotated[Path, typer.Option(help='the README of a checkout', exists=True, dir_okay=False)]

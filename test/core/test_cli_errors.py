@@ -237,6 +237,8 @@ CASES = [
     ('info-untrained', 'info untrained:keyframe_fpn', 'info needs a model file'),
     ('info-folder', 'info {d}/empty', 'is a folder'),
     ('info-fake-onnx', 'info {d}/fake.mp4', 'model files end in .pt (a checkpoint), .ts or .onnx (exports)'),
+    ('name-classes-junk', 'name-classes {d}/junk.pt void', 'junk.pt is not a loadable torch checkpoint'),
+    ('name-classes-no-names', 'name-classes {d}/junk.pt', "Missing argument 'names'"),
     # the group itself
     ('unknown-command', 'frobnicate', "No such command 'frobnicate'"),
     ('docs-unknown-option', 'docs --fix', 'No such option: --fix'),

@@ -41,8 +41,11 @@ def _cli(*args) -> subprocess.CompletedProcess:
 
 
 def _advice(line: str) -> list[str]:
-    """The command the refusal gives (after 'name channel(s) N: ', before ' (writes')."""
-    return shlex.split(re.search(r'; name channels? [\d.]+: (.*) \(writes [^(]*\)$', line)[1])
+    """The command the refusal gives (after 'name channel(s) N: ', before ' (writes'), `vidseg` run as this
+    interpreter's module (the checkout's, not whatever `vidseg` is on PATH)."""
+    command = shlex.split(re.search(r'; name channels? [\d.]+: (.*) \(writes [^(]*\)$', line)[1])
+    assert command[:2] == ['vidseg', 'name-classes'], command
+    return [sys.executable, '-m', 'vidseg_ros.cli', *command[1:]]
 
 
 def test_the_refusal_of_a_camvid_checkpoint_with_a_12th_channel_says_how_to_name_it_and_that_works(tmp_path):
@@ -129,3 +132,13 @@ def test_a_run_that_cannot_resume_under_its_own_config_says_how_to_start_from_it
     out = train(dataclasses.replace(now, name='t2', init_from=best), train_set=frames(4, (64, 64)))
     transfer = read_checkpoint(out['best_path'])['meta']['provenance']['transfer']
     assert transfer['reinitialised_names'] == ['classifier.weight', 'classifier.bias'] and transfer['kept'] > 10
+
+
+def test_name_classes_given_the_wrong_number_of_names_or_no_checkpoint_is_one_line(tmp_path):
+    old = _first_release(tmp_path / 'm.pt', ['floor', 'wall', 'person'], [[1, 2, 3]] * 3, 5)
+    p = _cli('name-classes', old, 'only-one')
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'Traceback' not in p.stderr, p.stderr
+    assert 'names 3 classes for 5 output channels: it needs 2 name(s), got 1' in p.stderr
+    p = _cli('name-classes', tmp_path / 'missing.pt', 'x')
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'missing.pt' in p.stderr, p.stderr
+    assert not (tmp_path / 'm-named.pt').exists()

@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
-import json
 import os
 import pickle
 import shlex
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -236,11 +234,10 @@ def _unnamed_channels(path: Path, meta) -> str | None:
         return None
     void = meta['classes'] == CAMVID_CLASSES and channels == CAMVID_VOID + 1   # CamVid's void id is the 12th channel
     names = ['void'] if void else [f'class{i}' for i in range(have, channels)]
-    code = f'import vidseg_ros.models.checkpoint as c; c.add_class_names({json.dumps(str(path))}, {json.dumps(names)})'
     which = f'channel {have}' if channels == have + 1 else f'channels {have}..{channels - 1}'
     why = 'counted CamVid\'s void' if void else 'set num_classes above them'
     return (f'{path}: meta.classes: {have} name(s) for {channels} output channels (an earlier version {why}); name '
-            f'{which}: {shlex.quote(sys.executable)} -c {shlex.quote(code)} (writes {_named(path).name})')
+            f'{which}: vidseg name-classes {shlex.join([str(path), *names])} (writes {_named(path).name})')
 
 
 def _named(path: Path) -> Path:
