@@ -201,3 +201,22 @@ def test_a_folder_of_netpbm_frames_is_a_video_of_rgb_frames(tmp_path):
     assert np.array_equal(got[0], rgb)
     assert np.array_equal(got[1], np.repeat(rgb[:, :, :1], 3, axis=2))
     assert np.abs(got[2].astype(int) - rgb[:, :, :1]).max() <= 1
+
+
+@pytest.mark.parametrize('hw', [(60, 80), (45, 100), (15, 100)])
+def test_resize_hw_stretches_a_frame_bilinearly_and_shrinks_it_by_area(hw):
+    """The video source's resize_hw: INTER_AREA alone was nearly nearest-neighbour where an axis grew (70-104 grey
+    levels from bilinear on noise); now as the engine resizes (area along a shrinking axis, bilinear along a
+    growing one)."""
+    import cv2
+    from vidseg_ros.data.video import resize_rgb
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)
+    out = resize_rgb(rgb, hw)
+    if hw[0] >= 30:
+        want = cv2.resize(rgb, hw[::-1], interpolation=cv2.INTER_LINEAR)
+    else:       # shrunk in height by area first, then stretched in width
+        want = cv2.resize(cv2.resize(rgb, (40, hw[0]), interpolation=cv2.INTER_AREA), hw[::-1],
+                          interpolation=cv2.INTER_LINEAR)
+    assert out.shape == (*hw, 3) and np.abs(out.astype(int) - want).max() <= 1
+    assert resize_rgb(rgb, (15, 20)).tolist() == cv2.resize(rgb, (20, 15), interpolation=cv2.INTER_AREA).tolist()
+    assert resize_rgb(rgb, None) is rgb and resize_rgb(rgb, (30, 40)) is rgb

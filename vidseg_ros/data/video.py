@@ -15,6 +15,7 @@ from vidseg_ros.constants import MAX_INPUT_PIXELS
 from vidseg_ros.data.image_headers import file_image_hw
 from vidseg_ros.data.images import ImageError, check_pixels, read_rgb
 from vidseg_ros.data.order import natural_key
+from vidseg_ros.engine.resize import resize_image
 from vidseg_ros.files import cv_path, file_problem
 from vidseg_ros.text import clip
 
@@ -173,10 +174,9 @@ def reported_fps(value, source: str) -> float:
 
 
 def resize_rgb(rgb: np.ndarray, size_hw: list[int] | tuple[int, int] | None) -> np.ndarray:
-    """Resize to (H, W) with area interpolation; no-op for empty/None sizes."""
+    """Resize to (H, W) as the engine does (``engine.resize``: area along a shrinking axis, bilinear along a growing
+    one; INTER_AREA alone was nearly nearest-neighbour when the video source's resize_hw grew a frame); no-op for
+    empty/None sizes."""
     if not size_hw:
         return rgb
-    h, w = int(size_hw[0]), int(size_hw[1])
-    if (h, w) == rgb.shape[:2]:
-        return rgb
-    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return resize_image(rgb, int(size_hw[0]), int(size_hw[1]))
