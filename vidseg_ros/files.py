@@ -152,9 +152,9 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
     # replaced by a file, and a config kept in a dotfiles folder through a link went out of it
     target = real_path(path) if path.is_symlink() else path
     tmp = temp_path(target)
-    lock = -1
+    held: list[int] = []    # filled inside _locked_temp: a signal landing as it returns would lose a returned fd
     try:
-        lock = _locked_temp(tmp)
+        lock = _locked_temp(tmp, held)
         # written through a second descriptor, closed before the rename (NFS reports a failed write on close);
         # ``lock`` keeps the temp locked until it is renamed or removed
         with os.fdopen(os.dup(lock), 'wb') as f:
@@ -166,15 +166,17 @@ def write_file_atomic(path: str | Path, data: bytes | memoryview, shown: str | P
         if fsync:
             _sync_folder(target.parent)
     except BaseException as e:
-        if lock >= 0:
-            _drop_temp(lock, tmp)
+        if held:
+            _drop_temp(held[0], tmp)
+        else:       # interrupted before the descriptor was kept: right as os.open returned (CI, a SIGTERM)
+            _drop_unheld_temp(tmp)
         if isinstance(e, OSError) and e.strerror:
             raise OSError(e.errno, f'{e.strerror} (not written; a file there before is unchanged)',
                           str(shown or path)) from e
         raise
     finally:
-        if lock >= 0:
-            os.close(lock)
+        if held:
+            os.close(held[0])
     return path
 
 
@@ -190,8 +192,9 @@ def _sync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def _locked_temp(tmp: Path) -> int:
-    """A descriptor of ``tmp``, empty, holding its exclusive flock (until it is closed, after the rename).
+def _locked_temp(tmp: Path, held: list[int]) -> int:
+    """A descriptor of ``tmp``, empty, holding its exclusive flock (until it is closed, after the rename); also
+    appended to ``held``, so the caller has it even when a signal's handler raises as this returns.
 
     Two writers of one file share its temp name: the second truncated the first's temp mid-write, the first then
     renamed it (the file read half one write, half the other) and the second failed 'No such file or directory
@@ -206,6 +209,7 @@ def _locked_temp(tmp: Path) -> int:
         try:
             if _holds(fd, tmp):
                 os.ftruncate(fd, 0)
+                held.append(fd)
                 return fd
         except BaseException:
             _drop_temp(fd, tmp)
@@ -244,6 +248,18 @@ def _holds(fd: int, tmp: Path) -> bool:
         return False
     held = os.fstat(fd)
     return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _drop_unheld_temp(tmp: Path) -> None:
+    """Remove ``tmp`` if nobody holds its lock: left by this writer, interrupted right after ``os.open`` made it and
+    before the descriptor was kept (a signal's handler runs as the call returns), or by a killed writer. A writer
+    that made it and has not locked it yet finds it gone once locked (``_holds``) and makes it again."""
+    with contextlib.suppress(OSError):
+        fd = os.open(tmp, os.O_WRONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0))
+        try:
+            _drop_temp(fd, tmp)
+        finally:
+            os.close(fd)
 
 
 def check_replaceable(path: str | Path, shown: str | Path | None = None) -> None:
