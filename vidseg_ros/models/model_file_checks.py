@@ -209,12 +209,19 @@ def _bad_crcs(f, z: zipfile.ZipFile) -> list[str]:
     return bad
 
 
+def crc_problem(path: str | Path) -> str:
+    """'<path> is damaged: N of its records differ from the CRC-32 ...' when records of the archive ``path`` do
+    (``damaged_records``); '' when none does. The start of every reader's line about it (``check_crc``, --resume)."""
+    if bad := damaged_records(path):
+        return (f'{path} is damaged: {len(bad)} of its records differ from the CRC-32 saved with them (first: '
+                f'{clip(bad[0], 80)}; changed on the disk or in a copy)')
+    return ''
+
+
 def check_crc(path: str | Path) -> None:
     """CheckpointError '<path> is damaged' when records of the archive ``path`` differ from their CRC-32."""
-    if bad := damaged_records(path):
-        raise CheckpointError(f'{path} is damaged: {len(bad)} of its records differ from the CRC-32 saved with them '
-                              f'(first: {clip(bad[0], 80)}; changed on the disk or in a copy); re-copy it from an '
-                              'intact copy')
+    if problem := crc_problem(path):
+        raise CheckpointError(f'{problem}; re-copy it from an intact copy')
 
 
 def check_finite(state: dict, where: str) -> None:

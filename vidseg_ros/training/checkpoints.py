@@ -61,11 +61,10 @@ def read_training_state(path: Path) -> dict:
     differ from their zip CRC-32, a key of another type) or not a training state (e.g. a model checkpoint copied
     there)."""
     from vidseg_ros.models.checkpoint import CheckpointError, load_torch_file
-    from vidseg_ros.models.model_file_checks import damaged_records
+    from vidseg_ros.models.model_file_checks import crc_problem
     # torch.load checks no zip CRC: bytes flipped in a tensor's data resumed other weights without a word
-    if bad := damaged_records(path):
-        raise ConfigError(f'--resume: {path} is damaged: {len(bad)} of its records differ from the CRC-32 saved with '
-                          f'them (first: {bad[0][-80:]}; changed on the disk or in a copy); {FIX}')
+    if problem := crc_problem(path):
+        raise ConfigError(f'--resume: {problem}; {FIX}')
     try:
         blob = load_torch_file(path, verify=False)
     except CheckpointError as e:
