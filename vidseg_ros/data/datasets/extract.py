@@ -41,7 +41,7 @@ from vidseg_ros.data.datasets.layouts import (EXTRACTING_NAME, FrameRecord, has_
 from vidseg_ros.data.datasets.lock import dataset_lock
 from vidseg_ros.data.datasets.moved_bags import moved_bags
 from vidseg_ros.data.datasets.sequence_names import (BAG_SUFFIXES, MAX_SEQUENCE_BYTES, bag_key,  # noqa: F401
-                                                     sequence_names)
+                                                     bag_keys, rows_by_bag, sequence_names)
 from vidseg_ros.data.datasets.sequence_planner import SequencePlanner
 from vidseg_ros.data.executors import check_executor, task_executor
 from vidseg_ros.data.images import write_file_atomic
@@ -105,7 +105,7 @@ def _extract_locked(bags: list[str | Path], out: Path, cfg: ExtractConfig, progr
         with task_executor(executor, cfg.workers, address, tasks=len(named) if executor == 'dask' else None) as pool:
             if executor == 'local':
                 pending: dict = {}
-                by_bag = _rows_by_bag(old.values())
+                by_bag = rows_by_bag(old.values())
                 for bag, name in named:
                     _extract_bag(bag, name, out, cfg, rows, result, pool, pending, progress,
                                  by_bag.get(bag_key(bag), []))
@@ -165,26 +165,9 @@ def _moved_to(old: dict[Path, FrameRecord], moved: dict[str, Path]) -> dict[Path
     its sequence names and its frames are skipped as existing, and a later run knows it without reading it again."""
     if not moved:
         return old
-    keys: dict[str, str] = {}
-    out = {}
-    for image, r in old.items():
-        key = (keys.get(r.bag) or keys.setdefault(r.bag, bag_key(r.bag))) if r.bag else ''
-        out[image] = replace(r, bag=str(moved[key])) if key in moved else r
-    return out
-
-
-def _rows_by_bag(old_rows) -> dict[str, list[FrameRecord]]:
-    """The dataset's rows by the real path of their bag. Each bag looked for its rows among all of them, resolving
-    every row's bag path anew: 800 bags of 3 frames took 60 s in realpath alone, growing with bags x rows."""
-    keys: dict[str, str] = {}
-    out: dict[str, list[FrameRecord]] = {}
-    for r in old_rows:
-        if r.bag:
-            key = keys.get(r.bag)
-            if key is None:
-                key = keys[r.bag] = bag_key(r.bag)
-            out.setdefault(key, []).append(r)
-    return out
+    keys = bag_keys(old.values())
+    return {image: replace(r, bag=str(moved[keys[r.bag]])) if r.bag and keys[r.bag] in moved else r
+            for image, r in old.items()}
 
 
 def _extract_bag(bag: Path, name: str, out: Path, cfg: ExtractConfig, rows: dict, result: ExtractResult, pool,
@@ -272,7 +255,7 @@ def _extract_on_cluster(pool, bags: list[tuple[Path, str]], out: Path, cfg: Extr
     # each bag's rows, found once (not bags x rows), by the bag's real path as the local run finds them: by the path
     # as given, a bag named through a link in one run and by its real path in the next got no rows, and its frames'
     # human labels dropped out of the index (kept by the local run)
-    by_bag = {key: {r.image: r for r in recs} for key, recs in _rows_by_bag(old.values()).items()}
+    by_bag = {key: {r.image: r for r in recs} for key, recs in rows_by_bag(old.values()).items()}
     futures = [pool.submit(_bag_task, str(bag), name, str(out), cfg, by_bag.get(bag_key(bag), {}))
                for bag, name in bags]
     merged = set()

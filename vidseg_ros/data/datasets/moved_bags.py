@@ -22,7 +22,7 @@ from vidseg_ros.data.bags.reader import IMAGE_TYPES, list_topics, read_messages
 from vidseg_ros.data.datasets.extract_config import ExtractConfig
 from vidseg_ros.data.datasets.image_messages import decode_message, header_stamp_ns
 from vidseg_ros.data.datasets.layouts import FrameRecord
-from vidseg_ros.data.datasets.sequence_names import _bag_stem as bag_stem, bag_key
+from vidseg_ros.data.datasets.sequence_names import _bag_stem as bag_stem, bag_key, rows_by_bag
 from vidseg_ros.data.images import read_rgb
 
 log = logging.getLogger(__package__ + '.extract')     # messages of `vidseg extract`, under its name
@@ -38,15 +38,9 @@ def moved_bags(bags: list[Path], old_rows, cfg: ExtractConfig) -> dict[str, Path
     by their path. Old bags looked at: those at a path that is gone (or, named by a relative path, not found from
     here), and those of the same name (a dataset copied with its bag); only where some frame file of theirs exists
     (nothing else could be written twice)."""
-    keys: dict[str, str] = {}       # a row's bag -> its real path, resolved once per bag (not per row)
-    groups: dict[str, list[FrameRecord]] = {}
-    relative: set[str] = set()      # bags named by a path relative to the folder of their run (older datasets)
-    for r in old_rows:
-        if r.bag:
-            key = keys.get(r.bag) or keys.setdefault(r.bag, bag_key(r.bag))
-            groups.setdefault(key, []).append(r)
-            if not os.path.isabs(r.bag):
-                relative.add(key)
+    groups = rows_by_bag(old_rows)
+    # bags named by a path relative to the folder of their run (older datasets)
+    relative = {key for key, rows in groups.items() if any(not os.path.isabs(r.bag) for r in rows)}
     new = [b for b in bags if bag_key(b) not in groups]
     run = {bag_key(b) for b in bags}
     olds = {k: rows for k, rows in groups.items() if k not in run and any(Path(r.image).is_file() for r in rows)} \
